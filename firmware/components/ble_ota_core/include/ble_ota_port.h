@@ -1,0 +1,76 @@
+/*
+ * What the OTA core needs from the platform it runs on.
+ *
+ * The core (ble_ota_core.c) includes no ESP-IDF or NimBLE header. Each
+ * platform fills one ble_ota_port_t: the ESP-IDF adapter
+ * (firmware/main/ota_port_esp.c) with esp_ota_* calls, the host platform
+ * (firmware/host/host_port.c) with emulated flash for tests and the virtual
+ * ESP32. Every function is called from the task that delivers GATT events;
+ * none may block longer than one flash operation.
+ */
+#ifndef BLE_OTA_PORT_H
+#define BLE_OTA_PORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Outcome of a port operation. The port logs the platform's own error
+ * (esp_err_t name, ...) before returning; the core only needs the kind. */
+typedef enum {
+    BLE_OTA_PORT_OK = 0,
+    BLE_OTA_PORT_ERR_NO_SLOT,       /* no OTA slot to write into */
+    BLE_OTA_PORT_ERR_TOO_LARGE,     /* the data does not fit the slot */
+    BLE_OTA_PORT_ERR_FLASH,         /* erase or write failed */
+    BLE_OTA_PORT_ERR_INVALID_IMAGE, /* image validation failed at end */
+    BLE_OTA_PORT_ERR_STATE,         /* refused in this state (e.g. rollback pending) */
+    BLE_OTA_PORT_ERR_OTHER,
+} ble_ota_port_err_t;
+
+/* OTA state of the running image, as the bootloader keeps it. */
+typedef enum {
+    BLE_OTA_IMG_VALID = 0,          /* confirmed, or rollback not in use */
+    BLE_OTA_IMG_PENDING_VERIFY,     /* first boot of a new image: must be confirmed */
+    BLE_OTA_IMG_UNKNOWN,            /* factory image or state not readable */
+} ble_ota_img_state_t;
+
+typedef enum {
+    BLE_OTA_LOG_ERROR = 0,
+    BLE_OTA_LOG_WARN,
+    BLE_OTA_LOG_INFO,
+    BLE_OTA_LOG_DEBUG,
+} ble_ota_log_level_t;
+
+typedef struct ble_ota_port {
+    void *ctx; /* passed back as the first argument of every call */
+
+    /* Open the next OTA slot for sequential writes. image_size is 0 when the
+     * protocol does not tell it (the seed's); the slot is then erased as
+     * data arrives. */
+    ble_ota_port_err_t (*slot_begin)(void *ctx, uint32_t image_size);
+    /* Append len bytes to the open slot. */
+    ble_ota_port_err_t (*slot_write)(void *ctx, const uint8_t *data, size_t len);
+    /* Close the slot and validate the image in it (esp_ota_end). The slot is
+     * closed whatever the result. */
+    ble_ota_port_err_t (*slot_end)(void *ctx);
+    /* Drop the open slot, if any, and free what it holds. */
+    void (*slot_abort)(void *ctx);
+    /* Select the slot last ended successfully for the next boot. */
+    ble_ota_port_err_t (*set_boot_slot)(void *ctx);
+    /* Restart the device after delay_ms; returns at once. */
+    void (*restart)(void *ctx, uint32_t delay_ms);
+
+    /* Notify the connected client of the OTA Control value (no-op when no
+     * client is subscribed). */
+    void (*notify_control)(void *ctx, uint8_t value);
+
+    /* Boot-time confirmation of a new image. */
+    ble_ota_img_state_t (*running_state)(void *ctx);
+    ble_ota_port_err_t (*mark_valid)(void *ctx);
+    /* Mark the running image invalid and restart into the previous one. */
+    void (*rollback)(void *ctx);
+
+    /* One log line, without trailing newline. */
+    void (*log)(void *ctx, ble_ota_log_level_t level, const char *msg);
+} ble_ota_port_t;
+
+#endif /* BLE_OTA_PORT_H */

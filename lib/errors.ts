@@ -1,0 +1,72 @@
+/**
+ * Errors of the OTA client. Every error has a stable `code` (documented in
+ * docs/ERRORS.md) and a message that says what happened and what to do.
+ */
+
+export type BleOtaErrorCode =
+  // the firmware image (checked before any connection)
+  | 'IMAGE_NOT_BUFFER'
+  | 'IMAGE_EMPTY'
+  | 'IMAGE_NOT_AN_IMAGE'
+  | 'IMAGE_BOOTLOADER'
+  | 'IMAGE_PARTITION_TABLE'
+  | 'IMAGE_ESP8266'
+  | 'IMAGE_TRUNCATED'
+  | 'IMAGE_BAD_CHECKSUM'
+  | 'IMAGE_BAD_HASH'
+  | 'IMAGE_NO_APP_DESC'
+  | 'IMAGE_TOO_LARGE'
+  // the Bluetooth side
+  | 'BLUETOOTH_UNAVAILABLE'
+  | 'DEVICE_NOT_FOUND'
+  | 'CONNECT_FAILED'
+  | 'GATT_TIMEOUT'
+  | 'DISCONNECTED'
+  | 'NOT_OTA_DEVICE'
+  // the device's answers
+  | 'REQUEST_REFUSED'
+  | 'DEVICE_REJECTED_IMAGE'
+  | 'TRANSFER_FAILED'
+  // the caller
+  | 'CANCELLED'
+  | 'BUSY'
+  | 'INVALID_ARGUMENT';
+
+export class BleOtaError extends Error {
+  readonly code: BleOtaErrorCode;
+
+  constructor(code: BleOtaErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The firmware image is not something the device can boot. */
+export class ImageError extends BleOtaError {}
+
+/** No Bluetooth adapter can be used (no kernel support, no adapter, powered off). */
+export class BluetoothUnavailableError extends BleOtaError {}
+
+/** A device could not be found, reached or used. */
+export class DeviceError extends BleOtaError {}
+
+/** A GATT operation did not complete in time. */
+export class GattTimeoutError extends BleOtaError {
+  constructor(operation: string, timeoutMs: number) {
+    super(
+      'GATT_TIMEOUT',
+      `${operation} got no answer within ${timeoutMs} ms; the device may be out of range, busy or have rejected the request`,
+    );
+  }
+}
+
+/** The device refused or failed a step of the OTA protocol. */
+export class ProtocolError extends BleOtaError {}
+
+/** The caller cancelled the operation. */
+export class CancelledError extends BleOtaError {
+  constructor(message = 'the update was cancelled') {
+    super('CANCELLED', message);
+  }
+}
