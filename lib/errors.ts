@@ -16,6 +16,7 @@ export type BleOtaErrorCode =
   | 'IMAGE_BAD_HASH'
   | 'IMAGE_NO_APP_DESC'
   | 'IMAGE_TOO_LARGE'
+  | 'IMAGE_WRONG_CHIP'
   // the Bluetooth side
   | 'BLUETOOTH_UNAVAILABLE'
   | 'DEVICE_NOT_FOUND'
@@ -46,7 +47,15 @@ export class BleOtaError extends Error {
 export class ImageError extends BleOtaError {}
 
 /** No Bluetooth adapter can be used (no kernel support, no adapter, powered off). */
-export class BluetoothUnavailableError extends BleOtaError {}
+export class BluetoothUnavailableError extends BleOtaError {
+  /** The reason in a few words, for a node's status. */
+  readonly reason: string;
+
+  constructor(reason: string, message: string, options?: { cause?: unknown }) {
+    super('BLUETOOTH_UNAVAILABLE', message, options);
+    this.reason = reason;
+  }
+}
 
 /** A device could not be found, reached or used. */
 export class DeviceError extends BleOtaError {}

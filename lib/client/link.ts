@@ -1,0 +1,159 @@
+/**
+ * One connection to a peripheral, where every GATT operation has a timeout
+ * and fails at once when the link drops or the caller cancels.
+ *
+ * noble's callbacks never report failure for most operations (a write the
+ * device refuses simply never calls back), so every wait here is bounded.
+ */
+import { CancelledError, DeviceError, GattTimeoutError } from '../errors';
+import type { Callback, NobleCharacteristic, NoblePeripheral, NobleService } from './noble-types';
+
+interface Waiter {
+  reject(err: Error): void;
+}
+
+export class Link {
+  private readonly waiters = new Set<Waiter>();
+  private lostError: Error | undefined;
+  private readonly onDisconnect = (reason?: number) => {
+    const hex = typeof reason === 'number' ? ` (reason 0x${reason.toString(16).padStart(2, '0')})` : '';
+    this.fail(new DeviceError('DISCONNECTED', `the connection to ${this.describe()} was lost${hex}`));
+  };
+  private readonly onAbort = () => this.fail(new CancelledError());
+
+  constructor(
+    readonly peripheral: NoblePeripheral,
+    private readonly gattTimeoutMs: number,
+    private readonly signal?: AbortSignal,
+  ) {
+    peripheral.on('disconnect', this.onDisconnect);
+    signal?.addEventListener('abort', this.onAbort);
+    if (signal?.aborted) this.lostError = new CancelledError();
+  }
+
+  describe(): string {
+    const name = this.peripheral.advertisement?.localName;
+    return name ? `${name} (${this.peripheral.address})` : this.peripheral.address;
+  }
+
+  get connected(): boolean {
+    return !this.lostError && this.peripheral.state === 'connected';
+  }
+
+  /** Runs a noble callback-style operation with the link's guards. */
+  run<T>(operation: string, start: (cb: Callback<T>) => void, timeoutMs = this.gattTimeoutMs): Promise<T> {
+    return this.wait<T>(operation, timeoutMs, (resolve, reject) =>
+      start((err, value) => (err ? reject(toError(err, operation)) : resolve(value as T))),
+    );
+  }
+
+  /**
+   * Waits for something that `subscribe` reports, bounded by a timeout, the
+   * link and the caller's signal. `subscribe` returns its cleanup.
+   */
+  wait<T>(
+    operation: string,
+    timeoutMs: number,
+    subscribe: (resolve: (value: T) => void, reject: (err: Error) => void) => (() => void) | void,
+  ): Promise<T> {
+    if (this.lostError) return Promise.reject(this.lostError);
+    return new Promise<T>((resolve, reject) => {
+      let cleanup: (() => void) | void;
+      const waiter: Waiter = {
+        reject: (err) => finish(() => reject(err)),
+      };
+      const timer = setTimeout(() => waiter.reject(new GattTimeoutError(operation, timeoutMs)), timeoutMs);
+      const finish = (settle: () => void) => {
+        if (!this.waiters.delete(waiter)) return;
+        clearTimeout(timer);
+        if (cleanup) cleanup();
+        settle();
+      };
+      this.waiters.add(waiter);
+      cleanup = subscribe(
+        (value) => finish(() => resolve(value)),
+        (err) => waiter.reject(err),
+      );
+      // Settled synchronously inside subscribe: clean up now.
+      if (!this.waiters.has(waiter) && cleanup) cleanup();
+    });
+  }
+
+  discoverServices(uuids: string[]): Promise<NobleService[]> {
+    return this.run('service discovery', (cb) => this.peripheral.discoverServices(uuids, cb));
+  }
+
+  discoverCharacteristics(service: NobleService): Promise<NobleCharacteristic[]> {
+    return this.run('characteristic discovery', (cb) => service.discoverCharacteristics([], cb));
+  }
+
+  read(chr: NobleCharacteristic, what: string): Promise<Buffer> {
+    return this.run(`reading ${what}`, (cb) => chr.read(cb));
+  }
+
+  write(chr: NobleCharacteristic, data: Buffer, what: string, withoutResponse = false): Promise<void> {
+    return this.run(`writing ${what}`, (cb) => chr.write(data, withoutResponse, cb));
+  }
+
+  subscribe(chr: NobleCharacteristic, what: string): Promise<void> {
+    return this.run(`subscribing to ${what}`, (cb) => chr.subscribe(cb));
+  }
+
+  /** Drops the link; resolves when noble reports it, or after a timeout. */
+  async close(): Promise<void> {
+    this.signal?.removeEventListener('abort', this.onAbort);
+    if (this.peripheral.state === 'connected' || this.peripheral.state === 'connecting') {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.gattTimeoutMs);
+        this.peripheral.disconnect(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    this.peripheral.off('disconnect', this.onDisconnect);
+    if (!this.lostError) this.lostError = new DeviceError('DISCONNECTED', `the connection to ${this.describe()} was closed`);
+    this.rejectAll(this.lostError);
+  }
+
+  /** Resolves when the device drops the link (e.g. restarts), or after a timeout. */
+  awaitDisconnect(timeoutMs: number): Promise<boolean> {
+    if (this.peripheral.state !== 'connected') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.peripheral.off('disconnect', done);
+        resolve(false);
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.peripheral.once('disconnect', done);
+    });
+  }
+
+  /** Marks the link lost (an error the device reported) and rejects every wait. */
+  fail(err: Error): void {
+    if (!this.lostError) this.lostError = err;
+    this.rejectAll(err);
+  }
+
+  /** Stops treating a disconnect as an error (the device is expected to restart). */
+  expectDisconnect(): void {
+    this.peripheral.off('disconnect', this.onDisconnect);
+  }
+
+  /** Throws the error that ended the link, if any. */
+  check(): void {
+    if (this.lostError) throw this.lostError;
+  }
+
+  private rejectAll(err: Error): void {
+    for (const w of [...this.waiters]) w.reject(err);
+  }
+}
+
+function toError(err: Error | string, operation: string): Error {
+  const message = typeof err === 'string' ? err : err.message;
+  return new DeviceError('CONNECT_FAILED', `${operation} failed: ${message}`);
+}

@@ -1,0 +1,111 @@
+/**
+ * Finding a device: wait for the adapter, scan, match by address, name or
+ * the OTA service, stop scanning, and always remove the listeners added.
+ */
+import { BluetoothUnavailableError, CancelledError, DeviceError } from '../errors';
+import { OTA_SERVICE_UUID, nobleUuid } from '../protocol/constants';
+import type { NobleLike, NoblePeripheral } from './noble-types';
+
+/** Which device to update: by address, by advertised name, or the first OTA device seen. */
+export interface Target {
+  address?: string;
+  name?: string;
+}
+
+export function normalizeAddress(address: string): string {
+  const hex = address.replace(/[:-]/g, '').toLowerCase();
+  if (!/^[0-9a-f]{12}$/.test(hex)) {
+    throw new DeviceError('DEVICE_NOT_FOUND', `"${address}" is not a Bluetooth address; write it as AA:BB:CC:DD:EE:FF`);
+  }
+  return hex.match(/../g)!.join(':');
+}
+
+export function describeTarget(target: Target): string {
+  if (target.address) return target.address;
+  if (target.name) return `"${target.name}"`;
+  return 'any device with the OTA service';
+}
+
+export function matchesTarget(p: NoblePeripheral, target: Target): boolean {
+  if (target.address) {
+    const wanted = normalizeAddress(target.address);
+    return p.address?.toLowerCase() === wanted || p.id === wanted.replace(/:/g, '');
+  }
+  if (target.name) return p.advertisement?.localName === target.name;
+  return (p.advertisement?.serviceUuids ?? []).includes(nobleUuid(OTA_SERVICE_UUID));
+}
+
+const ADAPTER_PROBLEMS: Record<string, string> = {
+  unsupported: 'the Bluetooth adapter does not support Bluetooth Low Energy',
+  unauthorized: 'this process is not allowed to use Bluetooth',
+  poweredOff: 'the Bluetooth adapter is powered off; turn it on (e.g. `bluetoothctl power on`)',
+};
+
+/** Resolves once the adapter is powered on. */
+export function waitPoweredOn(noble: NobleLike, timeoutMs: number): Promise<void> {
+  if (noble.state === 'poweredOn') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      noble.off('stateChange', onState);
+      reject(
+        new BluetoothUnavailableError(
+          'adapter not ready',
+          `the Bluetooth adapter did not become ready within ${timeoutMs} ms (state: ${noble.state})`,
+        ),
+      );
+    }, timeoutMs);
+    const onState = (state: string) => {
+      if (state === 'poweredOn') {
+        clearTimeout(timer);
+        noble.off('stateChange', onState);
+        resolve();
+      } else if (ADAPTER_PROBLEMS[state]) {
+        clearTimeout(timer);
+        noble.off('stateChange', onState);
+        reject(new BluetoothUnavailableError(`adapter ${state}`, `Bluetooth is unavailable: ${ADAPTER_PROBLEMS[state]}`));
+      }
+    };
+    noble.on('stateChange', onState);
+  });
+}
+
+/** Scans until a peripheral matches the target. */
+export async function findPeripheral(
+  noble: NobleLike,
+  target: Target,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<NoblePeripheral> {
+  if (target.address) normalizeAddress(target.address); // a malformed address fails before scanning
+  await waitPoweredOn(noble, timeoutMs);
+  return new Promise<NoblePeripheral>((resolve, reject) => {
+    const finish = (err: Error | null, p?: NoblePeripheral) => {
+      clearTimeout(timer);
+      noble.off('discover', onDiscover);
+      signal?.removeEventListener('abort', onAbort);
+      noble.stopScanning();
+      if (err) reject(err);
+      else resolve(p as NoblePeripheral);
+    };
+    const onDiscover = (p: NoblePeripheral) => {
+      if (matchesTarget(p, target)) finish(null, p);
+    };
+    const onAbort = () => finish(new CancelledError());
+    const timer = setTimeout(
+      () =>
+        finish(
+          new DeviceError(
+            'DEVICE_NOT_FOUND',
+            `${describeTarget(target)} was not found in a ${Math.round(timeoutMs / 1000)} s scan; check that it is powered, in range and not connected to another central`,
+          ),
+        ),
+      timeoutMs,
+    );
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort);
+    noble.on('discover', onDiscover);
+    noble.startScanning([], false, (err) => {
+      if (err) finish(new BluetoothUnavailableError('scan failed', `scanning failed: ${String(err)}`));
+    });
+  });
+}

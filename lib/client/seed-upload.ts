@@ -1,0 +1,181 @@
+/**
+ * Upload in the seed's protocol (REFERENCE.md section 1): packet size to
+ * OTA Data, REQUEST on OTA Control, every packet written with response, DONE,
+ * then the device restarts into the new image.
+ *
+ * Devices running the seed's own firmware must keep working, so nothing here
+ * relies on our firmware's fixes; it only profits from them (a DONE_NAK
+ * notified during the transfer ends it at once instead of at DONE).
+ */
+import { ProtocolError } from '../errors';
+import { Control, MAX_ATTRIBUTE_VALUE } from '../protocol/constants';
+import type { Link } from './link';
+import type { NobleCharacteristic } from './noble-types';
+
+export interface SeedUploadTimeouts {
+  /** Waiting for REQUEST_ACK. */
+  requestMs: number;
+  /** Waiting for DONE_ACK: the device validates the whole image first. */
+  verifyMs: number;
+  /** Waiting for the device to drop the link when it restarts. */
+  restartMs: number;
+}
+
+export type UploadPhase = 'preparing' | 'uploading' | 'verifying' | 'restarting';
+
+export interface UploadProgress {
+  phase: UploadPhase;
+  bytesSent: number;
+  totalBytes: number;
+  /** Whole percent of the image sent. */
+  percent: number;
+  /** Firmware bytes per second since the first packet. */
+  bytesPerSecond: number;
+}
+
+export interface SeedUploadStats {
+  packetSize: number;
+  packets: number;
+  /** Time from the first packet to DONE_ACK. */
+  transferMs: number;
+  /** Whether the device dropped the link to restart. */
+  restarted: boolean;
+}
+
+/** Packet size for an ATT MTU: what one Write Request carries, at most 512 bytes. */
+export function seedPacketSize(mtu: number): number {
+  return Math.min(mtu - 3, MAX_ATTRIBUTE_VALUE);
+}
+
+export async function seedUpload(
+  link: Link,
+  chars: { control: NobleCharacteristic; data: NobleCharacteristic },
+  mtu: number,
+  image: Buffer,
+  timeouts: SeedUploadTimeouts,
+  onProgress: (p: UploadProgress) => void,
+): Promise<SeedUploadStats> {
+  const packetSize = seedPacketSize(mtu);
+  const notifications = new ControlNotifications(link, chars.control);
+  try {
+    onProgress({ phase: 'preparing', bytesSent: 0, totalBytes: image.length, percent: 0, bytesPerSecond: 0 });
+    await link.subscribe(chars.control, 'OTA Control notifications');
+    const size = Buffer.alloc(2);
+    size.writeUInt16LE(packetSize);
+    await link.write(chars.data, size, 'the packet size');
+
+    const requestAnswer = notifications.next('REQUEST_ACK', timeouts.requestMs);
+    await link.write(chars.control, Buffer.from([Control.REQUEST]), 'the OTA request');
+    const answer = await requestAnswer;
+    if (answer !== Control.REQUEST_ACK) {
+      throw new ProtocolError(
+        'REQUEST_REFUSED',
+        `the device refused to start an update (control value 0x${hex(answer)}): its running image may still be waiting for confirmation, or it has no OTA slot; restart the device and try again`,
+      );
+    }
+
+    // From here a DONE_NAK means the device gave up (our firmware notifies one
+    // when it cannot write flash): end the transfer at once.
+    notifications.failOn(Control.DONE_NAK, () =>
+      new ProtocolError('TRANSFER_FAILED', 'the device stopped the transfer: it could not write the firmware to flash'),
+    );
+    const started = Date.now();
+    let packets = 0;
+    const report = progressReporter(image.length, started, onProgress);
+    for (let offset = 0; offset < image.length; offset += packetSize) {
+      link.check();
+      await link.write(chars.data, image.subarray(offset, offset + packetSize), `firmware at offset ${offset}`);
+      packets++;
+      report(Math.min(offset + packetSize, image.length));
+    }
+
+    onProgress({ phase: 'verifying', ...rate(image.length, image.length, started) });
+    notifications.failOn(undefined);
+    const doneAnswer = notifications.next('DONE_ACK', timeouts.verifyMs);
+    await link.write(chars.control, Buffer.from([Control.DONE]), 'the end of the transfer');
+    const done = await doneAnswer;
+    if (done !== Control.DONE_ACK) {
+      throw new ProtocolError(
+        'DEVICE_REJECTED_IMAGE',
+        `the device rejected the image after receiving it (control value 0x${hex(done)}): its validation failed, so the old firmware stays; check that the image was built for this chip and is complete`,
+      );
+    }
+    const transferMs = Date.now() - started;
+
+    onProgress({ phase: 'restarting', ...rate(image.length, image.length, started) });
+    link.expectDisconnect();
+    const restarted = await link.awaitDisconnect(timeouts.restartMs);
+    return { packetSize, packets, transferMs, restarted };
+  } finally {
+    notifications.dispose();
+  }
+}
+
+/** Control notifications, awaited one at a time. */
+class ControlNotifications {
+  private readonly queue: number[] = [];
+  private waiting: ((value: number) => void) | undefined;
+  private failure: { value: number; error: () => Error } | undefined;
+  private readonly onData = (data: Buffer, isNotification: boolean) => {
+    if (!isNotification || data.length < 1) return;
+    const value = data[0];
+    if (this.failure && value === this.failure.value) {
+      this.link.fail(this.failure.error());
+      return;
+    }
+    if (this.waiting) this.waiting(value);
+    else this.queue.push(value);
+  };
+
+  constructor(private readonly link: Link, private readonly control: NobleCharacteristic) {
+    control.on('data', this.onData);
+  }
+
+  next(expected: string, timeoutMs: number): Promise<number> {
+    return this.link.wait<number>(`waiting for ${expected}`, timeoutMs, (resolve) => {
+      const queued = this.queue.shift();
+      if (queued !== undefined) return resolve(queued);
+      this.waiting = resolve;
+      return () => {
+        this.waiting = undefined;
+      };
+    });
+  }
+
+  failOn(value: number | undefined, error?: () => Error): void {
+    this.failure = value === undefined || !error ? undefined : { value, error };
+  }
+
+  dispose(): void {
+    this.control.off('data', this.onData);
+  }
+}
+
+function rate(sent: number, total: number, started: number) {
+  const seconds = Math.max((Date.now() - started) / 1000, 0.001);
+  return {
+    bytesSent: sent,
+    totalBytes: total,
+    percent: Math.floor((sent * 100) / total),
+    bytesPerSecond: Math.round(sent / seconds),
+  };
+}
+
+/** Reports at each whole percent, and at most every 250 ms in between. */
+function progressReporter(total: number, started: number, onProgress: (p: UploadProgress) => void) {
+  let lastPercent = -1;
+  let lastAt = 0;
+  return (sent: number) => {
+    const r = rate(sent, total, started);
+    const now = Date.now();
+    if (r.percent !== lastPercent || now - lastAt >= 250) {
+      lastPercent = r.percent;
+      lastAt = now;
+      onProgress({ phase: 'uploading', ...r });
+    }
+  };
+}
+
+function hex(value: number): string {
+  return value.toString(16).padStart(2, '0');
+}

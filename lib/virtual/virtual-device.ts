@@ -1,0 +1,271 @@
+/**
+ * One virtual ESP32: a child process running the firmware's OTA core on the
+ * host (firmware/host/virtual_esp32.c), driven through the line protocol of
+ * docs/VIRTUAL_ESP32.md.
+ */
+import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
+import { ensureVirtualEsp32 } from './build';
+
+export interface VirtualDeviceOptions {
+  /** Advertised name (default "esp32"). */
+  name?: string;
+  /** Public address, "aa:bb:cc:dd:ee:ff" (default: derived from the name). */
+  address?: string;
+  /** App image the device runs from ota_0 at first boot (default: built in). */
+  image?: string;
+  /** Size of each OTA slot in bytes. */
+  slotSize?: number;
+  /** The device's preferred ATT MTU (default 517). */
+  mtu?: number;
+  /** Delay between DONE_ACK and the restart (default 500 ms). */
+  restartDelayMs?: number;
+}
+
+export interface VirtualCharacteristic {
+  service: string;
+  uuid: string;
+  properties: string[];
+}
+
+export type SlotState = 'empty' | 'new' | 'pending-verify' | 'valid' | 'invalid' | 'aborted';
+
+export interface VirtualDeviceState {
+  running: string;
+  boot: string;
+  slots: Record<string, { state: SlotState; size: number }>;
+  transfer: string;
+}
+
+/** An ATT error returned by the virtual device. */
+export class AttError extends Error {
+  constructor(readonly attCode: number, request: string) {
+    super(`ATT error 0x${attCode.toString(16).padStart(2, '0')} on ${request}`);
+  }
+}
+
+interface Pending {
+  request: string;
+  resolve(value: string): void;
+  reject(err: Error): void;
+}
+
+/**
+ * Events: 'notify' (uuid, data), 'disconnected' (reason), 'boot' (slot,
+ * state), 'log' (level, text), 'exit' (code).
+ */
+export class VirtualEsp32 extends EventEmitter {
+  name = '';
+  address = '';
+  mtu = 0;
+  readonly advertisedServices: string[] = [];
+  readonly services: string[] = [];
+  readonly characteristics: VirtualCharacteristic[] = [];
+  /** Log lines kept for tests and diagnostics (the most recent 500). */
+  readonly logs: string[] = [];
+
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private exited = false;
+
+  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
+    super();
+  }
+
+  /** Starts a virtual device and resolves once it advertises. */
+  static async start(options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
+    const binary = await ensureVirtualEsp32();
+    const name = options.name ?? 'esp32';
+    const args = ['--name', name, '--address', options.address ?? addressFromName(name)];
+    if (options.image) args.push('--image', options.image);
+    if (options.slotSize) args.push('--slot-size', String(options.slotSize));
+    if (options.mtu) args.push('--mtu', String(options.mtu));
+    if (options.restartDelayMs !== undefined) args.push('--restart-delay-ms', String(options.restartDelayMs));
+    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const device = new VirtualEsp32(child);
+    await device.attach();
+    return device;
+  }
+
+  private attach(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      const stderr: string[] = [];
+      this.child.stderr.setEncoding('utf8');
+      this.child.stderr.on('data', (chunk: string) => stderr.push(chunk));
+      this.child.on('error', (err) => {
+        if (!ready) reject(err);
+      });
+      this.child.on('exit', (code) => {
+        this.exited = true;
+        const err = new Error(`virtual ESP32 ${this.name} exited (code ${code}) ${stderr.join('').trim()}`);
+        for (const p of this.pending.values()) p.reject(err);
+        this.pending.clear();
+        if (!ready) reject(err);
+        this.emit('exit', code);
+      });
+      const lines = createInterface({ input: this.child.stdout, crlfDelay: Infinity });
+      lines.on('line', (line) => {
+        if (!ready) {
+          if (this.onStartupLine(line)) {
+            ready = true;
+            resolve();
+          }
+          return;
+        }
+        this.onLine(line);
+      });
+    });
+  }
+
+  /** Returns true on "ready". */
+  private onStartupLine(line: string): boolean {
+    const f = line.split(' ');
+    switch (f[0]) {
+      case 'dev':
+        this.address = f[1];
+        this.name = f[2];
+        this.mtu = Number(f[3]);
+        break;
+      case 'adv':
+        this.advertisedServices.push(f[1]);
+        break;
+      case 'svc':
+        this.services.push(f[1]);
+        break;
+      case 'chr':
+        this.characteristics.push({ service: f[1], uuid: f[2], properties: f[3].split(',') });
+        break;
+      case 'ready':
+        return true;
+      default:
+        this.onLine(line);
+    }
+    return false;
+  }
+
+  private onLine(line: string): void {
+    const space = line.indexOf(' ');
+    const head = space < 0 ? line : line.slice(0, space);
+    const rest = space < 0 ? '' : line.slice(space + 1);
+    if (/^\d+$/.test(head)) {
+      const id = Number(head);
+      const p = this.pending.get(id);
+      if (!p) return;
+      this.pending.delete(id);
+      const [status, value = ''] = splitOnce(rest);
+      if (status === 'ok') p.resolve(value);
+      else p.reject(new AttError(parseInt(value, 16), p.request));
+      return;
+    }
+    const [a, b = ''] = splitOnce(rest);
+    switch (head) {
+      case 'notify':
+        this.emit('notify', a, fromHex(b));
+        break;
+      case 'disconnected':
+        this.emit('disconnected', parseInt(a, 16));
+        break;
+      case 'boot':
+        this.emit('boot', a, b);
+        break;
+      case 'log':
+        this.logs.push(rest);
+        if (this.logs.length > 500) this.logs.shift();
+        this.emit('log', a, b);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private request(line: string): Promise<string> {
+    if (this.exited) return Promise.reject(new Error(`virtual ESP32 ${this.name} is not running`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { request: line.split(' ')[0], resolve, reject });
+      this.child.stdin.write(`${id} ${line}\n`);
+    });
+  }
+
+  /** A central connects; resolves with the negotiated ATT MTU. */
+  async connect(centralMtu: number): Promise<number> {
+    return Number(await this.request(`connect ${centralMtu}`));
+  }
+
+  async disconnect(): Promise<void> {
+    await this.request('disconnect');
+  }
+
+  async read(uuid: string): Promise<Buffer> {
+    return fromHex(await this.request(`read ${uuid}`));
+  }
+
+  async write(uuid: string, data: Buffer, withoutResponse: boolean): Promise<void> {
+    await this.request(`${withoutResponse ? 'write-cmd' : 'write'} ${uuid} ${toHex(data)}`);
+  }
+
+  async subscribe(uuid: string, enable: boolean): Promise<void> {
+    await this.request(`subscribe ${uuid} ${enable ? 1 : 0}`);
+  }
+
+  /** Cuts power: the link drops, RAM is lost, the device boots again. */
+  async powerCycle(): Promise<void> {
+    await this.request('power-cycle');
+  }
+
+  async state(): Promise<VirtualDeviceState> {
+    const kv = new Map<string, string>();
+    for (const pair of (await this.request('state')).split(' ')) {
+      const eq = pair.indexOf('=');
+      if (eq > 0) kv.set(pair.slice(0, eq), pair.slice(eq + 1));
+    }
+    const slots: VirtualDeviceState['slots'] = {};
+    for (const slot of ['ota_0', 'ota_1']) {
+      const [state, size] = (kv.get(slot) ?? 'empty:0').split(':');
+      slots[slot] = { state: state as SlotState, size: Number(size) };
+    }
+    return { running: kv.get('running') ?? '', boot: kv.get('boot') ?? '', slots, transfer: kv.get('transfer') ?? '' };
+  }
+
+  /** Raw bytes of a slot. */
+  async readFlash(slot: string, offset: number, length: number): Promise<Buffer> {
+    return fromHex(await this.request(`flash-read ${slot} ${offset} ${length}`));
+  }
+
+  /** Stops the process. */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.stdin.end();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  get running(): boolean {
+    return !this.exited;
+  }
+}
+
+/** A stable address in Espressif's range, derived from a name. */
+export function addressFromName(name: string): string {
+  let h = 0x811c9dc5;
+  for (const c of Buffer.from(name)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
+  const bytes = [0x24, 0x0a, 0xc4, (h >>> 16) & 0xff, (h >>> 8) & 0xff, h & 0xff];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+function splitOnce(s: string): [string, string] {
+  const i = s.indexOf(' ');
+  return i < 0 ? [s, ''] : [s.slice(0, i), s.slice(i + 1)];
+}
+
+function toHex(data: Buffer): string {
+  return data.length ? data.toString('hex') : '-';
+}
+
+function fromHex(s: string): Buffer {
+  return s === '-' || s === '' ? Buffer.alloc(0) : Buffer.from(s, 'hex');
+}

@@ -1,0 +1,66 @@
+/**
+ * A radio neighbourhood of virtual ESP32s: one VirtualBindings, the noble
+ * instance built on it, and the devices in range, started on demand.
+ */
+import type { NobleLike } from '../client/noble-types';
+import { VirtualBindings } from './bindings';
+import { addressFromName, VirtualDeviceOptions, VirtualEsp32 } from './virtual-device';
+
+type WithBindings = (bindings: VirtualBindings) => NobleLike;
+
+export class VirtualRadio {
+  readonly bindings: VirtualBindings;
+  readonly noble: NobleLike;
+  private readonly devices = new Map<string, Promise<VirtualEsp32>>();
+
+  constructor(centralMtu?: number) {
+    this.bindings = new VirtualBindings(centralMtu);
+    // with-bindings loads noble's core only, never the HCI socket.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const withBindings = require('@abandonware/noble/with-bindings') as WithBindings;
+    this.noble = withBindings(this.bindings);
+  }
+
+  /** Starts a virtual device and puts it in range. */
+  async addDevice(options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
+    const name = options.name ?? 'esp32';
+    const address = (options.address ?? addressFromName(name)).toLowerCase();
+    const existing = this.devices.get(address);
+    if (existing) return existing;
+    const started = VirtualEsp32.start({ ...options, name, address }).then((device) => {
+      this.bindings.addDevice(device);
+      device.once('exit', () => {
+        if (this.devices.get(address) === started) this.devices.delete(address);
+        this.bindings.removeDevice(device);
+      });
+      return device;
+    });
+    this.devices.set(address, started);
+    started.catch(() => this.devices.delete(address));
+    return started;
+  }
+
+  /** The device with this name or address, started when not yet running. */
+  ensureDevice(nameOrAddress: string, options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
+    const isAddress = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(nameOrAddress);
+    return isAddress
+      ? this.addDevice({ ...options, address: nameOrAddress.replace(/-/g, ':') })
+      : this.addDevice({ ...options, name: nameOrAddress });
+  }
+
+  async stopAll(): Promise<void> {
+    const devices = await Promise.allSettled([...this.devices.values()]);
+    this.devices.clear();
+    await Promise.all(
+      devices.map((d) => (d.status === 'fulfilled' ? (this.bindings.removeDevice(d.value), d.value.stop()) : undefined)),
+    );
+  }
+}
+
+let shared: VirtualRadio | undefined;
+
+/** The process-wide virtual radio the Node-RED nodes share. */
+export function sharedVirtualRadio(): VirtualRadio {
+  shared ??= new VirtualRadio();
+  return shared;
+}

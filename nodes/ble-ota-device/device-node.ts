@@ -1,0 +1,33 @@
+/**
+ * What other nodes see of a ble-ota-device config node.
+ */
+import type { BleOtaClient } from '../../lib/client/ota-client';
+import type { Target } from '../../lib/client/scanner';
+import type { BluetoothUnavailableError } from '../../lib/errors';
+import type { Node, NodeDef } from '../shared/red';
+
+export type Backend = 'bluetooth' | 'virtual';
+
+export interface DeviceNodeDef extends NodeDef {
+  device: string;
+  backend: Backend;
+  scanTimeout: string | number;
+  operationTimeout: string | number;
+}
+
+export interface DeviceNode extends Node {
+  backend: Backend;
+  device: string;
+  /** Why this backend cannot be used right now, if it cannot. */
+  problem(): BluetoothUnavailableError | undefined;
+  /** A client for this device's backend, and the target to pass it. */
+  prepare(deviceOverride?: string): Promise<{ client: BleOtaClient; target: Target }>;
+}
+
+const ADDRESS = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
+
+export function targetOf(device: string): Target {
+  const value = device.trim();
+  return ADDRESS.test(value) ? { address: value } : value ? { name: value } : {};
+}
+

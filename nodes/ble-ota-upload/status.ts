@@ -1,0 +1,48 @@
+/**
+ * Node status for each step of an update: yellow ring while connecting,
+ * blue dot while busy, green dot when done, red ring on failure.
+ */
+import type { Progress, UpdateResult } from '../../lib/client/ota-client';
+import { BleOtaError, BluetoothUnavailableError } from '../../lib/errors';
+import type { NodeStatus } from '../shared/red';
+
+export function statusForProgress(p: Progress): NodeStatus {
+  switch (p.phase) {
+    case 'scanning':
+      return { fill: 'yellow', shape: 'ring', text: 'scanning' };
+    case 'connecting':
+      return { fill: 'yellow', shape: 'ring', text: 'connecting' };
+    case 'preparing':
+      return { fill: 'blue', shape: 'dot', text: 'starting update' };
+    case 'uploading':
+      return { fill: 'blue', shape: 'dot', text: `uploading ${p.percent} % ${Math.round(p.bytesPerSecond / 1024)} KB/s` };
+    case 'verifying':
+      return { fill: 'blue', shape: 'dot', text: 'verifying' };
+    case 'restarting':
+      return { fill: 'blue', shape: 'dot', text: 'restarting' };
+  }
+}
+
+export function statusForResult(result: UpdateResult): NodeStatus {
+  return { fill: 'green', shape: 'dot', text: `updated ${result.image.version}` };
+}
+
+const SHORT: Partial<Record<string, string>> = {
+  BLUETOOTH_UNAVAILABLE: 'Bluetooth unavailable',
+  DEVICE_NOT_FOUND: 'device not found',
+  NOT_OTA_DEVICE: 'no OTA service',
+  GATT_TIMEOUT: 'no answer',
+  DISCONNECTED: 'connection lost',
+  REQUEST_REFUSED: 'update refused',
+  DEVICE_REJECTED_IMAGE: 'image rejected',
+  TRANSFER_FAILED: 'transfer failed',
+  CANCELLED: 'cancelled',
+  BUSY: 'queue full',
+};
+
+export function statusForError(err: Error): NodeStatus {
+  if (err instanceof BluetoothUnavailableError) return { fill: 'red', shape: 'ring', text: err.reason };
+  const code = err instanceof BleOtaError ? err.code : '';
+  const text = code.startsWith('IMAGE_') ? 'invalid image' : (SHORT[code] ?? 'failed');
+  return { fill: 'red', shape: 'ring', text };
+}

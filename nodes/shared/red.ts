@@ -1,0 +1,51 @@
+/**
+ * The slice of Node-RED's runtime API our nodes use, typed here so the
+ * package needs no type package that lags behind Node-RED releases.
+ */
+
+export interface NodeStatus {
+  fill?: 'red' | 'green' | 'yellow' | 'blue' | 'grey';
+  shape?: 'ring' | 'dot';
+  text?: string;
+}
+
+export interface NodeMessage {
+  _msgid?: string;
+  payload?: unknown;
+  topic?: string;
+  [key: string]: unknown;
+}
+
+export type NodeSend = (msg: NodeMessage | Array<NodeMessage | null>) => void;
+export type NodeDone = (err?: Error) => void;
+
+export interface Node {
+  id: string;
+  type: string;
+  name?: string;
+  credentials?: Record<string, string>;
+  on(event: 'input', handler: (msg: NodeMessage, send: NodeSend, done: NodeDone) => void): void;
+  on(event: 'close', handler: (removed: boolean, done: () => void) => void): void;
+  status(status: NodeStatus): void;
+  send(msg: NodeMessage | Array<NodeMessage | null>): void;
+  log(message: string): void;
+  warn(message: string): void;
+  error(message: string | Error, msg?: NodeMessage): void;
+}
+
+export interface NodeDef {
+  id: string;
+  type: string;
+  name?: string;
+  [key: string]: unknown;
+}
+
+export interface RED {
+  nodes: {
+    createNode(node: object, def: NodeDef): void;
+    getNode(id: string): unknown;
+    registerType(type: string, constructor: Function, options?: object): void; // eslint-disable-line @typescript-eslint/ban-types
+  };
+  log: { info(m: string): void; warn(m: string): void; error(m: string): void };
+  _(key: string, substitutions?: Record<string, unknown>): string;
+}

@@ -1,0 +1,21 @@
+'use strict';
+// Puts what tsc does not build beside the compiled nodes: each node's editor
+// HTML, and the icons, which Node-RED looks for in an icons/ folder next to
+// each node's .js file.
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const nodesSrc = path.join(root, 'nodes');
+const nodesOut = path.join(root, 'dist', 'nodes');
+
+for (const name of fs.readdirSync(nodesSrc)) {
+  const dir = path.join(nodesSrc, name);
+  if (!fs.statSync(dir).isDirectory()) continue;
+  const out = path.join(nodesOut, name);
+  for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.html'))) {
+    fs.mkdirSync(out, { recursive: true });
+    fs.copyFileSync(path.join(dir, file), path.join(out, file));
+    fs.cpSync(path.join(root, 'icons'), path.join(out, 'icons'), { recursive: true });
+  }
+}

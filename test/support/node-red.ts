@@ -1,0 +1,35 @@
+/**
+ * node-red-node-test-helper with the types our tests use, and the package's
+ * nodes as Node-RED loads them (from dist/, beside their editor HTML).
+ */
+import type { EventEmitter } from 'node:events';
+
+export interface TestNode extends EventEmitter {
+  id: string;
+  receive(msg: Record<string, unknown>): void;
+  status: ((s: unknown) => void) & { lastCall?: { args: unknown[] } };
+}
+
+export interface Helper {
+  init(runtimePath: string): void;
+  startServer(done: (err?: Error) => void): void;
+  stopServer(done: (err?: Error) => void): void;
+  load(nodes: unknown[], flow: unknown[], credentials: Record<string, unknown>, cb: () => void): void;
+  load(nodes: unknown[], flow: unknown[], cb: () => void): void;
+  unload(): Promise<void>;
+  getNode(id: string): TestNode;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const helper = require('node-red-node-test-helper') as Helper;
+helper.init(require.resolve('node-red'));
+
+/* eslint-disable @typescript-eslint/no-require-imports */
+export const deviceNode = require('../nodes/ble-ota-device/ble-ota-device') as unknown;
+export const uploadNode = require('../nodes/ble-ota-upload/ble-ota-upload') as unknown;
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+/** The last status a node showed. */
+export function lastStatus(node: TestNode): { fill?: string; shape?: string; text?: string } {
+  return (node.status.lastCall?.args[0] ?? {}) as { fill?: string; shape?: string; text?: string };
+}

@@ -1,0 +1,114 @@
+/**
+ * End to end: the OTA client, through noble (with-bindings) and the virtual
+ * bindings, to a virtual ESP32 running the firmware's OTA core.
+ */
+import { strict as assert } from 'node:assert';
+import { BleOtaClient, Progress } from '../lib/client/ota-client';
+import { BleOtaError } from '../lib/errors';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { eventually } from './support/eventually';
+
+const MB = 1024 * 1024;
+
+async function bootedSlot(device: VirtualEsp32, slot: string) {
+  return eventually(() => device.state(), (s) => s.running === slot && s.transfer === 'idle', 5000, `booting ${slot}`);
+}
+
+describe('end to end through noble and the virtual ESP32 (seed protocol)', function () {
+  let radio: VirtualRadio;
+  let device: VirtualEsp32;
+  let client: BleOtaClient;
+
+  before(async function () {
+    this.timeout(120_000); // the first run compiles the virtual ESP32
+    radio = new VirtualRadio();
+    device = await radio.addDevice({ name: 'e2e-esp32', restartDelayMs: 20 });
+    client = new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
+  });
+
+  after(() => radio.stopAll());
+
+  it('uploads a 1 MB image; the device restarts into the new slot, byte-identical to the image', async () => {
+    const before = await device.state();
+    const target = before.running === 'ota_0' ? 'ota_1' : 'ota_0';
+    const image = buildAppImage({ size: MB, projectName: 'e2e', version: '2.0.0', seed: 7 });
+    const progress: Progress[] = [];
+
+    const result = await client.update({ target: { name: 'e2e-esp32' }, image, onProgress: (p) => progress.push(p) });
+
+    assert.equal(result.restarted, true);
+    assert.equal(result.image.version, '2.0.0');
+    assert.equal(result.bytes, image.length);
+    assert.equal(result.mtu, 256, 'noble asks for MTU 256, the device offers 517');
+    assert.equal(result.packetSize, 253);
+    assert.equal(result.packets, Math.ceil(image.length / 253));
+
+    const state = await bootedSlot(device, target);
+    assert.equal(state.slots[target].state, 'valid', 'the new image confirmed itself after booting');
+    const flash = await device.readFlash(target, 0, image.length);
+    assert.ok(flash.equals(image), 'slot contents equal the image');
+
+    const phases = [...new Set(progress.map((p) => p.phase))];
+    assert.deepEqual(phases, ['scanning', 'connecting', 'preparing', 'uploading', 'verifying', 'restarting']);
+    const percents = progress.filter((p) => p.phase === 'uploading').map((p) => p.percent);
+    assert.deepEqual(percents, [...percents].sort((a, b) => a - b), 'progress never goes back');
+    assert.equal(percents[percents.length - 1], 100);
+  });
+
+  it('reads the new firmware revision after the restart', async () => {
+    const image = buildAppImage({ size: 64 * 1024, projectName: 'e2e', version: '3.1.4', seed: 8 });
+    await client.update({ target: { name: 'e2e-esp32' }, image });
+    await eventually(() => device.state(), (s) => s.transfer === 'idle' && s.slots[s.running].size === image.length, 5000, 'restart');
+    const connection = await client.connect({ name: 'e2e-esp32' });
+    try {
+      assert.equal((await connection.info()).firmwareRevision, '3.1.4');
+    } finally {
+      await connection.close();
+    }
+  });
+
+  it('an image the device rejects at DONE leaves the running image in place', async () => {
+    const before = await device.state();
+    const image = buildAppImage({ size: 32 * 1024, seed: 9 });
+    image[image.length - 5] ^= 0xff; // inside the appended SHA-256: only the device sees it
+    const connection = await client.connect({ name: 'e2e-esp32' });
+    try {
+      await assert.rejects(connection.upload(image), (err: BleOtaError) => err.code === 'DEVICE_REJECTED_IMAGE');
+    } finally {
+      await connection.close();
+    }
+    const after = await device.state();
+    assert.equal(after.running, before.running);
+    assert.equal(after.boot, before.boot, 'the rejected slot is never selected');
+  });
+
+  it('a cancelled upload is aborted on the device, and the next one succeeds', async () => {
+    const before = await device.state();
+    const image = buildAppImage({ size: 256 * 1024, version: '4.0.0', seed: 10 });
+    const abort = new AbortController();
+    await assert.rejects(
+      client.update({
+        target: { name: 'e2e-esp32' },
+        image,
+        signal: abort.signal,
+        onProgress: (p) => p.percent >= 50 && abort.abort(),
+      }),
+      (err: BleOtaError) => err.code === 'CANCELLED',
+    );
+    const mid = await eventually(() => device.state(), (s) => s.transfer === 'idle', 2000, 'abort on the device');
+    assert.equal(mid.running, before.running);
+    assert.equal(mid.boot, before.boot);
+
+    const result = await client.update({ target: { name: 'e2e-esp32' }, image });
+    assert.equal(result.restarted, true);
+  });
+
+  it('a device nobody advertises ends in DEVICE_NOT_FOUND', async () => {
+    await assert.rejects(
+      client.update({ target: { name: 'nobody' }, image: buildAppImage({ size: 4096 }), timeouts: { scanMs: 300 } }),
+      (err: BleOtaError) => err.code === 'DEVICE_NOT_FOUND' && /nobody/.test(err.message),
+    );
+  });
+});
