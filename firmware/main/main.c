@@ -1,0 +1,149 @@
+/*
+ * BLE OTA firmware: entry point.
+ *
+ * Brings up NVS and NimBLE, registers the OTA service and advertises. Only
+ * once advertising runs does it judge the image: a new image that cannot
+ * bring BLE up (and so could never be updated again) is rolled back. The
+ * seed judged the image before BLE even started.
+ */
+#include <stdbool.h>
+
+#include "esp_err.h"
+#include "esp_log.h"
+#include "esp_ota_ops.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/semphr.h"
+#include "host/ble_gap.h"
+#include "host/ble_hs.h"
+#include "nimble/nimble_port.h"
+#include "nimble/nimble_port_freertos.h"
+#include "nvs_flash.h"
+#include "sdkconfig.h"
+
+#include "ble_ota_core.h"
+#include "ota_gap.h"
+#include "ota_gatt.h"
+#include "ota_port_esp.h"
+
+static const char *TAG = "ble_ota";
+
+/* Given by the GAP module each time advertising starts. Static storage:
+ * nothing to allocate, nothing that can fail. */
+static StaticSemaphore_t s_advertising_buf;
+static SemaphoreHandle_t s_advertising;
+
+/** Runs the NimBLE host until nimble_port_stop(); never returns otherwise. */
+static void
+ble_ota_host_task(void *param)
+{
+    (void)param;
+    ESP_LOGI(TAG, "NimBLE host task started");
+    nimble_port_run();
+    nimble_port_freertos_deinit();
+}
+
+static void
+ble_ota_on_advertising(void)
+{
+    /* Binary semaphore: extra gives after the first are harmless. */
+    xSemaphoreGive(s_advertising);
+}
+
+/** nvs_flash_init, erasing and retrying when the partition is full or was
+ * written by a newer NVS version (NimBLE keeps PHY calibration there). */
+static esp_err_t
+ble_ota_nvs_init(void)
+{
+    esp_err_t err = nvs_flash_init();
+
+    if (err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) {
+        ESP_LOGW(TAG, "NVS unusable (%s): erasing it", esp_err_to_name(err));
+        err = nvs_flash_erase();
+        if (err != ESP_OK) {
+            ESP_LOGE(TAG, "nvs_flash_erase failed: %s", esp_err_to_name(err));
+            return err;
+        }
+        err = nvs_flash_init();
+    }
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nvs_flash_init failed: %s", esp_err_to_name(err));
+    }
+    return err;
+}
+
+/** Starts the controller, the host and the GATT server. */
+static bool
+ble_ota_ble_start(const ble_ota_port_t *port)
+{
+    esp_err_t err;
+    int rc;
+
+    err = nimble_port_init();
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nimble_port_init failed: %s", esp_err_to_name(err));
+        return false;
+    }
+    rc = ota_gatt_init(port);
+    if (rc != 0) {
+        return false;
+    }
+    ota_gap_init(CONFIG_BLE_OTA_DEVICE_NAME, ble_ota_on_advertising);
+    nimble_port_freertos_init(ble_ota_host_task);
+    return true;
+}
+
+/**
+ * Checks that this image can take the next update: the host is synced, the
+ * OTA service is registered with the protocol's UUIDs, the device
+ * advertises (or a client already connected), and a slot is free.
+ */
+static bool
+ble_ota_self_test(void)
+{
+    bool ok = true;
+
+    if (!ble_hs_synced()) {
+        ESP_LOGE(TAG, "self-test: NimBLE host not synced");
+        ok = false;
+    }
+    if (!ota_gatt_check()) {
+        ESP_LOGE(TAG, "self-test: OTA service not ready");
+        ok = false;
+    }
+    if (!ble_gap_adv_active() && !ota_gap_connected()) {
+        ESP_LOGE(TAG, "self-test: neither advertising nor connected");
+        ok = false;
+    }
+    if (esp_ota_get_next_update_partition(NULL) == NULL) {
+        ESP_LOGE(TAG, "self-test: no OTA slot for the next update");
+        ok = false;
+    }
+    return ok;
+}
+
+void
+app_main(void)
+{
+    const ble_ota_port_t *port = ota_port_esp_init();
+    bool passed = false;
+
+    s_advertising = xSemaphoreCreateBinaryStatic(&s_advertising_buf);
+
+    if (ble_ota_nvs_init() != ESP_OK || !ble_ota_ble_start(port)) {
+        /* A new image rolls back; a confirmed one has nothing to go back
+         * to and can only report the failure. */
+        ESP_LOGE(TAG, "BLE start-up failed");
+        ble_ota_core_confirm_boot(port, false);
+        return;
+    }
+
+    if (xSemaphoreTake(s_advertising, pdMS_TO_TICKS(CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS)) ==
+        pdTRUE) {
+        passed = ble_ota_self_test();
+    } else {
+        ESP_LOGE(TAG, "self-test: not advertising after %d ms",
+                 CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS);
+    }
+    ESP_LOGI(TAG, "self-test %s", passed ? "passed" : "FAILED");
+    ble_ota_core_confirm_boot(port, passed);
+}

@@ -1,0 +1,242 @@
+/*
+ * GAP: advertising, connection state and OTA Control notifications.
+ *
+ * Advertising data keeps the seed's layout (flags, TX power, complete name)
+ * so seed clients that scan by name still match. The OTA service UUID does
+ * not fit beside a long name in 31 bytes, so it goes into the scan response,
+ * where active scanners (BlueZ, CoreBluetooth, Android) can filter on it.
+ */
+#include "ota_gap.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "esp_log.h"
+#include "host/ble_gap.h"
+#include "host/ble_hs.h"
+#include "host/util/util.h"
+#include "sdkconfig.h"
+#include "services/gap/ble_svc_gap.h"
+
+#include "ota_gatt.h"
+
+#if CONFIG_BT_NIMBLE_EXT_ADV
+#error "ota_gap.c uses the legacy advertising API: disable CONFIG_BT_NIMBLE_EXT_ADV"
+#endif
+
+static const char *TAG = "ota_gap";
+
+/* 31-byte advertising PDU minus flags (3), TX power (3) and the name's own
+ * length and type bytes (2). */
+#define OTA_GAP_ADV_NAME_MAX (BLE_HS_ADV_MAX_SZ - 3 - 3 - 2)
+
+static uint8_t s_own_addr_type;
+static uint16_t s_conn_handle = BLE_HS_CONN_HANDLE_NONE;
+static bool s_control_subscribed;
+static ota_gap_advertising_fn *s_on_advertising;
+
+static int ota_gap_event(struct ble_gap_event *event, void *arg);
+
+/** Starts connectable, general-discoverable advertising; logs failures. */
+static void
+ota_gap_advertise(void)
+{
+    struct ble_hs_adv_fields fields;
+    struct ble_hs_adv_fields rsp_fields;
+    struct ble_gap_adv_params params;
+    const char *name = ble_svc_gap_device_name();
+    const size_t name_len = strlen(name);
+    int rc;
+
+    memset(&fields, 0, sizeof(fields));
+    fields.flags = BLE_HS_ADV_F_DISC_GEN | BLE_HS_ADV_F_BREDR_UNSUP;
+    /* Let the stack fill in the TX power it actually uses. */
+    fields.tx_pwr_lvl_is_present = 1;
+    fields.tx_pwr_lvl = BLE_HS_ADV_TX_PWR_LVL_AUTO;
+    fields.name = (const uint8_t *)name;
+    if (name_len > OTA_GAP_ADV_NAME_MAX) {
+        fields.name_len = OTA_GAP_ADV_NAME_MAX;
+        fields.name_is_complete = 0;
+    } else {
+        fields.name_len = (uint8_t)name_len;
+        fields.name_is_complete = 1;
+    }
+    rc = ble_gap_adv_set_fields(&fields);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_gap_adv_set_fields failed: %d", rc);
+        return;
+    }
+
+    memset(&rsp_fields, 0, sizeof(rsp_fields));
+    rsp_fields.uuids128 = &ota_gatt_service_uuid;
+    rsp_fields.num_uuids128 = 1;
+    rsp_fields.uuids128_is_complete = 1;
+    rc = ble_gap_adv_rsp_set_fields(&rsp_fields);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_gap_adv_rsp_set_fields failed: %d", rc);
+        return;
+    }
+
+    /* Interval 0 selects the stack's default. */
+    memset(&params, 0, sizeof(params));
+    params.conn_mode = BLE_GAP_CONN_MODE_UND;
+    params.disc_mode = BLE_GAP_DISC_MODE_GEN;
+    rc = ble_gap_adv_start(s_own_addr_type, NULL, BLE_HS_FOREVER, &params,
+                           ota_gap_event, NULL);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_gap_adv_start failed: %d", rc);
+        return;
+    }
+    ESP_LOGI(TAG, "advertising as \"%s\"", name);
+    if (s_on_advertising != NULL) {
+        s_on_advertising();
+    }
+}
+
+/**
+ * GAP event handler for the advertising instance and its connection.
+ *
+ * @param event  the event
+ * @param arg    unused
+ * @return 0 (no event handled here expects another value)
+ */
+static int
+ota_gap_event(struct ble_gap_event *event, void *arg)
+{
+    (void)arg;
+
+    switch (event->type) {
+    case BLE_GAP_EVENT_CONNECT:
+        if (event->connect.status == 0) {
+            ESP_LOGI(TAG, "connected, handle %u", (unsigned)event->connect.conn_handle);
+            s_conn_handle = event->connect.conn_handle;
+            s_control_subscribed = false;
+        } else {
+            ESP_LOGW(TAG, "connection failed: %d", event->connect.status);
+            ota_gap_advertise();
+        }
+        break;
+
+    case BLE_GAP_EVENT_DISCONNECT:
+        ESP_LOGI(TAG, "disconnected, handle %u, reason 0x%x",
+                 (unsigned)event->disconnect.conn.conn_handle,
+                 (unsigned)event->disconnect.reason);
+        s_conn_handle = BLE_HS_CONN_HANDLE_NONE;
+        s_control_subscribed = false;
+        /* Lets the core abort a transfer cut short, so the slot is freed
+         * and the next REQUEST starts clean. */
+        ota_gatt_on_disconnect();
+        ota_gap_advertise();
+        break;
+
+    case BLE_GAP_EVENT_ADV_COMPLETE:
+        /* Only ends early on an error: advertising runs without timeout. */
+        ESP_LOGI(TAG, "advertising ended, reason %d", event->adv_complete.reason);
+        if (s_conn_handle == BLE_HS_CONN_HANDLE_NONE) {
+            ota_gap_advertise();
+        }
+        break;
+
+    case BLE_GAP_EVENT_SUBSCRIBE:
+        if (event->subscribe.attr_handle == ota_gatt_control_handle()) {
+            s_control_subscribed = event->subscribe.cur_notify != 0;
+            ESP_LOGI(TAG, "OTA Control notifications %s",
+                     s_control_subscribed ? "on" : "off");
+        }
+        break;
+
+    case BLE_GAP_EVENT_MTU:
+        ESP_LOGI(TAG, "MTU %u on handle %u (channel 0x%04x): packets up to %u bytes",
+                 (unsigned)event->mtu.value, (unsigned)event->mtu.conn_handle,
+                 (unsigned)event->mtu.channel_id, (unsigned)(event->mtu.value - 3));
+        break;
+
+    case BLE_GAP_EVENT_CONN_UPDATE:
+        ESP_LOGD(TAG, "connection parameters updated: %d", event->conn_update.status);
+        break;
+
+    default:
+        break;
+    }
+    return 0;
+}
+
+/** The host and controller are in sync: pick an address and advertise. */
+static void
+ota_gap_on_sync(void)
+{
+    uint8_t addr[6] = { 0 };
+    int rc;
+
+    rc = ble_hs_util_ensure_addr(0);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "no usable BLE address: %d", rc);
+        return;
+    }
+    rc = ble_hs_id_infer_auto(0, &s_own_addr_type);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_hs_id_infer_auto failed: %d", rc);
+        return;
+    }
+    rc = ble_hs_id_copy_addr(s_own_addr_type, addr, NULL);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_hs_id_copy_addr failed: %d", rc);
+        return;
+    }
+    ESP_LOGI(TAG, "address %02x:%02x:%02x:%02x:%02x:%02x",
+             addr[5], addr[4], addr[3], addr[2], addr[1], addr[0]);
+    ota_gap_advertise();
+}
+
+/** The host reset itself (controller error); it syncs again afterwards. */
+static void
+ota_gap_on_reset(int reason)
+{
+    ESP_LOGW(TAG, "NimBLE host reset, reason %d", reason);
+}
+
+void
+ota_gap_init(const char *device_name, ota_gap_advertising_fn *on_advertising)
+{
+    int rc;
+
+    s_on_advertising = on_advertising;
+    ble_hs_cfg.sync_cb = ota_gap_on_sync;
+    ble_hs_cfg.reset_cb = ota_gap_on_reset;
+
+    /* Not fatal: the device stays updatable under the stack's default name
+     * and can still be found by the service UUID in the scan response. */
+    rc = ble_svc_gap_device_name_set(device_name);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "device name \"%s\" rejected (%d): longer than %d bytes?",
+                 device_name, rc, CONFIG_BT_NIMBLE_GAP_DEVICE_NAME_MAX_LEN);
+    }
+}
+
+void
+ota_gap_notify_control(uint8_t value)
+{
+    struct os_mbuf *om;
+    int rc;
+
+    if (s_conn_handle == BLE_HS_CONN_HANDLE_NONE || !s_control_subscribed) {
+        ESP_LOGW(TAG, "OTA Control 0x%02x not notified: no subscribed client", value);
+        return;
+    }
+    om = ble_hs_mbuf_from_flat(&value, sizeof(value));
+    if (om == NULL) {
+        ESP_LOGE(TAG, "no mbuf for the OTA Control notification");
+        return;
+    }
+    /* Consumes om whatever the outcome. */
+    rc = ble_gatts_notify_custom(s_conn_handle, ota_gatt_control_handle(), om);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_gatts_notify_custom failed: %d", rc);
+    }
+}
+
+bool
+ota_gap_connected(void)
+{
+    return s_conn_handle != BLE_HS_CONN_HANDLE_NONE;
+}

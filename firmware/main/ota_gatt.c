@@ -1,0 +1,335 @@
+/*
+ * GATT server: the OTA service and Device Information.
+ *
+ * The OTA service keeps the seed's UUIDs and characteristic properties so
+ * that seed clients (the Python/Bleak script) work unchanged. Every callback
+ * runs on the NimBLE host task, one at a time, which is why a single static
+ * receive buffer serves both OTA characteristics.
+ */
+#include "ota_gatt.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "esp_app_desc.h"
+#include "esp_log.h"
+#include "host/ble_gatt.h"
+#include "host/ble_hs.h"
+#include "sdkconfig.h"
+#include "services/gap/ble_svc_gap.h"
+#include "services/gatt/ble_svc_gatt.h"
+
+#include "ble_ota_core.h"
+#include "ble_ota_protocol.h"
+
+static const char *TAG = "ota_gatt";
+
+/* UUIDs are stored little-endian, i.e. the string read backwards byte by
+ * byte. ota_gatt_check() compares them with ble_ota_protocol.h at boot. */
+
+/* d6f1d96d-594c-4c53-b1c6-144a1dfde6d8 (BLE_OTA_SERVICE_UUID) */
+const ble_uuid128_t ota_gatt_service_uuid =
+    BLE_UUID128_INIT(0xd8, 0xe6, 0xfd, 0x1d, 0x4a, 0x14, 0xc6, 0xb1,
+                     0x53, 0x4c, 0x4c, 0x59, 0x6d, 0xd9, 0xf1, 0xd6);
+
+/* 7ad671aa-21c0-46a4-b722-270e3ae3d830 (BLE_OTA_CONTROL_UUID) */
+static const ble_uuid128_t s_control_uuid =
+    BLE_UUID128_INIT(0x30, 0xd8, 0xe3, 0x3a, 0x0e, 0x27, 0x22, 0xb7,
+                     0xa4, 0x46, 0xc0, 0x21, 0xaa, 0x71, 0xd6, 0x7a);
+
+/* 23408888-1f40-4cd8-9b89-ca8d45f8a5b0 (BLE_OTA_DATA_UUID) */
+static const ble_uuid128_t s_data_uuid =
+    BLE_UUID128_INIT(0xb0, 0xa5, 0xf8, 0x45, 0x8d, 0xca, 0x89, 0x9b,
+                     0xd8, 0x4c, 0x40, 0x1f, 0x88, 0x88, 0x40, 0x23);
+
+/* Device Information service and the characteristics we expose. */
+#define DIS_SVC_UUID16          0x180A
+#define DIS_MODEL_NUMBER_UUID16 0x2A24
+#define DIS_FW_REVISION_UUID16  0x2A26
+#define DIS_MANUFACTURER_UUID16 0x2A29
+
+static ble_ota_core_t s_core;
+static uint16_t s_control_handle;
+static uint16_t s_data_handle;
+
+/*
+ * Flattened value of the last OTA write.
+ *
+ * Can a write longer than 512 bytes reach this code? Yes. NimBLE
+ * (esp-nimble, host/src/ble_att_svr.c) caps only the reassembled value of a
+ * prepared ("long") write at BLE_ATT_ATTR_MAX_LEN (512, in
+ * ble_att_svr_prep_validate). For a plain Write Request or Write Command the
+ * only check is in ble_l2cap.c: the L2CAP PDU must not exceed the negotiated
+ * ATT MTU (else the link is dropped). With CONFIG_BT_NIMBLE_ATT_PREFERRED_MTU
+ * = 517 and a client that asks for 517, a 514-byte value reaches the access
+ * callback; that is what a seed client sends as its "mtu - 3" packets, so
+ * the buffer holds BLE_OTA_MAX_PACKET (514). BLE_ATT_MTU_MAX is 527, so a
+ * larger preferred MTU would allow up to 524 bytes: the length check below
+ * is what keeps those out.
+ */
+static uint8_t s_rx_buf[BLE_OTA_MAX_PACKET];
+
+static int ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
+                                   struct ble_gatt_access_ctxt *ctxt, void *arg);
+static int ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle,
+                                struct ble_gatt_access_ctxt *ctxt, void *arg);
+static int ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
+                               struct ble_gatt_access_ctxt *ctxt, void *arg);
+
+static const struct ble_gatt_svc_def s_services[] = {
+    {
+        .type = BLE_GATT_SVC_TYPE_PRIMARY,
+        .uuid = &ota_gatt_service_uuid.u,
+        .characteristics = (const struct ble_gatt_chr_def[]) {
+            {
+                .uuid = &s_control_uuid.u,
+                .access_cb = ota_gatt_control_access,
+                .flags = BLE_GATT_CHR_F_READ | BLE_GATT_CHR_F_WRITE |
+                         BLE_GATT_CHR_F_NOTIFY,
+                .val_handle = &s_control_handle,
+            },
+            {
+                /* Write with response only, as in the seed: every packet is
+                 * acknowledged after it is in flash, and the response carries
+                 * the core's ATT error when it is not. */
+                .uuid = &s_data_uuid.u,
+                .access_cb = ota_gatt_data_access,
+                .flags = BLE_GATT_CHR_F_WRITE,
+                .val_handle = &s_data_handle,
+            },
+            { 0 },
+        },
+    },
+    {
+        .type = BLE_GATT_SVC_TYPE_PRIMARY,
+        .uuid = BLE_UUID16_DECLARE(DIS_SVC_UUID16),
+        .characteristics = (const struct ble_gatt_chr_def[]) {
+            {
+                .uuid = BLE_UUID16_DECLARE(DIS_MANUFACTURER_UUID16),
+                .access_cb = ota_gatt_dis_access,
+                .flags = BLE_GATT_CHR_F_READ,
+            },
+            {
+                .uuid = BLE_UUID16_DECLARE(DIS_MODEL_NUMBER_UUID16),
+                .access_cb = ota_gatt_dis_access,
+                .flags = BLE_GATT_CHR_F_READ,
+            },
+            {
+                .uuid = BLE_UUID16_DECLARE(DIS_FW_REVISION_UUID16),
+                .access_cb = ota_gatt_dis_access,
+                .flags = BLE_GATT_CHR_F_READ,
+            },
+            { 0 },
+        },
+    },
+    { 0 },
+};
+
+/**
+ * Copies the value of a write into s_rx_buf.
+ *
+ * @param om       the written value (may be a chain of mbufs)
+ * @param out_len  receives the value length
+ * @return 0, or the ATT error to return to the client
+ */
+static int
+ota_gatt_flatten(const struct os_mbuf *om, size_t *out_len)
+{
+    uint16_t len = OS_MBUF_PKTLEN(om);
+    uint16_t copied = 0;
+    int rc;
+
+    if (len > sizeof(s_rx_buf)) {
+        ESP_LOGW(TAG, "write of %u bytes rejected (max %u)",
+                 (unsigned)len, (unsigned)sizeof(s_rx_buf));
+        return BLE_ATT_ERR_INVALID_ATTR_VALUE_LEN;
+    }
+    rc = ble_hs_mbuf_to_flat(om, s_rx_buf, sizeof(s_rx_buf), &copied);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_hs_mbuf_to_flat failed: %d", rc);
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+    *out_len = copied;
+    return 0;
+}
+
+/**
+ * Appends a value to a read response.
+ *
+ * @return 0, or BLE_ATT_ERR_INSUFFICIENT_RES when no mbuf was free
+ */
+static int
+ota_gatt_append(struct os_mbuf *om, const void *data, size_t len)
+{
+    if (len > UINT16_MAX || os_mbuf_append(om, data, (uint16_t)len) != 0) {
+        return BLE_ATT_ERR_INSUFFICIENT_RES;
+    }
+    return 0;
+}
+
+/**
+ * OTA Control: reads return the last control value, writes go to the core.
+ *
+ * @return 0 or an ATT error code
+ */
+static int
+ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
+                        struct ble_gatt_access_ctxt *ctxt, void *arg)
+{
+    (void)conn_handle;
+    (void)attr_handle;
+    (void)arg;
+
+    switch (ctxt->op) {
+    case BLE_GATT_ACCESS_OP_READ_CHR: {
+        const uint8_t value = ble_ota_core_control_read(&s_core);
+        return ota_gatt_append(ctxt->om, &value, sizeof(value));
+    }
+    case BLE_GATT_ACCESS_OP_WRITE_CHR: {
+        size_t len = 0;
+        const int att_err = ota_gatt_flatten(ctxt->om, &len);
+        if (att_err != 0) {
+            return att_err;
+        }
+        return ble_ota_status_to_att(ble_ota_core_control_write(&s_core, s_rx_buf, len));
+    }
+    default:
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+}
+
+/**
+ * OTA Data: the packet size before REQUEST, firmware packets after it.
+ *
+ * @return 0 or an ATT error code
+ */
+static int
+ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle,
+                     struct ble_gatt_access_ctxt *ctxt, void *arg)
+{
+    (void)conn_handle;
+    (void)attr_handle;
+    (void)arg;
+
+    if (ctxt->op != BLE_GATT_ACCESS_OP_WRITE_CHR) {
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+    size_t len = 0;
+    const int att_err = ota_gatt_flatten(ctxt->om, &len);
+    if (att_err != 0) {
+        return att_err;
+    }
+    return ble_ota_status_to_att(ble_ota_core_data_write(&s_core, s_rx_buf, len));
+}
+
+/**
+ * Device Information: manufacturer, model (the IDF target, so a client can
+ * tell which chip an image must be built for) and firmware revision (the
+ * application version, PROJECT_VER or `git describe`).
+ *
+ * @return 0 or an ATT error code
+ */
+static int
+ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
+                    struct ble_gatt_access_ctxt *ctxt, void *arg)
+{
+    (void)conn_handle;
+    (void)attr_handle;
+    (void)arg;
+
+    if (ctxt->op != BLE_GATT_ACCESS_OP_READ_CHR) {
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+
+    const char *value;
+    size_t len;
+    switch (ble_uuid_u16(ctxt->chr->uuid)) {
+    case DIS_MANUFACTURER_UUID16:
+        value = CONFIG_BLE_OTA_MANUFACTURER_NAME;
+        len = strlen(value);
+        break;
+    case DIS_MODEL_NUMBER_UUID16:
+        value = CONFIG_IDF_TARGET;
+        len = strlen(value);
+        break;
+    case DIS_FW_REVISION_UUID16: {
+        /* version is a char[32] that a 32-character version fills without
+         * a terminator. */
+        const esp_app_desc_t *desc = esp_app_get_description();
+        const char *end = memchr(desc->version, '\0', sizeof(desc->version));
+        value = desc->version;
+        len = end != NULL ? (size_t)(end - value) : sizeof(desc->version);
+        break;
+    }
+    default:
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+    return ota_gatt_append(ctxt->om, value, len);
+}
+
+int
+ota_gatt_init(const ble_ota_port_t *port)
+{
+    int rc;
+
+    ble_ota_core_init(&s_core, port);
+
+    ble_svc_gap_init();
+    ble_svc_gatt_init();
+
+    rc = ble_gatts_count_cfg(s_services);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_gatts_count_cfg failed: %d", rc);
+        return rc;
+    }
+    rc = ble_gatts_add_svcs(s_services);
+    if (rc != 0) {
+        ESP_LOGE(TAG, "ble_gatts_add_svcs failed: %d", rc);
+        return rc;
+    }
+    return 0;
+}
+
+void
+ota_gatt_on_disconnect(void)
+{
+    ble_ota_core_disconnected(&s_core);
+}
+
+uint16_t
+ota_gatt_control_handle(void)
+{
+    return s_control_handle;
+}
+
+/** True when uuid prints as expected (ble_uuid_to_str writes lower case). */
+static bool
+ota_gatt_uuid_is(const ble_uuid128_t *uuid, const char *expected)
+{
+    char text[BLE_UUID_STR_LEN];
+
+    ble_uuid_to_str(&uuid->u, text);
+    if (strcmp(text, expected) != 0) {
+        ESP_LOGE(TAG, "UUID %s differs from protocol value %s", text, expected);
+        return false;
+    }
+    return true;
+}
+
+bool
+ota_gatt_check(void)
+{
+    bool ok = true;
+
+    ok &= ota_gatt_uuid_is(&ota_gatt_service_uuid, BLE_OTA_SERVICE_UUID);
+    ok &= ota_gatt_uuid_is(&s_control_uuid, BLE_OTA_CONTROL_UUID);
+    ok &= ota_gatt_uuid_is(&s_data_uuid, BLE_OTA_DATA_UUID);
+    if (s_control_handle == 0 || s_data_handle == 0) {
+        ESP_LOGE(TAG, "OTA characteristics have no handles: service not started");
+        ok = false;
+    } else {
+        ESP_LOGI(TAG, "OTA Control handle %u, OTA Data handle %u",
+                 (unsigned)s_control_handle, (unsigned)s_data_handle);
+    }
+    return ok;
+}
