@@ -1,0 +1,95 @@
+/**
+ * `npm start`'s demo: a real Node-RED process with the package installed
+ * into a user dir and the example flow deployed. Triggering the Inject
+ * updates the virtual ESP32.
+ */
+import { strict as assert } from 'node:assert';
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(__dirname, '../..');
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => res(port));
+    });
+    server.on('error', rej);
+  });
+}
+
+describe('npm start (demo)', function () {
+  this.timeout(120_000);
+  let child: ChildProcess;
+  let output = '';
+  let port: number;
+  let userDir: string;
+
+  function waitForOutput(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+    return new Promise((res, rej) => {
+      const check = () => {
+        const m = output.match(pattern);
+        if (m) {
+          clearInterval(timer);
+          clearTimeout(deadline);
+          res(m);
+        }
+      };
+      const timer = setInterval(check, 50);
+      const deadline = setTimeout(() => {
+        clearInterval(timer);
+        rej(new Error(`no ${pattern} in Node-RED's output within ${timeoutMs} ms:\n${output.slice(-3000)}`));
+      }, timeoutMs);
+      check();
+    });
+  }
+
+  before(async () => {
+    port = await freePort();
+    userDir = mkdtempSync(join(tmpdir(), 'ble-ota-demo-'));
+    child = spawn(process.execPath, [join(ROOT, 'scripts/start-demo.js')], {
+      env: { ...process.env, PORT: String(port), BLE_OTA_DEMO_DIR: userDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+    await waitForOutput(/Started flows/, 90_000);
+  });
+
+  after(async () => {
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(userDir, { recursive: true, force: true });
+  });
+
+  it('serves the editor on 127.0.0.1 with our nodes in the palette', async () => {
+    const editor = await fetch(`http://127.0.0.1:${port}/`);
+    assert.equal(editor.status, 200);
+    const nodes = (await (await fetch(`http://127.0.0.1:${port}/nodes`, { headers: { Accept: 'application/json' } })).json()) as Array<{
+      module: string;
+      types: string[];
+      enabled: boolean;
+    }>;
+    const ours = nodes.filter((n) => n.module === 'node-red-contrib-esp32-ble-ota');
+    assert.deepEqual(ours.flatMap((n) => n.types).sort(), ['ble-ota-device', 'ble-ota-upload']);
+    assert.ok(ours.every((n) => n.enabled));
+  });
+
+  it("the demo's Inject updates the virtual ESP32", async () => {
+    const flows = (await (await fetch(`http://127.0.0.1:${port}/flows`)).json()) as Array<{ id: string; type: string }>;
+    const inject = flows.find((n) => n.type === 'inject');
+    assert.ok(inject, 'the demo flow is deployed');
+    const res = await fetch(`http://127.0.0.1:${port}/inject/${inject.id}`, { method: 'POST' });
+    assert.equal(res.status, 200);
+    const [line] = await waitForOutput(/updated esp32-demo to demo-app 2\.0\.0 in [\d.]+ s/, 60_000);
+    assert.ok(line);
+  });
+});
