@@ -10,7 +10,7 @@ import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
 import { fixture, haveFixtures } from './support/fixtures';
-import { deviceNode, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
+import { catchNode, deviceNode, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
 
 type Msg = Record<string, unknown>;
 
@@ -20,13 +20,13 @@ function flow(deviceName: string, backend = 'virtual') {
     { id: 'dev', type: 'ble-ota-device', device: deviceName, backend, scanTimeout: 3, operationTimeout: 3 },
     { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out']] },
     { id: 'out', z: 'tab', type: 'helper' },
-    { id: 'catch', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['errors']] },
+    { id: 'catcher', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['errors']] },
     { id: 'errors', z: 'tab', type: 'helper' },
   ];
 }
 
 async function load(deviceName: string, backend?: string): Promise<{ up: TestNode; out: TestNode; errors: TestNode }> {
-  await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode], flow(deviceName, backend), resolve));
+  await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], flow(deviceName, backend), resolve));
   return { up: helper.getNode('up'), out: helper.getNode('out'), errors: helper.getNode('errors') };
 }
 

@@ -25,8 +25,10 @@ export const helper = require('node-red-node-test-helper') as Helper;
 helper.init(require.resolve('node-red'));
 
 /* eslint-disable @typescript-eslint/no-require-imports */
-export const deviceNode = require('../nodes/ble-ota-device/ble-ota-device') as unknown;
-export const uploadNode = require('../nodes/ble-ota-upload/ble-ota-upload') as unknown;
+export const deviceNode = require('../../nodes/ble-ota-device/ble-ota-device') as unknown;
+export const uploadNode = require('../../nodes/ble-ota-upload/ble-ota-upload') as unknown;
+/** Node-RED's own Catch node, to receive what done(err) reports. */
+export const catchNode = require(require.resolve('@node-red/nodes/core/common/25-catch.js', { paths: [require.resolve('node-red')] })) as unknown;
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** The last status a node showed. */
