@@ -3,7 +3,7 @@
  */
 export { BleOtaClient, DEFAULT_TIMEOUTS, OtaConnection } from './client/ota-client';
 export type { BleOtaClientOptions, DeviceInfo, Phase, Progress, Timeouts, UpdateOptions, UpdateResult } from './client/ota-client';
-export type { Target } from './client/scanner';
+export type { SeenDevice, Target } from './client/scanner';
 export type { NobleLike } from './client/noble-types';
 export * from './errors';
 export { imageSummary, parseEspImage } from './image/esp-image';

@@ -105,6 +105,15 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
     assert.equal(result.restarted, true);
   });
 
+  it('a scan lists the virtual devices in range with their names and the OTA service', async () => {
+    const other = await radio.addDevice({ name: 'e2e-second' });
+    const seen = await client.scan(200);
+    const names = seen.map((d) => d.name).sort();
+    assert.deepEqual(names, ['e2e-esp32', 'e2e-second']);
+    assert.ok(seen.every((d) => d.advertisesOta));
+    assert.ok(seen.some((d) => d.address === other.address));
+  });
+
   it('a device nobody advertises ends in DEVICE_NOT_FOUND', async () => {
     await assert.rejects(
       client.update({ target: { name: 'nobody' }, image: buildAppImage({ size: 4096 }), timeouts: { scanMs: 300 } }),

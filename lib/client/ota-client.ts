@@ -25,7 +25,7 @@ import {
 } from '../protocol/constants';
 import { Link } from './link';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types';
-import { findPeripheral, Target } from './scanner';
+import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
 import { seedUpload, UploadProgress } from './seed-upload';
 
 export interface Timeouts {
@@ -140,6 +140,11 @@ export class BleOtaClient {
   /** The noble instance; throws BluetoothUnavailableError when there is none. */
   get noble(): NobleLike {
     return typeof this.nobleSource === 'function' ? this.nobleSource() : this.nobleSource;
+  }
+
+  /** Lists the devices in range: advertised name, address, RSSI, and whether they advertise the OTA service. */
+  scan(durationMs = 5000, signal?: AbortSignal): Promise<SeenDevice[]> {
+    return scanDevices(this.noble, durationMs, signal);
   }
 
   /** Scans for the target and connects to its OTA service. */

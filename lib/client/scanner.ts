@@ -109,3 +109,41 @@ export async function findPeripheral(
     });
   });
 }
+
+export interface SeenDevice {
+  name: string | undefined;
+  address: string;
+  rssi: number;
+  /** The device advertises the OTA service (ours do; the seed's firmware does not). */
+  advertisesOta: boolean;
+}
+
+/** Lists the devices seen in a scan of durationMs, strongest signal first. */
+export async function scanDevices(noble: NobleLike, durationMs: number, signal?: AbortSignal): Promise<SeenDevice[]> {
+  await waitPoweredOn(noble, Math.max(durationMs, 5000));
+  const seen = new Map<string, SeenDevice>();
+  const onDiscover = (p: NoblePeripheral) =>
+    seen.set(p.id, {
+      name: p.advertisement?.localName,
+      address: p.address,
+      rssi: p.rssi,
+      advertisesOta: (p.advertisement?.serviceUuids ?? []).includes(nobleUuid(OTA_SERVICE_UUID)),
+    });
+  noble.on('discover', onDiscover);
+  try {
+    noble.startScanning([], true);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, durationMs);
+      signal?.addEventListener('abort', done);
+      function done() {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      }
+    });
+  } finally {
+    noble.off('discover', onDiscover);
+    noble.stopScanning();
+  }
+  return [...seen.values()].sort((a, b) => b.rssi - a.rssi);
+}
