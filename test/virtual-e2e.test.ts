@@ -105,6 +105,28 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
     assert.equal(result.restarted, true);
   });
 
+  it('power lost mid-transfer: the client reports the lost link, the device boots its old image', async () => {
+    const before = await device.state();
+    const image = buildAppImage({ size: 256 * 1024, version: '5.0.0', seed: 11 });
+    let cut = false;
+    await assert.rejects(
+      client.update({
+        target: { name: 'e2e-esp32' },
+        image,
+        onProgress: (p) => {
+          if (p.percent >= 30 && !cut) {
+            cut = true;
+            void device.powerCycle();
+          }
+        },
+      }),
+      (err: BleOtaError) => err.code === 'DISCONNECTED',
+    );
+    const after = await eventually(() => device.state(), (s) => s.transfer === 'idle', 2000, 'boot after power loss');
+    assert.equal(after.running, before.running);
+    assert.equal(after.slots[after.running].state, 'valid');
+  });
+
   it('a scan lists the virtual devices in range with their names and the OTA service', async () => {
     const other = await radio.addDevice({ name: 'e2e-second' });
     const seen = await client.scan(200);
