@@ -91,7 +91,9 @@ static const struct ble_gatt_svc_def s_services[] = {
             {
                 /* Write with response only, as in the seed: every packet is
                  * acknowledged after it is in flash, and the response carries
-                 * the core's ATT error when it is not. */
+                 * the core's ATT error when it is not. NimBLE does not enforce
+                 * the property: a Write Command reaches the callback too, its
+                 * error is just never sent (the core's DONE_NAK still is). */
                 .uuid = &s_data_uuid.u,
                 .access_cb = ota_gatt_data_access,
                 .flags = BLE_GATT_CHR_F_WRITE,

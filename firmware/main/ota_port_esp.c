@@ -36,10 +36,15 @@ typedef struct {
 
 static ota_port_esp_t s_state;
 
-/** Port error for an esp_err_t from esp_ota_write/esp_ota_end/... */
+/** Port error for an esp_err_t from esp_ota_begin/esp_ota_end/... */
 static ble_ota_port_err_t
 ota_port_esp_map(esp_err_t err)
 {
+    /* esp_ota_* pass on esp_partition/esp_flash errors; all of them
+     * (spi_flash_mmap.h, hal/esp_flash_err.h) sit just above this base. */
+    if (err > ESP_ERR_FLASH_BASE && err < ESP_ERR_FLASH_BASE + 0x100) {
+        return BLE_OTA_PORT_ERR_FLASH;
+    }
     switch (err) {
     case ESP_OK:
         return BLE_OTA_PORT_OK;
@@ -47,9 +52,6 @@ ota_port_esp_map(esp_err_t err)
         return BLE_OTA_PORT_ERR_INVALID_IMAGE;
     case ESP_ERR_INVALID_SIZE:
         return BLE_OTA_PORT_ERR_TOO_LARGE;
-    case ESP_ERR_FLASH_OP_FAIL:
-    case ESP_ERR_FLASH_OP_TIMEOUT:
-        return BLE_OTA_PORT_ERR_FLASH;
     case ESP_ERR_OTA_ROLLBACK_INVALID_STATE:
     case ESP_ERR_OTA_PARTITION_CONFLICT:
         return BLE_OTA_PORT_ERR_STATE;
@@ -229,8 +231,9 @@ ota_port_esp_restart(void *ctx, uint32_t delay_ms)
         }
         ESP_LOGE(TAG, "esp_timer_start_once failed: %s", esp_err_to_name(err));
     }
-    /* Fallback: the notification was already handed to the controller, so
-     * blocking the host task for the delay still lets it go out. */
+    /* Fallback: ble_gatts_notify_custom normally hands the notification to
+     * the controller at once, so it can still go out while the host task
+     * blocks here. */
     vTaskDelay(pdMS_TO_TICKS(delay_ms));
     esp_restart();
 }
