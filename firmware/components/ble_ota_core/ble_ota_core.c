@@ -1,0 +1,331 @@
+/*
+ * Portable OTA core: the seed protocol's state machine, with the seed's
+ * defects fixed (exact-length flash writes, flash errors reported to the
+ * client, transfers aborted on disconnect, no slot_end without data).
+ *
+ * No ESP-IDF header here: everything platform-specific goes through the
+ * ble_ota_port_t given to ble_ota_core_init(). All members of the port must
+ * be set; only log may be NULL.
+ */
+#include "ble_ota_core.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Long enough for every line below; longer text is cut, never overflows. */
+#define BLE_OTA_LOG_LINE_MAX 96
+
+/* A progress line every 64 KiB: enough to follow a transfer in the log
+ * without one line per packet. */
+#define BLE_OTA_PROGRESS_STEP (64u * 1024u)
+
+static void
+ble_ota_log(const ble_ota_port_t *port, ble_ota_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+ble_ota_log(const ble_ota_port_t *port, ble_ota_log_level_t level, const char *fmt, ...)
+{
+    char line[BLE_OTA_LOG_LINE_MAX];
+    va_list ap;
+
+    if (port == NULL || port->log == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    port->log(port->ctx, level, line);
+}
+
+static const char *
+ble_ota_port_err_name(ble_ota_port_err_t err)
+{
+    switch (err) {
+    case BLE_OTA_PORT_OK:
+        return "ok";
+    case BLE_OTA_PORT_ERR_NO_SLOT:
+        return "no slot";
+    case BLE_OTA_PORT_ERR_TOO_LARGE:
+        return "too large";
+    case BLE_OTA_PORT_ERR_FLASH:
+        return "flash error";
+    case BLE_OTA_PORT_ERR_INVALID_IMAGE:
+        return "invalid image";
+    case BLE_OTA_PORT_ERR_STATE:
+        return "wrong state";
+    case BLE_OTA_PORT_ERR_OTHER:
+    default:
+        return "error";
+    }
+}
+
+/* Sets the value a read returns, then tells a subscribed client. In this
+ * order so that a client reading right after the notification sees it. */
+static void
+ble_ota_answer(ble_ota_core_t *core, uint8_t value)
+{
+    core->control = value;
+    core->port->notify_control(core->port->ctx, value);
+}
+
+static void
+ble_ota_reset_counters(ble_ota_core_t *core)
+{
+    core->received = 0;
+    core->packets = 0;
+}
+
+void
+ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port)
+{
+    memset(core, 0, sizeof(*core));
+    core->port = port;
+    core->state = BLE_OTA_STATE_IDLE;
+    core->control = BLE_OTA_CTRL_NOP;
+}
+
+static void
+ble_ota_handle_request(ble_ota_core_t *core)
+{
+    const ble_ota_port_t *port = core->port;
+
+    if (core->state == BLE_OTA_STATE_RECEIVING) {
+        /* A client that lost track (or a second client) starts over: drop
+         * what was written so far rather than append to it. */
+        ble_ota_log(port, BLE_OTA_LOG_WARN, "OTA request during transfer: aborting %lu bytes",
+                    (unsigned long)core->received);
+        port->slot_abort(port->ctx);
+        core->state = BLE_OTA_STATE_IDLE;
+    }
+    if (core->packet_size == 0) {
+        /* The size is only advisory (writes carry their own length), so a
+         * client that skipped it is served anyway. */
+        ble_ota_log(port, BLE_OTA_LOG_WARN, "OTA request: packet size not announced");
+    }
+    ble_ota_reset_counters(core);
+
+    const ble_ota_port_err_t err = port->slot_begin(port->ctx, 0);
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "OTA request refused: %s", ble_ota_port_err_name(err));
+        ble_ota_answer(core, BLE_OTA_CTRL_REQUEST_NAK);
+        return;
+    }
+    core->state = BLE_OTA_STATE_RECEIVING;
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "OTA request: slot open");
+    ble_ota_answer(core, BLE_OTA_CTRL_REQUEST_ACK);
+}
+
+static void
+ble_ota_handle_done(ble_ota_core_t *core)
+{
+    const ble_ota_port_t *port = core->port;
+
+    if (core->state != BLE_OTA_STATE_RECEIVING || core->received == 0) {
+        /* esp_ota_end refuses an empty slot, so never ask it. */
+        if (core->state == BLE_OTA_STATE_RECEIVING) {
+            port->slot_abort(port->ctx);
+            ble_ota_log(port, BLE_OTA_LOG_WARN, "OTA done: no data received");
+        } else {
+            ble_ota_log(port, BLE_OTA_LOG_WARN, "OTA done: no transfer in progress");
+        }
+        core->state = BLE_OTA_STATE_IDLE;
+        ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
+        return;
+    }
+
+    /* slot_end closes the slot whatever it returns: nothing to abort after. */
+    ble_ota_port_err_t err = port->slot_end(port->ctx);
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "OTA done: %lu bytes in %lu packets, image rejected (%s)",
+                    (unsigned long)core->received, (unsigned long)core->packets,
+                    ble_ota_port_err_name(err));
+        core->state = BLE_OTA_STATE_IDLE;
+        ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
+        return;
+    }
+    err = port->set_boot_slot(port->ctx);
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "OTA done: boot slot not set (%s)",
+                    ble_ota_port_err_name(err));
+        core->state = BLE_OTA_STATE_IDLE;
+        ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
+        return;
+    }
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "OTA done: %lu bytes in %lu packets, image valid",
+                (unsigned long)core->received, (unsigned long)core->packets);
+    core->state = BLE_OTA_STATE_RESTARTING;
+    ble_ota_answer(core, BLE_OTA_CTRL_DONE_ACK);
+    /* The delay lets the DONE_ACK notification leave before the link drops. */
+    port->restart(port->ctx, BLE_OTA_RESTART_DELAY_MS);
+}
+
+ble_ota_status_t
+ble_ota_core_control_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    if (core->state == BLE_OTA_STATE_RESTARTING) {
+        return BLE_OTA_ERR_BUSY;
+    }
+    if (len != 1 || data == NULL) {
+        return BLE_OTA_ERR_LENGTH;
+    }
+    switch (data[0]) {
+    case BLE_OTA_CTRL_NOP:
+        return BLE_OTA_OK;
+    case BLE_OTA_CTRL_REQUEST:
+        ble_ota_handle_request(core);
+        return BLE_OTA_OK; /* the answer is the notification */
+    case BLE_OTA_CTRL_DONE:
+        ble_ota_handle_done(core);
+        return BLE_OTA_OK;
+    default:
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "control value 0x%02x refused", data[0]);
+        return BLE_OTA_ERR_VALUE;
+    }
+}
+
+uint8_t
+ble_ota_core_control_read(const ble_ota_core_t *core)
+{
+    return core->control;
+}
+
+/* Before REQUEST, OTA Data takes the packet size (the seed's handshake). */
+static ble_ota_status_t
+ble_ota_packet_size_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    if (len != 2 || data == NULL) {
+        /* Firmware bytes with no open slot: refuse them so the client
+         * learns it skipped REQUEST, and keep them away from flash. */
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "data written outside a transfer (%lu bytes)",
+                    (unsigned long)len);
+        return BLE_OTA_ERR_NOT_RECEIVING;
+    }
+    const uint16_t size = (uint16_t)(data[0] | (data[1] << 8));
+    if (size == 0 || size > BLE_OTA_MAX_PACKET) {
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "packet size %u refused (1..%u)",
+                    (unsigned)size, (unsigned)BLE_OTA_MAX_PACKET);
+        return BLE_OTA_ERR_VALUE;
+    }
+    core->packet_size = size;
+    ble_ota_log(core->port, BLE_OTA_LOG_INFO, "OTA packet size %u", (unsigned)size);
+    return BLE_OTA_OK;
+}
+
+ble_ota_status_t
+ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    const ble_ota_port_t *port = core->port;
+
+    switch (core->state) {
+    case BLE_OTA_STATE_RESTARTING:
+        return BLE_OTA_ERR_BUSY;
+    case BLE_OTA_STATE_IDLE:
+        return ble_ota_packet_size_write(core, data, len);
+    case BLE_OTA_STATE_RECEIVING:
+    default:
+        break;
+    }
+
+    if (len == 0 || len > BLE_OTA_MAX_PACKET || data == NULL) {
+        return BLE_OTA_ERR_LENGTH;
+    }
+    /* Exactly len bytes: the seed wrote packet_size bytes, padding the last
+     * packet with stale buffer contents. */
+    const ble_ota_port_err_t err = port->slot_write(port->ctx, data, len);
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "write failed at offset %lu (%s)",
+                    (unsigned long)core->received, ble_ota_port_err_name(err));
+        port->slot_abort(port->ctx);
+        core->state = BLE_OTA_STATE_IDLE;
+        /* Besides the ATT error, DONE_NAK tells a client that ignores write
+         * errors (as seed clients may) that the transfer is over. */
+        ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
+        return BLE_OTA_ERR_FLASH;
+    }
+    const uint32_t before = core->received;
+    core->received += (uint32_t)len;
+    core->packets++;
+    if (before / BLE_OTA_PROGRESS_STEP != core->received / BLE_OTA_PROGRESS_STEP) {
+        ble_ota_log(port, BLE_OTA_LOG_DEBUG, "OTA progress: %lu bytes", (unsigned long)core->received);
+    }
+    return BLE_OTA_OK;
+}
+
+void
+ble_ota_core_disconnected(ble_ota_core_t *core)
+{
+    const ble_ota_port_t *port = core->port;
+
+    switch (core->state) {
+    case BLE_OTA_STATE_RESTARTING:
+        /* The new image is selected; the restart goes on without the client. */
+        return;
+    case BLE_OTA_STATE_RECEIVING:
+        /* No resume in this protocol: free the slot so the next REQUEST
+         * starts clean (the seed left the slot open). */
+        ble_ota_log(port, BLE_OTA_LOG_WARN, "disconnected during transfer: aborted at %lu bytes",
+                    (unsigned long)core->received);
+        port->slot_abort(port->ctx);
+        core->state = BLE_OTA_STATE_IDLE;
+        break;
+    case BLE_OTA_STATE_IDLE:
+    default:
+        break;
+    }
+    /* The next client starts from scratch: its MTU, hence its packet size,
+     * may differ, and a stale ACK/NAK would only mislead it. */
+    core->control = BLE_OTA_CTRL_NOP;
+    core->packet_size = 0;
+    ble_ota_reset_counters(core);
+}
+
+ble_ota_img_state_t
+ble_ota_core_confirm_boot(const ble_ota_port_t *port, bool self_test_passed)
+{
+    const ble_ota_img_state_t state = port->running_state(port->ctx);
+
+    if (state != BLE_OTA_IMG_PENDING_VERIFY) {
+        if (!self_test_passed) {
+            /* Nothing to roll back to: a confirmed image stays. */
+            ble_ota_log(port, BLE_OTA_LOG_WARN, "boot: self-test failed, image already confirmed");
+        }
+        return state;
+    }
+    if (self_test_passed) {
+        const ble_ota_port_err_t err = port->mark_valid(port->ctx);
+        if (err == BLE_OTA_PORT_OK) {
+            ble_ota_log(port, BLE_OTA_LOG_INFO, "boot: new image confirmed");
+        } else {
+            /* Left pending: the bootloader rolls back at the next boot. */
+            ble_ota_log(port, BLE_OTA_LOG_ERROR, "boot: confirming new image failed (%s)",
+                        ble_ota_port_err_name(err));
+        }
+    } else {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "boot: self-test failed, rolling back");
+        port->rollback(port->ctx);
+    }
+    return state;
+}
+
+uint8_t
+ble_ota_status_to_att(ble_ota_status_t status)
+{
+    switch (status) {
+    case BLE_OTA_OK:
+        return 0;
+    case BLE_OTA_ERR_LENGTH:
+        return BLE_OTA_ATT_ERR_INVALID_LEN;
+    case BLE_OTA_ERR_VALUE:
+        return BLE_OTA_ATT_ERR_BAD_VALUE;
+    case BLE_OTA_ERR_NOT_RECEIVING:
+        return BLE_OTA_ATT_ERR_NOT_RECEIVING;
+    case BLE_OTA_ERR_FLASH:
+        return BLE_OTA_ATT_ERR_FLASH;
+    case BLE_OTA_ERR_BUSY:
+        return BLE_OTA_ATT_ERR_BUSY;
+    default:
+        return BLE_OTA_ATT_ERR_UNLIKELY;
+    }
+}

@@ -1,0 +1,80 @@
+/*
+ * Emulated flash of the virtual ESP32: two OTA slots (ota_0, ota_1) and the
+ * OTA data the bootloader reads (boot slot, per-slot image state and
+ * validated length).
+ *
+ * Stricter than NOR flash, like MCUboot's simflash: erases are whole 4 KiB
+ * sectors, writes stay inside one slot and only program erased (0xFF)
+ * bytes, so a port that writes twice to the same place or forgets to erase
+ * fails loudly instead of corrupting quietly.
+ */
+#ifndef HOST_FLASH_H
+#define HOST_FLASH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HOST_FLASH_SECTOR_SIZE 4096u
+#define HOST_FLASH_SLOTS       2
+#define HOST_FLASH_MAX_SLOT    0x1000000u /* 16 MB, the largest app partition */
+
+typedef enum {
+    HOST_SLOT_EMPTY = 0,      /* nothing bootable (erased, or an upload in progress) */
+    HOST_SLOT_NEW,            /* validated and selected, never booted */
+    HOST_SLOT_PENDING_VERIFY, /* booted once, not confirmed yet */
+    HOST_SLOT_VALID,          /* confirmed */
+    HOST_SLOT_INVALID,        /* rolled back by the app */
+    HOST_SLOT_ABORTED,        /* booted twice unconfirmed: the bootloader gave up */
+} host_slot_state_t;
+
+typedef enum {
+    HOST_FLASH_OK = 0,
+    HOST_FLASH_ERR_RANGE,       /* outside the slot */
+    HOST_FLASH_ERR_ALIGN,       /* erase not on a sector */
+    HOST_FLASH_ERR_NOT_ERASED,  /* write over programmed bytes */
+    HOST_FLASH_ERR_INJECTED,    /* failure injected by a test */
+} host_flash_err_t;
+
+typedef struct {
+    host_slot_state_t state;
+    uint32_t image_len; /* length of the validated image, 0 when none */
+} host_slot_info_t;
+
+typedef struct {
+    uint8_t *mem;       /* both slots, slot_size bytes each */
+    uint32_t slot_size;
+    /* OTA data */
+    int boot_slot;
+    host_slot_info_t slot[HOST_FLASH_SLOTS];
+    /* Fault injection: the write that brings this to 0 fails (0 = off). */
+    uint32_t fail_countdown;
+    uint32_t writes;
+    uint32_t erases;
+} host_flash_t;
+
+/* Allocates the slots (erased) once; false when out of memory or the size
+ * is not in 1..HOST_FLASH_MAX_SLOT. */
+bool host_flash_init(host_flash_t *flash, uint32_t slot_size);
+void host_flash_deinit(host_flash_t *flash);
+
+/* Erases the sector at offset (a multiple of the sector size); the last
+ * sector of a slot whose size is not a multiple is shorter. */
+host_flash_err_t host_flash_erase_sector(host_flash_t *flash, int slot, uint32_t offset);
+/* Programs len erased bytes at offset. */
+host_flash_err_t host_flash_write(host_flash_t *flash, int slot, uint32_t offset,
+                                  const uint8_t *data, size_t len);
+/* Raw contents of a slot (slot_size bytes). */
+const uint8_t *host_flash_slot(const host_flash_t *flash, int slot);
+
+/* The next n-th write fails with HOST_FLASH_ERR_INJECTED (1 = the next). */
+void host_flash_fail_write_after(host_flash_t *flash, uint32_t n);
+
+const char *host_flash_err_name(host_flash_err_t err);
+const char *host_slot_state_name(host_slot_state_t state);
+/* "ota_0", "ota_1", or "none". */
+const char *host_slot_name(int slot);
+/* Slot number from "ota_0"/"ota_1", or -1. */
+int host_slot_from_name(const char *name);
+
+#endif /* HOST_FLASH_H */

@@ -1,0 +1,308 @@
+/*
+ * ESP application image checks and a synthetic image builder.
+ *
+ * The checks follow what esp_ota_end runs (esp_image_verify in ESP-IDF's
+ * bootloader_support): header magic, chip id, segment count, each segment
+ * header inside the data with a length that is a multiple of 4, flash-mapped
+ * segments aligned to their 64 KiB MMU page, the XOR checksum, then the
+ * appended SHA-256. Chip revision and secure boot are out of scope.
+ */
+#include "host_image.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sha256.h"
+
+#define CHECKSUM_INITIAL 0xEF
+#define MMU_PAGE_SIZE    0x10000u
+#define SIXTEEN_MB       0x1000000u
+
+/* ESP32 address ranges the flash cache maps (SOC_IROM_* and SOC_DROM_*):
+ * their segments must sit at the same offset within a 64 KiB page in flash
+ * as in the address space. */
+#define ESP32_IROM_LOW  0x400D0000u
+#define ESP32_IROM_HIGH 0x40400000u
+#define ESP32_DROM_LOW  0x3F400000u
+#define ESP32_DROM_HIGH 0x3F800000u
+
+/* Synthetic image load addresses: app descriptor in DROM, payload in IRAM. */
+#define SYNTH_DROM_ADDR  (ESP32_DROM_LOW + HOST_APP_DESC_OFFSET)
+#define SYNTH_IRAM_ADDR  0x40080000u
+#define SYNTH_ENTRY_ADDR 0x40080400u
+
+static uint32_t
+get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void
+put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void
+set_why(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+set_why(char *why, size_t why_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (why == NULL || why_len == 0) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(why, why_len, fmt, ap);
+    va_end(ap);
+}
+
+static bool
+is_mapped(uint32_t addr)
+{
+    return (addr >= ESP32_IROM_LOW && addr < ESP32_IROM_HIGH) ||
+           (addr >= ESP32_DROM_LOW && addr < ESP32_DROM_HIGH);
+}
+
+const char *
+host_image_err_name(host_image_err_t err)
+{
+    switch (err) {
+    case HOST_IMAGE_OK:
+        return "ok";
+    case HOST_IMAGE_ERR_TRUNCATED:
+        return "truncated";
+    case HOST_IMAGE_ERR_MAGIC:
+        return "bad magic";
+    case HOST_IMAGE_ERR_CHIP:
+        return "wrong chip";
+    case HOST_IMAGE_ERR_SEGMENTS:
+        return "too many segments";
+    case HOST_IMAGE_ERR_SEGMENT:
+        return "bad segment";
+    case HOST_IMAGE_ERR_CHECKSUM:
+        return "bad checksum";
+    case HOST_IMAGE_ERR_HASH:
+        return "bad hash";
+    default:
+        return "invalid";
+    }
+}
+
+host_image_err_t
+host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_info_t *info,
+                  char *why, size_t why_len)
+{
+    host_image_info_t local;
+    if (info == NULL) {
+        info = &local;
+    }
+    memset(info, 0, sizeof(*info));
+    set_why(why, why_len, "ok");
+
+    if (len < 1) {
+        set_why(why, why_len, "no data");
+        return HOST_IMAGE_ERR_TRUNCATED;
+    }
+    if (data[0] != HOST_IMAGE_MAGIC) {
+        set_why(why, why_len, "invalid magic byte 0x%02x", data[0]);
+        return HOST_IMAGE_ERR_MAGIC;
+    }
+    if (len < HOST_IMAGE_HEADER_LEN) {
+        set_why(why, why_len, "image header truncated (%zu of %d bytes)", len, HOST_IMAGE_HEADER_LEN);
+        return HOST_IMAGE_ERR_TRUNCATED;
+    }
+    info->segment_count = data[1];
+    info->chip_id = (uint16_t)(data[12] | (data[13] << 8));
+    info->hash_appended = data[23] == 1;
+    if (info->chip_id != chip_id) {
+        set_why(why, why_len, "mismatch chip id, expected %u, found %u", (unsigned)chip_id,
+                (unsigned)info->chip_id);
+        return HOST_IMAGE_ERR_CHIP;
+    }
+    if (info->segment_count > HOST_IMAGE_MAX_SEGMENTS) {
+        set_why(why, why_len, "segment count %u exceeds max %d", (unsigned)info->segment_count,
+                HOST_IMAGE_MAX_SEGMENTS);
+        return HOST_IMAGE_ERR_SEGMENTS;
+    }
+
+    /* size_t arithmetic: every length below is checked against len first,
+     * and len and segment lengths (< 16 MB each, at most 16) cannot wrap. */
+    size_t pos = HOST_IMAGE_HEADER_LEN;
+    uint8_t checksum = CHECKSUM_INITIAL;
+    for (unsigned i = 0; i < info->segment_count; i++) {
+        if (len - pos < HOST_IMAGE_SEG_HEADER_LEN) {
+            set_why(why, why_len, "segment %u header beyond the data (offset %zu)", i, pos);
+            return HOST_IMAGE_ERR_TRUNCATED;
+        }
+        const uint32_t load_addr = get_le32(data + pos);
+        const uint32_t seg_len = get_le32(data + pos + 4);
+        pos += HOST_IMAGE_SEG_HEADER_LEN;
+        if ((seg_len & 3) != 0 || seg_len >= SIXTEEN_MB) {
+            set_why(why, why_len, "invalid segment %u length 0x%lx", i, (unsigned long)seg_len);
+            return HOST_IMAGE_ERR_SEGMENT;
+        }
+        if (is_mapped(load_addr) && (pos % MMU_PAGE_SIZE) != (load_addr % MMU_PAGE_SIZE)) {
+            set_why(why, why_len, "segment %u load address 0x%08lx does not match data 0x%08zx", i,
+                    (unsigned long)load_addr, pos);
+            return HOST_IMAGE_ERR_SEGMENT;
+        }
+        if (len - pos < seg_len) {
+            set_why(why, why_len, "segment %u data beyond the data (offset %zu, length %lu)", i, pos,
+                    (unsigned long)seg_len);
+            return HOST_IMAGE_ERR_TRUNCATED;
+        }
+        for (uint32_t j = 0; j < seg_len; j++) {
+            checksum ^= data[pos + j];
+        }
+        pos += seg_len;
+    }
+
+    /* The checksum byte ends the 16-byte block after the last segment. */
+    const size_t padded = (pos + 1 + 15) & ~(size_t)15;
+    if (padded > len) {
+        set_why(why, why_len, "checksum beyond the data (offset %zu)", padded - 1);
+        return HOST_IMAGE_ERR_TRUNCATED;
+    }
+    info->checksum = checksum;
+    if (data[padded - 1] != checksum) {
+        set_why(why, why_len, "checksum failed, calculated 0x%02x read 0x%02x", checksum,
+                data[padded - 1]);
+        return HOST_IMAGE_ERR_CHECKSUM;
+    }
+    info->image_len = (uint32_t)padded;
+
+    if (info->hash_appended) {
+        if (len - padded < HOST_IMAGE_HASH_LEN) {
+            set_why(why, why_len, "appended hash beyond the data (offset %zu)", padded);
+            return HOST_IMAGE_ERR_TRUNCATED;
+        }
+        uint8_t digest[SHA256_DIGEST_LEN];
+        sha256(data, padded, digest);
+        if (memcmp(digest, data + padded, HOST_IMAGE_HASH_LEN) != 0) {
+            set_why(why, why_len, "image hash failed, image is corrupt");
+            return HOST_IMAGE_ERR_HASH;
+        }
+        info->image_len += HOST_IMAGE_HASH_LEN;
+    }
+    return HOST_IMAGE_OK;
+}
+
+static void
+copy_field(char *out, const uint8_t *field, size_t field_len)
+{
+    size_t n = 0;
+    while (n < field_len && field[n] != '\0') {
+        n++;
+    }
+    memcpy(out, field, n);
+    out[n] = '\0';
+}
+
+bool
+host_image_app_desc(const uint8_t *data, size_t len, char version[33], char project[33])
+{
+    version[0] = '\0';
+    project[0] = '\0';
+    if (len < HOST_APP_DESC_OFFSET + HOST_APP_DESC_LEN ||
+        get_le32(data + HOST_APP_DESC_OFFSET) != HOST_APP_DESC_MAGIC) {
+        return false;
+    }
+    copy_field(version, data + HOST_APP_DESC_OFFSET + 16, 32);
+    copy_field(project, data + HOST_APP_DESC_OFFSET + 48, 32);
+    return true;
+}
+
+static size_t
+payload_len4(const host_image_spec_t *spec)
+{
+    return ((size_t)spec->payload_len + 3) & ~(size_t)3;
+}
+
+size_t
+host_image_build_size(const host_image_spec_t *spec)
+{
+    const size_t unpadded = HOST_IMAGE_HEADER_LEN + HOST_IMAGE_SEG_HEADER_LEN + HOST_APP_DESC_LEN +
+                            HOST_IMAGE_SEG_HEADER_LEN + payload_len4(spec);
+    const size_t padded = (unpadded + 1 + 15) & ~(size_t)15;
+    return padded + (spec->hash_appended ? HOST_IMAGE_HASH_LEN : 0);
+}
+
+static void
+put_string(uint8_t *field, size_t field_len, const char *s)
+{
+    for (size_t i = 0; s != NULL && i < field_len && s[i] != '\0'; i++) {
+        field[i] = (uint8_t)s[i];
+    }
+}
+
+size_t
+host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
+{
+    const size_t total = host_image_build_size(spec);
+    if (cap < total) {
+        return 0;
+    }
+    memset(out, 0, total);
+
+    uint8_t *h = out;
+    h[0] = HOST_IMAGE_MAGIC;
+    h[1] = 2;    /* segments */
+    h[2] = 2;    /* SPI mode DIO */
+    h[3] = 0x20; /* 4 MB flash, 40 MHz */
+    put_le32(h + 4, SYNTH_ENTRY_ADDR);
+    h[8] = 0xEE; /* WP pin: not used */
+    h[12] = (uint8_t)spec->chip_id;
+    h[13] = (uint8_t)(spec->chip_id >> 8);
+    h[23] = spec->hash_appended ? 1 : 0;
+
+    /* Segment 0: the app descriptor, mapped at DROM + 0x20 like a real app. */
+    uint8_t *s = out + HOST_IMAGE_HEADER_LEN;
+    put_le32(s, SYNTH_DROM_ADDR);
+    put_le32(s + 4, HOST_APP_DESC_LEN);
+    uint8_t *desc = s + HOST_IMAGE_SEG_HEADER_LEN;
+    put_le32(desc, HOST_APP_DESC_MAGIC);
+    put_string(desc + 16, 32, spec->version);
+    put_string(desc + 48, 32, spec->project);
+    put_string(desc + 80, 16, "12:00:00");
+    put_string(desc + 96, 16, "Jan  1 2025");
+    put_string(desc + 112, 32, "v5.3-virtual");
+    /* A stand-in for the ELF hash, so two versions differ there too. */
+    sha256(spec->version == NULL ? "" : spec->version,
+           spec->version == NULL ? 0 : strlen(spec->version), desc + 144);
+
+    /* Segment 1: payload from a xorshift generator, so images of different
+     * seeds differ everywhere. */
+    s = desc + HOST_APP_DESC_LEN;
+    const size_t plen = payload_len4(spec);
+    put_le32(s, SYNTH_IRAM_ADDR);
+    put_le32(s + 4, (uint32_t)plen);
+    uint8_t *payload = s + HOST_IMAGE_SEG_HEADER_LEN;
+    uint32_t x = spec->seed * 2654435761u + 0x9E3779B9u;
+    for (size_t i = 0; i < plen; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        payload[i] = (uint8_t)(x >> 8);
+    }
+
+    uint8_t checksum = CHECKSUM_INITIAL;
+    for (size_t i = 0; i < HOST_APP_DESC_LEN; i++) {
+        checksum ^= desc[i];
+    }
+    for (size_t i = 0; i < plen; i++) {
+        checksum ^= payload[i];
+    }
+    const size_t padded = total - (spec->hash_appended ? HOST_IMAGE_HASH_LEN : 0);
+    out[padded - 1] = checksum;
+    if (spec->hash_appended) {
+        sha256(out, padded, out + padded);
+    }
+    return total;
+}

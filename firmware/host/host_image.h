@@ -1,0 +1,81 @@
+/*
+ * ESP application images on the host: validation as esp_ota_end does it
+ * (esp_image_verify), the app descriptor, and a synthetic image builder for
+ * tests and the virtual ESP32's built-in first image.
+ *
+ * Image layout (little-endian):
+ *   24-byte header: magic 0xE9, segment count, SPI mode/speed/size, entry
+ *     address, ..., chip id (bytes 12-13), ..., hash_appended (byte 23);
+ *   per segment: load address u32, data length u32, data;
+ *   padding so that the checksum byte ends a 16-byte block; the checksum is
+ *     0xEF XOR every byte of segment data;
+ *   when hash_appended is 1, SHA-256 of everything before it.
+ * Bytes after that are not part of the image and are ignored.
+ */
+#ifndef HOST_IMAGE_H
+#define HOST_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HOST_IMAGE_MAGIC          0xE9
+#define HOST_IMAGE_HEADER_LEN     24
+#define HOST_IMAGE_SEG_HEADER_LEN 8
+#define HOST_IMAGE_MAX_SEGMENTS   16
+#define HOST_IMAGE_HASH_LEN       32
+#define HOST_IMAGE_CHIP_ESP32     0
+
+#define HOST_APP_DESC_OFFSET 0x20
+#define HOST_APP_DESC_LEN    256
+#define HOST_APP_DESC_MAGIC  0xABCD5432u
+
+typedef enum {
+    HOST_IMAGE_OK = 0,
+    HOST_IMAGE_ERR_TRUNCATED, /* the data ends inside the image */
+    HOST_IMAGE_ERR_MAGIC,
+    HOST_IMAGE_ERR_CHIP,      /* built for another chip */
+    HOST_IMAGE_ERR_SEGMENTS,  /* too many segments */
+    HOST_IMAGE_ERR_SEGMENT,   /* bad segment length or mapping */
+    HOST_IMAGE_ERR_CHECKSUM,
+    HOST_IMAGE_ERR_HASH,
+} host_image_err_t;
+
+typedef struct {
+    uint32_t image_len;     /* through the checksum block and the hash */
+    uint8_t segment_count;
+    uint16_t chip_id;
+    bool hash_appended;
+    uint8_t checksum;
+} host_image_info_t;
+
+/* Validates the image at the start of data[0..len). On failure, why (if
+ * not NULL) gets a one-line reason. */
+host_image_err_t host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id,
+                                   host_image_info_t *info, char *why, size_t why_len);
+
+const char *host_image_err_name(host_image_err_t err);
+
+/* Version and project name from the app descriptor at 0x20, NUL-terminated
+ * (each up to 32 characters). False when there is no descriptor. */
+bool host_image_app_desc(const uint8_t *data, size_t len, char version[33], char project[33]);
+
+/* A synthetic app for ESP32 (or another chip id): a DROM segment holding
+ * the app descriptor, and a second segment of payload_len pseudo-random
+ * bytes (rounded up to 4) derived from seed. */
+typedef struct {
+    const char *project;
+    const char *version;
+    uint32_t payload_len;
+    uint32_t seed;
+    uint16_t chip_id;
+    bool hash_appended;
+} host_image_spec_t;
+
+/* Size of the image host_image_build() makes. */
+size_t host_image_build_size(const host_image_spec_t *spec);
+
+/* Writes the image into out; returns its length, or 0 when cap is too small. */
+size_t host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap);
+
+#endif /* HOST_IMAGE_H */

@@ -1,0 +1,440 @@
+/*
+ * Host platform of the OTA core: see host_port.h.
+ *
+ * The port mirrors esp_ota_* as ESP-IDF 5 implements them with
+ * OTA_WITH_SEQUENTIAL_WRITES and CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE:
+ * begin refuses while the running image awaits confirmation, sectors are
+ * erased as data reaches them, the first byte must be the image magic,
+ * end validates the image, set_boot marks it new.
+ */
+#include "host_port.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "host_image.h"
+
+static void
+dev_log(host_dev_t *dev, ble_ota_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+dev_log(host_dev_t *dev, ble_ota_log_level_t level, const char *fmt, ...)
+{
+    char line[160];
+    va_list ap;
+
+    if (dev->hooks.log == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    dev->hooks.log(dev->hooks.user, level, line);
+}
+
+static void
+dev_request_restart(host_dev_t *dev, uint32_t delay_ms)
+{
+    dev->restart_pending = true;
+    dev->restart_delay_ms = delay_ms;
+    if (dev->hooks.restart != NULL) {
+        dev->hooks.restart(dev->hooks.user, delay_ms);
+    }
+}
+
+/* --- ble_ota_port_t ------------------------------------------------------ */
+
+static ble_ota_port_err_t
+port_slot_begin(void *ctx, uint32_t image_size)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->running < 0) {
+        return BLE_OTA_PORT_ERR_NO_SLOT;
+    }
+    if (dev->open_slot >= 0) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: %s already open", host_slot_name(dev->open_slot));
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    if (dev->flash.slot[dev->running].state == HOST_SLOT_PENDING_VERIFY) {
+        /* esp_ota_begin: ESP_ERR_OTA_ROLLBACK_INVALID_STATE */
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: running image not confirmed yet");
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    const int slot = 1 - dev->running;
+    if (image_size > dev->flash.slot_size) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: %lu bytes do not fit %s (%lu)",
+                (unsigned long)image_size, host_slot_name(slot), (unsigned long)dev->flash.slot_size);
+        return BLE_OTA_PORT_ERR_TOO_LARGE;
+    }
+
+    /* Whatever the slot held (the previous firmware, usually) is gone. */
+    dev->flash.slot[slot].state = HOST_SLOT_EMPTY;
+    dev->flash.slot[slot].image_len = 0;
+    if (dev->flash.boot_slot == slot) {
+        dev->flash.boot_slot = dev->running;
+    }
+    dev->open_slot = slot;
+    dev->write_pos = 0;
+    dev->erased_to = 0;
+    dev->ended_slot = -1;
+    /* A known size is erased up front, as esp_ota_begin does. */
+    while (dev->erased_to < image_size) {
+        const host_flash_err_t err = host_flash_erase_sector(&dev->flash, slot, dev->erased_to);
+        if (err != HOST_FLASH_OK) {
+            dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: erase at %lu failed (%s)",
+                    (unsigned long)dev->erased_to, host_flash_err_name(err));
+            dev->open_slot = -1;
+            return BLE_OTA_PORT_ERR_FLASH;
+        }
+        dev->erased_to += HOST_FLASH_SECTOR_SIZE;
+    }
+    dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_begin: writing %s", host_slot_name(slot));
+    return BLE_OTA_PORT_OK;
+}
+
+static ble_ota_port_err_t
+port_slot_write(void *ctx, const uint8_t *data, size_t len)
+{
+    host_dev_t *dev = ctx;
+    const int slot = dev->open_slot;
+
+    if (slot < 0) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: no open slot");
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    if (dev->write_pos == 0 && len > 0 && data[0] != HOST_IMAGE_MAGIC) {
+        /* esp_ota_write checks the first byte: ESP_ERR_OTA_VALIDATE_FAILED */
+        dev_log(dev, BLE_OTA_LOG_ERROR, "OTA image has invalid magic byte (expected 0xE9, saw 0x%02x)",
+                data[0]);
+        return BLE_OTA_PORT_ERR_INVALID_IMAGE;
+    }
+    if (len > dev->flash.slot_size - dev->write_pos) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: %lu bytes at %lu exceed %s (%lu)",
+                (unsigned long)len, (unsigned long)dev->write_pos, host_slot_name(slot),
+                (unsigned long)dev->flash.slot_size);
+        return BLE_OTA_PORT_ERR_TOO_LARGE;
+    }
+    /* Sequential writes: erase each sector when the data first reaches it. */
+    while (dev->erased_to < dev->write_pos + len) {
+        const host_flash_err_t err = host_flash_erase_sector(&dev->flash, slot, dev->erased_to);
+        if (err != HOST_FLASH_OK) {
+            dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: erase at %lu failed (%s)",
+                    (unsigned long)dev->erased_to, host_flash_err_name(err));
+            return BLE_OTA_PORT_ERR_FLASH;
+        }
+        dev->erased_to += HOST_FLASH_SECTOR_SIZE;
+    }
+    const host_flash_err_t err = host_flash_write(&dev->flash, slot, dev->write_pos, data, len);
+    if (err != HOST_FLASH_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: flash write at %lu failed (%s)",
+                (unsigned long)dev->write_pos, host_flash_err_name(err));
+        return BLE_OTA_PORT_ERR_FLASH;
+    }
+    dev->write_pos += (uint32_t)len;
+    return BLE_OTA_PORT_OK;
+}
+
+static ble_ota_port_err_t
+port_slot_end(void *ctx)
+{
+    host_dev_t *dev = ctx;
+    const int slot = dev->open_slot;
+    char why[120];
+
+    if (slot < 0) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_end: no open slot");
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    dev->open_slot = -1; /* closed whatever the result, as esp_ota_end */
+    if (dev->write_pos == 0) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_end: nothing written");
+        return BLE_OTA_PORT_ERR_INVALID_IMAGE;
+    }
+    /* Only the bytes written count: stale data after them must not
+     * complete a truncated upload. */
+    host_image_info_t info;
+    const host_image_err_t err = host_image_verify(host_flash_slot(&dev->flash, slot), dev->write_pos,
+                                                   dev->chip_id, &info, why, sizeof(why));
+    if (err != HOST_IMAGE_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s invalid: %s", host_slot_name(slot), why);
+        return BLE_OTA_PORT_ERR_INVALID_IMAGE;
+    }
+    dev->flash.slot[slot].state = HOST_SLOT_NEW;
+    dev->flash.slot[slot].image_len = info.image_len;
+    dev->ended_slot = slot;
+    dev_log(dev, BLE_OTA_LOG_INFO, "image in %s valid: %lu bytes (%lu written)", host_slot_name(slot),
+            (unsigned long)info.image_len, (unsigned long)dev->write_pos);
+    return BLE_OTA_PORT_OK;
+}
+
+static void
+port_slot_abort(void *ctx)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->open_slot < 0) {
+        return;
+    }
+    dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_abort: %s dropped at %lu bytes", host_slot_name(dev->open_slot),
+            (unsigned long)dev->write_pos);
+    dev->flash.slot[dev->open_slot].state = HOST_SLOT_EMPTY;
+    dev->flash.slot[dev->open_slot].image_len = 0;
+    dev->open_slot = -1;
+}
+
+static ble_ota_port_err_t
+port_set_boot_slot(void *ctx)
+{
+    host_dev_t *dev = ctx;
+    const int slot = dev->ended_slot;
+
+    if (slot < 0 || dev->flash.slot[slot].state != HOST_SLOT_NEW) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "set_boot_slot: no validated image");
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    dev->flash.boot_slot = slot;
+    dev_log(dev, BLE_OTA_LOG_INFO, "next boot: %s", host_slot_name(slot));
+    return BLE_OTA_PORT_OK;
+}
+
+static void
+port_restart(void *ctx, uint32_t delay_ms)
+{
+    dev_request_restart(ctx, delay_ms);
+}
+
+static void
+port_notify_control(void *ctx, uint8_t value)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->hooks.notify != NULL) {
+        dev->hooks.notify(dev->hooks.user, value);
+    }
+}
+
+static ble_ota_img_state_t
+port_running_state(void *ctx)
+{
+    const host_dev_t *dev = ctx;
+
+    if (dev->running < 0) {
+        return BLE_OTA_IMG_UNKNOWN;
+    }
+    switch (dev->flash.slot[dev->running].state) {
+    case HOST_SLOT_PENDING_VERIFY:
+        return BLE_OTA_IMG_PENDING_VERIFY;
+    case HOST_SLOT_VALID:
+        return BLE_OTA_IMG_VALID;
+    default:
+        return BLE_OTA_IMG_UNKNOWN;
+    }
+}
+
+static ble_ota_port_err_t
+port_mark_valid(void *ctx)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->running < 0) {
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    host_slot_info_t *info = &dev->flash.slot[dev->running];
+    if (info->state != HOST_SLOT_PENDING_VERIFY && info->state != HOST_SLOT_VALID) {
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    info->state = HOST_SLOT_VALID;
+    return BLE_OTA_PORT_OK;
+}
+
+static void
+port_rollback(void *ctx)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->running < 0) {
+        return;
+    }
+    const int other = 1 - dev->running;
+    if (dev->flash.slot[other].state != HOST_SLOT_VALID) {
+        /* esp_ota_mark_app_invalid_rollback_and_reboot returns
+         * ESP_ERR_OTA_ROLLBACK_FAILED and keeps running. */
+        dev_log(dev, BLE_OTA_LOG_ERROR, "rollback failed: no valid image in %s", host_slot_name(other));
+        return;
+    }
+    dev->flash.slot[dev->running].state = HOST_SLOT_INVALID;
+    dev->flash.boot_slot = other;
+    dev_log(dev, BLE_OTA_LOG_WARN, "rollback: %s invalid, next boot %s", host_slot_name(dev->running),
+            host_slot_name(other));
+    dev_request_restart(dev, 0);
+}
+
+static void
+port_log(void *ctx, ble_ota_log_level_t level, const char *msg)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->hooks.log != NULL) {
+        dev->hooks.log(dev->hooks.user, level, msg);
+    }
+}
+
+/* --- device --------------------------------------------------------------- */
+
+static void
+dev_reset_ram(host_dev_t *dev)
+{
+    dev->running = -1;
+    dev->open_slot = -1;
+    dev->write_pos = 0;
+    dev->erased_to = 0;
+    dev->ended_slot = -1;
+    dev->restart_pending = false;
+    dev->restart_delay_ms = 0;
+}
+
+bool
+host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks)
+{
+    memset(dev, 0, sizeof(*dev));
+    if (!host_flash_init(&dev->flash, slot_size)) {
+        return false;
+    }
+    if (hooks != NULL) {
+        dev->hooks = *hooks;
+    }
+    dev->chip_id = HOST_IMAGE_CHIP_ESP32;
+    dev->port = (ble_ota_port_t){
+        .ctx = dev,
+        .slot_begin = port_slot_begin,
+        .slot_write = port_slot_write,
+        .slot_end = port_slot_end,
+        .slot_abort = port_slot_abort,
+        .set_boot_slot = port_set_boot_slot,
+        .restart = port_restart,
+        .notify_control = port_notify_control,
+        .running_state = port_running_state,
+        .mark_valid = port_mark_valid,
+        .rollback = port_rollback,
+        .log = port_log,
+    };
+    dev_reset_ram(dev);
+    return true;
+}
+
+void
+host_dev_deinit(host_dev_t *dev)
+{
+    host_flash_deinit(&dev->flash);
+}
+
+bool
+host_dev_install(host_dev_t *dev, int slot, const uint8_t *image, size_t len, char *why, size_t why_len)
+{
+    if (slot < 0 || slot >= HOST_FLASH_SLOTS) {
+        snprintf(why, why_len, "no slot %d", slot);
+        return false;
+    }
+    if (len > dev->flash.slot_size) {
+        snprintf(why, why_len, "image of %zu bytes does not fit the slot (%lu bytes)", len,
+                 (unsigned long)dev->flash.slot_size);
+        return false;
+    }
+    host_image_info_t info;
+    if (host_image_verify(image, len, dev->chip_id, &info, why, why_len) != HOST_IMAGE_OK) {
+        return false;
+    }
+    for (uint32_t off = 0; off < len; off += HOST_FLASH_SECTOR_SIZE) {
+        host_flash_erase_sector(&dev->flash, slot, off);
+    }
+    const host_flash_err_t err = host_flash_write(&dev->flash, slot, 0, image, len);
+    if (err != HOST_FLASH_OK) {
+        snprintf(why, why_len, "flash write failed (%s)", host_flash_err_name(err));
+        return false;
+    }
+    dev->flash.slot[slot].state = HOST_SLOT_VALID;
+    dev->flash.slot[slot].image_len = info.image_len;
+    dev->flash.boot_slot = slot;
+    return true;
+}
+
+/* The bootloader's image check before it jumps to a slot. */
+static bool
+dev_slot_bootable(host_dev_t *dev, int slot)
+{
+    char why[120];
+    const host_slot_info_t *info = &dev->flash.slot[slot];
+
+    switch (info->state) {
+    case HOST_SLOT_NEW:
+    case HOST_SLOT_PENDING_VERIFY:
+    case HOST_SLOT_VALID:
+        break;
+    default:
+        return false;
+    }
+    if (host_image_verify(host_flash_slot(&dev->flash, slot), dev->flash.slot_size, dev->chip_id, NULL,
+                          why, sizeof(why)) != HOST_IMAGE_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "bootloader: %s: %s", host_slot_name(slot), why);
+        return false;
+    }
+    return true;
+}
+
+int
+host_dev_boot(host_dev_t *dev)
+{
+    dev_reset_ram(dev);
+
+    const int order[HOST_FLASH_SLOTS] = { dev->flash.boot_slot, 1 - dev->flash.boot_slot };
+    for (int i = 0; i < HOST_FLASH_SLOTS; i++) {
+        const int slot = order[i];
+        host_slot_info_t *info = &dev->flash.slot[slot];
+
+        if (info->state == HOST_SLOT_PENDING_VERIFY) {
+            /* Booted before and never confirmed: the app crashed or hung
+             * before its self-test passed. */
+            info->state = HOST_SLOT_ABORTED;
+            dev_log(dev, BLE_OTA_LOG_WARN, "bootloader: %s not confirmed, marked aborted",
+                    host_slot_name(slot));
+            continue;
+        }
+        if (!dev_slot_bootable(dev, slot)) {
+            continue;
+        }
+        if (info->state == HOST_SLOT_NEW) {
+            info->state = HOST_SLOT_PENDING_VERIFY;
+        }
+        if (slot != dev->flash.boot_slot) {
+            dev_log(dev, BLE_OTA_LOG_WARN, "bootloader: falling back to %s", host_slot_name(slot));
+            dev->flash.boot_slot = slot;
+        }
+        dev->running = slot;
+        dev_log(dev, BLE_OTA_LOG_INFO, "bootloader: booting %s (%s)", host_slot_name(slot),
+                host_slot_state_name(info->state));
+        return slot;
+    }
+    dev_log(dev, BLE_OTA_LOG_ERROR, "bootloader: no bootable app");
+    return -1;
+}
+
+host_slot_state_t
+host_dev_slot_state(const host_dev_t *dev, int slot)
+{
+    return slot >= 0 && slot < HOST_FLASH_SLOTS ? dev->flash.slot[slot].state : HOST_SLOT_EMPTY;
+}
+
+void
+host_dev_running_version(const host_dev_t *dev, char version[33])
+{
+    char project[33];
+
+    version[0] = '\0';
+    if (dev->running >= 0) {
+        host_image_app_desc(host_flash_slot(&dev->flash, dev->running), dev->flash.slot_size, version,
+                            project);
+    }
+}

@@ -1,0 +1,67 @@
+/*
+ * Host platform of the OTA core: ble_ota_port_t on the emulated flash, and
+ * the boot logic of the ESP-IDF bootloader with app rollback enabled.
+ *
+ * Used by the tests and by the virtual ESP32. The device keeps what the
+ * ESP32 keeps across a restart (flash, OTA data) apart from what it loses
+ * (the open slot, a pending restart, the running slot until the next boot).
+ */
+#ifndef HOST_PORT_H
+#define HOST_PORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ble_ota_port.h"
+#include "host_flash.h"
+
+/* What the device tells its surroundings. Any hook may be NULL. */
+typedef struct {
+    /* OTA Control notification (the caller decides whether anyone is subscribed). */
+    void (*notify)(void *user, uint8_t value);
+    /* One log line, from the core or the platform. */
+    void (*log)(void *user, ble_ota_log_level_t level, const char *msg);
+    /* The firmware asked for a restart after delay_ms. */
+    void (*restart)(void *user, uint32_t delay_ms);
+    void *user;
+} host_dev_hooks_t;
+
+typedef struct {
+    host_flash_t flash;
+    ble_ota_port_t port;
+    host_dev_hooks_t hooks;
+    uint16_t chip_id; /* chip the device accepts images for (0, ESP32) */
+
+    /* RAM state, reset by every boot */
+    int running;         /* booted slot, -1 when none */
+    int open_slot;       /* slot between slot_begin and slot_end/abort, -1 */
+    uint32_t write_pos;  /* bytes written to the open slot */
+    uint32_t erased_to;  /* bytes of the open slot erased so far */
+    int ended_slot;      /* slot of the last successful slot_end, -1 */
+    bool restart_pending;
+    uint32_t restart_delay_ms;
+} host_dev_t;
+
+/* Sets up the device with erased slots of slot_size bytes. */
+bool host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks);
+void host_dev_deinit(host_dev_t *dev);
+
+/* Flashes an image into a slot the way esptool and a factory setup would:
+ * validated, selected for boot, state valid. Returns false (with why) when
+ * the image is invalid or too large. */
+bool host_dev_install(host_dev_t *dev, int slot, const uint8_t *image, size_t len, char *why,
+                      size_t why_len);
+
+/* Restart or power-on: RAM state is lost, the bootloader picks a slot.
+ * Returns the running slot, or -1 when nothing can boot. Run
+ * ble_ota_core_confirm_boot() afterwards, as the firmware does. */
+int host_dev_boot(host_dev_t *dev);
+
+/* State of a slot as the OTA data records it. */
+host_slot_state_t host_dev_slot_state(const host_dev_t *dev, int slot);
+
+/* Version from the running image's app descriptor ("" when none). */
+void host_dev_running_version(const host_dev_t *dev, char version[33]);
+
+#endif /* HOST_PORT_H */

@@ -1,0 +1,562 @@
+/*
+ * Smoke test of the virtual ESP32 through its line protocol, as the
+ * TypeScript side drives it: start-up lines, a seed-protocol update with a
+ * real-time restart, the new image confirmed, flash contents, a transfer
+ * dropped by a disconnect, power cycle, malformed requests.
+ *
+ * Usage: smoke-virtual PATH/TO/virtual-esp32
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ble_ota_protocol.h"
+#include "host_image.h"
+#include "test.h"
+
+#define RESTART_DELAY_MS 150
+#define REPLY_TIMEOUT_MS 5000
+#define MAX_EVENTS       256
+#define EVENT_LEN        200
+
+static const char *s_binary;
+static pid_t s_child = -1;
+static int s_to_dev = -1;
+static int s_from_dev = -1;
+static unsigned s_next_id = 1;
+
+/* Bytes read from the device and not yet split into lines. */
+static char *s_rbuf;
+static size_t s_rlen;
+static size_t s_rcap;
+
+/* Events (non-reply lines) since the last events_clear(). */
+static char s_events[MAX_EVENTS][EVENT_LEN];
+static int s_event_count;
+
+static uint8_t s_image[96 * 1024];
+static size_t s_image_len;
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- child process -------------------------------------------------------- */
+
+/* quiet: the child's stderr goes to /dev/null (for expected failures). */
+static int
+spawn_device(char *const extra_args[], bool quiet)
+{
+    int in_pipe[2], out_pipe[2];
+    char *argv[16] = { (char *)s_binary, "--restart-delay-ms", "150", "--name", "smoke" };
+    int argc = 5;
+
+    for (int i = 0; extra_args != NULL && extra_args[i] != NULL && argc < 15; i++) {
+        argv[argc++] = extra_args[i];
+    }
+    argv[argc] = NULL;
+    if (pipe(in_pipe) != 0 || pipe(out_pipe) != 0) {
+        return -1;
+    }
+    s_child = fork();
+    if (s_child < 0) {
+        return -1;
+    }
+    if (s_child == 0) {
+        dup2(in_pipe[0], STDIN_FILENO);
+        dup2(out_pipe[1], STDOUT_FILENO);
+        if (quiet && freopen("/dev/null", "w", stderr) == NULL) {
+            _exit(126);
+        }
+        close(in_pipe[0]);
+        close(in_pipe[1]);
+        close(out_pipe[0]);
+        close(out_pipe[1]);
+        execv(s_binary, argv);
+        perror("execv");
+        _exit(127);
+    }
+    close(in_pipe[0]);
+    close(out_pipe[1]);
+    s_to_dev = in_pipe[1];
+    s_from_dev = out_pipe[0];
+    s_rlen = 0;
+    return 0;
+}
+
+/* Waits for the child to exit; returns its exit status or -1. */
+static int
+reap_device(int timeout_ms)
+{
+    int status = 0;
+    const int64_t until = now_ms() + timeout_ms;
+
+    if (s_to_dev >= 0) {
+        close(s_to_dev);
+        s_to_dev = -1;
+    }
+    for (;;) {
+        const pid_t p = waitpid(s_child, &status, WNOHANG);
+        if (p == s_child) {
+            break;
+        }
+        if (now_ms() > until) {
+            kill(s_child, SIGKILL);
+            waitpid(s_child, &status, 0);
+            s_child = -1;
+            return -1;
+        }
+        struct timespec ts = { 0, 10 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    s_child = -1;
+    if (s_from_dev >= 0) {
+        close(s_from_dev);
+        s_from_dev = -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Next line from the device (without newline), or NULL on timeout/EOF.
+ * Valid until the next call. */
+static char *
+read_line(int timeout_ms)
+{
+    static char *line;
+    static size_t line_cap;
+    const int64_t until = now_ms() + timeout_ms;
+
+    for (;;) {
+        char *nl = s_rlen > 0 ? memchr(s_rbuf, '\n', s_rlen) : NULL;
+        if (nl != NULL) {
+            const size_t n = (size_t)(nl - s_rbuf);
+            if (n + 1 > line_cap) {
+                line_cap = n + 1;
+                line = realloc(line, line_cap);
+                if (line == NULL) {
+                    return NULL;
+                }
+            }
+            memcpy(line, s_rbuf, n);
+            line[n] = '\0';
+            memmove(s_rbuf, nl + 1, s_rlen - n - 1);
+            s_rlen -= n + 1;
+            return line;
+        }
+        const int64_t left = until - now_ms();
+        if (left <= 0) {
+            return NULL;
+        }
+        struct pollfd pfd = { .fd = s_from_dev, .events = POLLIN };
+        const int r = poll(&pfd, 1, (int)left);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return NULL;
+        }
+        if (s_rcap - s_rlen < 65536) {
+            s_rcap = s_rcap ? s_rcap * 2 : 1 << 20;
+            char *grown = realloc(s_rbuf, s_rcap);
+            if (grown == NULL) {
+                return NULL;
+            }
+            s_rbuf = grown;
+        }
+        const ssize_t n = read(s_from_dev, s_rbuf + s_rlen, s_rcap - s_rlen);
+        if (n <= 0) {
+            return NULL;
+        }
+        s_rlen += (size_t)n;
+    }
+}
+
+static void
+event_add(const char *line)
+{
+    if (getenv("SMOKE_VERBOSE") != NULL) {
+        printf("    < %.150s\n", line);
+    }
+    if (s_event_count < MAX_EVENTS) {
+        snprintf(s_events[s_event_count++], EVENT_LEN, "%s", line);
+    }
+}
+
+static void
+events_clear(void)
+{
+    s_event_count = 0;
+}
+
+/* Index of the first event starting with prefix, or -1. */
+static int
+event_find(const char *prefix)
+{
+    for (int i = 0; i < s_event_count; i++) {
+        if (strncmp(s_events[i], prefix, strlen(prefix)) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Waits for an event starting with prefix. */
+static int
+event_wait(const char *prefix, int timeout_ms)
+{
+    const int64_t until = now_ms() + timeout_ms;
+    for (;;) {
+        const int i = event_find(prefix);
+        if (i >= 0) {
+            return i;
+        }
+        const int64_t left = until - now_ms();
+        if (left <= 0) {
+            return -1;
+        }
+        const char *line = read_line((int)left);
+        if (line == NULL) {
+            return -1;
+        }
+        event_add(line);
+    }
+}
+
+/* Sends one request; returns its id. */
+static unsigned
+send_request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static unsigned
+send_request(const char *fmt, ...)
+{
+    static char buf[4096];
+    va_list ap;
+    const unsigned id = s_next_id++;
+
+    int n = snprintf(buf, sizeof(buf), "%u ", id);
+    va_start(ap, fmt);
+    n += vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    buf[n++] = '\n';
+    for (int off = 0; off < n;) {
+        const ssize_t w = write(s_to_dev, buf + off, (size_t)(n - off));
+        if (w <= 0) {
+            break;
+        }
+        off += (int)w;
+    }
+    return id;
+}
+
+/* Waits for the reply to id; returns what follows "<id> " (e.g. "ok 247")
+ * or NULL on timeout. Other lines become events. */
+static const char *
+wait_reply(unsigned id)
+{
+    char prefix[24];
+    const int n = snprintf(prefix, sizeof(prefix), "%u ", id);
+
+    for (;;) {
+        const char *line = read_line(REPLY_TIMEOUT_MS);
+        if (line == NULL) {
+            return NULL;
+        }
+        if (strncmp(line, prefix, (size_t)n) == 0) {
+            return line + n;
+        }
+        event_add(line);
+    }
+}
+
+/* Sends a request and returns its reply ("" on timeout). */
+static const char *
+request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static const char *
+request(const char *fmt, ...)
+{
+    static char line[4096];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    const char *reply = wait_reply(send_request("%s", line));
+    return reply == NULL ? "" : reply;
+}
+
+static void
+to_hex(const uint8_t *data, size_t len, char *out)
+{
+    for (size_t i = 0; i < len; i++) {
+        snprintf(out + 2 * i, 3, "%02x", data[i]);
+    }
+    if (len == 0) {
+        strcpy(out, "-");
+    }
+}
+
+#define CHECK_STR(actual, expected)                                                         \
+    do {                                                                                    \
+        const char *a_ = (actual);                                                          \
+        if (strcmp(a_, (expected)) != 0) {                                                  \
+            test_failf(__FILE__, __LINE__, "got '%.120s', expected '%s'", a_, (expected));  \
+            return;                                                                         \
+        }                                                                                   \
+    } while (0)
+
+static const char *const CTRL = BLE_OTA_CONTROL_UUID;
+static const char *const DATA = BLE_OTA_DATA_UUID;
+
+/* --- scenario ----------------------------------------------------------------- */
+
+static void
+smoke_startup(void)
+{
+    CHECK(spawn_device(NULL, false) == 0);
+    const char *line;
+    int chrs = 0, svcs = 0;
+    bool dev = false, adv = false;
+    while ((line = read_line(REPLY_TIMEOUT_MS)) != NULL && strcmp(line, "ready") != 0) {
+        if (strncmp(line, "dev ", 4) == 0) {
+            CHECK_STR(line, "dev 24:0a:c4:00:00:01 smoke 517");
+            dev = true;
+        } else if (strncmp(line, "adv ", 4) == 0) {
+            CHECK_STR(line + 4, BLE_OTA_SERVICE_UUID);
+            adv = true;
+        } else if (strncmp(line, "svc ", 4) == 0) {
+            svcs++;
+        } else if (strncmp(line, "chr ", 4) == 0) {
+            chrs++;
+        }
+    }
+    CHECK(line != NULL);
+    CHECK(dev && adv);
+    CHECK_EQ(svcs, 2);
+    CHECK_EQ(chrs, 5);
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle");
+}
+
+static void
+smoke_gatt_basics(void)
+{
+    CHECK_STR(request("read 2a26"), "err 0e"); /* not connected */
+    CHECK_STR(request("connect 600"), "ok 517");
+    CHECK_STR(request("disconnect"), "ok");
+    CHECK_STR(request("connect 247"), "ok 247");
+    CHECK_STR(request("connect 247"), "err 0e"); /* one central at a time */
+    CHECK_STR(request("read 2a29"), "ok 45737072657373696620287669727475616c29"); /* Espressif (virtual) */
+    CHECK_STR(request("read 2a24"), "ok 4553503332");                             /* ESP32 */
+    CHECK_STR(request("read 2a26"), "ok 312e302e30");                             /* 1.0.0 */
+    CHECK_STR(request("read 00002A26-0000-1000-8000-00805F9B34FB"), "ok 312e302e30");
+    CHECK_STR(request("read %s", CTRL), "ok 00");
+    CHECK_STR(request("read %s", DATA), "err 02");
+    CHECK_STR(request("read 2a00"), "err 0a");
+    CHECK_STR(request("write 2a26 00"), "err 03");
+    CHECK_STR(request("write %s 0102", CTRL), "err 0d");
+    CHECK_STR(request("write %s 09", CTRL), "err 82");
+    CHECK_STR(request("write %s -", CTRL), "err 0d");
+    CHECK_STR(request("write %s 0000", DATA), "err 82");       /* packet size 0 */
+    CHECK_STR(request("write %s e9000000", DATA), "err 80");   /* data before REQUEST */
+    CHECK_STR(request("subscribe 2a26 1"), "err 0a");
+    /* Not subscribed: REQUEST is answered, but no notification goes out. */
+    events_clear();
+    CHECK_STR(request("write %s 01", CTRL), "ok");
+    CHECK_EQ(event_find("notify"), -1);
+    CHECK_STR(request("read %s", CTRL), "ok 02");
+    CHECK_STR(request("disconnect"), "ok");
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle");
+}
+
+static void
+smoke_malformed(void)
+{
+    events_clear();
+    CHECK_STR(request("frobnicate"), "err 0e");
+    CHECK_STR(request("write %s zz", CTRL), "err 0e");
+    CHECK_STR(request("write %s 012", CTRL), "err 0e");
+    CHECK_STR(request("flash-read ota_2 0 4"), "err 0e");
+    CHECK_STR(request("flash-read ota_0 0 99999999"), "err 0e");
+    CHECK_STR(request("connect x"), "err 0e");
+    CHECK_STR(request("state  extra"), "err 0e");
+    const char junk[] = "no id here\n\n\r\n-5 state\n";
+    CHECK(write(s_to_dev, junk, sizeof(junk) - 1) == (ssize_t)(sizeof(junk) - 1));
+    /* An overlong line is answered with its id. */
+    static char big[40000];
+    const unsigned id = s_next_id++;
+    int n = snprintf(big, sizeof(big), "%u write %s ", id, DATA);
+    memset(big + n, 'a', sizeof(big) - (size_t)n - 2);
+    big[sizeof(big) - 2] = '\n';
+    big[sizeof(big) - 1] = '\0';
+    CHECK(write(s_to_dev, big, strlen(big)) == (ssize_t)strlen(big));
+    const char *reply = wait_reply(id);
+    CHECK(reply != NULL);
+    CHECK_STR(reply, "err 0e");
+    CHECK(event_find("log E malformed request: no id here") >= 0);
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle");
+}
+
+static void
+smoke_update(void)
+{
+    char hex[2 * BLE_OTA_MAX_PACKET + 1];
+    const host_image_spec_t spec = {
+        .project = "virtual-esp32",
+        .version = "2.0.0",
+        .payload_len = 60001,
+        .seed = 42,
+        .chip_id = HOST_IMAGE_CHIP_ESP32,
+        .hash_appended = true,
+    };
+    s_image_len = host_image_build(&spec, s_image, sizeof(s_image));
+    CHECK(s_image_len > 0);
+
+    CHECK_STR(request("connect 517"), "ok 517");
+    CHECK_STR(request("subscribe %s 1", CTRL), "ok");
+    CHECK_STR(request("write %s 0202", DATA), "ok"); /* packet size 514 */
+    events_clear();
+    CHECK_STR(request("write %s 01", CTRL), "ok");
+    /* The notification comes before the reply. */
+    CHECK(event_find("notify 7ad671aa-21c0-46a4-b722-270e3ae3d830 02") >= 0);
+    CHECK_STR(request("read %s", CTRL), "ok 02");
+    for (size_t off = 0; off < s_image_len; off += BLE_OTA_MAX_PACKET) {
+        const size_t n = s_image_len - off < BLE_OTA_MAX_PACKET ? s_image_len - off : BLE_OTA_MAX_PACKET;
+        to_hex(s_image + off, n, hex);
+        const char *reply = request("write %s %s", DATA, hex);
+        if (strcmp(reply, "ok") != 0) {
+            test_failf(__FILE__, __LINE__, "packet at %zu: %s", off, reply);
+            return;
+        }
+    }
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=receiving");
+    events_clear();
+    const int64_t done_at = now_ms();
+    CHECK_STR(request("write %s 04", CTRL), "ok");
+    CHECK(event_find("notify 7ad671aa-21c0-46a4-b722-270e3ae3d830 05") >= 0);
+    char expect[160];
+    snprintf(expect, sizeof(expect),
+             "ok running=ota_0 boot=ota_1 ota_0=valid:8528 ota_1=new:%zu transfer=restarting", s_image_len);
+    CHECK_STR(request("state"), expect);
+    CHECK_STR(request("write %s 00", DATA), "err 83");
+    CHECK_STR(request("write %s 01", CTRL), "err 83");
+
+    /* The restart runs in real time, after the delay. */
+    CHECK(event_wait("disconnected 16", 3000) >= 0);
+    const int64_t elapsed = now_ms() - done_at;
+    CHECK(elapsed >= RESTART_DELAY_MS - 5);
+    CHECK(event_wait("boot ota_1 pending-verify", 1000) > event_find("disconnected 16"));
+    CHECK(event_wait("log I boot: new image confirmed", 1000) >= 0);
+    snprintf(expect, sizeof(expect),
+             "ok running=ota_1 boot=ota_1 ota_0=valid:8528 ota_1=valid:%zu transfer=idle", s_image_len);
+    CHECK_STR(request("state"), expect);
+    CHECK_STR(request("read 2a26"), "err 0e"); /* the restart dropped the link */
+}
+
+static void
+smoke_after_update(void)
+{
+    static char hex[2 * sizeof(s_image) + 1];
+    char expect[160];
+
+    CHECK_STR(request("connect 185"), "ok 185");
+    CHECK_STR(request("read 2a26"), "ok 322e302e30"); /* 2.0.0 */
+    /* Flash holds exactly the image: the last packet was not padded. */
+    to_hex(s_image, s_image_len, hex);
+    const char *reply = request("flash-read ota_1 0 %zu", s_image_len + 16);
+    CHECK(strncmp(reply, "ok ", 3) == 0);
+    CHECK(strncmp(reply + 3, hex, 2 * s_image_len) == 0);
+    CHECK_STR(reply + 3 + 2 * s_image_len, "ffffffffffffffffffffffffffffffff");
+    CHECK_STR(request("flash-read ota_1 0 0"), "ok -");
+
+    /* A transfer cut by a disconnect leaves the other slot empty. */
+    CHECK_STR(request("write %s b600", DATA), "ok"); /* packet size 182 */
+    CHECK_STR(request("write %s 01", CTRL), "ok");
+    to_hex(s_image, 182, hex);
+    for (int i = 0; i < 3; i++) {
+        CHECK_STR(request("write %s %s", DATA, hex), "ok");
+    }
+    to_hex(s_image, 183, hex);
+    CHECK_STR(request("write %s %s", DATA, hex), "err 0d"); /* over MTU 185 - 3 */
+    CHECK_STR(request("disconnect"), "ok");
+    snprintf(expect, sizeof(expect), "ok running=ota_1 boot=ota_1 ota_0=empty:0 ota_1=valid:%zu transfer=idle",
+             s_image_len);
+    CHECK_STR(request("state"), expect);
+    CHECK_STR(request("connect 517"), "ok 517");
+    CHECK_STR(request("read %s", CTRL), "ok 00");
+    events_clear();
+    CHECK_STR(request("power-cycle"), "ok");
+    CHECK(event_find("disconnected 08") >= 0);
+    CHECK(event_find("boot ota_1 valid") >= 0);
+    CHECK_STR(request("state"), expect);
+}
+
+static void
+smoke_quit(void)
+{
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
+static void
+smoke_eof_exits(void)
+{
+    /* Closing stdin ends the process, even with a restart pending. */
+    CHECK(spawn_device(NULL, false) == 0);
+    CHECK(event_wait("ready", REPLY_TIMEOUT_MS) >= 0);
+    CHECK_EQ(reap_device(3000), 0);
+}
+
+static void
+smoke_bad_options(void)
+{
+    char *bad_image[] = { "--image", "/nonexistent/image.bin", NULL };
+    CHECK(spawn_device(bad_image, true) == 0);
+    CHECK_EQ(reap_device(3000), 1);
+    char *bad_mtu[] = { "--mtu", "10", NULL };
+    CHECK(spawn_device(bad_mtu, true) == 0);
+    CHECK_EQ(reap_device(3000), 2);
+    char *small_slot[] = { "--slot-size", "4096", NULL };
+    CHECK(spawn_device(small_slot, true) == 0);
+    CHECK_EQ(reap_device(3000), 1); /* the built-in image does not fit */
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: smoke-virtual PATH/TO/virtual-esp32\n");
+        return 2;
+    }
+    s_binary = argv[1];
+    signal(SIGPIPE, SIG_IGN);
+
+    RUN(smoke_startup);
+    RUN(smoke_gatt_basics);
+    RUN(smoke_malformed);
+    RUN(smoke_update);
+    RUN(smoke_after_update);
+    RUN(smoke_quit);
+    RUN(smoke_eof_exits);
+    RUN(smoke_bad_options);
+
+    if (s_child > 0) {
+        reap_device(1000);
+    }
+    free(s_rbuf);
+    return test_summary("smoke");
+}

@@ -1,0 +1,1056 @@
+/*
+ * The virtual ESP32: the firmware's OTA core on the host platform, driven
+ * over stdin/stdout with the line protocol of docs/VIRTUAL_ESP32.md.
+ *
+ * One process is one device. Requests are handled one at a time, each
+ * completely (notifications included) before its reply. A restart the
+ * firmware schedules runs in real time: the main loop polls stdin with the
+ * time left as timeout, and checks the deadline before every request.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ble_ota_core.h"
+#include "host_image.h"
+#include "host_port.h"
+
+#define VESP_DEFAULT_NAME      "esp32"
+#define VESP_DEFAULT_ADDRESS   "24:0a:c4:00:00:01"
+#define VESP_DEFAULT_SLOT_SIZE 0x1E0000u
+#define VESP_DEFAULT_MTU       517
+#define VESP_ATT_MTU_MIN       23
+#define VESP_NAME_MAX          29 /* what fits a legacy advertisement with flags */
+#define VESP_LINE_MAX          16384
+#define VESP_VALUE_MAX         4096
+
+#define VESP_MANUFACTURER "Espressif (virtual)"
+#define VESP_MODEL        "ESP32"
+
+/* ATT error codes of the replies (besides the core's, see ble_ota_protocol.h). */
+#define ATT_ERR_READ_NOT_PERMITTED  0x02
+#define ATT_ERR_WRITE_NOT_PERMITTED 0x03
+#define ATT_ERR_ATTR_NOT_FOUND      0x0A
+
+/* HCI reasons in `disconnected` events. */
+#define HCI_CONN_TIMEOUT      0x08 /* power cut: the central's supervision timer expires */
+#define HCI_LOCAL_HOST_TERM   0x16 /* the device closed the link (restart) */
+
+typedef enum {
+    CHR_OTA_CONTROL,
+    CHR_OTA_DATA,
+    CHR_MANUFACTURER,
+    CHR_MODEL,
+    CHR_FW_REVISION,
+} vesp_chr_t;
+
+typedef struct {
+    const char *svc;
+    const char *uuid;
+    const char *props;
+    vesp_chr_t id;
+} vesp_chr_def_t;
+
+#define DIS_SVC_UUID "180a"
+
+static const vesp_chr_def_t k_chrs[] = {
+    { BLE_OTA_SERVICE_UUID, BLE_OTA_CONTROL_UUID, "read,write,notify", CHR_OTA_CONTROL },
+    { BLE_OTA_SERVICE_UUID, BLE_OTA_DATA_UUID, "write", CHR_OTA_DATA },
+    { DIS_SVC_UUID, "2a29", "read", CHR_MANUFACTURER },
+    { DIS_SVC_UUID, "2a24", "read", CHR_MODEL },
+    { DIS_SVC_UUID, "2a26", "read", CHR_FW_REVISION },
+};
+#define CHR_COUNT (sizeof(k_chrs) / sizeof(k_chrs[0]))
+
+typedef struct {
+    /* options */
+    char name[VESP_NAME_MAX + 1];
+    char address[18];
+    uint32_t slot_size;
+    const char *image_path;
+    unsigned mtu;
+    uint32_t restart_delay_ms;
+
+    host_dev_t dev;
+    ble_ota_core_t core;
+
+    /* link */
+    bool connected;
+    bool subscribed;
+    unsigned conn_mtu;
+
+    /* restart scheduled by the firmware */
+    bool restart_scheduled;
+    int64_t restart_at_ms;
+} vesp_t;
+
+static vesp_t s_vesp;
+
+/* --- output ----------------------------------------------------------------- */
+
+static void
+out_flush(void)
+{
+    if (fflush(stdout) != 0) {
+        /* The host is gone: nobody to talk to. */
+        exit(1);
+    }
+}
+
+static void
+out_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+out_line(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    out_flush();
+}
+
+static void
+out_hex(const uint8_t *data, size_t len)
+{
+    static const char digits[] = "0123456789abcdef";
+    char chunk[4096];
+    size_t used = 0;
+
+    if (len == 0) {
+        putchar('-');
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        chunk[used++] = digits[data[i] >> 4];
+        chunk[used++] = digits[data[i] & 15];
+        if (used == sizeof(chunk)) {
+            fwrite(chunk, 1, used, stdout);
+            used = 0;
+        }
+    }
+    fwrite(chunk, 1, used, stdout);
+}
+
+/* `log <level> <text>`, with anything that would break the line replaced. */
+static void
+out_log(char level, const char *text)
+{
+    char clean[256];
+    size_t n = 0;
+
+    for (; text[n] != '\0' && n < sizeof(clean) - 1; n++) {
+        const unsigned char c = (unsigned char)text[n];
+        clean[n] = (c < 0x20 || c == 0x7F) ? '?' : (char)c;
+    }
+    clean[n] = '\0';
+    out_line("log %c %s", level, clean);
+}
+
+static void
+out_logf(char level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+out_logf(char level, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    out_log(level, text);
+}
+
+static void
+reply_ok(const char *id, const char *value)
+{
+    if (value != NULL) {
+        out_line("%s ok %s", id, value);
+    } else {
+        out_line("%s ok", id);
+    }
+}
+
+static void
+reply_err(const char *id, unsigned att)
+{
+    out_line("%s err %02x", id, att & 0xFF);
+}
+
+/* --- time --------------------------------------------------------------------- */
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- device hooks ----------------------------------------------------------- */
+
+static void
+hook_notify(void *user, uint8_t value)
+{
+    vesp_t *v = user;
+
+    /* The central only hears it once subscribed. */
+    if (v->connected && v->subscribed) {
+        out_line("notify %s %02x", BLE_OTA_CONTROL_UUID, value);
+    }
+}
+
+static void
+hook_log(void *user, ble_ota_log_level_t level, const char *msg)
+{
+    static const char letters[] = "EWID";
+
+    (void)user;
+    out_log(letters[(unsigned)level & 3], msg);
+}
+
+static void
+hook_restart(void *user, uint32_t delay_ms)
+{
+    vesp_t *v = user;
+
+    /* The core asks for BLE_OTA_RESTART_DELAY_MS; --restart-delay-ms
+     * replaces it. A rollback asks for 0: immediate, as on the ESP32. */
+    const uint32_t delay = delay_ms == 0 ? 0 : v->restart_delay_ms;
+    v->restart_scheduled = true;
+    v->restart_at_ms = now_ms() + delay;
+    out_logf('I', "restart in %lu ms", (unsigned long)delay);
+}
+
+/* --- boot --------------------------------------------------------------------- */
+
+static void
+vesp_boot(vesp_t *v)
+{
+    v->restart_scheduled = false;
+    const int slot = host_dev_boot(&v->dev);
+    if (slot < 0) {
+        out_line("boot none -");
+    } else {
+        out_line("boot %s %s", host_slot_name(slot), host_slot_state_name(host_dev_slot_state(&v->dev, slot)));
+    }
+    /* The firmware confirms once its BLE stack is up: here, always. */
+    if (slot >= 0) {
+        ble_ota_core_confirm_boot(&v->dev.port, true);
+    }
+    ble_ota_core_init(&v->core, &v->dev.port);
+}
+
+/* The link drops from the device's side. */
+static void
+vesp_drop_link(vesp_t *v, unsigned reason)
+{
+    if (v->connected) {
+        v->connected = false;
+        v->subscribed = false;
+        out_line("disconnected %02x", reason);
+    }
+}
+
+static void
+vesp_run_due_restart(vesp_t *v)
+{
+    if (v->restart_scheduled && now_ms() >= v->restart_at_ms) {
+        out_log('I', "restarting");
+        vesp_drop_link(v, HCI_LOCAL_HOST_TERM);
+        vesp_boot(v);
+    }
+}
+
+/* --- parsing helpers ---------------------------------------------------------- */
+
+static bool
+parse_u32(const char *s, uint32_t max, uint32_t *out)
+{
+    uint64_t v = 0;
+
+    if (s == NULL || *s == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(*s - '0');
+        if (v > max) {
+            return false;
+        }
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+static int
+hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Hex (or "-" for empty) into out; false when malformed or too long. */
+static bool
+parse_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
+{
+    if (strcmp(s, "-") == 0) {
+        *len = 0;
+        return true;
+    }
+    const size_t n = strlen(s);
+    if (n == 0 || n % 2 != 0 || n / 2 > cap) {
+        return false;
+    }
+    for (size_t i = 0; i < n / 2; i++) {
+        const int hi = hex_digit(s[2 * i]);
+        const int lo = hex_digit(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            return false;
+        }
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *len = n / 2;
+    return true;
+}
+
+/* A UUID in the form noble uses: lower case, no dashes; 16-bit UUIDs
+ * written out on the Bluetooth base UUID become their 4 digits. */
+static bool
+normalize_uuid(const char *in, char out[33])
+{
+    size_t n = 0;
+
+    for (; *in != '\0'; in++) {
+        if (*in == '-') {
+            continue;
+        }
+        const int d = hex_digit(*in);
+        if (d < 0 || n == 32) {
+            return false;
+        }
+        out[n++] = "0123456789abcdef"[d];
+    }
+    out[n] = '\0';
+    if (n == 32 && strncmp(out, "0000", 4) == 0 && strcmp(out + 8, "00001000800000805f9b34fb") == 0) {
+        memmove(out, out + 4, 4);
+        out[4] = '\0';
+        n = 4;
+    }
+    return n == 4 || n == 32;
+}
+
+static const vesp_chr_def_t *
+find_chr(const char *uuid)
+{
+    char want[33], have[33];
+
+    if (!normalize_uuid(uuid, want)) {
+        return NULL;
+    }
+    for (size_t i = 0; i < CHR_COUNT; i++) {
+        if (normalize_uuid(k_chrs[i].uuid, have) && strcmp(want, have) == 0) {
+            return &k_chrs[i];
+        }
+    }
+    return NULL;
+}
+
+/* --- requests ----------------------------------------------------------------- */
+
+#define MAX_FIELDS 6
+
+typedef struct {
+    const char *id;
+    const char *cmd;
+    const char *arg[MAX_FIELDS];
+    int argc;
+} request_t;
+
+static bool
+vesp_require_link(vesp_t *v, const request_t *r)
+{
+    if (!v->connected) {
+        out_logf('W', "%s: no central connected", r->cmd);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return false;
+    }
+    return true;
+}
+
+static bool
+vesp_args(const request_t *r, int n)
+{
+    if (r->argc != n) {
+        out_logf('E', "%s takes %d argument%s, got %d", r->cmd, n, n == 1 ? "" : "s", r->argc);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return false;
+    }
+    return true;
+}
+
+static void
+cmd_connect(vesp_t *v, const request_t *r)
+{
+    uint32_t central;
+
+    if (!vesp_args(r, 1)) {
+        return;
+    }
+    if (!parse_u32(r->arg[0], 65535, &central)) {
+        out_logf('E', "connect: bad MTU '%.20s'", r->arg[0]);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    if (v->connected) {
+        out_log('W', "connect: a central is already connected");
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    unsigned mtu = central < v->mtu ? central : v->mtu;
+    if (mtu < VESP_ATT_MTU_MIN) {
+        mtu = VESP_ATT_MTU_MIN;
+    }
+    v->connected = true;
+    v->subscribed = false; /* no bonding: the CCCD starts cleared */
+    v->conn_mtu = mtu;
+    out_logf('I', "connected, ATT MTU %u", mtu);
+    char value[8];
+    snprintf(value, sizeof(value), "%u", mtu);
+    reply_ok(r->id, value);
+}
+
+static void
+cmd_disconnect(vesp_t *v, const request_t *r)
+{
+    if (!vesp_args(r, 0)) {
+        return;
+    }
+    if (v->connected) {
+        v->connected = false;
+        v->subscribed = false;
+        out_log('I', "disconnected by the central");
+        ble_ota_core_disconnected(&v->core);
+    }
+    reply_ok(r->id, NULL);
+}
+
+static void
+cmd_read(vesp_t *v, const request_t *r)
+{
+    if (!vesp_args(r, 1) || !vesp_require_link(v, r)) {
+        return;
+    }
+    const vesp_chr_def_t *chr = find_chr(r->arg[0]);
+    if (chr == NULL) {
+        reply_err(r->id, ATT_ERR_ATTR_NOT_FOUND);
+        return;
+    }
+    char version[33];
+    const char *text = NULL;
+    switch (chr->id) {
+    case CHR_OTA_CONTROL: {
+        const uint8_t value = ble_ota_core_control_read(&v->core);
+        printf("%s ok ", r->id);
+        out_hex(&value, 1);
+        out_line("%s", "");
+        return;
+    }
+    case CHR_OTA_DATA:
+        reply_err(r->id, ATT_ERR_READ_NOT_PERMITTED);
+        return;
+    case CHR_MANUFACTURER:
+        text = VESP_MANUFACTURER;
+        break;
+    case CHR_MODEL:
+        text = VESP_MODEL;
+        break;
+    case CHR_FW_REVISION:
+        host_dev_running_version(&v->dev, version);
+        text = version;
+        break;
+    }
+    printf("%s ok ", r->id);
+    out_hex((const uint8_t *)text, strlen(text));
+    out_line("%s", "");
+}
+
+static void
+cmd_write(vesp_t *v, const request_t *r, bool with_response)
+{
+    static uint8_t value[VESP_VALUE_MAX];
+    size_t len = 0;
+
+    if (!vesp_args(r, 2)) {
+        return;
+    }
+    if (!parse_hex(r->arg[1], value, sizeof(value), &len)) {
+        out_logf('E', "%s: malformed value", r->cmd);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    if (!vesp_require_link(v, r)) {
+        return;
+    }
+
+    unsigned att = 0;
+    const vesp_chr_def_t *chr = find_chr(r->arg[0]);
+    if (chr == NULL) {
+        att = ATT_ERR_ATTR_NOT_FOUND;
+    } else if (len > v->conn_mtu - 3) {
+        /* On air the PDU would exceed the MTU: the stack drops the link.
+         * Refusing it here keeps the device usable while still failing. */
+        out_logf('W', "write of %zu bytes exceeds ATT MTU %u - 3", len, v->conn_mtu);
+        att = BLE_OTA_ATT_ERR_INVALID_LEN;
+    } else {
+        switch (chr->id) {
+        case CHR_OTA_CONTROL:
+            att = ble_ota_status_to_att(ble_ota_core_control_write(&v->core, value, len));
+            break;
+        case CHR_OTA_DATA:
+            att = ble_ota_status_to_att(ble_ota_core_data_write(&v->core, value, len));
+            break;
+        default:
+            att = ATT_ERR_WRITE_NOT_PERMITTED;
+            break;
+        }
+    }
+
+    if (with_response) {
+        if (att == 0) {
+            reply_ok(r->id, NULL);
+        } else {
+            reply_err(r->id, att);
+        }
+        return;
+    }
+    /* A Write Command has no response on air: NimBLE runs the access
+     * callback (write and write-without-response share one permission)
+     * and drops its error. */
+    if (att != 0) {
+        out_logf('W', "write-cmd to %s failed with ATT error 0x%02x (not reported on air)",
+                 r->arg[0], att);
+    }
+    reply_ok(r->id, NULL);
+}
+
+static void
+cmd_subscribe(vesp_t *v, const request_t *r)
+{
+    if (!vesp_args(r, 1 + 1) || !vesp_require_link(v, r)) {
+        return;
+    }
+    const vesp_chr_def_t *chr = find_chr(r->arg[0]);
+    if (strcmp(r->arg[1], "0") != 0 && strcmp(r->arg[1], "1") != 0) {
+        out_logf('E', "subscribe: expected 0 or 1, got '%.20s'", r->arg[1]);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    if (chr == NULL || chr->id != CHR_OTA_CONTROL) {
+        /* Only OTA Control has a CCCD. */
+        reply_err(r->id, ATT_ERR_ATTR_NOT_FOUND);
+        return;
+    }
+    v->subscribed = r->arg[1][0] == '1';
+    reply_ok(r->id, NULL);
+}
+
+static void
+cmd_power_cycle(vesp_t *v, const request_t *r)
+{
+    if (!vesp_args(r, 0)) {
+        return;
+    }
+    out_log('I', "power cycle");
+    vesp_drop_link(v, HCI_CONN_TIMEOUT);
+    vesp_boot(v);
+    reply_ok(r->id, NULL);
+}
+
+static const char *
+transfer_name(ble_ota_state_t state)
+{
+    switch (state) {
+    case BLE_OTA_STATE_RECEIVING:
+        return "receiving";
+    case BLE_OTA_STATE_RESTARTING:
+        return "restarting";
+    case BLE_OTA_STATE_IDLE:
+    default:
+        return "idle";
+    }
+}
+
+static void
+cmd_state(vesp_t *v, const request_t *r)
+{
+    const host_flash_t *f = &v->dev.flash;
+
+    if (!vesp_args(r, 0)) {
+        return;
+    }
+    out_line("%s ok running=%s boot=%s ota_0=%s:%lu ota_1=%s:%lu transfer=%s", r->id,
+             host_slot_name(v->dev.running), host_slot_name(f->boot_slot),
+             host_slot_state_name(f->slot[0].state), (unsigned long)f->slot[0].image_len,
+             host_slot_state_name(f->slot[1].state), (unsigned long)f->slot[1].image_len,
+             transfer_name(v->core.state));
+}
+
+static void
+cmd_flash_read(vesp_t *v, const request_t *r)
+{
+    uint32_t offset, length;
+
+    if (!vesp_args(r, 3)) {
+        return;
+    }
+    const int slot = host_slot_from_name(r->arg[0]);
+    const uint32_t size = v->dev.flash.slot_size;
+    if (slot < 0 || !parse_u32(r->arg[1], size, &offset) || !parse_u32(r->arg[2], size, &length) ||
+        length > size - offset) {
+        out_logf('E', "flash-read: bad slot or range (slot size %lu)", (unsigned long)size);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    printf("%s ok ", r->id);
+    out_hex(host_flash_slot(&v->dev.flash, slot) + offset, length);
+    out_line("%s", "");
+}
+
+static bool
+is_request_id(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n] != '\0'; n++) {
+        if (s[n] < '0' || s[n] > '9') {
+            return false;
+        }
+    }
+    return n > 0 && n <= 18;
+}
+
+/* Handles one line (NUL-terminated, no newline). Returns false on quit. */
+static bool
+vesp_handle_line(vesp_t *v, char *line)
+{
+    request_t r = { 0 };
+    char *fields[MAX_FIELDS + 2];
+    int nfields = 0;
+
+    size_t len = strlen(line);
+    if (len > 0 && line[len - 1] == '\r') {
+        line[--len] = '\0';
+    }
+    if (len == 0) {
+        return true;
+    }
+
+    /* Kept for the log: splitting cuts the line at its first space. */
+    char shown[61];
+    snprintf(shown, sizeof(shown), "%s", line);
+
+    /* Fields are separated by single spaces; an empty field is malformed. */
+    char *p = line;
+    bool bad = false;
+    for (;;) {
+        char *space = strchr(p, ' ');
+        if (nfields == MAX_FIELDS + 2) {
+            bad = true;
+            break;
+        }
+        fields[nfields++] = p;
+        if (space == NULL) {
+            break;
+        }
+        *space = '\0';
+        p = space + 1;
+    }
+    for (int i = 0; i < nfields && !bad; i++) {
+        bad = fields[i][0] == '\0';
+    }
+    if (nfields == 0 || !is_request_id(fields[0])) {
+        out_logf('E', "malformed request: %s", shown);
+        return true;
+    }
+    if (bad || nfields < 2) {
+        out_logf('E', "malformed request %s", fields[0]);
+        reply_err(fields[0], BLE_OTA_ATT_ERR_UNLIKELY);
+        return true;
+    }
+    r.id = fields[0];
+    r.cmd = fields[1];
+    r.argc = nfields - 2;
+    for (int i = 0; i < r.argc; i++) {
+        r.arg[i] = fields[i + 2];
+    }
+
+    if (strcmp(r.cmd, "connect") == 0) {
+        cmd_connect(v, &r);
+    } else if (strcmp(r.cmd, "disconnect") == 0) {
+        cmd_disconnect(v, &r);
+    } else if (strcmp(r.cmd, "read") == 0) {
+        cmd_read(v, &r);
+    } else if (strcmp(r.cmd, "write") == 0) {
+        cmd_write(v, &r, true);
+    } else if (strcmp(r.cmd, "write-cmd") == 0) {
+        cmd_write(v, &r, false);
+    } else if (strcmp(r.cmd, "subscribe") == 0) {
+        cmd_subscribe(v, &r);
+    } else if (strcmp(r.cmd, "power-cycle") == 0) {
+        cmd_power_cycle(v, &r);
+    } else if (strcmp(r.cmd, "state") == 0) {
+        cmd_state(v, &r);
+    } else if (strcmp(r.cmd, "flash-read") == 0) {
+        cmd_flash_read(v, &r);
+    } else if (strcmp(r.cmd, "quit") == 0) {
+        if (vesp_args(&r, 0)) {
+            reply_ok(r.id, NULL);
+            return false;
+        }
+    } else {
+        out_logf('E', "unknown request '%.30s'", r.cmd);
+        reply_err(r.id, BLE_OTA_ATT_ERR_UNLIKELY);
+    }
+    return true;
+}
+
+/* A line longer than VESP_LINE_MAX: answer its id, if it has one. */
+static void
+vesp_handle_overlong(char *prefix)
+{
+    char *space = strchr(prefix, ' ');
+    if (space != NULL) {
+        *space = '\0';
+    }
+    out_logf('E', "request longer than %d bytes ignored", VESP_LINE_MAX - 1);
+    if (space != NULL && is_request_id(prefix)) {
+        reply_err(prefix, BLE_OTA_ATT_ERR_UNLIKELY);
+    }
+}
+
+/* --- start-up ------------------------------------------------------------------- */
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: virtual-esp32 [--name NAME] [--address AA:BB:CC:DD:EE:FF] [--slot-size BYTES]\n"
+            "                     [--image FILE] [--mtu N] [--restart-delay-ms MS]\n"
+            "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
+}
+
+static bool
+valid_address(const char *s)
+{
+    if (strlen(s) != 17) {
+        return false;
+    }
+    for (int i = 0; i < 17; i++) {
+        if (i % 3 == 2 ? s[i] != ':' : hex_digit(s[i]) < 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+valid_name(const char *s)
+{
+    const size_t n = strlen(s);
+    if (n == 0 || n > VESP_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c == 0x7F) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int
+bad_option(const char *opt, const char *value, const char *what)
+{
+    fprintf(stderr, "virtual-esp32: %s '%s': %s\n", opt, value == NULL ? "" : value, what);
+    usage(stderr);
+    return 2;
+}
+
+/* Returns 0, or the exit code. */
+static int
+parse_options(vesp_t *v, int argc, char **argv)
+{
+    snprintf(v->name, sizeof(v->name), "%s", VESP_DEFAULT_NAME);
+    snprintf(v->address, sizeof(v->address), "%s", VESP_DEFAULT_ADDRESS);
+    v->slot_size = VESP_DEFAULT_SLOT_SIZE;
+    v->mtu = VESP_DEFAULT_MTU;
+    v->restart_delay_ms = BLE_OTA_RESTART_DELAY_MS;
+
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
+            usage(stdout);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            return bad_option(opt, NULL, "unknown option or missing value");
+        }
+        const char *val = argv[++i];
+        uint32_t n;
+        if (strcmp(opt, "--name") == 0) {
+            if (!valid_name(val)) {
+                return bad_option(opt, val, "1 to 29 characters, no spaces");
+            }
+            snprintf(v->name, sizeof(v->name), "%s", val);
+        } else if (strcmp(opt, "--address") == 0) {
+            if (!valid_address(val)) {
+                return bad_option(opt, val, "expected AA:BB:CC:DD:EE:FF");
+            }
+            for (int k = 0; k < 17; k++) {
+                const char c = val[k];
+                v->address[k] = (c >= 'A' && c <= 'F') ? (char)(c - 'A' + 'a') : c;
+            }
+            v->address[17] = '\0';
+        } else if (strcmp(opt, "--slot-size") == 0) {
+            if (!parse_u32(val, HOST_FLASH_MAX_SLOT, &n) || n < HOST_FLASH_SECTOR_SIZE) {
+                return bad_option(opt, val, "4096 to 16777216 bytes");
+            }
+            v->slot_size = n;
+        } else if (strcmp(opt, "--image") == 0) {
+            v->image_path = val;
+        } else if (strcmp(opt, "--mtu") == 0) {
+            if (!parse_u32(val, 517, &n) || n < VESP_ATT_MTU_MIN) {
+                return bad_option(opt, val, "23 to 517");
+            }
+            v->mtu = n;
+        } else if (strcmp(opt, "--restart-delay-ms") == 0) {
+            if (!parse_u32(val, 600000, &n)) {
+                return bad_option(opt, val, "0 to 600000");
+            }
+            v->restart_delay_ms = n;
+        } else {
+            return bad_option(opt, val, "unknown option");
+        }
+    }
+    return 0;
+}
+
+/* Reads the --image file, at most max bytes; NULL (message printed) on error. */
+static uint8_t *
+read_image_file(const char *path, size_t max, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "virtual-esp32: --image %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    uint8_t *buf = malloc(max + 1);
+    if (buf == NULL) {
+        fclose(f);
+        fprintf(stderr, "virtual-esp32: out of memory\n");
+        return NULL;
+    }
+    *len = fread(buf, 1, max + 1, f);
+    const bool failed = ferror(f) != 0;
+    fclose(f);
+    if (failed || *len > max) {
+        fprintf(stderr, "virtual-esp32: --image %s: %s\n", path,
+                failed ? "read error" : "larger than the slot");
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Flashes the first image into ota_0, as a factory setup would. */
+static bool
+install_first_image(vesp_t *v)
+{
+    char why[160];
+    uint8_t *image;
+    size_t len = 0;
+
+    if (v->image_path != NULL) {
+        image = read_image_file(v->image_path, v->slot_size, &len);
+        if (image == NULL) {
+            return false;
+        }
+    } else {
+        const host_image_spec_t spec = {
+            .project = "virtual-esp32",
+            .version = "1.0.0",
+            .payload_len = 8192,
+            .seed = 1,
+            .chip_id = HOST_IMAGE_CHIP_ESP32,
+            .hash_appended = true,
+        };
+        len = host_image_build_size(&spec);
+        image = malloc(len);
+        if (image == NULL || host_image_build(&spec, image, len) != len) {
+            free(image);
+            fprintf(stderr, "virtual-esp32: cannot build the built-in image\n");
+            return false;
+        }
+    }
+    const bool ok = host_dev_install(&v->dev, 0, image, len, why, sizeof(why));
+    free(image);
+    if (!ok) {
+        fprintf(stderr, "virtual-esp32: %s: not a bootable ESP32 app: %s\n",
+                v->image_path != NULL ? v->image_path : "built-in image", why);
+    }
+    return ok;
+}
+
+static void
+announce(const vesp_t *v)
+{
+    out_line("dev %s %s %u", v->address, v->name, v->mtu);
+    out_line("adv %s", BLE_OTA_SERVICE_UUID);
+    const char *svc = NULL;
+    for (size_t i = 0; i < CHR_COUNT; i++) {
+        if (svc == NULL || strcmp(svc, k_chrs[i].svc) != 0) {
+            svc = k_chrs[i].svc;
+            out_line("svc %s", svc);
+        }
+        out_line("chr %s %s %s", k_chrs[i].svc, k_chrs[i].uuid, k_chrs[i].props);
+    }
+    out_line("ready");
+}
+
+/* --- main loop -------------------------------------------------------------------- */
+
+static char s_line[VESP_LINE_MAX];
+
+int
+main(int argc, char **argv)
+{
+    vesp_t *v = &s_vesp;
+    static char chunk[8192];
+
+    const int rc = parse_options(v, argc, argv);
+    if (rc != 0) {
+        return rc < 0 ? 0 : rc;
+    }
+    static char out_buf[1 << 16];
+    setvbuf(stdout, out_buf, _IOFBF, sizeof(out_buf));
+
+    const host_dev_hooks_t hooks = {
+        .notify = hook_notify,
+        .log = hook_log,
+        .restart = hook_restart,
+        .user = v,
+    };
+    if (!host_dev_init(&v->dev, v->slot_size, &hooks)) {
+        fprintf(stderr, "virtual-esp32: cannot allocate %lu bytes of flash\n",
+                (unsigned long)v->slot_size * HOST_FLASH_SLOTS);
+        return 1;
+    }
+    if (!install_first_image(v)) {
+        host_dev_deinit(&v->dev);
+        return 1;
+    }
+    /* Power-on: no `boot` event, the host has not seen `ready` yet. */
+    if (host_dev_boot(&v->dev) < 0) {
+        fprintf(stderr, "virtual-esp32: the first image does not boot\n");
+        host_dev_deinit(&v->dev);
+        return 1;
+    }
+    ble_ota_core_confirm_boot(&v->dev.port, true);
+    ble_ota_core_init(&v->core, &v->dev.port);
+    announce(v);
+
+    size_t line_len = 0;
+    bool overlong = false;
+    bool running = true;
+    bool eof = false;
+    while (running && !eof) {
+        int timeout = -1;
+        if (v->restart_scheduled) {
+            const int64_t left = v->restart_at_ms - now_ms();
+            timeout = left <= 0 ? 0 : (left > 60000 ? 60000 : (int)left);
+        }
+        struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
+        const int ready = poll(&pfd, 1, timeout);
+        if (ready < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        vesp_run_due_restart(v);
+        if (ready == 0) {
+            continue;
+        }
+
+        const ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                continue;
+            }
+            break;
+        }
+        if (n == 0) {
+            eof = true;
+        }
+        for (ssize_t i = 0; i < n && running; i++) {
+            const char c = chunk[i];
+            if (c != '\n') {
+                if (line_len < sizeof(s_line) - 1) {
+                    /* A NUL would cut the line short: make it visible instead. */
+                    s_line[line_len++] = c == '\0' ? '?' : c;
+                } else {
+                    overlong = true;
+                }
+                continue;
+            }
+            s_line[line_len] = '\0';
+            /* A restart that fell due while requests queued up comes first. */
+            vesp_run_due_restart(v);
+            if (overlong) {
+                vesp_handle_overlong(s_line);
+            } else {
+                running = vesp_handle_line(v, s_line);
+            }
+            line_len = 0;
+            overlong = false;
+        }
+    }
+    /* A last request without a newline still counts. */
+    if (running && eof && line_len > 0) {
+        s_line[line_len] = '\0';
+        vesp_run_due_restart(v);
+        if (overlong) {
+            vesp_handle_overlong(s_line);
+        } else {
+            vesp_handle_line(v, s_line);
+        }
+    }
+    out_flush();
+    host_dev_deinit(&v->dev);
+    return 0;
+}
