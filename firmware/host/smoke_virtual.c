@@ -244,7 +244,7 @@ send_request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static unsigned
 send_request(const char *fmt, ...)
 {
-    static char buf[4096];
+    static char buf[16384];
     va_list ap;
     const unsigned id = s_next_id++;
 
@@ -290,7 +290,7 @@ request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static const char *
 request(const char *fmt, ...)
 {
-    static char line[4096];
+    static char line[16384];
     va_list ap;
 
     va_start(ap, fmt);
@@ -373,6 +373,9 @@ smoke_gatt_basics(void)
     CHECK_STR(request("write %s -", CTRL), "err 0d");
     CHECK_STR(request("write %s 0000", DATA), "err 82");       /* packet size 0 */
     CHECK_STR(request("write %s e9000000", DATA), "err 80");   /* data before REQUEST */
+    static char huge[2 * 5000 + 1];
+    memset(huge, 'e', sizeof(huge) - 1);
+    CHECK_STR(request("write %s %s", DATA, huge), "err 0d");   /* beyond any MTU */
     CHECK_STR(request("subscribe 2a26 1"), "err 0a");
     /* Not subscribed: REQUEST is answered, but no notification goes out. */
     events_clear();
@@ -505,6 +508,71 @@ smoke_after_update(void)
     CHECK_STR(request("state"), expect);
 }
 
+static uint32_t
+rnd(void)
+{
+    static uint32_t x = 12345;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
+/* Thousands of random, mostly malformed requests: every one with an id
+ * gets a reply, and the device stays sane (the sanitizer build checks the
+ * rest). */
+static void
+smoke_random_requests(void)
+{
+    static const char *const cmds[] = {
+        "connect", "disconnect", "read", "write", "write-cmd", "subscribe", "state",
+        "flash-read", "power-cycle", "bogus", "", "WRITE",
+    };
+    static const char *const words[] = {
+        BLE_OTA_CONTROL_UUID, BLE_OTA_DATA_UUID, "2a26", "2a29", "180a", "ota_0", "ota_1",
+        "0", "1", "23", "517", "4294967296", "-1", "abc", "-", "01", "04", "0202", "e9", "zz",
+        "7ad671aa21c046a4b722270e3ae3d830", "00002a2600001000800000805f9b34fb", "\r",
+    };
+    static char line[3000];
+
+    CHECK(spawn_device(NULL, false) == 0);
+    CHECK(event_wait("ready", REPLY_TIMEOUT_MS) >= 0);
+    for (int i = 0; i < 3000; i++) {
+        const unsigned id = s_next_id++;
+        int n = snprintf(line, sizeof(line), "%u %s", id, cmds[rnd() % (sizeof(cmds) / sizeof(cmds[0]))]);
+        const int nargs = (int)(rnd() % 5);
+        for (int a = 0; a < nargs; a++) {
+            if (rnd() % 4 == 0) {
+                /* random hex, sometimes odd-length or with a bad digit */
+                const int len = (int)(rnd() % 1200);
+                line[n++] = ' ';
+                for (int k = 0; k < len && n < (int)sizeof(line) - 8; k++) {
+                    line[n++] = "0123456789abcdefg"[rnd() % (k == 0 ? 17 : 16)];
+                }
+                line[n] = '\0';
+            } else {
+                const char *sep = rnd() % 20 ? " " : "  ";
+                n += snprintf(line + n, sizeof(line) - (size_t)n, "%s%s", sep,
+                              words[rnd() % (sizeof(words) / sizeof(words[0]))]);
+            }
+        }
+        line[n++] = '\n';
+        if (write(s_to_dev, line, (size_t)n) != n) {
+            test_failf(__FILE__, __LINE__, "device gone at request %d", i);
+            return;
+        }
+        if (wait_reply(id) == NULL) {
+            test_failf(__FILE__, __LINE__, "no reply to: %.100s", line);
+            return;
+        }
+        events_clear();
+    }
+    const char *state = request("state");
+    CHECK(strncmp(state, "ok running=ota_", 15) == 0);
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
 static void
 smoke_quit(void)
 {
@@ -551,6 +619,7 @@ main(int argc, char **argv)
     RUN(smoke_update);
     RUN(smoke_after_update);
     RUN(smoke_quit);
+    RUN(smoke_random_requests);
     RUN(smoke_eof_exits);
     RUN(smoke_bad_options);
 

@@ -871,6 +871,102 @@ test_boot_power_loss_mid_transfer(void)
     CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
 }
 
+/* Runs the first `steps` operations of a seed upload of s_image (packet
+ * size, REQUEST, packets, DONE); returns how many it ran. */
+static int
+partial_upload(int steps, size_t packet)
+{
+    int done = 0;
+    if (done == steps) {
+        return done;
+    }
+    packet_size((uint16_t)packet);
+    if (++done == steps) {
+        return done;
+    }
+    ctrl(BLE_OTA_CTRL_REQUEST);
+    for (size_t off = 0; off < s_image_len; off += packet) {
+        if (++done == steps) {
+            return done;
+        }
+        const size_t n = s_image_len - off < packet ? s_image_len - off : packet;
+        ble_ota_core_data_write(&s_fx.core, s_image + off, n);
+    }
+    if (++done == steps) {
+        return done;
+    }
+    ctrl(BLE_OTA_CTRL_DONE);
+    return ++done;
+}
+
+static void
+test_power_loss_at_every_step(void)
+{
+    char version[33];
+
+    for (int steps = 0;; steps++) {
+        CHECK_OK(fx_setup());
+        s_image_len = build_image(s_image, sizeof(s_image), "2.0.0", 3000, 2);
+        const int ran = partial_upload(steps, 244);
+        const bool finished = ran < steps;
+        const bool done_acked = last_notify() == BLE_OTA_CTRL_DONE_ACK;
+        /* Power cut (no disconnect, no delayed restart), then boot. */
+        const int slot = fx_reboot(true);
+        host_dev_running_version(&s_fx.dev, version);
+        if (done_acked) {
+            CHECK_EQ(slot, 1);
+            CHECK(strcmp(version, "2.0.0") == 0);
+        } else {
+            CHECK_EQ(slot, 0);
+            CHECK(strcmp(version, "1.0.0") == 0);
+            CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+        }
+        CHECK_EQ(host_dev_slot_state(&s_fx.dev, slot), HOST_SLOT_VALID);
+        /* Whatever happened, the next update goes through. */
+        static uint8_t next[8192];
+        const size_t len = build_image(next, sizeof(next), "3.0.0", 2000, 3);
+        CHECK_OK(upload(next, len, 200));
+        CHECK_EQ(fx_reboot(true), 1 - slot);
+        host_dev_running_version(&s_fx.dev, version);
+        CHECK(strcmp(version, "3.0.0") == 0);
+        if (finished) {
+            CHECK(done_acked);
+            break;
+        }
+    }
+}
+
+static void
+test_flash_failure_at_every_write(void)
+{
+    for (uint32_t fail_at = 1;; fail_at++) {
+        CHECK_OK(fx_setup());
+        s_image_len = build_image(s_image, sizeof(s_image), "2.0.0", 3000, 2);
+        CHECK_EQ(packet_size(244), BLE_OTA_OK);
+        CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+        host_flash_fail_write_after(&s_fx.dev.flash, fail_at);
+        const ble_ota_status_t st = send_packets(s_image, s_image_len, 244);
+        host_flash_fail_write_after(&s_fx.dev.flash, 0);
+        if (st == BLE_OTA_OK) {
+            /* Past the last write: nothing failed, the upload completes. */
+            CHECK_EQ(fail_at, (s_image_len + 243) / 244 + 1);
+            CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
+            CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_ACK);
+            break;
+        }
+        CHECK_EQ(st, BLE_OTA_ERR_FLASH);
+        CHECK_EQ(s_fx.core.received, (fail_at - 1) * 244);
+        CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_NAK);
+        CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_IDLE);
+        CHECK_EQ(s_fx.dev.open_slot, -1);
+        /* DONE after the failure is refused without touching the slot. */
+        CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
+        CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_NAK);
+        CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+        CHECK_OK(upload(s_image, s_image_len, 244));
+    }
+}
+
 static void
 test_boot_install_rejects_bad_image(void)
 {
@@ -934,6 +1030,8 @@ main(int argc, char **argv)
     RUN(test_boot_self_test_failed_rolls_back);
     RUN(test_boot_power_loss_mid_transfer);
     RUN(test_boot_install_rejects_bad_image);
+    RUN(test_power_loss_at_every_step);
+    RUN(test_flash_failure_at_every_write);
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

@@ -313,28 +313,37 @@ hex_digit(char c)
     return -1;
 }
 
-/* Hex (or "-" for empty) into out; false when malformed or too long. */
-static bool
+typedef enum {
+    HEX_OK = 0,
+    HEX_MALFORMED,
+    HEX_TOO_LONG,
+} hex_result_t;
+
+/* Hex (or "-" for empty) into out. */
+static hex_result_t
 parse_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
 {
     if (strcmp(s, "-") == 0) {
         *len = 0;
-        return true;
+        return HEX_OK;
     }
     const size_t n = strlen(s);
-    if (n == 0 || n % 2 != 0 || n / 2 > cap) {
-        return false;
+    if (n == 0 || n % 2 != 0) {
+        return HEX_MALFORMED;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (hex_digit(s[i]) < 0) {
+            return HEX_MALFORMED;
+        }
+    }
+    if (n / 2 > cap) {
+        return HEX_TOO_LONG;
     }
     for (size_t i = 0; i < n / 2; i++) {
-        const int hi = hex_digit(s[2 * i]);
-        const int lo = hex_digit(s[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            return false;
-        }
-        out[i] = (uint8_t)(hi << 4 | lo);
+        out[i] = (uint8_t)(hex_digit(s[2 * i]) << 4 | hex_digit(s[2 * i + 1]));
     }
     *len = n / 2;
-    return true;
+    return HEX_OK;
 }
 
 /* A UUID in the form noble uses: lower case, no dashes; 16-bit UUIDs
@@ -507,7 +516,8 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
     if (!vesp_args(r, 2)) {
         return;
     }
-    if (!parse_hex(r->arg[1], value, sizeof(value), &len)) {
+    const hex_result_t hex = parse_hex(r->arg[1], value, sizeof(value), &len);
+    if (hex == HEX_MALFORMED) {
         out_logf('E', "%s: malformed value", r->cmd);
         reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
         return;
@@ -520,10 +530,11 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
     const vesp_chr_def_t *chr = find_chr(r->arg[0]);
     if (chr == NULL) {
         att = ATT_ERR_ATTR_NOT_FOUND;
-    } else if (len > v->conn_mtu - 3) {
+    } else if (hex == HEX_TOO_LONG || len > v->conn_mtu - 3) {
         /* On air the PDU would exceed the MTU: the stack drops the link.
          * Refusing it here keeps the device usable while still failing. */
-        out_logf('W', "write of %zu bytes exceeds ATT MTU %u - 3", len, v->conn_mtu);
+        const size_t wanted = hex == HEX_TOO_LONG ? strlen(r->arg[1]) / 2 : len;
+        out_logf('W', "write of %zu bytes exceeds ATT MTU %u - 3", wanted, v->conn_mtu);
         att = BLE_OTA_ATT_ERR_INVALID_LEN;
     } else {
         switch (chr->id) {
