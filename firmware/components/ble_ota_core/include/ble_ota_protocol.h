@@ -45,4 +45,78 @@
 #define BLE_OTA_ATT_ERR_BAD_VALUE     0x82 /* unknown control value or packet size out of range */
 #define BLE_OTA_ATT_ERR_BUSY          0x83 /* restart pending: the transfer is over */
 
+/* ---------------------------------------------------------------------------
+ * Protocol v2 (docs/PROTOCOL.md). Its characteristics live in the same
+ * service; a client that finds OTA Info uses v2.
+ */
+#define BLE_OTA_INFO_UUID    "c771fa01-c1a5-46d6-8529-795dac415ff6" /* read */
+#define BLE_OTA_COMMAND_UUID "c771fa02-c1a5-46d6-8529-795dac415ff6" /* write, notify */
+#define BLE_OTA_STREAM_UUID  "c771fa03-c1a5-46d6-8529-795dac415ff6" /* write without response, write */
+
+#define BLE_OTA_PROTOCOL_VERSION 2
+#define BLE_OTA_INFO_VERSION     1
+#define BLE_OTA_INFO_SIZE        188
+
+/* OTA Info features. */
+#define BLE_OTA_FEATURE_RESUME         0x0001
+#define BLE_OTA_FEATURE_CLIENT_CONFIRM 0x0002
+#define BLE_OTA_FEATURE_SEED           0x0004
+#define BLE_OTA_FEATURE_DEFLATE        0x0008 /* reserved */
+#define BLE_OTA_FEATURE_AUTH           0x0010 /* reserved */
+
+/* OTA Info running_state. */
+#define BLE_OTA_RUNNING_VALID          0
+#define BLE_OTA_RUNNING_PENDING_VERIFY 1
+#define BLE_OTA_RUNNING_UNKNOWN        2
+
+/* OTA Info transfer_state. */
+#define BLE_OTA_TRANSFER_IDLE      0
+#define BLE_OTA_TRANSFER_RECEIVING 1
+#define BLE_OTA_TRANSFER_SUSPENDED 2
+#define BLE_OTA_TRANSFER_COMPLETE  3
+
+/* OTA Info last_status when no update was tried since boot. */
+#define BLE_OTA_LAST_STATUS_NONE 0xFF
+
+/* OTA Command requests; the answer's opcode is request | BLE_OTA_ANSWER. */
+#define BLE_OTA_CMD_BEGIN   0x01
+#define BLE_OTA_CMD_END     0x02
+#define BLE_OTA_CMD_RESTART 0x03
+#define BLE_OTA_CMD_ABORT   0x04
+#define BLE_OTA_CMD_CONFIRM 0x05
+#define BLE_OTA_ANSWER      0x80
+
+#define BLE_OTA_BEGIN_SIZE        41 /* opcode, size u32, sha256[32], chip_id u16, flags u16 */
+#define BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM 0x0001
+
+/* OTA Command events, sent by the device on its own. */
+#define BLE_OTA_EVT_ACK    0xC0 /* offset u32 */
+#define BLE_OTA_EVT_RESYNC 0xC1 /* offset u32 */
+#define BLE_OTA_EVT_FAILED 0xC2 /* status u8, offset u32 */
+
+/* OTA Stream: offset u32, then firmware bytes. */
+#define BLE_OTA_STREAM_HEADER 4
+
+/* Statuses of v2 answers and events, and OTA Info last_status. */
+#define BLE_OTA_ST_OK              0x00
+#define BLE_OTA_ST_UNKNOWN_COMMAND 0x01
+#define BLE_OTA_ST_BAD_LENGTH      0x02
+#define BLE_OTA_ST_BAD_ARGUMENT    0x03
+#define BLE_OTA_ST_BAD_STATE       0x04
+#define BLE_OTA_ST_TOO_LARGE       0x05
+#define BLE_OTA_ST_WRONG_CHIP      0x06
+#define BLE_OTA_ST_PENDING_CONFIRM 0x07
+#define BLE_OTA_ST_FLASH_ERROR     0x08
+#define BLE_OTA_ST_INCOMPLETE      0x09
+#define BLE_OTA_ST_HASH_MISMATCH   0x0A
+#define BLE_OTA_ST_INVALID_IMAGE   0x0B
+#define BLE_OTA_ST_NOT_PENDING     0x0C
+#define BLE_OTA_ST_NO_SLOT         0x0D
+
+/* Flash is written in blocks of this size (one 4 KB sector). */
+#define BLE_OTA_FLASH_BLOCK 4096
+
+/* A suspended v2 transfer nobody resumes is aborted after this long. */
+#define BLE_OTA_ABANDON_TIMEOUT_MS 60000
+
 #endif /* BLE_OTA_PROTOCOL_H */
