@@ -28,6 +28,9 @@ export type BleOtaErrorCode =
   | 'REQUEST_REFUSED'
   | 'DEVICE_REJECTED_IMAGE'
   | 'TRANSFER_FAILED'
+  | 'PROTOCOL_ERROR'
+  | 'ROLLED_BACK'
+  | 'CONFIRM_FAILED'
   // the caller
   | 'CANCELLED'
   | 'BUSY'

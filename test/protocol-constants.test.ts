@@ -1,7 +1,29 @@
 import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Control, MAX_PACKET, OTA_CONTROL_UUID, OTA_DATA_UUID, OTA_SERVICE_UUID } from '../lib/protocol/constants';
+import {
+  BEGIN_SIZE,
+  BeginFlag,
+  Command,
+  Control,
+  Event,
+  Feature,
+  INFO_SIZE,
+  INFO_VERSION,
+  MAX_PACKET,
+  OTA_COMMAND_UUID,
+  OTA_CONTROL_UUID,
+  OTA_DATA_UUID,
+  OTA_INFO_UUID,
+  OTA_SERVICE_UUID,
+  OTA_STREAM_UUID,
+  PROTOCOL_VERSION,
+  RESTART_DELAY_MS,
+  RunningState,
+  Status,
+  STREAM_HEADER,
+  TransferState,
+} from '../lib/protocol/constants';
 
 // The firmware and the client each keep the on-air constants; they must agree.
 const header = readFileSync(
@@ -31,4 +53,35 @@ describe('protocol constants: C header and TypeScript agree', () => {
   it('largest packet', () => {
     assert.equal(Number(define('BLE_OTA_MAX_PACKET')), MAX_PACKET);
   });
+
+  it('v2 UUIDs and layout', () => {
+    assert.equal(define('BLE_OTA_INFO_UUID'), OTA_INFO_UUID);
+    assert.equal(define('BLE_OTA_COMMAND_UUID'), OTA_COMMAND_UUID);
+    assert.equal(define('BLE_OTA_STREAM_UUID'), OTA_STREAM_UUID);
+    assert.equal(Number(define('BLE_OTA_PROTOCOL_VERSION')), PROTOCOL_VERSION);
+    assert.equal(Number(define('BLE_OTA_INFO_VERSION')), INFO_VERSION);
+    assert.equal(Number(define('BLE_OTA_INFO_SIZE')), INFO_SIZE);
+    assert.equal(Number(define('BLE_OTA_BEGIN_SIZE')), BEGIN_SIZE);
+    assert.equal(Number(define('BLE_OTA_STREAM_HEADER')), STREAM_HEADER);
+    assert.equal(Number(define('BLE_OTA_RESTART_DELAY_MS')), RESTART_DELAY_MS);
+    assert.equal(Number(define('BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM')), BeginFlag.CLIENT_CONFIRM);
+  });
+
+  const groups: Array<[string, Record<string, number>]> = [
+    ['BLE_OTA_CMD_', Command],
+    ['BLE_OTA_EVT_', Event],
+    ['BLE_OTA_ST_', Status],
+    ['BLE_OTA_FEATURE_', Feature],
+    ['BLE_OTA_RUNNING_', RunningState],
+    ['BLE_OTA_TRANSFER_', TransferState],
+  ];
+  for (const [prefix, values] of groups) {
+    it(`${prefix}* values, both ways`, () => {
+      for (const [name, value] of Object.entries(values)) {
+        assert.equal(Number(define(`${prefix}${name}`)), value, name);
+      }
+      const inHeader = [...header.matchAll(new RegExp(`#define\\s+${prefix}(\\w+)\\s`, 'g'))].map((m) => m[1]);
+      assert.deepEqual(inHeader.sort(), Object.keys(values).sort(), 'the same names on both sides');
+    });
+  }
 });

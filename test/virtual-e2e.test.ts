@@ -75,7 +75,7 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
     image[image.length - 5] ^= 0xff; // inside the appended SHA-256: only the device sees it
     const connection = await client.connect({ name: 'e2e-esp32' });
     try {
-      await assert.rejects(connection.upload(image), (err: BleOtaError) => err.code === 'DEVICE_REJECTED_IMAGE');
+      await assert.rejects(connection.uploadSeed(image), (err: BleOtaError) => err.code === 'DEVICE_REJECTED_IMAGE');
     } finally {
       await connection.close();
     }

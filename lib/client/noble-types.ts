@@ -11,7 +11,7 @@ export interface NobleCharacteristic extends EventEmitter {
   uuid: string;
   properties: string[];
   read(callback: Callback<Buffer>): void;
-  write(data: Buffer, withoutResponse: boolean, callback: Callback): void;
+  write(data: Buffer, withoutResponse: boolean, callback?: Callback): void;
   subscribe(callback: Callback): void;
   unsubscribe(callback: Callback): void;
 }

@@ -10,32 +10,41 @@
  *   });
  *
  * Pass `noble` to use other bindings (the virtual ESP32's, for instance).
+ * The protocol is chosen from the device: v2 when it has OTA Info, the
+ * seed's otherwise (docs/PROTOCOL.md).
  */
 import { BleOtaError, DeviceError } from '../errors';
-import { EspImageSummary, imageSummary } from '../image/esp-image';
+import { EspImage, EspImageSummary, imageSummary } from '../image/esp-image';
 import { validateImage } from '../image/validate';
 import { loadSystemNoble } from '../noble-loader';
 import {
+  Command,
   DEVICE_INFORMATION_UUID,
   FIRMWARE_REVISION_UUID,
+  nobleUuid,
+  OTA_COMMAND_UUID,
   OTA_CONTROL_UUID,
   OTA_DATA_UUID,
+  OTA_INFO_UUID,
   OTA_SERVICE_UUID,
-  nobleUuid,
+  OTA_STREAM_UUID,
 } from '../protocol/constants';
+import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import { Link } from './link';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
 import { seedUpload, UploadProgress } from './seed-upload';
+import { uploadV2, V2Result } from './v2-upload';
+import { V2Session } from './v2-session';
 
 export interface Timeouts {
   /** Scanning for the device. */
   scanMs: number;
   /** Establishing the connection. */
   connectMs: number;
-  /** Any single GATT operation (discovery, read, write, subscribe). */
+  /** Any single GATT operation (discovery, read, write, subscribe), and a device's answer. */
   gattMs: number;
-  /** The device's validation of the whole image after DONE. */
+  /** The device's validation of the whole image after DONE / END. */
   verifyMs: number;
   /** The device's restart after a successful upload. */
   restartMs: number;
@@ -49,11 +58,19 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
   restartMs: 5_000,
 };
 
-export type Phase = 'scanning' | 'connecting' | UploadProgress['phase'];
+export type Phase = 'scanning' | 'connecting' | UploadProgress['phase'] | 'resuming' | 'confirming';
 
 export interface Progress extends Omit<UploadProgress, 'phase'> {
   phase: Phase;
 }
+
+/**
+ * Who confirms a new image (protocol v2): the client after reconnecting to
+ * the restarted device and checking its version (`client`, the default), or
+ * the device itself once its self-test passed (`device`). The seed protocol
+ * always leaves it to the device.
+ */
+export type ConfirmMode = 'client' | 'device';
 
 export interface UpdateOptions {
   target: Target;
@@ -63,22 +80,33 @@ export interface UpdateOptions {
   /** Aborting cancels the update; the device discards what it received. */
   signal?: AbortSignal;
   timeouts?: Partial<Timeouts>;
+  confirm?: ConfirmMode;
+  /** Reconnections that resume a v2 transfer after a lost link (default 3). */
+  resumeAttempts?: number;
+  /** `seed` forces the seed protocol on a device that speaks both. */
+  protocol?: 'auto' | 'seed';
 }
 
 export interface UpdateResult {
   device: { name: string | undefined; address: string };
   image: EspImageSummary;
-  protocol: 'seed';
+  protocol: 'seed' | 'v2';
   mtu: number;
   packetSize: number;
   packets: number;
   bytes: number;
-  /** From the start of the connection to the device's restart. */
+  /** From the start of the connection to the end (confirmation, or restart). */
   durationMs: number;
   /** Firmware bytes per second during the transfer. */
   bytesPerSecond: number;
   /** Whether the device restarted into the new image (it dropped the link). */
   restarted: boolean;
+  /** v2: the device runs the new image and it is confirmed (marked valid). */
+  confirmed: boolean;
+  /** v2: the version the device reported after its restart. */
+  runningVersion?: string;
+  /** v2: how often a lost link was resumed. */
+  resumes: number;
 }
 
 export interface DeviceInfo {
@@ -86,8 +114,11 @@ export interface DeviceInfo {
   address: string;
   rssi: number;
   mtu: number;
+  protocol: 'seed' | 'v2';
   /** Device Information's firmware revision, when the device has one (ours do, the seed's do not). */
   firmwareRevision: string | undefined;
+  /** Protocol v2's OTA Info. */
+  ota?: DeviceInfoV2;
 }
 
 export interface BleOtaClientOptions {
@@ -98,16 +129,26 @@ export interface BleOtaClientOptions {
 
 /** An open connection to a device's OTA service. */
 export class OtaConnection {
+  /** Protocol v2 on this connection, when the device speaks it. */
+  readonly v2: V2Session | undefined;
+
   constructor(
     readonly link: Link,
     readonly mtu: number,
-    private readonly chars: { control: NobleCharacteristic; data: NobleCharacteristic },
+    private readonly seedChars: { control: NobleCharacteristic; data: NobleCharacteristic },
+    v2Chars: { info: NobleCharacteristic; command: NobleCharacteristic; stream: NobleCharacteristic } | undefined,
     private readonly firmwareRevision: NobleCharacteristic | undefined,
     private readonly timeouts: Timeouts,
-  ) {}
+  ) {
+    this.v2 = v2Chars ? new V2Session(link, v2Chars, mtu) : undefined;
+  }
 
   get peripheral(): NoblePeripheral {
     return this.link.peripheral;
+  }
+
+  get protocol(): 'seed' | 'v2' {
+    return this.v2 ? 'v2' : 'seed';
   }
 
   async info(): Promise<DeviceInfo> {
@@ -115,16 +156,34 @@ export class OtaConnection {
     const revision = this.firmwareRevision
       ? (await this.link.read(this.firmwareRevision, 'the firmware revision')).toString('utf8').replace(/\0+$/, '')
       : undefined;
-    return { name: p.advertisement?.localName, address: p.address, rssi: p.rssi, mtu: this.mtu, firmwareRevision: revision };
+    const ota = this.v2 ? await this.v2.readInfo() : undefined;
+    return {
+      name: p.advertisement?.localName,
+      address: p.address,
+      rssi: p.rssi,
+      mtu: this.mtu,
+      protocol: this.protocol,
+      firmwareRevision: revision,
+      ota,
+    };
   }
 
-  upload(image: Buffer, onProgress: (p: UploadProgress) => void = () => undefined) {
+  /** Uploads in the seed protocol (every device with the OTA service speaks it). */
+  uploadSeed(image: Buffer, onProgress: (p: UploadProgress) => void = () => undefined) {
     const { gattMs, verifyMs, restartMs } = this.timeouts;
-    return seedUpload(this.link, this.chars, this.mtu, image, { requestMs: gattMs, verifyMs, restartMs }, onProgress);
+    return seedUpload(this.link, this.seedChars, this.mtu, image, { requestMs: gattMs, verifyMs, restartMs }, onProgress);
   }
 
-  close(): Promise<void> {
-    return this.link.close();
+  /** Sends CONFIRM: the running image, pending verify, is marked valid. */
+  async confirm(): Promise<void> {
+    if (!this.v2) throw new DeviceError('NOT_OTA_DEVICE', 'this device speaks only the seed protocol, which has no CONFIRM');
+    await this.v2.subscribe();
+    await this.v2.command(Command.CONFIRM, this.timeouts.gattMs);
+  }
+
+  async close(): Promise<void> {
+    this.v2?.dispose();
+    await this.link.close();
   }
 }
 
@@ -148,7 +207,10 @@ export class BleOtaClient {
   }
 
   /** Scans for the target and connects to its OTA service. */
-  async connect(target: Target, options: { signal?: AbortSignal; timeouts?: Partial<Timeouts>; onProgress?: (p: Progress) => void } = {}): Promise<OtaConnection> {
+  async connect(
+    target: Target,
+    options: { signal?: AbortSignal; timeouts?: Partial<Timeouts>; onProgress?: (p: Progress) => void } = {},
+  ): Promise<OtaConnection> {
     const timeouts = { ...this.timeouts, ...options.timeouts };
     const progress = (phase: Phase) =>
       options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
@@ -167,34 +229,47 @@ export class BleOtaClient {
         );
       }
       const chars = await link.discoverCharacteristics(ota);
-      const control = chars.find((c) => c.uuid === nobleUuid(OTA_CONTROL_UUID));
-      const data = chars.find((c) => c.uuid === nobleUuid(OTA_DATA_UUID));
+      const find = (uuid: string) => chars.find((c) => c.uuid === nobleUuid(uuid));
+      const control = find(OTA_CONTROL_UUID);
+      const data = find(OTA_DATA_UUID);
       if (!control || !data) {
         throw new DeviceError('NOT_OTA_DEVICE', `${link.describe()} has an OTA service without the Control and Data characteristics`);
       }
+      const info = find(OTA_INFO_UUID);
+      const command = find(OTA_COMMAND_UUID);
+      const stream = find(OTA_STREAM_UUID);
+      const v2 = info && command && stream ? { info, command, stream } : undefined;
       const dis = services.find((s) => s.uuid === DEVICE_INFORMATION_UUID);
       const revision = dis ? (await link.discoverCharacteristics(dis)).find((c) => c.uuid === FIRMWARE_REVISION_UUID) : undefined;
       // noble sets the MTU once the exchange completes, which its HCI bindings
       // do before discovery; a device that never exchanged keeps the default 23.
       const mtu = peripheral.mtu ?? 23;
-      return new OtaConnection(link, mtu, { control, data }, revision, timeouts);
+      return new OtaConnection(link, mtu, { control, data }, v2, revision, timeouts);
     } catch (err) {
       await link.close();
       throw err;
     }
   }
 
-  /** Validates the image, then finds the device, uploads and waits for its restart. */
+  /**
+   * Validates the image, finds the device, uploads, and waits for the device
+   * to run the new image (v2: and confirms it, unless `confirm: 'device'`).
+   */
   async update(options: UpdateOptions): Promise<UpdateResult> {
     const parsed = validateImage(options.image);
     const started = Date.now();
-    const onProgress = options.onProgress ?? (() => undefined);
-    const connection = await this.connect(options.target, options);
+    const timeouts = { ...this.timeouts, ...options.timeouts };
+    const connection = await this.connect(options.target, { ...options, timeouts });
+    const device = { name: connection.peripheral.advertisement?.localName, address: connection.peripheral.address };
+    const useV2 = connection.v2 && options.protocol !== 'seed';
     try {
-      const device = connection.peripheral;
-      const stats = await connection.upload(options.image, onProgress);
+      if (useV2) {
+        const r = await uploadV2(this, connection, parsed, options, timeouts);
+        return this.result(options, parsed, device, r, started);
+      }
+      const stats = await connection.uploadSeed(options.image, options.onProgress ?? (() => undefined));
       return {
-        device: { name: device.advertisement?.localName, address: device.address },
+        device,
         image: imageSummary(parsed),
         protocol: 'seed',
         mtu: connection.mtu,
@@ -202,14 +277,44 @@ export class BleOtaClient {
         packets: stats.packets,
         bytes: options.image.length,
         durationMs: Date.now() - started,
-        bytesPerSecond: Math.round(options.image.length / Math.max(stats.transferMs / 1000, 0.001)),
+        bytesPerSecond: rate(options.image.length, stats.transferMs),
         restarted: stats.restarted,
+        confirmed: false,
+        resumes: 0,
       };
     } catch (err) {
       throw err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${String(err)}`, { cause: err });
     } finally {
-      // Dropping the link makes the device abort an unfinished transfer.
+      // Dropping the link makes the device abort (seed) or suspend (v2) an unfinished transfer.
       await connection.close();
     }
   }
+
+  private result(
+    options: UpdateOptions,
+    parsed: EspImage,
+    device: UpdateResult['device'],
+    r: V2Result,
+    started: number,
+  ): UpdateResult {
+    return {
+      device,
+      image: imageSummary(parsed),
+      protocol: 'v2',
+      mtu: r.mtu,
+      packetSize: r.packetSize,
+      packets: r.packets,
+      bytes: options.image.length,
+      durationMs: Date.now() - started,
+      bytesPerSecond: rate(options.image.length, r.transferMs),
+      restarted: r.restarted,
+      confirmed: r.confirmed,
+      runningVersion: r.runningVersion,
+      resumes: r.resumes,
+    };
+  }
+}
+
+function rate(bytes: number, ms: number): number {
+  return Math.round(bytes / Math.max(ms / 1000, 0.001));
 }

@@ -30,3 +30,66 @@ export const MAX_ATTRIBUTE_VALUE = 512;
 export function nobleUuid(uuid: string): string {
   return uuid.replace(/-/g, '').toLowerCase();
 }
+
+// --- protocol v2 (docs/PROTOCOL.md) -----------------------------------------
+
+export const OTA_INFO_UUID = 'c771fa01-c1a5-46d6-8529-795dac415ff6';
+export const OTA_COMMAND_UUID = 'c771fa02-c1a5-46d6-8529-795dac415ff6';
+export const OTA_STREAM_UUID = 'c771fa03-c1a5-46d6-8529-795dac415ff6';
+
+export const PROTOCOL_VERSION = 2;
+export const INFO_VERSION = 1;
+export const INFO_SIZE = 188;
+
+export const Feature = {
+  RESUME: 0x0001,
+  CLIENT_CONFIRM: 0x0002,
+  SEED: 0x0004,
+  DEFLATE: 0x0008,
+  AUTH: 0x0010,
+} as const;
+
+export const RunningState = { VALID: 0, PENDING_VERIFY: 1, UNKNOWN: 2 } as const;
+export const TransferState = { IDLE: 0, RECEIVING: 1, SUSPENDED: 2, COMPLETE: 3 } as const;
+export const LAST_STATUS_NONE = 0xff;
+
+export const Command = {
+  BEGIN: 0x01,
+  END: 0x02,
+  RESTART: 0x03,
+  ABORT: 0x04,
+  CONFIRM: 0x05,
+} as const;
+export const ANSWER = 0x80;
+export const BEGIN_SIZE = 41;
+export const BeginFlag = { CLIENT_CONFIRM: 0x0001 } as const;
+
+export const Event = { ACK: 0xc0, RESYNC: 0xc1, FAILED: 0xc2 } as const;
+
+export const STREAM_HEADER = 4;
+
+export const Status = {
+  OK: 0x00,
+  UNKNOWN_COMMAND: 0x01,
+  BAD_LENGTH: 0x02,
+  BAD_ARGUMENT: 0x03,
+  BAD_STATE: 0x04,
+  TOO_LARGE: 0x05,
+  WRONG_CHIP: 0x06,
+  PENDING_CONFIRM: 0x07,
+  FLASH_ERROR: 0x08,
+  INCOMPLETE: 0x09,
+  HASH_MISMATCH: 0x0a,
+  INVALID_IMAGE: 0x0b,
+  NOT_PENDING: 0x0c,
+  NO_SLOT: 0x0d,
+} as const;
+
+export type StatusName = keyof typeof Status;
+
+export function statusName(status: number): string {
+  const entry = Object.entries(Status).find(([, v]) => v === status);
+  return entry ? entry[0] : `0x${status.toString(16).padStart(2, '0')}`;
+}
+
+export const RESTART_DELAY_MS = 500;

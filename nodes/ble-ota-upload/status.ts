@@ -20,11 +20,16 @@ export function statusForProgress(p: Progress): NodeStatus {
       return { fill: 'blue', shape: 'dot', text: 'verifying' };
     case 'restarting':
       return { fill: 'blue', shape: 'dot', text: 'restarting' };
+    case 'resuming':
+      return { fill: 'yellow', shape: 'ring', text: 'reconnecting' };
+    case 'confirming':
+      return { fill: 'blue', shape: 'dot', text: 'confirming' };
   }
 }
 
 export function statusForResult(result: UpdateResult): NodeStatus {
-  return { fill: 'green', shape: 'dot', text: `updated ${result.image.version}` };
+  const word = result.confirmed ? 'confirmed' : 'updated';
+  return { fill: 'green', shape: 'dot', text: `${word} ${result.image.version}` };
 }
 
 const SHORT: Partial<Record<string, string>> = {
@@ -37,12 +42,17 @@ const SHORT: Partial<Record<string, string>> = {
   DEVICE_REJECTED_IMAGE: 'image rejected',
   TRANSFER_FAILED: 'transfer failed',
   CANCELLED: 'cancelled',
+  ROLLED_BACK: 'rolled back',
+  CONFIRM_FAILED: 'not confirmed',
+  PROTOCOL_ERROR: 'refused',
+  IMAGE_TOO_LARGE: 'image too large',
+  IMAGE_WRONG_CHIP: 'wrong chip',
   BUSY: 'queue full',
 };
 
 export function statusForError(err: Error): NodeStatus {
   if (err instanceof BluetoothUnavailableError) return { fill: 'red', shape: 'ring', text: err.reason };
   const code = err instanceof BleOtaError ? err.code : '';
-  const text = code.startsWith('IMAGE_') ? 'invalid image' : (SHORT[code] ?? 'failed');
+  const text = SHORT[code] ?? (code.startsWith('IMAGE_') ? 'invalid image' : 'failed');
   return { fill: 'red', shape: 'ring', text };
 }

@@ -1,0 +1,183 @@
+/**
+ * Protocol v2 on one connection: OTA Command requests and their answers,
+ * the device's ACK / RESYNC / FAILED events, and the windowed stream.
+ */
+import { DeviceError, ProtocolError } from '../errors';
+import { Command, Status, statusName } from '../protocol/constants';
+import {
+  BeginAnswer,
+  BeginRequest,
+  CommandNotification,
+  decodeBeginAnswer,
+  decodeInfo,
+  decodeNotification,
+  DeviceInfoV2,
+  encodeBegin,
+  encodeCommand,
+  encodeStreamPacket,
+} from '../protocol/v2-codec';
+import type { Link } from './link';
+import type { NobleCharacteristic } from './noble-types';
+
+type StreamEvent = Extract<CommandNotification, { kind: 'ack' | 'resync' | 'failed' }>;
+
+const COMMAND_NAMES: Record<number, string> = {
+  0: 'the transfer',
+  [Command.BEGIN]: 'BEGIN',
+  [Command.END]: 'END',
+  [Command.RESTART]: 'RESTART',
+  [Command.ABORT]: 'ABORT',
+  [Command.CONFIRM]: 'CONFIRM',
+};
+
+/** An answer whose status is not OK. */
+export class CommandRefused extends Error {
+  constructor(readonly opcode: number, readonly status: number) {
+    super(`${COMMAND_NAMES[opcode] ?? opcode} answered ${statusName(status)}`);
+  }
+}
+
+export interface StreamProgress {
+  acked: number;
+  total: number;
+}
+
+export interface StreamStats {
+  packets: number;
+  /** Packets sent again after a RESYNC or a stalled window. */
+  resent: number;
+}
+
+export class V2Session {
+  private readonly answers: Array<{ opcode: number; status: number; body: Buffer }> = [];
+  private readonly events: StreamEvent[] = [];
+  private wake: (() => void) | undefined;
+  private readonly onData = (data: Buffer, isNotification: boolean) => {
+    if (!isNotification || data.length === 0) return;
+    const n = decodeNotification(data);
+    if (n.kind === 'answer') this.answers.push(n);
+    else if (n.kind !== 'unknown') this.events.push(n);
+    this.wake?.();
+  };
+
+  constructor(
+    readonly link: Link,
+    private readonly chars: { info: NobleCharacteristic; command: NobleCharacteristic; stream: NobleCharacteristic },
+    private readonly mtu: number,
+  ) {
+    chars.command.on('data', this.onData);
+  }
+
+  async readInfo(): Promise<DeviceInfoV2> {
+    const value = await this.link.read(this.chars.info, 'OTA Info');
+    try {
+      return decodeInfo(value);
+    } catch (err) {
+      throw new ProtocolError('PROTOCOL_ERROR', `the device's OTA Info could not be read: ${(err as Error).message}`);
+    }
+  }
+
+  subscribe(): Promise<void> {
+    return this.link.subscribe(this.chars.command, 'OTA Command notifications');
+  }
+
+  /** Writes a request and waits for its answer; throws CommandRefused unless it is OK. */
+  async request(opcode: number, value: Buffer, timeoutMs: number): Promise<Buffer> {
+    const name = COMMAND_NAMES[opcode] ?? `command 0x${opcode.toString(16)}`;
+    // Answers to earlier requests that nobody awaited (e.g. after a timeout) are stale.
+    this.answers.length = 0;
+    await this.link.write(this.chars.command, value, name);
+    const answer = await this.link.wait<{ status: number; body: Buffer }>(`the answer to ${name}`, timeoutMs, (resolve) => {
+      const take = () => {
+        const i = this.answers.findIndex((a) => a.opcode === opcode);
+        if (i >= 0) resolve(this.answers.splice(i, 1)[0]);
+      };
+      this.wake = take;
+      take();
+      return () => {
+        this.wake = undefined;
+      };
+    });
+    if (answer.status !== Status.OK) throw new CommandRefused(opcode, answer.status);
+    return answer.body;
+  }
+
+  async begin(req: BeginRequest, timeoutMs: number): Promise<BeginAnswer> {
+    const body = await this.request(Command.BEGIN, encodeBegin(req), timeoutMs);
+    return decodeBeginAnswer(body);
+  }
+
+  async command(opcode: number, timeoutMs: number): Promise<void> {
+    await this.request(opcode, encodeCommand(opcode), timeoutMs);
+  }
+
+  /**
+   * Streams image[start..] with at most `window` bytes beyond the last ACK.
+   * A RESYNC rewinds to the offset the device expects; a window that gets no
+   * ACK within stallMs is sent again from the last ACK, twice at most.
+   */
+  async stream(
+    image: Buffer,
+    start: number,
+    window: number,
+    maxPacket: number,
+    stallMs: number,
+    onProgress: (p: StreamProgress) => void,
+  ): Promise<StreamStats> {
+    const chunk = Math.min(maxPacket, this.mtu - 3) - 4;
+    if (chunk < 1) throw new DeviceError('CONNECT_FAILED', `the ATT MTU (${this.mtu}) is too small for OTA Stream packets`);
+    this.events.length = 0;
+    let acked = start;
+    let next = start;
+    let highest = start; // end of the furthest packet ever sent, to count resends
+    const stats: StreamStats = { packets: 0, resent: 0 };
+    let stalls = 0;
+    while (acked < image.length) {
+      while (next < image.length && next - acked < window) {
+        const end = Math.min(next + chunk, image.length);
+        this.link.check();
+        // Write Command: noble reports nothing back, so nothing is awaited.
+        this.chars.stream.write(encodeStreamPacket(next, image.subarray(next, end)), true);
+        stats.packets++;
+        if (end <= highest) stats.resent++;
+        highest = Math.max(highest, end);
+        next = end;
+      }
+      let event: StreamEvent;
+      try {
+        event = await this.nextEvent(stallMs);
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'GATT_TIMEOUT' || ++stalls > 2) throw err;
+        next = acked; // nothing came back: send the window again
+        continue;
+      }
+      if (event.kind === 'failed') throw new CommandRefused(0, event.status); // the device aborted the transfer
+      stalls = 0;
+      if (event.offset > acked) {
+        acked = Math.min(event.offset, image.length);
+        onProgress({ acked, total: image.length });
+      }
+      if (event.kind === 'resync') next = Math.max(event.offset, acked);
+      if (next < acked) next = acked;
+    }
+    return stats;
+  }
+
+  private nextEvent(timeoutMs: number): Promise<StreamEvent> {
+    return this.link.wait<StreamEvent>('an acknowledgement from the device', timeoutMs, (resolve) => {
+      const take = () => {
+        const e = this.events.shift();
+        if (e) resolve(e);
+      };
+      this.wake = take;
+      take();
+      return () => {
+        this.wake = undefined;
+      };
+    });
+  }
+
+  dispose(): void {
+    this.chars.command.off('data', this.onData);
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * An update in protocol v2: check the device's OTA Info, BEGIN, stream with
+ * a window, resume after a lost link, END, RESTART, then reconnect to the
+ * restarted device and confirm the new image (docs/PROTOCOL.md).
+ */
+import { createHash } from 'node:crypto';
+import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
+import { chipName } from '../image/esp-chips';
+import type { EspImage } from '../image/esp-image';
+import { BeginFlag, Command, RESTART_DELAY_MS, RunningState, Status, statusName } from '../protocol/constants';
+import type { BleOtaClient, OtaConnection, Timeouts, UpdateOptions } from './ota-client';
+import { CommandRefused } from './v2-session';
+
+export interface V2Result {
+  mtu: number;
+  packetSize: number;
+  packets: number;
+  transferMs: number;
+  restarted: boolean;
+  confirmed: boolean;
+  runningVersion: string | undefined;
+  resumes: number;
+}
+
+export async function uploadV2(
+  client: BleOtaClient,
+  first: OtaConnection,
+  image: EspImage,
+  options: UpdateOptions,
+  timeouts: Timeouts,
+): Promise<V2Result> {
+  const data = options.image;
+  const onProgress = options.onProgress ?? (() => undefined);
+  const address = first.peripheral.address;
+  const reconnect = () => client.connect({ address }, { signal: options.signal, timeouts });
+  let conn = first;
+  const opened: OtaConnection[] = [];
+  try {
+    const info = await conn.v2!.readInfo();
+    if (info.chipId !== image.chipId) {
+      throw new ImageError(
+        'IMAGE_WRONG_CHIP',
+        `the image is built for the ${chipName(image.chipId)}, but the device is an ${chipName(info.chipId)}; build the app for the device's chip (idf.py set-target)`,
+      );
+    }
+    if (data.length > info.slotSize) {
+      throw new ImageError(
+        'IMAGE_TOO_LARGE',
+        `the image (${data.length} bytes) does not fit the device's OTA slot (${info.slotSize} bytes); make the app smaller or give the slots more room in the partition table`,
+      );
+    }
+
+    const begin = {
+      size: data.length,
+      sha256: createHash('sha256').update(data).digest(),
+      chipId: image.chipId,
+      flags: options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM,
+    };
+    const attempts = options.resumeAttempts ?? 3;
+    let resumes = 0;
+    let packets = 0;
+    let packetSize = 0;
+    const transferStarted = Date.now();
+    for (;;) {
+      const v2 = conn.v2!;
+      try {
+        await v2.subscribe();
+        const answer = await v2.begin(begin, timeouts.gattMs);
+        packetSize = Math.min(answer.maxPacket, conn.mtu - 3) - 4;
+        const stats = await v2.stream(data, answer.offset, answer.window, answer.maxPacket, timeouts.gattMs, ({ acked, total }) =>
+          onProgress({
+            phase: 'uploading',
+            bytesSent: acked,
+            totalBytes: total,
+            percent: Math.floor((acked * 100) / total),
+            bytesPerSecond: Math.round(acked / Math.max((Date.now() - transferStarted) / 1000, 0.001)),
+          }),
+        );
+        packets += stats.packets;
+        onProgress({ phase: 'verifying', ...done(data.length, transferStarted) });
+        await v2.command(Command.END, timeouts.verifyMs);
+        break;
+      } catch (err) {
+        const lost = err instanceof BleOtaError && err.code === 'DISCONNECTED';
+        if (!lost || resumes >= attempts || options.signal?.aborted) throw err;
+        resumes++;
+        onProgress({ phase: 'resuming', ...done(0, transferStarted), totalBytes: data.length });
+        await conn.close();
+        conn = await reconnect();
+        opened.push(conn);
+        if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after reconnecting, the device no longer offers protocol v2');
+      }
+    }
+    const transferMs = Date.now() - transferStarted;
+
+    onProgress({ phase: 'restarting', ...done(data.length, transferStarted) });
+    await conn.v2!.command(Command.RESTART, timeouts.gattMs);
+    conn.link.expectDisconnect();
+    const restarted = await conn.link.awaitDisconnect(timeouts.restartMs + RESTART_DELAY_MS);
+
+    onProgress({ phase: 'confirming', ...done(data.length, transferStarted) });
+    const after = await reconnectAfterRestart(reconnect);
+    opened.push(after);
+    const confirmed = await confirmNewImage(after, image, options.confirm ?? 'client', timeouts);
+    return {
+      mtu: conn.mtu,
+      packetSize,
+      packets,
+      transferMs,
+      restarted,
+      confirmed: confirmed.ok,
+      runningVersion: confirmed.version,
+      resumes,
+    };
+  } catch (err) {
+    throw err instanceof CommandRefused ? refusalError(err, data.length) : err;
+  } finally {
+    for (const c of opened) await c.close();
+  }
+}
+
+function done(sent: number, started: number) {
+  return {
+    bytesSent: sent,
+    totalBytes: sent,
+    percent: 100,
+    bytesPerSecond: Math.round(sent / Math.max((Date.now() - started) / 1000, 0.001)),
+  };
+}
+
+async function reconnectAfterRestart(reconnect: () => Promise<OtaConnection>): Promise<OtaConnection> {
+  try {
+    return await reconnect();
+  } catch (err) {
+    if (err instanceof BleOtaError && err.code === 'CANCELLED') throw err;
+    throw new DeviceError(
+      'CONFIRM_FAILED',
+      `the device did not come back after its restart (${(err as Error).message}); unless a client confirms the new image, the device returns to its previous firmware`,
+      { cause: err },
+    );
+  }
+}
+
+/** Checks that the device runs the new image, and confirms it (client mode) or waits for the device to. */
+async function confirmNewImage(
+  conn: OtaConnection,
+  image: EspImage,
+  mode: 'client' | 'device',
+  timeouts: Timeouts,
+): Promise<{ ok: boolean; version: string }> {
+  if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after its restart, the device no longer offers protocol v2');
+  const expected = image.appDesc.version;
+  let info = await conn.v2.readInfo();
+  const runsNew = () => info.app.version === expected && info.app.projectName === image.appDesc.projectName;
+  if (mode === 'client') {
+    if (!runsNew() || info.runningState !== RunningState.PENDING_VERIFY) {
+      throw new DeviceError(
+        'ROLLED_BACK',
+        `after its restart the device runs ${info.app.projectName} ${info.app.version} (${runningStateName(info.runningState)}), not the new ${image.appDesc.projectName} ${expected}: the new image did not pass its self-test and was rolled back`,
+      );
+    }
+    await conn.confirm();
+    info = await conn.v2.readInfo();
+    return { ok: info.runningState === RunningState.VALID, version: info.app.version };
+  }
+  // The device confirms itself once its self-test passed: give it the time.
+  const deadline = Date.now() + timeouts.verifyMs;
+  while (info.runningState === RunningState.PENDING_VERIFY && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    info = await conn.v2.readInfo();
+  }
+  if (!runsNew()) {
+    throw new DeviceError(
+      'ROLLED_BACK',
+      `after its restart the device runs ${info.app.projectName} ${info.app.version}, not the new ${image.appDesc.projectName} ${expected}: it returned to its previous firmware`,
+    );
+  }
+  return { ok: info.runningState === RunningState.VALID, version: info.app.version };
+}
+
+function runningStateName(state: number): string {
+  return state === RunningState.VALID ? 'confirmed' : state === RunningState.PENDING_VERIFY ? 'pending verify' : 'state unknown';
+}
+
+/** The client's error for a status the device answered. */
+export function refusalError(err: CommandRefused, size: number): BleOtaError {
+  const what = err.message;
+  switch (err.status) {
+    case Status.TOO_LARGE:
+      return new ImageError('IMAGE_TOO_LARGE', `the image (${size} bytes) does not fit the device's OTA slot (${what})`);
+    case Status.WRONG_CHIP:
+      return new ImageError('IMAGE_WRONG_CHIP', `the device says the image is for another chip (${what}); build it for the device's chip`);
+    case Status.PENDING_CONFIRM:
+      return new ProtocolError(
+        'REQUEST_REFUSED',
+        `the device's running image still awaits confirmation (${what}); confirm it, or restart the device to return to the previous image, then update again`,
+      );
+    case Status.FLASH_ERROR:
+      return new ProtocolError('TRANSFER_FAILED', `the device could not write its flash (${what}); the old firmware stays. Retry; if it persists, check the device's flash and partition table`);
+    case Status.HASH_MISMATCH:
+      return new ProtocolError('DEVICE_REJECTED_IMAGE', `what the device received does not match the image's SHA-256 (${what}); the old firmware stays. Retry the update`);
+    case Status.INVALID_IMAGE:
+      return new ProtocolError('DEVICE_REJECTED_IMAGE', `the device's validation rejected the image (${what}); the old firmware stays. Check that it was built for this device`);
+    default:
+      return new ProtocolError('PROTOCOL_ERROR', `the device refused a step of the update (${what}); status ${statusName(err.status)}`);
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Encoding and decoding of protocol v2 messages (docs/PROTOCOL.md). Pure
+ * functions: no I/O, so every byte layout is tested on its own.
+ */
+import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, STREAM_HEADER } from './constants';
+
+export interface DeviceInfoV2 {
+  infoVersion: number;
+  protocol: number;
+  features: number;
+  chipId: number;
+  chipRevision: number;
+  slotSize: number;
+  maxPacket: number;
+  window: number;
+  runningState: number;
+  lastStatus: number;
+  transferState: number;
+  transferOffset: number;
+  transferSha256: Buffer;
+  app: {
+    secureVersion: number;
+    version: string;
+    projectName: string;
+    idfVersion: string;
+    date: string;
+    time: string;
+  };
+}
+
+function cString(buf: Buffer, offset: number, length: number): string {
+  const field = buf.subarray(offset, offset + length);
+  const end = field.indexOf(0);
+  return field.subarray(0, end < 0 ? field.length : end).toString('utf8');
+}
+
+/** Decodes OTA Info; throws RangeError when the value is too short for its version. */
+export function decodeInfo(value: Buffer): DeviceInfoV2 {
+  if (value.length < INFO_SIZE) {
+    throw new RangeError(`OTA Info is ${value.length} bytes, expected at least ${INFO_SIZE}`);
+  }
+  return {
+    infoVersion: value[0],
+    protocol: value[1],
+    features: value.readUInt16LE(2),
+    chipId: value.readUInt16LE(4),
+    chipRevision: value.readUInt16LE(6),
+    slotSize: value.readUInt32LE(8),
+    maxPacket: value.readUInt16LE(12),
+    window: value.readUInt16LE(14),
+    runningState: value[16],
+    lastStatus: value[17],
+    transferState: value[18],
+    transferOffset: value.readUInt32LE(20),
+    transferSha256: Buffer.from(value.subarray(24, 56)),
+    app: {
+      secureVersion: value.readUInt32LE(56),
+      version: cString(value, 60, 32),
+      projectName: cString(value, 92, 32),
+      idfVersion: cString(value, 124, 32),
+      date: cString(value, 156, 16),
+      time: cString(value, 172, 16),
+    },
+  };
+}
+
+export interface BeginRequest {
+  size: number;
+  sha256: Buffer;
+  chipId: number;
+  flags: number;
+}
+
+export function encodeBegin(req: BeginRequest): Buffer {
+  if (req.sha256.length !== 32) throw new RangeError('sha256 must be 32 bytes');
+  const buf = Buffer.alloc(BEGIN_SIZE);
+  buf[0] = Command.BEGIN;
+  buf.writeUInt32LE(req.size, 1);
+  req.sha256.copy(buf, 5);
+  buf.writeUInt16LE(req.chipId, 37);
+  buf.writeUInt16LE(req.flags, 39);
+  return buf;
+}
+
+export function encodeCommand(opcode: number): Buffer {
+  return Buffer.from([opcode]);
+}
+
+/** One OTA Stream packet: the offset, then the bytes. */
+export function encodeStreamPacket(offset: number, data: Buffer): Buffer {
+  const buf = Buffer.allocUnsafe(STREAM_HEADER + data.length);
+  buf.writeUInt32LE(offset, 0);
+  data.copy(buf, STREAM_HEADER);
+  return buf;
+}
+
+export type CommandNotification =
+  | { kind: 'answer'; opcode: number; status: number; body: Buffer }
+  | { kind: 'ack'; offset: number }
+  | { kind: 'resync'; offset: number }
+  | { kind: 'failed'; status: number; offset: number }
+  | { kind: 'unknown'; raw: Buffer };
+
+export function decodeNotification(value: Buffer): CommandNotification {
+  const type = value[0];
+  if (type === Event.ACK && value.length >= 5) return { kind: 'ack', offset: value.readUInt32LE(1) };
+  if (type === Event.RESYNC && value.length >= 5) return { kind: 'resync', offset: value.readUInt32LE(1) };
+  if (type === Event.FAILED && value.length >= 6) {
+    return { kind: 'failed', status: value[1], offset: value.readUInt32LE(2) };
+  }
+  if (value.length >= 2 && type & ANSWER && type < Event.ACK) {
+    return { kind: 'answer', opcode: type & ~ANSWER, status: value[1], body: Buffer.from(value.subarray(2)) };
+  }
+  return { kind: 'unknown', raw: Buffer.from(value) };
+}
+
+export interface BeginAnswer {
+  offset: number;
+  window: number;
+  maxPacket: number;
+}
+
+export function decodeBeginAnswer(body: Buffer): BeginAnswer {
+  if (body.length < 8) throw new RangeError(`BEGIN answer has ${body.length} bytes of fields, expected 8`);
+  return { offset: body.readUInt32LE(0), window: body.readUInt16LE(4), maxPacket: body.readUInt16LE(6) };
+}
