@@ -136,8 +136,7 @@ export class V2Session {
       while (next < image.length && next - acked < window) {
         const end = Math.min(next + chunk, image.length);
         this.link.check();
-        // Write Command: noble reports nothing back, so nothing is awaited.
-        this.chars.stream.write(encodeStreamPacket(next, image.subarray(next, end)), true);
+        this.sendPacket(next, image.subarray(next, end));
         stats.packets++;
         if (end <= highest) stats.resent++;
         highest = Math.max(highest, end);
@@ -163,7 +162,13 @@ export class V2Session {
     return stats;
   }
 
-  private nextEvent(timeoutMs: number): Promise<StreamEvent> {
+  /** Sends one OTA Stream packet (Write Command: nothing comes back). */
+  sendPacket(offset: number, data: Buffer): void {
+    this.chars.stream.write(encodeStreamPacket(offset, data), true);
+  }
+
+  /** The next ACK, RESYNC or FAILED event. */
+  nextEvent(timeoutMs: number): Promise<StreamEvent> {
     return this.link.wait<StreamEvent>('an acknowledgement from the device', timeoutMs, (resolve) => {
       const take = () => {
         const e = this.events.shift();

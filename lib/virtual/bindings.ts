@@ -10,6 +10,11 @@
  * - a Write Request the device answers with an ATT error emits nothing, so
  *   the writer's callback never fires (clients need a timeout);
  * - a read that fails emits 'read' with an empty buffer.
+ *
+ * For tests, the bindings also emit what crosses the air: 'air-write'
+ * (address, characteristic UUID, data, withoutResponse) and 'air-notify'
+ * (address, characteristic UUID, data); and dropLink() breaks a connection
+ * the way a device walking out of range does.
  */
 import { EventEmitter } from 'node:events';
 import { nobleUuid } from '../protocol/constants';
@@ -56,6 +61,7 @@ export class VirtualBindings extends EventEmitter {
       onNotify: (uuid, data) => {
         const chr = device.characteristics.find((c) => c.uuid === uuid);
         if (link.connected && chr) {
+          this.emit('air-notify', device.address, uuid, data);
           this.emit('read', id, nobleUuid(chr.service), nobleUuid(uuid), data, true);
         }
       },
@@ -81,6 +87,15 @@ export class VirtualBindings extends EventEmitter {
     device.off('disconnected', link.onDisconnected);
     link.onDisconnected(0x08); // connection timeout: the device went out of range
     this.links.delete(id);
+  }
+
+  /** Breaks the device's connection as a radio link loss does: both ends see a disconnect. */
+  dropLink(device: VirtualEsp32): void {
+    const link = this.links.get(peripheralId(device.address));
+    if (!link || !link.connected) return;
+    link.connected = false;
+    void device.disconnect().catch(() => undefined);
+    this.emit('disconnect', peripheralId(device.address), 0x08); // connection timeout
   }
 
   get devices(): VirtualEsp32[] {
@@ -218,6 +233,7 @@ export class VirtualBindings extends EventEmitter {
     const link = this.connectedLink(id);
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
+    this.emit('air-write', link.device.address, chr.uuid, data, withoutResponse);
     link.device.write(chr.uuid, data, withoutResponse).then(
       () => this.emit('write', id, serviceUuid, characteristicUuid),
       // An ATT error response: noble's HCI bindings emit nothing for it.

@@ -19,8 +19,27 @@ export interface VirtualDeviceOptions {
   slotSize?: number;
   /** The device's preferred ATT MTU (default 517). */
   mtu?: number;
-  /** Delay between DONE_ACK and the restart (default 500 ms). */
+  /** Delay between DONE_ACK / RESTART and the restart (default 500 ms). */
   restartDelayMs?: number;
+  /** `seed`: serve only the seed protocol, as a device running the seed's firmware (default: both). */
+  protocol?: 'seed' | 'v2';
+  /** ESP image chip id of the device (default 0, ESP32). */
+  chipId?: number;
+  /** v2 window in bytes (default 16384). */
+  window?: number;
+  /** A suspended v2 transfer is aborted after this (default 60 s). */
+  abandonTimeoutMs?: number;
+  /** A new image awaiting CONFIRM is rolled back after this (default 300 s). */
+  confirmWindowMs?: number;
+}
+
+/** What the device received since it started (ATT operations and stream bytes). */
+export interface VirtualDeviceStats {
+  writes: number;
+  writeCmds: number;
+  reads: number;
+  notifies: number;
+  streamBytes: number;
 }
 
 export interface VirtualCharacteristic {
@@ -36,6 +55,8 @@ export interface VirtualDeviceState {
   boot: string;
   slots: Record<string, { state: SlotState; size: number }>;
   transfer: string;
+  /** The running image waits for a client's CONFIRM. */
+  confirm: boolean;
 }
 
 /** An ATT error returned by the virtual device. */
@@ -82,6 +103,11 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.slotSize) args.push('--slot-size', String(options.slotSize));
     if (options.mtu) args.push('--mtu', String(options.mtu));
     if (options.restartDelayMs !== undefined) args.push('--restart-delay-ms', String(options.restartDelayMs));
+    if (options.protocol) args.push('--protocol', options.protocol);
+    if (options.chipId !== undefined) args.push('--chip-id', String(options.chipId));
+    if (options.window !== undefined) args.push('--window', String(options.window));
+    if (options.abandonTimeoutMs !== undefined) args.push('--abandon-timeout-ms', String(options.abandonTimeoutMs));
+    if (options.confirmWindowMs !== undefined) args.push('--confirm-window-ms', String(options.confirmWindowMs));
     const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const device = new VirtualEsp32(child);
     await device.attach();
@@ -216,17 +242,25 @@ export class VirtualEsp32 extends EventEmitter {
   }
 
   async state(): Promise<VirtualDeviceState> {
-    const kv = new Map<string, string>();
-    for (const pair of (await this.request('state')).split(' ')) {
-      const eq = pair.indexOf('=');
-      if (eq > 0) kv.set(pair.slice(0, eq), pair.slice(eq + 1));
-    }
+    const kv = parsePairs(await this.request('state'));
     const slots: VirtualDeviceState['slots'] = {};
     for (const slot of ['ota_0', 'ota_1']) {
       const [state, size] = (kv.get(slot) ?? 'empty:0').split(':');
       slots[slot] = { state: state as SlotState, size: Number(size) };
     }
-    return { running: kv.get('running') ?? '', boot: kv.get('boot') ?? '', slots, transfer: kv.get('transfer') ?? '' };
+    return {
+      running: kv.get('running') ?? '',
+      boot: kv.get('boot') ?? '',
+      slots,
+      transfer: kv.get('transfer') ?? '',
+      confirm: kv.get('confirm') === '1',
+    };
+  }
+
+  async stats(): Promise<VirtualDeviceStats> {
+    const kv = parsePairs(await this.request('stats'));
+    const n = (k: string) => Number(kv.get(k) ?? 0);
+    return { writes: n('writes'), writeCmds: n('write-cmds'), reads: n('reads'), notifies: n('notifies'), streamBytes: n('stream-bytes') };
   }
 
   /** Raw bytes of a slot. */
@@ -255,6 +289,15 @@ export function addressFromName(name: string): string {
   for (const c of Buffer.from(name)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
   const bytes = [0x24, 0x0a, 0xc4, (h >>> 16) & 0xff, (h >>> 8) & 0xff, h & 0xff];
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+function parsePairs(line: string): Map<string, string> {
+  const kv = new Map<string, string>();
+  for (const pair of line.split(' ')) {
+    const eq = pair.indexOf('=');
+    if (eq > 0) kv.set(pair.slice(0, eq), pair.slice(eq + 1));
+  }
+  return kv;
 }
 
 function splitOnce(s: string): [string, string] {
