@@ -70,7 +70,10 @@ describe('ble-ota-upload node', function () {
     assert.equal(payload.image.version, '1.4.2');
     assert.equal(payload.bytes, image.length);
     assert.ok(payload.durationMs > 0 && payload.bytesPerSecond > 0);
-    assert.deepEqual(lastStatus(nodes.up), { fill: 'green', shape: 'dot', text: 'updated 1.4.2' });
+    assert.deepEqual(lastStatus(nodes.up), { fill: 'green', shape: 'dot', text: 'confirmed 1.4.2' });
+    assert.equal(payload.protocol, 'v2');
+    assert.equal(payload.confirmed, true);
+    assert.equal(payload.runningVersion, '1.4.2');
 
     const device: VirtualEsp32 = await sharedVirtualRadio().ensureDevice('node-test-1mb');
     const state = await eventually(() => device.state(), (s) => s.running === 'ota_1' && s.transfer === 'idle', 5000, 'boot of ota_1');

@@ -1,6 +1,8 @@
 /**
- * End to end: the OTA client, through noble (with-bindings) and the virtual
- * bindings, to a virtual ESP32 running the firmware's OTA core.
+ * End to end in the seed protocol: the OTA client, through noble
+ * (with-bindings) and the virtual bindings, to a virtual ESP32 running the
+ * firmware's OTA core. The device speaks both protocols; the client is told
+ * to use the seed's, as the seed's own Python client would.
  */
 import { strict as assert } from 'node:assert';
 import { BleOtaClient, Progress } from '../lib/client/ota-client';
@@ -16,7 +18,7 @@ async function bootedSlot(device: VirtualEsp32, slot: string) {
   return eventually(() => device.state(), (s) => s.running === slot && s.transfer === 'idle', 5000, `booting ${slot}`);
 }
 
-describe('end to end through noble and the virtual ESP32 (seed protocol)', function () {
+describe('seed protocol end to end through noble and the virtual ESP32', function () {
   let radio: VirtualRadio;
   let device: VirtualEsp32;
   let client: BleOtaClient;
@@ -36,7 +38,7 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
     const image = buildAppImage({ size: MB, projectName: 'e2e', version: '2.0.0', seed: 7 });
     const progress: Progress[] = [];
 
-    const result = await client.update({ target: { name: 'e2e-esp32' }, image, onProgress: (p) => progress.push(p) });
+    const result = await client.update({ target: { name: 'e2e-esp32' }, image, protocol: 'seed', onProgress: (p) => progress.push(p) });
 
     assert.equal(result.restarted, true);
     assert.equal(result.image.version, '2.0.0');
@@ -59,7 +61,7 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
 
   it('reads the new firmware revision after the restart', async () => {
     const image = buildAppImage({ size: 64 * 1024, projectName: 'e2e', version: '3.1.4', seed: 8 });
-    await client.update({ target: { name: 'e2e-esp32' }, image });
+    await client.update({ target: { name: 'e2e-esp32' }, image, protocol: 'seed' });
     await eventually(() => device.state(), (s) => s.transfer === 'idle' && s.slots[s.running].size === image.length, 5000, 'restart');
     const connection = await client.connect({ name: 'e2e-esp32' });
     try {
@@ -92,6 +94,7 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
       client.update({
         target: { name: 'e2e-esp32' },
         image,
+        protocol: 'seed',
         signal: abort.signal,
         onProgress: (p) => p.percent >= 50 && abort.abort(),
       }),
@@ -101,7 +104,7 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
     assert.equal(mid.running, before.running);
     assert.equal(mid.boot, before.boot);
 
-    const result = await client.update({ target: { name: 'e2e-esp32' }, image });
+    const result = await client.update({ target: { name: 'e2e-esp32' }, image, protocol: 'seed' });
     assert.equal(result.restarted, true);
   });
 
@@ -113,6 +116,7 @@ describe('end to end through noble and the virtual ESP32 (seed protocol)', funct
       client.update({
         target: { name: 'e2e-esp32' },
         image,
+        protocol: 'seed',
         onProgress: (p) => {
           if (p.percent >= 30 && !cut) {
             cut = true;

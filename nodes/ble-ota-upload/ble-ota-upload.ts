@@ -7,7 +7,7 @@
  * done(err). Closing the node cancels the upload, and the device discards
  * what it received.
  */
-import type { Progress, UpdateResult } from '../../lib/client/ota-client';
+import type { ConfirmMode, Progress, UpdateResult } from '../../lib/client/ota-client';
 import { BleOtaError } from '../../lib/errors';
 import { validateImage } from '../../lib/image/validate';
 import type { DeviceNode } from '../ble-ota-device/device-node';
@@ -16,6 +16,8 @@ import { statusForError, statusForProgress, statusForResult } from './status';
 
 interface UploadNodeDef extends NodeDef {
   device: string;
+  /** Who confirms the new image: the client after the restart, or the device itself. */
+  confirm?: ConfirmMode;
 }
 
 interface Job {
@@ -69,7 +71,9 @@ export = function register(RED: RED): void {
         try {
           const result = await upload(config, job.msg, abort.signal);
           node.status(statusForResult(result));
-          node.log(`updated ${result.device.name ?? result.device.address} to ${result.image.project} ${result.image.version} in ${(result.durationMs / 1000).toFixed(1)} s`);
+          node.log(
+            `updated ${result.device.name ?? result.device.address} to ${result.image.project} ${result.image.version} in ${(result.durationMs / 1000).toFixed(1)} s (${result.protocol}${result.confirmed ? ', confirmed' : ''})`,
+          );
           job.msg.payload = result;
           job.send(job.msg);
           job.done();
@@ -93,6 +97,7 @@ export = function register(RED: RED): void {
         target,
         image: msg.payload as Buffer,
         signal,
+        confirm: def.confirm === 'device' ? 'device' : 'client',
         onProgress: (p: Progress) => node.status(statusForProgress(p)),
       });
     }
