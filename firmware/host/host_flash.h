@@ -1,7 +1,7 @@
 /*
  * Emulated flash of the virtual ESP32: two OTA slots (ota_0, ota_1) and the
  * OTA data the bootloader reads (boot slot, per-slot image state and
- * validated length).
+ * validated length), with the firmware's confirm-required flag.
  *
  * Stricter than NOR flash, like MCUboot's simflash: erases are whole 4 KiB
  * sectors, writes stay inside one slot and only program erased (0xFF)
@@ -47,6 +47,9 @@ typedef struct {
     /* OTA data */
     int boot_slot;
     host_slot_info_t slot[HOST_FLASH_SLOTS];
+    /* The selected image waits for a client's CONFIRM (protocol v2). The
+     * ESP32 keeps it in flash too (NVS), so restarts and power cuts keep it. */
+    bool confirm_required;
     /* Fault injection: the write that brings this to 0 fails (0 = off). */
     uint32_t fail_countdown;
     uint32_t writes;

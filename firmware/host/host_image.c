@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "sha256.h"
+#include "ble_ota_sha256.h"
 
 #define CHECKSUM_INITIAL 0xEF
 #define MMU_PAGE_SIZE    0x10000u
@@ -183,8 +183,8 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
             set_why(why, why_len, "appended hash beyond the data (offset %zu)", padded);
             return HOST_IMAGE_ERR_TRUNCATED;
         }
-        uint8_t digest[SHA256_DIGEST_LEN];
-        sha256(data, padded, digest);
+        uint8_t digest[BLE_OTA_SHA256_LEN];
+        ble_ota_sha256(data, padded, digest);
         if (memcmp(digest, data + padded, HOST_IMAGE_HASH_LEN) != 0) {
             set_why(why, why_len, "image hash failed, image is corrupt");
             return HOST_IMAGE_ERR_HASH;
@@ -206,17 +206,34 @@ copy_field(char *out, const uint8_t *field, size_t field_len)
 }
 
 bool
-host_image_app_desc(const uint8_t *data, size_t len, char version[33], char project[33])
+host_image_read_app_desc(const uint8_t *data, size_t len, host_app_desc_t *desc)
 {
-    version[0] = '\0';
-    project[0] = '\0';
+    memset(desc, 0, sizeof(*desc));
     if (len < HOST_APP_DESC_OFFSET + HOST_APP_DESC_LEN ||
         get_le32(data + HOST_APP_DESC_OFFSET) != HOST_APP_DESC_MAGIC) {
         return false;
     }
-    copy_field(version, data + HOST_APP_DESC_OFFSET + 16, 32);
-    copy_field(project, data + HOST_APP_DESC_OFFSET + 48, 32);
+    /* esp_app_desc_t: magic, secure_version, reserved[2], version[32],
+     * project_name[32], time[16], date[16], idf_ver[32], ... */
+    const uint8_t *d = data + HOST_APP_DESC_OFFSET;
+    desc->secure_version = get_le32(d + 4);
+    copy_field(desc->version, d + 16, 32);
+    copy_field(desc->project_name, d + 48, 32);
+    copy_field(desc->time, d + 80, 16);
+    copy_field(desc->date, d + 96, 16);
+    copy_field(desc->idf_version, d + 112, 32);
     return true;
+}
+
+bool
+host_image_app_desc(const uint8_t *data, size_t len, char version[33], char project[33])
+{
+    host_app_desc_t desc;
+    const bool found = host_image_read_app_desc(data, len, &desc);
+
+    memcpy(version, desc.version, sizeof(desc.version));
+    memcpy(project, desc.project_name, sizeof(desc.project_name));
+    return found;
 }
 
 static size_t
@@ -274,7 +291,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
     put_string(desc + 96, 16, "Jan  1 2025");
     put_string(desc + 112, 32, "v5.3-virtual");
     /* A stand-in for the ELF hash, so two versions differ there too. */
-    sha256(spec->version == NULL ? "" : spec->version,
+    ble_ota_sha256(spec->version == NULL ? "" : spec->version,
            spec->version == NULL ? 0 : strlen(spec->version), desc + 144);
 
     /* Segment 1: payload from a xorshift generator, so images of different
@@ -302,7 +319,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
     const size_t padded = total - (spec->hash_appended ? HOST_IMAGE_HASH_LEN : 0);
     out[padded - 1] = checksum;
     if (spec->hash_appended) {
-        sha256(out, padded, out + padded);
+        ble_ota_sha256(out, padded, out + padded);
     }
     return total;
 }

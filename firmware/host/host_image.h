@@ -60,6 +60,19 @@ const char *host_image_err_name(host_image_err_t err);
  * (each up to 32 characters). False when there is no descriptor. */
 bool host_image_app_desc(const uint8_t *data, size_t len, char version[33], char project[33]);
 
+/* The app descriptor's fields (esp_app_desc_t), strings NUL-terminated. */
+typedef struct {
+    uint32_t secure_version;
+    char version[33];
+    char project_name[33];
+    char time[17];
+    char date[17];
+    char idf_version[33];
+} host_app_desc_t;
+
+/* All of the descriptor; false (and *desc zeroed) when there is none. */
+bool host_image_read_app_desc(const uint8_t *data, size_t len, host_app_desc_t *desc);
+
 /* A synthetic app for ESP32 (or another chip id): a DROM segment holding
  * the app descriptor, and a second segment of payload_len pseudo-random
  * bytes (rounded up to 4) derived from seed. */

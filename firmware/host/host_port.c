@@ -7,11 +7,14 @@
  * erased as data reaches them, the first byte must be the image magic,
  * end validates the image, set_boot marks it new.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
 #include "host_port.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "host_image.h"
 
@@ -273,6 +276,72 @@ port_rollback(void *ctx)
 }
 
 static void
+port_device_info(void *ctx, ble_ota_device_info_t *out)
+{
+    const host_dev_t *dev = ctx;
+    host_app_desc_t desc;
+
+    memset(out, 0, sizeof(*out));
+    out->chip_id = dev->chip_id;
+    out->chip_revision = dev->chip_revision;
+    if (dev->running < 0) {
+        return; /* nothing runs: no slot to update either */
+    }
+    /* Both slots have the same size; the next update goes to the other. */
+    out->slot_size = dev->flash.slot_size;
+    host_image_read_app_desc(host_flash_slot(&dev->flash, dev->running), dev->flash.slot_size, &desc);
+    out->secure_version = desc.secure_version;
+    /* The port's fields are one byte shorter than the descriptor's
+     * NUL-terminated copies; snprintf cuts a full-length one cleanly. */
+    snprintf(out->version, sizeof(out->version), "%.31s", desc.version);
+    snprintf(out->project_name, sizeof(out->project_name), "%.31s", desc.project_name);
+    snprintf(out->idf_version, sizeof(out->idf_version), "%.31s", desc.idf_version);
+    snprintf(out->date, sizeof(out->date), "%.15s", desc.date);
+    snprintf(out->time, sizeof(out->time), "%.15s", desc.time);
+}
+
+static uint32_t
+port_now_ms(void *ctx)
+{
+    host_dev_t *dev = ctx;
+    struct timespec ts;
+
+    if (dev->hooks.now_ms != NULL) {
+        return dev->hooks.now_ms(dev->hooks.user);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* Truncated to 32 bits on purpose: the core only subtracts. */
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
+static void
+port_notify_command(void *ctx, const uint8_t *data, size_t len)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->hooks.notify_command != NULL) {
+        dev->hooks.notify_command(dev->hooks.user, data, len);
+    }
+}
+
+static ble_ota_port_err_t
+port_set_confirm_required(void *ctx, bool required)
+{
+    host_dev_t *dev = ctx;
+
+    dev->flash.confirm_required = required;
+    return BLE_OTA_PORT_OK;
+}
+
+static bool
+port_confirm_required(void *ctx)
+{
+    const host_dev_t *dev = ctx;
+
+    return dev->flash.confirm_required;
+}
+
+static void
 port_log(void *ctx, ble_ota_log_level_t level, const char *msg)
 {
     host_dev_t *dev = ctx;
@@ -307,6 +376,7 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         dev->hooks = *hooks;
     }
     dev->chip_id = HOST_IMAGE_CHIP_ESP32;
+    dev->chip_revision = 300;
     dev->port = (ble_ota_port_t){
         .ctx = dev,
         .slot_begin = port_slot_begin,
@@ -319,6 +389,11 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         .running_state = port_running_state,
         .mark_valid = port_mark_valid,
         .rollback = port_rollback,
+        .device_info = port_device_info,
+        .now_ms = port_now_ms,
+        .notify_command = port_notify_command,
+        .set_confirm_required = port_set_confirm_required,
+        .confirm_required = port_confirm_required,
         .log = port_log,
     };
     dev_reset_ram(dev);

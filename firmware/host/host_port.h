@@ -24,6 +24,11 @@ typedef struct {
     void (*log)(void *user, ble_ota_log_level_t level, const char *msg);
     /* The firmware asked for a restart after delay_ms. */
     void (*restart)(void *user, uint32_t delay_ms);
+    /* OTA Command notification (protocol v2). */
+    void (*notify_command)(void *user, const uint8_t *data, size_t len);
+    /* Milliseconds for the core's timers; NULL: CLOCK_MONOTONIC. Tests pass
+     * a clock they move by hand. */
+    uint32_t (*now_ms)(void *user);
     void *user;
 } host_dev_hooks_t;
 
@@ -31,7 +36,8 @@ typedef struct {
     host_flash_t flash;
     ble_ota_port_t port;
     host_dev_hooks_t hooks;
-    uint16_t chip_id; /* chip the device accepts images for (0, ESP32) */
+    uint16_t chip_id;       /* chip the device accepts images for (0, ESP32) */
+    uint16_t chip_revision; /* OTA Info chip_revision (major * 100 + minor) */
 
     /* RAM state, reset by every boot */
     int running;         /* booted slot, -1 when none */
@@ -43,7 +49,9 @@ typedef struct {
     uint32_t restart_delay_ms;
 } host_dev_t;
 
-/* Sets up the device with erased slots of slot_size bytes. */
+/* Sets up the device with erased slots of slot_size bytes, an ESP32
+ * (chip id 0, revision 3.0); set chip_id before installing an image to
+ * emulate another chip. */
 bool host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks);
 void host_dev_deinit(host_dev_t *dev);
 

@@ -348,8 +348,8 @@ smoke_startup(void)
     CHECK(line != NULL);
     CHECK(dev && adv);
     CHECK_EQ(svcs, 2);
-    CHECK_EQ(chrs, 5);
-    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle");
+    CHECK_EQ(chrs, 8);
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
 }
 
 static void
@@ -383,7 +383,7 @@ smoke_gatt_basics(void)
     CHECK_EQ(event_find("notify"), -1);
     CHECK_STR(request("read %s", CTRL), "ok 02");
     CHECK_STR(request("disconnect"), "ok");
-    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle");
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
 }
 
 static void
@@ -411,7 +411,7 @@ smoke_malformed(void)
     CHECK(reply != NULL);
     CHECK_STR(reply, "err 0e");
     CHECK(event_find("log E malformed request: no id here") >= 0);
-    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle");
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
 }
 
 static void
@@ -446,14 +446,14 @@ smoke_update(void)
             return;
         }
     }
-    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=receiving");
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=receiving confirm=0");
     events_clear();
     const int64_t done_at = now_ms();
     CHECK_STR(request("write %s 04", CTRL), "ok");
     CHECK(event_find("notify 7ad671aa-21c0-46a4-b722-270e3ae3d830 05") >= 0);
     char expect[160];
     snprintf(expect, sizeof(expect),
-             "ok running=ota_0 boot=ota_1 ota_0=valid:8528 ota_1=new:%zu transfer=restarting", s_image_len);
+             "ok running=ota_0 boot=ota_1 ota_0=valid:8528 ota_1=new:%zu transfer=restarting confirm=0", s_image_len);
     CHECK_STR(request("state"), expect);
     CHECK_STR(request("write %s 00", DATA), "err 83");
     CHECK_STR(request("write %s 01", CTRL), "err 83");
@@ -465,7 +465,7 @@ smoke_update(void)
     CHECK(event_wait("boot ota_1 pending-verify", 1000) > event_find("disconnected 16"));
     CHECK(event_wait("log I boot: new image confirmed", 1000) >= 0);
     snprintf(expect, sizeof(expect),
-             "ok running=ota_1 boot=ota_1 ota_0=valid:8528 ota_1=valid:%zu transfer=idle", s_image_len);
+             "ok running=ota_1 boot=ota_1 ota_0=valid:8528 ota_1=valid:%zu transfer=idle confirm=0", s_image_len);
     CHECK_STR(request("state"), expect);
     CHECK_STR(request("read 2a26"), "err 0e"); /* the restart dropped the link */
 }
@@ -496,7 +496,7 @@ smoke_after_update(void)
     to_hex(s_image, 183, hex);
     CHECK_STR(request("write %s %s", DATA, hex), "err 0d"); /* over MTU 185 - 3 */
     CHECK_STR(request("disconnect"), "ok");
-    snprintf(expect, sizeof(expect), "ok running=ota_1 boot=ota_1 ota_0=empty:0 ota_1=valid:%zu transfer=idle",
+    snprintf(expect, sizeof(expect), "ok running=ota_1 boot=ota_1 ota_0=empty:0 ota_1=valid:%zu transfer=idle confirm=0",
              s_image_len);
     CHECK_STR(request("state"), expect);
     CHECK_STR(request("connect 517"), "ok 517");

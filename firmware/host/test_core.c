@@ -13,171 +13,14 @@
 #include <string.h>
 
 #include "ble_ota_core.h"
+#include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_port.h"
-#include "sha256.h"
 #include "test.h"
-
-#define SLOT_SIZE (256u * 1024u)
-#define MAX_NOTIFY 64
-#define LOG_RING 16
+#include "test_fixture.h"
+#include "test_v2.h"
 
 static const char *s_fixtures;
-
-/* --- fixture: a device, its core, and what it said ----------------------- */
-
-typedef struct {
-    host_dev_t dev;
-    ble_ota_core_t core;
-    uint8_t notified[MAX_NOTIFY];
-    int notify_count;
-    int warnings;
-    int errors;
-    char logs[LOG_RING][160];
-    int log_count;
-} fixture_t;
-
-static fixture_t s_fx;
-
-static void
-fx_notify(void *user, uint8_t value)
-{
-    fixture_t *fx = user;
-    if (fx->notify_count < MAX_NOTIFY) {
-        fx->notified[fx->notify_count] = value;
-    }
-    fx->notify_count++;
-}
-
-static void
-fx_log(void *user, ble_ota_log_level_t level, const char *msg)
-{
-    static const char levels[] = "EWID";
-    fixture_t *fx = user;
-
-    if (level == BLE_OTA_LOG_WARN) {
-        fx->warnings++;
-    } else if (level == BLE_OTA_LOG_ERROR) {
-        fx->errors++;
-    }
-    snprintf(fx->logs[fx->log_count % LOG_RING], sizeof(fx->logs[0]), "%c %s", levels[level & 3], msg);
-    fx->log_count++;
-    if (getenv("TEST_VERBOSE") != NULL) {
-        printf("    log %c %s\n", levels[level & 3], msg);
-    }
-}
-
-static void
-fx_print_logs(void)
-{
-    const int first = s_fx.log_count > LOG_RING ? s_fx.log_count - LOG_RING : 0;
-    printf("  last device log lines:\n");
-    for (int i = first; i < s_fx.log_count; i++) {
-        printf("    %s\n", s_fx.logs[i % LOG_RING]);
-    }
-}
-
-static uint8_t s_image[64 * 1024];
-static size_t s_image_len;
-
-static size_t
-build_image(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed)
-{
-    const host_image_spec_t spec = {
-        .project = "virtual-esp32",
-        .version = version,
-        .payload_len = payload,
-        .seed = seed,
-        .chip_id = HOST_IMAGE_CHIP_ESP32,
-        .hash_appended = true,
-    };
-    return host_image_build(&spec, out, cap);
-}
-
-/* A fresh device running a valid 1.0.0 in ota_0, and its core. */
-static void
-fx_setup(void)
-{
-    static uint8_t first[8 * 1024];
-    const host_dev_hooks_t hooks = { .notify = fx_notify, .log = fx_log, .user = &s_fx };
-    char why[120];
-
-    host_dev_deinit(&s_fx.dev);
-    memset(&s_fx, 0, sizeof(s_fx));
-    if (!host_dev_init(&s_fx.dev, SLOT_SIZE, &hooks)) {
-        test_fail(__FILE__, __LINE__, "host_dev_init");
-        return;
-    }
-    const size_t len = build_image(first, sizeof(first), "1.0.0", 3000, 1);
-    if (len == 0 || !host_dev_install(&s_fx.dev, 0, first, len, why, sizeof(why))) {
-        test_failf(__FILE__, __LINE__, "install: %s", why);
-        return;
-    }
-    if (host_dev_boot(&s_fx.dev) != 0) {
-        test_fail(__FILE__, __LINE__, "first boot");
-        return;
-    }
-    ble_ota_core_confirm_boot(&s_fx.dev.port, true);
-    ble_ota_core_init(&s_fx.core, &s_fx.dev.port);
-    s_image_len = build_image(s_image, sizeof(s_image), "2.0.0", 20000, 2);
-}
-
-/* Restart as the virtual device does: boot, confirm, fresh core. */
-static int
-fx_reboot(bool self_test)
-{
-    const int slot = host_dev_boot(&s_fx.dev);
-    ble_ota_core_confirm_boot(&s_fx.dev.port, self_test);
-    ble_ota_core_init(&s_fx.core, &s_fx.dev.port);
-    return slot;
-}
-
-static uint8_t
-last_notify(void)
-{
-    return s_fx.notify_count == 0 ? 0xFF : s_fx.notified[(s_fx.notify_count - 1) % MAX_NOTIFY];
-}
-
-static ble_ota_status_t
-ctrl(uint8_t value)
-{
-    return ble_ota_core_control_write(&s_fx.core, &value, 1);
-}
-
-static ble_ota_status_t
-packet_size(uint16_t size)
-{
-    const uint8_t le[2] = { (uint8_t)size, (uint8_t)(size >> 8) };
-    return ble_ota_core_data_write(&s_fx.core, le, 2);
-}
-
-/* Writes data in packets of packet bytes; the first error ends it. */
-static ble_ota_status_t
-send_packets(const uint8_t *data, size_t len, size_t packet)
-{
-    for (size_t off = 0; off < len; off += packet) {
-        const size_t n = len - off < packet ? len - off : packet;
-        const ble_ota_status_t st = ble_ota_core_data_write(&s_fx.core, data + off, n);
-        if (st != BLE_OTA_OK) {
-            return st;
-        }
-    }
-    return BLE_OTA_OK;
-}
-
-/* The seed client's whole sequence; checks every answer. */
-static void
-upload(const uint8_t *data, size_t len, uint16_t packet)
-{
-    CHECK_EQ(packet_size(packet), BLE_OTA_OK);
-    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
-    CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_ACK);
-    CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_RECEIVING);
-    CHECK_EQ(send_packets(data, len, packet), BLE_OTA_OK);
-    CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
-    CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_ACK);
-    CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_RESTARTING);
-}
 
 static int
 hex_digest_is(const uint8_t digest[32], const char *hex)
@@ -230,30 +73,30 @@ test_sha256_vectors(void)
 {
     uint8_t d[32];
 
-    sha256("", 0, d);
+    ble_ota_sha256("", 0, d);
     CHECK(hex_digest_is(d, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
-    sha256("abc", 3, d);
+    ble_ota_sha256("abc", 3, d);
     CHECK(hex_digest_is(d, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
     const char *two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    sha256(two_blocks, strlen(two_blocks), d);
+    ble_ota_sha256(two_blocks, strlen(two_blocks), d);
     CHECK(hex_digest_is(d, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"));
     const char *long_msg = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopq"
                            "klmnopqrlmnopqrsmnopqrstnopqrstu";
-    sha256(long_msg, strlen(long_msg), d);
+    ble_ota_sha256(long_msg, strlen(long_msg), d);
     CHECK(hex_digest_is(d, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"));
 
     /* One million 'a', fed in uneven pieces to exercise buffering. */
     static uint8_t a[1000];
     memset(a, 'a', sizeof(a));
-    sha256_ctx_t ctx;
-    sha256_init(&ctx);
+    ble_ota_sha256_ctx_t ctx;
+    ble_ota_sha256_init(&ctx);
     size_t fed = 0;
     for (size_t step = 1; fed < 1000000; step = step % 991 + 7) {
         const size_t n = 1000000 - fed < step ? 1000000 - fed : step;
-        sha256_update(&ctx, a, n);
+        ble_ota_sha256_update(&ctx, a, n);
         fed += n;
     }
-    sha256_final(&ctx, d);
+    ble_ota_sha256_final(&ctx, d);
     CHECK(hex_digest_is(d, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"));
 }
 
@@ -268,19 +111,19 @@ test_sha256_block_boundaries(void)
     }
     for (size_t len = 0; len <= sizeof(msg); len++) {
         uint8_t one[32], bytewise[32];
-        sha256(msg, len, one);
-        sha256_ctx_t ctx;
-        sha256_init(&ctx);
+        ble_ota_sha256(msg, len, one);
+        ble_ota_sha256_ctx_t ctx;
+        ble_ota_sha256_init(&ctx);
         for (size_t i = 0; i < len; i++) {
-            sha256_update(&ctx, msg + i, 1);
+            ble_ota_sha256_update(&ctx, msg + i, 1);
         }
-        sha256_final(&ctx, bytewise);
+        ble_ota_sha256_final(&ctx, bytewise);
         CHECK(memcmp(one, bytewise, 32) == 0);
     }
     /* 64 zero bytes: a full block of padding follows. */
     static const uint8_t zeros[64];
     uint8_t d[32];
-    sha256(zeros, 64, d);
+    ble_ota_sha256(zeros, 64, d);
     CHECK(hex_digest_is(d, "f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a92759fb4b"));
 }
 
@@ -789,14 +632,14 @@ test_boot_new_image_confirmed(void)
     CHECK_EQ(host_dev_boot(&s_fx.dev), 1);
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_PENDING_VERIFY);
     /* Before confirmation esp_ota_begin refuses another upload. */
-    ble_ota_core_init(&s_fx.core, &s_fx.dev.port);
+    ble_ota_core_init(&s_fx.core, &s_fx.dev.port, &s_config);
     CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
     CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_NAK);
     CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_IDLE);
 
-    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.dev.port, true), BLE_OTA_IMG_PENDING_VERIFY);
+    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.core, true), BLE_OTA_IMG_PENDING_VERIFY);
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
-    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.dev.port, true), BLE_OTA_IMG_VALID);
+    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.core, true), BLE_OTA_IMG_VALID);
     char version[33];
     host_dev_running_version(&s_fx.dev, version);
     CHECK(strcmp(version, "2.0.0") == 0);
@@ -844,14 +687,14 @@ test_boot_self_test_failed_rolls_back(void)
     CHECK_OK(fx_setup());
     CHECK_OK(upload(s_image, s_image_len, 244));
     CHECK_EQ(host_dev_boot(&s_fx.dev), 1);
-    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.dev.port, false), BLE_OTA_IMG_PENDING_VERIFY);
+    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.core, false), BLE_OTA_IMG_PENDING_VERIFY);
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_INVALID);
     CHECK(s_fx.dev.restart_pending);
     CHECK_EQ(s_fx.dev.restart_delay_ms, 0);
     CHECK_EQ(fx_reboot(true), 0);
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_INVALID);
     /* A failing self-test on a confirmed image changes nothing. */
-    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.dev.port, false), BLE_OTA_IMG_VALID);
+    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.core, false), BLE_OTA_IMG_VALID);
     CHECK(!s_fx.dev.restart_pending);
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 0), HOST_SLOT_VALID);
 }
@@ -1032,6 +875,7 @@ main(int argc, char **argv)
     RUN(test_boot_install_rejects_bad_image);
     RUN(test_power_loss_at_every_step);
     RUN(test_flash_failure_at_every_write);
+    test_v2_run_all();
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

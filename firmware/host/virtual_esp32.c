@@ -45,9 +45,15 @@
 #define HCI_CONN_TIMEOUT      0x08 /* power cut: the central's supervision timer expires */
 #define HCI_LOCAL_HOST_TERM   0x16 /* the device closed the link (restart) */
 
+/* How often the core's timers (abandon timeout, confirm window) run. */
+#define VESP_TICK_MS 50
+
 typedef enum {
     CHR_OTA_CONTROL,
     CHR_OTA_DATA,
+    CHR_OTA_INFO,
+    CHR_OTA_COMMAND,
+    CHR_OTA_STREAM,
     CHR_MANUFACTURER,
     CHR_MODEL,
     CHR_FW_REVISION,
@@ -58,18 +64,31 @@ typedef struct {
     const char *uuid;
     const char *props;
     vesp_chr_t id;
+    bool ours_only; /* absent from a seed device (--protocol seed) */
 } vesp_chr_def_t;
 
 #define DIS_SVC_UUID "180a"
 
 static const vesp_chr_def_t k_chrs[] = {
-    { BLE_OTA_SERVICE_UUID, BLE_OTA_CONTROL_UUID, "read,write,notify", CHR_OTA_CONTROL },
-    { BLE_OTA_SERVICE_UUID, BLE_OTA_DATA_UUID, "write", CHR_OTA_DATA },
-    { DIS_SVC_UUID, "2a29", "read", CHR_MANUFACTURER },
-    { DIS_SVC_UUID, "2a24", "read", CHR_MODEL },
-    { DIS_SVC_UUID, "2a26", "read", CHR_FW_REVISION },
+    { BLE_OTA_SERVICE_UUID, BLE_OTA_CONTROL_UUID, "read,write,notify", CHR_OTA_CONTROL, false },
+    { BLE_OTA_SERVICE_UUID, BLE_OTA_DATA_UUID, "write", CHR_OTA_DATA, false },
+    { BLE_OTA_SERVICE_UUID, BLE_OTA_INFO_UUID, "read", CHR_OTA_INFO, true },
+    { BLE_OTA_SERVICE_UUID, BLE_OTA_COMMAND_UUID, "write,notify", CHR_OTA_COMMAND, true },
+    { BLE_OTA_SERVICE_UUID, BLE_OTA_STREAM_UUID, "write-without-response,write", CHR_OTA_STREAM, true },
+    { DIS_SVC_UUID, "2a29", "read", CHR_MANUFACTURER, false },
+    { DIS_SVC_UUID, "2a24", "read", CHR_MODEL, false },
+    { DIS_SVC_UUID, "2a26", "read", CHR_FW_REVISION, true },
 };
 #define CHR_COUNT (sizeof(k_chrs) / sizeof(k_chrs[0]))
+
+/* What the device received since it started (`stats`). */
+typedef struct {
+    unsigned long writes;     /* Write Requests, CCCD writes included */
+    unsigned long write_cmds; /* Write Commands */
+    unsigned long reads;
+    unsigned long notifies;     /* notifications that went out */
+    unsigned long stream_bytes; /* bytes of OTA Stream values, offsets included */
+} vesp_stats_t;
 
 typedef struct {
     /* options */
@@ -79,14 +98,21 @@ typedef struct {
     const char *image_path;
     unsigned mtu;
     uint32_t restart_delay_ms;
+    bool seed_only; /* --protocol seed: a device running the seed's firmware */
+    uint16_t chip_id;
+    ble_ota_config_t config;
 
     host_dev_t dev;
     ble_ota_core_t core;
+    vesp_stats_t stats;
 
     /* link */
     bool connected;
-    bool subscribed;
+    bool subscribed;         /* OTA Control CCCD */
+    bool subscribed_command; /* OTA Command CCCD */
     unsigned conn_mtu;
+
+    int64_t next_tick_ms;
 
     /* restart scheduled by the firmware */
     bool restart_scheduled;
@@ -209,7 +235,21 @@ hook_notify(void *user, uint8_t value)
 
     /* The central only hears it once subscribed. */
     if (v->connected && v->subscribed) {
+        v->stats.notifies++;
         out_line("notify %s %02x", BLE_OTA_CONTROL_UUID, value);
+    }
+}
+
+static void
+hook_notify_command(void *user, const uint8_t *data, size_t len)
+{
+    vesp_t *v = user;
+
+    if (v->connected && v->subscribed_command) {
+        v->stats.notifies++;
+        printf("notify %s ", BLE_OTA_COMMAND_UUID);
+        out_hex(data, len);
+        out_line("%s", "");
     }
 }
 
@@ -247,11 +287,11 @@ vesp_boot(vesp_t *v)
     } else {
         out_line("boot %s %s", host_slot_name(slot), host_slot_state_name(host_dev_slot_state(&v->dev, slot)));
     }
+    ble_ota_core_init(&v->core, &v->dev.port, &v->config);
     /* The firmware confirms once its BLE stack is up: here, always. */
     if (slot >= 0) {
-        ble_ota_core_confirm_boot(&v->dev.port, true);
+        ble_ota_core_confirm_boot(&v->core, true);
     }
-    ble_ota_core_init(&v->core, &v->dev.port);
 }
 
 /* The link drops from the device's side. */
@@ -261,13 +301,23 @@ vesp_drop_link(vesp_t *v, unsigned reason)
     if (v->connected) {
         v->connected = false;
         v->subscribed = false;
+        v->subscribed_command = false;
         out_line("disconnected %02x", reason);
     }
 }
 
+/* The core's timers, then a restart that fell due (a confirm window that
+ * ended asks for one at once). Run before every request, so that what fell
+ * due while requests queued up comes first. */
 static void
-vesp_run_due_restart(vesp_t *v)
+vesp_run_timers(vesp_t *v)
 {
+    const int64_t now = now_ms();
+
+    if (now >= v->next_tick_ms) {
+        v->next_tick_ms = now + VESP_TICK_MS;
+        ble_ota_core_tick(&v->core);
+    }
     if (v->restart_scheduled && now_ms() >= v->restart_at_ms) {
         out_log('I', "restarting");
         vesp_drop_link(v, HCI_LOCAL_HOST_TERM);
@@ -381,6 +431,9 @@ find_chr(const char *uuid)
         return NULL;
     }
     for (size_t i = 0; i < CHR_COUNT; i++) {
+        if (k_chrs[i].ours_only && s_vesp.seed_only) {
+            continue; /* not served: unknown, as on a seed device */
+        }
         if (normalize_uuid(k_chrs[i].uuid, have) && strcmp(want, have) == 0) {
             return &k_chrs[i];
         }
@@ -444,7 +497,8 @@ cmd_connect(vesp_t *v, const request_t *r)
         mtu = VESP_ATT_MTU_MIN;
     }
     v->connected = true;
-    v->subscribed = false; /* no bonding: the CCCD starts cleared */
+    v->subscribed = false; /* no bonding: the CCCDs start cleared */
+    v->subscribed_command = false;
     v->conn_mtu = mtu;
     out_logf('I', "connected, ATT MTU %u", mtu);
     char value[8];
@@ -461,6 +515,7 @@ cmd_disconnect(vesp_t *v, const request_t *r)
     if (v->connected) {
         v->connected = false;
         v->subscribed = false;
+        v->subscribed_command = false;
         out_log('I', "disconnected by the central");
         ble_ota_core_disconnected(&v->core);
     }
@@ -473,6 +528,7 @@ cmd_read(vesp_t *v, const request_t *r)
     if (!vesp_args(r, 1) || !vesp_require_link(v, r)) {
         return;
     }
+    v->stats.reads++;
     const vesp_chr_def_t *chr = find_chr(r->arg[0]);
     if (chr == NULL) {
         reply_err(r->id, ATT_ERR_ATTR_NOT_FOUND);
@@ -488,7 +544,19 @@ cmd_read(vesp_t *v, const request_t *r)
         out_line("%s", "");
         return;
     }
+    case CHR_OTA_INFO: {
+        /* Longer than one ATT_MTU of 23 allows: on air a Read Blob series,
+         * here the whole value (as noble hands it over). */
+        uint8_t info[BLE_OTA_INFO_SIZE];
+        const size_t n = ble_ota_core_info_read(&v->core, info, sizeof(info));
+        printf("%s ok ", r->id);
+        out_hex(info, n);
+        out_line("%s", "");
+        return;
+    }
     case CHR_OTA_DATA:
+    case CHR_OTA_COMMAND:
+    case CHR_OTA_STREAM:
         reply_err(r->id, ATT_ERR_READ_NOT_PERMITTED);
         return;
     case CHR_MANUFACTURER:
@@ -526,6 +594,11 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
         return;
     }
 
+    if (with_response) {
+        v->stats.writes++;
+    } else {
+        v->stats.write_cmds++;
+    }
     unsigned att = 0;
     const vesp_chr_def_t *chr = find_chr(r->arg[0]);
     if (chr == NULL) {
@@ -543,6 +616,13 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
             break;
         case CHR_OTA_DATA:
             att = ble_ota_status_to_att(ble_ota_core_data_write(&v->core, value, len));
+            break;
+        case CHR_OTA_COMMAND:
+            att = ble_ota_status_to_att(ble_ota_core_command_write(&v->core, value, len));
+            break;
+        case CHR_OTA_STREAM:
+            v->stats.stream_bytes += len;
+            att = ble_ota_status_to_att(ble_ota_core_stream_write(&v->core, value, len));
             break;
         default:
             att = ATT_ERR_WRITE_NOT_PERMITTED;
@@ -580,12 +660,17 @@ cmd_subscribe(vesp_t *v, const request_t *r)
         reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
         return;
     }
-    if (chr == NULL || chr->id != CHR_OTA_CONTROL) {
-        /* Only OTA Control has a CCCD. */
+    /* A CCCD write is a Write Request on air. */
+    v->stats.writes++;
+    if (chr != NULL && chr->id == CHR_OTA_CONTROL) {
+        v->subscribed = r->arg[1][0] == '1';
+    } else if (chr != NULL && chr->id == CHR_OTA_COMMAND) {
+        v->subscribed_command = r->arg[1][0] == '1';
+    } else {
+        /* Only OTA Control and OTA Command have a CCCD. */
         reply_err(r->id, ATT_ERR_ATTR_NOT_FOUND);
         return;
     }
-    v->subscribed = r->arg[1][0] == '1';
     reply_ok(r->id, NULL);
 }
 
@@ -601,10 +686,22 @@ cmd_power_cycle(vesp_t *v, const request_t *r)
     reply_ok(r->id, NULL);
 }
 
+/* The transfer of either protocol (only one can be under way). */
 static const char *
-transfer_name(ble_ota_state_t state)
+transfer_name(const ble_ota_core_t *core)
 {
-    switch (state) {
+    switch (core->v2.state) {
+    case BLE_OTA_V2_RECEIVING:
+        return "receiving";
+    case BLE_OTA_V2_SUSPENDED:
+        return "suspended";
+    case BLE_OTA_V2_COMPLETE:
+        return core->v2.restart_requested ? "restarting" : "complete";
+    case BLE_OTA_V2_IDLE:
+    default:
+        break;
+    }
+    switch (core->state) {
     case BLE_OTA_STATE_RECEIVING:
         return "receiving";
     case BLE_OTA_STATE_RESTARTING:
@@ -623,11 +720,23 @@ cmd_state(vesp_t *v, const request_t *r)
     if (!vesp_args(r, 0)) {
         return;
     }
-    out_line("%s ok running=%s boot=%s ota_0=%s:%lu ota_1=%s:%lu transfer=%s", r->id,
+    out_line("%s ok running=%s boot=%s ota_0=%s:%lu ota_1=%s:%lu transfer=%s confirm=%d", r->id,
              host_slot_name(v->dev.running), host_slot_name(f->boot_slot),
              host_slot_state_name(f->slot[0].state), (unsigned long)f->slot[0].image_len,
              host_slot_state_name(f->slot[1].state), (unsigned long)f->slot[1].image_len,
-             transfer_name(v->core.state));
+             transfer_name(&v->core), v->core.confirm_waiting ? 1 : 0);
+}
+
+static void
+cmd_stats(vesp_t *v, const request_t *r)
+{
+    const vesp_stats_t *s = &v->stats;
+
+    if (!vesp_args(r, 0)) {
+        return;
+    }
+    out_line("%s ok writes=%lu write-cmds=%lu reads=%lu notifies=%lu stream-bytes=%lu", r->id, s->writes,
+             s->write_cmds, s->reads, s->notifies, s->stream_bytes);
 }
 
 static void
@@ -735,6 +844,8 @@ vesp_handle_line(vesp_t *v, char *line)
         cmd_power_cycle(v, &r);
     } else if (strcmp(r.cmd, "state") == 0) {
         cmd_state(v, &r);
+    } else if (strcmp(r.cmd, "stats") == 0) {
+        cmd_stats(v, &r);
     } else if (strcmp(r.cmd, "flash-read") == 0) {
         cmd_flash_read(v, &r);
     } else if (strcmp(r.cmd, "quit") == 0) {
@@ -771,6 +882,8 @@ usage(FILE *f)
     fprintf(f,
             "usage: virtual-esp32 [--name NAME] [--address AA:BB:CC:DD:EE:FF] [--slot-size BYTES]\n"
             "                     [--image FILE] [--mtu N] [--restart-delay-ms MS]\n"
+            "                     [--protocol seed|v2] [--chip-id N] [--window BYTES]\n"
+            "                     [--abandon-timeout-ms MS] [--confirm-window-ms MS]\n"
             "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -821,6 +934,7 @@ parse_options(vesp_t *v, int argc, char **argv)
     v->slot_size = VESP_DEFAULT_SLOT_SIZE;
     v->mtu = VESP_DEFAULT_MTU;
     v->restart_delay_ms = BLE_OTA_RESTART_DELAY_MS;
+    ble_ota_config_default(&v->config);
 
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -864,6 +978,32 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, val, "0 to 600000");
             }
             v->restart_delay_ms = n;
+        } else if (strcmp(opt, "--protocol") == 0) {
+            if (strcmp(val, "seed") != 0 && strcmp(val, "v2") != 0) {
+                return bad_option(opt, val, "seed or v2");
+            }
+            v->seed_only = strcmp(val, "seed") == 0;
+        } else if (strcmp(opt, "--chip-id") == 0) {
+            if (!parse_u32(val, 65535, &n)) {
+                return bad_option(opt, val, "0 to 65535");
+            }
+            v->chip_id = (uint16_t)n;
+        } else if (strcmp(opt, "--window") == 0) {
+            /* OTA Info and the BEGIN answer carry it in 16 bits. */
+            if (!parse_u32(val, 65535, &n) || n == 0) {
+                return bad_option(opt, val, "1 to 65535 bytes");
+            }
+            v->config.window = (uint16_t)n;
+        } else if (strcmp(opt, "--abandon-timeout-ms") == 0) {
+            if (!parse_u32(val, 86400000, &n) || n == 0) {
+                return bad_option(opt, val, "1 to 86400000");
+            }
+            v->config.abandon_timeout_ms = n;
+        } else if (strcmp(opt, "--confirm-window-ms") == 0) {
+            if (!parse_u32(val, 86400000, &n)) {
+                return bad_option(opt, val, "0 (no limit) to 86400000");
+            }
+            v->config.confirm_window_ms = n;
         } else {
             return bad_option(opt, val, "unknown option");
         }
@@ -917,7 +1057,7 @@ install_first_image(vesp_t *v)
             .version = "1.0.0",
             .payload_len = 8192,
             .seed = 1,
-            .chip_id = HOST_IMAGE_CHIP_ESP32,
+            .chip_id = v->chip_id,
             .hash_appended = true,
         };
         len = host_image_build_size(&spec);
@@ -941,9 +1081,15 @@ static void
 announce(const vesp_t *v)
 {
     out_line("dev %s %s %u", v->address, v->name, v->mtu);
-    out_line("adv %s", BLE_OTA_SERVICE_UUID);
+    /* Seed devices do not advertise the service: found by name only. */
+    if (!v->seed_only) {
+        out_line("adv %s", BLE_OTA_SERVICE_UUID);
+    }
     const char *svc = NULL;
     for (size_t i = 0; i < CHR_COUNT; i++) {
+        if (k_chrs[i].ours_only && v->seed_only) {
+            continue;
+        }
         if (svc == NULL || strcmp(svc, k_chrs[i].svc) != 0) {
             svc = k_chrs[i].svc;
             out_line("svc %s", svc);
@@ -974,6 +1120,7 @@ main(int argc, char **argv)
         .notify = hook_notify,
         .log = hook_log,
         .restart = hook_restart,
+        .notify_command = hook_notify_command,
         .user = v,
     };
     if (!host_dev_init(&v->dev, v->slot_size, &hooks)) {
@@ -981,6 +1128,7 @@ main(int argc, char **argv)
                 (unsigned long)v->slot_size * HOST_FLASH_SLOTS);
         return 1;
     }
+    v->dev.chip_id = v->chip_id;
     if (!install_first_image(v)) {
         host_dev_deinit(&v->dev);
         return 1;
@@ -991,8 +1139,8 @@ main(int argc, char **argv)
         host_dev_deinit(&v->dev);
         return 1;
     }
-    ble_ota_core_confirm_boot(&v->dev.port, true);
-    ble_ota_core_init(&v->core, &v->dev.port);
+    ble_ota_core_init(&v->core, &v->dev.port, &v->config);
+    ble_ota_core_confirm_boot(&v->core, true);
     announce(v);
 
     size_t line_len = 0;
@@ -1000,11 +1148,12 @@ main(int argc, char **argv)
     bool running = true;
     bool eof = false;
     while (running && !eof) {
-        int timeout = -1;
-        if (v->restart_scheduled) {
-            const int64_t left = v->restart_at_ms - now_ms();
-            timeout = left <= 0 ? 0 : (left > 60000 ? 60000 : (int)left);
+        /* Wake for the next tick, or the restart if it comes sooner. */
+        int64_t left = v->next_tick_ms - now_ms();
+        if (v->restart_scheduled && v->restart_at_ms - now_ms() < left) {
+            left = v->restart_at_ms - now_ms();
         }
+        const int timeout = left <= 0 ? 0 : (left > VESP_TICK_MS ? VESP_TICK_MS : (int)left);
         struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
         const int ready = poll(&pfd, 1, timeout);
         if (ready < 0) {
@@ -1013,7 +1162,7 @@ main(int argc, char **argv)
             }
             break;
         }
-        vesp_run_due_restart(v);
+        vesp_run_timers(v);
         if (ready == 0) {
             continue;
         }
@@ -1041,7 +1190,7 @@ main(int argc, char **argv)
             }
             s_line[line_len] = '\0';
             /* A restart that fell due while requests queued up comes first. */
-            vesp_run_due_restart(v);
+            vesp_run_timers(v);
             if (overlong) {
                 vesp_handle_overlong(s_line);
             } else {
@@ -1054,7 +1203,7 @@ main(int argc, char **argv)
     /* A last request without a newline still counts. */
     if (running && eof && line_len > 0) {
         s_line[line_len] = '\0';
-        vesp_run_due_restart(v);
+        vesp_run_timers(v);
         if (overlong) {
             vesp_handle_overlong(s_line);
         } else {

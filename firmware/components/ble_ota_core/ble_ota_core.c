@@ -1,7 +1,9 @@
 /*
  * Portable OTA core: the seed protocol's state machine, with the seed's
  * defects fixed (exact-length flash writes, flash errors reported to the
- * client, transfers aborted on disconnect, no slot_end without data).
+ * client, transfers aborted on disconnect, no slot_end without data), and
+ * what both protocols share: initialisation, disconnect, boot confirmation.
+ * Protocol v2 is in ble_ota_v2.c.
  *
  * No ESP-IDF header here: everything platform-specific goes through the
  * ble_ota_port_t given to ble_ota_core_init(). All members of the port must
@@ -13,18 +15,13 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Long enough for every line below; longer text is cut, never overflows. */
-#define BLE_OTA_LOG_LINE_MAX 96
+#include "ble_ota_internal.h"
 
 /* A progress line every 64 KiB: enough to follow a transfer in the log
  * without one line per packet. */
 #define BLE_OTA_PROGRESS_STEP (64u * 1024u)
 
-static void
-ble_ota_log(const ble_ota_port_t *port, ble_ota_log_level_t level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
+void
 ble_ota_log(const ble_ota_port_t *port, ble_ota_log_level_t level, const char *fmt, ...)
 {
     char line[BLE_OTA_LOG_LINE_MAX];
@@ -39,7 +36,7 @@ ble_ota_log(const ble_ota_port_t *port, ble_ota_log_level_t level, const char *f
     port->log(port->ctx, level, line);
 }
 
-static const char *
+const char *
 ble_ota_port_err_name(ble_ota_port_err_t err)
 {
     switch (err) {
@@ -78,12 +75,59 @@ ble_ota_reset_counters(ble_ota_core_t *core)
 }
 
 void
-ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port)
+ble_ota_config_default(ble_ota_config_t *config)
+{
+    memset(config, 0, sizeof(*config));
+    config->window = BLE_OTA_DEFAULT_WINDOW;
+    config->max_packet = BLE_OTA_MAX_PACKET;
+    config->abandon_timeout_ms = BLE_OTA_ABANDON_TIMEOUT_MS;
+    config->confirm_window_ms = BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS;
+    config->serve_seed = true;
+}
+
+void
+ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ota_config_t *config)
 {
     memset(core, 0, sizeof(*core));
     core->port = port;
+    ble_ota_config_default(&core->config);
+    if (config != NULL) {
+        core->config = *config;
+        /* A zero would stall the client (no window, no packet) or abort a
+         * suspended transfer at the first tick: take the defaults instead. */
+        if (core->config.window == 0) {
+            core->config.window = BLE_OTA_DEFAULT_WINDOW;
+        }
+        if (core->config.max_packet <= BLE_OTA_STREAM_HEADER || core->config.max_packet > BLE_OTA_MAX_PACKET) {
+            core->config.max_packet = BLE_OTA_MAX_PACKET;
+        }
+        if (core->config.abandon_timeout_ms == 0) {
+            core->config.abandon_timeout_ms = BLE_OTA_ABANDON_TIMEOUT_MS;
+        }
+    }
     core->state = BLE_OTA_STATE_IDLE;
     core->control = BLE_OTA_CTRL_NOP;
+    core->v2.state = BLE_OTA_V2_IDLE;
+    core->last_status = BLE_OTA_LAST_STATUS_NONE;
+}
+
+bool
+ble_ota_restart_pending(const ble_ota_core_t *core)
+{
+    return core->state == BLE_OTA_STATE_RESTARTING || core->v2.state == BLE_OTA_V2_COMPLETE;
+}
+
+void
+ble_ota_seed_abort(ble_ota_core_t *core, const char *why)
+{
+    if (core->state != BLE_OTA_STATE_RECEIVING) {
+        return;
+    }
+    ble_ota_log(core->port, BLE_OTA_LOG_WARN, "%s: seed transfer aborted at %lu bytes", why,
+                (unsigned long)core->received);
+    core->port->slot_abort(core->port->ctx);
+    core->state = BLE_OTA_STATE_IDLE;
+    ble_ota_reset_counters(core);
 }
 
 static void
@@ -91,6 +135,8 @@ ble_ota_handle_request(ble_ota_core_t *core)
 {
     const ble_ota_port_t *port = core->port;
 
+    /* One slot, one transfer: a seed client takes over from a v2 one. */
+    ble_ota_v2_abort(core, "OTA request");
     if (core->state == BLE_OTA_STATE_RECEIVING) {
         /* A client that lost track (or a second client) starts over: drop
          * what was written so far rather than append to it. */
@@ -145,7 +191,12 @@ ble_ota_handle_done(ble_ota_core_t *core)
         ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
         return;
     }
-    err = port->set_boot_slot(port->ctx);
+    /* A seed client never sends CONFIRM: clear what a v2 update may have
+     * left, or the new image would wait for one and be rolled back. */
+    err = port->set_confirm_required(port->ctx, false);
+    if (err == BLE_OTA_PORT_OK) {
+        err = port->set_boot_slot(port->ctx);
+    }
     if (err != BLE_OTA_PORT_OK) {
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "OTA done: boot slot not set (%s)",
                     ble_ota_port_err_name(err));
@@ -164,7 +215,7 @@ ble_ota_handle_done(ble_ota_core_t *core)
 ble_ota_status_t
 ble_ota_core_control_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
-    if (core->state == BLE_OTA_STATE_RESTARTING) {
+    if (ble_ota_restart_pending(core)) {
         return BLE_OTA_ERR_BUSY;
     }
     if (len != 1 || data == NULL) {
@@ -218,9 +269,10 @@ ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
     const ble_ota_port_t *port = core->port;
 
-    switch (core->state) {
-    case BLE_OTA_STATE_RESTARTING:
+    if (ble_ota_restart_pending(core)) {
         return BLE_OTA_ERR_BUSY;
+    }
+    switch (core->state) {
     case BLE_OTA_STATE_IDLE:
         return ble_ota_packet_size_write(core, data, len);
     case BLE_OTA_STATE_RECEIVING:
@@ -279,13 +331,16 @@ ble_ota_core_disconnected(ble_ota_core_t *core)
     core->control = BLE_OTA_CTRL_NOP;
     core->packet_size = 0;
     ble_ota_reset_counters(core);
+    ble_ota_v2_disconnected(core);
 }
 
 ble_ota_img_state_t
-ble_ota_core_confirm_boot(const ble_ota_port_t *port, bool self_test_passed)
+ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed)
 {
+    const ble_ota_port_t *port = core->port;
     const ble_ota_img_state_t state = port->running_state(port->ctx);
 
+    core->confirm_waiting = false;
     if (state != BLE_OTA_IMG_PENDING_VERIFY) {
         if (!self_test_passed) {
             /* Nothing to roll back to: a confirmed image stays. */
@@ -293,7 +348,16 @@ ble_ota_core_confirm_boot(const ble_ota_port_t *port, bool self_test_passed)
         }
         return state;
     }
-    if (self_test_passed) {
+    if (self_test_passed && port->confirm_required(port->ctx)) {
+        /* The client asked to confirm it (BEGIN flag CLIENT_CONFIRM): the
+         * self-test only proves the BLE stack runs, the client proves it
+         * can reach the device. Until then the image stays pending, so a
+         * restart rolls it back; tick() rolls back when the window ends. */
+        core->confirm_waiting = true;
+        core->confirm_started_ms = port->now_ms(port->ctx);
+        ble_ota_log(port, BLE_OTA_LOG_INFO, "boot: new image waits for a client's CONFIRM (%lu ms)",
+                    (unsigned long)core->config.confirm_window_ms);
+    } else if (self_test_passed) {
         const ble_ota_port_err_t err = port->mark_valid(port->ctx);
         if (err == BLE_OTA_PORT_OK) {
             ble_ota_log(port, BLE_OTA_LOG_INFO, "boot: new image confirmed");

@@ -1,7 +1,7 @@
 /*
  * SHA-256 as specified in FIPS 180-4, written for this project.
  */
-#include "sha256.h"
+#include "ble_ota_sha256.h"
 
 #include <string.h>
 
@@ -25,7 +25,7 @@ rotr(uint32_t x, unsigned n)
 }
 
 static void
-sha256_block(uint32_t h[8], const uint8_t *p)
+ble_ota_sha256_block(uint32_t h[8], const uint8_t *p)
 {
     uint32_t w[64];
     for (int i = 0; i < 16; i++) {
@@ -64,7 +64,7 @@ sha256_block(uint32_t h[8], const uint8_t *p)
 }
 
 void
-sha256_init(sha256_ctx_t *ctx)
+ble_ota_sha256_init(ble_ota_sha256_ctx_t *ctx)
 {
     /* First 32 bits of the fractional parts of the square roots of the
      * first 8 primes (FIPS 180-4, 5.3.3). */
@@ -77,13 +77,13 @@ sha256_init(sha256_ctx_t *ctx)
 }
 
 void
-sha256_update(sha256_ctx_t *ctx, const void *data, size_t len)
+ble_ota_sha256_update(ble_ota_sha256_ctx_t *ctx, const void *data, size_t len)
 {
     const uint8_t *p = data;
 
     ctx->total += len;
     if (ctx->used > 0) {
-        size_t take = SHA256_BLOCK_LEN - ctx->used;
+        size_t take = BLE_OTA_SHA256_BLOCK_LEN - ctx->used;
         if (take > len) {
             take = len;
         }
@@ -91,16 +91,16 @@ sha256_update(sha256_ctx_t *ctx, const void *data, size_t len)
         ctx->used += take;
         p += take;
         len -= take;
-        if (ctx->used < SHA256_BLOCK_LEN) {
+        if (ctx->used < BLE_OTA_SHA256_BLOCK_LEN) {
             return;
         }
-        sha256_block(ctx->h, ctx->block);
+        ble_ota_sha256_block(ctx->h, ctx->block);
         ctx->used = 0;
     }
-    while (len >= SHA256_BLOCK_LEN) {
-        sha256_block(ctx->h, p);
-        p += SHA256_BLOCK_LEN;
-        len -= SHA256_BLOCK_LEN;
+    while (len >= BLE_OTA_SHA256_BLOCK_LEN) {
+        ble_ota_sha256_block(ctx->h, p);
+        p += BLE_OTA_SHA256_BLOCK_LEN;
+        len -= BLE_OTA_SHA256_BLOCK_LEN;
     }
     if (len > 0) {
         memcpy(ctx->block, p, len);
@@ -109,22 +109,22 @@ sha256_update(sha256_ctx_t *ctx, const void *data, size_t len)
 }
 
 void
-sha256_final(sha256_ctx_t *ctx, uint8_t digest[SHA256_DIGEST_LEN])
+ble_ota_sha256_final(ble_ota_sha256_ctx_t *ctx, uint8_t digest[BLE_OTA_SHA256_LEN])
 {
     const uint64_t bits = ctx->total * 8;
 
     /* Padding: 0x80, zeros up to 56 mod 64, then the bit length big-endian. */
     ctx->block[ctx->used++] = 0x80;
     if (ctx->used > 56) {
-        memset(ctx->block + ctx->used, 0, SHA256_BLOCK_LEN - ctx->used);
-        sha256_block(ctx->h, ctx->block);
+        memset(ctx->block + ctx->used, 0, BLE_OTA_SHA256_BLOCK_LEN - ctx->used);
+        ble_ota_sha256_block(ctx->h, ctx->block);
         ctx->used = 0;
     }
     memset(ctx->block + ctx->used, 0, 56 - ctx->used);
     for (int i = 0; i < 8; i++) {
         ctx->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
     }
-    sha256_block(ctx->h, ctx->block);
+    ble_ota_sha256_block(ctx->h, ctx->block);
 
     for (int i = 0; i < 8; i++) {
         digest[4 * i] = (uint8_t)(ctx->h[i] >> 24);
@@ -136,11 +136,11 @@ sha256_final(sha256_ctx_t *ctx, uint8_t digest[SHA256_DIGEST_LEN])
 }
 
 void
-sha256(const void *data, size_t len, uint8_t digest[SHA256_DIGEST_LEN])
+ble_ota_sha256(const void *data, size_t len, uint8_t digest[BLE_OTA_SHA256_LEN])
 {
-    sha256_ctx_t ctx;
+    ble_ota_sha256_ctx_t ctx;
 
-    sha256_init(&ctx);
-    sha256_update(&ctx, data, len);
-    sha256_final(&ctx, digest);
+    ble_ota_sha256_init(&ctx);
+    ble_ota_sha256_update(&ctx, data, len);
+    ble_ota_sha256_final(&ctx, digest);
 }

@@ -4,7 +4,9 @@
  * The GATT layer (NimBLE on the ESP32, the line protocol of the virtual
  * ESP32 on a host) only translates GATT events into these calls and maps the
  * returned status to an ATT error with ble_ota_status_to_att(). The core
- * holds no buffer of its own and allocates nothing.
+ * allocates nothing: its one buffer (protocol v2's 4 KB flash block) and the
+ * SHA-256 state live in ble_ota_core_t, so the caller decides where (a
+ * static, on the ESP32: about 4.3 KB). Every call must come from one task.
  */
 #ifndef BLE_OTA_CORE_H
 #define BLE_OTA_CORE_H
@@ -15,6 +17,7 @@
 
 #include "ble_ota_port.h"
 #include "ble_ota_protocol.h"
+#include "ble_ota_sha256.h"
 
 typedef enum {
     BLE_OTA_STATE_IDLE = 0,   /* no transfer; Data takes the packet size */
@@ -32,16 +35,69 @@ typedef enum {
     BLE_OTA_ERR_BUSY,          /* restart pending */
 } ble_ota_status_t;
 
+/* Platform choices for protocol v2. */
+typedef struct {
+    uint16_t window;             /* bytes a client may stream unacknowledged (what the device can queue) */
+    uint16_t max_packet;         /* largest OTA Stream value taken, header included */
+    uint32_t abandon_timeout_ms; /* a suspended transfer is aborted after this */
+    uint32_t confirm_window_ms;  /* a new image awaiting CONFIRM is rolled back after this; 0: no limit */
+    bool serve_seed;             /* the seed characteristics are served (OTA Info feature SEED) */
+} ble_ota_config_t;
+
+#define BLE_OTA_DEFAULT_WINDOW            16384
+#define BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS 300000u /* Kconfig BLE_OTA_CONFIRM_WINDOW_S default */
+
+/* Defaults: window 16 KB, max_packet BLE_OTA_MAX_PACKET, abandon
+ * BLE_OTA_ABANDON_TIMEOUT_MS, confirm window 300 s, seed served. */
+void ble_ota_config_default(ble_ota_config_t *config);
+
+/* A v2 transfer (docs/PROTOCOL.md, OTA Info transfer_state). */
+typedef enum {
+    BLE_OTA_V2_IDLE = BLE_OTA_TRANSFER_IDLE,
+    BLE_OTA_V2_RECEIVING = BLE_OTA_TRANSFER_RECEIVING, /* slot open, stream taken */
+    BLE_OTA_V2_SUSPENDED = BLE_OTA_TRANSFER_SUSPENDED, /* link lost: slot, hash and block kept for a resume */
+    BLE_OTA_V2_COMPLETE = BLE_OTA_TRANSFER_COMPLETE,   /* END OK: slot selected, restart pending */
+} ble_ota_v2_state_t;
+
+typedef struct {
+    ble_ota_v2_state_t state;
+    uint32_t size;                      /* BEGIN's image size */
+    uint8_t sha256[BLE_OTA_SHA256_LEN]; /* BEGIN's digest */
+    uint16_t flags;                     /* BEGIN's flags */
+    uint32_t received;                  /* next expected offset: every byte below is stored */
+    uint32_t acked;                     /* offset of the last ACK (or of BEGIN's answer) */
+    uint32_t resync_offset;             /* the expected offset a RESYNC went out for */
+    bool resync_sent;
+    bool restart_requested;             /* RESTART answered, restart scheduled */
+    uint32_t suspended_at_ms;           /* port now_ms() when the link dropped */
+    ble_ota_sha256_ctx_t hash;          /* of bytes [0, received) */
+    uint32_t block_offset;              /* image offset of block[0]; bytes below are in flash */
+    uint32_t block_fill;                /* bytes in block */
+    uint8_t block[BLE_OTA_FLASH_BLOCK]; /* written to the slot in whole blocks */
+} ble_ota_v2_t;
+
 typedef struct {
     const ble_ota_port_t *port;
+    ble_ota_config_t config;
+    /* seed protocol */
     ble_ota_state_t state;
     uint8_t control;      /* last control value, returned by a read */
     uint16_t packet_size; /* announced by the client, 0 until then */
     uint32_t received;    /* firmware bytes stored in this transfer */
     uint32_t packets;     /* firmware packets stored in this transfer */
+    /* protocol v2 */
+    ble_ota_v2_t v2;
+    uint8_t last_status;         /* OTA Info last_status, BLE_OTA_LAST_STATUS_NONE at boot */
+    bool confirm_waiting;        /* the running image waits for CONFIRM */
+    uint32_t confirm_started_ms; /* port now_ms() when the confirm window opened */
 } ble_ota_core_t;
 
-void ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port);
+
+/* config NULL: the defaults. A zero window, max_packet or abandon timeout
+ * takes its default; max_packet is capped at BLE_OTA_MAX_PACKET (the core
+ * takes any length, the ATT layer not). Call at boot, before
+ * ble_ota_core_confirm_boot(). */
+void ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ota_config_t *config);
 
 /* A client wrote len bytes to OTA Control. REQUEST and DONE answer with a
  * notification (REQUEST_ACK/NAK, DONE_ACK/NAK) through the port. */
@@ -53,15 +109,38 @@ uint8_t ble_ota_core_control_read(const ble_ota_core_t *core);
 /* A client wrote len bytes to OTA Data. */
 ble_ota_status_t ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len);
 
-/* The client's link dropped: a transfer in progress is aborted, so the slot
- * is freed and the next REQUEST starts clean. */
+/* The client's link dropped: a seed transfer in progress is aborted, so the
+ * slot is freed and the next REQUEST starts clean; a v2 transfer is
+ * suspended, for a BEGIN of the same image to resume it (ble_ota_core_tick
+ * aborts it after the abandon timeout). */
 void ble_ota_core_disconnected(ble_ota_core_t *core);
 
+/* --- protocol v2 (docs/PROTOCOL.md) --- */
+
+/* A client wrote to OTA Command. Answers go out as notifications; the
+ * returned status only fails the write (BLE_OTA_ERR_LENGTH) for an empty
+ * value, which has no opcode to answer. */
+ble_ota_status_t ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len);
+
+/* A client wrote to OTA Stream (offset u32 + bytes). Never fails the write:
+ * problems are reported by RESYNC / FAILED events. */
+ble_ota_status_t ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len);
+
+/* The OTA Info value; returns its length (BLE_OTA_INFO_SIZE), or 0 when cap is too small. */
+size_t ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap);
+
+/* Timers: aborts a suspended transfer after the abandon timeout, rolls back
+ * an unconfirmed image after the confirm window. Call every 100-1000 ms
+ * (more often only sharpens the timeouts). */
+void ble_ota_core_tick(ble_ota_core_t *core);
+
 /* Called once at boot, after the application's self-test (BLE stack up and
- * the OTA service registered, on the ESP32). A new image that passed is
- * marked valid; one that failed is rolled back. Returns the state the
- * running image had before the call. */
-ble_ota_img_state_t ble_ota_core_confirm_boot(const ble_ota_port_t *port, bool self_test_passed);
+ * the OTA service registered, on the ESP32). A new image that failed is
+ * rolled back; one that passed is marked valid, unless a client was to
+ * confirm it (BEGIN flag CLIENT_CONFIRM): then it stays pending verify until
+ * CONFIRM or the confirm window ends. Call after ble_ota_core_init().
+ * Returns the state the running image had before the call. */
+ble_ota_img_state_t ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed);
 
 /* ATT error code a GATT layer returns for a status (0 for BLE_OTA_OK). */
 uint8_t ble_ota_status_to_att(ble_ota_status_t status);

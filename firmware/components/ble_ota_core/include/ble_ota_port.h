@@ -11,6 +11,7 @@
 #ifndef BLE_OTA_PORT_H
 #define BLE_OTA_PORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,21 @@ typedef enum {
     BLE_OTA_LOG_DEBUG,
 } ble_ota_log_level_t;
 
+/* What the device is and runs, for OTA Info. Strings are NUL-terminated
+ * unless they fill their field (as esp_app_desc_t allows): the core reads at
+ * most the field's size. */
+typedef struct {
+    uint16_t chip_id;       /* ESP image chip id (0 ESP32, 5 ESP32-C3, 9 ESP32-S3, ...) */
+    uint16_t chip_revision; /* major * 100 + minor */
+    uint32_t slot_size;     /* bytes of the slot the next update goes to, 0 when none */
+    uint32_t secure_version;
+    char version[32];
+    char project_name[32];
+    char idf_version[32];
+    char date[16];
+    char time[16];
+} ble_ota_device_info_t;
+
 typedef struct ble_ota_port {
     void *ctx; /* passed back as the first argument of every call */
 
@@ -68,6 +84,22 @@ typedef struct ble_ota_port {
     ble_ota_port_err_t (*mark_valid)(void *ctx);
     /* Mark the running image invalid and restart into the previous one. */
     void (*rollback)(void *ctx);
+
+    /* --- protocol v2 --- */
+
+    /* Fill *out with the device and its running app. */
+    void (*device_info)(void *ctx, ble_ota_device_info_t *out);
+    /* Monotonic milliseconds (wrapping is fine: the core only subtracts). */
+    uint32_t (*now_ms)(void *ctx);
+    /* Notify the connected client on OTA Command (no-op when not subscribed). */
+    void (*notify_command)(void *ctx, const uint8_t *data, size_t len);
+    /* Remember, across restarts, whether the image selected by set_boot_slot
+     * waits for a client's CONFIRM; read back at boot by confirm_required.
+     * The core calls it before every set_boot_slot (seed updates: false), so
+     * a power loss between the two leaves the old image running with a flag
+     * that only a pending-verify image would read. */
+    ble_ota_port_err_t (*set_confirm_required)(void *ctx, bool required);
+    bool (*confirm_required)(void *ctx);
 
     /* One log line, without trailing newline. */
     void (*log)(void *ctx, ble_ota_log_level_t level, const char *msg);

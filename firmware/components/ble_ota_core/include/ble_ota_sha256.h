@@ -1,28 +1,31 @@
 /*
- * SHA-256 (FIPS 180-4), for image validation on the host: the appended
- * image hash that esp_ota_end checks.
+ * SHA-256 (FIPS 180-4), portable: the core hashes the v2 stream with it, so
+ * the ESP32 and the host compute the same digest the same way (and the host
+ * uses it for the appended image hash that esp_ota_end checks).
+ *
+ * The context is a plain struct, so the core embeds it: nothing allocated.
  */
-#ifndef SHA256_H
-#define SHA256_H
+#ifndef BLE_OTA_SHA256_H
+#define BLE_OTA_SHA256_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define SHA256_DIGEST_LEN 32
-#define SHA256_BLOCK_LEN  64
+#define BLE_OTA_SHA256_LEN       32
+#define BLE_OTA_SHA256_BLOCK_LEN 64
 
 typedef struct {
     uint32_t h[8];
-    uint64_t total;                  /* bytes hashed so far */
-    uint8_t block[SHA256_BLOCK_LEN]; /* partial block */
-    size_t used;                     /* bytes in block */
-} sha256_ctx_t;
+    uint64_t total;                          /* bytes hashed so far */
+    uint8_t block[BLE_OTA_SHA256_BLOCK_LEN]; /* partial block */
+    size_t used;                             /* bytes in block */
+} ble_ota_sha256_ctx_t;
 
-void sha256_init(sha256_ctx_t *ctx);
-void sha256_update(sha256_ctx_t *ctx, const void *data, size_t len);
-void sha256_final(sha256_ctx_t *ctx, uint8_t digest[SHA256_DIGEST_LEN]);
+void ble_ota_sha256_init(ble_ota_sha256_ctx_t *ctx);
+void ble_ota_sha256_update(ble_ota_sha256_ctx_t *ctx, const void *data, size_t len);
+void ble_ota_sha256_final(ble_ota_sha256_ctx_t *ctx, uint8_t digest[BLE_OTA_SHA256_LEN]);
 
 /* One-shot digest of len bytes. */
-void sha256(const void *data, size_t len, uint8_t digest[SHA256_DIGEST_LEN]);
+void ble_ota_sha256(const void *data, size_t len, uint8_t digest[BLE_OTA_SHA256_LEN]);
 
-#endif /* SHA256_H */
+#endif /* BLE_OTA_SHA256_H */

@@ -1,0 +1,32 @@
+/*
+ * What the core's source files share and nobody else uses: logging, port
+ * error names, and the calls one protocol makes into the other (a seed
+ * REQUEST aborts a v2 transfer, a v2 BEGIN a seed transfer).
+ */
+#ifndef BLE_OTA_INTERNAL_H
+#define BLE_OTA_INTERNAL_H
+
+#include "ble_ota_core.h"
+
+/* Long enough for every line of the core; longer text is cut, never overflows. */
+#define BLE_OTA_LOG_LINE_MAX 96
+
+void ble_ota_log(const ble_ota_port_t *port, ble_ota_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+const char *ble_ota_port_err_name(ble_ota_port_err_t err);
+
+/* A restart is scheduled or due (seed DONE_ACK, v2 END OK): no transfer
+ * may start, the selected slot must stay as it is. */
+bool ble_ota_restart_pending(const ble_ota_core_t *core);
+
+/* Drops a seed transfer in progress (slot aborted), if any. */
+void ble_ota_seed_abort(ble_ota_core_t *core, const char *why);
+
+/* Drops a v2 transfer being received or suspended (slot aborted), if any. */
+void ble_ota_v2_abort(ble_ota_core_t *core, const char *why);
+
+/* The link dropped: a v2 transfer being received becomes suspended. */
+void ble_ota_v2_disconnected(ble_ota_core_t *core);
+
+#endif /* BLE_OTA_INTERNAL_H */

@@ -1,0 +1,658 @@
+/*
+ * Protocol v2 (docs/PROTOCOL.md): OTA Info, OTA Command, OTA Stream, and
+ * the timers behind resume and safe commit.
+ *
+ * The stream goes through one 4 KB block in the core: flash is written in
+ * whole sectors (fewer, larger esp_ota_write calls, and a block that is not
+ * written yet survives a lost link), and the SHA-256 of the image is
+ * computed here, as it arrives, so END can check it before the slot is
+ * validated or selected.
+ */
+#include <string.h>
+
+#include "ble_ota_core.h"
+#include "ble_ota_internal.h"
+
+/* Bytes of the image header the device checks at offset 0: magic (byte 0)
+ * and chip id (bytes 12-13), as esp_image_header_t lays them out. */
+#define BLE_OTA_IMAGE_MAGIC       0xE9
+#define BLE_OTA_IMAGE_CHIP_OFFSET 12
+#define BLE_OTA_IMAGE_HEADER_SEEN 14
+
+/* Largest notification: the BEGIN answer (opcode, status, offset, window, max_packet). */
+#define BLE_OTA_NOTIFY_MAX 10
+
+static uint32_t
+get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static uint16_t
+get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static void
+put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void
+put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static bool
+v2_active(const ble_ota_core_t *core)
+{
+    return core->v2.state == BLE_OTA_V2_RECEIVING || core->v2.state == BLE_OTA_V2_SUSPENDED;
+}
+
+/* The port's error as a v2 status. In slot_begin, STATE means esp_ota_begin
+ * refused because the running image is not confirmed yet. */
+static uint8_t
+v2_status_of(ble_ota_port_err_t err, bool at_begin)
+{
+    switch (err) {
+    case BLE_OTA_PORT_OK:
+        return BLE_OTA_ST_OK;
+    case BLE_OTA_PORT_ERR_NO_SLOT:
+        return BLE_OTA_ST_NO_SLOT;
+    case BLE_OTA_PORT_ERR_TOO_LARGE:
+        return BLE_OTA_ST_TOO_LARGE;
+    case BLE_OTA_PORT_ERR_INVALID_IMAGE:
+        return BLE_OTA_ST_INVALID_IMAGE;
+    case BLE_OTA_PORT_ERR_STATE:
+        return at_begin ? BLE_OTA_ST_PENDING_CONFIRM : BLE_OTA_ST_FLASH_ERROR;
+    case BLE_OTA_PORT_ERR_FLASH:
+    case BLE_OTA_PORT_ERR_OTHER:
+    default:
+        return BLE_OTA_ST_FLASH_ERROR;
+    }
+}
+
+static void
+v2_notify(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    core->port->notify_command(core->port->ctx, data, len);
+}
+
+/* An answer without fields. BEGIN and END statuses are what OTA Info
+ * reports as last_status. */
+static void
+v2_answer(ble_ota_core_t *core, uint8_t opcode, uint8_t status)
+{
+    const uint8_t answer[2] = { (uint8_t)(opcode | BLE_OTA_ANSWER), status };
+
+    if (opcode == BLE_OTA_CMD_BEGIN || opcode == BLE_OTA_CMD_END) {
+        core->last_status = status;
+    }
+    v2_notify(core, answer, sizeof(answer));
+}
+
+static void
+v2_event_offset(ble_ota_core_t *core, uint8_t event, uint32_t offset)
+{
+    uint8_t msg[5];
+
+    msg[0] = event;
+    put_le32(msg + 1, offset);
+    v2_notify(core, msg, sizeof(msg));
+}
+
+/* Forgets the transfer; the caller has closed or aborted the slot. */
+static void
+v2_reset(ble_ota_core_t *core)
+{
+    ble_ota_v2_t *t = &core->v2;
+
+    t->state = BLE_OTA_V2_IDLE;
+    t->size = 0;
+    memset(t->sha256, 0, sizeof(t->sha256));
+    t->flags = 0;
+    t->received = 0;
+    t->acked = 0;
+    t->resync_offset = 0;
+    t->resync_sent = false;
+    t->restart_requested = false;
+    t->suspended_at_ms = 0;
+    t->block_offset = 0;
+    t->block_fill = 0;
+    /* The hash state and the block keep stale bytes: both are reset when
+     * the next transfer begins, and nothing reads them before. */
+}
+
+void
+ble_ota_v2_abort(ble_ota_core_t *core, const char *why)
+{
+    if (!v2_active(core)) {
+        return;
+    }
+    ble_ota_log(core->port, BLE_OTA_LOG_WARN, "%s: v2 transfer aborted at %lu of %lu bytes", why,
+                (unsigned long)core->v2.received, (unsigned long)core->v2.size);
+    core->port->slot_abort(core->port->ctx);
+    v2_reset(core);
+}
+
+/* The transfer cannot go on: tell the client (FAILED) and free the slot. */
+static void
+v2_fail(ble_ota_core_t *core, uint8_t status, uint32_t offset)
+{
+    uint8_t msg[6];
+
+    ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "v2 transfer failed at %lu: status 0x%02x",
+                (unsigned long)offset, status);
+    core->port->slot_abort(core->port->ctx);
+    v2_reset(core);
+    core->last_status = status;
+    msg[0] = BLE_OTA_EVT_FAILED;
+    msg[1] = status;
+    put_le32(msg + 2, offset);
+    v2_notify(core, msg, sizeof(msg));
+}
+
+void
+ble_ota_v2_disconnected(ble_ota_core_t *core)
+{
+    if (core->v2.state != BLE_OTA_V2_RECEIVING) {
+        return;
+    }
+    /* Kept as it is (open slot, hash, unwritten block) for a BEGIN of the
+     * same image; tick() aborts it if nobody comes back. */
+    core->v2.state = BLE_OTA_V2_SUSPENDED;
+    core->v2.suspended_at_ms = core->port->now_ms(core->port->ctx);
+    ble_ota_log(core->port, BLE_OTA_LOG_INFO, "link lost: v2 transfer suspended at %lu of %lu bytes",
+                (unsigned long)core->v2.received, (unsigned long)core->v2.size);
+}
+
+/* --- OTA Command --------------------------------------------------------- */
+
+static void
+v2_answer_begin(ble_ota_core_t *core, uint32_t offset)
+{
+    uint8_t answer[BLE_OTA_NOTIFY_MAX];
+
+    answer[0] = BLE_OTA_CMD_BEGIN | BLE_OTA_ANSWER;
+    answer[1] = BLE_OTA_ST_OK;
+    put_le32(answer + 2, offset);
+    put_le16(answer + 6, core->config.window);
+    put_le16(answer + 8, core->config.max_packet);
+    core->last_status = BLE_OTA_ST_OK;
+    v2_notify(core, answer, sizeof(answer));
+}
+
+static void
+v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    const ble_ota_port_t *port = core->port;
+    ble_ota_v2_t *t = &core->v2;
+    ble_ota_device_info_t info;
+
+    if (len != BLE_OTA_BEGIN_SIZE) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_LENGTH);
+        return;
+    }
+    const uint32_t size = get_le32(data + 1);
+    const uint8_t *sha256 = data + 5;
+    const uint16_t chip_id = get_le16(data + 37);
+    const uint16_t flags = get_le16(data + 39);
+
+    /* The selected slot must boot as it is: a new transfer would erase it. */
+    if (ble_ota_restart_pending(core)) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE);
+        return;
+    }
+    if (size == 0 || (flags & ~BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) != 0) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT);
+        return;
+    }
+    memset(&info, 0, sizeof(info));
+    port->device_info(port->ctx, &info);
+    if (info.slot_size == 0) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_NO_SLOT);
+        return;
+    }
+    if (size > info.slot_size) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_TOO_LARGE);
+        return;
+    }
+    if (chip_id != info.chip_id) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_WRONG_CHIP);
+        return;
+    }
+    /* Checked here too (slot_begin refuses it as well) so that a refused
+     * BEGIN never costs the transfer a client may still resume. */
+    if (port->running_state(port->ctx) == BLE_OTA_IMG_PENDING_VERIFY) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_PENDING_CONFIRM);
+        return;
+    }
+
+    if (v2_active(core) && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0) {
+        /* The same image: go on from what is stored. Every byte below
+         * received is in flash or in the block, so that is the offset,
+         * even if its ACK never reached the client. */
+        t->state = BLE_OTA_V2_RECEIVING;
+        t->flags = flags;
+        t->acked = t->received;
+        t->resync_sent = false; /* an earlier RESYNC may have gone with the old link */
+        ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: resuming at %lu of %lu bytes",
+                    (unsigned long)t->received, (unsigned long)size);
+        v2_answer_begin(core, t->received);
+        return;
+    }
+
+    ble_ota_v2_abort(core, "BEGIN for another image");
+    ble_ota_seed_abort(core, "BEGIN");
+    const ble_ota_port_err_t err = port->slot_begin(port->ctx, size);
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "BEGIN refused: %s", ble_ota_port_err_name(err));
+        v2_answer(core, BLE_OTA_CMD_BEGIN, v2_status_of(err, true));
+        return;
+    }
+    v2_reset(core);
+    t->state = BLE_OTA_V2_RECEIVING;
+    t->size = size;
+    memcpy(t->sha256, sha256, BLE_OTA_SHA256_LEN);
+    t->flags = flags;
+    ble_ota_sha256_init(&t->hash);
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: %lu bytes%s", (unsigned long)size,
+                (flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) ? ", client confirms" : "");
+    v2_answer_begin(core, 0);
+}
+
+static void
+v2_end(ble_ota_core_t *core)
+{
+    const ble_ota_port_t *port = core->port;
+    ble_ota_v2_t *t = &core->v2;
+    uint8_t digest[BLE_OTA_SHA256_LEN];
+
+    if (t->state == BLE_OTA_V2_COMPLETE) {
+        /* A client whose answer was lost with the link asks again. */
+        v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_OK);
+        return;
+    }
+    if (t->state != BLE_OTA_V2_RECEIVING || ble_ota_restart_pending(core)) {
+        v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_BAD_STATE);
+        return;
+    }
+    if (t->received < t->size) {
+        /* The transfer stays: the client may send the rest and END again. */
+        ble_ota_log(port, BLE_OTA_LOG_WARN, "END at %lu of %lu bytes", (unsigned long)t->received,
+                    (unsigned long)t->size);
+        v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_INCOMPLETE);
+        return;
+    }
+    /* The last block was written when the last byte arrived. */
+    ble_ota_sha256_final(&t->hash, digest);
+    if (memcmp(digest, t->sha256, sizeof(digest)) != 0) {
+        /* Never validated nor selected: what arrived is not what the
+         * client meant to send, even if it happens to be a valid image. */
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "END: SHA-256 of %lu bytes differs from BEGIN's",
+                    (unsigned long)t->received);
+        port->slot_abort(port->ctx);
+        v2_reset(core);
+        v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_HASH_MISMATCH);
+        return;
+    }
+    /* slot_end closes the slot whatever it returns. */
+    ble_ota_port_err_t err = port->slot_end(port->ctx);
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "END: image rejected (%s)", ble_ota_port_err_name(err));
+        v2_reset(core);
+        v2_answer(core, BLE_OTA_CMD_END, v2_status_of(err, false));
+        return;
+    }
+    /* The flag first: a power loss before set_boot_slot leaves the old
+     * image running, and the flag only matters to a pending-verify image. */
+    err = port->set_confirm_required(port->ctx, (t->flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) != 0);
+    if (err == BLE_OTA_PORT_OK) {
+        err = port->set_boot_slot(port->ctx);
+    }
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "END: boot slot not set (%s)", ble_ota_port_err_name(err));
+        v2_reset(core);
+        v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_FLASH_ERROR);
+        return;
+    }
+    t->state = BLE_OTA_V2_COMPLETE;
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "END: %lu bytes, image valid, selected for the next boot",
+                (unsigned long)t->size);
+    v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_OK);
+}
+
+static void
+v2_restart(ble_ota_core_t *core)
+{
+    if (core->v2.state != BLE_OTA_V2_COMPLETE) {
+        v2_answer(core, BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE);
+        return;
+    }
+    /* Answer first: the delay lets the notification leave before the link drops. */
+    v2_answer(core, BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK);
+    if (!core->v2.restart_requested) {
+        core->v2.restart_requested = true;
+        ble_ota_log(core->port, BLE_OTA_LOG_INFO, "RESTART");
+        core->port->restart(core->port->ctx, BLE_OTA_RESTART_DELAY_MS);
+    }
+}
+
+static void
+v2_abort_command(ble_ota_core_t *core)
+{
+    if (ble_ota_restart_pending(core)) {
+        /* The new slot is selected already; no port call undoes that. */
+        v2_answer(core, BLE_OTA_CMD_ABORT, BLE_OTA_ST_BAD_STATE);
+        return;
+    }
+    ble_ota_v2_abort(core, "ABORT");
+    ble_ota_seed_abort(core, "ABORT");
+    v2_answer(core, BLE_OTA_CMD_ABORT, BLE_OTA_ST_OK);
+}
+
+static void
+v2_confirm(ble_ota_core_t *core)
+{
+    const ble_ota_port_t *port = core->port;
+
+    if (port->running_state(port->ctx) != BLE_OTA_IMG_PENDING_VERIFY) {
+        v2_answer(core, BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_NOT_PENDING);
+        return;
+    }
+    const ble_ota_port_err_t err = port->mark_valid(port->ctx);
+    if (err != BLE_OTA_PORT_OK) {
+        /* Still pending: the confirm window keeps running. */
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "CONFIRM: marking the image valid failed (%s)",
+                    ble_ota_port_err_name(err));
+        v2_answer(core, BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_FLASH_ERROR);
+        return;
+    }
+    core->confirm_waiting = false;
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "CONFIRM: new image confirmed by the client");
+    v2_answer(core, BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK);
+}
+
+ble_ota_status_t
+ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    if (len == 0 || data == NULL) {
+        return BLE_OTA_ERR_LENGTH; /* no opcode to answer */
+    }
+    const uint8_t opcode = data[0];
+    if (opcode == BLE_OTA_CMD_BEGIN) {
+        v2_begin(core, data, len);
+        return BLE_OTA_OK;
+    }
+    if (opcode < BLE_OTA_CMD_END || opcode > BLE_OTA_CMD_CONFIRM) {
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "OTA Command 0x%02x unknown", opcode);
+        v2_answer(core, opcode, BLE_OTA_ST_UNKNOWN_COMMAND);
+        return BLE_OTA_OK;
+    }
+    if (len != 1) {
+        v2_answer(core, opcode, BLE_OTA_ST_BAD_LENGTH);
+        return BLE_OTA_OK;
+    }
+    switch (opcode) {
+    case BLE_OTA_CMD_END:
+        v2_end(core);
+        break;
+    case BLE_OTA_CMD_RESTART:
+        v2_restart(core);
+        break;
+    case BLE_OTA_CMD_ABORT:
+        v2_abort_command(core);
+        break;
+    case BLE_OTA_CMD_CONFIRM:
+    default:
+        v2_confirm(core);
+        break;
+    }
+    return BLE_OTA_OK;
+}
+
+/* --- OTA Stream ----------------------------------------------------------- */
+
+/* Writes the block to the slot; false (transfer failed) on error. */
+static bool
+v2_flush(ble_ota_core_t *core, uint32_t packet_offset)
+{
+    ble_ota_v2_t *t = &core->v2;
+
+    if (t->block_fill == 0) {
+        return true;
+    }
+    const ble_ota_port_err_t err = core->port->slot_write(core->port->ctx, t->block, t->block_fill);
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "flash write of %lu bytes at %lu failed (%s)",
+                    (unsigned long)t->block_fill, (unsigned long)t->block_offset,
+                    ble_ota_port_err_name(err));
+        v2_fail(core, v2_status_of(err, false), packet_offset);
+        return false;
+    }
+    t->block_offset += t->block_fill;
+    t->block_fill = 0;
+    return true;
+}
+
+/* Checks the image header once its first bytes are in the block (they stay
+ * there until the first 4 KB are complete): a wrong file fails at once
+ * instead of after the whole upload. */
+static bool
+v2_check_header(ble_ota_core_t *core)
+{
+    const ble_ota_port_t *port = core->port;
+    const uint8_t *h = core->v2.block;
+    ble_ota_device_info_t info;
+
+    if (h[0] != BLE_OTA_IMAGE_MAGIC || core->v2.received < BLE_OTA_IMAGE_HEADER_SEEN) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "not an ESP app image (magic 0x%02x, %lu bytes)", h[0],
+                    (unsigned long)core->v2.received);
+        v2_fail(core, BLE_OTA_ST_INVALID_IMAGE, 0);
+        return false;
+    }
+    memset(&info, 0, sizeof(info));
+    port->device_info(port->ctx, &info);
+    const uint16_t chip_id = get_le16(h + BLE_OTA_IMAGE_CHIP_OFFSET);
+    if (chip_id != info.chip_id) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image for chip %u, device is chip %u", (unsigned)chip_id,
+                    (unsigned)info.chip_id);
+        v2_fail(core, BLE_OTA_ST_WRONG_CHIP, 0);
+        return false;
+    }
+    return true;
+}
+
+/* Takes a packet at the expected offset. */
+static void
+v2_take(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n)
+{
+    ble_ota_v2_t *t = &core->v2;
+    const uint32_t offset = t->received;
+
+    ble_ota_sha256_update(&t->hash, bytes, n);
+    while (n > 0) {
+        uint32_t room = BLE_OTA_FLASH_BLOCK - t->block_fill;
+        if (room > n) {
+            room = n;
+        }
+        memcpy(t->block + t->block_fill, bytes, room);
+        t->block_fill += room;
+        t->received += room;
+        bytes += room;
+        n -= room;
+        /* Before the first block leaves for flash. */
+        if (t->block_offset == 0 && offset < BLE_OTA_IMAGE_HEADER_SEEN &&
+            (t->received >= BLE_OTA_IMAGE_HEADER_SEEN || t->received == t->size) && !v2_check_header(core)) {
+            return;
+        }
+        if (t->block_fill == BLE_OTA_FLASH_BLOCK && !v2_flush(core, offset)) {
+            return;
+        }
+    }
+    /* The last block is partial: write it now, so that the final ACK means
+     * "in flash" and a write error still comes as FAILED, not at END. */
+    if (t->received == t->size && !v2_flush(core, offset)) {
+        return;
+    }
+    uint32_t step = core->config.window / 4u;
+    if (step == 0) {
+        step = 1;
+    }
+    if (t->received == t->size || t->received - t->acked >= step) {
+        t->acked = t->received;
+        v2_event_offset(core, BLE_OTA_EVT_ACK, t->received);
+    }
+}
+
+ble_ota_status_t
+ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    ble_ota_v2_t *t = &core->v2;
+
+    /* Stream values come as Write Commands: an error would reach nobody,
+     * so whatever is wrong is ignored, logged, or told by an event. */
+    if (t->state != BLE_OTA_V2_RECEIVING || data == NULL || len <= BLE_OTA_STREAM_HEADER) {
+        return BLE_OTA_OK;
+    }
+    if (len > core->config.max_packet) {
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "stream packet of %lu bytes ignored (max %u)",
+                    (unsigned long)len, (unsigned)core->config.max_packet);
+        return BLE_OTA_OK;
+    }
+    const uint32_t offset = get_le32(data);
+    const uint32_t n = (uint32_t)(len - BLE_OTA_STREAM_HEADER);
+    if (offset < t->received) {
+        return BLE_OTA_OK; /* a duplicate: already stored */
+    }
+    if (offset > t->received) {
+        /* A packet was lost. Once per expected offset: every packet after
+         * the gap would otherwise ask again, flooding the link. */
+        if (!t->resync_sent || t->resync_offset != t->received) {
+            t->resync_sent = true;
+            t->resync_offset = t->received;
+            ble_ota_log(core->port, BLE_OTA_LOG_DEBUG, "stream gap: got %lu, RESYNC %lu",
+                        (unsigned long)offset, (unsigned long)t->received);
+            v2_event_offset(core, BLE_OTA_EVT_RESYNC, t->received);
+        }
+        return BLE_OTA_OK;
+    }
+    if (n > t->size - t->received) {
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "stream packet at %lu runs past the image (%lu bytes)",
+                    (unsigned long)offset, (unsigned long)t->size);
+        return BLE_OTA_OK;
+    }
+    v2_take(core, data + BLE_OTA_STREAM_HEADER, n);
+    return BLE_OTA_OK;
+}
+
+/* --- OTA Info ----------------------------------------------------------------- */
+
+/* A NUL-padded field from a string that may fill its source without a NUL. */
+static void
+put_field(uint8_t *out, size_t out_len, const char *src, size_t src_len)
+{
+    size_t n = 0;
+
+    while (n < src_len && n < out_len && src[n] != '\0') {
+        n++;
+    }
+    memcpy(out, src, n);
+}
+
+size_t
+ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
+{
+    const ble_ota_port_t *port = core->port;
+    const ble_ota_v2_t *t = &core->v2;
+    ble_ota_device_info_t info;
+
+    if (out == NULL || cap < BLE_OTA_INFO_SIZE) {
+        return 0;
+    }
+    memset(&info, 0, sizeof(info));
+    port->device_info(port->ctx, &info);
+    memset(out, 0, BLE_OTA_INFO_SIZE);
+
+    uint16_t features = BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM;
+    if (core->config.serve_seed) {
+        features |= BLE_OTA_FEATURE_SEED;
+    }
+    uint8_t running;
+    switch (port->running_state(port->ctx)) {
+    case BLE_OTA_IMG_VALID:
+        running = BLE_OTA_RUNNING_VALID;
+        break;
+    case BLE_OTA_IMG_PENDING_VERIFY:
+        running = BLE_OTA_RUNNING_PENDING_VERIFY;
+        break;
+    case BLE_OTA_IMG_UNKNOWN:
+    default:
+        running = BLE_OTA_RUNNING_UNKNOWN;
+        break;
+    }
+    /* A seed transfer shows too, so a v2 client sees the slot is busy; its
+     * SHA-256 is unknown (zeros), so no BEGIN will mistake it for its own. */
+    uint8_t transfer = (uint8_t)t->state;
+    uint32_t offset = t->received;
+    if (t->state == BLE_OTA_V2_IDLE && core->state == BLE_OTA_STATE_RECEIVING) {
+        transfer = BLE_OTA_TRANSFER_RECEIVING;
+        offset = core->received;
+    } else if (t->state == BLE_OTA_V2_IDLE && core->state == BLE_OTA_STATE_RESTARTING) {
+        transfer = BLE_OTA_TRANSFER_COMPLETE;
+        offset = core->received;
+    }
+
+    out[0] = BLE_OTA_INFO_VERSION;
+    out[1] = BLE_OTA_PROTOCOL_VERSION;
+    put_le16(out + 2, features);
+    put_le16(out + 4, info.chip_id);
+    put_le16(out + 6, info.chip_revision);
+    put_le32(out + 8, info.slot_size);
+    put_le16(out + 12, core->config.max_packet);
+    put_le16(out + 14, core->config.window);
+    out[16] = running;
+    out[17] = core->last_status;
+    out[18] = transfer;
+    out[19] = 0;
+    put_le32(out + 20, offset);
+    if (t->state != BLE_OTA_V2_IDLE) {
+        memcpy(out + 24, t->sha256, BLE_OTA_SHA256_LEN);
+    }
+    put_le32(out + 56, info.secure_version);
+    put_field(out + 60, 32, info.version, sizeof(info.version));
+    put_field(out + 92, 32, info.project_name, sizeof(info.project_name));
+    put_field(out + 124, 32, info.idf_version, sizeof(info.idf_version));
+    put_field(out + 156, 16, info.date, sizeof(info.date));
+    put_field(out + 172, 16, info.time, sizeof(info.time));
+    return BLE_OTA_INFO_SIZE;
+}
+
+/* --- timers ------------------------------------------------------------------- */
+
+void
+ble_ota_core_tick(ble_ota_core_t *core)
+{
+    const ble_ota_port_t *port = core->port;
+    const uint32_t now = port->now_ms(port->ctx);
+
+    /* Unsigned differences: right across a wrap of the millisecond counter. */
+    if (core->v2.state == BLE_OTA_V2_SUSPENDED &&
+        now - core->v2.suspended_at_ms >= core->config.abandon_timeout_ms) {
+        ble_ota_v2_abort(core, "nobody resumed");
+    }
+    if (core->confirm_waiting && core->config.confirm_window_ms != 0 &&
+        now - core->confirm_started_ms >= core->config.confirm_window_ms) {
+        core->confirm_waiting = false;
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "no CONFIRM within %lu ms: rolling back",
+                    (unsigned long)core->config.confirm_window_ms);
+        port->rollback(port->ctx);
+    }
+}

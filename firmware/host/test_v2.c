@@ -1,0 +1,682 @@
+/*
+ * Protocol v2 of the core on the host platform (docs/PROTOCOL.md): every
+ * request and event, every status the core can produce, the windowed
+ * stream (ACK spacing, gaps, duplicates), resume, safe commit with the
+ * confirm window, and power loss at every step.
+ *
+ * The device's clock is the fixture's: tests move it by hand, starting just
+ * below the 32-bit wrap so every timer crosses it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "ble_ota_core.h"
+#include "ble_ota_sha256.h"
+#include "host_image.h"
+#include "host_port.h"
+#include "test.h"
+#include "test_fixture.h"
+#include "test_v2.h"
+
+/* Stream data per packet in most tests: what an ATT MTU of 247 carries. */
+#define CHUNK 240
+
+/* --- helpers ------------------------------------------------------------------ */
+
+static uint32_t
+le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static uint16_t
+le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static void
+core_init(void)
+{
+    ble_ota_core_init(&s_fx.core, &s_fx.dev.port, &s_config);
+}
+
+static ble_ota_status_t
+command(const uint8_t *data, size_t len)
+{
+    return ble_ota_core_command_write(&s_fx.core, data, len);
+}
+
+static ble_ota_status_t
+op(uint8_t opcode)
+{
+    return command(&opcode, 1);
+}
+
+static void
+begin_raw(uint32_t size, const uint8_t sha[32], uint16_t chip_id, uint16_t flags)
+{
+    uint8_t req[BLE_OTA_BEGIN_SIZE];
+
+    req[0] = BLE_OTA_CMD_BEGIN;
+    req[1] = (uint8_t)size;
+    req[2] = (uint8_t)(size >> 8);
+    req[3] = (uint8_t)(size >> 16);
+    req[4] = (uint8_t)(size >> 24);
+    memcpy(req + 5, sha, 32);
+    req[37] = (uint8_t)chip_id;
+    req[38] = (uint8_t)(chip_id >> 8);
+    req[39] = (uint8_t)flags;
+    req[40] = (uint8_t)(flags >> 8);
+    command(req, sizeof(req));
+}
+
+static void
+begin_image(const uint8_t *img, size_t len, uint16_t flags)
+{
+    uint8_t sha[32];
+
+    ble_ota_sha256(img, len, sha);
+    begin_raw((uint32_t)len, sha, HOST_IMAGE_CHIP_ESP32, flags);
+}
+
+static const cmd_note_t *
+last_note(void)
+{
+    return s_fx.cmd_count == 0 ? NULL : &s_fx.cmds[(s_fx.cmd_count - 1) % MAX_CMD_NOTES];
+}
+
+static void
+print_note(const char *what, const cmd_note_t *n)
+{
+    printf("  %s:", what);
+    for (size_t i = 0; n != NULL && i < n->len; i++) {
+        printf(" %02x", n->data[i]);
+    }
+    printf("%s\n", n == NULL ? " none" : "");
+}
+
+/* The last notification answers opcode with status (and has len bytes). */
+static bool
+answered(uint8_t opcode, uint8_t status, size_t len)
+{
+    const cmd_note_t *n = last_note();
+    if (n != NULL && n->len == len && n->data[0] == (opcode | BLE_OTA_ANSWER) && n->data[1] == status) {
+        return true;
+    }
+    print_note("last notification", n);
+    return false;
+}
+
+static bool
+answered_plain(uint8_t opcode, uint8_t status)
+{
+    return answered(opcode, status, 2);
+}
+
+/* The last notification is event type with offset. */
+static bool
+evented(uint8_t type, uint32_t offset)
+{
+    const cmd_note_t *n = last_note();
+    if (n != NULL && n->len == 5 && n->data[0] == type && le32(n->data + 1) == offset) {
+        return true;
+    }
+    print_note("last notification", n);
+    return false;
+}
+
+static bool
+failed_with(uint8_t status, uint32_t offset)
+{
+    const cmd_note_t *n = last_note();
+    if (n != NULL && n->len == 6 && n->data[0] == BLE_OTA_EVT_FAILED && n->data[1] == status &&
+        le32(n->data + 2) == offset) {
+        return true;
+    }
+    print_note("last notification", n);
+    return false;
+}
+
+static int
+count_notes(uint8_t type, int from)
+{
+    int count = 0;
+    for (int i = from; i < s_fx.cmd_count && i < MAX_CMD_NOTES; i++) {
+        count += s_fx.cmds[i].data[0] == type;
+    }
+    return count;
+}
+
+static void
+stream_packet(uint32_t offset, const uint8_t *data, size_t n)
+{
+    static uint8_t pkt[BLE_OTA_STREAM_HEADER + 1024];
+
+    pkt[0] = (uint8_t)offset;
+    pkt[1] = (uint8_t)(offset >> 8);
+    pkt[2] = (uint8_t)(offset >> 16);
+    pkt[3] = (uint8_t)(offset >> 24);
+    memcpy(pkt + BLE_OTA_STREAM_HEADER, data, n);
+    ble_ota_core_stream_write(&s_fx.core, pkt, BLE_OTA_STREAM_HEADER + n);
+}
+
+/* Streams img[from..to) in packets of chunk bytes. */
+static void
+stream(const uint8_t *img, size_t from, size_t to, size_t chunk)
+{
+    for (size_t off = from; off < to; off += chunk) {
+        const size_t n = to - off < chunk ? to - off : chunk;
+        stream_packet((uint32_t)off, img + off, n);
+    }
+}
+
+/* BEGIN, the whole stream, END: each answer checked. */
+static void
+v2_upload(const uint8_t *img, size_t len, uint16_t flags)
+{
+    begin_image(img, len, flags);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), 0);
+    stream(img, 0, len, CHUNK);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)len));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+}
+
+static void
+info(uint8_t out[BLE_OTA_INFO_SIZE])
+{
+    memset(out, 0xAA, BLE_OTA_INFO_SIZE);
+    ble_ota_core_info_read(&s_fx.core, out, BLE_OTA_INFO_SIZE);
+}
+
+static const char *
+running_version(void)
+{
+    static char version[33];
+    host_dev_running_version(&s_fx.dev, version);
+    return version;
+}
+
+/* --- the happy path -------------------------------------------------------------- */
+
+static void
+test_v2_update_and_restart(void)
+{
+    CHECK_OK(fx_setup());
+    begin_image(s_image, s_image_len, 0);
+    /* BEGIN's answer: offset, window, max_packet. */
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    const cmd_note_t *a = last_note();
+    CHECK_EQ(le32(a->data + 2), 0);
+    CHECK_EQ(le16(a->data + 6), BLE_OTA_DEFAULT_WINDOW);
+    CHECK_EQ(le16(a->data + 8), BLE_OTA_MAX_PACKET);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_RECEIVING);
+    CHECK_EQ(s_fx.dev.open_slot, 1);
+
+    stream(s_image, 0, s_image_len, BLE_OTA_MAX_PACKET - BLE_OTA_STREAM_HEADER);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_NEW);
+    CHECK(!s_fx.dev.flash.confirm_required);
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
+    /* END validated and selected, but the restart waits for RESTART. */
+    CHECK(!s_fx.dev.restart_pending);
+
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
+    CHECK(s_fx.dev.restart_pending);
+    CHECK_EQ(s_fx.dev.restart_delay_ms, BLE_OTA_RESTART_DELAY_MS);
+    /* Without CLIENT_CONFIRM the device confirms the image itself. */
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
+    CHECK(!s_fx.core.confirm_waiting);
+    CHECK(strcmp(running_version(), "2.0.0") == 0);
+    CHECK_EQ(s_fx.errors, 0);
+}
+
+static void
+test_v2_flash_written_in_whole_blocks(void)
+{
+    CHECK_OK(fx_setup());
+    /* Odd packet sizes: blocks are cut from the stream, not from packets. */
+    const size_t sizes[] = { 1, 7, 100, 243, 510 };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        CHECK_OK(fx_setup());
+        const uint32_t writes = s_fx.dev.flash.writes;
+        begin_image(s_image, s_image_len, 0);
+        stream(s_image, 0, s_image_len, sizes[i]);
+        CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+        /* Every write but the last is one whole 4 KB block. */
+        CHECK_EQ(s_fx.dev.flash.writes - writes, (s_image_len + BLE_OTA_FLASH_BLOCK - 1) / BLE_OTA_FLASH_BLOCK);
+        CHECK_EQ(s_fx.dev.write_pos, s_image_len);
+        CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+        CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+        CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
+    }
+}
+
+static void
+test_v2_ack_spacing(void)
+{
+    const uint16_t windows[] = { BLE_OTA_DEFAULT_WINDOW, 2000, 512, 3 };
+    for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+        CHECK_OK(fx_setup());
+        s_config.window = windows[w];
+        core_init();
+        const uint32_t step = windows[w] / 4 ? windows[w] / 4 : 1;
+        begin_image(s_image, s_image_len, 0);
+        CHECK_EQ(le16(last_note()->data + 6), windows[w]);
+        const int first = s_fx.cmd_count;
+        uint32_t last_ack = 0;
+        for (size_t off = 0; off < s_image_len; off += CHUNK) {
+            const size_t n = s_image_len - off < CHUNK ? s_image_len - off : CHUNK;
+            const int before = s_fx.cmd_count;
+            stream_packet((uint32_t)off, s_image + off, n);
+            const uint32_t end = (uint32_t)(off + n);
+            /* An ACK exactly when window/4 bytes (or the end) were reached. */
+            const bool due = end - last_ack >= step || end == s_image_len;
+            CHECK_EQ(s_fx.cmd_count - before, due ? 1 : 0);
+            if (due) {
+                CHECK(evented(BLE_OTA_EVT_ACK, end));
+                last_ack = end;
+            }
+        }
+        CHECK(count_notes(BLE_OTA_EVT_ACK, first) > 0);
+        CHECK_EQ(count_notes(BLE_OTA_EVT_RESYNC, first), 0);
+        /* So a client that stops at a full window always gets an ACK. */
+        CHECK(step <= windows[w]);
+    }
+}
+
+/* --- resume ------------------------------------------------------------------------ */
+
+static void
+test_v2_resume_same_image(void)
+{
+    uint8_t inf[BLE_OTA_INFO_SIZE], sha[32];
+
+    CHECK_OK(fx_setup());
+    ble_ota_sha256(s_image, s_image_len, sha);
+    begin_image(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM);
+    /* 25 packets: 6000 bytes, 4096 of them in flash, the rest in the block. */
+    stream(s_image, 0, 25 * CHUNK, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_SUSPENDED);
+    CHECK_EQ(s_fx.dev.open_slot, 1);
+    CHECK_EQ(s_fx.dev.write_pos, BLE_OTA_FLASH_BLOCK);
+    info(inf);
+    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_SUSPENDED);
+    CHECK_EQ(le32(inf + 20), 25 * CHUNK);
+    CHECK(memcmp(inf + 24, sha, 32) == 0);
+
+    /* Packets after the link dropped go nowhere. */
+    stream_packet(25 * CHUNK, s_image + 25 * CHUNK, CHUNK);
+    CHECK_EQ(s_fx.core.v2.received, 25 * CHUNK);
+
+    /* The next connection: the same BEGIN continues where the data stopped. */
+    s_fx.clock_ms += 30000;
+    ble_ota_core_tick(&s_fx.core);
+    begin_image(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), 25 * CHUNK);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_RECEIVING);
+    const int first = s_fx.cmd_count;
+    stream(s_image, 25 * CHUNK, s_image_len, CHUNK);
+    CHECK_EQ(count_notes(BLE_OTA_EVT_RESYNC, first), 0);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
+    CHECK(s_fx.dev.flash.confirm_required);
+}
+
+static void
+test_v2_resume_twice_and_at_the_end(void)
+{
+    CHECK_OK(fx_setup());
+    begin_image(s_image, s_image_len, 0);
+    /* Cut at an odd offset, inside a block, twice. */
+    stream(s_image, 0, 3333, 101);
+    const uint32_t at = s_fx.core.v2.received;
+    CHECK_EQ(at, 3333);
+    ble_ota_core_disconnected(&s_fx.core);
+    begin_image(s_image, s_image_len, 0);
+    CHECK_EQ(le32(last_note()->data + 2), at);
+    stream(s_image, at, 9000, 500);
+    ble_ota_core_disconnected(&s_fx.core);
+    begin_image(s_image, s_image_len, 0);
+    CHECK_EQ(le32(last_note()->data + 2), 9000);
+    /* Everything arrived, then the link dropped before END. */
+    stream(s_image, 9000, s_image_len, 500);
+    ble_ota_core_disconnected(&s_fx.core);
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), s_image_len);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
+}
+
+static void
+test_v2_begin_again_while_receiving(void)
+{
+    CHECK_OK(fx_setup());
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 10 * CHUNK, CHUNK);
+    /* No disconnect seen (a client that restarted its session): the same
+     * image goes on from what is stored. */
+    begin_image(s_image, s_image_len, 0);
+    CHECK_EQ(le32(last_note()->data + 2), 10 * CHUNK);
+    stream(s_image, 10 * CHUNK, s_image_len, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+}
+
+static void
+test_v2_other_image_starts_over(void)
+{
+    static uint8_t other[64 * 1024];
+
+    CHECK_OK(fx_setup());
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 40 * CHUNK, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    /* Same size, another hash: another image. */
+    const size_t len = build_image(other, sizeof(other), "2.0.1", 20000, 77);
+    CHECK_EQ(len, s_image_len);
+    begin_image(other, len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(s_fx.dev.write_pos, 0);
+    stream(other, 0, len, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), other, len) == 0);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(strcmp(running_version(), "2.0.1") == 0);
+}
+
+static void
+test_v2_abandon_timeout(void)
+{
+    CHECK_OK(fx_setup());
+    s_config.abandon_timeout_ms = 60000;
+    core_init();
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 20 * CHUNK, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    s_fx.clock_ms += 59999;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_SUSPENDED);
+    CHECK_EQ(s_fx.dev.open_slot, 1);
+    s_fx.clock_ms += 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+    /* The same BEGIN now starts at 0. */
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), 0);
+    /* A receiving transfer (link up) is never abandoned. */
+    s_fx.clock_ms += 10u * 60000u;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_RECEIVING);
+}
+
+/* --- requests and statuses ------------------------------------------------------ */
+
+static void
+test_v2_unknown_and_bad_length(void)
+{
+    uint8_t buf[64];
+
+    CHECK_OK(fx_setup());
+    /* An empty value has no opcode to answer: the write itself fails. */
+    CHECK_EQ(command(buf, 0), BLE_OTA_ERR_LENGTH);
+    CHECK_EQ(s_fx.cmd_count, 0);
+    const uint8_t unknown[] = { 0x00, 0x06, 0x7F, 0x80, 0xC0, 0xFF };
+    for (size_t i = 0; i < sizeof(unknown); i++) {
+        buf[0] = unknown[i];
+        buf[1] = 0;
+        CHECK_EQ(command(buf, 1 + i % 2), BLE_OTA_OK);
+        CHECK(answered_plain(unknown[i], BLE_OTA_ST_UNKNOWN_COMMAND));
+    }
+    /* BEGIN is 41 bytes, the others 1. */
+    memset(buf, 0, sizeof(buf));
+    buf[0] = BLE_OTA_CMD_BEGIN;
+    CHECK_EQ(command(buf, 1), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_LENGTH));
+    CHECK_EQ(command(buf, BLE_OTA_BEGIN_SIZE - 1), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_LENGTH));
+    CHECK_EQ(command(buf, BLE_OTA_BEGIN_SIZE + 1), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_LENGTH));
+    const uint8_t ones[] = { BLE_OTA_CMD_END, BLE_OTA_CMD_RESTART, BLE_OTA_CMD_ABORT, BLE_OTA_CMD_CONFIRM };
+    for (size_t i = 0; i < sizeof(ones); i++) {
+        buf[0] = ones[i];
+        CHECK_EQ(command(buf, 2), BLE_OTA_OK);
+        CHECK(answered_plain(ones[i], BLE_OTA_ST_BAD_LENGTH));
+    }
+    CHECK_EQ(s_fx.cmd_count, 6 + 3 + 4);
+    /* BAD_LENGTH of BEGIN and END is an attempt's status too. */
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(inf[17], BLE_OTA_ST_BAD_LENGTH);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+}
+
+static void
+test_v2_begin_refusals(void)
+{
+    uint8_t sha[32];
+
+    CHECK_OK(fx_setup());
+    const uint32_t erases = s_fx.dev.flash.erases;
+    ble_ota_sha256(s_image, s_image_len, sha);
+    begin_raw(0, sha, 0, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
+    const uint16_t reserved[] = { 0x0002, 0x0004, 0x8000, 0xFFFF };
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        begin_raw((uint32_t)s_image_len, sha, 0, reserved[i]);
+        CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
+    }
+    begin_raw(SLOT_SIZE + 1, sha, 0, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_TOO_LARGE));
+    begin_raw(0xFFFFFFFFu, sha, 0, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_TOO_LARGE));
+    begin_raw((uint32_t)s_image_len, sha, 5, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_WRONG_CHIP));
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+    CHECK_EQ(s_fx.dev.flash.erases, erases);
+    /* A slot-sized image fits. */
+    begin_raw(SLOT_SIZE, sha, 0, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+
+    /* A refused BEGIN keeps a suspended transfer. */
+    CHECK_OK(fx_setup());
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 20 * CHUNK, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    begin_raw(SLOT_SIZE + 1, sha, 0, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_TOO_LARGE));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_SUSPENDED);
+    begin_image(s_image, s_image_len, 0);
+    CHECK_EQ(le32(last_note()->data + 2), 20 * CHUNK);
+}
+
+static void
+test_v2_no_slot(void)
+{
+    host_dev_t *dev = &s_fx.dev;
+    uint8_t sha[32] = { 0 };
+
+    CHECK_OK(fx_setup());
+    /* Nothing bootable: no running app, no slot to update. */
+    dev->flash.slot[0].state = HOST_SLOT_INVALID;
+    CHECK_EQ(fx_reboot(true), -1);
+    begin_raw(1000, sha, 0, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_NO_SLOT));
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(le32(inf + 8), 0);
+    CHECK_EQ(inf[16], BLE_OTA_RUNNING_UNKNOWN);
+    CHECK_EQ(inf[17], BLE_OTA_ST_NO_SLOT);
+}
+
+static void
+test_v2_end_statuses(void)
+{
+    static uint8_t bad[64 * 1024];
+    uint8_t sha[32];
+
+    CHECK_OK(fx_setup());
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_BAD_STATE));
+
+    /* INCOMPLETE: the transfer goes on. */
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, s_image_len - 1, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_INCOMPLETE));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_RECEIVING);
+    stream_packet((uint32_t)s_image_len - 1, s_image + s_image_len - 1, 1);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    /* END again (its answer lost with the link): still OK, nothing redone. */
+    const uint32_t writes = s_fx.dev.flash.writes;
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK_EQ(s_fx.dev.flash.writes, writes);
+
+    /* HASH_MISMATCH: a valid image, but not the one BEGIN announced. */
+    CHECK_OK(fx_setup());
+    ble_ota_sha256(s_image, s_image_len, sha);
+    sha[31] ^= 1;
+    begin_raw((uint32_t)s_image_len, sha, 0, 0);
+    stream(s_image, 0, s_image_len, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_HASH_MISMATCH));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+    CHECK(!s_fx.dev.restart_pending);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE));
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(strcmp(running_version(), "1.0.0") == 0);
+
+    /* INVALID_IMAGE: the hash matches what arrived, the image is broken. */
+    CHECK_OK(fx_setup());
+    memcpy(bad, s_image, s_image_len);
+    bad[1000] ^= 0x40;
+    begin_image(bad, s_image_len, 0);
+    stream(bad, 0, s_image_len, CHUNK);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_INVALID_IMAGE));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(inf[17], BLE_OTA_ST_INVALID_IMAGE);
+    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
+    /* And the device takes the good one right after. */
+    CHECK_OK(v2_upload(s_image, s_image_len, 0));
+}
+
+static void
+test_v2_stream_failures(void)
+{
+    static uint8_t img[64 * 1024];
+
+    /* Not an app image: FAILED at the first packet, not after the upload. */
+    CHECK_OK(fx_setup());
+    memcpy(img, s_image, s_image_len);
+    img[0] = 'P';
+    const uint32_t writes = s_fx.dev.flash.writes;
+    begin_image(img, s_image_len, 0);
+    stream_packet(0, img, CHUNK);
+    CHECK(failed_with(BLE_OTA_ST_INVALID_IMAGE, 0));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+    CHECK_EQ(s_fx.dev.flash.writes, writes);
+    /* What follows is outside a transfer: ignored, no more events. */
+    const int notes = s_fx.cmd_count;
+    stream(img, CHUNK, s_image_len, CHUNK);
+    CHECK_EQ(s_fx.cmd_count, notes);
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(inf[17], BLE_OTA_ST_INVALID_IMAGE);
+
+    /* Built for the ESP32-C3 (chip id 5 in the header), announced as ESP32. */
+    CHECK_OK(fx_setup());
+    memcpy(img, s_image, s_image_len);
+    img[12] = 5;
+    begin_image(img, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    /* The header check waits for byte 13, even in one-byte packets. */
+    stream(img, 0, 13, 1);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    stream_packet(13, img + 13, 1);
+    CHECK(failed_with(BLE_OTA_ST_WRONG_CHIP, 0));
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+
+    /* An image shorter than a header. */
+    CHECK_OK(fx_setup());
+    begin_image(s_image, 10, 0);
+    stream_packet(0, s_image, 10);
+    CHECK(failed_with(BLE_OTA_ST_INVALID_IMAGE, 0));
+}
+
+static void
+test_v2_flash_failure_at_every_write(void)
+{
+    const uint32_t blocks = (uint32_t)((s_image_len + BLE_OTA_FLASH_BLOCK - 1) / BLE_OTA_FLASH_BLOCK);
+    for (uint32_t fail_at = 1; fail_at <= blocks; fail_at++) {
+        CHECK_OK(fx_setup());
+        begin_image(s_image, s_image_len, 0);
+        host_flash_fail_write_after(&s_fx.dev.flash, fail_at);
+        stream(s_image, 0, s_image_len, CHUNK);
+        host_flash_fail_write_after(&s_fx.dev.flash, 0);
+        /* FAILED names the packet that could not be taken. */
+        const uint32_t block_end = fail_at * BLE_OTA_FLASH_BLOCK < s_image_len ? fail_at * BLE_OTA_FLASH_BLOCK
+                                                                             : (uint32_t)s_image_len;
+        const uint32_t packet = (block_end - 1) / CHUNK * CHUNK;
+        CHECK(failed_with(BLE_OTA_ST_FLASH_ERROR, packet));
+        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+        CHECK_EQ(s_fx.dev.open_slot, -1);
+        CHECK_EQ(count_notes(BLE_OTA_EVT_FAILED, 0), 1);
+        CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+        CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_BAD_STATE));
+        CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+        /* The same BEGIN starts over, and succeeds. */
+        CHECK_OK(v2_upload(s_image, s_image_len, 0));
+    }
+}
+
+void
+test_v2_run_all(void)
+{
+    RUN(test_v2_update_and_restart);
+    RUN(test_v2_flash_written_in_whole_blocks);
+    RUN(test_v2_ack_spacing);
+    RUN(test_v2_resume_same_image);
+    RUN(test_v2_resume_twice_and_at_the_end);
+    RUN(test_v2_begin_again_while_receiving);
+    RUN(test_v2_other_image_starts_over);
+    RUN(test_v2_abandon_timeout);
+    RUN(test_v2_unknown_and_bad_length);
+    RUN(test_v2_begin_refusals);
+    RUN(test_v2_no_slot);
+    RUN(test_v2_end_statuses);
+    RUN(test_v2_stream_failures);
+    RUN(test_v2_flash_failure_at_every_write);
+}
