@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "ble_ota_protocol.h"
+#include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "test.h"
 
@@ -322,6 +323,9 @@ to_hex(const uint8_t *data, size_t len, char *out)
 
 static const char *const CTRL = BLE_OTA_CONTROL_UUID;
 static const char *const DATA = BLE_OTA_DATA_UUID;
+static const char *const INFO = BLE_OTA_INFO_UUID;
+static const char *const CMD = BLE_OTA_COMMAND_UUID;
+static const char *const STREAM = BLE_OTA_STREAM_UUID;
 
 /* --- scenario ----------------------------------------------------------------- */
 
@@ -526,10 +530,12 @@ smoke_random_requests(void)
 {
     static const char *const cmds[] = {
         "connect", "disconnect", "read", "write", "write-cmd", "subscribe", "state",
-        "flash-read", "power-cycle", "bogus", "", "WRITE",
+        "flash-read", "power-cycle", "bogus", "", "WRITE", "stats", "write", "write-cmd",
     };
     static const char *const words[] = {
-        BLE_OTA_CONTROL_UUID, BLE_OTA_DATA_UUID, "2a26", "2a29", "180a", "ota_0", "ota_1",
+        BLE_OTA_CONTROL_UUID, BLE_OTA_DATA_UUID, BLE_OTA_INFO_UUID, BLE_OTA_COMMAND_UUID,
+        BLE_OTA_STREAM_UUID, BLE_OTA_COMMAND_UUID, BLE_OTA_STREAM_UUID, "02", "03", "05",
+        "2a26", "2a29", "180a", "ota_0", "ota_1",
         "0", "1", "23", "517", "4294967296", "-1", "abc", "-", "01", "04", "0202", "e9", "zz",
         "7ad671aa21c046a4b722270e3ae3d830", "00002a2600001000800000805f9b34fb", "\r",
     };
@@ -573,6 +579,296 @@ smoke_random_requests(void)
     CHECK_EQ(reap_device(3000), 0);
 }
 
+
+/* --- protocol v2 ------------------------------------------------------------------ */
+
+/* Start-up lines up to `ready`: how many of each kind. */
+static bool
+read_startup(int *advs, int *svcs, int *chrs)
+{
+    const char *line;
+
+    *advs = *svcs = *chrs = 0;
+    while ((line = read_line(REPLY_TIMEOUT_MS)) != NULL && strcmp(line, "ready") != 0) {
+        *advs += strncmp(line, "adv ", 4) == 0;
+        *svcs += strncmp(line, "svc ", 4) == 0;
+        *chrs += strncmp(line, "chr ", 4) == 0;
+    }
+    return line != NULL;
+}
+
+/* The value of the last `notify <cmd-uuid> <hex>` event starting with
+ * hex_prefix, or NULL. */
+static const char *
+cmd_notify(const char *hex_prefix)
+{
+    char prefix[120];
+    snprintf(prefix, sizeof(prefix), "notify %s %s", CMD, hex_prefix);
+    for (int i = s_event_count - 1; i >= 0; i--) {
+        if (strncmp(s_events[i], prefix, strlen(prefix)) == 0) {
+            return s_events[i] + strlen("notify ") + strlen(CMD) + 1;
+        }
+    }
+    return NULL;
+}
+
+static int
+count_events(const char *prefix)
+{
+    int n = 0;
+    for (int i = 0; i < s_event_count; i++) {
+        n += strncmp(s_events[i], prefix, strlen(prefix)) == 0;
+    }
+    return n;
+}
+
+static void
+begin_hex(const uint8_t *img, size_t len, uint16_t flags, char out[2 * BLE_OTA_BEGIN_SIZE + 1])
+{
+    uint8_t req[BLE_OTA_BEGIN_SIZE] = { BLE_OTA_CMD_BEGIN };
+    req[1] = (uint8_t)len;
+    req[2] = (uint8_t)(len >> 8);
+    req[3] = (uint8_t)(len >> 16);
+    req[4] = (uint8_t)(len >> 24);
+    ble_ota_sha256(img, len, req + 5);
+    req[39] = (uint8_t)flags;
+    to_hex(req, sizeof(req), out);
+}
+
+/* Streams img[from..to) as Write Commands of chunk data bytes each. */
+typedef struct {
+    unsigned long packets;
+    unsigned long bytes; /* headers included */
+} sent_t;
+
+static bool
+stream_hex(const uint8_t *img, size_t from, size_t to, size_t chunk, sent_t *sent)
+{
+    static char hex[2 * (BLE_OTA_STREAM_HEADER + BLE_OTA_MAX_PACKET) + 1];
+    uint8_t pkt[BLE_OTA_STREAM_HEADER + BLE_OTA_MAX_PACKET];
+
+    for (size_t off = from; off < to; off += chunk) {
+        const size_t n = to - off < chunk ? to - off : chunk;
+        pkt[0] = (uint8_t)off;
+        pkt[1] = (uint8_t)(off >> 8);
+        pkt[2] = (uint8_t)(off >> 16);
+        pkt[3] = (uint8_t)(off >> 24);
+        memcpy(pkt + BLE_OTA_STREAM_HEADER, img + off, n);
+        to_hex(pkt, BLE_OTA_STREAM_HEADER + n, hex);
+        if (strcmp(request("write-cmd %s %s", STREAM, hex), "ok") != 0) {
+            return false;
+        }
+        sent->packets++;
+        sent->bytes += BLE_OTA_STREAM_HEADER + n;
+    }
+    return true;
+}
+
+/* A scripted v2 session: Info, BEGIN, a stream cut by a disconnect and
+ * resumed, END, RESTART, the new image confirmed; stats of the air traffic. */
+static void
+smoke_v2_session(void)
+{
+    char begin[2 * BLE_OTA_BEGIN_SIZE + 1], expect[200];
+    const host_image_spec_t spec = {
+        .project = "smoke-v2",
+        .version = "2.5.0",
+        .payload_len = 50001,
+        .seed = 7,
+        .hash_appended = true,
+    };
+    char *args[] = { "--window", "4096", NULL };
+    int advs, svcs, chrs;
+    sent_t sent = { 0, 0 };
+
+    s_image_len = host_image_build(&spec, s_image, sizeof(s_image));
+    CHECK(spawn_device(args, false) == 0);
+    CHECK(read_startup(&advs, &svcs, &chrs));
+    CHECK_EQ(advs, 1);
+    CHECK_EQ(svcs, 2);
+    CHECK_EQ(chrs, 8);
+
+    CHECK_STR(request("connect 247"), "ok 247");
+    const char *info = request("read %s", INFO);
+    CHECK(strncmp(info, "ok ", 3) == 0);
+    info += 3;
+    CHECK_EQ(strlen(info), 2 * BLE_OTA_INFO_SIZE);
+    /* info_version 1, protocol 2, features RESUME|CLIENT_CONFIRM|SEED, chip 0,
+     * revision 300, slot 0x1E0000, max_packet 514, window 4096, valid,
+     * no attempt yet, idle, offset 0. */
+    CHECK(strncmp(info, "0102070000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
+    CHECK(strncmp(info + 2 * 60, "312e302e3000", 12) == 0); /* 1.0.0 */
+
+    /* Not subscribed: BEGIN is carried out, its answer goes nowhere. */
+    begin_hex(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM, begin);
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK_EQ(event_find("notify"), -1);
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK(cmd_notify("810000000000") != NULL); /* OK, offset 0 */
+    CHECK_STR(cmd_notify("81"), "8100000000000010" "0202");
+    CHECK_STR(request("write %s -", CMD), "err 0d");
+
+    /* Half the image, ACKed once window/4 = 1024 bytes arrived since the
+     * last ACK (every 5 packets of 240), then the link drops. */
+    events_clear();
+    CHECK(stream_hex(s_image, 0, 120 * 240, 240, &sent));
+    CHECK_EQ(count_events("notify c771fa02-c1a5-46d6-8529-795dac415ff6 c0"), 24);
+    CHECK_STR(cmd_notify("c0"), "c080700000"); /* 28800 */
+    CHECK_STR(request("disconnect"), "ok");
+    CHECK_STR(request("state"),
+              "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=suspended confirm=0");
+
+    /* Reconnect: the same BEGIN resumes where the data stopped. */
+    CHECK_STR(request("connect 517"), "ok 517");
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK_STR(cmd_notify("81"), "8100807000000010" "0202"); /* offset 28800 */
+    /* A gap: one RESYNC, however many packets follow it. */
+    events_clear();
+    CHECK(stream_hex(s_image, 28800 + 510, 28800 + 4 * 510, 510, &sent));
+    CHECK_EQ(count_events("notify"), 1);
+    CHECK_STR(cmd_notify("c1"), "c180700000");
+    CHECK(stream_hex(s_image, 28800, s_image_len, 510, &sent));
+    snprintf(expect, sizeof(expect), "c0%02x%02x%02x00", (unsigned)(s_image_len & 0xFF),
+             (unsigned)(s_image_len >> 8 & 0xFF), (unsigned)(s_image_len >> 16));
+    CHECK_STR(cmd_notify("c0"), expect);
+
+    events_clear();
+    CHECK_STR(request("write %s 02", CMD), "ok");
+    CHECK_STR(cmd_notify("82"), "8200");
+    snprintf(expect, sizeof(expect),
+             "ok running=ota_0 boot=ota_1 ota_0=valid:8528 ota_1=new:%zu transfer=complete confirm=0", s_image_len);
+    CHECK_STR(request("state"), expect);
+    CHECK_STR(request("write %s 01", CTRL), "err 83"); /* a restart is pending */
+    events_clear();
+    CHECK_STR(request("write %s 03", CMD), "ok");
+    CHECK_STR(cmd_notify("83"), "8300");
+    CHECK(event_wait("disconnected 16", 3000) >= 0);
+    CHECK(event_wait("boot ota_1 pending-verify", 1000) >= 0);
+    CHECK(event_wait("log I boot: new image waits for a client's CONFIRM", 1000) >= 0);
+    snprintf(expect, sizeof(expect),
+             "ok running=ota_1 boot=ota_1 ota_0=valid:8528 ota_1=pending-verify:%zu transfer=idle confirm=1",
+             s_image_len);
+    CHECK_STR(request("state"), expect);
+
+    /* After the restart: Info shows the new version pending verify; CONFIRM. */
+    CHECK_STR(request("connect 247"), "ok 247");
+    info = request("read %s", INFO);
+    CHECK(strncmp(info + 3 + 2 * 16, "01ff00", 6) == 0); /* pending verify, no attempt since boot, idle */
+    CHECK(strncmp(info + 3 + 2 * 60, "322e352e3000", 12) == 0); /* 2.5.0 */
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    events_clear();
+    CHECK_STR(request("write %s 05", CMD), "ok");
+    CHECK_STR(cmd_notify("85"), "8500");
+    CHECK_STR(request("write %s 05", CMD), "ok");
+    CHECK_STR(cmd_notify("85"), "850c"); /* NOT_PENDING */
+    snprintf(expect, sizeof(expect),
+             "ok running=ota_1 boot=ota_1 ota_0=valid:8528 ota_1=valid:%zu transfer=idle confirm=0", s_image_len);
+    CHECK_STR(request("state"), expect);
+    CHECK_STR(request("read 2a26"), "ok 322e352e30");
+
+    /* The air traffic: 2 Info reads and 1 DIS read; Write Requests: 3 BEGIN,
+     * the empty one, END, RESTART, 2 CONFIRM, 3 CCCD writes, 1 to Control. */
+    const char *stats = request("stats");
+    unsigned long writes, cmds, reads, notifies, bytes;
+    CHECK_EQ(sscanf(stats, "ok writes=%lu write-cmds=%lu reads=%lu notifies=%lu stream-bytes=%lu", &writes, &cmds,
+                    &reads, &notifies, &bytes),
+             5);
+    CHECK_EQ(reads, 3);
+    CHECK_EQ(writes, 3 + 1 + 1 + 1 + 2 + 3 + 1);
+    CHECK_EQ(cmds, sent.packets);
+    CHECK_EQ(bytes, sent.bytes);
+    CHECK(notifies >= 24 + 4);
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
+
+/* The core's timers run in real time: the abandon timeout of a suspended
+ * transfer, and the confirm window that rolls back an unconfirmed image. */
+static void
+smoke_v2_timers(void)
+{
+    char begin[2 * BLE_OTA_BEGIN_SIZE + 1];
+    char *args[] = { "--abandon-timeout-ms", "200", "--confirm-window-ms", "300", NULL };
+    int advs, svcs, chrs;
+    sent_t sent = { 0, 0 };
+
+    CHECK(s_image_len > 0);
+    CHECK(spawn_device(args, false) == 0);
+    CHECK(read_startup(&advs, &svcs, &chrs));
+    CHECK_STR(request("connect 517"), "ok 517");
+    begin_hex(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM, begin);
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK(stream_hex(s_image, 0, 10000, 510, &sent));
+    CHECK_STR(request("disconnect"), "ok");
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=suspended confirm=0");
+    CHECK(event_wait("log W nobody resumed: v2 transfer aborted", 2000) >= 0);
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
+
+    /* A whole update with CLIENT_CONFIRM, and nobody confirms. */
+    CHECK_STR(request("connect 517"), "ok 517");
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK_STR(cmd_notify("81"), "8100000000000040" "0202"); /* offset 0 again */
+    CHECK(stream_hex(s_image, 0, s_image_len, 510, &sent));
+    CHECK_STR(request("write %s 02", CMD), "ok");
+    CHECK_STR(request("write %s 03", CMD), "ok");
+    CHECK_STR(cmd_notify("83"), "8300");
+    CHECK(event_wait("boot ota_1 pending-verify", 3000) >= 0);
+    const int64_t booted = now_ms();
+    CHECK(event_wait("log E no CONFIRM within 300 ms: rolling back", 3000) >= 0);
+    CHECK(now_ms() - booted >= 250);
+    CHECK(event_wait("boot ota_0 valid", 1000) >= 0);
+    char expect[160];
+    snprintf(expect, sizeof(expect),
+             "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=invalid:%zu transfer=idle confirm=0", s_image_len);
+    CHECK_STR(request("state"), expect);
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
+/* --protocol seed: what a device running the seed's firmware serves. */
+static void
+smoke_seed_only(void)
+{
+    char *args[] = { "--protocol", "seed", NULL };
+    int advs, svcs, chrs;
+
+    CHECK(spawn_device(args, false) == 0);
+    CHECK(read_startup(&advs, &svcs, &chrs));
+    CHECK_EQ(advs, 0);
+    CHECK_EQ(svcs, 2);
+    CHECK_EQ(chrs, 4);
+    CHECK_STR(request("connect 517"), "ok 517");
+    CHECK_STR(request("read %s", INFO), "err 0a");
+    CHECK_STR(request("write %s 05", CMD), "err 0a");
+    CHECK_STR(request("write-cmd %s 00000000e9", STREAM), "ok"); /* no response on air */
+    CHECK_STR(request("subscribe %s 1", CMD), "err 0a");
+    CHECK_STR(request("read 2a26"), "err 0a");
+    CHECK_STR(request("read 2a24"), "ok 4553503332");
+    CHECK_STR(request("subscribe %s 1", CTRL), "ok");
+    events_clear();
+    CHECK_STR(request("write %s 01", CTRL), "ok");
+    CHECK(event_find("notify 7ad671aa-21c0-46a4-b722-270e3ae3d830 02") >= 0);
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+
+    /* Another chip: the built-in image is built for it, Info reports it. */
+    char *c3[] = { "--chip-id", "5", NULL };
+    CHECK(spawn_device(c3, false) == 0);
+    CHECK(read_startup(&advs, &svcs, &chrs));
+    CHECK_STR(request("connect 517"), "ok 517");
+    const char *info = request("read %s", INFO);
+    CHECK(strncmp(info, "ok 010207000500", 15) == 0);
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
 static void
 smoke_quit(void)
 {
@@ -601,6 +897,16 @@ smoke_bad_options(void)
     char *small_slot[] = { "--slot-size", "4096", NULL };
     CHECK(spawn_device(small_slot, true) == 0);
     CHECK_EQ(reap_device(3000), 1); /* the built-in image does not fit */
+    char *const bad[][3] = {
+        { "--protocol", "v3", NULL },     { "--chip-id", "65536", NULL },
+        { "--window", "0", NULL },        { "--window", "65536", NULL },
+        { "--abandon-timeout-ms", "0", NULL }, { "--confirm-window-ms", "x", NULL },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *argv[3] = { bad[i][0], bad[i][1], NULL };
+        CHECK(spawn_device(argv, true) == 0);
+        CHECK_EQ(reap_device(3000), 2);
+    }
 }
 
 int
@@ -619,6 +925,9 @@ main(int argc, char **argv)
     RUN(smoke_update);
     RUN(smoke_after_update);
     RUN(smoke_quit);
+    RUN(smoke_v2_session);
+    RUN(smoke_v2_timers);
+    RUN(smoke_seed_only);
     RUN(smoke_random_requests);
     RUN(smoke_eof_exits);
     RUN(smoke_bad_options);
