@@ -1,10 +1,14 @@
 /*
  * BLE OTA firmware: entry point.
  *
- * Brings up NVS and NimBLE, registers the OTA service and advertises. Only
- * once advertising runs does it judge the image: a new image that cannot
- * bring BLE up (and so could never be updated again) is rolled back. The
- * seed judged the image before BLE even started.
+ * Brings up NVS, the OTA task (owner of the protocol core) and NimBLE,
+ * registers the OTA service and advertises. Only once advertising runs does
+ * it judge the image: a new image that cannot bring BLE up (and so could
+ * never be updated again) is rolled back. The seed judged the image before
+ * BLE even started. A new image whose update asked for a client's CONFIRM
+ * then stays pending until a client sends it, within
+ * CONFIG_BLE_OTA_CONFIRM_WINDOW_S (the core's tick, in the OTA task, rolls
+ * it back when the window ends).
  */
 #include <stdbool.h>
 
@@ -24,6 +28,7 @@
 #include "ota_gap.h"
 #include "ota_gatt.h"
 #include "ota_port_esp.h"
+#include "ota_task.h"
 
 static const char *TAG = "ble_ota";
 
@@ -71,9 +76,24 @@ ble_ota_nvs_init(void)
     return err;
 }
 
+/** The core's settings: Kconfig values and what the OTA task can queue. */
+static void
+ble_ota_config(ble_ota_config_t *config)
+{
+    ble_ota_config_default(config);
+    /* The queue in front of the OTA task is sized for this window
+     * (ota_task.c); every packet of it may be BLE_OTA_MAX_PACKET long. */
+    config->window = OTA_TASK_WINDOW;
+    config->max_packet = BLE_OTA_MAX_PACKET;
+    config->abandon_timeout_ms = (uint32_t)CONFIG_BLE_OTA_ABANDON_TIMEOUT_S * 1000U;
+    config->confirm_window_ms = (uint32_t)CONFIG_BLE_OTA_CONFIRM_WINDOW_S * 1000U;
+    /* The seed characteristics are always served for now. */
+    config->serve_seed = true;
+}
+
 /** Starts the controller, the host and the GATT server. */
 static bool
-ble_ota_ble_start(const ble_ota_port_t *port)
+ble_ota_ble_start(void)
 {
     esp_err_t err;
     int rc;
@@ -83,7 +103,7 @@ ble_ota_ble_start(const ble_ota_port_t *port)
         ESP_LOGE(TAG, "nimble_port_init failed: %s", esp_err_to_name(err));
         return false;
     }
-    rc = ota_gatt_init(port);
+    rc = ota_gatt_init();
     if (rc != 0) {
         return false;
     }
@@ -94,8 +114,9 @@ ble_ota_ble_start(const ble_ota_port_t *port)
 
 /**
  * Checks that this image can take the next update: the host is synced, the
- * OTA service is registered with the protocol's UUIDs, the device
- * advertises (or a client already connected), and a slot is free.
+ * OTA service is registered with the protocol's UUIDs and serves an OTA
+ * Info value, the OTA task runs, the device advertises (or a client already
+ * connected), and a slot is free.
  */
 static bool
 ble_ota_self_test(void)
@@ -108,6 +129,10 @@ ble_ota_self_test(void)
     }
     if (!ota_gatt_check()) {
         ESP_LOGE(TAG, "self-test: OTA service not ready");
+        ok = false;
+    }
+    if (!ota_task_running()) {
+        ESP_LOGE(TAG, "self-test: OTA task not running");
         ok = false;
     }
     if (!ble_gap_adv_active() && !ota_gap_connected()) {
@@ -125,15 +150,30 @@ void
 app_main(void)
 {
     const ble_ota_port_t *port = ota_port_esp_init();
+    ble_ota_config_t config;
     bool passed = false;
 
     s_advertising = xSemaphoreCreateBinaryStatic(&s_advertising_buf);
 
-    if (ble_ota_nvs_init() != ESP_OK || !ble_ota_ble_start(port)) {
+    /* NVS first: the core reads the confirm flag from it. */
+    const bool nvs_ok = ble_ota_nvs_init() == ESP_OK;
+
+    /* The OTA task before NimBLE: the GATT callbacks hand it their writes. */
+    ble_ota_config(&config);
+    const bool task_ok = ota_task_start(port, &config);
+
+    if (!nvs_ok || !task_ok || !ble_ota_ble_start()) {
         /* A new image rolls back; a confirmed one has nothing to go back
-         * to and can only report the failure. */
-        ESP_LOGE(TAG, "BLE start-up failed");
-        ble_ota_core_confirm_boot(port, false);
+         * to and can only report the failure. If the OTA task did not
+         * start, the core may not be initialised: do what
+         * confirm_boot(false) does, through the port. */
+        ESP_LOGE(TAG, "start-up failed (NVS %s, OTA task %s)", nvs_ok ? "ok" : "failed",
+                 task_ok ? "ok" : "failed");
+        if (task_ok) {
+            (void)ota_task_confirm_boot(false);
+        } else if (port->running_state(port->ctx) == BLE_OTA_IMG_PENDING_VERIFY) {
+            port->rollback(port->ctx);
+        }
         return;
     }
 
@@ -145,5 +185,7 @@ app_main(void)
                  CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS);
     }
     ESP_LOGI(TAG, "self-test %s", passed ? "passed" : "FAILED");
-    ble_ota_core_confirm_boot(port, passed);
+    /* Marks a new image valid, rolls it back, or (CLIENT_CONFIRM) leaves it
+     * pending for the client; the confirm window is counted from here. */
+    (void)ota_task_confirm_boot(passed);
 }

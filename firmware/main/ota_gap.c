@@ -1,5 +1,5 @@
 /*
- * GAP: advertising, connection state and OTA Control notifications.
+ * GAP: advertising, connection state and the OTA notifications.
  *
  * Advertising data keeps the seed's layout (flags, TX power, complete name)
  * so seed clients that scan by name still match. The OTA service UUID does
@@ -8,10 +8,13 @@
  */
 #include "ota_gap.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
 #include "esp_log.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/task.h"
 #include "host/ble_gap.h"
 #include "host/ble_hs.h"
 #include "host/util/util.h"
@@ -19,6 +22,7 @@
 #include "services/gap/ble_svc_gap.h"
 
 #include "ota_gatt.h"
+#include "ota_task.h"
 
 #if CONFIG_BT_NIMBLE_EXT_ADV
 #error "ota_gap.c uses the legacy advertising API: disable CONFIG_BT_NIMBLE_EXT_ADV"
@@ -30,9 +34,18 @@ static const char *TAG = "ota_gap";
  * length and type bytes (2). */
 #define OTA_GAP_ADV_NAME_MAX (BLE_HS_ADV_MAX_SZ - 3 - 3 - 2)
 
+/* From the OTA task, a notification that finds no free mbuf is tried again
+ * this many times, OTA_GAP_NOTIFY_RETRY_MS apart: an ACK that never arrives
+ * would stall a client with a full window until its timeout. */
+#define OTA_GAP_NOTIFY_ATTEMPTS 5
+#define OTA_GAP_NOTIFY_RETRY_MS 10
+
 static uint8_t s_own_addr_type;
-static uint16_t s_conn_handle = BLE_HS_CONN_HANDLE_NONE;
-static bool s_control_subscribed;
+/* Written by the host task (GAP events), read by the OTA task when it
+ * notifies: atomics, so the OTA task never sees a torn or stale value. */
+static atomic_uint s_conn_handle = BLE_HS_CONN_HANDLE_NONE;
+static atomic_bool s_control_subscribed;
+static atomic_bool s_command_subscribed;
 static ota_gap_advertising_fn *s_on_advertising;
 
 static int ota_gap_event(struct ble_gap_event *event, void *arg);
@@ -96,6 +109,11 @@ ota_gap_advertise(void)
 /**
  * GAP event handler for the advertising instance and its connection.
  *
+ * Runs on the host task, except BLE_GAP_EVENT_NOTIFY_TX, which NimBLE
+ * reports from the task that called ble_gatts_notify_custom (the OTA task
+ * for protocol v2): that event falls into the default branch and touches
+ * nothing.
+ *
  * @param event  the event
  * @param arg    unused
  * @return 0 (no event handled here expects another value)
@@ -109,8 +127,9 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
     case BLE_GAP_EVENT_CONNECT:
         if (event->connect.status == 0) {
             ESP_LOGI(TAG, "connected, handle %u", (unsigned)event->connect.conn_handle);
-            s_conn_handle = event->connect.conn_handle;
-            s_control_subscribed = false;
+            atomic_store(&s_conn_handle, event->connect.conn_handle);
+            atomic_store(&s_control_subscribed, false);
+            atomic_store(&s_command_subscribed, false);
         } else {
             ESP_LOGW(TAG, "connection failed: %d", event->connect.status);
             ota_gap_advertise();
@@ -121,10 +140,12 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
         ESP_LOGI(TAG, "disconnected, handle %u, reason 0x%x",
                  (unsigned)event->disconnect.conn.conn_handle,
                  (unsigned)event->disconnect.reason);
-        s_conn_handle = BLE_HS_CONN_HANDLE_NONE;
-        s_control_subscribed = false;
-        /* Lets the core abort a transfer cut short, so the slot is freed
-         * and the next REQUEST starts clean. */
+        atomic_store(&s_conn_handle, BLE_HS_CONN_HANDLE_NONE);
+        atomic_store(&s_control_subscribed, false);
+        atomic_store(&s_command_subscribed, false);
+        /* The core aborts a seed transfer cut short (so the next REQUEST
+         * starts clean) and suspends a v2 transfer (so BEGIN can resume
+         * it). Never blocks: see ota_task_link_lost. */
         ota_gatt_on_disconnect();
         ota_gap_advertise();
         break;
@@ -132,21 +153,25 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
     case BLE_GAP_EVENT_ADV_COMPLETE:
         /* Only ends early on an error: advertising runs without timeout. */
         ESP_LOGI(TAG, "advertising ended, reason %d", event->adv_complete.reason);
-        if (s_conn_handle == BLE_HS_CONN_HANDLE_NONE) {
+        if (atomic_load(&s_conn_handle) == BLE_HS_CONN_HANDLE_NONE) {
             ota_gap_advertise();
         }
         break;
 
     case BLE_GAP_EVENT_SUBSCRIBE:
         if (event->subscribe.attr_handle == ota_gatt_control_handle()) {
-            s_control_subscribed = event->subscribe.cur_notify != 0;
+            atomic_store(&s_control_subscribed, event->subscribe.cur_notify != 0);
             ESP_LOGI(TAG, "OTA Control notifications %s",
-                     s_control_subscribed ? "on" : "off");
+                     event->subscribe.cur_notify != 0 ? "on" : "off");
+        } else if (event->subscribe.attr_handle == ota_gatt_command_handle()) {
+            atomic_store(&s_command_subscribed, event->subscribe.cur_notify != 0);
+            ESP_LOGI(TAG, "OTA Command notifications %s",
+                     event->subscribe.cur_notify != 0 ? "on" : "off");
         }
         break;
 
     case BLE_GAP_EVENT_MTU:
-        ESP_LOGI(TAG, "MTU %u on handle %u (channel 0x%04x): packets up to %u bytes",
+        ESP_LOGI(TAG, "MTU %u on handle %u (channel 0x%04x): values up to %u bytes",
                  (unsigned)event->mtu.value, (unsigned)event->mtu.conn_handle,
                  (unsigned)event->mtu.channel_id, (unsigned)(event->mtu.value - 3));
         break;
@@ -213,30 +238,67 @@ ota_gap_init(const char *device_name, ota_gap_advertising_fn *on_advertising)
     }
 }
 
+/**
+ * Sends a notification of attr_handle's value if a client is connected and
+ * subscribed. Safe from any task: ble_gatts_notify_custom takes the host
+ * lock (ble_hs_lock) around the connection lookup and the L2CAP send
+ * (esp-nimble host/src/ble_att_cmd.c, ble_att_tx), and the mbuf pools are
+ * guarded by critical sections.
+ */
+static void
+ota_gap_notify(uint16_t attr_handle, const atomic_bool *subscribed, const char *what,
+               const uint8_t *data, size_t len)
+{
+    const unsigned conn = atomic_load(&s_conn_handle);
+    /* The host task must not sleep waiting for mbufs it frees itself. */
+    const int attempts = ota_task_is_current() ? OTA_GAP_NOTIFY_ATTEMPTS : 1;
+    int rc = BLE_HS_ENOMEM;
+
+    if (conn == BLE_HS_CONN_HANDLE_NONE || !atomic_load(subscribed)) {
+        ESP_LOGW(TAG, "%s 0x%02x not notified: no subscribed client", what,
+                 len > 0 ? data[0] : 0u);
+        return;
+    }
+    if (len > UINT16_MAX) {
+        ESP_LOGE(TAG, "%s notification of %u bytes", what, (unsigned)len);
+        return;
+    }
+    for (int attempt = 0; attempt < attempts; attempt++) {
+        if (attempt > 0) {
+            vTaskDelay(pdMS_TO_TICKS(OTA_GAP_NOTIFY_RETRY_MS) + 1);
+        }
+        struct os_mbuf *om = ble_hs_mbuf_from_flat(data, (uint16_t)len);
+        if (om == NULL) {
+            rc = BLE_HS_ENOMEM;
+            continue;
+        }
+        /* Consumes om whatever the outcome. */
+        rc = ble_gatts_notify_custom((uint16_t)conn, attr_handle, om);
+        if (rc != BLE_HS_ENOMEM) {
+            break;
+        }
+    }
+    if (rc != 0) {
+        ESP_LOGE(TAG, "%s 0x%02x notification failed: %d%s", what, len > 0 ? data[0] : 0u, rc,
+                 rc == BLE_HS_ENOMEM ? " (no mbuf)" : "");
+    }
+}
+
 void
 ota_gap_notify_control(uint8_t value)
 {
-    struct os_mbuf *om;
-    int rc;
+    ota_gap_notify(ota_gatt_control_handle(), &s_control_subscribed, "OTA Control", &value,
+                   sizeof(value));
+}
 
-    if (s_conn_handle == BLE_HS_CONN_HANDLE_NONE || !s_control_subscribed) {
-        ESP_LOGW(TAG, "OTA Control 0x%02x not notified: no subscribed client", value);
-        return;
-    }
-    om = ble_hs_mbuf_from_flat(&value, sizeof(value));
-    if (om == NULL) {
-        ESP_LOGE(TAG, "no mbuf for the OTA Control notification");
-        return;
-    }
-    /* Consumes om whatever the outcome. */
-    rc = ble_gatts_notify_custom(s_conn_handle, ota_gatt_control_handle(), om);
-    if (rc != 0) {
-        ESP_LOGE(TAG, "ble_gatts_notify_custom failed: %d", rc);
-    }
+void
+ota_gap_notify_command(const uint8_t *data, size_t len)
+{
+    ota_gap_notify(ota_gatt_command_handle(), &s_command_subscribed, "OTA Command", data, len);
 }
 
 bool
 ota_gap_connected(void)
 {
-    return s_conn_handle != BLE_HS_CONN_HANDLE_NONE;
+    return atomic_load(&s_conn_handle) != BLE_HS_CONN_HANDLE_NONE;
 }

@@ -5,6 +5,7 @@
 #define OTA_GAP_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Called on the host task each time advertising has started. */
@@ -18,6 +19,10 @@ void ota_gap_init(const char *device_name, ota_gap_advertising_fn *on_advertisin
 /* Sends value as an OTA Control notification if a client is connected and
  * has enabled notifications; otherwise does nothing. */
 void ota_gap_notify_control(uint8_t value);
+
+/* Same for OTA Command (protocol v2 answers and events). Callable from any
+ * task; from the OTA task it waits briefly for a free mbuf if none is left. */
+void ota_gap_notify_command(const uint8_t *data, size_t len);
 
 /* True while a client is connected. */
 bool ota_gap_connected(void);

@@ -2,9 +2,15 @@
  * GATT server: the OTA service and Device Information.
  *
  * The OTA service keeps the seed's UUIDs and characteristic properties so
- * that seed clients (the Python/Bleak script) work unchanged. Every callback
- * runs on the NimBLE host task, one at a time, which is why a single static
- * receive buffer serves both OTA characteristics.
+ * that seed clients (the Python/Bleak script) work unchanged, and adds the
+ * protocol v2 characteristics (OTA Info, OTA Command, OTA Stream) beside
+ * them (docs/PROTOCOL.md). Every callback runs on the NimBLE host task, one
+ * at a time, which is why single static buffers serve all characteristics.
+ *
+ * The seed characteristics call the core synchronously under the core lock
+ * (their ATT errors travel in the write response). The v2 ones never wait
+ * for flash: writes are queued for the OTA task, Info is a snapshot
+ * (ota_task.c).
  */
 #include "ota_gatt.h"
 
@@ -21,6 +27,7 @@
 
 #include "ble_ota_core.h"
 #include "ble_ota_protocol.h"
+#include "ota_task.h"
 
 static const char *TAG = "ota_gatt";
 
@@ -42,15 +49,32 @@ static const ble_uuid128_t s_data_uuid =
     BLE_UUID128_INIT(0xb0, 0xa5, 0xf8, 0x45, 0x8d, 0xca, 0x89, 0x9b,
                      0xd8, 0x4c, 0x40, 0x1f, 0x88, 0x88, 0x40, 0x23);
 
+/* c771fa01-c1a5-46d6-8529-795dac415ff6 (BLE_OTA_INFO_UUID) */
+static const ble_uuid128_t s_info_uuid =
+    BLE_UUID128_INIT(0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
+                     0xd6, 0x46, 0xa5, 0xc1, 0x01, 0xfa, 0x71, 0xc7);
+
+/* c771fa02-c1a5-46d6-8529-795dac415ff6 (BLE_OTA_COMMAND_UUID) */
+static const ble_uuid128_t s_command_uuid =
+    BLE_UUID128_INIT(0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
+                     0xd6, 0x46, 0xa5, 0xc1, 0x02, 0xfa, 0x71, 0xc7);
+
+/* c771fa03-c1a5-46d6-8529-795dac415ff6 (BLE_OTA_STREAM_UUID) */
+static const ble_uuid128_t s_stream_uuid =
+    BLE_UUID128_INIT(0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
+                     0xd6, 0x46, 0xa5, 0xc1, 0x03, 0xfa, 0x71, 0xc7);
+
 /* Device Information service and the characteristics we expose. */
 #define DIS_SVC_UUID16          0x180A
 #define DIS_MODEL_NUMBER_UUID16 0x2A24
 #define DIS_FW_REVISION_UUID16  0x2A26
 #define DIS_MANUFACTURER_UUID16 0x2A29
 
-static ble_ota_core_t s_core;
 static uint16_t s_control_handle;
 static uint16_t s_data_handle;
+static uint16_t s_info_handle;
+static uint16_t s_command_handle;
+static uint16_t s_stream_handle;
 
 /*
  * Flattened value of the last OTA write.
@@ -65,14 +89,24 @@ static uint16_t s_data_handle;
  * callback; that is what a seed client sends as its "mtu - 3" packets, so
  * the buffer holds BLE_OTA_MAX_PACKET (514). BLE_ATT_MTU_MAX is 527, so a
  * larger preferred MTU would allow up to 524 bytes: the length check below
- * is what keeps those out.
+ * is what keeps those out. OTA Stream values have the same limit
+ * (config.max_packet is BLE_OTA_MAX_PACKET).
  */
 static uint8_t s_rx_buf[BLE_OTA_MAX_PACKET];
+
+/* The OTA Info value being read. */
+static uint8_t s_info_buf[BLE_OTA_INFO_SIZE];
 
 static int ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
                                    struct ble_gatt_access_ctxt *ctxt, void *arg);
 static int ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle,
                                 struct ble_gatt_access_ctxt *ctxt, void *arg);
+static int ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle,
+                                struct ble_gatt_access_ctxt *ctxt, void *arg);
+static int ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
+                                   struct ble_gatt_access_ctxt *ctxt, void *arg);
+static int ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle,
+                                  struct ble_gatt_access_ctxt *ctxt, void *arg);
 static int ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
                                struct ble_gatt_access_ctxt *ctxt, void *arg);
 
@@ -98,6 +132,28 @@ static const struct ble_gatt_svc_def s_services[] = {
                 .access_cb = ota_gatt_data_access,
                 .flags = BLE_GATT_CHR_F_WRITE,
                 .val_handle = &s_data_handle,
+            },
+            {
+                .uuid = &s_info_uuid.u,
+                .access_cb = ota_gatt_info_access,
+                .flags = BLE_GATT_CHR_F_READ,
+                .val_handle = &s_info_handle,
+            },
+            {
+                /* Requests with response; answers and events as
+                 * notifications, sent by the OTA task. */
+                .uuid = &s_command_uuid.u,
+                .access_cb = ota_gatt_command_access,
+                .flags = BLE_GATT_CHR_F_WRITE | BLE_GATT_CHR_F_NOTIFY,
+                .val_handle = &s_command_handle,
+            },
+            {
+                /* Write Commands carry the stream; a Write Request is taken
+                 * the same way (its response says nothing about flash). */
+                .uuid = &s_stream_uuid.u,
+                .access_cb = ota_gatt_stream_access,
+                .flags = BLE_GATT_CHR_F_WRITE_NO_RSP | BLE_GATT_CHR_F_WRITE,
+                .val_handle = &s_stream_handle,
             },
             { 0 },
         },
@@ -184,7 +240,8 @@ ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
 
     switch (ctxt->op) {
     case BLE_GATT_ACCESS_OP_READ_CHR: {
-        const uint8_t value = ble_ota_core_control_read(&s_core);
+        const uint8_t value = ble_ota_core_control_read(ota_task_core_lock());
+        ota_task_core_unlock();
         return ota_gatt_append(ctxt->om, &value, sizeof(value));
     }
     case BLE_GATT_ACCESS_OP_WRITE_CHR: {
@@ -193,7 +250,11 @@ ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
         if (att_err != 0) {
             return att_err;
         }
-        return ble_ota_status_to_att(ble_ota_core_control_write(&s_core, s_rx_buf, len));
+        /* Synchronous, as the seed protocol needs: REQUEST opens the slot
+         * and DONE validates the image here, on the host task. */
+        const ble_ota_status_t status = ble_ota_core_control_write(ota_task_core_lock(), s_rx_buf, len);
+        ota_task_core_unlock();
+        return ble_ota_status_to_att(status);
     }
     default:
         return BLE_ATT_ERR_UNLIKELY;
@@ -221,7 +282,106 @@ ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle,
     if (att_err != 0) {
         return att_err;
     }
-    return ble_ota_status_to_att(ble_ota_core_data_write(&s_core, s_rx_buf, len));
+    /* Synchronous: the write response reports whether the packet is in
+     * flash. */
+    const ble_ota_status_t status = ble_ota_core_data_write(ota_task_core_lock(), s_rx_buf, len);
+    ota_task_core_unlock();
+    return ble_ota_status_to_att(status);
+}
+
+/**
+ * OTA Info: the core's value, from the snapshot the OTA task keeps (so a
+ * read never waits for flash). The whole value is appended every time:
+ * for a Read Blob, NimBLE calls this with the offset and copies only the
+ * part from that offset on (esp-nimble host/src/ble_gatts.c,
+ * ble_gatts_val_access: os_mbuf_appendfrom(..., offset, ...), and
+ * BLE_ATT_ERR_INVALID_OFFSET past the end); the ATT layer cuts the response
+ * to the MTU. Read Blob is on in ESP-IDF (MYNEWT_VAL_BLE_ATT_SVR_READ_BLOB).
+ * Each piece comes from the snapshot of the moment, so a value read in
+ * pieces during a transfer may mix two snapshots; only the transfer fields
+ * and last_status can differ, and a client learns the resume offset from
+ * BEGIN's answer, not from here.
+ *
+ * @return 0 or an ATT error code
+ */
+static int
+ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle,
+                     struct ble_gatt_access_ctxt *ctxt, void *arg)
+{
+    (void)conn_handle;
+    (void)attr_handle;
+    (void)arg;
+
+    if (ctxt->op != BLE_GATT_ACCESS_OP_READ_CHR) {
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+    const size_t len = ota_task_info(s_info_buf, sizeof(s_info_buf));
+    if (len == 0) {
+        ESP_LOGE(TAG, "no OTA Info value");
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+    return ota_gatt_append(ctxt->om, s_info_buf, len);
+}
+
+/**
+ * OTA Command: queued behind the Stream packets received before it, so END
+ * is processed after the last packet. The write response only says the
+ * request was received; the answer is a notification.
+ *
+ * @return 0 or an ATT error code
+ */
+static int
+ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
+                        struct ble_gatt_access_ctxt *ctxt, void *arg)
+{
+    (void)conn_handle;
+    (void)attr_handle;
+    (void)arg;
+
+    if (ctxt->op != BLE_GATT_ACCESS_OP_WRITE_CHR) {
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+    size_t len = 0;
+    const int att_err = ota_gatt_flatten(ctxt->om, &len);
+    if (att_err != 0) {
+        return att_err;
+    }
+    /* The one case where the core fails the write itself; decided here
+     * because the core only sees the request later. */
+    if (len == 0) {
+        return ble_ota_status_to_att(BLE_OTA_ERR_LENGTH);
+    }
+    if (!ota_task_post(OTA_TASK_COMMAND, s_rx_buf, len)) {
+        ESP_LOGW(TAG, "OTA Command 0x%02x refused: queue full", s_rx_buf[0]);
+        return BLE_ATT_ERR_INSUFFICIENT_RES;
+    }
+    return 0;
+}
+
+/**
+ * OTA Stream: queued for the OTA task; never fails the write (a packet the
+ * queue cannot take is dropped, and the core's RESYNC has it sent again).
+ *
+ * @return 0 or an ATT error code
+ */
+static int
+ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle,
+                       struct ble_gatt_access_ctxt *ctxt, void *arg)
+{
+    (void)conn_handle;
+    (void)attr_handle;
+    (void)arg;
+
+    if (ctxt->op != BLE_GATT_ACCESS_OP_WRITE_CHR) {
+        return BLE_ATT_ERR_UNLIKELY;
+    }
+    size_t len = 0;
+    const int att_err = ota_gatt_flatten(ctxt->om, &len);
+    if (att_err != 0) {
+        return att_err;
+    }
+    (void)ota_task_post(OTA_TASK_STREAM, s_rx_buf, len); /* logs drops itself */
+    return 0;
 }
 
 /**
@@ -270,11 +430,9 @@ ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
 }
 
 int
-ota_gatt_init(const ble_ota_port_t *port)
+ota_gatt_init(void)
 {
     int rc;
-
-    ble_ota_core_init(&s_core, port);
 
     ble_svc_gap_init();
     ble_svc_gatt_init();
@@ -295,13 +453,19 @@ ota_gatt_init(const ble_ota_port_t *port)
 void
 ota_gatt_on_disconnect(void)
 {
-    ble_ota_core_disconnected(&s_core);
+    ota_task_link_lost();
 }
 
 uint16_t
 ota_gatt_control_handle(void)
 {
     return s_control_handle;
+}
+
+uint16_t
+ota_gatt_command_handle(void)
+{
+    return s_command_handle;
 }
 
 /** True when uuid prints as expected (ble_uuid_to_str writes lower case). */
@@ -326,12 +490,25 @@ ota_gatt_check(void)
     ok &= ota_gatt_uuid_is(&ota_gatt_service_uuid, BLE_OTA_SERVICE_UUID);
     ok &= ota_gatt_uuid_is(&s_control_uuid, BLE_OTA_CONTROL_UUID);
     ok &= ota_gatt_uuid_is(&s_data_uuid, BLE_OTA_DATA_UUID);
-    if (s_control_handle == 0 || s_data_handle == 0) {
+    ok &= ota_gatt_uuid_is(&s_info_uuid, BLE_OTA_INFO_UUID);
+    ok &= ota_gatt_uuid_is(&s_command_uuid, BLE_OTA_COMMAND_UUID);
+    ok &= ota_gatt_uuid_is(&s_stream_uuid, BLE_OTA_STREAM_UUID);
+    if (s_control_handle == 0 || s_data_handle == 0 || s_info_handle == 0 ||
+        s_command_handle == 0 || s_stream_handle == 0) {
         ESP_LOGE(TAG, "OTA characteristics have no handles: service not started");
         ok = false;
     } else {
-        ESP_LOGI(TAG, "OTA Control handle %u, OTA Data handle %u",
-                 (unsigned)s_control_handle, (unsigned)s_data_handle);
+        ESP_LOGI(TAG, "OTA handles: Control %u, Data %u, Info %u, Command %u, Stream %u",
+                 (unsigned)s_control_handle, (unsigned)s_data_handle,
+                 (unsigned)s_info_handle, (unsigned)s_command_handle,
+                 (unsigned)s_stream_handle);
+    }
+    /* A missing or short value would mislead every v2 client. (Own buffer:
+     * this runs on app_main's task, s_info_buf belongs to the host task.) */
+    uint8_t info[BLE_OTA_INFO_SIZE];
+    if (ota_task_info(info, sizeof(info)) != BLE_OTA_INFO_SIZE) {
+        ESP_LOGE(TAG, "OTA Info value missing or not %u bytes", (unsigned)BLE_OTA_INFO_SIZE);
+        ok = false;
     }
     return ok;
 }

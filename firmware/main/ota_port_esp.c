@@ -1,17 +1,23 @@
 /*
  * ble_ota_port_t for ESP-IDF: esp_ota_* for the slot, esp_timer for the
- * delayed restart, ota_gap for notifications, esp_log for the core's log.
+ * delayed restart and the clock, ota_gap for notifications, NVS for the
+ * confirm flag, esp_log for the core's log.
  *
- * Every call comes from the NimBLE host task, except running_state,
- * mark_valid and rollback, which app_main calls once at boot and which
- * touch none of the slot state below.
+ * Every call comes from the core, i.e. from whichever task holds the core
+ * lock (ota_task.c): the OTA task for protocol v2, the NimBLE host task for
+ * the seed protocol, app_main at boot. The lock serialises them, so the
+ * state below needs no lock of its own.
  */
 #include "ota_port_esp.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "esp_app_desc.h"
+#include "esp_app_format.h"
+#include "esp_chip_info.h"
 #include "esp_err.h"
 #include "esp_log.h"
 #include "esp_ota_ops.h"
@@ -20,11 +26,47 @@
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
+#include "nvs.h"
+#include "sdkconfig.h"
 
 #include "ota_gap.h"
 
 static const char *TAG = "ota_port";
 static const char *CORE_TAG = "ota_core";
+
+/* NVS namespace and key of the "a client will confirm" flag (u8, 0 or 1). */
+#define OTA_PORT_NVS_NAMESPACE   "ble_ota"
+#define OTA_PORT_NVS_CONFIRM_KEY "confirm_req"
+
+/*
+ * ESP image chip id of this build, as esp_app_format.h's esp_chip_id_t
+ * spells it. CONFIG_IDF_FIRMWARE_CHIP_ID is what the build writes into our
+ * own image header and what esp_ota_end/the bootloader compare an image's
+ * chip_id with (bootloader_common_check_chip_validity), so it is the value
+ * a client must match; the per-target list below only cross-checks it.
+ */
+#if CONFIG_IDF_TARGET_ESP32
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32
+#elif CONFIG_IDF_TARGET_ESP32S2
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32S2
+#elif CONFIG_IDF_TARGET_ESP32C3
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32C3
+#elif CONFIG_IDF_TARGET_ESP32S3
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32S3
+#elif CONFIG_IDF_TARGET_ESP32C2
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32C2
+#elif CONFIG_IDF_TARGET_ESP32C6
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32C6
+#elif CONFIG_IDF_TARGET_ESP32H2
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32H2
+#elif CONFIG_IDF_TARGET_ESP32P4
+#define OTA_PORT_CHIP_ID ESP_CHIP_ID_ESP32P4
+#else
+/* A newer target (C5, C61, ...): its Kconfig value is right by definition. */
+#define OTA_PORT_CHIP_ID CONFIG_IDF_FIRMWARE_CHIP_ID
+#endif
+_Static_assert(OTA_PORT_CHIP_ID == CONFIG_IDF_FIRMWARE_CHIP_ID,
+               "esp_chip_id_t and CONFIG_IDF_FIRMWARE_CHIP_ID disagree");
 
 typedef struct {
     const esp_partition_t *slot; /* slot being written, NULL when none */
@@ -32,6 +74,12 @@ typedef struct {
     uint32_t written;            /* bytes passed to esp_ota_write */
     const esp_partition_t *ended; /* slot that passed esp_ota_end */
     esp_timer_handle_t restart_timer;
+    /* Filled once at init: the core reads them for every OTA Info value,
+     * and the ESP-IDF calls behind them look up partitions (which
+     * allocates) and read otadata from flash. Nothing changes them while
+     * this image runs, except mark_valid (updates running). */
+    ble_ota_device_info_t info;
+    ble_ota_img_state_t running;
 } ota_port_esp_t;
 
 static ota_port_esp_t s_state;
@@ -90,9 +138,21 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
         return BLE_OTA_PORT_ERR_TOO_LARGE;
     }
 
-    /* Sequential writes erase sector by sector as data arrives, even when
-     * the size is known: erasing up to 1.9 MB at once here would block the
-     * host task for seconds and the link would time out. */
+    /*
+     * Sequential writes: esp_ota_write erases each 4 KB sector as the image
+     * reaches it, even though v2 tells the size. Considered and rejected:
+     * esp_ota_begin(slot, image_size), which erases the whole image here
+     * with 64 KB block erases. Those are faster per byte (REFERENCE.md
+     * section 3: about 150 ms per 64 KB against 45 ms per 4 KB), but a
+     * 1.5 MB image would take about 3.5 s (and far more on slow flash)
+     * before the BEGIN answer, longer than the client's 5 s request timeout
+     * allows on a bad day, and ABORT, a lost link or the seed protocol
+     * would wait behind it. Erasing as we go spreads the cost: the OTA task
+     * erases while the queue (one 16 KB window, four sectors) keeps
+     * receiving, so only links faster than about 80 KB/s (2M PHY) are
+     * slowed down by it, and a resumed transfer never erases anything
+     * twice. For the seed protocol (image_size 0) there is no choice.
+     */
     err = esp_ota_begin(slot, OTA_WITH_SEQUENTIAL_WRITES, &handle);
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_begin(%s) failed: %s", slot->label, esp_err_to_name(err));
@@ -232,8 +292,8 @@ ota_port_esp_restart(void *ctx, uint32_t delay_ms)
         ESP_LOGE(TAG, "esp_timer_start_once failed: %s", esp_err_to_name(err));
     }
     /* Fallback: ble_gatts_notify_custom normally hands the notification to
-     * the controller at once, so it can still go out while the host task
-     * blocks here. */
+     * the controller at once, so it can still go out while the calling
+     * task (host or OTA task) blocks here. */
     vTaskDelay(pdMS_TO_TICKS(delay_ms));
     esp_restart();
 }
@@ -245,10 +305,17 @@ ota_port_esp_notify_control(void *ctx, uint8_t value)
     ota_gap_notify_control(value);
 }
 
-static ble_ota_img_state_t
-ota_port_esp_running_state(void *ctx)
+static void
+ota_port_esp_notify_command(void *ctx, const uint8_t *data, size_t len)
 {
     (void)ctx;
+    ota_gap_notify_command(data, len);
+}
+
+/** Reads the running image's OTA state from otadata (once, at init). */
+static ble_ota_img_state_t
+ota_port_esp_read_running_state(void)
+{
     const esp_partition_t *running = esp_ota_get_running_partition();
     esp_ota_img_states_t state;
     esp_err_t err;
@@ -276,16 +343,29 @@ ota_port_esp_running_state(void *ctx)
     }
 }
 
+static ble_ota_img_state_t
+ota_port_esp_running_state(void *ctx)
+{
+    const ota_port_esp_t *st = ctx;
+
+    return st->running;
+}
+
 static ble_ota_port_err_t
 ota_port_esp_mark_valid(void *ctx)
 {
-    (void)ctx;
+    ota_port_esp_t *st = ctx;
     const esp_err_t err = esp_ota_mark_app_valid_cancel_rollback();
 
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_mark_app_valid_cancel_rollback failed: %s",
                  esp_err_to_name(err));
         return ota_port_esp_map(err);
+    }
+    /* An UNKNOWN state (factory app, blank otadata) stays unknown: marking
+     * it valid changes nothing the bootloader would act on. */
+    if (st->running == BLE_OTA_IMG_PENDING_VERIFY) {
+        st->running = BLE_OTA_IMG_VALID;
     }
     return BLE_OTA_PORT_OK;
 }
@@ -299,6 +379,87 @@ ota_port_esp_rollback(void *ctx)
 
     ESP_LOGE(TAG, "esp_ota_mark_app_invalid_rollback_and_reboot failed: %s",
              esp_err_to_name(err));
+}
+
+static void
+ota_port_esp_device_info(void *ctx, ble_ota_device_info_t *out)
+{
+    const ota_port_esp_t *st = ctx;
+
+    *out = st->info;
+}
+
+static uint32_t
+ota_port_esp_now_ms(void *ctx)
+{
+    (void)ctx;
+    /* Microseconds since boot, 64 bits; the core only subtracts, so the
+     * 32-bit wrap after 49 days is harmless. */
+    return (uint32_t)(esp_timer_get_time() / 1000);
+}
+
+static ble_ota_port_err_t
+ota_port_esp_set_confirm_required(void *ctx, bool required)
+{
+    (void)ctx;
+    nvs_handle_t nvs;
+    esp_err_t err = nvs_open(OTA_PORT_NVS_NAMESPACE, NVS_READWRITE, &nvs);
+
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nvs_open(%s) failed: %s", OTA_PORT_NVS_NAMESPACE, esp_err_to_name(err));
+        return BLE_OTA_PORT_ERR_OTHER;
+    }
+    err = nvs_set_u8(nvs, OTA_PORT_NVS_CONFIRM_KEY, required ? 1 : 0);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nvs_set_u8(%s) failed: %s", OTA_PORT_NVS_CONFIRM_KEY, esp_err_to_name(err));
+    } else {
+        /* Without the commit the value may not survive the restart that
+         * follows: it is what the next boot must read. */
+        err = nvs_commit(nvs);
+        if (err != ESP_OK) {
+            ESP_LOGE(TAG, "nvs_commit failed: %s", esp_err_to_name(err));
+        }
+    }
+    nvs_close(nvs);
+    if (err != ESP_OK) {
+        return BLE_OTA_PORT_ERR_FLASH;
+    }
+    ESP_LOGI(TAG, "next image %s a client's CONFIRM", required ? "waits for" : "does not wait for");
+    return BLE_OTA_PORT_OK;
+}
+
+static bool
+ota_port_esp_confirm_required(void *ctx)
+{
+    (void)ctx;
+    nvs_handle_t nvs;
+    uint8_t value = 0;
+    esp_err_t err = nvs_open(OTA_PORT_NVS_NAMESPACE, NVS_READONLY, &nvs);
+
+    /* NOT_FOUND: the namespace was never written, i.e. no update asked for
+     * a client's CONFIRM yet. */
+    if (err == ESP_ERR_NVS_NOT_FOUND) {
+        return false;
+    }
+    if (err != ESP_OK) {
+        /* Fail safe: keep a new image pending (a client can still CONFIRM
+         * it; otherwise the previous, proven image comes back) rather than
+         * confirm it behind the back of a client that asked to. */
+        ESP_LOGE(TAG, "nvs_open(%s) failed: %s; assuming a client confirms",
+                 OTA_PORT_NVS_NAMESPACE, esp_err_to_name(err));
+        return true;
+    }
+    err = nvs_get_u8(nvs, OTA_PORT_NVS_CONFIRM_KEY, &value);
+    nvs_close(nvs);
+    if (err == ESP_ERR_NVS_NOT_FOUND) {
+        return false;
+    }
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "nvs_get_u8(%s) failed: %s; assuming a client confirms",
+                 OTA_PORT_NVS_CONFIRM_KEY, esp_err_to_name(err));
+        return true;
+    }
+    return value != 0;
 }
 
 static void
@@ -333,12 +494,67 @@ static const ble_ota_port_t s_port = {
     .running_state = ota_port_esp_running_state,
     .mark_valid = ota_port_esp_mark_valid,
     .rollback = ota_port_esp_rollback,
+    .device_info = ota_port_esp_device_info,
+    .now_ms = ota_port_esp_now_ms,
+    .notify_command = ota_port_esp_notify_command,
+    .set_confirm_required = ota_port_esp_set_confirm_required,
+    .confirm_required = ota_port_esp_confirm_required,
     .log = ota_port_esp_log,
 };
+
+/** Copies a char[src_cap] field of esp_app_desc_t into dst[dst_cap],
+ * NUL-padded. A value that fills dst keeps no terminator, as in
+ * esp_app_desc_t: the core reads at most the field's size (ble_ota_port.h),
+ * so a 32-character version reaches OTA Info whole. */
+static void
+ota_port_esp_copy_field(char *dst, size_t dst_cap, const char *src, size_t src_cap)
+{
+    const char *end = memchr(src, '\0', src_cap);
+    size_t len = end != NULL ? (size_t)(end - src) : src_cap;
+
+    if (len > dst_cap) {
+        len = dst_cap;
+    }
+    memset(dst, 0, dst_cap);
+    memcpy(dst, src, len);
+}
+
+/** Fills s_state.info: chip, revision, slot size and the running app. */
+static void
+ota_port_esp_read_device_info(ble_ota_device_info_t *info)
+{
+    esp_chip_info_t chip;
+    const esp_app_desc_t *app = esp_app_get_description();
+    const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
+
+    memset(info, 0, sizeof(*info));
+    esp_chip_info(&chip);
+    info->chip_id = (uint16_t)OTA_PORT_CHIP_ID;
+    /* esp_chip_info's revision is already major * 100 + minor ("MXX"). */
+    info->chip_revision = chip.revision;
+    /* The slot the next update goes to; it is fixed while this image runs
+     * (it is "the other one"). */
+    info->slot_size = next != NULL ? (uint32_t)next->size : 0;
+    info->secure_version = app->secure_version;
+    ota_port_esp_copy_field(info->version, sizeof(info->version), app->version, sizeof(app->version));
+    ota_port_esp_copy_field(info->project_name, sizeof(info->project_name), app->project_name,
+                          sizeof(app->project_name));
+    ota_port_esp_copy_field(info->idf_version, sizeof(info->idf_version), app->idf_ver,
+                          sizeof(app->idf_ver));
+    ota_port_esp_copy_field(info->date, sizeof(info->date), app->date, sizeof(app->date));
+    ota_port_esp_copy_field(info->time, sizeof(info->time), app->time, sizeof(app->time));
+    ESP_LOGI(TAG, "chip id %u rev %u, %.*s %.*s, next slot %s (%lu bytes)",
+             (unsigned)info->chip_id, (unsigned)info->chip_revision,
+             (int)sizeof(info->project_name), info->project_name, (int)sizeof(info->version),
+             info->version, next != NULL ? next->label : "none", (unsigned long)info->slot_size);
+}
 
 const ble_ota_port_t *
 ota_port_esp_init(void)
 {
+    ota_port_esp_read_device_info(&s_state.info);
+    s_state.running = ota_port_esp_read_running_state();
+
     const esp_timer_create_args_t args = {
         .callback = ota_port_esp_restart_cb,
         .arg = NULL,

@@ -1,0 +1,372 @@
+/*
+ * The OTA task and the queue in front of it.
+ *
+ * Why a task: esp_ota_write erases a 4 KB sector (about 45 ms) each time the
+ * image crosses into a new one, and esp_ota_end reads back and hashes the
+ * whole image (hundreds of ms). Done on the NimBLE host task, as the seed
+ * protocol does, that stalls every other ATT exchange and lets incoming
+ * Write Commands pile up in the controller. Protocol v2 streams with Write
+ * Commands, so the host task only copies each packet into a queue and the
+ * OTA task does the flash work at its own pace; the window (OTA_TASK_WINDOW)
+ * is what the queue guarantees to hold.
+ *
+ * Why a FreeRTOS message buffer and not a queue of fixed-size slots: a
+ * packet's size follows the client's ATT MTU (20 to 514 bytes). Fixed
+ * 518-byte slots would need 36 KB to hold a 16 KB window of 244-byte
+ * packets (MTU 247) and far more at smaller MTUs; a message buffer stores
+ * each packet with only a 4-byte length in front. One writer (the host
+ * task) and one reader (this task), as message buffers require. Static
+ * storage: nothing is allocated per packet.
+ *
+ * Why a mutex around the core: the core is entered from three tasks: this
+ * one (OTA Stream, OTA Command, tick), the host task (the seed protocol,
+ * whose writes stay synchronous because their ATT errors must be in the
+ * write response) and app_main (confirm_boot at boot). Routing the seed
+ * writes through this task as well would still make the host task wait for
+ * the answer, i.e. for the same flash operation, so it would buy nothing and
+ * add a reply channel. A mutex (with priority inheritance) is the simpler
+ * correct choice. The host task takes it only for the seed protocol; for
+ * protocol v2 it never does: v2 writes go through the queue, a lost link is
+ * a counter the next core user applies (ota_task_link_lost), and OTA Info
+ * is served from a snapshot (ota_task_info). So the host task never waits
+ * for a v2 flash operation.
+ */
+#include "ota_task.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "esp_log.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/message_buffer.h"
+#include "freertos/semphr.h"
+#include "freertos/task.h"
+
+#include "ble_ota_protocol.h"
+
+static const char *TAG = "ota_task";
+
+/* Queue item: kind (1 byte), reserved (1), link (u16, little-endian: the
+ * value of s_link when the write arrived), then the written value. */
+#define OTA_TASK_ITEM_HEADER 4
+#define OTA_TASK_ITEM_MAX    (OTA_TASK_ITEM_HEADER + BLE_OTA_MAX_PACKET)
+
+/* What one item costs in the message buffer: its stored length, our
+ * header and the value. */
+#define OTA_TASK_MSG_LEN_BYTES   sizeof(configMESSAGE_BUFFER_LENGTH_TYPE)
+#define OTA_TASK_ITEM_COST(len)  (OTA_TASK_MSG_LEN_BYTES + OTA_TASK_ITEM_HEADER + (len))
+#define OTA_TASK_PACKET_COST(data) OTA_TASK_ITEM_COST(BLE_OTA_STREAM_HEADER + (data))
+
+/* The queue holds a full window for packets carrying at least this many
+ * firmware bytes (ATT MTU 71 and up; clients use 185, 247 or 517). Smaller
+ * packets cost relatively more (12 bytes of overhead each); at MTU 23 the
+ * queue holds about 11 KB of them, and if a client really fills it the
+ * packets that do not fit are dropped and the core's RESYNC recovers. */
+#define OTA_TASK_FULL_WINDOW_MIN_DATA 64u
+
+/* A client sends while `next - acked < window`, so its last packet may end
+ * up to data - 1 bytes past the window: ceil((window + data - 1) / data). */
+#define OTA_TASK_WINDOW_PACKETS(data) ((OTA_TASK_WINDOW + 2u * (data) - 2u) / (data))
+#define OTA_TASK_WINDOW_BYTES(data) \
+    (OTA_TASK_WINDOW_PACKETS(data) * OTA_TASK_PACKET_COST(data))
+
+/* Kept free of Stream packets for requests, so that ABORT or END still get
+ * through while a window is queued: two BEGIN-sized requests. */
+#define OTA_TASK_COMMAND_RESERVE (2u * OTA_TASK_ITEM_COST(BLE_OTA_BEGIN_SIZE))
+
+#define OTA_TASK_QUEUE_BYTES \
+    (OTA_TASK_WINDOW_BYTES(OTA_TASK_FULL_WINDOW_MIN_DATA) + OTA_TASK_COMMAND_RESERVE)
+
+/* The window for the largest packets fits as well (the byte count is
+ * largest for the smallest packets in the range, but check it). */
+_Static_assert(OTA_TASK_WINDOW_BYTES(BLE_OTA_MAX_PACKET - BLE_OTA_STREAM_HEADER) +
+                       OTA_TASK_COMMAND_RESERVE <=
+                   OTA_TASK_QUEUE_BYTES,
+               "OTA queue too small for a window of full-size packets");
+_Static_assert(OTA_TASK_WINDOW <= UINT16_MAX, "window is a u16 on the air");
+
+/* ble_ota_core_tick period ("every 100-1000 ms"): the abandon timeout and
+ * the confirm window are counted in seconds, and the Info snapshot is
+ * refreshed at least this often during a transfer. */
+#define OTA_TASK_TICK_MS 200
+
+/* esp_ota_end (image verification: segment walk, SHA-256, and a signature
+ * check when secure boot is on), the core's own SHA-256 and ESP_LOG
+ * formatting run on this stack; ESP-IDF's OTA examples use 8 KB for the
+ * same calls. */
+#define OTA_TASK_STACK_BYTES 8192
+
+/* Below the NimBLE host task (configMAX_PRIORITIES - 4) and esp_timer, so
+ * received packets are always queued before flash work resumes; above
+ * app_main and idle. */
+#define OTA_TASK_PRIORITY 5
+
+static ble_ota_core_t s_core;
+static ble_ota_config_t s_config; /* as validated for the queue */
+
+static StaticSemaphore_t s_core_lock_buf;
+static SemaphoreHandle_t s_core_lock;
+
+/* Incremented by the host task each time the link drops; only the host
+ * task writes it. s_link_applied (guarded by s_core_lock) is the value the
+ * core has seen: whoever locks the core and finds them different calls
+ * ble_ota_core_disconnected first. Several drops in a row fold into one
+ * call: nothing reached the core from the links in between (their queued
+ * writes are discarded by the link check). */
+static atomic_uint s_link;
+static unsigned s_link_applied;
+
+static StaticMessageBuffer_t s_queue_buf;
+/* + 1: a FreeRTOS stream buffer keeps one byte free to tell full from empty. */
+static uint8_t s_queue_storage[OTA_TASK_QUEUE_BYTES + 1];
+static MessageBufferHandle_t s_queue;
+
+/* Host task only: the item being queued, and the count of Stream packets
+ * dropped in a row (logged once per burst, not once per packet). */
+static uint8_t s_tx_item[OTA_TASK_ITEM_MAX];
+static uint32_t s_dropped;
+
+/* OTA task only: the item being processed. */
+static uint8_t s_rx_item[OTA_TASK_ITEM_MAX];
+
+/* The OTA Info snapshot. s_info_work is written under s_core_lock; s_info
+ * is copied under s_info_lock, which is never held for more than a copy. */
+static uint8_t s_info_work[BLE_OTA_INFO_SIZE];
+static StaticSemaphore_t s_info_lock_buf;
+static SemaphoreHandle_t s_info_lock;
+static uint8_t s_info[BLE_OTA_INFO_SIZE];
+static size_t s_info_len;
+
+static StaticTask_t s_task_buf;
+static StackType_t s_task_stack[OTA_TASK_STACK_BYTES]; /* ESP-IDF: StackType_t is a byte */
+static TaskHandle_t s_task;
+
+ble_ota_core_t *
+ota_task_core_lock(void)
+{
+    /* Cannot time out: portMAX_DELAY blocks indefinitely in ESP-IDF
+     * (INCLUDE_vTaskSuspend is 1). */
+    (void)xSemaphoreTake(s_core_lock, portMAX_DELAY);
+
+    const unsigned link = atomic_load(&s_link);
+    if (link != s_link_applied) {
+        s_link_applied = link;
+        ble_ota_core_disconnected(&s_core);
+    }
+    return &s_core;
+}
+
+/** Releases the core; with refresh, first renews the OTA Info snapshot. */
+static void
+ota_task_core_release(bool refresh)
+{
+    if (refresh) {
+        const size_t len = ble_ota_core_info_read(&s_core, s_info_work, sizeof(s_info_work));
+        if (len == 0) {
+            ESP_LOGE(TAG, "OTA Info does not fit %u bytes", (unsigned)sizeof(s_info_work));
+        } else {
+            (void)xSemaphoreTake(s_info_lock, portMAX_DELAY);
+            memcpy(s_info, s_info_work, len);
+            s_info_len = len;
+            (void)xSemaphoreGive(s_info_lock);
+        }
+    }
+    (void)xSemaphoreGive(s_core_lock);
+}
+
+void
+ota_task_core_unlock(void)
+{
+    /* Calls from other tasks (seed packets and controls, confirm_boot)
+     * come at most one per ATT round trip and may change what Info shows:
+     * refresh every time. */
+    ota_task_core_release(true);
+}
+
+size_t
+ota_task_info(uint8_t *out, size_t cap)
+{
+    size_t len = 0;
+
+    if (s_info_lock == NULL) { /* before ota_task_start */
+        return 0;
+    }
+    (void)xSemaphoreTake(s_info_lock, portMAX_DELAY);
+    if (s_info_len <= cap) {
+        memcpy(out, s_info, s_info_len);
+        len = s_info_len;
+    }
+    (void)xSemaphoreGive(s_info_lock);
+    return len;
+}
+
+ble_ota_img_state_t
+ota_task_confirm_boot(bool self_test_passed)
+{
+    ble_ota_core_t *core = ota_task_core_lock();
+    const ble_ota_img_state_t state = ble_ota_core_confirm_boot(core, self_test_passed);
+
+    ota_task_core_unlock();
+    return state;
+}
+
+bool
+ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len)
+{
+    if (s_queue == NULL || len > BLE_OTA_MAX_PACKET) {
+        return false;
+    }
+    /* Only this (host) task sends, so the free space can only grow between
+     * this check and the send. */
+    const size_t space = xMessageBufferSpacesAvailable(s_queue);
+    const size_t needed =
+        OTA_TASK_ITEM_COST(len) + (kind == OTA_TASK_STREAM ? OTA_TASK_COMMAND_RESERVE : 0u);
+
+    if (space < needed) {
+        if (kind == OTA_TASK_STREAM && s_dropped++ == 0) {
+            ESP_LOGW(TAG, "queue full (%u bytes free): dropping Stream packets",
+                     (unsigned)space);
+        }
+        return false;
+    }
+    if (kind == OTA_TASK_STREAM && s_dropped != 0) {
+        ESP_LOGW(TAG, "%lu Stream packets dropped", (unsigned long)s_dropped);
+        s_dropped = 0;
+    }
+
+    const unsigned link = atomic_load(&s_link);
+    s_tx_item[0] = (uint8_t)kind;
+    s_tx_item[1] = 0;
+    s_tx_item[2] = (uint8_t)(link & 0xFFu);
+    s_tx_item[3] = (uint8_t)((link >> 8) & 0xFFu);
+    memcpy(&s_tx_item[OTA_TASK_ITEM_HEADER], data, len);
+    if (xMessageBufferSend(s_queue, s_tx_item, OTA_TASK_ITEM_HEADER + len, 0) == 0) {
+        /* Cannot happen after the check above; handled all the same. */
+        ESP_LOGE(TAG, "xMessageBufferSend of %u bytes failed", (unsigned)len);
+        return false;
+    }
+    return true;
+}
+
+void
+ota_task_link_lost(void)
+{
+    /* Single writer (the host task): a plain load and store suffice. */
+    atomic_store(&s_link, atomic_load(&s_link) + 1u);
+}
+
+/** Feeds one queued write to the core. */
+static void
+ota_task_process(const uint8_t *item, size_t len)
+{
+    if (len < OTA_TASK_ITEM_HEADER) {
+        ESP_LOGE(TAG, "queue item of %u bytes", (unsigned)len);
+        return;
+    }
+    const unsigned link = (unsigned)item[2] | ((unsigned)item[3] << 8);
+    const uint8_t *value = item + OTA_TASK_ITEM_HEADER;
+    const size_t value_len = len - OTA_TASK_ITEM_HEADER;
+
+    /* Written on a link that has dropped since: its client cannot get the
+     * answer, and an answer now could reach the next client. */
+    if (link != (atomic_load(&s_link) & 0xFFFFu)) {
+        ESP_LOGD(TAG, "discarding a write from a dropped link");
+        return;
+    }
+
+    ble_ota_core_t *core = ota_task_core_lock();
+    if (item[0] == OTA_TASK_STREAM) {
+        (void)ble_ota_core_stream_write(core, value, value_len);
+        /* Refreshing Info after every packet would be wasted work during a
+         * burst: do it once the burst is processed (and at every tick). */
+        ota_task_core_release(xMessageBufferIsEmpty(s_queue) == pdTRUE);
+    } else {
+        /* The write response went out when the request was queued; the
+         * core's answer is a notification, so its status is only logged. */
+        const ble_ota_status_t status = ble_ota_core_command_write(core, value, value_len);
+        if (status != BLE_OTA_OK) {
+            ESP_LOGW(TAG, "OTA Command of %u bytes: status %d", (unsigned)value_len, (int)status);
+        }
+        ota_task_core_release(true);
+    }
+}
+
+static void
+ota_task_main(void *arg)
+{
+    (void)arg;
+    const TickType_t period = pdMS_TO_TICKS(OTA_TASK_TICK_MS) > 0 ? pdMS_TO_TICKS(OTA_TASK_TICK_MS) : 1;
+    TickType_t last_tick = xTaskGetTickCount();
+
+    ESP_LOGI(TAG, "OTA task started: window %u bytes, queue %u bytes",
+             (unsigned)s_config.window, (unsigned)sizeof(s_queue_storage));
+    for (;;) {
+        /* The queue's receive timeout doubles as the core's tick timer, so
+         * the tick runs in the task that owns the flash work. */
+        const TickType_t since = xTaskGetTickCount() - last_tick;
+        const TickType_t wait = since >= period ? 0 : period - since;
+        const size_t len = xMessageBufferReceive(s_queue, s_rx_item, sizeof(s_rx_item), wait);
+
+        if (len > 0) {
+            ota_task_process(s_rx_item, len);
+        }
+        if (xTaskGetTickCount() - last_tick >= period) {
+            last_tick = xTaskGetTickCount();
+            ble_ota_core_tick(ota_task_core_lock());
+            ota_task_core_release(true);
+        }
+    }
+}
+
+bool
+ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
+{
+    s_config = *config;
+    /* The window and packet size are promises to the client that the
+     * queue must keep. */
+    if (s_config.window == 0 || s_config.window > OTA_TASK_WINDOW) {
+        ESP_LOGW(TAG, "window %u not in 1..%u: using %u", (unsigned)s_config.window,
+                 (unsigned)OTA_TASK_WINDOW, (unsigned)OTA_TASK_WINDOW);
+        s_config.window = OTA_TASK_WINDOW;
+    }
+    if (s_config.max_packet > BLE_OTA_MAX_PACKET ||
+        s_config.max_packet <= BLE_OTA_STREAM_HEADER) {
+        ESP_LOGW(TAG, "max_packet %u out of range: using %u", (unsigned)s_config.max_packet,
+                 (unsigned)BLE_OTA_MAX_PACKET);
+        s_config.max_packet = BLE_OTA_MAX_PACKET;
+    }
+
+    s_core_lock = xSemaphoreCreateMutexStatic(&s_core_lock_buf);
+    s_info_lock = xSemaphoreCreateMutexStatic(&s_info_lock_buf);
+    s_queue = xMessageBufferCreateStatic(sizeof(s_queue_storage), s_queue_storage, &s_queue_buf);
+    if (s_core_lock == NULL || s_info_lock == NULL || s_queue == NULL) {
+        ESP_LOGE(TAG, "static mutex or message buffer creation failed");
+        return false;
+    }
+
+    ble_ota_core_init(&s_core, port, &s_config);
+    /* A first Info value, so a client that reads before anything happened
+     * gets one. */
+    (void)ota_task_core_lock();
+    ota_task_core_unlock();
+
+    s_task = xTaskCreateStatic(ota_task_main, "ble_ota", OTA_TASK_STACK_BYTES, NULL,
+                               OTA_TASK_PRIORITY, s_task_stack, &s_task_buf);
+    if (s_task == NULL) {
+        ESP_LOGE(TAG, "OTA task creation failed");
+        return false;
+    }
+    return true;
+}
+
+bool
+ota_task_running(void)
+{
+    return s_task != NULL;
+}
+
+bool
+ota_task_is_current(void)
+{
+    return s_task != NULL && xTaskGetCurrentTaskHandle() == s_task;
+}

@@ -1,0 +1,69 @@
+/*
+ * The OTA task: owner of the protocol core, and the queue that keeps flash
+ * work off the NimBLE host task.
+ *
+ * The host task only copies protocol v2 writes (OTA Stream packets and OTA
+ * Command requests, in arrival order) into a statically allocated message
+ * buffer and returns; the OTA task feeds them to the core, which writes
+ * flash (esp_ota_write, sector erases, esp_ota_end) and answers with
+ * notifications. See ota_task.c for why the core is guarded by a mutex.
+ */
+#ifndef OTA_TASK_H
+#define OTA_TASK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ble_ota_core.h"
+
+/* Bytes a v2 client may stream beyond the last ACK (config.window). 16 KB
+ * is four flash sectors: enough to keep the radio busy while the OTA task
+ * erases a sector (about 45 ms) even at 2M PHY rates, and the queue that
+ * must hold it costs about 20 KB of RAM (OTA_TASK_QUEUE_BYTES). */
+#define OTA_TASK_WINDOW 16384u
+
+typedef enum {
+    OTA_TASK_STREAM = 1,  /* an OTA Stream packet */
+    OTA_TASK_COMMAND = 2, /* an OTA Command request */
+} ota_task_kind_t;
+
+/* Initialises the core with port and config and starts the OTA task. Call
+ * once, before the NimBLE host starts. Everything is statically allocated;
+ * returns false only if FreeRTOS refuses the static objects. */
+bool ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config);
+
+/* True once ota_task_start succeeded (part of the boot self-test). */
+bool ota_task_running(void);
+
+/* Host task only: queues a v2 write of len bytes (at most
+ * BLE_OTA_MAX_PACKET) for the OTA task, behind everything queued before it.
+ * Returns false when there is no room: a Stream packet is then dropped (the
+ * core's RESYNC gets it sent again), a Command fails its ATT write. */
+bool ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len);
+
+/* Host task only: the client's link dropped. The core learns it before
+ * anything else enters it, and what is still queued from that link is
+ * discarded. Never blocks. */
+void ota_task_link_lost(void);
+
+/* Exclusive access to the core for a synchronous call from another task
+ * (the seed protocol's GATT callbacks, app_main). May wait while the OTA
+ * task finishes one core call (one flash operation). Every lock must be
+ * followed by ota_task_core_unlock(). */
+ble_ota_core_t *ota_task_core_lock(void);
+void ota_task_core_unlock(void);
+
+/* The last OTA Info value the core produced (refreshed after every request,
+ * at every tick and whenever the queue runs empty, so during a transfer it
+ * may lag by up to one tick). Never waits for flash. Returns its length, 0
+ * when cap is too small or none was produced yet. */
+size_t ota_task_info(uint8_t *out, size_t cap);
+
+/* ble_ota_core_confirm_boot() under the core lock. */
+ble_ota_img_state_t ota_task_confirm_boot(bool self_test_passed);
+
+/* True when called from the OTA task itself. */
+bool ota_task_is_current(void);
+
+#endif /* OTA_TASK_H */
