@@ -440,13 +440,22 @@ test_v2_unknown_and_bad_length(void)
     /* An empty value has no opcode to answer: the write itself fails. */
     CHECK_EQ(command(buf, 0), BLE_OTA_ERR_LENGTH);
     CHECK_EQ(s_fx.cmd_count, 0);
-    const uint8_t unknown[] = { 0x00, 0x06, 0x7F, 0x80, 0xC0, 0xFF };
+    const uint8_t unknown[] = { 0x00, 0x06, 0x20, 0x3F };
     for (size_t i = 0; i < sizeof(unknown); i++) {
         buf[0] = unknown[i];
         buf[1] = 0;
         CHECK_EQ(command(buf, 1 + i % 2), BLE_OTA_OK);
         CHECK(answered_plain(unknown[i], BLE_OTA_ST_UNKNOWN_COMMAND));
     }
+    /* Above 0x3F the answer would look like an event (0x40 | 0x80 is ACK)
+     * or like another answer: the write fails, nothing is notified. */
+    const uint8_t not_requests[] = { 0x40, 0x7E, 0x80, 0x81, 0xC0, 0xFF };
+    for (size_t i = 0; i < sizeof(not_requests); i++) {
+        buf[0] = not_requests[i];
+        CHECK_EQ(command(buf, 1), BLE_OTA_ERR_VALUE);
+        CHECK_EQ(command(buf, 41), BLE_OTA_ERR_VALUE);
+    }
+    CHECK_EQ(s_fx.cmd_count, 4);
     /* BEGIN is 41 bytes, the others 1. */
     memset(buf, 0, sizeof(buf));
     buf[0] = BLE_OTA_CMD_BEGIN;
@@ -462,7 +471,7 @@ test_v2_unknown_and_bad_length(void)
         CHECK_EQ(command(buf, 2), BLE_OTA_OK);
         CHECK(answered_plain(ones[i], BLE_OTA_ST_BAD_LENGTH));
     }
-    CHECK_EQ(s_fx.cmd_count, 6 + 3 + 4);
+    CHECK_EQ(s_fx.cmd_count, 4 + 3 + 4);
     /* BAD_LENGTH of BEGIN and END is an attempt's status too. */
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);

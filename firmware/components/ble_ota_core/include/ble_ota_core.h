@@ -118,8 +118,9 @@ void ble_ota_core_disconnected(ble_ota_core_t *core);
 /* --- protocol v2 (docs/PROTOCOL.md) --- */
 
 /* A client wrote to OTA Command. Answers go out as notifications; the
- * returned status only fails the write (BLE_OTA_ERR_LENGTH) for an empty
- * value, which has no opcode to answer. */
+ * returned status only fails the write for a value that has no answer: an
+ * empty one (BLE_OTA_ERR_LENGTH), or one whose first byte is above 0x3F, the
+ * request range (BLE_OTA_ERR_VALUE), whose answer would read as an event. */
 ble_ota_status_t ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len);
 
 /* A client wrote to OTA Stream (offset u32 + bytes). Never fails the write:
