@@ -64,6 +64,10 @@ static const ble_uuid128_t s_stream_uuid =
     BLE_UUID128_INIT(0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
                      0xd6, 0x46, 0xa5, 0xc1, 0x03, 0xfa, 0x71, 0xc7);
 
+/* Highest OTA Command request opcode (docs/PROTOCOL.md); the core has the
+ * same limit in ble_ota_v2.c, not in a public header. */
+#define OTA_GATT_OPCODE_MAX 0x3F
+
 /* Device Information service and the characteristics we expose. */
 #define DIS_SVC_UUID16          0x180A
 #define DIS_MODEL_NUMBER_UUID16 0x2A24
@@ -346,10 +350,17 @@ ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
     if (att_err != 0) {
         return att_err;
     }
-    /* The one case where the core fails the write itself; decided here
-     * because the core only sees the request later. */
+    /* The two cases where the core fails the write instead of answering
+     * (ble_ota_core_command_write), decided here because the core only sees
+     * the request once the write response has gone: an empty value (0x0D),
+     * and a first byte outside the request range 0x00-0x3F, whose answer
+     * would read as an event (0x82; docs/PROTOCOL.md, OTA Command). */
     if (len == 0) {
         return ble_ota_status_to_att(BLE_OTA_ERR_LENGTH);
+    }
+    if (s_rx_buf[0] > OTA_GATT_OPCODE_MAX) {
+        ESP_LOGW(TAG, "OTA Command 0x%02x is no request", s_rx_buf[0]);
+        return ble_ota_status_to_att(BLE_OTA_ERR_VALUE);
     }
     if (!ota_task_post(OTA_TASK_COMMAND, s_rx_buf, len)) {
         ESP_LOGW(TAG, "OTA Command 0x%02x refused: queue full", s_rx_buf[0]);
