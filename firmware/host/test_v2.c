@@ -671,6 +671,537 @@ test_v2_flash_failure_at_every_write(void)
     }
 }
 
+/* --- the stream --------------------------------------------------------------------- */
+
+static void
+test_v2_gaps_duplicates_resync_once(void)
+{
+    CHECK_OK(fx_setup());
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 3 * CHUNK, CHUNK);
+    const int first = s_fx.cmd_count;
+    /* Packet 3 is lost: 4, 5, 6 arrive. One RESYNC for offset 3 * CHUNK. */
+    stream(s_image, 4 * CHUNK, 7 * CHUNK, CHUNK);
+    CHECK_EQ(s_fx.cmd_count - first, 1);
+    CHECK(evented(BLE_OTA_EVT_RESYNC, 3 * CHUNK));
+    CHECK_EQ(s_fx.core.v2.received, 3 * CHUNK);
+    /* Duplicates (the client rewinding to its last ACK) are ignored quietly. */
+    stream(s_image, 0, 3 * CHUNK, CHUNK);
+    stream_packet(CHUNK / 2, s_image + CHUNK / 2, CHUNK); /* overlapping, earlier start */
+    CHECK_EQ(s_fx.cmd_count - first, 1);
+    CHECK_EQ(s_fx.core.v2.received, 3 * CHUNK);
+    /* Still the same gap: no second RESYNC. */
+    stream_packet(9 * CHUNK, s_image + 9 * CHUNK, CHUNK);
+    CHECK_EQ(s_fx.cmd_count - first, 1);
+    /* The missing packet arrives; a new gap gets its own RESYNC. */
+    stream(s_image, 3 * CHUNK, 5 * CHUNK, CHUNK);
+    stream_packet(6 * CHUNK, s_image + 6 * CHUNK, CHUNK);
+    CHECK_EQ(count_notes(BLE_OTA_EVT_RESYNC, first), 2);
+    CHECK(evented(BLE_OTA_EVT_RESYNC, 5 * CHUNK));
+    /* A resuming BEGIN allows one more for the same offset (the first may
+     * have gone with the old link). */
+    ble_ota_core_disconnected(&s_fx.core);
+    begin_image(s_image, s_image_len, 0);
+    CHECK_EQ(le32(last_note()->data + 2), 5 * CHUNK);
+    stream_packet(6 * CHUNK, s_image + 6 * CHUNK, CHUNK);
+    CHECK(evented(BLE_OTA_EVT_RESYNC, 5 * CHUNK));
+    CHECK_EQ(count_notes(BLE_OTA_EVT_RESYNC, first), 3);
+    /* In order from there: the image completes intact. */
+    stream(s_image, 5 * CHUNK, s_image_len, CHUNK);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
+}
+
+static void
+test_v2_stream_ignored(void)
+{
+    static uint8_t big[BLE_OTA_MAX_PACKET + 8];
+
+    CHECK_OK(fx_setup());
+    /* Outside a transfer. */
+    stream(s_image, 0, 4 * CHUNK, CHUNK);
+    CHECK_EQ(s_fx.cmd_count, 0);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+    CHECK_EQ(ble_ota_core_stream_write(&s_fx.core, NULL, 0), BLE_OTA_OK);
+
+    begin_image(s_image, s_image_len, 0);
+    const int first = s_fx.cmd_count;
+    /* Too short to carry a byte: a header alone, or less. */
+    CHECK_EQ(ble_ota_core_stream_write(&s_fx.core, big, 0), BLE_OTA_OK);
+    CHECK_EQ(ble_ota_core_stream_write(&s_fx.core, big, 3), BLE_OTA_OK);
+    memset(big, 0, sizeof(big));
+    CHECK_EQ(ble_ota_core_stream_write(&s_fx.core, big, BLE_OTA_STREAM_HEADER), BLE_OTA_OK);
+    /* Longer than max_packet. */
+    memcpy(big + BLE_OTA_STREAM_HEADER, s_image, sizeof(big) - BLE_OTA_STREAM_HEADER);
+    CHECK_EQ(ble_ota_core_stream_write(&s_fx.core, big, BLE_OTA_MAX_PACKET + 1), BLE_OTA_OK);
+    CHECK_EQ(s_fx.core.v2.received, 0);
+    CHECK_EQ(ble_ota_core_stream_write(&s_fx.core, big, BLE_OTA_MAX_PACKET), BLE_OTA_OK);
+    CHECK_EQ(s_fx.core.v2.received, BLE_OTA_MAX_PACKET - BLE_OTA_STREAM_HEADER);
+    /* Past the image size, at the expected offset. */
+    const uint32_t at = (uint32_t)s_image_len - 100;
+    stream(s_image, s_fx.core.v2.received, at, CHUNK);
+    stream_packet(at, s_image + at, 101);
+    CHECK_EQ(s_fx.core.v2.received, at);
+    CHECK_EQ(count_notes(BLE_OTA_EVT_RESYNC, first), 0);
+    stream_packet(at, s_image + at, 100);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+    /* After the last byte: everything is a duplicate or past the end. */
+    const int notes = s_fx.cmd_count;
+    stream_packet((uint32_t)s_image_len, s_image, 1);
+    stream_packet(0, s_image, CHUNK);
+    CHECK_EQ(s_fx.cmd_count, notes);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    /* After END OK too. */
+    stream_packet(0, s_image, CHUNK);
+    CHECK_EQ(s_fx.cmd_count, notes + 1);
+}
+
+static void
+test_v2_config_defaults(void)
+{
+    CHECK_OK(fx_setup());
+    memset(&s_config, 0, sizeof(s_config));
+    core_init();
+    CHECK_EQ(s_fx.core.config.window, BLE_OTA_DEFAULT_WINDOW);
+    CHECK_EQ(s_fx.core.config.max_packet, BLE_OTA_MAX_PACKET);
+    CHECK_EQ(s_fx.core.config.abandon_timeout_ms, BLE_OTA_ABANDON_TIMEOUT_MS);
+    CHECK_EQ(s_fx.core.config.confirm_window_ms, 0); /* 0 is a choice: no limit */
+    CHECK(!s_fx.core.config.serve_seed);
+    s_config.max_packet = 1000;
+    core_init();
+    CHECK_EQ(s_fx.core.config.max_packet, BLE_OTA_MAX_PACKET);
+    s_config.max_packet = 100;
+    core_init();
+    CHECK_EQ(s_fx.core.config.max_packet, 100);
+    ble_ota_core_init(&s_fx.core, &s_fx.dev.port, NULL);
+    CHECK_EQ(s_fx.core.config.window, BLE_OTA_DEFAULT_WINDOW);
+    CHECK_EQ(s_fx.core.config.confirm_window_ms, BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS);
+    CHECK(s_fx.core.config.serve_seed);
+    /* A smaller max_packet is what BEGIN announces, and what is taken. */
+    s_config.max_packet = 100;
+    core_init();
+    begin_image(s_image, s_image_len, 0);
+    CHECK_EQ(le16(last_note()->data + 8), 100);
+    stream_packet(0, s_image, 97);
+    CHECK_EQ(s_fx.core.v2.received, 0);
+    stream(s_image, 0, s_image_len, 96);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+}
+
+/* --- RESTART, ABORT, CONFIRM ------------------------------------------------------------ */
+
+static void
+test_v2_restart_and_abort(void)
+{
+    CHECK_OK(fx_setup());
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE));
+    /* Nothing to abort: still OK. */
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_OK));
+
+    /* ABORT while receiving, and while suspended. */
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 30 * CHUNK, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE));
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_OK));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+    begin_image(s_image, s_image_len, 0);
+    CHECK_EQ(le32(last_note()->data + 2), 0);
+    stream(s_image, 0, 30 * CHUNK, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_OK));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.open_slot, -1);
+
+    /* After END OK: the slot is selected, a restart is pending. */
+    CHECK_OK(v2_upload(s_image, s_image_len, 0));
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_BAD_STATE));
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
+    /* The link drops before RESTART: the next connection sends it. */
+    ble_ota_core_disconnected(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_COMPLETE);
+    CHECK_EQ(le32(inf + 20), s_image_len);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
+    CHECK(s_fx.dev.restart_pending);
+    /* A second RESTART: OK, the restart is not scheduled again. */
+    s_fx.dev.restart_pending = false;
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
+    CHECK(!s_fx.dev.restart_pending);
+    CHECK_EQ(fx_reboot(true), 1);
+}
+
+static void
+test_v2_confirm_by_client(void)
+{
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+
+    CHECK_OK(fx_setup());
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_NOT_PENDING));
+
+    CHECK_OK(v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK(s_fx.dev.flash.confirm_required);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    /* The self-test passes, but the image waits for the client. */
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_PENDING_VERIFY);
+    CHECK(s_fx.core.confirm_waiting);
+    info(inf);
+    CHECK_EQ(inf[16], BLE_OTA_RUNNING_PENDING_VERIFY);
+    CHECK_EQ(inf[17], BLE_OTA_LAST_STATUS_NONE); /* since boot */
+    CHECK(memcmp(inf + 60, "2.0.0\0", 6) == 0);
+    /* Meanwhile no update: neither v2 nor seed. */
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_PENDING_CONFIRM));
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+    CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_NAK);
+    /* Within the window, CONFIRM makes it valid, and the window stops. */
+    s_fx.clock_ms += BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS - 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK(!s_fx.dev.restart_pending);
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
+    CHECK(!s_fx.core.confirm_waiting);
+    s_fx.clock_ms += 10u * BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK(!s_fx.dev.restart_pending);
+    info(inf);
+    CHECK_EQ(inf[16], BLE_OTA_RUNNING_VALID);
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_NOT_PENDING));
+    /* It stays, restart after restart. */
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(strcmp(running_version(), "2.0.0") == 0);
+    CHECK(!s_fx.core.confirm_waiting);
+}
+
+static void
+test_v2_confirm_window_expires(void)
+{
+    CHECK_OK(fx_setup());
+    s_config.confirm_window_ms = 5000;
+    core_init();
+    CHECK_OK(v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(s_fx.core.confirm_waiting);
+    s_fx.clock_ms += 4999;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK(!s_fx.dev.restart_pending);
+    s_fx.clock_ms += 1;
+    ble_ota_core_tick(&s_fx.core);
+    /* Rolled back: marked invalid, the old slot selected, restart now. */
+    CHECK(s_fx.dev.restart_pending);
+    CHECK_EQ(s_fx.dev.restart_delay_ms, 0);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_INVALID);
+    CHECK(!s_fx.core.confirm_waiting);
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(strcmp(running_version(), "1.0.0") == 0);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 0), HOST_SLOT_VALID);
+    CHECK(!s_fx.core.confirm_waiting);
+    /* The old image takes the next update. */
+    CHECK_OK(v2_upload(s_image, s_image_len, 0));
+
+    /* Window 0: no limit. */
+    CHECK_OK(fx_setup());
+    s_config.confirm_window_ms = 0;
+    core_init();
+    CHECK_OK(v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK_EQ(fx_reboot(true), 1);
+    s_fx.clock_ms += 0x7FFFFFFFu;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK(!s_fx.dev.restart_pending);
+    CHECK(s_fx.core.confirm_waiting);
+}
+
+static void
+test_v2_restart_before_confirm_rolls_back(void)
+{
+    CHECK_OK(fx_setup());
+    CHECK_OK(v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(s_fx.core.confirm_waiting);
+    /* A restart (or power cut) before CONFIRM: the bootloader gives up on it. */
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_ABORTED);
+    CHECK(strcmp(running_version(), "1.0.0") == 0);
+    CHECK(!s_fx.core.confirm_waiting);
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_NOT_PENDING));
+
+    /* A failing self-test rolls back at once, whatever the client wanted. */
+    CHECK_OK(v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK_EQ(host_dev_boot(&s_fx.dev), 1);
+    core_init();
+    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.core, false), BLE_OTA_IMG_PENDING_VERIFY);
+    CHECK(!s_fx.core.confirm_waiting);
+    CHECK(s_fx.dev.restart_pending);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_INVALID);
+    CHECK_EQ(fx_reboot(true), 0);
+}
+
+/* --- OTA Info ------------------------------------------------------------------------- */
+
+static void
+test_v2_info_layout(void)
+{
+    uint8_t inf[BLE_OTA_INFO_SIZE + 8];
+    uint8_t sha[32];
+
+    CHECK_OK(fx_setup());
+    CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, BLE_OTA_INFO_SIZE - 1), 0);
+    CHECK_EQ(ble_ota_core_info_read(&s_fx.core, NULL, BLE_OTA_INFO_SIZE), 0);
+    memset(inf, 0xAA, sizeof(inf));
+    CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf)), BLE_OTA_INFO_SIZE);
+    CHECK_EQ(inf[BLE_OTA_INFO_SIZE], 0xAA); /* nothing written beyond */
+    CHECK_EQ(inf[0], BLE_OTA_INFO_VERSION);
+    CHECK_EQ(inf[1], BLE_OTA_PROTOCOL_VERSION);
+    CHECK_EQ(le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_SEED);
+    CHECK_EQ(le16(inf + 4), 0);
+    CHECK_EQ(le16(inf + 6), 300);
+    CHECK_EQ(le32(inf + 8), SLOT_SIZE);
+    CHECK_EQ(le16(inf + 12), BLE_OTA_MAX_PACKET);
+    CHECK_EQ(le16(inf + 14), BLE_OTA_DEFAULT_WINDOW);
+    CHECK_EQ(inf[16], BLE_OTA_RUNNING_VALID);
+    CHECK_EQ(inf[17], BLE_OTA_LAST_STATUS_NONE);
+    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
+    CHECK_EQ(inf[19], 0);
+    CHECK_EQ(le32(inf + 20), 0);
+    for (int i = 24; i < 56; i++) {
+        CHECK_EQ(inf[i], 0);
+    }
+    CHECK_EQ(le32(inf + 56), 0);
+    /* Strings NUL-padded to their field. */
+    static const struct {
+        int offset, len;
+        const char *text;
+    } fields[] = {
+        { 60, 32, "1.0.0" }, { 92, 32, "virtual-esp32" }, { 124, 32, "v5.3-virtual" },
+        { 156, 16, "Jan  1 2025" }, { 172, 16, "12:00:00" },
+    };
+    for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+        const size_t n = strlen(fields[f].text);
+        CHECK(memcmp(inf + fields[f].offset, fields[f].text, n) == 0);
+        for (int i = (int)n; i < fields[f].len; i++) {
+            CHECK_EQ(inf[fields[f].offset + i], 0);
+        }
+    }
+
+    /* Chip, window, seed feature from the device and the config. */
+    s_fx.dev.chip_id = 9;
+    s_config.window = 1234;
+    s_config.serve_seed = false;
+    core_init();
+    info(inf);
+    CHECK_EQ(le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM);
+    CHECK_EQ(le16(inf + 4), 9);
+    CHECK_EQ(le16(inf + 14), 1234);
+    s_fx.dev.chip_id = 0;
+
+    /* During a transfer: state, offset, SHA-256; last_status follows
+     * BEGIN, END and FAILED. */
+    ble_ota_sha256(s_image, s_image_len, sha);
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 7 * CHUNK, CHUNK);
+    info(inf);
+    CHECK_EQ(inf[17], BLE_OTA_ST_OK);
+    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_RECEIVING);
+    CHECK_EQ(le32(inf + 20), 7 * CHUNK);
+    CHECK(memcmp(inf + 24, sha, 32) == 0);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    info(inf);
+    CHECK_EQ(inf[17], BLE_OTA_ST_INCOMPLETE);
+    host_flash_fail_write_after(&s_fx.dev.flash, 1);
+    stream(s_image, 7 * CHUNK, 20 * CHUNK, CHUNK);
+    host_flash_fail_write_after(&s_fx.dev.flash, 0);
+    info(inf);
+    CHECK_EQ(inf[17], BLE_OTA_ST_FLASH_ERROR);
+    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
+    CHECK_EQ(le32(inf + 20), 0);
+    for (int i = 24; i < 56; i++) {
+        CHECK_EQ(inf[i], 0);
+    }
+    /* ABORT, CONFIRM, RESTART do not count as attempts. */
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    info(inf);
+    CHECK_EQ(inf[17], BLE_OTA_ST_FLASH_ERROR);
+
+    /* A seed transfer shows too, without a hash. */
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+    CHECK_EQ(send_packets(s_image, 3 * 244, 244), BLE_OTA_OK);
+    info(inf);
+    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_RECEIVING);
+    CHECK_EQ(le32(inf + 20), 3 * 244);
+    for (int i = 24; i < 56; i++) {
+        CHECK_EQ(inf[i], 0);
+    }
+}
+
+/* --- the two protocols side by side ---------------------------------------------------- */
+
+static void
+test_v2_and_seed_take_over_from_each_other(void)
+{
+    CHECK_OK(fx_setup());
+    /* A seed REQUEST aborts a v2 transfer, receiving or suspended. */
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 20 * CHUNK, CHUNK);
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+    CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_ACK);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.write_pos, 0);
+    CHECK_EQ(send_packets(s_image, 10 * 244, 244), BLE_OTA_OK);
+    /* A v2 BEGIN aborts the seed transfer. */
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_IDLE);
+    CHECK_EQ(ble_ota_core_data_write(&s_fx.core, s_image, 244), BLE_OTA_ERR_NOT_RECEIVING);
+    stream(s_image, 0, 20 * CHUNK, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_SUSPENDED);
+    CHECK_OK(upload(s_image, s_image_len, 244));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    /* After the seed's DONE_ACK, v2 BEGIN is refused. */
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE));
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_BAD_STATE));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_BAD_STATE));
+
+    /* After v2 END OK the seed characteristics say "restart pending". */
+    CHECK_OK(fx_setup());
+    CHECK_OK(v2_upload(s_image, s_image_len, 0));
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_ERR_BUSY);
+    CHECK_EQ(packet_size(244), BLE_OTA_ERR_BUSY);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
+}
+
+static void
+test_v2_seed_update_clears_confirm_flag(void)
+{
+    static uint8_t third[64 * 1024];
+
+    CHECK_OK(fx_setup());
+    CHECK_OK(v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK));
+    /* A seed client never confirms: its image must not wait for it. */
+    const size_t len = build_image(third, sizeof(third), "3.0.0", 5000, 3);
+    CHECK_OK(upload(third, len, 244));
+    CHECK(!s_fx.dev.flash.confirm_required);
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(!s_fx.core.confirm_waiting);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 0), HOST_SLOT_VALID);
+    CHECK(strcmp(running_version(), "3.0.0") == 0);
+}
+
+/* --- power loss ------------------------------------------------------------------------ */
+
+/* Runs the first `steps` operations of a v2 update (BEGIN, each packet,
+ * END, RESTART); returns how many it ran. */
+static int
+partial_v2_upload(int steps, uint16_t flags)
+{
+    int done = 0;
+    if (done == steps) {
+        return done;
+    }
+    begin_image(s_image, s_image_len, flags);
+    for (size_t off = 0; off < s_image_len; off += 500) {
+        if (++done == steps) {
+            return done;
+        }
+        const size_t n = s_image_len - off < 500 ? s_image_len - off : 500;
+        stream_packet((uint32_t)off, s_image + off, n);
+    }
+    if (++done == steps) {
+        return done;
+    }
+    op(BLE_OTA_CMD_END);
+    if (++done == steps) {
+        return done;
+    }
+    op(BLE_OTA_CMD_RESTART);
+    return ++done;
+}
+
+static void
+test_v2_power_loss_at_every_step(void)
+{
+    const uint16_t flag_sets[] = { 0, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM };
+    for (size_t f = 0; f < 2; f++) {
+        const uint16_t flags = flag_sets[f];
+        for (int steps = 0;; steps++) {
+            CHECK_OK(fx_setup());
+            s_image_len = build_image(s_image, sizeof(s_image), "2.0.0", 9000, 2);
+            const int ran = partial_v2_upload(steps, flags);
+            const bool finished = ran < steps;
+            const bool selected = s_fx.dev.flash.boot_slot == 1;
+            /* Power cut: no disconnect, no delayed restart; then boot. */
+            int slot = fx_reboot(true);
+            if (selected) {
+                CHECK_EQ(slot, 1);
+                CHECK(strcmp(running_version(), "2.0.0") == 0);
+                CHECK_EQ(s_fx.core.confirm_waiting, flags != 0);
+                if (flags != 0) {
+                    /* Unconfirmed, a second power cut rolls it back; confirmed, it stays. */
+                    if (steps % 2 == 0) {
+                        slot = fx_reboot(true);
+                        CHECK_EQ(slot, 0);
+                        CHECK(strcmp(running_version(), "1.0.0") == 0);
+                    } else {
+                        CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+                        CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK));
+                    }
+                }
+            } else {
+                CHECK_EQ(slot, 0);
+                CHECK(strcmp(running_version(), "1.0.0") == 0);
+                CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+            }
+            CHECK_EQ(host_dev_slot_state(&s_fx.dev, slot), HOST_SLOT_VALID);
+            /* RAM is gone: no transfer to resume, the same BEGIN starts at 0. */
+            CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+            /* Whatever happened, the next update goes through. */
+            static uint8_t next[16384];
+            const size_t len = build_image(next, sizeof(next), "3.0.0", 2000, 3);
+            CHECK_OK(v2_upload(next, len, flags));
+            CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+            CHECK_EQ(fx_reboot(true), 1 - slot);
+            CHECK(strcmp(running_version(), "3.0.0") == 0);
+            if (finished) {
+                CHECK(selected);
+                break;
+            }
+        }
+    }
+}
+
 void
 test_v2_run_all(void)
 {
@@ -688,4 +1219,15 @@ test_v2_run_all(void)
     RUN(test_v2_end_statuses);
     RUN(test_v2_stream_failures);
     RUN(test_v2_flash_failure_at_every_write);
+    RUN(test_v2_gaps_duplicates_resync_once);
+    RUN(test_v2_stream_ignored);
+    RUN(test_v2_config_defaults);
+    RUN(test_v2_restart_and_abort);
+    RUN(test_v2_confirm_by_client);
+    RUN(test_v2_confirm_window_expires);
+    RUN(test_v2_restart_before_confirm_rolls_back);
+    RUN(test_v2_info_layout);
+    RUN(test_v2_and_seed_take_over_from_each_other);
+    RUN(test_v2_seed_update_clears_confirm_flag);
+    RUN(test_v2_power_loss_at_every_step);
 }

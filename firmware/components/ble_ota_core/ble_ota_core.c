@@ -310,6 +310,7 @@ ble_ota_core_disconnected(ble_ota_core_t *core)
 {
     const ble_ota_port_t *port = core->port;
 
+    ble_ota_v2_disconnected(core);
     switch (core->state) {
     case BLE_OTA_STATE_RESTARTING:
         /* The new image is selected; the restart goes on without the client. */
@@ -331,7 +332,6 @@ ble_ota_core_disconnected(ble_ota_core_t *core)
     core->control = BLE_OTA_CTRL_NOP;
     core->packet_size = 0;
     ble_ota_reset_counters(core);
-    ble_ota_v2_disconnected(core);
 }
 
 ble_ota_img_state_t
