@@ -387,7 +387,7 @@ ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len
         return BLE_OTA_ERR_LENGTH; /* no opcode to answer */
     }
     const uint8_t opcode = data[0];
-    if (opcode > BLE_OTA_CMD_OPCODE_MAX) {
+    if (opcode > BLE_OTA_OPCODE_MAX) {
         /* Its answer (opcode | 0x80) would read as an event (0xC0 and up)
          * or as another request's answer: refuse the write instead. */
         ble_ota_log(core->port, BLE_OTA_LOG_WARN, "OTA Command 0x%02x is no request", opcode);
