@@ -3,9 +3,10 @@
  * radio: the system's Bluetooth adapter (noble) or the virtual ESP32s that
  * run the firmware's OTA core on this machine.
  */
-import { BleOtaClient, Timeouts } from '../../lib/client/ota-client';
+import type { Timeouts } from '../../lib/client/ota-client';
 import { systemBluetoothProblem } from '../../lib/noble-loader';
 import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
+import { adapterFor } from '../shared/adapter';
 import type { RED } from '../shared/red';
 import { DeviceNode, DeviceNodeDef, targetOf } from './device-node';
 
@@ -19,24 +20,22 @@ export = function register(RED: RED): void {
     RED.nodes.createNode(this, def);
     this.backend = def.backend === 'virtual' ? 'virtual' : 'bluetooth';
     this.device = String(def.device ?? '').trim();
+    this.adapter = adapterFor(this.backend);
     const timeouts: Partial<Timeouts> = {
       scanMs: seconds(def.scanTimeout, 15_000),
       gattMs: seconds(def.operationTimeout, 5_000),
     };
+    this.timeouts = timeouts;
 
     this.problem = () => (this.backend === 'bluetooth' ? systemBluetoothProblem() : undefined);
 
     this.prepare = async (deviceOverride) => {
       const device = (deviceOverride ?? this.device).trim();
-      if (this.backend === 'virtual') {
-        const radio = sharedVirtualRadio();
-        // A virtual device named in a flow comes into range when first used.
-        if (device) await radio.ensureDevice(device);
-        return { client: new BleOtaClient({ noble: radio.noble, timeouts }), target: targetOf(device) };
-      }
       const problem = this.problem();
       if (problem) throw problem;
-      return { client: new BleOtaClient({ timeouts }), target: targetOf(device) };
+      // A virtual device named in a flow comes into range when first used.
+      if (this.backend === 'virtual' && device) await sharedVirtualRadio().ensureDevice(device);
+      return { client: this.adapter.client(timeouts), target: targetOf(device) };
     };
   }
 

@@ -1,12 +1,13 @@
 /**
  * What other nodes see of a ble-ota-device config node.
  */
-import type { BleOtaClient } from '../../lib/client/ota-client';
+import type { BleOtaClient, Timeouts } from '../../lib/client/ota-client';
 import type { Target } from '../../lib/client/scanner';
 import type { BluetoothUnavailableError } from '../../lib/errors';
+import type { Adapter, Backend } from '../shared/adapter';
 import type { Node, NodeDef } from '../shared/red';
 
-export type Backend = 'bluetooth' | 'virtual';
+export type { Backend };
 
 export interface DeviceNodeDef extends NodeDef {
   device: string;
@@ -18,6 +19,9 @@ export interface DeviceNodeDef extends NodeDef {
 export interface DeviceNode extends Node {
   backend: Backend;
   device: string;
+  /** The radio this device is reached through, shared with every node that uses it. */
+  adapter: Adapter;
+  timeouts: Partial<Timeouts>;
   /** Why this backend cannot be used right now, if it cannot. */
   problem(): BluetoothUnavailableError | undefined;
   /** A client for this device's backend, and the target to pass it. */
