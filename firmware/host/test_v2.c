@@ -1202,6 +1202,116 @@ test_v2_power_loss_at_every_step(void)
     }
 }
 
+/* --- port errors ------------------------------------------------------------------------ */
+
+/* The host port with one call made to fail: what each port error becomes. */
+static ble_ota_port_t s_faulty;
+static ble_ota_port_err_t s_fault = BLE_OTA_PORT_ERR_FLASH;
+
+static ble_ota_port_err_t
+faulty_slot_begin(void *ctx, uint32_t size)
+{
+    (void)ctx;
+    (void)size;
+    return s_fault;
+}
+
+static ble_ota_port_err_t
+faulty_flag(void *ctx, bool required)
+{
+    (void)ctx;
+    (void)required;
+    return s_fault;
+}
+
+static ble_ota_port_err_t
+faulty_call(void *ctx)
+{
+    (void)ctx;
+    return s_fault;
+}
+
+static void
+faulty_core(void)
+{
+    s_faulty = s_fx.dev.port;
+    ble_ota_core_init(&s_fx.core, &s_faulty, &s_config);
+}
+
+static void
+test_v2_port_errors(void)
+{
+    static const struct {
+        ble_ota_port_err_t err;
+        uint8_t status;
+    } begin_map[] = {
+        { BLE_OTA_PORT_ERR_FLASH, BLE_OTA_ST_FLASH_ERROR },
+        { BLE_OTA_PORT_ERR_OTHER, BLE_OTA_ST_FLASH_ERROR },
+        { BLE_OTA_PORT_ERR_NO_SLOT, BLE_OTA_ST_NO_SLOT },
+        { BLE_OTA_PORT_ERR_TOO_LARGE, BLE_OTA_ST_TOO_LARGE },
+        /* esp_ota_begin's refusal while the running image is unconfirmed */
+        { BLE_OTA_PORT_ERR_STATE, BLE_OTA_ST_PENDING_CONFIRM },
+    };
+    for (size_t i = 0; i < sizeof(begin_map) / sizeof(begin_map[0]); i++) {
+        CHECK_OK(fx_setup());
+        faulty_core();
+        s_faulty.slot_begin = faulty_slot_begin;
+        s_fault = begin_map[i].err;
+        begin_image(s_image, s_image_len, 0);
+        CHECK(answered_plain(BLE_OTA_CMD_BEGIN, begin_map[i].status));
+        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    }
+
+    /* END: the flag or the boot slot cannot be written. The image stays
+     * unselected, and a new BEGIN starts over. */
+    for (int which = 0; which < 2; which++) {
+        CHECK_OK(fx_setup());
+        faulty_core();
+        s_fault = BLE_OTA_PORT_ERR_FLASH;
+        if (which == 0) {
+            s_faulty.set_confirm_required = faulty_flag;
+        } else {
+            s_faulty.set_boot_slot = faulty_call;
+        }
+        begin_image(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM);
+        stream(s_image, 0, s_image_len, CHUNK);
+        CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+        CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_FLASH_ERROR));
+        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+        CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+        CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+        CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE));
+        begin_image(s_image, s_image_len, 0);
+        CHECK_EQ(le32(last_note()->data + 2), 0);
+    }
+
+    /* The seed's DONE fails the same way when the flag cannot be cleared. */
+    CHECK_OK(fx_setup());
+    faulty_core();
+    s_faulty.set_confirm_required = faulty_flag;
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+    CHECK_EQ(send_packets(s_image, s_image_len, 244), BLE_OTA_OK);
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
+    CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_NAK);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+
+    /* CONFIRM that cannot mark the image valid: FLASH_ERROR, and the
+     * window keeps running. */
+    CHECK_OK(fx_setup());
+    CHECK_OK(v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK_EQ(host_dev_boot(&s_fx.dev), 1);
+    faulty_core();
+    ble_ota_core_confirm_boot(&s_fx.core, true);
+    s_faulty.mark_valid = faulty_call;
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_FLASH_ERROR));
+    CHECK(s_fx.core.confirm_waiting);
+    s_faulty.mark_valid = s_fx.dev.port.mark_valid;
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
+}
+
 void
 test_v2_run_all(void)
 {
@@ -1229,5 +1339,6 @@ test_v2_run_all(void)
     RUN(test_v2_info_layout);
     RUN(test_v2_and_seed_take_over_from_each_other);
     RUN(test_v2_seed_update_clears_confirm_flag);
+    RUN(test_v2_port_errors);
     RUN(test_v2_power_loss_at_every_step);
 }

@@ -87,7 +87,7 @@
 #define BLE_OTA_ANSWER      0x80
 /* Request opcodes are 0x00-0x3F, so answers (0x80-0xBF) never read as
  * events (0xC0-0xFF); a write above it fails with BLE_OTA_ATT_ERR_BAD_VALUE. */
-#define BLE_OTA_OPCODE_MAX     0x3F
+#define BLE_OTA_OPCODE_MAX  0x3F
 
 #define BLE_OTA_BEGIN_SIZE        41 /* opcode, size u32, sha256[32], chip_id u16, flags u16 */
 #define BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM 0x0001
