@@ -92,7 +92,6 @@ typedef struct {
     uint32_t confirm_started_ms; /* port now_ms() when the confirm window opened */
 } ble_ota_core_t;
 
-
 /* config NULL: the defaults. A zero window, max_packet or abandon timeout
  * takes its default; max_packet is capped at BLE_OTA_MAX_PACKET (the core
  * takes any length, the ATT layer not). Call at boot, before
