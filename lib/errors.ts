@@ -17,6 +17,7 @@ export type BleOtaErrorCode =
   | 'IMAGE_NO_APP_DESC'
   | 'IMAGE_TOO_LARGE'
   | 'IMAGE_WRONG_CHIP'
+  | 'DOWNGRADE_REFUSED'
   // the Bluetooth side
   | 'BLUETOOTH_UNAVAILABLE'
   | 'DEVICE_NOT_FOUND'

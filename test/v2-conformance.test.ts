@@ -82,7 +82,8 @@ describe('protocol v2 conformance over the air', function () {
     assert.equal(info.transferState, TransferState.IDLE);
     assert.equal(info.app.projectName, 'virtual-esp32');
     assert.equal(info.app.version, '1.0.0');
-    assert.ok(INFO_SIZE === 188);
+    assert.equal(INFO_SIZE, 220);
+    assert.equal(info.app.elfSha256.length, 32);
   });
 
   it('BEGIN answers OK with offset 0, the window and the largest packet; Info shows the transfer', async () => {

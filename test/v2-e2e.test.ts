@@ -82,6 +82,30 @@ describe('protocol v2 end to end through noble and the virtual ESP32', function 
     assert.ok(roundTrips < 0.02 * dataPackets, `${roundTrips} round trips for ${dataPackets} packets`);
   });
 
+  it('skips a device that already runs the same build, and refuses a downgrade unless allowed', async () => {
+    const device = await radio.addDevice({ name: 'v2-skip', restartDelayMs: 20 });
+    const image = buildAppImage({ size: 64 * 1024, projectName: 'app', version: '2.0.0', seed: 28 });
+    await client.update({ target: { name: 'v2-skip' }, image });
+
+    const before = await device.stats();
+    const again = await client.update({ target: { name: 'v2-skip' }, image, skipIfRunning: true });
+    assert.equal(again.skipped, true);
+    assert.equal((await device.stats()).writeCmds, before.writeCmds, 'nothing was streamed');
+
+    const rebuilt = buildAppImage({ size: 64 * 1024, projectName: 'app', version: '2.0.0', seed: 29 });
+    const other = await client.update({ target: { name: 'v2-skip' }, image: rebuilt, skipIfRunning: true });
+    assert.equal(other.skipped, false, 'same version, another build: updated');
+
+    const older = buildAppImage({ size: 64 * 1024, projectName: 'app', version: '1.9.0', seed: 30 });
+    await assert.rejects(
+      client.update({ target: { name: 'v2-skip' }, image: older, allowDowngrade: false }),
+      (err: BleOtaError) => err.code === 'DOWNGRADE_REFUSED' && /1\.9\.0.*2\.0\.0/.test(err.message),
+    );
+    const downgraded = await client.update({ target: { name: 'v2-skip' }, image: older, allowDowngrade: true });
+    assert.equal(downgraded.runningVersion, '1.9.0');
+    assert.equal(downgraded.previousVersion, '2.0.0');
+  });
+
   it('updates a device that speaks only the seed protocol', async () => {
     const device = await radio.addDevice({ name: 'seed-only', protocol: 'seed', restartDelayMs: 20 });
     const image = buildAppImage({ size: 128 * 1024, version: '1.1.0', seed: 22 });

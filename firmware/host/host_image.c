@@ -214,7 +214,7 @@ host_image_read_app_desc(const uint8_t *data, size_t len, host_app_desc_t *desc)
         return false;
     }
     /* esp_app_desc_t: magic, secure_version, reserved[2], version[32],
-     * project_name[32], time[16], date[16], idf_ver[32], ... */
+     * project_name[32], time[16], date[16], idf_ver[32], app_elf_sha256[32], ... */
     const uint8_t *d = data + HOST_APP_DESC_OFFSET;
     desc->secure_version = get_le32(d + 4);
     copy_field(desc->version, d + 16, 32);
@@ -222,6 +222,7 @@ host_image_read_app_desc(const uint8_t *data, size_t len, host_app_desc_t *desc)
     copy_field(desc->time, d + 80, 16);
     copy_field(desc->date, d + 96, 16);
     copy_field(desc->idf_version, d + 112, 32);
+    memcpy(desc->app_elf_sha256, d + 144, 32);
     return true;
 }
 

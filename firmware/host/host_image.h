@@ -68,6 +68,7 @@ typedef struct {
     char time[17];
     char date[17];
     char idf_version[33];
+    uint8_t app_elf_sha256[32];
 } host_app_desc_t;
 
 /* All of the descriptor; false (and *desc zeroed) when there is none. */

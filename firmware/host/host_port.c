@@ -298,6 +298,7 @@ port_device_info(void *ctx, ble_ota_device_info_t *out)
     snprintf(out->idf_version, sizeof(out->idf_version), "%.31s", desc.idf_version);
     snprintf(out->date, sizeof(out->date), "%.15s", desc.date);
     snprintf(out->time, sizeof(out->time), "%.15s", desc.time);
+    memcpy(out->app_elf_sha256, desc.app_elf_sha256, sizeof(out->app_elf_sha256));
 }
 
 static uint32_t

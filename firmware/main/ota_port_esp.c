@@ -543,6 +543,7 @@ ota_port_esp_read_device_info(ble_ota_device_info_t *info)
                           sizeof(app->idf_ver));
     ota_port_esp_copy_field(info->date, sizeof(info->date), app->date, sizeof(app->date));
     ota_port_esp_copy_field(info->time, sizeof(info->time), app->time, sizeof(app->time));
+    memcpy(info->app_elf_sha256, app->app_elf_sha256, sizeof(info->app_elf_sha256));
     ESP_LOGI(TAG, "chip id %u rev %u, %.*s %.*s, next slot %s (%lu bytes)",
              (unsigned)info->chip_id, (unsigned)info->chip_revision,
              (int)sizeof(info->project_name), info->project_name, (int)sizeof(info->version),

@@ -85,6 +85,13 @@ export interface UpdateOptions {
   resumeAttempts?: number;
   /** `seed` forces the seed protocol on a device that speaks both. */
   protocol?: 'auto' | 'seed';
+  /**
+   * v2: when the device already runs this build (same project, version and
+   * ELF SHA-256), send nothing and resolve with `skipped: true`.
+   */
+  skipIfRunning?: boolean;
+  /** v2: update even when the image's version is older than the running one (default true). */
+  allowDowngrade?: boolean;
 }
 
 export interface UpdateResult {
@@ -107,6 +114,10 @@ export interface UpdateResult {
   runningVersion?: string;
   /** v2: how often a lost link was resumed. */
   resumes: number;
+  /** The device already ran this build: nothing was sent (skipIfRunning). */
+  skipped: boolean;
+  /** v2: the version the device ran before the update. */
+  previousVersion?: string;
 }
 
 export interface DeviceInfo {
@@ -281,6 +292,7 @@ export class BleOtaClient {
         restarted: stats.restarted,
         confirmed: false,
         resumes: 0,
+        skipped: false,
       };
     } catch (err) {
       throw err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${String(err)}`, { cause: err });
@@ -311,6 +323,8 @@ export class BleOtaClient {
       confirmed: r.confirmed,
       runningVersion: r.runningVersion,
       resumes: r.resumes,
+      skipped: r.skipped,
+      previousVersion: r.previousVersion,
     };
   }
 }

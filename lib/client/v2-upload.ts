@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
 import { chipName } from '../image/esp-chips';
 import type { EspImage } from '../image/esp-image';
+import { compareVersions } from '../image/version';
 import { BeginFlag, Command, RESTART_DELAY_MS, RunningState, Status, statusName } from '../protocol/constants';
 import type { BleOtaClient, OtaConnection, Timeouts, UpdateOptions } from './ota-client';
 import { CommandRefused } from './v2-session';
@@ -20,6 +21,8 @@ export interface V2Result {
   confirmed: boolean;
   runningVersion: string | undefined;
   resumes: number;
+  skipped: boolean;
+  previousVersion: string;
 }
 
 export async function uploadV2(
@@ -48,6 +51,24 @@ export async function uploadV2(
         'IMAGE_TOO_LARGE',
         `the image (${data.length} bytes) does not fit the device's OTA slot (${info.slotSize} bytes); make the app smaller or give the slots more room in the partition table`,
       );
+    }
+
+    const previousVersion = info.app.version;
+    const sameBuild =
+      info.app.projectName === image.appDesc.projectName &&
+      info.app.version === image.appDesc.version &&
+      info.app.elfSha256.equals(image.appDesc.appElfSha256);
+    if (options.skipIfRunning && sameBuild && info.runningState === RunningState.VALID) {
+      return { mtu: conn.mtu, packetSize: 0, packets: 0, transferMs: 0, restarted: false, confirmed: true, runningVersion: previousVersion, resumes: 0, skipped: true, previousVersion };
+    }
+    if (options.allowDowngrade === false && info.app.projectName === image.appDesc.projectName) {
+      const order = compareVersions(image.appDesc.version, previousVersion);
+      if (order !== undefined && order < 0) {
+        throw new ImageError(
+          'DOWNGRADE_REFUSED',
+          `the image's version ${image.appDesc.version} is older than the ${previousVersion} the device runs; allow downgrades to install it anyway`,
+        );
+      }
     }
 
     const begin = {
@@ -111,6 +132,8 @@ export async function uploadV2(
       confirmed: confirmed.ok,
       runningVersion: confirmed.version,
       resumes,
+      skipped: false,
+      previousVersion,
     };
   } catch (err) {
     throw err instanceof CommandRefused ? refusalError(err, data.length) : err;

@@ -39,7 +39,7 @@ export const OTA_STREAM_UUID = 'c771fa03-c1a5-46d6-8529-795dac415ff6';
 
 export const PROTOCOL_VERSION = 2;
 export const INFO_VERSION = 1;
-export const INFO_SIZE = 188;
+export const INFO_SIZE = 220;
 
 export const Feature = {
   RESUME: 0x0001,

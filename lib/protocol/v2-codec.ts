@@ -4,6 +4,7 @@
  */
 import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, STREAM_HEADER } from './constants';
 
+
 export interface DeviceInfoV2 {
   infoVersion: number;
   protocol: number;
@@ -25,6 +26,8 @@ export interface DeviceInfoV2 {
     idfVersion: string;
     date: string;
     time: string;
+    /** The running app's ELF SHA-256: the identity of its build. */
+    elfSha256: Buffer;
   };
 }
 
@@ -60,6 +63,7 @@ export function decodeInfo(value: Buffer): DeviceInfoV2 {
       idfVersion: cString(value, 124, 32),
       date: cString(value, 156, 16),
       time: cString(value, 172, 16),
+      elfSha256: Buffer.from(value.subarray(188, 220)),
     },
   };
 }

@@ -638,6 +638,7 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     put_field(out + 124, 32, info.idf_version, sizeof(info.idf_version));
     put_field(out + 156, 16, info.date, sizeof(info.date));
     put_field(out + 172, 16, info.time, sizeof(info.time));
+    memcpy(out + 188, info.app_elf_sha256, sizeof(info.app_elf_sha256));
     return BLE_OTA_INFO_SIZE;
 }
 

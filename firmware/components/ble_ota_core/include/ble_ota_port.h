@@ -54,6 +54,7 @@ typedef struct {
     char idf_version[32];
     char date[16];
     char time[16];
+    uint8_t app_elf_sha256[32]; /* the running build's identity */
 } ble_ota_device_info_t;
 
 typedef struct ble_ota_port {

@@ -55,7 +55,7 @@
 
 #define BLE_OTA_PROTOCOL_VERSION 2
 #define BLE_OTA_INFO_VERSION     1
-#define BLE_OTA_INFO_SIZE        188
+#define BLE_OTA_INFO_SIZE        220
 
 /* OTA Info features. */
 #define BLE_OTA_FEATURE_RESUME         0x0001
