@@ -1,33 +1,56 @@
 /**
  * ble-ota-upload: updates an ESP32 with the image in msg.payload.
  *
- * The image is validated before any connection; uploads run one at a time
- * (later messages wait in a bounded queue); progress shows in the status;
- * the result goes out as a message and failures go to Catch nodes through
- * done(err). Closing the node cancels the upload, and the device discards
- * what it received.
+ * The image is validated before any connection; updates run one at a time
+ * per node, and one at a time per radio (the adapter's line); later messages
+ * wait in a bounded queue. Progress shows in the status and goes out of the
+ * second output; every state change is published for ble-ota-status nodes;
+ * the result leaves the first output and failures go to Catch nodes through
+ * done(err). msg.cancel, closing or redeploying cancels, and the device
+ * discards what it received.
  */
 import type { ConfirmMode, Progress, UpdateResult } from '../../lib/client/ota-client';
-import { BleOtaError } from '../../lib/errors';
+import { BleOtaError, CancelledError } from '../../lib/errors';
+import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { validateImage } from '../../lib/image/validate';
 import type { DeviceNode } from '../ble-ota-device/device-node';
+import { OtaEvent, otaEvents, OtaState } from '../shared/ota-events';
 import type { Node, NodeDef, NodeDone, NodeMessage, NodeSend, RED } from '../shared/red';
-import { statusForError, statusForProgress, statusForResult } from './status';
+import { ProgressThrottle, statusForError, statusForProgress, statusForResult } from './status';
 
 interface UploadNodeDef extends NodeDef {
   device: string;
   /** Who confirms the new image: the client after the restart, or the device itself. */
   confirm?: ConfirmMode;
+  /** Skip a device that already runs this build. */
+  skipSame?: boolean;
+  /** Install an image older than the running one. */
+  allowDowngrade?: boolean;
 }
 
 interface Job {
   msg: NodeMessage;
   send: NodeSend;
   done: NodeDone;
+  image: Buffer;
+  summary: EspImageSummary;
+  target: string | undefined;
+  abort: AbortController;
 }
 
-/** Messages that may wait while an upload runs. */
+/** Messages that may wait while an update runs. */
 const QUEUE_LIMIT = 10;
+
+const PHASE_STATE: Record<Progress['phase'], OtaState> = {
+  scanning: 'connecting',
+  connecting: 'connecting',
+  preparing: 'uploading',
+  uploading: 'uploading',
+  resuming: 'connecting',
+  verifying: 'verifying',
+  restarting: 'restarting',
+  confirming: 'confirming',
+};
 
 export = function register(RED: RED): void {
   function BleOtaUploadNode(this: Node, def: UploadNodeDef) {
@@ -35,7 +58,7 @@ export = function register(RED: RED): void {
     const node = this;
     const config = RED.nodes.getNode(def.device) as DeviceNode | null;
     const queue: Job[] = [];
-    let current: { abort: AbortController; finished: Promise<void> } | undefined;
+    let current: { job: Job; finished: Promise<void> } | undefined;
 
     if (!config) {
       node.status({ fill: 'red', shape: 'ring', text: 'no device configured' });
@@ -49,37 +72,80 @@ export = function register(RED: RED): void {
       }
     }
 
+    function publish(job: Job, state: OtaState, extra: Partial<OtaEvent> = {}, started?: number): void {
+      otaEvents.publish({
+        source: { id: node.id, type: node.type, name: node.name ?? '' },
+        state,
+        device: job.target ? (/^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(job.target) ? { address: job.target } : { name: job.target }) : {},
+        image: job.summary,
+        timestamp: Date.now(),
+        ...(started !== undefined ? { durationS: (Date.now() - started) / 1000 } : {}),
+        ...extra,
+      });
+    }
+
+    function cancelAll(reason: string): void {
+      for (const job of queue.splice(0)) {
+        publish(job, 'cancelled', { error: { code: 'CANCELLED', message: reason } });
+        job.done(new CancelledError(reason));
+      }
+      current?.job.abort.abort();
+    }
+
     node.on('input', (msg, send, done) => {
+      if (msg.cancel) {
+        cancelAll('cancelled by msg.cancel');
+        done();
+        return;
+      }
       if (!config) {
         done(new BleOtaError('INVALID_ARGUMENT', 'no device is configured: open the node and choose or add a BLE OTA device'));
         return;
       }
-      if (current && queue.length >= QUEUE_LIMIT) {
-        done(new BleOtaError('BUSY', `${QUEUE_LIMIT} updates are already waiting; send fewer messages or wait for the running update to finish`));
+      let summary: EspImageSummary;
+      try {
+        summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
+      } catch (err) {
+        node.status(statusForError(err as Error));
+        done(err as Error);
         return;
       }
-      queue.push({ msg, send, done });
-      if (!current) void runQueue(config);
+      if (current && queue.length >= QUEUE_LIMIT) {
+        done(new BleOtaError('BUSY', `${QUEUE_LIMIT} updates are already waiting; send fewer messages or wait for the running ones to finish`));
+        return;
+      }
+      const target = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : config.device || undefined;
+      const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, abort: new AbortController() };
+      queue.push(job);
+      publish(job, 'queued');
+      if (current) node.status({ fill: 'yellow', shape: 'ring', text: `queued (${queue.length})` });
+      else void runQueue(config);
     });
 
     async function runQueue(config: DeviceNode): Promise<void> {
       let job: Job | undefined;
       while ((job = queue.shift())) {
-        const abort = new AbortController();
         let finish!: () => void;
-        current = { abort, finished: new Promise((resolve) => (finish = resolve)) };
+        current = { job, finished: new Promise((resolve) => (finish = resolve)) };
+        const started = Date.now();
         try {
-          const result = await upload(config, job.msg, abort.signal);
+          const result = await config.adapter.run(() => update(config, job!, started), job.abort.signal);
           node.status(statusForResult(result));
+          const state: OtaState = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
+          publish(job, state, { result, device: result.device, percent: 100 }, started);
           node.log(
-            `updated ${result.device.name ?? result.device.address} to ${result.image.project} ${result.image.version} in ${(result.durationMs / 1000).toFixed(1)} s (${result.protocol}${result.confirmed ? ', confirmed' : ''})`,
+            result.skipped
+              ? `${result.device.name ?? result.device.address} already runs ${result.image.project} ${result.image.version}: skipped`
+              : `updated ${result.device.name ?? result.device.address} to ${result.image.project} ${result.image.version} in ${(result.durationMs / 1000).toFixed(1)} s (${result.protocol}${result.confirmed ? ', confirmed' : ''})`,
           );
           job.msg.payload = result;
-          job.send(job.msg);
+          job.send([job.msg, null]);
           job.done();
         } catch (err) {
           const error = err instanceof Error ? err : new Error(String(err));
+          const code = err instanceof BleOtaError ? err.code : 'FAILED';
           node.status(statusForError(error));
+          publish(job, code === 'CANCELLED' ? 'cancelled' : 'failed', { error: { code, message: error.message } }, started);
           job.done(error);
         } finally {
           current = undefined;
@@ -88,26 +154,34 @@ export = function register(RED: RED): void {
       }
     }
 
-    async function upload(config: DeviceNode, msg: NodeMessage, signal: AbortSignal): Promise<UpdateResult> {
-      validateImage(msg.payload); // before anything touches the radio
-      const override = typeof msg.device === 'string' && msg.device.trim() ? msg.device : undefined;
+    async function update(config: DeviceNode, job: Job, started: number): Promise<UpdateResult> {
       node.status({ fill: 'yellow', shape: 'ring', text: 'connecting' });
-      const { client, target } = await config.prepare(override);
+      const { client, target } = await config.prepare(job.target);
+      const throttle = new ProgressThrottle(500);
       return client.update({
         target,
-        image: msg.payload as Buffer,
-        signal,
+        image: job.image,
+        signal: job.abort.signal,
         confirm: def.confirm === 'device' ? 'device' : 'client',
-        onProgress: (p: Progress) => node.status(statusForProgress(p)),
+        skipIfRunning: def.skipSame !== false,
+        allowDowngrade: def.allowDowngrade === true,
+        onProgress: (p: Progress) => {
+          node.status(statusForProgress(p));
+          if (!throttle.accept(p)) return;
+          job.send([null, { topic: job.msg.topic, device: job.target, payload: { ...p } }]);
+          publish(job, PHASE_STATE[p.phase], { percent: p.percent, bytesPerSecond: p.bytesPerSecond }, started);
+        },
       });
     }
 
     node.on('close', (_removed, done) => {
-      // Messages still waiting end with an error, the running upload is cancelled.
-      for (const job of queue.splice(0)) job.done(new BleOtaError('CANCELLED', 'the node was closed before the update started'));
+      // Waiting messages end with an error; the running update is cancelled.
+      cancelAll('the node was closed or redeployed');
       const running = current;
-      if (!running) return done();
-      running.abort.abort();
+      if (!running) {
+        node.status({});
+        return done();
+      }
       const timer = setTimeout(done, 5000);
       void running.finished.then(() => {
         clearTimeout(timer);

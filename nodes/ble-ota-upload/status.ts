@@ -28,6 +28,7 @@ export function statusForProgress(p: Progress): NodeStatus {
 }
 
 export function statusForResult(result: UpdateResult): NodeStatus {
+  if (result.skipped) return { fill: 'green', shape: 'ring', text: `already ${result.image.version}` };
   const word = result.confirmed ? 'confirmed' : 'updated';
   return { fill: 'green', shape: 'dot', text: `${word} ${result.image.version}` };
 }
@@ -47,6 +48,7 @@ const SHORT: Partial<Record<string, string>> = {
   PROTOCOL_ERROR: 'refused',
   IMAGE_TOO_LARGE: 'image too large',
   IMAGE_WRONG_CHIP: 'wrong chip',
+  DOWNGRADE_REFUSED: 'downgrade refused',
   BUSY: 'queue full',
 };
 
@@ -55,4 +57,29 @@ export function statusForError(err: Error): NodeStatus {
   const code = err instanceof BleOtaError ? err.code : '';
   const text = SHORT[code] ?? (code.startsWith('IMAGE_') ? 'invalid image' : 'failed');
   return { fill: 'red', shape: 'ring', text };
+}
+
+/**
+ * Decides which progress reports leave the progress output: every change of
+ * phase, and whole-percent changes at most every `intervalMs`, with the
+ * last one (100 %) always.
+ */
+export class ProgressThrottle {
+  private phase: string | undefined;
+  private percent = -1;
+  private at = 0;
+
+  constructor(private readonly intervalMs: number) {}
+
+  accept(p: Progress): boolean {
+    const now = Date.now();
+    const phaseChanged = p.phase !== this.phase;
+    const percentChanged = p.percent !== this.percent;
+    const due = percentChanged && (now - this.at >= this.intervalMs || p.percent === 100);
+    if (!phaseChanged && !due) return false;
+    this.phase = p.phase;
+    this.percent = p.percent;
+    this.at = now;
+    return true;
+  }
 }
