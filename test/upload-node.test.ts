@@ -14,24 +14,32 @@ import { catchNode, deviceNode, helper, lastStatus, TestNode, uploadNode } from 
 
 type Msg = Record<string, unknown>;
 
-function flow(deviceName: string, backend = 'virtual') {
+function flow(deviceName: string, backend = 'virtual', options: Record<string, unknown> = {}) {
   return [
     { id: 'tab', type: 'tab' },
     { id: 'dev', type: 'ble-ota-device', device: deviceName, backend, scanTimeout: 3, operationTimeout: 3 },
-    { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out']] },
+    { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out'], ['progress']], ...options },
     { id: 'out', z: 'tab', type: 'helper' },
+    { id: 'progress', z: 'tab', type: 'helper' },
     { id: 'catcher', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['errors']] },
     { id: 'errors', z: 'tab', type: 'helper' },
   ];
 }
 
-async function load(deviceName: string, backend?: string): Promise<{ up: TestNode; out: TestNode; errors: TestNode }> {
-  await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], flow(deviceName, backend), resolve));
-  return { up: helper.getNode('up'), out: helper.getNode('out'), errors: helper.getNode('errors') };
+interface Loaded {
+  up: TestNode;
+  out: TestNode;
+  progress: TestNode;
+  errors: TestNode;
+}
+
+async function load(deviceName: string, backend?: string, options?: Record<string, unknown>): Promise<Loaded> {
+  await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], flow(deviceName, backend, options), resolve));
+  return { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
 }
 
 /** Sends msg into the upload node; resolves with the result or the Catch node's error message. */
-function send(nodes: { up: TestNode; out: TestNode; errors: TestNode }, msg: Msg): Promise<{ result?: Msg; error?: Msg }> {
+function send(nodes: Loaded, msg: Msg): Promise<{ result?: Msg; error?: Msg }> {
   return new Promise((resolve) => {
     const onResult = (m: Msg) => finish({ result: m });
     const onError = (m: Msg) => finish({ error: m });
@@ -124,5 +132,72 @@ describe('ble-ota-upload node', function () {
     const err = error!.error as { message: string; code: string };
     assert.equal(err.code, 'BLUETOOTH_UNAVAILABLE');
     assert.match(err.message, /Bluetooth/);
+  });
+
+  it('reports progress on its second output: each phase, whole percents at most every 500 ms', async () => {
+    const nodes = await load('node-test-progress');
+    const reports: Array<{ phase: string; percent: number }> = [];
+    nodes.progress.on('input', (m: Msg) => reports.push(m.payload as { phase: string; percent: number }));
+    const started = Date.now();
+    const { error } = await send(nodes, { payload: buildAppImage({ size: 256 * 1024, version: '2.0.0', seed: 50 }), topic: 't' });
+    const elapsed = Date.now() - started;
+    assert.equal(error, undefined);
+    const phases = [...new Set(reports.map((r) => r.phase))];
+    for (const phase of ['connecting', 'uploading', 'verifying', 'restarting', 'confirming']) assert.ok(phases.includes(phase), phase);
+    const uploading = reports.filter((r) => r.phase === 'uploading').length;
+    assert.ok(uploading <= 2 + elapsed / 500, `${uploading} uploading reports in ${elapsed} ms`);
+  });
+
+  it('msg.cancel cancels the running update; the device keeps its image', async () => {
+    const nodes = await load('node-test-cancel');
+    const device = await sharedVirtualRadio().ensureDevice('node-test-cancel');
+    const running = send(nodes, { payload: buildAppImage({ size: 1024 * 1024, version: '3.0.0', seed: 51 }) });
+    await new Promise<void>((resolve) => nodes.progress.on('input', (m: Msg) => (m.payload as { phase: string }).phase === 'uploading' && resolve()));
+    nodes.up.receive({ cancel: true });
+    const { error } = await running;
+    assert.equal((error!.error as { code: string }).code, 'CANCELLED');
+    assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'cancelled' });
+    const state = await device.state();
+    assert.equal(state.running, 'ota_0');
+    assert.equal(state.slots.ota_0.state, 'valid');
+  });
+
+  it('closing the node mid-update cancels it and finishes the close', async () => {
+    const nodes = await load('node-test-close');
+    const device = await sharedVirtualRadio().ensureDevice('node-test-close');
+    void send(nodes, { payload: buildAppImage({ size: 1024 * 1024, version: '3.0.0', seed: 52 }) });
+    await new Promise<void>((resolve) => nodes.progress.on('input', (m: Msg) => (m.payload as { phase: string }).phase === 'uploading' && resolve()));
+    const closed = Date.now();
+    await helper.unload();
+    assert.ok(Date.now() - closed < 4000, 'close did not wait for the upload to finish');
+    const state = await eventually(() => device.state(), (s) => s.transfer !== 'receiving', 2000, 'the device sees the link drop');
+    assert.equal(state.running, 'ota_0');
+  });
+
+  it('skips a device that already runs the build, and refuses a downgrade', async () => {
+    const nodes = await load('node-test-skip');
+    const image = buildAppImage({ size: 64 * 1024, projectName: 'app', version: '2.0.0', seed: 53 });
+    assert.equal((await send(nodes, { payload: image })).error, undefined);
+    const again = await send(nodes, { payload: image });
+    assert.equal((again.result!.payload as { skipped: boolean }).skipped, true);
+    assert.deepEqual(lastStatus(nodes.up), { fill: 'green', shape: 'ring', text: 'already 2.0.0' });
+    const older = await send(nodes, { payload: buildAppImage({ size: 64 * 1024, projectName: 'app', version: '1.0.1', seed: 54 }) });
+    assert.equal((older.error!.error as { code: string }).code, 'DOWNGRADE_REFUSED');
+    assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'downgrade refused' });
+  });
+
+  it('updates one device after the other when messages arrive together, and bounds its queue', async () => {
+    const nodes = await load('node-test-queue');
+    const finished: string[] = [];
+    const errors: string[] = [];
+    nodes.out.on('input', (m: Msg) => finished.push((m.payload as { image: { version: string } }).image.version));
+    nodes.errors.on('input', (m: Msg) => errors.push((m.error as { code: string }).code));
+    const versions = Array.from({ length: 12 }, (_, i) => `5.0.${i + 1}`);
+    for (const [i, version] of versions.entries()) {
+      nodes.up.receive({ payload: buildAppImage({ size: 16 * 1024, projectName: 'app', version, seed: 60 + i }) });
+    }
+    await eventually(async () => finished.length + errors.length, (n) => n === 12, 30_000, 'all twelve messages handled');
+    assert.deepEqual(errors, ['BUSY'], 'one running and ten waiting: the twelfth is refused');
+    assert.deepEqual(finished, versions.slice(0, 11), 'in the order they arrived');
   });
 });
