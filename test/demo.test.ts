@@ -6,22 +6,9 @@
 import { strict as assert } from 'node:assert';
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-
-const ROOT = resolve(__dirname, '../..');
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => res(port));
-    });
-    server.on('error', rej);
-  });
-}
+import { join } from 'node:path';
+import { freePort, ROOT } from './support/node-red-process';
 
 describe('npm start (demo)', function () {
   this.timeout(120_000);

@@ -1,0 +1,100 @@
+/**
+ * Every flow in examples/, deployed into a real Node-RED process with this
+ * package, and run to its end against virtual ESP32s; the HTTP example with
+ * real HTTP requests.
+ */
+import { strict as assert } from 'node:assert';
+import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { NodeRedProcess, ROOT } from './support/node-red-process';
+
+type FlowNode = Record<string, unknown> & { id: string; type: string };
+
+function example(file: string): FlowNode[] {
+  return JSON.parse(readFileSync(join(ROOT, 'examples', file), 'utf8')) as FlowNode[];
+}
+
+describe('examples', function () {
+  this.timeout(120_000);
+
+  it('every example is valid flow JSON whose nodes are ours or Node-RED core nodes, with a comment saying what it does', () => {
+    for (const file of readdirSync(join(ROOT, 'examples')).filter((f) => f.endsWith('.json'))) {
+      const flow = example(file);
+      assert.ok(Array.isArray(flow) && flow.length > 0, file);
+      const comment = flow.find((n) => n.type === 'comment');
+      assert.ok(comment && String(comment.info ?? '').length > 40, `${file} explains itself in a comment node`);
+      const ids = new Set(flow.map((n) => n.id));
+      assert.equal(ids.size, flow.length, `${file}: unique ids`);
+      for (const n of flow) {
+        for (const out of (n.wires as string[][] | undefined) ?? []) for (const id of out) assert.ok(ids.has(id), `${file}: ${n.id} wires to ${id}`);
+      }
+    }
+  });
+
+  describe('update-virtual-esp32.json: Inject, File In, upload, Debug', () => {
+    let nr: NodeRedProcess;
+    after(() => nr?.stop());
+
+    it('reads the file and updates the virtual ESP32', async () => {
+      const flow = example('update-virtual-esp32.json');
+      nr = await NodeRedProcess.start(flow);
+      mkdirSync(join(nr.userDir, 'firmware'), { recursive: true });
+      writeFileSync(join(nr.userDir, 'firmware/demo-app.bin'), buildAppImage({ projectName: 'from-file', version: '1.2.3', size: 100_000 }));
+      await nr.inject(flow.find((n) => n.type === 'inject')!.id);
+      await nr.waitForOutput(/updated esp32-demo to from-file 1\.2\.3 in [\d.]+ s \(v2, confirmed\)/, 60_000);
+    });
+  });
+
+  describe('http-firmware-endpoint.json: POST a firmware file, get the result', () => {
+    let nr: NodeRedProcess;
+    before(async () => {
+      nr = await NodeRedProcess.start(example('http-firmware-endpoint.json'));
+    });
+    after(() => nr?.stop());
+
+    it('a binary POST updates the device and answers 200 with the result', async () => {
+      const image = buildAppImage({ projectName: 'http-app', version: '3.2.1', size: 120_000 });
+      const res = await fetch(`${nr.url}/firmware?device=esp32-http-a`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: image,
+      });
+      assert.equal(res.status, 200);
+      const body = (await res.json()) as { device: { name: string }; image: { version: string }; confirmed: boolean };
+      assert.equal(body.device.name, 'esp32-http-a');
+      assert.equal(body.image.version, '3.2.1');
+      assert.equal(body.confirmed, true);
+    });
+
+    it('a multipart upload works the same', async () => {
+      const form = new FormData();
+      form.append('firmware', new Blob([buildAppImage({ projectName: 'http-app', version: '3.2.2', size: 50_000 })]), 'app.bin');
+      const res = await fetch(`${nr.url}/firmware/form?device=esp32-http-b`, { method: 'POST', body: form });
+      assert.equal(res.status, 200);
+      assert.equal(((await res.json()) as { image: { version: string } }).image.version, '3.2.2');
+    });
+
+    it('a file that is not an image answers 422 with the code and message', async () => {
+      const res = await fetch(`${nr.url}/firmware`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: Buffer.from('this is not firmware at all, just some text in a file'),
+      });
+      assert.equal(res.status, 422);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'IMAGE_NOT_AN_IMAGE');
+      assert.match(body.error.message, /not an ESP|not a/i);
+    });
+
+    it('an older version than the device runs answers 422 DOWNGRADE_REFUSED', async () => {
+      const res = await fetch(`${nr.url}/firmware?device=esp32-http-a`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: buildAppImage({ projectName: 'http-app', version: '3.0.0', size: 20_000 }),
+      });
+      assert.equal(res.status, 422);
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'DOWNGRADE_REFUSED');
+    });
+  });
+});

@@ -1,0 +1,97 @@
+/**
+ * A real Node-RED process for tests: a temporary user dir with this package
+ * linked in (as `npm install <path>` does), the given flows deployed, on a
+ * free loopback port.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { AddressInfo, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+
+export const ROOT = resolve(__dirname, '../../..');
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => res(port));
+    });
+    server.on('error', rej);
+  });
+}
+
+export class NodeRedProcess {
+  output = '';
+  private constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+    readonly userDir: string,
+  ) {
+    child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts Node-RED with `flows` (nodes without a tab get one) and waits until they run. */
+  static async start(flows: Array<Record<string, unknown>>, extraSettings = ''): Promise<NodeRedProcess> {
+    const port = await freePort();
+    const userDir = mkdtempSync(join(tmpdir(), 'ble-ota-nr-'));
+    const modules = join(userDir, 'node_modules');
+    mkdirSync(modules);
+    symlinkSync(relative(modules, ROOT), join(modules, 'node-red-contrib-esp32-ble-ota'), 'dir');
+    const tab = { id: 'f1f1f1f1f1f1f1f1', type: 'tab', label: 'test' };
+    const placed = flows.map((n) => ('z' in n ? { ...n, z: tab.id } : n));
+    writeFileSync(join(userDir, 'flows.json'), JSON.stringify([tab, ...placed]));
+    writeFileSync(
+      join(userDir, 'settings.js'),
+      `module.exports = { uiHost: '127.0.0.1', uiPort: ${port}, flowFile: 'flows.json', credentialSecret: false,
+        fileWorkingDirectory: ${JSON.stringify(userDir)}, editorTheme: { tours: false }, ${extraSettings} };`,
+    );
+    const red = require.resolve('node-red/red.js', { paths: [ROOT] });
+    const child = spawn(process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const nr = new NodeRedProcess(child, port, userDir);
+    await nr.waitForOutput(/Started flows/, 60_000);
+    return nr;
+  }
+
+  waitForOutput(pattern: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
+    return new Promise((res, rej) => {
+      const check = () => {
+        const m = this.output.slice(from).match(pattern);
+        if (m) {
+          clearInterval(timer);
+          clearTimeout(deadline);
+          res(m);
+        }
+      };
+      const timer = setInterval(check, 50);
+      const deadline = setTimeout(() => {
+        clearInterval(timer);
+        rej(new Error(`no ${pattern} in Node-RED's output within ${timeoutMs} ms:\n${this.output.slice(-3000)}`));
+      }, timeoutMs);
+      check();
+    });
+  }
+
+  /** Presses an Inject node's button, as the editor does. */
+  async inject(id: string): Promise<void> {
+    const res = await fetch(`${this.url}/inject/${id}`, { method: 'POST' });
+    if (res.status !== 200) throw new Error(`inject ${id}: HTTP ${res.status}`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null) {
+      const exited = new Promise((r) => this.child.once('exit', r));
+      this.child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(this.userDir, { recursive: true, force: true });
+  }
+}
