@@ -1,7 +1,7 @@
 'use strict';
 // Puts what tsc does not build beside the compiled nodes: each node's editor
-// HTML, and the icons, which Node-RED looks for in an icons/ folder next to
-// each node's .js file.
+// HTML, its message catalogues and help (locales/), and the icons, which
+// Node-RED looks for in an icons/ folder next to each node's .js file.
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -18,4 +18,6 @@ for (const name of fs.readdirSync(nodesSrc)) {
     fs.copyFileSync(path.join(dir, file), path.join(out, file));
     fs.cpSync(path.join(root, 'icons'), path.join(out, 'icons'), { recursive: true });
   }
+  const locales = path.join(dir, 'locales');
+  if (fs.existsSync(locales)) fs.cpSync(locales, path.join(out, 'locales'), { recursive: true });
 }

@@ -70,6 +70,18 @@ describe('npm start (demo)', function () {
     assert.ok(ours.every((n) => n.enabled));
   });
 
+  it('serves each node\'s editor, help text and message catalogue', async () => {
+    const html = await (await fetch(`http://127.0.0.1:${port}/nodes`, { headers: { Accept: 'text/html' } })).text();
+    for (const type of ['ble-ota-device', 'ble-ota-upload']) {
+      assert.ok(html.includes(`data-template-name="${type}"`), `${type} editor`);
+      assert.match(html, new RegExp(`data-help-name="${type}">\\s*<p>\\w`), `${type} help`);
+    }
+    const catalogue = (await (
+      await fetch(`http://127.0.0.1:${port}/locales/node-red-contrib-esp32-ble-ota/ble-ota-upload?lng=en-US`)
+    ).json()) as { 'ble-ota-upload': { status: Record<string, string> } };
+    assert.equal(catalogue['ble-ota-upload'].status.verifying, 'verifying');
+  });
+
   it("the demo's Inject updates the virtual ESP32", async () => {
     const flows = (await (await fetch(`http://127.0.0.1:${port}/flows`)).json()) as Array<{ id: string; type: string }>;
     const inject = flows.find((n) => n.type === 'inject');

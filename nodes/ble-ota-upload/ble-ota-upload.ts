@@ -15,6 +15,7 @@ import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { validateImage } from '../../lib/image/validate';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { OtaEvent, otaEvents, OtaState } from '../shared/ota-events';
+import { translator } from '../shared/i18n';
 import type { Node, NodeDef, NodeDone, NodeMessage, NodeSend, RED } from '../shared/red';
 import { ProgressThrottle, statusForError, statusForProgress, statusForResult } from './status';
 
@@ -53,6 +54,8 @@ const PHASE_STATE: Record<Progress['phase'], OtaState> = {
 };
 
 export = function register(RED: RED): void {
+  const t = translator(RED, __dirname, 'ble-ota-upload');
+
   function BleOtaUploadNode(this: Node, def: UploadNodeDef) {
     RED.nodes.createNode(this, def);
     const node = this;
@@ -61,7 +64,7 @@ export = function register(RED: RED): void {
     let current: { job: Job; finished: Promise<void> } | undefined;
 
     if (!config) {
-      node.status({ fill: 'red', shape: 'ring', text: 'no device configured' });
+      node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-upload.status.noDevice') });
     } else {
       const problem = config.problem();
       if (problem) {
@@ -94,31 +97,31 @@ export = function register(RED: RED): void {
 
     node.on('input', (msg, send, done) => {
       if (msg.cancel) {
-        cancelAll('cancelled by msg.cancel');
+        cancelAll(t('ble-ota-upload.errors.cancelledByMsg'));
         done();
         return;
       }
       if (!config) {
-        done(new BleOtaError('INVALID_ARGUMENT', 'no device is configured: open the node and choose or add a BLE OTA device'));
+        done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.noDevice')));
         return;
       }
       let summary: EspImageSummary;
       try {
         summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
       } catch (err) {
-        node.status(statusForError(err as Error));
+        node.status(statusForError(t, err as Error));
         done(err as Error);
         return;
       }
       if (current && queue.length >= QUEUE_LIMIT) {
-        done(new BleOtaError('BUSY', `${QUEUE_LIMIT} updates are already waiting; send fewer messages or wait for the running ones to finish`));
+        done(new BleOtaError('BUSY', t('ble-ota-upload.errors.queueFull', { limit: QUEUE_LIMIT })));
         return;
       }
       const target = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : config.device || undefined;
       const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, abort: new AbortController() };
       queue.push(job);
       publish(job, 'queued');
-      if (current) node.status({ fill: 'yellow', shape: 'ring', text: `queued (${queue.length})` });
+      if (current) node.status({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.queued', { count: queue.length }) });
       else void runQueue(config);
     });
 
@@ -130,21 +133,25 @@ export = function register(RED: RED): void {
         const started = Date.now();
         try {
           const result = await config.adapter.run(() => update(config, job!, started), job.abort.signal);
-          node.status(statusForResult(result));
+          node.status(statusForResult(t, result));
           const state: OtaState = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
           publish(job, state, { result, device: result.device, percent: 100 }, started);
-          node.log(
-            result.skipped
-              ? `${result.device.name ?? result.device.address} already runs ${result.image.project} ${result.image.version}: skipped`
-              : `updated ${result.device.name ?? result.device.address} to ${result.image.project} ${result.image.version} in ${(result.durationMs / 1000).toFixed(1)} s (${result.protocol}${result.confirmed ? ', confirmed' : ''})`,
-          );
+          const facts = {
+            device: result.device.name ?? result.device.address,
+            project: result.image.project,
+            version: result.image.version,
+            seconds: (result.durationMs / 1000).toFixed(1),
+            protocol: result.protocol,
+            confirmed: result.confirmed ? ', confirmed' : '',
+          };
+          node.log(t(result.skipped ? 'ble-ota-upload.log.skipped' : 'ble-ota-upload.log.updated', facts));
           job.msg.payload = result;
           job.send([job.msg, null]);
           job.done();
         } catch (err) {
           const error = err instanceof Error ? err : new Error(String(err));
           const code = err instanceof BleOtaError ? err.code : 'FAILED';
-          node.status(statusForError(error));
+          node.status(statusForError(t, error));
           publish(job, code === 'CANCELLED' ? 'cancelled' : 'failed', { error: { code, message: error.message } }, started);
           job.done(error);
         } finally {
@@ -155,7 +162,7 @@ export = function register(RED: RED): void {
     }
 
     async function update(config: DeviceNode, job: Job, started: number): Promise<UpdateResult> {
-      node.status({ fill: 'yellow', shape: 'ring', text: 'connecting' });
+      node.status({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.connecting') });
       const { client, target } = await config.prepare(job.target);
       const throttle = new ProgressThrottle(500);
       return client.update({
@@ -166,7 +173,7 @@ export = function register(RED: RED): void {
         skipIfRunning: def.skipSame !== false,
         allowDowngrade: def.allowDowngrade === true,
         onProgress: (p: Progress) => {
-          node.status(statusForProgress(p));
+          node.status(statusForProgress(t, p));
           if (!throttle.accept(p)) return;
           job.send([null, { topic: job.msg.topic, device: job.target, payload: { ...p } }]);
           publish(job, PHASE_STATE[p.phase], { percent: p.percent, bytesPerSecond: p.bytesPerSecond }, started);
@@ -176,7 +183,7 @@ export = function register(RED: RED): void {
 
     node.on('close', (_removed, done) => {
       // Waiting messages end with an error; the running update is cancelled.
-      cancelAll('the node was closed or redeployed');
+      cancelAll(t('ble-ota-upload.errors.closed'));
       const running = current;
       if (!running) {
         node.status({});

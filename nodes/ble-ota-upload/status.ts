@@ -4,58 +4,38 @@
  */
 import type { Progress, UpdateResult } from '../../lib/client/ota-client';
 import { BleOtaError, BluetoothUnavailableError } from '../../lib/errors';
+import type { Translate } from '../shared/i18n';
 import type { NodeStatus } from '../shared/red';
 
-export function statusForProgress(p: Progress): NodeStatus {
-  switch (p.phase) {
-    case 'scanning':
-      return { fill: 'yellow', shape: 'ring', text: 'scanning' };
-    case 'connecting':
-      return { fill: 'yellow', shape: 'ring', text: 'connecting' };
-    case 'preparing':
-      return { fill: 'blue', shape: 'dot', text: 'starting update' };
-    case 'uploading':
-      return { fill: 'blue', shape: 'dot', text: `uploading ${p.percent} % ${Math.round(p.bytesPerSecond / 1024)} KB/s` };
-    case 'verifying':
-      return { fill: 'blue', shape: 'dot', text: 'verifying' };
-    case 'restarting':
-      return { fill: 'blue', shape: 'dot', text: 'restarting' };
-    case 'resuming':
-      return { fill: 'yellow', shape: 'ring', text: 'reconnecting' };
-    case 'confirming':
-      return { fill: 'blue', shape: 'dot', text: 'confirming' };
-  }
-}
+const S = 'ble-ota-upload.status.';
 
-export function statusForResult(result: UpdateResult): NodeStatus {
-  if (result.skipped) return { fill: 'green', shape: 'ring', text: `already ${result.image.version}` };
-  const word = result.confirmed ? 'confirmed' : 'updated';
-  return { fill: 'green', shape: 'dot', text: `${word} ${result.image.version}` };
-}
-
-const SHORT: Partial<Record<string, string>> = {
-  BLUETOOTH_UNAVAILABLE: 'Bluetooth unavailable',
-  DEVICE_NOT_FOUND: 'device not found',
-  NOT_OTA_DEVICE: 'no OTA service',
-  GATT_TIMEOUT: 'no answer',
-  DISCONNECTED: 'connection lost',
-  REQUEST_REFUSED: 'update refused',
-  DEVICE_REJECTED_IMAGE: 'image rejected',
-  TRANSFER_FAILED: 'transfer failed',
-  CANCELLED: 'cancelled',
-  ROLLED_BACK: 'rolled back',
-  CONFIRM_FAILED: 'not confirmed',
-  PROTOCOL_ERROR: 'refused',
-  IMAGE_TOO_LARGE: 'image too large',
-  IMAGE_WRONG_CHIP: 'wrong chip',
-  DOWNGRADE_REFUSED: 'downgrade refused',
-  BUSY: 'queue full',
+const PHASES: Record<Progress['phase'], [NodeStatus['fill'], NodeStatus['shape'], string]> = {
+  scanning: ['yellow', 'ring', 'scanning'],
+  connecting: ['yellow', 'ring', 'connecting'],
+  resuming: ['yellow', 'ring', 'reconnecting'],
+  preparing: ['blue', 'dot', 'starting'],
+  uploading: ['blue', 'dot', 'uploading'],
+  verifying: ['blue', 'dot', 'verifying'],
+  restarting: ['blue', 'dot', 'restarting'],
+  confirming: ['blue', 'dot', 'confirming'],
 };
 
-export function statusForError(err: Error): NodeStatus {
+export function statusForProgress(t: Translate, p: Progress): NodeStatus {
+  const [fill, shape, key] = PHASES[p.phase];
+  return { fill, shape, text: t(S + key, { percent: p.percent, rate: Math.round(p.bytesPerSecond / 1024) }) };
+}
+
+export function statusForResult(t: Translate, result: UpdateResult): NodeStatus {
+  const version = result.image.version;
+  if (result.skipped) return { fill: 'green', shape: 'ring', text: t(S + 'skipped', { version }) };
+  return { fill: 'green', shape: 'dot', text: t(S + (result.confirmed ? 'confirmed' : 'updated'), { version }) };
+}
+
+export function statusForError(t: Translate, err: Error): NodeStatus {
   if (err instanceof BluetoothUnavailableError) return { fill: 'red', shape: 'ring', text: err.reason };
   const code = err instanceof BleOtaError ? err.code : '';
-  const text = SHORT[code] ?? (code.startsWith('IMAGE_') ? 'invalid image' : 'failed');
+  const known = t(`${S}codes.${code}`);
+  const text = code && known !== `${S}codes.${code}` ? known : t(S + (code.startsWith('IMAGE_') ? 'invalidImage' : 'failed'));
   return { fill: 'red', shape: 'ring', text };
 }
 
