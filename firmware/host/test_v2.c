@@ -645,6 +645,114 @@ test_v2_stream_failures(void)
     CHECK(failed_with(BLE_OTA_ST_INVALID_IMAGE, 0));
 }
 
+/* A header field no ESP-IDF app build writes: the field, its value, and the
+ * status FAILED carries. The appended SHA-256 is recomputed so that only the
+ * field is wrong. */
+typedef struct {
+    const char *what;
+    size_t offset;
+    uint8_t value;
+    size_t refused_at; /* the byte whose arrival completes the field */
+    uint8_t status;
+    const char *logged;
+} head_case_t;
+
+static const head_case_t k_head_cases[] = {
+    { "no segments", 1, 0, 1, BLE_OTA_ST_INVALID_IMAGE, "0 segments" },
+    { "17 segments", 1, 17, 1, BLE_OTA_ST_INVALID_IMAGE, "17 segments" },
+    { "SPI mode 6", 2, 6, 2, BLE_OTA_ST_INVALID_IMAGE, "SPI mode 6" },
+    { "flash size code 8", 3, 0x80, 3, BLE_OTA_ST_INVALID_IMAGE, "flash size code 8" },
+    { "chip revision 5.12 needed (device 3.0)", 16, 0x02, 16, BLE_OTA_ST_WRONG_CHIP, "chip revision 5.12" },
+    { "hash flag 2", 23, 2, 23, BLE_OTA_ST_INVALID_IMAGE, "hash flag 2" },
+    { "first segment of 4 bytes", 29, 0, 31, BLE_OTA_ST_INVALID_IMAGE, "cannot hold an app descriptor" },
+    { "no app descriptor", 32, 0x33, 35, BLE_OTA_ST_INVALID_IMAGE, "no app descriptor" },
+};
+
+static bool
+logged(const char *text)
+{
+    for (int i = 0; i < LOG_RING && i < s_fx.log_count; i++) {
+        if (strstr(s_fx.logs[(s_fx.log_count - 1 - i) % LOG_RING], text) != NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* s_image with one byte changed, its appended SHA-256 made right again. */
+static void
+mutate_sealed(uint8_t *img, size_t offset, uint8_t value)
+{
+    memcpy(img, s_image, s_image_len);
+    img[offset] = value;
+    if (offset == 29) {
+        img[28] = 4; /* first segment length 4 */
+    }
+    ble_ota_sha256(img, s_image_len - 32, img + s_image_len - 32);
+}
+
+static void
+test_v2_header_fields_refused(void)
+{
+    static uint8_t img[64 * 1024];
+
+    for (size_t i = 0; i < sizeof(k_head_cases) / sizeof(k_head_cases[0]); i++) {
+        const head_case_t *c = &k_head_cases[i];
+        CHECK_OK(fx_setup());
+        mutate_sealed(img, c->offset, c->value);
+        const uint32_t writes = s_fx.dev.flash.writes;
+        begin_image(img, s_image_len, 0);
+        CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+        /* In one-byte packets: refused as soon as the field has arrived. */
+        stream(img, 0, c->refused_at, 1);
+        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_RECEIVING);
+        stream_packet((uint32_t)c->refused_at, img + c->refused_at, 1);
+        if (!failed_with(c->status, 0) || !logged(c->logged)) {
+            test_failf(__FILE__, __LINE__, "%s: not refused with status 0x%02x and '%s'", c->what, c->status,
+                       c->logged);
+            return;
+        }
+        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+        CHECK_EQ(s_fx.dev.flash.writes, writes);
+        CHECK_EQ(s_fx.dev.open_slot, -1);
+        CHECK_EQ(fx_reboot(true), 0);
+        CHECK(strcmp(running_version(), "1.0.0") == 0);
+    }
+
+    /* A whole image shorter than the app descriptor's magic word. */
+    CHECK_OK(fx_setup());
+    begin_image(s_image, 30, 0);
+    stream(s_image, 0, 30, 7);
+    CHECK(failed_with(BLE_OTA_ST_INVALID_IMAGE, 0));
+    CHECK(logged("ends before its app descriptor"));
+}
+
+/* The seed protocol refuses the same images at DONE, before esp_ota_end. */
+static void
+test_seed_header_fields_refused(void)
+{
+    static uint8_t img[64 * 1024];
+
+    for (size_t i = 0; i < sizeof(k_head_cases) / sizeof(k_head_cases[0]); i++) {
+        const head_case_t *c = &k_head_cases[i];
+        CHECK_OK(fx_setup());
+        mutate_sealed(img, c->offset, c->value);
+        CHECK_EQ(packet_size(244), BLE_OTA_OK);
+        CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+        CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_ACK);
+        CHECK_EQ(send_packets(img, s_image_len, 20), BLE_OTA_OK);
+        CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
+        if (last_notify() != BLE_OTA_CTRL_DONE_NAK || !logged(c->logged)) {
+            test_failf(__FILE__, __LINE__, "%s: no DONE_NAK with '%s'", c->what, c->logged);
+            return;
+        }
+        CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+        CHECK_EQ(s_fx.dev.open_slot, -1);
+        CHECK_EQ(fx_reboot(true), 0);
+        CHECK(strcmp(running_version(), "1.0.0") == 0);
+    }
+}
+
 static void
 test_v2_flash_failure_at_every_write(void)
 {
@@ -1328,6 +1436,8 @@ test_v2_run_all(void)
     RUN(test_v2_no_slot);
     RUN(test_v2_end_statuses);
     RUN(test_v2_stream_failures);
+    RUN(test_v2_header_fields_refused);
+    RUN(test_seed_header_fields_refused);
     RUN(test_v2_flash_failure_at_every_write);
     RUN(test_v2_gaps_duplicates_resync_once);
     RUN(test_v2_stream_ignored);

@@ -58,6 +58,107 @@ ble_ota_port_err_name(ble_ota_port_err_t err)
     }
 }
 
+/* --- the start of an image ------------------------------------------------ */
+
+/* esp_image_header_t and esp_app_desc_t, as ESP-IDF lays them out. */
+#define IMG_MAGIC             0xE9
+#define IMG_MAX_SEGMENTS      16
+#define IMG_SPI_MODE_MAX      5 /* QIO, QOUT, DIO, DOUT, FAST_READ, SLOW_READ */
+#define IMG_FLASH_SIZE_MAX    7 /* 1 MB ... 128 MB */
+#define IMG_CHIP_ID_OFFSET    12
+#define IMG_MIN_REV_OFFSET    15 /* min_chip_rev_full u16 */
+#define IMG_HASH_FLAG_OFFSET  23
+#define IMG_SEG0_LEN_OFFSET   28 /* first segment header: load address, length */
+#define IMG_APP_DESC_OFFSET   32
+#define IMG_APP_DESC_MAGIC    0xABCD5432u
+#define IMG_APP_DESC_SIZE     256
+
+static uint32_t
+head_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+uint8_t
+ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t len, bool complete)
+{
+    ble_ota_device_info_t info;
+
+    if (len < 1 || head[0] != IMG_MAGIC) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "not an ESP app image (magic 0x%02x)", len < 1 ? 0u : head[0]);
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (len >= 2 && (head[1] == 0 || head[1] > IMG_MAX_SEGMENTS)) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image header: %u segments (1..%u)", head[1], IMG_MAX_SEGMENTS);
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (len >= 3 && head[2] > IMG_SPI_MODE_MAX) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image header: SPI mode %u (0..%u)", head[2], IMG_SPI_MODE_MAX);
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (len >= 4 && (head[3] >> 4) > IMG_FLASH_SIZE_MAX) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image header: flash size code %u (0..%u)", head[3] >> 4,
+                    IMG_FLASH_SIZE_MAX);
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (len >= IMG_CHIP_ID_OFFSET + 2 || len >= IMG_MIN_REV_OFFSET + 2) {
+        memset(&info, 0, sizeof(info));
+        port->device_info(port->ctx, &info);
+    }
+    if (len >= IMG_CHIP_ID_OFFSET + 2) {
+        const uint16_t chip_id = (uint16_t)(head[IMG_CHIP_ID_OFFSET] | (head[IMG_CHIP_ID_OFFSET + 1] << 8));
+        if (chip_id != info.chip_id) {
+            ble_ota_log(port, BLE_OTA_LOG_ERROR, "image for chip %u, device is chip %u", (unsigned)chip_id,
+                        (unsigned)info.chip_id);
+            return BLE_OTA_ST_WRONG_CHIP;
+        }
+    }
+    if (len >= IMG_MIN_REV_OFFSET + 2) {
+        const uint16_t min_rev = (uint16_t)(head[IMG_MIN_REV_OFFSET] | (head[IMG_MIN_REV_OFFSET + 1] << 8));
+        if (min_rev > info.chip_revision) {
+            ble_ota_log(port, BLE_OTA_LOG_ERROR, "image needs chip revision %u.%u, device is %u.%u",
+                        (unsigned)(min_rev / 100), (unsigned)(min_rev % 100),
+                        (unsigned)(info.chip_revision / 100), (unsigned)(info.chip_revision % 100));
+            return BLE_OTA_ST_WRONG_CHIP;
+        }
+    }
+    if (len >= IMG_HASH_FLAG_OFFSET + 1 && head[IMG_HASH_FLAG_OFFSET] > 1) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image header: hash flag %u (0 or 1)", head[IMG_HASH_FLAG_OFFSET]);
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (len >= IMG_SEG0_LEN_OFFSET + 4 && head_le32(head + IMG_SEG0_LEN_OFFSET) < IMG_APP_DESC_SIZE) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "first segment of %lu bytes cannot hold an app descriptor",
+                    (unsigned long)head_le32(head + IMG_SEG0_LEN_OFFSET));
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (len >= BLE_OTA_IMAGE_HEAD_LEN && head_le32(head + IMG_APP_DESC_OFFSET) != IMG_APP_DESC_MAGIC) {
+        /* A bootloader, a RAM-only program, or no ESP-IDF app at all. */
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "no app descriptor at 0x%02x: not an ESP-IDF app",
+                    IMG_APP_DESC_OFFSET);
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (complete && len < BLE_OTA_IMAGE_HEAD_LEN) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image of %lu bytes ends before its app descriptor",
+                    (unsigned long)len);
+        return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    return BLE_OTA_ST_OK;
+}
+
+/* Keeps the first bytes of a seed transfer for the check at DONE. */
+static void
+ble_ota_keep_head(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    if (core->received >= BLE_OTA_IMAGE_HEAD_LEN) {
+        return;
+    }
+    size_t n = BLE_OTA_IMAGE_HEAD_LEN - core->received;
+    if (n > len) {
+        n = len;
+    }
+    memcpy(core->head + core->received, data, n);
+}
+
 /* Sets the value a read returns, then tells a subscribed client. In this
  * order so that a client reading right after the notification sees it. */
 static void
@@ -181,6 +282,14 @@ ble_ota_handle_done(ble_ota_core_t *core)
         return;
     }
 
+    /* What esp_ota_end lets through but no ESP-IDF app build writes. */
+    const size_t head_len = core->received < BLE_OTA_IMAGE_HEAD_LEN ? core->received : BLE_OTA_IMAGE_HEAD_LEN;
+    if (ble_ota_image_head_check(port, core->head, head_len, true) != BLE_OTA_ST_OK) {
+        port->slot_abort(port->ctx);
+        core->state = BLE_OTA_STATE_IDLE;
+        ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
+        return;
+    }
     /* slot_end closes the slot whatever it returns: nothing to abort after. */
     ble_ota_port_err_t err = port->slot_end(port->ctx);
     if (err != BLE_OTA_PORT_OK) {
@@ -296,6 +405,7 @@ ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
         ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
         return BLE_OTA_ERR_FLASH;
     }
+    ble_ota_keep_head(core, data, len);
     const uint32_t before = core->received;
     core->received += (uint32_t)len;
     core->packets++;

@@ -16,6 +16,14 @@ void ble_ota_log(const ble_ota_port_t *port, ble_ota_log_level_t level, const ch
 
 const char *ble_ota_port_err_name(ble_ota_port_err_t err);
 
+/* Checks the start of an image: what its first len bytes allow (all of it
+ * from BLE_OTA_IMAGE_HEAD_LEN on). complete: the image has no more bytes,
+ * so one shorter than BLE_OTA_IMAGE_HEAD_LEN is refused. Refuses what no
+ * ESP-IDF app build writes, and images for another chip or a later chip
+ * revision than the device's. Returns BLE_OTA_ST_OK, BLE_OTA_ST_INVALID_IMAGE
+ * or BLE_OTA_ST_WRONG_CHIP; logs the reason. */
+uint8_t ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t len, bool complete);
+
 /* A restart is scheduled or due (seed DONE_ACK, v2 END OK): no transfer
  * may start, the selected slot must stay as it is. */
 bool ble_ota_restart_pending(const ble_ota_core_t *core);

@@ -13,12 +13,6 @@
 #include "ble_ota_core.h"
 #include "ble_ota_internal.h"
 
-/* Bytes of the image header the device checks at offset 0: magic (byte 0)
- * and chip id (bytes 12-13), as esp_image_header_t lays them out. */
-#define BLE_OTA_IMAGE_MAGIC       0xE9
-#define BLE_OTA_IMAGE_CHIP_OFFSET 12
-#define BLE_OTA_IMAGE_HEADER_SEEN 14
-
 /* Largest notification: the BEGIN answer (opcode, status, offset, window, max_packet). */
 #define BLE_OTA_NOTIFY_MAX 10
 
@@ -448,29 +442,18 @@ v2_flush(ble_ota_core_t *core, uint32_t packet_offset)
     return true;
 }
 
-/* Checks the image header once its first bytes are in the block (they stay
- * there until the first 4 KB are complete): a wrong file fails at once
- * instead of after the whole upload. */
+/* Checks the start of the image while it arrives, from its first byte on
+ * (it stays in the block until the first 4 KB are complete): a wrong file
+ * fails at once instead of after the whole upload. */
 static bool
 v2_check_header(ble_ota_core_t *core)
 {
-    const ble_ota_port_t *port = core->port;
-    const uint8_t *h = core->v2.block;
-    ble_ota_device_info_t info;
+    const ble_ota_v2_t *t = &core->v2;
+    const size_t len = t->received < BLE_OTA_IMAGE_HEAD_LEN ? t->received : BLE_OTA_IMAGE_HEAD_LEN;
+    const uint8_t status = ble_ota_image_head_check(core->port, t->block, len, t->received == t->size);
 
-    if (h[0] != BLE_OTA_IMAGE_MAGIC || core->v2.received < BLE_OTA_IMAGE_HEADER_SEEN) {
-        ble_ota_log(port, BLE_OTA_LOG_ERROR, "not an ESP app image (magic 0x%02x, %lu bytes)", h[0],
-                    (unsigned long)core->v2.received);
-        v2_fail(core, BLE_OTA_ST_INVALID_IMAGE, 0);
-        return false;
-    }
-    memset(&info, 0, sizeof(info));
-    port->device_info(port->ctx, &info);
-    const uint16_t chip_id = get_le16(h + BLE_OTA_IMAGE_CHIP_OFFSET);
-    if (chip_id != info.chip_id) {
-        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image for chip %u, device is chip %u", (unsigned)chip_id,
-                    (unsigned)info.chip_id);
-        v2_fail(core, BLE_OTA_ST_WRONG_CHIP, 0);
+    if (status != BLE_OTA_ST_OK) {
+        v2_fail(core, status, 0);
         return false;
     }
     return true;
@@ -489,14 +472,14 @@ v2_take(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n)
         if (room > n) {
             room = n;
         }
+        const uint32_t before = t->received;
         memcpy(t->block + t->block_fill, bytes, room);
         t->block_fill += room;
         t->received += room;
         bytes += room;
         n -= room;
         /* Before the first block leaves for flash. */
-        if (t->block_offset == 0 && offset < BLE_OTA_IMAGE_HEADER_SEEN &&
-            (t->received >= BLE_OTA_IMAGE_HEADER_SEEN || t->received == t->size) && !v2_check_header(core)) {
+        if (t->block_offset == 0 && before < BLE_OTA_IMAGE_HEAD_LEN && !v2_check_header(core)) {
             return;
         }
         if (t->block_fill == BLE_OTA_FLASH_BLOCK && !v2_flush(core, offset)) {

@@ -76,6 +76,12 @@ typedef struct {
     uint8_t block[BLE_OTA_FLASH_BLOCK]; /* written to the slot in whole blocks */
 } ble_ota_v2_t;
 
+/* Bytes at the start of an image the core checks before the image may be
+ * selected, in either protocol: the 24-byte image header, the first
+ * segment's header, and the magic word of the app descriptor
+ * (esp_app_desc_t) at offset 0x20. */
+#define BLE_OTA_IMAGE_HEAD_LEN 36
+
 typedef struct {
     const ble_ota_port_t *port;
     ble_ota_config_t config;
@@ -85,6 +91,7 @@ typedef struct {
     uint16_t packet_size; /* announced by the client, 0 until then */
     uint32_t received;    /* firmware bytes stored in this transfer */
     uint32_t packets;     /* firmware packets stored in this transfer */
+    uint8_t head[BLE_OTA_IMAGE_HEAD_LEN]; /* the transfer's first bytes, checked at DONE */
     /* protocol v2 */
     ble_ota_v2_t v2;
     uint8_t last_status;         /* OTA Info last_status, BLE_OTA_LAST_STATUS_NONE at boot */
