@@ -753,6 +753,39 @@ test_seed_header_fields_refused(void)
     }
 }
 
+/* Found by fuzz_core: a BEGIN between a rollback and its restart opened the
+ * slot the rollback returns to, erasing the only valid image. */
+static void
+test_v2_rollback_refuses_transfers(void)
+{
+    for (int way = 0; way < 2; way++) {
+        CHECK_OK(fx_setup());
+        CHECK_OK(v2_upload(s_image, s_image_len, way == 0 ? 0 : BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+        CHECK_EQ(fx_reboot(way != 0), 1);
+        if (way == 0) {
+            /* The new image's self-test fails. */
+            CHECK(s_fx.core.rollback_requested);
+        } else {
+            /* It waits for a CONFIRM that never comes. */
+            s_fx.clock_ms += s_config.confirm_window_ms;
+            ble_ota_core_tick(&s_fx.core);
+        }
+        CHECK(s_fx.dev.restart_pending);
+        CHECK_EQ(host_dev_slot_state(&s_fx.dev, 0), HOST_SLOT_VALID);
+        /* The restart is not there yet: neither protocol may open ota_0. */
+        begin_image(s_image, s_image_len, 0);
+        CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE));
+        CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_ERR_BUSY);
+        CHECK_EQ(packet_size(244), BLE_OTA_ERR_BUSY);
+        CHECK_EQ(s_fx.dev.open_slot, -1);
+        CHECK_EQ(host_dev_slot_state(&s_fx.dev, 0), HOST_SLOT_VALID);
+        CHECK_EQ(fx_reboot(true), 0);
+        CHECK(strcmp(running_version(), "1.0.0") == 0);
+        /* After the restart, updates work again. */
+        CHECK_OK(v2_upload(s_image, s_image_len, 0));
+    }
+}
+
 static void
 test_v2_flash_failure_at_every_write(void)
 {
@@ -1438,6 +1471,7 @@ test_v2_run_all(void)
     RUN(test_v2_stream_failures);
     RUN(test_v2_header_fields_refused);
     RUN(test_seed_header_fields_refused);
+    RUN(test_v2_rollback_refuses_transfers);
     RUN(test_v2_flash_failure_at_every_write);
     RUN(test_v2_gaps_duplicates_resync_once);
     RUN(test_v2_stream_ignored);

@@ -215,7 +215,19 @@ ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ot
 bool
 ble_ota_restart_pending(const ble_ota_core_t *core)
 {
-    return core->state == BLE_OTA_STATE_RESTARTING || core->v2.state == BLE_OTA_V2_COMPLETE;
+    return core->state == BLE_OTA_STATE_RESTARTING || core->v2.state == BLE_OTA_V2_COMPLETE ||
+           core->rollback_requested;
+}
+
+void
+ble_ota_rollback(ble_ota_core_t *core)
+{
+    /* The running image is marked invalid: the next transfer would open the
+     * other slot, the image the rollback returns to. A port whose restart is
+     * not immediate (or that failed to roll back) must not let a client
+     * erase it, so everything is refused until the restart. */
+    core->rollback_requested = true;
+    core->port->rollback(core->port->ctx);
 }
 
 void
@@ -478,7 +490,7 @@ ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed)
         }
     } else {
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "boot: self-test failed, rolling back");
-        port->rollback(port->ctx);
+        ble_ota_rollback(core);
     }
     return state;
 }

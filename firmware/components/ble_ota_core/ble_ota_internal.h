@@ -28,6 +28,10 @@ uint8_t ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head
  * may start, the selected slot must stay as it is. */
 bool ble_ota_restart_pending(const ble_ota_core_t *core);
 
+/* Rolls the running image back (port rollback()); from then on, until the
+ * restart, no transfer may start. */
+void ble_ota_rollback(ble_ota_core_t *core);
+
 /* Drops a seed transfer in progress (slot aborted), if any. */
 void ble_ota_seed_abort(ble_ota_core_t *core, const char *why);
 

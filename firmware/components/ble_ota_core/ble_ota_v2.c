@@ -643,6 +643,6 @@ ble_ota_core_tick(ble_ota_core_t *core)
         core->confirm_waiting = false;
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "no CONFIRM within %lu ms: rolling back",
                     (unsigned long)core->config.confirm_window_ms);
-        port->rollback(port->ctx);
+        ble_ota_rollback(core);
     }
 }

@@ -96,6 +96,7 @@ typedef struct {
     ble_ota_v2_t v2;
     uint8_t last_status;         /* OTA Info last_status, BLE_OTA_LAST_STATUS_NONE at boot */
     bool confirm_waiting;        /* the running image waits for CONFIRM */
+    bool rollback_requested;     /* port rollback() called: nothing may start until the restart */
     uint32_t confirm_started_ms; /* port now_ms() when the confirm window opened */
 } ble_ota_core_t;
 
