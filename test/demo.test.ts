@@ -5,10 +5,15 @@
  */
 import { strict as assert } from 'node:assert';
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, ROOT } from './support/node-red-process';
+
+/** The node types package.json registers: every one must load and have its editor and help. */
+const OUR_TYPES = Object.keys(
+  (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { 'node-red': { nodes: Record<string, string> } })['node-red'].nodes,
+).sort();
 
 describe('npm start (demo)', function () {
   this.timeout(120_000);
@@ -66,13 +71,13 @@ describe('npm start (demo)', function () {
       enabled: boolean;
     }>;
     const ours = nodes.filter((n) => n.module === 'node-red-contrib-esp32-ble-ota');
-    assert.deepEqual(ours.flatMap((n) => n.types).sort(), ['ble-ota-device', 'ble-ota-upload']);
+    assert.deepEqual(ours.flatMap((n) => n.types).sort(), OUR_TYPES);
     assert.ok(ours.every((n) => n.enabled));
   });
 
   it('serves each node\'s editor, help text and message catalogue', async () => {
     const html = await (await fetch(`http://127.0.0.1:${port}/nodes`, { headers: { Accept: 'text/html' } })).text();
-    for (const type of ['ble-ota-device', 'ble-ota-upload']) {
+    for (const type of OUR_TYPES) {
       assert.ok(html.includes(`data-template-name="${type}"`), `${type} editor`);
       assert.match(html, new RegExp(`data-help-name="${type}">\\s*<p>\\w`), `${type} help`);
     }

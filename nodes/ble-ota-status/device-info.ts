@@ -1,0 +1,134 @@
+/**
+ * What ble-ota-status reports about a device on input: the connection's
+ * DeviceInfo (and v2's OTA Info) decoded into names a flow can test
+ * without knowing the protocol's numbers (docs/PROTOCOL.md, OTA Info).
+ */
+import type { DeviceInfo } from '../../lib/client/ota-client';
+import { chipName } from '../../lib/image/esp-chips';
+import { Feature, LAST_STATUS_NONE, RunningState, statusName, TransferState } from '../../lib/protocol/constants';
+import type { Translate } from '../shared/i18n';
+import type { NodeStatus } from '../shared/red';
+
+export type RunningStateName = 'valid' | 'pending-verify' | 'unknown';
+export type TransferStateName = 'idle' | 'receiving' | 'suspended' | 'complete' | 'unknown';
+export type Capability = 'resume' | 'clientConfirm' | 'seed' | 'deflate' | 'auth';
+
+/**
+ * msg.payload of an information request. Every field is present for every
+ * device; what a seed-only device cannot tell is null.
+ */
+export interface FirmwareInfo {
+  name: string | null;
+  address: string;
+  rssi: number;
+  mtu: number;
+  protocol: 'v2' | 'seed';
+  /** Device Information's firmware revision (0x2A26); the seed's firmware has none. */
+  firmwareRevision: string | null;
+  project: string | null;
+  /** The running app's version (v2), or else the firmware revision. */
+  version: string | null;
+  idfVersion: string | null;
+  secureVersion: number | null;
+  build: { date: string; time: string; elfSha256: string } | null;
+  chip: { name: string; id: number; revision: string } | null;
+  slotSize: number | null;
+  maxPacket: number | null;
+  window: number | null;
+  runningState: RunningStateName;
+  /** The running image waits for a client's CONFIRM (or rolls back at the next restart). */
+  pendingConfirmation: boolean;
+  transfer: { state: TransferStateName; offset: number; sha256: string | null } | null;
+  /** Status name of the last update attempt since boot (OK, HASH_MISMATCH...), null when none. */
+  lastStatus: string | null;
+  capabilities: Capability[];
+}
+
+const CAPABILITIES: Array<[number, Capability]> = [
+  [Feature.RESUME, 'resume'],
+  [Feature.CLIENT_CONFIRM, 'clientConfirm'],
+  [Feature.SEED, 'seed'],
+  [Feature.DEFLATE, 'deflate'],
+  [Feature.AUTH, 'auth'],
+];
+
+const RUNNING: Record<number, RunningStateName> = {
+  [RunningState.VALID]: 'valid',
+  [RunningState.PENDING_VERIFY]: 'pending-verify',
+  [RunningState.UNKNOWN]: 'unknown',
+};
+
+const TRANSFER: Record<number, TransferStateName> = {
+  [TransferState.IDLE]: 'idle',
+  [TransferState.RECEIVING]: 'receiving',
+  [TransferState.SUSPENDED]: 'suspended',
+  [TransferState.COMPLETE]: 'complete',
+};
+
+export function capabilities(features: number): Capability[] {
+  return CAPABILITIES.filter(([bit]) => (features & bit) !== 0).map(([, name]) => name);
+}
+
+/** ESP-IDF's form of a chip revision (major × 100 + minor): v3.1. */
+export function chipRevision(value: number): string {
+  return `v${Math.floor(value / 100)}.${value % 100}`;
+}
+
+export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
+  const common = {
+    name: info.name ?? null,
+    address: info.address,
+    rssi: info.rssi,
+    mtu: info.mtu,
+    protocol: info.protocol,
+    firmwareRevision: info.firmwareRevision ?? null,
+  };
+  const ota = info.ota;
+  if (!ota) {
+    return {
+      ...common,
+      project: null,
+      version: info.firmwareRevision ?? null,
+      idfVersion: null,
+      secureVersion: null,
+      build: null,
+      chip: null,
+      slotSize: null,
+      maxPacket: null,
+      window: null,
+      runningState: 'unknown',
+      pendingConfirmation: false,
+      transfer: null,
+      lastStatus: null,
+      capabilities: ['seed'],
+    };
+  }
+  const runningState = RUNNING[ota.runningState] ?? 'unknown';
+  const transferHash = ota.transferSha256.some((b) => b !== 0) ? ota.transferSha256.toString('hex') : null;
+  return {
+    ...common,
+    project: ota.app.projectName,
+    version: ota.app.version,
+    idfVersion: ota.app.idfVersion,
+    secureVersion: ota.app.secureVersion,
+    build: { date: ota.app.date, time: ota.app.time, elfSha256: ota.app.elfSha256.toString('hex') },
+    chip: { name: chipName(ota.chipId), id: ota.chipId, revision: chipRevision(ota.chipRevision) },
+    slotSize: ota.slotSize,
+    maxPacket: ota.maxPacket,
+    window: ota.window,
+    runningState,
+    pendingConfirmation: runningState === 'pending-verify',
+    transfer: { state: TRANSFER[ota.transferState] ?? 'unknown', offset: ota.transferOffset, sha256: transferHash },
+    lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
+    capabilities: capabilities(ota.features),
+  };
+}
+
+const S = 'ble-ota-status.status.';
+
+/** Green dot with the version; yellow while the image awaits confirmation; green ring when the device tells no version. */
+export function statusForInfo(t: Translate, info: FirmwareInfo): NodeStatus {
+  if (info.version === null) return { fill: 'green', shape: 'ring', text: t(S + 'seedFirmware') };
+  if (info.pendingConfirmation) return { fill: 'yellow', shape: 'dot', text: t(S + 'pending', { version: info.version }) };
+  return { fill: 'green', shape: 'dot', text: t(S + 'version', { version: info.version }) };
+}
