@@ -2,7 +2,8 @@
  * libFuzzer harness of the OTA core: arbitrary sequences of what a GATT
  * layer can deliver (writes to OTA Control, Data, Command and Stream, reads,
  * disconnects, timer ticks, restarts and power cuts, flash write failures)
- * on the host platform, under AddressSanitizer and UndefinedBehaviorSanitizer.
+ * and power cuts during flash operations, on the host platform, under
+ * AddressSanitizer and UndefinedBehaviorSanitizer.
  *
  * Besides the sanitizers, every input checks what must hold whatever a
  * client sends: the device always boots an image that passes validation
@@ -157,6 +158,7 @@ fuzz_reset(void)
     s_fz.dev.flash.boot_slot = 0;
     s_fz.dev.flash.confirm_required = false;
     s_fz.dev.flash.fail_countdown = 0;
+    host_flash_power_restored(&s_fz.dev.flash);
     if (!host_dev_install(&s_fz.dev, 0, s_fz.first, s_fz.first_len, why, sizeof(why))) {
         fuzz_fail(why);
     }
@@ -423,9 +425,15 @@ fuzz_step(reader_t *r)
         }
         break;
     }
-    case 13: /* a flash write fails: the n-th next one */
-        host_flash_fail_write_after(&s_fz.dev.flash, take8(r) % 8);
+    case 13: { /* a flash write fails, or the power is cut during a flash operation: the n-th next one */
+        const uint8_t arg = take8(r);
+        if (arg & 0x80) {
+            host_flash_power_loss_after(&s_fz.dev.flash, 1 + (arg & 0x3F));
+        } else {
+            host_flash_fail_write_after(&s_fz.dev.flash, arg % 8);
+        }
         break;
+    }
     case 14: { /* the image changes: a byte, or its length */
         const uint16_t at = take16(r);
         const uint8_t value = take8(r);
@@ -454,10 +462,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_reset();
     while (fuzz_step(&r)) {
+        if (s_fz.dev.flash.power_lost) {
+            /* The cut came during that step: the device powers on again. */
+            host_flash_power_restored(&s_fz.dev.flash);
+            fuzz_boot(true);
+        }
         fuzz_check();
     }
     /* Whatever happened, a power cut leaves a device that boots. */
     host_flash_fail_write_after(&s_fz.dev.flash, 0);
+    host_flash_power_restored(&s_fz.dev.flash);
     fuzz_boot(true);
     fuzz_check();
     return 0;

@@ -36,6 +36,26 @@ slot_ok(const host_flash_t *flash, int slot)
     return flash->mem != NULL && slot >= 0 && slot < HOST_FLASH_SLOTS;
 }
 
+typedef enum {
+    POWER_ON,
+    POWER_CUT_NOW, /* this operation is the one the cut interrupts */
+    POWER_OFF,
+} power_t;
+
+/* Counts one operation against the power-loss countdown. */
+static power_t
+power(host_flash_t *flash)
+{
+    if (flash->power_lost) {
+        return POWER_OFF;
+    }
+    if (flash->power_loss_countdown > 0 && --flash->power_loss_countdown == 0) {
+        flash->power_lost = true;
+        return POWER_CUT_NOW;
+    }
+    return POWER_ON;
+}
+
 host_flash_err_t
 host_flash_erase_sector(host_flash_t *flash, int slot, uint32_t offset)
 {
@@ -44,6 +64,9 @@ host_flash_erase_sector(host_flash_t *flash, int slot, uint32_t offset)
     }
     if (offset % HOST_FLASH_SECTOR_SIZE != 0) {
         return HOST_FLASH_ERR_ALIGN;
+    }
+    if (power(flash) != POWER_ON) {
+        return HOST_FLASH_ERR_POWER_LOST;
     }
     uint32_t len = flash->slot_size - offset;
     if (len > HOST_FLASH_SECTOR_SIZE) {
@@ -60,10 +83,22 @@ host_flash_write(host_flash_t *flash, int slot, uint32_t offset, const uint8_t *
     if (!slot_ok(flash, slot) || offset > flash->slot_size || len > flash->slot_size - offset) {
         return HOST_FLASH_ERR_RANGE;
     }
+    uint8_t *dst = flash->mem + (size_t)slot * flash->slot_size + offset;
+    const power_t p = power(flash);
+    if (p == POWER_CUT_NOW) {
+        /* Torn: the cut comes halfway through programming (NOR flash only
+         * clears bits). */
+        for (size_t i = 0; i < len / 2; i++) {
+            dst[i] &= data[i];
+        }
+    }
+    if (p != POWER_ON) {
+        return HOST_FLASH_ERR_POWER_LOST;
+    }
     if (flash->fail_countdown > 0 && --flash->fail_countdown == 0) {
+        flash->injected++;
         return HOST_FLASH_ERR_INJECTED;
     }
-    uint8_t *dst = flash->mem + (size_t)slot * flash->slot_size + offset;
     for (size_t i = 0; i < len; i++) {
         if (dst[i] != 0xFF) {
             return HOST_FLASH_ERR_NOT_ERASED;
@@ -80,10 +115,38 @@ host_flash_slot(const host_flash_t *flash, int slot)
     return slot_ok(flash, slot) ? flash->mem + (size_t)slot * flash->slot_size : NULL;
 }
 
+host_flash_err_t
+host_flash_otadata_write(host_flash_t *flash)
+{
+    if (power(flash) != POWER_ON) {
+        return HOST_FLASH_ERR_POWER_LOST;
+    }
+    if (flash->fail_countdown > 0 && --flash->fail_countdown == 0) {
+        flash->injected++;
+        return HOST_FLASH_ERR_INJECTED;
+    }
+    flash->otadata_writes++;
+    return HOST_FLASH_OK;
+}
+
 void
 host_flash_fail_write_after(host_flash_t *flash, uint32_t n)
 {
     flash->fail_countdown = n;
+}
+
+void
+host_flash_power_loss_after(host_flash_t *flash, uint32_t n)
+{
+    flash->power_loss_countdown = n;
+    flash->power_lost = false;
+}
+
+void
+host_flash_power_restored(host_flash_t *flash)
+{
+    flash->power_loss_countdown = 0;
+    flash->power_lost = false;
 }
 
 const char *
@@ -100,6 +163,8 @@ host_flash_err_name(host_flash_err_t err)
         return "write over programmed bytes";
     case HOST_FLASH_ERR_INJECTED:
         return "injected failure";
+    case HOST_FLASH_ERR_POWER_LOST:
+        return "power lost";
     default:
         return "error";
     }

@@ -34,6 +34,7 @@ typedef enum {
     HOST_FLASH_ERR_ALIGN,       /* erase not on a sector */
     HOST_FLASH_ERR_NOT_ERASED,  /* write over programmed bytes */
     HOST_FLASH_ERR_INJECTED,    /* failure injected by a test */
+    HOST_FLASH_ERR_POWER_LOST,  /* the power was cut (injected): nothing is written until power-on */
 } host_flash_err_t;
 
 typedef struct {
@@ -50,10 +51,20 @@ typedef struct {
     /* The selected image waits for a client's CONFIRM (protocol v2). The
      * ESP32 keeps it in flash too (NVS), so restarts and power cuts keep it. */
     bool confirm_required;
-    /* Fault injection: the write that brings this to 0 fails (0 = off). */
+    /* Fault injection: the write (data or OTA data) that brings this to 0
+     * fails (0 = off). */
     uint32_t fail_countdown;
+    /* Fault injection: the operation (erase, write, OTA data update) that
+     * brings this to 0 is cut by a power loss (0 = off): a write programs
+     * only the first half of its bytes, an erase or OTA data update does not
+     * happen, and every operation after it fails until
+     * host_flash_power_restored(). */
+    uint32_t power_loss_countdown;
+    bool power_lost;
     uint32_t writes;
     uint32_t erases;
+    uint32_t otadata_writes;
+    uint32_t injected; /* writes failed by fail_countdown */
 } host_flash_t;
 
 /* Allocates the slots (erased) once; false when out of memory or the size
@@ -70,8 +81,22 @@ host_flash_err_t host_flash_write(host_flash_t *flash, int slot, uint32_t offset
 /* Raw contents of a slot (slot_size bytes). */
 const uint8_t *host_flash_slot(const host_flash_t *flash, int slot);
 
-/* The next n-th write fails with HOST_FLASH_ERR_INJECTED (1 = the next). */
+/* Before the firmware changes the OTA data (boot slot, image state,
+ * confirm flag), which the ESP32 keeps in flash: HOST_FLASH_OK when the
+ * change may happen, else the injected failure or the power loss. The
+ * bootloader's own updates at boot do not go through this. */
+host_flash_err_t host_flash_otadata_write(host_flash_t *flash);
+
+/* The next n-th write (data or OTA data) fails with HOST_FLASH_ERR_INJECTED
+ * (1 = the next; 0: none). */
 void host_flash_fail_write_after(host_flash_t *flash, uint32_t n);
+
+/* The power is cut during the n-th next flash operation (1 = the next; 0:
+ * none); see power_loss_countdown. */
+void host_flash_power_loss_after(host_flash_t *flash, uint32_t n);
+
+/* Power-on after a cut: operations work again. */
+void host_flash_power_restored(host_flash_t *flash);
 
 const char *host_flash_err_name(host_flash_err_t err);
 const char *host_slot_state_name(host_slot_state_t state);

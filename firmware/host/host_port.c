@@ -198,6 +198,11 @@ port_set_boot_slot(void *ctx)
         dev_log(dev, BLE_OTA_LOG_ERROR, "set_boot_slot: no validated image");
         return BLE_OTA_PORT_ERR_STATE;
     }
+    const host_flash_err_t err = host_flash_otadata_write(&dev->flash);
+    if (err != HOST_FLASH_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "set_boot_slot: OTA data write failed (%s)", host_flash_err_name(err));
+        return BLE_OTA_PORT_ERR_FLASH;
+    }
     dev->flash.boot_slot = slot;
     dev_log(dev, BLE_OTA_LOG_INFO, "next boot: %s", host_slot_name(slot));
     return BLE_OTA_PORT_OK;
@@ -249,6 +254,13 @@ port_mark_valid(void *ctx)
     if (info->state != HOST_SLOT_PENDING_VERIFY && info->state != HOST_SLOT_VALID) {
         return BLE_OTA_PORT_ERR_STATE;
     }
+    if (info->state == HOST_SLOT_PENDING_VERIFY) {
+        const host_flash_err_t err = host_flash_otadata_write(&dev->flash);
+        if (err != HOST_FLASH_OK) {
+            dev_log(dev, BLE_OTA_LOG_ERROR, "mark_valid: OTA data write failed (%s)", host_flash_err_name(err));
+            return BLE_OTA_PORT_ERR_FLASH;
+        }
+    }
     info->state = HOST_SLOT_VALID;
     return BLE_OTA_PORT_OK;
 }
@@ -266,6 +278,14 @@ port_rollback(void *ctx)
         /* esp_ota_mark_app_invalid_rollback_and_reboot returns
          * ESP_ERR_OTA_ROLLBACK_FAILED and keeps running. */
         dev_log(dev, BLE_OTA_LOG_ERROR, "rollback failed: no valid image in %s", host_slot_name(other));
+        return;
+    }
+    const host_flash_err_t err = host_flash_otadata_write(&dev->flash);
+    if (err != HOST_FLASH_OK) {
+        /* The image stays pending verify: the bootloader gives up on it at
+         * the next boot, and that comes now. */
+        dev_log(dev, BLE_OTA_LOG_ERROR, "rollback: OTA data write failed (%s), restarting", host_flash_err_name(err));
+        dev_request_restart(dev, 0);
         return;
     }
     dev->flash.slot[dev->running].state = HOST_SLOT_INVALID;
@@ -330,6 +350,13 @@ port_set_confirm_required(void *ctx, bool required)
 {
     host_dev_t *dev = ctx;
 
+    if (dev->flash.confirm_required != required) {
+        const host_flash_err_t err = host_flash_otadata_write(&dev->flash);
+        if (err != HOST_FLASH_OK) {
+            dev_log(dev, BLE_OTA_LOG_ERROR, "set_confirm_required: write failed (%s)", host_flash_err_name(err));
+            return BLE_OTA_PORT_ERR_FLASH;
+        }
+    }
     dev->flash.confirm_required = required;
     return BLE_OTA_PORT_OK;
 }

@@ -787,6 +787,85 @@ smoke_v2_session(void)
 }
 
 
+/* `fault`: requests lost on air, notifications lost, a flash write that
+ * fails, and power cut during a flash operation; the old image boots. */
+static void
+smoke_faults(void)
+{
+    char begin[2 * BLE_OTA_BEGIN_SIZE + 1];
+    const host_image_spec_t spec = {
+        .project = "smoke-fault",
+        .version = "3.0.0",
+        .payload_len = 20000,
+        .seed = 9,
+        .hash_appended = true,
+    };
+    char *args[] = { "--window", "4096", NULL };
+    int advs, svcs, chrs;
+    sent_t sent = { 0, 0 };
+
+    s_image_len = host_image_build(&spec, s_image, sizeof(s_image));
+    CHECK(spawn_device(args, false) == 0);
+    CHECK(read_startup(&advs, &svcs, &chrs));
+    CHECK_STR(request("fault"), "err 0e");
+    CHECK_STR(request("fault no-answer notify 1"), "err 0e");
+    CHECK_STR(request("fault drop-notify x"), "err 0e");
+
+    /* A connect lost on air: the device never saw it. */
+    CHECK_STR(request("fault no-answer connect 1"), "ok");
+    CHECK_STR(request("connect 247"), "lost");
+    CHECK_STR(request("read %s", INFO), "err 0e");
+    CHECK_STR(request("connect 517"), "ok 517");
+    CHECK_STR(request("fault no-answer read 2"), "ok");
+    CHECK_STR(request("read %s", INFO), "lost");
+    CHECK_STR(request("read 2a29"), "lost");
+    CHECK(strncmp(request("read 2a29"), "ok ", 3) == 0);
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+
+    /* BEGIN's answer lost; the next BEGIN (same image) is answered. */
+    begin_hex(s_image, s_image_len, 0, begin);
+    CHECK_STR(request("fault drop-notify 1"), "ok");
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK_EQ(event_find("notify"), -1);
+    CHECK(event_find("log W fault: notification lost") >= 0);
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK(cmd_notify("810000000000") != NULL);
+
+    /* The second flash write fails: FAILED FLASH_ERROR at the second block. */
+    CHECK_STR(request("fault flash-write-fail 2"), "ok");
+    events_clear();
+    CHECK(stream_hex(s_image, 0, 3 * 4096, 500, &sent));
+    CHECK(cmd_notify("c2") != NULL);
+    CHECK_STR(cmd_notify("c2"), "c208401f0000"); /* FLASH_ERROR at the packet at 8000 */
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
+
+    /* Power cut at the third flash operation (erases at BEGIN count): the
+     * request that caused it is never answered, the link drops, the device boots. */
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK_STR(request("fault power-loss-after 1"), "ok");
+    events_clear();
+    CHECK(stream_hex(s_image, 0, 4096 - 256, 256, &sent));
+    CHECK_STR(request("write-cmd %s %s", STREAM, "00000e00" "00"), "ok"); /* a gap: no flash operation */
+    char pkt[2 * (4 + 256) + 1];
+    uint8_t raw[4 + 256];
+    raw[0] = 0x00;
+    raw[1] = 0x0f; /* offset 3840 */
+    raw[2] = 0;
+    raw[3] = 0;
+    memcpy(raw + 4, s_image + 4096 - 256, 256);
+    to_hex(raw, sizeof(raw), pkt);
+    CHECK_STR(request("write %s %s", STREAM, pkt), "lost");
+    CHECK(event_wait("log W fault: power lost during a flash operation", 1000) >= 0);
+    CHECK(event_wait("disconnected 08", 1000) >= 0);
+    CHECK(event_wait("boot ota_0 valid", 1000) >= 0);
+    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
+    CHECK_STR(request("faults"), "ok hit=6");
+    CHECK_STR(request("fault clear"), "ok");
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
 /* The core's timers run in real time: the abandon timeout of a suspended
  * transfer, and the confirm window that rolls back an unconfirmed image. */
 static void
@@ -927,6 +1006,7 @@ main(int argc, char **argv)
     RUN(smoke_quit);
     RUN(smoke_v2_session);
     RUN(smoke_v2_timers);
+    RUN(smoke_faults);
     RUN(smoke_seed_only);
     RUN(smoke_random_requests);
     RUN(smoke_eof_exits);

@@ -81,6 +81,18 @@ static const vesp_chr_def_t k_chrs[] = {
 };
 #define CHR_COUNT (sizeof(k_chrs) / sizeof(k_chrs[0]))
 
+/* Requests a `fault no-answer` can lose. */
+typedef enum {
+    REQ_CONNECT,
+    REQ_READ,
+    REQ_WRITE,
+    REQ_WRITE_CMD,
+    REQ_SUBSCRIBE,
+    REQ_LOSABLE_COUNT,
+} vesp_losable_t;
+
+static const char *const k_losable[REQ_LOSABLE_COUNT] = { "connect", "read", "write", "write-cmd", "subscribe" };
+
 /* What the device received since it started (`stats`). */
 typedef struct {
     unsigned long writes;     /* Write Requests, CCCD writes included */
@@ -113,6 +125,11 @@ typedef struct {
     unsigned conn_mtu;
 
     int64_t next_tick_ms;
+
+    /* faults injected by `fault` requests */
+    uint32_t drop_notify;                    /* notifications still to lose */
+    uint32_t no_answer[REQ_LOSABLE_COUNT];   /* requests of each kind still to lose */
+    unsigned long faults_hit;                /* faults that took effect */
 
     /* restart scheduled by the firmware */
     bool restart_scheduled;
@@ -199,9 +216,24 @@ out_logf(char level, const char *fmt, ...)
     out_log(level, text);
 }
 
+/* The power was cut during the request (`fault power-loss-after`): the
+ * device never answers it. */
+static bool
+reply_lost(const char *id)
+{
+    if (!s_vesp.dev.flash.power_lost) {
+        return false;
+    }
+    out_line("%s lost", id);
+    return true;
+}
+
 static void
 reply_ok(const char *id, const char *value)
 {
+    if (reply_lost(id)) {
+        return;
+    }
     if (value != NULL) {
         out_line("%s ok %s", id, value);
     } else {
@@ -212,6 +244,9 @@ reply_ok(const char *id, const char *value)
 static void
 reply_err(const char *id, unsigned att)
 {
+    if (reply_lost(id)) {
+        return;
+    }
     out_line("%s err %02x", id, att & 0xFF);
 }
 
@@ -228,13 +263,30 @@ now_ms(void)
 
 /* --- device hooks ----------------------------------------------------------- */
 
+/* A notification that never reaches the central: the device lost power, or
+ * a `fault drop-notify` is armed. */
+static bool
+vesp_notify_lost(vesp_t *v)
+{
+    if (v->dev.flash.power_lost) {
+        return true;
+    }
+    if (v->drop_notify > 0) {
+        v->drop_notify--;
+        v->faults_hit++;
+        out_log('W', "fault: notification lost");
+        return true;
+    }
+    return false;
+}
+
 static void
 hook_notify(void *user, uint8_t value)
 {
     vesp_t *v = user;
 
     /* The central only hears it once subscribed. */
-    if (v->connected && v->subscribed) {
+    if (v->connected && v->subscribed && !vesp_notify_lost(v)) {
         v->stats.notifies++;
         out_line("notify %s %02x", BLE_OTA_CONTROL_UUID, value);
     }
@@ -245,7 +297,7 @@ hook_notify_command(void *user, const uint8_t *data, size_t len)
 {
     vesp_t *v = user;
 
-    if (v->connected && v->subscribed_command) {
+    if (v->connected && v->subscribed_command && !vesp_notify_lost(v)) {
         v->stats.notifies++;
         printf("notify %s ", BLE_OTA_COMMAND_UUID);
         out_hex(data, len);
@@ -280,6 +332,7 @@ hook_restart(void *user, uint32_t delay_ms)
 static void
 vesp_boot(vesp_t *v)
 {
+    host_flash_power_restored(&v->dev.flash);
     v->restart_scheduled = false;
     const int slot = host_dev_boot(&v->dev);
     if (slot < 0) {
@@ -306,6 +359,19 @@ vesp_drop_link(vesp_t *v, unsigned reason)
     }
 }
 
+/* After a request or a timer: a power cut during a flash operation (`fault
+ * power-loss-after`) takes the link down, and the device powers on again. */
+static void
+vesp_after_power_loss(vesp_t *v)
+{
+    while (v->dev.flash.power_lost) {
+        v->faults_hit++;
+        out_log('W', "fault: power lost during a flash operation");
+        vesp_drop_link(v, HCI_CONN_TIMEOUT);
+        vesp_boot(v);
+    }
+}
+
 /* The core's timers, then a restart that fell due (a confirm window that
  * ended asks for one at once). Run before every request, so that what fell
  * due while requests queued up comes first. */
@@ -317,11 +383,13 @@ vesp_run_timers(vesp_t *v)
     if (now >= v->next_tick_ms) {
         v->next_tick_ms = now + VESP_TICK_MS;
         ble_ota_core_tick(&v->core);
+        vesp_after_power_loss(v);
     }
     if (v->restart_scheduled && now_ms() >= v->restart_at_ms) {
         out_log('I', "restarting");
         vesp_drop_link(v, HCI_LOCAL_HOST_TERM);
         vesp_boot(v);
+        vesp_after_power_loss(v);
     }
 }
 
@@ -683,7 +751,65 @@ cmd_power_cycle(vesp_t *v, const request_t *r)
     out_log('I', "power cycle");
     vesp_drop_link(v, HCI_CONN_TIMEOUT);
     vesp_boot(v);
+    vesp_after_power_loss(v);
     reply_ok(r->id, NULL);
+}
+
+static void
+cmd_fault(vesp_t *v, const request_t *r)
+{
+    uint32_t n = 0;
+    const char *kind = r->argc > 0 ? r->arg[0] : "";
+    const char *count = r->argc > 0 ? r->arg[r->argc - 1] : "";
+
+    if (strcmp(kind, "clear") == 0 && r->argc == 1) {
+        v->drop_notify = 0;
+        memset(v->no_answer, 0, sizeof(v->no_answer));
+        host_flash_fail_write_after(&v->dev.flash, 0);
+        host_flash_power_loss_after(&v->dev.flash, 0);
+        reply_ok(r->id, NULL);
+        return;
+    }
+    const bool two = r->argc == 2 && parse_u32(count, 1000000, &n);
+    if (two && strcmp(kind, "flash-write-fail") == 0) {
+        host_flash_fail_write_after(&v->dev.flash, n);
+    } else if (two && strcmp(kind, "power-loss-after") == 0) {
+        host_flash_power_loss_after(&v->dev.flash, n);
+    } else if (two && strcmp(kind, "drop-notify") == 0) {
+        v->drop_notify = n;
+    } else if (r->argc == 3 && strcmp(kind, "no-answer") == 0 && parse_u32(count, 1000000, &n)) {
+        int which = -1;
+        for (int i = 0; i < REQ_LOSABLE_COUNT; i++) {
+            if (strcmp(r->arg[1], k_losable[i]) == 0) {
+                which = i;
+            }
+        }
+        if (which < 0) {
+            out_logf('E', "fault no-answer: unknown request '%.20s'", r->arg[1]);
+            reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+            return;
+        }
+        v->no_answer[which] = n;
+    } else {
+        out_logf('E', "fault: expected flash-write-fail N, power-loss-after N, drop-notify N, "
+                      "no-answer <request> N or clear, got '%.20s'", kind);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    out_logf('I', "fault armed: %s", kind);
+    reply_ok(r->id, NULL);
+}
+
+static void
+cmd_faults(vesp_t *v, const request_t *r)
+{
+    char value[32];
+
+    if (!vesp_args(r, 0)) {
+        return;
+    }
+    snprintf(value, sizeof(value), "hit=%lu", v->faults_hit + (unsigned long)v->dev.flash.injected);
+    reply_ok(r->id, value);
 }
 
 /* The transfer of either protocol (only one can be under way). */
@@ -828,6 +954,17 @@ vesp_handle_line(vesp_t *v, char *line)
         r.arg[i] = fields[i + 2];
     }
 
+    for (int i = 0; i < REQ_LOSABLE_COUNT; i++) {
+        if (strcmp(r.cmd, k_losable[i]) == 0 && v->no_answer[i] > 0) {
+            /* Lost on air: the device never sees it, nothing comes back. */
+            v->no_answer[i]--;
+            v->faults_hit++;
+            out_logf('W', "fault: %s lost, never answered", r.cmd);
+            out_line("%s lost", r.id);
+            return true;
+        }
+    }
+
     if (strcmp(r.cmd, "connect") == 0) {
         cmd_connect(v, &r);
     } else if (strcmp(r.cmd, "disconnect") == 0) {
@@ -848,6 +985,10 @@ vesp_handle_line(vesp_t *v, char *line)
         cmd_stats(v, &r);
     } else if (strcmp(r.cmd, "flash-read") == 0) {
         cmd_flash_read(v, &r);
+    } else if (strcmp(r.cmd, "fault") == 0) {
+        cmd_fault(v, &r);
+    } else if (strcmp(r.cmd, "faults") == 0) {
+        cmd_faults(v, &r);
     } else if (strcmp(r.cmd, "quit") == 0) {
         if (vesp_args(&r, 0)) {
             reply_ok(r.id, NULL);
@@ -1195,6 +1336,7 @@ main(int argc, char **argv)
                 vesp_handle_overlong(s_line);
             } else {
                 running = vesp_handle_line(v, s_line);
+                vesp_after_power_loss(v);
             }
             line_len = 0;
             overlong = false;
@@ -1208,6 +1350,7 @@ main(int argc, char **argv)
             vesp_handle_overlong(s_line);
         } else {
             vesp_handle_line(v, s_line);
+            vesp_after_power_loss(v);
         }
     }
     out_flush();

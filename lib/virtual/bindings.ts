@@ -11,14 +11,23 @@
  *   the writer's callback never fires (clients need a timeout);
  * - a read that fails emits 'read' with an empty buffer.
  *
- * For tests, the bindings also emit what crosses the air: 'air-write'
- * (address, characteristic UUID, data, withoutResponse) and 'air-notify'
- * (address, characteristic UUID, data); and dropLink() breaks a connection
- * the way a device walking out of range does.
+ * For tests, the bindings also emit what crosses the air: 'air-connect'
+ * (address) before a connection attempt, 'air-discover' (address, what)
+ * before a discovery, 'air-read' (address, characteristic UUID) before a
+ * read, 'air-write' (address, characteristic UUID, data, withoutResponse)
+ * and 'air-notify' (address, characteristic UUID, data); dropLink() breaks
+ * a connection the way a device walking out of range does, and stall()
+ * makes the next operations of a kind go unanswered (the local ones:
+ * discovery and the MTU exchange; the device's own faults are
+ * VirtualEsp32.fault()). A request the device lost on air (an injected
+ * fault) emits nothing, as noble's HCI bindings do when nothing comes back.
  */
 import { EventEmitter } from 'node:events';
 import { nobleUuid } from '../protocol/constants';
-import { VirtualEsp32 } from './virtual-device';
+import { LostRequestError, VirtualEsp32 } from './virtual-device';
+
+/** Operations the bindings answer themselves, which stall() can leave unanswered. */
+export type LocalOperation = 'mtu' | 'discover-services' | 'discover-characteristics';
 
 /** noble's peripheral id for an address. */
 export function peripheralId(address: string): string {
@@ -39,6 +48,7 @@ export const NOBLE_HCI_MTU = 256;
 interface Link {
   device: VirtualEsp32;
   connected: boolean;
+  stalled: Map<LocalOperation, number>;
   onNotify(uuid: string, data: Buffer): void;
   onDisconnected(reason: number): void;
 }
@@ -58,6 +68,7 @@ export class VirtualBindings extends EventEmitter {
     const link: Link = {
       device,
       connected: false,
+      stalled: new Map(),
       onNotify: (uuid, data) => {
         const chr = device.characteristics.find((c) => c.uuid === uuid);
         if (link.connected && chr) {
@@ -96,6 +107,20 @@ export class VirtualBindings extends EventEmitter {
     link.connected = false;
     void device.disconnect().catch(() => undefined);
     this.emit('disconnect', peripheralId(device.address), 0x08); // connection timeout
+  }
+
+  /** The next `count` operations of this kind with the device get no answer. */
+  stall(device: VirtualEsp32, operation: LocalOperation, count = 1): void {
+    const link = this.links.get(peripheralId(device.address));
+    if (link) link.stalled.set(operation, (link.stalled.get(operation) ?? 0) + count);
+  }
+
+  /** True (and one stall used) when the operation is to go unanswered. */
+  private stalls(link: Link, operation: LocalOperation): boolean {
+    const left = link.stalled.get(operation) ?? 0;
+    if (left <= 0) return false;
+    link.stalled.set(operation, left - 1);
+    return true;
   }
 
   get devices(): VirtualEsp32[] {
@@ -161,14 +186,16 @@ export class VirtualBindings extends EventEmitter {
       process.nextTick(() => this.emit('connect', id, new Error('Connection Failed to be Established (0x3e)')));
       return;
     }
+    this.emit('air-connect', link.device.address);
     link.device.connect(this.centralMtu).then(
       (mtu) => {
         link.connected = true;
         this.emit('connect', id, null);
         // Like noble's HCI bindings: the MTU exchange completes after 'connect'.
-        setImmediate(() => this.emit('onMtu', id, mtu));
+        if (!this.stalls(link, 'mtu')) setImmediate(() => this.emit('onMtu', id, mtu));
       },
-      (err: Error) => this.emit('connect', id, err),
+      // A connection request lost on air: noble waits (the client's timeout ends it).
+      (err: Error) => (err instanceof LostRequestError ? undefined : this.emit('connect', id, err)),
     );
   }
 
@@ -193,6 +220,8 @@ export class VirtualBindings extends EventEmitter {
   discoverServices(id: string, uuids?: string[]): void {
     const link = this.connectedLink(id);
     if (!link) return;
+    this.emit('air-discover', link.device.address, 'services');
+    if (this.stalls(link, 'discover-services')) return;
     const wanted = (uuids ?? []).map(nobleUuid);
     const found = link.device.services.map(nobleUuid).filter((u) => !wanted.length || wanted.includes(u));
     setImmediate(() => this.emit('servicesDiscover', id, found));
@@ -205,6 +234,8 @@ export class VirtualBindings extends EventEmitter {
   discoverCharacteristics(id: string, serviceUuid: string, uuids?: string[]): void {
     const link = this.connectedLink(id);
     if (!link) return;
+    this.emit('air-discover', link.device.address, 'characteristics');
+    if (this.stalls(link, 'discover-characteristics')) return;
     const wanted = (uuids ?? []).map(nobleUuid);
     const found = link.device.characteristics
       .filter((c) => nobleUuid(c.service) === serviceUuid)
@@ -223,9 +254,12 @@ export class VirtualBindings extends EventEmitter {
     const link = this.connectedLink(id);
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
+    this.emit('air-read', link.device.address, chr.uuid);
     link.device.read(chr.uuid).then(
       (data) => this.emit('read', id, serviceUuid, characteristicUuid, data, false),
-      () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false),
+      (err: Error) => {
+        if (!(err instanceof LostRequestError)) this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false);
+      },
     );
   }
 

@@ -59,6 +59,25 @@ export interface VirtualDeviceState {
   confirm: boolean;
 }
 
+/** A fault the virtual device can inject (docs/VIRTUAL_ESP32.md, Fault injection). */
+export type VirtualFault =
+  /** The n-th next flash write (firmware data or OTA data) fails. */
+  | { kind: 'flash-write-fail'; after: number }
+  /** The power is cut during the n-th next flash operation; the device boots again. */
+  | { kind: 'power-loss-after'; flashOps: number }
+  /** The next n notifications are lost on air. */
+  | { kind: 'drop-notify'; count: number }
+  /** The next n requests of that kind are lost on air: nothing comes back. */
+  | { kind: 'no-answer'; request: 'connect' | 'read' | 'write' | 'write-cmd' | 'subscribe'; count: number }
+  | { kind: 'clear' };
+
+/** A request an injected fault lost on air: the device never answered it. */
+export class LostRequestError extends Error {
+  constructor(readonly request: string) {
+    super(`${request} was lost on air (injected fault)`);
+  }
+}
+
 /** An ATT error returned by the virtual device. */
 export class AttError extends Error {
   constructor(readonly attCode: number, request: string) {
@@ -182,6 +201,7 @@ export class VirtualEsp32 extends EventEmitter {
       this.pending.delete(id);
       const [status, value = ''] = splitOnce(rest);
       if (status === 'ok') p.resolve(value);
+      else if (status === 'lost') p.reject(new LostRequestError(p.request));
       else p.reject(new AttError(parseInt(value, 16), p.request));
       return;
     }
@@ -261,6 +281,32 @@ export class VirtualEsp32 extends EventEmitter {
     const kv = parsePairs(await this.request('stats'));
     const n = (k: string) => Number(kv.get(k) ?? 0);
     return { writes: n('writes'), writeCmds: n('write-cmds'), reads: n('reads'), notifies: n('notifies'), streamBytes: n('stream-bytes') };
+  }
+
+  /** Arms a fault (docs/VIRTUAL_ESP32.md, Fault injection). */
+  async fault(fault: VirtualFault): Promise<void> {
+    switch (fault.kind) {
+      case 'flash-write-fail':
+        await this.request(`fault flash-write-fail ${fault.after}`);
+        break;
+      case 'power-loss-after':
+        await this.request(`fault power-loss-after ${fault.flashOps}`);
+        break;
+      case 'drop-notify':
+        await this.request(`fault drop-notify ${fault.count}`);
+        break;
+      case 'no-answer':
+        await this.request(`fault no-answer ${fault.request} ${fault.count}`);
+        break;
+      case 'clear':
+        await this.request('fault clear');
+        break;
+    }
+  }
+
+  /** How many injected faults took effect since the device started. */
+  async faultsHit(): Promise<number> {
+    return Number(parsePairs(await this.request('faults')).get('hit') ?? 0);
   }
 
   /** Raw bytes of a slot. */
