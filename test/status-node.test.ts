@@ -5,6 +5,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { BleOtaClient } from '../lib/client/ota-client';
+import { systemBluetoothProblem } from '../lib/noble-loader';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import type { DeviceInfo } from '../lib/client/ota-client';
@@ -291,6 +292,16 @@ describe('ble-ota-status node', function () {
       } finally {
         await holder.close();
       }
+    });
+
+    it('keeps Node-RED running when Bluetooth is unavailable: red status that says why, done(err) on input', async function () {
+      const problem = systemBluetoothProblem();
+      if (!problem) this.skip(); // this machine has working Bluetooth
+      const nodes = await load(flow({}).map((n) => (n.id === 'dev' ? { ...n, backend: 'bluetooth' } : n)));
+      assert.deepEqual(lastStatus(nodes.st), { fill: 'red', shape: 'ring', text: problem!.reason });
+      const { error } = await ask(nodes, {});
+      assert.equal((error!.error as { code: string }).code, 'BLUETOOTH_UNAVAILABLE');
+      assert.deepEqual(lastStatus(nodes.st), { fill: 'red', shape: 'ring', text: problem!.reason });
     });
 
     it('without a device configuration: INVALID_ARGUMENT to Catch', async () => {
