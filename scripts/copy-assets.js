@@ -21,3 +21,10 @@ for (const name of fs.readdirSync(nodesSrc)) {
   const locales = path.join(dir, 'locales');
   if (fs.existsSync(locales)) fs.cpSync(locales, path.join(out, 'locales'), { recursive: true });
 }
+
+// The command-line tool (package.json "bin"): tsc writes it without the
+// executable bit. npm install sets it, but npm pack (npm 11) keeps the file's
+// own mode for this path, so the published tarball gets the bit from here;
+// it also lets a checkout run ./dist/lib/cli/main.js directly.
+const cli = path.join(root, 'dist', 'lib', 'cli', 'main.js');
+if (fs.existsSync(cli)) fs.chmodSync(cli, 0o755);

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+/**
+ * esp32-ble-ota: scan for, inspect and update ESP32 devices over Bluetooth
+ * LE from a shell, on the same OTA client as the Node-RED nodes
+ * (docs/CLI.md). Exit status: 0 success, 1 failure, 2 usage, 130 Ctrl-C.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Command, help, parseCommandLine, PROGRAM, usage, UsageError } from './args';
+import { CliError, Io, runCommand } from './commands';
+import { errorCode, errorMessage, jsonError } from './output';
+import { BleOtaError } from '../errors';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+/** 128 + SIGINT, what shells report for a command ended by Ctrl-C. */
+export const EXIT_CANCELLED = 130;
+
+/** Runs one command line; resolves with the exit status and never throws. */
+export async function main(argv: string[], io: Io): Promise<number> {
+  let cmd: Command;
+  try {
+    cmd = parseCommandLine(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    // --json is honoured even on a bad line, when it was given, so a script still gets JSON.
+    if (argv.includes('--json')) io.stdout.write(jsonError('USAGE', err.message));
+    io.stderr.write(`${PROGRAM}: ${err.message}\n${usage(err.topic)}Try "${PROGRAM} ${err.topic ? err.topic + ' ' : ''}--help".\n`);
+    return EXIT_USAGE;
+  }
+
+  if (cmd.kind === 'help') {
+    io.stdout.write(help(cmd.topic));
+    return EXIT_OK;
+  }
+  if (cmd.kind === 'version') {
+    io.stdout.write(cmd.json ? JSON.stringify({ version: packageVersion() }) + '\n' : `${packageVersion()}\n`);
+    return EXIT_OK;
+  }
+
+  try {
+    await runCommand(cmd, io);
+    return EXIT_OK;
+  } catch (err) {
+    const code = err instanceof CliError ? err.code : errorCode(err);
+    const message = errorMessage(err);
+    if (cmd.json) io.stdout.write(jsonError(code, message));
+    io.stderr.write(`${PROGRAM}: ${message} [${code}]\n`);
+    if (code === 'BLUETOOTH_UNAVAILABLE' && !cmd.virtual) {
+      io.stderr.write(`${PROGRAM}: to try the tool without Bluetooth, add --virtual: it runs against a virtual ESP32\n`);
+    }
+    // Anything but the client's or the tool's own errors is a bug: its stack is what a report needs.
+    if (!(err instanceof BleOtaError) && !(err instanceof CliError) && err instanceof Error && err.stack) {
+      io.stderr.write(`${err.stack}\n`);
+    }
+    return code === 'CANCELLED' && io.signal.aborted ? EXIT_CANCELLED : EXIT_FAILURE;
+  }
+}
+
+/** The package's version, from the package.json above dist/lib/cli (or lib/cli). */
+export function packageVersion(): string {
+  for (let dir = __dirname, i = 0; i < 5; i++, dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (!existsSync(file)) continue;
+    const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+    if (pkg.name === 'node-red-contrib-esp32-ble-ota' && pkg.version) return pkg.version;
+  }
+  return 'unknown';
+}
+
+/** Resolves once everything written so far has reached the stream (pipes may be asynchronous). */
+function drained(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
+function runFromShell(): void {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = () => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write(`\n${PROGRAM}: cancelling (Ctrl-C again to quit at once)\n`);
+      controller.abort();
+    } else {
+      process.exit(EXIT_CANCELLED);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const io: Io = { stdout: process.stdout, stderr: process.stderr, signal: controller.signal };
+  main(process.argv.slice(2), io)
+    .then(async (status) => {
+      await Promise.all([drained(process.stdout), drained(process.stderr)]);
+      // Exit explicitly: the system's noble keeps its HCI socket open, which would keep the process alive.
+      process.exit(status);
+    })
+    .catch((err: unknown) => {
+      process.stderr.write(`${PROGRAM}: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+      process.exit(EXIT_FAILURE);
+    });
+}
+
+if (require.main === module) runFromShell();

@@ -1,0 +1,192 @@
+/**
+ * What the tool prints: the JSON shapes of --json and their readable forms.
+ * The JSON shapes are the stable interface (docs/CLI.md); OTA Info's numbers
+ * are decoded into names here so that a script needs no protocol table.
+ */
+import type { DeviceInfo, UpdateResult } from '../client/ota-client';
+import type { SeenDevice } from '../client/scanner';
+import { BleOtaError } from '../errors';
+import { chipName } from '../image/esp-chips';
+import type { EspImageSummary } from '../image/esp-image';
+import { Feature, LAST_STATUS_NONE, RunningState, statusName, TransferState } from '../protocol/constants';
+
+/** info --json. Fields a seed-only device cannot report are null. */
+export interface InfoView {
+  name: string | null;
+  address: string;
+  rssi: number;
+  mtu: number;
+  protocol: 'v2' | 'seed';
+  /** Device Information's firmware revision (the seed's firmware has none). */
+  firmwareRevision: string | null;
+  /** Protocol v2's OTA Info. */
+  ota: {
+    protocolVersion: number;
+    project: string;
+    version: string;
+    idfVersion: string;
+    secureVersion: number;
+    build: { date: string; time: string; elfSha256: string };
+    chip: { id: number; name: string; revision: string };
+    runningState: 'valid' | 'pending-verify' | 'unknown';
+    slotSize: number;
+    maxPacket: number;
+    window: number;
+    features: string[];
+    transfer: { state: string; offset: number };
+    /** Status of the last update attempt since the device booted, null when none. */
+    lastStatus: string | null;
+  } | null;
+}
+
+const FEATURES: Array<[number, string]> = [
+  [Feature.RESUME, 'resume'],
+  [Feature.CLIENT_CONFIRM, 'client-confirm'],
+  [Feature.SEED, 'seed'],
+  [Feature.DEFLATE, 'deflate'],
+  [Feature.AUTH, 'auth'],
+];
+
+const RUNNING: Record<number, 'valid' | 'pending-verify'> = {
+  [RunningState.VALID]: 'valid',
+  [RunningState.PENDING_VERIFY]: 'pending-verify',
+};
+
+const TRANSFER: Record<number, string> = {
+  [TransferState.IDLE]: 'idle',
+  [TransferState.RECEIVING]: 'receiving',
+  [TransferState.SUSPENDED]: 'suspended',
+  [TransferState.COMPLETE]: 'complete',
+};
+
+export function featureNames(bits: number): string[] {
+  const names = FEATURES.filter(([bit]) => (bits & bit) !== 0).map(([, name]) => name);
+  // Bits a newer firmware may add are shown rather than dropped.
+  const known = FEATURES.reduce((all, [bit]) => all | bit, 0);
+  for (let bit = 1; bit <= 0x8000; bit <<= 1) {
+    if (bits & bit & ~known) names.push(`0x${bit.toString(16).padStart(4, '0')}`);
+  }
+  return names;
+}
+
+export function infoView(info: DeviceInfo): InfoView {
+  const ota = info.ota;
+  return {
+    name: info.name ?? null,
+    address: info.address,
+    rssi: info.rssi,
+    mtu: info.mtu,
+    protocol: info.protocol,
+    firmwareRevision: info.firmwareRevision ?? null,
+    ota: ota
+      ? {
+          protocolVersion: ota.protocol,
+          project: ota.app.projectName,
+          version: ota.app.version,
+          idfVersion: ota.app.idfVersion,
+          secureVersion: ota.app.secureVersion,
+          build: { date: ota.app.date, time: ota.app.time, elfSha256: ota.app.elfSha256.toString('hex') },
+          // ESP-IDF writes a chip revision as major * 100 + minor.
+          chip: { id: ota.chipId, name: chipName(ota.chipId), revision: `v${Math.floor(ota.chipRevision / 100)}.${ota.chipRevision % 100}` },
+          runningState: RUNNING[ota.runningState] ?? 'unknown',
+          slotSize: ota.slotSize,
+          maxPacket: ota.maxPacket,
+          window: ota.window,
+          features: featureNames(ota.features),
+          transfer: { state: TRANSFER[ota.transferState] ?? 'unknown', offset: ota.transferOffset },
+          lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
+        }
+      : null,
+  };
+}
+
+export function formatInfo(view: InfoView): string {
+  const rows: Array<[string, string]> = [
+    ['device', `${view.name ?? '(no name)'} (${view.address}), RSSI ${view.rssi} dBm, MTU ${view.mtu}`],
+    ['protocol', view.protocol === 'v2' ? `v2 (protocol version ${view.ota?.protocolVersion})` : 'seed (the device has no OTA Info)'],
+  ];
+  const ota = view.ota;
+  if (ota) {
+    rows.push(
+      ['project', ota.project],
+      ['version', ota.version + (ota.secureVersion ? ` (secure version ${ota.secureVersion})` : '')],
+      ['ESP-IDF', ota.idfVersion],
+      ['built', `${ota.build.date} ${ota.build.time}, ELF SHA-256 ${ota.build.elfSha256.slice(0, 16)}…`],
+      ['chip', `${ota.chip.name}, revision ${ota.chip.revision}`],
+      ['running', ota.runningState === 'pending-verify' ? 'pending-verify (waits for confirmation)' : ota.runningState],
+      ['slot size', `${formatBytes(ota.slotSize)} (${ota.slotSize} bytes)`],
+      ['window', `${ota.window} bytes, packets up to ${ota.maxPacket} bytes`],
+      ['features', ota.features.join(', ') || 'none'],
+      ['transfer', ota.transfer.state === 'idle' ? 'idle' : `${ota.transfer.state} at byte ${ota.transfer.offset}`],
+      ['last status', ota.lastStatus ?? 'none since boot'],
+    );
+  }
+  rows.push(['firmware rev.', view.firmwareRevision ?? '(none: no Device Information firmware revision)']);
+  return table(rows);
+}
+
+export function formatScan(devices: SeenDevice[], durationMs: number): string {
+  if (devices.length === 0) return `no devices found in ${durationMs / 1000} s\n`;
+  const rows = devices.map((d) => [d.name ?? '(no name)', d.address, String(d.rssi), d.advertisesOta ? 'yes' : 'no']);
+  const all = [['NAME', 'ADDRESS', 'RSSI', 'OTA'], ...rows];
+  const widths = all[0].map((_, i) => Math.max(...all.map((r) => r[i].length)));
+  return all.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ')).join('\n') + '\n';
+}
+
+export function formatImage(file: string, image: EspImageSummary): string {
+  return `${file}: ${image.chip} app "${image.project}" ${image.version} (ESP-IDF ${image.idfVersion}), ${formatBytes(image.size)}\n`;
+}
+
+export function formatResult(r: UpdateResult): string {
+  const device = `${r.device.name ?? '(no name)'} (${r.device.address})`;
+  if (r.skipped) return `${device} already runs ${r.image.project} ${r.image.version}: nothing sent\n`;
+  let outcome: string;
+  if (r.protocol === 'v2') {
+    const was = r.previousVersion !== undefined ? ` (was ${r.previousVersion})` : '';
+    outcome = r.confirmed
+      ? `updated ${device} to ${r.runningVersion ?? r.image.version}${was}, confirmed`
+      : `updated ${device} to ${r.runningVersion ?? r.image.version}${was}; the device confirms it after its self-test`;
+  } else {
+    outcome = r.restarted
+      ? `updated ${device} to ${r.image.version} (seed protocol); the device restarted into it`
+      : `uploaded ${r.image.version} to ${device} (seed protocol); the device did not restart yet`;
+  }
+  const details = [
+    `protocol ${r.protocol}`,
+    `${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(1)} s`,
+    formatRate(r.bytesPerSecond),
+    `MTU ${r.mtu}`,
+    `${r.packets} packets of up to ${r.packetSize} bytes`,
+  ];
+  if (r.resumes) details.push(`${r.resumes} resumed after a lost link`);
+  return `${outcome}\n  ${details.join(', ')}\n`;
+}
+
+/** KB and MB of 1024, as ESP-IDF's tools count flash. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(2)} MB`;
+}
+
+export function formatRate(bytesPerSecond: number): string {
+  return `${(bytesPerSecond / 1024).toFixed(1)} KB/s`;
+}
+
+/** The code a failure reports: the client's, or UNEXPECTED for a bug's exception. */
+export function errorCode(err: unknown): string {
+  return err instanceof BleOtaError ? err.code : 'UNEXPECTED';
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export function jsonError(code: string, message: string): string {
+  return JSON.stringify({ error: { code, message } }) + '\n';
+}
+
+function table(rows: Array<[string, string]>): string {
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n') + '\n';
+}

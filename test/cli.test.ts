@@ -1,0 +1,381 @@
+/**
+ * The command-line tool (lib/cli), run as a user runs it: `node
+ * dist/lib/cli/main.js ...` in a child process, against virtual ESP32s
+ * (--virtual) and, without --virtual, against this machine's Bluetooth.
+ * The argument parser and the progress display are also checked in process.
+ */
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseCommandLine, UsageError } from '../lib/cli/args';
+import { ProgressReporter } from '../lib/cli/progress';
+import type { Progress } from '../lib/client/ota-client';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { systemBluetoothProblem } from '../lib/noble-loader';
+import { ensureVirtualEsp32 } from '../lib/virtual/build';
+
+const MAIN = join(__dirname, '..', 'lib', 'cli', 'main.js');
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the tool; `onStdout` sees the output as it comes (to interrupt it).
+ * The child's stdout and stderr are pipes, so the tool sees no terminal.
+ */
+function cli(args: string[], onStdout?: (soFar: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+      onStdout?.(stdout, child);
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+function parseJson<T>(run: Run): T {
+  try {
+    return JSON.parse(run.stdout) as T;
+  } catch {
+    assert.fail(`stdout is not one JSON document:\n${run.stdout}\nstderr:\n${run.stderr}`);
+  }
+}
+
+describe('command-line tool', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let firmware: string;
+  let notFirmware: string;
+
+  before(async function () {
+    this.timeout(180_000); // the first run compiles the virtual ESP32 (cached for the children)
+    await ensureVirtualEsp32();
+    dir = mkdtempSync(join(tmpdir(), 'ble-ota-cli-'));
+    firmware = join(dir, 'lamp-2.5.0.bin');
+    writeFileSync(firmware, buildAppImage({ size: 256 * 1024, projectName: 'lamp', version: '2.5.0', seed: 41 }));
+    notFirmware = join(dir, 'notes.txt');
+    writeFileSync(notFirmware, 'these are release notes, not firmware\n');
+  });
+
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  describe('upload', () => {
+    it('--virtual --json: updates a virtual device, exit 0, the result object on stdout', async () => {
+      const run = await cli(['upload', firmware, '--device', 'cli-lamp', '--virtual', '--json']);
+      assert.equal(run.code, 0, run.stderr);
+      const result = parseJson<{
+        protocol: string;
+        confirmed: boolean;
+        runningVersion: string;
+        previousVersion: string;
+        device: { name: string };
+        image: { version: string; project: string };
+        bytes: number;
+      }>(run);
+      assert.equal(result.protocol, 'v2');
+      assert.equal(result.confirmed, true);
+      assert.equal(result.runningVersion, '2.5.0');
+      assert.equal(result.previousVersion, '1.0.0', 'the virtual device started on its built-in image');
+      assert.equal(result.image.version, '2.5.0');
+      assert.equal(result.image.project, 'lamp');
+      assert.equal(result.device.name, 'cli-lamp');
+      assert.equal(result.bytes, readFileSync(firmware).length);
+      assert.match(run.stderr, /uploading 100 %/, 'with --json, progress goes to stderr');
+    });
+
+    it('without a terminal, progress is one line per phase and per tenth, and the output ends with the result', async () => {
+      const run = await cli(['upload', firmware, '-d', 'cli-lines', '--virtual']);
+      assert.equal(run.code, 0, run.stderr);
+      assert.ok(!run.stdout.includes('\r'), 'no carriage returns outside a terminal');
+      assert.ok(!run.stdout.includes('\x1b'), 'no escape sequences outside a terminal');
+      const lines = run.stdout.trimEnd().split('\n');
+      assert.match(lines[0], /lamp-2\.5\.0\.bin: ESP32 app "lamp" 2\.5\.0 \(ESP-IDF v5\.3\.1\), 256\.\d KB/);
+      const phases = lines.map((l) => /^(looking for the device|connecting|uploading|verifying|restarting|confirming)\b/.exec(l)?.[1]).filter(Boolean);
+      assert.deepEqual([...new Set(phases)], ['looking for the device', 'connecting', 'uploading', 'verifying', 'restarting', 'confirming']);
+      const uploading = lines.filter((l) => l.startsWith('uploading'));
+      for (const l of uploading) assert.match(l, /^uploading \d+ % \d+\.\d KB\/s$/);
+      const percents = uploading.map((l) => Number(/(\d+) %/.exec(l)![1]));
+      assert.equal(percents[percents.length - 1], 100);
+      assert.ok(uploading.length <= 12, `at most one line per tenth (got ${uploading.length})`);
+      assert.deepEqual(percents, [...percents].sort((a, b) => a - b));
+      assert.match(lines[lines.length - 2], /^updated cli-lines \([0-9a-f:]{17}\) to 2\.5\.0 \(was 1\.0\.0\), confirmed$/);
+      assert.match(lines[lines.length - 1], /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes$/);
+    });
+
+    it('--confirm device leaves the confirmation to the device; --protocol seed speaks the seed protocol', async () => {
+      const device = await cli(['upload', firmware, '-d', 'cli-self', '--virtual', '--json', '--confirm', 'device']);
+      assert.equal(device.code, 0, device.stderr);
+      const r1 = parseJson<{ protocol: string; confirmed: boolean; runningVersion: string }>(device);
+      assert.deepEqual([r1.protocol, r1.confirmed, r1.runningVersion], ['v2', true, '2.5.0']);
+
+      const seed = await cli(['upload', firmware, '-d', 'cli-seed', '--virtual', '--json', '--protocol', 'seed']);
+      assert.equal(seed.code, 0, seed.stderr);
+      const r2 = parseJson<{ protocol: string; restarted: boolean; image: { version: string } }>(seed);
+      assert.deepEqual([r2.protocol, r2.restarted, r2.image.version], ['seed', true, '2.5.0']);
+    });
+
+    it('a file that is not an image: exit 1, the problem named on stderr, before any radio is used', async () => {
+      const run = await cli(['upload', notFirmware, '--device', 'cli-lamp', '--virtual']);
+      assert.equal(run.code, 1);
+      assert.match(run.stderr, /notes\.txt: This file is not an ESP32 firmware image: it should start with the byte 0xE9/);
+      assert.match(run.stderr, /\[IMAGE_NOT_AN_IMAGE\]/);
+      assert.ok(!run.stdout.includes('virtual ESP32'), 'no virtual device was started');
+      assert.ok(!/\n\s+at /.test(run.stderr), 'no stack trace');
+
+      const json = await cli(['upload', notFirmware, '--device', 'cli-lamp', '--json']);
+      assert.equal(json.code, 1);
+      const { error } = parseJson<{ error: { code: string; message: string } }>(json);
+      assert.equal(error.code, 'IMAGE_NOT_AN_IMAGE');
+      assert.match(error.message, /not an ESP32 firmware image/);
+    });
+
+    it('a file that cannot be read: exit 1 with FILE_UNREADABLE', async () => {
+      const run = await cli(['upload', join(dir, 'missing.bin'), '--device', 'x', '--json']);
+      assert.equal(run.code, 1);
+      assert.deepEqual(parseJson<{ error: { code: string } }>(run).error.code, 'FILE_UNREADABLE');
+      assert.match(run.stderr, /cannot read .*missing\.bin: no such file/);
+    });
+
+    it('Ctrl-C cancels: exit 130, the device keeps its old firmware', async () => {
+      const big = join(dir, 'big.bin');
+      writeFileSync(big, buildAppImage({ size: 1800 * 1024, projectName: 'big', version: '9.0.0', seed: 42 }));
+      let interrupted = false;
+      const run = await cli(['upload', big, '--device', 'cli-cancel', '--virtual'], (soFar, child) => {
+        if (!interrupted && /^uploading /m.test(soFar)) {
+          interrupted = true;
+          child.kill('SIGINT');
+        }
+      });
+      assert.ok(interrupted, `the upload never started:\n${run.stdout}\n${run.stderr}`);
+      assert.equal(run.code, 130, run.stderr);
+      assert.match(run.stderr, /the update was cancelled; the device keeps its old firmware \[CANCELLED\]/);
+      assert.ok(!/^updated /m.test(run.stdout));
+    });
+  });
+
+  describe('scan and info', () => {
+    it('scan --virtual --json lists the virtual device with the OTA service', async () => {
+      const run = await cli(['scan', '--virtual', '--json', '--duration', '0.5']);
+      assert.equal(run.code, 0, run.stderr);
+      const devices = parseJson<Array<{ name: string; address: string; rssi: number; advertisesOta: boolean }>>(run);
+      assert.equal(devices.length, 1);
+      assert.equal(devices[0].name, 'esp32', 'named "esp32" without --device');
+      assert.match(devices[0].address, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+      assert.equal(typeof devices[0].rssi, 'number');
+      assert.equal(devices[0].advertisesOta, true);
+    });
+
+    it('scan prints a table', async () => {
+      const run = await cli(['scan', '--virtual', '--duration', '0.5', '--device', 'kitchen']);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /^NAME +ADDRESS +RSSI +OTA$/m);
+      assert.match(run.stdout, /^kitchen +([0-9a-f]{2}:){5}[0-9a-f]{2} +-\d+ +yes$/m);
+    });
+
+    it('info --device X --virtual --json reports the OTA Info and the firmware revision', async () => {
+      const run = await cli(['info', '--device', 'cli-info', '--virtual', '--json']);
+      assert.equal(run.code, 0, run.stderr);
+      const info = parseJson<{
+        name: string;
+        protocol: string;
+        firmwareRevision: string;
+        ota: {
+          project: string;
+          version: string;
+          idfVersion: string;
+          chip: { name: string };
+          runningState: string;
+          slotSize: number;
+          window: number;
+          features: string[];
+          build: { elfSha256: string };
+          lastStatus: string | null;
+        };
+      }>(run);
+      assert.equal(info.name, 'cli-info');
+      assert.equal(info.protocol, 'v2');
+      assert.equal(info.firmwareRevision, '1.0.0');
+      assert.equal(info.ota.project, 'virtual-esp32');
+      assert.equal(info.ota.version, '1.0.0');
+      assert.match(info.ota.idfVersion, /^v5/);
+      assert.equal(info.ota.chip.name, 'ESP32');
+      assert.equal(info.ota.runningState, 'valid');
+      assert.equal(info.ota.slotSize, 0x1e0000);
+      assert.equal(info.ota.window, 16384);
+      assert.deepEqual(info.ota.features, ['resume', 'client-confirm', 'seed']);
+      assert.match(info.ota.build.elfSha256, /^[0-9a-f]{64}$/);
+      assert.equal(info.ota.lastStatus, null);
+    });
+
+    it('info in words', async () => {
+      const run = await cli(['info', '-d', '24:0a:c4:12:34:56', '--virtual']);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /^device +esp32 \(24:0a:c4:12:34:56\), RSSI -?\d+ dBm, MTU \d+$/m);
+      assert.match(run.stdout, /^protocol +v2/m);
+      assert.match(run.stdout, /^slot size +1\.88 MB \(1966080 bytes\)$/m);
+      assert.match(run.stdout, /^features +resume, client-confirm, seed$/m);
+    });
+  });
+
+  describe('usage', () => {
+    it('--device missing: exit 2 with the usage on stderr', async () => {
+      const run = await cli(['upload', firmware]);
+      assert.equal(run.code, 2);
+      assert.match(run.stderr, /upload needs --device NAME_OR_ADDRESS/);
+      assert.match(run.stderr, /^usage: esp32-ble-ota upload FILE --device NAME_OR_ADDRESS/m);
+      assert.equal(run.stdout, '');
+    });
+
+    it('other mistakes exit 2; --json still gets a JSON error', async () => {
+      for (const args of [[], ['flash'], ['scan', '--bogus'], ['scan', '--confirm', 'client'], ['upload', 'a.bin', '-d', 'x', '--confirm', 'maybe'], ['scan', '--duration', 'soon'], ['info']]) {
+        const run = await cli(args);
+        assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+        assert.match(run.stderr, /usage: /);
+      }
+      const json = await cli(['info', '--json']);
+      assert.equal(json.code, 2);
+      assert.equal(parseJson<{ error: { code: string } }>(json).error.code, 'USAGE');
+    });
+
+    it('--help and --version', async () => {
+      const help = await cli(['--help']);
+      assert.equal(help.code, 0);
+      for (const word of ['scan', 'info', 'upload', '--json', '--virtual', 'Exit status']) assert.ok(help.stdout.includes(word), word);
+      const uploadHelp = await cli(['upload', '--help']);
+      assert.match(uploadHelp.stdout, /--confirm client\|device/);
+      const version = await cli(['--version']);
+      assert.equal(version.code, 0);
+      const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+      assert.equal(version.stdout.trim(), pkg.version);
+    });
+  });
+
+  describe('the system Bluetooth', () => {
+    it('where it is unavailable, exit 1 with the reason, no stack trace', async function () {
+      const problem = systemBluetoothProblem();
+      if (!problem) {
+        // eslint-disable-next-line no-console
+        console.log('      (skipped: this machine has working Bluetooth, so the message cannot be checked)');
+        this.skip();
+      }
+      for (const args of [['scan', '--duration', '1'], ['info', '-d', 'esp32'], ['upload', firmware, '-d', 'esp32']]) {
+        const run = await cli(args);
+        assert.equal(run.code, 1, `${args[0]}: ${run.stderr}`);
+        assert.ok(run.stderr.includes(problem.message), `${args[0]} prints the loader's message:\n${run.stderr}`);
+        assert.match(run.stderr, /\[BLUETOOTH_UNAVAILABLE\]/);
+        assert.match(run.stderr, /add --virtual/);
+        assert.ok(!/\n\s+at /.test(run.stderr), 'no stack trace');
+      }
+      const json = await cli(['info', '-d', 'esp32', '--json']);
+      assert.deepEqual(parseJson<{ error: { code: string; message: string } }>(json), {
+        error: { code: 'BLUETOOTH_UNAVAILABLE', message: problem.message },
+      });
+    });
+  });
+});
+
+describe('command-line parsing', () => {
+  it('reads each command with its defaults', () => {
+    assert.deepEqual(parseCommandLine(['scan']), { kind: 'scan', durationMs: 5000, device: undefined, json: false, virtual: false });
+    assert.deepEqual(parseCommandLine(['info', '--device', 'AA-BB-CC-DD-EE-FF', '--timeout', '2.5', '--json']), {
+      kind: 'info',
+      device: 'AA-BB-CC-DD-EE-FF',
+      timeoutMs: 2500,
+      json: true,
+      virtual: false,
+    });
+    assert.deepEqual(parseCommandLine(['--virtual', 'upload', '-d', 'x', 'fw.bin']), {
+      kind: 'upload',
+      file: 'fw.bin',
+      device: 'x',
+      confirm: 'client',
+      protocol: 'auto',
+      timeoutMs: undefined,
+      json: false,
+      virtual: true,
+    });
+    assert.deepEqual(parseCommandLine(['help', 'upload']), { kind: 'help', topic: 'upload', json: false });
+    assert.deepEqual(parseCommandLine(['scan', '-h']), { kind: 'help', topic: 'scan', json: false });
+  });
+
+  it('names the mistake and the command whose usage applies', () => {
+    const mistake = (args: string[], message: RegExp, topic?: string) =>
+      assert.throws(() => parseCommandLine(args), (err: UsageError) => {
+        assert.ok(err instanceof UsageError);
+        assert.match(err.message, message);
+        assert.equal(err.topic, topic);
+        return true;
+      });
+    mistake([], /no command given/);
+    mistake(['flash'], /unknown command "flash"/);
+    mistake(['upload', '-d', 'x'], /needs the firmware file/, 'upload');
+    mistake(['upload', 'a', 'b', '-d', 'x'], /one file/, 'upload');
+    mistake(['upload', 'a', '-d', 'x', '--timeout', '0'], /--timeout takes seconds/, 'upload');
+    mistake(['upload', 'a', '-d', 'x', '--protocol', 'v3'], /--protocol is one of auto, seed/, 'upload');
+    mistake(['info', '--duration', '3', '-d', 'x'], /info does not take --duration/, 'info');
+    mistake(['scan', '--nope'], /Unknown option '--nope'$/, 'scan');
+    mistake(['info', '--device'], /--device/, 'info');
+  });
+});
+
+describe('progress display', () => {
+  const at = (phase: Progress['phase'], percent = 0): Progress => ({
+    phase,
+    percent,
+    bytesSent: percent * 100,
+    totalBytes: 10_000,
+    bytesPerSecond: 20_480,
+  });
+
+  it('on a terminal, redraws one line with \\r, at most every 100 ms within a phase, and ends it with a newline', () => {
+    let out = '';
+    let now = 0;
+    const progress = new ProgressReporter({ isTTY: true, columns: 60, write: (s: string) => (out += s) }, () => now);
+    progress.update(at('connecting'));
+    progress.update(at('uploading', 1));
+    now = 50;
+    progress.update(at('uploading', 2)); // too soon: skipped
+    now = 150;
+    progress.update(at('uploading', 42));
+    progress.update(at('uploading', 100)); // the end is always drawn
+    progress.update(at('verifying', 100));
+    progress.finish();
+    const frames = out.split('\r').slice(1);
+    assert.equal(frames.length, 5);
+    assert.ok(!out.slice(0, -1).includes('\n'), 'one line until finish');
+    assert.ok(out.endsWith('\n'));
+    assert.equal(frames[0], 'connecting\x1b[K');
+    assert.match(frames[2], /^uploading +\[#+\.+\] +42 % +20\.0 KB\/s\x1b\[K$/);
+    for (const f of frames) assert.ok(f.replace('\x1b[K', '').replace('\n', '').length < 60, `fits 60 columns: ${f}`);
+    const bars = frames.slice(1, 4).map((f) => f.indexOf(']'));
+    assert.equal(new Set(bars).size, 1, 'the bar keeps its width');
+  });
+
+  it('elsewhere, prints a line per phase and per tenth', () => {
+    let out = '';
+    const progress = new ProgressReporter({ write: (s: string) => (out += s) });
+    progress.update(at('scanning'));
+    for (let p = 0; p <= 100; p += 3) progress.update(at('uploading', p));
+    progress.update(at('uploading', 100));
+    progress.update(at('verifying', 100));
+    progress.finish();
+    const lines = out.trimEnd().split('\n');
+    assert.equal(lines[0], 'looking for the device');
+    assert.deepEqual(
+      lines.slice(1, -1).map((l) => Number(/(\d+) %/.exec(l)![1])),
+      [0, 12, 21, 30, 42, 51, 60, 72, 81, 90, 100],
+    );
+    assert.equal(lines[lines.length - 1], 'verifying');
+  });
+});
