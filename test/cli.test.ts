@@ -10,8 +10,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseCommandLine, UsageError } from '../lib/cli/args';
+import { formatResult } from '../lib/cli/output';
 import { ProgressReporter } from '../lib/cli/progress';
-import type { Progress } from '../lib/client/ota-client';
+import type { Progress, UpdateResult } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { systemBluetoothProblem } from '../lib/noble-loader';
 import { ensureVirtualEsp32 } from '../lib/virtual/build';
@@ -377,5 +378,37 @@ describe('progress display', () => {
       [0, 12, 21, 30, 42, 51, 60, 72, 81, 90, 100],
     );
     assert.equal(lines[lines.length - 1], 'verifying');
+  });
+});
+
+describe('result in words', () => {
+  const base: UpdateResult = {
+    device: { name: 'lamp', address: '24:0a:c4:00:00:01' },
+    image: { chip: 'ESP32', chipId: 0, project: 'lamp', version: '2.5.0', idfVersion: 'v5.3.1', secureVersion: 0, size: 2048, sha256: '00' },
+    protocol: 'v2',
+    mtu: 256,
+    packetSize: 249,
+    packets: 9,
+    bytes: 2048,
+    durationMs: 1500,
+    bytesPerSecond: 4096,
+    restarted: true,
+    confirmed: true,
+    runningVersion: '2.5.0',
+    resumes: 0,
+    skipped: false,
+    previousVersion: '2.4.0',
+  };
+
+  it('says what is known for each outcome, never more', () => {
+    assert.equal(
+      formatResult(base),
+      'updated lamp (24:0a:c4:00:00:01) to 2.5.0 (was 2.4.0), confirmed\n  protocol v2, 2.0 KB in 1.5 s, 4.0 KB/s, MTU 256, 9 packets of up to 249 bytes\n',
+    );
+    assert.match(formatResult({ ...base, confirmed: false }), /^updated .* to 2\.5\.0 \(was 2\.4\.0\); the device confirms it after its self-test$/m);
+    assert.match(formatResult({ ...base, resumes: 2 }), /, 2 resumed after a lost link$/m);
+    assert.equal(formatResult({ ...base, skipped: true }), 'lamp (24:0a:c4:00:00:01) already runs lamp 2.5.0: nothing sent\n');
+    const seed = { ...base, protocol: 'seed' as const, confirmed: false, runningVersion: undefined, previousVersion: undefined };
+    assert.match(formatResult(seed), /^uploaded 2\.5\.0 to lamp \(24:0a:c4:00:00:01\) \(seed protocol\); the device accepted it and restarted$/m);
   });
 });

@@ -147,9 +147,10 @@ export function formatResult(r: UpdateResult): string {
       ? `updated ${device} to ${r.runningVersion ?? r.image.version}${was}, confirmed`
       : `updated ${device} to ${r.runningVersion ?? r.image.version}${was}; the device confirms it after its self-test`;
   } else {
+    // The seed protocol reports no version after the restart: say what is known, no more.
     outcome = r.restarted
-      ? `updated ${device} to ${r.image.version} (seed protocol); the device restarted into it`
-      : `uploaded ${r.image.version} to ${device} (seed protocol); the device did not restart yet`;
+      ? `uploaded ${r.image.version} to ${device} (seed protocol); the device accepted it and restarted`
+      : `uploaded ${r.image.version} to ${device} (seed protocol); the device accepted it but did not restart yet`;
   }
   const details = [
     `protocol ${r.protocol}`,
