@@ -7,6 +7,7 @@ import { strict as assert } from 'node:assert';
 import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
+import { Mosquitto } from './support/mosquitto';
 import { NodeRedProcess, ROOT } from './support/node-red-process';
 
 type FlowNode = Record<string, unknown> & { id: string; type: string };
@@ -95,6 +96,55 @@ describe('examples', function () {
       });
       assert.equal(res.status, 422);
       assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'DOWNGRADE_REFUSED');
+    });
+  });
+
+  describe('mqtt-firmware-update.json: firmware over MQTT, status back over MQTT (real Mosquitto)', () => {
+    let broker: Mosquitto | undefined;
+    let nr: NodeRedProcess | undefined;
+    before(async function () {
+      broker = await Mosquitto.start();
+      if (!broker) return this.skip(); // mosquitto not installed: .ci/run installs it
+      const flow = example('mqtt-firmware-update.json').map((n) => (n.type === 'mqtt-broker' ? { ...n, port: String(broker!.port) } : n));
+      nr = await NodeRedProcess.start(flow);
+      await nr.waitForOutput(/Connected to broker/, 20_000);
+    });
+    after(async () => {
+      await nr?.stop();
+      await broker?.stop();
+    });
+
+    it('a binary firmware message updates the device named in the topic; each step comes back on its status topic', async () => {
+      const client = await broker!.client();
+      const lines: string[] = [];
+      try {
+        await client.subscribe('ota/+/status');
+        client.on('message', (topic, payload) => topic === 'ota/esp32-mqtt-a/status' && lines.push(payload.toString()));
+        await client.publish('ota/esp32-mqtt-a/firmware', buildAppImage({ projectName: 'mqtt-app', version: '4.5.6', size: 150_000 }), { qos: 1 });
+        const deadline = Date.now() + 60_000;
+        while (!lines.some((l) => /confirmed/.test(l)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      } finally {
+        await client.endAsync();
+      }
+      assert.match(lines[lines.length - 1], /^esp32-mqtt-a: confirmed 100 % 4\.5\.6 in [\d.]+ s$/);
+      for (const state of ['queued', 'connecting', 'uploading', 'verifying', 'restarting', 'confirming']) {
+        assert.ok(lines.some((l) => l.startsWith(`esp32-mqtt-a: ${state}`)), `${state} in ${JSON.stringify(lines)}`);
+      }
+    });
+
+    it('a message that is not firmware comes back as a failure with the reason', async () => {
+      const client = await broker!.client();
+      const lines: string[] = [];
+      try {
+        await client.subscribe('ota/+/status');
+        client.on('message', (topic, payload) => topic === 'ota/esp32-mqtt-b/status' && lines.push(payload.toString()));
+        await client.publish('ota/esp32-mqtt-b/firmware', Buffer.from('definitely not firmware'), { qos: 1 });
+        const deadline = Date.now() + 20_000;
+        while (!lines.some((l) => /failed/.test(l)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      } finally {
+        await client.endAsync();
+      }
+      assert.ok(lines.some((l) => /^esp32-mqtt-b: failed \(IMAGE_NOT_AN_IMAGE: /.test(l)), JSON.stringify(lines));
     });
   });
 });

@@ -34,7 +34,7 @@ interface Job {
   send: NodeSend;
   done: NodeDone;
   image: Buffer;
-  summary: EspImageSummary;
+  summary: EspImageSummary | undefined;
   target: string | undefined;
   abort: AbortController;
 }
@@ -75,12 +75,12 @@ export = function register(RED: RED): void {
       }
     }
 
-    function publish(job: Job, state: OtaState, extra: Partial<OtaEvent> = {}, started?: number): void {
+    function publish(job: Pick<Job, 'target' | 'summary'>, state: OtaState, extra: Partial<OtaEvent> = {}, started?: number): void {
       otaEvents.publish({
         source: { id: node.id, type: node.type, name: node.name ?? '' },
         state,
         device: job.target ? (/^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(job.target) ? { address: job.target } : { name: job.target }) : {},
-        image: job.summary,
+        ...(job.summary ? { image: job.summary } : {}),
         timestamp: Date.now(),
         ...(started !== undefined ? { durationS: (Date.now() - started) / 1000 } : {}),
         ...extra,
@@ -105,19 +105,23 @@ export = function register(RED: RED): void {
         done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.noDevice')));
         return;
       }
+      const target = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : config.device || undefined;
       let summary: EspImageSummary;
       try {
         summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
       } catch (err) {
-        node.status(statusForError(t, err as Error));
-        done(err as Error);
+        const error = err as BleOtaError;
+        node.status(statusForError(t, error));
+        publish({ target, summary: undefined }, 'failed', { error: { code: error.code ?? 'FAILED', message: error.message } });
+        done(error);
         return;
       }
       if (current && queue.length >= QUEUE_LIMIT) {
-        done(new BleOtaError('BUSY', t('ble-ota-upload.errors.queueFull', { limit: QUEUE_LIMIT })));
+        const error = new BleOtaError('BUSY', t('ble-ota-upload.errors.queueFull', { limit: QUEUE_LIMIT }));
+        publish({ target, summary }, 'failed', { error: { code: error.code, message: error.message } });
+        done(error);
         return;
       }
-      const target = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : config.device || undefined;
       const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, abort: new AbortController() };
       queue.push(job);
       publish(job, 'queued');
