@@ -158,7 +158,7 @@ fuzz_reset(void)
     s_fz.dev.flash.boot_slot = 0;
     s_fz.dev.flash.confirm_required = false;
     s_fz.dev.flash.fail_countdown = 0;
-    host_flash_power_restored(&s_fz.dev.flash);
+    host_flash_power_loss_after(&s_fz.dev.flash, 0);
     if (!host_dev_install(&s_fz.dev, 0, s_fz.first, s_fz.first_len, why, sizeof(why))) {
         fuzz_fail(why);
     }
@@ -471,7 +471,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* Whatever happened, a power cut leaves a device that boots. */
     host_flash_fail_write_after(&s_fz.dev.flash, 0);
-    host_flash_power_restored(&s_fz.dev.flash);
+    host_flash_power_loss_after(&s_fz.dev.flash, 0);
     fuzz_boot(true);
     fuzz_check();
     return 0;

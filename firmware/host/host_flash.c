@@ -145,7 +145,7 @@ host_flash_power_loss_after(host_flash_t *flash, uint32_t n)
 void
 host_flash_power_restored(host_flash_t *flash)
 {
-    flash->power_loss_countdown = 0;
+    /* A countdown still running (a restart, not a cut) goes on. */
     flash->power_lost = false;
 }
 

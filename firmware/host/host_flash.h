@@ -95,7 +95,8 @@ void host_flash_fail_write_after(host_flash_t *flash, uint32_t n);
  * none); see power_loss_countdown. */
 void host_flash_power_loss_after(host_flash_t *flash, uint32_t n);
 
-/* Power-on after a cut: operations work again. */
+/* Power-on after a cut: operations work again (a countdown that has not
+ * run out yet, at a restart, goes on). */
 void host_flash_power_restored(host_flash_t *flash);
 
 const char *host_flash_err_name(host_flash_err_t err);

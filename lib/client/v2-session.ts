@@ -3,7 +3,7 @@
  * the device's ACK / RESYNC / FAILED events, and the windowed stream.
  */
 import { DeviceError, ProtocolError } from '../errors';
-import { Command, Status, statusName } from '../protocol/constants';
+import { Command, Status, statusName, TransferState } from '../protocol/constants';
 import {
   BeginAnswer,
   BeginRequest,
@@ -114,7 +114,9 @@ export class V2Session {
   /**
    * Streams image[start..] with at most `window` bytes beyond the last ACK.
    * A RESYNC rewinds to the offset the device expects; a window that gets no
-   * ACK within stallMs is sent again from the last ACK, twice at most.
+   * ACK within stallMs is sent again from the last ACK, twice at most, after
+   * asking OTA Info where the device is (its ACK, or its FAILED, may have
+   * been lost: a duplicate gets no ACK).
    */
   async stream(
     image: Buffer,
@@ -147,7 +149,16 @@ export class V2Session {
         event = await this.nextEvent(stallMs);
       } catch (err) {
         if ((err as { code?: string }).code !== 'GATT_TIMEOUT' || ++stalls > 2) throw err;
-        next = acked; // nothing came back: send the window again
+        const info = await this.readInfo();
+        if (info.transferState !== TransferState.RECEIVING) {
+          // The transfer ended on the device: a FAILED event that never arrived.
+          throw new CommandRefused(0, info.lastStatus === Status.OK ? Status.BAD_STATE : info.lastStatus);
+        }
+        if (info.transferOffset > acked) {
+          acked = Math.min(info.transferOffset, image.length);
+          onProgress({ acked, total: image.length });
+        }
+        next = acked; // send again from what the device has
         continue;
       }
       if (event.kind === 'failed') throw new CommandRefused(0, event.status); // the device aborted the transfer

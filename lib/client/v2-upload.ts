@@ -8,7 +8,8 @@ import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
 import { chipName } from '../image/esp-chips';
 import type { EspImage } from '../image/esp-image';
 import { compareVersions } from '../image/version';
-import { BeginFlag, Command, RESTART_DELAY_MS, RunningState, Status, statusName } from '../protocol/constants';
+import { BeginFlag, Command, RESTART_DELAY_MS, RunningState, Status, statusName, TransferState } from '../protocol/constants';
+import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import type { BleOtaClient, OtaConnection, Timeouts, UpdateOptions } from './ota-client';
 import { CommandRefused } from './v2-session';
 
@@ -39,7 +40,21 @@ export async function uploadV2(
   let conn = first;
   const opened: OtaConnection[] = [];
   try {
-    const info = await conn.v2!.readInfo();
+    let info: DeviceInfoV2;
+    for (let tries = 0; ; tries++) {
+      try {
+        info = await conn.v2!.readInfo();
+        break;
+      } catch (err) {
+        // A read nothing answered, or a link lost before anything was sent: once more, on a new connection.
+        const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+        if (!lost || tries > 0 || options.signal?.aborted) throw err;
+        await conn.close();
+        conn = await reconnect();
+        opened.push(conn);
+        if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after reconnecting, the device no longer offers protocol v2');
+      }
+    }
     if (info.chipId !== image.chipId) {
       throw new ImageError(
         'IMAGE_WRONG_CHIP',
@@ -82,9 +97,43 @@ export async function uploadV2(
     let packets = 0;
     let packetSize = 0;
     const transferStarted = Date.now();
+    /**
+     * After a lost link or an operation nothing answered (a lost request,
+     * answer or notification): reconnect, within the attempts allowed; the
+     * caller then asks OTA Info where the device is and goes on from there.
+     */
+    const recover = async (err: unknown): Promise<void> => {
+      const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+      if (!lost || resumes >= attempts || options.signal?.aborted) throw err;
+      resumes++;
+      onProgress({ phase: 'resuming', ...done(0, transferStarted), totalBytes: data.length });
+      await conn.close();
+      conn = await reconnect();
+      opened.push(conn);
+      if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after reconnecting, the device no longer offers protocol v2');
+    };
+    /** END answered OK already (its answer may have been lost): the image is selected, a restart pending. */
+    const selected = (now: DeviceInfoV2) => now.transferState === TransferState.COMPLETE && now.transferSha256.equals(begin.sha256);
+
+    // The device runs the new image already, awaiting confirmation: power
+    // was lost after END, and it booted the selected image.
+    const bootedNew = (now: DeviceInfoV2) =>
+      now.runningState === RunningState.PENDING_VERIFY &&
+      now.app.projectName === image.appDesc.projectName &&
+      now.app.version === image.appDesc.version &&
+      now.app.elfSha256.equals(image.appDesc.appElfSha256);
+    let restartedAlready = false;
     for (;;) {
       const v2 = conn.v2!;
       try {
+        if (resumes > 0) {
+          const now = await v2.readInfo();
+          if (selected(now)) break;
+          if (bootedNew(now)) {
+            restartedAlready = true;
+            break;
+          }
+        }
         await v2.subscribe();
         const answer = await v2.begin(begin, timeouts.gattMs);
         packetSize = Math.min(answer.maxPacket, conn.mtu - 3) - 4;
@@ -102,27 +151,62 @@ export async function uploadV2(
         await v2.command(Command.END, timeouts.verifyMs);
         break;
       } catch (err) {
-        const lost = err instanceof BleOtaError && err.code === 'DISCONNECTED';
-        if (!lost || resumes >= attempts || options.signal?.aborted) throw err;
-        resumes++;
-        onProgress({ phase: 'resuming', ...done(0, transferStarted), totalBytes: data.length });
-        await conn.close();
-        conn = await reconnect();
-        opened.push(conn);
-        if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after reconnecting, the device no longer offers protocol v2');
+        await recover(err);
       }
     }
     const transferMs = Date.now() - transferStarted;
 
-    onProgress({ phase: 'restarting', ...done(data.length, transferStarted) });
-    await conn.v2!.command(Command.RESTART, timeouts.gattMs);
-    conn.link.expectDisconnect();
-    const restarted = await conn.link.awaitDisconnect(timeouts.restartMs + RESTART_DELAY_MS);
+    // RESTART. Its request or answer may be lost, and a link that drops
+    // right after it is most likely the restart itself: in every case, the
+    // reconnection tells (a device that did not restart still shows the
+    // selected transfer, and gets RESTART again).
+    let restarted = restartedAlready;
+    let after: OtaConnection = conn;
+    while (!restartedAlready) {
+      onProgress({ phase: 'restarting', ...done(data.length, transferStarted) });
+      try {
+        await conn.v2!.command(Command.RESTART, timeouts.gattMs);
+        conn.link.expectDisconnect();
+        restarted = await conn.link.awaitDisconnect(timeouts.restartMs + RESTART_DELAY_MS);
+      } catch (err) {
+        const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+        if (!lost || options.signal?.aborted) throw err;
+      }
+      await conn.close();
+      onProgress({ phase: 'confirming', ...done(data.length, transferStarted) });
+      after = await reconnectAfterRestart(reconnect, attempts - resumes, options.signal);
+      opened.push(after);
+      if (!after.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after its restart, the device no longer offers protocol v2');
+      let now: DeviceInfoV2;
+      try {
+        now = await after.v2.readInfo();
+      } catch (err) {
+        conn = after;
+        await recover(err);
+        after = conn;
+        now = await after.v2!.readInfo();
+      }
+      if (!selected(now)) break;
+      // The device never restarted: RESTART again.
+      if (resumes >= attempts) {
+        throw new DeviceError('CONFIRM_FAILED', 'the device did not restart after RESTART; restart it to run the new image, which then awaits confirmation');
+      }
+      resumes++;
+      conn = after;
+    }
 
-    onProgress({ phase: 'confirming', ...done(data.length, transferStarted) });
-    const after = await reconnectAfterRestart(reconnect);
-    opened.push(after);
-    const confirmed = await confirmNewImage(after, image, options.confirm ?? 'client', timeouts);
+    let confirmed: { ok: boolean; version: string };
+    for (;;) {
+      try {
+        confirmed = await confirmNewImage(after, image, options.confirm ?? 'client', timeouts);
+        break;
+      } catch (err) {
+        // A CONFIRM (or its answer) lost: reconnect and look again.
+        conn = after;
+        await recover(err);
+        after = conn;
+      }
+    }
     return {
       mtu: conn.mtu,
       packetSize,
@@ -151,16 +235,20 @@ function done(sent: number, started: number) {
   };
 }
 
-async function reconnectAfterRestart(reconnect: () => Promise<OtaConnection>): Promise<OtaConnection> {
-  try {
-    return await reconnect();
-  } catch (err) {
-    if (err instanceof BleOtaError && err.code === 'CANCELLED') throw err;
-    throw new DeviceError(
-      'CONFIRM_FAILED',
-      `the device did not come back after its restart (${(err as Error).message}); unless a client confirms the new image, the device returns to its previous firmware`,
-      { cause: err },
-    );
+/** Reconnects to the restarted device, trying again (`retries` more times) when it does not answer at once. */
+async function reconnectAfterRestart(reconnect: () => Promise<OtaConnection>, retries: number, signal?: AbortSignal): Promise<OtaConnection> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await reconnect();
+    } catch (err) {
+      if (err instanceof BleOtaError && err.code === 'CANCELLED') throw err;
+      if (attempt < retries && !signal?.aborted) continue;
+      throw new DeviceError(
+        'CONFIRM_FAILED',
+        `the device did not come back after its restart (${(err as Error).message}); unless a client confirms the new image, the device returns to its previous firmware`,
+        { cause: err },
+      );
+    }
   }
 }
 
@@ -174,8 +262,13 @@ async function confirmNewImage(
   if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after its restart, the device no longer offers protocol v2');
   const expected = image.appDesc.version;
   let info = await conn.v2.readInfo();
-  const runsNew = () => info.app.version === expected && info.app.projectName === image.appDesc.projectName;
+  const runsNew = () =>
+    info.app.version === expected &&
+    info.app.projectName === image.appDesc.projectName &&
+    info.app.elfSha256.equals(image.appDesc.appElfSha256);
   if (mode === 'client') {
+    // Confirmed already: a CONFIRM whose answer was lost (with the link, or on air).
+    if (runsNew() && info.runningState === RunningState.VALID) return { ok: true, version: info.app.version };
     if (!runsNew() || info.runningState !== RunningState.PENDING_VERIFY) {
       throw new DeviceError(
         'ROLLED_BACK',
