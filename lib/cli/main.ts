@@ -8,8 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, help, parseCommandLine, PROGRAM, usage, UsageError } from './args';
 import { CliError, Io, runCommand } from './commands';
-import { errorCode, errorMessage, jsonError } from './output';
 import { BleOtaError } from '../errors';
+import { errorCode, errorMessage, jsonError } from './output';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -88,6 +88,13 @@ function runFromShell(): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A reader that stops early (`| head`) closes the pipe: end quietly, as other tools do.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(EXIT_FAILURE);
+      throw err;
+    });
+  }
   const io: Io = { stdout: process.stdout, stderr: process.stderr, signal: controller.signal };
   main(process.argv.slice(2), io)
     .then(async (status) => {
