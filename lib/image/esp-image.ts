@@ -64,6 +64,10 @@ const BOOTLOADER_MIN_RAM_BYTES = 4096;
 const FLASH_MODES = ['QIO', 'QOUT', 'DIO', 'DOUT', 'FAST_READ', 'SLOW_READ'] as const;
 const FLASH_SIZES = ['1MB', '2MB', '4MB', '8MB', '16MB', '32MB', '64MB', '128MB'] as const;
 
+const SIXTEEN_MB = 0x1000000;
+/** The flash MMU page: mapped segments keep their offset within it. */
+const MMU_PAGE = 0x10000;
+
 const APP_FILE_HINT = 'Select the application binary of your ESP-IDF build (build/<project>.bin).';
 
 // ---------------------------------------------------------------------------
@@ -402,6 +406,17 @@ function headerProblem(data: Buffer, header: EspImageHeader): string | undefined
   const hashFlag = data[23];
   if (hashFlag > 1) return `its hash flag is ${hashFlag}, expected 0 or 1`;
   if (header.chipId > 0xff) return `chip id ${header.chipId} is not an ESP chip id`;
+  if (header.flashMode >= FLASH_MODES.length) {
+    return `its SPI flash mode is ${header.flashMode}, expected 0-${FLASH_MODES.length - 1}`;
+  }
+  if (header.flashSizeCode >= FLASH_SIZES.length) {
+    return `its flash size code is ${header.flashSizeCode}, expected 0-${FLASH_SIZES.length - 1}`;
+  }
+  // 0 and 0xFFFF mean "no maximum".
+  const maxRev = header.maxChipRevFull;
+  if (maxRev !== 0 && maxRev !== 0xffff && header.minChipRevFull > maxRev) {
+    return `it needs chip revision ${revName(header.minChipRevFull)} or later but at most ${revName(maxRev)}, which no chip is`;
+  }
   return undefined;
 }
 
@@ -458,6 +473,7 @@ interface ImageLayout {
 function parseLayout(data: Buffer, header: EspImageHeader): ImageLayout {
   const walk = walkSegments(data, ESP_IMAGE_HEADER_SIZE, header.segmentCount);
   if (walk.problem !== undefined) throw truncatedError(walk.problem);
+  for (const seg of walk.segments) checkSegment(header, seg);
 
   const blockEnd = checksumBlockEnd(walk.end);
   if (blockEnd > data.length) {
@@ -473,6 +489,35 @@ function parseLayout(data: Buffer, header: EspImageHeader): ImageLayout {
     );
   }
   return { segments: walk.segments, checksumOffset: blockEnd - 1, hashOffset: blockEnd, imageLength };
+}
+
+/**
+ * What the bootloader (esp_image_verify) refuses in a segment header: a
+ * length that is not a multiple of 4 or reaches 16 MB, and a segment mapped
+ * from flash whose file offset and address differ within the 64 KB MMU page.
+ */
+function checkSegment(header: EspImageHeader, seg: EspImageSegment): void {
+  const where = `segment ${seg.index + 1} of ${header.segmentCount}`;
+  if (seg.length % 4 !== 0 || seg.length >= SIXTEEN_MB) {
+    throw segmentError(`${where} is ${seg.length} bytes long, which is not a multiple of 4 below 16 MB`);
+  }
+  if (isFlashMapped(header.chipId, seg.loadAddress) === true && seg.dataOffset % MMU_PAGE !== seg.loadAddress % MMU_PAGE) {
+    throw segmentError(
+      `${where} is mapped from flash at 0x${seg.loadAddress.toString(16)} but its data sits at file offset ` +
+        `0x${seg.dataOffset.toString(16)}; they must agree within a 64 KB page`,
+    );
+  }
+}
+
+function segmentError(detail: string): ImageError {
+  return new ImageError(
+    'IMAGE_BAD_SEGMENT',
+    `The firmware image is damaged: ${detail}. The bootloader would refuse it; build or copy it again.`,
+  );
+}
+
+function revName(full: number): string {
+  return `v${Math.floor(full / 100)}.${full % 100}`;
 }
 
 function truncatedError(detail: string): ImageError {
