@@ -7,6 +7,8 @@ import type { Timeouts } from '../../lib/client/ota-client';
 import { systemBluetoothProblem } from '../../lib/noble-loader';
 import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
 import { adapterFor } from '../shared/adapter';
+import { discoverOtaDevices } from '../../lib/client/discovery';
+import { BleOtaError } from '../../lib/errors';
 import type { RED } from '../shared/red';
 import { DeviceNode, DeviceNodeDef, targetOf } from './device-node';
 
@@ -40,4 +42,25 @@ export = function register(RED: RED): void {
   }
 
   RED.nodes.registerType('ble-ota-device', BleOtaDeviceNode);
+
+  // The edit dialog's Scan button. Editor permissions required, as for
+  // reading any node configuration.
+  RED.httpAdmin.get('/ble-ota/scan', RED.auth.needsPermission('ble-ota-device.read'), (req, res) => {
+    const backend = req.query.backend === 'virtual' ? 'virtual' : 'bluetooth';
+    const durationMs = Math.min(Math.max(Number(req.query.duration) || 5, 1), 30) * 1000;
+    const adapter = adapterFor(backend);
+    void (async () => {
+      // In the virtual neighbourhood there is always something to find.
+      if (backend === 'virtual' && sharedVirtualRadio().bindings.devices.length === 0) {
+        await sharedVirtualRadio().ensureDevice('esp32-virtual');
+      }
+      return adapter.run(() => discoverOtaDevices(adapter.client(), { durationMs, readVersions: true }));
+    })().then(
+      (devices) => res.json(devices),
+      (err: unknown) => {
+        const e = err instanceof BleOtaError ? err : new BleOtaError('BLUETOOTH_UNAVAILABLE', String(err));
+        res.status(e.code === 'BLUETOOTH_UNAVAILABLE' ? 503 : 500).json({ error: { code: e.code, message: e.message } });
+      },
+    );
+  });
 };

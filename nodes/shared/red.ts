@@ -40,6 +40,15 @@ export interface NodeDef {
   [key: string]: unknown;
 }
 
+export interface HttpRequest {
+  query: Record<string, string | undefined>;
+}
+
+export interface HttpResponse {
+  status(code: number): HttpResponse;
+  json(body: unknown): void;
+}
+
 export interface RED {
   nodes: {
     createNode(node: object, def: NodeDef): void;
@@ -47,5 +56,10 @@ export interface RED {
     registerType(type: string, constructor: Function, options?: object): void; // eslint-disable-line @typescript-eslint/ban-types
   };
   log: { info(m: string): void; warn(m: string): void; error(m: string): void };
+  /** The editor's HTTP API (Express). */
+  httpAdmin: {
+    get(path: string, ...handlers: Array<(req: HttpRequest, res: HttpResponse, next: () => void) => void>): void;
+  };
+  auth: { needsPermission(permission: string): (req: HttpRequest, res: HttpResponse, next: () => void) => void };
   _(key: string, substitutions?: Record<string, unknown>): string;
 }

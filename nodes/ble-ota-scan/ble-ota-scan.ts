@@ -1,0 +1,114 @@
+/**
+ * ble-ota-scan: lists the OTA-capable devices in range, on input or at
+ * deploy, one message per device or one list; filters by name and signal;
+ * msg.stop ends a running scan early with what it found.
+ */
+import { discoverOtaDevices, DiscoveredDevice } from '../../lib/client/discovery';
+import { BleOtaError } from '../../lib/errors';
+import type { DeviceNode } from '../ble-ota-device/device-node';
+import { translator } from '../shared/i18n';
+import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
+
+interface ScanNodeDef extends NodeDef {
+  device: string;
+  duration?: string | number;
+  output?: 'each' | 'list';
+  namePattern?: string;
+  minRssi?: string | number;
+  probe?: boolean;
+  readVersions?: boolean;
+  scanAtStart?: boolean;
+}
+
+export = function register(RED: RED): void {
+  const t = translator(RED, __dirname, 'ble-ota-scan');
+
+  function BleOtaScanNode(this: Node, def: ScanNodeDef) {
+    RED.nodes.createNode(this, def);
+    const node = this;
+    const config = RED.nodes.getNode(def.device) as DeviceNode | null;
+    const durationMs = Math.min(Math.max(Number(def.duration) || 5, 1), 120) * 1000;
+    const minRssi = def.minRssi === '' || def.minRssi === undefined ? undefined : Number(def.minRssi);
+    let running: { abort: AbortController; finished: Promise<void> } | undefined;
+
+    if (!config) node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-scan.status.noDevice') });
+
+    async function scan(msg: NodeMessage, send: (m: NodeMessage | null) => void): Promise<void> {
+      if (!config) throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-scan.errors.noDevice'));
+      const problem = config.problem();
+      if (problem) throw problem;
+      const abort = new AbortController();
+      let finish!: () => void;
+      running = { abort, finished: new Promise((r) => (finish = r)) };
+      node.status({ fill: 'yellow', shape: 'ring', text: t('ble-ota-scan.status.scanning') });
+      try {
+        const devices: DiscoveredDevice[] = await config.adapter.run(
+          () =>
+            discoverOtaDevices(config.adapter.client(config.timeouts), {
+              durationMs,
+              namePattern: def.namePattern || undefined,
+              minRssi: Number.isFinite(minRssi) ? minRssi : undefined,
+              probe: def.probe === true,
+              readVersions: def.readVersions === true,
+              signal: abort.signal,
+            }),
+          abort.signal,
+        );
+        node.status({ fill: 'green', shape: 'dot', text: t('ble-ota-scan.status.found', { count: devices.length }) });
+        if (def.output === 'each') {
+          for (const d of devices) send({ ...msg, topic: msg.topic ?? d.name ?? d.address, payload: d });
+        } else {
+          send({ ...msg, payload: devices });
+        }
+      } finally {
+        running = undefined;
+        finish();
+      }
+    }
+
+    function report(err: unknown): Error {
+      const error = err instanceof Error ? err : new Error(String(err));
+      node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-scan.status.failed') });
+      return error;
+    }
+
+    node.on('input', (msg, send, done) => {
+      if (msg.stop || msg.payload === 'stop') {
+        running?.abort.abort();
+        done();
+        return;
+      }
+      if (running) {
+        done(new BleOtaError('BUSY', t('ble-ota-scan.errors.busy')));
+        return;
+      }
+      scan(msg, (m) => m && send(m)).then(
+        () => done(),
+        (err) => done(report(err)),
+      );
+    });
+
+    if (def.scanAtStart && config) {
+      // After deploy, once every node of the flow is running.
+      const timer = setTimeout(() => scan({}, (m) => m && node.send(m)).catch((err) => node.error(report(err))), 100);
+      node.on('close', (_removed, done) => {
+        clearTimeout(timer);
+        done();
+      });
+    }
+
+    node.on('close', (_removed, done) => {
+      const scanning = running;
+      if (!scanning) return done();
+      scanning.abort.abort();
+      const timer = setTimeout(done, 3000);
+      void scanning.finished.then(() => {
+        clearTimeout(timer);
+        node.status({});
+        done();
+      });
+    });
+  }
+
+  RED.nodes.registerType('ble-ota-scan', BleOtaScanNode);
+};

@@ -1,0 +1,150 @@
+/**
+ * ble-ota-scan in a Node-RED runtime against virtual ESP32s, and the
+ * config node's scan endpoint in a real Node-RED with admin auth on.
+ */
+import { strict as assert } from 'node:assert';
+import { namePatternRegExp } from '../lib/client/discovery';
+import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
+import { deviceNode, helper, lastStatus, TestNode } from './support/node-red';
+import { NodeRedProcess } from './support/node-red-process';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const scanNode = require('../nodes/ble-ota-scan/ble-ota-scan') as unknown;
+
+type Msg = Record<string, unknown>;
+interface Found {
+  name: string;
+  address: string;
+  rssi: number;
+  protocol: string;
+  version?: string;
+}
+
+async function load(options: Record<string, unknown>): Promise<{ scan: TestNode; out: TestNode }> {
+  const flow = [
+    { id: 'tab', type: 'tab' },
+    { id: 'dev', type: 'ble-ota-device', device: '', backend: 'virtual', scanTimeout: 2, operationTimeout: 2 },
+    { id: 'scan', z: 'tab', type: 'ble-ota-scan', device: 'dev', duration: 0.3, wires: [['out']], ...options },
+    { id: 'out', z: 'tab', type: 'helper' },
+  ];
+  await new Promise<void>((resolve) => helper.load([deviceNode, scanNode], flow, resolve));
+  return { scan: helper.getNode('scan'), out: helper.getNode('out') };
+}
+
+function collect(out: TestNode, count: number, timeoutMs = 10_000): Promise<Msg[]> {
+  const msgs: Msg[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${msgs.length} of ${count} messages`)), timeoutMs);
+    out.on('input', (m: Msg) => {
+      msgs.push(m);
+      if (msgs.length === count) {
+        clearTimeout(timer);
+        resolve(msgs);
+      }
+    });
+  });
+}
+
+describe('ble-ota-scan node', function () {
+  this.timeout(30_000);
+
+  before(async function () {
+    this.timeout(120_000);
+    const radio = sharedVirtualRadio();
+    await radio.addDevice({ name: 'scan-ours-1' });
+    await radio.addDevice({ name: 'scan-ours-2' });
+    await radio.addDevice({ name: 'scan-seed', protocol: 'seed' });
+    await new Promise<void>((resolve) => helper.startServer(() => resolve()));
+  });
+  after(function (done) {
+    void sharedVirtualRadio()
+      .stopAll()
+      .then(() => helper.stopServer(done));
+  });
+  afterEach(() => helper.unload());
+
+  it('lists the devices that advertise the OTA service in one message, and shows the count', async () => {
+    const { scan, out } = await load({ namePattern: 'scan-*' });
+    const got = collect(out, 1);
+    scan.receive({ payload: 'go' });
+    const [msg] = await got;
+    const names = (msg.payload as Found[]).map((d) => d.name).sort();
+    assert.deepEqual(names, ['scan-ours-1', 'scan-ours-2', 'scan-seed'], 'the seed device is found by its name');
+    assert.deepEqual(lastStatus(scan), { fill: 'green', shape: 'dot', text: '3 devices' });
+  });
+
+  it('finds seed devices by connecting when asked to probe, and reads versions; one message per device', async () => {
+    const { scan, out } = await load({ output: 'each', probe: true, readVersions: true });
+    const got = collect(out, 3);
+    scan.receive({});
+    const found = (await got).map((m) => m.payload as Found).filter((d) => d.name.startsWith('scan-'));
+    const seed = found.find((d) => d.name === 'scan-seed')!;
+    assert.equal(seed.protocol, 'seed');
+    const ours = found.filter((d) => d.protocol === 'v2');
+    assert.equal(ours.length, 2);
+    assert.ok(ours.every((d) => d.version === '1.0.0'));
+  });
+
+  it('leaves out devices below the minimum RSSI', async () => {
+    const { scan, out } = await load({ minRssi: -40 }); // virtual devices advertise at -50 dBm
+    const got = collect(out, 1);
+    scan.receive({});
+    assert.deepEqual((await got)[0].payload, []);
+    assert.deepEqual(lastStatus(scan), { fill: 'green', shape: 'dot', text: '0 devices' });
+  });
+
+  it('msg.stop ends a running scan early with what it found', async () => {
+    const { scan, out } = await load({ duration: 20 });
+    const got = collect(out, 1, 5000);
+    const started = Date.now();
+    scan.receive({});
+    setTimeout(() => scan.receive({ stop: true }), 300);
+    const [msg] = await got;
+    assert.ok(Date.now() - started < 3000, 'stopped long before 20 s');
+    assert.ok((msg.payload as Found[]).some((d) => d.name === 'scan-ours-1'));
+  });
+
+  it('name patterns: globs and regular expressions', () => {
+    assert.ok(namePatternRegExp('ESP32-*').test('esp32-kitchen'));
+    assert.ok(!namePatternRegExp('esp32-?').test('esp32-10'));
+    assert.ok(namePatternRegExp('/^esp32-\\d+$/').test('esp32-10'));
+  });
+});
+
+describe('the config node\'s scan endpoint, with admin auth on', function () {
+  this.timeout(90_000);
+  let nr: NodeRedProcess;
+
+  before(async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const bcrypt = require(require.resolve('bcryptjs', { paths: [require.resolve('node-red')] })) as {
+      hashSync(s: string, rounds: number): string;
+    };
+    const hash = bcrypt.hashSync('secret-pass', 8);
+    nr = await NodeRedProcess.start(
+      [],
+      `adminAuth: { type: 'credentials', users: [{ username: 'admin', password: ${JSON.stringify(hash)}, permissions: '*' }] },`,
+    );
+  });
+  after(() => nr?.stop());
+
+  it('refuses a request without the editor\'s permissions', async () => {
+    const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`);
+    assert.equal(res.status, 401);
+  });
+
+  it('answers the devices of the virtual radio to a logged-in editor', async () => {
+    const login = await fetch(`${nr.url}/auth/token`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ client_id: 'node-red-admin', grant_type: 'password', scope: '*', username: 'admin', password: 'secret-pass' }),
+    });
+    assert.equal(login.status, 200);
+    const { access_token: token } = (await login.json()) as { access_token: string };
+    const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 200);
+    const devices = (await res.json()) as Found[];
+    assert.deepEqual(devices.map((d) => [d.name, d.protocol, d.version]), [['esp32-virtual', 'v2', '1.0.0']]);
+  });
+
+});
