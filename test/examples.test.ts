@@ -147,4 +147,42 @@ describe('examples', function () {
       assert.ok(lines.some((l) => /^esp32-mqtt-b: failed \(IMAGE_NOT_AN_IMAGE: /.test(l)), JSON.stringify(lines));
     });
   });
+
+  describe('scan-and-report-versions.json', () => {
+    let nr: NodeRedProcess;
+    after(() => nr?.stop());
+
+    it('lists the devices in range with the version each runs', async () => {
+      const flow = example('scan-and-report-versions.json');
+      nr = await NodeRedProcess.start(flow, '', { BLE_OTA_VIRTUAL_DEVICES: 'esp32-a,esp32-b,other' });
+      await nr.inject(flow.find((n) => n.type === 'inject')!.id);
+      const [line] = await nr.waitForOutput(/esp32-[ab] [0-9a-f:]{17} runs 1\.0\.0; esp32-[ab] [0-9a-f:]{17} runs 1\.0\.0\n/, 30_000);
+      assert.ok(!line.includes('other'), 'the name pattern leaves out other devices');
+    });
+  });
+
+  describe('fleet-update.json', () => {
+    let nr: NodeRedProcess;
+    after(() => nr?.stop());
+
+    it('updates every device not at the target version, one after the other, and none a second time', async () => {
+      const flow = example('fleet-update.json');
+      nr = await NodeRedProcess.start(flow, '', { BLE_OTA_VIRTUAL_DEVICES: 'esp32-fleet-1,esp32-fleet-2,esp32-fleet-3' });
+      mkdirSync(join(nr.userDir, 'firmware'), { recursive: true });
+      writeFileSync(join(nr.userDir, 'firmware/fleet-app.bin'), buildAppImage({ projectName: 'fleet-app', version: '2.0.0', size: 80_000 }));
+      const inject = flow.find((n) => n.type === 'inject')!.id;
+      await nr.inject(inject);
+      for (const n of [1, 2, 3]) await nr.waitForOutput(new RegExp(`updated esp32-fleet-${n} to fleet-app 2\\.0\\.0`), 60_000);
+      const updates = () => (nr.output.match(/updated esp32-fleet-\d to fleet-app/g) ?? []).length;
+      assert.equal(updates(), 3);
+      const order = [...nr.output.matchAll(/updated (esp32-fleet-\d) to/g)].map((m) => m[1]);
+      assert.equal(new Set(order).size, 3, 'each device once');
+
+      const from = nr.output.length;
+      await nr.inject(inject);
+      await new Promise((r) => setTimeout(r, 6000)); // a scan of 3 s, then nothing to do
+      assert.equal(updates(), 3, 'devices at the target version are left alone');
+      assert.ok(!/failed|error/i.test(nr.output.slice(from)), nr.output.slice(from));
+    });
+  });
 });

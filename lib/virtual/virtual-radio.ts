@@ -59,8 +59,17 @@ export class VirtualRadio {
 
 let shared: VirtualRadio | undefined;
 
-/** The process-wide virtual radio the Node-RED nodes share. */
+/**
+ * The process-wide virtual radio the Node-RED nodes share. The environment
+ * variable BLE_OTA_VIRTUAL_DEVICES (names, comma-separated) puts virtual
+ * devices in range from the start, for demos of scans and fleets.
+ */
 export function sharedVirtualRadio(): VirtualRadio {
-  shared ??= new VirtualRadio();
+  if (!shared) {
+    shared = new VirtualRadio();
+    for (const name of (process.env.BLE_OTA_VIRTUAL_DEVICES ?? '').split(',').map((n) => n.trim()).filter(Boolean)) {
+      shared.ensureDevice(name).catch(() => undefined); // a failed start shows when the device is used
+    }
+  }
   return shared;
 }

@@ -38,7 +38,7 @@ export class NodeRedProcess {
   }
 
   /** Starts Node-RED with `flows` (nodes without a tab get one) and waits until they run. */
-  static async start(flows: Array<Record<string, unknown>>, extraSettings = ''): Promise<NodeRedProcess> {
+  static async start(flows: Array<Record<string, unknown>>, extraSettings = '', env: Record<string, string> = {}): Promise<NodeRedProcess> {
     const port = await freePort();
     const userDir = mkdtempSync(join(tmpdir(), 'ble-ota-nr-'));
     const modules = join(userDir, 'node_modules');
@@ -55,6 +55,7 @@ export class NodeRedProcess {
     const red = require.resolve('node-red/red.js', { paths: [ROOT] });
     const child = spawn(process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
     });
     const nr = new NodeRedProcess(child, port, userDir);
     await nr.waitForOutput(/Started flows/, 60_000);
