@@ -54,6 +54,8 @@ function writeSettings() {
   credentialSecret: false,
   fileWorkingDirectory: ${JSON.stringify(userDir)},
   editorTheme: { tours: false, projects: { enabled: false } },
+  // The demo sends nothing anywhere, and asks nothing about it.
+  telemetry: { enabled: false },
   logging: { console: { level: 'info', metrics: false, audit: false } },
 };
 `;
@@ -71,6 +73,8 @@ async function main() {
   const red = require.resolve('node-red/red.js', { paths: [root] });
   const child = spawn(process.execPath, [red, '--userDir', userDir, '--settings', path.join(userDir, 'settings.js')], {
     stdio: 'inherit',
+    // The demo's device is in range from the start, so the device dialog's Scan finds it.
+    env: { BLE_OTA_VIRTUAL_DEVICES: 'esp32-demo', ...process.env },
   });
   console.log(`Node-RED with the BLE OTA demo: http://127.0.0.1:${port} (Ctrl-C to stop)`);
   for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));

@@ -50,7 +50,7 @@ export class NodeRedProcess {
     writeFileSync(
       join(userDir, 'settings.js'),
       `module.exports = { uiHost: '127.0.0.1', uiPort: ${port}, flowFile: 'flows.json', credentialSecret: false,
-        fileWorkingDirectory: ${JSON.stringify(userDir)}, editorTheme: { tours: false }, ${extraSettings} };`,
+        fileWorkingDirectory: ${JSON.stringify(userDir)}, editorTheme: { tours: false }, telemetry: { enabled: false }, ${extraSettings} };`,
     );
     const red = require.resolve('node-red/red.js', { paths: [ROOT] });
     const child = spawn(process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], {
