@@ -8,7 +8,14 @@ import type { SeenDevice } from '../client/scanner';
 import { BleOtaError } from '../errors';
 import { chipName } from '../image/esp-chips';
 import type { EspImageSummary } from '../image/esp-image';
-import { Feature, LAST_STATUS_NONE, RunningState, statusName, TransferState } from '../protocol/constants';
+import { LAST_STATUS_NONE, statusName } from '../protocol/constants';
+import {
+  chipRevisionName,
+  featureNames as knownFeatureNames,
+  runningStateName,
+  transferStateName,
+  unknownFeatureBits,
+} from '../protocol/info-names';
 
 /** info --json. Fields a seed-only device cannot report are null. */
 export interface InfoView {
@@ -39,34 +46,9 @@ export interface InfoView {
   } | null;
 }
 
-const FEATURES: Array<[number, string]> = [
-  [Feature.RESUME, 'resume'],
-  [Feature.CLIENT_CONFIRM, 'client-confirm'],
-  [Feature.SEED, 'seed'],
-  [Feature.DEFLATE, 'deflate'],
-  [Feature.AUTH, 'auth'],
-];
-
-const RUNNING: Record<number, 'valid' | 'pending-verify'> = {
-  [RunningState.VALID]: 'valid',
-  [RunningState.PENDING_VERIFY]: 'pending-verify',
-};
-
-const TRANSFER: Record<number, string> = {
-  [TransferState.IDLE]: 'idle',
-  [TransferState.RECEIVING]: 'receiving',
-  [TransferState.SUSPENDED]: 'suspended',
-  [TransferState.COMPLETE]: 'complete',
-};
-
+/** Feature names, with bits a newer firmware may add shown rather than dropped. */
 export function featureNames(bits: number): string[] {
-  const names = FEATURES.filter(([bit]) => (bits & bit) !== 0).map(([, name]) => name);
-  // Bits a newer firmware may add are shown rather than dropped.
-  const known = FEATURES.reduce((all, [bit]) => all | bit, 0);
-  for (let bit = 1; bit <= 0x8000; bit <<= 1) {
-    if (bits & bit & ~known) names.push(`0x${bit.toString(16).padStart(4, '0')}`);
-  }
-  return names;
+  return [...knownFeatureNames(bits), ...unknownFeatureBits(bits)];
 }
 
 export function infoView(info: DeviceInfo): InfoView {
@@ -86,14 +68,13 @@ export function infoView(info: DeviceInfo): InfoView {
           idfVersion: ota.app.idfVersion,
           secureVersion: ota.app.secureVersion,
           build: { date: ota.app.date, time: ota.app.time, elfSha256: ota.app.elfSha256.toString('hex') },
-          // ESP-IDF writes a chip revision as major * 100 + minor.
-          chip: { id: ota.chipId, name: chipName(ota.chipId), revision: `v${Math.floor(ota.chipRevision / 100)}.${ota.chipRevision % 100}` },
-          runningState: RUNNING[ota.runningState] ?? 'unknown',
+          chip: { id: ota.chipId, name: chipName(ota.chipId), revision: chipRevisionName(ota.chipRevision) },
+          runningState: runningStateName(ota.runningState),
           slotSize: ota.slotSize,
           maxPacket: ota.maxPacket,
           window: ota.window,
           features: featureNames(ota.features),
-          transfer: { state: TRANSFER[ota.transferState] ?? 'unknown', offset: ota.transferOffset },
+          transfer: { state: transferStateName(ota.transferState), offset: ota.transferOffset },
           lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
         }
       : null,

@@ -5,13 +5,20 @@
  */
 import type { DeviceInfo } from '../../lib/client/ota-client';
 import { chipName } from '../../lib/image/esp-chips';
-import { Feature, LAST_STATUS_NONE, RunningState, statusName, TransferState } from '../../lib/protocol/constants';
+import { LAST_STATUS_NONE, statusName } from '../../lib/protocol/constants';
+import {
+  chipRevisionName,
+  featureNames,
+  FeatureName,
+  runningStateName,
+  RunningStateName,
+  transferStateName,
+  TransferStateName,
+} from '../../lib/protocol/info-names';
 import type { Translate } from '../shared/i18n';
 import type { NodeStatus } from '../shared/red';
 
-export type RunningStateName = 'valid' | 'pending-verify' | 'unknown';
-export type TransferStateName = 'idle' | 'receiving' | 'suspended' | 'complete' | 'unknown';
-export type Capability = 'resume' | 'clientConfirm' | 'seed' | 'deflate' | 'auth';
+export type Capability = FeatureName;
 
 /**
  * msg.payload of an information request. Every field is present for every
@@ -44,35 +51,7 @@ export interface FirmwareInfo {
   capabilities: Capability[];
 }
 
-const CAPABILITIES: Array<[number, Capability]> = [
-  [Feature.RESUME, 'resume'],
-  [Feature.CLIENT_CONFIRM, 'clientConfirm'],
-  [Feature.SEED, 'seed'],
-  [Feature.DEFLATE, 'deflate'],
-  [Feature.AUTH, 'auth'],
-];
-
-const RUNNING: Record<number, RunningStateName> = {
-  [RunningState.VALID]: 'valid',
-  [RunningState.PENDING_VERIFY]: 'pending-verify',
-  [RunningState.UNKNOWN]: 'unknown',
-};
-
-const TRANSFER: Record<number, TransferStateName> = {
-  [TransferState.IDLE]: 'idle',
-  [TransferState.RECEIVING]: 'receiving',
-  [TransferState.SUSPENDED]: 'suspended',
-  [TransferState.COMPLETE]: 'complete',
-};
-
-export function capabilities(features: number): Capability[] {
-  return CAPABILITIES.filter(([bit]) => (features & bit) !== 0).map(([, name]) => name);
-}
-
-/** ESP-IDF's form of a chip revision (major × 100 + minor): v3.1. */
-export function chipRevision(value: number): string {
-  return `v${Math.floor(value / 100)}.${value % 100}`;
-}
+export const capabilities = featureNames;
 
 export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
   const common = {
@@ -103,7 +82,7 @@ export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
       capabilities: ['seed'],
     };
   }
-  const runningState = RUNNING[ota.runningState] ?? 'unknown';
+  const runningState = runningStateName(ota.runningState);
   const transferHash = ota.transferSha256.some((b) => b !== 0) ? ota.transferSha256.toString('hex') : null;
   return {
     ...common,
@@ -112,13 +91,13 @@ export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
     idfVersion: ota.app.idfVersion,
     secureVersion: ota.app.secureVersion,
     build: { date: ota.app.date, time: ota.app.time, elfSha256: ota.app.elfSha256.toString('hex') },
-    chip: { name: chipName(ota.chipId), id: ota.chipId, revision: chipRevision(ota.chipRevision) },
+    chip: { name: chipName(ota.chipId), id: ota.chipId, revision: chipRevisionName(ota.chipRevision) },
     slotSize: ota.slotSize,
     maxPacket: ota.maxPacket,
     window: ota.window,
     runningState,
     pendingConfirmation: runningState === 'pending-verify',
-    transfer: { state: TRANSFER[ota.transferState] ?? 'unknown', offset: ota.transferOffset, sha256: transferHash },
+    transfer: { state: transferStateName(ota.transferState), offset: ota.transferOffset, sha256: transferHash },
     lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
     capabilities: capabilities(ota.features),
   };
