@@ -8,7 +8,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, ROOT } from './support/node-red-process';
+import { freePort, ROOT, waitForText } from './support/node-red-process';
 
 /** The node types package.json registers: every one must load and have its editor and help. */
 const OUR_TYPES = Object.keys(
@@ -22,24 +22,7 @@ describe('npm start (demo)', function () {
   let port: number;
   let userDir: string;
 
-  function waitForOutput(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-    return new Promise((res, rej) => {
-      const check = () => {
-        const m = output.match(pattern);
-        if (m) {
-          clearInterval(timer);
-          clearTimeout(deadline);
-          res(m);
-        }
-      };
-      const timer = setInterval(check, 50);
-      const deadline = setTimeout(() => {
-        clearInterval(timer);
-        rej(new Error(`no ${pattern} in Node-RED's output within ${timeoutMs} ms:\n${output.slice(-3000)}`));
-      }, timeoutMs);
-      check();
-    });
-  }
+  const waitForOutput = (pattern: RegExp, timeoutMs: number) => waitForText(() => output, pattern, timeoutMs);
 
   before(async () => {
     port = await freePort();

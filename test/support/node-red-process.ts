@@ -22,6 +22,26 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Waits until what `text` returns matches `pattern`; fails with the end of the text after timeoutMs. */
+export function waitForText(text: () => string, pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+  return new Promise((res, rej) => {
+    const check = () => {
+      const m = text().match(pattern);
+      if (m) {
+        clearInterval(timer);
+        clearTimeout(deadline);
+        res(m);
+      }
+    };
+    const timer = setInterval(check, 50);
+    const deadline = setTimeout(() => {
+      clearInterval(timer);
+      rej(new Error(`no ${pattern} in Node-RED's output within ${timeoutMs} ms:\n${text().slice(-3000)}`));
+    }, timeoutMs);
+    check();
+  });
+}
+
 export class NodeRedProcess {
   output = '';
   private constructor(
@@ -63,22 +83,7 @@ export class NodeRedProcess {
   }
 
   waitForOutput(pattern: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
-    return new Promise((res, rej) => {
-      const check = () => {
-        const m = this.output.slice(from).match(pattern);
-        if (m) {
-          clearInterval(timer);
-          clearTimeout(deadline);
-          res(m);
-        }
-      };
-      const timer = setInterval(check, 50);
-      const deadline = setTimeout(() => {
-        clearInterval(timer);
-        rej(new Error(`no ${pattern} in Node-RED's output within ${timeoutMs} ms:\n${this.output.slice(-3000)}`));
-      }, timeoutMs);
-      check();
-    });
+    return waitForText(() => this.output.slice(from), pattern, timeoutMs);
   }
 
   /** Presses an Inject node's button, as the editor does. */
