@@ -2,6 +2,9 @@ import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  AUTH_CHALLENGE_LEN,
+  AUTH_KEY_LEN,
+  AUTH_MAC_LEN,
   BEGIN_SIZE,
   BeginFlag,
   Command,
@@ -65,6 +68,9 @@ describe('protocol constants: C header and TypeScript agree', () => {
     assert.equal(Number(define('BLE_OTA_STREAM_HEADER')), STREAM_HEADER);
     assert.equal(Number(define('BLE_OTA_RESTART_DELAY_MS')), RESTART_DELAY_MS);
     assert.equal(Number(define('BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM')), BeginFlag.CLIENT_CONFIRM);
+    assert.equal(Number(define('BLE_OTA_AUTH_KEY_LEN')), AUTH_KEY_LEN);
+    assert.equal(Number(define('BLE_OTA_AUTH_CHALLENGE_LEN')), AUTH_CHALLENGE_LEN);
+    assert.equal(Number(define('BLE_OTA_AUTH_MAC_LEN')), AUTH_MAC_LEN);
   });
 
   const groups: Array<[string, Record<string, number>]> = [

@@ -370,6 +370,29 @@ port_confirm_required(void *ctx)
 }
 
 static void
+port_random(void *ctx, uint8_t *out, size_t len)
+{
+    host_dev_t *dev = ctx;
+    size_t got = 0;
+
+    if (dev->hooks.random != NULL) {
+        dev->hooks.random(dev->hooks.user, out, len);
+        return;
+    }
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f != NULL) {
+        got = fread(out, 1, len, f);
+        fclose(f);
+    }
+    if (got != len) {
+        /* No challenge may be predictable: better none (all zeros makes
+         * every answer fail, as the log says) than a weak one. */
+        memset(out, 0, len);
+        dev_log(dev, BLE_OTA_LOG_ERROR, "no random bytes from /dev/urandom");
+    }
+}
+
+static void
 port_log(void *ctx, ble_ota_log_level_t level, const char *msg)
 {
     host_dev_t *dev = ctx;
@@ -422,6 +445,7 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         .notify_command = port_notify_command,
         .set_confirm_required = port_set_confirm_required,
         .confirm_required = port_confirm_required,
+        .random = port_random,
         .log = port_log,
     };
     dev_reset_ram(dev);

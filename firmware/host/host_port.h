@@ -29,6 +29,8 @@ typedef struct {
     /* Milliseconds for the core's timers; NULL: CLOCK_MONOTONIC. Tests pass
      * a clock they move by hand. */
     uint32_t (*now_ms)(void *user);
+    /* Random bytes for authentication challenges; NULL: /dev/urandom. */
+    void (*random)(void *user, uint8_t *out, size_t len);
     void *user;
 } host_dev_hooks_t;
 

@@ -18,6 +18,7 @@
 #include "host_port.h"
 #include "test.h"
 #include "test_fixture.h"
+#include "test_auth.h"
 #include "test_v2.h"
 
 static const char *s_fixtures;
@@ -876,6 +877,7 @@ main(int argc, char **argv)
     RUN(test_power_loss_at_every_step);
     RUN(test_flash_failure_at_every_write);
     test_v2_run_all();
+    test_auth_run_all();
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

@@ -20,7 +20,7 @@
 
 /* One OTA Command notification. */
 typedef struct {
-    uint8_t data[16];
+    uint8_t data[32];
     size_t len;
 } cmd_note_t;
 

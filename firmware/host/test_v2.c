@@ -1158,6 +1158,8 @@ test_v2_info_layout(void)
     CHECK_EQ(le16(inf + 4), 9);
     CHECK_EQ(le16(inf + 14), 1234);
     s_fx.dev.chip_id = 0;
+    s_config.serve_seed = true;
+    core_init();
 
     /* During a transfer: state, offset, SHA-256; last_status follows
      * BEGIN, END and FAILED. */

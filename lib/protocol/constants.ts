@@ -59,10 +59,16 @@ export const Command = {
   RESTART: 0x03,
   ABORT: 0x04,
   CONFIRM: 0x05,
+  CHALLENGE: 0x06,
 } as const;
 export const ANSWER = 0x80;
 export const BEGIN_SIZE = 41;
 export const BeginFlag = { CLIENT_CONFIRM: 0x0001 } as const;
+
+/** Authentication (Feature.AUTH): every request but CHALLENGE ends with a MAC. */
+export const AUTH_KEY_LEN = 32;
+export const AUTH_CHALLENGE_LEN = 16;
+export const AUTH_MAC_LEN = 32;
 
 export const Event = { ACK: 0xc0, RESYNC: 0xc1, FAILED: 0xc2 } as const;
 
@@ -83,6 +89,9 @@ export const Status = {
   INVALID_IMAGE: 0x0b,
   NOT_PENDING: 0x0c,
   NO_SLOT: 0x0d,
+  AUTH_REQUIRED: 0x0e,
+  AUTH_FAILED: 0x0f,
+  AUTH_LOCKED: 0x10,
 } as const;
 
 export type StatusName = keyof typeof Status;

@@ -333,9 +333,21 @@ ble_ota_handle_done(ble_ota_core_t *core)
     port->restart(port->ctx, BLE_OTA_RESTART_DELAY_MS);
 }
 
+/* The seed protocol has no authentication: a build that does not serve it
+ * refuses its writes, so its characteristics open no way around the key. */
+static ble_ota_status_t
+ble_ota_seed_not_served(ble_ota_core_t *core)
+{
+    ble_ota_log(core->port, BLE_OTA_LOG_WARN, "seed protocol write refused: not enabled in this build");
+    return BLE_OTA_ERR_NOT_SERVED;
+}
+
 ble_ota_status_t
 ble_ota_core_control_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
+    if (!core->config.serve_seed) {
+        return ble_ota_seed_not_served(core);
+    }
     if (ble_ota_restart_pending(core)) {
         return BLE_OTA_ERR_BUSY;
     }
@@ -390,6 +402,9 @@ ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
     const ble_ota_port_t *port = core->port;
 
+    if (!core->config.serve_seed) {
+        return ble_ota_seed_not_served(core);
+    }
     if (ble_ota_restart_pending(core)) {
         return BLE_OTA_ERR_BUSY;
     }
@@ -433,6 +448,7 @@ ble_ota_core_disconnected(ble_ota_core_t *core)
     const ble_ota_port_t *port = core->port;
 
     ble_ota_v2_disconnected(core);
+    ble_ota_auth_disconnected(core);
     switch (core->state) {
     case BLE_OTA_STATE_RESTARTING:
         /* The new image is selected; the restart goes on without the client. */
@@ -511,6 +527,8 @@ ble_ota_status_to_att(ble_ota_status_t status)
         return BLE_OTA_ATT_ERR_FLASH;
     case BLE_OTA_ERR_BUSY:
         return BLE_OTA_ATT_ERR_BUSY;
+    case BLE_OTA_ERR_NOT_SERVED:
+        return BLE_OTA_ATT_ERR_WRITE_NOT_PERMITTED;
     default:
         return BLE_OTA_ATT_ERR_UNLIKELY;
     }

@@ -41,4 +41,22 @@ void ble_ota_v2_abort(ble_ota_core_t *core, const char *why);
 /* The link dropped: a v2 transfer being received becomes suspended. */
 void ble_ota_v2_disconnected(ble_ota_core_t *core);
 
+/* --- authentication (ble_ota_auth.c) --- */
+
+/* Compares in a time that does not depend on the contents. */
+bool ble_ota_equal_ct(const uint8_t *a, const uint8_t *b, size_t len);
+
+/* Fills the CHALLENGE answer (a fresh challenge, or AUTH_LOCKED and the
+ * milliseconds left); returns its length, 0 when cap is too small. */
+size_t ble_ota_auth_challenge(ble_ota_core_t *core, uint8_t *answer, size_t cap);
+
+/* Checks a request of len bytes whose own fields take base_len: without a
+ * key it must be base_len long; with one, base_len plus a MAC of the
+ * current challenge, which it uses up. Returns BLE_OTA_ST_OK or the status
+ * to answer (BAD_LENGTH, AUTH_REQUIRED, AUTH_FAILED, AUTH_LOCKED). */
+uint8_t ble_ota_auth_check(ble_ota_core_t *core, const uint8_t *request, size_t len, size_t base_len);
+
+/* The link dropped: its challenge is void. */
+void ble_ota_auth_disconnected(ble_ota_core_t *core);
+
 #endif /* BLE_OTA_INTERNAL_H */

@@ -144,3 +144,51 @@ ble_ota_sha256(const void *data, size_t len, uint8_t digest[BLE_OTA_SHA256_LEN])
     ble_ota_sha256_update(&ctx, data, len);
     ble_ota_sha256_final(&ctx, digest);
 }
+
+/* Clears memory even where the compiler sees no later read (a plain memset
+ * of a dying local may be optimised away). */
+static void
+wipe(void *p, size_t len)
+{
+    volatile uint8_t *v = p;
+
+    while (len-- > 0) {
+        *v++ = 0;
+    }
+}
+
+void
+ble_ota_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len, const uint8_t *b,
+                    size_t b_len, uint8_t mac[BLE_OTA_SHA256_LEN])
+{
+    uint8_t k0[BLE_OTA_SHA256_BLOCK_LEN];
+    uint8_t pad[BLE_OTA_SHA256_BLOCK_LEN];
+    uint8_t inner[BLE_OTA_SHA256_LEN];
+    ble_ota_sha256_ctx_t ctx;
+
+    memset(k0, 0, sizeof(k0));
+    if (key_len > sizeof(k0)) {
+        ble_ota_sha256(key, key_len, k0);
+    } else {
+        memcpy(k0, key, key_len);
+    }
+    for (size_t i = 0; i < sizeof(pad); i++) {
+        pad[i] = (uint8_t)(k0[i] ^ 0x36);
+    }
+    ble_ota_sha256_init(&ctx);
+    ble_ota_sha256_update(&ctx, pad, sizeof(pad));
+    ble_ota_sha256_update(&ctx, a, a_len);
+    ble_ota_sha256_update(&ctx, b, b_len);
+    ble_ota_sha256_final(&ctx, inner);
+    for (size_t i = 0; i < sizeof(pad); i++) {
+        pad[i] = (uint8_t)(k0[i] ^ 0x5c);
+    }
+    ble_ota_sha256_init(&ctx);
+    ble_ota_sha256_update(&ctx, pad, sizeof(pad));
+    ble_ota_sha256_update(&ctx, inner, sizeof(inner));
+    ble_ota_sha256_final(&ctx, mac);
+    /* The key's traces do not outlive the call. */
+    wipe(k0, sizeof(k0));
+    wipe(pad, sizeof(pad));
+    wipe(&ctx, sizeof(ctx));
+}

@@ -13,8 +13,8 @@
 #include "ble_ota_core.h"
 #include "ble_ota_internal.h"
 
-/* Largest notification: the BEGIN answer (opcode, status, offset, window, max_packet). */
-#define BLE_OTA_NOTIFY_MAX 10
+/* Largest notification: the CHALLENGE answer (opcode, status, challenge). */
+#define BLE_OTA_NOTIFY_MAX (2 + BLE_OTA_AUTH_CHALLENGE_LEN)
 
 static uint32_t
 get_le32(const uint8_t *p)
@@ -172,7 +172,7 @@ ble_ota_v2_disconnected(ble_ota_core_t *core)
 static void
 v2_answer_begin(ble_ota_core_t *core, uint32_t offset)
 {
-    uint8_t answer[BLE_OTA_NOTIFY_MAX];
+    uint8_t answer[10]; /* opcode, status, offset, window, max_packet */
 
     answer[0] = BLE_OTA_CMD_BEGIN | BLE_OTA_ANSWER;
     answer[1] = BLE_OTA_ST_OK;
@@ -190,8 +190,10 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
     ble_ota_v2_t *t = &core->v2;
     ble_ota_device_info_t info;
 
-    if (len != BLE_OTA_BEGIN_SIZE) {
-        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_LENGTH);
+    /* Before anything else: a request without the key learns nothing. */
+    const uint8_t auth = ble_ota_auth_check(core, data, len, BLE_OTA_BEGIN_SIZE);
+    if (auth != BLE_OTA_ST_OK) {
+        v2_answer(core, BLE_OTA_CMD_BEGIN, auth);
         return;
     }
     const uint32_t size = get_le32(data + 1);
@@ -391,13 +393,23 @@ ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len
         v2_begin(core, data, len);
         return BLE_OTA_OK;
     }
+    if (opcode == BLE_OTA_CMD_CHALLENGE && core->config.auth) {
+        uint8_t answer[BLE_OTA_NOTIFY_MAX];
+        if (len != 1) {
+            v2_answer(core, opcode, BLE_OTA_ST_BAD_LENGTH);
+        } else {
+            v2_notify(core, answer, ble_ota_auth_challenge(core, answer, sizeof(answer)));
+        }
+        return BLE_OTA_OK;
+    }
     if (opcode < BLE_OTA_CMD_END || opcode > BLE_OTA_CMD_CONFIRM) {
         ble_ota_log(core->port, BLE_OTA_LOG_WARN, "OTA Command 0x%02x unknown", opcode);
         v2_answer(core, opcode, BLE_OTA_ST_UNKNOWN_COMMAND);
         return BLE_OTA_OK;
     }
-    if (len != 1) {
-        v2_answer(core, opcode, BLE_OTA_ST_BAD_LENGTH);
+    const uint8_t auth = ble_ota_auth_check(core, data, len, 1);
+    if (auth != BLE_OTA_ST_OK) {
+        v2_answer(core, opcode, auth);
         return BLE_OTA_OK;
     }
     switch (opcode) {
@@ -573,6 +585,9 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     uint16_t features = BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM;
     if (core->config.serve_seed) {
         features |= BLE_OTA_FEATURE_SEED;
+    }
+    if (core->config.auth) {
+        features |= BLE_OTA_FEATURE_AUTH;
     }
     uint8_t running;
     switch (port->running_state(port->ctx)) {

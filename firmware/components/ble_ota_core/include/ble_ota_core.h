@@ -33,6 +33,7 @@ typedef enum {
     BLE_OTA_ERR_NOT_RECEIVING, /* firmware data outside a transfer */
     BLE_OTA_ERR_FLASH,         /* the port failed to store the data */
     BLE_OTA_ERR_BUSY,          /* restart pending */
+    BLE_OTA_ERR_NOT_SERVED,    /* seed protocol write on a build that does not serve it */
 } ble_ota_status_t;
 
 /* Platform choices for protocol v2. */
@@ -41,14 +42,19 @@ typedef struct {
     uint16_t max_packet;         /* largest OTA Stream value taken, header included */
     uint32_t abandon_timeout_ms; /* a suspended transfer is aborted after this */
     uint32_t confirm_window_ms;  /* a new image awaiting CONFIRM is rolled back after this; 0: no limit */
-    bool serve_seed;             /* the seed characteristics are served (OTA Info feature SEED) */
+    bool serve_seed;             /* the seed protocol is served (OTA Info feature SEED); it has no authentication */
+    bool auth;                   /* v2 requests need a MAC with auth_key (OTA Info feature AUTH) */
+    uint8_t auth_key[BLE_OTA_AUTH_KEY_LEN];
 } ble_ota_config_t;
+
+/* Authentication failures in a row lock it for up to this long. */
+#define BLE_OTA_AUTH_LOCK_MAX_MS 60000u
 
 #define BLE_OTA_DEFAULT_WINDOW            16384
 #define BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS 300000u /* Kconfig BLE_OTA_CONFIRM_WINDOW_S default */
 
 /* Defaults: window 16 KB, max_packet BLE_OTA_MAX_PACKET, abandon
- * BLE_OTA_ABANDON_TIMEOUT_MS, confirm window 300 s, seed served. */
+ * BLE_OTA_ABANDON_TIMEOUT_MS, confirm window 300 s, seed served, no key. */
 void ble_ota_config_default(ble_ota_config_t *config);
 
 /* A v2 transfer (docs/PROTOCOL.md, OTA Info transfer_state). */
@@ -76,6 +82,15 @@ typedef struct {
     uint8_t block[BLE_OTA_FLASH_BLOCK]; /* written to the slot in whole blocks */
 } ble_ota_v2_t;
 
+/* Authentication state (ble_ota_auth.c). */
+typedef struct {
+    uint8_t challenge[BLE_OTA_AUTH_CHALLENGE_LEN];
+    bool challenge_valid; /* handed out on this link and not used yet */
+    uint8_t failures;     /* in a row */
+    uint32_t lock_ms;     /* 0: not locked */
+    uint32_t locked_at_ms;
+} ble_ota_auth_t;
+
 /* Bytes at the start of an image the core checks before the image may be
  * selected, in either protocol: the 24-byte image header, the first
  * segment's header, and the magic word of the app descriptor
@@ -98,6 +113,7 @@ typedef struct {
     bool confirm_waiting;        /* the running image waits for CONFIRM */
     bool rollback_requested;     /* port rollback() called: nothing may start until the restart */
     uint32_t confirm_started_ms; /* port now_ms() when the confirm window opened */
+    ble_ota_auth_t auth;
 } ble_ota_core_t;
 
 /* config NULL: the defaults. A zero window, max_packet or abandon timeout
@@ -149,6 +165,10 @@ void ble_ota_core_tick(ble_ota_core_t *core);
  * CONFIRM or the confirm window ends. Call after ble_ota_core_init().
  * Returns the state the running image had before the call. */
 ble_ota_img_state_t ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed);
+
+/* Parses a key of 2 * BLE_OTA_AUTH_KEY_LEN hex digits (menuconfig's
+ * CONFIG_BLE_OTA_AUTH_KEY); false when it is anything else. */
+bool ble_ota_auth_key_from_hex(const char *hex, uint8_t key[BLE_OTA_AUTH_KEY_LEN]);
 
 /* ATT error code a GATT layer returns for a status (0 for BLE_OTA_OK). */
 uint8_t ble_ota_status_to_att(ble_ota_status_t status);

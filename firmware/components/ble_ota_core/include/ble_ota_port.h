@@ -101,6 +101,9 @@ typedef struct ble_ota_port {
      * that only a pending-verify image would read. */
     ble_ota_port_err_t (*set_confirm_required)(void *ctx, bool required);
     bool (*confirm_required)(void *ctx);
+    /* Fills out with bytes from a cryptographically secure generator (the
+     * hardware RNG on the ESP32): authentication challenges. */
+    void (*random)(void *ctx, uint8_t *out, size_t len);
 
     /* One log line, without trailing newline. */
     void (*log)(void *ctx, ble_ota_log_level_t level, const char *msg);

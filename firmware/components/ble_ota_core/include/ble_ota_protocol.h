@@ -40,6 +40,7 @@
  * characteristics. Standard ATT codes are used where one fits. */
 #define BLE_OTA_ATT_ERR_INVALID_LEN   0x0D /* ATT: Invalid Attribute Value Length */
 #define BLE_OTA_ATT_ERR_UNLIKELY      0x0E /* ATT: Unlikely Error */
+#define BLE_OTA_ATT_ERR_WRITE_NOT_PERMITTED 0x03 /* ATT: Write Not Permitted (seed protocol not served) */
 #define BLE_OTA_ATT_ERR_NOT_RECEIVING 0x80 /* firmware data written outside a transfer */
 #define BLE_OTA_ATT_ERR_FLASH         0x81 /* the device could not write the data to flash */
 #define BLE_OTA_ATT_ERR_BAD_VALUE     0x82 /* unknown control value or packet size out of range */
@@ -62,7 +63,7 @@
 #define BLE_OTA_FEATURE_CLIENT_CONFIRM 0x0002
 #define BLE_OTA_FEATURE_SEED           0x0004
 #define BLE_OTA_FEATURE_DEFLATE        0x0008 /* reserved */
-#define BLE_OTA_FEATURE_AUTH           0x0010 /* reserved */
+#define BLE_OTA_FEATURE_AUTH           0x0010 /* requests need a MAC (CHALLENGE first) */
 
 /* OTA Info running_state. */
 #define BLE_OTA_RUNNING_VALID          0
@@ -84,6 +85,7 @@
 #define BLE_OTA_CMD_RESTART 0x03
 #define BLE_OTA_CMD_ABORT   0x04
 #define BLE_OTA_CMD_CONFIRM 0x05
+#define BLE_OTA_CMD_CHALLENGE 0x06 /* answer: challenge[16], or AUTH_LOCKED and retry_ms u32 */
 #define BLE_OTA_ANSWER      0x80
 /* Request opcodes are 0x00-0x3F, so answers (0x80-0xBF) never read as
  * events (0xC0-0xFF); a write above it fails with BLE_OTA_ATT_ERR_BAD_VALUE. */
@@ -91,6 +93,12 @@
 
 #define BLE_OTA_BEGIN_SIZE        41 /* opcode, size u32, sha256[32], chip_id u16, flags u16 */
 #define BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM 0x0001
+
+/* Authentication (FEATURE_AUTH): every request but CHALLENGE ends with
+ * HMAC-SHA256(key, challenge || request without the MAC). */
+#define BLE_OTA_AUTH_KEY_LEN       32
+#define BLE_OTA_AUTH_CHALLENGE_LEN 16
+#define BLE_OTA_AUTH_MAC_LEN       32
 
 /* OTA Command events, sent by the device on its own. */
 #define BLE_OTA_EVT_ACK    0xC0 /* offset u32 */
@@ -115,6 +123,9 @@
 #define BLE_OTA_ST_INVALID_IMAGE   0x0B
 #define BLE_OTA_ST_NOT_PENDING     0x0C
 #define BLE_OTA_ST_NO_SLOT         0x0D
+#define BLE_OTA_ST_AUTH_REQUIRED   0x0E
+#define BLE_OTA_ST_AUTH_FAILED     0x0F
+#define BLE_OTA_ST_AUTH_LOCKED     0x10
 
 /* Flash is written in blocks of this size (one 4 KB sector). */
 #define BLE_OTA_FLASH_BLOCK 4096

@@ -28,4 +28,8 @@ void ble_ota_sha256_final(ble_ota_sha256_ctx_t *ctx, uint8_t digest[BLE_OTA_SHA2
 /* One-shot digest of len bytes. */
 void ble_ota_sha256(const void *data, size_t len, uint8_t digest[BLE_OTA_SHA256_LEN]);
 
+/* HMAC-SHA256 (RFC 2104) of a || b: the MAC of authenticated requests. */
+void ble_ota_hmac_sha256(const uint8_t *key, size_t key_len, const uint8_t *a, size_t a_len, const uint8_t *b,
+                         size_t b_len, uint8_t mac[BLE_OTA_SHA256_LEN]);
+
 #endif /* BLE_OTA_SHA256_H */
