@@ -17,7 +17,9 @@
  *
  * Input: a sequence of operations, each an opcode byte and its arguments
  * (see fuzz_step). A few operations carry a valid image, so that the fuzzer
- * reaches END, RESTART and CONFIRM without having to guess a SHA-256.
+ * reaches END, RESTART and CONFIRM without having to guess a SHA-256; one
+ * switches the device to a keyed build, where those operations get a
+ * challenge and sign their request (or, as the input says, do not).
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,7 +35,7 @@
 
 #define FUZZ_SLOT_SIZE   (64u * 1024u)
 #define FUZZ_MAX_WRITE   600 /* beyond BLE_OTA_MAX_PACKET, as a broken GATT layer might pass */
-#define FUZZ_NOTIFY_MAX  16  /* no notification of ours is longer */
+#define FUZZ_NOTIFY_MAX  (2 + BLE_OTA_AUTH_CHALLENGE_LEN) /* the CHALLENGE answer, our longest */
 #define FUZZ_IMAGE_CAP   (16u * 1024u)
 
 typedef struct {
@@ -51,7 +53,10 @@ typedef struct {
     /* The state each slot had when last validated: a slot is only written
      * while it is empty, so a bootable one needs validating once. */
     host_slot_state_t verified[HOST_FLASH_SLOTS];
+    uint8_t challenge[BLE_OTA_AUTH_CHALLENGE_LEN]; /* the last one the device handed out */
 } fuzz_t;
+
+static const uint8_t k_fuzz_key[BLE_OTA_AUTH_KEY_LEN] = { 0x42, 0x4c, 0x45, 0x2d, 0x4f, 0x54, 0x41 };
 
 static fuzz_t s_fz;
 
@@ -74,13 +79,16 @@ hook_notify(void *user, uint8_t value)
 static void
 hook_notify_command(void *user, const uint8_t *data, size_t len)
 {
-    (void)user;
     if (data == NULL || len == 0 || len > FUZZ_NOTIFY_MAX) {
         fuzz_fail("OTA Command notification empty or too long");
     }
     /* Every answer and event starts at 0x80 (answers) or 0xC0 (events). */
     if ((data[0] & BLE_OTA_ANSWER) == 0) {
         fuzz_fail("OTA Command notification that is no answer and no event");
+    }
+    if (len == 2 + BLE_OTA_AUTH_CHALLENGE_LEN && data[0] == (BLE_OTA_CMD_CHALLENGE | BLE_OTA_ANSWER) &&
+        data[1] == BLE_OTA_ST_OK) {
+        memcpy(((fuzz_t *)user)->challenge, data + 2, BLE_OTA_AUTH_CHALLENGE_LEN);
     }
 }
 
@@ -268,11 +276,31 @@ copy_of(const uint8_t *data, size_t len)
     return buf;
 }
 
+/* Writes a request to OTA Command; on a keyed device, when sign says so,
+ * after asking for a challenge and with the MAC appended. */
 static void
-begin_for(const uint8_t *img, uint32_t size, uint16_t flags, uint16_t chip)
+send_request(uint8_t *req, size_t len, bool sign)
+{
+    uint8_t signed_req[BLE_OTA_BEGIN_SIZE + BLE_OTA_AUTH_MAC_LEN];
+
+    if (s_fz.config.auth && sign && len <= BLE_OTA_BEGIN_SIZE) {
+        const uint8_t challenge = BLE_OTA_CMD_CHALLENGE;
+        ble_ota_core_command_write(&s_fz.core, &challenge, 1);
+        memcpy(signed_req, req, len);
+        ble_ota_hmac_sha256(k_fuzz_key, sizeof(k_fuzz_key), s_fz.challenge, sizeof(s_fz.challenge), req, len,
+                            signed_req + len);
+        req = signed_req;
+        len += BLE_OTA_AUTH_MAC_LEN;
+    }
+    uint8_t *buf = copy_of(req, len);
+    ble_ota_core_command_write(&s_fz.core, buf, len);
+    free(buf);
+}
+
+static void
+begin_for(const uint8_t *img, uint32_t size, uint16_t flags, uint16_t chip, bool sign)
 {
     uint8_t req[BLE_OTA_BEGIN_SIZE];
-    uint8_t *buf;
 
     req[0] = BLE_OTA_CMD_BEGIN;
     req[1] = (uint8_t)size;
@@ -284,9 +312,7 @@ begin_for(const uint8_t *img, uint32_t size, uint16_t flags, uint16_t chip)
     req[38] = (uint8_t)(chip >> 8);
     req[39] = (uint8_t)flags;
     req[40] = (uint8_t)(flags >> 8);
-    buf = copy_of(req, sizeof(req));
-    ble_ota_core_command_write(&s_fz.core, buf, sizeof(req));
-    free(buf);
+    send_request(req, sizeof(req), sign);
 }
 
 /* One packet of the image at offset, n bytes of it (fewer at its end). */
@@ -373,11 +399,12 @@ fuzz_step(reader_t *r)
         break;
     }
     case 8: { /* BEGIN for the image (or a prefix of it), its real SHA-256 */
-        const bool prefix = take8(r) % 8 == 0;
+        const uint8_t how = take8(r);
+        const bool prefix = how % 8 == 0;
         const uint32_t size = prefix ? take16(r) : (uint32_t)s_fz.img_len;
         const uint16_t flags = take8(r) & 3;
         const uint16_t chip = take8(r) % 16 == 0 ? 5 : HOST_IMAGE_CHIP_ESP32;
-        begin_for(s_fz.img, size, flags, chip);
+        begin_for(s_fz.img, size, flags, chip, (how & 0x40) == 0);
         break;
     }
     case 9: { /* the next packets of the image where the device expects them */
@@ -419,9 +446,8 @@ fuzz_step(reader_t *r)
             const uint8_t done = BLE_OTA_CTRL_DONE;
             ble_ota_core_control_write(&s_fz.core, &done, 1);
         } else {
-            uint8_t *buf = copy_of(&k_ops[which % 4], 1);
-            ble_ota_core_command_write(&s_fz.core, buf, 1);
-            free(buf);
+            uint8_t req = k_ops[which % 4];
+            send_request(&req, 1, (which & 0x40) == 0);
         }
         break;
     }
@@ -444,8 +470,15 @@ fuzz_step(reader_t *r)
         }
         break;
     }
-    case 15: /* back to the valid image */
+    case 15: /* back to the valid image; or power-on as the other build (keyed or open) */
     default:
+        if (op & 0x80) {
+            s_fz.config.auth = !s_fz.config.auth;
+            memcpy(s_fz.config.auth_key, k_fuzz_key, sizeof(k_fuzz_key));
+            s_fz.config.serve_seed = !s_fz.config.auth;
+            fuzz_boot(true);
+            break;
+        }
         memcpy(s_fz.img, s_fz.good, s_fz.good_len);
         s_fz.img_len = s_fz.good_len;
         break;
