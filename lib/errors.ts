@@ -33,6 +33,9 @@ export type BleOtaErrorCode =
   | 'PROTOCOL_ERROR'
   | 'ROLLED_BACK'
   | 'CONFIRM_FAILED'
+  | 'AUTH_REQUIRED'
+  | 'AUTH_FAILED'
+  | 'AUTH_LOCKED'
   // the caller
   | 'CANCELLED'
   | 'BUSY'

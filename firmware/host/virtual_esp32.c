@@ -1025,6 +1025,7 @@ usage(FILE *f)
             "                     [--image FILE] [--mtu N] [--restart-delay-ms MS]\n"
             "                     [--protocol seed|v2] [--chip-id N] [--window BYTES]\n"
             "                     [--abandon-timeout-ms MS] [--confirm-window-ms MS]\n"
+            "                     [--auth-key HEX64] [--seed-protocol on|off]\n"
             "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -1076,6 +1077,7 @@ parse_options(vesp_t *v, int argc, char **argv)
     v->mtu = VESP_DEFAULT_MTU;
     v->restart_delay_ms = BLE_OTA_RESTART_DELAY_MS;
     ble_ota_config_default(&v->config);
+    int seed_protocol = -1; /* -1: as the build's default, see below */
 
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -1145,9 +1147,34 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, val, "0 (no limit) to 86400000");
             }
             v->config.confirm_window_ms = n;
+        } else if (strcmp(opt, "--auth-key") == 0) {
+            if (!ble_ota_auth_key_from_hex(val, v->config.auth_key)) {
+                return bad_option(opt, "(hidden)", "64 hex digits");
+            }
+            v->config.auth = true;
+        } else if (strcmp(opt, "--seed-protocol") == 0) {
+            if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+                return bad_option(opt, val, "on or off");
+            }
+            seed_protocol = strcmp(val, "on") == 0;
         } else {
             return bad_option(opt, val, "unknown option");
         }
+    }
+    /* The key may come from the environment, out of sight of `ps`. */
+    const char *env_key = getenv("VIRTUAL_ESP32_AUTH_KEY");
+    if (!v->config.auth && env_key != NULL && env_key[0] != '\0') {
+        if (!ble_ota_auth_key_from_hex(env_key, v->config.auth_key)) {
+            return bad_option("VIRTUAL_ESP32_AUTH_KEY", "(hidden)", "64 hex digits");
+        }
+        v->config.auth = true;
+    }
+    /* As our firmware's builds: a keyed one leaves the seed protocol off
+     * unless told otherwise; one without a key stands for a build that
+     * opted out of authentication, where the seed protocol is as open as v2. */
+    v->config.serve_seed = v->seed_only || (seed_protocol >= 0 ? seed_protocol == 1 : !v->config.auth);
+    if (v->seed_only && v->config.auth) {
+        return bad_option("--auth-key", "(hidden)", "a seed device (--protocol seed) has no authentication");
     }
     return 0;
 }

@@ -13,13 +13,14 @@
  * The protocol is chosen from the device: v2 when it has OTA Info, the
  * seed's otherwise (docs/PROTOCOL.md).
  */
-import { BleOtaError, DeviceError } from '../errors';
+import { BleOtaError, DeviceError, ProtocolError } from '../errors';
 import { EspImage, EspImageSummary, imageSummary } from '../image/esp-image';
 import { validateImage } from '../image/validate';
 import { loadSystemNoble } from '../noble-loader';
 import {
   Command,
   DEVICE_INFORMATION_UUID,
+  Feature,
   FIRMWARE_REVISION_UUID,
   nobleUuid,
   OTA_COMMAND_UUID,
@@ -30,6 +31,7 @@ import {
   OTA_STREAM_UUID,
 } from '../protocol/constants';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
+import { parseKey } from './auth';
 import { Link } from './link';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
@@ -92,6 +94,11 @@ export interface UpdateOptions {
   skipIfRunning?: boolean;
   /** v2: update even when the image's version is older than the running one (default true). */
   allowDowngrade?: boolean;
+  /**
+   * The device's pre-shared key (64 hex digits or 32 bytes), for devices
+   * built with CONFIG_BLE_OTA_AUTH_KEY. Never logged nor put in messages.
+   */
+  key?: Buffer | string;
 }
 
 export interface UpdateResult {
@@ -150,8 +157,9 @@ export class OtaConnection {
     v2Chars: { info: NobleCharacteristic; command: NobleCharacteristic; stream: NobleCharacteristic } | undefined,
     private readonly firmwareRevision: NobleCharacteristic | undefined,
     private readonly timeouts: Timeouts,
+    key?: Buffer,
   ) {
-    this.v2 = v2Chars ? new V2Session(link, v2Chars, mtu) : undefined;
+    this.v2 = v2Chars ? new V2Session(link, v2Chars, mtu, key) : undefined;
   }
 
   get peripheral(): NoblePeripheral {
@@ -220,9 +228,11 @@ export class BleOtaClient {
   /** Scans for the target and connects to its OTA service. */
   async connect(
     target: Target,
-    options: { signal?: AbortSignal; timeouts?: Partial<Timeouts>; onProgress?: (p: Progress) => void } = {},
+    options: { signal?: AbortSignal; timeouts?: Partial<Timeouts>; onProgress?: (p: Progress) => void; key?: Buffer | string } = {},
   ): Promise<OtaConnection> {
     const timeouts = { ...this.timeouts, ...options.timeouts };
+    // A malformed key fails here, before any radio work.
+    const key = options.key === undefined || options.key === '' ? undefined : parseKey(options.key);
     const progress = (phase: Phase) =>
       options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
     progress('scanning');
@@ -255,7 +265,7 @@ export class BleOtaClient {
       // noble sets the MTU once the exchange completes, which its HCI bindings
       // do before discovery; a device that never exchanged keeps the default 23.
       const mtu = peripheral.mtu ?? 23;
-      return new OtaConnection(link, mtu, { control, data }, v2, revision, timeouts);
+      return new OtaConnection(link, mtu, { control, data }, v2, revision, timeouts, key);
     } catch (err) {
       await link.close();
       throw err;
@@ -274,6 +284,12 @@ export class BleOtaClient {
     const device = { name: connection.peripheral.advertisement?.localName, address: connection.peripheral.address };
     const useV2 = connection.v2 && options.protocol !== 'seed';
     try {
+      if (!useV2 && connection.v2 && ((await connection.v2.readInfo()).features & Feature.SEED) === 0) {
+        throw new ProtocolError(
+          'REQUEST_REFUSED',
+          `${connection.link.describe()} does not serve the seed protocol (its firmware leaves it off, as it has no authentication); update it with protocol v2`,
+        );
+      }
       if (useV2) {
         const r = await uploadV2(this, connection, parsed, options, timeouts);
         return this.result(options, parsed, device, r, started);

@@ -3,7 +3,7 @@
  * the device's ACK / RESYNC / FAILED events, and the windowed stream.
  */
 import { DeviceError, ProtocolError } from '../errors';
-import { Command, Status, statusName, TransferState } from '../protocol/constants';
+import { AUTH_CHALLENGE_LEN, Command, Feature, Status, statusName, TransferState } from '../protocol/constants';
 import {
   BeginAnswer,
   BeginRequest,
@@ -16,6 +16,7 @@ import {
   encodeCommand,
   encodeStreamPacket,
 } from '../protocol/v2-codec';
+import { requestMac } from './auth';
 import type { Link } from './link';
 import type { NobleCharacteristic } from './noble-types';
 
@@ -28,11 +29,12 @@ const COMMAND_NAMES: Record<number, string> = {
   [Command.RESTART]: 'RESTART',
   [Command.ABORT]: 'ABORT',
   [Command.CONFIRM]: 'CONFIRM',
+  [Command.CHALLENGE]: 'CHALLENGE',
 };
 
 /** An answer whose status is not OK. */
 export class CommandRefused extends Error {
-  constructor(readonly opcode: number, readonly status: number) {
+  constructor(readonly opcode: number, readonly status: number, readonly body: Buffer = Buffer.alloc(0)) {
     super(`${COMMAND_NAMES[opcode] ?? opcode} answered ${statusName(status)}`);
   }
 }
@@ -60,29 +62,70 @@ export class V2Session {
     this.wake?.();
   };
 
+  /** OTA Info's features, once read. */
+  private features: number | undefined;
+
   constructor(
     readonly link: Link,
     private readonly chars: { info: NobleCharacteristic; command: NobleCharacteristic; stream: NobleCharacteristic },
     private readonly mtu: number,
+    /** The device's pre-shared key (parsed), for devices that require one. */
+    private readonly key?: Buffer,
   ) {
     chars.command.on('data', this.onData);
   }
 
   async readInfo(): Promise<DeviceInfoV2> {
     const value = await this.link.read(this.chars.info, 'OTA Info');
+    let info: DeviceInfoV2;
     try {
-      return decodeInfo(value);
+      info = decodeInfo(value);
     } catch (err) {
       throw new ProtocolError('PROTOCOL_ERROR', `the device's OTA Info could not be read: ${(err as Error).message}`);
     }
+    this.features = info.features;
+    return info;
   }
 
   subscribe(): Promise<void> {
     return this.link.subscribe(this.chars.command, 'OTA Command notifications');
   }
 
-  /** Writes a request and waits for its answer; throws CommandRefused unless it is OK. */
+  /**
+   * Writes a request and waits for its answer; throws CommandRefused unless
+   * it is OK. On a device that requires authentication, a CHALLENGE goes
+   * first and the request carries its MAC.
+   */
   async request(opcode: number, value: Buffer, timeoutMs: number): Promise<Buffer> {
+    const signed = await this.authenticate(value, timeoutMs);
+    const answer = await this.exchange(opcode, signed, timeoutMs);
+    if (answer.status !== Status.OK) throw new CommandRefused(opcode, answer.status, answer.body);
+    return answer.body;
+  }
+
+  /** The request as the device takes it: with the MAC of a fresh challenge when the device requires one. */
+  private async authenticate(value: Buffer, timeoutMs: number): Promise<Buffer> {
+    if (this.features === undefined) await this.readInfo();
+    if (((this.features ?? 0) & Feature.AUTH) === 0) return value;
+    if (!this.key) {
+      throw new DeviceError(
+        'AUTH_REQUIRED',
+        `${this.link.describe()} takes updates only from clients that know its key: set the key (64 hex digits, the device's CONFIG_BLE_OTA_AUTH_KEY) in the device's configuration`,
+      );
+    }
+    const answer = await this.exchange(Command.CHALLENGE, Buffer.from([Command.CHALLENGE]), timeoutMs);
+    if (answer.status !== Status.OK) throw new CommandRefused(Command.CHALLENGE, answer.status, answer.body);
+    if (answer.body.length !== AUTH_CHALLENGE_LEN) {
+      throw new ProtocolError('PROTOCOL_ERROR', `the device's challenge has ${answer.body.length} bytes, expected ${AUTH_CHALLENGE_LEN}`);
+    }
+    return Buffer.concat([value, requestMac(this.key, answer.body, value)]);
+  }
+
+  /**
+   * Writes a value to OTA Command as it is (no MAC added) and waits for the
+   * answer to opcode, whatever its status.
+   */
+  async exchange(opcode: number, value: Buffer, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
     const name = COMMAND_NAMES[opcode] ?? `command 0x${opcode.toString(16)}`;
     // Answers to earlier requests that nobody awaited (e.g. after a timeout) are stale.
     this.answers.length = 0;
@@ -98,8 +141,7 @@ export class V2Session {
         this.wake = undefined;
       };
     });
-    if (answer.status !== Status.OK) throw new CommandRefused(opcode, answer.status);
-    return answer.body;
+    return answer;
   }
 
   async begin(req: BeginRequest, timeoutMs: number): Promise<BeginAnswer> {

@@ -36,7 +36,7 @@ export async function uploadV2(
   const data = options.image;
   const onProgress = options.onProgress ?? (() => undefined);
   const address = first.peripheral.address;
-  const reconnect = () => client.connect({ address }, { signal: options.signal, timeouts });
+  const reconnect = () => client.connect({ address }, { signal: options.signal, timeouts, key: options.key });
   let conn = first;
   const opened: OtaConnection[] = [];
   try {
@@ -317,6 +317,20 @@ export function refusalError(err: CommandRefused, size: number): BleOtaError {
       return new ProtocolError('DEVICE_REJECTED_IMAGE', `what the device received does not match the image's SHA-256 (${what}); the old firmware stays. Retry the update`);
     case Status.INVALID_IMAGE:
       return new ProtocolError('DEVICE_REJECTED_IMAGE', `the device's validation rejected the image (${what}); the old firmware stays. Check that it was built for this device`);
+    case Status.AUTH_REQUIRED:
+      return new DeviceError('AUTH_REQUIRED', `the device takes updates only with its key (${what}); set the key of the device's configuration to its CONFIG_BLE_OTA_AUTH_KEY`);
+    case Status.AUTH_FAILED:
+      return new DeviceError(
+        'AUTH_FAILED',
+        `the device refused the key (${what}): it is not the device's CONFIG_BLE_OTA_AUTH_KEY. Check the key; after 3 failures in a row the device locks authentication for a while`,
+      );
+    case Status.AUTH_LOCKED: {
+      const seconds = err.body.length >= 4 ? Math.ceil(err.body.readUInt32LE(0) / 1000) : undefined;
+      return new DeviceError(
+        'AUTH_LOCKED',
+        `the device refuses authentication for ${seconds === undefined ? 'a while' : `${seconds} s`} after repeated failures (${what}); check the key, then try again later`,
+      );
+    }
     default:
       return new ProtocolError('PROTOCOL_ERROR', `the device refused a step of the update (${what}); status ${statusName(err.status)}`);
   }

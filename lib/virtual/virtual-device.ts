@@ -31,6 +31,14 @@ export interface VirtualDeviceOptions {
   abandonTimeoutMs?: number;
   /** A new image awaiting CONFIRM is rolled back after this (default 300 s). */
   confirmWindowMs?: number;
+  /**
+   * Pre-shared key (64 hex digits, or 32 bytes): the device is a keyed
+   * build, whose v2 requests need a MAC (docs/PROTOCOL.md). Without it, the
+   * device stands for a build that opted out of authentication.
+   */
+  authKey?: string | Buffer;
+  /** Serve the seed protocol (default: off with a key, as our firmware's default build; on without). */
+  seedProtocol?: boolean;
 }
 
 /** What the device received since it started (ATT operations and stream bytes). */
@@ -127,7 +135,12 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.window !== undefined) args.push('--window', String(options.window));
     if (options.abandonTimeoutMs !== undefined) args.push('--abandon-timeout-ms', String(options.abandonTimeoutMs));
     if (options.confirmWindowMs !== undefined) args.push('--confirm-window-ms', String(options.confirmWindowMs));
-    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    if (options.seedProtocol !== undefined) args.push('--seed-protocol', options.seedProtocol ? 'on' : 'off');
+    // The key goes through the environment, out of sight of `ps`; an empty
+    // value keeps a key in this process's own environment from leaking in.
+    const key = options.authKey === undefined ? '' : Buffer.isBuffer(options.authKey) ? options.authKey.toString('hex') : options.authKey;
+    const env = { ...process.env, VIRTUAL_ESP32_AUTH_KEY: key };
+    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
     const device = new VirtualEsp32(child);
     await device.attach();
     return device;
