@@ -13,7 +13,11 @@ export class VirtualRadio {
   readonly noble: NobleLike;
   private readonly devices = new Map<string, Promise<VirtualEsp32>>();
 
-  constructor(centralMtu?: number) {
+  /**
+   * @param defaults options every device this radio starts gets, unless
+   *   addDevice() says otherwise (e.g. the key of a keyed fleet)
+   */
+  constructor(centralMtu?: number, private readonly defaults: VirtualDeviceOptions = {}) {
     this.bindings = new VirtualBindings(centralMtu);
     // with-bindings loads noble's core only, never the HCI socket.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -27,7 +31,7 @@ export class VirtualRadio {
     const address = (options.address ?? addressFromName(name)).toLowerCase();
     const existing = this.devices.get(address);
     if (existing) return existing;
-    const started = VirtualEsp32.start({ ...options, name, address }).then((device) => {
+    const started = VirtualEsp32.start({ ...this.defaults, ...options, name, address }).then((device) => {
       this.bindings.addDevice(device);
       device.once('exit', () => {
         if (this.devices.get(address) === started) this.devices.delete(address);
@@ -62,11 +66,14 @@ let shared: VirtualRadio | undefined;
 /**
  * The process-wide virtual radio the Node-RED nodes share. The environment
  * variable BLE_OTA_VIRTUAL_DEVICES (names, comma-separated) puts virtual
- * devices in range from the start, for demos of scans and fleets.
+ * devices in range from the start, for demos of scans and fleets;
+ * BLE_OTA_VIRTUAL_AUTH_KEY (64 hex digits) makes every one of them a keyed
+ * build with that key, as our firmware's default build is.
  */
 export function sharedVirtualRadio(): VirtualRadio {
   if (!shared) {
-    shared = new VirtualRadio();
+    const authKey = process.env.BLE_OTA_VIRTUAL_AUTH_KEY?.trim();
+    shared = new VirtualRadio(undefined, authKey ? { authKey } : {});
     for (const name of (process.env.BLE_OTA_VIRTUAL_DEVICES ?? '').split(',').map((n) => n.trim()).filter(Boolean)) {
       shared.ensureDevice(name).catch(() => undefined); // a failed start shows when the device is used
     }

@@ -28,6 +28,9 @@ export = function register(RED: RED): void {
       gattMs: seconds(def.operationTimeout, 5_000),
     };
     this.timeouts = timeouts;
+    // A credential: Node-RED stores it apart from the flow (flows_cred.json, encrypted).
+    const key = String(this.credentials?.key ?? '').trim();
+    this.key = key === '' ? undefined : key;
 
     this.problem = () => (this.backend === 'bluetooth' ? systemBluetoothProblem() : undefined);
 
@@ -41,7 +44,7 @@ export = function register(RED: RED): void {
     };
   }
 
-  RED.nodes.registerType('ble-ota-device', BleOtaDeviceNode);
+  RED.nodes.registerType('ble-ota-device', BleOtaDeviceNode, { credentials: { key: { type: 'password' } } });
 
   // The edit dialog's Scan button. Editor permissions required, as for
   // reading any node configuration.

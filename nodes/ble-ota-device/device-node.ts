@@ -22,6 +22,11 @@ export interface DeviceNode extends Node {
   /** The radio this device is reached through, shared with every node that uses it. */
   adapter: Adapter;
   timeouts: Partial<Timeouts>;
+  /**
+   * The device's pre-shared key (a credential: kept out of the flow file,
+   * never logged nor sent in messages), or undefined when none is set.
+   */
+  key: string | undefined;
   /** Why this backend cannot be used right now, if it cannot. */
   problem(): BluetoothUnavailableError | undefined;
   /** A client for this device's backend, and the target to pass it. */

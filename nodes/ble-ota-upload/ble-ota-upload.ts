@@ -176,6 +176,7 @@ export = function register(RED: RED): void {
         confirm: def.confirm === 'device' ? 'device' : 'client',
         skipIfRunning: def.skipSame !== false,
         allowDowngrade: def.allowDowngrade === true,
+        key: config.key,
         onProgress: (p: Progress) => {
           node.status(statusForProgress(t, p));
           if (!throttle.accept(p)) return;

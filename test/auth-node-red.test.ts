@@ -1,0 +1,100 @@
+/**
+ * The key in a real Node-RED: entered as the device node's credential
+ * (through the admin API, as the editor's Deploy sends it), it updates a
+ * keyed virtual ESP32; wrong or missing keys fail with their codes; and the
+ * key appears nowhere a user or an attacker could read it: not in the flow
+ * file, the credentials file (encrypted), the flows the editor and exports
+ * get, the runtime log, or any message.
+ */
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { NodeRedProcess, waitForText } from './support/node-red-process';
+
+const KEY = randomBytes(32).toString('hex');
+const WRONG = randomBytes(32).toString('hex');
+
+/** inject -> file in -> upload -> debug (whole messages, to the log), for one device node. */
+function chain(prefix: string, deviceNode: string): Array<Record<string, unknown>> {
+  return [
+    { id: `${prefix}1`, type: 'inject', z: 'tab1', props: [], wires: [[`${prefix}2`]] },
+    { id: `${prefix}2`, type: 'file in', z: 'tab1', filename: 'firmware/app.bin', filenameType: 'str', format: '', encoding: 'none', wires: [[`${prefix}3`]] },
+    { id: `${prefix}3`, type: 'ble-ota-upload', z: 'tab1', device: deviceNode, wires: [[`${prefix}4`], [`${prefix}4`]] },
+    { id: `${prefix}4`, type: 'debug', z: 'tab1', name: `${prefix}-out`, active: true, tosidebar: true, console: true, complete: 'true', wires: [] },
+    { id: `${prefix}5`, type: 'catch', z: 'tab1', scope: [`${prefix}3`], wires: [[`${prefix}4`]] },
+  ];
+}
+
+describe('the key in a real Node-RED', function () {
+  this.timeout(120_000);
+  let nr: NodeRedProcess;
+  after(() => nr?.stop());
+
+  it('updates with the right key, fails with AUTH_FAILED / AUTH_REQUIRED otherwise, and never shows the key', async () => {
+    // Every virtual device of this Node-RED is a keyed build with KEY; the
+    // credentials file is encrypted, as Node-RED does by default.
+    nr = await NodeRedProcess.start([], "credentialSecret: 'test-credential-secret'", { BLE_OTA_VIRTUAL_AUTH_KEY: KEY });
+    mkdirSync(join(nr.userDir, 'firmware'), { recursive: true });
+    writeFileSync(join(nr.userDir, 'firmware/app.bin'), buildAppImage({ projectName: 'keyed-app', version: '4.0.0', size: 80_000 }));
+
+    const device = (id: string, name: string, key?: string) => ({
+      id,
+      type: 'ble-ota-device',
+      device: name,
+      backend: 'virtual',
+      scanTimeout: 5,
+      operationTimeout: 5,
+      ...(key === undefined ? {} : { credentials: { key } }),
+    });
+    const flows = [
+      { id: 'tab1', type: 'tab', label: 'keys' },
+      device('dev-right', 'keyed-a', KEY),
+      device('dev-wrong', 'keyed-b', WRONG),
+      device('dev-none', 'keyed-c'),
+      ...chain('right', 'dev-right'),
+      ...chain('wrong', 'dev-wrong'),
+      ...chain('none', 'dev-none'),
+    ];
+    const deployed = await fetch(`${nr.url}/flows`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Node-RED-Deployment-Type': 'full' },
+      body: JSON.stringify(flows),
+    });
+    assert.ok(deployed.status === 200 || deployed.status === 204, `deploy: HTTP ${deployed.status}`);
+    const from = nr.output.length;
+    await nr.waitForOutput(/Started flows/, 30_000, from);
+
+    await nr.inject('right1');
+    await nr.waitForOutput(/runningVersion: '4\.0\.0'/, 60_000, from);
+    await nr.inject('wrong1');
+    await nr.waitForOutput(/AUTH_FAILED/, 30_000, from);
+    await nr.inject('none1');
+    await nr.waitForOutput(/AUTH_REQUIRED/, 30_000, from);
+
+    // The editor (and an export) gets the flows without the key's value.
+    const exported = await (await fetch(`${nr.url}/flows`)).text();
+    assert.ok(exported.includes('dev-right'));
+    const creds = (await (await fetch(`${nr.url}/credentials/ble-ota-device/dev-right`)).json()) as Record<string, unknown>;
+    assert.equal(creds.has_key, true, 'the editor is told a key is set');
+    assert.equal(creds.key, undefined, 'but not the key');
+
+    const places: Record<string, string> = {
+      'flows.json': readFileSync(join(nr.userDir, 'flows.json'), 'utf8'),
+      'flows_cred.json': readFileSync(join(nr.userDir, 'flows_cred.json'), 'utf8'),
+      'the flows the editor and exports get': exported,
+      'the credentials the editor gets': JSON.stringify(creds),
+      'the runtime log and every message (debug to console)': nr.output,
+    };
+    assert.match(places['the runtime log and every message (debug to console)'], /right-out/, 'messages are in the log');
+    for (const [where, text] of Object.entries(places)) {
+      for (const key of [KEY, WRONG]) {
+        assert.ok(!text.toLowerCase().includes(key), `a key appears in ${where}`);
+        assert.ok(!text.includes(Buffer.from(key, 'hex').toString('base64')), `a key appears (base64) in ${where}`);
+      }
+    }
+    // What the log shows instead: the codes, with what to do.
+    await waitForText(() => nr.output, /device's CONFIG_BLE_OTA_AUTH_KEY/, 1000);
+  });
+});
