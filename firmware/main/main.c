@@ -76,8 +76,16 @@ ble_ota_nvs_init(void)
     return err;
 }
 
-/** The core's settings: Kconfig values and what the OTA task can queue. */
-static void
+/* CMake refuses the build without a key unless it opted out; this says it
+ * again where the key is used. */
+#if !defined(CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED)
+_Static_assert(sizeof(CONFIG_BLE_OTA_AUTH_KEY) == 2 * BLE_OTA_AUTH_KEY_LEN + 1,
+               "CONFIG_BLE_OTA_AUTH_KEY must be 64 hex digits (idf.py menuconfig > BLE OTA firmware)");
+#endif
+
+/** The core's settings: Kconfig values and what the OTA task can queue.
+ * false when the key is unusable. */
+static bool
 ble_ota_config(ble_ota_config_t *config)
 {
     ble_ota_config_default(config);
@@ -87,8 +95,25 @@ ble_ota_config(ble_ota_config_t *config)
     config->max_packet = BLE_OTA_MAX_PACKET;
     config->abandon_timeout_ms = (uint32_t)CONFIG_BLE_OTA_ABANDON_TIMEOUT_S * 1000U;
     config->confirm_window_ms = (uint32_t)CONFIG_BLE_OTA_CONFIRM_WINDOW_S * 1000U;
-    /* The seed characteristics are always served for now. */
+#if defined(CONFIG_BLE_OTA_SEED_PROTOCOL)
+    /* Seed clients keep working, with no authentication (Kconfig help). */
     config->serve_seed = true;
+#else
+    config->serve_seed = false;
+#endif
+    const char *key = CONFIG_BLE_OTA_AUTH_KEY;
+    if (key[0] == '\0') {
+        /* Only a build that opted out gets here (CMake, _Static_assert). */
+        ESP_LOGW(TAG, "no update key: anyone in Bluetooth range can update this device");
+        config->auth = false;
+        return true;
+    }
+    if (!ble_ota_auth_key_from_hex(key, config->auth_key)) {
+        ESP_LOGE(TAG, "CONFIG_BLE_OTA_AUTH_KEY is not 64 hex digits: updates stay off");
+        return false;
+    }
+    config->auth = true;
+    return true;
 }
 
 /** Starts the controller, the host and the GATT server. */
@@ -159,8 +184,7 @@ app_main(void)
     const bool nvs_ok = ble_ota_nvs_init() == ESP_OK;
 
     /* The OTA task before NimBLE: the GATT callbacks hand it their writes. */
-    ble_ota_config(&config);
-    const bool task_ok = ota_task_start(port, &config);
+    const bool task_ok = ble_ota_config(&config) && ota_task_start(port, &config);
 
     if (!nvs_ok || !task_ok || !ble_ota_ble_start()) {
         /* A new image rolls back; a confirmed one has nothing to go back

@@ -22,6 +22,7 @@
 #include "esp_log.h"
 #include "esp_ota_ops.h"
 #include "esp_partition.h"
+#include "esp_random.h"
 #include "esp_system.h"
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
@@ -482,6 +483,15 @@ ota_port_esp_log(void *ctx, ble_ota_log_level_t level, const char *msg)
     }
 }
 
+/** Authentication challenges: the hardware RNG, a true random source while
+ * the Bluetooth radio is on (which it is whenever a client can ask). */
+static void
+ota_port_esp_random(void *ctx, uint8_t *out, size_t len)
+{
+    (void)ctx;
+    esp_fill_random(out, len);
+}
+
 static const ble_ota_port_t s_port = {
     .ctx = &s_state,
     .slot_begin = ota_port_esp_slot_begin,
@@ -499,6 +509,7 @@ static const ble_ota_port_t s_port = {
     .notify_command = ota_port_esp_notify_command,
     .set_confirm_required = ota_port_esp_set_confirm_required,
     .confirm_required = ota_port_esp_confirm_required,
+    .random = ota_port_esp_random,
     .log = ota_port_esp_log,
 };
 
