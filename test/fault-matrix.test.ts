@@ -6,8 +6,11 @@
  *
  * Each case has its own radio (its own noble) and device, so cases run side
  * by side; images are small and timeouts short to keep the whole matrix fast.
+ * The devices are keyed builds (our firmware's default), so every request
+ * goes after a CHALLENGE, and authentication is a phase of its own.
  */
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
 import { BleOtaError, BleOtaErrorCode } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -20,6 +23,7 @@ const PHASES = [
   'MTU exchange',
   'discovery',
   'info read',
+  'authentication',
   'BEGIN',
   'data at 0',
   'data at 25 %',
@@ -68,6 +72,7 @@ function expected(phase: PhaseName, fault: FaultName): BleOtaErrorCode | 'ok' {
   }
 }
 
+const KEY = randomBytes(32);
 const IMAGE_SIZE = 24 * 1024;
 const CONCURRENCY = 6;
 const TIMEOUTS = { scanMs: 1500, connectMs: 500, gattMs: 400, verifyMs: 800, restartMs: 800 };
@@ -119,6 +124,7 @@ function onPhase(radio: VirtualRadio, device: VirtualEsp32, image: Buffer, phase
       break;
     default: {
       const command: Partial<Record<PhaseName, number>> = {
+        authentication: Command.CHALLENGE, // the first one: before BEGIN
         BEGIN: Command.BEGIN,
         END: Command.END,
         RESTART: Command.RESTART,
@@ -193,7 +199,7 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
   const radio = new VirtualRadio();
   const name = `fm-${seed}`;
   try {
-    const device = await radio.addDevice({ name, restartDelayMs: 10, window: 4096 });
+    const device = await radio.addDevice({ name, restartDelayMs: 10, window: 4096, authKey: KEY });
     const before = await device.state();
     const old = await device.readFlash(before.running, 0, before.slots[before.running].size);
     const image = buildAppImage({ size: IMAGE_SIZE, projectName: 'virtual-esp32', version: '2.0.0', seed });
@@ -206,7 +212,7 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
     let update: UpdateResult | undefined;
     const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client hung')), 20_000).unref());
     try {
-      update = await Promise.race([client.update({ target: { name }, image }), hung]);
+      update = await Promise.race([client.update({ target: { name }, image, key: KEY }), hung]);
       resumes = update.resumes;
     } catch (err) {
       result = err instanceof BleOtaError ? err.code : `not a BleOtaError: ${String(err)}`;

@@ -64,6 +64,7 @@ export class V2Session {
 
   /** OTA Info's features, once read. */
   private features: number | undefined;
+  private subscribed = false;
 
   constructor(
     readonly link: Link,
@@ -87,8 +88,11 @@ export class V2Session {
     return info;
   }
 
-  subscribe(): Promise<void> {
-    return this.link.subscribe(this.chars.command, 'OTA Command notifications');
+  /** Subscribes to OTA Command, once per connection: answers come as notifications. */
+  async subscribe(): Promise<void> {
+    if (this.subscribed) return;
+    await this.link.subscribe(this.chars.command, 'OTA Command notifications');
+    this.subscribed = true;
   }
 
   /**
@@ -127,6 +131,8 @@ export class V2Session {
    */
   async exchange(opcode: number, value: Buffer, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
     const name = COMMAND_NAMES[opcode] ?? `command 0x${opcode.toString(16)}`;
+    // A request on a new connection (a recovery) must not wait for an answer nobody subscribed to.
+    await this.subscribe();
     // Answers to earlier requests that nobody awaited (e.g. after a timeout) are stale.
     this.answers.length = 0;
     await this.link.write(this.chars.command, value, name);
