@@ -18,6 +18,7 @@ export type BleOtaErrorCode =
   | 'IMAGE_NO_APP_DESC'
   | 'IMAGE_TOO_LARGE'
   | 'IMAGE_WRONG_CHIP'
+  | 'IMAGE_NOT_SIGNED'
   | 'DOWNGRADE_REFUSED'
   // the Bluetooth side
   | 'BLUETOOTH_UNAVAILABLE'

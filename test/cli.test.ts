@@ -384,7 +384,7 @@ describe('progress display', () => {
 describe('result in words', () => {
   const base: UpdateResult = {
     device: { name: 'lamp', address: '24:0a:c4:00:00:01' },
-    image: { chip: 'ESP32', chipId: 0, project: 'lamp', version: '2.5.0', idfVersion: 'v5.3.1', secureVersion: 0, size: 2048, sha256: '00' },
+    image: { chip: 'ESP32', chipId: 0, project: 'lamp', version: '2.5.0', idfVersion: 'v5.3.1', secureVersion: 0, size: 2048, sha256: '00', signed: false },
     protocol: 'v2',
     mtu: 256,
     packetSize: 249,

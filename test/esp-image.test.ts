@@ -216,7 +216,19 @@ describe('ESP app image', () => {
         secureVersion: 0,
         size: padded.length,
         sha256: sha256Hex(image.subarray(0, image.length - 32)),
+        signed: false,
       });
+    });
+
+    it('the builder signs like espsecure.py: blocks on the next 4 KiB boundary that the parser finds', () => {
+      for (const blocks of [1, 2, 3]) {
+        const signed = buildAppImage({ size: 10 * KB, signatureBlocks: blocks });
+        const parsed = parseEspImage(signed);
+        assert.equal(parsed.signature?.blockCount, blocks);
+        assert.equal(parsed.signature?.offset, Math.ceil(parsed.imageLength / 4096) * 4096);
+        assert.equal(imageSummary(parsed).signed, true);
+      }
+      assert.throws(() => buildAppImage({ signatureBlocks: 4 }), RangeError);
     });
 
     it('finds a Secure Boot v2 signature block on the next 4 KiB boundary', () => {

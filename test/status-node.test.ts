@@ -86,7 +86,7 @@ const settle = () => new Promise((r) => setTimeout(r, 50));
 
 /** A confirmed result, as an upload node publishes it. */
 function confirmedEvent(): OtaEvent {
-  const image = { chip: 'ESP32', chipId: 0, project: 'fleet-app', version: '1.4.2', idfVersion: 'v5.3.1', secureVersion: 0, size: 65536, sha256: 'ab'.repeat(32) };
+  const image = { chip: 'ESP32', chipId: 0, project: 'fleet-app', version: '1.4.2', idfVersion: 'v5.3.1', secureVersion: 0, size: 65536, sha256: 'ab'.repeat(32), signed: false };
   return event('confirmed', {
     device: { name: 'esp32-kitchen', address: '24:0a:c4:00:00:01' },
     image,

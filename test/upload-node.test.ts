@@ -186,6 +186,16 @@ describe('ble-ota-upload node', function () {
     assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'downgrade refused' });
   });
 
+  it('with "Require a signed image", refuses an unsigned image and takes a signed one', async () => {
+    const nodes = await load('node-test-signed', undefined, { requireSignature: true });
+    const unsigned = await send(nodes, { payload: buildAppImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 55 }) });
+    assert.equal((unsigned.error!.error as { code: string }).code, 'IMAGE_NOT_SIGNED');
+    assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'image not signed' });
+    const signed = await send(nodes, { payload: buildAppImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 55, signatureBlocks: 1 }) });
+    assert.equal(signed.error, undefined);
+    assert.equal((signed.result!.payload as { image: { signed: boolean } }).image.signed, true);
+  });
+
   it('updates one device after the other when messages arrive together, and bounds its queue', async () => {
     const nodes = await load('node-test-queue');
     const finished: string[] = [];

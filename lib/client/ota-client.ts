@@ -13,7 +13,7 @@
  * The protocol is chosen from the device: v2 when it has OTA Info, the
  * seed's otherwise (docs/PROTOCOL.md).
  */
-import { BleOtaError, DeviceError, ProtocolError } from '../errors';
+import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
 import { EspImage, EspImageSummary, imageSummary } from '../image/esp-image';
 import { validateImage } from '../image/validate';
 import { loadSystemNoble } from '../noble-loader';
@@ -94,6 +94,12 @@ export interface UpdateOptions {
   skipIfRunning?: boolean;
   /** v2: update even when the image's version is older than the running one (default true). */
   allowDowngrade?: boolean;
+  /**
+   * Refuse an image without a Secure Boot v2 signature block, before any
+   * connection (IMAGE_NOT_SIGNED). The device's own signed-app verification
+   * checks the signature itself (docs/SECURITY.md).
+   */
+  requireSignature?: boolean;
   /**
    * The device's pre-shared key (64 hex digits or 32 bytes), for devices
    * built with CONFIG_BLE_OTA_AUTH_KEY. Never logged nor put in messages.
@@ -278,6 +284,12 @@ export class BleOtaClient {
    */
   async update(options: UpdateOptions): Promise<UpdateResult> {
     const parsed = validateImage(options.image);
+    if (options.requireSignature && parsed.signature === undefined) {
+      throw new ImageError(
+        'IMAGE_NOT_SIGNED',
+        'This image carries no signature block, and this update requires a signed image. Build it with signing on (CONFIG_SECURE_SIGNED_APPS_NO_SECURE_BOOT or Secure Boot v2, which make idf.py build sign the app) or sign it with espsecure.py sign_data --version 2; or turn off the requirement.',
+      );
+    }
     const started = Date.now();
     const timeouts = { ...this.timeouts, ...options.timeouts };
     const connection = await this.connect(options.target, { ...options, timeouts });

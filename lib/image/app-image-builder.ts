@@ -16,6 +16,7 @@ import {
   ESP_SEGMENT_HEADER_SIZE,
   ESP_SHA256_SIZE,
   checksumBlockEnd,
+  crc32,
   espChecksum,
 } from './esp-image';
 
@@ -44,6 +45,13 @@ export interface AppImageOptions {
   readonly minChipRevFull?: number;
   /** Maximum chip revision, major * 100 + minor. Default 0x63 (v0.99), as ESP-IDF writes for "any". */
   readonly maxChipRevFull?: number;
+  /**
+   * Secure Boot v2 signature blocks to append (0-3, default 0), in a sector
+   * on the next 4 KiB boundary as `espsecure.py sign_data` writes it: magic,
+   * version 2 (RSA-PSS), CRC-32. The signature bytes are random: they have
+   * the format of a signature, not the value of one.
+   */
+  readonly signatureBlocks?: number;
 }
 
 /** Segment roles in the order ESP-IDF typically emits them. */
@@ -95,7 +103,28 @@ export function buildAppImage(options: AppImageOptions = {}): Buffer {
   if (hashAppended) {
     createHash('sha256').update(image.subarray(0, blockEnd)).digest().copy(image, blockEnd);
   }
-  return image;
+  const blocks = options.signatureBlocks ?? 0;
+  return blocks > 0 ? appendSignatureSector(image, blocks, random) : image;
+}
+
+const SIGNATURE_SECTOR = 4096;
+const SIGNATURE_BLOCK = 1216;
+const SIGNATURE_CRC_AT = 1196;
+
+function appendSignatureSector(image: Buffer, blocks: number, random: () => number): Buffer {
+  if (!Number.isInteger(blocks) || blocks < 1 || blocks > 3) throw new RangeError('buildAppImage: signatureBlocks is 0 to 3');
+  const at = Math.ceil(image.length / SIGNATURE_SECTOR) * SIGNATURE_SECTOR;
+  const out = Buffer.alloc(at + SIGNATURE_SECTOR, 0xff);
+  image.copy(out);
+  for (let i = 0; i < blocks; i++) {
+    const block = out.subarray(at + i * SIGNATURE_BLOCK, at + (i + 1) * SIGNATURE_BLOCK);
+    block.fill(0);
+    block[0] = 0xe7; // magic
+    block[1] = 0x02; // version: RSA-PSS
+    fillRandom(block, 4, SIGNATURE_CRC_AT - 4, random);
+    block.writeUInt32LE(crc32(block.subarray(0, SIGNATURE_CRC_AT)), SIGNATURE_CRC_AT);
+  }
+  return out;
 }
 
 /** Splits the data budget over the segment roles; every length is a multiple of 4 as esptool emits. */

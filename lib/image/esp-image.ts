@@ -168,6 +168,8 @@ export interface EspImageSummary {
   /** Bytes that will be sent: the whole file, including trailing bytes such as a signature. */
   readonly size: number;
   readonly sha256: string;
+  /** The image carries a Secure Boot v2 signature block (its presence, not its validity: the device checks that). */
+  readonly signed: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -248,6 +250,7 @@ export function imageSummary(img: EspImage): EspImageSummary {
     secureVersion: img.appDesc.secureVersion,
     size: img.imageLength + img.trailingBytes,
     sha256: img.sha256.toString('hex'),
+    signed: img.signature !== undefined,
   };
 }
 

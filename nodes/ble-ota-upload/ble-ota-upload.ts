@@ -27,6 +27,8 @@ interface UploadNodeDef extends NodeDef {
   skipSame?: boolean;
   /** Install an image older than the running one. */
   allowDowngrade?: boolean;
+  /** Refuse an image without a Secure Boot v2 signature block. */
+  requireSignature?: boolean;
 }
 
 interface Job {
@@ -176,6 +178,7 @@ export = function register(RED: RED): void {
         confirm: def.confirm === 'device' ? 'device' : 'client',
         skipIfRunning: def.skipSame !== false,
         allowDowngrade: def.allowDowngrade === true,
+        requireSignature: def.requireSignature === true,
         key: config.key,
         onProgress: (p: Progress) => {
           node.status(statusForProgress(t, p));
