@@ -6,6 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,9 +31,13 @@ interface Run {
  * Runs the tool; `onStdout` sees the output as it comes (to interrupt it).
  * The child's stdout and stderr are pipes, so the tool sees no terminal.
  */
-function cli(args: string[], onStdout?: (soFar: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
+function cli(
+  args: string[],
+  onStdout?: (soFar: string, child: ReturnType<typeof spawn>) => void,
+  env: Record<string, string> = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
@@ -139,6 +144,36 @@ describe('command-line tool', function () {
       const { error } = parseJson<{ error: { code: string; message: string } }>(json);
       assert.equal(error.code, 'IMAGE_NOT_AN_IMAGE');
       assert.match(error.message, /not an ESP32 firmware image/);
+    });
+
+    it('a keyed device: --key-file or ESP32_BLE_OTA_KEY updates it, no key fails with AUTH_REQUIRED, and the key is never printed', async () => {
+      const key = randomBytes(32).toString('hex');
+      const keyed = { BLE_OTA_VIRTUAL_AUTH_KEY: key };
+      const keyFile = join(dir, 'device.key');
+      writeFileSync(keyFile, `${key}\n`);
+      const withFile = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--key-file', keyFile], undefined, keyed);
+      assert.equal(withFile.code, 0, withFile.stderr);
+      const withEnv = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--json'], undefined, { ...keyed, ESP32_BLE_OTA_KEY: key });
+      assert.equal(withEnv.code, 0, withEnv.stderr);
+      const without = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--json'], undefined, { ...keyed, ESP32_BLE_OTA_KEY: '' });
+      assert.equal(without.code, 1);
+      assert.equal(parseJson<{ error: { code: string } }>(without).error.code, 'AUTH_REQUIRED');
+      for (const run of [withFile, withEnv, without]) assert.ok(!`${run.stdout}${run.stderr}`.includes(key), 'the key is not printed');
+
+      const missing = await cli(['upload', firmware, '-d', 'x', '--virtual', '--key-file', join(dir, 'nokey')]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /--key-file .*nokey: cannot read it \(ENOENT\)/);
+      writeFileSync(join(dir, 'bad.key'), 'not-a-key');
+      const bad = await cli(['upload', firmware, '-d', 'x', '--virtual', '--json', '--key-file', join(dir, 'bad.key')]);
+      assert.equal(bad.code, 1);
+      assert.equal(parseJson<{ error: { code: string } }>(bad).error.code, 'INVALID_ARGUMENT');
+      assert.ok(!bad.stderr.includes('not-a-key') && !bad.stdout.includes('not-a-key'));
+    });
+
+    it('--require-signature refuses an unsigned image with IMAGE_NOT_SIGNED', async () => {
+      const run = await cli(['upload', firmware, '-d', 'x', '--virtual', '--json', '--require-signature']);
+      assert.equal(run.code, 1);
+      assert.equal(parseJson<{ error: { code: string } }>(run).error.code, 'IMAGE_NOT_SIGNED');
     });
 
     it('a file that cannot be read: exit 1 with FILE_UNREADABLE', async () => {
@@ -303,6 +338,8 @@ describe('command-line parsing', () => {
       confirm: 'client',
       protocol: 'auto',
       timeoutMs: undefined,
+      keyFile: undefined,
+      requireSignature: false,
       json: false,
       virtual: true,
     });

@@ -30,6 +30,9 @@ export type Command =
       confirm: ConfirmMode;
       protocol: 'auto' | 'seed';
       timeoutMs?: number;
+      /** A file holding the device's key (64 hex digits); never the key itself on the command line. */
+      keyFile?: string;
+      requireSignature: boolean;
     } & GlobalOptions);
 
 export class UsageError extends Error {
@@ -53,6 +56,8 @@ const OPTIONS = {
   timeout: { type: 'string' },
   confirm: { type: 'string' },
   protocol: { type: 'string' },
+  'key-file': { type: 'string' },
+  'require-signature': { type: 'boolean' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -63,7 +68,7 @@ const GLOBAL_FLAGS = { json: true, virtual: true, help: true, version: true };
 const COMMAND_OPTIONS: Record<CommandName, OptionName[]> = {
   scan: ['duration', 'device'],
   info: ['device', 'timeout'],
-  upload: ['device', 'timeout', 'confirm', 'protocol'],
+  upload: ['device', 'timeout', 'confirm', 'protocol', 'key-file', 'require-signature'],
 };
 
 const COMMANDS = Object.keys(COMMAND_OPTIONS) as CommandName[];
@@ -119,6 +124,8 @@ export function parseCommandLine(argv: string[]): Command {
     confirm: oneOf('--confirm', values.confirm ?? 'client', ['client', 'device'] as const, command),
     protocol: oneOf('--protocol', values.protocol ?? 'auto', ['auto', 'seed'] as const, command),
     timeoutMs,
+    keyFile: values['key-file'],
+    requireSignature: values['require-signature'] ?? false,
     ...global,
   };
 }
@@ -171,7 +178,7 @@ export function usage(topic?: CommandName): string {
   const lines = {
     scan: `${PROGRAM} scan [--duration S] [--device NAME_OR_ADDRESS] [--json] [--virtual]`,
     info: `${PROGRAM} info --device NAME_OR_ADDRESS [--timeout S] [--json] [--virtual]`,
-    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
+    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--key-file PATH] [--require-signature] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
   };
   if (topic) return `usage: ${lines[topic]}\n`;
   return `usage: ${lines.scan}\n       ${lines.info}\n       ${lines.upload}\n       ${PROGRAM} --help | --version\n`;
@@ -199,6 +206,10 @@ features); the Device Information firmware revision.
 a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old firmware.
 
   -d, --device NAME_OR_ADDRESS   the advertised name, or the address AA:BB:CC:DD:EE:FF
+  --key-file PATH                a file holding the device's update key (64 hex digits, its
+                                 CONFIG_BLE_OTA_AUTH_KEY); or set ESP32_BLE_OTA_KEY. The key is
+                                 never taken on the command line, where shells and ps show it
+  --require-signature            refuse an image without a Secure Boot v2 signature block
   --confirm client|device        protocol v2: who confirms the new image after its restart: this
                                  tool, once the device runs the new version (default client), or
                                  the device after its own self-test

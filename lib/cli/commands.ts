@@ -48,7 +48,9 @@ async function openRadio(cmd: Run, io: Io, timeouts: Partial<Timeouts>): Promise
     const noble = loadSystemNoble();
     return { client: new BleOtaClient({ noble, timeouts }), close: async () => undefined };
   }
-  const radio = new VirtualRadio();
+  // As in Node-RED: BLE_OTA_VIRTUAL_AUTH_KEY makes the virtual device a keyed build.
+  const authKey = process.env.BLE_OTA_VIRTUAL_AUTH_KEY?.trim();
+  const radio = new VirtualRadio(undefined, authKey ? { authKey } : {});
   try {
     const name = cmd.device ?? 'esp32';
     const device = await radio.ensureDevice(name);
@@ -120,6 +122,7 @@ async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> 
 async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<void> {
   const image = readImage(cmd.file);
   const summary = imageSummary(checkImage(cmd.file, image));
+  const key = deviceKey(cmd);
   if (!cmd.json) io.stdout.write(formatImage(cmd.file, summary));
 
   // With --json stdout carries only the result, so progress goes to stderr.
@@ -135,6 +138,8 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
         image,
         confirm: cmd.confirm,
         protocol: cmd.protocol,
+        requireSignature: cmd.requireSignature,
+        key,
         signal: io.signal,
         onProgress: (p) => {
           phase = p.phase;
@@ -149,6 +154,22 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   }
   progress.finish();
   io.stdout.write(cmd.json ? JSON.stringify(result) + '\n' : formatResult(result));
+}
+
+/** The device's key: from --key-file, else ESP32_BLE_OTA_KEY; the client checks its format. */
+function deviceKey(cmd: Extract<Run, { kind: 'upload' }>): string | undefined {
+  if (cmd.keyFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(cmd.keyFile, 'utf8');
+    } catch (err) {
+      throw new BleOtaError('INVALID_ARGUMENT', `--key-file ${cmd.keyFile}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    if (text.trim() === '') throw new BleOtaError('INVALID_ARGUMENT', `--key-file ${cmd.keyFile} is empty: it should hold the device's key, 64 hex digits`);
+    return text.trim();
+  }
+  const env = process.env.ESP32_BLE_OTA_KEY?.trim();
+  return env ? env : undefined;
 }
 
 /** What a cancellation leaves on the device depends on how far the update got. */
