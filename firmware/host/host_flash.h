@@ -16,6 +16,8 @@
 #include <stdint.h>
 
 #define HOST_FLASH_SECTOR_SIZE 4096u
+/* NOR flash programs at most one 256-byte page per operation. */
+#define HOST_FLASH_PAGE_SIZE 256u
 #define HOST_FLASH_SLOTS       2
 #define HOST_FLASH_MAX_SLOT    0x1000000u /* 16 MB, the largest app partition */
 
@@ -63,6 +65,7 @@ typedef struct {
     bool power_lost;
     uint32_t writes;
     uint32_t erases;
+    uint32_t pages_programmed; /* page program operations a real flash would run for the writes */
     uint32_t otadata_writes;
     uint32_t injected; /* writes failed by fail_countdown */
 } host_flash_t;

@@ -83,17 +83,9 @@ port_slot_begin(void *ctx, uint32_t image_size)
     dev->write_pos = 0;
     dev->erased_to = 0;
     dev->ended_slot = -1;
-    /* A known size is erased up front, as esp_ota_begin does. */
-    while (dev->erased_to < image_size) {
-        const host_flash_err_t err = host_flash_erase_sector(&dev->flash, slot, dev->erased_to);
-        if (err != HOST_FLASH_OK) {
-            dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: erase at %lu failed (%s)",
-                    (unsigned long)dev->erased_to, host_flash_err_name(err));
-            dev->open_slot = -1;
-            return BLE_OTA_PORT_ERR_FLASH;
-        }
-        dev->erased_to += HOST_FLASH_SECTOR_SIZE;
-    }
+    /* Nothing is erased yet: like the ESP32 port (esp_ota_begin with
+     * OTA_WITH_SEQUENTIAL_WRITES), slot_write erases each sector as the
+     * image reaches it, so BEGIN answers at once whatever the size. */
     dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_begin: writing %s", host_slot_name(slot));
     return BLE_OTA_PORT_OK;
 }

@@ -111,6 +111,7 @@ typedef struct {
     unsigned mtu;
     uint32_t restart_delay_ms;
     bool seed_only; /* --protocol seed: a device running the seed's firmware */
+    bool flash_events; /* --flash-events on: a `flash` line before each reply that used flash */
     uint16_t chip_id;
     ble_ota_config_t config;
 
@@ -130,6 +131,10 @@ typedef struct {
     uint32_t drop_notify;                    /* notifications still to lose */
     uint32_t no_answer[REQ_LOSABLE_COUNT];   /* requests of each kind still to lose */
     unsigned long faults_hit;                /* faults that took effect */
+
+    /* flash counters at the last `flash` event */
+    uint32_t reported_erases;
+    uint32_t reported_pages;
 
     /* restart scheduled by the firmware */
     bool restart_scheduled;
@@ -216,6 +221,24 @@ out_logf(char level, const char *fmt, ...)
     out_log(level, text);
 }
 
+/* `flash <sector erases> <page programs>` done since the last one, for a
+ * timing model of the flash (--flash-events): before the reply, so the host
+ * knows them when the request completes. */
+static void
+report_flash(void)
+{
+    vesp_t *v = &s_vesp;
+    const uint32_t erases = v->dev.flash.erases - v->reported_erases;
+    const uint32_t pages = v->dev.flash.pages_programmed - v->reported_pages;
+
+    if (!v->flash_events || (erases == 0 && pages == 0)) {
+        return;
+    }
+    v->reported_erases = v->dev.flash.erases;
+    v->reported_pages = v->dev.flash.pages_programmed;
+    out_line("flash %lu %lu", (unsigned long)erases, (unsigned long)pages);
+}
+
 /* The power was cut during the request (`fault power-loss-after`): the
  * device never answers it. */
 static bool
@@ -231,6 +254,7 @@ reply_lost(const char *id)
 static void
 reply_ok(const char *id, const char *value)
 {
+    report_flash();
     if (reply_lost(id)) {
         return;
     }
@@ -244,6 +268,7 @@ reply_ok(const char *id, const char *value)
 static void
 reply_err(const char *id, unsigned att)
 {
+    report_flash();
     if (reply_lost(id)) {
         return;
     }
@@ -1025,7 +1050,7 @@ usage(FILE *f)
             "                     [--image FILE] [--mtu N] [--restart-delay-ms MS]\n"
             "                     [--protocol seed|v2] [--chip-id N] [--window BYTES]\n"
             "                     [--abandon-timeout-ms MS] [--confirm-window-ms MS]\n"
-            "                     [--auth-key HEX64] [--seed-protocol on|off]\n"
+            "                     [--auth-key HEX64] [--seed-protocol on|off] [--flash-events on|off]\n"
             "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -1152,6 +1177,11 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, "(hidden)", "64 hex digits");
             }
             v->config.auth = true;
+        } else if (strcmp(opt, "--flash-events") == 0) {
+            if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+                return bad_option(opt, val, "on or off");
+            }
+            v->flash_events = strcmp(val, "on") == 0;
         } else if (strcmp(opt, "--seed-protocol") == 0) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
                 return bad_option(opt, val, "on or off");
@@ -1309,6 +1339,9 @@ main(int argc, char **argv)
     }
     ble_ota_core_init(&v->core, &v->dev.port, &v->config);
     ble_ota_core_confirm_boot(&v->core, true);
+    /* Installing the first image is no request's flash work. */
+    v->reported_erases = v->dev.flash.erases;
+    v->reported_pages = v->dev.flash.pages_programmed;
     announce(v);
 
     size_t line_len = 0;

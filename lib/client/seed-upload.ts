@@ -65,6 +65,8 @@ export async function seedUpload(
     await link.write(chars.data, size, 'the packet size');
 
     const requestAnswer = notifications.next('REQUEST_ACK', timeouts.requestMs);
+    // Awaited below; if the write fails first, its error is the one to report.
+    requestAnswer.catch(() => undefined);
     await link.write(chars.control, Buffer.from([Control.REQUEST]), 'the OTA request');
     const answer = await requestAnswer;
     if (answer !== Control.REQUEST_ACK) {
@@ -92,6 +94,7 @@ export async function seedUpload(
     onProgress({ phase: 'verifying', ...rate(image.length, image.length, started) });
     notifications.failOn(undefined);
     const doneAnswer = notifications.next('DONE_ACK', timeouts.verifyMs);
+    doneAnswer.catch(() => undefined);
     await link.write(chars.control, Buffer.from([Control.DONE]), 'the end of the transfer');
     const done = await doneAnswer;
     if (done !== Control.DONE_ACK) {

@@ -21,9 +21,16 @@
  * discovery and the MTU exchange; the device's own faults are
  * VirtualEsp32.fault()). A request the device lost on air (an injected
  * fault) emits nothing, as noble's HCI bindings do when nothing comes back.
+ *
+ * With a link model (lib/virtual/link-model.ts), time is virtual: every
+ * result goes out at the moment the model says a real link and flash would
+ * produce it, in that order, one at a time, once the devices answered all
+ * that is under way; `now` is that moment. A whole update then gives the
+ * same figures on any machine, at the speed of the host, not of the air.
  */
 import { EventEmitter } from 'node:events';
 import { nobleUuid } from '../protocol/constants';
+import { AirSchedule, ATT_HEADER, flashMs, L2CAP_HEADER, LinkParameters, pduMs, pduPayloads, Preset } from './link-model';
 import { LostRequestError, VirtualEsp32 } from './virtual-device';
 
 /** Operations the bindings answer themselves, which stall() can leave unanswered. */
@@ -51,15 +58,60 @@ interface Link {
   stalled: Map<LocalOperation, number>;
   onNotify(uuid: string, data: Buffer): void;
   onDisconnected(reason: number): void;
+  /** With a link model: the air, the device's host, and the requests it is answering. */
+  timing?: LinkTiming;
+}
+
+/** A request to the device under way, with what it caused. */
+interface TimedOp {
+  kind: 'write' | 'write-cmd' | 'read' | 'subscribe';
+  issuedAt: number;
+  /** The ATT PDU the central sends (header included). */
+  attBytes: number;
+  notifications: Array<{ uuid: string; data: Buffer }>;
+  erases: number;
+  pages: number;
+}
+
+interface LinkTiming {
+  air: AirSchedule;
+  /** When the device's host has done all it was given. */
+  hostFreeAt: number;
+  /** When the peripheral's last PDU reached the central. */
+  peripheralAt: number;
+  /** Release times of the PDUs in the device's receive buffers, in order. */
+  rx: number[];
+  ops: TimedOp[];
+}
+
+interface Delivery {
+  t: number;
+  seq: number;
+  fn: () => void;
 }
 
 export class VirtualBindings extends EventEmitter {
   private readonly links = new Map<string, Link>();
   private scanning = false;
   private poweredOn = false;
+  // Virtual time (link model only).
+  private clock = 0;
+  private seq = 0;
+  private outstanding = 0;
+  private pumping = false;
+  private readonly deliveries: Delivery[] = [];
 
-  constructor(private readonly centralMtu = NOBLE_HCI_MTU) {
+  constructor(
+    private readonly centralMtu = NOBLE_HCI_MTU,
+    /** A link and flash model: time becomes virtual (see above). */
+    readonly model?: Preset,
+  ) {
     super();
+  }
+
+  /** Virtual time in ms (link model), 0 otherwise. */
+  get now(): number {
+    return this.clock;
   }
 
   /** Puts a device in radio range. */
@@ -71,17 +123,41 @@ export class VirtualBindings extends EventEmitter {
       stalled: new Map(),
       onNotify: (uuid, data) => {
         const chr = device.characteristics.find((c) => c.uuid === uuid);
-        if (link.connected && chr) {
+        if (!link.connected || !chr) return;
+        const op = link.timing?.ops[0];
+        if (op) {
+          op.notifications.push({ uuid, data }); // timed with its request
+          return;
+        }
+        this.at(this.clock, () => {
           this.emit('air-notify', device.address, uuid, data);
           this.emit('read', id, nobleUuid(chr.service), nobleUuid(uuid), data, true);
-        }
+        });
       },
       onDisconnected: (reason) => {
         if (!link.connected) return;
         link.connected = false;
-        this.emit('disconnect', id, reason);
+        if (!this.model) {
+          this.emit('disconnect', id, reason);
+          return;
+        }
+        // After what the device sent before it (e.g. the answer before a
+        // restart), whose request may still be settling: time it once that is done.
+        this.outstanding++;
+        setImmediate(() => {
+          const timing = link.timing;
+          this.at(timing ? Math.max(this.clock, timing.peripheralAt, timing.hostFreeAt) : this.clock, () => this.emit('disconnect', id, reason));
+          this.settled();
+        });
       },
     };
+    device.on('flash', (erases: number, pages: number) => {
+      const op = link.timing?.ops[0];
+      if (op) {
+        op.erases += erases;
+        op.pages += pages;
+      }
+    });
     device.on('notify', link.onNotify);
     device.on('disconnected', link.onDisconnected);
     device.on('exit', () => link.onDisconnected(0x08));
@@ -187,15 +263,27 @@ export class VirtualBindings extends EventEmitter {
       return;
     }
     this.emit('air-connect', link.device.address);
+    this.outstanding++;
     link.device.connect(this.centralMtu).then(
       (mtu) => {
         link.connected = true;
-        this.emit('connect', id, null);
+        if (this.model) link.timing = this.newTiming(this.model.link);
+        // Connection setup, then the MTU exchange: a request and its response.
+        const connected = this.clock + this.roundTrips(1);
+        this.at(connected, () => this.emit('connect', id, null));
         // Like noble's HCI bindings: the MTU exchange completes after 'connect'.
-        if (!this.stalls(link, 'mtu')) setImmediate(() => this.emit('onMtu', id, mtu));
+        if (!this.stalls(link, 'mtu')) {
+          const exchanged = () => this.emit('onMtu', id, mtu);
+          if (this.model) this.at(connected + this.roundTrips(1), exchanged);
+          else setImmediate(exchanged);
+        }
+        this.settled();
       },
       // A connection request lost on air: noble waits (the client's timeout ends it).
-      (err: Error) => (err instanceof LostRequestError ? undefined : this.emit('connect', id, err)),
+      (err: Error) => {
+        if (!(err instanceof LostRequestError)) this.at(this.clock, () => this.emit('connect', id, err));
+        this.settled();
+      },
     );
   }
 
@@ -224,11 +312,11 @@ export class VirtualBindings extends EventEmitter {
     if (this.stalls(link, 'discover-services')) return;
     const wanted = (uuids ?? []).map(nobleUuid);
     const found = link.device.services.map(nobleUuid).filter((u) => !wanted.length || wanted.includes(u));
-    setImmediate(() => this.emit('servicesDiscover', id, found));
+    this.local(() => this.emit('servicesDiscover', id, found));
   }
 
   discoverIncludedServices(id: string, serviceUuid: string): void {
-    setImmediate(() => this.emit('includedServicesDiscover', id, serviceUuid, []));
+    this.local(() => this.emit('includedServicesDiscover', id, serviceUuid, []));
   }
 
   discoverCharacteristics(id: string, serviceUuid: string, uuids?: string[]): void {
@@ -241,13 +329,13 @@ export class VirtualBindings extends EventEmitter {
       .filter((c) => nobleUuid(c.service) === serviceUuid)
       .filter((c) => !wanted.length || wanted.includes(nobleUuid(c.uuid)))
       .map((c) => ({ uuid: nobleUuid(c.uuid), properties: c.properties.map((p) => PROPERTY_NAMES[p] ?? p) }));
-    setImmediate(() => this.emit('characteristicsDiscover', id, serviceUuid, found));
+    this.local(() => this.emit('characteristicsDiscover', id, serviceUuid, found));
   }
 
   discoverDescriptors(id: string, serviceUuid: string, characteristicUuid: string): void {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     const descriptors = chr && chr.properties.includes('notify') ? ['2902'] : [];
-    setImmediate(() => this.emit('descriptorsDiscover', id, serviceUuid, characteristicUuid, descriptors));
+    this.local(() => this.emit('descriptorsDiscover', id, serviceUuid, characteristicUuid, descriptors));
   }
 
   read(id: string, serviceUuid: string, characteristicUuid: string): void {
@@ -255,11 +343,11 @@ export class VirtualBindings extends EventEmitter {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
     this.emit('air-read', link.device.address, chr.uuid);
+    const op = this.startOp(link, 'read', ATT_HEADER);
     link.device.read(chr.uuid).then(
-      (data) => this.emit('read', id, serviceUuid, characteristicUuid, data, false),
-      (err: Error) => {
-        if (!(err instanceof LostRequestError)) this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false);
-      },
+      (data) => this.finishOp(link, op, data.length + 1, () => this.emit('read', id, serviceUuid, characteristicUuid, data, false)),
+      (err: Error) =>
+        this.finishOp(link, op, 5, err instanceof LostRequestError ? undefined : () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false)),
     );
   }
 
@@ -268,10 +356,11 @@ export class VirtualBindings extends EventEmitter {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
     this.emit('air-write', link.device.address, chr.uuid, data, withoutResponse);
+    const op = this.startOp(link, withoutResponse ? 'write-cmd' : 'write', ATT_HEADER + data.length);
     link.device.write(chr.uuid, data, withoutResponse).then(
-      () => this.emit('write', id, serviceUuid, characteristicUuid),
+      () => this.finishOp(link, op, 1, () => this.emit('write', id, serviceUuid, characteristicUuid)),
       // An ATT error response: noble's HCI bindings emit nothing for it.
-      () => undefined,
+      () => this.finishOp(link, op, 5, undefined),
     );
   }
 
@@ -279,9 +368,10 @@ export class VirtualBindings extends EventEmitter {
     const link = this.connectedLink(id);
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
+    const op = this.startOp(link, 'subscribe', ATT_HEADER + 2);
     link.device.subscribe(chr.uuid, enable).then(
-      () => this.emit('notify', id, serviceUuid, characteristicUuid, enable),
-      () => undefined,
+      () => this.finishOp(link, op, 1, () => this.emit('notify', id, serviceUuid, characteristicUuid, enable)),
+      () => this.finishOp(link, op, 5, undefined),
     );
   }
 
@@ -290,6 +380,130 @@ export class VirtualBindings extends EventEmitter {
   writeValue(): void {}
   readHandle(): void {}
   writeHandle(): void {}
+
+  // --- virtual time ------------------------------------------------------------
+
+  private newTiming(link: LinkParameters): LinkTiming {
+    const air = new AirSchedule(link);
+    return { air, hostFreeAt: this.clock, peripheralAt: this.clock, rx: [], ops: [] };
+  }
+
+  /** n request/response round trips: a request in one event, its response in the next. */
+  private roundTrips(n: number): number {
+    return this.model ? n * 2 * this.model.link.intervalMs : 0;
+  }
+
+  /** Runs fn at virtual time t (without a model: now). */
+  private at(t: number, fn: () => void): void {
+    if (!this.model) {
+      fn();
+      return;
+    }
+    this.deliveries.push({ t: Math.max(t, this.clock), seq: this.seq++, fn });
+    this.kick();
+  }
+
+  /** An answer the central's own stack gives after a round trip (discovery). */
+  private local(fn: () => void): void {
+    if (this.model) this.at(this.clock + this.roundTrips(1), fn);
+    else setImmediate(fn);
+  }
+
+  private settled(): void {
+    this.outstanding--;
+    this.kick();
+  }
+
+  private kick(): void {
+    if (!this.model || this.pumping) return;
+    this.pumping = true;
+    setImmediate(() => this.pump());
+  }
+
+  /**
+   * Delivers the earliest result, once the devices answered everything
+   * under way (an answer still to come could be earlier), then lets the
+   * client react before the next one.
+   */
+  private pump(): void {
+    this.pumping = false;
+    if (this.outstanding > 0 || this.deliveries.length === 0) return;
+    let first = 0;
+    for (let i = 1; i < this.deliveries.length; i++) {
+      const d = this.deliveries[i];
+      const f = this.deliveries[first];
+      if (d.t < f.t || (d.t === f.t && d.seq < f.seq)) first = i;
+    }
+    const [next] = this.deliveries.splice(first, 1);
+    this.clock = next.t;
+    next.fn();
+    this.kick();
+  }
+
+  private startOp(link: Link, kind: TimedOp['kind'], attBytes: number): TimedOp {
+    const op: TimedOp = { kind, issuedAt: this.clock, attBytes, notifications: [], erases: 0, pages: 0 };
+    this.outstanding++;
+    link.timing?.ops.push(op);
+    return op;
+  }
+
+  /**
+   * The device answered op: its PDUs cross the air (waiting for room in
+   * the device's buffers), the device's host runs it (and its flash work),
+   * then the response (`respond`, an ATT PDU of responseBytes) and the
+   * notifications it caused come back.
+   */
+  private finishOp(link: Link, op: TimedOp, responseBytes: number, respond: (() => void) | undefined): void {
+    const timing = link.timing;
+    const model = this.model;
+    if (!timing || !model) {
+      respond?.();
+      for (const n of op.notifications) link.onNotify(n.uuid, n.data);
+      this.outstanding--;
+      return;
+    }
+    timing.ops.splice(timing.ops.indexOf(op), 1);
+    const params = model.link;
+    let arrival = op.issuedAt;
+    const payloads = pduPayloads(params, op.attBytes);
+    for (const payload of payloads) {
+      // A full receive buffer holds the PDU back until the host takes the oldest one.
+      let notBefore = 0;
+      while (timing.rx.length > 0 && timing.rx[0] <= Math.max(arrival, timing.air.busyUntil)) timing.rx.shift();
+      if (timing.rx.length >= params.rxBuffers) notBefore = timing.rx.shift()!;
+      arrival = timing.air.send(op.issuedAt, payload, notBefore);
+    }
+    const start = Math.max(arrival, timing.hostFreeAt);
+    timing.hostFreeAt = start + flashMs(model.flash, op.erases, op.pages);
+    for (let i = 0; i < payloads.length; i++) timing.rx.push(start);
+
+    const address = link.device.address;
+    const back = (readyAt: number, attBytes: number, fn: () => void) => {
+      let t = timing.air.peripheralDelivery(readyAt, Math.min(attBytes + L2CAP_HEADER, params.dataLength));
+      // Further PDUs of a long value, and one PDU after the other.
+      t += (pduPayloads(params, attBytes).length - 1) * pduMs(params.phy, params.dataLength);
+      t = Math.max(t, timing.peripheralAt + pduMs(params.phy, Math.min(attBytes + L2CAP_HEADER, params.dataLength)));
+      timing.peripheralAt = t;
+      this.at(t, fn);
+    };
+    if (op.kind === 'write-cmd') {
+      // noble calls back once the value is handed to the controller.
+      if (respond) this.at(op.issuedAt, respond);
+    } else if (respond) {
+      // A response goes at the earliest in the event after the request's.
+      back(Math.max(timing.hostFreeAt, timing.air.anchorAtOrAfter(arrival + 1e-6)), responseBytes, respond);
+    }
+    for (const n of op.notifications) {
+      const chr = link.device.characteristics.find((c) => c.uuid === n.uuid);
+      if (!chr) continue;
+      // Sent before any later disconnect, which is timed after it.
+      back(timing.hostFreeAt, ATT_HEADER + n.data.length, () => {
+        this.emit('air-notify', address, n.uuid, n.data);
+        this.emit('read', peripheralId(address), nobleUuid(chr.service), nobleUuid(n.uuid), n.data, true);
+      });
+    }
+    this.settled();
+  }
 
   private connectedLink(id: string): Link | undefined {
     const link = this.links.get(id);

@@ -39,6 +39,8 @@ export interface VirtualDeviceOptions {
   authKey?: string | Buffer;
   /** Serve the seed protocol (default: off with a key, as our firmware's default build; on without). */
   seedProtocol?: boolean;
+  /** Report each request's flash work ('flash' events: sector erases, page programs), for the flash model. */
+  flashEvents?: boolean;
 }
 
 /** What the device received since it started (ATT operations and stream bytes). */
@@ -101,7 +103,8 @@ interface Pending {
 
 /**
  * Events: 'notify' (uuid, data), 'disconnected' (reason), 'boot' (slot,
- * state), 'log' (level, text), 'exit' (code).
+ * state), 'log' (level, text), 'exit' (code), and with flashEvents 'flash'
+ * (sector erases, page programs) before the reply of the request that did them.
  */
 export class VirtualEsp32 extends EventEmitter {
   name = '';
@@ -136,6 +139,7 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.abandonTimeoutMs !== undefined) args.push('--abandon-timeout-ms', String(options.abandonTimeoutMs));
     if (options.confirmWindowMs !== undefined) args.push('--confirm-window-ms', String(options.confirmWindowMs));
     if (options.seedProtocol !== undefined) args.push('--seed-protocol', options.seedProtocol ? 'on' : 'off');
+    if (options.flashEvents) args.push('--flash-events', 'on');
     // The key goes through the environment, out of sight of `ps`; an empty
     // value keeps a key in this process's own environment from leaking in.
     const key = options.authKey === undefined ? '' : Buffer.isBuffer(options.authKey) ? options.authKey.toString('hex') : options.authKey;
@@ -225,6 +229,9 @@ export class VirtualEsp32 extends EventEmitter {
         break;
       case 'disconnected':
         this.emit('disconnected', parseInt(a, 16));
+        break;
+      case 'flash':
+        this.emit('flash', Number(a), Number(b));
         break;
       case 'boot':
         this.emit('boot', a, b);

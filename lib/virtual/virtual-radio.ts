@@ -4,6 +4,7 @@
  */
 import type { NobleLike } from '../client/noble-types';
 import { VirtualBindings } from './bindings';
+import type { Preset } from './link-model';
 import { addressFromName, VirtualDeviceOptions, VirtualEsp32 } from './virtual-device';
 
 type WithBindings = (bindings: VirtualBindings) => NobleLike;
@@ -17,8 +18,13 @@ export class VirtualRadio {
    * @param defaults options every device this radio starts gets, unless
    *   addDevice() says otherwise (e.g. the key of a keyed fleet)
    */
-  constructor(centralMtu?: number, private readonly defaults: VirtualDeviceOptions = {}) {
-    this.bindings = new VirtualBindings(centralMtu);
+  constructor(
+    centralMtu?: number,
+    private readonly defaults: VirtualDeviceOptions = {},
+    /** A link and flash model: the radio runs in virtual time (VirtualBindings). */
+    model?: Preset,
+  ) {
+    this.bindings = new VirtualBindings(centralMtu, model);
     // with-bindings loads noble's core only, never the HCI socket.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const withBindings = require('@abandonware/noble/with-bindings') as WithBindings;

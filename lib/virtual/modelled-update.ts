@@ -1,0 +1,88 @@
+/**
+ * One update of a virtual ESP32 over a modelled link, in virtual time: the
+ * real client, the real firmware core, the link and flash of a preset
+ * (link-model.ts). Gives the transfer's modelled time: from the request
+ * that opens the transfer (v2 BEGIN, seed REQUEST) to the answer that
+ * closes it (END's answer, DONE_ACK), the part the protocols differ in.
+ */
+import { BleOtaClient } from '../client/ota-client';
+import { Command, Control, OTA_COMMAND_UUID, OTA_CONTROL_UUID } from '../protocol/constants';
+import { boundMs, Preset } from './link-model';
+import { VirtualRadio } from './virtual-radio';
+
+export interface ModelledRun {
+  preset: string;
+  protocol: 'v2' | 'seed';
+  /** v2 window in bytes (0 for the seed protocol). */
+  window: number;
+  imageBytes: number;
+  /** Modelled transfer time, ms. */
+  transferMs: number;
+  /** Firmware delivered per second of modelled time, KB/s (1 KB = 1024 bytes). */
+  kbPerS: number;
+  linkBoundMs: number;
+  flashBoundMs: number;
+  boundMs: number;
+  /** boundMs / transferMs: 1 is as fast as the link and flash allow. */
+  ratio: number;
+  packets: number;
+}
+
+const SLOT_MIN = 0x1e0000;
+
+export async function modelledUpdate(
+  preset: Preset,
+  image: Buffer,
+  options: { protocol: 'v2' | 'seed'; window?: number },
+): Promise<ModelledRun> {
+  const window = options.protocol === 'v2' ? (options.window ?? 16384) : 0;
+  const radio = new VirtualRadio(preset.link.mtu, {}, preset);
+  const name = 'modelled';
+  try {
+    await radio.addDevice({
+      name,
+      mtu: preset.link.mtu,
+      window: window || undefined,
+      slotSize: Math.max(SLOT_MIN, Math.ceil((image.length + 4096) / 4096) * 4096),
+      restartDelayMs: 0,
+      flashEvents: true,
+    });
+    const b = radio.bindings;
+    let started: number | undefined;
+    let ended: number | undefined;
+    b.on('air-write', (_a: string, uuid: string, data: Buffer) => {
+      if (started !== undefined) return;
+      if (options.protocol === 'v2' && uuid === OTA_COMMAND_UUID && data[0] === Command.BEGIN) started = b.now;
+      if (options.protocol === 'seed' && uuid === OTA_CONTROL_UUID && data[0] === Control.REQUEST) started = b.now;
+    });
+    b.on('air-notify', (_a: string, uuid: string, data: Buffer) => {
+      if (ended !== undefined) return;
+      if (options.protocol === 'v2' && uuid === OTA_COMMAND_UUID && data[0] === (Command.END | 0x80)) ended = b.now;
+      if (options.protocol === 'seed' && uuid === OTA_CONTROL_UUID && data[0] === Control.DONE_ACK) ended = b.now;
+    });
+    // Real-time timeouts must never end a run that virtual time makes long.
+    const client = new BleOtaClient({
+      noble: radio.noble,
+      timeouts: { scanMs: 10_000, connectMs: 10_000, gattMs: 60_000, verifyMs: 60_000, restartMs: 10_000 },
+    });
+    const result = await client.update({ target: { name }, image, protocol: options.protocol === 'seed' ? 'seed' : 'auto', confirm: 'device' });
+    if (started === undefined || ended === undefined) throw new Error('the transfer was not seen on the modelled link');
+    const transferMs = ended - started;
+    const bound = boundMs(preset, image.length);
+    return {
+      preset: preset.name,
+      protocol: options.protocol,
+      window,
+      imageBytes: image.length,
+      transferMs,
+      kbPerS: image.length / 1024 / (transferMs / 1000),
+      linkBoundMs: bound.linkMs,
+      flashBoundMs: bound.flashMs,
+      boundMs: bound.boundMs,
+      ratio: bound.boundMs / transferMs,
+      packets: result.packets,
+    };
+  } finally {
+    await radio.stopAll();
+  }
+}
