@@ -78,6 +78,23 @@ host_flash_erase_sector(host_flash_t *flash, int slot, uint32_t offset)
 }
 
 host_flash_err_t
+host_flash_erase_block(host_flash_t *flash, int slot, uint32_t offset)
+{
+    if (!slot_ok(flash, slot) || offset >= flash->slot_size || flash->slot_size - offset < HOST_FLASH_BLOCK_SIZE) {
+        return HOST_FLASH_ERR_RANGE;
+    }
+    if (offset % HOST_FLASH_BLOCK_SIZE != 0) {
+        return HOST_FLASH_ERR_ALIGN;
+    }
+    if (power(flash) != POWER_ON) {
+        return HOST_FLASH_ERR_POWER_LOST;
+    }
+    memset(flash->mem + (size_t)slot * flash->slot_size + offset, 0xFF, HOST_FLASH_BLOCK_SIZE);
+    flash->block_erases++;
+    return HOST_FLASH_OK;
+}
+
+host_flash_err_t
 host_flash_write(host_flash_t *flash, int slot, uint32_t offset, const uint8_t *data, size_t len)
 {
     if (!slot_ok(flash, slot) || offset > flash->slot_size || len > flash->slot_size - offset) {

@@ -82,6 +82,7 @@ port_slot_begin(void *ctx, uint32_t image_size)
     dev->open_slot = slot;
     dev->write_pos = 0;
     dev->erased_to = 0;
+    dev->image_size = image_size;
     dev->ended_slot = -1;
     /* Nothing is erased yet: like the ESP32 port (esp_ota_begin with
      * OTA_WITH_SEQUENTIAL_WRITES), slot_write erases each sector as the
@@ -112,9 +113,18 @@ port_slot_write(void *ctx, const uint8_t *data, size_t len)
                 (unsigned long)dev->flash.slot_size);
         return BLE_OTA_PORT_ERR_TOO_LARGE;
     }
-    /* Sequential writes: erase each sector when the data first reaches it. */
+    /* Erase as the data arrives: a whole 64 KiB block where the image
+     * (size known, protocol v2) fills it, one operation instead of 16, as
+     * the ESP32 port does; else the sector. */
     while (dev->erased_to < dev->write_pos + len) {
-        const host_flash_err_t err = host_flash_erase_sector(&dev->flash, slot, dev->erased_to);
+        const bool block = dev->erased_to % HOST_FLASH_BLOCK_SIZE == 0 && dev->image_size >= dev->erased_to &&
+                           dev->image_size - dev->erased_to >= HOST_FLASH_BLOCK_SIZE;
+        const host_flash_err_t err = block ? host_flash_erase_block(&dev->flash, slot, dev->erased_to)
+                                           : host_flash_erase_sector(&dev->flash, slot, dev->erased_to);
+        if (block && err == HOST_FLASH_OK) {
+            dev->erased_to += HOST_FLASH_BLOCK_SIZE;
+            continue;
+        }
         if (err != HOST_FLASH_OK) {
             dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: erase at %lu failed (%s)",
                     (unsigned long)dev->erased_to, host_flash_err_name(err));
@@ -403,6 +413,7 @@ dev_reset_ram(host_dev_t *dev)
     dev->open_slot = -1;
     dev->write_pos = 0;
     dev->erased_to = 0;
+    dev->image_size = 0;
     dev->ended_slot = -1;
     dev->restart_pending = false;
     dev->restart_delay_ms = 0;

@@ -46,6 +46,7 @@ typedef struct {
     int open_slot;       /* slot between slot_begin and slot_end/abort, -1 */
     uint32_t write_pos;  /* bytes written to the open slot */
     uint32_t erased_to;  /* bytes of the open slot erased so far */
+    uint32_t image_size; /* the open slot's image size, 0 when unknown (seed protocol) */
     int ended_slot;      /* slot of the last successful slot_end, -1 */
     bool restart_pending;
     uint32_t restart_delay_ms;

@@ -710,11 +710,11 @@ smoke_v2_session(void)
     CHECK_STR(cmd_notify("81"), "8100000000000010" "0202");
     CHECK_STR(request("write %s -", CMD), "err 0d");
 
-    /* Half the image, ACKed once window/4 = 1024 bytes arrived since the
-     * last ACK (every 5 packets of 240), then the link drops. */
+    /* Half the image, ACKed once window/8 = 512 bytes arrived since the
+     * last ACK (every 3 packets of 240), then the link drops. */
     events_clear();
     CHECK(stream_hex(s_image, 0, 120 * 240, 240, &sent));
-    CHECK_EQ(count_events("notify c771fa02-c1a5-46d6-8529-795dac415ff6 c0"), 24);
+    CHECK_EQ(count_events("notify c771fa02-c1a5-46d6-8529-795dac415ff6 c0"), 40);
     CHECK_STR(cmd_notify("c0"), "c080700000"); /* 28800 */
     CHECK_STR(request("disconnect"), "ok");
     CHECK_STR(request("state"),

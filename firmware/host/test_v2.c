@@ -268,7 +268,7 @@ test_v2_ack_spacing(void)
         CHECK_OK(fx_setup());
         s_config.window = windows[w];
         core_init();
-        const uint32_t step = windows[w] / 4 ? windows[w] / 4 : 1;
+        const uint32_t step = windows[w] / BLE_OTA_ACKS_PER_WINDOW ? windows[w] / BLE_OTA_ACKS_PER_WINDOW : 1;
         begin_image(s_image, s_image_len, 0);
         CHECK_EQ(le16(last_note()->data + 6), windows[w]);
         const int first = s_fx.cmd_count;
@@ -278,7 +278,7 @@ test_v2_ack_spacing(void)
             const int before = s_fx.cmd_count;
             stream_packet((uint32_t)off, s_image + off, n);
             const uint32_t end = (uint32_t)(off + n);
-            /* An ACK exactly when window/4 bytes (or the end) were reached. */
+            /* An ACK exactly when window/8 bytes (or the end) were reached. */
             const bool due = end - last_ack >= step || end == s_image_len;
             CHECK_EQ(s_fx.cmd_count - before, due ? 1 : 0);
             if (due) {

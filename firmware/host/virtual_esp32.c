@@ -134,6 +134,7 @@ typedef struct {
 
     /* flash counters at the last `flash` event */
     uint32_t reported_erases;
+    uint32_t reported_blocks;
     uint32_t reported_pages;
 
     /* restart scheduled by the firmware */
@@ -221,7 +222,7 @@ out_logf(char level, const char *fmt, ...)
     out_log(level, text);
 }
 
-/* `flash <sector erases> <page programs>` done since the last one, for a
+/* `flash <sector erases> <page programs> <block erases>` done since the last one, for a
  * timing model of the flash (--flash-events): before the reply, so the host
  * knows them when the request completes. */
 static void
@@ -229,14 +230,16 @@ report_flash(void)
 {
     vesp_t *v = &s_vesp;
     const uint32_t erases = v->dev.flash.erases - v->reported_erases;
+    const uint32_t blocks = v->dev.flash.block_erases - v->reported_blocks;
     const uint32_t pages = v->dev.flash.pages_programmed - v->reported_pages;
 
-    if (!v->flash_events || (erases == 0 && pages == 0)) {
+    if (!v->flash_events || (erases == 0 && blocks == 0 && pages == 0)) {
         return;
     }
     v->reported_erases = v->dev.flash.erases;
+    v->reported_blocks = v->dev.flash.block_erases;
     v->reported_pages = v->dev.flash.pages_programmed;
-    out_line("flash %lu %lu", (unsigned long)erases, (unsigned long)pages);
+    out_line("flash %lu %lu %lu", (unsigned long)erases, (unsigned long)pages, (unsigned long)blocks);
 }
 
 /* The power was cut during the request (`fault power-loss-after`): the
@@ -1341,6 +1344,7 @@ main(int argc, char **argv)
     ble_ota_core_confirm_boot(&v->core, true);
     /* Installing the first image is no request's flash work. */
     v->reported_erases = v->dev.flash.erases;
+    v->reported_blocks = v->dev.flash.block_erases;
     v->reported_pages = v->dev.flash.pages_programmed;
     announce(v);
 

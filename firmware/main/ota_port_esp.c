@@ -69,10 +69,16 @@ static const char *CORE_TAG = "ota_core";
 _Static_assert(OTA_PORT_CHIP_ID == CONFIG_IDF_FIRMWARE_CHIP_ID,
                "esp_chip_id_t and CONFIG_IDF_FIRMWARE_CHIP_ID disagree");
 
+/* Flash erase granularity: a sector, and the block a single command erases. */
+#define OTA_PORT_SECTOR 4096u
+#define OTA_PORT_BLOCK  65536u
+
 typedef struct {
     const esp_partition_t *slot; /* slot being written, NULL when none */
     esp_ota_handle_t handle;     /* valid while slot != NULL */
-    uint32_t written;            /* bytes passed to esp_ota_write */
+    uint32_t written;            /* bytes written to the slot */
+    uint32_t image_size;         /* announced size (v2), 0 when unknown (seed) */
+    uint32_t erased_to;          /* v2: bytes of the slot erased so far */
     const esp_partition_t *ended; /* slot that passed esp_ota_end */
     esp_timer_handle_t restart_timer;
     /* Filled once at init: the core reads them for every OTA Info value,
@@ -140,19 +146,15 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
     }
 
     /*
-     * Sequential writes: esp_ota_write erases each 4 KB sector as the image
-     * reaches it, even though v2 tells the size. Considered and rejected:
-     * esp_ota_begin(slot, image_size), which erases the whole image here
-     * with 64 KB block erases. Those are faster per byte (REFERENCE.md
-     * section 3: about 150 ms per 64 KB against 45 ms per 4 KB), but a
-     * 1.5 MB image would take about 3.5 s (and far more on slow flash)
-     * before the BEGIN answer, longer than the client's 5 s request timeout
-     * allows on a bad day, and ABORT, a lost link or the seed protocol
-     * would wait behind it. Erasing as we go spreads the cost: the OTA task
-     * erases while the queue (one 16 KB window, four sectors) keeps
-     * receiving, so only links faster than about 80 KB/s (2M PHY) are
-     * slowed down by it, and a resumed transfer never erases anything
-     * twice. For the seed protocol (image_size 0) there is no choice.
+     * Erasing as the data arrives, never up front: esp_ota_begin(slot,
+     * image_size) would erase the whole image before the BEGIN answer
+     * (about 3.5 s for 1.5 MB), past the client's request timeout on a bad
+     * day, with ABORT and a lost link waiting behind it. The seed protocol
+     * (image_size 0) leaves it to esp_ota_write, a 4 KB sector at a time.
+     * For v2, slot_write erases ahead itself, a 64 KB block where the image
+     * fills one: 150 ms per 64 KB where sectors take 16 x 45 ms, the
+     * difference between a device that keeps up with a 1M PHY link and one
+     * that halves it (docs/PERFORMANCE.md).
      */
     err = esp_ota_begin(slot, OTA_WITH_SEQUENTIAL_WRITES, &handle);
     if (err != ESP_OK) {
@@ -165,9 +167,30 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
     st->slot = slot;
     st->handle = handle;
     st->written = 0;
+    st->image_size = image_size;
+    st->erased_to = 0;
     ESP_LOGI(TAG, "writing to slot %s at 0x%08lx (%lu bytes)", slot->label,
              (unsigned long)slot->address, (unsigned long)slot->size);
     return BLE_OTA_PORT_OK;
+}
+
+/** v2: erases the slot up to `end`, a 64 KB block where the image fills it, else a 4 KB sector. */
+static esp_err_t
+ota_port_esp_erase_to(ota_port_esp_t *st, uint32_t end)
+{
+    while (st->erased_to < end) {
+        const bool block = st->erased_to % OTA_PORT_BLOCK == 0 && st->image_size >= st->erased_to &&
+                           st->image_size - st->erased_to >= OTA_PORT_BLOCK;
+        const uint32_t size = block ? OTA_PORT_BLOCK : OTA_PORT_SECTOR;
+        const esp_err_t err = esp_partition_erase_range(st->slot, st->erased_to, size);
+        if (err != ESP_OK) {
+            ESP_LOGE(TAG, "erasing %lu bytes of %s at %lu failed: %s", (unsigned long)size, st->slot->label,
+                     (unsigned long)st->erased_to, esp_err_to_name(err));
+            return err;
+        }
+        st->erased_to += size;
+    }
+    return ESP_OK;
 }
 
 static ble_ota_port_err_t
@@ -187,7 +210,22 @@ ota_port_esp_slot_write(void *ctx, const uint8_t *data, size_t len)
                  (unsigned long)st->slot->size);
         return BLE_OTA_PORT_ERR_TOO_LARGE;
     }
-    err = esp_ota_write(st->handle, data, len);
+    if (st->image_size == 0) {
+        /* Seed: esp_ota_write erases each sector as it reaches it. */
+        err = esp_ota_write(st->handle, data, len);
+    } else {
+        err = ota_port_esp_erase_to(st, st->written + (uint32_t)len);
+        if (err != ESP_OK) {
+            return BLE_OTA_PORT_ERR_FLASH;
+        }
+        /* The first block through esp_ota_write, which checks the image
+         * magic and gives esp_ota_end something to close (it re-erases
+         * sector 0: 45 ms once); the rest straight to the erased slot.
+         * The core writes whole 4 KB blocks, and an app image ends on 16
+         * bytes, as encrypted flash writes need. */
+        err = st->written == 0 ? esp_ota_write(st->handle, data, len)
+                               : esp_partition_write(st->slot, st->written, data, len);
+    }
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_write of %u bytes at offset %lu failed: %s",
                  (unsigned)len, (unsigned long)st->written, esp_err_to_name(err));

@@ -11,7 +11,7 @@ import { compareVersions } from '../image/version';
 import { BeginFlag, Command, RESTART_DELAY_MS, RunningState, Status, statusName, TransferState } from '../protocol/constants';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import type { BleOtaClient, OtaConnection, Timeouts, UpdateOptions } from './ota-client';
-import { CommandRefused } from './v2-session';
+import { CommandRefused, streamValueSize } from './v2-session';
 
 export interface V2Result {
   mtu: number;
@@ -136,7 +136,7 @@ export async function uploadV2(
         }
         await v2.subscribe();
         const answer = await v2.begin(begin, timeouts.gattMs);
-        packetSize = Math.min(answer.maxPacket, conn.mtu - 3) - 4;
+        packetSize = streamValueSize(Math.min(answer.maxPacket, conn.mtu - 3)) - 4;
         const stats = await v2.stream(data, answer.offset, answer.window, answer.maxPacket, timeouts.gattMs, ({ acked, total }) =>
           onProgress({
             phase: 'uploading',

@@ -71,6 +71,7 @@ interface TimedOp {
   notifications: Array<{ uuid: string; data: Buffer }>;
   erases: number;
   pages: number;
+  blocks: number;
 }
 
 interface LinkTiming {
@@ -151,11 +152,12 @@ export class VirtualBindings extends EventEmitter {
         });
       },
     };
-    device.on('flash', (erases: number, pages: number) => {
+    device.on('flash', (erases: number, pages: number, blocks: number) => {
       const op = link.timing?.ops[0];
       if (op) {
         op.erases += erases;
         op.pages += pages;
+        op.blocks += blocks;
       }
     });
     device.on('notify', link.onNotify);
@@ -441,7 +443,7 @@ export class VirtualBindings extends EventEmitter {
   }
 
   private startOp(link: Link, kind: TimedOp['kind'], attBytes: number): TimedOp {
-    const op: TimedOp = { kind, issuedAt: this.clock, attBytes, notifications: [], erases: 0, pages: 0 };
+    const op: TimedOp = { kind, issuedAt: this.clock, attBytes, notifications: [], erases: 0, pages: 0, blocks: 0 };
     this.outstanding++;
     link.timing?.ops.push(op);
     return op;
@@ -474,7 +476,7 @@ export class VirtualBindings extends EventEmitter {
       arrival = timing.air.send(op.issuedAt, payload, notBefore);
     }
     const start = Math.max(arrival, timing.hostFreeAt);
-    timing.hostFreeAt = start + flashMs(model.flash, op.erases, op.pages);
+    timing.hostFreeAt = start + flashMs(model.flash, op.erases, op.pages, op.blocks);
     for (let i = 0; i < payloads.length; i++) timing.rx.push(start);
 
     const address = link.device.address;

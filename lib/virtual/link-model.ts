@@ -53,8 +53,12 @@ export interface Preset {
 /** Winbond W25Q32JV datasheet (rev. H), AC characteristics, typical: tSE 45 ms, tBE2 150 ms, tPP 0.4 ms. */
 export const W25Q32JV: FlashParameters = { sectorEraseMs: 45, blockEraseMs: 150, pageProgramMs: 0.4 };
 
-/** ESP-IDF's NimBLE default for buffers from the controller to the host (BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT). */
-const ESP_RX_BUFFERS = 24;
+/**
+ * Buffers from the controller to the host: our firmware's
+ * CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT (firmware/sdkconfig.defaults;
+ * ESP-IDF's default is 24).
+ */
+const ESP_RX_BUFFERS = 64;
 
 function espPreset(name: string, description: string, phy: Phy, intervalMs: number, mtu: number): Preset {
   return {
@@ -123,9 +127,9 @@ export function pduPayloads(link: LinkParameters, attBytes: number): number[] {
   return out;
 }
 
-/** Flash time of sector erases and page programs. */
-export function flashMs(flash: FlashParameters, sectorErases: number, pages: number): number {
-  return sectorErases * flash.sectorEraseMs + pages * flash.pageProgramMs;
+/** Flash time of sector erases, page programs and block erases. */
+export function flashMs(flash: FlashParameters, sectorErases: number, pages: number, blockErases = 0): number {
+  return sectorErases * flash.sectorEraseMs + pages * flash.pageProgramMs + blockErases * flash.blockEraseMs;
 }
 
 /**
@@ -192,13 +196,16 @@ export class AirSchedule {
 
 /**
  * The bound of an update: the larger of the link's pure transfer time
- * (the image in ATT Write Commands of MTU - 3 bytes, back to back, no
- * protocol of ours) and the flash's (64 KB block erases where they fit,
+ * (the image in ATT Write Commands back to back, each the largest that
+ * fills whole PDUs, with no protocol of ours) and the flash's (64 KB block erases where they fit,
  * 4 KB sectors for the rest, and every page programmed).
  */
 export function boundMs(p: Preset, imageBytes: number): { linkMs: number; flashMs: number; boundMs: number } {
   const air = new AirSchedule(p.link);
-  const chunk = p.link.mtu - ATT_HEADER;
+  // The largest value that fills whole PDUs (as the client sends), else MTU - 3.
+  const limit = p.link.mtu - ATT_HEADER;
+  const perPdu = Math.floor((limit + ATT_HEADER + L2CAP_HEADER) / p.link.dataLength);
+  const chunk = perPdu >= 1 ? perPdu * p.link.dataLength - ATT_HEADER - L2CAP_HEADER : limit;
   let end = 0;
   for (let off = 0; off < imageBytes; off += chunk) {
     for (const payload of pduPayloads(p.link, Math.min(chunk, imageBytes - off) + ATT_HEADER)) end = air.send(0, payload);

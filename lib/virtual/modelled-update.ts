@@ -33,7 +33,7 @@ const SLOT_MIN = 0x1e0000;
 export async function modelledUpdate(
   preset: Preset,
   image: Buffer,
-  options: { protocol: 'v2' | 'seed'; window?: number },
+  options: { protocol: 'v2' | 'seed'; window?: number; chipId?: number },
 ): Promise<ModelledRun> {
   const window = options.protocol === 'v2' ? (options.window ?? 16384) : 0;
   const radio = new VirtualRadio(preset.link.mtu, {}, preset);
@@ -46,6 +46,7 @@ export async function modelledUpdate(
       slotSize: Math.max(SLOT_MIN, Math.ceil((image.length + 4096) / 4096) * 4096),
       restartDelayMs: 0,
       flashEvents: true,
+      chipId: options.chipId,
     });
     const b = radio.bindings;
     let started: number | undefined;

@@ -104,7 +104,7 @@ interface Pending {
 /**
  * Events: 'notify' (uuid, data), 'disconnected' (reason), 'boot' (slot,
  * state), 'log' (level, text), 'exit' (code), and with flashEvents 'flash'
- * (sector erases, page programs) before the reply of the request that did them.
+ * (sector erases, page programs, 64 KB block erases) before the reply of the request that did them.
  */
 export class VirtualEsp32 extends EventEmitter {
   name = '';
@@ -230,9 +230,11 @@ export class VirtualEsp32 extends EventEmitter {
       case 'disconnected':
         this.emit('disconnected', parseInt(a, 16));
         break;
-      case 'flash':
-        this.emit('flash', Number(a), Number(b));
+      case 'flash': {
+        const [pages, blocks = '0'] = splitOnce(b);
+        this.emit('flash', Number(a), Number(pages), Number(blocks));
         break;
+      }
       case 'boot':
         this.emit('boot', a, b);
         break;

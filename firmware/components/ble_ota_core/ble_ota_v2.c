@@ -503,7 +503,7 @@ v2_take(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n)
     if (t->received == t->size && !v2_flush(core, offset)) {
         return;
     }
-    uint32_t step = core->config.window / 4u;
+    uint32_t step = core->config.window / BLE_OTA_ACKS_PER_WINDOW;
     if (step == 0) {
         step = 1;
     }

@@ -51,6 +51,11 @@ typedef struct {
 #define BLE_OTA_AUTH_LOCK_MAX_MS 60000u
 
 #define BLE_OTA_DEFAULT_WINDOW            16384
+/* The device ACKs each window / BLE_OTA_ACKS_PER_WINDOW bytes: often
+ * enough that a client keeps sending while the device's flash stalls it
+ * (docs/PERFORMANCE.md: 4 per window left the link idle behind each block
+ * erase), rarely enough that ACKs cost little air (one 12-byte PDU per 2 KB). */
+#define BLE_OTA_ACKS_PER_WINDOW           8u
 #define BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS 300000u /* Kconfig BLE_OTA_CONFIRM_WINDOW_S default */
 
 /* Defaults: window 16 KB, max_packet BLE_OTA_MAX_PACKET, abandon

@@ -1,0 +1,145 @@
+/**
+ * `npm run bench`: modelled update times per link preset and protocol
+ * (docs/PERFORMANCE.md), the Node side's own cost per MB, the peak memory
+ * of an upload, and the OTA core's static RAM. Prints tables, writes
+ * bench/results/results.json.
+ *
+ * The modelled figures are deterministic (virtual time); the CPU and
+ * memory figures are measured on this machine and vary a little.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { BleOtaClient } from '../lib/client/ota-client';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { validateImage } from '../lib/image/validate';
+import { encodeStreamPacket } from '../lib/protocol/v2-codec';
+import { PRESETS } from '../lib/virtual/link-model';
+import { modelledUpdate, ModelledRun } from '../lib/virtual/modelled-update';
+import { VirtualRadio } from '../lib/virtual/virtual-radio';
+
+const ROOT = resolve(__dirname, '../..');
+const FIXTURES = resolve(ROOT, '../shared/fixtures/esptool-images');
+const WINDOWS = [4096, 8192, 16384, 32768];
+const KB = 1024;
+
+interface Image {
+  label: string;
+  data: Buffer;
+  chipId: number;
+}
+
+function images(): Image[] {
+  const out: Image[] = [256 * KB, 1024 * KB, 4096 * KB].map((size) => ({
+    label: `${size / KB} KB`,
+    data: buildAppImage({ size, version: '2.0.0', seed: size }),
+    chipId: 0,
+  }));
+  if (existsSync(FIXTURES)) {
+    for (const file of readdirSync(FIXTURES).sort()) {
+      const data = readFileSync(join(FIXTURES, file));
+      try {
+        const img = validateImage(data);
+        out.push({ label: file, data, chipId: img.chipId });
+      } catch {
+        // not an app image a device can take over BLE (a bootloader, an ESP32-S2 app, ...)
+      }
+    }
+  }
+  return out;
+}
+
+async function modelled(): Promise<ModelledRun[]> {
+  const runs: ModelledRun[] = [];
+  for (const preset of PRESETS) {
+    console.log(`\n${preset.description}`);
+    console.log(`  ${'image'.padEnd(22)} ${'protocol'.padEnd(14)} ${'time s'.padStart(8)} ${'KB/s'.padStart(7)} ${'of bound'.padStart(9)}`);
+    for (const image of images()) {
+      const configs: Array<{ protocol: 'v2' | 'seed'; window?: number }> = [{ protocol: 'seed' }, ...WINDOWS.map((window) => ({ protocol: 'v2' as const, window }))];
+      for (const config of configs) {
+        const run = { ...(await modelledUpdate(preset, image.data, { ...config, chipId: image.chipId })), image: image.label };
+        runs.push(run);
+        const name = run.protocol === 'seed' ? 'seed' : `v2 w${run.window / KB}K`;
+        console.log(
+          `  ${image.label.padEnd(22)} ${name.padEnd(14)} ${(run.transferMs / 1000).toFixed(2).padStart(8)} ${run.kbPerS.toFixed(1).padStart(7)} ${`${(run.ratio * 100).toFixed(1)} %`.padStart(9)}`,
+        );
+      }
+    }
+  }
+  return runs;
+}
+
+/** CPU ms per MB of firmware for what the client does before and while sending: parse, hash, chunk. */
+function nodeCost(): Record<string, number> {
+  const image = buildAppImage({ size: 4096 * KB, seed: 9 });
+  const mb = image.length / (1024 * 1024);
+  const rounds = 5;
+  const measure = (fn: () => void) => {
+    fn(); // warm up
+    const before = process.cpuUsage();
+    for (let i = 0; i < rounds; i++) fn();
+    const used = process.cpuUsage(before);
+    return (used.user + used.system) / 1000 / rounds / mb;
+  };
+  const parse = measure(() => validateImage(image));
+  const hash = measure(() => createHash('sha256').update(image).digest());
+  const chunk = measure(() => {
+    for (let off = 0; off < image.length; off += 510) encodeStreamPacket(off, image.subarray(off, off + 510));
+  });
+  return { parseMsPerMb: parse, hashMsPerMb: hash, chunkMsPerMb: chunk, totalMsPerMb: parse + hash + chunk };
+}
+
+/** Peak RSS above the idle process during a real-time upload of a 4 MB image to a virtual ESP32. */
+async function peakMemory(): Promise<{ imageBytes: number; idleRssBytes: number; peakAboveIdleBytes: number; ratioToImage: number }> {
+  const image = buildAppImage({ size: 4096 * KB, seed: 10 });
+  const radio = new VirtualRadio();
+  try {
+    await radio.addDevice({ name: 'bench-mem', slotSize: 0x500000, restartDelayMs: 0 });
+    (global as { gc?: () => void }).gc?.();
+    const idle = process.memoryUsage().rss;
+    let peak = idle;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 2);
+    await new BleOtaClient({ noble: radio.noble }).update({ target: { name: 'bench-mem' }, image, confirm: 'device' });
+    clearInterval(sampler);
+    peak = Math.max(peak, process.memoryUsage().rss);
+    return { imageBytes: image.length, idleRssBytes: idle, peakAboveIdleBytes: peak - idle, ratioToImage: (peak - idle) / image.length };
+  } finally {
+    await radio.stopAll();
+  }
+}
+
+function coreRam(): { text: number; data: number; bss: number; output: string } {
+  const output = execFileSync('make', ['-s', '-C', join(ROOT, 'firmware/host'), 'sizes'], { encoding: 'utf8' });
+  const totals = output.split('\n').find((l) => l.includes('(TOTALS)'));
+  const [text, data, bss] = (totals ?? '').trim().split(/\s+/).map(Number);
+  return { text, data, bss, output };
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const runs = await modelled();
+  const cost = nodeCost();
+  console.log(`\nNode side, CPU per MB: parse ${cost.parseMsPerMb.toFixed(1)} ms, SHA-256 ${cost.hashMsPerMb.toFixed(1)} ms, chunk ${cost.chunkMsPerMb.toFixed(1)} ms: ${cost.totalMsPerMb.toFixed(1)} ms/MB`);
+  const memory = await peakMemory();
+  console.log(`Peak memory of a 4 MB upload above the idle process: ${(memory.peakAboveIdleBytes / 1024 / 1024).toFixed(1)} MB (${memory.ratioToImage.toFixed(2)} x the image)`);
+  const ram = coreRam();
+  console.log(`OTA core static RAM (host build, size): data ${ram.data} + bss ${ram.bss} = ${ram.data + ram.bss} bytes; code ${ram.text} bytes`);
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'results.json');
+  writeFileSync(
+    file,
+    JSON.stringify(
+      { node: process.version, presets: PRESETS, modelled: runs, nodeCost: cost, memory, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
+      null,
+      2,
+    ) + '\n',
+  );
+  console.log(`\nwritten ${file} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
