@@ -160,6 +160,12 @@ export class VirtualBindings extends EventEmitter {
         op.blocks += blocks;
       }
     });
+    // The reply ends what belongs to a request: later notifications and
+    // flash work are the next one's, whenever its promise settles.
+    device.on('reply', (request: string) => {
+      const op = link.timing?.ops[0];
+      if (op && op.kind === request) link.timing!.ops.shift();
+    });
     device.on('notify', link.onNotify);
     device.on('disconnected', link.onDisconnected);
     device.on('exit', () => link.onDisconnected(0x08));
@@ -464,7 +470,8 @@ export class VirtualBindings extends EventEmitter {
       this.outstanding--;
       return;
     }
-    timing.ops.splice(timing.ops.indexOf(op), 1);
+    const pending = timing.ops.indexOf(op);
+    if (pending >= 0) timing.ops.splice(pending, 1); // a lost request: no reply came
     const params = model.link;
     let arrival = op.issuedAt;
     const payloads = pduPayloads(params, op.attBytes);

@@ -103,7 +103,8 @@ interface Pending {
 
 /**
  * Events: 'notify' (uuid, data), 'disconnected' (reason), 'boot' (slot,
- * state), 'log' (level, text), 'exit' (code), and with flashEvents 'flash'
+ * state), 'log' (level, text), 'exit' (code), 'reply' (request word, as
+ * each reply arrives, before its promise settles), and with flashEvents 'flash'
  * (sector erases, page programs, 64 KB block erases) before the reply of the request that did them.
  */
 export class VirtualEsp32 extends EventEmitter {
@@ -216,6 +217,8 @@ export class VirtualEsp32 extends EventEmitter {
       const p = this.pending.get(id);
       if (!p) return;
       this.pending.delete(id);
+      // Synchronously, in order: what follows on stdout belongs to the next request.
+      this.emit('reply', p.request);
       const [status, value = ''] = splitOnce(rest);
       if (status === 'ok') p.resolve(value);
       else if (status === 'lost') p.reject(new LostRequestError(p.request));

@@ -1,0 +1,44 @@
+/**
+ * The benchmark's figures that a regression must not move (docs/PERFORMANCE.md):
+ * on the modelled ESP32 link (1M PHY, DLE 251, MTU 517, 7.5 ms), v2 delivers
+ * a 1 MB image within 10 % of what the link and flash allow, and the model
+ * gives the same figure on every run. `npm run bench` has the full tables.
+ */
+import { strict as assert } from 'node:assert';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { boundMs, preset } from '../lib/virtual/link-model';
+import { modelledUpdate } from '../lib/virtual/modelled-update';
+
+describe('performance on the modelled link', function () {
+  this.timeout(60_000);
+  const esp32 = preset('esp32-1m-517-7.5');
+  const oneMb = buildAppImage({ size: 1024 * 1024, version: '2.0.0', seed: 77 });
+
+  it('v2 delivers 1 MB at 90 % or more of the bound, and at least 3.5 times as fast as the seed protocol', async () => {
+    const v2 = await modelledUpdate(esp32, oneMb, { protocol: 'v2' });
+    const seed = await modelledUpdate(esp32, oneMb, { protocol: 'seed' });
+    console.log(
+      `      ${esp32.description}, 1 MB: v2 ${(v2.transferMs / 1000).toFixed(2)} s (${(v2.ratio * 100).toFixed(1)} % of the bound), seed ${(seed.transferMs / 1000).toFixed(2)} s: ${(seed.transferMs / v2.transferMs).toFixed(1)} x`,
+    );
+    assert.ok(v2.ratio >= 0.9, `v2 at ${(v2.ratio * 100).toFixed(1)} % of the bound`);
+    assert.ok(seed.transferMs / v2.transferMs >= 3.5, `v2 only ${(seed.transferMs / v2.transferMs).toFixed(2)} x the seed`);
+  });
+
+  it('the model is deterministic: the same update gives the same figure', async () => {
+    const image = buildAppImage({ size: 200 * 1024, version: '2.0.0', seed: 78 });
+    const a = await modelledUpdate(esp32, image, { protocol: 'v2' });
+    const b = await modelledUpdate(esp32, image, { protocol: 'v2' });
+    assert.equal(a.transferMs, b.transferMs);
+    assert.ok(a.transferMs > 0);
+  });
+
+  it('the bound is the link for this preset, and its figures follow the air-time arithmetic', () => {
+    const b = boundMs(esp32, 1024 * 1024);
+    assert.equal(b.boundMs, Math.max(b.linkMs, b.flashMs));
+    // 16 block erases (150 ms) and 4096 page programs (0.4 ms).
+    assert.ok(Math.abs(b.flashMs - (16 * 150 + 4096 * 0.4)) < 1e-6);
+    // 495-byte values in two full 251-byte PDUs, 2.468 ms each on 1M PHY: about 96 KB/s.
+    const kbPerS = 1024 / (b.linkMs / 1000);
+    assert.ok(kbPerS > 90 && kbPerS < 100, `${kbPerS.toFixed(1)} KB/s`);
+  });
+});
