@@ -7,6 +7,7 @@ import {
   AUTH_MAC_LEN,
   BEGIN_SIZE,
   BeginFlag,
+  DEFLATE_CHUNK,
   Command,
   Control,
   Event,
@@ -68,6 +69,8 @@ describe('protocol constants: C header and TypeScript agree', () => {
     assert.equal(Number(define('BLE_OTA_STREAM_HEADER')), STREAM_HEADER);
     assert.equal(Number(define('BLE_OTA_RESTART_DELAY_MS')), RESTART_DELAY_MS);
     assert.equal(Number(define('BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM')), BeginFlag.CLIENT_CONFIRM);
+    assert.equal(Number(define('BLE_OTA_BEGIN_FLAG_DEFLATE')), BeginFlag.DEFLATE);
+    assert.equal(Number(define('BLE_OTA_DEFLATE_CHUNK')), DEFLATE_CHUNK);
     assert.equal(Number(define('BLE_OTA_AUTH_KEY_LEN')), AUTH_KEY_LEN);
     assert.equal(Number(define('BLE_OTA_AUTH_CHALLENGE_LEN')), AUTH_CHALLENGE_LEN);
     assert.equal(Number(define('BLE_OTA_AUTH_MAC_LEN')), AUTH_MAC_LEN);

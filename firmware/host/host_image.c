@@ -307,7 +307,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        payload[i] = (uint8_t)(x >> 8);
+        payload[i] = spec->compressible ? (uint8_t)((x >> 8) & 0x0F) : (uint8_t)(x >> 8);
     }
 
     uint8_t checksum = CHECKSUM_INITIAL;

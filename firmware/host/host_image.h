@@ -84,6 +84,7 @@ typedef struct {
     uint32_t seed;
     uint16_t chip_id;
     bool hash_appended;
+    bool compressible; /* payload bytes of 4 random bits: deflates about 2:1, as app code does */
 } host_image_spec_t;
 
 /* Size of the image host_image_build() makes. */

@@ -371,6 +371,32 @@ port_confirm_required(void *ctx)
     return dev->flash.confirm_required;
 }
 
+/* zlib's raw inflate, as the ESP32 port uses the ROM's tinfl: one whole
+ * chunk in, exactly out_len bytes out. The state is allocated once. */
+static bool
+port_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+    host_dev_t *dev = ctx;
+    z_stream *z = &dev->inflater;
+
+    if (!dev->inflater_ready) {
+        memset(z, 0, sizeof(*z));
+        if (inflateInit2(z, -MAX_WBITS) != Z_OK) {
+            dev_log(dev, BLE_OTA_LOG_ERROR, "inflateInit2 failed");
+            return false;
+        }
+        dev->inflater_ready = true;
+    } else if (inflateReset(z) != Z_OK) {
+        return false;
+    }
+    z->next_in = (Bytef *)(uintptr_t)in; /* zlib's API is not const-correct; it only reads */
+    z->avail_in = (uInt)in_len;
+    z->next_out = out;
+    z->avail_out = (uInt)out_len;
+    const int rc = inflate(z, Z_FINISH);
+    return rc == Z_STREAM_END && z->avail_in == 0 && z->avail_out == 0;
+}
+
 static void
 port_random(void *ctx, uint8_t *out, size_t len)
 {
@@ -449,6 +475,7 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         .set_confirm_required = port_set_confirm_required,
         .confirm_required = port_confirm_required,
         .random = port_random,
+        .inflate = port_inflate,
         .log = port_log,
     };
     dev_reset_ram(dev);
@@ -458,6 +485,10 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
 void
 host_dev_deinit(host_dev_t *dev)
 {
+    if (dev->inflater_ready) {
+        inflateEnd(&dev->inflater);
+        dev->inflater_ready = false;
+    }
     host_flash_deinit(&dev->flash);
 }
 

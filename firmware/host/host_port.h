@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <zlib.h>
+
 #include "ble_ota_port.h"
 #include "host_flash.h"
 
@@ -47,6 +49,8 @@ typedef struct {
     uint32_t write_pos;  /* bytes written to the open slot */
     uint32_t erased_to;  /* bytes of the open slot erased so far */
     uint32_t image_size; /* the open slot's image size, 0 when unknown (seed protocol) */
+    z_stream inflater;   /* raw inflate for DEFLATE chunks: set up once, reset per chunk */
+    bool inflater_ready;
     int ended_slot;      /* slot of the last successful slot_end, -1 */
     bool restart_pending;
     uint32_t restart_delay_ms;

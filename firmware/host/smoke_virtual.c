@@ -696,7 +696,7 @@ smoke_v2_session(void)
     /* info_version 1, protocol 2, features RESUME|CLIENT_CONFIRM|SEED, chip 0,
      * revision 300, slot 0x1E0000, max_packet 514, window 4096, valid,
      * no attempt yet, idle, offset 0. */
-    CHECK(strncmp(info, "0102070000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
+    CHECK(strncmp(info, "01020f0000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
     CHECK(strncmp(info + 2 * 60, "312e302e3000", 12) == 0); /* 1.0.0 */
 
     /* Not subscribed: BEGIN is carried out, its answer goes nowhere. */
@@ -943,7 +943,7 @@ smoke_seed_only(void)
     CHECK(read_startup(&advs, &svcs, &chrs));
     CHECK_STR(request("connect 517"), "ok 517");
     const char *info = request("read %s", INFO);
-    CHECK(strncmp(info, "ok 010207000500", 15) == 0);
+    CHECK(strncmp(info, "ok 01020f000500", 15) == 0);
     CHECK_STR(request("quit"), "ok");
     CHECK_EQ(reap_device(3000), 0);
 }

@@ -206,7 +206,8 @@ test_auth_update_with_key(void)
 
     keyed_setup();
     CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf)), BLE_OTA_INFO_SIZE);
-    CHECK_EQ(inf[2] | (inf[3] << 8), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_AUTH);
+    CHECK_EQ(inf[2] | (inf[3] << 8),
+             BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_AUTH | BLE_OTA_FEATURE_DEFLATE);
     CHECK(signed_command(begin_request(s_image, s_image_len), k_key, BLE_OTA_ST_OK));
     stream_all(s_image, s_image_len);
     CHECK(signed_command(plain_request(BLE_OTA_CMD_END), k_key, BLE_OTA_ST_OK));

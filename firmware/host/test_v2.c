@@ -7,8 +7,11 @@
  * The device's clock is the fixture's: tests move it by hand, starting just
  * below the 32-bit wrap so every timer crosses it.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <zlib.h>
 
 #include "ble_ota_core.h"
 #include "ble_ota_sha256.h"
@@ -490,7 +493,7 @@ test_v2_begin_refusals(void)
     ble_ota_sha256(s_image, s_image_len, sha);
     begin_raw(0, sha, 0, 0);
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
-    const uint16_t reserved[] = { 0x0002, 0x0004, 0x8000, 0xFFFF };
+    const uint16_t reserved[] = { 0x0004, 0x8000, 0xFFFF };
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
         begin_raw((uint32_t)s_image_len, sha, 0, reserved[i]);
         CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
@@ -1101,6 +1104,184 @@ test_v2_restart_before_confirm_rolls_back(void)
     CHECK_EQ(fx_reboot(true), 0);
 }
 
+/* --- DEFLATE ------------------------------------------------------------------------ */
+
+/* The image as a DEFLATE stream from chunk `first` on, as a client sends
+ * it: per 4 KB chunk a u16 length and raw deflate, or the chunk itself when
+ * deflate does not make it smaller. Returns the stream's length. */
+static size_t
+encode_chunks(const uint8_t *img, size_t len, size_t first, uint8_t *out, size_t cap)
+{
+    size_t used = 0;
+
+    for (size_t at = first * BLE_OTA_DEFLATE_CHUNK; at < len; at += BLE_OTA_DEFLATE_CHUNK) {
+        const size_t n = len - at < BLE_OTA_DEFLATE_CHUNK ? len - at : BLE_OTA_DEFLATE_CHUNK;
+        uint8_t packed[2 * BLE_OTA_DEFLATE_CHUNK];
+        z_stream z;
+        memset(&z, 0, sizeof(z));
+        if (deflateInit2(&z, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            return 0;
+        }
+        z.next_in = (Bytef *)(uintptr_t)(img + at);
+        z.avail_in = (uInt)n;
+        z.next_out = packed;
+        z.avail_out = sizeof(packed);
+        const int rc = deflate(&z, Z_FINISH);
+        const size_t packed_len = sizeof(packed) - z.avail_out;
+        deflateEnd(&z);
+        if (rc != Z_STREAM_END) {
+            return 0;
+        }
+        const bool stored = packed_len >= n;
+        const size_t body = stored ? n : packed_len;
+        if (used + 2 + body > cap) {
+            return 0;
+        }
+        out[used] = (uint8_t)body;
+        out[used + 1] = (uint8_t)(body >> 8);
+        memcpy(out + used + 2, stored ? img + at : packed, body);
+        used += 2 + body;
+    }
+    return used;
+}
+
+/* An image that deflates about 2:1, as ESP-IDF apps do. */
+static size_t
+compressible_image(uint8_t *out, size_t cap)
+{
+    const host_image_spec_t spec = {
+        .project = "virtual-esp32",
+        .version = "3.0.0",
+        .payload_len = 20000,
+        .seed = 7,
+        .chip_id = HOST_IMAGE_CHIP_ESP32,
+        .hash_appended = true,
+        .compressible = true,
+    };
+    return host_image_build(&spec, out, cap);
+}
+
+static void
+test_v2_deflate_update(void)
+{
+    static uint8_t img[64 * 1024];
+    static uint8_t enc[80 * 1024];
+
+    CHECK_OK(fx_setup());
+    const size_t len = compressible_image(img, sizeof(img));
+    CHECK(len > 2 * BLE_OTA_DEFLATE_CHUNK);
+    const size_t enc_len = encode_chunks(img, len, 0, enc, sizeof(enc));
+    CHECK(enc_len > 0 && enc_len < len * 2 / 3); /* deflated, not stored */
+    begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(le32(last_note()->data + 10), 0);
+    stream(enc, 0, enc_len, CHUNK);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)enc_len));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(strcmp(running_version(), "3.0.0") == 0);
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), img, len) == 0);
+}
+
+static void
+test_v2_deflate_bad_chunks(void)
+{
+    static uint8_t img[64 * 1024];
+    static uint8_t enc[80 * 1024];
+    const size_t len = compressible_image(img, sizeof(img));
+    const size_t enc_len = encode_chunks(img, len, 0, enc, sizeof(enc));
+
+    /* A corrupt deflate stream, a length of 0, a length above the chunk.
+     * (Other damage may inflate to the right size: END's SHA-256 catches it.) */
+    for (int k = 0; k < 3; k++) {
+        static uint8_t bad[80 * 1024];
+        CHECK_OK(fx_setup());
+        memcpy(bad, enc, enc_len);
+        if (k == 0) {
+            bad[2] = 0xFF; /* block type 3, which deflate reserves */
+        } else {
+            const uint16_t l = k == 1 ? 0 : BLE_OTA_DEFLATE_CHUNK + 1;
+            bad[0] = (uint8_t)l;
+            bad[1] = (uint8_t)(l >> 8);
+        }
+        begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
+        CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+        stream(bad, 0, enc_len, CHUNK);
+        CHECK_EQ(count_notes(BLE_OTA_EVT_FAILED, 0), 1);
+        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+        CHECK_EQ(s_fx.core.last_status, BLE_OTA_ST_BAD_DATA);
+        CHECK_EQ(fx_reboot(true), 0);
+    }
+
+    /* A whole image, then bytes after its last chunk. */
+    CHECK_OK(fx_setup());
+    begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
+    stream(enc, 0, enc_len, CHUNK);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)enc_len));
+    /* After the last chunk, the stream is over: one byte more fails it. */
+    const uint8_t extra[] = { 1, 0, 0, 0, 0x01, 0x00, 0xAA };
+    stream_packet((uint32_t)enc_len, extra + 4, 3);
+    CHECK_EQ(s_fx.core.last_status, BLE_OTA_ST_BAD_DATA);
+    CHECK_EQ(fx_reboot(true), 0);
+
+    /* DEFLATE asked of a platform that cannot inflate. */
+    CHECK_OK(fx_setup());
+    s_fx.dev.port.inflate = NULL;
+    core_init();
+    begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(le16(inf + 2) & BLE_OTA_FEATURE_DEFLATE, 0);
+    CHECK_OK(fx_setup()); /* the port again as it was */
+}
+
+static void
+test_v2_deflate_resume(void)
+{
+    static uint8_t img[64 * 1024];
+    static uint8_t enc[80 * 1024];
+    static uint8_t rest[80 * 1024];
+
+    CHECK_OK(fx_setup());
+    const size_t len = compressible_image(img, sizeof(img));
+    const size_t enc_len = encode_chunks(img, len, 0, enc, sizeof(enc));
+    begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
+    /* Cut in the middle of the stream, most likely inside a chunk. */
+    const size_t cut = enc_len / 2 + 7;
+    stream(enc, 0, cut, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+    const uint32_t offset = le32(last_note()->data + 2);
+    const uint32_t image_offset = le32(last_note()->data + 10);
+    /* At a chunk boundary, before the cut, after what was stored. */
+    CHECK_EQ(image_offset % BLE_OTA_DEFLATE_CHUNK, 0);
+    CHECK(offset <= cut && image_offset > 0);
+    /* The client encodes again from that chunk and numbers it from offset. */
+    const size_t rest_len = encode_chunks(img, len, image_offset / BLE_OTA_DEFLATE_CHUNK, rest, sizeof(rest));
+    for (size_t at = 0; at < rest_len; at += CHUNK) {
+        const size_t n = rest_len - at < CHUNK ? rest_len - at : CHUNK;
+        stream_packet((uint32_t)(offset + at), rest + at, n);
+    }
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)(offset + rest_len)));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), img, len) == 0);
+
+    /* The same image without DEFLATE is another transfer: it starts over. */
+    CHECK_OK(fx_setup());
+    begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
+    stream(enc, 0, cut, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    begin_image(img, len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), 0);
+}
+
 /* --- OTA Info ------------------------------------------------------------------------- */
 
 static void
@@ -1117,7 +1298,8 @@ test_v2_info_layout(void)
     CHECK_EQ(inf[BLE_OTA_INFO_SIZE], 0xAA); /* nothing written beyond */
     CHECK_EQ(inf[0], BLE_OTA_INFO_VERSION);
     CHECK_EQ(inf[1], BLE_OTA_PROTOCOL_VERSION);
-    CHECK_EQ(le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_SEED);
+    CHECK_EQ(le16(inf + 2),
+             BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_SEED | BLE_OTA_FEATURE_DEFLATE);
     CHECK_EQ(le16(inf + 4), 0);
     CHECK_EQ(le16(inf + 6), 300);
     CHECK_EQ(le32(inf + 8), SLOT_SIZE);
@@ -1154,7 +1336,7 @@ test_v2_info_layout(void)
     s_config.serve_seed = false;
     core_init();
     info(inf);
-    CHECK_EQ(le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM);
+    CHECK_EQ(le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE);
     CHECK_EQ(le16(inf + 4), 9);
     CHECK_EQ(le16(inf + 14), 1234);
     s_fx.dev.chip_id = 0;
@@ -1487,4 +1669,7 @@ test_v2_run_all(void)
     RUN(test_v2_seed_update_clears_confirm_flag);
     RUN(test_v2_port_errors);
     RUN(test_v2_power_loss_at_every_step);
+    RUN(test_v2_deflate_update);
+    RUN(test_v2_deflate_bad_chunks);
+    RUN(test_v2_deflate_resume);
 }

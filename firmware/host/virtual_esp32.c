@@ -112,6 +112,7 @@ typedef struct {
     uint32_t restart_delay_ms;
     bool seed_only; /* --protocol seed: a device running the seed's firmware */
     bool flash_events; /* --flash-events on: a `flash` line before each reply that used flash */
+    bool no_deflate;   /* --deflate off: a platform that cannot inflate (no DEFLATE feature) */
     uint16_t chip_id;
     ble_ota_config_t config;
 
@@ -1054,6 +1055,7 @@ usage(FILE *f)
             "                     [--protocol seed|v2] [--chip-id N] [--window BYTES]\n"
             "                     [--abandon-timeout-ms MS] [--confirm-window-ms MS]\n"
             "                     [--auth-key HEX64] [--seed-protocol on|off] [--flash-events on|off]\n"
+            "                     [--deflate on|off]\n"
             "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -1180,6 +1182,11 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, "(hidden)", "64 hex digits");
             }
             v->config.auth = true;
+        } else if (strcmp(opt, "--deflate") == 0) {
+            if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+                return bad_option(opt, val, "on or off");
+            }
+            v->no_deflate = strcmp(val, "off") == 0;
         } else if (strcmp(opt, "--flash-events") == 0) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
                 return bad_option(opt, val, "on or off");
@@ -1330,6 +1337,9 @@ main(int argc, char **argv)
         return 1;
     }
     v->dev.chip_id = v->chip_id;
+    if (v->no_deflate) {
+        v->dev.port.inflate = NULL;
+    }
     if (!install_first_image(v)) {
         host_dev_deinit(&v->dev);
         return 1;

@@ -27,6 +27,7 @@
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
+#include "miniz.h" /* esp_rom: the ROM's tinfl */
 #include "nvs.h"
 #include "sdkconfig.h"
 
@@ -521,6 +522,24 @@ ota_port_esp_log(void *ctx, ble_ota_log_level_t level, const char *msg)
     }
 }
 
+/* The ROM's inflate state (about 11 KB): static, as no task stack could
+ * hold it. Only the OTA task inflates, one chunk at a time. */
+static tinfl_decompressor s_inflater;
+
+/** DEFLATE chunks: raw deflate, all of it in memory, into exactly out_len bytes. */
+static bool
+ota_port_esp_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+    size_t in_bytes = in_len;
+    size_t out_bytes = out_len;
+
+    (void)ctx;
+    tinfl_init(&s_inflater);
+    const tinfl_status status = tinfl_decompress(&s_inflater, in, &in_bytes, out, out, &out_bytes,
+                                                 TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF);
+    return status == TINFL_STATUS_DONE && in_bytes == in_len && out_bytes == out_len;
+}
+
 /** Authentication challenges: the hardware RNG, a true random source while
  * the Bluetooth radio is on (which it is whenever a client can ask). */
 static void
@@ -548,6 +567,7 @@ static const ble_ota_port_t s_port = {
     .set_confirm_required = ota_port_esp_set_confirm_required,
     .confirm_required = ota_port_esp_confirm_required,
     .random = ota_port_esp_random,
+    .inflate = ota_port_esp_inflate,
     .log = ota_port_esp_log,
 };
 

@@ -94,6 +94,8 @@ export interface UpdateOptions {
   skipIfRunning?: boolean;
   /** v2: update even when the image's version is older than the running one (default true). */
   allowDowngrade?: boolean;
+  /** v2: send the image deflated where the device offers it and it makes the image smaller (default true). */
+  compress?: boolean;
   /**
    * Refuse an image without a Secure Boot v2 signature block, before any
    * connection (IMAGE_NOT_SIGNED). The device's own signed-app verification

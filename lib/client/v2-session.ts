@@ -165,6 +165,8 @@ export class V2Session {
    * ACK within stallMs is sent again from the last ACK, twice at most, after
    * asking OTA Info where the device is (its ACK, or its FAILED, may have
    * been lost: a duplicate gets no ACK).
+   * `base`: the stream offset of image[0] (with DEFLATE, where a resumed
+   * encoding starts); progress and `start` count from image[0].
    */
   async stream(
     image: Buffer,
@@ -173,6 +175,7 @@ export class V2Session {
     maxPacket: number,
     stallMs: number,
     onProgress: (p: StreamProgress) => void,
+    base = 0,
   ): Promise<StreamStats> {
     const chunk = streamValueSize(Math.min(maxPacket, this.mtu - 3)) - 4;
     if (chunk < 1) throw new DeviceError('CONNECT_FAILED', `the ATT MTU (${this.mtu}) is too small for OTA Stream packets`);
@@ -186,7 +189,7 @@ export class V2Session {
       while (next < image.length && next - acked < window) {
         const end = Math.min(next + chunk, image.length);
         this.link.check();
-        this.sendPacket(next, image.subarray(next, end));
+        this.sendPacket(base + next, image.subarray(next, end));
         stats.packets++;
         if (end <= highest) stats.resent++;
         highest = Math.max(highest, end);
@@ -202,8 +205,8 @@ export class V2Session {
           // The transfer ended on the device: a FAILED event that never arrived.
           throw new CommandRefused(0, info.lastStatus === Status.OK ? Status.BAD_STATE : info.lastStatus);
         }
-        if (info.transferOffset > acked) {
-          acked = Math.min(info.transferOffset, image.length);
+        if (info.transferOffset - base > acked) {
+          acked = Math.min(info.transferOffset - base, image.length);
           onProgress({ acked, total: image.length });
         }
         next = acked; // send again from what the device has
@@ -211,11 +214,12 @@ export class V2Session {
       }
       if (event.kind === 'failed') throw new CommandRefused(0, event.status); // the device aborted the transfer
       stalls = 0;
-      if (event.offset > acked) {
-        acked = Math.min(event.offset, image.length);
+      const offset = event.offset - base;
+      if (offset > acked) {
+        acked = Math.min(offset, image.length);
         onProgress({ acked, total: image.length });
       }
-      if (event.kind === 'resync') next = Math.max(event.offset, acked);
+      if (event.kind === 'resync') next = Math.max(offset, acked);
       if (next < acked) next = acked;
     }
     return stats;

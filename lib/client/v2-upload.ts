@@ -8,7 +8,8 @@ import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
 import { chipName } from '../image/esp-chips';
 import type { EspImage } from '../image/esp-image';
 import { compareVersions } from '../image/version';
-import { BeginFlag, Command, RESTART_DELAY_MS, RunningState, Status, statusName, TransferState } from '../protocol/constants';
+import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, statusName, TransferState } from '../protocol/constants';
+import { deflateChunks, streamFrom } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import type { BleOtaClient, OtaConnection, Timeouts, UpdateOptions } from './ota-client';
 import { CommandRefused, streamValueSize } from './v2-session';
@@ -86,11 +87,14 @@ export async function uploadV2(
       }
     }
 
+    // Deflated chunks where the device inflates them and it pays (docs/PROTOCOL.md, Compression).
+    const deflated = options.compress !== false && (info.features & Feature.DEFLATE) !== 0 ? deflateChunks(data) : undefined;
+    const compress = deflated !== undefined && deflated.length < data.length;
     const begin = {
       size: data.length,
       sha256: createHash('sha256').update(data).digest(),
       chipId: image.chipId,
-      flags: options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM,
+      flags: (options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM) | (compress ? BeginFlag.DEFLATE : 0),
     };
     const attempts = options.resumeAttempts ?? 3;
     let resumes = 0;
@@ -137,15 +141,26 @@ export async function uploadV2(
         await v2.subscribe();
         const answer = await v2.begin(begin, timeouts.gattMs);
         packetSize = streamValueSize(Math.min(answer.maxPacket, conn.mtu - 3)) - 4;
-        const stats = await v2.stream(data, answer.offset, answer.window, answer.maxPacket, timeouts.gattMs, ({ acked, total }) =>
+        // Progress counts image bytes; with DEFLATE, in proportion through the encoded rest.
+        const report = (bytes: number) =>
           onProgress({
             phase: 'uploading',
-            bytesSent: acked,
-            totalBytes: total,
-            percent: Math.floor((acked * 100) / total),
-            bytesPerSecond: Math.round(acked / Math.max((Date.now() - transferStarted) / 1000, 0.001)),
-          }),
-        );
+            bytesSent: bytes,
+            totalBytes: data.length,
+            percent: Math.floor((bytes * 100) / data.length),
+            bytesPerSecond: Math.round(bytes / Math.max((Date.now() - transferStarted) / 1000, 0.001)),
+          });
+        let stats;
+        if (compress && deflated) {
+          const from = answer.imageOffset ?? 0;
+          const rest = streamFrom(deflated, from);
+          stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, timeouts.gattMs, ({ acked }) =>
+            report(from + Math.floor(((data.length - from) * acked) / Math.max(rest.length, 1))),
+            answer.offset,
+          );
+        } else {
+          stats = await v2.stream(data, answer.offset, answer.window, answer.maxPacket, timeouts.gattMs, ({ acked }) => report(acked));
+        }
         packets += stats.packets;
         onProgress({ phase: 'verifying', ...done(data.length, transferStarted) });
         await v2.command(Command.END, timeouts.verifyMs);
@@ -317,6 +332,8 @@ export function refusalError(err: CommandRefused, size: number): BleOtaError {
       return new ProtocolError('DEVICE_REJECTED_IMAGE', `what the device received does not match the image's SHA-256 (${what}); the old firmware stays. Retry the update`);
     case Status.INVALID_IMAGE:
       return new ProtocolError('DEVICE_REJECTED_IMAGE', `the device's validation rejected the image (${what}); the old firmware stays. Check that it was built for this device`);
+    case Status.BAD_DATA:
+      return new ProtocolError('TRANSFER_FAILED', `the device could not inflate a compressed chunk (${what}); the old firmware stays. Retry, or turn compression off`);
     case Status.AUTH_REQUIRED:
       return new DeviceError('AUTH_REQUIRED', `the device takes updates only with its key (${what}); set the key of the device's configuration to its CONFIG_BLE_OTA_AUTH_KEY`);
     case Status.AUTH_FAILED:

@@ -52,6 +52,11 @@ export interface AppImageOptions {
    * the format of a signature, not the value of one.
    */
   readonly signatureBlocks?: number;
+  /**
+   * Segment contents instead of random bytes (repeated as needed), e.g. the
+   * code of a real app, so that the image compresses as that app does.
+   */
+  readonly fill?: Buffer;
 }
 
 /** Segment roles in the order ESP-IDF typically emits them. */
@@ -93,7 +98,7 @@ export function buildAppImage(options: AppImageOptions = {}): Buffer {
   const image = Buffer.alloc(blockEnd + (hashAppended ? ESP_SHA256_SIZE : 0));
 
   const random = xorshift32(options.seed ?? 1);
-  const segments = writeSegments(image, plan, chip, random);
+  const segments = writeSegments(image, plan, chip, random, options.fill);
   const iram = segments.find((s) => s.role === 'iram');
   // The entry point lies in IRAM, where ESP-IDF puts call_start_cpu0.
   writeHeader(image, options, chip, plan.length, iram?.loadAddress ?? chip.iramBase, hashAppended);
@@ -148,6 +153,7 @@ function writeSegments(
   plan: readonly PlannedSegment[],
   chip: EspChip,
   random: () => number,
+  fill: Buffer | undefined,
 ): WrittenSegment[] {
   const written: WrittenSegment[] = [];
   let offset = ESP_IMAGE_HEADER_SIZE;
@@ -156,7 +162,11 @@ function writeSegments(
     const loadAddress = segmentAddress(seg.role, chip, dataOffset);
     image.writeUInt32LE(loadAddress, offset);
     image.writeUInt32LE(seg.length, offset + 4);
-    fillRandom(image, dataOffset, seg.length, random);
+    if (fill && fill.length > 0) {
+      for (let i = 0; i < seg.length; i++) image[dataOffset + i] = fill[(dataOffset + i) % fill.length];
+    } else {
+      fillRandom(image, dataOffset, seg.length, random);
+    }
     written.push({ ...seg, loadAddress, dataOffset });
     offset = dataOffset + seg.length;
   }

@@ -63,7 +63,9 @@ export const Command = {
 } as const;
 export const ANSWER = 0x80;
 export const BEGIN_SIZE = 41;
-export const BeginFlag = { CLIENT_CONFIRM: 0x0001 } as const;
+export const BeginFlag = { CLIENT_CONFIRM: 0x0001, DEFLATE: 0x0002 } as const;
+/** With DEFLATE: the image goes in chunks of this many bytes (the last one shorter). */
+export const DEFLATE_CHUNK = 4096;
 
 /** Authentication (Feature.AUTH): every request but CHALLENGE ends with a MAC. */
 export const AUTH_KEY_LEN = 32;
@@ -92,6 +94,7 @@ export const Status = {
   AUTH_REQUIRED: 0x0e,
   AUTH_FAILED: 0x0f,
   AUTH_LOCKED: 0x10,
+  BAD_DATA: 0x11,
 } as const;
 
 export type StatusName = keyof typeof Status;

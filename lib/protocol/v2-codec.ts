@@ -119,12 +119,17 @@ export function decodeNotification(value: Buffer): CommandNotification {
 }
 
 export interface BeginAnswer {
+  /** Where the stream goes on (with DEFLATE, in the deflated stream). */
   offset: number;
   window: number;
   maxPacket: number;
+  /** DEFLATE: the image offset of the chunk that starts at `offset`. */
+  imageOffset?: number;
 }
 
 export function decodeBeginAnswer(body: Buffer): BeginAnswer {
   if (body.length < 8) throw new RangeError(`BEGIN answer has ${body.length} bytes of fields, expected 8`);
-  return { offset: body.readUInt32LE(0), window: body.readUInt16LE(4), maxPacket: body.readUInt16LE(6) };
+  const answer: BeginAnswer = { offset: body.readUInt32LE(0), window: body.readUInt16LE(4), maxPacket: body.readUInt16LE(6) };
+  if (body.length >= 12) answer.imageOffset = body.readUInt32LE(8);
+  return answer;
 }

@@ -41,6 +41,8 @@ export interface VirtualDeviceOptions {
   seedProtocol?: boolean;
   /** Report each request's flash work ('flash' events: sector erases, page programs), for the flash model. */
   flashEvents?: boolean;
+  /** false: a platform that cannot inflate (OTA Info without DEFLATE). Default true. */
+  deflate?: boolean;
 }
 
 /** What the device received since it started (ATT operations and stream bytes). */
@@ -141,6 +143,7 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.confirmWindowMs !== undefined) args.push('--confirm-window-ms', String(options.confirmWindowMs));
     if (options.seedProtocol !== undefined) args.push('--seed-protocol', options.seedProtocol ? 'on' : 'off');
     if (options.flashEvents) args.push('--flash-events', 'on');
+    if (options.deflate === false) args.push('--deflate', 'off');
     // The key goes through the environment, out of sight of `ps`; an empty
     // value keeps a key in this process's own environment from leaking in.
     const key = options.authKey === undefined ? '' : Buffer.isBuffer(options.authKey) ? options.authKey.toString('hex') : options.authKey;

@@ -113,6 +113,11 @@ v2_reset(ble_ota_core_t *core)
     memset(t->sha256, 0, sizeof(t->sha256));
     t->flags = 0;
     t->received = 0;
+    t->stored = 0;
+    t->deflate = false;
+    t->chunk_start = 0;
+    t->chunk_len = 0;
+    t->chunk_fill = 0;
     t->acked = 0;
     t->resync_offset = 0;
     t->resync_sent = false;
@@ -172,15 +177,17 @@ ble_ota_v2_disconnected(ble_ota_core_t *core)
 static void
 v2_answer_begin(ble_ota_core_t *core, uint32_t offset)
 {
-    uint8_t answer[10]; /* opcode, status, offset, window, max_packet */
+    uint8_t answer[14]; /* opcode, status, offset, window, max_packet[, image_offset] */
 
     answer[0] = BLE_OTA_CMD_BEGIN | BLE_OTA_ANSWER;
     answer[1] = BLE_OTA_ST_OK;
     put_le32(answer + 2, offset);
     put_le16(answer + 6, core->config.window);
     put_le16(answer + 8, core->config.max_packet);
+    /* DEFLATE: the image offset of the chunk that starts at `offset`. */
+    put_le32(answer + 10, core->v2.stored);
     core->last_status = BLE_OTA_ST_OK;
-    v2_notify(core, answer, sizeof(answer));
+    v2_notify(core, answer, core->v2.deflate ? 14 : 10);
 }
 
 static void
@@ -206,7 +213,9 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE);
         return;
     }
-    if (size == 0 || (flags & ~BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) != 0) {
+    const uint16_t known = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM | (port->inflate != NULL ? BLE_OTA_BEGIN_FLAG_DEFLATE : 0);
+    const bool deflate = (flags & BLE_OTA_BEGIN_FLAG_DEFLATE) != 0;
+    if (size == 0 || (flags & ~known) != 0) {
         v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT);
         return;
     }
@@ -231,12 +240,20 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         return;
     }
 
-    if (v2_active(core) && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0) {
+    if (v2_active(core) && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0 &&
+        t->deflate == deflate) {
         /* The same image: go on from what is stored. Every byte below
          * received is in flash or in the block, so that is the offset,
-         * even if its ACK never reached the client. */
+         * even if its ACK never reached the client. With DEFLATE, a chunk
+         * only partly received is dropped: the client encodes again from
+         * the chunk at image_offset (its encoding may differ, the image not). */
         t->state = BLE_OTA_V2_RECEIVING;
         t->flags = flags;
+        if (deflate) {
+            t->received = t->chunk_start;
+            t->chunk_len = 0;
+            t->chunk_fill = 0;
+        }
         t->acked = t->received;
         t->resync_sent = false; /* an earlier RESYNC may have gone with the old link */
         ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: resuming at %lu of %lu bytes",
@@ -258,9 +275,10 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
     t->size = size;
     memcpy(t->sha256, sha256, BLE_OTA_SHA256_LEN);
     t->flags = flags;
+    t->deflate = deflate;
     ble_ota_sha256_init(&t->hash);
-    ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: %lu bytes%s", (unsigned long)size,
-                (flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) ? ", client confirms" : "");
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: %lu bytes%s%s", (unsigned long)size,
+                (flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) ? ", client confirms" : "", deflate ? ", deflated" : "");
     v2_answer_begin(core, 0);
 }
 
@@ -280,9 +298,9 @@ v2_end(ble_ota_core_t *core)
         v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_BAD_STATE);
         return;
     }
-    if (t->received < t->size) {
+    if (t->stored < t->size) {
         /* The transfer stays: the client may send the rest and END again. */
-        ble_ota_log(port, BLE_OTA_LOG_WARN, "END at %lu of %lu bytes", (unsigned long)t->received,
+        ble_ota_log(port, BLE_OTA_LOG_WARN, "END at %lu of %lu bytes", (unsigned long)t->stored,
                     (unsigned long)t->size);
         v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_INCOMPLETE);
         return;
@@ -293,7 +311,7 @@ v2_end(ble_ota_core_t *core)
         /* Never validated nor selected: what arrived is not what the
          * client meant to send, even if it happens to be a valid image. */
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "END: SHA-256 of %lu bytes differs from BEGIN's",
-                    (unsigned long)t->received);
+                    (unsigned long)t->stored);
         port->slot_abort(port->ctx);
         v2_reset(core);
         v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_HASH_MISMATCH);
@@ -461,12 +479,103 @@ static bool
 v2_check_header(ble_ota_core_t *core)
 {
     const ble_ota_v2_t *t = &core->v2;
-    const size_t len = t->received < BLE_OTA_IMAGE_HEAD_LEN ? t->received : BLE_OTA_IMAGE_HEAD_LEN;
-    const uint8_t status = ble_ota_image_head_check(core->port, t->block, len, t->received == t->size);
+    const size_t len = t->stored < BLE_OTA_IMAGE_HEAD_LEN ? t->stored : BLE_OTA_IMAGE_HEAD_LEN;
+    const uint8_t status = ble_ota_image_head_check(core->port, t->block, len, t->stored == t->size);
 
     if (status != BLE_OTA_ST_OK) {
         v2_fail(core, status, 0);
         return false;
+    }
+    return true;
+}
+
+/* Stores image bytes (hash, header check, block, flash); false when the
+ * transfer failed. `offset`: the stream offset of the packet, for FAILED. */
+static bool
+v2_store(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t offset)
+{
+    ble_ota_v2_t *t = &core->v2;
+
+    ble_ota_sha256_update(&t->hash, bytes, n);
+    while (n > 0) {
+        uint32_t room = BLE_OTA_FLASH_BLOCK - t->block_fill;
+        if (room > n) {
+            room = n;
+        }
+        const uint32_t before = t->stored;
+        if (bytes != t->block + t->block_fill) { /* an inflated chunk is in place already */
+            memcpy(t->block + t->block_fill, bytes, room);
+        }
+        t->block_fill += room;
+        t->stored += room;
+        bytes += room;
+        n -= room;
+        /* Before the first block leaves for flash. */
+        if (t->block_offset == 0 && before < BLE_OTA_IMAGE_HEAD_LEN && !v2_check_header(core)) {
+            return false;
+        }
+        if (t->block_fill == BLE_OTA_FLASH_BLOCK && !v2_flush(core, offset)) {
+            return false;
+        }
+    }
+    /* The last block is partial: write it now, so that the final ACK means
+     * "in flash" and a write error still comes as FAILED, not at END. */
+    return t->stored != t->size || v2_flush(core, offset);
+}
+
+/* DEFLATE: takes stream bytes into the chunk being assembled, and stores
+ * each chunk once it is whole; false when the transfer failed. */
+static bool
+v2_take_chunks(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t offset)
+{
+    ble_ota_v2_t *t = &core->v2;
+
+    while (n > 0) {
+        const uint32_t left = t->size - t->stored;
+        const uint32_t size = left < BLE_OTA_DEFLATE_CHUNK ? left : BLE_OTA_DEFLATE_CHUNK;
+        if (size == 0) {
+            ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "stream goes on after the image's last chunk");
+            v2_fail(core, BLE_OTA_ST_BAD_DATA, offset);
+            return false;
+        }
+        uint32_t room = t->chunk_fill < 2 ? 2 - t->chunk_fill : 2u + t->chunk_len - t->chunk_fill;
+        if (room > n) {
+            room = n;
+        }
+        memcpy(t->chunk + t->chunk_fill, bytes, room);
+        t->chunk_fill += room;
+        t->received += room;
+        bytes += room;
+        n -= room;
+        if (t->chunk_fill == 2 && t->chunk_len == 0) {
+            t->chunk_len = get_le16(t->chunk);
+            if (t->chunk_len == 0 || t->chunk_len > size) {
+                ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "chunk at %lu: length %u for %lu bytes",
+                            (unsigned long)t->chunk_start, (unsigned)t->chunk_len, (unsigned long)size);
+                v2_fail(core, BLE_OTA_ST_BAD_DATA, t->chunk_start);
+                return false;
+            }
+            continue;
+        }
+        if (t->chunk_fill < 2 || t->chunk_fill < 2u + t->chunk_len) {
+            continue;
+        }
+        /* A whole chunk: a whole block (the last one may be shorter), into
+         * the block buffer, which is empty at every chunk boundary. */
+        if (t->chunk_len == size) {
+            memcpy(t->block, t->chunk + 2, size);
+        } else if (!core->port->inflate(core->port->ctx, t->chunk + 2, t->chunk_len, t->block, size)) {
+            ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "chunk at %lu does not inflate to %lu bytes",
+                        (unsigned long)t->chunk_start, (unsigned long)size);
+            v2_fail(core, BLE_OTA_ST_BAD_DATA, t->chunk_start);
+            return false;
+        }
+        if (!v2_store(core, t->block, size, t->chunk_start)) {
+            return false;
+        }
+        t->chunk_start = t->received;
+        t->chunk_len = 0;
+        t->chunk_fill = 0;
     }
     return true;
 }
@@ -478,36 +587,21 @@ v2_take(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n)
     ble_ota_v2_t *t = &core->v2;
     const uint32_t offset = t->received;
 
-    ble_ota_sha256_update(&t->hash, bytes, n);
-    while (n > 0) {
-        uint32_t room = BLE_OTA_FLASH_BLOCK - t->block_fill;
-        if (room > n) {
-            room = n;
-        }
-        const uint32_t before = t->received;
-        memcpy(t->block + t->block_fill, bytes, room);
-        t->block_fill += room;
-        t->received += room;
-        bytes += room;
-        n -= room;
-        /* Before the first block leaves for flash. */
-        if (t->block_offset == 0 && before < BLE_OTA_IMAGE_HEAD_LEN && !v2_check_header(core)) {
+    if (t->deflate) {
+        if (!v2_take_chunks(core, bytes, n, offset)) {
             return;
         }
-        if (t->block_fill == BLE_OTA_FLASH_BLOCK && !v2_flush(core, offset)) {
+    } else {
+        t->received += n;
+        if (!v2_store(core, bytes, n, offset)) {
             return;
         }
-    }
-    /* The last block is partial: write it now, so that the final ACK means
-     * "in flash" and a write error still comes as FAILED, not at END. */
-    if (t->received == t->size && !v2_flush(core, offset)) {
-        return;
     }
     uint32_t step = core->config.window / BLE_OTA_ACKS_PER_WINDOW;
     if (step == 0) {
         step = 1;
     }
-    if (t->received == t->size || t->received - t->acked >= step) {
+    if (t->stored == t->size || t->received - t->acked >= step) {
         t->acked = t->received;
         v2_event_offset(core, BLE_OTA_EVT_ACK, t->received);
     }
@@ -545,7 +639,7 @@ ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
         }
         return BLE_OTA_OK;
     }
-    if (n > t->size - t->received) {
+    if (!t->deflate && n > t->size - t->received) {
         ble_ota_log(core->port, BLE_OTA_LOG_WARN, "stream packet at %lu runs past the image (%lu bytes)",
                     (unsigned long)offset, (unsigned long)t->size);
         return BLE_OTA_OK;
@@ -588,6 +682,9 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     }
     if (core->config.auth) {
         features |= BLE_OTA_FEATURE_AUTH;
+    }
+    if (port->inflate != NULL) {
+        features |= BLE_OTA_FEATURE_DEFLATE;
     }
     uint8_t running;
     switch (port->running_state(port->ctx)) {

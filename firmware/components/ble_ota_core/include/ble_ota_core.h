@@ -75,7 +75,13 @@ typedef struct {
     uint32_t size;                      /* BEGIN's image size */
     uint8_t sha256[BLE_OTA_SHA256_LEN]; /* BEGIN's digest */
     uint16_t flags;                     /* BEGIN's flags */
-    uint32_t received;                  /* next expected offset: every byte below is stored */
+    uint32_t received;                  /* next expected stream offset: every byte below is taken */
+    uint32_t stored;                    /* image bytes in flash or the block (== received without DEFLATE) */
+    bool deflate;                       /* BEGIN flag DEFLATE: the stream is deflated chunks */
+    uint32_t chunk_start;               /* DEFLATE: stream offset where the chunk being assembled began */
+    uint16_t chunk_len;                 /* DEFLATE: its encoded length, once its 2-byte header arrived */
+    uint32_t chunk_fill;                /* DEFLATE: its bytes in chunk, header included */
+    uint8_t chunk[2 + BLE_OTA_DEFLATE_CHUNK];
     uint32_t acked;                     /* offset of the last ACK (or of BEGIN's answer) */
     uint32_t resync_offset;             /* the expected offset a RESYNC went out for */
     bool resync_sent;

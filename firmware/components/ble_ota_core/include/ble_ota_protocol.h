@@ -62,7 +62,7 @@
 #define BLE_OTA_FEATURE_RESUME         0x0001
 #define BLE_OTA_FEATURE_CLIENT_CONFIRM 0x0002
 #define BLE_OTA_FEATURE_SEED           0x0004
-#define BLE_OTA_FEATURE_DEFLATE        0x0008 /* reserved */
+#define BLE_OTA_FEATURE_DEFLATE        0x0008 /* the stream may carry deflated 4 KB chunks */
 #define BLE_OTA_FEATURE_AUTH           0x0010 /* requests need a MAC (CHALLENGE first) */
 
 /* OTA Info running_state. */
@@ -93,6 +93,13 @@
 
 #define BLE_OTA_BEGIN_SIZE        41 /* opcode, size u32, sha256[32], chip_id u16, flags u16 */
 #define BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM 0x0001
+#define BLE_OTA_BEGIN_FLAG_DEFLATE        0x0002 /* the stream is the image in deflated chunks */
+
+/* With DEFLATE, the stream is the image cut into chunks of this many bytes
+ * (the last one shorter), each sent as a u16 length and either that many
+ * raw deflate bytes, or, when the length equals the chunk's size, the
+ * chunk itself. The BEGIN answer then also tells `image_offset` u32. */
+#define BLE_OTA_DEFLATE_CHUNK 4096
 
 /* Authentication (FEATURE_AUTH): every request but CHALLENGE ends with
  * HMAC-SHA256(key, challenge || request without the MAC). */
@@ -126,6 +133,7 @@
 #define BLE_OTA_ST_AUTH_REQUIRED   0x0E
 #define BLE_OTA_ST_AUTH_FAILED     0x0F
 #define BLE_OTA_ST_AUTH_LOCKED     0x10
+#define BLE_OTA_ST_BAD_DATA        0x11 /* a deflated chunk is malformed or not its size */
 
 /* Flash is written in blocks of this size (one 4 KB sector). */
 #define BLE_OTA_FLASH_BLOCK 4096
