@@ -249,7 +249,7 @@ describe('command-line tool', function () {
       assert.equal(info.ota.runningState, 'valid');
       assert.equal(info.ota.slotSize, 0x1e0000);
       assert.equal(info.ota.window, 16384);
-      assert.deepEqual(info.ota.features, ['resume', 'clientConfirm', 'seed']);
+      assert.deepEqual(info.ota.features, ['resume', 'clientConfirm', 'seed', 'deflate']);
       assert.match(info.ota.build.elfSha256, /^[0-9a-f]{64}$/);
       assert.equal(info.ota.lastStatus, null);
     });
@@ -260,7 +260,7 @@ describe('command-line tool', function () {
       assert.match(run.stdout, /^device +esp32 \(24:0a:c4:12:34:56\), RSSI -?\d+ dBm, MTU \d+$/m);
       assert.match(run.stdout, /^protocol +v2/m);
       assert.match(run.stdout, /^slot size +1\.88 MB \(1966080 bytes\)$/m);
-      assert.match(run.stdout, /^features +resume, clientConfirm, seed$/m);
+      assert.match(run.stdout, /^features +resume, clientConfirm, seed, deflate$/m);
     });
   });
 

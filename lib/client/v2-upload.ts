@@ -89,7 +89,8 @@ export async function uploadV2(
 
     // Deflated chunks where the device inflates them and it pays (docs/PROTOCOL.md, Compression).
     const deflated = options.compress !== false && (info.features & Feature.DEFLATE) !== 0 ? deflateChunks(data) : undefined;
-    const compress = deflated !== undefined && deflated.length < data.length;
+    // Only when it pays: a tenth less on air at the least (the device's inflate is not free).
+    const compress = deflated !== undefined && deflated.length <= data.length * 0.9;
     const begin = {
       size: data.length,
       sha256: createHash('sha256').update(data).digest(),

@@ -6,7 +6,7 @@
  * closes it (END's answer, DONE_ACK), the part the protocols differ in.
  */
 import { BleOtaClient } from '../client/ota-client';
-import { Command, Control, OTA_COMMAND_UUID, OTA_CONTROL_UUID } from '../protocol/constants';
+import { BeginFlag, Command, Control, OTA_COMMAND_UUID, OTA_CONTROL_UUID } from '../protocol/constants';
 import { boundMs, Preset } from './link-model';
 import { VirtualRadio } from './virtual-radio';
 
@@ -25,6 +25,10 @@ export interface ModelledRun {
   boundMs: number;
   /** boundMs / transferMs: 1 is as fast as the link and flash allow. */
   ratio: number;
+  /** linkBoundMs / transferMs: above 1, firmware arrives faster than the link carries raw bytes (compression). */
+  linkRatio: number;
+  /** The image went deflated. */
+  compressed: boolean;
   packets: number;
 }
 
@@ -33,7 +37,7 @@ const SLOT_MIN = 0x1e0000;
 export async function modelledUpdate(
   preset: Preset,
   image: Buffer,
-  options: { protocol: 'v2' | 'seed'; window?: number; chipId?: number },
+  options: { protocol: 'v2' | 'seed'; window?: number; chipId?: number; compress?: boolean },
 ): Promise<ModelledRun> {
   const window = options.protocol === 'v2' ? (options.window ?? 16384) : 0;
   const radio = new VirtualRadio(preset.link.mtu, {}, preset);
@@ -66,7 +70,17 @@ export async function modelledUpdate(
       noble: radio.noble,
       timeouts: { scanMs: 10_000, connectMs: 10_000, gattMs: 60_000, verifyMs: 60_000, restartMs: 10_000 },
     });
-    const result = await client.update({ target: { name }, image, protocol: options.protocol === 'seed' ? 'seed' : 'auto', confirm: 'device' });
+    let compressed = false;
+    b.on('air-write', (_a: string, uuid: string, data: Buffer) => {
+      if (uuid === OTA_COMMAND_UUID && data[0] === Command.BEGIN && data.length >= 41) compressed = (data.readUInt16LE(39) & BeginFlag.DEFLATE) !== 0;
+    });
+    const result = await client.update({
+      target: { name },
+      image,
+      protocol: options.protocol === 'seed' ? 'seed' : 'auto',
+      confirm: 'device',
+      compress: options.compress ?? false,
+    });
     if (started === undefined || ended === undefined) throw new Error('the transfer was not seen on the modelled link');
     const transferMs = ended - started;
     const bound = boundMs(preset, image.length);
@@ -81,6 +95,8 @@ export async function modelledUpdate(
       flashBoundMs: bound.flashMs,
       boundMs: bound.boundMs,
       ratio: bound.boundMs / transferMs,
+      linkRatio: bound.linkMs / transferMs,
+      compressed,
       packets: result.packets,
     };
   } finally {
