@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "ble_ota_core.h"
 #include "ble_ota_sha256.h"
 #include "host_image.h"
@@ -50,6 +52,8 @@ typedef struct {
     size_t good_len;
     uint8_t img[FUZZ_IMAGE_CAP]; /* the image the helpers send: good, maybe mutated */
     size_t img_len;
+    uint8_t enc[2 * FUZZ_IMAGE_CAP]; /* the good image as a DEFLATE stream (4 KB chunks) */
+    size_t enc_len;
     /* The state each slot had when last validated: a slot is only written
      * while it is empty, so a bootable one needs validating once. */
     host_slot_state_t verified[HOST_FLASH_SLOTS];
@@ -120,8 +124,43 @@ build(uint8_t *out, const char *version, uint32_t payload, uint32_t seed)
         .seed = seed,
         .chip_id = HOST_IMAGE_CHIP_ESP32,
         .hash_appended = true,
+        .compressible = true, /* so that its DEFLATE stream inflates, not just copies */
     };
     return host_image_build(&spec, out, FUZZ_IMAGE_CAP);
+}
+
+/* The good image as a client sends it with DEFLATE: per 4 KB chunk a u16
+ * length and raw deflate, or the chunk itself. 0 on failure. */
+static size_t
+encode_good(void)
+{
+    size_t used = 0;
+
+    for (size_t at = 0; at < s_fz.good_len; at += BLE_OTA_DEFLATE_CHUNK) {
+        const size_t n = s_fz.good_len - at < BLE_OTA_DEFLATE_CHUNK ? s_fz.good_len - at : BLE_OTA_DEFLATE_CHUNK;
+        uint8_t packed[2 * BLE_OTA_DEFLATE_CHUNK];
+        z_stream z;
+        memset(&z, 0, sizeof(z));
+        if (deflateInit2(&z, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            return 0;
+        }
+        z.next_in = s_fz.good + at;
+        z.avail_in = (uInt)n;
+        z.next_out = packed;
+        z.avail_out = sizeof(packed);
+        const int rc = deflate(&z, Z_FINISH);
+        const size_t packed_len = sizeof(packed) - z.avail_out;
+        deflateEnd(&z);
+        if (rc != Z_STREAM_END) {
+            return 0;
+        }
+        const size_t body = packed_len < n ? packed_len : n;
+        s_fz.enc[used] = (uint8_t)body;
+        s_fz.enc[used + 1] = (uint8_t)(body >> 8);
+        memcpy(s_fz.enc + used + 2, packed_len < n ? packed : s_fz.good + at, body);
+        used += 2 + body;
+    }
+    return used;
 }
 
 /* The bootloader's choice, then the firmware's boot-time confirmation. */
@@ -155,7 +194,8 @@ fuzz_reset(void)
         }
         s_fz.first_len = build(s_fz.first, "1.0.0", 2000, 1);
         s_fz.good_len = build(s_fz.good, "2.0.0", 9000, 2);
-        if (s_fz.first_len == 0 || s_fz.good_len == 0) {
+        s_fz.enc_len = encode_good();
+        if (s_fz.first_len == 0 || s_fz.good_len == 0 || s_fz.enc_len == 0) {
             fuzz_fail("building the images");
         }
         s_fz.initialised = true;
@@ -315,17 +355,20 @@ begin_for(const uint8_t *img, uint32_t size, uint16_t flags, uint16_t chip, bool
     send_request(req, sizeof(req), sign);
 }
 
-/* One packet of the image at offset, n bytes of it (fewer at its end). */
+/* One packet of what a client streams at offset, n bytes of it (fewer at
+ * its end): the image, or its DEFLATE stream when the transfer is deflated. */
 static void
 stream_image(uint32_t offset, size_t n)
 {
     uint8_t pkt[BLE_OTA_STREAM_HEADER + FUZZ_MAX_WRITE];
+    const uint8_t *src = s_fz.core.v2.deflate ? s_fz.enc : s_fz.img;
+    const size_t src_len = s_fz.core.v2.deflate ? s_fz.enc_len : s_fz.img_len;
 
-    if (offset > s_fz.img_len) {
-        offset = (uint32_t)s_fz.img_len;
+    if (offset > src_len) {
+        offset = (uint32_t)src_len;
     }
-    if (n > s_fz.img_len - offset) {
-        n = s_fz.img_len - offset;
+    if (n > src_len - offset) {
+        n = src_len - offset;
     }
     if (n > FUZZ_MAX_WRITE) {
         n = FUZZ_MAX_WRITE;
@@ -334,7 +377,7 @@ stream_image(uint32_t offset, size_t n)
     pkt[1] = (uint8_t)(offset >> 8);
     pkt[2] = (uint8_t)(offset >> 16);
     pkt[3] = (uint8_t)(offset >> 24);
-    memcpy(pkt + BLE_OTA_STREAM_HEADER, s_fz.img + offset, n);
+    memcpy(pkt + BLE_OTA_STREAM_HEADER, src + offset, n);
     uint8_t *buf = copy_of(pkt, BLE_OTA_STREAM_HEADER + n);
     ble_ota_core_stream_write(&s_fz.core, buf, BLE_OTA_STREAM_HEADER + n);
     free(buf);
