@@ -57,8 +57,17 @@ export class NodeRedProcess {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** Starts Node-RED with `flows` (nodes without a tab get one) and waits until they run. */
-  static async start(flows: Array<Record<string, unknown>>, extraSettings = '', env: Record<string, string> = {}): Promise<NodeRedProcess> {
+  /**
+   * Starts Node-RED with `flows` (nodes without a tab get one) and waits
+   * until they run. `runtime`: another Node.js binary and Node-RED (red.js)
+   * than this process's and the devDependency's.
+   */
+  static async start(
+    flows: Array<Record<string, unknown>>,
+    extraSettings = '',
+    env: Record<string, string> = {},
+    runtime: { node?: string; red?: string } = {},
+  ): Promise<NodeRedProcess> {
     const port = await freePort();
     const userDir = mkdtempSync(join(tmpdir(), 'ble-ota-nr-'));
     const modules = join(userDir, 'node_modules');
@@ -72,8 +81,8 @@ export class NodeRedProcess {
       `module.exports = { uiHost: '127.0.0.1', uiPort: ${port}, flowFile: 'flows.json', credentialSecret: false,
         fileWorkingDirectory: ${JSON.stringify(userDir)}, editorTheme: { tours: false }, telemetry: { enabled: false }, ${extraSettings} };`,
     );
-    const red = require.resolve('node-red/red.js', { paths: [ROOT] });
-    const child = spawn(process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], {
+    const red = runtime.red ?? require.resolve('node-red/red.js', { paths: [ROOT] });
+    const child = spawn(runtime.node ?? process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
