@@ -13,7 +13,7 @@ const BINARIES = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto'];
 
 export interface MqttClient {
   subscribe(topic: string): Promise<unknown>;
-  publish(topic: string, payload: Buffer | string, options?: { qos?: 0 | 1 | 2 }): Promise<unknown>;
+  publish(topic: string, payload: Buffer | string, options?: { qos?: 0 | 1 | 2; retain?: boolean }): Promise<unknown>;
   on(event: 'message', listener: (topic: string, payload: Buffer) => void): void;
   endAsync(): Promise<void>;
 }
@@ -21,7 +21,7 @@ export interface MqttClient {
 interface MqttModule {
   connectAsync(url: string): Promise<{
     subscribeAsync(topic: string): Promise<unknown>;
-    publishAsync(topic: string, payload: Buffer | string, options?: { qos?: 0 | 1 | 2 }): Promise<unknown>;
+    publishAsync(topic: string, payload: Buffer | string, options?: { qos?: 0 | 1 | 2; retain?: boolean }): Promise<unknown>;
     on(event: 'message', listener: (topic: string, payload: Buffer) => void): void;
     endAsync(): Promise<void>;
   }>;
@@ -67,7 +67,7 @@ export class Mosquitto {
   }
 
   async stop(): Promise<void> {
-    if (this.child.exitCode === null) {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise((r) => this.child.once('exit', r));
       this.child.kill('SIGTERM');
       await exited;

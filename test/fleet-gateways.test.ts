@@ -1,0 +1,197 @@
+/**
+ * Fleet updates across gateways (examples/fleet-gateway.json and
+ * examples/fleet-controller.json, docs/FLEET.md): one real Mosquitto, two
+ * Node-RED gateways, each with its own virtual ESP32s and one device in
+ * range of both, and a Node-RED controller. The test publishes jobs as any
+ * system would and reads the controller's reports.
+ */
+import { strict as assert } from 'node:assert';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { Mosquitto, MqttClient } from './support/mosquitto';
+import { NodeRedProcess, ROOT } from './support/node-red-process';
+
+type FlowNode = Record<string, unknown> & { id: string; type: string };
+
+interface DeviceRow {
+  name: string;
+  status: string;
+  version?: string;
+  gateway?: string;
+}
+interface Report {
+  job: string;
+  outcome: string;
+  devices: DeviceRow[];
+  notReached: string[];
+}
+
+function example(file: string, port: number): FlowNode[] {
+  const flow = JSON.parse(readFileSync(join(ROOT, 'examples', file), 'utf8')) as FlowNode[];
+  return flow.map((n) => (n.type === 'mqtt-broker' ? { ...n, port: String(port) } : n));
+}
+
+/** The controller example, its "start job" Inject set to the test's devices as a user would set it. */
+function controllerFlow(port: number): FlowNode[] {
+  const job = { version: '4.0.0', devices: ['esp32-fleet-a2', 'esp32-fleet-b1'], timeoutS: 60 };
+  return example('fleet-controller.json', port).map((n) =>
+    n.type === 'inject' ? { ...n, props: [{ p: 'job', v: JSON.stringify(job), vt: 'json' }] } : n,
+  );
+}
+
+/** The updates a gateway's upload node logged: the names of the devices it wrote an image to. */
+function uploads(nr: NodeRedProcess, version: string): string[] {
+  const line = new RegExp(`updated (esp32-fleet-\\S+) to fleet-app ${version.replace(/\./g, '\\.')} `, 'g');
+  return [...nr.output.matchAll(line)].map((m) => m[1]);
+}
+
+describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, a controller)', function () {
+  this.timeout(120_000);
+  let broker: Mosquitto | undefined;
+  let gwA: NodeRedProcess | undefined;
+  let gwB: NodeRedProcess | undefined;
+  let controller: NodeRedProcess | undefined;
+  let client: MqttClient | undefined;
+  const seen: Array<{ topic: string; text: string }> = [];
+
+  /** The first message on `topic` (or under it, with `prefix`) that `accept`s. */
+  async function message(topic: string, timeoutMs: number, accept: (text: string) => boolean = () => true, prefix = false): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = seen.find((s) => (prefix ? s.topic.startsWith(topic) : s.topic === topic) && accept(s.text));
+      if (m) return m.text;
+      if (Date.now() > deadline) {
+        const tail = seen.slice(-15).map((s) => `${s.topic} ${s.text.slice(0, 160)}`);
+        throw new Error(`nothing on ${topic} within ${timeoutMs} ms; the last messages:\n${tail.join('\n')}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async function publishJob(id: string, job: Record<string, unknown>, image?: Buffer): Promise<void> {
+    if (image) await client!.publish(`ota/fleet/jobs/${id}/image`, image, { qos: 1, retain: true });
+    await client!.publish(`ota/fleet/jobs/${id}`, JSON.stringify(job), { qos: 1, retain: true });
+  }
+
+  const claims = (job: string, device: string) =>
+    seen
+      .filter((s) => s.topic === `ota/fleet/claims/${job}/${device}` && s.text)
+      .map((s) => JSON.parse(s.text) as { gateway: string; state: string });
+
+  before(async function () {
+    broker = await Mosquitto.start();
+    if (!broker) return this.skip(); // mosquitto not installed: .ci/run installs it
+    const gateway = example('fleet-gateway.json', broker.port);
+    [gwA, gwB, controller] = await Promise.all([
+      NodeRedProcess.start(gateway, '', { GATEWAY_ID: 'gw-a', BLE_OTA_VIRTUAL_DEVICES: 'esp32-fleet-a1,esp32-fleet-a2,esp32-fleet-both' }),
+      NodeRedProcess.start(gateway, '', { GATEWAY_ID: 'gw-b', BLE_OTA_VIRTUAL_DEVICES: 'esp32-fleet-b1,esp32-fleet-both' }),
+      NodeRedProcess.start(controllerFlow(broker.port)),
+    ]);
+    await Promise.all([gwA, gwB, controller].map((nr) => nr.waitForOutput(/Connected to broker/, 20_000)));
+    client = await broker.client();
+    client.on('message', (topic, payload) => {
+      if (!topic.endsWith('/image')) seen.push({ topic, text: payload.toString() });
+    });
+    await client.subscribe('ota/fleet/#');
+  });
+
+  after(async () => {
+    await client?.endAsync();
+    await Promise.all([gwA?.stop(), gwB?.stop(), controller?.stop()]);
+    await broker?.stop();
+  });
+
+  it('updates every device exactly once, the one both gateways see included, and reports each with its new version', async () => {
+    const devices = ['esp32-fleet-a1', 'esp32-fleet-a2', 'esp32-fleet-b1', 'esp32-fleet-both'];
+    const image = buildAppImage({ projectName: 'fleet-app', version: '2.0.0', size: 40_000 });
+    await publishJob('job-1', { version: '2.0.0', devices, timeoutS: 60, settleMs: 500 }, image);
+
+    const report = JSON.parse(await message('ota/fleet/reports/job-1', 60_000)) as Report;
+    assert.equal(report.outcome, 'complete');
+    assert.deepEqual(
+      report.devices.map((d) => [d.name, d.status, d.version]),
+      devices.map((name) => [name, 'updated', '2.0.0']),
+    );
+    assert.deepEqual(report.notReached, []);
+
+    // What the upload nodes themselves logged: one update per device across both gateways.
+    const byA = uploads(gwA!, '2.0.0');
+    const byB = uploads(gwB!, '2.0.0');
+    assert.deepEqual([...byA, ...byB].sort(), devices, `gw-a updated ${byA}, gw-b updated ${byB}`);
+    assert.ok(byA.includes('esp32-fleet-a1') && byA.includes('esp32-fleet-a2') && byB.includes('esp32-fleet-b1'));
+    const both = report.devices.find((d) => d.name === 'esp32-fleet-both')!;
+    assert.equal(both.gateway, byA.includes('esp32-fleet-both') ? 'gw-a' : 'gw-b', 'the report names the gateway that did it');
+
+    // The claim went to the lowest id among the gateways that claimed it.
+    const claimants = [...new Set(claims('job-1', 'esp32-fleet-both').filter((c) => c.state === 'claiming').map((c) => c.gateway))].sort();
+    assert.ok(claimants.length > 0);
+    assert.equal(both.gateway, claimants[0], `claimed by ${claimants}`);
+
+    // One result per device on MQTT, and the job's retained messages cleared for the gateways.
+    const results = seen.filter((s) => s.topic.startsWith('ota/fleet/results/job-1/')).map((s) => JSON.parse(s.text) as { device: string; status: string });
+    assert.deepEqual(results.filter((r) => r.status === 'updated').map((r) => r.device).sort(), devices);
+    await message('ota/fleet/jobs/job-1', 5000, (text) => text === '');
+  });
+
+  it('reports at the timeout the device that never appeared; devices already at the version are current, not updated again', async () => {
+    const before = uploads(gwA!, '2.0.0').length + uploads(gwB!, '2.0.0').length;
+    const image = buildAppImage({ projectName: 'fleet-app', version: '2.0.0', size: 40_000 });
+    await publishJob('job-2', { version: '2.0.0', devices: ['esp32-fleet-a1', 'esp32-fleet-b1', 'esp32-fleet-gone'], timeoutS: 10, rescanS: 2 }, image);
+
+    const report = JSON.parse(await message('ota/fleet/reports/job-2', 30_000)) as Report;
+    assert.equal(report.outcome, 'timed out');
+    assert.deepEqual(
+      report.devices.map((d) => [d.name, d.status, d.version]),
+      [
+        ['esp32-fleet-a1', 'current', '2.0.0'],
+        ['esp32-fleet-b1', 'current', '2.0.0'],
+        ['esp32-fleet-gone', 'not reached', undefined],
+      ],
+    );
+    assert.deepEqual(report.notReached, ['esp32-fleet-gone']);
+    assert.equal(uploads(gwA!, '2.0.0').length + uploads(gwB!, '2.0.0').length, before, 'no device was written again');
+  });
+
+  it("the controller's start job button publishes firmware/fleet-app.bin as a job and reports it", async () => {
+    const image = buildAppImage({ projectName: 'fleet-app', version: '4.0.0', size: 60_000 });
+    mkdirSync(join(controller!.userDir, 'firmware'), { recursive: true });
+    writeFileSync(join(controller!.userDir, 'firmware/fleet-app.bin'), image);
+    await controller!.inject('f1ee7c0000000002');
+
+    const job = JSON.parse(await message('ota/fleet/jobs/', 5000, (text) => text.includes('"4.0.0"'), true)) as { id: string };
+    assert.match(job.id, /^fleet-\d{14}$/);
+    const report = JSON.parse(await message(`ota/fleet/reports/${job.id}`, 60_000)) as Report;
+    assert.equal(report.outcome, 'complete');
+    assert.deepEqual(
+      report.devices.map((d) => [d.name, d.status, d.version, d.gateway]),
+      [
+        ['esp32-fleet-a2', 'updated', '4.0.0', 'gw-a'],
+        ['esp32-fleet-b1', 'updated', '4.0.0', 'gw-b'],
+      ],
+    );
+    assert.deepEqual(uploads(gwA!, '4.0.0'), ['esp32-fleet-a2']);
+    assert.deepEqual(uploads(gwB!, '4.0.0'), ['esp32-fleet-b1']);
+  });
+
+  it('a gateway that dies mid-update: the controller releases its device and the other gateway updates it', async () => {
+    const image = buildAppImage({ projectName: 'fleet-app', version: '3.0.0', size: 300_000 });
+    await publishJob('job-3', { version: '3.0.0', devices: ['esp32-fleet-both'], timeoutS: 60, rescanS: 2, settleMs: 500 }, image);
+
+    const updating = JSON.parse(
+      await message('ota/fleet/claims/job-3/esp32-fleet-both', 30_000, (text) => text.includes('"updating"')),
+    ) as { gateway: string };
+    const [dying, survivor] = updating.gateway === 'gw-a' ? [gwA!, gwB!] : [gwB!, gwA!];
+    const survivorId = updating.gateway === 'gw-a' ? 'gw-b' : 'gw-a';
+    dying.child.kill('SIGKILL'); // no goodbye: the broker sends its last will
+
+    await message('ota/fleet/claims/job-3/esp32-fleet-both', 10_000, (text) => text.includes('"released"'));
+    const report = JSON.parse(await message('ota/fleet/reports/job-3', 60_000)) as Report;
+    assert.equal(report.outcome, 'complete');
+    assert.deepEqual(
+      report.devices.map((d) => [d.name, d.status, d.version, d.gateway]),
+      [['esp32-fleet-both', 'updated', '3.0.0', survivorId]],
+    );
+    assert.deepEqual(uploads(survivor, '3.0.0'), ['esp32-fleet-both']);
+  });
+});
