@@ -66,7 +66,7 @@ async function modelled(): Promise<ModelledRun[]> {
       const configs: Array<{ protocol: 'v2' | 'seed'; window?: number; compress?: boolean }> = [
         { protocol: 'seed' },
         ...WINDOWS.map((window) => ({ protocol: 'v2' as const, window })),
-        { protocol: 'v2', window: 16384, compress: true },
+        { protocol: 'v2', window: 32768, compress: true },
       ];
       for (const config of configs) {
         const run = { ...(await modelledUpdate(preset, image.data, { ...config, chipId: image.chipId })), image: image.label };

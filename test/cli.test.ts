@@ -248,7 +248,7 @@ describe('command-line tool', function () {
       assert.equal(info.ota.chip.name, 'ESP32');
       assert.equal(info.ota.runningState, 'valid');
       assert.equal(info.ota.slotSize, 0x1e0000);
-      assert.equal(info.ota.window, 16384);
+      assert.equal(info.ota.window, 32768);
       assert.deepEqual(info.ota.features, ['resume', 'clientConfirm', 'seed', 'deflate']);
       assert.match(info.ota.build.elfSha256, /^[0-9a-f]{64}$/);
       assert.equal(info.ota.lastStatus, null);

@@ -5,6 +5,7 @@
  * goes as it is.
  */
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { BleOtaClient } from '../lib/client/ota-client';
@@ -58,6 +59,18 @@ describe('compression (DEFLATE)', function () {
     assert.ok(flags[0] & BeginFlag.DEFLATE, 'BEGIN asked for DEFLATE');
     assert.equal(streamBytes, deflateChunks(image).length);
     assert.ok(streamBytes < image.length / 1.4, `${streamBytes} bytes on air for ${image.length}`);
+    const state = await device.state();
+    assert.ok((await device.readFlash(state.running, 0, image.length)).equals(image));
+  });
+
+  it("deflates each chunk against the one before it: 4 KB of random bytes repeated cost a few bytes per chunk", async () => {
+    // Alone, a chunk of random bytes does not deflate at all; with the
+    // previous chunk as its dictionary, it is one long back-reference.
+    const device = await radio.addDevice({ name: 'zip-dict', restartDelayMs: 20 });
+    const image = buildAppImage({ size: 256 * 1024, version: '2.0.1', fill: randomBytes(4096) });
+    const { result, streamBytes } = await onAir(device, () => client().update({ target: { name: 'zip-dict' }, image }));
+    assert.equal(result.runningVersion, '2.0.1');
+    assert.ok(streamBytes < image.length / 20, `${streamBytes} bytes on air for ${image.length}`);
     const state = await device.state();
     assert.ok((await device.readFlash(state.running, 0, image.length)).equals(image));
   });

@@ -130,7 +130,8 @@ build(uint8_t *out, const char *version, uint32_t payload, uint32_t seed)
 }
 
 /* The good image as a client sends it with DEFLATE: per 4 KB chunk a u16
- * length and raw deflate, or the chunk itself. 0 on failure. */
+ * length and raw deflate (the previous chunk its dictionary), or the chunk
+ * itself. 0 on failure. */
 static size_t
 encode_good(void)
 {
@@ -142,6 +143,10 @@ encode_good(void)
         z_stream z;
         memset(&z, 0, sizeof(z));
         if (deflateInit2(&z, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            return 0;
+        }
+        if (at > 0 && deflateSetDictionary(&z, s_fz.good + at - BLE_OTA_DEFLATE_CHUNK, BLE_OTA_DEFLATE_CHUNK) != Z_OK) {
+            deflateEnd(&z);
             return 0;
         }
         z.next_in = s_fz.good + at;

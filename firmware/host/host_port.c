@@ -372,9 +372,10 @@ port_confirm_required(void *ctx)
 }
 
 /* zlib's raw inflate, as the ESP32 port uses the ROM's tinfl: one whole
- * chunk in, exactly out_len bytes out. The state is allocated once. */
+ * chunk in, exactly out_len bytes out, the `history` bytes before out as
+ * its dictionary. The state is allocated once. */
 static bool
-port_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+port_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len, size_t history)
 {
     host_dev_t *dev = ctx;
     z_stream *z = &dev->inflater;
@@ -387,6 +388,9 @@ port_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t o
         }
         dev->inflater_ready = true;
     } else if (inflateReset(z) != Z_OK) {
+        return false;
+    }
+    if (history > 0 && inflateSetDictionary(z, out - history, (uInt)history) != Z_OK) {
         return false;
     }
     z->next_in = (Bytef *)(uintptr_t)in; /* zlib's API is not const-correct; it only reads */

@@ -893,7 +893,7 @@ smoke_v2_timers(void)
     CHECK_STR(request("subscribe %s 1", CMD), "ok");
     events_clear();
     CHECK_STR(request("write %s %s", CMD, begin), "ok");
-    CHECK_STR(cmd_notify("81"), "8100000000000040" "0202"); /* offset 0 again */
+    CHECK_STR(cmd_notify("81"), "8100000000000080" "0202"); /* offset 0 again, window 32 KB */
     CHECK(stream_hex(s_image, 0, s_image_len, 510, &sent));
     CHECK_STR(request("write %s 02", CMD), "ok");
     CHECK_STR(request("write %s 03", CMD), "ok");

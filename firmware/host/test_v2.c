@@ -1107,8 +1107,9 @@ test_v2_restart_before_confirm_rolls_back(void)
 /* --- DEFLATE ------------------------------------------------------------------------ */
 
 /* The image as a DEFLATE stream from chunk `first` on, as a client sends
- * it: per 4 KB chunk a u16 length and raw deflate, or the chunk itself when
- * deflate does not make it smaller. Returns the stream's length. */
+ * it: per 4 KB chunk a u16 length and raw deflate with the previous chunk
+ * as dictionary, or the chunk itself when deflate does not make it smaller.
+ * Returns the stream's length. */
 static size_t
 encode_chunks(const uint8_t *img, size_t len, size_t first, uint8_t *out, size_t cap)
 {
@@ -1120,6 +1121,11 @@ encode_chunks(const uint8_t *img, size_t len, size_t first, uint8_t *out, size_t
         z_stream z;
         memset(&z, 0, sizeof(z));
         if (deflateInit2(&z, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            return 0;
+        }
+        /* The previous chunk is the dictionary. */
+        if (at > 0 && deflateSetDictionary(&z, img + at - BLE_OTA_DEFLATE_CHUNK, BLE_OTA_DEFLATE_CHUNK) != Z_OK) {
+            deflateEnd(&z);
             return 0;
         }
         z.next_in = (Bytef *)(uintptr_t)(img + at);

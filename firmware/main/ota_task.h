@@ -16,12 +16,14 @@
 #include <stdint.h>
 
 #include "ble_ota_core.h"
+#include "sdkconfig.h"
 
-/* Bytes a v2 client may stream beyond the last ACK (config.window). 16 KB
- * is four flash sectors: enough to keep the radio busy while the OTA task
- * erases a sector (about 45 ms) even at 2M PHY rates, and the queue that
- * must hold it costs about 20 KB of RAM (OTA_TASK_QUEUE_BYTES). */
-#define OTA_TASK_WINDOW 16384u
+/* Bytes a v2 client may stream beyond the last ACK (config.window), from
+ * menuconfig (BLE_OTA_WINDOW_KB). The default, 32 KB, keeps the radio busy
+ * through a 64 KB block erase (about 150 ms) and the ACK after it; the queue
+ * that must hold a window costs about 1.2 bytes of RAM per window byte
+ * (OTA_TASK_QUEUE_BYTES: about 39 KB for 32 KB, 20 KB for 16 KB). */
+#define OTA_TASK_WINDOW ((uint32_t)CONFIG_BLE_OTA_WINDOW_KB * 1024u)
 
 typedef enum {
     OTA_TASK_STREAM = 1,  /* an OTA Stream packet */

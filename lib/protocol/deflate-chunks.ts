@@ -1,9 +1,11 @@
 /**
  * The DEFLATE stream of protocol v2 (docs/PROTOCOL.md, "Compression"): the
  * image cut into 4 KB chunks, each sent as a u16 length and its raw
- * deflate, or the chunk itself when deflate does not make it smaller.
- * Chunks are independent, so a transfer resumes at any chunk, and the
- * device inflates each straight into its 4 KB flash block.
+ * deflate, or the chunk itself when deflate does not make it smaller. Each
+ * chunk is deflated with the image's previous chunk as dictionary: the
+ * device keeps that chunk, even while a transfer is suspended, so a
+ * transfer resumes at any chunk, and it inflates each chunk straight into
+ * its 4 KB flash block.
  */
 import { deflateRawSync } from 'node:zlib';
 import { DEFLATE_CHUNK } from './constants';
@@ -21,7 +23,7 @@ export function deflateChunks(image: Buffer): DeflatedImage {
   let length = 0;
   for (let at = 0; at < image.length; at += DEFLATE_CHUNK) {
     const chunk = image.subarray(at, Math.min(at + DEFLATE_CHUNK, image.length));
-    const packed = deflateRawSync(chunk, { level: 9 });
+    const packed = deflateRawSync(chunk, at === 0 ? { level: 9 } : { level: 9, dictionary: image.subarray(at - DEFLATE_CHUNK, at) });
     const body = packed.length < chunk.length ? packed : chunk;
     const encoded = Buffer.allocUnsafe(2 + body.length);
     encoded.writeUInt16LE(body.length, 0);

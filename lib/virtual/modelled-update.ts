@@ -39,7 +39,7 @@ export async function modelledUpdate(
   image: Buffer,
   options: { protocol: 'v2' | 'seed'; window?: number; chipId?: number; compress?: boolean },
 ): Promise<ModelledRun> {
-  const window = options.protocol === 'v2' ? (options.window ?? 16384) : 0;
+  const window = options.protocol === 'v2' ? (options.window ?? 32768) : 0;
   const radio = new VirtualRadio(preset.link.mtu, {}, preset);
   const name = 'modelled';
   try {

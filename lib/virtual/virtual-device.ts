@@ -25,7 +25,7 @@ export interface VirtualDeviceOptions {
   protocol?: 'seed' | 'v2';
   /** ESP image chip id of the device (default 0, ESP32). */
   chipId?: number;
-  /** v2 window in bytes (default 16384). */
+  /** v2 window in bytes (default 32768). */
   window?: number;
   /** A suspended v2 transfer is aborted after this (default 60 s). */
   abandonTimeoutMs?: number;

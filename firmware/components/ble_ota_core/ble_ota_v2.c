@@ -8,10 +8,17 @@
  * computed here, as it arrives, so END can check it before the slot is
  * validated or selected.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "ble_ota_core.h"
 #include "ble_ota_internal.h"
+
+/* DEFLATE: a chunk inflates into block with the previous chunk, in history,
+ * as its dictionary; the inflater finds it right before its output. */
+_Static_assert(BLE_OTA_DEFLATE_CHUNK == BLE_OTA_FLASH_BLOCK, "a chunk fills a flash block");
+_Static_assert(offsetof(ble_ota_v2_t, block) == offsetof(ble_ota_v2_t, history) + BLE_OTA_DEFLATE_CHUNK,
+               "history sits right before block");
 
 /* Largest notification: the CHALLENGE answer (opcode, status, challenge). */
 #define BLE_OTA_NOTIFY_MAX (2 + BLE_OTA_AUTH_CHALLENGE_LEN)
@@ -561,10 +568,13 @@ v2_take_chunks(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t 
             continue;
         }
         /* A whole chunk: a whole block (the last one may be shorter), into
-         * the block buffer, which is empty at every chunk boundary. */
+         * the block buffer, which is empty at every chunk boundary. Its
+         * dictionary is the image's previous chunk, in history (kept while
+         * a transfer is suspended, so a resume has it too). */
+        const size_t history = t->stored == 0 ? 0 : BLE_OTA_DEFLATE_CHUNK;
         if (t->chunk_len == size) {
             memcpy(t->block, t->chunk + 2, size);
-        } else if (!core->port->inflate(core->port->ctx, t->chunk + 2, t->chunk_len, t->block, size)) {
+        } else if (!core->port->inflate(core->port->ctx, t->chunk + 2, t->chunk_len, t->block, size, history)) {
             ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "chunk at %lu does not inflate to %lu bytes",
                         (unsigned long)t->chunk_start, (unsigned long)size);
             v2_fail(core, BLE_OTA_ST_BAD_DATA, t->chunk_start);
@@ -573,6 +583,7 @@ v2_take_chunks(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t 
         if (!v2_store(core, t->block, size, t->chunk_start)) {
             return false;
         }
+        memcpy(t->history, t->block, size); /* only the last chunk is shorter, and nothing follows it */
         t->chunk_start = t->received;
         t->chunk_len = 0;
         t->chunk_fill = 0;

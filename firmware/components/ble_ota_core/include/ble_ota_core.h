@@ -50,7 +50,10 @@ typedef struct {
 /* Authentication failures in a row lock it for up to this long. */
 #define BLE_OTA_AUTH_LOCK_MAX_MS 60000u
 
-#define BLE_OTA_DEFAULT_WINDOW            16384
+/* 32 KB: the client keeps sending through a 64 KB block erase (150 ms) and
+ * the ACK that follows it (docs/PERFORMANCE.md: with DEFLATE, 16 KB left
+ * the link idle behind each erase). */
+#define BLE_OTA_DEFAULT_WINDOW            32768
 /* The device ACKs each window / BLE_OTA_ACKS_PER_WINDOW bytes: often
  * enough that a client keeps sending while the device's flash stalls it
  * (docs/PERFORMANCE.md: 4 per window left the link idle behind each block
@@ -58,7 +61,7 @@ typedef struct {
 #define BLE_OTA_ACKS_PER_WINDOW           8u
 #define BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS 300000u /* Kconfig BLE_OTA_CONFIRM_WINDOW_S default */
 
-/* Defaults: window 16 KB, max_packet BLE_OTA_MAX_PACKET, abandon
+/* Defaults: window 32 KB, max_packet BLE_OTA_MAX_PACKET, abandon
  * BLE_OTA_ABANDON_TIMEOUT_MS, confirm window 300 s, seed served, no key. */
 void ble_ota_config_default(ble_ota_config_t *config);
 
@@ -90,6 +93,9 @@ typedef struct {
     ble_ota_sha256_ctx_t hash;          /* of bytes [0, received) */
     uint32_t block_offset;              /* image offset of block[0]; bytes below are in flash */
     uint32_t block_fill;                /* bytes in block */
+    /* DEFLATE: the image's previous chunk, the dictionary of the next one.
+     * It sits right before block, where an inflater looks for it. */
+    uint8_t history[BLE_OTA_DEFLATE_CHUNK];
     uint8_t block[BLE_OTA_FLASH_BLOCK]; /* written to the slot in whole blocks */
 } ble_ota_v2_t;
 

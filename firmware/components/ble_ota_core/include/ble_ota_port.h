@@ -105,9 +105,11 @@ typedef struct ble_ota_port {
      * hardware RNG on the ESP32): authentication challenges. */
     void (*random)(void *ctx, uint8_t *out, size_t len);
     /* Inflates in_len bytes of raw deflate (RFC 1951) into out; true only
-     * when they are one complete stream of exactly out_len bytes. NULL: the
-     * platform cannot, and OTA Info does not offer DEFLATE. */
-    bool (*inflate)(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len);
+     * when they are one complete stream of exactly out_len bytes. The
+     * `history` bytes right before out are its dictionary: back-references
+     * may reach into them. NULL: the platform cannot, and OTA Info does not
+     * offer DEFLATE. */
+    bool (*inflate)(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len, size_t history);
 
     /* One log line, without trailing newline. */
     void (*log)(void *ctx, ble_ota_log_level_t level, const char *msg);
