@@ -23,13 +23,14 @@ export interface Helper {
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 export const helper = require('node-red-node-test-helper') as Helper;
 // BLE_OTA_NODE_RED: another Node-RED's runtime (test/node-red-5.test.ts runs these tests with Node-RED 5).
-helper.init(process.env.BLE_OTA_NODE_RED ?? require.resolve('node-red'));
+const runtime = process.env.BLE_OTA_NODE_RED ?? require.resolve('node-red');
+helper.init(runtime);
 
 /* eslint-disable @typescript-eslint/no-require-imports */
 export const deviceNode = require('../../nodes/ble-ota-device/ble-ota-device') as unknown;
 export const uploadNode = require('../../nodes/ble-ota-upload/ble-ota-upload') as unknown;
 /** Node-RED's own Catch node, to receive what done(err) reports. */
-export const catchNode = require(require.resolve('@node-red/nodes/core/common/25-catch.js', { paths: [process.env.BLE_OTA_NODE_RED ?? require.resolve('node-red')] })) as unknown;
+export const catchNode = require(require.resolve('@node-red/nodes/core/common/25-catch.js', { paths: [runtime] })) as unknown;
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** The last status a node showed. */
