@@ -78,9 +78,17 @@ describe('compression (DEFLATE)', function () {
   it('resumes a deflated transfer after a lost link, exactly', async () => {
     const device = await radio.addDevice({ name: 'zip-b', restartDelayMs: 20 });
     const image = compressibleImage('2.1.0', 300 * 1024);
+    // The link drops halfway through the deflated stream.
+    const half = deflateChunks(image).length / 2;
     let sent = 0;
-    const cut = (address: string, uuid: string) => {
-      if (address === device.address && uuid === OTA_STREAM_UUID && ++sent === 150) radio.bindings.dropLink(device);
+    let dropped = false;
+    const cut = (address: string, uuid: string, data: Buffer) => {
+      if (address !== device.address || uuid !== OTA_STREAM_UUID || dropped) return;
+      sent += data.length - 4;
+      if (sent >= half) {
+        dropped = true;
+        radio.bindings.dropLink(device);
+      }
     };
     radio.bindings.on('air-write', cut);
     let result;
