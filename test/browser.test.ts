@@ -101,7 +101,8 @@ describe('the editor in Chromium', function () {
     await statusMatches(status, /confirmed 1\.4\.0/, 60_000);
 
     // The result in the debug sidebar.
-    await page.click('#red-ui-tab-debug-link-button');
+    // Through the editor's API: Node-RED 4 and 5 lay out their sidebars differently.
+    await page.evaluate(() => (globalThis as unknown as { RED: { sidebar: { show(id: string): void } } }).RED.sidebar.show('debug'));
     const message = page.locator('.red-ui-debug-msg', { hasText: 'node: result' }).first();
     await message.waitFor({ timeout: 10_000 });
     assert.match((await message.textContent()) ?? '', /msg\.payload : Object.*protocol: "v2"/);

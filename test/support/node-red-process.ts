@@ -60,7 +60,9 @@ export class NodeRedProcess {
   /**
    * Starts Node-RED with `flows` (nodes without a tab get one) and waits
    * until they run. `runtime`: another Node.js binary and Node-RED (red.js)
-   * than this process's and the devDependency's.
+   * than this process's and the devDependency's; by default those in
+   * BLE_OTA_NODE_BINARY and BLE_OTA_RED_JS when set (test/node-red-5.test.ts
+   * runs the tests that start Node-RED with Node-RED 5 on Node.js 22).
    */
   static async start(
     flows: Array<Record<string, unknown>>,
@@ -81,13 +83,18 @@ export class NodeRedProcess {
       `module.exports = { uiHost: '127.0.0.1', uiPort: ${port}, flowFile: 'flows.json', credentialSecret: false,
         fileWorkingDirectory: ${JSON.stringify(userDir)}, editorTheme: { tours: false }, telemetry: { enabled: false }, ${extraSettings} };`,
     );
-    const red = runtime.red ?? require.resolve('node-red/red.js', { paths: [ROOT] });
-    const child = spawn(runtime.node ?? process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], {
+    const red = runtime.red ?? process.env.BLE_OTA_RED_JS ?? require.resolve('node-red/red.js', { paths: [ROOT] });
+    const child = spawn(runtime.node ?? process.env.BLE_OTA_NODE_BINARY ?? process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
     const nr = new NodeRedProcess(child, port, userDir);
     await nr.waitForOutput(/Started flows/, 60_000);
+    const major = process.env.BLE_OTA_EXPECT_NODE_RED; // the run on Node-RED 5 makes sure it got it
+    if (major && !new RegExp(`Node-RED version: v${major}\\.`).test(nr.output)) {
+      await nr.stop();
+      throw new Error(`expected Node-RED ${major}, got: ${/Node-RED version: \S+/.exec(nr.output)?.[0]}`);
+    }
     return nr;
   }
 
