@@ -56,15 +56,19 @@ export const W25Q32JV: FlashParameters = { sectorEraseMs: 45, blockEraseMs: 150,
 /**
  * Buffers from the controller to the host: our firmware's
  * CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT (firmware/sdkconfig.defaults;
- * ESP-IDF's default is 24).
+ * ESP-IDF's default is 24), and on the targets with the 2M PHY
+ * (firmware/sdkconfig.defaults.esp32s3 and its siblings), where the link
+ * fills them twice as fast.
  */
-const ESP_RX_BUFFERS = 64;
+export const ESP_RX_BUFFERS = 64;
+export const ESP_2M_RX_BUFFERS = 128;
 
 function espPreset(name: string, description: string, phy: Phy, intervalMs: number, mtu: number): Preset {
+  const rxBuffers = phy === '2M' ? ESP_2M_RX_BUFFERS : ESP_RX_BUFFERS;
   return {
     name,
     description,
-    link: { intervalMs, phy, dataLength: 251, mtu, maxPdusPerEvent: Infinity, eventLengthMs: intervalMs, rxBuffers: ESP_RX_BUFFERS },
+    link: { intervalMs, phy, dataLength: 251, mtu, maxPdusPerEvent: Infinity, eventLengthMs: intervalMs, rxBuffers },
     flash: W25Q32JV,
   };
 }

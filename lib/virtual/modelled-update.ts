@@ -34,6 +34,14 @@ export interface ModelledRun {
 
 const SLOT_MIN = 0x1e0000;
 
+/**
+ * The seed's firmware leaves NimBLE's preferred ATT MTU at ESP-IDF's default,
+ * 256 (CONFIG_BT_NIMBLE_ATT_PREFERRED_MTU), and its 512-byte receive buffer
+ * could not take more (REFERENCE.md section 1): on every preset the seed's
+ * protocol runs at an MTU of at most 256, as a seed device would.
+ */
+export const SEED_DEVICE_MTU = 256;
+
 export async function modelledUpdate(
   preset: Preset,
   image: Buffer,
@@ -45,7 +53,7 @@ export async function modelledUpdate(
   try {
     await radio.addDevice({
       name,
-      mtu: preset.link.mtu,
+      mtu: options.protocol === 'seed' ? Math.min(preset.link.mtu, SEED_DEVICE_MTU) : preset.link.mtu,
       window: window || undefined,
       slotSize: Math.max(SLOT_MIN, Math.ceil((image.length + 4096) / 4096) * 4096),
       restartDelayMs: 0,
