@@ -18,8 +18,13 @@
  * Input: a sequence of operations, each an opcode byte and its arguments
  * (see fuzz_step). A few operations carry a valid image, so that the fuzzer
  * reaches END, RESTART and CONFIRM without having to guess a SHA-256; one
- * switches the device to a keyed build, where those operations get a
- * challenge and sign their request (or, as the input says, do not).
+ * switches the device to another build: with a provisioned key, where those
+ * operations open a session and seal their request (or, as the input says,
+ * do not), and that takes only images signed with the owner's key.
+ *
+ * A device that takes only signed images must only ever select images
+ * signed with the owner's key (the mutations a tampering attacker makes
+ * included), besides the invariants above.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,11 +39,14 @@
 #include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_port.h"
+#include "host_session.h"
+#include "host_signature.h"
+#include "test_sign.h"
 
 #define FUZZ_SLOT_SIZE   (64u * 1024u)
 #define FUZZ_MAX_WRITE   600 /* beyond BLE_OTA_MAX_PACKET, as a broken GATT layer might pass */
-#define FUZZ_NOTIFY_MAX  (2 + BLE_OTA_AUTH_CHALLENGE_LEN) /* the CHALLENGE answer, our longest */
-#define FUZZ_IMAGE_CAP   (16u * 1024u)
+#define FUZZ_NOTIFY_MAX  (2 + 32 + BLE_OTA_AUTH_MAC_LEN) /* INFO's answer and its MAC, our longest */
+#define FUZZ_IMAGE_CAP   (24u * 1024u) /* an image, padded, and its 4 KB signature sector */
 
 typedef struct {
     host_dev_t dev;
@@ -57,9 +65,14 @@ typedef struct {
     /* The state each slot had when last validated: a slot is only written
      * while it is empty, so a bootable one needs validating once. */
     host_slot_state_t verified[HOST_FLASH_SLOTS];
-    uint8_t challenge[BLE_OTA_AUTH_CHALLENGE_LEN]; /* the last one the device handed out */
+    host_session_t session;  /* the client's, on the current link */
+    uint32_t nonce_seed;
+    test_sign_key_t *owner;  /* the owner's signing key: the images are signed with it */
+    uint8_t owner_digest[HOST_SIG_DIGEST_LEN];
+    bool always_signed;      /* every boot of this input required signatures */
 } fuzz_t;
 
+/* The device key of the keyed build (provisioned into its key partition). */
 static const uint8_t k_fuzz_key[BLE_OTA_AUTH_KEY_LEN] = { 0x42, 0x4c, 0x45, 0x2d, 0x4f, 0x54, 0x41 };
 
 static fuzz_t s_fz;
@@ -90,10 +103,18 @@ hook_notify_command(void *user, const uint8_t *data, size_t len)
     if ((data[0] & BLE_OTA_ANSWER) == 0) {
         fuzz_fail("OTA Command notification that is no answer and no event");
     }
-    if (len == 2 + BLE_OTA_AUTH_CHALLENGE_LEN && data[0] == (BLE_OTA_CMD_CHALLENGE | BLE_OTA_ANSWER) &&
-        data[1] == BLE_OTA_ST_OK) {
-        memcpy(((fuzz_t *)user)->challenge, data + 2, BLE_OTA_AUTH_CHALLENGE_LEN);
+    if (data[0] == (BLE_OTA_CMD_HELLO | BLE_OTA_ANSWER)) {
+        /* The session our client opened (or none, when refused). */
+        ((fuzz_t *)user)->session.open = host_session_hello_answer(&((fuzz_t *)user)->session, data, len);
     }
+}
+
+static void
+hook_disconnect(void *user)
+{
+    /* The firmware ends the link: the client's session ends with it. */
+    ble_ota_core_disconnected(&((fuzz_t *)user)->core);
+    ((fuzz_t *)user)->session.open = false;
 }
 
 static void
@@ -126,7 +147,9 @@ build(uint8_t *out, const char *version, uint32_t payload, uint32_t seed)
         .hash_appended = true,
         .compressible = true, /* so that its DEFLATE stream inflates, not just copies */
     };
-    return host_image_build(&spec, out, FUZZ_IMAGE_CAP);
+    const size_t len = host_image_build(&spec, out, FUZZ_IMAGE_CAP);
+    /* Signed as the owner signs: a device that requires it takes it. */
+    return len == 0 ? 0 : test_sign_image(s_fz.owner, out, len, out, FUZZ_IMAGE_CAP);
 }
 
 /* The good image as a client sends it with DEFLATE: per 4 KB chunk a u16
@@ -176,8 +199,14 @@ fuzz_boot(bool self_test)
     if (slot < 0) {
         fuzz_fail("no slot boots: the device is bricked");
     }
+    if (!s_fz.dev.require_signature) {
+        s_fz.always_signed = false;
+    }
     ble_ota_core_init(&s_fz.core, &s_fz.dev.port, &s_fz.config);
     ble_ota_core_confirm_boot(&s_fz.core, self_test);
+    /* A client is there at once: the link the timers and strangers act on. */
+    s_fz.session.open = false;
+    ble_ota_core_connected(&s_fz.core);
 }
 
 /* Power-on with the first image in ota_0 and a clock just below its wrap. */
@@ -192,11 +221,18 @@ fuzz_reset(void)
             .log = hook_log,
             .notify_command = hook_notify_command,
             .now_ms = hook_now_ms,
+            .disconnect = hook_disconnect,
             .user = &s_fz,
         };
         if (!host_dev_init(&s_fz.dev, FUZZ_SLOT_SIZE, &hooks)) {
             fuzz_fail("host_dev_init");
         }
+        /* ECDSA: a key per process in no time. */
+        s_fz.owner = test_sign_key_new("ecdsa256");
+        if (s_fz.owner == NULL) {
+            fuzz_fail("test_sign_key_new");
+        }
+        test_sign_key_digest(s_fz.owner, s_fz.owner_digest);
         s_fz.first_len = build(s_fz.first, "1.0.0", 2000, 1);
         s_fz.good_len = build(s_fz.good, "2.0.0", 9000, 2);
         s_fz.enc_len = encode_good();
@@ -216,6 +252,8 @@ fuzz_reset(void)
         fuzz_fail(why);
     }
     s_fz.clock_ms = 0xFFFFF000u;
+    s_fz.dev.require_signature = false;
+    s_fz.always_signed = false;
     ble_ota_config_default(&s_fz.config);
     s_fz.config.window = 4096;
     s_fz.config.abandon_timeout_ms = 5000;
@@ -249,9 +287,14 @@ fuzz_check(void)
             continue;
         }
         s_fz.verified[slot] = st;
-        if (host_image_verify(host_flash_slot(&s_fz.dev.flash, slot), FUZZ_SLOT_SIZE, HOST_IMAGE_CHIP_ESP32, NULL,
-                              why, sizeof(why)) != HOST_IMAGE_OK) {
+        host_image_info_t image;
+        const uint8_t *data = host_flash_slot(&s_fz.dev.flash, slot);
+        if (host_image_verify(data, FUZZ_SLOT_SIZE, HOST_IMAGE_CHIP_ESP32, &image, why, sizeof(why)) != HOST_IMAGE_OK) {
             fuzz_fail("a slot the OTA data calls bootable does not validate");
+        }
+        if (s_fz.always_signed &&
+            host_sig_verify(data, FUZZ_SLOT_SIZE, image.image_len, s_fz.owner_digest, why, sizeof(why)) != HOST_SIG_OK) {
+            fuzz_fail("a device that takes only signed images selected one the owner did not sign");
         }
     }
     if (s_fz.dev.running < 0) {
@@ -322,20 +365,25 @@ copy_of(const uint8_t *data, size_t len)
 }
 
 /* Writes a request to OTA Command; on a keyed device, when sign says so,
- * after asking for a challenge and with the MAC appended. */
+ * in a session (opened first when the link has none) with its MAC. */
 static void
 send_request(uint8_t *req, size_t len, bool sign)
 {
     uint8_t signed_req[BLE_OTA_BEGIN_SIZE + BLE_OTA_AUTH_MAC_LEN];
 
     if (s_fz.config.auth && sign && len <= BLE_OTA_BEGIN_SIZE) {
-        const uint8_t challenge = BLE_OTA_CMD_CHALLENGE;
-        ble_ota_core_command_write(&s_fz.core, &challenge, 1);
+        if (!s_fz.session.open) {
+            uint8_t hello[BLE_OTA_HELLO_SIZE];
+            uint8_t device_id[BLE_OTA_DEVICE_ID_LEN];
+            memcpy(device_id, s_fz.dev.device_id, sizeof(device_id));
+            host_session_begin(&s_fz.session, k_fuzz_key, device_id, ++s_fz.nonce_seed, hello);
+            ble_ota_core_command_write(&s_fz.core, hello, sizeof(hello)); /* the hook opens the session */
+        }
         memcpy(signed_req, req, len);
-        ble_ota_hmac_sha256(k_fuzz_key, sizeof(k_fuzz_key), s_fz.challenge, sizeof(s_fz.challenge), req, len,
-                            signed_req + len);
+        if (s_fz.session.open) {
+            len = host_session_seal(&s_fz.session, signed_req, len);
+        }
         req = signed_req;
-        len += BLE_OTA_AUTH_MAC_LEN;
     }
     uint8_t *buf = copy_of(req, len);
     ble_ota_core_command_write(&s_fz.core, buf, len);
@@ -428,8 +476,10 @@ fuzz_step(reader_t *r)
         (void)ble_ota_core_info_read(&s_fz.core, info, take8(r) % 2 ? sizeof(info) : BLE_OTA_INFO_SIZE - 1);
         break;
     }
-    case 5: /* the link drops */
+    case 5: /* the link drops; a client (maybe another) connects */
         ble_ota_core_disconnected(&s_fz.core);
+        s_fz.session.open = false;
+        ble_ota_core_connected(&s_fz.core);
         break;
     case 6: /* time passes, then the timers run */
         s_fz.clock_ms += (uint32_t)take16(r) * 4u;
@@ -518,12 +568,14 @@ fuzz_step(reader_t *r)
         }
         break;
     }
-    case 15: /* back to the valid image; or power-on as the other build (keyed or open) */
+    case 15: /* back to the valid image; or power-on as the other build (keyed and signed, or open) */
     default:
         if (op & 0x80) {
             s_fz.config.auth = !s_fz.config.auth;
+            s_fz.config.auth_key_set = s_fz.config.auth;
             memcpy(s_fz.config.auth_key, k_fuzz_key, sizeof(k_fuzz_key));
             s_fz.config.serve_seed = !s_fz.config.auth;
+            s_fz.dev.require_signature = s_fz.config.auth;
             fuzz_boot(true);
             break;
         }
@@ -542,6 +594,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reader_t r = { data, size };
 
     fuzz_reset();
+    /* A first byte with the top bit set: the whole input on the keyed,
+     * signed build (the seeds' way to start there). */
+    if (size > 0 && (data[0] & 0x80) != 0 && (data[0] % 16) == 15) {
+        s_fz.config.auth = true;
+        s_fz.config.auth_key_set = true;
+        memcpy(s_fz.config.auth_key, k_fuzz_key, sizeof(k_fuzz_key));
+        s_fz.config.serve_seed = false;
+        s_fz.dev.require_signature = true;
+        fuzz_boot(true);
+        s_fz.always_signed = true;
+        r.p++;
+        r.left--;
+    }
     while (fuzz_step(&r)) {
         if (s_fz.dev.flash.power_lost) {
             /* The cut came during that step: the device powers on again. */

@@ -18,6 +18,7 @@ host_flash_init(host_flash_t *flash, uint32_t slot_size)
         return false;
     }
     memset(flash->mem, 0xFF, (size_t)slot_size * HOST_FLASH_SLOTS);
+    memset(flash->key_part, 0xFF, sizeof(flash->key_part));
     flash->slot_size = slot_size;
     flash->boot_slot = 0;
     return true;
@@ -28,6 +29,16 @@ host_flash_deinit(host_flash_t *flash)
 {
     free(flash->mem);
     memset(flash, 0, sizeof(*flash));
+}
+
+void
+host_flash_key_write(host_flash_t *flash, const uint8_t *data, size_t len)
+{
+    memset(flash->key_part, 0xFF, sizeof(flash->key_part));
+    if (len > sizeof(flash->key_part)) {
+        len = sizeof(flash->key_part);
+    }
+    memcpy(flash->key_part, data, len);
 }
 
 static bool

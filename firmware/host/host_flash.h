@@ -1,7 +1,8 @@
 /*
- * Emulated flash of the virtual ESP32: two OTA slots (ota_0, ota_1) and the
+ * Emulated flash of the virtual ESP32: two OTA slots (ota_0, ota_1), the
  * OTA data the bootloader reads (boot slot, per-slot image state and
- * validated length), with the firmware's confirm-required flag.
+ * validated length), with the firmware's confirm-required flag, and the key
+ * partition (ble_ota_key: the device key, which no firmware image carries).
  *
  * Stricter than NOR flash, like MCUboot's simflash: erases are whole 4 KiB
  * sectors, writes stay inside one slot and only program erased (0xFF)
@@ -22,6 +23,7 @@
 #define HOST_FLASH_BLOCK_SIZE 65536u
 #define HOST_FLASH_SLOTS       2
 #define HOST_FLASH_MAX_SLOT    0x1000000u /* 16 MB, the largest app partition */
+#define HOST_FLASH_KEY_PART_SIZE 4096u   /* the key partition: one sector */
 
 typedef enum {
     HOST_SLOT_EMPTY = 0,      /* nothing bootable (erased, or an upload in progress) */
@@ -49,6 +51,9 @@ typedef struct {
 typedef struct {
     uint8_t *mem;       /* both slots, slot_size bytes each */
     uint32_t slot_size;
+    /* Written only over USB (host_flash_key_write), as esptool writes the
+     * partition image; the OTA core never writes it. */
+    uint8_t key_part[HOST_FLASH_KEY_PART_SIZE];
     /* OTA data */
     int boot_slot;
     host_slot_info_t slot[HOST_FLASH_SLOTS];
@@ -106,6 +111,10 @@ void host_flash_power_loss_after(host_flash_t *flash, uint32_t n);
 /* Power-on after a cut: operations work again (a countdown that has not
  * run out yet, at a restart, goes on). */
 void host_flash_power_restored(host_flash_t *flash);
+
+/* Writes the key partition as esptool would over USB: erased first, then
+ * len bytes (at most HOST_FLASH_KEY_PART_SIZE) from its start. */
+void host_flash_key_write(host_flash_t *flash, const uint8_t *data, size_t len);
 
 const char *host_flash_err_name(host_flash_err_t err);
 const char *host_slot_state_name(host_slot_state_t state);

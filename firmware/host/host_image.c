@@ -286,6 +286,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
     put_le32(s + 4, HOST_APP_DESC_LEN);
     uint8_t *desc = s + HOST_IMAGE_SEG_HEADER_LEN;
     put_le32(desc, HOST_APP_DESC_MAGIC);
+    put_le32(desc + 4, spec->secure_version);
     put_string(desc + 16, 32, spec->version);
     put_string(desc + 48, 32, spec->project);
     put_string(desc + 80, 16, "12:00:00");

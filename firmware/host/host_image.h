@@ -85,6 +85,7 @@ typedef struct {
     uint16_t chip_id;
     bool hash_appended;
     bool compressible; /* payload bytes of 4 random bits: deflates about 2:1, as app code does */
+    uint32_t secure_version; /* the app descriptor's anti-rollback version */
 } host_image_spec_t;
 
 /* Size of the image host_image_build() makes. */

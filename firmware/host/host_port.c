@@ -5,7 +5,9 @@
  * OTA_WITH_SEQUENTIAL_WRITES and CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE:
  * begin refuses while the running image awaits confirmation, sectors are
  * erased as data reaches them, the first byte must be the image magic,
- * end validates the image, set_boot marks it new.
+ * end validates the image (with CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT:
+ * its Secure Boot v2 signature too, against the running image's key),
+ * set_boot marks it new.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
@@ -17,6 +19,7 @@
 #include <time.h>
 
 #include "host_image.h"
+#include "host_signature.h"
 
 static void
 dev_log(host_dev_t *dev, ble_ota_log_level_t level, const char *fmt, ...)
@@ -161,17 +164,34 @@ port_slot_end(void *ctx)
     /* Only the bytes written count: stale data after them must not
      * complete a truncated upload. */
     host_image_info_t info;
-    const host_image_err_t err = host_image_verify(host_flash_slot(&dev->flash, slot), dev->write_pos,
-                                                   dev->chip_id, &info, why, sizeof(why));
+    const uint8_t *data = host_flash_slot(&dev->flash, slot);
+    const host_image_err_t err = host_image_verify(data, dev->write_pos, dev->chip_id, &info, why, sizeof(why));
     if (err != HOST_IMAGE_OK) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s invalid: %s", host_slot_name(slot), why);
         return BLE_OTA_PORT_ERR_INVALID_IMAGE;
     }
+    uint32_t image_len = info.image_len;
+    if (dev->require_signature) {
+        if (!dev->running_signed) {
+            /* ESP-IDF: "No signatures were found for the running app". */
+            dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s refused: the running app has no signature to trust",
+                    host_slot_name(slot));
+            return BLE_OTA_PORT_ERR_SIGNATURE;
+        }
+        const host_sig_err_t sig =
+            host_sig_verify(data, dev->write_pos, info.image_len, dev->running_key_digest, why, sizeof(why));
+        if (sig != HOST_SIG_OK) {
+            dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s refused: %s", host_slot_name(slot), why);
+            return BLE_OTA_PORT_ERR_SIGNATURE;
+        }
+        /* As esp_image_verify counts it: through the signature sector. */
+        image_len = ((info.image_len + HOST_SIG_SECTOR_LEN - 1) / HOST_SIG_SECTOR_LEN + 1) * HOST_SIG_SECTOR_LEN;
+    }
     dev->flash.slot[slot].state = HOST_SLOT_NEW;
-    dev->flash.slot[slot].image_len = info.image_len;
+    dev->flash.slot[slot].image_len = image_len;
     dev->ended_slot = slot;
-    dev_log(dev, BLE_OTA_LOG_INFO, "image in %s valid: %lu bytes (%lu written)", host_slot_name(slot),
-            (unsigned long)info.image_len, (unsigned long)dev->write_pos);
+    dev_log(dev, BLE_OTA_LOG_INFO, "image in %s valid%s: %lu bytes (%lu written)", host_slot_name(slot),
+            dev->require_signature ? " and signed" : "", (unsigned long)image_len, (unsigned long)dev->write_pos);
     return BLE_OTA_PORT_OK;
 }
 
@@ -306,6 +326,11 @@ port_device_info(void *ctx, ble_ota_device_info_t *out)
     memset(out, 0, sizeof(*out));
     out->chip_id = dev->chip_id;
     out->chip_revision = dev->chip_revision;
+    memcpy(out->device_id, dev->device_id, sizeof(out->device_id));
+    out->signed_updates = dev->require_signature;
+    if (dev->require_signature && dev->running_signed) {
+        memcpy(out->signing_key_digest, dev->running_key_digest, sizeof(out->signing_key_digest));
+    }
     if (dev->running < 0) {
         return; /* nothing runs: no slot to update either */
     }
@@ -425,6 +450,16 @@ port_random(void *ctx, uint8_t *out, size_t len)
 }
 
 static void
+port_disconnect(void *ctx)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->hooks.disconnect != NULL) {
+        dev->hooks.disconnect(dev->hooks.user);
+    }
+}
+
+static void
 port_log(void *ctx, ble_ota_log_level_t level, const char *msg)
 {
     host_dev_t *dev = ctx;
@@ -447,6 +482,8 @@ dev_reset_ram(host_dev_t *dev)
     dev->ended_slot = -1;
     dev->restart_pending = false;
     dev->restart_delay_ms = 0;
+    dev->running_signed = false;
+    memset(dev->running_key_digest, 0, sizeof(dev->running_key_digest));
 }
 
 bool
@@ -461,6 +498,9 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
     }
     dev->chip_id = HOST_IMAGE_CHIP_ESP32;
     dev->chip_revision = 300;
+    /* An Espressif base MAC, as the virtual ESP32's default address. */
+    const uint8_t id[BLE_OTA_DEVICE_ID_LEN] = { 0x24, 0x0a, 0xc4, 0x00, 0x00, 0x01 };
+    memcpy(dev->device_id, id, sizeof(id));
     dev->port = (ble_ota_port_t){
         .ctx = dev,
         .slot_begin = port_slot_begin,
@@ -480,6 +520,7 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         .confirm_required = port_confirm_required,
         .random = port_random,
         .inflate = port_inflate,
+        .disconnect = port_disconnect,
         .log = port_log,
     };
     dev_reset_ram(dev);
@@ -526,11 +567,13 @@ host_dev_install(host_dev_t *dev, int slot, const uint8_t *image, size_t len, ch
     return true;
 }
 
-/* The bootloader's image check before it jumps to a slot. */
+/* The bootloader's image check before it jumps to a slot; *image_len
+ * gets the image's length without a signature sector. */
 static bool
-dev_slot_bootable(host_dev_t *dev, int slot)
+dev_slot_bootable(host_dev_t *dev, int slot, uint32_t *image_len)
 {
     char why[120];
+    host_image_info_t image;
     const host_slot_info_t *info = &dev->flash.slot[slot];
 
     switch (info->state) {
@@ -541,11 +584,12 @@ dev_slot_bootable(host_dev_t *dev, int slot)
     default:
         return false;
     }
-    if (host_image_verify(host_flash_slot(&dev->flash, slot), dev->flash.slot_size, dev->chip_id, NULL,
+    if (host_image_verify(host_flash_slot(&dev->flash, slot), dev->flash.slot_size, dev->chip_id, &image,
                           why, sizeof(why)) != HOST_IMAGE_OK) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "bootloader: %s: %s", host_slot_name(slot), why);
         return false;
     }
+    *image_len = image.image_len;
     return true;
 }
 
@@ -567,7 +611,8 @@ host_dev_boot(host_dev_t *dev)
                     host_slot_name(slot));
             continue;
         }
-        if (!dev_slot_bootable(dev, slot)) {
+        uint32_t image_len = 0;
+        if (!dev_slot_bootable(dev, slot, &image_len)) {
             continue;
         }
         if (info->state == HOST_SLOT_NEW) {
@@ -578,8 +623,12 @@ host_dev_boot(host_dev_t *dev)
             dev->flash.boot_slot = slot;
         }
         dev->running = slot;
-        dev_log(dev, BLE_OTA_LOG_INFO, "bootloader: booting %s (%s)", host_slot_name(slot),
-                host_slot_state_name(info->state));
+        /* What the app trusts for the next update: ESP-IDF reads it from the
+         * running image when it verifies one. */
+        dev->running_signed = host_sig_image_key_digest(host_flash_slot(&dev->flash, slot), dev->flash.slot_size,
+                                                        image_len, dev->running_key_digest);
+        dev_log(dev, BLE_OTA_LOG_INFO, "bootloader: booting %s (%s%s)", host_slot_name(slot),
+                host_slot_state_name(info->state), dev->running_signed ? ", signed" : "");
         return slot;
     }
     dev_log(dev, BLE_OTA_LOG_ERROR, "bootloader: no bootable app");
@@ -590,6 +639,12 @@ host_slot_state_t
 host_dev_slot_state(const host_dev_t *dev, int slot)
 {
     return slot >= 0 && slot < HOST_FLASH_SLOTS ? dev->flash.slot[slot].state : HOST_SLOT_EMPTY;
+}
+
+ble_ota_key_status_t
+host_dev_read_key(const host_dev_t *dev, uint8_t key[BLE_OTA_AUTH_KEY_LEN])
+{
+    return ble_ota_key_record_parse(dev->flash.key_part, sizeof(dev->flash.key_part), dev->device_id, key);
 }
 
 void

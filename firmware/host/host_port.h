@@ -15,6 +15,7 @@
 
 #include <zlib.h>
 
+#include "ble_ota_core.h"
 #include "ble_ota_port.h"
 #include "host_flash.h"
 
@@ -31,8 +32,10 @@ typedef struct {
     /* Milliseconds for the core's timers; NULL: CLOCK_MONOTONIC. Tests pass
      * a clock they move by hand. */
     uint32_t (*now_ms)(void *user);
-    /* Random bytes for authentication challenges; NULL: /dev/urandom. */
+    /* Random bytes for session nonces; NULL: /dev/urandom. */
     void (*random)(void *user, uint8_t *out, size_t len);
+    /* The firmware ends the client's link (port disconnect()). */
+    void (*disconnect)(void *user);
     void *user;
 } host_dev_hooks_t;
 
@@ -42,6 +45,10 @@ typedef struct {
     host_dev_hooks_t hooks;
     uint16_t chip_id;       /* chip the device accepts images for (0, ESP32) */
     uint16_t chip_revision; /* OTA Info chip_revision (major * 100 + minor) */
+    uint8_t device_id[BLE_OTA_DEVICE_ID_LEN]; /* base MAC: identity, key derivation */
+    /* Images must be signed with the key of the running image's signature
+     * block, as ESP-IDF checks with CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT. */
+    bool require_signature;
 
     /* RAM state, reset by every boot */
     int running;         /* booted slot, -1 when none */
@@ -52,6 +59,8 @@ typedef struct {
     z_stream inflater;   /* raw inflate for DEFLATE chunks: set up once, reset per chunk */
     bool inflater_ready;
     int ended_slot;      /* slot of the last successful slot_end, -1 */
+    bool running_signed; /* the running image has a valid signature block 0 */
+    uint8_t running_key_digest[32]; /* its key digest: the key updates must be signed with */
     bool restart_pending;
     uint32_t restart_delay_ms;
 } host_dev_t;
@@ -75,6 +84,9 @@ int host_dev_boot(host_dev_t *dev);
 
 /* State of a slot as the OTA data records it. */
 host_slot_state_t host_dev_slot_state(const host_dev_t *dev, int slot);
+
+/* The device key from the key partition, for this device's id. */
+ble_ota_key_status_t host_dev_read_key(const host_dev_t *dev, uint8_t key[BLE_OTA_AUTH_KEY_LEN]);
 
 /* Version from the running image's app descriptor ("" when none). */
 void host_dev_running_version(const host_dev_t *dev, char version[33]);

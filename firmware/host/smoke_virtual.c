@@ -23,8 +23,11 @@
 
 #include "ble_ota_protocol.h"
 #include "ble_ota_sha256.h"
+#include "host_flash.h"
 #include "host_image.h"
+#include "host_session.h"
 #include "test.h"
+#include "test_sign.h"
 
 #define RESTART_DELAY_MS 150
 #define REPLY_TIMEOUT_MS 5000
@@ -59,15 +62,18 @@ now_ms(void)
 
 /* --- child process -------------------------------------------------------- */
 
-/* quiet: the child's stderr goes to /dev/null (for expected failures). */
+/* quiet: the child's stderr goes to /dev/null (for expected failures).
+ * The device stands for a development build (no key, unsigned images)
+ * unless extra_args say otherwise: later options win. */
 static int
 spawn_device(char *const extra_args[], bool quiet)
 {
     int in_pipe[2], out_pipe[2];
-    char *argv[16] = { (char *)s_binary, "--restart-delay-ms", "150", "--name", "smoke" };
-    int argc = 5;
+    char *argv[24] = { (char *)s_binary, "--restart-delay-ms", "150", "--name", "smoke",
+                       "--allow-unauthenticated", "on", "--require-signature", "off" };
+    int argc = 9;
 
-    for (int i = 0; extra_args != NULL && extra_args[i] != NULL && argc < 15; i++) {
+    for (int i = 0; extra_args != NULL && extra_args[i] != NULL && argc < 23; i++) {
         argv[argc++] = extra_args[i];
     }
     argv[argc] = NULL;
@@ -693,10 +699,12 @@ smoke_v2_session(void)
     CHECK(strncmp(info, "ok ", 3) == 0);
     info += 3;
     CHECK_EQ(strlen(info), 2 * BLE_OTA_INFO_SIZE);
-    /* info_version 1, protocol 2, features RESUME|CLIENT_CONFIRM|SEED, chip 0,
-     * revision 300, slot 0x1E0000, max_packet 514, window 4096, valid,
-     * no attempt yet, idle, offset 0. */
-    CHECK(strncmp(info, "01020f0000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
+    /* info_version 2, protocol 2, features RESUME|CLIENT_CONFIRM|SEED|DEFLATE,
+     * chip 0, revision 300, slot 0x1E0000, max_packet 514, window 4096,
+     * valid, no attempt yet, idle, offset 0. */
+    CHECK(strncmp(info, "02020f0000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
+    /* The device id: its address (the default --device-id). */
+    CHECK(strncmp(info + 2 * BLE_OTA_INFO_OFF_DEVICE_ID, "240ac4000001", 12) == 0);
     CHECK(strncmp(info + 2 * 60, "312e302e3000", 12) == 0); /* 1.0.0 */
 
     /* Not subscribed: BEGIN is carried out, its answer goes nowhere. */
@@ -911,6 +919,167 @@ smoke_v2_timers(void)
     CHECK_EQ(reap_device(3000), 0);
 }
 
+/* Hex to bytes; false on a malformed value. */
+static bool
+from_hex(const char *hex, uint8_t *out, size_t cap, size_t *len)
+{
+    size_t n = 0;
+
+    while (hex[0] != '\0' && hex[1] != '\0' && n < cap) {
+        unsigned byte;
+        if (sscanf(hex, "%2x", &byte) != 1) {
+            return false;
+        }
+        out[n++] = (uint8_t)byte;
+        hex += 2;
+    }
+    *len = n;
+    return hex[0] == '\0';
+}
+
+/* Writes a file under /tmp; false on error. */
+static bool
+write_temp(char *path, const uint8_t *data, size_t len)
+{
+    const int fd = mkstemp(path);
+    if (fd < 0) {
+        return false;
+    }
+    const bool ok = write(fd, data, len) == (ssize_t)len;
+    close(fd);
+    return ok;
+}
+
+/* Writes a sealed request to OTA Command; the answer (hex of its value)
+ * must come back with the session's MAC. */
+static const char *
+sealed_request(host_session_t *session, uint8_t *req, size_t len)
+{
+    static char hex[2 * (BLE_OTA_BEGIN_SIZE + BLE_OTA_AUTH_MAC_LEN) + 1];
+    char prefix[3];
+    uint8_t answer[96];
+    size_t answer_len = 0;
+
+    len = host_session_seal(session, req, len);
+    to_hex(req, len, hex);
+    events_clear();
+    if (strcmp(request("write %s %s", CMD, hex), "ok") != 0) {
+        return NULL;
+    }
+    snprintf(prefix, sizeof(prefix), "%02x", req[0] | BLE_OTA_ANSWER);
+    const char *note = cmd_notify(prefix);
+    if (note == NULL || !from_hex(note, answer, sizeof(answer), &answer_len) ||
+        !host_session_answer_ok(session, answer, answer_len)) {
+        return NULL;
+    }
+    return note;
+}
+
+/* A device as our firmware's default build leaves it: a provisioned key
+ * (--key-partition, the file `esp32-ble-ota provision` writes) and signed
+ * images only (--require-signature on, the first image signed by the
+ * owner). The owner's session proves itself both ways; an unsigned image
+ * is refused at END; a stranger's junk ends the stranger's link; a device
+ * without a key takes nobody. */
+static void
+smoke_keyed_and_signed(void)
+{
+    static uint8_t first[16 * 1024];
+    static uint8_t part[HOST_FLASH_KEY_PART_SIZE];
+    static const uint8_t secret[BLE_OTA_AUTH_KEY_LEN] = { 's', 'e', 'c', 'r', 'e', 't' };
+    static const uint8_t id[BLE_OTA_DEVICE_ID_LEN] = { 0x24, 0x0a, 0xc4, 0x00, 0x00, 0x01 };
+    char image_path[] = "/tmp/smoke-image-XXXXXX";
+    char key_path[] = "/tmp/smoke-key-XXXXXX";
+    char begin[2 * BLE_OTA_BEGIN_SIZE + 1];
+    uint8_t key[BLE_OTA_AUTH_KEY_LEN];
+    int advs, svcs, chrs;
+    sent_t sent = { 0, 0 };
+
+    test_sign_key_t *owner = test_sign_key_new("ecdsa256");
+    CHECK(owner != NULL);
+    const host_image_spec_t spec = {
+        .project = "virtual-esp32", .version = "1.0.0", .payload_len = 8192, .seed = 1, .hash_appended = true,
+    };
+    size_t len = host_image_build(&spec, first, sizeof(first));
+    len = test_sign_image(owner, first, len, first, sizeof(first));
+    test_sign_key_free(owner);
+    host_session_device_key(secret, id, key);
+    memset(part, 0xFF, sizeof(part));
+    host_session_key_record(key, id, part);
+    CHECK(len > 0 && write_temp(image_path, first, len) && write_temp(key_path, part, sizeof(part)));
+
+    char *args[] = { "--image", image_path, "--key-partition", key_path, "--require-signature", "on",
+                     "--allow-unauthenticated", "off", NULL };
+    const int spawned = spawn_device(args, false);
+    const bool started = spawned == 0 && read_startup(&advs, &svcs, &chrs);
+    unlink(image_path); /* read at start-up: the device keeps its own flash */
+    unlink(key_path);
+    CHECK(started);
+    CHECK_STR(request("connect 247"), "ok 247");
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    const char *info = request("read %s", INFO);
+    /* RESUME | CLIENT_CONFIRM | DEFLATE | AUTH | SIGNED; the seed protocol off. */
+    CHECK(strncmp(info, "ok 02023b00", 11) == 0);
+
+    /* The owner's session: HELLO, then requests whose answers prove the key. */
+    host_session_t session;
+    uint8_t hello[BLE_OTA_HELLO_SIZE];
+    char hex[2 * BLE_OTA_HELLO_SIZE + 1];
+    host_session_begin(&session, key, id, 1, hello);
+    to_hex(hello, sizeof(hello), hex);
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, hex), "ok");
+    uint8_t answer[64];
+    size_t answer_len = 0;
+    const char *note = cmd_notify("8600");
+    CHECK(note != NULL && from_hex(note, answer, sizeof(answer), &answer_len));
+    CHECK(host_session_hello_answer(&session, answer, answer_len));
+    uint8_t req[BLE_OTA_BEGIN_SIZE + BLE_OTA_AUTH_MAC_LEN] = { BLE_OTA_CMD_INFO };
+    CHECK(sealed_request(&session, req, 1) != NULL);
+
+    /* An unsigned image goes through and is refused at END, never selected. */
+    begin_hex(s_image, s_image_len, 0, begin);
+    CHECK(from_hex(begin, req, sizeof(req), &answer_len) && answer_len == BLE_OTA_BEGIN_SIZE);
+    CHECK(sealed_request(&session, req, BLE_OTA_BEGIN_SIZE) != NULL);
+    CHECK(stream_hex(s_image, 0, s_image_len, 240, &sent));
+    req[0] = BLE_OTA_CMD_END;
+    note = sealed_request(&session, req, 1);
+    CHECK(note != NULL && strncmp(note, "8213", 4) == 0); /* END: BAD_SIGNATURE */
+    CHECK(strstr(request("state"), "ota_1=empty") != NULL);
+
+    /* A stranger: three junk writes (the seed protocol is not served), and
+     * the device ends the link (0x13). */
+    CHECK_STR(request("disconnect"), "ok");
+    CHECK_STR(request("connect 247"), "ok 247");
+    events_clear();
+    CHECK_STR(request("write %s 01", CTRL), "err 03");
+    request("write %s 3e", CMD);
+    request("write %s 02", CMD);
+    CHECK(event_wait("disconnected 13", REPLY_TIMEOUT_MS) >= 0);
+    /* The owner right after: a clean link. */
+    CHECK_STR(request("connect 247"), "ok 247");
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    host_session_begin(&session, key, id, 2, hello);
+    to_hex(hello, sizeof(hello), hex);
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, hex), "ok");
+    CHECK(cmd_notify("8600") != NULL);
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+
+    /* No key partition, no opt-out: nobody can update. */
+    char *unprovisioned[] = { "--allow-unauthenticated", "off", NULL };
+    CHECK(spawn_device(unprovisioned, false) == 0);
+    CHECK(read_startup(&advs, &svcs, &chrs));
+    CHECK_STR(request("connect 247"), "ok 247");
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, hex), "ok");
+    CHECK(cmd_notify("8612") != NULL); /* NOT_PROVISIONED */
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
 /* --protocol seed: what a device running the seed's firmware serves. */
 static void
 smoke_seed_only(void)
@@ -943,7 +1112,7 @@ smoke_seed_only(void)
     CHECK(read_startup(&advs, &svcs, &chrs));
     CHECK_STR(request("connect 517"), "ok 517");
     const char *info = request("read %s", INFO);
-    CHECK(strncmp(info, "ok 01020f000500", 15) == 0);
+    CHECK(strncmp(info, "ok 02020f000500", 15) == 0);
     CHECK_STR(request("quit"), "ok");
     CHECK_EQ(reap_device(3000), 0);
 }
@@ -1006,6 +1175,7 @@ main(int argc, char **argv)
     RUN(smoke_quit);
     RUN(smoke_v2_session);
     RUN(smoke_v2_timers);
+    RUN(smoke_keyed_and_signed);
     RUN(smoke_faults);
     RUN(smoke_seed_only);
     RUN(smoke_random_requests);

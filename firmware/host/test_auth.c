@@ -1,9 +1,11 @@
 /*
  * Authenticated protocol v2 (docs/PROTOCOL.md, "Authentication"): HMAC
- * vectors, a whole authenticated update, and every way a request without
- * the key must fail: no MAC, a wrong key, a replayed or moved MAC, a
- * challenge from an earlier link, too many tries; and the seed protocol,
- * which has no authentication, refused unless the build serves it.
+ * vectors, the key record, a whole authenticated update whose answers the
+ * client can check, and every way a stranger must fail: no MAC, another
+ * key, a request replayed or moved to another device, a session from an
+ * earlier link; per-link failures and timeouts that end the stranger's link
+ * and never the owner's next one; a confirm window strangers cannot run
+ * out; the seed protocol refused unless the build serves it.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,16 +14,20 @@
 #include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_port.h"
+#include "host_session.h"
 #include "test.h"
 #include "test_auth.h"
 #include "test_fixture.h"
 
 #define CHUNK 240
 
-static const uint8_t k_key[BLE_OTA_AUTH_KEY_LEN] = {
+/* The owner's fleet secret; each device's key derives from it and the
+ * device id (the fixture's device: host_dev_init's default id). */
+static const uint8_t k_secret[BLE_OTA_AUTH_KEY_LEN] = {
     0x6b, 0x65, 0x79, 0x2d, 0x6f, 0x66, 0x2d, 0x74, 0x68, 0x65, 0x2d, 0x66, 0x6c, 0x65, 0x65, 0x74,
     0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10,
 };
+static uint8_t s_key[BLE_OTA_AUTH_KEY_LEN];
 
 /* A request with room for its MAC. */
 typedef struct {
@@ -29,12 +35,18 @@ typedef struct {
     size_t len;
 } request_t;
 
+static host_session_t s_session;
+static uint32_t s_nonce_seed;
+
+/* A device with a provisioned key, a client connected. */
 static void
 keyed_setup(void)
 {
     fx_setup();
+    host_session_device_key(k_secret, s_fx.dev.device_id, s_key);
+    memcpy(s_config.auth_key, s_key, sizeof(s_key));
     s_config.auth = true;
-    memcpy(s_config.auth_key, k_key, sizeof(k_key));
+    s_config.auth_key_set = true;
     s_config.serve_seed = false;
     fx_reboot(true);
 }
@@ -68,27 +80,22 @@ answered(uint8_t opcode, uint8_t status)
     return false;
 }
 
-/* Asks for a challenge; false when none came. */
+/* HELLO with key: a new session on this link; false when the device refused. */
 static bool
-challenge(uint8_t out[BLE_OTA_AUTH_CHALLENGE_LEN])
+hello_with(const uint8_t key[BLE_OTA_AUTH_KEY_LEN])
 {
-    const uint8_t req = BLE_OTA_CMD_CHALLENGE;
+    uint8_t req[BLE_OTA_HELLO_SIZE];
 
-    ble_ota_core_command_write(&s_fx.core, &req, 1);
+    host_session_begin(&s_session, key, s_fx.dev.device_id, ++s_nonce_seed, req);
+    ble_ota_core_command_write(&s_fx.core, req, sizeof(req));
     const cmd_note_t *n = last_note();
-    if (!answered(BLE_OTA_CMD_CHALLENGE, BLE_OTA_ST_OK) || n->len != 2 + BLE_OTA_AUTH_CHALLENGE_LEN) {
-        return false;
-    }
-    memcpy(out, n->data + 2, BLE_OTA_AUTH_CHALLENGE_LEN);
-    return true;
+    return n != NULL && host_session_hello_answer(&s_session, n->data, n->len);
 }
 
-static void
-sign(request_t *r, const uint8_t *key, const uint8_t chal[BLE_OTA_AUTH_CHALLENGE_LEN])
+static bool
+hello(void)
 {
-    ble_ota_hmac_sha256(key, BLE_OTA_AUTH_KEY_LEN, chal, BLE_OTA_AUTH_CHALLENGE_LEN, r->data, r->len,
-                        r->data + r->len);
-    r->len += BLE_OTA_AUTH_MAC_LEN;
+    return hello_with(s_key);
 }
 
 static request_t
@@ -120,18 +127,31 @@ plain_request(uint8_t opcode)
     return r;
 }
 
-/* CHALLENGE, then the request with its MAC under key; returns the answer's status check. */
+/* The request sealed in the current session; its answer must carry the
+ * session's MAC and the expected status. */
 static bool
-signed_command(request_t r, const uint8_t *key, uint8_t expected)
+sealed_command(request_t r, uint8_t expected)
 {
-    uint8_t chal[BLE_OTA_AUTH_CHALLENGE_LEN];
-
-    if (!challenge(chal)) {
+    r.len = host_session_seal(&s_session, r.data, r.len);
+    command(&r);
+    const cmd_note_t *n = last_note();
+    if (!answered(r.data[0], expected)) {
         return false;
     }
-    sign(&r, key, chal);
-    command(&r);
-    return answered(r.data[0], expected);
+    if (!host_session_answer_ok(&s_session, n->data, n->len)) {
+        printf("  the answer's MAC does not verify\n");
+        return false;
+    }
+    return true;
+}
+
+/* The retry_ms of an AUTH_LOCKED answer. */
+static uint32_t
+retry_ms(const cmd_note_t *n)
+{
+    return n->len < 6 ? 0
+                      : (uint32_t)n->data[2] | ((uint32_t)n->data[3] << 8) | ((uint32_t)n->data[4] << 16) |
+                            ((uint32_t)n->data[5] << 24);
 }
 
 static void
@@ -154,6 +174,26 @@ static bool
 slot_untouched(void)
 {
     return host_dev_slot_state(&s_fx.dev, 1) == HOST_SLOT_EMPTY && s_fx.core.v2.state == BLE_OTA_V2_IDLE;
+}
+
+/* A stranger connects (the owner's link, if any, is gone) and fails three
+ * times with junk: the firmware ends its link. */
+static void
+stranger_locks_itself_out(void)
+{
+    const uint8_t junk[3][2] = { { BLE_OTA_CMD_ABORT, 0 }, { 0x3e, 0 }, { BLE_OTA_CMD_END, 0x55 } };
+    const int drops = s_fx.drops;
+
+    fx_reconnect();
+    for (int i = 0; i < 3; i++) {
+        ble_ota_core_command_write(&s_fx.core, junk[i], i == 0 ? 1 : 2);
+    }
+    CHECK_EQ(s_fx.drops, drops + 1);
+    /* Nothing more from that link counts, until it is gone. */
+    request_t r = plain_request(BLE_OTA_CMD_ABORT);
+    const int notes = s_fx.cmd_count;
+    command(&r);
+    CHECK_EQ(s_fx.cmd_count, notes);
 }
 
 /* --- tests ------------------------------------------------------------------ */
@@ -182,158 +222,279 @@ test_auth_hmac_vectors(void)
 }
 
 static void
-test_auth_key_from_hex(void)
+test_auth_key_record(void)
 {
+    static const uint8_t id[BLE_OTA_DEVICE_ID_LEN] = { 0x24, 0x0a, 0xc4, 0x12, 0x34, 0x56 };
+    static const uint8_t other[BLE_OTA_DEVICE_ID_LEN] = { 0x24, 0x0a, 0xc4, 0x12, 0x34, 0x57 };
+    uint8_t part[HOST_FLASH_KEY_PART_SIZE];
     uint8_t key[BLE_OTA_AUTH_KEY_LEN];
-    char hex[2 * BLE_OTA_AUTH_KEY_LEN + 2];
+    uint8_t got[BLE_OTA_AUTH_KEY_LEN];
 
-    for (size_t i = 0; i < BLE_OTA_AUTH_KEY_LEN; i++) {
-        snprintf(hex + 2 * i, 3, "%02X", k_key[i]);
-    }
-    CHECK(ble_ota_auth_key_from_hex(hex, key));
-    CHECK(memcmp(key, k_key, sizeof(key)) == 0);
-    hex[5] = 'g';
-    CHECK(!ble_ota_auth_key_from_hex(hex, key));
-    CHECK(!ble_ota_auth_key_from_hex("", key));
-    CHECK(!ble_ota_auth_key_from_hex("00", key));
-    CHECK(!ble_ota_auth_key_from_hex(NULL, key));
+    host_session_device_key(k_secret, id, key);
+    memset(part, 0xFF, sizeof(part));
+    CHECK_EQ(ble_ota_key_record_parse(part, sizeof(part), id, got), BLE_OTA_KEY_EMPTY);
+    host_session_key_record(key, id, part);
+    CHECK_EQ(ble_ota_key_record_parse(part, sizeof(part), id, got), BLE_OTA_KEY_OK);
+    CHECK(memcmp(got, key, sizeof(key)) == 0);
+    CHECK_EQ(ble_ota_key_record_parse(part, BLE_OTA_KEY_RECORD_LEN - 1, id, got), BLE_OTA_KEY_CORRUPT);
+    /* Copied to another device: refused, not used with the wrong id. */
+    CHECK_EQ(ble_ota_key_record_parse(part, sizeof(part), other, got), BLE_OTA_KEY_OTHER_DEVICE);
+    part[20] ^= 1;
+    CHECK_EQ(ble_ota_key_record_parse(part, sizeof(part), id, got), BLE_OTA_KEY_CORRUPT);
+    /* Keys derived for two ids differ in every way that matters. */
+    uint8_t key2[BLE_OTA_AUTH_KEY_LEN];
+    host_session_device_key(k_secret, other, key2);
+    CHECK(memcmp(key, key2, sizeof(key)) != 0);
 }
 
 static void
 test_auth_update_with_key(void)
 {
     uint8_t inf[BLE_OTA_INFO_SIZE];
+    uint8_t digest[BLE_OTA_SHA256_LEN];
 
     keyed_setup();
     CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf)), BLE_OTA_INFO_SIZE);
     CHECK_EQ(inf[2] | (inf[3] << 8),
              BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_AUTH | BLE_OTA_FEATURE_DEFLATE);
-    CHECK(signed_command(begin_request(s_image, s_image_len), k_key, BLE_OTA_ST_OK));
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_DEVICE_ID, s_fx.dev.device_id, BLE_OTA_DEVICE_ID_LEN) == 0);
+    CHECK(hello());
+    /* INFO: the device proves the value a client read. */
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_INFO), BLE_OTA_ST_OK));
+    ble_ota_sha256(inf, sizeof(inf), digest);
+    CHECK(memcmp(last_note()->data + 2, digest, sizeof(digest)) == 0);
+    request_t begin = begin_request(s_image, s_image_len);
+    begin.data[39] = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM;
+    CHECK(sealed_command(begin, BLE_OTA_ST_OK));
     stream_all(s_image, s_image_len);
-    CHECK(signed_command(plain_request(BLE_OTA_CMD_END), k_key, BLE_OTA_ST_OK));
-    CHECK(signed_command(plain_request(BLE_OTA_CMD_RESTART), k_key, BLE_OTA_ST_OK));
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_END), BLE_OTA_ST_OK));
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_RESTART), BLE_OTA_ST_OK));
     ble_ota_core_disconnected(&s_fx.core);
     CHECK_EQ(fx_reboot(true), 1);
+    CHECK(hello());
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_CONFIRM), BLE_OTA_ST_OK));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
+    CHECK_EQ(s_fx.drops, 0);
 }
 
 static void
 test_auth_refusals_leave_slot_untouched(void)
 {
     static const uint8_t k_wrong[BLE_OTA_AUTH_KEY_LEN] = { 1 };
-    uint8_t chal[BLE_OTA_AUTH_CHALLENGE_LEN];
 
     keyed_setup();
     /* No MAC at all. */
     request_t r = begin_request(s_image, s_image_len);
     command(&r);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_REQUIRED));
-    r = plain_request(BLE_OTA_CMD_ABORT);
-    command(&r);
-    CHECK(answered(BLE_OTA_CMD_ABORT, BLE_OTA_ST_AUTH_REQUIRED));
-    /* A MAC without a challenge, and a MAC under another key. */
+    /* A MAC without HELLO on this link. */
+    fx_reconnect();
     r = begin_request(s_image, s_image_len);
-    memset(chal, 0, sizeof(chal));
-    sign(&r, k_key, chal);
+    r.len += BLE_OTA_AUTH_MAC_LEN;
     command(&r);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_FAILED));
-    CHECK(signed_command(begin_request(s_image, s_image_len), k_wrong, BLE_OTA_ST_AUTH_FAILED));
-    /* A MAC cut short. */
-    CHECK(challenge(chal));
+    /* A session under another key: the request fails, and an impostor's
+     * answer would not verify under ours. */
+    fx_reconnect();
+    CHECK(hello_with(k_wrong));
     r = begin_request(s_image, s_image_len);
-    sign(&r, k_key, chal);
-    r.len--;
+    r.len = host_session_seal(&s_session, r.data, r.len);
+    command(&r);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_FAILED));
+    CHECK(!host_session_answer_ok(&s_session, last_note()->data, last_note()->len));
+    /* A MAC cut short. */
+    fx_reconnect();
+    CHECK(hello());
+    r = begin_request(s_image, s_image_len);
+    r.len = host_session_seal(&s_session, r.data, r.len) - 1;
     command(&r);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_LENGTH));
     CHECK(slot_untouched());
+    /* last_status is the owner's: strangers' refusals leave it. */
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf));
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_LAST_STATUS_NONE);
     CHECK_EQ(fx_reboot(true), 0);
 }
 
 static void
-test_auth_replay_and_moved_mac_fail(void)
+test_auth_replay_and_relay_fail(void)
 {
-    uint8_t chal[BLE_OTA_AUTH_CHALLENGE_LEN];
-
     keyed_setup();
-    CHECK(challenge(chal));
+    CHECK(hello());
     request_t recorded = begin_request(s_image, s_image_len);
-    sign(&recorded, k_key, chal);
+    recorded.len = host_session_seal(&s_session, recorded.data, recorded.len);
     CHECK_EQ(command(&recorded), BLE_OTA_OK);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK));
-    CHECK(signed_command(plain_request(BLE_OTA_CMD_ABORT), k_key, BLE_OTA_ST_OK));
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_ABORT), BLE_OTA_ST_OK));
 
-    /* The same bytes again: the challenge they answer is used up... */
+    /* The same bytes again in the session: their sequence number is used up. */
     command(&recorded);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_FAILED));
-    /* ...and a fresh challenge is not the one they answer. */
-    CHECK(challenge(chal));
+    /* In a new session on a new link: another session key. */
+    fx_reconnect();
+    CHECK(hello());
     command(&recorded);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_FAILED));
 
-    /* A valid MAC moved to other BEGIN fields (size, hash, flags). */
-    CHECK(challenge(chal));
+    /* A valid MAC moved to other BEGIN fields (size, flags). */
+    fx_reconnect();
+    CHECK(hello());
     request_t r = begin_request(s_image, s_image_len);
-    sign(&r, k_key, chal);
+    r.len = host_session_seal(&s_session, r.data, r.len);
     r.data[1] ^= 1;
     command(&r);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_FAILED));
-    CHECK(challenge(chal));
-    r = begin_request(s_image, s_image_len);
-    sign(&r, k_key, chal);
-    r.data[39] = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM;
-    command(&r);
-    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_FAILED));
 
-    /* A challenge from a link that dropped. */
-    s_fx.clock_ms += 60000u; /* past the lock the failures above set */
-    CHECK(challenge(chal));
-    ble_ota_core_disconnected(&s_fx.core);
+    /* Relayed: a session and request made for another device id, under
+     * the same key (a fleet that shares one), fail on this device. */
+    fx_reconnect();
+    static const uint8_t other_id[BLE_OTA_DEVICE_ID_LEN] = { 0x24, 0x0a, 0xc4, 0x99, 0x99, 0x99 };
+    uint8_t req[BLE_OTA_HELLO_SIZE];
+    host_session_begin(&s_session, s_key, other_id, ++s_nonce_seed, req);
+    ble_ota_core_command_write(&s_fx.core, req, sizeof(req));
+    CHECK(host_session_hello_answer(&s_session, last_note()->data, last_note()->len));
     r = begin_request(s_image, s_image_len);
-    sign(&r, k_key, chal);
+    r.len = host_session_seal(&s_session, r.data, r.len);
     command(&r);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_FAILED));
     CHECK(slot_untouched());
+
+    /* An answer is bound to its request: checked against another sequence
+     * number it fails. */
+    fx_reconnect();
+    CHECK(hello());
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_INFO), BLE_OTA_ST_OK));
+    s_session.last_seq++;
+    CHECK(!host_session_answer_ok(&s_session, last_note()->data, last_note()->len));
+}
+
+/* Failures lock the link for a while, and end it at the third; the next
+ * link starts clean, so a stranger never locks out the owner. */
+static void
+test_auth_failures_are_per_link(void)
+{
+    static const uint8_t k_wrong[BLE_OTA_AUTH_KEY_LEN] = { 2 };
+    uint8_t req[BLE_OTA_HELLO_SIZE];
+
+    keyed_setup();
+    CHECK(hello_with(k_wrong));
+    request_t r = plain_request(BLE_OTA_CMD_ABORT);
+    r.len = host_session_seal(&s_session, r.data, r.len);
+    command(&r);
+    CHECK(answered(BLE_OTA_CMD_ABORT, BLE_OTA_ST_AUTH_FAILED));
+    /* Locked for 1 s: HELLO and requests alike, even with the right key. */
+    host_session_begin(&s_session, s_key, s_fx.dev.device_id, ++s_nonce_seed, req);
+    ble_ota_core_command_write(&s_fx.core, req, sizeof(req));
+    CHECK(answered(BLE_OTA_CMD_HELLO, BLE_OTA_ST_AUTH_LOCKED));
+    CHECK_EQ(retry_ms(last_note()), BLE_OTA_AUTH_LOCK_MIN_MS);
+    s_fx.clock_ms += BLE_OTA_AUTH_LOCK_MIN_MS;
+    CHECK(hello_with(k_wrong));
+    r = plain_request(BLE_OTA_CMD_ABORT);
+    r.len = host_session_seal(&s_session, r.data, r.len);
+    command(&r);
+    CHECK(answered(BLE_OTA_CMD_ABORT, BLE_OTA_ST_AUTH_FAILED));
+    ble_ota_core_command_write(&s_fx.core, req, sizeof(req));
+    CHECK(answered(BLE_OTA_CMD_HELLO, BLE_OTA_ST_AUTH_LOCKED));
+    CHECK_EQ(retry_ms(last_note()), 2 * BLE_OTA_AUTH_LOCK_MIN_MS);
+    CHECK_EQ(s_fx.drops, 0);
+    s_fx.clock_ms += 2 * BLE_OTA_AUTH_LOCK_MIN_MS;
+    CHECK(hello_with(k_wrong));
+    r = plain_request(BLE_OTA_CMD_ABORT);
+    r.len = host_session_seal(&s_session, r.data, r.len);
+    command(&r);
+    /* The third failure ends the link. */
+    CHECK_EQ(s_fx.drops, 1);
+
+    /* Junk writes on a fresh link end it too, however often strangers come
+     * back; the owner's link right after works at once. */
+    for (int i = 0; i < 5; i++) {
+        CHECK_OK(stranger_locks_itself_out());
+    }
+    fx_reconnect();
+    CHECK(hello());
+    CHECK(sealed_command(begin_request(s_image, s_image_len), BLE_OTA_ST_OK));
+    stream_all(s_image, s_image_len);
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_END), BLE_OTA_ST_OK));
+}
+
+/* A link must authenticate within the timeout; the owner's stays. */
+static void
+test_auth_timeout_ends_idle_strangers(void)
+{
+    keyed_setup();
+    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS - 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 0);
+    s_fx.clock_ms += 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 1);
+    /* HELLO alone is no proof: only a request with a valid MAC is. */
+    fx_reconnect();
+    CHECK(hello());
+    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 2);
+    fx_reconnect();
+    CHECK(hello());
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_INFO), BLE_OTA_ST_OK));
+    s_fx.clock_ms += 10 * BLE_OTA_AUTH_TIMEOUT_MS;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 2);
+}
+
+/* Strangers holding the device (one link at a time) cannot run out the
+ * confirm window of a fresh update: it counts only while they do not. */
+static void
+test_auth_confirm_window_outlasts_strangers(void)
+{
+    keyed_setup();
+    s_config.confirm_window_ms = 30000;
+    fx_reboot(true);
+    CHECK(hello());
+    request_t begin = begin_request(s_image, s_image_len);
+    begin.data[39] = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM;
+    CHECK(sealed_command(begin, BLE_OTA_ST_OK));
+    stream_all(s_image, s_image_len);
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_END), BLE_OTA_ST_OK));
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_RESTART), BLE_OTA_ST_OK));
+    ble_ota_core_disconnected(&s_fx.core);
+    CHECK_EQ(fx_reboot(true), 1); /* a stranger got the first link after the restart */
+    CHECK(s_fx.core.confirm_waiting);
+    /* Ten minutes of strangers, each dropped at the timeout and back at once. */
+    for (int i = 0; i < 60; i++) {
+        s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS;
+        ble_ota_core_tick(&s_fx.core);
+        fx_reconnect();
+    }
+    CHECK(s_fx.core.confirm_waiting);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_PENDING_VERIFY);
+    /* The owner's link: its time counts, and it confirms within the window. */
+    CHECK(hello());
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_INFO), BLE_OTA_ST_OK));
+    s_fx.clock_ms += 20000;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK(s_fx.core.confirm_waiting);
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_CONFIRM), BLE_OTA_ST_OK));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
 }
 
 static void
-test_auth_rate_limited(void)
+test_auth_not_provisioned(void)
 {
-    static const uint8_t k_wrong[BLE_OTA_AUTH_KEY_LEN] = { 2 };
-    const uint8_t req = BLE_OTA_CMD_CHALLENGE;
-
-    keyed_setup();
-    for (int i = 0; i < 3; i++) {
-        CHECK(signed_command(plain_request(BLE_OTA_CMD_ABORT), k_wrong, BLE_OTA_ST_AUTH_FAILED));
-    }
-    /* The fourth failure locks for 1 s, the next for 2 s, ... */
-    uint32_t expected = 1000;
-    for (int i = 0; i < 8; i++) {
-        CHECK(signed_command(plain_request(BLE_OTA_CMD_ABORT), k_wrong, BLE_OTA_ST_AUTH_FAILED));
-        ble_ota_core_command_write(&s_fx.core, &req, 1);
-        const cmd_note_t *n = last_note();
-        CHECK(answered(BLE_OTA_CMD_CHALLENGE, BLE_OTA_ST_AUTH_LOCKED));
-        CHECK_EQ(n->len, 6);
-        const uint32_t retry = (uint32_t)n->data[2] | ((uint32_t)n->data[3] << 8) | ((uint32_t)n->data[4] << 16) |
-                               ((uint32_t)n->data[5] << 24);
-        CHECK_EQ(retry, expected);
-        /* Even the right key waits. */
-        request_t r = plain_request(BLE_OTA_CMD_ABORT);
-        r.len += BLE_OTA_AUTH_MAC_LEN;
-        command(&r);
-        CHECK(answered(BLE_OTA_CMD_ABORT, BLE_OTA_ST_AUTH_LOCKED));
-        s_fx.clock_ms += retry - 1;
-        ble_ota_core_command_write(&s_fx.core, &req, 1);
-        CHECK(answered(BLE_OTA_CMD_CHALLENGE, BLE_OTA_ST_AUTH_LOCKED));
-        s_fx.clock_ms += 1;
-        expected = expected * 2 > BLE_OTA_AUTH_LOCK_MAX_MS ? BLE_OTA_AUTH_LOCK_MAX_MS : expected * 2;
-    }
-    CHECK_EQ(expected, BLE_OTA_AUTH_LOCK_MAX_MS);
-    /* A success clears the count: three free tries again. */
-    CHECK(signed_command(plain_request(BLE_OTA_CMD_ABORT), k_key, BLE_OTA_ST_OK));
-    for (int i = 0; i < 3; i++) {
-        CHECK(signed_command(plain_request(BLE_OTA_CMD_ABORT), k_wrong, BLE_OTA_ST_AUTH_FAILED));
-    }
-    uint8_t chal[BLE_OTA_AUTH_CHALLENGE_LEN];
-    CHECK(challenge(chal));
+    fx_setup();
+    s_config.auth = true;
+    s_config.auth_key_set = false;
+    s_config.serve_seed = false;
+    fx_reboot(true);
+    uint8_t req[BLE_OTA_HELLO_SIZE];
+    host_session_begin(&s_session, s_key, s_fx.dev.device_id, ++s_nonce_seed, req);
+    ble_ota_core_command_write(&s_fx.core, req, sizeof(req));
+    CHECK(answered(BLE_OTA_CMD_HELLO, BLE_OTA_ST_NOT_PROVISIONED));
+    request_t r = begin_request(s_image, s_image_len);
+    command(&r);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_AUTH_REQUIRED));
+    CHECK(slot_untouched());
 }
 
 static void
@@ -343,37 +504,49 @@ test_auth_seed_protocol_not_served(void)
     CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_ERR_NOT_SERVED);
     CHECK_EQ(packet_size(244), BLE_OTA_ERR_NOT_SERVED);
     CHECK_EQ(ble_ota_status_to_att(BLE_OTA_ERR_NOT_SERVED), BLE_OTA_ATT_ERR_WRITE_NOT_PERMITTED);
-    CHECK_EQ(ble_ota_core_data_write(&s_fx.core, s_image, 244), BLE_OTA_ERR_NOT_SERVED);
     CHECK(slot_untouched());
     CHECK_EQ(s_fx.notify_count, 0);
+    /* Poking at it counts against the link like any junk. */
+    CHECK_EQ(ble_ota_core_data_write(&s_fx.core, s_image, 244), BLE_OTA_ERR_NOT_SERVED);
+    CHECK_EQ(s_fx.drops, 1);
 }
 
 static void
 test_auth_keyless_device(void)
 {
-    const uint8_t req = BLE_OTA_CMD_CHALLENGE;
+    uint8_t req[BLE_OTA_HELLO_SIZE];
 
     fx_setup();
     fx_reboot(true);
-    /* CHALLENGE is unknown, as on devices from before authentication... */
-    ble_ota_core_command_write(&s_fx.core, &req, 1);
-    CHECK(answered(BLE_OTA_CMD_CHALLENGE, BLE_OTA_ST_UNKNOWN_COMMAND));
-    /* ...and a request with a MAC has the wrong length. */
-    request_t r = plain_request(BLE_OTA_CMD_ABORT);
+    /* HELLO and INFO are unknown where there is no authentication... */
+    host_session_begin(&s_session, s_key, s_fx.dev.device_id, ++s_nonce_seed, req);
+    ble_ota_core_command_write(&s_fx.core, req, sizeof(req));
+    CHECK(answered(BLE_OTA_CMD_HELLO, BLE_OTA_ST_UNKNOWN_COMMAND));
+    request_t r = plain_request(BLE_OTA_CMD_INFO);
+    command(&r);
+    CHECK(answered(BLE_OTA_CMD_INFO, BLE_OTA_ST_UNKNOWN_COMMAND));
+    /* ...a request with a MAC has the wrong length, and nothing ends the link. */
+    r = plain_request(BLE_OTA_CMD_ABORT);
     r.len += BLE_OTA_AUTH_MAC_LEN;
     command(&r);
     CHECK(answered(BLE_OTA_CMD_ABORT, BLE_OTA_ST_BAD_LENGTH));
+    s_fx.clock_ms += 10 * BLE_OTA_AUTH_TIMEOUT_MS;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 0);
 }
 
 void
 test_auth_run_all(void)
 {
     RUN(test_auth_hmac_vectors);
-    RUN(test_auth_key_from_hex);
+    RUN(test_auth_key_record);
     RUN(test_auth_update_with_key);
     RUN(test_auth_refusals_leave_slot_untouched);
-    RUN(test_auth_replay_and_moved_mac_fail);
-    RUN(test_auth_rate_limited);
+    RUN(test_auth_replay_and_relay_fail);
+    RUN(test_auth_failures_are_per_link);
+    RUN(test_auth_timeout_ends_idle_strangers);
+    RUN(test_auth_confirm_window_outlasts_strangers);
+    RUN(test_auth_not_provisioned);
     RUN(test_auth_seed_protocol_not_served);
     RUN(test_auth_keyless_device);
 }

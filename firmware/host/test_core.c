@@ -19,6 +19,7 @@
 #include "test.h"
 #include "test_fixture.h"
 #include "test_auth.h"
+#include "test_sign.h"
 #include "test_v2.h"
 
 static const char *s_fixtures;
@@ -878,6 +879,7 @@ main(int argc, char **argv)
     RUN(test_flash_failure_at_every_write);
     test_v2_run_all();
     test_auth_run_all();
+    test_signature_run_all();
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

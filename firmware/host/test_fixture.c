@@ -26,6 +26,13 @@ fx_notify_command(void *user, const uint8_t *data, size_t len)
     fx->cmd_count++;
 }
 
+static void
+fx_disconnect(void *user)
+{
+    fixture_t *fx = user;
+    fx->drops++;
+}
+
 static uint32_t
 fx_now_ms(void *user)
 {
@@ -98,6 +105,7 @@ fx_setup(void)
         .log = fx_log,
         .notify_command = fx_notify_command,
         .now_ms = fx_now_ms,
+        .disconnect = fx_disconnect,
         .user = &s_fx,
     };
     char why[120];
@@ -122,6 +130,7 @@ fx_setup(void)
     }
     ble_ota_core_init(&s_fx.core, &s_fx.dev.port, &s_config);
     ble_ota_core_confirm_boot(&s_fx.core, true);
+    ble_ota_core_connected(&s_fx.core);
     s_image_len = build_image(s_image, sizeof(s_image), "2.0.0", 20000, 2);
 }
 
@@ -132,7 +141,15 @@ fx_reboot(bool self_test)
     const int slot = host_dev_boot(&s_fx.dev);
     ble_ota_core_init(&s_fx.core, &s_fx.dev.port, &s_config);
     ble_ota_core_confirm_boot(&s_fx.core, self_test);
+    ble_ota_core_connected(&s_fx.core);
     return slot;
+}
+
+void
+fx_reconnect(void)
+{
+    ble_ota_core_disconnected(&s_fx.core);
+    ble_ota_core_connected(&s_fx.core);
 }
 
 uint8_t

@@ -20,7 +20,7 @@
 
 /* One OTA Command notification. */
 typedef struct {
-    uint8_t data[32];
+    uint8_t data[96]; /* the largest answer with its MAC fits */
     size_t len;
 } cmd_note_t;
 
@@ -34,6 +34,7 @@ typedef struct {
     uint32_t clock_ms; /* the device's clock: moved by the tests only */
     int warnings;
     int errors;
+    int drops; /* links the firmware ended (port disconnect) */
     char logs[LOG_RING][160];
     int log_count;
 } fixture_t;
@@ -51,8 +52,11 @@ void fx_print_logs(void);
 size_t build_image(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed);
 /* A fresh device running a valid 1.0.0 in ota_0, and its core. */
 void fx_setup(void);
-/* Restart as the virtual device does: boot, fresh core, confirm. */
+/* Restart as the virtual device does: boot, fresh core, confirm; then a
+ * client connects (ble_ota_core_connected). */
 int fx_reboot(bool self_test);
+/* The link drops and a client connects again. */
+void fx_reconnect(void);
 
 /* Seed protocol steps. */
 uint8_t last_notify(void);

@@ -17,8 +17,10 @@
 #include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_port.h"
+#include "host_signature.h"
 #include "test.h"
 #include "test_fixture.h"
+#include "test_sign.h"
 #include "test_v2.h"
 
 /* Stream data per packet in most tests: what an ATT MTU of 247 carries. */
@@ -1320,6 +1322,11 @@ test_v2_info_layout(void)
         CHECK_EQ(inf[i], 0);
     }
     CHECK_EQ(le32(inf + 56), 0);
+    /* The device id, reserved bytes, no signing key (unsigned images taken). */
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_DEVICE_ID, s_fx.dev.device_id, BLE_OTA_DEVICE_ID_LEN) == 0);
+    for (int i = BLE_OTA_INFO_OFF_DEVICE_ID + BLE_OTA_DEVICE_ID_LEN; i < BLE_OTA_INFO_SIZE; i++) {
+        CHECK_EQ(inf[i], 0);
+    }
     /* Strings NUL-padded to their field. */
     static const struct {
         int offset, len;
@@ -1643,6 +1650,163 @@ test_v2_port_errors(void)
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
 }
 
+/* --- signed images and anti-rollback -------------------------------------------- */
+
+/* The owner's signing key, made once per run (ECDSA P-256: fast). */
+static test_sign_key_t *
+owner_key(void)
+{
+    static test_sign_key_t *key;
+
+    if (key == NULL) {
+        key = test_sign_key_new("ecdsa256");
+    }
+    return key;
+}
+
+/* fx_setup, but the device runs 1.0.0 signed by key and takes only images
+ * signed with the same key (CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT). */
+static void
+signed_setup(const test_sign_key_t *key)
+{
+    static uint8_t first[16 * 1024];
+    char why[120];
+
+    CHECK_OK(fx_setup());
+    const size_t len = build_image(first, sizeof(first), "1.0.0", 3000, 1);
+    const size_t signed_len = test_sign_image(key, first, len, first, sizeof(first));
+    CHECK(signed_len > len);
+    CHECK(host_dev_install(&s_fx.dev, 0, first, signed_len, why, sizeof(why)));
+    s_fx.dev.require_signature = true;
+    CHECK_EQ(fx_reboot(true), 0);
+}
+
+static void
+test_v2_signed_updates(void)
+{
+    static uint8_t img[sizeof(s_image) + 8192];
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    uint8_t digest[HOST_SIG_DIGEST_LEN];
+    test_sign_key_t *stranger = test_sign_key_new("ecdsa256");
+
+    CHECK(owner_key() != NULL && stranger != NULL);
+    CHECK_OK(signed_setup(owner_key()));
+    /* OTA Info names the key updates must be signed with. */
+    info(inf);
+    CHECK_EQ(le16(inf + 2) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
+    test_sign_key_digest(owner_key(), digest);
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_SIGNING_KEY, digest, sizeof(digest)) == 0);
+
+    /* Unsigned, signed by a stranger, tampered after signing: each goes
+     * through the stream, and END refuses it before it can be selected. */
+    const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
+    CHECK(signed_len > 0);
+    const struct {
+        const char *what;
+        int kind;
+    } cases[] = { { "unsigned", 0 }, { "a stranger's signature", 1 }, { "a byte changed after signing", 2 } };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        size_t len = s_image_len;
+        memcpy(img, s_image, s_image_len);
+        if (cases[c].kind == 1) {
+            len = test_sign_image(stranger, s_image, s_image_len, img, sizeof(img));
+        } else if (cases[c].kind == 2) {
+            /* The image's own checksum and hash catch this one first (a
+             * tamperer who fixes them: the next test). */
+            len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
+            img[s_image_len / 2] ^= 0x01;
+        }
+        begin_image(img, len, 0);
+        CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+        stream(img, 0, len, CHUNK);
+        CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+        const uint8_t expected = cases[c].kind == 2 ? BLE_OTA_ST_INVALID_IMAGE : BLE_OTA_ST_BAD_SIGNATURE;
+        if (!answered_plain(BLE_OTA_CMD_END, expected)) {
+            test_failf(__FILE__, __LINE__, "%s: not refused with status 0x%02x", cases[c].what, expected);
+            test_sign_key_free(stranger);
+            return;
+        }
+        CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+        CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+    }
+    test_sign_key_free(stranger);
+
+    /* The owner's signed image is taken, and boots. */
+    v2_upload(img, test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img)), 0);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(strcmp(running_version(), "2.0.0") == 0);
+}
+
+/* A tamperer who also fixes the checksum and the appended hash still
+ * fails: the signature covers every byte. */
+static void
+test_v2_signed_update_tampered_consistently(void)
+{
+    static uint8_t img[sizeof(s_image) + 8192];
+    static uint8_t other[sizeof(s_image)];
+
+    CHECK_OK(signed_setup(owner_key()));
+    /* A different valid image of the same size, under the owner's signature sector. */
+    const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
+    const size_t other_len = build_image(other, sizeof(other), "6.6.6", 20000, 99);
+    CHECK_EQ(other_len, s_image_len);
+    memcpy(img, other, other_len);
+    CHECK(host_image_verify(img, signed_len, 0, NULL, NULL, 0) == HOST_IMAGE_OK);
+    begin_image(img, signed_len, 0);
+    stream(img, 0, signed_len, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_BAD_SIGNATURE));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+}
+
+/* Anti-rollback: an image whose secure_version is below the running one's
+ * fails at its first packet, in both protocols; equal or higher is taken. */
+static void
+test_v2_old_secure_version_refused(void)
+{
+    static uint8_t img[sizeof(s_image)];
+    const host_image_spec_t base = {
+        .project = "virtual-esp32", .payload_len = 20000, .seed = 7, .hash_appended = true,
+    };
+    host_image_spec_t spec = base;
+    char why[120];
+
+    CHECK_OK(fx_setup());
+    /* The device runs secure_version 3. */
+    spec.version = "3.0.0";
+    spec.secure_version = 3;
+    size_t len = host_image_build(&spec, img, sizeof(img));
+    CHECK(host_dev_install(&s_fx.dev, 0, img, len, why, sizeof(why)));
+    CHECK_EQ(fx_reboot(true), 0);
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(le32(inf + BLE_OTA_INFO_OFF_SECURE_VERSION), 3);
+
+    spec.version = "2.9.0";
+    spec.secure_version = 2;
+    len = host_image_build(&spec, img, sizeof(img));
+    begin_image(img, len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    stream(img, 0, len, CHUNK);
+    CHECK(failed_with(BLE_OTA_ST_OLD_SECURE_VERSION, 0));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+    /* The seed protocol: refused at DONE. */
+    CHECK_EQ(packet_size(CHUNK), BLE_OTA_OK);
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+    CHECK_EQ(send_packets(img, len, CHUNK), BLE_OTA_OK);
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
+    CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_NAK);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+
+    /* The same secure_version is no rollback. */
+    spec.version = "3.0.1";
+    spec.secure_version = 3;
+    len = host_image_build(&spec, img, sizeof(img));
+    v2_upload(img, len, 0);
+}
+
 void
 test_v2_run_all(void)
 {
@@ -1678,4 +1842,7 @@ test_v2_run_all(void)
     RUN(test_v2_deflate_update);
     RUN(test_v2_deflate_bad_chunks);
     RUN(test_v2_deflate_resume);
+    RUN(test_v2_signed_updates);
+    RUN(test_v2_signed_update_tampered_consistently);
+    RUN(test_v2_old_secure_version_refused);
 }

@@ -44,6 +44,7 @@
 /* HCI reasons in `disconnected` events. */
 #define HCI_CONN_TIMEOUT      0x08 /* power cut: the central's supervision timer expires */
 #define HCI_LOCAL_HOST_TERM   0x16 /* the device closed the link (restart) */
+#define HCI_REMOTE_USER_TERM  0x13 /* the firmware ended the link (ble_gap_terminate): a stranger's */
 
 /* How often the core's timers (abandon timeout, confirm window) run. */
 #define VESP_TICK_MS 50
@@ -112,7 +113,13 @@ typedef struct {
     uint32_t restart_delay_ms;
     bool seed_only; /* --protocol seed: a device running the seed's firmware */
     bool flash_events; /* --flash-events on: a `flash` line before each reply that used flash */
+    int seed_protocol; /* --seed-protocol: 1 on, 0 off, -1 as the build's default */
     bool no_deflate;   /* --deflate off: a platform that cannot inflate (no DEFLATE feature) */
+    const char *key_partition_path; /* --key-partition: the provisioned key partition image */
+    bool allow_unauthenticated;     /* --allow-unauthenticated on: CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED */
+    bool require_signature;         /* --require-signature: CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT */
+    uint8_t device_id[BLE_OTA_DEVICE_ID_LEN];
+    bool device_id_set;
     uint16_t chip_id;
     ble_ota_config_t config;
 
@@ -140,6 +147,7 @@ typedef struct {
 
     /* restart scheduled by the firmware */
     bool restart_scheduled;
+    bool drop_requested; /* the firmware asked to end the link (port disconnect) */
     int64_t restart_at_ms;
 } vesp_t;
 
@@ -356,20 +364,60 @@ hook_restart(void *user, uint32_t delay_ms)
     out_logf('I', "restart in %lu ms", (unsigned long)delay);
 }
 
+static void
+hook_disconnect(void *user)
+{
+    vesp_t *v = user;
+
+    /* Taken down once the request (or tick) that asked is finished, as
+     * ble_gap_terminate() returns at once and the link ends later. */
+    v->drop_requested = true;
+}
+
 /* --- boot --------------------------------------------------------------------- */
+
+/* The core's settings at this boot: authentication as main.c derives it
+ * from the key partition. */
+static void
+vesp_boot_config(vesp_t *v, ble_ota_config_t *config)
+{
+    *config = v->config;
+    const ble_ota_key_status_t key = host_dev_read_key(&v->dev, config->auth_key);
+    config->auth_key_set = key == BLE_OTA_KEY_OK;
+    config->auth = config->auth_key_set || !v->allow_unauthenticated;
+    if (key == BLE_OTA_KEY_CORRUPT || key == BLE_OTA_KEY_OTHER_DEVICE) {
+        out_log('E', key == BLE_OTA_KEY_CORRUPT ? "key partition corrupt: updates stay off"
+                                                : "key partition made for another device: updates stay off");
+    } else if (!config->auth) {
+        out_log('W', "no update key: anyone in Bluetooth range can update this device");
+    }
+    /* As our firmware's builds: one with authentication leaves the seed
+     * protocol off unless told otherwise; one that opted out serves it. */
+    config->serve_seed = v->seed_only || (v->seed_protocol >= 0 ? v->seed_protocol == 1 : !config->auth);
+}
+
+static void
+vesp_core_start(vesp_t *v)
+{
+    ble_ota_config_t config;
+
+    vesp_boot_config(v, &config);
+    ble_ota_core_init(&v->core, &v->dev.port, &config);
+}
 
 static void
 vesp_boot(vesp_t *v)
 {
     host_flash_power_restored(&v->dev.flash);
     v->restart_scheduled = false;
+    v->drop_requested = false;
     const int slot = host_dev_boot(&v->dev);
     if (slot < 0) {
         out_line("boot none -");
     } else {
         out_line("boot %s %s", host_slot_name(slot), host_slot_state_name(host_dev_slot_state(&v->dev, slot)));
     }
-    ble_ota_core_init(&v->core, &v->dev.port, &v->config);
+    vesp_core_start(v);
     /* The firmware confirms once its BLE stack is up: here, always. */
     if (slot >= 0) {
         ble_ota_core_confirm_boot(&v->core, true);
@@ -385,6 +433,20 @@ vesp_drop_link(vesp_t *v, unsigned reason)
         v->subscribed = false;
         v->subscribed_command = false;
         out_line("disconnected %02x", reason);
+    }
+}
+
+/* After a request or a timer: the link the firmware asked to end ends. */
+static void
+vesp_after_drop(vesp_t *v)
+{
+    if (!v->drop_requested) {
+        return;
+    }
+    v->drop_requested = false;
+    if (v->connected) {
+        vesp_drop_link(v, HCI_REMOTE_USER_TERM);
+        ble_ota_core_disconnected(&v->core);
     }
 }
 
@@ -413,6 +475,7 @@ vesp_run_timers(vesp_t *v)
         v->next_tick_ms = now + VESP_TICK_MS;
         ble_ota_core_tick(&v->core);
         vesp_after_power_loss(v);
+        vesp_after_drop(v);
     }
     if (v->restart_scheduled && now_ms() >= v->restart_at_ms) {
         out_log('I', "restarting");
@@ -598,7 +661,8 @@ cmd_connect(vesp_t *v, const request_t *r)
     v->subscribed_command = false;
     v->conn_mtu = mtu;
     out_logf('I', "connected, ATT MTU %u", mtu);
-    char value[8];
+    ble_ota_core_connected(&v->core);
+    char value[12];
     snprintf(value, sizeof(value), "%u", mtu);
     reply_ok(r->id, value);
 }
@@ -1054,8 +1118,9 @@ usage(FILE *f)
             "                     [--image FILE] [--mtu N] [--restart-delay-ms MS]\n"
             "                     [--protocol seed|v2] [--chip-id N] [--window BYTES]\n"
             "                     [--abandon-timeout-ms MS] [--confirm-window-ms MS]\n"
-            "                     [--auth-key HEX64] [--seed-protocol on|off] [--flash-events on|off]\n"
-            "                     [--deflate on|off]\n"
+            "                     [--key-partition FILE] [--allow-unauthenticated on|off]\n"
+            "                     [--device-id AA:BB:CC:DD:EE:FF] [--require-signature on|off]\n"
+            "                     [--seed-protocol on|off] [--flash-events on|off] [--deflate on|off]\n"
             "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -1107,7 +1172,8 @@ parse_options(vesp_t *v, int argc, char **argv)
     v->mtu = VESP_DEFAULT_MTU;
     v->restart_delay_ms = BLE_OTA_RESTART_DELAY_MS;
     ble_ota_config_default(&v->config);
-    int seed_protocol = -1; /* -1: as the build's default, see below */
+    v->seed_protocol = -1;
+    v->require_signature = true;
 
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -1177,11 +1243,25 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, val, "0 (no limit) to 86400000");
             }
             v->config.confirm_window_ms = n;
-        } else if (strcmp(opt, "--auth-key") == 0) {
-            if (!ble_ota_auth_key_from_hex(val, v->config.auth_key)) {
-                return bad_option(opt, "(hidden)", "64 hex digits");
+        } else if (strcmp(opt, "--key-partition") == 0) {
+            v->key_partition_path = val;
+        } else if (strcmp(opt, "--device-id") == 0) {
+            if (!valid_address(val)) {
+                return bad_option(opt, val, "expected AA:BB:CC:DD:EE:FF");
             }
-            v->config.auth = true;
+            for (int k = 0; k < BLE_OTA_DEVICE_ID_LEN; k++) {
+                v->device_id[k] = (uint8_t)(hex_digit(val[3 * k]) << 4 | hex_digit(val[3 * k + 1]));
+            }
+            v->device_id_set = true;
+        } else if (strcmp(opt, "--allow-unauthenticated") == 0 || strcmp(opt, "--require-signature") == 0) {
+            if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+                return bad_option(opt, val, "on or off");
+            }
+            if (strcmp(opt, "--allow-unauthenticated") == 0) {
+                v->allow_unauthenticated = strcmp(val, "on") == 0;
+            } else {
+                v->require_signature = strcmp(val, "on") == 0;
+            }
         } else if (strcmp(opt, "--deflate") == 0) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
                 return bad_option(opt, val, "on or off");
@@ -1196,27 +1276,54 @@ parse_options(vesp_t *v, int argc, char **argv)
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
                 return bad_option(opt, val, "on or off");
             }
-            seed_protocol = strcmp(val, "on") == 0;
+            v->seed_protocol = strcmp(val, "on") == 0;
         } else {
             return bad_option(opt, val, "unknown option");
         }
     }
-    /* The key may come from the environment, out of sight of `ps`. */
-    const char *env_key = getenv("VIRTUAL_ESP32_AUTH_KEY");
-    if (!v->config.auth && env_key != NULL && env_key[0] != '\0') {
-        if (!ble_ota_auth_key_from_hex(env_key, v->config.auth_key)) {
-            return bad_option("VIRTUAL_ESP32_AUTH_KEY", "(hidden)", "64 hex digits");
-        }
-        v->config.auth = true;
+    if (v->seed_only && v->key_partition_path != NULL) {
+        return bad_option("--key-partition", v->key_partition_path, "a seed device (--protocol seed) has no authentication");
     }
-    /* As our firmware's builds: a keyed one leaves the seed protocol off
-     * unless told otherwise; one without a key stands for a build that
-     * opted out of authentication, where the seed protocol is as open as v2. */
-    v->config.serve_seed = v->seed_only || (seed_protocol >= 0 ? seed_protocol == 1 : !v->config.auth);
-    if (v->seed_only && v->config.auth) {
-        return bad_option("--auth-key", "(hidden)", "a seed device (--protocol seed) has no authentication");
+    if (v->seed_only) {
+        /* The seed's firmware: no key, no signature check. */
+        v->allow_unauthenticated = true;
+        v->require_signature = false;
+    }
+    if (!v->device_id_set) {
+        /* The address a device advertises is derived from its base MAC;
+         * here they are the same. */
+        for (int k = 0; k < BLE_OTA_DEVICE_ID_LEN; k++) {
+            v->device_id[k] = (uint8_t)(hex_digit(v->address[3 * k]) << 4 | hex_digit(v->address[3 * k + 1]));
+        }
     }
     return 0;
+}
+
+/* Writes the --key-partition file into the key partition, as esptool
+ * would over USB; false (message printed) on error. */
+static bool
+provision_key(vesp_t *v)
+{
+    uint8_t part[HOST_FLASH_KEY_PART_SIZE];
+
+    if (v->key_partition_path == NULL) {
+        return true;
+    }
+    FILE *f = fopen(v->key_partition_path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "virtual-esp32: --key-partition %s: %s\n", v->key_partition_path, strerror(errno));
+        return false;
+    }
+    const size_t n = fread(part, 1, sizeof(part), f);
+    const bool failed = ferror(f) != 0 || fgetc(f) != EOF;
+    fclose(f);
+    if (failed || n < BLE_OTA_KEY_RECORD_LEN) {
+        fprintf(stderr, "virtual-esp32: --key-partition %s: %s\n", v->key_partition_path,
+                failed ? "not a key partition image (read error, or larger than 4096 bytes)" : "too short for a key record");
+        return false;
+    }
+    host_flash_key_write(&v->dev.flash, part, n);
+    return true;
 }
 
 /* Reads the --image file, at most max bytes; NULL (message printed) on error. */
@@ -1329,6 +1436,7 @@ main(int argc, char **argv)
         .log = hook_log,
         .restart = hook_restart,
         .notify_command = hook_notify_command,
+        .disconnect = hook_disconnect,
         .user = v,
     };
     if (!host_dev_init(&v->dev, v->slot_size, &hooks)) {
@@ -1337,10 +1445,12 @@ main(int argc, char **argv)
         return 1;
     }
     v->dev.chip_id = v->chip_id;
+    memcpy(v->dev.device_id, v->device_id, sizeof(v->device_id));
+    v->dev.require_signature = v->require_signature;
     if (v->no_deflate) {
         v->dev.port.inflate = NULL;
     }
-    if (!install_first_image(v)) {
+    if (!provision_key(v) || !install_first_image(v)) {
         host_dev_deinit(&v->dev);
         return 1;
     }
@@ -1350,7 +1460,7 @@ main(int argc, char **argv)
         host_dev_deinit(&v->dev);
         return 1;
     }
-    ble_ota_core_init(&v->core, &v->dev.port, &v->config);
+    vesp_core_start(v);
     ble_ota_core_confirm_boot(&v->core, true);
     /* Installing the first image is no request's flash work. */
     v->reported_erases = v->dev.flash.erases;
@@ -1411,6 +1521,7 @@ main(int argc, char **argv)
             } else {
                 running = vesp_handle_line(v, s_line);
                 vesp_after_power_loss(v);
+                vesp_after_drop(v);
             }
             line_len = 0;
             overlong = false;

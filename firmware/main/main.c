@@ -1,8 +1,9 @@
 /*
  * BLE OTA firmware: entry point.
  *
- * Brings up NVS, the OTA task (owner of the protocol core) and NimBLE,
- * registers the OTA service and advertises. Only once advertising runs does
+ * Brings up NVS, reads the device key from its own partition (no firmware
+ * image carries it), starts the OTA task (owner of the protocol core) and
+ * NimBLE, registers the OTA service and advertises. Only once advertising runs does
  * it judge the image: a new image that cannot bring BLE up (and so could
  * never be updated again) is rolled back. The seed judged the image before
  * BLE even started. A new image whose update asked for a client's CONFIRM
@@ -12,9 +13,13 @@
  */
 #include <stdbool.h>
 
+#include <string.h>
+
 #include "esp_err.h"
 #include "esp_log.h"
+#include "esp_mac.h"
 #include "esp_ota_ops.h"
+#include "esp_partition.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "host/ble_gap.h"
@@ -76,16 +81,58 @@ ble_ota_nvs_init(void)
     return err;
 }
 
-/* CMake refuses the build without a key unless it opted out; this says it
- * again where the key is used. */
-#if !defined(CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED)
-_Static_assert(sizeof(CONFIG_BLE_OTA_AUTH_KEY) == 2 * BLE_OTA_AUTH_KEY_LEN + 1,
-               "CONFIG_BLE_OTA_AUTH_KEY must be 64 hex digits (idf.py menuconfig > BLE OTA firmware)");
-#endif
+/* The key partition (partitions.csv): an application-defined type, so no
+ * ESP-IDF component ever takes it for its own. */
+#define BLE_OTA_KEY_PARTITION_TYPE    0x40
+#define BLE_OTA_KEY_PARTITION_SUBTYPE 0x00
+#define BLE_OTA_KEY_PARTITION_LABEL   "ble_ota_key"
 
-/** The core's settings: Kconfig values and what the OTA task can queue.
- * false when the key is unusable. */
+/** Reads the device key from the key partition into config; true when
+ * there is one for this device. With flash encryption on, the partition is
+ * marked `encrypted` and esp_partition_read decrypts it. */
 static bool
+ble_ota_read_key(ble_ota_config_t *config)
+{
+    uint8_t record[BLE_OTA_KEY_RECORD_LEN];
+    uint8_t id[BLE_OTA_DEVICE_ID_LEN];
+
+    const esp_partition_t *part = esp_partition_find_first((esp_partition_type_t)BLE_OTA_KEY_PARTITION_TYPE,
+                                                           (esp_partition_subtype_t)BLE_OTA_KEY_PARTITION_SUBTYPE,
+                                                           BLE_OTA_KEY_PARTITION_LABEL);
+    if (part == NULL) {
+        ESP_LOGE(TAG, "no \"%s\" partition: use the partition table of firmware/partitions.csv",
+                 BLE_OTA_KEY_PARTITION_LABEL);
+        return false;
+    }
+    esp_err_t err = esp_read_mac(id, ESP_MAC_EFUSE_FACTORY);
+    if (err == ESP_OK) {
+        err = esp_partition_read(part, 0, record, sizeof(record));
+    }
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "reading the key partition failed: %s", esp_err_to_name(err));
+        return false;
+    }
+    const ble_ota_key_status_t st = ble_ota_key_record_parse(record, sizeof(record), id, config->auth_key);
+    memset(record, 0, sizeof(record)); /* no copy of the key left on the stack */
+    switch (st) {
+    case BLE_OTA_KEY_OK:
+        return true;
+    case BLE_OTA_KEY_EMPTY:
+        ESP_LOGW(TAG, "no update key provisioned yet (esp32-ble-ota provision; docs/SECURITY.md)");
+        return false;
+    case BLE_OTA_KEY_OTHER_DEVICE:
+        ESP_LOGE(TAG, "the key partition was made for another device: provision this one's");
+        return false;
+    case BLE_OTA_KEY_CORRUPT:
+    default:
+        ESP_LOGE(TAG, "the key partition holds no valid key record");
+        return false;
+    }
+}
+
+/** The core's settings: Kconfig values, the device key, and what the OTA
+ * task can queue. */
+static void
 ble_ota_config(ble_ota_config_t *config)
 {
     ble_ota_config_default(config);
@@ -95,25 +142,24 @@ ble_ota_config(ble_ota_config_t *config)
     config->max_packet = BLE_OTA_MAX_PACKET;
     config->abandon_timeout_ms = (uint32_t)CONFIG_BLE_OTA_ABANDON_TIMEOUT_S * 1000U;
     config->confirm_window_ms = (uint32_t)CONFIG_BLE_OTA_CONFIRM_WINDOW_S * 1000U;
+    config->auth_timeout_ms = (uint32_t)CONFIG_BLE_OTA_AUTH_TIMEOUT_S * 1000U;
+    config->auth_key_set = ble_ota_read_key(config);
+#if defined(CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED)
+    /* A development build: without a key, anyone in range may update. */
+    config->auth = config->auth_key_set;
+    if (!config->auth) {
+        ESP_LOGW(TAG, "no update key: anyone in Bluetooth range can update this device");
+    }
+#else
+    /* Without a key, HELLO answers NOT_PROVISIONED: nobody can update. */
+    config->auth = true;
+#endif
 #if defined(CONFIG_BLE_OTA_SEED_PROTOCOL)
     /* Seed clients keep working, with no authentication (Kconfig help). */
     config->serve_seed = true;
 #else
     config->serve_seed = false;
 #endif
-    const char *key = CONFIG_BLE_OTA_AUTH_KEY;
-    if (key[0] == '\0') {
-        /* Only a build that opted out gets here (CMake, _Static_assert). */
-        ESP_LOGW(TAG, "no update key: anyone in Bluetooth range can update this device");
-        config->auth = false;
-        return true;
-    }
-    if (!ble_ota_auth_key_from_hex(key, config->auth_key)) {
-        ESP_LOGE(TAG, "CONFIG_BLE_OTA_AUTH_KEY is not 64 hex digits: updates stay off");
-        return false;
-    }
-    config->auth = true;
-    return true;
 }
 
 /** Starts the controller, the host and the GATT server. */
@@ -184,7 +230,9 @@ app_main(void)
     const bool nvs_ok = ble_ota_nvs_init() == ESP_OK;
 
     /* The OTA task before NimBLE: the GATT callbacks hand it their writes. */
-    const bool task_ok = ble_ota_config(&config) && ota_task_start(port, &config);
+    ble_ota_config(&config);
+    const bool task_ok = ota_task_start(port, &config);
+    memset(config.auth_key, 0, sizeof(config.auth_key)); /* the core keeps its own copy */
 
     if (!nvs_ok || !task_ok || !ble_ota_ble_start()) {
         /* A new image rolls back; a confirmed one has nothing to go back

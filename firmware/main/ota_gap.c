@@ -18,6 +18,7 @@
 #include "host/ble_gap.h"
 #include "host/ble_hs.h"
 #include "host/util/util.h"
+#include "nimble/ble.h"
 #include "sdkconfig.h"
 #include "services/gap/ble_svc_gap.h"
 
@@ -130,6 +131,8 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
             atomic_store(&s_conn_handle, event->connect.conn_handle);
             atomic_store(&s_control_subscribed, false);
             atomic_store(&s_command_subscribed, false);
+            /* The core counts from here the time a link has to authenticate. */
+            ota_gatt_on_connect();
         } else {
             ESP_LOGW(TAG, "connection failed: %d", event->connect.status);
             ota_gap_advertise();
@@ -145,7 +148,7 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
         atomic_store(&s_command_subscribed, false);
         /* The core aborts a seed transfer cut short (so the next REQUEST
          * starts clean) and suspends a v2 transfer (so BEGIN can resume
-         * it). Never blocks: see ota_task_link_lost. */
+         * it). Never blocks: see ota_task_link_event. */
         ota_gatt_on_disconnect();
         ota_gap_advertise();
         break;
@@ -301,4 +304,20 @@ bool
 ota_gap_connected(void)
 {
     return atomic_load(&s_conn_handle) != BLE_HS_CONN_HANDLE_NONE;
+}
+
+void
+ota_gap_terminate(void)
+{
+    const unsigned conn = atomic_load(&s_conn_handle);
+
+    if (conn == BLE_HS_CONN_HANDLE_NONE) {
+        return;
+    }
+    /* Takes the host lock itself: safe from the OTA task. The link ends
+     * with a BLE_GAP_EVENT_DISCONNECT, like any other. */
+    const int rc = ble_gap_terminate((uint16_t)conn, BLE_ERR_REM_USER_CONN_TERM);
+    if (rc != 0 && rc != BLE_HS_ENOTCONN && rc != BLE_HS_EALREADY) {
+        ESP_LOGE(TAG, "ble_gap_terminate(%u) failed: %d", conn, rc);
+    }
 }

@@ -27,4 +27,8 @@ void ota_gap_notify_command(const uint8_t *data, size_t len);
 /* True while a client is connected. */
 bool ota_gap_connected(void);
 
+/* Ends the client's link, if any (a stranger that failed to authenticate);
+ * returns at once. Callable from any task. */
+void ota_gap_terminate(void);
+
 #endif /* OTA_GAP_H */

@@ -464,7 +464,13 @@ ota_gatt_init(void)
 void
 ota_gatt_on_disconnect(void)
 {
-    ota_task_link_lost();
+    ota_task_link_event(false);
+}
+
+void
+ota_gatt_on_connect(void)
+{
+    ota_task_link_event(true);
 }
 
 uint16_t

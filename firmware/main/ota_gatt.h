@@ -19,7 +19,8 @@
  * before the host task starts. Returns 0 or a NimBLE BLE_HS_* error. */
 int ota_gatt_init(void);
 
-/* The client's link dropped (called from the GAP event handler). */
+/* A client connected, or its link dropped (called from the GAP event handler). */
+void ota_gatt_on_connect(void);
 void ota_gatt_on_disconnect(void);
 
 /* Attribute handles of the OTA Control and OTA Command values; 0 until the

@@ -1,7 +1,8 @@
 /*
- * ble_ota_port_t for ESP-IDF: esp_ota_* for the slot, esp_timer for the
- * delayed restart and the clock, ota_gap for notifications, NVS for the
- * confirm flag, esp_log for the core's log.
+ * ble_ota_port_t for ESP-IDF: esp_ota_* for the slot (its validation checks
+ * the signature where signed apps are on), esp_timer for the delayed
+ * restart and the clock, ota_gap for notifications and ending a stranger's
+ * link, NVS for the confirm flag, esp_log for the core's log.
  *
  * Every call comes from the core, i.e. from whichever task holds the core
  * lock (ota_task.c): the OTA task for protocol v2, the NimBLE host task for
@@ -19,10 +20,13 @@
 #include "esp_app_format.h"
 #include "esp_chip_info.h"
 #include "esp_err.h"
+#include "esp_image_format.h"
 #include "esp_log.h"
+#include "esp_mac.h"
 #include "esp_ota_ops.h"
 #include "esp_partition.h"
 #include "esp_random.h"
+#include "esp_secure_boot.h"
 #include "esp_system.h"
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
@@ -240,6 +244,35 @@ ota_port_esp_slot_write(void *ctx, const uint8_t *data, size_t len)
     return BLE_OTA_PORT_OK;
 }
 
+/**
+ * After esp_ota_end refused an image: was it the signature alone? The image
+ * itself parses (esp_image_get_metadata), but the signature block after it
+ * does not verify against the key the running app trusts. Lets the client
+ * say "not signed with your key" instead of "invalid image".
+ */
+static bool
+ota_port_esp_signature_refused(const esp_partition_t *slot)
+{
+#if CONFIG_SECURE_SIGNED_ON_UPDATE
+    const esp_partition_pos_t pos = { .offset = slot->address, .size = slot->size };
+    esp_image_metadata_t meta;
+
+    if (esp_image_get_metadata(&pos, &meta) != ESP_OK) {
+        return false;
+    }
+    const esp_err_t err = esp_secure_boot_verify_signature(slot->address, meta.image_len);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "the image in %s is not signed with the key this app trusts: %s", slot->label,
+                 esp_err_to_name(err));
+        return true;
+    }
+    return false;
+#else
+    (void)slot;
+    return false;
+#endif
+}
+
 static ble_ota_port_err_t
 ota_port_esp_slot_end(void *ctx)
 {
@@ -257,6 +290,9 @@ ota_port_esp_slot_end(void *ctx)
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_end(%s) after %lu bytes failed: %s", slot->label,
                  (unsigned long)st->written, esp_err_to_name(err));
+        if (err == ESP_ERR_OTA_VALIDATE_FAILED && ota_port_esp_signature_refused(slot)) {
+            return BLE_OTA_PORT_ERR_SIGNATURE;
+        }
         /* INVALID_ARG: nothing was written, so there is no image. */
         if (err == ESP_ERR_OTA_VALIDATE_FAILED || err == ESP_ERR_INVALID_ARG) {
             return BLE_OTA_PORT_ERR_INVALID_IMAGE;
@@ -543,13 +579,21 @@ ota_port_esp_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, 
     return status == TINFL_STATUS_DONE && in_bytes == in_len && out_bytes == out_len;
 }
 
-/** Authentication challenges: the hardware RNG, a true random source while
- * the Bluetooth radio is on (which it is whenever a client can ask). */
+/** Session nonces: the hardware RNG, a true random source while the
+ * Bluetooth radio is on (which it is whenever a client can ask). */
 static void
 ota_port_esp_random(void *ctx, uint8_t *out, size_t len)
 {
     (void)ctx;
     esp_fill_random(out, len);
+}
+
+/** Ends a stranger's link (ble_gap_terminate returns at once). */
+static void
+ota_port_esp_disconnect(void *ctx)
+{
+    (void)ctx;
+    ota_gap_terminate();
 }
 
 static const ble_ota_port_t s_port = {
@@ -571,6 +615,7 @@ static const ble_ota_port_t s_port = {
     .confirm_required = ota_port_esp_confirm_required,
     .random = ota_port_esp_random,
     .inflate = ota_port_esp_inflate,
+    .disconnect = ota_port_esp_disconnect,
     .log = ota_port_esp_log,
 };
 
@@ -589,6 +634,33 @@ ota_port_esp_copy_field(char *dst, size_t dst_cap, const char *src, size_t src_c
     }
     memset(dst, 0, dst_cap);
     memcpy(dst, src, len);
+}
+
+/** Whether esp_ota_end checks signatures, and the digest of the key it
+ * trusts: the running app's first signature block (ESP-IDF takes the same
+ * one, or the eFuse digests under hardware secure boot). */
+static void
+ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
+{
+#if CONFIG_SECURE_SIGNED_ON_UPDATE && (CONFIG_SECURE_SIGNED_APPS_RSA_SCHEME || CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME)
+    static esp_image_sig_public_key_digests_t digests; /* static: 100+ bytes off the app_main stack */
+
+    info->signed_updates = true;
+    const esp_err_t err = esp_secure_boot_get_signature_blocks_for_running_app(true, &digests);
+    if (err != ESP_OK || digests.num_digests == 0) {
+        /* Every update will fail: ESP-IDF has no key to check it with. */
+        ESP_LOGE(TAG, "this app carries no signature: no update can be verified (%s); flash a signed app over USB",
+                 esp_err_to_name(err));
+        return;
+    }
+    memcpy(info->signing_key_digest, digests.key_digests[0], sizeof(info->signing_key_digest));
+#elif CONFIG_SECURE_SIGNED_ON_UPDATE
+    /* Secure Boot v1 (ECDSA, original ESP32 before v3.0): checked, but not
+     * with a Secure Boot v2 key a client can compare. */
+    info->signed_updates = true;
+#else
+    info->signed_updates = false;
+#endif
 }
 
 /** Fills s_state.info: chip, revision, slot size and the running app. */
@@ -616,6 +688,14 @@ ota_port_esp_read_device_info(ble_ota_device_info_t *info)
     ota_port_esp_copy_field(info->date, sizeof(info->date), app->date, sizeof(app->date));
     ota_port_esp_copy_field(info->time, sizeof(info->time), app->time, sizeof(app->time));
     memcpy(info->app_elf_sha256, app->app_elf_sha256, sizeof(info->app_elf_sha256));
+    /* The identity device keys derive from: the factory MAC (6 bytes on
+     * every chip; esp_efuse_mac_get_default writes 8 on 802.15.4 chips). */
+    const esp_err_t mac_err = esp_read_mac(info->device_id, ESP_MAC_EFUSE_FACTORY);
+    if (mac_err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_read_mac failed: %s; the device id is all zeros", esp_err_to_name(mac_err));
+        memset(info->device_id, 0, sizeof(info->device_id));
+    }
+    ota_port_esp_read_signing_key(info);
     ESP_LOGI(TAG, "chip id %u rev %u, %.*s %.*s, next slot %s (%lu bytes)",
              (unsigned)info->chip_id, (unsigned)info->chip_revision,
              (int)sizeof(info->project_name), info->project_name, (int)sizeof(info->version),

@@ -27,7 +27,7 @@
  * add a reply channel. A mutex (with priority inheritance) is the simpler
  * correct choice. The host task takes it only for the seed protocol; for
  * protocol v2 it never does: v2 writes go through the queue, a lost link is
- * a counter the next core user applies (ota_task_link_lost), and OTA Info
+ * a counter the next core user applies (ota_task_link_event), and OTA Info
  * is served from a snapshot (ota_task_info). So the host task never waits
  * for a v2 flash operation.
  */
@@ -107,12 +107,13 @@ static ble_ota_config_t s_config; /* as validated for the queue */
 static StaticSemaphore_t s_core_lock_buf;
 static SemaphoreHandle_t s_core_lock;
 
-/* Incremented by the host task each time the link drops; only the host
- * task writes it. s_link_applied (guarded by s_core_lock) is the value the
- * core has seen: whoever locks the core and finds them different calls
- * ble_ota_core_disconnected first. Several drops in a row fold into one
- * call: nothing reached the core from the links in between (their queued
- * writes are discarded by the link check). */
+/* Incremented by the host task each time a client connects and each time
+ * its link drops, so it is odd while a link is up; only the host task
+ * writes it. s_link_applied (guarded by s_core_lock) is the value the core
+ * has seen: whoever locks the core and finds them different tells the core
+ * first (ota_task_apply_link). Several events in a row fold into one
+ * disconnect and one connect: nothing reached the core from the links in
+ * between (their queued writes are discarded by the link check). */
 static atomic_uint s_link;
 static unsigned s_link_applied;
 
@@ -150,8 +151,13 @@ ota_task_core_lock(void)
 
     const unsigned link = atomic_load(&s_link);
     if (link != s_link_applied) {
+        if ((s_link_applied & 1u) != 0) {
+            ble_ota_core_disconnected(&s_core);
+        }
+        if ((link & 1u) != 0) {
+            ble_ota_core_connected(&s_core);
+        }
         s_link_applied = link;
-        ble_ota_core_disconnected(&s_core);
     }
     return &s_core;
 }
@@ -249,10 +255,14 @@ ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len)
 }
 
 void
-ota_task_link_lost(void)
+ota_task_link_event(bool up)
 {
-    /* Single writer (the host task): a plain load and store suffice. */
-    atomic_store(&s_link, atomic_load(&s_link) + 1u);
+    /* Single writer (the host task): a plain load and store suffice. The
+     * parity is what matters; an event that would not change it (a lost
+     * one) is made to. */
+    const unsigned link = atomic_load(&s_link);
+    const bool is_up = (link & 1u) != 0;
+    atomic_store(&s_link, link + (is_up == up ? 2u : 1u));
 }
 
 /** Feeds one queued write to the core. */
@@ -345,6 +355,8 @@ ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
     }
 
     ble_ota_core_init(&s_core, port, &s_config);
+    /* The core keeps the device key; no second copy stays in RAM. */
+    memset(s_config.auth_key, 0, sizeof(s_config.auth_key));
     /* A first Info value, so a client that reads before anything happened
      * gets one. */
     (void)ota_task_core_lock();

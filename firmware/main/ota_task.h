@@ -44,10 +44,10 @@ bool ota_task_running(void);
  * core's RESYNC gets it sent again), a Command fails its ATT write. */
 bool ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len);
 
-/* Host task only: the client's link dropped. The core learns it before
- * anything else enters it, and what is still queued from that link is
- * discarded. Never blocks. */
-void ota_task_link_lost(void);
+/* Host task only: a client connected (up) or its link dropped. The core
+ * learns it before anything else enters it, and what is still queued from
+ * an earlier link is discarded. Never blocks. */
+void ota_task_link_event(bool up);
 
 /* Exclusive access to the core for a synchronous call from another task
  * (the seed protocol's GATT callbacks, app_main). May wait while the OTA

@@ -50,6 +50,8 @@ ble_ota_port_err_name(ble_ota_port_err_t err)
         return "flash error";
     case BLE_OTA_PORT_ERR_INVALID_IMAGE:
         return "invalid image";
+    case BLE_OTA_PORT_ERR_SIGNATURE:
+        return "signature not trusted";
     case BLE_OTA_PORT_ERR_STATE:
         return "wrong state";
     case BLE_OTA_PORT_ERR_OTHER:
@@ -71,6 +73,7 @@ ble_ota_port_err_name(ble_ota_port_err_t err)
 #define IMG_SEG0_LEN_OFFSET   28 /* first segment header: load address, length */
 #define IMG_APP_DESC_OFFSET   32
 #define IMG_APP_DESC_MAGIC    0xABCD5432u
+#define IMG_SECURE_VERSION_OFFSET 36 /* esp_app_desc_t.secure_version */
 #define IMG_APP_DESC_SIZE     256
 
 static uint32_t
@@ -101,7 +104,7 @@ ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t
                     IMG_FLASH_SIZE_MAX);
         return BLE_OTA_ST_INVALID_IMAGE;
     }
-    if (len >= IMG_CHIP_ID_OFFSET + 2 || len >= IMG_MIN_REV_OFFSET + 2) {
+    if (len >= IMG_CHIP_ID_OFFSET + 2) {
         memset(&info, 0, sizeof(info));
         port->device_info(port->ctx, &info);
     }
@@ -131,11 +134,18 @@ ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t
                     (unsigned long)head_le32(head + IMG_SEG0_LEN_OFFSET));
         return BLE_OTA_ST_INVALID_IMAGE;
     }
-    if (len >= BLE_OTA_IMAGE_HEAD_LEN && head_le32(head + IMG_APP_DESC_OFFSET) != IMG_APP_DESC_MAGIC) {
+    if (len >= IMG_APP_DESC_OFFSET + 4 && head_le32(head + IMG_APP_DESC_OFFSET) != IMG_APP_DESC_MAGIC) {
         /* A bootloader, a RAM-only program, or no ESP-IDF app at all. */
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "no app descriptor at 0x%02x: not an ESP-IDF app",
                     IMG_APP_DESC_OFFSET);
         return BLE_OTA_ST_INVALID_IMAGE;
+    }
+    if (len >= IMG_SECURE_VERSION_OFFSET + 4 && head_le32(head + IMG_SECURE_VERSION_OFFSET) < info.secure_version) {
+        /* Anti-rollback: an older image may be signed too, and have the
+         * holes its successor fixed. */
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image secure_version %lu is below the running %lu",
+                    (unsigned long)head_le32(head + IMG_SECURE_VERSION_OFFSET), (unsigned long)info.secure_version);
+        return BLE_OTA_ST_OLD_SECURE_VERSION;
     }
     if (complete && len < BLE_OTA_IMAGE_HEAD_LEN) {
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "image of %lu bytes ends before its app descriptor",
@@ -184,6 +194,7 @@ ble_ota_config_default(ble_ota_config_t *config)
     config->abandon_timeout_ms = BLE_OTA_ABANDON_TIMEOUT_MS;
     config->confirm_window_ms = BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS;
     config->serve_seed = true;
+    config->auth_timeout_ms = BLE_OTA_AUTH_TIMEOUT_MS;
 }
 
 void
@@ -204,6 +215,9 @@ ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ot
         }
         if (core->config.abandon_timeout_ms == 0) {
             core->config.abandon_timeout_ms = BLE_OTA_ABANDON_TIMEOUT_MS;
+        }
+        if (core->config.auth_timeout_ms == 0) {
+            core->config.auth_timeout_ms = BLE_OTA_AUTH_TIMEOUT_MS;
         }
     }
     core->state = BLE_OTA_STATE_IDLE;
@@ -339,6 +353,9 @@ static ble_ota_status_t
 ble_ota_seed_not_served(ble_ota_core_t *core)
 {
     ble_ota_log(core->port, BLE_OTA_LOG_WARN, "seed protocol write refused: not enabled in this build");
+    if (!core->auth.authenticated) {
+        ble_ota_auth_failed(core, "seed protocol write");
+    }
     return BLE_OTA_ERR_NOT_SERVED;
 }
 
@@ -443,11 +460,19 @@ ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 }
 
 void
+ble_ota_core_connected(ble_ota_core_t *core)
+{
+    ble_ota_confirm_account(core);
+    ble_ota_auth_connected(core);
+}
+
+void
 ble_ota_core_disconnected(ble_ota_core_t *core)
 {
     const ble_ota_port_t *port = core->port;
 
     ble_ota_v2_disconnected(core);
+    ble_ota_confirm_account(core);
     ble_ota_auth_disconnected(core);
     switch (core->state) {
     case BLE_OTA_STATE_RESTARTING:
@@ -492,7 +517,8 @@ ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed)
          * can reach the device. Until then the image stays pending, so a
          * restart rolls it back; tick() rolls back when the window ends. */
         core->confirm_waiting = true;
-        core->confirm_started_ms = port->now_ms(port->ctx);
+        core->confirm_elapsed_ms = 0;
+        core->confirm_counted_at_ms = port->now_ms(port->ctx);
         ble_ota_log(port, BLE_OTA_LOG_INFO, "boot: new image waits for a client's CONFIRM (%lu ms)",
                     (unsigned long)core->config.confirm_window_ms);
     } else if (self_test_passed) {

@@ -46,17 +46,41 @@ void ble_ota_v2_disconnected(ble_ota_core_t *core);
 /* Compares in a time that does not depend on the contents. */
 bool ble_ota_equal_ct(const uint8_t *a, const uint8_t *b, size_t len);
 
-/* Fills the CHALLENGE answer (a fresh challenge, or AUTH_LOCKED and the
- * milliseconds left); returns its length, 0 when cap is too small. */
-size_t ble_ota_auth_challenge(ble_ota_core_t *core, uint8_t *answer, size_t cap);
+/* Answers HELLO (request: opcode and client nonce, len bytes): a fresh
+ * device nonce and a new session on this link, or NOT_PROVISIONED,
+ * AUTH_LOCKED with the milliseconds left, BAD_LENGTH. Returns the answer's
+ * length, 0 when cap is too small. */
+size_t ble_ota_auth_hello(ble_ota_core_t *core, const uint8_t *request, size_t len, uint8_t *answer, size_t cap);
 
-/* Checks a request of len bytes whose own fields take base_len: without a
- * key it must be base_len long; with one, base_len plus a MAC of the
- * current challenge, which it uses up. Returns BLE_OTA_ST_OK or the status
- * to answer (BAD_LENGTH, AUTH_REQUIRED, AUTH_FAILED, AUTH_LOCKED). */
+/* Checks a request of len bytes whose own fields take base_len: without
+ * authentication it must be base_len long; with it, base_len plus the
+ * session MAC of the next sequence number, which it uses up. Returns
+ * BLE_OTA_ST_OK or the status to answer (BAD_LENGTH, AUTH_REQUIRED,
+ * AUTH_FAILED, AUTH_LOCKED); failures count against the link. */
 uint8_t ble_ota_auth_check(ble_ota_core_t *core, const uint8_t *request, size_t len, size_t base_len);
 
-/* The link dropped: its challenge is void. */
+/* Appends the answer MAC when the request being answered carried a valid
+ * one (once per request); returns the answer's new length. */
+size_t ble_ota_auth_seal(ble_ota_core_t *core, uint8_t *answer, size_t len, size_t cap);
+
+/* A failure on this link (no-op without authentication): locks it for a
+ * while, ends it at BLE_OTA_AUTH_FAILURES_MAX. */
+void ble_ota_auth_failed(ble_ota_core_t *core, const char *why);
+
+/* Asks the port to end the link (once). */
+void ble_ota_auth_drop(ble_ota_core_t *core, const char *why);
+
+/* A link that has not authenticated holds the device. */
+bool ble_ota_auth_held_by_stranger(const ble_ota_core_t *core);
+
+void ble_ota_auth_connected(ble_ota_core_t *core);
+/* The link dropped: its session, failures and lock end with it. */
 void ble_ota_auth_disconnected(ble_ota_core_t *core);
+/* Ends a link that has not authenticated within the timeout. */
+void ble_ota_auth_tick(ble_ota_core_t *core, uint32_t now);
+
+/* Brings the confirm window's count up to now (ble_ota_v2.c); call before
+ * the link changes hands (connect, first authenticated request, disconnect). */
+void ble_ota_confirm_account(ble_ota_core_t *core);
 
 #endif /* BLE_OTA_INTERNAL_H */

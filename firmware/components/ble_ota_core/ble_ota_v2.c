@@ -20,8 +20,8 @@ _Static_assert(BLE_OTA_DEFLATE_CHUNK == BLE_OTA_FLASH_BLOCK, "a chunk fills a fl
 _Static_assert(offsetof(ble_ota_v2_t, block) == offsetof(ble_ota_v2_t, history) + BLE_OTA_DEFLATE_CHUNK,
                "history sits right before block");
 
-/* Largest notification: the CHALLENGE answer (opcode, status, challenge). */
-#define BLE_OTA_NOTIFY_MAX (2 + BLE_OTA_AUTH_CHALLENGE_LEN)
+/* Largest answer: INFO's (opcode, status, SHA-256) with its MAC. */
+#define BLE_OTA_ANSWER_MAX (2 + BLE_OTA_SHA256_LEN + BLE_OTA_AUTH_MAC_LEN)
 
 static uint32_t
 get_le32(const uint8_t *p)
@@ -71,6 +71,8 @@ v2_status_of(ble_ota_port_err_t err, bool at_begin)
         return BLE_OTA_ST_TOO_LARGE;
     case BLE_OTA_PORT_ERR_INVALID_IMAGE:
         return BLE_OTA_ST_INVALID_IMAGE;
+    case BLE_OTA_PORT_ERR_SIGNATURE:
+        return BLE_OTA_ST_BAD_SIGNATURE;
     case BLE_OTA_PORT_ERR_STATE:
         return at_begin ? BLE_OTA_ST_PENDING_CONFIRM : BLE_OTA_ST_FLASH_ERROR;
     case BLE_OTA_PORT_ERR_FLASH:
@@ -86,14 +88,37 @@ v2_notify(ble_ota_core_t *core, const uint8_t *data, size_t len)
     core->port->notify_command(core->port->ctx, data, len);
 }
 
+/* Sends an answer (len bytes in a buffer of BLE_OTA_ANSWER_MAX), with the
+ * session MAC when its request carried one: the client then knows the
+ * device that holds the key said it. */
+static void
+v2_send_answer(ble_ota_core_t *core, uint8_t *answer, size_t len)
+{
+    v2_notify(core, answer, ble_ota_auth_seal(core, answer, len, BLE_OTA_ANSWER_MAX));
+}
+
 /* An answer without fields. BEGIN and END statuses are what OTA Info
  * reports as last_status. */
 static void
 v2_answer(ble_ota_core_t *core, uint8_t opcode, uint8_t status)
 {
-    const uint8_t answer[2] = { (uint8_t)(opcode | BLE_OTA_ANSWER), status };
+    uint8_t answer[BLE_OTA_ANSWER_MAX] = { (uint8_t)(opcode | BLE_OTA_ANSWER), status };
 
     if (opcode == BLE_OTA_CMD_BEGIN || opcode == BLE_OTA_CMD_END) {
+        core->last_status = status;
+    }
+    v2_send_answer(core, answer, 2);
+}
+
+/* Refuses a request that did not authenticate: a plain answer. On a
+ * device with authentication, OTA Info's last_status stays the owner's:
+ * strangers' requests leave it. */
+static void
+v2_refuse(ble_ota_core_t *core, uint8_t opcode, uint8_t status)
+{
+    const uint8_t answer[2] = { (uint8_t)(opcode | BLE_OTA_ANSWER), status };
+
+    if (!core->config.auth && (opcode == BLE_OTA_CMD_BEGIN || opcode == BLE_OTA_CMD_END)) {
         core->last_status = status;
     }
     v2_notify(core, answer, sizeof(answer));
@@ -184,7 +209,7 @@ ble_ota_v2_disconnected(ble_ota_core_t *core)
 static void
 v2_answer_begin(ble_ota_core_t *core, uint32_t offset)
 {
-    uint8_t answer[14]; /* opcode, status, offset, window, max_packet[, image_offset] */
+    uint8_t answer[BLE_OTA_ANSWER_MAX]; /* opcode, status, offset, window, max_packet[, image_offset] */
 
     answer[0] = BLE_OTA_CMD_BEGIN | BLE_OTA_ANSWER;
     answer[1] = BLE_OTA_ST_OK;
@@ -194,7 +219,7 @@ v2_answer_begin(ble_ota_core_t *core, uint32_t offset)
     /* DEFLATE: the image offset of the chunk that starts at `offset`. */
     put_le32(answer + 10, core->v2.stored);
     core->last_status = BLE_OTA_ST_OK;
-    v2_notify(core, answer, core->v2.deflate ? 14 : 10);
+    v2_send_answer(core, answer, core->v2.deflate ? 14 : 10);
 }
 
 static void
@@ -207,7 +232,7 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
     /* Before anything else: a request without the key learns nothing. */
     const uint8_t auth = ble_ota_auth_check(core, data, len, BLE_OTA_BEGIN_SIZE);
     if (auth != BLE_OTA_ST_OK) {
-        v2_answer(core, BLE_OTA_CMD_BEGIN, auth);
+        v2_refuse(core, BLE_OTA_CMD_BEGIN, auth);
         return;
     }
     const uint32_t size = get_le32(data + 1);
@@ -401,10 +426,38 @@ v2_confirm(ble_ota_core_t *core)
     v2_answer(core, BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK);
 }
 
+/* INFO: the SHA-256 of the OTA Info value as a read returns it now, in an
+ * answer the session MAC proves; a client compares it with what it read. */
+static void
+v2_info(ble_ota_core_t *core)
+{
+    uint8_t info[BLE_OTA_INFO_SIZE];
+    uint8_t answer[BLE_OTA_ANSWER_MAX] = { BLE_OTA_CMD_INFO | BLE_OTA_ANSWER, BLE_OTA_ST_OK };
+
+    ble_ota_core_info_read(core, info, sizeof(info));
+    ble_ota_sha256(info, sizeof(info), answer + 2);
+    v2_send_answer(core, answer, 2 + BLE_OTA_SHA256_LEN);
+}
+
+/* A write that is no request of this device's: on a device with
+ * authentication, a stranger's probing, which counts against its link. */
+static void
+v2_junk(ble_ota_core_t *core, const char *what)
+{
+    if (!core->auth.authenticated) {
+        ble_ota_auth_failed(core, what);
+    }
+}
+
 ble_ota_status_t
 ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
+    if (core->auth.dropping) {
+        return BLE_OTA_OK; /* the link is ending: nothing it says counts */
+    }
+    core->auth.answer_signed = false;
     if (len == 0 || data == NULL) {
+        v2_junk(core, "empty command");
         return BLE_OTA_ERR_LENGTH; /* no opcode to answer */
     }
     const uint8_t opcode = data[0];
@@ -412,29 +465,29 @@ ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len
         /* Its answer (opcode | 0x80) would read as an event (0xC0 and up)
          * or as another request's answer: refuse the write instead. */
         ble_ota_log(core->port, BLE_OTA_LOG_WARN, "OTA Command 0x%02x is no request", opcode);
+        v2_junk(core, "no request");
         return BLE_OTA_ERR_VALUE;
     }
     if (opcode == BLE_OTA_CMD_BEGIN) {
         v2_begin(core, data, len);
         return BLE_OTA_OK;
     }
-    if (opcode == BLE_OTA_CMD_CHALLENGE && core->config.auth) {
-        uint8_t answer[BLE_OTA_NOTIFY_MAX];
-        if (len != 1) {
-            v2_answer(core, opcode, BLE_OTA_ST_BAD_LENGTH);
-        } else {
-            v2_notify(core, answer, ble_ota_auth_challenge(core, answer, sizeof(answer)));
-        }
+    if (core->config.auth && opcode == BLE_OTA_CMD_HELLO) {
+        uint8_t answer[BLE_OTA_ANSWER_MAX];
+        v2_notify(core, answer, ble_ota_auth_hello(core, data, len, answer, sizeof(answer)));
         return BLE_OTA_OK;
     }
-    if (opcode < BLE_OTA_CMD_END || opcode > BLE_OTA_CMD_CONFIRM) {
+    const bool known = (opcode >= BLE_OTA_CMD_END && opcode <= BLE_OTA_CMD_CONFIRM) ||
+                       (core->config.auth && opcode == BLE_OTA_CMD_INFO);
+    if (!known) {
         ble_ota_log(core->port, BLE_OTA_LOG_WARN, "OTA Command 0x%02x unknown", opcode);
-        v2_answer(core, opcode, BLE_OTA_ST_UNKNOWN_COMMAND);
+        v2_junk(core, "unknown command");
+        v2_refuse(core, opcode, BLE_OTA_ST_UNKNOWN_COMMAND);
         return BLE_OTA_OK;
     }
     const uint8_t auth = ble_ota_auth_check(core, data, len, 1);
     if (auth != BLE_OTA_ST_OK) {
-        v2_answer(core, opcode, auth);
+        v2_refuse(core, opcode, auth);
         return BLE_OTA_OK;
     }
     switch (opcode) {
@@ -446,6 +499,9 @@ ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len
         break;
     case BLE_OTA_CMD_ABORT:
         v2_abort_command(core);
+        break;
+    case BLE_OTA_CMD_INFO:
+        v2_info(core);
         break;
     case BLE_OTA_CMD_CONFIRM:
     default:
@@ -722,33 +778,51 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
         offset = core->received;
     }
 
-    out[0] = BLE_OTA_INFO_VERSION;
-    out[1] = BLE_OTA_PROTOCOL_VERSION;
-    put_le16(out + 2, features);
-    put_le16(out + 4, info.chip_id);
-    put_le16(out + 6, info.chip_revision);
-    put_le32(out + 8, info.slot_size);
-    put_le16(out + 12, core->config.max_packet);
-    put_le16(out + 14, core->config.window);
-    out[16] = running;
-    out[17] = core->last_status;
-    out[18] = transfer;
-    out[19] = 0;
-    put_le32(out + 20, offset);
-    if (t->state != BLE_OTA_V2_IDLE) {
-        memcpy(out + 24, t->sha256, BLE_OTA_SHA256_LEN);
+    if (info.signed_updates) {
+        features |= BLE_OTA_FEATURE_SIGNED;
     }
-    put_le32(out + 56, info.secure_version);
-    put_field(out + 60, 32, info.version, sizeof(info.version));
-    put_field(out + 92, 32, info.project_name, sizeof(info.project_name));
-    put_field(out + 124, 32, info.idf_version, sizeof(info.idf_version));
-    put_field(out + 156, 16, info.date, sizeof(info.date));
-    put_field(out + 172, 16, info.time, sizeof(info.time));
-    memcpy(out + 188, info.app_elf_sha256, sizeof(info.app_elf_sha256));
+    out[BLE_OTA_INFO_OFF_INFO_VERSION] = BLE_OTA_INFO_VERSION;
+    out[BLE_OTA_INFO_OFF_PROTOCOL] = BLE_OTA_PROTOCOL_VERSION;
+    put_le16(out + BLE_OTA_INFO_OFF_FEATURES, features);
+    put_le16(out + BLE_OTA_INFO_OFF_CHIP_ID, info.chip_id);
+    put_le16(out + BLE_OTA_INFO_OFF_CHIP_REVISION, info.chip_revision);
+    put_le32(out + BLE_OTA_INFO_OFF_SLOT_SIZE, info.slot_size);
+    put_le16(out + BLE_OTA_INFO_OFF_MAX_PACKET, core->config.max_packet);
+    put_le16(out + BLE_OTA_INFO_OFF_WINDOW, core->config.window);
+    out[BLE_OTA_INFO_OFF_RUNNING_STATE] = running;
+    out[BLE_OTA_INFO_OFF_LAST_STATUS] = core->last_status;
+    out[BLE_OTA_INFO_OFF_TRANSFER_STATE] = transfer;
+    put_le32(out + BLE_OTA_INFO_OFF_TRANSFER_OFFSET, offset);
+    if (t->state != BLE_OTA_V2_IDLE) {
+        memcpy(out + BLE_OTA_INFO_OFF_TRANSFER_SHA256, t->sha256, BLE_OTA_SHA256_LEN);
+    }
+    put_le32(out + BLE_OTA_INFO_OFF_SECURE_VERSION, info.secure_version);
+    put_field(out + BLE_OTA_INFO_OFF_VERSION, 32, info.version, sizeof(info.version));
+    put_field(out + BLE_OTA_INFO_OFF_PROJECT_NAME, 32, info.project_name, sizeof(info.project_name));
+    put_field(out + BLE_OTA_INFO_OFF_IDF_VERSION, 32, info.idf_version, sizeof(info.idf_version));
+    put_field(out + BLE_OTA_INFO_OFF_DATE, 16, info.date, sizeof(info.date));
+    put_field(out + BLE_OTA_INFO_OFF_TIME, 16, info.time, sizeof(info.time));
+    memcpy(out + BLE_OTA_INFO_OFF_APP_ELF_SHA256, info.app_elf_sha256, sizeof(info.app_elf_sha256));
+    memcpy(out + BLE_OTA_INFO_OFF_DEVICE_ID, info.device_id, BLE_OTA_DEVICE_ID_LEN);
+    if (info.signed_updates) {
+        memcpy(out + BLE_OTA_INFO_OFF_SIGNING_KEY, info.signing_key_digest, sizeof(info.signing_key_digest));
+    }
     return BLE_OTA_INFO_SIZE;
 }
 
 /* --- timers ------------------------------------------------------------------- */
+
+void
+ble_ota_confirm_account(ble_ota_core_t *core)
+{
+    const uint32_t now = core->port->now_ms(core->port->ctx);
+
+    /* Unsigned differences: right across a wrap of the millisecond counter. */
+    if (core->confirm_waiting && !ble_ota_auth_held_by_stranger(core)) {
+        core->confirm_elapsed_ms += now - core->confirm_counted_at_ms;
+    }
+    core->confirm_counted_at_ms = now;
+}
 
 void
 ble_ota_core_tick(ble_ota_core_t *core)
@@ -761,8 +835,10 @@ ble_ota_core_tick(ble_ota_core_t *core)
         now - core->v2.suspended_at_ms >= core->config.abandon_timeout_ms) {
         ble_ota_v2_abort(core, "nobody resumed");
     }
+    ble_ota_auth_tick(core, now);
+    ble_ota_confirm_account(core);
     if (core->confirm_waiting && core->config.confirm_window_ms != 0 &&
-        now - core->confirm_started_ms >= core->config.confirm_window_ms) {
+        core->confirm_elapsed_ms >= core->config.confirm_window_ms) {
         core->confirm_waiting = false;
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "no CONFIRM within %lu ms: rolling back",
                     (unsigned long)core->config.confirm_window_ms);

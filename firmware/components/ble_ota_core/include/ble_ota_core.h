@@ -4,9 +4,11 @@
  * The GATT layer (NimBLE on the ESP32, the line protocol of the virtual
  * ESP32 on a host) only translates GATT events into these calls and maps the
  * returned status to an ATT error with ble_ota_status_to_att(). The core
- * allocates nothing: its one buffer (protocol v2's 4 KB flash block) and the
- * SHA-256 state live in ble_ota_core_t, so the caller decides where (a
- * static, on the ESP32: about 4.3 KB). Every call must come from one task.
+ * allocates nothing: its buffers (protocol v2's flash block, the DEFLATE
+ * chunk and dictionary) and the SHA-256 state live in ble_ota_core_t, so
+ * the caller decides where (a static, on the ESP32: about 12.7 KB). The core
+ * takes no lock: calls must not overlap (the ESP32 firmware makes them from
+ * several tasks under one mutex, firmware/main/ota_task.c).
  */
 #ifndef BLE_OTA_CORE_H
 #define BLE_OTA_CORE_H
@@ -43,12 +45,14 @@ typedef struct {
     uint32_t abandon_timeout_ms; /* a suspended transfer is aborted after this */
     uint32_t confirm_window_ms;  /* a new image awaiting CONFIRM is rolled back after this; 0: no limit */
     bool serve_seed;             /* the seed protocol is served (OTA Info feature SEED); it has no authentication */
-    bool auth;                   /* v2 requests need a MAC with auth_key (OTA Info feature AUTH) */
+    bool auth;                   /* v2 requests need a session MAC (OTA Info feature AUTH) */
+    /* The device key (derived from the owner's fleet secret and the device
+     * id; provisioned into storage no firmware image carries). With auth
+     * and no key, HELLO answers NOT_PROVISIONED: nobody can update. */
+    bool auth_key_set;
     uint8_t auth_key[BLE_OTA_AUTH_KEY_LEN];
+    uint32_t auth_timeout_ms;    /* a link not authenticated by then is dropped; 0: BLE_OTA_AUTH_TIMEOUT_MS */
 } ble_ota_config_t;
-
-/* Authentication failures in a row lock it for up to this long. */
-#define BLE_OTA_AUTH_LOCK_MAX_MS 60000u
 
 /* 32 KB: the client keeps sending through a 64 KB block erase (150 ms) and
  * the ACK that follows it (docs/PERFORMANCE.md: with DEFLATE, 16 KB left
@@ -99,20 +103,29 @@ typedef struct {
     uint8_t block[BLE_OTA_FLASH_BLOCK]; /* written to the slot in whole blocks */
 } ble_ota_v2_t;
 
-/* Authentication state (ble_ota_auth.c). */
+/* The client's link and its authentication (ble_ota_auth.c). Everything
+ * here belongs to one link and ends with it: what a stranger does on its
+ * own link never locks out the next one. */
 typedef struct {
-    uint8_t challenge[BLE_OTA_AUTH_CHALLENGE_LEN];
-    bool challenge_valid; /* handed out on this link and not used yet */
-    uint8_t failures;     /* in a row */
-    uint32_t lock_ms;     /* 0: not locked */
+    bool connected;
+    uint32_t connected_at_ms;
+    bool session;          /* HELLO answered: session_key and seq are set */
+    uint8_t session_key[BLE_OTA_SHA256_LEN];
+    uint32_t seq;          /* sequence number the next request must carry */
+    bool authenticated;    /* a request with a valid MAC arrived on this link */
+    bool answer_signed;    /* the request being handled verified: its answer carries a MAC */
+    uint32_t answer_seq;   /* that request's sequence number */
+    uint8_t failures;      /* on this link */
+    uint32_t lock_ms;      /* 0: not locked */
     uint32_t locked_at_ms;
+    bool dropping;         /* the port was asked to end this link */
 } ble_ota_auth_t;
 
 /* Bytes at the start of an image the core checks before the image may be
  * selected, in either protocol: the 24-byte image header, the first
- * segment's header, and the magic word of the app descriptor
- * (esp_app_desc_t) at offset 0x20. */
-#define BLE_OTA_IMAGE_HEAD_LEN 36
+ * segment's header, and the app descriptor's (esp_app_desc_t, at offset
+ * 0x20) magic word and secure_version. */
+#define BLE_OTA_IMAGE_HEAD_LEN 40
 
 typedef struct {
     const ble_ota_port_t *port;
@@ -129,7 +142,11 @@ typedef struct {
     uint8_t last_status;         /* OTA Info last_status, BLE_OTA_LAST_STATUS_NONE at boot */
     bool confirm_waiting;        /* the running image waits for CONFIRM */
     bool rollback_requested;     /* port rollback() called: nothing may start until the restart */
-    uint32_t confirm_started_ms; /* port now_ms() when the confirm window opened */
+    /* The confirm window counts the time the owner could have confirmed:
+     * not while a link that has not authenticated holds the device (one
+     * link at a time), so strangers cannot run it out. */
+    uint32_t confirm_elapsed_ms;
+    uint32_t confirm_counted_at_ms; /* port now_ms() up to which confirm_elapsed_ms counts */
     ble_ota_auth_t auth;
 } ble_ota_core_t;
 
@@ -148,6 +165,10 @@ uint8_t ble_ota_core_control_read(const ble_ota_core_t *core);
 
 /* A client wrote len bytes to OTA Data. */
 ble_ota_status_t ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len);
+
+/* A client connected. On a device with authentication, the link must
+ * authenticate within config.auth_timeout_ms, or tick() ends it. */
+void ble_ota_core_connected(ble_ota_core_t *core);
 
 /* The client's link dropped: a seed transfer in progress is aborted, so the
  * slot is freed and the next REQUEST starts clean; a v2 transfer is
@@ -171,8 +192,9 @@ ble_ota_status_t ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *
 size_t ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap);
 
 /* Timers: aborts a suspended transfer after the abandon timeout, rolls back
- * an unconfirmed image after the confirm window. Call every 100-1000 ms
- * (more often only sharpens the timeouts). */
+ * an unconfirmed image after the confirm window, ends a link that did not
+ * authenticate in time. Call every 100-1000 ms (more often only sharpens
+ * the timeouts). */
 void ble_ota_core_tick(ble_ota_core_t *core);
 
 /* Called once at boot, after the application's self-test (BLE stack up and
@@ -183,9 +205,29 @@ void ble_ota_core_tick(ble_ota_core_t *core);
  * Returns the state the running image had before the call. */
 ble_ota_img_state_t ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed);
 
-/* Parses a key of 2 * BLE_OTA_AUTH_KEY_LEN hex digits (menuconfig's
- * CONFIG_BLE_OTA_AUTH_KEY); false when it is anything else. */
-bool ble_ota_auth_key_from_hex(const char *hex, uint8_t key[BLE_OTA_AUTH_KEY_LEN]);
+/* The key partition (docs/SECURITY.md): where the device key lives, apart
+ * from any firmware image. Its first bytes:
+ *   0  8   magic "BLEOTAK1"
+ *   8  6   device id the key was derived for
+ *   14 2   reserved, 0
+ *   16 32  device key
+ *   48 4   CRC-32 (IEEE, as zlib) of bytes 0-47
+ * The rest of the partition is 0xFF. */
+#define BLE_OTA_KEY_RECORD_LEN 52
+#define BLE_OTA_KEY_MAGIC "BLEOTAK1"
+
+typedef enum {
+    BLE_OTA_KEY_OK = 0,
+    BLE_OTA_KEY_EMPTY,       /* erased: never provisioned */
+    BLE_OTA_KEY_CORRUPT,     /* not a key record, or its CRC fails */
+    BLE_OTA_KEY_OTHER_DEVICE /* made for another device id */
+} ble_ota_key_status_t;
+
+/* Reads a key record (len bytes from the partition's start) for the
+ * device with this id; the key goes to key only with BLE_OTA_KEY_OK. */
+ble_ota_key_status_t ble_ota_key_record_parse(const uint8_t *record, size_t len,
+                                              const uint8_t device_id[BLE_OTA_DEVICE_ID_LEN],
+                                              uint8_t key[BLE_OTA_AUTH_KEY_LEN]);
 
 /* ATT error code a GATT layer returns for a status (0 for BLE_OTA_OK). */
 uint8_t ble_ota_status_to_att(ble_ota_status_t status);

@@ -5,8 +5,9 @@
  * platform fills one ble_ota_port_t: the ESP-IDF adapter
  * (firmware/main/ota_port_esp.c) with esp_ota_* calls, the host platform
  * (firmware/host/host_port.c) with emulated flash for tests and the virtual
- * ESP32. Every function is called from the task that delivers GATT events;
- * none may block longer than one flash operation.
+ * ESP32. The core calls the port only from its own calls, so the port runs
+ * in whatever task calls the core (on the ESP32 the OTA task, under its
+ * lock); none may block longer than one flash operation.
  */
 #ifndef BLE_OTA_PORT_H
 #define BLE_OTA_PORT_H
@@ -23,6 +24,7 @@ typedef enum {
     BLE_OTA_PORT_ERR_TOO_LARGE,     /* the data does not fit the slot */
     BLE_OTA_PORT_ERR_FLASH,         /* erase or write failed */
     BLE_OTA_PORT_ERR_INVALID_IMAGE, /* image validation failed at end */
+    BLE_OTA_PORT_ERR_SIGNATURE,     /* at end: not signed with the key the device trusts */
     BLE_OTA_PORT_ERR_STATE,         /* refused in this state (e.g. rollback pending) */
     BLE_OTA_PORT_ERR_OTHER,
 } ble_ota_port_err_t;
@@ -55,6 +57,12 @@ typedef struct {
     char date[16];
     char time[16];
     uint8_t app_elf_sha256[32]; /* the running build's identity */
+    uint8_t device_id[6];       /* the chip's base MAC address (BLE_OTA_DEVICE_ID_LEN) */
+    /* slot_end accepts only images signed with the key whose digest
+     * (Secure Boot v2: SHA-256 of the block's public key) this is: the
+     * key of the running image's signature block. */
+    bool signed_updates;
+    uint8_t signing_key_digest[32];
 } ble_ota_device_info_t;
 
 typedef struct ble_ota_port {
@@ -66,8 +74,9 @@ typedef struct ble_ota_port {
     ble_ota_port_err_t (*slot_begin)(void *ctx, uint32_t image_size);
     /* Append len bytes to the open slot. */
     ble_ota_port_err_t (*slot_write)(void *ctx, const uint8_t *data, size_t len);
-    /* Close the slot and validate the image in it (esp_ota_end). The slot is
-     * closed whatever the result. */
+    /* Close the slot and validate the image in it (esp_ota_end), its
+     * signature included where the device requires one (SIGNATURE when that
+     * alone fails). The slot is closed whatever the result. */
     ble_ota_port_err_t (*slot_end)(void *ctx);
     /* Drop the open slot, if any, and free what it holds. */
     void (*slot_abort)(void *ctx);
@@ -102,7 +111,7 @@ typedef struct ble_ota_port {
     ble_ota_port_err_t (*set_confirm_required)(void *ctx, bool required);
     bool (*confirm_required)(void *ctx);
     /* Fills out with bytes from a cryptographically secure generator (the
-     * hardware RNG on the ESP32): authentication challenges. */
+     * hardware RNG on the ESP32): the device's session nonces. */
     void (*random)(void *ctx, uint8_t *out, size_t len);
     /* Inflates in_len bytes of raw deflate (RFC 1951) into out; true only
      * when they are one complete stream of exactly out_len bytes. The
@@ -110,6 +119,11 @@ typedef struct ble_ota_port {
      * may reach into them. NULL: the platform cannot, and OTA Info does not
      * offer DEFLATE. */
     bool (*inflate)(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len, size_t history);
+
+    /* Ends the client's link (a stranger's that failed or did not
+     * authenticate in time); returns at once, the link's end comes later
+     * as a disconnect (ble_ota_core_disconnected). */
+    void (*disconnect)(void *ctx);
 
     /* One log line, without trailing newline. */
     void (*log)(void *ctx, ble_ota_log_level_t level, const char *msg);

@@ -55,15 +55,41 @@
 #define BLE_OTA_STREAM_UUID  "c771fa03-c1a5-46d6-8529-795dac415ff6" /* write without response, write */
 
 #define BLE_OTA_PROTOCOL_VERSION 2
-#define BLE_OTA_INFO_VERSION     1
-#define BLE_OTA_INFO_SIZE        220
+#define BLE_OTA_INFO_VERSION     2
+#define BLE_OTA_INFO_SIZE        260
+
+/* OTA Info field offsets (docs/PROTOCOL.md, OTA Info). */
+#define BLE_OTA_INFO_OFF_INFO_VERSION    0   /* u8 */
+#define BLE_OTA_INFO_OFF_PROTOCOL        1   /* u8 */
+#define BLE_OTA_INFO_OFF_FEATURES        2   /* u16 */
+#define BLE_OTA_INFO_OFF_CHIP_ID         4   /* u16 */
+#define BLE_OTA_INFO_OFF_CHIP_REVISION   6   /* u16 */
+#define BLE_OTA_INFO_OFF_SLOT_SIZE       8   /* u32 */
+#define BLE_OTA_INFO_OFF_MAX_PACKET      12  /* u16 */
+#define BLE_OTA_INFO_OFF_WINDOW          14  /* u16 */
+#define BLE_OTA_INFO_OFF_RUNNING_STATE   16  /* u8 */
+#define BLE_OTA_INFO_OFF_LAST_STATUS     17  /* u8 */
+#define BLE_OTA_INFO_OFF_TRANSFER_STATE  18  /* u8, then a reserved byte */
+#define BLE_OTA_INFO_OFF_TRANSFER_OFFSET 20  /* u32 */
+#define BLE_OTA_INFO_OFF_TRANSFER_SHA256 24  /* 32 bytes */
+#define BLE_OTA_INFO_OFF_SECURE_VERSION  56  /* u32 */
+#define BLE_OTA_INFO_OFF_VERSION         60  /* 32 bytes, NUL-padded */
+#define BLE_OTA_INFO_OFF_PROJECT_NAME    92  /* 32 bytes */
+#define BLE_OTA_INFO_OFF_IDF_VERSION     124 /* 32 bytes */
+#define BLE_OTA_INFO_OFF_DATE            156 /* 16 bytes */
+#define BLE_OTA_INFO_OFF_TIME            172 /* 16 bytes */
+#define BLE_OTA_INFO_OFF_APP_ELF_SHA256  188 /* 32 bytes */
+/* info_version 2: */
+#define BLE_OTA_INFO_OFF_DEVICE_ID       220 /* 6 bytes, then 2 reserved */
+#define BLE_OTA_INFO_OFF_SIGNING_KEY     228 /* 32 bytes: digest of the key updates must be signed with */
 
 /* OTA Info features. */
 #define BLE_OTA_FEATURE_RESUME         0x0001
 #define BLE_OTA_FEATURE_CLIENT_CONFIRM 0x0002
 #define BLE_OTA_FEATURE_SEED           0x0004
 #define BLE_OTA_FEATURE_DEFLATE        0x0008 /* the stream may carry deflated 4 KB chunks */
-#define BLE_OTA_FEATURE_AUTH           0x0010 /* requests need a MAC (CHALLENGE first) */
+#define BLE_OTA_FEATURE_AUTH           0x0010 /* requests need a MAC of an authenticated session (HELLO first) */
+#define BLE_OTA_FEATURE_SIGNED         0x0020 /* images must be signed with the key OTA Info names */
 
 /* OTA Info running_state. */
 #define BLE_OTA_RUNNING_VALID          0
@@ -85,7 +111,8 @@
 #define BLE_OTA_CMD_RESTART 0x03
 #define BLE_OTA_CMD_ABORT   0x04
 #define BLE_OTA_CMD_CONFIRM 0x05
-#define BLE_OTA_CMD_CHALLENGE 0x06 /* answer: challenge[16], or AUTH_LOCKED and retry_ms u32 */
+#define BLE_OTA_CMD_HELLO   0x06 /* client_nonce[16]; answer: device_nonce[16], or AUTH_LOCKED and retry_ms u32 */
+#define BLE_OTA_CMD_INFO    0x07 /* answer: SHA-256 of the OTA Info value, proven by the answer's MAC */
 #define BLE_OTA_ANSWER      0x80
 /* Request opcodes are 0x00-0x3F, so answers (0x80-0xBF) never read as
  * events (0xC0-0xFF); a write above it fails with BLE_OTA_ATT_ERR_BAD_VALUE. */
@@ -101,11 +128,30 @@
  * chunk itself. The BEGIN answer then also tells `image_offset` u32. */
 #define BLE_OTA_DEFLATE_CHUNK 4096
 
-/* Authentication (FEATURE_AUTH): every request but CHALLENGE ends with
- * HMAC-SHA256(key, challenge || request without the MAC). */
-#define BLE_OTA_AUTH_KEY_LEN       32
-#define BLE_OTA_AUTH_CHALLENGE_LEN 16
-#define BLE_OTA_AUTH_MAC_LEN       32
+/* Authentication (FEATURE_AUTH, docs/PROTOCOL.md): HELLO exchanges nonces
+ * and both sides derive a session key from the device key; every later
+ * request ends with HMAC-SHA256(session key, 'C' || seq u32 || request),
+ * and its answer with HMAC-SHA256(session key, 'D' || seq u32 || answer). */
+#define BLE_OTA_AUTH_KEY_LEN   32
+#define BLE_OTA_AUTH_NONCE_LEN 16
+#define BLE_OTA_AUTH_MAC_LEN   32
+#define BLE_OTA_HELLO_SIZE     (1 + BLE_OTA_AUTH_NONCE_LEN)
+/* The device's identity: its base MAC address, as `esptool.py read_mac`
+ * prints it. Device keys are derived from it, and session keys bind it. */
+#define BLE_OTA_DEVICE_ID_LEN  6
+/* Domain labels of the key derivations (ASCII, no NUL):
+ *   device key  = HMAC-SHA256(fleet secret, "BLE-OTA device key" || device id)
+ *   session key = HMAC-SHA256(device key, "BLE-OTA session" || device id ||
+ *                             client nonce || device nonce) */
+#define BLE_OTA_DEVICE_KEY_LABEL "BLE-OTA device key"
+#define BLE_OTA_SESSION_LABEL    "BLE-OTA session"
+#define BLE_OTA_MAC_REQUEST 0x43 /* 'C': the client's requests */
+#define BLE_OTA_MAC_ANSWER  0x44 /* 'D': the device's answers */
+/* Per link: failures in a row before the device drops the link, and how
+ * long a new link may take to authenticate. */
+#define BLE_OTA_AUTH_FAILURES_MAX  3
+#define BLE_OTA_AUTH_TIMEOUT_MS    10000
+#define BLE_OTA_AUTH_LOCK_MIN_MS   1000
 
 /* OTA Command events, sent by the device on its own. */
 #define BLE_OTA_EVT_ACK    0xC0 /* offset u32 */
@@ -134,6 +180,9 @@
 #define BLE_OTA_ST_AUTH_FAILED     0x0F
 #define BLE_OTA_ST_AUTH_LOCKED     0x10
 #define BLE_OTA_ST_BAD_DATA        0x11 /* a deflated chunk is malformed or not its size */
+#define BLE_OTA_ST_NOT_PROVISIONED 0x12 /* the device requires authentication but has no key yet */
+#define BLE_OTA_ST_BAD_SIGNATURE   0x13 /* the image is not signed with the key the device trusts */
+#define BLE_OTA_ST_OLD_SECURE_VERSION 0x14 /* the image's secure_version is below the running one's */
 
 /* Flash is written in blocks of this size (one 4 KB sector). */
 #define BLE_OTA_FLASH_BLOCK 4096
