@@ -1,6 +1,7 @@
 /**
- * Errors of the OTA client. Every error has a stable `code` (documented in
- * docs/ERRORS.md) and a message that says what happened and what to do.
+ * Errors of the OTA client. Every error has a stable `code` (each one is in
+ * docs/TROUBLESHOOTING.md) and a message that says what happened and what
+ * to do.
  */
 
 export type BleOtaErrorCode =
@@ -19,6 +20,8 @@ export type BleOtaErrorCode =
   | 'IMAGE_TOO_LARGE'
   | 'IMAGE_WRONG_CHIP'
   | 'IMAGE_NOT_SIGNED'
+  | 'IMAGE_SIGNATURE_INVALID'
+  | 'SECURE_VERSION_TOO_OLD'
   | 'DOWNGRADE_REFUSED'
   // the Bluetooth side
   | 'BLUETOOTH_UNAVAILABLE'
@@ -37,6 +40,8 @@ export type BleOtaErrorCode =
   | 'AUTH_REQUIRED'
   | 'AUTH_FAILED'
   | 'AUTH_LOCKED'
+  | 'NOT_PROVISIONED'
+  | 'DEVICE_NOT_AUTHENTICATED'
   // the caller
   | 'CANCELLED'
   | 'BUSY'

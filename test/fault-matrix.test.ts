@@ -6,17 +6,18 @@
  *
  * Each case has its own radio (its own noble) and device, so cases run side
  * by side; images are small and timeouts short to keep the whole matrix fast.
- * The devices are keyed builds (our firmware's default), so every request
- * goes after a CHALLENGE, and authentication is a phase of its own.
+ * The devices are our firmware's default build (a provisioned key, signed
+ * images only), so every update opens a session (HELLO) and has the device
+ * prove its OTA Info (INFO), each a phase of its own, and END checks the
+ * image's signature.
  */
 import { strict as assert } from 'node:assert';
-import { randomBytes } from 'node:crypto';
 import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
 import { BleOtaError, BleOtaErrorCode } from '../lib/errors';
-import { buildAppImage } from '../lib/image/app-image-builder';
 import { Command, OTA_COMMAND_UUID, OTA_INFO_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { OWNER, ownedDevice, signedImage } from './support/owner';
 
 const PHASES = [
   'connect',
@@ -24,6 +25,7 @@ const PHASES = [
   'discovery',
   'info read',
   'authentication',
+  'info proof',
   'BEGIN',
   'data at 0',
   'data at 25 %',
@@ -72,7 +74,6 @@ function expected(phase: PhaseName, fault: FaultName): BleOtaErrorCode | 'ok' {
   }
 }
 
-const KEY = randomBytes(32);
 const IMAGE_SIZE = 24 * 1024;
 const CONCURRENCY = 6;
 const TIMEOUTS = { scanMs: 1500, connectMs: 500, gattMs: 400, verifyMs: 800, restartMs: 800 };
@@ -124,7 +125,8 @@ function onPhase(radio: VirtualRadio, device: VirtualEsp32, image: Buffer, phase
       break;
     default: {
       const command: Partial<Record<PhaseName, number>> = {
-        authentication: Command.CHALLENGE, // the first one: before BEGIN
+        authentication: Command.HELLO, // the first one: before BEGIN
+        'info proof': Command.INFO, // the first one: before BEGIN
         BEGIN: Command.BEGIN,
         END: Command.END,
         RESTART: Command.RESTART,
@@ -199,10 +201,10 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
   const radio = new VirtualRadio();
   const name = `fm-${seed}`;
   try {
-    const device = await radio.addDevice({ name, restartDelayMs: 10, window: 4096, authKey: KEY });
+    const device = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10, window: 4096 }));
     const before = await device.state();
     const old = await device.readFlash(before.running, 0, before.slots[before.running].size);
-    const image = buildAppImage({ size: IMAGE_SIZE, projectName: 'virtual-esp32', version: '2.0.0', seed });
+    const image = signedImage({ size: IMAGE_SIZE, projectName: 'virtual-esp32', version: '2.0.0', seed });
     const client = new BleOtaClient({ noble: radio.noble, timeouts: TIMEOUTS });
     const trigger = onPhase(radio, device, image, phase, injector(radio, device, phase, fault));
 
@@ -212,7 +214,7 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
     let update: UpdateResult | undefined;
     const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client hung')), 20_000).unref());
     try {
-      update = await Promise.race([client.update({ target: { name }, image, key: KEY }), hung]);
+      update = await Promise.race([client.update({ target: { name }, image, secret: OWNER.secret }), hung]);
       resumes = update.resumes;
     } catch (err) {
       result = err instanceof BleOtaError ? err.code : `not a BleOtaError: ${String(err)}`;
@@ -235,6 +237,7 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
         : 'other';
     if (update) {
       assert.equal(update.confirmed, true, `${phase} / ${fault}: the client succeeded without a confirmed image`);
+      assert.equal(update.authenticated, true, `${phase} / ${fault}: the client succeeded without the device's proof`);
     }
     return { phase, fault, injected: trigger.fired, result, message, resumes, runs, slotState: slot.state };
   } finally {

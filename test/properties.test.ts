@@ -8,7 +8,7 @@ import { ImageError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { parseEspImage } from '../lib/image/esp-image';
 import { validateImage } from '../lib/image/validate';
-import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, STREAM_HEADER } from '../lib/protocol/constants';
+import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, INFO_SIZE_V1, STREAM_HEADER } from '../lib/protocol/constants';
 import { decodeBeginAnswer, decodeInfo, decodeNotification, encodeBegin, encodeCommand, encodeStreamPacket } from '../lib/protocol/v2-codec';
 
 /** Runs parse and validate; anything thrown must be an ImageError with a code and a message. */
@@ -158,12 +158,15 @@ describe('properties: the protocol v2 codec', () => {
 
   it('OTA Info and the BEGIN answer decode any long enough value, and refuse a short one with RangeError', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+      fc.property(fc.uint8Array({ maxLength: 320 }), (bytes) => {
         const value = Buffer.from(bytes);
-        if (value.length >= INFO_SIZE) {
+        // info_version 1 is 220 bytes; from version 2 on, at least 260.
+        const needed = value.length > 0 && value[0] >= 2 ? INFO_SIZE : INFO_SIZE_V1;
+        if (value.length >= needed) {
           const info = decodeInfo(value);
           assert.equal(info.transferOffset, value.readUInt32LE(20));
           assert.equal(info.app.elfSha256.length, 32);
+          assert.equal(info.deviceId?.length, value[0] >= 2 ? 6 : undefined);
         } else {
           assert.throws(() => decodeInfo(value), RangeError);
         }

@@ -2,9 +2,21 @@ import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  AUTH_CHALLENGE_LEN,
+  AUTH_FAILURES_MAX,
   AUTH_KEY_LEN,
+  AUTH_LOCK_MIN_MS,
   AUTH_MAC_LEN,
+  AUTH_NONCE_LEN,
+  AUTH_TIMEOUT_MS,
+  DEVICE_ID_LEN,
+  DEVICE_KEY_LABEL,
+  HELLO_SIZE,
+  InfoOffset,
+  KEY_MAGIC,
+  KEY_RECORD_LEN,
+  MAC_ANSWER,
+  MAC_REQUEST,
+  SESSION_LABEL,
   BEGIN_SIZE,
   BeginFlag,
   DEFLATE_CHUNK,
@@ -72,8 +84,33 @@ describe('protocol constants: C header and TypeScript agree', () => {
     assert.equal(Number(define('BLE_OTA_BEGIN_FLAG_DEFLATE')), BeginFlag.DEFLATE);
     assert.equal(Number(define('BLE_OTA_DEFLATE_CHUNK')), DEFLATE_CHUNK);
     assert.equal(Number(define('BLE_OTA_AUTH_KEY_LEN')), AUTH_KEY_LEN);
-    assert.equal(Number(define('BLE_OTA_AUTH_CHALLENGE_LEN')), AUTH_CHALLENGE_LEN);
+    assert.equal(Number(define('BLE_OTA_AUTH_NONCE_LEN')), AUTH_NONCE_LEN);
     assert.equal(Number(define('BLE_OTA_AUTH_MAC_LEN')), AUTH_MAC_LEN);
+  });
+
+  it('authentication: sizes, labels, MAC directions, per-link limits, the key record', () => {
+    assert.equal(HELLO_SIZE, 1 + AUTH_NONCE_LEN);
+    assert.match(header, /#define\s+BLE_OTA_HELLO_SIZE\s+\(1 \+ BLE_OTA_AUTH_NONCE_LEN\)/);
+    assert.equal(Number(define('BLE_OTA_DEVICE_ID_LEN')), DEVICE_ID_LEN);
+    assert.equal(define('BLE_OTA_DEVICE_KEY_LABEL'), DEVICE_KEY_LABEL.split(' ')[0]); // the regex stops at a space
+    assert.match(header, new RegExp(`#define\\s+BLE_OTA_DEVICE_KEY_LABEL\\s+"${DEVICE_KEY_LABEL}"`));
+    assert.match(header, new RegExp(`#define\\s+BLE_OTA_SESSION_LABEL\\s+"${SESSION_LABEL}"`));
+    assert.equal(Number(define('BLE_OTA_MAC_REQUEST')), MAC_REQUEST);
+    assert.equal(Number(define('BLE_OTA_MAC_ANSWER')), MAC_ANSWER);
+    assert.equal(Number(define('BLE_OTA_AUTH_FAILURES_MAX')), AUTH_FAILURES_MAX);
+    assert.equal(Number(define('BLE_OTA_AUTH_TIMEOUT_MS')), AUTH_TIMEOUT_MS);
+    assert.equal(Number(define('BLE_OTA_AUTH_LOCK_MIN_MS')), AUTH_LOCK_MIN_MS);
+    const core = readFileSync(join(__dirname, '../../firmware/components/ble_ota_core/include/ble_ota_core.h'), 'utf8');
+    assert.match(core, new RegExp(`#define\\s+BLE_OTA_KEY_RECORD_LEN\\s+${KEY_RECORD_LEN}\\b`));
+    assert.match(core, new RegExp(`#define\\s+BLE_OTA_KEY_MAGIC\\s+"${KEY_MAGIC}"`));
+  });
+
+  it('OTA Info offsets, field by field', () => {
+    for (const [name, value] of Object.entries(InfoOffset)) {
+      assert.equal(Number(define(`BLE_OTA_INFO_OFF_${name}`)), value, name);
+    }
+    const inHeader = [...header.matchAll(/#define\s+BLE_OTA_INFO_OFF_(\w+)\s/g)].map((m) => m[1]);
+    assert.deepEqual(inHeader.sort(), Object.keys(InfoOffset).sort(), 'the same fields on both sides');
   });
 
   const groups: Array<[string, Record<string, number>]> = [

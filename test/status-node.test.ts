@@ -108,6 +108,7 @@ function confirmedEvent(): OtaEvent {
       resumes: 0,
       skipped: false,
       previousVersion: '1.0.0',
+      authenticated: true,
     },
   });
 }
@@ -136,6 +137,7 @@ describe('ble-ota-status decoding', () => {
       transferSha256: Buffer.alloc(32, 0xab),
       app: { secureVersion: 2, version: '0.9.0', projectName: 'app', idfVersion: 'v5.3', date: 'd', time: 't', elfSha256: Buffer.alloc(32, 1) },
     },
+    authenticated: false,
   };
 
   it('decodes OTA Info: chip, suspended transfer, last status, capabilities, unknown values', () => {

@@ -5,6 +5,8 @@
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import { buildAppImage } from '../lib/image/app-image-builder';
+import { generateSigningKey } from '../lib/image/signature';
+import { OWNER, signedImage } from './support/owner';
 import { systemBluetoothProblem } from '../lib/noble-loader';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
@@ -186,12 +188,15 @@ describe('ble-ota-upload node', function () {
     assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'downgrade refused' });
   });
 
-  it('with "Require a signed image", refuses an unsigned image and takes a signed one', async () => {
-    const nodes = await load('node-test-signed', undefined, { requireSignature: true });
+  it('with "Require an image signed with this key", refuses unsigned and foreign images and takes the owner\'s', async () => {
+    const nodes = await load('node-test-signed', undefined, { requireSignature: true, publicKey: OWNER.publicKey });
     const unsigned = await send(nodes, { payload: buildAppImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 55 }) });
     assert.equal((unsigned.error!.error as { code: string }).code, 'IMAGE_NOT_SIGNED');
     assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'image not signed' });
-    const signed = await send(nodes, { payload: buildAppImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 55, signatureBlocks: 1 }) });
+    const foreign = await send(nodes, { payload: buildAppImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 55, signingKeys: generateSigningKey('ecdsa256') }) });
+    assert.equal((foreign.error!.error as { code: string }).code, 'IMAGE_SIGNATURE_INVALID');
+    assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'signature refused' });
+    const signed = await send(nodes, { payload: signedImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 55 }) });
     assert.equal(signed.error, undefined);
     assert.equal((signed.result!.payload as { image: { signed: boolean } }).image.signed, true);
   });

@@ -31,13 +31,14 @@ import {
   OTA_STREAM_UUID,
 } from '../protocol/constants';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
-import { parseKey } from './auth';
+import { verifyImageSignature } from '../image/signature';
+import { parseSecret } from './session';
 import { Link } from './link';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
 import { seedUpload, UploadProgress } from './seed-upload';
 import { uploadV2, V2Result } from './v2-upload';
-import { V2Session } from './v2-session';
+import { AuthPolicy, V2Session } from './v2-session';
 
 export interface Timeouts {
   /** Scanning for the device. */
@@ -97,16 +98,25 @@ export interface UpdateOptions {
   /** v2: send the image deflated where the device offers it and it makes the image smaller (default true). */
   compress?: boolean;
   /**
-   * Refuse an image without a Secure Boot v2 signature block, before any
-   * connection (IMAGE_NOT_SIGNED). The device's own signed-app verification
-   * checks the signature itself (docs/SECURITY.md).
+   * Verify the image's signature against `publicKey` before any connection:
+   * an unsigned image, one signed with another key and one changed after
+   * signing are refused without using the radio (IMAGE_NOT_SIGNED,
+   * IMAGE_SIGNATURE_INVALID). The device checks again itself.
    */
   requireSignature?: boolean;
+  /** The public key (PEM) images must be signed with; needed by requireSignature. */
+  publicKey?: string;
   /**
-   * The device's pre-shared key (64 hex digits or 32 bytes), for devices
-   * built with CONFIG_BLE_OTA_AUTH_KEY. Never logged nor put in messages.
+   * The owner's fleet secret (64 hex digits or 32 bytes): each device's key
+   * derives from it and the device id. Never logged nor put in messages.
    */
-  key?: Buffer | string;
+  secret?: Buffer | string;
+  /**
+   * With a secret: still update devices that cannot authenticate (no AUTH
+   * feature, the seed protocol). Off by default, as such a device may be
+   * anyone's.
+   */
+  allowUnauthenticated?: boolean;
 }
 
 export interface UpdateResult {
@@ -133,6 +143,12 @@ export interface UpdateResult {
   skipped: boolean;
   /** v2: the version the device ran before the update. */
   previousVersion?: string;
+  /**
+   * The device proved it holds its key (derived from the fleet secret) on
+   * every answer this result rests on. False for devices without
+   * authentication, which anyone could impersonate.
+   */
+  authenticated: boolean;
 }
 
 export interface DeviceInfo {
@@ -145,6 +161,8 @@ export interface DeviceInfo {
   firmwareRevision: string | undefined;
   /** Protocol v2's OTA Info. */
   ota?: DeviceInfoV2;
+  /** The device proved the OTA Info above (a fleet secret was given and the device has authentication). */
+  authenticated: boolean;
 }
 
 export interface BleOtaClientOptions {
@@ -165,9 +183,9 @@ export class OtaConnection {
     v2Chars: { info: NobleCharacteristic; command: NobleCharacteristic; stream: NobleCharacteristic } | undefined,
     private readonly firmwareRevision: NobleCharacteristic | undefined,
     private readonly timeouts: Timeouts,
-    key?: Buffer,
+    readonly policy: AuthPolicy = {},
   ) {
-    this.v2 = v2Chars ? new V2Session(link, v2Chars, mtu, key) : undefined;
+    this.v2 = v2Chars ? new V2Session(link, v2Chars, mtu, policy) : undefined;
   }
 
   get peripheral(): NoblePeripheral {
@@ -183,7 +201,13 @@ export class OtaConnection {
     const revision = this.firmwareRevision
       ? (await this.link.read(this.firmwareRevision, 'the firmware revision')).toString('utf8').replace(/\0+$/, '')
       : undefined;
-    const ota = this.v2 ? await this.v2.readInfo() : undefined;
+    // Proven where the device can prove it; as read where the policy allows that.
+    let proven: { info: DeviceInfoV2; authenticated: boolean } | undefined;
+    if (this.v2) {
+      const info = await this.v2.readInfo();
+      const canProve = (info.features & Feature.AUTH) !== 0 && this.policy.secret !== undefined;
+      proven = canProve ? await this.v2.provenInfo(this.timeouts.gattMs) : { info, authenticated: false };
+    }
     return {
       name: p.advertisement?.localName,
       address: p.address,
@@ -191,7 +215,8 @@ export class OtaConnection {
       mtu: this.mtu,
       protocol: this.protocol,
       firmwareRevision: revision,
-      ota,
+      ota: proven?.info,
+      authenticated: proven?.authenticated ?? false,
     };
   }
 
@@ -236,11 +261,20 @@ export class BleOtaClient {
   /** Scans for the target and connects to its OTA service. */
   async connect(
     target: Target,
-    options: { signal?: AbortSignal; timeouts?: Partial<Timeouts>; onProgress?: (p: Progress) => void; key?: Buffer | string } = {},
+    options: {
+      signal?: AbortSignal;
+      timeouts?: Partial<Timeouts>;
+      onProgress?: (p: Progress) => void;
+      secret?: Buffer | string;
+      allowUnauthenticated?: boolean;
+    } = {},
   ): Promise<OtaConnection> {
     const timeouts = { ...this.timeouts, ...options.timeouts };
-    // A malformed key fails here, before any radio work.
-    const key = options.key === undefined || options.key === '' ? undefined : parseKey(options.key);
+    // A malformed secret fails here, before any radio work.
+    const policy: AuthPolicy = {
+      secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
+      allowUnauthenticated: options.allowUnauthenticated === true,
+    };
     const progress = (phase: Phase) =>
       options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
     progress('scanning');
@@ -273,7 +307,7 @@ export class BleOtaClient {
       // noble sets the MTU once the exchange completes, which its HCI bindings
       // do before discovery; a device that never exchanged keeps the default 23.
       const mtu = peripheral.mtu ?? 23;
-      return new OtaConnection(link, mtu, { control, data }, v2, revision, timeouts, key);
+      return new OtaConnection(link, mtu, { control, data }, v2, revision, timeouts, policy);
     } catch (err) {
       await link.close();
       throw err;
@@ -286,18 +320,19 @@ export class BleOtaClient {
    */
   async update(options: UpdateOptions): Promise<UpdateResult> {
     const parsed = validateImage(options.image);
-    if (options.requireSignature && parsed.signature === undefined) {
-      throw new ImageError(
-        'IMAGE_NOT_SIGNED',
-        'This image carries no signature block, and this update requires a signed image. Build it with signing on (CONFIG_SECURE_SIGNED_APPS_NO_SECURE_BOOT or Secure Boot v2, which make idf.py build sign the app) or sign it with espsecure.py sign_data --version 2; or turn off the requirement.',
-      );
-    }
+    if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
     const started = Date.now();
     const timeouts = { ...this.timeouts, ...options.timeouts };
     const connection = await this.connect(options.target, { ...options, timeouts });
     const device = { name: connection.peripheral.advertisement?.localName, address: connection.peripheral.address };
     const useV2 = connection.v2 && options.protocol !== 'seed';
     try {
+      if (!useV2 && connection.policy.secret && !connection.policy.allowUnauthenticated) {
+        throw new DeviceError(
+          'DEVICE_NOT_AUTHENTICATED',
+          `${connection.link.describe()} would be updated with the seed protocol, which has no authentication: it cannot prove it is your device. Nothing was sent. Allow unauthenticated devices to update it anyway.`,
+        );
+      }
       if (!useV2 && connection.v2 && ((await connection.v2.readInfo()).features & Feature.SEED) === 0) {
         throw new ProtocolError(
           'REQUEST_REFUSED',
@@ -323,6 +358,7 @@ export class BleOtaClient {
         confirmed: false,
         resumes: 0,
         skipped: false,
+        authenticated: false,
       };
     } catch (err) {
       throw err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${String(err)}`, { cause: err });
@@ -355,7 +391,31 @@ export class BleOtaClient {
       resumes: r.resumes,
       skipped: r.skipped,
       previousVersion: r.previousVersion,
+      authenticated: r.authenticated,
     };
+  }
+}
+
+/**
+ * requireSignature: the image must be signed with the public key given,
+ * checked before anything touches the radio.
+ */
+function checkSignature(image: Buffer, parsed: EspImage, publicKey: string | undefined): void {
+  if (!publicKey) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      'A signed image is required, but no public key to check it with was given. Set the signing public key (esp32-ble-ota pubkey prints it from your signing key).',
+    );
+  }
+  if (parsed.signature === undefined) {
+    throw new ImageError(
+      'IMAGE_NOT_SIGNED',
+      'This image carries no signature, and this update requires one. Build it with signing on (CONFIG_SECURE_BOOT_BUILD_SIGNED_BINARIES) or sign it: esp32-ble-ota sign --key KEY.pem --out signed.bin app.bin. Nothing was sent.',
+    );
+  }
+  const check = verifyImageSignature(image, parsed.imageLength, { publicKeyPem: publicKey });
+  if (!check.ok) {
+    throw new ImageError('IMAGE_SIGNATURE_INVALID', `${check.message} Nothing was sent.`);
   }
 }
 

@@ -1,9 +1,10 @@
 /**
  * Protocol v2 on one connection: OTA Command requests and their answers,
- * the device's ACK / RESYNC / FAILED events, and the windowed stream.
+ * the device's ACK / RESYNC / FAILED events, the windowed stream, and the
+ * authenticated session on devices that require one (docs/PROTOCOL.md).
  */
 import { DeviceError, ProtocolError } from '../errors';
-import { AUTH_CHALLENGE_LEN, Command, Feature, Status, statusName, TransferState } from '../protocol/constants';
+import { ANSWER, AUTH_MAC_LEN, BEGIN_SIZE, Command, Feature, HELLO_SIZE, Status, statusName, TransferState } from '../protocol/constants';
 import {
   BeginAnswer,
   BeginRequest,
@@ -16,7 +17,8 @@ import {
   encodeCommand,
   encodeStreamPacket,
 } from '../protocol/v2-codec';
-import { requestMac } from './auth';
+import { createHash } from 'node:crypto';
+import { deviceKey, formatDeviceId, Session } from './session';
 import type { Link } from './link';
 import type { NobleCharacteristic } from './noble-types';
 
@@ -29,14 +31,39 @@ const COMMAND_NAMES: Record<number, string> = {
   [Command.RESTART]: 'RESTART',
   [Command.ABORT]: 'ABORT',
   [Command.CONFIRM]: 'CONFIRM',
-  [Command.CHALLENGE]: 'CHALLENGE',
+  [Command.HELLO]: 'HELLO',
+  [Command.INFO]: 'INFO',
 };
+
+/**
+ * The smallest ATT MTU an authenticated session needs: BEGIN with its MAC
+ * in one write, INFO's answer with its MAC in one notification.
+ */
+export const AUTH_MIN_MTU = Math.max(BEGIN_SIZE + AUTH_MAC_LEN, 2 + 32 + AUTH_MAC_LEN) + 3;
 
 /** An answer whose status is not OK. */
 export class CommandRefused extends Error {
   constructor(readonly opcode: number, readonly status: number, readonly body: Buffer = Buffer.alloc(0)) {
     super(`${COMMAND_NAMES[opcode] ?? opcode} answered ${statusName(status)}`);
   }
+}
+
+/** Who the client updates: the owner's fleet secret and what it accepts without it. */
+export interface AuthPolicy {
+  /** The owner's fleet secret (parsed): device keys derive from it. */
+  secret?: Buffer;
+  /**
+   * With a secret: update devices that cannot authenticate (no AUTH
+   * feature, the seed protocol) anyway. Off by default: such a device may
+   * be anyone's.
+   */
+  allowUnauthenticated?: boolean;
+}
+
+/** OTA Info, and whether the device proved it (a session MAC over its digest). */
+export interface ProvenInfo {
+  info: DeviceInfoV2;
+  authenticated: boolean;
 }
 
 export interface StreamProgress {
@@ -64,28 +91,91 @@ export class V2Session {
 
   /** OTA Info's features, once read. */
   private features: number | undefined;
+  private deviceId: Buffer | undefined;
   private subscribed = false;
+  /** The link's session, once HELLO was answered. */
+  private session: Session | undefined;
 
   constructor(
     readonly link: Link,
     private readonly chars: { info: NobleCharacteristic; command: NobleCharacteristic; stream: NobleCharacteristic },
     private readonly mtu: number,
-    /** The device's pre-shared key (parsed), for devices that require one. */
-    private readonly key?: Buffer,
+    private readonly policy: AuthPolicy = {},
   ) {
     chars.command.on('data', this.onData);
   }
 
+  /** True once the device proved it holds its key on this link. */
+  get authenticated(): boolean {
+    return this.session?.open === true;
+  }
+
+  /** OTA Info as read: nothing proves it came from the device (see provenInfo). */
   async readInfo(): Promise<DeviceInfoV2> {
     const value = await this.link.read(this.chars.info, 'OTA Info');
     let info: DeviceInfoV2;
     try {
       info = decodeInfo(value);
     } catch (err) {
-      throw new ProtocolError('PROTOCOL_ERROR', `the device's OTA Info could not be read: ${(err as Error).message}`);
+      throw new ProtocolError('PROTOCOL_ERROR', `The device's OTA Info could not be read: ${(err as Error).message}.`);
     }
     this.features = info.features;
+    this.deviceId = info.deviceId;
     return info;
+  }
+
+  /**
+   * OTA Info the client may act on. On a device with authentication, the
+   * device proves the value it serves: INFO answers its SHA-256 under the
+   * session MAC (read again when it changed in between). On one without,
+   * the value as read, when the policy allows such devices.
+   */
+  async provenInfo(timeoutMs: number): Promise<ProvenInfo> {
+    for (let attempt = 0; ; attempt++) {
+      const value = await this.link.read(this.chars.info, 'OTA Info');
+      let info: DeviceInfoV2;
+      try {
+        info = decodeInfo(value);
+      } catch (err) {
+        throw new ProtocolError('PROTOCOL_ERROR', `The device's OTA Info could not be read: ${(err as Error).message}.`);
+      }
+      this.features = info.features;
+      this.deviceId = info.deviceId;
+      if (!this.requiresSession(info.features)) return { info, authenticated: false };
+      const digest = await this.request(Command.INFO, encodeCommand(Command.INFO), timeoutMs);
+      if (digest.equals(createHash('sha256').update(value).digest())) return { info, authenticated: true };
+      // The value changed between the read and INFO (a transfer moved on), or an impostor answered.
+      if (attempt >= 2) {
+        throw new DeviceError(
+          'DEVICE_NOT_AUTHENTICATED',
+          `${this.link.describe()} does not vouch for the OTA Info it serves: what was read differs from what the device signed, three times. Another device may be answering in its place.`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Whether requests on this device need the session, by the policy: a
+   * device with the AUTH feature needs a secret; with a secret, a device
+   * without it is refused unless the policy allows it.
+   */
+  private requiresSession(features: number): boolean {
+    if ((features & Feature.AUTH) !== 0) {
+      if (!this.policy.secret) {
+        throw new DeviceError(
+          'AUTH_REQUIRED',
+          `${this.link.describe()} takes updates only from its owner: give the fleet secret its key was derived from (the device node's Fleet secret, or the CLI's --secret-file).`,
+        );
+      }
+      return true;
+    }
+    if (this.policy.secret && !this.policy.allowUnauthenticated) {
+      throw new DeviceError(
+        'DEVICE_NOT_AUTHENTICATED',
+        `${this.link.describe()} cannot prove it is your device: its firmware has no authentication (a development build, or another device using its name). Nothing was sent. Flash firmware with a provisioned key, or allow unauthenticated devices in the device node.`,
+      );
+    }
+    return false;
   }
 
   /** Subscribes to OTA Command, once per connection: answers come as notifications. */
@@ -97,32 +187,66 @@ export class V2Session {
 
   /**
    * Writes a request and waits for its answer; throws CommandRefused unless
-   * it is OK. On a device that requires authentication, a CHALLENGE goes
-   * first and the request carries its MAC.
+   * it is OK. On a device that requires authentication, the request goes in
+   * the link's session (HELLO first), and an answer without the session's
+   * MAC is refused: only the device holding the key could have sent it.
    */
   async request(opcode: number, value: Buffer, timeoutMs: number): Promise<Buffer> {
-    const signed = await this.authenticate(value, timeoutMs);
-    const answer = await this.exchange(opcode, signed, timeoutMs);
-    if (answer.status !== Status.OK) throw new CommandRefused(opcode, answer.status, answer.body);
-    return answer.body;
+    if (this.features === undefined) await this.readInfo();
+    if (!this.requiresSession(this.features ?? 0)) {
+      const answer = await this.exchange(opcode, value, timeoutMs);
+      if (answer.status !== Status.OK) throw new CommandRefused(opcode, answer.status, answer.body);
+      return answer.body;
+    }
+    const session = await this.openSession(timeoutMs);
+    const sealed = session.seal(value);
+    const answer = await this.exchange(opcode, sealed.value, timeoutMs);
+    const raw = Buffer.concat([Buffer.from([opcode | ANSWER, answer.status]), answer.body]);
+    const proven = session.verify(raw, sealed.seq);
+    if (proven) {
+      if (proven[1] !== Status.OK) throw new CommandRefused(opcode, proven[1], proven.subarray(2));
+      return proven.subarray(2);
+    }
+    // Refusals of a request that did not authenticate carry no MAC: the
+    // device could not make one. Anything else must have one.
+    if (answer.status === Status.AUTH_FAILED || answer.status === Status.AUTH_LOCKED || answer.status === Status.AUTH_REQUIRED) {
+      throw new CommandRefused(opcode, answer.status, answer.body);
+    }
+    throw new DeviceError(
+      'DEVICE_NOT_AUTHENTICATED',
+      `${this.link.describe()} answered ${COMMAND_NAMES[opcode] ?? opcode} without proof that it holds the key for device ${this.deviceId ? formatDeviceId(this.deviceId) : '?'}: another device may be answering in its place. Nothing it said was taken.`,
+    );
   }
 
-  /** The request as the device takes it: with the MAC of a fresh challenge when the device requires one. */
-  private async authenticate(value: Buffer, timeoutMs: number): Promise<Buffer> {
-    if (this.features === undefined) await this.readInfo();
-    if (((this.features ?? 0) & Feature.AUTH) === 0) return value;
-    if (!this.key) {
+  /** HELLO on this link, once: the session every later request goes in. */
+  private async openSession(timeoutMs: number): Promise<Session> {
+    if (this.session?.open) return this.session;
+    if (!this.policy.secret) throw new Error('openSession without a secret');
+    if (!this.deviceId) {
+      throw new ProtocolError('PROTOCOL_ERROR', `${this.link.describe()} asks for authentication but its OTA Info names no device id (info_version 1).`);
+    }
+    if (this.mtu < AUTH_MIN_MTU) {
       throw new DeviceError(
-        'AUTH_REQUIRED',
-        `${this.link.describe()} takes updates only from clients that know its key: set the key (64 hex digits, the device's CONFIG_BLE_OTA_AUTH_KEY) in the device's configuration`,
+        'CONNECT_FAILED',
+        `The link's ATT MTU is ${this.mtu}; authenticated updates need at least ${AUTH_MIN_MTU}. The Bluetooth stack did not negotiate a larger MTU: check the adapter and its driver.`,
       );
     }
-    const answer = await this.exchange(Command.CHALLENGE, Buffer.from([Command.CHALLENGE]), timeoutMs);
-    if (answer.status !== Status.OK) throw new CommandRefused(Command.CHALLENGE, answer.status, answer.body);
-    if (answer.body.length !== AUTH_CHALLENGE_LEN) {
-      throw new ProtocolError('PROTOCOL_ERROR', `the device's challenge has ${answer.body.length} bytes, expected ${AUTH_CHALLENGE_LEN}`);
+    const session = new Session(deviceKey(this.policy.secret, this.deviceId), this.deviceId);
+    let answer = await this.exchange(Command.HELLO, session.hello(), timeoutMs);
+    if (answer.status === Status.AUTH_LOCKED && answer.body.length >= 4 && answer.body.readUInt32LE(0) <= timeoutMs) {
+      // This link failed before: wait as long as the device asks, once.
+      await this.link.wait('the device\'s authentication lock', answer.body.readUInt32LE(0) + 50, () => undefined).catch((err: unknown) => {
+        if ((err as { code?: string }).code !== 'GATT_TIMEOUT') throw err;
+      });
+      answer = await this.exchange(Command.HELLO, session.hello(), timeoutMs);
     }
-    return Buffer.concat([value, requestMac(this.key, answer.body, value)]);
+    if (answer.status !== Status.OK) throw new CommandRefused(Command.HELLO, answer.status, answer.body);
+    if (answer.body.length !== HELLO_SIZE - 1) {
+      throw new ProtocolError('PROTOCOL_ERROR', `The device's HELLO answer has ${answer.body.length} bytes of nonce, expected ${HELLO_SIZE - 1}.`);
+    }
+    session.accept(answer.body);
+    this.session = session;
+    return session;
   }
 
   /**

@@ -4,10 +4,11 @@
  * restarted device and confirm the new image (docs/PROTOCOL.md).
  */
 import { createHash } from 'node:crypto';
-import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
+import { BleOtaError, CancelledError, DeviceError, ImageError, ProtocolError } from '../errors';
 import { chipName } from '../image/esp-chips';
 import type { EspImage } from '../image/esp-image';
 import { compareVersions } from '../image/version';
+import { verifyImageSignature } from '../image/signature';
 import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, statusName, TransferState } from '../protocol/constants';
 import { deflateChunks, streamFrom } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
@@ -25,6 +26,8 @@ export interface V2Result {
   resumes: number;
   skipped: boolean;
   previousVersion: string;
+  /** The device proved it holds its key, on every answer the result rests on. */
+  authenticated: boolean;
 }
 
 export async function uploadV2(
@@ -37,14 +40,16 @@ export async function uploadV2(
   const data = options.image;
   const onProgress = options.onProgress ?? (() => undefined);
   const address = first.peripheral.address;
-  const reconnect = () => client.connect({ address }, { signal: options.signal, timeouts, key: options.key });
+  const reconnect = () =>
+    client.connect({ address }, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated });
   let conn = first;
   const opened: OtaConnection[] = [];
   try {
     let info: DeviceInfoV2;
+    let authenticated: boolean;
     for (let tries = 0; ; tries++) {
       try {
-        info = await conn.v2!.readInfo();
+        ({ info, authenticated } = await conn.v2!.provenInfo(timeouts.gattMs));
         break;
       } catch (err) {
         // A read nothing answered, or a link lost before anything was sent: once more, on a new connection.
@@ -75,7 +80,14 @@ export async function uploadV2(
       info.app.version === image.appDesc.version &&
       info.app.elfSha256.equals(image.appDesc.appElfSha256);
     if (options.skipIfRunning && sameBuild && info.runningState === RunningState.VALID) {
-      return { mtu: conn.mtu, packetSize: 0, packets: 0, transferMs: 0, restarted: false, confirmed: true, runningVersion: previousVersion, resumes: 0, skipped: true, previousVersion };
+      return { mtu: conn.mtu, packetSize: 0, packets: 0, transferMs: 0, restarted: false, confirmed: true, runningVersion: previousVersion, resumes: 0, skipped: true, previousVersion, authenticated };
+    }
+    checkSignedForDevice(info, image, data, conn.link.describe());
+    if (image.appDesc.secureVersion < info.app.secureVersion) {
+      throw new ImageError(
+        'SECURE_VERSION_TOO_OLD',
+        `The image's secure_version ${image.appDesc.secureVersion} is below the ${info.app.secureVersion} of the firmware the device runs: the device refuses older images (anti-rollback). Nothing was sent; build the update with CONFIG_BOOTLOADER_APP_SECURE_VERSION ${info.app.secureVersion} or higher.`,
+      );
     }
     if (options.allowDowngrade === false && info.app.projectName === image.appDesc.projectName) {
       const order = compareVersions(image.appDesc.version, previousVersion);
@@ -113,6 +125,7 @@ export async function uploadV2(
       resumes++;
       onProgress({ phase: 'resuming', ...done(0, transferStarted), totalBytes: data.length });
       await conn.close();
+      if (resumes > 1) await backoff(resumes - 2, options.signal);
       conn = await reconnect();
       opened.push(conn);
       if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after reconnecting, the device no longer offers protocol v2');
@@ -132,7 +145,7 @@ export async function uploadV2(
       const v2 = conn.v2!;
       try {
         if (resumes > 0) {
-          const now = await v2.readInfo();
+          const now = (await v2.provenInfo(timeouts.gattMs)).info;
           if (selected(now)) break;
           if (bootedNew(now)) {
             restartedAlready = true;
@@ -195,12 +208,12 @@ export async function uploadV2(
       if (!after.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after its restart, the device no longer offers protocol v2');
       let now: DeviceInfoV2;
       try {
-        now = await after.v2.readInfo();
+        now = (await after.v2.provenInfo(timeouts.gattMs)).info;
       } catch (err) {
         conn = after;
         await recover(err);
         after = conn;
-        now = await after.v2!.readInfo();
+        now = (await after.v2!.provenInfo(timeouts.gattMs)).info;
       }
       if (!selected(now)) break;
       // The device never restarted: RESTART again.
@@ -234,6 +247,7 @@ export async function uploadV2(
       resumes,
       skipped: false,
       previousVersion,
+      authenticated: authenticated && (after.v2?.authenticated ?? false),
     };
   } catch (err) {
     throw err instanceof CommandRefused ? refusalError(err, data.length) : err;
@@ -251,14 +265,40 @@ function done(sent: number, started: number) {
   };
 }
 
-/** Reconnects to the restarted device, trying again (`retries` more times) when it does not answer at once. */
+/**
+ * Waits before reconnection attempt n (from 0): 250 ms, doubling up to 4 s,
+ * with a quarter of jitter, so that a client does not hammer a device that
+ * is restarting or held by someone else, and two clients do not collide in
+ * step. Ends early, with CANCELLED, when the signal aborts.
+ */
+export function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
+  const base = Math.min(250 * 2 ** attempt, 4000);
+  const ms = base + Math.floor(Math.random() * base * 0.25);
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new CancelledError());
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new CancelledError());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Reconnects to the restarted device, trying again (`retries` more times, backing off) when it does not answer at once. */
 async function reconnectAfterRestart(reconnect: () => Promise<OtaConnection>, retries: number, signal?: AbortSignal): Promise<OtaConnection> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await reconnect();
     } catch (err) {
       if (err instanceof BleOtaError && err.code === 'CANCELLED') throw err;
-      if (attempt < retries && !signal?.aborted) continue;
+      if (attempt < retries && !signal?.aborted) {
+        await backoff(attempt, signal);
+        continue;
+      }
       throw new DeviceError(
         'CONFIRM_FAILED',
         `the device did not come back after its restart (${(err as Error).message}); unless a client confirms the new image, the device returns to its previous firmware`,
@@ -277,7 +317,7 @@ async function confirmNewImage(
 ): Promise<{ ok: boolean; version: string }> {
   if (!conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after its restart, the device no longer offers protocol v2');
   const expected = image.appDesc.version;
-  let info = await conn.v2.readInfo();
+  let info = (await conn.v2.provenInfo(timeouts.gattMs)).info;
   const runsNew = () =>
     info.app.version === expected &&
     info.app.projectName === image.appDesc.projectName &&
@@ -292,14 +332,14 @@ async function confirmNewImage(
       );
     }
     await conn.confirm();
-    info = await conn.v2.readInfo();
+    info = (await conn.v2.provenInfo(timeouts.gattMs)).info;
     return { ok: info.runningState === RunningState.VALID, version: info.app.version };
   }
   // The device confirms itself once its self-test passed: give it the time.
   const deadline = Date.now() + timeouts.verifyMs;
   while (info.runningState === RunningState.PENDING_VERIFY && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
-    info = await conn.v2.readInfo();
+    info = (await conn.v2.provenInfo(timeouts.gattMs)).info;
   }
   if (!runsNew()) {
     throw new DeviceError(
@@ -308,6 +348,30 @@ async function confirmNewImage(
     );
   }
   return { ok: info.runningState === RunningState.VALID, version: info.app.version };
+}
+
+/**
+ * A device that takes only signed images names the key (OTA Info): refuse
+ * here, before anything is sent, what it would refuse after the whole
+ * transfer: an unsigned image, one signed with another key, one changed
+ * after it was signed.
+ */
+function checkSignedForDevice(info: DeviceInfoV2, image: EspImage, data: Buffer, device: string): void {
+  if ((info.features & Feature.SIGNED) === 0) return;
+  if (image.signature === undefined) {
+    throw new ImageError(
+      'IMAGE_NOT_SIGNED',
+      `${device} accepts only signed images, and this one carries no signature. Nothing was sent. Sign it with your signing key (esp32-ble-ota sign, or build with CONFIG_SECURE_BOOT_BUILD_SIGNED_BINARIES).`,
+    );
+  }
+  if (info.signingKeyDigest === undefined) return; // the device checks with a key it does not name
+  const check = verifyImageSignature(data, image.imageLength, { keyDigest: info.signingKeyDigest });
+  if (!check.ok) {
+    throw new ImageError(
+      'IMAGE_SIGNATURE_INVALID',
+      `${device} would refuse this image: ${check.message} The device trusts the key with digest ${info.signingKeyDigest.toString('hex').slice(0, 16)}…; nothing was sent.`,
+    );
+  }
 }
 
 function runningStateName(state: number): string {
@@ -336,11 +400,26 @@ export function refusalError(err: CommandRefused, size: number): BleOtaError {
     case Status.BAD_DATA:
       return new ProtocolError('TRANSFER_FAILED', `the device could not inflate a compressed chunk (${what}); the old firmware stays. Retry, or turn compression off`);
     case Status.AUTH_REQUIRED:
-      return new DeviceError('AUTH_REQUIRED', `the device takes updates only with its key (${what}); set the key of the device's configuration to its CONFIG_BLE_OTA_AUTH_KEY`);
+      return new DeviceError('AUTH_REQUIRED', `The device takes updates only from its owner (${what}); give the fleet secret its key was derived from.`);
     case Status.AUTH_FAILED:
       return new DeviceError(
         'AUTH_FAILED',
-        `the device refused the key (${what}): it is not the device's CONFIG_BLE_OTA_AUTH_KEY. Check the key; after 3 failures in a row the device locks authentication for a while`,
+        `The device refused the key derived from your fleet secret (${what}): it was provisioned with another secret, or for another device. Nothing was changed; check the secret, or provision the device again.`,
+      );
+    case Status.NOT_PROVISIONED:
+      return new DeviceError(
+        'NOT_PROVISIONED',
+        `The device has no update key yet (${what}), so it takes no update over the air. Provision it once over USB: esp32-ble-ota provision (docs/SECURITY.md).`,
+      );
+    case Status.BAD_SIGNATURE:
+      return new ImageError(
+        'IMAGE_SIGNATURE_INVALID',
+        `The device refused the image: it is not signed with the key the device trusts (${what}). The old firmware stays. Sign the image with your signing key (esp32-ble-ota sign, or build with signing on).`,
+      );
+    case Status.OLD_SECURE_VERSION:
+      return new ImageError(
+        'SECURE_VERSION_TOO_OLD',
+        `The device refused the image: its secure_version is below the running firmware's (${what}). The old firmware stays.`,
       );
     case Status.AUTH_LOCKED: {
       const seconds = err.body.length >= 4 ? Math.ceil(err.body.readUInt32LE(0) / 1000) : undefined;

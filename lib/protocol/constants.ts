@@ -38,8 +38,36 @@ export const OTA_COMMAND_UUID = 'c771fa02-c1a5-46d6-8529-795dac415ff6';
 export const OTA_STREAM_UUID = 'c771fa03-c1a5-46d6-8529-795dac415ff6';
 
 export const PROTOCOL_VERSION = 2;
-export const INFO_VERSION = 1;
-export const INFO_SIZE = 220;
+export const INFO_VERSION = 2;
+export const INFO_SIZE = 260;
+/** OTA Info of info_version 1 (before the device id and the signing key). */
+export const INFO_SIZE_V1 = 220;
+
+/** OTA Info field offsets (BLE_OTA_INFO_OFF_* in the C header). */
+export const InfoOffset = {
+  INFO_VERSION: 0,
+  PROTOCOL: 1,
+  FEATURES: 2,
+  CHIP_ID: 4,
+  CHIP_REVISION: 6,
+  SLOT_SIZE: 8,
+  MAX_PACKET: 12,
+  WINDOW: 14,
+  RUNNING_STATE: 16,
+  LAST_STATUS: 17,
+  TRANSFER_STATE: 18,
+  TRANSFER_OFFSET: 20,
+  TRANSFER_SHA256: 24,
+  SECURE_VERSION: 56,
+  VERSION: 60,
+  PROJECT_NAME: 92,
+  IDF_VERSION: 124,
+  DATE: 156,
+  TIME: 172,
+  APP_ELF_SHA256: 188,
+  DEVICE_ID: 220,
+  SIGNING_KEY: 228,
+} as const;
 
 export const Feature = {
   RESUME: 0x0001,
@@ -47,6 +75,7 @@ export const Feature = {
   SEED: 0x0004,
   DEFLATE: 0x0008,
   AUTH: 0x0010,
+  SIGNED: 0x0020,
 } as const;
 
 export const RunningState = { VALID: 0, PENDING_VERIFY: 1, UNKNOWN: 2 } as const;
@@ -59,7 +88,8 @@ export const Command = {
   RESTART: 0x03,
   ABORT: 0x04,
   CONFIRM: 0x05,
-  CHALLENGE: 0x06,
+  HELLO: 0x06,
+  INFO: 0x07,
 } as const;
 export const ANSWER = 0x80;
 export const BEGIN_SIZE = 41;
@@ -67,10 +97,29 @@ export const BeginFlag = { CLIENT_CONFIRM: 0x0001, DEFLATE: 0x0002 } as const;
 /** With DEFLATE: the image goes in chunks of this many bytes (the last one shorter). */
 export const DEFLATE_CHUNK = 4096;
 
-/** Authentication (Feature.AUTH): every request but CHALLENGE ends with a MAC. */
+/**
+ * Authentication (Feature.AUTH, docs/PROTOCOL.md): HELLO swaps nonces, both
+ * sides derive a session key from the device key, and every later request
+ * and its answer end with a MAC.
+ */
 export const AUTH_KEY_LEN = 32;
-export const AUTH_CHALLENGE_LEN = 16;
+export const AUTH_NONCE_LEN = 16;
 export const AUTH_MAC_LEN = 32;
+export const HELLO_SIZE = 1 + AUTH_NONCE_LEN;
+/** The device's identity: its factory MAC address. */
+export const DEVICE_ID_LEN = 6;
+export const DEVICE_KEY_LABEL = 'BLE-OTA device key';
+export const SESSION_LABEL = 'BLE-OTA session';
+export const MAC_REQUEST = 0x43;
+export const MAC_ANSWER = 0x44;
+export const AUTH_FAILURES_MAX = 3;
+export const AUTH_TIMEOUT_MS = 10_000;
+export const AUTH_LOCK_MIN_MS = 1000;
+
+/** The key partition record (ble_ota_core.h), written over USB by `provision`. */
+export const KEY_RECORD_LEN = 52;
+export const KEY_MAGIC = 'BLEOTAK1';
+export const KEY_PARTITION_SIZE = 4096;
 
 export const Event = { ACK: 0xc0, RESYNC: 0xc1, FAILED: 0xc2 } as const;
 
@@ -95,6 +144,9 @@ export const Status = {
   AUTH_FAILED: 0x0f,
   AUTH_LOCKED: 0x10,
   BAD_DATA: 0x11,
+  NOT_PROVISIONED: 0x12,
+  BAD_SIGNATURE: 0x13,
+  OLD_SECURE_VERSION: 0x14,
 } as const;
 
 export type StatusName = keyof typeof Status;

@@ -6,7 +6,7 @@ import { Feature, RunningState, TransferState } from './constants';
 
 export type RunningStateName = 'valid' | 'pending-verify' | 'unknown';
 export type TransferStateName = 'idle' | 'receiving' | 'suspended' | 'complete' | 'unknown';
-export type FeatureName = 'resume' | 'clientConfirm' | 'seed' | 'deflate' | 'auth';
+export type FeatureName = 'resume' | 'clientConfirm' | 'seed' | 'deflate' | 'auth' | 'signed';
 
 const FEATURES: Array<[number, FeatureName]> = [
   [Feature.RESUME, 'resume'],
@@ -14,6 +14,7 @@ const FEATURES: Array<[number, FeatureName]> = [
   [Feature.SEED, 'seed'],
   [Feature.DEFLATE, 'deflate'],
   [Feature.AUTH, 'auth'],
+  [Feature.SIGNED, 'signed'],
 ];
 
 const RUNNING: Record<number, RunningStateName> = {

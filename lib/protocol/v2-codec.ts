@@ -2,7 +2,7 @@
  * Encoding and decoding of protocol v2 messages (docs/PROTOCOL.md). Pure
  * functions: no I/O, so every byte layout is tested on its own.
  */
-import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, STREAM_HEADER } from './constants';
+import { ANSWER, BEGIN_SIZE, Command, DEVICE_ID_LEN, Event, INFO_SIZE_V1, InfoOffset as O, STREAM_HEADER } from './constants';
 
 
 export interface DeviceInfoV2 {
@@ -29,6 +29,17 @@ export interface DeviceInfoV2 {
     /** The running app's ELF SHA-256: the identity of its build. */
     elfSha256: Buffer;
   };
+  /**
+   * info_version 2: the device's identity (its factory MAC address, the
+   * input of its key), undefined before.
+   */
+  deviceId?: Buffer;
+  /**
+   * info_version 2: digest of the key images must be signed with (Secure
+   * Boot v2 key digest), when the device requires signed images and names
+   * its key; undefined otherwise.
+   */
+  signingKeyDigest?: Buffer;
 }
 
 function cString(buf: Buffer, offset: number, length: number): string {
@@ -37,35 +48,49 @@ function cString(buf: Buffer, offset: number, length: number): string {
   return field.subarray(0, end < 0 ? field.length : end).toString('utf8');
 }
 
-/** Decodes OTA Info; throws RangeError when the value is too short for its version. */
+/**
+ * Decodes OTA Info. A later info_version may be longer: what follows the
+ * fields this version knows is ignored. Throws RangeError when the value is
+ * too short for its version.
+ */
 export function decodeInfo(value: Buffer): DeviceInfoV2 {
-  if (value.length < INFO_SIZE) {
-    throw new RangeError(`OTA Info is ${value.length} bytes, expected at least ${INFO_SIZE}`);
+  if (value.length < INFO_SIZE_V1) {
+    throw new RangeError(`OTA Info is ${value.length} bytes, expected at least ${INFO_SIZE_V1}`);
   }
-  return {
-    infoVersion: value[0],
-    protocol: value[1],
-    features: value.readUInt16LE(2),
-    chipId: value.readUInt16LE(4),
-    chipRevision: value.readUInt16LE(6),
-    slotSize: value.readUInt32LE(8),
-    maxPacket: value.readUInt16LE(12),
-    window: value.readUInt16LE(14),
-    runningState: value[16],
-    lastStatus: value[17],
-    transferState: value[18],
-    transferOffset: value.readUInt32LE(20),
-    transferSha256: Buffer.from(value.subarray(24, 56)),
+  const infoVersion = value[O.INFO_VERSION];
+  const info: DeviceInfoV2 = {
+    infoVersion,
+    protocol: value[O.PROTOCOL],
+    features: value.readUInt16LE(O.FEATURES),
+    chipId: value.readUInt16LE(O.CHIP_ID),
+    chipRevision: value.readUInt16LE(O.CHIP_REVISION),
+    slotSize: value.readUInt32LE(O.SLOT_SIZE),
+    maxPacket: value.readUInt16LE(O.MAX_PACKET),
+    window: value.readUInt16LE(O.WINDOW),
+    runningState: value[O.RUNNING_STATE],
+    lastStatus: value[O.LAST_STATUS],
+    transferState: value[O.TRANSFER_STATE],
+    transferOffset: value.readUInt32LE(O.TRANSFER_OFFSET),
+    transferSha256: Buffer.from(value.subarray(O.TRANSFER_SHA256, O.TRANSFER_SHA256 + 32)),
     app: {
-      secureVersion: value.readUInt32LE(56),
-      version: cString(value, 60, 32),
-      projectName: cString(value, 92, 32),
-      idfVersion: cString(value, 124, 32),
-      date: cString(value, 156, 16),
-      time: cString(value, 172, 16),
-      elfSha256: Buffer.from(value.subarray(188, 220)),
+      secureVersion: value.readUInt32LE(O.SECURE_VERSION),
+      version: cString(value, O.VERSION, 32),
+      projectName: cString(value, O.PROJECT_NAME, 32),
+      idfVersion: cString(value, O.IDF_VERSION, 32),
+      date: cString(value, O.DATE, 16),
+      time: cString(value, O.TIME, 16),
+      elfSha256: Buffer.from(value.subarray(O.APP_ELF_SHA256, O.APP_ELF_SHA256 + 32)),
     },
   };
+  if (infoVersion >= 2) {
+    if (value.length < O.SIGNING_KEY + 32) {
+      throw new RangeError(`OTA Info version ${infoVersion} is ${value.length} bytes, expected at least ${O.SIGNING_KEY + 32}`);
+    }
+    info.deviceId = Buffer.from(value.subarray(O.DEVICE_ID, O.DEVICE_ID + DEVICE_ID_LEN));
+    const digest = value.subarray(O.SIGNING_KEY, O.SIGNING_KEY + 32);
+    if (digest.some((b) => b !== 0)) info.signingKeyDigest = Buffer.from(digest);
+  }
+  return info;
 }
 
 export interface BeginRequest {

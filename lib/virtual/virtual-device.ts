@@ -5,7 +5,14 @@
  */
 import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { keyPartition, parseDeviceId, parseSecret } from '../client/session';
+import { buildAppImage } from '../image/app-image-builder';
+import { parseEspImage } from '../image/esp-image';
+import { signImage } from '../image/signature';
 import { ensureVirtualEsp32 } from './build';
 
 export interface VirtualDeviceOptions {
@@ -32,12 +39,30 @@ export interface VirtualDeviceOptions {
   /** A new image awaiting CONFIRM is rolled back after this (default 300 s). */
   confirmWindowMs?: number;
   /**
-   * Pre-shared key (64 hex digits, or 32 bytes): the device is a keyed
-   * build, whose v2 requests need a MAC (docs/PROTOCOL.md). Without it, the
-   * device stands for a build that opted out of authentication.
+   * The owner's fleet secret (64 hex digits, or 32 bytes): the device is
+   * provisioned with the key derived from it and its device id, as
+   * `esp32-ble-ota provision` and esptool do for a real one, and takes
+   * requests only in an authenticated session (docs/PROTOCOL.md).
    */
-  authKey?: string | Buffer;
-  /** Serve the seed protocol (default: off with a key, as our firmware's default build; on without). */
+  fleetSecret?: string | Buffer;
+  /**
+   * Without a key: take updates from anyone (a build with
+   * CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED). Default: true without
+   * fleetSecret. False and no key: the device refuses every update
+   * (NOT_PROVISIONED), as our default build does until provisioned.
+   */
+  allowUnauthenticated?: boolean;
+  /** The device id, its factory MAC ("aa:bb:cc:dd:ee:ff"; default: its address). */
+  deviceId?: string;
+  /**
+   * The owner's signing key (a private key PEM, RSA-3072 or ECDSA P-256):
+   * the device's first image is signed with it, and the device installs
+   * only images signed with the same key, as our firmware's default build
+   * (ESP-IDF signed-app verification). Without it the device takes
+   * unsigned images, as a build that opted out.
+   */
+  signingKey?: string;
+  /** Serve the seed protocol (default: off with authentication, as our firmware's default build; on without). */
   seedProtocol?: boolean;
   /** Report each request's flash work ('flash' events: sector erases, page programs), for the flash model. */
   flashEvents?: boolean;
@@ -132,7 +157,6 @@ export class VirtualEsp32 extends EventEmitter {
     const binary = await ensureVirtualEsp32();
     const name = options.name ?? 'esp32';
     const args = ['--name', name, '--address', options.address ?? addressFromName(name)];
-    if (options.image) args.push('--image', options.image);
     if (options.slotSize) args.push('--slot-size', String(options.slotSize));
     if (options.mtu) args.push('--mtu', String(options.mtu));
     if (options.restartDelayMs !== undefined) args.push('--restart-delay-ms', String(options.restartDelayMs));
@@ -144,14 +168,35 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.seedProtocol !== undefined) args.push('--seed-protocol', options.seedProtocol ? 'on' : 'off');
     if (options.flashEvents) args.push('--flash-events', 'on');
     if (options.deflate === false) args.push('--deflate', 'off');
-    // The key goes through the environment, out of sight of `ps`; an empty
-    // value keeps a key in this process's own environment from leaking in.
-    const key = options.authKey === undefined ? '' : Buffer.isBuffer(options.authKey) ? options.authKey.toString('hex') : options.authKey;
-    const env = { ...process.env, VIRTUAL_ESP32_AUTH_KEY: key };
-    const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
-    const device = new VirtualEsp32(child);
-    await device.attach();
-    return device;
+    const address = args[3];
+    const deviceId = parseDeviceId(options.deviceId ?? address);
+    args.push('--device-id', [...deviceId].map((b) => b.toString(16).padStart(2, '0')).join(':'));
+    args.push('--allow-unauthenticated', (options.allowUnauthenticated ?? options.fleetSecret === undefined) ? 'on' : 'off');
+    args.push('--require-signature', options.signingKey ? 'on' : 'off');
+
+    // What a factory writes over USB (the key partition, the first image)
+    // goes through files in a private folder, gone once the device has read them.
+    const dir = mkdtempSync(join(tmpdir(), 'ble-ota-device-'));
+    try {
+      if (options.fleetSecret !== undefined) {
+        const file = join(dir, 'key-partition.bin');
+        writeFileSync(file, keyPartition(parseSecret(options.fleetSecret), deviceId), { mode: 0o600 });
+        args.push('--key-partition', file);
+      }
+      if (options.signingKey) {
+        const file = join(dir, 'first-image.bin');
+        writeFileSync(file, firstImage(options), { mode: 0o600 });
+        args.push('--image', file);
+      } else if (options.image) {
+        args.push('--image', options.image);
+      }
+      const child = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+      const device = new VirtualEsp32(child);
+      await device.attach();
+      return device;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   private attach(): Promise<void> {
@@ -355,6 +400,20 @@ export class VirtualEsp32 extends EventEmitter {
   get running(): boolean {
     return !this.exited;
   }
+}
+
+/**
+ * The first image of a device that takes only signed images: options.image
+ * (signed when it is not yet), or one like the built-in image (project
+ * virtual-esp32, 1.0.0), signed with the owner's key.
+ */
+function firstImage(options: VirtualDeviceOptions): Buffer {
+  const key = options.signingKey as string;
+  if (options.image) {
+    const image = readFileSync(options.image);
+    return parseEspImage(image).signature ? image : signImage(image, key);
+  }
+  return buildAppImage({ chipId: options.chipId ?? 0, projectName: 'virtual-esp32', version: '1.0.0', size: 9000, signingKeys: key });
 }
 
 /** A stable address in Espressif's range, derived from a name. */

@@ -2,6 +2,7 @@
  * A radio neighbourhood of virtual ESP32s: one VirtualBindings, the noble
  * instance built on it, and the devices in range, started on demand.
  */
+import { readFileSync } from 'node:fs';
 import type { NobleLike } from '../client/noble-types';
 import { VirtualBindings } from './bindings';
 import type { Preset } from './link-model';
@@ -67,19 +68,34 @@ export class VirtualRadio {
   }
 }
 
+/**
+ * What every virtual device of this process stands for, from the
+ * environment: BLE_OTA_VIRTUAL_SECRET (a fleet secret, 64 hex digits)
+ * provisions each device with its key; BLE_OTA_VIRTUAL_SIGNING_KEY (the
+ * path of a signing key PEM) makes each device run an image signed with it
+ * and take only images signed with it. Both together: our firmware's
+ * default build. Neither: a development build that takes anything.
+ */
+export function virtualDefaultsFromEnv(env: NodeJS.ProcessEnv = process.env): VirtualDeviceOptions {
+  const defaults: VirtualDeviceOptions = {};
+  const secret = env.BLE_OTA_VIRTUAL_SECRET?.trim();
+  if (secret) defaults.fleetSecret = secret;
+  const keyFile = env.BLE_OTA_VIRTUAL_SIGNING_KEY?.trim();
+  if (keyFile) defaults.signingKey = readFileSync(keyFile, 'utf8');
+  return defaults;
+}
+
 let shared: VirtualRadio | undefined;
 
 /**
  * The process-wide virtual radio the Node-RED nodes share. The environment
  * variable BLE_OTA_VIRTUAL_DEVICES (names, comma-separated) puts virtual
- * devices in range from the start, for demos of scans and fleets;
- * BLE_OTA_VIRTUAL_AUTH_KEY (64 hex digits) makes every one of them a keyed
- * build with that key, as our firmware's default build is.
+ * devices in range from the start, for demos of scans and fleets; see
+ * virtualDefaultsFromEnv for what the devices are.
  */
 export function sharedVirtualRadio(): VirtualRadio {
   if (!shared) {
-    const authKey = process.env.BLE_OTA_VIRTUAL_AUTH_KEY?.trim();
-    shared = new VirtualRadio(undefined, authKey ? { authKey } : {});
+    shared = new VirtualRadio(undefined, virtualDefaultsFromEnv());
     for (const name of (process.env.BLE_OTA_VIRTUAL_DEVICES ?? '').split(',').map((n) => n.trim()).filter(Boolean)) {
       shared.ensureDevice(name).catch(() => undefined); // a failed start shows when the device is used
     }

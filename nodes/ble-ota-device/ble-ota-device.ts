@@ -29,8 +29,9 @@ export = function register(RED: RED): void {
     };
     this.timeouts = timeouts;
     // A credential: Node-RED stores it apart from the flow (flows_cred.json, encrypted).
-    const key = String(this.credentials?.key ?? '').trim();
-    this.key = key === '' ? undefined : key;
+    const secret = String(this.credentials?.secret ?? '').trim();
+    this.secret = secret === '' ? undefined : secret;
+    this.allowUnauthenticated = def.allowUnauthenticated === true;
 
     this.problem = () => (this.backend === 'bluetooth' ? systemBluetoothProblem() : undefined);
 
@@ -44,7 +45,7 @@ export = function register(RED: RED): void {
     };
   }
 
-  RED.nodes.registerType('ble-ota-device', BleOtaDeviceNode, { credentials: { key: { type: 'password' } } });
+  RED.nodes.registerType('ble-ota-device', BleOtaDeviceNode, { credentials: { secret: { type: 'password' } } });
 
   // The edit dialog's Scan button. Editor permissions required, as for
   // reading any node configuration.

@@ -14,6 +14,8 @@ export interface DeviceNodeDef extends NodeDef {
   backend: Backend;
   scanTimeout: string | number;
   operationTimeout: string | number;
+  /** Update devices that cannot prove they hold their key, although a fleet secret is set. */
+  allowUnauthenticated?: boolean;
 }
 
 export interface DeviceNode extends Node {
@@ -23,10 +25,13 @@ export interface DeviceNode extends Node {
   adapter: Adapter;
   timeouts: Partial<Timeouts>;
   /**
-   * The device's pre-shared key (a credential: kept out of the flow file,
-   * never logged nor sent in messages), or undefined when none is set.
+   * The owner's fleet secret, from which each device's key derives (a
+   * credential: kept out of the flow file, never logged nor sent in
+   * messages), or undefined when none is set.
    */
-  key: string | undefined;
+  secret: string | undefined;
+  /** With a secret: still update devices that cannot authenticate. */
+  allowUnauthenticated: boolean;
   /** Why this backend cannot be used right now, if it cannot. */
   problem(): BluetoothUnavailableError | undefined;
   /** A client for this device's backend, and the target to pass it. */

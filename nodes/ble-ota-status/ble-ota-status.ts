@@ -112,7 +112,7 @@ export = function register(RED: RED): void {
       const signal = closing.signal;
       return device.adapter.run(async () => {
         const { client, target } = await device.prepare(override);
-        const connection = await client.connect(target, { signal });
+        const connection = await client.connect(target, { signal, secret: device.secret, allowUnauthenticated: device.allowUnauthenticated });
         try {
           return firmwareInfo(await connection.info());
         } catch (err) {

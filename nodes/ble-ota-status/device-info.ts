@@ -4,6 +4,7 @@
  * without knowing the protocol's numbers (docs/PROTOCOL.md, OTA Info).
  */
 import type { DeviceInfo } from '../../lib/client/ota-client';
+import { formatDeviceId } from '../../lib/client/session';
 import { chipName } from '../../lib/image/esp-chips';
 import { LAST_STATUS_NONE, statusName } from '../../lib/protocol/constants';
 import {
@@ -49,6 +50,12 @@ export interface FirmwareInfo {
   /** Status name of the last update attempt since boot (OK, HASH_MISMATCH...), null when none. */
   lastStatus: string | null;
   capabilities: Capability[];
+  /** The device's id (its factory MAC), null when it tells none. */
+  deviceId: string | null;
+  /** Digest of the key updates must be signed with, hex; null when the device names none. */
+  signingKey: string | null;
+  /** The device proved the values above (a fleet secret is set and the device has authentication). */
+  authenticated: boolean;
 }
 
 export const capabilities = featureNames;
@@ -61,6 +68,7 @@ export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
     mtu: info.mtu,
     protocol: info.protocol,
     firmwareRevision: info.firmwareRevision ?? null,
+    authenticated: info.authenticated,
   };
   const ota = info.ota;
   if (!ota) {
@@ -80,6 +88,8 @@ export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
       transfer: null,
       lastStatus: null,
       capabilities: ['seed'],
+      deviceId: null,
+      signingKey: null,
     };
   }
   const runningState = runningStateName(ota.runningState);
@@ -100,6 +110,8 @@ export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
     transfer: { state: transferStateName(ota.transferState), offset: ota.transferOffset, sha256: transferHash },
     lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
     capabilities: capabilities(ota.features),
+    deviceId: ota.deviceId ? formatDeviceId(ota.deviceId) : null,
+    signingKey: ota.signingKeyDigest?.toString('hex') ?? null,
   };
 }
 

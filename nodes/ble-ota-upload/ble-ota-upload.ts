@@ -27,8 +27,10 @@ interface UploadNodeDef extends NodeDef {
   skipSame?: boolean;
   /** Install an image older than the running one. */
   allowDowngrade?: boolean;
-  /** Refuse an image without a Secure Boot v2 signature block. */
+  /** Refuse an image not signed with publicKey, before the radio is used. */
   requireSignature?: boolean;
+  /** The public key (PEM) images must be signed with. Not a secret. */
+  publicKey?: string;
 }
 
 interface Job {
@@ -179,7 +181,9 @@ export = function register(RED: RED): void {
         skipIfRunning: def.skipSame !== false,
         allowDowngrade: def.allowDowngrade === true,
         requireSignature: def.requireSignature === true,
-        key: config.key,
+        publicKey: def.publicKey?.trim() || undefined,
+        secret: config.secret,
+        allowUnauthenticated: config.allowUnauthenticated,
         onProgress: (p: Progress) => {
           node.status(statusForProgress(t, p));
           if (!throttle.accept(p)) return;
