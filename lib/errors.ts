@@ -22,6 +22,7 @@ export type BleOtaErrorCode =
   | 'IMAGE_NOT_SIGNED'
   | 'IMAGE_SIGNATURE_INVALID'
   | 'SECURE_VERSION_TOO_OLD'
+  | 'IMAGE_MISMATCH'
   | 'DOWNGRADE_REFUSED'
   // the Bluetooth side
   | 'BLUETOOTH_UNAVAILABLE'

@@ -6,8 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseCommandLine, UsageError } from '../lib/cli/args';
@@ -15,8 +14,12 @@ import { formatResult } from '../lib/cli/output';
 import { ProgressReporter } from '../lib/cli/progress';
 import type { Progress, UpdateResult } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
+import { parseEspImage } from '../lib/image/esp-image';
+import { readSignatureSector, signatureSectorOffset, signImage, signingKeyDigest, verifyImageSignature } from '../lib/image/signature';
 import { systemBluetoothProblem } from '../lib/noble-loader';
 import { ensureVirtualEsp32 } from '../lib/virtual/build';
+import { deviceKey } from '../lib/client/session';
+import { OWNER, ownedVirtualEnv, signedImage } from './support/owner';
 
 const MAIN = join(__dirname, '..', 'lib', 'cli', 'main.js');
 
@@ -116,7 +119,7 @@ describe('command-line tool', function () {
       assert.ok(uploading.length <= 12, `at most one line per tenth (got ${uploading.length})`);
       assert.deepEqual(percents, [...percents].sort((a, b) => a - b));
       assert.match(lines[lines.length - 2], /^updated cli-lines \([0-9a-f:]{17}\) to 2\.5\.0 \(was 1\.0\.0\), confirmed$/);
-      assert.match(lines[lines.length - 1], /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes$/);
+      assert.match(lines[lines.length - 1], /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes, not authenticated: nothing proves it was your device$/);
     });
 
     it('--confirm device leaves the confirmation to the device; --protocol seed speaks the seed protocol', async () => {
@@ -146,34 +149,76 @@ describe('command-line tool', function () {
       assert.match(error.message, /not an ESP32 firmware image/);
     });
 
-    it('a keyed device: --key-file or ESP32_BLE_OTA_KEY updates it, no key fails with AUTH_REQUIRED, and the key is never printed', async () => {
-      const key = randomBytes(32).toString('hex');
-      const keyed = { BLE_OTA_VIRTUAL_AUTH_KEY: key };
-      const keyFile = join(dir, 'device.key');
-      writeFileSync(keyFile, `${key}\n`);
-      const withFile = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--key-file', keyFile], undefined, keyed);
+    it('an owned device: --secret-file or ESP32_BLE_OTA_SECRET updates it, no secret fails with AUTH_REQUIRED, and no secret or key is printed', async () => {
+      const owned = ownedVirtualEnv();
+      const secretFile = join(dir, 'fleet.secret');
+      writeFileSync(secretFile, `${OWNER.secret}\n`);
+      const signed = join(dir, 'signed.bin');
+      writeFileSync(signed, signedImage({ projectName: 'cli-app', version: '3.0.0', size: 64 * 1024, seed: 7 }));
+      const withFile = await cli(['upload', signed, '-d', 'cli-keyed', '--virtual', '--secret-file', secretFile], undefined, owned);
       assert.equal(withFile.code, 0, withFile.stderr);
-      const withEnv = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--json'], undefined, { ...keyed, ESP32_BLE_OTA_KEY: key });
+      assert.match(withFile.stdout, /the device proved it holds its key/);
+      const withEnv = await cli(['info', '-d', 'cli-keyed', '--virtual', '--json'], undefined, { ...owned, ESP32_BLE_OTA_SECRET: OWNER.secret });
       assert.equal(withEnv.code, 0, withEnv.stderr);
-      const without = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--json'], undefined, { ...keyed, ESP32_BLE_OTA_KEY: '' });
+      const info = parseJson<{ authenticated: boolean; ota: { deviceId: string; signingKey: string; features: string[] } }>(withEnv);
+      assert.equal(info.authenticated, true);
+      assert.ok(info.ota.features.includes('auth') && info.ota.features.includes('signed'));
+      const without = await cli(['upload', signed, '-d', 'cli-keyed', '--virtual', '--json'], undefined, { ...owned, ESP32_BLE_OTA_SECRET: '' });
       assert.equal(without.code, 1);
       assert.equal(parseJson<{ error: { code: string } }>(without).error.code, 'AUTH_REQUIRED');
-      for (const run of [withFile, withEnv, without]) assert.ok(!`${run.stdout}${run.stderr}`.includes(key), 'the key is not printed');
+      // An unsigned image: the device names its key, so nothing is sent.
+      const unsigned = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--json', '--secret-file', secretFile], undefined, owned);
+      assert.equal(parseJson<{ error: { code: string } }>(unsigned).error.code, 'IMAGE_NOT_SIGNED');
+      for (const run of [withFile, withEnv, without, unsigned]) assert.ok(!`${run.stdout}${run.stderr}`.includes(OWNER.secret), 'the secret is not printed');
 
-      const missing = await cli(['upload', firmware, '-d', 'x', '--virtual', '--key-file', join(dir, 'nokey')]);
+      const missing = await cli(['upload', firmware, '-d', 'x', '--virtual', '--secret-file', join(dir, 'nosecret')]);
       assert.equal(missing.code, 1);
-      assert.match(missing.stderr, /--key-file .*nokey: cannot read it \(ENOENT\)/);
-      writeFileSync(join(dir, 'bad.key'), 'not-a-key');
-      const bad = await cli(['upload', firmware, '-d', 'x', '--virtual', '--json', '--key-file', join(dir, 'bad.key')]);
+      assert.match(missing.stderr, /cannot read .*nosecret: no such file/);
+      writeFileSync(join(dir, 'bad.secret'), 'not-a-secret');
+      const bad = await cli(['upload', firmware, '-d', 'x', '--virtual', '--json', '--secret-file', join(dir, 'bad.secret')]);
       assert.equal(bad.code, 1);
       assert.equal(parseJson<{ error: { code: string } }>(bad).error.code, 'INVALID_ARGUMENT');
-      assert.ok(!bad.stderr.includes('not-a-key') && !bad.stdout.includes('not-a-key'));
+      assert.ok(!bad.stderr.includes('not-a-secret') && !bad.stdout.includes('not-a-secret'));
     });
 
-    it('--require-signature refuses an unsigned image with IMAGE_NOT_SIGNED', async () => {
-      const run = await cli(['upload', firmware, '-d', 'x', '--virtual', '--json', '--require-signature']);
+    it('--require-signature checks the image against --public-key before any radio work', async () => {
+      const pub = join(dir, 'owner.pub');
+      writeFileSync(pub, OWNER.publicKey);
+      const run = await cli(['upload', firmware, '-d', 'x', '--virtual', '--json', '--require-signature', '--public-key', pub]);
       assert.equal(run.code, 1);
       assert.equal(parseJson<{ error: { code: string } }>(run).error.code, 'IMAGE_NOT_SIGNED');
+      assert.ok(!run.stdout.includes('virtual ESP32'), 'no virtual device was started');
+      const noKey = await cli(['upload', firmware, '-d', 'x', '--virtual', '--require-signature']);
+      assert.equal(noKey.code, 2);
+      assert.match(noKey.stderr, /upload needs --public-key FILE/);
+    });
+
+    it('secret and provision: a fleet secret, then a device\'s key partition and the esptool command, never printing either', async () => {
+      const secretFile = join(dir, 'made.secret');
+      const made = await cli(['secret', '--out', secretFile]);
+      assert.equal(made.code, 0, made.stderr);
+      const secret = readFileSync(secretFile, 'utf8').trim();
+      assert.match(secret, /^[0-9a-f]{64}$/);
+      assert.equal(statSync(secretFile).mode & 0o777, 0o600);
+      assert.equal((await cli(['secret', '--out', secretFile])).code, 1, 'never overwritten');
+
+      const part = join(dir, 'key.bin');
+      const run = await cli(['provision', '--secret-file', secretFile, '--device-id', '24:0A:C4:12:34:56', '--chip', 'esp32c3', '--out', part]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /esptool\.py --chip esp32c3 write_flash 0x3d0000 .*key\.bin/);
+      const bytes = readFileSync(part);
+      assert.equal(bytes.length, 4096);
+      assert.equal(bytes.subarray(0, 8).toString('latin1'), 'BLEOTAK1');
+      assert.ok(bytes.subarray(8, 14).equals(Buffer.from('240ac4123456', 'hex')));
+      assert.ok(bytes.subarray(16, 48).equals(deviceKey(Buffer.from(secret, 'hex'), Buffer.from('240ac4123456', 'hex'))), 'the key derived for this device');
+      assert.ok(bytes.subarray(52).every((b) => b === 0xff));
+      for (const r of [made, run]) {
+        assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), 'the secret is not printed');
+        assert.ok(!`${r.stdout}${r.stderr}`.includes(bytes.subarray(16, 48).toString('hex')), 'the key is not printed');
+      }
+      const badId = await cli(['provision', '--secret-file', secretFile, '--device-id', 'kitchen', '--out', join(dir, 'k2.bin')]);
+      assert.equal(badId.code, 1);
+      assert.match(badId.stderr, /no device id: give the chip's MAC address/);
     });
 
     it('a file that cannot be read: exit 1 with FILE_UNREADABLE', async () => {
@@ -321,6 +366,203 @@ describe('command-line tool', function () {
   });
 });
 
+describe('signing commands (keygen, sign, verify, pubkey)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let app: string;
+  let rsaKey: string;
+  let ecKey: string;
+  const at = (name: string) => join(dir, name);
+  const errorOf = (run: Run) => parseJson<{ error: { code: string; message: string } }>(run).error;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ble-ota-sign-'));
+    app = at('app.bin');
+    writeFileSync(app, buildAppImage({ size: 40 * 1024, projectName: 'lamp', version: '2.6.0', seed: 43 }));
+    rsaKey = at('rsa.pem');
+    ecKey = at('ec.pem');
+  });
+
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('keygen writes an RSA-3072 key readable by its owner only, prints its digest and the next steps, and never overwrites', async () => {
+    const run = await cli(['keygen', '--out', rsaKey]);
+    assert.equal(run.code, 0, run.stderr);
+    const pem = readFileSync(rsaKey, 'utf8');
+    assert.match(pem, /^-----BEGIN RSA PRIVATE KEY-----\n/);
+    if (process.platform !== 'win32') assert.equal(statSync(rsaKey).mode & 0o777, 0o600);
+    assert.ok(run.stdout.includes(`public key digest: ${signingKeyDigest(pem).toString('hex')}`), run.stdout);
+    assert.match(run.stdout, /CONFIG_SECURE_BOOT_SIGNING_KEY/);
+    assert.match(run.stdout, /off the Node-RED machine/);
+    assert.ok(!run.stdout.includes(pem.split('\n')[1]), 'the key is not printed');
+
+    const again = await cli(['keygen', '--out', rsaKey, '--json']);
+    assert.equal(again.code, 1);
+    assert.equal(errorOf(again).code, 'FILE_EXISTS');
+    assert.equal(readFileSync(rsaKey, 'utf8'), pem, 'the existing key is untouched');
+  });
+
+  it('keygen --scheme ecdsa256 --json', async () => {
+    const run = await cli(['keygen', '--scheme', 'ecdsa256', '--out', ecKey, '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const pem = readFileSync(ecKey, 'utf8');
+    assert.match(pem, /^-----BEGIN EC PRIVATE KEY-----\n/);
+    assert.deepEqual(parseJson(run), { file: ecKey, scheme: 'ecdsa256', keyDigest: signingKeyDigest(pem).toString('hex') });
+  });
+
+  it('sign writes the image with a signature sector; the input is untouched', async () => {
+    const before = readFileSync(app);
+    const out = at('app-signed.bin');
+    const run = await cli(['sign', '--key', rsaKey, '--out', out, app]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(readFileSync(app).equals(before));
+    const signed = readFileSync(out);
+    const { imageLength } = parseEspImage(before);
+    assert.equal(signed.length, signatureSectorOffset(imageLength) + 4096);
+    const check = verifyImageSignature(signed, imageLength, { publicKeyPem: readFileSync(rsaKey, 'utf8') });
+    assert.equal(check.ok, true);
+    assert.match(run.stdout, new RegExp(`^wrote .*app-signed\\.bin: .*app\\.bin signed, 44\\.0 KB, signature sector at 0x${signatureSectorOffset(imageLength).toString(16)}$`, 'm'));
+    assert.match(run.stdout, /^ {2}block 0 {2}RSA-3072 {5}key digest [0-9a-f]{64}$/m);
+  });
+
+  it('sign --append adds a block; --json lists the sector', async () => {
+    const out = at('app-signed2.bin');
+    const run = await cli(['sign', '--key', ecKey, '--append', '--out', out, at('app-signed.bin'), '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const rsaDigest = signingKeyDigest(readFileSync(rsaKey, 'utf8')).toString('hex');
+    const ecDigest = signingKeyDigest(readFileSync(ecKey, 'utf8')).toString('hex');
+    const signed = readFileSync(out);
+    const { imageLength } = parseEspImage(signed);
+    assert.deepEqual(parseJson(run), {
+      file: out,
+      image: at('app-signed.bin'),
+      size: signed.length,
+      sectorOffset: signatureSectorOffset(imageLength),
+      blocks: [
+        { index: 0, scheme: 'rsa3072', keyDigest: rsaDigest, added: false },
+        { index: 1, scheme: 'ecdsa256', keyDigest: ecDigest, added: true },
+      ],
+    });
+    assert.equal(readSignatureSector(signed, imageLength).blocks.length, 2);
+  });
+
+  it('sign refuses: an input as --out, a signed image without --append, a public key, a file that is not an app', async () => {
+    const signedBefore = readFileSync(at('app-signed.bin'));
+    const overInput = await cli(['sign', '--key', rsaKey, '--out', at('app-signed.bin'), at('app-signed.bin'), '--json']);
+    assert.equal(overInput.code, 1);
+    assert.equal(errorOf(overInput).code, 'INVALID_ARGUMENT');
+    assert.match(errorOf(overInput).message, /an input; write to another file/);
+    const overKey = await cli(['sign', '--key', rsaKey, '--out', rsaKey, app]);
+    assert.equal(overKey.code, 1);
+    assert.match(overKey.stderr, /an input; write to another file/);
+    assert.match(readFileSync(rsaKey, 'utf8'), /BEGIN RSA PRIVATE KEY/, 'the key survives');
+    assert.ok(readFileSync(at('app-signed.bin')).equals(signedBefore));
+
+    const twice = await cli(['sign', '--key', ecKey, '--out', at('x.bin'), at('app-signed.bin')]);
+    assert.equal(twice.code, 1);
+    assert.match(twice.stderr, /is already signed \(1 signature block\(s\)\)\. Add --append/);
+
+    const pub = at('pub-for-sign.pem');
+    assert.equal((await cli(['pubkey', '--key', rsaKey, '--out', pub])).code, 0);
+    const withPublic = await cli(['sign', '--key', pub, '--out', at('x.bin'), app]);
+    assert.equal(withPublic.code, 1);
+    assert.match(withPublic.stderr, /pub-for-sign\.pem: this is a public key; signing needs the private key\. \[INVALID_ARGUMENT\]/);
+
+    writeFileSync(at('notes.txt'), 'not firmware\n');
+    const notApp = await cli(['sign', '--key', rsaKey, '--out', at('x.bin'), at('notes.txt'), '--json']);
+    assert.equal(notApp.code, 1);
+    assert.equal(errorOf(notApp).code, 'IMAGE_NOT_AN_IMAGE');
+    assert.ok(!existsSync(at('x.bin')), 'nothing written');
+  });
+
+  it('a file that is no usable key is named, its contents never printed', async () => {
+    const secret = 'MIIEpAIBAAKCAQEAsecretsecretsecretsecretsecret';
+    writeFileSync(at('bad.pem'), `-----BEGIN RSA PRIVATE KEY-----\n${secret}\n-----END RSA PRIVATE KEY-----\n`);
+    for (const args of [['sign', '--key', at('bad.pem'), '--out', at('x.bin'), app], ['pubkey', '--key', at('bad.pem')], ['verify', '--public-key', at('bad.pem'), app]]) {
+      const run = await cli([...args, '--json']);
+      assert.equal(run.code, 1, run.stderr);
+      assert.equal(errorOf(run).code, 'INVALID_ARGUMENT');
+      assert.match(errorOf(run).message, /bad\.pem: Its "RSA PRIVATE KEY" block cannot be read/);
+      assert.ok(!`${run.stdout}${run.stderr}`.includes(secret));
+    }
+    const missing = await cli(['pubkey', '--key', at('nokey.pem')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /cannot read .*nokey\.pem: no such file \[FILE_UNREADABLE\]/);
+  });
+
+  it('verify: exit 0 when block 0 is signed by the key', async () => {
+    const run = await cli(['verify', '--public-key', rsaKey, at('app-signed2.bin')]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /app-signed2\.bin: signature block 0 \(RSA-3072\) verifies with .*rsa\.pem\n {2}key digest [0-9a-f]{64}\n$/);
+    const json = await cli(['verify', '--public-key', at('pub-for-sign.pem'), at('app-signed.bin'), '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(parseJson(json), {
+      file: at('app-signed.bin'),
+      verified: true,
+      block: 0,
+      scheme: 'rsa3072',
+      keyDigest: signingKeyDigest(readFileSync(rsaKey, 'utf8')).toString('hex'),
+    });
+  });
+
+  it('verify: exit 1 with the reason: unsigned, another key, changed after signing, bad signature', async () => {
+    const signed = readFileSync(at('app-signed.bin'));
+    const { imageLength } = parseEspImage(signed);
+    const sectorAt = signatureSectorOffset(imageLength);
+    const repadded = Buffer.from(signed);
+    repadded[imageLength] = 0x00; // the 0xFF padding before the sector
+    writeFileSync(at('repadded.bin'), repadded);
+    const forged = Buffer.from(signed);
+    forged[sectorAt + 900] ^= 1; // in the RSA signature
+    const { crc32 } = await import('../lib/image/esp-image');
+    forged.writeUInt32LE(crc32(forged.subarray(sectorAt, sectorAt + 1196)), sectorAt + 1196);
+    writeFileSync(at('forged.bin'), forged);
+
+    const cases: Array<[string, string, string, RegExp]> = [
+      [rsaKey, app, 'IMAGE_NOT_SIGNED', /no valid Secure Boot v2 signature block/],
+      [ecKey, at('app-signed2.bin'), 'SIGNATURE_UNTRUSTED', /Signature block 0 is made with another key \(key digest [0-9a-f]{64}\), not the trusted one/],
+      [rsaKey, at('repadded.bin'), 'SIGNATURE_DIGEST_MISMATCH', /The padding between the image and its signature sector changed after signing/],
+      [rsaKey, at('forged.bin'), 'SIGNATURE_INVALID', /its signature does not verify/],
+    ];
+    for (const [key, file, code, message] of cases) {
+      const run = await cli(['verify', '--public-key', key, file, '--json']);
+      assert.equal(run.code, 1, `${code}: ${run.stderr}`);
+      assert.equal(errorOf(run).code, code);
+      assert.match(errorOf(run).message, message);
+      assert.match(run.stderr, new RegExp(`\\[${code}\\]\\n$`));
+    }
+  });
+
+  it('pubkey: the PEM on stdout and the digest on stderr; --out writes the file; --json', async () => {
+    const pem = readFileSync(ecKey, 'utf8');
+    const digest = signingKeyDigest(pem).toString('hex');
+    const run = await cli(['pubkey', '--key', ecKey]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^-----BEGIN PUBLIC KEY-----\n[^]*\n-----END PUBLIC KEY-----\n$/);
+    assert.equal(signingKeyDigest(run.stdout).toString('hex'), digest);
+    assert.equal(run.stderr, `public key digest: ${digest}\n`);
+
+    const out = at('ec-pub.pem');
+    const toFile = await cli(['pubkey', '--key', ecKey, '--out', out]);
+    assert.equal(toFile.code, 0, toFile.stderr);
+    assert.equal(readFileSync(out, 'utf8'), run.stdout);
+    assert.ok(toFile.stdout.includes(`public key digest: ${digest}`));
+
+    const json = await cli(['pubkey', '--key', ecKey, '--json']);
+    assert.deepEqual(parseJson(json), { scheme: 'ecdsa256', keyDigest: digest, publicKey: run.stdout, file: null });
+    assert.equal((await cli(['pubkey', '--key', ecKey, '--out', ecKey])).code, 1, 'never over the key');
+  });
+
+  it('an image signed by the tool is what signImage makes of it, apart from the random signature values', () => {
+    const pem = readFileSync(rsaKey, 'utf8');
+    const mine = signImage(readFileSync(app), pem);
+    const tool = readFileSync(at('app-signed.bin'));
+    const sectorAt = signatureSectorOffset(parseEspImage(tool).imageLength);
+    assert.ok(mine.subarray(0, sectorAt + 812).equals(tool.subarray(0, sectorAt + 812)));
+    assert.ok(mine.subarray(sectorAt + 1200).equals(tool.subarray(sectorAt + 1200)));
+  });
+});
+
 describe('command-line parsing', () => {
   it('reads each command with its defaults', () => {
     assert.deepEqual(parseCommandLine(['scan']), { kind: 'scan', durationMs: 5000, device: undefined, json: false, virtual: false });
@@ -328,6 +570,7 @@ describe('command-line parsing', () => {
       kind: 'info',
       device: 'AA-BB-CC-DD-EE-FF',
       timeoutMs: 2500,
+      secretFile: undefined,
       json: true,
       virtual: false,
     });
@@ -338,11 +581,25 @@ describe('command-line parsing', () => {
       confirm: 'client',
       protocol: 'auto',
       timeoutMs: undefined,
-      keyFile: undefined,
+      secretFile: undefined,
+      allowUnauthenticated: false,
       requireSignature: false,
+      publicKey: undefined,
       json: false,
       virtual: true,
     });
+    assert.deepEqual(parseCommandLine(['keygen', '-o', 'k.pem']), { kind: 'keygen', scheme: 'rsa3072', out: 'k.pem', json: false, virtual: false });
+    assert.deepEqual(parseCommandLine(['sign', '--key', 'a.pem', '--key', 'b.pem', '--append', '--out', 's.bin', 'app.bin', '--json']), {
+      kind: 'sign',
+      file: 'app.bin',
+      keys: ['a.pem', 'b.pem'],
+      append: true,
+      out: 's.bin',
+      json: true,
+      virtual: false,
+    });
+    assert.deepEqual(parseCommandLine(['verify', 's.bin', '--public-key', 'p.pem']), { kind: 'verify', file: 's.bin', publicKey: 'p.pem', json: false, virtual: false });
+    assert.deepEqual(parseCommandLine(['pubkey', '--key', 'k.pem']), { kind: 'pubkey', key: 'k.pem', out: undefined, json: false, virtual: false });
     assert.deepEqual(parseCommandLine(['help', 'upload']), { kind: 'help', topic: 'upload', json: false });
     assert.deepEqual(parseCommandLine(['scan', '-h']), { kind: 'help', topic: 'scan', json: false });
   });
@@ -364,6 +621,19 @@ describe('command-line parsing', () => {
     mistake(['info', '--duration', '3', '-d', 'x'], /info does not take --duration/, 'info');
     mistake(['scan', '--nope'], /Unknown option '--nope'$/, 'scan');
     mistake(['info', '--device'], /--device/, 'info');
+    mistake(['keygen'], /keygen needs --out FILE/, 'keygen');
+    mistake(['keygen', '--out', 'k.pem', '--scheme', 'rsa2048'], /--scheme is one of rsa3072, ecdsa256/, 'keygen');
+    mistake(['keygen', '--out', 'k.pem', 'extra'], /keygen takes no operands/, 'keygen');
+    mistake(['sign', '--out', 's.bin', 'app.bin'], /sign needs --key FILE/, 'sign');
+    mistake(['sign', '--key', 'a', '--key', 'b', '--key', 'c', '--key', 'd', '--out', 's.bin', 'app.bin'], /at most 3 --key/, 'sign');
+    mistake(['sign', '--key', 'k.pem', 'app.bin'], /sign needs --out FILE/, 'sign');
+    mistake(['sign', '--key', 'k.pem', '--out', 's.bin'], /sign needs IMAGE/, 'sign');
+    mistake(['verify', 's.bin'], /verify needs --public-key FILE/, 'verify');
+    mistake(['verify', '--public-key', 'p.pem', 'a.bin', 'b.bin'], /verify takes one image/, 'verify');
+    mistake(['verify', '--public-key', 'p.pem', 's.bin', '--virtual'], /verify works on files, without Bluetooth; it does not take --virtual/, 'verify');
+    mistake(['pubkey', '--key', 'a.pem', '--key', 'b.pem'], /pubkey takes one --key/, 'pubkey');
+    mistake(['pubkey', '--key', 'k.pem', '--device', 'x'], /pubkey does not take --device/, 'pubkey');
+    mistake(['upload', 'a.bin', '-d', 'x', '--append'], /upload does not take --append/, 'upload');
   });
 });
 
@@ -435,16 +705,19 @@ describe('result in words', () => {
     resumes: 0,
     skipped: false,
     previousVersion: '2.4.0',
+    authenticated: true,
   };
 
   it('says what is known for each outcome, never more', () => {
     assert.equal(
       formatResult(base),
-      'updated lamp (24:0a:c4:00:00:01) to 2.5.0 (was 2.4.0), confirmed\n  protocol v2, 2.0 KB in 1.5 s, 4.0 KB/s, MTU 256, 9 packets of up to 249 bytes\n',
+      'updated lamp (24:0a:c4:00:00:01) to 2.5.0 (was 2.4.0), confirmed\n  protocol v2, 2.0 KB in 1.5 s, 4.0 KB/s, MTU 256, 9 packets of up to 249 bytes, the device proved it holds its key\n',
     );
     assert.match(formatResult({ ...base, confirmed: false }), /^updated .* to 2\.5\.0 \(was 2\.4\.0\); the device confirms it after its self-test$/m);
-    assert.match(formatResult({ ...base, resumes: 2 }), /, 2 resumed after a lost link$/m);
+    assert.match(formatResult({ ...base, resumes: 2 }), /, 2 resumed after a lost link, /m);
+    assert.match(formatResult({ ...base, authenticated: false }), /not authenticated: nothing proves it was your device$/m);
     assert.equal(formatResult({ ...base, skipped: true }), 'lamp (24:0a:c4:00:00:01) already runs lamp 2.5.0: nothing sent\n');
+    assert.equal(formatResult({ ...base, skipped: true, authenticated: false }), 'lamp (24:0a:c4:00:00:01) already runs lamp 2.5.0: nothing sent (not authenticated)\n');
     const seed = { ...base, protocol: 'seed' as const, confirmed: false, runningVersion: undefined, previousVersion: undefined };
     assert.match(formatResult(seed), /^uploaded 2\.5\.0 to lamp \(24:0a:c4:00:00:01\) \(seed protocol\); the device accepted it and restarted$/m);
   });

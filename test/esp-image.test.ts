@@ -17,6 +17,7 @@ import {
   imageSummary,
   parseEspImage,
 } from '../lib/image/esp-image';
+import { generateSigningKey, signingKeyDigest } from '../lib/image/signature';
 
 const KB = 1024;
 const MB = 1024 * KB;
@@ -220,15 +221,20 @@ describe('ESP app image', () => {
       });
     });
 
-    it('the builder signs like espsecure.py: blocks on the next 4 KiB boundary that the parser finds', () => {
+    it('the builder signs like espsecure.py: blocks on the next 4 KiB boundary that the parser finds', function () {
+      this.timeout(20_000);
+      const keys = [generateSigningKey('ecdsa256'), generateSigningKey('rsa3072'), generateSigningKey('ecdsa256')];
       for (const blocks of [1, 2, 3]) {
-        const signed = buildAppImage({ size: 10 * KB, signatureBlocks: blocks });
+        const signed = buildAppImage({ size: 10 * KB, signingKeys: keys.slice(0, blocks) });
         const parsed = parseEspImage(signed);
         assert.equal(parsed.signature?.blockCount, blocks);
         assert.equal(parsed.signature?.offset, Math.ceil(parsed.imageLength / 4096) * 4096);
+        assert.equal(parsed.signature?.scheme, 'ecdsa256');
+        assert.ok(parsed.signature?.keyDigest.equals(signingKeyDigest(keys[0])));
+        assert.equal(parsed.trailingBytes, signed.length - parsed.imageLength);
         assert.equal(imageSummary(parsed).signed, true);
       }
-      assert.throws(() => buildAppImage({ signatureBlocks: 4 }), RangeError);
+      assert.throws(() => buildAppImage({ signingKeys: [...keys, keys[0]] }), /holds 3 blocks/);
     });
 
     it('finds a Secure Boot v2 signature block on the next 4 KiB boundary', () => {
@@ -243,11 +249,37 @@ describe('ESP app image', () => {
       block.copy(signed, sigOffset);
 
       const parsed = parseEspImage(signed);
-      assert.deepEqual(parsed.signature, { offset: sigOffset, blockCount: 1, version: 2 });
+      assert.deepEqual(parsed.signature, {
+        offset: sigOffset,
+        blockCount: 1,
+        version: 2,
+        scheme: 'rsa3072',
+        keyDigest: createHash('sha256').update(block.subarray(36, 812)).digest(),
+      });
       assert.equal(parsed.trailingBytes, signed.length - image.length);
 
       signed[sigOffset + 100] ^= 1; // CRC no longer matches: not a valid block
       assert.equal(parseEspImage(signed).signature, undefined);
+    });
+
+    it('counts blocks from block 0 on, and only blocks of a known version', () => {
+      const image = buildAppImage({ size: 10 * KB });
+      const sigOffset = Math.ceil(image.length / 4096) * 4096;
+      const signed = Buffer.alloc(sigOffset + 4096, 0xff);
+      image.copy(signed);
+      const putBlock = (slot: number, version: number) => {
+        const block = noise(1216, 10 + slot);
+        block[0] = 0xe7;
+        block[1] = version;
+        block.writeUInt32LE(crc32(block.subarray(0, 1196)), 1196);
+        block.copy(signed, sigOffset + slot * 1216);
+      };
+      putBlock(0, 0x02);
+      putBlock(1, 0x07); // not RSA (2) or ECDSA (3): espsecure.py does not count it either
+      putBlock(2, 0x02);
+      assert.equal(parseEspImage(signed).signature?.blockCount, 1);
+      putBlock(0, 0x07);
+      assert.equal(parseEspImage(signed).signature, undefined, 'no block 0, which is what the device reads');
     });
 
     it('computes CRC-32 as zlib does', function () {

@@ -214,7 +214,7 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
     let update: UpdateResult | undefined;
     const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client hung')), 20_000).unref());
     try {
-      update = await Promise.race([client.update({ target: { name }, image, secret: OWNER.secret }), hung]);
+      update = await Promise.race([client.update({ target: { name }, image, secret: OWNER.secret, compress: false }), hung]);
       resumes = update.resumes;
     } catch (err) {
       result = err instanceof BleOtaError ? err.code : `not a BleOtaError: ${String(err)}`;

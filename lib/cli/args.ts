@@ -6,10 +6,11 @@
 import { parseArgs } from 'node:util';
 import type { ConfirmMode } from '../client/ota-client';
 import type { Target } from '../client/scanner';
+import type { KeyScheme } from '../image/signature';
 
 export const PROGRAM = 'esp32-ble-ota';
 
-export type CommandName = 'scan' | 'info' | 'upload';
+export type CommandName = 'scan' | 'info' | 'upload' | 'keygen' | 'sign' | 'verify' | 'pubkey' | 'secret' | 'provision';
 
 export interface GlobalOptions {
   /** Machine-readable output on stdout. */
@@ -22,7 +23,7 @@ export type Command =
   | { kind: 'help'; topic?: CommandName; json: boolean }
   | { kind: 'version'; json: boolean }
   | ({ kind: 'scan'; durationMs: number; device?: string } & GlobalOptions)
-  | ({ kind: 'info'; device: string; timeoutMs?: number } & GlobalOptions)
+  | ({ kind: 'info'; device: string; timeoutMs?: number; secretFile?: string } & GlobalOptions)
   | ({
       kind: 'upload';
       file: string;
@@ -30,10 +31,19 @@ export type Command =
       confirm: ConfirmMode;
       protocol: 'auto' | 'seed';
       timeoutMs?: number;
-      /** A file holding the device's key (64 hex digits); never the key itself on the command line. */
-      keyFile?: string;
+      /** A file holding the fleet secret (64 hex digits); never the secret itself on the command line. */
+      secretFile?: string;
+      allowUnauthenticated: boolean;
       requireSignature: boolean;
-    } & GlobalOptions);
+      /** The public key (PEM file) the image must be signed with, for requireSignature. */
+      publicKey?: string;
+    } & GlobalOptions)
+  | ({ kind: 'keygen'; scheme: KeyScheme; out: string } & GlobalOptions)
+  | ({ kind: 'sign'; file: string; keys: string[]; append: boolean; out: string } & GlobalOptions)
+  | ({ kind: 'verify'; file: string; publicKey: string } & GlobalOptions)
+  | ({ kind: 'pubkey'; key: string; out?: string } & GlobalOptions)
+  | ({ kind: 'secret'; out: string } & GlobalOptions)
+  | ({ kind: 'provision'; secretFile?: string; deviceId: string; out: string; chip?: string } & GlobalOptions);
 
 export class UsageError extends Error {
   constructor(
@@ -56,8 +66,16 @@ const OPTIONS = {
   timeout: { type: 'string' },
   confirm: { type: 'string' },
   protocol: { type: 'string' },
-  'key-file': { type: 'string' },
+  'secret-file': { type: 'string' },
+  'allow-unauthenticated': { type: 'boolean' },
   'require-signature': { type: 'boolean' },
+  'device-id': { type: 'string' },
+  chip: { type: 'string' },
+  scheme: { type: 'string' },
+  out: { type: 'string', short: 'o' },
+  key: { type: 'string', multiple: true },
+  append: { type: 'boolean' },
+  'public-key': { type: 'string' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -67,9 +85,18 @@ const GLOBAL_FLAGS = { json: true, virtual: true, help: true, version: true };
 /** Which options each command takes besides the global ones. */
 const COMMAND_OPTIONS: Record<CommandName, OptionName[]> = {
   scan: ['duration', 'device'],
-  info: ['device', 'timeout'],
-  upload: ['device', 'timeout', 'confirm', 'protocol', 'key-file', 'require-signature'],
+  info: ['device', 'timeout', 'secret-file'],
+  upload: ['device', 'timeout', 'confirm', 'protocol', 'secret-file', 'allow-unauthenticated', 'require-signature', 'public-key'],
+  keygen: ['scheme', 'out'],
+  sign: ['key', 'append', 'out'],
+  verify: ['public-key'],
+  pubkey: ['key', 'out'],
+  secret: ['out'],
+  provision: ['secret-file', 'device-id', 'out', 'chip'],
 };
+
+/** Commands that work on files only: no Bluetooth, so no --virtual. */
+const OFFLINE: CommandName[] = ['keygen', 'sign', 'verify', 'pubkey', 'secret', 'provision'];
 
 const COMMANDS = Object.keys(COMMAND_OPTIONS) as CommandName[];
 
@@ -101,6 +128,10 @@ export function parseCommandLine(argv: string[]): Command {
     throw new UsageError(`${command} does not take --${option}`, command);
   }
   const global: GlobalOptions = { json, virtual: values.virtual ?? false };
+  if (OFFLINE.includes(command)) {
+    if (global.virtual) throw new UsageError(`${command} works on files, without Bluetooth; it does not take --virtual`, command);
+    return offlineCommand(command, values, operands, global);
+  }
 
   if (command === 'scan') {
     if (operands.length > 0) throw new UsageError(`scan takes no operands (got "${operands[0]}")`, command);
@@ -112,11 +143,15 @@ export function parseCommandLine(argv: string[]): Command {
   const timeoutMs = values.timeout === undefined ? undefined : seconds('--timeout', values.timeout, command) * 1000;
   if (command === 'info') {
     if (operands.length > 0) throw new UsageError(`info takes no operands (got "${operands[0]}")`, command);
-    return { kind: 'info', device, timeoutMs, ...global };
+    return { kind: 'info', device, timeoutMs, secretFile: values['secret-file'], ...global };
   }
 
   if (operands.length === 0) throw new UsageError('upload needs the firmware file (the app .bin from idf.py build)', command);
   if (operands.length > 1) throw new UsageError(`upload takes one file (got ${operands.length}: ${operands.join(', ')})`, command);
+  const requireSignature = values['require-signature'] ?? false;
+  if (!requireSignature && values['public-key'] !== undefined) {
+    throw new UsageError('--public-key goes with --require-signature: the image is then checked against it before any radio work', command);
+  }
   return {
     kind: 'upload',
     file: operands[0],
@@ -124,10 +159,90 @@ export function parseCommandLine(argv: string[]): Command {
     confirm: oneOf('--confirm', values.confirm ?? 'client', ['client', 'device'] as const, command),
     protocol: oneOf('--protocol', values.protocol ?? 'auto', ['auto', 'seed'] as const, command),
     timeoutMs,
-    keyFile: values['key-file'],
+    secretFile: values['secret-file'],
+    allowUnauthenticated: values['allow-unauthenticated'] ?? false,
     requireSignature: values['require-signature'] ?? false,
+    publicKey: requireSignature ? fileOption('--public-key', values['public-key'], command, 'the public key (PEM) the image must be signed with') : values['public-key'],
     ...global,
   };
+}
+
+type Values = ReturnType<typeof parse>['values'];
+
+function offlineCommand(command: CommandName, values: Values, operands: string[], global: GlobalOptions): Command {
+  if (command === 'keygen') {
+    noOperands(command, operands);
+    return {
+      kind: 'keygen',
+      scheme: oneOf('--scheme', values.scheme ?? 'rsa3072', ['rsa3072', 'ecdsa256'] as const, command),
+      out: fileOption('--out', values.out, command, 'the file to write the new key to'),
+      ...global,
+    };
+  }
+  if (command === 'sign') {
+    const keys = values.key ?? [];
+    if (keys.length === 0) throw new UsageError('sign needs --key FILE (a private signing key, PEM); repeat it to sign with up to 3 keys', command);
+    if (keys.length > 3) throw new UsageError(`sign takes at most 3 --key (a signature sector holds 3 blocks; got ${keys.length})`, command);
+    keys.forEach((k) => fileOption('--key', k, command, ''));
+    return {
+      kind: 'sign',
+      file: oneFile(command, operands, 'the app image to sign (the .bin of idf.py build)'),
+      keys,
+      append: values.append ?? false,
+      out: fileOption('--out', values.out, command, 'the file to write the signed image to'),
+      ...global,
+    };
+  }
+  if (command === 'verify') {
+    return {
+      kind: 'verify',
+      file: oneFile(command, operands, 'the signed app image to check'),
+      publicKey: fileOption('--public-key', values['public-key'], command, 'the key to check against (PEM, public or private)'),
+      ...global,
+    };
+  }
+  if (command === 'secret') {
+    noOperands(command, operands);
+    return { kind: 'secret', out: fileOption('--out', values.out, command, 'the file to write the new fleet secret to'), ...global };
+  }
+  if (command === 'provision') {
+    noOperands(command, operands);
+    const deviceId = values['device-id'];
+    if (deviceId === undefined) throw new UsageError('provision needs --device-id MAC, the chip\'s MAC address as esptool.py read_mac prints it', command);
+    return {
+      kind: 'provision',
+      secretFile: values['secret-file'],
+      deviceId,
+      out: fileOption('--out', values.out, command, 'the key partition image to write'),
+      chip: values.chip,
+      ...global,
+    };
+  }
+  noOperands(command, operands);
+  const keys = values.key ?? [];
+  if (keys.length > 1) throw new UsageError(`pubkey takes one --key (got ${keys.length})`, command);
+  return {
+    kind: 'pubkey',
+    key: fileOption('--key', keys[0], command, 'the signing key (PEM)'),
+    out: values.out === undefined ? undefined : fileOption('--out', values.out, command, ''),
+    ...global,
+  };
+}
+
+function noOperands(command: CommandName, operands: string[]): void {
+  if (operands.length > 0) throw new UsageError(`${command} takes no operands (got "${operands[0]}")`, command);
+}
+
+function oneFile(command: CommandName, operands: string[], what: string): string {
+  if (operands.length === 0) throw new UsageError(`${command} needs IMAGE, ${what}`, command);
+  if (operands.length > 1) throw new UsageError(`${command} takes one image (got ${operands.length}: ${operands.join(', ')})`, command);
+  return operands[0];
+}
+
+function fileOption(option: string, value: string | undefined, command: CommandName, what: string): string {
+  if (value === undefined) throw new UsageError(`${command} needs ${option} FILE, ${what}`, command);
+  if (value.trim() === '') throw new UsageError(`${option} is empty`, command);
+  return value;
 }
 
 function parse(argv: string[]) {
@@ -177,11 +292,17 @@ export function targetOf(device: string): Target {
 export function usage(topic?: CommandName): string {
   const lines = {
     scan: `${PROGRAM} scan [--duration S] [--device NAME_OR_ADDRESS] [--json] [--virtual]`,
-    info: `${PROGRAM} info --device NAME_OR_ADDRESS [--timeout S] [--json] [--virtual]`,
-    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--key-file PATH] [--require-signature] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
+    info: `${PROGRAM} info --device NAME_OR_ADDRESS [--secret-file PATH] [--timeout S] [--json] [--virtual]`,
+    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--secret-file PATH] [--allow-unauthenticated] [--require-signature --public-key FILE] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
+    keygen: `${PROGRAM} keygen --out FILE [--scheme rsa3072|ecdsa256] [--json]`,
+    sign: `${PROGRAM} sign --key FILE [--key FILE ...] [--append] --out FILE IMAGE [--json]`,
+    verify: `${PROGRAM} verify --public-key FILE IMAGE [--json]`,
+    pubkey: `${PROGRAM} pubkey --key FILE [--out FILE] [--json]`,
+    secret: `${PROGRAM} secret --out FILE [--json]`,
+    provision: `${PROGRAM} provision --device-id MAC --out FILE [--secret-file PATH] [--chip CHIP] [--json]`,
   };
   if (topic) return `usage: ${lines[topic]}\n`;
-  return `usage: ${lines.scan}\n       ${lines.info}\n       ${lines.upload}\n       ${PROGRAM} --help | --version\n`;
+  return `usage: ${COMMANDS.map((c) => lines[c]).join('\n       ')}\n       ${PROGRAM} --help | --version\n`;
 }
 
 export function help(topic?: CommandName): string {
@@ -201,23 +322,69 @@ OTA Info (project, version, ESP-IDF version, chip, running state, slot size, win
 features); the Device Information firmware revision.
 
   -d, --device NAME_OR_ADDRESS   the advertised name, or the address AA:BB:CC:DD:EE:FF
+  --secret-file PATH             the fleet secret (or ESP32_BLE_OTA_SECRET): the device then
+                                 proves what it reports
   --timeout S                    how long to look for the device (default 15)`,
     upload: `Checks FILE (an ESP32 app image, the .bin of idf.py build), uploads it to the device with
 a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old firmware.
 
   -d, --device NAME_OR_ADDRESS   the advertised name, or the address AA:BB:CC:DD:EE:FF
-  --key-file PATH                a file holding the device's update key (64 hex digits, its
-                                 CONFIG_BLE_OTA_AUTH_KEY); or set ESP32_BLE_OTA_KEY. The key is
-                                 never taken on the command line, where shells and ps show it
-  --require-signature            refuse an image without a Secure Boot v2 signature block
+  --secret-file PATH             a file holding the fleet secret (64 hex digits) the devices'
+                                 keys derive from; or set ESP32_BLE_OTA_SECRET. Never taken on
+                                 the command line, where shells and ps show it. With it, a
+                                 device that cannot prove it holds its key is refused
+  --allow-unauthenticated        with a secret: still update devices without authentication
+                                 (development builds, the seed protocol)
+  --require-signature            check the image's signature against --public-key before any
+  --public-key FILE              radio work: unsigned or foreign images never reach a device
   --confirm client|device        protocol v2: who confirms the new image after its restart: this
                                  tool, once the device runs the new version (default client), or
                                  the device after its own self-test
   --protocol auto|seed           auto: v2 where the device offers it (default); seed: the seed
                                  project's protocol, as its Python client spoke it
   --timeout S                    how long to look for the device (default 15)`,
+    keygen: `Makes a Secure Boot v2 signing key, as espsecure.py generate_signing_key --version 2 does,
+and prints the digest by which devices will trust it. The file is readable by you only;
+an existing file is never overwritten.
+
+  -o, --out FILE               where to write the private key (PEM)
+  --scheme rsa3072|ecdsa256    the key type (default rsa3072, the only one the ESP32 has)`,
+    sign: `Signs IMAGE (an ESP32 app image) as espsecure.py sign_data --version 2 does: pads it to
+4 KiB and appends a signature sector with one block per key.
+
+  --key FILE      a private signing key (PEM); repeat for up to 3 keys
+  --append        keep the signatures IMAGE already has and add these
+  -o, --out FILE  where to write the signed image (never IMAGE itself)`,
+    verify: `Checks that IMAGE's signature block 0 is signed by the key, as ESP-IDF does before it
+accepts a signed update: exit status 0 if so, 1 with the reason if not (unsigned, another
+key, changed after signing, bad signature).
+
+  --public-key FILE   the trusted key: its public key (PEM), or the private key`,
+    pubkey: `Prints the public key of a signing key (PEM) and its digest, the value a device trusts
+(espsecure.py extract_public_key and digest_sbv2_public_key). Without --out the PEM goes to
+stdout and the digest to stderr.
+
+  --key FILE      the signing key (PEM)
+  -o, --out FILE  write the public key to this file instead of stdout`,
+    secret: `Makes a fleet secret: 32 random bytes, as 64 hex digits. Each device's key derives from it
+and the device's MAC address (provision); give it to the Node-RED device node (Fleet secret)
+and to upload and info (--secret-file). The file is readable by you only; an existing file is
+never overwritten.
+
+  -o, --out FILE  where to write the secret`,
+    provision: `Writes the key partition image of one device: its own key, derived from the fleet secret
+and its MAC address, for the firmware's "ble_ota_key" partition. Flash it once over USB with
+the esptool command it prints. No firmware image carries the key.
+
+  --device-id MAC      the chip's factory MAC address, as esptool.py read_mac prints it
+  --secret-file PATH   the fleet secret (or ESP32_BLE_OTA_SECRET)
+  -o, --out FILE       where to write the partition image (4096 bytes)
+  --chip CHIP          put --chip CHIP in the esptool command (esp32, esp32c3, ...)`,
   };
-  if (topic) return `${usage(topic)}\n${texts[topic]}\n${common}\n`;
+  if (topic) {
+    const options = OFFLINE.includes(topic) ? common.replace(/\n {2}--virtual[^]*?(?=\n {2}-h)/, '') : common;
+    return `${usage(topic)}\n${texts[topic]}\n${options}\n`;
+  }
   return `${PROGRAM}: update ESP32 firmware over Bluetooth Low Energy
 
 ${usage()}
@@ -225,6 +392,12 @@ Commands:
   scan      list the devices in range
   info      show a device's firmware and OTA capabilities
   upload    update a device's firmware
+  keygen    make a signing key for signed updates
+  sign      sign an app image (Secure Boot v2 format)
+  verify    check an image's signature against a key
+  pubkey    print a signing key's public key and digest
+  secret    make a fleet secret for authenticated updates
+  provision write a device's key partition image
 
 Options:${common}
   -V, --version  the tool's version

@@ -1,18 +1,48 @@
 /**
- * The three commands on the OTA client. Each returns normally on success and
- * throws on failure; main turns what they throw into the message and the
- * exit status.
+ * The commands: three on the OTA client, four on signing keys and images
+ * (no radio). Each returns normally on success and throws on failure; main
+ * turns what they throw into the message and the exit status.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { BleOtaClient, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
-import { imageSummary } from '../image/esp-image';
+import { imageSummary, parseEspImage } from '../image/esp-image';
+import {
+  generateSigningKey,
+  publicKeyPem,
+  readSignatureSector,
+  signatureSectorOffset,
+  signImage,
+  signingKeyDigest,
+  signingKeyInfo,
+  SIGNATURE_SECTOR_SIZE,
+  type SignatureFailure,
+  type SigningKeyInfo,
+  verifyImageSignature,
+} from '../image/signature';
 import { validateImage } from '../image/validate';
 import { loadSystemNoble } from '../noble-loader';
-import { VirtualRadio } from '../virtual/virtual-radio';
+import { keyPartition, newSecret, parseDeviceId, parseSecret } from '../client/session';
+import { KEY_PARTITION_OFFSET } from '../protocol/constants';
+import { VirtualRadio, virtualDefaultsFromEnv } from '../virtual/virtual-radio';
 import { Command, targetOf } from './args';
-import { formatImage, formatInfo, formatResult, formatScan, infoView } from './output';
+import {
+  formatImage,
+  formatInfo,
+  formatKeygen,
+  formatResult,
+  formatScan,
+  formatSigned,
+  formatVerified,
+  infoView,
+  KeygenView,
+  PubkeyView,
+  schemeName,
+  SignView,
+  VerifyView,
+} from './output';
 import { ProgressReporter, ProgressStream } from './progress';
 
 export interface Io {
@@ -34,6 +64,8 @@ export class CliError extends Error {
 }
 
 type Run = Exclude<Command, { kind: 'help' } | { kind: 'version' }>;
+/** The commands that use Bluetooth (or the virtual ESP32). */
+type RadioRun = Extract<Run, { kind: 'scan' | 'info' | 'upload' }>;
 
 /** The client on the chosen radio, and how to release the radio afterwards. */
 interface Radio {
@@ -41,16 +73,16 @@ interface Radio {
   close(): Promise<void>;
 }
 
-async function openRadio(cmd: Run, io: Io, timeouts: Partial<Timeouts>): Promise<Radio> {
+async function openRadio(cmd: RadioRun, io: Io, timeouts: Partial<Timeouts>): Promise<Radio> {
   if (!cmd.virtual) {
     // Load noble now: where Bluetooth is unavailable this throws the
     // loader's explanation before anything else happens.
     const noble = loadSystemNoble();
     return { client: new BleOtaClient({ noble, timeouts }), close: async () => undefined };
   }
-  // As in Node-RED: BLE_OTA_VIRTUAL_AUTH_KEY makes the virtual device a keyed build.
-  const authKey = process.env.BLE_OTA_VIRTUAL_AUTH_KEY?.trim();
-  const radio = new VirtualRadio(undefined, authKey ? { authKey } : {});
+  // As in Node-RED: BLE_OTA_VIRTUAL_SECRET and BLE_OTA_VIRTUAL_SIGNING_KEY make
+  // the virtual device our firmware's default build (provisioned, signed images only).
+  const radio = new VirtualRadio(undefined, virtualDefaultsFromEnv());
   try {
     const name = cmd.device ?? 'esp32';
     const device = await radio.ensureDevice(name);
@@ -63,7 +95,7 @@ async function openRadio(cmd: Run, io: Io, timeouts: Partial<Timeouts>): Promise
   return { client: new BleOtaClient({ noble: radio.noble, timeouts }), close: () => radio.stopAll() };
 }
 
-async function withRadio<T>(cmd: Run, io: Io, timeouts: Partial<Timeouts>, use: (client: BleOtaClient) => Promise<T>): Promise<T> {
+async function withRadio<T>(cmd: RadioRun, io: Io, timeouts: Partial<Timeouts>, use: (client: BleOtaClient) => Promise<T>): Promise<T> {
   const radio = await openRadio(cmd, io, timeouts);
   try {
     return await use(radio.client);
@@ -80,6 +112,18 @@ export async function runCommand(cmd: Run, io: Io): Promise<void> {
       return info(cmd, io);
     case 'upload':
       return upload(cmd, io);
+    case 'keygen':
+      return keygen(cmd, io);
+    case 'sign':
+      return sign(cmd, io);
+    case 'verify':
+      return verify(cmd, io);
+    case 'pubkey':
+      return pubkey(cmd, io);
+    case 'secret':
+      return secret(cmd, io);
+    case 'provision':
+      return provision(cmd, io);
   }
 }
 
@@ -109,7 +153,7 @@ function isTarget(d: SeenDevice, target: Target): boolean {
 async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> {
   const timeouts = cmd.timeoutMs ? { scanMs: cmd.timeoutMs } : {};
   const view = await withRadio(cmd, io, timeouts, async (client) => {
-    const connection = await client.connect(targetOf(cmd.device), { signal: io.signal });
+    const connection = await client.connect(targetOf(cmd.device), { signal: io.signal, secret: readSecret(cmd.secretFile) });
     try {
       return infoView(await connection.info());
     } finally {
@@ -122,7 +166,8 @@ async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> 
 async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<void> {
   const image = readImage(cmd.file);
   const summary = imageSummary(checkImage(cmd.file, image));
-  const key = deviceKey(cmd);
+  const secret = readSecret(cmd.secretFile);
+  const publicKey = cmd.publicKey === undefined ? undefined : readKey(cmd.publicKey);
   if (!cmd.json) io.stdout.write(formatImage(cmd.file, summary));
 
   // With --json stdout carries only the result, so progress goes to stderr.
@@ -139,7 +184,9 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
         confirm: cmd.confirm,
         protocol: cmd.protocol,
         requireSignature: cmd.requireSignature,
-        key,
+        publicKey,
+        secret,
+        allowUnauthenticated: cmd.allowUnauthenticated,
         signal: io.signal,
         onProgress: (p) => {
           phase = p.phase;
@@ -156,19 +203,14 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   io.stdout.write(cmd.json ? JSON.stringify(result) + '\n' : formatResult(result));
 }
 
-/** The device's key: from --key-file, else ESP32_BLE_OTA_KEY; the client checks its format. */
-function deviceKey(cmd: Extract<Run, { kind: 'upload' }>): string | undefined {
-  if (cmd.keyFile !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(cmd.keyFile, 'utf8');
-    } catch (err) {
-      throw new BleOtaError('INVALID_ARGUMENT', `--key-file ${cmd.keyFile}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
-    if (text.trim() === '') throw new BleOtaError('INVALID_ARGUMENT', `--key-file ${cmd.keyFile} is empty: it should hold the device's key, 64 hex digits`);
+/** The fleet secret: from --secret-file, else ESP32_BLE_OTA_SECRET; the client checks its format. */
+function readSecret(file: string | undefined): string | undefined {
+  if (file !== undefined) {
+    const text = readFileOrFail(file).toString('utf8');
+    if (text.trim() === '') throw new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is empty: it should hold the fleet secret, 64 hex digits.`);
     return text.trim();
   }
-  const env = process.env.ESP32_BLE_OTA_KEY?.trim();
+  const env = process.env.ESP32_BLE_OTA_SECRET?.trim();
   return env ? env : undefined;
 }
 
@@ -179,6 +221,220 @@ function cancelledMessage(phase: Phase | undefined): string {
   }
   return 'the update was cancelled; the device keeps its old firmware';
 }
+
+// ---------------------------------------------------------------------------
+// Signing keys and signed images (lib/image/signature.ts)
+
+function keygen(cmd: Extract<Run, { kind: 'keygen' }>, io: Io): void {
+  // Checked before the key is made (RSA takes a moment); the write below refuses too.
+  if (existsSync(cmd.out)) throw existsError(cmd.out);
+  const pem = generateSigningKey(cmd.scheme);
+  try {
+    writeFileSync(cmd.out, pem, { flag: 'wx', mode: 0o600 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw existsError(cmd.out);
+    throw unwritable(cmd.out, err);
+  }
+  const view: KeygenView = { file: cmd.out, scheme: cmd.scheme, keyDigest: signingKeyDigest(pem).toString('hex') };
+  io.stdout.write(cmd.json ? JSON.stringify(view) + '\n' : formatKeygen(view));
+}
+
+function existsError(file: string): CliError {
+  return new CliError(
+    'FILE_EXISTS',
+    `${file} already exists; keygen never replaces a key (devices that trust it would take no more updates). Choose another file name.`,
+  );
+}
+
+function sign(cmd: Extract<Run, { kind: 'sign' }>, io: Io): void {
+  const image = readImage(cmd.file);
+  const parsed = checkImage(cmd.file, image);
+  refuseToOverwrite(cmd.out, [cmd.file, ...cmd.keys]);
+  const keys = cmd.keys.map((file) => {
+    const pem = readKey(file);
+    if (!keyInfo(file, pem).isPrivate) throw new BleOtaError('INVALID_ARGUMENT', `${file}: this is a public key; signing needs the private key.`);
+    return pem;
+  });
+
+  // Where the device looks for the signatures: the blocks must land there.
+  const sectorAt = signatureSectorOffset(parsed.imageLength);
+  const existing = parsed.signature;
+  if (existing !== undefined && !cmd.append) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `${cmd.file} is already signed (${existing.blockCount} signature block(s)). Add --append to add a signature to it, or sign the unsigned image.`,
+    );
+  }
+  const end = existing !== undefined ? sectorAt + SIGNATURE_SECTOR_SIZE : sectorAt;
+  if (image.length > end) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `${cmd.file} has ${image.length - end} byte(s) after ${existing ? 'its signature sector' : 'the image and its padding to 4 KiB'}, ` +
+        `so the new signature would not be at 0x${sectorAt.toString(16)}, where the device looks for it. Sign the .bin that idf.py build wrote.`,
+    );
+  }
+
+  const signed = signImage(image, keys, { append: cmd.append });
+  const sector = readSignatureSector(signed, parsed.imageLength);
+  const kept = existing?.blockCount ?? 0;
+  // A signed image that does not verify is a bug here, never something to write.
+  if (sector.offset !== sectorAt || sector.blocks.length !== kept + keys.length || parseEspImage(signed).imageLength !== parsed.imageLength) {
+    throw new Error(`sign: the signature sector came out wrong (${sector.blocks.length} block(s) at 0x${sector.offset.toString(16)})`);
+  }
+  keys.forEach((pem, i) => {
+    const check = verifyImageSignature(signed, parsed.imageLength, { publicKeyPem: pem }, { anyBlock: true });
+    if (!check.ok) throw new Error(`sign: key ${i + 1} does not verify on the signed image: ${check.message}`);
+  });
+
+  try {
+    writeFileSync(cmd.out, signed);
+  } catch (err) {
+    throw unwritable(cmd.out, err);
+  }
+  const view: SignView = {
+    file: cmd.out,
+    image: cmd.file,
+    size: signed.length,
+    sectorOffset: sector.offset,
+    blocks: sector.blocks.map((b) => ({ index: b.index, scheme: b.scheme, keyDigest: b.keyDigest.toString('hex'), added: b.index >= kept })),
+  };
+  io.stdout.write(cmd.json ? JSON.stringify(view) + '\n' : formatSigned(view));
+}
+
+/** verify's error code for each way an image fails to verify. */
+const VERIFY_CODES: Record<SignatureFailure, string> = {
+  unsigned: 'IMAGE_NOT_SIGNED',
+  untrusted: 'SIGNATURE_UNTRUSTED',
+  'digest-mismatch': 'SIGNATURE_DIGEST_MISMATCH',
+  'bad-signature': 'SIGNATURE_INVALID',
+};
+
+function verify(cmd: Extract<Run, { kind: 'verify' }>, io: Io): void {
+  const image = readImage(cmd.file);
+  const parsed = checkImage(cmd.file, image);
+  const pem = readKey(cmd.publicKey);
+  keyInfo(cmd.publicKey, pem);
+  const result = verifyImageSignature(image, parsed.imageLength, { publicKeyPem: pem });
+  if (!result.ok) throw new CliError(VERIFY_CODES[result.reason], `${cmd.file}: ${result.message}`);
+  const view: VerifyView = { file: cmd.file, verified: true, block: result.index, scheme: result.scheme, keyDigest: result.keyDigest.toString('hex') };
+  io.stdout.write(cmd.json ? JSON.stringify(view) + '\n' : formatVerified(view, cmd.publicKey));
+}
+
+function pubkey(cmd: Extract<Run, { kind: 'pubkey' }>, io: Io): void {
+  const pem = readKey(cmd.key);
+  const info = keyInfo(cmd.key, pem);
+  const publicKey = publicKeyPem(pem);
+  const keyDigest = info.keyDigest.toString('hex');
+  if (cmd.out !== undefined) {
+    refuseToOverwrite(cmd.out, [cmd.key]);
+    try {
+      writeFileSync(cmd.out, publicKey);
+    } catch (err) {
+      throw unwritable(cmd.out, err);
+    }
+  }
+  if (cmd.json) {
+    const view: PubkeyView = { scheme: info.scheme, keyDigest, publicKey, file: cmd.out ?? null };
+    io.stdout.write(JSON.stringify(view) + '\n');
+  } else if (cmd.out !== undefined) {
+    io.stdout.write(`wrote the ${schemeName(info.scheme)} public key of ${cmd.key} to ${cmd.out}\npublic key digest: ${keyDigest}\n`);
+  } else {
+    // stdout carries the PEM alone, so that it can be redirected to a file.
+    io.stdout.write(publicKey);
+    io.stderr.write(`public key digest: ${keyDigest}\n`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Fleet secret and device provisioning (lib/client/session.ts)
+
+function secret(cmd: Extract<Run, { kind: 'secret' }>, io: Io): void {
+  const hex = newSecret().toString('hex');
+  try {
+    writeFileSync(cmd.out, `${hex}\n`, { flag: 'wx', mode: 0o600 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new CliError('FILE_EXISTS', `${cmd.out} already exists; secret never replaces one (the devices provisioned from it would no longer answer). Choose another file name.`);
+    }
+    throw unwritable(cmd.out, err);
+  }
+  const next = `Give it to the Node-RED device node (Fleet secret) and to ${'esp32-ble-ota'} upload --secret-file, and provision each device with it: esp32-ble-ota provision --secret-file ${cmd.out} --device-id MAC --out key.bin`;
+  io.stdout.write(cmd.json ? JSON.stringify({ file: cmd.out }) + '\n' : `wrote a new fleet secret to ${cmd.out} (readable by you only)\n${next}\n`);
+}
+
+function provision(cmd: Extract<Run, { kind: 'provision' }>, io: Io): void {
+  const text = readSecret(cmd.secretFile);
+  if (text === undefined) {
+    throw new BleOtaError('INVALID_ARGUMENT', 'provision needs the fleet secret: --secret-file PATH, or ESP32_BLE_OTA_SECRET (esp32-ble-ota secret makes one).');
+  }
+  const id = parseDeviceId(cmd.deviceId);
+  const part = keyPartition(parseSecret(text), id);
+  refuseToOverwrite(cmd.out, cmd.secretFile ? [cmd.secretFile] : []);
+  try {
+    writeFileSync(cmd.out, part, { mode: 0o600 });
+  } catch (err) {
+    throw unwritable(cmd.out, err);
+  }
+  const offset = `0x${KEY_PARTITION_OFFSET.toString(16)}`;
+  const esptool = `esptool.py${cmd.chip ? ` --chip ${cmd.chip}` : ''} write_flash ${offset} ${cmd.out}`;
+  const deviceId = [...id].map((b) => b.toString(16).padStart(2, '0')).join(':');
+  if (cmd.json) {
+    io.stdout.write(JSON.stringify({ file: cmd.out, deviceId, offset: KEY_PARTITION_OFFSET, esptool }) + '\n');
+    return;
+  }
+  io.stdout.write(
+    `wrote the key partition of device ${deviceId} to ${cmd.out} (readable by you only)\n` +
+      `flash it once over USB, into the "ble_ota_key" partition of firmware/partitions.csv:\n  ${esptool}\n` +
+      `(with flash encryption on, add --encrypt). Then delete ${cmd.out}: the device holds the key, and the secret derives it again.\n`,
+  );
+}
+
+/** A key file's text; key files are small, so anything large is not one. */
+function readKey(file: string): string {
+  const data = readFileOrFail(file);
+  if (data.length > 64 * 1024) throw new BleOtaError('INVALID_ARGUMENT', `${file}: ${data.length} bytes is too large for a PEM key.`);
+  return data.toString('utf8');
+}
+
+/** The key's scheme and digest; a file that is no usable key is named in the message (never its contents). */
+function keyInfo(file: string, pem: string): SigningKeyInfo {
+  try {
+    return signingKeyInfo(pem);
+  } catch (err) {
+    if (err instanceof BleOtaError) throw new BleOtaError(err.code, `${file}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+/** Writing the output over an input (the image, a key) would destroy it. */
+function refuseToOverwrite(out: string, inputs: readonly string[]): void {
+  for (const input of inputs) {
+    if (sameFile(out, input)) {
+      throw new BleOtaError('INVALID_ARGUMENT', `--out ${out} is ${input}, an input; write to another file.`);
+    }
+  }
+}
+
+function sameFile(a: string, b: string): boolean {
+  if (resolve(a) === resolve(b)) return true;
+  try {
+    const sa = statSync(a);
+    const sb = statSync(b);
+    return sa.dev === sb.dev && sa.ino === sb.ino;
+  } catch {
+    return false;
+  }
+}
+
+function unwritable(file: string, err: unknown): CliError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why =
+    code === 'ENOENT' ? 'its folder does not exist' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+  return new CliError('FILE_UNWRITABLE', `cannot write ${file}: ${why}`);
+}
+
+// ---------------------------------------------------------------------------
+// Files
 
 /** The client validates again; checking here names the file and fails before any radio starts. */
 function checkImage(file: string, image: Buffer) {
@@ -191,6 +447,10 @@ function checkImage(file: string, image: Buffer) {
 }
 
 function readImage(file: string): Buffer {
+  return readFileOrFail(file);
+}
+
+function readFileOrFail(file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {

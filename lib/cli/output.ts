@@ -5,9 +5,11 @@
  */
 import type { DeviceInfo, UpdateResult } from '../client/ota-client';
 import type { SeenDevice } from '../client/scanner';
+import { formatDeviceId } from '../client/session';
 import { BleOtaError } from '../errors';
 import { chipName } from '../image/esp-chips';
 import type { EspImageSummary } from '../image/esp-image';
+import type { KeyScheme, SignatureScheme } from '../image/signature';
 import { LAST_STATUS_NONE, statusName } from '../protocol/constants';
 import {
   chipRevisionName,
@@ -26,6 +28,8 @@ export interface InfoView {
   protocol: 'v2' | 'seed';
   /** Device Information's firmware revision (the seed's firmware has none). */
   firmwareRevision: string | null;
+  /** The device proved what it reports (a fleet secret was given and it has authentication). */
+  authenticated: boolean;
   /** Protocol v2's OTA Info. */
   ota: {
     protocolVersion: number;
@@ -43,6 +47,10 @@ export interface InfoView {
     transfer: { state: string; offset: number };
     /** Status of the last update attempt since the device booted, null when none. */
     lastStatus: string | null;
+    /** The device's id (its factory MAC), null before info_version 2. */
+    deviceId: string | null;
+    /** Digest of the key updates must be signed with, null when the device names none. */
+    signingKey: string | null;
   } | null;
 }
 
@@ -60,6 +68,7 @@ export function infoView(info: DeviceInfo): InfoView {
     mtu: info.mtu,
     protocol: info.protocol,
     firmwareRevision: info.firmwareRevision ?? null,
+    authenticated: info.authenticated,
     ota: ota
       ? {
           protocolVersion: ota.protocol,
@@ -76,6 +85,8 @@ export function infoView(info: DeviceInfo): InfoView {
           features: featureNames(ota.features),
           transfer: { state: transferStateName(ota.transferState), offset: ota.transferOffset },
           lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
+          deviceId: ota.deviceId ? formatDeviceId(ota.deviceId) : null,
+          signingKey: ota.signingKeyDigest?.toString('hex') ?? null,
         }
       : null,
   };
@@ -100,6 +111,9 @@ export function formatInfo(view: InfoView): string {
       ['features', ota.features.join(', ') || 'none'],
       ['transfer', ota.transfer.state === 'idle' ? 'idle' : `${ota.transfer.state} at byte ${ota.transfer.offset}`],
       ['last status', ota.lastStatus ?? 'none since boot'],
+      ['device id', ota.deviceId ?? '(not reported)'],
+      ['signing key', ota.signingKey ? `${ota.signingKey.slice(0, 16)}… (only images signed with it are installed)` : ota.features.includes('signed') ? '(checked, not named)' : 'none: unsigned images are installed'],
+      ['proven', view.authenticated ? 'yes: the device proved it holds its key' : 'no: nothing proves these values came from your device'],
     );
   }
   rows.push(['firmware rev.', view.firmwareRevision ?? '(none: no Device Information firmware revision)']);
@@ -120,7 +134,7 @@ export function formatImage(file: string, image: EspImageSummary): string {
 
 export function formatResult(r: UpdateResult): string {
   const device = `${r.device.name ?? '(no name)'} (${r.device.address})`;
-  if (r.skipped) return `${device} already runs ${r.image.project} ${r.image.version}: nothing sent\n`;
+  if (r.skipped) return `${device} already runs ${r.image.project} ${r.image.version}: nothing sent${r.authenticated ? '' : ' (not authenticated)'}\n`;
   let outcome: string;
   if (r.protocol === 'v2') {
     const was = r.previousVersion !== undefined ? ` (was ${r.previousVersion})` : '';
@@ -141,7 +155,79 @@ export function formatResult(r: UpdateResult): string {
     `${r.packets} packets of up to ${r.packetSize} bytes`,
   ];
   if (r.resumes) details.push(`${r.resumes} resumed after a lost link`);
+  details.push(r.authenticated ? 'the device proved it holds its key' : 'not authenticated: nothing proves it was your device');
   return `${outcome}\n  ${details.join(', ')}\n`;
+}
+
+/** keygen --json. */
+export interface KeygenView {
+  file: string;
+  scheme: KeyScheme;
+  keyDigest: string;
+}
+
+/** sign --json: the signed file and every block of its signature sector. */
+export interface SignView {
+  file: string;
+  image: string;
+  size: number;
+  sectorOffset: number;
+  blocks: Array<{ index: number; scheme: SignatureScheme; keyDigest: string; added: boolean }>;
+}
+
+/** verify --json, when the image verifies (otherwise the error object). */
+export interface VerifyView {
+  file: string;
+  verified: true;
+  block: number;
+  scheme: SignatureScheme;
+  keyDigest: string;
+}
+
+/** pubkey --json. */
+export interface PubkeyView {
+  scheme: SignatureScheme;
+  keyDigest: string;
+  publicKey: string;
+  /** --out, null when the key went to stdout. */
+  file: string | null;
+}
+
+const SCHEME_NAMES: Record<SignatureScheme, string> = {
+  rsa3072: 'RSA-3072',
+  ecdsa192: 'ECDSA P-192',
+  ecdsa256: 'ECDSA P-256',
+  ecdsa384: 'ECDSA P-384',
+};
+
+export function schemeName(scheme: SignatureScheme): string {
+  return SCHEME_NAMES[scheme];
+}
+
+export function formatKeygen(v: KeygenView): string {
+  const menu = v.scheme === 'rsa3072' ? 'RSA' : 'ECDSA (V2)';
+  return `wrote a new ${schemeName(v.scheme)} signing key to ${v.file} (readable by you only)
+public key digest: ${v.keyDigest}
+
+Next:
+  - In the firmware, set CONFIG_SECURE_BOOT_SIGNING_KEY to this file's path (idf.py menuconfig,
+    Security features, app signing scheme ${menu}) so that idf.py build signs the app; or sign
+    builds with: esp32-ble-ota sign --key ${v.file} --out app-signed.bin app.bin
+  - Keep this file off the Node-RED machine, and back it up: a device that runs an app signed
+    with it accepts no update signed with another key. To check images on that machine, give
+    it the public key: esp32-ble-ota pubkey --key ${v.file} --out public.pem
+`;
+}
+
+export function formatSigned(v: SignView): string {
+  const rows = v.blocks.map(
+    (b) => `  block ${b.index}  ${schemeName(b.scheme).padEnd(11)}  key digest ${b.keyDigest}${b.added ? '' : '  (kept)'}`,
+  );
+  return `wrote ${v.file}: ${v.image} signed, ${formatBytes(v.size)}, signature sector at 0x${v.sectorOffset.toString(16)}\n${rows.join('\n')}\n`;
+}
+
+export function formatVerified(v: VerifyView, keyFile: string): string {
+  return `${v.file}: signature block ${v.block} (${schemeName(v.scheme)}) verifies with ${keyFile}\n  key digest ${v.keyDigest}\n`;
 }
 
 /** KB and MB of 1024, as ESP-IDF's tools count flash. */

@@ -52,8 +52,10 @@ export async function uploadV2(
         ({ info, authenticated } = await conn.v2!.provenInfo(timeouts.gattMs));
         break;
       } catch (err) {
-        // A read nothing answered, or a link lost before anything was sent: once more, on a new connection.
-        const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+        // A read nothing answered, a link lost before anything was sent, or an
+        // MTU exchange that never completed (CONNECT_FAILED: too small for a
+        // session): once more, on a new connection.
+        const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT' || err.code === 'CONNECT_FAILED');
         if (!lost || tries > 0 || options.signal?.aborted) throw err;
         await conn.close();
         conn = await reconnect();

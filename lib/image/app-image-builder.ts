@@ -16,9 +16,9 @@ import {
   ESP_SEGMENT_HEADER_SIZE,
   ESP_SHA256_SIZE,
   checksumBlockEnd,
-  crc32,
   espChecksum,
 } from './esp-image';
+import { signImage } from './signature';
 
 export interface AppImageOptions {
   /** Header chip id (0 ESP32, 2 ESP32-S2, 5 ESP32-C3, 9 ESP32-S3, ...). Default 0. */
@@ -46,12 +46,12 @@ export interface AppImageOptions {
   /** Maximum chip revision, major * 100 + minor. Default 0x63 (v0.99), as ESP-IDF writes for "any". */
   readonly maxChipRevFull?: number;
   /**
-   * Secure Boot v2 signature blocks to append (0-3, default 0), in a sector
-   * on the next 4 KiB boundary as `espsecure.py sign_data` writes it: magic,
-   * version 2 (RSA-PSS), CRC-32. The signature bytes are random: they have
-   * the format of a signature, not the value of one.
+   * PEM private keys (RSA-3072 or ECDSA) to sign the image with, one
+   * Secure Boot v2 block each (at most 3), as `espsecure.py sign_data
+   * --version 2` does: real signatures that a device, espsecure.py and
+   * verifyImageSignature accept. Default: unsigned.
    */
-  readonly signatureBlocks?: number;
+  readonly signingKeys?: string | readonly string[];
   /**
    * Segment contents instead of random bytes (repeated as needed), e.g. the
    * code of a real app, so that the image compresses as that app does.
@@ -108,28 +108,9 @@ export function buildAppImage(options: AppImageOptions = {}): Buffer {
   if (hashAppended) {
     createHash('sha256').update(image.subarray(0, blockEnd)).digest().copy(image, blockEnd);
   }
-  const blocks = options.signatureBlocks ?? 0;
-  return blocks > 0 ? appendSignatureSector(image, blocks, random) : image;
-}
-
-const SIGNATURE_SECTOR = 4096;
-const SIGNATURE_BLOCK = 1216;
-const SIGNATURE_CRC_AT = 1196;
-
-function appendSignatureSector(image: Buffer, blocks: number, random: () => number): Buffer {
-  if (!Number.isInteger(blocks) || blocks < 1 || blocks > 3) throw new RangeError('buildAppImage: signatureBlocks is 0 to 3');
-  const at = Math.ceil(image.length / SIGNATURE_SECTOR) * SIGNATURE_SECTOR;
-  const out = Buffer.alloc(at + SIGNATURE_SECTOR, 0xff);
-  image.copy(out);
-  for (let i = 0; i < blocks; i++) {
-    const block = out.subarray(at + i * SIGNATURE_BLOCK, at + (i + 1) * SIGNATURE_BLOCK);
-    block.fill(0);
-    block[0] = 0xe7; // magic
-    block[1] = 0x02; // version: RSA-PSS
-    fillRandom(block, 4, SIGNATURE_CRC_AT - 4, random);
-    block.writeUInt32LE(crc32(block.subarray(0, SIGNATURE_CRC_AT)), SIGNATURE_CRC_AT);
-  }
-  return out;
+  const keys = options.signingKeys;
+  const unsigned = keys === undefined || (typeof keys !== 'string' && keys.length === 0);
+  return unsigned ? image : signImage(image, keys);
 }
 
 /** Splits the data budget over the segment roles; every length is a multiple of 4 as esptool emits. */

@@ -18,8 +18,10 @@
 import { createHash } from 'node:crypto';
 import { ImageError } from '../errors';
 import { chipName, isFlashMapped } from './esp-chips';
+import { readSignatureSector, type SignatureScheme } from './signature';
 
 export { chipName } from './esp-chips';
+export { crc32 } from './signature';
 
 // ---------------------------------------------------------------------------
 // Layout constants
@@ -44,14 +46,6 @@ const PARTITION_ENTRY_SIZE = 32;
 const PARTITION_MAGIC = [0xaa, 0x50] as const;
 /** The MD5 entry that ESP-IDF appends to a partition table starts with 0xEB 0xEB. */
 const PARTITION_MD5_MAGIC = [0xeb, 0xeb] as const;
-
-/** Secure Boot v2 signature blocks start on the next 4 KiB boundary after the image. */
-const SIGNATURE_SECTOR_ALIGN = 4096;
-const SIGNATURE_BLOCK_SIZE = 1216;
-const SIGNATURE_BLOCK_MAGIC = 0xe7;
-const SIGNATURE_CRC_OFFSET = 1196;
-/** A signature sector holds at most three blocks (one per key slot). */
-const SIGNATURE_MAX_BLOCKS = 3;
 
 /**
  * A RAM-only image (nothing mapped from flash) this large is taken to be an
@@ -127,14 +121,21 @@ export interface EspAppDescriptor {
   readonly mmuPageSizeLog2: number;
 }
 
-/** Secure Boot v2 signature blocks found after the image. */
+/**
+ * Secure Boot v2 signature blocks found after the image: their presence, not
+ * their validity (lib/image/signature.ts verifies them).
+ */
 export interface EspSignatureInfo {
-  /** File offset of the signature sector. */
+  /** File offset of the signature sector: the image length rounded up to 4 KiB. */
   readonly offset: number;
-  /** Number of valid signature blocks (1-3). */
+  /** Number of valid signature blocks (1-3) from block 0 on, as espsecure.py writes them. */
   readonly blockCount: number;
-  /** Block version byte of the first block: 2 = RSA-PSS, 3 = ECDSA. */
+  /** Block version byte of block 0: 2 = RSA-PSS, 3 = ECDSA. */
   readonly version: number;
+  /** Scheme of block 0. */
+  readonly scheme: SignatureScheme;
+  /** SHA-256 of block 0's public key: the digest of the key it was signed with, as a device trusts it. */
+  readonly keyDigest: Buffer;
 }
 
 export interface EspImage {
@@ -264,13 +265,6 @@ export function espChecksum(segments: readonly Buffer[]): number {
 /** Offset just past the 16-byte-aligned padding whose last byte is the checksum. */
 export function checksumBlockEnd(endOfSegments: number): number {
   return alignUp(endOfSegments + 1, 16);
-}
-
-/** CRC-32 (IEEE, as zlib) used by Secure Boot v2 signature blocks. */
-export function crc32(data: Buffer): number {
-  let crc = 0xffffffff;
-  for (let i = 0; i < data.length; i++) crc = CRC_TABLE[(crc ^ data[i]) & 0xff] ^ (crc >>> 8);
-  return (crc ^ 0xffffffff) >>> 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -623,35 +617,22 @@ function readAppDesc(desc: Buffer): EspAppDescriptor {
 // ---------------------------------------------------------------------------
 // Secure Boot v2 signature sector
 
+/**
+ * A block is valid when it has the magic byte, a known version and a matching
+ * CRC-32 (espsecure.py's test). Counting stops at the first invalid slot:
+ * ESP-IDF's update check without Secure Boot reads block 0 only.
+ */
 function findSignature(data: Buffer, imageLength: number): EspSignatureInfo | undefined {
-  const offset = alignUp(imageLength, SIGNATURE_SECTOR_ALIGN);
+  const sector = readSignatureSector(data, imageLength);
   let blockCount = 0;
-  while (blockCount < SIGNATURE_MAX_BLOCKS && isSignatureBlock(data, offset + blockCount * SIGNATURE_BLOCK_SIZE)) {
-    blockCount++;
-  }
+  while (blockCount < sector.blocks.length && sector.blocks[blockCount].index === blockCount) blockCount++;
   if (blockCount === 0) return undefined;
-  return { offset, blockCount, version: data[offset + 1] };
-}
-
-/** A block is valid when it starts with 0xE7 and its CRC-32 over the first 1196 bytes matches. */
-function isSignatureBlock(data: Buffer, at: number): boolean {
-  if (at + SIGNATURE_BLOCK_SIZE > data.length || data[at] !== SIGNATURE_BLOCK_MAGIC) return false;
-  const crc = data.readUInt32LE(at + SIGNATURE_CRC_OFFSET);
-  return crc === crc32(data.subarray(at, at + SIGNATURE_CRC_OFFSET));
+  const first = sector.blocks[0];
+  return { offset: sector.offset, blockCount, version: data[sector.offset + 1], scheme: first.scheme, keyDigest: first.keyDigest };
 }
 
 // ---------------------------------------------------------------------------
 // Small helpers
-
-const CRC_TABLE: Uint32Array = (() => {
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  return table;
-})();
 
 function xorBytes(seed: number, data: Buffer): number {
   let sum = seed;

@@ -120,6 +120,8 @@ export const AUTH_LOCK_MIN_MS = 1000;
 export const KEY_RECORD_LEN = 52;
 export const KEY_MAGIC = 'BLEOTAK1';
 export const KEY_PARTITION_SIZE = 4096;
+/** Where firmware/partitions.csv puts the key partition ("ble_ota_key"). */
+export const KEY_PARTITION_OFFSET = 0x3d0000;
 
 export const Event = { ACK: 0xc0, RESYNC: 0xc1, FAILED: 0xc2 } as const;
 

@@ -10,7 +10,8 @@
  * discards what it received.
  */
 import type { ConfirmMode, Progress, UpdateResult } from '../../lib/client/ota-client';
-import { BleOtaError, CancelledError } from '../../lib/errors';
+import { createHash } from 'node:crypto';
+import { BleOtaError, CancelledError, ImageError } from '../../lib/errors';
 import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { validateImage } from '../../lib/image/validate';
 import type { DeviceNode } from '../ble-ota-device/device-node';
@@ -113,6 +114,7 @@ export = function register(RED: RED): void {
       let summary: EspImageSummary;
       try {
         summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
+        checkExpected(msg, msg.payload as Buffer);
       } catch (err) {
         const error = err as BleOtaError;
         node.status(statusForError(t, error));
@@ -208,6 +210,22 @@ export = function register(RED: RED): void {
         done();
       });
     });
+  }
+
+  /**
+   * msg.sha256 and msg.size, when given, name the image the sender means
+   * (a fleet job does): anything else is refused before the radio is used.
+   */
+  function checkExpected(msg: NodeMessage, image: Buffer): void {
+    const { sha256, size } = msg as { sha256?: unknown; size?: unknown };
+    if (size !== undefined && size !== image.length) {
+      throw new ImageError('IMAGE_MISMATCH', t('ble-ota-upload.errors.sizeMismatch', { expected: String(size), actual: image.length }));
+    }
+    if (sha256 === undefined) return;
+    const actual = createHash('sha256').update(image).digest('hex');
+    if (typeof sha256 !== 'string' || sha256.trim().toLowerCase() !== actual) {
+      throw new ImageError('IMAGE_MISMATCH', t('ble-ota-upload.errors.shaMismatch', { expected: String(sha256).slice(0, 64), actual }));
+    }
   }
 
   RED.nodes.registerType('ble-ota-upload', BleOtaUploadNode);
