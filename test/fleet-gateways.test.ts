@@ -6,6 +6,7 @@
  * system would and reads the controller's reports.
  */
 import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -69,9 +70,11 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     }
   }
 
+  /** A job as a controller publishes it: with the image's SHA-256 and size. */
   async function publishJob(id: string, job: Record<string, unknown>, image?: Buffer): Promise<void> {
+    const named = image ? { sha256: createHash('sha256').update(image).digest('hex'), size: image.length, ...job } : job;
     if (image) await client!.publish(`ota/fleet/jobs/${id}/image`, image, { qos: 1, retain: true });
-    await client!.publish(`ota/fleet/jobs/${id}`, JSON.stringify(job), { qos: 1, retain: true });
+    await client!.publish(`ota/fleet/jobs/${id}`, JSON.stringify(named), { qos: 1, retain: true });
   }
 
   const claims = (job: string, device: string) =>
