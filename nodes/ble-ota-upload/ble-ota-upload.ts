@@ -153,6 +153,7 @@ export = function register(RED: RED): void {
             seconds: (result.durationMs / 1000).toFixed(1),
             protocol: result.protocol,
             confirmed: result.confirmed ? ', confirmed' : '',
+            authenticated: result.authenticated ? '' : t('ble-ota-upload.log.notAuthenticated'),
           };
           node.log(t(result.skipped ? 'ble-ota-upload.log.skipped' : 'ble-ota-upload.log.updated', facts));
           job.msg.payload = result;
