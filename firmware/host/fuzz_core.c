@@ -537,14 +537,15 @@ fuzz_step(reader_t *r)
         }
         break;
     }
-    case 12: { /* a one-byte request: END, RESTART, ABORT, CONFIRM, DONE, ... */
-        static const uint8_t k_ops[] = { BLE_OTA_CMD_END, BLE_OTA_CMD_RESTART, BLE_OTA_CMD_ABORT, BLE_OTA_CMD_CONFIRM };
+    case 12: { /* a one-byte request: END, RESTART, ABORT, CONFIRM, INFO, DONE, ... */
+        static const uint8_t k_ops[] = { BLE_OTA_CMD_END, BLE_OTA_CMD_RESTART, BLE_OTA_CMD_ABORT, BLE_OTA_CMD_CONFIRM,
+                                         BLE_OTA_CMD_INFO };
         const uint8_t which = take8(r);
         if (which & 0x80) {
             const uint8_t done = BLE_OTA_CTRL_DONE;
             ble_ota_core_control_write(&s_fz.core, &done, 1);
         } else {
-            uint8_t req = k_ops[which % 4];
+            uint8_t req = k_ops[which % 5];
             send_request(&req, 1, (which & 0x40) == 0);
         }
         break;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ble_ota_sha256.h"
+#include "ble_ota_le.h"
 
 #define CHECKSUM_INITIAL 0xEF
 #define MMU_PAGE_SIZE    0x10000u
@@ -32,26 +33,8 @@
 #define SYNTH_IRAM_ADDR  0x40080000u
 #define SYNTH_ENTRY_ADDR 0x40080400u
 
-static uint32_t
-get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static void
-set_why(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-set_why(char *why, size_t why_len, const char *fmt, ...)
+void
+host_why(char *why, size_t why_len, const char *fmt, ...)
 {
     va_list ap;
 
@@ -104,30 +87,30 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
         info = &local;
     }
     memset(info, 0, sizeof(*info));
-    set_why(why, why_len, "ok");
+    host_why(why, why_len, "ok");
 
     if (len < 1) {
-        set_why(why, why_len, "no data");
+        host_why(why, why_len, "no data");
         return HOST_IMAGE_ERR_TRUNCATED;
     }
     if (data[0] != HOST_IMAGE_MAGIC) {
-        set_why(why, why_len, "invalid magic byte 0x%02x", data[0]);
+        host_why(why, why_len, "invalid magic byte 0x%02x", data[0]);
         return HOST_IMAGE_ERR_MAGIC;
     }
     if (len < HOST_IMAGE_HEADER_LEN) {
-        set_why(why, why_len, "image header truncated (%zu of %d bytes)", len, HOST_IMAGE_HEADER_LEN);
+        host_why(why, why_len, "image header truncated (%zu of %d bytes)", len, HOST_IMAGE_HEADER_LEN);
         return HOST_IMAGE_ERR_TRUNCATED;
     }
     info->segment_count = data[1];
     info->chip_id = (uint16_t)(data[12] | (data[13] << 8));
     info->hash_appended = data[23] == 1;
     if (info->chip_id != chip_id) {
-        set_why(why, why_len, "mismatch chip id, expected %u, found %u", (unsigned)chip_id,
+        host_why(why, why_len, "mismatch chip id, expected %u, found %u", (unsigned)chip_id,
                 (unsigned)info->chip_id);
         return HOST_IMAGE_ERR_CHIP;
     }
     if (info->segment_count > HOST_IMAGE_MAX_SEGMENTS) {
-        set_why(why, why_len, "segment count %u exceeds max %d", (unsigned)info->segment_count,
+        host_why(why, why_len, "segment count %u exceeds max %d", (unsigned)info->segment_count,
                 HOST_IMAGE_MAX_SEGMENTS);
         return HOST_IMAGE_ERR_SEGMENTS;
     }
@@ -138,23 +121,23 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
     uint8_t checksum = CHECKSUM_INITIAL;
     for (unsigned i = 0; i < info->segment_count; i++) {
         if (len - pos < HOST_IMAGE_SEG_HEADER_LEN) {
-            set_why(why, why_len, "segment %u header beyond the data (offset %zu)", i, pos);
+            host_why(why, why_len, "segment %u header beyond the data (offset %zu)", i, pos);
             return HOST_IMAGE_ERR_TRUNCATED;
         }
-        const uint32_t load_addr = get_le32(data + pos);
-        const uint32_t seg_len = get_le32(data + pos + 4);
+        const uint32_t load_addr = ble_ota_get_le32(data + pos);
+        const uint32_t seg_len = ble_ota_get_le32(data + pos + 4);
         pos += HOST_IMAGE_SEG_HEADER_LEN;
         if ((seg_len & 3) != 0 || seg_len >= SIXTEEN_MB) {
-            set_why(why, why_len, "invalid segment %u length 0x%lx", i, (unsigned long)seg_len);
+            host_why(why, why_len, "invalid segment %u length 0x%lx", i, (unsigned long)seg_len);
             return HOST_IMAGE_ERR_SEGMENT;
         }
         if (is_mapped(load_addr) && (pos % MMU_PAGE_SIZE) != (load_addr % MMU_PAGE_SIZE)) {
-            set_why(why, why_len, "segment %u load address 0x%08lx does not match data 0x%08zx", i,
+            host_why(why, why_len, "segment %u load address 0x%08lx does not match data 0x%08zx", i,
                     (unsigned long)load_addr, pos);
             return HOST_IMAGE_ERR_SEGMENT;
         }
         if (len - pos < seg_len) {
-            set_why(why, why_len, "segment %u data beyond the data (offset %zu, length %lu)", i, pos,
+            host_why(why, why_len, "segment %u data beyond the data (offset %zu, length %lu)", i, pos,
                     (unsigned long)seg_len);
             return HOST_IMAGE_ERR_TRUNCATED;
         }
@@ -167,12 +150,12 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
     /* The checksum byte ends the 16-byte block after the last segment. */
     const size_t padded = (pos + 1 + 15) & ~(size_t)15;
     if (padded > len) {
-        set_why(why, why_len, "checksum beyond the data (offset %zu)", padded - 1);
+        host_why(why, why_len, "checksum beyond the data (offset %zu)", padded - 1);
         return HOST_IMAGE_ERR_TRUNCATED;
     }
     info->checksum = checksum;
     if (data[padded - 1] != checksum) {
-        set_why(why, why_len, "checksum failed, calculated 0x%02x read 0x%02x", checksum,
+        host_why(why, why_len, "checksum failed, calculated 0x%02x read 0x%02x", checksum,
                 data[padded - 1]);
         return HOST_IMAGE_ERR_CHECKSUM;
     }
@@ -180,13 +163,13 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
 
     if (info->hash_appended) {
         if (len - padded < HOST_IMAGE_HASH_LEN) {
-            set_why(why, why_len, "appended hash beyond the data (offset %zu)", padded);
+            host_why(why, why_len, "appended hash beyond the data (offset %zu)", padded);
             return HOST_IMAGE_ERR_TRUNCATED;
         }
         uint8_t digest[BLE_OTA_SHA256_LEN];
         ble_ota_sha256(data, padded, digest);
         if (memcmp(digest, data + padded, HOST_IMAGE_HASH_LEN) != 0) {
-            set_why(why, why_len, "image hash failed, image is corrupt");
+            host_why(why, why_len, "image hash failed, image is corrupt");
             return HOST_IMAGE_ERR_HASH;
         }
         info->image_len += HOST_IMAGE_HASH_LEN;
@@ -210,13 +193,13 @@ host_image_read_app_desc(const uint8_t *data, size_t len, host_app_desc_t *desc)
 {
     memset(desc, 0, sizeof(*desc));
     if (len < HOST_APP_DESC_OFFSET + HOST_APP_DESC_LEN ||
-        get_le32(data + HOST_APP_DESC_OFFSET) != HOST_APP_DESC_MAGIC) {
+        ble_ota_get_le32(data + HOST_APP_DESC_OFFSET) != HOST_APP_DESC_MAGIC) {
         return false;
     }
     /* esp_app_desc_t: magic, secure_version, reserved[2], version[32],
      * project_name[32], time[16], date[16], idf_ver[32], app_elf_sha256[32], ... */
     const uint8_t *d = data + HOST_APP_DESC_OFFSET;
-    desc->secure_version = get_le32(d + 4);
+    desc->secure_version = ble_ota_get_le32(d + 4);
     copy_field(desc->version, d + 16, 32);
     copy_field(desc->project_name, d + 48, 32);
     copy_field(desc->time, d + 80, 16);
@@ -274,7 +257,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
     h[1] = 2;    /* segments */
     h[2] = 2;    /* SPI mode DIO */
     h[3] = 0x20; /* 4 MB flash, 40 MHz */
-    put_le32(h + 4, SYNTH_ENTRY_ADDR);
+    ble_ota_put_le32(h + 4, SYNTH_ENTRY_ADDR);
     h[8] = 0xEE; /* WP pin: not used */
     h[12] = (uint8_t)spec->chip_id;
     h[13] = (uint8_t)(spec->chip_id >> 8);
@@ -282,11 +265,11 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
 
     /* Segment 0: the app descriptor, mapped at DROM + 0x20 like a real app. */
     uint8_t *s = out + HOST_IMAGE_HEADER_LEN;
-    put_le32(s, SYNTH_DROM_ADDR);
-    put_le32(s + 4, HOST_APP_DESC_LEN);
+    ble_ota_put_le32(s, SYNTH_DROM_ADDR);
+    ble_ota_put_le32(s + 4, HOST_APP_DESC_LEN);
     uint8_t *desc = s + HOST_IMAGE_SEG_HEADER_LEN;
-    put_le32(desc, HOST_APP_DESC_MAGIC);
-    put_le32(desc + 4, spec->secure_version);
+    ble_ota_put_le32(desc, HOST_APP_DESC_MAGIC);
+    ble_ota_put_le32(desc + 4, spec->secure_version);
     put_string(desc + 16, 32, spec->version);
     put_string(desc + 48, 32, spec->project);
     put_string(desc + 80, 16, "12:00:00");
@@ -300,8 +283,8 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
      * seeds differ everywhere. */
     s = desc + HOST_APP_DESC_LEN;
     const size_t plen = payload_len4(spec);
-    put_le32(s, SYNTH_IRAM_ADDR);
-    put_le32(s + 4, (uint32_t)plen);
+    ble_ota_put_le32(s, SYNTH_IRAM_ADDR);
+    ble_ota_put_le32(s + 4, (uint32_t)plen);
     uint8_t *payload = s + HOST_IMAGE_SEG_HEADER_LEN;
     uint32_t x = spec->seed * 2654435761u + 0x9E3779B9u;
     for (size_t i = 0; i < plen; i++) {

@@ -56,6 +56,10 @@ host_image_err_t host_image_verify(const uint8_t *data, size_t len, uint16_t chi
 
 const char *host_image_err_name(host_image_err_t err);
 
+/* Writes a one-line reason into why (why_len bytes; nothing when why is
+ * NULL): the host checks' way of saying what failed. */
+void host_why(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Version and project name from the app descriptor at 0x20, NUL-terminated
  * (each up to 32 characters). False when there is no descriptor. */
 bool host_image_app_desc(const uint8_t *data, size_t len, char version[33], char project[33]);

@@ -9,15 +9,7 @@
 
 #include "ble_ota_core.h"
 #include "ble_ota_sha256.h"
-
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
+#include "ble_ota_le.h"
 
 void
 host_session_device_key(const uint8_t secret[BLE_OTA_AUTH_KEY_LEN], const uint8_t id[BLE_OTA_DEVICE_ID_LEN],
@@ -35,7 +27,7 @@ host_session_key_record(const uint8_t key[BLE_OTA_AUTH_KEY_LEN], const uint8_t i
     memcpy(record, BLE_OTA_KEY_MAGIC, 8);
     memcpy(record + 8, id, BLE_OTA_DEVICE_ID_LEN);
     memcpy(record + 16, key, BLE_OTA_AUTH_KEY_LEN);
-    put_le32(record + 48, (uint32_t)crc32(0L, record, 48));
+    ble_ota_put_le32(record + 48, (uint32_t)crc32(0L, record, 48));
 }
 
 void
@@ -47,7 +39,7 @@ host_session_begin(host_session_t *s, const uint8_t key[BLE_OTA_AUTH_KEY_LEN], c
     memset(s, 0, sizeof(*s));
     memcpy(s->device_key, key, sizeof(s->device_key));
     memcpy(s->device_id, id, sizeof(s->device_id));
-    put_le32(seed, nonce_seed);
+    ble_ota_put_le32(seed, nonce_seed);
     uint8_t digest[BLE_OTA_SHA256_LEN];
     ble_ota_sha256(seed, sizeof(seed), digest);
     memcpy(s->client_nonce, digest, sizeof(s->client_nonce));
@@ -85,7 +77,7 @@ session_mac(const host_session_t *s, uint8_t direction, uint32_t seq, const uint
     uint8_t prefix[5];
 
     prefix[0] = direction;
-    put_le32(prefix + 1, seq);
+    ble_ota_put_le32(prefix + 1, seq);
     ble_ota_hmac_sha256(s->session_key, sizeof(s->session_key), prefix, sizeof(prefix), bytes, len, mac);
 }
 

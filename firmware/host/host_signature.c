@@ -24,6 +24,8 @@
 #include <zlib.h>
 
 #include "ble_ota_sha256.h"
+#include "ble_ota_le.h"
+#include "host_image.h"
 
 #define SIG_MAGIC         0xE7
 #define SIG_VERSION_RSA   0x02
@@ -68,28 +70,6 @@ static const ec_curve_t k_curves[] = {
     {EC_CURVE_P256, "prime256v1", 32},
 };
 
-static uint32_t
-get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static void
-set_why(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-set_why(char *why, size_t why_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (why == NULL || why_len == 0) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
-
 /* Copies n bytes reversed: the block stores big numbers little-endian,
  * OpenSSL's encodings are big-endian. */
 static void
@@ -131,7 +111,7 @@ host_sig_block_valid(const uint8_t block[HOST_SIG_BLOCK_LEN])
     }
     /* ESP-IDF's esp_rom_crc32_le(0, ...) is zlib's crc32. */
     const uint32_t crc = (uint32_t)crc32(0L, block, OFF_CRC);
-    return crc == get_le32(block + OFF_CRC);
+    return crc == ble_ota_get_le32(block + OFF_CRC);
 }
 
 /* The curve of an ECDSA block with SHA-256; NULL for any other. */
@@ -223,7 +203,7 @@ rsa_block_key(const uint8_t block[HOST_SIG_BLOCK_LEN])
     BIGNUM *n = BN_lebin2bn(block + RSA_OFF_N, RSA_LEN, NULL);
     BIGNUM *e = BN_new();
 
-    if (bld != NULL && n != NULL && e != NULL && BN_set_word(e, get_le32(block + RSA_OFF_E)) &&
+    if (bld != NULL && n != NULL && e != NULL && BN_set_word(e, ble_ota_get_le32(block + RSA_OFF_E)) &&
         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) &&
         OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e)) {
         params = OSSL_PARAM_BLD_to_param(bld);
@@ -349,27 +329,27 @@ host_sig_err_t
 host_sig_verify(const uint8_t *data, size_t len, uint32_t image_len, const uint8_t trusted[HOST_SIG_DIGEST_LEN],
                 char *why, size_t why_len)
 {
-    set_why(why, why_len, "ok");
+    host_why(why, why_len, "ok");
     const uint8_t *block = sector_block0(data, len, image_len);
     if (block == NULL) {
-        set_why(why, why_len, "no signature block: the data ends before the signature sector at 0x%llx ends",
+        host_why(why, why_len, "no signature block: the data ends before the signature sector at 0x%llx ends",
                 (unsigned long long)host_sig_sector_offset(image_len));
         return HOST_SIG_NONE;
     }
     if (!host_sig_block_valid(block)) {
-        set_why(why, why_len, "no signature block: block 0 at 0x%llx has no magic or a bad CRC",
+        host_why(why, why_len, "no signature block: block 0 at 0x%llx has no magic or a bad CRC",
                 (unsigned long long)host_sig_sector_offset(image_len));
         return HOST_SIG_NONE;
     }
 
     uint8_t key_digest[HOST_SIG_DIGEST_LEN];
     if (!host_sig_block_key_digest(block, key_digest)) {
-        set_why(why, why_len, "signed with another key: unknown scheme (version 0x%02x, 0x%02x, curve %u)",
+        host_why(why, why_len, "signed with another key: unknown scheme (version 0x%02x, 0x%02x, curve %u)",
                 block[OFF_VERSION], block[OFF_SHA_VER], (unsigned)block[EC_OFF_CURVE]);
         return HOST_SIG_UNTRUSTED;
     }
     if (trusted == NULL || memcmp(key_digest, trusted, HOST_SIG_DIGEST_LEN) != 0) {
-        set_why(why, why_len, "signed with another key");
+        host_why(why, why_len, "signed with another key");
         return HOST_SIG_UNTRUSTED;
     }
 
@@ -377,11 +357,11 @@ host_sig_verify(const uint8_t *data, size_t len, uint32_t image_len, const uint8
     uint8_t image_digest[HOST_SIG_DIGEST_LEN];
     ble_ota_sha256(data, (size_t)host_sig_sector_offset(image_len), image_digest);
     if (memcmp(image_digest, block + OFF_DIGEST, HOST_SIG_DIGEST_LEN) != 0) {
-        set_why(why, why_len, "image digest does not match the signature block");
+        host_why(why, why_len, "image digest does not match the signature block");
         return HOST_SIG_BAD;
     }
     if (!block_signature_verifies(block, image_digest)) {
-        set_why(why, why_len, "signature does not verify");
+        host_why(why, why_len, "signature does not verify");
         return HOST_SIG_BAD;
     }
     return HOST_SIG_OK;

@@ -9,6 +9,7 @@
  * the device verifies.
  */
 #include "test_sign.h"
+#include "ble_ota_le.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -46,15 +47,6 @@ struct test_sign_key {
     size_t key_field_len;
 };
 
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 /* -n^-1 mod 2^32 for odd n0 (the low word of n): Newton's iteration doubles
  * the correct low bits each step, from 3 (an odd x is its own inverse mod 8). */
 static uint32_t
@@ -83,9 +75,9 @@ rsa_key_field(test_sign_key_t *key)
               BN_bn2lebinpad(rinv, f + RSA_LEN + 4, RSA_LEN) == (int)RSA_LEN;
 
     if (ok) {
-        put_le32(f + RSA_LEN, (uint32_t)BN_get_word(e));
+        ble_ota_put_le32(f + RSA_LEN, (uint32_t)BN_get_word(e));
         const uint32_t n0 = (uint32_t)f[0] | ((uint32_t)f[1] << 8) | ((uint32_t)f[2] << 16) | ((uint32_t)f[3] << 24);
-        put_le32(f + RSA_LEN + 4 + RSA_LEN, montgomery_m_prime(n0));
+        ble_ota_put_le32(f + RSA_LEN + 4 + RSA_LEN, montgomery_m_prime(n0));
         key->key_field_len = RSA_KEY_LEN;
     }
     BN_free(n);
@@ -238,7 +230,7 @@ sign_block(const test_sign_key_t *key, const uint8_t *contents, size_t len, uint
     uint8_t *sig = block + OFF_KEY + key->key_field_len;
     const bool ok = key->version == VERSION_RSA ? rsa_sign_into(key, contents, len, sig)
                                                 : ec_sign_into(key, contents, len, sig);
-    put_le32(block + OFF_CRC, (uint32_t)crc32(0L, block, OFF_CRC));
+    ble_ota_put_le32(block + OFF_CRC, (uint32_t)crc32(0L, block, OFF_CRC));
     return ok;
 }
 

@@ -16,6 +16,7 @@
 #include "host_image.h"
 #include "host_signature.h"
 #include "test.h"
+#include "test_fixture.h"
 #include "test_sign.h"
 
 #define BUF_LEN (32u * 1024u)
@@ -60,21 +61,6 @@ fix_crc(uint8_t *block)
     block[B_CRC + 3] = (uint8_t)(crc >> 24);
 }
 
-/* A synthetic ESP32 app of version, payload bytes and seed (unsigned). */
-static size_t
-build_app(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed)
-{
-    const host_image_spec_t spec = {
-        .project = "signed-app",
-        .version = version,
-        .payload_len = payload,
-        .seed = seed,
-        .chip_id = HOST_IMAGE_CHIP_ESP32,
-        .hash_appended = true,
-    };
-    return host_image_build(&spec, out, cap);
-}
-
 /* Builds and signs an app into s_signed; trusted gets key's digest. */
 static void
 sign_app(const test_sign_key_t *key, uint32_t payload, uint32_t seed)
@@ -84,7 +70,7 @@ sign_app(const test_sign_key_t *key, uint32_t payload, uint32_t seed)
     char why[120];
 
     CHECK(key != NULL);
-    const size_t app_len = build_app(app, sizeof(app), "3.0.0", payload, seed);
+    const size_t app_len = build_image(app, sizeof(app), "3.0.0", payload, seed);
     CHECK(app_len > 0);
     s_signed.len = test_sign_image(key, app, app_len, s_signed.data, sizeof(s_signed.data));
     CHECK(s_signed.len > 0);
@@ -204,7 +190,7 @@ test_sig_running_image_key_trusted(void)
 
     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
         CHECK(keys[k] != NULL);
-        const size_t app_len = build_app(app, sizeof(app), "1.0.0", 3000, 1);
+        const size_t app_len = build_image(app, sizeof(app), "1.0.0", 3000, 1);
         const size_t len = test_sign_image(keys[k], app, app_len, running, sizeof(running));
         CHECK(len > 0);
         CHECK_EQ(host_image_verify(running, len, HOST_IMAGE_CHIP_ESP32, &info, why, sizeof(why)), HOST_IMAGE_OK);
@@ -224,7 +210,7 @@ test_sig_signer_in_place_and_cap(void)
     char why[120];
     uint8_t trusted[32];
 
-    const size_t app_len = build_app(buf, sizeof(buf), "1.0.0", 3000, 1);
+    const size_t app_len = build_image(buf, sizeof(buf), "1.0.0", 3000, 1);
     CHECK_EQ(test_sign_size(app_len), 8192);
     CHECK_EQ(test_sign_image(s_ec256, buf, app_len, buf, 8191), 0);
     const size_t len = test_sign_image(s_ec256, buf, app_len, buf, sizeof(buf));
@@ -269,7 +255,7 @@ test_sig_key_digest_none(void)
     uint8_t digest[32] = {0};
     static const uint8_t zero[32];
 
-    const size_t app_len = build_app(app, sizeof(app), "1.0.0", 3000, 1);
+    const size_t app_len = build_image(app, sizeof(app), "1.0.0", 3000, 1);
     memset(app + app_len, 0xFF, sizeof(app) - app_len);
     CHECK(!host_sig_image_key_digest(app, app_len, (uint32_t)app_len, digest));
     CHECK(!host_sig_image_key_digest(app, sizeof(app), (uint32_t)app_len, digest));
@@ -288,7 +274,7 @@ test_sig_unsigned_is_none(void)
     uint8_t trusted[32];
 
     test_sign_key_digest(s_rsa, trusted);
-    const size_t app_len = build_app(app, sizeof(app), "1.0.0", 3000, 1);
+    const size_t app_len = build_image(app, sizeof(app), "1.0.0", 3000, 1);
     CHECK_EQ(host_sig_verify(app, app_len, (uint32_t)app_len, trusted, why, sizeof(why)), HOST_SIG_NONE);
     CHECK(strstr(why, "no signature block") != NULL);
     /* Erased flash (0xFF) or zeros where the sector would be. */

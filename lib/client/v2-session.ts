@@ -112,6 +112,11 @@ export class V2Session {
 
   /** OTA Info as read: nothing proves it came from the device (see provenInfo). */
   async readInfo(): Promise<DeviceInfoV2> {
+    return (await this.readInfoValue()).info;
+  }
+
+  /** Reads and decodes OTA Info; keeps what later requests need (features, device id). */
+  private async readInfoValue(): Promise<{ value: Buffer; info: DeviceInfoV2 }> {
     const value = await this.link.read(this.chars.info, 'OTA Info');
     let info: DeviceInfoV2;
     try {
@@ -121,7 +126,7 @@ export class V2Session {
     }
     this.features = info.features;
     this.deviceId = info.deviceId;
-    return info;
+    return { value, info };
   }
 
   /**
@@ -132,15 +137,7 @@ export class V2Session {
    */
   async provenInfo(timeoutMs: number): Promise<ProvenInfo> {
     for (let attempt = 0; ; attempt++) {
-      const value = await this.link.read(this.chars.info, 'OTA Info');
-      let info: DeviceInfoV2;
-      try {
-        info = decodeInfo(value);
-      } catch (err) {
-        throw new ProtocolError('PROTOCOL_ERROR', `The device's OTA Info could not be read: ${(err as Error).message}.`);
-      }
-      this.features = info.features;
-      this.deviceId = info.deviceId;
+      const { value, info } = await this.readInfoValue();
       if (!this.requiresSession(info.features)) return { info, authenticated: false };
       const digest = await this.request(Command.INFO, encodeCommand(Command.INFO), timeoutMs);
       if (digest.equals(createHash('sha256').update(value).digest())) return { info, authenticated: true };

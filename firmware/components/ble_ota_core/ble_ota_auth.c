@@ -21,6 +21,7 @@
 
 #include "ble_ota_core.h"
 #include "ble_ota_internal.h"
+#include "ble_ota_le.h"
 
 bool
 ble_ota_equal_ct(const uint8_t *a, const uint8_t *b, size_t len)
@@ -33,15 +34,6 @@ ble_ota_equal_ct(const uint8_t *a, const uint8_t *b, size_t len)
         diff |= (uint8_t)(a[i] ^ b[i]);
     }
     return diff == 0;
-}
-
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
 }
 
 /* --- the key record -------------------------------------------------------- */
@@ -74,9 +66,7 @@ ble_ota_key_record_parse(const uint8_t *record, size_t len, const uint8_t device
     if (memcmp(record, erased, sizeof(erased)) == 0) {
         return BLE_OTA_KEY_EMPTY;
     }
-    const uint32_t crc = (uint32_t)record[48] | ((uint32_t)record[49] << 8) | ((uint32_t)record[50] << 16) |
-                         ((uint32_t)record[51] << 24);
-    if (memcmp(record, BLE_OTA_KEY_MAGIC, 8) != 0 || key_crc32(record, 48) != crc) {
+    if (memcmp(record, BLE_OTA_KEY_MAGIC, 8) != 0 || key_crc32(record, 48) != ble_ota_get_le32(record + 48)) {
         return BLE_OTA_KEY_CORRUPT;
     }
     /* A record copied from another device would make this one answer with
@@ -166,7 +156,7 @@ ble_ota_auth_hello(ble_ota_core_t *core, const uint8_t *request, size_t len, uin
     const uint32_t left = auth_lock_left(core);
     if (left != 0) {
         answer[1] = BLE_OTA_ST_AUTH_LOCKED;
-        put_le32(answer + 2, left);
+        ble_ota_put_le32(answer + 2, left);
         return 6;
     }
     /* A new session replaces the link's earlier one, if any. */
@@ -198,7 +188,7 @@ session_mac(const ble_ota_auth_t *a, uint8_t direction, uint32_t seq, const uint
     uint8_t prefix[5];
 
     prefix[0] = direction;
-    put_le32(prefix + 1, seq);
+    ble_ota_put_le32(prefix + 1, seq);
     ble_ota_hmac_sha256(a->session_key, sizeof(a->session_key), prefix, sizeof(prefix), bytes, len, mac);
 }
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "ble_ota_internal.h"
+#include "ble_ota_le.h"
 
 /* A progress line every 64 KiB: enough to follow a transfer in the log
  * without one line per packet. */
@@ -76,12 +77,6 @@ ble_ota_port_err_name(ble_ota_port_err_t err)
 #define IMG_SECURE_VERSION_OFFSET 36 /* esp_app_desc_t.secure_version */
 #define IMG_APP_DESC_SIZE     256
 
-static uint32_t
-head_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
 uint8_t
 ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t len, bool complete)
 {
@@ -129,22 +124,22 @@ ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "image header: hash flag %u (0 or 1)", head[IMG_HASH_FLAG_OFFSET]);
         return BLE_OTA_ST_INVALID_IMAGE;
     }
-    if (len >= IMG_SEG0_LEN_OFFSET + 4 && head_le32(head + IMG_SEG0_LEN_OFFSET) < IMG_APP_DESC_SIZE) {
+    if (len >= IMG_SEG0_LEN_OFFSET + 4 && ble_ota_get_le32(head + IMG_SEG0_LEN_OFFSET) < IMG_APP_DESC_SIZE) {
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "first segment of %lu bytes cannot hold an app descriptor",
-                    (unsigned long)head_le32(head + IMG_SEG0_LEN_OFFSET));
+                    (unsigned long)ble_ota_get_le32(head + IMG_SEG0_LEN_OFFSET));
         return BLE_OTA_ST_INVALID_IMAGE;
     }
-    if (len >= IMG_APP_DESC_OFFSET + 4 && head_le32(head + IMG_APP_DESC_OFFSET) != IMG_APP_DESC_MAGIC) {
+    if (len >= IMG_APP_DESC_OFFSET + 4 && ble_ota_get_le32(head + IMG_APP_DESC_OFFSET) != IMG_APP_DESC_MAGIC) {
         /* A bootloader, a RAM-only program, or no ESP-IDF app at all. */
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "no app descriptor at 0x%02x: not an ESP-IDF app",
                     IMG_APP_DESC_OFFSET);
         return BLE_OTA_ST_INVALID_IMAGE;
     }
-    if (len >= IMG_SECURE_VERSION_OFFSET + 4 && head_le32(head + IMG_SECURE_VERSION_OFFSET) < info.secure_version) {
+    if (len >= IMG_SECURE_VERSION_OFFSET + 4 && ble_ota_get_le32(head + IMG_SECURE_VERSION_OFFSET) < info.secure_version) {
         /* Anti-rollback: an older image may be signed too, and have the
          * holes its successor fixed. */
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "image secure_version %lu is below the running %lu",
-                    (unsigned long)head_le32(head + IMG_SECURE_VERSION_OFFSET), (unsigned long)info.secure_version);
+                    (unsigned long)ble_ota_get_le32(head + IMG_SECURE_VERSION_OFFSET), (unsigned long)info.secure_version);
         return BLE_OTA_ST_OLD_SECURE_VERSION;
     }
     if (complete && len < BLE_OTA_IMAGE_HEAD_LEN) {

@@ -13,6 +13,7 @@
 
 #include "ble_ota_core.h"
 #include "ble_ota_internal.h"
+#include "ble_ota_le.h"
 
 /* DEFLATE: a chunk inflates into block with the previous chunk, in history,
  * as its dictionary; the inflater finds it right before its output. */
@@ -22,34 +23,6 @@ _Static_assert(offsetof(ble_ota_v2_t, block) == offsetof(ble_ota_v2_t, history) 
 
 /* Largest answer: INFO's (opcode, status, SHA-256) with its MAC. */
 #define BLE_OTA_ANSWER_MAX (2 + BLE_OTA_SHA256_LEN + BLE_OTA_AUTH_MAC_LEN)
-
-static uint32_t
-get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static uint16_t
-get_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static void
-put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static void
-put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
 
 static bool
 v2_active(const ble_ota_core_t *core)
@@ -130,7 +103,7 @@ v2_event_offset(ble_ota_core_t *core, uint8_t event, uint32_t offset)
     uint8_t msg[5];
 
     msg[0] = event;
-    put_le32(msg + 1, offset);
+    ble_ota_put_le32(msg + 1, offset);
     v2_notify(core, msg, sizeof(msg));
 }
 
@@ -186,7 +159,7 @@ v2_fail(ble_ota_core_t *core, uint8_t status, uint32_t offset)
     core->last_status = status;
     msg[0] = BLE_OTA_EVT_FAILED;
     msg[1] = status;
-    put_le32(msg + 2, offset);
+    ble_ota_put_le32(msg + 2, offset);
     v2_notify(core, msg, sizeof(msg));
 }
 
@@ -213,11 +186,11 @@ v2_answer_begin(ble_ota_core_t *core, uint32_t offset)
 
     answer[0] = BLE_OTA_CMD_BEGIN | BLE_OTA_ANSWER;
     answer[1] = BLE_OTA_ST_OK;
-    put_le32(answer + 2, offset);
-    put_le16(answer + 6, core->config.window);
-    put_le16(answer + 8, core->config.max_packet);
+    ble_ota_put_le32(answer + 2, offset);
+    ble_ota_put_le16(answer + 6, core->config.window);
+    ble_ota_put_le16(answer + 8, core->config.max_packet);
     /* DEFLATE: the image offset of the chunk that starts at `offset`. */
-    put_le32(answer + 10, core->v2.stored);
+    ble_ota_put_le32(answer + 10, core->v2.stored);
     core->last_status = BLE_OTA_ST_OK;
     v2_send_answer(core, answer, core->v2.deflate ? 14 : 10);
 }
@@ -235,10 +208,10 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         v2_refuse(core, BLE_OTA_CMD_BEGIN, auth);
         return;
     }
-    const uint32_t size = get_le32(data + 1);
+    const uint32_t size = ble_ota_get_le32(data + 1);
     const uint8_t *sha256 = data + 5;
-    const uint16_t chip_id = get_le16(data + 37);
-    const uint16_t flags = get_le16(data + 39);
+    const uint16_t chip_id = ble_ota_get_le16(data + 37);
+    const uint16_t flags = ble_ota_get_le16(data + 39);
 
     /* The selected slot must boot as it is: a new transfer would erase it. */
     if (ble_ota_restart_pending(core)) {
@@ -611,7 +584,7 @@ v2_take_chunks(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t 
         bytes += room;
         n -= room;
         if (t->chunk_fill == 2 && t->chunk_len == 0) {
-            t->chunk_len = get_le16(t->chunk);
+            t->chunk_len = ble_ota_get_le16(t->chunk);
             if (t->chunk_len == 0 || t->chunk_len > size) {
                 ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "chunk at %lu: length %u for %lu bytes",
                             (unsigned long)t->chunk_start, (unsigned)t->chunk_len, (unsigned long)size);
@@ -689,7 +662,7 @@ ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
                     (unsigned long)len, (unsigned)core->config.max_packet);
         return BLE_OTA_OK;
     }
-    const uint32_t offset = get_le32(data);
+    const uint32_t offset = ble_ota_get_le32(data);
     const uint32_t n = (uint32_t)(len - BLE_OTA_STREAM_HEADER);
     if (offset < t->received) {
         return BLE_OTA_OK; /* a duplicate: already stored */
@@ -783,20 +756,20 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     }
     out[BLE_OTA_INFO_OFF_INFO_VERSION] = BLE_OTA_INFO_VERSION;
     out[BLE_OTA_INFO_OFF_PROTOCOL] = BLE_OTA_PROTOCOL_VERSION;
-    put_le16(out + BLE_OTA_INFO_OFF_FEATURES, features);
-    put_le16(out + BLE_OTA_INFO_OFF_CHIP_ID, info.chip_id);
-    put_le16(out + BLE_OTA_INFO_OFF_CHIP_REVISION, info.chip_revision);
-    put_le32(out + BLE_OTA_INFO_OFF_SLOT_SIZE, info.slot_size);
-    put_le16(out + BLE_OTA_INFO_OFF_MAX_PACKET, core->config.max_packet);
-    put_le16(out + BLE_OTA_INFO_OFF_WINDOW, core->config.window);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_FEATURES, features);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_CHIP_ID, info.chip_id);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_CHIP_REVISION, info.chip_revision);
+    ble_ota_put_le32(out + BLE_OTA_INFO_OFF_SLOT_SIZE, info.slot_size);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_MAX_PACKET, core->config.max_packet);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_WINDOW, core->config.window);
     out[BLE_OTA_INFO_OFF_RUNNING_STATE] = running;
     out[BLE_OTA_INFO_OFF_LAST_STATUS] = core->last_status;
     out[BLE_OTA_INFO_OFF_TRANSFER_STATE] = transfer;
-    put_le32(out + BLE_OTA_INFO_OFF_TRANSFER_OFFSET, offset);
+    ble_ota_put_le32(out + BLE_OTA_INFO_OFF_TRANSFER_OFFSET, offset);
     if (t->state != BLE_OTA_V2_IDLE) {
         memcpy(out + BLE_OTA_INFO_OFF_TRANSFER_SHA256, t->sha256, BLE_OTA_SHA256_LEN);
     }
-    put_le32(out + BLE_OTA_INFO_OFF_SECURE_VERSION, info.secure_version);
+    ble_ota_put_le32(out + BLE_OTA_INFO_OFF_SECURE_VERSION, info.secure_version);
     put_field(out + BLE_OTA_INFO_OFF_VERSION, 32, info.version, sizeof(info.version));
     put_field(out + BLE_OTA_INFO_OFF_PROJECT_NAME, 32, info.project_name, sizeof(info.project_name));
     put_field(out + BLE_OTA_INFO_OFF_IDF_VERSION, 32, info.idf_version, sizeof(info.idf_version));
