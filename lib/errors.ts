@@ -43,6 +43,7 @@ export type BleOtaErrorCode =
   | 'AUTH_LOCKED'
   | 'NOT_PROVISIONED'
   | 'DEVICE_NOT_AUTHENTICATED'
+  | 'WRONG_DEVICE'
   // the caller
   | 'CANCELLED'
   | 'BUSY'

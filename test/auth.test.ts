@@ -9,6 +9,9 @@
  * - a recorded update and every image yield no key: no window of their
  *   bytes reproduces a recorded MAC;
  * - a request recorded for one device is refused by another and on a new link;
+ * - a device of the fleet posing as another proves only its own id: a
+ *   device id set refuses it, and the device that comes back after RESTART
+ *   must be the one updated;
  * - a stranger's junk writes end the stranger's link, not the owner's next
  *   one, and a stranger holding a fresh device through its confirm window
  *   does not make it roll back.
@@ -20,7 +23,7 @@ import { BleOtaClient } from '../lib/client/ota-client';
 import { deviceKey, parseDeviceId } from '../lib/client/session';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { Command, Feature, MAC_REQUEST, OTA_COMMAND_UUID, OTA_CONTROL_UUID, OTA_STREAM_UUID, Status } from '../lib/protocol/constants';
-import { AttError, VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { addressFromName, AttError, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { OWNER, ownedDevice, signedImage } from './support/owner';
 
@@ -201,6 +204,52 @@ describe('authenticated updates, from the attacker side', function () {
       await allowed.stop();
     } finally {
       await impostorRadio.stopAll();
+    }
+  });
+
+  it('a device of the fleet posing as another (its key stolen) proves only its own id: a device id set refuses it', async () => {
+    const swapRadio = new VirtualRadio();
+    const STOLEN = '24:0a:c4:bb:bb:01';
+    try {
+      // Our own device, its key read out of its flash, now advertising the name of the target.
+      await swapRadio.addDevice(ownedDevice({ name: 'boiler', deviceId: STOLEN, restartDelayMs: 20 }));
+      const c = new BleOtaClient({ noble: swapRadio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
+      let streamed = 0;
+      swapRadio.bindings.on('air-write', (_a: string, uuid: string) => uuid === OTA_STREAM_UUID && streamed++);
+      const boilerId = '24:0a:c4:12:34:56';
+      await assert.rejects(
+        c.update({ target: { name: 'boiler' }, image, secret: OWNER.secret, deviceId: boilerId }),
+        (err: unknown) => code('WRONG_DEVICE')(err) && (err as Error).message.includes(STOLEN) && (err as Error).message.includes(boilerId),
+      );
+      assert.equal(streamed, 0, 'nothing was sent to it');
+      // By name alone, "one of your devices" is all the proof says; the result names which.
+      const r = await c.update({ target: { name: 'boiler' }, image, secret: OWNER.secret });
+      assert.equal(r.authenticated, true);
+      assert.equal(r.device.id, STOLEN);
+    } finally {
+      await swapRadio.stopAll();
+    }
+  });
+
+  it('the device that comes back after RESTART must be the one that was updated', async () => {
+    const swapRadio = new VirtualRadio();
+    const other = await VirtualEsp32.start(ownedDevice({ name: 'swapped', address: addressFromName('swapped'), deviceId: '24:0a:c4:bb:bb:02', restartDelayMs: 20 }));
+    try {
+      const target = await swapRadio.addDevice(ownedDevice({ name: 'swapped', restartDelayMs: 20 }));
+      // At RESTART, the updated device goes out of range and another one of the
+      // fleet takes its name and address: the client's reconnection finds that one.
+      swapRadio.bindings.on('air-write', (address: string, uuid: string, data: Buffer) => {
+        if (address !== target.address || uuid !== OTA_COMMAND_UUID || data[0] !== Command.RESTART) return;
+        swapRadio.bindings.removeDevice(target);
+        swapRadio.bindings.addDevice(other);
+      });
+      const c = new BleOtaClient({ noble: swapRadio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
+      await assert.rejects(c.update({ target: { name: 'swapped' }, image, secret: OWNER.secret }), code('WRONG_DEVICE'));
+      await unchanged(other);
+    } finally {
+      swapRadio.bindings.removeDevice(other);
+      await other.stop();
+      await swapRadio.stopAll();
     }
   });
 

@@ -118,7 +118,7 @@ describe('command-line tool', function () {
       assert.equal(percents[percents.length - 1], 100);
       assert.ok(uploading.length <= 12, `at most one line per tenth (got ${uploading.length})`);
       assert.deepEqual(percents, [...percents].sort((a, b) => a - b));
-      assert.match(lines[lines.length - 2], /^updated cli-lines \([0-9a-f:]{17}\) to 2\.5\.0 \(was 1\.0\.0\), confirmed$/);
+      assert.match(lines[lines.length - 2], /^updated cli-lines \([0-9a-f:]{17}, device id [0-9a-f:]{17}\) to 2\.5\.0 \(was 1\.0\.0\), confirmed$/);
       assert.match(lines[lines.length - 1], /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes, not authenticated: nothing proves it was your device$/);
     });
 
@@ -571,6 +571,7 @@ describe('command-line parsing', () => {
       device: 'AA-BB-CC-DD-EE-FF',
       timeoutMs: 2500,
       secretFile: undefined,
+      deviceId: undefined,
       json: true,
       virtual: false,
     });
@@ -583,6 +584,7 @@ describe('command-line parsing', () => {
       timeoutMs: undefined,
       secretFile: undefined,
       allowUnauthenticated: false,
+      deviceId: undefined,
       requireSignature: false,
       publicKey: undefined,
       json: false,

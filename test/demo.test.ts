@@ -78,7 +78,7 @@ describe('npm start (demo)', function () {
     assert.equal(res.status, 200);
     // As the default build: the demo device proved itself (the log says nothing else), and the
     // fleet secret is in no flow file.
-    const [line] = await waitForOutput(/updated esp32-demo to demo-app 2\.0\.0 in [\d.]+ s \(v2, confirmed\)\n/, 60_000);
+    const [line] = await waitForOutput(/updated esp32-demo to demo-app 2\.0\.0 in [\d.]+ s \(v2, confirmed, device id [0-9a-f:]{17}\)\n/, 60_000);
     assert.ok(line);
     const secret = readFileSync(join(userDir, 'owner/fleet.secret'), 'utf8').trim();
     assert.ok(!readFileSync(join(userDir, 'flows.json'), 'utf8').includes(secret));

@@ -12,7 +12,9 @@
  * - a fleet job without the image's SHA-256 is ignored, an image that is
  *   not the one the job names is refused (IMAGE_MISMATCH) without echoing
  *   its bytes, and a job whose url points at the gateway's loopback makes
- *   it fetch nothing.
+ *   it fetch nothing; a device that only shows the job's version is still
+ *   updated (the scan proves nothing), and a job's deviceIds refuse a device
+ *   with another id; a job's name pattern cannot stall the gateway.
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
@@ -24,6 +26,7 @@ import { buildAppImage } from '../lib/image/app-image-builder';
 import { generateSigningKey } from '../lib/image/signature';
 import { Mosquitto, MqttClient } from './support/mosquitto';
 import { NodeRedProcess, ROOT } from './support/node-red-process';
+import { addressFromName } from '../lib/virtual/virtual-device';
 import { OWNER, ownedVirtualEnv, signedImage } from './support/owner';
 
 type FlowNode = Record<string, unknown> & { id: string; type: string };
@@ -123,7 +126,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       lines.length = 0;
       const line = await publish(signedImage({ size: 60_000, projectName: 'mqtt-app', version: '3.1.0', secureVersion: 3, seed: 76 }), /^esp32-mqtt: confirmed/);
       assert.match(line, /^esp32-mqtt: confirmed 100 % 3\.1\.0/);
-      assert.match(nr!.output, /updated esp32-mqtt to mqtt-app 3\.1\.0 in [\d.]+ s \(v2, confirmed\)/);
+      assert.match(nr!.output, /updated esp32-mqtt to mqtt-app 3\.1\.0 in [\d.]+ s \(v2, confirmed, device id [0-9a-f:]{17}\)/);
       // The result the flow logs names what the device ran before: the owner's 3.0.0.
       assert.doesNotMatch(nr!.output, /updated esp32-mqtt to mqtt-app (6\.6\.6|2\.0\.0)/);
     });
@@ -226,5 +229,84 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(result.error?.message, 'the image was refused before any radio work');
       assert.doesNotMatch(gw!.output, /updated esp32-fleet-x/);
     });
+
+    /** Publishes a job with its image and waits for the device's result. */
+    async function runJob(id: string, image: Buffer, job: Record<string, unknown>): Promise<FleetResult> {
+      const named = { devices: ['esp32-fleet-x'], sha256: createHash('sha256').update(image).digest('hex'), size: image.length, settleMs: 200, timeoutS: 60, ...job };
+      await client!.publish(`ota/fleet/jobs/${id}/image`, image, { qos: 1, retain: true });
+      await client!.publish(`ota/fleet/jobs/${id}`, JSON.stringify(named), { qos: 1, retain: true });
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const r = results.find((x) => x.topic === `ota/fleet/results/${id}/esp32-fleet-x`);
+        if (r) return JSON.parse(r.text) as FleetResult;
+        if (Date.now() > deadline) throw new Error(`no result for job ${id}`);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+
+    it('a device that shows the job\'s version but runs another build is updated, not reported current from the scan', async () => {
+      // The device advertises virtual-esp32 1.0.0, as an impostor could: the job's 1.0.0 is another build.
+      const image = signedImage({ size: 20_000, projectName: 'virtual-esp32', version: '1.0.0', seed: 93 });
+      const result = await runJob('same-version', image, { version: '1.0.0' });
+      assert.equal(result.status, 'updated');
+      assert.equal(result.previousVersion, '1.0.0');
+      assert.equal(result.authenticated, true);
+      // The same image again: now the device proves it runs it, and nothing is written.
+      const again = await runJob('same-version-2', image, { version: '1.0.0' });
+      assert.equal(again.status, 'current');
+      assert.equal(again.authenticated, true);
+    });
+
+    it('deviceIds binds a name to a device id: another id is refused, the right one updated and reported', async () => {
+      const image = signedImage({ size: 20_000, projectName: 'fleet-app', version: '5.1.0', seed: 94 });
+      const from = gw!.output.length;
+      const wrong = await runJob('wrong-id', image, { version: '5.1.0', deviceIds: { 'esp32-fleet-x': '24:0a:c4:00:00:01' } });
+      assert.equal(wrong.status, 'failed');
+      assert.equal(wrong.error?.code, 'WRONG_DEVICE');
+      assert.doesNotMatch(gw!.output.slice(from), /updated esp32-fleet-x/);
+      const id = addressFromName('esp32-fleet-x');
+      const right = await runJob('right-id', image, { version: '5.1.0', deviceIds: { 'esp32-fleet-x': id } });
+      assert.equal(right.status, 'updated');
+      assert.equal(right.deviceId, id);
+      assert.equal(right.authenticated, true);
+    });
+  });
+
+  describe("fleet-gateway.json's name patterns", () => {
+    /** The gateway's "claim what is free" function, run on a scan result as Node-RED runs it. */
+    function claim(match: string, names: string[]): string[] {
+      const node = example('fleet-gateway.json').find((n) => n.type === 'function' && n.name === 'claim what is free')!;
+      const job = { id: 'j', version: '1.0.0', match, settleMs: 0, rescanS: 30 };
+      const fleet = { job, claims: {}, pending: {}, active: {}, tried: {}, scanning: 1, lastScan: 0 };
+      const run = new Function('msg', 'node', 'flow', 'env', String(node.func)) as (...args: unknown[]) => Array<Array<{ topic: string }>> | null;
+      const out = run(
+        { jobId: 'j', payload: names.map((name) => ({ name, address: '24:0a:c4:00:00:02', version: '0.9.0' })) },
+        { status: () => undefined, warn: () => undefined },
+        { get: () => fleet },
+        { get: () => 'gw-1' },
+      );
+      return (out?.[0] ?? []).map((m) => decodeURIComponent(m.topic.split('/').pop()!));
+    }
+
+    it('match claims what the pattern names (* and ?, any case), and nothing else', () => {
+      assert.deepEqual(claim('esp32-hall-*', ['esp32-hall-1', 'esp32-yard-1', 'ESP32-HALL-2']), ['esp32-hall-1', 'ESP32-HALL-2']);
+      assert.deepEqual(claim('esp32-?', ['esp32-a', 'esp32-ab', 'esp32-']), ['esp32-a']);
+      assert.deepEqual(claim('*', ['a', 'b']), ['a', 'b']);
+      assert.deepEqual(claim('a.b', ['a.b', 'axb']), ['a.b']);
+    });
+
+    it('a pattern made to backtrack, against a long name anyone can advertise, is decided at once', () => {
+      // As a regular expression (.*e.*e...!), this takes longer than the test's timeout.
+      const evil = '*e'.repeat(24) + '!';
+      assert.deepEqual(claim(evil, ['e'.repeat(29), 'esp32-fleet-x']), []);
+    });
   });
 });
+
+interface FleetResult {
+  status: string;
+  previousVersion?: string;
+  deviceId?: string;
+  authenticated?: boolean;
+  error?: { code: string; message: string };
+}

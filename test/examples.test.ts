@@ -44,7 +44,7 @@ describe('examples', function () {
       writeFileSync(join(nr.userDir, 'firmware/demo-app.bin'), buildAppImage({ projectName: 'from-file', version: '1.2.3', size: 100_000 }));
       await nr.inject(flow.find((n) => n.type === 'inject')!.id);
       // Imported into a plain Node-RED: a development build, no fleet secret; the log says so.
-      await nr.waitForOutput(/updated esp32-demo to from-file 1\.2\.3 in [\d.]+ s \(v2, confirmed, not authenticated: nothing proves it was your device\)/, 60_000);
+      await nr.waitForOutput(/updated esp32-demo to from-file 1\.2\.3 in [\d.]+ s \(v2, confirmed, device id [0-9a-f:]{17}, not authenticated: nothing proves it was your device\)/, 60_000);
     });
   });
 

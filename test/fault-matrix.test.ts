@@ -187,11 +187,15 @@ function injector(radio: VirtualRadio, device: VirtualEsp32, phase: PhaseName, f
               radio.bindings.dropLink(device);
               swallow(device.powerCycle());
             })
-          : later(() => {
-              // Before discovery ends (it needs no round trip to the device), the link is gone.
-              if (phase === 'discovery') radio.bindings.dropLink(device);
-              swallow(device.powerCycle());
-            });
+          : phase === 'RESTART'
+            ? // Before the device handles RESTART: once it has, its own restart and the
+              // cut would race (a restarted image cut before CONFIRM is the next phase's case).
+              swallow(device.powerCycle())
+            : later(() => {
+                // Before discovery ends (it needs no round trip to the device), the link is gone.
+                if (phase === 'discovery') radio.bindings.dropLink(device);
+                swallow(device.powerCycle());
+              });
     case 'power loss in a flash operation':
       return () => swallow(device.fault({ kind: 'power-loss-after', flashOps: 1 }));
   }

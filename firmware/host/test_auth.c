@@ -443,6 +443,35 @@ test_auth_timeout_ends_idle_strangers(void)
     CHECK_EQ(s_fx.drops, 2);
 }
 
+/* A link the stack did not end when asked (the request lost, or refused)
+ * is asked again each second until it ends: it cannot hold the device. */
+static void
+test_auth_drop_asked_again_until_link_ends(void)
+{
+    keyed_setup();
+    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 1);
+    /* The link stays up: every request on it is ignored meanwhile. */
+    const request_t info = plain_request(BLE_OTA_CMD_INFO);
+    CHECK_EQ(ble_ota_core_command_write(&s_fx.core, info.data, info.len), BLE_OTA_OK);
+    CHECK_EQ(s_fx.cmd_count, 0);
+    s_fx.clock_ms += BLE_OTA_AUTH_DROP_RETRY_MS - 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 1);
+    s_fx.clock_ms += 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 2);
+    s_fx.clock_ms += BLE_OTA_AUTH_DROP_RETRY_MS;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 3);
+    /* Once it ends, nothing more is asked, and the next link starts afresh. */
+    fx_reconnect();
+    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS - 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.drops, 3);
+}
+
 /* Strangers holding the device (one link at a time) cannot run out the
  * confirm window of a fresh update: it counts only while they do not. */
 static void
@@ -545,6 +574,7 @@ test_auth_run_all(void)
     RUN(test_auth_replay_and_relay_fail);
     RUN(test_auth_failures_are_per_link);
     RUN(test_auth_timeout_ends_idle_strangers);
+    RUN(test_auth_drop_asked_again_until_link_ends);
     RUN(test_auth_confirm_window_outlasts_strangers);
     RUN(test_auth_not_provisioned);
     RUN(test_auth_seed_protocol_not_served);

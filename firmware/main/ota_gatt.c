@@ -354,13 +354,19 @@ ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
      * (ble_ota_core_command_write), decided here because the core only sees
      * the request once the write response has gone: an empty value (0x0D),
      * and a first byte outside the request range 0x00-0x3F, whose answer
-     * would read as an event (0x82; docs/PROTOCOL.md, OTA Command). */
+     * would read as an event (0x82; docs/PROTOCOL.md, OTA Command). The
+     * core still gets them: on a device with authentication, a stranger's
+     * junk counts against its link. */
+    int refusal = 0;
     if (len == 0) {
-        return ble_ota_status_to_att(BLE_OTA_ERR_LENGTH);
-    }
-    if (s_rx_buf[0] > OTA_GATT_OPCODE_MAX) {
+        refusal = ble_ota_status_to_att(BLE_OTA_ERR_LENGTH);
+    } else if (s_rx_buf[0] > OTA_GATT_OPCODE_MAX) {
         ESP_LOGW(TAG, "OTA Command 0x%02x is no request", s_rx_buf[0]);
-        return ble_ota_status_to_att(BLE_OTA_ERR_VALUE);
+        refusal = ble_ota_status_to_att(BLE_OTA_ERR_VALUE);
+    }
+    if (refusal != 0) {
+        (void)ota_task_post(OTA_TASK_COMMAND, s_rx_buf, len);
+        return refusal;
     }
     if (!ota_task_post(OTA_TASK_COMMAND, s_rx_buf, len)) {
         ESP_LOGW(TAG, "OTA Command 0x%02x refused: queue full", s_rx_buf[0]);

@@ -278,13 +278,15 @@ ota_task_process(const uint8_t *item, size_t len)
     const size_t value_len = len - OTA_TASK_ITEM_HEADER;
 
     /* Written on a link that has dropped since: its client cannot get the
-     * answer, and an answer now could reach the next client. */
-    if (link != (atomic_load(&s_link) & 0xFFFFu)) {
+     * answer, and an answer now could reach the next client. Checked under
+     * the lock, against the link the core has been told of: a link that
+     * drops while this task waits for the lock is seen here too. */
+    ble_ota_core_t *core = ota_task_core_lock();
+    if (link != (s_link_applied & 0xFFFFu)) {
         ESP_LOGD(TAG, "discarding a write from a dropped link");
+        ota_task_core_release(false);
         return;
     }
-
-    ble_ota_core_t *core = ota_task_core_lock();
     if (item[0] == OTA_TASK_STREAM) {
         (void)ble_ota_core_stream_write(core, value, value_len);
         /* Refreshing Info after every packet would be wasted work during a

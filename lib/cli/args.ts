@@ -23,7 +23,7 @@ export type Command =
   | { kind: 'help'; topic?: CommandName; json: boolean }
   | { kind: 'version'; json: boolean }
   | ({ kind: 'scan'; durationMs: number; device?: string } & GlobalOptions)
-  | ({ kind: 'info'; device: string; timeoutMs?: number; secretFile?: string } & GlobalOptions)
+  | ({ kind: 'info'; device: string; timeoutMs?: number; secretFile?: string; deviceId?: string } & GlobalOptions)
   | ({
       kind: 'upload';
       file: string;
@@ -34,6 +34,8 @@ export type Command =
       /** A file holding the fleet secret (64 hex digits); never the secret itself on the command line. */
       secretFile?: string;
       allowUnauthenticated: boolean;
+      /** The device id the device must prove (its factory MAC). */
+      deviceId?: string;
       requireSignature: boolean;
       /** The public key (PEM file) the image must be signed with, for requireSignature. */
       publicKey?: string;
@@ -85,8 +87,8 @@ const GLOBAL_FLAGS = { json: true, virtual: true, help: true, version: true };
 /** Which options each command takes besides the global ones. */
 const COMMAND_OPTIONS: Record<CommandName, OptionName[]> = {
   scan: ['duration', 'device'],
-  info: ['device', 'timeout', 'secret-file'],
-  upload: ['device', 'timeout', 'confirm', 'protocol', 'secret-file', 'allow-unauthenticated', 'require-signature', 'public-key'],
+  info: ['device', 'timeout', 'secret-file', 'device-id'],
+  upload: ['device', 'timeout', 'confirm', 'protocol', 'secret-file', 'allow-unauthenticated', 'device-id', 'require-signature', 'public-key'],
   keygen: ['scheme', 'out'],
   sign: ['key', 'append', 'out'],
   verify: ['public-key'],
@@ -143,7 +145,7 @@ export function parseCommandLine(argv: string[]): Command {
   const timeoutMs = values.timeout === undefined ? undefined : seconds('--timeout', values.timeout, command) * 1000;
   if (command === 'info') {
     if (operands.length > 0) throw new UsageError(`info takes no operands (got "${operands[0]}")`, command);
-    return { kind: 'info', device, timeoutMs, secretFile: values['secret-file'], ...global };
+    return { kind: 'info', device, timeoutMs, secretFile: values['secret-file'], deviceId: deviceIdOption(values['device-id'], command), ...global };
   }
 
   if (operands.length === 0) throw new UsageError('upload needs the firmware file (the app .bin from idf.py build)', command);
@@ -161,6 +163,7 @@ export function parseCommandLine(argv: string[]): Command {
     timeoutMs,
     secretFile: values['secret-file'],
     allowUnauthenticated: values['allow-unauthenticated'] ?? false,
+    deviceId: deviceIdOption(values['device-id'], command),
     requireSignature: values['require-signature'] ?? false,
     publicKey: requireSignature ? fileOption('--public-key', values['public-key'], command, 'the public key (PEM) the image must be signed with') : values['public-key'],
     ...global,
@@ -229,6 +232,15 @@ function offlineCommand(command: CommandName, values: Values, operands: string[]
   };
 }
 
+/** --device-id: a device id as provisioned (12 hex digits, with or without colons). */
+function deviceIdOption(value: string | undefined, command: CommandName): string | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[0-9a-f]{12}$/i.test(value.trim().replace(/[:-]/g, ''))) {
+    throw new UsageError(`--device-id is the chip's factory MAC, as esptool.py read_mac prints it and provision took it, e.g. 24:0a:c4:12:34:56 (got "${value}")`, command);
+  }
+  return value.trim();
+}
+
 function noOperands(command: CommandName, operands: string[]): void {
   if (operands.length > 0) throw new UsageError(`${command} takes no operands (got "${operands[0]}")`, command);
 }
@@ -292,8 +304,8 @@ export function targetOf(device: string): Target {
 export function usage(topic?: CommandName): string {
   const lines = {
     scan: `${PROGRAM} scan [--duration S] [--device NAME_OR_ADDRESS] [--json] [--virtual]`,
-    info: `${PROGRAM} info --device NAME_OR_ADDRESS [--secret-file PATH] [--timeout S] [--json] [--virtual]`,
-    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--secret-file PATH] [--allow-unauthenticated] [--require-signature --public-key FILE] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
+    info: `${PROGRAM} info --device NAME_OR_ADDRESS [--secret-file PATH] [--device-id MAC] [--timeout S] [--json] [--virtual]`,
+    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--secret-file PATH] [--device-id MAC] [--allow-unauthenticated] [--require-signature --public-key FILE] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
     keygen: `${PROGRAM} keygen --out FILE [--scheme rsa3072|ecdsa256] [--json]`,
     sign: `${PROGRAM} sign --key FILE [--key FILE ...] [--append] --out FILE IMAGE [--json]`,
     verify: `${PROGRAM} verify --public-key FILE IMAGE [--json]`,
@@ -324,6 +336,7 @@ features); the Device Information firmware revision.
   -d, --device NAME_OR_ADDRESS   the advertised name, or the address AA:BB:CC:DD:EE:FF
   --secret-file PATH             the fleet secret (or ESP32_BLE_OTA_SECRET): the device then
                                  proves what it reports
+  --device-id MAC                the device id it must have (its factory MAC, as provisioned)
   --timeout S                    how long to look for the device (default 15)`,
     upload: `Checks FILE (an ESP32 app image, the .bin of idf.py build), uploads it to the device with
 a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old firmware.
@@ -333,6 +346,9 @@ a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old 
                                  keys derive from; or set ESP32_BLE_OTA_SECRET. Never taken on
                                  the command line, where shells and ps show it. With it, a
                                  device that cannot prove it holds its key is refused
+  --device-id MAC                the device id (factory MAC, as provisioned) the device must
+                                 prove: without it, any device of your fleet found by --device
+                                 passes; with it, only that one
   --allow-unauthenticated        with a secret: still update devices without authentication
                                  (development builds, the seed protocol)
   --require-signature            check the image's signature against --public-key before any

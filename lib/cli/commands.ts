@@ -153,7 +153,7 @@ function isTarget(d: SeenDevice, target: Target): boolean {
 async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> {
   const timeouts = cmd.timeoutMs ? { scanMs: cmd.timeoutMs } : {};
   const view = await withRadio(cmd, io, timeouts, async (client) => {
-    const connection = await client.connect(targetOf(cmd.device), { signal: io.signal, secret: readSecret(cmd.secretFile) });
+    const connection = await client.connect(targetOf(cmd.device), { signal: io.signal, secret: readSecret(cmd.secretFile), deviceId: cmd.deviceId });
     try {
       return infoView(await connection.info());
     } finally {
@@ -187,6 +187,7 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
         publicKey,
         secret,
         allowUnauthenticated: cmd.allowUnauthenticated,
+        deviceId: cmd.deviceId,
         signal: io.signal,
         onProgress: (p) => {
           phase = p.phase;
@@ -371,8 +372,14 @@ function provision(cmd: Extract<Run, { kind: 'provision' }>, io: Io): void {
   const part = keyPartition(parseSecret(text), id);
   refuseToOverwrite(cmd.out, cmd.secretFile ? [cmd.secretFile] : []);
   try {
-    writeFileSync(cmd.out, part, { mode: 0o600 });
+    writeFileSync(cmd.out, part, { flag: 'wx', mode: 0o600 });
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new CliError(
+        'FILE_EXISTS',
+        `${cmd.out} already exists; provision never replaces a file (it may be another device's key, or something else entirely). Choose another file name, or delete the old key file once it is flashed.`,
+      );
+    }
     throw unwritable(cmd.out, err);
   }
   const offset = `0x${KEY_PARTITION_OFFSET.toString(16)}`;

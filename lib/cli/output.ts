@@ -133,7 +133,7 @@ export function formatImage(file: string, image: EspImageSummary): string {
 }
 
 export function formatResult(r: UpdateResult): string {
-  const device = `${r.device.name ?? '(no name)'} (${r.device.address})`;
+  const device = `${r.device.name ?? '(no name)'} (${r.device.address}${r.device.id ? `, device id ${r.device.id}` : ''})`;
   if (r.skipped) return `${device} already runs ${r.image.project} ${r.image.version}: nothing sent${r.authenticated ? '' : ' (not authenticated)'}\n`;
   let outcome: string;
   if (r.protocol === 'v2') {

@@ -32,19 +32,51 @@ export interface DiscoveredDevice {
   project?: string;
 }
 
-/** `esp32-*` and `/^esp32-\d+$/i` alike; throws on a malformed regex. */
-export function namePatternRegExp(pattern: string): RegExp {
+/**
+ * A name filter: a glob (`esp32-*`: `*` any run, `?` one character, any
+ * case) or a regular expression the owner wrote (`/^esp32-\d+$/i`); throws
+ * on a malformed one. Globs are matched without a regular expression, in
+ * time bounded by the lengths: names come from anyone in radio range.
+ */
+export function namePattern(pattern: string): (name: string) => boolean {
   const re = /^\/(.*)\/([a-z]*)$/.exec(pattern);
-  if (re) return new RegExp(re[1], re[2]);
-  const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${escaped}$`, 'i');
+  if (re) {
+    const regexp = new RegExp(re[1], re[2]);
+    return (name) => regexp.test(name);
+  }
+  const glob = pattern.toLowerCase();
+  return (name) => globMatch(glob, name.toLowerCase());
+}
+
+/** Glob matching by the greedy two-pointer walk: at most length(pattern) x length(name) steps. */
+function globMatch(p: string, s: string): boolean {
+  let i = 0;
+  let j = 0;
+  let star = -1;
+  let mark = 0;
+  while (j < s.length) {
+    if (i < p.length && (p[i] === '?' || p[i] === s[j])) {
+      i++;
+      j++;
+    } else if (i < p.length && p[i] === '*') {
+      star = i++;
+      mark = j;
+    } else if (star >= 0) {
+      i = star + 1;
+      j = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p[i] === '*') i++;
+  return i === p.length;
 }
 
 export async function discoverOtaDevices(client: BleOtaClient, options: DiscoveryOptions): Promise<DiscoveredDevice[]> {
-  const pattern = options.namePattern ? namePatternRegExp(options.namePattern) : undefined;
+  const pattern = options.namePattern ? namePattern(options.namePattern) : undefined;
   const seen = await client.scan(options.durationMs, options.signal);
   const candidates = seen.filter(
-    (d) => (options.minRssi === undefined || d.rssi >= options.minRssi) && (!pattern || pattern.test(d.name ?? '')),
+    (d) => (options.minRssi === undefined || d.rssi >= options.minRssi) && (!pattern || pattern(d.name ?? '')),
   );
   const found: DiscoveredDevice[] = [];
   for (const d of candidates) {

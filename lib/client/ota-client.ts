@@ -32,7 +32,7 @@ import {
 } from '../protocol/constants';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import { verifyImageSignature } from '../image/signature';
-import { parseSecret } from './session';
+import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
 import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
@@ -117,10 +117,22 @@ export interface UpdateOptions {
    * anyone's.
    */
   allowUnauthenticated?: boolean;
+  /**
+   * v2: the device id (the chip's factory MAC, "24:0a:c4:12:34:56") the
+   * device must have. With a fleet secret, the device proves it: a device
+   * of the same fleet cannot stand in for another one. Without it, any of
+   * the owner's devices found by the target passes.
+   */
+  deviceId?: string;
 }
 
 export interface UpdateResult {
-  device: { name: string | undefined; address: string };
+  /**
+   * The device as found (name, address) and, in protocol v2, its device id:
+   * proven when `authenticated`, as the device claims it otherwise. Every
+   * connection of the update reached the device with this id.
+   */
+  device: { name: string | undefined; address: string; id?: string };
   image: EspImageSummary;
   protocol: 'seed' | 'v2';
   mtu: number;
@@ -267,13 +279,16 @@ export class BleOtaClient {
       onProgress?: (p: Progress) => void;
       secret?: Buffer | string;
       allowUnauthenticated?: boolean;
+      /** The device id the device must have (see UpdateOptions.deviceId). */
+      deviceId?: Buffer | string;
     } = {},
   ): Promise<OtaConnection> {
     const timeouts = { ...this.timeouts, ...options.timeouts };
-    // A malformed secret fails here, before any radio work.
+    // A malformed secret or device id fails here, before any radio work.
     const policy: AuthPolicy = {
       secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
       allowUnauthenticated: options.allowUnauthenticated === true,
+      deviceId: options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId),
     };
     const progress = (phase: Phase) =>
       options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
@@ -327,6 +342,12 @@ export class BleOtaClient {
     const device = { name: connection.peripheral.advertisement?.localName, address: connection.peripheral.address };
     const useV2 = connection.v2 && options.protocol !== 'seed';
     try {
+      if (!useV2 && connection.policy.deviceId) {
+        throw new DeviceError(
+          'WRONG_DEVICE',
+          `${connection.link.describe()} would be updated with the seed protocol, which names no device id: it cannot be told to be device ${formatDeviceId(connection.policy.deviceId)}. Nothing was sent.`,
+        );
+      }
       if (!useV2 && connection.policy.secret && !connection.policy.allowUnauthenticated) {
         throw new DeviceError(
           'DEVICE_NOT_AUTHENTICATED',
@@ -341,7 +362,7 @@ export class BleOtaClient {
       }
       if (useV2) {
         const r = await uploadV2(this, connection, parsed, options, timeouts);
-        return this.result(options, parsed, device, r, started);
+        return this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started);
       }
       const stats = await connection.uploadSeed(options.image, options.onProgress ?? (() => undefined));
       return {

@@ -3,7 +3,7 @@
  * the device's ACK / RESYNC / FAILED events, the windowed stream, and the
  * authenticated session on devices that require one (docs/PROTOCOL.md).
  */
-import { DeviceError, ProtocolError } from '../errors';
+import { BleOtaError, DeviceError, ProtocolError } from '../errors';
 import { ANSWER, AUTH_MAC_LEN, BEGIN_SIZE, Command, Feature, HELLO_SIZE, Status, statusName, TransferState } from '../protocol/constants';
 import {
   BeginAnswer,
@@ -58,6 +58,12 @@ export interface AuthPolicy {
    * be anyone's.
    */
   allowUnauthenticated?: boolean;
+  /**
+   * The device id (6 bytes) the device must have: the one the owner
+   * expects, or the one an update proved on its first link. A device with
+   * another id is refused (WRONG_DEVICE) before anything is sent to it.
+   */
+  deviceId?: Buffer;
 }
 
 /** OTA Info, and whether the device proved it (a session MAC over its digest). */
@@ -115,7 +121,11 @@ export class V2Session {
     return (await this.readInfoValue()).info;
   }
 
-  /** Reads and decodes OTA Info; keeps what later requests need (features, device id). */
+  /**
+   * Reads and decodes OTA Info. The first read fixes what later requests
+   * rest on (features, device id) for the whole connection: a device does
+   * not change them while connected, so a value that does is not its own.
+   */
   private async readInfoValue(): Promise<{ value: Buffer; info: DeviceInfoV2 }> {
     const value = await this.link.read(this.chars.info, 'OTA Info');
     let info: DeviceInfoV2;
@@ -124,9 +134,27 @@ export class V2Session {
     } catch (err) {
       throw new ProtocolError('PROTOCOL_ERROR', `The device's OTA Info could not be read: ${(err as Error).message}.`);
     }
-    this.features = info.features;
-    this.deviceId = info.deviceId;
+    if (this.features === undefined) {
+      this.checkDeviceId(info.deviceId);
+      this.features = info.features;
+      this.deviceId = info.deviceId;
+    } else if (info.features !== this.features || !sameId(info.deviceId, this.deviceId)) {
+      throw new DeviceError(
+        'DEVICE_NOT_AUTHENTICATED',
+        `${this.link.describe()} changed its OTA Info's ${info.features !== this.features ? 'features' : 'device id'} within one connection: another device may be answering in its place. Nothing more was sent.`,
+      );
+    }
     return { value, info };
+  }
+
+  /** The device must be the one the policy names, if it names one. */
+  private checkDeviceId(id: Buffer | undefined): void {
+    const expected = this.policy.deviceId;
+    if (expected === undefined || sameId(id, expected)) return;
+    throw new DeviceError(
+      'WRONG_DEVICE',
+      `${this.link.describe()} is ${id ? `device ${formatDeviceId(id)}` : 'a device without a device id'}, not the expected ${formatDeviceId(expected)}. Nothing was sent to it. Check the device id asked for, or the name or address it was found by.`,
+    );
   }
 
   /**
@@ -197,22 +225,18 @@ export class V2Session {
     }
     const session = await this.openSession(timeoutMs);
     const sealed = session.seal(value);
-    const answer = await this.exchange(opcode, sealed.value, timeoutMs);
-    const raw = Buffer.concat([Buffer.from([opcode | ANSWER, answer.status]), answer.body]);
-    const proven = session.verify(raw, sealed.seq);
-    if (proven) {
-      if (proven[1] !== Status.OK) throw new CommandRefused(opcode, proven[1], proven.subarray(2));
-      return proven.subarray(2);
-    }
+    const proof = (answer: { status: number; body: Buffer }) =>
+      session.verify(Buffer.concat([Buffer.from([opcode | ANSWER, answer.status]), answer.body]), sealed.seq);
     // Refusals of a request that did not authenticate carry no MAC: the
-    // device could not make one. Anything else must have one.
-    if (answer.status === Status.AUTH_FAILED || answer.status === Status.AUTH_LOCKED || answer.status === Status.AUTH_REQUIRED) {
-      throw new CommandRefused(opcode, answer.status, answer.body);
-    }
-    throw new DeviceError(
-      'DEVICE_NOT_AUTHENTICATED',
-      `${this.link.describe()} answered ${COMMAND_NAMES[opcode] ?? opcode} without proof that it holds the key for device ${this.deviceId ? formatDeviceId(this.deviceId) : '?'}: another device may be answering in its place. Nothing it said was taken.`,
-    );
+    // device could not make one. Any other answer must have one; one that
+    // does not (a late answer to an earlier request, or someone else's) is
+    // passed over while the real one may still come.
+    const unsigned = (status: number) => status === Status.AUTH_FAILED || status === Status.AUTH_LOCKED || status === Status.AUTH_REQUIRED;
+    const answer = await this.exchange(opcode, sealed.value, timeoutMs, (a) => unsigned(a.status) || proof(a) !== undefined);
+    const proven = proof(answer);
+    if (!proven) throw new CommandRefused(opcode, answer.status, answer.body);
+    if (proven[1] !== Status.OK) throw new CommandRefused(opcode, proven[1], proven.subarray(2));
+    return proven.subarray(2);
   }
 
   /** HELLO on this link, once: the session every later request goes in. */
@@ -248,27 +272,47 @@ export class V2Session {
 
   /**
    * Writes a value to OTA Command as it is (no MAC added) and waits for the
-   * answer to opcode, whatever its status.
+   * answer to opcode that `accept` takes (default: any, whatever its status).
+   * Answers it does not take are dropped; when only such answers came, the
+   * timeout says so.
    */
-  async exchange(opcode: number, value: Buffer, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
+  async exchange(
+    opcode: number,
+    value: Buffer,
+    timeoutMs: number,
+    accept: (answer: { status: number; body: Buffer }) => boolean = () => true,
+  ): Promise<{ status: number; body: Buffer }> {
     const name = COMMAND_NAMES[opcode] ?? `command 0x${opcode.toString(16)}`;
     // A request on a new connection (a recovery) must not wait for an answer nobody subscribed to.
     await this.subscribe();
     // Answers to earlier requests that nobody awaited (e.g. after a timeout) are stale.
     this.answers.length = 0;
     await this.link.write(this.chars.command, value, name);
-    const answer = await this.link.wait<{ status: number; body: Buffer }>(`the answer to ${name}`, timeoutMs, (resolve) => {
-      const take = () => {
-        const i = this.answers.findIndex((a) => a.opcode === opcode);
-        if (i >= 0) resolve(this.answers.splice(i, 1)[0]);
-      };
-      this.wake = take;
-      take();
-      return () => {
-        this.wake = undefined;
-      };
-    });
-    return answer;
+    let ignored = 0;
+    try {
+      return await this.link.wait<{ status: number; body: Buffer }>(`the answer to ${name}`, timeoutMs, (resolve) => {
+        const take = () => {
+          for (let i = this.answers.findIndex((a) => a.opcode === opcode); i >= 0; i = this.answers.findIndex((a) => a.opcode === opcode)) {
+            const answer = this.answers.splice(i, 1)[0];
+            if (accept(answer)) return resolve(answer);
+            ignored++;
+          }
+        };
+        this.wake = take;
+        take();
+        return () => {
+          this.wake = undefined;
+        };
+      });
+    } catch (err) {
+      if (ignored === 0 || (err as { code?: string }).code !== 'GATT_TIMEOUT') throw err;
+      // Still a timeout (the caller may reconnect and retry), that says what came instead.
+      throw new BleOtaError(
+        'GATT_TIMEOUT',
+        `No answer to ${name} with the proof of device ${this.deviceId ? formatDeviceId(this.deviceId) : '?'} came within ${timeoutMs} ms; ${ignored} answer${ignored === 1 ? '' : 's'} without it ${ignored === 1 ? 'was' : 'were'} ignored (a late answer to an earlier request, or another device answering in its place).`,
+        { cause: err },
+      );
+    }
   }
 
   async begin(req: BeginRequest, timeoutMs: number): Promise<BeginAnswer> {
@@ -305,7 +349,12 @@ export class V2Session {
     let next = start;
     let highest = start; // end of the furthest packet ever sent, to count resends
     const stats: StreamStats = { packets: 0, resent: 0 };
+    // Stalls, and events that move nothing on, count from the last progress:
+    // the device's events carry no MAC, and a stream that never progresses
+    // must end however many of them come.
     let stalls = 0;
+    let idleEvents = 0;
+    const idleLimit = 2 * Math.ceil(window / chunk) + 8;
     while (acked < image.length) {
       while (next < image.length && next - acked < window) {
         const end = Math.min(next + chunk, image.length);
@@ -316,29 +365,50 @@ export class V2Session {
         highest = Math.max(highest, end);
         next = end;
       }
-      let event: StreamEvent;
+      let event: StreamEvent | undefined;
       try {
-        event = await this.nextEvent(stallMs);
+        event = idleEvents < idleLimit ? await this.nextEvent(stallMs) : undefined;
       } catch (err) {
-        if ((err as { code?: string }).code !== 'GATT_TIMEOUT' || ++stalls > 2) throw err;
-        const info = await this.readInfo();
+        if ((err as { code?: string }).code !== 'GATT_TIMEOUT') throw err;
+      }
+      if (event === undefined) {
+        // No event in time, or only events that moved nothing on: a stall.
+        idleEvents = 0;
+        if (++stalls > 2) {
+          throw new BleOtaError('GATT_TIMEOUT', `The transfer made no progress at ${base + acked} bytes, after sending the window again twice.`);
+        }
+        const { info } = await this.provenInfo(stallMs);
         if (info.transferState !== TransferState.RECEIVING) {
           // The transfer ended on the device: a FAILED event that never arrived.
           throw new CommandRefused(0, info.lastStatus === Status.OK ? Status.BAD_STATE : info.lastStatus);
         }
         if (info.transferOffset - base > acked) {
           acked = Math.min(info.transferOffset - base, image.length);
+          stalls = 0;
           onProgress({ acked, total: image.length });
         }
         next = acked; // send again from what the device has
         continue;
       }
-      if (event.kind === 'failed') throw new CommandRefused(0, event.status); // the device aborted the transfer
-      stalls = 0;
+      if (event.kind === 'failed') {
+        // The device aborted the transfer. Events carry no MAC: in a session,
+        // the device's proven OTA Info must agree before the update ends.
+        if (!this.authenticated) throw new CommandRefused(0, event.status);
+        const { info } = await this.provenInfo(stallMs);
+        if (info.transferState !== TransferState.RECEIVING) {
+          throw new CommandRefused(0, info.lastStatus === Status.OK ? Status.BAD_STATE : info.lastStatus);
+        }
+        idleEvents++;
+        continue;
+      }
       const offset = event.offset - base;
       if (offset > acked) {
         acked = Math.min(offset, image.length);
+        stalls = 0;
+        idleEvents = 0;
         onProgress({ acked, total: image.length });
+      } else {
+        idleEvents++;
       }
       if (event.kind === 'resync') next = Math.max(offset, acked);
       if (next < acked) next = acked;
@@ -385,4 +455,8 @@ const WRITE_HEADERS = 7;
 export function streamValueSize(limit: number): number {
   const pdus = Math.floor((limit + WRITE_HEADERS) / DLE_PDU);
   return pdus >= 1 ? pdus * DLE_PDU - WRITE_HEADERS : limit;
+}
+
+function sameId(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : a.equals(b);
 }

@@ -28,6 +28,8 @@ export interface V2Result {
   previousVersion: string;
   /** The device proved it holds its key, on every answer the result rests on. */
   authenticated: boolean;
+  /** The device's id, the same on every connection of the update (absent on info_version 1). */
+  deviceId: Buffer | undefined;
 }
 
 export async function uploadV2(
@@ -40,8 +42,14 @@ export async function uploadV2(
   const data = options.image;
   const onProgress = options.onProgress ?? (() => undefined);
   const address = first.peripheral.address;
+  // Every later connection must reach the device the first one proved: the
+  // address and name alone do not tell (another device can advertise them).
+  let pinned = first.policy.deviceId;
   const reconnect = () =>
-    client.connect({ address }, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated });
+    client.connect(
+      { address },
+      { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, deviceId: pinned },
+    );
   let conn = first;
   const opened: OtaConnection[] = [];
   try {
@@ -50,6 +58,7 @@ export async function uploadV2(
     for (let tries = 0; ; tries++) {
       try {
         ({ info, authenticated } = await conn.v2!.provenInfo(timeouts.gattMs));
+        pinned = info.deviceId;
         break;
       } catch (err) {
         // A read nothing answered, a link lost before anything was sent, or an
@@ -82,7 +91,7 @@ export async function uploadV2(
       info.app.version === image.appDesc.version &&
       info.app.elfSha256.equals(image.appDesc.appElfSha256);
     if (options.skipIfRunning && sameBuild && info.runningState === RunningState.VALID) {
-      return { mtu: conn.mtu, packetSize: 0, packets: 0, transferMs: 0, restarted: false, confirmed: true, runningVersion: previousVersion, resumes: 0, skipped: true, previousVersion, authenticated };
+      return { mtu: conn.mtu, packetSize: 0, packets: 0, transferMs: 0, restarted: false, confirmed: true, runningVersion: previousVersion, resumes: 0, skipped: true, previousVersion, authenticated, deviceId: info.deviceId };
     }
     checkSignedForDevice(info, image, data, conn.link.describe());
     if (image.appDesc.secureVersion < info.app.secureVersion) {
@@ -250,6 +259,7 @@ export async function uploadV2(
       skipped: false,
       previousVersion,
       authenticated: authenticated && (after.v2?.authenticated ?? false),
+      deviceId: info.deviceId,
     };
   } catch (err) {
     throw err instanceof CommandRefused ? refusalError(err, data.length) : err;

@@ -32,6 +32,7 @@ export = function register(RED: RED): void {
     const secret = String(this.credentials?.secret ?? '').trim();
     this.secret = secret === '' ? undefined : secret;
     this.allowUnauthenticated = def.allowUnauthenticated === true;
+    this.deviceId = String(def.deviceId ?? '').trim() || undefined;
 
     this.problem = () => (this.backend === 'bluetooth' ? systemBluetoothProblem() : undefined);
 

@@ -16,6 +16,8 @@ export interface DeviceNodeDef extends NodeDef {
   operationTimeout: string | number;
   /** Update devices that cannot prove they hold their key, although a fleet secret is set. */
   allowUnauthenticated?: boolean;
+  /** The device id (factory MAC) the device must prove; empty: any device of the fleet. */
+  deviceId?: string;
 }
 
 export interface DeviceNode extends Node {
@@ -32,6 +34,8 @@ export interface DeviceNode extends Node {
   secret: string | undefined;
   /** With a secret: still update devices that cannot authenticate. */
   allowUnauthenticated: boolean;
+  /** The device id the device must prove, or undefined for any device of the fleet. */
+  deviceId: string | undefined;
   /** Why this backend cannot be used right now, if it cannot. */
   problem(): BluetoothUnavailableError | undefined;
   /** A client for this device's backend, and the target to pass it. */

@@ -112,7 +112,9 @@ export = function register(RED: RED): void {
       const signal = closing.signal;
       return device.adapter.run(async () => {
         const { client, target } = await device.prepare(override);
-        const connection = await client.connect(target, { signal, secret: device.secret, allowUnauthenticated: device.allowUnauthenticated });
+        // The configured device id belongs to the configured device, not to one msg.device names.
+        const deviceId = override === undefined ? device.deviceId : undefined;
+        const connection = await client.connect(target, { signal, secret: device.secret, allowUnauthenticated: device.allowUnauthenticated, deviceId });
         try {
           return firmwareInfo(await connection.info());
         } catch (err) {

@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { BleOtaError, CancelledError, ImageError } from '../../lib/errors';
 import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { validateImage } from '../../lib/image/validate';
+import { parseDeviceId } from '../../lib/client/session';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { OtaEvent, otaEvents, OtaState } from '../shared/ota-events';
 import { translator } from '../shared/i18n';
@@ -41,6 +42,8 @@ interface Job {
   image: Buffer;
   summary: EspImageSummary | undefined;
   target: string | undefined;
+  /** The device id the device must prove, if one is asked for. */
+  deviceId: string | undefined;
   abort: AbortController;
 }
 
@@ -110,9 +113,12 @@ export = function register(RED: RED): void {
         done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.noDevice')));
         return;
       }
-      const target = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : config.device || undefined;
+      const override = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : undefined;
+      const target = override ?? (config.device || undefined);
       let summary: EspImageSummary;
+      let deviceId: string | undefined;
       try {
+        deviceId = deviceIdFor(msg, override === undefined ? config.deviceId : undefined);
         summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
         checkExpected(msg, msg.payload as Buffer);
       } catch (err) {
@@ -128,7 +134,7 @@ export = function register(RED: RED): void {
         done(error);
         return;
       }
-      const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, abort: new AbortController() };
+      const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, deviceId, abort: new AbortController() };
       queue.push(job);
       publish(job, 'queued');
       if (current) node.status({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.queued', { count: queue.length }) });
@@ -148,6 +154,7 @@ export = function register(RED: RED): void {
           publish(job, state, { result, device: result.device, percent: 100 }, started);
           const facts = {
             device: result.device.name ?? result.device.address,
+            id: result.device.id ? t('ble-ota-upload.log.deviceId', { id: result.device.id }) : '',
             project: result.image.project,
             version: result.image.version,
             seconds: (result.durationMs / 1000).toFixed(1),
@@ -187,6 +194,7 @@ export = function register(RED: RED): void {
         publicKey: def.publicKey?.trim() || undefined,
         secret: config.secret,
         allowUnauthenticated: config.allowUnauthenticated,
+        deviceId: job.deviceId,
         onProgress: (p: Progress) => {
           node.status(statusForProgress(t, p));
           if (!throttle.accept(p)) return;
@@ -211,6 +219,19 @@ export = function register(RED: RED): void {
         done();
       });
     });
+  }
+
+  /** msg.deviceId, else the configured one (when the message does not name another device). */
+  function deviceIdFor(msg: NodeMessage, configured: string | undefined): string | undefined {
+    const value = (msg as { deviceId?: unknown }).deviceId;
+    if (value === undefined || value === null || value === '') return configured;
+    const text = String(value);
+    try {
+      parseDeviceId(text);
+    } catch {
+      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.badDeviceId', { value: text.slice(0, 40) }));
+    }
+    return text.trim();
   }
 
   /**

@@ -106,6 +106,7 @@ ble_ota_auth_drop(ble_ota_core_t *core, const char *why)
         return;
     }
     a->dropping = true;
+    a->drop_asked_ms = core->port->now_ms(core->port->ctx);
     ble_ota_log(core->port, BLE_OTA_LOG_WARN, "ending the link: %s", why);
     core->port->disconnect(core->port->ctx);
 }
@@ -272,8 +273,20 @@ ble_ota_auth_disconnected(ble_ota_core_t *core)
 void
 ble_ota_auth_tick(ble_ota_core_t *core, uint32_t now)
 {
-    const ble_ota_auth_t *a = &core->auth;
+    ble_ota_auth_t *a = &core->auth;
     uint32_t timeout = core->config.auth_timeout_ms;
+
+    /* A link asked to end that is still up: the request was lost or the
+     * stack refused it (no buffer for the LL_TERMINATE_IND). Ask again,
+     * or the link would hold the device, refused everything, for good. */
+    if (a->connected && a->dropping) {
+        if (now - a->drop_asked_ms >= BLE_OTA_AUTH_DROP_RETRY_MS) {
+            a->drop_asked_ms = now;
+            ble_ota_log(core->port, BLE_OTA_LOG_WARN, "the link has not ended yet: asking again");
+            core->port->disconnect(core->port->ctx);
+        }
+        return;
+    }
 
     if (timeout == 0) {
         timeout = BLE_OTA_AUTH_TIMEOUT_MS;

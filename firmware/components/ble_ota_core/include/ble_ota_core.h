@@ -103,6 +103,10 @@ typedef struct {
     uint8_t block[BLE_OTA_FLASH_BLOCK]; /* written to the slot in whole blocks */
 } ble_ota_v2_t;
 
+/* How often a link the core asked the port to end is asked again while it
+ * stays up (ble_ota_auth_tick). */
+#define BLE_OTA_AUTH_DROP_RETRY_MS 1000
+
 /* The client's link and its authentication (ble_ota_auth.c). Everything
  * here belongs to one link and ends with it: what a stranger does on its
  * own link never locks out the next one. */
@@ -119,6 +123,7 @@ typedef struct {
     uint32_t lock_ms;      /* 0: not locked */
     uint32_t locked_at_ms;
     bool dropping;         /* the port was asked to end this link */
+    uint32_t drop_asked_ms; /* when it was last asked (asked again each second until the link ends) */
 } ble_ota_auth_t;
 
 /* Bytes at the start of an image the core checks before the image may be
