@@ -12,6 +12,7 @@
  * - a device of the fleet posing as another proves only its own id: a
  *   device id set refuses it, and the device that comes back after RESTART
  *   must be the one updated;
+ * - forged stream events (they carry no MAC) neither fail nor stall an update;
  * - a stranger's junk writes end the stranger's link, not the owner's next
  *   one, and a stranger holding a fresh device through its confirm window
  *   does not make it roll back.
@@ -22,7 +23,8 @@ import { BleOtaError } from '../lib/errors';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { deviceKey, parseDeviceId } from '../lib/client/session';
 import { buildAppImage } from '../lib/image/app-image-builder';
-import { Command, Feature, MAC_REQUEST, OTA_COMMAND_UUID, OTA_CONTROL_UUID, OTA_STREAM_UUID, Status } from '../lib/protocol/constants';
+import { Command, Event, Feature, MAC_REQUEST, nobleUuid, OTA_COMMAND_UUID, OTA_CONTROL_UUID, OTA_SERVICE_UUID, OTA_STREAM_UUID, Status } from '../lib/protocol/constants';
+import { peripheralId } from '../lib/virtual/bindings';
 import { addressFromName, AttError, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { OWNER, ownedDevice, signedImage } from './support/owner';
@@ -250,6 +252,33 @@ describe('authenticated updates, from the attacker side', function () {
       swapRadio.bindings.removeDevice(other);
       await other.stop();
       await swapRadio.stopAll();
+    }
+  });
+
+  it('forged events on the air (a FAILED, a flood of RESYNCs) neither end an update with a false verdict nor stop it', async () => {
+    // Events carry no MAC: anyone in range can send a notification that looks like one.
+    const forgeRadio = new VirtualRadio();
+    try {
+      const target = await forgeRadio.addDevice(ownedDevice({ name: 'forged', restartDelayMs: 20 }));
+      const inject = (data: Buffer) =>
+        forgeRadio.bindings.emit('read', peripheralId(target.address), nobleUuid(OTA_SERVICE_UUID), nobleUuid(OTA_COMMAND_UUID), data, true);
+      let packets = 0;
+      forgeRadio.bindings.on('air-write', (_a: string, uuid: string) => {
+        if (uuid !== OTA_STREAM_UUID) return;
+        packets++;
+        if (packets === 10) {
+          // "The device refused the image's signature", and a RESYNC back to 0, twenty times.
+          inject(Buffer.from([Event.FAILED, Status.BAD_SIGNATURE, 0, 0, 0, 0]));
+          for (let i = 0; i < 20; i++) inject(Buffer.from([Event.RESYNC, 0, 0, 0, 0]));
+        }
+      });
+      const c = new BleOtaClient({ noble: forgeRadio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
+      const r = await c.update({ target: { name: 'forged' }, image, secret: OWNER.secret, compress: false });
+      assert.ok(packets > 10, 'the forged events came mid-stream');
+      assert.equal(r.confirmed, true);
+      assert.equal(r.runningVersion, '2.0.0');
+    } finally {
+      await forgeRadio.stopAll();
     }
   });
 

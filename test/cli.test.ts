@@ -216,6 +216,11 @@ describe('command-line tool', function () {
         assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), 'the secret is not printed');
         assert.ok(!`${r.stdout}${r.stderr}`.includes(bytes.subarray(16, 48).toString('hex')), 'the key is not printed');
       }
+      // Another device's key file, or anything else, is never replaced.
+      const again = await cli(['provision', '--secret-file', secretFile, '--device-id', '24:0A:C4:12:34:57', '--out', part, '--json']);
+      assert.equal(again.code, 1);
+      assert.equal(parseJson<{ error: { code: string } }>(again).error.code, 'FILE_EXISTS');
+      assert.ok(readFileSync(part).equals(bytes), 'the first key file is unchanged');
       const badId = await cli(['provision', '--secret-file', secretFile, '--device-id', 'kitchen', '--out', join(dir, 'k2.bin')]);
       assert.equal(badId.code, 1);
       assert.match(badId.stderr, /no device id: give the chip's MAC address/);

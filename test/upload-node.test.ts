@@ -8,7 +8,7 @@ import { buildAppImage } from '../lib/image/app-image-builder';
 import { generateSigningKey } from '../lib/image/signature';
 import { OWNER, signedImage } from './support/owner';
 import { systemBluetoothProblem } from '../lib/noble-loader';
-import { VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { addressFromName, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
 import { fixture, haveFixtures } from './support/fixtures';
@@ -199,6 +199,23 @@ describe('ble-ota-upload node', function () {
     const signed = await send(nodes, { payload: signedImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 55 }) });
     assert.equal(signed.error, undefined);
     assert.equal((signed.result!.payload as { image: { signed: boolean } }).image.signed, true);
+  });
+
+  it('with a Device ID, updates only the device with that id; msg.deviceId sets it per message', async () => {
+    const name = 'node-test-id';
+    const nodes = flow(name).map((n) => (n.id === 'dev' ? { ...n, deviceId: '24:0a:c4:00:00:01' } : n));
+    await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], nodes, resolve));
+    const loaded = { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
+    const image = buildAppImage({ size: 32 * 1024, projectName: 'app', version: '2.0.0', seed: 56 });
+    const wrong = await send(loaded, { payload: image });
+    assert.equal((wrong.error!.error as { code: string }).code, 'WRONG_DEVICE');
+    assert.deepEqual(lastStatus(loaded.up), { fill: 'red', shape: 'ring', text: 'wrong device' });
+    const right = await send(loaded, { payload: image, deviceId: addressFromName(name).toUpperCase() });
+    assert.equal(right.error, undefined, JSON.stringify(right.error?.error));
+    assert.equal((right.result!.payload as { device: { id: string } }).device.id, addressFromName(name));
+    const malformed = await send(loaded, { payload: image, deviceId: 'kitchen' });
+    assert.equal((malformed.error!.error as { code: string }).code, 'INVALID_ARGUMENT');
+    assert.match((malformed.error!.error as { message: string }).message, /msg\.deviceId "kitchen" is no device id/);
   });
 
   it('updates one device after the other when messages arrive together, and bounds its queue', async () => {
