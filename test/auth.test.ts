@@ -25,7 +25,7 @@ import { deviceKey, parseDeviceId } from '../lib/client/session';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { Command, Event, Feature, MAC_REQUEST, nobleUuid, OTA_COMMAND_UUID, OTA_CONTROL_UUID, OTA_SERVICE_UUID, OTA_STREAM_UUID, Status } from '../lib/protocol/constants';
 import { peripheralId } from '../lib/virtual/bindings';
-import { addressFromName, AttError, VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { addressFromName, AttError, VirtualDeviceOptions, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { OWNER, ownedDevice, signedImage } from './support/owner';
 
@@ -233,29 +233,59 @@ describe('authenticated updates, from the attacker side', function () {
     }
   });
 
-  it('the device that comes back after RESTART must be the one that was updated', async () => {
+  /**
+   * At RESTART, the updated device goes out of range and `other` takes its
+   * name and address: the client's reconnection finds that one.
+   */
+  async function swapAtRestart(other: VirtualDeviceOptions, expected: string): Promise<void> {
     const swapRadio = new VirtualRadio();
-    const other = await VirtualEsp32.start(ownedDevice({ name: 'swapped', address: addressFromName('swapped'), deviceId: '24:0a:c4:bb:bb:02', restartDelayMs: 20 }));
+    const impostor = await VirtualEsp32.start({ ...other, name: 'swapped', address: addressFromName('swapped'), restartDelayMs: 20 });
     try {
       const target = await swapRadio.addDevice(ownedDevice({ name: 'swapped', restartDelayMs: 20 }));
-      // At RESTART, the updated device goes out of range and another one of the
-      // fleet takes its name and address: the client's reconnection finds that one.
       swapRadio.bindings.on('air-write', (address: string, uuid: string, data: Buffer) => {
         if (address !== target.address || uuid !== OTA_COMMAND_UUID || data[0] !== Command.RESTART) return;
         swapRadio.bindings.removeDevice(target);
-        swapRadio.bindings.addDevice(other);
+        swapRadio.bindings.addDevice(impostor);
       });
       const c = new BleOtaClient({ noble: swapRadio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
-      await assert.rejects(c.update({ target: { name: 'swapped' }, image, secret: OWNER.secret }), code('WRONG_DEVICE'));
-      await unchanged(other);
+      // allowUnauthenticated: for devices that cannot prove themselves, not for a link after one that did.
+      await assert.rejects(c.update({ target: { name: 'swapped' }, image, secret: OWNER.secret, allowUnauthenticated: true }), code(expected));
+      await unchanged(impostor);
     } finally {
-      swapRadio.bindings.removeDevice(other);
-      await other.stop();
+      swapRadio.bindings.removeDevice(impostor);
+      await impostor.stop();
       await swapRadio.stopAll();
+    }
+  }
+
+  it('the device that comes back after RESTART must be the one that was updated', async () => {
+    // Another device of the fleet: it proves its own id.
+    await swapAtRestart(ownedDevice({ deviceId: '24:0a:c4:bb:bb:02' }), 'WRONG_DEVICE');
+    // A development board claiming the updated device's id, which it cannot prove.
+    await swapAtRestart({ deviceId: addressFromName('swapped') }, 'DEVICE_NOT_AUTHENTICATED');
+  });
+
+  it('a device id asked for must be proven, even where unauthenticated devices are allowed', async () => {
+    const claimRadio = new VirtualRadio();
+    try {
+      // A development board (no authentication) that claims the id of the owner's device.
+      const claimed = '24:0a:c4:12:34:57';
+      await claimRadio.addDevice({ name: 'claimer', deviceId: claimed, restartDelayMs: 20 });
+      const c = new BleOtaClient({ noble: claimRadio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
+      await assert.rejects(
+        c.update({ target: { name: 'claimer' }, image: buildAppImage({ version: '9.0.0' }), secret: OWNER.secret, allowUnauthenticated: true, deviceId: claimed }),
+        code('DEVICE_NOT_AUTHENTICATED'),
+      );
+      // Without the id, allowed as asked: the result says it was not authenticated.
+      const r = await c.update({ target: { name: 'claimer' }, image: buildAppImage({ version: '9.0.0' }), secret: OWNER.secret, allowUnauthenticated: true });
+      assert.equal(r.authenticated, false);
+      assert.equal(r.device.id, claimed);
+    } finally {
+      await claimRadio.stopAll();
     }
   });
 
-  it('forged events on the air (a FAILED, a flood of RESYNCs) neither end an update with a false verdict nor stop it', async () => {
+  it('forged events on the air (a FAILED, a flood of RESYNCs, an early last ACK) neither end an update with a false verdict nor stop it', async () => {
     // Events carry no MAC: anyone in range can send a notification that looks like one.
     const forgeRadio = new VirtualRadio();
     try {
@@ -267,9 +297,14 @@ describe('authenticated updates, from the attacker side', function () {
         if (uuid !== OTA_STREAM_UUID) return;
         packets++;
         if (packets === 10) {
-          // "The device refused the image's signature", and a RESYNC back to 0, twenty times.
+          // "The device refused the image's signature", a RESYNC back to 0 twenty times,
+          // and "the device has it all" (an ACK at the image's end).
           inject(Buffer.from([Event.FAILED, Status.BAD_SIGNATURE, 0, 0, 0, 0]));
           for (let i = 0; i < 20; i++) inject(Buffer.from([Event.RESYNC, 0, 0, 0, 0]));
+          const end = Buffer.alloc(5);
+          end[0] = Event.ACK;
+          end.writeUInt32LE(image.length, 1);
+          inject(end);
         }
       });
       const c = new BleOtaClient({ noble: forgeRadio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });

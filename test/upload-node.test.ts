@@ -6,7 +6,7 @@ import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { generateSigningKey } from '../lib/image/signature';
-import { OWNER, signedImage } from './support/owner';
+import { OWNER, ownedDevice, signedImage } from './support/owner';
 import { systemBluetoothProblem } from '../lib/noble-loader';
 import { addressFromName, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
@@ -216,6 +216,28 @@ describe('ble-ota-upload node', function () {
     const malformed = await send(loaded, { payload: image, deviceId: 'kitchen' });
     assert.equal((malformed.error!.error as { code: string }).code, 'INVALID_ARGUMENT');
     assert.match((malformed.error!.error as { message: string }).message, /msg\.deviceId "kitchen" is no device id/);
+  });
+
+  it('refuses before connecting an image older than the secure_version it installed on the device', async () => {
+    const name = 'node-test-sv';
+    await sharedVirtualRadio().addDevice(ownedDevice({ name, restartDelayMs: 20 }));
+    await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], flow(name), { dev: { secret: OWNER.secret } }, resolve));
+    const nodes = { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
+    const installed = await send(nodes, { payload: signedImage({ size: 32 * 1024, projectName: 'app', version: '3.0.0', secureVersion: 3, seed: 57 }) });
+    assert.equal(installed.error, undefined, JSON.stringify(installed.error?.error));
+    assert.equal((installed.result!.payload as { authenticated: boolean }).authenticated, true);
+    let connects = 0;
+    const count = () => connects++;
+    sharedVirtualRadio().bindings.on('air-connect', count);
+    try {
+      const older = await send(nodes, { payload: signedImage({ size: 32 * 1024, projectName: 'app', version: '3.0.1', secureVersion: 2, seed: 58 }) });
+      const error = older.error!.error as { code: string; message: string };
+      assert.equal(error.code, 'SECURE_VERSION_TOO_OLD');
+      assert.match(error.message, /secure_version 2 is below the 3 this node installed on node-test-sv/);
+      assert.equal(connects, 0, 'refused before connecting');
+    } finally {
+      sharedVirtualRadio().bindings.off('air-connect', count);
+    }
   });
 
   it('updates one device after the other when messages arrive together, and bounds its queue', async () => {

@@ -199,6 +199,21 @@ stranger_locks_itself_out(void)
 /* --- tests ------------------------------------------------------------------ */
 
 /* RFC 4231 test cases 1 and 2. */
+/* The owner's update in its session (already open): BEGIN (the client
+ * confirms), the image, END and RESTART; the link then ends with the
+ * restart. */
+static void
+owner_update_to_restart(void)
+{
+    request_t begin = begin_request(s_image, s_image_len);
+    begin.data[39] = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM;
+    CHECK(sealed_command(begin, BLE_OTA_ST_OK));
+    stream_all(s_image, s_image_len);
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_END), BLE_OTA_ST_OK));
+    CHECK(sealed_command(plain_request(BLE_OTA_CMD_RESTART), BLE_OTA_ST_OK));
+    ble_ota_core_disconnected(&s_fx.core);
+}
+
 static void
 test_auth_hmac_vectors(void)
 {
@@ -263,13 +278,7 @@ test_auth_update_with_key(void)
     CHECK(sealed_command(plain_request(BLE_OTA_CMD_INFO), BLE_OTA_ST_OK));
     ble_ota_sha256(inf, sizeof(inf), digest);
     CHECK(memcmp(last_note()->data + 2, digest, sizeof(digest)) == 0);
-    request_t begin = begin_request(s_image, s_image_len);
-    begin.data[39] = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM;
-    CHECK(sealed_command(begin, BLE_OTA_ST_OK));
-    stream_all(s_image, s_image_len);
-    CHECK(sealed_command(plain_request(BLE_OTA_CMD_END), BLE_OTA_ST_OK));
-    CHECK(sealed_command(plain_request(BLE_OTA_CMD_RESTART), BLE_OTA_ST_OK));
-    ble_ota_core_disconnected(&s_fx.core);
+    owner_update_to_restart();
     CHECK_EQ(fx_reboot(true), 1);
     CHECK(hello());
     CHECK(sealed_command(plain_request(BLE_OTA_CMD_CONFIRM), BLE_OTA_ST_OK));
@@ -481,13 +490,7 @@ test_auth_confirm_window_outlasts_strangers(void)
     s_config.confirm_window_ms = 30000;
     fx_reboot(true);
     CHECK(hello());
-    request_t begin = begin_request(s_image, s_image_len);
-    begin.data[39] = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM;
-    CHECK(sealed_command(begin, BLE_OTA_ST_OK));
-    stream_all(s_image, s_image_len);
-    CHECK(sealed_command(plain_request(BLE_OTA_CMD_END), BLE_OTA_ST_OK));
-    CHECK(sealed_command(plain_request(BLE_OTA_CMD_RESTART), BLE_OTA_ST_OK));
-    ble_ota_core_disconnected(&s_fx.core);
+    owner_update_to_restart();
     CHECK_EQ(fx_reboot(true), 1); /* a stranger got the first link after the restart */
     CHECK(s_fx.core.confirm_waiting);
     /* Ten minutes of strangers, each dropped at the timeout and back at once. */

@@ -36,6 +36,7 @@
 #include "sdkconfig.h"
 
 #include "ota_gap.h"
+#include "ota_task.h"
 
 static const char *TAG = "ota_port";
 static const char *CORE_TAG = "ota_core";
@@ -593,6 +594,12 @@ static void
 ota_port_esp_disconnect(void *ctx)
 {
     (void)ctx;
+    /* The core asks for the link it knows of. If the host task has seen a
+     * disconnect (and maybe the next client's connect) since, that link is
+     * gone already, and the connection handle now may be the next client's. */
+    if (!ota_task_link_is_current()) {
+        return;
+    }
     ota_gap_terminate();
 }
 

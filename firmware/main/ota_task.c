@@ -254,6 +254,14 @@ ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len)
     return true;
 }
 
+bool
+ota_task_link_is_current(void)
+{
+    /* Called under the core lock (from the core, through the port), which
+     * guards s_link_applied. */
+    return atomic_load(&s_link) == s_link_applied;
+}
+
 void
 ota_task_link_event(bool up)
 {
@@ -284,7 +292,7 @@ ota_task_process(const uint8_t *item, size_t len)
     ble_ota_core_t *core = ota_task_core_lock();
     if (link != (s_link_applied & 0xFFFFu)) {
         ESP_LOGD(TAG, "discarding a write from a dropped link");
-        ota_task_core_release(false);
+        ota_task_core_release(true); /* the lock may have applied link events: Info shows them */
         return;
     }
     if (item[0] == OTA_TASK_STREAM) {

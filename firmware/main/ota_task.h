@@ -49,6 +49,10 @@ bool ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len);
  * an earlier link is discarded. Never blocks. */
 void ota_task_link_event(bool up);
 
+/* Under the core lock: true while the link the core knows of is still the
+ * host's current one (no connect or disconnect since the core was told). */
+bool ota_task_link_is_current(void);
+
 /* Exclusive access to the core for a synchronous call from another task
  * (the seed protocol's GATT callbacks, app_main). May wait while the OTA
  * task finishes one core call (one flash operation). Every lock must be

@@ -336,7 +336,8 @@ features); the Device Information firmware revision.
   -d, --device NAME_OR_ADDRESS   the advertised name, or the address AA:BB:CC:DD:EE:FF
   --secret-file PATH             the fleet secret (or ESP32_BLE_OTA_SECRET): the device then
                                  proves what it reports
-  --device-id MAC                the device id it must have (its factory MAC, as provisioned)
+  --device-id MAC                the device id it must have (its factory MAC, as provisioned;
+                                 proven with the secret)
   --timeout S                    how long to look for the device (default 15)`,
     upload: `Checks FILE (an ESP32 app image, the .bin of idf.py build), uploads it to the device with
 a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old firmware.
@@ -347,8 +348,8 @@ a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old 
                                  the command line, where shells and ps show it. With it, a
                                  device that cannot prove it holds its key is refused
   --device-id MAC                the device id (factory MAC, as provisioned) the device must
-                                 prove: without it, any device of your fleet found by --device
-                                 passes; with it, only that one
+                                 have, proven with the secret: without it, any device of your
+                                 fleet found by --device passes; with it, only that one
   --allow-unauthenticated        with a secret: still update devices without authentication
                                  (development builds, the seed protocol)
   --require-signature            check the image's signature against --public-key before any

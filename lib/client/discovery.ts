@@ -41,7 +41,8 @@ export interface DiscoveredDevice {
 export function namePattern(pattern: string): (name: string) => boolean {
   const re = /^\/(.*)\/([a-z]*)$/.exec(pattern);
   if (re) {
-    const regexp = new RegExp(re[1], re[2]);
+    // Without g and y: with them, test() would go on from the last match.
+    const regexp = new RegExp(re[1], re[2].replace(/[gy]/g, ''));
     return (name) => regexp.test(name);
   }
   const glob = pattern.toLowerCase();

@@ -210,6 +210,12 @@ export class OtaConnection {
 
   async info(): Promise<DeviceInfo> {
     const p = this.peripheral;
+    if (!this.v2 && this.policy.deviceId) {
+      throw new DeviceError(
+        'WRONG_DEVICE',
+        `${this.link.describe()} speaks only the seed protocol, which names no device id: it cannot be told to be device ${formatDeviceId(this.policy.deviceId)}.`,
+      );
+    }
     const revision = this.firmwareRevision
       ? (await this.link.read(this.firmwareRevision, 'the firmware revision')).toString('utf8').replace(/\0+$/, '')
       : undefined;
@@ -217,7 +223,7 @@ export class OtaConnection {
     let proven: { info: DeviceInfoV2; authenticated: boolean } | undefined;
     if (this.v2) {
       const info = await this.v2.readInfo();
-      const canProve = (info.features & Feature.AUTH) !== 0 && this.policy.secret !== undefined;
+      const canProve = this.policy.secret !== undefined && ((info.features & Feature.AUTH) !== 0 || this.policy.requireSession === true);
       proven = canProve ? await this.v2.provenInfo(this.timeouts.gattMs) : { info, authenticated: false };
     }
     return {
@@ -281,14 +287,23 @@ export class BleOtaClient {
       allowUnauthenticated?: boolean;
       /** The device id the device must have (see UpdateOptions.deviceId). */
       deviceId?: Buffer | string;
+      /**
+       * With a secret: refuse a device that cannot prove itself, even with
+       * allowUnauthenticated. Default: when a device id is asked for.
+       */
+      requireSession?: boolean;
     } = {},
   ): Promise<OtaConnection> {
     const timeouts = { ...this.timeouts, ...options.timeouts };
     // A malformed secret or device id fails here, before any radio work.
+    const deviceId =
+      options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
     const policy: AuthPolicy = {
       secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
       allowUnauthenticated: options.allowUnauthenticated === true,
-      deviceId: options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId),
+      deviceId,
+      // With a secret, an id asked for must be proven: claiming one costs nothing.
+      requireSession: options.requireSession ?? deviceId !== undefined,
     };
     const progress = (phase: Phase) =>
       options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });

@@ -64,6 +64,13 @@ export interface AuthPolicy {
    * another id is refused (WRONG_DEVICE) before anything is sent to it.
    */
   deviceId?: Buffer;
+  /**
+   * With a secret: every device must prove itself, whatever
+   * allowUnauthenticated says. Set for the later connections of an update
+   * whose first one was proven, and when a device id is asked for: a claim
+   * of an id without proof is worth nothing.
+   */
+  requireSession?: boolean;
 }
 
 /** OTA Info, and whether the device proved it (a session MAC over its digest). */
@@ -153,7 +160,7 @@ export class V2Session {
     if (expected === undefined || sameId(id, expected)) return;
     throw new DeviceError(
       'WRONG_DEVICE',
-      `${this.link.describe()} is ${id ? `device ${formatDeviceId(id)}` : 'a device without a device id'}, not the expected ${formatDeviceId(expected)}. Nothing was sent to it. Check the device id asked for, or the name or address it was found by.`,
+      `${this.link.describe()} is ${id ? `device ${formatDeviceId(id)}` : 'a device without a device id'}, not the expected ${formatDeviceId(expected)}. Nothing more was sent to it. Check the device id asked for, and which device uses the name or address it was found by.`,
     );
   }
 
@@ -193,6 +200,12 @@ export class V2Session {
         );
       }
       return true;
+    }
+    if (this.policy.secret && this.policy.requireSession) {
+      throw new DeviceError(
+        'DEVICE_NOT_AUTHENTICATED',
+        `${this.link.describe()} cannot prove it is ${this.policy.deviceId ? `device ${formatDeviceId(this.policy.deviceId)}` : 'the device this update started with'}: it does not offer authentication. Nothing more was sent to it; another device may be answering in its place.`,
+      );
     }
     if (this.policy.secret && !this.policy.allowUnauthenticated) {
       throw new DeviceError(
@@ -377,16 +390,7 @@ export class V2Session {
         if (++stalls > 2) {
           throw new BleOtaError('GATT_TIMEOUT', `The transfer made no progress at ${base + acked} bytes, after sending the window again twice.`);
         }
-        const { info } = await this.provenInfo(stallMs);
-        if (info.transferState !== TransferState.RECEIVING) {
-          // The transfer ended on the device: a FAILED event that never arrived.
-          throw new CommandRefused(0, info.lastStatus === Status.OK ? Status.BAD_STATE : info.lastStatus);
-        }
-        if (info.transferOffset - base > acked) {
-          acked = Math.min(info.transferOffset - base, image.length);
-          stalls = 0;
-          onProgress({ acked, total: image.length });
-        }
+        acked = await this.resumeFromDevice(stallMs, base, image.length, acked, onProgress, () => (stalls = 0));
         next = acked; // send again from what the device has
         continue;
       }
@@ -412,8 +416,43 @@ export class V2Session {
       }
       if (event.kind === 'resync') next = Math.max(offset, acked);
       if (next < acked) next = acked;
+      if (acked >= image.length && this.authenticated) {
+        // ACKs carry no MAC: before END, the device's proven offset must agree
+        // that it has everything (a forged ACK would otherwise cut the transfer short).
+        acked = await this.resumeFromDevice(stallMs, base, image.length, acked, onProgress, () => undefined);
+        if (acked < image.length && ++stalls > 2) {
+          throw new BleOtaError('GATT_TIMEOUT', `The device has ${base + acked} bytes, not all ${base + image.length}, after sending the rest again twice.`);
+        }
+        next = acked;
+      }
     }
     return stats;
+  }
+
+  /**
+   * Where the device is, from its proven OTA Info: its offset, in either
+   * direction from what the ACKs said (they carry no MAC). Throws the
+   * device's status when the transfer ended there.
+   */
+  private async resumeFromDevice(
+    timeoutMs: number,
+    base: number,
+    length: number,
+    acked: number,
+    onProgress: (p: StreamProgress) => void,
+    onAdvance: () => void,
+  ): Promise<number> {
+    const { info } = await this.provenInfo(timeoutMs);
+    if (info.transferState !== TransferState.RECEIVING) {
+      // The transfer ended on the device: a FAILED event that never arrived.
+      throw new CommandRefused(0, info.lastStatus === Status.OK ? Status.BAD_STATE : info.lastStatus);
+    }
+    const offset = Math.max(0, Math.min(info.transferOffset - base, length));
+    if (offset > acked) {
+      onAdvance();
+      onProgress({ acked: offset, total: length });
+    }
+    return offset;
   }
 
   /** Sends one OTA Stream packet (Write Command: nothing comes back). */

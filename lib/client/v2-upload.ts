@@ -44,11 +44,21 @@ export async function uploadV2(
   const address = first.peripheral.address;
   // Every later connection must reach the device the first one proved: the
   // address and name alone do not tell (another device can advertise them).
+  // Once a link proved itself, every later one must too (allowUnauthenticated
+  // is for devices that cannot, not for links that do not).
   let pinned = first.policy.deviceId;
+  let proven = first.policy.requireSession === true;
   const reconnect = () =>
     client.connect(
       { address },
-      { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, deviceId: pinned },
+      {
+        signal: options.signal,
+        timeouts,
+        secret: options.secret,
+        allowUnauthenticated: options.allowUnauthenticated,
+        deviceId: pinned,
+        requireSession: proven,
+      },
     );
   let conn = first;
   const opened: OtaConnection[] = [];
@@ -59,6 +69,7 @@ export async function uploadV2(
       try {
         ({ info, authenticated } = await conn.v2!.provenInfo(timeouts.gattMs));
         pinned = info.deviceId;
+        proven ||= authenticated;
         break;
       } catch (err) {
         // A read nothing answered, a link lost before anything was sent, or an

@@ -113,7 +113,7 @@ export = function register(RED: RED): void {
       return device.adapter.run(async () => {
         const { client, target } = await device.prepare(override);
         // The configured device id belongs to the configured device, not to one msg.device names.
-        const deviceId = override === undefined ? device.deviceId : undefined;
+        const deviceId = override === undefined || override.toLowerCase() === device.device.toLowerCase() ? device.deviceId : undefined;
         const connection = await client.connect(target, { signal, secret: device.secret, allowUnauthenticated: device.allowUnauthenticated, deviceId });
         try {
           return firmwareInfo(await connection.info());

@@ -70,6 +70,13 @@ export = function register(RED: RED): void {
     const config = RED.nodes.getNode(def.device) as DeviceNode | null;
     const queue: Job[] = [];
     let current: { job: Job; finished: Promise<void> } | undefined;
+    /**
+     * The highest secure_version this node installed on each device (by the
+     * name or address it was asked for), where the device proved it runs it.
+     * A device never goes below it (anti-rollback), so an older image is
+     * refused before connecting. Kept until the flow is redeployed.
+     */
+    const installedSecureVersion = new Map<string, number>();
 
     if (!config) {
       node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-upload.status.noDevice') });
@@ -118,9 +125,12 @@ export = function register(RED: RED): void {
       let summary: EspImageSummary;
       let deviceId: string | undefined;
       try {
-        deviceId = deviceIdFor(msg, override === undefined ? config.deviceId : undefined);
+        // The configured id belongs to the configured device, not to another one msg.device names.
+        const sameDevice = override === undefined || override.toLowerCase() === config.device.trim().toLowerCase();
+        deviceId = deviceIdFor(msg, sameDevice ? config.deviceId : undefined);
         summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
         checkExpected(msg, msg.payload as Buffer);
+        checkSecureVersion(target, summary);
       } catch (err) {
         const error = err as BleOtaError;
         node.status(statusForError(t, error));
@@ -150,6 +160,7 @@ export = function register(RED: RED): void {
         try {
           const result = await config.adapter.run(() => update(config, job!, started), job.abort.signal);
           node.status(statusForResult(t, result));
+          rememberSecureVersion(job.target, result);
           const state: OtaState = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
           publish(job, state, { result, device: result.device, percent: 100 }, started);
           const facts = {
@@ -202,6 +213,20 @@ export = function register(RED: RED): void {
           publish(job, PHASE_STATE[p.phase], { percent: p.percent, bytesPerSecond: p.bytesPerSecond }, started);
         },
       });
+    }
+
+    function checkSecureVersion(target: string | undefined, image: EspImageSummary): void {
+      const installed = target ? installedSecureVersion.get(target.toLowerCase()) : undefined;
+      if (installed !== undefined && image.secureVersion < installed) {
+        throw new ImageError('SECURE_VERSION_TOO_OLD', t('ble-ota-upload.errors.secureVersionKnown', { device: target, image: image.secureVersion, installed }));
+      }
+    }
+
+    /** Only what the device proved it runs: an unproven answer may have come from another device. */
+    function rememberSecureVersion(target: string | undefined, result: UpdateResult): void {
+      if (!target || !result.authenticated || !(result.confirmed || result.skipped)) return;
+      const key = target.toLowerCase();
+      installedSecureVersion.set(key, Math.max(installedSecureVersion.get(key) ?? 0, result.image.secureVersion));
     }
 
     node.on('close', (_removed, done) => {

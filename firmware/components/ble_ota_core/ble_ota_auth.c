@@ -106,7 +106,8 @@ ble_ota_auth_drop(ble_ota_core_t *core, const char *why)
         return;
     }
     a->dropping = true;
-    a->drop_asked_ms = core->port->now_ms(core->port->ctx);
+    a->dropped_at_ms = core->port->now_ms(core->port->ctx);
+    a->drop_asked_ms = a->dropped_at_ms;
     ble_ota_log(core->port, BLE_OTA_LOG_WARN, "ending the link: %s", why);
     core->port->disconnect(core->port->ctx);
 }
@@ -281,8 +282,10 @@ ble_ota_auth_tick(ble_ota_core_t *core, uint32_t now)
      * or the link would hold the device, refused everything, for good. */
     if (a->connected && a->dropping) {
         if (now - a->drop_asked_ms >= BLE_OTA_AUTH_DROP_RETRY_MS) {
+            if (a->drop_asked_ms == a->dropped_at_ms) { /* said once per link, not every second */
+                ble_ota_log(core->port, BLE_OTA_LOG_WARN, "the link has not ended yet: asking again");
+            }
             a->drop_asked_ms = now;
-            ble_ota_log(core->port, BLE_OTA_LOG_WARN, "the link has not ended yet: asking again");
             core->port->disconnect(core->port->ctx);
         }
         return;

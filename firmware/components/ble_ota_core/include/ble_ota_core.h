@@ -123,6 +123,7 @@ typedef struct {
     uint32_t lock_ms;      /* 0: not locked */
     uint32_t locked_at_ms;
     bool dropping;         /* the port was asked to end this link */
+    uint32_t dropped_at_ms; /* when the port was first asked */
     uint32_t drop_asked_ms; /* when it was last asked (asked again each second until the link ends) */
 } ble_ota_auth_t;
 
