@@ -199,6 +199,14 @@ stranger_locks_itself_out(void)
 /* --- tests ------------------------------------------------------------------ */
 
 /* RFC 4231 test cases 1 and 2. */
+/* Moves the clock on and runs the core's tick, as the OTA task does. */
+static void
+tick_after(uint32_t ms)
+{
+    s_fx.clock_ms += ms;
+    ble_ota_core_tick(&s_fx.core);
+}
+
 /* The owner's update in its session (already open): BEGIN (the client
  * confirms), the image, END and RESTART; the link then ends with the
  * restart. */
@@ -432,23 +440,19 @@ static void
 test_auth_timeout_ends_idle_strangers(void)
 {
     keyed_setup();
-    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS - 1;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(BLE_OTA_AUTH_TIMEOUT_MS - 1);
     CHECK_EQ(s_fx.drops, 0);
-    s_fx.clock_ms += 1;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(1);
     CHECK_EQ(s_fx.drops, 1);
     /* HELLO alone is no proof: only a request with a valid MAC is. */
     fx_reconnect();
     CHECK(hello());
-    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(BLE_OTA_AUTH_TIMEOUT_MS);
     CHECK_EQ(s_fx.drops, 2);
     fx_reconnect();
     CHECK(hello());
     CHECK(sealed_command(plain_request(BLE_OTA_CMD_INFO), BLE_OTA_ST_OK));
-    s_fx.clock_ms += 10 * BLE_OTA_AUTH_TIMEOUT_MS;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(10 * BLE_OTA_AUTH_TIMEOUT_MS);
     CHECK_EQ(s_fx.drops, 2);
 }
 
@@ -458,26 +462,21 @@ static void
 test_auth_drop_asked_again_until_link_ends(void)
 {
     keyed_setup();
-    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(BLE_OTA_AUTH_TIMEOUT_MS);
     CHECK_EQ(s_fx.drops, 1);
     /* The link stays up: every request on it is ignored meanwhile. */
     const request_t info = plain_request(BLE_OTA_CMD_INFO);
     CHECK_EQ(ble_ota_core_command_write(&s_fx.core, info.data, info.len), BLE_OTA_OK);
     CHECK_EQ(s_fx.cmd_count, 0);
-    s_fx.clock_ms += BLE_OTA_AUTH_DROP_RETRY_MS - 1;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(BLE_OTA_AUTH_DROP_RETRY_MS - 1);
     CHECK_EQ(s_fx.drops, 1);
-    s_fx.clock_ms += 1;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(1);
     CHECK_EQ(s_fx.drops, 2);
-    s_fx.clock_ms += BLE_OTA_AUTH_DROP_RETRY_MS;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(BLE_OTA_AUTH_DROP_RETRY_MS);
     CHECK_EQ(s_fx.drops, 3);
     /* Once it ends, nothing more is asked, and the next link starts afresh. */
     fx_reconnect();
-    s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS - 1;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(BLE_OTA_AUTH_TIMEOUT_MS - 1);
     CHECK_EQ(s_fx.drops, 3);
 }
 
@@ -495,8 +494,7 @@ test_auth_confirm_window_outlasts_strangers(void)
     CHECK(s_fx.core.confirm_waiting);
     /* Ten minutes of strangers, each dropped at the timeout and back at once. */
     for (int i = 0; i < 60; i++) {
-        s_fx.clock_ms += BLE_OTA_AUTH_TIMEOUT_MS;
-        ble_ota_core_tick(&s_fx.core);
+        tick_after(BLE_OTA_AUTH_TIMEOUT_MS);
         fx_reconnect();
     }
     CHECK(s_fx.core.confirm_waiting);
@@ -504,8 +502,7 @@ test_auth_confirm_window_outlasts_strangers(void)
     /* The owner's link: its time counts, and it confirms within the window. */
     CHECK(hello());
     CHECK(sealed_command(plain_request(BLE_OTA_CMD_INFO), BLE_OTA_ST_OK));
-    s_fx.clock_ms += 20000;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(20000);
     CHECK(s_fx.core.confirm_waiting);
     CHECK(sealed_command(plain_request(BLE_OTA_CMD_CONFIRM), BLE_OTA_ST_OK));
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
@@ -562,8 +559,7 @@ test_auth_keyless_device(void)
     r.len += BLE_OTA_AUTH_MAC_LEN;
     command(&r);
     CHECK(answered(BLE_OTA_CMD_ABORT, BLE_OTA_ST_BAD_LENGTH));
-    s_fx.clock_ms += 10 * BLE_OTA_AUTH_TIMEOUT_MS;
-    ble_ota_core_tick(&s_fx.core);
+    tick_after(10 * BLE_OTA_AUTH_TIMEOUT_MS);
     CHECK_EQ(s_fx.drops, 0);
 }
 
