@@ -49,13 +49,35 @@ export type BleOtaErrorCode =
   | 'BUSY'
   | 'INVALID_ARGUMENT';
 
+/** What a device runs after an update failed, as far as the client saw it. */
+export interface DeviceOutcome {
+  /**
+   * `old`: what it ran before (or another image than the new one);
+   * `new-unconfirmed`: the new image, pending verify (it returns to the
+   * previous one at its next restart unless confirmed); `new-confirmed`;
+   * `unknown`: it restarted and did not answer again.
+   */
+  runs: 'old' | 'new-unconfirmed' | 'new-confirmed' | 'unknown';
+  /** The version it runs, where known. */
+  version?: string;
+}
+
 export class BleOtaError extends Error {
   readonly code: BleOtaErrorCode;
+  /** v2 update failures: what the device runs now (the message says it too). */
+  device?: DeviceOutcome;
 
   constructor(code: BleOtaErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;
+  }
+
+  /** Adds what the device runs, to the error and to its message. */
+  withDevice(device: DeviceOutcome, sentence: string): this {
+    this.device = device;
+    this.message = `${this.message.replace(/[.;]?\s*$/, '.')} ${sentence}`;
+    return this;
   }
 }
 

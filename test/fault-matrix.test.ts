@@ -69,8 +69,10 @@ function expected(phase: PhaseName, fault: FaultName): BleOtaErrorCode | 'ok' {
       // After the restart, before CONFIRM: the unconfirmed image is rolled back.
       return connecting ? 'DISCONNECTED' : phase === 'reconnect after restart' ? 'ROLLED_BACK' : 'ok';
     case 'power loss in a flash operation':
-      // From RESTART on, the next flash operation is CONFIRM's: cut, the image is rolled back.
-      return phase === 'RESTART' || phase === 'reconnect after restart' || phase === 'CONFIRM' ? 'ROLLED_BACK' : 'ok';
+      // Up to RESTART, the cut loses nothing the device needs: before RESTART selects the
+      // image, the old one boots and the client sends again. After the restart, the next
+      // flash operation is CONFIRM's: cut, the image is rolled back, and the client says so.
+      return phase === 'reconnect after restart' || phase === 'CONFIRM' ? 'ROLLED_BACK' : 'ok';
   }
 }
 

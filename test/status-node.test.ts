@@ -133,6 +133,7 @@ describe('ble-ota-status decoding', () => {
       runningState: 7,
       lastStatus: 0x0a,
       transferState: 2,
+      updateSlotRolledBack: false,
       transferOffset: 471_040,
       transferSha256: Buffer.alloc(32, 0xab),
       app: { secureVersion: 2, version: '0.9.0', projectName: 'app', idfVersion: 'v5.3', date: 'd', time: 't', elfSha256: Buffer.alloc(32, 1) },

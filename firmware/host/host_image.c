@@ -20,18 +20,48 @@
 #define MMU_PAGE_SIZE    0x10000u
 #define SIXTEEN_MB       0x1000000u
 
-/* ESP32 address ranges the flash cache maps (SOC_IROM_* and SOC_DROM_*):
- * their segments must sit at the same offset within a 64 KiB page in flash
- * as in the address space. */
-#define ESP32_IROM_LOW  0x400D0000u
-#define ESP32_IROM_HIGH 0x40400000u
-#define ESP32_DROM_LOW  0x3F400000u
-#define ESP32_DROM_HIGH 0x3F800000u
+/*
+ * Per-chip memory map: the address windows the flash cache maps (a segment
+ * loaded there must sit at the same offset within a 64 KiB MMU page in the
+ * image as in the address space), and where the synthetic builder puts its
+ * segments. The same ranges as the package's lib/image/esp-chips.ts, which
+ * the TypeScript parser and buildAppImage() use; both follow ESP-IDF's
+ * components/soc/<chip>/include/soc/soc.h, SOC_DROM_LOW..SOC_DROM_HIGH and
+ * SOC_IROM_LOW..SOC_IROM_HIGH, which esp_image_format.c's should_map() tests
+ * (https://github.com/espressif/esp-idf/tree/master/components/soc). On the
+ * ESP32-C6 and -H2 SOC_IROM_HIGH is SOC_IROM_LOW + (CONFIG_MMU_PAGE_SIZE << 8):
+ * 16 MiB with 64 KiB pages, one window shared by code and data.
+ *
+ * One chip's map cannot serve another: the ESP32's IROM window
+ * (0x400D0000..0x40400000) holds the IRAM of the ESP32-C3 and -C2
+ * (0x40380000) and of the ESP32-S3 (0x40378000).
+ */
+static const host_chip_t k_chips[] = {
+    /* id, name, flash-mapped windows, DROM, IROM, DRAM, IRAM bases */
+    { 0, "ESP32", { { 0x3F400000u, 0x3F800000u }, { 0x400D0000u, 0x40400000u } },
+      0x3F400000u, 0x400D0000u, 0x3FFB0000u, 0x40080000u },
+    { 2, "ESP32-S2", { { 0x3F000000u, 0x3FF80000u }, { 0x40080000u, 0x40800000u } },
+      0x3F000000u, 0x40080000u, 0x3FFB0000u, 0x40020000u },
+    { 5, "ESP32-C3", { { 0x3C000000u, 0x3C800000u }, { 0x42000000u, 0x42800000u } },
+      0x3C000000u, 0x42000000u, 0x3FC88000u, 0x40380000u },
+    { 9, "ESP32-S3", { { 0x3C000000u, 0x3E000000u }, { 0x42000000u, 0x44000000u } },
+      0x3C000000u, 0x42000000u, 0x3FC88000u, 0x40378000u },
+    { 12, "ESP32-C2", { { 0x3C000000u, 0x3C400000u }, { 0x42000000u, 0x42400000u } },
+      0x3C000000u, 0x42000000u, 0x3FCA0000u, 0x40380000u },
+    { 13, "ESP32-C6", { { 0x42000000u, 0x43000000u }, { 0, 0 } },
+      0x42800000u, 0x42000000u, 0x40808000u, 0x40800000u },
+    { 16, "ESP32-H2", { { 0x42000000u, 0x43000000u }, { 0, 0 } },
+      0x42800000u, 0x42000000u, 0x40808000u, 0x40800000u },
+    { 18, "ESP32-P4", { { 0x40000000u, 0x44000000u }, { 0, 0 } },
+      0x40800000u, 0x40000000u, 0x4FF10000u, 0x4FF00000u },
+};
 
-/* Synthetic image load addresses: app descriptor in DROM, payload in IRAM. */
-#define SYNTH_DROM_ADDR  (ESP32_DROM_LOW + HOST_APP_DESC_OFFSET)
-#define SYNTH_IRAM_ADDR  0x40080000u
-#define SYNTH_ENTRY_ADDR 0x40080400u
+#define CHIP_COUNT (sizeof(k_chips) / sizeof(k_chips[0]))
+
+/* Synthetic images for a chip this table does not know use the ESP32's
+ * addresses; their segments are never checked as mapped. */
+#define SYNTH_FALLBACK_CHIP (&k_chips[0])
+#define SYNTH_ENTRY_OFFSET  0x400u
 
 void
 host_why(char *why, size_t why_len, const char *fmt, ...)
@@ -46,11 +76,35 @@ host_why(char *why, size_t why_len, const char *fmt, ...)
     va_end(ap);
 }
 
-static bool
-is_mapped(uint32_t addr)
+const host_chip_t *
+host_image_chip(uint16_t chip_id)
 {
-    return (addr >= ESP32_IROM_LOW && addr < ESP32_IROM_HIGH) ||
-           (addr >= ESP32_DROM_LOW && addr < ESP32_DROM_HIGH);
+    for (size_t i = 0; i < CHIP_COUNT; i++) {
+        if (k_chips[i].chip_id == chip_id) {
+            return &k_chips[i];
+        }
+    }
+    return NULL;
+}
+
+const host_chip_t *
+host_image_chip_at(size_t index)
+{
+    return index < CHIP_COUNT ? &k_chips[index] : NULL;
+}
+
+bool
+host_image_flash_mapped(const host_chip_t *chip, uint32_t addr)
+{
+    if (chip == NULL) {
+        return false;
+    }
+    for (size_t i = 0; i < HOST_CHIP_WINDOWS; i++) {
+        if (addr >= chip->flash[i].start && addr < chip->flash[i].end) {
+            return true;
+        }
+    }
+    return false;
 }
 
 const char *
@@ -115,6 +169,11 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
         return HOST_IMAGE_ERR_SEGMENTS;
     }
 
+    /* The device's chip: the header's chip id equals it from here on. An
+     * unknown chip has no known windows, so (as the TypeScript parser) no
+     * segment is taken to be mapped. */
+    const host_chip_t *chip = host_image_chip(chip_id);
+
     /* size_t arithmetic: every length below is checked against len first,
      * and len and segment lengths (< 16 MB each, at most 16) cannot wrap. */
     size_t pos = HOST_IMAGE_HEADER_LEN;
@@ -131,7 +190,7 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
             host_why(why, why_len, "invalid segment %u length 0x%lx", i, (unsigned long)seg_len);
             return HOST_IMAGE_ERR_SEGMENT;
         }
-        if (is_mapped(load_addr) && (pos % MMU_PAGE_SIZE) != (load_addr % MMU_PAGE_SIZE)) {
+        if (host_image_flash_mapped(chip, load_addr) && (pos % MMU_PAGE_SIZE) != (load_addr % MMU_PAGE_SIZE)) {
             host_why(why, why_len, "segment %u load address 0x%08lx does not match data 0x%08zx", i,
                     (unsigned long)load_addr, pos);
             return HOST_IMAGE_ERR_SEGMENT;
@@ -251,13 +310,21 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
         return 0;
     }
     memset(out, 0, total);
+    const host_chip_t *chip = host_image_chip(spec->chip_id);
+    if (chip == NULL) {
+        chip = SYNTH_FALLBACK_CHIP;
+    }
+    /* The app descriptor in DROM at the page offset of its data (0x20), the
+     * payload in IRAM, the entry point in IRAM: as buildAppImage() does. */
+    const uint32_t drom_addr = chip->drom_base + HOST_APP_DESC_OFFSET;
+    const uint32_t iram_addr = chip->iram_base;
 
     uint8_t *h = out;
     h[0] = HOST_IMAGE_MAGIC;
     h[1] = 2;    /* segments */
     h[2] = 2;    /* SPI mode DIO */
     h[3] = 0x20; /* 4 MB flash, 40 MHz */
-    ble_ota_put_le32(h + 4, SYNTH_ENTRY_ADDR);
+    ble_ota_put_le32(h + 4, iram_addr + SYNTH_ENTRY_OFFSET);
     h[8] = 0xEE; /* WP pin: not used */
     h[12] = (uint8_t)spec->chip_id;
     h[13] = (uint8_t)(spec->chip_id >> 8);
@@ -265,7 +332,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
 
     /* Segment 0: the app descriptor, mapped at DROM + 0x20 like a real app. */
     uint8_t *s = out + HOST_IMAGE_HEADER_LEN;
-    ble_ota_put_le32(s, SYNTH_DROM_ADDR);
+    ble_ota_put_le32(s, drom_addr);
     ble_ota_put_le32(s + 4, HOST_APP_DESC_LEN);
     uint8_t *desc = s + HOST_IMAGE_SEG_HEADER_LEN;
     ble_ota_put_le32(desc, HOST_APP_DESC_MAGIC);
@@ -283,7 +350,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
      * seeds differ everywhere. */
     s = desc + HOST_APP_DESC_LEN;
     const size_t plen = payload_len4(spec);
-    ble_ota_put_le32(s, SYNTH_IRAM_ADDR);
+    ble_ota_put_le32(s, iram_addr);
     ble_ota_put_le32(s + 4, (uint32_t)plen);
     uint8_t *payload = s + HOST_IMAGE_SEG_HEADER_LEN;
     uint32_t x = spec->seed * 2654435761u + 0x9E3779B9u;

@@ -30,6 +30,35 @@
 #define HOST_APP_DESC_LEN    256
 #define HOST_APP_DESC_MAGIC  0xABCD5432u
 
+/* A chip's memory map, as far as the image check and the builder need it. */
+#define HOST_CHIP_WINDOWS 2
+
+typedef struct {
+    uint32_t start; /* [start, end); end 0: no window */
+    uint32_t end;
+} host_addr_range_t;
+
+typedef struct {
+    uint16_t chip_id;  /* the image header's chip id */
+    const char *name;  /* "ESP32-C3" */
+    host_addr_range_t flash[HOST_CHIP_WINDOWS]; /* windows the flash cache maps (SOC_DROM_*, SOC_IROM_*) */
+    uint32_t drom_base; /* where an app's flash-mapped read-only data starts */
+    uint32_t irom_base; /* where an app's flash-mapped code starts */
+    uint32_t dram_base; /* where an app's initialised data RAM starts */
+    uint32_t iram_base; /* where an app's IRAM code starts */
+} host_chip_t;
+
+/* The chip of this header chip id (ESP32, -S2, -C3, -S3, -C2, -C6, -H2,
+ * -P4, as lib/image/esp-chips.ts), or NULL. */
+const host_chip_t *host_image_chip(uint16_t chip_id);
+
+/* The index-th chip the table knows, NULL past the last. */
+const host_chip_t *host_image_chip_at(size_t index);
+
+/* Whether a segment loaded at addr is mapped from flash on chip (false for
+ * a NULL chip: nothing is known to be mapped). */
+bool host_image_flash_mapped(const host_chip_t *chip, uint32_t addr);
+
 typedef enum {
     HOST_IMAGE_OK = 0,
     HOST_IMAGE_ERR_TRUNCATED, /* the data ends inside the image */
@@ -49,8 +78,10 @@ typedef struct {
     uint8_t checksum;
 } host_image_info_t;
 
-/* Validates the image at the start of data[0..len). On failure, why (if
- * not NULL) gets a one-line reason. */
+/* Validates the image at the start of data[0..len) for the chip chip_id:
+ * the header must name it, and segments in its flash-mapped windows must sit
+ * at their address's offset within a 64 KiB page. On failure, why (if not
+ * NULL) gets a one-line reason. */
 host_image_err_t host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id,
                                    host_image_info_t *info, char *why, size_t why_len);
 
@@ -78,9 +109,10 @@ typedef struct {
 /* All of the descriptor; false (and *desc zeroed) when there is none. */
 bool host_image_read_app_desc(const uint8_t *data, size_t len, host_app_desc_t *desc);
 
-/* A synthetic app for ESP32 (or another chip id): a DROM segment holding
- * the app descriptor, and a second segment of payload_len pseudo-random
- * bytes (rounded up to 4) derived from seed. */
+/* A synthetic app for chip_id: a DROM segment holding the app descriptor,
+ * and an IRAM segment of payload_len pseudo-random bytes (rounded up to 4)
+ * derived from seed, at that chip's addresses (the ESP32's for a chip id
+ * host_image_chip() does not know). */
 typedef struct {
     const char *project;
     const char *version;

@@ -336,6 +336,8 @@ port_device_info(void *ctx, ble_ota_device_info_t *out)
     }
     /* Both slots have the same size; the next update goes to the other. */
     out->slot_size = dev->flash.slot_size;
+    const host_slot_state_t other = dev->flash.slot[1 - dev->running].state;
+    out->update_slot_rolled_back = other == HOST_SLOT_INVALID || other == HOST_SLOT_ABORTED;
     host_image_read_app_desc(host_flash_slot(&dev->flash, dev->running), dev->flash.slot_size, &desc);
     out->secure_version = desc.secure_version;
     /* The port's fields are one byte shorter than the descriptor's

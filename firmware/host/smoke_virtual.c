@@ -503,8 +503,8 @@ smoke_after_update(void)
     for (int i = 0; i < 3; i++) {
         CHECK_STR(request("write %s %s", DATA, hex), "ok");
     }
-    to_hex(s_image, 183, hex);
-    CHECK_STR(request("write %s %s", DATA, hex), "err 0d"); /* over MTU 185 - 3 */
+    to_hex(s_image, 513, hex);
+    CHECK_STR(request("write %s %s", DATA, hex), "err 0d"); /* over 512, even as a long write */
     CHECK_STR(request("disconnect"), "ok");
     snprintf(expect, sizeof(expect), "ok running=ota_1 boot=ota_1 ota_0=empty:0 ota_1=valid:%zu transfer=idle confirm=0",
              s_image_len);
@@ -747,13 +747,14 @@ smoke_v2_session(void)
     events_clear();
     CHECK_STR(request("write %s 02", CMD), "ok");
     CHECK_STR(cmd_notify("82"), "8200");
+    /* Valid and not selected: only RESTART selects it. */
     snprintf(expect, sizeof(expect),
-             "ok running=ota_0 boot=ota_1 ota_0=valid:8528 ota_1=new:%zu transfer=complete confirm=0", s_image_len);
+             "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=new:%zu transfer=complete confirm=0", s_image_len);
     CHECK_STR(request("state"), expect);
-    CHECK_STR(request("write %s 01", CTRL), "err 83"); /* a restart is pending */
     events_clear();
     CHECK_STR(request("write %s 03", CMD), "ok");
     CHECK_STR(cmd_notify("83"), "8300");
+    CHECK_STR(request("write %s 01", CTRL), "err 83"); /* a restart is pending */
     CHECK(event_wait("disconnected 16", 3000) >= 0);
     CHECK(event_wait("boot ota_1 pending-verify", 1000) >= 0);
     CHECK(event_wait("log I boot: new image waits for a client's CONFIRM", 1000) >= 0);

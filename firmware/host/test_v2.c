@@ -176,9 +176,10 @@ stream(const uint8_t *img, size_t from, size_t to, size_t chunk)
     }
 }
 
-/* BEGIN, the whole stream, END: each answer checked. */
+/* BEGIN, the whole stream, END: each answer checked. The image is valid,
+ * not selected yet. */
 static void
-v2_upload(const uint8_t *img, size_t len, uint16_t flags)
+v2_upload_to_end(const uint8_t *img, size_t len, uint16_t flags)
 {
     begin_image(img, len, flags);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
@@ -187,6 +188,16 @@ v2_upload(const uint8_t *img, size_t len, uint16_t flags)
     CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)len));
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+}
+
+/* The whole update up to RESTART: the image is selected and the device's
+ * restart scheduled (fx_reboot() carries it out). */
+static void
+v2_upload(const uint8_t *img, size_t len, uint16_t flags)
+{
+    v2_upload_to_end(img, len, flags);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
 }
 
 static void
@@ -225,15 +236,16 @@ test_v2_update_and_restart(void)
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
-    CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
-    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_NEW);
-    CHECK(!s_fx.dev.flash.confirm_required);
     CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
-    /* END validated and selected, but the restart waits for RESTART. */
+    /* END validated the image; RESTART selects it and restarts. */
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
     CHECK(!s_fx.dev.restart_pending);
 
     CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_NEW);
+    CHECK(!s_fx.dev.flash.confirm_required);
     CHECK(s_fx.dev.restart_pending);
     CHECK_EQ(s_fx.dev.restart_delay_ms, BLE_OTA_RESTART_DELAY_MS);
     /* Without CLIENT_CONFIRM the device confirms the image itself. */
@@ -337,7 +349,8 @@ test_v2_resume_same_image(void)
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
     CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
-    CHECK(s_fx.dev.flash.confirm_required);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(s_fx.dev.flash.confirm_required); /* the flag of the BEGIN that resumed */
 }
 
 static void
@@ -402,6 +415,7 @@ test_v2_other_image_starts_over(void)
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
     CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), other, len) == 0);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
     CHECK_EQ(fx_reboot(true), 1);
     CHECK(strcmp(running_version(), "2.0.1") == 0);
 }
@@ -967,14 +981,16 @@ test_v2_restart_and_abort(void)
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
     CHECK_EQ(s_fx.dev.open_slot, -1);
 
-    /* After END OK: the slot is selected, a restart is pending. */
-    CHECK_OK(v2_upload(s_image, s_image_len, 0));
-    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
-    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_BAD_STATE));
-    begin_image(s_image, s_image_len, 0);
-    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE));
+    /* After END OK: the image is valid, not selected; nothing but RESTART selects it. */
+    v2_upload_to_end(s_image, s_image_len, 0);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
-    CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+    /* A BEGIN of the same image (END's answer was lost): nothing to send. */
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    CHECK_EQ(le32(last_note()->data + 2), s_image_len);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
     /* The link drops before RESTART: the next connection sends it. */
     ble_ota_core_disconnected(&s_fx.core);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
@@ -985,11 +1001,56 @@ test_v2_restart_and_abort(void)
     CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
     CHECK(s_fx.dev.restart_pending);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
+    /* Selected now: no ABORT, no other BEGIN undoes it. */
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_BAD_STATE));
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE));
     /* A second RESTART: OK, the restart is not scheduled again. */
     s_fx.dev.restart_pending = false;
     CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
     CHECK(!s_fx.dev.restart_pending);
+    CHECK_EQ(fx_reboot(true), 1);
+
+    /* Before RESTART, ABORT and a BEGIN of another image drop the complete image. */
+    CHECK_OK(fx_setup());
+    v2_upload_to_end(s_image, s_image_len, 0);
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_ABORT, BLE_OTA_ST_OK));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE));
+    CHECK_EQ(fx_reboot(true), 0);
+}
+
+/* An image complete but never restarted: no other reboot starts it, and
+ * the device drops it after the abandon timeout. */
+static void
+test_v2_complete_image_waits_for_restart_only(void)
+{
+    CHECK_OK(fx_setup());
+    v2_upload_to_end(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM);
+    /* A power cut, a crash, the app's own restart: the old image boots. */
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(strcmp(running_version(), "1.0.0") == 0);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+
+    CHECK_OK(fx_setup());
+    v2_upload_to_end(s_image, s_image_len, 0);
+    s_fx.clock_ms += s_config.abandon_timeout_ms - 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
+    s_fx.clock_ms += 1;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE));
+    CHECK(!s_fx.dev.restart_pending);
+    CHECK_EQ(fx_reboot(true), 0);
+    /* The next update goes through from the start. */
+    v2_upload(s_image, s_image_len, 0);
     CHECK_EQ(fx_reboot(true), 1);
 }
 
@@ -1087,10 +1148,21 @@ test_v2_restart_before_confirm_rolls_back(void)
     CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
     CHECK_EQ(fx_reboot(true), 1);
     CHECK(s_fx.core.confirm_waiting);
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    info(inf);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_UPDATE_SLOT], BLE_OTA_UPDATE_SLOT_NOTHING);
     /* A restart (or power cut) before CONFIRM: the bootloader gives up on it. */
     CHECK_EQ(fx_reboot(true), 0);
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_ABORTED);
     CHECK(strcmp(running_version(), "1.0.0") == 0);
+    /* OTA Info says so, until something new is written to that slot. */
+    info(inf);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_UPDATE_SLOT], BLE_OTA_UPDATE_SLOT_ROLLED_BACK);
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    info(inf);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_UPDATE_SLOT], BLE_OTA_UPDATE_SLOT_NOTHING);
+    CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
     CHECK(!s_fx.core.confirm_waiting);
     CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_NOT_PENDING));
@@ -1518,9 +1590,11 @@ test_v2_power_loss_at_every_step(void)
                     }
                 }
             } else {
+                /* Only RESTART selects: before it, whatever the other slot
+                 * holds (nothing, part of the image, the whole valid image),
+                 * the old image boots. */
                 CHECK_EQ(slot, 0);
                 CHECK(strcmp(running_version(), "1.0.0") == 0);
-                CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
             }
             CHECK_EQ(host_dev_slot_state(&s_fx.dev, slot), HOST_SLOT_VALID);
             /* RAM is gone: no transfer to resume, the same BEGIN starts at 0. */
@@ -1600,8 +1674,8 @@ test_v2_port_errors(void)
         CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
     }
 
-    /* END: the flag or the boot slot cannot be written. The image stays
-     * unselected, and a new BEGIN starts over. */
+    /* RESTART: the flag or the boot slot cannot be written. The image stays
+     * complete and unselected: RESTART may be asked again. */
     for (int which = 0; which < 2; which++) {
         CHECK_OK(fx_setup());
         faulty_core();
@@ -1614,13 +1688,17 @@ test_v2_port_errors(void)
         begin_image(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM);
         stream(s_image, 0, s_image_len, CHUNK);
         CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
-        CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_FLASH_ERROR));
-        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
-        CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+        CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
         CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
-        CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE));
-        begin_image(s_image, s_image_len, 0);
-        CHECK_EQ(le32(last_note()->data + 2), 0);
+        CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_FLASH_ERROR));
+        CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
+        CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+        CHECK(!s_fx.dev.restart_pending);
+        s_faulty = s_fx.dev.port; /* the flash works again */
+        CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+        CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
+        CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
+        CHECK(s_fx.dev.restart_pending);
     }
 
     /* The seed's DONE fails the same way when the flag cannot be cleared. */
@@ -1831,6 +1909,7 @@ test_v2_run_all(void)
     RUN(test_v2_stream_ignored);
     RUN(test_v2_config_defaults);
     RUN(test_v2_restart_and_abort);
+    RUN(test_v2_complete_image_waits_for_restart_only);
     RUN(test_v2_confirm_by_client);
     RUN(test_v2_confirm_window_expires);
     RUN(test_v2_restart_before_confirm_rolls_back);

@@ -29,6 +29,7 @@
 #define VESP_DEFAULT_SLOT_SIZE 0x1E0000u
 #define VESP_DEFAULT_MTU       517
 #define VESP_ATT_MTU_MIN       23
+#define VESP_ATT_VALUE_MAX     512 /* Core Spec Vol 3 Part F 3.2.9: the longest attribute value */
 #define VESP_NAME_MAX          29 /* what fits a legacy advertisement with flags */
 #define VESP_LINE_MAX          16384
 #define VESP_VALUE_MAX         4096
@@ -736,6 +737,18 @@ cmd_read(vesp_t *v, const request_t *r)
     out_line("%s", "");
 }
 
+/* The longest value a write can carry: one PDU for a Write Command; for a
+ * Write Request, also a long write (Prepare Write, Execute Write), which the
+ * central sends when the value does not fit one PDU and the stack
+ * reassembles (noble's HCI bindings and NimBLE both do), up to the ATT
+ * limit. */
+static size_t
+vesp_write_max(const vesp_t *v, bool with_response)
+{
+    const size_t pdu = v->conn_mtu - 3;
+    return with_response && pdu < VESP_ATT_VALUE_MAX ? VESP_ATT_VALUE_MAX : pdu;
+}
+
 static void
 cmd_write(vesp_t *v, const request_t *r, bool with_response)
 {
@@ -764,7 +777,7 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
     const vesp_chr_def_t *chr = find_chr(r->arg[0]);
     if (chr == NULL) {
         att = ATT_ERR_ATTR_NOT_FOUND;
-    } else if (hex == HEX_TOO_LONG || len > v->conn_mtu - 3) {
+    } else if (hex == HEX_TOO_LONG || len > vesp_write_max(v, with_response)) {
         /* On air the PDU would exceed the MTU: the stack drops the link.
          * Refusing it here keeps the device usable while still failing. */
         const size_t wanted = hex == HEX_TOO_LONG ? strlen(r->arg[1]) / 2 : len;

@@ -173,6 +173,7 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
     st->slot = slot;
     st->handle = handle;
     st->written = 0;
+    st->info.update_slot_rolled_back = false; /* the slot now holds the new image's bytes */
     st->image_size = image_size;
     st->erased_to = 0;
     ESP_LOGI(TAG, "writing to slot %s at 0x%08lx (%lu bytes)", slot->label,
@@ -686,6 +687,18 @@ ota_port_esp_read_device_info(ble_ota_device_info_t *info)
     /* The slot the next update goes to; it is fixed while this image runs
      * (it is "the other one"). */
     info->slot_size = next != NULL ? (uint32_t)next->size : 0;
+    /* The image last written there ran pending verify and was rolled back
+     * (the bootloader marks it ABORTED, the app INVALID). NOT_FOUND: the
+     * slot has no otadata entry, i.e. it was never selected. */
+    if (next != NULL) {
+        esp_ota_img_states_t state;
+        const esp_err_t state_err = esp_ota_get_state_partition(next, &state);
+        if (state_err == ESP_OK) {
+            info->update_slot_rolled_back = state == ESP_OTA_IMG_INVALID || state == ESP_OTA_IMG_ABORTED;
+        } else if (state_err != ESP_ERR_NOT_FOUND) {
+            ESP_LOGW(TAG, "esp_ota_get_state_partition(%s) failed: %s", next->label, esp_err_to_name(state_err));
+        }
+    }
     info->secure_version = app->secure_version;
     ota_port_esp_copy_field(info->version, sizeof(info->version), app->version, sizeof(app->version));
     ota_port_esp_copy_field(info->project_name, sizeof(info->project_name), app->project_name,

@@ -12,6 +12,16 @@ interface Waiter {
   reject(err: Error): void;
 }
 
+/** noble's Peripheral has cancelConnect (LE Create Connection Cancel on HCI); other bindings' may not. */
+type Cancellable = NoblePeripheral & { cancelConnect?: () => void };
+
+/**
+ * Per peripheral, the guard a closed Link left on a connection attempt it
+ * gave up on (see Link.abandonConnect); the next Link on that peripheral
+ * removes it, as the connection it makes is that Link's own.
+ */
+const abandonedConnects = new WeakMap<NoblePeripheral, () => void>();
+
 export class Link {
   private readonly waiters = new Set<Waiter>();
   private lostError: Error | undefined;
@@ -26,6 +36,7 @@ export class Link {
     private readonly gattTimeoutMs: number,
     private readonly signal?: AbortSignal,
   ) {
+    abandonedConnects.get(peripheral)?.();
     peripheral.on('disconnect', this.onDisconnect);
     signal?.addEventListener('abort', this.onAbort);
     if (signal?.aborted) this.lostError = new CancelledError();
@@ -99,10 +110,18 @@ export class Link {
     return this.run(`subscribing to ${what}`, (cb) => chr.subscribe(cb));
   }
 
-  /** Drops the link; resolves when noble reports it, or after a timeout. */
+  /**
+   * Drops the link; resolves when noble reports it, or after a timeout. A
+   * connection still being made (closed on a timeout, a cancel, an error) is
+   * cancelled, and dropped at once should it be made all the same.
+   */
   async close(): Promise<void> {
     this.signal?.removeEventListener('abort', this.onAbort);
-    if (this.peripheral.state === 'connected' || this.peripheral.state === 'connecting') {
+    if (this.peripheral.state === 'connecting') {
+      // What still waits for the connection fails with the link's error, not noble's "connection canceled!".
+      this.fail(this.lostError ?? this.closedError());
+      await this.abandonConnect();
+    } else if (this.peripheral.state === 'connected') {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, this.gattTimeoutMs);
         this.peripheral.disconnect(() => {
@@ -112,8 +131,49 @@ export class Link {
       });
     }
     this.peripheral.off('disconnect', this.onDisconnect);
-    if (!this.lostError) this.lostError = new DeviceError('DISCONNECTED', `the connection to ${this.describe()} was closed`);
+    if (!this.lostError) this.lostError = this.closedError();
     this.rejectAll(this.lostError);
+  }
+
+  /**
+   * Ends a connection attempt under way. noble's HCI bindings cannot
+   * disconnect it (there is no handle yet: their Disconnect would name
+   * handle 0, another device's link or none), and the controller goes on
+   * until the device answers, then holds a connection nobody owns: the
+   * device stops advertising. So: cancel it (LE Create Connection Cancel),
+   * and should it be made anyway (the cancel crossed the Connection
+   * Complete, or the bindings cannot cancel), disconnect it at once.
+   * Resolves when the attempt has ended, or after the GATT timeout; the
+   * guard stays until the attempt ends or another Link takes the peripheral.
+   */
+  private abandonConnect(): Promise<void> {
+    const p = this.peripheral as Cancellable;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, this.gattTimeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const release = () => {
+        p.off('connect', onConnect);
+        if (abandonedConnects.get(p) === release) abandonedConnects.delete(p);
+      };
+      const onConnect = () => {
+        // noble's cancelConnect reports 'connection canceled!' itself, before
+        // the controller answers: the peripheral is still connecting then.
+        if (p.state === 'connecting') return;
+        release();
+        if (p.state === 'connected') p.disconnect(() => done());
+        else done();
+      };
+      p.on('connect', onConnect);
+      abandonedConnects.set(p, release);
+      p.cancelConnect?.();
+    });
+  }
+
+  private closedError(): Error {
+    return new DeviceError('DISCONNECTED', `the connection to ${this.describe()} was closed`);
   }
 
   /** Resolves when the device drops the link (e.g. restarts), or after a timeout. */

@@ -14,11 +14,10 @@
  * seed's otherwise (docs/PROTOCOL.md).
  */
 import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
-import { EspImage, EspImageSummary, imageSummary } from '../image/esp-image';
+import { EspImage, imageSummary } from '../image/esp-image';
 import { validateImage } from '../image/validate';
 import { loadSystemNoble } from '../noble-loader';
 import {
-  Command,
   DEVICE_INFORMATION_UUID,
   Feature,
   FIRMWARE_REVISION_UUID,
@@ -30,232 +29,19 @@ import {
   OTA_SERVICE_UUID,
   OTA_STREAM_UUID,
 } from '../protocol/constants';
-import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import { verifyImageSignature } from '../image/signature';
+import { OtaConnection } from './connection';
 import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
-import type { NobleCharacteristic, NobleLike, NoblePeripheral } from './noble-types';
+import type { NobleLike } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
-import { seedUpload, UploadProgress } from './seed-upload';
-import { uploadV2, V2Result } from './v2-upload';
-import { AuthPolicy, V2Session } from './v2-session';
+import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions } from './types';
+import { updateV2, V2Result } from './v2-update';
+import type { AuthPolicy } from './v2-session';
 
-export interface Timeouts {
-  /** Scanning for the device. */
-  scanMs: number;
-  /** Establishing the connection. */
-  connectMs: number;
-  /** Any single GATT operation (discovery, read, write, subscribe), and a device's answer. */
-  gattMs: number;
-  /** The device's validation of the whole image after DONE / END. */
-  verifyMs: number;
-  /** The device's restart after a successful upload. */
-  restartMs: number;
-}
-
-export const DEFAULT_TIMEOUTS: Timeouts = {
-  scanMs: 15_000,
-  connectMs: 10_000,
-  gattMs: 5_000,
-  verifyMs: 30_000,
-  restartMs: 5_000,
-};
-
-export type Phase = 'scanning' | 'connecting' | UploadProgress['phase'] | 'resuming' | 'confirming';
-
-export interface Progress extends Omit<UploadProgress, 'phase'> {
-  phase: Phase;
-}
-
-/**
- * Who confirms a new image (protocol v2): the client after reconnecting to
- * the restarted device and checking its version (`client`, the default), or
- * the device itself once its self-test passed (`device`). The seed protocol
- * always leaves it to the device.
- */
-export type ConfirmMode = 'client' | 'device';
-
-export interface UpdateOptions {
-  target: Target;
-  /** The app image (.bin), as built by ESP-IDF. */
-  image: Buffer;
-  onProgress?: (progress: Progress) => void;
-  /** Aborting cancels the update; the device discards what it received. */
-  signal?: AbortSignal;
-  timeouts?: Partial<Timeouts>;
-  confirm?: ConfirmMode;
-  /** Reconnections that resume a v2 transfer after a lost link (default 3). */
-  resumeAttempts?: number;
-  /** `seed` forces the seed protocol on a device that speaks both. */
-  protocol?: 'auto' | 'seed';
-  /**
-   * v2: when the device already runs this build (same project, version and
-   * ELF SHA-256), send nothing and resolve with `skipped: true`.
-   */
-  skipIfRunning?: boolean;
-  /** v2: update even when the image's version is older than the running one (default true). */
-  allowDowngrade?: boolean;
-  /** v2: send the image deflated where the device offers it and it makes the image smaller (default true). */
-  compress?: boolean;
-  /**
-   * Verify the image's signature against `publicKey` before any connection:
-   * an unsigned image, one signed with another key and one changed after
-   * signing are refused without using the radio (IMAGE_NOT_SIGNED,
-   * IMAGE_SIGNATURE_INVALID). The device checks again itself.
-   */
-  requireSignature?: boolean;
-  /** The public key (PEM) images must be signed with; needed by requireSignature. */
-  publicKey?: string;
-  /**
-   * The owner's fleet secret (64 hex digits or 32 bytes): each device's key
-   * derives from it and the device id. Never logged nor put in messages.
-   */
-  secret?: Buffer | string;
-  /**
-   * With a secret: still update devices that cannot authenticate (no AUTH
-   * feature, the seed protocol). Off by default, as such a device may be
-   * anyone's.
-   */
-  allowUnauthenticated?: boolean;
-  /**
-   * v2: the device id (the chip's factory MAC, "24:0a:c4:12:34:56") the
-   * device must have. With a fleet secret, the device proves it: a device
-   * of the same fleet cannot stand in for another one. Without it, any of
-   * the owner's devices found by the target passes.
-   */
-  deviceId?: string;
-}
-
-export interface UpdateResult {
-  /**
-   * The device as found (name, address) and, in protocol v2, its device id:
-   * proven when `authenticated`, as the device claims it otherwise. Every
-   * connection of the update reached the device with this id.
-   */
-  device: { name: string | undefined; address: string; id?: string };
-  image: EspImageSummary;
-  protocol: 'seed' | 'v2';
-  mtu: number;
-  packetSize: number;
-  packets: number;
-  bytes: number;
-  /** From the start of the connection to the end (confirmation, or restart). */
-  durationMs: number;
-  /** Firmware bytes per second during the transfer. */
-  bytesPerSecond: number;
-  /** Whether the device restarted into the new image (it dropped the link). */
-  restarted: boolean;
-  /** v2: the device runs the new image and it is confirmed (marked valid). */
-  confirmed: boolean;
-  /** v2: the version the device reported after its restart. */
-  runningVersion?: string;
-  /** v2: how often a lost link was resumed. */
-  resumes: number;
-  /** The device already ran this build: nothing was sent (skipIfRunning). */
-  skipped: boolean;
-  /** v2: the version the device ran before the update. */
-  previousVersion?: string;
-  /**
-   * The device proved it holds its key (derived from the fleet secret) on
-   * every answer this result rests on. False for devices without
-   * authentication, which anyone could impersonate.
-   */
-  authenticated: boolean;
-}
-
-export interface DeviceInfo {
-  name: string | undefined;
-  address: string;
-  rssi: number;
-  mtu: number;
-  protocol: 'seed' | 'v2';
-  /** Device Information's firmware revision, when the device has one (ours do, the seed's do not). */
-  firmwareRevision: string | undefined;
-  /** Protocol v2's OTA Info. */
-  ota?: DeviceInfoV2;
-  /** The device proved the OTA Info above (a fleet secret was given and the device has authentication). */
-  authenticated: boolean;
-}
-
-export interface BleOtaClientOptions {
-  /** A noble instance, or a function returning one; default: the system's. */
-  noble?: NobleLike | (() => NobleLike);
-  timeouts?: Partial<Timeouts>;
-}
-
-/** An open connection to a device's OTA service. */
-export class OtaConnection {
-  /** Protocol v2 on this connection, when the device speaks it. */
-  readonly v2: V2Session | undefined;
-
-  constructor(
-    readonly link: Link,
-    readonly mtu: number,
-    private readonly seedChars: { control: NobleCharacteristic; data: NobleCharacteristic },
-    v2Chars: { info: NobleCharacteristic; command: NobleCharacteristic; stream: NobleCharacteristic } | undefined,
-    private readonly firmwareRevision: NobleCharacteristic | undefined,
-    private readonly timeouts: Timeouts,
-    readonly policy: AuthPolicy = {},
-  ) {
-    this.v2 = v2Chars ? new V2Session(link, v2Chars, mtu, policy) : undefined;
-  }
-
-  get peripheral(): NoblePeripheral {
-    return this.link.peripheral;
-  }
-
-  get protocol(): 'seed' | 'v2' {
-    return this.v2 ? 'v2' : 'seed';
-  }
-
-  async info(): Promise<DeviceInfo> {
-    const p = this.peripheral;
-    if (!this.v2 && this.policy.deviceId) {
-      throw new DeviceError(
-        'WRONG_DEVICE',
-        `${this.link.describe()} speaks only the seed protocol, which names no device id: it cannot be told to be device ${formatDeviceId(this.policy.deviceId)}.`,
-      );
-    }
-    const revision = this.firmwareRevision
-      ? (await this.link.read(this.firmwareRevision, 'the firmware revision')).toString('utf8').replace(/\0+$/, '')
-      : undefined;
-    // Proven where the device can prove it; as read where the policy allows that.
-    let proven: { info: DeviceInfoV2; authenticated: boolean } | undefined;
-    if (this.v2) {
-      const info = await this.v2.readInfo();
-      const canProve = this.policy.secret !== undefined && ((info.features & Feature.AUTH) !== 0 || this.policy.requireSession === true);
-      proven = canProve ? await this.v2.provenInfo(this.timeouts.gattMs) : { info, authenticated: false };
-    }
-    return {
-      name: p.advertisement?.localName,
-      address: p.address,
-      rssi: p.rssi,
-      mtu: this.mtu,
-      protocol: this.protocol,
-      firmwareRevision: revision,
-      ota: proven?.info,
-      authenticated: proven?.authenticated ?? false,
-    };
-  }
-
-  /** Uploads in the seed protocol (every device with the OTA service speaks it). */
-  uploadSeed(image: Buffer, onProgress: (p: UploadProgress) => void = () => undefined) {
-    const { gattMs, verifyMs, restartMs } = this.timeouts;
-    return seedUpload(this.link, this.seedChars, this.mtu, image, { requestMs: gattMs, verifyMs, restartMs }, onProgress);
-  }
-
-  /** Sends CONFIRM: the running image, pending verify, is marked valid. */
-  async confirm(): Promise<void> {
-    if (!this.v2) throw new DeviceError('NOT_OTA_DEVICE', 'this device speaks only the seed protocol, which has no CONFIRM');
-    await this.v2.subscribe();
-    await this.v2.command(Command.CONFIRM, this.timeouts.gattMs);
-  }
-
-  async close(): Promise<void> {
-    this.v2?.dispose();
-    await this.link.close();
-  }
-}
+export { OtaConnection } from './connection';
+export { DEFAULT_TIMEOUTS } from './types';
+export type { BleOtaClientOptions, ConfirmMode, DeviceInfo, Phase, Progress, Timeouts, UpdateOptions, UpdateResult } from './types';
 
 export class BleOtaClient {
   private readonly nobleSource: NobleLike | (() => NobleLike);
@@ -376,7 +162,10 @@ export class BleOtaClient {
         );
       }
       if (useV2) {
-        const r = await uploadV2(this, connection, parsed, options, timeouts);
+        const address = connection.peripheral.address;
+        const reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) =>
+          this.connect({ address }, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, ...policy });
+        const r = await updateV2(connection, parsed, options, timeouts, reconnect);
         return this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started);
       }
       const stats = await connection.uploadSeed(options.image, options.onProgress ?? (() => undefined));

@@ -56,6 +56,7 @@ export const InfoOffset = {
   RUNNING_STATE: 16,
   LAST_STATUS: 17,
   TRANSFER_STATE: 18,
+  UPDATE_SLOT: 19,
   TRANSFER_OFFSET: 20,
   TRANSFER_SHA256: 24,
   SECURE_VERSION: 56,
@@ -80,6 +81,8 @@ export const Feature = {
 
 export const RunningState = { VALID: 0, PENDING_VERIFY: 1, UNKNOWN: 2 } as const;
 export const TransferState = { IDLE: 0, RECEIVING: 1, SUSPENDED: 2, COMPLETE: 3 } as const;
+/** OTA Info update_slot: ROLLED_BACK, the image last written to the update slot ran and was rolled back. */
+export const UpdateSlot = { NOTHING: 0, ROLLED_BACK: 1 } as const;
 export const LAST_STATUS_NONE = 0xff;
 
 export const Command = {

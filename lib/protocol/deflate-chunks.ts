@@ -15,6 +15,8 @@ export interface DeflatedImage {
   readonly chunks: readonly Buffer[];
   /** Bytes of all encodings together. */
   readonly length: number;
+  /** Bytes of the image they encode. */
+  readonly imageLength: number;
 }
 
 /** Encodes every chunk of the image (level 9: the device's side costs the same whatever the level). */
@@ -31,11 +33,13 @@ export function deflateChunks(image: Buffer): DeflatedImage {
     chunks.push(encoded);
     length += encoded.length;
   }
-  return { chunks, length };
+  return { chunks, length, imageLength: image.length };
 }
 
 /** The stream from the chunk at image offset `imageOffset` (a chunk boundary) to the end. */
 export function streamFrom(deflated: DeflatedImage, imageOffset: number): Buffer {
+  // The device has the whole image (END's answer, or the link, was lost): nothing is left.
+  if (imageOffset >= deflated.imageLength) return Buffer.alloc(0);
   if (imageOffset % DEFLATE_CHUNK !== 0) throw new RangeError(`image offset ${imageOffset} is not at a chunk boundary`);
   return Buffer.concat(deflated.chunks.slice(imageOffset / DEFLATE_CHUNK));
 }

@@ -2,7 +2,7 @@
  * Encoding and decoding of protocol v2 messages (docs/PROTOCOL.md). Pure
  * functions: no I/O, so every byte layout is tested on its own.
  */
-import { ANSWER, BEGIN_SIZE, Command, DEVICE_ID_LEN, Event, INFO_SIZE_V1, InfoOffset as O, STREAM_HEADER } from './constants';
+import { ANSWER, BEGIN_SIZE, Command, DEVICE_ID_LEN, Event, INFO_SIZE_V1, InfoOffset as O, STREAM_HEADER, UpdateSlot } from './constants';
 
 
 export interface DeviceInfoV2 {
@@ -17,6 +17,12 @@ export interface DeviceInfoV2 {
   runningState: number;
   lastStatus: number;
   transferState: number;
+  /**
+   * The image last written to the update slot ran pending verify and was
+   * rolled back (its self-test failed, no CONFIRM came, or the device
+   * restarted before), and nothing was written there since.
+   */
+  updateSlotRolledBack: boolean;
   transferOffset: number;
   transferSha256: Buffer;
   app: {
@@ -70,6 +76,7 @@ export function decodeInfo(value: Buffer): DeviceInfoV2 {
     runningState: value[O.RUNNING_STATE],
     lastStatus: value[O.LAST_STATUS],
     transferState: value[O.TRANSFER_STATE],
+    updateSlotRolledBack: value[O.UPDATE_SLOT] === UpdateSlot.ROLLED_BACK,
     transferOffset: value.readUInt32LE(O.TRANSFER_OFFSET),
     transferSha256: Buffer.from(value.subarray(O.TRANSFER_SHA256, O.TRANSFER_SHA256 + 32)),
     app: {

@@ -20,7 +20,15 @@
  * makes the next operations of a kind go unanswered (the local ones:
  * discovery and the MTU exchange; the device's own faults are
  * VirtualEsp32.fault()). A request the device lost on air (an injected
- * fault) emits nothing, as noble's HCI bindings do when nothing comes back.
+ * fault) emits nothing, as noble's HCI bindings do when nothing comes back;
+ * a connection request lost so stays under way until cancelled.
+ *
+ * cancelConnect() is LE Create Connection Cancel: an attempt under way ends
+ * with 'connect' and the error a controller reports (0x02); one already
+ * made is not cancelled. lateConnect() holds the next connection attempt
+ * until the central gives up on it (cancel or disconnect), then lets it
+ * complete: the Connection Complete that crosses a cancel on HCI, which the
+ * central must then disconnect itself.
  *
  * With a link model (lib/virtual/link-model.ts), time is virtual: every
  * result goes out at the moment the model says a real link and flash would
@@ -52,9 +60,22 @@ const PROPERTY_NAMES: Record<string, string> = {
 /** The central's ATT MTU, as noble's HCI bindings ask for it. */
 export const NOBLE_HCI_MTU = 256;
 
+/** A connection attempt (LE Create Connection) under way. */
+interface ConnectAttempt {
+  /** The central cancelled it. */
+  cancelled: boolean;
+  /** The device answered the request, or lost it (then only a cancel ends the attempt). */
+  settled: boolean;
+  /** Held by lateConnect(): sent to the device once the central gives up on it. */
+  release?: () => void;
+}
+
 interface Link {
   device: VirtualEsp32;
   connected: boolean;
+  connecting?: ConnectAttempt;
+  /** Connection attempts that lateConnect() is to hold. */
+  lateConnects: number;
   stalled: Map<LocalOperation, number>;
   onNotify(uuid: string, data: Buffer): void;
   onDisconnected(reason: number): void;
@@ -121,6 +142,7 @@ export class VirtualBindings extends EventEmitter {
     const link: Link = {
       device,
       connected: false,
+      lateConnects: 0,
       stalled: new Map(),
       onNotify: (uuid, data) => {
         const chr = device.characteristics.find((c) => c.uuid === uuid);
@@ -199,6 +221,20 @@ export class VirtualBindings extends EventEmitter {
     if (link) link.stalled.set(operation, (link.stalled.get(operation) ?? 0) + count);
   }
 
+  /**
+   * The next `count` connection attempts to the device complete only once
+   * the central cancels or disconnects them (see above).
+   */
+  lateConnect(device: VirtualEsp32, count = 1): void {
+    const link = this.links.get(peripheralId(device.address));
+    if (link) link.lateConnects += count;
+  }
+
+  /** Whether the device has a connection to the central (a connection attempt is none). */
+  isConnected(device: VirtualEsp32): boolean {
+    return this.links.get(peripheralId(device.address))?.connected === true;
+  }
+
   /** True (and one stall used) when the operation is to go unanswered. */
   private stalls(link: Link, operation: LocalOperation): boolean {
     const left = link.stalled.get(operation) ?? 0;
@@ -271,35 +307,86 @@ export class VirtualBindings extends EventEmitter {
       return;
     }
     this.emit('air-connect', link.device.address);
-    this.outstanding++;
-    link.device.connect(this.centralMtu).then(
-      (mtu) => {
-        link.connected = true;
-        if (this.model) link.timing = this.newTiming(this.model.link);
-        // Connection setup, then the MTU exchange: a request and its response.
-        const connected = this.clock + this.roundTrips(1);
-        this.at(connected, () => this.emit('connect', id, null));
-        // Like noble's HCI bindings: the MTU exchange completes after 'connect'.
-        if (!this.stalls(link, 'mtu')) {
-          const exchanged = () => this.emit('onMtu', id, mtu);
-          if (this.model) this.at(connected + this.roundTrips(1), exchanged);
-          else setImmediate(exchanged);
-        }
-        this.settled();
-      },
-      // A connection request lost on air: noble waits (the client's timeout ends it).
-      (err: Error) => {
-        if (!(err instanceof LostRequestError)) this.at(this.clock, () => this.emit('connect', id, err));
-        this.settled();
-      },
-    );
+    const attempt: ConnectAttempt = { cancelled: false, settled: false };
+    link.connecting = attempt;
+    const start = () => {
+      this.outstanding++;
+      link.device.connect(this.centralMtu).then(
+        (mtu) => {
+          attempt.settled = true;
+          if (link.connecting === attempt) link.connecting = undefined;
+          if (attempt.cancelled) {
+            // The device took the connection the central cancelled: the
+            // controller drops it (before any later request) and reports the cancel.
+            void link.device.disconnect().catch(() => undefined);
+            this.at(this.clock, () => this.emit('connect', id, cancelledConnection()));
+            this.settled();
+            return;
+          }
+          link.connected = true;
+          if (this.model) link.timing = this.newTiming(this.model.link);
+          // Connection setup, then the MTU exchange: a request and its response.
+          const connected = this.clock + this.roundTrips(1);
+          this.at(connected, () => this.emit('connect', id, null));
+          // Like noble's HCI bindings: the MTU exchange completes after 'connect'.
+          if (!this.stalls(link, 'mtu')) {
+            const exchanged = () => this.emit('onMtu', id, mtu);
+            if (this.model) this.at(connected + this.roundTrips(1), exchanged);
+            else setImmediate(exchanged);
+          }
+          this.settled();
+        },
+        (err: Error) => {
+          attempt.settled = true;
+          if (attempt.cancelled) {
+            if (link.connecting === attempt) link.connecting = undefined;
+            this.at(this.clock, () => this.emit('connect', id, cancelledConnection()));
+          } else if (!(err instanceof LostRequestError)) {
+            if (link.connecting === attempt) link.connecting = undefined;
+            this.at(this.clock, () => this.emit('connect', id, err));
+          }
+          // A connection request lost on air: noble waits, the controller goes
+          // on trying (the client's timeout ends it, with a cancel).
+          this.settled();
+        },
+      );
+    };
+    if (link.lateConnects > 0) {
+      link.lateConnects--;
+      attempt.release = start;
+    } else {
+      start();
+    }
   }
 
-  cancelConnect(): void {}
+  cancelConnect(id: string): void {
+    const link = this.links.get(id);
+    const attempt = link?.connecting;
+    // Nothing under way (or already cancelled): the controller refuses, nothing is emitted.
+    if (!link || !attempt || attempt.cancelled) return;
+    if (attempt.release) {
+      // lateConnect(): the connection is made just as the cancel comes, which is then refused.
+      releaseAttempt(attempt);
+      return;
+    }
+    attempt.cancelled = true;
+    if (attempt.settled) {
+      // A request the device lost: only the cancel ends the attempt.
+      link.connecting = undefined;
+      this.local(() => this.emit('connect', id, cancelledConnection()));
+    }
+    // Otherwise the device's answer, when it comes, ends the attempt (see connect()).
+  }
 
   disconnect(id: string): void {
     const link = this.links.get(id);
     if (!link || !link.connected) {
+      // lateConnect(): noble's HCI bindings send Disconnect without a handle;
+      // the connection being made is made, and no disconnect is reported.
+      if (link?.connecting?.release) {
+        releaseAttempt(link.connecting);
+        return;
+      }
       process.nextTick(() => this.emit('disconnect', id, 0x16));
       return;
     }
@@ -526,4 +613,15 @@ export class VirtualBindings extends EventEmitter {
         (c) => nobleUuid(c.service) === serviceUuid && nobleUuid(c.uuid) === characteristicUuid,
       );
   }
+}
+
+/** What noble's HCI bindings report for a cancelled LE Create Connection (status 0x02). */
+function cancelledConnection(): Error {
+  return new Error('Unknown Connection Identifier (0x2)');
+}
+
+function releaseAttempt(attempt: ConnectAttempt): void {
+  const release = attempt.release;
+  attempt.release = undefined;
+  release?.();
 }

@@ -180,6 +180,8 @@ export = function register(RED: RED): void {
         } catch (err) {
           const error = err instanceof Error ? err : new Error(String(err));
           const code = err instanceof BleOtaError ? err.code : 'FAILED';
+          // What the device runs now, for the Catch node's flow (Node-RED copies only code and message into msg.error).
+          if (err instanceof BleOtaError && err.device) job.msg.deviceState = { ...err.device };
           node.status(statusForError(t, error));
           publish(job, code === 'CANCELLED' ? 'cancelled' : 'failed', { error: { code, message: error.message } }, started);
           job.done(error);

@@ -224,8 +224,7 @@ ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ot
 bool
 ble_ota_restart_pending(const ble_ota_core_t *core)
 {
-    return core->state == BLE_OTA_STATE_RESTARTING || core->v2.state == BLE_OTA_V2_COMPLETE ||
-           core->rollback_requested;
+    return core->state == BLE_OTA_STATE_RESTARTING || core->v2.restart_requested || core->rollback_requested;
 }
 
 void

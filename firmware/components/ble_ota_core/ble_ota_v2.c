@@ -127,6 +127,7 @@ v2_reset(ble_ota_core_t *core)
     t->resync_offset = 0;
     t->resync_sent = false;
     t->restart_requested = false;
+    t->restart_scheduled = false;
     t->suspended_at_ms = 0;
     t->block_offset = 0;
     t->block_fill = 0;
@@ -137,6 +138,12 @@ v2_reset(ble_ota_core_t *core)
 void
 ble_ota_v2_abort(ble_ota_core_t *core, const char *why)
 {
+    if (core->v2.state == BLE_OTA_V2_COMPLETE && !core->v2.restart_requested) {
+        /* Valid but never selected: its slot is closed, nothing to undo. */
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "%s: the complete image is dropped", why);
+        v2_reset(core);
+        return;
+    }
     if (!v2_active(core)) {
         return;
     }
@@ -245,6 +252,14 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         return;
     }
 
+    if (t->state == BLE_OTA_V2_COMPLETE && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0) {
+        /* The same image, received and valid already (END's answer, or
+         * the link, was lost): nothing to send; END answers OK again. */
+        t->flags = flags;
+        ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: image complete already");
+        v2_answer_begin(core, t->received);
+        return;
+    }
     if (v2_active(core) && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0 &&
         t->deflate == deflate) {
         /* The same image: go on from what is stored. Every byte below
@@ -330,20 +345,13 @@ v2_end(ble_ota_core_t *core)
         v2_answer(core, BLE_OTA_CMD_END, v2_status_of(err, false));
         return;
     }
-    /* The flag first: a power loss before set_boot_slot leaves the old
-     * image running, and the flag only matters to a pending-verify image. */
-    err = port->set_confirm_required(port->ctx, (t->flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) != 0);
-    if (err == BLE_OTA_PORT_OK) {
-        err = port->set_boot_slot(port->ctx);
-    }
-    if (err != BLE_OTA_PORT_OK) {
-        ble_ota_log(port, BLE_OTA_LOG_ERROR, "END: boot slot not set (%s)", ble_ota_port_err_name(err));
-        v2_reset(core);
-        v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_FLASH_ERROR);
-        return;
-    }
+    /* Valid, and not selected: only RESTART selects it, so no reboot of
+     * any other kind (a power cut, a crash, the app's own restart) starts
+     * an image the client has not asked for. Unrestarted, it is dropped
+     * after the abandon timeout (ble_ota_core_tick). */
     t->state = BLE_OTA_V2_COMPLETE;
-    ble_ota_log(port, BLE_OTA_LOG_INFO, "END: %lu bytes, image valid, selected for the next boot",
+    t->suspended_at_ms = port->now_ms(port->ctx);
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "END: %lu bytes, image valid; RESTART boots it",
                 (unsigned long)t->size);
     v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_OK);
 }
@@ -351,16 +359,35 @@ v2_end(ble_ota_core_t *core)
 static void
 v2_restart(ble_ota_core_t *core)
 {
-    if (core->v2.state != BLE_OTA_V2_COMPLETE) {
+    const ble_ota_port_t *port = core->port;
+    ble_ota_v2_t *t = &core->v2;
+
+    if (t->state != BLE_OTA_V2_COMPLETE) {
         v2_answer(core, BLE_OTA_CMD_RESTART, BLE_OTA_ST_BAD_STATE);
         return;
     }
-    /* Answer first: the delay lets the notification leave before the link drops. */
+    if (!t->restart_requested) {
+        /* The flag first: a power loss before set_boot_slot leaves the old
+         * image running, and the flag only matters to a pending-verify image. */
+        ble_ota_port_err_t err = port->set_confirm_required(port->ctx, (t->flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) != 0);
+        if (err == BLE_OTA_PORT_OK) {
+            err = port->set_boot_slot(port->ctx);
+        }
+        if (err != BLE_OTA_PORT_OK) {
+            /* Still COMPLETE: the client may ask again. */
+            ble_ota_log(port, BLE_OTA_LOG_ERROR, "RESTART: boot slot not set (%s)", ble_ota_port_err_name(err));
+            v2_answer(core, BLE_OTA_CMD_RESTART, BLE_OTA_ST_FLASH_ERROR);
+            return;
+        }
+        t->restart_requested = true;
+        ble_ota_log(port, BLE_OTA_LOG_INFO, "RESTART: new image selected for the next boot");
+    }
+    /* Answer first: the delay lets the notification leave before the link
+     * drops. A RESTART asked again (its answer lost) schedules nothing more. */
     v2_answer(core, BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK);
-    if (!core->v2.restart_requested) {
-        core->v2.restart_requested = true;
-        ble_ota_log(core->port, BLE_OTA_LOG_INFO, "RESTART");
-        core->port->restart(core->port->ctx, BLE_OTA_RESTART_DELAY_MS);
+    if (t->restart_requested && !t->restart_scheduled) {
+        t->restart_scheduled = true;
+        port->restart(port->ctx, BLE_OTA_RESTART_DELAY_MS);
     }
 }
 
@@ -754,6 +781,7 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     if (info.signed_updates) {
         features |= BLE_OTA_FEATURE_SIGNED;
     }
+    out[BLE_OTA_INFO_OFF_UPDATE_SLOT] = info.update_slot_rolled_back ? BLE_OTA_UPDATE_SLOT_ROLLED_BACK : BLE_OTA_UPDATE_SLOT_NOTHING;
     out[BLE_OTA_INFO_OFF_INFO_VERSION] = BLE_OTA_INFO_VERSION;
     out[BLE_OTA_INFO_OFF_PROTOCOL] = BLE_OTA_PROTOCOL_VERSION;
     ble_ota_put_le16(out + BLE_OTA_INFO_OFF_FEATURES, features);
@@ -807,6 +835,10 @@ ble_ota_core_tick(ble_ota_core_t *core)
     if (core->v2.state == BLE_OTA_V2_SUSPENDED &&
         now - core->v2.suspended_at_ms >= core->config.abandon_timeout_ms) {
         ble_ota_v2_abort(core, "nobody resumed");
+    }
+    if (core->v2.state == BLE_OTA_V2_COMPLETE && !core->v2.restart_requested &&
+        now - core->v2.suspended_at_ms >= core->config.abandon_timeout_ms) {
+        ble_ota_v2_abort(core, "nobody asked for RESTART"); /* never selected: the device goes on with what it runs */
     }
     ble_ota_auth_tick(core, now);
     ble_ota_confirm_account(core);

@@ -74,7 +74,7 @@ typedef enum {
     BLE_OTA_V2_IDLE = BLE_OTA_TRANSFER_IDLE,
     BLE_OTA_V2_RECEIVING = BLE_OTA_TRANSFER_RECEIVING, /* slot open, stream taken */
     BLE_OTA_V2_SUSPENDED = BLE_OTA_TRANSFER_SUSPENDED, /* link lost: slot, hash and block kept for a resume */
-    BLE_OTA_V2_COMPLETE = BLE_OTA_TRANSFER_COMPLETE,   /* END OK: slot selected, restart pending */
+    BLE_OTA_V2_COMPLETE = BLE_OTA_TRANSFER_COMPLETE,   /* END OK: image valid; RESTART selects and boots it */
 } ble_ota_v2_state_t;
 
 typedef struct {
@@ -92,8 +92,9 @@ typedef struct {
     uint32_t acked;                     /* offset of the last ACK (or of BEGIN's answer) */
     uint32_t resync_offset;             /* the expected offset a RESYNC went out for */
     bool resync_sent;
-    bool restart_requested;             /* RESTART answered, restart scheduled */
-    uint32_t suspended_at_ms;           /* port now_ms() when the link dropped */
+    bool restart_requested;             /* RESTART selected the image: the slot boots next */
+    bool restart_scheduled;             /* the port's restart was asked for */
+    uint32_t suspended_at_ms;           /* port now_ms() when the link dropped, or when END completed */
     ble_ota_sha256_ctx_t hash;          /* of bytes [0, received) */
     uint32_t block_offset;              /* image offset of block[0]; bytes below are in flash */
     uint32_t block_fill;                /* bytes in block */

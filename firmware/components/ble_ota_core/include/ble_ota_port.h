@@ -63,6 +63,10 @@ typedef struct {
      * key of the running image's signature block. */
     bool signed_updates;
     uint8_t signing_key_digest[32];
+    /* The image last written to the update slot was rolled back (it ran
+     * pending verify and did not become valid); nothing was written to
+     * the slot since. */
+    bool update_slot_rolled_back;
 } ble_ota_device_info_t;
 
 typedef struct ble_ota_port {

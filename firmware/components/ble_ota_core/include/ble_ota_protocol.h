@@ -69,7 +69,8 @@
 #define BLE_OTA_INFO_OFF_WINDOW          14  /* u16 */
 #define BLE_OTA_INFO_OFF_RUNNING_STATE   16  /* u8 */
 #define BLE_OTA_INFO_OFF_LAST_STATUS     17  /* u8 */
-#define BLE_OTA_INFO_OFF_TRANSFER_STATE  18  /* u8, then a reserved byte */
+#define BLE_OTA_INFO_OFF_TRANSFER_STATE  18  /* u8 */
+#define BLE_OTA_INFO_OFF_UPDATE_SLOT     19  /* u8: BLE_OTA_UPDATE_SLOT_* */
 #define BLE_OTA_INFO_OFF_TRANSFER_OFFSET 20  /* u32 */
 #define BLE_OTA_INFO_OFF_TRANSFER_SHA256 24  /* 32 bytes */
 #define BLE_OTA_INFO_OFF_SECURE_VERSION  56  /* u32 */
@@ -95,6 +96,13 @@
 #define BLE_OTA_RUNNING_VALID          0
 #define BLE_OTA_RUNNING_PENDING_VERIFY 1
 #define BLE_OTA_RUNNING_UNKNOWN        2
+
+/* OTA Info update_slot: what the slot updates go to says of the last
+ * image written there. ROLLED_BACK: it ran pending verify and did not
+ * become valid (its self-test failed, no CONFIRM came in time, or the
+ * device restarted before); nothing was written there since. */
+#define BLE_OTA_UPDATE_SLOT_NOTHING     0
+#define BLE_OTA_UPDATE_SLOT_ROLLED_BACK 1
 
 /* OTA Info transfer_state. */
 #define BLE_OTA_TRANSFER_IDLE      0

@@ -1,0 +1,153 @@
+/**
+ * The client's public types: options, progress, results, timeouts. In a
+ * module of their own, so that the client and the update steps share them
+ * without importing each other.
+ */
+import type { EspImageSummary } from '../image/esp-image';
+import type { DeviceInfoV2 } from '../protocol/v2-codec';
+import type { NobleLike } from './noble-types';
+import type { Target } from './scanner';
+import type { UploadProgress } from './seed-upload';
+
+export interface Timeouts {
+  /** Scanning for the device. */
+  scanMs: number;
+  /** Establishing the connection. */
+  connectMs: number;
+  /** Any single GATT operation (discovery, read, write, subscribe), and a device's answer. */
+  gattMs: number;
+  /** The device's validation of the whole image after DONE / END. */
+  verifyMs: number;
+  /** The device's restart after a successful upload. */
+  restartMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  scanMs: 15_000,
+  connectMs: 10_000,
+  gattMs: 5_000,
+  verifyMs: 30_000,
+  restartMs: 5_000,
+};
+
+export type Phase = 'scanning' | 'connecting' | UploadProgress['phase'] | 'resuming' | 'confirming';
+
+export interface Progress extends Omit<UploadProgress, 'phase'> {
+  phase: Phase;
+}
+
+/**
+ * Who confirms a new image (protocol v2): the client after reconnecting to
+ * the restarted device and checking its version (`client`, the default), or
+ * the device itself once its self-test passed (`device`). The seed protocol
+ * always leaves it to the device.
+ */
+export type ConfirmMode = 'client' | 'device';
+
+export interface UpdateOptions {
+  target: Target;
+  /** The app image (.bin), as built by ESP-IDF. */
+  image: Buffer;
+  onProgress?: (progress: Progress) => void;
+  /** Aborting cancels the update; the device discards what it received. */
+  signal?: AbortSignal;
+  timeouts?: Partial<Timeouts>;
+  confirm?: ConfirmMode;
+  /** Reconnections that resume a v2 transfer after a lost link (default 3). */
+  resumeAttempts?: number;
+  /** `seed` forces the seed protocol on a device that speaks both. */
+  protocol?: 'auto' | 'seed';
+  /**
+   * v2: when the device already runs this build (same project, version and
+   * ELF SHA-256), send nothing and resolve with `skipped: true`.
+   */
+  skipIfRunning?: boolean;
+  /** v2: update even when the image's version is older than the running one (default true). */
+  allowDowngrade?: boolean;
+  /** v2: send the image deflated where the device offers it and it makes the image smaller (default true). */
+  compress?: boolean;
+  /**
+   * Verify the image's signature against `publicKey` before any connection:
+   * an unsigned image, one signed with another key and one changed after
+   * signing are refused without using the radio (IMAGE_NOT_SIGNED,
+   * IMAGE_SIGNATURE_INVALID). The device checks again itself.
+   */
+  requireSignature?: boolean;
+  /** The public key (PEM) images must be signed with; needed by requireSignature. */
+  publicKey?: string;
+  /**
+   * The owner's fleet secret (64 hex digits or 32 bytes): each device's key
+   * derives from it and the device id. Never logged nor put in messages.
+   */
+  secret?: Buffer | string;
+  /**
+   * With a secret: still update devices that cannot authenticate (no AUTH
+   * feature, the seed protocol). Off by default, as such a device may be
+   * anyone's.
+   */
+  allowUnauthenticated?: boolean;
+  /**
+   * v2: the device id (the chip's factory MAC, "24:0a:c4:12:34:56") the
+   * device must have. With a fleet secret, the device proves it: a device
+   * of the same fleet cannot stand in for another one. Without it, any of
+   * the owner's devices found by the target passes.
+   */
+  deviceId?: string;
+}
+
+export interface UpdateResult {
+  /**
+   * The device as found (name, address) and, in protocol v2, its device id:
+   * proven when `authenticated`, as the device claims it otherwise. Every
+   * connection of the update reached the device with this id.
+   */
+  device: { name: string | undefined; address: string; id?: string };
+  image: EspImageSummary;
+  protocol: 'seed' | 'v2';
+  mtu: number;
+  packetSize: number;
+  packets: number;
+  bytes: number;
+  /** From the start of the connection to the end (confirmation, or restart). */
+  durationMs: number;
+  /** Firmware bytes per second during the transfer. */
+  bytesPerSecond: number;
+  /** Whether the device restarted into the new image (it dropped the link). */
+  restarted: boolean;
+  /** v2: the device runs the new image and it is confirmed (marked valid). */
+  confirmed: boolean;
+  /** v2: the version the device reported after its restart. */
+  runningVersion?: string;
+  /** v2: how often a lost link was resumed. */
+  resumes: number;
+  /** The device already ran this build: nothing was sent (skipIfRunning). */
+  skipped: boolean;
+  /** v2: the version the device ran before the update. */
+  previousVersion?: string;
+  /**
+   * The device proved it holds its key (derived from the fleet secret) on
+   * every answer this result rests on. False for devices without
+   * authentication, which anyone could impersonate.
+   */
+  authenticated: boolean;
+}
+
+export interface DeviceInfo {
+  name: string | undefined;
+  address: string;
+  rssi: number;
+  mtu: number;
+  protocol: 'seed' | 'v2';
+  /** Device Information's firmware revision, when the device has one (ours do, the seed's do not). */
+  firmwareRevision: string | undefined;
+  /** Protocol v2's OTA Info. */
+  ota?: DeviceInfoV2;
+  /** The device proved the OTA Info above (a fleet secret was given and the device has authentication). */
+  authenticated: boolean;
+}
+
+export interface BleOtaClientOptions {
+  /** A noble instance, or a function returning one; default: the system's. */
+  noble?: NobleLike | (() => NobleLike);
+  timeouts?: Partial<Timeouts>;
+}

@@ -1,0 +1,566 @@
+/**
+ * An update in protocol v2, as a state machine: on every connection the
+ * client reads where the device is (its proven OTA Info) and takes the one
+ * step that leads from there to the goal, the new image running and
+ * confirmed:
+ *
+ *   runs the new image, confirmed        -> done
+ *   runs the new image, pending verify   -> CONFIRM (or wait for the device's own)
+ *   the new image complete, not started  -> RESTART, then reconnect
+ *   anything else                        -> BEGIN (resumes what the device has), stream, END
+ *
+ * A lost link or an operation nothing answered ends the step; the client
+ * reconnects (within resumeAttempts) and reads the state again, so a call
+ * finishes what an interrupted one left, whatever state it left. Every
+ * failure says what the device runs (docs/PROTOCOL.md, docs/CLIENT.md).
+ */
+import { createHash } from 'node:crypto';
+import { BleOtaError, CancelledError, DeviceError, DeviceOutcome, ImageError, ProtocolError } from '../errors';
+import { chipName } from '../image/esp-chips';
+import type { EspImage } from '../image/esp-image';
+import { verifyImageSignature } from '../image/signature';
+import { compareVersions } from '../image/version';
+import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, statusName, TransferState } from '../protocol/constants';
+import { DeflatedImage, deflateChunks, streamFrom } from '../protocol/deflate-chunks';
+import type { DeviceInfoV2 } from '../protocol/v2-codec';
+import type { OtaConnection } from './connection';
+import type { Timeouts, UpdateOptions } from './types';
+import { CommandRefused, streamValueSize } from './v2-session';
+
+export interface V2Result {
+  mtu: number;
+  packetSize: number;
+  packets: number;
+  transferMs: number;
+  restarted: boolean;
+  confirmed: boolean;
+  runningVersion: string | undefined;
+  resumes: number;
+  skipped: boolean;
+  previousVersion: string;
+  /** The device proved it holds its key, on every answer the result rests on. */
+  authenticated: boolean;
+  /** The device's id, the same on every connection of the update (absent on info_version 1). */
+  deviceId: Buffer | undefined;
+}
+
+/** Opens a new connection to the device the update started with. */
+export type Reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) => Promise<OtaConnection>;
+
+/** Where the device is, for the image being installed. */
+export type Stage = 'confirmed' | 'pending' | 'complete' | 'partial' | 'other';
+
+/** The stage of the update the device's OTA Info shows, for this image and its SHA-256. */
+export function stageOf(info: DeviceInfoV2, image: EspImage, sha256: Buffer): Stage {
+  if (runsImage(info, image)) {
+    if (info.runningState === RunningState.VALID) return 'confirmed';
+    if (info.runningState === RunningState.PENDING_VERIFY) return 'pending';
+  }
+  if (info.transferSha256.equals(sha256)) {
+    if (info.transferState === TransferState.COMPLETE) return 'complete';
+    if (info.transferState === TransferState.RECEIVING || info.transferState === TransferState.SUSPENDED) return 'partial';
+  }
+  return 'other';
+}
+
+function runsImage(info: DeviceInfoV2, image: EspImage): boolean {
+  return (
+    info.app.projectName === image.appDesc.projectName &&
+    info.app.version === image.appDesc.version &&
+    info.app.elfSha256.equals(image.appDesc.appElfSha256)
+  );
+}
+
+/** What the device runs, as a failure reports it. */
+export function outcomeOf(info: DeviceInfoV2 | undefined, image: EspImage): DeviceOutcome {
+  if (!info) return { runs: 'unknown' };
+  if (!runsImage(info, image)) return { runs: 'old', version: info.app.version };
+  return { runs: info.runningState === RunningState.VALID ? 'new-confirmed' : 'new-unconfirmed', version: info.app.version };
+}
+
+export function updateV2(first: OtaConnection, image: EspImage, options: UpdateOptions, timeouts: Timeouts, reconnect: Reconnect): Promise<V2Result> {
+  return new V2Update(first, image, options, timeouts, reconnect).run();
+}
+
+class V2Update {
+  private conn: OtaConnection;
+  private readonly opened: OtaConnection[] = [];
+  private readonly data: Buffer;
+  private readonly sha256: Buffer;
+  private readonly onProgress: NonNullable<UpdateOptions['onProgress']>;
+  private readonly attempts: number;
+  /** The device's proven OTA Info, as last read. */
+  private info: DeviceInfoV2 | undefined;
+  /** Every connection must reach the device the first one proved, and prove itself if it did. */
+  private pinned: Buffer | undefined;
+  private proven: boolean;
+  private authenticatedAll = true;
+  /** Reconnections after a lost link or an operation nothing answered. */
+  private resumes = 0;
+  /** RESTARTs sent: after one, a device back on its old image either rolled back or never restarted. */
+  private restarts = 0;
+  private awaitingRestart = false;
+  /** The new image was seen running after a RESTART of this call. */
+  private restarted = false;
+  /** The device ran this very build already and skipIfRunning is off: send it and restart into it all the same. */
+  private sendAnyway = false;
+  private checked = false;
+  private deflated: DeflatedImage | undefined;
+  private compress = false;
+  private packets = 0;
+  private packetSize = 0;
+  private transferStarted = 0;
+  private transferMs = 0;
+
+  constructor(
+    first: OtaConnection,
+    private readonly image: EspImage,
+    private readonly options: UpdateOptions,
+    private readonly timeouts: Timeouts,
+    private readonly reconnectTo: Reconnect,
+  ) {
+    this.conn = first;
+    this.data = options.image;
+    this.sha256 = createHash('sha256').update(this.data).digest();
+    this.onProgress = options.onProgress ?? (() => undefined);
+    this.attempts = options.resumeAttempts ?? 3;
+    this.pinned = first.policy.deviceId;
+    this.proven = first.policy.requireSession === true;
+  }
+
+  async run(): Promise<V2Result> {
+    try {
+      await this.readFirst();
+      const first = this.info!;
+      const previousVersion = first.app.version;
+      if (stageOf(first, this.image, this.sha256) === 'confirmed') {
+        if (this.options.skipIfRunning) return this.result({ skipped: true, previousVersion });
+        this.sendAnyway = true; // the same build again, as asked
+      }
+      for (;;) {
+        const stage = this.stage();
+        if (stage === 'confirmed') {
+          this.settleRestart();
+          return this.result({ skipped: false, previousVersion });
+        }
+        await this.step(stage);
+      }
+    } catch (err) {
+      throw this.explained(err);
+    } finally {
+      for (const c of this.opened) await c.close();
+    }
+  }
+
+  /** The stage, where the device running this build already does not count until the build sent anyway has restarted. */
+  private stage(): Stage {
+    const stage = stageOf(this.info!, this.image, this.sha256);
+    if (!this.sendAnyway || this.restarted || this.awaitingRestart) return stage;
+    const info = this.info!;
+    if (info.transferSha256.equals(this.sha256)) {
+      if (info.transferState === TransferState.COMPLETE) return 'complete';
+      if (info.transferState === TransferState.RECEIVING || info.transferState === TransferState.SUSPENDED) return 'partial';
+    }
+    return 'other';
+  }
+
+  /** One step from the stage the device is at; a lost link or a silent device ends it with a new connection and a fresh look. */
+  private async step(stage: Stage): Promise<void> {
+    try {
+      switch (stage) {
+        case 'confirmed':
+          return;
+        case 'pending':
+          this.settleRestart();
+          await this.confirm();
+          break;
+        case 'complete':
+          await this.restart();
+          return; // restart() reads the state on its new connection
+        case 'partial':
+        case 'other':
+          this.checkRestartOutcome();
+          await this.transfer();
+          break;
+      }
+      await this.look();
+    } catch (err) {
+      await this.recover(err);
+    }
+  }
+
+  /** The first OTA Info: once more on a new connection when the first one fails before anything was sent. */
+  private async readFirst(): Promise<void> {
+    for (let tries = 0; ; tries++) {
+      try {
+        await this.look();
+        this.pinned = this.info!.deviceId;
+        this.proven ||= this.conn.v2!.authenticated;
+        return;
+      } catch (err) {
+        // A read nothing answered, a link lost, or an MTU exchange that never completed (CONNECT_FAILED).
+        const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT' || err.code === 'CONNECT_FAILED');
+        if (!lost || tries > 0 || this.options.signal?.aborted) throw err;
+        await this.conn.close();
+        await this.open();
+      }
+    }
+  }
+
+  /** Reads the device's proven OTA Info on the current connection. */
+  private async look(): Promise<void> {
+    const { info, authenticated } = await this.conn.v2!.provenInfo(this.timeouts.gattMs);
+    this.info = info;
+    if (!authenticated) this.authenticatedAll = false;
+  }
+
+  private async open(): Promise<void> {
+    this.conn = await this.reconnectTo({ deviceId: this.pinned, requireSession: this.proven });
+    this.opened.push(this.conn);
+    if (!this.conn.v2) throw new ProtocolError('PROTOCOL_ERROR', 'after reconnecting, the device no longer offers protocol v2');
+  }
+
+  /**
+   * After a lost link or an operation nothing answered: a new connection
+   * (within the attempts allowed) and a fresh look at the device.
+   */
+  private async recover(err: unknown): Promise<void> {
+    const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+    if (!lost || this.resumes >= this.attempts || this.options.signal?.aborted) throw err;
+    this.resumes++;
+    this.progress('resuming', 0);
+    await this.conn.close();
+    if (this.resumes > 1) await backoff(this.resumes - 2, this.options.signal);
+    await this.connectAgain();
+  }
+
+  /** Connects again (retrying with backoff, as a restarting device may not answer at once) and looks. */
+  private async connectAgain(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.open();
+        break;
+      } catch (err) {
+        const retry = err instanceof BleOtaError && (err.code === 'DEVICE_NOT_FOUND' || err.code === 'CONNECT_FAILED' || err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+        if (!retry || attempt >= this.attempts || this.options.signal?.aborted) throw err;
+        await backoff(attempt, this.options.signal);
+      }
+    }
+    try {
+      await this.look();
+    } catch (err) {
+      await this.recover(err);
+    }
+  }
+
+  /** BEGIN (the device resumes what it has), the rest of the image, END. */
+  private async transfer(): Promise<void> {
+    this.checkBeforeSending();
+    const v2 = this.conn.v2!;
+    if (this.transferStarted === 0) this.transferStarted = Date.now();
+    await v2.subscribe();
+    const answer = await v2.begin(
+      {
+        size: this.data.length,
+        sha256: this.sha256,
+        chipId: this.image.chipId,
+        flags: (this.options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM) | (this.compress ? BeginFlag.DEFLATE : 0),
+      },
+      this.timeouts.gattMs,
+    );
+    this.packetSize = streamValueSize(Math.min(answer.maxPacket, this.conn.mtu - 3)) - 4;
+    const report = (bytes: number) => this.progress('uploading', bytes);
+    let stats;
+    if (this.compress && this.deflated) {
+      // With DEFLATE, progress counts image bytes, in proportion through the encoded rest.
+      const from = answer.imageOffset ?? 0;
+      const rest = streamFrom(this.deflated, from);
+      const left = this.data.length - from;
+      stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) =>
+        report(from + Math.floor((left * acked) / Math.max(rest.length, 1))),
+        answer.offset,
+      );
+    } else {
+      stats = await v2.stream(this.data, Math.min(answer.offset, this.data.length), answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(acked));
+    }
+    this.packets += stats.packets;
+    this.progress('verifying', this.data.length);
+    await v2.command(Command.END, this.timeouts.verifyMs);
+    this.transferMs = Date.now() - this.transferStarted;
+  }
+
+  /**
+   * RESTART, and a new connection to the restarted device. The request or
+   * its answer may be lost, and a link that drops right after it is most
+   * likely the restart itself: in every case the new connection tells.
+   */
+  private async restart(): Promise<void> {
+    if (this.restarts > this.attempts) {
+      throw new DeviceError('CONFIRM_FAILED', 'the device did not restart after RESTART; it keeps running its old firmware, with the new image complete but not started');
+    }
+    this.restarts++;
+    this.awaitingRestart = true;
+    this.progress('restarting', this.data.length);
+    try {
+      await this.conn.v2!.command(Command.RESTART, this.timeouts.gattMs);
+      this.conn.link.expectDisconnect();
+      await this.conn.link.awaitDisconnect(this.timeouts.restartMs + RESTART_DELAY_MS);
+    } catch (err) {
+      if (err instanceof CommandRefused) this.awaitingRestart = false; // refused: the device did not restart
+      const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+      if (!lost || this.options.signal?.aborted) throw err;
+    }
+    await this.conn.close();
+    this.progress('confirming', this.data.length);
+    await this.connectAgain();
+  }
+
+  /** The device runs the new image: the restart happened. */
+  private settleRestart(): void {
+    if (this.awaitingRestart) this.restarted = true;
+    this.awaitingRestart = false;
+  }
+
+  /**
+   * After a RESTART, the device is back without the new image running:
+   * either it ran it and rolled back (OTA Info says so), or it never
+   * restarted into it (a power cut before the image was selected), and the
+   * transfer goes on from where the device is.
+   */
+  private checkRestartOutcome(): void {
+    if (!this.awaitingRestart && !this.restarted) return;
+    this.awaitingRestart = false;
+    const info = this.info!;
+    if (info.updateSlotRolledBack || this.restarted) {
+      throw new DeviceError(
+        'ROLLED_BACK',
+        `after its restart the device runs ${info.app.projectName} ${info.app.version} (${runningStateName(info.runningState)}), not the new ${this.image.appDesc.projectName} ${this.image.appDesc.version}: the new image ran, did not become valid (its self-test failed, or it restarted before it was confirmed) and was rolled back`,
+      );
+    }
+    // RESTART was sent, and the image never ran (a power cut before the device
+    // selected it): the transfer goes on from where the device is.
+  }
+
+  /** CONFIRM (client mode), or the device's own confirmation, awaited. */
+  private async confirm(): Promise<void> {
+    const v2 = this.conn.v2!;
+    this.progress('confirming', this.data.length);
+    if (this.options.confirm !== 'device') {
+      await v2.subscribe();
+      await v2.command(Command.CONFIRM, this.timeouts.gattMs);
+      return;
+    }
+    // The device confirms itself once its self-test passed: give it the time.
+    const deadline = Date.now() + this.timeouts.verifyMs;
+    while (Date.now() < deadline) {
+      await delay(100, this.options.signal);
+      await this.look();
+      if (this.info!.runningState !== RunningState.PENDING_VERIFY || !runsImage(this.info!, this.image)) return;
+    }
+    throw new DeviceError('CONFIRM_FAILED', `the device did not confirm the new image itself within ${Math.round(this.timeouts.verifyMs / 1000)} s (its log says why)`);
+  }
+
+  /**
+   * What can be refused before anything is sent, once: the chip, the slot
+   * size, the signature the device asks for, anti-rollback, downgrades.
+   * Then whether to send the image deflated.
+   */
+  private checkBeforeSending(): void {
+    if (this.checked) return;
+    const info = this.info!;
+    const { image, data } = this;
+    if (info.chipId !== image.chipId) {
+      throw new ImageError(
+        'IMAGE_WRONG_CHIP',
+        `the image is built for the ${chipName(image.chipId)}, but the device is an ${chipName(info.chipId)}; build the app for the device's chip (idf.py set-target)`,
+      );
+    }
+    if (data.length > info.slotSize) {
+      throw new ImageError(
+        'IMAGE_TOO_LARGE',
+        `the image (${data.length} bytes) does not fit the device's OTA slot (${info.slotSize} bytes); make the app smaller or give the slots more room in the partition table`,
+      );
+    }
+    checkSignedForDevice(info, image, data, this.conn.link.describe());
+    if (image.appDesc.secureVersion < info.app.secureVersion) {
+      throw new ImageError(
+        'SECURE_VERSION_TOO_OLD',
+        `The image's secure_version ${image.appDesc.secureVersion} is below the ${info.app.secureVersion} of the firmware the device runs: the device refuses older images (anti-rollback). Nothing was sent; build the update with CONFIG_BOOTLOADER_APP_SECURE_VERSION ${info.app.secureVersion} or higher.`,
+      );
+    }
+    if (this.options.allowDowngrade === false && info.app.projectName === image.appDesc.projectName) {
+      const order = compareVersions(image.appDesc.version, info.app.version);
+      if (order !== undefined && order < 0) {
+        throw new ImageError(
+          'DOWNGRADE_REFUSED',
+          `the image's version ${image.appDesc.version} is older than the ${info.app.version} the device runs; allow downgrades to install it anyway`,
+        );
+      }
+    }
+    // Deflated chunks where the device inflates them and it pays: a tenth less on air at the least.
+    this.deflated = this.options.compress !== false && (info.features & Feature.DEFLATE) !== 0 ? deflateChunks(data) : undefined;
+    this.compress = this.deflated !== undefined && this.deflated.length <= data.length * 0.9;
+    this.checked = true;
+  }
+
+  private progress(phase: 'uploading' | 'verifying' | 'restarting' | 'confirming' | 'resuming', bytes: number): void {
+    const total = this.data.length;
+    const started = this.transferStarted || Date.now();
+    this.onProgress({
+      phase,
+      bytesSent: bytes,
+      totalBytes: total,
+      percent: Math.floor((bytes * 100) / total),
+      bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)),
+    });
+  }
+
+  private result(r: { skipped: boolean; previousVersion: string }): V2Result {
+    const info = this.info!;
+    return {
+      mtu: this.conn.mtu,
+      packetSize: this.packetSize,
+      packets: this.packets,
+      transferMs: this.transferMs,
+      restarted: this.restarted,
+      confirmed: info.runningState === RunningState.VALID && runsImage(info, this.image),
+      runningVersion: info.app.version,
+      resumes: this.resumes,
+      skipped: r.skipped,
+      previousVersion: r.previousVersion,
+      authenticated: this.authenticatedAll,
+      deviceId: this.pinned,
+    };
+  }
+
+  /** The error as the caller sees it: a typed error, saying what the device runs. */
+  private explained(err: unknown): unknown {
+    const typed = err instanceof CommandRefused ? refusalError(err, this.data.length) : err;
+    if (!(typed instanceof BleOtaError) || typed.code === 'CANCELLED' && this.info === undefined) return typed;
+    if (typed.device !== undefined) return typed;
+    // What the device ran when last seen; after a RESTART nobody saw come back, unknown.
+    const outcome = this.awaitingRestart ? { runs: 'unknown' as const } : outcomeOf(this.info, this.image);
+    return typed.withDevice(outcome, describeOutcome(outcome, this.image));
+  }
+}
+
+/** A sentence on what the device runs after a failure. */
+export function describeOutcome(outcome: DeviceOutcome, image: EspImage): string {
+  const target = `${image.appDesc.projectName} ${image.appDesc.version}`;
+  switch (outcome.runs) {
+    case 'old':
+      return `The device runs ${outcome.version ?? 'its previous firmware'}, as before.`;
+    case 'new-unconfirmed':
+      return `The device runs the new ${target}, not confirmed: it returns to its previous firmware at its next restart unless a client confirms it (update again with the same image).`;
+    case 'new-confirmed':
+      return `The device runs the new ${target}, confirmed.`;
+    case 'unknown':
+      return `What the device runs now is not known (it restarted and did not answer): the previous firmware, or the new ${target} awaiting confirmation; update again with the same image to finish.`;
+  }
+}
+
+/**
+ * Waits before reconnection attempt n (from 0): 250 ms, doubling up to 4 s,
+ * with a quarter of jitter, so that a client does not hammer a device that
+ * is restarting or held by someone else, and two clients do not collide in
+ * step. Ends early, with CANCELLED, when the signal aborts.
+ */
+export function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
+  const base = Math.min(250 * 2 ** attempt, 4000);
+  return delay(base + Math.floor(Math.random() * base * 0.25), signal);
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new CancelledError());
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new CancelledError());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * A device that takes only signed images names the key (OTA Info): refuse
+ * here, before anything is sent, what it would refuse after the whole
+ * transfer: an unsigned image, one signed with another key, one changed
+ * after it was signed.
+ */
+function checkSignedForDevice(info: DeviceInfoV2, image: EspImage, data: Buffer, device: string): void {
+  if ((info.features & Feature.SIGNED) === 0) return;
+  if (image.signature === undefined) {
+    throw new ImageError(
+      'IMAGE_NOT_SIGNED',
+      `${device} accepts only signed images, and this one carries no signature. Nothing was sent. Sign it with your signing key (esp32-ble-ota sign, or build with CONFIG_SECURE_BOOT_BUILD_SIGNED_BINARIES).`,
+    );
+  }
+  if (info.signingKeyDigest === undefined) return; // the device checks with a key it does not name
+  const check = verifyImageSignature(data, image.imageLength, { keyDigest: info.signingKeyDigest });
+  if (!check.ok) {
+    throw new ImageError(
+      'IMAGE_SIGNATURE_INVALID',
+      `${device} would refuse this image: ${check.message} The device trusts the key with digest ${info.signingKeyDigest.toString('hex').slice(0, 16)}…; nothing was sent.`,
+    );
+  }
+}
+
+function runningStateName(state: number): string {
+  return state === RunningState.VALID ? 'confirmed' : state === RunningState.PENDING_VERIFY ? 'pending verify' : 'state unknown';
+}
+
+/** The client's error for a status the device answered. */
+export function refusalError(err: CommandRefused, size: number): BleOtaError {
+  const what = err.message;
+  switch (err.status) {
+    case Status.TOO_LARGE:
+      return new ImageError('IMAGE_TOO_LARGE', `the image (${size} bytes) does not fit the device's OTA slot (${what})`);
+    case Status.WRONG_CHIP:
+      return new ImageError('IMAGE_WRONG_CHIP', `the device says the image is for another chip (${what}); build it for the device's chip`);
+    case Status.PENDING_CONFIRM:
+      return new ProtocolError(
+        'REQUEST_REFUSED',
+        `the device's running image, another than this one, still awaits confirmation (${what}); confirm it, or restart the device to return to the previous image, then update again`,
+      );
+    case Status.FLASH_ERROR:
+      return new ProtocolError('TRANSFER_FAILED', `the device could not write its flash (${what}). Retry; if it persists, check the device's flash and partition table`);
+    case Status.HASH_MISMATCH:
+      return new ProtocolError('DEVICE_REJECTED_IMAGE', `what the device received does not match the image's SHA-256 (${what}). Retry the update`);
+    case Status.INVALID_IMAGE:
+      return new ProtocolError('DEVICE_REJECTED_IMAGE', `the device's validation rejected the image (${what}). Check that it was built for this device`);
+    case Status.BAD_DATA:
+      return new ProtocolError('TRANSFER_FAILED', `the device could not inflate a compressed chunk (${what}). Retry, or turn compression off`);
+    case Status.AUTH_REQUIRED:
+      return new DeviceError('AUTH_REQUIRED', `The device takes updates only from its owner (${what}); give the fleet secret its key was derived from.`);
+    case Status.AUTH_FAILED:
+      return new DeviceError(
+        'AUTH_FAILED',
+        `The device refused the key derived from your fleet secret (${what}): it was provisioned with another secret, or for another device. Nothing was changed; check the secret, or provision the device again.`,
+      );
+    case Status.NOT_PROVISIONED:
+      return new DeviceError(
+        'NOT_PROVISIONED',
+        `The device has no update key yet (${what}), so it takes no update over the air. Provision it once over USB: esp32-ble-ota provision (docs/SECURITY.md).`,
+      );
+    case Status.BAD_SIGNATURE:
+      return new ImageError(
+        'IMAGE_SIGNATURE_INVALID',
+        `The device refused the image: it is not signed with the key the device trusts (${what}). Sign the image with your signing key (esp32-ble-ota sign, or build with signing on).`,
+      );
+    case Status.OLD_SECURE_VERSION:
+      return new ImageError('SECURE_VERSION_TOO_OLD', `The device refused the image: its secure_version is below the running firmware's (${what}).`);
+    case Status.AUTH_LOCKED: {
+      const seconds = err.body.length >= 4 ? Math.ceil(err.body.readUInt32LE(0) / 1000) : undefined;
+      return new DeviceError(
+        'AUTH_LOCKED',
+        `the device refuses authentication for ${seconds === undefined ? 'a while' : `${seconds} s`} after repeated failures (${what}); check the key, then try again later`,
+      );
+    }
+    default:
+      return new ProtocolError('PROTOCOL_ERROR', `the device refused a step of the update (${what}); status ${statusName(err.status)}`);
+  }
+}

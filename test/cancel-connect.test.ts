@@ -1,0 +1,172 @@
+/**
+ * Giving up on a connection being made (a cancel, a connect timeout) must
+ * not leave that connection behind (issue 13, item 4): noble cannot
+ * disconnect a peripheral that is still connecting, the connection is made
+ * afterwards, nobody owns it, and the device, connected, stops advertising.
+ * The client cancels the attempt and drops a connection made all the same.
+ */
+import { strict as assert } from 'node:assert';
+import { BleOtaClient } from '../lib/client/ota-client';
+import type { NoblePeripheral } from '../lib/client/noble-types';
+import { findPeripheral } from '../lib/client/scanner';
+import { BleOtaError } from '../lib/errors';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { peripheralId } from '../lib/virtual/bindings';
+import { VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { VirtualRadio } from '../lib/virtual/virtual-radio';
+
+const TIMEOUTS = { scanMs: 3000, gattMs: 2000, restartMs: 3000 };
+
+describe('cancelling while a connection is being made', function () {
+  this.timeout(60_000);
+  let radio: VirtualRadio;
+  let client: BleOtaClient;
+
+  before(async function () {
+    this.timeout(120_000);
+    radio = new VirtualRadio();
+    client = new BleOtaClient({ noble: radio.noble, timeouts: TIMEOUTS });
+  });
+
+  after(() => radio.stopAll());
+
+  /** What the bindings reported for the device's connection attempts: null for a connection made, else the error. */
+  function connectOutcomes(device: VirtualEsp32) {
+    const outcomes: Array<string | null> = [];
+    const onConnect = (id: string, err: Error | null) => {
+      if (id === peripheralId(device.address)) outcomes.push(err ? err.message : null);
+    };
+    radio.bindings.on('connect', onConnect);
+    return { outcomes, stop: () => radio.bindings.off('connect', onConnect) };
+  }
+
+  /** The noble peripheral of the device, as the update finds it. */
+  function capturePeripheral(device: VirtualEsp32) {
+    const seen: { peripheral?: NoblePeripheral } = {};
+    const onDiscover = (p: NoblePeripheral) => {
+      if (p.address === device.address) seen.peripheral = p;
+    };
+    radio.noble.on('discover', onDiscover);
+    return { seen, stop: () => radio.noble.off('discover', onDiscover) };
+  }
+
+  /** Aborts the controller the moment the central sends its connection request to the device. */
+  function abortOnConnect(device: VirtualEsp32, controller: AbortController) {
+    const onAirConnect = (address: string) => {
+      if (address === device.address) controller.abort();
+    };
+    radio.bindings.on('air-connect', onAirConnect);
+    return () => radio.bindings.off('air-connect', onAirConnect);
+  }
+
+  async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof BleOtaError, `a BleOtaError, got ${String(err)}`);
+      assert.equal(err.code, code, err.message);
+      return true;
+    });
+  }
+
+  /** Nothing of the attempt outlives the failed update, the device advertises, and it updates. */
+  async function expectNothingLeft(device: VirtualEsp32, peripheral: NoblePeripheral | undefined, name: string, seed: number) {
+    assert.equal(radio.bindings.isConnected(device), false, 'no connection stays open');
+    assert.ok(peripheral, 'the update found the device');
+    assert.notEqual(peripheral.state, 'connected');
+    assert.equal(peripheral.listenerCount('connect'), 0, 'nothing still listens for the connection');
+    assert.equal(peripheral.listenerCount('disconnect'), 0);
+
+    // Advertising again: a scan finds it (fails with DEVICE_NOT_FOUND otherwise).
+    const found = await findPeripheral(radio.noble, { address: device.address }, TIMEOUTS.scanMs);
+    assert.equal(found.address, device.address);
+
+    const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: `3.0.${seed}`, seed });
+    const result = await client.update({ target: { name }, image });
+    assert.equal(result.protocol, 'v2');
+    assert.equal(result.confirmed, true);
+    assert.equal(result.runningVersion, `3.0.${seed}`);
+    assert.equal(radio.bindings.isConnected(device), false);
+  }
+
+  it('cancelled before the device answers: the attempt is cancelled, the device advertises and the next update succeeds', async () => {
+    const name = 'cc-cancel';
+    const device = await radio.addDevice({ name, restartDelayMs: 10 });
+    const controller = new AbortController();
+    const stopAbort = abortOnConnect(device, controller);
+    const outcomes = connectOutcomes(device);
+    const capture = capturePeripheral(device);
+    try {
+      const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: '2.0.0', seed: 1 });
+      await expectCode(client.update({ target: { name }, image, signal: controller.signal }), 'CANCELLED');
+    } finally {
+      stopAbort();
+      capture.stop();
+      outcomes.stop();
+    }
+    // The controller ended the attempt (LE Create Connection Cancel), no connection was reported.
+    assert.deepEqual(outcomes.outcomes, ['Unknown Connection Identifier (0x2)']);
+    await expectNothingLeft(device, capture.seen.peripheral, name, 1);
+  });
+
+  it('a connection made after the cancel (the cancel came too late) is dropped at once', async () => {
+    const name = 'cc-late';
+    const device = await radio.addDevice({ name, restartDelayMs: 10 });
+    radio.bindings.lateConnect(device);
+    const controller = new AbortController();
+    const stopAbort = abortOnConnect(device, controller);
+    const outcomes = connectOutcomes(device);
+    const capture = capturePeripheral(device);
+    const disconnects: number[] = [];
+    const onDisconnect = (id: string, reason: number) => {
+      if (id === peripheralId(device.address)) disconnects.push(reason);
+    };
+    radio.bindings.on('disconnect', onDisconnect);
+    try {
+      const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: '2.0.0', seed: 2 });
+      await expectCode(client.update({ target: { name }, image, signal: controller.signal }), 'CANCELLED');
+    } finally {
+      stopAbort();
+      capture.stop();
+      outcomes.stop();
+      radio.bindings.off('disconnect', onDisconnect);
+    }
+    // The connection was made after the cancel, and the client ended it.
+    assert.deepEqual(outcomes.outcomes, [null]);
+    assert.deepEqual(disconnects, [0x16]);
+    await expectNothingLeft(device, capture.seen.peripheral, name, 2);
+  });
+
+  it('a connect timeout has the same guarantee, for a connection made late', async () => {
+    const name = 'cc-timeout';
+    const device = await radio.addDevice({ name, restartDelayMs: 10 });
+    // Held until the client gives up: the timeout surely comes first.
+    radio.bindings.lateConnect(device);
+    const outcomes = connectOutcomes(device);
+    const capture = capturePeripheral(device);
+    try {
+      const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: '2.0.0', seed: 3 });
+      await expectCode(client.update({ target: { name }, image, timeouts: { connectMs: 300 } }), 'GATT_TIMEOUT');
+    } finally {
+      capture.stop();
+      outcomes.stop();
+    }
+    assert.deepEqual(outcomes.outcomes, [null]);
+    await expectNothingLeft(device, capture.seen.peripheral, name, 3);
+  });
+
+  it('a connect timeout on a request the device never answered: the cancel ends the attempt', async () => {
+    const name = 'cc-lost';
+    const device = await radio.addDevice({ name, restartDelayMs: 10 });
+    await device.fault({ kind: 'no-answer', request: 'connect', count: 1 });
+    const outcomes = connectOutcomes(device);
+    const capture = capturePeripheral(device);
+    try {
+      const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: '2.0.0', seed: 4 });
+      await expectCode(client.update({ target: { name }, image, timeouts: { connectMs: 300 } }), 'GATT_TIMEOUT');
+    } finally {
+      capture.stop();
+      outcomes.stop();
+    }
+    assert.deepEqual(outcomes.outcomes, ['Unknown Connection Identifier (0x2)']);
+    await expectNothingLeft(device, capture.seen.peripheral, name, 4);
+  });
+});

@@ -1,0 +1,137 @@
+/**
+ * Updates interrupted at the moments where a retry used to fail (issue 13):
+ * a new call for the same image finishes what the interrupted one left,
+ * whatever it left; a compressed transfer resumes at its very end; a
+ * device that cannot confirm itself is a failure that says what it runs;
+ * a failure names what the device runs. Against owned, signing virtual
+ * ESP32s, as our firmware's default build.
+ */
+import { strict as assert } from 'node:assert';
+import { BleOtaClient } from '../lib/client/ota-client';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { BleOtaError } from '../lib/errors';
+import { Command, OTA_COMMAND_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
+import { VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { eventually } from './support/eventually';
+import { OWNER, ownedDevice, signedImage } from './support/owner';
+
+describe('interrupted updates: a new call finishes what the last one left', function () {
+  this.timeout(60_000);
+  let radio: VirtualRadio;
+  let n = 0;
+
+  beforeEach(() => {
+    radio = new VirtualRadio();
+  });
+  afterEach(() => radio.stopAll());
+
+  const client = () => new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 3000, gattMs: 2000, verifyMs: 3000 } });
+  async function device(): Promise<{ name: string; device: VirtualEsp32 }> {
+    const name = `interrupted-${++n}`;
+    return { name, device: await radio.addDevice(ownedDevice({ name, restartDelayMs: 20 })) };
+  }
+  /** Counts the firmware bytes sent to the device from now on. */
+  function streamed(): () => number {
+    let bytes = 0;
+    radio.bindings.on('air-write', (_a: string, uuid: string, data: Buffer) => {
+      if (uuid === OTA_STREAM_UUID) bytes += data.length - 4;
+    });
+    return () => bytes;
+  }
+
+  it('cancelled after END: the next call restarts the device into the image and confirms it, sending nothing again', async () => {
+    const { name, device: d } = await device();
+    const image = signedImage({ size: 60 * 1024, version: '2.0.0', seed: 11 });
+    const abort = new AbortController();
+    await assert.rejects(
+      client().update({
+        target: { name },
+        image,
+        secret: OWNER.secret,
+        signal: abort.signal,
+        onProgress: (p) => p.phase === 'restarting' && abort.abort(),
+      }),
+      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED',
+    );
+    // Complete, not selected: a reboot of any other kind keeps the old image.
+    assert.equal((await d.state()).transfer, 'complete');
+    assert.equal((await d.state()).boot, (await d.state()).running);
+    const bytes = streamed();
+    const r = await client().update({ target: { name }, image, secret: OWNER.secret });
+    assert.equal(r.confirmed, true);
+    assert.equal(r.runningVersion, '2.0.0');
+    assert.equal(bytes(), 0, 'nothing sent again');
+  });
+
+  it('cancelled after RESTART: the next call confirms the image the device runs pending verify', async () => {
+    const { name, device: d } = await device();
+    const image = signedImage({ size: 40 * 1024, version: '2.1.0', seed: 12 });
+    const abort = new AbortController();
+    await assert.rejects(
+      client().update({ target: { name }, image, secret: OWNER.secret, signal: abort.signal, onProgress: (p) => p.phase === 'confirming' && abort.abort() }),
+      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED',
+    );
+    await eventually(() => d.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the new image running pending verify');
+    const bytes = streamed();
+    const r = await client().update({ target: { name }, image, secret: OWNER.secret });
+    assert.equal(r.confirmed, true);
+    assert.equal(r.runningVersion, '2.1.0');
+    assert.equal(bytes(), 0, 'nothing sent again');
+  });
+
+  it('a compressed transfer whose link drops before END resumes at its very end', async () => {
+    // A development build's device and an unsigned image, whose last chunk is short
+    // (a signed image ends on a 4 KB boundary: its signature sector).
+    const name = `interrupted-${++n}`;
+    const d = await radio.addDevice({ name, restartDelayMs: 20 });
+    // Low-entropy content: deflate pays, so the image goes compressed.
+    const fill = Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7) % 16));
+    const image = buildAppImage({ size: 64 * 1024 + 1000, version: '2.2.0', seed: 13, fill });
+    assert.notEqual(image.length % 4096, 0);
+    let dropped = false;
+    radio.bindings.on('air-write', (address: string, uuid: string, data: Buffer) => {
+      if (dropped || address !== d.address || uuid !== OTA_COMMAND_UUID || data[0] !== Command.END) return;
+      dropped = true;
+      // The link drops as END goes out: the device has every byte, and never sees END.
+      radio.bindings.dropLink(d);
+    });
+    const bytes = streamed();
+    const r = await client().update({ target: { name }, image });
+    assert.ok(dropped);
+    assert.ok(bytes() < image.length * 0.9, `sent deflated: ${bytes()} bytes for ${image.length}`);
+    assert.equal(r.resumes, 1);
+    assert.equal(r.confirmed, true);
+    assert.equal(r.runningVersion, '2.2.0');
+  });
+
+  it('a device that cannot confirm itself: a failure, saying the new image runs unconfirmed', async () => {
+    const { name, device: d } = await device();
+    const image = signedImage({ size: 40 * 1024, version: '2.3.0', seed: 14 });
+    // The flash write that would mark the new image valid at boot fails.
+    radio.bindings.on('air-write', (address: string, uuid: string, data: Buffer) => {
+      if (address === d.address && uuid === OTA_COMMAND_UUID && data[0] === Command.RESTART) {
+        void d.fault({ kind: 'flash-write-fail', after: 2 }); // the boot selection, then mark_valid
+      }
+    });
+    await assert.rejects(client().update({ target: { name }, image, secret: OWNER.secret, confirm: 'device' }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'CONFIRM_FAILED', err.message);
+      assert.deepEqual(err.device, { runs: 'new-unconfirmed', version: '2.3.0' });
+      assert.match(err.message, /did not confirm the new image itself.*The device runs the new .* 2\.3\.0, not confirmed/);
+      return true;
+    });
+  });
+
+  it('every failure says what the device runs', async () => {
+    const { name } = await device();
+    const foreign = signedImage({ size: 20 * 1024, version: '9.0.0', seed: 15, chipId: 5 });
+    await assert.rejects(client().update({ target: { name }, image: foreign, secret: OWNER.secret }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'IMAGE_WRONG_CHIP');
+      assert.equal(err.device?.runs, 'old');
+      assert.match(err.message, /The device runs 1\.0\.0, as before\.$/);
+      return true;
+    });
+  });
+});
