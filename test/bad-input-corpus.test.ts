@@ -8,7 +8,7 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { BleOtaClient, OtaConnection } from '../lib/client/ota-client';
-import { CommandRefused } from '../lib/client/v2-session';
+import { CommandRefused } from '../lib/client/refusal';
 import { BleOtaError, ImageError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { validateImage } from '../lib/image/validate';

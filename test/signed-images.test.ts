@@ -15,7 +15,7 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { BleOtaClient } from '../lib/client/ota-client';
-import { CommandRefused } from '../lib/client/v2-session';
+import { CommandRefused } from '../lib/client/refusal';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { parseEspImage } from '../lib/image/esp-image';

@@ -6,7 +6,8 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { BleOtaClient, OtaConnection } from '../lib/client/ota-client';
-import { CommandRefused, V2Session } from '../lib/client/v2-session';
+import { CommandRefused } from '../lib/client/refusal';
+import { V2Session } from '../lib/client/v2-session';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import {
   BEGIN_SIZE,

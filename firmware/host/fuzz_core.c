@@ -7,9 +7,10 @@
  *
  * Besides the sanitizers, every input checks what must hold whatever a
  * client sends: the device always boots an image that passes validation
- * (the one it ran, or a complete new one), every slot the OTA data calls
- * bootable validates, OTA Info is always readable, and notifications fit
- * their characteristic.
+ * (the one it ran, or a complete new one), a new image only when a client
+ * asked to restart into it (RESTART, or the seed's DONE), every slot the
+ * OTA data calls bootable validates, OTA Info is always readable, and
+ * notifications fit their characteristic.
  *
  *   make fuzz FUZZ_SECONDS=600        (clang, -fsanitize=fuzzer)
  *   build/fuzz/fuzz-replay FILE...    (any compiler: replays inputs, e.g. the
@@ -70,6 +71,7 @@ typedef struct {
     test_sign_key_t *owner;  /* the owner's signing key: the images are signed with it */
     uint8_t owner_digest[HOST_SIG_DIGEST_LEN];
     bool always_signed;      /* every boot of this input required signatures */
+    bool restart_asked;      /* RESTART answered OK, or the seed's DONE_ACK, since the last boot */
 } fuzz_t;
 
 /* The device key of the keyed build (provisioned into its key partition). */
@@ -89,8 +91,10 @@ fuzz_fail(const char *what)
 static void
 hook_notify(void *user, uint8_t value)
 {
-    (void)user;
-    (void)value;
+    /* The seed protocol restarts into its image after DONE_ACK. */
+    if (value == BLE_OTA_CTRL_DONE_ACK) {
+        ((fuzz_t *)user)->restart_asked = true;
+    }
 }
 
 static void
@@ -102,6 +106,9 @@ hook_notify_command(void *user, const uint8_t *data, size_t len)
     /* Every answer and event starts at 0x80 (answers) or 0xC0 (events). */
     if ((data[0] & BLE_OTA_ANSWER) == 0) {
         fuzz_fail("OTA Command notification that is no answer and no event");
+    }
+    if (data[0] == (BLE_OTA_CMD_RESTART | BLE_OTA_ANSWER) && len >= 2 && data[1] == BLE_OTA_ST_OK) {
+        ((fuzz_t *)user)->restart_asked = true;
     }
     if (data[0] == (BLE_OTA_CMD_HELLO | BLE_OTA_ANSWER)) {
         /* The session our client opened (or none, when refused). */
@@ -195,10 +202,17 @@ encode_good(void)
 static void
 fuzz_boot(bool self_test)
 {
+    const int before = s_fz.dev.running;
     const int slot = host_dev_boot(&s_fz.dev);
     if (slot < 0) {
         fuzz_fail("no slot boots: the device is bricked");
     }
+    /* A new image starts only when a client asked for it: RESTART (or the
+     * seed's DONE), never on a reboot of another kind. */
+    if (slot != before && host_dev_slot_state(&s_fz.dev, slot) == HOST_SLOT_PENDING_VERIFY && !s_fz.restart_asked) {
+        fuzz_fail("a new image booted that no client restarted into");
+    }
+    s_fz.restart_asked = false;
     if (!s_fz.dev.require_signature) {
         s_fz.always_signed = false;
     }

@@ -1140,6 +1140,36 @@ test_v2_confirm_window_expires(void)
     CHECK(s_fx.core.confirm_waiting);
 }
 
+/* CONFIRM is taken only once the new image's self-test passed; then also
+ * for an image the device meant to confirm itself and could not. */
+static void
+test_v2_confirm_only_after_self_test(void)
+{
+    CHECK_OK(fx_setup());
+    v2_upload(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM);
+    CHECK_EQ(host_dev_boot(&s_fx.dev), 1);
+    core_init(); /* booted; the self-test has not reported yet */
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_BAD_STATE));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_PENDING_VERIFY);
+    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.core, true), BLE_OTA_IMG_PENDING_VERIFY);
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
+
+    /* The device confirms itself, and its mark_valid fails: a client may finish it. */
+    CHECK_OK(fx_setup());
+    v2_upload(s_image, s_image_len, 0);
+    CHECK_EQ(host_dev_boot(&s_fx.dev), 1);
+    core_init();
+    host_flash_fail_write_after(&s_fx.dev.flash, 1);
+    CHECK_EQ(ble_ota_core_confirm_boot(&s_fx.core, true), BLE_OTA_IMG_PENDING_VERIFY);
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_PENDING_VERIFY);
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_VALID);
+}
+
 static void
 test_v2_restart_before_confirm_rolls_back(void)
 {
@@ -1700,6 +1730,18 @@ test_v2_port_errors(void)
         CHECK_EQ(s_fx.dev.flash.boot_slot, 1);
         CHECK(s_fx.dev.restart_pending);
     }
+    /* RESTART refused for good (the boot selection validates the image
+     * again): the image is dropped, and a new BEGIN starts over. */
+    CHECK_OK(fx_setup());
+    faulty_core();
+    s_fault = BLE_OTA_PORT_ERR_INVALID_IMAGE;
+    s_faulty.set_boot_slot = faulty_call;
+    v2_upload_to_end(s_image, s_image_len, 0);
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_INVALID_IMAGE));
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+    CHECK(!s_fx.dev.restart_pending);
 
     /* The seed's DONE fails the same way when the flag cannot be cleared. */
     CHECK_OK(fx_setup());
@@ -1909,6 +1951,7 @@ test_v2_run_all(void)
     RUN(test_v2_stream_ignored);
     RUN(test_v2_config_defaults);
     RUN(test_v2_restart_and_abort);
+    RUN(test_v2_confirm_only_after_self_test);
     RUN(test_v2_complete_image_waits_for_restart_only);
     RUN(test_v2_confirm_by_client);
     RUN(test_v2_confirm_window_expires);

@@ -6,6 +6,7 @@
 import { DeviceError } from '../errors';
 import { Command, Feature } from '../protocol/constants';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
+import { CommandRefused, refusalError } from './refusal';
 import { formatDeviceId } from './session';
 import type { Link } from './link';
 import type { NobleCharacteristic, NoblePeripheral } from './noble-types';
@@ -54,7 +55,7 @@ export class OtaConnection {
     if (this.v2) {
       const info = await this.v2.readInfo();
       const canProve = this.policy.secret !== undefined && ((info.features & Feature.AUTH) !== 0 || this.policy.requireSession === true);
-      proven = canProve ? await this.v2.provenInfo(this.timeouts.gattMs) : { info, authenticated: false };
+      proven = canProve ? await typed(this.v2.provenInfo(this.timeouts.gattMs)) : { info, authenticated: false };
     }
     return {
       name: p.advertisement?.localName,
@@ -78,11 +79,20 @@ export class OtaConnection {
   async confirm(): Promise<void> {
     if (!this.v2) throw new DeviceError('NOT_OTA_DEVICE', 'this device speaks only the seed protocol, which has no CONFIRM');
     await this.v2.subscribe();
-    await this.v2.command(Command.CONFIRM, this.timeouts.gattMs);
+    await typed(this.v2.command(Command.CONFIRM, this.timeouts.gattMs));
   }
 
   async close(): Promise<void> {
     this.v2?.dispose();
     await this.link.close();
+  }
+}
+
+/** A device's refusal as the client's typed error (no untyped error leaves the public API). */
+async function typed<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    throw err instanceof CommandRefused ? refusalError(err, 0) : err;
   }
 }

@@ -4,7 +4,7 @@
  * authenticated session on devices that require one (docs/PROTOCOL.md).
  */
 import { BleOtaError, DeviceError, ProtocolError } from '../errors';
-import { ANSWER, AUTH_MAC_LEN, BEGIN_SIZE, Command, Feature, HELLO_SIZE, Status, statusName, TransferState } from '../protocol/constants';
+import { ANSWER, AUTH_MAC_LEN, Command, Feature, HELLO_SIZE, Status, TransferState } from '../protocol/constants';
 import {
   BeginAnswer,
   BeginRequest,
@@ -18,35 +18,19 @@ import {
   encodeStreamPacket,
 } from '../protocol/v2-codec';
 import { createHash } from 'node:crypto';
+import { COMMAND_NAMES, CommandRefused } from './refusal';
 import { deviceKey, formatDeviceId, Session } from './session';
 import type { Link } from './link';
 import type { NobleCharacteristic } from './noble-types';
 
 type StreamEvent = Extract<CommandNotification, { kind: 'ack' | 'resync' | 'failed' }>;
 
-const COMMAND_NAMES: Record<number, string> = {
-  0: 'the transfer',
-  [Command.BEGIN]: 'BEGIN',
-  [Command.END]: 'END',
-  [Command.RESTART]: 'RESTART',
-  [Command.ABORT]: 'ABORT',
-  [Command.CONFIRM]: 'CONFIRM',
-  [Command.HELLO]: 'HELLO',
-  [Command.INFO]: 'INFO',
-};
-
 /**
- * The smallest ATT MTU an authenticated session needs: BEGIN with its MAC
- * in one write, INFO's answer with its MAC in one notification.
+ * The smallest ATT MTU an authenticated session needs: the longest answer
+ * with its MAC (INFO's) must fit one notification. Requests may be longer
+ * than a PDU: they go as long writes.
  */
-export const AUTH_MIN_MTU = Math.max(BEGIN_SIZE + AUTH_MAC_LEN, 2 + 32 + AUTH_MAC_LEN) + 3;
-
-/** An answer whose status is not OK. */
-export class CommandRefused extends Error {
-  constructor(readonly opcode: number, readonly status: number, readonly body: Buffer = Buffer.alloc(0)) {
-    super(`${COMMAND_NAMES[opcode] ?? opcode} answered ${statusName(status)}`);
-  }
-}
+export const AUTH_MIN_MTU = 2 + 32 + AUTH_MAC_LEN + 3;
 
 /** Who the client updates: the owner's fleet secret and what it accepts without it. */
 export interface AuthPolicy {

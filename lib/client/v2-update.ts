@@ -20,12 +20,13 @@ import { chipName } from '../image/esp-chips';
 import type { EspImage } from '../image/esp-image';
 import { verifyImageSignature } from '../image/signature';
 import { compareVersions } from '../image/version';
-import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, statusName, TransferState } from '../protocol/constants';
+import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, TransferState } from '../protocol/constants';
 import { DeflatedImage, deflateChunks, streamFrom } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
 import type { Timeouts, UpdateOptions } from './types';
-import { CommandRefused, streamValueSize } from './v2-session';
+import { CommandRefused, refusalError } from './refusal';
+import { streamValueSize } from './v2-session';
 
 export interface V2Result {
   mtu: number;
@@ -53,8 +54,8 @@ export type Stage = 'confirmed' | 'pending' | 'complete' | 'partial' | 'other';
 /** The stage of the update the device's OTA Info shows, for this image and its SHA-256. */
 export function stageOf(info: DeviceInfoV2, image: EspImage, sha256: Buffer): Stage {
   if (runsImage(info, image)) {
-    if (info.runningState === RunningState.VALID) return 'confirmed';
-    if (info.runningState === RunningState.PENDING_VERIFY) return 'pending';
+    // UNKNOWN: a device without rollback, whose image cannot be confirmed or rolled back (the result says confirmed: false).
+    return info.runningState === RunningState.PENDING_VERIFY ? 'pending' : 'confirmed';
   }
   if (info.transferSha256.equals(sha256)) {
     if (info.transferState === TransferState.COMPLETE) return 'complete';
@@ -100,6 +101,12 @@ class V2Update {
   /** RESTARTs sent: after one, a device back on its old image either rolled back or never restarted. */
   private restarts = 0;
   private awaitingRestart = false;
+  /** RESTART answered OK: the device selected the image, and restarts into it. */
+  private restartAnswered = false;
+  /** Transfers started again after a RESTART the device never acted on. */
+  private sentAgain = 0;
+  /** CONFIRM sent (its answer may be lost): whether it took effect is the device's to say. */
+  private confirmSent = false;
   /** The new image was seen running after a RESTART of this call. */
   private restarted = false;
   /** The device ran this very build already and skipIfRunning is off: send it and restart into it all the same. */
@@ -137,13 +144,23 @@ class V2Update {
         if (this.options.skipIfRunning) return this.result({ skipped: true, previousVersion });
         this.sendAnyway = true; // the same build again, as asked
       }
+      // A step that completes must move the device on: the same stage after
+      // it, again and again, is a device that answers OK and does nothing.
+      let repeats = 0;
       for (;;) {
         const stage = this.stage();
         if (stage === 'confirmed') {
           this.settleRestart();
           return this.result({ skipped: false, previousVersion });
         }
-        await this.step(stage);
+        const completed = await this.step(stage);
+        if (completed && this.stage() === stage) {
+          if (++repeats > this.attempts) {
+            throw new ProtocolError('PROTOCOL_ERROR', `the device answered every step as done, yet stays at the same stage (${stage}) after ${repeats} tries`);
+          }
+        } else {
+          repeats = 0;
+        }
       }
     } catch (err) {
       throw this.explained(err);
@@ -152,31 +169,39 @@ class V2Update {
     }
   }
 
-  /** The stage, where the device running this build already does not count until the build sent anyway has restarted. */
+  /**
+   * The stage. When the device ran this very build before and it is sent
+   * anyway, its running the build counts only once it has restarted into
+   * the copy sent (RESTART answered): the transfer's own state first.
+   */
   private stage(): Stage {
     const stage = stageOf(this.info!, this.image, this.sha256);
-    if (!this.sendAnyway || this.restarted || this.awaitingRestart) return stage;
+    if (!this.sendAnyway) return stage;
     const info = this.info!;
     if (info.transferSha256.equals(this.sha256)) {
       if (info.transferState === TransferState.COMPLETE) return 'complete';
       if (info.transferState === TransferState.RECEIVING || info.transferState === TransferState.SUSPENDED) return 'partial';
     }
-    return 'other';
+    return this.restartAnswered || this.restarted ? stage : 'other';
   }
 
-  /** One step from the stage the device is at; a lost link or a silent device ends it with a new connection and a fresh look. */
-  private async step(stage: Stage): Promise<void> {
+  /**
+   * One step from the stage the device is at; a lost link or a silent
+   * device ends it with a new connection and a fresh look. True when the
+   * step itself completed.
+   */
+  private async step(stage: Stage): Promise<boolean> {
     try {
       switch (stage) {
         case 'confirmed':
-          return;
+          return true;
         case 'pending':
           this.settleRestart();
           await this.confirm();
           break;
         case 'complete':
           await this.restart();
-          return; // restart() reads the state on its new connection
+          return true; // restart() reads the state on its new connection
         case 'partial':
         case 'other':
           this.checkRestartOutcome();
@@ -184,8 +209,10 @@ class V2Update {
           break;
       }
       await this.look();
+      return true;
     } catch (err) {
       await this.recover(err);
+      return false;
     }
   }
 
@@ -295,14 +322,16 @@ class V2Update {
    * likely the restart itself: in every case the new connection tells.
    */
   private async restart(): Promise<void> {
-    if (this.restarts > this.attempts) {
+    if (this.restarts >= this.attempts) {
       throw new DeviceError('CONFIRM_FAILED', 'the device did not restart after RESTART; it keeps running its old firmware, with the new image complete but not started');
     }
     this.restarts++;
     this.awaitingRestart = true;
     this.progress('restarting', this.data.length);
     try {
-      await this.conn.v2!.command(Command.RESTART, this.timeouts.gattMs);
+      // verifyMs: the boot selection validates the image again (esp_ota_set_boot_partition).
+      await this.conn.v2!.command(Command.RESTART, this.timeouts.verifyMs);
+      this.restartAnswered = true;
       this.conn.link.expectDisconnect();
       await this.conn.link.awaitDisconnect(this.timeouts.restartMs + RESTART_DELAY_MS);
     } catch (err) {
@@ -331,14 +360,20 @@ class V2Update {
     if (!this.awaitingRestart && !this.restarted) return;
     this.awaitingRestart = false;
     const info = this.info!;
-    if (info.updateSlotRolledBack || this.restarted) {
+    // Selected (RESTART answered), seen running, or said rolled back: it ran and
+    // was rolled back. Otherwise the RESTART may never have reached the device:
+    // send again, once.
+    if (info.updateSlotRolledBack || this.restarted || this.restartAnswered || this.sentAgain > 0) {
       throw new DeviceError(
         'ROLLED_BACK',
-        `after its restart the device runs ${info.app.projectName} ${info.app.version} (${runningStateName(info.runningState)}), not the new ${this.image.appDesc.projectName} ${this.image.appDesc.version}: the new image ran, did not become valid (its self-test failed, or it restarted before it was confirmed) and was rolled back`,
+        `after its restart the device runs ${info.app.projectName} ${info.app.version} (${runningStateName(info.runningState)}), not the new ${this.image.appDesc.projectName} ${this.image.appDesc.version}: ${
+          info.updateSlotRolledBack || this.restarted
+            ? 'the new image ran, did not become valid (its self-test failed, or it restarted before it was confirmed) and was rolled back'
+            : 'the new image did not start, or started and was rolled back (the device does not say which)'
+        }`,
       );
     }
-    // RESTART was sent, and the image never ran (a power cut before the device
-    // selected it): the transfer goes on from where the device is.
+    this.sentAgain++;
   }
 
   /** CONFIRM (client mode), or the device's own confirmation, awaited. */
@@ -347,6 +382,7 @@ class V2Update {
     this.progress('confirming', this.data.length);
     if (this.options.confirm !== 'device') {
       await v2.subscribe();
+      this.confirmSent = true;
       await v2.command(Command.CONFIRM, this.timeouts.gattMs);
       return;
     }
@@ -438,8 +474,14 @@ class V2Update {
     const typed = err instanceof CommandRefused ? refusalError(err, this.data.length) : err;
     if (!(typed instanceof BleOtaError) || typed.code === 'CANCELLED' && this.info === undefined) return typed;
     if (typed.device !== undefined) return typed;
-    // What the device ran when last seen; after a RESTART nobody saw come back, unknown.
-    const outcome = this.awaitingRestart ? { runs: 'unknown' as const } : outcomeOf(this.info, this.image);
+    if (this.info === undefined) {
+      // Nothing was read, so nothing was sent.
+      return typed.withDevice({ runs: 'old' }, 'Nothing was sent: the device runs what it ran before.');
+    }
+    // What the device ran when last seen; unknown after a RESTART nobody saw
+    // come back, or a CONFIRM whose answer never came.
+    const seen = outcomeOf(this.info, this.image);
+    const outcome = this.awaitingRestart || (this.confirmSent && seen.runs === 'new-unconfirmed') ? { runs: 'unknown' as const } : seen;
     return typed.withDevice(outcome, describeOutcome(outcome, this.image));
   }
 }
@@ -455,7 +497,7 @@ export function describeOutcome(outcome: DeviceOutcome, image: EspImage): string
     case 'new-confirmed':
       return `The device runs the new ${target}, confirmed.`;
     case 'unknown':
-      return `What the device runs now is not known (it restarted and did not answer): the previous firmware, or the new ${target} awaiting confirmation; update again with the same image to finish.`;
+      return `What the device runs now is not known (its last answer never came): the previous firmware, or the new ${target}, confirmed or not; send the same image again to find out and finish.`;
   }
 }
 
@@ -511,56 +553,4 @@ function checkSignedForDevice(info: DeviceInfoV2, image: EspImage, data: Buffer,
 
 function runningStateName(state: number): string {
   return state === RunningState.VALID ? 'confirmed' : state === RunningState.PENDING_VERIFY ? 'pending verify' : 'state unknown';
-}
-
-/** The client's error for a status the device answered. */
-export function refusalError(err: CommandRefused, size: number): BleOtaError {
-  const what = err.message;
-  switch (err.status) {
-    case Status.TOO_LARGE:
-      return new ImageError('IMAGE_TOO_LARGE', `the image (${size} bytes) does not fit the device's OTA slot (${what})`);
-    case Status.WRONG_CHIP:
-      return new ImageError('IMAGE_WRONG_CHIP', `the device says the image is for another chip (${what}); build it for the device's chip`);
-    case Status.PENDING_CONFIRM:
-      return new ProtocolError(
-        'REQUEST_REFUSED',
-        `the device's running image, another than this one, still awaits confirmation (${what}); confirm it, or restart the device to return to the previous image, then update again`,
-      );
-    case Status.FLASH_ERROR:
-      return new ProtocolError('TRANSFER_FAILED', `the device could not write its flash (${what}). Retry; if it persists, check the device's flash and partition table`);
-    case Status.HASH_MISMATCH:
-      return new ProtocolError('DEVICE_REJECTED_IMAGE', `what the device received does not match the image's SHA-256 (${what}). Retry the update`);
-    case Status.INVALID_IMAGE:
-      return new ProtocolError('DEVICE_REJECTED_IMAGE', `the device's validation rejected the image (${what}). Check that it was built for this device`);
-    case Status.BAD_DATA:
-      return new ProtocolError('TRANSFER_FAILED', `the device could not inflate a compressed chunk (${what}). Retry, or turn compression off`);
-    case Status.AUTH_REQUIRED:
-      return new DeviceError('AUTH_REQUIRED', `The device takes updates only from its owner (${what}); give the fleet secret its key was derived from.`);
-    case Status.AUTH_FAILED:
-      return new DeviceError(
-        'AUTH_FAILED',
-        `The device refused the key derived from your fleet secret (${what}): it was provisioned with another secret, or for another device. Nothing was changed; check the secret, or provision the device again.`,
-      );
-    case Status.NOT_PROVISIONED:
-      return new DeviceError(
-        'NOT_PROVISIONED',
-        `The device has no update key yet (${what}), so it takes no update over the air. Provision it once over USB: esp32-ble-ota provision (docs/SECURITY.md).`,
-      );
-    case Status.BAD_SIGNATURE:
-      return new ImageError(
-        'IMAGE_SIGNATURE_INVALID',
-        `The device refused the image: it is not signed with the key the device trusts (${what}). Sign the image with your signing key (esp32-ble-ota sign, or build with signing on).`,
-      );
-    case Status.OLD_SECURE_VERSION:
-      return new ImageError('SECURE_VERSION_TOO_OLD', `The device refused the image: its secure_version is below the running firmware's (${what}).`);
-    case Status.AUTH_LOCKED: {
-      const seconds = err.body.length >= 4 ? Math.ceil(err.body.readUInt32LE(0) / 1000) : undefined;
-      return new DeviceError(
-        'AUTH_LOCKED',
-        `the device refuses authentication for ${seconds === undefined ? 'a while' : `${seconds} s`} after repeated failures (${what}); check the key, then try again later`,
-      );
-    }
-    default:
-      return new ProtocolError('PROTOCOL_ERROR', `the device refused a step of the update (${what}); status ${statusName(err.status)}`);
-  }
 }

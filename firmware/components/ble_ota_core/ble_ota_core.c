@@ -498,6 +498,7 @@ ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed)
     const ble_ota_img_state_t state = port->running_state(port->ctx);
 
     core->confirm_waiting = false;
+    core->self_test_passed = self_test_passed;
     if (state != BLE_OTA_IMG_PENDING_VERIFY) {
         if (!self_test_passed) {
             /* Nothing to roll back to: a confirmed image stays. */

@@ -373,10 +373,18 @@ v2_restart(ble_ota_core_t *core)
         if (err == BLE_OTA_PORT_OK) {
             err = port->set_boot_slot(port->ctx);
         }
-        if (err != BLE_OTA_PORT_OK) {
+        if (err == BLE_OTA_PORT_ERR_FLASH) {
             /* Still COMPLETE: the client may ask again. */
             ble_ota_log(port, BLE_OTA_LOG_ERROR, "RESTART: boot slot not set (%s)", ble_ota_port_err_name(err));
             v2_answer(core, BLE_OTA_CMD_RESTART, BLE_OTA_ST_FLASH_ERROR);
+            return;
+        }
+        if (err != BLE_OTA_PORT_OK) {
+            /* Refused for good (esp_ota_set_boot_partition validates the image
+             * again, and checks anti-rollback): the image is dropped. */
+            ble_ota_log(port, BLE_OTA_LOG_ERROR, "RESTART: image refused (%s)", ble_ota_port_err_name(err));
+            v2_reset(core);
+            v2_answer(core, BLE_OTA_CMD_RESTART, v2_status_of(err, false));
             return;
         }
         t->restart_requested = true;
@@ -411,6 +419,13 @@ v2_confirm(ble_ota_core_t *core)
 
     if (port->running_state(port->ctx) != BLE_OTA_IMG_PENDING_VERIFY) {
         v2_answer(core, BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_NOT_PENDING);
+        return;
+    }
+    /* Never before the self-test passed: a client's CONFIRM proves the link,
+     * the self-test what the app checks at boot. After it, also an image
+     * the device meant to confirm itself (its own mark_valid failed). */
+    if (!core->self_test_passed) {
+        v2_answer(core, BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_BAD_STATE);
         return;
     }
     const ble_ota_port_err_t err = port->mark_valid(port->ctx);

@@ -148,6 +148,7 @@ typedef struct {
     ble_ota_v2_t v2;
     uint8_t last_status;         /* OTA Info last_status, BLE_OTA_LAST_STATUS_NONE at boot */
     bool confirm_waiting;        /* the running image waits for CONFIRM */
+    bool self_test_passed;       /* confirm_boot() saw the running image's self-test pass */
     bool rollback_requested;     /* port rollback() called: nothing may start until the restart */
     /* The confirm window counts the time the owner could have confirmed:
      * not while a link that has not authenticated holds the device (one
