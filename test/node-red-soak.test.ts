@@ -374,6 +374,19 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
     await until('the probe completes', () => ledger.of(probe.id as number, 'done').length > 0 && ledger.flow.some((f) => f.id === probe.id));
     ledger.update();
 
+    const deviceOf = (s: Sent) => s.device ?? DEVICES[UPLOADS.indexOf(s.node)] ?? DEVICES[0];
+    /** What the updates of a device before message `before` reached, and how they ended. */
+    const history = (device: string, before: number) =>
+      sent
+        .filter((s) => s.id < before && s.kind !== 'cancel' && deviceOf(s) === device)
+        .map((s) => {
+          const phases = ledger.of(s.id, 'progress').map((l) => l.phase);
+          const d = ledger.of(s.id, 'done')[0];
+          return `#${s.id}[${phases.length ? phases[phases.length - 1] : '-'} -> ${d ? (d.err ?? 'ok') + (d.live ? '' : ', node closed') : '?'}]`;
+        })
+        .slice(-4)
+        .join(' ');
+
     // The verdict, message by message.
     const problems: string[] = [];
     const tally: Record<string, number> = {};
@@ -412,12 +425,14 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
         }
         if (flowLines.length === 0) lostInHop++; // a redeploy stopped the logger before the message reached it
       } else {
+        // Its node was closing (a redeploy): the Catch node may still take it, or may be stopped already.
         if (d.err !== null && d.err !== 'CANCELLED') say(`closed by a redeploy, but ended with ${d.err}: ${d.message}`);
-        if (catches.length) say('completed after its node closed, yet a Catch node took it');
+        if (catches.length === 1 && catches[0].code !== d.err) say(`the Catch message has msg.error.code ${catches[0].code}, done() gave ${d.err}`);
+        if (d.err !== null && catches.length === 0) count('closed: CANCELLED after the Catch node stopped');
       }
       if (s.kind === 'final') {
         const r = results[0];
-        if (d.err !== null || !r) say(`the final update failed: ${d.err} ${d.message} ${JSON.stringify(d.deviceState)}`);
+        if (d.err !== null || !r) say(`the final update failed: ${d.err} ${d.message} ${JSON.stringify(d.deviceState)}; before it on ${deviceOf(s)}: ${history(deviceOf(s), s.id)}`);
         else if (!r.confirmed || r.running !== s.version || r.version !== s.version) say(`the final update: confirmed ${r.confirmed}, runs ${r.running}, image ${r.version}; expected ${s.version}`);
       }
     }

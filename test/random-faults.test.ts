@@ -57,7 +57,7 @@ describe('random faults: seeded fault kinds, rates and moments, with retries', f
     assert.deepEqual(violations(/^success/), []);
   });
 
-  it("a failure is a BleOtaError, and its err.device is what the device runs ('unknown' only after a restart)", () => {
+  it("a failure is a BleOtaError, and its err.device is what the device runs ('unknown' only after a restart or a CONFIRM left unanswered)", () => {
     assert.deepEqual(violations(/err\.device|not a BleOtaError/), []);
   });
 

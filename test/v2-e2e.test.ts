@@ -92,6 +92,13 @@ describe('protocol v2 end to end through noble and the virtual ESP32', function 
     assert.equal(again.skipped, true);
     assert.equal((await device.stats()).writeCmds, before.writeCmds, 'nothing was streamed');
 
+    // Without skipIfRunning, the same build is sent and the device restarts into the copy.
+    const slot = (await device.state()).running;
+    const resent = await client.update({ target: { name: 'v2-skip' }, image, skipIfRunning: false });
+    assert.deepEqual([resent.skipped, resent.restarted, resent.confirmed, resent.runningVersion], [false, true, true, '2.0.0']);
+    assert.ok((await device.stats()).writeCmds > before.writeCmds, 'the image was streamed');
+    assert.notEqual((await device.state()).running, slot, 'the copy runs, from the other slot');
+
     const rebuilt = buildAppImage({ size: 64 * 1024, projectName: 'app', version: '2.0.0', seed: 29 });
     const other = await client.update({ target: { name: 'v2-skip' }, image: rebuilt, skipIfRunning: true });
     assert.equal(other.skipped, false, 'same version, another build: updated');
