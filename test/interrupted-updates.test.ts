@@ -1,7 +1,8 @@
 /**
  * Updates interrupted at the moments where a retry used to fail (issue 13):
  * a new call for the same image finishes what the interrupted one left,
- * whatever it left; a compressed transfer resumes at its very end; a
+ * whatever it left; a call for another image settles an image awaiting
+ * confirmation first; a compressed transfer resumes at its very end; a
  * device that cannot confirm itself is a failure that says what it runs;
  * a failure names what the device runs. Against owned, signing virtual
  * ESP32s, as our firmware's default build.
@@ -78,6 +79,22 @@ describe('interrupted updates: a new call finishes what the last one left', func
     assert.equal(r.confirmed, true);
     assert.equal(r.runningVersion, '2.1.0');
     assert.equal(bytes(), 0, 'nothing sent again');
+  });
+
+  it('cancelled after RESTART, then another image: the image awaiting confirmation is settled first, and the new one goes in', async () => {
+    const { name, device: d } = await device();
+    const first = signedImage({ size: 40 * 1024, version: '2.1.5', seed: 16 });
+    const abort = new AbortController();
+    await assert.rejects(
+      client().update({ target: { name }, image: first, secret: OWNER.secret, signal: abort.signal, onProgress: (p) => p.phase === 'confirming' && abort.abort() }),
+      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED',
+    );
+    await eventually(() => d.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the first image running pending verify');
+    const next = signedImage({ size: 40 * 1024, version: '2.1.6', seed: 17 });
+    const r = await client().update({ target: { name }, image: next, secret: OWNER.secret });
+    assert.equal(r.previousVersion, '2.1.5');
+    assert.equal(r.confirmed, true);
+    assert.equal(r.runningVersion, '2.1.6');
   });
 
   it('a compressed transfer whose link drops before END resumes at its very end', async () => {

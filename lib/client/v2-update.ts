@@ -205,6 +205,10 @@ class V2Update {
         case 'partial':
         case 'other':
           this.checkRestartOutcome();
+          if (this.info!.runningState === RunningState.PENDING_VERIFY) {
+            await this.confirmOther();
+            break;
+          }
           await this.transfer();
           break;
       }
@@ -374,6 +378,19 @@ class V2Update {
       );
     }
     this.sentAgain++;
+  }
+
+  /**
+   * The device runs another image pending confirmation (an update
+   * interrupted between its restart and its CONFIRM): no new transfer
+   * starts until it is settled. CONFIRM settles it, and is what it waited
+   * for: its self-test passed (the device refuses CONFIRM before), and
+   * this client reaches it over BLE.
+   */
+  private async confirmOther(): Promise<void> {
+    const v2 = this.conn.v2!;
+    await v2.subscribe();
+    await v2.command(Command.CONFIRM, this.timeouts.gattMs);
   }
 
   /** CONFIRM (client mode), or the device's own confirmation, awaited. */
