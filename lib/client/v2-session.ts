@@ -119,6 +119,10 @@ export class V2Session {
    */
   private async readInfoValue(): Promise<{ value: Buffer; info: DeviceInfoV2 }> {
     const value = await this.link.read(this.chars.info, 'OTA Info');
+    if (value.length === 0) {
+      // An error answer (noble gives an empty value): a device restarting, or going away.
+      throw new BleOtaError('GATT_TIMEOUT', `${this.link.describe()} answered the OTA Info read with an error; it may be restarting.`);
+    }
     let info: DeviceInfoV2;
     try {
       info = decodeInfo(value);

@@ -107,6 +107,8 @@ class V2Update {
   private sentAgain = 0;
   /** CONFIRM sent (its answer may be lost): whether it took effect is the device's to say. */
   private confirmSent = false;
+  /** CONFIRM answered OK for the image the device runs: it is confirmed, whatever an older look said. */
+  private confirmAnswered = false;
   /** The new image was seen running after a RESTART of this call. */
   private restarted = false;
   /** The device ran this very build already and skipIfRunning is off: send it and restart into it all the same. */
@@ -220,7 +222,10 @@ class V2Update {
     }
   }
 
-  /** The first OTA Info: once more on a new connection when the first one fails before anything was sent. */
+  /**
+   * The first OTA Info: on a new connection (backing off, within the
+   * attempts allowed) when it fails before anything was sent.
+   */
   private async readFirst(): Promise<void> {
     for (let tries = 0; ; tries++) {
       try {
@@ -231,9 +236,10 @@ class V2Update {
       } catch (err) {
         // A read nothing answered, a link lost, or an MTU exchange that never completed (CONNECT_FAILED).
         const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT' || err.code === 'CONNECT_FAILED');
-        if (!lost || tries > 0 || this.options.signal?.aborted) throw err;
+        if (!lost || tries >= this.attempts || this.options.signal?.aborted) throw err;
         await this.conn.close();
-        await this.open();
+        await backoff(tries, this.options.signal);
+        await this.openRetrying();
       }
     }
   }
@@ -265,18 +271,23 @@ class V2Update {
     await this.connectAgain();
   }
 
-  /** Connects again (retrying with backoff, as a restarting device may not answer at once) and looks. */
-  private async connectAgain(): Promise<void> {
+  /** A new connection, retried with backoff: a restarting device, or one another central holds, may not answer at once. */
+  private async openRetrying(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
         await this.open();
-        break;
+        return;
       } catch (err) {
         const retry = err instanceof BleOtaError && (err.code === 'DEVICE_NOT_FOUND' || err.code === 'CONNECT_FAILED' || err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
         if (!retry || attempt >= this.attempts || this.options.signal?.aborted) throw err;
         await backoff(attempt, this.options.signal);
       }
     }
+  }
+
+  /** Connects again and looks. */
+  private async connectAgain(): Promise<void> {
+    await this.openRetrying();
     try {
       await this.look();
     } catch (err) {
@@ -390,7 +401,21 @@ class V2Update {
   private async confirmOther(): Promise<void> {
     const v2 = this.conn.v2!;
     await v2.subscribe();
-    await v2.command(Command.CONFIRM, this.timeouts.gattMs);
+    await this.sendConfirm();
+    this.confirmAnswered = false; // that was another image's confirmation
+  }
+
+  /** CONFIRM; until its answer comes, whether it took effect is the device's to say. */
+  private async sendConfirm(): Promise<void> {
+    this.confirmSent = true;
+    try {
+      await this.conn.v2!.command(Command.CONFIRM, this.timeouts.gattMs);
+      this.confirmSent = false;
+      this.confirmAnswered = true;
+    } catch (err) {
+      if (err instanceof CommandRefused) this.confirmSent = false; // answered: nothing changed
+      throw err;
+    }
   }
 
   /** CONFIRM (client mode), or the device's own confirmation, awaited. */
@@ -399,8 +424,7 @@ class V2Update {
     this.progress('confirming', this.data.length);
     if (this.options.confirm !== 'device') {
       await v2.subscribe();
-      this.confirmSent = true;
-      await v2.command(Command.CONFIRM, this.timeouts.gattMs);
+      await this.sendConfirm();
       return;
     }
     // The device confirms itself once its self-test passed: give it the time.
@@ -492,12 +516,13 @@ class V2Update {
     if (!(typed instanceof BleOtaError) || typed.code === 'CANCELLED' && this.info === undefined) return typed;
     if (typed.device !== undefined) return typed;
     if (this.info === undefined) {
-      // Nothing was read, so nothing was sent.
-      return typed.withDevice({ runs: 'old' }, 'Nothing was sent: the device runs what it ran before.');
+      // Nothing was sent in this call; what an earlier one left is not known.
+      return typed.withDevice({ runs: 'unknown' }, 'Nothing was sent in this call, and what the device runs could not be read.');
     }
     // What the device ran when last seen; unknown after a RESTART nobody saw
     // come back, or a CONFIRM whose answer never came.
-    const seen = outcomeOf(this.info, this.image);
+    let seen = outcomeOf(this.info, this.image);
+    if (this.confirmAnswered && seen.runs === 'new-unconfirmed') seen = { ...seen, runs: 'new-confirmed' };
     const outcome = this.awaitingRestart || (this.confirmSent && seen.runs === 'new-unconfirmed') ? { runs: 'unknown' as const } : seen;
     return typed.withDevice(outcome, describeOutcome(outcome, this.image));
   }
