@@ -512,7 +512,11 @@ class V2Update {
 
   /** The error as the caller sees it: a typed error, saying what the device runs. */
   private explained(err: unknown): unknown {
-    const typed = err instanceof CommandRefused ? refusalError(err, this.data.length) : err;
+    let typed = err instanceof CommandRefused ? refusalError(err, this.data.length) : err;
+    // Cancelled: a link our own close ended says so, not DISCONNECTED.
+    if (this.options.signal?.aborted && typed instanceof BleOtaError && typed.code !== 'CANCELLED') {
+      typed = new CancelledError();
+    }
     if (!(typed instanceof BleOtaError) || typed.code === 'CANCELLED' && this.info === undefined) return typed;
     if (typed.device !== undefined) return typed;
     if (this.info === undefined) {
