@@ -40,22 +40,9 @@ import { peripheralId, VirtualBindings } from '../lib/virtual/bindings';
 import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { OWNER, ownedDevice, signedImage } from '../test/support/owner';
+import { mulberry32, Random } from '../test/support/prng';
 
 // --- a seeded PRNG -------------------------------------------------------------
-
-export type Random = () => number;
-
-/** mulberry32: 32 bits of state, good enough to pick faults. */
-export function mulberry32(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const int = (rnd: Random, lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
 const pick = <T>(rnd: Random, items: readonly T[]): T => items[Math.floor(rnd() * items.length)];

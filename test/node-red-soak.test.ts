@@ -35,6 +35,7 @@ import { strict as assert } from 'node:assert';
 import { writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { NodeRedProcess, ROOT } from './support/node-red-process';
+import { mulberry32 } from './support/prng';
 
 type FlowNode = Record<string, unknown> & { id: string; type: string };
 
@@ -44,17 +45,6 @@ const DEVICES = ['soak-a', 'soak-b', 'soak-c', 'soak-d'];
 const UPLOADS = ['soak-up-a', 'soak-up-b', 'soak-up-c', 'soak-up-d', 'soak-up-x'];
 const PROJECT = 'soak-app';
 
-/** A small, seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function soakFlow(): FlowNode[] {
   const devices = DEVICES.map((name, i) => ({
@@ -253,7 +243,7 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
     const seed = process.env.SOAK_SEED ? Number(process.env.SOAK_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
     const target = Number(process.env.SOAK_MESSAGES ?? 48);
     console.log(`      soak seed ${seed} (SOAK_SEED=${seed} replays its choices), ${target} update messages`);
-    const rand = prng(seed);
+    const rand = mulberry32(seed);
     const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
 
