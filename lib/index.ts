@@ -11,7 +11,7 @@ export type { EspImage, EspImageSummary } from './image/esp-image';
 export { buildAppImage } from './image/app-image-builder';
 export type { AppImageOptions } from './image/app-image-builder';
 export { validateImage } from './image/validate';
-export { loadSystemNoble } from './noble-loader';
+export { loadSystemNoble, releaseSystemBluetooth } from './noble-loader';
 export { VirtualBindings } from './virtual/bindings';
 export { VirtualEsp32 } from './virtual/virtual-device';
 export type { VirtualDeviceOptions, VirtualDeviceState } from './virtual/virtual-device';

@@ -10,18 +10,95 @@ import { BluetoothUnavailableError } from './errors';
 import type { NobleLike } from './client/noble-types';
 
 let cached: { noble?: NobleLike; error?: BluetoothUnavailableError } | undefined;
+let released = false;
+
+/**
+ * The parts of noble's HCI bindings (`lib/hci-socket`) this module reaches
+ * into, where noble has no API for what a library must do: open the adapter
+ * now, let the process exit, take the controller's buffer count.
+ */
+interface NobleHciInternals {
+  _bindings?: {
+    onSigIntBinded?: () => void;
+    _hci?: {
+      _userChannel?: unknown;
+      _aclBuffers?: unknown;
+      readLeBufferSize?: () => void;
+      pollIsDevUp?: () => void;
+      _socket?: { start?: () => void; stop?: () => void };
+    };
+  };
+}
 
 export function loadSystemNoble(): NobleLike {
   if (!cached) {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      cached = { noble: require('@abandonware/noble') as NobleLike };
+      const noble = require('@abandonware/noble') as NobleLike;
+      openAdapter(noble);
+      cached = { noble };
     } catch (err) {
       cached = { error: explainLoadError(err) };
     }
   }
   if (cached.error) throw cached.error;
+  if (released) reopen(cached.noble as NobleLike);
   return cached.noble as NobleLike;
+}
+
+/**
+ * Lets a process that used the system's Bluetooth exit by itself: noble's
+ * HCI socket and its once-a-second adapter check otherwise keep the event
+ * loop alive for ever. The next loadSystemNoble() opens it again.
+ */
+export function releaseSystemBluetooth(): void {
+  if (!cached?.noble || released) return;
+  const hci = (cached.noble as NobleLike & NobleHciInternals)._bindings?._hci;
+  if (!hci) return;
+  cached.noble.stopScanning();
+  hci.pollIsDevUp = () => undefined; // the check already scheduled runs once more, and stops
+  hci._socket?.stop?.();
+  released = true;
+}
+
+function reopen(noble: NobleLike): void {
+  const hci = (noble as NobleLike & NobleHciInternals)._bindings?._hci;
+  released = false;
+  if (!hci) return;
+  Reflect.deleteProperty(hci, 'pollIsDevUp'); // noble's own again
+  hci._socket?.start?.();
+  hci.pollIsDevUp?.();
+}
+
+/**
+ * Opens the adapter now (noble would on first use), so that a missing or
+ * forbidden adapter is reported here, and sets right two things of noble's:
+ *
+ * - Its SIGINT handler exits the process (code 1) whenever it is the last
+ *   one registered, which it is, having come after the application's: Ctrl-C
+ *   skipped the CLI's cancel and Node-RED's orderly stop. Moved first, it
+ *   exits only a process with no handler of its own.
+ * - In HCI user-channel mode (HCI_CHANNEL_USER) it resets the controller and
+ *   never asks for the controller's LE buffers, so it never sends ACL data
+ *   and every connection's first GATT request times out. Asked here.
+ */
+function openAdapter(noble: NobleLike): void {
+  const before = new Set(process.listeners('SIGINT'));
+  void noble.state; // noble's lazy init runs on first read
+  for (const listener of process.listeners('SIGINT')) {
+    if (before.has(listener)) continue;
+    process.off('SIGINT', listener);
+    process.prependListener('SIGINT', listener);
+  }
+  const hci = (noble as NobleLike & NobleHciInternals)._bindings?._hci;
+  if (hci?._userChannel && typeof hci.readLeBufferSize === 'function') {
+    const askBuffers = (state: string) => {
+      if (state !== 'poweredOn') return;
+      noble.off('stateChange', askBuffers);
+      if (hci._aclBuffers === undefined) hci.readLeBufferSize?.();
+    };
+    noble.on('stateChange', askBuffers);
+  }
 }
 
 /** Why the system's Bluetooth cannot be used, or undefined when it can be loaded. */

@@ -1,0 +1,169 @@
+/**
+ * The real Bluetooth stacks in the loop: the OTA client on noble's own HCI,
+ * L2CAP, ATT and GATT code (what users run on a Raspberry Pi), through
+ * BlueZ's emulated controllers (btvirt), to bleno's peripheral stack serving
+ * the firmware's OTA core. Only the kernel socket under noble and bleno is
+ * replaced (test/support/emulated-controller).
+ */
+import { strict as assert } from 'node:assert';
+import { BleOtaClient } from '../lib/client/ota-client';
+import type { NobleLike } from '../lib/client/noble-types';
+import { BleOtaError } from '../lib/errors';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { loadSystemNoble } from '../lib/noble-loader';
+import { VirtualDeviceOptions, VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { Btvirt } from './support/emulated-controller/btvirt';
+import { installEmulatedHciTransport } from './support/emulated-controller/hci-transport';
+import { OtaPeripheral, PeripheralOptions } from './support/emulated-controller/ota-peripheral';
+import { eventually } from './support/eventually';
+import { fixture } from './support/fixtures';
+
+const SECRET = '5e'.repeat(32);
+/** HCI reason "connection timeout": what both hosts see when the radio link is lost. */
+const CONNECTION_TIMEOUT = 0x08;
+
+/** The noble events the client listens to while it works: none may stay behind. */
+const NOBLE_EVENTS = ['stateChange', 'discover', 'scanStart', 'scanStop', 'warning'];
+
+describe('the real Bluetooth stacks: noble HCI -> emulated controllers -> bleno -> firmware core', function () {
+  this.timeout(120_000);
+  let btvirt: Btvirt;
+  let noble: NobleLike;
+  let device: VirtualEsp32 | undefined;
+  let peripheral: OtaPeripheral | undefined;
+  const client = () => new BleOtaClient({ noble: loadSystemNoble, timeouts: { scanMs: 10_000 } });
+
+  before(async () => {
+    btvirt = await Btvirt.start();
+    installEmulatedHciTransport();
+    noble = loadSystemNoble();
+  });
+
+  after(async () => {
+    await btvirt?.stop();
+  });
+
+  afterEach(async () => {
+    await peripheral?.stop();
+    await device?.stop();
+    peripheral = undefined;
+    device = undefined;
+  });
+
+  async function serve(options: VirtualDeviceOptions = {}, peripheralOptions: PeripheralOptions = {}): Promise<VirtualEsp32> {
+    device = await VirtualEsp32.start({ name: 'esp32', restartDelayMs: 20, ...options });
+    peripheral = await OtaPeripheral.start(device, peripheralOptions);
+    return device;
+  }
+
+  function listeners(): number[] {
+    return NOBLE_EVENTS.map((e) => (noble as unknown as NodeJS.EventEmitter).listenerCount(e));
+  }
+
+  it('updates with protocol v2, compressed and keyed, restarts and confirms over noble HCI', async () => {
+    const d = await serve({ fleetSecret: SECRET });
+    const before = listeners();
+    const image = buildAppImage({ size: 256 * 1024, version: '2.0.0', fill: fixture('esp_idf_blink_esp32s2.bin') });
+
+    const result = await client().update({ target: { name: 'esp32' }, image, secret: SECRET });
+
+    assert.equal(result.protocol, 'v2');
+    assert.equal(result.authenticated, true);
+    assert.equal(result.confirmed, true);
+    assert.equal(result.restarted, true);
+    assert.equal(result.runningVersion, '2.0.0');
+    assert.equal(result.mtu, 256, 'the MTU noble and bleno really negotiate');
+    assert.ok(result.packets * result.packetSize < image.length, `compressed: ${result.packets} packets of ${result.packetSize} bytes for ${image.length}`);
+    const state = await d.state();
+    assert.equal(state.slots[state.running].state, 'valid');
+    assert.ok((await d.readFlash(state.running, 0, image.length)).equals(image));
+    assert.deepEqual(listeners(), before, 'no noble listener left behind');
+  });
+
+  it('sends an incompressible image uncompressed, in packets that fit the negotiated MTU', async () => {
+    const d = await serve();
+    const image = buildAppImage({ size: 128 * 1024, version: '2.0.1', seed: 3 });
+
+    const result = await client().update({ target: { name: 'esp32' }, image, compress: false });
+
+    assert.equal(result.packetSize, 256 - 3 - 4 - 9, 'ATT MTU minus the write header, the offset and the v2 stream header');
+    assert.equal(result.packets, Math.ceil(image.length / result.packetSize));
+    const state = await d.state();
+    assert.ok((await d.readFlash(state.running, 0, image.length)).equals(image));
+  });
+
+  it("updates a device running the seed's firmware with the seed protocol", async () => {
+    const d = await serve({ protocol: 'seed' });
+    const image = buildAppImage({ size: 64 * 1024, version: '1.5.0', seed: 4 });
+
+    const result = await client().update({ target: { name: 'esp32' }, image });
+
+    assert.equal(result.protocol, 'seed');
+    assert.equal(result.restarted, true);
+    const state = await d.state();
+    assert.equal(state.slots[state.running].size, image.length, 'the device runs the new image');
+    assert.ok((await d.readFlash(state.running, 0, image.length)).equals(image));
+  });
+
+  it('finds a device by name when it does not advertise the OTA service', async () => {
+    await serve({ name: 'kitchen-node' }, { advertiseService: false });
+    const image = buildAppImage({ size: 32 * 1024, version: '2.0.2', seed: 5 });
+
+    const result = await client().update({ target: { name: 'kitchen-node' }, image });
+
+    assert.equal(result.device.name, 'kitchen-node');
+    assert.equal(result.runningVersion, '2.0.2');
+  });
+
+  for (const who of ['peripheral', 'controller'] as const) {
+    it(`resumes where it stopped when the ${who} drops the link mid-transfer`, async () => {
+      const d = await serve();
+      const image = buildAppImage({ size: 384 * 1024, version: '2.1.0', seed: 6 });
+      let dropped = false;
+
+      const result = await client().update({
+        target: { name: 'esp32' },
+        image,
+        compress: false,
+        onProgress: (p) => {
+          if (dropped || p.phase !== 'uploading' || p.bytesSent < image.length / 3) return;
+          dropped = true;
+          if (who === 'peripheral') peripheral!.dropLink();
+          else peripheral!.loseLink(CONNECTION_TIMEOUT);
+        },
+      });
+
+      assert.ok(dropped);
+      assert.equal(result.resumes, 1);
+      assert.equal(result.confirmed, true);
+      assert.ok(result.packets * result.packetSize < image.length * 1.5, `resumed, not restarted: ${result.packets} packets`);
+      const state = await d.state();
+      assert.ok((await d.readFlash(state.running, 0, image.length)).equals(image));
+    });
+  }
+
+  it('cancels mid-transfer with CANCELLED, and the next update resumes and completes', async () => {
+    const d = await serve();
+    const image = buildAppImage({ size: 384 * 1024, version: '2.2.0', seed: 7 });
+    const controller = new AbortController();
+    const before = listeners();
+
+    const cancelled = client().update({
+      target: { name: 'esp32' },
+      image,
+      compress: false,
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.phase === 'uploading' && p.bytesSent > image.length / 2) controller.abort();
+      },
+    });
+    await assert.rejects(cancelled, (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED');
+    // The device learns of the closed link over the air, after the call has ended.
+    await eventually(() => d.state(), (s) => s.transfer === 'suspended', 30_000, 'a v2 transfer waiting for its resume');
+    assert.deepEqual(listeners(), before, 'no noble listener left behind');
+
+    const result = await client().update({ target: { name: 'esp32' }, image, compress: false });
+    assert.equal(result.runningVersion, '2.2.0');
+    assert.ok(result.packets < Math.ceil(image.length / result.packetSize), 'the second call sent only what was missing');
+  });
+});
