@@ -6,6 +6,10 @@
  * replaced (test/support/emulated-controller).
  */
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { BleOtaClient } from '../lib/client/ota-client';
 import type { NobleLike } from '../lib/client/noble-types';
 import { BleOtaError } from '../lib/errors';
@@ -17,6 +21,7 @@ import { installEmulatedHciTransport } from './support/emulated-controller/hci-t
 import { OtaPeripheral, PeripheralOptions } from './support/emulated-controller/ota-peripheral';
 import { eventually } from './support/eventually';
 import { fixture } from './support/fixtures';
+import { NodeRedProcess } from './support/node-red-process';
 
 const SECRET = '5e'.repeat(32);
 /** HCI reason "connection timeout": what both hosts see when the radio link is lost. */
@@ -24,6 +29,34 @@ const CONNECTION_TIMEOUT = 0x08;
 
 /** The noble events the client listens to while it works: none may stay behind. */
 const NOBLE_EVENTS = ['stateChange', 'discover', 'scanStart', 'scanStop', 'warning'];
+
+/** Makes a process's noble reach the emulated controllers (node --require). */
+const PRELOAD = resolve(__dirname, 'support/emulated-controller/preload.js');
+const CLI = resolve(__dirname, '../lib/cli/main.js');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs node with the preload; `watch` sees the output as it comes. */
+function runNode(args: string[], env: Record<string, string> = {}, watch?: (output: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, ['--require', PRELOAD, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const run: Run = { code: null, stdout: '', stderr: '' };
+    child.stdout.on('data', (d: Buffer) => {
+      run.stdout += d.toString();
+      watch?.(run.stdout + run.stderr, child);
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      run.stderr += d.toString();
+      watch?.(run.stdout + run.stderr, child);
+    });
+    child.on('error', fail);
+    child.on('exit', (code) => done({ ...run, code }));
+  });
+}
 
 describe('the real Bluetooth stacks: noble HCI -> emulated controllers -> bleno -> firmware core', function () {
   this.timeout(120_000);
@@ -165,5 +198,80 @@ describe('the real Bluetooth stacks: noble HCI -> emulated controllers -> bleno 
     const result = await client().update({ target: { name: 'esp32' }, image, compress: false });
     assert.equal(result.runningVersion, '2.2.0');
     assert.ok(result.packets < Math.ceil(image.length / result.packetSize), 'the second call sent only what was missing');
+  });
+
+  describe('the system Bluetooth path in other processes, as users run it', () => {
+    let dir: string;
+    before(() => (dir = mkdtempSync(join(tmpdir(), 'ble-ota-hci-'))));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    function imageFile(name: string, version: string, size: number): string {
+      const file = join(dir, name);
+      writeFileSync(file, buildAppImage({ size, version, seed: size % 97 }));
+      return file;
+    }
+
+    it('the CLI on Ctrl-C cancels the update: exit 130 and a CANCELLED JSON document', async () => {
+      await serve();
+      const file = imageFile('cancel.bin', '3.0.0', 1024 * 1024);
+      let interrupted = false;
+      const run = await runNode([CLI, 'upload', file, '--device', 'esp32', '--json'], {}, (output, child) => {
+        if (!interrupted && /uploading/.test(output)) {
+          interrupted = true;
+          child.kill('SIGINT');
+        }
+      });
+      assert.ok(interrupted, `the upload never started:\n${run.stderr}`);
+      assert.equal(run.code, 130, run.stderr);
+      assert.equal((JSON.parse(run.stdout) as { error: { code: string } }).error.code, 'CANCELLED');
+    });
+
+    it('the CLI updates in HCI user-channel mode, where noble itself never asks the controller for its buffers', async () => {
+      const d = await serve();
+      const file = imageFile('user-channel.bin', '3.1.0', 96 * 1024);
+      const run = await runNode([CLI, 'upload', file, '--device', 'esp32', '--json'], { HCI_CHANNEL_USER: '1' });
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal((JSON.parse(run.stdout) as { runningVersion: string }).runningVersion, '3.1.0');
+      const state = await d.state();
+      assert.equal(state.slots[state.running].state, 'valid');
+    });
+
+    it('a script using the library exits by itself after releaseSystemBluetooth()', async () => {
+      await serve();
+      const file = imageFile('script.bin', '3.2.0', 48 * 1024);
+      const script = `
+        const { BleOtaClient, releaseSystemBluetooth } = require(${JSON.stringify(resolve(__dirname, '../lib/index.js'))});
+        const image = require('node:fs').readFileSync(${JSON.stringify(file)});
+        new BleOtaClient().update({ target: { name: 'esp32' }, image })
+          .then((r) => console.log('updated to', r.runningVersion))
+          .finally(() => releaseSystemBluetooth());`;
+      const run = await runNode(['-e', script]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /updated to 3\.2\.0/);
+    });
+
+    it('a Node-RED flow whose device node uses the system Bluetooth updates the device', async () => {
+      const d = await serve({ name: 'garage' });
+      const file = imageFile('flow.bin', '3.3.0', 64 * 1024);
+      const nr = await NodeRedProcess.start(
+        [
+          { id: 'i', type: 'inject', z: 'x', props: [{ p: 'payload' }], payloadType: 'date', wires: [['f']] },
+          { id: 'f', type: 'file in', z: 'x', filename: file, filenameType: 'str', format: '', encoding: 'none', wires: [['u']] },
+          { id: 'u', type: 'ble-ota-upload', z: 'x', device: 'd', wires: [['log'], ['log']] },
+          { id: 'log', type: 'debug', z: 'x', active: true, tosidebar: false, console: true, complete: 'payload', wires: [] },
+          { id: 'd', type: 'ble-ota-device', device: 'garage', backend: 'bluetooth', scanTimeout: 10, operationTimeout: 10 },
+        ],
+        '',
+        { NODE_OPTIONS: `--require ${PRELOAD}` },
+      );
+      try {
+        await nr.inject('i');
+        await nr.waitForOutput(/runningVersion: '3\.3\.0'|"runningVersion":"3\.3\.0"/, 60_000);
+        const state = await d.state();
+        assert.equal(state.slots[state.running].state, 'valid');
+      } finally {
+        await nr.stop();
+      }
+    });
   });
 });
