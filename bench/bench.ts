@@ -7,9 +7,10 @@
  * The modelled figures are deterministic (virtual time); the CPU and
  * memory figures are measured on this machine and vary a little.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -18,7 +19,10 @@ import { deflateChunks } from '../lib/protocol/deflate-chunks';
 import { encodeStreamPacket } from '../lib/protocol/v2-codec';
 import { PRESETS } from '../lib/virtual/link-model';
 import { modelledUpdate, ModelledRun } from '../lib/virtual/modelled-update';
+import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { Btvirt } from '../test/support/emulated-controller/btvirt';
+import { OtaPeripheral } from '../test/support/emulated-controller/ota-peripheral';
 
 const ROOT = resolve(__dirname, '../..');
 const FIXTURES = resolve(ROOT, '../shared/fixtures/esptool-images');
@@ -123,6 +127,68 @@ async function peakMemory(): Promise<{ imageBytes: number; idleRssBytes: number;
   }
 }
 
+interface CentralRun {
+  cpuMs: number;
+  wallMs: number;
+  bytes: number;
+}
+
+/** Runs bench/central.js (one whole update from a fresh process) and returns its figures. */
+function central(args: string[], preload?: string): Promise<CentralRun> {
+  const script = join(__dirname, 'central.js');
+  const node = preload ? ['--require', preload, script, ...args] : [script, ...args];
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, node, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => (code === 0 ? done(JSON.parse(out.trim().split('\n').pop() ?? '') as CentralRun) : fail(new Error(`central ${args[0]} exited ${code}`))));
+  });
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/**
+ * CPU of a whole 1 MB update on the central's side, each in a fresh process:
+ * on the virtual bindings, and on noble's own HCI, L2CAP and ATT code
+ * through an emulated controller (btvirt) to bleno serving a virtual ESP32.
+ */
+async function wholeUpdateCpu(): Promise<{ virtualMsPerMb: number; nobleHciMsPerMb?: number; runs: number; note?: string }> {
+  const blink = join(FIXTURES, 'esp_idf_blink_esp32s2.bin');
+  const fill = existsSync(blink) ? readFileSync(blink) : undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'ble-ota-bench-'));
+  const runs = 3;
+  const files = Array.from({ length: runs }, (_, i) => {
+    const file = join(dir, `app-${i}.bin`);
+    writeFileSync(file, buildAppImage({ size: 1024 * KB, version: `2.0.${i + 1}`, seed: 11 + i, fill }));
+    return file;
+  });
+  const perMb = (r: CentralRun) => r.cpuMs / (r.bytes / (1024 * 1024));
+  try {
+    const virtual: number[] = [];
+    for (const file of files) virtual.push(perMb(await central(['virtual', file, 'bench-cpu'])));
+    let btvirt: Btvirt | undefined;
+    try {
+      btvirt = await Btvirt.start();
+    } catch (err) {
+      return { virtualMsPerMb: median(virtual), runs, note: `noble HCI path not measured: ${(err as Error).message}` };
+    }
+    const device = await VirtualEsp32.start({ name: 'bench-cpu', slotSize: 0x500000, restartDelayMs: 20 });
+    const peripheral = await OtaPeripheral.start(device);
+    try {
+      const preload = resolve(__dirname, '../test/support/emulated-controller/preload.js');
+      const hci: number[] = [];
+      for (const file of files) hci.push(perMb(await central(['system', file, 'bench-cpu'], preload)));
+      return { virtualMsPerMb: median(virtual), nobleHciMsPerMb: median(hci), runs };
+    } finally {
+      await peripheral.stop();
+      await device.stop();
+      await btvirt.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function coreRam(): { text: number; data: number; bss: number; output: string } {
   const output = execFileSync('make', ['-s', '-C', join(ROOT, 'firmware/host'), 'sizes'], { encoding: 'utf8' });
   const totals = output.split('\n').find((l) => l.includes('(TOTALS)'));
@@ -137,6 +203,11 @@ async function main(): Promise<void> {
   console.log(
     `\nNode side, CPU per MB: parse ${cost.parseMsPerMb.toFixed(1)} ms, SHA-256 ${cost.hashMsPerMb.toFixed(1)} ms, deflate ${cost.compressMsPerMb.toFixed(1)} ms, chunk ${cost.chunkMsPerMb.toFixed(1)} ms: ${cost.totalMsPerMb.toFixed(1)} ms/MB`,
   );
+  const whole = await wholeUpdateCpu();
+  console.log(
+    `Node side, CPU of a whole 1 MB update in a fresh process (median of ${whole.runs}): virtual bindings ${whole.virtualMsPerMb.toFixed(0)} ms/MB` +
+      (whole.nobleHciMsPerMb !== undefined ? `, noble's HCI code (emulated controller) ${whole.nobleHciMsPerMb.toFixed(0)} ms/MB` : `; ${whole.note}`),
+  );
   const memory = await peakMemory();
   console.log(`Peak memory of a 4 MB upload above the idle process: ${(memory.peakAboveIdleBytes / 1024 / 1024).toFixed(1)} MB (${memory.ratioToImage.toFixed(2)} x the image)`);
   const ram = coreRam();
@@ -147,7 +218,7 @@ async function main(): Promise<void> {
   writeFileSync(
     file,
     JSON.stringify(
-      { node: process.version, presets: PRESETS, modelled: runs, nodeCost: cost, memory, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
+      { node: process.version, presets: PRESETS, modelled: runs, nodeCost: cost, wholeUpdateCpu: whole, memory, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
       null,
       2,
     ) + '\n',
