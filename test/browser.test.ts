@@ -3,7 +3,8 @@
  * against a real Node-RED with this package: a flow of Inject, File In,
  * ble-ota-upload and Debug (imported, as a user imports an example); in the
  * upload node's dialog the user adds a device configuration, picks the
- * virtual radio, presses Scan and picks the virtual ESP32 from the list;
+ * virtual radio, presses Scan and picks the virtual ESP32 from the list
+ * (heard at RSSI 127, "not available", which the list shows as unknown);
  * deploys, presses the Inject button, and watches the node's status go
  * through the upload to "confirmed" and the result arrive in the debug
  * sidebar. Screenshots go to the OS temp folder (ble-ota-browser/).
@@ -51,7 +52,7 @@ describe('the editor in Chromium', function () {
       this.skip();
     }
     mkdirSync(SHOTS, { recursive: true });
-    nr = await NodeRedProcess.start(FLOW, '', { BLE_OTA_VIRTUAL_DEVICES: 'esp32-browser' });
+    nr = await NodeRedProcess.start(FLOW, '', { BLE_OTA_VIRTUAL_DEVICES: 'esp32-browser', BLE_OTA_VIRTUAL_RSSI: '127' });
     mkdirSync(join(nr.userDir, 'firmware'), { recursive: true });
     // Large enough that the status shows the upload in progress for a while.
     writeFileSync(join(nr.userDir, 'firmware/app.bin'), buildAppImage({ projectName: 'browser-app', version: '1.4.0', size: 1800 * 1024 }));
@@ -84,6 +85,7 @@ describe('the editor in Chromium', function () {
     await page.click('#ble-ota-device-scan');
     const found = page.locator('#ble-ota-device-scan-list a', { hasText: 'esp32-browser' });
     await found.waitFor({ timeout: 20_000 });
+    assert.match((await found.textContent()) ?? '', /^esp32-browser +([0-9a-f]{2}:){5}[0-9a-f]{2} +RSSI unknown +1\.0\.0$/);
     await page.screenshot({ path: join(SHOTS, 'scan.png') });
     await found.click();
     assert.equal(await page.inputValue('#node-config-input-device'), 'esp32-browser');

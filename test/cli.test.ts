@@ -269,6 +269,25 @@ describe('command-line tool', function () {
       assert.match(run.stdout, /^kitchen +([0-9a-f]{2}:){5}[0-9a-f]{2} +-\d+ +yes$/m);
     });
 
+    it('an RSSI the adapter could not measure (127) is unknown: in the table, in JSON and in info', async () => {
+      const env = { BLE_OTA_VIRTUAL_RSSI: '127' };
+      const table = await cli(['scan', '--virtual', '--duration', '0.5', '--device', 'quiet'], undefined, env);
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /^quiet +([0-9a-f]{2}:){5}[0-9a-f]{2} +unknown +yes$/m);
+      assert.doesNotMatch(table.stdout, /127/);
+
+      const json = await cli(['scan', '--virtual', '--json', '--duration', '0.5', '--device', 'quiet'], undefined, env);
+      assert.equal(json.code, 0, json.stderr);
+      const devices = parseJson<Array<{ name: string; rssi: number | null }>>(json);
+      assert.deepEqual(devices.map((d) => [d.name, d.rssi]), [['quiet', null]]);
+
+      const info = await cli(['info', '-d', 'quiet', '--virtual'], undefined, env);
+      assert.equal(info.code, 0, info.stderr);
+      assert.match(info.stdout, /^device +quiet \(([0-9a-f]{2}:){5}[0-9a-f]{2}\), RSSI unknown, MTU \d+$/m);
+      const infoJson = await cli(['info', '-d', 'quiet', '--virtual', '--json'], undefined, env);
+      assert.equal(parseJson<{ rssi: number | null }>(infoJson).rssi, null);
+    });
+
     it('info --device X --virtual --json reports the OTA Info and the firmware revision', async () => {
       const run = await cli(['info', '--device', 'cli-info', '--virtual', '--json']);
       assert.equal(run.code, 0, run.stderr);

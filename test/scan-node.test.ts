@@ -4,6 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { namePattern } from '../lib/client/discovery';
+import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { deviceNode, helper, lastStatus, TestNode } from './support/node-red';
 import { NodeRedProcess } from './support/node-red-process';
@@ -15,7 +16,7 @@ type Msg = Record<string, unknown>;
 interface Found {
   name: string;
   address: string;
-  rssi: number;
+  rssi: number | undefined;
   protocol: string;
   version?: string;
 }
@@ -112,6 +113,38 @@ describe('ble-ota-scan node', function () {
     assert.ok(namePattern('/^esp32-\\d+$/')('esp32-10'));
     // A glob made to backtrack, against a long name anyone can advertise: decided at once.
     assert.ok(!namePattern('*e'.repeat(24) + '!')('e'.repeat(29)));
+  });
+
+  describe('a device whose adapter reports RSSI 127 (not available)', () => {
+    const devices: VirtualEsp32[] = [];
+
+    before(async function () {
+      this.timeout(60_000);
+      // Added weakest-known last, so that the order found is the sort's, not the scan's.
+      const radio = sharedVirtualRadio();
+      devices.push(await radio.addDevice({ name: 'rssi-unknown', rssi: 127 }));
+      devices.push(await radio.addDevice({ name: 'rssi-far', rssi: -70 }));
+      devices.push(await radio.addDevice({ name: 'rssi-near', rssi: -45 }));
+    });
+    after(() => Promise.all(devices.map((d) => d.stop())));
+
+    it('comes after every device with a known RSSI, with rssi undefined', async () => {
+      const { scan, out } = await load({ namePattern: 'rssi-*' });
+      const got = collect(out, 1);
+      scan.receive({});
+      const found = (await got)[0].payload as Found[];
+      assert.deepEqual(
+        found.map((d) => [d.name, d.rssi]),
+        [['rssi-near', -45], ['rssi-far', -70], ['rssi-unknown', undefined]],
+      );
+    });
+
+    it('never passes a minimum RSSI, not even the weakest a controller reports', async () => {
+      const { scan, out } = await load({ namePattern: 'rssi-*', minRssi: -127 });
+      const got = collect(out, 1);
+      scan.receive({});
+      assert.deepEqual(((await got)[0].payload as Found[]).map((d) => d.name), ['rssi-near', 'rssi-far']);
+    });
   });
 });
 

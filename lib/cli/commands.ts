@@ -39,6 +39,7 @@ import {
   infoView,
   KeygenView,
   PubkeyView,
+  scanView,
   schemeName,
   SignView,
   VerifyView,
@@ -137,7 +138,7 @@ async function scan(cmd: Extract<Run, { kind: 'scan' }>, io: Io): Promise<void> 
   });
   const devices = target ? seen.filter((d) => isTarget(d, target)) : seen;
   if (cmd.json) {
-    io.stdout.write(JSON.stringify(devices.map((d) => ({ ...d, name: d.name ?? null }))) + '\n');
+    io.stdout.write(JSON.stringify(devices.map(scanView)) + '\n');
   } else {
     io.stdout.write(formatScan(devices, cmd.durationMs));
   }

@@ -19,11 +19,26 @@ import {
   unknownFeatureBits,
 } from '../protocol/info-names';
 
+/** One device of scan --json. */
+export interface ScanView {
+  /** null for a device that advertises no name. */
+  name: string | null;
+  address: string;
+  /** In dBm; null when the adapter measured none (it reported 127, not available). */
+  rssi: number | null;
+  advertisesOta: boolean;
+}
+
+export function scanView(d: SeenDevice): ScanView {
+  return { name: d.name ?? null, address: d.address, rssi: d.rssi ?? null, advertisesOta: d.advertisesOta };
+}
+
 /** info --json. Fields a seed-only device cannot report are null. */
 export interface InfoView {
   name: string | null;
   address: string;
-  rssi: number;
+  /** In dBm; null when the adapter measured none (it reported 127, not available). */
+  rssi: number | null;
   mtu: number;
   protocol: 'v2' | 'seed';
   /** Device Information's firmware revision (the seed's firmware has none). */
@@ -64,7 +79,7 @@ export function infoView(info: DeviceInfo): InfoView {
   return {
     name: info.name ?? null,
     address: info.address,
-    rssi: info.rssi,
+    rssi: info.rssi ?? null,
     mtu: info.mtu,
     protocol: info.protocol,
     firmwareRevision: info.firmwareRevision ?? null,
@@ -94,7 +109,7 @@ export function infoView(info: DeviceInfo): InfoView {
 
 export function formatInfo(view: InfoView): string {
   const rows: Array<[string, string]> = [
-    ['device', `${view.name ?? '(no name)'} (${view.address}), RSSI ${view.rssi} dBm, MTU ${view.mtu}`],
+    ['device', `${view.name ?? '(no name)'} (${view.address}), ${formatRssi(view.rssi)}, MTU ${view.mtu}`],
     ['protocol', view.protocol === 'v2' ? `v2 (protocol version ${view.ota?.protocolVersion})` : 'seed (the device has no OTA Info)'],
   ];
   const ota = view.ota;
@@ -120,9 +135,14 @@ export function formatInfo(view: InfoView): string {
   return table(rows);
 }
 
+/** "RSSI -48 dBm", or "RSSI unknown" where the adapter measured none. */
+function formatRssi(rssi: number | null): string {
+  return rssi === null ? 'RSSI unknown' : `RSSI ${rssi} dBm`;
+}
+
 export function formatScan(devices: SeenDevice[], durationMs: number): string {
   if (devices.length === 0) return `no devices found in ${durationMs / 1000} s\n`;
-  const rows = devices.map((d) => [d.name ?? '(no name)', d.address, String(d.rssi), d.advertisesOta ? 'yes' : 'no']);
+  const rows = devices.map((d) => [d.name ?? '(no name)', d.address, d.rssi === undefined ? 'unknown' : String(d.rssi), d.advertisesOta ? 'yes' : 'no']);
   const all = [['NAME', 'ADDRESS', 'RSSI', 'OTA'], ...rows];
   const widths = all[0].map((_, i) => Math.max(...all.map((r) => r[i].length)));
   return all.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ')).join('\n') + '\n';

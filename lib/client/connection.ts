@@ -10,6 +10,7 @@ import { CommandRefused, refusalError } from './refusal';
 import { formatDeviceId } from './session';
 import type { Link } from './link';
 import type { NobleCharacteristic, NoblePeripheral } from './noble-types';
+import { knownRssi } from './scanner';
 import { seedUpload, UploadProgress } from './seed-upload';
 import type { DeviceInfo, Timeouts } from './types';
 import { AuthPolicy, V2Session } from './v2-session';
@@ -60,7 +61,7 @@ export class OtaConnection {
     return {
       name: p.advertisement?.localName,
       address: p.address,
-      rssi: p.rssi,
+      rssi: knownRssi(p.rssi),
       mtu: this.mtu,
       protocol: this.protocol,
       firmwareRevision: revision,

@@ -12,7 +12,7 @@ export interface DiscoveryOptions {
   durationMs: number;
   /** Glob (`esp32-*`, case-insensitive) or `/regex/`: only devices whose name matches. */
   namePattern?: string;
-  /** Weaker devices are left out. */
+  /** Weaker devices are left out, and so are those whose RSSI is unknown. */
   minRssi?: number;
   /** Connect to devices that do not advertise the OTA service to find out whether they have it. */
   probe?: boolean;
@@ -24,7 +24,8 @@ export interface DiscoveryOptions {
 export interface DiscoveredDevice {
   name: string | undefined;
   address: string;
-  rssi: number;
+  /** In dBm; undefined when the adapter measured none (see SeenDevice). */
+  rssi: number | undefined;
   /** 'v2', 'seed', or 'unknown' when not connected to. */
   protocol: 'v2' | 'seed' | 'unknown';
   /** What the device runs, where known: v2 OTA Info's app version, or Device Information's firmware revision. */
@@ -77,7 +78,7 @@ export async function discoverOtaDevices(client: BleOtaClient, options: Discover
   const pattern = options.namePattern ? namePattern(options.namePattern) : undefined;
   const seen = await client.scan(options.durationMs, options.signal);
   const candidates = seen.filter(
-    (d) => (options.minRssi === undefined || d.rssi >= options.minRssi) && (!pattern || pattern(d.name ?? '')),
+    (d) => strongEnough(d.rssi, options.minRssi) && (!pattern || pattern(d.name ?? '')),
   );
   const found: DiscoveredDevice[] = [];
   for (const d of candidates) {
@@ -94,6 +95,11 @@ export async function discoverOtaDevices(client: BleOtaClient, options: Discover
     if (known) found.push(known);
   }
   return found;
+}
+
+/** An unknown RSSI passes no minimum: the device may be at the edge of range, or beyond. */
+function strongEnough(rssi: number | undefined, minRssi: number | undefined): boolean {
+  return minRssi === undefined || (rssi !== undefined && rssi >= minRssi);
 }
 
 /** Connects and reads what the device is; undefined when it has no OTA service or cannot be reached. */

@@ -110,15 +110,35 @@ export async function findPeripheral(
   });
 }
 
+/**
+ * The RSSI an LE advertising report gives when the controller measured
+ * none: "RSSI is not available" (Core spec, Vol 4, Part E, 7.7.65.2).
+ * noble passes it on as a number, which would read as the strongest signal.
+ */
+export const RSSI_NOT_AVAILABLE = 127;
+
+/** The RSSI noble reports, in dBm; undefined where the controller measured none. */
+export function knownRssi(rssi: number | undefined): number | undefined {
+  return typeof rssi === 'number' && Number.isFinite(rssi) && rssi !== RSSI_NOT_AVAILABLE ? rssi : undefined;
+}
+
+/** Strongest signal first; an unknown RSSI after every known one. */
+export function byRssi(a: { rssi: number | undefined }, b: { rssi: number | undefined }): number {
+  if (a.rssi === undefined) return b.rssi === undefined ? 0 : 1;
+  if (b.rssi === undefined) return -1;
+  return b.rssi - a.rssi;
+}
+
 export interface SeenDevice {
   name: string | undefined;
   address: string;
-  rssi: number;
+  /** In dBm; undefined when the adapter measured none (its report said 127, not available). */
+  rssi: number | undefined;
   /** The device advertises the OTA service (ours do; the seed's firmware does not). */
   advertisesOta: boolean;
 }
 
-/** Lists the devices seen in a scan of durationMs, strongest signal first. */
+/** Lists the devices seen in a scan of durationMs, strongest signal first, unknown RSSI last. */
 export async function scanDevices(noble: NobleLike, durationMs: number, signal?: AbortSignal): Promise<SeenDevice[]> {
   await waitPoweredOn(noble, Math.max(durationMs, 5000));
   const seen = new Map<string, SeenDevice>();
@@ -126,7 +146,7 @@ export async function scanDevices(noble: NobleLike, durationMs: number, signal?:
     seen.set(p.id, {
       name: p.advertisement?.localName,
       address: p.address,
-      rssi: p.rssi,
+      rssi: knownRssi(p.rssi),
       advertisesOta: (p.advertisement?.serviceUuids ?? []).includes(nobleUuid(OTA_SERVICE_UUID)),
     });
   noble.on('discover', onDiscover);
@@ -145,5 +165,5 @@ export async function scanDevices(noble: NobleLike, durationMs: number, signal?:
     noble.off('discover', onDiscover);
     noble.stopScanning();
   }
-  return [...seen.values()].sort((a, b) => b.rssi - a.rssi);
+  return [...seen.values()].sort(byRssi);
 }

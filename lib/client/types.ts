@@ -135,7 +135,8 @@ export interface UpdateResult {
 export interface DeviceInfo {
   name: string | undefined;
   address: string;
-  rssi: number;
+  /** In dBm, from the scan that found the device; undefined when the adapter measured none (it reported 127, not available). */
+  rssi: number | undefined;
   mtu: number;
   protocol: 'seed' | 'v2';
   /** Device Information's firmware revision, when the device has one (ours do, the seed's do not). */

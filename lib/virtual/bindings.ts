@@ -57,6 +57,9 @@ const PROPERTY_NAMES: Record<string, string> = {
   indicate: 'indicate',
 };
 
+/** The RSSI the virtual devices are heard at, in dBm, unless added with another. */
+export const DEFAULT_RSSI = -50;
+
 /** The central's ATT MTU, as noble's HCI bindings ask for it. */
 export const NOBLE_HCI_MTU = 256;
 
@@ -72,6 +75,8 @@ interface ConnectAttempt {
 
 interface Link {
   device: VirtualEsp32;
+  /** What the controller reports for the device's advertisements (127: not available). */
+  rssi: number;
   connected: boolean;
   connecting?: ConnectAttempt;
   /** Connection attempts that lateConnect() is to hold. */
@@ -136,11 +141,12 @@ export class VirtualBindings extends EventEmitter {
     return this.clock;
   }
 
-  /** Puts a device in radio range. */
-  addDevice(device: VirtualEsp32): void {
+  /** Puts a device in radio range, heard at `rssi` dBm (127: the controller measured none). */
+  addDevice(device: VirtualEsp32, rssi = DEFAULT_RSSI): void {
     const id = peripheralId(device.address);
     const link: Link = {
       device,
+      rssi,
       connected: false,
       lateConnects: 0,
       stalled: new Map(),
@@ -297,7 +303,7 @@ export class VirtualBindings extends EventEmitter {
       serviceData: [],
       serviceSolicitationUuids: [],
     };
-    this.emit('discover', id, d.address, 'public', true, advertisement, -50, true);
+    this.emit('discover', id, d.address, 'public', true, advertisement, link.rssi, true);
   }
 
   connect(id: string): void {
@@ -397,7 +403,8 @@ export class VirtualBindings extends EventEmitter {
   }
 
   updateRssi(id: string): void {
-    process.nextTick(() => this.emit('rssiUpdate', id, -50));
+    const rssi = this.links.get(id)?.rssi ?? DEFAULT_RSSI;
+    process.nextTick(() => this.emit('rssiUpdate', id, rssi));
   }
 
   discoverServices(id: string, uuids?: string[]): void {

@@ -68,6 +68,12 @@ export interface VirtualDeviceOptions {
   flashEvents?: boolean;
   /** false: a platform that cannot inflate (OTA Info without DEFLATE). Default true. */
   deflate?: boolean;
+  /**
+   * The RSSI the central's controller reports for the device's
+   * advertisements, in dBm (default -50); 127 is its "not available".
+   * Used by the radio (VirtualBindings), not by the device.
+   */
+  rssi?: number;
 }
 
 /** What the device received since it started (ATT operations and stream bytes). */

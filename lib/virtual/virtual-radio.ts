@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { NobleLike } from '../client/noble-types';
+import { BleOtaError } from '../errors';
 import { VirtualBindings } from './bindings';
 import type { Preset } from './link-model';
 import { addressFromName, VirtualDeviceOptions, VirtualEsp32 } from './virtual-device';
@@ -38,8 +39,9 @@ export class VirtualRadio {
     const address = (options.address ?? addressFromName(name)).toLowerCase();
     const existing = this.devices.get(address);
     if (existing) return existing;
-    const started = VirtualEsp32.start({ ...this.defaults, ...options, name, address }).then((device) => {
-      this.bindings.addDevice(device);
+    const settings = { ...this.defaults, ...options, name, address };
+    const started = VirtualEsp32.start(settings).then((device) => {
+      this.bindings.addDevice(device, settings.rssi);
       device.once('exit', () => {
         if (this.devices.get(address) === started) this.devices.delete(address);
         this.bindings.removeDevice(device);
@@ -75,6 +77,8 @@ export class VirtualRadio {
  * path of a signing key PEM) makes each device run an image signed with it
  * and take only images signed with it. Both together: our firmware's
  * default build. Neither: a development build that takes anything.
+ * BLE_OTA_VIRTUAL_RSSI (dBm) is the RSSI the adapter reports for each
+ * device; 127 is its "not available", to see how tools show that.
  */
 export function virtualDefaultsFromEnv(env: NodeJS.ProcessEnv = process.env): VirtualDeviceOptions {
   const defaults: VirtualDeviceOptions = {};
@@ -82,7 +86,18 @@ export function virtualDefaultsFromEnv(env: NodeJS.ProcessEnv = process.env): Vi
   if (secret) defaults.fleetSecret = secret;
   const keyFile = env.BLE_OTA_VIRTUAL_SIGNING_KEY?.trim();
   if (keyFile) defaults.signingKey = readFileSync(keyFile, 'utf8');
+  const rssi = env.BLE_OTA_VIRTUAL_RSSI?.trim();
+  if (rssi) defaults.rssi = parseRssi(rssi);
   return defaults;
+}
+
+/** An RSSI as an LE advertising report carries it: -127 to 20 dBm, or 127 (not available). */
+function parseRssi(text: string): number {
+  const rssi = Number(text);
+  if (!Number.isInteger(rssi) || rssi < -127 || (rssi > 20 && rssi !== 127)) {
+    throw new BleOtaError('INVALID_ARGUMENT', `BLE_OTA_VIRTUAL_RSSI is "${text}": give a whole number of dBm from -127 to 20, or 127 (not available)`);
+  }
+  return rssi;
 }
 
 let shared: VirtualRadio | undefined;

@@ -28,7 +28,8 @@ export type Capability = FeatureName;
 export interface FirmwareInfo {
   name: string | null;
   address: string;
-  rssi: number;
+  /** In dBm; null when the adapter measured none (it reported 127, not available). */
+  rssi: number | null;
   mtu: number;
   protocol: 'v2' | 'seed';
   /** Device Information's firmware revision (0x2A26); the seed's firmware has none. */
@@ -64,7 +65,7 @@ export function firmwareInfo(info: DeviceInfo): FirmwareInfo {
   const common = {
     name: info.name ?? null,
     address: info.address,
-    rssi: info.rssi,
+    rssi: info.rssi ?? null,
     mtu: info.mtu,
     protocol: info.protocol,
     firmwareRevision: info.firmwareRevision ?? null,
