@@ -138,13 +138,14 @@ describe('cancelling while a connection is being made', function () {
   it('a connect timeout has the same guarantee, for a connection made late', async () => {
     const name = 'cc-timeout';
     const device = await radio.addDevice({ name, restartDelayMs: 10 });
-    // Held until the client gives up: the timeout surely comes first.
+    // Held until the client gives up: the timeout surely comes first. One attempt
+    // (resumeAttempts: 0): an update connects again after a timeout, and would succeed.
     radio.bindings.lateConnect(device);
     const outcomes = connectOutcomes(device);
     const capture = capturePeripheral(device);
     try {
       const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: '2.0.0', seed: 3 });
-      await expectCode(client.update({ target: { name }, image, timeouts: { connectMs: 300 } }), 'GATT_TIMEOUT');
+      await expectCode(client.update({ target: { name }, image, timeouts: { connectMs: 300 }, resumeAttempts: 0 }), 'GATT_TIMEOUT');
     } finally {
       capture.stop();
       outcomes.stop();
@@ -157,11 +158,12 @@ describe('cancelling while a connection is being made', function () {
     const name = 'cc-lost';
     const device = await radio.addDevice({ name, restartDelayMs: 10 });
     await device.fault({ kind: 'no-answer', request: 'connect', count: 1 });
+    // One attempt, as above.
     const outcomes = connectOutcomes(device);
     const capture = capturePeripheral(device);
     try {
       const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: '2.0.0', seed: 4 });
-      await expectCode(client.update({ target: { name }, image, timeouts: { connectMs: 300 } }), 'GATT_TIMEOUT');
+      await expectCode(client.update({ target: { name }, image, timeouts: { connectMs: 300 }, resumeAttempts: 0 }), 'GATT_TIMEOUT');
     } finally {
       capture.stop();
       outcomes.stop();

@@ -53,21 +53,21 @@ type FaultName = (typeof FAULTS)[number];
  * asking OTA Info where the device is), else the specific error.
  */
 function expected(phase: PhaseName, fault: FaultName): BleOtaErrorCode | 'ok' {
-  const connecting = phase === 'connect' || phase === 'MTU exchange' || phase === 'discovery';
   switch (fault) {
     case 'flash write error':
       // A firmware block, or the OTA data at END (confirm flag) and CONFIRM (image valid).
       return 'TRANSFER_FAILED';
     case 'disconnect':
-      return connecting ? 'DISCONNECTED' : 'ok';
+      // Also while the first connection is being made: nothing was sent, it connects again.
+      return 'ok';
     case 'no answer':
-      // A connection never established, a discovery never answered; a lost MTU exchange leaves 23.
-      return phase === 'connect' || phase === 'discovery' ? 'GATT_TIMEOUT' : 'ok';
+      // A connection never established, a discovery never answered: connected again; a lost MTU exchange leaves 23.
+      return 'ok';
     case 'lost notification':
       return 'ok';
     case 'power cut':
       // After the restart, before CONFIRM: the unconfirmed image is rolled back.
-      return connecting ? 'DISCONNECTED' : phase === 'reconnect after restart' ? 'ROLLED_BACK' : 'ok';
+      return phase === 'reconnect after restart' ? 'ROLLED_BACK' : 'ok';
     case 'power loss in a flash operation':
       // Up to RESTART, the cut loses nothing the device needs: before RESTART selects the
       // image, the old one boots and the client sends again. After the restart, the next

@@ -11,7 +11,7 @@ import { strict as assert } from 'node:assert';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { BleOtaError } from '../lib/errors';
-import { Command, OTA_COMMAND_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
+import { ANSWER, Command, OTA_COMMAND_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
@@ -79,6 +79,43 @@ describe('interrupted updates: a new call finishes what the last one left', func
     assert.equal(r.confirmed, true);
     assert.equal(r.runningVersion, '2.1.0');
     assert.equal(bytes(), 0, 'nothing sent again');
+  });
+
+  it('cancelled as the device answered RESTART: the next call, cut off by that restart while it connects, connects again and confirms', async () => {
+    // The restart comes restartDelayMs after RESTART's answer; the next call's first
+    // discovery is left unanswered, so that its first connection is still being made
+    // when the device goes down (and would fail with GATT_TIMEOUT, should the restart
+    // come before it connected): either way that connection fails before anything was
+    // sent, and the call goes on.
+    const name = `interrupted-${++n}`;
+    const d = await radio.addDevice(ownedDevice({ name, restartDelayMs: 1500 }));
+    const image = signedImage({ size: 40 * 1024, version: '2.1.2', seed: 18 });
+    const boots: string[] = [];
+    d.on('boot', (slot: string, state: string) => boots.push(`${slot} ${state}`));
+    const abort = new AbortController();
+    const onAnswer = (address: string, uuid: string, data: Buffer) => {
+      if (address === d.address && uuid === OTA_COMMAND_UUID && data[0] === (ANSWER | Command.RESTART)) abort.abort();
+    };
+    radio.bindings.on('air-notify', onAnswer);
+    await assert.rejects(client().update({ target: { name }, image, secret: OWNER.secret, signal: abort.signal }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'CANCELLED', err.message);
+      assert.equal(err.device?.runs, 'unknown'); // RESTART answered: the device restarts, into the new image or not
+      return true;
+    });
+    radio.bindings.off('air-notify', onAnswer);
+
+    const bytes = streamed();
+    radio.bindings.stall(d, 'discover-services');
+    const r = await client().update({ target: { name }, image, secret: OWNER.secret, timeouts: { gattMs: 5000 } });
+    assert.equal(r.confirmed, true);
+    assert.equal(r.runningVersion, '2.1.2');
+    assert.equal(r.restarted, false, 'the restart was the earlier call\'s');
+    assert.equal(r.resumes, 1, 'one new connection');
+    assert.equal(bytes(), 0, 'nothing sent again');
+    assert.deepEqual(boots, ['ota_1 pending-verify']);
+    const st = await d.state();
+    assert.equal(st.slots[st.running].state, 'valid');
   });
 
   it('cancelled after RESTART, then another image: the image awaiting confirmation is settled first, and the new one goes in', async () => {

@@ -33,15 +33,46 @@ import { verifyImageSignature } from '../image/signature';
 import { OtaConnection } from './connection';
 import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
-import type { NobleLike } from './noble-types';
+import type { NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
 import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions } from './types';
-import { updateV2, V2Result } from './v2-update';
+import { backoff, updateV2, V2Result } from './v2-update';
 import type { AuthPolicy } from './v2-session';
 
 export { OtaConnection } from './connection';
 export { DEFAULT_TIMEOUTS } from './types';
 export type { BleOtaClientOptions, ConfirmMode, DeviceInfo, Phase, Progress, Timeouts, UpdateOptions, UpdateResult } from './types';
+
+/** What `connect` takes besides the target. */
+interface ConnectOptions {
+  signal?: AbortSignal;
+  timeouts?: Partial<Timeouts>;
+  onProgress?: (p: Progress) => void;
+  secret?: Buffer | string;
+  allowUnauthenticated?: boolean;
+  /** The device id the device must have (see UpdateOptions.deviceId). */
+  deviceId?: Buffer | string;
+  /**
+   * With a secret: refuse a device that cannot prove itself, even with
+   * allowUnauthenticated. Default: when a device id is asked for.
+   */
+  requireSession?: boolean;
+}
+
+interface ConnectSettings {
+  timeouts: Timeouts;
+  policy: AuthPolicy;
+  progress: (phase: Phase) => void;
+}
+
+/**
+ * A connection that failed before anything was sent: the link lost, an
+ * operation nothing answered, a connection or discovery the stack reported
+ * failed. Not a device without the OTA service, nor one that is not found.
+ */
+function lostBeforeAnything(err: unknown): boolean {
+  return err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT' || err.code === 'CONNECT_FAILED');
+}
 
 export class BleOtaClient {
   private readonly nobleSource: NobleLike | (() => NobleLike);
@@ -63,25 +94,16 @@ export class BleOtaClient {
   }
 
   /** Scans for the target and connects to its OTA service. */
-  async connect(
-    target: Target,
-    options: {
-      signal?: AbortSignal;
-      timeouts?: Partial<Timeouts>;
-      onProgress?: (p: Progress) => void;
-      secret?: Buffer | string;
-      allowUnauthenticated?: boolean;
-      /** The device id the device must have (see UpdateOptions.deviceId). */
-      deviceId?: Buffer | string;
-      /**
-       * With a secret: refuse a device that cannot prove itself, even with
-       * allowUnauthenticated. Default: when a device id is asked for.
-       */
-      requireSession?: boolean;
-    } = {},
-  ): Promise<OtaConnection> {
+  async connect(target: Target, options: ConnectOptions = {}): Promise<OtaConnection> {
+    const settings = this.connectSettings(options);
+    settings.progress('scanning');
+    const peripheral = await findPeripheral(this.noble, target, settings.timeouts.scanMs, options.signal);
+    return this.open(peripheral, settings, options.signal);
+  }
+
+  /** The timeouts and the policy of a connection; a malformed secret or device id fails here, before any radio work. */
+  private connectSettings(options: ConnectOptions): ConnectSettings {
     const timeouts = { ...this.timeouts, ...options.timeouts };
-    // A malformed secret or device id fails here, before any radio work.
     const deviceId =
       options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
     const policy: AuthPolicy = {
@@ -93,10 +115,13 @@ export class BleOtaClient {
     };
     const progress = (phase: Phase) =>
       options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
-    progress('scanning');
-    const peripheral = await findPeripheral(this.noble, target, timeouts.scanMs, options.signal);
+    return { timeouts, policy, progress };
+  }
+
+  /** Connects to a peripheral found, and to its OTA service. */
+  private async open(peripheral: NoblePeripheral, { timeouts, policy, progress }: ConnectSettings, signal: AbortSignal | undefined): Promise<OtaConnection> {
     progress('connecting');
-    const link = new Link(peripheral, timeouts.gattMs, options.signal);
+    const link = new Link(peripheral, timeouts.gattMs, signal);
     try {
       await link.run('connecting', (cb) => peripheral.connect(cb), timeouts.connectMs);
       const services = await link.discoverServices([nobleUuid(OTA_SERVICE_UUID), DEVICE_INFORMATION_UUID]);
@@ -131,6 +156,28 @@ export class BleOtaClient {
   }
 
   /**
+   * An update's first connection. Nothing is sent before it is made, so a
+   * link lost or an operation nothing answered while it is being made (the
+   * device going down for the restart an earlier call asked for, a
+   * discovery cut short) ends no update: it connects again to the device
+   * found, backing off, within resumeAttempts, as after any later lost link.
+   */
+  private async connectForUpdate(options: UpdateOptions, timeouts: Timeouts): Promise<{ connection: OtaConnection; retries: number }> {
+    const settings = this.connectSettings({ ...options, timeouts });
+    settings.progress('scanning');
+    const peripheral = await findPeripheral(this.noble, options.target, timeouts.scanMs, options.signal);
+    const attempts = options.resumeAttempts ?? 3;
+    for (let retries = 0; ; retries++) {
+      try {
+        return { connection: await this.open(peripheral, settings, options.signal), retries };
+      } catch (err) {
+        if (!lostBeforeAnything(err) || retries >= attempts || options.signal?.aborted) throw err;
+        await backoff(retries, options.signal);
+      }
+    }
+  }
+
+  /**
    * Validates the image, finds the device, uploads, and waits for the device
    * to run the new image (v2: and confirms it, unless `confirm: 'device'`).
    */
@@ -139,7 +186,7 @@ export class BleOtaClient {
     if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
     const started = Date.now();
     const timeouts = { ...this.timeouts, ...options.timeouts };
-    const connection = await this.connect(options.target, { ...options, timeouts });
+    const { connection, retries } = await this.connectForUpdate(options, timeouts);
     const device = { name: connection.peripheral.advertisement?.localName, address: connection.peripheral.address };
     const useV2 = connection.v2 && options.protocol !== 'seed';
     try {
@@ -165,7 +212,7 @@ export class BleOtaClient {
         const address = connection.peripheral.address;
         const reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) =>
           this.connect({ address }, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, ...policy });
-        const r = await updateV2(connection, parsed, options, timeouts, reconnect);
+        const r = await updateV2(connection, parsed, options, timeouts, reconnect, retries);
         return this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started);
       }
       const stats = await connection.uploadSeed(options.image, options.onProgress ?? (() => undefined));
@@ -181,7 +228,7 @@ export class BleOtaClient {
         bytesPerSecond: rate(options.image.length, stats.transferMs),
         restarted: stats.restarted,
         confirmed: false,
-        resumes: 0,
+        resumes: retries,
         skipped: false,
         authenticated: false,
       };

@@ -79,8 +79,9 @@ export function outcomeOf(info: DeviceInfoV2 | undefined, image: EspImage): Devi
   return { runs: info.runningState === RunningState.VALID ? 'new-confirmed' : 'new-unconfirmed', version: info.app.version };
 }
 
-export function updateV2(first: OtaConnection, image: EspImage, options: UpdateOptions, timeouts: Timeouts, reconnect: Reconnect): Promise<V2Result> {
-  return new V2Update(first, image, options, timeouts, reconnect).run();
+/** `reconnected`: the new connections the first one took (a link lost while it was being made). */
+export function updateV2(first: OtaConnection, image: EspImage, options: UpdateOptions, timeouts: Timeouts, reconnect: Reconnect, reconnected = 0): Promise<V2Result> {
+  return new V2Update(first, image, options, timeouts, reconnect, reconnected).run();
 }
 
 class V2Update {
@@ -96,8 +97,10 @@ class V2Update {
   private pinned: Buffer | undefined;
   private proven: boolean;
   private authenticatedAll = true;
-  /** Reconnections after a lost link or an operation nothing answered. */
+  /** Reconnections after a lost link or an operation nothing answered, once OTA Info was read (each step's attempts). */
   private resumes = 0;
+  /** Reconnections before that: while the first connection was made, and for the first OTA Info. */
+  private reconnectedFirst: number;
   /** RESTARTs sent: after one, a device back on its old image either rolled back or never restarted. */
   private restarts = 0;
   private awaitingRestart = false;
@@ -127,8 +130,10 @@ class V2Update {
     private readonly options: UpdateOptions,
     private readonly timeouts: Timeouts,
     private readonly reconnectTo: Reconnect,
+    reconnected: number,
   ) {
     this.conn = first;
+    this.reconnectedFirst = reconnected;
     this.data = options.image;
     this.sha256 = createHash('sha256').update(this.data).digest();
     this.onProgress = options.onProgress ?? (() => undefined);
@@ -239,6 +244,7 @@ class V2Update {
         if (!lost || tries >= this.attempts || this.options.signal?.aborted) throw err;
         await this.conn.close();
         await backoff(tries, this.options.signal);
+        this.reconnectedFirst++;
         await this.openRetrying();
       }
     }
@@ -502,7 +508,7 @@ class V2Update {
       restarted: this.restarted,
       confirmed: info.runningState === RunningState.VALID && runsImage(info, this.image),
       runningVersion: info.app.version,
-      resumes: this.resumes,
+      resumes: this.reconnectedFirst + this.resumes,
       skipped: r.skipped,
       previousVersion: r.previousVersion,
       authenticated: this.authenticatedAll,
