@@ -38,7 +38,8 @@ export function loadSystemNoble(): NobleLike {
       openAdapter(noble);
       cached = { noble };
     } catch (err) {
-      cached = { error: explainLoadError(err) };
+      // Not kept: the adapter may come (a dongle plugged in, a transport installed) later.
+      throw explainLoadError(err);
     }
   }
   if (cached.error) throw cached.error;

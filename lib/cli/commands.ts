@@ -23,7 +23,7 @@ import {
   verifyImageSignature,
 } from '../image/signature';
 import { validateImage } from '../image/validate';
-import { loadSystemNoble } from '../noble-loader';
+import { loadSystemNoble, releaseSystemBluetooth } from '../noble-loader';
 import { keyPartition, newSecret, parseDeviceId, parseSecret } from '../client/session';
 import { KEY_PARTITION_OFFSET } from '../protocol/constants';
 import { VirtualRadio, virtualDefaultsFromEnv } from '../virtual/virtual-radio';
@@ -79,7 +79,7 @@ async function openRadio(cmd: RadioRun, io: Io, timeouts: Partial<Timeouts>): Pr
     // Load noble now: where Bluetooth is unavailable this throws the
     // loader's explanation before anything else happens.
     const noble = loadSystemNoble();
-    return { client: new BleOtaClient({ noble, timeouts }), close: async () => undefined };
+    return { client: new BleOtaClient({ noble, timeouts }), close: async () => releaseSystemBluetooth() };
   }
   // As in Node-RED: BLE_OTA_VIRTUAL_SECRET and BLE_OTA_VIRTUAL_SIGNING_KEY make
   // the virtual device our firmware's default build (provisioned, signed images only).

@@ -141,4 +141,8 @@ export function installEmulatedHciTransport(): void {
   entry.loaded = true;
   entry.exports = UnixHciSocket;
   require.cache[id] = entry;
+  // Modules of noble that an earlier attempt left loaded hold the native socket: load them again.
+  for (const key of Object.keys(require.cache)) {
+    if (/[\\/]@abandonware[\\/](noble|bleno)[\\/]/.test(key)) delete require.cache[key];
+  }
 }
