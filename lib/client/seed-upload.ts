@@ -1,5 +1,5 @@
 /**
- * Upload in the seed's protocol (REFERENCE.md section 1): packet size to
+ * Upload in the seed's protocol (docs/PROTOCOL.md): packet size to
  * OTA Data, REQUEST on OTA Control, every packet written with response, DONE,
  * then the device restarts into the new image.
  *

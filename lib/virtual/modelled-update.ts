@@ -37,7 +37,7 @@ const SLOT_MIN = 0x1e0000;
 /**
  * The seed's firmware leaves NimBLE's preferred ATT MTU at ESP-IDF's default,
  * 256 (CONFIG_BT_NIMBLE_ATT_PREFERRED_MTU), and its 512-byte receive buffer
- * could not take more (REFERENCE.md section 1): on every preset the seed's
+ * could not take more (docs/PROTOCOL.md, the seed protocol): on every preset the seed's
  * protocol runs at an MTU of at most 256, as a seed device would.
  */
 export const SEED_DEVICE_MTU = 256;
