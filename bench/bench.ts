@@ -17,8 +17,8 @@ import { buildAppImage } from '../lib/image/app-image-builder';
 import { validateImage } from '../lib/image/validate';
 import { deflateChunks } from '../lib/protocol/deflate-chunks';
 import { encodeStreamPacket } from '../lib/protocol/v2-codec';
-import { PRESETS } from '../lib/virtual/link-model';
-import { modelledUpdate, ModelledRun } from '../lib/virtual/modelled-update';
+import { Preset, PRESETS, W25Q32JV_MAX, withModel } from '../lib/virtual/link-model';
+import { END_TO_END, modelledUpdate, ModelledRun } from '../lib/virtual/modelled-update';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { Btvirt } from '../test/support/emulated-controller/btvirt';
@@ -83,6 +83,60 @@ async function modelled(): Promise<ModelledRun[]> {
     }
   }
   return runs;
+}
+
+interface Range {
+  preset: string;
+  description: string;
+  typical: { boundMs: number; v2Ms: number; seedMs: number; endToEndMs: number; wholeMs: number; ratio: number; vsSeed: number };
+  worst: { boundMs: number; v2Ms: number; seedMs: number; endToEndMs: number; wholeMs: number; ratio: number; vsSeed: number };
+}
+
+/** 1 MB, v2 (32 KB window) and the seed on the same link, with the flash's typical and datasheet-maximum timings. */
+async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset: string; what: string; v2Ms: number; boundMs: number; ratio: number }> }> {
+  const image = buildAppImage({ size: 1024 * KB, version: '2.0.0', seed: 1024 * KB });
+  const one = async (p: Preset) => {
+    const v2 = await modelledUpdate(p, image, { protocol: 'v2' });
+    const seed = await modelledUpdate(p, image, { protocol: 'seed' });
+    return { boundMs: v2.boundMs, v2Ms: v2.transferMs, seedMs: seed.transferMs, endToEndMs: v2.endToEndMs, wholeMs: v2.wholeMs, ratio: v2.ratio, vsSeed: seed.transferMs / v2.transferMs };
+  };
+  const s = (ms: number) => (ms / 1000).toFixed(1);
+  const pct = (r: number) => `${(r * 100).toFixed(0)} %`;
+  console.log('\n1 MB, typical to datasheet-maximum flash (W25Q32JV): transfer and end to end');
+  console.log(
+    `  assumed beyond virtual time: ${END_TO_END.scans} scans of ${END_TO_END.scanMs} ms, a boot of ${END_TO_END.bootMs} ms\n` +
+      `  ${'preset'.padEnd(24)} ${'bound s'.padStart(11)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)} ${'seed s'.padStart(13)} ${'v2/seed'.padStart(11)} ${'end to end s'.padStart(13)}`,
+  );
+  const out: Range[] = [];
+  for (const p of PRESETS) {
+    const typical = await one(p);
+    const worst = await one(withModel(p, { flash: W25Q32JV_MAX, suffix: '-flash-max' }));
+    out.push({ preset: p.name, description: p.description, typical, worst });
+    const r = (a: string, b: string) => `${a}-${b}`;
+    console.log(
+      `  ${p.name.padEnd(24)} ${r(s(typical.boundMs), s(worst.boundMs)).padStart(11)} ${r(s(typical.v2Ms), s(worst.v2Ms)).padStart(11)} ${r(pct(typical.ratio), pct(worst.ratio)).padStart(11)} ${r(s(typical.seedMs), s(worst.seedMs)).padStart(13)} ${r(typical.vsSeed.toFixed(1), worst.vsSeed.toFixed(1)).padStart(11)} ${r(s(typical.endToEndMs), s(worst.endToEndMs)).padStart(13)}`,
+    );
+  }
+  // What the device's buffers and the erases cost on the realistic preset.
+  const base = PRESETS[0];
+  const variants: Array<[string, Preset]> = [
+    ['controller pool 4', withModel(base, { link: { controllerRxBuffers: 4 } })],
+    ['controller pool 10 (the preset)', base],
+    ['controller pool 12', withModel(base, { link: { controllerRxBuffers: 12 } })],
+    ["host buffers 24 (ESP-IDF's default)", withModel(base, { link: { hostRxBuffers: 24 } })],
+    ['64 buffers usable during flash work (the old model)', withModel(base, { link: { controllerRxBuffers: 64 } })],
+    ['no end-of-event margin', withModel(base, { link: { eventMarginMs: 0 } })],
+    ['7.5 ms interval (the central takes the shortest)', withModel(base, { link: { intervalMs: 7.5, eventLengthMs: 7.5 } })],
+    ['erases off the critical path (slot erased before)', withModel(base, { flash: { ...base.flash, sectorEraseMs: 0, blockEraseMs: 0 } })],
+  ];
+  const sensitivity = [];
+  console.log(`\n${base.description}, 1 MB, v2: what the model's assumptions move`);
+  for (const [what, p] of variants) {
+    const v2 = await modelledUpdate(p, image, { protocol: 'v2' });
+    sensitivity.push({ preset: base.name, what, v2Ms: v2.transferMs, boundMs: v2.boundMs, ratio: v2.ratio });
+    console.log(`  ${what.padEnd(52)} ${s(v2.transferMs).padStart(6)} s ${(v2.kbPerS.toFixed(1) + ' KB/s').padStart(11)} ${pct(v2.ratio).padStart(6)} of ${s(v2.boundMs)} s`);
+  }
+  return { ranges: out, sensitivity };
 }
 
 /** CPU ms per MB of firmware for what the client does before and while sending: parse, hash, compress, chunk. */
@@ -199,6 +253,7 @@ function coreRam(): { text: number; data: number; bss: number; output: string } 
 async function main(): Promise<void> {
   const started = Date.now();
   const runs = await modelled();
+  const range = await ranges();
   const cost = nodeCost();
   console.log(
     `\nNode side, CPU per MB: parse ${cost.parseMsPerMb.toFixed(1)} ms, SHA-256 ${cost.hashMsPerMb.toFixed(1)} ms, deflate ${cost.compressMsPerMb.toFixed(1)} ms, chunk ${cost.chunkMsPerMb.toFixed(1)} ms: ${cost.totalMsPerMb.toFixed(1)} ms/MB`,
@@ -218,7 +273,7 @@ async function main(): Promise<void> {
   writeFileSync(
     file,
     JSON.stringify(
-      { node: process.version, presets: PRESETS, modelled: runs, nodeCost: cost, wholeUpdateCpu: whole, memory, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
+      { node: process.version, presets: PRESETS, modelled: runs, ranges: range.ranges, sensitivity: range.sensitivity, endToEndAssumed: END_TO_END, nodeCost: cost, wholeUpdateCpu: whole, memory, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
       null,
       2,
     ) + '\n',

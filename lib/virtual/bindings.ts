@@ -38,7 +38,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { nobleUuid } from '../protocol/constants';
-import { AirSchedule, ATT_HEADER, flashMs, L2CAP_HEADER, LinkParameters, pduMs, pduPayloads, Preset } from './link-model';
+import { AirSchedule, ATT_HEADER, flashSpans, L2CAP_HEADER, LinkParameters, pduMs, pduPayloads, Preset } from './link-model';
 import { LostRequestError, VirtualEsp32 } from './virtual-device';
 
 /** Operations the bindings answer themselves, which stall() can leave unanswered. */
@@ -106,8 +106,10 @@ interface LinkTiming {
   hostFreeAt: number;
   /** When the peripheral's last PDU reached the central. */
   peripheralAt: number;
-  /** Release times of the PDUs in the device's receive buffers, in order. */
+  /** Release times of the PDUs held in the device's controller pool, in order. */
   rx: number[];
+  /** The flash's spans with the cache off ([start, end], in order), from the oldest that may still hold a PDU. */
+  spans: Array<[number, number]>;
   ops: TimedOp[];
 }
 
@@ -487,7 +489,7 @@ export class VirtualBindings extends EventEmitter {
 
   private newTiming(link: LinkParameters): LinkTiming {
     const air = new AirSchedule(link);
-    return { air, hostFreeAt: this.clock, peripheralAt: this.clock, rx: [], ops: [] };
+    return { air, hostFreeAt: this.clock, peripheralAt: this.clock, rx: [], spans: [], ops: [] };
   }
 
   /** n request/response round trips: a request in one event, its response in the next. */
@@ -569,16 +571,28 @@ export class VirtualBindings extends EventEmitter {
     const params = model.link;
     let arrival = op.issuedAt;
     const payloads = pduPayloads(params, op.attBytes);
+    // While the cache is off only the controller's pool takes PDUs (the
+    // host's buffers are filled by code that cannot run then); the host
+    // empties it between flash spans, into its own buffers and the OTA
+    // task's queue (the window keeps room there).
+    const pool = Math.min(params.controllerRxBuffers, params.hostRxBuffers);
     for (const payload of payloads) {
-      // A full receive buffer holds the PDU back until the host takes the oldest one.
+      // A full pool holds the PDU back until the span that fills it ends.
       let notBefore = 0;
       while (timing.rx.length > 0 && timing.rx[0] <= Math.max(arrival, timing.air.busyUntil)) timing.rx.shift();
-      if (timing.rx.length >= params.rxBuffers) notBefore = timing.rx.shift()!;
+      if (timing.rx.length >= pool) notBefore = timing.rx.shift()!;
       arrival = timing.air.send(op.issuedAt, payload, notBefore);
+      while (timing.spans.length > 0 && timing.spans[0][1] <= arrival) timing.spans.shift();
+      const span = timing.spans.find(([s, e]) => s < arrival && arrival < e);
+      if (span) timing.rx.push(span[1]);
     }
-    const start = Math.max(arrival, timing.hostFreeAt);
-    timing.hostFreeAt = start + flashMs(model.flash, op.erases, op.pages, op.blocks);
-    for (let i = 0; i < payloads.length; i++) timing.rx.push(start);
+    // The OTA task does each request's flash work in order, after the one before.
+    let t = Math.max(arrival, timing.hostFreeAt);
+    for (const ms of flashSpans(model.flash, op.erases, op.pages, op.blocks)) {
+      timing.spans.push([t, t + ms]);
+      t += ms;
+    }
+    timing.hostFreeAt = t;
 
     const address = link.device.address;
     const back = (readyAt: number, attBytes: number, fn: () => void) => {

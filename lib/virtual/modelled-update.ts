@@ -3,7 +3,8 @@
  * real client, the real firmware core, the link and flash of a preset
  * (link-model.ts). Gives the transfer's modelled time: from the request
  * that opens the transfer (v2 BEGIN, seed REQUEST) to the answer that
- * closes it (END's answer, DONE_ACK), the part the protocols differ in.
+ * closes it (END's answer, DONE_ACK), the part the protocols differ in,
+ * and the whole update's: from the call to the confirmed result.
  */
 import { BleOtaClient } from '../client/ota-client';
 import { BeginFlag, Command, Control, OTA_COMMAND_UUID, OTA_CONTROL_UUID } from '../protocol/constants';
@@ -30,7 +31,26 @@ export interface ModelledRun {
   /** The image went deflated. */
   compressed: boolean;
   packets: number;
+  /** Modelled time of the whole update in virtual time: connect, discovery, MTU exchange, authentication, transfer, restart's disconnect, reconnect, confirm. */
+  wholeMs: number;
+  /** wholeMs plus what virtual time leaves out (END_TO_END): the two scans and the device's boot. */
+  endToEndMs: number;
 }
+
+/**
+ * What the virtual time of an update leaves out, and end-to-end times add
+ * (assumptions, docs/PERFORMANCE.md):
+ * - a scan finds the device within one advertising interval: the firmware
+ *   leaves NimBLE's default for connectable advertising (BLE_GAP_ADV_FAST_INTERVAL1,
+ *   30-60 ms, plus the Core spec's advDelay of 0-10 ms), and noble scans
+ *   continuously (scan window = scan interval, 11.25 ms); 70 ms each, twice
+ *   (before the update and after the restart);
+ * - the restart: ESP-IDF's bootloader checks the new app's SHA-256 before
+ *   starting it, then the app starts NimBLE and advertises; about 1 s (an
+ *   assumption: 0.3 to 2 s, depending on the image size, logging and the
+ *   chip), not a measured figure.
+ */
+export const END_TO_END = { scanMs: 70, scans: 2, bootMs: 1000 };
 
 const SLOT_MIN = 0x1e0000;
 
@@ -61,6 +81,7 @@ export async function modelledUpdate(
       chipId: options.chipId,
     });
     const b = radio.bindings;
+    const callAt = b.now;
     let started: number | undefined;
     let ended: number | undefined;
     b.on('air-write', (_a: string, uuid: string, data: Buffer) => {
@@ -106,6 +127,8 @@ export async function modelledUpdate(
       linkRatio: bound.linkMs / transferMs,
       compressed,
       packets: result.packets,
+      wholeMs: b.now - callAt,
+      endToEndMs: b.now - callAt + END_TO_END.scans * END_TO_END.scanMs + END_TO_END.bootMs,
     };
   } finally {
     await radio.stopAll();
