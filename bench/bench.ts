@@ -12,15 +12,13 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { BleOtaClient } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { validateImage } from '../lib/image/validate';
-import { deflateChunks } from '../lib/protocol/deflate-chunks';
+import { encodedLength, worthDeflating } from '../lib/protocol/deflate-chunks';
 import { encodeStreamPacket } from '../lib/protocol/v2-codec';
 import { Preset, PRESETS, W25Q32JV_MAX, withModel } from '../lib/virtual/link-model';
 import { END_TO_END, modelledUpdate, ModelledRun } from '../lib/virtual/modelled-update';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
-import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { Btvirt } from '../test/support/emulated-controller/btvirt';
 import { OtaPeripheral } from '../test/support/emulated-controller/ota-peripheral';
 
@@ -139,7 +137,12 @@ async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset:
   return { ranges: out, sensitivity };
 }
 
-/** CPU ms per MB of firmware for what the client does before and while sending: parse, hash, compress, chunk. */
+/**
+ * CPU ms per MB of the client's own steps, each repeated in this warm
+ * process: parse, hash, deflate (app code), the sample that turns an
+ * incompressible image away, chunk. A part of a whole update's cost, which
+ * wholeUpdateCpu() measures.
+ */
 function nodeCost(): Record<string, number> {
   // Real app code where there is some: deflate works harder on it than on random bytes.
   const blink = join(FIXTURES, 'esp_idf_blink_esp32s2.bin');
@@ -155,36 +158,21 @@ function nodeCost(): Record<string, number> {
   };
   const parse = measure(() => validateImage(image));
   const hash = measure(() => createHash('sha256').update(image).digest());
-  const compress = measure(() => deflateChunks(image));
+  const compress = measure(() => encodedLength(image));
+  const incompressible = buildAppImage({ size: 4096 * KB, seed: 10 });
+  const sample = measure(() => worthDeflating(incompressible));
   const chunk = measure(() => {
     for (let off = 0; off < image.length; off += 510) encodeStreamPacket(off, image.subarray(off, off + 510));
   });
-  return { parseMsPerMb: parse, hashMsPerMb: hash, compressMsPerMb: compress, chunkMsPerMb: chunk, totalMsPerMb: parse + hash + compress + chunk };
-}
-
-/** Peak RSS above the idle process during a real-time upload of a 4 MB image to a virtual ESP32. */
-async function peakMemory(): Promise<{ imageBytes: number; idleRssBytes: number; peakAboveIdleBytes: number; ratioToImage: number }> {
-  const image = buildAppImage({ size: 4096 * KB, seed: 10 });
-  const radio = new VirtualRadio();
-  try {
-    await radio.addDevice({ name: 'bench-mem', slotSize: 0x500000, restartDelayMs: 0 });
-    (global as { gc?: () => void }).gc?.();
-    const idle = process.memoryUsage().rss;
-    let peak = idle;
-    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 2);
-    await new BleOtaClient({ noble: radio.noble }).update({ target: { name: 'bench-mem' }, image, confirm: 'device' });
-    clearInterval(sampler);
-    peak = Math.max(peak, process.memoryUsage().rss);
-    return { imageBytes: image.length, idleRssBytes: idle, peakAboveIdleBytes: peak - idle, ratioToImage: (peak - idle) / image.length };
-  } finally {
-    await radio.stopAll();
-  }
+  return { parseMsPerMb: parse, hashMsPerMb: hash, compressMsPerMb: compress, sampleMsPerMb: sample, chunkMsPerMb: chunk };
 }
 
 interface CentralRun {
   cpuMs: number;
   wallMs: number;
   bytes: number;
+  /** Peak RSS during the update above the RSS just before it. */
+  peakGrowthBytes: number;
 }
 
 /** Runs bench/central.js (one whole update from a fresh process) and returns its figures. */
@@ -201,38 +189,90 @@ function central(args: string[], preload?: string): Promise<CentralRun> {
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** Median and max of N fresh-process runs. */
+interface Spread {
+  median: number;
+  max: number;
+}
+const spread = (xs: number[]): Spread => ({ median: median(xs), max: Math.max(...xs) });
+
+interface WholeUpdateRow {
+  image: string;
+  bytes: number;
+  backend: 'remote' | 'virtual' | 'system';
+  runs: number;
+  cpuMsPerMb: Spread;
+  peakGrowthBytes: Spread;
+  /** Peak growth over the image's size. */
+  peakGrowthRatio: Spread;
+}
+
 /**
- * CPU of a whole 1 MB update on the central's side, each in a fresh process:
- * on the virtual bindings, and on noble's own HCI, L2CAP and ATT code
- * through an emulated controller (btvirt) to bleno serving a virtual ESP32.
+ * A whole update (scan, connect, discovery, transfer, restart, reconnect,
+ * confirm), each run in a fresh Node.js process (bench/central.ts): its CPU
+ * and its peak RSS growth, for app-like and incompressible images of 256 KB,
+ * 1 MB and 4 MB. The virtual ESP32 runs in a process of its own
+ * (bench/remote-device.ts: only the central's side is counted); for 4 MB
+ * also with its driver in the central's process, to show that share. With
+ * `hci`, 1 MB again through noble's own HCI, L2CAP and ATT code to an
+ * emulated controller (btvirt) and bleno serving a virtual ESP32.
  */
-async function wholeUpdateCpu(): Promise<{ virtualMsPerMb: number; nobleHciMsPerMb?: number; runs: number; note?: string }> {
+async function wholeUpdateCpu(hci: boolean): Promise<{ rows: WholeUpdateRow[]; note?: string }> {
   const blink = join(FIXTURES, 'esp_idf_blink_esp32s2.bin');
   const fill = existsSync(blink) ? readFileSync(blink) : undefined;
   const dir = mkdtempSync(join(tmpdir(), 'ble-ota-bench-'));
-  const runs = 3;
-  const files = Array.from({ length: runs }, (_, i) => {
-    const file = join(dir, `app-${i}.bin`);
-    writeFileSync(file, buildAppImage({ size: 1024 * KB, version: `2.0.${i + 1}`, seed: 11 + i, fill }));
-    return file;
-  });
-  const perMb = (r: CentralRun) => r.cpuMs / (r.bytes / (1024 * 1024));
+  const runs = 5;
+  const rows: WholeUpdateRow[] = [];
+  const measure = async (image: string, file: string, bytes: number, backend: WholeUpdateRow['backend'], n: number, preload?: string) => {
+    const results: CentralRun[] = [];
+    for (let i = 0; i < n; i++) results.push(await central([backend, file, 'bench-cpu'], preload));
+    const row: WholeUpdateRow = {
+      image,
+      bytes,
+      backend,
+      runs: n,
+      cpuMsPerMb: spread(results.map((r) => r.cpuMs / (r.bytes / (1024 * 1024)))),
+      peakGrowthBytes: spread(results.map((r) => r.peakGrowthBytes)),
+      peakGrowthRatio: spread(results.map((r) => r.peakGrowthBytes / r.bytes)),
+    };
+    rows.push(row);
+    console.log(
+      `  ${image.padEnd(24)} ${backend.padEnd(8)} CPU ${row.cpuMsPerMb.median.toFixed(0).padStart(4)} ms/MB (max ${row.cpuMsPerMb.max.toFixed(0).padStart(4)})` +
+        `   peak RSS growth ${(row.peakGrowthBytes.median / 1048576).toFixed(1).padStart(5)} MB, ${row.peakGrowthRatio.median.toFixed(2)} x the image (max ${row.peakGrowthRatio.max.toFixed(2)} x)`,
+    );
+  };
+  console.log(`\nNode side: whole updates, each run in a fresh process, median (max) of ${runs} (3 for the last rows)`);
+  const file = (name: string, data: Buffer) => {
+    const path = join(dir, name);
+    writeFileSync(path, data);
+    return path;
+  };
   try {
-    const virtual: number[] = [];
-    for (const file of files) virtual.push(perMb(await central(['virtual', file, 'bench-cpu'])));
+    for (const size of [256 * KB, 1024 * KB, 4096 * KB]) {
+      const label = size < 1024 * KB ? `${size / KB} KB` : `${size / 1024 / KB} MB`;
+      const app = buildAppImage({ size, version: '2.0.1', seed: 11, fill });
+      const random = buildAppImage({ size, version: '2.0.1', seed: 12 });
+      await measure(`${label} app code`, file(`app-${size}.bin`, app), app.length, 'remote', runs);
+      await measure(`${label} incompressible`, file(`random-${size}.bin`, random), random.length, 'remote', runs);
+    }
+    // The virtual ESP32's driver in the central's process, as the tests run it: its share.
+    const largest = (name: string) => join(dir, `${name}-${4096 * KB}.bin`);
+    await measure('4 MB app code', largest('app'), readFileSync(largest('app')).length, 'virtual', 3);
+    await measure('4 MB incompressible', largest('random'), readFileSync(largest('random')).length, 'virtual', 3);
+    if (!hci) return { rows, note: 'noble HCI path not measured (--no-hci)' };
     let btvirt: Btvirt | undefined;
     try {
       btvirt = await Btvirt.start();
     } catch (err) {
-      return { virtualMsPerMb: median(virtual), runs, note: `noble HCI path not measured: ${(err as Error).message}` };
+      return { rows, note: `noble HCI path not measured: ${(err as Error).message}` };
     }
     const device = await VirtualEsp32.start({ name: 'bench-cpu', slotSize: 0x500000, restartDelayMs: 20 });
     const peripheral = await OtaPeripheral.start(device);
     try {
       const preload = resolve(__dirname, '../test/support/emulated-controller/preload.js');
-      const hci: number[] = [];
-      for (const file of files) hci.push(perMb(await central(['system', file, 'bench-cpu'], preload)));
-      return { virtualMsPerMb: median(virtual), nobleHciMsPerMb: median(hci), runs };
+      const app = buildAppImage({ size: 1024 * KB, version: '2.0.2', seed: 13, fill });
+      await measure('1 MB app code', file('hci-app.bin', app), app.length, 'system', 3, preload);
+      return { rows };
     } finally {
       await peripheral.stop();
       await device.stop();
@@ -250,21 +290,32 @@ function coreRam(): { text: number; data: number; bss: number; output: string } 
   return { text, data, bss, output };
 }
 
-async function main(): Promise<void> {
-  const started = Date.now();
-  const runs = await modelled();
-  const range = await ranges();
+/** The Node side: the client's steps in a warm process, then whole updates in fresh ones. */
+async function nodeSide(hci: boolean): Promise<{ nodeCost: Record<string, number>; wholeUpdate: { rows: WholeUpdateRow[]; note?: string } }> {
   const cost = nodeCost();
   console.log(
-    `\nNode side, CPU per MB: parse ${cost.parseMsPerMb.toFixed(1)} ms, SHA-256 ${cost.hashMsPerMb.toFixed(1)} ms, deflate ${cost.compressMsPerMb.toFixed(1)} ms, chunk ${cost.chunkMsPerMb.toFixed(1)} ms: ${cost.totalMsPerMb.toFixed(1)} ms/MB`,
+    `\nNode side, the client's steps in a warm process, CPU per MB: parse ${cost.parseMsPerMb.toFixed(1)} ms, SHA-256 ${cost.hashMsPerMb.toFixed(1)} ms, ` +
+      `deflate (app code) ${cost.compressMsPerMb.toFixed(1)} ms, the sample turning an incompressible image away ${cost.sampleMsPerMb.toFixed(1)} ms, chunk ${cost.chunkMsPerMb.toFixed(1)} ms`,
   );
-  const whole = await wholeUpdateCpu();
-  console.log(
-    `Node side, CPU of a whole 1 MB update in a fresh process (median of ${whole.runs}): virtual bindings ${whole.virtualMsPerMb.toFixed(0)} ms/MB` +
-      (whole.nobleHciMsPerMb !== undefined ? `, noble's HCI code (emulated controller) ${whole.nobleHciMsPerMb.toFixed(0)} ms/MB` : `; ${whole.note}`),
-  );
-  const memory = await peakMemory();
-  console.log(`Peak memory of a 4 MB upload above the idle process: ${(memory.peakAboveIdleBytes / 1024 / 1024).toFixed(1)} MB (${memory.ratioToImage.toFixed(2)} x the image)`);
+  const whole = await wholeUpdateCpu(hci);
+  if (whole.note) console.log(`  ${whole.note}`);
+  return { nodeCost: cost, wholeUpdate: whole };
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const hci = !process.argv.includes('--no-hci');
+  if (process.argv.includes('--node-side')) {
+    // The Node side alone (its figures do not depend on the model's).
+    const node = await nodeSide(hci);
+    const file = join(ROOT, 'bench/results/node-side.json');
+    writeFileSync(file, JSON.stringify({ node: process.version, ...node }, null, 2) + '\n');
+    console.log(`\nwritten ${file} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    return;
+  }
+  const runs = await modelled();
+  const range = await ranges();
+  const node = await nodeSide(hci);
   const ram = coreRam();
   console.log(`OTA core static RAM (host build, size): data ${ram.data} + bss ${ram.bss} = ${ram.data + ram.bss} bytes; code ${ram.text} bytes`);
   const dir = join(ROOT, 'bench/results');
@@ -273,7 +324,7 @@ async function main(): Promise<void> {
   writeFileSync(
     file,
     JSON.stringify(
-      { node: process.version, presets: PRESETS, modelled: runs, ranges: range.ranges, sensitivity: range.sensitivity, endToEndAssumed: END_TO_END, nodeCost: cost, wholeUpdateCpu: whole, memory, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
+      { node: process.version, presets: PRESETS, modelled: runs, ranges: range.ranges, sensitivity: range.sensitivity, endToEndAssumed: END_TO_END, ...node, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
       null,
       2,
     ) + '\n',

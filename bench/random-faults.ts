@@ -35,7 +35,7 @@ import type { NoblePeripheral } from '../lib/client/noble-types';
 import { BleOtaError, DeviceOutcome } from '../lib/errors';
 import { parseEspImage } from '../lib/image/esp-image';
 import { ANSWER, Command, OTA_COMMAND_UUID, OTA_INFO_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
-import { deflateChunks } from '../lib/protocol/deflate-chunks';
+import { encodedLength, worthDeflating } from '../lib/protocol/deflate-chunks';
 import { peripheralId, VirtualBindings } from '../lib/virtual/bindings';
 import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
@@ -320,8 +320,7 @@ export async function runSequence(seed: number, options: SequenceOptions): Promi
     const image = signedImage({ size: plan.imageSize, projectName: 'virtual-esp32', version, seed: seed >>> 0 || 1, fill });
     const images = { old, new: image };
     const versionOf = { old: parseEspImage(old).appDesc.version, new: version };
-    const deflated = deflateChunks(image);
-    const streamLength = deflated.length <= image.length * 0.9 ? deflated.length : image.length;
+    const streamLength = worthDeflating(image) ? encodedLength(image) : image.length;
     if (plan.kind === 'second-central') holder = new Holder(device);
 
     // --- the noble side: the peripheral objects, and the listeners they carry

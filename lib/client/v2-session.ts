@@ -65,8 +65,28 @@ export interface ProvenInfo {
 
 export interface StreamProgress {
   acked: number;
-  total: number;
+  /** Undefined while a source's length is not known yet. */
+  total: number | undefined;
 }
+
+/**
+ * What stream() sends when it is not one Buffer: bytes produced as the
+ * transfer reaches them (the DEFLATE stream), so the client never holds
+ * them all. The length is known once the end has been read.
+ */
+export interface StreamSource {
+  readonly length: number | undefined;
+  /** Up to `max` bytes at `offset`: fewer only at the end, none past it. */
+  read(offset: number, max: number): Buffer;
+  /** The device acknowledged the bytes before `offset` (they may still be read again). */
+  release(offset: number): void;
+}
+
+const bufferSource = (image: Buffer): StreamSource => ({
+  length: image.length,
+  read: (offset, max) => image.subarray(offset, Math.min(offset + max, image.length)),
+  release: () => undefined,
+});
 
 export interface StreamStats {
   packets: number;
@@ -335,7 +355,7 @@ export class V2Session {
    * encoding starts); progress and `start` count from image[0].
    */
   async stream(
-    image: Buffer,
+    image: Buffer | StreamSource,
     start: number,
     window: number,
     maxPacket: number,
@@ -356,11 +376,16 @@ export class V2Session {
     let stalls = 0;
     let idleEvents = 0;
     const idleLimit = 2 * Math.ceil(window / chunk) + 8;
-    while (acked < image.length) {
-      while (next < image.length && next - acked < window) {
-        const end = Math.min(next + chunk, image.length);
+    const source = Buffer.isBuffer(image) ? bufferSource(image) : image;
+    // Until the source has produced its last byte, its end is further than anything sent.
+    const length = () => source.length ?? Infinity;
+    while (acked < length()) {
+      while (next - acked < window) {
+        const data = source.read(next, chunk);
+        if (data.length === 0) break;
+        const end = next + data.length;
         this.link.check();
-        this.sendPacket(base + next, image.subarray(next, end));
+        this.sendPacket(base + next, data);
         stats.packets++;
         if (end <= highest) stats.resent++;
         highest = Math.max(highest, end);
@@ -378,7 +403,7 @@ export class V2Session {
         if (++stalls > 2) {
           throw new BleOtaError('GATT_TIMEOUT', `The transfer made no progress at ${base + acked} bytes, after sending the window again twice.`);
         }
-        acked = await this.resumeFromDevice(stallMs, base, image.length, acked, onProgress, () => (stalls = 0));
+        acked = await this.resumeFromDevice(stallMs, base, length(), acked, onProgress, () => (stalls = 0));
         next = acked; // send again from what the device has
         continue;
       }
@@ -395,21 +420,22 @@ export class V2Session {
       }
       const offset = event.offset - base;
       if (offset > acked) {
-        acked = Math.min(offset, image.length);
+        acked = Math.min(offset, length());
+        source.release(acked);
         stalls = 0;
         idleEvents = 0;
-        onProgress({ acked, total: image.length });
+        onProgress({ acked, total: source.length });
       } else {
         idleEvents++;
       }
       if (event.kind === 'resync') next = Math.max(offset, acked);
       if (next < acked) next = acked;
-      if (acked >= image.length && this.authenticated) {
+      if (acked >= length() && this.authenticated) {
         // ACKs carry no MAC: before END, the device's proven offset must agree
         // that it has everything (a forged ACK would otherwise cut the transfer short).
-        acked = await this.resumeFromDevice(stallMs, base, image.length, acked, onProgress, () => undefined);
-        if (acked < image.length && ++stalls > 2) {
-          throw new BleOtaError('GATT_TIMEOUT', `The device has ${base + acked} bytes, not all ${base + image.length}, after sending the rest again twice.`);
+        acked = await this.resumeFromDevice(stallMs, base, length(), acked, onProgress, () => undefined);
+        if (acked < length() && ++stalls > 2) {
+          throw new BleOtaError('GATT_TIMEOUT', `The device has ${base + acked} bytes, not all ${base + length()}, after sending the rest again twice.`);
         }
         next = acked;
       }
@@ -438,7 +464,7 @@ export class V2Session {
     const offset = Math.max(0, Math.min(info.transferOffset - base, length));
     if (offset > acked) {
       onAdvance();
-      onProgress({ acked: offset, total: length });
+      onProgress({ acked: offset, total: Number.isFinite(length) ? length : undefined });
     }
     return offset;
   }

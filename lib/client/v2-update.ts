@@ -21,7 +21,7 @@ import type { EspImage } from '../image/esp-image';
 import { verifyImageSignature } from '../image/signature';
 import { compareVersions } from '../image/version';
 import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, TransferState } from '../protocol/constants';
-import { DeflatedImage, deflateChunks, streamFrom } from '../protocol/deflate-chunks';
+import { DeflatedStream, worthDeflating } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
 import type { Timeouts, UpdateOptions } from './types';
@@ -117,7 +117,6 @@ class V2Update {
   /** The device ran this very build already and skipIfRunning is off: send it and restart into it all the same. */
   private sendAnyway = false;
   private checked = false;
-  private deflated: DeflatedImage | undefined;
   private compress = false;
   private packets = 0;
   private packetSize = 0;
@@ -319,13 +318,12 @@ class V2Update {
     this.packetSize = streamValueSize(Math.min(answer.maxPacket, this.conn.mtu - 3)) - 4;
     const report = (bytes: number) => this.progress('uploading', bytes);
     let stats;
-    if (this.compress && this.deflated) {
-      // With DEFLATE, progress counts image bytes, in proportion through the encoded rest.
+    if (this.compress) {
+      // With DEFLATE, progress counts image bytes, in proportion within each encoded chunk.
       const from = answer.imageOffset ?? 0;
-      const rest = streamFrom(this.deflated, from);
-      const left = this.data.length - from;
+      const rest = new DeflatedStream(this.data, from);
       stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) =>
-        report(from + Math.floor((left * acked) / Math.max(rest.length, 1))),
+        report(rest.imageOffsetAt(acked)),
         answer.offset,
       );
     } else {
@@ -480,9 +478,9 @@ class V2Update {
         );
       }
     }
-    // Deflated chunks where the device inflates them and it pays: a tenth less on air at the least.
-    this.deflated = this.options.compress !== false && (info.features & Feature.DEFLATE) !== 0 ? deflateChunks(data) : undefined;
-    this.compress = this.deflated !== undefined && this.deflated.length <= data.length * 0.9;
+    // Deflated chunks where the device inflates them and a sample says it pays (a tenth less on
+    // air at the least): an image that will not shrink is never deflated whole.
+    this.compress = this.options.compress !== false && (info.features & Feature.DEFLATE) !== 0 && worthDeflating(data);
     this.checked = true;
   }
 
