@@ -723,6 +723,7 @@ describe('result in words', () => {
     packetSize: 249,
     packets: 9,
     bytes: 2048,
+    bytesSent: 2048,
     durationMs: 1500,
     bytesPerSecond: 4096,
     restarted: true,
@@ -744,6 +745,12 @@ describe('result in words', () => {
     assert.match(formatResult({ ...base, authenticated: false }), /not authenticated: nothing proves it was your device$/m);
     assert.equal(formatResult({ ...base, skipped: true }), 'lamp (24:0a:c4:00:00:01) already runs lamp 2.5.0: nothing sent\n');
     assert.equal(formatResult({ ...base, skipped: true, authenticated: false }), 'lamp (24:0a:c4:00:00:01) already runs lamp 2.5.0: nothing sent (not authenticated)\n');
+    // A call that only finished what an earlier one left: no rate, no packets, nothing claimed of a previous version.
+    assert.equal(
+      formatResult({ ...base, bytesSent: 0, bytesPerSecond: 0, packets: 0, packetSize: 0, previousVersion: undefined, restarted: false }),
+      'updated lamp (24:0a:c4:00:00:01) to 2.5.0, confirmed\n  protocol v2, nothing left to send: the device already held all 2.0 KB from an earlier call, 1.5 s, the device proved it holds its key\n',
+    );
+    assert.match(formatResult({ ...base, bytesSent: 1024 }), /, 1\.0 KB of 2\.0 KB in 1\.5 s \(the device held the rest\), /m);
     const seed = { ...base, protocol: 'seed' as const, confirmed: false, runningVersion: undefined, previousVersion: undefined };
     assert.match(formatResult(seed), /^uploaded 2\.5\.0 to lamp \(24:0a:c4:00:00:01\) \(seed protocol\); the device accepted it and restarted$/m);
   });

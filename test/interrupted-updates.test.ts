@@ -63,6 +63,11 @@ describe('interrupted updates: a new call finishes what the last one left', func
     assert.equal(r.confirmed, true);
     assert.equal(r.runningVersion, '2.0.0');
     assert.equal(bytes(), 0, 'nothing sent again');
+    // The result says so: no bytes, no rate, and the version the device ran before.
+    assert.equal(r.bytesSent, 0);
+    assert.equal(r.bytesPerSecond, 0);
+    assert.notEqual(r.previousVersion, undefined);
+    assert.notEqual(r.previousVersion, '2.0.0');
   });
 
   it('cancelled after RESTART: the next call confirms the image the device runs pending verify', async () => {
@@ -71,7 +76,8 @@ describe('interrupted updates: a new call finishes what the last one left', func
     const abort = new AbortController();
     await assert.rejects(
       client().update({ target: { name }, image, secret: OWNER.secret, signal: abort.signal, onProgress: (p) => p.phase === 'confirming' && abort.abort() }),
-      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED',
+      // Cancelled as it connects again: it is the update that was cancelled, not a connection.
+      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED' && /^the update was cancelled\./.test(err.message),
     );
     await eventually(() => d.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the new image running pending verify');
     const bytes = streamed();
@@ -79,6 +85,10 @@ describe('interrupted updates: a new call finishes what the last one left', func
     assert.equal(r.confirmed, true);
     assert.equal(r.runningVersion, '2.1.0');
     assert.equal(bytes(), 0, 'nothing sent again');
+    assert.equal(r.bytesSent, 0);
+    assert.equal(r.bytesPerSecond, 0);
+    // It already ran the new image when this call began: what it ran before, this call cannot know.
+    assert.equal(r.previousVersion, undefined);
   });
 
   it('cancelled as the device answered RESTART: the next call, cut off by that restart while it connects, connects again and confirms', async () => {
@@ -118,6 +128,28 @@ describe('interrupted updates: a new call finishes what the last one left', func
     assert.equal(st.slots[st.running].state, 'valid');
   });
 
+  it('cancelled while it waits for the device to restart: the call ends at once, saying the device restarts into what it will', async () => {
+    // The device answers RESTART, then takes its time (minutes) to go down: the cancel must not wait for it.
+    const name = `interrupted-${++n}`;
+    const d = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10 * 60_000 }));
+    const image = signedImage({ size: 20 * 1024, version: '2.1.3', seed: 21 });
+    const abort = new AbortController();
+    const onAnswer = (address: string, uuid: string, data: Buffer) => {
+      if (address === d.address && uuid === OTA_COMMAND_UUID && data[0] === (ANSWER | Command.RESTART)) setTimeout(() => abort.abort(), 100);
+    };
+    radio.bindings.on('air-notify', onAnswer);
+    await assert.rejects(
+      client().update({ target: { name }, image, secret: OWNER.secret, signal: abort.signal, timeouts: { restartMs: 10 * 60_000 } }),
+      (err: unknown) => {
+        assert.ok(err instanceof BleOtaError);
+        assert.equal(err.code, 'CANCELLED', err.message);
+        assert.equal(err.device?.runs, 'unknown');
+        return true;
+      },
+    );
+    radio.bindings.off('air-notify', onAnswer);
+  });
+
   it('cancelled after RESTART, then another image: the image awaiting confirmation is settled first, and the new one goes in', async () => {
     const { name, device: d } = await device();
     const first = signedImage({ size: 40 * 1024, version: '2.1.5', seed: 16 });
@@ -132,6 +164,37 @@ describe('interrupted updates: a new call finishes what the last one left', func
     assert.equal(r.previousVersion, '2.1.5');
     assert.equal(r.confirmed, true);
     assert.equal(r.runningVersion, '2.1.6');
+  });
+
+  it('a reconnection that finds no OTA service on the device that served it a moment ago connects again', async () => {
+    const { name, device: d } = await device();
+    const image = signedImage({ size: 60 * 1024, version: '2.2.5', seed: 19 });
+    let dropped = false;
+    const r = await client().update({
+      target: { name },
+      image,
+      secret: OWNER.secret,
+      onProgress: (p) => {
+        if (dropped || p.phase !== 'uploading' || p.bytesSent < image.length / 2) return;
+        dropped = true;
+        radio.bindings.hideServices(d, 1);
+        radio.bindings.dropLink(d);
+      },
+    });
+    assert.ok(dropped);
+    assert.equal(r.confirmed, true);
+    assert.equal(r.runningVersion, '2.2.5');
+  });
+
+  it('a device whose restarted image has no OTA service: NOT_OTA_DEVICE once the retries are spent', async () => {
+    const { name, device: d } = await device();
+    const image = signedImage({ size: 40 * 1024, version: '2.2.6', seed: 20 });
+    d.on('boot', () => radio.bindings.hideServices(d, 100));
+    await assert.rejects(client().update({ target: { name }, image, secret: OWNER.secret }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'NOT_OTA_DEVICE', err.message);
+      return true;
+    });
   });
 
   it('a compressed transfer whose link drops before END resumes at its very end', async () => {

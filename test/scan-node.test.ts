@@ -6,6 +6,7 @@ import { strict as assert } from 'node:assert';
 import { namePattern } from '../lib/client/discovery';
 import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
+import { adapterFor } from '../nodes/shared/adapter';
 import { deviceNode, helper, lastStatus, TestNode } from './support/node-red';
 import { NodeRedProcess } from './support/node-red-process';
 
@@ -72,6 +73,21 @@ describe('ble-ota-scan node', function () {
     const names = (msg.payload as Found[]).map((d) => d.name).sort();
     assert.deepEqual(names, ['scan-ours-1', 'scan-ours-2', 'scan-seed'], 'the seed device is found by its name');
     assert.deepEqual(lastStatus(scan), { fill: 'green', shape: 'dot', text: '3 devices' });
+  });
+
+  it('the edit dialog\'s Scan, while a flow holds the radio, answers at once that it is busy; when the radio is free, it lists devices', async () => {
+    await load({});
+    let release = () => undefined as void;
+    const held = adapterFor('virtual').run(() => new Promise<void>((resolve) => (release = resolve)));
+    const busy = await helper.request().get('/ble-ota/scan?backend=virtual&duration=1');
+    assert.equal(busy.status, 409);
+    assert.equal(busy.body.error.code, 'BUSY');
+    assert.match(busy.body.error.message, /busy .*scan again when it is done/);
+    release();
+    await held;
+    const free = await helper.request().get('/ble-ota/scan?backend=virtual&duration=1');
+    assert.equal(free.status, 200);
+    assert.ok((free.body as Found[]).some((d) => d.name === 'scan-ours-1'));
   });
 
   it('finds seed devices by connecting when asked to probe, and reads versions; one message per device', async () => {

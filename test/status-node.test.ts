@@ -100,6 +100,7 @@ function confirmedEvent(): OtaEvent {
       packetSize: 249,
       packets: 264,
       bytes: 65536,
+      bytesSent: 65536,
       durationMs: 12_345,
       bytesPerSecond: 62_976,
       restarted: true,

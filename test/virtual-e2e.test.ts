@@ -140,6 +140,12 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
     assert.ok(seen.some((d) => d.address === other.address));
   });
 
+  it('a connection cancelled while it looks for the device says so, and names no update', async () => {
+    const controller = new AbortController();
+    const connecting = client.connect({ name: 'nobody' }, { signal: controller.signal, timeouts: { scanMs: 60_000 }, onProgress: () => controller.abort() });
+    await assert.rejects(connecting, (err: BleOtaError) => err.code === 'CANCELLED' && err.message === 'the connection was cancelled before it was made');
+  });
+
   it('a device nobody advertises ends in DEVICE_NOT_FOUND', async () => {
     await assert.rejects(
       client.update({ target: { name: 'nobody' }, image: buildAppImage({ size: 4096 }), timeouts: { scanMs: 300 } }),

@@ -167,13 +167,17 @@ export function formatResult(r: UpdateResult): string {
       ? `uploaded ${r.image.version} to ${device} (seed protocol); the device accepted it and restarted`
       : `uploaded ${r.image.version} to ${device} (seed protocol); the device accepted it but did not restart yet`;
   }
-  const details = [
-    `protocol ${r.protocol}`,
-    `${formatBytes(r.bytes)} in ${(r.durationMs / 1000).toFixed(1)} s`,
-    formatRate(r.bytesPerSecond),
-    `MTU ${r.mtu}`,
-    `${r.packets} packets of up to ${r.packetSize} bytes`,
-  ];
+  const seconds = `${(r.durationMs / 1000).toFixed(1)} s`;
+  const details =
+    r.bytesSent === 0
+      ? [`protocol ${r.protocol}`, `nothing left to send: the device already held all ${formatBytes(r.bytes)} from an earlier call`, seconds]
+      : [
+          `protocol ${r.protocol}`,
+          r.bytesSent < r.bytes ? `${formatBytes(r.bytesSent)} of ${formatBytes(r.bytes)} in ${seconds} (the device held the rest)` : `${formatBytes(r.bytes)} in ${seconds}`,
+          formatRate(r.bytesPerSecond),
+          `MTU ${r.mtu}`,
+          `${r.packets} packets of up to ${r.packetSize} bytes`,
+        ];
   if (r.resumes) details.push(`${r.resumes} resumed after a lost link`);
   details.push(r.authenticated ? 'the device proved it holds its key' : 'not authenticated: nothing proves it was your device');
   return `${outcome}\n  ${details.join(', ')}\n`;

@@ -90,8 +90,17 @@ export class Link {
     });
   }
 
+  /**
+   * noble keeps a callback's listener on the peripheral (one object per
+   * device, for the process's lifetime) until an answer comes, which never
+   * does on a link that dropped: listen ourselves, and stop when we give up.
+   */
   discoverServices(uuids: string[]): Promise<NobleService[]> {
-    return this.run('service discovery', (cb) => this.peripheral.discoverServices(uuids, cb));
+    return this.wait<NobleService[]>('service discovery', this.gattTimeoutMs, (resolve) => {
+      this.peripheral.once('servicesDiscover', resolve);
+      this.peripheral.discoverServices(uuids);
+      return () => this.peripheral.off('servicesDiscover', resolve);
+    });
   }
 
   discoverCharacteristics(service: NobleService): Promise<NobleCharacteristic[]> {
@@ -176,19 +185,26 @@ export class Link {
     return new DeviceError('DISCONNECTED', `the connection to ${this.describe()} was closed`);
   }
 
-  /** Resolves when the device drops the link (e.g. restarts), or after a timeout. */
+  /**
+   * Resolves when the device drops the link (e.g. restarts): true, or false
+   * after a timeout. Cancelling the caller's signal ends the wait at once
+   * (CancelledError).
+   */
   awaitDisconnect(timeoutMs: number): Promise<boolean> {
     if (this.peripheral.state !== 'connected') return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.peripheral.off('disconnect', done);
-        resolve(false);
-      }, timeoutMs);
-      const done = () => {
+    if (this.signal?.aborted) return Promise.reject(new CancelledError());
+    return new Promise((resolve, reject) => {
+      const end = (settle: () => void) => {
         clearTimeout(timer);
-        resolve(true);
+        this.peripheral.off('disconnect', dropped);
+        this.signal?.removeEventListener('abort', cancelled);
+        settle();
       };
-      this.peripheral.once('disconnect', done);
+      const timer = setTimeout(() => end(() => resolve(false)), timeoutMs);
+      const dropped = () => end(() => resolve(true));
+      const cancelled = () => end(() => reject(new CancelledError()));
+      this.peripheral.once('disconnect', dropped);
+      this.signal?.addEventListener('abort', cancelled, { once: true });
     });
   }
 

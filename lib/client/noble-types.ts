@@ -30,7 +30,8 @@ export interface NoblePeripheral extends EventEmitter {
   advertisement: { localName?: string; serviceUuids?: string[] };
   connect(callback: Callback): void;
   disconnect(callback?: Callback): void;
-  discoverServices(uuids: string[], callback: Callback<NobleService[]>): void;
+  /** Without a callback, the answer comes as the 'servicesDiscover' event (noble emits it on the peripheral). */
+  discoverServices(uuids: string[], callback?: Callback<NobleService[]>): void;
 }
 
 export interface NobleLike extends EventEmitter {

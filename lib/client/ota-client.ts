@@ -13,7 +13,7 @@
  * The protocol is chosen from the device: v2 when it has OTA Info, the
  * seed's otherwise (docs/PROTOCOL.md).
  */
-import { BleOtaError, DeviceError, ImageError, ProtocolError } from '../errors';
+import { BleOtaError, CancelledError, DeviceError, ImageError, ProtocolError } from '../errors';
 import { EspImage, imageSummary } from '../image/esp-image';
 import { validateImage } from '../image/validate';
 import { loadSystemNoble } from '../noble-loader';
@@ -97,8 +97,14 @@ export class BleOtaClient {
   async connect(target: Target, options: ConnectOptions = {}): Promise<OtaConnection> {
     const settings = this.connectSettings(options);
     settings.progress('scanning');
-    const peripheral = await findPeripheral(this.noble, target, settings.timeouts.scanMs, options.signal);
-    return this.open(peripheral, settings, options.signal);
+    try {
+      const peripheral = await findPeripheral(this.noble, target, settings.timeouts.scanMs, options.signal);
+      return await this.open(peripheral, settings, options.signal);
+    } catch (err) {
+      // A connection is no update (an update's own reconnections say so in their result).
+      if (err instanceof BleOtaError && err.code === 'CANCELLED') throw new CancelledError('the connection was cancelled before it was made');
+      throw err;
+    }
   }
 
   /** The timeouts and the policy of a connection; a malformed secret or device id fails here, before any radio work. */
@@ -224,6 +230,7 @@ export class BleOtaClient {
         packetSize: stats.packetSize,
         packets: stats.packets,
         bytes: options.image.length,
+        bytesSent: options.image.length,
         durationMs: Date.now() - started,
         bytesPerSecond: rate(options.image.length, stats.transferMs),
         restarted: stats.restarted,
@@ -255,8 +262,9 @@ export class BleOtaClient {
       packetSize: r.packetSize,
       packets: r.packets,
       bytes: options.image.length,
+      bytesSent: r.imageBytesSent,
       durationMs: Date.now() - started,
-      bytesPerSecond: rate(options.image.length, r.transferMs),
+      bytesPerSecond: rate(r.imageBytesSent, r.transferMs),
       restarted: r.restarted,
       confirmed: r.confirmed,
       runningVersion: r.runningVersion,
@@ -291,6 +299,8 @@ function checkSignature(image: Buffer, parsed: EspImage, publicKey: string | und
   }
 }
 
+/** Bytes per second over a transfer; 0 when nothing was sent (no rate to tell). */
 function rate(bytes: number, ms: number): number {
+  if (bytes === 0) return 0;
   return Math.round(bytes / Math.max(ms / 1000, 0.001));
 }

@@ -104,9 +104,13 @@ export async function findPeripheral(
     if (signal?.aborted) return onAbort();
     signal?.addEventListener('abort', onAbort);
     noble.on('discover', onDiscover);
-    noble.startScanning([], false, (err) => {
-      if (err) finish(new BluetoothUnavailableError('scan failed', `scanning failed: ${String(err)}`));
-    });
+    // No callback: noble would keep it until the scan starts, which a scan stopped while
+    // starting (a cancel, a quick find) never does. Powered on, noble throws its only error here.
+    try {
+      noble.startScanning([], false);
+    } catch (err) {
+      finish(new BluetoothUnavailableError('scan failed', `scanning failed: ${String(err)}`));
+    }
   });
 }
 

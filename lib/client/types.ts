@@ -53,7 +53,11 @@ export interface UpdateOptions {
   signal?: AbortSignal;
   timeouts?: Partial<Timeouts>;
   confirm?: ConfirmMode;
-  /** Reconnections that resume a v2 transfer after a lost link (default 3). */
+  /**
+   * New connections after a lost link, each after a backoff (default 3): a
+   * first connection lost before anything was sent, a v2 transfer resumed,
+   * a restarted device reached again.
+   */
   resumeAttempts?: number;
   /** `seed` forces the seed protocol on a device that speaks both. */
   protocol?: 'auto' | 'seed';
@@ -107,10 +111,17 @@ export interface UpdateResult {
   mtu: number;
   packetSize: number;
   packets: number;
+  /** The image's size. */
   bytes: number;
+  /**
+   * Image bytes this call sent: less than `bytes` when it resumed a transfer,
+   * 0 when the device already held the whole image (an earlier call was
+   * interrupted after sending it: this one only finished, restarted or confirmed).
+   */
+  bytesSent: number;
   /** From the start of the connection to the end (confirmation, or restart). */
   durationMs: number;
-  /** Firmware bytes per second during the transfer. */
+  /** Image bytes per second during this call's transfer (`bytesSent` over its time); 0 when it sent none. */
   bytesPerSecond: number;
   /** Whether the device restarted into the new image (it dropped the link). */
   restarted: boolean;
@@ -122,7 +133,10 @@ export interface UpdateResult {
   resumes: number;
   /** The device already ran this build: nothing was sent (skipIfRunning). */
   skipped: boolean;
-  /** v2: the version the device ran before the update. */
+  /**
+   * v2: the version the device ran before the update; undefined when an
+   * earlier call had already restarted it into this image (unconfirmed).
+   */
   previousVersion?: string;
   /**
    * The device proved it holds its key (derived from the fleet secret) on

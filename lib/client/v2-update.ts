@@ -33,12 +33,15 @@ export interface V2Result {
   packetSize: number;
   packets: number;
   transferMs: number;
+  /** Image bytes this call carried (the device held the rest from an earlier call). */
+  imageBytesSent: number;
   restarted: boolean;
   confirmed: boolean;
   runningVersion: string | undefined;
   resumes: number;
   skipped: boolean;
-  previousVersion: string;
+  /** Undefined when an earlier call had already restarted the device into this image. */
+  previousVersion: string | undefined;
   /** The device proved it holds its key, on every answer the result rests on. */
   authenticated: boolean;
   /** The device's id, the same on every connection of the update (absent on info_version 1). */
@@ -122,6 +125,7 @@ class V2Update {
   private packetSize = 0;
   private transferStarted = 0;
   private transferMs = 0;
+  private imageBytesSent = 0;
 
   constructor(
     first: OtaConnection,
@@ -145,8 +149,10 @@ class V2Update {
     try {
       await this.readFirst();
       const first = this.info!;
-      const previousVersion = first.app.version;
-      if (stageOf(first, this.image, this.sha256) === 'confirmed') {
+      const firstStage = stageOf(first, this.image, this.sha256);
+      // A device already running this image, unconfirmed, was restarted by an earlier call: what it ran before is unknown.
+      const previousVersion = firstStage === 'pending' ? undefined : first.app.version;
+      if (firstStage === 'confirmed') {
         if (this.options.skipIfRunning) return this.result({ skipped: true, previousVersion });
         this.sendAnyway = true; // the same build again, as asked
       }
@@ -283,7 +289,11 @@ class V2Update {
         await this.open();
         return;
       } catch (err) {
-        const retry = err instanceof BleOtaError && (err.code === 'DEVICE_NOT_FOUND' || err.code === 'CONNECT_FAILED' || err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
+        // NOT_OTA_DEVICE too: this device served the OTA service on this call's first connection,
+        // so none now is a link that failed (or a GATT table not up yet), unless it persists.
+        const retry =
+          err instanceof BleOtaError &&
+          (err.code === 'DEVICE_NOT_FOUND' || err.code === 'CONNECT_FAILED' || err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT' || err.code === 'NOT_OTA_DEVICE');
         if (!retry || attempt >= this.attempts || this.options.signal?.aborted) throw err;
         await backoff(attempt, this.options.signal);
       }
@@ -322,11 +332,13 @@ class V2Update {
       // With DEFLATE, progress counts image bytes, in proportion within each encoded chunk.
       const from = answer.imageOffset ?? 0;
       const rest = new DeflatedStream(this.data, from);
+      this.imageBytesSent += this.data.length - from;
       stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) =>
         report(rest.imageOffsetAt(acked)),
         answer.offset,
       );
     } else {
+      this.imageBytesSent += this.data.length - Math.min(answer.offset, this.data.length);
       stats = await v2.stream(this.data, Math.min(answer.offset, this.data.length), answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(acked));
     }
     this.packets += stats.packets;
@@ -496,13 +508,14 @@ class V2Update {
     });
   }
 
-  private result(r: { skipped: boolean; previousVersion: string }): V2Result {
+  private result(r: { skipped: boolean; previousVersion: string | undefined }): V2Result {
     const info = this.info!;
     return {
       mtu: this.conn.mtu,
       packetSize: this.packetSize,
       packets: this.packets,
       transferMs: this.transferMs,
+      imageBytesSent: this.imageBytesSent,
       restarted: this.restarted,
       confirmed: info.runningState === RunningState.VALID && runsImage(info, this.image),
       runningVersion: info.app.version,
@@ -517,8 +530,9 @@ class V2Update {
   /** The error as the caller sees it: a typed error, saying what the device runs. */
   private explained(err: unknown): unknown {
     let typed = err instanceof CommandRefused ? refusalError(err, this.data.length) : err;
-    // Cancelled: a link our own close ended says so, not DISCONNECTED.
-    if (this.options.signal?.aborted && typed instanceof BleOtaError && typed.code !== 'CANCELLED') {
+    // Cancelled: a link our own close ended says so, not DISCONNECTED; and it is the
+    // update that was cancelled, whichever of its connections the cancel found.
+    if (typed instanceof BleOtaError && (typed.code === 'CANCELLED' || this.options.signal?.aborted)) {
       typed = new CancelledError();
     }
     if (!(typed instanceof BleOtaError) || typed.code === 'CANCELLED' && this.info === undefined) return typed;

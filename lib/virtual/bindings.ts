@@ -82,6 +82,8 @@ interface Link {
   /** Connection attempts that lateConnect() is to hold. */
   lateConnects: number;
   stalled: Map<LocalOperation, number>;
+  /** Service discoveries that hideServices() is to answer with none. */
+  hiddenServices: number;
   onNotify(uuid: string, data: Buffer): void;
   onDisconnected(reason: number): void;
   /** With a link model: the air, the device's host, and the requests it is answering. */
@@ -152,6 +154,7 @@ export class VirtualBindings extends EventEmitter {
       connected: false,
       lateConnects: 0,
       stalled: new Map(),
+      hiddenServices: 0,
       onNotify: (uuid, data) => {
         const chr = device.characteristics.find((c) => c.uuid === uuid);
         if (!link.connected || !chr) return;
@@ -227,6 +230,12 @@ export class VirtualBindings extends EventEmitter {
   stall(device: VirtualEsp32, operation: LocalOperation, count = 1): void {
     const link = this.links.get(peripheralId(device.address));
     if (link) link.stalled.set(operation, (link.stalled.get(operation) ?? 0) + count);
+  }
+
+  /** The next `count` service discoveries find no service: a GATT table not up yet. */
+  hideServices(device: VirtualEsp32, count = 1): void {
+    const link = this.links.get(peripheralId(device.address));
+    if (link) link.hiddenServices += count;
   }
 
   /**
@@ -415,7 +424,8 @@ export class VirtualBindings extends EventEmitter {
     this.emit('air-discover', link.device.address, 'services');
     if (this.stalls(link, 'discover-services')) return;
     const wanted = (uuids ?? []).map(nobleUuid);
-    const found = link.device.services.map(nobleUuid).filter((u) => !wanted.length || wanted.includes(u));
+    const hidden = link.hiddenServices > 0 && link.hiddenServices-- > 0;
+    const found = hidden ? [] : link.device.services.map(nobleUuid).filter((u) => !wanted.length || wanted.includes(u));
     this.local(() => this.emit('servicesDiscover', id, found));
   }
 

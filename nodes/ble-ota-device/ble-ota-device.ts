@@ -9,6 +9,7 @@ import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
 import { adapterFor } from '../shared/adapter';
 import { discoverOtaDevices } from '../../lib/client/discovery';
 import { BleOtaError } from '../../lib/errors';
+import { translator } from '../shared/i18n';
 import type { RED } from '../shared/red';
 import { DeviceNode, DeviceNodeDef, targetOf } from './device-node';
 
@@ -18,6 +19,7 @@ function seconds(value: string | number | undefined, fallback: number): number {
 }
 
 export = function register(RED: RED): void {
+  const t = translator(RED, __dirname, 'ble-ota-device');
   function BleOtaDeviceNode(this: DeviceNode, def: DeviceNodeDef) {
     RED.nodes.createNode(this, def);
     this.backend = def.backend === 'virtual' ? 'virtual' : 'bluetooth';
@@ -54,6 +56,11 @@ export = function register(RED: RED): void {
     const backend = req.query.backend === 'virtual' ? 'virtual' : 'bluetooth';
     const durationMs = Math.min(Math.max(Number(req.query.duration) || 5, 1), 30) * 1000;
     const adapter = adapterFor(backend);
+    // A flow's update may hold the radio for minutes: say so now, rather than leave the dialog waiting behind it.
+    if (adapter.inUse) {
+      res.status(409).json({ error: { code: 'BUSY', message: t('ble-ota-device.scan.busy') } });
+      return;
+    }
     void (async () => {
       // In the virtual neighbourhood there is always something to find.
       if (backend === 'virtual' && sharedVirtualRadio().bindings.devices.length === 0) {

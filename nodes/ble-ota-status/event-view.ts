@@ -53,6 +53,7 @@ export interface EventView extends Omit<OtaEvent, 'device' | 'durationS'> {
   // The result's fields, at the top level too.
   protocol?: string;
   bytes?: number;
+  bytesSent?: number;
   confirmed?: boolean;
   runningVersion?: string;
   previousVersion?: string;
@@ -77,6 +78,7 @@ export function eventView(event: OtaEvent): EventView {
       ? {
           protocol: result.protocol,
           bytes: result.bytes,
+          bytesSent: result.bytesSent,
           confirmed: result.confirmed,
           runningVersion: result.runningVersion,
           previousVersion: result.previousVersion,

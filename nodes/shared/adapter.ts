@@ -36,6 +36,11 @@ export class Adapter {
     return new BleOtaClient({ noble: () => this.noble, timeouts });
   }
 
+  /** An operation (a flow's scan or update) holds the radio. */
+  get inUse(): boolean {
+    return this.busy;
+  }
+
   /** Operations waiting for the radio. */
   get queued(): number {
     return this.waiting.length;

@@ -18,6 +18,8 @@ export interface Helper {
   load(nodes: unknown[], flow: unknown[], cb: () => void): void;
   unload(): Promise<void>;
   getNode(id: string): TestNode;
+  /** supertest against the runtime's admin HTTP (the editor's endpoints). */
+  request(): { get(path: string): Promise<{ status: number; body: any }> }; // eslint-disable-line @typescript-eslint/no-explicit-any -- a JSON body, asserted field by field by each test
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
