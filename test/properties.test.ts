@@ -8,7 +8,7 @@ import { ImageError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { parseEspImage } from '../lib/image/esp-image';
 import { validateImage } from '../lib/image/validate';
-import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, INFO_SIZE_V1, STREAM_HEADER } from '../lib/protocol/constants';
+import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, INFO_SIZE_V1, INFO_SIZE_V2, STREAM_HEADER } from '../lib/protocol/constants';
 import { decodeBeginAnswer, decodeInfo, decodeNotification, encodeBegin, encodeCommand, encodeStreamPacket } from '../lib/protocol/v2-codec';
 
 /** Runs parse and validate; anything thrown must be an ImageError with a code and a message. */
@@ -160,13 +160,14 @@ describe('properties: the protocol v2 codec', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 320 }), (bytes) => {
         const value = Buffer.from(bytes);
-        // info_version 1 is 220 bytes; from version 2 on, at least 260.
-        const needed = value.length > 0 && value[0] >= 2 ? INFO_SIZE : INFO_SIZE_V1;
+        // info_version 1 is 220 bytes, version 2 260; from version 3 on, at least 276.
+        const needed = value.length === 0 || value[0] < 2 ? INFO_SIZE_V1 : value[0] === 2 ? INFO_SIZE_V2 : INFO_SIZE;
         if (value.length >= needed) {
           const info = decodeInfo(value);
           assert.equal(info.transferOffset, value.readUInt32LE(20));
           assert.equal(info.app.elfSha256.length, 32);
           assert.equal(info.deviceId?.length, value[0] >= 2 ? 6 : undefined);
+          assert.equal(info.link === undefined, value[0] < 3);
         } else {
           assert.throws(() => decodeInfo(value), RangeError);
         }

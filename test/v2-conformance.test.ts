@@ -73,7 +73,7 @@ describe('protocol v2 conformance over the air', function () {
   it('OTA Info describes the device and its running image', async () => {
     const info = await v2.readInfo();
     assert.equal(info.protocol, PROTOCOL_VERSION);
-    assert.equal(info.infoVersion, 2);
+    assert.equal(info.infoVersion, 3);
     assert.ok(info.features & Feature.RESUME && info.features & Feature.CLIENT_CONFIRM && info.features & Feature.SEED);
     assert.equal(info.chipId, 0);
     assert.equal(info.slotSize, 0x1e0000);
@@ -83,7 +83,7 @@ describe('protocol v2 conformance over the air', function () {
     assert.equal(info.transferState, TransferState.IDLE);
     assert.equal(info.app.projectName, 'virtual-esp32');
     assert.equal(info.app.version, '1.0.0');
-    assert.equal(INFO_SIZE, 260);
+    assert.equal(INFO_SIZE, 276);
     assert.equal(info.deviceId?.length, 6);
     assert.equal(info.app.elfSha256.length, 32);
   });

@@ -461,6 +461,43 @@ port_disconnect(void *ctx)
     }
 }
 
+static bool
+port_link_data_path(void *ctx, uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2m)
+{
+    host_dev_t *dev = ctx;
+
+    dev->data_path_asks++;
+    dev->asked_tx_octets = tx_octets;
+    dev->asked_tx_time_us = tx_time_us;
+    dev->asked_2m = prefer_2m;
+    if (dev->hooks.link_data_path != NULL) {
+        return dev->hooks.link_data_path(dev->hooks.user, tx_octets, tx_time_us, prefer_2m);
+    }
+    return true;
+}
+
+static bool
+port_link_conn_params(void *ctx, ble_ota_link_profile_t profile, const ble_ota_conn_params_t *params)
+{
+    host_dev_t *dev = ctx;
+
+    dev->conn_param_asks++;
+    dev->asked_profile = profile;
+    dev->asked_params = *params;
+    if (dev->hooks.link_conn_params != NULL) {
+        return dev->hooks.link_conn_params(dev->hooks.user, profile, params);
+    }
+    return true;
+}
+
+static void
+port_link_info(void *ctx, ble_ota_link_info_t *out)
+{
+    const host_dev_t *dev = ctx;
+
+    *out = dev->link;
+}
+
 static void
 port_log(void *ctx, ble_ota_log_level_t level, const char *msg)
 {
@@ -523,6 +560,9 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         .random = port_random,
         .inflate = port_inflate,
         .disconnect = port_disconnect,
+        .link_data_path = port_link_data_path,
+        .link_conn_params = port_link_conn_params,
+        .link_info = port_link_info,
         .log = port_log,
     };
     dev_reset_ram(dev);

@@ -36,6 +36,11 @@ typedef struct {
     void (*random)(void *user, uint8_t *out, size_t len);
     /* The firmware ends the client's link (port disconnect()). */
     void (*disconnect)(void *user);
+    /* The firmware asked the central for a data length and PHY, or for
+     * connection parameters (ble_ota_link.h); after host_dev_t recorded it.
+     * Returns what the port returns (false: busy, ask again); NULL: true. */
+    bool (*link_data_path)(void *user, uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2m);
+    bool (*link_conn_params)(void *user, ble_ota_link_profile_t profile, const ble_ota_conn_params_t *params);
     void *user;
 } host_dev_hooks_t;
 
@@ -63,6 +68,18 @@ typedef struct {
     uint8_t running_key_digest[32]; /* its key digest: the key updates must be signed with */
     bool restart_pending;
     uint32_t restart_delay_ms;
+
+    /* The link: what the central granted, as port link_info() reports it
+     * (set by the tests and the virtual ESP32, as NimBLE's events set it
+     * on the ESP32), and what the firmware asked for on it. */
+    ble_ota_link_info_t link;
+    unsigned data_path_asks;         /* link_data_path calls */
+    uint16_t asked_tx_octets;
+    uint16_t asked_tx_time_us;
+    bool asked_2m;
+    unsigned conn_param_asks;        /* link_conn_params calls */
+    ble_ota_link_profile_t asked_profile;
+    ble_ota_conn_params_t asked_params;
 } host_dev_t;
 
 /* Sets up the device with erased slots of slot_size bytes, an ESP32

@@ -20,6 +20,7 @@
 #include "test_fixture.h"
 #include "test_auth.h"
 #include "test_sign.h"
+#include "test_link.h"
 #include "test_v2.h"
 
 static const char *s_fixtures;
@@ -880,6 +881,7 @@ main(int argc, char **argv)
     test_v2_run_all();
     test_auth_run_all();
     test_signature_run_all();
+    test_link_run_all();
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

@@ -47,6 +47,15 @@
 #define HCI_LOCAL_HOST_TERM   0x16 /* the device closed the link (restart) */
 #define HCI_REMOTE_USER_TERM  0x13 /* the firmware ended the link (ble_gap_terminate): a stranger's */
 
+/* The link a new connection has until the host says otherwise (`link`):
+ * what noble's HCI bindings ask for in LE Create Connection at its
+ * shortest interval (7.5 ms, latency 0, supervision timeout 420 ms), on
+ * the LE 1M PHY with the 27-octet data length every connection starts
+ * with (Core Vol 6, Part B, 4.5.10 and 4.6.2). */
+#define VESP_LINK_INTERVAL 6  /* 1.25 ms units */
+#define VESP_LINK_TIMEOUT  42 /* 10 ms units */
+#define VESP_LINK_OCTETS   27
+
 /* How often the core's timers (abandon timeout, confirm window) run. */
 #define VESP_TICK_MS 50
 
@@ -365,6 +374,35 @@ hook_restart(void *user, uint32_t delay_ms)
     out_logf('I', "restart in %lu ms", (unsigned long)delay);
 }
 
+/* The firmware asked the central for a data length and PHY (NimBLE's
+ * ble_gap_set_data_len, ble_gap_set_prefered_le_phy on the ESP32): told
+ * to the host as an event, for the central it plays to answer (`link`). */
+static bool
+hook_link_data_path(void *user, uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2m)
+{
+    vesp_t *v = user;
+
+    if (v->connected) {
+        out_line("link-request data-path %u %u %s", (unsigned)tx_octets, (unsigned)tx_time_us,
+                 prefer_2m ? "2m" : "1m");
+    }
+    return true;
+}
+
+/* The firmware asked for connection parameters (ble_gap_update_params). */
+static bool
+hook_link_conn_params(void *user, ble_ota_link_profile_t profile, const ble_ota_conn_params_t *p)
+{
+    vesp_t *v = user;
+
+    if (v->connected) {
+        out_line("link-request conn-params %s %u %u %u %u", profile == BLE_OTA_LINK_TRANSFER ? "transfer" : "idle",
+                 (unsigned)p->itvl_min, (unsigned)p->itvl_max, (unsigned)p->latency,
+                 (unsigned)p->supervision_timeout);
+    }
+    return true;
+}
+
 static void
 hook_disconnect(void *user)
 {
@@ -604,7 +642,7 @@ find_chr(const char *uuid)
 
 /* --- requests ----------------------------------------------------------------- */
 
-#define MAX_FIELDS 6
+#define MAX_FIELDS 7 /* `link` takes the most */
 
 typedef struct {
     const char *id;
@@ -661,11 +699,57 @@ cmd_connect(vesp_t *v, const request_t *r)
     v->subscribed = false; /* no bonding: the CCCDs start cleared */
     v->subscribed_command = false;
     v->conn_mtu = mtu;
+    v->dev.link = (ble_ota_link_info_t){
+        .conn_itvl = VESP_LINK_INTERVAL,
+        .supervision_timeout = VESP_LINK_TIMEOUT,
+        .tx_phy = BLE_OTA_PHY_1M,
+        .rx_phy = BLE_OTA_PHY_1M,
+        .tx_octets = VESP_LINK_OCTETS,
+        .rx_octets = VESP_LINK_OCTETS,
+        .att_mtu = (uint16_t)mtu,
+    };
     out_logf('I', "connected, ATT MTU %u", mtu);
     ble_ota_core_connected(&v->core);
     char value[12];
     snprintf(value, sizeof(value), "%u", mtu);
     reply_ok(r->id, value);
+}
+
+/* `link <interval> <latency> <timeout> <tx-phy> <rx-phy> <tx-octets> <rx-octets>`:
+ * the link changed as the central's controller reports it (the events
+ * NimBLE turns into BLE_GAP_EVENT_CONN_UPDATE, _PHY_UPDATE_COMPLETE and
+ * _DATA_LEN_CHG), in the controller's units. */
+static void
+cmd_link(vesp_t *v, const request_t *r)
+{
+    /* Ranges of the HCI events (Core Vol 4, Part E, 7.7.65). */
+    static const uint32_t max[7] = { 3200, 499, 3200, 3, 3, 251, 251 };
+    static const uint32_t min[7] = { 6, 0, 10, 1, 1, 27, 27 };
+    uint32_t n[7];
+
+    if (r->argc != 7) {
+        out_logf('E', "link takes 7 arguments, got %d", r->argc);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    for (int i = 0; i < 7; i++) {
+        if (!parse_u32(r->arg[i], max[i], &n[i]) || n[i] < min[i]) {
+            out_logf('E', "link: bad value '%.20s'", r->arg[i]);
+            reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+            return;
+        }
+    }
+    if (!vesp_require_link(v, r)) {
+        return;
+    }
+    v->dev.link.conn_itvl = (uint16_t)n[0];
+    v->dev.link.conn_latency = (uint16_t)n[1];
+    v->dev.link.supervision_timeout = (uint16_t)n[2];
+    v->dev.link.tx_phy = (uint8_t)n[3];
+    v->dev.link.rx_phy = (uint8_t)n[4];
+    v->dev.link.tx_octets = (uint16_t)n[5];
+    v->dev.link.rx_octets = (uint16_t)n[6];
+    reply_ok(r->id, NULL);
 }
 
 static void
@@ -1075,6 +1159,8 @@ vesp_handle_line(vesp_t *v, char *line)
         cmd_connect(v, &r);
     } else if (strcmp(r.cmd, "disconnect") == 0) {
         cmd_disconnect(v, &r);
+    } else if (strcmp(r.cmd, "link") == 0) {
+        cmd_link(v, &r);
     } else if (strcmp(r.cmd, "read") == 0) {
         cmd_read(v, &r);
     } else if (strcmp(r.cmd, "write") == 0) {
@@ -1450,6 +1536,8 @@ main(int argc, char **argv)
         .restart = hook_restart,
         .notify_command = hook_notify_command,
         .disconnect = hook_disconnect,
+        .link_data_path = hook_link_data_path,
+        .link_conn_params = hook_link_conn_params,
         .user = v,
     };
     if (!host_dev_init(&v->dev, v->slot_size, &hooks)) {

@@ -15,12 +15,14 @@
 #include "esp_log.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
+#include "host/ble_att.h"
 #include "host/ble_gap.h"
 #include "host/ble_hs.h"
 #include "host/util/util.h"
 #include "nimble/ble.h"
 #include "sdkconfig.h"
 #include "services/gap/ble_svc_gap.h"
+#include "soc/soc_caps.h"
 
 #include "ota_gatt.h"
 #include "ota_task.h"
@@ -49,7 +51,121 @@ static atomic_bool s_control_subscribed;
 static atomic_bool s_command_subscribed;
 static ota_gap_advertising_fn *s_on_advertising;
 
+/* The link as NimBLE's events report it: written by the host task,
+ * copied whole by the OTA task for OTA Info (ota_gap_link_info). */
+static portMUX_TYPE s_link_lock = portMUX_INITIALIZER_UNLOCKED;
+static ble_ota_link_info_t s_link;
+
+/* The 2M PHY is asked for only where the controller has it: the BLE 5
+ * chips (ESP32-C2, C3, C6, H2, S3: SOC_BLE_50_SUPPORTED), with NimBLE's
+ * 2M option on (its default there). The original ESP32 is BLE 4.2. */
+#if defined(SOC_BLE_50_SUPPORTED) && SOC_BLE_50_SUPPORTED && defined(CONFIG_BT_NIMBLE_LL_CFG_FEAT_LE_2M_PHY)
+#define OTA_GAP_HAS_2M_PHY 1
+#else
+#define OTA_GAP_HAS_2M_PHY 0
+#endif
+
 static int ota_gap_event(struct ble_gap_event *event, void *arg);
+
+/** Takes the connection's interval, latency and supervision timeout from
+ * NimBLE's descriptor (host task: after connect and each update). */
+static void
+ota_gap_link_from_conn(uint16_t conn_handle)
+{
+    struct ble_gap_conn_desc desc;
+    const int rc = ble_gap_conn_find(conn_handle, &desc);
+
+    if (rc != 0) {
+        ESP_LOGW(TAG, "ble_gap_conn_find(%u) failed: %d", (unsigned)conn_handle, rc);
+        return;
+    }
+    taskENTER_CRITICAL(&s_link_lock);
+    s_link.conn_itvl = desc.conn_itvl;
+    s_link.conn_latency = desc.conn_latency;
+    s_link.supervision_timeout = desc.supervision_timeout;
+    taskEXIT_CRITICAL(&s_link_lock);
+    ESP_LOGI(TAG, "link: interval %u.%02u ms, latency %u, supervision timeout %u ms",
+             (unsigned)(desc.conn_itvl * 125u / 100u), (unsigned)(desc.conn_itvl * 125u % 100u),
+             (unsigned)desc.conn_latency, (unsigned)desc.supervision_timeout * 10u);
+}
+
+void
+ota_gap_link_info(ble_ota_link_info_t *out)
+{
+    taskENTER_CRITICAL(&s_link_lock);
+    *out = s_link;
+    taskEXIT_CRITICAL(&s_link_lock);
+}
+
+bool
+ota_gap_request_data_path(uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2m)
+{
+    const unsigned conn = atomic_load(&s_conn_handle);
+    int rc;
+
+    if (conn == BLE_HS_CONN_HANDLE_NONE) {
+        return true;
+    }
+    /* Starts the LL Data Length Update procedure; the central's controller
+     * answers on its own, so this works whatever its host asks for. The
+     * outcome comes as BLE_GAP_EVENT_DATA_LEN_CHG. */
+    rc = ble_gap_set_data_len((uint16_t)conn, tx_octets, tx_time_us);
+    if (rc != 0) {
+        ESP_LOGW(TAG, "ble_gap_set_data_len(%u, %u, %u) failed: %d", conn, (unsigned)tx_octets,
+                 (unsigned)tx_time_us, rc);
+    }
+#if OTA_GAP_HAS_2M_PHY
+    if (prefer_2m) {
+        /* Only 2M preferred: a central without it keeps the link on 1M.
+         * The outcome comes as BLE_GAP_EVENT_PHY_UPDATE_COMPLETE. */
+        rc = ble_gap_set_prefered_le_phy((uint16_t)conn, BLE_GAP_LE_PHY_2M_MASK, BLE_GAP_LE_PHY_2M_MASK,
+                                         BLE_GAP_LE_PHY_CODED_ANY);
+        if (rc != 0) {
+            ESP_LOGW(TAG, "ble_gap_set_prefered_le_phy(%u, 2M) failed: %d", conn, rc);
+        }
+    }
+#else
+    if (prefer_2m) {
+        ESP_LOGD(TAG, "no LE 2M PHY on this chip: the link stays on 1M");
+    }
+#endif
+    return true;
+}
+
+bool
+ota_gap_request_conn_params(const ble_ota_conn_params_t *params, const char *what)
+{
+    const unsigned conn = atomic_load(&s_conn_handle);
+
+    if (conn == BLE_HS_CONN_HANDLE_NONE || params == NULL) {
+        return true;
+    }
+    const struct ble_gap_upd_params upd = {
+        .itvl_min = params->itvl_min,
+        .itvl_max = params->itvl_max,
+        .latency = params->latency,
+        .supervision_timeout = params->supervision_timeout,
+        /* A hint to the controller: events may last the whole interval
+         * (0.625 ms units, twice the interval's 1.25 ms ones). */
+        .min_ce_len = 0,
+        .max_ce_len = (uint16_t)(params->itvl_max * 2u),
+    };
+    /* The LL Connection Parameters Request procedure where both
+     * controllers have it, else NimBLE sends the L2CAP Connection
+     * Parameter Update Request; the outcome comes as BLE_GAP_EVENT_CONN_UPDATE. */
+    const int rc = ble_gap_update_params((uint16_t)conn, &upd);
+    if (rc == BLE_HS_EALREADY) {
+        return false;
+    }
+    if (rc != 0) {
+        ESP_LOGW(TAG, "ble_gap_update_params(%u, %s) failed: %d", conn, what, rc);
+    } else {
+        ESP_LOGI(TAG, "asked for %s connection parameters: %u-%u x 1.25 ms, latency %u, timeout %u ms", what,
+                 (unsigned)upd.itvl_min, (unsigned)upd.itvl_max, (unsigned)upd.latency,
+                 (unsigned)upd.supervision_timeout * 10u);
+    }
+    return true;
+}
 
 /** Starts connectable, general-discoverable advertising; logs failures. */
 static void
@@ -131,6 +247,19 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
             atomic_store(&s_conn_handle, event->connect.conn_handle);
             atomic_store(&s_control_subscribed, false);
             atomic_store(&s_command_subscribed, false);
+            /* Every connection from legacy advertising starts on the LE
+             * 1M PHY with 27-octet PDUs and the default ATT MTU, until
+             * the procedures say otherwise (Core Vol 6, Part B, 4.5.10). */
+            taskENTER_CRITICAL(&s_link_lock);
+            s_link = (ble_ota_link_info_t){
+                .tx_phy = BLE_OTA_PHY_1M,
+                .rx_phy = BLE_OTA_PHY_1M,
+                .tx_octets = 27,
+                .rx_octets = 27,
+                .att_mtu = BLE_ATT_MTU_DFLT,
+            };
+            taskEXIT_CRITICAL(&s_link_lock);
+            ota_gap_link_from_conn(event->connect.conn_handle);
             /* The core counts from here the time a link has to authenticate. */
             ota_gatt_on_connect();
         } else {
@@ -146,6 +275,9 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
         atomic_store(&s_conn_handle, BLE_HS_CONN_HANDLE_NONE);
         atomic_store(&s_control_subscribed, false);
         atomic_store(&s_command_subscribed, false);
+        taskENTER_CRITICAL(&s_link_lock);
+        s_link = (ble_ota_link_info_t){ 0 };
+        taskEXIT_CRITICAL(&s_link_lock);
         /* The core aborts a seed transfer cut short (so the next REQUEST
          * starts clean) and suspends a v2 transfer (so BEGIN can resume
          * it). Never blocks: see ota_task_link_event. */
@@ -177,10 +309,42 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
         ESP_LOGI(TAG, "MTU %u on handle %u (channel 0x%04x): values up to %u bytes",
                  (unsigned)event->mtu.value, (unsigned)event->mtu.conn_handle,
                  (unsigned)event->mtu.channel_id, (unsigned)(event->mtu.value - 3));
+        taskENTER_CRITICAL(&s_link_lock);
+        s_link.att_mtu = event->mtu.value;
+        taskEXIT_CRITICAL(&s_link_lock);
         break;
 
     case BLE_GAP_EVENT_CONN_UPDATE:
-        ESP_LOGD(TAG, "connection parameters updated: %d", event->conn_update.status);
+        /* After our request or the central's own choice; a refusal keeps
+         * the parameters as they were. */
+        if (event->conn_update.status != 0) {
+            ESP_LOGW(TAG, "connection parameters not updated: %d", event->conn_update.status);
+        }
+        ota_gap_link_from_conn(event->conn_update.conn_handle);
+        break;
+
+    case BLE_GAP_EVENT_PHY_UPDATE_COMPLETE:
+        if (event->phy_updated.status != 0) {
+            ESP_LOGW(TAG, "PHY update failed: %d", event->phy_updated.status);
+            break;
+        }
+        taskENTER_CRITICAL(&s_link_lock);
+        s_link.tx_phy = event->phy_updated.tx_phy;
+        s_link.rx_phy = event->phy_updated.rx_phy;
+        taskEXIT_CRITICAL(&s_link_lock);
+        ESP_LOGI(TAG, "PHY: TX %u, RX %u (1: 1M, 2: 2M, 3: Coded)", (unsigned)event->phy_updated.tx_phy,
+                 (unsigned)event->phy_updated.rx_phy);
+        break;
+
+    case BLE_GAP_EVENT_DATA_LEN_CHG:
+        /* esp-nimble (ESP-IDF v5.3) leaves this event's conn_handle 0
+         * (ble_gap_rx_data_len_change): one link at a time, so it is ours. */
+        taskENTER_CRITICAL(&s_link_lock);
+        s_link.tx_octets = event->data_len_chg.max_tx_octets;
+        s_link.rx_octets = event->data_len_chg.max_rx_octets;
+        taskEXIT_CRITICAL(&s_link_lock);
+        ESP_LOGI(TAG, "data length: TX %u, RX %u octets", (unsigned)event->data_len_chg.max_tx_octets,
+                 (unsigned)event->data_len_chg.max_rx_octets);
         break;
 
     default:

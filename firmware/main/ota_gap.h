@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ble_ota_link.h"
+
 /* Called on the host task each time advertising has started. */
 typedef void ota_gap_advertising_fn(void);
 
@@ -30,5 +32,20 @@ bool ota_gap_connected(void);
 /* Ends the client's link, if any (a stranger that failed to authenticate);
  * returns at once. Callable from any task. */
 void ota_gap_terminate(void);
+
+/* The link as NimBLE's events reported it (connect, connection update,
+ * PHY update, data length change, MTU); zeros without a link. Callable
+ * from any task. */
+void ota_gap_link_info(ble_ota_link_info_t *out);
+
+/* Asks the central for this data length and, with prefer_2m on a chip
+ * with the LE 2M PHY, for 2M both ways; logs what NimBLE refuses. Returns
+ * true (nothing to ask again). Callable from any task. */
+bool ota_gap_request_data_path(uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2m);
+
+/* Asks the central for these connection parameters (what says why, for
+ * the log). False while an update procedure is under way (ask again
+ * later); true otherwise, failures logged. Callable from any task. */
+bool ota_gap_request_conn_params(const ble_ota_conn_params_t *params, const char *what);
 
 #endif /* OTA_GAP_H */

@@ -604,6 +604,37 @@ ota_port_esp_disconnect(void *ctx)
     ota_gap_terminate();
 }
 
+/* The link: the core decides what to ask and when (ble_ota_link.c); the
+ * GAP layer asks NimBLE and keeps what its events report. A link the host
+ * task has seen drop is not asked for anything (its handle may be the
+ * next client's, which the core asks for itself once it sees it). */
+static bool
+ota_port_esp_link_data_path(void *ctx, uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2m)
+{
+    (void)ctx;
+    if (!ota_task_link_is_current()) {
+        return true;
+    }
+    return ota_gap_request_data_path(tx_octets, tx_time_us, prefer_2m);
+}
+
+static bool
+ota_port_esp_link_conn_params(void *ctx, ble_ota_link_profile_t profile, const ble_ota_conn_params_t *params)
+{
+    (void)ctx;
+    if (!ota_task_link_is_current()) {
+        return true;
+    }
+    return ota_gap_request_conn_params(params, profile == BLE_OTA_LINK_TRANSFER ? "transfer" : "idle");
+}
+
+static void
+ota_port_esp_link_info(void *ctx, ble_ota_link_info_t *out)
+{
+    (void)ctx;
+    ota_gap_link_info(out);
+}
+
 static const ble_ota_port_t s_port = {
     .ctx = &s_state,
     .slot_begin = ota_port_esp_slot_begin,
@@ -624,6 +655,9 @@ static const ble_ota_port_t s_port = {
     .random = ota_port_esp_random,
     .inflate = ota_port_esp_inflate,
     .disconnect = ota_port_esp_disconnect,
+    .link_data_path = ota_port_esp_link_data_path,
+    .link_conn_params = ota_port_esp_link_conn_params,
+    .link_info = ota_port_esp_link_info,
     .log = ota_port_esp_log,
 };
 

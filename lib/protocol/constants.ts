@@ -38,8 +38,10 @@ export const OTA_COMMAND_UUID = 'c771fa02-c1a5-46d6-8529-795dac415ff6';
 export const OTA_STREAM_UUID = 'c771fa03-c1a5-46d6-8529-795dac415ff6';
 
 export const PROTOCOL_VERSION = 2;
-export const INFO_VERSION = 2;
-export const INFO_SIZE = 260;
+export const INFO_VERSION = 3;
+export const INFO_SIZE = 276;
+/** OTA Info of info_version 2 (before the link fields). */
+export const INFO_SIZE_V2 = 260;
 /** OTA Info of info_version 1 (before the device id and the signing key). */
 export const INFO_SIZE_V1 = 220;
 
@@ -68,7 +70,22 @@ export const InfoOffset = {
   APP_ELF_SHA256: 188,
   DEVICE_ID: 220,
   SIGNING_KEY: 228,
+  // info_version 3: the link as the device sees it, in the controller's units (0: not known).
+  CONN_INTERVAL: 260,
+  CONN_LATENCY: 262,
+  SUPERVISION_TIMEOUT: 264,
+  TX_PHY: 266,
+  RX_PHY: 267,
+  TX_OCTETS: 268,
+  RX_OCTETS: 270,
+  ATT_MTU: 272,
+  LINK_REQUEST: 274,
 } as const;
+
+/** OTA Info tx_phy / rx_phy (the controller's PHY values; 0: not known). */
+export const Phy = { UNKNOWN: 0, LE_1M: 1, LE_2M: 2, LE_CODED: 3 } as const;
+/** OTA Info link_request: the connection parameters the device last asked for. */
+export const LinkRequest = { NONE: 0, TRANSFER: 1, IDLE: 2 } as const;
 
 export const Feature = {
   RESUME: 0x0001,

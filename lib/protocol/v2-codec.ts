@@ -2,7 +2,7 @@
  * Encoding and decoding of protocol v2 messages (docs/PROTOCOL.md). Pure
  * functions: no I/O, so every byte layout is tested on its own.
  */
-import { ANSWER, BEGIN_SIZE, Command, DEVICE_ID_LEN, Event, INFO_SIZE_V1, InfoOffset as O, STREAM_HEADER, UpdateSlot } from './constants';
+import { ANSWER, BEGIN_SIZE, Command, DEVICE_ID_LEN, Event, INFO_SIZE_V1, InfoOffset as O, LinkRequest, Phy, STREAM_HEADER, UpdateSlot } from './constants';
 
 
 export interface DeviceInfoV2 {
@@ -46,7 +46,58 @@ export interface DeviceInfoV2 {
    * its key; undefined otherwise.
    */
   signingKeyDigest?: Buffer;
+  /** info_version 3: the link as the device sees it; undefined before. */
+  link?: DeviceLink;
 }
+
+export type PhyName = '1M' | '2M' | 'Coded';
+
+/**
+ * The link a device reports (OTA Info, info_version 3), in plain units. A
+ * field the device does not know (0 on the air) is undefined.
+ */
+export interface DeviceLink {
+  /** Connection interval in ms (a multiple of 1.25). */
+  intervalMs?: number;
+  /** Connection events the device may skip. */
+  latency?: number;
+  supervisionTimeoutMs?: number;
+  /** PHY from the client to the device (the stream's direction), and back. */
+  phy?: { toDevice?: PhyName; fromDevice?: PhyName };
+  /** LL payload octets per PDU (27 without Data Length Extension, up to 251), each way. */
+  dataLength?: { toDevice?: number; fromDevice?: number };
+  mtu?: number;
+  /** The connection parameters the device last asked for: none yet (the central's choice), a transfer's, or idle ones. */
+  requested: 'none' | 'transfer' | 'idle';
+}
+
+function phyName(value: number): PhyName | undefined {
+  return value === Phy.LE_1M ? '1M' : value === Phy.LE_2M ? '2M' : value === Phy.LE_CODED ? 'Coded' : undefined;
+}
+
+function decodeLink(value: Buffer): DeviceLink {
+  const known = (n: number) => (n === 0 ? undefined : n);
+  const interval = value.readUInt16LE(O.CONN_INTERVAL);
+  const timeout = value.readUInt16LE(O.SUPERVISION_TIMEOUT);
+  const request = value[O.LINK_REQUEST];
+  const toPhy = phyName(value[O.RX_PHY]);
+  const fromPhy = phyName(value[O.TX_PHY]);
+  const toOctets = known(value.readUInt16LE(O.RX_OCTETS));
+  const fromOctets = known(value.readUInt16LE(O.TX_OCTETS));
+  return {
+    intervalMs: interval === 0 ? undefined : interval * 1.25,
+    // Latency 0 is a value, but only next to an interval the device knows.
+    latency: interval === 0 ? undefined : value.readUInt16LE(O.CONN_LATENCY),
+    supervisionTimeoutMs: timeout === 0 ? undefined : timeout * 10,
+    phy: toPhy || fromPhy ? { toDevice: toPhy, fromDevice: fromPhy } : undefined,
+    dataLength: toOctets || fromOctets ? { toDevice: toOctets, fromDevice: fromOctets } : undefined,
+    mtu: known(value.readUInt16LE(O.ATT_MTU)),
+    requested: request === LinkRequest.TRANSFER ? 'transfer' : request === LinkRequest.IDLE ? 'idle' : 'none',
+  };
+}
+
+/** OTA Info of info_version 3 ends after link_request and its reserved byte. */
+const INFO_SIZE_V3 = O.LINK_REQUEST + 2;
 
 function cString(buf: Buffer, offset: number, length: number): string {
   const field = buf.subarray(offset, offset + length);
@@ -96,6 +147,13 @@ export function decodeInfo(value: Buffer): DeviceInfoV2 {
     info.deviceId = Buffer.from(value.subarray(O.DEVICE_ID, O.DEVICE_ID + DEVICE_ID_LEN));
     const digest = value.subarray(O.SIGNING_KEY, O.SIGNING_KEY + 32);
     if (digest.some((b) => b !== 0)) info.signingKeyDigest = Buffer.from(digest);
+  }
+  // Version 2 (older firmware) has no link fields: link stays undefined.
+  if (infoVersion >= 3) {
+    if (value.length < INFO_SIZE_V3) {
+      throw new RangeError(`OTA Info version ${infoVersion} is ${value.length} bytes, expected at least ${INFO_SIZE_V3}`);
+    }
+    info.link = decodeLink(value);
   }
   return info;
 }

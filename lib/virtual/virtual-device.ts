@@ -102,6 +102,34 @@ export interface VirtualDeviceState {
   confirm: boolean;
 }
 
+/**
+ * What the firmware asked of its link on the current connection (the
+ * `link-request` events of docs/VIRTUAL_ESP32.md), as NimBLE would have
+ * asked the central: for the central the bindings play to answer with
+ * setLink(). Undefined until asked.
+ */
+export interface VirtualLinkRequests {
+  /** Data length (LL payload octets and time) and the PHY it prefers. */
+  dataPath?: { txOctets: number; txTimeUs: number; phy: '1M' | '2M' };
+  /** Connection parameters, in ms, and why (a transfer runs, or it ended or stalled). */
+  connParams?: { profile: 'transfer' | 'idle'; intervalMinMs: number; intervalMaxMs: number; latency: number; supervisionTimeoutMs: number };
+}
+
+/**
+ * The link as the central's controller set it, for setLink(): what the
+ * firmware then reports in OTA Info. Directions are the central's to the
+ * device and back.
+ */
+export interface VirtualLink {
+  intervalMs: number;
+  latency: number;
+  supervisionTimeoutMs: number;
+  phy: { toDevice: '1M' | '2M' | 'Coded'; fromDevice: '1M' | '2M' | 'Coded' };
+  dataLength: { toDevice: number; fromDevice: number };
+}
+
+const PHY_VALUE = { '1M': 1, '2M': 2, Coded: 3 } as const;
+
 /** A fault the virtual device can inject (docs/VIRTUAL_ESP32.md, Fault injection). */
 export type VirtualFault =
   /** The n-th next flash write (firmware data or OTA data) fails. */
@@ -137,7 +165,9 @@ interface Pending {
 /**
  * Events: 'notify' (uuid, data), 'disconnected' (reason), 'boot' (slot,
  * state), 'log' (level, text), 'exit' (code), 'reply' (request word, as
- * each reply arrives, before its promise settles), and with flashEvents 'flash'
+ * each reply arrives, before its promise settles), 'link-request'
+ * (VirtualLinkRequests, each time the firmware asks something of the link),
+ * and with flashEvents 'flash'
  * (sector erases, page programs, 64 KB block erases) before the reply of the request that did them.
  */
 export class VirtualEsp32 extends EventEmitter {
@@ -149,6 +179,12 @@ export class VirtualEsp32 extends EventEmitter {
   readonly characteristics: VirtualCharacteristic[] = [];
   /** Log lines kept for tests and diagnostics (the most recent 500). */
   readonly logs: string[] = [];
+  /**
+   * What the firmware asked of the link on the current connection (reset
+   * at connect). The virtual link does not change by itself: a central
+   * that grants a request answers with setLink().
+   */
+  linkRequests: VirtualLinkRequests = {};
 
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -295,6 +331,9 @@ export class VirtualEsp32 extends EventEmitter {
       case 'boot':
         this.emit('boot', a, b);
         break;
+      case 'link-request':
+        this.onLinkRequest(a, b.split(' '));
+        break;
       case 'log':
         this.logs.push(rest);
         if (this.logs.length > 500) this.logs.shift();
@@ -303,6 +342,24 @@ export class VirtualEsp32 extends EventEmitter {
       default:
         break;
     }
+  }
+
+  /** `link-request data-path <octets> <time> <2m|1m>` or `link-request conn-params <profile> <min> <max> <latency> <timeout>`. */
+  private onLinkRequest(kind: string, f: string[]): void {
+    if (kind === 'data-path') {
+      this.linkRequests.dataPath = { txOctets: Number(f[0]), txTimeUs: Number(f[1]), phy: f[2] === '2m' ? '2M' : '1M' };
+    } else if (kind === 'conn-params') {
+      this.linkRequests.connParams = {
+        profile: f[0] === 'transfer' ? 'transfer' : 'idle',
+        intervalMinMs: Number(f[1]) * 1.25,
+        intervalMaxMs: Number(f[2]) * 1.25,
+        latency: Number(f[3]),
+        supervisionTimeoutMs: Number(f[4]) * 10,
+      };
+    } else {
+      return;
+    }
+    this.emit('link-request', { ...this.linkRequests });
   }
 
   private request(line: string): Promise<string> {
@@ -314,9 +371,35 @@ export class VirtualEsp32 extends EventEmitter {
     });
   }
 
-  /** A central connects; resolves with the negotiated ATT MTU. */
+  /**
+   * A central connects; resolves with the negotiated ATT MTU. The link
+   * starts as noble's HCI bindings open one (7.5 ms, latency 0, 420 ms,
+   * LE 1M, 27-octet PDUs) until setLink() says otherwise.
+   */
   async connect(centralMtu: number): Promise<number> {
+    this.linkRequests = {};
     return Number(await this.request(`connect ${centralMtu}`));
+  }
+
+  /**
+   * The central's controller changed the link (a connection update, a PHY
+   * update, a data length change): the firmware reports it from now on,
+   * as NimBLE's events tell it on an ESP32. Needs a connected central.
+   */
+  async setLink(link: VirtualLink): Promise<void> {
+    const units = (ms: number, unit: number) => Math.round(ms / unit);
+    await this.request(
+      [
+        'link',
+        units(link.intervalMs, 1.25),
+        link.latency,
+        units(link.supervisionTimeoutMs, 10),
+        PHY_VALUE[link.phy.fromDevice],
+        PHY_VALUE[link.phy.toDevice],
+        link.dataLength.fromDevice,
+        link.dataLength.toDevice,
+      ].join(' '),
+    );
   }
 
   async disconnect(): Promise<void> {

@@ -353,8 +353,8 @@ ble_ota_seed_not_served(ble_ota_core_t *core)
     return BLE_OTA_ERR_NOT_SERVED;
 }
 
-ble_ota_status_t
-ble_ota_core_control_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+static ble_ota_status_t
+seed_control_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
     if (!core->config.serve_seed) {
         return ble_ota_seed_not_served(core);
@@ -408,8 +408,8 @@ ble_ota_packet_size_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
     return BLE_OTA_OK;
 }
 
-ble_ota_status_t
-ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+static ble_ota_status_t
+seed_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
     const ble_ota_port_t *port = core->port;
 
@@ -453,11 +453,34 @@ ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
     return BLE_OTA_OK;
 }
 
+ble_ota_status_t
+ble_ota_core_control_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    const ble_ota_status_t status = seed_control_write(core, data, len);
+
+    ble_ota_link_update(core, false);
+    return status;
+}
+
+ble_ota_status_t
+ble_ota_core_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    if (core->state == BLE_OTA_STATE_RECEIVING) {
+        ble_ota_link_active(core);
+    }
+    const ble_ota_status_t status = seed_data_write(core, data, len);
+
+    ble_ota_link_update(core, false);
+    return status;
+}
+
 void
 ble_ota_core_connected(ble_ota_core_t *core)
 {
     ble_ota_confirm_account(core);
     ble_ota_auth_connected(core);
+    ble_ota_link_connected(core);
+    ble_ota_link_update(core, false);
 }
 
 void
@@ -468,6 +491,7 @@ ble_ota_core_disconnected(ble_ota_core_t *core)
     ble_ota_v2_disconnected(core);
     ble_ota_confirm_account(core);
     ble_ota_auth_disconnected(core);
+    ble_ota_link_disconnected(core);
     switch (core->state) {
     case BLE_OTA_STATE_RESTARTING:
         /* The new image is selected; the restart goes on without the client. */

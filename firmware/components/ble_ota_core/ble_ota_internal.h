@@ -83,4 +83,21 @@ void ble_ota_auth_tick(ble_ota_core_t *core, uint32_t now);
  * the link changes hands (connect, first authenticated request, disconnect). */
 void ble_ota_confirm_account(ble_ota_core_t *core);
 
+/* --- the link (ble_ota_link.c) --- */
+
+/* A link came up: its data length and PHY are to be asked for. */
+void ble_ota_link_connected(ble_ota_core_t *core);
+/* The link dropped: nothing asked of it counts any more. */
+void ble_ota_link_disconnected(ble_ota_core_t *core);
+/* Transfer data arrived (either protocol): no clock read, a flag. */
+static inline void
+ble_ota_link_active(ble_ota_core_t *core)
+{
+    core->link.active = true;
+}
+/* After each call into the core: asks the port for what the core's state
+ * wants of the link, if that changed. from_tick: also asks again what the
+ * port could not issue before. */
+void ble_ota_link_update(ble_ota_core_t *core, bool from_tick);
+
 #endif /* BLE_OTA_INTERNAL_H */

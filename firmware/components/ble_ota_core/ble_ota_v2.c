@@ -464,8 +464,8 @@ v2_junk(ble_ota_core_t *core, const char *what)
     }
 }
 
-ble_ota_status_t
-ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+static ble_ota_status_t
+v2_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
     if (core->auth.dropping) {
         return BLE_OTA_OK; /* the link is ending: nothing it says counts */
@@ -689,8 +689,8 @@ v2_take(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n)
     }
 }
 
-ble_ota_status_t
-ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+static ble_ota_status_t
+v2_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
 {
     ble_ota_v2_t *t = &core->v2;
 
@@ -728,6 +728,27 @@ ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
     }
     v2_take(core, data + BLE_OTA_STREAM_HEADER, n);
     return BLE_OTA_OK;
+}
+
+ble_ota_status_t
+ble_ota_core_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    const ble_ota_status_t status = v2_command_write(core, data, len);
+
+    ble_ota_link_update(core, false);
+    return status;
+}
+
+ble_ota_status_t
+ble_ota_core_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
+{
+    if (core->v2.state == BLE_OTA_V2_RECEIVING) {
+        ble_ota_link_active(core);
+    }
+    const ble_ota_status_t status = v2_stream_write(core, data, len);
+
+    ble_ota_link_update(core, false);
+    return status;
 }
 
 /* --- OTA Info ----------------------------------------------------------------- */
@@ -823,6 +844,21 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     if (info.signed_updates) {
         memcpy(out + BLE_OTA_INFO_OFF_SIGNING_KEY, info.signing_key_digest, sizeof(info.signing_key_digest));
     }
+    /* info_version 3: the link, as the device sees it (zeros: not known). */
+    ble_ota_link_info_t link;
+    memset(&link, 0, sizeof(link));
+    if (port->link_info != NULL) {
+        port->link_info(port->ctx, &link);
+    }
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_CONN_INTERVAL, link.conn_itvl);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_CONN_LATENCY, link.conn_latency);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_SUPERVISION_TIMEOUT, link.supervision_timeout);
+    out[BLE_OTA_INFO_OFF_TX_PHY] = link.tx_phy;
+    out[BLE_OTA_INFO_OFF_RX_PHY] = link.rx_phy;
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_TX_OCTETS, link.tx_octets);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_RX_OCTETS, link.rx_octets);
+    ble_ota_put_le16(out + BLE_OTA_INFO_OFF_ATT_MTU, link.att_mtu);
+    out[BLE_OTA_INFO_OFF_LINK_REQUEST] = (uint8_t)core->link.profile;
     return BLE_OTA_INFO_SIZE;
 }
 
@@ -864,4 +900,5 @@ ble_ota_core_tick(ble_ota_core_t *core)
                     (unsigned long)core->config.confirm_window_ms);
         ble_ota_rollback(core);
     }
+    ble_ota_link_update(core, true);
 }

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ble_ota_link.h"
 #include "ble_ota_port.h"
 #include "ble_ota_protocol.h"
 #include "ble_ota_sha256.h"
@@ -156,6 +157,7 @@ typedef struct {
     uint32_t confirm_elapsed_ms;
     uint32_t confirm_counted_at_ms; /* port now_ms() up to which confirm_elapsed_ms counts */
     ble_ota_auth_t auth;
+    ble_ota_link_t link;         /* what was asked of the link (ble_ota_link.c) */
 } ble_ota_core_t;
 
 /* config NULL: the defaults. A zero window, max_packet or abandon timeout

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ble_ota_link.h"
+
 /* Outcome of a port operation. The port logs the platform's own error
  * (esp_err_t name, ...) before returning; the core only needs the kind. */
 typedef enum {
@@ -128,6 +130,21 @@ typedef struct ble_ota_port {
      * authenticate in time); returns at once, the link's end comes later
      * as a disconnect (ble_ota_core_disconnected). */
     void (*disconnect)(void *ctx);
+
+    /* --- the link (ble_ota_link.h); each may be NULL (nothing asked, nothing known) --- */
+
+    /* Ask the central for a data length of tx_octets / tx_time_us and,
+     * with prefer_2m, for the LE 2M PHY both ways where the chip has it
+     * (the port knows which). Called once per link, soon after it is up.
+     * Returns false only when the platform cannot issue it now and it is
+     * worth asking again (the core does, at its next tick); a request the
+     * platform refused for good is logged and returns true. */
+    bool (*link_data_path)(void *ctx, uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2m);
+    /* Ask the central for these connection parameters (profile says why).
+     * Returns as link_data_path does (false: a procedure is under way). */
+    bool (*link_conn_params)(void *ctx, ble_ota_link_profile_t profile, const ble_ota_conn_params_t *params);
+    /* Fill *out with the link as the device sees it now (0: not known). */
+    void (*link_info)(void *ctx, ble_ota_link_info_t *out);
 
     /* One log line, without trailing newline. */
     void (*log)(void *ctx, ble_ota_log_level_t level, const char *msg);

@@ -55,8 +55,8 @@
 #define BLE_OTA_STREAM_UUID  "c771fa03-c1a5-46d6-8529-795dac415ff6" /* write without response, write */
 
 #define BLE_OTA_PROTOCOL_VERSION 2
-#define BLE_OTA_INFO_VERSION     2
-#define BLE_OTA_INFO_SIZE        260
+#define BLE_OTA_INFO_VERSION     3
+#define BLE_OTA_INFO_SIZE        276
 
 /* OTA Info field offsets (docs/PROTOCOL.md, OTA Info). */
 #define BLE_OTA_INFO_OFF_INFO_VERSION    0   /* u8 */
@@ -83,6 +83,17 @@
 /* info_version 2: */
 #define BLE_OTA_INFO_OFF_DEVICE_ID       220 /* 6 bytes, then 2 reserved */
 #define BLE_OTA_INFO_OFF_SIGNING_KEY     228 /* 32 bytes: digest of the key updates must be signed with */
+/* info_version 3: the link as the device sees it (0: not known), in the
+ * controller's units (ble_ota_link.h). */
+#define BLE_OTA_INFO_OFF_CONN_INTERVAL       260 /* u16, 1.25 ms units */
+#define BLE_OTA_INFO_OFF_CONN_LATENCY        262 /* u16, connection events */
+#define BLE_OTA_INFO_OFF_SUPERVISION_TIMEOUT 264 /* u16, 10 ms units */
+#define BLE_OTA_INFO_OFF_TX_PHY              266 /* u8: 1 LE 1M, 2 LE 2M, 3 LE Coded; device to central */
+#define BLE_OTA_INFO_OFF_RX_PHY              267 /* u8: central to device */
+#define BLE_OTA_INFO_OFF_TX_OCTETS           268 /* u16: LL payload octets per PDU, device to central */
+#define BLE_OTA_INFO_OFF_RX_OCTETS           270 /* u16: central to device */
+#define BLE_OTA_INFO_OFF_ATT_MTU             272 /* u16 */
+#define BLE_OTA_INFO_OFF_LINK_REQUEST        274 /* u8: ble_ota_link_profile_t last asked for; 1 reserved byte follows */
 
 /* OTA Info features. */
 #define BLE_OTA_FEATURE_RESUME         0x0001
