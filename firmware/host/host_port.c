@@ -84,12 +84,17 @@ port_slot_begin(void *ctx, uint32_t image_size)
     }
     dev->open_slot = slot;
     dev->write_pos = 0;
-    dev->erased_to = 0;
+    /* BEGIN erases nothing: like the ESP32 port, slot_write erases each
+     * sector or block as the image reaches it, so BEGIN answers at once
+     * whatever the size. What the idle erase did before (slot_prepare)
+     * is taken over by a v2 transfer; the seed's esp_ota_write erases
+     * every sector itself, prepared or not. Either way the slot now gets
+     * data: the idle erase starts over once the slot is free again. */
+    dev->erased_to = image_size > 0 ? dev->prepared_to : 0;
+    dev->prepared_to = 0;
+    dev->prepare_failed = false;
     dev->image_size = image_size;
     dev->ended_slot = -1;
-    /* Nothing is erased yet: like the ESP32 port (esp_ota_begin with
-     * OTA_WITH_SEQUENTIAL_WRITES), slot_write erases each sector as the
-     * image reaches it, so BEGIN answers at once whatever the size. */
     dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_begin: writing %s", host_slot_name(slot));
     return BLE_OTA_PORT_OK;
 }
@@ -143,6 +148,52 @@ port_slot_write(void *ctx, const uint8_t *data, size_t len)
     }
     dev->write_pos += (uint32_t)len;
     return BLE_OTA_PORT_OK;
+}
+
+/* The slot erased ahead, one step per call (ble_ota_port.h, slot_prepare). */
+static bool
+port_slot_prepare(void *ctx, bool short_step)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->running < 0 || dev->open_slot >= 0 || dev->prepare_failed) {
+        return false;
+    }
+    const int slot = 1 - dev->running;
+    /* The core never asks while these hold; the port checks again, as the
+     * ESP32 port does against ESP-IDF's own view of the slots. */
+    if (dev->flash.boot_slot == slot || dev->flash.slot[dev->running].state == HOST_SLOT_PENDING_VERIFY) {
+        return false;
+    }
+    const uint32_t at = dev->prepared_to;
+    if (at >= dev->flash.slot_size) {
+        return false;
+    }
+    const bool block = !short_step && at % HOST_FLASH_BLOCK_SIZE == 0 && dev->flash.slot_size - at >= HOST_FLASH_BLOCK_SIZE;
+    const host_flash_err_t err = block ? host_flash_erase_block(&dev->flash, slot, at)
+                                       : host_flash_erase_sector(&dev->flash, slot, at);
+    if (err != HOST_FLASH_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "idle erase of %s at %lu failed (%s)", host_slot_name(slot),
+                (unsigned long)at, host_flash_err_name(err));
+        dev->prepare_failed = true;
+        return false;
+    }
+    if (at == 0) {
+        dev_log(dev, BLE_OTA_LOG_DEBUG, "idle erase of %s started", host_slot_name(slot));
+    }
+    /* The image there is gone. A rolled-back one (INVALID, ABORTED) keeps
+     * its state: OTA Info's update_slot tells of it until new data comes. */
+    host_slot_info_t *info = &dev->flash.slot[slot];
+    if (info->state == HOST_SLOT_NEW || info->state == HOST_SLOT_VALID) {
+        info->state = HOST_SLOT_EMPTY;
+        info->image_len = 0;
+    }
+    if (dev->ended_slot == slot) {
+        dev->ended_slot = -1;
+    }
+    const uint32_t step = block ? HOST_FLASH_BLOCK_SIZE : HOST_FLASH_SECTOR_SIZE;
+    dev->prepared_to = dev->flash.slot_size - at > step ? at + step : dev->flash.slot_size;
+    return dev->prepared_to < dev->flash.slot_size;
 }
 
 static ble_ota_port_err_t
@@ -521,6 +572,8 @@ dev_reset_ram(host_dev_t *dev)
     dev->ended_slot = -1;
     dev->restart_pending = false;
     dev->restart_delay_ms = 0;
+    dev->prepared_to = 0;
+    dev->prepare_failed = false;
     dev->running_signed = false;
     memset(dev->running_key_digest, 0, sizeof(dev->running_key_digest));
 }
@@ -563,6 +616,7 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         .link_data_path = port_link_data_path,
         .link_conn_params = port_link_conn_params,
         .link_info = port_link_info,
+        .slot_prepare = port_slot_prepare,
         .log = port_log,
     };
     dev_reset_ram(dev);

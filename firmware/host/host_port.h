@@ -68,6 +68,11 @@ typedef struct {
     uint8_t running_key_digest[32]; /* its key digest: the key updates must be signed with */
     bool restart_pending;
     uint32_t restart_delay_ms;
+    /* The slot erased ahead (port slot_prepare): its first prepared_to
+     * bytes are erased, as far as this boot knows (RAM only: a restart
+     * forgets it, as the ESP32 port does). */
+    uint32_t prepared_to;
+    bool prepare_failed;  /* an erase step failed: none until the next slot_begin or boot */
 
     /* The link: what the central granted, as port link_info() reports it
      * (set by the tests and the virtual ESP32, as NimBLE's events set it

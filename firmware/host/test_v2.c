@@ -1927,6 +1927,213 @@ test_v2_old_secure_version_refused(void)
     v2_upload(img, len, 0);
 }
 
+/* --- the slot erased while idle (ble_ota_core_idle) ---------------------------------- */
+
+/* Idle steps until the core has nothing left to erase; returns the calls that said more was left. */
+static int
+idle_all(void)
+{
+    int more = 0;
+    while (ble_ota_core_idle(&s_fx.core) && more < 10000) {
+        more++;
+    }
+    return more;
+}
+
+static bool
+slot_blank(int slot, uint32_t from, uint32_t to)
+{
+    const uint8_t *mem = host_flash_slot(&s_fx.dev.flash, slot);
+    for (uint32_t i = from; i < to; i++) {
+        if (mem[i] != 0xFF) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Erases since the counters were last taken: sectors and blocks. */
+static uint32_t s_erases_at, s_blocks_at;
+
+static void
+mark_erases(void)
+{
+    s_erases_at = s_fx.dev.flash.erases;
+    s_blocks_at = s_fx.dev.flash.block_erases;
+}
+
+static uint32_t
+erases_since(void)
+{
+    return (s_fx.dev.flash.erases - s_erases_at) + (s_fx.dev.flash.block_erases - s_blocks_at);
+}
+
+static void
+test_v2_idle_erase_leaves_only_page_programs(void)
+{
+    CHECK_OK(fx_setup());
+    /* No client: a 64 KB block per step. */
+    ble_ota_core_disconnected(&s_fx.core);
+    mark_erases();
+    CHECK_EQ(idle_all(), SLOT_SIZE / HOST_FLASH_BLOCK_SIZE - 1);
+    CHECK_EQ(s_fx.dev.flash.block_erases - s_blocks_at, SLOT_SIZE / HOST_FLASH_BLOCK_SIZE);
+    CHECK_EQ(s_fx.dev.flash.erases - s_erases_at, 0);
+    CHECK(slot_blank(1, 0, SLOT_SIZE));
+    /* Done: more idle calls erase nothing. */
+    CHECK(!ble_ota_core_idle(&s_fx.core));
+    CHECK_EQ(erases_since(), SLOT_SIZE / HOST_FLASH_BLOCK_SIZE);
+    /* The running image is untouched. */
+    CHECK(strcmp(running_version(), "1.0.0") == 0);
+
+    ble_ota_core_connected(&s_fx.core);
+    mark_erases();
+    const uint32_t pages = s_fx.dev.flash.pages_programmed;
+    CHECK_OK(v2_upload(s_image, s_image_len, 0));
+    /* BEGIN and the stream erased nothing: only pages were programmed. */
+    CHECK_EQ(erases_since(), 0);
+    CHECK_EQ(s_fx.dev.flash.pages_programmed - pages, (s_image_len + HOST_FLASH_PAGE_SIZE - 1) / HOST_FLASH_PAGE_SIZE);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(strcmp(running_version(), "2.0.0") == 0);
+    CHECK_EQ(s_fx.errors, 0);
+}
+
+static void
+test_v2_update_arrives_during_idle_erase(void)
+{
+    CHECK_OK(fx_setup());
+    /* A client is connected: a 4 KB sector per step. Three steps, then BEGIN. */
+    mark_erases();
+    for (int i = 0; i < 3; i++) {
+        CHECK(ble_ota_core_idle(&s_fx.core));
+    }
+    CHECK_EQ(s_fx.dev.flash.erases - s_erases_at, 3);
+    CHECK_EQ(s_fx.dev.flash.block_erases - s_blocks_at, 0);
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    /* The transfer holds the slot: no idle step while it runs. */
+    mark_erases();
+    CHECK(!ble_ota_core_idle(&s_fx.core));
+    CHECK_EQ(erases_since(), 0);
+    /* The transfer erases what the idle steps had not, and nothing twice. */
+    stream(s_image, 0, s_image_len, CHUNK);
+    CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
+    CHECK_EQ(erases_since(), (s_image_len - 3 * HOST_FLASH_SECTOR_SIZE + HOST_FLASH_SECTOR_SIZE - 1) / HOST_FLASH_SECTOR_SIZE);
+    CHECK(!ble_ota_core_idle(&s_fx.core));
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(strcmp(running_version(), "2.0.0") == 0);
+    CHECK_EQ(s_fx.errors, 0);
+}
+
+static void
+test_v2_idle_erase_spares_held_slots(void)
+{
+    static uint8_t before[SLOT_SIZE];
+
+    CHECK_OK(fx_setup());
+    /* A suspended transfer: its bytes stay until it is resumed or abandoned. */
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 20000, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_SUSPENDED);
+    memcpy(before, host_flash_slot(&s_fx.dev.flash, 1), SLOT_SIZE);
+    mark_erases();
+    CHECK(!ble_ota_core_idle(&s_fx.core));
+    CHECK_EQ(erases_since(), 0);
+    CHECK(memcmp(before, host_flash_slot(&s_fx.dev.flash, 1), SLOT_SIZE) == 0);
+    ble_ota_core_connected(&s_fx.core);
+    begin_image(s_image, s_image_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    const uint32_t resume_at = le32(last_note()->data + 2);
+    CHECK(resume_at > 0);
+    stream(s_image, resume_at, s_image_len, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
+    /* Complete, waiting for RESTART; then selected, the restart pending. */
+    mark_erases();
+    CHECK(!ble_ota_core_idle(&s_fx.core));
+    CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
+    CHECK(!ble_ota_core_idle(&s_fx.core));
+    CHECK_EQ(erases_since(), 0);
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
+
+    /* A client confirms: until then the old image is the rollback's, and stays. */
+    static uint8_t next[16384];
+    const size_t next_len = build_image(next, sizeof(next), "3.0.0", 2000, 3);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK_OK(v2_upload(next, next_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM));
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(s_fx.core.confirm_waiting);
+    memcpy(before, host_flash_slot(&s_fx.dev.flash, 1), SLOT_SIZE);
+    mark_erases();
+    CHECK(!ble_ota_core_idle(&s_fx.core));
+    CHECK_EQ(erases_since(), 0);
+    CHECK(memcmp(before, host_flash_slot(&s_fx.dev.flash, 1), SLOT_SIZE) == 0);
+    CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_OK));
+    /* Confirmed: the other slot (2.0.0) goes; the running one and the boot selection stay. */
+    idle_all();
+    CHECK(slot_blank(1, 0, SLOT_SIZE));
+    CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 0), next, next_len) == 0);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(strcmp(running_version(), "3.0.0") == 0);
+
+    /* An abandoned transfer: its slot is erased again from the start. */
+    CHECK_OK(fx_setup());
+    s_config.abandon_timeout_ms = 60000;
+    core_init();
+    ble_ota_core_connected(&s_fx.core);
+    begin_image(s_image, s_image_len, 0);
+    stream(s_image, 0, 20000, CHUNK);
+    ble_ota_core_disconnected(&s_fx.core);
+    s_fx.clock_ms += 60000;
+    ble_ota_core_tick(&s_fx.core);
+    CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
+    mark_erases();
+    idle_all();
+    CHECK_EQ(erases_since(), SLOT_SIZE / HOST_FLASH_BLOCK_SIZE);
+    CHECK(slot_blank(1, 0, SLOT_SIZE));
+    CHECK_EQ(s_fx.errors, 0);
+}
+
+static void
+test_v2_power_loss_during_idle_erase(void)
+{
+    /* Cut at each erase step, and at the first flash operations of a
+     * transfer into the erased slot. */
+    for (uint32_t cut = 1; cut <= SLOT_SIZE / HOST_FLASH_BLOCK_SIZE + 3; cut++) {
+        CHECK_OK(fx_setup());
+        ble_ota_core_disconnected(&s_fx.core);
+        host_flash_power_loss_after(&s_fx.dev.flash, cut);
+        idle_all();
+        if (!s_fx.dev.flash.power_lost) {
+            ble_ota_core_connected(&s_fx.core);
+            begin_image(s_image, s_image_len, 0);
+            stream(s_image, 0, s_image_len, CHUNK);
+        }
+        CHECK(s_fx.dev.flash.power_lost);
+        host_flash_power_restored(&s_fx.dev.flash);
+        /* Power on: the current image boots, confirmed, and nothing of the
+         * erase survives in RAM. */
+        CHECK_EQ(fx_reboot(true), 0);
+        CHECK(strcmp(running_version(), "1.0.0") == 0);
+        CHECK_EQ(host_dev_slot_state(&s_fx.dev, 0), HOST_SLOT_VALID);
+        CHECK_EQ(s_fx.dev.prepared_to, 0);
+        /* The next update goes through, with the erase redone while idle
+         * (odd cuts) or by the transfer itself (even): an erase the cut
+         * stopped is never taken for done. */
+        if (cut % 2 != 0) {
+            idle_all();
+        }
+        CHECK_OK(v2_upload(s_image, s_image_len, 0));
+        CHECK_EQ(fx_reboot(true), 1);
+        CHECK(strcmp(running_version(), "2.0.0") == 0);
+    }
+}
+
 void
 test_v2_run_all(void)
 {
@@ -1967,4 +2174,8 @@ test_v2_run_all(void)
     RUN(test_v2_signed_updates);
     RUN(test_v2_signed_update_tampered_consistently);
     RUN(test_v2_old_secure_version_refused);
+    RUN(test_v2_idle_erase_leaves_only_page_programs);
+    RUN(test_v2_update_arrives_during_idle_erase);
+    RUN(test_v2_idle_erase_spares_held_slots);
+    RUN(test_v2_power_loss_during_idle_erase);
 }

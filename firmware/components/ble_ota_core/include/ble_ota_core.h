@@ -215,6 +215,15 @@ void ble_ota_core_tick(ble_ota_core_t *core);
  * Returns the state the running image had before the call. */
 ble_ota_img_state_t ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed);
 
+/* Idle work (ble_ota_prepare.c): erases one step of the slot the next
+ * update goes to (port slot_prepare), when nothing may need the slot as it
+ * is: no transfer of either protocol under way, suspended or complete, no
+ * restart pending, and the running image confirmed (a pending-verify
+ * image's rollback goes to that slot). Call when the device has nothing
+ * else to do (the OTA task: its queue empty); a transfer's packets go
+ * first. Returns true while more is left: call again soon. */
+bool ble_ota_core_idle(ble_ota_core_t *core);
+
 /* The key partition (docs/SECURITY.md): where the device key lives, apart
  * from any firmware image. Its first bytes:
  *   0  8   magic "BLEOTAK1"

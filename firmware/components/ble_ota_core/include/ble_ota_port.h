@@ -71,6 +71,12 @@ typedef struct {
     bool update_slot_rolled_back;
 } ble_ota_device_info_t;
 
+/* The slot erased ahead of a transfer (slot_prepare below). What the port
+ * believes is erased lives in its RAM only: a restart forgets it and the
+ * idle erase starts over, so nothing in flash ever claims a sector is blank
+ * (an erase cut by a power loss may leave one that reads blank and is not
+ * reliably erased). */
+
 typedef struct ble_ota_port {
     void *ctx; /* passed back as the first argument of every call */
 
@@ -145,6 +151,19 @@ typedef struct ble_ota_port {
     bool (*link_conn_params)(void *ctx, ble_ota_link_profile_t profile, const ble_ota_conn_params_t *params);
     /* Fill *out with the link as the device sees it now (0: not known). */
     void (*link_info)(void *ctx, ble_ota_link_info_t *out);
+
+    /* --- the slot erased ahead (ble_ota_prepare.c); may be NULL --- */
+
+    /* Erases the next step of the slot the next update goes to, from its
+     * start up: one 64 KB block, or one 4 KB sector with short_step (a
+     * client is connected and waits for answers). Never the running slot,
+     * the boot slot, or a slot an open transfer holds. slot_begin of a v2
+     * transfer (image_size > 0) takes the erased prefix over instead of
+     * erasing it again; any slot_begin ends it (the slot gets data).
+     * Returns true while more is left to erase; false when the slot is
+     * erased, when nothing may be, or after a failed erase (logged; the
+     * port tries again after the next slot_begin or restart). */
+    bool (*slot_prepare)(void *ctx, bool short_step);
 
     /* One log line, without trailing newline. */
     void (*log)(void *ctx, ble_ota_log_level_t level, const char *msg);
