@@ -20,6 +20,7 @@
 #include "esp_app_format.h"
 #include "esp_chip_info.h"
 #include "esp_err.h"
+#include "esp_idf_version.h"
 #include "esp_image_format.h"
 #include "esp_log.h"
 #include "esp_mac.h"
@@ -79,12 +80,31 @@ _Static_assert(OTA_PORT_CHIP_ID == CONFIG_IDF_FIRMWARE_CHIP_ID,
 #define OTA_PORT_SECTOR 4096u
 #define OTA_PORT_BLOCK  65536u
 
+/* esp_ota_resume() (ESP-IDF v5.3.3+, v5.4.2+, v5.5+): an esp_ota handle on a
+ * slot erased beforehand, whose writes erase nothing. Without it the first
+ * esp_ota_write of a pre-erased slot erases its first sector again. */
+#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0) ||                                                    \
+    (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 5, 0)) || \
+    (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 3) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 4, 0))
+#define OTA_PORT_HAVE_OTA_RESUME 1
+#else
+#define OTA_PORT_HAVE_OTA_RESUME 0
+#endif
+
 typedef struct {
     const esp_partition_t *slot; /* slot being written, NULL when none */
     esp_ota_handle_t handle;     /* valid while slot != NULL */
     uint32_t written;            /* bytes written to the slot */
     uint32_t image_size;         /* announced size (v2), 0 when unknown (seed) */
     uint32_t erased_to;          /* v2: bytes of the slot erased so far */
+    /* The idle erase (slot_prepare) of `next`, the slot the next update
+     * goes to: its first prepared_to bytes are erased. RAM only: a restart
+     * forgets it and the erase is done again (an erase cut by a power loss
+     * can leave a sector that reads blank and is not reliably erased, so
+     * no blank check could stand in for it). */
+    const esp_partition_t *next;
+    uint32_t prepared_to;
+    bool prepare_failed; /* an erase failed: none until the next slot_begin or restart */
     const esp_partition_t *ended; /* slot that passed esp_ota_end */
     esp_timer_handle_t restart_timer;
     /* Filled once at init: the core reads them for every OTA Info value,
@@ -151,6 +171,40 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
         return BLE_OTA_PORT_ERR_TOO_LARGE;
     }
 
+    if (image_size > 0 && st->prepared_to >= OTA_PORT_SECTOR && slot == st->next &&
+        st->running == BLE_OTA_IMG_PENDING_VERIFY) {
+        /* esp_ota_resume skips esp_ota_begin's rollback check: do it here. */
+        ESP_LOGE(TAG, "the running image is not confirmed yet");
+        return BLE_OTA_PORT_ERR_STATE;
+    }
+    /* v2 takes over what the idle erase did; the seed's esp_ota_write
+     * erases every sector itself. The slot gets data either way: the idle
+     * erase starts over once it is free again. */
+    const uint32_t prepared = image_size > 0 && slot == st->next ? st->prepared_to : 0;
+    st->prepared_to = 0;
+    st->prepare_failed = false;
+#if OTA_PORT_HAVE_OTA_RESUME
+    if (prepared >= OTA_PORT_SECTOR) {
+        /* Any erase size but OTA_WITH_SEQUENTIAL_WRITES: esp_ota_write
+         * erases nothing (the first sector is erased already), and still
+         * checks the image magic. Offset 0: nothing is written yet. */
+        err = esp_ota_resume(slot, slot->size, 0, &handle);
+        if (err != ESP_OK) {
+            ESP_LOGE(TAG, "esp_ota_resume(%s) failed: %s", slot->label, esp_err_to_name(err));
+            return ota_port_esp_map(err);
+        }
+        st->slot = slot;
+        st->handle = handle;
+        st->written = 0;
+        st->info.update_slot_rolled_back = false;
+        st->image_size = image_size;
+        st->erased_to = prepared;
+        ESP_LOGI(TAG, "writing to slot %s at 0x%08lx, %lu bytes erased ahead", slot->label,
+                 (unsigned long)slot->address, (unsigned long)prepared);
+        return BLE_OTA_PORT_OK;
+    }
+#endif
+
     /*
      * Erasing as the data arrives, never up front: esp_ota_begin(slot,
      * image_size) would erase the whole image before the BEGIN answer
@@ -175,7 +229,8 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
     st->written = 0;
     st->info.update_slot_rolled_back = false; /* the slot now holds the new image's bytes */
     st->image_size = image_size;
-    st->erased_to = 0;
+    /* Without esp_ota_resume the first write erases the first sector again. */
+    st->erased_to = prepared;
     ESP_LOGI(TAG, "writing to slot %s at 0x%08lx (%lu bytes)", slot->label,
              (unsigned long)slot->address, (unsigned long)slot->size);
     return BLE_OTA_PORT_OK;
@@ -198,6 +253,49 @@ ota_port_esp_erase_to(ota_port_esp_t *st, uint32_t end)
         st->erased_to += size;
     }
     return ESP_OK;
+}
+
+/** The idle erase: one step of the slot the next update goes to (ble_ota_port.h). */
+static bool
+ota_port_esp_slot_prepare(void *ctx, bool short_step)
+{
+    ota_port_esp_t *st = ctx;
+    const esp_partition_t *next = st->next;
+
+    if (next == NULL || st->slot != NULL || st->prepare_failed || st->running == BLE_OTA_IMG_PENDING_VERIFY ||
+        st->prepared_to >= next->size || next->size - st->prepared_to < OTA_PORT_SECTOR) {
+        return false;
+    }
+    if (st->prepared_to == 0) {
+        /* Once per pass (only a transfer, which ends the pass, changes
+         * them): never the running image, never the slot the bootloader
+         * starts next. */
+        if (next == esp_ota_get_running_partition() || next == esp_ota_get_boot_partition()) {
+            ESP_LOGW(TAG, "slot %s runs or boots next: not erased", next->label);
+            st->prepare_failed = true;
+            return false;
+        }
+        ESP_LOGI(TAG, "erasing slot %s while idle", next->label);
+    }
+    const bool block = !short_step && st->prepared_to % OTA_PORT_BLOCK == 0 && next->size - st->prepared_to >= OTA_PORT_BLOCK;
+    const uint32_t size = block ? OTA_PORT_BLOCK : OTA_PORT_SECTOR;
+    const esp_err_t err = esp_partition_erase_range(next, st->prepared_to, size);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "idle erase of %lu bytes of %s at %lu failed: %s", (unsigned long)size, next->label,
+                 (unsigned long)st->prepared_to, esp_err_to_name(err));
+        st->prepare_failed = true;
+        return false;
+    }
+    /* A complete image nobody selected was there: it is gone. */
+    if (st->ended == next) {
+        st->ended = NULL;
+    }
+    st->prepared_to += size;
+    if (next->size - st->prepared_to < OTA_PORT_SECTOR) {
+        ESP_LOGI(TAG, "slot %s erased", next->label);
+        return false;
+    }
+    return true;
 }
 
 static ble_ota_port_err_t
@@ -226,8 +324,9 @@ ota_port_esp_slot_write(void *ctx, const uint8_t *data, size_t len)
             return BLE_OTA_PORT_ERR_FLASH;
         }
         /* The first block through esp_ota_write, which checks the image
-         * magic and gives esp_ota_end something to close (it re-erases
-         * sector 0: 45 ms once); the rest straight to the erased slot.
+         * magic and gives esp_ota_end something to close (with a handle
+         * from esp_ota_begin it erases sector 0 again: 45 ms once; from
+         * esp_ota_resume, nothing); the rest straight to the erased slot.
          * The core writes whole 4 KB blocks, and an app image ends on 16
          * bytes, as encrypted flash writes need. */
         err = st->written == 0 ? esp_ota_write(st->handle, data, len)
@@ -658,6 +757,7 @@ static const ble_ota_port_t s_port = {
     .link_data_path = ota_port_esp_link_data_path,
     .link_conn_params = ota_port_esp_link_conn_params,
     .link_info = ota_port_esp_link_info,
+    .slot_prepare = ota_port_esp_slot_prepare,
     .log = ota_port_esp_log,
 };
 
@@ -760,6 +860,9 @@ const ble_ota_port_t *
 ota_port_esp_init(void)
 {
     ota_port_esp_read_device_info(&s_state.info);
+    /* Fixed while this image runs ("the other one"); looked up once, as
+     * the lookup allocates. */
+    s_state.next = esp_ota_get_next_update_partition(NULL);
     s_state.running = ota_port_esp_read_running_state();
 
     const esp_timer_create_args_t args = {

@@ -311,12 +311,33 @@ ota_task_process(const uint8_t *item, size_t len)
     }
 }
 
+/*
+ * The idle erase (ble_ota_core_idle): one erase step whenever the queue is
+ * empty, so the next update's slot is erased before its data comes
+ * (docs/PROTOCOL.md, *What is erased when*). A packet or request that
+ * arrives meanwhile waits for one step at most (a 64 KB block, or a 4 KB
+ * sector while a client is connected), then goes first. Between steps the
+ * task blocks for a tick, so lower-priority tasks (and the idle task the
+ * task watchdog checks) run during a long erase pass.
+ */
+static bool
+ota_task_idle_step(void)
+{
+    const bool more = ble_ota_core_idle(ota_task_core_lock());
+
+    ota_task_core_release(true); /* the lock may have applied link events */
+    return more;
+}
+
 static void
 ota_task_main(void *arg)
 {
     (void)arg;
     const TickType_t period = pdMS_TO_TICKS(OTA_TASK_TICK_MS) > 0 ? pdMS_TO_TICKS(OTA_TASK_TICK_MS) : 1;
     TickType_t last_tick = xTaskGetTickCount();
+    /* Idle work may be left: asked at every tick (a transfer may have
+     * ended), then step after step while the core says more is left. */
+    bool idle_more = true;
 
     ESP_LOGI(TAG, "OTA task started: window %u bytes, queue %u bytes",
              (unsigned)s_config.window, (unsigned)sizeof(s_queue_storage));
@@ -324,7 +345,10 @@ ota_task_main(void *arg)
         /* The queue's receive timeout doubles as the core's tick timer, so
          * the tick runs in the task that owns the flash work. */
         const TickType_t since = xTaskGetTickCount() - last_tick;
-        const TickType_t wait = since >= period ? 0 : period - since;
+        TickType_t wait = since >= period ? 0 : period - since;
+        if (idle_more && wait > 1) {
+            wait = 1;
+        }
         const size_t len = xMessageBufferReceive(s_queue, s_rx_item, sizeof(s_rx_item), wait);
 
         if (len > 0) {
@@ -334,6 +358,10 @@ ota_task_main(void *arg)
             last_tick = xTaskGetTickCount();
             ble_ota_core_tick(ota_task_core_lock());
             ota_task_core_release(true);
+            idle_more = true;
+        }
+        if (len == 0 && idle_more && xMessageBufferIsEmpty(s_queue) == pdTRUE) {
+            idle_more = ota_task_idle_step();
         }
     }
 }
