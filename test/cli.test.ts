@@ -118,8 +118,10 @@ describe('command-line tool', function () {
       assert.equal(percents[percents.length - 1], 100);
       assert.ok(uploading.length <= 12, `at most one line per tenth (got ${uploading.length})`);
       assert.deepEqual(percents, [...percents].sort((a, b) => a - b));
-      assert.match(lines[lines.length - 2], /^updated cli-lines \([0-9a-f:]{17}, device id [0-9a-f:]{17}\) to 2\.5\.0 \(was 1\.0\.0\), confirmed$/);
-      assert.match(lines[lines.length - 1], /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes, not authenticated: nothing proves it was your device$/);
+      assert.match(lines[lines.length - 3], /^updated cli-lines \([0-9a-f:]{17}, device id [0-9a-f:]{17}\) to 2\.5\.0 \(was 1\.0\.0\), confirmed$/);
+      assert.match(lines[lines.length - 2], /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes, not authenticated: nothing proves it was your device$/);
+      // The link the virtual device reported: the one its connection starts with (nothing answers its requests).
+      assert.match(lines[lines.length - 1], /^ {2}link: interval 7\.5 ms, latency 0, supervision timeout 0\.42 s, PHY 1M, data length 27 octets$/);
     });
 
     it('--confirm device leaves the confirmation to the device; --protocol seed speaks the seed protocol', async () => {
@@ -726,6 +728,7 @@ describe('result in words', () => {
     bytesSent: 2048,
     durationMs: 1500,
     bytesPerSecond: 4096,
+    link: { mtu: 256 },
     restarted: true,
     confirmed: true,
     runningVersion: '2.5.0',

@@ -103,6 +103,7 @@ function confirmedEvent(): OtaEvent {
       bytesSent: 65536,
       durationMs: 12_345,
       bytesPerSecond: 62_976,
+      link: { mtu: 256 },
       restarted: true,
       confirmed: true,
       runningVersion: '1.4.2',

@@ -5,6 +5,7 @@
  */
 import type { DeviceInfo, UpdateResult } from '../client/ota-client';
 import type { SeenDevice } from '../client/scanner';
+import type { DeviceLink, PhyName } from '../protocol/v2-codec';
 import { formatDeviceId } from '../client/session';
 import { BleOtaError } from '../errors';
 import { chipName } from '../image/esp-chips';
@@ -66,7 +67,64 @@ export interface InfoView {
     deviceId: string | null;
     /** Digest of the key updates must be signed with, null when the device names none. */
     signingKey: string | null;
+    /** The link as the device sees it (info_version 3); null from older firmware. */
+    link: LinkView | null;
   } | null;
+}
+
+/** A link in --json: what the device does not know is null. */
+export interface LinkView {
+  intervalMs: number | null;
+  latency: number | null;
+  supervisionTimeoutMs: number | null;
+  phy: { toDevice: PhyName | null; fromDevice: PhyName | null } | null;
+  dataLength: { toDevice: number | null; fromDevice: number | null } | null;
+  mtu: number | null;
+  requested: 'none' | 'transfer' | 'idle';
+}
+
+function linkView(link: DeviceLink): LinkView {
+  return {
+    intervalMs: link.intervalMs ?? null,
+    latency: link.latency ?? null,
+    supervisionTimeoutMs: link.supervisionTimeoutMs ?? null,
+    phy: link.phy ? { toDevice: link.phy.toDevice ?? null, fromDevice: link.phy.fromDevice ?? null } : null,
+    dataLength: link.dataLength ? { toDevice: link.dataLength.toDevice ?? null, fromDevice: link.dataLength.fromDevice ?? null } : null,
+    mtu: link.mtu ?? null,
+    requested: link.requested,
+  };
+}
+
+/** A link as the result (undefined: not reported) or --json (null) has it. */
+interface LinkLike {
+  intervalMs?: number | null;
+  latency?: number | null;
+  supervisionTimeoutMs?: number | null;
+  phy?: { toDevice?: PhyName | null; fromDevice?: PhyName | null } | null;
+  dataLength?: { toDevice?: number | null; fromDevice?: number | null } | null;
+  mtu?: number | null;
+  requested?: 'none' | 'transfer' | 'idle';
+}
+
+/**
+ * "interval 7.5 ms, latency 0, supervision timeout 5 s, PHY 2M, data
+ * length 251 octets to the device (27 back), MTU 256": the parts a device
+ * reports, so users see why a transfer is slow. Directions are named only
+ * where they differ.
+ */
+export function formatLink(link: LinkLike): string {
+  const both = <T>(to: T | undefined | null, from: T | undefined | null, unit: string): string =>
+    to === from || from == null ? `${to ?? '?'}${unit}` : `${to ?? '?'}${unit} to the device (${from}${unit} back)`;
+  const parts: string[] = [];
+  if (link.intervalMs != null) parts.push(`interval ${link.intervalMs} ms`);
+  if (link.latency != null) parts.push(`latency ${link.latency}`);
+  if (link.supervisionTimeoutMs != null) parts.push(`supervision timeout ${link.supervisionTimeoutMs / 1000} s`);
+  if (link.phy) parts.push(`PHY ${both(link.phy.toDevice, link.phy.fromDevice, '')}`);
+  if (link.dataLength) parts.push(`data length ${both(link.dataLength.toDevice, link.dataLength.fromDevice, ' octets')}`);
+  if (link.mtu != null) parts.push(`MTU ${link.mtu}`);
+  if (link.requested === 'transfer') parts.push('the device asked for transfer parameters');
+  if (link.requested === 'idle') parts.push('the device asked for idle parameters');
+  return parts.join(', ');
 }
 
 /** Feature names, with bits a newer firmware may add shown rather than dropped. */
@@ -102,6 +160,7 @@ export function infoView(info: DeviceInfo): InfoView {
           lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
           deviceId: ota.deviceId ? formatDeviceId(ota.deviceId) : null,
           signingKey: ota.signingKeyDigest?.toString('hex') ?? null,
+          link: ota.link ? linkView(ota.link) : null,
         }
       : null,
   };
@@ -128,6 +187,7 @@ export function formatInfo(view: InfoView): string {
       ['last status', ota.lastStatus ?? 'none since boot'],
       ['device id', ota.deviceId ?? '(not reported)'],
       ['signing key', ota.signingKey ? `${ota.signingKey.slice(0, 16)}… (only images signed with it are installed)` : ota.features.includes('signed') ? '(checked, not named)' : 'none: unsigned images are installed'],
+      ['link', ota.link ? formatLink(ota.link) : '(not reported: firmware older than OTA Info version 3)'],
       ['proven', view.authenticated ? 'yes: the device proved it holds its key' : 'no: nothing proves these values came from your device'],
     );
   }
@@ -180,7 +240,10 @@ export function formatResult(r: UpdateResult): string {
         ];
   if (r.resumes) details.push(`${r.resumes} resumed after a lost link`);
   details.push(r.authenticated ? 'the device proved it holds its key' : 'not authenticated: nothing proves it was your device');
-  return `${outcome}\n  ${details.join(', ')}\n`;
+  // The link the device reported (firmware with OTA Info version 3): why the rate is what it is. What it
+  // asked for last is left out here: right after the transfer that is already its idle parameters.
+  const link = r.link.intervalMs !== undefined || r.link.phy || r.link.dataLength ? formatLink({ ...r.link, mtu: undefined, requested: undefined }) : '';
+  return `${outcome}\n  ${details.join(', ')}\n${link ? `  link: ${link}\n` : ''}`;
 }
 
 /** keygen --json. */

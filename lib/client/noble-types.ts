@@ -21,6 +21,18 @@ export interface NobleService extends EventEmitter {
   discoverCharacteristics(uuids: string[], callback: Callback<NobleCharacteristic[]>): void;
 }
 
+/**
+ * LE Create Connection parameters in HCI units (1.25 ms intervals, 10 ms
+ * timeout): noble's HCI bindings put them in the command
+ * (hci-socket/hci.js, createLeConn); other bindings ignore them.
+ */
+export interface NobleConnectParameters {
+  minInterval?: number;
+  maxInterval?: number;
+  latency?: number;
+  timeout?: number;
+}
+
 export interface NoblePeripheral extends EventEmitter {
   id: string;
   address: string;
@@ -29,6 +41,7 @@ export interface NoblePeripheral extends EventEmitter {
   state: string;
   advertisement: { localName?: string; serviceUuids?: string[] };
   connect(callback: Callback): void;
+  connect(parameters: NobleConnectParameters, callback: Callback): void;
   disconnect(callback?: Callback): void;
   /** Without a callback, the answer comes as the 'servicesDiscover' event (noble emits it on the peripheral). */
   discoverServices(uuids: string[], callback?: Callback<NobleService[]>): void;

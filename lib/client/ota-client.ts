@@ -33,9 +33,9 @@ import { verifyImageSignature } from '../image/signature';
 import { OtaConnection } from './connection';
 import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
-import type { NobleLike, NoblePeripheral } from './noble-types';
+import type { NobleConnectParameters, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
-import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions } from './types';
+import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions, LinkReport } from './types';
 import { backoff, updateV2, V2Result } from './v2-update';
 import type { AuthPolicy } from './v2-session';
 
@@ -129,7 +129,7 @@ export class BleOtaClient {
     progress('connecting');
     const link = new Link(peripheral, timeouts.gattMs, signal);
     try {
-      await link.run('connecting', (cb) => peripheral.connect(cb), timeouts.connectMs);
+      await link.run('connecting', (cb) => peripheral.connect(CONNECT_PARAMETERS, cb), timeouts.connectMs);
       const services = await link.discoverServices([nobleUuid(OTA_SERVICE_UUID), DEVICE_INFORMATION_UUID]);
       const ota = services.find((s) => s.uuid === nobleUuid(OTA_SERVICE_UUID));
       if (!ota) {
@@ -233,6 +233,7 @@ export class BleOtaClient {
         bytesSent: options.image.length,
         durationMs: Date.now() - started,
         bytesPerSecond: rate(options.image.length, stats.transferMs),
+        link: { mtu: connection.mtu }, // the seed protocol has no OTA Info
         restarted: stats.restarted,
         confirmed: false,
         resumes: retries,
@@ -265,6 +266,7 @@ export class BleOtaClient {
       bytesSent: r.imageBytesSent,
       durationMs: Date.now() - started,
       bytesPerSecond: rate(r.imageBytesSent, r.transferMs),
+      link: linkReport(r),
       restarted: r.restarted,
       confirmed: r.confirmed,
       runningVersion: r.runningVersion,
@@ -274,6 +276,21 @@ export class BleOtaClient {
       authenticated: r.authenticated,
     };
   }
+}
+
+/**
+ * What the client asks for when it connects (noble's HCI bindings only):
+ * the firmware's transfer parameters from the start (7.5-15 ms, latency 0),
+ * and a supervision timeout of 5 s where noble's default, 420 ms, is shorter
+ * than a 64 KB flash block erase at its datasheet maximum (2 s). The
+ * firmware asks for the same once a transfer begins (ble_ota_link.c).
+ */
+const CONNECT_PARAMETERS: NobleConnectParameters = { minInterval: 6, maxInterval: 12, latency: 0, timeout: 500 };
+
+/** The link for the result: what the device reported, with the MTU this client negotiated where it reported none. */
+function linkReport(r: V2Result): LinkReport {
+  const { mtu, requested, ...rest } = r.link ?? { requested: undefined };
+  return { mtu: mtu ?? r.mtu, ...rest, ...(requested ? { requested } : {}) };
 }
 
 /**

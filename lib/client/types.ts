@@ -4,7 +4,7 @@
  * without importing each other.
  */
 import type { EspImageSummary } from '../image/esp-image';
-import type { DeviceInfoV2 } from '../protocol/v2-codec';
+import type { DeviceInfoV2, PhyName } from '../protocol/v2-codec';
 import type { NobleLike } from './noble-types';
 import type { Target } from './scanner';
 import type { UploadProgress } from './seed-upload';
@@ -99,6 +99,27 @@ export interface UpdateOptions {
   deviceId?: string;
 }
 
+/**
+ * The link of an update, as the device reported it in OTA Info (firmware
+ * with info_version 3): the last look after the image was sent, else the
+ * last look. What an older device does not report is undefined; the MTU
+ * is then the one this client negotiated.
+ */
+export interface LinkReport {
+  /** ATT MTU. */
+  mtu: number;
+  /** LL payload octets per PDU (27 without Data Length Extension, up to 251): client to device (the image's direction), device to client. */
+  dataLength?: { toDevice?: number; fromDevice?: number };
+  phy?: { toDevice?: PhyName; fromDevice?: PhyName };
+  /** Connection interval in ms. */
+  intervalMs?: number;
+  /** Connection events the device may skip. */
+  latency?: number;
+  supervisionTimeoutMs?: number;
+  /** The connection parameters the device last asked for: none yet (the central's choice), a transfer's, or idle ones. */
+  requested?: 'none' | 'transfer' | 'idle';
+}
+
 export interface UpdateResult {
   /**
    * The device as found (name, address) and, in protocol v2, its device id:
@@ -123,6 +144,8 @@ export interface UpdateResult {
   durationMs: number;
   /** Image bytes per second during this call's transfer (`bytesSent` over its time); 0 when it sent none. */
   bytesPerSecond: number;
+  /** The link as the device saw it (see LinkReport): why a transfer was as fast or slow as it was. */
+  link: LinkReport;
   /** Whether the device restarted into the new image (it dropped the link). */
   restarted: boolean;
   /** v2: the device runs the new image and it is confirmed (marked valid). */

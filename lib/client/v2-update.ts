@@ -22,7 +22,7 @@ import { verifyImageSignature } from '../image/signature';
 import { compareVersions } from '../image/version';
 import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, TransferState } from '../protocol/constants';
 import { DeflatedStream, worthDeflating } from '../protocol/deflate-chunks';
-import type { DeviceInfoV2 } from '../protocol/v2-codec';
+import type { DeviceInfoV2, DeviceLink } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
 import type { Timeouts, UpdateOptions } from './types';
 import { CommandRefused, refusalError } from './refusal';
@@ -46,6 +46,8 @@ export interface V2Result {
   authenticated: boolean;
   /** The device's id, the same on every connection of the update (absent on info_version 1). */
   deviceId: Buffer | undefined;
+  /** The link the device reported after the image was sent, else at the last look (undefined before info_version 3). */
+  link: DeviceLink | undefined;
 }
 
 /** Opens a new connection to the device the update started with. */
@@ -126,6 +128,9 @@ class V2Update {
   private transferStarted = 0;
   private transferMs = 0;
   private imageBytesSent = 0;
+  /** The next look follows a transfer: the link it reports is the one the image went over. */
+  private lookAfterTransfer = false;
+  private transferLink: DeviceLink | undefined;
 
   constructor(
     first: OtaConnection,
@@ -259,6 +264,8 @@ class V2Update {
   private async look(): Promise<void> {
     const { info, authenticated } = await this.conn.v2!.provenInfo(this.timeouts.gattMs);
     this.info = info;
+    if (this.lookAfterTransfer && info.link) this.transferLink = info.link;
+    this.lookAfterTransfer = false;
     if (!authenticated) this.authenticatedAll = false;
   }
 
@@ -332,7 +339,8 @@ class V2Update {
       // With DEFLATE, progress counts image bytes, in proportion within each encoded chunk.
       const from = answer.imageOffset ?? 0;
       const rest = new DeflatedStream(this.data, from);
-      this.imageBytesSent += this.data.length - from;
+      const left = this.data.length - from;
+      this.imageBytesSent += left;
       stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) =>
         report(rest.imageOffsetAt(acked)),
         answer.offset,
@@ -345,6 +353,7 @@ class V2Update {
     this.progress('verifying', this.data.length);
     await v2.command(Command.END, this.timeouts.verifyMs);
     this.transferMs = Date.now() - this.transferStarted;
+    this.lookAfterTransfer = true;
   }
 
   /**
@@ -524,6 +533,7 @@ class V2Update {
       previousVersion: r.previousVersion,
       authenticated: this.authenticatedAll,
       deviceId: this.pinned,
+      link: this.transferLink ?? info.link,
     };
   }
 
