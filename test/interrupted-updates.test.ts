@@ -150,6 +150,33 @@ describe('interrupted updates: a new call finishes what the last one left', func
     radio.bindings.off('air-notify', onAnswer);
   });
 
+  it('a call for another image that finds the device about to restart into the last call\'s waits for that restart, settles it, and goes in', async () => {
+    // RESTART answered, the call cancelled: the device restarts after its delay, and until then
+    // refuses BEGIN (BAD_STATE). A call that comes in that time must not fail on it.
+    const name = `interrupted-${++n}`;
+    const d = await radio.addDevice(ownedDevice({ name, restartDelayMs: 3000 }));
+    const first = signedImage({ size: 20 * 1024, version: '2.1.4', seed: 22 });
+    const abort = new AbortController();
+    const onAnswer = (address: string, uuid: string, data: Buffer) => {
+      if (address === d.address && uuid === OTA_COMMAND_UUID && data[0] === (ANSWER | Command.RESTART)) abort.abort();
+    };
+    radio.bindings.on('air-notify', onAnswer);
+    await assert.rejects(client().update({ target: { name }, image: first, secret: OWNER.secret, signal: abort.signal }), (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED');
+    radio.bindings.off('air-notify', onAnswer);
+    const refusals: number[] = [];
+    const onRefusal = (address: string, uuid: string, data: Buffer) => {
+      if (address === d.address && uuid === OTA_COMMAND_UUID && data[0] === (ANSWER | Command.BEGIN) && data[1] !== 0) refusals.push(data[1]);
+    };
+    radio.bindings.on('air-notify', onRefusal);
+
+    const second = signedImage({ size: 20 * 1024, version: '2.1.5', seed: 23 });
+    const r = await client().update({ target: { name }, image: second, secret: OWNER.secret, timeouts: { restartMs: 10_000 } });
+    radio.bindings.off('air-notify', onRefusal);
+    assert.equal(r.runningVersion, '2.1.5');
+    assert.equal(r.confirmed, true);
+    assert.ok(refusals.length <= 1, `BEGIN refused ${refusals.length} times: the client waits for the restart, it does not hammer`);
+  });
+
   it('cancelled after RESTART, then another image: the image awaiting confirmation is settled first, and the new one goes in', async () => {
     const { name, device: d } = await device();
     const first = signedImage({ size: 40 * 1024, version: '2.1.5', seed: 16 });

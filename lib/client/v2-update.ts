@@ -20,7 +20,7 @@ import { chipName } from '../image/esp-chips';
 import type { EspImage } from '../image/esp-image';
 import { verifyImageSignature } from '../image/signature';
 import { compareVersions } from '../image/version';
-import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, TransferState } from '../protocol/constants';
+import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, TransferState } from '../protocol/constants';
 import { DeflatedStream, worthDeflating } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2, DeviceLink } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
@@ -281,9 +281,16 @@ class V2Update {
    */
   private async recover(err: unknown): Promise<void> {
     const lost = err instanceof BleOtaError && (err.code === 'DISCONNECTED' || err.code === 'GATT_TIMEOUT');
-    if (!lost || this.resumes >= this.attempts || this.options.signal?.aborted) throw err;
+    // BEGIN refused as BAD_STATE: the device has an image selected for its next boot (another
+    // call's RESTART, answered moments ago, or a rollback) and restarts within its restart delay.
+    const restarting = err instanceof CommandRefused && err.opcode === Command.BEGIN && err.status === Status.BAD_STATE;
+    if (!(lost || restarting) || this.resumes >= this.attempts || this.options.signal?.aborted) throw err;
     this.resumes++;
     this.progress('resuming', 0);
+    if (restarting) {
+      this.conn.link.expectDisconnect();
+      await this.conn.link.awaitDisconnect(this.timeouts.restartMs + RESTART_DELAY_MS);
+    }
     await this.conn.close();
     if (this.resumes > 1) await backoff(this.resumes - 2, this.options.signal);
     await this.connectAgain();
