@@ -83,11 +83,23 @@ async function modelled(): Promise<ModelledRun[]> {
   return runs;
 }
 
+interface RangeEnd {
+  boundMs: number;
+  v2Ms: number;
+  seedMs: number;
+  endToEndMs: number;
+  wholeMs: number;
+  ratio: number;
+  vsSeed: number;
+  /** v2 to a device that had idle time (its slot erased before), and its share of that case's bound (link and page programs). */
+  idle: { boundMs: number; v2Ms: number; ratio: number };
+}
+
 interface Range {
   preset: string;
   description: string;
-  typical: { boundMs: number; v2Ms: number; seedMs: number; endToEndMs: number; wholeMs: number; ratio: number; vsSeed: number };
-  worst: { boundMs: number; v2Ms: number; seedMs: number; endToEndMs: number; wholeMs: number; ratio: number; vsSeed: number };
+  typical: RangeEnd;
+  worst: RangeEnd;
 }
 
 /** 1 MB, v2 (32 KB window) and the seed on the same link, with the flash's typical and datasheet-maximum timings. */
@@ -96,14 +108,24 @@ async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset:
   const one = async (p: Preset) => {
     const v2 = await modelledUpdate(p, image, { protocol: 'v2' });
     const seed = await modelledUpdate(p, image, { protocol: 'seed' });
-    return { boundMs: v2.boundMs, v2Ms: v2.transferMs, seedMs: seed.transferMs, endToEndMs: v2.endToEndMs, wholeMs: v2.wholeMs, ratio: v2.ratio, vsSeed: seed.transferMs / v2.transferMs };
+    const idle = await modelledUpdate(p, image, { protocol: 'v2', idleErase: true });
+    return {
+      boundMs: v2.boundMs,
+      v2Ms: v2.transferMs,
+      seedMs: seed.transferMs,
+      endToEndMs: v2.endToEndMs,
+      wholeMs: v2.wholeMs,
+      ratio: v2.ratio,
+      vsSeed: seed.transferMs / v2.transferMs,
+      idle: { boundMs: idle.boundMs, v2Ms: idle.transferMs, ratio: idle.ratio },
+    };
   };
   const s = (ms: number) => (ms / 1000).toFixed(1);
   const pct = (r: number) => `${(r * 100).toFixed(0)} %`;
   console.log('\n1 MB, typical to datasheet-maximum flash (W25Q32JV): transfer and end to end');
   console.log(
     `  assumed beyond virtual time: ${END_TO_END.scans} scans of ${END_TO_END.scanMs} ms, a boot of ${END_TO_END.bootMs} ms\n` +
-      `  ${'preset'.padEnd(24)} ${'bound s'.padStart(11)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)} ${'seed s'.padStart(13)} ${'v2/seed'.padStart(11)} ${'end to end s'.padStart(13)}`,
+      `  ${'preset'.padEnd(24)} ${'bound s'.padStart(11)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)} ${'seed s'.padStart(13)} ${'v2/seed'.padStart(11)} ${'end to end s'.padStart(13)} ${'after idle: bound s'.padStart(20)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)}`,
   );
   const out: Range[] = [];
   for (const p of PRESETS) {
@@ -112,7 +134,7 @@ async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset:
     out.push({ preset: p.name, description: p.description, typical, worst });
     const r = (a: string, b: string) => `${a}-${b}`;
     console.log(
-      `  ${p.name.padEnd(24)} ${r(s(typical.boundMs), s(worst.boundMs)).padStart(11)} ${r(s(typical.v2Ms), s(worst.v2Ms)).padStart(11)} ${r(pct(typical.ratio), pct(worst.ratio)).padStart(11)} ${r(s(typical.seedMs), s(worst.seedMs)).padStart(13)} ${r(typical.vsSeed.toFixed(1), worst.vsSeed.toFixed(1)).padStart(11)} ${r(s(typical.endToEndMs), s(worst.endToEndMs)).padStart(13)}`,
+      `  ${p.name.padEnd(24)} ${r(s(typical.boundMs), s(worst.boundMs)).padStart(11)} ${r(s(typical.v2Ms), s(worst.v2Ms)).padStart(11)} ${r(pct(typical.ratio), pct(worst.ratio)).padStart(11)} ${r(s(typical.seedMs), s(worst.seedMs)).padStart(13)} ${r(typical.vsSeed.toFixed(1), worst.vsSeed.toFixed(1)).padStart(11)} ${r(s(typical.endToEndMs), s(worst.endToEndMs)).padStart(13)} ${r(s(typical.idle.boundMs), s(worst.idle.boundMs)).padStart(20)} ${r(s(typical.idle.v2Ms), s(worst.idle.v2Ms)).padStart(11)} ${r(pct(typical.idle.ratio), pct(worst.idle.ratio)).padStart(11)}`,
     );
   }
   // What the device's buffers and the erases cost on the realistic preset.
@@ -315,6 +337,14 @@ async function main(): Promise<void> {
   }
   const runs = await modelled();
   const range = await ranges();
+  if (process.argv.includes('--modelled')) {
+    // The modelled figures alone: no Node-side runs, no emulated controller.
+    const file = join(ROOT, 'bench/results/modelled.json');
+    mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+    writeFileSync(file, JSON.stringify({ presets: PRESETS, modelled: runs, ranges: range.ranges, sensitivity: range.sensitivity }, null, 2) + '\n');
+    console.log(`\nwritten ${file} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    return;
+  }
   const node = await nodeSide(hci);
   const ram = coreRam();
   console.log(`OTA core static RAM (host build, size): data ${ram.data} + bss ${ram.bss} = ${ram.data + ram.bss} bytes; code ${ram.text} bytes`);

@@ -320,3 +320,78 @@ describe('fault matrix: every phase of an update × every fault', function () {
     }
   });
 });
+
+/**
+ * The idle erase (docs/PROTOCOL.md, What is erased when): the device erases
+ * the next update's slot while it has nothing to do. A power loss at any
+ * erase step, or an update that comes before the erase is done, still ends
+ * with the old image running and an update that succeeds.
+ */
+describe('fault matrix: the idle erase', function () {
+  this.timeout(60_000);
+
+  async function update(radio: VirtualRadio, name: string, seed: number) {
+    const image = signedImage({ size: IMAGE_SIZE, projectName: 'virtual-esp32', version: '2.0.0', seed });
+    const client = new BleOtaClient({ noble: radio.noble, timeouts: TIMEOUTS });
+    const result = await client.update({ target: { name }, image, secret: OWNER.secret, compress: false });
+    assert.equal(result.confirmed, true);
+    return image;
+  }
+
+  async function runsImage(device: VirtualEsp32, image: Buffer): Promise<boolean> {
+    const state = await device.state();
+    return state.slots[state.running].state === 'valid' && (await device.readFlash(state.running, 0, image.length)).equals(image);
+  }
+
+  for (const cut of [1, 2, 3]) {
+    it(`power lost in erase step ${cut}: the old image boots, and the next update succeeds`, async () => {
+      const radio = new VirtualRadio();
+      const name = `fm-idle-cut-${cut}`;
+      try {
+        const device = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10, window: 4096 }));
+        const before = await device.state();
+        const old = await device.readFlash(before.running, 0, before.slots[before.running].size);
+        await device.fault({ kind: 'power-loss-after', flashOps: cut });
+        // The cut takes the answer with it; the device boots again.
+        await assert.rejects(device.idle());
+        assert.equal(await device.faultsHit(), 1);
+        const after = await device.state();
+        assert.equal(after.running, before.running);
+        assert.ok(await runsImage(device, old));
+        // Erased up to the cut or not at all, the transfer erases what it needs (odd cuts: the erase redone first).
+        if (cut % 2 === 1) assert.equal((await device.idle()).more, false);
+        const image = await update(radio, name, 300 + cut);
+        assert.ok(await runsImage(device, image));
+      } finally {
+        await radio.stopAll();
+      }
+    });
+  }
+
+  it('an update that comes while the erase is under way succeeds; one after it erases nothing', async () => {
+    const radio = new VirtualRadio();
+    const name = 'fm-idle-mid';
+    try {
+      const device = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10, window: 4096, flashEvents: true }));
+      let erases = 0;
+      device.on('flash', (sectors: number, _pages: number, blocks: number) => (erases += sectors + blocks));
+      // One step of the slot's erase (a 4 KB sector: a client is connected), then the update.
+      await device.connect(247);
+      assert.deepEqual(await device.idle(1), { steps: 1, more: true });
+      await device.disconnect();
+      const first = await update(radio, name, 310);
+      assert.ok(await runsImage(device, first));
+      assert.ok(erases > 0, 'the transfer erased what the idle step had not');
+      // Confirmed: the old image's slot is erased while idle, and the next transfer only programs pages.
+      const steps = await device.idle();
+      assert.ok(steps.steps > 0);
+      assert.equal(steps.more, false);
+      erases = 0;
+      const second = await update(radio, name, 311);
+      assert.ok(await runsImage(device, second));
+      assert.equal(erases, 0, 'BEGIN and the stream erased nothing');
+    } finally {
+      await radio.stopAll();
+    }
+  });
+});

@@ -1055,6 +1055,49 @@ cmd_stats(vesp_t *v, const request_t *r)
              s->write_cmds, s->reads, s->notifies, s->stream_bytes);
 }
 
+/* `idle [steps]`: the device has time with nothing to do, as the ESP32's
+ * OTA task has whenever its queue is empty: its idle work
+ * (ble_ota_core_idle: the next update's slot erased a step at a time), up
+ * to `steps` steps (none or 0: until nothing is left). The harness says
+ * when the device is idle, so a modelled run is the same every time. Its
+ * flash work is idle time, no request's: with --flash-events it goes out as
+ * `flash-idle <sector erases> <page programs> <block erases>`. Replies
+ * steps=<erase steps done> more=<1 while more is left>. */
+static void
+cmd_idle(vesp_t *v, const request_t *r)
+{
+    uint32_t max = 0;
+
+    if (r->argc > 1 || (r->argc == 1 && !parse_u32(r->arg[0], UINT32_MAX, &max))) {
+        out_logf('E', "idle takes an optional step count");
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    report_flash(); /* what came before is not idle work */
+    unsigned long steps = 0;
+    bool more = true;
+    while (more && (max == 0 || steps < max)) {
+        const uint32_t ops = v->dev.flash.erases + v->dev.flash.block_erases;
+        more = ble_ota_core_idle(&v->core);
+        if (v->dev.flash.erases + v->dev.flash.block_erases == ops) {
+            break;
+        }
+        steps++;
+    }
+    const uint32_t erases = v->dev.flash.erases - v->reported_erases;
+    const uint32_t blocks = v->dev.flash.block_erases - v->reported_blocks;
+    const uint32_t pages = v->dev.flash.pages_programmed - v->reported_pages;
+    v->reported_erases = v->dev.flash.erases;
+    v->reported_blocks = v->dev.flash.block_erases;
+    v->reported_pages = v->dev.flash.pages_programmed;
+    if (v->flash_events && (erases != 0 || blocks != 0 || pages != 0)) {
+        out_line("flash-idle %lu %lu %lu", (unsigned long)erases, (unsigned long)pages, (unsigned long)blocks);
+    }
+    char value[40];
+    snprintf(value, sizeof(value), "steps=%lu more=%d", steps, more ? 1 : 0);
+    reply_ok(r->id, value);
+}
+
 static void
 cmd_flash_read(vesp_t *v, const request_t *r)
 {
@@ -1177,6 +1220,8 @@ vesp_handle_line(vesp_t *v, char *line)
         cmd_stats(v, &r);
     } else if (strcmp(r.cmd, "flash-read") == 0) {
         cmd_flash_read(v, &r);
+    } else if (strcmp(r.cmd, "idle") == 0) {
+        cmd_idle(v, &r);
     } else if (strcmp(r.cmd, "fault") == 0) {
         cmd_fault(v, &r);
     } else if (strcmp(r.cmd, "faults") == 0) {

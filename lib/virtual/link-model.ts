@@ -71,12 +71,16 @@ export const W25Q32JV: FlashParameters = { sectorEraseMs: 45, blockEraseMs: 150,
 export const W25Q32JV_MAX: FlashParameters = { sectorEraseMs: 400, blockEraseMs: 2000, pageProgramMs: 3 };
 
 /**
- * ESP-IDF writes flash in chunks of CONFIG_SPI_FLASH_WRITE_CHUNK_SIZE
- * (default 8,192 bytes), with the cache off for a whole chunk, and erases
- * one sector or block at a time: these are the spans in which the host
- * cannot run.
+ * ESP-IDF writes flash in chunks of CONFIG_SPI_FLASH_WRITE_CHUNK_SIZE, with
+ * the cache off for a whole chunk, and erases one sector or block at a
+ * time: these are the spans in which the host cannot run. Our
+ * sdkconfig.defaults sets the chunk to one 256-byte page (ESP-IDF's default
+ * is 8,192 bytes): with the slot erased while idle, page programs are the
+ * only flash work left on a transfer's path, and at the datasheet's 3 ms
+ * per page an 8 KB chunk (96 ms) would fill the controller's pool and
+ * stall the link every time.
  */
-export const FLASH_WRITE_CHUNK_PAGES = 8192 / 256;
+export const FLASH_WRITE_CHUNK_PAGES = 256 / 256;
 
 // --- the firmware's request, the centrals, the chips ---------------------------
 
@@ -468,9 +472,11 @@ export class AirSchedule {
  * The bound of an update: the larger of the link's pure transfer time
  * (the image in ATT Write Commands back to back, each the largest that
  * fills whole PDUs, with no protocol of ours) and the flash's (64 KB block erases where they fit,
- * 4 KB sectors for the rest, and every page programmed).
+ * 4 KB sectors for the rest, and every page programmed). `erased`: the
+ * slot was erased before the transfer (the firmware's idle erase), so the
+ * flash's part is its page programs alone.
  */
-export function boundMs(p: Preset, imageBytes: number): { linkMs: number; flashMs: number; boundMs: number } {
+export function boundMs(p: Preset, imageBytes: number, erased = false): { linkMs: number; flashMs: number; boundMs: number } {
   const air = new AirSchedule(p.link);
   // The largest value that fills whole PDUs (as the client sends), else MTU - 3.
   const limit = p.link.mtu - ATT_HEADER;
@@ -482,6 +488,7 @@ export function boundMs(p: Preset, imageBytes: number): { linkMs: number; flashM
   }
   const blocks = Math.floor(imageBytes / 65536);
   const sectors = Math.ceil((imageBytes - blocks * 65536) / 4096);
-  const flash = blocks * p.flash.blockEraseMs + sectors * p.flash.sectorEraseMs + Math.ceil(imageBytes / 256) * p.flash.pageProgramMs;
+  const erases = erased ? 0 : blocks * p.flash.blockEraseMs + sectors * p.flash.sectorEraseMs;
+  const flash = erases + Math.ceil(imageBytes / 256) * p.flash.pageProgramMs;
   return { linkMs: end, flashMs: flash, boundMs: Math.max(end, flash) };
 }

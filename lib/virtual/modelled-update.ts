@@ -35,6 +35,8 @@ export interface ModelledRun {
   wholeMs: number;
   /** wholeMs plus what virtual time leaves out (END_TO_END): the two scans and the device's boot. */
   endToEndMs: number;
+  /** The device had idle time before the update: its slot was erased then, and the bound is the link's and the page programs'. */
+  idleErase: boolean;
 }
 
 /**
@@ -65,13 +67,20 @@ export const SEED_DEVICE_MTU = 256;
 export async function modelledUpdate(
   preset: Preset,
   image: Buffer,
-  options: { protocol: 'v2' | 'seed'; window?: number; chipId?: number; compress?: boolean },
+  options: {
+    protocol: 'v2' | 'seed';
+    window?: number;
+    chipId?: number;
+    compress?: boolean;
+    /** The device had time with nothing to do before the update (VirtualEsp32.idle()): the firmware erases the slot then. */
+    idleErase?: boolean;
+  },
 ): Promise<ModelledRun> {
   const window = options.protocol === 'v2' ? (options.window ?? 32768) : 0;
   const radio = new VirtualRadio(preset.link.mtu, {}, preset);
   const name = 'modelled';
   try {
-    await radio.addDevice({
+    const device = await radio.addDevice({
       name,
       mtu: options.protocol === 'seed' ? Math.min(preset.link.mtu, SEED_DEVICE_MTU) : preset.link.mtu,
       window: window || undefined,
@@ -80,6 +89,8 @@ export async function modelledUpdate(
       flashEvents: true,
       chipId: options.chipId,
     });
+    // Before the first connection: idle time, which virtual time does not count.
+    if (options.idleErase) await device.idle();
     const b = radio.bindings;
     const callAt = b.now;
     let started: number | undefined;
@@ -112,7 +123,7 @@ export async function modelledUpdate(
     });
     if (started === undefined || ended === undefined) throw new Error('the transfer was not seen on the modelled link');
     const transferMs = ended - started;
-    const bound = boundMs(preset, image.length);
+    const bound = boundMs(preset, image.length, options.idleErase ?? false);
     return {
       preset: preset.name,
       protocol: options.protocol,
@@ -129,6 +140,7 @@ export async function modelledUpdate(
       packets: result.packets,
       wholeMs: b.now - callAt,
       endToEndMs: b.now - callAt + END_TO_END.scans * END_TO_END.scanMs + END_TO_END.bootMs,
+      idleErase: options.idleErase ?? false,
     };
   } finally {
     await radio.stopAll();

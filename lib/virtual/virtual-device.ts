@@ -328,6 +328,12 @@ export class VirtualEsp32 extends EventEmitter {
         this.emit('flash', Number(a), Number(pages), Number(blocks));
         break;
       }
+      case 'flash-idle': {
+        // Idle work (idle()): no request's, so a flash model charges it to no request.
+        const [pages, blocks = '0'] = splitOnce(b);
+        this.emit('flash-idle', Number(a), Number(pages), Number(blocks));
+        break;
+      }
       case 'boot':
         this.emit('boot', a, b);
         break;
@@ -469,6 +475,18 @@ export class VirtualEsp32 extends EventEmitter {
   /** How many injected faults took effect since the device started. */
   async faultsHit(): Promise<number> {
     return Number(parsePairs(await this.request('faults')).get('hit') ?? 0);
+  }
+
+  /**
+   * The device has time with nothing to do, as the firmware's OTA task has
+   * whenever its queue is empty: its idle work (the next update's slot
+   * erased a step at a time: a 64 KB block without a client, a 4 KB sector
+   * with one), up to `steps` steps (0: until nothing is left). Resolves with
+   * the erase steps done and whether more is left.
+   */
+  async idle(steps = 0): Promise<{ steps: number; more: boolean }> {
+    const kv = parsePairs(await this.request(steps > 0 ? `idle ${steps}` : 'idle'));
+    return { steps: Number(kv.get('steps') ?? 0), more: kv.get('more') === '1' };
   }
 
   /** Raw bytes of a slot. */
