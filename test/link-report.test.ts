@@ -5,10 +5,11 @@
  */
 import { strict as assert } from 'node:assert';
 import { infoView, formatInfo, formatResult } from '../lib/cli/output';
-import { BleOtaClient } from '../lib/client/ota-client';
+import { BleOtaClient, Progress } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { INFO_SIZE, INFO_SIZE_V2, InfoOffset, OTA_INFO_UUID } from '../lib/protocol/constants';
 import { decodeInfo } from '../lib/protocol/v2-codec';
+import { ESP32, FIRMWARE_LINK_REQUEST, LINUX_NOBLE, negotiate } from '../lib/virtual/link-model';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 
@@ -58,25 +59,50 @@ describe('the link in OTA Info', function () {
     await device.disconnect();
   });
 
-  it("an update's result reports the link the image went over; the firmware asked for transfer parameters, then idle ones", async () => {
+  it("an update's result reports the link the image went over: what the firmware asked for, as the central (noble on Linux) granted it", async () => {
     const device = await radio.addDevice({ name: 'link-update', restartDelayMs: 20 });
     const asked: string[] = [];
+    let requestsAtBegin: VirtualEsp32['linkRequests'] | undefined;
     device.on('link-request', (r: VirtualEsp32['linkRequests']) => {
       if (r.connParams && asked[asked.length - 1] !== r.connParams.profile) asked.push(r.connParams.profile);
+      if (r.connParams?.profile === 'transfer') requestsAtBegin ??= r;
     });
     const client = new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
     const image = buildAppImage({ size: 64 * 1024, projectName: 'virtual-esp32', version: '2.0.0', seed: 3 });
-    const result = await client.update({ target: { name: 'link-update' }, image });
+    const progress: Progress[] = [];
+    const result = await client.update({ target: { name: 'link-update' }, image, onProgress: (p) => progress.push(p) });
     assert.equal(result.confirmed, true);
-    assert.deepEqual(asked.slice(0, 2), ['transfer', 'idle']);
+    // Transfer parameters from BEGIN, kept through END and RESTART (the device restarts at once).
+    assert.deepEqual(asked, ['transfer']);
+    // The link model's figures rest on FIRMWARE_LINK_REQUEST: it is what the firmware's core asks.
+    const { dataPath, connParams } = requestsAtBegin!;
+    assert.equal(dataPath?.txOctets, FIRMWARE_LINK_REQUEST.dataLength);
+    assert.equal(dataPath?.phy, FIRMWARE_LINK_REQUEST.phys[0]);
+    assert.deepEqual(
+      { min: connParams?.intervalMinMs, max: connParams?.intervalMaxMs, latency: connParams?.latency, timeout: connParams?.supervisionTimeoutMs },
+      { ...FIRMWARE_LINK_REQUEST.intervalMs, latency: FIRMWARE_LINK_REQUEST.latency, timeout: FIRMWARE_LINK_REQUEST.supervisionTimeoutMs },
+    );
+    // The link the model's central grants the firmware's request: recomputed, not written down.
+    const request = device.linkRequests.connParams ?? { intervalMinMs: 7.5, intervalMaxMs: 15, latency: 0, supervisionTimeoutMs: 5000 };
+    const granted = negotiate(LINUX_NOBLE, ESP32, {
+      ...FIRMWARE_LINK_REQUEST,
+      mtu: result.mtu,
+      phys: ['1M'],
+      intervalMs: { min: request.intervalMinMs, max: request.intervalMaxMs },
+      latency: request.latency,
+      supervisionTimeoutMs: request.supervisionTimeoutMs,
+    });
     assert.equal(result.link.mtu, result.mtu);
-    assert.equal(result.link.intervalMs, 7.5);
-    assert.equal(result.link.latency, 0);
-    assert.equal(result.link.supervisionTimeoutMs, 420);
-    assert.deepEqual(result.link.phy, { toDevice: '1M', fromDevice: '1M' });
-    assert.deepEqual(result.link.dataLength, { toDevice: 27, fromDevice: 27 });
-    assert.match(formatResult(result), /\n {2}link: interval 7\.5 ms, latency 0, supervision timeout 0\.42 s, PHY 1M, data length 27 octets\n/);
-    assert.deepEqual(JSON.parse(JSON.stringify(result)).link.dataLength, { toDevice: 27, fromDevice: 27 });
+    assert.equal(result.link.intervalMs, granted.intervalMs);
+    assert.equal(result.link.latency, granted.latency);
+    assert.equal(result.link.supervisionTimeoutMs, granted.supervisionTimeoutMs);
+    assert.deepEqual(result.link.phy, { toDevice: '1M', fromDevice: '1M' }, 'an ESP32 has no 2M PHY');
+    assert.deepEqual(result.link.dataLength, { toDevice: 251, fromDevice: 251 });
+    assert.match(formatResult(result), new RegExp(`\\n {2}link: interval ${granted.intervalMs} ms, latency 0, supervision timeout ${granted.supervisionTimeoutMs / 1000} s, PHY 1M, data length 251 octets`));
+    assert.deepEqual(JSON.parse(JSON.stringify(result)).link.dataLength, { toDevice: 251, fromDevice: 251 });
+    // Progress shows the link as the device last reported it, so a slow transfer shows why while it runs.
+    assert.ok(progress.filter((p) => p.phase === 'uploading').every((p) => p.link?.mtu === result.mtu));
+    assert.equal(progress.find((p) => p.phase === 'restarting')?.link?.intervalMs, granted.intervalMs);
   });
 
   it('a device whose firmware predates the link fields (info_version 2) still updates; its result says only the MTU', async () => {

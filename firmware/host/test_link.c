@@ -140,7 +140,8 @@ test_link_connect_asks_data_path(void)
     CHECK_EQ(s_fx.dev.data_path_asks, 2);
 }
 
-/* v2: transfer parameters from BEGIN, once; idle ones at END. */
+/* v2: transfer parameters from BEGIN, once, kept through END (RESTART
+ * follows); idle ones once nothing more comes. */
 static void
 test_link_v2_transfer_then_idle(void)
 {
@@ -157,6 +158,12 @@ test_link_v2_transfer_then_idle(void)
     uint8_t end = BLE_OTA_CMD_END;
     CHECK_EQ(ble_ota_core_command_write(&s_fx.core, &end, 1), BLE_OTA_OK);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
+    CHECK_EQ(s_fx.dev.conn_param_asks, 1);
+    CHECK_EQ(info_link_request(), BLE_OTA_LINK_TRANSFER);
+    tick_after(200);
+    CHECK_EQ(s_fx.dev.conn_param_asks, 1);
+    /* Complete, and no RESTART came: idle once the time has passed. */
+    tick_after(BLE_OTA_LINK_IDLE_AFTER_MS);
     CHECK_EQ(s_fx.dev.conn_param_asks, 2);
     CHECK(asked(BLE_OTA_LINK_IDLE));
     CHECK_EQ(info_link_request(), BLE_OTA_LINK_IDLE);
@@ -225,7 +232,7 @@ test_link_busy_port_asked_at_tick(void)
     CHECK(asked(BLE_OTA_LINK_TRANSFER));
 }
 
-/* The seed protocol: transfer parameters from REQUEST, idle ones at DONE. */
+/* The seed protocol: transfer parameters from REQUEST, kept at DONE (the device restarts). */
 static void
 test_link_seed_transfer(void)
 {
@@ -238,8 +245,8 @@ test_link_seed_transfer(void)
     CHECK_EQ(s_fx.dev.conn_param_asks, 1);
     CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
     CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_ACK);
-    CHECK_EQ(s_fx.dev.conn_param_asks, 2);
-    CHECK(asked(BLE_OTA_LINK_IDLE));
+    CHECK_EQ(s_fx.dev.conn_param_asks, 1);
+    CHECK(asked(BLE_OTA_LINK_TRANSFER));
 }
 
 /* OTA Info carries the link the port reports, at its info_version 3

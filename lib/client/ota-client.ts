@@ -35,8 +35,8 @@ import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
 import type { NobleConnectParameters, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
-import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions, LinkReport } from './types';
-import { backoff, updateV2, V2Result } from './v2-update';
+import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions } from './types';
+import { backoff, reportedLink, updateV2, V2Result } from './v2-update';
 import type { AuthPolicy } from './v2-session';
 
 export { OtaConnection } from './connection';
@@ -266,7 +266,7 @@ export class BleOtaClient {
       bytesSent: r.imageBytesSent,
       durationMs: Date.now() - started,
       bytesPerSecond: rate(r.imageBytesSent, r.transferMs),
-      link: linkReport(r),
+      link: reportedLink(r.link, r.mtu),
       restarted: r.restarted,
       confirmed: r.confirmed,
       runningVersion: r.runningVersion,
@@ -286,12 +286,6 @@ export class BleOtaClient {
  * firmware asks for the same once a transfer begins (ble_ota_link.c).
  */
 const CONNECT_PARAMETERS: NobleConnectParameters = { minInterval: 6, maxInterval: 12, latency: 0, timeout: 500 };
-
-/** The link for the result: what the device reported, with the MTU this client negotiated where it reported none. */
-function linkReport(r: V2Result): LinkReport {
-  const { mtu, requested, ...rest } = r.link ?? { requested: undefined };
-  return { mtu: mtu ?? r.mtu, ...rest, ...(requested ? { requested } : {}) };
-}
 
 /**
  * requireSignature: the image must be signed with the public key given,

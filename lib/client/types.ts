@@ -34,6 +34,11 @@ export type Phase = 'scanning' | 'connecting' | UploadProgress['phase'] | 'resum
 
 export interface Progress extends Omit<UploadProgress, 'phase'> {
   phase: Phase;
+  /**
+   * v2: the link as the device last reported it (OTA Info version 3), so a
+   * slow transfer shows why while it runs; absent before the first look.
+   */
+  link?: LinkReport;
 }
 
 /**

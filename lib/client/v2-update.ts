@@ -24,7 +24,7 @@ import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, Tr
 import { DeflatedStream, worthDeflating } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2, DeviceLink } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
-import type { Timeouts, UpdateOptions } from './types';
+import type { LinkReport, Timeouts, UpdateOptions } from './types';
 import { CommandRefused, refusalError } from './refusal';
 import { streamValueSize } from './v2-session';
 
@@ -521,6 +521,7 @@ class V2Update {
       totalBytes: total,
       percent: Math.floor((bytes * 100) / total),
       bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)),
+      ...(this.info?.link ? { link: reportedLink(this.info.link, this.conn.mtu) } : {}),
     });
   }
 
@@ -634,4 +635,10 @@ function checkSignedForDevice(info: DeviceInfoV2, image: EspImage, data: Buffer,
 
 function runningStateName(state: number): string {
   return state === RunningState.VALID ? 'confirmed' : state === RunningState.PENDING_VERIFY ? 'pending verify' : 'state unknown';
+}
+
+/** A link the device reported, with the MTU this client negotiated where it reported none. */
+export function reportedLink(link: DeviceLink | undefined, mtu: number): LinkReport {
+  const { mtu: reported, requested, ...rest } = link ?? { requested: undefined };
+  return { mtu: reported ?? mtu, ...rest, ...(requested ? { requested } : {}) };
 }

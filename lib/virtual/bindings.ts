@@ -38,8 +38,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { nobleUuid } from '../protocol/constants';
-import { AirSchedule, ATT_HEADER, flashSpans, L2CAP_HEADER, LinkParameters, pduMs, pduPayloads, Preset } from './link-model';
-import { LostRequestError, VirtualEsp32 } from './virtual-device';
+import { AirSchedule, ATT_HEADER, ESP32, flashSpans, L2CAP_HEADER, LINUX_NOBLE, LinkParameters, LinkRequest, negotiate, pduMs, pduPayloads, Preset } from './link-model';
+import { LostRequestError, VirtualEsp32, VirtualLinkRequests } from './virtual-device';
 
 /** Operations the bindings answer themselves, which stall() can leave unanswered. */
 export type LocalOperation = 'mtu' | 'discover-services' | 'discover-characteristics';
@@ -202,8 +202,42 @@ export class VirtualBindings extends EventEmitter {
     device.on('notify', link.onNotify);
     device.on('disconnected', link.onDisconnected);
     device.on('exit', () => link.onDisconnected(0x08));
+    device.on('link-request', (requests: VirtualLinkRequests) => {
+      if (link.connected) this.answerLinkRequests(device, requests);
+    });
     this.links.set(id, link);
     if (this.scanning) process.nextTick(() => this.advertise(id, link));
+  }
+
+  /**
+   * The central's controller answers what the firmware asked of the link
+   * (data length and PHY, connection parameters) as the preset's central
+   * would (a Linux gateway with noble without one), through the link
+   * model's negotiate(): the firmware then reports the link it obtained.
+   * With a preset, the modelled air time already runs on that link.
+   */
+  private answerLinkRequests(device: VirtualEsp32, requests: VirtualLinkRequests): void {
+    const central = this.model?.central ?? LINUX_NOBLE;
+    const params = requests.connParams;
+    const request: LinkRequest = {
+      mtu: this.centralMtu,
+      dataLength: requests.dataPath?.txOctets ?? 27,
+      phys: requests.dataPath?.phy === '2M' ? ['2M', '1M'] : ['1M'],
+      // No request yet: the interval the central connected with stays.
+      intervalMs: params ? { min: params.intervalMinMs, max: params.intervalMaxMs } : { min: central.connectIntervalMs, max: central.connectIntervalMs },
+      latency: params?.latency ?? 0,
+      supervisionTimeoutMs: params?.supervisionTimeoutMs ?? central.supervisionTimeoutMs,
+    };
+    const link = negotiate(central, this.model?.chip ?? ESP32, request);
+    void device
+      .setLink({
+        intervalMs: link.intervalMs,
+        latency: link.latency,
+        supervisionTimeoutMs: link.supervisionTimeoutMs,
+        phy: { toDevice: link.phy, fromDevice: link.phy },
+        dataLength: { toDevice: link.dataLength, fromDevice: link.dataLength },
+      })
+      .catch(() => undefined); // the link ended meanwhile: nothing to answer
   }
 
   /** Takes a device out of radio range (a connected link drops). */
@@ -637,14 +671,34 @@ export class VirtualBindings extends EventEmitter {
     return link && link.connected ? link : undefined;
   }
 
-  private findCharacteristic(id: string, serviceUuid: string, characteristicUuid: string) {
-    return this.links
-      .get(id)
-      ?.device.characteristics.find(
-        (c) => nobleUuid(c.service) === serviceUuid && nobleUuid(c.uuid) === characteristicUuid,
-      );
+  /**
+   * noble names the characteristic on every operation, each stream packet
+   * included: a table by noble's UUID forms, made once per device, rather
+   * than two UUID conversions per characteristic per call (about a sixth of
+   * the central's CPU in a 4 MB update, docs/PERFORMANCE.md).
+   */
+  private findCharacteristic(id: string, serviceUuid: string, characteristicUuid: string): VirtualCharacteristicOf | undefined {
+    const chars = this.links.get(id)?.device.characteristics;
+    if (!chars) return undefined;
+    let table = characteristicTables.get(chars);
+    if (!table || table.count !== chars.length) {
+      table = { count: chars.length, byService: new Map() };
+      for (const c of chars) {
+        const service = nobleUuid(c.service);
+        let byUuid = table.byService.get(service);
+        if (!byUuid) table.byService.set(service, (byUuid = new Map()));
+        if (!byUuid.has(nobleUuid(c.uuid))) byUuid.set(nobleUuid(c.uuid), c); // the first, as a search would find
+      }
+      characteristicTables.set(chars, table);
+    }
+    return table.byService.get(serviceUuid)?.get(characteristicUuid);
   }
 }
+
+type VirtualCharacteristicOf = VirtualEsp32['characteristics'][number];
+
+/** Per device's characteristics (the array a device keeps), by noble's service then characteristic UUID. */
+const characteristicTables = new WeakMap<VirtualCharacteristicOf[], { count: number; byService: Map<string, Map<string, VirtualCharacteristicOf>> }>();
 
 /** What noble's HCI bindings report for a cancelled LE Create Connection (status 0x02). */
 function cancelledConnection(): Error {

@@ -4,9 +4,12 @@
  * A transfer is link-bound: packets per connection event and the interval
  * set its pace. So on every link the device asks for the largest data
  * length and the 2M PHY (neither costs anything while idle), and while a
- * transfer receives, for a short interval without latency; once it ends,
- * or stalls for BLE_OTA_LINK_IDLE_AFTER_MS, for parameters that let the
- * radio sleep. The central decides in the end: what it granted shows in
+ * transfer receives, for a short interval without latency; once nothing
+ * has come for BLE_OTA_LINK_IDLE_AFTER_MS, or a transfer ends without
+ * completing, for parameters that let the radio sleep. A complete transfer
+ * keeps the transfer's: RESTART and CONFIRM follow at once, and a
+ * parameter update then would only slow them and the report of the link
+ * the image went over. The central decides in the end: what it granted shows in
  * OTA Info. The state is derived after each call into the core, so no
  * path that starts or ends a transfer can forget to tell the link.
  */
@@ -94,6 +97,7 @@ ble_ota_link_update(ble_ota_core_t *core, bool from_tick)
     }
 
     const bool receiving = core->v2.state == BLE_OTA_V2_RECEIVING || core->state == BLE_OTA_STATE_RECEIVING;
+    const bool finishing = core->v2.state == BLE_OTA_V2_COMPLETE || core->state == BLE_OTA_STATE_RESTARTING;
     if (receiving && !link->receiving) {
         /* A transfer starts (or resumes): its data comes next. */
         link->active = true;
@@ -113,7 +117,7 @@ ble_ota_link_update(ble_ota_core_t *core, bool from_tick)
     if (link->profile == BLE_OTA_LINK_TRANSFER || link->busy == BLE_OTA_LINK_TRANSFER) {
         const bool stalled = from_tick && !link->active &&
                              port->now_ms(port->ctx) - link->active_at_ms >= BLE_OTA_LINK_IDLE_AFTER_MS;
-        if (!receiving || stalled) {
+        if ((!receiving && !finishing) || stalled) {
             want = BLE_OTA_LINK_IDLE;
         }
     }
