@@ -91,8 +91,8 @@ interface RangeEnd {
   wholeMs: number;
   ratio: number;
   vsSeed: number;
-  /** v2 to a device that had idle time (its slot erased before), and its share of that case's bound (link and page programs). */
-  idle: { boundMs: number; v2Ms: number; ratio: number };
+  /** v2 to a device that had idle time (its slot erased before): its share of that case's bound (link and page programs), end to end, against the seed (which erases as it writes). */
+  idle: { boundMs: number; v2Ms: number; ratio: number; endToEndMs: number; vsSeed: number };
 }
 
 interface Range {
@@ -103,7 +103,10 @@ interface Range {
 }
 
 /** 1 MB, v2 (32 KB window) and the seed on the same link, with the flash's typical and datasheet-maximum timings. */
-async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset: string; what: string; v2Ms: number; boundMs: number; ratio: number }> }> {
+async function ranges(): Promise<{
+  ranges: Range[];
+  sensitivity: Array<{ preset: string; what: string; v2Ms: number; boundMs: number; ratio: number; idle: { v2Ms: number; boundMs: number; ratio: number } }>;
+}> {
   const image = buildAppImage({ size: 1024 * KB, version: '2.0.0', seed: 1024 * KB });
   const one = async (p: Preset) => {
     const v2 = await modelledUpdate(p, image, { protocol: 'v2' });
@@ -117,7 +120,7 @@ async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset:
       wholeMs: v2.wholeMs,
       ratio: v2.ratio,
       vsSeed: seed.transferMs / v2.transferMs,
-      idle: { boundMs: idle.boundMs, v2Ms: idle.transferMs, ratio: idle.ratio },
+      idle: { boundMs: idle.boundMs, v2Ms: idle.transferMs, ratio: idle.ratio, endToEndMs: idle.endToEndMs, vsSeed: seed.transferMs / idle.transferMs },
     };
   };
   const s = (ms: number) => (ms / 1000).toFixed(1);
@@ -125,7 +128,7 @@ async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset:
   console.log('\n1 MB, typical to datasheet-maximum flash (W25Q32JV): transfer and end to end');
   console.log(
     `  assumed beyond virtual time: ${END_TO_END.scans} scans of ${END_TO_END.scanMs} ms, a boot of ${END_TO_END.bootMs} ms\n` +
-      `  ${'preset'.padEnd(24)} ${'bound s'.padStart(11)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)} ${'seed s'.padStart(13)} ${'v2/seed'.padStart(11)} ${'end to end s'.padStart(13)} ${'after idle: bound s'.padStart(20)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)}`,
+      `  ${'preset'.padEnd(24)} ${'bound s'.padStart(11)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)} ${'seed s'.padStart(13)} ${'v2/seed'.padStart(11)} ${'end to end s'.padStart(13)} ${'after idle: bound s'.padStart(20)} ${'v2 s'.padStart(11)} ${'of bound'.padStart(11)} ${'v2/seed'.padStart(11)} ${'end to end s'.padStart(13)}`,
   );
   const out: Range[] = [];
   for (const p of PRESETS) {
@@ -134,7 +137,7 @@ async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset:
     out.push({ preset: p.name, description: p.description, typical, worst });
     const r = (a: string, b: string) => `${a}-${b}`;
     console.log(
-      `  ${p.name.padEnd(24)} ${r(s(typical.boundMs), s(worst.boundMs)).padStart(11)} ${r(s(typical.v2Ms), s(worst.v2Ms)).padStart(11)} ${r(pct(typical.ratio), pct(worst.ratio)).padStart(11)} ${r(s(typical.seedMs), s(worst.seedMs)).padStart(13)} ${r(typical.vsSeed.toFixed(1), worst.vsSeed.toFixed(1)).padStart(11)} ${r(s(typical.endToEndMs), s(worst.endToEndMs)).padStart(13)} ${r(s(typical.idle.boundMs), s(worst.idle.boundMs)).padStart(20)} ${r(s(typical.idle.v2Ms), s(worst.idle.v2Ms)).padStart(11)} ${r(pct(typical.idle.ratio), pct(worst.idle.ratio)).padStart(11)}`,
+      `  ${p.name.padEnd(24)} ${r(s(typical.boundMs), s(worst.boundMs)).padStart(11)} ${r(s(typical.v2Ms), s(worst.v2Ms)).padStart(11)} ${r(pct(typical.ratio), pct(worst.ratio)).padStart(11)} ${r(s(typical.seedMs), s(worst.seedMs)).padStart(13)} ${r(typical.vsSeed.toFixed(1), worst.vsSeed.toFixed(1)).padStart(11)} ${r(s(typical.endToEndMs), s(worst.endToEndMs)).padStart(13)} ${r(s(typical.idle.boundMs), s(worst.idle.boundMs)).padStart(20)} ${r(s(typical.idle.v2Ms), s(worst.idle.v2Ms)).padStart(11)} ${r(pct(typical.idle.ratio), pct(worst.idle.ratio)).padStart(11)} ${r(typical.idle.vsSeed.toFixed(1), worst.idle.vsSeed.toFixed(1)).padStart(11)} ${r(s(typical.idle.endToEndMs), s(worst.idle.endToEndMs)).padStart(13)}`,
     );
   }
   // What the device's buffers and the erases cost on the realistic preset.
@@ -147,14 +150,18 @@ async function ranges(): Promise<{ ranges: Range[]; sensitivity: Array<{ preset:
     ['64 buffers usable during flash work (the old model)', withModel(base, { link: { controllerRxBuffers: 64 } })],
     ['no end-of-event margin', withModel(base, { link: { eventMarginMs: 0 } })],
     ['7.5 ms interval (the central takes the shortest)', withModel(base, { link: { intervalMs: 7.5, eventLengthMs: 7.5 } })],
-    ['erases off the critical path (slot erased before)', withModel(base, { flash: { ...base.flash, sectorEraseMs: 0, blockEraseMs: 0 } })],
+    ['datasheet-maximum flash', withModel(base, { flash: W25Q32JV_MAX, suffix: '-flash-max' })],
   ];
   const sensitivity = [];
-  console.log(`\n${base.description}, 1 MB, v2: what the model's assumptions move`);
+  console.log(`\n${base.description}, 1 MB, v2: what the model's assumptions move (no idle time | after idle time)`);
   for (const [what, p] of variants) {
     const v2 = await modelledUpdate(p, image, { protocol: 'v2' });
-    sensitivity.push({ preset: base.name, what, v2Ms: v2.transferMs, boundMs: v2.boundMs, ratio: v2.ratio });
-    console.log(`  ${what.padEnd(52)} ${s(v2.transferMs).padStart(6)} s ${(v2.kbPerS.toFixed(1) + ' KB/s').padStart(11)} ${pct(v2.ratio).padStart(6)} of ${s(v2.boundMs)} s`);
+    const idle = await modelledUpdate(p, image, { protocol: 'v2', idleErase: true });
+    sensitivity.push({ preset: base.name, what, v2Ms: v2.transferMs, boundMs: v2.boundMs, ratio: v2.ratio, idle: { v2Ms: idle.transferMs, boundMs: idle.boundMs, ratio: idle.ratio } });
+    console.log(
+      `  ${what.padEnd(52)} ${s(v2.transferMs).padStart(6)} s ${(v2.kbPerS.toFixed(1) + ' KB/s').padStart(11)} ${pct(v2.ratio).padStart(6)} of ${s(v2.boundMs).padStart(4)} s` +
+        ` | ${s(idle.transferMs).padStart(6)} s ${(idle.kbPerS.toFixed(1) + ' KB/s').padStart(11)} ${pct(idle.ratio).padStart(6)} of ${s(idle.boundMs).padStart(4)} s`,
+    );
   }
   return { ranges: out, sensitivity };
 }
@@ -339,9 +346,12 @@ async function main(): Promise<void> {
   const range = await ranges();
   if (process.argv.includes('--modelled')) {
     // The modelled figures alone: no Node-side runs, no emulated controller.
-    const file = join(ROOT, 'bench/results/modelled.json');
+    // They replace the modelled part of results.json; the rest stays as the last whole run left it.
+    const file = join(ROOT, 'bench/results/results.json');
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
-    writeFileSync(file, JSON.stringify({ presets: PRESETS, modelled: runs, ranges: range.ranges, sensitivity: range.sensitivity }, null, 2) + '\n');
+    const previous = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
+    const modelledPart = { presets: PRESETS, modelled: runs, ranges: range.ranges, sensitivity: range.sensitivity, endToEndAssumed: END_TO_END };
+    writeFileSync(file, JSON.stringify({ ...previous, ...modelledPart }, null, 2) + '\n');
     console.log(`\nwritten ${file} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
     return;
   }
