@@ -4,7 +4,7 @@
  * authenticated session on devices that require one (docs/PROTOCOL.md).
  */
 import { BleOtaError, DeviceError, ProtocolError } from '../errors';
-import { ANSWER, AUTH_MAC_LEN, Command, Feature, HELLO_SIZE, Status, TransferState } from '../protocol/constants';
+import { ANSWER, AUTH_MAC_LEN, Command, Feature, HELLO_SIZE, Status, STREAM_HEADER, TransferState } from '../protocol/constants';
 import {
   BeginAnswer,
   BeginRequest,
@@ -78,6 +78,11 @@ export interface StreamSource {
   readonly length: number | undefined;
   /** Up to `max` bytes at `offset`: fewer only at the end, none past it. */
   read(offset: number, max: number): Buffer;
+  /**
+   * Optional: what read() would return, copied into `target` at `at`;
+   * returns how many bytes. Saves a view of the bytes per packet.
+   */
+  copy?(offset: number, max: number, target: Buffer, at: number): number;
   /** The device acknowledged the bytes before `offset` (they may still be read again). */
   release(offset: number): void;
 }
@@ -85,6 +90,7 @@ export interface StreamSource {
 const bufferSource = (image: Buffer): StreamSource => ({
   length: image.length,
   read: (offset, max) => image.subarray(offset, Math.min(offset + max, image.length)),
+  copy: (offset, max, target, at) => (offset < image.length ? image.copy(target, at, offset, Math.min(offset + max, image.length)) : 0),
   release: () => undefined,
 });
 
@@ -381,19 +387,31 @@ export class V2Session {
     const length = () => source.length ?? Infinity;
     while (acked < length()) {
       while (next - acked < window) {
-        const data = source.read(next, chunk);
-        if (data.length === 0) break;
-        const end = next + data.length;
+        // The packet is built in place, its bytes copied once from the source.
+        // Not reused: noble's HCI bindings copy a value when it is written,
+        // but its API does not promise it, and other bindings (the virtual
+        // ones, for example) keep the buffer until it is sent.
+        if (next >= length()) break;
+        const packet = Buffer.allocUnsafe(STREAM_HEADER + chunk);
+        const n = source.copy ? source.copy(next, chunk, packet, STREAM_HEADER) : source.read(next, chunk).copy(packet, STREAM_HEADER);
+        if (n === 0) break;
+        const end = next + n;
         this.link.check();
-        this.sendPacket(base + next, data);
+        packet.writeUInt32LE(base + next, 0);
+        this.chars.stream.write(n === chunk ? packet : packet.subarray(0, STREAM_HEADER + n), true);
         stats.packets++;
         if (end <= highest) stats.resent++;
         highest = Math.max(highest, end);
         next = end;
       }
+      // An event already queued (most are: the device acknowledges as it
+      // goes) is taken as it is, without a timer and a promise for it.
       let event: StreamEvent | undefined;
       try {
-        event = idleEvents < idleLimit ? await this.nextEvent(stallMs) : undefined;
+        if (idleEvents < idleLimit) {
+          this.link.check(); // a lost link fails here, as nextEvent() would
+          event = this.events.shift() ?? (await this.nextEvent(stallMs));
+        }
       } catch (err) {
         if ((err as { code?: string }).code !== 'GATT_TIMEOUT') throw err;
       }

@@ -635,8 +635,22 @@ function findSignature(data: Buffer, imageLength: number): EspSignatureInfo | un
 // Small helpers
 
 function xorBytes(seed: number, data: Buffer): number {
+  // Four bytes at a time over the 4-byte-aligned middle (a whole image's
+  // segments are megabytes: byte by byte was a few ms per MB in a fresh
+  // process); each byte of the words' XOR is the XOR of one byte lane.
   let sum = seed;
-  for (let i = 0; i < data.length; i++) sum ^= data[i];
+  let i = 0;
+  const head = Math.min(data.length, (4 - (data.byteOffset % 4)) % 4);
+  for (; i < head; i++) sum ^= data[i];
+  const words = (data.length - head) >> 2;
+  if (words > 0) {
+    const view = new Int32Array(data.buffer, data.byteOffset + head, words);
+    let w = 0;
+    for (let k = 0; k < words; k++) w ^= view[k];
+    sum ^= (w ^ (w >>> 8) ^ (w >>> 16) ^ (w >>> 24)) & 0xff;
+    i = head + words * 4;
+  }
+  for (; i < data.length; i++) sum ^= data[i];
   return sum;
 }
 
