@@ -17,7 +17,7 @@ import { buildAppImage } from '../lib/image/app-image-builder';
 import { loadSystemNoble } from '../lib/noble-loader';
 import { VirtualDeviceOptions, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { Btvirt } from './support/emulated-controller/btvirt';
-import { installEmulatedHciTransport } from './support/emulated-controller/hci-transport';
+import { installEmulatedHciTransport, UnixHciSocket } from './support/emulated-controller/hci-transport';
 import { OtaPeripheral, PeripheralOptions } from './support/emulated-controller/ota-peripheral';
 import { eventually } from './support/eventually';
 import { NodeRedProcess } from './support/node-red-process';
@@ -197,6 +197,69 @@ describe('the real Bluetooth stacks: noble HCI -> emulated controllers -> bleno 
     const result = await client().update({ target: { name: 'esp32' }, image, compress: false });
     assert.equal(result.runningVersion, '2.2.0');
     assert.ok(result.packets < Math.ceil(image.length / result.packetSize), 'the second call sent only what was missing');
+  });
+
+  it('cancelled at each HCI packet of its connection, noble keeps working: the next update completes', async () => {
+    // The cancel lands between two packets of the connection's setup (LE Connection
+    // Complete, MTU exchange, discovery...), one packet later in each round, until
+    // the connection was made before it.
+    await serve();
+    const image = buildAppImage({ size: 32 * 1024, version: '2.3.0', seed: 8 });
+    const before = listeners();
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    let rounds = 0;
+    for (let connected = false; !connected; rounds++) {
+      assert.ok(rounds < 200, 'the connection is made within 200 packets');
+      const controller = new AbortController();
+      let seen = 0;
+      const count = () => ++seen > rounds && controller.abort();
+      const sockets = [...UnixHciSocket.open];
+      await assert.rejects(
+        client().update({
+          target: { name: 'esp32' },
+          image,
+          signal: controller.signal,
+          onProgress: (p) => {
+            if (p.phase === 'connecting' && seen === 0) for (const socket of sockets) socket.on('data', count);
+            else if (p.phase !== 'connecting' && p.phase !== 'scanning') connected = true;
+          },
+        }),
+        (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED',
+      );
+      for (const socket of sockets) socket.off('data', count);
+    }
+    process.off('warning', onWarning);
+    assert.ok(rounds > 5, `${rounds} points of the connection tried`);
+    assert.deepEqual(listeners(), before, 'no noble listener left behind');
+    assert.deepEqual(warnings, [], 'no listener piling up on the peripheral');
+    const result = await client().update({ target: { name: 'esp32' }, image: buildAppImage({ size: 32 * 1024, version: '2.3.1', seed: 9 }) });
+    assert.equal(result.runningVersion, '2.3.1');
+    assert.equal(result.confirmed, true);
+  });
+
+  it('a device that loses power as END is sent is updated on the next connection, every time', async () => {
+    // Its handles are the same after the reboot: an answer of the old link must not be taken for one of the new.
+    const d = await serve();
+    for (let i = 0; i < 3; i++) {
+      const image = buildAppImage({ size: 48 * 1024, version: `2.4.${i}`, seed: 20 + i });
+      let cut = false;
+      const result = await client().update({
+        target: { name: 'esp32' },
+        image,
+        compress: false,
+        onProgress: (p) => {
+          if (cut || p.phase !== 'verifying') return;
+          cut = true;
+          void d.powerCycle();
+        },
+      });
+      assert.ok(cut);
+      assert.equal(result.runningVersion, `2.4.${i}`);
+      assert.equal(result.confirmed, true);
+      assert.equal(result.resumes, 1);
+    }
   });
 
   describe('the system Bluetooth path in other processes, as users run it', () => {

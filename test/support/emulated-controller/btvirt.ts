@@ -62,7 +62,10 @@ export class Btvirt {
       throw new Error(`another btvirt already serves ${BTVIRT_LE_SOCKET}: stop it first (pkill btvirt)`);
     }
     for (const path of BTVIRT_SOCKETS) rmSync(path, { force: true });
-    const child = spawn(binary, ['-s', '-l0'], {
+    // SIGPIPE ignored (an ignored signal stays so across exec): a host that goes away, as a
+    // process ends, makes btvirt's next write to its controller's socket fail with EPIPE
+    // instead of killing btvirt, and with it every other controller.
+    const child = spawn('/bin/sh', ['-c', 'trap "" PIPE; exec "$0" -s -l0', binary], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, LD_PRELOAD: buildShim() },
     });

@@ -62,6 +62,10 @@ export class UnixHciSocket extends EventEmitter {
   static readonly open = new Set<UnixHciSocket>();
   private socket?: Socket;
   private readonly framer = new H4Framer();
+  /** Packets read but not yet delivered: one goes up per turn of the event loop. */
+  private readonly received: Buffer[] = [];
+  private delivering = false;
+  private paused = false;
 
   constructor(private readonly path: string = process.env.BLE_OTA_TEST_HCI_SOCKET || BTVIRT_LE_SOCKET) {
     super();
@@ -82,12 +86,15 @@ export class UnixHciSocket extends EventEmitter {
 
   /** As the native socket's: packets flow, and the open socket keeps the process alive. */
   start(): void {
+    this.paused = false;
     this.socket?.ref();
     this.socket?.resume();
+    this.scheduleDelivery();
   }
 
   /** As the native socket's: no more packets, nothing keeps the process alive; the controller stays. */
   stop(): void {
+    this.paused = true;
     this.socket?.pause();
     this.socket?.unref();
   }
@@ -96,6 +103,7 @@ export class UnixHciSocket extends EventEmitter {
   destroy(): void {
     this.socket?.destroy();
     this.socket = undefined;
+    this.received.length = 0;
     UnixHciSocket.open.delete(this);
   }
 
@@ -115,12 +123,31 @@ export class UnixHciSocket extends EventEmitter {
     this.socket?.write(packet);
   }
 
+  /**
+   * The native socket reads one packet per poll callback, so the host's code
+   * (and every promise it settles) runs to the end before the next packet
+   * arrives. A stream chunk holds many packets: hand them up the same way,
+   * one per macrotask, or the host sees an ordering no adapter produces.
+   */
+  private scheduleDelivery(): void {
+    if (this.delivering || this.paused || this.received.length === 0) return;
+    this.delivering = true;
+    setImmediate(() => {
+      this.delivering = false;
+      if (this.paused || !this.socket) return;
+      const packet = this.received.shift();
+      if (packet) this.emit('data', packet);
+      this.scheduleDelivery();
+    });
+  }
+
   private connect(): void {
     if (this.socket) return;
     UnixHciSocket.open.add(this);
     const socket = connect(this.path);
     socket.on('data', (chunk: Buffer) => {
-      for (const packet of this.framer.push(chunk)) this.emit('data', packet);
+      this.received.push(...this.framer.push(chunk));
+      this.scheduleDelivery();
     });
     socket.on('error', (err) => this.emit('error', err));
     this.socket = socket;

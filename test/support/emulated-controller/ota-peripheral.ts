@@ -67,6 +67,8 @@ export class OtaPeripheral extends EventEmitter {
   private connected?: Promise<unknown>;
   private mtu = 23;
   private rebooting = false;
+  /** Counts links: an answer due on a link that has ended is never sent (see answer()). */
+  private link = 0;
   private readonly lastRead = new Map<string, Buffer>();
   private readonly subscriptions = new Map<string, (data: Buffer) => void>();
   private readonly cleanups: Array<() => void> = [];
@@ -112,7 +114,16 @@ export class OtaPeripheral extends EventEmitter {
 
   async stop(): Promise<void> {
     for (const cleanup of this.cleanups.splice(0)) cleanup();
-    await new Promise<void>((resolve) => this.bleno.stopAdvertising(() => resolve()));
+    // bleno reports the stop only from its 'stopping' state: a restart of advertising it made on
+    // a disconnect that crossed this call leaves it in another, and the report never comes.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 2000);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.bleno.stopAdvertising(done);
+    });
     this.bleno.disconnect();
     this.bleno.setServices([]);
   }
@@ -155,58 +166,96 @@ export class OtaPeripheral extends EventEmitter {
     this.cleanups.push(() => emitter.off(event, listener));
   }
 
+  /**
+   * bleno keeps a callback until advertising starts, which a refused start
+   * (its 'advertisingStartError') never does: listen for both, and stop.
+   */
   private advertise(): Promise<void> {
     const uuids = this.options.advertiseService === false ? [] : this.device.advertisedServices.map(blenoUuid);
-    return new Promise((resolve, reject) =>
-      this.bleno.startAdvertising(this.device.name, uuids, (err) => (err ? reject(err) : resolve())),
-    );
+    return new Promise((resolve, reject) => {
+      const started = () => settle(resolve);
+      const refused = (err: Error) => settle(() => reject(err));
+      const settle = (then: () => void) => {
+        this.bleno.off('advertisingStart', started);
+        this.bleno.off('advertisingStartError', refused);
+        then();
+      };
+      this.bleno.once('advertisingStart', started);
+      this.bleno.once('advertisingStartError', refused);
+      this.bleno.startAdvertising(this.device.name, uuids);
+    });
   }
 
   private characteristic(uuid: string, properties: string[]): object {
     return new this.bleno.Characteristic({
       uuid: blenoUuid(uuid),
       properties: properties.map((p) => (p === 'write-without-response' ? 'writeWithoutResponse' : p)),
-      onReadRequest: (offset, callback) => void this.read(uuid, offset).then(
-        (data) => callback(ATT_SUCCESS, data),
-        (err: unknown) => callback(attCode(err)),
-      ),
-      onWriteRequest: (data, _offset, withoutResponse, callback) => void this.write(uuid, data, withoutResponse).then(
-        () => callback(ATT_SUCCESS),
-        (err: unknown) => callback(attCode(err)),
-      ),
+      onReadRequest: (offset, callback) =>
+        this.answer((link) => this.read(link, uuid, offset), (data) => callback(ATT_SUCCESS, data), (err) => callback(attCode(err))),
+      onWriteRequest: (data, _offset, withoutResponse, callback) =>
+        this.answer((link) => this.write(link, uuid, data, withoutResponse), () => callback(ATT_SUCCESS), (err) => callback(attCode(err))),
       onSubscribe: (_maxValueSize, update) => {
         this.subscriptions.set(uuid, update);
-        void this.linkUp().then(() => this.device.subscribe(uuid, true)).catch(() => undefined);
+        this.answer((link) => this.subscribe(link, uuid, true), () => undefined, () => undefined);
       },
       onUnsubscribe: () => {
         this.subscriptions.delete(uuid);
-        void this.linkUp().then(() => this.device.subscribe(uuid, false)).catch(() => undefined);
+        this.answer((link) => this.subscribe(link, uuid, false), () => undefined, () => undefined);
       },
     });
+  }
+
+  /**
+   * Handles a request on the link that made it, and answers on that link
+   * only. The firmware handles a request inside NimBLE's access callback, so
+   * neither the request nor its answer outlives its link; here the device is
+   * reached asynchronously, and bleno would send a late answer on the
+   * connection handle, which the controller may have given to the next link.
+   */
+  private answer<T>(work: (link: number) => Promise<T>, ok: (value: T) => void, failed: (err: unknown) => void): void {
+    const link = this.link;
+    void work(link).then(
+      (value) => this.link === link && ok(value),
+      (err: unknown) => this.link === link && failed(err),
+    );
   }
 
   /**
    * A long value is read in parts (ATT Read Blob): the first part reads
    * the device, the rest come from that same value.
    */
-  private async read(uuid: string, offset: number): Promise<Buffer> {
+  private async read(link: number, uuid: string, offset: number): Promise<Buffer> {
     if (offset > 0) {
       const value = this.lastRead.get(uuid);
       if (!value || offset > value.length) throw new AttError(ATT_INVALID_OFFSET, 'read');
       return value.subarray(offset);
     }
     await this.linkUp();
+    this.checkLink(link);
     const value = await this.device.read(uuid);
     this.lastRead.set(uuid, value);
     return value;
   }
 
-  private async write(uuid: string, data: Buffer, withoutResponse: boolean): Promise<void> {
+  private async write(link: number, uuid: string, data: Buffer, withoutResponse: boolean): Promise<void> {
     await this.linkUp();
+    this.checkLink(link);
     await this.device.write(uuid, data, withoutResponse);
   }
 
+  private async subscribe(link: number, uuid: string, on: boolean): Promise<void> {
+    await this.linkUp();
+    this.checkLink(link);
+    await this.device.subscribe(uuid, on);
+  }
+
+  /** A request whose link ended while the device was being reached never gets to the device. */
+  private checkLink(link: number): void {
+    if (this.link !== link) throw new Error('the link ended');
+  }
+
   private onAccept(address: string): void {
+    this.link++;
     this.central = address;
     this.mtu = 23;
     this.connected = undefined;
@@ -224,6 +273,7 @@ export class OtaPeripheral extends EventEmitter {
   }
 
   private onCentralGone(): void {
+    this.link++;
     const wasConnected = this.connected;
     this.central = undefined;
     this.connected = undefined;
