@@ -5,11 +5,17 @@
  * compiler, into a cache folder named after a hash of those sources, so an
  * installed package never writes into its own folder and a source change
  * always gets a fresh build.
+ *
+ * Node-RED runs that binary, so the cache is private: in the user's cache
+ * folder (not a fixed name in the shared temporary folder, where another
+ * user could create it first and plant a binary), created owner-only, and
+ * checked before every use: a folder or binary that another user owns, or
+ * that others may write to, is refused, never run.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BleOtaError } from '../errors';
 
@@ -38,7 +44,8 @@ function listSources(dir: string): string[] {
   return out;
 }
 
-function sourceHash(): string {
+/** Names the build folder: a hash of the sources the binary is built from. */
+export function sourceHash(): string {
   const hash = createHash('sha256');
   for (const dir of [join(FIRMWARE_DIR, 'host'), join(FIRMWARE_DIR, 'components', 'ble_ota_core')]) {
     for (const file of listSources(dir)) {
@@ -60,16 +67,71 @@ export function ensureVirtualEsp32(): Promise<string> {
   return pending;
 }
 
+/**
+ * Throws unless path is a folder (or, with file, a regular file) that this
+ * process's user owns and nobody else may write to; symbolic links are
+ * refused too, as they could point anywhere.
+ */
+export function assertPrivate(path: string, kind: 'folder' | 'file'): void {
+  const st = lstatSync(path);
+  const uid = process.getuid?.();
+  const problem =
+    (kind === 'folder' ? !st.isDirectory() : !st.isFile()) ? `is not a ${kind}`
+    : uid !== undefined && st.uid !== uid ? `belongs to another user (uid ${st.uid}, not ${uid})`
+    : (st.mode & 0o022) !== 0 ? `may be written by other users (mode ${(st.mode & 0o777).toString(8)})`
+    : undefined;
+  if (problem) {
+    throw new BleOtaError(
+      'BLUETOOTH_UNAVAILABLE',
+      `refusing to run the virtual ESP32: ${path} ${problem}; remove it (or set BLE_OTA_VIRTUAL_CACHE to a folder of your own) and try again`,
+    );
+  }
+}
+
+/** Creates folder owner-only when missing, then checks it is private. */
+function privateFolder(path: string): void {
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  assertPrivate(path, 'folder');
+}
+
+/**
+ * The cache root: BLE_OTA_VIRTUAL_CACHE, else the user's cache folder
+ * (XDG_CACHE_HOME or ~/.cache). A user without a usable home (some service
+ * accounts) gets a fresh private folder per process (mkdtemp: unpredictable),
+ * at the cost of a build per start.
+ */
+function cacheRoot(): string {
+  if (process.env.BLE_OTA_VIRTUAL_CACHE) return process.env.BLE_OTA_VIRTUAL_CACHE;
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  const root = join(base, 'node-red-contrib-esp32-ble-ota', 'virtual-esp32');
+  try {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    return root;
+  } catch {
+    fallbackRoot ??= mkdtempSync(join(tmpdir(), 'ble-ota-virtual-esp32-'));
+    return fallbackRoot;
+  }
+}
+let fallbackRoot: string | undefined;
+
 async function build(): Promise<string> {
-  const cacheRoot = process.env.BLE_OTA_VIRTUAL_CACHE ?? join(tmpdir(), 'ble-ota-virtual-esp32');
-  const buildDir = join(cacheRoot, sourceHash());
+  const root = cacheRoot();
+  privateFolder(root);
+  const buildDir = join(root, sourceHash());
   const binary = join(buildDir, 'virtual-esp32');
-  if (existsSync(binary)) return binary;
+  if (existsSync(buildDir)) {
+    assertPrivate(buildDir, 'folder');
+    if (existsSync(binary)) {
+      assertPrivate(binary, 'file');
+      return binary;
+    }
+  }
 
   // Build into a private folder, then rename: two processes building at
   // once both succeed and never run a half-written binary.
   const scratch = `${buildDir}.${process.pid}.tmp`;
-  mkdirSync(scratch, { recursive: true });
+  rmSync(scratch, { recursive: true, force: true });
+  mkdirSync(scratch, { mode: 0o700 });
   try {
     await new Promise<void>((resolvePromise, reject) => {
       execFile(
@@ -91,6 +153,8 @@ async function build(): Promise<string> {
         },
       );
     });
+    // Owner-only whatever the umask: a group-writable binary would be refused.
+    chmodSync(join(scratch, 'virtual-esp32'), 0o700);
     try {
       renameSync(scratch, buildDir);
     } catch {
@@ -101,5 +165,8 @@ async function build(): Promise<string> {
     rmSync(scratch, { recursive: true, force: true });
     throw err;
   }
+  // Checked again: whoever won the race, what runs is private.
+  assertPrivate(buildDir, 'folder');
+  assertPrivate(binary, 'file');
   return binary;
 }
