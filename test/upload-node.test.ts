@@ -164,6 +164,34 @@ describe('ble-ota-upload node', function () {
     assert.equal(state.slots.ota_0.state, 'valid');
   });
 
+  it('only msg.cancel === true cancels: a string "false" (or "true", or 1) leaves the running and waiting updates alone', async () => {
+    const nodes = await load('node-test-cancel-string');
+    const results: Msg[] = [];
+    const errors: Msg[] = [];
+    const finished = new Promise<void>((resolve) =>
+      nodes.out.on('input', (m: Msg) => {
+        results.push(m);
+        if (results.length === 2) resolve();
+      }),
+    );
+    nodes.errors.on('input', (m: Msg) => errors.push(m));
+    const uploading = new Promise<void>((resolve) =>
+      nodes.progress.on('input', (m: Msg) => (m.payload as { phase: string }).phase === 'uploading' && resolve()),
+    );
+    nodes.up.receive({ payload: buildAppImage({ size: 256 * 1024, version: '3.1.0', seed: 53 }) });
+    nodes.up.receive({ payload: buildAppImage({ size: 256 * 1024, version: '3.2.0', seed: 54 }) }); // waits its turn
+    await uploading;
+    for (const cancel of ['false', 'true', 1]) nodes.up.receive({ cancel });
+    await finished;
+    assert.deepEqual(
+      results.map((m) => [(m.payload as { confirmed: boolean }).confirmed, (m.payload as { runningVersion: string }).runningVersion]),
+      [[true, '3.1.0'], [true, '3.2.0']],
+    );
+    // Each non-cancel is an ordinary message without an image, refused as such; nothing was cancelled.
+    assert.equal(errors.length, 3);
+    for (const e of errors) assert.notEqual((e.error as { code: string }).code, 'CANCELLED');
+  });
+
   it('closing the node mid-update cancels it and finishes the close', async () => {
     const nodes = await load('node-test-close');
     const device = await sharedVirtualRadio().ensureDevice('node-test-close');

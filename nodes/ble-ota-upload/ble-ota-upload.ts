@@ -111,7 +111,7 @@ export = function register(RED: RED): void {
     }
 
     node.on('input', (msg, send, done) => {
-      if (msg.cancel) {
+      if (msg.cancel === true) { // not "false", nor any other truthy value: a cancel ends every waiting update
         cancelAll(t('ble-ota-upload.errors.cancelledByMsg'));
         done();
         return;
