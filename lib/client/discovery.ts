@@ -10,7 +10,7 @@ import type { SeenDevice } from './scanner';
 
 export interface DiscoveryOptions {
   durationMs: number;
-  /** Glob (`esp32-*`, case-insensitive) or `/regex/`: only devices whose name matches. */
+  /** Glob (`esp32-*`: `*` and `?`, case-insensitive): only devices whose name matches. */
   namePattern?: string;
   /** Weaker devices are left out, and so are those whose RSSI is unknown. */
   minRssi?: number;
@@ -35,28 +35,35 @@ export interface DiscoveredDevice {
 
 /**
  * A name filter: a glob (`esp32-*`: `*` any run, `?` one character, any
- * case) or a regular expression the owner wrote (`/^esp32-\d+$/i`); throws
- * on a malformed one. Globs are matched without a regular expression, in
- * time bounded by the lengths: names come from anyone in radio range.
+ * case). No regular expressions: patterns come from flows and from fleet
+ * jobs on a broker, names from anyone in radio range, and a regular
+ * expression can backtrack for minutes (`/^(a+)+$/` against a long name).
+ * A pattern written as one (`/.../`) is refused rather than taken literally.
  */
 export function namePattern(pattern: string): (name: string) => boolean {
-  const re = /^\/(.*)\/([a-z]*)$/.exec(pattern);
-  if (re) {
-    // Without g and y: with them, test() would go on from the last match.
-    const regexp = new RegExp(re[1], re[2].replace(/[gy]/g, ''));
-    return (name) => regexp.test(name);
+  if (/^\/.*\/[a-z]*$/.test(pattern)) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `Name patterns are globs (* any characters, ? one character), not regular expressions: ${pattern}`,
+    );
   }
   const glob = pattern.toLowerCase();
-  return (name) => globMatch(glob, name.toLowerCase());
+  return (name) => globWalk(glob, name.toLowerCase()).matched;
 }
 
-/** Glob matching by the greedy two-pointer walk: at most length(pattern) x length(name) steps. */
-function globMatch(p: string, s: string): boolean {
+/**
+ * Glob matching by the greedy two-pointer walk, which never backtracks
+ * further than the last `*`: at most (length(pattern) + 1) x (length(name) + 1)
+ * steps, linear in the name for a given pattern. steps is for tests.
+ */
+export function globWalk(p: string, s: string): { matched: boolean; steps: number } {
   let i = 0;
   let j = 0;
   let star = -1;
   let mark = 0;
+  let steps = 0;
   while (j < s.length) {
+    steps++;
     if (i < p.length && (p[i] === '?' || p[i] === s[j])) {
       i++;
       j++;
@@ -67,11 +74,14 @@ function globMatch(p: string, s: string): boolean {
       i = star + 1;
       j = ++mark;
     } else {
-      return false;
+      return { matched: false, steps };
     }
   }
-  while (p[i] === '*') i++;
-  return i === p.length;
+  while (p[i] === '*') {
+    steps++;
+    i++;
+  }
+  return { matched: i === p.length, steps };
 }
 
 export async function discoverOtaDevices(client: BleOtaClient, options: DiscoveryOptions): Promise<DiscoveredDevice[]> {
