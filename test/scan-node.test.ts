@@ -7,6 +7,7 @@ import { namePattern } from '../lib/client/discovery';
 import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { adapterFor } from '../nodes/shared/adapter';
+import { eventually } from './support/eventually';
 import { deviceNode, helper, lastStatus, TestNode } from './support/node-red';
 import { NodeRedProcess } from './support/node-red-process';
 
@@ -88,6 +89,19 @@ describe('ble-ota-scan node', function () {
     const free = await helper.request().get('/ble-ota/scan?backend=virtual&duration=1');
     assert.equal(free.status, 200);
     assert.ok((free.body as Found[]).some((d) => d.name === 'scan-ours-1'));
+  });
+
+  it('the edit dialog\'s Scan runs one at a time: a second, while one runs, is refused at once (429 BUSY)', async () => {
+    await load({});
+    const first = helper.request().get('/ble-ota/scan?backend=virtual&duration=5').then((r) => r);
+    // Started: it holds the radio now, for its five seconds of scanning at least.
+    await eventually(async () => adapterFor('virtual').inUse, (busy) => busy, 10_000, 'the first scan');
+    const second = await helper.request().get('/ble-ota/scan?backend=virtual&duration=1');
+    assert.equal(second.status, 429);
+    assert.equal(second.body.error.code, 'BUSY');
+    assert.match(second.body.error.message, /another editor scan is running/);
+    assert.equal(adapterFor('virtual').queued, 0, 'nothing queued behind the radio');
+    assert.equal((await first).status, 200);
   });
 
   it('finds seed devices by connecting when asked to probe, and reads versions; one message per device', async () => {
@@ -176,24 +190,40 @@ describe('the config node\'s scan endpoint, with admin auth on', function () {
     const hash = bcrypt.hashSync('secret-pass', 8);
     nr = await NodeRedProcess.start(
       [],
-      `adminAuth: { type: 'credentials', users: [{ username: 'admin', password: ${JSON.stringify(hash)}, permissions: '*' }] },`,
+      `adminAuth: { type: 'credentials', users: [
+        { username: 'admin', password: ${JSON.stringify(hash)}, permissions: '*' },
+        { username: 'viewer', password: ${JSON.stringify(hash)}, permissions: 'read' },
+      ] },`,
     );
   });
   after(() => nr?.stop());
+
+  /** A token for the user, with everything the user may do (scope: '*' for the admin, 'read' for the viewer). */
+  async function login(username: string, scope: string): Promise<string> {
+    const res = await fetch(`${nr.url}/auth/token`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ client_id: 'node-red-admin', grant_type: 'password', scope, username, password: 'secret-pass' }),
+    });
+    assert.equal(res.status, 200);
+    return ((await res.json()) as { access_token: string }).access_token;
+  }
 
   it('refuses a request without the editor\'s permissions', async () => {
     const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`);
     assert.equal(res.status, 401);
   });
 
+  it('refuses a logged-in user with read-only access: a scan drives the radio, and viewers only look', async () => {
+    const token = await login('viewer', 'read');
+    // The viewer can read the flows, so the token works: only the scan is refused.
+    assert.equal((await fetch(`${nr.url}/flows`, { headers: { Authorization: `Bearer ${token}` } })).status, 200);
+    const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`, { headers: { Authorization: `Bearer ${token}` } });
+    assert.equal(res.status, 401);
+  });
+
   it('answers the devices of the virtual radio to a logged-in editor', async () => {
-    const login = await fetch(`${nr.url}/auth/token`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ client_id: 'node-red-admin', grant_type: 'password', scope: '*', username: 'admin', password: 'secret-pass' }),
-    });
-    assert.equal(login.status, 200);
-    const { access_token: token } = (await login.json()) as { access_token: string };
+    const token = await login('admin', '*');
     const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`, { headers: { Authorization: `Bearer ${token}` } });
     assert.equal(res.status, 200);
     const devices = (await res.json()) as Found[];

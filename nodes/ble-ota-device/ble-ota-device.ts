@@ -6,7 +6,7 @@
 import type { Timeouts } from '../../lib/client/ota-client';
 import { systemBluetoothProblem } from '../../lib/noble-loader';
 import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
-import { adapterFor } from '../shared/adapter';
+import { adapterFor, localiseAdapterBusy } from '../shared/adapter';
 import { discoverOtaDevices } from '../../lib/client/discovery';
 import { BleOtaError } from '../../lib/errors';
 import { translator } from '../shared/i18n';
@@ -50,29 +50,42 @@ export = function register(RED: RED): void {
 
   RED.nodes.registerType('ble-ota-device', BleOtaDeviceNode, { credentials: { secret: { type: 'password' } } });
 
-  // The edit dialog's Scan button. Editor permissions required, as for
-  // reading any node configuration.
-  RED.httpAdmin.get('/ble-ota/scan', RED.auth.needsPermission('ble-ota-device.read'), (req, res) => {
+  localiseAdapterBusy((limit) => t('ble-ota-device.errors.radioQueueFull', { limit }));
+
+  // The edit dialog's Scan button. It drives the radio and connects to every
+  // device in range, so it is an action: write permission, as Node-RED's own
+  // nodes ask for theirs (a read-only editor user only looks). One editor
+  // scan at a time: more could only wait for the radio and delay updates.
+  let editorScan = false;
+  RED.httpAdmin.get('/ble-ota/scan', RED.auth.needsPermission('ble-ota-device.write'), (req, res) => {
     const backend = req.query.backend === 'virtual' ? 'virtual' : 'bluetooth';
     const durationMs = Math.min(Math.max(Number(req.query.duration) || 5, 1), 30) * 1000;
     const adapter = adapterFor(backend);
+    if (editorScan) {
+      res.status(429).json({ error: { code: 'BUSY', message: t('ble-ota-device.scan.already') } });
+      return;
+    }
     // A flow's update may hold the radio for minutes: say so now, rather than leave the dialog waiting behind it.
     if (adapter.inUse) {
       res.status(409).json({ error: { code: 'BUSY', message: t('ble-ota-device.scan.busy') } });
       return;
     }
+    editorScan = true;
     void (async () => {
       // In the virtual neighbourhood there is always something to find.
       if (backend === 'virtual' && sharedVirtualRadio().bindings.devices.length === 0) {
         await sharedVirtualRadio().ensureDevice('esp32-virtual');
       }
       return adapter.run(() => discoverOtaDevices(adapter.client(), { durationMs, readVersions: true }));
-    })().then(
-      (devices) => res.json(devices),
-      (err: unknown) => {
-        const e = err instanceof BleOtaError ? err : new BleOtaError('BLUETOOTH_UNAVAILABLE', String(err));
-        res.status(e.code === 'BLUETOOTH_UNAVAILABLE' ? 503 : 500).json({ error: { code: e.code, message: e.message } });
-      },
-    );
+    })()
+      .finally(() => (editorScan = false))
+      .then(
+        (devices) => res.json(devices),
+        (err: unknown) => {
+          const e = err instanceof BleOtaError ? err : new BleOtaError('BLUETOOTH_UNAVAILABLE', String(err));
+          const status = e.code === 'BLUETOOTH_UNAVAILABLE' ? 503 : e.code === 'BUSY' ? 409 : 500;
+          res.status(status).json({ error: { code: e.code, message: e.message } });
+        },
+      );
   });
 };
