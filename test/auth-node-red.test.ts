@@ -48,6 +48,7 @@ describe('the fleet secret in a real Node-RED', function () {
       type: 'ble-ota-device',
       device: name,
       backend: 'virtual',
+      virtualDevices: name,
       scanTimeout: 5,
       operationTimeout: 5,
       ...(key === undefined ? {} : { credentials: { secret: key } }),

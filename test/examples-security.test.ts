@@ -135,7 +135,8 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
   describe('http-firmware-endpoint.json: anonymous POSTs', () => {
     let nr: NodeRedProcess;
     before(async () => {
-      nr = await NodeRedProcess.start([], '', ownedVirtualEnv());
+      // The device this test names, besides those the example declares.
+      nr = await NodeRedProcess.start([], '', { ...ownedVirtualEnv(), BLE_OTA_VIRTUAL_DEVICES: 'esp32-http-owned' });
       await deployOwned(nr, example('http-firmware-endpoint.json'));
     });
     after(() => nr?.stop());

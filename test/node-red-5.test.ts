@@ -50,7 +50,7 @@ describe('Node-RED 5', function () {
       { id: 'f', type: 'file in', z: 'x', filename: 'firmware/app.bin', filenameType: 'str', format: '', encoding: 'none', wires: [['u']] },
       { id: 'u', type: 'ble-ota-upload', z: 'x', device: 'd', wires: [['log'], []] },
       { id: 'log', type: 'debug', z: 'x', active: true, tosidebar: false, console: true, complete: 'payload.runningVersion', wires: [] },
-      { id: 'd', type: 'ble-ota-device', device: 'esp32-nr5', backend: 'virtual', scanTimeout: 5, operationTimeout: 5 },
+      { id: 'd', type: 'ble-ota-device', device: 'esp32-nr5', backend: 'virtual', virtualDevices: 'esp32-nr5', scanTimeout: 5, operationTimeout: 5 },
     ];
     const nr = await NodeRedProcess.start(flow, '', {}, { node: NODE22, red: RED });
     try {

@@ -28,7 +28,7 @@ type FlowNode = Record<string, unknown>;
 function flow(status: FlowNode, device = 'status-v2', extra: FlowNode[] = [], scanTimeout = 3): FlowNode[] {
   return [
     { id: 'tab', type: 'tab' },
-    { id: 'dev', type: 'ble-ota-device', device, backend: 'virtual', scanTimeout, operationTimeout: 3 },
+    { id: 'dev', type: 'ble-ota-device', device, backend: 'virtual', virtualDevices: device, scanTimeout, operationTimeout: 3 },
     { id: 'st', z: 'tab', type: 'ble-ota-status', device: 'dev', scope: 'none', wires: [['out']], ...status },
     { id: 'out', z: 'tab', type: 'helper' },
     { id: 'catcher', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['errors']] },
@@ -530,7 +530,7 @@ describe('ble-ota-status in a real Node-RED', function () {
     complete, targetType: 'msg', wires: [],
   });
   const flow = [
-    { id: 'nr-dev', type: 'ble-ota-device', device: 'status-nr', backend: 'virtual', scanTimeout: '5', operationTimeout: '5' },
+    { id: 'nr-dev', type: 'ble-ota-device', device: 'status-nr', backend: 'virtual', virtualDevices: 'status-nr', scanTimeout: '5', operationTimeout: '5' },
     { id: 'nr-ask', z: '', type: 'inject', props: [], repeat: '', once: false, wires: [['nr-st']] },
     {
       id: 'nr-st', z: '', type: 'ble-ota-status', device: 'nr-dev', scope: 'all', report: 'final',

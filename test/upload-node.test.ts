@@ -19,7 +19,8 @@ type Msg = Record<string, unknown>;
 function flow(deviceName: string, backend = 'virtual', options: Record<string, unknown> = {}) {
   return [
     { id: 'tab', type: 'tab' },
-    { id: 'dev', type: 'ble-ota-device', device: deviceName, backend, scanTimeout: 3, operationTimeout: 3 },
+    // The virtual radio has only the devices a device node declares.
+    { id: 'dev', type: 'ble-ota-device', device: deviceName, backend, virtualDevices: backend === 'virtual' ? deviceName : '', scanTimeout: 3, operationTimeout: 3 },
     { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out'], ['progress']], ...options },
     { id: 'out', z: 'tab', type: 'helper' },
     { id: 'progress', z: 'tab', type: 'helper' },

@@ -38,7 +38,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { nobleUuid } from '../protocol/constants';
-import { AirSchedule, ATT_HEADER, ESP32, flashSpans, L2CAP_HEADER, LINUX_NOBLE, LinkParameters, LinkRequest, negotiate, pduMs, pduPayloads, Preset } from './link-model';
+import { AirSchedule, ATT_HEADER, boundMs, ESP32, flashSpans, L2CAP_HEADER, LINUX_NOBLE, LinkParameters, LinkRequest, negotiate, pduMs, pduPayloads, Preset } from './link-model';
 import { LostRequestError, VirtualEsp32, VirtualLinkRequests } from './virtual-device';
 
 /** Operations the bindings answer themselves, which stall() can leave unanswered. */
@@ -88,6 +88,18 @@ interface Link {
   onDisconnected(reason: number): void;
   /** With a link model: the air, the device's host, and the requests it is answering. */
   timing?: LinkTiming;
+  /** In real time: requests held to a slower link's pace (pace()). */
+  pacing?: Pacing;
+}
+
+/** A device's requests, sent no sooner than a preset's link would carry them. */
+interface Pacing {
+  msPerByte: number;
+  roundTripMs: number;
+  /** When (Date.now()) the link has carried all that was sent. */
+  freeAt: number;
+  queue: Array<{ at: number; fn: () => void }>;
+  timer?: NodeJS.Timeout;
 }
 
 /** A request to the device under way, with what it caused. */
@@ -248,7 +260,43 @@ export class VirtualBindings extends EventEmitter {
     device.off('notify', link.onNotify);
     device.off('disconnected', link.onDisconnected);
     link.onDisconnected(0x08); // connection timeout: the device went out of range
+    if (link.pacing) clearTimeout(link.pacing.timer);
     this.links.delete(id);
+  }
+
+  /**
+   * Without a model (real time): the device's requests go out no faster
+   * than the preset's link and flash would take them (its update's bound,
+   * per byte, and a round trip per request with a response), so a flow
+   * meets a slow device; undefined: at the host's speed again.
+   */
+  pace(device: VirtualEsp32, preset: Preset | undefined): void {
+    const link = this.links.get(peripheralId(device.address));
+    if (!link) return;
+    const sample = 1 << 20;
+    link.pacing = preset ? { msPerByte: boundMs(preset, sample).boundMs / sample, roundTripMs: 2 * preset.link.intervalMs, freeAt: 0, queue: [] } : undefined;
+  }
+
+  /** Runs send once a paced link has carried attBytes (at once when not paced). */
+  private paced(link: Link, attBytes: number, withResponse: boolean, send: () => void): void {
+    const p = link.pacing;
+    if (!p || this.model) {
+      send();
+      return;
+    }
+    p.freeAt = Math.max(Date.now(), p.freeAt) + attBytes * p.msPerByte + (withResponse ? p.roundTripMs : 0);
+    p.queue.push({ at: p.freeAt, fn: send });
+    if (p.timer) return;
+    const drain = () => {
+      p.timer = undefined;
+      // A request still on its way when the link dropped never reaches the device.
+      while (p.queue.length && p.queue[0].at <= Date.now()) {
+        const next = p.queue.shift()!;
+        if (link.connected) next.fn();
+      }
+      if (p.queue.length) p.timer = setTimeout(drain, p.queue[0].at - Date.now()).unref();
+    };
+    p.timer = setTimeout(drain, p.queue[0].at - Date.now()).unref();
   }
 
   /** Breaks the device's connection as a radio link loss does: both ends see a disconnect. */
@@ -491,12 +539,14 @@ export class VirtualBindings extends EventEmitter {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
     this.emit('air-read', link.device.address, chr.uuid);
-    const op = this.startOp(link, 'read', ATT_HEADER);
-    link.device.read(chr.uuid).then(
-      (data) => this.finishOp(link, op, data.length + 1, () => this.emit('read', id, serviceUuid, characteristicUuid, data, false)),
-      (err: Error) =>
-        this.finishOp(link, op, 5, err instanceof LostRequestError ? undefined : () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false)),
-    );
+    this.paced(link, ATT_HEADER, true, () => {
+      const op = this.startOp(link, 'read', ATT_HEADER);
+      link.device.read(chr.uuid).then(
+        (data) => this.finishOp(link, op, data.length + 1, () => this.emit('read', id, serviceUuid, characteristicUuid, data, false)),
+        (err: Error) =>
+          this.finishOp(link, op, 5, err instanceof LostRequestError ? undefined : () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false)),
+      );
+    });
   }
 
   write(id: string, serviceUuid: string, characteristicUuid: string, data: Buffer, withoutResponse: boolean): void {
@@ -504,12 +554,14 @@ export class VirtualBindings extends EventEmitter {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
     this.emit('air-write', link.device.address, chr.uuid, data, withoutResponse);
-    const op = this.startOp(link, withoutResponse ? 'write-cmd' : 'write', ATT_HEADER + data.length);
-    link.device.write(chr.uuid, data, withoutResponse).then(
-      () => this.finishOp(link, op, 1, () => this.emit('write', id, serviceUuid, characteristicUuid)),
-      // An ATT error response: noble's HCI bindings emit nothing for it.
-      () => this.finishOp(link, op, 5, undefined),
-    );
+    this.paced(link, ATT_HEADER + data.length, !withoutResponse, () => {
+      const op = this.startOp(link, withoutResponse ? 'write-cmd' : 'write', ATT_HEADER + data.length);
+      link.device.write(chr.uuid, data, withoutResponse).then(
+        () => this.finishOp(link, op, 1, () => this.emit('write', id, serviceUuid, characteristicUuid)),
+        // An ATT error response: noble's HCI bindings emit nothing for it.
+        () => this.finishOp(link, op, 5, undefined),
+      );
+    });
   }
 
   notify(id: string, serviceUuid: string, characteristicUuid: string, enable: boolean): void {

@@ -1,13 +1,95 @@
 /**
  * A radio neighbourhood of virtual ESP32s: one VirtualBindings, the noble
- * instance built on it, and the devices in range, started on demand.
+ * instance built on it, and the devices in range. Devices exist only when
+ * code adds them (addDevice, ensureDevice) or they are declared (declare():
+ * the device node's list, BLE_OTA_VIRTUAL_DEVICES); a declared device's
+ * process starts when a scan or an update looks for it, and stops again
+ * when idle, so any number of names cannot start any number of processes.
  */
 import { readFileSync } from 'node:fs';
 import type { NobleLike } from '../client/noble-types';
 import { BleOtaError } from '../errors';
-import { VirtualBindings } from './bindings';
-import type { Preset } from './link-model';
+import { peripheralId, VirtualBindings } from './bindings';
+import { Preset, PRESETS } from './link-model';
 import { addressFromName, VirtualDeviceOptions, VirtualEsp32 } from './virtual-device';
+
+const ADDRESS = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
+
+/** The link preset a device declared `slow` without one uses: a Bluetooth 4.1 adapter. */
+export const DEFAULT_SLOW_PRESET = 'linux-noble-bt41-esp32';
+
+/** The chance that a `flaky` device without a figure drops each connection. */
+const DEFAULT_FLAKY = 0.5;
+
+/** A virtual device a user declared, and how it behaves. */
+export interface VirtualDeclaration {
+  name: string;
+  address: string;
+  /** Declared but out of range: never found, as a device that is off. */
+  offline: boolean;
+  /** Requests go no faster than on this link preset's link (lib/virtual/link-model.ts PRESETS). */
+  preset?: Preset;
+  /** The chance (0 to 1) that a connection drops at a random moment in its first seconds. */
+  flaky: number;
+}
+
+/**
+ * Parses a list of virtual devices: entries separated by commas or new
+ * lines, each a name or an address followed by options separated by
+ * spaces: `offline`, `slow` or `slow=<preset>`, `flaky` or
+ * `flaky=<percent>`. E.g. "esp32-a, esp32-b slow, esp32-c offline".
+ */
+export function parseVirtualDevices(text: string): VirtualDeclaration[] {
+  const declarations: VirtualDeclaration[] = [];
+  for (const entry of text.split(/[,\n]/)) {
+    const [id, ...options] = entry.trim().split(/\s+/).filter(Boolean);
+    if (!id) continue;
+    const isAddress = ADDRESS.test(id);
+    const declaration: VirtualDeclaration = {
+      name: isAddress ? 'esp32' : id,
+      address: (isAddress ? id.replace(/-/g, ':') : addressFromName(id)).toLowerCase(),
+      offline: false,
+      flaky: 0,
+    };
+    for (const option of options) {
+      const [key, value] = option.split('=', 2);
+      if (key === 'offline' && value === undefined) declaration.offline = true;
+      else if (key === 'slow') {
+        const name = value ?? DEFAULT_SLOW_PRESET;
+        declaration.preset = PRESETS.find((p) => p.name === name);
+        if (!declaration.preset) throw invalid(id, option, `the presets are ${PRESETS.map((p) => p.name).join(', ')}`);
+      } else if (key === 'flaky') {
+        const percent = value === undefined ? DEFAULT_FLAKY * 100 : Number(value);
+        if (!(percent >= 0 && percent <= 100)) throw invalid(id, option, 'give a percentage from 0 to 100, e.g. flaky=30');
+        declaration.flaky = percent / 100;
+      } else {
+        throw invalid(id, option, 'the options are offline, slow[=<preset>] and flaky[=<percent>]');
+      }
+    }
+    declarations.push(declaration);
+  }
+  return declarations;
+}
+
+function invalid(device: string, option: string, hint: string): BleOtaError {
+  return new BleOtaError('INVALID_ARGUMENT', `Virtual device "${device}" has an unknown option "${option}": ${hint}.`);
+}
+
+/** How many declared devices may run at once, and after how long unused one stops. */
+export interface VirtualRadioLimits {
+  maxProcesses: number;
+  idleMs: number;
+}
+
+/** The limits from BLE_OTA_VIRTUAL_MAX_PROCESSES and BLE_OTA_VIRTUAL_IDLE_S (defaults 8 and 300 s). */
+export function virtualLimitsFromEnv(env: NodeJS.ProcessEnv = process.env): VirtualRadioLimits {
+  const max = Number(env.BLE_OTA_VIRTUAL_MAX_PROCESSES ?? 8);
+  const idleS = Number(env.BLE_OTA_VIRTUAL_IDLE_S ?? 300);
+  return {
+    maxProcesses: Number.isInteger(max) && max > 0 ? max : 8,
+    idleMs: Number.isFinite(idleS) && idleS > 0 ? idleS * 1000 : 300_000,
+  };
+}
 
 type WithBindings = (bindings: VirtualBindings) => NobleLike;
 
@@ -15,6 +97,14 @@ export class VirtualRadio {
   readonly bindings: VirtualBindings;
   readonly noble: NobleLike;
   private readonly devices = new Map<string, Promise<VirtualEsp32>>();
+  /** Each declarer's list (a device node's id, or "env"). */
+  private readonly declarations = new Map<string, VirtualDeclaration[]>();
+  /** All declared devices, by address. */
+  private declared = new Map<string, VirtualDeclaration>();
+  /** Addresses of the running devices the radio started for a declaration (it may stop them), and when each was last used. */
+  private readonly lastUsed = new Map<string, number>();
+  private sweeper: NodeJS.Timeout | undefined;
+  limits: VirtualRadioLimits = { maxProcesses: 8, idleMs: 300_000 };
 
   /**
    * @param defaults options every device this radio starts gets, unless
@@ -31,6 +121,148 @@ export class VirtualRadio {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const withBindings = require('@abandonware/noble/with-bindings') as WithBindings;
     this.noble = withBindings(this.bindings);
+    // A scan finds the declared devices that are in range, as a real one would.
+    this.bindings.on('scanStart', () => void this.startDeclared());
+    this.bindings.on('air-connect', (address: string) => this.used(address));
+    this.bindings.on('connect', (id: string, err: unknown) => {
+      if (!err) this.maybeDrop(id);
+    });
+  }
+
+  /**
+   * Sets the devices one declarer (a device node's id, say) declares,
+   * replacing its earlier list. A device the radio started that is now
+   * offline or has another name stops at once; one no longer declared
+   * stops at the next idle check (a redeploy withdraws a device node's
+   * list and declares it again: its device keeps running, with what it
+   * was sent).
+   */
+  declare(declarations: VirtualDeclaration[], declarer = 'code'): void {
+    if (declarations.length) this.declarations.set(declarer, declarations);
+    else this.declarations.delete(declarer);
+    const before = this.declared;
+    this.declared = new Map([...this.declarations.values()].flat().map((d) => [d.address, d]));
+    for (const address of this.lastUsed.keys()) {
+      const was = before.get(address);
+      const now = this.declared.get(address);
+      if (!now) continue;
+      if (now.offline || (was && now.name !== was.name)) void this.stopDevice(address);
+      else if (now.preset !== was?.preset) void this.devices.get(address)?.then((device) => this.bindings.pace(device, now.preset), () => undefined);
+    }
+  }
+
+  /** Withdraws a declarer's devices (a device node removed or redeployed). */
+  undeclare(declarer: string): void {
+    this.declare([], declarer);
+  }
+
+  /** The declaration for this name or address, if any. */
+  declaration(nameOrAddress: string): VirtualDeclaration | undefined {
+    const key = nameOrAddress.trim();
+    if (ADDRESS.test(key)) return this.declared.get(key.replace(/-/g, ':').toLowerCase());
+    return [...this.declared.values()].find((d) => d.name === key);
+  }
+
+  /**
+   * The device a flow names, when it is declared and in range: started if
+   * needed. Undefined otherwise: the client's scan then ends with
+   * DEVICE_NOT_FOUND after the scan time, as with a real radio.
+   */
+  async reach(nameOrAddress: string): Promise<VirtualEsp32 | undefined> {
+    const running = this.runningDevice(nameOrAddress);
+    if (running) return running;
+    const d = this.declaration(nameOrAddress);
+    if (!d || d.offline) return undefined;
+    return this.startDeclaration(d);
+  }
+
+  /** Starts every declared device in range that is not running (as many as the bound allows). */
+  async startDeclared(): Promise<void> {
+    for (const d of this.declared.values()) {
+      if (d.offline || this.devices.has(d.address)) continue;
+      try {
+        await this.startDeclaration(d);
+      } catch {
+        return; // the bound is reached, or the device cannot start: a scan finds the others
+      }
+    }
+  }
+
+  private runningDevice(nameOrAddress: string): Promise<VirtualEsp32> | undefined {
+    const key = nameOrAddress.trim();
+    if (ADDRESS.test(key)) return this.devices.get(key.replace(/-/g, ':').toLowerCase());
+    const d = this.declaration(key);
+    if (d && this.devices.has(d.address)) return this.devices.get(d.address);
+    return [...this.devices.entries()].find(([address]) => address === addressFromName(key))?.[1];
+  }
+
+  private async startDeclaration(d: VirtualDeclaration): Promise<VirtualEsp32> {
+    const existing = this.devices.get(d.address);
+    if (existing) return existing;
+    if (this.lastUsed.size >= this.limits.maxProcesses) await this.makeRoom();
+    this.lastUsed.set(d.address, Date.now());
+    const device = await this.addDevice({ name: d.name, address: d.address });
+    device.once('exit', () => this.lastUsed.delete(d.address));
+    this.bindings.pace(device, d.preset);
+    this.sweep();
+    return device;
+  }
+
+  /** Stops the least recently used idle device the radio started, or says the bound is reached. */
+  private async makeRoom(): Promise<void> {
+    const idle = [...this.lastUsed.entries()].filter(([address]) => !this.busy(address)).sort((a, b) => a[1] - b[1]);
+    if (idle.length === 0) {
+      throw new BleOtaError(
+        'BUSY',
+        `${this.limits.maxProcesses} virtual devices are running and in use; try again when one is done (BLE_OTA_VIRTUAL_MAX_PROCESSES raises the bound).`,
+      );
+    }
+    await this.stopDevice(idle[0][0]);
+  }
+
+  private busy(address: string): boolean {
+    const device = this.bindings.devices.find((d) => d.address === address);
+    return device !== undefined && this.bindings.isConnected(device);
+  }
+
+  private used(address: string): void {
+    if (this.lastUsed.has(address)) this.lastUsed.set(address, Date.now());
+  }
+
+  private async stopDevice(address: string): Promise<void> {
+    const started = this.devices.get(address);
+    this.devices.delete(address);
+    this.lastUsed.delete(address);
+    const device = await started?.catch(() => undefined);
+    if (!device) return;
+    this.bindings.removeDevice(device);
+    await device.stop();
+  }
+
+  /** Stops the devices the radio started that nobody used for limits.idleMs (checked while any runs). */
+  private sweep(): void {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => {
+      const cutoff = Date.now() - this.limits.idleMs;
+      for (const [address, at] of this.lastUsed) {
+        if (this.busy(address)) this.lastUsed.set(address, Date.now());
+        else if (at < cutoff || !this.declared.has(address)) void this.stopDevice(address);
+      }
+      if (this.lastUsed.size === 0) {
+        clearInterval(this.sweeper);
+        this.sweeper = undefined;
+      }
+    }, Math.min(this.limits.idleMs / 2, 30_000));
+    this.sweeper.unref();
+  }
+
+  /** A flaky device's new connection drops, with its declared chance, at a random moment within 3 s. */
+  private maybeDrop(id: string): void {
+    const d = [...this.declared.values()].find((x) => peripheralId(x.address) === id);
+    if (!d || d.flaky <= 0 || Math.random() >= d.flaky) return;
+    const device = this.bindings.devices.find((x) => x.address === d.address);
+    if (!device) return;
+    setTimeout(() => this.bindings.dropLink(device), 300 + Math.random() * 2700).unref();
   }
 
   /** Starts a virtual device and puts it in range. */
@@ -53,7 +285,7 @@ export class VirtualRadio {
     return started;
   }
 
-  /** The device with this name or address, started when not yet running. */
+  /** The device with this name or address, started when not yet running (code declaring it, as the CLI's --virtual does). */
   ensureDevice(nameOrAddress: string, options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
     const isAddress = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(nameOrAddress);
     return isAddress
@@ -62,6 +294,7 @@ export class VirtualRadio {
   }
 
   async stopAll(): Promise<void> {
+    this.lastUsed.clear();
     const devices = await Promise.allSettled([...this.devices.values()]);
     this.devices.clear();
     await Promise.all(
@@ -103,17 +336,18 @@ function parseRssi(text: string): number {
 let shared: VirtualRadio | undefined;
 
 /**
- * The process-wide virtual radio the Node-RED nodes share. The environment
- * variable BLE_OTA_VIRTUAL_DEVICES (names, comma-separated) puts virtual
- * devices in range from the start, for demos of scans and fleets; see
- * virtualDefaultsFromEnv for what the devices are.
+ * The process-wide virtual radio the Node-RED nodes share. Besides the
+ * device nodes' lists, the environment variable BLE_OTA_VIRTUAL_DEVICES
+ * (parseVirtualDevices' syntax) declares virtual devices; see
+ * virtualDefaultsFromEnv for what the devices are, virtualLimitsFromEnv
+ * for how many run at once.
  */
 export function sharedVirtualRadio(): VirtualRadio {
   if (!shared) {
-    shared = new VirtualRadio(undefined, virtualDefaultsFromEnv());
-    for (const name of (process.env.BLE_OTA_VIRTUAL_DEVICES ?? '').split(',').map((n) => n.trim()).filter(Boolean)) {
-      shared.ensureDevice(name).catch(() => undefined); // a failed start shows when the device is used
-    }
+    const radio = new VirtualRadio(undefined, virtualDefaultsFromEnv());
+    radio.limits = virtualLimitsFromEnv();
+    radio.declare(parseVirtualDevices(process.env.BLE_OTA_VIRTUAL_DEVICES ?? ''), 'env');
+    shared = radio;
   }
   return shared;
 }

@@ -5,7 +5,7 @@
  */
 import type { Timeouts } from '../../lib/client/ota-client';
 import { systemBluetoothProblem } from '../../lib/noble-loader';
-import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
+import { parseVirtualDevices, sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
 import { adapterFor, localiseAdapterBusy } from '../shared/adapter';
 import { discoverOtaDevices } from '../../lib/client/discovery';
 import { BleOtaError } from '../../lib/errors';
@@ -36,14 +36,28 @@ export = function register(RED: RED): void {
     this.allowUnauthenticated = def.allowUnauthenticated === true;
     this.deviceId = String(def.deviceId ?? '').trim() || undefined;
 
+    // The virtual devices this node puts in range; none exist but those declared.
+    let declarationProblem: BleOtaError | undefined;
+    if (this.backend === 'virtual') {
+      try {
+        sharedVirtualRadio().declare(parseVirtualDevices(String(def.virtualDevices ?? '')), this.id);
+      } catch (err) {
+        declarationProblem = err instanceof BleOtaError ? err : new BleOtaError('INVALID_ARGUMENT', String(err));
+        this.error(t('ble-ota-device.errors.virtualDevices', { message: declarationProblem.message }));
+      }
+      this.on('close', () => sharedVirtualRadio().undeclare(this.id));
+    }
+
     this.problem = () => (this.backend === 'bluetooth' ? systemBluetoothProblem() : undefined);
 
     this.prepare = async (deviceOverride) => {
       const device = (deviceOverride ?? this.device).trim();
       const problem = this.problem();
       if (problem) throw problem;
-      // A virtual device named in a flow comes into range when first used.
-      if (this.backend === 'virtual' && device) await sharedVirtualRadio().ensureDevice(device);
+      if (declarationProblem) throw declarationProblem;
+      // A declared virtual device's process starts when a flow looks for it;
+      // any other name is not found, after the scan time, as on a real radio.
+      if (this.backend === 'virtual' && device) await sharedVirtualRadio().reach(device);
       return { client: this.adapter.client(timeouts), target: targetOf(device) };
     };
   }

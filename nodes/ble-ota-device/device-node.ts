@@ -18,6 +18,8 @@ export interface DeviceNodeDef extends NodeDef {
   allowUnauthenticated?: boolean;
   /** The device id (factory MAC) the device must prove; empty: any device of the fleet. */
   deviceId?: string;
+  /** Virtual radio only: the virtual devices in range, with options (parseVirtualDevices). */
+  virtualDevices?: string;
 }
 
 export interface DeviceNode extends Node {

@@ -1,0 +1,111 @@
+/**
+ * The virtual radio behaves like a real one: only declared devices exist,
+ * an unknown name or address is not found after the scan time, declared
+ * options make a device offline, slow or flaky, and the processes behind
+ * declared devices are bounded and stop when idle.
+ */
+import { strict as assert } from 'node:assert';
+import { BleOtaClient } from '../lib/client/ota-client';
+import { BleOtaError } from '../lib/errors';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { boundMs, preset } from '../lib/virtual/link-model';
+import { parseVirtualDevices, VirtualRadio } from '../lib/virtual/virtual-radio';
+import { eventually } from './support/eventually';
+
+const SCAN_MS = 1500;
+
+describe('virtual radio: declared devices only', function () {
+  this.timeout(60_000);
+  let radio: VirtualRadio;
+  let client: BleOtaClient;
+
+  beforeEach(() => {
+    radio = new VirtualRadio();
+    client = new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: SCAN_MS, gattMs: 2000 } });
+  });
+  afterEach(() => radio.stopAll());
+
+  async function notFound(target: { name: string } | { address: string }): Promise<number> {
+    const started = Date.now();
+    await assert.rejects(client.connect(target), (err: BleOtaError) => err.code === 'DEVICE_NOT_FOUND');
+    return Date.now() - started;
+  }
+
+  it('an unknown name or address is not found after the scan time, and starts no process', async () => {
+    radio.declare(parseVirtualDevices('radio-known'));
+    assert.equal(await radio.reach('radio-typo'), undefined);
+    assert.ok((await notFound({ name: 'radio-typo' })) >= SCAN_MS - 100);
+    await notFound({ address: '24:0a:c4:de:ad:01' });
+    assert.deepEqual(radio.bindings.devices.map((d) => d.name), ['radio-known'], 'the scans started only the declared device');
+  });
+
+  it('a declared device is found by a scan and by name, and its address works too', async () => {
+    radio.declare(parseVirtualDevices('radio-a, 24:0a:c4:00:aa:01'));
+    const connection = await client.connect({ name: 'radio-a' });
+    assert.equal((await connection.info()).name, 'radio-a');
+    await connection.close();
+    const byAddress = await radio.reach('24-0A-C4-00-AA-01');
+    assert.equal(byAddress?.address, '24:0a:c4:00:aa:01');
+  });
+
+  it('offline: declared, never found', async () => {
+    radio.declare(parseVirtualDevices('radio-off offline'));
+    assert.equal(await radio.reach('radio-off'), undefined);
+    await notFound({ name: 'radio-off' });
+    assert.equal(radio.bindings.devices.length, 0);
+  });
+
+  it('slow: an update takes as long as the preset link allows', async () => {
+    radio.declare(parseVirtualDevices('radio-slow slow=linux-noble-bt41-esp32'));
+    await radio.reach('radio-slow');
+    const image = buildAppImage({ size: 128 * 1024, projectName: 'slow', version: '2.0.0', seed: 3 });
+    const started = Date.now();
+    await client.update({ target: { name: 'radio-slow' }, image });
+    const bound = boundMs(preset('linux-noble-bt41-esp32'), image.length).boundMs;
+    assert.ok(Date.now() - started >= bound * 0.9, `took ${Date.now() - started} ms, the link allows ${bound.toFixed(0)} ms`);
+  });
+
+  it('flaky: connections drop within seconds', async () => {
+    radio.declare(parseVirtualDevices('radio-flaky flaky=100 slow'));
+    await radio.reach('radio-flaky');
+    const drops: number[] = [];
+    radio.bindings.on('disconnect', (_id: string, reason: number) => drops.push(reason));
+    const image = buildAppImage({ size: 256 * 1024, projectName: 'flaky', version: '2.0.0', seed: 4 });
+    await client.update({ target: { name: 'radio-flaky' }, image, resumeAttempts: 1 }).catch(() => undefined);
+    assert.ok(drops.includes(0x08), 'a link dropped as a device going out of range');
+  });
+
+  it('a bad option is refused with what is allowed', () => {
+    assert.throws(() => parseVirtualDevices('a slow=warp'), (err: BleOtaError) => err.code === 'INVALID_ARGUMENT' && /presets are/.test(err.message));
+    assert.throws(() => parseVirtualDevices('a fast'), (err: BleOtaError) => err.code === 'INVALID_ARGUMENT');
+    assert.throws(() => parseVirtualDevices('a flaky=150'), (err: BleOtaError) => err.code === 'INVALID_ARGUMENT');
+  });
+
+  it('at most limits.maxProcesses run: the least recently used idle one stops; idle ones stop', async () => {
+    radio.limits = { maxProcesses: 2, idleMs: 60_000 };
+    radio.declare(parseVirtualDevices('radio-1, radio-2, radio-3'));
+    const first = await radio.reach('radio-1');
+    await radio.reach('radio-2');
+    await radio.reach('radio-3');
+    assert.deepEqual(radio.bindings.devices.map((d) => d.name).sort(), ['radio-2', 'radio-3']);
+    assert.equal(first?.running, false, 'its process ended');
+    await radio.stopAll();
+
+    radio = new VirtualRadio();
+    radio.limits = { maxProcesses: 2, idleMs: 300 };
+    radio.declare(parseVirtualDevices('radio-4'));
+    const device = await radio.reach('radio-4');
+    await eventually(async () => device?.running, (running) => running === false, 5000, 'the idle device stopping');
+    assert.equal(radio.bindings.devices.length, 0);
+    assert.ok(await radio.reach('radio-4'), 'it starts again when looked for');
+  });
+
+  it('a declarer withdrawing its list: the devices it started stop at the next idle check', async () => {
+    radio.limits = { maxProcesses: 4, idleMs: 400 };
+    radio.declare(parseVirtualDevices('radio-w'), 'node-1');
+    const device = await radio.reach('radio-w');
+    radio.undeclare('node-1');
+    await eventually(async () => device?.running, (running) => running === false, 5000, 'the undeclared device stopping');
+    assert.equal(await radio.reach('radio-w'), undefined);
+  });
+});
