@@ -20,7 +20,7 @@ import { eventually } from './support/eventually';
 const KB = 1024;
 const T = 3000;
 /** Every chip id esp-chips.ts (and so buildAppImage) knows. */
-const CHIPS = [0, 2, 5, 9, 12, 13, 16, 18];
+const CHIPS = [0, 2, 5, 9, 12, 13, 16, 18, 20, 23];
 /** The ESP32-S2 has no Bluetooth: the client refuses its images before connecting. */
 const NO_BLUETOOTH = new Set([2]);
 

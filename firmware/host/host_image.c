@@ -24,7 +24,8 @@
  * Per-chip memory map: the address windows the flash cache maps (a segment
  * loaded there must sit at the same offset within a 64 KiB MMU page in the
  * image as in the address space), and where the synthetic builder puts its
- * segments. The same ranges as the package's lib/image/esp-chips.ts, which
+ * segments. The same ranges as the package's lib/image/esp-chips.ts (which
+ * test/esp-chips.test.ts checks field by field against this table), which
  * the TypeScript parser and buildAppImage() use; both follow ESP-IDF's
  * components/soc/<chip>/include/soc/soc.h, SOC_DROM_LOW..SOC_DROM_HIGH and
  * SOC_IROM_LOW..SOC_IROM_HIGH, which esp_image_format.c's should_map() tests
@@ -52,8 +53,14 @@ static const host_chip_t k_chips[] = {
       0x42800000u, 0x42000000u, 0x40808000u, 0x40800000u },
     { 16, "ESP32-H2", { { 0x42000000u, 0x43000000u }, { 0, 0 } },
       0x42800000u, 0x42000000u, 0x40808000u, 0x40800000u },
-    { 18, "ESP32-P4", { { 0x40000000u, 0x44000000u }, { 0, 0 } },
+    /* The P4 also maps PSRAM segments (SOC_EXTRAM_LOW..SOC_EXTRAM_HIGH). */
+    { 18, "ESP32-P4", { { 0x40000000u, 0x44000000u }, { 0x48000000u, 0x4C000000u } },
       0x40800000u, 0x40000000u, 0x4FF10000u, 0x4FF00000u },
+    /* C61 and C5: SOC_IROM_HIGH is SOC_IROM_LOW + 32 MiB, DROM the same window. */
+    { 20, "ESP32-C61", { { 0x42000000u, 0x44000000u }, { 0, 0 } },
+      0x42800000u, 0x42000000u, 0x40808000u, 0x40800000u },
+    { 23, "ESP32-C5", { { 0x42000000u, 0x44000000u }, { 0, 0 } },
+      0x42800000u, 0x42000000u, 0x40808000u, 0x40800000u },
 };
 
 #define CHIP_COUNT (sizeof(k_chips) / sizeof(k_chips[0]))

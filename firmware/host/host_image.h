@@ -49,7 +49,7 @@ typedef struct {
 } host_chip_t;
 
 /* The chip of this header chip id (ESP32, -S2, -C3, -S3, -C2, -C6, -H2,
- * -P4, as lib/image/esp-chips.ts), or NULL. */
+ * -P4, -C61, -C5, as lib/image/esp-chips.ts), or NULL. */
 const host_chip_t *host_image_chip(uint16_t chip_id);
 
 /* The index-th chip the table knows, NULL past the last. */

@@ -145,8 +145,8 @@ test_chip_table(void)
         CHECK(!host_image_flash_mapped(c, c->dram_base));
         CHECK(!host_image_flash_mapped(c, c->iram_base));
     }
-    CHECK_EQ(count, 8);
-    static const uint16_t ids[] = { 0, 2, 5, 9, 12, 13, 16, 18 };
+    CHECK_EQ(count, 10);
+    static const uint16_t ids[] = { 0, 2, 5, 9, 12, 13, 16, 18, 20, 23 };
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         CHECK(host_image_chip(ids[i]) != NULL);
     }

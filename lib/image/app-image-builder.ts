@@ -23,6 +23,11 @@ import { signImage } from './signature';
 export interface AppImageOptions {
   /** Header chip id (0 ESP32, 2 ESP32-S2, 5 ESP32-C3, 9 ESP32-S3, ...). Default 0. */
   readonly chipId?: number;
+  /**
+   * Chip id to write into the header instead of `chipId`, whose addresses the
+   * segments keep: an image relabelled for another chip, as tests need.
+   */
+  readonly headerChipId?: number;
   /** Approximate total image size in bytes. Default 64 KiB; at least ~400 bytes are always produced. */
   readonly size?: number;
   /** Seed of the payload; different seeds give different images. Default 1. */
@@ -182,7 +187,7 @@ function writeHeader(
   image.writeUInt32LE(entryAddress, 4);
   image[8] = WP_PIN_UNUSED;
   // bytes 9-11: SPI pin drive settings, 0 = default
-  image.writeUInt16LE(chip.id, 12);
+  image.writeUInt16LE(options.headerChipId ?? chip.id, 12);
   const minFull = options.minChipRevFull ?? 0;
   image[14] = Math.floor(minFull / 100);
   image.writeUInt16LE(minFull, 15);

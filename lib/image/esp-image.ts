@@ -17,7 +17,7 @@
 
 import { createHash } from 'node:crypto';
 import { ImageError } from '../errors';
-import { chipName, isFlashMapped } from './esp-chips';
+import { chipName, chipsFitting, findChip, isFlashMapped, isInRam, segmentMismatch } from './esp-chips';
 import { readSignatureSector, type SignatureScheme } from './signature';
 
 export { chipName } from './esp-chips';
@@ -48,12 +48,16 @@ const PARTITION_MAGIC = [0xaa, 0x50] as const;
 const PARTITION_MD5_MAGIC = [0xeb, 0xeb] as const;
 
 /**
- * A RAM-only image (nothing mapped from flash) this large is taken to be an
- * ESP-IDF second-stage bootloader: ESP-IDF bootloaders are RAM-only and are
+ * A RAM-only image (nothing mapped from flash, none after it either) this
+ * large is taken to be an ESP-IDF second-stage bootloader when it has no
+ * bootloader descriptor (ESP-IDF before v5.2): bootloaders are RAM-only and
  * several KiB even with logging off, while tiny RAM-only images are test
  * programs. Either way it is not an app.
  */
 const BOOTLOADER_MIN_RAM_BYTES = 4096;
+/** esp_bootloader_desc_t: its magic byte and size. */
+const BOOTLOADER_DESC_MAGIC = 0x50;
+const BOOTLOADER_DESC_SIZE = 80;
 
 const FLASH_MODES = ['QIO', 'QOUT', 'DIO', 'DOUT', 'FAST_READ', 'SLOW_READ'] as const;
 const FLASH_SIZES = ['1MB', '2MB', '4MB', '8MB', '16MB', '32MB', '64MB', '128MB'] as const;
@@ -223,7 +227,7 @@ export function parseEspImage(data: unknown): EspImage {
     throw err;
   }
 
-  const appDesc = classifyAndReadAppDesc(header, layout);
+  const appDesc = classifyAndReadAppDesc(data, header, layout);
   const signature = findSignature(data, layout.imageLength);
   return {
     header,
@@ -470,6 +474,7 @@ interface ImageLayout {
 function parseLayout(data: Buffer, header: EspImageHeader): ImageLayout {
   const walk = walkSegments(data, ESP_IMAGE_HEADER_SIZE, header.segmentCount);
   if (walk.problem !== undefined) throw truncatedError(walk.problem);
+  checkChipAddresses(data, header, walk);
   for (const seg of walk.segments) checkSegment(header, seg);
 
   const blockEnd = checksumBlockEnd(walk.end);
@@ -486,6 +491,36 @@ function parseLayout(data: Buffer, header: EspImageHeader): ImageLayout {
     );
   }
   return { segments: walk.segments, checksumOffset: blockEnd - 1, hashOffset: blockEnd, imageLength };
+}
+
+/**
+ * An image whose segments do not fit the memory map of the chip its header
+ * names, but do fit another chip's, was built for that other chip (its chip
+ * id rewritten, or a build for one chip flashed as another): wrong chip, not
+ * damage. When no known chip fits, checkSegment says what is damaged. With an
+ * appended SHA-256 that does not match, the header itself may be damaged, so
+ * the integrity check speaks instead.
+ */
+function checkChipAddresses(data: Buffer, header: EspImageHeader, walk: SegmentWalk): void {
+  const chip = findChip(header.chipId);
+  if (chip === undefined) return;
+  const mismatch = segmentMismatch(chip, walk.segments);
+  if (mismatch === undefined) return;
+  const owners = chipsFitting(walk.segments);
+  if (owners.length === 0) return;
+  if (header.hashAppended) {
+    const blockEnd = checksumBlockEnd(walk.end);
+    const stored = data.subarray(blockEnd, blockEnd + ESP_SHA256_SIZE);
+    if (stored.length < ESP_SHA256_SIZE || !stored.equals(sha256(data.subarray(0, blockEnd)))) return;
+  }
+  const names = owners.map((c) => c.name);
+  const owner = names.length === 1 ? `the ${names[0]}` : `the ${names.slice(0, -1).join(', ')} or ${names[names.length - 1]}`;
+  throw new ImageError(
+    'IMAGE_WRONG_CHIP',
+    `This image's header says ${chip.name}, but its segments sit at addresses of ${owner} (${mismatch}): ` +
+      `it was built for ${owner} and then relabelled, so an ${chip.name} cannot run it. ` +
+      `Build the app for your device's chip (idf.py set-target) and send that build/<project>.bin.`,
+  );
 }
 
 /**
@@ -558,7 +593,7 @@ function imageDigest(data: Buffer, layout: ImageLayout): Buffer {
 // ---------------------------------------------------------------------------
 // What kind of (valid) image is it?
 
-function classifyAndReadAppDesc(header: EspImageHeader, layout: ImageLayout): EspAppDescriptor {
+function classifyAndReadAppDesc(data: Buffer, header: EspImageHeader, layout: ImageLayout): EspAppDescriptor {
   const totalData = layout.segments.reduce((sum, s) => sum + s.length, 0);
   if (totalData === 0) {
     // A header with empty segments: what is left when only the start of a file survives
@@ -576,7 +611,17 @@ function classifyAndReadAppDesc(header: EspImageHeader, layout: ImageLayout): Es
   }
 
   const ramOnly = isRamOnly(header.chipId, layout.segments);
-  if (ramOnly && totalData >= BOOTLOADER_MIN_RAM_BYTES) {
+  if (ramOnly && hasUnlistedFlashSegments(data, header.chipId, layout.imageLength)) {
+    throw new ImageError(
+      'IMAGE_NO_APP_DESC',
+      `This ${chipName(header.chipId)} image has a RAM-only header: the header lists only segments loaded into RAM ` +
+        `and the flash-mapped ones follow it unlisted (esptool elf2image --ram-only-header, as a Zephyr app ` +
+        `for ESP32 built without MCUboot is made). It is not an ESP-IDF app and has no app descriptor, so an ` +
+        `ESP-IDF device cannot accept it. Update a Zephyr device with its own tools (e.g. MCUboot and mcumgr); ` +
+        `to use this node, build an ESP-IDF app that includes the BLE OTA component.`,
+    );
+  }
+  if (ramOnly && (hasBootloaderDesc(header.chipId, layout.segments) || totalData >= BOOTLOADER_MIN_RAM_BYTES)) {
     throw new ImageError(
       'IMAGE_BOOTLOADER',
       `This is an ESP32 second-stage bootloader (build/bootloader/bootloader.bin for ${chipName(header.chipId)}), ` +
@@ -590,6 +635,42 @@ function classifyAndReadAppDesc(header: EspImageHeader, layout: ImageLayout): Es
     'IMAGE_NO_APP_DESC',
     `This ${chipName(header.chipId)} image has no ESP-IDF app descriptor (esp_app_desc_t at offset 0x20). ` +
       `${what}. ${APP_FILE_HINT}`,
+  );
+}
+
+/**
+ * esptool's --ram-only-header layout: after the checksum (no digest) come
+ * further segments the header does not count, a padding one at address 0 and
+ * flash-mapped ones, which the app maps itself. A bootloader ends at its
+ * checksum (and digest).
+ */
+function hasUnlistedFlashSegments(data: Buffer, chipId: number, imageEnd: number): boolean {
+  let offset = imageEnd;
+  for (let i = 0; i < ESP_IMAGE_MAX_SEGMENTS && offset + ESP_SEGMENT_HEADER_SIZE <= data.length; i++) {
+    const address = data.readUInt32LE(offset);
+    const length = data.readUInt32LE(offset + 4);
+    const mapped = isFlashMapped(chipId, address) === true;
+    if ((address !== 0 && !mapped) || length % 4 !== 0 || offset + ESP_SEGMENT_HEADER_SIZE + length > data.length) return false;
+    if (mapped && length > 0) return true;
+    offset += ESP_SEGMENT_HEADER_SIZE + length;
+  }
+  return false;
+}
+
+/**
+ * ESP-IDF bootloaders since v5.2 start their DRAM data with esp_bootloader_desc_t
+ * (components/esp_bootloader_format/include/esp_bootloader_desc.h): magic byte
+ * 0x50, then at offset 8 the ESP-IDF version ("v5.2..."). esptool's image_info
+ * reads it from the same place.
+ */
+function hasBootloaderDesc(chipId: number, segments: readonly EspImageSegment[]): boolean {
+  const chip = findChip(chipId);
+  return segments.some(
+    (s) =>
+      s.length >= BOOTLOADER_DESC_SIZE &&
+      (chip === undefined || isInRam(chip, s.loadAddress)) &&
+      s.data[0] === BOOTLOADER_DESC_MAGIC &&
+      /^v\d/.test(cString(s.data, 8, 32)),
   );
 }
 
