@@ -7,6 +7,7 @@
 export type BleOtaErrorCode =
   // the firmware image (checked before any connection)
   | 'IMAGE_NOT_BUFFER'
+  | 'IMAGE_STREAMED'
   | 'IMAGE_EMPTY'
   | 'IMAGE_NOT_AN_IMAGE'
   | 'IMAGE_BOOTLOADER'
@@ -26,6 +27,7 @@ export type BleOtaErrorCode =
   | 'DOWNGRADE_REFUSED'
   // the Bluetooth side
   | 'BLUETOOTH_UNAVAILABLE'
+  | 'VIRTUAL_DEVICE_UNAVAILABLE'
   | 'DEVICE_NOT_FOUND'
   | 'CONNECT_FAILED'
   | 'GATT_TIMEOUT'
@@ -68,7 +70,7 @@ export class BleOtaError extends Error {
   device?: DeviceOutcome;
 
   constructor(code: BleOtaErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(asSentence(message), options);
     this.name = new.target.name;
     this.code = code;
   }
@@ -76,13 +78,41 @@ export class BleOtaError extends Error {
   /** Adds what the device runs, to the error and to its message. */
   withDevice(device: DeviceOutcome, sentence: string): this {
     this.device = device;
-    this.message = `${this.message.replace(/[.;]?\s*$/, '.')} ${sentence}`;
+    this.message = `${this.message.replace(/[.;]?\s*$/, '.')} ${asSentence(sentence)}`;
     return this;
   }
+
+  /**
+   * The message alone: Node-RED puts `err.toString()` into msg.error.message
+   * and its log, where Error's "ImageError: ..." would show a class name to
+   * people who never see the code; the code has its own field.
+   */
+  override toString(): string {
+    return this.message;
+  }
+}
+
+/**
+ * Messages read as sentences wherever they show (a Catch node, the log, the
+ * CLI): a capital first letter unless the message opens with a name (a
+ * flag, a property, a device, a file), and a full stop.
+ */
+export function asSentence(text: string): string {
+  // A plain lower-case word followed by a space and not by "(": "kitchen (aa:bb:...)" is a device's name.
+  let s = text.trim().replace(/^[a-z][a-z']*(?= [^(])/, (word) => word[0].toUpperCase() + word.slice(1));
+  if (s === '') return s;
+  if (/[^.]\.\.$/.test(s)) s = s.slice(0, -1); // a message ending in a quoted sentence
+  return /[.!?]$/.test(s) ? s : `${s}.`;
 }
 
 /** The firmware image is not something the device can boot. */
 export class ImageError extends BleOtaError {}
+
+/**
+ * An update a policy refused before anything was sent: an older version
+ * where downgrades are not allowed. The image itself is sound.
+ */
+export class UpdateRefusedError extends BleOtaError {}
 
 /** No Bluetooth adapter can be used (no kernel support, no adapter, powered off). */
 export class BluetoothUnavailableError extends BleOtaError {

@@ -168,7 +168,12 @@ describe('command-line tool', function () {
       assert.ok(info.ota.features.includes('auth') && info.ota.features.includes('signed'));
       const without = await cli(['upload', signed, '-d', 'cli-keyed', '--virtual', '--json'], undefined, { ...owned, ESP32_BLE_OTA_SECRET: '' });
       assert.equal(without.code, 1);
-      assert.equal(parseJson<{ error: { code: string } }>(without).error.code, 'AUTH_REQUIRED');
+      const required = parseJson<{ error: { code: string; message: string } }>(without).error;
+      assert.equal(required.code, 'AUTH_REQUIRED');
+      // The CLI's own way to give the secret, not the device node's.
+      assert.match(required.message, /--secret-file PATH, or in ESP32_BLE_OTA_SECRET\.$/);
+      assert.doesNotMatch(required.message, /device node|configuration/);
+      assert.match(without.stderr, /--secret-file PATH.* \[AUTH_REQUIRED\]/);
       // An unsigned image: the device names its key, so nothing is sent.
       const unsigned = await cli(['upload', firmware, '-d', 'cli-keyed', '--virtual', '--json', '--secret-file', secretFile], undefined, owned);
       assert.equal(parseJson<{ error: { code: string } }>(unsigned).error.code, 'IMAGE_NOT_SIGNED');
@@ -248,7 +253,7 @@ describe('command-line tool', function () {
       });
       assert.ok(interrupted, `the upload never started:\n${run.stdout}\n${run.stderr}`);
       assert.equal(run.code, 130, run.stderr);
-      assert.match(run.stderr, /the update was cancelled; the device keeps its old firmware \[CANCELLED\]/);
+      assert.match(run.stderr, /The update was cancelled; the device keeps its old firmware\. \[CANCELLED\]/);
       assert.ok(!/^updated /m.test(run.stdout));
     });
   });

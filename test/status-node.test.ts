@@ -173,6 +173,9 @@ describe('ble-ota-status decoding', () => {
     assert.equal(queued.durationS, undefined);
     assert.equal(queued.percent, undefined);
     assert.equal(eventView(event('skipped')).percent, 100);
+    // A rate only where data moved: a skipped update's result says 0 bytes per second.
+    const skipped = eventView(event('skipped', { result: { bytesPerSecond: 0, durationMs: 800, device: {} } as unknown as OtaEvent['result'] }));
+    assert.equal(skipped.rate, undefined);
   });
 
   it('reported states: all by default, final ones, a list (unknown names ignored)', () => {
@@ -473,6 +476,13 @@ describe('ble-ota-status node', function () {
       await eventually(async () => nodes.received.length && (nodes.received.at(-1)!.event as OtaEvent).state, (s) => s === 'confirmed', 30_000, 'confirmed');
       const states = [...new Set(nodes.received.map((m) => (m.event as OtaEvent).state))];
       assert.deepEqual(states, ['queued', 'connecting', 'uploading', 'verifying', 'restarting', 'confirming', 'confirmed']);
+      // No repeated state (an MQTT status topic behind the node would publish each): "connecting" once, each percent once.
+      const events = nodes.received.map((m) => m.event as OtaEvent);
+      assert.equal(events.filter((e) => e.state === 'connecting').length, 1);
+      for (let i = 1; i < events.length; i++) {
+        const same = events[i].state === events[i - 1].state && events[i].percent === events[i - 1].percent;
+        assert.ok(!same, `event ${i} repeats ${events[i].state} ${events[i].percent ?? ''}`);
+      }
       assert.ok(nodes.received.every((m) => (m.event as OtaEvent).source.id === 'up'));
       assert.ok(nodes.received.every((m) => m.topic === 'ota/status-real'));
       const last = nodes.received.at(-1)!.event as OtaEvent;

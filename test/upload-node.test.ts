@@ -41,6 +41,12 @@ async function load(deviceName: string, backend?: string, options?: Record<strin
   return { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
 }
 
+/** Every status text a node showed, in order (what a core Status node receives). */
+function statusTexts(node: TestNode): string[] {
+  const spy = node.status as unknown as { args: Array<[{ text?: string }]> }; // the test helper's sinon spy
+  return spy.args.map(([status]) => status.text ?? '');
+}
+
 /** Sends msg into the upload node; resolves with the result or the Catch node's error message. */
 function send(nodes: Loaded, msg: Msg): Promise<{ result?: Msg; error?: Msg }> {
   return new Promise((resolve) => {
@@ -114,6 +120,8 @@ describe('ble-ota-upload node', function () {
         const err = error!.error as { message: string; code: string };
         assert.equal(err.code, c.code);
         assert.ok(err.message.length > 40, `a readable message: ${err.message}`);
+        assert.match(err.message, /^[A-Z].*\.$/s, 'a sentence, without a class name in front');
+        assert.doesNotMatch(err.message, /^\w*Error: /);
         for (const [other, message] of messages) assert.notEqual(err.message, message, `same message as ${other}`);
         messages.set(c.title, err.message);
         assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'invalid image' });
@@ -123,6 +131,40 @@ describe('ble-ota-upload node', function () {
         assert.ok(device.logs.every((l) => !/request/i.test(l)), 'no OTA request reached the device');
       });
     }
+  });
+
+  it('a file streamed in pieces (File In "a stream of Buffer objects"): one IMAGE_STREAMED per file, the other pieces dropped', async () => {
+    const nodes = await load('node-test-streamed');
+    const image = buildAppImage({ size: 29 * 1024, projectName: 'app', version: '2.0.0', seed: 60 });
+    const errors: Msg[] = [];
+    nodes.errors.on('input', (m: Msg) => errors.push(m));
+    // As File In sends a file in stream mode: msg.parts with the file's id, the count on the last piece.
+    const pieces = (id: string, count: number) =>
+      Array.from({ length: count }, (_, index) => ({
+        payload: image.subarray(index * 1024, (index + 1) * 1024),
+        filename: 'app.bin',
+        parts: { id, type: 'buffer', ch: '', index, ...(index === count - 1 ? { count } : {}) },
+      }));
+    for (const msg of [...pieces('file-1', 29), ...pieces('file-2', 3)]) nodes.up.receive(msg);
+    // Messages are handled in order: once this one's error is in, every piece was handled.
+    nodes.up.receive({ payload: 'the end' });
+    const codes = await eventually(async () => errors.map((m) => (m.error as { code: string }).code), (c) => c.includes('IMAGE_NOT_BUFFER'), 10_000, 'the last error');
+    assert.deepEqual(codes, ['IMAGE_STREAMED', 'IMAGE_STREAMED', 'IMAGE_NOT_BUFFER']);
+    const first = errors[0].error as { message: string };
+    assert.match(first.message, /^The firmware arrived in pieces.*a single Buffer object/);
+    assert.equal((errors[0].parts as { id: string }).id, 'file-1');
+    assert.equal((errors[1].parts as { id: string }).id, 'file-2');
+  });
+
+  it('a base64 string: IMAGE_NOT_BUFFER with a hint to decode it', async () => {
+    const nodes = await load('node-test-base64');
+    const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 61 });
+    const { error } = await send(nodes, { payload: image.toString('base64') });
+    const err = error!.error as { code: string; message: string };
+    assert.equal(err.code, 'IMAGE_NOT_BUFFER');
+    assert.match(err.message, /looks like base64.*Buffer\.from\(msg\.payload, 'base64'\)/);
+    const { error: text } = await send(nodes, { payload: 'firmware.bin' });
+    assert.doesNotMatch((text!.error as { message: string }).message, /base64/, 'no base64 hint for a file name');
   });
 
   it('keeps Node-RED running when Bluetooth is unavailable: red status that says why, done(err) on input', async function () {
@@ -149,6 +191,15 @@ describe('ble-ota-upload node', function () {
     for (const phase of ['connecting', 'uploading', 'verifying', 'restarting', 'confirming']) assert.ok(phases.includes(phase), phase);
     const uploading = reports.filter((r) => r.phase === 'uploading').length;
     assert.ok(uploading <= 2 + elapsed / 500, `${uploading} uploading reports in ${elapsed} ms`);
+
+    // The status follows the progress output's pace (counted, not timed) and never repeats itself.
+    const statuses = statusTexts(nodes.up);
+    for (let i = 1; i < statuses.length; i++) assert.notEqual(statuses[i], statuses[i - 1], `status ${i} repeats: ${statuses.join(' | ')}`);
+    const uploadingStatuses = statuses.filter((text) => text.startsWith('uploading')).length;
+    assert.ok(uploadingStatuses <= uploading, `${uploadingStatuses} uploading statuses, ${uploading} progress reports`);
+    const words = statuses.filter((text) => text !== '').map((text) => text.split(' ')[0]);
+    assert.deepEqual(words.slice(0, 2), ['scanning', 'connecting'], 'scanning first, then connecting, once each');
+    assert.equal(words.filter((w) => w === 'connecting').length, 1, statuses.join(' | '));
   });
 
   it('msg.cancel cancels the running update; the device keeps its image', async () => {
@@ -213,8 +264,30 @@ describe('ble-ota-upload node', function () {
     assert.equal((again.result!.payload as { skipped: boolean }).skipped, true);
     assert.deepEqual(lastStatus(nodes.up), { fill: 'green', shape: 'ring', text: 'already 2.0.0' });
     const older = await send(nodes, { payload: buildAppImage({ size: 64 * 1024, projectName: 'app', version: '1.0.1', seed: 54 }) });
-    assert.equal((older.error!.error as { code: string }).code, 'DOWNGRADE_REFUSED');
+    const refused = older.error!.error as { code: string; message: string };
+    assert.equal(refused.code, 'DOWNGRADE_REFUSED');
+    assert.match(refused.message, /^The image's version 1\.0\.1 is older .*\.$/, 'a sentence, no class name');
     assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'downgrade refused' });
+  });
+
+  it('a fleet secret the device could not use: the update goes ahead only when allowed, with a yellow status and msg.warning', async () => {
+    const secret = 'a1'.repeat(32);
+    const image = buildAppImage({ size: 16 * 1024, projectName: 'app', version: '2.0.0', seed: 62 });
+    const withSecret = async (allowUnauthenticated: boolean) => {
+      const nodes = flow('node-test-nokey').map((n) => (n.id === 'dev' ? { ...n, allowUnauthenticated } : n));
+      await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], nodes, { dev: { secret } }, resolve));
+      return { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
+    };
+    const refused = await send(await withSecret(false), { payload: image });
+    assert.equal((refused.error!.error as { code: string }).code, 'DEVICE_NOT_AUTHENTICATED');
+    await helper.unload();
+
+    const loaded = await withSecret(true);
+    const { result, error } = await send(loaded, { payload: image });
+    assert.equal(error, undefined, JSON.stringify(error?.error));
+    assert.equal((result!.payload as { authenticated: boolean }).authenticated, false);
+    assert.match(result!.warning as string, /fleet secret .* was not used: node-test-nokey offers no authentication/);
+    assert.deepEqual(lastStatus(loaded.up), { fill: 'yellow', shape: 'dot', text: 'confirmed 2.0.0, not authenticated' });
   });
 
   it('with "Require an image signed with this key", refuses unsigned and foreign images and takes the owner\'s', async () => {

@@ -63,7 +63,7 @@ describe('the virtual ESP32 binary, built and run privately', function () {
     chmodSync(planted.folder, 0o777);
     const result = await startVirtualDevice({ BLE_OTA_VIRTUAL_CACHE: root });
     assert.ok(!result.ok, result.output);
-    assert.match(result.output, /refusing to run the virtual ESP32: .* may be written by other users \(mode 777\)/);
+    assert.match(result.output, /[Rr]efusing to run the virtual ESP32: .* may be written by other users \(mode 777\)/);
     assert.ok(!existsSync(planted.ran), 'the planted binary ran');
   });
 
@@ -74,7 +74,7 @@ describe('the virtual ESP32 binary, built and run privately', function () {
     chmodSync(planted.folder, 0o700);
     chmodSync(planted.binary, 0o777);
     const result = await startVirtualDevice({ BLE_OTA_VIRTUAL_CACHE: root });
-    assert.match(result.output, /refusing to run the virtual ESP32: .*virtual-esp32 may be written by other users/);
+    assert.match(result.output, /[Rr]efusing to run the virtual ESP32: .*virtual-esp32 may be written by other users/);
     assert.ok(!existsSync(planted.ran), 'the planted binary ran');
   });
 
@@ -88,7 +88,7 @@ describe('the virtual ESP32 binary, built and run privately', function () {
     chownSync(planted.folder, 4242, 4242);
     chownSync(planted.binary, 4242, 4242);
     const result = await startVirtualDevice({ BLE_OTA_VIRTUAL_CACHE: root });
-    assert.match(result.output, /refusing to run the virtual ESP32: .* belongs to another user \(uid 4242, not 0\)/);
+    assert.match(result.output, /[Rr]efusing to run the virtual ESP32: .* belongs to another user \(uid 4242, not 0\)/);
     assert.ok(!existsSync(planted.ran), 'the planted binary ran');
   });
 });

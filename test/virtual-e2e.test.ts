@@ -143,7 +143,7 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
   it('a connection cancelled while it looks for the device says so, and names no update', async () => {
     const controller = new AbortController();
     const connecting = client.connect({ name: 'nobody' }, { signal: controller.signal, timeouts: { scanMs: 60_000 }, onProgress: () => controller.abort() });
-    await assert.rejects(connecting, (err: BleOtaError) => err.code === 'CANCELLED' && err.message === 'the connection was cancelled before it was made');
+    await assert.rejects(connecting, (err: BleOtaError) => err.code === 'CANCELLED' && err.message === 'The connection was cancelled before it was made.');
   });
 
   it('a device nobody advertises ends in DEVICE_NOT_FOUND', async () => {

@@ -44,7 +44,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     return EXIT_OK;
   } catch (err) {
     const code = err instanceof CliError ? err.code : errorCode(err);
-    const message = errorMessage(err);
+    const message = withCliAdvice(code, errorMessage(err));
     if (cmd.json) io.stdout.write(jsonError(code, message));
     io.stderr.write(`${PROGRAM}: ${message} [${code}]\n`);
     if (code === 'BLUETOOTH_UNAVAILABLE' && !cmd.virtual) {
@@ -56,6 +56,19 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
     return code === 'CANCELLED' && io.signal.aborted ? EXIT_CANCELLED : EXIT_FAILURE;
   }
+}
+
+/**
+ * The client's messages say what to give, not where: each front end names
+ * its own place (the Node-RED nodes name the device node's fields).
+ */
+const CLI_ADVICE: Partial<Record<string, string>> = {
+  AUTH_REQUIRED: 'Give it with --secret-file PATH, or in ESP32_BLE_OTA_SECRET.',
+};
+
+export function withCliAdvice(code: string, message: string): string {
+  const advice = CLI_ADVICE[code];
+  return advice ? `${message} ${advice}` : message;
 }
 
 /** The package's version, from the package.json above dist/lib/cli (or lib/cli). */

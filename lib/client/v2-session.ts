@@ -210,7 +210,7 @@ export class V2Session {
       if (!this.policy.secret) {
         throw new DeviceError(
           'AUTH_REQUIRED',
-          `${this.link.describe()} takes updates only from its owner: give the fleet secret its key was derived from (the device node's Fleet secret, or the CLI's --secret-file).`,
+          `${this.link.describe()} takes updates only from its owner: give the fleet secret its key was derived from.`,
         );
       }
       return true;
@@ -224,7 +224,7 @@ export class V2Session {
     if (this.policy.secret && !this.policy.allowUnauthenticated) {
       throw new DeviceError(
         'DEVICE_NOT_AUTHENTICATED',
-        `${this.link.describe()} cannot prove it is your device: its firmware has no authentication (a development build, or another device using its name). Nothing was sent. Flash firmware with a provisioned key, or allow unauthenticated devices in the device node.`,
+        `${this.link.describe()} cannot prove it is your device: its firmware has no authentication (a development build, or another device using its name). Nothing was sent. Flash firmware with a provisioned key, or allow unauthenticated devices (the device node's option; the CLI's --allow-unauthenticated).`,
       );
     }
     return false;

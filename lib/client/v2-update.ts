@@ -15,7 +15,7 @@
  * failure says what the device runs (docs/PROTOCOL.md, docs/CLIENT.md).
  */
 import { createHash } from 'node:crypto';
-import { BleOtaError, CancelledError, DeviceError, DeviceOutcome, ImageError, ProtocolError } from '../errors';
+import { BleOtaError, CancelledError, DeviceError, DeviceOutcome, ImageError, ProtocolError, UpdateRefusedError } from '../errors';
 import { chipName } from '../image/esp-chips';
 import type { EspImage } from '../image/esp-image';
 import { verifyImageSignature } from '../image/signature';
@@ -500,7 +500,7 @@ class V2Update {
     if (this.options.allowDowngrade === false && info.app.projectName === image.appDesc.projectName) {
       const order = compareVersions(image.appDesc.version, info.app.version);
       if (order !== undefined && order < 0) {
-        throw new ImageError(
+        throw new UpdateRefusedError(
           'DOWNGRADE_REFUSED',
           `the image's version ${image.appDesc.version} is older than the ${info.app.version} the device runs; allow downgrades to install it anyway`,
         );
@@ -520,7 +520,8 @@ class V2Update {
       bytesSent: bytes,
       totalBytes: total,
       percent: Math.floor((bytes * 100) / total),
-      bytesPerSecond: Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)),
+      // Nothing sent in this call (the device already held the image): no rate, rather than bytes over no time.
+      bytesPerSecond: this.transferStarted ? Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)) : 0,
       ...(this.info?.link ? { link: reportedLink(this.info.link, this.conn.mtu) } : {}),
     });
   }

@@ -276,11 +276,24 @@ export function checksumBlockEnd(endOfSegments: number): number {
 
 function notBufferMessage(x: unknown): string {
   const hint =
-    typeof x === 'string'
+    typeof x === 'string' && looksLikeBase64(x)
+      ? ' It looks like base64 text: decode it into a Buffer first, e.g. a Function node with ' +
+        "msg.payload = Buffer.from(msg.payload, 'base64');"
+      : typeof x === 'string'
       ? ' If it comes from a File In node, set its Output to "a single Buffer object" ' +
         '(a file read as text is damaged by the character decoding).'
       : ' Read the .bin file with a File In node set to output "a single Buffer object".';
   return `The firmware image must be a Buffer, but msg.payload is ${describeValue(x)}.${hint}`;
+}
+
+/**
+ * Base64 of a binary file: only the base64 alphabet (line breaks allowed),
+ * whole groups of four. An app image's base64 starts with "6" (0xE9); any
+ * long enough base64 still gets the hint, as it is never an image as text.
+ */
+function looksLikeBase64(text: string): boolean {
+  const compact = text.replace(/\s+/g, '');
+  return compact.length >= 16 && compact.length % 4 === 0 && /^[A-Za-z0-9+/]+={0,2}$/.test(compact);
 }
 
 function describeValue(x: unknown): string {

@@ -82,8 +82,8 @@ export function assertPrivate(path: string, kind: 'folder' | 'file'): void {
     : undefined;
   if (problem) {
     throw new BleOtaError(
-      'BLUETOOTH_UNAVAILABLE',
-      `refusing to run the virtual ESP32: ${path} ${problem}; remove it (or set BLE_OTA_VIRTUAL_CACHE to a folder of your own) and try again`,
+      'VIRTUAL_DEVICE_UNAVAILABLE',
+      `Refusing to run the virtual ESP32: ${path} ${problem}. Remove it (or set BLE_OTA_VIRTUAL_CACHE to a folder of your own) and try again.`,
     );
   }
 }
@@ -140,10 +140,12 @@ async function build(): Promise<string> {
         { timeout: 120_000 },
         (error, _stdout, stderr) => {
           if (!error) return resolvePromise();
-          const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+          // No make (ENOENT), or make without the compiler it calls ("cc: not found", "No such file").
+          const missing =
+            (error as NodeJS.ErrnoException).code === 'ENOENT' || /\b(cc|gcc|clang)\b.*(not found|No such file)/i.test(stderr);
           reject(
             new BleOtaError(
-              'BLUETOOTH_UNAVAILABLE',
+              'VIRTUAL_DEVICE_UNAVAILABLE',
               missing
                 ? 'the virtual ESP32 is built from C sources on first use and needs `make` and a C compiler (cc); install them (e.g. `apt install build-essential`)'
                 : `building the virtual ESP32 failed: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,

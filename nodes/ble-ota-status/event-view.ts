@@ -91,7 +91,8 @@ export function eventView(event: OtaEvent): EventView {
     image: event.image ?? result?.image,
     percent,
     bytesPerSecond,
-    rate: bytesPerSecond !== undefined ? `${Math.round(bytesPerSecond / 1024)} KB/s` : undefined,
+    // Only where data moved: a skipped update, or one the device already held, sent nothing (bytesPerSecond 0).
+    rate: bytesPerSecond ? `${Math.round(bytesPerSecond / 1024)} KB/s` : undefined,
     durationS: seconds !== undefined ? seconds.toFixed(1) : undefined,
     time: new Date(event.timestamp).toISOString(),
     final: FINAL_STATES.includes(event.state),

@@ -18,8 +18,8 @@ import { parseDeviceId } from '../../lib/client/session';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { OtaEvent, otaEvents, OtaState } from '../shared/ota-events';
 import { translator } from '../shared/i18n';
-import type { Node, NodeDef, NodeDone, NodeMessage, NodeSend, RED } from '../shared/red';
-import { ProgressThrottle, statusForError, statusForProgress, statusForResult } from './status';
+import type { Node, NodeDef, NodeDone, NodeMessage, NodeSend, NodeStatus, RED } from '../shared/red';
+import { ProgressThrottle, StatusFilter, statusForError, statusForProgress, statusForResult } from './status';
 
 interface UploadNodeDef extends NodeDef {
   device: string;
@@ -45,7 +45,12 @@ interface Job {
   /** The device id the device must prove, if one is asked for. */
   deviceId: string | undefined;
   abort: AbortController;
+  /** The last state and percent published for this job: a repeat is not published. */
+  published?: { state: OtaState; percent: number | undefined };
 }
+
+/** Files whose streamed parts a node remembers, to report each file once. */
+const STREAMS_REMEMBERED = 20;
 
 /** Messages that may wait while an update runs. */
 const QUEUE_LIMIT = 10;
@@ -77,16 +82,23 @@ export = function register(RED: RED): void {
      * refused before connecting. Kept until the flow is redeployed.
      */
     const installedSecureVersion = new Map<string, number>();
+    /** Streamed files (msg.parts.id) already reported: their other parts are dropped quietly. */
+    const streamsReported = new Set<string>();
+    // Node-RED passes every node.status() on to Status nodes (and a dashboard, or MQTT, behind them): an unchanged status is not sent again.
+    const shown = new StatusFilter();
+    const setStatus = (status: NodeStatus) => {
+      if (shown.accept(status)) node.status(status);
+    };
 
     if (!config) {
-      node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-upload.status.noDevice') });
+      setStatus({ fill: 'red', shape: 'ring', text: t('ble-ota-upload.status.noDevice') });
     } else {
       const problem = config.problem();
       if (problem) {
-        node.status({ fill: 'red', shape: 'ring', text: problem.reason });
+        setStatus({ fill: 'red', shape: 'ring', text: problem.reason });
         node.warn(problem.message);
       } else {
-        node.status({});
+        setStatus({});
       }
     }
 
@@ -120,6 +132,18 @@ export = function register(RED: RED): void {
         done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.noDevice')));
         return;
       }
+      const part = streamedPart(msg);
+      if (part) {
+        const first = !streamsReported.has(part.id);
+        if (part.last) streamsReported.delete(part.id);
+        else if (first) remember(streamsReported, part.id, STREAMS_REMEMBERED);
+        if (!first) return done(); // the same file again: reported with its first part
+        const error = new ImageError('IMAGE_STREAMED', t('ble-ota-upload.errors.streamed'));
+        setStatus(statusForError(t, error));
+        publish({ target: undefined, summary: undefined }, 'failed', { error: { code: error.code, message: error.message } });
+        done(error);
+        return;
+      }
       const override = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : undefined;
       const target = override ?? (config.device || undefined);
       let summary: EspImageSummary;
@@ -133,7 +157,7 @@ export = function register(RED: RED): void {
         checkSecureVersion(target, summary);
       } catch (err) {
         const error = err as BleOtaError;
-        node.status(statusForError(t, error));
+        setStatus(statusForError(t, error));
         publish({ target, summary: undefined }, 'failed', { error: { code: error.code ?? 'FAILED', message: error.message } });
         done(error);
         return;
@@ -147,7 +171,7 @@ export = function register(RED: RED): void {
       const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, deviceId, abort: new AbortController() };
       queue.push(job);
       publish(job, 'queued');
-      if (current) node.status({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.queued', { count: queue.length }) });
+      if (current) setStatus({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.queued', { count: queue.length }) });
       else void runQueue(config);
     });
 
@@ -159,7 +183,9 @@ export = function register(RED: RED): void {
         const started = Date.now();
         try {
           const result = await config.adapter.run(() => update(config, job!, started), job.abort.signal);
-          node.status(statusForResult(t, result));
+          // A fleet secret is set and went unused: the device proved nothing (allowed by the device node's option).
+          const secretUnused = config.secret !== undefined && !result.authenticated;
+          setStatus(statusForResult(t, result, secretUnused));
           rememberSecureVersion(job.target, result);
           const state: OtaState = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
           publish(job, state, { result, device: result.device, percent: 100 }, started);
@@ -175,6 +201,11 @@ export = function register(RED: RED): void {
           };
           node.log(t(result.skipped ? 'ble-ota-upload.log.skipped' : 'ble-ota-upload.log.updated', facts));
           job.msg.payload = result;
+          if (secretUnused) {
+            const warning = t('ble-ota-upload.warnings.secretUnused', { device: facts.device });
+            job.msg.warning = warning;
+            node.warn(warning);
+          }
           job.send([job.msg, null]);
           job.done();
         } catch (err) {
@@ -182,7 +213,8 @@ export = function register(RED: RED): void {
           const code = err instanceof BleOtaError ? err.code : 'FAILED';
           // What the device runs now, for the Catch node's flow (Node-RED copies only code and message into msg.error).
           if (err instanceof BleOtaError && err.device) job.msg.deviceState = { ...err.device };
-          node.status(statusForError(t, error));
+          if (code === 'AUTH_REQUIRED') error.message = `${error.message} ${t('ble-ota-upload.errors.authRequiredHow')}`;
+          setStatus(statusForError(t, error));
           publish(job, code === 'CANCELLED' ? 'cancelled' : 'failed', { error: { code, message: error.message } }, started);
           job.done(error);
         } finally {
@@ -193,8 +225,10 @@ export = function register(RED: RED): void {
     }
 
     async function update(config: DeviceNode, job: Job, started: number): Promise<UpdateResult> {
-      node.status({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.connecting') });
+      // The client's first step is the scan: the status says so from the start (not "connecting", then "scanning").
+      setStatus(statusForProgress(t, { phase: 'scanning', bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 }));
       const { client, target } = await config.prepare(job.target);
+      // The status, the progress output and the events change together, at most every 500 ms within a phase.
       const throttle = new ProgressThrottle(500);
       return client.update({
         target,
@@ -209,10 +243,14 @@ export = function register(RED: RED): void {
         allowUnauthenticated: config.allowUnauthenticated,
         deviceId: job.deviceId,
         onProgress: (p: Progress) => {
-          node.status(statusForProgress(t, p));
           if (!throttle.accept(p)) return;
+          setStatus(statusForProgress(t, p));
           job.send([null, { topic: job.msg.topic, device: job.target, payload: { ...p } }]);
-          publish(job, PHASE_STATE[p.phase], { percent: p.percent, bytesPerSecond: p.bytesPerSecond }, started);
+          // Scanning and connecting are one state for status nodes: "connecting" is published once.
+          const state = PHASE_STATE[p.phase];
+          if (job.published?.state === state && (state !== 'uploading' || job.published.percent === p.percent)) return;
+          job.published = { state, percent: p.percent };
+          publish(job, state, { percent: p.percent, ...(p.bytesPerSecond > 0 ? { bytesPerSecond: p.bytesPerSecond } : {}) }, started);
         },
       });
     }
@@ -236,16 +274,41 @@ export = function register(RED: RED): void {
       cancelAll(t('ble-ota-upload.errors.closed'));
       const running = current;
       if (!running) {
-        node.status({});
+        setStatus({});
         return done();
       }
       const timer = setTimeout(done, 5000);
       void running.finished.then(() => {
         clearTimeout(timer);
-        node.status({});
+        setStatus({});
         done();
       });
     });
+  }
+
+  /**
+   * A piece of a file, not a file: File In set to "a stream of Buffer
+   * objects" (or "a stream of lines") sends msg.parts with each piece.
+   * Other msg.parts (a Split node's array of files, carried through a File
+   * In that reads whole files) hold whole payloads and pass.
+   */
+  function streamedPart(msg: NodeMessage): { id: string; last: boolean } | undefined {
+    const parts = msg.parts as { id?: unknown; type?: unknown; index?: unknown; count?: unknown } | undefined;
+    if (typeof parts !== 'object' || parts === null || typeof parts.id !== 'string') return undefined;
+    const piece =
+      (parts.type === 'buffer' && (Buffer.isBuffer(msg.payload) || msg.payload === undefined)) ||
+      (parts.type === 'string' && typeof msg.payload === 'string');
+    if (!piece) return undefined;
+    return { id: parts.id, last: typeof parts.count === 'number' && typeof parts.index === 'number' && parts.index + 1 >= parts.count };
+  }
+
+  /** Adds to a set that keeps only its newest `limit` entries. */
+  function remember(set: Set<string>, value: string, limit: number): void {
+    set.add(value);
+    for (const oldest of set) {
+      if (set.size <= limit) break;
+      set.delete(oldest);
+    }
   }
 
   /** msg.deviceId, else the configured one (when the message does not name another device). */

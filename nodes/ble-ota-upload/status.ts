@@ -22,13 +22,29 @@ const PHASES: Record<Progress['phase'], [NodeStatus['fill'], NodeStatus['shape']
 
 export function statusForProgress(t: Translate, p: Progress): NodeStatus {
   const [fill, shape, key] = PHASES[p.phase];
-  return { fill, shape, text: t(S + key, { percent: p.percent, rate: Math.round(p.bytesPerSecond / 1024) }) };
+  // A rate only where data moved: none before the first bytes, nor when the device already held them.
+  const withRate = key === 'uploading' && p.bytesPerSecond > 0 ? 'uploadingRate' : key;
+  return { fill, shape, text: t(S + withRate, { percent: p.percent, rate: Math.round(p.bytesPerSecond / 1024) }) };
 }
 
-export function statusForResult(t: Translate, result: UpdateResult): NodeStatus {
+/** secretUnused: a fleet secret is set but the device proved nothing (a warning, yellow). */
+export function statusForResult(t: Translate, result: UpdateResult, secretUnused = false): NodeStatus {
   const version = result.image.version;
-  if (result.skipped) return { fill: 'green', shape: 'ring', text: t(S + 'skipped', { version }) };
-  return { fill: 'green', shape: 'dot', text: t(S + (result.confirmed ? 'confirmed' : 'updated'), { version }) };
+  const key = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
+  if (secretUnused) return { fill: 'yellow', shape: result.skipped ? 'ring' : 'dot', text: t(S + 'notAuthenticated', { status: t(S + key, { version }) }) };
+  return { fill: 'green', shape: result.skipped ? 'ring' : 'dot', text: t(S + key, { version }) };
+}
+
+/** Passes a status unless it is the one shown already. */
+export class StatusFilter {
+  private last: string | undefined;
+
+  accept(status: NodeStatus): boolean {
+    const key = JSON.stringify([status.fill, status.shape, status.text]);
+    if (key === this.last) return false;
+    this.last = key;
+    return true;
+  }
 }
 
 export function statusForError(t: Translate, err: Error): NodeStatus {
@@ -49,10 +65,14 @@ export class ProgressThrottle {
   private percent = -1;
   private at = 0;
 
-  constructor(private readonly intervalMs: number) {}
+  /** now: the clock (a test's own, to count without racing a real one). */
+  constructor(
+    private readonly intervalMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   accept(p: Progress): boolean {
-    const now = Date.now();
+    const now = this.now();
     const phaseChanged = p.phase !== this.phase;
     const percentChanged = p.percent !== this.percent;
     const due = percentChanged && (now - this.at >= this.intervalMs || p.percent === 100);
