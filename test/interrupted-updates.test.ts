@@ -77,7 +77,7 @@ describe('interrupted updates: a new call finishes what the last one left', func
     await assert.rejects(
       client().update({ target: { name }, image, secret: OWNER.secret, signal: abort.signal, onProgress: (p) => p.phase === 'confirming' && abort.abort() }),
       // Cancelled as it connects again: it is the update that was cancelled, not a connection.
-      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED' && /^the update was cancelled\./.test(err.message),
+      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED' && /^The update was cancelled\./.test(err.message),
     );
     await eventually(() => d.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the new image running pending verify');
     const bytes = streamed();
