@@ -34,14 +34,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <zlib.h>
-
 #include "ble_ota_core.h"
+#include "ble_ota_le.h"
 #include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_port.h"
 #include "host_session.h"
 #include "host_signature.h"
+#include "test_deflate.h"
 #include "test_sign.h"
 
 #define FUZZ_SLOT_SIZE   (64u * 1024u)
@@ -159,45 +159,6 @@ build(uint8_t *out, const char *version, uint32_t payload, uint32_t seed)
     return len == 0 ? 0 : test_sign_image(s_fz.owner, out, len, out, FUZZ_IMAGE_CAP);
 }
 
-/* The good image as a client sends it with DEFLATE: per 4 KB chunk a u16
- * length and raw deflate (the previous chunk its dictionary), or the chunk
- * itself. 0 on failure. */
-static size_t
-encode_good(void)
-{
-    size_t used = 0;
-
-    for (size_t at = 0; at < s_fz.good_len; at += BLE_OTA_DEFLATE_CHUNK) {
-        const size_t n = s_fz.good_len - at < BLE_OTA_DEFLATE_CHUNK ? s_fz.good_len - at : BLE_OTA_DEFLATE_CHUNK;
-        uint8_t packed[2 * BLE_OTA_DEFLATE_CHUNK];
-        z_stream z;
-        memset(&z, 0, sizeof(z));
-        if (deflateInit2(&z, 6, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-            return 0;
-        }
-        if (at > 0 && deflateSetDictionary(&z, s_fz.good + at - BLE_OTA_DEFLATE_CHUNK, BLE_OTA_DEFLATE_CHUNK) != Z_OK) {
-            deflateEnd(&z);
-            return 0;
-        }
-        z.next_in = s_fz.good + at;
-        z.avail_in = (uInt)n;
-        z.next_out = packed;
-        z.avail_out = sizeof(packed);
-        const int rc = deflate(&z, Z_FINISH);
-        const size_t packed_len = sizeof(packed) - z.avail_out;
-        deflateEnd(&z);
-        if (rc != Z_STREAM_END) {
-            return 0;
-        }
-        const size_t body = packed_len < n ? packed_len : n;
-        s_fz.enc[used] = (uint8_t)body;
-        s_fz.enc[used + 1] = (uint8_t)(body >> 8);
-        memcpy(s_fz.enc + used + 2, packed_len < n ? packed : s_fz.good + at, body);
-        used += 2 + body;
-    }
-    return used;
-}
-
 /* The bootloader's choice, then the firmware's boot-time confirmation. */
 static void
 fuzz_boot(bool self_test)
@@ -249,7 +210,7 @@ fuzz_reset(void)
         test_sign_key_digest(s_fz.owner, s_fz.owner_digest);
         s_fz.first_len = build(s_fz.first, "1.0.0", 2000, 1);
         s_fz.good_len = build(s_fz.good, "2.0.0", 9000, 2);
-        s_fz.enc_len = encode_good();
+        s_fz.enc_len = test_deflate_chunks(s_fz.good, s_fz.good_len, 0, s_fz.enc, sizeof(s_fz.enc));
         if (s_fz.first_len == 0 || s_fz.good_len == 0 || s_fz.enc_len == 0) {
             fuzz_fail("building the images");
         }
@@ -410,15 +371,10 @@ begin_for(const uint8_t *img, uint32_t size, uint16_t flags, uint16_t chip, bool
     uint8_t req[BLE_OTA_BEGIN_SIZE];
 
     req[0] = BLE_OTA_CMD_BEGIN;
-    req[1] = (uint8_t)size;
-    req[2] = (uint8_t)(size >> 8);
-    req[3] = (uint8_t)(size >> 16);
-    req[4] = (uint8_t)(size >> 24);
+    ble_ota_put_le32(req + 1, size);
     ble_ota_sha256(img, size <= s_fz.img_len ? size : s_fz.img_len, req + 5);
-    req[37] = (uint8_t)chip;
-    req[38] = (uint8_t)(chip >> 8);
-    req[39] = (uint8_t)flags;
-    req[40] = (uint8_t)(flags >> 8);
+    ble_ota_put_le16(req + 37, chip);
+    ble_ota_put_le16(req + 39, flags);
     send_request(req, sizeof(req), sign);
 }
 
@@ -440,10 +396,7 @@ stream_image(uint32_t offset, size_t n)
     if (n > FUZZ_MAX_WRITE) {
         n = FUZZ_MAX_WRITE;
     }
-    pkt[0] = (uint8_t)offset;
-    pkt[1] = (uint8_t)(offset >> 8);
-    pkt[2] = (uint8_t)(offset >> 16);
-    pkt[3] = (uint8_t)(offset >> 24);
+    ble_ota_put_le32(pkt, offset);
     memcpy(pkt + BLE_OTA_STREAM_HEADER, src + offset, n);
     uint8_t *buf = copy_of(pkt, BLE_OTA_STREAM_HEADER + n);
     ble_ota_core_stream_write(&s_fz.core, buf, BLE_OTA_STREAM_HEADER + n);
@@ -535,7 +488,8 @@ fuzz_step(reader_t *r)
     }
     case 11: { /* the seed protocol: packet size, REQUEST, the image in packets */
         const uint16_t size = (uint16_t)(1 + take16(r) % BLE_OTA_MAX_PACKET);
-        const uint8_t le[2] = { (uint8_t)size, (uint8_t)(size >> 8) };
+        uint8_t le[2];
+        ble_ota_put_le16(le, size);
         const uint8_t request = BLE_OTA_CTRL_REQUEST;
         ble_ota_core_data_write(&s_fz.core, le, 2);
         ble_ota_core_control_write(&s_fz.core, &request, 1);

@@ -163,7 +163,7 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
         return HOST_IMAGE_ERR_TRUNCATED;
     }
     info->segment_count = data[1];
-    info->chip_id = (uint16_t)(data[12] | (data[13] << 8));
+    info->chip_id = ble_ota_get_le16(data + 12);
     info->hash_appended = data[23] == 1;
     if (info->chip_id != chip_id) {
         host_why(why, why_len, "mismatch chip id, expected %u, found %u", (unsigned)chip_id,
@@ -333,8 +333,7 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
     h[3] = 0x20; /* 4 MB flash, 40 MHz */
     ble_ota_put_le32(h + 4, iram_addr + SYNTH_ENTRY_OFFSET);
     h[8] = 0xEE; /* WP pin: not used */
-    h[12] = (uint8_t)spec->chip_id;
-    h[13] = (uint8_t)(spec->chip_id >> 8);
+    ble_ota_put_le16(h + 12, spec->chip_id);
     h[23] = spec->hash_appended ? 1 : 0;
 
     /* Segment 0: the app descriptor, mapped at DROM + 0x20 like a real app. */

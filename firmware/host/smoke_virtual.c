@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ble_ota_le.h"
 #include "ble_ota_protocol.h"
 #include "ble_ota_sha256.h"
 #include "host_flash.h"
@@ -632,12 +633,9 @@ static void
 begin_hex(const uint8_t *img, size_t len, uint16_t flags, char out[2 * BLE_OTA_BEGIN_SIZE + 1])
 {
     uint8_t req[BLE_OTA_BEGIN_SIZE] = { BLE_OTA_CMD_BEGIN };
-    req[1] = (uint8_t)len;
-    req[2] = (uint8_t)(len >> 8);
-    req[3] = (uint8_t)(len >> 16);
-    req[4] = (uint8_t)(len >> 24);
+    ble_ota_put_le32(req + 1, (uint32_t)len);
     ble_ota_sha256(img, len, req + 5);
-    req[39] = (uint8_t)flags;
+    ble_ota_put_le16(req + 39, flags);
     to_hex(req, sizeof(req), out);
 }
 
@@ -655,10 +653,7 @@ stream_hex(const uint8_t *img, size_t from, size_t to, size_t chunk, sent_t *sen
 
     for (size_t off = from; off < to; off += chunk) {
         const size_t n = to - off < chunk ? to - off : chunk;
-        pkt[0] = (uint8_t)off;
-        pkt[1] = (uint8_t)(off >> 8);
-        pkt[2] = (uint8_t)(off >> 16);
-        pkt[3] = (uint8_t)(off >> 24);
+        ble_ota_put_le32(pkt, (uint32_t)off);
         memcpy(pkt + BLE_OTA_STREAM_HEADER, img + off, n);
         to_hex(pkt, BLE_OTA_STREAM_HEADER + n, hex);
         if (strcmp(request("write-cmd %s %s", STREAM, hex), "ok") != 0) {

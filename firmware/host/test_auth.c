@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ble_ota_core.h"
+#include "ble_ota_le.h"
 #include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_port.h"
@@ -106,10 +107,7 @@ begin_request(const uint8_t *img, size_t len)
 
     memset(&r, 0, sizeof(r));
     r.data[0] = BLE_OTA_CMD_BEGIN;
-    r.data[1] = (uint8_t)size;
-    r.data[2] = (uint8_t)(size >> 8);
-    r.data[3] = (uint8_t)(size >> 16);
-    r.data[4] = (uint8_t)(size >> 24);
+    ble_ota_put_le32(r.data + 1, size);
     ble_ota_sha256(img, len, r.data + 5);
     r.data[37] = (uint8_t)HOST_IMAGE_CHIP_ESP32;
     r.len = BLE_OTA_BEGIN_SIZE;
@@ -149,9 +147,7 @@ sealed_command(request_t r, uint8_t expected)
 static uint32_t
 retry_ms(const cmd_note_t *n)
 {
-    return n->len < 6 ? 0
-                      : (uint32_t)n->data[2] | ((uint32_t)n->data[3] << 8) | ((uint32_t)n->data[4] << 16) |
-                            ((uint32_t)n->data[5] << 24);
+    return n->len < 6 ? 0 : ble_ota_get_le32(n->data + 2);
 }
 
 static void
@@ -161,10 +157,7 @@ stream_all(const uint8_t *img, size_t len)
 
     for (size_t off = 0; off < len; off += CHUNK) {
         const size_t n = len - off < CHUNK ? len - off : CHUNK;
-        pkt[0] = (uint8_t)off;
-        pkt[1] = (uint8_t)(off >> 8);
-        pkt[2] = (uint8_t)(off >> 16);
-        pkt[3] = (uint8_t)(off >> 24);
+        ble_ota_put_le32(pkt, (uint32_t)off);
         memcpy(pkt + BLE_OTA_STREAM_HEADER, img + off, n);
         ble_ota_core_stream_write(&s_fx.core, pkt, BLE_OTA_STREAM_HEADER + n);
     }
@@ -278,7 +271,7 @@ test_auth_update_with_key(void)
 
     keyed_setup();
     CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf)), BLE_OTA_INFO_SIZE);
-    CHECK_EQ(inf[2] | (inf[3] << 8),
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES),
              BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_AUTH | BLE_OTA_FEATURE_DEFLATE);
     CHECK(memcmp(inf + BLE_OTA_INFO_OFF_DEVICE_ID, s_fx.dev.device_id, BLE_OTA_DEVICE_ID_LEN) == 0);
     CHECK(hello());

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ble_ota_le.h"
 #include "host_image.h"
 #include "test.h"
 
@@ -167,7 +168,8 @@ ctrl(uint8_t value)
 ble_ota_status_t
 packet_size(uint16_t size)
 {
-    const uint8_t le[2] = { (uint8_t)size, (uint8_t)(size >> 8) };
+    uint8_t le[2];
+    ble_ota_put_le16(le, size);
     return ble_ota_core_data_write(&s_fx.core, le, 2);
 }
 

@@ -73,8 +73,7 @@ build_sdk_layout(uint16_t chip_id, const char *version, uint32_t seed, uint8_t *
     out[3] = 0x20;
     ble_ota_put_le32(out + 4, chip->iram_base);
     out[8] = 0xEE;
-    out[12] = (uint8_t)chip_id;
-    out[13] = (uint8_t)(chip_id >> 8);
+    ble_ota_put_le16(out + 12, chip_id);
     out[17] = 0x63; /* max chip revision v0.99 */
     out[23] = 1;
 

@@ -76,7 +76,7 @@ rsa_key_field(test_sign_key_t *key)
 
     if (ok) {
         ble_ota_put_le32(f + RSA_LEN, (uint32_t)BN_get_word(e));
-        const uint32_t n0 = (uint32_t)f[0] | ((uint32_t)f[1] << 8) | ((uint32_t)f[2] << 16) | ((uint32_t)f[3] << 24);
+        const uint32_t n0 = ble_ota_get_le32(f);
         ble_ota_put_le32(f + RSA_LEN + 4 + RSA_LEN, montgomery_m_prime(n0));
         key->key_field_len = RSA_KEY_LEN;
     }

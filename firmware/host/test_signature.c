@@ -12,6 +12,7 @@
 
 #include <zlib.h>
 
+#include "ble_ota_le.h"
 #include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_signature.h"
@@ -54,11 +55,7 @@ static signed_t s_signed;
 static void
 fix_crc(uint8_t *block)
 {
-    const uint32_t crc = (uint32_t)crc32(0L, block, B_CRC);
-    block[B_CRC] = (uint8_t)crc;
-    block[B_CRC + 1] = (uint8_t)(crc >> 8);
-    block[B_CRC + 2] = (uint8_t)(crc >> 16);
-    block[B_CRC + 3] = (uint8_t)(crc >> 24);
+    ble_ota_put_le32(block + B_CRC, (uint32_t)crc32(0L, block, B_CRC));
 }
 
 /* Builds and signs an app into s_signed; trusted gets key's digest. */

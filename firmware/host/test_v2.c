@@ -11,14 +11,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <zlib.h>
-
 #include "ble_ota_core.h"
+#include "ble_ota_le.h"
 #include "ble_ota_sha256.h"
 #include "host_image.h"
 #include "host_port.h"
 #include "host_signature.h"
 #include "test.h"
+#include "test_deflate.h"
 #include "test_fixture.h"
 #include "test_sign.h"
 #include "test_v2.h"
@@ -27,18 +27,6 @@
 #define CHUNK 240
 
 /* --- helpers ------------------------------------------------------------------ */
-
-static uint32_t
-le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static uint16_t
-le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
 
 static void
 core_init(void)
@@ -64,15 +52,10 @@ begin_raw(uint32_t size, const uint8_t sha[32], uint16_t chip_id, uint16_t flags
     uint8_t req[BLE_OTA_BEGIN_SIZE];
 
     req[0] = BLE_OTA_CMD_BEGIN;
-    req[1] = (uint8_t)size;
-    req[2] = (uint8_t)(size >> 8);
-    req[3] = (uint8_t)(size >> 16);
-    req[4] = (uint8_t)(size >> 24);
+    ble_ota_put_le32(req + 1, size);
     memcpy(req + 5, sha, 32);
-    req[37] = (uint8_t)chip_id;
-    req[38] = (uint8_t)(chip_id >> 8);
-    req[39] = (uint8_t)flags;
-    req[40] = (uint8_t)(flags >> 8);
+    ble_ota_put_le16(req + 37, chip_id);
+    ble_ota_put_le16(req + 39, flags);
     command(req, sizeof(req));
 }
 
@@ -124,7 +107,7 @@ static bool
 evented(uint8_t type, uint32_t offset)
 {
     const cmd_note_t *n = last_note();
-    if (n != NULL && n->len == 5 && n->data[0] == type && le32(n->data + 1) == offset) {
+    if (n != NULL && n->len == 5 && n->data[0] == type && ble_ota_get_le32(n->data + 1) == offset) {
         return true;
     }
     print_note("last notification", n);
@@ -136,7 +119,7 @@ failed_with(uint8_t status, uint32_t offset)
 {
     const cmd_note_t *n = last_note();
     if (n != NULL && n->len == 6 && n->data[0] == BLE_OTA_EVT_FAILED && n->data[1] == status &&
-        le32(n->data + 2) == offset) {
+        ble_ota_get_le32(n->data + 2) == offset) {
         return true;
     }
     print_note("last notification", n);
@@ -158,10 +141,7 @@ stream_packet(uint32_t offset, const uint8_t *data, size_t n)
 {
     static uint8_t pkt[BLE_OTA_STREAM_HEADER + 1024];
 
-    pkt[0] = (uint8_t)offset;
-    pkt[1] = (uint8_t)(offset >> 8);
-    pkt[2] = (uint8_t)(offset >> 16);
-    pkt[3] = (uint8_t)(offset >> 24);
+    ble_ota_put_le32(pkt, offset);
     memcpy(pkt + BLE_OTA_STREAM_HEADER, data, n);
     ble_ota_core_stream_write(&s_fx.core, pkt, BLE_OTA_STREAM_HEADER + n);
 }
@@ -183,7 +163,7 @@ v2_upload_to_end(const uint8_t *img, size_t len, uint16_t flags)
 {
     begin_image(img, len, flags);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
     stream(img, 0, len, CHUNK);
     CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)len));
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
@@ -225,9 +205,9 @@ test_v2_update_and_restart(void)
     /* BEGIN's answer: offset, window, max_packet. */
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
     const cmd_note_t *a = last_note();
-    CHECK_EQ(le32(a->data + 2), 0);
-    CHECK_EQ(le16(a->data + 6), BLE_OTA_DEFAULT_WINDOW);
-    CHECK_EQ(le16(a->data + 8), BLE_OTA_MAX_PACKET);
+    CHECK_EQ(ble_ota_get_le32(a->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le16(a->data + 6), BLE_OTA_DEFAULT_WINDOW);
+    CHECK_EQ(ble_ota_get_le16(a->data + 8), BLE_OTA_MAX_PACKET);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_RECEIVING);
     CHECK_EQ(s_fx.dev.open_slot, 1);
 
@@ -287,7 +267,7 @@ test_v2_ack_spacing(void)
         core_init();
         const uint32_t step = windows[w] / BLE_OTA_ACKS_PER_WINDOW ? windows[w] / BLE_OTA_ACKS_PER_WINDOW : 1;
         begin_image(s_image, s_image_len, 0);
-        CHECK_EQ(le16(last_note()->data + 6), windows[w]);
+        CHECK_EQ(ble_ota_get_le16(last_note()->data + 6), windows[w]);
         const int first = s_fx.cmd_count;
         uint32_t last_ack = 0;
         for (size_t off = 0; off < s_image_len; off += CHUNK) {
@@ -328,7 +308,7 @@ test_v2_resume_same_image(void)
     CHECK_EQ(s_fx.dev.write_pos, BLE_OTA_FLASH_BLOCK);
     info(inf);
     CHECK_EQ(inf[18], BLE_OTA_TRANSFER_SUSPENDED);
-    CHECK_EQ(le32(inf + 20), 25 * CHUNK);
+    CHECK_EQ(ble_ota_get_le32(inf + 20), 25 * CHUNK);
     CHECK(memcmp(inf + 24, sha, 32) == 0);
 
     /* Packets after the link dropped go nowhere. */
@@ -340,7 +320,7 @@ test_v2_resume_same_image(void)
     ble_ota_core_tick(&s_fx.core);
     begin_image(s_image, s_image_len, BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), 25 * CHUNK);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 25 * CHUNK);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_RECEIVING);
     const int first = s_fx.cmd_count;
     stream(s_image, 25 * CHUNK, s_image_len, CHUNK);
@@ -364,17 +344,17 @@ test_v2_resume_twice_and_at_the_end(void)
     CHECK_EQ(at, 3333);
     ble_ota_core_disconnected(&s_fx.core);
     begin_image(s_image, s_image_len, 0);
-    CHECK_EQ(le32(last_note()->data + 2), at);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), at);
     stream(s_image, at, 9000, 500);
     ble_ota_core_disconnected(&s_fx.core);
     begin_image(s_image, s_image_len, 0);
-    CHECK_EQ(le32(last_note()->data + 2), 9000);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 9000);
     /* Everything arrived, then the link dropped before END. */
     stream(s_image, 9000, s_image_len, 500);
     ble_ota_core_disconnected(&s_fx.core);
     begin_image(s_image, s_image_len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), s_image_len);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), s_image_len);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
     CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
@@ -389,7 +369,7 @@ test_v2_begin_again_while_receiving(void)
     /* No disconnect seen (a client that restarted its session): the same
      * image goes on from what is stored. */
     begin_image(s_image, s_image_len, 0);
-    CHECK_EQ(le32(last_note()->data + 2), 10 * CHUNK);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 10 * CHUNK);
     stream(s_image, 10 * CHUNK, s_image_len, CHUNK);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
@@ -409,7 +389,7 @@ test_v2_other_image_starts_over(void)
     CHECK_EQ(len, s_image_len);
     begin_image(other, len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
     CHECK_EQ(s_fx.dev.write_pos, 0);
     stream(other, 0, len, CHUNK);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
@@ -441,7 +421,7 @@ test_v2_abandon_timeout(void)
     /* The same BEGIN now starts at 0. */
     begin_image(s_image, s_image_len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
     /* A receiving transfer (link up) is never abandoned. */
     s_fx.clock_ms += 10u * 60000u;
     ble_ota_core_tick(&s_fx.core);
@@ -535,7 +515,7 @@ test_v2_begin_refusals(void)
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_TOO_LARGE));
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_SUSPENDED);
     begin_image(s_image, s_image_len, 0);
-    CHECK_EQ(le32(last_note()->data + 2), 20 * CHUNK);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 20 * CHUNK);
 }
 
 static void
@@ -552,7 +532,7 @@ test_v2_no_slot(void)
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_NO_SLOT));
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(le32(inf + 8), 0);
+    CHECK_EQ(ble_ota_get_le32(inf + 8), 0);
     CHECK_EQ(inf[16], BLE_OTA_RUNNING_UNKNOWN);
     CHECK_EQ(inf[17], BLE_OTA_ST_NO_SLOT);
 }
@@ -862,7 +842,7 @@ test_v2_gaps_duplicates_resync_once(void)
      * have gone with the old link). */
     ble_ota_core_disconnected(&s_fx.core);
     begin_image(s_image, s_image_len, 0);
-    CHECK_EQ(le32(last_note()->data + 2), 5 * CHUNK);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 5 * CHUNK);
     stream_packet(6 * CHUNK, s_image + 6 * CHUNK, CHUNK);
     CHECK(evented(BLE_OTA_EVT_RESYNC, 5 * CHUNK));
     CHECK_EQ(count_notes(BLE_OTA_EVT_RESYNC, first), 3);
@@ -944,7 +924,7 @@ test_v2_config_defaults(void)
     s_config.max_packet = 100;
     core_init();
     begin_image(s_image, s_image_len, 0);
-    CHECK_EQ(le16(last_note()->data + 8), 100);
+    CHECK_EQ(ble_ota_get_le16(last_note()->data + 8), 100);
     stream_packet(0, s_image, 97);
     CHECK_EQ(s_fx.core.v2.received, 0);
     stream(s_image, 0, s_image_len, 96);
@@ -973,7 +953,7 @@ test_v2_restart_and_abort(void)
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
     CHECK_EQ(s_fx.dev.open_slot, -1);
     begin_image(s_image, s_image_len, 0);
-    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
     stream(s_image, 0, 30 * CHUNK, CHUNK);
     ble_ota_core_disconnected(&s_fx.core);
     CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
@@ -988,7 +968,7 @@ test_v2_restart_and_abort(void)
     /* A BEGIN of the same image (END's answer was lost): nothing to send. */
     begin_image(s_image, s_image_len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), s_image_len);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), s_image_len);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
     /* The link drops before RESTART: the next connection sends it. */
@@ -997,7 +977,7 @@ test_v2_restart_and_abort(void)
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
     CHECK_EQ(inf[18], BLE_OTA_TRANSFER_COMPLETE);
-    CHECK_EQ(le32(inf + 20), s_image_len);
+    CHECK_EQ(ble_ota_get_le32(inf + 20), s_image_len);
     CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
     CHECK(s_fx.dev.restart_pending);
@@ -1210,51 +1190,6 @@ test_v2_restart_before_confirm_rolls_back(void)
 
 /* --- DEFLATE ------------------------------------------------------------------------ */
 
-/* The image as a DEFLATE stream from chunk `first` on, as a client sends
- * it: per 4 KB chunk a u16 length and raw deflate with the previous chunk
- * as dictionary, or the chunk itself when deflate does not make it smaller.
- * Returns the stream's length. */
-static size_t
-encode_chunks(const uint8_t *img, size_t len, size_t first, uint8_t *out, size_t cap)
-{
-    size_t used = 0;
-
-    for (size_t at = first * BLE_OTA_DEFLATE_CHUNK; at < len; at += BLE_OTA_DEFLATE_CHUNK) {
-        const size_t n = len - at < BLE_OTA_DEFLATE_CHUNK ? len - at : BLE_OTA_DEFLATE_CHUNK;
-        uint8_t packed[2 * BLE_OTA_DEFLATE_CHUNK];
-        z_stream z;
-        memset(&z, 0, sizeof(z));
-        if (deflateInit2(&z, 9, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-            return 0;
-        }
-        /* The previous chunk is the dictionary. */
-        if (at > 0 && deflateSetDictionary(&z, img + at - BLE_OTA_DEFLATE_CHUNK, BLE_OTA_DEFLATE_CHUNK) != Z_OK) {
-            deflateEnd(&z);
-            return 0;
-        }
-        z.next_in = (Bytef *)(uintptr_t)(img + at);
-        z.avail_in = (uInt)n;
-        z.next_out = packed;
-        z.avail_out = sizeof(packed);
-        const int rc = deflate(&z, Z_FINISH);
-        const size_t packed_len = sizeof(packed) - z.avail_out;
-        deflateEnd(&z);
-        if (rc != Z_STREAM_END) {
-            return 0;
-        }
-        const bool stored = packed_len >= n;
-        const size_t body = stored ? n : packed_len;
-        if (used + 2 + body > cap) {
-            return 0;
-        }
-        out[used] = (uint8_t)body;
-        out[used + 1] = (uint8_t)(body >> 8);
-        memcpy(out + used + 2, stored ? img + at : packed, body);
-        used += 2 + body;
-    }
-    return used;
-}
-
 /* An image that deflates about 2:1, as ESP-IDF apps do. */
 static size_t
 compressible_image(uint8_t *out, size_t cap)
@@ -1280,12 +1215,12 @@ test_v2_deflate_update(void)
     CHECK_OK(fx_setup());
     const size_t len = compressible_image(img, sizeof(img));
     CHECK(len > 2 * BLE_OTA_DEFLATE_CHUNK);
-    const size_t enc_len = encode_chunks(img, len, 0, enc, sizeof(enc));
+    const size_t enc_len = test_deflate_chunks(img, len, 0, enc, sizeof(enc));
     CHECK(enc_len > 0 && enc_len < len * 2 / 3); /* deflated, not stored */
     begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
-    CHECK_EQ(le32(last_note()->data + 2), 0);
-    CHECK_EQ(le32(last_note()->data + 10), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 10), 0);
     stream(enc, 0, enc_len, CHUNK);
     CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)enc_len));
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
@@ -1302,7 +1237,7 @@ test_v2_deflate_bad_chunks(void)
     static uint8_t img[64 * 1024];
     static uint8_t enc[80 * 1024];
     const size_t len = compressible_image(img, sizeof(img));
-    const size_t enc_len = encode_chunks(img, len, 0, enc, sizeof(enc));
+    const size_t enc_len = test_deflate_chunks(img, len, 0, enc, sizeof(enc));
 
     /* A corrupt deflate stream, a length of 0, a length above the chunk.
      * (Other damage may inflate to the right size: END's SHA-256 catches it.) */
@@ -1314,8 +1249,7 @@ test_v2_deflate_bad_chunks(void)
             bad[2] = 0xFF; /* block type 3, which deflate reserves */
         } else {
             const uint16_t l = k == 1 ? 0 : BLE_OTA_DEFLATE_CHUNK + 1;
-            bad[0] = (uint8_t)l;
-            bad[1] = (uint8_t)(l >> 8);
+            ble_ota_put_le16(bad, l);
         }
         begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
         CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
@@ -1345,7 +1279,7 @@ test_v2_deflate_bad_chunks(void)
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(le16(inf + 2) & BLE_OTA_FEATURE_DEFLATE, 0);
+    CHECK_EQ(ble_ota_get_le16(inf + 2) & BLE_OTA_FEATURE_DEFLATE, 0);
     CHECK_OK(fx_setup()); /* the port again as it was */
 }
 
@@ -1358,7 +1292,7 @@ test_v2_deflate_resume(void)
 
     CHECK_OK(fx_setup());
     const size_t len = compressible_image(img, sizeof(img));
-    const size_t enc_len = encode_chunks(img, len, 0, enc, sizeof(enc));
+    const size_t enc_len = test_deflate_chunks(img, len, 0, enc, sizeof(enc));
     begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
     /* Cut in the middle of the stream, most likely inside a chunk. */
     const size_t cut = enc_len / 2 + 7;
@@ -1366,13 +1300,13 @@ test_v2_deflate_resume(void)
     ble_ota_core_disconnected(&s_fx.core);
     begin_image(img, len, BLE_OTA_BEGIN_FLAG_DEFLATE);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
-    const uint32_t offset = le32(last_note()->data + 2);
-    const uint32_t image_offset = le32(last_note()->data + 10);
+    const uint32_t offset = ble_ota_get_le32(last_note()->data + 2);
+    const uint32_t image_offset = ble_ota_get_le32(last_note()->data + 10);
     /* At a chunk boundary, before the cut, after what was stored. */
     CHECK_EQ(image_offset % BLE_OTA_DEFLATE_CHUNK, 0);
     CHECK(offset <= cut && image_offset > 0);
     /* The client encodes again from that chunk and numbers it from offset. */
-    const size_t rest_len = encode_chunks(img, len, image_offset / BLE_OTA_DEFLATE_CHUNK, rest, sizeof(rest));
+    const size_t rest_len = test_deflate_chunks(img, len, image_offset / BLE_OTA_DEFLATE_CHUNK, rest, sizeof(rest));
     for (size_t at = 0; at < rest_len; at += CHUNK) {
         const size_t n = rest_len - at < CHUNK ? rest_len - at : CHUNK;
         stream_packet((uint32_t)(offset + at), rest + at, n);
@@ -1389,7 +1323,7 @@ test_v2_deflate_resume(void)
     ble_ota_core_disconnected(&s_fx.core);
     begin_image(img, len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
 }
 
 /* --- OTA Info ------------------------------------------------------------------------- */
@@ -1408,22 +1342,22 @@ test_v2_info_layout(void)
     CHECK_EQ(inf[BLE_OTA_INFO_SIZE], 0xAA); /* nothing written beyond */
     CHECK_EQ(inf[0], BLE_OTA_INFO_VERSION);
     CHECK_EQ(inf[1], BLE_OTA_PROTOCOL_VERSION);
-    CHECK_EQ(le16(inf + 2),
+    CHECK_EQ(ble_ota_get_le16(inf + 2),
              BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_SEED | BLE_OTA_FEATURE_DEFLATE);
-    CHECK_EQ(le16(inf + 4), 0);
-    CHECK_EQ(le16(inf + 6), 300);
-    CHECK_EQ(le32(inf + 8), SLOT_SIZE);
-    CHECK_EQ(le16(inf + 12), BLE_OTA_MAX_PACKET);
-    CHECK_EQ(le16(inf + 14), BLE_OTA_DEFAULT_WINDOW);
+    CHECK_EQ(ble_ota_get_le16(inf + 4), 0);
+    CHECK_EQ(ble_ota_get_le16(inf + 6), 300);
+    CHECK_EQ(ble_ota_get_le32(inf + 8), SLOT_SIZE);
+    CHECK_EQ(ble_ota_get_le16(inf + 12), BLE_OTA_MAX_PACKET);
+    CHECK_EQ(ble_ota_get_le16(inf + 14), BLE_OTA_DEFAULT_WINDOW);
     CHECK_EQ(inf[16], BLE_OTA_RUNNING_VALID);
     CHECK_EQ(inf[17], BLE_OTA_LAST_STATUS_NONE);
     CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
     CHECK_EQ(inf[19], 0);
-    CHECK_EQ(le32(inf + 20), 0);
+    CHECK_EQ(ble_ota_get_le32(inf + 20), 0);
     for (int i = 24; i < 56; i++) {
         CHECK_EQ(inf[i], 0);
     }
-    CHECK_EQ(le32(inf + 56), 0);
+    CHECK_EQ(ble_ota_get_le32(inf + 56), 0);
     /* The device id, reserved bytes, no signing key (unsigned images taken). */
     CHECK(memcmp(inf + BLE_OTA_INFO_OFF_DEVICE_ID, s_fx.dev.device_id, BLE_OTA_DEVICE_ID_LEN) == 0);
     for (int i = BLE_OTA_INFO_OFF_DEVICE_ID + BLE_OTA_DEVICE_ID_LEN; i < BLE_OTA_INFO_SIZE; i++) {
@@ -1451,9 +1385,9 @@ test_v2_info_layout(void)
     s_config.serve_seed = false;
     core_init();
     info(inf);
-    CHECK_EQ(le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE);
-    CHECK_EQ(le16(inf + 4), 9);
-    CHECK_EQ(le16(inf + 14), 1234);
+    CHECK_EQ(ble_ota_get_le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE);
+    CHECK_EQ(ble_ota_get_le16(inf + 4), 9);
+    CHECK_EQ(ble_ota_get_le16(inf + 14), 1234);
     s_fx.dev.chip_id = 0;
     s_config.serve_seed = true;
     core_init();
@@ -1466,7 +1400,7 @@ test_v2_info_layout(void)
     info(inf);
     CHECK_EQ(inf[17], BLE_OTA_ST_OK);
     CHECK_EQ(inf[18], BLE_OTA_TRANSFER_RECEIVING);
-    CHECK_EQ(le32(inf + 20), 7 * CHUNK);
+    CHECK_EQ(ble_ota_get_le32(inf + 20), 7 * CHUNK);
     CHECK(memcmp(inf + 24, sha, 32) == 0);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     info(inf);
@@ -1477,7 +1411,7 @@ test_v2_info_layout(void)
     info(inf);
     CHECK_EQ(inf[17], BLE_OTA_ST_FLASH_ERROR);
     CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
-    CHECK_EQ(le32(inf + 20), 0);
+    CHECK_EQ(ble_ota_get_le32(inf + 20), 0);
     for (int i = 24; i < 56; i++) {
         CHECK_EQ(inf[i], 0);
     }
@@ -1492,7 +1426,7 @@ test_v2_info_layout(void)
     CHECK_EQ(send_packets(s_image, 3 * 244, 244), BLE_OTA_OK);
     info(inf);
     CHECK_EQ(inf[18], BLE_OTA_TRANSFER_RECEIVING);
-    CHECK_EQ(le32(inf + 20), 3 * 244);
+    CHECK_EQ(ble_ota_get_le32(inf + 20), 3 * 244);
     for (int i = 24; i < 56; i++) {
         CHECK_EQ(inf[i], 0);
     }
@@ -1515,7 +1449,7 @@ test_v2_and_seed_take_over_from_each_other(void)
     /* A v2 BEGIN aborts the seed transfer. */
     begin_image(s_image, s_image_len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    CHECK_EQ(le32(last_note()->data + 2), 0);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
     CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_IDLE);
     CHECK_EQ(ble_ota_core_data_write(&s_fx.core, s_image, 244), BLE_OTA_ERR_NOT_RECEIVING);
     stream(s_image, 0, 20 * CHUNK, CHUNK);
@@ -1813,7 +1747,7 @@ test_v2_signed_updates(void)
     CHECK_OK(signed_setup(owner_key()));
     /* OTA Info names the key updates must be signed with. */
     info(inf);
-    CHECK_EQ(le16(inf + 2) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
+    CHECK_EQ(ble_ota_get_le16(inf + 2) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
     test_sign_key_digest(owner_key(), digest);
     CHECK(memcmp(inf + BLE_OTA_INFO_OFF_SIGNING_KEY, digest, sizeof(digest)) == 0);
 
@@ -1901,7 +1835,7 @@ test_v2_old_secure_version_refused(void)
     CHECK_EQ(fx_reboot(true), 0);
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(le32(inf + BLE_OTA_INFO_OFF_SECURE_VERSION), 3);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_SECURE_VERSION), 3);
 
     spec.version = "2.9.0";
     spec.secure_version = 2;
@@ -2046,7 +1980,7 @@ test_v2_idle_erase_spares_held_slots(void)
     ble_ota_core_connected(&s_fx.core);
     begin_image(s_image, s_image_len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    const uint32_t resume_at = le32(last_note()->data + 2);
+    const uint32_t resume_at = ble_ota_get_le32(last_note()->data + 2);
     CHECK(resume_at > 0);
     stream(s_image, resume_at, s_image_len, CHUNK);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);

@@ -104,7 +104,7 @@ ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t
         port->device_info(port->ctx, &info);
     }
     if (len >= IMG_CHIP_ID_OFFSET + 2) {
-        const uint16_t chip_id = (uint16_t)(head[IMG_CHIP_ID_OFFSET] | (head[IMG_CHIP_ID_OFFSET + 1] << 8));
+        const uint16_t chip_id = ble_ota_get_le16(head + IMG_CHIP_ID_OFFSET);
         if (chip_id != info.chip_id) {
             ble_ota_log(port, BLE_OTA_LOG_ERROR, "image for chip %u, device is chip %u", (unsigned)chip_id,
                         (unsigned)info.chip_id);
@@ -112,7 +112,7 @@ ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t
         }
     }
     if (len >= IMG_MIN_REV_OFFSET + 2) {
-        const uint16_t min_rev = (uint16_t)(head[IMG_MIN_REV_OFFSET] | (head[IMG_MIN_REV_OFFSET + 1] << 8));
+        const uint16_t min_rev = ble_ota_get_le16(head + IMG_MIN_REV_OFFSET);
         if (min_rev > info.chip_revision) {
             ble_ota_log(port, BLE_OTA_LOG_ERROR, "image needs chip revision %u.%u, device is %u.%u",
                         (unsigned)(min_rev / 100), (unsigned)(min_rev % 100),
@@ -397,7 +397,7 @@ ble_ota_packet_size_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
                     (unsigned long)len);
         return BLE_OTA_ERR_NOT_RECEIVING;
     }
-    const uint16_t size = (uint16_t)(data[0] | (data[1] << 8));
+    const uint16_t size = ble_ota_get_le16(data);
     if (size == 0 || size > BLE_OTA_MAX_PACKET) {
         ble_ota_log(core->port, BLE_OTA_LOG_WARN, "packet size %u refused (1..%u)",
                     (unsigned)size, (unsigned)BLE_OTA_MAX_PACKET);
