@@ -1,5 +1,5 @@
 /**
- * Seeded random faults against v2 updates (issue 13): random fault kinds,
+ * Seeded random faults against v2 updates: random fault kinds,
  * rates and moments, each update retried as a caller would (up to 3 more
  * calls with the same image), and after every call the invariants:
  *

@@ -1,5 +1,5 @@
 /**
- * The bad-input corpus (issue 5, item 3): every damaged image of
+ * The bad-input corpus: every damaged image of
  * test/support/bad-images.ts and every esptool fixture is refused by the
  * client before it connects, with its own error; sent straight to the
  * firmware core of a virtual ESP32 (the client's checks bypassed), in either

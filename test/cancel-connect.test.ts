@@ -1,6 +1,6 @@
 /**
  * Giving up on a connection being made (a cancel, a connect timeout) must
- * not leave that connection behind (issue 13, item 4): noble cannot
+ * not leave that connection behind: noble cannot
  * disconnect a peripheral that is still connecting, the connection is made
  * afterwards, nobody owns it, and the device, connected, stops advertising.
  * The client cancels the attempt and drops a connection made all the same.

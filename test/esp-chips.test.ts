@@ -1,5 +1,5 @@
 /**
- * The parser against the chips' memory maps (issue 17, item 8): an image
+ * The parser against the chips' memory maps: an image
  * relabelled for another chip is the wrong chip, naming the chip its
  * addresses belong to; every ESP-IDF chip with BLE is known (C5 and C61
  * included); an esptool --ram-only-header image (a Zephyr app) is told apart

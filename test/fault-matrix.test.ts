@@ -1,5 +1,5 @@
 /**
- * The fault matrix (issue 5, item 4): for every phase of a v2 update and
+ * The fault matrix: for every phase of a v2 update and
  * every fault, the client ends with a specific error or recovers by
  * resuming, and after a power cycle the virtual device boots a valid image:
  * the one it ran, or the complete new one, never anything else.

@@ -1,5 +1,5 @@
 /**
- * Updates interrupted at the moments where a retry used to fail (issue 13):
+ * Updates interrupted at the moments where a retry used to fail:
  * a new call for the same image finishes what the interrupted one left,
  * whatever it left; a call for another image settles an image awaiting
  * confirmation first; a compressed transfer resumes at its very end; a

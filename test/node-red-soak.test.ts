@@ -1,5 +1,5 @@
 /**
- * Node-RED soak (issue 13): a real Node-RED with four virtual ESP32s and
+ * Node-RED soak: a real Node-RED with four virtual ESP32s and
  * five upload nodes (one per device, and one that names its device in
  * msg.device, so two nodes update one device). Dozens of update messages
  * arrive in bursts through an HTTP In endpoint, interleaved with full

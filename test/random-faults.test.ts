@@ -1,5 +1,5 @@
 /**
- * Seeded random faults (issue 13), not the fault matrix: each update meets a
+ * Seeded random faults, not the fault matrix: each update meets a
  * random fault kind (a lost link, an unanswered request or discovery, lost
  * notifications, flash write errors once or for good, power cuts, a power
  * loss inside a flash operation, a second central taking the device, the

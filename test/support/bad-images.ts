@@ -1,6 +1,7 @@
 /**
- * The bad-input corpus (issue 5, item 3): images made by damaging a valid
- * synthetic app in every way the issue lists, plus every esptool fixture.
+ * The bad-input corpus: images made by damaging a valid synthetic app
+ * (header and segment fields out of range, truncation, integrity, another
+ * chip, no app descriptor, too large), plus every esptool fixture.
  * Each input says which error the client's own checks must give it.
  */
 import { createHash } from 'node:crypto';
