@@ -3,6 +3,9 @@
  * config node's scan endpoint in a real Node-RED with admin auth on.
  */
 import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { namePattern } from '../lib/client/discovery';
 import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
@@ -189,11 +192,13 @@ describe('the config node\'s scan endpoint, with admin auth on', function () {
     };
     const hash = bcrypt.hashSync('secret-pass', 8);
     nr = await NodeRedProcess.start(
-      [],
+      // Devices declared both ways: in a device node's In range list and in the environment.
+      [{ id: 'd0d0d0d0d0d0d0d0', type: 'ble-ota-device', name: 'radio', device: '', backend: 'virtual', virtualDevices: 'esp32-from-node' }],
       `adminAuth: { type: 'credentials', users: [
         { username: 'admin', password: ${JSON.stringify(hash)}, permissions: '*' },
         { username: 'viewer', password: ${JSON.stringify(hash)}, permissions: 'read' },
       ] },`,
+      { BLE_OTA_VIRTUAL_DEVICES: 'esp32-from-env, esp32-switched-off offline' },
     );
   });
   after(() => nr?.stop());
@@ -222,12 +227,41 @@ describe('the config node\'s scan endpoint, with admin auth on', function () {
     assert.equal(res.status, 401);
   });
 
-  it('answers the devices of the virtual radio to a logged-in editor', async () => {
+  it('answers a logged-in editor with the declared virtual devices in range, and no others', async () => {
     const token = await login('admin', '*');
     const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`, { headers: { Authorization: `Bearer ${token}` } });
     assert.equal(res.status, 200);
     const devices = (await res.json()) as Found[];
-    assert.deepEqual(devices.map((d) => [d.name, d.protocol, d.version]), [['esp32-virtual', 'v2', '1.0.0']]);
+    assert.deepEqual(
+      devices.map((d) => [d.name, d.protocol, d.version]).sort(),
+      [
+        ['esp32-from-env', 'v2', '1.0.0'],
+        ['esp32-from-node', 'v2', '1.0.0'],
+      ],
+    );
+  });
+});
+
+describe('the config node\'s scan endpoint where the virtual ESP32 cannot be built', function () {
+  this.timeout(90_000);
+  let nr: NodeRedProcess;
+  let cache: string;
+
+  before(async () => {
+    // No make, no compiler on the PATH, and an empty cache: nothing to run.
+    cache = mkdtempSync(join(tmpdir(), 'ble-ota-no-cc-'));
+    nr = await NodeRedProcess.start([], '', { PATH: '/nonexistent', BLE_OTA_VIRTUAL_CACHE: cache, BLE_OTA_VIRTUAL_DEVICES: 'esp32-a' });
+  });
+  after(async () => {
+    await nr?.stop();
+    rmSync(cache, { recursive: true, force: true });
   });
 
+  it('answers 503 VIRTUAL_DEVICE_UNAVAILABLE with what to install, not an empty list or a 500', async () => {
+    const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`);
+    assert.equal(res.status, 503);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'VIRTUAL_DEVICE_UNAVAILABLE');
+    assert.match(body.error.message, /needs `make` and a C compiler/);
+  });
 });

@@ -100,6 +100,47 @@ describe('virtual radio: declared devices only', function () {
     assert.ok(await radio.reach('radio-4'), 'it starts again when looked for');
   });
 
+  it('a device stopped for idleness keeps its flash: it starts again running what it was last updated to', async () => {
+    radio.limits = { maxProcesses: 2, idleMs: 300 };
+    radio.declare(parseVirtualDevices('radio-keep, radio-fresh'));
+    await client.update({ target: { name: 'radio-keep' }, image: buildAppImage({ size: 40_000, projectName: 'kept', version: '2.0.0' }) });
+    const first = radio.bindings.devices.find((d) => d.name === 'radio-keep');
+    await eventually(async () => first?.running, (running) => running === false, 5000, 'the idle device stopping');
+
+    const again = await radio.reach('radio-keep');
+    assert.notEqual(again, first, 'a new process');
+    const connection = await client.connect({ name: 'radio-keep' });
+    const info = await connection.info();
+    await connection.close();
+    assert.deepEqual([info.ota?.app.projectName, info.ota?.app.version], ['kept', '2.0.0']);
+    const other = await client.connect({ name: 'radio-fresh' });
+    assert.equal((await other.info()).ota?.app.version, '1.0.0', 'each device keeps its own flash');
+    await other.close();
+  });
+
+  it('a new image nobody confirmed is not what a stopped device comes back with: it rolls back, as an ESP32 switched off', async () => {
+    radio.limits = { maxProcesses: 1, idleMs: 60_000 };
+    radio.declare(parseVirtualDevices('radio-pending, radio-next'));
+    const abort = new AbortController();
+    await client
+      .update({
+        target: { name: 'radio-pending' },
+        image: buildAppImage({ size: 30_000, projectName: 'pending', version: '3.0.0' }),
+        signal: abort.signal,
+        onProgress: (p) => p.phase === 'confirming' && abort.abort(),
+      })
+      .catch(() => undefined);
+    const device = await radio.reach('radio-pending');
+    await eventually(() => device!.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the new image running pending verify');
+    await radio.reach('radio-next'); // the bound of 1: radio-pending stops to make room
+    assert.equal(device!.running, false);
+    const again = await radio.reach('radio-pending'); // and radio-next stops
+    assert.equal((await again!.state()).slots.ota_0.state, 'valid');
+    const connection = await client.connect({ name: 'radio-pending' });
+    assert.equal((await connection.info()).ota?.app.version, '1.0.0');
+    await connection.close();
+  });
+
   it('a declarer withdrawing its list: the devices it started stop at the next idle check', async () => {
     radio.limits = { maxProcesses: 4, idleMs: 400 };
     radio.declare(parseVirtualDevices('radio-w'), 'node-1');

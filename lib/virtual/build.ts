@@ -114,6 +114,42 @@ function cacheRoot(): string {
 }
 let fallbackRoot: string | undefined;
 
+let stateFolder: string | undefined;
+
+/**
+ * A private folder for what this process's virtual devices keep while they
+ * are stopped (their flash, see VirtualRadio), under the cache root: named
+ * after the process, removed when it exits. Folders of processes that no
+ * longer run (killed, so no exit handler ran) are removed when the next
+ * process makes its own.
+ */
+export function deviceStateFolder(): string {
+  if (stateFolder) return stateFolder;
+  const root = cacheRoot();
+  privateFolder(root);
+  const parent = join(root, 'devices');
+  privateFolder(parent);
+  for (const entry of readdirSync(parent)) {
+    const pid = Number(/^(\d+)-/.exec(entry)?.[1]);
+    if (pid && pid !== process.pid && !alive(pid)) rmSync(join(parent, entry), { recursive: true, force: true });
+  }
+  const folder = mkdtempSync(join(parent, `${process.pid}-`));
+  chmodSync(folder, 0o700);
+  assertPrivate(folder, 'folder');
+  process.once('exit', () => rmSync(folder, { recursive: true, force: true }));
+  stateFolder = folder;
+  return folder;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // runs, as another user
+  }
+}
+
 async function build(): Promise<string> {
   const root = cacheRoot();
   privateFolder(root);
@@ -147,8 +183,8 @@ async function build(): Promise<string> {
             new BleOtaError(
               'VIRTUAL_DEVICE_UNAVAILABLE',
               missing
-                ? 'the virtual ESP32 is built from C sources on first use and needs `make` and a C compiler (cc); install them (e.g. `apt install build-essential`)'
-                : `building the virtual ESP32 failed: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
+                ? 'The virtual ESP32 is built from C sources on first use and needs `make` and a C compiler (cc): install them (e.g. `apt install build-essential`).'
+                : `Building the virtual ESP32 failed: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
               { cause: error },
             ),
           );

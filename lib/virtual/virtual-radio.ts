@@ -5,12 +5,17 @@
  * the device node's list, BLE_OTA_VIRTUAL_DEVICES); a declared device's
  * process starts when a scan or an update looks for it, and stops again
  * when idle, so any number of names cannot start any number of processes.
+ * A declared device keeps its flash while stopped: it starts again running
+ * what it was last updated to, as a real one switched off and on.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { NobleLike } from '../client/noble-types';
 import { BleOtaError } from '../errors';
 import { peripheralId, VirtualBindings } from './bindings';
+import { deviceStateFolder } from './build';
 import { Preset, PRESETS } from './link-model';
+import type { Scheduler } from './scheduler';
 import { addressFromName, VirtualDeviceOptions, VirtualEsp32 } from './virtual-device';
 
 const ADDRESS = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
@@ -104,6 +109,8 @@ export class VirtualRadio {
   /** Addresses of the running devices the radio started for a declaration (it may stop them), and when each was last used. */
   private readonly lastUsed = new Map<string, number>();
   private sweeper: NodeJS.Timeout | undefined;
+  /** Where stopped declared devices keep the image they boot (a private folder of this radio's, made when first needed). */
+  private flashFolder: string | undefined;
   limits: VirtualRadioLimits = { maxProcesses: 8, idleMs: 300_000 };
 
   /**
@@ -113,16 +120,17 @@ export class VirtualRadio {
   constructor(
     centralMtu?: number,
     private readonly defaults: VirtualDeviceOptions = {},
-    /** A link and flash model: the radio runs in virtual time (VirtualBindings). */
-    model?: Preset,
+    /** When requests go and results come (VirtualBindings); real time unless given. */
+    scheduler?: Scheduler,
   ) {
-    this.bindings = new VirtualBindings(centralMtu, model);
+    this.bindings = new VirtualBindings(centralMtu, scheduler);
     // with-bindings loads noble's core only, never the HCI socket.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const withBindings = require('@abandonware/noble/with-bindings') as WithBindings;
     this.noble = withBindings(this.bindings);
-    // A scan finds the declared devices that are in range, as a real one would.
-    this.bindings.on('scanStart', () => void this.startDeclared());
+    // A scan finds the declared devices that are in range, as a real one
+    // would (one that cannot start is simply not found by it).
+    this.bindings.on('scanStart', () => void this.startDeclared().catch(() => undefined));
     this.bindings.on('air-connect', (address: string) => this.used(address));
     this.bindings.on('connect', (id: string, err: unknown) => {
       if (!err) this.maybeDrop(id);
@@ -176,13 +184,22 @@ export class VirtualRadio {
     return this.startDeclaration(d);
   }
 
-  /** Starts every declared device in range that is not running (as many as the bound allows). */
+  /**
+   * Starts the declared devices in range that are not running, as many as
+   * the bound allows. Throws VIRTUAL_DEVICE_UNAVAILABLE when no virtual
+   * ESP32 can run on this machine (no C compiler, an unsafe cache).
+   */
   async startDeclared(): Promise<void> {
     for (const d of this.declared.values()) {
       if (d.offline || this.devices.has(d.address)) continue;
+      // Up to the bound, stopping none: a scan that stopped devices to start
+      // others would stop the ones it just started. reach() makes room for
+      // the device a flow names.
+      if (this.lastUsed.size >= this.limits.maxProcesses) return;
       try {
         await this.startDeclaration(d);
-      } catch {
+      } catch (err) {
+        if (err instanceof BleOtaError && err.code === 'VIRTUAL_DEVICE_UNAVAILABLE') throw err;
         return; // the bound is reached, or the device cannot start: a scan finds the others
       }
     }
@@ -201,7 +218,8 @@ export class VirtualRadio {
     if (existing) return existing;
     if (this.lastUsed.size >= this.limits.maxProcesses) await this.makeRoom();
     this.lastUsed.set(d.address, Date.now());
-    const device = await this.addDevice({ name: d.name, address: d.address });
+    const kept = this.keptImage(d.address);
+    const device = await this.addDevice({ name: d.name, address: d.address, image: existsSync(kept) ? kept : undefined });
     device.once('exit', () => this.lastUsed.delete(d.address));
     this.bindings.pace(device, d.preset);
     this.sweep();
@@ -236,7 +254,30 @@ export class VirtualRadio {
     const device = await started?.catch(() => undefined);
     if (!device) return;
     this.bindings.removeDevice(device);
+    await this.keepFlash(address, device);
     await device.stop();
+  }
+
+  private keptImage(address: string): string {
+    this.flashFolder ??= mkdtempSync(join(deviceStateFolder(), 'radio-'));
+    return join(this.flashFolder, `${address.replace(/:/g, '')}.bin`);
+  }
+
+  /**
+   * Keeps the image a stopping device would boot, for its next start: the
+   * power is cut first, so the device's bootloader decides (a new image
+   * nobody confirmed is rolled back, as on an ESP32 switched off).
+   */
+  private async keepFlash(address: string, device: VirtualEsp32): Promise<void> {
+    try {
+      await device.powerCycle();
+      const state = await device.state();
+      const slot = state.slots[state.running];
+      if (!slot || slot.size === 0) return;
+      writeFileSync(this.keptImage(address), await device.readFlash(state.running, 0, slot.size), { mode: 0o600 });
+    } catch {
+      // A device that cannot say (it crashed): it starts with what was kept before, or its first image.
+    }
   }
 
   /** Stops the devices the radio started that nobody used for limits.idleMs (checked while any runs). */
@@ -293,7 +334,10 @@ export class VirtualRadio {
       : this.addDevice({ ...options, name: nameOrAddress });
   }
 
+  /** Stops every device; what stopped declared devices kept is dropped (the neighbourhood is gone). */
   async stopAll(): Promise<void> {
+    if (this.flashFolder) rmSync(this.flashFolder, { recursive: true, force: true });
+    this.flashFolder = undefined;
     this.lastUsed.clear();
     const devices = await Promise.allSettled([...this.devices.values()]);
     this.devices.clear();

@@ -71,6 +71,8 @@ export = function register(RED: RED): void {
   // nodes ask for theirs (a read-only editor user only looks). One editor
   // scan at a time: more could only wait for the radio and delay updates.
   let editorScan = false;
+  /** The radio cannot be used on this machine (no adapter, no C compiler for the virtual ESP32): 503, as for a missing service. */
+  const UNAVAILABLE: string[] = ['BLUETOOTH_UNAVAILABLE', 'VIRTUAL_DEVICE_UNAVAILABLE'];
   RED.httpAdmin.get('/ble-ota/scan', RED.auth.needsPermission('ble-ota-device.write'), (req, res) => {
     const backend = req.query.backend === 'virtual' ? 'virtual' : 'bluetooth';
     const durationMs = Math.min(Math.max(Number(req.query.duration) || 5, 1), 30) * 1000;
@@ -86,10 +88,10 @@ export = function register(RED: RED): void {
     }
     editorScan = true;
     void (async () => {
-      // In the virtual neighbourhood there is always something to find.
-      if (backend === 'virtual' && sharedVirtualRadio().bindings.devices.length === 0) {
-        await sharedVirtualRadio().ensureDevice('esp32-virtual');
-      }
+      // The virtual radio has the devices declared (device nodes' lists,
+      // BLE_OTA_VIRTUAL_DEVICES) and no others. Started before the scan, so
+      // that a virtual ESP32 that cannot run says why instead of finding nothing.
+      if (backend === 'virtual') await sharedVirtualRadio().startDeclared();
       return adapter.run(() => discoverOtaDevices(adapter.client(), { durationMs, readVersions: true }));
     })()
       .finally(() => (editorScan = false))
@@ -97,7 +99,7 @@ export = function register(RED: RED): void {
         (devices) => res.json(devices),
         (err: unknown) => {
           const e = err instanceof BleOtaError ? err : new BleOtaError('BLUETOOTH_UNAVAILABLE', String(err));
-          const status = e.code === 'BLUETOOTH_UNAVAILABLE' ? 503 : e.code === 'BUSY' ? 409 : 500;
+          const status = UNAVAILABLE.includes(e.code) ? 503 : e.code === 'BUSY' ? 409 : 500;
           res.status(status).json({ error: { code: e.code, message: e.message } });
         },
       );
