@@ -1,5 +1,5 @@
 /**
- * Node-RED robustness (issue 5, item 6), in a real Node-RED runtime
+ * Node-RED robustness, in a real Node-RED runtime
  * (node-red-node-test-helper) against virtual ESP32s: a redeploy during an
  * upload, two flows updating the same device, a device that disappears
  * mid-transfer, a node closed mid-transfer. After each: no connection left
@@ -13,7 +13,7 @@ import { OTA_STREAM_UUID } from '../lib/protocol/constants';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
-import { catchNode, deviceNode, helper, uploadNode } from './support/node-red';
+import { catchNode, deviceNode, exchange, helper, uploadNode } from './support/node-red';
 
 type Msg = Record<string, unknown>;
 
@@ -69,21 +69,7 @@ function load(flow: unknown[]): Promise<void> {
 
 /** Sends msg to an upload node; resolves with its result or its error. */
 function update(id: string, msg: Msg): Promise<{ result?: Msg; error?: Msg }> {
-  const up = helper.getNode(id);
-  const out = helper.getNode(`${id}-out`);
-  const errors = helper.getNode('errors');
-  return new Promise((resolve) => {
-    const finish = (r: { result?: Msg; error?: Msg }) => {
-      out.off('input', onResult);
-      errors.off('input', onError);
-      resolve(r);
-    };
-    const onResult = (m: Msg) => finish({ result: m });
-    const onError = (m: Msg) => (m.error as { source?: { id?: string } }).source?.id === id && finish({ error: m });
-    out.on('input', onResult);
-    errors.on('input', onError);
-    up.receive(msg);
-  });
+  return exchange(helper.getNode(id), msg, { out: helper.getNode(`${id}-out`), errors: helper.getNode('errors') });
 }
 
 /** Resolves when the image's bytes past `offset` cross the air to the device: mid-transfer. */

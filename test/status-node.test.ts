@@ -16,7 +16,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eventually } from './support/eventually';
 import { NodeRedProcess } from './support/node-red-process';
-import { catchNode, deviceNode, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
+import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const statusNode = require('../nodes/ble-ota-status/ble-ota-status') as unknown;
@@ -56,20 +56,7 @@ async function load(nodes: FlowNode[]): Promise<Loaded> {
 }
 
 /** Sends msg into the status node; resolves with its output or the Catch node's message. */
-function ask(nodes: Loaded, msg: Msg): Promise<{ result?: Msg; error?: Msg }> {
-  return new Promise((resolve) => {
-    const onResult = (m: Msg) => finish({ result: m });
-    const onError = (m: Msg) => finish({ error: m });
-    const finish = (r: { result?: Msg; error?: Msg }) => {
-      nodes.out.off('input', onResult);
-      nodes.errors.off('input', onError);
-      resolve(r);
-    };
-    nodes.out.on('input', onResult);
-    nodes.errors.on('input', onError);
-    nodes.st.receive(msg);
-  });
-}
+const ask = (nodes: Loaded, msg: Msg) => exchange(nodes.st, msg, nodes);
 
 function event(state: OtaState, extra: Partial<OtaEvent> = {}): OtaEvent {
   return {

@@ -12,7 +12,7 @@ import { addressFromName, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
 import { fixture, haveFixtures } from './support/fixtures';
-import { catchNode, deviceNode, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
+import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
 
 type Msg = Record<string, unknown>;
 
@@ -48,20 +48,7 @@ function statusTexts(node: TestNode): string[] {
 }
 
 /** Sends msg into the upload node; resolves with the result or the Catch node's error message. */
-function send(nodes: Loaded, msg: Msg): Promise<{ result?: Msg; error?: Msg }> {
-  return new Promise((resolve) => {
-    const onResult = (m: Msg) => finish({ result: m });
-    const onError = (m: Msg) => finish({ error: m });
-    const finish = (r: { result?: Msg; error?: Msg }) => {
-      nodes.out.off('input', onResult);
-      nodes.errors.off('input', onError);
-      resolve(r);
-    };
-    nodes.out.on('input', onResult);
-    nodes.errors.on('input', onError);
-    nodes.up.receive(msg);
-  });
-}
+const send = (nodes: Loaded, msg: Msg) => exchange(nodes.up, msg, nodes);
 
 describe('ble-ota-upload node', function () {
   this.timeout(60_000);

@@ -39,3 +39,26 @@ export const catchNode = require(require.resolve('@node-red/nodes/core/common/25
 export function lastStatus(node: TestNode): { fill?: string; shape?: string; text?: string } {
   return (node.status.lastCall?.args[0] ?? {}) as { fill?: string; shape?: string; text?: string };
 }
+
+type Msg = Record<string, unknown>;
+
+/**
+ * Sends msg into `node`; resolves with the first message `out` receives, or
+ * with the Catch node's message (received by `errors`) for an error that
+ * `node` reported: what a flow sees of one input.
+ */
+export function exchange(node: TestNode, msg: Msg, wires: { out: TestNode; errors: TestNode }): Promise<{ result?: Msg; error?: Msg }> {
+  const { out, errors } = wires;
+  return new Promise((resolve) => {
+    const finish = (r: { result?: Msg; error?: Msg }) => {
+      out.off('input', onResult);
+      errors.off('input', onError);
+      resolve(r);
+    };
+    const onResult = (m: Msg) => finish({ result: m });
+    const onError = (m: Msg) => (m.error as { source?: { id?: string } } | undefined)?.source?.id === node.id && finish({ error: m });
+    out.on('input', onResult);
+    errors.on('input', onError);
+    node.receive(msg);
+  });
+}
