@@ -8,7 +8,10 @@ export const OTA_SERVICE_UUID = 'd6f1d96d-594c-4c53-b1c6-144a1dfde6d8';
 export const OTA_CONTROL_UUID = '7ad671aa-21c0-46a4-b722-270e3ae3d830';
 export const OTA_DATA_UUID = '23408888-1f40-4cd8-9b89-ca8d45f8a5b0';
 
+/** Device Information (Bluetooth SIG 16-bit UUIDs): the firmware serves manufacturer, model and firmware revision. */
 export const DEVICE_INFORMATION_UUID = '180a';
+export const MANUFACTURER_NAME_UUID = '2a29';
+export const MODEL_NUMBER_UUID = '2a24';
 export const FIRMWARE_REVISION_UUID = '2a26';
 
 export const Control = {
@@ -19,6 +22,21 @@ export const Control = {
   DONE: 0x04,
   DONE_ACK: 0x05,
   DONE_NAK: 0x06,
+} as const;
+
+/**
+ * ATT error codes of the OTA characteristics' writes: standard ones where one
+ * fits (Core Specification Vol 3, Part F, 3.4.1.1), the rest from the
+ * application range 0x80-0x9F.
+ */
+export const AttErrorCode = {
+  WRITE_NOT_PERMITTED: 0x03,
+  INVALID_LEN: 0x0d,
+  UNLIKELY: 0x0e,
+  NOT_RECEIVING: 0x80,
+  FLASH: 0x81,
+  BAD_VALUE: 0x82,
+  BUSY: 0x83,
 } as const;
 
 /** Largest packet the firmware accepts (ATT_MTU 517 - 3). */
@@ -39,48 +57,91 @@ export const OTA_STREAM_UUID = 'c771fa03-c1a5-46d6-8529-795dac415ff6';
 
 export const PROTOCOL_VERSION = 2;
 export const INFO_VERSION = 3;
-export const INFO_SIZE = 276;
-/** OTA Info of info_version 2 (before the link fields). */
-export const INFO_SIZE_V2 = 260;
-/** OTA Info of info_version 1 (before the device id and the signing key). */
-export const INFO_SIZE_V1 = 220;
 
-/** OTA Info field offsets (BLE_OTA_INFO_OFF_* in the C header). */
-export const InfoOffset = {
-  INFO_VERSION: 0,
-  PROTOCOL: 1,
-  FEATURES: 2,
-  CHIP_ID: 4,
-  CHIP_REVISION: 6,
-  SLOT_SIZE: 8,
-  MAX_PACKET: 12,
-  WINDOW: 14,
-  RUNNING_STATE: 16,
-  LAST_STATUS: 17,
-  TRANSFER_STATE: 18,
-  UPDATE_SLOT: 19,
-  TRANSFER_OFFSET: 20,
-  TRANSFER_SHA256: 24,
-  SECURE_VERSION: 56,
-  VERSION: 60,
-  PROJECT_NAME: 92,
-  IDF_VERSION: 124,
-  DATE: 156,
-  TIME: 172,
-  APP_ELF_SHA256: 188,
-  DEVICE_ID: 220,
-  SIGNING_KEY: 228,
-  // info_version 3: the link as the device sees it, in the controller's units (0: not known).
-  CONN_INTERVAL: 260,
-  CONN_LATENCY: 262,
-  SUPERVISION_TIMEOUT: 264,
-  TX_PHY: 266,
-  RX_PHY: 267,
-  TX_OCTETS: 268,
-  RX_OCTETS: 270,
-  ATT_MTU: 272,
-  LINK_REQUEST: 274,
-} as const;
+/** How an OTA Info field is stored: a little-endian integer, bytes, or NUL-padded UTF-8 text. */
+export type InfoFieldType = 'u8' | 'u16' | 'u32' | 'bytes' | 'text';
+
+export interface InfoField {
+  offset: number;
+  size: number;
+  type: InfoFieldType;
+  /** The info_version that added the field: a value of an older version does not have it. */
+  since: number;
+}
+
+/**
+ * OTA Info's layout (docs/PROTOCOL.md, OTA Info), the client's one definition
+ * of it: each field's offset, size and the info_version that added it, named
+ * as BLE_OTA_INFO_OFF_* in the C header (test/protocol-constants.test.ts
+ * compares the two field by field). A new info_version only appends fields,
+ * so an older client reads a newer value's fields it knows where they were.
+ */
+export const InfoLayout = {
+  INFO_VERSION: { offset: 0, size: 1, type: 'u8', since: 1 },
+  PROTOCOL: { offset: 1, size: 1, type: 'u8', since: 1 },
+  FEATURES: { offset: 2, size: 2, type: 'u16', since: 1 },
+  CHIP_ID: { offset: 4, size: 2, type: 'u16', since: 1 },
+  CHIP_REVISION: { offset: 6, size: 2, type: 'u16', since: 1 },
+  SLOT_SIZE: { offset: 8, size: 4, type: 'u32', since: 1 },
+  MAX_PACKET: { offset: 12, size: 2, type: 'u16', since: 1 },
+  WINDOW: { offset: 14, size: 2, type: 'u16', since: 1 },
+  RUNNING_STATE: { offset: 16, size: 1, type: 'u8', since: 1 },
+  LAST_STATUS: { offset: 17, size: 1, type: 'u8', since: 1 },
+  TRANSFER_STATE: { offset: 18, size: 1, type: 'u8', since: 1 },
+  UPDATE_SLOT: { offset: 19, size: 1, type: 'u8', since: 1 },
+  TRANSFER_OFFSET: { offset: 20, size: 4, type: 'u32', since: 1 },
+  TRANSFER_SHA256: { offset: 24, size: 32, type: 'bytes', since: 1 },
+  SECURE_VERSION: { offset: 56, size: 4, type: 'u32', since: 1 },
+  VERSION: { offset: 60, size: 32, type: 'text', since: 1 },
+  PROJECT_NAME: { offset: 92, size: 32, type: 'text', since: 1 },
+  IDF_VERSION: { offset: 124, size: 32, type: 'text', since: 1 },
+  DATE: { offset: 156, size: 16, type: 'text', since: 1 },
+  TIME: { offset: 172, size: 16, type: 'text', since: 1 },
+  APP_ELF_SHA256: { offset: 188, size: 32, type: 'bytes', since: 1 },
+  DEVICE_ID: { offset: 220, size: 6, type: 'bytes', since: 2 },
+  // 226, 2 bytes: reserved (InfoReserved)
+  SIGNING_KEY: { offset: 228, size: 32, type: 'bytes', since: 2 },
+  // The link as the device sees it, in the controller's units (0: not known).
+  CONN_INTERVAL: { offset: 260, size: 2, type: 'u16', since: 3 },
+  CONN_LATENCY: { offset: 262, size: 2, type: 'u16', since: 3 },
+  SUPERVISION_TIMEOUT: { offset: 264, size: 2, type: 'u16', since: 3 },
+  TX_PHY: { offset: 266, size: 1, type: 'u8', since: 3 },
+  RX_PHY: { offset: 267, size: 1, type: 'u8', since: 3 },
+  TX_OCTETS: { offset: 268, size: 2, type: 'u16', since: 3 },
+  RX_OCTETS: { offset: 270, size: 2, type: 'u16', since: 3 },
+  ATT_MTU: { offset: 272, size: 2, type: 'u16', since: 3 },
+  LINK_REQUEST: { offset: 274, size: 1, type: 'u8', since: 3 },
+  // 275, 1 byte: reserved
+} as const satisfies Record<string, InfoField>;
+
+export type InfoFieldName = keyof typeof InfoLayout;
+
+/** OTA Info's reserved bytes (0 on the air), which the layout's fields leave out. */
+export const InfoReserved: ReadonlyArray<{ offset: number; size: number; since: number }> = [
+  { offset: 226, size: 2, since: 2 },
+  { offset: 275, size: 1, since: 3 },
+];
+
+/** The size of an OTA Info value of info_version `version`: where its last field or reserved byte ends. */
+export function infoSize(version: number): number {
+  let end = 0;
+  for (const f of [...Object.values(InfoLayout), ...InfoReserved]) {
+    if (f.since <= version) end = Math.max(end, f.offset + f.size);
+  }
+  return end;
+}
+
+/** OTA Info of this client's info_version. */
+export const INFO_SIZE = infoSize(INFO_VERSION);
+/** OTA Info of info_version 2 (before the link fields). */
+export const INFO_SIZE_V2 = infoSize(2);
+/** OTA Info of info_version 1 (before the device id and the signing key). */
+export const INFO_SIZE_V1 = infoSize(1);
+
+/** OTA Info field offsets (BLE_OTA_INFO_OFF_* in the C header), from InfoLayout. */
+export const InfoOffset = Object.fromEntries(Object.entries(InfoLayout).map(([name, f]) => [name, f.offset])) as {
+  readonly [K in InfoFieldName]: (typeof InfoLayout)[K]['offset'];
+};
 
 /** OTA Info tx_phy / rx_phy (the controller's PHY values; 0: not known). */
 export const Phy = { UNKNOWN: 0, LE_1M: 1, LE_2M: 2, LE_CODED: 3 } as const;
@@ -112,6 +173,8 @@ export const Command = {
   INFO: 0x07,
 } as const;
 export const ANSWER = 0x80;
+/** Highest request opcode: answers (0x80-0xBF) never read as events; a write above it fails with ATT BAD_VALUE. */
+export const OPCODE_MAX = 0x3f;
 export const BEGIN_SIZE = 41;
 export const BeginFlag = { CLIENT_CONFIRM: 0x0001, DEFLATE: 0x0002 } as const;
 /** With DEFLATE: the image goes in chunks of this many bytes (the last one shorter). */
@@ -179,3 +242,5 @@ export function statusName(status: number): string {
 }
 
 export const RESTART_DELAY_MS = 500;
+/** A suspended v2 transfer nobody resumes is aborted after this long. */
+export const ABANDON_TIMEOUT_MS = 60_000;

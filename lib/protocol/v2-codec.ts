@@ -2,8 +2,21 @@
  * Encoding and decoding of protocol v2 messages (docs/PROTOCOL.md). Pure
  * functions: no I/O, so every byte layout is tested on its own.
  */
-import { ANSWER, BEGIN_SIZE, Command, DEVICE_ID_LEN, Event, INFO_SIZE_V1, InfoOffset as O, LinkRequest, Phy, STREAM_HEADER, UpdateSlot } from './constants';
-
+import {
+  ANSWER,
+  BEGIN_SIZE,
+  Command,
+  Event,
+  INFO_SIZE_V1,
+  INFO_VERSION,
+  InfoFieldName,
+  infoSize,
+  InfoLayout,
+  LinkRequest,
+  Phy,
+  STREAM_HEADER,
+  UpdateSlot,
+} from './constants';
 
 export interface DeviceInfoV2 {
   infoVersion: number;
@@ -75,86 +88,113 @@ function phyName(value: number): PhyName | undefined {
   return value === Phy.LE_1M ? '1M' : value === Phy.LE_2M ? '2M' : value === Phy.LE_CODED ? 'Coded' : undefined;
 }
 
-function decodeLink(value: Buffer): DeviceLink {
+/**
+ * Reads OTA Info's fields by their names in InfoLayout: integers as numbers,
+ * text up to its first NUL, bytes as a copy.
+ */
+class InfoReader {
+  constructor(private readonly value: Buffer) {}
+
+  num(name: InfoFieldName): number {
+    const f = InfoLayout[name];
+    switch (f.type) {
+      case 'u8':
+        return this.value[f.offset];
+      case 'u16':
+        return this.value.readUInt16LE(f.offset);
+      case 'u32':
+        return this.value.readUInt32LE(f.offset);
+      default:
+        throw new TypeError(`OTA Info field ${name} is ${f.type}, not a number`);
+    }
+  }
+
+  text(name: InfoFieldName): string {
+    const f = InfoLayout[name];
+    const field = this.value.subarray(f.offset, f.offset + f.size);
+    const end = field.indexOf(0);
+    return field.subarray(0, end < 0 ? field.length : end).toString('utf8');
+  }
+
+  bytes(name: InfoFieldName): Buffer {
+    const f = InfoLayout[name];
+    return Buffer.from(this.value.subarray(f.offset, f.offset + f.size));
+  }
+}
+
+function decodeLink(r: InfoReader): DeviceLink {
   const known = (n: number) => (n === 0 ? undefined : n);
-  const interval = value.readUInt16LE(O.CONN_INTERVAL);
-  const timeout = value.readUInt16LE(O.SUPERVISION_TIMEOUT);
-  const request = value[O.LINK_REQUEST];
-  const toPhy = phyName(value[O.RX_PHY]);
-  const fromPhy = phyName(value[O.TX_PHY]);
-  const toOctets = known(value.readUInt16LE(O.RX_OCTETS));
-  const fromOctets = known(value.readUInt16LE(O.TX_OCTETS));
+  const interval = r.num('CONN_INTERVAL');
+  const timeout = r.num('SUPERVISION_TIMEOUT');
+  const request = r.num('LINK_REQUEST');
+  const toPhy = phyName(r.num('RX_PHY'));
+  const fromPhy = phyName(r.num('TX_PHY'));
+  const toOctets = known(r.num('RX_OCTETS'));
+  const fromOctets = known(r.num('TX_OCTETS'));
   return {
     intervalMs: interval === 0 ? undefined : interval * 1.25,
     // Latency 0 is a value, but only next to an interval the device knows.
-    latency: interval === 0 ? undefined : value.readUInt16LE(O.CONN_LATENCY),
+    latency: interval === 0 ? undefined : r.num('CONN_LATENCY'),
     supervisionTimeoutMs: timeout === 0 ? undefined : timeout * 10,
     phy: toPhy || fromPhy ? { toDevice: toPhy, fromDevice: fromPhy } : undefined,
     dataLength: toOctets || fromOctets ? { toDevice: toOctets, fromDevice: fromOctets } : undefined,
-    mtu: known(value.readUInt16LE(O.ATT_MTU)),
+    mtu: known(r.num('ATT_MTU')),
     requested: request === LinkRequest.TRANSFER ? 'transfer' : request === LinkRequest.IDLE ? 'idle' : 'none',
   };
 }
 
-/** OTA Info of info_version 3 ends after link_request and its reserved byte. */
-const INFO_SIZE_V3 = O.LINK_REQUEST + 2;
-
-function cString(buf: Buffer, offset: number, length: number): string {
-  const field = buf.subarray(offset, offset + length);
-  const end = field.indexOf(0);
-  return field.subarray(0, end < 0 ? field.length : end).toString('utf8');
-}
-
 /**
- * Decodes OTA Info. A later info_version may be longer: what follows the
- * fields this version knows is ignored. Throws RangeError when the value is
- * too short for its version.
+ * Decodes OTA Info by its info_version: a field is read only from a value
+ * whose version has it (InfoLayout's `since`), so an older device's value
+ * decodes with the fields it had and the later ones undefined. A later
+ * version only appends: what follows the fields this client knows is
+ * ignored. Throws RangeError when the value is shorter than its version's
+ * fields (as far as this client knows them).
  */
 export function decodeInfo(value: Buffer): DeviceInfoV2 {
   if (value.length < INFO_SIZE_V1) {
-    throw new RangeError(`OTA Info is ${value.length} bytes, expected at least ${INFO_SIZE_V1}`);
+    throw new RangeError(`OTA Info is ${value.length} bytes, shorter than the ${INFO_SIZE_V1} of its first version`);
   }
-  const infoVersion = value[O.INFO_VERSION];
+  const infoVersion = value[InfoLayout.INFO_VERSION.offset];
+  // Version 0 was never sent: read such a value as version 1, its fields are there.
+  const known = Math.min(Math.max(infoVersion, 1), INFO_VERSION);
+  if (value.length < infoSize(known)) {
+    throw new RangeError(`OTA Info of info_version ${infoVersion} is ${value.length} bytes, expected at least ${infoSize(known)}`);
+  }
+  const has = (name: InfoFieldName) => InfoLayout[name].since <= known;
+  const r = new InfoReader(value);
   const info: DeviceInfoV2 = {
     infoVersion,
-    protocol: value[O.PROTOCOL],
-    features: value.readUInt16LE(O.FEATURES),
-    chipId: value.readUInt16LE(O.CHIP_ID),
-    chipRevision: value.readUInt16LE(O.CHIP_REVISION),
-    slotSize: value.readUInt32LE(O.SLOT_SIZE),
-    maxPacket: value.readUInt16LE(O.MAX_PACKET),
-    window: value.readUInt16LE(O.WINDOW),
-    runningState: value[O.RUNNING_STATE],
-    lastStatus: value[O.LAST_STATUS],
-    transferState: value[O.TRANSFER_STATE],
-    updateSlotRolledBack: value[O.UPDATE_SLOT] === UpdateSlot.ROLLED_BACK,
-    transferOffset: value.readUInt32LE(O.TRANSFER_OFFSET),
-    transferSha256: Buffer.from(value.subarray(O.TRANSFER_SHA256, O.TRANSFER_SHA256 + 32)),
+    protocol: r.num('PROTOCOL'),
+    features: r.num('FEATURES'),
+    chipId: r.num('CHIP_ID'),
+    chipRevision: r.num('CHIP_REVISION'),
+    slotSize: r.num('SLOT_SIZE'),
+    maxPacket: r.num('MAX_PACKET'),
+    window: r.num('WINDOW'),
+    runningState: r.num('RUNNING_STATE'),
+    lastStatus: r.num('LAST_STATUS'),
+    transferState: r.num('TRANSFER_STATE'),
+    updateSlotRolledBack: r.num('UPDATE_SLOT') === UpdateSlot.ROLLED_BACK,
+    transferOffset: r.num('TRANSFER_OFFSET'),
+    transferSha256: r.bytes('TRANSFER_SHA256'),
     app: {
-      secureVersion: value.readUInt32LE(O.SECURE_VERSION),
-      version: cString(value, O.VERSION, 32),
-      projectName: cString(value, O.PROJECT_NAME, 32),
-      idfVersion: cString(value, O.IDF_VERSION, 32),
-      date: cString(value, O.DATE, 16),
-      time: cString(value, O.TIME, 16),
-      elfSha256: Buffer.from(value.subarray(O.APP_ELF_SHA256, O.APP_ELF_SHA256 + 32)),
+      secureVersion: r.num('SECURE_VERSION'),
+      version: r.text('VERSION'),
+      projectName: r.text('PROJECT_NAME'),
+      idfVersion: r.text('IDF_VERSION'),
+      date: r.text('DATE'),
+      time: r.text('TIME'),
+      elfSha256: r.bytes('APP_ELF_SHA256'),
     },
   };
-  if (infoVersion >= 2) {
-    if (value.length < O.SIGNING_KEY + 32) {
-      throw new RangeError(`OTA Info version ${infoVersion} is ${value.length} bytes, expected at least ${O.SIGNING_KEY + 32}`);
-    }
-    info.deviceId = Buffer.from(value.subarray(O.DEVICE_ID, O.DEVICE_ID + DEVICE_ID_LEN));
-    const digest = value.subarray(O.SIGNING_KEY, O.SIGNING_KEY + 32);
-    if (digest.some((b) => b !== 0)) info.signingKeyDigest = Buffer.from(digest);
+  if (has('DEVICE_ID')) info.deviceId = r.bytes('DEVICE_ID');
+  if (has('SIGNING_KEY')) {
+    const digest = r.bytes('SIGNING_KEY');
+    if (digest.some((b) => b !== 0)) info.signingKeyDigest = digest;
   }
-  // Version 2 (older firmware) has no link fields: link stays undefined.
-  if (infoVersion >= 3) {
-    if (value.length < INFO_SIZE_V3) {
-      throw new RangeError(`OTA Info version ${infoVersion} is ${value.length} bytes, expected at least ${INFO_SIZE_V3}`);
-    }
-    info.link = decodeLink(value);
-  }
+  // The link fields arrived together: a value has all of them or none.
+  if (has('CONN_INTERVAL')) info.link = decodeLink(r);
   return info;
 }
 

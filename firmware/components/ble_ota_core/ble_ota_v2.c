@@ -765,6 +765,18 @@ put_field(uint8_t *out, size_t out_len, const char *src, size_t src_len)
     memcpy(out, src, n);
 }
 
+/* The port's fields and the transfer's hash are copied whole into their
+ * OTA Info fields; the value fits one attribute value (ATT: 512 bytes). */
+_Static_assert(sizeof(((ble_ota_device_info_t *)0)->app_elf_sha256) == BLE_OTA_INFO_LEN_APP_ELF_SHA256,
+               "app_elf_sha256 fills its OTA Info field");
+_Static_assert(sizeof(((ble_ota_device_info_t *)0)->device_id) == BLE_OTA_INFO_LEN_DEVICE_ID,
+               "device_id fills its OTA Info field");
+_Static_assert(sizeof(((ble_ota_device_info_t *)0)->signing_key_digest) == BLE_OTA_INFO_LEN_SIGNING_KEY,
+               "signing_key_digest fills its OTA Info field");
+_Static_assert(BLE_OTA_SHA256_LEN == BLE_OTA_INFO_LEN_TRANSFER_SHA256, "the transfer's SHA-256 fills its field");
+_Static_assert(BLE_OTA_INFO_OFF_LINK_REQUEST + 2 == BLE_OTA_INFO_SIZE, "OTA Info ends after link_request's reserved byte");
+_Static_assert(BLE_OTA_INFO_SIZE <= 512, "OTA Info fits one attribute value");
+
 size_t
 ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
 {
@@ -834,15 +846,17 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
         memcpy(out + BLE_OTA_INFO_OFF_TRANSFER_SHA256, t->sha256, BLE_OTA_SHA256_LEN);
     }
     ble_ota_put_le32(out + BLE_OTA_INFO_OFF_SECURE_VERSION, info.secure_version);
-    put_field(out + BLE_OTA_INFO_OFF_VERSION, 32, info.version, sizeof(info.version));
-    put_field(out + BLE_OTA_INFO_OFF_PROJECT_NAME, 32, info.project_name, sizeof(info.project_name));
-    put_field(out + BLE_OTA_INFO_OFF_IDF_VERSION, 32, info.idf_version, sizeof(info.idf_version));
-    put_field(out + BLE_OTA_INFO_OFF_DATE, 16, info.date, sizeof(info.date));
-    put_field(out + BLE_OTA_INFO_OFF_TIME, 16, info.time, sizeof(info.time));
-    memcpy(out + BLE_OTA_INFO_OFF_APP_ELF_SHA256, info.app_elf_sha256, sizeof(info.app_elf_sha256));
-    memcpy(out + BLE_OTA_INFO_OFF_DEVICE_ID, info.device_id, BLE_OTA_DEVICE_ID_LEN);
+    put_field(out + BLE_OTA_INFO_OFF_VERSION, BLE_OTA_INFO_LEN_VERSION, info.version, sizeof(info.version));
+    put_field(out + BLE_OTA_INFO_OFF_PROJECT_NAME, BLE_OTA_INFO_LEN_PROJECT_NAME, info.project_name,
+              sizeof(info.project_name));
+    put_field(out + BLE_OTA_INFO_OFF_IDF_VERSION, BLE_OTA_INFO_LEN_IDF_VERSION, info.idf_version,
+              sizeof(info.idf_version));
+    put_field(out + BLE_OTA_INFO_OFF_DATE, BLE_OTA_INFO_LEN_DATE, info.date, sizeof(info.date));
+    put_field(out + BLE_OTA_INFO_OFF_TIME, BLE_OTA_INFO_LEN_TIME, info.time, sizeof(info.time));
+    memcpy(out + BLE_OTA_INFO_OFF_APP_ELF_SHA256, info.app_elf_sha256, BLE_OTA_INFO_LEN_APP_ELF_SHA256);
+    memcpy(out + BLE_OTA_INFO_OFF_DEVICE_ID, info.device_id, BLE_OTA_INFO_LEN_DEVICE_ID);
     if (info.signed_updates) {
-        memcpy(out + BLE_OTA_INFO_OFF_SIGNING_KEY, info.signing_key_digest, sizeof(info.signing_key_digest));
+        memcpy(out + BLE_OTA_INFO_OFF_SIGNING_KEY, info.signing_key_digest, BLE_OTA_INFO_LEN_SIGNING_KEY);
     }
     /* info_version 3: the link, as the device sees it (zeros: not known). */
     ble_ota_link_info_t link;

@@ -1,9 +1,12 @@
 /*
- * On-air constants of the BLE OTA service.
+ * On-air constants of the BLE OTA service: the seed protocol's UUIDs and
+ * control values, exactly as seed devices put them on the air, and protocol
+ * v2's (docs/PROTOCOL.md).
  *
- * The seed protocol's UUIDs and control values, exactly as seed devices put
- * them on the air. The TypeScript client has its own copy in
- * lib/protocol/constants.ts; test/protocol-constants.test.ts proves the two agree.
+ * The TypeScript client has its own definition in lib/protocol/constants.ts;
+ * test/protocol-constants.test.ts compares every constant here with it (a
+ * new one fails that test until the client has it too), and OTA Info's
+ * layout field by field.
  */
 #ifndef BLE_OTA_PROTOCOL_H
 #define BLE_OTA_PROTOCOL_H
@@ -16,6 +19,13 @@
 /* OTA Data: write (with response). Before REQUEST it takes the packet size
  * (2 bytes, little-endian); after REQUEST, firmware packets. */
 #define BLE_OTA_DATA_UUID "23408888-1f40-4cd8-9b89-ca8d45f8a5b0"
+
+/* Device Information service 0x180A (Bluetooth SIG assigned numbers), with
+ * the characteristics our firmware serves. */
+#define BLE_OTA_DEVICE_INFORMATION_UUID "180a"
+#define BLE_OTA_MANUFACTURER_NAME_UUID  "2a29"
+#define BLE_OTA_MODEL_NUMBER_UUID       "2a24"
+#define BLE_OTA_FIRMWARE_REVISION_UUID  "2a26"
 
 /* Control values. */
 #define BLE_OTA_CTRL_NOP         0x00
@@ -56,9 +66,17 @@
 
 #define BLE_OTA_PROTOCOL_VERSION 2
 #define BLE_OTA_INFO_VERSION     3
-#define BLE_OTA_INFO_SIZE        276
+#define BLE_OTA_INFO_SIZE        276 /* info_version 3's; 1 and 2: BLE_OTA_INFO_SIZE_V1, _V2 */
 
-/* OTA Info field offsets (docs/PROTOCOL.md, OTA Info). */
+/*
+ * OTA Info's layout (docs/PROTOCOL.md, OTA Info): each field's offset, and
+ * its type (u8, u16, u32: little-endian) or its length in bytes. A new
+ * info_version only appends fields (a client reads those it knows and
+ * ignores the rest), and the value stays within one attribute value (512
+ * bytes). Adding a field: its offset here and in InfoLayout
+ * (lib/protocol/constants.ts), the value in ble_ota_core_info_read, and
+ * where the client shows it.
+ */
 #define BLE_OTA_INFO_OFF_INFO_VERSION    0   /* u8 */
 #define BLE_OTA_INFO_OFF_PROTOCOL        1   /* u8 */
 #define BLE_OTA_INFO_OFF_FEATURES        2   /* u16 */
@@ -72,17 +90,28 @@
 #define BLE_OTA_INFO_OFF_TRANSFER_STATE  18  /* u8 */
 #define BLE_OTA_INFO_OFF_UPDATE_SLOT     19  /* u8: BLE_OTA_UPDATE_SLOT_* */
 #define BLE_OTA_INFO_OFF_TRANSFER_OFFSET 20  /* u32 */
-#define BLE_OTA_INFO_OFF_TRANSFER_SHA256 24  /* 32 bytes */
+#define BLE_OTA_INFO_OFF_TRANSFER_SHA256 24
+#define BLE_OTA_INFO_LEN_TRANSFER_SHA256 32
 #define BLE_OTA_INFO_OFF_SECURE_VERSION  56  /* u32 */
-#define BLE_OTA_INFO_OFF_VERSION         60  /* 32 bytes, NUL-padded */
-#define BLE_OTA_INFO_OFF_PROJECT_NAME    92  /* 32 bytes */
-#define BLE_OTA_INFO_OFF_IDF_VERSION     124 /* 32 bytes */
-#define BLE_OTA_INFO_OFF_DATE            156 /* 16 bytes */
-#define BLE_OTA_INFO_OFF_TIME            172 /* 16 bytes */
-#define BLE_OTA_INFO_OFF_APP_ELF_SHA256  188 /* 32 bytes */
+#define BLE_OTA_INFO_OFF_VERSION         60  /* text, NUL-padded (as the other text fields) */
+#define BLE_OTA_INFO_LEN_VERSION         32
+#define BLE_OTA_INFO_OFF_PROJECT_NAME    92  /* text */
+#define BLE_OTA_INFO_LEN_PROJECT_NAME    32
+#define BLE_OTA_INFO_OFF_IDF_VERSION     124 /* text */
+#define BLE_OTA_INFO_LEN_IDF_VERSION     32
+#define BLE_OTA_INFO_OFF_DATE            156 /* text */
+#define BLE_OTA_INFO_LEN_DATE            16
+#define BLE_OTA_INFO_OFF_TIME            172 /* text */
+#define BLE_OTA_INFO_LEN_TIME            16
+#define BLE_OTA_INFO_OFF_APP_ELF_SHA256  188
+#define BLE_OTA_INFO_LEN_APP_ELF_SHA256  32
+#define BLE_OTA_INFO_SIZE_V1             220
 /* info_version 2: */
-#define BLE_OTA_INFO_OFF_DEVICE_ID       220 /* 6 bytes, then 2 reserved */
-#define BLE_OTA_INFO_OFF_SIGNING_KEY     228 /* 32 bytes: digest of the key updates must be signed with */
+#define BLE_OTA_INFO_OFF_DEVICE_ID       220 /* then 2 reserved bytes */
+#define BLE_OTA_INFO_LEN_DEVICE_ID       BLE_OTA_DEVICE_ID_LEN
+#define BLE_OTA_INFO_OFF_SIGNING_KEY     228 /* digest of the key updates must be signed with */
+#define BLE_OTA_INFO_LEN_SIGNING_KEY     32
+#define BLE_OTA_INFO_SIZE_V2             260
 /* info_version 3: the link as the device sees it (0: not known), in the
  * controller's units (ble_ota_link.h). */
 #define BLE_OTA_INFO_OFF_CONN_INTERVAL       260 /* u16, 1.25 ms units */
