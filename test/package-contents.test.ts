@@ -2,7 +2,7 @@
  * What `npm pack` puts in the package: never a firmware build's sdkconfig
  * (it holds keys and local settings), build folders, ESP-IDF's managed
  * components or dependencies.lock, keys, or the demo's folder, even when
- * the firmware was built inside the package folder as firmware/README
+ * the firmware was built inside the package folder as firmware/README.md
  * suggests; and still everything the virtual ESP32 is built from. And the
  * lock file stays in step with package.json.
  */

@@ -6,9 +6,10 @@
  * returned status to an ATT error with ble_ota_status_to_att(). The core
  * allocates nothing: its buffers (protocol v2's flash block, the DEFLATE
  * chunk and dictionary) and the SHA-256 state live in ble_ota_core_t, so
- * the caller decides where (a static, on the ESP32: about 12.7 KB). The core
- * takes no lock: calls must not overlap (the ESP32 firmware makes them from
- * several tasks under one mutex, firmware/main/ota_task.c).
+ * the caller decides where (a static on the ESP32; its size: docs/PERFORMANCE.md,
+ * *The firmware's RAM*). The core takes no lock: calls must not overlap (the
+ * ESP32 firmware makes them from several tasks under one mutex,
+ * firmware/main/ota_task.c).
  */
 #ifndef BLE_OTA_CORE_H
 #define BLE_OTA_CORE_H

@@ -6,8 +6,10 @@
  * (firmware/main/ota_port_esp.c) with esp_ota_* calls, the host platform
  * (firmware/host/host_port.c) with emulated flash for tests and the virtual
  * ESP32. The core calls the port only from its own calls, so the port runs
- * in whatever task calls the core (on the ESP32 the OTA task, under its
- * lock); none may block longer than one flash operation.
+ * in whatever task calls the core: on the ESP32 several tasks (the OTA
+ * task, NimBLE's host task for the seed protocol's writes, the main task at
+ * boot), one at a time under the core's lock (firmware/main/ota_task.c).
+ * None may block longer than one flash operation.
  */
 #ifndef BLE_OTA_PORT_H
 #define BLE_OTA_PORT_H
