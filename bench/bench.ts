@@ -16,11 +16,12 @@ import { buildAppImage } from '../lib/image/app-image-builder';
 import { validateImage } from '../lib/image/validate';
 import { encodedLength, worthDeflating } from '../lib/protocol/deflate-chunks';
 import { encodeStreamPacket } from '../lib/protocol/v2-codec';
-import { Preset, PRESETS, W25Q32JV_MAX, withModel } from '../lib/virtual/link-model';
-import { END_TO_END, modelledUpdate, ModelledRun } from '../lib/virtual/modelled-update';
+import { Preset, PRESETS } from '../lib/virtual/link-model';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { Btvirt } from '../test/support/emulated-controller/btvirt';
 import { OtaPeripheral } from '../test/support/emulated-controller/ota-peripheral';
+import { END_TO_END, modelledUpdate, ModelledRun } from './modelled-update';
+import { W25Q32JV_MAX, withModel } from './virtual-time';
 
 const ROOT = resolve(__dirname, '../..');
 const FIXTURES = resolve(ROOT, '../shared/fixtures/esptool-images');

@@ -25,10 +25,9 @@ import {
   negotiate,
   preset,
   PRESETS,
-  W25Q32JV_MAX,
-  withModel,
 } from '../lib/virtual/link-model';
-import { modelledUpdate } from '../lib/virtual/modelled-update';
+import { modelledUpdate } from '../bench/modelled-update';
+import { W25Q32JV_MAX, withModel } from '../bench/virtual-time';
 import { fixture, haveFixtures } from './support/fixtures';
 import { ROOT } from './support/node-red-process';
 

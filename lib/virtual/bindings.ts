@@ -30,15 +30,18 @@
  * complete: the Connection Complete that crosses a cancel on HCI, which the
  * central must then disconnect itself.
  *
- * With a link model (lib/virtual/link-model.ts), time is virtual: every
- * result goes out at the moment the model says a real link and flash would
- * produce it, in that order, one at a time, once the devices answered all
- * that is under way; `now` is that moment. A whole update then gives the
- * same figures on any machine, at the speed of the host, not of the air.
+ * When a request reaches a device and a result reaches noble is the
+ * scheduler's (scheduler.ts): at once in real time, or a preset's pace for
+ * a device declared slow (pace()); the benchmark's virtual time gives every
+ * result at the moment a modelled link and flash would.
+ *
+ * removeDevice() takes away all that addDevice() added: the listeners on
+ * the device, the scheduler's, and any paced request's timer.
  */
 import { EventEmitter } from 'node:events';
 import { nobleUuid } from '../protocol/constants';
-import { AirSchedule, ATT_HEADER, boundMs, ESP32, flashSpans, L2CAP_HEADER, LINUX_NOBLE, LinkParameters, LinkRequest, negotiate, pduMs, pduPayloads, Preset } from './link-model';
+import { ATT_HEADER, ESP32, LINUX_NOBLE, LinkRequest, negotiate, Preset } from './link-model';
+import { DeviceClock, RealTime, Scheduler } from './scheduler';
 import { LostRequestError, VirtualEsp32, VirtualLinkRequests } from './virtual-device';
 
 /** Operations the bindings answer themselves, which stall() can leave unanswered. */
@@ -73,6 +76,9 @@ interface ConnectAttempt {
   release?: () => void;
 }
 
+/** A listener on a device's events, as EventEmitter takes it. */
+type DeviceListener = Parameters<VirtualEsp32['on']>[1];
+
 interface Link {
   device: VirtualEsp32;
   /** What the controller reports for the device's advertisements (127: not available). */
@@ -84,82 +90,36 @@ interface Link {
   stalled: Map<LocalOperation, number>;
   /** Service discoveries that hideServices() is to answer with none. */
   hiddenServices: number;
-  onNotify(uuid: string, data: Buffer): void;
   onDisconnected(reason: number): void;
-  /** With a link model: the air, the device's host, and the requests it is answering. */
-  timing?: LinkTiming;
-  /** In real time: requests held to a slower link's pace (pace()). */
-  pacing?: Pacing;
-}
-
-/** A device's requests, sent no sooner than a preset's link would carry them. */
-interface Pacing {
-  msPerByte: number;
-  roundTripMs: number;
-  /** When (Date.now()) the link has carried all that was sent. */
-  freeAt: number;
-  queue: Array<{ at: number; fn: () => void }>;
-  timer?: NodeJS.Timeout;
-}
-
-/** A request to the device under way, with what it caused. */
-interface TimedOp {
-  kind: 'write' | 'write-cmd' | 'read' | 'subscribe';
-  issuedAt: number;
-  /** The ATT PDU the central sends (header included). */
-  attBytes: number;
-  notifications: Array<{ uuid: string; data: Buffer }>;
-  erases: number;
-  pages: number;
-  blocks: number;
-}
-
-interface LinkTiming {
-  air: AirSchedule;
-  /** When the device's host has done all it was given. */
-  hostFreeAt: number;
-  /** When the peripheral's last PDU reached the central. */
-  peripheralAt: number;
-  /** Release times of the PDUs held in the device's controller pool, in order. */
-  rx: number[];
-  /** The flash's spans with the cache off ([start, end], in order), from the oldest that may still hold a PDU. */
-  spans: Array<[number, number]>;
-  ops: TimedOp[];
-}
-
-interface Delivery {
-  t: number;
-  seq: number;
-  fn: () => void;
+  /** The scheduler's side of the device: when requests go and results come. */
+  clock: DeviceClock;
+  /** The listeners addDevice() put on the device, for removeDevice() to take off. */
+  listeners: Array<[string, DeviceListener]>;
 }
 
 export class VirtualBindings extends EventEmitter {
   private readonly links = new Map<string, Link>();
   private scanning = false;
   private poweredOn = false;
-  // Virtual time (link model only).
-  private clock = 0;
-  private seq = 0;
-  private outstanding = 0;
-  private pumping = false;
-  private readonly deliveries: Delivery[] = [];
 
   constructor(
     private readonly centralMtu = NOBLE_HCI_MTU,
-    /** A link and flash model: time becomes virtual (see above). */
-    readonly model?: Preset,
+    /** When requests go and results come (see above). */
+    readonly scheduler: Scheduler = new RealTime(),
   ) {
     super();
   }
 
-  /** Virtual time in ms (link model), 0 otherwise. */
-  get now(): number {
-    return this.clock;
-  }
-
-  /** Puts a device in radio range, heard at `rssi` dBm (127: the controller measured none). */
+  /**
+   * Puts a device in radio range, heard at `rssi` dBm (127: the controller
+   * measured none). A device already in range at its address goes out of
+   * range first.
+   */
   addDevice(device: VirtualEsp32, rssi = DEFAULT_RSSI): void {
     const id = peripheralId(device.address);
+    const earlier = this.links.get(id);
+    if (earlier) this.removeDevice(earlier.device);
+    const time = this.scheduler;
     const link: Link = {
       device,
       rssi,
@@ -167,58 +127,37 @@ export class VirtualBindings extends EventEmitter {
       lateConnects: 0,
       stalled: new Map(),
       hiddenServices: 0,
-      onNotify: (uuid, data) => {
-        const chr = device.characteristics.find((c) => c.uuid === uuid);
-        if (!link.connected || !chr) return;
-        const op = link.timing?.ops[0];
-        if (op) {
-          op.notifications.push({ uuid, data }); // timed with its request
-          return;
-        }
-        this.at(this.clock, () => {
-          this.emit('air-notify', device.address, uuid, data);
-          this.emit('read', id, nobleUuid(chr.service), nobleUuid(uuid), data, true);
-        });
-      },
       onDisconnected: (reason) => {
         if (!link.connected) return;
         link.connected = false;
-        if (!this.model) {
-          this.emit('disconnect', id, reason);
-          return;
-        }
-        // After what the device sent before it (e.g. the answer before a
-        // restart), whose request may still be settling: time it once that is done.
-        this.outstanding++;
-        setImmediate(() => {
-          const timing = link.timing;
-          this.at(timing ? Math.max(this.clock, timing.peripheralAt, timing.hostFreeAt) : this.clock, () => this.emit('disconnect', id, reason));
-          this.settled();
-        });
+        link.clock.disconnected(() => this.emit('disconnect', id, reason));
       },
+      clock: time.attach(device),
+      listeners: [],
     };
-    device.on('flash', (erases: number, pages: number, blocks: number) => {
-      const op = link.timing?.ops[0];
-      if (op) {
-        op.erases += erases;
-        op.pages += pages;
-        op.blocks += blocks;
-      }
+    const on = (event: string, listener: DeviceListener) => {
+      device.on(event, listener);
+      link.listeners.push([event, listener]);
+    };
+    on('notify', (uuid: string, data: Buffer) => {
+      const chr = device.characteristics.find((c) => c.uuid === uuid);
+      if (!link.connected || !chr) return;
+      link.clock.notification(ATT_HEADER + data.length, () => {
+        this.emit('air-notify', device.address, uuid, data);
+        this.emit('read', id, nobleUuid(chr.service), nobleUuid(uuid), data, true);
+      });
     });
-    // The reply ends what belongs to a request: later notifications and
-    // flash work are the next one's, whenever its promise settles.
-    device.on('reply', (request: string) => {
-      const op = link.timing?.ops[0];
-      if (op && op.kind === request) link.timing!.ops.shift();
-    });
-    device.on('notify', link.onNotify);
-    device.on('disconnected', link.onDisconnected);
-    device.on('exit', () => link.onDisconnected(0x08));
-    device.on('link-request', (requests: VirtualLinkRequests) => {
+    on('disconnected', link.onDisconnected);
+    on('exit', () => link.onDisconnected(0x08));
+    on('link-request', (requests: VirtualLinkRequests) => {
       if (link.connected) this.answerLinkRequests(device, requests);
     });
     this.links.set(id, link);
-    if (this.scanning) process.nextTick(() => this.advertise(id, link));
+    if (this.scanning) {
+      process.nextTick(() => {
+        if (this.links.get(id) === link) this.advertise(id, link);
+      });
+    }
   }
 
   /**
@@ -229,7 +168,7 @@ export class VirtualBindings extends EventEmitter {
    * With a preset, the modelled air time already runs on that link.
    */
   private answerLinkRequests(device: VirtualEsp32, requests: VirtualLinkRequests): void {
-    const central = this.model?.central ?? LINUX_NOBLE;
+    const central = this.scheduler.preset?.central ?? LINUX_NOBLE;
     const params = requests.connParams;
     const request: LinkRequest = {
       mtu: this.centralMtu,
@@ -240,7 +179,7 @@ export class VirtualBindings extends EventEmitter {
       latency: params?.latency ?? 0,
       supervisionTimeoutMs: params?.supervisionTimeoutMs ?? central.supervisionTimeoutMs,
     };
-    const link = negotiate(central, this.model?.chip ?? ESP32, request);
+    const link = negotiate(central, this.scheduler.preset?.chip ?? ESP32, request);
     void device
       .setLink({
         intervalMs: link.intervalMs,
@@ -256,47 +195,29 @@ export class VirtualBindings extends EventEmitter {
   removeDevice(device: VirtualEsp32): void {
     const id = peripheralId(device.address);
     const link = this.links.get(id);
-    if (!link) return;
-    device.off('notify', link.onNotify);
-    device.off('disconnected', link.onDisconnected);
+    if (!link || link.device !== device) return;
+    for (const [event, listener] of link.listeners) device.off(event, listener);
     link.onDisconnected(0x08); // connection timeout: the device went out of range
-    if (link.pacing) clearTimeout(link.pacing.timer);
+    link.clock.detach();
     this.links.delete(id);
   }
 
   /**
-   * Without a model (real time): the device's requests go out no faster
-   * than the preset's link and flash would take them (its update's bound,
-   * per byte, and a round trip per request with a response), so a flow
-   * meets a slow device; undefined: at the host's speed again.
+   * The device's requests go out no faster than the preset's link and
+   * flash would take them (its update's bound, per byte, and a round trip
+   * per request with a response), so a flow meets a slow device; undefined:
+   * at the host's speed again. In virtual time the model sets the pace.
    */
   pace(device: VirtualEsp32, preset: Preset | undefined): void {
-    const link = this.links.get(peripheralId(device.address));
-    if (!link) return;
-    const sample = 1 << 20;
-    link.pacing = preset ? { msPerByte: boundMs(preset, sample).boundMs / sample, roundTripMs: 2 * preset.link.intervalMs, freeAt: 0, queue: [] } : undefined;
+    this.links.get(peripheralId(device.address))?.clock.pace(preset);
   }
 
-  /** Runs send once a paced link has carried attBytes (at once when not paced). */
-  private paced(link: Link, attBytes: number, withResponse: boolean, send: () => void): void {
-    const p = link.pacing;
-    if (!p || this.model) {
-      send();
-      return;
-    }
-    p.freeAt = Math.max(Date.now(), p.freeAt) + attBytes * p.msPerByte + (withResponse ? p.roundTripMs : 0);
-    p.queue.push({ at: p.freeAt, fn: send });
-    if (p.timer) return;
-    const drain = () => {
-      p.timer = undefined;
+  /** Runs send once the link has carried attBytes, if the link is still up then. */
+  private send(link: Link, attBytes: number, withResponse: boolean, send: () => void): void {
+    link.clock.send(attBytes, withResponse, () => {
       // A request still on its way when the link dropped never reaches the device.
-      while (p.queue.length && p.queue[0].at <= Date.now()) {
-        const next = p.queue.shift()!;
-        if (link.connected) next.fn();
-      }
-      if (p.queue.length) p.timer = setTimeout(drain, p.queue[0].at - Date.now()).unref();
-    };
-    p.timer = setTimeout(drain, p.queue[0].at - Date.now()).unref();
+      if (link.connected) send();
+    });
   }
 
   /** Breaks the device's connection as a radio link loss does: both ends see a disconnect. */
@@ -408,8 +329,9 @@ export class VirtualBindings extends EventEmitter {
     this.emit('air-connect', link.device.address);
     const attempt: ConnectAttempt = { cancelled: false, settled: false };
     link.connecting = attempt;
+    const time = this.scheduler;
     const start = () => {
-      this.outstanding++;
+      time.hold();
       link.device.connect(this.centralMtu).then(
         (mtu) => {
           attempt.settled = true;
@@ -418,35 +340,31 @@ export class VirtualBindings extends EventEmitter {
             // The device took the connection the central cancelled: the
             // controller drops it (before any later request) and reports the cancel.
             void link.device.disconnect().catch(() => undefined);
-            this.at(this.clock, () => this.emit('connect', id, cancelledConnection()));
-            this.settled();
+            time.at(time.now, () => this.emit('connect', id, cancelledConnection()));
+            time.release();
             return;
           }
           link.connected = true;
-          if (this.model) link.timing = this.newTiming(this.model.link);
+          link.clock.connected();
           // Connection setup, then the MTU exchange: a request and its response.
-          const connected = this.clock + this.roundTrips(1);
-          this.at(connected, () => this.emit('connect', id, null));
+          const connected = time.now + time.roundTrips(1);
+          time.at(connected, () => this.emit('connect', id, null));
           // Like noble's HCI bindings: the MTU exchange completes after 'connect'.
-          if (!this.stalls(link, 'mtu')) {
-            const exchanged = () => this.emit('onMtu', id, mtu);
-            if (this.model) this.at(connected + this.roundTrips(1), exchanged);
-            else setImmediate(exchanged);
-          }
-          this.settled();
+          if (!this.stalls(link, 'mtu')) time.local(() => this.emit('onMtu', id, mtu), connected);
+          time.release();
         },
         (err: Error) => {
           attempt.settled = true;
           if (attempt.cancelled) {
             if (link.connecting === attempt) link.connecting = undefined;
-            this.at(this.clock, () => this.emit('connect', id, cancelledConnection()));
+            time.at(time.now, () => this.emit('connect', id, cancelledConnection()));
           } else if (!(err instanceof LostRequestError)) {
             if (link.connecting === attempt) link.connecting = undefined;
-            this.at(this.clock, () => this.emit('connect', id, err));
+            time.at(time.now, () => this.emit('connect', id, err));
           }
           // A connection request lost on air: noble waits, the controller goes
           // on trying (the client's timeout ends it, with a cancel).
-          this.settled();
+          time.release();
         },
       );
     };
@@ -472,7 +390,7 @@ export class VirtualBindings extends EventEmitter {
     if (attempt.settled) {
       // A request the device lost: only the cancel ends the attempt.
       link.connecting = undefined;
-      this.local(() => this.emit('connect', id, cancelledConnection()));
+      this.scheduler.local(() => this.emit('connect', id, cancelledConnection()));
     }
     // Otherwise the device's answer, when it comes, ends the attempt (see connect()).
   }
@@ -508,11 +426,11 @@ export class VirtualBindings extends EventEmitter {
     const wanted = (uuids ?? []).map(nobleUuid);
     const hidden = link.hiddenServices > 0 && link.hiddenServices-- > 0;
     const found = hidden ? [] : link.device.services.map(nobleUuid).filter((u) => !wanted.length || wanted.includes(u));
-    this.local(() => this.emit('servicesDiscover', id, found));
+    this.scheduler.local(() => this.emit('servicesDiscover', id, found));
   }
 
   discoverIncludedServices(id: string, serviceUuid: string): void {
-    this.local(() => this.emit('includedServicesDiscover', id, serviceUuid, []));
+    this.scheduler.local(() => this.emit('includedServicesDiscover', id, serviceUuid, []));
   }
 
   discoverCharacteristics(id: string, serviceUuid: string, uuids?: string[]): void {
@@ -525,13 +443,13 @@ export class VirtualBindings extends EventEmitter {
       .filter((c) => nobleUuid(c.service) === serviceUuid)
       .filter((c) => !wanted.length || wanted.includes(nobleUuid(c.uuid)))
       .map((c) => ({ uuid: nobleUuid(c.uuid), properties: c.properties.map((p) => PROPERTY_NAMES[p] ?? p) }));
-    this.local(() => this.emit('characteristicsDiscover', id, serviceUuid, found));
+    this.scheduler.local(() => this.emit('characteristicsDiscover', id, serviceUuid, found));
   }
 
   discoverDescriptors(id: string, serviceUuid: string, characteristicUuid: string): void {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     const descriptors = chr && chr.properties.includes('notify') ? ['2902'] : [];
-    this.local(() => this.emit('descriptorsDiscover', id, serviceUuid, characteristicUuid, descriptors));
+    this.scheduler.local(() => this.emit('descriptorsDiscover', id, serviceUuid, characteristicUuid, descriptors));
   }
 
   read(id: string, serviceUuid: string, characteristicUuid: string): void {
@@ -539,12 +457,12 @@ export class VirtualBindings extends EventEmitter {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
     this.emit('air-read', link.device.address, chr.uuid);
-    this.paced(link, ATT_HEADER, true, () => {
-      const op = this.startOp(link, 'read', ATT_HEADER);
+    this.send(link, ATT_HEADER, true, () => {
+      const request = link.clock.request('read', ATT_HEADER);
       link.device.read(chr.uuid).then(
-        (data) => this.finishOp(link, op, data.length + 1, () => this.emit('read', id, serviceUuid, characteristicUuid, data, false)),
+        (data) => request.answered(data.length + 1, () => this.emit('read', id, serviceUuid, characteristicUuid, data, false)),
         (err: Error) =>
-          this.finishOp(link, op, 5, err instanceof LostRequestError ? undefined : () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false)),
+          request.answered(5, err instanceof LostRequestError ? undefined : () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false)),
       );
     });
   }
@@ -554,12 +472,12 @@ export class VirtualBindings extends EventEmitter {
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
     this.emit('air-write', link.device.address, chr.uuid, data, withoutResponse);
-    this.paced(link, ATT_HEADER + data.length, !withoutResponse, () => {
-      const op = this.startOp(link, withoutResponse ? 'write-cmd' : 'write', ATT_HEADER + data.length);
+    this.send(link, ATT_HEADER + data.length, !withoutResponse, () => {
+      const request = link.clock.request(withoutResponse ? 'write-cmd' : 'write', ATT_HEADER + data.length);
       link.device.write(chr.uuid, data, withoutResponse).then(
-        () => this.finishOp(link, op, 1, () => this.emit('write', id, serviceUuid, characteristicUuid)),
+        () => request.answered(1, () => this.emit('write', id, serviceUuid, characteristicUuid)),
         // An ATT error response: noble's HCI bindings emit nothing for it.
-        () => this.finishOp(link, op, 5, undefined),
+        () => request.answered(5),
       );
     });
   }
@@ -568,10 +486,10 @@ export class VirtualBindings extends EventEmitter {
     const link = this.connectedLink(id);
     const chr = this.findCharacteristic(id, serviceUuid, characteristicUuid);
     if (!link || !chr) return;
-    const op = this.startOp(link, 'subscribe', ATT_HEADER + 2);
+    const request = link.clock.request('subscribe', ATT_HEADER + 2);
     link.device.subscribe(chr.uuid, enable).then(
-      () => this.finishOp(link, op, 1, () => this.emit('notify', id, serviceUuid, characteristicUuid, enable)),
-      () => this.finishOp(link, op, 5, undefined),
+      () => request.answered(1, () => this.emit('notify', id, serviceUuid, characteristicUuid, enable)),
+      () => request.answered(5),
     );
   }
 
@@ -580,143 +498,6 @@ export class VirtualBindings extends EventEmitter {
   writeValue(): void {}
   readHandle(): void {}
   writeHandle(): void {}
-
-  // --- virtual time ------------------------------------------------------------
-
-  private newTiming(link: LinkParameters): LinkTiming {
-    const air = new AirSchedule(link);
-    return { air, hostFreeAt: this.clock, peripheralAt: this.clock, rx: [], spans: [], ops: [] };
-  }
-
-  /** n request/response round trips: a request in one event, its response in the next. */
-  private roundTrips(n: number): number {
-    return this.model ? n * 2 * this.model.link.intervalMs : 0;
-  }
-
-  /** Runs fn at virtual time t (without a model: now). */
-  private at(t: number, fn: () => void): void {
-    if (!this.model) {
-      fn();
-      return;
-    }
-    this.deliveries.push({ t: Math.max(t, this.clock), seq: this.seq++, fn });
-    this.kick();
-  }
-
-  /** An answer the central's own stack gives after a round trip (discovery). */
-  private local(fn: () => void): void {
-    if (this.model) this.at(this.clock + this.roundTrips(1), fn);
-    else setImmediate(fn);
-  }
-
-  private settled(): void {
-    this.outstanding--;
-    this.kick();
-  }
-
-  private kick(): void {
-    if (!this.model || this.pumping) return;
-    this.pumping = true;
-    setImmediate(() => this.pump());
-  }
-
-  /**
-   * Delivers the earliest result, once the devices answered everything
-   * under way (an answer still to come could be earlier), then lets the
-   * client react before the next one.
-   */
-  private pump(): void {
-    this.pumping = false;
-    if (this.outstanding > 0 || this.deliveries.length === 0) return;
-    let first = 0;
-    for (let i = 1; i < this.deliveries.length; i++) {
-      const d = this.deliveries[i];
-      const f = this.deliveries[first];
-      if (d.t < f.t || (d.t === f.t && d.seq < f.seq)) first = i;
-    }
-    const [next] = this.deliveries.splice(first, 1);
-    this.clock = next.t;
-    next.fn();
-    this.kick();
-  }
-
-  private startOp(link: Link, kind: TimedOp['kind'], attBytes: number): TimedOp {
-    const op: TimedOp = { kind, issuedAt: this.clock, attBytes, notifications: [], erases: 0, pages: 0, blocks: 0 };
-    this.outstanding++;
-    link.timing?.ops.push(op);
-    return op;
-  }
-
-  /**
-   * The device answered op: its PDUs cross the air (waiting for room in
-   * the device's buffers), the device's host runs it (and its flash work),
-   * then the response (`respond`, an ATT PDU of responseBytes) and the
-   * notifications it caused come back.
-   */
-  private finishOp(link: Link, op: TimedOp, responseBytes: number, respond: (() => void) | undefined): void {
-    const timing = link.timing;
-    const model = this.model;
-    if (!timing || !model) {
-      respond?.();
-      for (const n of op.notifications) link.onNotify(n.uuid, n.data);
-      this.outstanding--;
-      return;
-    }
-    const pending = timing.ops.indexOf(op);
-    if (pending >= 0) timing.ops.splice(pending, 1); // a lost request: no reply came
-    const params = model.link;
-    let arrival = op.issuedAt;
-    const payloads = pduPayloads(params, op.attBytes);
-    // While the cache is off only the controller's pool takes PDUs (the
-    // host's buffers are filled by code that cannot run then); the host
-    // empties it between flash spans, into its own buffers and the OTA
-    // task's queue (the window keeps room there).
-    const pool = Math.min(params.controllerRxBuffers, params.hostRxBuffers);
-    for (const payload of payloads) {
-      // A full pool holds the PDU back until the span that fills it ends.
-      let notBefore = 0;
-      while (timing.rx.length > 0 && timing.rx[0] <= Math.max(arrival, timing.air.busyUntil)) timing.rx.shift();
-      if (timing.rx.length >= pool) notBefore = timing.rx.shift()!;
-      arrival = timing.air.send(op.issuedAt, payload, notBefore);
-      while (timing.spans.length > 0 && timing.spans[0][1] <= arrival) timing.spans.shift();
-      const span = timing.spans.find(([s, e]) => s < arrival && arrival < e);
-      if (span) timing.rx.push(span[1]);
-    }
-    // The OTA task does each request's flash work in order, after the one before.
-    let t = Math.max(arrival, timing.hostFreeAt);
-    for (const ms of flashSpans(model.flash, op.erases, op.pages, op.blocks)) {
-      timing.spans.push([t, t + ms]);
-      t += ms;
-    }
-    timing.hostFreeAt = t;
-
-    const address = link.device.address;
-    const back = (readyAt: number, attBytes: number, fn: () => void) => {
-      let t = timing.air.peripheralDelivery(readyAt, Math.min(attBytes + L2CAP_HEADER, params.dataLength));
-      // Further PDUs of a long value, and one PDU after the other.
-      t += (pduPayloads(params, attBytes).length - 1) * pduMs(params.phy, params.dataLength);
-      t = Math.max(t, timing.peripheralAt + pduMs(params.phy, Math.min(attBytes + L2CAP_HEADER, params.dataLength)));
-      timing.peripheralAt = t;
-      this.at(t, fn);
-    };
-    if (op.kind === 'write-cmd') {
-      // noble calls back once the value is handed to the controller.
-      if (respond) this.at(op.issuedAt, respond);
-    } else if (respond) {
-      // A response goes at the earliest in the event after the request's.
-      back(Math.max(timing.hostFreeAt, timing.air.anchorAtOrAfter(arrival + 1e-6)), responseBytes, respond);
-    }
-    for (const n of op.notifications) {
-      const chr = link.device.characteristics.find((c) => c.uuid === n.uuid);
-      if (!chr) continue;
-      // Sent before any later disconnect, which is timed after it.
-      back(timing.hostFreeAt, ATT_HEADER + n.data.length, () => {
-        this.emit('air-notify', address, n.uuid, n.data);
-        this.emit('read', peripheralId(address), nobleUuid(chr.service), nobleUuid(n.uuid), n.data, true);
-      });
-    }
-    this.settled();
-  }
 
   private connectedLink(id: string): Link | undefined {
     const link = this.links.get(id);

@@ -18,6 +18,11 @@
  * (Chip), and the link negotiate() gives for the firmware's request
  * (FIRMWARE_LINK_REQUEST).
  *
+ * The virtual radio uses the presets, negotiate() (to answer the
+ * firmware's link requests) and boundMs() (to pace a device declared
+ * slow); the benchmark plays the whole model in virtual time
+ * (bench/virtual-time.ts).
+ *
  * Nothing here measures wall-clock time: the same trace gives the same
  * figures on any machine.
  */
@@ -65,22 +70,12 @@ export interface FlashParameters {
   pageProgramMs: number;
 }
 
-/** Winbond W25Q32JV datasheet (rev. H), AC characteristics, typical: tSE 45 ms, tBE2 150 ms, tPP 0.4 ms. */
-export const W25Q32JV: FlashParameters = { sectorEraseMs: 45, blockEraseMs: 150, pageProgramMs: 0.4 };
-/** The same datasheet's maximum: tSE 400 ms, tBE2 2,000 ms, tPP 3 ms (a worn or hot part may take this long). */
-export const W25Q32JV_MAX: FlashParameters = { sectorEraseMs: 400, blockEraseMs: 2000, pageProgramMs: 3 };
-
 /**
- * ESP-IDF writes flash in chunks of CONFIG_SPI_FLASH_WRITE_CHUNK_SIZE, with
- * the cache off for a whole chunk, and erases one sector or block at a
- * time: these are the spans in which the host cannot run. Our
- * sdkconfig.defaults sets the chunk to one 256-byte page (ESP-IDF's default
- * is 8,192 bytes): with the slot erased while idle, page programs are the
- * only flash work left on a transfer's path, and at the datasheet's 3 ms
- * per page an 8 KB chunk (96 ms) would fill the controller's pool and
- * stall the link every time.
+ * Winbond W25Q32JV datasheet (rev. H), AC characteristics, typical: tSE 45
+ * ms, tBE2 150 ms, tPP 0.4 ms. The benchmark also runs the maximum
+ * (bench/virtual-time.ts W25Q32JV_MAX).
  */
-export const FLASH_WRITE_CHUNK_PAGES = 256 / 256;
+export const W25Q32JV: FlashParameters = { sectorEraseMs: 45, blockEraseMs: 150, pageProgramMs: 0.4 };
 
 // --- the firmware's request, the centrals, the chips ---------------------------
 
@@ -315,7 +310,7 @@ export interface Preset {
   chip: Chip;
   /** negotiate(central, chip, FIRMWARE_LINK_REQUEST) */
   link: LinkParameters;
-  /** Typical flash timings; bench also runs W25Q32JV_MAX. */
+  /** Typical flash timings; the benchmark also runs the datasheet's maximum. */
   flash: FlashParameters;
 }
 
@@ -338,12 +333,6 @@ export const PRESETS: Preset[] = [
   makePreset('esp32-to-esp32', ESP32_CENTRAL, ESP32, 'ideal: ESP32 NimBLE central'),
   makePreset('esp32s3-to-esp32s3', ESP32_CENTRAL, ESP32_S3, 'ideal: ESP32-S3 NimBLE central'),
 ];
-
-/** A preset with another flash (e.g. W25Q32JV_MAX) or link (e.g. another request's negotiate()). */
-export function withModel(p: Preset, change: { flash?: FlashParameters; link?: Partial<LinkParameters>; suffix?: string }): Preset {
-  const link = { ...p.link, ...change.link };
-  return { ...p, name: p.name + (change.suffix ?? ''), link, flash: change.flash ?? p.flash };
-}
 
 export function preset(name: string): Preset {
   const p = PRESETS.find((x) => x.name === name);
@@ -385,25 +374,6 @@ export function pduPayloads(link: LinkParameters, attBytes: number): number[] {
     left -= n;
   }
   return out;
-}
-
-/** Flash time of sector erases, page programs and block erases. */
-export function flashMs(flash: FlashParameters, sectorErases: number, pages: number, blockErases = 0): number {
-  return sectorErases * flash.sectorEraseMs + pages * flash.pageProgramMs + blockErases * flash.blockEraseMs;
-}
-
-/**
- * The same work as the spans in which the cache is off and the host cannot
- * run (FLASH_WRITE_CHUNK_PAGES): each erase, then page programs a write
- * chunk at a time. Between two spans the host runs and empties the
- * controller's pool.
- */
-export function flashSpans(flash: FlashParameters, sectorErases: number, pages: number, blockErases = 0): number[] {
-  const spans: number[] = [];
-  for (let i = 0; i < blockErases; i++) spans.push(flash.blockEraseMs);
-  for (let i = 0; i < sectorErases; i++) spans.push(flash.sectorEraseMs);
-  for (let left = pages; left > 0; left -= FLASH_WRITE_CHUNK_PAGES) spans.push(Math.min(left, FLASH_WRITE_CHUNK_PAGES) * flash.pageProgramMs);
-  return spans;
 }
 
 /**

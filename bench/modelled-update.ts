@@ -1,15 +1,17 @@
 /**
- * One update of a virtual ESP32 over a modelled link, in virtual time: the
- * real client, the real firmware core, the link and flash of a preset
- * (link-model.ts). Gives the transfer's modelled time: from the request
- * that opens the transfer (v2 BEGIN, seed REQUEST) to the answer that
- * closes it (END's answer, DONE_ACK), the part the protocols differ in,
- * and the whole update's: from the call to the confirmed result.
+ * One update of a virtual ESP32 over a modelled link, in virtual time
+ * (virtual-time.ts): the real client, the real firmware core, the link and
+ * flash of a preset (lib/virtual/link-model.ts). Gives the transfer's
+ * modelled time: from the request that opens the transfer (v2 BEGIN, seed
+ * REQUEST) to the answer that closes it (END's answer, DONE_ACK), the part
+ * the protocols differ in, and the whole update's: from the call to the
+ * confirmed result.
  */
-import { BleOtaClient } from '../client/ota-client';
-import { BeginFlag, Command, Control, OTA_COMMAND_UUID, OTA_CONTROL_UUID } from '../protocol/constants';
-import { boundMs, Preset } from './link-model';
-import { VirtualRadio } from './virtual-radio';
+import { BleOtaClient } from '../lib/client/ota-client';
+import { BeginFlag, Command, Control, OTA_COMMAND_UUID, OTA_CONTROL_UUID } from '../lib/protocol/constants';
+import { boundMs, Preset } from '../lib/virtual/link-model';
+import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { VirtualTime } from './virtual-time';
 
 export interface ModelledRun {
   preset: string;
@@ -77,7 +79,8 @@ export async function modelledUpdate(
   },
 ): Promise<ModelledRun> {
   const window = options.protocol === 'v2' ? (options.window ?? 32768) : 0;
-  const radio = new VirtualRadio(preset.link.mtu, {}, preset);
+  const time = new VirtualTime(preset);
+  const radio = new VirtualRadio(preset.link.mtu, {}, time);
   const name = 'modelled';
   try {
     const device = await radio.addDevice({
@@ -92,18 +95,18 @@ export async function modelledUpdate(
     // Before the first connection: idle time, which virtual time does not count.
     if (options.idleErase) await device.idle();
     const b = radio.bindings;
-    const callAt = b.now;
+    const callAt = time.now;
     let started: number | undefined;
     let ended: number | undefined;
     b.on('air-write', (_a: string, uuid: string, data: Buffer) => {
       if (started !== undefined) return;
-      if (options.protocol === 'v2' && uuid === OTA_COMMAND_UUID && data[0] === Command.BEGIN) started = b.now;
-      if (options.protocol === 'seed' && uuid === OTA_CONTROL_UUID && data[0] === Control.REQUEST) started = b.now;
+      if (options.protocol === 'v2' && uuid === OTA_COMMAND_UUID && data[0] === Command.BEGIN) started = time.now;
+      if (options.protocol === 'seed' && uuid === OTA_CONTROL_UUID && data[0] === Control.REQUEST) started = time.now;
     });
     b.on('air-notify', (_a: string, uuid: string, data: Buffer) => {
       if (ended !== undefined) return;
-      if (options.protocol === 'v2' && uuid === OTA_COMMAND_UUID && data[0] === (Command.END | 0x80)) ended = b.now;
-      if (options.protocol === 'seed' && uuid === OTA_CONTROL_UUID && data[0] === Control.DONE_ACK) ended = b.now;
+      if (options.protocol === 'v2' && uuid === OTA_COMMAND_UUID && data[0] === (Command.END | 0x80)) ended = time.now;
+      if (options.protocol === 'seed' && uuid === OTA_CONTROL_UUID && data[0] === Control.DONE_ACK) ended = time.now;
     });
     // Real-time timeouts must never end a run that virtual time makes long.
     const client = new BleOtaClient({
@@ -138,8 +141,8 @@ export async function modelledUpdate(
       linkRatio: bound.linkMs / transferMs,
       compressed,
       packets: result.packets,
-      wholeMs: b.now - callAt,
-      endToEndMs: b.now - callAt + END_TO_END.scans * END_TO_END.scanMs + END_TO_END.bootMs,
+      wholeMs: time.now - callAt,
+      endToEndMs: time.now - callAt + END_TO_END.scans * END_TO_END.scanMs + END_TO_END.bootMs,
       idleErase: options.idleErase ?? false,
     };
   } finally {
