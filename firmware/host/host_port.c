@@ -2,12 +2,14 @@
  * Host platform of the OTA core: see host_port.h.
  *
  * The port mirrors esp_ota_* as ESP-IDF 5 implements them with
- * OTA_WITH_SEQUENTIAL_WRITES and CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE:
- * begin refuses while the running image awaits confirmation, sectors are
- * erased as data reaches them, the first byte must be the image magic,
- * end validates the image (with CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT:
- * its Secure Boot v2 signature too, against the running image's key),
- * set_boot marks it new.
+ * CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE: begin refuses while the running
+ * image awaits confirmation; in sequential mode (esp_ota_begin with
+ * OTA_WITH_SEQUENTIAL_WRITES) each sector is erased as data reaches it, in
+ * the pre-erased one (esp_ota_resume) the port erases ahead as the slot
+ * plan says (ble_ota_slot.h, the same decisions the ESP32 port takes); the
+ * first byte must be the image magic; end validates the image (with
+ * CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT: its Secure Boot v2
+ * signature too, against the running image's key); set_boot marks it new.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
@@ -40,6 +42,8 @@ dev_log(host_dev_t *dev, ble_ota_log_level_t level, const char *fmt, ...)
     dev->hooks.log(dev->hooks.user, level, line);
 }
 
+static ble_ota_img_state_t port_running_state(void *ctx);
+
 static void
 dev_request_restart(host_dev_t *dev, uint32_t delay_ms)
 {
@@ -52,6 +56,23 @@ dev_request_restart(host_dev_t *dev, uint32_t delay_ms)
 
 /* --- ble_ota_port_t ------------------------------------------------------ */
 
+/* Erases one planned step (a sector or a 64 KiB block) of the slot. */
+static host_flash_err_t
+dev_erase(host_dev_t *dev, int slot, const ble_ota_erase_t *e)
+{
+    return e->size == HOST_FLASH_BLOCK_SIZE ? host_flash_erase_block(&dev->flash, slot, e->offset)
+                                            : host_flash_erase_sector(&dev->flash, slot, e->offset);
+}
+
+/* The slot is dropped: whatever it held is no image any more. */
+static void
+dev_close_slot(host_dev_t *dev)
+{
+    dev->flash.slot[dev->open_slot].state = HOST_SLOT_EMPTY;
+    dev->flash.slot[dev->open_slot].image_len = 0;
+    dev->open_slot = -1;
+}
+
 static ble_ota_port_err_t
 port_slot_begin(void *ctx, uint32_t image_size)
 {
@@ -61,21 +82,25 @@ port_slot_begin(void *ctx, uint32_t image_size)
         return BLE_OTA_PORT_ERR_NO_SLOT;
     }
     if (dev->open_slot >= 0) {
-        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: %s already open", host_slot_name(dev->open_slot));
-        return BLE_OTA_PORT_ERR_STATE;
-    }
-    if (dev->flash.slot[dev->running].state == HOST_SLOT_PENDING_VERIFY) {
-        /* esp_ota_begin: ESP_ERR_OTA_ROLLBACK_INVALID_STATE */
-        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: running image not confirmed yet");
-        return BLE_OTA_PORT_ERR_STATE;
+        /* The core closes a transfer before it begins another; the ESP32
+         * port drops a stale one all the same, and so does this one. */
+        dev_log(dev, BLE_OTA_LOG_WARN, "slot_begin: %s still open, dropped", host_slot_name(dev->open_slot));
+        ble_ota_slot_abort(&dev->plan);
+        dev_close_slot(dev);
     }
     const int slot = 1 - dev->running;
-    if (image_size > dev->flash.slot_size) {
-        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: %lu bytes do not fit %s (%lu)",
-                (unsigned long)image_size, host_slot_name(slot), (unsigned long)dev->flash.slot_size);
-        return BLE_OTA_PORT_ERR_TOO_LARGE;
+    ble_ota_write_mode_t mode;
+    const ble_ota_port_err_t err = ble_ota_slot_begin(&dev->plan, image_size, port_running_state(dev), &mode);
+    if (err == BLE_OTA_PORT_ERR_STATE) {
+        /* esp_ota_begin: ESP_ERR_OTA_ROLLBACK_INVALID_STATE */
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: running image not confirmed yet");
+        return err;
     }
-
+    if (err != BLE_OTA_PORT_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_begin: %lu bytes do not fit %s (%lu)", (unsigned long)image_size,
+                host_slot_name(slot), (unsigned long)dev->flash.slot_size);
+        return err;
+    }
     /* Whatever the slot held (the previous firmware, usually) is gone. */
     dev->flash.slot[slot].state = HOST_SLOT_EMPTY;
     dev->flash.slot[slot].image_len = 0;
@@ -83,19 +108,48 @@ port_slot_begin(void *ctx, uint32_t image_size)
         dev->flash.boot_slot = dev->running;
     }
     dev->open_slot = slot;
-    dev->write_pos = 0;
-    /* BEGIN erases nothing: like the ESP32 port, slot_write erases each
-     * sector or block as the image reaches it, so BEGIN answers at once
-     * whatever the size. What the idle erase did before (slot_prepare)
-     * is taken over by a v2 transfer; the seed's esp_ota_write erases
-     * every sector itself, prepared or not. Either way the slot now gets
-     * data: the idle erase starts over once the slot is free again. */
-    dev->erased_to = image_size > 0 ? dev->prepared_to : 0;
-    dev->prepared_to = 0;
-    dev->prepare_failed = false;
-    dev->image_size = image_size;
-    dev->ended_slot = -1;
-    dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_begin: writing %s", host_slot_name(slot));
+    /* Either mode opens the slot without erasing anything (esp_ota_begin
+     * with OTA_WITH_SEQUENTIAL_WRITES, esp_ota_resume), so BEGIN answers at
+     * once whatever the size. */
+    dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_begin: writing %s (%s, %lu bytes erased ahead)", host_slot_name(slot),
+            mode == BLE_OTA_WRITE_PRE_ERASED ? "erased ahead" : "sequential erase",
+            (unsigned long)dev->plan.erased_to);
+    return BLE_OTA_PORT_OK;
+}
+
+/*
+ * esp_ota_write as ESP-IDF 5 implements it: the image magic checked on the
+ * first byte; in sequential mode every sector whose start the data reaches
+ * is erased first (esp_ota_begin with OTA_WITH_SEQUENTIAL_WRITES); then the
+ * bytes are programmed.
+ */
+static ble_ota_port_err_t
+dev_ota_write(host_dev_t *dev, int slot, const uint8_t *data, size_t len)
+{
+    const uint32_t at = dev->plan.written;
+
+    if (at == 0 && len > 0 && data[0] != HOST_IMAGE_MAGIC) {
+        /* ESP_ERR_OTA_VALIDATE_FAILED */
+        dev_log(dev, BLE_OTA_LOG_ERROR, "OTA image has invalid magic byte (expected 0xE9, saw 0x%02x)", data[0]);
+        return BLE_OTA_PORT_ERR_INVALID_IMAGE;
+    }
+    if (dev->plan.mode == BLE_OTA_WRITE_SEQUENTIAL) {
+        uint32_t sector = (at + HOST_FLASH_SECTOR_SIZE - 1) / HOST_FLASH_SECTOR_SIZE * HOST_FLASH_SECTOR_SIZE;
+        for (; sector < at + len; sector += HOST_FLASH_SECTOR_SIZE) {
+            const host_flash_err_t err = host_flash_erase_sector(&dev->flash, slot, sector);
+            if (err != HOST_FLASH_OK) {
+                dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: erase at %lu failed (%s)", (unsigned long)sector,
+                        host_flash_err_name(err));
+                return BLE_OTA_PORT_ERR_FLASH;
+            }
+        }
+    }
+    const host_flash_err_t err = host_flash_write(&dev->flash, slot, at, data, len);
+    if (err != HOST_FLASH_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: flash write at %lu failed (%s)", (unsigned long)at,
+                host_flash_err_name(err));
+        return BLE_OTA_PORT_ERR_FLASH;
+    }
     return BLE_OTA_PORT_OK;
 }
 
@@ -104,50 +158,32 @@ port_slot_write(void *ctx, const uint8_t *data, size_t len)
 {
     host_dev_t *dev = ctx;
     const int slot = dev->open_slot;
+    ble_ota_erase_t erase;
 
-    if (slot < 0) {
+    const ble_ota_port_err_t check = slot < 0 ? BLE_OTA_PORT_ERR_STATE : ble_ota_slot_write_check(&dev->plan, len);
+    if (check == BLE_OTA_PORT_ERR_STATE) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: no open slot");
-        return BLE_OTA_PORT_ERR_STATE;
+        return check;
     }
-    if (dev->write_pos == 0 && len > 0 && data[0] != HOST_IMAGE_MAGIC) {
-        /* esp_ota_write checks the first byte: ESP_ERR_OTA_VALIDATE_FAILED */
-        dev_log(dev, BLE_OTA_LOG_ERROR, "OTA image has invalid magic byte (expected 0xE9, saw 0x%02x)",
-                data[0]);
-        return BLE_OTA_PORT_ERR_INVALID_IMAGE;
+    if (check != BLE_OTA_PORT_OK) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: %lu bytes at %lu exceed %s (%lu)", (unsigned long)len,
+                (unsigned long)dev->plan.written, host_slot_name(slot), (unsigned long)dev->flash.slot_size);
+        return check;
     }
-    if (len > dev->flash.slot_size - dev->write_pos) {
-        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: %lu bytes at %lu exceed %s (%lu)",
-                (unsigned long)len, (unsigned long)dev->write_pos, host_slot_name(slot),
-                (unsigned long)dev->flash.slot_size);
-        return BLE_OTA_PORT_ERR_TOO_LARGE;
-    }
-    /* Erase as the data arrives: a whole 64 KiB block where the image
-     * (size known, protocol v2) fills it, one operation instead of 16, as
-     * the ESP32 port does; else the sector. */
-    while (dev->erased_to < dev->write_pos + len) {
-        const bool block = dev->erased_to % HOST_FLASH_BLOCK_SIZE == 0 && dev->image_size >= dev->erased_to &&
-                           dev->image_size - dev->erased_to >= HOST_FLASH_BLOCK_SIZE;
-        const host_flash_err_t err = block ? host_flash_erase_block(&dev->flash, slot, dev->erased_to)
-                                           : host_flash_erase_sector(&dev->flash, slot, dev->erased_to);
-        if (block && err == HOST_FLASH_OK) {
-            dev->erased_to += HOST_FLASH_BLOCK_SIZE;
-            continue;
-        }
+    while (ble_ota_slot_erase_next(&dev->plan, len, &erase)) {
+        const host_flash_err_t err = dev_erase(dev, slot, &erase);
         if (err != HOST_FLASH_OK) {
-            dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: erase at %lu failed (%s)",
-                    (unsigned long)dev->erased_to, host_flash_err_name(err));
+            dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: erase at %lu failed (%s)", (unsigned long)erase.offset,
+                    host_flash_err_name(err));
             return BLE_OTA_PORT_ERR_FLASH;
         }
-        dev->erased_to += HOST_FLASH_SECTOR_SIZE;
+        ble_ota_slot_erased(&dev->plan, &erase);
     }
-    const host_flash_err_t err = host_flash_write(&dev->flash, slot, dev->write_pos, data, len);
-    if (err != HOST_FLASH_OK) {
-        dev_log(dev, BLE_OTA_LOG_ERROR, "slot_write: flash write at %lu failed (%s)",
-                (unsigned long)dev->write_pos, host_flash_err_name(err));
-        return BLE_OTA_PORT_ERR_FLASH;
+    const ble_ota_port_err_t err = dev_ota_write(dev, slot, data, len);
+    if (err == BLE_OTA_PORT_OK) {
+        ble_ota_slot_written(&dev->plan, len);
     }
-    dev->write_pos += (uint32_t)len;
-    return BLE_OTA_PORT_OK;
+    return err;
 }
 
 /* The slot erased ahead, one step per call (ble_ota_port.h, slot_prepare). */
@@ -155,30 +191,28 @@ static bool
 port_slot_prepare(void *ctx, bool short_step)
 {
     host_dev_t *dev = ctx;
+    ble_ota_erase_t step;
 
-    if (dev->running < 0 || dev->open_slot >= 0 || dev->prepare_failed) {
+    if (dev->running < 0 || !ble_ota_slot_prepare_next(&dev->plan, short_step, port_running_state(dev), &step)) {
         return false;
     }
     const int slot = 1 - dev->running;
-    /* The core never asks while these hold; the port checks again, as the
-     * ESP32 port does against ESP-IDF's own view of the slots. */
-    if (dev->flash.boot_slot == slot || dev->flash.slot[dev->running].state == HOST_SLOT_PENDING_VERIFY) {
+    /* Once per pass, as the ESP32 port checks ESP-IDF's own view of the
+     * slots: never the slot selected for the next boot (the core never
+     * asks while it is). */
+    if (step.first && dev->flash.boot_slot == slot) {
+        dev_log(dev, BLE_OTA_LOG_WARN, "%s boots next: not erased", host_slot_name(slot));
+        ble_ota_slot_prepare_stop(&dev->plan);
         return false;
     }
-    const uint32_t at = dev->prepared_to;
-    if (at >= dev->flash.slot_size) {
-        return false;
-    }
-    const bool block = !short_step && at % HOST_FLASH_BLOCK_SIZE == 0 && dev->flash.slot_size - at >= HOST_FLASH_BLOCK_SIZE;
-    const host_flash_err_t err = block ? host_flash_erase_block(&dev->flash, slot, at)
-                                       : host_flash_erase_sector(&dev->flash, slot, at);
+    const host_flash_err_t err = dev_erase(dev, slot, &step);
     if (err != HOST_FLASH_OK) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "idle erase of %s at %lu failed (%s)", host_slot_name(slot),
-                (unsigned long)at, host_flash_err_name(err));
-        dev->prepare_failed = true;
+                (unsigned long)step.offset, host_flash_err_name(err));
+        ble_ota_slot_prepare_stop(&dev->plan);
         return false;
     }
-    if (at == 0) {
+    if (step.first) {
         dev_log(dev, BLE_OTA_LOG_DEBUG, "idle erase of %s started", host_slot_name(slot));
     }
     /* The image there is gone. A rolled-back one (INVALID, ABORTED) keeps
@@ -188,12 +222,7 @@ port_slot_prepare(void *ctx, bool short_step)
         info->state = HOST_SLOT_EMPTY;
         info->image_len = 0;
     }
-    if (dev->ended_slot == slot) {
-        dev->ended_slot = -1;
-    }
-    const uint32_t step = block ? HOST_FLASH_BLOCK_SIZE : HOST_FLASH_SECTOR_SIZE;
-    dev->prepared_to = dev->flash.slot_size - at > step ? at + step : dev->flash.slot_size;
-    return dev->prepared_to < dev->flash.slot_size;
+    return ble_ota_slot_prepared(&dev->plan, &step);
 }
 
 static ble_ota_port_err_t
@@ -208,7 +237,9 @@ port_slot_end(void *ctx)
         return BLE_OTA_PORT_ERR_STATE;
     }
     dev->open_slot = -1; /* closed whatever the result, as esp_ota_end */
-    if (dev->write_pos == 0) {
+    ble_ota_slot_end(&dev->plan, false);
+    const uint32_t written = dev->plan.written;
+    if (written == 0) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "slot_end: nothing written");
         return BLE_OTA_PORT_ERR_INVALID_IMAGE;
     }
@@ -216,7 +247,7 @@ port_slot_end(void *ctx)
      * complete a truncated upload. */
     host_image_info_t info;
     const uint8_t *data = host_flash_slot(&dev->flash, slot);
-    const host_image_err_t err = host_image_verify(data, dev->write_pos, dev->chip_id, &info, why, sizeof(why));
+    const host_image_err_t err = host_image_verify(data, written, dev->chip_id, &info, why, sizeof(why));
     if (err != HOST_IMAGE_OK) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s invalid: %s", host_slot_name(slot), why);
         return BLE_OTA_PORT_ERR_INVALID_IMAGE;
@@ -230,7 +261,7 @@ port_slot_end(void *ctx)
             return BLE_OTA_PORT_ERR_SIGNATURE;
         }
         const host_sig_err_t sig =
-            host_sig_verify(data, dev->write_pos, info.image_len, dev->running_key_digest, why, sizeof(why));
+            host_sig_verify(data, written, info.image_len, dev->running_key_digest, why, sizeof(why));
         if (sig != HOST_SIG_OK) {
             dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s refused: %s", host_slot_name(slot), why);
             return BLE_OTA_PORT_ERR_SIGNATURE;
@@ -240,9 +271,9 @@ port_slot_end(void *ctx)
     }
     dev->flash.slot[slot].state = HOST_SLOT_NEW;
     dev->flash.slot[slot].image_len = image_len;
-    dev->ended_slot = slot;
+    ble_ota_slot_end(&dev->plan, true);
     dev_log(dev, BLE_OTA_LOG_INFO, "image in %s valid%s: %lu bytes (%lu written)", host_slot_name(slot),
-            dev->require_signature ? " and signed" : "", (unsigned long)image_len, (unsigned long)dev->write_pos);
+            dev->require_signature ? " and signed" : "", (unsigned long)image_len, (unsigned long)written);
     return BLE_OTA_PORT_OK;
 }
 
@@ -255,19 +286,18 @@ port_slot_abort(void *ctx)
         return;
     }
     dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_abort: %s dropped at %lu bytes", host_slot_name(dev->open_slot),
-            (unsigned long)dev->write_pos);
-    dev->flash.slot[dev->open_slot].state = HOST_SLOT_EMPTY;
-    dev->flash.slot[dev->open_slot].image_len = 0;
-    dev->open_slot = -1;
+            (unsigned long)dev->plan.written);
+    ble_ota_slot_abort(&dev->plan);
+    dev_close_slot(dev);
 }
 
 static ble_ota_port_err_t
 port_set_boot_slot(void *ctx)
 {
     host_dev_t *dev = ctx;
-    const int slot = dev->ended_slot;
+    const int slot = dev->running < 0 ? -1 : 1 - dev->running;
 
-    if (slot < 0 || dev->flash.slot[slot].state != HOST_SLOT_NEW) {
+    if (slot < 0 || !dev->plan.complete || dev->flash.slot[slot].state != HOST_SLOT_NEW) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "set_boot_slot: no validated image");
         return BLE_OTA_PORT_ERR_STATE;
     }
@@ -566,14 +596,11 @@ dev_reset_ram(host_dev_t *dev)
 {
     dev->running = -1;
     dev->open_slot = -1;
-    dev->write_pos = 0;
-    dev->erased_to = 0;
-    dev->image_size = 0;
-    dev->ended_slot = -1;
+    /* What the slot plan knows (erased prefix, an open transfer) is RAM:
+     * a restart forgets it, as on the ESP32. */
+    ble_ota_slot_init(&dev->plan, dev->flash.slot_size, dev->pre_erased_writes);
     dev->restart_pending = false;
     dev->restart_delay_ms = 0;
-    dev->prepared_to = 0;
-    dev->prepare_failed = false;
     dev->running_signed = false;
     memset(dev->running_key_digest, 0, sizeof(dev->running_key_digest));
 }
@@ -590,6 +617,7 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
     }
     dev->chip_id = HOST_IMAGE_CHIP_ESP32;
     dev->chip_revision = 300;
+    dev->pre_erased_writes = true;
     /* An Espressif base MAC, as the virtual ESP32's default address. */
     const uint8_t id[BLE_OTA_DEVICE_ID_LEN] = { 0x24, 0x0a, 0xc4, 0x00, 0x00, 0x01 };
     memcpy(dev->device_id, id, sizeof(id));

@@ -17,6 +17,7 @@
 
 #include "ble_ota_core.h"
 #include "ble_ota_port.h"
+#include "ble_ota_slot.h"
 #include "host_flash.h"
 
 /* What the device tells its surroundings. Any hook may be NULL. */
@@ -54,25 +55,25 @@ typedef struct {
     /* Images must be signed with the key of the running image's signature
      * block, as ESP-IDF checks with CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT. */
     bool require_signature;
+    /* The platform can open a slot without erasing it (esp_ota_resume,
+     * ESP-IDF 5.3.3+, 5.4.2+, 5.5+; default true). false: an ESP-IDF
+     * without it, whose every transfer erases sector by sector as its data
+     * comes (and no idle erase). Read at each boot. */
+    bool pre_erased_writes;
 
     /* RAM state, reset by every boot */
     int running;         /* booted slot, -1 when none */
     int open_slot;       /* slot between slot_begin and slot_end/abort, -1 */
-    uint32_t write_pos;  /* bytes written to the open slot */
-    uint32_t erased_to;  /* bytes of the open slot erased so far */
-    uint32_t image_size; /* the open slot's image size, 0 when unknown (seed protocol) */
+    /* The update slot's plan (ble_ota_slot.h): the open transfer's mode,
+     * bytes written and erased, whether its image passed slot_end, and
+     * the idle erase's progress, as far as this boot knows. */
+    ble_ota_slot_t plan;
     z_stream inflater;   /* raw inflate for DEFLATE chunks: set up once, reset per chunk */
     bool inflater_ready;
-    int ended_slot;      /* slot of the last successful slot_end, -1 */
     bool running_signed; /* the running image has a valid signature block 0 */
     uint8_t running_key_digest[32]; /* its key digest: the key updates must be signed with */
     bool restart_pending;
     uint32_t restart_delay_ms;
-    /* The slot erased ahead (port slot_prepare): its first prepared_to
-     * bytes are erased, as far as this boot knows (RAM only: a restart
-     * forgets it, as the ESP32 port does). */
-    uint32_t prepared_to;
-    bool prepare_failed;  /* an erase step failed: none until the next slot_begin or boot */
 
     /* The link: what the central granted, as port link_info() reports it
      * (set by the tests and the virtual ESP32, as NimBLE's events set it

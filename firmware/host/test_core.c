@@ -21,6 +21,7 @@
 #include "test_auth.h"
 #include "test_sign.h"
 #include "test_link.h"
+#include "test_slot.h"
 #include "test_v2.h"
 
 static const char *s_fixtures;
@@ -377,7 +378,7 @@ test_core_last_packet_not_padded(void)
     for (size_t i = s_image_len; i < packet_end; i++) {
         CHECK_EQ(slot[i], 0xFF);
     }
-    CHECK_EQ(s_fx.dev.write_pos, s_image_len);
+    CHECK_EQ(s_fx.dev.plan.written, s_image_len);
 }
 
 static void
@@ -454,7 +455,7 @@ test_core_done_without_data(void)
     CHECK_EQ(ble_ota_core_control_read(&s_fx.core), BLE_OTA_CTRL_DONE_NAK);
     CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_IDLE);
     CHECK_EQ(s_fx.dev.open_slot, -1);
-    CHECK_EQ(s_fx.dev.ended_slot, -1);
+    CHECK(!s_fx.dev.plan.complete);
     CHECK(!s_fx.dev.restart_pending);
     CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
     /* And the next transfer works. */
@@ -530,7 +531,7 @@ test_core_request_twice(void)
     CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
     CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_ACK);
     CHECK_EQ(s_fx.core.received, 0);
-    CHECK_EQ(s_fx.dev.write_pos, 0);
+    CHECK_EQ(s_fx.dev.plan.written, 0);
     CHECK_EQ(send_packets(s_image, s_image_len, 244), BLE_OTA_OK);
     CHECK_EQ(ctrl(BLE_OTA_CTRL_DONE), BLE_OTA_OK);
     CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_ACK);
@@ -882,6 +883,7 @@ main(int argc, char **argv)
     test_auth_run_all();
     test_signature_run_all();
     test_link_run_all();
+    test_slot_run_all();
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

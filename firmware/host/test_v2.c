@@ -250,7 +250,7 @@ test_v2_flash_written_in_whole_blocks(void)
         CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
         /* Every write but the last is one whole 4 KB block. */
         CHECK_EQ(s_fx.dev.flash.writes - writes, (s_image_len + BLE_OTA_FLASH_BLOCK - 1) / BLE_OTA_FLASH_BLOCK);
-        CHECK_EQ(s_fx.dev.write_pos, s_image_len);
+        CHECK_EQ(s_fx.dev.plan.written, s_image_len);
         CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
         CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
         CHECK(memcmp(host_flash_slot(&s_fx.dev.flash, 1), s_image, s_image_len) == 0);
@@ -305,7 +305,7 @@ test_v2_resume_same_image(void)
     ble_ota_core_disconnected(&s_fx.core);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_SUSPENDED);
     CHECK_EQ(s_fx.dev.open_slot, 1);
-    CHECK_EQ(s_fx.dev.write_pos, BLE_OTA_FLASH_BLOCK);
+    CHECK_EQ(s_fx.dev.plan.written, BLE_OTA_FLASH_BLOCK);
     info(inf);
     CHECK_EQ(inf[18], BLE_OTA_TRANSFER_SUSPENDED);
     CHECK_EQ(ble_ota_get_le32(inf + 20), 25 * CHUNK);
@@ -390,7 +390,7 @@ test_v2_other_image_starts_over(void)
     begin_image(other, len, 0);
     CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
     CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
-    CHECK_EQ(s_fx.dev.write_pos, 0);
+    CHECK_EQ(s_fx.dev.plan.written, 0);
     stream(other, 0, len, CHUNK);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));
@@ -1444,7 +1444,7 @@ test_v2_and_seed_take_over_from_each_other(void)
     CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
     CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_ACK);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
-    CHECK_EQ(s_fx.dev.write_pos, 0);
+    CHECK_EQ(s_fx.dev.plan.written, 0);
     CHECK_EQ(send_packets(s_image, 10 * 244, 244), BLE_OTA_OK);
     /* A v2 BEGIN aborts the seed transfer. */
     begin_image(s_image, s_image_len, 0);
@@ -2055,7 +2055,7 @@ test_v2_power_loss_during_idle_erase(void)
         CHECK_EQ(fx_reboot(true), 0);
         CHECK(strcmp(running_version(), "1.0.0") == 0);
         CHECK_EQ(host_dev_slot_state(&s_fx.dev, 0), HOST_SLOT_VALID);
-        CHECK_EQ(s_fx.dev.prepared_to, 0);
+        CHECK_EQ(s_fx.dev.plan.prepared_to, 0);
         /* The next update goes through, with the erase redone while idle
          * (odd cuts) or by the transfer itself (even): an erase the cut
          * stopped is never taken for done. */
@@ -2066,6 +2066,30 @@ test_v2_power_loss_during_idle_erase(void)
         CHECK_EQ(fx_reboot(true), 1);
         CHECK(strcmp(running_version(), "2.0.0") == 0);
     }
+}
+
+/* A platform that cannot open a slot without erasing it (ESP-IDF before
+ * esp_ota_resume: 5.3.0-5.3.2, 5.4.0-5.4.1): every transfer erases sector
+ * by sector as its data comes, each sector once, and nothing is erased
+ * while idle (the transfer would erase it again). */
+static void
+test_v2_sequential_writer_without_pre_erase(void)
+{
+    CHECK_OK(fx_setup());
+    s_fx.dev.pre_erased_writes = false;
+    CHECK_EQ(fx_reboot(true), 0);
+    ble_ota_core_disconnected(&s_fx.core);
+    mark_erases();
+    CHECK_EQ(idle_all(), 0);
+    CHECK_EQ(erases_since(), 0);
+    ble_ota_core_connected(&s_fx.core);
+    const uint32_t blocks_before = s_fx.dev.flash.block_erases;
+    CHECK_OK(v2_upload(s_image, s_image_len, 0));
+    CHECK_EQ(s_fx.dev.flash.block_erases, blocks_before);
+    CHECK_EQ(erases_since(), (s_image_len + HOST_FLASH_SECTOR_SIZE - 1) / HOST_FLASH_SECTOR_SIZE);
+    CHECK_EQ(fx_reboot(true), 1);
+    CHECK(strcmp(running_version(), "2.0.0") == 0);
+    CHECK_EQ(s_fx.errors, 0);
 }
 
 void
@@ -2112,4 +2136,5 @@ test_v2_run_all(void)
     RUN(test_v2_update_arrives_during_idle_erase);
     RUN(test_v2_idle_erase_spares_held_slots);
     RUN(test_v2_power_loss_during_idle_erase);
+    RUN(test_v2_sequential_writer_without_pre_erase);
 }

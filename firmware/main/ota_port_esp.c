@@ -2,7 +2,9 @@
  * ble_ota_port_t for ESP-IDF: esp_ota_* for the slot (its validation checks
  * the signature where signed apps are on), esp_timer for the delayed
  * restart and the clock, ota_gap for notifications and ending a stranger's
- * link, NVS for the confirm flag, esp_log for the core's log.
+ * link, NVS for the confirm flag, esp_log for the core's log. What to erase
+ * when and how to open the slot is the slot plan's (ble_ota_slot.h, run by
+ * the host tests and the virtual ESP32 too); this file only carries it out.
  *
  * Every call comes from the core, i.e. from whichever task holds the core
  * lock (ota_task.c): the OTA task for protocol v2, the NimBLE host task for
@@ -36,6 +38,7 @@
 #include "nvs.h"
 #include "sdkconfig.h"
 
+#include "ble_ota_slot.h"
 #include "ota_gap.h"
 #include "ota_task.h"
 
@@ -76,13 +79,21 @@ static const char *CORE_TAG = "ota_core";
 _Static_assert(OTA_PORT_CHIP_ID == CONFIG_IDF_FIRMWARE_CHIP_ID,
                "esp_chip_id_t and CONFIG_IDF_FIRMWARE_CHIP_ID disagree");
 
-/* Flash erase granularity: a sector, and the block a single command erases. */
-#define OTA_PORT_SECTOR 4096u
-#define OTA_PORT_BLOCK  65536u
-
-/* esp_ota_resume() (ESP-IDF v5.3.3+, v5.4.2+, v5.5+): an esp_ota handle on a
- * slot erased beforehand, whose writes erase nothing. Without it the first
- * esp_ota_write of a pre-erased slot erases its first sector again. */
+/*
+ * How a transfer opens the slot (the slot plan, ble_ota_slot.h, decides
+ * which): only documented esp_ota_* calls, every byte through esp_ota_write.
+ *
+ * esp_ota_resume() (ESP-IDF v5.3.3+, v5.4.2+, v5.5+) opens a slot without
+ * erasing it ("Unlike esp_ota_begin(), this function does not erase the
+ * partition", esp_ota_ops.h); with an erase size other than
+ * OTA_WITH_SEQUENTIAL_WRITES its esp_ota_write erases nothing either, so
+ * the port erases ahead of the data (esp_partition_erase_range) and a slot
+ * erased while idle is written with page programs only. Without it the one
+ * documented way to open a slot that erases nothing up front is
+ * esp_ota_begin's sequential mode, whose esp_ota_write erases each sector
+ * itself: there the plan chooses that mode for every transfer, and erases
+ * nothing while idle (it would be erased again).
+ */
 #if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0) ||                                                    \
     (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 5, 0)) || \
     (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 3) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 4, 0))
@@ -91,21 +102,21 @@ _Static_assert(OTA_PORT_CHIP_ID == CONFIG_IDF_FIRMWARE_CHIP_ID,
 #define OTA_PORT_HAVE_OTA_RESUME 0
 #endif
 
+/* From v5.5 esp_ota_begin invalidates the otadata entry of the image it is
+ * about to overwrite (esp_ota_invalidate_inactive_ota_data_slot), so no
+ * rollback can select a slot half rewritten; esp_ota_resume does not. The
+ * port does it itself where it opens a slot with esp_ota_resume. */
+#define OTA_PORT_HAVE_INVALIDATE_INACTIVE (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0))
+
 typedef struct {
-    const esp_partition_t *slot; /* slot being written, NULL when none */
-    esp_ota_handle_t handle;     /* valid while slot != NULL */
-    uint32_t written;            /* bytes written to the slot */
-    uint32_t image_size;         /* announced size (v2), 0 when unknown (seed) */
-    uint32_t erased_to;          /* v2: bytes of the slot erased so far */
-    /* The idle erase (slot_prepare) of `next`, the slot the next update
-     * goes to: its first prepared_to bytes are erased. RAM only: a restart
-     * forgets it and the erase is done again (an erase cut by a power loss
-     * can leave a sector that reads blank and is not reliably erased, so
-     * no blank check could stand in for it). */
+    /* The slot updates go to: "the other one", fixed while this image
+     * runs, looked up once (the lookup allocates). NULL when none. */
     const esp_partition_t *next;
-    uint32_t prepared_to;
-    bool prepare_failed; /* an erase failed: none until the next slot_begin or restart */
-    const esp_partition_t *ended; /* slot that passed esp_ota_end */
+    /* Every decision about it: write mode, what to erase when, whether it
+     * holds a validated image (ble_ota_slot.h). RAM only, as the erased
+     * prefix must be (a restart forgets it and the idle erase starts over). */
+    ble_ota_slot_t plan;
+    esp_ota_handle_t handle; /* valid while plan.open */
     esp_timer_handle_t restart_timer;
     /* Filled once at init: the core reads them for every OTA Info value,
      * and the ESP-IDF calls behind them look up partitions (which
@@ -141,118 +152,98 @@ ota_port_esp_map(esp_err_t err)
     }
 }
 
+/** Opens the slot as the plan says: esp_ota_resume (pre-erased) or esp_ota_begin (sequential). */
+static esp_err_t
+ota_port_esp_open(ota_port_esp_t *st, ble_ota_write_mode_t mode, uint32_t image_size)
+{
+    const esp_partition_t *slot = st->next;
+
+    if (mode == BLE_OTA_WRITE_SEQUENTIAL) {
+        return esp_ota_begin(slot, OTA_WITH_SEQUENTIAL_WRITES, &st->handle);
+    }
+#if OTA_PORT_HAVE_OTA_RESUME
+    /* Offset 0: nothing written yet, so the first esp_ota_write checks the
+     * image magic. The erase size is the image's, as for a slot erased in
+     * bulk (not OTA_WITH_SEQUENTIAL_WRITES): the port erases. */
+    const esp_err_t err = esp_ota_resume(slot, image_size, 0, &st->handle);
+#if OTA_PORT_HAVE_INVALIDATE_INACTIVE
+    if (err == ESP_OK) {
+        /* ESP_FAIL: nothing to invalidate (no otadata entry names another
+         * image); esp_ota_begin ignores the result altogether. */
+        const esp_err_t inv = esp_ota_invalidate_inactive_ota_data_slot();
+        if (inv != ESP_OK && inv != ESP_FAIL) {
+            ESP_LOGW(TAG, "esp_ota_invalidate_inactive_ota_data_slot failed: %s", esp_err_to_name(inv));
+        }
+    }
+#endif
+    return err;
+#else
+    /* The plan never chooses it here (ble_ota_slot_init got false). */
+    (void)image_size;
+    return ESP_ERR_NOT_SUPPORTED;
+#endif
+}
+
+/** Drops the open transfer's esp_ota handle, if any. */
+static void
+ota_port_esp_close(ota_port_esp_t *st)
+{
+    if (!st->plan.open) {
+        return;
+    }
+    const esp_err_t err = esp_ota_abort(st->handle);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "esp_ota_abort(%s) failed: %s", st->next->label, esp_err_to_name(err));
+    } else {
+        ESP_LOGI(TAG, "transfer to slot %s aborted after %lu bytes", st->next->label,
+                 (unsigned long)st->plan.written);
+    }
+    ble_ota_slot_abort(&st->plan);
+}
+
 static ble_ota_port_err_t
 ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
 {
     ota_port_esp_t *st = ctx;
-    const esp_partition_t *slot;
-    esp_ota_handle_t handle = 0;
-    esp_err_t err;
+    ble_ota_write_mode_t mode;
 
-    if (st->slot != NULL) {
+    if (st->plan.open) {
         /* The core should have closed it; never leak an esp_ota handle. */
-        ESP_LOGW(TAG, "slot %s still open: aborting it", st->slot->label);
-        err = esp_ota_abort(st->handle);
-        if (err != ESP_OK) {
-            ESP_LOGE(TAG, "esp_ota_abort failed: %s", esp_err_to_name(err));
-        }
-        st->slot = NULL;
+        ESP_LOGW(TAG, "slot %s still open: aborting it", st->next->label);
+        ota_port_esp_close(st);
     }
-    st->ended = NULL;
-
-    slot = esp_ota_get_next_update_partition(NULL);
-    if (slot == NULL) {
+    const ble_ota_port_err_t refused = ble_ota_slot_begin(&st->plan, image_size, st->running, &mode);
+    switch (refused) {
+    case BLE_OTA_PORT_OK:
+        break;
+    case BLE_OTA_PORT_ERR_NO_SLOT:
         ESP_LOGE(TAG, "no OTA slot to write to (partition table has no ota_1?)");
-        return BLE_OTA_PORT_ERR_NO_SLOT;
-    }
-    if (image_size > slot->size) {
-        ESP_LOGE(TAG, "image of %lu bytes does not fit slot %s (%lu bytes)",
-                 (unsigned long)image_size, slot->label, (unsigned long)slot->size);
-        return BLE_OTA_PORT_ERR_TOO_LARGE;
-    }
-
-    if (image_size > 0 && st->prepared_to >= OTA_PORT_SECTOR && slot == st->next &&
-        st->running == BLE_OTA_IMG_PENDING_VERIFY) {
-        /* esp_ota_resume skips esp_ota_begin's rollback check: do it here. */
+        return refused;
+    case BLE_OTA_PORT_ERR_STATE:
         ESP_LOGE(TAG, "the running image is not confirmed yet");
-        return BLE_OTA_PORT_ERR_STATE;
+        return refused;
+    case BLE_OTA_PORT_ERR_TOO_LARGE:
+    default:
+        ESP_LOGE(TAG, "image of %lu bytes does not fit slot %s (%lu bytes)", (unsigned long)image_size,
+                 st->next->label, (unsigned long)st->next->size);
+        return refused;
     }
-    /* v2 takes over what the idle erase did; the seed's esp_ota_write
-     * erases every sector itself. The slot gets data either way: the idle
-     * erase starts over once it is free again. */
-    const uint32_t prepared = image_size > 0 && slot == st->next ? st->prepared_to : 0;
-    st->prepared_to = 0;
-    st->prepare_failed = false;
-#if OTA_PORT_HAVE_OTA_RESUME
-    if (prepared >= OTA_PORT_SECTOR) {
-        /* Any erase size but OTA_WITH_SEQUENTIAL_WRITES: esp_ota_write
-         * erases nothing (the first sector is erased already), and still
-         * checks the image magic. Offset 0: nothing is written yet. */
-        err = esp_ota_resume(slot, slot->size, 0, &handle);
-        if (err != ESP_OK) {
-            ESP_LOGE(TAG, "esp_ota_resume(%s) failed: %s", slot->label, esp_err_to_name(err));
-            return ota_port_esp_map(err);
-        }
-        st->slot = slot;
-        st->handle = handle;
-        st->written = 0;
-        st->info.update_slot_rolled_back = false;
-        st->image_size = image_size;
-        st->erased_to = prepared;
-        ESP_LOGI(TAG, "writing to slot %s at 0x%08lx, %lu bytes erased ahead", slot->label,
-                 (unsigned long)slot->address, (unsigned long)prepared);
-        return BLE_OTA_PORT_OK;
-    }
-#endif
 
-    /*
-     * Erasing as the data arrives, never up front: esp_ota_begin(slot,
-     * image_size) would erase the whole image before the BEGIN answer
-     * (about 3.5 s for 1.5 MB), past the client's request timeout on a bad
-     * day, with ABORT and a lost link waiting behind it. The seed protocol
-     * (image_size 0) leaves it to esp_ota_write, a 4 KB sector at a time.
-     * For v2, slot_write erases ahead itself, a 64 KB block where the image
-     * fills one: 150 ms per 64 KB where sectors take 16 x 45 ms, the
-     * difference between a device that keeps up with a 1M PHY link and one
-     * that halves it (docs/PERFORMANCE.md).
-     */
-    err = esp_ota_begin(slot, OTA_WITH_SEQUENTIAL_WRITES, &handle);
+    const esp_err_t err = ota_port_esp_open(st, mode, image_size);
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "esp_ota_begin(%s) failed: %s", slot->label, esp_err_to_name(err));
+        ESP_LOGE(TAG, "%s(%s) failed: %s", mode == BLE_OTA_WRITE_PRE_ERASED ? "esp_ota_resume" : "esp_ota_begin",
+                 st->next->label, esp_err_to_name(err));
         if (err == ESP_ERR_OTA_ROLLBACK_INVALID_STATE) {
             ESP_LOGE(TAG, "the running image is not confirmed yet");
         }
+        ble_ota_slot_abort(&st->plan);
         return ota_port_esp_map(err);
     }
-    st->slot = slot;
-    st->handle = handle;
-    st->written = 0;
     st->info.update_slot_rolled_back = false; /* the slot now holds the new image's bytes */
-    st->image_size = image_size;
-    /* Without esp_ota_resume the first write erases the first sector again. */
-    st->erased_to = prepared;
-    ESP_LOGI(TAG, "writing to slot %s at 0x%08lx (%lu bytes)", slot->label,
-             (unsigned long)slot->address, (unsigned long)slot->size);
+    ESP_LOGI(TAG, "writing to slot %s at 0x%08lx (%s, %lu bytes erased ahead)", st->next->label,
+             (unsigned long)st->next->address,
+             mode == BLE_OTA_WRITE_PRE_ERASED ? "erasing ahead" : "esp_ota_write erases", (unsigned long)st->plan.erased_to);
     return BLE_OTA_PORT_OK;
-}
-
-/** v2: erases the slot up to `end`, a 64 KB block where the image fills it, else a 4 KB sector. */
-static esp_err_t
-ota_port_esp_erase_to(ota_port_esp_t *st, uint32_t end)
-{
-    while (st->erased_to < end) {
-        const bool block = st->erased_to % OTA_PORT_BLOCK == 0 && st->image_size >= st->erased_to &&
-                           st->image_size - st->erased_to >= OTA_PORT_BLOCK;
-        const uint32_t size = block ? OTA_PORT_BLOCK : OTA_PORT_SECTOR;
-        const esp_err_t err = esp_partition_erase_range(st->slot, st->erased_to, size);
-        if (err != ESP_OK) {
-            ESP_LOGE(TAG, "erasing %lu bytes of %s at %lu failed: %s", (unsigned long)size, st->slot->label,
-                     (unsigned long)st->erased_to, esp_err_to_name(err));
-            return err;
-        }
-        st->erased_to += size;
-    }
-    return ESP_OK;
 }
 
 /** The idle erase: one step of the slot the next update goes to (ble_ota_port.h). */
@@ -260,88 +251,74 @@ static bool
 ota_port_esp_slot_prepare(void *ctx, bool short_step)
 {
     ota_port_esp_t *st = ctx;
-    const esp_partition_t *next = st->next;
+    ble_ota_erase_t step;
 
-    if (next == NULL || st->slot != NULL || st->prepare_failed || st->running == BLE_OTA_IMG_PENDING_VERIFY ||
-        st->prepared_to >= next->size || next->size - st->prepared_to < OTA_PORT_SECTOR) {
+    if (!ble_ota_slot_prepare_next(&st->plan, short_step, st->running, &step)) {
         return false;
     }
-    if (st->prepared_to == 0) {
+    if (step.first) {
         /* Once per pass (only a transfer, which ends the pass, changes
          * them): never the running image, never the slot the bootloader
          * starts next. */
-        if (next == esp_ota_get_running_partition() || next == esp_ota_get_boot_partition()) {
-            ESP_LOGW(TAG, "slot %s runs or boots next: not erased", next->label);
-            st->prepare_failed = true;
+        if (st->next == esp_ota_get_running_partition() || st->next == esp_ota_get_boot_partition()) {
+            ESP_LOGW(TAG, "slot %s runs or boots next: not erased", st->next->label);
+            ble_ota_slot_prepare_stop(&st->plan);
             return false;
         }
-        ESP_LOGI(TAG, "erasing slot %s while idle", next->label);
+        ESP_LOGI(TAG, "erasing slot %s while idle", st->next->label);
     }
-    const bool block = !short_step && st->prepared_to % OTA_PORT_BLOCK == 0 && next->size - st->prepared_to >= OTA_PORT_BLOCK;
-    const uint32_t size = block ? OTA_PORT_BLOCK : OTA_PORT_SECTOR;
-    const esp_err_t err = esp_partition_erase_range(next, st->prepared_to, size);
+    const esp_err_t err = esp_partition_erase_range(st->next, step.offset, step.size);
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "idle erase of %lu bytes of %s at %lu failed: %s", (unsigned long)size, next->label,
-                 (unsigned long)st->prepared_to, esp_err_to_name(err));
-        st->prepare_failed = true;
+        ESP_LOGE(TAG, "idle erase of %lu bytes of %s at %lu failed: %s", (unsigned long)step.size, st->next->label,
+                 (unsigned long)step.offset, esp_err_to_name(err));
+        ble_ota_slot_prepare_stop(&st->plan);
         return false;
     }
-    /* A complete image nobody selected was there: it is gone. */
-    if (st->ended == next) {
-        st->ended = NULL;
+    const bool more = ble_ota_slot_prepared(&st->plan, &step);
+    if (!more) {
+        ESP_LOGI(TAG, "slot %s erased", st->next->label);
     }
-    st->prepared_to += size;
-    if (next->size - st->prepared_to < OTA_PORT_SECTOR) {
-        ESP_LOGI(TAG, "slot %s erased", next->label);
-        return false;
-    }
-    return true;
+    return more;
 }
 
 static ble_ota_port_err_t
 ota_port_esp_slot_write(void *ctx, const uint8_t *data, size_t len)
 {
     ota_port_esp_t *st = ctx;
-    esp_err_t err;
+    ble_ota_erase_t erase;
 
-    if (st->slot == NULL) {
+    const ble_ota_port_err_t check = ble_ota_slot_write_check(&st->plan, len);
+    if (check == BLE_OTA_PORT_ERR_STATE) {
         ESP_LOGE(TAG, "write without an open slot");
-        return BLE_OTA_PORT_ERR_STATE;
+        return check;
     }
-    /* Checked here so the answer is "too large", not a flash error from
-     * esp_partition_write past the end. */
-    if (len > st->slot->size - st->written) {
-        ESP_LOGE(TAG, "image exceeds slot %s (%lu bytes)", st->slot->label,
-                 (unsigned long)st->slot->size);
-        return BLE_OTA_PORT_ERR_TOO_LARGE;
+    if (check != BLE_OTA_PORT_OK) {
+        ESP_LOGE(TAG, "image exceeds slot %s (%lu bytes)", st->next->label, (unsigned long)st->next->size);
+        return check;
     }
-    if (st->image_size == 0) {
-        /* Seed: esp_ota_write erases each sector as it reaches it. */
-        err = esp_ota_write(st->handle, data, len);
-    } else {
-        err = ota_port_esp_erase_to(st, st->written + (uint32_t)len);
+    while (ble_ota_slot_erase_next(&st->plan, len, &erase)) {
+        const esp_err_t err = esp_partition_erase_range(st->next, erase.offset, erase.size);
         if (err != ESP_OK) {
+            ESP_LOGE(TAG, "erasing %lu bytes of %s at %lu failed: %s", (unsigned long)erase.size, st->next->label,
+                     (unsigned long)erase.offset, esp_err_to_name(err));
             return BLE_OTA_PORT_ERR_FLASH;
         }
-        /* The first block through esp_ota_write, which checks the image
-         * magic and gives esp_ota_end something to close (with a handle
-         * from esp_ota_begin it erases sector 0 again: 45 ms once; from
-         * esp_ota_resume, nothing); the rest straight to the erased slot.
-         * The core writes whole 4 KB blocks, and an app image ends on 16
-         * bytes, as encrypted flash writes need. */
-        err = st->written == 0 ? esp_ota_write(st->handle, data, len)
-                               : esp_partition_write(st->slot, st->written, data, len);
+        ble_ota_slot_erased(&st->plan, &erase);
     }
+    /* Every byte through esp_ota_write, in either mode: it checks the
+     * image magic on the first byte, erases in sequential mode, and with
+     * flash encryption keeps a partial 16-byte block for esp_ota_end. */
+    const esp_err_t err = esp_ota_write(st->handle, data, len);
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "esp_ota_write of %u bytes at offset %lu failed: %s",
-                 (unsigned)len, (unsigned long)st->written, esp_err_to_name(err));
+        ESP_LOGE(TAG, "esp_ota_write of %u bytes at offset %lu failed: %s", (unsigned)len,
+                 (unsigned long)st->plan.written, esp_err_to_name(err));
         if (err == ESP_ERR_OTA_VALIDATE_FAILED) {
             ESP_LOGE(TAG, "the data does not start with an ESP image header");
+            return BLE_OTA_PORT_ERR_INVALID_IMAGE;
         }
-        return err == ESP_ERR_OTA_VALIDATE_FAILED ? BLE_OTA_PORT_ERR_INVALID_IMAGE
-                                                  : BLE_OTA_PORT_ERR_FLASH;
+        return BLE_OTA_PORT_ERR_FLASH;
     }
-    st->written += (uint32_t)len;
+    ble_ota_slot_written(&st->plan, len);
     return BLE_OTA_PORT_OK;
 }
 
@@ -378,19 +355,18 @@ static ble_ota_port_err_t
 ota_port_esp_slot_end(void *ctx)
 {
     ota_port_esp_t *st = ctx;
-    const esp_partition_t *slot = st->slot;
-    esp_err_t err;
+    const esp_partition_t *slot = st->next;
 
-    if (slot == NULL) {
+    if (!st->plan.open) {
         ESP_LOGE(TAG, "end without an open slot");
         return BLE_OTA_PORT_ERR_STATE;
     }
     /* esp_ota_end frees the handle whatever it returns. */
-    err = esp_ota_end(st->handle);
-    st->slot = NULL;
+    const esp_err_t err = esp_ota_end(st->handle);
+    ble_ota_slot_end(&st->plan, err == ESP_OK);
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "esp_ota_end(%s) after %lu bytes failed: %s", slot->label,
-                 (unsigned long)st->written, esp_err_to_name(err));
+        ESP_LOGE(TAG, "esp_ota_end(%s) after %lu bytes failed: %s", slot->label, (unsigned long)st->plan.written,
+                 esp_err_to_name(err));
         if (err == ESP_ERR_OTA_VALIDATE_FAILED && ota_port_esp_signature_refused(slot)) {
             return BLE_OTA_PORT_ERR_SIGNATURE;
         }
@@ -401,48 +377,31 @@ ota_port_esp_slot_end(void *ctx)
         /* INVALID_STATE: final encrypted write failed (flash encryption). */
         return err == ESP_ERR_INVALID_STATE ? BLE_OTA_PORT_ERR_FLASH : ota_port_esp_map(err);
     }
-    st->ended = slot;
-    ESP_LOGI(TAG, "image of %lu bytes in slot %s is valid", (unsigned long)st->written,
-             slot->label);
+    ESP_LOGI(TAG, "image of %lu bytes in slot %s is valid", (unsigned long)st->plan.written, slot->label);
     return BLE_OTA_PORT_OK;
 }
 
 static void
 ota_port_esp_slot_abort(void *ctx)
 {
-    ota_port_esp_t *st = ctx;
-    esp_err_t err;
-
-    if (st->slot == NULL) {
-        return;
-    }
-    err = esp_ota_abort(st->handle);
-    if (err != ESP_OK) {
-        ESP_LOGE(TAG, "esp_ota_abort(%s) failed: %s", st->slot->label, esp_err_to_name(err));
-    } else {
-        ESP_LOGI(TAG, "transfer to slot %s aborted after %lu bytes", st->slot->label,
-                 (unsigned long)st->written);
-    }
-    st->slot = NULL;
+    ota_port_esp_close(ctx);
 }
 
 static ble_ota_port_err_t
 ota_port_esp_set_boot_slot(void *ctx)
 {
     ota_port_esp_t *st = ctx;
-    esp_err_t err;
 
-    if (st->ended == NULL) {
+    if (!st->plan.complete) {
         ESP_LOGE(TAG, "no validated slot to boot from");
         return BLE_OTA_PORT_ERR_STATE;
     }
-    err = esp_ota_set_boot_partition(st->ended);
+    const esp_err_t err = esp_ota_set_boot_partition(st->next);
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "esp_ota_set_boot_partition(%s) failed: %s", st->ended->label,
-                 esp_err_to_name(err));
+        ESP_LOGE(TAG, "esp_ota_set_boot_partition(%s) failed: %s", st->next->label, esp_err_to_name(err));
         return ota_port_esp_map(err);
     }
-    ESP_LOGI(TAG, "next boot from slot %s", st->ended->label);
+    ESP_LOGI(TAG, "next boot from slot %s", st->next->label);
     return BLE_OTA_PORT_OK;
 }
 
@@ -863,6 +822,8 @@ ota_port_esp_init(void)
     /* Fixed while this image runs ("the other one"); looked up once, as
      * the lookup allocates. */
     s_state.next = esp_ota_get_next_update_partition(NULL);
+    ble_ota_slot_init(&s_state.plan, s_state.next != NULL ? (uint32_t)s_state.next->size : 0,
+                      OTA_PORT_HAVE_OTA_RESUME != 0);
     s_state.running = ota_port_esp_read_running_state();
 
     const esp_timer_create_args_t args = {
