@@ -264,6 +264,15 @@ describe('protocol constants: C header and TypeScript agree', () => {
       }
     });
 
+    it("docs/PROTOCOL.md's OTA Info table: each field and reserved byte at its offset, with its size", () => {
+      const doc = readFileSync(join(__dirname, '../../docs/PROTOCOL.md'), 'utf8');
+      const section = doc.slice(doc.indexOf('### OTA Info'), doc.indexOf('###', doc.indexOf('### OTA Info') + 1));
+      const rows = [...section.matchAll(/^\| (\d+) \| (\d+) \|/gm)].map((m) => `${m[1]}+${m[2]}`);
+      const layout = [...fields.map(([, f]) => f), ...InfoReserved].sort((a, b) => a.offset - b.offset).map((f) => `${f.offset}+${f.size}`);
+      assert.deepEqual(rows, layout);
+      assert.match(section, new RegExp(`\\(${INFO_SIZE} bytes`), 'the size it gives');
+    });
+
     it('OTA Info fits one attribute value', () => {
       assert.ok(INFO_SIZE <= MAX_ATTRIBUTE_VALUE, `${INFO_SIZE} bytes, at most ${MAX_ATTRIBUTE_VALUE}`);
     });
