@@ -21,6 +21,7 @@
 #include "test_auth.h"
 #include "test_sign.h"
 #include "test_link.h"
+#include "test_queue.h"
 #include "test_slot.h"
 #include "test_v2.h"
 
@@ -884,6 +885,7 @@ main(int argc, char **argv)
     test_signature_run_all();
     test_link_run_all();
     test_slot_run_all();
+    test_queue_run_all();
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

@@ -43,46 +43,18 @@
 #include "freertos/task.h"
 
 #include "ble_ota_protocol.h"
+#include "ble_ota_queue.h"
 
 static const char *TAG = "ota_task";
 
-/* Queue item: kind (1 byte), reserved (1), link (u16, little-endian: the
- * value of s_link when the write arrived), then the written value. */
-#define OTA_TASK_ITEM_HEADER 4
-#define OTA_TASK_ITEM_MAX    (OTA_TASK_ITEM_HEADER + BLE_OTA_MAX_PACKET)
+/* Each item in the message buffer is stored after its length. */
+#define OTA_TASK_MSG_LEN_BYTES sizeof(configMESSAGE_BUFFER_LENGTH_TYPE)
 
-/* What one item costs in the message buffer: its stored length, our
- * header and the value. */
-#define OTA_TASK_MSG_LEN_BYTES   sizeof(configMESSAGE_BUFFER_LENGTH_TYPE)
-#define OTA_TASK_ITEM_COST(len)  (OTA_TASK_MSG_LEN_BYTES + OTA_TASK_ITEM_HEADER + (len))
-#define OTA_TASK_PACKET_COST(data) OTA_TASK_ITEM_COST(BLE_OTA_STREAM_HEADER + (data))
+/* Sized for OTA_TASK_WINDOW by the portable rules (ble_ota_queue.h): a full
+ * window of packets at any ATT MTU of 71 or more, plus two of the longest
+ * requests. */
+#define OTA_TASK_QUEUE_BYTES BLE_OTA_QUEUE_BYTES(OTA_TASK_MSG_LEN_BYTES, OTA_TASK_WINDOW)
 
-/* The queue holds a full window for packets carrying at least this many
- * firmware bytes (ATT MTU 71 and up; clients use 185, 247 or 517). Smaller
- * packets cost relatively more (12 bytes of overhead each); at MTU 23 the
- * queue holds about 11 KB of them, and if a client really fills it the
- * packets that do not fit are dropped and the core's RESYNC recovers. */
-#define OTA_TASK_FULL_WINDOW_MIN_DATA 64u
-
-/* A client sends while `next - acked < window`, so its last packet may end
- * up to data - 1 bytes past the window: ceil((window + data - 1) / data). */
-#define OTA_TASK_WINDOW_PACKETS(data) ((OTA_TASK_WINDOW + 2u * (data) - 2u) / (data))
-#define OTA_TASK_WINDOW_BYTES(data) \
-    (OTA_TASK_WINDOW_PACKETS(data) * OTA_TASK_PACKET_COST(data))
-
-/* Kept free of Stream packets for requests, so that ABORT or END still get
- * through while a window is queued: two BEGIN-sized requests. */
-#define OTA_TASK_COMMAND_RESERVE (2u * OTA_TASK_ITEM_COST(BLE_OTA_BEGIN_SIZE))
-
-#define OTA_TASK_QUEUE_BYTES \
-    (OTA_TASK_WINDOW_BYTES(OTA_TASK_FULL_WINDOW_MIN_DATA) + OTA_TASK_COMMAND_RESERVE)
-
-/* The window for the largest packets fits as well (the byte count is
- * largest for the smallest packets in the range, but check it). */
-_Static_assert(OTA_TASK_WINDOW_BYTES(BLE_OTA_MAX_PACKET - BLE_OTA_STREAM_HEADER) +
-                       OTA_TASK_COMMAND_RESERVE <=
-                   OTA_TASK_QUEUE_BYTES,
-               "OTA queue too small for a window of full-size packets");
 _Static_assert(OTA_TASK_WINDOW <= UINT16_MAX, "window is a u16 on the air");
 
 /* ble_ota_core_tick period ("every 100-1000 ms"): the abandon timeout and
@@ -124,11 +96,11 @@ static MessageBufferHandle_t s_queue;
 
 /* Host task only: the item being queued, and the count of Stream packets
  * dropped in a row (logged once per burst, not once per packet). */
-static uint8_t s_tx_item[OTA_TASK_ITEM_MAX];
+static uint8_t s_tx_item[BLE_OTA_QUEUE_ITEM_MAX];
 static uint32_t s_dropped;
 
 /* OTA task only: the item being processed. */
-static uint8_t s_rx_item[OTA_TASK_ITEM_MAX];
+static uint8_t s_rx_item[BLE_OTA_QUEUE_ITEM_MAX];
 
 /* The OTA Info snapshot. s_info_work is written under s_core_lock; s_info
  * is copied under s_info_lock, which is never held for more than a copy. */
@@ -150,15 +122,14 @@ ota_task_core_lock(void)
     (void)xSemaphoreTake(s_core_lock, portMAX_DELAY);
 
     const unsigned link = atomic_load(&s_link);
-    if (link != s_link_applied) {
-        if ((s_link_applied & 1u) != 0) {
-            ble_ota_core_disconnected(&s_core);
-        }
-        if ((link & 1u) != 0) {
-            ble_ota_core_connected(&s_core);
-        }
-        s_link_applied = link;
+    const ble_ota_link_catch_up_t catch_up = ble_ota_link_count_catch_up(s_link_applied, link);
+    if (catch_up.disconnected) {
+        ble_ota_core_disconnected(&s_core);
     }
+    if (catch_up.connected) {
+        ble_ota_core_connected(&s_core);
+    }
+    s_link_applied = link;
     return &s_core;
 }
 
@@ -225,10 +196,8 @@ ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len)
     /* Only this (host) task sends, so the free space can only grow between
      * this check and the send. */
     const size_t space = xMessageBufferSpacesAvailable(s_queue);
-    const size_t needed =
-        OTA_TASK_ITEM_COST(len) + (kind == OTA_TASK_STREAM ? OTA_TASK_COMMAND_RESERVE : 0u);
 
-    if (space < needed) {
+    if (!ble_ota_queue_admit(OTA_TASK_MSG_LEN_BYTES, space, (ble_ota_queue_kind_t)kind, len)) {
         if (kind == OTA_TASK_STREAM && s_dropped++ == 0) {
             ESP_LOGW(TAG, "queue full (%u bytes free): dropping Stream packets",
                      (unsigned)space);
@@ -240,15 +209,11 @@ ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len)
         s_dropped = 0;
     }
 
-    const unsigned link = atomic_load(&s_link);
-    s_tx_item[0] = (uint8_t)kind;
-    s_tx_item[1] = 0;
-    s_tx_item[2] = (uint8_t)(link & 0xFFu);
-    s_tx_item[3] = (uint8_t)((link >> 8) & 0xFFu);
-    memcpy(&s_tx_item[OTA_TASK_ITEM_HEADER], data, len);
-    if (xMessageBufferSend(s_queue, s_tx_item, OTA_TASK_ITEM_HEADER + len, 0) == 0) {
+    const size_t item_len = ble_ota_queue_encode(s_tx_item, (ble_ota_queue_kind_t)kind,
+                                                 ble_ota_link_count_stamp(atomic_load(&s_link)), data, len);
+    if (item_len == 0 || xMessageBufferSend(s_queue, s_tx_item, item_len, 0) == 0) {
         /* Cannot happen after the check above; handled all the same. */
-        ESP_LOGE(TAG, "xMessageBufferSend of %u bytes failed", (unsigned)len);
+        ESP_LOGE(TAG, "queueing %u bytes failed", (unsigned)len);
         return false;
     }
     return true;
@@ -268,44 +233,40 @@ ota_task_link_event(bool up)
     /* Single writer (the host task): a plain load and store suffice. The
      * parity is what matters; an event that would not change it (a lost
      * one) is made to. */
-    const unsigned link = atomic_load(&s_link);
-    const bool is_up = (link & 1u) != 0;
-    atomic_store(&s_link, link + (is_up == up ? 2u : 1u));
+    atomic_store(&s_link, ble_ota_link_count_next(atomic_load(&s_link), up));
 }
 
 /** Feeds one queued write to the core. */
 static void
-ota_task_process(const uint8_t *item, size_t len)
+ota_task_process(const uint8_t *data, size_t len)
 {
-    if (len < OTA_TASK_ITEM_HEADER) {
+    ble_ota_queue_item_t item;
+
+    if (!ble_ota_queue_decode(data, len, &item)) {
         ESP_LOGE(TAG, "queue item of %u bytes", (unsigned)len);
         return;
     }
-    const unsigned link = (unsigned)item[2] | ((unsigned)item[3] << 8);
-    const uint8_t *value = item + OTA_TASK_ITEM_HEADER;
-    const size_t value_len = len - OTA_TASK_ITEM_HEADER;
-
     /* Written on a link that has dropped since: its client cannot get the
      * answer, and an answer now could reach the next client. Checked under
      * the lock, against the link the core has been told of: a link that
      * drops while this task waits for the lock is seen here too. */
     ble_ota_core_t *core = ota_task_core_lock();
-    if (link != (s_link_applied & 0xFFFFu)) {
+    if (!ble_ota_link_count_current(s_link_applied, item.link)) {
         ESP_LOGD(TAG, "discarding a write from a dropped link");
         ota_task_core_release(true); /* the lock may have applied link events: Info shows them */
         return;
     }
-    if (item[0] == OTA_TASK_STREAM) {
-        (void)ble_ota_core_stream_write(core, value, value_len);
+    if (item.kind == BLE_OTA_QUEUE_STREAM) {
+        (void)ble_ota_core_stream_write(core, item.value, item.len);
         /* Refreshing Info after every packet would be wasted work during a
          * burst: do it once the burst is processed (and at every tick). */
         ota_task_core_release(xMessageBufferIsEmpty(s_queue) == pdTRUE);
     } else {
         /* The write response went out when the request was queued; the
          * core's answer is a notification, so its status is only logged. */
-        const ble_ota_status_t status = ble_ota_core_command_write(core, value, value_len);
+        const ble_ota_status_t status = ble_ota_core_command_write(core, item.value, item.len);
         if (status != BLE_OTA_OK) {
-            ESP_LOGW(TAG, "OTA Command of %u bytes: status %d", (unsigned)value_len, (int)status);
+            ESP_LOGW(TAG, "OTA Command of %u bytes: status %d", (unsigned)item.len, (int)status);
         }
         ota_task_core_release(true);
     }
@@ -344,11 +305,8 @@ ota_task_main(void *arg)
     for (;;) {
         /* The queue's receive timeout doubles as the core's tick timer, so
          * the tick runs in the task that owns the flash work. */
-        const TickType_t since = xTaskGetTickCount() - last_tick;
-        TickType_t wait = since >= period ? 0 : period - since;
-        if (idle_more && wait > 1) {
-            wait = 1;
-        }
+        const TickType_t wait =
+            (TickType_t)ble_ota_queue_wait_ticks((uint32_t)(xTaskGetTickCount() - last_tick), (uint32_t)period, idle_more);
         const size_t len = xMessageBufferReceive(s_queue, s_rx_item, sizeof(s_rx_item), wait);
 
         if (len > 0) {
@@ -372,16 +330,9 @@ ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
     s_config = *config;
     /* The window and packet size are promises to the client that the
      * queue must keep. */
-    if (s_config.window == 0 || s_config.window > OTA_TASK_WINDOW) {
-        ESP_LOGW(TAG, "window %u not in 1..%u: using %u", (unsigned)s_config.window,
-                 (unsigned)OTA_TASK_WINDOW, (unsigned)OTA_TASK_WINDOW);
-        s_config.window = OTA_TASK_WINDOW;
-    }
-    if (s_config.max_packet > BLE_OTA_MAX_PACKET ||
-        s_config.max_packet <= BLE_OTA_STREAM_HEADER) {
-        ESP_LOGW(TAG, "max_packet %u out of range: using %u", (unsigned)s_config.max_packet,
-                 (unsigned)BLE_OTA_MAX_PACKET);
-        s_config.max_packet = BLE_OTA_MAX_PACKET;
+    if (ble_ota_queue_fit_config(&s_config, OTA_TASK_WINDOW)) {
+        ESP_LOGW(TAG, "window %u / max_packet %u out of range: using %u / %u", (unsigned)config->window,
+                 (unsigned)config->max_packet, (unsigned)s_config.window, (unsigned)s_config.max_packet);
     }
 
     s_core_lock = xSemaphoreCreateMutexStatic(&s_core_lock_buf);

@@ -16,18 +16,19 @@
 #include <stdint.h>
 
 #include "ble_ota_core.h"
+#include "ble_ota_queue.h"
 #include "sdkconfig.h"
 
 /* Bytes a v2 client may stream beyond the last ACK (config.window), from
  * menuconfig (BLE_OTA_WINDOW_KB). The default, 32 KB, keeps the radio busy
  * through a 64 KB block erase (about 150 ms) and the ACK after it; the queue
  * that must hold a window costs about 1.2 bytes of RAM per window byte
- * (OTA_TASK_QUEUE_BYTES: about 39 KB for 32 KB, 20 KB for 16 KB). */
+ * (BLE_OTA_QUEUE_BYTES: about 39 KB for 32 KB, 20 KB for 16 KB). */
 #define OTA_TASK_WINDOW ((uint32_t)CONFIG_BLE_OTA_WINDOW_KB * 1024u)
 
 typedef enum {
-    OTA_TASK_STREAM = 1,  /* an OTA Stream packet */
-    OTA_TASK_COMMAND = 2, /* an OTA Command request */
+    OTA_TASK_STREAM = BLE_OTA_QUEUE_STREAM,   /* an OTA Stream packet */
+    OTA_TASK_COMMAND = BLE_OTA_QUEUE_COMMAND, /* an OTA Command request */
 } ota_task_kind_t;
 
 /* Initialises the core with port and config and starts the OTA task. Call
