@@ -205,7 +205,7 @@ interface CentralRun {
   peakGrowthBytes: number;
 }
 
-/** Runs bench/central.js (one whole update from a fresh process) and returns its figures. */
+/** Runs bench/central.ts, compiled beside this file (one whole update from a fresh process), and returns its figures. */
 function central(args: string[], preload?: string): Promise<CentralRun> {
   const script = join(__dirname, 'central.js');
   const node = preload ? ['--require', preload, script, ...args] : [script, ...args];
