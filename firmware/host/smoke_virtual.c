@@ -1076,6 +1076,57 @@ smoke_keyed_and_signed(void)
     CHECK_EQ(reap_device(3000), 0);
 }
 
+/* What the firmware's Bluetooth glue decides, run here as on the ESP32
+ * (ble_ota_bt.h): a notification that finds no buffer is tried again, up
+ * to 5 times, by the OTA task (protocol v2) and not by the host task (the
+ * seed's); a name longer than the advertising data holds goes out shortened. */
+static void
+smoke_bt_glue(void)
+{
+    char *args[] = { "--name", "a-rather-long-device-name", NULL };
+    char begin[2 * BLE_OTA_BEGIN_SIZE + 1];
+    const char *line;
+    bool dev = false;
+
+    CHECK(s_image_len > 0);
+    CHECK(spawn_device(args, false) == 0);
+    while ((line = read_line(REPLY_TIMEOUT_MS)) != NULL && strcmp(line, "ready") != 0) {
+        if (strncmp(line, "dev ", 4) == 0) {
+            CHECK_STR(line, "dev 24:0a:c4:00:00:01 a-rather-long-device-na 517"); /* 23 bytes */
+            dev = true;
+        }
+    }
+    CHECK(line != NULL && dev);
+    CHECK_STR(request("connect 517"), "ok 517");
+    CHECK_STR(request("subscribe %s 1", CMD), "ok");
+    begin_hex(s_image, s_image_len, 0, begin);
+
+    /* Four attempts without a buffer: BEGIN's answer still goes out. */
+    CHECK_STR(request("fault no-buffer 4"), "ok");
+    events_clear();
+    CHECK_STR(request("write %s %s", CMD, begin), "ok");
+    CHECK(cmd_notify("8100") != NULL);
+    CHECK_EQ(count_events("log W fault: no buffer"), 4);
+    /* Five: the answer is lost, and the device says so. */
+    CHECK_STR(request("fault no-buffer 5"), "ok");
+    events_clear();
+    CHECK_STR(request("write %s 04", CMD), "ok");
+    CHECK(cmd_notify("84") == NULL);
+    CHECK(event_find("log E notification failed: no buffer") >= 0);
+    CHECK_STR(request("faults"), "ok hit=9"); /* every attempt counted */
+
+    /* The seed's answers come from the host task: one attempt. */
+    CHECK_STR(request("subscribe %s 1", CTRL), "ok");
+    CHECK_STR(request("fault no-buffer 1"), "ok");
+    events_clear();
+    CHECK_STR(request("write %s 01", CTRL), "ok");
+    CHECK_EQ(event_find("notify 7ad671aa"), -1);
+    CHECK(event_find("log E notification failed: no buffer") >= 0);
+    CHECK_STR(request("read %s", CTRL), "ok 02"); /* REQUEST_ACK all the same */
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+}
+
 /* --protocol seed: what a device running the seed's firmware serves. */
 static void
 smoke_seed_only(void)
@@ -1173,6 +1224,7 @@ main(int argc, char **argv)
     RUN(smoke_v2_timers);
     RUN(smoke_keyed_and_signed);
     RUN(smoke_faults);
+    RUN(smoke_bt_glue);
     RUN(smoke_seed_only);
     RUN(smoke_random_requests);
     RUN(smoke_eof_exits);

@@ -19,6 +19,7 @@
 #include "test.h"
 #include "test_fixture.h"
 #include "test_auth.h"
+#include "test_bt.h"
 #include "test_sign.h"
 #include "test_link.h"
 #include "test_queue.h"
@@ -886,6 +887,7 @@ main(int argc, char **argv)
     test_link_run_all();
     test_slot_run_all();
     test_queue_run_all();
+    test_bt_run_all();
 
     host_dev_deinit(&s_fx.dev);
     return test_summary("core");

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ble_ota_bt.h"
 #include "ble_ota_core.h"
 #include "host_image.h"
 #include "host_port.h"
@@ -147,6 +148,7 @@ typedef struct {
 
     /* faults injected by `fault` requests */
     uint32_t drop_notify;                    /* notifications still to lose */
+    uint32_t no_buffer;                      /* notification attempts still to find no buffer */
     uint32_t no_answer[REQ_LOSABLE_COUNT];   /* requests of each kind still to lose */
     unsigned long faults_hit;                /* faults that took effect */
 
@@ -327,13 +329,53 @@ vesp_notify_lost(vesp_t *v)
     return false;
 }
 
+/* One attempt to hand a notification to the stack: none while a `fault
+ * no-buffer` is armed, as NimBLE finds no free mbuf. */
+static ble_ota_notify_result_t
+vesp_notify_try(void *ctx)
+{
+    vesp_t *v = ctx;
+
+    if (v->no_buffer > 0) {
+        v->no_buffer--;
+        v->faults_hit++;
+        out_log('W', "fault: no buffer for a notification");
+        return BLE_OTA_NOTIFY_NO_BUFFER;
+    }
+    return BLE_OTA_NOTIFY_SENT;
+}
+
+static void
+vesp_notify_wait(void *ctx, uint32_t ms)
+{
+    /* The firmware's task sleeps while NimBLE frees buffers; here nothing
+     * else runs in between, so there is nothing to wait for. */
+    (void)ctx;
+    (void)ms;
+}
+
+/* Whether a notification goes out, tried as the firmware tries it
+ * (ble_ota_bt.h): from_ota_task, the ESP32's OTA task, which may wait for a
+ * buffer (protocol v2); the seed's come from the host task, which does not. */
+static bool
+vesp_notify_sent(vesp_t *v, bool from_ota_task)
+{
+    const ble_ota_notifier_t notifier = { vesp_notify_try, vesp_notify_wait, v };
+
+    if (ble_ota_bt_notify(&notifier, from_ota_task, NULL) != BLE_OTA_NOTIFY_SENT) {
+        out_log('E', "notification failed: no buffer");
+        return false;
+    }
+    return !vesp_notify_lost(v);
+}
+
 static void
 hook_notify(void *user, uint8_t value)
 {
     vesp_t *v = user;
 
     /* The central only hears it once subscribed. */
-    if (v->connected && v->subscribed && !vesp_notify_lost(v)) {
+    if (v->connected && v->subscribed && vesp_notify_sent(v, false)) {
         v->stats.notifies++;
         out_line("notify %s %02x", BLE_OTA_CONTROL_UUID, value);
     }
@@ -344,7 +386,7 @@ hook_notify_command(void *user, const uint8_t *data, size_t len)
 {
     vesp_t *v = user;
 
-    if (v->connected && v->subscribed_command && !vesp_notify_lost(v)) {
+    if (v->connected && v->subscribed_command && vesp_notify_sent(v, true)) {
         v->stats.notifies++;
         printf("notify %s ", BLE_OTA_COMMAND_UUID);
         out_hex(data, len);
@@ -867,6 +909,10 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
         const size_t wanted = hex == HEX_TOO_LONG ? strlen(r->arg[1]) / 2 : len;
         out_logf('W', "write of %zu bytes exceeds ATT MTU %u - 3", wanted, v->conn_mtu);
         att = BLE_OTA_ATT_ERR_INVALID_LEN;
+    } else if (ble_ota_bt_write_check(len) != 0) {
+        /* What the firmware's GATT layer refuses before the core sees it
+         * (ble_ota_bt.h); at MTUs up to 517 the check above comes first. */
+        att = ble_ota_bt_write_check(len);
     } else {
         switch (chr->id) {
         case CHR_OTA_CONTROL:
@@ -954,6 +1000,7 @@ cmd_fault(vesp_t *v, const request_t *r)
 
     if (strcmp(kind, "clear") == 0 && r->argc == 1) {
         v->drop_notify = 0;
+        v->no_buffer = 0;
         memset(v->no_answer, 0, sizeof(v->no_answer));
         host_flash_fail_write_after(&v->dev.flash, 0);
         host_flash_power_loss_after(&v->dev.flash, 0);
@@ -967,6 +1014,8 @@ cmd_fault(vesp_t *v, const request_t *r)
         host_flash_power_loss_after(&v->dev.flash, n);
     } else if (two && strcmp(kind, "drop-notify") == 0) {
         v->drop_notify = n;
+    } else if (two && strcmp(kind, "no-buffer") == 0) {
+        v->no_buffer = n;
     } else if (r->argc == 3 && strcmp(kind, "no-answer") == 0 && parse_u32(count, 1000000, &n)) {
         int which = -1;
         for (int i = 0; i < REQ_LOSABLE_COUNT; i++) {
@@ -981,7 +1030,7 @@ cmd_fault(vesp_t *v, const request_t *r)
         }
         v->no_answer[which] = n;
     } else {
-        out_logf('E', "fault: expected flash-write-fail N, power-loss-after N, drop-notify N, "
+        out_logf('E', "fault: expected flash-write-fail N, power-loss-after N, drop-notify N, no-buffer N, "
                       "no-answer <request> N or clear, got '%.20s'", kind);
         reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
         return;
@@ -1539,7 +1588,11 @@ install_first_image(vesp_t *v)
 static void
 announce(const vesp_t *v)
 {
-    out_line("dev %s %s %u", v->address, v->name, v->mtu);
+    /* As the firmware advertises it: a name longer than the advertising
+     * data holds goes out shortened (ble_ota_bt.h). */
+    bool complete = true;
+    const size_t name_len = ble_ota_bt_adv_name_len(strlen(v->name), &complete);
+    out_line("dev %s %.*s %u", v->address, (int)name_len, v->name, v->mtu);
     /* Seed devices do not advertise the service: found by name only. */
     if (!v->seed_only) {
         out_line("adv %s", BLE_OTA_SERVICE_UUID);

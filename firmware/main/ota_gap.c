@@ -5,6 +5,8 @@
  * so seed clients that scan by name still match. The OTA service UUID does
  * not fit beside a long name in 31 bytes, so it goes into the scan response,
  * where active scanners (BlueZ, CoreBluetooth, Android) can filter on it.
+ * How much of the name fits, and how a notification that finds no buffer
+ * is tried again, are decided in ble_ota_bt.c (as in the virtual ESP32).
  */
 #include "ota_gap.h"
 
@@ -24,6 +26,7 @@
 #include "services/gap/ble_svc_gap.h"
 #include "soc/soc_caps.h"
 
+#include "ble_ota_bt.h"
 #include "ota_gatt.h"
 #include "ota_task.h"
 
@@ -33,15 +36,9 @@
 
 static const char *TAG = "ota_gap";
 
-/* 31-byte advertising PDU minus flags (3), TX power (3) and the name's own
- * length and type bytes (2). */
-#define OTA_GAP_ADV_NAME_MAX (BLE_HS_ADV_MAX_SZ - 3 - 3 - 2)
-
-/* From the OTA task, a notification that finds no free mbuf is tried again
- * this many times, OTA_GAP_NOTIFY_RETRY_MS apart: an ACK that never arrives
- * would stall a client with a full window until its timeout. */
-#define OTA_GAP_NOTIFY_ATTEMPTS 5
-#define OTA_GAP_NOTIFY_RETRY_MS 10
+/* The name's room (ble_ota_bt.h) is what NimBLE's advertising data leaves:
+ * 31 bytes minus flags (3), TX power (3) and the name's own header (2). */
+_Static_assert(BLE_OTA_ADV_NAME_MAX == BLE_HS_ADV_MAX_SZ - 3 - 3 - 2, "advertised name's room");
 
 static uint8_t s_own_addr_type;
 /* Written by the host task (GAP events), read by the OTA task when it
@@ -184,13 +181,9 @@ ota_gap_advertise(void)
     fields.tx_pwr_lvl_is_present = 1;
     fields.tx_pwr_lvl = BLE_HS_ADV_TX_PWR_LVL_AUTO;
     fields.name = (const uint8_t *)name;
-    if (name_len > OTA_GAP_ADV_NAME_MAX) {
-        fields.name_len = OTA_GAP_ADV_NAME_MAX;
-        fields.name_is_complete = 0;
-    } else {
-        fields.name_len = (uint8_t)name_len;
-        fields.name_is_complete = 1;
-    }
+    bool complete = true;
+    fields.name_len = (uint8_t)ble_ota_bt_adv_name_len(name_len, &complete);
+    fields.name_is_complete = complete ? 1 : 0;
     rc = ble_gap_adv_set_fields(&fields);
     if (rc != 0) {
         ESP_LOGE(TAG, "ble_gap_adv_set_fields failed: %d", rc);
@@ -405,10 +398,45 @@ ota_gap_init(const char *device_name, ota_gap_advertising_fn *on_advertising)
     }
 }
 
+/* One notification being handed to NimBLE (ota_gap_notify). */
+typedef struct {
+    uint16_t conn;
+    uint16_t attr_handle;
+    const uint8_t *data;
+    uint16_t len;
+    int rc; /* the last attempt's NimBLE result */
+} ota_gap_notification_t;
+
+static ble_ota_notify_result_t
+ota_gap_notify_once(void *ctx)
+{
+    ota_gap_notification_t *n = ctx;
+    struct os_mbuf *om = ble_hs_mbuf_from_flat(n->data, n->len);
+
+    if (om == NULL) {
+        n->rc = BLE_HS_ENOMEM;
+        return BLE_OTA_NOTIFY_NO_BUFFER;
+    }
+    /* Consumes om whatever the outcome. */
+    n->rc = ble_gatts_notify_custom(n->conn, n->attr_handle, om);
+    if (n->rc == 0) {
+        return BLE_OTA_NOTIFY_SENT;
+    }
+    return n->rc == BLE_HS_ENOMEM ? BLE_OTA_NOTIFY_NO_BUFFER : BLE_OTA_NOTIFY_FAILED;
+}
+
+static void
+ota_gap_wait_ms(void *ctx, uint32_t ms)
+{
+    (void)ctx;
+    vTaskDelay(pdMS_TO_TICKS(ms) + 1); /* + 1: at least ms, whatever the tick */
+}
+
 /**
  * Sends a notification of attr_handle's value if a client is connected and
- * subscribed. Safe from any task: ble_gatts_notify_custom takes the host
- * lock (ble_hs_lock) around the connection lookup and the L2CAP send
+ * subscribed, tried again while no mbuf is free as ble_ota_bt.h says.
+ * Safe from any task: ble_gatts_notify_custom takes the host lock
+ * (ble_hs_lock) around the connection lookup and the L2CAP send
  * (esp-nimble host/src/ble_att_cmd.c, ble_att_tx), and the mbuf pools are
  * guarded by critical sections.
  */
@@ -417,9 +445,6 @@ ota_gap_notify(uint16_t attr_handle, const atomic_bool *subscribed, const char *
                const uint8_t *data, size_t len)
 {
     const unsigned conn = atomic_load(&s_conn_handle);
-    /* The host task must not sleep waiting for mbufs it frees itself. */
-    const int attempts = ota_task_is_current() ? OTA_GAP_NOTIFY_ATTEMPTS : 1;
-    int rc = BLE_HS_ENOMEM;
 
     if (conn == BLE_HS_CONN_HANDLE_NONE || !atomic_load(subscribed)) {
         ESP_LOGW(TAG, "%s 0x%02x not notified: no subscribed client", what,
@@ -430,24 +455,18 @@ ota_gap_notify(uint16_t attr_handle, const atomic_bool *subscribed, const char *
         ESP_LOGE(TAG, "%s notification of %u bytes", what, (unsigned)len);
         return;
     }
-    for (int attempt = 0; attempt < attempts; attempt++) {
-        if (attempt > 0) {
-            vTaskDelay(pdMS_TO_TICKS(OTA_GAP_NOTIFY_RETRY_MS) + 1);
-        }
-        struct os_mbuf *om = ble_hs_mbuf_from_flat(data, (uint16_t)len);
-        if (om == NULL) {
-            rc = BLE_HS_ENOMEM;
-            continue;
-        }
-        /* Consumes om whatever the outcome. */
-        rc = ble_gatts_notify_custom((uint16_t)conn, attr_handle, om);
-        if (rc != BLE_HS_ENOMEM) {
-            break;
-        }
-    }
-    if (rc != 0) {
-        ESP_LOGE(TAG, "%s 0x%02x notification failed: %d%s", what, len > 0 ? data[0] : 0u, rc,
-                 rc == BLE_HS_ENOMEM ? " (no mbuf)" : "");
+    ota_gap_notification_t n = {
+        .conn = (uint16_t)conn,
+        .attr_handle = attr_handle,
+        .data = data,
+        .len = (uint16_t)len,
+        .rc = 0,
+    };
+    const ble_ota_notifier_t notifier = { .send = ota_gap_notify_once, .wait_ms = ota_gap_wait_ms, .ctx = &n };
+    /* The host task must not sleep waiting for mbufs it frees itself. */
+    if (ble_ota_bt_notify(&notifier, ota_task_is_current(), NULL) != BLE_OTA_NOTIFY_SENT) {
+        ESP_LOGE(TAG, "%s 0x%02x notification failed: %d%s", what, len > 0 ? data[0] : 0u, n.rc,
+                 n.rc == BLE_HS_ENOMEM ? " (no mbuf)" : "");
     }
 }
 

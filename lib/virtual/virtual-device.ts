@@ -138,6 +138,8 @@ export type VirtualFault =
   | { kind: 'power-loss-after'; flashOps: number }
   /** The next n notifications are lost on air. */
   | { kind: 'drop-notify'; count: number }
+  /** The next n attempts to send a notification find no buffer (the firmware's retries decide whether it is lost). */
+  | { kind: 'no-buffer'; count: number }
   /** The next n requests of that kind are lost on air: nothing comes back. */
   | { kind: 'no-answer'; request: 'connect' | 'read' | 'write' | 'write-cmd' | 'subscribe'; count: number }
   | { kind: 'clear' };
@@ -462,6 +464,9 @@ export class VirtualEsp32 extends EventEmitter {
         break;
       case 'drop-notify':
         await this.request(`fault drop-notify ${fault.count}`);
+        break;
+      case 'no-buffer':
+        await this.request(`fault no-buffer ${fault.count}`);
         break;
       case 'no-answer':
         await this.request(`fault no-answer ${fault.request} ${fault.count}`);

@@ -13,6 +13,7 @@
 
 #include "ble_ota_core.h"
 #include "ble_ota_internal.h"
+#include "ble_ota_bt.h"
 #include "ble_ota_le.h"
 
 /* DEFLATE: a chunk inflates into block with the previous chunk, in history,
@@ -471,18 +472,20 @@ v2_command_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
         return BLE_OTA_OK; /* the link is ending: nothing it says counts */
     }
     core->auth.answer_signed = false;
-    if (len == 0 || data == NULL) {
+    /* The write fails (no answer could be told from an event): the same
+     * check a GATT layer that answers the write before the core sees the
+     * request makes (ble_ota_bt.h). */
+    const ble_ota_status_t refused = ble_ota_bt_command_check(data, len);
+    if (refused == BLE_OTA_ERR_LENGTH) {
         v2_junk(core, "empty command");
-        return BLE_OTA_ERR_LENGTH; /* no opcode to answer */
+        return refused;
+    }
+    if (refused != BLE_OTA_OK) {
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "OTA Command 0x%02x is no request", data[0]);
+        v2_junk(core, "no request");
+        return refused;
     }
     const uint8_t opcode = data[0];
-    if (opcode > BLE_OTA_OPCODE_MAX) {
-        /* Its answer (opcode | 0x80) would read as an event (0xC0 and up)
-         * or as another request's answer: refuse the write instead. */
-        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "OTA Command 0x%02x is no request", opcode);
-        v2_junk(core, "no request");
-        return BLE_OTA_ERR_VALUE;
-    }
     if (opcode == BLE_OTA_CMD_BEGIN) {
         v2_begin(core, data, len);
         return BLE_OTA_OK;
