@@ -6,6 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -595,6 +596,80 @@ describe('signing commands (keygen, sign, verify, pubkey)', function () {
   });
 });
 
+describe('sample-image', function () {
+  this.timeout(60_000);
+  let dir: string;
+  before(() => (dir = mkdtempSync(join(tmpdir(), 'ble-ota-cli-sample-'))));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Runs the tool with stdout as bytes (sample-image --out - writes the image there). */
+  function cliBytes(args: string[]): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const out: Buffer[] = [];
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr }));
+    });
+  }
+
+  it('writes a valid app image with the project, version, chip and size asked for, and says what it is for', async () => {
+    const file = join(dir, 'lamp.bin');
+    const run = await cli(['sample-image', '--out', file, '--project', 'lamp', '--app-version', '3.1.4', '--chip', 'esp32-c3', '--size', '64k']);
+    assert.equal(run.code, 0, run.stderr);
+    const image = parseEspImage(readFileSync(file));
+    assert.deepEqual([image.appDesc.projectName, image.appDesc.version, image.header.chipId], ['lamp', '3.1.4', 5]);
+    assert.ok(Math.abs(statSync(file).size - 64 * 1024) < 64, `${statSync(file).size} bytes`);
+    assert.match(run.stdout, /ESP32-C3 app "lamp" 3\.1\.4, 64\.0 KB\n.*filler: for virtual devices/s);
+
+    const json = parseJson<{ file: string; project: string; version: string; chip: string; size: number; sha256: string }>(
+      await cli(['sample-image', '--out', file, '--json']),
+    );
+    assert.deepEqual([json.project, json.version, json.chip], ['sample-app', '2.0.0', 'ESP32'], 'the defaults; an earlier sample is replaced');
+    assert.equal(json.sha256, createHash('sha256').update(readFileSync(file)).digest('hex'));
+  });
+
+  it('--out - writes the image to standard output, the words to standard error', async () => {
+    const run = await cliBytes(['sample-image', '--out', '-', '--app-version', '9.9.9']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(parseEspImage(run.stdout).appDesc.version, '9.9.9');
+    assert.match(run.stderr, /wrote a sample app image to standard output/);
+  });
+
+  it('never replaces a file that is not a sample; refuses bad options with what to give', async () => {
+    const build = join(dir, 'app.bin');
+    const real = buildAppImage({ projectName: 'real', version: '1.0.0', size: 20_000 });
+    writeFileSync(build, real);
+    const run = await cli(['sample-image', '--out', build]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /already exists and is not a sample image.*\[FILE_EXISTS\]/);
+    assert.deepEqual(readFileSync(build), real);
+
+    const chip = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--chip', 'esp8266']);
+    assert.equal(chip.code, 1);
+    assert.match(chip.stderr, /Unknown chip "esp8266": give one of esp32, esp32s2, esp32c3, esp32s3/);
+    const version = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--app-version', 'v'.repeat(40)]);
+    assert.match(version.stderr, /version "v+" is 40 bytes long: an app descriptor holds at most 31\. \[INVALID_ARGUMENT\]/);
+    const size = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--size', '20M']);
+    assert.match(size.stderr, /from 1024 \(1 KiB\) to 16777216 \(16 MiB\)/);
+    assert.ok(!existsSync(join(dir, 'x.bin')));
+  });
+
+  it('upload sends a sample to virtual devices only: to a real one it is refused before any radio work', async () => {
+    const file = join(dir, 'sample.bin');
+    assert.equal((await cli(['sample-image', '--out', file])).code, 0);
+    const real = await cli(['upload', file, '--device', 'esp32']);
+    assert.equal(real.code, 1);
+    assert.match(real.stderr, /is a sample image .* a real device would boot and crash on\. Send it with --virtual, or send your build's \.bin\. \[INVALID_ARGUMENT\]/);
+    assert.doesNotMatch(real.stderr + real.stdout, /looking for the device|BLUETOOTH_UNAVAILABLE/);
+    const virtual = await cli(['upload', file, '--device', 'esp32-sample', '--virtual', '--json']);
+    assert.equal(virtual.code, 0, virtual.stderr);
+    assert.equal(parseJson<{ runningVersion: string }>(virtual).runningVersion, '2.0.0');
+  });
+});
+
 describe('command-line parsing', () => {
   it('reads each command with its defaults', () => {
     assert.deepEqual(parseCommandLine(['scan']), { kind: 'scan', durationMs: 5000, device: undefined, json: false, virtual: false });
@@ -634,6 +709,16 @@ describe('command-line parsing', () => {
     });
     assert.deepEqual(parseCommandLine(['verify', 's.bin', '--public-key', 'p.pem']), { kind: 'verify', file: 's.bin', publicKey: 'p.pem', json: false, virtual: false });
     assert.deepEqual(parseCommandLine(['pubkey', '--key', 'k.pem']), { kind: 'pubkey', key: 'k.pem', out: undefined, json: false, virtual: false });
+    assert.deepEqual(parseCommandLine(['sample-image', '-o', '-', '--size', '1.5M', '--chip', 'esp32s3']), {
+      kind: 'sample-image',
+      out: '-',
+      projectName: undefined,
+      version: undefined,
+      chip: 'esp32s3',
+      size: 1572864,
+      json: false,
+      virtual: false,
+    });
     assert.deepEqual(parseCommandLine(['help', 'upload']), { kind: 'help', topic: 'upload', json: false });
     assert.deepEqual(parseCommandLine(['scan', '-h']), { kind: 'help', topic: 'scan', json: false });
   });
@@ -668,6 +753,10 @@ describe('command-line parsing', () => {
     mistake(['pubkey', '--key', 'a.pem', '--key', 'b.pem'], /pubkey takes one --key/, 'pubkey');
     mistake(['pubkey', '--key', 'k.pem', '--device', 'x'], /pubkey does not take --device/, 'pubkey');
     mistake(['upload', 'a.bin', '-d', 'x', '--append'], /upload does not take --append/, 'upload');
+    mistake(['sample-image'], /sample-image needs --out FILE/, 'sample-image');
+    mistake(['sample-image', '-o', 'a.bin', '--size', 'big'], /--size takes a size in bytes, or with k or M/, 'sample-image');
+    mistake(['sample-image', '-o', '-', '--json'], /--out - writes the image to standard output, where --json would go/, 'sample-image');
+    mistake(['sample-image', '-o', 'a.bin', '--virtual'], /sample-image works on files/, 'sample-image');
   });
 });
 

@@ -7,7 +7,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { Mosquitto, MqttClient } from './support/mosquitto';
@@ -156,10 +156,7 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     assert.equal(uploads(gwA!, '2.0.0').length + uploads(gwB!, '2.0.0').length, before, 'no device was written again');
   });
 
-  it("the controller's start job button publishes firmware/fleet-app.bin as a job and reports it", async () => {
-    const image = buildAppImage({ projectName: 'fleet-app', version: '4.0.0', size: 60_000 });
-    mkdirSync(join(controller!.userDir, 'firmware'), { recursive: true });
-    writeFileSync(join(controller!.userDir, 'firmware/fleet-app.bin'), image);
+  it("the controller's start job button publishes its firmware (the sample node's, at the job's version) as a job and reports it", async () => {
     await controller!.inject('f1ee7c0000000002');
 
     const job = JSON.parse(await message('ota/fleet/jobs/', 5000, (text) => text.includes('"4.0.0"'), true)) as { id: string };

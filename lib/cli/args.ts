@@ -10,7 +10,7 @@ import type { KeyScheme } from '../image/signature';
 
 export const PROGRAM = 'esp32-ble-ota';
 
-export type CommandName = 'scan' | 'info' | 'upload' | 'keygen' | 'sign' | 'verify' | 'pubkey' | 'secret' | 'provision';
+export type CommandName = 'scan' | 'info' | 'upload' | 'keygen' | 'sign' | 'verify' | 'pubkey' | 'secret' | 'provision' | 'sample-image';
 
 export interface GlobalOptions {
   /** Machine-readable output on stdout. */
@@ -45,7 +45,16 @@ export type Command =
   | ({ kind: 'verify'; file: string; publicKey: string } & GlobalOptions)
   | ({ kind: 'pubkey'; key: string; out?: string } & GlobalOptions)
   | ({ kind: 'secret'; out: string } & GlobalOptions)
-  | ({ kind: 'provision'; secretFile?: string; deviceId: string; out: string; chip?: string } & GlobalOptions);
+  | ({ kind: 'provision'; secretFile?: string; deviceId: string; out: string; chip?: string } & GlobalOptions)
+  | ({
+      kind: 'sample-image';
+      /** A file, or "-" for stdout. */
+      out: string;
+      projectName?: string;
+      version?: string;
+      chip?: string;
+      size?: number;
+    } & GlobalOptions);
 
 export class UsageError extends Error {
   constructor(
@@ -78,6 +87,10 @@ const OPTIONS = {
   key: { type: 'string', multiple: true },
   append: { type: 'boolean' },
   'public-key': { type: 'string' },
+  project: { type: 'string' },
+  // Not --version: that one prints the tool's own.
+  'app-version': { type: 'string' },
+  size: { type: 'string' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -95,10 +108,11 @@ const COMMAND_OPTIONS: Record<CommandName, OptionName[]> = {
   pubkey: ['key', 'out'],
   secret: ['out'],
   provision: ['secret-file', 'device-id', 'out', 'chip'],
+  'sample-image': ['out', 'project', 'app-version', 'chip', 'size'],
 };
 
 /** Commands that work on files only: no Bluetooth, so no --virtual. */
-const OFFLINE: CommandName[] = ['keygen', 'sign', 'verify', 'pubkey', 'secret', 'provision'];
+const OFFLINE: CommandName[] = ['keygen', 'sign', 'verify', 'pubkey', 'secret', 'provision', 'sample-image'];
 
 const COMMANDS = Object.keys(COMMAND_OPTIONS) as CommandName[];
 
@@ -221,6 +235,20 @@ function offlineCommand(command: CommandName, values: Values, operands: string[]
       ...global,
     };
   }
+  if (command === 'sample-image') {
+    noOperands(command, operands);
+    const out = fileOption('--out', values.out, command, 'the file to write the sample image to ("-": standard output)');
+    if (out === '-' && global.json) throw new UsageError('--out - writes the image to standard output, where --json would go: leave out one of them', command);
+    return {
+      kind: 'sample-image',
+      out,
+      projectName: values.project,
+      version: values['app-version'],
+      chip: values.chip,
+      size: values.size === undefined ? undefined : byteSize('--size', values.size, command),
+      ...global,
+    };
+  }
   noOperands(command, operands);
   const keys = values.key ?? [];
   if (keys.length > 1) throw new UsageError(`pubkey takes one --key (got ${keys.length})`, command);
@@ -279,6 +307,16 @@ function deviceOption(value: string | undefined, command: CommandName, required:
   return value;
 }
 
+/** A size in bytes, or with a k or M suffix (KiB, MiB): 131072, 128k, 1M. */
+function byteSize(option: string, value: string, command: CommandName): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)i?[bB]?\s*$/.exec(value);
+  const bytes = m ? Math.round(Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]) ? 1024 : 1024 * 1024)) : NaN;
+  if (!Number.isFinite(bytes) || bytes <= 0) {
+    throw new UsageError(`${option} takes a size in bytes, or with k or M (KiB, MiB), e.g. 128k (got "${value}")`, command);
+  }
+  return bytes;
+}
+
 function seconds(option: string, value: string, command: CommandName): number {
   const n = Number(value);
   // An hour bounds a typo (--timeout 30000 meant as ms) without limiting real use.
@@ -312,6 +350,7 @@ export function usage(topic?: CommandName): string {
     pubkey: `${PROGRAM} pubkey --key FILE [--out FILE] [--json]`,
     secret: `${PROGRAM} secret --out FILE [--json]`,
     provision: `${PROGRAM} provision --device-id MAC --out FILE [--secret-file PATH] [--chip CHIP] [--json]`,
+    'sample-image': `${PROGRAM} sample-image --out FILE|- [--project NAME] [--app-version VERSION] [--chip CHIP] [--size BYTES] [--json]`,
   };
   if (topic) return `usage: ${lines[topic]}\n`;
   return `usage: ${COMMANDS.map((c) => lines[c]).join('\n       ')}\n       ${PROGRAM} --help | --version\n`;
@@ -397,6 +436,17 @@ the esptool command it prints. No firmware image carries the key.
   --secret-file PATH   the fleet secret (or ESP32_BLE_OTA_SECRET)
   -o, --out FILE       where to write the partition image (4096 bytes)
   --chip CHIP          put --chip CHIP in the esptool command (esp32, esp32c3, ...)`,
+    'sample-image': `Writes a sample app image, to try upload --virtual, the Node-RED flows and the examples
+without an ESP-IDF build: a valid image (header, segments, app descriptor, SHA-256) with
+the project name, version and chip you choose, whose code is filler. Virtual ESP32s install
+it; upload refuses to send it to a real device, which would boot it and crash. An existing
+file is replaced only when it is a sample too.
+
+  -o, --out FILE           where to write it; - for standard output (e.g. to pipe into curl)
+  --project NAME           the project name (default sample-app), at most 31 bytes
+  --app-version VERSION    the version (default 2.0.0); virtual devices run 1.0.0 at first
+  --chip CHIP              the chip it is for (default esp32; esp32c3, esp32s3, ...)
+  --size BYTES             about this size, 1k to 16M (default 128k)`,
   };
   if (topic) {
     const options = OFFLINE.includes(topic) ? common.replace(/\n {2}--virtual[^]*?(?=\n {2}-h)/, '') : common;
@@ -406,15 +456,16 @@ the esptool command it prints. No firmware image carries the key.
 
 ${usage()}
 Commands:
-  scan      list the devices in range
-  info      show a device's firmware and OTA capabilities
-  upload    update a device's firmware
-  keygen    make a signing key for signed updates
-  sign      sign an app image (Secure Boot v2 format)
-  verify    check an image's signature against a key
-  pubkey    print a signing key's public key and digest
-  secret    make a fleet secret for authenticated updates
-  provision write a device's key partition image
+  scan          list the devices in range
+  info          show a device's firmware and OTA capabilities
+  upload        update a device's firmware
+  keygen        make a signing key for signed updates
+  sign          sign an app image (Secure Boot v2 format)
+  verify        check an image's signature against a key
+  pubkey        print a signing key's public key and digest
+  secret        make a fleet secret for authenticated updates
+  provision     write a device's key partition image
+  sample-image  write a sample app image, to try things without a build
 
 Options:${common}
   -V, --version  the tool's version

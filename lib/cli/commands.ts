@@ -3,12 +3,14 @@
  * (no radio). Each returns normally on success and throws on failure; main
  * turns what they throw into the message and the exit status.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { BleOtaClient, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
 import { imageSummary, parseEspImage } from '../image/esp-image';
+import { isSampleImage, sampleImage } from '../image/sample-image';
 import {
   generateSigningKey,
   publicKeyPem,
@@ -33,12 +35,14 @@ import {
   formatInfo,
   formatKeygen,
   formatResult,
+  formatSample,
   formatScan,
   formatSigned,
   formatVerified,
   infoView,
   KeygenView,
   PubkeyView,
+  SampleView,
   scanView,
   schemeName,
   SignView,
@@ -125,6 +129,8 @@ export async function runCommand(cmd: Run, io: Io): Promise<void> {
       return secret(cmd, io);
     case 'provision':
       return provision(cmd, io);
+    case 'sample-image':
+      return sample(cmd, io);
   }
 }
 
@@ -167,6 +173,12 @@ async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> 
 async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<void> {
   const image = readImage(cmd.file);
   const summary = imageSummary(checkImage(cmd.file, image));
+  if (isSampleImage(image) && !cmd.virtual) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `${cmd.file} is a sample image (esp32-ble-ota sample-image): its code is filler, which a real device would boot and crash on. Send it with --virtual, or send your build's .bin.`,
+    );
+  }
   const secret = readSecret(cmd.secretFile);
   const publicKey = cmd.publicKey === undefined ? undefined : readKey(cmd.publicKey);
   if (!cmd.json) io.stdout.write(formatImage(cmd.file, summary));
@@ -439,6 +451,39 @@ function unwritable(file: string, err: unknown): CliError {
   const why =
     code === 'ENOENT' ? 'its folder does not exist' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
   return new CliError('FILE_UNWRITABLE', `cannot write ${file}: ${why}`);
+}
+
+// ---------------------------------------------------------------------------
+// Sample images (lib/image/sample-image.ts)
+
+function sample(cmd: Extract<Run, { kind: 'sample-image' }>, io: Io): void {
+  const image = sampleImage({ projectName: cmd.projectName, version: cmd.version, chip: cmd.chip, size: cmd.size });
+  const summary = imageSummary(parseEspImage(image));
+  const view: SampleView = {
+    file: cmd.out,
+    project: summary.project,
+    version: summary.version,
+    chip: summary.chip,
+    size: image.length,
+    sha256: createHash('sha256').update(image).digest('hex'),
+  };
+  if (cmd.out === '-') {
+    if (io.stdout.isTTY) throw new CliError('FILE_UNWRITABLE', 'standard output is a terminal: redirect it to a file or pipe it on (--out - | curl --data-binary @- ...).');
+    io.stdout.write(image);
+    io.stderr.write(formatSample(view));
+    return;
+  }
+  // Replacing an earlier sample is what a second run means; replacing anything else (a build's
+  // .bin, a key) would lose it.
+  if (existsSync(cmd.out) && !(statSync(cmd.out).isFile() && isSampleImage(readFileSync(cmd.out)))) {
+    throw new CliError('FILE_EXISTS', `${cmd.out} already exists and is not a sample image; sample-image replaces only its own. Choose another file name.`);
+  }
+  try {
+    writeFileSync(cmd.out, image);
+  } catch (err) {
+    throw unwritable(cmd.out, err);
+  }
+  io.stdout.write(cmd.json ? JSON.stringify(view) + '\n' : formatSample(view));
 }
 
 // ---------------------------------------------------------------------------

@@ -253,6 +253,17 @@ export interface KeygenView {
   keyDigest: string;
 }
 
+/** sample-image --json: what was written. */
+export interface SampleView {
+  /** The file, or "-" for standard output. */
+  file: string;
+  project: string;
+  version: string;
+  chip: string;
+  size: number;
+  sha256: string;
+}
+
 /** sign --json: the signed file and every block of its signature sector. */
 export interface SignView {
   file: string;
@@ -289,6 +300,14 @@ const SCHEME_NAMES: Record<SignatureScheme, string> = {
 
 export function schemeName(scheme: SignatureScheme): string {
   return SCHEME_NAMES[scheme];
+}
+
+export function formatSample(v: SampleView): string {
+  const where = v.file === '-' ? 'standard output' : v.file;
+  return `wrote a sample app image to ${where}: ${v.chip} app "${v.project}" ${v.version}, ${formatBytes(v.size)}
+It is valid but its code is filler: for virtual devices (upload --virtual, the Node-RED
+nodes' Virtual ESP32), never a real one. Virtual devices run 1.0.0 until updated.
+`;
 }
 
 export function formatKeygen(v: KeygenView): string {

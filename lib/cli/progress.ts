@@ -8,7 +8,8 @@ import type { Phase, Progress } from '../client/ota-client';
 import { formatRate } from './output';
 
 export interface ProgressStream {
-  write(text: string): unknown;
+  /** Text; bytes only where a command writes a file to standard output (sample-image --out -). */
+  write(data: string | Uint8Array): unknown;
   isTTY?: boolean;
   columns?: number;
 }

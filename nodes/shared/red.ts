@@ -60,6 +60,10 @@ export interface RED {
   httpAdmin: {
     get(path: string, ...handlers: Array<(req: HttpRequest, res: HttpResponse, next: () => void) => void>): void;
   };
+  util: {
+    /** A typed input's value (str, num, msg, flow, global, env, ...), as Node-RED's core nodes read theirs. */
+    evaluateNodeProperty(value: unknown, type: string, node: Node, msg: NodeMessage, callback: (err: Error | null, value: unknown) => void): void;
+  };
   auth: { needsPermission(permission: string): (req: HttpRequest, res: HttpResponse, next: () => void) => void };
   _(key: string, substitutions?: Record<string, unknown>): string;
 }

@@ -1,0 +1,72 @@
+/**
+ * ble-ota-sample: puts a sample ESP32 app image in msg.payload, where File
+ * In would put a build's .bin, so that a flow can be tried with nothing
+ * prepared: a valid image (lib/image/sample-image.ts) with the project,
+ * version, chip and size set in the node, whose code is filler. Virtual
+ * ESP32s install it; the upload node refuses to send it over a real radio.
+ *
+ * Where Node-RED's virtual devices take only images signed with a key
+ * (BLE_OTA_VIRTUAL_SIGNING_KEY, as `npm start`'s demo fleet), the sample is
+ * signed with that key, so that they install it too.
+ */
+import { readFileSync } from 'node:fs';
+import { BleOtaError } from '../../lib/errors';
+import { sampleImage, SAMPLE_DEFAULTS } from '../../lib/image/sample-image';
+import { translator } from '../shared/i18n';
+import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
+
+interface SampleNodeDef extends NodeDef {
+  projectName?: string;
+  version?: string;
+  /** Where the version comes from: str (as typed), msg, flow, global or env, as Node-RED's typed inputs say. */
+  versionType?: string;
+  chip?: string;
+  /** KiB. */
+  size?: string | number;
+}
+
+export = function register(RED: RED): void {
+  const t = translator(RED, __dirname, 'ble-ota-sample');
+
+  function BleOtaSampleNode(this: Node, def: SampleNodeDef) {
+    RED.nodes.createNode(this, def);
+    const node = this;
+    const projectName = String(def.projectName ?? '').trim() || SAMPLE_DEFAULTS.projectName;
+    const chip = String(def.chip ?? '').trim() || SAMPLE_DEFAULTS.chip;
+    const sizeKiB = def.size === undefined || String(def.size).trim() === '' ? SAMPLE_DEFAULTS.size / 1024 : Number(def.size);
+    const versionType = def.versionType || 'str';
+
+    node.on('input', (msg, send, done) => {
+      RED.util.evaluateNodeProperty(def.version ?? SAMPLE_DEFAULTS.version, versionType, node, msg, (err, value) => {
+        try {
+          if (err) throw err;
+          const version = value === undefined || value === null || value === '' ? undefined : String(value);
+          if (version === undefined) {
+            throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.noVersion', { source: `${versionType}.${String(def.version)}` }));
+          }
+          const image = sampleImage({ projectName, version, chip, size: Math.round(sizeKiB * 1024), signingKey: virtualSigningKey() });
+          node.status({});
+          send({ ...msg, payload: image } as NodeMessage);
+          done();
+        } catch (e) {
+          const error = e instanceof Error ? e : new Error(String(e));
+          node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-sample.status.failed') });
+          done(error);
+        }
+      });
+    });
+  }
+
+  /** The key the virtual devices of this Node-RED check images against, if they check any. */
+  function virtualSigningKey(): string | undefined {
+    const file = process.env.BLE_OTA_VIRTUAL_SIGNING_KEY?.trim();
+    if (!file) return undefined;
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.signingKey', { file, reason: (err as NodeJS.ErrnoException).code ?? String(err) }));
+    }
+  }
+
+  RED.nodes.registerType('ble-ota-sample', BleOtaSampleNode);
+};

@@ -1,0 +1,98 @@
+/**
+ * ble-ota-sample in a Node-RED runtime: the image it makes is the one asked
+ * for (version typed in, or from the message), the message's other
+ * properties pass, a version the message lacks is an error that says where
+ * it was looked for, and where the virtual devices take only signed images
+ * (BLE_OTA_VIRTUAL_SIGNING_KEY) the sample is signed with their key.
+ */
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseEspImage } from '../lib/image/esp-image';
+import { isSampleImage } from '../lib/image/sample-image';
+import { generateSigningKey, verifyImageSignature } from '../lib/image/signature';
+import { catchNode, exchange, helper, lastStatus, TestNode } from './support/node-red';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const sampleNode = require('../nodes/ble-ota-sample/ble-ota-sample') as unknown;
+
+async function load(options: Record<string, unknown>): Promise<{ sample: TestNode; out: TestNode; errors: TestNode }> {
+  const flow = [
+    { id: 'tab', type: 'tab' },
+    { id: 'sample', z: 'tab', type: 'ble-ota-sample', wires: [['out']], ...options },
+    { id: 'out', z: 'tab', type: 'helper' },
+    { id: 'catcher', z: 'tab', type: 'catch', scope: null, wires: [['errors']] },
+    { id: 'errors', z: 'tab', type: 'helper' },
+  ];
+  await new Promise<void>((resolve) => helper.load([sampleNode, catchNode], flow, resolve));
+  return { sample: helper.getNode('sample'), out: helper.getNode('out'), errors: helper.getNode('errors') };
+}
+
+describe('ble-ota-sample node', function () {
+  this.timeout(20_000);
+  before(function (done) {
+    helper.startServer(done);
+  });
+  after(function (done) {
+    helper.stopServer(done);
+  });
+  afterEach(() => helper.unload());
+
+  it('puts the image asked for in msg.payload; the rest of the message passes', async () => {
+    const wires = await load({ projectName: 'lamp', version: '3.1.4', versionType: 'str', chip: 'esp32c3', size: 64 });
+    const { result } = await exchange(wires.sample, { topic: 'go', keep: 42 }, wires);
+    assert.ok(result, 'a message');
+    const image = result.payload as Buffer;
+    const parsed = parseEspImage(image);
+    assert.deepEqual([parsed.appDesc.projectName, parsed.appDesc.version, parsed.header.chipId], ['lamp', '3.1.4', 5]);
+    assert.ok(Math.abs(image.length - 64 * 1024) < 64);
+    assert.ok(isSampleImage(image), 'marked as a sample');
+    assert.deepEqual([result.topic, result.keep], ['go', 42]);
+  });
+
+  it('takes the version from the message; one the message lacks is an error naming where it looked', async () => {
+    const wires = await load({ projectName: 'fleet-app', version: 'targetVersion', versionType: 'msg', size: 16 });
+    const { result } = await exchange(wires.sample, { targetVersion: '2.5.0' }, wires);
+    assert.equal(parseEspImage(result!.payload as Buffer).appDesc.version, '2.5.0');
+    const { error } = await exchange(wires.sample, {}, wires);
+    assert.ok(error, 'Catch sees it');
+    assert.equal(
+      (error.error as { message: string }).message,
+      "The sample's version comes from msg.targetVersion, which is not set: set it, or type the version in the node.",
+    );
+    assert.deepEqual(lastStatus(wires.sample), { fill: 'red', shape: 'ring', text: 'failed' });
+  });
+
+  it('a version too long for an app descriptor is refused with the reason', async () => {
+    const wires = await load({ version: 'v'.repeat(32), versionType: 'str' });
+    const { error } = await exchange(wires.sample, {}, wires);
+    assert.match((error!.error as { message: string }).message, /version "v+" is 32 bytes long: an app descriptor holds at most 31\./);
+  });
+
+  describe('where the virtual devices take only signed images', () => {
+    let dir: string;
+    const key = generateSigningKey('ecdsa256');
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'ble-ota-sample-key-'));
+      writeFileSync(join(dir, 'key.pem'), key, { mode: 0o600 });
+    });
+    afterEach(() => delete process.env.BLE_OTA_VIRTUAL_SIGNING_KEY);
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('signs the sample with their key (BLE_OTA_VIRTUAL_SIGNING_KEY)', async () => {
+      process.env.BLE_OTA_VIRTUAL_SIGNING_KEY = join(dir, 'key.pem');
+      const wires = await load({ size: 16 });
+      const { result } = await exchange(wires.sample, {}, wires);
+      const image = result!.payload as Buffer;
+      assert.equal(verifyImageSignature(image, parseEspImage(image).imageLength, { publicKeyPem: key }).ok, true);
+    });
+
+    it('a key it cannot read is an error that names the file, never a key', async () => {
+      process.env.BLE_OTA_VIRTUAL_SIGNING_KEY = join(dir, 'missing.pem');
+      const wires = await load({ size: 16 });
+      const { error } = await exchange(wires.sample, {}, wires);
+      assert.match((error!.error as { message: string }).message, /BLE_OTA_VIRTUAL_SIGNING_KEY, .*missing\.pem\) cannot be read \(ENOENT\)/);
+    });
+  });
+});
