@@ -3,12 +3,13 @@
  * (it holds keys and local settings), build folders, ESP-IDF's managed
  * components or dependencies.lock, keys, or the demo's folder, even when
  * the firmware was built inside the package folder as firmware/README.md
- * suggests; and still everything the virtual ESP32 is built from. And the
- * lock file stays in step with package.json.
+ * suggests; no compiled file whose source is gone (a moved module, the
+ * benchmark's model); and still everything the virtual ESP32 is built
+ * from. And the lock file stays in step with package.json.
  */
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve, sep } from 'node:path';
 
@@ -91,6 +92,9 @@ describe('the npm package', function () {
     );
     assert.deepEqual(outside, []);
     assert.ok(!packed.some((p) => p.startsWith('dist/test/') || p.startsWith('dist/bench/')), 'no tests or benchmarks');
+    // tsc never deletes: npm run build (prepack) removes what it left from sources moved or deleted.
+    const orphans = packed.filter((p) => /^dist\/.*\.(js|js\.map|d\.ts)$/.test(p) && !existsSync(join(ROOT, p.slice('dist/'.length).replace(/\.(js|js\.map|d\.ts)$/, '.ts'))));
+    assert.deepEqual(orphans, [], 'compiled files without a source');
     const defaults = packed.filter((p) => p.startsWith('firmware/sdkconfig'));
     assert.deepEqual(defaults, ['esp32', 'esp32c3', 'esp32c6', 'esp32h2', 'esp32s3'].reduce(
       (list, chip) => [...list, `firmware/sdkconfig.defaults.${chip}`],
