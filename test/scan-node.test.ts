@@ -250,7 +250,15 @@ describe('the config node\'s scan endpoint where the virtual ESP32 cannot be bui
   before(async () => {
     // No make, no compiler on the PATH, and an empty cache: nothing to run.
     cache = mkdtempSync(join(tmpdir(), 'ble-ota-no-cc-'));
-    nr = await NodeRedProcess.start([], '', { PATH: '/nonexistent', BLE_OTA_VIRTUAL_CACHE: cache, BLE_OTA_VIRTUAL_DEVICES: 'esp32-a' });
+    nr = await NodeRedProcess.start(
+      [
+        { id: 'nocc-dev', type: 'ble-ota-device', name: 'radio', device: '', backend: 'virtual', virtualDevices: 'esp32-b' },
+        { id: 'nocc-inject', type: 'inject', z: '', props: [], repeat: '', once: false, wires: [['nocc-scan']] },
+        { id: 'nocc-scan', type: 'ble-ota-scan', z: '', name: 'in range', device: 'nocc-dev', duration: 1, output: 'list', wires: [[]] },
+      ],
+      '',
+      { PATH: '/nonexistent', BLE_OTA_VIRTUAL_CACHE: cache, BLE_OTA_VIRTUAL_DEVICES: 'esp32-a' },
+    );
   });
   after(async () => {
     await nr?.stop();
@@ -263,5 +271,11 @@ describe('the config node\'s scan endpoint where the virtual ESP32 cannot be bui
     const body = (await res.json()) as { error: { code: string; message: string } };
     assert.equal(body.error.code, 'VIRTUAL_DEVICE_UNAVAILABLE');
     assert.match(body.error.message, /needs `make` and a C compiler/);
+  });
+
+  it("a flow's scan fails with the same error, rather than finding nothing", async () => {
+    const from = nr.output.length;
+    await nr.inject('nocc-inject');
+    await nr.waitForOutput(/\[error\] \[ble-ota-scan:in range\] The virtual ESP32 is built from C sources on first use and needs `make` and a C compiler/, 20_000, from);
   });
 });

@@ -5,6 +5,7 @@
  */
 import { discoverOtaDevices, DiscoveredDevice } from '../../lib/client/discovery';
 import { BleOtaError } from '../../lib/errors';
+import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { translator } from '../shared/i18n';
 import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
@@ -42,6 +43,9 @@ export = function register(RED: RED): void {
       running = { abort, finished: new Promise((r) => (finish = r)) };
       node.status({ fill: 'yellow', shape: 'ring', text: t('ble-ota-scan.status.scanning') });
       try {
+        // The declared virtual devices, started first: where no virtual ESP32 can run (no C
+        // compiler) the scan fails saying so, rather than finding nothing.
+        if (config.backend === 'virtual') await sharedVirtualRadio().startDeclared();
         const devices: DiscoveredDevice[] = await config.adapter.run(
           () =>
             discoverOtaDevices(config.adapter.client(config.timeouts), {
