@@ -35,6 +35,7 @@ const FAST = [
   'properties',
   'esp-chips',
   'v2-conformance',
+  'hardware-suite',
   'adapter-queue',
   'docs',
   'protocol-constants',
