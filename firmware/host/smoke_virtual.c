@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ble_ota_gatt.h"
 #include "ble_ota_le.h"
 #include "ble_ota_protocol.h"
 #include "ble_ota_sha256.h"
@@ -336,12 +337,29 @@ static const char *const STREAM = BLE_OTA_STREAM_UUID;
 
 /* --- scenario ----------------------------------------------------------------- */
 
+/* The GATT table as docs/PROTOCOL.md (The service) gives it, in the order
+ * the device announces it: the firmware's table (ble_ota_gatt.h) must say
+ * the same. */
+static const char *const k_gatt_lines[] = {
+    "svc d6f1d96d-594c-4c53-b1c6-144a1dfde6d8",
+    "chr d6f1d96d-594c-4c53-b1c6-144a1dfde6d8 7ad671aa-21c0-46a4-b722-270e3ae3d830 read,write,notify",
+    "chr d6f1d96d-594c-4c53-b1c6-144a1dfde6d8 23408888-1f40-4cd8-9b89-ca8d45f8a5b0 write",
+    "chr d6f1d96d-594c-4c53-b1c6-144a1dfde6d8 c771fa01-c1a5-46d6-8529-795dac415ff6 read",
+    "chr d6f1d96d-594c-4c53-b1c6-144a1dfde6d8 c771fa02-c1a5-46d6-8529-795dac415ff6 write,notify",
+    "chr d6f1d96d-594c-4c53-b1c6-144a1dfde6d8 c771fa03-c1a5-46d6-8529-795dac415ff6 write-without-response,write",
+    "svc 180a",
+    "chr 180a 2a29 read",
+    "chr 180a 2a24 read",
+    "chr 180a 2a26 read",
+};
+#define GATT_LINES (sizeof(k_gatt_lines) / sizeof(k_gatt_lines[0]))
+
 static void
 smoke_startup(void)
 {
     CHECK(spawn_device(NULL, false) == 0);
     const char *line;
-    int chrs = 0, svcs = 0;
+    size_t gatt = 0;
     bool dev = false, adv = false;
     while ((line = read_line(REPLY_TIMEOUT_MS)) != NULL && strcmp(line, "ready") != 0) {
         if (strncmp(line, "dev ", 4) == 0) {
@@ -350,17 +368,50 @@ smoke_startup(void)
         } else if (strncmp(line, "adv ", 4) == 0) {
             CHECK_STR(line + 4, BLE_OTA_SERVICE_UUID);
             adv = true;
-        } else if (strncmp(line, "svc ", 4) == 0) {
-            svcs++;
-        } else if (strncmp(line, "chr ", 4) == 0) {
-            chrs++;
+        } else if (strncmp(line, "svc ", 4) == 0 || strncmp(line, "chr ", 4) == 0) {
+            CHECK(gatt < GATT_LINES);
+            CHECK_STR(line, k_gatt_lines[gatt]);
+            gatt++;
         }
     }
     CHECK(line != NULL);
     CHECK(dev && adv);
-    CHECK_EQ(svcs, 2);
-    CHECK_EQ(chrs, 8);
+    CHECK_EQ(gatt, GATT_LINES);
     CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
+}
+
+/* The table's UUIDs in the byte order of the air, as NimBLE's
+ * BLE_UUID128_INIT takes them: the string read backwards byte by byte. */
+static void
+smoke_gatt_uuids(void)
+{
+    static const uint8_t service[16] = { 0xd8, 0xe6, 0xfd, 0x1d, 0x4a, 0x14, 0xc6, 0xb1,
+                                         0x53, 0x4c, 0x4c, 0x59, 0x6d, 0xd9, 0xf1, 0xd6 };
+    static const uint8_t stream[16] = { 0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
+                                        0xd6, 0x46, 0xa5, 0xc1, 0x03, 0xfa, 0x71, 0xc7 };
+    uint8_t out[BLE_OTA_UUID_MAX_LEN];
+
+    CHECK_EQ(ble_ota_uuid_parse(ble_ota_gatt_svc_uuid[BLE_OTA_SVC_OTA], out), 16);
+    CHECK(memcmp(out, service, 16) == 0);
+    CHECK_EQ(ble_ota_uuid_parse(ble_ota_gatt_chrs[BLE_OTA_CHR_STREAM].uuid, out), 16);
+    CHECK(memcmp(out, stream, 16) == 0);
+    CHECK_EQ(ble_ota_uuid_parse(ble_ota_gatt_svc_uuid[BLE_OTA_SVC_DEVICE_INFORMATION], out), 2);
+    CHECK_EQ(out[0], 0x0a);
+    CHECK_EQ(out[1], 0x18);
+    /* Every UUID of the table parses. */
+    for (int i = 0; i < BLE_OTA_CHR_COUNT; i++) {
+        CHECK(ble_ota_uuid_parse(ble_ota_gatt_chrs[i].uuid, out) != 0);
+    }
+    /* Anything else is refused. */
+    static const char *const bad[] = {
+        "", "180", "18a0a", "180g", "d6f1d96d594c4c53b1c6144a1dfde6d8",
+        "d6f1d96d-594c-4c53-b1c6-144a1dfde6d", "d6f1d96d-594c-4c53-b1c6+144a1dfde6d8",
+        "d6f1d96d-594c-4c53-b1c6-144a1dfde6dx",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK_EQ(ble_ota_uuid_parse(bad[i], out), 0);
+    }
+    CHECK_EQ(ble_ota_uuid_parse(NULL, out), 0);
 }
 
 static void
@@ -379,6 +430,10 @@ smoke_gatt_basics(void)
     CHECK_STR(request("read %s", DATA), "err 02");
     CHECK_STR(request("read 2a00"), "err 0a");
     CHECK_STR(request("write 2a26 00"), "err 03");
+    /* Read and write permissions follow the table's properties, as NimBLE's do. */
+    CHECK_STR(request("write %s 00", INFO), "err 03");
+    CHECK_STR(request("read %s", CMD), "err 02");
+    CHECK_STR(request("read %s", STREAM), "err 02");
     CHECK_STR(request("write %s 0102", CTRL), "err 0d");
     CHECK_STR(request("write %s 09", CTRL), "err 82");
     CHECK_STR(request("write %s -", CTRL), "err 0d");
@@ -1214,6 +1269,7 @@ main(int argc, char **argv)
     s_binary = argv[1];
     signal(SIGPIPE, SIG_IGN);
 
+    RUN(smoke_gatt_uuids);
     RUN(smoke_startup);
     RUN(smoke_gatt_basics);
     RUN(smoke_malformed);

@@ -22,6 +22,7 @@
 
 #include "ble_ota_bt.h"
 #include "ble_ota_core.h"
+#include "ble_ota_gatt.h"
 #include "host_image.h"
 #include "host_port.h"
 
@@ -59,39 +60,6 @@
 
 /* How often the core's timers (abandon timeout, confirm window) run. */
 #define VESP_TICK_MS 50
-
-typedef enum {
-    CHR_OTA_CONTROL,
-    CHR_OTA_DATA,
-    CHR_OTA_INFO,
-    CHR_OTA_COMMAND,
-    CHR_OTA_STREAM,
-    CHR_MANUFACTURER,
-    CHR_MODEL,
-    CHR_FW_REVISION,
-} vesp_chr_t;
-
-typedef struct {
-    const char *svc;
-    const char *uuid;
-    const char *props;
-    vesp_chr_t id;
-    bool ours_only; /* absent from a seed device (--protocol seed) */
-} vesp_chr_def_t;
-
-#define DIS_SVC_UUID "180a"
-
-static const vesp_chr_def_t k_chrs[] = {
-    { BLE_OTA_SERVICE_UUID, BLE_OTA_CONTROL_UUID, "read,write,notify", CHR_OTA_CONTROL, false },
-    { BLE_OTA_SERVICE_UUID, BLE_OTA_DATA_UUID, "write", CHR_OTA_DATA, false },
-    { BLE_OTA_SERVICE_UUID, BLE_OTA_INFO_UUID, "read", CHR_OTA_INFO, true },
-    { BLE_OTA_SERVICE_UUID, BLE_OTA_COMMAND_UUID, "write,notify", CHR_OTA_COMMAND, true },
-    { BLE_OTA_SERVICE_UUID, BLE_OTA_STREAM_UUID, "write-without-response,write", CHR_OTA_STREAM, true },
-    { DIS_SVC_UUID, "2a29", "read", CHR_MANUFACTURER, false },
-    { DIS_SVC_UUID, "2a24", "read", CHR_MODEL, false },
-    { DIS_SVC_UUID, "2a26", "read", CHR_FW_REVISION, true },
-};
-#define CHR_COUNT (sizeof(k_chrs) / sizeof(k_chrs[0]))
 
 /* Requests a `fault no-answer` can lose. */
 typedef enum {
@@ -663,23 +631,32 @@ normalize_uuid(const char *in, char out[33])
     return n == 4 || n == 32;
 }
 
-static const vesp_chr_def_t *
-find_chr(const char *uuid)
+/* The GATT table is the firmware's (ble_ota_gatt.h); a seed device
+ * (--protocol seed) serves only the seed's part of it. */
+static bool
+vesp_serves(const vesp_t *v, ble_ota_chr_t id)
+{
+    return ble_ota_gatt_chrs[id].seed || !v->seed_only;
+}
+
+/* The characteristic a request names, if the device serves it; else an
+ * unknown one, as on a device without it. */
+static bool
+find_chr(const vesp_t *v, const char *uuid, ble_ota_chr_t *out)
 {
     char want[33], have[33];
 
     if (!normalize_uuid(uuid, want)) {
-        return NULL;
+        return false;
     }
-    for (size_t i = 0; i < CHR_COUNT; i++) {
-        if (k_chrs[i].ours_only && s_vesp.seed_only) {
-            continue; /* not served: unknown, as on a seed device */
-        }
-        if (normalize_uuid(k_chrs[i].uuid, have) && strcmp(want, have) == 0) {
-            return &k_chrs[i];
+    for (int i = 0; i < BLE_OTA_CHR_COUNT; i++) {
+        const ble_ota_chr_t id = (ble_ota_chr_t)i;
+        if (vesp_serves(v, id) && normalize_uuid(ble_ota_gatt_chrs[id].uuid, have) && strcmp(want, have) == 0) {
+            *out = id;
+            return true;
         }
     }
-    return NULL;
+    return false;
 }
 
 /* --- requests ----------------------------------------------------------------- */
@@ -817,22 +794,27 @@ cmd_read(vesp_t *v, const request_t *r)
         return;
     }
     v->stats.reads++;
-    const vesp_chr_def_t *chr = find_chr(r->arg[0]);
-    if (chr == NULL) {
+    ble_ota_chr_t chr;
+    if (!find_chr(v, r->arg[0], &chr)) {
         reply_err(r->id, ATT_ERR_ATTR_NOT_FOUND);
+        return;
+    }
+    /* As NimBLE does from the characteristic's properties. */
+    if (!(ble_ota_gatt_chrs[chr].props & BLE_OTA_PROP_READ)) {
+        reply_err(r->id, ATT_ERR_READ_NOT_PERMITTED);
         return;
     }
     char version[33];
     const char *text = NULL;
-    switch (chr->id) {
-    case CHR_OTA_CONTROL: {
+    switch (chr) {
+    case BLE_OTA_CHR_CONTROL: {
         const uint8_t value = ble_ota_core_control_read(&v->core);
         printf("%s ok ", r->id);
         out_hex(&value, 1);
         out_line("%s", "");
         return;
     }
-    case CHR_OTA_INFO: {
+    case BLE_OTA_CHR_INFO: {
         /* Longer than one ATT_MTU of 23 allows: on air a Read Blob series,
          * here the whole value (as noble hands it over). */
         uint8_t info[BLE_OTA_INFO_SIZE];
@@ -842,21 +824,20 @@ cmd_read(vesp_t *v, const request_t *r)
         out_line("%s", "");
         return;
     }
-    case CHR_OTA_DATA:
-    case CHR_OTA_COMMAND:
-    case CHR_OTA_STREAM:
-        reply_err(r->id, ATT_ERR_READ_NOT_PERMITTED);
-        return;
-    case CHR_MANUFACTURER:
+    case BLE_OTA_CHR_MANUFACTURER_NAME:
         text = VESP_MANUFACTURER;
         break;
-    case CHR_MODEL:
+    case BLE_OTA_CHR_MODEL_NUMBER:
         text = VESP_MODEL;
         break;
-    case CHR_FW_REVISION:
+    case BLE_OTA_CHR_FIRMWARE_REVISION:
         host_dev_running_version(&v->dev, version);
         text = version;
         break;
+    default: /* a readable characteristic without a value here */
+        out_logf('E', "read: no value for characteristic %d", (int)chr);
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
     }
     printf("%s ok ", r->id);
     out_hex((const uint8_t *)text, strlen(text));
@@ -900,9 +881,13 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
         v->stats.write_cmds++;
     }
     unsigned att = 0;
-    const vesp_chr_def_t *chr = find_chr(r->arg[0]);
-    if (chr == NULL) {
+    ble_ota_chr_t chr;
+    if (!find_chr(v, r->arg[0], &chr)) {
         att = ATT_ERR_ATTR_NOT_FOUND;
+    } else if (!(ble_ota_gatt_chrs[chr].props & (BLE_OTA_PROP_WRITE | BLE_OTA_PROP_WRITE_NO_RSP))) {
+        /* As NimBLE does: either write property lets both kinds of write
+         * reach the access callback. */
+        att = ATT_ERR_WRITE_NOT_PERMITTED;
     } else if (hex == HEX_TOO_LONG || len > vesp_write_max(v, with_response)) {
         /* On air the PDU would exceed the MTU: the stack drops the link.
          * Refusing it here keeps the device usable while still failing. */
@@ -914,22 +899,23 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
          * (ble_ota_bt.h); at MTUs up to 517 the check above comes first. */
         att = ble_ota_bt_write_check(len);
     } else {
-        switch (chr->id) {
-        case CHR_OTA_CONTROL:
+        switch (chr) {
+        case BLE_OTA_CHR_CONTROL:
             att = ble_ota_status_to_att(ble_ota_core_control_write(&v->core, value, len));
             break;
-        case CHR_OTA_DATA:
+        case BLE_OTA_CHR_DATA:
             att = ble_ota_status_to_att(ble_ota_core_data_write(&v->core, value, len));
             break;
-        case CHR_OTA_COMMAND:
+        case BLE_OTA_CHR_COMMAND:
             att = ble_ota_status_to_att(ble_ota_core_command_write(&v->core, value, len));
             break;
-        case CHR_OTA_STREAM:
+        case BLE_OTA_CHR_STREAM:
             v->stats.stream_bytes += len;
             att = ble_ota_status_to_att(ble_ota_core_stream_write(&v->core, value, len));
             break;
-        default:
-            att = ATT_ERR_WRITE_NOT_PERMITTED;
+        default: /* a writable characteristic without a handler here */
+            out_logf('E', "%s: no handler for characteristic %d", r->cmd, (int)chr);
+            att = BLE_OTA_ATT_ERR_UNLIKELY;
             break;
         }
     }
@@ -958,7 +944,8 @@ cmd_subscribe(vesp_t *v, const request_t *r)
     if (!vesp_args(r, 1 + 1) || !vesp_require_link(v, r)) {
         return;
     }
-    const vesp_chr_def_t *chr = find_chr(r->arg[0]);
+    ble_ota_chr_t chr;
+    const bool found = find_chr(v, r->arg[0], &chr);
     if (strcmp(r->arg[1], "0") != 0 && strcmp(r->arg[1], "1") != 0) {
         out_logf('E', "subscribe: expected 0 or 1, got '%.20s'", r->arg[1]);
         reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
@@ -966,12 +953,13 @@ cmd_subscribe(vesp_t *v, const request_t *r)
     }
     /* A CCCD write is a Write Request on air. */
     v->stats.writes++;
-    if (chr != NULL && chr->id == CHR_OTA_CONTROL) {
+    if (found && chr == BLE_OTA_CHR_CONTROL) {
         v->subscribed = r->arg[1][0] == '1';
-    } else if (chr != NULL && chr->id == CHR_OTA_COMMAND) {
+    } else if (found && chr == BLE_OTA_CHR_COMMAND) {
         v->subscribed_command = r->arg[1][0] == '1';
     } else {
-        /* Only OTA Control and OTA Command have a CCCD. */
+        /* Only characteristics that notify have a CCCD: OTA Control and
+         * OTA Command. */
         reply_err(r->id, ATT_ERR_ATTR_NOT_FOUND);
         return;
     }
@@ -1585,6 +1573,34 @@ install_first_image(vesp_t *v)
     return ok;
 }
 
+/* Properties as the line protocol names them: "read,write,notify". */
+static void
+props_text(uint8_t props, char *out, size_t cap)
+{
+    static const struct {
+        uint8_t bit;
+        const char *name;
+    } k_names[] = {
+        { BLE_OTA_PROP_READ, "read" },
+        { BLE_OTA_PROP_WRITE_NO_RSP, "write-without-response" },
+        { BLE_OTA_PROP_WRITE, "write" },
+        { BLE_OTA_PROP_NOTIFY, "notify" },
+    };
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof(k_names) / sizeof(k_names[0]); i++) {
+        if (!(props & k_names[i].bit)) {
+            continue;
+        }
+        const int w = snprintf(out + n, cap - n, "%s%s", n > 0 ? "," : "", k_names[i].name);
+        if (w < 0 || (size_t)w >= cap - n) {
+            return; /* cut short; cap holds every name with room to spare */
+        }
+        n += (size_t)w;
+    }
+}
+
 static void
 announce(const vesp_t *v)
 {
@@ -1597,16 +1613,19 @@ announce(const vesp_t *v)
     if (!v->seed_only) {
         out_line("adv %s", BLE_OTA_SERVICE_UUID);
     }
-    const char *svc = NULL;
-    for (size_t i = 0; i < CHR_COUNT; i++) {
-        if (k_chrs[i].ours_only && v->seed_only) {
+    int svc = -1;
+    for (int i = 0; i < BLE_OTA_CHR_COUNT; i++) {
+        const ble_ota_chr_def_t *chr = &ble_ota_gatt_chrs[i];
+        if (!vesp_serves(v, (ble_ota_chr_t)i)) {
             continue;
         }
-        if (svc == NULL || strcmp(svc, k_chrs[i].svc) != 0) {
-            svc = k_chrs[i].svc;
-            out_line("svc %s", svc);
+        if (svc != (int)chr->svc) {
+            svc = (int)chr->svc;
+            out_line("svc %s", ble_ota_gatt_svc_uuid[chr->svc]);
         }
-        out_line("chr %s %s %s", k_chrs[i].svc, k_chrs[i].uuid, k_chrs[i].props);
+        char props[64];
+        props_text(chr->props, props, sizeof(props));
+        out_line("chr %s %s %s", ble_ota_gatt_svc_uuid[chr->svc], chr->uuid, props);
     }
     out_line("ready");
 }

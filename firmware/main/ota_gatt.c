@@ -1,11 +1,14 @@
 /*
  * GATT server: the OTA service and Device Information.
  *
- * The OTA service keeps the seed's UUIDs and characteristic properties so
- * that seed clients (the Python/Bleak script) work unchanged, and adds the
- * protocol v2 characteristics (OTA Info, OTA Command, OTA Stream) beside
- * them (docs/PROTOCOL.md). Every callback runs on the NimBLE host task, one
- * at a time, which is why single static buffers serve all characteristics.
+ * The services, characteristics, UUIDs and properties are the portable
+ * table of ble_ota_gatt.h, which the virtual ESP32 serves too: the OTA
+ * service keeps the seed's UUIDs and characteristic properties so that seed
+ * clients (the Python/Bleak script) work unchanged, and adds the protocol
+ * v2 characteristics beside them (docs/PROTOCOL.md). ota_gatt_init() builds
+ * NimBLE's service definitions from it; this file adds the access
+ * callbacks. Every callback runs on the NimBLE host task, one at a time,
+ * which is why single static buffers serve all characteristics.
  *
  * The seed characteristics call the core synchronously under the core lock
  * (their ATT errors travel in the write response). The v2 ones never wait
@@ -15,6 +18,7 @@
 #include "ota_gatt.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "esp_app_desc.h"
@@ -26,59 +30,22 @@
 #include "services/gatt/ble_svc_gatt.h"
 
 #include "ble_ota_core.h"
+#include "ble_ota_gatt.h"
 #include "ble_ota_protocol.h"
 #include "ota_task.h"
 
 static const char *TAG = "ota_gatt";
 
-/* UUIDs are stored little-endian, i.e. the string read backwards byte by
- * byte. ota_gatt_check() compares them with ble_ota_protocol.h at boot. */
-
-/* d6f1d96d-594c-4c53-b1c6-144a1dfde6d8 (BLE_OTA_SERVICE_UUID) */
-const ble_uuid128_t ota_gatt_service_uuid =
-    BLE_UUID128_INIT(0xd8, 0xe6, 0xfd, 0x1d, 0x4a, 0x14, 0xc6, 0xb1,
-                     0x53, 0x4c, 0x4c, 0x59, 0x6d, 0xd9, 0xf1, 0xd6);
-
-/* 7ad671aa-21c0-46a4-b722-270e3ae3d830 (BLE_OTA_CONTROL_UUID) */
-static const ble_uuid128_t s_control_uuid =
-    BLE_UUID128_INIT(0x30, 0xd8, 0xe3, 0x3a, 0x0e, 0x27, 0x22, 0xb7,
-                     0xa4, 0x46, 0xc0, 0x21, 0xaa, 0x71, 0xd6, 0x7a);
-
-/* 23408888-1f40-4cd8-9b89-ca8d45f8a5b0 (BLE_OTA_DATA_UUID) */
-static const ble_uuid128_t s_data_uuid =
-    BLE_UUID128_INIT(0xb0, 0xa5, 0xf8, 0x45, 0x8d, 0xca, 0x89, 0x9b,
-                     0xd8, 0x4c, 0x40, 0x1f, 0x88, 0x88, 0x40, 0x23);
-
-/* c771fa01-c1a5-46d6-8529-795dac415ff6 (BLE_OTA_INFO_UUID) */
-static const ble_uuid128_t s_info_uuid =
-    BLE_UUID128_INIT(0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
-                     0xd6, 0x46, 0xa5, 0xc1, 0x01, 0xfa, 0x71, 0xc7);
-
-/* c771fa02-c1a5-46d6-8529-795dac415ff6 (BLE_OTA_COMMAND_UUID) */
-static const ble_uuid128_t s_command_uuid =
-    BLE_UUID128_INIT(0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
-                     0xd6, 0x46, 0xa5, 0xc1, 0x02, 0xfa, 0x71, 0xc7);
-
-/* c771fa03-c1a5-46d6-8529-795dac415ff6 (BLE_OTA_STREAM_UUID) */
-static const ble_uuid128_t s_stream_uuid =
-    BLE_UUID128_INIT(0xf6, 0x5f, 0x41, 0xac, 0x5d, 0x79, 0x29, 0x85,
-                     0xd6, 0x46, 0xa5, 0xc1, 0x03, 0xfa, 0x71, 0xc7);
-
-/* Highest OTA Command request opcode (docs/PROTOCOL.md); the core has the
- * same limit in ble_ota_v2.c, not in a public header. */
-#define OTA_GATT_OPCODE_MAX 0x3F
-
-/* Device Information service and the characteristics we expose. */
-#define DIS_SVC_UUID16          0x180A
-#define DIS_MODEL_NUMBER_UUID16 0x2A24
-#define DIS_FW_REVISION_UUID16  0x2A26
-#define DIS_MANUFACTURER_UUID16 0x2A29
-
-static uint16_t s_control_handle;
-static uint16_t s_data_handle;
-static uint16_t s_info_handle;
-static uint16_t s_command_handle;
-static uint16_t s_stream_handle;
+/* The table's UUIDs, services and characteristics as NimBLE takes them,
+ * built by ota_gatt_init(). NimBLE keeps pointers into these for as long as
+ * the host runs. */
+ble_uuid128_t ota_gatt_service_uuid;
+static ble_uuid_any_t s_svc_uuid[BLE_OTA_SVC_COUNT];
+static ble_uuid_any_t s_chr_uuid[BLE_OTA_CHR_COUNT];
+static uint16_t s_handles[BLE_OTA_CHR_COUNT];
+/* Each service's characteristics, each list ended by an empty entry. */
+static struct ble_gatt_chr_def s_chr_defs[BLE_OTA_CHR_COUNT + BLE_OTA_SVC_COUNT];
+static struct ble_gatt_svc_def s_services[BLE_OTA_SVC_COUNT + 1];
 
 /*
  * Flattened value of the last OTA write.
@@ -114,77 +81,16 @@ static int ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle,
 static int ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
                                struct ble_gatt_access_ctxt *ctxt, void *arg);
 
-static const struct ble_gatt_svc_def s_services[] = {
-    {
-        .type = BLE_GATT_SVC_TYPE_PRIMARY,
-        .uuid = &ota_gatt_service_uuid.u,
-        .characteristics = (const struct ble_gatt_chr_def[]) {
-            {
-                .uuid = &s_control_uuid.u,
-                .access_cb = ota_gatt_control_access,
-                .flags = BLE_GATT_CHR_F_READ | BLE_GATT_CHR_F_WRITE |
-                         BLE_GATT_CHR_F_NOTIFY,
-                .val_handle = &s_control_handle,
-            },
-            {
-                /* Write with response only, as in the seed: every packet is
-                 * acknowledged after it is in flash, and the response carries
-                 * the core's ATT error when it is not. NimBLE does not enforce
-                 * the property: a Write Command reaches the callback too, its
-                 * error is just never sent (the core's DONE_NAK still is). */
-                .uuid = &s_data_uuid.u,
-                .access_cb = ota_gatt_data_access,
-                .flags = BLE_GATT_CHR_F_WRITE,
-                .val_handle = &s_data_handle,
-            },
-            {
-                .uuid = &s_info_uuid.u,
-                .access_cb = ota_gatt_info_access,
-                .flags = BLE_GATT_CHR_F_READ,
-                .val_handle = &s_info_handle,
-            },
-            {
-                /* Requests with response; answers and events as
-                 * notifications, sent by the OTA task. */
-                .uuid = &s_command_uuid.u,
-                .access_cb = ota_gatt_command_access,
-                .flags = BLE_GATT_CHR_F_WRITE | BLE_GATT_CHR_F_NOTIFY,
-                .val_handle = &s_command_handle,
-            },
-            {
-                /* Write Commands carry the stream; a Write Request is taken
-                 * the same way (its response says nothing about flash). */
-                .uuid = &s_stream_uuid.u,
-                .access_cb = ota_gatt_stream_access,
-                .flags = BLE_GATT_CHR_F_WRITE_NO_RSP | BLE_GATT_CHR_F_WRITE,
-                .val_handle = &s_stream_handle,
-            },
-            { 0 },
-        },
-    },
-    {
-        .type = BLE_GATT_SVC_TYPE_PRIMARY,
-        .uuid = BLE_UUID16_DECLARE(DIS_SVC_UUID16),
-        .characteristics = (const struct ble_gatt_chr_def[]) {
-            {
-                .uuid = BLE_UUID16_DECLARE(DIS_MANUFACTURER_UUID16),
-                .access_cb = ota_gatt_dis_access,
-                .flags = BLE_GATT_CHR_F_READ,
-            },
-            {
-                .uuid = BLE_UUID16_DECLARE(DIS_MODEL_NUMBER_UUID16),
-                .access_cb = ota_gatt_dis_access,
-                .flags = BLE_GATT_CHR_F_READ,
-            },
-            {
-                .uuid = BLE_UUID16_DECLARE(DIS_FW_REVISION_UUID16),
-                .access_cb = ota_gatt_dis_access,
-                .flags = BLE_GATT_CHR_F_READ,
-            },
-            { 0 },
-        },
-    },
-    { 0 },
+/* Each characteristic's access callback; its argument is its ble_ota_chr_t. */
+static ble_gatt_access_fn *const k_access[BLE_OTA_CHR_COUNT] = {
+    [BLE_OTA_CHR_CONTROL] = ota_gatt_control_access,
+    [BLE_OTA_CHR_DATA] = ota_gatt_data_access,
+    [BLE_OTA_CHR_INFO] = ota_gatt_info_access,
+    [BLE_OTA_CHR_COMMAND] = ota_gatt_command_access,
+    [BLE_OTA_CHR_STREAM] = ota_gatt_stream_access,
+    [BLE_OTA_CHR_MANUFACTURER_NAME] = ota_gatt_dis_access,
+    [BLE_OTA_CHR_MODEL_NUMBER] = ota_gatt_dis_access,
+    [BLE_OTA_CHR_FIRMWARE_REVISION] = ota_gatt_dis_access,
 };
 
 /**
@@ -267,6 +173,10 @@ ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
 
 /**
  * OTA Data: the packet size before REQUEST, firmware packets after it.
+ * Write with response only, as in the seed; NimBLE does not enforce that
+ * property (either write property permits both kinds of write), so a Write
+ * Command reaches this callback too: its error is never sent, the core's
+ * DONE_NAK still is.
  *
  * @return 0 or an ATT error code
  */
@@ -360,7 +270,7 @@ ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
     int refusal = 0;
     if (len == 0) {
         refusal = ble_ota_status_to_att(BLE_OTA_ERR_LENGTH);
-    } else if (s_rx_buf[0] > OTA_GATT_OPCODE_MAX) {
+    } else if (s_rx_buf[0] > BLE_OTA_OPCODE_MAX) {
         ESP_LOGW(TAG, "OTA Command 0x%02x is no request", s_rx_buf[0]);
         refusal = ble_ota_status_to_att(BLE_OTA_ERR_VALUE);
     }
@@ -378,6 +288,8 @@ ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
 /**
  * OTA Stream: queued for the OTA task; never fails the write (a packet the
  * queue cannot take is dropped, and the core's RESYNC has it sent again).
+ * A Write Request is taken like a Write Command: its response says nothing
+ * about flash.
  *
  * @return 0 or an ATT error code
  */
@@ -414,7 +326,6 @@ ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
 {
     (void)conn_handle;
     (void)attr_handle;
-    (void)arg;
 
     if (ctxt->op != BLE_GATT_ACCESS_OP_READ_CHR) {
         return BLE_ATT_ERR_UNLIKELY;
@@ -422,16 +333,16 @@ ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
 
     const char *value;
     size_t len;
-    switch (ble_uuid_u16(ctxt->chr->uuid)) {
-    case DIS_MANUFACTURER_UUID16:
+    switch ((ble_ota_chr_t)(uintptr_t)arg) {
+    case BLE_OTA_CHR_MANUFACTURER_NAME:
         value = CONFIG_BLE_OTA_MANUFACTURER_NAME;
         len = strlen(value);
         break;
-    case DIS_MODEL_NUMBER_UUID16:
+    case BLE_OTA_CHR_MODEL_NUMBER:
         value = CONFIG_IDF_TARGET;
         len = strlen(value);
         break;
-    case DIS_FW_REVISION_UUID16: {
+    case BLE_OTA_CHR_FIRMWARE_REVISION: {
         /* version is a char[32] that a 32-character version fills without
          * a terminator. */
         const esp_app_desc_t *desc = esp_app_get_description();
@@ -446,6 +357,95 @@ ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
     return ota_gatt_append(ctxt->om, value, len);
 }
 
+/** NimBLE's characteristic flags for the table's properties. */
+static ble_gatt_chr_flags
+ota_gatt_flags(uint8_t props)
+{
+    ble_gatt_chr_flags flags = 0;
+
+    if (props & BLE_OTA_PROP_READ) {
+        flags |= BLE_GATT_CHR_F_READ;
+    }
+    if (props & BLE_OTA_PROP_WRITE_NO_RSP) {
+        flags |= BLE_GATT_CHR_F_WRITE_NO_RSP;
+    }
+    if (props & BLE_OTA_PROP_WRITE) {
+        flags |= BLE_GATT_CHR_F_WRITE;
+    }
+    if (props & BLE_OTA_PROP_NOTIFY) {
+        flags |= BLE_GATT_CHR_F_NOTIFY;
+    }
+    return flags;
+}
+
+/**
+ * A UUID of the table as NimBLE takes it.
+ *
+ * @return 0, or BLE_HS_EINVAL for text that is no UUID
+ */
+static int
+ota_gatt_uuid(const char *text, ble_uuid_any_t *out)
+{
+    uint8_t raw[BLE_OTA_UUID_MAX_LEN];
+    const size_t len = ble_ota_uuid_parse(text, raw);
+
+    if (len == 0 || ble_uuid_init_from_buf(out, raw, len) != 0) {
+        ESP_LOGE(TAG, "'%s' is no UUID", text);
+        return BLE_HS_EINVAL;
+    }
+    return 0;
+}
+
+/**
+ * NimBLE's service definitions, from the table of ble_ota_gatt.h.
+ *
+ * @return 0, or BLE_HS_EINVAL when the table holds a malformed UUID
+ */
+static int
+ota_gatt_build(void)
+{
+    size_t n = 0;
+
+    for (int s = 0; s < BLE_OTA_SVC_COUNT; s++) {
+        int rc = ota_gatt_uuid(ble_ota_gatt_svc_uuid[s], &s_svc_uuid[s]);
+        if (rc != 0) {
+            return rc;
+        }
+        s_services[s] = (struct ble_gatt_svc_def) {
+            .type = BLE_GATT_SVC_TYPE_PRIMARY,
+            .uuid = &s_svc_uuid[s].u,
+            .characteristics = &s_chr_defs[n],
+        };
+        for (int c = 0; c < BLE_OTA_CHR_COUNT; c++) {
+            const ble_ota_chr_def_t *def = &ble_ota_gatt_chrs[c];
+            if ((int)def->svc != s) {
+                continue;
+            }
+            rc = ota_gatt_uuid(def->uuid, &s_chr_uuid[c]);
+            if (rc != 0) {
+                return rc;
+            }
+            s_chr_defs[n++] = (struct ble_gatt_chr_def) {
+                .uuid = &s_chr_uuid[c].u,
+                .access_cb = k_access[c],
+                .arg = (void *)(uintptr_t)c,
+                .flags = ota_gatt_flags(def->props),
+                .val_handle = &s_handles[c],
+            };
+        }
+        s_chr_defs[n++] = (struct ble_gatt_chr_def) { 0 };
+    }
+    s_services[BLE_OTA_SVC_COUNT] = (struct ble_gatt_svc_def) { 0 };
+
+    /* The scan response advertises the OTA service. */
+    if (s_svc_uuid[BLE_OTA_SVC_OTA].u.type != BLE_UUID_TYPE_128) {
+        ESP_LOGE(TAG, "the OTA service UUID is not 128 bits");
+        return BLE_HS_EINVAL;
+    }
+    ota_gatt_service_uuid = s_svc_uuid[BLE_OTA_SVC_OTA].u128;
+    return 0;
+}
+
 int
 ota_gatt_init(void)
 {
@@ -453,6 +453,11 @@ ota_gatt_init(void)
 
     ble_svc_gap_init();
     ble_svc_gatt_init();
+
+    rc = ota_gatt_build();
+    if (rc != 0) {
+        return rc;
+    }
 
     rc = ble_gatts_count_cfg(s_services);
     if (rc != 0) {
@@ -482,21 +487,28 @@ ota_gatt_on_connect(void)
 uint16_t
 ota_gatt_control_handle(void)
 {
-    return s_control_handle;
+    return s_handles[BLE_OTA_CHR_CONTROL];
 }
 
 uint16_t
 ota_gatt_command_handle(void)
 {
-    return s_command_handle;
+    return s_handles[BLE_OTA_CHR_COMMAND];
 }
 
-/** True when uuid prints as expected (ble_uuid_to_str writes lower case). */
+/**
+ * True when NimBLE prints a 128-bit UUID as the table writes it
+ * (ble_uuid_to_str writes lower case): the table's text went the right way
+ * round into bytes.
+ */
 static bool
-ota_gatt_uuid_is(const ble_uuid128_t *uuid, const char *expected)
+ota_gatt_uuid_is(const ble_uuid_any_t *uuid, const char *expected)
 {
     char text[BLE_UUID_STR_LEN];
 
+    if (uuid->u.type != BLE_UUID_TYPE_128) {
+        return true; /* 16-bit ones print as 0x180a: nothing to reverse */
+    }
     ble_uuid_to_str(&uuid->u, text);
     if (strcmp(text, expected) != 0) {
         ESP_LOGE(TAG, "UUID %s differs from protocol value %s", text, expected);
@@ -510,21 +522,21 @@ ota_gatt_check(void)
 {
     bool ok = true;
 
-    ok &= ota_gatt_uuid_is(&ota_gatt_service_uuid, BLE_OTA_SERVICE_UUID);
-    ok &= ota_gatt_uuid_is(&s_control_uuid, BLE_OTA_CONTROL_UUID);
-    ok &= ota_gatt_uuid_is(&s_data_uuid, BLE_OTA_DATA_UUID);
-    ok &= ota_gatt_uuid_is(&s_info_uuid, BLE_OTA_INFO_UUID);
-    ok &= ota_gatt_uuid_is(&s_command_uuid, BLE_OTA_COMMAND_UUID);
-    ok &= ota_gatt_uuid_is(&s_stream_uuid, BLE_OTA_STREAM_UUID);
-    if (s_control_handle == 0 || s_data_handle == 0 || s_info_handle == 0 ||
-        s_command_handle == 0 || s_stream_handle == 0) {
-        ESP_LOGE(TAG, "OTA characteristics have no handles: service not started");
-        ok = false;
-    } else {
+    for (int s = 0; s < BLE_OTA_SVC_COUNT; s++) {
+        ok &= ota_gatt_uuid_is(&s_svc_uuid[s], ble_ota_gatt_svc_uuid[s]);
+    }
+    for (int c = 0; c < BLE_OTA_CHR_COUNT; c++) {
+        ok &= ota_gatt_uuid_is(&s_chr_uuid[c], ble_ota_gatt_chrs[c].uuid);
+        if (s_handles[c] == 0) {
+            ESP_LOGE(TAG, "characteristic %s has no handle: service not started", ble_ota_gatt_chrs[c].uuid);
+            ok = false;
+        }
+    }
+    if (ok) {
         ESP_LOGI(TAG, "OTA handles: Control %u, Data %u, Info %u, Command %u, Stream %u",
-                 (unsigned)s_control_handle, (unsigned)s_data_handle,
-                 (unsigned)s_info_handle, (unsigned)s_command_handle,
-                 (unsigned)s_stream_handle);
+                 (unsigned)s_handles[BLE_OTA_CHR_CONTROL], (unsigned)s_handles[BLE_OTA_CHR_DATA],
+                 (unsigned)s_handles[BLE_OTA_CHR_INFO], (unsigned)s_handles[BLE_OTA_CHR_COMMAND],
+                 (unsigned)s_handles[BLE_OTA_CHR_STREAM]);
     }
     /* A missing or short value would mislead every v2 client. (Own buffer:
      * this runs on app_main's task, s_info_buf belongs to the host task.) */

@@ -28,12 +28,13 @@ void ota_gatt_on_disconnect(void);
 uint16_t ota_gatt_control_handle(void);
 uint16_t ota_gatt_command_handle(void);
 
-/* True when all five OTA characteristics have handles, their UUIDs match
- * the strings in ble_ota_protocol.h and the OTA Info value is there (part
- * of the boot self-test). */
+/* True when every characteristic of the table (ble_ota_gatt.h) has a
+ * handle, NimBLE prints its UUID as ble_ota_protocol.h writes it, and the
+ * OTA Info value is there (part of the boot self-test). */
 bool ota_gatt_check(void);
 
-/* The OTA service UUID, advertised in the scan response. */
-extern const ble_uuid128_t ota_gatt_service_uuid;
+/* The OTA service UUID, advertised in the scan response; set by
+ * ota_gatt_init(). */
+extern ble_uuid128_t ota_gatt_service_uuid;
 
 #endif /* OTA_GATT_H */

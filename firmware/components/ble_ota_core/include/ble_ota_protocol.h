@@ -6,7 +6,7 @@
  * The TypeScript client has its own definition in lib/protocol/constants.ts;
  * test/protocol-constants.test.ts compares every constant here with it (a
  * new one fails that test until the client has it too), and OTA Info's
- * layout field by field.
+ * layout field by field. The GATT table of these UUIDs is ble_ota_gatt.h.
  */
 #ifndef BLE_OTA_PROTOCOL_H
 #define BLE_OTA_PROTOCOL_H
