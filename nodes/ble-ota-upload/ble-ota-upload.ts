@@ -196,7 +196,7 @@ export = function register(RED: RED): void {
             version: result.image.version,
             seconds: (result.durationMs / 1000).toFixed(1),
             protocol: result.protocol,
-            confirmed: result.confirmed ? ', confirmed' : '',
+            confirmed: result.confirmed ? t('ble-ota-upload.log.confirmed') : '',
             authenticated: result.authenticated ? '' : t('ble-ota-upload.log.notAuthenticated'),
           };
           node.log(t(result.skipped ? 'ble-ota-upload.log.skipped' : 'ble-ota-upload.log.updated', facts));

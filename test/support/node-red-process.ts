@@ -89,7 +89,7 @@ export class NodeRedProcess {
       env: { ...process.env, ...env },
     });
     const nr = new NodeRedProcess(child, port, userDir);
-    await nr.waitForOutput(/Started flows/, 60_000);
+    await nr.waitForOutput(/Started flows|Flows sind gestartet/, 60_000); // English, or German (lang: 'de')
     const major = process.env.BLE_OTA_EXPECT_NODE_RED; // the run on Node-RED 5 makes sure it got it
     if (major && !new RegExp(`Node-RED version: v${major}\\.`).test(nr.output)) {
       await nr.stop();
