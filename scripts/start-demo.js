@@ -233,8 +233,11 @@ async function main() {
   }
   child.on('exit', (code) => process.exit(code ?? 0));
 
+  // A demo folder from before the sample node: its flow reads a file no start writes now.
+  const stale = flows === 'kept' && fs.readFileSync(path.join(userDir, 'flows.json'), 'utf8').includes('firmware/demo-app.bin');
   const kept =
-    flows === 'kept' ? 'Your flows from the last start are kept; npm start -- --reset puts the example back.'
+    stale ? 'Your flows from the last start are kept; they read firmware/demo-app.bin, which npm start no longer writes: npm start -- --reset puts the new example back (it makes its image with the sample node).'
+    : flows === 'kept' ? 'Your flows from the last start are kept; npm start -- --reset puts the example back.'
     : flows === 'reset' ? `The example flow is back; the flows before it are in ${path.join(userDir, 'flows.json.before-reset')}.`
     : 'The example flow is deployed; what you change in it is kept across starts (npm start -- --reset puts it back).';
   console.log(`

@@ -64,10 +64,14 @@ describe('ble-ota-sample node', function () {
     assert.deepEqual(lastStatus(wires.sample), { fill: 'red', shape: 'ring', text: 'failed' });
   });
 
-  it('a version too long for an app descriptor is refused with the reason', async () => {
-    const wires = await load({ version: 'v'.repeat(32), versionType: 'str' });
-    const { error } = await exchange(wires.sample, {}, wires);
+  it('a version too long for an app descriptor, or a size out of range, is refused with the reason', async () => {
+    let wires = await load({ version: 'v'.repeat(32), versionType: 'str' });
+    let { error } = await exchange(wires.sample, {}, wires);
     assert.match((error!.error as { message: string }).message, /version "v+" is 32 bytes long: an app descriptor holds at most 31\./);
+    await helper.unload();
+    wires = await load({ size: 'big' });
+    ({ error } = await exchange(wires.sample, {}, wires));
+    assert.equal((error!.error as { message: string }).message, 'Size: give a number of KiB from 1 to 16384.');
   });
 
   describe('where the virtual devices take only signed images', () => {

@@ -44,6 +44,7 @@ export = function register(RED: RED): void {
           if (version === undefined) {
             throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.noVersion', { source: `${versionType}.${String(def.version)}` }));
           }
+          if (!(sizeKiB >= 1 && sizeKiB <= 16384)) throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.size'));
           const image = sampleImage({ projectName, version, chip, size: Math.round(sizeKiB * 1024), signingKey: virtualSigningKey() });
           node.status({});
           send({ ...msg, payload: image } as NodeMessage);
