@@ -8,6 +8,7 @@ export type BleOtaErrorCode =
   // the firmware image (checked before any connection)
   | 'IMAGE_NOT_BUFFER'
   | 'IMAGE_STREAMED'
+  | 'IMAGE_SAMPLE'
   | 'IMAGE_EMPTY'
   | 'IMAGE_NOT_AN_IMAGE'
   | 'IMAGE_BOOTLOADER'

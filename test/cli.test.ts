@@ -662,7 +662,7 @@ describe('sample-image', function () {
     assert.equal((await cli(['sample-image', '--out', file])).code, 0);
     const real = await cli(['upload', file, '--device', 'esp32']);
     assert.equal(real.code, 1);
-    assert.match(real.stderr, /is a sample image .* a real device would boot and crash on\. Send it with --virtual, or send your build's \.bin\. \[INVALID_ARGUMENT\]/);
+    assert.match(real.stderr, /is a sample image .* a real device would boot and crash on\. Send it with --virtual, or send your build's \.bin\. \[IMAGE_SAMPLE\]/);
     assert.doesNotMatch(real.stderr + real.stdout, /looking for the device|BLUETOOTH_UNAVAILABLE/);
     const virtual = await cli(['upload', file, '--device', 'esp32-sample', '--virtual', '--json']);
     assert.equal(virtual.code, 0, virtual.stderr);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parseEspImage } from '../lib/image/esp-image';
 import { isSampleImage } from '../lib/image/sample-image';
 import { generateSigningKey, verifyImageSignature } from '../lib/image/signature';
-import { catchNode, exchange, helper, lastStatus, TestNode } from './support/node-red';
+import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const sampleNode = require('../nodes/ble-ota-sample/ble-ota-sample') as unknown;
@@ -72,6 +72,27 @@ describe('ble-ota-sample node', function () {
     wires = await load({ size: 'big' });
     ({ error } = await exchange(wires.sample, {}, wires));
     assert.equal((error!.error as { message: string }).message, 'Size: give a number of KiB from 1 to 16384.');
+  });
+
+  it('the upload node sends a sample to virtual devices only: over a Bluetooth adapter it is refused, before the radio is used', async () => {
+    const flow = [
+      { id: 'tab', type: 'tab' },
+      { id: 'dev', type: 'ble-ota-device', device: 'esp32-real', backend: 'bluetooth', scanTimeout: 2, operationTimeout: 2 },
+      { id: 'sample', z: 'tab', type: 'ble-ota-sample', size: 16, wires: [['up']] },
+      { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out'], []] },
+      { id: 'out', z: 'tab', type: 'helper' },
+      { id: 'catcher', z: 'tab', type: 'catch', scope: null, wires: [['errors']] },
+      { id: 'errors', z: 'tab', type: 'helper' },
+    ];
+    await new Promise<void>((resolve) => helper.load([sampleNode, deviceNode, uploadNode, catchNode], flow, resolve));
+    const errors = helper.getNode('errors');
+    const caught = new Promise<Record<string, unknown>>((resolve) => errors.on('input', resolve));
+    helper.getNode('sample').receive({});
+    const error = (await caught).error as { code: string; message: string; source: { id: string } };
+    assert.equal(error.source.id, 'up');
+    assert.equal(error.code, 'IMAGE_SAMPLE');
+    assert.match(error.message, /^This is a sample image .* so it is sent to virtual devices only\. Nothing was sent\./);
+    assert.deepEqual(lastStatus(helper.getNode('up')), { fill: 'red', shape: 'ring', text: 'sample image' });
   });
 
   describe('where the virtual devices take only signed images', () => {

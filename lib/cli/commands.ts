@@ -174,8 +174,8 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   const image = readImage(cmd.file);
   const summary = imageSummary(checkImage(cmd.file, image));
   if (isSampleImage(image) && !cmd.virtual) {
-    throw new BleOtaError(
-      'INVALID_ARGUMENT',
+    throw new ImageError(
+      'IMAGE_SAMPLE',
       `${cmd.file} is a sample image (esp32-ble-ota sample-image): its code is filler, which a real device would boot and crash on. Send it with --virtual, or send your build's .bin.`,
     );
   }

@@ -13,6 +13,7 @@ import type { ConfirmMode, Progress, UpdateResult } from '../../lib/client/ota-c
 import { createHash } from 'node:crypto';
 import { BleOtaError, CancelledError, ImageError } from '../../lib/errors';
 import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
+import { isSampleImage } from '../../lib/image/sample-image';
 import { validateImage } from '../../lib/image/validate';
 import { parseDeviceId } from '../../lib/client/session';
 import type { DeviceNode } from '../ble-ota-device/device-node';
@@ -153,6 +154,8 @@ export = function register(RED: RED): void {
         const sameDevice = override === undefined || override.toLowerCase() === config.device.trim().toLowerCase();
         deviceId = deviceIdFor(msg, sameDevice ? config.deviceId : undefined);
         summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
+        // A sample's code is filler: a real ESP32 would boot it and crash.
+        if (config.backend !== 'virtual' && isSampleImage(msg.payload as Buffer)) throw new ImageError('IMAGE_SAMPLE', t('ble-ota-upload.errors.sample'));
         checkExpected(msg, msg.payload as Buffer);
         checkSecureVersion(target, summary);
       } catch (err) {
