@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { validateImage } from '../lib/image/validate';
+import { deltaBench } from './delta';
 import { encodedLength, worthDeflating } from '../lib/protocol/deflate-chunks';
 import { encodeStreamPacket } from '../lib/protocol/v2-codec';
 import { Preset, PRESETS } from '../lib/virtual/link-model';
@@ -335,6 +336,11 @@ async function nodeSide(hci: boolean): Promise<{ nodeCost: Record<string, number
 async function main(): Promise<void> {
   const started = Date.now();
   const hci = !process.argv.includes('--no-hci');
+  if (process.argv.includes('--delta')) {
+    // Delta patches on real code pairs alone (bench/delta.ts; its own bench/results/delta.json).
+    await deltaBench();
+    return;
+  }
   if (process.argv.includes('--node-side')) {
     // The Node side alone (its figures do not depend on the model's).
     const node = await nodeSide(hci);
@@ -357,6 +363,7 @@ async function main(): Promise<void> {
     return;
   }
   const node = await nodeSide(hci);
+  await deltaBench();
   const ram = coreRam();
   console.log(`OTA core static RAM (host build, size): data ${ram.data} + bss ${ram.bss} = ${ram.data + ram.bss} bytes; code ${ram.text} bytes`);
   const dir = join(ROOT, 'bench/results');

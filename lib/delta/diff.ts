@@ -24,7 +24,7 @@ import { suffixArray } from './suffix-array';
 /** A new alignment must match this many bytes more than the current one predicts. */
 const THRESHOLD = 8;
 /** Equal bytes between two differing ones that stay inside one ADD (an ADD and a COPY opcode cost 2 bytes). */
-const GAP = 2;
+const GAP = 1;
 
 /** The patch that rebuilds newImage from oldImage. */
 export function computePatch(oldImage: Uint8Array, newImage: Uint8Array): Buffer {

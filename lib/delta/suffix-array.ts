@@ -3,14 +3,13 @@
  * "Two Efficient Algorithms for Linear Time Suffix Array Construction",
  * IEEE Transactions on Computers 60(10), 2011), in linear time. The end of
  * the text acts as a sentinel smaller than every byte without being stored,
- * and the reduced problem of each level lives inside the output array, so
- * the memory is the array (4 bytes a byte of text) plus a byte of type per
- * byte of text and the buckets.
+ * and the reduced problem of each level lives inside the output array (its
+ * buckets too, where they fit), so the memory is the array (4 bytes a byte
+ * of text) plus a bit of type per byte of text.
  */
 
 type Text = Uint8Array | Int32Array;
 
-const NONE = new Uint8Array(0);
 
 /** The suffix array of `text`: the start of every suffix, in lexicographic order (a proper prefix first). */
 export function suffixArray(text: Uint8Array): Int32Array {
@@ -19,11 +18,22 @@ export function suffixArray(text: Uint8Array): Int32Array {
   return sa;
 }
 
-/** true: S-type (smaller than the suffix after it); the last suffix is L-type (the sentinel follows). */
+/**
+ * A bit per suffix, 1: S-type (smaller than the suffix after it); the last
+ * suffix is L-type (the sentinel follows).
+ */
 function classify(t: Text, n: number): Uint8Array {
-  const s = new Uint8Array(n);
-  for (let i = n - 2; i >= 0; i--) s[i] = t[i] < t[i + 1] || (t[i] === t[i + 1] && s[i + 1] === 1) ? 1 : 0;
+  const s = new Uint8Array((n >> 3) + 1);
+  let next = 0;
+  for (let i = n - 2; i >= 0; i--) {
+    next = t[i] < t[i + 1] || (t[i] === t[i + 1] && next === 1) ? 1 : 0;
+    if (next) s[i >> 3] |= 1 << (i & 7);
+  }
   return s;
+}
+
+function sType(s: Uint8Array, i: number): number {
+  return (s[i >> 3] >> (i & 7)) & 1;
 }
 
 function bucketStarts(t: Text, n: number, bkt: Int32Array): void {
@@ -54,41 +64,42 @@ function induce(t: Text, sa: Int32Array, s: Uint8Array, n: number, bkt: Int32Arr
   sa[bkt[t[n - 1]]++] = n - 1;
   for (let i = 0; i < n; i++) {
     const j = sa[i] - 1;
-    if (j >= 0 && s[j] === 0) sa[bkt[t[j]]++] = j;
+    if (j >= 0 && sType(s, j) === 0) sa[bkt[t[j]]++] = j;
   }
   bucketEnds(t, n, bkt);
   for (let i = n - 1; i >= 0; i--) {
     const j = sa[i] - 1;
-    if (j >= 0 && s[j] === 1) sa[--bkt[t[j]]] = j;
+    if (j >= 0 && sType(s, j) === 1) sa[--bkt[t[j]]] = j;
   }
 }
 
 function isLms(s: Uint8Array, i: number): boolean {
-  return i > 0 && s[i] === 1 && s[i - 1] === 0;
+  return i > 0 && sType(s, i) === 1 && sType(s, i - 1) === 0;
 }
 
 /** Whether the LMS substrings at p and q differ (each runs to the next LMS position, or to the sentinel). */
 function lmsDiffer(t: Text, s: Uint8Array, n: number, p: number, q: number): boolean {
   for (let d = 0; ; d++) {
     if (p + d === n || q + d === n) return true;
-    if (t[p + d] !== t[q + d] || s[p + d] !== s[q + d]) return true;
+    if (t[p + d] !== t[q + d] || sType(s, p + d) !== sType(s, q + d)) return true;
     if (d > 0 && isLms(s, p + d)) return false;
   }
 }
 
-function sais(t: Text, sa: Int32Array, n: number, k: number): void {
+/** `spare`: an unused stretch of a caller's array, for the buckets when they fit. */
+function sais(t: Text, sa: Int32Array, n: number, k: number, spare?: Int32Array): void {
   if (n === 0) return;
   if (n === 1) {
     sa[0] = 0;
     return;
   }
-  let s = classify(t, n);
-  const bkt = new Int32Array(k);
+  const s = classify(t, n);
+  const bkt = spare && spare.length >= k ? spare.subarray(0, k) : new Int32Array(k);
 
   // 1. Sort the LMS substrings: LMS positions at their buckets' ends, then induce.
   bucketEnds(t, n, bkt);
   sa.fill(-1, 0, n);
-  for (let i = 1; i < n; i++) if (s[i] === 1 && s[i - 1] === 0) sa[--bkt[t[i]]] = i;
+  for (let i = 1; i < n; i++) if (isLms(s, i)) sa[--bkt[t[i]]] = i;
   induce(t, sa, s, n, bkt);
 
   // 2. Name them: the sorted LMS positions to sa[0, n1), each one's name at
@@ -112,15 +123,14 @@ function sais(t: Text, sa: Int32Array, n: number, k: number): void {
   const reduced = sa.subarray(n - n1, n);
   const order = sa.subarray(0, n1);
   if (names < n1) {
-    s = NONE; // the recursion needs the memory more than this level's types, found again after it
-    sais(reduced, order, n1, names);
-    s = classify(t, n);
+    // Between the LMS order and the reduced text lie n - 2 n1 unused entries: the recursion's buckets.
+    sais(reduced, order, n1, names, sa.subarray(n1, n - n1));
   } else {
     for (let i = 0; i < n1; i++) order[reduced[i]] = i;
   }
 
   // 4. The LMS suffixes in order at their buckets' ends, then induce the rest.
-  for (let i = 1, j = 0; i < n; i++) if (s[i] === 1 && s[i - 1] === 0) reduced[j++] = i;
+  for (let i = 1, j = 0; i < n; i++) if (isLms(s, i)) reduced[j++] = i;
   for (let i = 0; i < n1; i++) order[i] = reduced[order[i]];
   sa.fill(-1, n1, n);
   bucketEnds(t, n, bkt);
