@@ -220,13 +220,14 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
         return HOST_IMAGE_ERR_TRUNCATED;
     }
     info->checksum = checksum;
+    /* Known from here on, also when the checksum or the hash fails: the
+     * image parses, and its signature sector can be found. */
+    info->image_len = (uint32_t)padded + (info->hash_appended ? HOST_IMAGE_HASH_LEN : 0u);
     if (data[padded - 1] != checksum) {
         host_why(why, why_len, "checksum failed, calculated 0x%02x read 0x%02x", checksum,
                 data[padded - 1]);
         return HOST_IMAGE_ERR_CHECKSUM;
     }
-    info->image_len = (uint32_t)padded;
-
     if (info->hash_appended) {
         if (len - padded < HOST_IMAGE_HASH_LEN) {
             host_why(why, why_len, "appended hash beyond the data (offset %zu)", padded);
@@ -238,7 +239,6 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
             host_why(why, why_len, "image hash failed, image is corrupt");
             return HOST_IMAGE_ERR_HASH;
         }
-        info->image_len += HOST_IMAGE_HASH_LEN;
     }
     return HOST_IMAGE_OK;
 }

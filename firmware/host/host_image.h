@@ -71,7 +71,8 @@ typedef enum {
 } host_image_err_t;
 
 typedef struct {
-    uint32_t image_len;     /* through the checksum block and the hash */
+    uint32_t image_len;     /* through the checksum block and the hash; set once the segments
+                             * parse, also when the checksum or the hash then fails */
     uint8_t segment_count;
     uint16_t chip_id;
     bool hash_appended;

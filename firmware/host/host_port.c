@@ -248,24 +248,31 @@ port_slot_end(void *ctx)
     host_image_info_t info;
     const uint8_t *data = host_flash_slot(&dev->flash, slot);
     const host_image_err_t err = host_image_verify(data, written, dev->chip_id, &info, why, sizeof(why));
-    if (err != HOST_IMAGE_OK) {
-        dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s invalid: %s", host_slot_name(slot), why);
-        return BLE_OTA_PORT_ERR_INVALID_IMAGE;
+    /* As ESP-IDF validates it: the image and, where signatures are
+     * required, its signature, which needs the image to parse (a checksum
+     * or hash failure comes after its segments were walked). */
+    const bool parses = err == HOST_IMAGE_OK || err == HOST_IMAGE_ERR_CHECKSUM || err == HOST_IMAGE_ERR_HASH;
+    bool signature_ok = true;
+    char sig_why[120] = "";
+    if (dev->require_signature && parses) {
+        if (!dev->running_signed) {
+            /* ESP-IDF: "No signatures were found for the running app". */
+            snprintf(sig_why, sizeof(sig_why), "the running app has no signature to trust");
+            signature_ok = false;
+        } else {
+            signature_ok = host_sig_verify(data, written, info.image_len, dev->running_key_digest, sig_why,
+                                           sizeof(sig_why)) == HOST_SIG_OK;
+        }
+    }
+    if (err != HOST_IMAGE_OK || !signature_ok) {
+        const ble_ota_port_err_t refusal = ble_ota_slot_end_refusal(dev->require_signature, parses, signature_ok);
+        dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s %s: %s", host_slot_name(slot),
+                refusal == BLE_OTA_PORT_ERR_SIGNATURE ? "refused" : "invalid",
+                refusal == BLE_OTA_PORT_ERR_SIGNATURE ? sig_why : why);
+        return refusal;
     }
     uint32_t image_len = info.image_len;
     if (dev->require_signature) {
-        if (!dev->running_signed) {
-            /* ESP-IDF: "No signatures were found for the running app". */
-            dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s refused: the running app has no signature to trust",
-                    host_slot_name(slot));
-            return BLE_OTA_PORT_ERR_SIGNATURE;
-        }
-        const host_sig_err_t sig =
-            host_sig_verify(data, written, info.image_len, dev->running_key_digest, why, sizeof(why));
-        if (sig != HOST_SIG_OK) {
-            dev_log(dev, BLE_OTA_LOG_ERROR, "image in %s refused: %s", host_slot_name(slot), why);
-            return BLE_OTA_PORT_ERR_SIGNATURE;
-        }
         /* As esp_image_verify counts it: through the signature sector. */
         image_len = ((info.image_len + HOST_SIG_SECTOR_LEN - 1) / HOST_SIG_SECTOR_LEN + 1) * HOST_SIG_SECTOR_LEN;
     }

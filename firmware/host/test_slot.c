@@ -282,6 +282,17 @@ test_slot_complete_image_until_erased_or_replaced(void)
     CHECK(!slot.open);
 }
 
+static void
+test_slot_end_refusal(void)
+{
+    /* Where signatures are required and the image parses, a signature that
+     * does not verify is what the ESP32 can tell, whatever else is wrong. */
+    CHECK_EQ(ble_ota_slot_end_refusal(true, true, false), BLE_OTA_PORT_ERR_SIGNATURE);
+    CHECK_EQ(ble_ota_slot_end_refusal(true, true, true), BLE_OTA_PORT_ERR_INVALID_IMAGE);
+    CHECK_EQ(ble_ota_slot_end_refusal(true, false, false), BLE_OTA_PORT_ERR_INVALID_IMAGE);
+    CHECK_EQ(ble_ota_slot_end_refusal(false, true, false), BLE_OTA_PORT_ERR_INVALID_IMAGE);
+}
+
 void
 test_slot_run_all(void)
 {
@@ -291,4 +302,5 @@ test_slot_run_all(void)
     RUN(test_slot_seed_and_older_platforms_are_sequential);
     RUN(test_slot_idle_erase_steps);
     RUN(test_slot_complete_image_until_erased_or_replaced);
+    RUN(test_slot_end_refusal);
 }

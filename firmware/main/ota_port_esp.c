@@ -323,31 +323,34 @@ ota_port_esp_slot_write(void *ctx, const uint8_t *data, size_t len)
 }
 
 /**
- * After esp_ota_end refused an image: was it the signature alone? The image
- * itself parses (esp_image_get_metadata), but the signature block after it
- * does not verify against the key the running app trusts. Lets the client
- * say "not signed with your key" instead of "invalid image".
+ * What to report for an image esp_ota_end refused as invalid: the slot
+ * plan's rule (ble_ota_slot_end_refusal), from whether the image parses
+ * (esp_image_get_metadata, which walks header and segments without
+ * validating them) and whether its signature block verifies against the key
+ * the running app trusts. Lets the client say "not signed with your key"
+ * instead of "invalid image".
  */
-static bool
-ota_port_esp_signature_refused(const esp_partition_t *slot)
+static ble_ota_port_err_t
+ota_port_esp_refusal(const esp_partition_t *slot)
 {
 #if CONFIG_SECURE_SIGNED_ON_UPDATE
     const esp_partition_pos_t pos = { .offset = slot->address, .size = slot->size };
     esp_image_metadata_t meta;
+    const bool parses = esp_image_get_metadata(&pos, &meta) == ESP_OK;
+    bool signature_ok = false;
 
-    if (esp_image_get_metadata(&pos, &meta) != ESP_OK) {
-        return false;
+    if (parses) {
+        const esp_err_t err = esp_secure_boot_verify_signature(slot->address, meta.image_len);
+        signature_ok = err == ESP_OK;
+        if (!signature_ok) {
+            ESP_LOGE(TAG, "the image in %s is not signed with the key this app trusts: %s", slot->label,
+                     esp_err_to_name(err));
+        }
     }
-    const esp_err_t err = esp_secure_boot_verify_signature(slot->address, meta.image_len);
-    if (err != ESP_OK) {
-        ESP_LOGE(TAG, "the image in %s is not signed with the key this app trusts: %s", slot->label,
-                 esp_err_to_name(err));
-        return true;
-    }
-    return false;
+    return ble_ota_slot_end_refusal(true, parses, signature_ok);
 #else
     (void)slot;
-    return false;
+    return ble_ota_slot_end_refusal(false, false, false);
 #endif
 }
 
@@ -367,11 +370,11 @@ ota_port_esp_slot_end(void *ctx)
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_end(%s) after %lu bytes failed: %s", slot->label, (unsigned long)st->plan.written,
                  esp_err_to_name(err));
-        if (err == ESP_ERR_OTA_VALIDATE_FAILED && ota_port_esp_signature_refused(slot)) {
-            return BLE_OTA_PORT_ERR_SIGNATURE;
+        if (err == ESP_ERR_OTA_VALIDATE_FAILED) {
+            return ota_port_esp_refusal(slot);
         }
         /* INVALID_ARG: nothing was written, so there is no image. */
-        if (err == ESP_ERR_OTA_VALIDATE_FAILED || err == ESP_ERR_INVALID_ARG) {
+        if (err == ESP_ERR_INVALID_ARG) {
             return BLE_OTA_PORT_ERR_INVALID_IMAGE;
         }
         /* INVALID_STATE: final encrypted write failed (flash encryption). */

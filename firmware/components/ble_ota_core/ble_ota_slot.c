@@ -117,6 +117,12 @@ ble_ota_slot_abort(ble_ota_slot_t *slot)
     slot->complete = false;
 }
 
+ble_ota_port_err_t
+ble_ota_slot_end_refusal(bool signatures_required, bool parses, bool signature_ok)
+{
+    return signatures_required && parses && !signature_ok ? BLE_OTA_PORT_ERR_SIGNATURE : BLE_OTA_PORT_ERR_INVALID_IMAGE;
+}
+
 bool
 ble_ota_slot_prepare_next(const ble_ota_slot_t *slot, bool short_step, ble_ota_img_state_t running,
                           ble_ota_erase_t *out)

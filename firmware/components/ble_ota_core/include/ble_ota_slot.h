@@ -108,6 +108,15 @@ void ble_ota_slot_end(ble_ota_slot_t *slot, bool valid);
 /* The transfer was dropped; what it wrote is no image. */
 void ble_ota_slot_abort(ble_ota_slot_t *slot);
 
+/* What end reports for an image the platform's validation refused.
+ * SIGNATURE where signatures are required, the image parses far enough to
+ * find its signature block (its header and segments can be walked) and
+ * that does not verify against the key the running image trusts, whatever
+ * else is wrong with it: ESP-IDF's validation checks the signature with
+ * the rest, so the ESP32 cannot tell a tampered image from an unsigned one
+ * any other way. INVALID_IMAGE otherwise. */
+ble_ota_port_err_t ble_ota_slot_end_refusal(bool signatures_required, bool parses, bool signature_ok);
+
 /* The idle erase's next step, false when there is none: the slot is
  * erased, a transfer holds it, a step failed, the platform has no writer
  * that could use it, or the running image awaits confirmation. short_step:
