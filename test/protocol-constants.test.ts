@@ -65,6 +65,7 @@ import {
   TransferState,
   UpdateSlot,
 } from '../lib/protocol/constants';
+import { VirtualRadio } from '../lib/virtual/virtual-radio';
 
 const include = join(__dirname, '../../firmware/components/ble_ota_core/include');
 const header = readFileSync(join(include, 'ble_ota_protocol.h'), 'utf8');
@@ -276,6 +277,32 @@ describe('protocol constants: C header and TypeScript agree', () => {
     it('OTA Info fits one attribute value', () => {
       assert.ok(INFO_SIZE <= MAX_ATTRIBUTE_VALUE, `${INFO_SIZE} bytes, at most ${MAX_ATTRIBUTE_VALUE}`);
     });
+  });
+
+  it("docs/PROTOCOL.md's service table is the GATT table the firmware serves (ble_ota_gatt.h, as the virtual ESP32 announces it)", async function () {
+    this.timeout(120_000);
+    const doc = readFileSync(join(__dirname, '../../docs/PROTOCOL.md'), 'utf8');
+    // | OTA Control | `7ad671aa-...` | read, write, notify | seed |
+    const rows = [...doc.matchAll(/^\| [^|]+ \| `([0-9a-f-]{36})` \| ([a-z ,]+) \| (seed|v2) \|$/gm)].map((m) => ({
+      uuid: m[1],
+      properties: m[2].split(', ').map((p) => p.replace(/ /g, '-')),
+      seed: m[3] === 'seed',
+    }));
+    assert.equal(rows.length, 5, 'the five OTA characteristics');
+    const radio = new VirtualRadio();
+    try {
+      for (const protocol of ['v2', 'seed'] as const) {
+        const device = await radio.addDevice({ name: `gatt-${protocol}`, protocol });
+        const served = device.characteristics.filter((c) => c.service === OTA_SERVICE_UUID).map((c) => ({ uuid: c.uuid, properties: c.properties }));
+        const documented = rows.filter((r) => protocol === 'v2' || r.seed).map((r) => ({ uuid: r.uuid, properties: r.properties }));
+        assert.deepEqual(served, documented, `a device serving ${protocol === 'v2' ? 'both protocols' : 'the seed protocol only'}`);
+        const dis = device.characteristics.filter((c) => c.service === DEVICE_INFORMATION_UUID).map((c) => c.uuid);
+        const expectedDis = [MANUFACTURER_NAME_UUID, MODEL_NUMBER_UUID, ...(protocol === 'v2' ? [FIRMWARE_REVISION_UUID] : [])];
+        assert.deepEqual(dis, expectedDis, 'Device Information');
+      }
+    } finally {
+      await radio.stopAll();
+    }
   });
 
   it("ble_ota_link.h: the PHY and link_request values OTA Info reports", () => {
