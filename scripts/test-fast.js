@@ -17,8 +17,10 @@ function run(command, args, keep) {
       child.stdout.on('data', (d) => output.push(d));
       child.stderr.on('data', (d) => output.push(d));
     }
-    child.on('error', (err) => resolve({ code: 1, output: [Buffer.from(`${command}: ${err.message}\n`)] }));
-    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 1 : 0), output }));
+    const started = Date.now();
+    const seconds = () => Math.round((Date.now() - started) / 1000);
+    child.on('error', (err) => resolve({ code: 1, output: [Buffer.from(`${command}: ${err.message}\n`)], seconds: seconds() }));
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 1 : 0), output, seconds: seconds() }));
   });
 }
 
@@ -33,8 +35,9 @@ async function main() {
   process.stdout.write('\n--- C host tests (firmware/host: make test) ---\n');
   process.stdout.write(Buffer.concat(host.output));
   const failed = [build.code && 'build', mocha?.code && 'mocha', host.code && 'C host tests'].filter(Boolean);
-  const seconds = ((Date.now() - started) / 1000).toFixed(0);
-  process.stdout.write(failed.length ? `\ntest:fast: FAILED (${failed.join(', ')}) in ${seconds} s\n` : `\ntest:fast: passed in ${seconds} s\n`);
+  const seconds = Math.round((Date.now() - started) / 1000);
+  const parts = `build ${build.seconds} s, mocha ${mocha ? `${mocha.seconds} s` : 'not run'}; C host tests ${host.seconds} s beside them`;
+  process.stdout.write(failed.length ? `\ntest:fast: FAILED (${failed.join(', ')}) in ${seconds} s (${parts})\n` : `\ntest:fast: passed in ${seconds} s (${parts})\n`);
   process.exitCode = failed.length ? 1 : 0;
 }
 
