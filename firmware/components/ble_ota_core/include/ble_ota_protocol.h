@@ -73,9 +73,14 @@
  * its type (u8, u16, u32: little-endian) or its length in bytes. A new
  * info_version only appends fields (a client reads those it knows and
  * ignores the rest), and the value stays within one attribute value (512
- * bytes). Adding a field: its offset here and in InfoLayout
- * (lib/protocol/constants.ts), the value in ble_ota_core_info_read, and
- * where the client shows it.
+ * bytes). Adding a field (a new info_version): its offset (and length)
+ * here after the last one, the previous version's size as
+ * BLE_OTA_INFO_SIZE_V<n>, BLE_OTA_INFO_VERSION and BLE_OTA_INFO_SIZE; the
+ * same in InfoLayout (lib/protocol/constants.ts) with the version that adds
+ * it; its value in ble_ota_core_info_read; on the client, a DeviceInfoV2
+ * field decodeInfo reads by name, and where Info is shown.
+ * test/protocol-constants.test.ts holds both layouts and docs/PROTOCOL.md's
+ * table together.
  */
 #define BLE_OTA_INFO_OFF_INFO_VERSION    0   /* u8 */
 #define BLE_OTA_INFO_OFF_PROTOCOL        1   /* u8 */
