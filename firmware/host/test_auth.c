@@ -556,11 +556,41 @@ test_auth_keyless_device(void)
     CHECK_EQ(s_fx.drops, 0);
 }
 
+/* What a device boots with, by its key partition and its build (the ESP32
+ * firmware's main.c and the virtual ESP32 both take it from here). */
+static void
+test_auth_config_from_key(void)
+{
+    ble_ota_config_t c;
+    const ble_ota_key_status_t none[] = { BLE_OTA_KEY_EMPTY, BLE_OTA_KEY_CORRUPT, BLE_OTA_KEY_OTHER_DEVICE };
+
+    /* A key: a session always, whatever the build. */
+    for (int allow = 0; allow <= 1; allow++) {
+        ble_ota_config_default(&c);
+        memset(c.auth_key, 0x5A, sizeof(c.auth_key));
+        ble_ota_config_key(&c, BLE_OTA_KEY_OK, allow != 0);
+        CHECK(c.auth && c.auth_key_set);
+        CHECK_EQ(c.auth_key[0], 0x5A);
+    }
+    /* No usable key: nobody (NOT_PROVISIONED), or anyone on a build that
+     * opted out; no stale key bytes kept either way. */
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        ble_ota_config_default(&c);
+        memset(c.auth_key, 0x5A, sizeof(c.auth_key));
+        ble_ota_config_key(&c, none[i], false);
+        CHECK(c.auth && !c.auth_key_set);
+        CHECK_EQ(c.auth_key[0], 0);
+        ble_ota_config_key(&c, none[i], true);
+        CHECK(!c.auth && !c.auth_key_set);
+    }
+}
+
 void
 test_auth_run_all(void)
 {
     RUN(test_auth_hmac_vectors);
     RUN(test_auth_key_record);
+    RUN(test_auth_config_from_key);
     RUN(test_auth_update_with_key);
     RUN(test_auth_refusals_leave_slot_untouched);
     RUN(test_auth_replay_and_relay_fail);

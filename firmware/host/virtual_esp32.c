@@ -432,8 +432,7 @@ vesp_boot_config(vesp_t *v, ble_ota_config_t *config)
 {
     *config = v->config;
     const ble_ota_key_status_t key = host_dev_read_key(&v->dev, config->auth_key);
-    config->auth_key_set = key == BLE_OTA_KEY_OK;
-    config->auth = config->auth_key_set || !v->allow_unauthenticated;
+    ble_ota_config_key(config, key, v->allow_unauthenticated);
     if (key == BLE_OTA_KEY_CORRUPT || key == BLE_OTA_KEY_OTHER_DEVICE) {
         out_log('E', key == BLE_OTA_KEY_CORRUPT ? "key partition corrupt: updates stay off"
                                                 : "key partition made for another device: updates stay off");

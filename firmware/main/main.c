@@ -87,10 +87,11 @@ ble_ota_nvs_init(void)
 #define BLE_OTA_KEY_PARTITION_SUBTYPE 0x00
 #define BLE_OTA_KEY_PARTITION_LABEL   "ble_ota_key"
 
-/** Reads the device key from the key partition into config; true when
- * there is one for this device. With flash encryption on, the partition is
- * marked `encrypted` and esp_partition_read decrypts it. */
-static bool
+/** Reads the device key from the key partition into config->auth_key;
+ * returns what the partition held (BLE_OTA_KEY_OK: a key for this device).
+ * With flash encryption on, the partition is marked `encrypted` and
+ * esp_partition_read decrypts it. */
+static ble_ota_key_status_t
 ble_ota_read_key(ble_ota_config_t *config)
 {
     uint8_t record[BLE_OTA_KEY_RECORD_LEN];
@@ -102,7 +103,7 @@ ble_ota_read_key(ble_ota_config_t *config)
     if (part == NULL) {
         ESP_LOGE(TAG, "no \"%s\" partition: use the partition table of firmware/partitions.csv",
                  BLE_OTA_KEY_PARTITION_LABEL);
-        return false;
+        return BLE_OTA_KEY_CORRUPT;
     }
     esp_err_t err = esp_read_mac(id, ESP_MAC_EFUSE_FACTORY);
     if (err == ESP_OK) {
@@ -110,24 +111,25 @@ ble_ota_read_key(ble_ota_config_t *config)
     }
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "reading the key partition failed: %s", esp_err_to_name(err));
-        return false;
+        return BLE_OTA_KEY_CORRUPT;
     }
     const ble_ota_key_status_t st = ble_ota_key_record_parse(record, sizeof(record), id, config->auth_key);
     memset(record, 0, sizeof(record)); /* no copy of the key left on the stack */
     switch (st) {
     case BLE_OTA_KEY_OK:
-        return true;
+        break;
     case BLE_OTA_KEY_EMPTY:
         ESP_LOGW(TAG, "no update key provisioned yet (esp32-ble-ota provision; docs/SECURITY.md)");
-        return false;
+        break;
     case BLE_OTA_KEY_OTHER_DEVICE:
         ESP_LOGE(TAG, "the key partition was made for another device: provision this one's");
-        return false;
+        break;
     case BLE_OTA_KEY_CORRUPT:
     default:
         ESP_LOGE(TAG, "the key partition holds no valid key record");
-        return false;
+        break;
     }
+    return st;
 }
 
 /** The core's settings: Kconfig values, the device key, and what the OTA
@@ -143,17 +145,15 @@ ble_ota_config(ble_ota_config_t *config)
     config->abandon_timeout_ms = (uint32_t)CONFIG_BLE_OTA_ABANDON_TIMEOUT_S * 1000U;
     config->confirm_window_ms = (uint32_t)CONFIG_BLE_OTA_CONFIRM_WINDOW_S * 1000U;
     config->auth_timeout_ms = (uint32_t)CONFIG_BLE_OTA_AUTH_TIMEOUT_S * 1000U;
-    config->auth_key_set = ble_ota_read_key(config);
 #if defined(CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED)
-    /* A development build: without a key, anyone in range may update. */
-    config->auth = config->auth_key_set;
+    const bool allow_unauthenticated = true; /* a development build */
+#else
+    const bool allow_unauthenticated = false;
+#endif
+    ble_ota_config_key(config, ble_ota_read_key(config), allow_unauthenticated);
     if (!config->auth) {
         ESP_LOGW(TAG, "no update key: anyone in Bluetooth range can update this device");
     }
-#else
-    /* Without a key, HELLO answers NOT_PROVISIONED: nobody can update. */
-    config->auth = true;
-#endif
 #if defined(CONFIG_BLE_OTA_SEED_PROTOCOL)
     /* Seed clients keep working, with no authentication (Kconfig help). */
     config->serve_seed = true;

@@ -29,6 +29,7 @@
 #include "services/gap/ble_svc_gap.h"
 #include "services/gatt/ble_svc_gatt.h"
 
+#include "ble_ota_bt.h"
 #include "ble_ota_core.h"
 #include "ble_ota_gatt.h"
 #include "ble_ota_protocol.h"
@@ -107,10 +108,12 @@ ota_gatt_flatten(const struct os_mbuf *om, size_t *out_len)
     uint16_t copied = 0;
     int rc;
 
-    if (len > sizeof(s_rx_buf)) {
+    /* The length rule is portable (ble_ota_bt.h), the virtual ESP32's too. */
+    const uint8_t refused = ble_ota_bt_write_check(len);
+    if (refused != 0) {
         ESP_LOGW(TAG, "write of %u bytes rejected (max %u)",
                  (unsigned)len, (unsigned)sizeof(s_rx_buf));
-        return BLE_ATT_ERR_INVALID_ATTR_VALUE_LEN;
+        return refused;
     }
     rc = ble_hs_mbuf_to_flat(om, s_rx_buf, sizeof(s_rx_buf), &copied);
     if (rc != 0) {
@@ -260,21 +263,16 @@ ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
     if (att_err != 0) {
         return att_err;
     }
-    /* The two cases where the core fails the write instead of answering
-     * (ble_ota_core_command_write), decided here because the core only sees
-     * the request once the write response has gone: an empty value (0x0D),
-     * and a first byte outside the request range 0x00-0x3F, whose answer
-     * would read as an event (0x82; docs/PROTOCOL.md, OTA Command). The
-     * core still gets them: on a device with authentication, a stranger's
-     * junk counts against its link. */
-    int refusal = 0;
-    if (len == 0) {
-        refusal = ble_ota_status_to_att(BLE_OTA_ERR_LENGTH);
-    } else if (s_rx_buf[0] > BLE_OTA_OPCODE_MAX) {
-        ESP_LOGW(TAG, "OTA Command 0x%02x is no request", s_rx_buf[0]);
-        refusal = ble_ota_status_to_att(BLE_OTA_ERR_VALUE);
-    }
+    /* The cases where the core fails the write instead of answering, by
+     * the rule the core itself applies (ble_ota_bt_command_check): an empty
+     * value (0x0D), and a first byte outside the request range, whose
+     * answer would read as an event (0x82; docs/PROTOCOL.md, OTA Command).
+     * Applied here because the core only sees the request once the write
+     * response has gone. The core still gets them: on a device with
+     * authentication, a stranger's junk counts against its link. */
+    const int refusal = ble_ota_status_to_att(ble_ota_bt_command_check(s_rx_buf, len));
     if (refusal != 0) {
+        ESP_LOGW(TAG, "OTA Command of %u bytes is no request", (unsigned)len);
         (void)ota_task_post(OTA_TASK_COMMAND, s_rx_buf, len);
         return refusal;
     }

@@ -193,6 +193,16 @@ ble_ota_config_default(ble_ota_config_t *config)
 }
 
 void
+ble_ota_config_key(ble_ota_config_t *config, ble_ota_key_status_t key, bool allow_unauthenticated)
+{
+    config->auth_key_set = key == BLE_OTA_KEY_OK;
+    if (!config->auth_key_set) {
+        memset(config->auth_key, 0, sizeof(config->auth_key));
+    }
+    config->auth = config->auth_key_set || !allow_unauthenticated;
+}
+
+void
 ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ota_config_t *config)
 {
     memset(core, 0, sizeof(*core));

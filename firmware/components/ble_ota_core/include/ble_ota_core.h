@@ -249,6 +249,15 @@ ble_ota_key_status_t ble_ota_key_record_parse(const uint8_t *record, size_t len,
                                               const uint8_t device_id[BLE_OTA_DEVICE_ID_LEN],
                                               uint8_t key[BLE_OTA_AUTH_KEY_LEN]);
 
+/* The authentication settings a device boots with, from what its key
+ * partition held (key: ble_ota_key_record_parse's result, which put the key
+ * into config->auth_key when BLE_OTA_KEY_OK): requests need a session,
+ * unless the build takes updates from anyone while no key is provisioned
+ * (allow_unauthenticated: CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED) and none
+ * is. With auth and no key, HELLO answers NOT_PROVISIONED: nobody can
+ * update. The ESP32 firmware and the virtual ESP32 both decide it here. */
+void ble_ota_config_key(ble_ota_config_t *config, ble_ota_key_status_t key, bool allow_unauthenticated);
+
 /* ATT error code a GATT layer returns for a status (0 for BLE_OTA_OK). */
 uint8_t ble_ota_status_to_att(ble_ota_status_t status);
 
