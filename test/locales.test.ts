@@ -11,6 +11,8 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { translator } from '../nodes/shared/i18n';
+import type { RED } from '../nodes/shared/red';
 import { NodeRedProcess, ROOT } from './support/node-red-process';
 
 const LANGS = ['en-US', 'de'] as const;
@@ -57,7 +59,6 @@ const SAME_IN_GERMAN = new Set([
   'Payload',
   'Topic',
   'Scan',
-  '__count__ Geräte',
 ]);
 
 /** Error codes (BleOtaErrorCode) as lib/errors.ts declares them. */
@@ -190,7 +191,8 @@ describe('locales: every key used exists', () => {
       for (const key of [...keys, ...prefixes]) {
         assert.ok(key.startsWith(`${node}.`), `${file} uses ${key}: Node-RED gives ${node} only its own catalogue`);
       }
-      for (const key of keys) assert.ok(all.has(key), `${file} uses ${key}, which ${node}'s catalogue lacks`);
+      // A text with plural forms exists as <key>_one and <key>_other (RED._ picks one by count).
+      for (const key of keys) assert.ok(all.has(key) || (all.has(`${key}_one`) && all.has(`${key}_other`)), `${file} uses ${key}, which ${node}'s catalogue lacks`);
       for (const p of prefixes) assert.ok(section(en, p), `${file} builds keys under ${p}, which ${node}'s catalogue lacks`);
       counted += keys.length;
     }
@@ -256,23 +258,41 @@ describe('locales: editor templates', () => {
   });
 });
 
+describe('locales: plural forms', () => {
+  it('a text with a count takes its plural form, also where RED._ has no catalogue (the test helper)', () => {
+    const bare = { _: (key: string) => key } as unknown as RED;
+    const t = translator(bare, join(ROOT, 'nodes/ble-ota-scan'), 'ble-ota-scan');
+    assert.deepEqual([0, 1, 2].map((count) => t('ble-ota-scan.status.found', { count })), ['0 devices', '1 device', '2 devices']);
+  });
+});
+
 describe('locales: a Node-RED running in German', function () {
   this.timeout(90_000);
   let nr: NodeRedProcess | undefined;
   after(() => nr?.stop());
 
-  it("reports a node's error and serves its help in German", async () => {
-    // An upload node without its device configuration: the first message fails with the node's own text.
+  it("reports a node's error and status and serves its help in German", async () => {
     nr = await NodeRedProcess.start(
       [
+        // An upload node without its device configuration: the first message fails with the node's own text.
         { id: 'de-inj', type: 'inject', z: '', props: [{ p: 'payload' }], payload: '', payloadType: 'date', repeat: '', once: false, wires: [['de-up']] },
         { id: 'de-up', type: 'ble-ota-upload', z: '', name: '', device: '', wires: [[], []] },
+        // A scan that finds one virtual device: its status, through a Status node, in the log.
+        { id: 'de-scan-inj', type: 'inject', z: '', props: [{ p: 'payload' }], payload: '', payloadType: 'date', repeat: '', once: false, wires: [['de-scan']] },
+        { id: 'de-scan', type: 'ble-ota-scan', z: '', name: '', device: 'de-radio', duration: 1, output: 'list', wires: [[]] },
+        { id: 'de-radio', type: 'ble-ota-device', name: '', device: '', backend: 'virtual', virtualDevices: 'esp32-de', scanTimeout: 5, operationTimeout: 5 },
+        { id: 'de-status', type: 'status', z: '', scope: ['de-scan'], wires: [['de-log']] },
+        { id: 'de-log', type: 'debug', z: '', active: true, tosidebar: false, console: true, complete: 'status.text', wires: [] },
       ],
       "lang: 'de'",
     );
-    const from = nr.output.length;
+    let from = nr.output.length;
     await nr.inject('de-inj');
     await nr.waitForOutput(/\[ble-ota-upload:de-up\] Kein Gerät konfiguriert: Öffnen Sie den Node und wählen oder erstellen Sie ein OTA-Gerät\./, 20_000, from);
+    from = nr.output.length;
+    await nr.inject('de-scan-inj');
+    await nr.waitForOutput(/\[debug:de-log\][^\n]*\n?[^\n]*Suche läuft/, 30_000, from);
+    await nr.waitForOutput(/\[debug:de-log\][^\n]*\n?[^\n]*\b1 Gerät\b/, 30_000, from); // the plural form for one
     const help = await (await fetch(`${nr.url}/nodes`, { headers: { Accept: 'text/html', 'Accept-Language': 'de' } })).text();
     assert.match(help, /data-help-name="ble-ota-upload">\s*<p>Aktualisiert die Firmware eines ESP32/);
     const catalog = (await (await fetch(`${nr.url}/locales/node-red-contrib-esp32-ble-ota/ble-ota-scan?lng=de`)).json()) as Catalogue;

@@ -1,10 +1,14 @@
 /**
  * Runtime strings of a node, from its message catalogue
- * (nodes/<node>/locales/<lang>/<node>.json) through Node-RED's RED._().
+ * (nodes/<node>/locales/<lang>/<node>.json) through Node-RED's RED._(),
+ * in the runtime's language (settings.js `lang`, else the system's locale).
+ *
+ * A text that depends on a number has plural forms, `<key>_one` and
+ * `<key>_other`, which RED._ (i18next) picks by `count`.
  *
  * Where RED._ has no catalogue loaded (node-red-node-test-helper's RED._
- * returns the key) the node's en-US catalogue is read directly, so a node
- * never shows a bare key.
+ * returns the key) the node's en-US catalogue is read directly, plural
+ * forms included, so a node never shows a bare key.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -34,7 +38,9 @@ export function translator(RED: RED, dir: string, node: string): Translate {
     const translated = RED._(key, values);
     if (translated !== key) return translated;
     fallback ??= JSON.parse(readFileSync(join(dir, 'locales', 'en-US', `${node}.json`), 'utf8')) as Catalogue;
-    const template = lookup(fallback, key);
+    const count = values?.count;
+    const plural = typeof count === 'number' ? lookup(fallback, `${key}_${count === 1 ? 'one' : 'other'}`) : undefined;
+    const template = plural ?? lookup(fallback, key);
     return template === undefined ? key : fill(template, values);
   };
 }
