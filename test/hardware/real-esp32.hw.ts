@@ -11,6 +11,7 @@ import { BleOtaClient } from '../../lib/client/ota-client';
 import { buildAppImage } from '../../lib/image/app-image-builder';
 import { signImage } from '../../lib/image/signature';
 import { releaseSystemBluetooth } from '../../lib/noble-loader';
+import { Feature } from '../../lib/protocol/constants';
 import { ConformanceTarget, defineUpdate, defineV2Conformance, TargetSkipped } from '../support/v2-conformance';
 import { HW_ENV, hardwareSetup } from './config';
 
@@ -27,6 +28,9 @@ async function realDevice(): Promise<ConformanceTarget> {
   const info = await conn.v2?.readInfo();
   await conn.close();
   if (!info) throw new Error(`${c.device} does not speak protocol v2: flash this package's firmware first (docs/HARDWARE.md).`);
+  if (info.features & Feature.AUTH && c.secret === undefined) {
+    throw new Error(`${c.device} takes requests only from its owner: set ${HW_ENV.secretFile} to the fleet secret file its update key was derived from.`);
+  }
   const foreign = c.images.filter((i) => i.chipId !== info.chipId);
   if (foreign.length > 0) {
     throw new Error(`${HW_ENV.images}: ${foreign.map((i) => i.path).join(', ')} is built for chip id ${foreign[0].chipId}, the device is chip id ${info.chipId}.`);
