@@ -8,6 +8,7 @@ import { strict as assert } from 'node:assert';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
+import { ensureVirtualEsp32 } from '../lib/virtual/build';
 import { boundMs, preset } from '../lib/virtual/link-model';
 import { parseVirtualDevices, VirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
@@ -18,6 +19,12 @@ describe('virtual radio: declared devices only', function () {
   this.timeout(60_000);
   let radio: VirtualRadio;
   let client: BleOtaClient;
+
+  before(async function () {
+    // Built first: a scan that has to wait for the compiler would end before the devices it started advertise.
+    this.timeout(180_000);
+    await ensureVirtualEsp32();
+  });
 
   beforeEach(() => {
     radio = new VirtualRadio();
