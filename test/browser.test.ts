@@ -206,7 +206,10 @@ describe('the editor in Chromium', function () {
     await page.fill('#node-config-input-device', 'esp32-other');
     assert.equal(await row.getAttribute('aria-selected'), 'false');
     assert.equal(await background(row), plain);
-    await page.fill('#node-config-input-device', 'esp32-browser');
+    // With the keyboard: a row takes the focus, Enter picks it.
+    await row.focus();
+    await page.keyboard.press('Enter');
+    assert.equal(await page.inputValue('#node-config-input-device'), 'esp32-browser');
     assert.equal(await row.getAttribute('aria-selected'), 'true');
     await page.screenshot({ path: join(SHOTS, 'scan-selected.png') });
 
