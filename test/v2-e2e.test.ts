@@ -203,7 +203,7 @@ describe('protocol v2 end to end through noble and the virtual ESP32', function 
 
   it('an unconfirmed image is rolled back: at the next power cycle, and when the confirm window ends', async () => {
     for (const way of ['power cycle', 'confirm window'] as const) {
-      const name = `v2-rollback-${way.replace(' ', '-')}`;
+      const name = `v2-rb-${way.replace(' ', '-')}`; // at most 23 bytes: a longer name is advertised shortened
       const device = await radio.addDevice({ name, restartDelayMs: 20, confirmWindowMs: way === 'confirm window' ? 400 : 300_000 });
       const before = await device.state();
       const image = buildAppImage({ size: 64 * 1024, version: '9.0.0', seed: 27 });
