@@ -133,8 +133,6 @@ const singles: Record<string, number | string> = {
   BLE_OTA_PROTOCOL_VERSION: PROTOCOL_VERSION,
   BLE_OTA_INFO_VERSION: INFO_VERSION,
   BLE_OTA_INFO_SIZE: INFO_SIZE,
-  BLE_OTA_INFO_SIZE_V1: INFO_SIZE_V1,
-  BLE_OTA_INFO_SIZE_V2: INFO_SIZE_V2,
   BLE_OTA_LAST_STATUS_NONE: LAST_STATUS_NONE,
   BLE_OTA_ANSWER: ANSWER,
   BLE_OTA_OPCODE_MAX: OPCODE_MAX,
@@ -155,6 +153,15 @@ const singles: Record<string, number | string> = {
   BLE_OTA_AUTH_LOCK_MIN_MS: AUTH_LOCK_MIN_MS,
 };
 for (const [name, value] of Object.entries(singles)) expected.set(name, value);
+// The size of each older info_version: BLE_OTA_INFO_SIZE_V<n>, where its fields end.
+const versionSizes = new Map<number, number>([[INFO_VERSION, INFO_SIZE]]);
+for (const name of defines.keys()) {
+  const v = /^BLE_OTA_INFO_SIZE_V(\d+)$/.exec(name);
+  if (v) {
+    expected.set(name, infoSize(Number(v[1])));
+    versionSizes.set(Number(v[1]), valueOf(name) as number);
+  }
+}
 const groups: Array<[string, Record<string, number>]> = [
   ['BLE_OTA_CTRL_', Control],
   ['BLE_OTA_ATT_ERR_', AttErrorCode],
@@ -240,8 +247,7 @@ describe('protocol constants: C header and TypeScript agree', () => {
       it(`${name}: offset ${f.offset}, ${f.size} bytes, ${f.type}, since info_version ${f.since}`, () => {
         assert.deepEqual(cField(name), { offset: f.offset, size: f.size, type: f.type });
         // The C header's version sizes: a field lies inside every version from its own on, outside the earlier ones.
-        const cSizes: Record<number, number> = { 1: INFO_SIZE_V1, 2: INFO_SIZE_V2, [INFO_VERSION]: INFO_SIZE };
-        for (const [version, size] of Object.entries(cSizes).map(([v, s]) => [Number(v), s])) {
+        for (const [version, size] of versionSizes) {
           if (f.since <= version) assert.ok(f.offset + f.size <= size, `${name} lies within info_version ${version}'s ${size} bytes`);
           else assert.ok(f.offset >= size, `${name} lies after info_version ${version}'s ${size} bytes`);
         }
@@ -272,6 +278,12 @@ describe('protocol constants: C header and TypeScript agree', () => {
       const layout = [...fields.map(([, f]) => f), ...InfoReserved].sort((a, b) => a.offset - b.offset).map((f) => `${f.offset}+${f.size}`);
       assert.deepEqual(rows, layout);
       assert.match(section, new RegExp(`\\(${INFO_SIZE} bytes`), 'the size it gives');
+    });
+
+    it('the C header gives the size of every older info_version', () => {
+      assert.deepEqual([...versionSizes.keys()].sort((a, b) => a - b), Array.from({ length: INFO_VERSION }, (_, i) => i + 1));
+      assert.equal(INFO_SIZE_V1, versionSizes.get(1));
+      assert.equal(INFO_SIZE_V2, versionSizes.get(2));
     });
 
     it('OTA Info fits one attribute value', () => {

@@ -249,7 +249,9 @@ fuzz_check(void)
     if (ble_ota_core_info_read(&s_fz.core, info, sizeof(info)) != BLE_OTA_INFO_SIZE) {
         fuzz_fail("OTA Info not readable");
     }
-    if (info[0] != BLE_OTA_INFO_VERSION || info[1] != BLE_OTA_PROTOCOL_VERSION || info[18] > BLE_OTA_TRANSFER_COMPLETE) {
+    if (info[BLE_OTA_INFO_OFF_INFO_VERSION] != BLE_OTA_INFO_VERSION ||
+        info[BLE_OTA_INFO_OFF_PROTOCOL] != BLE_OTA_PROTOCOL_VERSION ||
+        info[BLE_OTA_INFO_OFF_TRANSFER_STATE] > BLE_OTA_TRANSFER_COMPLETE) {
         fuzz_fail("OTA Info fields");
     }
     for (int slot = 0; slot < HOST_FLASH_SLOTS; slot++) {

@@ -307,9 +307,9 @@ test_v2_resume_same_image(void)
     CHECK_EQ(s_fx.dev.open_slot, 1);
     CHECK_EQ(s_fx.dev.plan.written, BLE_OTA_FLASH_BLOCK);
     info(inf);
-    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_SUSPENDED);
-    CHECK_EQ(ble_ota_get_le32(inf + 20), 25 * CHUNK);
-    CHECK(memcmp(inf + 24, sha, 32) == 0);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_SUSPENDED);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 25 * CHUNK);
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_TRANSFER_SHA256, sha, BLE_OTA_INFO_LEN_TRANSFER_SHA256) == 0);
 
     /* Packets after the link dropped go nowhere. */
     stream_packet(25 * CHUNK, s_image + 25 * CHUNK, CHUNK);
@@ -474,7 +474,7 @@ test_v2_unknown_and_bad_length(void)
     /* BAD_LENGTH of BEGIN and END is an attempt's status too. */
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(inf[17], BLE_OTA_ST_BAD_LENGTH);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_BAD_LENGTH);
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
     CHECK_EQ(s_fx.dev.open_slot, -1);
 }
@@ -532,9 +532,9 @@ test_v2_no_slot(void)
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_NO_SLOT));
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(ble_ota_get_le32(inf + 8), 0);
-    CHECK_EQ(inf[16], BLE_OTA_RUNNING_UNKNOWN);
-    CHECK_EQ(inf[17], BLE_OTA_ST_NO_SLOT);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_SLOT_SIZE), 0);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_RUNNING_STATE], BLE_OTA_RUNNING_UNKNOWN);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_NO_SLOT);
 }
 
 static void
@@ -594,8 +594,8 @@ test_v2_end_statuses(void)
     CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(inf[17], BLE_OTA_ST_INVALID_IMAGE);
-    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_INVALID_IMAGE);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_IDLE);
     /* And the device takes the good one right after. */
     CHECK_OK(v2_upload(s_image, s_image_len, 0));
 }
@@ -622,7 +622,7 @@ test_v2_stream_failures(void)
     CHECK_EQ(s_fx.cmd_count, notes);
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(inf[17], BLE_OTA_ST_INVALID_IMAGE);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_INVALID_IMAGE);
 
     /* Built for the ESP32-C3 (chip id 5 in the header), announced as ESP32. */
     CHECK_OK(fx_setup());
@@ -976,8 +976,8 @@ test_v2_restart_and_abort(void)
     CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_COMPLETE);
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_COMPLETE);
-    CHECK_EQ(ble_ota_get_le32(inf + 20), s_image_len);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_COMPLETE);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), s_image_len);
     CHECK_EQ(op(BLE_OTA_CMD_RESTART), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_RESTART, BLE_OTA_ST_OK));
     CHECK(s_fx.dev.restart_pending);
@@ -1051,9 +1051,9 @@ test_v2_confirm_by_client(void)
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_PENDING_VERIFY);
     CHECK(s_fx.core.confirm_waiting);
     info(inf);
-    CHECK_EQ(inf[16], BLE_OTA_RUNNING_PENDING_VERIFY);
-    CHECK_EQ(inf[17], BLE_OTA_LAST_STATUS_NONE); /* since boot */
-    CHECK(memcmp(inf + 60, "2.0.0\0", 6) == 0);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_RUNNING_STATE], BLE_OTA_RUNNING_PENDING_VERIFY);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_LAST_STATUS_NONE); /* since boot */
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_VERSION, "2.0.0\0", 6) == 0);
     /* Meanwhile no update: neither v2 nor seed. */
     begin_image(s_image, s_image_len, 0);
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_PENDING_CONFIRM));
@@ -1071,7 +1071,7 @@ test_v2_confirm_by_client(void)
     ble_ota_core_tick(&s_fx.core);
     CHECK(!s_fx.dev.restart_pending);
     info(inf);
-    CHECK_EQ(inf[16], BLE_OTA_RUNNING_VALID);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_RUNNING_STATE], BLE_OTA_RUNNING_VALID);
     CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_CONFIRM, BLE_OTA_ST_NOT_PENDING));
     /* It stays, restart after restart. */
@@ -1279,7 +1279,7 @@ test_v2_deflate_bad_chunks(void)
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
     uint8_t inf[BLE_OTA_INFO_SIZE];
     info(inf);
-    CHECK_EQ(ble_ota_get_le16(inf + 2) & BLE_OTA_FEATURE_DEFLATE, 0);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES) & BLE_OTA_FEATURE_DEFLATE, 0);
     CHECK_OK(fx_setup()); /* the port again as it was */
 }
 
@@ -1340,27 +1340,29 @@ test_v2_info_layout(void)
     memset(inf, 0xAA, sizeof(inf));
     CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf)), BLE_OTA_INFO_SIZE);
     CHECK_EQ(inf[BLE_OTA_INFO_SIZE], 0xAA); /* nothing written beyond */
-    CHECK_EQ(inf[0], BLE_OTA_INFO_VERSION);
-    CHECK_EQ(inf[1], BLE_OTA_PROTOCOL_VERSION);
-    CHECK_EQ(ble_ota_get_le16(inf + 2),
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_INFO_VERSION], BLE_OTA_INFO_VERSION);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_PROTOCOL], BLE_OTA_PROTOCOL_VERSION);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES),
              BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_SEED | BLE_OTA_FEATURE_DEFLATE);
-    CHECK_EQ(ble_ota_get_le16(inf + 4), 0);
-    CHECK_EQ(ble_ota_get_le16(inf + 6), 300);
-    CHECK_EQ(ble_ota_get_le32(inf + 8), SLOT_SIZE);
-    CHECK_EQ(ble_ota_get_le16(inf + 12), BLE_OTA_MAX_PACKET);
-    CHECK_EQ(ble_ota_get_le16(inf + 14), BLE_OTA_DEFAULT_WINDOW);
-    CHECK_EQ(inf[16], BLE_OTA_RUNNING_VALID);
-    CHECK_EQ(inf[17], BLE_OTA_LAST_STATUS_NONE);
-    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
-    CHECK_EQ(inf[19], 0);
-    CHECK_EQ(ble_ota_get_le32(inf + 20), 0);
-    for (int i = 24; i < 56; i++) {
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_CHIP_ID), 0);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_CHIP_REVISION), 300);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_SLOT_SIZE), SLOT_SIZE);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_MAX_PACKET), BLE_OTA_MAX_PACKET);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_WINDOW), BLE_OTA_DEFAULT_WINDOW);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_RUNNING_STATE], BLE_OTA_RUNNING_VALID);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_LAST_STATUS_NONE);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_IDLE);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_UPDATE_SLOT], 0);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 0);
+    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256; i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
         CHECK_EQ(inf[i], 0);
     }
-    CHECK_EQ(ble_ota_get_le32(inf + 56), 0);
-    /* The device id, reserved bytes, no signing key (unsigned images taken). */
-    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_DEVICE_ID, s_fx.dev.device_id, BLE_OTA_DEVICE_ID_LEN) == 0);
-    for (int i = BLE_OTA_INFO_OFF_DEVICE_ID + BLE_OTA_DEVICE_ID_LEN; i < BLE_OTA_INFO_SIZE; i++) {
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_SECURE_VERSION), 0);
+    /* The device id, reserved bytes, no signing key (unsigned images taken);
+     * the link fields: test_link.c. */
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_DEVICE_ID, s_fx.dev.device_id, BLE_OTA_INFO_LEN_DEVICE_ID) == 0);
+    for (int i = BLE_OTA_INFO_OFF_DEVICE_ID + BLE_OTA_INFO_LEN_DEVICE_ID;
+         i < BLE_OTA_INFO_OFF_SIGNING_KEY + BLE_OTA_INFO_LEN_SIGNING_KEY; i++) {
         CHECK_EQ(inf[i], 0);
     }
     /* Strings NUL-padded to their field. */
@@ -1368,8 +1370,11 @@ test_v2_info_layout(void)
         int offset, len;
         const char *text;
     } fields[] = {
-        { 60, 32, "1.0.0" }, { 92, 32, "virtual-esp32" }, { 124, 32, "v5.3-virtual" },
-        { 156, 16, "Jan  1 2025" }, { 172, 16, "12:00:00" },
+        { BLE_OTA_INFO_OFF_VERSION, BLE_OTA_INFO_LEN_VERSION, "1.0.0" },
+        { BLE_OTA_INFO_OFF_PROJECT_NAME, BLE_OTA_INFO_LEN_PROJECT_NAME, "virtual-esp32" },
+        { BLE_OTA_INFO_OFF_IDF_VERSION, BLE_OTA_INFO_LEN_IDF_VERSION, "v5.3-virtual" },
+        { BLE_OTA_INFO_OFF_DATE, BLE_OTA_INFO_LEN_DATE, "Jan  1 2025" },
+        { BLE_OTA_INFO_OFF_TIME, BLE_OTA_INFO_LEN_TIME, "12:00:00" },
     };
     for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
         const size_t n = strlen(fields[f].text);
@@ -1385,9 +1390,9 @@ test_v2_info_layout(void)
     s_config.serve_seed = false;
     core_init();
     info(inf);
-    CHECK_EQ(ble_ota_get_le16(inf + 2), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE);
-    CHECK_EQ(ble_ota_get_le16(inf + 4), 9);
-    CHECK_EQ(ble_ota_get_le16(inf + 14), 1234);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_CHIP_ID), 9);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_WINDOW), 1234);
     s_fx.dev.chip_id = 0;
     s_config.serve_seed = true;
     core_init();
@@ -1398,36 +1403,36 @@ test_v2_info_layout(void)
     begin_image(s_image, s_image_len, 0);
     stream(s_image, 0, 7 * CHUNK, CHUNK);
     info(inf);
-    CHECK_EQ(inf[17], BLE_OTA_ST_OK);
-    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_RECEIVING);
-    CHECK_EQ(ble_ota_get_le32(inf + 20), 7 * CHUNK);
-    CHECK(memcmp(inf + 24, sha, 32) == 0);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_OK);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_RECEIVING);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 7 * CHUNK);
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_TRANSFER_SHA256, sha, BLE_OTA_INFO_LEN_TRANSFER_SHA256) == 0);
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     info(inf);
-    CHECK_EQ(inf[17], BLE_OTA_ST_INCOMPLETE);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_INCOMPLETE);
     host_flash_fail_write_after(&s_fx.dev.flash, 1);
     stream(s_image, 7 * CHUNK, 20 * CHUNK, CHUNK);
     host_flash_fail_write_after(&s_fx.dev.flash, 0);
     info(inf);
-    CHECK_EQ(inf[17], BLE_OTA_ST_FLASH_ERROR);
-    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_IDLE);
-    CHECK_EQ(ble_ota_get_le32(inf + 20), 0);
-    for (int i = 24; i < 56; i++) {
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_FLASH_ERROR);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_IDLE);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 0);
+    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256; i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
         CHECK_EQ(inf[i], 0);
     }
     /* ABORT, CONFIRM, RESTART do not count as attempts. */
     CHECK_EQ(op(BLE_OTA_CMD_CONFIRM), BLE_OTA_OK);
     CHECK_EQ(op(BLE_OTA_CMD_ABORT), BLE_OTA_OK);
     info(inf);
-    CHECK_EQ(inf[17], BLE_OTA_ST_FLASH_ERROR);
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_FLASH_ERROR);
 
     /* A seed transfer shows too, without a hash. */
     CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
     CHECK_EQ(send_packets(s_image, 3 * 244, 244), BLE_OTA_OK);
     info(inf);
-    CHECK_EQ(inf[18], BLE_OTA_TRANSFER_RECEIVING);
-    CHECK_EQ(ble_ota_get_le32(inf + 20), 3 * 244);
-    for (int i = 24; i < 56; i++) {
+    CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_RECEIVING);
+    CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 3 * 244);
+    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256; i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
         CHECK_EQ(inf[i], 0);
     }
 }
@@ -1747,7 +1752,7 @@ test_v2_signed_updates(void)
     CHECK_OK(signed_setup(owner_key()));
     /* OTA Info names the key updates must be signed with. */
     info(inf);
-    CHECK_EQ(ble_ota_get_le16(inf + 2) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
     test_sign_key_digest(owner_key(), digest);
     CHECK(memcmp(inf + BLE_OTA_INFO_OFF_SIGNING_KEY, digest, sizeof(digest)) == 0);
 
