@@ -84,7 +84,8 @@ void ble_ota_slot_init(ble_ota_slot_t *slot, uint32_t slot_size, bool can_write_
  * image larger than the slot (TOO_LARGE). On OK *mode says how the port
  * opens the slot; the idle erase's prefix becomes the transfer's (PRE_ERASED)
  * or is dropped (SEQUENTIAL: the writer erases every sector itself), and
- * the slot's image is no longer complete. */
+ * the slot's image is no longer complete. A transfer still open is replaced:
+ * the port releases its own handle for it first (ble_ota_slot_abort). */
 ble_ota_port_err_t ble_ota_slot_begin(ble_ota_slot_t *slot, uint32_t image_size, ble_ota_img_state_t running,
                                       ble_ota_write_mode_t *mode);
 
