@@ -291,6 +291,22 @@ test_link_info_fields(void)
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_LINK_REQUEST], BLE_OTA_LINK_TRANSFER);
 }
 
+/* The event length hinted with a request covers the whole longest
+ * interval, in the controller's 0.625 ms units, for every profile. */
+static void
+test_link_ce_length_hint(void)
+{
+    const ble_ota_link_profile_t profiles[] = { BLE_OTA_LINK_TRANSFER, BLE_OTA_LINK_IDLE };
+
+    for (size_t i = 0; i < sizeof(profiles) / sizeof(profiles[0]); i++) {
+        const ble_ota_conn_params_t *p = ble_ota_link_params(profiles[i]);
+        CHECK(p != NULL);
+        CHECK_EQ(ble_ota_link_max_ce_len(p) * 625u, p->itvl_max * 1250u);
+    }
+    const ble_ota_conn_params_t longest = { .itvl_min = 3200, .itvl_max = 3200, .latency = 0, .supervision_timeout = 3200 };
+    CHECK_EQ(ble_ota_link_max_ce_len(&longest), 6400); /* 4 s: fits its u16 */
+}
+
 void
 test_link_run_all(void)
 {
@@ -301,4 +317,5 @@ test_link_run_all(void)
     RUN(test_link_busy_port_asked_at_tick);
     RUN(test_link_seed_transfer);
     RUN(test_link_info_fields);
+    RUN(test_link_ce_length_hint);
 }

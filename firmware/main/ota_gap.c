@@ -142,10 +142,9 @@ ota_gap_request_conn_params(const ble_ota_conn_params_t *params, const char *wha
         .itvl_max = params->itvl_max,
         .latency = params->latency,
         .supervision_timeout = params->supervision_timeout,
-        /* A hint to the controller: events may last the whole interval
-         * (0.625 ms units, twice the interval's 1.25 ms ones). */
+        /* A hint to the controller (ble_ota_link.h). */
         .min_ce_len = 0,
-        .max_ce_len = (uint16_t)(params->itvl_max * 2u),
+        .max_ce_len = ble_ota_link_max_ce_len(params),
     };
     /* The LL Connection Parameters Request procedure where both
      * controllers have it, else NimBLE sends the L2CAP Connection

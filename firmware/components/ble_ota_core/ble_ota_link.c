@@ -57,6 +57,13 @@ ble_ota_link_params_valid(const ble_ota_conn_params_t *p)
     return (uint32_t)p->supervision_timeout * 4u > (1u + p->latency) * (uint32_t)p->itvl_max;
 }
 
+uint16_t
+ble_ota_link_max_ce_len(const ble_ota_conn_params_t *params)
+{
+    /* 1.25 ms units to 0.625 ms units; itvl_max is at most 3200. */
+    return (uint16_t)(params->itvl_max * 2u);
+}
+
 void
 ble_ota_link_connected(ble_ota_core_t *core)
 {

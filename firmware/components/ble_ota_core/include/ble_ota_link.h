@@ -74,6 +74,12 @@ const ble_ota_conn_params_t *ble_ota_link_params(ble_ota_link_profile_t profile)
  * (1 + latency) * interval max * 2. NimBLE refuses anything else. */
 bool ble_ota_link_params_valid(const ble_ota_conn_params_t *params);
 
+/* The connection event length to hint with a request (HCI LE Connection
+ * Update's Max_CE_Length, 0.625 ms units; the minimum hint is 0): the
+ * whole longest interval, so a controller that honours the hint never ends
+ * an event that still has packets to carry. */
+uint16_t ble_ota_link_max_ce_len(const ble_ota_conn_params_t *params);
+
 /* The core's record of what it asked for on the current link. */
 typedef struct {
     bool data_path_pending;         /* data length and PHY still to ask for on this link */
