@@ -156,4 +156,20 @@ describe('virtual radio: declared devices only', function () {
     await eventually(async () => device?.running, (running) => running === false, 5000, 'the undeclared device stopping');
     assert.equal(await radio.reach('radio-w'), undefined);
   });
+
+  it('a device nobody declares any more is out of range at once: a scan does not find it while its process still runs', async () => {
+    radio.limits = { maxProcesses: 4, idleMs: 600_000 };
+    radio.declare(parseVirtualDevices('radio-gone'), 'node-1');
+    radio.declare(parseVirtualDevices('radio-stays'), 'node-2');
+    const gone = await radio.reach('radio-gone');
+    await radio.reach('radio-stays');
+    radio.undeclare('node-1');
+    const found = await client.scan(SCAN_MS);
+    assert.deepEqual(found.map((d) => d.name), ['radio-stays']);
+    assert.equal(gone?.running, true, 'its process runs until the idle check (a redeploy declares it again)');
+    await notFound({ name: 'radio-gone' });
+    radio.declare(parseVirtualDevices('radio-gone'), 'node-1');
+    const again = await client.connect({ name: 'radio-gone' });
+    await again.close();
+  });
 });

@@ -285,6 +285,13 @@ export class VirtualBindings extends EventEmitter {
     process.nextTick(() => this.emit('scanParametersSet'));
   }
 
+  /**
+   * Whether a device is in radio range: a device out of range is not found
+   * by a scan (its process may still run). The virtual radio takes a device
+   * out of range the moment nobody declares it any more.
+   */
+  inRange: (address: string) => boolean = () => true;
+
   startScanning(serviceUuids?: string[], allowDuplicates?: boolean): void {
     this.scanning = true;
     const wanted = (serviceUuids ?? []).map(nobleUuid);
@@ -293,6 +300,7 @@ export class VirtualBindings extends EventEmitter {
       for (const [id, link] of this.links) {
         if (!this.scanning) break;
         if (link.connected) continue; // a connected ESP32 stops advertising
+        if (!this.inRange(link.device.address)) continue;
         const advertised = link.device.advertisedServices.map(nobleUuid);
         if (wanted.length && !wanted.some((u) => advertised.includes(u))) continue;
         this.advertise(id, link);

@@ -124,6 +124,10 @@ export class VirtualRadio {
     scheduler?: Scheduler,
   ) {
     this.bindings = new VirtualBindings(centralMtu, scheduler);
+    // A device the radio started for a declaration is out of range as soon as
+    // nobody declares it (a flow removed): scans stop finding it at once, and
+    // its process stops at the next idle check. Devices code added are always in range.
+    this.bindings.inRange = (address) => !this.lastUsed.has(address) || this.declared.has(address);
     // with-bindings loads noble's core only, never the HCI socket.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const withBindings = require('@abandonware/noble/with-bindings') as WithBindings;
