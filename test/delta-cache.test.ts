@@ -1,0 +1,141 @@
+/**
+ * The image cache delta updates take their base images from
+ * (lib/client/image-cache.ts): an image stored is found by its SHA-256
+ * intact, a damaged or replaced file never is, files of other names are
+ * left alone, the least recently used images go first past either bound,
+ * nothing half written is ever found, and a folder that cannot be written
+ * fails no update.
+ */
+import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { defaultCacheDir, ImageCache } from '../lib/client/image-cache';
+import { buildAppImage } from '../lib/image/app-image-builder';
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest();
+const image = (seed: number, size = 8 * 1024) => buildAppImage({ size, seed, version: `1.0.${seed}` });
+
+describe('image cache', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = join(mkdtempSync(join(tmpdir(), 'ble-ota-cache-test-')), 'cache');
+  });
+  afterEach(() => rmSync(join(dir, '..'), { recursive: true, force: true }));
+
+  it('finds an image stored by its SHA-256, byte for byte, and nothing it was not given', async () => {
+    const cache = new ImageCache({ dir });
+    const a = image(1);
+    assert.equal(await cache.get(sha256(a)), undefined);
+    assert.deepEqual(await cache.put(a), { stored: true });
+    assert.deepEqual(await cache.get(sha256(a)), a);
+    assert.equal(await cache.get(sha256(image(2))), undefined);
+    assert.equal(await cache.get(Buffer.alloc(3)), undefined, 'not a SHA-256');
+    assert.deepEqual(readdirSync(dir), [`${sha256(a).toString('hex')}.bin`], 'one file, no temporary file left');
+    // Another cache on the same folder (the next run of the command line) finds it.
+    assert.deepEqual(await new ImageCache({ dir }).get(sha256(a)), a);
+  });
+
+  it('never returns a file whose content is not the image its name says, and removes it', async () => {
+    const cache = new ImageCache({ dir });
+    const a = image(1);
+    await cache.put(a);
+    const file = join(dir, `${sha256(a).toString('hex')}.bin`);
+    const damaged = Buffer.from(a);
+    damaged[100] ^= 1;
+    writeFileSync(file, damaged);
+    assert.equal(await cache.get(sha256(a)), undefined);
+    assert.equal(existsSync(file), false);
+    // Cut short, as a copy interrupted outside the cache would leave it.
+    await cache.put(a);
+    writeFileSync(file, a.subarray(0, 1000));
+    assert.equal(await cache.get(sha256(a)), undefined);
+  });
+
+  it('leaves files of other names alone and does not count them', async () => {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'notes.txt'), 'mine');
+    writeFileSync(join(dir, `${'ab'.repeat(32)}.bin.bak`), 'mine too');
+    const cache = new ImageCache({ dir, maxImages: 1 });
+    await cache.put(image(1));
+    assert.equal(readFileSync(join(dir, 'notes.txt'), 'utf8'), 'mine');
+    assert.equal((await cache.list()).length, 1);
+    assert.equal(readdirSync(dir).length, 3);
+  });
+
+  it('keeps at most maxImages, dropping the least recently used first', async () => {
+    const cache = new ImageCache({ dir, maxImages: 2 });
+    const [a, b, c] = [image(1), image(2), image(3)];
+    await cache.put(a);
+    await cache.put(b);
+    assert.ok(await cache.get(sha256(a)), 'a used after b was stored');
+    await cache.put(c);
+    assert.ok(await cache.get(sha256(a)));
+    assert.equal(await cache.get(sha256(b)), undefined, 'b, least recently used, went');
+    assert.ok(await cache.get(sha256(c)));
+    // Storing an image held already records a use, and stores nothing twice.
+    await cache.put(a);
+    await cache.put(image(4));
+    assert.ok(await cache.get(sha256(a)));
+    assert.equal(await cache.get(sha256(c)), undefined);
+    assert.equal(readdirSync(dir).length, 2);
+  });
+
+  it('keeps at most maxBytes, and refuses an image larger than that without failing', async () => {
+    const small = image(1, 8 * 1024);
+    const cache = new ImageCache({ dir, maxBytes: small.length * 3 - 1 });
+    await cache.put(small);
+    await cache.put(image(2, 8 * 1024));
+    const big = image(3, 10 * 1024);
+    const store = await cache.put(big);
+    assert.ok(store.stored && big.length > small.length);
+    // The newest is kept, and the one before it; the oldest no longer fits beside them.
+    assert.deepEqual(
+      (await cache.list()).map((e) => e.sha256),
+      [sha256(big).toString('hex'), sha256(image(2, 8 * 1024)).toString('hex')],
+    );
+    const huge = await cache.put(image(4, 64 * 1024));
+    assert.equal(huge.stored, false);
+    assert.match(huge.error ?? '', /larger than the cache/);
+    assert.ok(await cache.get(sha256(big)), 'what it held is kept');
+  });
+
+  it('says why it could not store an image, without throwing, when its folder cannot be made', async () => {
+    mkdirSync(join(dir, '..'), { recursive: true });
+    writeFileSync(dir, 'a file where the folder should be');
+    const cache = new ImageCache({ dir });
+    const store = await cache.put(image(1));
+    assert.equal(store.stored, false);
+    assert.match(store.error ?? '', /could not be stored in .*cache/);
+    assert.equal(await cache.get(sha256(image(1))), undefined);
+    assert.deepEqual(await cache.list(), []);
+  });
+
+  it('removes temporary files a crashed writer left an hour ago, not one being written now', async () => {
+    mkdirSync(dir, { recursive: true });
+    const hex = 'cd'.repeat(32);
+    const stale = join(dir, `.${hex}.0a0b0c.tmp`);
+    const fresh = join(dir, `.${hex}.0d0e0f.tmp`);
+    writeFileSync(stale, 'half');
+    writeFileSync(fresh, 'half');
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600 * 1000);
+    utimesSync(stale, twoHoursAgo, twoHoursAgo);
+    await new ImageCache({ dir }).put(image(1));
+    assert.equal(existsSync(stale), false);
+    assert.equal(existsSync(fresh), true);
+  });
+
+  it('refuses bounds that hold nothing', () => {
+    assert.throws(() => new ImageCache({ dir, maxImages: 0 }), RangeError);
+    assert.throws(() => new ImageCache({ dir, maxBytes: Number.NaN }), RangeError);
+    assert.throws(() => new ImageCache({ dir: '' }), TypeError);
+  });
+
+  it('lives in $XDG_CACHE_HOME/esp32-ble-ota, else ~/.cache/esp32-ble-ota', () => {
+    assert.equal(defaultCacheDir({ XDG_CACHE_HOME: '/var/cache/me' }), '/var/cache/me/esp32-ble-ota');
+    assert.match(defaultCacheDir({}), /\/\.cache\/esp32-ble-ota$/);
+    // A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification).
+    assert.match(defaultCacheDir({ XDG_CACHE_HOME: 'relative' }), /\/\.cache\/esp32-ble-ota$/);
+  });
+});
