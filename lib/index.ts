@@ -2,7 +2,9 @@
  * The OTA client as a library, usable without Node-RED.
  */
 export { BleOtaClient, DEFAULT_TIMEOUTS, OtaConnection } from './client/ota-client';
-export type { BleOtaClientOptions, DeviceInfo, Phase, Progress, Timeouts, UpdateOptions, UpdateResult } from './client/ota-client';
+export type { BleOtaClientOptions, Delivery, DeviceInfo, FullReason, Phase, Progress, Timeouts, UpdateOptions, UpdateResult } from './client/ota-client';
+export { defaultCacheDir, ImageCache } from './client/image-cache';
+export type { ImageCacheOptions } from './client/image-cache';
 export type { SeenDevice, Target } from './client/scanner';
 export type { NobleLike } from './client/noble-types';
 export * from './errors';

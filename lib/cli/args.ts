@@ -5,7 +5,6 @@
  */
 import { parseArgs } from 'node:util';
 import type { ConfirmMode } from '../client/ota-client';
-import type { Target } from '../client/scanner';
 import type { KeyScheme } from '../image/signature';
 
 export const PROGRAM = 'esp32-ble-ota';
@@ -39,6 +38,12 @@ export type Command =
       requireSignature: boolean;
       /** The public key (PEM file) the image must be signed with, for requireSignature. */
       publicKey?: string;
+      /** The image the device runs (a file): the base of a delta patch. */
+      base?: string;
+      /** The image cache's folder; undefined: the default one (none with --virtual). */
+      cacheDir?: string;
+      /** --no-cache: no image cache at all. */
+      noCache?: boolean;
     } & GlobalOptions)
   | ({ kind: 'keygen'; scheme: KeyScheme; out: string } & GlobalOptions)
   | ({ kind: 'sign'; file: string; keys: string[]; append: boolean; out: string } & GlobalOptions)
@@ -91,6 +96,9 @@ const OPTIONS = {
   // Not --version: that one prints the tool's own.
   'app-version': { type: 'string' },
   size: { type: 'string' },
+  base: { type: 'string' },
+  'cache-dir': { type: 'string' },
+  'no-cache': { type: 'boolean' },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -101,7 +109,7 @@ const GLOBAL_FLAGS = { json: true, virtual: true, help: true, version: true };
 const COMMAND_OPTIONS: Record<CommandName, OptionName[]> = {
   scan: ['duration', 'device'],
   info: ['device', 'timeout', 'secret-file', 'device-id'],
-  upload: ['device', 'timeout', 'confirm', 'protocol', 'secret-file', 'allow-unauthenticated', 'device-id', 'require-signature', 'public-key'],
+  upload: ['device', 'timeout', 'confirm', 'protocol', 'secret-file', 'allow-unauthenticated', 'device-id', 'require-signature', 'public-key', 'base', 'cache-dir', 'no-cache'],
   keygen: ['scheme', 'out'],
   sign: ['key', 'append', 'out'],
   verify: ['public-key'],
@@ -168,6 +176,10 @@ export function parseCommandLine(argv: string[]): Command {
   if (!requireSignature && values['public-key'] !== undefined) {
     throw new UsageError('--public-key goes with --require-signature: the image is then checked against it before any radio work', command);
   }
+  const noCache = values['no-cache'] ?? false;
+  if (noCache && values['cache-dir'] !== undefined) {
+    throw new UsageError('--no-cache and --cache-dir contradict each other: give one (--cache-dir names the image cache, --no-cache uses none)', command);
+  }
   return {
     kind: 'upload',
     file: operands[0],
@@ -180,6 +192,10 @@ export function parseCommandLine(argv: string[]): Command {
     deviceId: deviceIdOption(values['device-id'], command),
     requireSignature: values['require-signature'] ?? false,
     publicKey: requireSignature ? fileOption('--public-key', values['public-key'], command, 'the public key (PEM) the image must be signed with') : values['public-key'],
+    // Only when given: the delta options came later than the others, and a command is compared whole.
+    ...(values.base === undefined ? {} : { base: fileOption('--base', values.base, command, 'the image the device runs now (its .bin)') }),
+    ...(values['cache-dir'] === undefined ? {} : { cacheDir: fileOption('--cache-dir', values['cache-dir'], command, 'the image cache folder') }),
+    ...(noCache ? { noCache } : {}),
     ...global,
   };
 }
@@ -332,18 +348,14 @@ function oneOf<T extends string>(option: string, value: string, allowed: readonl
   return match;
 }
 
-const ADDRESS = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
-
-/** --device names a device by address when it looks like one, else by advertised name. */
-export function targetOf(device: string): Target {
-  return ADDRESS.test(device) ? { address: device.replace(/-/g, ':') } : { name: device };
-}
+/** --device names a device by address when it looks like one, else by advertised name (as the nodes read theirs). */
+export { targetOf } from '../client/target';
 
 export function usage(topic?: CommandName): string {
   const lines = {
     scan: `${PROGRAM} scan [--duration S] [--device NAME_OR_ADDRESS] [--json] [--virtual]`,
     info: `${PROGRAM} info --device NAME_OR_ADDRESS [--secret-file PATH] [--device-id MAC] [--timeout S] [--json] [--virtual]`,
-    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--secret-file PATH] [--device-id MAC] [--allow-unauthenticated] [--require-signature --public-key FILE] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
+    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--secret-file PATH] [--device-id MAC] [--allow-unauthenticated] [--require-signature --public-key FILE] [--base FILE] [--cache-dir DIR | --no-cache] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
     keygen: `${PROGRAM} keygen --out FILE [--scheme rsa3072|ecdsa256] [--json]`,
     sign: `${PROGRAM} sign --key FILE [--key FILE ...] [--append] --out FILE IMAGE [--json]`,
     verify: `${PROGRAM} verify --public-key FILE IMAGE [--json]`,
@@ -398,6 +410,13 @@ a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old 
                                  the device after its own self-test
   --protocol auto|seed           auto: v2 where the device offers it (default); seed: the seed
                                  project's protocol, as its Python client spoke it
+  --base FILE                    the image the device runs now: where the device applies delta
+                                 patches, only the difference from it is sent (when the device
+                                 runs another image, the whole one goes)
+  --cache-dir DIR                the images this tool installed, bases of later patches (default
+                                 $XDG_CACHE_HOME/esp32-ble-ota or ~/.cache/esp32-ble-ota; with
+                                 --virtual, none unless given)
+  --no-cache                     neither look in nor store to the image cache
   --timeout S                    how long to look for the device (default 15)`,
     keygen: `Makes a Secure Boot v2 signing key, as espsecure.py generate_signing_key --version 2 does,
 and prints the digest by which devices will trust it. The file is readable by you only;

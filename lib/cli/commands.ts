@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { defaultCacheDir, ImageCache } from '../client/image-cache';
 import { BleOtaClient, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
@@ -181,6 +182,10 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   }
   const secret = readSecret(cmd.secretFile);
   const publicKey = cmd.publicKey === undefined ? undefined : readKey(cmd.publicKey);
+  const baseImage = cmd.base === undefined ? undefined : readFileOrFail(cmd.base);
+  // A virtual device starts afresh on every run, running its built-in image: a cache gains it nothing unless asked for.
+  const cacheDir = cmd.noCache ? undefined : (cmd.cacheDir ?? (cmd.virtual ? undefined : defaultCacheDir()));
+  const cache = cacheDir === undefined ? undefined : new ImageCache({ dir: resolve(cacheDir) });
   if (!cmd.json) io.stdout.write(formatImage(cmd.file, summary));
 
   // With --json stdout carries only the result, so progress goes to stderr.
@@ -201,6 +206,8 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
         secret,
         allowUnauthenticated: cmd.allowUnauthenticated,
         deviceId: cmd.deviceId,
+        baseImage,
+        cache,
         signal: io.signal,
         onProgress: (p) => {
           phase = p.phase;

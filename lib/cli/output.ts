@@ -3,7 +3,8 @@
  * The JSON shapes are the stable interface (docs/CLI.md); OTA Info's numbers
  * are decoded into names here so that a script needs no protocol table.
  */
-import type { DeviceInfo, UpdateResult } from '../client/ota-client';
+import { PATCH_SHARE } from '../client/delivery';
+import type { DeviceInfo, FullReason, UpdateResult } from '../client/ota-client';
 import type { SeenDevice } from '../client/scanner';
 import type { DeviceLink, PhyName } from '../protocol/v2-codec';
 import { formatDeviceId } from '../client/session';
@@ -243,7 +244,41 @@ export function formatResult(r: UpdateResult): string {
   // The link the device reported (firmware with OTA Info version 3): why the rate is what it is. What it
   // asked for last is left out here: right after the transfer that is already its idle parameters.
   const link = r.link.intervalMs !== undefined || r.link.phy || r.link.dataLength ? formatLink({ ...r.link, mtu: undefined, requested: undefined }) : '';
-  return `${outcome}\n  ${details.join(', ')}\n${link ? `  link: ${link}\n` : ''}`;
+  const delivery = formatDelivery(r);
+  return `${outcome}\n  ${details.join(', ')}\n${delivery ? `  ${delivery}\n` : ''}${link ? `  link: ${link}\n` : ''}`;
+}
+
+/** Why the full image went, where a patch was possible or tried. */
+const FULL_REASONS: Record<FullReason, string> = {
+  'delta-off': 'delta updates are off',
+  'device-no-delta': 'the device does not apply delta patches',
+  'device-no-base': 'the device does not report the image it runs',
+  'base-not-running': 'the --base image is not the image the device runs, and the image cache does not hold that one',
+  'base-unknown': 'the image the device runs is not in the image cache (give it with --base)',
+  'patch-not-smaller': `a patch would not be clearly smaller (at most ${Math.round(PATCH_SHARE * 100)} % of the full image)`,
+  'wrong-base': 'the device refused the patch: it runs another image than the one the patch was made for',
+  'patch-failed': 'the device could not rebuild the image from the patch',
+};
+
+/** Reasons worth a line: a patch could have gone, given the image the device runs. */
+const TOLD: FullReason[] = ['base-not-running', 'base-unknown', 'patch-not-smaller', 'wrong-base', 'patch-failed'];
+
+/** The delivery line: patch or full image, and what crossed the air; empty when there is nothing to tell. */
+export function formatDelivery(r: UpdateResult): string {
+  const d = r.delivery;
+  if (!d || d.method === 'none') return '';
+  if (d.method === 'patch') {
+    const from = d.baseSource === 'cache' ? 'the image cache' : '--base';
+    const share = d.fullBytes ? `, ${formatShare(d.bytesOverAir / d.fullBytes)} of the ${formatBytes(d.fullBytes)} the full image takes` : '';
+    return `delta patch against the image the device ran (${d.baseSha256?.slice(0, 12)}…, from ${from}): ${formatBytes(d.bytesOverAir)} over the air${share}`;
+  }
+  if (!d.reason || !TOLD.includes(d.reason)) return '';
+  return `full image, ${formatBytes(d.bytesOverAir)} over the air: ${FULL_REASONS[d.reason]}`;
+}
+
+function formatShare(share: number): string {
+  const percent = share * 100;
+  return `${percent < 10 ? percent.toFixed(1) : percent.toFixed(0)} %`;
 }
 
 /** keygen --json. */

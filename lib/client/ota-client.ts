@@ -30,7 +30,9 @@ import {
   OTA_STREAM_UUID,
 } from '../protocol/constants';
 import { verifyImageSignature } from '../image/signature';
+import { createHash } from 'node:crypto';
 import { OtaConnection } from './connection';
+import type { ImageCache } from './image-cache';
 import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
 import type { NobleConnectParameters, NobleLike, NoblePeripheral } from './noble-types';
@@ -42,6 +44,8 @@ import type { AuthPolicy } from './v2-session';
 export { OtaConnection } from './connection';
 export { DEFAULT_TIMEOUTS } from './types';
 export type { BleOtaClientOptions, ConfirmMode, DeviceInfo, Phase, Progress, Timeouts, UpdateOptions, UpdateResult } from './types';
+export type { Delivery, FullReason } from './delivery';
+export { ImageCache, defaultCacheDir } from './image-cache';
 
 /** What `connect` takes besides the target. */
 interface ConnectOptions {
@@ -219,7 +223,12 @@ export class BleOtaClient {
         const reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) =>
           this.connect({ address }, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, ...policy });
         const r = await updateV2(connection, parsed, options, timeouts, reconnect, retries);
-        return this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started);
+        const result = this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started);
+        if (options.cache) {
+          const cache = await storeInstalled(options.cache, options.image, r);
+          if (cache) result.cache = cache;
+        }
+        return result;
       }
       const stats = await connection.uploadSeed(options.image, options.onProgress ?? (() => undefined));
       return {
@@ -239,6 +248,8 @@ export class BleOtaClient {
         resumes: retries,
         skipped: false,
         authenticated: false,
+        // The seed protocol sends every byte as it is, once.
+        delivery: { method: 'full', imageBytes: options.image.length, bytesOverAir: options.image.length },
       };
     } catch (err) {
       throw err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${String(err)}`, { cause: err });
@@ -274,8 +285,21 @@ export class BleOtaClient {
       skipped: r.skipped,
       previousVersion: r.previousVersion,
       authenticated: r.authenticated,
+      delivery: r.delivery,
     };
   }
+}
+
+/**
+ * Keeps the image as a base for the device's next update, once the device
+ * proved it runs it: confirmed (or run already, skipped), and, where the
+ * device reports the running image's SHA-256, that one. A failed or
+ * unconfirmed image is never stored. Undefined when nothing was to store.
+ */
+async function storeInstalled(cache: ImageCache, image: Buffer, r: V2Result): Promise<UpdateResult['cache']> {
+  if (!(r.confirmed || r.skipped)) return undefined;
+  if (r.runningSha256 && !r.runningSha256.equals(createHash('sha256').update(image).digest())) return undefined;
+  return cache.put(image);
 }
 
 /**

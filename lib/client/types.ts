@@ -4,6 +4,8 @@
  * without importing each other.
  */
 import type { EspImageSummary } from '../image/esp-image';
+import type { Delivery } from './delivery';
+import type { ImageCache } from './image-cache';
 import type { DeviceInfoV2, PhyName } from '../protocol/v2-codec';
 import type { NobleLike } from './noble-types';
 import type { Target } from './scanner';
@@ -102,6 +104,22 @@ export interface UpdateOptions {
    * the owner's devices found by the target passes.
    */
   deviceId?: string;
+  /**
+   * v2, delta updates (docs/DELTA.md): the image the device runs now, the
+   * base a patch rebuilds the new image from. Used when its SHA-256 is the
+   * one the device reports; otherwise the cache is asked, or the full image
+   * goes (the result's `delivery.reason` says why). Not an error when it is
+   * another image.
+   */
+  baseImage?: Buffer;
+  /**
+   * v2: the images this client installed (ImageCache): the base of a patch
+   * when the device runs one of them, and where the image goes once the
+   * device runs it, confirmed. Without it, only `baseImage` can be a base.
+   */
+  cache?: ImageCache;
+  /** v2: send a patch where the device applies one and it is clearly smaller (default true). Needs `compress`. */
+  delta?: boolean;
 }
 
 /**
@@ -172,6 +190,21 @@ export interface UpdateResult {
    * authentication, which anyone could impersonate.
    */
   authenticated: boolean;
+  /**
+   * How the image crossed the air: `full`, `patch` (a delta against the
+   * image the device ran, `baseSha256`, from `baseSource`), or `none` (the
+   * device ran it, or held it, already); `reason` says why the full image
+   * went where a patch was possible or tried; `bytesOverAir`, the OTA
+   * stream's bytes this call sent, packets sent again included (not the
+   * packets' offsets nor the ATT and link headers). Every update's result
+   * has it; optional for results made by older versions of this package.
+   */
+  delivery?: Delivery;
+  /**
+   * With an image cache: whether the image is in it now (stored once the
+   * device runs it, confirmed), and why not when storing failed.
+   */
+  cache?: { stored: boolean; error?: string };
 }
 
 export interface DeviceInfo {

@@ -118,6 +118,8 @@ export class V2Session {
   private subscribed = false;
   /** The link's session, once HELLO was answered. */
   private session: Session | undefined;
+  /** Bytes of OTA Stream content sent on this connection (packets sent again included, their offsets not). */
+  streamBytes = 0;
 
   constructor(
     readonly link: Link,
@@ -400,6 +402,7 @@ export class V2Session {
         packet.writeUInt32LE(base + next, 0);
         this.chars.stream.write(n === chunk ? packet : packet.subarray(0, STREAM_HEADER + n), true);
         stats.packets++;
+        this.streamBytes += n;
         if (end <= highest) stats.resent++;
         highest = Math.max(highest, end);
         next = end;

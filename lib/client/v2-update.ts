@@ -21,10 +21,11 @@ import type { EspImage } from '../image/esp-image';
 import { verifyImageSignature } from '../image/signature';
 import { compareVersions } from '../image/version';
 import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, TransferState } from '../protocol/constants';
-import { DeflatedStream, worthDeflating } from '../protocol/deflate-chunks';
+import { DeflatedStream } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2, DeviceLink } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
 import type { LinkReport, Timeouts, UpdateOptions } from './types';
+import { checkBaseImage, Delivery, FullReason, fullDeflated, PatchPlan, planDelivery } from './delivery';
 import { CommandRefused, refusalError } from './refusal';
 import { streamValueSize } from './v2-session';
 
@@ -48,7 +49,12 @@ export interface V2Result {
   deviceId: Buffer | undefined;
   /** The link the device reported after the image was sent, else at the last look (undefined before info_version 3). */
   link: DeviceLink | undefined;
+  /** How the image went: whole or as a patch, and the stream bytes sent. */
+  delivery: Delivery;
+  /** The SHA-256 of the image the device runs at the end, as it reports it (info_version 4; undefined when it does not know). */
+  runningSha256: Buffer | undefined;
 }
+
 
 /** Opens a new connection to the device the update started with. */
 export type Reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) => Promise<OtaConnection>;
@@ -123,6 +129,16 @@ class V2Update {
   private sendAnyway = false;
   private checked = false;
   private compress = false;
+  /** The patch chosen (undefined: the full image), once planned. */
+  private patch: PatchPlan | undefined;
+  private planned = false;
+  /** Why the full image goes, when the device could take a patch or one was tried. */
+  private fullReason: FullReason | undefined;
+  /** Stream bytes sent by this call, resends included. */
+  private bytesOverAir = 0;
+  /** A stream went in this call. */
+  private streamed = false;
+  private readonly baseImage: Buffer | undefined;
   private packets = 0;
   private packetSize = 0;
   private transferStarted = 0;
@@ -148,6 +164,7 @@ class V2Update {
     this.attempts = options.resumeAttempts ?? 3;
     this.pinned = first.policy.deviceId;
     this.proven = first.policy.requireSession === true;
+    this.baseImage = checkBaseImage(options.baseImage);
   }
 
   async run(): Promise<V2Result> {
@@ -324,43 +341,115 @@ class V2Update {
     }
   }
 
-  /** BEGIN (the device resumes what it has), the rest of the image, END. */
+  /**
+   * BEGIN (the device resumes what it has), the rest of the image or the
+   * patch, END. A patch the device refuses at BEGIN (it runs another image
+   * than the base) gives way to the full image at once, on the same
+   * connection; one it could not apply, to the full image on the next step.
+   */
   private async transfer(): Promise<void> {
     this.checkBeforeSending();
+    await this.plan();
     const v2 = this.conn.v2!;
     if (this.transferStarted === 0) this.transferStarted = Date.now();
     await v2.subscribe();
-    const answer = await v2.begin(
-      {
-        size: this.data.length,
-        sha256: this.sha256,
-        chipId: this.image.chipId,
-        flags: (this.options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM) | (this.compress ? BeginFlag.DEFLATE : 0),
-      },
-      this.timeouts.gattMs,
-    );
+    const begin = () => {
+      const patch = this.patch;
+      return v2.begin(
+        {
+          size: this.data.length,
+          sha256: this.sha256,
+          chipId: this.image.chipId,
+          flags:
+            (this.options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM) |
+            (this.compress || patch ? BeginFlag.DEFLATE : 0) |
+            (patch ? PENDING.PATCH : 0),
+          ...(patch ? { base: patch.base } : {}),
+        },
+        this.timeouts.gattMs,
+      );
+    };
+    let answer;
+    try {
+      answer = await begin();
+    } catch (err) {
+      if (!(this.patch && err instanceof CommandRefused && err.status === PENDING.WRONG_BASE)) throw err;
+      // The device runs another image than the one the patch was made for: nothing changed on it.
+      this.dropPatch('wrong-base');
+      answer = await begin();
+    }
     this.packetSize = streamValueSize(Math.min(answer.maxPacket, this.conn.mtu - 3)) - 4;
+    const patch = this.patch;
     const report = (bytes: number) => this.progress('uploading', bytes);
     let stats;
-    if (this.compress) {
-      // With DEFLATE, progress counts image bytes, in proportion within each encoded chunk.
-      const from = answer.imageOffset ?? 0;
-      const rest = new DeflatedStream(this.data, from);
-      const left = this.data.length - from;
-      this.imageBytesSent += left;
-      stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) =>
-        report(rest.imageOffsetAt(acked)),
-        answer.offset,
-      );
-    } else {
-      this.imageBytesSent += this.data.length - Math.min(answer.offset, this.data.length);
-      stats = await v2.stream(this.data, Math.min(answer.offset, this.data.length), answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(acked));
+    this.streamed = true;
+    const sentBefore = v2.streamBytes;
+    try {
+      if (patch || this.compress) {
+        // With DEFLATE, progress counts bytes of what is deflated (the image, or the patch), in proportion within each encoded chunk.
+        const source = patch ? patch.patch : this.data;
+        const from = answer.imageOffset ?? 0;
+        const rest = new DeflatedStream(source, from);
+        this.imageBytesSent += patch ? this.data.length - patchedBefore(patch.patch, from) : this.data.length - from;
+        stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) =>
+          report(rest.imageOffsetAt(acked)),
+          answer.offset,
+        );
+      } else {
+        this.imageBytesSent += this.data.length - Math.min(answer.offset, this.data.length);
+        stats = await v2.stream(this.data, Math.min(answer.offset, this.data.length), answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(acked));
+      }
+      this.packets += stats.packets;
+      this.progress('verifying', this.streamLength());
+      await v2.command(Command.END, this.timeouts.verifyMs);
+    } catch (err) {
+      // The device could not rebuild the image from the patch (an applier verdict, or the
+      // rebuilt image's SHA-256): its transfer ended; the next step sends the full image.
+      if (patch && err instanceof CommandRefused && (err.status === Status.BAD_DATA || err.status === Status.HASH_MISMATCH)) {
+        this.dropPatch('patch-failed');
+        return;
+      }
+      throw err;
+    } finally {
+      // What went before a lost link counts too: it crossed the air.
+      this.bytesOverAir += v2.streamBytes - sentBefore;
     }
-    this.packets += stats.packets;
-    this.progress('verifying', this.data.length);
-    await v2.command(Command.END, this.timeouts.verifyMs);
     this.transferMs = Date.now() - this.transferStarted;
     this.lookAfterTransfer = true;
+  }
+
+  /** The full image from now on. */
+  private dropPatch(reason: FullReason): void {
+    this.patch = undefined;
+    this.fullReason = reason;
+  }
+
+  /**
+   * Patch or full image, once per call (the same inputs give the same
+   * choice on the next call, so a transfer an earlier call left resumes).
+   */
+  private async plan(): Promise<void> {
+    if (this.planned) return;
+    const info = this.info!;
+    const delta = (info.features & PENDING.DELTA) !== 0 && (info.features & Feature.DEFLATE) !== 0;
+    const allowed = this.options.delta !== false && this.options.compress !== false;
+    const plan = await planDelivery({
+      image: this.data,
+      deviceTakesPatch: !allowed ? 'delta-off' : !delta ? 'device-no-delta' : true,
+      runningSha256: (info as PendingInfo).runningSha256,
+      runningSize: (info as PendingInfo).runningSize,
+      fullDeflated: this.compress,
+      baseImage: this.baseImage,
+      cache: this.options.cache,
+    });
+    if ('reason' in plan) this.fullReason = plan.reason;
+    else this.patch = plan;
+    this.planned = true;
+  }
+
+  /** Bytes of what the stream carries: the patch, or the image. */
+  private streamLength(): number {
+    return this.patch ? this.patch.patch.length : this.data.length;
   }
 
   /**
@@ -508,12 +597,13 @@ class V2Update {
     }
     // Deflated chunks where the device inflates them and a sample says it pays (a tenth less on
     // air at the least): an image that will not shrink is never deflated whole.
-    this.compress = this.options.compress !== false && (info.features & Feature.DEFLATE) !== 0 && worthDeflating(data);
+    this.compress = fullDeflated(data, (info.features & Feature.DEFLATE) !== 0, this.options.compress);
     this.checked = true;
   }
 
+  /** `bytes` count the stream's content while uploading and verifying (a patch's bytes with a patch), the image's after. */
   private progress(phase: 'uploading' | 'verifying' | 'restarting' | 'confirming' | 'resuming', bytes: number): void {
-    const total = this.data.length;
+    const total = phase === 'uploading' || phase === 'verifying' ? this.streamLength() : this.data.length;
     const started = this.transferStarted || Date.now();
     this.onProgress({
       phase,
@@ -543,6 +633,19 @@ class V2Update {
       authenticated: this.authenticatedAll,
       deviceId: this.pinned,
       link: this.transferLink ?? info.link,
+      delivery: this.delivery(r.skipped),
+      runningSha256: runningSha256(info),
+    };
+  }
+
+  private delivery(skipped: boolean): Delivery {
+    const patch = this.patch;
+    return {
+      method: skipped || !this.streamed ? 'none' : patch ? 'patch' : 'full',
+      ...(patch && !skipped ? { baseSha256: patch.base.toString('hex'), baseSource: patch.source, fullBytes: patch.fullStream } : {}),
+      ...(!patch && this.fullReason && !skipped ? { reason: this.fullReason } : {}),
+      imageBytes: this.data.length,
+      bytesOverAir: this.bytesOverAir,
     };
   }
 
@@ -567,6 +670,24 @@ class V2Update {
     const outcome = this.awaitingRestart || (this.confirmSent && seen.runs === 'new-unconfirmed') ? { runs: 'unknown' as const } : seen;
     return typed.withDevice(outcome, describeOutcome(outcome, this.image));
   }
+}
+
+// PENDING: the protocol layer's constants and OTA Info v4 fields, until they land in lib/protocol.
+const PENDING = { DELTA: 0x40, PATCH: 0x0004, WRONG_BASE: 0x15 } as const;
+type PendingInfo = DeviceInfoV2 & { runningSha256?: Buffer; runningSize?: number };
+function runningSha256(info: DeviceInfoV2): Buffer | undefined {
+  const sha = (info as PendingInfo).runningSha256;
+  return sha && sha.some((b) => b !== 0) ? sha : undefined;
+}
+
+/**
+ * The new image bytes the patch before `offset` rebuilds: the cursor of the
+ * block that starts there (docs/DELTA.md), 0 at the start, all at the end.
+ */
+function patchedBefore(patch: Buffer, offset: number): number {
+  if (offset <= 0) return 0;
+  if (offset >= patch.length) return patch.readUInt32LE(44); // the header's new_size
+  return patch.readUInt32LE(offset);
 }
 
 /** A sentence on what the device runs after a failure. */

@@ -1,0 +1,136 @@
+/**
+ * How an update's image crosses the air: whole (deflated where that pays),
+ * or as a delta patch against the image the device runs (docs/DELTA.md).
+ *
+ * A patch goes when the device applies patches (OTA Info's DELTA feature),
+ * reports the SHA-256 of the image it runs, this client has that image (the
+ * caller's base image, else the image cache), and the patch, encoded as it
+ * would be sent, is at most PATCH_SHARE of what the full image would send.
+ * Otherwise the full image goes, and the result says why.
+ */
+import { createHash } from 'node:crypto';
+import { computePatch } from '../delta/diff';
+import { BleOtaError } from '../errors';
+import { encodedLength, worthDeflating } from '../protocol/deflate-chunks';
+import type { ImageCache } from './image-cache';
+
+/**
+ * The patch must be at most this share of the full image, each counted as
+ * the bytes it sends (DEFLATE chunks): a patch that saves less than a
+ * quarter is not worth a base image that may not be the device's after all.
+ */
+export const PATCH_SHARE = 3 / 4;
+
+/** Why the full image went, when the device could have taken a patch or a patch was tried. */
+export type FullReason =
+  /** The caller turned delta updates off (or compression, which patches travel in). */
+  | 'delta-off'
+  /** The device does not apply patches (firmware without DELTA, or without DEFLATE). */
+  | 'device-no-delta'
+  /** The device does not know the SHA-256 of the image it runs. */
+  | 'device-no-base'
+  /** The base image given is not the image the device runs, and the cache does not hold that one. */
+  | 'base-not-running'
+  /** Neither a base image given nor the cache holds the image the device runs. */
+  | 'base-unknown'
+  /** The patch would not be clearly smaller (PATCH_SHARE). */
+  | 'patch-not-smaller'
+  /** The device refused the patch: it runs another image than the base (WRONG_BASE). */
+  | 'wrong-base'
+  /** The device could not rebuild the image from the patch (BAD_DATA, or the rebuilt image's SHA-256): the full image went instead. */
+  | 'patch-failed';
+
+/** How the image went (UpdateResult.delivery). */
+export interface Delivery {
+  /** `none`: nothing needed sending (the device ran this image already, or held it whole from an earlier call). */
+  method: 'patch' | 'full' | 'none';
+  /** The SHA-256 (hex) of the image the patch applies to: the one the device ran. */
+  baseSha256?: string;
+  /** Where the base image came from: the caller's `baseImage`, or the image cache. */
+  baseSource?: 'option' | 'cache';
+  /** Why the full image went (see FullReason). */
+  reason?: FullReason;
+  /** The new image's size. */
+  imageBytes: number;
+  /**
+   * Bytes of the OTA stream this call sent: deflated chunks of the image
+   * or the patch, packets sent again included; not the 4-byte offset of
+   * each packet, nor the ATT, L2CAP and link layer headers.
+   */
+  bytesOverAir: number;
+  /** With a patch, the bytes the full image would have sent instead (its whole stream). */
+  fullBytes?: number;
+}
+
+/** A patch chosen for the transfer. */
+export interface PatchPlan {
+  patch: Buffer;
+  /** The base image's SHA-256, BEGIN's base. */
+  base: Buffer;
+  source: 'option' | 'cache';
+  /** Bytes of the patch's stream, and of the full image's. */
+  patchStream: number;
+  fullStream: number;
+}
+
+export interface PlanInput {
+  image: Buffer;
+  /** The device applies patches (DELTA and DEFLATE features), and the caller allows them. */
+  deviceTakesPatch: FullReason | true;
+  /** OTA Info's running_sha256 and running_size (undefined, or zero, when not known). */
+  runningSha256: Buffer | undefined;
+  runningSize: number | undefined;
+  /** The full image goes deflated (else as it is). */
+  fullDeflated: boolean;
+  baseImage?: Buffer;
+  cache?: ImageCache;
+}
+
+/** The patch to send, or why the full image goes. */
+export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reason: FullReason }> {
+  if (input.deviceTakesPatch !== true) return { reason: input.deviceTakesPatch };
+  const running = input.runningSha256;
+  if (running === undefined || running.every((b) => b === 0)) return { reason: 'device-no-base' };
+  let base: Buffer | undefined;
+  let source: 'option' | 'cache' = 'option';
+  const given = input.baseImage;
+  if (given !== undefined && given.length === input.runningSize && sha256(given).equals(running)) {
+    base = given;
+  } else if (input.cache) {
+    base = await input.cache.get(running);
+    source = 'cache';
+  }
+  if (base === undefined) return { reason: given !== undefined ? 'base-not-running' : 'base-unknown' };
+  const patch = computePatch(base, input.image);
+  const patchStream = encodedLength(patch);
+  const fullStream = input.fullDeflated ? encodedLength(input.image) : input.image.length;
+  if (patchStream > fullStream * PATCH_SHARE) return { reason: 'patch-not-smaller' };
+  return { patch, base: running, source, patchStream, fullStream };
+}
+
+/** Whether the full image would go deflated: the device inflates, the caller allows it and a sample says it pays. */
+export function fullDeflated(image: Buffer, deviceDeflates: boolean, compress: boolean | undefined): boolean {
+  return compress !== false && deviceDeflates && worthDeflating(image);
+}
+
+/** The caller's base image, checked: a Buffer, or nothing. */
+export function checkBaseImage(base: unknown): Buffer | undefined {
+  if (base === undefined || base === null) return undefined;
+  if (!Buffer.isBuffer(base)) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `The base image must be a Buffer holding the image the device runs (the .bin of its current firmware), not ${describe(base)}. Give the file's content (File In: a single Buffer object), or leave it out: the image cache, or the full image, is used then.`,
+    );
+  }
+  return base.length === 0 ? undefined : base;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return `a string of ${value.length} characters`;
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+function sha256(data: Buffer): Buffer {
+  return createHash('sha256').update(data).digest();
+}
