@@ -6,14 +6,14 @@
  * the status node's, and an update.
  */
 import { strict as assert } from 'node:assert';
-import { formatInfo, infoView } from '../lib/cli/output';
+import { formatInfo } from '../lib/cli/output';
+import { deviceInfoView } from '../lib/device-info';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { INFO_SIZE, INFO_VERSION, InfoLayout, infoSize, OTA_INFO_UUID } from '../lib/protocol/constants';
 import { decodeInfo, DeviceInfoV2 } from '../lib/protocol/v2-codec';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
-import { firmwareInfo } from '../nodes/ble-ota-status/device-info';
 import { OWNER } from './support/owner';
 
 /** The value `current` as firmware of `version` sends it: its first fields, or more bytes after them. */
@@ -25,7 +25,7 @@ function asVersion(current: Buffer, version: number, extra = 0): Buffer {
 }
 
 /** The info_version that added each optional field of DeviceInfoV2 (a field added later may join). */
-const SINCE: Partial<Record<keyof DeviceInfoV2, number>> = { deviceId: 2, signingKeyDigest: 2, link: 3 };
+const SINCE: Partial<Record<keyof DeviceInfoV2, number>> = { deviceId: 2, signingKeyDigest: 2, link: 3, runningSize: 4, runningSha256: 4 };
 
 /**
  * An older version's decode: the current decode's value for every field it
@@ -90,6 +90,19 @@ describe('OTA Info versions', function () {
       });
     }
 
+    it('info_version 4: the running image\'s size and SHA-256, undefined when the device cannot tell (zeros)', () => {
+      const value = Buffer.from(current);
+      value.writeUInt32LE(0x2f3e0, InfoLayout.RUNNING_SIZE.offset);
+      value.fill(0xc3, InfoLayout.RUNNING_SHA256.offset, InfoLayout.RUNNING_SHA256.offset + 32);
+      const info = decodeInfo(value);
+      assert.equal(info.runningSize, 0x2f3e0);
+      assert.deepEqual(info.runningSha256, Buffer.alloc(32, 0xc3));
+      value.fill(0, InfoLayout.RUNNING_SIZE.offset, INFO_SIZE);
+      const unknown = decodeInfo(value);
+      assert.equal(unknown.runningSize, undefined);
+      assert.equal(unknown.runningSha256, undefined);
+    });
+
     it('a newer info_version, longer: the fields this client knows, the rest ignored', () => {
       for (const extra of [1, 24, 512 - INFO_SIZE]) {
         const info = decodeInfo(asVersion(Buffer.concat([current, Buffer.alloc(extra, 0x5a)]), INFO_VERSION + 1));
@@ -132,20 +145,17 @@ describe('OTA Info versions', function () {
         await connection.close();
         assert.equal(info.ota?.infoVersion, c.version);
         assert.equal(info.ota?.app.projectName, 'virtual-esp32');
-        const view = infoView(info);
-        const payload = firmwareInfo(info);
-        assert.equal(view.ota?.version, '1.0.0');
-        assert.equal(payload.version, '1.0.0');
-        assert.equal(payload.project, 'virtual-esp32');
+        // One view: info --json prints it, the status node sends it.
+        const view = deviceInfoView(info);
+        assert.equal(view.version, '1.0.0');
+        assert.equal(view.project, 'virtual-esp32');
         if (c.version >= 2) {
-          assert.match(view.ota?.deviceId ?? '', /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
-          assert.equal(payload.deviceId, view.ota?.deviceId);
+          assert.match(view.deviceId ?? '', /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
         } else {
-          assert.equal(view.ota?.deviceId, null);
-          assert.equal(payload.deviceId, null);
+          assert.equal(view.deviceId, null);
           assert.match(formatInfo(view), /device id +\(not reported\)/);
         }
-        if (c.version >= 3) assert.ok(view.ota?.link?.mtu);
+        if (c.version >= 3) assert.ok(view.link?.mtu);
         else assert.match(formatInfo(view), /link +\(not reported: firmware older than OTA Info version 3\)/);
 
         const image = buildAppImage({ size: 24 * 1024, projectName: 'virtual-esp32', version: '2.0.0', seed: 40 + c.version });

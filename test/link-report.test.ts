@@ -28,7 +28,7 @@ describe('the link in OTA Info', function () {
     // On connection the firmware asks for the largest data length and the 2M PHY, nothing of the interval yet.
     assert.deepEqual(device.linkRequests, { dataPath: { txOctets: 251, txTimeUs: 2120, phy: '2M' } });
     let info = decodeInfo(await device.read(OTA_INFO_UUID));
-    assert.equal(info.infoVersion, 3);
+    assert.ok(info.infoVersion >= 3, `info_version ${info.infoVersion}`);
     assert.deepEqual(info.link, {
       intervalMs: 7.5,
       latency: 0,
@@ -54,7 +54,7 @@ describe('the link in OTA Info', function () {
     assert.deepEqual(info.link, granted);
     // info --json and its words.
     const view = infoView({ name: 'link-raw', address: device.address, rssi: -50, mtu, protocol: 'v2', firmwareRevision: '1.0.0', ota: info, authenticated: false });
-    assert.deepEqual(view.ota?.link, granted);
+    assert.deepEqual(view.link, granted);
     assert.match(formatInfo(view), /link +interval 15 ms, latency 0, supervision timeout 5 s, PHY 2M, data length 251 octets, MTU 247/);
     await device.disconnect();
   });

@@ -9,7 +9,8 @@ import { systemBluetoothProblem } from '../lib/noble-loader';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import type { DeviceInfo } from '../lib/client/ota-client';
-import { FirmwareInfo, firmwareInfo } from '../nodes/ble-ota-status/device-info';
+import { deviceInfoView as firmwareInfo, type DeviceInfoView as FirmwareInfo } from '../lib/device-info';
+import { readFileSync } from 'node:fs';
 import { eventView, reportedStates } from '../nodes/ble-ota-status/event-view';
 import { OtaEvent, otaEvents, OtaState } from '../nodes/shared/ota-events';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -140,6 +141,25 @@ describe('ble-ota-status decoding', () => {
     assert.equal(info.runningState, 'unknown');
     assert.equal(info.pendingConfirmation, false);
     assert.equal(info.secureVersion, 2);
+  });
+
+  // msg.payload as 0.1.0's node sent it: a flow may read any of these.
+  const PAYLOAD_FIELDS = [
+    'name', 'address', 'rssi', 'mtu', 'protocol', 'firmwareRevision', 'project', 'version', 'idfVersion', 'secureVersion', 'build',
+    'chip', 'slotSize', 'maxPacket', 'window', 'runningState', 'pendingConfirmation', 'transfer', 'lastStatus', 'capabilities',
+    'deviceId', 'signingKey', 'authenticated',
+  ];
+
+  it('msg.payload keeps every field 0.1.0 sent and the help documents, for a v2 and a seed device', () => {
+    const help = readFileSync(join(__dirname, '../../nodes/ble-ota-status/locales/en-US/ble-ota-status.html'), 'utf8');
+    const section = /<h4>Device information[\s\S]*?<\/dl>/.exec(help)?.[0] ?? '';
+    // Top-level fields only: those a list item starts with.
+    const documented = [...section.matchAll(/<li><code>(\w+)<\/code>/g)].map((m) => m[1]);
+    assert.ok(documented.length >= 10, `the help's payload list: ${documented.join(', ')}`);
+    for (const info of [firmwareInfo(v2), firmwareInfo({ ...v2, protocol: 'seed', ota: undefined })]) {
+      for (const field of [...PAYLOAD_FIELDS, ...documented]) assert.ok(field in info, `${info.protocol}: ${field}`);
+    }
+    assert.deepEqual(firmwareInfo(v2).build, { date: 'd', time: 't', elfSha256: '01'.repeat(32) });
   });
 
   it('a seed device with a firmware revision reports it as its version', () => {

@@ -40,6 +40,7 @@ const FAST = [
   'v2-conformance',
   'hardware-suite',
   'adapter-queue',
+  'node-plumbing',
   'docs',
   'protocol-constants',
   'tiers',

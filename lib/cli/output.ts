@@ -4,22 +4,13 @@
  * are decoded into names here so that a script needs no protocol table.
  */
 import { PATCH_SHARE } from '../client/delivery';
-import type { DeviceInfo, FullReason, UpdateResult } from '../client/ota-client';
+import type { FullReason, UpdateResult } from '../client/ota-client';
 import type { SeenDevice } from '../client/scanner';
-import type { DeviceLink, PhyName } from '../protocol/v2-codec';
-import { formatDeviceId } from '../client/session';
+import type { DeviceInfoView } from '../device-info';
+import type { PhyName } from '../protocol/v2-codec';
 import { BleOtaError } from '../errors';
-import { chipName } from '../image/esp-chips';
 import type { EspImageSummary } from '../image/esp-image';
 import type { KeyScheme, SignatureScheme } from '../image/signature';
-import { LAST_STATUS_NONE, statusName } from '../protocol/constants';
-import {
-  chipRevisionName,
-  featureNames as knownFeatureNames,
-  runningStateName,
-  transferStateName,
-  unknownFeatureBits,
-} from '../protocol/info-names';
 
 /** One device of scan --json. */
 export interface ScanView {
@@ -35,66 +26,8 @@ export function scanView(d: SeenDevice): ScanView {
   return { name: d.name ?? null, address: d.address, rssi: d.rssi ?? null, advertisesOta: d.advertisesOta };
 }
 
-/** info --json. Fields a seed-only device cannot report are null. */
-export interface InfoView {
-  name: string | null;
-  address: string;
-  /** In dBm; null when the adapter measured none (it reported 127, not available). */
-  rssi: number | null;
-  mtu: number;
-  protocol: 'v2' | 'seed';
-  /** Device Information's firmware revision (the seed's firmware has none). */
-  firmwareRevision: string | null;
-  /** The device proved what it reports (a fleet secret was given and it has authentication). */
-  authenticated: boolean;
-  /** Protocol v2's OTA Info. */
-  ota: {
-    protocolVersion: number;
-    project: string;
-    version: string;
-    idfVersion: string;
-    secureVersion: number;
-    build: { date: string; time: string; elfSha256: string };
-    chip: { id: number; name: string; revision: string };
-    runningState: 'valid' | 'pending-verify' | 'unknown';
-    slotSize: number;
-    maxPacket: number;
-    window: number;
-    features: string[];
-    transfer: { state: string; offset: number };
-    /** Status of the last update attempt since the device booted, null when none. */
-    lastStatus: string | null;
-    /** The device's id (its factory MAC), null before info_version 2. */
-    deviceId: string | null;
-    /** Digest of the key updates must be signed with, null when the device names none. */
-    signingKey: string | null;
-    /** The link as the device sees it (info_version 3); null from older firmware. */
-    link: LinkView | null;
-  } | null;
-}
-
-/** A link in --json: what the device does not know is null. */
-export interface LinkView {
-  intervalMs: number | null;
-  latency: number | null;
-  supervisionTimeoutMs: number | null;
-  phy: { toDevice: PhyName | null; fromDevice: PhyName | null } | null;
-  dataLength: { toDevice: number | null; fromDevice: number | null } | null;
-  mtu: number | null;
-  requested: 'none' | 'transfer' | 'idle';
-}
-
-function linkView(link: DeviceLink): LinkView {
-  return {
-    intervalMs: link.intervalMs ?? null,
-    latency: link.latency ?? null,
-    supervisionTimeoutMs: link.supervisionTimeoutMs ?? null,
-    phy: link.phy ? { toDevice: link.phy.toDevice ?? null, fromDevice: link.phy.fromDevice ?? null } : null,
-    dataLength: link.dataLength ? { toDevice: link.dataLength.toDevice ?? null, fromDevice: link.dataLength.fromDevice ?? null } : null,
-    mtu: link.mtu ?? null,
-    requested: link.requested,
-  };
-}
+/** info --json: the device-info view the status node sends too (lib/device-info.ts). */
+export { deviceInfoView as infoView, type DeviceInfoView as InfoView } from '../device-info';
 
 /** A link as the result (undefined: not reported) or --json (null) has it. */
 interface LinkLike {
@@ -128,67 +61,29 @@ export function formatLink(link: LinkLike): string {
   return parts.join(', ');
 }
 
-/** Feature names, with bits a newer firmware may add shown rather than dropped. */
-export function featureNames(bits: number): string[] {
-  return [...knownFeatureNames(bits), ...unknownFeatureBits(bits)];
-}
-
-export function infoView(info: DeviceInfo): InfoView {
-  const ota = info.ota;
-  return {
-    name: info.name ?? null,
-    address: info.address,
-    rssi: info.rssi ?? null,
-    mtu: info.mtu,
-    protocol: info.protocol,
-    firmwareRevision: info.firmwareRevision ?? null,
-    authenticated: info.authenticated,
-    ota: ota
-      ? {
-          protocolVersion: ota.protocol,
-          project: ota.app.projectName,
-          version: ota.app.version,
-          idfVersion: ota.app.idfVersion,
-          secureVersion: ota.app.secureVersion,
-          build: { date: ota.app.date, time: ota.app.time, elfSha256: ota.app.elfSha256.toString('hex') },
-          chip: { id: ota.chipId, name: chipName(ota.chipId), revision: chipRevisionName(ota.chipRevision) },
-          runningState: runningStateName(ota.runningState),
-          slotSize: ota.slotSize,
-          maxPacket: ota.maxPacket,
-          window: ota.window,
-          features: featureNames(ota.features),
-          transfer: { state: transferStateName(ota.transferState), offset: ota.transferOffset },
-          lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
-          deviceId: ota.deviceId ? formatDeviceId(ota.deviceId) : null,
-          signingKey: ota.signingKeyDigest?.toString('hex') ?? null,
-          link: ota.link ? linkView(ota.link) : null,
-        }
-      : null,
-  };
-}
-
-export function formatInfo(view: InfoView): string {
+export function formatInfo(view: DeviceInfoView): string {
   const rows: Array<[string, string]> = [
     ['device', `${view.name ?? '(no name)'} (${view.address}), ${formatRssi(view.rssi)}, MTU ${view.mtu}`],
-    ['protocol', view.protocol === 'v2' ? `v2 (protocol version ${view.ota?.protocolVersion})` : 'seed (the device has no OTA Info)'],
+    ['protocol', view.protocolVersion !== null ? `v2 (protocol version ${view.protocolVersion})` : 'seed (the device has no OTA Info)'],
   ];
-  const ota = view.ota;
-  if (ota) {
+  // Present together: the device has OTA Info.
+  const { project, version, idfVersion, secureVersion, build, chip, slotSize, window, maxPacket, transfer } = view;
+  if (project !== null && version !== null && build && chip && slotSize !== null && transfer) {
     rows.push(
-      ['project', ota.project],
-      ['version', ota.version + (ota.secureVersion ? ` (secure version ${ota.secureVersion})` : '')],
-      ['ESP-IDF', ota.idfVersion],
-      ['built', `${ota.build.date} ${ota.build.time}, ELF SHA-256 ${ota.build.elfSha256.slice(0, 16)}…`],
-      ['chip', `${ota.chip.name}, revision ${ota.chip.revision}`],
-      ['running', ota.runningState === 'pending-verify' ? 'pending-verify (waits for confirmation)' : ota.runningState],
-      ['slot size', `${formatBytes(ota.slotSize)} (${ota.slotSize} bytes)`],
-      ['window', `${ota.window} bytes, packets up to ${ota.maxPacket} bytes`],
-      ['features', ota.features.join(', ') || 'none'],
-      ['transfer', ota.transfer.state === 'idle' ? 'idle' : `${ota.transfer.state} at byte ${ota.transfer.offset}`],
-      ['last status', ota.lastStatus ?? 'none since boot'],
-      ['device id', ota.deviceId ?? '(not reported)'],
-      ['signing key', ota.signingKey ? `${ota.signingKey.slice(0, 16)}… (only images signed with it are installed)` : ota.features.includes('signed') ? '(checked, not named)' : 'none: unsigned images are installed'],
-      ['link', ota.link ? formatLink(ota.link) : '(not reported: firmware older than OTA Info version 3)'],
+      ['project', project],
+      ['version', version + (secureVersion ? ` (secure version ${secureVersion})` : '')],
+      ['ESP-IDF', idfVersion ?? ''],
+      ['built', `${build.date} ${build.time}, ELF SHA-256 ${build.elfSha256.slice(0, 16)}…`],
+      ['chip', `${chip.name}, revision ${chip.revision}`],
+      ['running', view.runningState === 'pending-verify' ? 'pending-verify (waits for confirmation)' : view.runningState],
+      ['slot size', `${formatBytes(slotSize)} (${slotSize} bytes)`],
+      ['window', `${window} bytes, packets up to ${maxPacket} bytes`],
+      ['features', view.capabilities.join(', ') || 'none'],
+      ['transfer', transfer.state === 'idle' ? 'idle' : `${transfer.state} at byte ${transfer.offset}`],
+      ['last status', view.lastStatus ?? 'none since boot'],
+      ['device id', view.deviceId ?? '(not reported)'],
+      ['signing key', view.signingKey ? `${view.signingKey.slice(0, 16)}… (only images signed with it are installed)` : view.capabilities.includes('signed') ? '(checked, not named)' : 'none: unsigned images are installed'],
+      ['link', view.link ? formatLink(view.link) : '(not reported: firmware older than OTA Info version 3)'],
       ['proven', view.authenticated ? 'yes: the device proved it holds its key' : 'no: nothing proves these values came from your device'],
     );
   }

@@ -11,7 +11,8 @@ import { discoverOtaDevices } from '../../lib/client/discovery';
 import { BleOtaError } from '../../lib/errors';
 import { translator } from '../shared/i18n';
 import type { RED } from '../shared/red';
-import { DeviceNode, DeviceNodeDef, targetOf } from './device-node';
+import { targetOf } from '../../lib/client/target';
+import { DeviceNode, DeviceNodeDef } from './device-node';
 
 function seconds(value: string | number | undefined, fallback: number): number {
   const n = Number(value);

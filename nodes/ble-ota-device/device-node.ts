@@ -43,11 +43,3 @@ export interface DeviceNode extends Node {
   /** A client for this device's backend, and the target to pass it. */
   prepare(deviceOverride?: string): Promise<{ client: BleOtaClient; target: Target }>;
 }
-
-const ADDRESS = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
-
-export function targetOf(device: string): Target {
-  const value = device.trim();
-  return ADDRESS.test(value) ? { address: value } : value ? { name: value } : {};
-}
-

@@ -7,8 +7,11 @@ import { discoverOtaDevices, DiscoveredDevice } from '../../lib/client/discovery
 import { BleOtaError } from '../../lib/errors';
 import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
 import type { DeviceNode } from '../ble-ota-device/device-node';
+import { closeWhenSettled } from '../shared/close';
+import { checkConfigAtDeploy } from '../shared/deploy';
 import { translator } from '../shared/i18n';
 import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
+import { statusForError } from '../shared/status';
 
 interface ScanNodeDef extends NodeDef {
   device: string;
@@ -32,7 +35,7 @@ export = function register(RED: RED): void {
     const minRssi = def.minRssi === '' || def.minRssi === undefined ? undefined : Number(def.minRssi);
     let running: { abort: AbortController; finished: Promise<void> } | undefined;
 
-    if (!config) node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-scan.status.noDevice') });
+    checkConfigAtDeploy(node, config, t('ble-ota-scan.status.noDevice'));
 
     async function scan(msg: NodeMessage, send: (m: NodeMessage | null) => void): Promise<void> {
       if (!config) throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-scan.errors.noDevice'));
@@ -72,7 +75,7 @@ export = function register(RED: RED): void {
 
     function report(err: unknown): Error {
       const error = err instanceof Error ? err : new Error(String(err));
-      node.status({ fill: 'red', shape: 'ring', text: t('ble-ota-scan.status.failed') });
+      node.status(statusForError(t, 'ble-ota-scan.status.', error));
       return error;
     }
 
@@ -105,12 +108,7 @@ export = function register(RED: RED): void {
       const scanning = running;
       if (!scanning) return done();
       scanning.abort.abort();
-      const timer = setTimeout(done, 3000);
-      void scanning.finished.then(() => {
-        clearTimeout(timer);
-        node.status({});
-        done();
-      });
+      closeWhenSettled([scanning.finished], done, () => node.status({}));
     });
   }
 

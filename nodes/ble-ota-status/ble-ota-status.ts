@@ -10,12 +10,17 @@
  * Errors of an information request go to Catch nodes through done(err);
  * closing removes the event listener and cancels what is still running.
  */
-import { BleOtaError, BluetoothUnavailableError } from '../../lib/errors';
+import { deviceInfoView, type DeviceInfoView } from '../../lib/device-info';
+import { sameTarget } from '../../lib/client/target';
+import { BleOtaError } from '../../lib/errors';
 import type { DeviceNode } from '../ble-ota-device/device-node';
-import { translator, type Translate } from '../shared/i18n';
+import { closeWhenSettled } from '../shared/close';
+import { checkConfigAtDeploy } from '../shared/deploy';
+import { translator } from '../shared/i18n';
 import { OtaEvent, otaEvents } from '../shared/ota-events';
-import type { Node, NodeDef, NodeMessage, NodeStatus, RED } from '../shared/red';
-import { FirmwareInfo, firmwareInfo, statusForInfo } from './device-info';
+import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
+import { statusForError } from '../shared/status';
+import { statusForInfo } from './device-info';
 import { checkTemplate, eventView, render, Report, reportedStates } from './event-view';
 
 interface StatusNodeDef extends NodeDef {
@@ -35,18 +40,8 @@ interface StatusNodeDef extends NodeDef {
 
 /** Information requests that may wait for the radio at once. */
 const WAITING_LIMIT = 10;
-/** How long close waits for a cancelled request to let go of the radio. */
-const CLOSE_WAIT_MS = 3000;
 
 const S = 'ble-ota-status.';
-
-function statusForError(t: Translate, err: Error): NodeStatus {
-  if (err instanceof BluetoothUnavailableError) return { fill: 'red', shape: 'ring', text: err.reason };
-  const code = err instanceof BleOtaError ? err.code : '';
-  const key = `${S}status.codes.${code}`;
-  const known = code ? t(key) : key;
-  return { fill: 'red', shape: 'ring', text: known !== key ? known : t(S + 'status.failed') };
-}
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -62,11 +57,7 @@ export = function register(RED: RED): void {
     const closing = new AbortController();
     const running = new Set<Promise<void>>();
 
-    const problem = config?.problem();
-    if (problem) {
-      node.status({ fill: 'red', shape: 'ring', text: problem.reason });
-      node.warn(problem.message);
-    }
+    checkConfigAtDeploy(node, config, undefined); // the device node is optional: events need none
 
     // --- OTA events of upload nodes ------------------------------------------
 
@@ -108,15 +99,15 @@ export = function register(RED: RED): void {
 
     // --- information on input ------------------------------------------------
 
-    async function readInfo(device: DeviceNode, override: string | undefined): Promise<FirmwareInfo> {
+    async function readInfo(device: DeviceNode, override: string | undefined): Promise<DeviceInfoView> {
       const signal = closing.signal;
       return device.adapter.run(async () => {
         const { client, target } = await device.prepare(override);
         // The configured device id belongs to the configured device, not to one msg.device names.
-        const deviceId = override === undefined || override.toLowerCase() === device.device.toLowerCase() ? device.deviceId : undefined;
+        const deviceId = override === undefined || sameTarget(override, device.device) ? device.deviceId : undefined;
         const connection = await client.connect(target, { signal, secret: device.secret, allowUnauthenticated: device.allowUnauthenticated, deviceId });
         try {
-          return firmwareInfo(await connection.info());
+          return deviceInfoView(await connection.info());
         } catch (err) {
           if (err instanceof BleOtaError) throw err;
           throw new BleOtaError('PROTOCOL_ERROR', t(S + 'errors.unreadable', { message: messageOf(err) }), { cause: err });
@@ -148,7 +139,7 @@ export = function register(RED: RED): void {
           },
           (err: unknown) => {
             const error = err instanceof Error ? err : new Error(String(err));
-            node.status(statusForError(t, error));
+            node.status(statusForError(t, S + 'status.', error));
             done(error);
           },
         )
@@ -159,16 +150,7 @@ export = function register(RED: RED): void {
     node.on('close', (_removed, done) => {
       otaEvents.off('event', onEvent);
       closing.abort(); // requests waiting for the radio leave the line; a running one drops its link
-      let finished = false;
-      const finish = () => {
-        if (finished) return;
-        finished = true;
-        clearTimeout(timer);
-        node.status({});
-        done();
-      };
-      const timer = setTimeout(finish, CLOSE_WAIT_MS);
-      void Promise.allSettled([...running]).then(finish);
+      closeWhenSettled(running, done, () => node.status({}));
     });
   }
 

@@ -9,46 +9,24 @@
  * done(err). msg.cancel, closing or redeploying cancels, and the device
  * discards what it received.
  */
-import type { ConfirmMode, Progress, UpdateResult } from '../../lib/client/ota-client';
+import type { Progress, UpdateResult } from '../../lib/client/ota-client';
 import { createHash } from 'node:crypto';
 import { BleOtaError, CancelledError, ImageError } from '../../lib/errors';
 import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { isSampleImage } from '../../lib/image/sample-image';
 import { validateImage } from '../../lib/image/validate';
 import { parseDeviceId } from '../../lib/client/session';
+import { sameTarget, targetOf } from '../../lib/client/target';
 import type { DeviceNode } from '../ble-ota-device/device-node';
+import { closeWhenSettled } from '../shared/close';
+import { checkConfigAtDeploy } from '../shared/deploy';
 import { OtaEvent, otaEvents, OtaState } from '../shared/ota-events';
 import { translator } from '../shared/i18n';
-import type { Node, NodeDef, NodeDone, NodeMessage, NodeSend, NodeStatus, RED } from '../shared/red';
-import { ProgressThrottle, StatusFilter, statusForError, statusForProgress, statusForResult } from './status';
-
-interface UploadNodeDef extends NodeDef {
-  device: string;
-  /** Who confirms the new image: the client after the restart, or the device itself. */
-  confirm?: ConfirmMode;
-  /** Skip a device that already runs this build. */
-  skipSame?: boolean;
-  /** Install an image older than the running one. */
-  allowDowngrade?: boolean;
-  /** Refuse an image not signed with publicKey, before the radio is used. */
-  requireSignature?: boolean;
-  /** The public key (PEM) images must be signed with. Not a secret. */
-  publicKey?: string;
-}
-
-interface Job {
-  msg: NodeMessage;
-  send: NodeSend;
-  done: NodeDone;
-  image: Buffer;
-  summary: EspImageSummary | undefined;
-  target: string | undefined;
-  /** The device id the device must prove, if one is asked for. */
-  deviceId: string | undefined;
-  abort: AbortController;
-  /** The last state and percent published for this job: a repeat is not published. */
-  published?: { state: OtaState; percent: number | undefined };
-}
+import type { Node, NodeMessage, NodeStatus, RED } from '../shared/red';
+import { StatusFilter, statusForError } from '../shared/status';
+import { UploadJob as Job, UploadNodeDef, updateOptions, uploadSettings } from './job';
+import { ProgressThrottle, statusForProgress, statusForResult } from './status';
+import { UploadQueue } from './upload-queue';
 
 /** Files whose streamed parts a node remembers, to report each file once. */
 const STREAMS_REMEMBERED = 20;
@@ -74,8 +52,7 @@ export = function register(RED: RED): void {
     RED.nodes.createNode(this, def);
     const node = this;
     const config = RED.nodes.getNode(def.device) as DeviceNode | null;
-    const queue: Job[] = [];
-    let current: { job: Job; finished: Promise<void> } | undefined;
+    const settings = uploadSettings(def);
     /**
      * The highest secure_version this node installed on each device (by the
      * name or address it was asked for), where the device proved it runs it.
@@ -91,23 +68,14 @@ export = function register(RED: RED): void {
       if (shown.accept(status)) node.status(status);
     };
 
-    if (!config) {
-      setStatus({ fill: 'red', shape: 'ring', text: t('ble-ota-upload.status.noDevice') });
-    } else {
-      const problem = config.problem();
-      if (problem) {
-        setStatus({ fill: 'red', shape: 'ring', text: problem.reason });
-        node.warn(problem.message);
-      } else {
-        setStatus({});
-      }
-    }
+    if (checkConfigAtDeploy(node, config, t('ble-ota-upload.status.noDevice'), setStatus)) setStatus({});
+    const showError = (err: unknown) => setStatus(statusForError(t, 'ble-ota-upload.status.', err));
 
     function publish(job: Pick<Job, 'target' | 'summary'>, state: OtaState, extra: Partial<OtaEvent> = {}, started?: number): void {
       otaEvents.publish({
         source: { id: node.id, type: node.type, name: node.name ?? '' },
         state,
-        device: job.target ? (/^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(job.target) ? { address: job.target } : { name: job.target }) : {},
+        device: targetOf(job.target ?? ''),
         ...(job.summary ? { image: job.summary } : {}),
         timestamp: Date.now(),
         ...(started !== undefined ? { durationS: (Date.now() - started) / 1000 } : {}),
@@ -115,17 +83,21 @@ export = function register(RED: RED): void {
       });
     }
 
-    function cancelAll(reason: string): void {
-      for (const job of queue.splice(0)) {
-        publish(job, 'cancelled', { error: { code: 'CANCELLED', message: reason } });
-        job.done(new CancelledError(reason));
-      }
-      current?.job.abort.abort();
-    }
+    const queue = new UploadQueue<Job>(
+      (job) => config ? runJob(config, job) : Promise.resolve(),
+      QUEUE_LIMIT,
+      (err, job) => job.done(err instanceof Error ? err : new Error(String(err))),
+    );
+
+    /** Ends a waiting job: a cancel message, or the node closing. */
+    const dropped = (reason: string) => (job: Job) => {
+      publish(job, 'cancelled', { error: { code: 'CANCELLED', message: reason } });
+      job.done(new CancelledError(reason));
+    };
 
     node.on('input', (msg, send, done) => {
       if (msg.cancel === true) { // not "false", nor any other truthy value: a cancel ends every waiting update
-        cancelAll(t('ble-ota-upload.errors.cancelledByMsg'));
+        queue.cancelAll(dropped(t('ble-ota-upload.errors.cancelledByMsg')));
         done();
         return;
       }
@@ -140,7 +112,7 @@ export = function register(RED: RED): void {
         else if (first) remember(streamsReported, part.id, STREAMS_REMEMBERED);
         if (!first) return done(); // the same file again: reported with its first part
         const error = new ImageError('IMAGE_STREAMED', t('ble-ota-upload.errors.streamed'));
-        setStatus(statusForError(t, error));
+        showError(error);
         publish({ target: undefined, summary: undefined }, 'failed', { error: { code: error.code, message: error.message } });
         done(error);
         return;
@@ -151,7 +123,7 @@ export = function register(RED: RED): void {
       let deviceId: string | undefined;
       try {
         // The configured id belongs to the configured device, not to another one msg.device names.
-        const sameDevice = override === undefined || override.toLowerCase() === config.device.trim().toLowerCase();
+        const sameDevice = override === undefined || sameTarget(override, config.device);
         deviceId = deviceIdFor(msg, sameDevice ? config.deviceId : undefined);
         summary = imageSummary(validateImage(msg.payload)); // before anything touches the radio
         // A sample's code is filler: a real ESP32 would boot it and crash.
@@ -160,70 +132,61 @@ export = function register(RED: RED): void {
         checkSecureVersion(target, summary);
       } catch (err) {
         const error = err as BleOtaError;
-        setStatus(statusForError(t, error));
+        showError(error);
         publish({ target, summary: undefined }, 'failed', { error: { code: error.code ?? 'FAILED', message: error.message } });
         done(error);
         return;
       }
-      if (current && queue.length >= QUEUE_LIMIT) {
+      if (queue.full) {
         const error = new BleOtaError('BUSY', t('ble-ota-upload.errors.queueFull', { limit: QUEUE_LIMIT }));
         publish({ target, summary }, 'failed', { error: { code: error.code, message: error.message } });
         done(error);
         return;
       }
       const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, deviceId, abort: new AbortController() };
-      queue.push(job);
-      publish(job, 'queued');
-      if (current) setStatus({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.queued', { count: queue.length }) });
-      else void runQueue(config);
+      publish(job, 'queued'); // before the job may start: 'queued' comes first
+      if (queue.add(job) === 'queued') setStatus({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.queued', { count: queue.length }) });
     });
 
-    async function runQueue(config: DeviceNode): Promise<void> {
-      let job: Job | undefined;
-      while ((job = queue.shift())) {
-        let finish!: () => void;
-        current = { job, finished: new Promise((resolve) => (finish = resolve)) };
-        const started = Date.now();
-        try {
-          const result = await config.adapter.run(() => update(config, job!, started), job.abort.signal);
-          // A fleet secret is set and went unused: the device proved nothing (allowed by the device node's option).
-          const secretUnused = config.secret !== undefined && !result.authenticated;
-          setStatus(statusForResult(t, result, secretUnused));
-          rememberSecureVersion(job.target, result);
-          const state: OtaState = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
-          publish(job, state, { result, device: result.device, percent: 100 }, started);
-          const facts = {
-            device: result.device.name ?? result.device.address,
-            id: result.device.id ? t('ble-ota-upload.log.deviceId', { id: result.device.id }) : '',
-            project: result.image.project,
-            version: result.image.version,
-            seconds: (result.durationMs / 1000).toFixed(1),
-            protocol: result.protocol,
-            confirmed: result.confirmed ? t('ble-ota-upload.log.confirmed') : '',
-            authenticated: result.authenticated ? '' : t('ble-ota-upload.log.notAuthenticated'),
-          };
-          node.log(t(result.skipped ? 'ble-ota-upload.log.skipped' : 'ble-ota-upload.log.updated', facts));
-          job.msg.payload = result;
-          if (secretUnused) {
-            const warning = t('ble-ota-upload.warnings.secretUnused', { device: facts.device });
-            job.msg.warning = warning;
-            node.warn(warning);
-          }
-          job.send([job.msg, null]);
-          job.done();
-        } catch (err) {
-          const error = err instanceof Error ? err : new Error(String(err));
-          const code = err instanceof BleOtaError ? err.code : 'FAILED';
-          // What the device runs now, for the Catch node's flow (Node-RED copies only code and message into msg.error).
-          if (err instanceof BleOtaError && err.device) job.msg.deviceState = { ...err.device };
-          if (code === 'AUTH_REQUIRED') error.message = `${error.message} ${t('ble-ota-upload.errors.authRequiredHow')}`;
-          setStatus(statusForError(t, error));
-          publish(job, code === 'CANCELLED' ? 'cancelled' : 'failed', { error: { code, message: error.message } }, started);
-          job.done(error);
-        } finally {
-          current = undefined;
-          finish();
+    /** One update, its outcome reported: status, event, log, output or Catch. */
+    async function runJob(config: DeviceNode, job: Job): Promise<void> {
+      const started = Date.now();
+      try {
+        const result = await config.adapter.run(() => update(config, job, started), job.abort.signal);
+        // A fleet secret is set and went unused: the device proved nothing (allowed by the device node's option).
+        const secretUnused = config.secret !== undefined && !result.authenticated;
+        setStatus(statusForResult(t, result, secretUnused));
+        rememberSecureVersion(job.target, result);
+        const state: OtaState = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
+        publish(job, state, { result, device: result.device, percent: 100 }, started);
+        const facts = {
+          device: result.device.name ?? result.device.address,
+          id: result.device.id ? t('ble-ota-upload.log.deviceId', { id: result.device.id }) : '',
+          project: result.image.project,
+          version: result.image.version,
+          seconds: (result.durationMs / 1000).toFixed(1),
+          protocol: result.protocol,
+          confirmed: result.confirmed ? t('ble-ota-upload.log.confirmed') : '',
+          authenticated: result.authenticated ? '' : t('ble-ota-upload.log.notAuthenticated'),
+        };
+        node.log(t(result.skipped ? 'ble-ota-upload.log.skipped' : 'ble-ota-upload.log.updated', facts));
+        job.msg.payload = result;
+        if (secretUnused) {
+          const warning = t('ble-ota-upload.warnings.secretUnused', { device: facts.device });
+          job.msg.warning = warning;
+          node.warn(warning);
         }
+        job.send([job.msg, null]);
+        job.done();
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        const code = err instanceof BleOtaError ? err.code : 'FAILED';
+        // What the device runs now, for the Catch node's flow (Node-RED copies only code and message into msg.error).
+        if (err instanceof BleOtaError && err.device) job.msg.deviceState = { ...err.device };
+        if (code === 'AUTH_REQUIRED') error.message = `${error.message} ${t('ble-ota-upload.errors.authRequiredHow')}`;
+        showError(error);
+        publish(job, code === 'CANCELLED' ? 'cancelled' : 'failed', { error: { code, message: error.message } }, started);
+        job.done(error);
       }
     }
 
@@ -233,19 +196,8 @@ export = function register(RED: RED): void {
       const { client, target } = await config.prepare(job.target);
       // The status, the progress output and the events change together, at most every 500 ms within a phase.
       const throttle = new ProgressThrottle(500);
-      return client.update({
-        target,
-        image: job.image,
-        signal: job.abort.signal,
-        confirm: def.confirm === 'device' ? 'device' : 'client',
-        skipIfRunning: def.skipSame !== false,
-        allowDowngrade: def.allowDowngrade === true,
-        requireSignature: def.requireSignature === true,
-        publicKey: def.publicKey?.trim() || undefined,
-        secret: config.secret,
-        allowUnauthenticated: config.allowUnauthenticated,
-        deviceId: job.deviceId,
-        onProgress: (p: Progress) => {
+      return client.update(
+        updateOptions(settings, config, job, target, (p: Progress) => {
           if (!throttle.accept(p)) return;
           setStatus(statusForProgress(t, p));
           job.send([null, { topic: job.msg.topic, device: job.target, payload: { ...p } }]);
@@ -254,12 +206,18 @@ export = function register(RED: RED): void {
           if (job.published?.state === state && (state !== 'uploading' || job.published.percent === p.percent)) return;
           job.published = { state, percent: p.percent };
           publish(job, state, { percent: p.percent, ...(p.bytesPerSecond > 0 ? { bytesPerSecond: p.bytesPerSecond } : {}) }, started);
-        },
-      });
+        }),
+      );
+    }
+
+    /** One key per device however its address is written. */
+    function deviceKey(target: string): string {
+      const { address, name } = targetOf(target);
+      return address ?? name?.toLowerCase() ?? '';
     }
 
     function checkSecureVersion(target: string | undefined, image: EspImageSummary): void {
-      const installed = target ? installedSecureVersion.get(target.toLowerCase()) : undefined;
+      const installed = target ? installedSecureVersion.get(deviceKey(target)) : undefined;
       if (installed !== undefined && image.secureVersion < installed) {
         throw new ImageError('SECURE_VERSION_TOO_OLD', t('ble-ota-upload.errors.secureVersionKnown', { device: target, image: image.secureVersion, installed }));
       }
@@ -268,24 +226,13 @@ export = function register(RED: RED): void {
     /** Only what the device proved it runs: an unproven answer may have come from another device. */
     function rememberSecureVersion(target: string | undefined, result: UpdateResult): void {
       if (!target || !result.authenticated || !(result.confirmed || result.skipped)) return;
-      const key = target.toLowerCase();
+      const key = deviceKey(target);
       installedSecureVersion.set(key, Math.max(installedSecureVersion.get(key) ?? 0, result.image.secureVersion));
     }
 
     node.on('close', (_removed, done) => {
       // Waiting messages end with an error; the running update is cancelled.
-      cancelAll(t('ble-ota-upload.errors.closed'));
-      const running = current;
-      if (!running) {
-        setStatus({});
-        return done();
-      }
-      const timer = setTimeout(done, 5000);
-      void running.finished.then(() => {
-        clearTimeout(timer);
-        setStatus({});
-        done();
-      });
+      closeWhenSettled([queue.close(dropped(t('ble-ota-upload.errors.closed')))], done, () => setStatus({}));
     });
   }
 

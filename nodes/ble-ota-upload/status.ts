@@ -1,9 +1,9 @@
 /**
  * Node status for each step of an update: yellow ring while connecting,
- * blue dot while busy, green dot when done, red ring on failure.
+ * blue dot while busy, green dot when done (a failure's red ring is
+ * shared/status.ts's statusForError, with this node's texts).
  */
 import type { Progress, UpdateResult } from '../../lib/client/ota-client';
-import { BleOtaError, BluetoothUnavailableError } from '../../lib/errors';
 import type { Translate } from '../shared/i18n';
 import type { NodeStatus } from '../shared/red';
 
@@ -33,26 +33,6 @@ export function statusForResult(t: Translate, result: UpdateResult, secretUnused
   const key = result.skipped ? 'skipped' : result.confirmed ? 'confirmed' : 'updated';
   if (secretUnused) return { fill: 'yellow', shape: result.skipped ? 'ring' : 'dot', text: t(S + 'notAuthenticated', { status: t(S + key, { version }) }) };
   return { fill: 'green', shape: result.skipped ? 'ring' : 'dot', text: t(S + key, { version }) };
-}
-
-/** Passes a status unless it is the one shown already. */
-export class StatusFilter {
-  private last: string | undefined;
-
-  accept(status: NodeStatus): boolean {
-    const key = JSON.stringify([status.fill, status.shape, status.text]);
-    if (key === this.last) return false;
-    this.last = key;
-    return true;
-  }
-}
-
-export function statusForError(t: Translate, err: Error): NodeStatus {
-  if (err instanceof BluetoothUnavailableError) return { fill: 'red', shape: 'ring', text: err.reason };
-  const code = err instanceof BleOtaError ? err.code : '';
-  const known = t(`${S}codes.${code}`);
-  const text = code && known !== `${S}codes.${code}` ? known : t(S + (code.startsWith('IMAGE_') ? 'invalidImage' : 'failed'));
-  return { fill: 'red', shape: 'ring', text };
 }
 
 /**

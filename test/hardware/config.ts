@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { delimiter } from 'node:path';
-import { targetOf } from '../../lib/cli/args';
+import { targetOf } from '../../lib/client/target';
 import { parseSecret } from '../../lib/client/session';
 import type { Target } from '../../lib/client/scanner';
 import { validateImage } from '../../lib/image/validate';

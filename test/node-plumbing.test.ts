@@ -1,0 +1,221 @@
+/**
+ * The plumbing the nodes share, without Node-RED or a radio: which device
+ * a device field names, the upload node's queue, the status an error
+ * shows, close's one timeout, and what a node says at deploy.
+ */
+import { strict as assert } from 'node:assert';
+import { mock } from 'node:test';
+import { isAddress, sameTarget, targetOf } from '../lib/client/target';
+import { BleOtaError, BluetoothUnavailableError, ImageError } from '../lib/errors';
+import type { DeviceNode } from '../nodes/ble-ota-device/device-node';
+import { UploadQueue } from '../nodes/ble-ota-upload/upload-queue';
+import { CLOSE_TIMEOUT_MS, closeWhenSettled } from '../nodes/shared/close';
+import { checkConfigAtDeploy } from '../nodes/shared/deploy';
+import type { Node, NodeStatus } from '../nodes/shared/red';
+import { statusForError } from '../nodes/shared/status';
+
+describe('targetOf: a device field, --device or msg.device', () => {
+  it('an address, written with colons or dashes in either case, is one address in noble’s form', () => {
+    for (const text of ['AA:BB:CC:DD:EE:0F', 'aa-bb-cc-dd-ee-0f', '  Aa:bB-cC:Dd-eE:0f ']) {
+      assert.deepEqual(targetOf(text), { address: 'aa:bb:cc:dd:ee:0f' }, text);
+      assert.ok(isAddress(text), text);
+    }
+  });
+
+  it('anything else is an advertised name, trimmed, its case kept; nothing is the first OTA device', () => {
+    assert.deepEqual(targetOf(' My-ESP32 '), { name: 'My-ESP32' });
+    // Near misses are names: five pairs, seven pairs, a non-hex digit, dots.
+    for (const text of ['aa:bb:cc:dd:ee', 'aa:bb:cc:dd:ee:ff:00', 'aa:bb:cc:dd:ee:fg', 'aa.bb.cc.dd.ee.ff']) {
+      assert.deepEqual(targetOf(text), { name: text }, text);
+      assert.equal(isAddress(text), false, text);
+    }
+    assert.deepEqual(targetOf(''), {});
+    assert.deepEqual(targetOf('   '), {});
+  });
+
+  it('sameTarget: one address however written; names exactly', () => {
+    assert.ok(sameTarget('AA-BB-CC-DD-EE-FF', 'aa:bb:cc:dd:ee:ff '));
+    assert.ok(sameTarget('esp32', ' esp32'));
+    assert.ok(!sameTarget('ESP32', 'esp32'));
+    assert.ok(!sameTarget('aa:bb:cc:dd:ee:ff', 'aa:bb:cc:dd:ee:fe'));
+  });
+});
+
+/** A fake job: it ends when the test says, or when aborted. */
+class FakeJob {
+  readonly abort = new AbortController();
+  private end!: () => void;
+  readonly ended = new Promise<void>((resolve) => (this.end = resolve));
+  constructor(readonly id: number) {
+    this.abort.signal.addEventListener('abort', () => this.end());
+  }
+  finish(): void {
+    this.end();
+  }
+}
+
+/** Lets every promise reaction that is due run (no timers, no I/O are involved). */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('UploadQueue', () => {
+  function queue(limit: number, log: string[]) {
+    return new UploadQueue<FakeJob>(async (job) => {
+      log.push(`start ${job.id}`);
+      await job.ended;
+      log.push(`${job.abort.signal.aborted ? 'aborted' : 'end'} ${job.id}`);
+    }, limit);
+  }
+
+  it('runs one job at a time, in order, with at most `limit` waiting; a full queue takes nothing', async () => {
+    const log: string[] = [];
+    const q = queue(2, log);
+    const jobs = [1, 2, 3, 4].map((id) => new FakeJob(id));
+    assert.equal(q.add(jobs[0]), 'started');
+    assert.equal(q.current, jobs[0]);
+    assert.equal(q.add(jobs[1]), 'queued');
+    assert.equal(q.add(jobs[2]), 'queued');
+    assert.equal(q.length, 2);
+    assert.ok(q.full);
+    assert.equal(q.add(jobs[3]), 'full');
+    assert.equal(q.length, 2, 'the refused job took no place');
+    for (const job of jobs.slice(0, 3)) {
+      assert.equal(q.current, job);
+      job.finish();
+      await settle();
+    }
+    assert.deepEqual(log, ['start 1', 'end 1', 'start 2', 'end 2', 'start 3', 'end 3']);
+    assert.equal(q.current, undefined);
+    assert.equal(q.full, false);
+  });
+
+  it('cancelAll drops the waiting jobs, oldest first, and aborts the running one; the queue goes on', async () => {
+    const log: string[] = [];
+    const q = queue(5, log);
+    for (const id of [1, 2, 3]) q.add(new FakeJob(id));
+    const dropped: number[] = [];
+    q.cancelAll((job) => dropped.push(job.id));
+    assert.deepEqual(dropped, [2, 3]);
+    assert.equal(q.length, 0);
+    await settle();
+    assert.deepEqual(log, ['start 1', 'aborted 1']);
+    const next = new FakeJob(4);
+    assert.equal(q.add(next), 'started');
+    next.finish();
+    await settle();
+    assert.deepEqual(log, ['start 1', 'aborted 1', 'start 4', 'end 4']);
+  });
+
+  it('close drops the waiting, aborts the running and resolves once it has ended; at once when none runs', async () => {
+    const log: string[] = [];
+    const q = queue(1, log);
+    await q.close(() => assert.fail('nothing waits'));
+    const job = new FakeJob(1);
+    q.add(job);
+    q.add(new FakeJob(2));
+    const dropped: number[] = [];
+    const closed = q.close((j) => dropped.push(j.id));
+    assert.deepEqual(dropped, [2]);
+    assert.equal(q.current, job, 'running until it lets go');
+    await closed;
+    assert.equal(q.current, undefined);
+    assert.deepEqual(log, ['start 1', 'aborted 1']);
+  });
+
+  it('a job whose run throws is passed on, and the line goes on', async () => {
+    const failures: number[] = [];
+    const ran: number[] = [];
+    const q = new UploadQueue<FakeJob>(
+      async (job) => {
+        ran.push(job.id);
+        if (job.id === 1) throw new Error('a bug in run');
+      },
+      3,
+      (_err, job) => failures.push(job.id),
+    );
+    q.add(new FakeJob(1));
+    q.add(new FakeJob(2));
+    await settle();
+    assert.deepEqual(failures, [1]);
+    assert.deepEqual(ran, [1, 2]);
+    assert.equal(q.current, undefined);
+  });
+});
+
+describe('shared status for an error', () => {
+  // A catalogue as RED._ would serve it: the key itself where there is no text.
+  const texts: Record<string, string> = {
+    'n.status.failed': 'failed',
+    'n.status.invalidImage': 'invalid image',
+    'n.status.codes.DEVICE_NOT_FOUND': 'device not found',
+  };
+  const t = (key: string) => texts[key] ?? key;
+
+  it("the node's text for the code, else 'invalid image' for an image error, else 'failed'; a red ring", () => {
+    assert.deepEqual(statusForError(t, 'n.status.', new BleOtaError('DEVICE_NOT_FOUND', 'x')), { fill: 'red', shape: 'ring', text: 'device not found' });
+    assert.equal(statusForError(t, 'n.status.', new ImageError('IMAGE_STREAMED', 'x')).text, 'invalid image');
+    assert.equal(statusForError(t, 'n.status.', new BleOtaError('GATT_TIMEOUT', 'x')).text, 'failed');
+    assert.equal(statusForError(t, 'n.status.', new Error('plain')).text, 'failed');
+    assert.equal(statusForError(t, 'n.status.', 'not even an Error').text, 'failed');
+  });
+
+  it('a node without an image text says failed for an image error; a radio problem shows its reason', () => {
+    const scanT = (key: string) => (key === 's.status.failed' ? 'scan failed' : key);
+    assert.equal(statusForError(scanT, 's.status.', new ImageError('IMAGE_STREAMED', 'x')).text, 'scan failed');
+    assert.equal(statusForError(scanT, 's.status.', new BluetoothUnavailableError('Bluetooth off', 'the adapter is off')).text, 'Bluetooth off');
+  });
+});
+
+describe('closing a node', () => {
+  afterEach(() => mock.timers.reset());
+
+  it('finishes once the work has settled, cleanup first, exactly once', async () => {
+    const calls: string[] = [];
+    let release!: () => void;
+    const work = new Promise<void>((resolve) => (release = resolve));
+    closeWhenSettled([work, Promise.reject(new Error('a failed one counts as settled'))], () => calls.push('done'), () => calls.push('cleanup'));
+    await Promise.resolve();
+    assert.deepEqual(calls, []);
+    release();
+    await work;
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(calls, ['cleanup', 'done']);
+  });
+
+  it(`finishes after ${CLOSE_TIMEOUT_MS} ms when the work never lets go`, async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const calls: string[] = [];
+    closeWhenSettled([new Promise(() => undefined)], () => calls.push('done'), () => calls.push('cleanup'));
+    mock.timers.tick(CLOSE_TIMEOUT_MS - 1);
+    assert.deepEqual(calls, []);
+    mock.timers.tick(1);
+    assert.deepEqual(calls, ['cleanup', 'done']);
+  });
+});
+
+describe('the config problem at deploy', () => {
+  function fakeNode() {
+    const seen: { status: NodeStatus[]; warnings: string[] } = { status: [], warnings: [] };
+    const node = { status: (s: NodeStatus) => seen.status.push(s), warn: (m: string) => seen.warnings.push(m) } as unknown as Node;
+    return { node, seen };
+  }
+  const device = (problem?: BluetoothUnavailableError) => ({ problem: () => problem }) as unknown as DeviceNode;
+
+  it('no device node: the red ring with the node’s text, unless the device node is optional', () => {
+    const { node, seen } = fakeNode();
+    assert.equal(checkConfigAtDeploy(node, null, 'no device configured'), false);
+    assert.deepEqual(seen.status, [{ fill: 'red', shape: 'ring', text: 'no device configured' }]);
+    const optional = fakeNode();
+    assert.equal(checkConfigAtDeploy(optional.node, null, undefined), true);
+    assert.deepEqual(optional.seen.status, []);
+  });
+
+  it('a radio that cannot be used: its reason in the status, its message as a warning; else nothing', () => {
+    const { node, seen } = fakeNode();
+    assert.equal(checkConfigAtDeploy(node, device(new BluetoothUnavailableError('no adapter', 'no Bluetooth adapter was found')), 'x'), false);
+    assert.deepEqual(seen.status, [{ fill: 'red', shape: 'ring', text: 'no adapter' }]);
+    assert.deepEqual(seen.warnings, [new BluetoothUnavailableError('no adapter', 'no Bluetooth adapter was found').message]);
+    const fine = fakeNode();
+    assert.equal(checkConfigAtDeploy(fine.node, device(), 'x'), true);
+    assert.deepEqual(fine.seen, { status: [], warnings: [] });
+  });
+});
