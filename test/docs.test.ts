@@ -13,11 +13,13 @@ import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import {
   AUTH_MAC_LEN,
+  BEGIN_PATCH_SIZE,
   BEGIN_SIZE,
   DEFLATE_CHUNK,
   INFO_SIZE,
   INFO_SIZE_V1,
   INFO_SIZE_V2,
+  INFO_SIZE_V3,
   InfoLayout,
   InfoReserved,
   MAX_PACKET,
@@ -254,8 +256,9 @@ describe('docs', () => {
   describe('figures the code defines', () => {
     it('OTA Info: its size in every doc that states it, and the field each row of PROTOCOL.md’s table names', () => {
       const numbers = (m: RegExpMatchArray) => m.slice(1).map(Number);
-      for (const m of stated('docs/PROTOCOL.md', /\(2: the first (\d+) bytes only; 1: the first (\d+)\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V2, INFO_SIZE_V1]);
-      for (const m of stated('docs/PROTOCOL.md', /Bytes (\d+) to (\d+) \(info_version 3\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V2, INFO_SIZE - 1]);
+      for (const m of stated('docs/PROTOCOL.md', /\(3: the first (\d+) bytes only; 2: the first (\d+) bytes only; 1: the first (\d+)\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V3, INFO_SIZE_V2, INFO_SIZE_V1]);
+      for (const m of stated('docs/PROTOCOL.md', /Bytes (\d+) to (\d+) \(info_version 3\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V2, INFO_SIZE_V3 - 1]);
+      for (const m of stated('docs/PROTOCOL.md', /Bytes (\d+) to (\d+) \(info_version 4\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V3, INFO_SIZE - 1]);
       for (const m of stated('docs/PROTOCOL.md', /info_version 2 reads the first (\d+) bytes/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V2]);
       for (const m of stated('docs/VIRTUAL_ESP32.md', /OTA Info \(`read`\) returns its whole (\d+)-byte value/g)) assert.deepEqual(numbers(m), [INFO_SIZE]);
       for (const m of stated('firmware/README.md', /OTA Info `[0-9a-f-]+` \(read\):[^;]*;\s*(\d+) bytes/g)) assert.deepEqual(numbers(m), [INFO_SIZE]);
@@ -290,6 +293,9 @@ describe('docs', () => {
       for (const m of stated('docs/PROTOCOL.md', /`flags` u16 \((\d+) bytes in all\)/g)) assert.equal(Number(m[1]), BEGIN_SIZE);
       for (const m of stated('docs/PROTOCOL.md', /BEGIN is then (\d+) bytes, the others (\d+)/g)) {
         assert.deepEqual([Number(m[1]), Number(m[2])], [BEGIN_SIZE + AUTH_MAC_LEN, 1 + AUTH_MAC_LEN]);
+      }
+      for (const m of stated('docs/PROTOCOL.md', /`base_sha256` \(32 bytes[^)]*\): (\d+) bytes in all, (\d+) with a MAC/g)) {
+        assert.deepEqual([Number(m[1]), Number(m[2])], [BEGIN_PATCH_SIZE, BEGIN_PATCH_SIZE + AUTH_MAC_LEN]);
       }
       for (const m of stated('docs/PROTOCOL.md', /chunks of (\d+) bytes/g)) assert.equal(Number(m[1]), DEFLATE_CHUNK);
     });

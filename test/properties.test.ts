@@ -8,7 +8,7 @@ import { ImageError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { parseEspImage } from '../lib/image/esp-image';
 import { validateImage } from '../lib/image/validate';
-import { ANSWER, BEGIN_SIZE, Command, Event, INFO_SIZE, INFO_SIZE_V1, INFO_SIZE_V2, STREAM_HEADER } from '../lib/protocol/constants';
+import { ANSWER, BEGIN_PATCH_SIZE, BEGIN_SIZE, BeginFlag, Command, Event, INFO_SIZE, INFO_SIZE_V1, INFO_SIZE_V2, INFO_SIZE_V3, STREAM_HEADER } from '../lib/protocol/constants';
 import { decodeBeginAnswer, decodeInfo, decodeNotification, encodeBegin, encodeCommand, encodeStreamPacket } from '../lib/protocol/v2-codec';
 
 /** Runs parse and validate; anything thrown must be an ImageError with a code and a message. */
@@ -88,8 +88,11 @@ describe('properties: the protocol v2 codec', () => {
     const req = fc.record({ size: u32, sha256: fc.uint8Array({ minLength: 32, maxLength: 32 }), chipId: fc.nat({ max: 0xffff }), flags: fc.nat({ max: 0xffff }) });
     fc.assert(
       fc.property(req, (r) => {
-        const b = encodeBegin({ ...r, sha256: Buffer.from(r.sha256) });
-        assert.equal(b.length, BEGIN_SIZE);
+        // With PATCH, the base image's SHA-256 follows flags.
+        const base = r.flags & BeginFlag.PATCH ? Buffer.from(r.sha256).reverse() : undefined;
+        const b = encodeBegin({ ...r, sha256: Buffer.from(r.sha256), base });
+        assert.equal(b.length, base ? BEGIN_PATCH_SIZE : BEGIN_SIZE);
+        if (base) assert.ok(b.subarray(BEGIN_SIZE).equals(base));
         assert.equal(b[0], Command.BEGIN);
         assert.equal(b.readUInt32LE(1), r.size);
         assert.ok(b.subarray(5, 37).equals(Buffer.from(r.sha256)));
@@ -160,8 +163,9 @@ describe('properties: the protocol v2 codec', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 320 }), (bytes) => {
         const value = Buffer.from(bytes);
-        // info_version 1 is 220 bytes, version 2 260; from version 3 on, at least 276.
-        const needed = value.length === 0 || value[0] < 2 ? INFO_SIZE_V1 : value[0] === 2 ? INFO_SIZE_V2 : INFO_SIZE;
+        // info_version 1 is 220 bytes, version 2 260, version 3 276; from version 4 on, at least 312.
+        const version = value.length === 0 ? 0 : value[0];
+        const needed = version < 2 ? INFO_SIZE_V1 : version === 2 ? INFO_SIZE_V2 : version === 3 ? INFO_SIZE_V3 : INFO_SIZE;
         if (value.length >= needed) {
           const info = decodeInfo(value);
           assert.equal(info.transferOffset, value.readUInt32LE(20));

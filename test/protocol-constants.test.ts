@@ -18,6 +18,7 @@ import {
   AUTH_MAC_LEN,
   AUTH_NONCE_LEN,
   AUTH_TIMEOUT_MS,
+  BEGIN_PATCH_SIZE,
   BEGIN_SIZE,
   BeginFlag,
   Command,
@@ -65,6 +66,7 @@ import {
   TransferState,
   UpdateSlot,
 } from '../lib/protocol/constants';
+import { encodeBegin } from '../lib/protocol/v2-codec';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 
 const include = join(__dirname, '../../firmware/components/ble_ota_core/include');
@@ -137,6 +139,7 @@ const singles: Record<string, number | string> = {
   BLE_OTA_ANSWER: ANSWER,
   BLE_OTA_OPCODE_MAX: OPCODE_MAX,
   BLE_OTA_BEGIN_SIZE: BEGIN_SIZE,
+  BLE_OTA_BEGIN_PATCH_SIZE: BEGIN_PATCH_SIZE,
   BLE_OTA_DEFLATE_CHUNK: DEFLATE_CHUNK,
   BLE_OTA_STREAM_HEADER: STREAM_HEADER,
   BLE_OTA_AUTH_KEY_LEN: AUTH_KEY_LEN,
@@ -214,6 +217,20 @@ describe('protocol constants: C header and TypeScript agree', () => {
       assert.deepEqual(inHeader.sort(), Object.keys(values).sort());
     });
   }
+
+  it('BEGIN with PATCH: the base SHA-256 follows flags, 32 bytes more, and goes with the flag only', () => {
+    assert.equal(defines.get('BLE_OTA_BEGIN_PATCH_SIZE')?.text, '(BLE_OTA_BEGIN_SIZE + 32)');
+    const sha256 = Buffer.alloc(32, 0x11);
+    const base = Buffer.alloc(32, 0x22);
+    const flags = BeginFlag.DEFLATE | BeginFlag.PATCH;
+    const begin = encodeBegin({ size: 0x12345, sha256, chipId: 5, flags, base });
+    assert.equal(begin.length, BEGIN_PATCH_SIZE);
+    assert.deepEqual(begin.subarray(0, BEGIN_SIZE), encodeBegin({ size: 0x12345, sha256, chipId: 5, flags: flags & ~BeginFlag.PATCH }).fill(flags, 39, 40));
+    assert.ok(begin.subarray(BEGIN_SIZE).equals(base));
+    assert.throws(() => encodeBegin({ size: 1, sha256, chipId: 5, flags }), /PATCH flag needs the base image's SHA-256/);
+    assert.throws(() => encodeBegin({ size: 1, sha256, chipId: 5, flags: BeginFlag.DEFLATE, base }), /only with the PATCH flag/);
+    assert.throws(() => encodeBegin({ size: 1, sha256, chipId: 5, flags, base: base.subarray(1) }), /32-byte SHA-256, not 31 bytes/);
+  });
 
   it('the HELLO size is written as the opcode and a nonce', () => {
     assert.equal(defines.get('BLE_OTA_HELLO_SIZE')?.text, '(1 + BLE_OTA_AUTH_NONCE_LEN)');

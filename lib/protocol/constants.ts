@@ -56,7 +56,7 @@ export const OTA_COMMAND_UUID = 'c771fa02-c1a5-46d6-8529-795dac415ff6';
 export const OTA_STREAM_UUID = 'c771fa03-c1a5-46d6-8529-795dac415ff6';
 
 export const PROTOCOL_VERSION = 2;
-export const INFO_VERSION = 3;
+export const INFO_VERSION = 4;
 
 /** How an OTA Info field is stored: a little-endian integer, bytes, or NUL-padded UTF-8 text. */
 export type InfoFieldType = 'u8' | 'u16' | 'u32' | 'bytes' | 'text';
@@ -112,6 +112,9 @@ export const InfoLayout = {
   ATT_MTU: { offset: 272, size: 2, type: 'u16', since: 3 },
   LINK_REQUEST: { offset: 274, size: 1, type: 'u8', since: 3 },
   // 275, 1 byte: reserved
+  // The image in the running slot as a file holds it (0 and zeros: not known), the base a patch applies to.
+  RUNNING_SIZE: { offset: 276, size: 4, type: 'u32', since: 4 },
+  RUNNING_SHA256: { offset: 280, size: 32, type: 'bytes', since: 4 },
 } as const satisfies Record<string, InfoField>;
 
 export type InfoFieldName = keyof typeof InfoLayout;
@@ -133,6 +136,8 @@ export function infoSize(version: number): number {
 
 /** OTA Info of this client's info_version. */
 export const INFO_SIZE = infoSize(INFO_VERSION);
+/** OTA Info of info_version 3 (before the running image's size and SHA-256). */
+export const INFO_SIZE_V3 = infoSize(3);
 /** OTA Info of info_version 2 (before the link fields). */
 export const INFO_SIZE_V2 = infoSize(2);
 /** OTA Info of info_version 1 (before the device id and the signing key). */
@@ -155,6 +160,8 @@ export const Feature = {
   DEFLATE: 0x0008,
   AUTH: 0x0010,
   SIGNED: 0x0020,
+  /** The device applies delta patches (docs/DELTA.md): BEGIN may carry BeginFlag.PATCH. */
+  DELTA: 0x0040,
 } as const;
 
 export const RunningState = { VALID: 0, PENDING_VERIFY: 1, UNKNOWN: 2 } as const;
@@ -176,7 +183,10 @@ export const ANSWER = 0x80;
 /** Highest request opcode: answers (0x80-0xBF) never read as events; a write above it fails with ATT BAD_VALUE. */
 export const OPCODE_MAX = 0x3f;
 export const BEGIN_SIZE = 41;
-export const BeginFlag = { CLIENT_CONFIRM: 0x0001, DEFLATE: 0x0002 } as const;
+/** BEGIN with BeginFlag.PATCH: the same fields, then the SHA-256 of the image the patch applies to. */
+export const BEGIN_PATCH_SIZE = BEGIN_SIZE + 32;
+/** PATCH: the stream is a delta patch (docs/DELTA.md), deflated; only with DEFLATE, on a device with Feature.DELTA. */
+export const BeginFlag = { CLIENT_CONFIRM: 0x0001, DEFLATE: 0x0002, PATCH: 0x0004 } as const;
 /** With DEFLATE: the image goes in chunks of this many bytes (the last one shorter). */
 export const DEFLATE_CHUNK = 4096;
 
@@ -232,6 +242,8 @@ export const Status = {
   NOT_PROVISIONED: 0x12,
   BAD_SIGNATURE: 0x13,
   OLD_SECURE_VERSION: 0x14,
+  /** BEGIN with PATCH: the patch's base is not the image the device runs (nothing changed on the device). */
+  WRONG_BASE: 0x15,
 } as const;
 
 export type StatusName = keyof typeof Status;

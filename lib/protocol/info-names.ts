@@ -6,7 +6,7 @@ import { Feature, RunningState, TransferState } from './constants';
 
 export type RunningStateName = 'valid' | 'pending-verify' | 'unknown';
 export type TransferStateName = 'idle' | 'receiving' | 'suspended' | 'complete' | 'unknown';
-export type FeatureName = 'resume' | 'clientConfirm' | 'seed' | 'deflate' | 'auth' | 'signed';
+export type FeatureName = 'resume' | 'clientConfirm' | 'seed' | 'deflate' | 'auth' | 'signed' | 'delta';
 
 const FEATURES: Array<[number, FeatureName]> = [
   [Feature.RESUME, 'resume'],
@@ -15,6 +15,7 @@ const FEATURES: Array<[number, FeatureName]> = [
   [Feature.DEFLATE, 'deflate'],
   [Feature.AUTH, 'auth'],
   [Feature.SIGNED, 'signed'],
+  [Feature.DELTA, 'delta'],
 ];
 
 const RUNNING: Record<number, RunningStateName> = {

@@ -4,7 +4,9 @@
  */
 import {
   ANSWER,
+  BEGIN_PATCH_SIZE,
   BEGIN_SIZE,
+  BeginFlag,
   Command,
   Event,
   INFO_SIZE_V1,
@@ -61,6 +63,13 @@ export interface DeviceInfoV2 {
   signingKeyDigest?: Buffer;
   /** info_version 3: the link as the device sees it; undefined before. */
   link?: DeviceLink;
+  /**
+   * info_version 4: the size and SHA-256 of the image in the running slot,
+   * as a file holds it (the image a delta patch must be made from);
+   * undefined before, and when the device cannot tell.
+   */
+  runningSize?: number;
+  runningSha256?: Buffer;
 }
 
 export type PhyName = '1M' | '2M' | 'Coded';
@@ -195,24 +204,38 @@ export function decodeInfo(value: Buffer): DeviceInfoV2 {
   }
   // The link fields arrived together: a value has all of them or none.
   if (has('CONN_INTERVAL')) info.link = decodeLink(r);
+  // Both zero when the device cannot tell (no running image found, a malformed one).
+  if (has('RUNNING_SIZE') && r.num('RUNNING_SIZE') !== 0) {
+    info.runningSize = r.num('RUNNING_SIZE');
+    info.runningSha256 = r.bytes('RUNNING_SHA256');
+  }
   return info;
 }
 
 export interface BeginRequest {
+  /** Bytes of the image (with PATCH: of the image the patch rebuilds). */
   size: number;
   sha256: Buffer;
   chipId: number;
   flags: number;
+  /** With BeginFlag.PATCH, and only then: the SHA-256 of the image the patch applies to. */
+  base?: Buffer;
 }
 
 export function encodeBegin(req: BeginRequest): Buffer {
   if (req.sha256.length !== 32) throw new RangeError('sha256 must be 32 bytes');
-  const buf = Buffer.alloc(BEGIN_SIZE);
+  const patch = (req.flags & BeginFlag.PATCH) !== 0;
+  if (patch !== (req.base !== undefined)) {
+    throw new RangeError(patch ? 'BEGIN with the PATCH flag needs the base image\'s SHA-256' : 'a base SHA-256 goes only with the PATCH flag');
+  }
+  if (req.base !== undefined && req.base.length !== 32) throw new RangeError(`base must be a 32-byte SHA-256, not ${req.base.length} bytes`);
+  const buf = Buffer.alloc(patch ? BEGIN_PATCH_SIZE : BEGIN_SIZE);
   buf[0] = Command.BEGIN;
   buf.writeUInt32LE(req.size, 1);
   req.sha256.copy(buf, 5);
   buf.writeUInt16LE(req.chipId, 37);
   buf.writeUInt16LE(req.flags, 39);
+  req.base?.copy(buf, BEGIN_SIZE);
   return buf;
 }
 
@@ -253,7 +276,7 @@ export interface BeginAnswer {
   offset: number;
   window: number;
   maxPacket: number;
-  /** DEFLATE: the image offset of the chunk that starts at `offset`. */
+  /** DEFLATE: the image offset of the chunk that starts at `offset` (with PATCH: its patch offset). */
   imageOffset?: number;
 }
 

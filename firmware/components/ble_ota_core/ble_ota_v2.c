@@ -777,7 +777,8 @@ _Static_assert(sizeof(((ble_ota_device_info_t *)0)->device_id) == BLE_OTA_INFO_L
 _Static_assert(sizeof(((ble_ota_device_info_t *)0)->signing_key_digest) == BLE_OTA_INFO_LEN_SIGNING_KEY,
                "signing_key_digest fills its OTA Info field");
 _Static_assert(BLE_OTA_SHA256_LEN == BLE_OTA_INFO_LEN_TRANSFER_SHA256, "the transfer's SHA-256 fills its field");
-_Static_assert(BLE_OTA_INFO_OFF_LINK_REQUEST + 2 == BLE_OTA_INFO_SIZE, "OTA Info ends after link_request's reserved byte");
+_Static_assert(BLE_OTA_INFO_OFF_RUNNING_SHA256 + BLE_OTA_INFO_LEN_RUNNING_SHA256 == BLE_OTA_INFO_SIZE,
+               "OTA Info ends after running_sha256");
 _Static_assert(BLE_OTA_INFO_SIZE <= 512, "OTA Info fits one attribute value");
 
 size_t

@@ -65,8 +65,8 @@
 #define BLE_OTA_STREAM_UUID  "c771fa03-c1a5-46d6-8529-795dac415ff6" /* write without response, write */
 
 #define BLE_OTA_PROTOCOL_VERSION 2
-#define BLE_OTA_INFO_VERSION     3
-#define BLE_OTA_INFO_SIZE        276 /* info_version 3's; 1 and 2: BLE_OTA_INFO_SIZE_V1, _V2 */
+#define BLE_OTA_INFO_VERSION     4
+#define BLE_OTA_INFO_SIZE        312 /* info_version 4's; 1 to 3: BLE_OTA_INFO_SIZE_V1, _V2, _V3 */
 
 /*
  * OTA Info's layout (docs/PROTOCOL.md, OTA Info): each field's offset, and
@@ -128,6 +128,12 @@
 #define BLE_OTA_INFO_OFF_RX_OCTETS           270 /* u16: central to device */
 #define BLE_OTA_INFO_OFF_ATT_MTU             272 /* u16 */
 #define BLE_OTA_INFO_OFF_LINK_REQUEST        274 /* u8: ble_ota_link_profile_t last asked for; 1 reserved byte follows */
+#define BLE_OTA_INFO_SIZE_V3                 276
+/* info_version 4: the image in the running slot as a file holds it (the
+ * base of a delta patch), found at start; 0 and zeros: not known. */
+#define BLE_OTA_INFO_OFF_RUNNING_SIZE        276 /* u32 */
+#define BLE_OTA_INFO_OFF_RUNNING_SHA256      280
+#define BLE_OTA_INFO_LEN_RUNNING_SHA256      32
 
 /* OTA Info features. */
 #define BLE_OTA_FEATURE_RESUME         0x0001
@@ -136,6 +142,7 @@
 #define BLE_OTA_FEATURE_DEFLATE        0x0008 /* the stream may carry deflated 4 KB chunks */
 #define BLE_OTA_FEATURE_AUTH           0x0010 /* requests need a MAC of an authenticated session (HELLO first) */
 #define BLE_OTA_FEATURE_SIGNED         0x0020 /* images must be signed with the key OTA Info names */
+#define BLE_OTA_FEATURE_DELTA          0x0040 /* BEGIN may carry a delta patch (BEGIN_FLAG_PATCH) */
 
 /* OTA Info running_state. */
 #define BLE_OTA_RUNNING_VALID          0
@@ -174,6 +181,11 @@
 #define BLE_OTA_BEGIN_SIZE        41 /* opcode, size u32, sha256[32], chip_id u16, flags u16 */
 #define BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM 0x0001
 #define BLE_OTA_BEGIN_FLAG_DEFLATE        0x0002 /* the stream is the image in deflated chunks */
+/* The stream is a delta patch (docs/DELTA.md) that rebuilds the image from
+ * the running one; only with DEFLATE, on a device with FEATURE_DELTA. BEGIN
+ * then carries base_sha256[32] after flags: the running image it applies to. */
+#define BLE_OTA_BEGIN_FLAG_PATCH          0x0004
+#define BLE_OTA_BEGIN_PATCH_SIZE          (BLE_OTA_BEGIN_SIZE + 32)
 
 /* With DEFLATE, the stream is the image cut into chunks of this many bytes
  * (the last one shorter), each sent as a u16 length and either that many
@@ -236,6 +248,7 @@
 #define BLE_OTA_ST_NOT_PROVISIONED 0x12 /* the device requires authentication but has no key yet */
 #define BLE_OTA_ST_BAD_SIGNATURE   0x13 /* the image is not signed with the key the device trusts */
 #define BLE_OTA_ST_OLD_SECURE_VERSION 0x14 /* the image's secure_version is below the running one's */
+#define BLE_OTA_ST_WRONG_BASE      0x15 /* BEGIN PATCH: base_sha256 is not the running image's */
 
 /* Flash is written in blocks of this size (one 4 KB sector). */
 #define BLE_OTA_FLASH_BLOCK 4096
