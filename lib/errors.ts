@@ -47,6 +47,7 @@ export type BleOtaErrorCode =
   | 'NOT_PROVISIONED'
   | 'DEVICE_NOT_AUTHENTICATED'
   | 'WRONG_DEVICE'
+  | 'WRONG_BASE'
   // the caller
   | 'CANCELLED'
   | 'BUSY'

@@ -9,7 +9,7 @@
  * Otherwise the full image goes, and the result says why.
  */
 import { createHash } from 'node:crypto';
-import { computePatch } from '../delta/diff';
+import { computePatchOffThread } from '../delta/patch-thread';
 import { BleOtaError } from '../errors';
 import { encodedLength, worthDeflating } from '../protocol/deflate-chunks';
 import type { ImageCache } from './image-cache';
@@ -101,7 +101,7 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
     source = 'cache';
   }
   if (base === undefined) return { reason: given !== undefined ? 'base-not-running' : 'base-unknown' };
-  const patch = computePatch(base, input.image);
+  const patch = await computePatchOffThread(base, input.image);
   const patchStream = encodedLength(patch);
   const fullStream = input.fullDeflated ? encodedLength(input.image) : input.image.length;
   if (patchStream > fullStream * PATCH_SHARE) return { reason: 'patch-not-smaller' };

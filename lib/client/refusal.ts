@@ -63,6 +63,11 @@ export function refusalError(err: CommandRefused, size: number): BleOtaError {
       );
     case Status.OLD_SECURE_VERSION:
       return new ImageError('SECURE_VERSION_TOO_OLD', `The device refused the image: its secure_version is below the running firmware's (${what}).`);
+    case Status.WRONG_BASE:
+      return new ImageError(
+        'WRONG_BASE',
+        `the device does not run the image the delta patch was made for (${what}); nothing changed on it. Send the full image, or a patch made against the image the device runs`,
+      );
     case Status.AUTH_LOCKED: {
       const seconds = err.body.length >= 4 ? Math.ceil(err.body.readUInt32LE(0) / 1000) : undefined;
       return new DeviceError(

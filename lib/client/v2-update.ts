@@ -363,7 +363,7 @@ class V2Update {
           flags:
             (this.options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM) |
             (this.compress || patch ? BeginFlag.DEFLATE : 0) |
-            (patch ? PENDING.PATCH : 0),
+            (patch ? BeginFlag.PATCH : 0),
           ...(patch ? { base: patch.base } : {}),
         },
         this.timeouts.gattMs,
@@ -373,7 +373,7 @@ class V2Update {
     try {
       answer = await begin();
     } catch (err) {
-      if (!(this.patch && err instanceof CommandRefused && err.status === PENDING.WRONG_BASE)) throw err;
+      if (!(this.patch && err instanceof CommandRefused && err.status === Status.WRONG_BASE)) throw err;
       // The device runs another image than the one the patch was made for: nothing changed on it.
       this.dropPatch('wrong-base');
       answer = await begin();
@@ -431,13 +431,13 @@ class V2Update {
   private async plan(): Promise<void> {
     if (this.planned) return;
     const info = this.info!;
-    const delta = (info.features & PENDING.DELTA) !== 0 && (info.features & Feature.DEFLATE) !== 0;
+    const delta = (info.features & Feature.DELTA) !== 0 && (info.features & Feature.DEFLATE) !== 0;
     const allowed = this.options.delta !== false && this.options.compress !== false;
     const plan = await planDelivery({
       image: this.data,
       deviceTakesPatch: !allowed ? 'delta-off' : !delta ? 'device-no-delta' : true,
-      runningSha256: (info as PendingInfo).runningSha256,
-      runningSize: (info as PendingInfo).runningSize,
+      runningSha256: info.runningSha256,
+      runningSize: info.runningSize,
       fullDeflated: this.compress,
       baseImage: this.baseImage,
       cache: this.options.cache,
@@ -634,7 +634,7 @@ class V2Update {
       deviceId: this.pinned,
       link: this.transferLink ?? info.link,
       delivery: this.delivery(r.skipped),
-      runningSha256: runningSha256(info),
+      runningSha256: info.runningSha256,
     };
   }
 
@@ -670,14 +670,6 @@ class V2Update {
     const outcome = this.awaitingRestart || (this.confirmSent && seen.runs === 'new-unconfirmed') ? { runs: 'unknown' as const } : seen;
     return typed.withDevice(outcome, describeOutcome(outcome, this.image));
   }
-}
-
-// PENDING: the protocol layer's constants and OTA Info v4 fields, until they land in lib/protocol.
-const PENDING = { DELTA: 0x40, PATCH: 0x0004, WRONG_BASE: 0x15 } as const;
-type PendingInfo = DeviceInfoV2 & { runningSha256?: Buffer; runningSize?: number };
-function runningSha256(info: DeviceInfoV2): Buffer | undefined {
-  const sha = (info as PendingInfo).runningSha256;
-  return sha && sha.some((b) => b !== 0) ? sha : undefined;
 }
 
 /**
