@@ -32,6 +32,7 @@ import {
 import { verifyImageSignature } from '../image/signature';
 import { createHash } from 'node:crypto';
 import { OtaConnection } from './connection';
+import { checkBaseImage } from './delivery';
 import type { ImageCache } from './image-cache';
 import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
@@ -194,6 +195,7 @@ export class BleOtaClient {
   async update(options: UpdateOptions): Promise<UpdateResult> {
     const parsed = validateImage(options.image);
     if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
+    checkBaseImage(options.baseImage); // a malformed option fails before any radio work
     const started = Date.now();
     const timeouts = { ...this.timeouts, ...options.timeouts };
     const { connection, retries } = await this.connectForUpdate(options, timeouts);

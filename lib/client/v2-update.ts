@@ -55,7 +55,6 @@ export interface V2Result {
   runningSha256: Buffer | undefined;
 }
 
-
 /** Opens a new connection to the device the update started with. */
 export type Reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) => Promise<OtaConnection>;
 

@@ -9,8 +9,11 @@
  * done(err). msg.cancel, closing or redeploying cancels, and the device
  * discards what it received.
  */
-import type { Progress, UpdateResult } from '../../lib/client/ota-client';
+import type { FullReason, Progress, UpdateResult } from '../../lib/client/ota-client';
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { PATCH_SHARE } from '../../lib/client/delivery';
+import { ImageCache } from '../../lib/client/image-cache';
 import { BleOtaError, CancelledError, ImageError } from '../../lib/errors';
 import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { isSampleImage } from '../../lib/image/sample-image';
@@ -34,6 +37,18 @@ const STREAMS_REMEMBERED = 20;
 /** Messages that may wait while an update runs. */
 const QUEUE_LIMIT = 10;
 
+/** The folder, in Node-RED's user directory, of the images this package installed: the bases of delta updates. */
+const CACHE_FOLDER = 'ble-ota-cache';
+
+/** Full-image reasons a log line tells (a patch could have gone, given the image the device ran), and their texts. */
+const TOLD_REASONS: Partial<Record<FullReason, string>> = {
+  'base-not-running': 'ble-ota-upload.reasons.baseNotRunning',
+  'base-unknown': 'ble-ota-upload.reasons.baseUnknown',
+  'patch-not-smaller': 'ble-ota-upload.reasons.patchNotSmaller',
+  'wrong-base': 'ble-ota-upload.reasons.wrongBase',
+  'patch-failed': 'ble-ota-upload.reasons.patchFailed',
+};
+
 const PHASE_STATE: Record<Progress['phase'], OtaState> = {
   scanning: 'connecting',
   connecting: 'connecting',
@@ -47,6 +62,9 @@ const PHASE_STATE: Record<Progress['phase'], OtaState> = {
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-upload');
+  const userDir = RED.settings?.userDir;
+  // One cache for every upload node of the runtime (and the command line's is another).
+  const cache = userDir ? new ImageCache({ dir: join(userDir, CACHE_FOLDER) }) : undefined;
 
   function BleOtaUploadNode(this: Node, def: UploadNodeDef) {
     RED.nodes.createNode(this, def);
@@ -121,6 +139,7 @@ export = function register(RED: RED): void {
       const target = override ?? (config.device || undefined);
       let summary: EspImageSummary;
       let deviceId: string | undefined;
+      let baseImage: Buffer | undefined;
       try {
         // The configured id belongs to the configured device, not to another one msg.device names.
         const sameDevice = override === undefined || sameTarget(override, config.device);
@@ -130,6 +149,7 @@ export = function register(RED: RED): void {
         if (config.backend !== 'virtual' && isSampleImage(msg.payload as Buffer)) throw new ImageError('IMAGE_SAMPLE', t('ble-ota-upload.errors.sample'));
         checkExpected(msg, msg.payload as Buffer);
         checkSecureVersion(target, summary);
+        baseImage = baseImageOf(msg);
       } catch (err) {
         const error = err as BleOtaError;
         showError(error);
@@ -143,7 +163,7 @@ export = function register(RED: RED): void {
         done(error);
         return;
       }
-      const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, deviceId, abort: new AbortController() };
+      const job: Job = { msg, send, done, image: msg.payload as Buffer, summary, target, deviceId, baseImage, abort: new AbortController() };
       publish(job, 'queued'); // before the job may start: 'queued' comes first
       if (queue.add(job) === 'queued') setStatus({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.queued', { count: queue.length }) });
     });
@@ -168,6 +188,7 @@ export = function register(RED: RED): void {
           protocol: result.protocol,
           confirmed: result.confirmed ? t('ble-ota-upload.log.confirmed') : '',
           authenticated: result.authenticated ? '' : t('ble-ota-upload.log.notAuthenticated'),
+          delivery: deliveryLog(result),
         };
         node.log(t(result.skipped ? 'ble-ota-upload.log.skipped' : 'ble-ota-upload.log.updated', facts));
         job.msg.payload = result;
@@ -206,8 +227,22 @@ export = function register(RED: RED): void {
           if (job.published?.state === state && (state !== 'uploading' || job.published.percent === p.percent)) return;
           job.published = { state, percent: p.percent };
           publish(job, state, { percent: p.percent, ...(p.bytesPerSecond > 0 ? { bytesPerSecond: p.bytesPerSecond } : {}) }, started);
-        }),
+        }, cache),
       );
+    }
+
+    /** How the image went, for the log line: a patch and what it saved, or why a patch could not go. */
+    function deliveryLog(result: UpdateResult): string {
+      const d = result.delivery;
+      if (!d || d.method === 'none') return '';
+      const kb = (d.bytesOverAir / 1024).toFixed(1);
+      if (d.method === 'patch') {
+        const share = d.fullBytes ? ((100 * d.bytesOverAir) / d.fullBytes).toFixed(1) : '?';
+        return t('ble-ota-upload.log.patch', { kb, share, source: t(d.baseSource === 'cache' ? 'ble-ota-upload.log.fromCache' : 'ble-ota-upload.log.fromBaseImage') });
+      }
+      const reason = d.reason ? TOLD_REASONS[d.reason] : undefined;
+      if (!reason) return '';
+      return t('ble-ota-upload.log.full', { kb, reason: t(reason, { share: Math.round(PATCH_SHARE * 100) }) });
     }
 
     /** One key per device however its address is written. */
@@ -259,6 +294,20 @@ export = function register(RED: RED): void {
       if (set.size <= limit) break;
       set.delete(oldest);
     }
+  }
+
+  /**
+   * msg.baseImage: the image the device runs, a Buffer (a File In's), or
+   * nothing. Another image than the device's is no error (the full image
+   * goes, and the result says why); a value that is no image at all is.
+   */
+  function baseImageOf(msg: NodeMessage): Buffer | undefined {
+    const value = (msg as { baseImage?: unknown }).baseImage;
+    if (value === undefined || value === null) return undefined;
+    if (!Buffer.isBuffer(value)) {
+      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.baseImage', { type: Array.isArray(value) ? 'array' : typeof value }));
+    }
+    return value.length > 0 ? value : undefined;
   }
 
   /** msg.deviceId, else the configured one (when the message does not name another device). */

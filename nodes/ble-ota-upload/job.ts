@@ -4,6 +4,7 @@
  * from both. A new option of the upload node is read in uploadSettings and
  * passed on in updateOptions, and nowhere else.
  */
+import type { ImageCache } from '../../lib/client/image-cache';
 import type { ConfirmMode, Progress, UpdateOptions } from '../../lib/client/ota-client';
 import type { Target } from '../../lib/client/scanner';
 import type { EspImageSummary } from '../../lib/image/esp-image';
@@ -56,6 +57,8 @@ export interface UploadJob {
   target: string | undefined;
   /** The device id the device must prove, if one is asked for. */
   deviceId: string | undefined;
+  /** msg.baseImage: the image the device runs, the base of a delta patch. */
+  baseImage?: Buffer;
   abort: AbortController;
   /** The last state and percent published for this job: a repeat is not published. */
   published?: { state: OtaState; percent: number | undefined };
@@ -68,6 +71,7 @@ export function updateOptions(
   job: UploadJob,
   target: Target,
   onProgress: (p: Progress) => void,
+  cache?: ImageCache,
 ): UpdateOptions {
   return {
     target,
@@ -81,6 +85,8 @@ export function updateOptions(
     secret: config.secret,
     allowUnauthenticated: config.allowUnauthenticated,
     deviceId: job.deviceId,
+    ...(job.baseImage ? { baseImage: job.baseImage } : {}),
+    ...(cache ? { cache } : {}),
     onProgress,
   };
 }

@@ -65,5 +65,7 @@ export interface RED {
     evaluateNodeProperty(value: unknown, type: string, node: Node, msg: NodeMessage, callback: (err: Error | null, value: unknown) => void): void;
   };
   auth: { needsPermission(permission: string): (req: HttpRequest, res: HttpResponse, next: () => void) => void };
+  /** The runtime's settings; userDir is where it keeps flows and credentials (absent in some test runtimes). */
+  settings?: { userDir?: string };
   _(key: string, substitutions?: Record<string, unknown>): string;
 }
