@@ -18,6 +18,7 @@ const FAST = [
   'scan-node',
   'upload-node',
   'status-node',
+  'config-migrations',
   'performance',
   'v2-e2e',
   'compression',

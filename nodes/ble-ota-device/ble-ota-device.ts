@@ -9,6 +9,7 @@ import { parseVirtualDevices, sharedVirtualRadio } from '../../lib/virtual/virtu
 import { adapterFor, localiseAdapterBusy } from '../shared/adapter';
 import { discoverOtaDevices } from '../../lib/client/discovery';
 import { BleOtaError } from '../../lib/errors';
+import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { RED } from '../shared/red';
 import { targetOf } from '../../lib/client/target';
@@ -21,8 +22,10 @@ function seconds(value: string | number | undefined, fallback: number): number {
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-device');
-  function BleOtaDeviceNode(this: DeviceNode, def: DeviceNodeDef) {
-    RED.nodes.createNode(this, def);
+  serveMigrations(RED);
+  function BleOtaDeviceNode(this: DeviceNode, stored: DeviceNodeDef) {
+    RED.nodes.createNode(this, stored);
+    const def = nodeConfig(this, stored, t);
     this.backend = def.backend === 'virtual' ? 'virtual' : 'bluetooth';
     this.device = String(def.device ?? '').trim();
     this.adapter = adapterFor(this.backend);

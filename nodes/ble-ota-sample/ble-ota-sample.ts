@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { BleOtaError } from '../../lib/errors';
 import { sampleImage, SAMPLE_DEFAULTS } from '../../lib/image/sample-image';
+import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
 
@@ -27,9 +28,11 @@ interface SampleNodeDef extends NodeDef {
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-sample');
+  serveMigrations(RED);
 
-  function BleOtaSampleNode(this: Node, def: SampleNodeDef) {
-    RED.nodes.createNode(this, def);
+  function BleOtaSampleNode(this: Node, stored: SampleNodeDef) {
+    RED.nodes.createNode(this, stored);
+    const def = nodeConfig(this, stored, t);
     const node = this;
     const projectName = String(def.projectName ?? '').trim() || SAMPLE_DEFAULTS.projectName;
     const chip = String(def.chip ?? '').trim() || SAMPLE_DEFAULTS.chip;

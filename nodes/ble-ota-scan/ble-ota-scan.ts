@@ -9,6 +9,7 @@ import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { closeWhenSettled } from '../shared/close';
 import { checkConfigAtDeploy } from '../shared/deploy';
+import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
 import { statusForError } from '../shared/status';
@@ -26,9 +27,11 @@ interface ScanNodeDef extends NodeDef {
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-scan');
+  serveMigrations(RED);
 
-  function BleOtaScanNode(this: Node, def: ScanNodeDef) {
-    RED.nodes.createNode(this, def);
+  function BleOtaScanNode(this: Node, stored: ScanNodeDef) {
+    RED.nodes.createNode(this, stored);
+    const def = nodeConfig(this, stored, t);
     const node = this;
     const config = RED.nodes.getNode(def.device) as DeviceNode | null;
     const durationMs = Math.min(Math.max(Number(def.duration) || 5, 1), 120) * 1000;

@@ -16,6 +16,7 @@ import { BleOtaError } from '../../lib/errors';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { closeWhenSettled } from '../shared/close';
 import { checkConfigAtDeploy } from '../shared/deploy';
+import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import { OtaEvent, otaEvents } from '../shared/ota-events';
 import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
@@ -49,9 +50,11 @@ function messageOf(err: unknown): string {
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-status');
+  serveMigrations(RED);
 
-  function BleOtaStatusNode(this: Node, def: StatusNodeDef) {
-    RED.nodes.createNode(this, def);
+  function BleOtaStatusNode(this: Node, stored: StatusNodeDef) {
+    RED.nodes.createNode(this, stored);
+    const def = nodeConfig(this, stored, t);
     const node = this;
     const config = def.device ? (RED.nodes.getNode(def.device) as DeviceNode | null) : null;
     const closing = new AbortController();

@@ -24,6 +24,7 @@ import type { DeviceNode } from '../ble-ota-device/device-node';
 import { closeWhenSettled } from '../shared/close';
 import { checkConfigAtDeploy } from '../shared/deploy';
 import { OtaEvent, otaEvents, OtaState } from '../shared/ota-events';
+import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { Node, NodeMessage, NodeStatus, RED } from '../shared/red';
 import { StatusFilter, statusForError } from '../shared/status';
@@ -62,12 +63,14 @@ const PHASE_STATE: Record<Progress['phase'], OtaState> = {
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-upload');
+  serveMigrations(RED);
   const userDir = RED.settings?.userDir;
   // One cache for every upload node of the runtime (and the command line's is another).
   const cache = userDir ? new ImageCache({ dir: join(userDir, CACHE_FOLDER) }) : undefined;
 
-  function BleOtaUploadNode(this: Node, def: UploadNodeDef) {
-    RED.nodes.createNode(this, def);
+  function BleOtaUploadNode(this: Node, stored: UploadNodeDef) {
+    RED.nodes.createNode(this, stored);
+    const def = nodeConfig(this, stored, t);
     const node = this;
     const config = RED.nodes.getNode(def.device) as DeviceNode | null;
     const settings = uploadSettings(def);

@@ -47,6 +47,9 @@ export interface HttpRequest {
 export interface HttpResponse {
   status(code: number): HttpResponse;
   json(body: unknown): void;
+  /** Sets a header. */
+  set(field: string, value: string): HttpResponse;
+  send(body: string): void;
 }
 
 export interface RED {
