@@ -15,39 +15,15 @@
  * call, and its peak RSS above the process's RSS just before it (the image
  * already read: the caller holds it anyway).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { BleOtaClient } from '../lib/client/ota-client';
 import type { NobleLike } from '../lib/client/noble-types';
 import { loadSystemNoble, releaseSystemBluetooth } from '../lib/noble-loader';
 import { VirtualBindings } from '../lib/virtual/bindings';
 import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { measure } from './fresh-process';
 import { RemoteDevice } from './remote-device';
-
-/**
- * Starts the kernel's peak-RSS count afresh (Linux: clear_refs 5 resets
- * VmHWM), so the peak read afterwards is the update's. False where that is
- * not possible: the peak then is the process's since it started.
- */
-function resetPeakRss(): boolean {
-  try {
-    writeFileSync('/proc/self/clear_refs', '5');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The kernel's peak RSS of this process, in bytes. */
-function peakRss(): number {
-  try {
-    const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
-    if (hwm) return Number(hwm[1]) * 1024;
-  } catch {
-    // not Linux
-  }
-  return process.resourceUsage().maxRSS * 1024;
-}
 
 type WithBindings = (bindings: VirtualBindings) => NobleLike;
 
@@ -68,17 +44,8 @@ async function main(): Promise<void> {
   if (radio) await radio.addDevice({ name, slotSize: 0x500000, restartDelayMs: 20 });
   const remote = backend === 'remote' ? await remoteNoble(name) : undefined;
   const client = new BleOtaClient({ noble: radio ? radio.noble : remote ? remote.noble : loadSystemNoble(), timeouts: { scanMs: 10_000 } });
-  const peakReset = resetPeakRss();
-  const rssBefore = process.memoryUsage().rss;
-  const cpu = process.cpuUsage();
-  const started = process.hrtime.bigint();
-  const result = await client.update({ target: { name }, image });
-  const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
-  const used = process.cpuUsage(cpu);
-  const peakGrowthBytes = peakRss() - rssBefore;
-  console.log(
-    JSON.stringify({ backend, bytes: image.length, cpuMs: (used.user + used.system) / 1000, wallMs, peakGrowthBytes, peakReset, packets: result.packets, mtu: result.mtu }),
-  );
+  const { result, cost } = await measure(() => client.update({ target: { name }, image }));
+  console.log(JSON.stringify({ backend, bytes: image.length, ...cost, packets: result.packets, mtu: result.mtu }));
   await radio?.stopAll();
   await remote?.stop();
   releaseSystemBluetooth();

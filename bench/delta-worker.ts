@@ -11,37 +11,20 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { computePatch } from '../lib/delta/diff';
+import { measure } from './fresh-process';
 
-/** Starts the kernel's peak-RSS count afresh (Linux: clear_refs 5 resets VmHWM); false where it cannot. */
-function resetPeakRss(): boolean {
-  try {
-    writeFileSync('/proc/self/clear_refs', '5');
-    return true;
-  } catch {
-    return false;
-  }
+async function main(): Promise<void> {
+  const [oldFile, newFile, patchFile] = process.argv.slice(2);
+  const oldImage = readFileSync(oldFile);
+  const newImage = readFileSync(newFile);
+  createHash('sha256').update(oldImage).digest();
+  createHash('sha256').update(newImage).digest();
+  const { result: patch, cost } = await measure(() => computePatch(oldImage, newImage));
+  writeFileSync(patchFile, patch);
+  console.log(JSON.stringify({ cpuMs: cost.cpuMs, peakGrowthBytes: cost.peakGrowthBytes, peakReset: cost.peakReset, patchBytes: patch.length }));
 }
 
-function peakRss(): number {
-  try {
-    const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
-    if (hwm) return Number(hwm[1]) * 1024;
-  } catch {
-    // not Linux
-  }
-  return process.resourceUsage().maxRSS * 1024;
-}
-
-const [oldFile, newFile, patchFile] = process.argv.slice(2);
-const oldImage = readFileSync(oldFile);
-const newImage = readFileSync(newFile);
-createHash('sha256').update(oldImage).digest();
-createHash('sha256').update(newImage).digest();
-const peakReset = resetPeakRss();
-const rssBefore = process.memoryUsage().rss;
-const cpu = process.cpuUsage();
-const patch = computePatch(oldImage, newImage);
-const used = process.cpuUsage(cpu);
-const peakGrowthBytes = peakRss() - rssBefore;
-writeFileSync(patchFile, patch);
-console.log(JSON.stringify({ cpuMs: (used.user + used.system) / 1000, peakGrowthBytes, peakReset, patchBytes: patch.length }));
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
