@@ -60,6 +60,19 @@ export interface ConformanceTarget {
 /** Thrown by a target's setup for a device that is not there to test (the suite is skipped). */
 export class TargetSkipped extends Error {}
 
+/** The target setup gives; when it throws TargetSkipped, the suite of `hook` is skipped, saying why. */
+async function targetOrSkip(hook: Mocha.Context, setup: () => Promise<ConformanceTarget>): Promise<ConformanceTarget> {
+  try {
+    return await setup();
+  } catch (err) {
+    if (err instanceof TargetSkipped) {
+      console.log(`      skipped: ${err.message}`);
+      hook.skip();
+    }
+    throw err;
+  }
+}
+
 /** The cases' titles, in order: the virtual and the hardware runs must have the same ones. */
 export const CONFORMANCE_TITLE = 'protocol v2 conformance over the air';
 
@@ -115,15 +128,7 @@ export function defineV2Conformance(setup: () => Promise<ConformanceTarget>): vo
     const chunk = () => Math.min(200, conn.mtu - 3 - STREAM_HEADER);
 
     before(async function () {
-      try {
-        t = await setup();
-      } catch (err) {
-        if (err instanceof TargetSkipped) {
-          console.log(`      skipped: ${err.message}`);
-          this.skip();
-        }
-        throw err;
-      }
+      t = await targetOrSkip(this, setup);
       T = t.requestMs;
       // A transfer an earlier run left (suspended, or complete) would answer differently.
       await connect();
@@ -311,15 +316,7 @@ export function defineUpdate(setup: () => Promise<ConformanceTarget>): void {
     let t: ConformanceTarget;
 
     before(async function () {
-      try {
-        t = await setup();
-      } catch (err) {
-        if (err instanceof TargetSkipped) {
-          console.log(`      skipped: ${err.message}`);
-          this.skip();
-        }
-        throw err;
-      }
+      t = await targetOrSkip(this, setup);
     });
 
     it('sends the image the device does not run, restarts it into it and confirms it', async function () {
