@@ -21,15 +21,13 @@
  * Screenshots go to the OS temp folder (ble-ota-browser/).
  */
 import { strict as assert } from 'node:assert';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, Browser, Locator, Page } from 'playwright-core';
+import type { Locator, Page } from 'playwright-core';
 import { buildAppImage } from '../lib/image/app-image-builder';
+import { nodeRedInChromium, SHOTS } from './support/chromium';
 import { NodeRedProcess } from './support/node-red-process';
 
-const CHROMIUM = '/usr/bin/chromium';
-const SHOTS = join(tmpdir(), 'ble-ota-browser');
 const TAB = 'f1f1f1f1f1f1f1f1';
 
 const FLOW = [
@@ -128,36 +126,21 @@ async function tooltipOf(page: Page, field: Locator): Promise<string> {
 
 describe('the editor in Chromium', function () {
   this.timeout(120_000);
-  let nr: NodeRedProcess | undefined;
-  let browser: Browser | undefined;
-  let page: Page;
-
-  before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      if (process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium`);
-      this.skip();
-    }
-    mkdirSync(SHOTS, { recursive: true });
-    nr = await NodeRedProcess.start(FLOW, '', { BLE_OTA_VIRTUAL_DEVICES: 'esp32-browser slow', BLE_OTA_VIRTUAL_RSSI: '127' });
-    mkdirSync(join(nr.userDir, 'firmware'), { recursive: true });
-    // The device is declared slow (requests paced to a Bluetooth 4.1 link), so the status shows
-    // the upload under way for seconds however loaded the machine: nothing races the clock.
-    writeFileSync(join(nr.userDir, 'firmware/app.bin'), buildAppImage({ projectName: 'browser-app', version: '1.4.0', size: 400 * 1024 }));
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
-    });
-    page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await nr?.stop();
-  });
+  const ui = nodeRedInChromium(
+    async () => {
+      const nr = await NodeRedProcess.start(FLOW, '', { BLE_OTA_VIRTUAL_DEVICES: 'esp32-browser slow', BLE_OTA_VIRTUAL_RSSI: '127' });
+      mkdirSync(join(nr.userDir, 'firmware'), { recursive: true });
+      // The device is declared slow (requests paced to a Bluetooth 4.1 link), so the status shows
+      // the upload under way for seconds however loaded the machine: nothing races the clock.
+      writeFileSync(join(nr.userDir, 'firmware/app.bin'), buildAppImage({ projectName: 'browser-app', version: '1.4.0', size: 400 * 1024 }));
+      return nr;
+    },
+    { width: 1440, height: 900 },
+  );
 
   it('the palette: short labels, one line each, an icon per node', async () => {
-    await page.goto(nr!.url);
+    const { nr, page } = ui;
+    await page.goto(nr.url);
     await page.waitForSelector('#red-ui-header-button-deploy');
     await assertPalette(page, { 'ble-ota-upload': 'OTA upload', 'ble-ota-status': 'OTA status', 'ble-ota-scan': 'OTA scan' });
     await page.locator('.red-ui-palette-node[data-palette-type="ble-ota-upload"]').scrollIntoViewIfNeeded();
@@ -166,7 +149,8 @@ describe('the editor in Chromium', function () {
   });
 
   it('configure the device with Scan, deploy, inject: the status reaches "confirmed" and Debug shows the result', async () => {
-    await page.goto(nr!.url);
+    const { nr, page } = ui;
+    await page.goto(nr.url);
     await page.waitForSelector('#red-ui-header-button-deploy');
     await page.waitForSelector('#up');
 
@@ -259,10 +243,11 @@ describe('the editor in Chromium', function () {
     await page.screenshot({ path: join(SHOTS, 'confirmed.png') });
   });
   it('in a German browser: palette, dialogs, Scan table, validation and help in German', async () => {
-    const context = await browser!.newContext({ locale: 'de-DE', viewport: { width: 1440, height: 900 } });
+    const { nr, browser } = ui;
+    const context = await browser.newContext({ locale: 'de-DE', viewport: { width: 1440, height: 900 } });
     try {
       const de = await context.newPage();
-      await de.goto(nr!.url);
+      await de.goto(nr.url);
       await de.waitForSelector('#red-ui-header-button-deploy');
       await de.waitForSelector('#up');
       // With non-breaking hyphens: the palette breaks labels at '-' and shows them spaced out ("OTA - Update").

@@ -10,14 +10,12 @@
  * docs/images/dashboard-uploading.png is one of them.
  */
 import { strict as assert } from 'node:assert';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { nodeRedInChromium, SHOTS } from './support/chromium';
 import { NodeRedProcess, ROOT } from './support/node-red-process';
 
-const CHROMIUM = '/usr/bin/chromium';
-const SHOTS = join(tmpdir(), 'ble-ota-browser');
 const EXAMPLE = join(ROOT, 'examples/dashboard-fleet-progress.json');
 const DASHBOARD = join(ROOT, 'node_modules/@flowfuse/node-red-dashboard');
 const DEVICES = ['esp32-lab-1', 'esp32-lab-2', 'esp32-lab-3'];
@@ -102,35 +100,20 @@ async function midUpdate(page: Page, device: string): Promise<number> {
 
 describe('the dashboard example in Chromium (Node-RED Dashboard 2)', function () {
   this.timeout(240_000);
-  let nr: NodeRedProcess | undefined;
-  let browser: Browser | undefined;
-  let page: Page;
-
-  before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      if (process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium`);
-      this.skip();
-    }
-    mkdirSync(SHOTS, { recursive: true });
-    const flow = JSON.parse(readFileSync(EXAMPLE, 'utf8')) as Array<Record<string, unknown>>;
-    // As imported: no image file, no environment; the device node declares the devices.
-    nr = await NodeRedProcess.start(flow, `nodesDir: [${JSON.stringify(DASHBOARD)}],`);
-    await nr.waitForOutput(/\[ui-base:[^\]]*\] Node-RED Dashboard 2\.0 .* started at \/dashboard/, 10_000);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
-    });
-    page = await browser.newPage({ viewport: { width: 1000, height: 480 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await nr?.stop();
-  });
+  const ui = nodeRedInChromium(
+    async () => {
+      const flow = JSON.parse(readFileSync(EXAMPLE, 'utf8')) as Array<Record<string, unknown>>;
+      // As imported: no image file, no environment; the device node declares the devices.
+      const nr = await NodeRedProcess.start(flow, `nodesDir: [${JSON.stringify(DASHBOARD)}],`);
+      await nr.waitForOutput(/\[ui-base:[^\]]*\] Node-RED Dashboard 2\.0 .* started at \/dashboard/, 10_000);
+      return nr;
+    },
+    { width: 1000, height: 480 },
+  );
 
   it('lists the devices the scan found, with the version each runs', async () => {
-    await page.goto(`${nr!.url}/dashboard/fleet-ota`);
+    const { nr, page } = ui;
+    await page.goto(`${nr.url}/dashboard/fleet-ota`);
     const found = await rowsUntil(page, (r) => r.length === DEVICES.length, 'three devices listed after the scan at deploy', 60_000);
     assert.deepEqual(
       found.map((r) => [r.device, r.version, r.percent, r.result]),
@@ -139,6 +122,7 @@ describe('the dashboard example in Chromium (Node-RED Dashboard 2)', function ()
   });
 
   it('Update all: each bar moves while its device updates, one device at a time; then the new version and "confirmed"', async () => {
+    const { nr, page } = ui;
     await recordProgress(page);
     await page.getByRole('button', { name: 'Update all' }).click();
 
@@ -170,10 +154,11 @@ describe('the dashboard example in Chromium (Node-RED Dashboard 2)', function ()
       assert.deepEqual(values, [...values].sort((a, b) => a - b), `${device}'s bar only went forward: ${JSON.stringify(values)}`);
     }
     // Through the upload node too: each device runs the image, confirmed.
-    for (const device of DEVICES) assert.match(nr!.output, new RegExp(`updated ${device} to dashboard-demo 1\\.1\\.0 in [\\d.]+ s \\(v2, confirmed`));
+    for (const device of DEVICES) assert.match(nr.output, new RegExp(`updated ${device} to dashboard-demo 1\\.1\\.0 in [\\d.]+ s \\(v2, confirmed`));
   });
 
   it("one device's Update, then Cancel: that row says it was cancelled, in red, and keeps its version", async () => {
+    const { page } = ui;
     await recordProgress(page);
     await page.locator('tr[data-device="esp32-lab-2"]').getByRole('button', { name: 'Update' }).click();
     await midUpdate(page, 'esp32-lab-2');
