@@ -327,7 +327,7 @@ describe('command-line tool', function () {
       assert.equal(info.runningState, 'valid');
       assert.equal(info.slotSize, 0x1e0000);
       assert.equal(info.window, 32768);
-      assert.deepEqual(info.capabilities, ['resume', 'clientConfirm', 'seed', 'deflate']);
+      assert.deepEqual(info.capabilities, ['resume', 'clientConfirm', 'seed', 'deflate', 'delta']);
       assert.match(info.build.elfSha256, /^[0-9a-f]{64}$/);
       assert.equal(info.lastStatus, null);
     });
@@ -338,7 +338,7 @@ describe('command-line tool', function () {
       assert.match(run.stdout, /^device +esp32 \(24:0a:c4:12:34:56\), RSSI -?\d+ dBm, MTU \d+$/m);
       assert.match(run.stdout, /^protocol +v2/m);
       assert.match(run.stdout, /^slot size +1\.88 MB \(1966080 bytes\)$/m);
-      assert.match(run.stdout, /^features +resume, clientConfirm, seed, deflate$/m);
+      assert.match(run.stdout, /^features +resume, clientConfirm, seed, deflate, delta$/m);
     });
   });
 

@@ -77,6 +77,8 @@ describe('OTA Info versions', function () {
       assert.ok(decoded.link?.mtu, 'the link fields');
       assert.equal(decoded.signingKeyDigest?.length, 32);
       assert.equal(decoded.app.projectName, 'virtual-esp32');
+      assert.ok(decoded.runningSize && decoded.runningSize > 0, 'the running image\'s size');
+      assert.equal(decoded.runningSha256?.length, 32);
     });
 
     for (let version = 1; version < INFO_VERSION; version++) {

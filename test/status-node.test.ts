@@ -227,7 +227,7 @@ describe('ble-ota-status node', function () {
       assert.equal(info.pendingConfirmation, false);
       assert.deepEqual(info.transfer, { state: 'idle', offset: 0, sha256: null });
       assert.equal(info.lastStatus, null);
-      assert.deepEqual(info.capabilities, ['resume', 'clientConfirm', 'seed', 'deflate']);
+      assert.deepEqual(info.capabilities, ['resume', 'clientConfirm', 'seed', 'deflate', 'delta']);
       assert.match(info.build!.elfSha256, /^[0-9a-f]{64}$/);
       assert.equal(result!.event, undefined, 'information replies carry no msg.event');
       assert.deepEqual(lastStatus(nodes.st), { fill: 'green', shape: 'dot', text: 'runs 1.0.0' });

@@ -487,10 +487,10 @@ port_confirm_required(void *ctx)
 }
 
 /* zlib's raw inflate, as the ESP32 port uses the ROM's tinfl: one whole
- * chunk in, exactly out_len bytes out, the `history` bytes before out as
+ * chunk in, at most *out_len bytes out, the `history` bytes before out as
  * its dictionary. The state is allocated once. */
 static bool
-port_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len, size_t history)
+port_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len, size_t history)
 {
     host_dev_t *dev = ctx;
     z_stream *z = &dev->inflater;
@@ -511,9 +511,33 @@ port_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t o
     z->next_in = (Bytef *)(uintptr_t)in; /* zlib's API is not const-correct; it only reads */
     z->avail_in = (uInt)in_len;
     z->next_out = out;
-    z->avail_out = (uInt)out_len;
+    z->avail_out = (uInt)*out_len;
     const int rc = inflate(z, Z_FINISH);
-    return rc == Z_STREAM_END && z->avail_in == 0 && z->avail_out == 0;
+    if (rc != Z_STREAM_END || z->avail_in != 0) {
+        return false;
+    }
+    *out_len -= z->avail_out;
+    return true;
+}
+
+/* The running slot as esp_partition_read reads it: what the bootloader
+ * booted, from the slot's start. */
+static ble_ota_port_err_t
+port_running_read(void *ctx, uint32_t offset, uint8_t *out, size_t len)
+{
+    host_dev_t *dev = ctx;
+
+    if (dev->running < 0 || offset > dev->flash.slot_size || len > dev->flash.slot_size - offset) {
+        return BLE_OTA_PORT_ERR_TOO_LARGE;
+    }
+    if (dev->running_read_fail_after > 0 && --dev->running_read_fail_after == 0) {
+        dev_log(dev, BLE_OTA_LOG_ERROR, "running_read: %lu bytes at %lu failed (injected)", (unsigned long)len,
+                (unsigned long)offset);
+        return BLE_OTA_PORT_ERR_FLASH;
+    }
+    dev->running_reads++;
+    memcpy(out, host_flash_slot(&dev->flash, dev->running) + offset, len);
+    return BLE_OTA_PORT_OK;
 }
 
 static void
@@ -647,6 +671,7 @@ host_dev_init(host_dev_t *dev, uint32_t slot_size, const host_dev_hooks_t *hooks
         .confirm_required = port_confirm_required,
         .random = port_random,
         .inflate = port_inflate,
+        .running_read = port_running_read,
         .disconnect = port_disconnect,
         .link_data_path = port_link_data_path,
         .link_conn_params = port_link_conn_params,

@@ -749,10 +749,10 @@ smoke_v2_session(void)
     CHECK(strncmp(info, "ok ", 3) == 0);
     info += 3;
     CHECK_EQ(strlen(info), 2 * BLE_OTA_INFO_SIZE);
-    /* info_version 4, protocol 2, features RESUME|CLIENT_CONFIRM|SEED|DEFLATE,
+    /* info_version 4, protocol 2, features RESUME|CLIENT_CONFIRM|SEED|DEFLATE|DELTA,
      * chip 0, revision 300, slot 0x1E0000, max_packet 514, window 4096,
      * valid, no attempt yet, idle, offset 0. */
-    CHECK(strncmp(info, "04020f0000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
+    CHECK(strncmp(info, "04024f0000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
     /* The device id: its address (the default --device-id). */
     CHECK(strncmp(info + 2 * BLE_OTA_INFO_OFF_DEVICE_ID, "240ac4000001", 12) == 0);
     CHECK(strncmp(info + 2 * 60, "312e302e3000", 12) == 0); /* 1.0.0 */
@@ -1069,8 +1069,8 @@ smoke_keyed_and_signed(void)
     CHECK_STR(request("connect 247"), "ok 247");
     CHECK_STR(request("subscribe %s 1", CMD), "ok");
     const char *info = request("read %s", INFO);
-    /* RESUME | CLIENT_CONFIRM | DEFLATE | AUTH | SIGNED; the seed protocol off. */
-    CHECK(strncmp(info, "ok 04023b00", 11) == 0);
+    /* RESUME | CLIENT_CONFIRM | DEFLATE | AUTH | SIGNED | DELTA; the seed protocol off. */
+    CHECK(strncmp(info, "ok 04027b00", 11) == 0);
 
     /* The owner's session: HELLO, then requests whose answers prove the key. */
     host_session_t session;
@@ -1214,7 +1214,7 @@ smoke_seed_only(void)
     CHECK(read_startup(&advs, &svcs, &chrs));
     CHECK_STR(request("connect 517"), "ok 517");
     const char *info = request("read %s", INFO);
-    CHECK(strncmp(info, "ok 04020f000500", 15) == 0);
+    CHECK(strncmp(info, "ok 04024f000500", 15) == 0);
     CHECK_STR(request("quit"), "ok");
     CHECK_EQ(reap_device(3000), 0);
 }

@@ -272,7 +272,8 @@ test_auth_update_with_key(void)
     keyed_setup();
     CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf)), BLE_OTA_INFO_SIZE);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES),
-             BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_AUTH | BLE_OTA_FEATURE_DEFLATE);
+             BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_AUTH | BLE_OTA_FEATURE_DEFLATE |
+                 BLE_OTA_FEATURE_DELTA);
     CHECK(memcmp(inf + BLE_OTA_INFO_OFF_DEVICE_ID, s_fx.dev.device_id, BLE_OTA_DEVICE_ID_LEN) == 0);
     CHECK(hello());
     /* INFO: the device proves the value a client read. */

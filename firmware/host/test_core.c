@@ -24,6 +24,7 @@
 #include "test_link.h"
 #include "test_queue.h"
 #include "test_slot.h"
+#include "test_patch.h"
 #include "test_v2.h"
 
 static const char *s_fixtures;
@@ -882,6 +883,7 @@ main(int argc, char **argv)
     RUN(test_power_loss_at_every_step);
     RUN(test_flash_failure_at_every_write);
     test_v2_run_all();
+    test_patch_run_all();
     test_auth_run_all();
     test_signature_run_all();
     test_link_run_all();

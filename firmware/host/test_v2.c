@@ -489,7 +489,8 @@ test_v2_begin_refusals(void)
     ble_ota_sha256(s_image, s_image_len, sha);
     begin_raw(0, sha, 0, 0);
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
-    const uint16_t reserved[] = { 0x0004, 0x8000, 0xFFFF };
+    /* PATCH (0x0004) makes BEGIN longer: test_delta_begin_refusals. */
+    const uint16_t reserved[] = { 0x0008, 0x8000, 0xFFFB };
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
         begin_raw((uint32_t)s_image_len, sha, 0, reserved[i]);
         CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT));
@@ -1343,7 +1344,8 @@ test_v2_info_layout(void)
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_INFO_VERSION], BLE_OTA_INFO_VERSION);
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_PROTOCOL], BLE_OTA_PROTOCOL_VERSION);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES),
-             BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_SEED | BLE_OTA_FEATURE_DEFLATE);
+             BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_SEED | BLE_OTA_FEATURE_DEFLATE |
+                 BLE_OTA_FEATURE_DELTA);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_CHIP_ID), 0);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_CHIP_REVISION), 300);
     CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_SLOT_SIZE), SLOT_SIZE);
@@ -1390,7 +1392,7 @@ test_v2_info_layout(void)
     s_config.serve_seed = false;
     core_init();
     info(inf);
-    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE | BLE_OTA_FEATURE_DELTA);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_CHIP_ID), 9);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_WINDOW), 1234);
     s_fx.dev.chip_id = 0;

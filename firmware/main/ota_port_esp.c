@@ -625,21 +625,25 @@ ota_port_esp_log(void *ctx, ble_ota_log_level_t level, const char *msg)
  * hold it. Only the OTA task inflates, one chunk at a time. */
 static tinfl_decompressor s_inflater;
 
-/** DEFLATE chunks: raw deflate, all of it in memory, into exactly out_len
+/** DEFLATE chunks: raw deflate, all of it in memory, into at most *out_len
  * bytes. The output buffer starts `history` bytes before out: in the
  * non-wrapping mode tinfl lets back-references reach that far, which makes
  * the previous chunk the dictionary. */
 static bool
-ota_port_esp_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len, size_t history)
+ota_port_esp_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len, size_t history)
 {
     size_t in_bytes = in_len;
-    size_t out_bytes = out_len;
+    size_t out_bytes = *out_len;
 
     (void)ctx;
     tinfl_init(&s_inflater);
     const tinfl_status status = tinfl_decompress(&s_inflater, in, &in_bytes, out - history, out, &out_bytes,
                                                  TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF);
-    return status == TINFL_STATUS_DONE && in_bytes == in_len && out_bytes == out_len;
+    if (status != TINFL_STATUS_DONE || in_bytes != in_len) {
+        return false;
+    }
+    *out_len = out_bytes;
+    return true;
 }
 
 /** Session nonces: the hardware RNG, a true random source while the

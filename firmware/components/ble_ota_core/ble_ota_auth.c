@@ -38,10 +38,10 @@ ble_ota_equal_ct(const uint8_t *a, const uint8_t *b, size_t len)
 
 /* --- the key record -------------------------------------------------------- */
 
-/* CRC-32 (IEEE 802.3, reflected, as zlib's crc32): bit by bit, as it runs
- * once per boot over 48 bytes. */
-static uint32_t
-key_crc32(const uint8_t *p, size_t len)
+/* Bit by bit: it runs once per boot, over the key record's 48 bytes and a
+ * signature block's 1196. */
+uint32_t
+ble_ota_crc32(const uint8_t *p, size_t len)
 {
     uint32_t crc = 0xFFFFFFFFu;
 
@@ -66,7 +66,7 @@ ble_ota_key_record_parse(const uint8_t *record, size_t len, const uint8_t device
     if (memcmp(record, erased, sizeof(erased)) == 0) {
         return BLE_OTA_KEY_EMPTY;
     }
-    if (memcmp(record, BLE_OTA_KEY_MAGIC, 8) != 0 || key_crc32(record, 48) != ble_ota_get_le32(record + 48)) {
+    if (memcmp(record, BLE_OTA_KEY_MAGIC, 8) != 0 || ble_ota_crc32(record, 48) != ble_ota_get_le32(record + 48)) {
         return BLE_OTA_KEY_CORRUPT;
     }
     /* A record copied from another device would make this one answer with

@@ -229,6 +229,14 @@ ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ot
     core->control = BLE_OTA_CTRL_NOP;
     core->v2.state = BLE_OTA_V2_IDLE;
     core->last_status = BLE_OTA_LAST_STATUS_NONE;
+    /* Once per boot: the running image cannot change until the next one.
+     * The flash block is idle scratch until a transfer begins. */
+    if (ble_ota_running_image(port, core->v2.block, sizeof(core->v2.block), &core->running_size,
+                              core->running_sha256)) {
+        ble_ota_log(port, BLE_OTA_LOG_INFO, "running image: %lu bytes, SHA-256 %02x%02x%02x%02x...",
+                    (unsigned long)core->running_size, core->running_sha256[0], core->running_sha256[1],
+                    core->running_sha256[2], core->running_sha256[3]);
+    }
 }
 
 bool

@@ -43,6 +43,18 @@ void ble_ota_v2_disconnected(ble_ota_core_t *core);
 
 /* --- authentication (ble_ota_auth.c) --- */
 
+/* CRC-32 (IEEE 802.3, reflected, as zlib's crc32). */
+uint32_t ble_ota_crc32(const uint8_t *p, size_t len);
+
+/* The image in the running slot as a file holds it (docs/PROTOCOL.md, OTA
+ * Info running_size), read through port running_read with buf (buf_len
+ * bytes, at least BLE_OTA_RUNNING_BUF_MIN) as scratch: its size and
+ * SHA-256, or false (and zeros) when there is no read function, no image
+ * or a malformed one, or a read fails. */
+#define BLE_OTA_RUNNING_BUF_MIN 1200
+bool ble_ota_running_image(const ble_ota_port_t *port, uint8_t *buf, size_t buf_len, uint32_t *size,
+                           uint8_t sha256[BLE_OTA_SHA256_LEN]);
+
 /* Compares in a time that does not depend on the contents. */
 bool ble_ota_equal_ct(const uint8_t *a, const uint8_t *b, size_t len);
 

@@ -6,7 +6,9 @@
  * whole sectors (fewer, larger esp_ota_write calls, and a block that is not
  * written yet survives a lost link), and the SHA-256 of the image is
  * computed here, as it arrives, so END can check it before the slot is
- * validated or selected.
+ * validated or selected. With PATCH (docs/DELTA.md) the stream is a delta
+ * patch: each chunk goes through the applier, and its rebuilt bytes take
+ * the path an image's would.
  */
 #include <stddef.h>
 #include <string.h>
@@ -132,6 +134,9 @@ v2_reset(ble_ota_core_t *core)
     t->suspended_at_ms = 0;
     t->block_offset = 0;
     t->block_fill = 0;
+    t->patch = false;
+    memset(t->base_sha256, 0, sizeof(t->base_sha256));
+    t->patch_in = 0;
     /* The hash state and the block keep stale bytes: both are reset when
      * the next transfer begins, and nothing reads them before. */
 }
@@ -185,6 +190,92 @@ ble_ota_v2_disconnected(ble_ota_core_t *core)
                 (unsigned long)core->v2.received, (unsigned long)core->v2.size);
 }
 
+/* --- delta patches (docs/DELTA.md) ---------------------------------------- */
+
+static bool v2_store(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t offset);
+
+/* The device applies patches: it reads its running slot and inflates. */
+static bool
+v2_delta_capable(const ble_ota_core_t *core)
+{
+    return core->port->running_read != NULL && core->port->inflate != NULL;
+}
+
+/* Every byte of the stream arrived: the image's, or with PATCH the patch's. */
+static bool
+v2_stream_done(const ble_ota_v2_t *t)
+{
+    if (t->patch) {
+        const ble_ota_delta_header_t *h = ble_ota_delta_header(&t->delta);
+        return h != NULL && t->patch_in == h->patch_size;
+    }
+    return t->stored == t->size;
+}
+
+/* The applier reads the running image. */
+static bool
+v2_patch_read(void *ctx, uint32_t offset, uint8_t *out, size_t len)
+{
+    const ble_ota_core_t *core = ctx;
+    const ble_ota_port_err_t err = core->port->running_read(core->port->ctx, offset, out, len);
+
+    if (err != BLE_OTA_PORT_OK) {
+        ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "patch: reading %lu bytes of the running image at %lu failed (%s)",
+                    (unsigned long)len, (unsigned long)offset, ble_ota_port_err_name(err));
+    }
+    return err == BLE_OTA_PORT_OK;
+}
+
+/* Rebuilt bytes take an image's path: hash, image check, block, flash. On
+ * a failure v2_store has ended the transfer and told the client. */
+static bool
+v2_patch_emit(void *ctx, const uint8_t *data, size_t len)
+{
+    ble_ota_core_t *core = ctx;
+
+    return v2_store(core, data, (uint32_t)len, core->v2.chunk_start);
+}
+
+/* The patch's header must describe what BEGIN announced, before anything
+ * is read or written: the running image as base, BEGIN's size and SHA-256
+ * as the result. */
+static bool
+v2_patch_check(void *ctx, const ble_ota_delta_header_t *h)
+{
+    const ble_ota_core_t *core = ctx;
+    const ble_ota_v2_t *t = &core->v2;
+    const char *wrong = NULL;
+
+    if (h->old_size != core->running_size || memcmp(h->old_sha256, t->base_sha256, BLE_OTA_SHA256_LEN) != 0) {
+        wrong = "its base is not BEGIN's";
+    } else if (h->new_size != t->size) {
+        wrong = "its new size is not BEGIN's";
+    } else if (memcmp(h->new_sha256, t->sha256, BLE_OTA_SHA256_LEN) != 0) {
+        wrong = "its new SHA-256 is not BEGIN's";
+    }
+    if (wrong != NULL) {
+        ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "patch header refused: %s", wrong);
+        return false;
+    }
+    return true;
+}
+
+static void
+v2_patch_start(ble_ota_core_t *core)
+{
+    const ble_ota_delta_config_t config = {
+        .read_old = v2_patch_read,
+        .emit = v2_patch_emit,
+        .check_header = v2_patch_check,
+        .ctx = core,
+        .old_limit = core->running_size,
+        .new_limit = core->v2.size,
+    };
+
+    ble_ota_delta_init(&core->v2.delta, &config);
+    core->v2.patch_in = 0;
+}
+
 /* --- OTA Command --------------------------------------------------------- */
 
 static void
@@ -197,8 +288,9 @@ v2_answer_begin(ble_ota_core_t *core, uint32_t offset)
     ble_ota_put_le32(answer + 2, offset);
     ble_ota_put_le16(answer + 6, core->config.window);
     ble_ota_put_le16(answer + 8, core->config.max_packet);
-    /* DEFLATE: the image offset of the chunk that starts at `offset`. */
-    ble_ota_put_le32(answer + 10, core->v2.stored);
+    /* DEFLATE: the image offset of the chunk that starts at `offset`;
+     * PATCH: its patch offset. */
+    ble_ota_put_le32(answer + 10, core->v2.patch ? core->v2.patch_in : core->v2.stored);
     core->last_status = BLE_OTA_ST_OK;
     v2_send_answer(core, answer, core->v2.deflate ? 14 : 10);
 }
@@ -210,8 +302,11 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
     ble_ota_v2_t *t = &core->v2;
     ble_ota_device_info_t info;
 
-    /* Before anything else: a request without the key learns nothing. */
-    const uint8_t auth = ble_ota_auth_check(core, data, len, BLE_OTA_BEGIN_SIZE);
+    /* Before anything else: a request without the key learns nothing. Its
+     * length depends on the PATCH flag (base_sha256 follows flags). */
+    const uint16_t flags = len >= BLE_OTA_BEGIN_SIZE ? ble_ota_get_le16(data + 39) : 0;
+    const bool patch = (flags & BLE_OTA_BEGIN_FLAG_PATCH) != 0;
+    const uint8_t auth = ble_ota_auth_check(core, data, len, patch ? BLE_OTA_BEGIN_PATCH_SIZE : BLE_OTA_BEGIN_SIZE);
     if (auth != BLE_OTA_ST_OK) {
         v2_refuse(core, BLE_OTA_CMD_BEGIN, auth);
         return;
@@ -219,16 +314,17 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
     const uint32_t size = ble_ota_get_le32(data + 1);
     const uint8_t *sha256 = data + 5;
     const uint16_t chip_id = ble_ota_get_le16(data + 37);
-    const uint16_t flags = ble_ota_get_le16(data + 39);
+    const uint8_t *base = data + BLE_OTA_BEGIN_SIZE; /* PATCH only */
 
     /* The selected slot must boot as it is: a new transfer would erase it. */
     if (ble_ota_restart_pending(core)) {
         v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE);
         return;
     }
-    const uint16_t known = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM | (port->inflate != NULL ? BLE_OTA_BEGIN_FLAG_DEFLATE : 0);
+    const uint16_t known = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM | (port->inflate != NULL ? BLE_OTA_BEGIN_FLAG_DEFLATE : 0) |
+                           (v2_delta_capable(core) ? BLE_OTA_BEGIN_FLAG_PATCH : 0);
     const bool deflate = (flags & BLE_OTA_BEGIN_FLAG_DEFLATE) != 0;
-    if (size == 0 || (flags & ~known) != 0) {
+    if (size == 0 || (flags & ~known) != 0 || (patch && !deflate)) {
         v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_ARGUMENT);
         return;
     }
@@ -252,6 +348,14 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_PENDING_CONFIRM);
         return;
     }
+    /* A patch rebuilds one image from one other: the running one, as the
+     * device found it at start. Refused before anything changes. */
+    if (patch && (core->running_size == 0 || memcmp(base, core->running_sha256, BLE_OTA_SHA256_LEN) != 0)) {
+        ble_ota_log(port, BLE_OTA_LOG_WARN, "BEGIN: the patch is for another image than the running one%s",
+                    core->running_size == 0 ? " (not known)" : "");
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_WRONG_BASE);
+        return;
+    }
 
     if (t->state == BLE_OTA_V2_COMPLETE && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0) {
         /* The same image, received and valid already (END's answer, or
@@ -262,7 +366,8 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         return;
     }
     if (v2_active(core) && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0 &&
-        t->deflate == deflate) {
+        t->deflate == deflate && t->patch == patch &&
+        (!patch || memcmp(t->base_sha256, base, BLE_OTA_SHA256_LEN) == 0)) {
         /* The same image: go on from what is stored. Every byte below
          * received is in flash or in the block, so that is the offset,
          * even if its ACK never reached the client. With DEFLATE, a chunk
@@ -274,6 +379,12 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
             t->received = t->chunk_start;
             t->chunk_len = 0;
             t->chunk_fill = 0;
+        }
+        if (patch && !v2_stream_done(t)) {
+            /* Only whole chunks reach the applier: it stands at the start
+             * of the block the next chunk carries (after the last one, the
+             * patch is complete and stays so). */
+            t->patch_in = ble_ota_delta_rewind(&t->delta);
         }
         t->acked = t->received;
         t->resync_sent = false; /* an earlier RESYNC may have gone with the old link */
@@ -298,8 +409,14 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
     t->flags = flags;
     t->deflate = deflate;
     ble_ota_sha256_init(&t->hash);
+    if (patch) {
+        t->patch = true;
+        memcpy(t->base_sha256, base, BLE_OTA_SHA256_LEN);
+        v2_patch_start(core);
+    }
     ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: %lu bytes%s%s", (unsigned long)size,
-                (flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) ? ", client confirms" : "", deflate ? ", deflated" : "");
+                (flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) ? ", client confirms" : "",
+                patch ? ", delta patch" : deflate ? ", deflated" : "");
     v2_answer_begin(core, 0);
 }
 
@@ -319,7 +436,7 @@ v2_end(ble_ota_core_t *core)
         v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_BAD_STATE);
         return;
     }
-    if (t->stored < t->size) {
+    if (!v2_stream_done(t)) {
         /* The transfer stays: the client may send the rest and END again. */
         ble_ota_log(port, BLE_OTA_LOG_WARN, "END at %lu of %lu bytes", (unsigned long)t->stored,
                     (unsigned long)t->size);
@@ -604,6 +721,56 @@ v2_store(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t offset
     return t->stored != t->size || v2_flush(core, offset);
 }
 
+/* PATCH: a whole patch block (psize bytes in block) goes through the
+ * applier; false when the transfer failed. */
+static bool
+v2_patch_chunk(ble_ota_core_t *core, uint32_t psize)
+{
+    ble_ota_v2_t *t = &core->v2;
+    const bool first = t->patch_in == 0;
+
+    /* The block moves to history: the applier's input now, the next
+     * chunk's dictionary then. block takes the rebuilt bytes, after those
+     * held back at the last chunk's end. */
+    memcpy(t->history, t->block, psize);
+    if (t->block_fill > 0) {
+        memcpy(t->block, t->head_hold, t->block_fill);
+    }
+    ble_ota_delta_err_t err = ble_ota_delta_feed(&t->delta, t->history, psize);
+    if (t->state != BLE_OTA_V2_RECEIVING) {
+        return false; /* v2_store failed and said so */
+    }
+    const ble_ota_delta_header_t *h = ble_ota_delta_header(&t->delta);
+    if (err == BLE_OTA_DELTA_OK) {
+        t->patch_in += psize;
+        /* The first chunk's size came from the chunk (the patch's size was
+         * not known yet): its header must agree. */
+        if (h == NULL || (first && psize != (h->patch_size < BLE_OTA_DEFLATE_CHUNK ? h->patch_size : BLE_OTA_DEFLATE_CHUNK))) {
+            ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "patch: a first chunk of %lu bytes for a patch of %lu",
+                        (unsigned long)psize, h == NULL ? 0ul : (unsigned long)h->patch_size);
+            v2_fail(core, BLE_OTA_ST_BAD_DATA, t->chunk_start);
+            return false;
+        }
+        if (t->patch_in == h->patch_size) {
+            err = ble_ota_delta_finish(&t->delta);
+        }
+    }
+    if (err != BLE_OTA_DELTA_OK) {
+        ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "patch refused: %s at patch offset %lu",
+                    ble_ota_delta_err_name(err), (unsigned long)ble_ota_delta_error_offset(&t->delta));
+        v2_fail(core, err == BLE_OTA_DELTA_ERR_READ ? BLE_OTA_ST_FLASH_ERROR : BLE_OTA_ST_BAD_DATA, t->chunk_start);
+        return false;
+    }
+    /* The next chunk inflates into block: what it holds goes to flash now,
+     * unless it is the image's first bytes and fewer than the image check
+     * needs (they wait in head_hold; the final flush came with the last byte). */
+    if (t->block_offset == 0 && t->stored < BLE_OTA_IMAGE_HEAD_LEN && t->stored < t->size) {
+        memcpy(t->head_hold, t->block, t->block_fill);
+        return true;
+    }
+    return v2_flush(core, t->chunk_start);
+}
+
 /* DEFLATE: takes stream bytes into the chunk being assembled, and stores
  * each chunk once it is whole; false when the transfer failed. */
 static bool
@@ -612,10 +779,18 @@ v2_take_chunks(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t 
     ble_ota_v2_t *t = &core->v2;
 
     while (n > 0) {
-        const uint32_t left = t->size - t->stored;
+        /* The chunk's size: the rest of the image (or patch) up to 4 KB. A
+         * patch's first chunk tells its own (the patch's size is in it):
+         * 4096 bytes as they are, or fewer, deflated when they inflate to
+         * more, else as they are. */
+        const ble_ota_delta_header_t *h = t->patch ? ble_ota_delta_header(&t->delta) : NULL;
+        const bool size_unknown = t->patch && h == NULL;
+        const uint32_t left = size_unknown ? BLE_OTA_DEFLATE_CHUNK
+                              : t->patch   ? h->patch_size - t->patch_in
+                                           : t->size - t->stored;
         const uint32_t size = left < BLE_OTA_DEFLATE_CHUNK ? left : BLE_OTA_DEFLATE_CHUNK;
         if (size == 0) {
-            ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "stream goes on after the image's last chunk");
+            ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "stream goes on after the last chunk");
             v2_fail(core, BLE_OTA_ST_BAD_DATA, offset);
             return false;
         }
@@ -642,22 +817,36 @@ v2_take_chunks(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n, uint32_t 
             continue;
         }
         /* A whole chunk: a whole block (the last one may be shorter), into
-         * the block buffer, which is empty at every chunk boundary. Its
-         * dictionary is the image's previous chunk, in history (kept while
-         * a transfer is suspended, so a resume has it too). */
-        const size_t history = t->stored == 0 ? 0 : BLE_OTA_DEFLATE_CHUNK;
+         * the block buffer, which is empty at every chunk boundary (but for
+         * a patch's held first bytes). Its dictionary is the previous chunk,
+         * in history (kept while a transfer is suspended, so a resume has it
+         * too). */
+        const size_t history = (t->patch ? t->patch_in : t->stored) == 0 ? 0 : BLE_OTA_DEFLATE_CHUNK;
+        size_t made = size;
         if (t->chunk_len == size) {
             memcpy(t->block, t->chunk + 2, size);
-        } else if (!core->port->inflate(core->port->ctx, t->chunk + 2, t->chunk_len, t->block, size, history)) {
+        } else if (core->port->inflate(core->port->ctx, t->chunk + 2, t->chunk_len, t->block, &made, history) &&
+                   (size_unknown ? made > t->chunk_len : made == size)) {
+            /* deflated */
+        } else if (size_unknown) {
+            made = t->chunk_len; /* a patch shorter than a chunk, as it is */
+            memcpy(t->block, t->chunk + 2, made);
+        } else {
             ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "chunk at %lu does not inflate to %lu bytes",
                         (unsigned long)t->chunk_start, (unsigned long)size);
             v2_fail(core, BLE_OTA_ST_BAD_DATA, t->chunk_start);
             return false;
         }
-        if (!v2_store(core, t->block, size, t->chunk_start)) {
-            return false;
+        if (t->patch) {
+            if (!v2_patch_chunk(core, (uint32_t)made)) {
+                return false;
+            }
+        } else {
+            if (!v2_store(core, t->block, size, t->chunk_start)) {
+                return false;
+            }
+            memcpy(t->history, t->block, size); /* only the last chunk is shorter, and nothing follows it */
         }
-        memcpy(t->history, t->block, size); /* only the last chunk is shorter, and nothing follows it */
         t->chunk_start = t->received;
         t->chunk_len = 0;
         t->chunk_fill = 0;
@@ -686,7 +875,7 @@ v2_take(ble_ota_core_t *core, const uint8_t *bytes, uint32_t n)
     if (step == 0) {
         step = 1;
     }
-    if (t->stored == t->size || t->received - t->acked >= step) {
+    if (v2_stream_done(t) || t->received - t->acked >= step) {
         t->acked = t->received;
         v2_event_offset(core, BLE_OTA_EVT_ACK, t->received);
     }
@@ -777,6 +966,7 @@ _Static_assert(sizeof(((ble_ota_device_info_t *)0)->device_id) == BLE_OTA_INFO_L
 _Static_assert(sizeof(((ble_ota_device_info_t *)0)->signing_key_digest) == BLE_OTA_INFO_LEN_SIGNING_KEY,
                "signing_key_digest fills its OTA Info field");
 _Static_assert(BLE_OTA_SHA256_LEN == BLE_OTA_INFO_LEN_TRANSFER_SHA256, "the transfer's SHA-256 fills its field");
+_Static_assert(BLE_OTA_SHA256_LEN == BLE_OTA_INFO_LEN_RUNNING_SHA256, "the running image's SHA-256 fills its field");
 _Static_assert(BLE_OTA_INFO_OFF_RUNNING_SHA256 + BLE_OTA_INFO_LEN_RUNNING_SHA256 == BLE_OTA_INFO_SIZE,
                "OTA Info ends after running_sha256");
 _Static_assert(BLE_OTA_INFO_SIZE <= 512, "OTA Info fits one attribute value");
@@ -804,6 +994,9 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     }
     if (port->inflate != NULL) {
         features |= BLE_OTA_FEATURE_DEFLATE;
+    }
+    if (v2_delta_capable(core)) {
+        features |= BLE_OTA_FEATURE_DELTA;
     }
     uint8_t running;
     switch (port->running_state(port->ctx)) {
@@ -877,6 +1070,9 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     ble_ota_put_le16(out + BLE_OTA_INFO_OFF_RX_OCTETS, link.rx_octets);
     ble_ota_put_le16(out + BLE_OTA_INFO_OFF_ATT_MTU, link.att_mtu);
     out[BLE_OTA_INFO_OFF_LINK_REQUEST] = (uint8_t)core->link.profile;
+    /* info_version 4: the running image, as found at init (zeros: not known). */
+    ble_ota_put_le32(out + BLE_OTA_INFO_OFF_RUNNING_SIZE, core->running_size);
+    memcpy(out + BLE_OTA_INFO_OFF_RUNNING_SHA256, core->running_sha256, BLE_OTA_INFO_LEN_RUNNING_SHA256);
     return BLE_OTA_INFO_SIZE;
 }
 

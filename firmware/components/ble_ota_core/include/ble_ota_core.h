@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ble_ota_delta.h"
 #include "ble_ota_link.h"
 #include "ble_ota_port.h"
 #include "ble_ota_protocol.h"
@@ -71,6 +72,12 @@ typedef struct {
  * BLE_OTA_ABANDON_TIMEOUT_MS, confirm window 300 s, seed served, no key. */
 void ble_ota_config_default(ble_ota_config_t *config);
 
+/* Bytes at the start of an image the core checks before the image may be
+ * selected, in either protocol: the 24-byte image header, the first
+ * segment's header, and the app descriptor's (esp_app_desc_t, at offset
+ * 0x20) magic word and secure_version. */
+#define BLE_OTA_IMAGE_HEAD_LEN 40
+
 /* A v2 transfer (docs/PROTOCOL.md, OTA Info transfer_state). */
 typedef enum {
     BLE_OTA_V2_IDLE = BLE_OTA_TRANSFER_IDLE,
@@ -100,6 +107,20 @@ typedef struct {
     ble_ota_sha256_ctx_t hash;          /* of bytes [0, received) */
     uint32_t block_offset;              /* image offset of block[0]; bytes below are in flash */
     uint32_t block_fill;                /* bytes in block */
+    /* PATCH (docs/DELTA.md): the stream is a delta patch, deflated, one
+     * 4 KB patch block per chunk. Each chunk inflates into block (its
+     * dictionary, the patch block before, in history), moves to history,
+     * and goes through the applier, whose rebuilt bytes fill block as the
+     * image's would; block goes to flash when full and at every chunk's end
+     * (the next chunk inflates there), so no second 4 KB buffer is needed. */
+    bool patch;
+    uint8_t base_sha256[BLE_OTA_SHA256_LEN]; /* BEGIN's: the running image the patch applies to */
+    uint32_t patch_in;                  /* patch bytes the applier took: whole blocks, as only whole chunks go in */
+    /* The rebuilt image's first bytes at a chunk's end while they are fewer
+     * than the image check needs before the first write (rare: a first
+     * patch block that rebuilds under 40 bytes). */
+    uint8_t head_hold[BLE_OTA_IMAGE_HEAD_LEN];
+    ble_ota_delta_t delta;
     /* DEFLATE: the image's previous chunk, the dictionary of the next one.
      * It sits right before block, where an inflater looks for it. */
     uint8_t history[BLE_OTA_DEFLATE_CHUNK];
@@ -130,12 +151,6 @@ typedef struct {
     uint32_t drop_asked_ms; /* when it was last asked (asked again each second until the link ends) */
 } ble_ota_auth_t;
 
-/* Bytes at the start of an image the core checks before the image may be
- * selected, in either protocol: the 24-byte image header, the first
- * segment's header, and the app descriptor's (esp_app_desc_t, at offset
- * 0x20) magic word and secure_version. */
-#define BLE_OTA_IMAGE_HEAD_LEN 40
-
 typedef struct {
     const ble_ota_port_t *port;
     ble_ota_config_t config;
@@ -159,12 +174,18 @@ typedef struct {
     uint32_t confirm_counted_at_ms; /* port now_ms() up to which confirm_elapsed_ms counts */
     ble_ota_auth_t auth;
     ble_ota_link_t link;         /* what was asked of the link (ble_ota_link.c) */
+    /* The image in the running slot as a file holds it, found at init
+     * (OTA Info running_size, running_sha256; the base of a delta patch).
+     * running_size 0: not known. */
+    uint32_t running_size;
+    uint8_t running_sha256[BLE_OTA_SHA256_LEN];
 } ble_ota_core_t;
 
 /* config NULL: the defaults. A zero window, max_packet or abandon timeout
  * takes its default; max_packet is capped at BLE_OTA_MAX_PACKET (the core
  * takes any length, the ATT layer not). Call at boot, before
- * ble_ota_core_confirm_boot(). */
+ * ble_ota_core_confirm_boot(): it reads the running image whole (port
+ * running_read) for its size and SHA-256. */
 void ble_ota_core_init(ble_ota_core_t *core, const ble_ota_port_t *port, const ble_ota_config_t *config);
 
 /* A client wrote len bytes to OTA Control. REQUEST and DONE answer with a

@@ -127,12 +127,22 @@ typedef struct ble_ota_port {
     /* Fills out with bytes from a cryptographically secure generator (the
      * hardware RNG on the ESP32): the device's session nonces. */
     void (*random)(void *ctx, uint8_t *out, size_t len);
-    /* Inflates in_len bytes of raw deflate (RFC 1951) into out; true only
-     * when they are one complete stream of exactly out_len bytes. The
-     * `history` bytes right before out are its dictionary: back-references
-     * may reach into them. NULL: the platform cannot, and OTA Info does not
-     * offer DEFLATE. */
-    bool (*inflate)(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len, size_t history);
+    /* Inflates in_len bytes of raw deflate (RFC 1951) into out, which has
+     * room for *out_len bytes; true only when all in_len bytes are one
+     * complete stream that fits, and then *out_len is the bytes it made.
+     * The `history` bytes right before out are its dictionary:
+     * back-references may reach into them. NULL: the platform cannot, and
+     * OTA Info does not offer DEFLATE. */
+    bool (*inflate)(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len, size_t history);
+
+    /* Reads len bytes at offset of the running slot (the partition the
+     * running image booted from, from its start) into out: the image walk
+     * at init (its size and SHA-256 for OTA Info) and the old image of a
+     * delta patch. Never blocks longer than one flash read of len bytes
+     * (at most 4 KB). BLE_OTA_PORT_ERR_TOO_LARGE when the range leaves the
+     * slot, FLASH when the read fails. NULL: the running image is not
+     * known, and OTA Info does not offer DELTA. */
+    ble_ota_port_err_t (*running_read)(void *ctx, uint32_t offset, uint8_t *out, size_t len);
 
     /* Ends the client's link (a stranger's that failed or did not
      * authenticate in time); returns at once, the link's end comes later
