@@ -155,15 +155,18 @@ const FULL_REASONS: Record<FullReason, string> = {
   'patch-failed': 'the device could not rebuild the image from the patch',
 };
 
-/** Reasons worth a line: a patch could have gone, given the image the device runs. */
-const TOLD: FullReason[] = ['base-not-running', 'base-unknown', 'patch-not-smaller', 'wrong-base', 'patch-failed'];
+/**
+ * Reasons worth a line: a patch was given a base, or tried, and did not go. Not the usual
+ * case of a device whose image this tool never installed (base-unknown: the JSON says it).
+ */
+const TOLD: FullReason[] = ['base-not-running', 'patch-not-smaller', 'wrong-base', 'patch-failed'];
 
 /** The delivery line: patch or full image, and what crossed the air; empty when there is nothing to tell. */
 export function formatDelivery(r: UpdateResult): string {
   const d = r.delivery;
   if (!d || d.method === 'none') return '';
   if (d.method === 'patch') {
-    const from = d.baseSource === 'cache' ? 'the image cache' : '--base';
+    const from = d.baseSource === 'cache' ? 'the image cache' : d.baseSource === 'image' ? 'the image itself, which the device runs' : '--base';
     const share = d.fullBytes ? `, ${formatShare(d.bytesOverAir / d.fullBytes)} of the ${formatBytes(d.fullBytes)} the full image takes` : '';
     return `delta patch against the image the device ran (${d.baseSha256?.slice(0, 12)}…, from ${from}): ${formatBytes(d.bytesOverAir)} over the air${share}`;
   }

@@ -46,8 +46,12 @@ export interface Delivery {
   method: 'patch' | 'full' | 'none';
   /** The SHA-256 (hex) of the image the patch applies to: the one the device ran. */
   baseSha256?: string;
-  /** Where the base image came from: the caller's `baseImage`, or the image cache. */
-  baseSource?: 'option' | 'cache';
+  /**
+   * Where the base image came from: the caller's `baseImage`, the image
+   * cache, or the image sent itself (the device runs this very image and
+   * gets it again: skipIfRunning off).
+   */
+  baseSource?: BaseSource;
   /** Why the full image went (see FullReason). */
   reason?: FullReason;
   /** The new image's size. */
@@ -62,12 +66,14 @@ export interface Delivery {
   fullBytes?: number;
 }
 
+export type BaseSource = 'option' | 'cache' | 'image';
+
 /** A patch chosen for the transfer. */
 export interface PatchPlan {
   patch: Buffer;
   /** The base image's SHA-256, BEGIN's base. */
   base: Buffer;
-  source: 'option' | 'cache';
+  source: BaseSource;
   /** Bytes of the patch's stream, and of the full image's. */
   patchStream: number;
   fullStream: number;
@@ -92,10 +98,14 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
   const running = input.runningSha256;
   if (running === undefined || running.every((b) => b === 0)) return { reason: 'device-no-base' };
   let base: Buffer | undefined;
-  let source: 'option' | 'cache' = 'option';
+  let source: BaseSource = 'option';
   const given = input.baseImage;
   if (given !== undefined && given.length === input.runningSize && sha256(given).equals(running)) {
     base = given;
+  } else if (input.image.length === input.runningSize && sha256(input.image).equals(running)) {
+    // The device runs this very image (sent again all the same): it rebuilds it from itself.
+    base = input.image;
+    source = 'image';
   } else if (input.cache) {
     base = await input.cache.get(running);
     source = 'cache';

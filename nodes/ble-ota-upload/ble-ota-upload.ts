@@ -41,10 +41,13 @@ const QUEUE_LIMIT = 10;
 /** The folder, in Node-RED's user directory, of the images this package installed: the bases of delta updates. */
 const CACHE_FOLDER = 'ble-ota-cache';
 
-/** Full-image reasons a log line tells (a patch could have gone, given the image the device ran), and their texts. */
+/**
+ * Full-image reasons a log line tells, and their texts: a patch was given a base, or tried,
+ * and did not go. Not the usual case of a device whose image the node never installed
+ * (base-unknown: delivery.reason in the result says it).
+ */
 const TOLD_REASONS: Partial<Record<FullReason, string>> = {
   'base-not-running': 'ble-ota-upload.reasons.baseNotRunning',
-  'base-unknown': 'ble-ota-upload.reasons.baseUnknown',
   'patch-not-smaller': 'ble-ota-upload.reasons.patchNotSmaller',
   'wrong-base': 'ble-ota-upload.reasons.wrongBase',
   'patch-failed': 'ble-ota-upload.reasons.patchFailed',
@@ -241,7 +244,8 @@ export = function register(RED: RED): void {
       const kb = (d.bytesOverAir / 1024).toFixed(1);
       if (d.method === 'patch') {
         const share = d.fullBytes ? ((100 * d.bytesOverAir) / d.fullBytes).toFixed(1) : '?';
-        return t('ble-ota-upload.log.patch', { kb, share, source: t(d.baseSource === 'cache' ? 'ble-ota-upload.log.fromCache' : 'ble-ota-upload.log.fromBaseImage') });
+        const source = d.baseSource === 'cache' ? 'ble-ota-upload.log.fromCache' : d.baseSource === 'image' ? 'ble-ota-upload.log.fromImage' : 'ble-ota-upload.log.fromBaseImage';
+        return t('ble-ota-upload.log.patch', { kb, share, source: t(source) });
       }
       const reason = d.reason ? TOLD_REASONS[d.reason] : undefined;
       if (!reason) return '';
