@@ -73,7 +73,7 @@ describe('npm run test:hardware without hardware', function () {
   });
 
   it('looks for the device by address when it looks like one, else by name', () => {
-    assert.deepEqual(configOf(setup({ ...base, [HW_ENV.device]: '24-0A-C4-12-34-56' })).target, { address: '24:0A:C4:12:34:56' });
+    assert.deepEqual(configOf(setup({ ...base, [HW_ENV.device]: '24-0A-C4-12-34-56' })).target, { address: '24:0a:c4:12:34:56' });
     assert.deepEqual(configOf(setup({ ...base, [HW_ENV.device]: ' kitchen lamp ' })).target, { name: 'kitchen lamp' });
   });
 
