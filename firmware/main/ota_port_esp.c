@@ -124,6 +124,10 @@ typedef struct {
      * this image runs, except mark_valid (updates running). */
     ble_ota_device_info_t info;
     ble_ota_img_state_t running;
+    /* The partition this image runs from (esp_ota_get_running_partition,
+     * looked up once): read for the running image's size and SHA-256 at
+     * init and as a delta patch's old image. NULL when not found. */
+    const esp_partition_t *running_part;
 } ota_port_esp_t;
 
 static ota_port_esp_t s_state;
@@ -646,6 +650,30 @@ ota_port_esp_inflate(void *ctx, const uint8_t *in, size_t in_len, uint8_t *out, 
     return true;
 }
 
+/** The running slot as the image was written: esp_partition_read decrypts
+ * an encrypted partition (flash encryption), as esp_ota_write encrypted it,
+ * so the bytes are the file's either way. One call per piece the core asks
+ * for (at most 4 KB). */
+static ble_ota_port_err_t
+ota_port_esp_running_read(void *ctx, uint32_t offset, uint8_t *out, size_t len)
+{
+    const ota_port_esp_t *st = ctx;
+
+    if (st->running_part == NULL) {
+        return BLE_OTA_PORT_ERR_NO_SLOT;
+    }
+    if (offset > st->running_part->size || len > st->running_part->size - offset) {
+        return BLE_OTA_PORT_ERR_TOO_LARGE;
+    }
+    const esp_err_t err = esp_partition_read(st->running_part, (size_t)offset, out, len);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "reading %u bytes of %s at %lu failed: %s", (unsigned)len, st->running_part->label,
+                 (unsigned long)offset, esp_err_to_name(err));
+        return BLE_OTA_PORT_ERR_FLASH;
+    }
+    return BLE_OTA_PORT_OK;
+}
+
 /** Session nonces: the hardware RNG, a true random source while the
  * Bluetooth radio is on (which it is whenever a client can ask). */
 static void
@@ -719,6 +747,7 @@ static const ble_ota_port_t s_port = {
     .confirm_required = ota_port_esp_confirm_required,
     .random = ota_port_esp_random,
     .inflate = ota_port_esp_inflate,
+    .running_read = ota_port_esp_running_read,
     .disconnect = ota_port_esp_disconnect,
     .link_data_path = ota_port_esp_link_data_path,
     .link_conn_params = ota_port_esp_link_conn_params,
@@ -832,6 +861,10 @@ ota_port_esp_init(void)
     ble_ota_slot_init(&s_state.plan, s_state.next != NULL ? (uint32_t)s_state.next->size : 0,
                       OTA_PORT_HAVE_OTA_RESUME != 0);
     s_state.running = ota_port_esp_read_running_state();
+    s_state.running_part = esp_ota_get_running_partition();
+    if (s_state.running_part == NULL) {
+        ESP_LOGE(TAG, "running partition not found: no delta updates");
+    }
 
     const esp_timer_create_args_t args = {
         .callback = ota_port_esp_restart_cb,
