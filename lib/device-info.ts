@@ -13,16 +13,7 @@ import type { DeviceInfo } from './client/ota-client';
 import { formatDeviceId } from './client/session';
 import { chipName } from './image/esp-chips';
 import { LAST_STATUS_NONE, statusName } from './protocol/constants';
-import {
-  chipRevisionName,
-  featureNames,
-  FeatureName,
-  runningStateName,
-  RunningStateName,
-  transferStateName,
-  TransferStateName,
-  unknownFeatureBits,
-} from './protocol/info-names';
+import { chipRevisionName, featureNames, FeatureName, runningStateName, RunningStateName, transferStateName, TransferStateName, unknownFeatureBits } from './protocol/info-names';
 import type { DeviceLink, PhyName } from './protocol/v2-codec';
 
 /** A feature by name, or a bit newer firmware sets that this version has no name for ("0x0100"). */

@@ -34,7 +34,10 @@ const OLD_SHAPES: Record<string, Array<{ commit: string; config: Config }>> = {
     { commit: 'cc97d8e', config: { name: '', device: 'esp32', backend: 'bluetooth', scanTimeout: 15, operationTimeout: 5 } },
     { commit: '0b41a8d', config: { name: '', device: 'esp32', backend: 'bluetooth', scanTimeout: 15, operationTimeout: 5, allowUnauthenticated: false } },
     { commit: '6fe9883', config: { name: '', device: 'esp32', backend: 'bluetooth', scanTimeout: 15, operationTimeout: 5, allowUnauthenticated: false, deviceId: '' } },
-    { commit: '9edd9bd', config: { name: '', device: 'esp32', backend: 'virtual', virtualDevices: 'esp32', scanTimeout: 15, operationTimeout: 5, allowUnauthenticated: false, deviceId: '' } },
+    {
+      commit: '9edd9bd',
+      config: { name: '', device: 'esp32', backend: 'virtual', virtualDevices: 'esp32', scanTimeout: 15, operationTimeout: 5, allowUnauthenticated: false, deviceId: '' },
+    },
   ],
   'ble-ota-upload': [
     { commit: 'cc97d8e', config: { name: '', device: 'dev' } },
@@ -43,9 +46,7 @@ const OLD_SHAPES: Record<string, Array<{ commit: string; config: Config }>> = {
     { commit: '80b035b', config: { name: '', device: 'dev', confirm: 'client', skipSame: true, allowDowngrade: false, requireSignature: false } },
     { commit: '0b41a8d', config: { name: '', device: 'dev', confirm: 'client', skipSame: true, allowDowngrade: false, requireSignature: false, publicKey: '' } },
   ],
-  'ble-ota-status': [
-    { commit: '65b3a1e', config: { name: '', device: 'dev', scope: 'all', uploads: [], report: 'all', states: [], template: '', topic: '' } },
-  ],
+  'ble-ota-status': [{ commit: '65b3a1e', config: { name: '', device: 'dev', scope: 'all', uploads: [], report: 'all', states: [], template: '', topic: '' } }],
   'ble-ota-scan': [
     {
       commit: '19ed3e8',
@@ -244,7 +245,10 @@ describe('config versions: older flows in a real Node-RED', function () {
 
   it('ble-ota-device and ble-ota-upload of the first commit (a virtual device by name, no options) behave as the current shape', async () => {
     const old = await uploads({ name: '', device: 'mig-old', backend: 'virtual', scanTimeout: 3, operationTimeout: 3 }, { name: '' });
-    const now = await uploads({ ...CURRENT['ble-ota-device'], configVersion: 1, device: 'mig-new', backend: 'virtual', virtualDevices: 'mig-new', scanTimeout: 3, operationTimeout: 3 }, { ...CURRENT['ble-ota-upload'], configVersion: 1 });
+    const now = await uploads(
+      { ...CURRENT['ble-ota-device'], configVersion: 1, device: 'mig-new', backend: 'virtual', virtualDevices: 'mig-new', scanTimeout: 3, operationTimeout: 3 },
+      { ...CURRENT['ble-ota-upload'], configVersion: 1 },
+    );
     // Confirmed by the client, the same build skipped, an older one refused (no downgrade).
     assert.deepEqual(old, ['confirmed', 'skipped', 'DOWNGRADE_REFUSED']);
     assert.deepEqual(old, now);
@@ -322,7 +326,10 @@ describe('config versions: older flows in a real Node-RED', function () {
     );
     const warnings = warningsOf('n');
     assert.equal(warnings.length, 1, warnings.join('\n'));
-    assert.match(warnings[0], /saved by a newer version of node-red-contrib-esp32-ble-ota \(configuration version 5; this version knows up to 1\)\. .*update node-red-contrib-esp32-ble-ota/);
+    assert.match(
+      warnings[0],
+      /saved by a newer version of node-red-contrib-esp32-ble-ota \(configuration version 5; this version knows up to 1\)\. .*update node-red-contrib-esp32-ble-ota/,
+    );
     const image = buildAppImage({ size: 24 * 1024, projectName: 'virtual-esp32', version: '2.0.0', seed: 72 });
     assert.equal(await outcome(wires, { payload: image }), 'confirmed');
   });

@@ -172,7 +172,11 @@ describe('closing a node', () => {
     const calls: string[] = [];
     let release!: () => void;
     const work = new Promise<void>((resolve) => (release = resolve));
-    closeWhenSettled([work, Promise.reject(new Error('a failed one counts as settled'))], () => calls.push('done'), () => calls.push('cleanup'));
+    closeWhenSettled(
+      [work, Promise.reject(new Error('a failed one counts as settled'))],
+      () => calls.push('done'),
+      () => calls.push('cleanup'),
+    );
     await Promise.resolve();
     assert.deepEqual(calls, []);
     release();
@@ -184,7 +188,11 @@ describe('closing a node', () => {
   it(`finishes after ${CLOSE_TIMEOUT_MS} ms when the work never lets go`, async () => {
     mock.timers.enable({ apis: ['setTimeout'] });
     const calls: string[] = [];
-    closeWhenSettled([new Promise(() => undefined)], () => calls.push('done'), () => calls.push('cleanup'));
+    closeWhenSettled(
+      [new Promise(() => undefined)],
+      () => calls.push('done'),
+      () => calls.push('cleanup'),
+    );
     mock.timers.tick(CLOSE_TIMEOUT_MS - 1);
     assert.deepEqual(calls, []);
     mock.timers.tick(1);

@@ -65,14 +65,7 @@ export interface UploadJob {
 }
 
 /** The client's options for a job. */
-export function updateOptions(
-  settings: UploadSettings,
-  config: DeviceNode,
-  job: UploadJob,
-  target: Target,
-  onProgress: (p: Progress) => void,
-  cache?: ImageCache,
-): UpdateOptions {
+export function updateOptions(settings: UploadSettings, config: DeviceNode, job: UploadJob, target: Target, onProgress: (p: Progress) => void, cache?: ImageCache): UpdateOptions {
   return {
     target,
     image: job.image,

@@ -56,7 +56,8 @@ export interface RED {
   nodes: {
     createNode(node: object, def: NodeDef): void;
     getNode(id: string): unknown;
-    registerType(type: string, constructor: Function, options?: object): void; // eslint-disable-line @typescript-eslint/ban-types
+    /** constructor: a node's constructor function; `never` parameters admit every node's own `this` and configuration type. */
+    registerType(type: string, constructor: (this: never, def: never) => void, options?: object): void;
   };
   log: { info(m: string): void; warn(m: string): void; error(m: string): void };
   /** The editor's HTTP API (Express). */
