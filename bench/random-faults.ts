@@ -13,6 +13,9 @@
  * - after the retries, every fault that does not persist ends in success.
  *
  * Over the whole run: no unhandled rejection, no timers left, heap about flat.
+ * About a fifth of the plans are delta updates: the device runs the old build
+ * of a one-function change, the client sends the patch (and a success by the
+ * full image instead is a violation).
  *
  * This module is the engine of test/random-faults.test.ts (a few hundred
  * updates) and, run as a script, the long run: thousands of updates, a table
@@ -30,6 +33,9 @@
  * of it also depends on timing (timeouts, the client's backoff jitter), so a
  * seed reproduces the faults and their moments, usually the outcome.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
 import type { NoblePeripheral } from '../lib/client/noble-types';
 import { BleOtaError, DeviceOutcome } from '../lib/errors';
@@ -39,6 +45,8 @@ import { encodedLength, worthDeflating } from '../lib/protocol/deflate-chunks';
 import { peripheralId, VirtualBindings } from '../lib/virtual/bindings';
 import type { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { computePatch } from '../lib/delta/diff';
+import { oneFunctionChanged } from '../test/support/code-images';
 import { OWNER, ownedDevice, signedImage } from '../test/support/owner';
 import { mulberry32, Random } from '../test/support/prng';
 
@@ -93,6 +101,8 @@ export interface Plan {
   firings: Firing[];
   imageSize: number;
   compressible: boolean;
+  /** A delta update: the device runs the old build of a one-function change, the client sends the new one as a patch against it. */
+  patched: boolean;
 }
 
 function randomMoment(rnd: Random): Moment {
@@ -119,7 +129,10 @@ export function makePlan(seed: number): Plan {
   for (let i = 0; i < count; i++) {
     firings.push({ moment: randomMoment(rnd), sync: rnd() < 0.5, n: int(rnd, 1, kind === 'power-loss-in-flash' ? 4 : 3), variant: int(rnd, 0, 3) });
   }
-  return { kind, firings, imageSize: pick(rnd, [8, 12, 16, 24]) * 1024, compressible: rnd() < 0.3 };
+  const imageSize = pick(rnd, [8, 12, 16, 24]) * 1024;
+  const compressible = rnd() < 0.3;
+  // Drawn last, so that a seed's other choices are what they were before patches.
+  return { kind, firings, imageSize, compressible, patched: !compressible && rnd() < 0.3 };
 }
 
 function describeMoment(m: Moment): string {
@@ -139,7 +152,7 @@ function describeMoment(m: Moment): string {
 
 export function describePlan(plan: Plan): string {
   const firings = plan.firings.map((f) => `${describeMoment(f.moment)}${f.sync ? '' : '+'} n${f.n} v${f.variant}`).join(', ');
-  return `${plan.kind}${firings ? ` [${firings}]` : ''} image ${plan.imageSize / 1024} KB${plan.compressible ? ' compressible' : ''}`;
+  return `${plan.kind}${firings ? ` [${firings}]` : ''} image ${plan.imageSize / 1024} KB${plan.compressible ? ' compressible' : ''}${plan.patched ? ' patched' : ''}`;
 }
 
 // --- results ---------------------------------------------------------------------
@@ -312,15 +325,26 @@ export async function runSequence(seed: number, options: SequenceOptions): Promi
   let holder: Holder | undefined;
   const cleanups: Array<() => void> = [];
   try {
-    const device = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10, window: 4096 }));
+    // A patched plan: the device was flashed with the old build (over USB, as a factory does).
+    const pair = plan.patched ? oneFunctionChanged(plan.imageSize, seed >>> 0 || 1, { projectName: 'virtual-esp32', signingKeys: OWNER.signingKey }) : undefined;
+    let firstImage: string | undefined;
+    if (pair) {
+      const dir = mkdtempSync(join(tmpdir(), 'ble-ota-rf-'));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      firstImage = join(dir, 'first.bin');
+      writeFileSync(firstImage, pair.old);
+    }
+    const device = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10, window: 4096, ...(firstImage ? { image: firstImage } : {}) }));
     const start = await device.state();
     const old = await device.readFlash(start.running, 0, start.slots[start.running].size);
-    const version = `2.${int(rnd, 0, 99)}.${int(rnd, 0, 99)}`;
+    const drawn = `2.${int(rnd, 0, 99)}.${int(rnd, 0, 99)}`;
     const fill = plan.compressible ? Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7) % 16)) : undefined;
-    const image = signedImage({ size: plan.imageSize, projectName: 'virtual-esp32', version, seed: seed >>> 0 || 1, fill });
+    const image = pair ? pair.new : signedImage({ size: plan.imageSize, projectName: 'virtual-esp32', version: drawn, seed: seed >>> 0 || 1, fill });
+    const version = parseEspImage(image).appDesc.version;
     const images = { old, new: image };
     const versionOf = { old: parseEspImage(old).appDesc.version, new: version };
-    const streamLength = worthDeflating(image) ? encodedLength(image) : image.length;
+    // What the stream carries: the patch's DEFLATE chunks, or the image's (deflated where that pays).
+    const streamLength = pair ? encodedLength(computePatch(pair.old, image)) : worthDeflating(image) ? encodedLength(image) : image.length;
     if (plan.kind === 'second-central') holder = new Holder(device);
 
     // --- the noble side: the peripheral objects, and the listeners they carry
@@ -504,7 +528,7 @@ export async function runSequence(seed: number, options: SequenceOptions): Promi
       let hung: NodeJS.Timeout | undefined;
       try {
         result = await Promise.race([
-          client.update({ target: { name }, image, secret: OWNER.secret, signal: call.controller.signal }),
+          client.update({ target: { name }, image, secret: OWNER.secret, signal: call.controller.signal, ...(pair ? { baseImage: pair.old } : {}) }),
           new Promise<never>((_, reject) => {
             hung = setTimeout(() => reject(new Error(`the call hung for ${HUNG_MS} ms`)), HUNG_MS);
           }),
@@ -544,6 +568,8 @@ export async function runSequence(seed: number, options: SequenceOptions): Promi
         if (!result.confirmed) violate('success without a confirmed image');
         if (result.runningVersion !== version) violate(`success, running version ${result.runningVersion}, not ${version}`);
         if (now.runs !== 'new' || now.slotState !== 'valid') violate(`success, but the device runs ${now.runs} (${now.slotState})`);
+        // No fault here is one the full image would get past and the patch not: a fallback means the device failed the patch.
+        if (pair && result.delivery?.method === 'full') violate(`success of a patched plan, but by the full image (${result.delivery.reason})`);
       } else if (!(error instanceof BleOtaError)) {
         record.code = `not a BleOtaError: ${String(error)}`;
         violate(`failure that is not a BleOtaError: ${String(error)}`);

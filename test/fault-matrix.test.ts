@@ -10,13 +10,25 @@
  * images only), so every update opens a session (HELLO) and has the device
  * prove its OTA Info (INFO), each a phase of its own, and END checks the
  * image's signature.
+ *
+ * The same faults at the phases of a patched transfer (a delta update,
+ * docs/DELTA.md): the device applies the patch as it arrives, into the slot
+ * it does not run, so whatever happens it boots the image it ran or the
+ * complete new one, and the client resumes the patch or ends with the same
+ * specific error as for a full image.
  */
 import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
 import { BleOtaError, BleOtaErrorCode } from '../lib/errors';
+import { computePatch } from '../lib/delta/diff';
 import { Command, OTA_COMMAND_UUID, OTA_INFO_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
+import { encodedLength } from '../lib/protocol/deflate-chunks';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { oneFunctionChanged } from './support/code-images';
 import { OWNER, ownedDevice, signedImage } from './support/owner';
 
 const PHASES = [
@@ -92,8 +104,8 @@ interface Outcome {
   slotState: string;
 }
 
-/** Calls `inject` once, when the phase begins; returns a function that stops listening. */
-function onPhase(radio: VirtualRadio, device: VirtualEsp32, image: Buffer, phase: PhaseName, inject: (how: 'sync' | 'after') => void) {
+/** Calls `inject` once, when the phase begins; returns a function that stops listening. `streamLength`: the bytes the stream carries (the image, or the patch's DEFLATE chunks). */
+function onPhase(radio: VirtualRadio, device: VirtualEsp32, streamLength: number, phase: PhaseName, inject: (how: 'sync' | 'after') => void) {
   const b = radio.bindings;
   let fired = false;
   let restartWritten = false;
@@ -136,9 +148,9 @@ function onPhase(radio: VirtualRadio, device: VirtualEsp32, image: Buffer, phase
       };
       const dataAt: Partial<Record<PhaseName, (offset: number, length: number) => boolean>> = {
         'data at 0': (o) => o === 0,
-        'data at 25 %': (o) => o >= image.length / 4,
-        'data at 50 %': (o) => o >= image.length / 2,
-        'last data packet': (o, n) => o + n === image.length,
+        'data at 25 %': (o) => o >= streamLength / 4,
+        'data at 50 %': (o) => o >= streamLength / 2,
+        'last data packet': (o, n) => o + n === streamLength,
       };
       on('air-write', (address: string, uuid: string, data: Buffer) => {
         if (!mine(address)) return;
@@ -203,16 +215,30 @@ function injector(radio: VirtualRadio, device: VirtualEsp32, phase: PhaseName, f
   }
 }
 
-async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promise<Outcome> {
+/**
+ * One case. `patched`: the device runs the old build of a one-function
+ * change, and the client sends the new build as a patch against it
+ * (deflated: patches travel in DEFLATE chunks); otherwise the full image,
+ * not deflated.
+ */
+async function runCase(phase: PhaseName, fault: FaultName, seed: number, patched = false): Promise<Outcome> {
   const radio = new VirtualRadio();
-  const name = `fm-${seed}`;
+  const name = `fm-${patched ? 'p' : ''}${seed}`;
   try {
-    const device = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10, window: 4096 }));
+    const pair = patched ? oneFunctionChanged(IMAGE_SIZE, seed, { projectName: 'virtual-esp32', signingKeys: OWNER.signingKey }) : undefined;
+    let first: string | undefined;
+    if (pair) {
+      first = join(mkdtempSync(join(tmpdir(), 'ble-ota-fm-')), 'first.bin');
+      writeFileSync(first, pair.old);
+    }
+    const device = await radio.addDevice(ownedDevice({ name, restartDelayMs: 10, window: 4096, ...(first ? { image: first } : {}) }));
     const before = await device.state();
     const old = await device.readFlash(before.running, 0, before.slots[before.running].size);
-    const image = signedImage({ size: IMAGE_SIZE, projectName: 'virtual-esp32', version: '2.0.0', seed });
+    const image = pair ? pair.new : signedImage({ size: IMAGE_SIZE, projectName: 'virtual-esp32', version: '2.0.0', seed });
+    // The base is the file as flashed, signature sector included (the slot's state names the image without it).
+    const streamLength = pair ? encodedLength(computePatch(pair.old, image)) : image.length;
     const client = new BleOtaClient({ noble: radio.noble, timeouts: TIMEOUTS });
-    const trigger = onPhase(radio, device, image, phase, injector(radio, device, phase, fault));
+    const trigger = onPhase(radio, device, streamLength, phase, injector(radio, device, phase, fault));
 
     let result: Outcome['result'] = 'ok';
     let message = '';
@@ -220,7 +246,8 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
     let update: UpdateResult | undefined;
     const hung = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client hung')), 20_000).unref());
     try {
-      update = await Promise.race([client.update({ target: { name }, image, secret: OWNER.secret, compress: false }), hung]);
+      const how = pair ? { baseImage: pair.old } : { compress: false };
+      update = await Promise.race([client.update({ target: { name }, image, secret: OWNER.secret, ...how }), hung]);
       resumes = update.resumes;
     } catch (err) {
       result = err instanceof BleOtaError ? err.code : `not a BleOtaError: ${String(err)}`;
@@ -244,7 +271,10 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number): Promis
     if (update) {
       assert.equal(update.confirmed, true, `${phase} / ${fault}: the client succeeded without a confirmed image`);
       assert.equal(update.authenticated, true, `${phase} / ${fault}: the client succeeded without the device's proof`);
+      // The patch went, from the start or resumed: no fault here is one a full image would fix.
+      if (pair && update.delivery?.method !== 'none') assert.equal(update.delivery?.method, 'patch', `${phase} / ${fault}: ${update.delivery?.reason}`);
     }
+    if (first) rmSync(join(first, '..'), { recursive: true, force: true });
     return { phase, fault, injected: trigger.fired, result, message, resumes, runs, slotState: slot.state };
   } finally {
     await radio.stopAll();
@@ -265,16 +295,20 @@ async function pool<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>
   return results;
 }
 
-describe('fault matrix: every phase of an update × every fault', function () {
+/** The phases of a patched transfer: those where what goes over the air, and what the device does with it, is the patch's. */
+const PATCH_PHASES: PhaseName[] = ['BEGIN', 'data at 0', 'data at 25 %', 'data at 50 %', 'last data packet', 'END', 'RESTART'];
+
+for (const patched of [false, true]) describe(patched ? 'fault matrix: every phase of a patched transfer × every fault' : 'fault matrix: every phase of an update × every fault', function () {
   this.timeout(180_000);
   let outcomes: Outcome[] = [];
+  const phases = patched ? PATCH_PHASES : PHASES;
 
   before(async function () {
-    const cases = PHASES.flatMap((phase) => FAULTS.map((fault) => ({ phase, fault })));
-    outcomes = await pool(cases, CONCURRENCY, (c) => runCase(c.phase, c.fault, 100 + cases.indexOf(c)));
-    const width = Math.max(...PHASES.map((p) => p.length));
+    const cases = phases.flatMap((phase) => FAULTS.map((fault) => ({ phase, fault })));
+    outcomes = await pool(cases, CONCURRENCY, (c) => runCase(c.phase, c.fault, (patched ? 500 : 100) + cases.indexOf(c), patched));
+    const width = Math.max(...phases.map((p) => p.length));
     console.log(`      ${'phase'.padEnd(width)} | ${FAULTS.join(' | ')}`);
-    for (const phase of PHASES) {
+    for (const phase of phases) {
       const row = FAULTS.map((fault) => {
         const o = outcomes.find((x) => x.phase === phase && x.fault === fault)!;
         const cell = `${o.result === 'ok' ? (o.resumes ? `ok+${o.resumes}r` : 'ok') : o.result} ${o.runs}`;

@@ -1,0 +1,131 @@
+/**
+ * Delta updates through the upload node (node-red-node-test-helper,
+ * virtual ESP32s): the node keeps the images it installed in
+ * <userDir>/ble-ota-cache and sends the next update as a patch against the
+ * one the device runs; msg.baseImage gives the base itself; the result's
+ * delivery and the log line say which went and what crossed the air; a
+ * msg.baseImage that is no Buffer is refused before the radio is used.
+ */
+import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Delivery } from '../lib/client/delivery';
+import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
+import { oneFunctionChanged, unrelatedApp } from './support/code-images';
+import { catchNode, deviceNode, exchange, helper, TestNode, uploadNode } from './support/node-red';
+
+type Msg = Record<string, unknown>;
+
+const KB = 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+function flow(deviceName: string) {
+  return [
+    { id: 'tab', type: 'tab' },
+    { id: 'dev', type: 'ble-ota-device', device: deviceName, backend: 'virtual', virtualDevices: deviceName, scanTimeout: 3, operationTimeout: 3 },
+    { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out'], []] },
+    { id: 'out', z: 'tab', type: 'helper' },
+    { id: 'catcher', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['errors']] },
+    { id: 'errors', z: 'tab', type: 'helper' },
+  ];
+}
+
+describe('ble-ota-upload node: delta updates', function () {
+  this.timeout(60_000);
+  let userDir: string;
+  let nodes: { up: TestNode; out: TestNode; errors: TestNode };
+
+  before(function (done) {
+    userDir = mkdtempSync(join(tmpdir(), 'ble-ota-delta-node-'));
+    helper.startServer(done);
+  });
+  after(function (done) {
+    rmSync(userDir, { recursive: true, force: true });
+    void sharedVirtualRadio()
+      .stopAll()
+      .then(() => helper.stopServer(done));
+  });
+  afterEach(async () => {
+    await helper.unload();
+    // Other test files share the helper: no user directory for them.
+    (helper as unknown as { settings(s: object): void }).settings({});
+  });
+
+  async function load(deviceName: string, settings: object = { userDir }): Promise<void> {
+    (helper as unknown as { settings(s: object): void }).settings(settings);
+    await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], flow(deviceName), resolve));
+    nodes = { up: helper.getNode('up'), out: helper.getNode('out'), errors: helper.getNode('errors') };
+  }
+
+  const send = (msg: Msg) => exchange(nodes.up, msg, nodes);
+
+  /** The node's log lines (the helper's spy on Node-RED's log). */
+  function logLines(): string[] {
+    const spy = (helper as unknown as { log(): { args: Array<[{ msg?: unknown }]> } }).log();
+    return spy.args.map(([entry]) => String(entry.msg ?? ''));
+  }
+
+  it('installs by patch against the image it installed before, from the cache in the user directory', async () => {
+    await load('delta-node-cache');
+    const pair = oneFunctionChanged(128 * KB, 41, { projectName: 'fleet-app' });
+
+    const first = await send({ payload: pair.old });
+    assert.equal(first.error, undefined, JSON.stringify(first.error?.error));
+    const firstDelivery = (first.result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([firstDelivery.method, firstDelivery.reason], ['full', 'base-unknown']);
+    const cacheDir = join(userDir, 'ble-ota-cache');
+    assert.deepEqual(readdirSync(cacheDir), [`${sha256(pair.old)}.bin`], 'the confirmed image is in the cache');
+
+    const second = await send({ payload: pair.new });
+    assert.equal(second.error, undefined, JSON.stringify(second.error?.error));
+    const d = (second.result!.payload as { delivery: Delivery; confirmed: boolean }).delivery;
+    assert.deepEqual([d.method, d.baseSource, d.baseSha256], ['patch', 'cache', sha256(pair.old)]);
+    assert.ok(d.bytesOverAir < d.fullBytes! / 4, `${d.bytesOverAir} bytes against ${d.fullBytes}`);
+    const line = logLines().find((l) => l.includes('fleet-app 1.0.1'));
+    assert.match(line ?? '', /; delta patch against the image it ran \(from the image cache\): [\d.]+ KB over the air, [\d.]+ % of the full image$/);
+    // The first: the full image, as for any device whose image the node never installed, without a word on it.
+    assert.match(logLines().find((l) => l.includes('fleet-app 1.0.0')) ?? '', /^updated delta-node-cache to fleet-app 1\.0\.0 in [\d.]+ s \([^;]*\)$/);
+  });
+
+  it('takes msg.baseImage as the base; one that is not the running image is passed over for the cache\'s', async () => {
+    await load('delta-node-base');
+    const pair = oneFunctionChanged(128 * KB, 42, { projectName: 'lamp' });
+    const third = oneFunctionChanged(128 * KB, 42, { projectName: 'lamp' }, 160, ['1.0.0', '1.0.2']).new;
+    assert.equal((await send({ payload: pair.old })).error, undefined);
+
+    const patched = await send({ payload: pair.new, baseImage: pair.old });
+    const d = (patched.result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([d.method, d.baseSource], ['patch', 'option']);
+
+    // The device now runs pair.new; pair.old is no longer its image, and the cache holds pair.new.
+    const stranger = unrelatedApp(128 * KB, 43);
+    const full = await send({ payload: third, baseImage: stranger });
+    assert.equal(full.error, undefined);
+    const f = (full.result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([f.method, f.baseSource], ['patch', 'cache'], 'the cache holds the running image: the base given is not needed');
+  });
+
+  it('without a user directory there is no cache: msg.baseImage that is not the running image sends the full image, and says why', async () => {
+    await load('delta-node-nodir', {});
+    const pair = oneFunctionChanged(64 * KB, 44, { projectName: 'gate' });
+    assert.equal((await send({ payload: pair.old })).error, undefined);
+    const stranger = unrelatedApp(64 * KB, 45);
+    const result = await send({ payload: pair.new, baseImage: stranger });
+    const d = (result.result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([d.method, d.reason], ['full', 'base-not-running']);
+    assert.match(logLines().find((l) => l.includes('gate 1.0.1')) ?? '', /: msg\.baseImage is not the image the device runs/);
+    assert.equal(existsSync(join(userDir, 'ble-ota-cache', `${sha256(pair.old)}.bin`)), false);
+  });
+
+  it('refuses a msg.baseImage that is no Buffer before the radio is used', async () => {
+    await load('delta-node-bad');
+    const pair = oneFunctionChanged(64 * KB, 46);
+    const { result, error } = await send({ payload: pair.new, baseImage: 'firmware-1.0.0.bin' });
+    assert.equal(result, undefined);
+    const e = error!.error as { code?: string; message: string };
+    assert.equal(e.code, 'INVALID_ARGUMENT');
+    assert.match(e.message, /^msg\.baseImage must be a Buffer holding the image the device runs .*not a string\. Nothing was sent\.$/);
+  });
+});

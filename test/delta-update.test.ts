@@ -1,0 +1,372 @@
+/**
+ * Delta updates end to end (docs/DELTA.md): the OTA client through noble
+ * and the virtual bindings to virtual ESP32s that apply patches. A small
+ * change installs by patch, with a fraction of the full image's bytes over
+ * the air; the base comes from the caller or from the image cache the
+ * client filled on an earlier update; every case where a patch cannot or
+ * should not go sends the full image in the same call and says why; a
+ * patched transfer resumes where its link dropped, and a power loss while
+ * the device applies a patch leaves the old image running.
+ */
+import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PATCH_SHARE } from '../lib/client/delivery';
+import { ImageCache } from '../lib/client/image-cache';
+import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
+import { computePatch } from '../lib/delta/diff';
+import { BleOtaError } from '../lib/errors';
+import { buildAppImage } from '../lib/image/app-image-builder';
+import { BeginFlag, Command, InfoLayout, OTA_COMMAND_UUID, OTA_INFO_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
+import { encodedLength } from '../lib/protocol/deflate-chunks';
+import { decodeNotification } from '../lib/protocol/v2-codec';
+import { VirtualEsp32 } from '../lib/virtual/virtual-device';
+import { VirtualRadio } from '../lib/virtual/virtual-radio';
+import { oneFunctionChanged, unrelatedApp } from './support/code-images';
+
+const KB = 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest();
+
+/** What crossed the air to one device: stream packets (offset, payload bytes), BEGIN requests and their answers. */
+function airTrace(radio: VirtualRadio, device: VirtualEsp32) {
+  const packets: Array<{ offset: number; length: number }> = [];
+  const begins: Array<{ flags: number; base?: string }> = [];
+  const answers: Array<{ status: number; offset?: number }> = [];
+  let connects = 0;
+  const onWrite = (address: string, uuid: string, data: Buffer) => {
+    if (address !== device.address) return;
+    if (uuid === OTA_STREAM_UUID) packets.push({ offset: data.readUInt32LE(0), length: data.length - 4 });
+    if (uuid === OTA_COMMAND_UUID && data[0] === Command.BEGIN && data.length >= 41) {
+      const flags = data.readUInt16LE(39);
+      begins.push({ flags, ...(flags & BeginFlag.PATCH ? { base: data.subarray(41, 73).toString('hex') } : {}) });
+    }
+  };
+  const onNotify = (address: string, uuid: string, data: Buffer) => {
+    if (address !== device.address || uuid !== OTA_COMMAND_UUID) return;
+    const n = decodeNotification(data);
+    if (n.kind === 'answer' && n.opcode === Command.BEGIN) answers.push({ status: n.status, ...(n.status === 0 ? { offset: n.body.readUInt32LE(0) } : {}) });
+  };
+  const onConnect = (address: string) => address === device.address && connects++;
+  radio.bindings.on('air-write', onWrite);
+  radio.bindings.on('air-notify', onNotify);
+  radio.bindings.on('air-connect', onConnect);
+  return {
+    packets,
+    begins,
+    answers,
+    get connects() {
+      return connects;
+    },
+    /** Stream payload bytes, resends included. */
+    get streamBytes() {
+      return packets.reduce((n, p) => n + p.length, 0);
+    },
+    stop: () => {
+      radio.bindings.off('air-write', onWrite);
+      radio.bindings.off('air-notify', onNotify);
+      radio.bindings.off('air-connect', onConnect);
+    },
+  };
+}
+
+describe('delta updates end to end through noble and the virtual ESP32', function () {
+  this.timeout(120_000);
+  let radio: VirtualRadio;
+  let client: BleOtaClient;
+  let dir: string;
+  let seq = 0;
+
+  before(() => {
+    radio = new VirtualRadio();
+    client = new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 3000, gattMs: 2000, restartMs: 3000 } });
+    dir = mkdtempSync(join(tmpdir(), 'ble-ota-delta-e2e-'));
+  });
+  after(async () => {
+    await radio.stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A device running `image` (as flashed over USB). */
+  async function deviceRunning(image: Buffer, name: string): Promise<VirtualEsp32> {
+    const file = join(dir, `${name}-first.bin`);
+    writeFileSync(file, image);
+    return radio.addDevice({ name, image: file, restartDelayMs: 20 });
+  }
+
+  async function runs(device: VirtualEsp32, image: Buffer): Promise<boolean> {
+    const state = await device.state();
+    const slot = state.slots[state.running];
+    return slot.size === image.length && (await device.readFlash(state.running, 0, image.length)).equals(image);
+  }
+
+  /** The stream a patch, or a full image, sends: DEFLATE chunks. */
+  const patchStream = (old: Buffer, nw: Buffer) => encodedLength(computePatch(old, nw));
+
+  it('installs a one-function change by patch: the stream is the patch, a fraction of the full image', async () => {
+    const pair = oneFunctionChanged(256 * KB, 11, { projectName: 'lamp' });
+    const device = await deviceRunning(pair.old, `dl-patch-${++seq}`);
+    const trace = airTrace(radio, device);
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+    trace.stop();
+
+    assert.equal(result.confirmed, true);
+    assert.ok(await runs(device, pair.new), 'the rebuilt image runs, byte for byte');
+    const d = result.delivery!;
+    assert.deepEqual([d.method, d.baseSha256, d.baseSource, d.reason], ['patch', sha256(pair.old).toString('hex'), 'option', undefined]);
+    // The figures, from the encodings themselves: the patch's stream against the full image's.
+    const patch = patchStream(pair.old, pair.new);
+    const full = encodedLength(pair.new);
+    assert.equal(d.fullBytes, full);
+    assert.equal(d.imageBytes, pair.new.length);
+    assert.equal(d.bytesOverAir, trace.streamBytes, 'bytesOverAir is what the stream carried');
+    assert.ok(d.bytesOverAir >= patch, `${d.bytesOverAir} bytes sent, the patch's stream is ${patch}`);
+    assert.ok(patch < full * 0.25, `patch ${patch} bytes against ${full}: a one-function change should be far below the full image`);
+    assert.equal(Math.max(...trace.packets.map((p) => p.offset + p.length)), patch, 'the stream ends where the patch stream does');
+    assert.deepEqual(
+      trace.begins.map((b) => [b.flags & (BeginFlag.PATCH | BeginFlag.DEFLATE), b.base]),
+      [[BeginFlag.PATCH | BeginFlag.DEFLATE, sha256(pair.old).toString('hex')]],
+    );
+  });
+
+  it('takes the base from the image cache, filled by an earlier full update', async () => {
+    const cache = new ImageCache({ dir: join(dir, 'cache-hit') });
+    const device = await radio.addDevice({ name: `dl-cache-${++seq}`, restartDelayMs: 20 });
+    const pair = oneFunctionChanged(128 * KB, 12, { projectName: 'virtual-esp32' });
+
+    const first = await client.update({ target: { name: device.name }, image: pair.old, cache });
+    assert.deepEqual([first.delivery?.method, first.delivery?.reason], ['full', 'base-unknown'], 'the built-in image is in no cache');
+    assert.deepEqual(first.cache, { stored: true });
+    assert.ok(await cache.get(sha256(pair.old)), 'the confirmed image is in the cache');
+
+    const second = await client.update({ target: { name: device.name }, image: pair.new, cache });
+    assert.deepEqual([second.delivery?.method, second.delivery?.baseSource, second.confirmed], ['patch', 'cache', true]);
+    assert.ok(second.delivery!.bytesOverAir < first.delivery!.bytesOverAir / 4);
+    assert.ok(await runs(device, pair.new));
+    assert.deepEqual((await cache.list()).map((e) => e.sha256).sort(), [sha256(pair.old), sha256(pair.new)].map((h) => h.toString('hex')).sort());
+  });
+
+  it('a base image that is not the one the device runs is no error: the full image goes, and the result says why', async () => {
+    const pair = oneFunctionChanged(64 * KB, 13);
+    const device = await deviceRunning(pair.old, `dl-notbase-${++seq}`);
+    const stranger = unrelatedApp(64 * KB, 14);
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: stranger });
+    assert.deepEqual([result.delivery?.method, result.delivery?.reason, result.confirmed], ['full', 'base-not-running', true]);
+    assert.equal(result.delivery?.bytesOverAir, encodedLength(pair.new));
+    assert.ok(await runs(device, pair.new));
+  });
+
+  it('a base image that is not a Buffer is refused before the radio is used, saying what to give', async () => {
+    const pair = oneFunctionChanged(64 * KB, 15);
+    const device = await deviceRunning(pair.old, `dl-badbase-${++seq}`);
+    const trace = airTrace(radio, device);
+    await assert.rejects(
+      client.update({ target: { name: device.name }, image: pair.new, baseImage: 'firmware-1.0.0.bin' as unknown as Buffer }),
+      (err: BleOtaError) => err.code === 'INVALID_ARGUMENT' && /base image must be a Buffer.*not a string/.test(err.message),
+    );
+    trace.stop();
+    assert.equal(trace.begins.length, 0);
+  });
+
+  it('an unrelated image goes whole: its patch would not be clearly smaller', async () => {
+    const pair = oneFunctionChanged(64 * KB, 16);
+    const device = await deviceRunning(pair.old, `dl-unrelated-${++seq}`);
+    const other = unrelatedApp(64 * KB, 17);
+    const result = await client.update({ target: { name: device.name }, image: other, baseImage: pair.old });
+    assert.deepEqual([result.delivery?.method, result.delivery?.reason], ['full', 'patch-not-smaller']);
+    assert.ok(patchStream(pair.old, other) > encodedLength(other) * PATCH_SHARE, 'the rule, from the encodings');
+    assert.ok(await runs(device, other));
+  });
+
+  it('a patch the device refuses as WRONG_BASE gives way to the full image on the same connection', async () => {
+    const pair = oneFunctionChanged(64 * KB, 18);
+    const device = await deviceRunning(pair.old, `dl-wrongbase-${++seq}`);
+    // The device says it runs `claimed` (as if its image changed between the look and BEGIN), another
+    // build of the same code, close enough for a patch to pay; it runs pair.old.
+    const claimed = oneFunctionChanged(64 * KB, 18, {}, 160).new;
+    const read = device.read.bind(device);
+    device.read = async (uuid: string) => {
+      const value = await read(uuid);
+      if (uuid !== OTA_INFO_UUID || value.length < InfoLayout.RUNNING_SHA256.offset + 32) return value;
+      const forged = Buffer.from(value);
+      forged.writeUInt32LE(claimed.length, InfoLayout.RUNNING_SIZE.offset);
+      sha256(claimed).copy(forged, InfoLayout.RUNNING_SHA256.offset);
+      return forged;
+    };
+    const trace = airTrace(radio, device);
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: claimed });
+    trace.stop();
+    assert.deepEqual([result.delivery?.method, result.delivery?.reason, result.confirmed], ['full', 'wrong-base', true]);
+    assert.deepEqual(
+      trace.begins.map((b) => b.flags & BeginFlag.PATCH).slice(0, 2),
+      [BeginFlag.PATCH, 0],
+      'BEGIN with the patch, refused, then BEGIN with the full image',
+    );
+    assert.equal(trace.answers[0].status, 0x15, 'WRONG_BASE');
+    assert.equal(result.resumes, 0, 'no new connection for it');
+    assert.ok(await runs(device, pair.new));
+  });
+
+  for (const at of [0.25, 0.5, 0.95]) {
+    it(`a patched transfer whose link drops at ${at * 100} % of the stream resumes there, not from the start`, async () => {
+      const pair = oneFunctionChanged(256 * KB, 20 + at * 100);
+      const device = await deviceRunning(pair.old, `dl-drop-${++seq}`);
+      const patch = patchStream(pair.old, pair.new);
+      let dropped = false;
+      const drop = (address: string, uuid: string, data: Buffer) => {
+        if (dropped || address !== device.address || uuid !== OTA_STREAM_UUID || data.readUInt32LE(0) < patch * at) return;
+        dropped = true;
+        radio.bindings.dropLink(device);
+      };
+      radio.bindings.on('air-write', drop);
+      const trace = airTrace(radio, device);
+      let result: UpdateResult;
+      try {
+        result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+      } finally {
+        radio.bindings.off('air-write', drop);
+        trace.stop();
+      }
+      assert.ok(dropped);
+      assert.equal(result.delivery?.method, 'patch');
+      assert.ok(result.resumes >= 1);
+      assert.ok(await runs(device, pair.new));
+      const resumedAt = trace.answers.filter((a) => a.status === 0).map((a) => a.offset!);
+      assert.equal(resumedAt[0], 0);
+      assert.ok(resumedAt.length >= 2 && resumedAt[1] > 0, `the second BEGIN resumed at ${resumedAt[1]}`);
+      assert.ok(trace.begins.every((b) => (b.flags & BeginFlag.PATCH) !== 0), 'every BEGIN carried the patch');
+      // What was sent again is at most what the device had not stored: less than the whole patch stream twice.
+      assert.equal(result.delivery?.bytesOverAir, trace.streamBytes);
+      assert.ok(trace.streamBytes < 2 * patch, `${trace.streamBytes} stream bytes for a ${patch}-byte patch stream`);
+    });
+  }
+
+  it('a power loss while the device applies a patch leaves the old image running; the next update installs by patch', async () => {
+    const pair = oneFunctionChanged(256 * KB, 30);
+    const device = await deviceRunning(pair.old, `dl-power-${++seq}`);
+    const before = (await device.state()).running;
+    const patch = patchStream(pair.old, pair.new);
+    let cut = false;
+    const cutPower = (address: string, uuid: string, data: Buffer) => {
+      if (cut || address !== device.address || uuid !== OTA_STREAM_UUID || data.readUInt32LE(0) < patch / 2) return;
+      cut = true;
+      radio.bindings.dropLink(device);
+      void device.powerCycle().catch(() => undefined);
+    };
+    radio.bindings.on('air-write', cutPower);
+    try {
+      await assert.rejects(client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, resumeAttempts: 0 }), BleOtaError);
+    } finally {
+      radio.bindings.off('air-write', cutPower);
+    }
+    assert.ok(cut);
+    const state = await device.state();
+    assert.equal(state.running, before, 'the slot it ran');
+    assert.ok(await runs(device, pair.old), 'the old image, intact');
+
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+    assert.deepEqual([result.delivery?.method, result.confirmed], ['patch', true]);
+    assert.ok(await runs(device, pair.new));
+  });
+
+  it('the same build sent again to a device that runs it goes as a patch against itself', async () => {
+    const pair = oneFunctionChanged(128 * KB, 34);
+    const device = await deviceRunning(pair.old, `dl-again-${++seq}`);
+    const before = (await device.state()).running;
+    const result = await client.update({ target: { name: device.name }, image: pair.old, skipIfRunning: false });
+    assert.deepEqual([result.delivery?.method, result.delivery?.baseSource, result.restarted], ['patch', 'image', true]);
+    assert.ok(result.delivery!.bytesOverAir < encodedLength(pair.old) / 20, `${result.delivery!.bytesOverAir} bytes`);
+    assert.notEqual((await device.state()).running, before, 'the copy runs, from the other slot');
+    assert.ok(await runs(device, pair.old));
+  });
+
+  it('a device that does not apply patches gets the full image, and the result says so', async () => {
+    const pair = oneFunctionChanged(64 * KB, 31);
+    const file = join(dir, 'nodeflate.bin');
+    writeFileSync(file, pair.old);
+    const device = await radio.addDevice({ name: `dl-nodelta-${++seq}`, image: file, restartDelayMs: 20, deflate: false });
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+    assert.deepEqual([result.delivery?.method, result.delivery?.reason, result.confirmed], ['full', 'device-no-delta', true]);
+    assert.equal(result.delivery?.bytesOverAir, pair.new.length, 'no DEFLATE either: the image as it is');
+  });
+
+  it('delta: false sends the full image', async () => {
+    const pair = oneFunctionChanged(64 * KB, 32);
+    const device = await deviceRunning(pair.old, `dl-off-${++seq}`);
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, delta: false });
+    assert.deepEqual([result.delivery?.method, result.delivery?.reason], ['full', 'delta-off']);
+  });
+
+  it('stores nothing in the cache when the update fails', async () => {
+    const cache = new ImageCache({ dir: join(dir, 'cache-fail') });
+    const device = await radio.addDevice({ name: `dl-fail-${++seq}`, restartDelayMs: 20 });
+    const image = buildAppImage({ size: 32 * KB, projectName: 'virtual-esp32', version: '3.0.0', seed: 33 });
+    await device.fault({ kind: 'flash-write-fail', after: 1 });
+    await assert.rejects(client.update({ target: { name: device.name }, image, cache }), BleOtaError);
+    assert.deepEqual(await cache.list(), []);
+  });
+});
+
+describe('delta updates from the command line', function () {
+  this.timeout(120_000);
+  const MAIN = join(__dirname, '..', 'lib', 'cli', 'main.js');
+  let dir: string;
+  let builtIn: Buffer;
+
+  /** Runs the tool; resolves with its exit code and output. */
+  function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ble-ota-delta-cli-'));
+    // The image a virtual device runs when it starts: the base of what the tool's --virtual device runs.
+    const radio = new VirtualRadio();
+    try {
+      const probe = await radio.addDevice({ name: 'builtin-probe' });
+      const state = await probe.state();
+      builtIn = await probe.readFlash(state.running, 0, state.slots[state.running].size);
+    } finally {
+      await radio.stopAll();
+    }
+    writeFileSync(join(dir, 'running.bin'), builtIn);
+    // Its next version: the same bytes where the builder puts segment data, a new version string.
+    writeFileSync(join(dir, 'next.bin'), buildAppImage({ projectName: 'virtual-esp32', version: '1.0.1', size: builtIn.length, fill: builtIn }));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('--base sends a patch and says so; --cache-dir keeps the installed image; --no-cache with --cache-dir is a usage error', async () => {
+    const patched = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta', '--base', join(dir, 'running.bin')]);
+    assert.equal(patched.code, 0, patched.stderr);
+    assert.match(patched.stdout, /\n  delta patch against the image the device ran \([0-9a-f]{12}…, from --base\): [\d.]+ (bytes|KB) over the air, [\d.]+ % of the [\d.]+ (bytes|KB) the full image takes\n/);
+
+    const cacheDir = join(dir, 'cache');
+    const json = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta', '--cache-dir', cacheDir, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const result = JSON.parse(json.stdout) as { delivery: { method: string; reason?: string }; cache?: { stored: boolean } };
+    assert.deepEqual([result.delivery.method, result.delivery.reason, result.cache?.stored], ['full', 'base-unknown', true]);
+    const next = readFileSync(join(dir, 'next.bin'));
+    assert.ok(existsSync(join(cacheDir, `${sha256(next).toString('hex')}.bin`)));
+
+    const usage = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta', '--cache-dir', cacheDir, '--no-cache']);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /--no-cache and --cache-dir contradict each other/);
+  });
+
+  it('a --base file that cannot be read fails before any radio work, naming it', async () => {
+    const run = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-2', '--base', join(dir, 'missing.bin')]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /cannot read .*missing\.bin: no such file/);
+    assert.doesNotMatch(run.stdout, /virtual ESP32 .* started/);
+  });
+});
