@@ -31,7 +31,23 @@ import { NodeRedProcess } from './support/node-red-process';
 const TAB = 'f1f1f1f1f1f1f1f1';
 
 const FLOW = [
-  { id: 'inj', type: 'inject', z: TAB, name: 'update', props: [{ p: 'payload' }], payload: '', payloadType: 'date', repeat: '', crontab: '', once: false, onceDelay: 0.1, topic: '', x: 150, y: 300, wires: [['fin']] },
+  {
+    id: 'inj',
+    type: 'inject',
+    z: TAB,
+    name: 'update',
+    props: [{ p: 'payload' }],
+    payload: '',
+    payloadType: 'date',
+    repeat: '',
+    crontab: '',
+    once: false,
+    onceDelay: 0.1,
+    topic: '',
+    x: 150,
+    y: 300,
+    wires: [['fin']],
+  },
   { id: 'fin', type: 'file in', z: TAB, name: 'firmware', filename: 'firmware/app.bin', filenameType: 'str', format: '', encoding: 'none', x: 330, y: 300, wires: [['up']] },
   { id: 'up', type: 'ble-ota-upload', z: TAB, name: '', device: '', x: 540, y: 300, wires: [['dbg'], []] },
   { id: 'dbg', type: 'debug', z: TAB, name: 'result', active: true, tosidebar: true, complete: 'payload', x: 760, y: 300, wires: [] },
@@ -93,11 +109,13 @@ async function assertPalette(page: Page, labels: Record<string, string>): Promis
 
 /** Field labels of the open dialog that do not fit their place: running into the field, or wrapped onto a second line. */
 async function crampedLabels(page: Page): Promise<string[]> {
-  return page.locator('.form-row > label:first-child:visible').evaluateAll((labels) =>
-    (labels as unknown as Array<Box & { scrollWidth: number; clientWidth: number }>)
-      .filter((l) => l.scrollWidth > l.clientWidth + 1 || l.getBoundingClientRect().height > 30)
-      .map((l) => l.innerText.trim()),
-  );
+  return page
+    .locator('.form-row > label:first-child:visible')
+    .evaluateAll((labels) =>
+      (labels as unknown as Array<Box & { scrollWidth: number; clientWidth: number }>)
+        .filter((l) => l.scrollWidth > l.clientWidth + 1 || l.getBoundingClientRect().height > 30)
+        .map((l) => l.innerText.trim()),
+    );
 }
 
 /** The status and scan nodes' dialogs, with every optional row shown: all labels fit. */
@@ -227,7 +245,9 @@ describe('the editor in Chromium', function () {
     await statusMatches(status, /uploading [1-9]\d? %/, 30_000); // under way, for the README's picture
     // The flow at the top of the picture, wherever the editor left the view.
     await page.evaluate(() => {
-      const chart = (globalThis as unknown as { document: { getElementById(id: string): { scrollTop: number; scrollLeft: number } } }).document.getElementById('red-ui-workspace-chart');
+      const chart = (globalThis as unknown as { document: { getElementById(id: string): { scrollTop: number; scrollLeft: number } } }).document.getElementById(
+        'red-ui-workspace-chart',
+      );
       chart.scrollTop = 220;
       chart.scrollLeft = 0;
     });

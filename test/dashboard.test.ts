@@ -137,7 +137,10 @@ describe('the dashboard example in Chromium (Node-RED Dashboard 2)', function ()
     // once the second device's bar has moved; a little further along when the page shows that in time.
     await midUpdate(page, 'esp32-lab-2');
     await page.waitForFunction(() => window.__seen['esp32-lab-2']?.some((v) => v >= 30 && v <= 70), undefined, { timeout: 5000, polling: 50 }).catch(() => undefined);
-    await page.locator('.v-card', { has: page.locator('table.ota-devices') }).first().screenshot({ path: join(SHOTS, 'dashboard-uploading.png') });
+    await page
+      .locator('.v-card', { has: page.locator('table.ota-devices') })
+      .first()
+      .screenshot({ path: join(SHOTS, 'dashboard-uploading.png') });
 
     const done = await rowsUntil(page, (r) => r.length === 3 && r.every((x) => /^confirmed/.test(x.result)), 'every device confirmed');
     for (const row of done) {
@@ -149,9 +152,16 @@ describe('the dashboard example in Chromium (Node-RED Dashboard 2)', function ()
     const seen = await page.evaluate(() => window.__seen);
     for (const device of DEVICES) {
       const values = seen[device] ?? [];
-      assert.ok(values.some((v) => v > 0 && v < 100), `${device}'s bar moved through the update: ${JSON.stringify(values)}`);
+      assert.ok(
+        values.some((v) => v > 0 && v < 100),
+        `${device}'s bar moved through the update: ${JSON.stringify(values)}`,
+      );
       assert.equal(values[values.length - 1], 100, device);
-      assert.deepEqual(values, [...values].sort((a, b) => a - b), `${device}'s bar only went forward: ${JSON.stringify(values)}`);
+      assert.deepEqual(
+        values,
+        [...values].sort((a, b) => a - b),
+        `${device}'s bar only went forward: ${JSON.stringify(values)}`,
+      );
     }
     // Through the upload node too: each device runs the image, confirmed.
     for (const device of DEVICES) assert.match(nr.output, new RegExp(`updated ${device} to dashboard-demo 1\\.1\\.0 in [\\d.]+ s \\(v2, confirmed`));

@@ -15,17 +15,7 @@ import type { Target } from '../../lib/client/scanner';
 import { V2Session } from '../../lib/client/v2-session';
 import { AppImageOptions } from '../../lib/image/app-image-builder';
 import { parseEspImage } from '../../lib/image/esp-image';
-import {
-  BEGIN_SIZE,
-  Command,
-  Feature,
-  INFO_VERSION,
-  PROTOCOL_VERSION,
-  RunningState,
-  Status,
-  STREAM_HEADER,
-  TransferState,
-} from '../../lib/protocol/constants';
+import { BEGIN_SIZE, Command, Feature, INFO_VERSION, PROTOCOL_VERSION, RunningState, Status, STREAM_HEADER, TransferState } from '../../lib/protocol/constants';
 import { BeginRequest, DeviceInfoV2, encodeBegin } from '../../lib/protocol/v2-codec';
 
 /** What the cases need of a device and the way to it. */
