@@ -26,6 +26,11 @@
  * A device that takes only signed images must only ever select images
  * signed with the owner's key (the mutations a tampering attacker makes
  * included), besides the invariants above.
+ *
+ * BEGIN may carry PATCH (docs/DELTA.md): the stream is then a delta patch
+ * from the first image to the valid update (maybe mutated), deflated, and
+ * BEGIN names the first image or the update as its base. Whatever arrives,
+ * the running slot is never written.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,6 +43,7 @@
 #include "ble_ota_le.h"
 #include "ble_ota_sha256.h"
 #include "host_image.h"
+#include "host_patch.h"
 #include "host_port.h"
 #include "host_session.h"
 #include "host_signature.h"
@@ -63,6 +69,17 @@ typedef struct {
     size_t img_len;
     uint8_t enc[2 * FUZZ_IMAGE_CAP]; /* the good image as a DEFLATE stream (4 KB chunks) */
     size_t enc_len;
+    uint8_t patch[2 * FUZZ_IMAGE_CAP]; /* the patch from first to good, maybe mutated */
+    size_t patch_len;
+    uint8_t good_patch[2 * FUZZ_IMAGE_CAP];
+    size_t good_patch_len;
+    uint8_t penc[3 * FUZZ_IMAGE_CAP]; /* the patch as a DEFLATE stream */
+    size_t penc_len;
+    bool penc_stale; /* the patch changed since it was encoded */
+    /* The running slot's image when it booted: it must never change. */
+    int running_slot;
+    uint32_t running_len;
+    uint8_t running_sha[32];
     /* The state each slot had when last validated: a slot is only written
      * while it is empty, so a bootable one needs validating once. */
     host_slot_state_t verified[HOST_FLASH_SLOTS];
@@ -124,13 +141,18 @@ hook_disconnect(void *user)
     ((fuzz_t *)user)->session.open = false;
 }
 
+/* Replays print the device's log with FUZZ_LOG=1 (to see what a seed reaches). */
+static bool s_print_log;
+
 static void
 hook_log(void *user, ble_ota_log_level_t level, const char *msg)
 {
     (void)user;
-    (void)level;
     if (msg == NULL || strlen(msg) >= 256) {
         fuzz_fail("log line");
+    }
+    if (s_print_log) {
+        fprintf(stderr, "%c %s\n", "EWID"[level & 3], msg);
     }
 }
 
@@ -174,6 +196,9 @@ fuzz_boot(bool self_test)
         fuzz_fail("a new image booted that no client restarted into");
     }
     s_fz.restart_asked = false;
+    s_fz.running_slot = slot;
+    s_fz.running_len = s_fz.dev.flash.slot[slot].image_len;
+    ble_ota_sha256(host_flash_slot(&s_fz.dev.flash, slot), s_fz.running_len, s_fz.running_sha);
     if (!s_fz.dev.require_signature) {
         s_fz.always_signed = false;
     }
@@ -211,7 +236,9 @@ fuzz_reset(void)
         s_fz.first_len = build(s_fz.first, "1.0.0", 2000, 1);
         s_fz.good_len = build(s_fz.good, "2.0.0", 9000, 2);
         s_fz.enc_len = test_deflate_chunks(s_fz.good, s_fz.good_len, 0, s_fz.enc, sizeof(s_fz.enc));
-        if (s_fz.first_len == 0 || s_fz.good_len == 0 || s_fz.enc_len == 0) {
+        s_fz.good_patch_len = host_patch_make(s_fz.first, s_fz.first_len, s_fz.good, s_fz.good_len, s_fz.good_patch,
+                                              sizeof(s_fz.good_patch));
+        if (s_fz.first_len == 0 || s_fz.good_len == 0 || s_fz.enc_len == 0 || s_fz.good_patch_len == 0) {
             fuzz_fail("building the images");
         }
         s_fz.initialised = true;
@@ -235,6 +262,9 @@ fuzz_reset(void)
     s_fz.config.confirm_window_ms = 8000;
     memcpy(s_fz.img, s_fz.good, s_fz.good_len);
     s_fz.img_len = s_fz.good_len;
+    memcpy(s_fz.patch, s_fz.good_patch, s_fz.good_patch_len);
+    s_fz.patch_len = s_fz.good_patch_len;
+    s_fz.penc_stale = true;
     memset(s_fz.verified, 0, sizeof(s_fz.verified));
     fuzz_boot(true);
 }
@@ -276,6 +306,11 @@ fuzz_check(void)
     }
     if (s_fz.dev.running < 0) {
         fuzz_fail("nothing runs");
+    }
+    uint8_t sha[32];
+    ble_ota_sha256(host_flash_slot(&s_fz.dev.flash, s_fz.running_slot), s_fz.running_len, sha);
+    if (memcmp(sha, s_fz.running_sha, sizeof(sha)) != 0) {
+        fuzz_fail("the running image changed in flash");
     }
 }
 
@@ -346,9 +381,9 @@ copy_of(const uint8_t *data, size_t len)
 static void
 send_request(uint8_t *req, size_t len, bool sign)
 {
-    uint8_t signed_req[BLE_OTA_BEGIN_SIZE + BLE_OTA_AUTH_MAC_LEN];
+    uint8_t signed_req[BLE_OTA_BEGIN_PATCH_SIZE + BLE_OTA_AUTH_MAC_LEN];
 
-    if (s_fz.config.auth && sign && len <= BLE_OTA_BEGIN_SIZE) {
+    if (s_fz.config.auth && sign && len <= BLE_OTA_BEGIN_PATCH_SIZE) {
         if (!s_fz.session.open) {
             uint8_t hello[BLE_OTA_HELLO_SIZE];
             uint8_t device_id[BLE_OTA_DEVICE_ID_LEN];
@@ -367,17 +402,24 @@ send_request(uint8_t *req, size_t len, bool sign)
     free(buf);
 }
 
+/* BEGIN; with PATCH, base_sha256 follows: the first image's (the patch's
+ * base) or, with other_base, the update's. */
 static void
-begin_for(const uint8_t *img, uint32_t size, uint16_t flags, uint16_t chip, bool sign)
+begin_for(const uint8_t *img, uint32_t size, uint16_t flags, uint16_t chip, bool sign, bool other_base)
 {
-    uint8_t req[BLE_OTA_BEGIN_SIZE];
+    uint8_t req[BLE_OTA_BEGIN_PATCH_SIZE];
+    const bool patch = (flags & BLE_OTA_BEGIN_FLAG_PATCH) != 0;
 
     req[0] = BLE_OTA_CMD_BEGIN;
     ble_ota_put_le32(req + 1, size);
     ble_ota_sha256(img, size <= s_fz.img_len ? size : s_fz.img_len, req + 5);
     ble_ota_put_le16(req + 37, chip);
     ble_ota_put_le16(req + 39, flags);
-    send_request(req, sizeof(req), sign);
+    if (patch) {
+        ble_ota_sha256(other_base ? s_fz.good : s_fz.first, other_base ? s_fz.good_len : s_fz.first_len,
+                       req + BLE_OTA_BEGIN_SIZE);
+    }
+    send_request(req, patch ? BLE_OTA_BEGIN_PATCH_SIZE : BLE_OTA_BEGIN_SIZE, sign);
 }
 
 /* One packet of what a client streams at offset, n bytes of it (fewer at
@@ -386,8 +428,13 @@ static void
 stream_image(uint32_t offset, size_t n)
 {
     uint8_t pkt[BLE_OTA_STREAM_HEADER + FUZZ_MAX_WRITE];
-    const uint8_t *src = s_fz.core.v2.deflate ? s_fz.enc : s_fz.img;
-    const size_t src_len = s_fz.core.v2.deflate ? s_fz.enc_len : s_fz.img_len;
+
+    if (s_fz.core.v2.patch && s_fz.penc_stale) {
+        s_fz.penc_len = test_deflate_chunks(s_fz.patch, s_fz.patch_len, 0, s_fz.penc, sizeof(s_fz.penc));
+        s_fz.penc_stale = false;
+    }
+    const uint8_t *src = s_fz.core.v2.patch ? s_fz.penc : s_fz.core.v2.deflate ? s_fz.enc : s_fz.img;
+    const size_t src_len = s_fz.core.v2.patch ? s_fz.penc_len : s_fz.core.v2.deflate ? s_fz.enc_len : s_fz.img_len;
 
     if (offset > src_len) {
         offset = (uint32_t)src_len;
@@ -469,9 +516,9 @@ fuzz_step(reader_t *r)
         const uint8_t how = take8(r);
         const bool prefix = how % 8 == 0;
         const uint32_t size = prefix ? take16(r) : (uint32_t)s_fz.img_len;
-        const uint16_t flags = take8(r) & 3;
+        const uint16_t flags = take8(r) & 7; /* CLIENT_CONFIRM, DEFLATE, PATCH */
         const uint16_t chip = take8(r) % 16 == 0 ? 5 : HOST_IMAGE_CHIP_ESP32;
-        begin_for(s_fz.img, size, flags, chip, (how & 0x40) == 0);
+        begin_for(s_fz.img, size, flags, chip, (how & 0x40) == 0, (how & 0x20) != 0);
         break;
     }
     case 9: { /* the next packets of the image where the device expects them */
@@ -529,10 +576,18 @@ fuzz_step(reader_t *r)
         }
         break;
     }
-    case 14: { /* the image changes: a byte, or its length */
+    case 14: { /* the image changes: a byte, or its length; or the patch: a byte, or its length */
         const uint16_t at = take16(r);
         const uint8_t value = take8(r);
-        if (value == 0 && at % 2 == 0) {
+        if (at & 0x8000) {
+            const uint16_t where = at & 0x7FFF;
+            if (value == 0) {
+                s_fz.patch_len = 1 + where % s_fz.good_patch_len;
+            } else {
+                s_fz.patch[where % s_fz.patch_len] ^= value;
+            }
+            s_fz.penc_stale = true;
+        } else if (value == 0 && at % 2 == 0) {
             s_fz.img_len = 1 + at % s_fz.good_len;
         } else if (s_fz.img_len > 0) {
             s_fz.img[at % s_fz.img_len] ^= value;
@@ -552,6 +607,9 @@ fuzz_step(reader_t *r)
         }
         memcpy(s_fz.img, s_fz.good, s_fz.good_len);
         s_fz.img_len = s_fz.good_len;
+        memcpy(s_fz.patch, s_fz.good_patch, s_fz.good_patch_len);
+        s_fz.patch_len = s_fz.good_patch_len;
+        s_fz.penc_stale = true;
         break;
     }
     return true;
@@ -602,6 +660,7 @@ main(int argc, char **argv)
     static uint8_t buf[1 << 20];
     int ran = 0;
 
+    s_print_log = getenv("FUZZ_LOG") != NULL && strcmp(getenv("FUZZ_LOG"), "1") == 0;
     for (int i = 1; i < argc; i++) {
         FILE *f = fopen(argv[i], "rb");
         if (f == NULL) {

@@ -509,7 +509,26 @@ test_patch_damaged(void)
     CHECK_OK(patch_setup(30000, 70000));
     memcpy(good, s_patch, s_patch_len);
     const size_t len = s_patch_len;
-    for (size_t at = BLE_OTA_DELTA_HEADER_LEN; at < len; at += 301) {
+    /* Every 301st byte (mostly INSERT data), and where instructions and
+     * cursors are: the first opcode, each block's cursor and first opcode. */
+    size_t places[512];
+    size_t count = 0;
+    for (size_t at = BLE_OTA_DELTA_HEADER_LEN; at < len && count < 400; at += 301) {
+        places[count++] = at;
+    }
+    for (size_t block = 0; block * BLE_OTA_DELTA_BLOCK < len && count < 500; block++) {
+        const size_t start = block * BLE_OTA_DELTA_BLOCK;
+        places[count++] = block == 0 ? BLE_OTA_DELTA_HEADER_LEN : start + BLE_OTA_DELTA_CURSOR_LEN;
+        if (block > 0) {
+            places[count++] = start;     /* the cursor's new position */
+            places[count++] = start + 4; /* its old position */
+        }
+    }
+    for (size_t p = 0; p < count; p++) {
+        const size_t at = places[p];
+        if (at >= len) {
+            continue;
+        }
         CHECK_OK(patch_setup(30000, 70000));
         memcpy(s_patch, good, len);
         s_patch[at] ^= (uint8_t)(0x41 + at % 7);
