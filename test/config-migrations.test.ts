@@ -7,7 +7,7 @@
  * from the runtime.
  */
 import { strict as assert } from 'node:assert';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -107,6 +107,20 @@ describe('config versions: the migration table', () => {
       });
     }
   }
+
+  it('the examples are saved in the current shape: nothing for a migration to add', () => {
+    let seen = 0;
+    for (const file of readdirSync(join(ROOT, 'examples')).filter((f) => f.endsWith('.json'))) {
+      const flow = JSON.parse(readFileSync(join(ROOT, 'examples', file), 'utf8')) as Config[];
+      for (const node of flow.filter((n) => typeof n.type === 'string' && n.type.startsWith('ble-ota-'))) {
+        const type = node.type as string;
+        assert.equal(node.configVersion, currentVersion(type), `${file}: ${type} ${String(node.id)}`);
+        assert.deepEqual(migrate(type, node).config, node, `${file}: ${type} ${String(node.id)}`);
+        seen++;
+      }
+    }
+    assert.ok(seen >= 20, `${seen} nodes in the examples`);
+  });
 
   it("a virtual device node saved before 'In range' existed declares the device it names; a Bluetooth one, or one with the field, does not", () => {
     assert.equal(migrate('ble-ota-device', { device: ' lamp ', backend: 'virtual' }).config.virtualDevices, 'lamp');
@@ -332,6 +346,21 @@ describe('config versions: older flows in a real Node-RED', function () {
     );
     const image = buildAppImage({ size: 24 * 1024, projectName: 'virtual-esp32', version: '2.0.0', seed: 72 });
     assert.equal(await outcome(wires, { payload: image }), 'confirmed');
+  });
+
+  it('every node type saved by a newer package deploys with that warning, once, and runs', async () => {
+    const current = { device: 'mig-each', backend: 'virtual', virtualDevices: 'mig-each', scanTimeout: 3, operationTimeout: 3 };
+    for (const type of NODE_TYPES) {
+      const device = type === 'ble-ota-device' ? { ...current, configVersion: 99 } : current;
+      const node = type === 'ble-ota-device' ? { type: 'ble-ota-status', device: 'dev' } : { type, device: 'dev', configVersion: 99 };
+      await deploy(device, node, [uploadNode, statusNode, scanNode, sampleNode]);
+      const id = type === 'ble-ota-device' ? 'dev' : 'n';
+      assert.ok(helper.getNode(id), `${type} runs`);
+      const warnings = warningsOf(id);
+      assert.equal(warnings.length, 1, `${type}: ${warnings.join(' | ')}`);
+      assert.match(warnings[0], /configuration version 99; this version knows up to 1/, type);
+      await helper.unload();
+    }
   });
 
   it('a configVersion that is not a version: a warning naming it, and the node reads as the oldest shape', async () => {
