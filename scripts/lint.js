@@ -15,10 +15,16 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const CLANG_FORMAT_MAJOR = 14;
 const write = process.argv.includes('--write');
+const count = (files) => `${files.length} ${files.length === 1 ? 'file' : 'files'}`;
 
 /** A development dependency's command-line script, from its package.json. */
 function binOf(pkg, name = pkg) {
-  const manifest = require.resolve(`${pkg}/package.json`, { paths: [root] });
+  let manifest;
+  try {
+    manifest = require.resolve(`${pkg}/package.json`, { paths: [root] });
+  } catch {
+    throw new Error(`${pkg} is not installed: npm install (it is a development dependency) installs it`);
+  }
   const { bin } = require(manifest);
   return path.join(path.dirname(manifest), typeof bin === 'string' ? bin : bin[name]);
 }
@@ -65,14 +71,14 @@ function main() {
   };
 
   if (!write) {
-    process.stdout.write(`ESLint: ${scripts.length} files\n`);
+    process.stdout.write(`ESLint: ${count(scripts)}\n`);
     step('ESLint', runOn(process.execPath, [binOf('eslint'), '--no-warn-ignored', '--max-warnings', '0'], scripts));
   }
-  process.stdout.write(`Prettier: ${scripts.length} files\n`);
+  process.stdout.write(`Prettier: ${count(scripts)}\n`);
   step('Prettier', runOn(process.execPath, [binOf('prettier'), write ? '--write' : '--check', '--log-level', 'warn'], scripts));
 
   const clang = clangFormat();
-  process.stdout.write(`clang-format: ${c.length} files\n`);
+  process.stdout.write(`clang-format: ${count(c)}\n`);
   if (clang.bin) step('clang-format', runOn(clang.bin, write ? ['-i'] : ['--dry-run', '-Werror'], c));
   else {
     process.stderr.write(`${clang.why}\n`);
@@ -86,4 +92,9 @@ function main() {
   } else process.stdout.write(`${write ? 'format: done' : 'lint: passed'}\n`);
 }
 
-main();
+try {
+  main();
+} catch (err) {
+  process.stderr.write(`${process.argv.includes('--write') ? 'format' : 'lint'}: ${err.message}\n`);
+  process.exitCode = 1;
+}
