@@ -127,6 +127,13 @@ size_t
 host_patch_make(const uint8_t *old, size_t old_len, const uint8_t *new_img, size_t new_len, uint8_t *out,
                 size_t cap)
 {
+    return host_patch_make_split(old, old_len, new_img, new_len, out, cap, 0);
+}
+
+size_t
+host_patch_make_split(const uint8_t *old, size_t old_len, const uint8_t *new_img, size_t new_len, uint8_t *out,
+                      size_t cap, uint32_t first_block_new)
+{
     writer_t w = { .out = out, .cap = cap, .pos = 0, .block_end = BLE_OTA_DELTA_BLOCK };
 
     if (cap < BLE_OTA_DELTA_HEADER_LEN) {
@@ -136,12 +143,21 @@ host_patch_make(const uint8_t *old, size_t old_len, const uint8_t *new_img, size
     w.pos = BLE_OTA_DELTA_HEADER_LEN;
     size_t i = 0;
     while (i < new_len && !w.overflow) {
-        if (i >= old_len) {
-            data(&w, new_img + i, NULL, (uint32_t)(new_len - i));
-            i = new_len;
-            break;
+        /* Block 0 ends once it rebuilt first_block_new bytes. */
+        size_t stop = new_len;
+        if (first_block_new > 0 && w.block_end == BLE_OTA_DELTA_BLOCK) {
+            if (i >= first_block_new) {
+                room(&w, BLE_OTA_DELTA_BLOCK);
+                continue;
+            }
+            stop = first_block_new;
         }
-        const size_t end = new_len < old_len ? new_len : old_len;
+        if (i >= old_len) {
+            data(&w, new_img + i, NULL, (uint32_t)(stop - i));
+            i = stop;
+            continue;
+        }
+        const size_t end = stop < old_len ? stop : old_len;
         size_t j = i;
         if (new_img[i] == old[i]) {
             while (j < end && new_img[j] == old[j]) {

@@ -16,6 +16,7 @@
 #include "test.h"
 #include "test_deflate.h"
 #include "test_fixture.h"
+#include "test_sign.h"
 
 #define PKT 240
 #define MAX_IMG (96u * 1024u)
@@ -560,15 +561,111 @@ test_patch_damaged(void)
     CHECK_OK(old_image_intact());
 }
 
+/* A first chunk that rebuilds fewer bytes than the image check needs: they
+ * wait for the next chunk, across a lost link too; nothing is written before
+ * the check has its 40 bytes. */
+static void
+test_patch_first_chunk_rebuilds_little(void)
+{
+    static const uint32_t firsts[] = { 1, 10, 39, 40, 41 };
+    static uint8_t rest[MAX_IMG + MAX_IMG / 8];
+
+    for (size_t k = 0; k < sizeof(firsts) / sizeof(firsts[0]); k++) {
+        for (int resume = 0; resume < 2; resume++) {
+            CHECK_OK(patch_setup(30000, 70000));
+            s_patch_len = host_patch_make_split(s_old, s_old_len, s_new, s_new_len, s_patch, sizeof(s_patch), firsts[k]);
+            CHECK(s_patch_len > 2 * BLE_OTA_DELTA_BLOCK);
+            s_stream_len = test_deflate_chunks(s_patch, s_patch_len, 0, s_stream, sizeof(s_stream));
+            const uint32_t writes = s_fx.dev.flash.writes;
+            begin_patch();
+            CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+            const size_t first = 2u + ble_ota_get_le16(s_stream);
+            stream(s_stream, 0, first, 0);
+            CHECK_EQ(s_fx.core.v2.stored, firsts[k]);
+            CHECK_EQ(s_fx.dev.flash.writes > writes, firsts[k] >= BLE_OTA_IMAGE_HEAD_LEN);
+            size_t from = first;
+            if (resume) {
+                ble_ota_core_disconnected(&s_fx.core);
+                ble_ota_core_connected(&s_fx.core);
+                begin_patch();
+                CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+                CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), first);
+                CHECK_EQ(ble_ota_get_le32(last_note()->data + 10), BLE_OTA_DELTA_BLOCK);
+                const size_t rest_len = test_deflate_chunks(s_patch, s_patch_len, 1, rest, sizeof(rest));
+                stream(rest, 0, rest_len, (uint32_t)first);
+            } else {
+                stream(s_stream, from, s_stream_len, 0);
+            }
+            CHECK_OK(finish_and_boot_new());
+        }
+    }
+
+    /* Those few bytes are refused as soon as they show they are no image. */
+    CHECK_OK(patch_setup(30000, 70000));
+    s_new[0] ^= 0xFF; /* not the image magic */
+    s_patch_len = host_patch_make_split(s_old, s_old_len, s_new, s_new_len, s_patch, sizeof(s_patch), 10);
+    s_stream_len = test_deflate_chunks(s_patch, s_patch_len, 0, s_stream, sizeof(s_stream));
+    const uint32_t writes = s_fx.dev.flash.writes;
+    begin_patch();
+    stream(s_stream, 0, s_stream_len, 0);
+    CHECK(failed_with(BLE_OTA_ST_INVALID_IMAGE));
+    CHECK_EQ(s_fx.dev.flash.writes, writes);
+}
+
+/* Signed images: the running image's size and SHA-256 take its signature
+ * sector in (as the file that was sent), and a patch between two signed
+ * images installs on a device that takes only signed images. */
+static void
+test_patch_signed_images(void)
+{
+    static test_sign_key_t *key;
+    static uint8_t unsigned_img[MAX_IMG];
+    char why[120];
+
+    if (key == NULL) {
+        key = test_sign_key_new("ecdsa256");
+    }
+    CHECK(key != NULL);
+    CHECK_OK(patch_setup(30000, 70000));
+    memcpy(unsigned_img, s_old, s_old_len);
+    s_old_len = test_sign_image(key, unsigned_img, s_old_len, s_old, sizeof(s_old));
+    CHECK(s_old_len % 4096 == 0);
+    CHECK(host_dev_install(&s_fx.dev, 0, s_old, s_old_len, why, sizeof(why)));
+    s_fx.dev.require_signature = true;
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(info_reports_running(s_old, s_old_len));
+    memcpy(unsigned_img, s_new, s_new_len);
+    s_new_len = test_sign_image(key, unsigned_img, s_new_len, s_new, sizeof(s_new));
+    s_patch_len = host_patch_make(s_old, s_old_len, s_new, s_new_len, s_patch, sizeof(s_patch));
+    s_stream_len = test_deflate_chunks(s_patch, s_patch_len, 0, s_stream, sizeof(s_stream));
+    begin_patch();
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+    stream(s_stream, 0, s_stream_len, 0);
+    CHECK_OK(finish_and_boot_new());
+
+    /* A block after the image that only starts like a signature block (its CRC wrong): not one. */
+    CHECK_OK(patch_setup(30000, 30000));
+    host_flash_t *f = &s_fx.dev.flash;
+    const uint32_t sector = (uint32_t)((s_old_len + 4095) / 4096 * 4096);
+    static uint8_t fake[1200];
+    memset(fake, 0x5A, sizeof(fake));
+    fake[0] = 0xE7;
+    CHECK_EQ(host_flash_write(f, 0, sector, fake, sizeof(fake)), HOST_FLASH_OK);
+    ble_ota_core_init(&s_fx.core, &s_fx.dev.port, &s_config);
+    CHECK(info_reports_running(s_old, s_old_len));
+}
+
 void
 test_patch_run_all(void)
 {
     RUN(test_patch_running_image_reported);
     RUN(test_patch_running_image_malformed);
     RUN(test_patch_update);
+    RUN(test_patch_first_chunk_rebuilds_little);
     RUN(test_patch_begin_refusals);
     RUN(test_patch_header_disagrees_with_begin);
     RUN(test_patch_resume_mid_patch);
     RUN(test_patch_power_loss_while_applying);
     RUN(test_patch_damaged);
+    RUN(test_patch_signed_images);
 }
