@@ -6,6 +6,9 @@ export type { BleOtaClientOptions, Delivery, DeviceInfo, FullReason, Phase, Prog
 export { defaultCacheDir, ImageCache } from './client/image-cache';
 export type { ImageCacheOptions } from './client/image-cache';
 export type { SeenDevice, Target } from './client/scanner';
+export { isAddress, sameTarget, targetOf } from './client/target';
+export { deviceInfoView } from './device-info';
+export type { Capability, DeviceInfoView, LinkView } from './device-info';
 export type { NobleLike } from './client/noble-types';
 export * from './errors';
 export { imageSummary, parseEspImage } from './image/esp-image';
