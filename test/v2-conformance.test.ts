@@ -11,7 +11,6 @@ import { buildAppImage } from '../lib/image/app-image-builder';
 import { signImage } from '../lib/image/signature';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { OWNER, ownedDevice } from './support/owner';
-import { defineDeltaConformance } from './support/delta-conformance';
 import { ConformanceTarget, defineUpdate, defineV2Conformance } from './support/v2-conformance';
 
 const T = 2000;
@@ -72,21 +71,4 @@ describe('a virtual ESP32-C3 as our firmware\'s default build (what test:hardwar
     })());
   defineV2Conformance(setup);
   defineUpdate(setup);
-});
-
-describe('the virtual ESP32: delta updates', function () {
-  this.timeout(30_000);
-  defineDeltaConformance(async (): Promise<ConformanceTarget> => {
-    await theRadio().addDevice({ name: 'delta-conformance', window: 8192, restartDelayMs: 20 });
-    return {
-      client: new BleOtaClient({ noble: theRadio().noble, timeouts: { scanMs: 3000, gattMs: T } }),
-      target: { name: 'delta-conformance' },
-      requestMs: T,
-      restartMs: 5000,
-      image: ({ sign: _unsigned, ...options }) => buildAppImage(options),
-      sign: (image) => image,
-      bootable: () => undefined,
-      noBootableReason: 'not needed',
-    };
-  });
 });
