@@ -556,21 +556,6 @@ parse_u32(const char *s, uint32_t max, uint32_t *out)
     return true;
 }
 
-static int
-hex_digit(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 typedef enum {
     HEX_OK = 0,
     HEX_MALFORMED,
@@ -590,7 +575,7 @@ parse_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
         return HEX_MALFORMED;
     }
     for (size_t i = 0; i < n; i++) {
-        if (hex_digit(s[i]) < 0) {
+        if (ble_ota_hex_value(s[i]) < 0) {
             return HEX_MALFORMED;
         }
     }
@@ -598,36 +583,51 @@ parse_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
         return HEX_TOO_LONG;
     }
     for (size_t i = 0; i < n / 2; i++) {
-        out[i] = (uint8_t)(hex_digit(s[2 * i]) << 4 | hex_digit(s[2 * i + 1]));
+        out[i] = (uint8_t)(ble_ota_hex_value(s[2 * i]) << 4 | ble_ota_hex_value(s[2 * i + 1]));
     }
     *len = n / 2;
     return HEX_OK;
 }
 
-/* A UUID in the form noble uses: lower case, no dashes; 16-bit UUIDs
- * written out on the Bluetooth base UUID become their 4 digits. */
-static bool
-normalize_uuid(const char *in, char out[33])
+/* A UUID as a request names it (noble's form: 4 or 32 hex digits, dashes
+ * allowed) as its bytes on the air, by the firmware's own parser
+ * (ble_ota_uuid_parse); a 128-bit UUID on the Bluetooth base UUID is its
+ * 16-bit form. Returns its length, 0 when it is none. */
+static size_t
+request_uuid(const char *in, uint8_t out[BLE_OTA_UUID_MAX_LEN])
 {
+    /* 00000000-0000-1000-8000-00805f9b34fb without its 16-bit value, in air order. */
+    static const uint8_t k_base[12] = { 0xfb, 0x34, 0x9b, 0x5f, 0x80, 0x00, 0x00, 0x80, 0x00, 0x10, 0x00, 0x00 };
+    char digits[33];
     size_t n = 0;
 
     for (; *in != '\0'; in++) {
         if (*in == '-') {
             continue;
         }
-        const int d = hex_digit(*in);
-        if (d < 0 || n == 32) {
-            return false;
+        if (ble_ota_hex_value(*in) < 0 || n == 32) {
+            return 0;
         }
-        out[n++] = "0123456789abcdef"[d];
+        digits[n++] = *in;
     }
-    out[n] = '\0';
-    if (n == 32 && strncmp(out, "0000", 4) == 0 && strcmp(out + 8, "00001000800000805f9b34fb") == 0) {
-        memmove(out, out + 4, 4);
-        out[4] = '\0';
-        n = 4;
+    digits[n] = '\0';
+    if (n == 4) {
+        return ble_ota_uuid_parse(digits, out);
     }
-    return n == 4 || n == 32;
+    if (n != 32) {
+        return 0;
+    }
+    char text[37];
+    snprintf(text, sizeof(text), "%.8s-%.4s-%.4s-%.4s-%.12s", digits, digits + 8, digits + 12, digits + 16, digits + 20);
+    if (ble_ota_uuid_parse(text, out) != 16) {
+        return 0;
+    }
+    if (memcmp(out, k_base, sizeof(k_base)) == 0 && out[14] == 0 && out[15] == 0) {
+        out[0] = out[12];
+        out[1] = out[13];
+        return 2;
+    }
+    return 16;
 }
 
 /* The GATT table is the firmware's (ble_ota_gatt.h); a seed device
@@ -643,14 +643,16 @@ vesp_serves(const vesp_t *v, ble_ota_chr_t id)
 static bool
 find_chr(const vesp_t *v, const char *uuid, ble_ota_chr_t *out)
 {
-    char want[33], have[33];
+    uint8_t want[BLE_OTA_UUID_MAX_LEN], have[BLE_OTA_UUID_MAX_LEN];
 
-    if (!normalize_uuid(uuid, want)) {
+    const size_t len = request_uuid(uuid, want);
+    if (len == 0) {
         return false;
     }
     for (int i = 0; i < BLE_OTA_CHR_COUNT; i++) {
         const ble_ota_chr_t id = (ble_ota_chr_t)i;
-        if (vesp_serves(v, id) && normalize_uuid(ble_ota_gatt_chrs[id].uuid, have) && strcmp(want, have) == 0) {
+        if (vesp_serves(v, id) && ble_ota_uuid_parse(ble_ota_gatt_chrs[id].uuid, have) == len &&
+            memcmp(want, have, len) == 0) {
             *out = id;
             return true;
         }
@@ -1311,7 +1313,7 @@ valid_address(const char *s)
         return false;
     }
     for (int i = 0; i < 17; i++) {
-        if (i % 3 == 2 ? s[i] != ':' : hex_digit(s[i]) < 0) {
+        if (i % 3 == 2 ? s[i] != ':' : ble_ota_hex_value(s[i]) < 0) {
             return false;
         }
     }
@@ -1430,7 +1432,7 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, val, "expected AA:BB:CC:DD:EE:FF");
             }
             for (int k = 0; k < BLE_OTA_DEVICE_ID_LEN; k++) {
-                v->device_id[k] = (uint8_t)(hex_digit(val[3 * k]) << 4 | hex_digit(val[3 * k + 1]));
+                v->device_id[k] = (uint8_t)(ble_ota_hex_value(val[3 * k]) << 4 | ble_ota_hex_value(val[3 * k + 1]));
             }
             v->device_id_set = true;
         } else if (strcmp(opt, "--allow-unauthenticated") == 0 || strcmp(opt, "--require-signature") == 0) {
@@ -1473,7 +1475,7 @@ parse_options(vesp_t *v, int argc, char **argv)
         /* The address a device advertises is derived from its base MAC;
          * here they are the same. */
         for (int k = 0; k < BLE_OTA_DEVICE_ID_LEN; k++) {
-            v->device_id[k] = (uint8_t)(hex_digit(v->address[3 * k]) << 4 | hex_digit(v->address[3 * k + 1]));
+            v->device_id[k] = (uint8_t)(ble_ota_hex_value(v->address[3 * k]) << 4 | ble_ota_hex_value(v->address[3 * k + 1]));
         }
     }
     return 0;

@@ -35,8 +35,8 @@ const ble_ota_chr_def_t ble_ota_gatt_chrs[BLE_OTA_CHR_COUNT] = {
                                         BLE_OTA_PROP_READ, false },
 };
 
-static int
-hex_value(char c)
+int
+ble_ota_hex_value(char c)
 {
     if (c >= '0' && c <= '9') {
         return c - '0';
@@ -70,7 +70,7 @@ ble_ota_uuid_parse(const char *text, uint8_t out[BLE_OTA_UUID_MAX_LEN])
             }
             continue;
         }
-        const int d = hex_value(text[i]);
+        const int d = ble_ota_hex_value(text[i]);
         if (d < 0) {
             return 0;
         }

@@ -66,4 +66,7 @@ extern const ble_ota_chr_def_t ble_ota_gatt_chrs[BLE_OTA_CHR_COUNT];
  */
 size_t ble_ota_uuid_parse(const char *text, uint8_t out[BLE_OTA_UUID_MAX_LEN]);
 
+/* The value of a hex digit (either case), -1 when c is none. */
+int ble_ota_hex_value(char c);
+
 #endif /* BLE_OTA_GATT_H */
