@@ -4,9 +4,13 @@
  * tests make it, and an ESP32-C3 with a key that takes only signed images
  * (patches between signed images, BEGIN with PATCH in a session).
  */
+import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
 import { BleOtaClient } from '../lib/client/ota-client';
+import { CommandRefused } from '../lib/client/refusal';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { signImage } from '../lib/image/signature';
+import { BeginFlag, Feature, Status } from '../lib/protocol/constants';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { defineDeltaConformance } from './support/delta-conformance';
 import { OWNER, ownedDevice } from './support/owner';
@@ -52,5 +56,32 @@ describe('a virtual ESP32-C3 with a key, taking signed images only: delta update
       bootable: () => undefined,
       noBootableReason: 'not needed',
     };
+  });
+});
+
+describe('a virtual ESP32 that cannot read its running slot (--delta off)', function () {
+  this.timeout(30_000);
+
+  it('offers no DELTA, names no running image, and refuses BEGIN with PATCH (BAD_ARGUMENT)', async () => {
+    await theRadio().addDevice({ name: 'no-delta', delta: false });
+    const client = new BleOtaClient({ noble: theRadio().noble, timeouts: { scanMs: 3000, gattMs: T } });
+    const conn = await client.connect({ name: 'no-delta' });
+    try {
+      const v2 = conn.v2;
+      assert.ok(v2);
+      await v2.subscribe();
+      const info = await v2.readInfo();
+      assert.equal(info.features & Feature.DELTA, 0);
+      assert.equal(info.runningSha256, undefined);
+      assert.equal(info.runningSize, undefined);
+      const image = buildAppImage({ size: 20 * 1024, version: '9.0.0', seed: 90 });
+      const sha256 = createHash('sha256').update(image).digest();
+      await assert.rejects(
+        v2.begin({ size: image.length, sha256, chipId: 0, flags: BeginFlag.DEFLATE | BeginFlag.PATCH, base: sha256 }, T),
+        (err: unknown) => err instanceof CommandRefused && err.status === Status.BAD_ARGUMENT,
+      );
+    } finally {
+      await conn.close();
+    }
   });
 });

@@ -1215,6 +1215,22 @@ smoke_seed_only(void)
     CHECK_STR(request("connect 517"), "ok 517");
     const char *info = request("read %s", INFO);
     CHECK(strncmp(info, "ok 04024f000500", 15) == 0);
+    /* It runs its built-in image, and says which. */
+    CHECK(strncmp(info + 3 + 2 * BLE_OTA_INFO_OFF_RUNNING_SIZE, "00000000", 8) != 0);
+    CHECK_STR(request("quit"), "ok");
+    CHECK_EQ(reap_device(3000), 0);
+
+    /* A platform that cannot read its running slot: no DELTA, the running image not known. */
+    char *no_delta[] = { "--delta", "off", NULL };
+    CHECK(spawn_device(no_delta, false) == 0);
+    CHECK(read_startup(&advs, &svcs, &chrs));
+    CHECK_STR(request("connect 517"), "ok 517");
+    info = request("read %s", INFO);
+    CHECK(strncmp(info, "ok 04020f00", 11) == 0);
+    char zeros[2 * (BLE_OTA_INFO_SIZE - BLE_OTA_INFO_OFF_RUNNING_SIZE) + 1];
+    memset(zeros, '0', sizeof(zeros) - 1);
+    zeros[sizeof(zeros) - 1] = '\0';
+    CHECK(strcmp(info + 3 + 2 * BLE_OTA_INFO_OFF_RUNNING_SIZE, zeros) == 0);
     CHECK_STR(request("quit"), "ok");
     CHECK_EQ(reap_device(3000), 0);
 }

@@ -94,6 +94,7 @@ typedef struct {
     bool flash_events; /* --flash-events on: a `flash` line before each reply that used flash */
     int seed_protocol; /* --seed-protocol: 1 on, 0 off, -1 as the build's default */
     bool no_deflate;   /* --deflate off: a platform that cannot inflate (no DEFLATE feature) */
+    bool no_delta;     /* --delta off: a platform that cannot read its running slot (no DELTA feature) */
     const char *key_partition_path; /* --key-partition: the provisioned key partition image */
     bool allow_unauthenticated;     /* --allow-unauthenticated on: CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED */
     bool require_signature;         /* --require-signature: CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT */
@@ -1303,6 +1304,7 @@ usage(FILE *f)
             "                     [--key-partition FILE] [--allow-unauthenticated on|off]\n"
             "                     [--device-id AA:BB:CC:DD:EE:FF] [--require-signature on|off]\n"
             "                     [--seed-protocol on|off] [--flash-events on|off] [--deflate on|off]\n"
+            "                     [--delta on|off]\n"
             "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -1449,6 +1451,11 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, val, "on or off");
             }
             v->no_deflate = strcmp(val, "off") == 0;
+        } else if (strcmp(opt, "--delta") == 0) {
+            if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
+                return bad_option(opt, val, "on or off");
+            }
+            v->no_delta = strcmp(val, "off") == 0;
         } else if (strcmp(opt, "--flash-events") == 0) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
                 return bad_option(opt, val, "on or off");
@@ -1668,6 +1675,9 @@ main(int argc, char **argv)
     v->dev.require_signature = v->require_signature;
     if (v->no_deflate) {
         v->dev.port.inflate = NULL;
+    }
+    if (v->no_delta) {
+        v->dev.port.running_read = NULL;
     }
     if (!provision_key(v) || !install_first_image(v)) {
         host_dev_deinit(&v->dev);

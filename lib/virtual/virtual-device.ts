@@ -69,6 +69,11 @@ export interface VirtualDeviceOptions {
   /** false: a platform that cannot inflate (OTA Info without DEFLATE). Default true. */
   deflate?: boolean;
   /**
+   * false: a platform that cannot read its running slot: OTA Info without
+   * DELTA and without the running image's SHA-256, BEGIN refuses PATCH. Default true.
+   */
+  delta?: boolean;
+  /**
    * The RSSI the central's controller reports for the device's
    * advertisements, in dBm (default -50); 127 is its "not available".
    * Used by the radio (VirtualBindings), not by the device.
@@ -212,6 +217,7 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.seedProtocol !== undefined) args.push('--seed-protocol', options.seedProtocol ? 'on' : 'off');
     if (options.flashEvents) args.push('--flash-events', 'on');
     if (options.deflate === false) args.push('--deflate', 'off');
+    if (options.delta === false) args.push('--delta', 'off');
     const address = args[3];
     const deviceId = parseDeviceId(options.deviceId ?? address);
     args.push('--device-id', [...deviceId].map((b) => b.toString(16).padStart(2, '0')).join(':'));
