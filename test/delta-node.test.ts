@@ -8,7 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Delivery } from '../lib/client/delivery';
@@ -117,6 +117,21 @@ describe('ble-ota-upload node: delta updates', function () {
     assert.deepEqual([d.method, d.reason], ['full', 'base-not-running']);
     assert.match(logLines().find((l) => l.includes('gate 1.0.1')) ?? '', /: msg\.baseImage is not the image the device runs/);
     assert.equal(existsSync(join(userDir, 'ble-ota-cache', `${sha256(pair.old)}.bin`)), false);
+  });
+
+  it('a cache folder that cannot be written fails no update: the node warns what the next one loses', async () => {
+    const blocked = mkdtempSync(join(tmpdir(), 'ble-ota-delta-node-blocked-'));
+    try {
+      writeFileSync(join(blocked, 'ble-ota-cache'), 'a file where the cache folder should be');
+      await load('delta-node-blocked', { userDir: blocked });
+      const pair = oneFunctionChanged(64 * KB, 47, { projectName: 'pump' });
+      const { result, error } = await send({ payload: pair.old });
+      assert.equal(error, undefined);
+      assert.equal((result!.payload as { cache?: { stored: boolean } }).cache?.stored, false);
+      assert.ok(logLines().some((l) => /^The image could not be kept in the image cache \(the image could not be stored in .*ble-ota-cache: .*\): the next update of delta-node-blocked sends the full image/.test(l)));
+    } finally {
+      rmSync(blocked, { recursive: true, force: true });
+    }
   });
 
   it('refuses a msg.baseImage that is no Buffer before the radio is used', async () => {

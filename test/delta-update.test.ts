@@ -363,6 +363,15 @@ describe('delta updates from the command line', function () {
     assert.match(usage.stderr, /--no-cache and --cache-dir contradict each other/);
   });
 
+  it('a cache folder that cannot be written fails no update: a warning says what the next one loses', async () => {
+    const notAFolder = join(dir, 'cache-file');
+    writeFileSync(notAFolder, 'a file where the cache folder should be');
+    const run = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-3', '--cache-dir', notAFolder]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^updated cli-delta-3 /m);
+    assert.match(run.stderr, /^warning: the image could not be stored in .*cache-file: .*; the next update of this device sends the full image$/m);
+  });
+
   it('a --base file that cannot be read fails before any radio work, naming it', async () => {
     const run = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-2', '--base', join(dir, 'missing.bin')]);
     assert.equal(run.code, 1);

@@ -222,6 +222,8 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   }
   progress.finish();
   io.stdout.write(cmd.json ? JSON.stringify(result) + '\n' : formatResult(result));
+  // The update succeeded; only the next one may be slower for it (the JSON has it as cache.error).
+  if (result.cache?.error && !cmd.json) io.stderr.write(`warning: ${result.cache.error}; the next update of this device sends the full image\n`);
 }
 
 /** The fleet secret: from --secret-file, else ESP32_BLE_OTA_SECRET; the client checks its format. */

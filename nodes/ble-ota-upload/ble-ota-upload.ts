@@ -203,6 +203,8 @@ export = function register(RED: RED): void {
           job.msg.warning = warning;
           node.warn(warning);
         }
+        // The update succeeded; only the next one may be slower for it.
+        if (result.cache?.error) node.warn(t('ble-ota-upload.warnings.cacheNotStored', { device: facts.device, error: result.cache.error }));
         job.send([job.msg, null]);
         job.done();
       } catch (err) {
