@@ -7,6 +7,10 @@
  * the protocols differ in, and the whole update's: from the call to the
  * confirmed result.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Delivery } from '../lib/client/delivery';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { BeginFlag, Command, Control, OTA_COMMAND_UUID, OTA_CONTROL_UUID } from '../lib/protocol/constants';
 import { boundMs, Preset } from '../lib/virtual/link-model';
@@ -39,6 +43,8 @@ export interface ModelledRun {
   endToEndMs: number;
   /** The device had idle time before the update: its slot was erased then, and the bound is the link's and the page programs'. */
   idleErase: boolean;
+  /** How the image went (patch or full) and the stream bytes sent. */
+  delivery?: Delivery;
 }
 
 /**
@@ -76,14 +82,25 @@ export async function modelledUpdate(
     compress?: boolean;
     /** The device had time with nothing to do before the update (VirtualEsp32.idle()): the firmware erases the slot then. */
     idleErase?: boolean;
+    /** The image the device runs before the update, given to the client as its base: a delta update where the device applies patches. */
+    baseImage?: Buffer;
+    /** false: the full image even where a patch could go. */
+    delta?: boolean;
   },
 ): Promise<ModelledRun> {
   const window = options.protocol === 'v2' ? (options.window ?? 32768) : 0;
   const time = new VirtualTime(preset);
   const radio = new VirtualRadio(preset.link.mtu, {}, time);
   const name = 'modelled';
+  const dir = options.baseImage ? mkdtempSync(join(tmpdir(), 'ble-ota-modelled-')) : undefined;
   try {
+    let first: string | undefined;
+    if (dir && options.baseImage) {
+      first = join(dir, 'base.bin');
+      writeFileSync(first, options.baseImage);
+    }
     const device = await radio.addDevice({
+      ...(first ? { image: first } : {}),
       name,
       mtu: options.protocol === 'seed' ? Math.min(preset.link.mtu, SEED_DEVICE_MTU) : preset.link.mtu,
       window: window || undefined,
@@ -123,6 +140,8 @@ export async function modelledUpdate(
       protocol: options.protocol === 'seed' ? 'seed' : 'auto',
       confirm: 'device',
       compress: options.compress ?? false,
+      ...(options.baseImage ? { baseImage: options.baseImage } : {}),
+      ...(options.delta === false ? { delta: false } : {}),
     });
     if (started === undefined || ended === undefined) throw new Error('the transfer was not seen on the modelled link');
     const transferMs = ended - started;
@@ -144,8 +163,10 @@ export async function modelledUpdate(
       wholeMs: time.now - callAt,
       endToEndMs: time.now - callAt + END_TO_END.scans * END_TO_END.scanMs + END_TO_END.bootMs,
       idleErase: options.idleErase ?? false,
+      delivery: result.delivery,
     };
   } finally {
     await radio.stopAll();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }
