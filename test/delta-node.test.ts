@@ -89,7 +89,7 @@ describe('ble-ota-upload node: delta updates', function () {
     assert.match(logLines().find((l) => l.includes('fleet-app 1.0.0')) ?? '', /^updated delta-node-cache to fleet-app 1\.0\.0 in [\d.]+ s \([^;]*\)$/);
   });
 
-  it('takes msg.baseImage as the base; one that is not the running image is passed over for the cache\'s', async () => {
+  it("takes msg.baseImage as the base; one that is not the running image is passed over for the cache's", async () => {
     await load('delta-node-base');
     const pair = oneFunctionChanged(128 * KB, 42, { projectName: 'lamp' });
     const third = oneFunctionChanged(128 * KB, 42, { projectName: 'lamp' }, 160, ['1.0.0', '1.0.2']).new;
@@ -128,7 +128,13 @@ describe('ble-ota-upload node: delta updates', function () {
       const { result, error } = await send({ payload: pair.old });
       assert.equal(error, undefined);
       assert.equal((result!.payload as { cache?: { stored: boolean } }).cache?.stored, false);
-      assert.ok(logLines().some((l) => /^The image could not be kept in the image cache \(the image could not be stored in .*ble-ota-cache: .*\): the next update of delta-node-blocked sends the full image/.test(l)));
+      assert.ok(
+        logLines().some((l) =>
+          /^The image could not be kept in the image cache \(the image could not be stored in .*ble-ota-cache: .*\): the next update of delta-node-blocked sends the full image/.test(
+            l,
+          ),
+        ),
+      );
     } finally {
       rmSync(blocked, { recursive: true, force: true });
     }

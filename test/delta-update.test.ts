@@ -199,11 +199,7 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: claimed });
     trace.stop();
     assert.deepEqual([result.delivery?.method, result.delivery?.reason, result.confirmed], ['full', 'wrong-base', true]);
-    assert.deepEqual(
-      trace.begins.map((b) => b.flags & BeginFlag.PATCH).slice(0, 2),
-      [BeginFlag.PATCH, 0],
-      'BEGIN with the patch, refused, then BEGIN with the full image',
-    );
+    assert.deepEqual(trace.begins.map((b) => b.flags & BeginFlag.PATCH).slice(0, 2), [BeginFlag.PATCH, 0], 'BEGIN with the patch, refused, then BEGIN with the full image');
     assert.equal(trace.answers[0].status, 0x15, 'WRONG_BASE');
     assert.equal(result.resumes, 0, 'no new connection for it');
     assert.ok(await runs(device, pair.new));
@@ -236,7 +232,10 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
       const resumedAt = trace.answers.filter((a) => a.status === 0).map((a) => a.offset!);
       assert.equal(resumedAt[0], 0);
       assert.ok(resumedAt.length >= 2 && resumedAt[1] > 0, `the second BEGIN resumed at ${resumedAt[1]}`);
-      assert.ok(trace.begins.every((b) => (b.flags & BeginFlag.PATCH) !== 0), 'every BEGIN carried the patch');
+      assert.ok(
+        trace.begins.every((b) => (b.flags & BeginFlag.PATCH) !== 0),
+        'every BEGIN carried the patch',
+      );
       // What was sent again is at most what the device had not stored: less than the whole patch stream twice.
       assert.equal(result.delivery?.bytesOverAir, trace.streamBytes);
       assert.ok(trace.streamBytes < 2 * patch, `${trace.streamBytes} stream bytes for a ${patch}-byte patch stream`);
@@ -348,7 +347,10 @@ describe('delta updates from the command line', function () {
   it('--base sends a patch and says so; --cache-dir keeps the installed image; --no-cache with --cache-dir is a usage error', async () => {
     const patched = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta', '--base', join(dir, 'running.bin')]);
     assert.equal(patched.code, 0, patched.stderr);
-    assert.match(patched.stdout, /\n  delta patch against the image the device ran \([0-9a-f]{12}…, from --base\): [\d.]+ (bytes|KB) over the air, [\d.]+ % of the [\d.]+ (bytes|KB) the full image takes\n/);
+    assert.match(
+      patched.stdout,
+      /\n {2}delta patch against the image the device ran \([0-9a-f]{12}…, from --base\): [\d.]+ (bytes|KB) over the air, [\d.]+ % of the [\d.]+ (bytes|KB) the full image takes\n/,
+    );
 
     const cacheDir = join(dir, 'cache');
     const json = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta', '--cache-dir', cacheDir, '--json']);
