@@ -124,8 +124,7 @@ data(writer_t *w, const uint8_t *bytes, const uint8_t *old, uint32_t n)
 }
 
 size_t
-host_patch_make(const uint8_t *old, size_t old_len, const uint8_t *new_img, size_t new_len, uint8_t *out,
-                size_t cap)
+host_patch_make(const uint8_t *old, size_t old_len, const uint8_t *new_img, size_t new_len, uint8_t *out, size_t cap)
 {
     return host_patch_make_split(old, old_len, new_img, new_len, out, cap, 0);
 }

@@ -19,7 +19,7 @@ size_t host_patch_make(const uint8_t *old, size_t old_len, const uint8_t *new_im
 
 /* The same, with block 0 ending (END_BLOCK) once it rebuilt first_block_new
  * bytes (0: as full as it gets): a patch whose first chunk rebuilds little. */
-size_t host_patch_make_split(const uint8_t *old, size_t old_len, const uint8_t *new_img, size_t new_len,
-                             uint8_t *out, size_t cap, uint32_t first_block_new);
+size_t host_patch_make_split(const uint8_t *old, size_t old_len, const uint8_t *new_img, size_t new_len, uint8_t *out,
+                             size_t cap, uint32_t first_block_new);
 
 #endif /* HOST_PATCH_H */

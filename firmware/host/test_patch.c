@@ -18,7 +18,7 @@
 #include "test_fixture.h"
 #include "test_sign.h"
 
-#define PKT 240
+#define PKT     240
 #define MAX_IMG (96u * 1024u)
 
 static uint8_t s_old[MAX_IMG];
@@ -445,7 +445,9 @@ test_patch_resume_mid_patch(void)
         CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
         const uint32_t next = ble_ota_get_le32(last_note()->data + 10);
         if (!(next > patch_offset || next == s_patch_len)) {
-            printf("  next %lu, patch_offset %lu, patch %lu, sent %lu of %lu\n", (unsigned long)next, (unsigned long)patch_offset, (unsigned long)s_patch_len, (unsigned long)send, (unsigned long)rest_len);
+            printf("  next %lu, patch_offset %lu, patch %lu, sent %lu of %lu\n", (unsigned long)next,
+                   (unsigned long)patch_offset, (unsigned long)s_patch_len, (unsigned long)send,
+                   (unsigned long)rest_len);
         }
         CHECK(next > patch_offset || next == s_patch_len);
         patch_offset = next;
@@ -573,7 +575,8 @@ test_patch_first_chunk_rebuilds_little(void)
     for (size_t k = 0; k < sizeof(firsts) / sizeof(firsts[0]); k++) {
         for (int resume = 0; resume < 2; resume++) {
             CHECK_OK(patch_setup(30000, 70000));
-            s_patch_len = host_patch_make_split(s_old, s_old_len, s_new, s_new_len, s_patch, sizeof(s_patch), firsts[k]);
+            s_patch_len = host_patch_make_split(s_old, s_old_len, s_new, s_new_len, s_patch, sizeof(s_patch),
+                                                firsts[k]);
             CHECK(s_patch_len > 2 * BLE_OTA_DELTA_BLOCK);
             s_stream_len = test_deflate_chunks(s_patch, s_patch_len, 0, s_stream, sizeof(s_stream));
             const uint32_t writes = s_fx.dev.flash.writes;

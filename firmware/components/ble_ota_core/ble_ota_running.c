@@ -19,17 +19,17 @@
 #include "ble_ota_internal.h"
 #include "ble_ota_le.h"
 
-#define IMG_HEADER_LEN      24
-#define IMG_MAGIC           0xE9u
-#define IMG_MAX_SEGMENTS    16u /* ESP_IMAGE_MAX_SEGMENTS */
-#define IMG_OFF_HASH_FLAG   23
-#define SEG_HEADER_LEN      8
-#define IMG_HASH_LEN        32
+#define IMG_HEADER_LEN    24
+#define IMG_MAGIC         0xE9u
+#define IMG_MAX_SEGMENTS  16u /* ESP_IMAGE_MAX_SEGMENTS */
+#define IMG_OFF_HASH_FLAG 23
+#define SEG_HEADER_LEN    8
+#define IMG_HASH_LEN      32
 /* The largest app partition (16 MB): a walk that goes further is no image. */
-#define IMG_MAX_LEN         0x1000000u
-#define SIG_SECTOR          4096u
-#define SIG_BLOCK_MAGIC     0xE7u
-#define SIG_BLOCK_CRC_LEN   1196u /* bytes of a block the CRC-32 after them covers */
+#define IMG_MAX_LEN       0x1000000u
+#define SIG_SECTOR        4096u
+#define SIG_BLOCK_MAGIC   0xE7u
+#define SIG_BLOCK_CRC_LEN 1196u /* bytes of a block the CRC-32 after them covers */
 
 static bool
 read_at(const ble_ota_port_t *port, uint32_t offset, uint8_t *out, size_t len)
