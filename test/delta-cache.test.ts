@@ -8,7 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultCacheDir, ImageCache } from '../lib/client/image-cache';
@@ -33,6 +33,9 @@ describe('image cache', () => {
     assert.equal(await cache.get(sha256(image(2))), undefined);
     assert.equal(await cache.get(Buffer.alloc(3)), undefined, 'not a SHA-256');
     assert.deepEqual(readdirSync(dir), [`${sha256(a).toString('hex')}.bin`], 'one file, no temporary file left');
+    // Firmware may be proprietary: readable by its user only.
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    assert.equal(statSync(join(dir, `${sha256(a).toString('hex')}.bin`)).mode & 0o777, 0o600);
     // Another cache on the same folder (the next run of the command line) finds it.
     assert.deepEqual(await new ImageCache({ dir }).get(sha256(a)), a);
   });

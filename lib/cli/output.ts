@@ -152,7 +152,7 @@ const FULL_REASONS: Record<FullReason, string> = {
   'base-unknown': 'the image the device runs is not in the image cache (give it with --base)',
   'patch-not-smaller': `a patch would not be clearly smaller (at most ${Math.round(PATCH_SHARE * 100)} % of the full image)`,
   'wrong-base': 'the device refused the patch: it runs another image than the one the patch was made for',
-  'patch-failed': 'the device could not rebuild the image from the patch',
+  'patch-failed': 'the patch could not be computed, or the device could not rebuild the image from it',
 };
 
 /**

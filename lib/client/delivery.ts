@@ -37,7 +37,11 @@ export type FullReason =
   | 'patch-not-smaller'
   /** The device refused the patch: it runs another image than the base (WRONG_BASE). */
   | 'wrong-base'
-  /** The device could not rebuild the image from the patch (BAD_DATA, or the rebuilt image's SHA-256): the full image went instead. */
+  /**
+   * The patch could not be computed (its thread failed), or the device could not
+   * rebuild the image from it (BAD_DATA, or the rebuilt image's SHA-256): the full
+   * image went instead.
+   */
   | 'patch-failed';
 
 /** How the image went (UpdateResult.delivery). */
@@ -111,7 +115,13 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
     source = 'cache';
   }
   if (base === undefined) return { reason: given !== undefined ? 'base-not-running' : 'base-unknown' };
-  const patch = await computePatchOffThread(base, input.image);
+  let patch: Buffer;
+  try {
+    patch = await computePatchOffThread(base, input.image);
+  } catch {
+    // A patch is an optimisation: whatever stopped its computation (the thread, memory) stops no update.
+    return { reason: 'patch-failed' };
+  }
   const patchStream = encodedLength(patch);
   const fullStream = input.fullDeflated ? encodedLength(input.image) : input.image.length;
   if (patchStream > fullStream * PATCH_SHARE) return { reason: 'patch-not-smaller' };

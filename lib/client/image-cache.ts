@@ -89,11 +89,12 @@ export class ImageCache {
     const hex = createHash('sha256').update(image).digest('hex');
     const file = join(this.dir, `${hex}.bin`);
     try {
-      await mkdir(this.dir, { recursive: true });
+      // Firmware may be proprietary: the folder is the user's alone, as the files in it.
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
       if ((await this.get(Buffer.from(hex, 'hex'))) === undefined) {
         const temp = join(this.dir, `.${hex}.${randomBytes(6).toString('hex')}.tmp`);
         try {
-          await writeFile(temp, image, { flag: 'wx' });
+          await writeFile(temp, image, { flag: 'wx', mode: 0o600 });
           await rename(temp, file);
           await this.touch(file);
         } catch (err) {
