@@ -109,10 +109,20 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     const pair = oneFunctionChanged(256 * KB, 11, { projectName: 'lamp' });
     const device = await deviceRunning(pair.old, `dl-patch-${++seq}`);
     const trace = airTrace(radio, device);
-    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+    const progress: Array<{ phase: string; bytesSent: number; totalBytes: number; percent: number }> = [];
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, onProgress: (p) => progress.push(p) });
     trace.stop();
 
     assert.equal(result.confirmed, true);
+    // Progress counts the patch's bytes while it goes, to 100 %.
+    const uploading = progress.filter((p) => p.phase === 'uploading');
+    const patchLength = computePatch(pair.old, pair.new).length;
+    assert.ok(uploading.length > 0 && uploading.every((p) => p.totalBytes === patchLength), 'uploading: totalBytes is the patch');
+    assert.deepEqual(
+      uploading.map((p) => p.percent),
+      [...uploading.map((p) => p.percent)].sort((x, y) => x - y),
+    );
+    assert.equal(uploading[uploading.length - 1].percent, 100);
     assert.ok(await runs(device, pair.new), 'the rebuilt image runs, byte for byte');
     const d = result.delivery!;
     assert.deepEqual([d.method, d.baseSha256, d.baseSource, d.reason], ['patch', sha256(pair.old).toString('hex'), 'option', undefined]);
