@@ -291,6 +291,26 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.ok(await runs(device, pair.old));
   });
 
+  it('a cancel while the patch is being computed ends the update, with nothing sent', async () => {
+    const pair = oneFunctionChanged(1024 * KB, 35);
+    const device = await deviceRunning(pair.old, `dl-cancel-${++seq}`);
+    const controller = new AbortController();
+    const onRead = (address: string, uuid: string) => address === device.address && uuid === OTA_INFO_UUID && setImmediate(() => controller.abort());
+    radio.bindings.on('air-read', onRead);
+    const trace = airTrace(radio, device);
+    try {
+      await assert.rejects(
+        client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, signal: controller.signal }),
+        (err: BleOtaError) => err.code === 'CANCELLED',
+      );
+    } finally {
+      radio.bindings.off('air-read', onRead);
+      trace.stop();
+    }
+    assert.deepEqual([trace.begins.length, trace.packets.length], [0, 0]);
+    assert.ok(await runs(device, pair.old));
+  });
+
   it('a device that does not apply patches gets the full image, and the result says so', async () => {
     const pair = oneFunctionChanged(64 * KB, 31);
     const file = join(dir, 'nodeflate.bin');

@@ -432,15 +432,19 @@ class V2Update {
     const info = this.info!;
     const delta = (info.features & Feature.DELTA) !== 0 && (info.features & Feature.DEFLATE) !== 0;
     const allowed = this.options.delta !== false && this.options.compress !== false;
-    const plan = await planDelivery({
-      image: this.data,
-      deviceTakesPatch: !allowed ? 'delta-off' : !delta ? 'device-no-delta' : true,
-      runningSha256: info.runningSha256,
-      runningSize: info.runningSize,
-      fullDeflated: this.compress,
-      baseImage: this.baseImage,
-      cache: this.options.cache,
-    });
+    // A cancel does not wait for the patch (seconds for a large image): its thread finishes it for nobody.
+    const plan = await untilAborted(
+      planDelivery({
+        image: this.data,
+        deviceTakesPatch: !allowed ? 'delta-off' : !delta ? 'device-no-delta' : true,
+        runningSha256: info.runningSha256,
+        runningSize: info.runningSize,
+        fullDeflated: this.compress,
+        baseImage: this.baseImage,
+        cache: this.options.cache,
+      }),
+      this.options.signal,
+    );
     if ('reason' in plan) this.fullReason = plan.reason;
     else this.patch = plan;
     this.planned = true;
@@ -705,6 +709,26 @@ export function describeOutcome(outcome: DeviceOutcome, image: EspImage): string
 export function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
   const base = Math.min(250 * 2 ** attempt, 4000);
   return delay(base + Math.floor(Math.random() * base * 0.25), signal);
+}
+
+/** The promise's outcome, or CANCELLED as soon as the signal aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new CancelledError());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new CancelledError());
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {
