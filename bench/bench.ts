@@ -159,7 +159,14 @@ async function ranges(): Promise<{
   for (const [what, p] of variants) {
     const v2 = await modelledUpdate(p, image, { protocol: 'v2' });
     const idle = await modelledUpdate(p, image, { protocol: 'v2', idleErase: true });
-    sensitivity.push({ preset: base.name, what, v2Ms: v2.transferMs, boundMs: v2.boundMs, ratio: v2.ratio, idle: { v2Ms: idle.transferMs, boundMs: idle.boundMs, ratio: idle.ratio } });
+    sensitivity.push({
+      preset: base.name,
+      what,
+      v2Ms: v2.transferMs,
+      boundMs: v2.boundMs,
+      ratio: v2.ratio,
+      idle: { v2Ms: idle.transferMs, boundMs: idle.boundMs, ratio: idle.ratio },
+    });
     console.log(
       `  ${what.padEnd(52)} ${s(v2.transferMs).padStart(6)} s ${(v2.kbPerS.toFixed(1) + ' KB/s').padStart(11)} ${pct(v2.ratio).padStart(6)} of ${s(v2.boundMs).padStart(4)} s` +
         ` | ${s(idle.transferMs).padStart(6)} s ${(idle.kbPerS.toFixed(1) + ' KB/s').padStart(11)} ${pct(idle.ratio).padStart(6)} of ${s(idle.boundMs).padStart(4)} s`,
@@ -372,7 +379,16 @@ async function main(): Promise<void> {
   writeFileSync(
     file,
     JSON.stringify(
-      { node: process.version, presets: PRESETS, modelled: runs, ranges: range.ranges, sensitivity: range.sensitivity, endToEndAssumed: END_TO_END, ...node, coreRam: { text: ram.text, data: ram.data, bss: ram.bss } },
+      {
+        node: process.version,
+        presets: PRESETS,
+        modelled: runs,
+        ranges: range.ranges,
+        sensitivity: range.sensitivity,
+        endToEndAssumed: END_TO_END,
+        ...node,
+        coreRam: { text: ram.text, data: ram.data, bss: ram.bss },
+      },
       null,
       2,
     ) + '\n',

@@ -745,7 +745,10 @@ export function codeSummary(report: RunReport): string {
       counts.set(key, (counts.get(key) ?? 0) + 1);
     }
   }
-  return [...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${String(n).padStart(6)}  ${k}`).join('\n');
+  return [...counts]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${String(n).padStart(6)}  ${k}`)
+    .join('\n');
 }
 
 export function violationSummary(report: RunReport, limit = 40): string {
@@ -777,7 +780,9 @@ export function envOptions(defaults: { sequences: number; concurrency: number; s
 
 async function main(): Promise<void> {
   const options = envOptions({ sequences: 2000, concurrency: 4 });
-  console.log(`random faults: seed ${options.seed}, ${options.only !== undefined ? `only sequence ${options.only}` : `${options.sequences} updates`}, ${options.concurrency} devices at once`);
+  console.log(
+    `random faults: seed ${options.seed}, ${options.only !== undefined ? `only sequence ${options.only}` : `${options.sequences} updates`}, ${options.concurrency} devices at once`,
+  );
   let calls = 0;
   const report = await runRandomFaults({
     ...options,

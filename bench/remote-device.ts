@@ -203,7 +203,16 @@ async function host(options: VirtualDeviceOptions): Promise<void> {
     characteristics: chars,
   };
   writeFrame(out, Buffer.concat([Buffer.of(KIND.info), Buffer.from(JSON.stringify(info))]));
-  device.on('notify', (uuid: string, data: Buffer) => writeFrame(out, Buffer.of(KIND.notify, chars.findIndex((c) => c.uuid === uuid)), data));
+  device.on('notify', (uuid: string, data: Buffer) =>
+    writeFrame(
+      out,
+      Buffer.of(
+        KIND.notify,
+        chars.findIndex((c) => c.uuid === uuid),
+      ),
+      data,
+    ),
+  );
   device.on('disconnected', (reason: number) => writeFrame(out, Buffer.of(KIND.disconnected, reason)));
   device.on('flash', (erases: number, pages: number, blocks: number) => {
     const head = Buffer.allocUnsafe(13);
@@ -245,17 +254,26 @@ async function host(options: VirtualDeviceOptions): Promise<void> {
         );
         break;
       case OP.disconnect:
-        answer(id, device.disconnect().then(() => undefined));
+        answer(
+          id,
+          device.disconnect().then(() => undefined),
+        );
         break;
       case OP.read:
         answer(id, device.read(uuid()));
         break;
       case OP.write:
       case OP.writeCmd:
-        answer(id, device.write(uuid(), body.subarray(6), op === OP.writeCmd).then(() => undefined));
+        answer(
+          id,
+          device.write(uuid(), body.subarray(6), op === OP.writeCmd).then(() => undefined),
+        );
         break;
       case OP.subscribe:
-        answer(id, device.subscribe(uuid(), body[6] === 1).then(() => undefined));
+        answer(
+          id,
+          device.subscribe(uuid(), body[6] === 1).then(() => undefined),
+        );
         break;
     }
   });

@@ -210,7 +210,8 @@ class ModelledDevice implements DeviceClock {
 
   notification(attBytes: number, deliver: () => void): void {
     const op = this.timing?.ops[0];
-    if (op) op.notifications.push({ attBytes, deliver }); // timed with its request
+    if (op)
+      op.notifications.push({ attBytes, deliver }); // timed with its request
     else this.time.at(this.time.now, deliver);
   }
 

@@ -133,10 +133,7 @@ export class DeviceError extends BleOtaError {}
 /** A GATT operation did not complete in time. */
 export class GattTimeoutError extends BleOtaError {
   constructor(operation: string, timeoutMs: number) {
-    super(
-      'GATT_TIMEOUT',
-      `${operation} got no answer within ${timeoutMs} ms; the device may be out of range, busy or have rejected the request`,
-    );
+    super('GATT_TIMEOUT', `${operation} got no answer within ${timeoutMs} ms; the device may be out of range, busy or have rejected the request`);
   }
 }
 

@@ -44,9 +44,34 @@ class PairsUnavailable extends Error {}
 
 const ZLIB = ['adler32', 'compress', 'crc32', 'deflate', 'infback', 'inffast', 'inflate', 'inftrees', 'trees', 'uncompr', 'zutil'];
 const LIBIBERTY = [
-  'cp-demangle', 'cplus-dem', 'd-demangle', 'rust-demangle', 'regex', 'md5', 'sha1', 'hashtab', 'splay-tree', 'dwarfnames',
-  'crc32', 'safe-ctype', 'obstack', 'dyn-string', 'objalloc', 'partition', 'fibheap', 'argv', 'concat', 'hex', 'fnmatch',
-  'lbasename', 'xmalloc', 'xstrdup', 'xexit', 'sort', 'bsearch', 'spaces',
+  'cp-demangle',
+  'cplus-dem',
+  'd-demangle',
+  'rust-demangle',
+  'regex',
+  'md5',
+  'sha1',
+  'hashtab',
+  'splay-tree',
+  'dwarfnames',
+  'crc32',
+  'safe-ctype',
+  'obstack',
+  'dyn-string',
+  'objalloc',
+  'partition',
+  'fibheap',
+  'argv',
+  'concat',
+  'hex',
+  'fnmatch',
+  'lbasename',
+  'xmalloc',
+  'xstrdup',
+  'xexit',
+  'sort',
+  'bsearch',
+  'spaces',
 ];
 
 /** The few C library functions the libraries call, our own, plain: no libc exists for this target here. */
@@ -254,10 +279,12 @@ int fseek(FILE *, long, int); long ftell(FILE *); int feof(FILE *); int ferror(F
   'sys/types.h': '#include <stddef.h>\ntypedef long ssize_t;\ntypedef long off_t;\n',
   'inttypes.h': '#include <stdint.h>\n#define PRIu64 "llu"\n#define PRIx64 "llx"\n#define PRId64 "lld"\n',
   // libiberty's configure answers, for this target.
-  'config.h': ['STRING_H', 'STDLIB_H', 'LIMITS_H', 'STDINT_H', 'INTTYPES_H', 'SYS_TYPES_H'].map((h) => `#define HAVE_${h} 1\n`).join('') +
+  'config.h':
+    ['STRING_H', 'STDLIB_H', 'LIMITS_H', 'STDINT_H', 'INTTYPES_H', 'SYS_TYPES_H'].map((h) => `#define HAVE_${h} 1\n`).join('') +
     '#define STDC_HEADERS 1\n#define SIZEOF_INT 4\n#define SIZEOF_LONG 4\n#define SIZEOF_SIZE_T 4\n#define SIZEOF_LONG_LONG 8\n' +
     ['BASENAME', 'ASPRINTF', 'VASPRINTF', 'SNPRINTF', 'VSNPRINTF', 'STRNLEN', 'STRTOL', 'STRTOUL', 'MALLOC', 'REALLOC', 'CALLOC', 'FREE', 'GETENV']
-      .map((d) => `#define HAVE_DECL_${d} 1\n`).join(''),
+      .map((d) => `#define HAVE_DECL_${d} 1\n`)
+      .join(''),
 };
 
 /** The app: a sensor node that updates itself, using every library it links. Variants edit it as a developer would. */
@@ -453,7 +480,12 @@ function missing() {
 
 function failure(cmd, args, err) {
   const file = args.find((a) => a.endsWith('.c')) ?? args[args.length - 1];
-  return new Error(`${cmd} failed on ${file}:\n${String(err.stderr || err.message).split('\n').slice(0, 20).join('\n')}`);
+  return new Error(
+    `${cmd} failed on ${file}:\n${String(err.stderr || err.message)
+      .split('\n')
+      .slice(0, 20)
+      .join('\n')}`,
+  );
 }
 
 function run(cmd, args) {
@@ -491,8 +523,24 @@ async function build(work, tag, sources, flags, includes) {
     sources.map(({ file, defines = [], std = [], only }, i) => [
       CC,
       [
-        ...ARCH, ...flags, ...std, '-ffreestanding', '-fno-builtin', '-nostdinc', '-w', '-DHAVE_CONFIG_H',
-        ...(only ?? includes).map((d) => `-I${d}`), '-isystem', gccInclude, '-isystem', gccFixed, ...defines, '-c', file, '-o', objects[i],
+        ...ARCH,
+        ...flags,
+        ...std,
+        '-ffreestanding',
+        '-fno-builtin',
+        '-nostdinc',
+        '-w',
+        '-DHAVE_CONFIG_H',
+        ...(only ?? includes).map((d) => `-I${d}`),
+        '-isystem',
+        gccInclude,
+        '-isystem',
+        gccFixed,
+        ...defines,
+        '-c',
+        file,
+        '-o',
+        objects[i],
       ],
     ]),
   );
@@ -554,7 +602,10 @@ async function buildPairs() {
     const zlib = join(work, 'binutils-2.40/zlib');
     const libiberty = join(work, 'binutils-2.40/libiberty');
     const bIncludes = join(work, 'binutils-2.40/include');
-    const coreSources = readdirSync(core).filter((f) => f.endsWith('.c')).sort().map((f) => ({ file: join(core, f), std: ['-std=c11'] }));
+    const coreSources = readdirSync(core)
+      .filter((f) => f.endsWith('.c'))
+      .sort()
+      .map((f) => ({ file: join(core, f), std: ['-std=c11'] }));
 
     const app = async (tag, mainText, flags) => {
       const dir = join(work, `app-${tag}`);
@@ -583,12 +634,12 @@ async function buildPairs() {
     // newlib's own headers for its libm and the program around it; ours for our functions.
     const newlibIncludes = [join(newlib, 'libc/include'), join(newlib, 'libm/common')];
     const libm = ['math', 'common'].flatMap((d) =>
-      readdirSync(join(newlib, 'libm', d)).filter((f) => f.endsWith('.c')).sort().map((f) => ({ file: join(newlib, 'libm', d, f), defines: ['-D_IEEE_LIBM'] })),
+      readdirSync(join(newlib, 'libm', d))
+        .filter((f) => f.endsWith('.c'))
+        .sort()
+        .map((f) => ({ file: join(newlib, 'libm', d, f), defines: ['-D_IEEE_LIBM'] })),
     );
-    const unrelated = flat(
-      work,
-      await build(work, 'unrelated', [{ file: join(udir, 'main.c') }, ...libm, { file: join(work, 'libc.c'), only: [sys] }], ['-O2'], newlibIncludes),
-    );
+    const unrelated = flat(work, await build(work, 'unrelated', [{ file: join(udir, 'main.c') }, ...libm, { file: join(work, 'libc.c'), only: [sys] }], ['-O2'], newlibIncludes));
     const builds = [
       ['one-function', 'one function of the app changed (it grows)', await app('one-function', edit('one-function'), ['-O2'])],
       ['one-string', 'one message changed (longer)', await app('one-string', edit('one-string'), ['-O2'])],
@@ -624,6 +675,13 @@ function write(pairs) {
     writeFileSync(join(out, `${p.name}.old.bin`), p.old);
     writeFileSync(join(out, `${p.name}.new.bin`), p.new);
   }
-  writeFileSync(join(out, 'pairs.json'), JSON.stringify(pairs.map((p) => ({ name: p.name, what: p.what, old: p.old.length, new: p.new.length })), null, 2) + '\n');
+  writeFileSync(
+    join(out, 'pairs.json'),
+    JSON.stringify(
+      pairs.map((p) => ({ name: p.name, what: p.what, old: p.old.length, new: p.new.length })),
+      null,
+      2,
+    ) + '\n',
+  );
   for (const p of pairs) console.log(`${p.name.padEnd(15)} ${String(p.old.length).padStart(7)} -> ${String(p.new.length).padStart(7)} bytes  ${p.what}`);
 }

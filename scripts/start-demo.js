@@ -235,11 +235,13 @@ async function main() {
 
   // A demo folder from before the sample node: its flow reads a file no start writes now.
   const stale = flows === 'kept' && fs.readFileSync(path.join(userDir, 'flows.json'), 'utf8').includes('firmware/demo-app.bin');
-  const kept =
-    stale ? 'Your flows from the last start are kept; they read firmware/demo-app.bin, which npm start no longer writes: npm start -- --reset puts the new example back (it makes its image with the sample node).'
-    : flows === 'kept' ? 'Your flows from the last start are kept; npm start -- --reset puts the example back.'
-    : flows === 'reset' ? `The example flow is back; the flows before it are in ${path.join(userDir, 'flows.json.before-reset')}.`
-    : 'The example flow is deployed; what you change in it is kept across starts (npm start -- --reset puts it back).';
+  const kept = stale
+    ? 'Your flows from the last start are kept; they read firmware/demo-app.bin, which npm start no longer writes: npm start -- --reset puts the new example back (it makes its image with the sample node).'
+    : flows === 'kept'
+      ? 'Your flows from the last start are kept; npm start -- --reset puts the example back.'
+      : flows === 'reset'
+        ? `The example flow is back; the flows before it are in ${path.join(userDir, 'flows.json.before-reset')}.`
+        : 'The example flow is deployed; what you change in it is kept across starts (npm start -- --reset puts it back).';
   console.log(`
   Node-RED with the BLE OTA demo is running: open ${url}
   Press the update button in the "BLE OTA demo" tab. ${kept}

@@ -23,8 +23,7 @@ describe('the adapter queue', () => {
 
     await assert.rejects(
       radio.run(async () => assert.fail('ran beyond the limit')),
-      (err: unknown) =>
-        err instanceof BleOtaError && err.code === 'BUSY' && new RegExp(`busy: ${MAX_WAITING} operations are already waiting for it`).test(err.message),
+      (err: unknown) => err instanceof BleOtaError && err.code === 'BUSY' && new RegExp(`busy: ${MAX_WAITING} operations are already waiting for it`).test(err.message),
     );
     assert.equal(radio.queued, MAX_WAITING, 'the refused operation took no place in the line');
 
@@ -42,7 +41,10 @@ describe('the adapter queue', () => {
     const abort = new AbortController();
     const cancelled = radio.run(async () => 'never', abort.signal);
     const kept = radio.run(async () => 'kept');
-    await assert.rejects(radio.run(async () => 'refused'), { code: 'BUSY' });
+    await assert.rejects(
+      radio.run(async () => 'refused'),
+      { code: 'BUSY' },
+    );
     abort.abort();
     await assert.rejects(cancelled, { code: 'CANCELLED' });
     const again = radio.run(async () => 'again');

@@ -129,7 +129,10 @@ describe('authenticated updates, from the attacker side', function () {
     const air = Buffer.concat(seen);
     const key = deviceKey(Buffer.from(OWNER.secret, 'hex'), parseDeviceId(device.address));
     const flash = await device.readFlash('ota_0', 0, 64 * 1024);
-    for (const [where, bytes] of [['the air', air], ['the images', Buffer.concat([image, newer, flash])]] as const) {
+    for (const [where, bytes] of [
+      ['the air', air],
+      ['the images', Buffer.concat([image, newer, flash])],
+    ] as const) {
       assert.equal(bytes.indexOf(Buffer.from(OWNER.secret, 'hex')), -1, `the fleet secret is in ${where}`);
       assert.equal(bytes.indexOf(key), -1, `the device key is in ${where}`);
     }
@@ -290,8 +293,7 @@ describe('authenticated updates, from the attacker side', function () {
     const forgeRadio = new VirtualRadio();
     try {
       const target = await forgeRadio.addDevice(ownedDevice({ name: 'forged', restartDelayMs: 20 }));
-      const inject = (data: Buffer) =>
-        forgeRadio.bindings.emit('read', peripheralId(target.address), nobleUuid(OTA_SERVICE_UUID), nobleUuid(OTA_COMMAND_UUID), data, true);
+      const inject = (data: Buffer) => forgeRadio.bindings.emit('read', peripheralId(target.address), nobleUuid(OTA_SERVICE_UUID), nobleUuid(OTA_COMMAND_UUID), data, true);
       let packets = 0;
       forgeRadio.bindings.on('air-write', (_a: string, uuid: string) => {
         if (uuid !== OTA_STREAM_UUID) return;
@@ -323,7 +325,7 @@ describe('authenticated updates, from the attacker side', function () {
     await assert.rejects(client().update({ target: { name: 'unprovisioned' }, image }), code('AUTH_REQUIRED'));
   });
 
-  it('a stranger\'s junk writes end the stranger\'s link; the owner updates right after', async () => {
+  it("a stranger's junk writes end the stranger's link; the owner updates right after", async () => {
     const target = await radio.addDevice(ownedDevice({ name: 'owned-junk', restartDelayMs: 20 }));
     for (let round = 0; round < 4; round++) {
       await target.connect(247);

@@ -26,7 +26,10 @@ function count(map: Map<string, number>, key: string): void {
 }
 
 function show(map: Map<string, number>): string {
-  return [...map].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ');
+  return [...map]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
 }
 
 /** The device runs its first image, confirmed, and nothing else is bootable. */
@@ -116,8 +119,14 @@ describe('bad-input corpus', function () {
     radio.bindings.on('air-write', (_a: string, uuid: string) => (uuid === OTA_COMMAND_UUID || uuid === OTA_STREAM_UUID) && sent++);
     const client = new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 1000, gattMs: T } });
     try {
-      await assert.rejects(client.update({ target: { name: 'corpus-small' }, image: buildAppImage({ size: 80 * 1024, seed: 81 }) }), (err: BleOtaError) => err.code === 'IMAGE_TOO_LARGE' && /65536/.test(err.message));
-      await assert.rejects(client.update({ target: { name: 'corpus-small' }, image: buildAppImage({ chipId: 5, size: 16 * 1024, seed: 82 }) }), (err: BleOtaError) => err.code === 'IMAGE_WRONG_CHIP' && /ESP32-C3/.test(err.message));
+      await assert.rejects(
+        client.update({ target: { name: 'corpus-small' }, image: buildAppImage({ size: 80 * 1024, seed: 81 }) }),
+        (err: BleOtaError) => err.code === 'IMAGE_TOO_LARGE' && /65536/.test(err.message),
+      );
+      await assert.rejects(
+        client.update({ target: { name: 'corpus-small' }, image: buildAppImage({ chipId: 5, size: 16 * 1024, seed: 82 }) }),
+        (err: BleOtaError) => err.code === 'IMAGE_WRONG_CHIP' && /ESP32-C3/.test(err.message),
+      );
       assert.equal(sent, 0, 'no OTA Command or Stream write');
     } finally {
       await radio.stopAll();

@@ -35,11 +35,7 @@ interface Run {
  * Runs the tool; `onStdout` sees the output as it comes (to interrupt it).
  * The child's stdout and stderr are pipes, so the tool sees no terminal.
  */
-function cli(
-  args: string[],
-  onStdout?: (soFar: string, child: ReturnType<typeof spawn>) => void,
-  env: Record<string, string> = {},
-): Promise<Run> {
+function cli(args: string[], onStdout?: (soFar: string, child: ReturnType<typeof spawn>) => void, env: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
@@ -118,9 +114,15 @@ describe('command-line tool', function () {
       const percents = uploading.map((l) => Number(/(\d+) %/.exec(l)![1]));
       assert.equal(percents[percents.length - 1], 100);
       assert.ok(uploading.length <= 12, `at most one line per tenth (got ${uploading.length})`);
-      assert.deepEqual(percents, [...percents].sort((a, b) => a - b));
+      assert.deepEqual(
+        percents,
+        [...percents].sort((a, b) => a - b),
+      );
       assert.match(lines[lines.length - 3], /^updated cli-lines \([0-9a-f:]{17}, device id [0-9a-f:]{17}\) to 2\.5\.0 \(was 1\.0\.0\), confirmed$/);
-      assert.match(lines[lines.length - 2], /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes, not authenticated: nothing proves it was your device$/);
+      assert.match(
+        lines[lines.length - 2],
+        /^ {2}protocol v2, 256\.\d KB in [\d.]+ s, [\d.]+ KB\/s, MTU \d+, \d+ packets of up to \d+ bytes, not authenticated: nothing proves it was your device$/,
+      );
       // The link the virtual device reported: the one its connection starts with (nothing answers its requests).
       // The link the firmware asked for, as the virtual radio's central (noble on Linux) granted it.
       assert.match(lines[lines.length - 1], /^ {2}link: interval [\d.]+ ms, latency 0, supervision timeout [\d.]+ s, PHY 1M, data length 251 octets$/);
@@ -202,7 +204,7 @@ describe('command-line tool', function () {
       assert.match(noKey.stderr, /upload needs --public-key FILE/);
     });
 
-    it('secret and provision: a fleet secret, then a device\'s key partition and the esptool command, never printing either', async () => {
+    it("secret and provision: a fleet secret, then a device's key partition and the esptool command, never printing either", async () => {
       const secretFile = join(dir, 'made.secret');
       const made = await cli(['secret', '--out', secretFile]);
       assert.equal(made.code, 0, made.stderr);
@@ -288,7 +290,10 @@ describe('command-line tool', function () {
       const json = await cli(['scan', '--virtual', '--json', '--duration', '0.5', '--device', 'quiet'], undefined, env);
       assert.equal(json.code, 0, json.stderr);
       const devices = parseJson<Array<{ name: string; rssi: number | null }>>(json);
-      assert.deepEqual(devices.map((d) => [d.name, d.rssi]), [['quiet', null]]);
+      assert.deepEqual(
+        devices.map((d) => [d.name, d.rssi]),
+        [['quiet', null]],
+      );
 
       const info = await cli(['info', '-d', 'quiet', '--virtual'], undefined, env);
       assert.equal(info.code, 0, info.stderr);
@@ -352,7 +357,15 @@ describe('command-line tool', function () {
     });
 
     it('other mistakes exit 2; --json still gets a JSON error', async () => {
-      for (const args of [[], ['flash'], ['scan', '--bogus'], ['scan', '--confirm', 'client'], ['upload', 'a.bin', '-d', 'x', '--confirm', 'maybe'], ['scan', '--duration', 'soon'], ['info']]) {
+      for (const args of [
+        [],
+        ['flash'],
+        ['scan', '--bogus'],
+        ['scan', '--confirm', 'client'],
+        ['upload', 'a.bin', '-d', 'x', '--confirm', 'maybe'],
+        ['scan', '--duration', 'soon'],
+        ['info'],
+      ]) {
         const run = await cli(args);
         assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
         assert.match(run.stderr, /usage: /);
@@ -379,11 +392,14 @@ describe('command-line tool', function () {
     it('where it is unavailable, exit 1 with the reason, no stack trace', async function () {
       const problem = systemBluetoothProblem();
       if (!problem) {
-        // eslint-disable-next-line no-console
         console.log('      (skipped: this machine has working Bluetooth, so the message cannot be checked)');
         this.skip();
       }
-      for (const args of [['scan', '--duration', '1'], ['info', '-d', 'esp32'], ['upload', firmware, '-d', 'esp32']]) {
+      for (const args of [
+        ['scan', '--duration', '1'],
+        ['info', '-d', 'esp32'],
+        ['upload', firmware, '-d', 'esp32'],
+      ]) {
         const run = await cli(args);
         assert.equal(run.code, 1, `${args[0]}: ${run.stderr}`);
         assert.ok(run.stderr.includes(problem.message), `${args[0]} prints the loader's message:\n${run.stderr}`);
@@ -454,7 +470,10 @@ describe('signing commands (keygen, sign, verify, pubkey)', function () {
     assert.equal(signed.length, signatureSectorOffset(imageLength) + 4096);
     const check = verifyImageSignature(signed, imageLength, { publicKeyPem: readFileSync(rsaKey, 'utf8') });
     assert.equal(check.ok, true);
-    assert.match(run.stdout, new RegExp(`^wrote .*app-signed\\.bin: .*app\\.bin signed, 44\\.0 KB, signature sector at 0x${signatureSectorOffset(imageLength).toString(16)}$`, 'm'));
+    assert.match(
+      run.stdout,
+      new RegExp(`^wrote .*app-signed\\.bin: .*app\\.bin signed, 44\\.0 KB, signature sector at 0x${signatureSectorOffset(imageLength).toString(16)}$`, 'm'),
+    );
     assert.match(run.stdout, /^ {2}block 0 {2}RSA-3072 {5}key digest [0-9a-f]{64}$/m);
   });
 
@@ -511,7 +530,11 @@ describe('signing commands (keygen, sign, verify, pubkey)', function () {
   it('a file that is no usable key is named, its contents never printed', async () => {
     const secret = 'MIIEpAIBAAKCAQEAsecretsecretsecretsecretsecret';
     writeFileSync(at('bad.pem'), `-----BEGIN RSA PRIVATE KEY-----\n${secret}\n-----END RSA PRIVATE KEY-----\n`);
-    for (const args of [['sign', '--key', at('bad.pem'), '--out', at('x.bin'), app], ['pubkey', '--key', at('bad.pem')], ['verify', '--public-key', at('bad.pem'), app]]) {
+    for (const args of [
+      ['sign', '--key', at('bad.pem'), '--out', at('x.bin'), app],
+      ['pubkey', '--key', at('bad.pem')],
+      ['verify', '--public-key', at('bad.pem'), app],
+    ]) {
       const run = await cli([...args, '--json']);
       assert.equal(run.code, 1, run.stderr);
       assert.equal(errorOf(run).code, 'INVALID_ARGUMENT');
@@ -624,9 +647,7 @@ describe('sample-image', function () {
     assert.ok(Math.abs(statSync(file).size - 64 * 1024) < 64, `${statSync(file).size} bytes`);
     assert.match(run.stdout, /ESP32-C3 app "lamp" 3\.1\.4, 64\.0 KB\n.*filler: for virtual devices/s);
 
-    const json = parseJson<{ file: string; project: string; version: string; chip: string; size: number; sha256: string }>(
-      await cli(['sample-image', '--out', file, '--json']),
-    );
+    const json = parseJson<{ file: string; project: string; version: string; chip: string; size: number; sha256: string }>(await cli(['sample-image', '--out', file, '--json']));
     assert.deepEqual([json.project, json.version, json.chip], ['sample-app', '2.0.0', 'ESP32'], 'the defaults; an earlier sample is replaced');
     assert.equal(json.sha256, createHash('sha256').update(readFileSync(file)).digest('hex'));
   });
@@ -725,12 +746,15 @@ describe('command-line parsing', () => {
 
   it('names the mistake and the command whose usage applies', () => {
     const mistake = (args: string[], message: RegExp, topic?: string) =>
-      assert.throws(() => parseCommandLine(args), (err: UsageError) => {
-        assert.ok(err instanceof UsageError);
-        assert.match(err.message, message);
-        assert.equal(err.topic, topic);
-        return true;
-      });
+      assert.throws(
+        () => parseCommandLine(args),
+        (err: UsageError) => {
+          assert.ok(err instanceof UsageError);
+          assert.match(err.message, message);
+          assert.equal(err.topic, topic);
+          return true;
+        },
+      );
     mistake([], /no command given/);
     mistake(['flash'], /unknown command "flash"/);
     mistake(['upload', '-d', 'x'], /needs the firmware file/, 'upload');
@@ -787,6 +811,7 @@ describe('progress display', () => {
     assert.ok(!out.slice(0, -1).includes('\n'), 'one line until finish');
     assert.ok(out.endsWith('\n'));
     assert.equal(frames[0], 'connecting\x1b[K');
+    // eslint-disable-next-line no-control-regex -- the terminal's erase-to-end-of-line sequence is what is checked
     assert.match(frames[2], /^uploading +\[#+\.+\] +42 % +20\.0 KB\/s\x1b\[K$/);
     for (const f of frames) assert.ok(f.replace('\x1b[K', '').replace('\n', '').length < 60, `fits 60 columns: ${f}`);
     const bars = frames.slice(1, 4).map((f) => f.indexOf(']'));

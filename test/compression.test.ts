@@ -64,7 +64,7 @@ describe('compression (DEFLATE)', function () {
     assert.ok((await device.readFlash(state.running, 0, image.length)).equals(image));
   });
 
-  it("deflates each chunk against the one before it: 4 KB of random bytes repeated cost a few bytes per chunk", async () => {
+  it('deflates each chunk against the one before it: 4 KB of random bytes repeated cost a few bytes per chunk', async () => {
     // Alone, a chunk of random bytes does not deflate at all; with the
     // previous chunk as its dictionary, it is one long back-reference.
     const device = await radio.addDevice({ name: 'zip-dict', restartDelayMs: 20 });

@@ -14,9 +14,7 @@ import { join } from 'node:path';
 import { freePort, ROOT, waitForText } from './support/node-red-process';
 
 /** The node types package.json registers: every one must load and have its editor and help. */
-const OUR_TYPES = Object.keys(
-  (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { 'node-red': { nodes: Record<string, string> } })['node-red'].nodes,
-).sort();
+const OUR_TYPES = Object.keys((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { 'node-red': { nodes: Record<string, string> } })['node-red'].nodes).sort();
 
 const RUNNING = /Node-RED with the BLE OTA demo is running: open (http:\/\/127\.0\.0\.1:(\d+))\n/;
 
@@ -108,9 +106,9 @@ describe('npm start (demo)', function () {
       assert.ok(html.includes(`data-template-name="${type}"`), `${type} editor`);
       assert.match(html, new RegExp(`data-help-name="${type}">\\s*<p>\\w`), `${type} help`);
     }
-    const catalogue = (await (
-      await fetch(`${demo.url}/locales/node-red-contrib-esp32-ble-ota/ble-ota-upload?lng=en-US`)
-    ).json()) as { 'ble-ota-upload': { status: Record<string, string> } };
+    const catalogue = (await (await fetch(`${demo.url}/locales/node-red-contrib-esp32-ble-ota/ble-ota-upload?lng=en-US`)).json()) as {
+      'ble-ota-upload': { status: Record<string, string> };
+    };
     assert.equal(catalogue['ble-ota-upload'].status.verifying, 'verifying');
   });
 
@@ -142,14 +140,23 @@ describe('npm start (demo)', function () {
 
     demo = await Demo.start(userDir, { PORT: String(taken) });
     assert.match(demo.output, /Your flows from the last start are kept; npm start -- --reset puts the example back\./);
-    assert.ok((await demo.flows()).some((n) => n.name === 'my change'), 'the change is still there');
+    assert.ok(
+      (await demo.flows()).some((n) => n.name === 'my change'),
+      'the change is still there',
+    );
     await demo.stop();
 
     demo = await Demo.start(userDir, { PORT: String(taken) }, ['--reset']);
     assert.match(demo.output, /The example flow is back; the flows before it are in .*flows\.json\.before-reset\./);
     const reset = await demo.flows();
     assert.ok(!reset.some((n) => n.name === 'my change'), 'the change is gone');
-    assert.deepEqual(reset.filter((n) => n.type !== 'tab').map((n) => n.type).sort(), examplesTypes());
+    assert.deepEqual(
+      reset
+        .filter((n) => n.type !== 'tab')
+        .map((n) => n.type)
+        .sort(),
+      examplesTypes(),
+    );
     assert.ok(readFileSync(join(userDir, 'flows.json.before-reset'), 'utf8').includes('my change'));
     // The device node still holds the demo's fleet secret: the demo device proves itself.
     const inject = reset.find((n) => n.type === 'inject')!;

@@ -32,7 +32,14 @@ const SELF = 'test/docs.test.ts';
 const FILES = execFileSync('git', ['ls-files', '--cached', '--others', '--exclude-standard'], { cwd: ROOT, encoding: 'utf8' })
   .split('\n')
   .filter((f) => f !== '' && existsSync(join(ROOT, f)));
-const DIRS = new Set(FILES.flatMap((f) => f.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))));
+const DIRS = new Set(
+  FILES.flatMap((f) =>
+    f
+      .split('/')
+      .slice(0, -1)
+      .map((_, i, parts) => parts.slice(0, i + 1).join('/')),
+  ),
+);
 const BASENAMES = new Set(FILES.map((f) => f.slice(f.lastIndexOf('/') + 1)));
 const TOP_DIRS = [...new Set(FILES.filter((f) => f.includes('/')).map((f) => f.slice(0, f.indexOf('/'))))];
 
@@ -168,7 +175,10 @@ describe('docs', () => {
 
   it('reads the prose of every doc and source', () => {
     for (const dir of ['docs', 'lib', 'nodes', 'firmware', 'test', 'bench', 'scripts', 'examples']) {
-      assert.ok(CITING.some((f) => f.startsWith(`${dir}/`)), `${dir}/ is read`);
+      assert.ok(
+        CITING.some((f) => f.startsWith(`${dir}/`)),
+        `${dir}/ is read`,
+      );
     }
     assert.ok(CITING.includes('README.md') && CITING.includes('firmware/components/ble_ota_core/include/ble_ota_core.h'));
   });
@@ -176,7 +186,10 @@ describe('docs', () => {
   it('every repository path a doc or comment cites exists', () => {
     // A path from the repository's root (or, in a doc, from the doc's folder): docs/PROTOCOL.md,
     // firmware/main/*.c, firmware/host/host_flash.[ch]. Images a user provides (*.bin) are not ours.
-    const path = new RegExp(`(?<![\\w.@/-])((?:\\.\\./)*(?:${TOP_DIRS.map((d) => d.replace(/\./g, '\\.')).join('|')})/(?:[\\w./*-]|\\[\\w+\\])*(?:\\w|\\/\\*|\\[\\w+\\])\\/?)`, 'g');
+    const path = new RegExp(
+      `(?<![\\w.@/-])((?:\\.\\./)*(?:${TOP_DIRS.map((d) => d.replace(/\./g, '\\.')).join('|')})/(?:[\\w./*-]|\\[\\w+\\])*(?:\\w|\\/\\*|\\[\\w+\\])\\/?)`,
+      'g',
+    );
     const cited = citations(path);
     const missing = cited.filter((c) => {
       const p = normalize(c.text);
@@ -191,10 +204,7 @@ describe('docs', () => {
     const named = citations(/(?<![\w./@-])([A-Za-z_][\w-]*\.(?:c|h|ts|md))(?![\w/])/g);
     assert.ok(named.length > 100);
     const external = /^(esp_|soc|spi_flash|ble_(?!ota_))/;
-    assert.deepEqual(
-      named.filter((c) => !BASENAMES.has(c.text) && !external.test(c.text)).map(where),
-      [],
-    );
+    assert.deepEqual(named.filter((c) => !BASENAMES.has(c.text) && !external.test(c.text)).map(where), []);
   });
 
   it('every section a doc or comment cites exists', () => {
@@ -256,7 +266,8 @@ describe('docs', () => {
   describe('figures the code defines', () => {
     it('OTA Info: its size in every doc that states it, and the field each row of PROTOCOL.md’s table names', () => {
       const numbers = (m: RegExpMatchArray) => m.slice(1).map(Number);
-      for (const m of stated('docs/PROTOCOL.md', /\(3: the first (\d+) bytes only; 2: the first (\d+) bytes only; 1: the first (\d+)\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V3, INFO_SIZE_V2, INFO_SIZE_V1]);
+      for (const m of stated('docs/PROTOCOL.md', /\(3: the first (\d+) bytes only; 2: the first (\d+) bytes only; 1: the first (\d+)\)/g))
+        assert.deepEqual(numbers(m), [INFO_SIZE_V3, INFO_SIZE_V2, INFO_SIZE_V1]);
       for (const m of stated('docs/PROTOCOL.md', /Bytes (\d+) to (\d+) \(info_version 3\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V2, INFO_SIZE_V3 - 1]);
       for (const m of stated('docs/PROTOCOL.md', /Bytes (\d+) to (\d+) \(info_version 4\)/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V3, INFO_SIZE - 1]);
       for (const m of stated('docs/PROTOCOL.md', /info_version 2 reads the first (\d+) bytes/g)) assert.deepEqual(numbers(m), [INFO_SIZE_V2]);
@@ -310,9 +321,7 @@ describe('docs', () => {
 
     it('menuconfig options: each one cited exists, with the default Kconfig gives it', () => {
       const kconfig = read('firmware/main/Kconfig.projbuild');
-      const options = new Map(
-        [...kconfig.matchAll(/^\s*config (BLE_OTA_\w+)\n([\s\S]*?)(?=^\s*(?:config|endmenu)\b)/gm)].map((m) => [m[1], /^\s*default (.+)$/m.exec(m[2])?.[1]]),
-      );
+      const options = new Map([...kconfig.matchAll(/^\s*config (BLE_OTA_\w+)\n([\s\S]*?)(?=^\s*(?:config|endmenu)\b)/gm)].map((m) => [m[1], /^\s*default (.+)$/m.exec(m[2])?.[1]]));
       assert.ok(options.size > 5, 'options read from Kconfig.projbuild');
       // Code as well as prose: ESP-IDF is not built here, so a C file naming an option that is gone would pass every other test.
       // (Tests only in their comments: one may name an option to assert nothing reads it.)

@@ -191,7 +191,12 @@ describe('the real Bluetooth stacks: noble HCI -> emulated controllers -> bleno 
     });
     await assert.rejects(cancelled, (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED');
     // The device learns of the closed link over the air, after the call has ended.
-    await eventually(() => d.state(), (s) => s.transfer === 'suspended', 30_000, 'a v2 transfer waiting for its resume');
+    await eventually(
+      () => d.state(),
+      (s) => s.transfer === 'suspended',
+      30_000,
+      'a v2 transfer waiting for its resume',
+    );
     assert.deepEqual(listeners(), before, 'no noble listener left behind');
 
     const result = await client().update({ target: { name: 'esp32' }, image, compress: false });

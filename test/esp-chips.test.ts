@@ -194,10 +194,7 @@ describe('ESP chips and their memory maps', () => {
     const table = /k_chips\[\] = \{([\s\S]*?)\n\};/.exec(source);
     assert.ok(table, 'k_chips found');
     const hex = '(0x[0-9A-Fa-f]+|0)u?';
-    const row = new RegExp(
-      `\\{ (\\d+), "([^"]+)", \\{ \\{ ${hex}, ${hex} \\}, \\{ ${hex}, ${hex} \\} \\},\\s*${hex}, ${hex}, ${hex}, ${hex} \\}`,
-      'g',
-    );
+    const row = new RegExp(`\\{ (\\d+), "([^"]+)", \\{ \\{ ${hex}, ${hex} \\}, \\{ ${hex}, ${hex} \\} \\},\\s*${hex}, ${hex}, ${hex}, ${hex} \\}`, 'g');
     const rows = [...table[1].matchAll(row)].map((m) => {
       const n = m.slice(3).map((v) => Number(v));
       const windows = [

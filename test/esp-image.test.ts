@@ -143,9 +143,7 @@ describe('ESP app image', () => {
         const [first] = parsed.segments;
         assert.equal(first.loadAddress, chip.dromBase + 0x20, 'app descriptor segment is flash-mapped rodata');
         assert.ok(parsed.segments.length >= 3, 'an app has several segments');
-        const entryInSegment = parsed.segments.some(
-          (s) => parsed.header.entryAddress >= s.loadAddress && parsed.header.entryAddress < s.loadAddress + s.length,
-        );
+        const entryInSegment = parsed.segments.some((s) => parsed.header.entryAddress >= s.loadAddress && parsed.header.entryAddress < s.loadAddress + s.length);
         assert.ok(entryInSegment, 'entry point lies inside a loaded segment');
       });
     }
@@ -314,12 +312,18 @@ describe('ESP app image', () => {
       expectImageError(undefined, 'IMAGE_NOT_BUFFER', /is undefined/);
       expectImageError({ type: 'Buffer', data: [0xe9] }, 'IMAGE_NOT_BUFFER', /is an object/);
       expectImageError(new Uint8Array(good), 'IMAGE_NOT_BUFFER', /Uint8Array.*Buffer\.from/);
-      assert.throws(() => assertImageBuffer(42), (err: ImageError) => err.code === 'IMAGE_NOT_BUFFER');
+      assert.throws(
+        () => assertImageBuffer(42),
+        (err: ImageError) => err.code === 'IMAGE_NOT_BUFFER',
+      );
     });
 
     it('IMAGE_EMPTY for a zero-length Buffer', () => {
       expectImageError(Buffer.alloc(0), 'IMAGE_EMPTY', /empty/);
-      assert.throws(() => assertImageBuffer(Buffer.alloc(0)), (err: ImageError) => err.code === 'IMAGE_EMPTY');
+      assert.throws(
+        () => assertImageBuffer(Buffer.alloc(0)),
+        (err: ImageError) => err.code === 'IMAGE_EMPTY',
+      );
     });
 
     it('IMAGE_NOT_AN_IMAGE for random bytes, also when they happen to start with 0xE9', () => {

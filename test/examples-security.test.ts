@@ -104,15 +104,23 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       return collect('ota/esp32-mqtt/status', lines, until, 60_000);
     }
 
-    it('the owner\'s signed image goes in (secure_version 3)', async () => {
+    it("the owner's signed image goes in (secure_version 3)", async () => {
       await publish(signedImage({ size: 60_000, projectName: 'mqtt-app', version: '3.0.0', secureVersion: 3, seed: 70 }), /^esp32-mqtt: confirmed 100 % 3\.0\.0/);
     });
 
     const attacks: Array<[string, () => Buffer, string]> = [
       ['an unsigned image', () => buildAppImage({ size: 40_000, projectName: 'mqtt-app', version: '6.6.6', secureVersion: 9, seed: 73 }), 'IMAGE_NOT_SIGNED'],
-      ['an image signed with another key', () => buildAppImage({ size: 40_000, projectName: 'mqtt-app', version: '6.6.6', secureVersion: 9, seed: 74, signingKeys: generateSigningKey('ecdsa256') }), 'IMAGE_SIGNATURE_INVALID'],
+      [
+        'an image signed with another key',
+        () => buildAppImage({ size: 40_000, projectName: 'mqtt-app', version: '6.6.6', secureVersion: 9, seed: 74, signingKeys: generateSigningKey('ecdsa256') }),
+        'IMAGE_SIGNATURE_INVALID',
+      ],
       ['a signed image changed after signing', () => tampered('6.6.6', 9), 'IMAGE_SIGNATURE_INVALID'],
-      ['an older image the owner once signed (secure_version 2)', () => signedImage({ size: 40_000, projectName: 'mqtt-app', version: '2.0.0', secureVersion: 2, seed: 75 }), 'SECURE_VERSION_TOO_OLD'],
+      [
+        'an older image the owner once signed (secure_version 2)',
+        () => signedImage({ size: 40_000, projectName: 'mqtt-app', version: '2.0.0', secureVersion: 2, seed: 75 }),
+        'SECURE_VERSION_TOO_OLD',
+      ],
     ];
     for (const [what, make, code] of attacks) {
       it(`${what}: fails with ${code} on the status topic, nothing installed`, async () => {
@@ -122,7 +130,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       });
     }
 
-    it('the owner\'s next image goes in on top of the owner\'s previous one', async () => {
+    it("the owner's next image goes in on top of the owner's previous one", async () => {
       lines.length = 0;
       const line = await publish(signedImage({ size: 60_000, projectName: 'mqtt-app', version: '3.1.0', secureVersion: 3, seed: 76 }), /^esp32-mqtt: confirmed/);
       assert.match(line, /^esp32-mqtt: confirmed 100 % 3\.1\.0/);
@@ -141,10 +149,9 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
     });
     after(() => nr?.stop());
 
-    const post = (image: Buffer) =>
-      fetch(`${nr.url}/firmware?device=esp32-http-owned`, { method: 'POST', headers: { 'Content-Type': 'application/octet-stream' }, body: image });
+    const post = (image: Buffer) => fetch(`${nr.url}/firmware?device=esp32-http-owned`, { method: 'POST', headers: { 'Content-Type': 'application/octet-stream' }, body: image });
 
-    it('an unsigned image gets 422 IMAGE_NOT_SIGNED, a foreign one IMAGE_SIGNATURE_INVALID; the owner\'s goes in', async () => {
+    it("an unsigned image gets 422 IMAGE_NOT_SIGNED, a foreign one IMAGE_SIGNATURE_INVALID; the owner's goes in", async () => {
       const unsigned = await post(buildAppImage({ size: 30_000, projectName: 'http-app', version: '9.9.9', seed: 80 }));
       assert.equal(unsigned.status, 422);
       assert.equal(((await unsigned.json()) as { error: { code: string } }).error.code, 'IMAGE_NOT_SIGNED');
@@ -192,11 +199,17 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       lure?.close();
     });
 
-    it('a job whose url points at the gateway\'s loopback fetches nothing', async () => {
+    it("a job whose url points at the gateway's loopback fetches nothing", async () => {
       const port = (lure!.address() as AddressInfo).port;
       const from = gw!.output.length;
       const image = signedImage({ size: 20_000, projectName: 'fleet-app', version: '5.0.0', seed: 90 });
-      const job = { version: '5.0.0', devices: ['esp32-fleet-x'], url: `http://127.0.0.1:${port}/secret`, sha256: createHash('sha256').update(image).digest('hex'), size: image.length };
+      const job = {
+        version: '5.0.0',
+        devices: ['esp32-fleet-x'],
+        url: `http://127.0.0.1:${port}/secret`,
+        sha256: createHash('sha256').update(image).digest('hex'),
+        size: image.length,
+      };
       await client!.publish('ota/fleet/jobs/lure', JSON.stringify(job), { qos: 1, retain: true });
       await gw!.waitForOutput(/job lure is ignored: its "url" is not on a host this gateway fetches from \(FLEET_URL_HOSTS: none\); nothing was fetched/, 20_000, from);
       await new Promise((r) => setTimeout(r, 1000));
@@ -205,7 +218,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       await client!.publish('ota/fleet/jobs/lure', '', { qos: 1, retain: true });
     });
 
-    it('a job without the image\'s SHA-256 is ignored', async () => {
+    it("a job without the image's SHA-256 is ignored", async () => {
       const from = gw!.output.length;
       await client!.publish('ota/fleet/jobs/nohash', JSON.stringify({ version: '5.0.0', devices: ['esp32-fleet-x'] }), { qos: 1, retain: true });
       await gw!.waitForOutput(/job nohash is ignored: it has no "sha256"/, 20_000, from);
@@ -251,7 +264,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       }
     }
 
-    it('a device that shows the job\'s version but runs another build is updated, not reported current from the scan', async () => {
+    it("a device that shows the job's version but runs another build is updated, not reported current from the scan", async () => {
       // The device advertises virtual-esp32 1.0.0, as an impostor could: the job's 1.0.0 is another build.
       const image = signedImage({ size: 20_000, projectName: 'virtual-esp32', version: '1.0.0', seed: 93 });
       const result = await runJob('same-version', image, { version: '1.0.0' });

@@ -105,7 +105,10 @@ describe('examples', function () {
   it('every device node on the virtual radio puts devices in range, its own device among them', () => {
     for (const file of EXAMPLES) {
       for (const n of example(file).filter((x) => x.type === 'ble-ota-device' && x.backend === 'virtual')) {
-        const declared = String(n.virtualDevices ?? '').split('\n').map((line) => line.trim().split(/\s+/)[0]).filter(Boolean);
+        const declared = String(n.virtualDevices ?? '')
+          .split('\n')
+          .map((line) => line.trim().split(/\s+/)[0])
+          .filter(Boolean);
         assert.ok(declared.length > 0, `${file}: ${String(n.name)} declares its virtual devices (In range)`);
         if (n.device) assert.ok(declared.includes(String(n.device)), `${file}: ${String(n.device)} is in range`);
       }
@@ -121,7 +124,10 @@ describe('examples', function () {
       nr = await NodeRedProcess.start(flow);
       await nr.inject(button(flow, 'update'));
       // Imported into a plain Node-RED: a development build, no fleet secret; the log says so.
-      await nr.waitForOutput(/updated esp32-demo to demo-app 2\.0\.0 in [\d.]+ s \(v2, confirmed, device id [0-9a-f:]{17}, not authenticated: nothing proves it was your device\)/, 60_000);
+      await nr.waitForOutput(
+        /updated esp32-demo to demo-app 2\.0\.0 in [\d.]+ s \(v2, confirmed, device id [0-9a-f:]{17}, not authenticated: nothing proves it was your device\)/,
+        60_000,
+      );
       const from = nr.output.length;
       await nr.inject(button(flow, 'update'));
       await nr.waitForOutput(/esp32-demo already runs demo-app 2\.0\.0: skipped/, 60_000, from);
@@ -219,7 +225,10 @@ describe('examples', function () {
       assert.match(last, /^esp32-mqtt: confirmed 100 % 2\.0\.0 in [\d.]+ s$/);
       const lines = seen.filter((s) => s.topic === 'ota/esp32-mqtt/status').map((s) => s.text);
       for (const state of ['queued', 'connecting', 'uploading', 'verifying', 'restarting', 'confirming']) {
-        assert.ok(lines.some((l) => l.startsWith(`esp32-mqtt: ${state}`)), `${state} in ${JSON.stringify(lines)}`);
+        assert.ok(
+          lines.some((l) => l.startsWith(`esp32-mqtt: ${state}`)),
+          `${state} in ${JSON.stringify(lines)}`,
+        );
       }
     });
 
@@ -334,7 +343,8 @@ describe('examples', function () {
       const tick = flow.find((n) => n.type === 'inject' && n.repeat)!.id;
       for (let i = 0; i < 3; i++) await nr!.inject(tick);
       await waitForCount(nr!, /\[debug:probe jobs\] tick\n/, 3, 20_000);
-      const warning = /GATEWAY_ID is not set, so this gateway takes no jobs\. Give it an id of its own \(e\.g\. hall-2\): in the editor under Menu > Settings > Environment, then Deploy; or start Node-RED with it \(GATEWAY_ID=hall-2 node-red\)\./;
+      const warning =
+        /GATEWAY_ID is not set, so this gateway takes no jobs\. Give it an id of its own \(e\.g\. hall-2\): in the editor under Menu > Settings > Environment, then Deploy; or start Node-RED with it \(GATEWAY_ID=hall-2 node-red\)\./;
       assert.match(nr!.output, warning);
       assert.equal(count(nr!.output, /GATEWAY_ID is not set/), 1, nr!.output);
       assert.doesNotMatch(nr!.output, /\[error\]/);

@@ -50,14 +50,7 @@ const PHASES = [
 ] as const;
 type PhaseName = (typeof PHASES)[number];
 
-const FAULTS = [
-  'disconnect',
-  'no answer',
-  'lost notification',
-  'flash write error',
-  'power cut',
-  'power loss in a flash operation',
-] as const;
+const FAULTS = ['disconnect', 'no answer', 'lost notification', 'flash write error', 'power cut', 'power loss in a flash operation'] as const;
 type FaultName = (typeof FAULTS)[number];
 
 /**
@@ -179,8 +172,7 @@ function injector(radio: VirtualRadio, device: VirtualEsp32, phase: PhaseName, f
   switch (fault) {
     case 'disconnect':
       // As the link comes up, or right after the operation reached the device.
-      return () =>
-        linkPhase ? radio.bindings.once('connect', () => radio.bindings.dropLink(device)) : later(() => radio.bindings.dropLink(device));
+      return () => (linkPhase ? radio.bindings.once('connect', () => radio.bindings.dropLink(device)) : later(() => radio.bindings.dropLink(device)));
     case 'no answer':
       return () => {
         if (phase === 'MTU exchange') radio.bindings.stall(device, 'mtu');
@@ -263,11 +255,12 @@ async function runCase(phase: PhaseName, fault: FaultName, seed: number, patched
     assert.ok(after.running === 'ota_0' || after.running === 'ota_1', `${phase} / ${fault}: nothing boots (${JSON.stringify(after)})`);
     const slot = after.slots[after.running];
     const running = await device.readFlash(after.running, 0, Math.max(old.length, image.length));
-    const runs = running.subarray(0, old.length).equals(old) && slot.size === old.length
-      ? 'old'
-      : running.subarray(0, image.length).equals(image) && slot.size === image.length
-        ? 'new'
-        : 'other';
+    const runs =
+      running.subarray(0, old.length).equals(old) && slot.size === old.length
+        ? 'old'
+        : running.subarray(0, image.length).equals(image) && slot.size === image.length
+          ? 'new'
+          : 'other';
     if (update) {
       assert.equal(update.confirmed, true, `${phase} / ${fault}: the client succeeded without a confirmed image`);
       assert.equal(update.authenticated, true, `${phase} / ${fault}: the client succeeded without the device's proof`);
@@ -298,62 +291,63 @@ async function pool<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>
 /** The phases of a patched transfer: those where what goes over the air, and what the device does with it, is the patch's. */
 const PATCH_PHASES: PhaseName[] = ['BEGIN', 'data at 0', 'data at 25 %', 'data at 50 %', 'last data packet', 'END', 'RESTART'];
 
-for (const patched of [false, true]) describe(patched ? 'fault matrix: every phase of a patched transfer × every fault' : 'fault matrix: every phase of an update × every fault', function () {
-  this.timeout(180_000);
-  let outcomes: Outcome[] = [];
-  const phases = patched ? PATCH_PHASES : PHASES;
+for (const patched of [false, true])
+  describe(patched ? 'fault matrix: every phase of a patched transfer × every fault' : 'fault matrix: every phase of an update × every fault', function () {
+    this.timeout(180_000);
+    let outcomes: Outcome[] = [];
+    const phases = patched ? PATCH_PHASES : PHASES;
 
-  before(async function () {
-    const cases = phases.flatMap((phase) => FAULTS.map((fault) => ({ phase, fault })));
-    outcomes = await pool(cases, CONCURRENCY, (c) => runCase(c.phase, c.fault, (patched ? 500 : 100) + cases.indexOf(c), patched));
-    const width = Math.max(...phases.map((p) => p.length));
-    console.log(`      ${'phase'.padEnd(width)} | ${FAULTS.join(' | ')}`);
-    for (const phase of phases) {
-      const row = FAULTS.map((fault) => {
-        const o = outcomes.find((x) => x.phase === phase && x.fault === fault)!;
-        const cell = `${o.result === 'ok' ? (o.resumes ? `ok+${o.resumes}r` : 'ok') : o.result} ${o.runs}`;
-        return cell.padEnd(fault.length);
-      });
-      console.log(`      ${phase.padEnd(width)} | ${row.join(' | ')}`);
-    }
-    const injected = outcomes.filter((o) => o.injected).length;
-    console.log(`      fault matrix: ${outcomes.length} cases, ${injected} faults injected`);
-  });
-
-  it('every fault was injected at its phase', () => {
-    const missed = outcomes.filter((o) => !o.injected).map((o) => `${o.phase} / ${o.fault}`);
-    assert.deepEqual(missed, []);
-  });
-
-  for (const fault of FAULTS) {
-    it(`${fault}: at each phase the client recovers, or ends with its specific error`, () => {
-      const wrong = outcomes
-        .filter((o) => o.fault === fault && o.result !== expected(o.phase, fault))
-        .map((o) => `${o.phase}: ${o.result}, expected ${expected(o.phase, fault)} (${o.message})`);
-      assert.deepEqual(wrong, []);
+    before(async function () {
+      const cases = phases.flatMap((phase) => FAULTS.map((fault) => ({ phase, fault })));
+      outcomes = await pool(cases, CONCURRENCY, (c) => runCase(c.phase, c.fault, (patched ? 500 : 100) + cases.indexOf(c), patched));
+      const width = Math.max(...phases.map((p) => p.length));
+      console.log(`      ${'phase'.padEnd(width)} | ${FAULTS.join(' | ')}`);
+      for (const phase of phases) {
+        const row = FAULTS.map((fault) => {
+          const o = outcomes.find((x) => x.phase === phase && x.fault === fault)!;
+          const cell = `${o.result === 'ok' ? (o.resumes ? `ok+${o.resumes}r` : 'ok') : o.result} ${o.runs}`;
+          return cell.padEnd(fault.length);
+        });
+        console.log(`      ${phase.padEnd(width)} | ${row.join(' | ')}`);
+      }
+      const injected = outcomes.filter((o) => o.injected).length;
+      console.log(`      fault matrix: ${outcomes.length} cases, ${injected} faults injected`);
     });
-  }
 
-  it('a client that failed left the device running its old image', () => {
-    for (const o of outcomes.filter((x) => x.result !== 'ok')) {
-      assert.equal(o.runs, 'old', `${o.phase} / ${o.fault}: ${o.result}`);
-    }
-  });
+    it('every fault was injected at its phase', () => {
+      const missed = outcomes.filter((o) => !o.injected).map((o) => `${o.phase} / ${o.fault}`);
+      assert.deepEqual(missed, []);
+    });
 
-  it('after a power cycle, the device boots the old image or the complete new one, never anything else', () => {
-    for (const o of outcomes) {
-      assert.notEqual(o.runs, 'other', `${o.phase} / ${o.fault}: the running slot holds neither image`);
-      assert.ok(['valid', 'pending-verify'].includes(o.slotState), `${o.phase} / ${o.fault}: running slot ${o.slotState}`);
+    for (const fault of FAULTS) {
+      it(`${fault}: at each phase the client recovers, or ends with its specific error`, () => {
+        const wrong = outcomes
+          .filter((o) => o.fault === fault && o.result !== expected(o.phase, fault))
+          .map((o) => `${o.phase}: ${o.result}, expected ${expected(o.phase, fault)} (${o.message})`);
+        assert.deepEqual(wrong, []);
+      });
     }
-  });
 
-  it('a client that succeeded left the new image running, confirmed', () => {
-    for (const o of outcomes.filter((x) => x.result === 'ok')) {
-      assert.equal(o.runs, 'new', `${o.phase} / ${o.fault}`);
-      assert.equal(o.slotState, 'valid', `${o.phase} / ${o.fault}`);
-    }
+    it('a client that failed left the device running its old image', () => {
+      for (const o of outcomes.filter((x) => x.result !== 'ok')) {
+        assert.equal(o.runs, 'old', `${o.phase} / ${o.fault}: ${o.result}`);
+      }
+    });
+
+    it('after a power cycle, the device boots the old image or the complete new one, never anything else', () => {
+      for (const o of outcomes) {
+        assert.notEqual(o.runs, 'other', `${o.phase} / ${o.fault}: the running slot holds neither image`);
+        assert.ok(['valid', 'pending-verify'].includes(o.slotState), `${o.phase} / ${o.fault}: running slot ${o.slotState}`);
+      }
+    });
+
+    it('a client that succeeded left the new image running, confirmed', () => {
+      for (const o of outcomes.filter((x) => x.result === 'ok')) {
+        assert.equal(o.runs, 'new', `${o.phase} / ${o.fault}`);
+        assert.equal(o.slotState, 'valid', `${o.phase} / ${o.fault}`);
+      }
+    });
   });
-});
 
 /**
  * The idle erase (docs/PROTOCOL.md, What is erased when): the device erases

@@ -36,9 +36,7 @@ function example(file: string, port: number): FlowNode[] {
 /** The controller example, its "start job" Inject set to the test's devices as a user would set it. */
 function controllerFlow(port: number): FlowNode[] {
   const job = { version: '4.0.0', devices: ['esp32-fleet-a2', 'esp32-fleet-b1'], timeoutS: 60 };
-  return example('fleet-controller.json', port).map((n) =>
-    n.type === 'inject' ? { ...n, props: [{ p: 'job', v: JSON.stringify(job), vt: 'json' }] } : n,
-  );
+  return example('fleet-controller.json', port).map((n) => (n.type === 'inject' ? { ...n, props: [{ p: 'job', v: JSON.stringify(job), vt: 'json' }] } : n));
 }
 
 /** The updates a gateway's upload node logged: the names of the devices it wrote an image to. */
@@ -78,9 +76,7 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
   }
 
   const claims = (job: string, device: string) =>
-    seen
-      .filter((s) => s.topic === `ota/fleet/claims/${job}/${device}` && s.text)
-      .map((s) => JSON.parse(s.text) as { gateway: string; state: string });
+    seen.filter((s) => s.topic === `ota/fleet/claims/${job}/${device}` && s.text).map((s) => JSON.parse(s.text) as { gateway: string; state: string });
 
   before(async function () {
     broker = await Mosquitto.start();
@@ -127,13 +123,25 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     assert.equal(both.gateway, byA.includes('esp32-fleet-both') ? 'gw-a' : 'gw-b', 'the report names the gateway that did it');
 
     // The claim went to the lowest id among the gateways that claimed it.
-    const claimants = [...new Set(claims('job-1', 'esp32-fleet-both').filter((c) => c.state === 'claiming').map((c) => c.gateway))].sort();
+    const claimants = [
+      ...new Set(
+        claims('job-1', 'esp32-fleet-both')
+          .filter((c) => c.state === 'claiming')
+          .map((c) => c.gateway),
+      ),
+    ].sort();
     assert.ok(claimants.length > 0);
     assert.equal(both.gateway, claimants[0], `claimed by ${claimants}`);
 
     // One result per device on MQTT, and the job's retained messages cleared for the gateways.
     const results = seen.filter((s) => s.topic.startsWith('ota/fleet/results/job-1/')).map((s) => JSON.parse(s.text) as { device: string; status: string });
-    assert.deepEqual(results.filter((r) => r.status === 'updated').map((r) => r.device).sort(), devices);
+    assert.deepEqual(
+      results
+        .filter((r) => r.status === 'updated')
+        .map((r) => r.device)
+        .sort(),
+      devices,
+    );
     await message('ota/fleet/jobs/job-1', 5000, (text) => text === '');
   });
 
@@ -178,9 +186,7 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     const image = buildAppImage({ projectName: 'fleet-app', version: '3.0.0', size: 300_000 });
     await publishJob('job-3', { version: '3.0.0', devices: ['esp32-fleet-both'], timeoutS: 60, rescanS: 2, settleMs: 500 }, image);
 
-    const updating = JSON.parse(
-      await message('ota/fleet/claims/job-3/esp32-fleet-both', 30_000, (text) => text.includes('"updating"')),
-    ) as { gateway: string };
+    const updating = JSON.parse(await message('ota/fleet/claims/job-3/esp32-fleet-both', 30_000, (text) => text.includes('"updating"'))) as { gateway: string };
     const [dying, survivor] = updating.gateway === 'gw-a' ? [gwA!, gwB!] : [gwB!, gwA!];
     const survivorId = updating.gateway === 'gw-a' ? 'gw-b' : 'gw-a';
     dying.child.kill('SIGKILL'); // no goodbye: the broker sends its last will

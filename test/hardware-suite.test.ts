@@ -137,7 +137,10 @@ describe('npm run test:hardware without hardware', function () {
       }
       return byTarget;
     };
-    assert.deepEqual(HARDWARE_SPECS.map((f) => f.slice(__dirname.length)), [join('/hardware', 'real-esp32.hw.js')]);
+    assert.deepEqual(
+      HARDWARE_SPECS.map((f) => f.slice(__dirname.length)),
+      [join('/hardware', 'real-esp32.hw.js')],
+    );
     const hardware = [...titles(HARDWARE_SPECS[0]).values()];
     assert.equal(hardware.length, 1);
     const virtual = titles(join(__dirname, 'v2-conformance.test.js'));

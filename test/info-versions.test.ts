@@ -77,7 +77,7 @@ describe('OTA Info versions', function () {
       assert.ok(decoded.link?.mtu, 'the link fields');
       assert.equal(decoded.signingKeyDigest?.length, 32);
       assert.equal(decoded.app.projectName, 'virtual-esp32');
-      assert.ok(decoded.runningSize && decoded.runningSize > 0, 'the running image\'s size');
+      assert.ok(decoded.runningSize && decoded.runningSize > 0, "the running image's size");
       assert.equal(decoded.runningSha256?.length, 32);
     });
 
@@ -92,7 +92,7 @@ describe('OTA Info versions', function () {
       });
     }
 
-    it('info_version 4: the running image\'s size and SHA-256, undefined when the device cannot tell (zeros)', () => {
+    it("info_version 4: the running image's size and SHA-256, undefined when the device cannot tell (zeros)", () => {
       const value = Buffer.from(current);
       value.writeUInt32LE(0x2f3e0, InfoLayout.RUNNING_SIZE.offset);
       value.fill(0xc3, InfoLayout.RUNNING_SHA256.offset, InfoLayout.RUNNING_SHA256.offset + 32);
@@ -120,10 +120,9 @@ describe('OTA Info versions', function () {
         message: `OTA Info of info_version ${INFO_VERSION} is ${infoSize(INFO_VERSION - 1)} bytes, expected at least ${INFO_SIZE}`,
       });
       // A newer version has at least the fields this client knows.
-      assert.throws(
-        () => decodeInfo(asVersion(current, INFO_VERSION + 1).subarray(0, INFO_SIZE - 1)),
-        { message: `OTA Info of info_version ${INFO_VERSION + 1} is ${INFO_SIZE - 1} bytes, expected at least ${INFO_SIZE}` },
-      );
+      assert.throws(() => decodeInfo(asVersion(current, INFO_VERSION + 1).subarray(0, INFO_SIZE - 1)), {
+        message: `OTA Info of info_version ${INFO_VERSION + 1} is ${INFO_SIZE - 1} bytes, expected at least ${INFO_SIZE}`,
+      });
       assert.throws(() => decodeInfo(current.subarray(0, infoSize(1) - 1)), {
         message: `OTA Info is ${infoSize(1) - 1} bytes, shorter than the ${infoSize(1)} of its first version`,
       });

@@ -79,7 +79,12 @@ describe('interrupted updates: a new call finishes what the last one left', func
       // Cancelled as it connects again: it is the update that was cancelled, not a connection.
       (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED' && /^The update was cancelled\./.test(err.message),
     );
-    await eventually(() => d.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the new image running pending verify');
+    await eventually(
+      () => d.state(),
+      (st) => st.slots[st.running]?.state === 'pending-verify',
+      10_000,
+      'the new image running pending verify',
+    );
     const bytes = streamed();
     const r = await client().update({ target: { name }, image, secret: OWNER.secret });
     assert.equal(r.confirmed, true);
@@ -120,7 +125,7 @@ describe('interrupted updates: a new call finishes what the last one left', func
     const r = await client().update({ target: { name }, image, secret: OWNER.secret, timeouts: { gattMs: 5000 } });
     assert.equal(r.confirmed, true);
     assert.equal(r.runningVersion, '2.1.2');
-    assert.equal(r.restarted, false, 'the restart was the earlier call\'s');
+    assert.equal(r.restarted, false, "the restart was the earlier call's");
     assert.equal(r.resumes, 1, 'one new connection');
     assert.equal(bytes(), 0, 'nothing sent again');
     assert.deepEqual(boots, ['ota_1 pending-verify']);
@@ -138,19 +143,16 @@ describe('interrupted updates: a new call finishes what the last one left', func
       if (address === d.address && uuid === OTA_COMMAND_UUID && data[0] === (ANSWER | Command.RESTART)) setTimeout(() => abort.abort(), 100);
     };
     radio.bindings.on('air-notify', onAnswer);
-    await assert.rejects(
-      client().update({ target: { name }, image, secret: OWNER.secret, signal: abort.signal, timeouts: { restartMs: 10 * 60_000 } }),
-      (err: unknown) => {
-        assert.ok(err instanceof BleOtaError);
-        assert.equal(err.code, 'CANCELLED', err.message);
-        assert.equal(err.device?.runs, 'unknown');
-        return true;
-      },
-    );
+    await assert.rejects(client().update({ target: { name }, image, secret: OWNER.secret, signal: abort.signal, timeouts: { restartMs: 10 * 60_000 } }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'CANCELLED', err.message);
+      assert.equal(err.device?.runs, 'unknown');
+      return true;
+    });
     radio.bindings.off('air-notify', onAnswer);
   });
 
-  it('a call for another image that finds the device about to restart into the last call\'s waits for that restart, settles it, and goes in', async () => {
+  it("a call for another image that finds the device about to restart into the last call's waits for that restart, settles it, and goes in", async () => {
     // RESTART answered, the call cancelled: the device restarts after its delay, and until then
     // refuses BEGIN (BAD_STATE). A call that comes in that time must not fail on it.
     const name = `interrupted-${++n}`;
@@ -161,7 +163,10 @@ describe('interrupted updates: a new call finishes what the last one left', func
       if (address === d.address && uuid === OTA_COMMAND_UUID && data[0] === (ANSWER | Command.RESTART)) abort.abort();
     };
     radio.bindings.on('air-notify', onAnswer);
-    await assert.rejects(client().update({ target: { name }, image: first, secret: OWNER.secret, signal: abort.signal }), (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED');
+    await assert.rejects(
+      client().update({ target: { name }, image: first, secret: OWNER.secret, signal: abort.signal }),
+      (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED',
+    );
     radio.bindings.off('air-notify', onAnswer);
     const refusals: number[] = [];
     const onRefusal = (address: string, uuid: string, data: Buffer) => {
@@ -185,7 +190,12 @@ describe('interrupted updates: a new call finishes what the last one left', func
       client().update({ target: { name }, image: first, secret: OWNER.secret, signal: abort.signal, onProgress: (p) => p.phase === 'confirming' && abort.abort() }),
       (err: unknown) => err instanceof BleOtaError && err.code === 'CANCELLED',
     );
-    await eventually(() => d.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the first image running pending verify');
+    await eventually(
+      () => d.state(),
+      (st) => st.slots[st.running]?.state === 'pending-verify',
+      10_000,
+      'the first image running pending verify',
+    );
     const next = signedImage({ size: 40 * 1024, version: '2.1.6', seed: 17 });
     const r = await client().update({ target: { name }, image: next, secret: OWNER.secret });
     assert.equal(r.previousVersion, '2.1.5');

@@ -98,7 +98,10 @@ describe('the link in OTA Info', function () {
     assert.equal(result.link.supervisionTimeoutMs, granted.supervisionTimeoutMs);
     assert.deepEqual(result.link.phy, { toDevice: '1M', fromDevice: '1M' }, 'an ESP32 has no 2M PHY');
     assert.deepEqual(result.link.dataLength, { toDevice: 251, fromDevice: 251 });
-    assert.match(formatResult(result), new RegExp(`\\n {2}link: interval ${granted.intervalMs} ms, latency 0, supervision timeout ${granted.supervisionTimeoutMs / 1000} s, PHY 1M, data length 251 octets`));
+    assert.match(
+      formatResult(result),
+      new RegExp(`\\n {2}link: interval ${granted.intervalMs} ms, latency 0, supervision timeout ${granted.supervisionTimeoutMs / 1000} s, PHY 1M, data length 251 octets`),
+    );
     assert.deepEqual(JSON.parse(JSON.stringify(result)).link.dataLength, { toDevice: 251, fromDevice: 251 });
     // Progress shows the link as the device last reported it, so a slow transfer shows why while it runs.
     assert.ok(progress.filter((p) => p.phase === 'uploading').every((p) => p.link?.mtu === result.mtu));

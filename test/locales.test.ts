@@ -48,28 +48,28 @@ const placeholders = (text: string) => [...text.matchAll(/__\w+__|\{\{[^}]*\}\}/
  * terms German uses as they are. Anything else equal to its English text was
  * forgotten.
  */
-const SAME_IN_GERMAN = new Set([
-  'Name',
-  'Chip',
-  'Signal',
-  'Version',
-  's',
-  'dBm',
-  'Min. RSSI',
-  'Payload',
-  'Topic',
-  'Scan',
-]);
+const SAME_IN_GERMAN = new Set(['Name', 'Chip', 'Signal', 'Version', 's', 'dBm', 'Min. RSSI', 'Payload', 'Topic', 'Scan']);
 
 /** Error codes (BleOtaErrorCode) as lib/errors.ts declares them. */
 const ERROR_CODES = new Set(
-  [...read('lib/errors.ts').slice(read('lib/errors.ts').indexOf('export type BleOtaErrorCode')).split(';')[0].matchAll(/'([A-Z_]+)'/g)].map((m) => m[1]),
+  [
+    ...read('lib/errors.ts')
+      .slice(read('lib/errors.ts').indexOf('export type BleOtaErrorCode'))
+      .split(';')[0]
+      .matchAll(/'([A-Z_]+)'/g),
+  ].map((m) => m[1]),
 );
 
 describe('locales: message catalogues', () => {
   it('every node the package registers has en-US and de catalogues', () => {
     assert.ok(NODES.includes('ble-ota-upload') && NODES.includes('ble-ota-device'), NODES.join(', '));
-    assert.deepEqual(readdirSync(join(ROOT, 'nodes')).filter((d) => d !== 'shared').sort(), [...NODES].sort(), 'a folder under nodes/ per registered node');
+    assert.deepEqual(
+      readdirSync(join(ROOT, 'nodes'))
+        .filter((d) => d !== 'shared')
+        .sort(),
+      [...NODES].sort(),
+      'a folder under nodes/ per registered node',
+    );
     for (const node of NODES) for (const lang of LANGS) assert.ok(existsSync(join(ROOT, `nodes/${node}/locales/${lang}/${node}.json`)), `${node} ${lang}`);
   });
 
@@ -77,8 +77,16 @@ describe('locales: message catalogues', () => {
     it(`${node}: the same keys in en-US and de, with the same placeholders, none empty`, () => {
       const en = flatten(catalogue(node, 'en-US'));
       const de = flatten(catalogue(node, 'de'));
-      assert.deepEqual([...en.keys()].filter((k) => !de.has(k)), [], 'keys missing in de');
-      assert.deepEqual([...de.keys()].filter((k) => !en.has(k)), [], 'keys in de that en-US does not have');
+      assert.deepEqual(
+        [...en.keys()].filter((k) => !de.has(k)),
+        [],
+        'keys missing in de',
+      );
+      assert.deepEqual(
+        [...de.keys()].filter((k) => !en.has(k)),
+        [],
+        'keys in de that en-US does not have',
+      );
       for (const [key, text] of en) {
         assert.deepEqual(placeholders(de.get(key)!), placeholders(text), `${key}: placeholders`);
         assert.ok(text.trim() && de.get(key)!.trim(), `${key} is empty`);
@@ -208,8 +216,7 @@ describe('locales: every key used exists', () => {
 
   it('keys built from a list at run time exist for every entry: OTA states, template fields', () => {
     const states = section(catalogue('ble-ota-status', 'en-US'), 'ble-ota-status.states.')!;
-    const listed = (file: string, name: string) =>
-      [...(new RegExp(`${name}[^=]*=\\s*\\[([^\\]]*)\\]`).exec(read(file))?.[1] ?? '').matchAll(/'(\w+)'/g)].map((m) => m[1]);
+    const listed = (file: string, name: string) => [...(new RegExp(`${name}[^=]*=\\s*\\[([^\\]]*)\\]`).exec(read(file))?.[1] ?? '').matchAll(/'(\w+)'/g)].map((m) => m[1]);
     const inView = listed('nodes/ble-ota-status/event-view.ts', 'STATES');
     const inEditor = listed('nodes/ble-ota-status/ble-ota-status.html', 'STATES');
     assert.ok(inView.length > 5);
@@ -262,7 +269,10 @@ describe('locales: plural forms', () => {
   it('a text with a count takes its plural form, also where RED._ has no catalogue (the test helper)', () => {
     const bare = { _: (key: string) => key } as unknown as RED;
     const t = translator(bare, join(ROOT, 'nodes/ble-ota-scan'), 'ble-ota-scan');
-    assert.deepEqual([0, 1, 2].map((count) => t('ble-ota-scan.status.found', { count })), ['0 devices', '1 device', '2 devices']);
+    assert.deepEqual(
+      [0, 1, 2].map((count) => t('ble-ota-scan.status.found', { count })),
+      ['0 devices', '1 device', '2 devices'],
+    );
   });
 });
 

@@ -37,7 +37,11 @@ function listenerCount(): number {
 /** Nobody holds a connection to the device: a central can connect right away. */
 async function assertNotConnected(device: VirtualEsp32, what: string): Promise<void> {
   await eventually(
-    async () => device.connect(23).then(() => true, () => false),
+    async () =>
+      device.connect(23).then(
+        () => true,
+        () => false,
+      ),
     (free) => free,
     3000,
     `${what}: the device is free for a new connection`,
@@ -109,7 +113,12 @@ describe('Node-RED robustness', function () {
   afterEach(async () => {
     await helper.unload();
     assert.deepEqual(rejections.map(String), [], 'no unhandled promise rejection');
-    await eventually(async () => listenerCount(), (n) => n <= baseline, 3000, 'listeners back to where they were');
+    await eventually(
+      async () => listenerCount(),
+      (n) => n <= baseline,
+      3000,
+      'listeners back to where they were',
+    );
   });
 
   it('a redeploy during an upload: the transfer stops, the device is free, the new flow updates it', async () => {
@@ -122,7 +131,12 @@ describe('Node-RED robustness', function () {
     // A full deploy: the old nodes close, then the new ones start.
     await helper.unload();
     await load(flow);
-    const state = await eventually(() => device.state(), (s) => s.transfer !== 'receiving', 3000, 'the transfer stops');
+    const state = await eventually(
+      () => device.state(),
+      (s) => s.transfer !== 'receiving',
+      3000,
+      'the transfer stops',
+    );
     assert.equal(state.transfer, 'suspended', 'stopped mid-transfer, kept for a resume');
     assert.equal(state.running, 'ota_0');
     void first; // the old node is gone: nobody waits for its message
@@ -156,7 +170,12 @@ describe('Node-RED robustness', function () {
     assert.equal(b.error, undefined, JSON.stringify(b.error?.error));
     const versions = [a, b].map((r) => (r.result!.payload as { runningVersion: string }).runningVersion);
     assert.deepEqual(versions.sort(), ['3.0.0', '3.1.0']);
-    const state = await eventually(() => device.state(), (s) => s.transfer === 'idle', 3000, 'idle');
+    const state = await eventually(
+      () => device.state(),
+      (s) => s.transfer === 'idle',
+      3000,
+      'idle',
+    );
     assert.equal(state.slots[state.running].state, 'valid');
     await assertNotConnected(device, 'after both updates');
   });
@@ -193,7 +212,12 @@ describe('Node-RED robustness', function () {
     const started = Date.now();
     await helper.unload();
     assert.ok(Date.now() - started < 3000, 'the close did not wait for the upload');
-    const state = await eventually(() => device.state(), (s) => s.transfer !== 'receiving', 3000, 'the device sees the link drop');
+    const state = await eventually(
+      () => device.state(),
+      (s) => s.transfer !== 'receiving',
+      3000,
+      'the device sees the link drop',
+    );
     assert.equal(state.transfer, 'suspended', 'stopped mid-transfer');
     assert.equal(state.running, 'ota_0');
     await assertNotConnected(device, 'after the close');

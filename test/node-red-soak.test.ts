@@ -45,7 +45,6 @@ const DEVICES = ['soak-a', 'soak-b', 'soak-c', 'soak-d'];
 const UPLOADS = ['soak-up-a', 'soak-up-b', 'soak-up-c', 'soak-up-d', 'soak-up-x'];
 const PROJECT = 'soak-app';
 
-
 function soakFlow(): FlowNode[] {
   const devices = DEVICES.map((name, i) => ({
     id: `soak-dev-${'abcd'[i]}`,
@@ -261,7 +260,10 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
       const deadline = Date.now() + timeoutMs;
       while (!ok()) {
         if (red.child.exitCode !== null || red.child.signalCode !== null) throw new Error(`Node-RED exited while waiting for ${what}:\n${red.output.slice(-3000)}`);
-        if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (seed ${seed}, step ${step}); pending ${JSON.stringify(ledger.pending())}\n${trace.join('\n')}\n${red.output.slice(-3000)}`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `${what}: not within ${timeoutMs} ms (seed ${seed}, step ${step}); pending ${JSON.stringify(ledger.pending())}\n${trace.join('\n')}\n${red.output.slice(-3000)}`,
+          );
         await new Promise((r) => setTimeout(r, 25));
         ledger.update();
       }
@@ -341,7 +343,8 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
       step++;
       const r = rand();
       if (r < 0.42) await burst(int(2, 6));
-      else if (r < 0.46) await burst(12, pick(UPLOADS)); // more than one node's queue holds
+      else if (r < 0.46)
+        await burst(12, pick(UPLOADS)); // more than one node's queue holds
       else if (r < 0.58) await cancel();
       else if (r < 0.68) await redeploy();
       else await settle();
@@ -378,7 +381,10 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
         .filter((s) => s.id < before && s.kind !== 'cancel' && deviceOf(s) === device)
         .map((s) => ({ s, phases: ledger.of(s.id, 'progress').map((l) => l.phase), d: ledger.of(s.id, 'done')[0] }))
         .filter(({ phases }) => phases.includes('restarting'))
-        .map(({ s, phases, d }) => `#${s.id} (${s.version}, step ${s.step}) reached ${phases[phases.length - 1]}, ended ${d ? `${d.err ?? 'ok'}${d.live ? '' : ' (node closed)'}${d.message ? `: ${d.message}` : ''}` : '?'}`)
+        .map(
+          ({ s, phases, d }) =>
+            `#${s.id} (${s.version}, step ${s.step}) reached ${phases[phases.length - 1]}, ended ${d ? `${d.err ?? 'ok'}${d.live ? '' : ' (node closed)'}${d.message ? `: ${d.message}` : ''}` : '?'}`,
+        )
         .slice(-3)
         .join(' | ');
 
@@ -393,7 +399,10 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
       const results = ledger.of(s.id, 'result');
       const catches = ledger.of(s.id, 'catch');
       const flowLines = ledger.flow.filter((f) => f.id === s.id);
-      const say = (what: string) => problems.push(`#${s.id} (${s.kind} -> ${s.node}${s.device ? ` @${s.device}` : ''}, step ${s.step}): ${what}; ledger ${JSON.stringify([...recv, ...results, ...catches, ...done].map(({ at: _at, deviceState: _d, ...l }) => l))}`);
+      const say = (what: string) =>
+        problems.push(
+          `#${s.id} (${s.kind} -> ${s.node}${s.device ? ` @${s.device}` : ''}, step ${s.step}): ${what}; ledger ${JSON.stringify([...recv, ...results, ...catches, ...done].map(({ at: _at, deviceState: _d, ...l }) => l))}`,
+        );
       if (recv.length !== 1) say(`received ${recv.length} times`);
       if (done.length !== 1) {
         say(`done() called ${done.length} times`);
@@ -428,8 +437,12 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
       }
       if (s.kind === 'final') {
         const r = results[0];
-        if (d.err !== null || !r) say(`the final update failed: ${d.err} ${d.message} ${JSON.stringify(d.deviceState)}; the updates of ${deviceOf(s)} that reached their restart: ${history(deviceOf(s), s.id)}`);
-        else if (!r.confirmed || r.running !== s.version || r.version !== s.version) say(`the final update: confirmed ${r.confirmed}, runs ${r.running}, image ${r.version}; expected ${s.version}`);
+        if (d.err !== null || !r)
+          say(
+            `the final update failed: ${d.err} ${d.message} ${JSON.stringify(d.deviceState)}; the updates of ${deviceOf(s)} that reached their restart: ${history(deviceOf(s), s.id)}`,
+          );
+        else if (!r.confirmed || r.running !== s.version || r.version !== s.version)
+          say(`the final update: confirmed ${r.confirmed}, runs ${r.running}, image ${r.version}; expected ${s.version}`);
       }
     }
     // Nothing the test did not send, and no stray outcome for an unknown id.
@@ -439,7 +452,9 @@ describe('Node-RED soak: bursts, redeploys and msg.cancel against four virtual E
     if (crash) problems.push(`Node-RED logged: ${red.output.slice(Math.max(0, crash.index - 200), crash.index + 800)}`);
     if (red.child.exitCode !== null || red.child.signalCode !== null) problems.push('Node-RED exited');
 
-    console.log(`      ${sent.length} messages, ${redeploys} redeploys, ${cancels} cancels; outcomes ${JSON.stringify(tally)}; ${lostInHop} outcome(s) stopped by a redeploy between the Catch/output and the logging function`);
+    console.log(
+      `      ${sent.length} messages, ${redeploys} redeploys, ${cancels} cancels; outcomes ${JSON.stringify(tally)}; ${lostInHop} outcome(s) stopped by a redeploy between the Catch/output and the logging function`,
+    );
     if (problems.length) {
       console.log(`      seed ${seed}, sequence:\n${trace.map((t) => `        ${t}`).join('\n')}`);
     }

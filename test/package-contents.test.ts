@@ -67,7 +67,13 @@ describe('the npm package', function () {
     const skip = new Set(['node_modules', '.git', 'build', 'managed_components', '.node-red-demo', 'test', 'bench']);
     cpSync(ROOT, dir, {
       recursive: true,
-      filter: (src) => !skip.has(src.slice(ROOT.length + 1).split('/').pop()!) || src === ROOT,
+      filter: (src) =>
+        !skip.has(
+          src
+            .slice(ROOT.length + 1)
+            .split('/')
+            .pop()!,
+        ) || src === ROOT,
     });
     for (const file of PLANTED) {
       mkdirSync(dirname(join(dir, file)), { recursive: true });
@@ -87,19 +93,17 @@ describe('the npm package', function () {
   });
 
   it('holds only the built code, the docs, examples, icons and the firmware sources', () => {
-    const outside = packed.filter(
-      (p) => !/^(dist\/(lib|nodes)\/|docs\/|examples\/|icons\/|firmware\/)/.test(p) && !['package.json', 'README.md', 'LICENSE'].includes(p),
-    );
+    const outside = packed.filter((p) => !/^(dist\/(lib|nodes)\/|docs\/|examples\/|icons\/|firmware\/)/.test(p) && !['package.json', 'README.md', 'LICENSE'].includes(p));
     assert.deepEqual(outside, []);
     assert.ok(!packed.some((p) => p.startsWith('dist/test/') || p.startsWith('dist/bench/')), 'no tests or benchmarks');
     // tsc never deletes: npm run build (prepack) removes what it left from sources moved or deleted.
     const orphans = packed.filter((p) => /^dist\/.*\.(js|js\.map|d\.ts)$/.test(p) && !existsSync(join(ROOT, p.slice('dist/'.length).replace(/\.(js|js\.map|d\.ts)$/, '.ts'))));
     assert.deepEqual(orphans, [], 'compiled files without a source');
     const defaults = packed.filter((p) => p.startsWith('firmware/sdkconfig'));
-    assert.deepEqual(defaults, ['esp32', 'esp32c3', 'esp32c6', 'esp32h2', 'esp32s3'].reduce(
-      (list, chip) => [...list, `firmware/sdkconfig.defaults.${chip}`],
-      ['firmware/sdkconfig.defaults'],
-    ));
+    assert.deepEqual(
+      defaults,
+      ['esp32', 'esp32c3', 'esp32c6', 'esp32h2', 'esp32s3'].reduce((list, chip) => [...list, `firmware/sdkconfig.defaults.${chip}`], ['firmware/sdkconfig.defaults']),
+    );
     for (const file of ['firmware/main/main.c', 'firmware/partitions.csv', 'firmware/components/ble_ota_core/include/ble_ota_core.h']) {
       assert.ok(packed.includes(file), file);
     }
@@ -112,15 +116,14 @@ describe('the npm package', function () {
     const copy = mkdtempSync(join(tmpdir(), 'ble-ota-lock-'));
     try {
       for (const file of ['package.json', 'package-lock.json']) cpSync(join(ROOT, file), join(copy, file));
-      await run(
-        'npm',
-        ['install', '--package-lock-only', '--ignore-scripts', '--offline', '--no-audit', '--no-fund', '--cache', join(copy, 'cache')],
-        copy,
-      );
+      await run('npm', ['install', '--package-lock-only', '--ignore-scripts', '--offline', '--no-audit', '--no-fund', '--cache', join(copy, 'cache')], copy);
       const before = readFileSync(join(ROOT, 'package-lock.json'), 'utf8');
       const after = readFileSync(join(copy, 'package-lock.json'), 'utf8');
       if (after !== before) {
-        const changed = after.split('\n').filter((line, i) => line !== before.split('\n')[i]).slice(0, 5);
+        const changed = after
+          .split('\n')
+          .filter((line, i) => line !== before.split('\n')[i])
+          .slice(0, 5);
         assert.fail(`npm install --package-lock-only changes package-lock.json (run it and commit the result), from: ${changed.join(' | ')}`);
       }
     } finally {
@@ -136,9 +139,7 @@ describe('the npm package', function () {
         cpSync(join(dir, file), join(only, file));
       }
       await run('make', ['-s', '-C', join(only, 'firmware/host'), `BUILD_DIR=${join(only, 'out')}`, 'virtual'], only);
-      const usage = await new Promise<string>((done) =>
-        execFile(join(only, 'out/virtual-esp32'), ['--help'], (_error, stdout, stderr) => done(stdout + stderr)),
-      );
+      const usage = await new Promise<string>((done) => execFile(join(only, 'out/virtual-esp32'), ['--help'], (_error, stdout, stderr) => done(stdout + stderr)));
       assert.match(usage, /usage: virtual-esp32 \[--name NAME\]/);
     } finally {
       rmSync(only, { recursive: true, force: true });

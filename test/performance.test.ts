@@ -14,18 +14,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { NOBLE_HCI_MTU } from '../lib/virtual/bindings';
-import {
-  AirSchedule,
-  boundMs,
-  ESP_2M_RX_BUFFERS,
-  ESP_RX_BUFFERS,
-  exchangeMs,
-  FIRMWARE_LINK_REQUEST,
-  LINUX_NOBLE,
-  negotiate,
-  preset,
-  PRESETS,
-} from '../lib/virtual/link-model';
+import { AirSchedule, boundMs, ESP_2M_RX_BUFFERS, ESP_RX_BUFFERS, exchangeMs, FIRMWARE_LINK_REQUEST, LINUX_NOBLE, negotiate, preset, PRESETS } from '../lib/virtual/link-model';
 import { modelledUpdate } from '../bench/modelled-update';
 import { W25Q32JV_MAX, withModel } from '../bench/virtual-time';
 import { fixture, haveFixtures } from './support/fixtures';
@@ -102,7 +91,9 @@ describe('performance on the modelled link', function () {
   it('an update takes no less than the bound, and no more than the link plus all the flash work (typical and datasheet-maximum flash)', async () => {
     for (const p of [gateway, withModel(gateway, { flash: W25Q32JV_MAX, suffix: '-max' }), preset('esp32s3-to-esp32s3')]) {
       const v2 = await modelledUpdate(p, oneMb, { protocol: 'v2' });
-      console.log(`      ${p.name}, 1 MB: v2 ${(v2.transferMs / 1000).toFixed(2)} s, ${(v2.ratio * 100).toFixed(1)} % of the bound; end to end ${(v2.endToEndMs / 1000).toFixed(2)} s`);
+      console.log(
+        `      ${p.name}, 1 MB: v2 ${(v2.transferMs / 1000).toFixed(2)} s, ${(v2.ratio * 100).toFixed(1)} % of the bound; end to end ${(v2.endToEndMs / 1000).toFixed(2)} s`,
+      );
       assert.ok(v2.transferMs >= v2.boundMs, p.name);
       assert.ok(v2.transferMs <= v2.linkBoundMs + v2.flashBoundMs, p.name);
       assert.ok(v2.wholeMs > v2.transferMs && v2.endToEndMs > v2.wholeMs, p.name);
@@ -155,7 +146,7 @@ describe('performance on the modelled link', function () {
     for (const p of PRESETS) assert.equal(p.link.hostRxBuffers, p.link.phy === '2M' ? ESP_2M_RX_BUFFERS : ESP_RX_BUFFERS, p.name);
   });
 
-  it("the flash bound: block erases where whole blocks fit, sectors for the rest, every page", () => {
+  it('the flash bound: block erases where whole blocks fit, sectors for the rest, every page', () => {
     for (const flash of [gateway.flash, W25Q32JV_MAX]) {
       const b = boundMs(withModel(gateway, { flash }), oneMb.length);
       const blocks = Math.floor(oneMb.length / 65536);

@@ -29,7 +29,10 @@ const text = (max: number) => fc.string({ unit: fc.constantFrom(...'abcdefghijkl
 
 describe('properties: the image parser', () => {
   it('never throws anything but an ImageError, for arbitrary bytes', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 4096 }), (bytes) => onlyImageErrors(Buffer.from(bytes))), { numRuns: 500 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 4096 }), (bytes) => onlyImageErrors(Buffer.from(bytes))),
+      { numRuns: 500 },
+    );
   });
 
   it('never throws anything but an ImageError, for arbitrary bytes after an image header', () => {
@@ -101,9 +104,12 @@ describe('properties: the protocol v2 codec', () => {
       }),
     );
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 64 }).filter((a) => a.length !== 32), (sha) => {
-        assert.throws(() => encodeBegin({ size: 1, sha256: Buffer.from(sha), chipId: 0, flags: 0 }), RangeError);
-      }),
+      fc.property(
+        fc.uint8Array({ maxLength: 64 }).filter((a) => a.length !== 32),
+        (sha) => {
+          assert.throws(() => encodeBegin({ size: 1, sha256: Buffer.from(sha), chipId: 0, flags: 0 }), RangeError);
+        },
+      ),
     );
   });
 

@@ -284,7 +284,10 @@ describe('protocol constants: C header and TypeScript agree', () => {
       }
       assert.equal(end, INFO_SIZE);
       for (let v = 1; v <= INFO_VERSION; v++) {
-        assert.equal(infoSize(v), all.filter((f) => f.since <= v).reduce((e, f) => Math.max(e, f.offset + f.size), 0));
+        assert.equal(
+          infoSize(v),
+          all.filter((f) => f.since <= v).reduce((e, f) => Math.max(e, f.offset + f.size), 0),
+        );
       }
     });
 
@@ -298,7 +301,10 @@ describe('protocol constants: C header and TypeScript agree', () => {
     });
 
     it('the C header gives the size of every older info_version', () => {
-      assert.deepEqual([...versionSizes.keys()].sort((a, b) => a - b), Array.from({ length: INFO_VERSION }, (_, i) => i + 1));
+      assert.deepEqual(
+        [...versionSizes.keys()].sort((a, b) => a - b),
+        Array.from({ length: INFO_VERSION }, (_, i) => i + 1),
+      );
       assert.equal(INFO_SIZE_V1, versionSizes.get(1));
       assert.equal(INFO_SIZE_V2, versionSizes.get(2));
     });
@@ -334,7 +340,7 @@ describe('protocol constants: C header and TypeScript agree', () => {
     }
   });
 
-  it("ble_ota_link.h: the PHY and link_request values OTA Info reports", () => {
+  it('ble_ota_link.h: the PHY and link_request values OTA Info reports', () => {
     const link = readFileSync(join(include, 'ble_ota_link.h'), 'utf8');
     const linkDefines = definesOf(link);
     const phy: Record<string, number> = { UNKNOWN: Phy.UNKNOWN, '1M': Phy.LE_1M, '2M': Phy.LE_2M, CODED: Phy.LE_CODED };

@@ -44,8 +44,7 @@ describe('random faults: seeded fault kinds, rates and moments, with retries', f
     );
   });
 
-  const violations = (match: RegExp) =>
-    report.violations.filter((v) => match.test(v.message)).map((v) => `seed ${v.seed} call ${v.attempt} (${v.plan}): ${v.message}`);
+  const violations = (match: RegExp) => report.violations.filter((v) => match.test(v.message)).map((v) => `seed ${v.seed} call ${v.attempt} (${v.plan}): ${v.message}`);
 
   it('the faults were injected', () => {
     const planned = report.sequences.filter((s) => s.firingsPlanned > 0);
@@ -78,7 +77,10 @@ describe('random faults: seeded fault kinds, rates and moments, with retries', f
 
   it('nothing else went wrong (no call hung, the harness held)', () => {
     assert.deepEqual(violations(/hung|harness/), []);
-    assert.deepEqual(report.violations.map((v) => `seed ${v.seed}: ${v.message}`), []);
+    assert.deepEqual(
+      report.violations.map((v) => `seed ${v.seed}: ${v.message}`),
+      [],
+    );
   });
 
   it('no unhandled rejection', () => {

@@ -57,10 +57,7 @@ describe('ble-ota-sample node', function () {
     assert.equal(parseEspImage(result!.payload as Buffer).appDesc.version, '2.5.0');
     const { error } = await exchange(wires.sample, {}, wires);
     assert.ok(error, 'Catch sees it');
-    assert.equal(
-      (error.error as { message: string }).message,
-      "The sample's version comes from msg.targetVersion, which is not set: set it, or type the version in the node.",
-    );
+    assert.equal((error.error as { message: string }).message, "The sample's version comes from msg.targetVersion, which is not set: set it, or type the version in the node.");
     assert.deepEqual(lastStatus(wires.sample), { fill: 'red', shape: 'ring', text: 'failed' });
   });
 

@@ -79,7 +79,7 @@ describe('ble-ota-scan node', function () {
     assert.deepEqual(lastStatus(scan), { fill: 'green', shape: 'dot', text: '3 devices' });
   });
 
-  it('the edit dialog\'s Scan, while a flow holds the radio, answers at once that it is busy; when the radio is free, it lists devices', async () => {
+  it("the edit dialog's Scan, while a flow holds the radio, answers at once that it is busy; when the radio is free, it lists devices", async () => {
     await load({});
     let release = () => undefined as void;
     const held = adapterFor('virtual').run(() => new Promise<void>((resolve) => (release = resolve)));
@@ -94,11 +94,19 @@ describe('ble-ota-scan node', function () {
     assert.ok((free.body as Found[]).some((d) => d.name === 'scan-ours-1'));
   });
 
-  it('the edit dialog\'s Scan runs one at a time: a second, while one runs, is refused at once (429 BUSY)', async () => {
+  it("the edit dialog's Scan runs one at a time: a second, while one runs, is refused at once (429 BUSY)", async () => {
     await load({});
-    const first = helper.request().get('/ble-ota/scan?backend=virtual&duration=5').then((r) => r);
+    const first = helper
+      .request()
+      .get('/ble-ota/scan?backend=virtual&duration=5')
+      .then((r) => r);
     // Started: it holds the radio now, for its five seconds of scanning at least.
-    await eventually(async () => adapterFor('virtual').inUse, (busy) => busy, 10_000, 'the first scan');
+    await eventually(
+      async () => adapterFor('virtual').inUse,
+      (busy) => busy,
+      10_000,
+      'the first scan',
+    );
     const second = await helper.request().get('/ble-ota/scan?backend=virtual&duration=1');
     assert.equal(second.status, 429);
     assert.equal(second.body.error.code, 'BUSY');
@@ -168,7 +176,11 @@ describe('ble-ota-scan node', function () {
       const found = (await got)[0].payload as Found[];
       assert.deepEqual(
         found.map((d) => [d.name, d.rssi]),
-        [['rssi-near', -45], ['rssi-far', -70], ['rssi-unknown', undefined]],
+        [
+          ['rssi-near', -45],
+          ['rssi-far', -70],
+          ['rssi-unknown', undefined],
+        ],
       );
     });
 
@@ -176,12 +188,15 @@ describe('ble-ota-scan node', function () {
       const { scan, out } = await load({ namePattern: 'rssi-*', minRssi: -127 });
       const got = collect(out, 1);
       scan.receive({});
-      assert.deepEqual(((await got)[0].payload as Found[]).map((d) => d.name), ['rssi-near', 'rssi-far']);
+      assert.deepEqual(
+        ((await got)[0].payload as Found[]).map((d) => d.name),
+        ['rssi-near', 'rssi-far'],
+      );
     });
   });
 });
 
-describe('the config node\'s scan endpoint, with admin auth on', function () {
+describe("the config node's scan endpoint, with admin auth on", function () {
   this.timeout(90_000);
   let nr: NodeRedProcess;
 
@@ -214,7 +229,7 @@ describe('the config node\'s scan endpoint, with admin auth on', function () {
     return ((await res.json()) as { access_token: string }).access_token;
   }
 
-  it('refuses a request without the editor\'s permissions', async () => {
+  it("refuses a request without the editor's permissions", async () => {
     const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`);
     assert.equal(res.status, 401);
   });
@@ -232,17 +247,14 @@ describe('the config node\'s scan endpoint, with admin auth on', function () {
     const res = await fetch(`${nr.url}/ble-ota/scan?backend=virtual&duration=1`, { headers: { Authorization: `Bearer ${token}` } });
     assert.equal(res.status, 200);
     const devices = (await res.json()) as Found[];
-    assert.deepEqual(
-      devices.map((d) => [d.name, d.protocol, d.version]).sort(),
-      [
-        ['esp32-from-env', 'v2', '1.0.0'],
-        ['esp32-from-node', 'v2', '1.0.0'],
-      ],
-    );
+    assert.deepEqual(devices.map((d) => [d.name, d.protocol, d.version]).sort(), [
+      ['esp32-from-env', 'v2', '1.0.0'],
+      ['esp32-from-node', 'v2', '1.0.0'],
+    ]);
   });
 });
 
-describe('the config node\'s scan endpoint where the virtual ESP32 cannot be built', function () {
+describe("the config node's scan endpoint where the virtual ESP32 cannot be built", function () {
   this.timeout(90_000);
   let nr: NodeRedProcess;
   let cache: string;

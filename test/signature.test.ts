@@ -151,7 +151,10 @@ describe('Secure Boot v2 signatures', function () {
       assert.equal(at % SECTOR, 0);
       assert.equal(signed.length, at + SECTOR);
       assert.ok(signed.subarray(0, imageLength).equals(image), 'the image is unchanged');
-      assert.ok(signed.subarray(imageLength, at).every((b) => b === 0xff), 'padded with 0xFF');
+      assert.ok(
+        signed.subarray(imageLength, at).every((b) => b === 0xff),
+        'padded with 0xFF',
+      );
       const block = signed.subarray(at, at + BLOCK);
       assert.deepEqual([...block.subarray(0, 4)], [0xe7, 0x02, 0, 0]);
       assert.ok(block.subarray(4, 36).equals(sha256(signed.subarray(0, at))), 'the digest covers the padded image');
@@ -166,9 +169,15 @@ describe('Secure Boot v2 signatures', function () {
       const pss = { key: createPublicKey(rsa), padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 };
       assert.ok(cryptoVerify('sha256', signed.subarray(0, at), pss, signature), 'RSA-PSS, SHA-256, salt 32, over the padded image');
       assert.equal(block.readUInt32LE(1196), crc32(block.subarray(0, 1196)));
-      assert.ok(block.subarray(1200).every((b) => b === 0), '16 zero bytes');
-      assert.ok(signed.subarray(at + BLOCK).every((b) => b === 0xff), 'the rest of the sector is 0xFF');
-      assert.ok(sha256(block.subarray(36, 812)).equals(signingKeyDigest(rsa)), 'the key digest covers n, e, rinv, M\'');
+      assert.ok(
+        block.subarray(1200).every((b) => b === 0),
+        '16 zero bytes',
+      );
+      assert.ok(
+        signed.subarray(at + BLOCK).every((b) => b === 0xff),
+        'the rest of the sector is 0xFF',
+      );
+      assert.ok(sha256(block.subarray(36, 812)).equals(signingKeyDigest(rsa)), "the key digest covers n, e, rinv, M'");
     });
 
     it('ECDSA P-256: curve id, point and r||s little endian, zero-filled to the RSA block size', () => {
@@ -179,8 +188,18 @@ describe('Secure Boot v2 signatures', function () {
       assert.ok(block.subarray(4, 36).equals(sha256(signed.subarray(0, at))));
       assert.equal(block[36], 2, 'curve id 2: P-256');
       const jwk = createPublicKey(ec).export({ format: 'jwk' });
-      assert.ok(Buffer.from(block.subarray(37, 69)).reverse().equals(Buffer.from(jwk.x as string, 'base64url')), 'X');
-      assert.ok(Buffer.from(block.subarray(69, 101)).reverse().equals(Buffer.from(jwk.y as string, 'base64url')), 'Y');
+      assert.ok(
+        Buffer.from(block.subarray(37, 69))
+          .reverse()
+          .equals(Buffer.from(jwk.x as string, 'base64url')),
+        'X',
+      );
+      assert.ok(
+        Buffer.from(block.subarray(69, 101))
+          .reverse()
+          .equals(Buffer.from(jwk.y as string, 'base64url')),
+        'Y',
+      );
       const rs = Buffer.concat([Buffer.from(block.subarray(101, 133)).reverse(), Buffer.from(block.subarray(133, 165)).reverse()]);
       assert.ok(cryptoVerify('sha256', signed.subarray(0, at), { key: createPublicKey(ec), dsaEncoding: 'ieee-p1363' }, rs));
       assert.ok(block.subarray(165, 1196).every((b) => b === 0));
@@ -197,8 +216,14 @@ describe('Secure Boot v2 signatures', function () {
       const point = der.subarray(der.length - 48);
       assert.ok(Buffer.from(small.subarray(37, 61)).reverse().equals(point.subarray(0, 24)), 'X at 37');
       assert.ok(Buffer.from(small.subarray(61, 85)).reverse().equals(point.subarray(24)), 'Y at 61');
-      assert.ok(small.subarray(85, 101).every((b) => b === 0), 'zero-filled to 64 bytes');
-      assert.ok(small.subarray(149, 165).every((b) => b === 0), 'r||s zero-filled to 64 bytes');
+      assert.ok(
+        small.subarray(85, 101).every((b) => b === 0),
+        'zero-filled to 64 bytes',
+      );
+      assert.ok(
+        small.subarray(149, 165).every((b) => b === 0),
+        'r||s zero-filled to 64 bytes',
+      );
       const big = signImage(image, p384);
       const block = big.subarray(at, at + BLOCK);
       assert.deepEqual([...block.subarray(0, 4)], [0xe7, 0x03, 0x01, 0]);
@@ -230,7 +255,10 @@ describe('Secure Boot v2 signatures', function () {
       const at = signatureSectorOffset(imageLength);
       assert.ok(twice.subarray(0, at + BLOCK).equals(once.subarray(0, at + BLOCK)), 'contents and block 0 unchanged');
       const sector = readSignatureSector(twice, imageLength);
-      assert.deepEqual(sector.blocks.map((b) => b.scheme), ['rsa3072', 'ecdsa256']);
+      assert.deepEqual(
+        sector.blocks.map((b) => b.scheme),
+        ['rsa3072', 'ecdsa256'],
+      );
       assert.ok(sector.blocks[1].imageDigest.equals(sector.blocks[0].imageDigest), 'both sign the same digest');
       const full = signImage(twice, rsa2, { append: true });
       assert.equal(readSignatureSector(full, imageLength).blocks.length, 3);
@@ -243,7 +271,11 @@ describe('Secure Boot v2 signatures', function () {
       const once = signImage(image, rsa);
       const again = signImage(once, ec);
       assert.equal(again.length, once.length + SECTOR, 'a second sector after the first');
-      assert.deepEqual(readSignatureSector(again, imageLength).blocks.map((b) => b.scheme), ['rsa3072'], 'the device still sees the first');
+      assert.deepEqual(
+        readSignatureSector(again, imageLength).blocks.map((b) => b.scheme),
+        ['rsa3072'],
+        'the device still sees the first',
+      );
     });
 
     it('buildAppImage({ signingKeys }) makes a signed image whose block the parser reports with its key digest', () => {
@@ -275,9 +307,18 @@ describe('Secure Boot v2 signatures', function () {
     it('skips damaged slots: a bad CRC, an unknown version or curve', () => {
       const signed = signImage(image, [rsa, ec]);
       const at = signatureSectorOffset(imageLength);
-      assert.deepEqual(readSignatureSector(withByte(signed, at + 50, signed[at + 50] ^ 1), imageLength).blocks.map((b) => b.index), [1]);
-      assert.deepEqual(readSignatureSector(withByte(signed, at + BLOCK + 1, 0x04, at + BLOCK), imageLength).blocks.map((b) => b.index), [0]);
-      assert.deepEqual(readSignatureSector(withByte(signed, at + BLOCK + 36, 9, at + BLOCK), imageLength).blocks.map((b) => b.index), [0]);
+      assert.deepEqual(
+        readSignatureSector(withByte(signed, at + 50, signed[at + 50] ^ 1), imageLength).blocks.map((b) => b.index),
+        [1],
+      );
+      assert.deepEqual(
+        readSignatureSector(withByte(signed, at + BLOCK + 1, 0x04, at + BLOCK), imageLength).blocks.map((b) => b.index),
+        [0],
+      );
+      assert.deepEqual(
+        readSignatureSector(withByte(signed, at + BLOCK + 36, 9, at + BLOCK), imageLength).blocks.map((b) => b.index),
+        [0],
+      );
       assert.throws(() => readSignatureSector(image, image.length + 1), /imageLength/);
     });
   });
@@ -346,7 +387,11 @@ describe('Secure Boot v2 signatures', function () {
 
     it('bad-signature: right key and digest, a signature that does not verify (CRC made to match)', () => {
       const at = signatureSectorOffset(imageLength);
-      for (const [key, sigAt] of [[rsa, 812], [ec, 101], [p384, 149]] as const) {
+      for (const [key, sigAt] of [
+        [rsa, 812],
+        [ec, 101],
+        [p384, 149],
+      ] as const) {
         const signed = signImage(image, key);
         const forged = withByte(signed, at + sigAt + 5, signed[at + sigAt + 5] ^ 0x01, at);
         const result = verifyImageSignature(forged, imageLength, { publicKeyPem: key });

@@ -61,7 +61,7 @@ describe('signed images, from the attacker side', function () {
   const client = () => new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
   const bad: Array<[string, () => Buffer, string]> = [
     ['unsigned', () => buildAppImage({ size: 20 * 1024, version: '2.0.0', seed: 9 }), 'IMAGE_NOT_SIGNED'],
-    ['signed with a stranger\'s key', () => buildAppImage({ size: 20 * 1024, version: '2.0.0', seed: 9, signingKeys: STRANGER_KEY }), 'IMAGE_SIGNATURE_INVALID'],
+    ["signed with a stranger's key", () => buildAppImage({ size: 20 * 1024, version: '2.0.0', seed: 9, signingKeys: STRANGER_KEY }), 'IMAGE_SIGNATURE_INVALID'],
     ['tampered after signing', tampered, 'IMAGE_SIGNATURE_INVALID'],
   ];
 
@@ -72,7 +72,7 @@ describe('signed images, from the attacker side', function () {
     assert.notEqual(state.slots[other].state, 'new');
   }
 
-  it('with the owner\'s public key, a flow refuses each bad image before the radio is used', async () => {
+  it("with the owner's public key, a flow refuses each bad image before the radio is used", async () => {
     let onAir = 0;
     const count = () => onAir++;
     radio.bindings.on('air-connect', count);
@@ -141,18 +141,21 @@ describe('signed images, from the attacker side', function () {
       const v2 = conn.v2!;
       await v2.provenInfo(2000);
       const answer = await v2.begin({ size: old.length, sha256: createHash('sha256').update(old).digest(), chipId: 0, flags: 0 }, 2000);
-      await assert.rejects(v2.stream(old, answer.offset, answer.window, answer.maxPacket, 2000, () => undefined), (err: unknown) => {
-        assert.ok(err instanceof CommandRefused, String(err));
-        assert.equal(err.status, Status.OLD_SECURE_VERSION);
-        return true;
-      });
+      await assert.rejects(
+        v2.stream(old, answer.offset, answer.window, answer.maxPacket, 2000, () => undefined),
+        (err: unknown) => {
+          assert.ok(err instanceof CommandRefused, String(err));
+          assert.equal(err.status, Status.OLD_SECURE_VERSION);
+          return true;
+        },
+      );
     } finally {
       await conn.close();
     }
     assert.equal((await device.state()).slots[(await device.state()).running].state, 'valid');
   });
 
-  it('the owner\'s signed image goes through whole, signature sector included (ECDSA P-256 and RSA-3072)', async () => {
+  it("the owner's signed image goes through whole, signature sector included (ECDSA P-256 and RSA-3072)", async () => {
     const image = signedImage({ size: 40 * 1024, version: '4.1.0', secureVersion: 3, seed: 15 });
     const result = await client().update({ target: { name: 'signed' }, image, secret: OWNER.secret, requireSignature: true, publicKey: OWNER.publicKey });
     assert.equal(result.image.signed, true);

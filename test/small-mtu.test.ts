@@ -36,12 +36,15 @@ describe('an ATT MTU of 23', function () {
   it('an authenticated update says it needs a larger MTU (CONNECT_FAILED, not a GATT timeout), every time', async () => {
     await radio.addDevice(ownedDevice({ name: 'mtu23-owned', restartDelayMs: 20 }));
     for (let i = 0; i < 2; i++) {
-      await assert.rejects(client().update({ target: { name: 'mtu23-owned' }, image: signedImage({ size: 24 * 1024, version: '2.0.0', seed: 4 }), secret: OWNER.secret }), (err: unknown) => {
-        assert.ok(err instanceof BleOtaError);
-        assert.equal(err.code, 'CONNECT_FAILED', err.message);
-        assert.match(err.message, new RegExp(`ATT MTU is 23; authenticated updates need at least ${AUTH_MIN_MTU}`));
-        return true;
-      });
+      await assert.rejects(
+        client().update({ target: { name: 'mtu23-owned' }, image: signedImage({ size: 24 * 1024, version: '2.0.0', seed: 4 }), secret: OWNER.secret }),
+        (err: unknown) => {
+          assert.ok(err instanceof BleOtaError);
+          assert.equal(err.code, 'CONNECT_FAILED', err.message);
+          assert.match(err.message, new RegExp(`ATT MTU is 23; authenticated updates need at least ${AUTH_MIN_MTU}`));
+          return true;
+        },
+      );
     }
   });
 });

@@ -47,9 +47,7 @@ interface Loaded {
 }
 
 async function load(nodes: FlowNode[]): Promise<Loaded> {
-  await new Promise<void>((resolve, reject) =>
-    helper.load([deviceNode, statusNode, uploadNode, catchNode], nodes, (err?: Error) => (err ? reject(err) : resolve())),
-  );
+  await new Promise<void>((resolve, reject) => helper.load([deviceNode, statusNode, uploadNode, catchNode], nodes, (err?: Error) => (err ? reject(err) : resolve())));
   const out = helper.getNode('out');
   const received: Msg[] = [];
   out.on('input', (m: Msg) => received.push(m));
@@ -145,9 +143,29 @@ describe('ble-ota-status decoding', () => {
 
   // msg.payload as 0.1.0's node sent it: a flow may read any of these.
   const PAYLOAD_FIELDS = [
-    'name', 'address', 'rssi', 'mtu', 'protocol', 'firmwareRevision', 'project', 'version', 'idfVersion', 'secureVersion', 'build',
-    'chip', 'slotSize', 'maxPacket', 'window', 'runningState', 'pendingConfirmation', 'transfer', 'lastStatus', 'capabilities',
-    'deviceId', 'signingKey', 'authenticated',
+    'name',
+    'address',
+    'rssi',
+    'mtu',
+    'protocol',
+    'firmwareRevision',
+    'project',
+    'version',
+    'idfVersion',
+    'secureVersion',
+    'build',
+    'chip',
+    'slotSize',
+    'maxPacket',
+    'window',
+    'runningState',
+    'pendingConfirmation',
+    'transfer',
+    'lastStatus',
+    'capabilities',
+    'deviceId',
+    'signingKey',
+    'authenticated',
   ];
 
   it('msg.payload keeps every field 0.1.0 sent and the help documents, for a v2 and a seed device', () => {
@@ -348,7 +366,12 @@ describe('ble-ota-status node', function () {
       const nodes = await load(flow({ scope: 'all' }));
       otaEvents.publish(event('queued'));
       otaEvents.publish(event('uploading', { source: { id: 'u2', type: 'ble-ota-upload', name: '' }, percent: 42 }));
-      await eventually(async () => nodes.received.length, (n) => n === 2, 2000, 'two messages');
+      await eventually(
+        async () => nodes.received.length,
+        (n) => n === 2,
+        2000,
+        'two messages',
+      );
       assert.equal((nodes.received[0].event as OtaEvent).state, 'queued');
       assert.deepEqual(nodes.received[0].payload, nodes.received[0].event);
       assert.equal((nodes.received[1].payload as OtaEvent).percent, 42);
@@ -377,13 +400,19 @@ describe('ble-ota-status node', function () {
       let nodes = await load(flow({ scope: 'all', report: 'final' }));
       for (const state of ['queued', 'connecting', 'uploading', 'verifying', 'confirmed', 'failed'] as const) otaEvents.publish(event(state));
       await settle();
-      assert.deepEqual(nodes.received.map((m) => (m.event as OtaEvent).state), ['confirmed', 'failed']);
+      assert.deepEqual(
+        nodes.received.map((m) => (m.event as OtaEvent).state),
+        ['confirmed', 'failed'],
+      );
       await helper.unload();
 
       nodes = await load(flow({ scope: 'all', report: 'selected', states: ['uploading', 'cancelled'] }));
       for (const state of ['queued', 'uploading', 'confirmed', 'cancelled'] as const) otaEvents.publish(event(state));
       await settle();
-      assert.deepEqual(nodes.received.map((m) => (m.event as OtaEvent).state), ['uploading', 'cancelled']);
+      assert.deepEqual(
+        nodes.received.map((m) => (m.event as OtaEvent).state),
+        ['uploading', 'cancelled'],
+      );
     });
 
     it('renders msg.payload and msg.topic from the event with Mustache', async () => {
@@ -397,20 +426,20 @@ describe('ble-ota-status node', function () {
         }),
       );
       otaEvents.publish(confirmedEvent());
-      await eventually(async () => nodes.received.length, (n) => n === 1, 2000, 'one message');
-      const msg = nodes.received[0];
-      assert.equal(
-        msg.payload,
-        'esp32-kitchen updated to 1.4.2 in 12.3 s (100 %, 62 KB/s, v2, was 1.0.0). by fleet updater at 2026-01-02T03:04:05.000Z',
+      await eventually(
+        async () => nodes.received.length,
+        (n) => n === 1,
+        2000,
+        'one message',
       );
+      const msg = nodes.received[0];
+      assert.equal(msg.payload, 'esp32-kitchen updated to 1.4.2 in 12.3 s (100 %, 62 KB/s, v2, was 1.0.0). by fleet updater at 2026-01-02T03:04:05.000Z');
       assert.equal(msg.topic, 'ota/esp32-kitchen/confirmed');
       assert.equal((msg.event as OtaEvent).state, 'confirmed', 'msg.event is always the event');
     });
 
     it('renders failures with error.code and error.message, unescaped', async () => {
-      const nodes = await load(
-        flow({ scope: 'all', template: '{{device.label}}: {{state}} {{error.code}} <{{error.message}}>{{^final}} (not final){{/final}}' }),
-      );
+      const nodes = await load(flow({ scope: 'all', template: '{{device.label}}: {{state}} {{error.code}} <{{error.message}}>{{^final}} (not final){{/final}}' }));
       otaEvents.publish(
         event('failed', {
           device: { address: '24:0a:c4:00:00:02' },
@@ -418,11 +447,13 @@ describe('ble-ota-status node', function () {
         }),
       );
       otaEvents.publish(event('uploading', { percent: 7 }));
-      await eventually(async () => nodes.received.length, (n) => n === 2, 2000, 'two messages');
-      assert.equal(
-        nodes.received[0].payload,
-        "24:0a:c4:00:00:02: failed DEVICE_REJECTED_IMAGE <the device's check failed: see firmware/README.md & retry>",
+      await eventually(
+        async () => nodes.received.length,
+        (n) => n === 2,
+        2000,
+        'two messages',
       );
+      assert.equal(nodes.received[0].payload, "24:0a:c4:00:00:02: failed DEVICE_REJECTED_IMAGE <the device's check failed: see firmware/README.md & retry>");
       assert.equal(nodes.received[1].payload, 'esp32-kitchen: uploading  <> (not final)');
     });
 
@@ -430,7 +461,12 @@ describe('ble-ota-status node', function () {
       const nodes = await load(flow({ scope: 'all' }));
       const original = event('queued');
       otaEvents.publish(original);
-      await eventually(async () => nodes.received.length, (n) => n === 1, 2000, 'one message');
+      await eventually(
+        async () => nodes.received.length,
+        (n) => n === 1,
+        2000,
+        'one message',
+      );
       (nodes.received[0].event as OtaEvent).device.name = 'changed downstream';
       assert.equal(original.device.name, 'esp32-kitchen');
     });
@@ -480,7 +516,12 @@ describe('ble-ota-status node', function () {
       const nodes = await load(uploadFlow({ scope: 'selected', uploads: ['up'], topic: 'ota/{{device.label}}' }, 'status-real'));
       helper.getNode('other').receive({ payload: 'not an image' }); // fails at once, and is no concern of ours
       helper.getNode('up').receive({ payload: buildAppImage({ size: 64 * 1024, projectName: 'app', version: '2.1.0', seed: 71 }) });
-      await eventually(async () => nodes.received.length && (nodes.received.at(-1)!.event as OtaEvent).state, (s) => s === 'confirmed', 30_000, 'confirmed');
+      await eventually(
+        async () => nodes.received.length && (nodes.received.at(-1)!.event as OtaEvent).state,
+        (s) => s === 'confirmed',
+        30_000,
+        'confirmed',
+      );
       const states = [...new Set(nodes.received.map((m) => (m.event as OtaEvent).state))];
       assert.deepEqual(states, ['queued', 'connecting', 'uploading', 'verifying', 'restarting', 'confirming', 'confirmed']);
       // No repeated state (an MQTT status topic behind the node would publish each): "connecting" once, each percent once.
@@ -501,19 +542,19 @@ describe('ble-ota-status node', function () {
       const fleet = ['status-fleet-1', 'status-fleet-2', 'status-fleet-3'];
       const radio = sharedVirtualRadio();
       const devices = await Promise.all(fleet.map((name) => radio.ensureDevice(name)));
-      const nodes = await load(
-        uploadFlow(
-          { device: '', scope: 'all', report: 'final', template: '{{device.name}} updated to {{image.version}} in {{durationS}} s' },
-          fleet[0],
-        ),
-      );
+      const nodes = await load(uploadFlow({ device: '', scope: 'all', report: 'final', template: '{{device.name}} updated to {{image.version}} in {{durationS}} s' }, fleet[0]));
       const all: OtaEvent[] = [];
       const record = (e: OtaEvent) => all.push(e);
       otaEvents.on('event', record);
       try {
         const image = buildAppImage({ size: 48 * 1024, projectName: 'fleet-app', version: '3.0.0', seed: 72 });
         for (const name of fleet) helper.getNode('up').receive({ payload: image, device: name });
-        await eventually(async () => nodes.received.length, (n) => n === 3, 45_000, 'three final events');
+        await eventually(
+          async () => nodes.received.length,
+          (n) => n === 3,
+          45_000,
+          'three final events',
+        );
       } finally {
         otaEvents.off('event', record);
       }
@@ -530,7 +571,12 @@ describe('ble-ota-status node', function () {
         assert.ok(previousEnd >= 0 && nextStart > previousEnd, `${fleet[i]} started after ${fleet[i - 1]} ended`);
       }
       for (const device of devices) {
-        const state = await eventually(() => device.state(), (s) => s.running === 'ota_1', 5000, `${device.name} boots ota_1`);
+        const state = await eventually(
+          () => device.state(),
+          (s) => s.running === 'ota_1',
+          5000,
+          `${device.name} boots ota_1`,
+        );
         assert.equal(state.slots.ota_1.state, 'valid');
       }
     });
@@ -543,15 +589,30 @@ describe('ble-ota-status in a real Node-RED', function () {
 
   // Debug nodes that log to the console; a name equal to a node's id would read as a config node reference.
   const debug = (id: string, complete: string) => ({
-    id, z: '', type: 'debug', name: `watch ${id}`, active: true, tosidebar: false, console: true, tostatus: false,
-    complete, targetType: 'msg', wires: [],
+    id,
+    z: '',
+    type: 'debug',
+    name: `watch ${id}`,
+    active: true,
+    tosidebar: false,
+    console: true,
+    tostatus: false,
+    complete,
+    targetType: 'msg',
+    wires: [],
   });
   const flow = [
     { id: 'nr-dev', type: 'ble-ota-device', device: 'status-nr', backend: 'virtual', virtualDevices: 'status-nr', scanTimeout: '5', operationTimeout: '5' },
     { id: 'nr-ask', z: '', type: 'inject', props: [], repeat: '', once: false, wires: [['nr-st']] },
     {
-      id: 'nr-st', z: '', type: 'ble-ota-status', device: 'nr-dev', scope: 'all', report: 'final',
-      template: 'notify: {{device.label}} {{state}} {{image.version}} in {{durationS}} s', topic: 'ota/{{device.label}}',
+      id: 'nr-st',
+      z: '',
+      type: 'ble-ota-status',
+      device: 'nr-dev',
+      scope: 'all',
+      report: 'final',
+      template: 'notify: {{device.label}} {{state}} {{image.version}} in {{durationS}} s',
+      topic: 'ota/{{device.label}}',
       wires: [['nr-out']],
     },
     debug('nr-out', 'true'),
@@ -559,8 +620,17 @@ describe('ble-ota-status in a real Node-RED', function () {
     debug('nr-status', 'status.text'),
     { id: 'nr-update', z: '', type: 'inject', props: [], repeat: '', once: false, wires: [['nr-file']] },
     {
-      id: 'nr-file', z: '', type: 'file in', filename: 'firmware/app.bin', filenameType: 'str', format: '', chunk: false,
-      sendError: false, encoding: 'none', allProps: false, wires: [['nr-up']],
+      id: 'nr-file',
+      z: '',
+      type: 'file in',
+      filename: 'firmware/app.bin',
+      filenameType: 'str',
+      format: '',
+      chunk: false,
+      sendError: false,
+      encoding: 'none',
+      allProps: false,
+      wires: [['nr-up']],
     },
     { id: 'nr-up', z: '', type: 'ble-ota-upload', device: 'nr-dev', wires: [[], []] },
   ];

@@ -80,7 +80,12 @@ describe('ble-ota-upload node', function () {
     assert.equal(payload.runningVersion, '1.4.2');
 
     const device: VirtualEsp32 = await sharedVirtualRadio().ensureDevice('node-test-1mb');
-    const state = await eventually(() => device.state(), (s) => s.running === 'ota_1' && s.transfer === 'idle', 5000, 'boot of ota_1');
+    const state = await eventually(
+      () => device.state(),
+      (s) => s.running === 'ota_1' && s.transfer === 'idle',
+      5000,
+      'boot of ota_1',
+    );
     assert.equal(state.slots.ota_1.state, 'valid');
     assert.ok((await device.readFlash('ota_1', 0, image.length)).equals(image));
   });
@@ -115,7 +120,10 @@ describe('ble-ota-upload node', function () {
         const state = await device.state();
         assert.equal(state.running, 'ota_0');
         assert.equal(state.slots.ota_1.state, 'empty', 'nothing was written to the device');
-        assert.ok(device.logs.every((l) => !/request/i.test(l)), 'no OTA request reached the device');
+        assert.ok(
+          device.logs.every((l) => !/request/i.test(l)),
+          'no OTA request reached the device',
+        );
       });
     }
   });
@@ -135,7 +143,12 @@ describe('ble-ota-upload node', function () {
     for (const msg of [...pieces('file-1', 29), ...pieces('file-2', 3)]) nodes.up.receive(msg);
     // Messages are handled in order: once this one's error is in, every piece was handled.
     nodes.up.receive({ payload: 'the end' });
-    const codes = await eventually(async () => errors.map((m) => (m.error as { code: string }).code), (c) => c.includes('IMAGE_NOT_BUFFER'), 10_000, 'the last error');
+    const codes = await eventually(
+      async () => errors.map((m) => (m.error as { code: string }).code),
+      (c) => c.includes('IMAGE_NOT_BUFFER'),
+      10_000,
+      'the last error',
+    );
     assert.deepEqual(codes, ['IMAGE_STREAMED', 'IMAGE_STREAMED', 'IMAGE_NOT_BUFFER']);
     const first = errors[0].error as { message: string };
     assert.match(first.message, /^The firmware arrived in pieces.*a single Buffer object/);
@@ -214,9 +227,7 @@ describe('ble-ota-upload node', function () {
       }),
     );
     nodes.errors.on('input', (m: Msg) => errors.push(m));
-    const uploading = new Promise<void>((resolve) =>
-      nodes.progress.on('input', (m: Msg) => (m.payload as { phase: string }).phase === 'uploading' && resolve()),
-    );
+    const uploading = new Promise<void>((resolve) => nodes.progress.on('input', (m: Msg) => (m.payload as { phase: string }).phase === 'uploading' && resolve()));
     nodes.up.receive({ payload: buildAppImage({ size: 256 * 1024, version: '3.1.0', seed: 53 }) });
     nodes.up.receive({ payload: buildAppImage({ size: 256 * 1024, version: '3.2.0', seed: 54 }) }); // waits its turn
     await uploading;
@@ -224,7 +235,10 @@ describe('ble-ota-upload node', function () {
     await finished;
     assert.deepEqual(
       results.map((m) => [(m.payload as { confirmed: boolean }).confirmed, (m.payload as { runningVersion: string }).runningVersion]),
-      [[true, '3.1.0'], [true, '3.2.0']],
+      [
+        [true, '3.1.0'],
+        [true, '3.2.0'],
+      ],
     );
     // Each non-cancel is an ordinary message without an image, refused as such; nothing was cancelled.
     assert.equal(errors.length, 3);
@@ -239,7 +253,12 @@ describe('ble-ota-upload node', function () {
     const closed = Date.now();
     await helper.unload();
     assert.ok(Date.now() - closed < 4000, 'close did not wait for the upload to finish');
-    const state = await eventually(() => device.state(), (s) => s.transfer !== 'receiving', 2000, 'the device sees the link drop');
+    const state = await eventually(
+      () => device.state(),
+      (s) => s.transfer !== 'receiving',
+      2000,
+      'the device sees the link drop',
+    );
     assert.equal(state.running, 'ota_0');
   });
 
@@ -339,7 +358,12 @@ describe('ble-ota-upload node', function () {
     for (const [i, version] of versions.entries()) {
       nodes.up.receive({ payload: buildAppImage({ size: 16 * 1024, projectName: 'app', version, seed: 60 + i }) });
     }
-    await eventually(async () => finished.length + errors.length, (n) => n === 12, 30_000, 'all twelve messages handled');
+    await eventually(
+      async () => finished.length + errors.length,
+      (n) => n === 12,
+      30_000,
+      'all twelve messages handled',
+    );
     assert.deepEqual(errors, ['BUSY'], 'one running and ten waiting: the twelfth is refused');
     assert.deepEqual(finished, versions.slice(0, 11), 'in the order they arrived');
   });

@@ -45,7 +45,7 @@ describe('the virtual ESP32 as the tests make it', function () {
   });
 });
 
-describe('a virtual ESP32-C3 as our firmware\'s default build (what test:hardware meets)', function () {
+describe("a virtual ESP32-C3 as our firmware's default build (what test:hardware meets)", function () {
   this.timeout(30_000);
   const C3 = 5;
   let made: Promise<ConformanceTarget> | undefined;

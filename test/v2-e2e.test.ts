@@ -119,7 +119,12 @@ describe('protocol v2 end to end through noble and the virtual ESP32', function 
     const result = await client.update({ target: { name: 'seed-only' }, image });
     assert.equal(result.protocol, 'seed');
     assert.equal(result.restarted, true);
-    await eventually(() => device.state(), (s) => s.running === 'ota_1' && s.transfer === 'idle', 5000, 'boot');
+    await eventually(
+      () => device.state(),
+      (s) => s.running === 'ota_1' && s.transfer === 'idle',
+      5000,
+      'boot',
+    );
     assert.ok((await device.readFlash('ota_1', 0, image.length)).equals(image));
   });
 
@@ -173,10 +178,7 @@ describe('protocol v2 end to end through noble and the virtual ESP32', function 
       }
     };
     radio.bindings.on('air-write', onWrite);
-    await assert.rejects(
-      client.update({ target: { name: 'v2-other' }, image: first, resumeAttempts: 0 }),
-      (err: BleOtaError) => err.code === 'DISCONNECTED',
-    );
+    await assert.rejects(client.update({ target: { name: 'v2-other' }, image: first, resumeAttempts: 0 }), (err: BleOtaError) => err.code === 'DISCONNECTED');
     radio.bindings.off('air-write', onWrite);
     assert.equal((await device.state()).transfer, 'suspended');
 
@@ -198,7 +200,12 @@ describe('protocol v2 end to end through noble and the virtual ESP32', function 
     await assert.rejects(client.update({ target: { name: 'v2-abandon' }, image, resumeAttempts: 0 }));
     radio.bindings.off('air-write', onWrite);
     assert.equal((await device.state()).transfer, 'suspended');
-    await eventually(() => device.state(), (s) => s.transfer === 'idle', 3000, 'abort after the abandon timeout');
+    await eventually(
+      () => device.state(),
+      (s) => s.transfer === 'idle',
+      3000,
+      'abort after the abandon timeout',
+    );
   });
 
   it('an unconfirmed image is rolled back: at the next power cycle, and when the confirm window ends', async () => {
@@ -219,11 +226,21 @@ describe('protocol v2 end to end through noble and the virtual ESP32', function 
       } finally {
         await connection.close();
       }
-      const pending = await eventually(() => device.state(), (s) => s.running !== before.running, 3000, 'restart into the new image');
+      const pending = await eventually(
+        () => device.state(),
+        (s) => s.running !== before.running,
+        3000,
+        'restart into the new image',
+      );
       assert.equal(pending.slots[pending.running].state, 'pending-verify');
       assert.equal(pending.confirm, true, 'it waits for a CONFIRM');
       if (way === 'power cycle') await device.powerCycle();
-      const after = await eventually(() => device.state(), (s) => s.running === before.running, 3000, `rollback by ${way}`);
+      const after = await eventually(
+        () => device.state(),
+        (s) => s.running === before.running,
+        3000,
+        `rollback by ${way}`,
+      );
       assert.equal(after.slots[before.running].state, 'valid');
     }
   });

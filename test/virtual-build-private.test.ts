@@ -46,7 +46,7 @@ describe('the virtual ESP32 binary, built and run privately', function () {
     return { folder, binary, ran };
   }
 
-  it('by default, is built into an owner-only folder in the user\'s cache, not the shared temporary folder', async () => {
+  it("by default, is built into an owner-only folder in the user's cache, not the shared temporary folder", async () => {
     const home = join(dir, 'home');
     mkdirSync(home);
     const result = await startVirtualDevice({ HOME: home, XDG_CACHE_HOME: '', BLE_OTA_VIRTUAL_CACHE: '' });

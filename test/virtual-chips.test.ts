@@ -37,7 +37,10 @@ function sha256(data: Buffer): Buffer {
 }
 
 function lastErrors(device: VirtualEsp32): string {
-  return device.logs.filter((line) => /\bE\b|invalid|refused/i.test(line)).slice(-3).join(' | ');
+  return device.logs
+    .filter((line) => /\bE\b|invalid|refused/i.test(line))
+    .slice(-3)
+    .join(' | ');
 }
 
 describe('virtual ESP32s of every chip take the images built for them', function () {
@@ -91,7 +94,12 @@ describe('virtual ESP32s of every chip take the images built for them', function
       } catch (err) {
         throw new Error(`${chip}: ${String(err)}; device log: ${lastErrors(device)}`, { cause: err });
       }
-      const booted = await eventually(() => device.state(), (s) => s.running === slot && s.slots[slot].state === 'valid', 5000, `${chip} runs its new image`);
+      const booted = await eventually(
+        () => device.state(),
+        (s) => s.running === slot && s.slots[slot].state === 'valid',
+        5000,
+        `${chip} runs its new image`,
+      );
       assert.equal(booted.boot, slot);
       assert.ok((await device.readFlash(slot, 0, image.length)).equals(image), 'slot contents equal the image');
 

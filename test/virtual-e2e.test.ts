@@ -15,7 +15,12 @@ import { eventually } from './support/eventually';
 const MB = 1024 * 1024;
 
 async function bootedSlot(device: VirtualEsp32, slot: string) {
-  return eventually(() => device.state(), (s) => s.running === slot && s.transfer === 'idle', 5000, `booting ${slot}`);
+  return eventually(
+    () => device.state(),
+    (s) => s.running === slot && s.transfer === 'idle',
+    5000,
+    `booting ${slot}`,
+  );
 }
 
 describe('seed protocol end to end through noble and the virtual ESP32', function () {
@@ -55,14 +60,23 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
     const phases = [...new Set(progress.map((p) => p.phase))];
     assert.deepEqual(phases, ['scanning', 'connecting', 'preparing', 'uploading', 'verifying', 'restarting']);
     const percents = progress.filter((p) => p.phase === 'uploading').map((p) => p.percent);
-    assert.deepEqual(percents, [...percents].sort((a, b) => a - b), 'progress never goes back');
+    assert.deepEqual(
+      percents,
+      [...percents].sort((a, b) => a - b),
+      'progress never goes back',
+    );
     assert.equal(percents[percents.length - 1], 100);
   });
 
   it('reads the new firmware revision after the restart', async () => {
     const image = buildAppImage({ size: 64 * 1024, projectName: 'e2e', version: '3.1.4', seed: 8 });
     await client.update({ target: { name: 'e2e-esp32' }, image, protocol: 'seed' });
-    await eventually(() => device.state(), (s) => s.transfer === 'idle' && s.slots[s.running].size === image.length, 5000, 'restart');
+    await eventually(
+      () => device.state(),
+      (s) => s.transfer === 'idle' && s.slots[s.running].size === image.length,
+      5000,
+      'restart',
+    );
     const connection = await client.connect({ name: 'e2e-esp32' });
     try {
       assert.equal((await connection.info()).firmwareRevision, '3.1.4');
@@ -100,7 +114,12 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
       }),
       (err: BleOtaError) => err.code === 'CANCELLED',
     );
-    const mid = await eventually(() => device.state(), (s) => s.transfer === 'idle', 2000, 'abort on the device');
+    const mid = await eventually(
+      () => device.state(),
+      (s) => s.transfer === 'idle',
+      2000,
+      'abort on the device',
+    );
     assert.equal(mid.running, before.running);
     assert.equal(mid.boot, before.boot);
 
@@ -126,7 +145,12 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
       }),
       (err: BleOtaError) => err.code === 'DISCONNECTED',
     );
-    const after = await eventually(() => device.state(), (s) => s.transfer === 'idle', 2000, 'boot after power loss');
+    const after = await eventually(
+      () => device.state(),
+      (s) => s.transfer === 'idle',
+      2000,
+      'boot after power loss',
+    );
     assert.equal(after.running, before.running);
     assert.equal(after.slots[after.running].state, 'valid');
   });

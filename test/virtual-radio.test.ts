@@ -43,7 +43,11 @@ describe('virtual radio: declared devices only', function () {
     assert.equal(await radio.reach('radio-typo'), undefined);
     assert.ok((await notFound({ name: 'radio-typo' })) >= SCAN_MS - 100);
     await notFound({ address: '24:0a:c4:de:ad:01' });
-    assert.deepEqual(radio.bindings.devices.map((d) => d.name), ['radio-known'], 'the scans started only the declared device');
+    assert.deepEqual(
+      radio.bindings.devices.map((d) => d.name),
+      ['radio-known'],
+      'the scans started only the declared device',
+    );
   });
 
   it('a declared device is found by a scan and by name, and its address works too', async () => {
@@ -83,9 +87,18 @@ describe('virtual radio: declared devices only', function () {
   });
 
   it('a bad option is refused with what is allowed', () => {
-    assert.throws(() => parseVirtualDevices('a slow=warp'), (err: BleOtaError) => err.code === 'INVALID_ARGUMENT' && /presets are/.test(err.message));
-    assert.throws(() => parseVirtualDevices('a fast'), (err: BleOtaError) => err.code === 'INVALID_ARGUMENT');
-    assert.throws(() => parseVirtualDevices('a flaky=150'), (err: BleOtaError) => err.code === 'INVALID_ARGUMENT');
+    assert.throws(
+      () => parseVirtualDevices('a slow=warp'),
+      (err: BleOtaError) => err.code === 'INVALID_ARGUMENT' && /presets are/.test(err.message),
+    );
+    assert.throws(
+      () => parseVirtualDevices('a fast'),
+      (err: BleOtaError) => err.code === 'INVALID_ARGUMENT',
+    );
+    assert.throws(
+      () => parseVirtualDevices('a flaky=150'),
+      (err: BleOtaError) => err.code === 'INVALID_ARGUMENT',
+    );
   });
 
   it('at most limits.maxProcesses run: the least recently used idle one stops; idle ones stop', async () => {
@@ -102,7 +115,12 @@ describe('virtual radio: declared devices only', function () {
     radio.limits = { maxProcesses: 2, idleMs: 300 };
     radio.declare(parseVirtualDevices('radio-4'));
     const device = await radio.reach('radio-4');
-    await eventually(async () => device?.running, (running) => running === false, 5000, 'the idle device stopping');
+    await eventually(
+      async () => device?.running,
+      (running) => running === false,
+      5000,
+      'the idle device stopping',
+    );
     assert.equal(radio.bindings.devices.length, 0);
     assert.ok(await radio.reach('radio-4'), 'it starts again when looked for');
   });
@@ -112,7 +130,12 @@ describe('virtual radio: declared devices only', function () {
     radio.declare(parseVirtualDevices('radio-keep, radio-fresh'));
     await client.update({ target: { name: 'radio-keep' }, image: buildAppImage({ size: 40_000, projectName: 'kept', version: '2.0.0' }) });
     const first = radio.bindings.devices.find((d) => d.name === 'radio-keep');
-    await eventually(async () => first?.running, (running) => running === false, 5000, 'the idle device stopping');
+    await eventually(
+      async () => first?.running,
+      (running) => running === false,
+      5000,
+      'the idle device stopping',
+    );
 
     const again = await radio.reach('radio-keep');
     assert.notEqual(again, first, 'a new process');
@@ -138,7 +161,12 @@ describe('virtual radio: declared devices only', function () {
       })
       .catch(() => undefined);
     const device = await radio.reach('radio-pending');
-    await eventually(() => device!.state(), (st) => st.slots[st.running]?.state === 'pending-verify', 10_000, 'the new image running pending verify');
+    await eventually(
+      () => device!.state(),
+      (st) => st.slots[st.running]?.state === 'pending-verify',
+      10_000,
+      'the new image running pending verify',
+    );
     await radio.reach('radio-next'); // the bound of 1: radio-pending stops to make room
     assert.equal(device!.running, false);
     const again = await radio.reach('radio-pending'); // and radio-next stops
@@ -153,7 +181,12 @@ describe('virtual radio: declared devices only', function () {
     radio.declare(parseVirtualDevices('radio-w'), 'node-1');
     const device = await radio.reach('radio-w');
     radio.undeclare('node-1');
-    await eventually(async () => device?.running, (running) => running === false, 5000, 'the undeclared device stopping');
+    await eventually(
+      async () => device?.running,
+      (running) => running === false,
+      5000,
+      'the undeclared device stopping',
+    );
     assert.equal(await radio.reach('radio-w'), undefined);
   });
 
@@ -165,7 +198,10 @@ describe('virtual radio: declared devices only', function () {
     await radio.reach('radio-stays');
     radio.undeclare('node-1');
     const found = await client.scan(SCAN_MS);
-    assert.deepEqual(found.map((d) => d.name), ['radio-stays']);
+    assert.deepEqual(
+      found.map((d) => d.name),
+      ['radio-stays'],
+    );
     assert.equal(gone?.running, true, 'its process runs until the idle check (a redeploy declares it again)');
     await notFound({ name: 'radio-gone' });
     radio.declare(parseVirtualDevices('radio-gone'), 'node-1');

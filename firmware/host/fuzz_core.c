@@ -50,10 +50,10 @@
 #include "test_deflate.h"
 #include "test_sign.h"
 
-#define FUZZ_SLOT_SIZE   (64u * 1024u)
-#define FUZZ_MAX_WRITE   600 /* beyond BLE_OTA_MAX_PACKET, as a broken GATT layer might pass */
-#define FUZZ_NOTIFY_MAX  (2 + 32 + BLE_OTA_AUTH_MAC_LEN) /* INFO's answer and its MAC, our longest */
-#define FUZZ_IMAGE_CAP   (24u * 1024u) /* an image, padded, and its 4 KB signature sector */
+#define FUZZ_SLOT_SIZE  (64u * 1024u)
+#define FUZZ_MAX_WRITE  600 /* beyond BLE_OTA_MAX_PACKET, as a broken GATT layer might pass */
+#define FUZZ_NOTIFY_MAX (2 + 32 + BLE_OTA_AUTH_MAC_LEN) /* INFO's answer and its MAC, our longest */
+#define FUZZ_IMAGE_CAP  (24u * 1024u)                   /* an image, padded, and its 4 KB signature sector */
 
 typedef struct {
     host_dev_t dev;
@@ -84,12 +84,12 @@ typedef struct {
     /* The state each slot had when last validated: a slot is only written
      * while it is empty, so a bootable one needs validating once. */
     host_slot_state_t verified[HOST_FLASH_SLOTS];
-    host_session_t session;  /* the client's, on the current link */
+    host_session_t session; /* the client's, on the current link */
     uint32_t nonce_seed;
-    test_sign_key_t *owner;  /* the owner's signing key: the images are signed with it */
+    test_sign_key_t *owner; /* the owner's signing key: the images are signed with it */
     uint8_t owner_digest[HOST_SIG_DIGEST_LEN];
-    bool always_signed;      /* every boot of this input required signatures */
-    bool restart_asked;      /* RESTART answered OK, or the seed's DONE_ACK, since the last boot */
+    bool always_signed; /* every boot of this input required signatures */
+    bool restart_asked; /* RESTART answered OK, or the seed's DONE_ACK, since the last boot */
 } fuzz_t;
 
 /* The device key of the keyed build (provisioned into its key partition). */
@@ -301,8 +301,8 @@ fuzz_check(void)
         if (host_image_verify(data, FUZZ_SLOT_SIZE, HOST_IMAGE_CHIP_ESP32, &image, why, sizeof(why)) != HOST_IMAGE_OK) {
             fuzz_fail("a slot the OTA data calls bootable does not validate");
         }
-        if (s_fz.always_signed &&
-            host_sig_verify(data, FUZZ_SLOT_SIZE, image.image_len, s_fz.owner_digest, why, sizeof(why)) != HOST_SIG_OK) {
+        if (s_fz.always_signed && host_sig_verify(data, FUZZ_SLOT_SIZE, image.image_len, s_fz.owner_digest, why,
+                                                  sizeof(why)) != HOST_SIG_OK) {
             fuzz_fail("a device that takes only signed images selected one the owner did not sign");
         }
     }

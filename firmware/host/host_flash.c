@@ -135,7 +135,8 @@ host_flash_write(host_flash_t *flash, int slot, uint32_t offset, const uint8_t *
     memcpy(dst, data, len);
     flash->writes++;
     if (len > 0) {
-        flash->pages_programmed += (uint32_t)((offset + len - 1) / HOST_FLASH_PAGE_SIZE - offset / HOST_FLASH_PAGE_SIZE + 1);
+        flash->pages_programmed +=
+            (uint32_t)((offset + len - 1) / HOST_FLASH_PAGE_SIZE - offset / HOST_FLASH_PAGE_SIZE + 1);
     }
     return HOST_FLASH_OK;
 }

@@ -20,10 +20,10 @@
 /* NOR flash programs at most one 256-byte page per operation. */
 #define HOST_FLASH_PAGE_SIZE 256u
 /* A block erase clears 64 KiB in one operation (faster per byte than 16 sector erases). */
-#define HOST_FLASH_BLOCK_SIZE 65536u
-#define HOST_FLASH_SLOTS       2
-#define HOST_FLASH_MAX_SLOT    0x1000000u /* 16 MB, the largest app partition */
-#define HOST_FLASH_KEY_PART_SIZE 4096u   /* the key partition: one sector */
+#define HOST_FLASH_BLOCK_SIZE    65536u
+#define HOST_FLASH_SLOTS         2
+#define HOST_FLASH_MAX_SLOT      0x1000000u /* 16 MB, the largest app partition */
+#define HOST_FLASH_KEY_PART_SIZE 4096u      /* the key partition: one sector */
 
 typedef enum {
     HOST_SLOT_EMPTY = 0,      /* nothing bootable (erased, or an upload in progress) */
@@ -36,11 +36,11 @@ typedef enum {
 
 typedef enum {
     HOST_FLASH_OK = 0,
-    HOST_FLASH_ERR_RANGE,       /* outside the slot */
-    HOST_FLASH_ERR_ALIGN,       /* erase not on a sector */
-    HOST_FLASH_ERR_NOT_ERASED,  /* write over programmed bytes */
-    HOST_FLASH_ERR_INJECTED,    /* failure injected by a test */
-    HOST_FLASH_ERR_POWER_LOST,  /* the power was cut (injected): nothing is written until power-on */
+    HOST_FLASH_ERR_RANGE,      /* outside the slot */
+    HOST_FLASH_ERR_ALIGN,      /* erase not on a sector */
+    HOST_FLASH_ERR_NOT_ERASED, /* write over programmed bytes */
+    HOST_FLASH_ERR_INJECTED,   /* failure injected by a test */
+    HOST_FLASH_ERR_POWER_LOST, /* the power was cut (injected): nothing is written until power-on */
 } host_flash_err_t;
 
 typedef struct {
@@ -49,7 +49,7 @@ typedef struct {
 } host_slot_info_t;
 
 typedef struct {
-    uint8_t *mem;       /* both slots, slot_size bytes each */
+    uint8_t *mem; /* both slots, slot_size bytes each */
     uint32_t slot_size;
     /* Written only over USB (host_flash_key_write), as esptool writes the
      * partition image; the OTA core never writes it. */
@@ -71,8 +71,8 @@ typedef struct {
     uint32_t power_loss_countdown;
     bool power_lost;
     uint32_t writes;
-    uint32_t erases;       /* sector erases */
-    uint32_t block_erases; /* 64 KiB block erases */
+    uint32_t erases;           /* sector erases */
+    uint32_t block_erases;     /* 64 KiB block erases */
     uint32_t pages_programmed; /* page program operations a real flash would run for the writes */
     uint32_t otadata_writes;
     uint32_t injected; /* writes failed by fail_countdown */
@@ -89,8 +89,7 @@ host_flash_err_t host_flash_erase_sector(host_flash_t *flash, int slot, uint32_t
 /* Erases the 64 KiB block at offset (block-aligned, inside the slot) in one operation. */
 host_flash_err_t host_flash_erase_block(host_flash_t *flash, int slot, uint32_t offset);
 /* Programs len erased bytes at offset. */
-host_flash_err_t host_flash_write(host_flash_t *flash, int slot, uint32_t offset,
-                                  const uint8_t *data, size_t len);
+host_flash_err_t host_flash_write(host_flash_t *flash, int slot, uint32_t offset, const uint8_t *data, size_t len);
 /* Raw contents of a slot (slot_size bytes). */
 const uint8_t *host_flash_slot(const host_flash_t *flash, int slot);
 

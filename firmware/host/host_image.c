@@ -37,6 +37,8 @@
  * (0x400D0000..0x40400000) holds the IRAM of the ESP32-C3 and -C2
  * (0x40380000) and of the ESP32-S3 (0x40378000).
  */
+/* One chip per pair of lines, as test/esp-chips.test.ts reads the table. */
+/* clang-format off */
 static const host_chip_t k_chips[] = {
     /* id, name, flash-mapped windows, DROM, IROM, DRAM, IRAM bases */
     { 0, "ESP32", { { 0x3F400000u, 0x3F800000u }, { 0x400D0000u, 0x40400000u } },
@@ -62,6 +64,7 @@ static const host_chip_t k_chips[] = {
     { 23, "ESP32-C5", { { 0x42000000u, 0x44000000u }, { 0, 0 } },
       0x42800000u, 0x42000000u, 0x40808000u, 0x40800000u },
 };
+/* clang-format on */
 
 #define CHIP_COUNT (sizeof(k_chips) / sizeof(k_chips[0]))
 
@@ -140,8 +143,7 @@ host_image_err_name(host_image_err_t err)
 }
 
 host_image_err_t
-host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_info_t *info,
-                  char *why, size_t why_len)
+host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_info_t *info, char *why, size_t why_len)
 {
     host_image_info_t local;
     if (info == NULL) {
@@ -166,13 +168,12 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
     info->chip_id = ble_ota_get_le16(data + 12);
     info->hash_appended = data[23] == 1;
     if (info->chip_id != chip_id) {
-        host_why(why, why_len, "mismatch chip id, expected %u, found %u", (unsigned)chip_id,
-                (unsigned)info->chip_id);
+        host_why(why, why_len, "mismatch chip id, expected %u, found %u", (unsigned)chip_id, (unsigned)info->chip_id);
         return HOST_IMAGE_ERR_CHIP;
     }
     if (info->segment_count > HOST_IMAGE_MAX_SEGMENTS) {
         host_why(why, why_len, "segment count %u exceeds max %d", (unsigned)info->segment_count,
-                HOST_IMAGE_MAX_SEGMENTS);
+                 HOST_IMAGE_MAX_SEGMENTS);
         return HOST_IMAGE_ERR_SEGMENTS;
     }
 
@@ -199,12 +200,12 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
         }
         if (host_image_flash_mapped(chip, load_addr) && (pos % MMU_PAGE_SIZE) != (load_addr % MMU_PAGE_SIZE)) {
             host_why(why, why_len, "segment %u load address 0x%08lx does not match data 0x%08zx", i,
-                    (unsigned long)load_addr, pos);
+                     (unsigned long)load_addr, pos);
             return HOST_IMAGE_ERR_SEGMENT;
         }
         if (len - pos < seg_len) {
             host_why(why, why_len, "segment %u data beyond the data (offset %zu, length %lu)", i, pos,
-                    (unsigned long)seg_len);
+                     (unsigned long)seg_len);
             return HOST_IMAGE_ERR_TRUNCATED;
         }
         for (uint32_t j = 0; j < seg_len; j++) {
@@ -224,8 +225,7 @@ host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_
      * image parses, and its signature sector can be found. */
     info->image_len = (uint32_t)padded + (info->hash_appended ? HOST_IMAGE_HASH_LEN : 0u);
     if (data[padded - 1] != checksum) {
-        host_why(why, why_len, "checksum failed, calculated 0x%02x read 0x%02x", checksum,
-                data[padded - 1]);
+        host_why(why, why_len, "checksum failed, calculated 0x%02x read 0x%02x", checksum, data[padded - 1]);
         return HOST_IMAGE_ERR_CHECKSUM;
     }
     if (info->hash_appended) {
@@ -349,8 +349,8 @@ host_image_build(const host_image_spec_t *spec, uint8_t *out, size_t cap)
     put_string(desc + 96, 16, "Jan  1 2025");
     put_string(desc + 112, 32, "v5.3-virtual");
     /* A stand-in for the ELF hash, so two versions differ there too. */
-    ble_ota_sha256(spec->version == NULL ? "" : spec->version,
-           spec->version == NULL ? 0 : strlen(spec->version), desc + 144);
+    ble_ota_sha256(spec->version == NULL ? "" : spec->version, spec->version == NULL ? 0 : strlen(spec->version),
+                   desc + 144);
 
     /* Segment 1: payload from a xorshift generator, so images of different
      * seeds differ everywhere. */

@@ -39,13 +39,13 @@ typedef struct {
 } host_addr_range_t;
 
 typedef struct {
-    uint16_t chip_id;  /* the image header's chip id */
-    const char *name;  /* "ESP32-C3" */
+    uint16_t chip_id;                           /* the image header's chip id */
+    const char *name;                           /* "ESP32-C3" */
     host_addr_range_t flash[HOST_CHIP_WINDOWS]; /* windows the flash cache maps (SOC_DROM_*, SOC_IROM_*) */
-    uint32_t drom_base; /* where an app's flash-mapped read-only data starts */
-    uint32_t irom_base; /* where an app's flash-mapped code starts */
-    uint32_t dram_base; /* where an app's initialised data RAM starts */
-    uint32_t iram_base; /* where an app's IRAM code starts */
+    uint32_t drom_base;                         /* where an app's flash-mapped read-only data starts */
+    uint32_t irom_base;                         /* where an app's flash-mapped code starts */
+    uint32_t dram_base;                         /* where an app's initialised data RAM starts */
+    uint32_t iram_base;                         /* where an app's IRAM code starts */
 } host_chip_t;
 
 /* The chip of this header chip id (ESP32, -S2, -C3, -S3, -C2, -C6, -H2,
@@ -63,15 +63,15 @@ typedef enum {
     HOST_IMAGE_OK = 0,
     HOST_IMAGE_ERR_TRUNCATED, /* the data ends inside the image */
     HOST_IMAGE_ERR_MAGIC,
-    HOST_IMAGE_ERR_CHIP,      /* built for another chip */
-    HOST_IMAGE_ERR_SEGMENTS,  /* too many segments */
-    HOST_IMAGE_ERR_SEGMENT,   /* bad segment length or mapping */
+    HOST_IMAGE_ERR_CHIP,     /* built for another chip */
+    HOST_IMAGE_ERR_SEGMENTS, /* too many segments */
+    HOST_IMAGE_ERR_SEGMENT,  /* bad segment length or mapping */
     HOST_IMAGE_ERR_CHECKSUM,
     HOST_IMAGE_ERR_HASH,
 } host_image_err_t;
 
 typedef struct {
-    uint32_t image_len;     /* through the checksum block and the hash; set once the segments
+    uint32_t image_len; /* through the checksum block and the hash; set once the segments
                              * parse, also when the checksum or the hash then fails */
     uint8_t segment_count;
     uint16_t chip_id;
@@ -83,8 +83,8 @@ typedef struct {
  * the header must name it, and segments in its flash-mapped windows must sit
  * at their address's offset within a 64 KiB page. On failure, why (if not
  * NULL) gets a one-line reason. */
-host_image_err_t host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id,
-                                   host_image_info_t *info, char *why, size_t why_len);
+host_image_err_t host_image_verify(const uint8_t *data, size_t len, uint16_t chip_id, host_image_info_t *info,
+                                   char *why, size_t why_len);
 
 const char *host_image_err_name(host_image_err_t err);
 
@@ -121,7 +121,7 @@ typedef struct {
     uint32_t seed;
     uint16_t chip_id;
     bool hash_appended;
-    bool compressible; /* payload bytes of 4 random bits: deflates about 2:1, as app code does */
+    bool compressible;       /* payload bytes of 4 random bits: deflates about 2:1, as app code does */
     uint32_t secure_version; /* the app descriptor's anti-rollback version */
 } host_image_spec_t;
 

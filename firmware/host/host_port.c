@@ -23,8 +23,7 @@
 #include "host_image.h"
 #include "host_signature.h"
 
-static void
-dev_log(host_dev_t *dev, ble_ota_log_level_t level, const char *fmt, ...)
+static void dev_log(host_dev_t *dev, ble_ota_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
@@ -112,8 +111,7 @@ port_slot_begin(void *ctx, uint32_t image_size)
      * with OTA_WITH_SEQUENTIAL_WRITES, esp_ota_resume), so BEGIN answers at
      * once whatever the size. */
     dev_log(dev, BLE_OTA_LOG_DEBUG, "slot_begin: writing %s (%s, %lu bytes erased ahead)", host_slot_name(slot),
-            mode == BLE_OTA_WRITE_PRE_ERASED ? "erased ahead" : "sequential erase",
-            (unsigned long)dev->plan.erased_to);
+            mode == BLE_OTA_WRITE_PRE_ERASED ? "erased ahead" : "sequential erase", (unsigned long)dev->plan.erased_to);
     return BLE_OTA_PORT_OK;
 }
 
@@ -740,8 +738,8 @@ dev_slot_bootable(host_dev_t *dev, int slot, uint32_t *image_len)
     default:
         return false;
     }
-    if (host_image_verify(host_flash_slot(&dev->flash, slot), dev->flash.slot_size, dev->chip_id, &image,
-                          why, sizeof(why)) != HOST_IMAGE_OK) {
+    if (host_image_verify(host_flash_slot(&dev->flash, slot), dev->flash.slot_size, dev->chip_id, &image, why,
+                          sizeof(why)) != HOST_IMAGE_OK) {
         dev_log(dev, BLE_OTA_LOG_ERROR, "bootloader: %s: %s", host_slot_name(slot), why);
         return false;
     }
@@ -763,8 +761,7 @@ host_dev_boot(host_dev_t *dev)
             /* Booted before and never confirmed: the app crashed or hung
              * before its self-test passed. */
             info->state = HOST_SLOT_ABORTED;
-            dev_log(dev, BLE_OTA_LOG_WARN, "bootloader: %s not confirmed, marked aborted",
-                    host_slot_name(slot));
+            dev_log(dev, BLE_OTA_LOG_WARN, "bootloader: %s not confirmed, marked aborted", host_slot_name(slot));
             continue;
         }
         uint32_t image_len = 0;
@@ -810,7 +807,6 @@ host_dev_running_version(const host_dev_t *dev, char version[33])
 
     version[0] = '\0';
     if (dev->running >= 0) {
-        host_image_app_desc(host_flash_slot(&dev->flash, dev->running), dev->flash.slot_size, version,
-                            project);
+        host_image_app_desc(host_flash_slot(&dev->flash, dev->running), dev->flash.slot_size, version, project);
     }
 }

@@ -49,8 +49,8 @@ typedef struct {
     host_flash_t flash;
     ble_ota_port_t port;
     host_dev_hooks_t hooks;
-    uint16_t chip_id;       /* chip the device accepts images for (0, ESP32) */
-    uint16_t chip_revision; /* OTA Info chip_revision (major * 100 + minor) */
+    uint16_t chip_id;                         /* chip the device accepts images for (0, ESP32) */
+    uint16_t chip_revision;                   /* OTA Info chip_revision (major * 100 + minor) */
     uint8_t device_id[BLE_OTA_DEVICE_ID_LEN]; /* base MAC: identity, key derivation */
     /* Images must be signed with the key of the running image's signature
      * block, as ESP-IDF checks with CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT. */
@@ -62,18 +62,18 @@ typedef struct {
     bool pre_erased_writes;
 
     /* RAM state, reset by every boot */
-    int running;         /* booted slot, -1 when none */
-    int open_slot;       /* slot between slot_begin and slot_end/abort, -1 */
+    int running;   /* booted slot, -1 when none */
+    int open_slot; /* slot between slot_begin and slot_end/abort, -1 */
     /* The update slot's plan (ble_ota_slot.h): the open transfer's mode,
      * bytes written and erased, whether its image passed slot_end, and
      * the idle erase's progress, as far as this boot knows. */
     ble_ota_slot_t plan;
-    z_stream inflater;   /* raw inflate for DEFLATE chunks: set up once, reset per chunk */
+    z_stream inflater; /* raw inflate for DEFLATE chunks: set up once, reset per chunk */
     bool inflater_ready;
     bool running_signed; /* the running image has a valid signature block 0 */
     /* Fault injection: the running_read that brings this to 0 fails (0 = off). */
     uint32_t running_read_fail_after;
-    uint32_t running_reads; /* running_read calls that read */
+    uint32_t running_reads;         /* running_read calls that read */
     uint8_t running_key_digest[32]; /* its key digest: the key updates must be signed with */
     bool restart_pending;
     uint32_t restart_delay_ms;
@@ -82,11 +82,11 @@ typedef struct {
      * (set by the tests and the virtual ESP32, as NimBLE's events set it
      * on the ESP32), and what the firmware asked for on it. */
     ble_ota_link_info_t link;
-    unsigned data_path_asks;         /* link_data_path calls */
+    unsigned data_path_asks; /* link_data_path calls */
     uint16_t asked_tx_octets;
     uint16_t asked_tx_time_us;
     bool asked_2m;
-    unsigned conn_param_asks;        /* link_conn_params calls */
+    unsigned conn_param_asks; /* link_conn_params calls */
     ble_ota_link_profile_t asked_profile;
     ble_ota_conn_params_t asked_params;
 } host_dev_t;
@@ -100,8 +100,7 @@ void host_dev_deinit(host_dev_t *dev);
 /* Flashes an image into a slot the way esptool and a factory setup would:
  * validated, selected for boot, state valid. Returns false (with why) when
  * the image is invalid or too large. */
-bool host_dev_install(host_dev_t *dev, int slot, const uint8_t *image, size_t len, char *why,
-                      size_t why_len);
+bool host_dev_install(host_dev_t *dev, int slot, const uint8_t *image, size_t len, char *why, size_t why_len);
 
 /* Restart or power-on: RAM state is lost, the bootloader picks a slot.
  * Returns the running slot, or -1 when nothing can boot. Run

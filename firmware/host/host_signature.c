@@ -48,14 +48,14 @@
 #define RSA_PSS_SALTLEN 32
 
 /* ECDSA block: curve id and a 64-byte point field form the key, then r || s. */
-#define EC_OFF_CURVE   OFF_KEY
-#define EC_OFF_POINT   (OFF_KEY + 1)
-#define EC_FIELD_LEN   64
-#define EC_KEY_LEN     (1 + EC_FIELD_LEN)
-#define EC_OFF_SIG     (EC_OFF_POINT + EC_FIELD_LEN)
-#define EC_MAX_COORD   32
-#define EC_CURVE_P192  1
-#define EC_CURVE_P256  2
+#define EC_OFF_CURVE  OFF_KEY
+#define EC_OFF_POINT  (OFF_KEY + 1)
+#define EC_FIELD_LEN  64
+#define EC_KEY_LEN    (1 + EC_FIELD_LEN)
+#define EC_OFF_SIG    (EC_OFF_POINT + EC_FIELD_LEN)
+#define EC_MAX_COORD  32
+#define EC_CURVE_P192 1
+#define EC_CURVE_P256 2
 
 #define SECTOR_ALIGN 4096u
 
@@ -66,8 +66,8 @@ typedef struct {
 } ec_curve_t;
 
 static const ec_curve_t k_curves[] = {
-    {EC_CURVE_P192, "prime192v1", 24},
-    {EC_CURVE_P256, "prime256v1", 32},
+    { EC_CURVE_P192, "prime192v1", 24 },
+    { EC_CURVE_P256, "prime256v1", 32 },
 };
 
 /* Copies n bytes reversed: the block stores big numbers little-endian,
@@ -171,8 +171,7 @@ sector_block0(const uint8_t *data, size_t len, uint32_t image_len)
 }
 
 bool
-host_sig_image_key_digest(const uint8_t *data, size_t len, uint32_t image_len,
-                          uint8_t digest[HOST_SIG_DIGEST_LEN])
+host_sig_image_key_digest(const uint8_t *data, size_t len, uint32_t image_len, uint8_t digest[HOST_SIG_DIGEST_LEN])
 {
     const uint8_t *block = sector_block0(data, len, image_len);
     return block != NULL && host_sig_block_key_digest(block, digest);
@@ -271,8 +270,7 @@ verify_prehashed(EVP_PKEY *pkey, bool rsa_pss, const unsigned char *sig, size_t 
                  const uint8_t digest[HOST_SIG_DIGEST_LEN])
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    bool ok = ctx != NULL && EVP_PKEY_verify_init(ctx) > 0 &&
-              EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) > 0;
+    bool ok = ctx != NULL && EVP_PKEY_verify_init(ctx) > 0 && EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) > 0;
 
     if (ok && rsa_pss) {
         ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) > 0 &&
@@ -333,19 +331,19 @@ host_sig_verify(const uint8_t *data, size_t len, uint32_t image_len, const uint8
     const uint8_t *block = sector_block0(data, len, image_len);
     if (block == NULL) {
         host_why(why, why_len, "no signature block: the data ends before the signature sector at 0x%llx ends",
-                (unsigned long long)host_sig_sector_offset(image_len));
+                 (unsigned long long)host_sig_sector_offset(image_len));
         return HOST_SIG_NONE;
     }
     if (!host_sig_block_valid(block)) {
         host_why(why, why_len, "no signature block: block 0 at 0x%llx has no magic or a bad CRC",
-                (unsigned long long)host_sig_sector_offset(image_len));
+                 (unsigned long long)host_sig_sector_offset(image_len));
         return HOST_SIG_NONE;
     }
 
     uint8_t key_digest[HOST_SIG_DIGEST_LEN];
     if (!host_sig_block_key_digest(block, key_digest)) {
         host_why(why, why_len, "signed with another key: unknown scheme (version 0x%02x, 0x%02x, curve %u)",
-                block[OFF_VERSION], block[OFF_SHA_VER], (unsigned)block[EC_OFF_CURVE]);
+                 block[OFF_VERSION], block[OFF_SHA_VER], (unsigned)block[EC_OFF_CURVE]);
         return HOST_SIG_UNTRUSTED;
     }
     if (trusted == NULL || memcmp(key_digest, trusted, HOST_SIG_DIGEST_LEN) != 0) {

@@ -71,8 +71,15 @@ static int
 spawn_device(char *const extra_args[], bool quiet)
 {
     int in_pipe[2], out_pipe[2];
-    char *argv[24] = { (char *)s_binary, "--restart-delay-ms", "150", "--name", "smoke",
-                       "--allow-unauthenticated", "on", "--require-signature", "off" };
+    char *argv[24] = { (char *)s_binary,
+                       "--restart-delay-ms",
+                       "150",
+                       "--name",
+                       "smoke",
+                       "--allow-unauthenticated",
+                       "on",
+                       "--require-signature",
+                       "off" };
     int argc = 9;
 
     for (int i = 0; extra_args != NULL && extra_args[i] != NULL && argc < 23; i++) {
@@ -247,8 +254,7 @@ event_wait(const char *prefix, int timeout_ms)
 }
 
 /* Sends one request; returns its id. */
-static unsigned
-send_request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static unsigned send_request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static unsigned
 send_request(const char *fmt, ...)
@@ -293,8 +299,7 @@ wait_reply(unsigned id)
 }
 
 /* Sends a request and returns its reply ("" on timeout). */
-static const char *
-request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *request(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static const char *
 request(const char *fmt, ...)
@@ -320,13 +325,13 @@ to_hex(const uint8_t *data, size_t len, char *out)
     }
 }
 
-#define CHECK_STR(actual, expected)                                                         \
-    do {                                                                                    \
-        const char *a_ = (actual);                                                          \
-        if (strcmp(a_, (expected)) != 0) {                                                  \
-            test_failf(__FILE__, __LINE__, "got '%.120s', expected '%s'", a_, (expected));  \
-            return;                                                                         \
-        }                                                                                   \
+#define CHECK_STR(actual, expected) \
+    do { \
+        const char *a_ = (actual); \
+        if (strcmp(a_, (expected)) != 0) { \
+            test_failf(__FILE__, __LINE__, "got '%.120s', expected '%s'", a_, (expected)); \
+            return; \
+        } \
     } while (0)
 
 static const char *const CTRL = BLE_OTA_CONTROL_UUID;
@@ -404,8 +409,13 @@ smoke_gatt_uuids(void)
     }
     /* Anything else is refused. */
     static const char *const bad[] = {
-        "", "180", "18a0a", "180g", "d6f1d96d594c4c53b1c6144a1dfde6d8",
-        "d6f1d96d-594c-4c53-b1c6-144a1dfde6d", "d6f1d96d-594c-4c53-b1c6+144a1dfde6d8",
+        "",
+        "180",
+        "18a0a",
+        "180g",
+        "d6f1d96d594c4c53b1c6144a1dfde6d8",
+        "d6f1d96d-594c-4c53-b1c6-144a1dfde6d",
+        "d6f1d96d-594c-4c53-b1c6+144a1dfde6d8",
         "d6f1d96d-594c-4c53-b1c6-144a1dfde6dx",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -421,7 +431,7 @@ smoke_gatt_basics(void)
     CHECK_STR(request("connect 600"), "ok 517");
     CHECK_STR(request("disconnect"), "ok");
     CHECK_STR(request("connect 247"), "ok 247");
-    CHECK_STR(request("connect 247"), "err 0e"); /* one central at a time */
+    CHECK_STR(request("connect 247"), "err 0e");                                  /* one central at a time */
     CHECK_STR(request("read 2a29"), "ok 45737072657373696620287669727475616c29"); /* Espressif (virtual) */
     CHECK_STR(request("read 2a24"), "ok 4553503332");                             /* ESP32 */
     CHECK_STR(request("read 2a26"), "ok 312e302e30");                             /* 1.0.0 */
@@ -437,11 +447,11 @@ smoke_gatt_basics(void)
     CHECK_STR(request("write %s 0102", CTRL), "err 0d");
     CHECK_STR(request("write %s 09", CTRL), "err 82");
     CHECK_STR(request("write %s -", CTRL), "err 0d");
-    CHECK_STR(request("write %s 0000", DATA), "err 82");       /* packet size 0 */
-    CHECK_STR(request("write %s e9000000", DATA), "err 80");   /* data before REQUEST */
+    CHECK_STR(request("write %s 0000", DATA), "err 82");     /* packet size 0 */
+    CHECK_STR(request("write %s e9000000", DATA), "err 80"); /* data before REQUEST */
     static char huge[2 * 5000 + 1];
     memset(huge, 'e', sizeof(huge) - 1);
-    CHECK_STR(request("write %s %s", DATA, huge), "err 0d");   /* beyond any MTU */
+    CHECK_STR(request("write %s %s", DATA, huge), "err 0d"); /* beyond any MTU */
     CHECK_STR(request("subscribe 2a26 1"), "err 0a");
     /* Not subscribed: REQUEST is answered, but no notification goes out. */
     events_clear();
@@ -512,7 +522,8 @@ smoke_update(void)
             return;
         }
     }
-    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=receiving confirm=0");
+    CHECK_STR(request("state"),
+              "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=receiving confirm=0");
     events_clear();
     const int64_t done_at = now_ms();
     CHECK_STR(request("write %s 04", CTRL), "ok");
@@ -562,8 +573,8 @@ smoke_after_update(void)
     to_hex(s_image, 513, hex);
     CHECK_STR(request("write %s %s", DATA, hex), "err 0d"); /* over 512, even as a long write */
     CHECK_STR(request("disconnect"), "ok");
-    snprintf(expect, sizeof(expect), "ok running=ota_1 boot=ota_1 ota_0=empty:0 ota_1=valid:%zu transfer=idle confirm=0",
-             s_image_len);
+    snprintf(expect, sizeof(expect),
+             "ok running=ota_1 boot=ota_1 ota_0=empty:0 ota_1=valid:%zu transfer=idle confirm=0", s_image_len);
     CHECK_STR(request("state"), expect);
     CHECK_STR(request("connect 517"), "ok 517");
     CHECK_STR(request("read %s", CTRL), "ok 00");
@@ -591,15 +602,41 @@ static void
 smoke_random_requests(void)
 {
     static const char *const cmds[] = {
-        "connect", "disconnect", "read", "write", "write-cmd", "subscribe", "state",
-        "flash-read", "power-cycle", "bogus", "", "WRITE", "stats", "write", "write-cmd",
+        "connect",     "disconnect", "read", "write", "write-cmd", "subscribe", "state",     "flash-read",
+        "power-cycle", "bogus",      "",     "WRITE", "stats",     "write",     "write-cmd",
     };
     static const char *const words[] = {
-        BLE_OTA_CONTROL_UUID, BLE_OTA_DATA_UUID, BLE_OTA_INFO_UUID, BLE_OTA_COMMAND_UUID,
-        BLE_OTA_STREAM_UUID, BLE_OTA_COMMAND_UUID, BLE_OTA_STREAM_UUID, "02", "03", "05",
-        "2a26", "2a29", "180a", "ota_0", "ota_1",
-        "0", "1", "23", "517", "4294967296", "-1", "abc", "-", "01", "04", "0202", "e9", "zz",
-        "7ad671aa21c046a4b722270e3ae3d830", "00002a2600001000800000805f9b34fb", "\r",
+        BLE_OTA_CONTROL_UUID,
+        BLE_OTA_DATA_UUID,
+        BLE_OTA_INFO_UUID,
+        BLE_OTA_COMMAND_UUID,
+        BLE_OTA_STREAM_UUID,
+        BLE_OTA_COMMAND_UUID,
+        BLE_OTA_STREAM_UUID,
+        "02",
+        "03",
+        "05",
+        "2a26",
+        "2a29",
+        "180a",
+        "ota_0",
+        "ota_1",
+        "0",
+        "1",
+        "23",
+        "517",
+        "4294967296",
+        "-1",
+        "abc",
+        "-",
+        "01",
+        "04",
+        "0202",
+        "e9",
+        "zz",
+        "7ad671aa21c046a4b722270e3ae3d830",
+        "00002a2600001000800000805f9b34fb",
+        "\r",
     };
     static char line[3000];
 
@@ -752,7 +789,14 @@ smoke_v2_session(void)
     /* info_version 4, protocol 2, features RESUME|CLIENT_CONFIRM|SEED|DEFLATE|DELTA,
      * chip 0, revision 300, slot 0x1E0000, max_packet 514, window 4096,
      * valid, no attempt yet, idle, offset 0. */
-    CHECK(strncmp(info, "04024f0000002c010000" "1e00" "0202" "0010" "00ff0000" "00000000", 48) == 0);
+    CHECK(strncmp(info,
+                  "04024f0000002c010000"
+                  "1e00"
+                  "0202"
+                  "0010"
+                  "00ff0000"
+                  "00000000",
+                  48) == 0);
     /* The device id: its address (the default --device-id). */
     CHECK(strncmp(info + 2 * BLE_OTA_INFO_OFF_DEVICE_ID, "240ac4000001", 12) == 0);
     CHECK(strncmp(info + 2 * 60, "312e302e3000", 12) == 0); /* 1.0.0 */
@@ -765,7 +809,8 @@ smoke_v2_session(void)
     CHECK_STR(request("subscribe %s 1", CMD), "ok");
     CHECK_STR(request("write %s %s", CMD, begin), "ok");
     CHECK(cmd_notify("810000000000") != NULL); /* OK, offset 0 */
-    CHECK_STR(cmd_notify("81"), "8100000000000010" "0202");
+    CHECK_STR(cmd_notify("81"), "8100000000000010"
+                                "0202");
     CHECK_STR(request("write %s -", CMD), "err 0d");
 
     /* Half the image, ACKed once window/8 = 512 bytes arrived since the
@@ -783,7 +828,8 @@ smoke_v2_session(void)
     CHECK_STR(request("subscribe %s 1", CMD), "ok");
     events_clear();
     CHECK_STR(request("write %s %s", CMD, begin), "ok");
-    CHECK_STR(cmd_notify("81"), "8100807000000010" "0202"); /* offset 28800 */
+    CHECK_STR(cmd_notify("81"), "8100807000000010"
+                                "0202"); /* offset 28800 */
     /* A gap: one RESYNC, however many packets follow it. */
     events_clear();
     CHECK(stream_hex(s_image, 28800 + 510, 28800 + 4 * 510, 510, &sent));
@@ -816,7 +862,7 @@ smoke_v2_session(void)
     /* After the restart: Info shows the new version pending verify; CONFIRM. */
     CHECK_STR(request("connect 247"), "ok 247");
     info = request("read %s", INFO);
-    CHECK(strncmp(info + 3 + 2 * 16, "01ff00", 6) == 0); /* pending verify, no attempt since boot, idle */
+    CHECK(strncmp(info + 3 + 2 * 16, "01ff00", 6) == 0);        /* pending verify, no attempt since boot, idle */
     CHECK(strncmp(info + 3 + 2 * 60, "322e352e3000", 12) == 0); /* 2.5.0 */
     CHECK_STR(request("subscribe %s 1", CMD), "ok");
     events_clear();
@@ -905,7 +951,10 @@ smoke_faults(void)
     CHECK_STR(request("fault power-loss-after 1"), "ok");
     events_clear();
     CHECK(stream_hex(s_image, 0, 4096 - 256, 256, &sent));
-    CHECK_STR(request("write-cmd %s %s", STREAM, "00000e00" "00"), "ok"); /* a gap: no flash operation */
+    CHECK_STR(request("write-cmd %s %s", STREAM,
+                      "00000e00"
+                      "00"),
+              "ok"); /* a gap: no flash operation */
     char pkt[2 * (4 + 256) + 1];
     uint8_t raw[4 + 256];
     raw[0] = 0x00;
@@ -943,7 +992,8 @@ smoke_v2_timers(void)
     CHECK_STR(request("write %s %s", CMD, begin), "ok");
     CHECK(stream_hex(s_image, 0, 10000, 510, &sent));
     CHECK_STR(request("disconnect"), "ok");
-    CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=suspended confirm=0");
+    CHECK_STR(request("state"),
+              "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=suspended confirm=0");
     CHECK(event_wait("log W nobody resumed: v2 transfer aborted", 2000) >= 0);
     CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
 
@@ -952,7 +1002,8 @@ smoke_v2_timers(void)
     CHECK_STR(request("subscribe %s 1", CMD), "ok");
     events_clear();
     CHECK_STR(request("write %s %s", CMD, begin), "ok");
-    CHECK_STR(cmd_notify("81"), "8100000000000080" "0202"); /* offset 0 again, window 32 KB */
+    CHECK_STR(cmd_notify("81"), "8100000000000080"
+                                "0202"); /* offset 0 again, window 32 KB */
     CHECK(stream_hex(s_image, 0, s_image_len, 510, &sent));
     CHECK_STR(request("write %s 02", CMD), "ok");
     CHECK_STR(request("write %s 03", CMD), "ok");
@@ -1049,7 +1100,11 @@ smoke_keyed_and_signed(void)
     test_sign_key_t *owner = test_sign_key_new("ecdsa256");
     CHECK(owner != NULL);
     const host_image_spec_t spec = {
-        .project = "virtual-esp32", .version = "1.0.0", .payload_len = 8192, .seed = 1, .hash_appended = true,
+        .project = "virtual-esp32",
+        .version = "1.0.0",
+        .payload_len = 8192,
+        .seed = 1,
+        .hash_appended = true,
     };
     size_t len = host_image_build(&spec, first, sizeof(first));
     len = test_sign_image(owner, first, len, first, sizeof(first));
@@ -1059,8 +1114,10 @@ smoke_keyed_and_signed(void)
     host_session_key_record(key, id, part);
     CHECK(len > 0 && write_temp(image_path, first, len) && write_temp(key_path, part, sizeof(part)));
 
-    char *args[] = { "--image", image_path, "--key-partition", key_path, "--require-signature", "on",
-                     "--allow-unauthenticated", "off", NULL };
+    char *args[] = {
+        "--image", image_path, "--key-partition", key_path, "--require-signature", "on", "--allow-unauthenticated",
+        "off",     NULL
+    };
     const int spawned = spawn_device(args, false);
     const bool started = spawned == 0 && read_startup(&advs, &svcs, &chrs);
     unlink(image_path); /* read at start-up: the device keeps its own flash */
@@ -1264,9 +1321,8 @@ smoke_bad_options(void)
     CHECK(spawn_device(small_slot, true) == 0);
     CHECK_EQ(reap_device(3000), 1); /* the built-in image does not fit */
     char *const bad[][3] = {
-        { "--protocol", "v3", NULL },     { "--chip-id", "65536", NULL },
-        { "--window", "0", NULL },        { "--window", "65536", NULL },
-        { "--abandon-timeout-ms", "0", NULL }, { "--confirm-window-ms", "x", NULL },
+        { "--protocol", "v3", NULL },  { "--chip-id", "65536", NULL },        { "--window", "0", NULL },
+        { "--window", "65536", NULL }, { "--abandon-timeout-ms", "0", NULL }, { "--confirm-window-ms", "x", NULL },
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *argv[3] = { bad[i][0], bad[i][1], NULL };

@@ -24,31 +24,30 @@ extern void (*test_on_failure)(void);
 
 #define RUN(fn) test_run(#fn, fn)
 
-#define CHECK(cond)                                   \
-    do {                                              \
-        if (!(cond)) {                                \
-            test_fail(__FILE__, __LINE__, #cond);     \
-            return;                                   \
-        }                                             \
+#define CHECK(cond) \
+    do { \
+        if (!(cond)) { \
+            test_fail(__FILE__, __LINE__, #cond); \
+            return; \
+        } \
     } while (0)
 
-#define CHECK_EQ(actual, expected)                                                            \
-    do {                                                                                      \
-        const long long a_ = (long long)(actual), e_ = (long long)(expected);                 \
-        if (a_ != e_) {                                                                       \
-            test_failf(__FILE__, __LINE__, "%s == %lld, expected %s == %lld", #actual, a_,    \
-                       #expected, e_);                                                        \
-            return;                                                                           \
-        }                                                                                     \
+#define CHECK_EQ(actual, expected) \
+    do { \
+        const long long a_ = (long long)(actual), e_ = (long long)(expected); \
+        if (a_ != e_) { \
+            test_failf(__FILE__, __LINE__, "%s == %lld, expected %s == %lld", #actual, a_, #expected, e_); \
+            return; \
+        } \
     } while (0)
 
 /* For helpers: stop the calling test too once a helper failed. */
-#define CHECK_OK(call)              \
-    do {                            \
-        call;                       \
-        if (test_has_failed()) {    \
-            return;                 \
-        }                           \
+#define CHECK_OK(call) \
+    do { \
+        call; \
+        if (test_has_failed()) { \
+            return; \
+        } \
     } while (0)
 
 #endif /* TEST_H */

@@ -277,8 +277,7 @@ test_image_esptool_fixtures(void)
     size_t len = 0;
     uint8_t *img = read_fixture("esp_idf_blink_esp32s2.bin", &len);
     if (img == NULL) {
-        printf("  note: %s/esp_idf_blink_esp32s2.bin not found, esptool fixtures skipped\n",
-               s_fixtures);
+        printf("  note: %s/esp_idf_blink_esp32s2.bin not found, esptool fixtures skipped\n", s_fixtures);
         return;
     }
     host_image_info_t info;
@@ -299,9 +298,16 @@ test_image_esptool_fixtures(void)
 
     /* Files that are not ESP32 apps. */
     static const char *const not_apps[] = {
-        "one_kb.bin", "sector.bin", "not_4_byte_aligned.bin", "onebyte.bin", "zerolength.bin",
-        "partitions_singleapp.bin", "esp8266_deepsleep.bin", "esp32s3_header.bin",
-        "esp32c3_header_min_rev.bin", "helloworld-esp32c3.bin",
+        "one_kb.bin",
+        "sector.bin",
+        "not_4_byte_aligned.bin",
+        "onebyte.bin",
+        "zerolength.bin",
+        "partitions_singleapp.bin",
+        "esp8266_deepsleep.bin",
+        "esp32s3_header.bin",
+        "esp32c3_header_min_rev.bin",
+        "helloworld-esp32c3.bin",
     };
     for (size_t i = 0; i < sizeof(not_apps) / sizeof(not_apps[0]); i++) {
         img = read_fixture(not_apps[i], &len);

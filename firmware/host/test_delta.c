@@ -35,7 +35,7 @@ static uint32_t s_old_len;
 static uint8_t s_out[MAX_IMAGE];
 static uint32_t s_out_len;
 static uint32_t s_out_cap; /* the header's new size as the sink knows it */
-static int s_fail_read_at;  /* the read call that fails (0: none) */
+static int s_fail_read_at; /* the read call that fails (0: none) */
 static int s_fail_emit_at;
 static int s_reads;
 static int s_emits;
@@ -231,8 +231,8 @@ w_data(writer_t *w, uint8_t op, const uint8_t *bytes, uint32_t n)
         memcpy(s_patch + w->pos, bytes, t);
         w->pos += t;
         for (uint32_t k = 0; k < t; k++) {
-            s_expect[w->new_pos + k] =
-                op == BLE_OTA_DELTA_OP_ADD ? (uint8_t)(s_old[w->old_pos + k] + bytes[k]) : bytes[k];
+            s_expect[w->new_pos + k] = op == BLE_OTA_DELTA_OP_ADD ? (uint8_t)(s_old[w->old_pos + k] + bytes[k])
+                                                                  : bytes[k];
         }
         w->new_pos += t;
         if (op == BLE_OTA_DELTA_OP_ADD) {
@@ -357,15 +357,15 @@ test_delta_every_instruction(void)
     for (uint32_t i = 0; i < sizeof(diff); i++) {
         diff[i] = (uint8_t)(i % 7 == 0 ? 4 : 0);
     }
-    w_copy(&w, 10);                                  /* short length */
-    w_copy(&w, 5000);                                /* varint length */
+    w_copy(&w, 10);   /* short length */
+    w_copy(&w, 5000); /* varint length */
     w_data(&w, BLE_OTA_DELTA_OP_ADD, diff, 63);
     w_data(&w, BLE_OTA_DELTA_OP_ADD, diff, 300);
     w_data(&w, BLE_OTA_DELTA_OP_INSERT, (const uint8_t *)"a new string", 12);
-    w_seek(&w, 100);                                 /* backwards */
-    w_copy(&w, 64);                                  /* the first varint length: v = 0 */
-    w_seek(&w, 19000);                               /* forwards */
-    w_copy(&w, 1000);                                /* up to the old image's end */
+    w_seek(&w, 100);   /* backwards */
+    w_copy(&w, 64);    /* the first varint length: v = 0 */
+    w_seek(&w, 19000); /* forwards */
+    w_copy(&w, 1000);  /* up to the old image's end */
     const uint32_t len = w_finish(&w);
     const uint32_t new_len = w.new_pos;
 
@@ -483,17 +483,17 @@ test_delta_malformed(void)
     CHECK_EQ(len, 90);
     CHECK_EQ(apply(s_patch, len, 0), BLE_OTA_DELTA_OK);
 
-#define VARIANT(what, expected)                                                              \
-    do {                                                                                    \
-        memcpy(p, s_patch, len);                                                            \
-        uint32_t plen = len;                                                                \
-        what;                                                                               \
-        const ble_ota_delta_err_t got = apply(p, plen, 0);                                  \
-        if (got != (expected)) {                                                            \
-            test_failf(__FILE__, __LINE__, "%s: %s, expected %s", #what,                    \
-                       ble_ota_delta_err_name(got), ble_ota_delta_err_name(expected));      \
-            return;                                                                         \
-        }                                                                                   \
+#define VARIANT(what, expected) \
+    do { \
+        memcpy(p, s_patch, len); \
+        uint32_t plen = len; \
+        what; \
+        const ble_ota_delta_err_t got = apply(p, plen, 0); \
+        if (got != (expected)) { \
+            test_failf(__FILE__, __LINE__, "%s: %s, expected %s", #what, ble_ota_delta_err_name(got), \
+                       ble_ota_delta_err_name(expected)); \
+            return; \
+        } \
     } while (0)
 
     VARIANT(p[0] = 'X', BLE_OTA_DELTA_ERR_HEADER);
@@ -503,23 +503,24 @@ test_delta_malformed(void)
     VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, 83), BLE_OTA_DELTA_ERR_HEADER);
     VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_OLD_SIZE, s_old_len + 1), BLE_OTA_DELTA_ERR_BASE);
     VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_NEW_SIZE, MAX_IMAGE + 1), BLE_OTA_DELTA_ERR_TOO_LARGE);
-    VARIANT(p[84] = 0xC5, BLE_OTA_DELTA_ERR_OP);                           /* reserved opcode */
-    VARIANT(p[84] = 0xC0; p[85] = 0, BLE_OTA_DELTA_ERR_OP);                /* SEEK of 0 */
-    VARIANT(p[84] = 0xC0; p[85] = 0x01, BLE_OTA_DELTA_ERR_OLD_RANGE);      /* SEEK to -1 */
-    VARIANT(p[84] = 0x00; p[85] = 0xFF; p[86] = 0xFF; p[87] = 0xFF; p[88] = 0xFF; p[89] = 0x1F; plen = 90,
-            BLE_OTA_DELTA_ERR_OP); /* varint beyond 32 bits */
-    VARIANT(p[84] = 0x00; p[85] = 0xFF; p[86] = 0xFF; p[87] = 0xFF; p[88] = 0xFF; p[89] = 0x0F; plen = 90,
-            BLE_OTA_DELTA_ERR_OP); /* length 64 + 2^32 - 1 */
-    VARIANT(p[85] = 0xD1; p[86] = 0x4D; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_NEW_SIZE, 20000),
+    VARIANT(p[84] = 0xC5, BLE_OTA_DELTA_ERR_OP);                      /* reserved opcode */
+    VARIANT(p[84] = 0xC0; p[85] = 0, BLE_OTA_DELTA_ERR_OP);           /* SEEK of 0 */
+    VARIANT(p[84] = 0xC0; p[85] = 0x01, BLE_OTA_DELTA_ERR_OLD_RANGE); /* SEEK to -1 */
+    VARIANT(p[84] = 0x00; p[85] = 0xFF; p[86] = 0xFF; p[87] = 0xFF; p[88] = 0xFF; p[89] = 0x1F;
+            plen = 90, BLE_OTA_DELTA_ERR_OP); /* varint beyond 32 bits */
+    VARIANT(p[84] = 0x00; p[85] = 0xFF; p[86] = 0xFF; p[87] = 0xFF; p[88] = 0xFF; p[89] = 0x0F;
+            plen = 90, BLE_OTA_DELTA_ERR_OP); /* length 64 + 2^32 - 1 */
+    VARIANT(p[85] = 0xD1; p[86] = 0x4D;
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_NEW_SIZE, 20000),
             BLE_OTA_DELTA_ERR_OLD_RANGE); /* COPY 64 + 9937: one byte more than the old image */
     VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_NEW_SIZE, 102), BLE_OTA_DELTA_ERR_NEW_RANGE);
     VARIANT(p[84] = 0x3F; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_NEW_SIZE, 62), BLE_OTA_DELTA_ERR_NEW_RANGE);
-    VARIANT(p[86] = 0x84, BLE_OTA_DELTA_ERR_BLOCK); /* INSERT 4: runs past the patch's end */
+    VARIANT(p[86] = 0x84, BLE_OTA_DELTA_ERR_BLOCK);            /* INSERT 4: runs past the patch's end */
     VARIANT(p[86] = 0xFF; p[87] = 1, BLE_OTA_DELTA_ERR_BLOCK); /* padding not zero */
     VARIANT(p[86] = 0xFF; p[87] = 0; p[88] = 0; p[89] = 0, BLE_OTA_DELTA_ERR_LENGTH); /* padded: short image */
-    VARIANT(p[len] = 0; plen = len + 1, BLE_OTA_DELTA_ERR_LENGTH);         /* a byte past the patch */
-    VARIANT(plen = len - 1, BLE_OTA_DELTA_ERR_LENGTH);                      /* cut inside INSERT's data */
-    VARIANT(plen = 50, BLE_OTA_DELTA_ERR_LENGTH);                           /* cut inside the header */
+    VARIANT(p[len] = 0; plen = len + 1, BLE_OTA_DELTA_ERR_LENGTH);                    /* a byte past the patch */
+    VARIANT(plen = len - 1, BLE_OTA_DELTA_ERR_LENGTH);                                /* cut inside INSERT's data */
+    VARIANT(plen = 50, BLE_OTA_DELTA_ERR_LENGTH);                                     /* cut inside the header */
     VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, len + 5), BLE_OTA_DELTA_ERR_LENGTH);
 #undef VARIANT
 
@@ -575,11 +576,11 @@ test_delta_blocks(void)
     static uint8_t fill[BLOCK];
     memset(fill, 7, sizeof(fill));
     w_data(&w, BLE_OTA_DELTA_OP_INSERT, fill, BLOCK - BLE_OTA_DELTA_HEADER_LEN - 4); /* 3-byte opcode: 1 byte left */
-    w_data(&w, BLE_OTA_DELTA_OP_INSERT, bytes, 100); /* into block 1 */
+    w_data(&w, BLE_OTA_DELTA_OP_INSERT, bytes, 100);                                 /* into block 1 */
     const uint32_t len2 = w_finish(&w);
     CHECK_EQ(apply(s_patch, len2, 0), BLE_OTA_DELTA_OK);
-    CHECK_EQ(s_patch[BLOCK - 1], BLE_OTA_DELTA_OP_END_BLOCK); /* the writer padded the last byte */
-    s_patch[BLOCK - 1] = 0x81; /* INSERT 1 there instead... */
+    CHECK_EQ(s_patch[BLOCK - 1], BLE_OTA_DELTA_OP_END_BLOCK);   /* the writer padded the last byte */
+    s_patch[BLOCK - 1] = 0x81;                                  /* INSERT 1 there instead... */
     CHECK_EQ(apply(s_patch, len2, 0), BLE_OTA_DELTA_ERR_BLOCK); /* ...runs past the block */
     s_patch[BLOCK - 1] = 0x80; /* a long INSERT whose varint would be in the next block */
     CHECK_EQ(apply(s_patch, len2, 0), BLE_OTA_DELTA_ERR_BLOCK);
@@ -607,7 +608,8 @@ test_delta_damaged_patches(void)
             switch (below(5)) {
             case 0: /* a header or cursor byte */
                 if (plen > 0) {
-                    const uint32_t at = below(2) == 0 ? below(BLE_OTA_DELTA_HEADER_LEN) : below(len / BLOCK + 1) * BLOCK + below(8);
+                    const uint32_t at = below(2) == 0 ? below(BLE_OTA_DELTA_HEADER_LEN)
+                                                      : below(len / BLOCK + 1) * BLOCK + below(8);
                     p[at % plen] ^= (uint8_t)(1u << below(8));
                 }
                 break;
@@ -688,7 +690,8 @@ check_fixture(const char *name)
     uint8_t *verdicts = read_file(s_fixtures, name, "verdicts", &verdicts_len);
     static uint8_t p[MAX_PATCH + 16];
 
-    if (old == NULL || nw == NULL || patch == NULL || old_len > MAX_IMAGE || new_len > MAX_IMAGE || patch_len > MAX_PATCH) {
+    if (old == NULL || nw == NULL || patch == NULL || old_len > MAX_IMAGE || new_len > MAX_IMAGE ||
+        patch_len > MAX_PATCH) {
         test_failf(__FILE__, __LINE__, "%s: fixture missing or larger than this test takes", name);
         goto out;
     }
@@ -696,7 +699,8 @@ check_fixture(const char *name)
     s_old_len = old_len;
     const ble_ota_delta_err_t err = apply(patch, patch_len, 509);
     if (err != BLE_OTA_DELTA_OK || s_out_len != new_len || memcmp(s_out, nw, new_len) != 0) {
-        test_failf(__FILE__, __LINE__, "%s: %s, %u of %u bytes rebuilt", name, ble_ota_delta_err_name(err), s_out_len, new_len);
+        test_failf(__FILE__, __LINE__, "%s: %s, %u of %u bytes rebuilt", name, ble_ota_delta_err_name(err), s_out_len,
+                   new_len);
         goto out;
     }
     int checked = 0;
@@ -729,15 +733,15 @@ check_fixture(const char *name)
             s_bound_violations = 0;
             const ble_ota_delta_err_t got = apply(p, plen, 1 + (a % 700));
             if (strcmp(ble_ota_delta_err_name(got), fault) != 0 || s_out_len != produced || s_bound_violations != 0) {
-                test_failf(__FILE__, __LINE__, "%s: %s: C says %s after %u bytes", name, line, ble_ota_delta_err_name(got),
-                           s_out_len);
+                test_failf(__FILE__, __LINE__, "%s: %s: C says %s after %u bytes", name, line,
+                           ble_ota_delta_err_name(got), s_out_len);
                 goto out;
             }
             checked++;
         }
     }
-    printf("  %s: %u-byte patch rebuilds %u bytes; %d damaged versions, same verdicts as TypeScript\n", name,
-           patch_len, new_len, checked);
+    printf("  %s: %u-byte patch rebuilds %u bytes; %d damaged versions, same verdicts as TypeScript\n", name, patch_len,
+           new_len, checked);
 out:
     free(old);
     free(nw);

@@ -200,4 +200,3 @@ upload(const uint8_t *data, size_t len, uint16_t packet)
     CHECK_EQ(last_notify(), BLE_OTA_CTRL_DONE_ACK);
     CHECK_EQ(s_fx.core.state, BLE_OTA_STATE_RESTARTING);
 }
-

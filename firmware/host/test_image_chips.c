@@ -16,9 +16,9 @@
 #include "host_port.h"
 #include "test.h"
 
-#define PAGE       0x10000u
-#define SLOT       (64u * 1024u)
-#define IMAGE_MAX  (16u * 1024u)
+#define PAGE        0x10000u
+#define SLOT        (64u * 1024u)
+#define IMAGE_MAX   (16u * 1024u)
 #define FIXTURE_MAX (256u * 1024u)
 
 static const char *s_fixtures;

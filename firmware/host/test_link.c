@@ -12,7 +12,7 @@
 #include "test.h"
 #include "test_fixture.h"
 
-static bool s_busy;  /* the port's link_conn_params finds a procedure under way */
+static bool s_busy;   /* the port's link_conn_params finds a procedure under way */
 static int s_refused; /* asks it answered busy */
 
 static bool
@@ -94,8 +94,8 @@ test_link_params(void)
     CHECK(ble_ota_link_params(BLE_OTA_LINK_NONE) == NULL);
     CHECK(ble_ota_link_params_valid(t));
     CHECK(ble_ota_link_params_valid(i));
-    CHECK_EQ(t->itvl_min, 6);          /* 7.5 ms */
-    CHECK(t->itvl_max <= 12);          /* 15 ms */
+    CHECK_EQ(t->itvl_min, 6); /* 7.5 ms */
+    CHECK(t->itvl_max <= 12); /* 15 ms */
     CHECK_EQ(t->latency, 0);
     CHECK(t->supervision_timeout * 10u >= 2u * 2000u);
     CHECK(t->supervision_timeout <= 600); /* 6 s: centrals refuse much longer */
@@ -258,9 +258,14 @@ test_link_info_fields(void)
 
     CHECK_OK(fx_setup());
     s_fx.dev.link = (ble_ota_link_info_t){
-        .conn_itvl = 12, .conn_latency = 0, .supervision_timeout = 500,
-        .tx_phy = BLE_OTA_PHY_2M, .rx_phy = BLE_OTA_PHY_1M,
-        .tx_octets = 27, .rx_octets = 251, .att_mtu = 256,
+        .conn_itvl = 12,
+        .conn_latency = 0,
+        .supervision_timeout = 500,
+        .tx_phy = BLE_OTA_PHY_2M,
+        .rx_phy = BLE_OTA_PHY_1M,
+        .tx_octets = 27,
+        .rx_octets = 251,
+        .att_mtu = 256,
     };
     begin();
     CHECK_EQ(ble_ota_core_info_read(&s_fx.core, inf, sizeof(inf)), BLE_OTA_INFO_SIZE);
@@ -303,7 +308,9 @@ test_link_ce_length_hint(void)
         CHECK(p != NULL);
         CHECK_EQ(ble_ota_link_max_ce_len(p) * 625u, p->itvl_max * 1250u);
     }
-    const ble_ota_conn_params_t longest = { .itvl_min = 3200, .itvl_max = 3200, .latency = 0, .supervision_timeout = 3200 };
+    const ble_ota_conn_params_t longest = {
+        .itvl_min = 3200, .itvl_max = 3200, .latency = 0, .supervision_timeout = 3200
+    };
     CHECK_EQ(ble_ota_link_max_ce_len(&longest), 6400); /* 4 s: fits its u16 */
 }
 

@@ -128,7 +128,7 @@ test_queue_items_round_trip(void)
 static void
 test_queue_link_count(void)
 {
-    unsigned count = 0;  /* the Bluetooth task's */
+    unsigned count = 0;   /* the Bluetooth task's */
     unsigned applied = 0; /* what the core has seen */
 
     /* A client connects and writes; the core catches up before the write. */

@@ -24,16 +24,16 @@
 
 /* Offsets in a signature block, written out here on purpose: the tests
  * restate the format rather than share host_signature.c's constants. */
-#define B_VERSION 1
-#define B_SHA_VER 2
-#define B_DIGEST  4
-#define B_KEY     36
-#define B_RSA_E   (36 + 384)
+#define B_VERSION  1
+#define B_SHA_VER  2
+#define B_DIGEST   4
+#define B_KEY      36
+#define B_RSA_E    (36 + 384)
 #define B_RSA_RINV (36 + 388)
-#define B_RSA_SIG 812
+#define B_RSA_SIG  812
 #define B_EC_CURVE 36
-#define B_EC_SIG  101
-#define B_CRC     1196
+#define B_EC_SIG   101
+#define B_CRC      1196
 
 static test_sign_key_t *s_rsa;
 static test_sign_key_t *s_rsa_other;
@@ -183,7 +183,7 @@ test_sig_running_image_key_trusted(void)
     host_image_info_t info;
     char why[120];
     uint8_t trusted[32];
-    const test_sign_key_t *keys[] = {s_rsa, s_ec256, s_ec192};
+    const test_sign_key_t *keys[] = { s_rsa, s_ec256, s_ec192 };
 
     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
         CHECK(keys[k] != NULL);
@@ -249,7 +249,7 @@ static void
 test_sig_key_digest_none(void)
 {
     static uint8_t app[BUF_LEN];
-    uint8_t digest[32] = {0};
+    uint8_t digest[32] = { 0 };
     static const uint8_t zero[32];
 
     const size_t app_len = build_image(app, sizeof(app), "1.0.0", 3000, 1);
@@ -318,7 +318,7 @@ test_sig_other_key_is_untrusted(void)
 static void
 test_sig_changed_key_is_untrusted(void)
 {
-    static const size_t rsa_offsets[] = {B_KEY, B_RSA_E, B_RSA_RINV + 7, B_RSA_SIG - 1};
+    static const size_t rsa_offsets[] = { B_KEY, B_RSA_E, B_RSA_RINV + 7, B_RSA_SIG - 1 };
     char why[120];
 
     CHECK_OK(sign_app(s_rsa, 5000, 41));
@@ -373,9 +373,9 @@ check_image_byte_changed(const test_sign_key_t *key)
     CHECK_OK(sign_app(key, 5000, 51));
     const size_t offsets[] = {
         HOST_IMAGE_HEADER_LEN + HOST_IMAGE_SEG_HEADER_LEN + 100, /* segment 0 data */
-        s_signed.image_len - 1,                                   /* appended hash */
-        s_signed.image_len + 5,                                   /* padding */
-        s_signed.sector - 1,                                      /* last padding byte */
+        s_signed.image_len - 1,                                  /* appended hash */
+        s_signed.image_len + 5,                                  /* padding */
+        s_signed.sector - 1,                                     /* last padding byte */
     };
     CHECK(offsets[2] < s_signed.sector);
     for (size_t i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
@@ -517,8 +517,7 @@ test_sig_truncated_is_none(void)
     /* An image_len whose sector would end past 4 GiB, or past the data. */
     CHECK_EQ(host_sig_verify(s_signed.data, s_signed.len, 0xFFFFFFFFu, s_signed.trusted, why, sizeof(why)),
              HOST_SIG_NONE);
-    CHECK_EQ(host_sig_verify(s_signed.data, s_signed.len, (uint32_t)s_signed.len, s_signed.trusted, why,
-                             sizeof(why)),
+    CHECK_EQ(host_sig_verify(s_signed.data, s_signed.len, (uint32_t)s_signed.len, s_signed.trusted, why, sizeof(why)),
              HOST_SIG_NONE);
     /* why may be NULL or short. */
     CHECK_EQ(host_sig_verify(s_signed.data, 5, s_signed.image_len, s_signed.trusted, NULL, 0), HOST_SIG_NONE);

@@ -798,7 +798,7 @@ test_v2_flash_failure_at_every_write(void)
         host_flash_fail_write_after(&s_fx.dev.flash, 0);
         /* FAILED names the packet that could not be taken. */
         const uint32_t block_end = fail_at * BLE_OTA_FLASH_BLOCK < s_image_len ? fail_at * BLE_OTA_FLASH_BLOCK
-                                                                             : (uint32_t)s_image_len;
+                                                                               : (uint32_t)s_image_len;
         const uint32_t packet = (block_end - 1) / CHUNK * CHUNK;
         CHECK(failed_with(BLE_OTA_ST_FLASH_ERROR, packet));
         CHECK_EQ(s_fx.core.v2.state, BLE_OTA_V2_IDLE);
@@ -1356,7 +1356,8 @@ test_v2_info_layout(void)
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_IDLE);
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_UPDATE_SLOT], 0);
     CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 0);
-    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256; i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
+    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256;
+         i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
         CHECK_EQ(inf[i], 0);
     }
     CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_SECURE_VERSION), 0);
@@ -1392,7 +1393,8 @@ test_v2_info_layout(void)
     s_config.serve_seed = false;
     core_init();
     info(inf);
-    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES), BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE | BLE_OTA_FEATURE_DELTA);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES),
+             BLE_OTA_FEATURE_RESUME | BLE_OTA_FEATURE_CLIENT_CONFIRM | BLE_OTA_FEATURE_DEFLATE | BLE_OTA_FEATURE_DELTA);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_CHIP_ID), 9);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_WINDOW), 1234);
     s_fx.dev.chip_id = 0;
@@ -1419,7 +1421,8 @@ test_v2_info_layout(void)
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_LAST_STATUS], BLE_OTA_ST_FLASH_ERROR);
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_IDLE);
     CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 0);
-    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256; i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
+    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256;
+         i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
         CHECK_EQ(inf[i], 0);
     }
     /* ABORT, CONFIRM, RESTART do not count as attempts. */
@@ -1434,7 +1437,8 @@ test_v2_info_layout(void)
     info(inf);
     CHECK_EQ(inf[BLE_OTA_INFO_OFF_TRANSFER_STATE], BLE_OTA_TRANSFER_RECEIVING);
     CHECK_EQ(ble_ota_get_le32(inf + BLE_OTA_INFO_OFF_TRANSFER_OFFSET), 3 * 244);
-    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256; i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
+    for (int i = BLE_OTA_INFO_OFF_TRANSFER_SHA256;
+         i < BLE_OTA_INFO_OFF_TRANSFER_SHA256 + BLE_OTA_INFO_LEN_TRANSFER_SHA256; i++) {
         CHECK_EQ(inf[i], 0);
     }
 }
@@ -1836,7 +1840,10 @@ test_v2_old_secure_version_refused(void)
 {
     static uint8_t img[sizeof(s_image)];
     const host_image_spec_t base = {
-        .project = "virtual-esp32", .payload_len = 20000, .seed = 7, .hash_appended = true,
+        .project = "virtual-esp32",
+        .payload_len = 20000,
+        .seed = 7,
+        .hash_appended = true,
     };
     host_image_spec_t spec = base;
     char why[120];
@@ -1966,7 +1973,8 @@ test_v2_update_arrives_during_idle_erase(void)
     /* The transfer erases what the idle steps had not, and nothing twice. */
     stream(s_image, 0, s_image_len, CHUNK);
     CHECK(evented(BLE_OTA_EVT_ACK, (uint32_t)s_image_len));
-    CHECK_EQ(erases_since(), (s_image_len - 3 * HOST_FLASH_SECTOR_SIZE + HOST_FLASH_SECTOR_SIZE - 1) / HOST_FLASH_SECTOR_SIZE);
+    CHECK_EQ(erases_since(),
+             (s_image_len - 3 * HOST_FLASH_SECTOR_SIZE + HOST_FLASH_SECTOR_SIZE - 1) / HOST_FLASH_SECTOR_SIZE);
     CHECK(!ble_ota_core_idle(&s_fx.core));
     CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
     CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_OK));

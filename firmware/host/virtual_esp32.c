@@ -32,7 +32,7 @@
 #define VESP_DEFAULT_MTU       517
 #define VESP_ATT_MTU_MIN       23
 #define VESP_ATT_VALUE_MAX     512 /* Core Spec Vol 3 Part F 3.2.9: the longest attribute value */
-#define VESP_NAME_MAX          29 /* what fits a legacy advertisement with flags */
+#define VESP_NAME_MAX          29  /* what fits a legacy advertisement with flags */
 #define VESP_LINE_MAX          16384
 #define VESP_VALUE_MAX         4096
 
@@ -45,9 +45,9 @@
 #define ATT_ERR_ATTR_NOT_FOUND      0x0A
 
 /* HCI reasons in `disconnected` events. */
-#define HCI_CONN_TIMEOUT      0x08 /* power cut: the central's supervision timer expires */
-#define HCI_LOCAL_HOST_TERM   0x16 /* the device closed the link (restart) */
-#define HCI_REMOTE_USER_TERM  0x13 /* the firmware ended the link (ble_gap_terminate): a stranger's */
+#define HCI_CONN_TIMEOUT     0x08 /* power cut: the central's supervision timer expires */
+#define HCI_LOCAL_HOST_TERM  0x16 /* the device closed the link (restart) */
+#define HCI_REMOTE_USER_TERM 0x13 /* the firmware ended the link (ble_gap_terminate): a stranger's */
 
 /* The link a new connection has until the host says otherwise (`link`):
  * what noble's HCI bindings ask for in LE Create Connection at its
@@ -90,11 +90,11 @@ typedef struct {
     const char *image_path;
     unsigned mtu;
     uint32_t restart_delay_ms;
-    bool seed_only; /* --protocol seed: a device running the seed's firmware */
-    bool flash_events; /* --flash-events on: a `flash` line before each reply that used flash */
-    int seed_protocol; /* --seed-protocol: 1 on, 0 off, -1 as the build's default */
-    bool no_deflate;   /* --deflate off: a platform that cannot inflate (no DEFLATE feature) */
-    bool no_delta;     /* --delta off: a platform that cannot read its running slot (no DELTA feature) */
+    bool seed_only;                 /* --protocol seed: a device running the seed's firmware */
+    bool flash_events;              /* --flash-events on: a `flash` line before each reply that used flash */
+    int seed_protocol;              /* --seed-protocol: 1 on, 0 off, -1 as the build's default */
+    bool no_deflate;                /* --deflate off: a platform that cannot inflate (no DEFLATE feature) */
+    bool no_delta;                  /* --delta off: a platform that cannot read its running slot (no DELTA feature) */
     const char *key_partition_path; /* --key-partition: the provisioned key partition image */
     bool allow_unauthenticated;     /* --allow-unauthenticated on: CONFIG_BLE_OTA_ALLOW_UNAUTHENTICATED */
     bool require_signature;         /* --require-signature: CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT */
@@ -116,10 +116,10 @@ typedef struct {
     int64_t next_tick_ms;
 
     /* faults injected by `fault` requests */
-    uint32_t drop_notify;                    /* notifications still to lose */
-    uint32_t no_buffer;                      /* notification attempts still to find no buffer */
-    uint32_t no_answer[REQ_LOSABLE_COUNT];   /* requests of each kind still to lose */
-    unsigned long faults_hit;                /* faults that took effect */
+    uint32_t drop_notify;                  /* notifications still to lose */
+    uint32_t no_buffer;                    /* notification attempts still to find no buffer */
+    uint32_t no_answer[REQ_LOSABLE_COUNT]; /* requests of each kind still to lose */
+    unsigned long faults_hit;              /* faults that took effect */
 
     /* flash counters at the last `flash` event */
     uint32_t reported_erases;
@@ -145,8 +145,7 @@ out_flush(void)
     }
 }
 
-static void
-out_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void out_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void
 out_line(const char *fmt, ...)
@@ -197,8 +196,7 @@ out_log(char level, const char *text)
     out_line("log %c %s", level, clean);
 }
 
-static void
-out_logf(char level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_logf(char level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 out_logf(char level, const char *fmt, ...)
@@ -394,8 +392,7 @@ hook_link_data_path(void *user, uint16_t tx_octets, uint16_t tx_time_us, bool pr
     vesp_t *v = user;
 
     if (v->connected) {
-        out_line("link-request data-path %u %u %s", (unsigned)tx_octets, (unsigned)tx_time_us,
-                 prefer_2m ? "2m" : "1m");
+        out_line("link-request data-path %u %u %s", (unsigned)tx_octets, (unsigned)tx_time_us, prefer_2m ? "2m" : "1m");
     }
     return true;
 }
@@ -408,8 +405,7 @@ hook_link_conn_params(void *user, ble_ota_link_profile_t profile, const ble_ota_
 
     if (v->connected) {
         out_line("link-request conn-params %s %u %u %u %u", profile == BLE_OTA_LINK_TRANSFER ? "transfer" : "idle",
-                 (unsigned)p->itvl_min, (unsigned)p->itvl_max, (unsigned)p->latency,
-                 (unsigned)p->supervision_timeout);
+                 (unsigned)p->itvl_min, (unsigned)p->itvl_max, (unsigned)p->latency, (unsigned)p->supervision_timeout);
     }
     return true;
 }
@@ -619,7 +615,8 @@ request_uuid(const char *in, uint8_t out[BLE_OTA_UUID_MAX_LEN])
         return 0;
     }
     char text[37];
-    snprintf(text, sizeof(text), "%.8s-%.4s-%.4s-%.4s-%.12s", digits, digits + 8, digits + 12, digits + 16, digits + 20);
+    snprintf(text, sizeof(text), "%.8s-%.4s-%.4s-%.4s-%.12s", digits, digits + 8, digits + 12, digits + 16,
+             digits + 20);
     if (ble_ota_uuid_parse(text, out) != 16) {
         return 0;
     }
@@ -934,8 +931,7 @@ cmd_write(vesp_t *v, const request_t *r, bool with_response)
      * callback (write and write-without-response share one permission)
      * and drops its error. */
     if (att != 0) {
-        out_logf('W', "write-cmd to %s failed with ATT error 0x%02x (not reported on air)",
-                 r->arg[0], att);
+        out_logf('W', "write-cmd to %s failed with ATT error 0x%02x (not reported on air)", r->arg[0], att);
     }
     reply_ok(r->id, NULL);
 }
@@ -1020,8 +1016,10 @@ cmd_fault(vesp_t *v, const request_t *r)
         }
         v->no_answer[which] = n;
     } else {
-        out_logf('E', "fault: expected flash-write-fail N, power-loss-after N, drop-notify N, no-buffer N, "
-                      "no-answer <request> N or clear, got '%.20s'", kind);
+        out_logf('E',
+                 "fault: expected flash-write-fail N, power-loss-after N, drop-notify N, no-buffer N, "
+                 "no-answer <request> N or clear, got '%.20s'",
+                 kind);
         reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
         return;
     }
@@ -1076,10 +1074,9 @@ cmd_state(vesp_t *v, const request_t *r)
         return;
     }
     out_line("%s ok running=%s boot=%s ota_0=%s:%lu ota_1=%s:%lu transfer=%s confirm=%d", r->id,
-             host_slot_name(v->dev.running), host_slot_name(f->boot_slot),
-             host_slot_state_name(f->slot[0].state), (unsigned long)f->slot[0].image_len,
-             host_slot_state_name(f->slot[1].state), (unsigned long)f->slot[1].image_len,
-             transfer_name(&v->core), v->core.confirm_waiting ? 1 : 0);
+             host_slot_name(v->dev.running), host_slot_name(f->boot_slot), host_slot_state_name(f->slot[0].state),
+             (unsigned long)f->slot[0].image_len, host_slot_state_name(f->slot[1].state),
+             (unsigned long)f->slot[1].image_len, transfer_name(&v->core), v->core.confirm_waiting ? 1 : 0);
 }
 
 static void
@@ -1090,8 +1087,8 @@ cmd_stats(vesp_t *v, const request_t *r)
     if (!vesp_args(r, 0)) {
         return;
     }
-    out_line("%s ok writes=%lu write-cmds=%lu reads=%lu notifies=%lu stream-bytes=%lu", r->id, s->writes,
-             s->write_cmds, s->reads, s->notifies, s->stream_bytes);
+    out_line("%s ok writes=%lu write-cmds=%lu reads=%lu notifies=%lu stream-bytes=%lu", r->id, s->writes, s->write_cmds,
+             s->reads, s->notifies, s->stream_bytes);
 }
 
 /* `idle [steps]`: the device has time with nothing to do, as the ESP32's
@@ -1296,16 +1293,15 @@ vesp_handle_overlong(char *prefix)
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: virtual-esp32 [--name NAME] [--address AA:BB:CC:DD:EE:FF] [--slot-size BYTES]\n"
-            "                     [--image FILE] [--mtu N] [--restart-delay-ms MS]\n"
-            "                     [--protocol seed|v2] [--chip-id N] [--window BYTES]\n"
-            "                     [--abandon-timeout-ms MS] [--confirm-window-ms MS]\n"
-            "                     [--key-partition FILE] [--allow-unauthenticated on|off]\n"
-            "                     [--device-id AA:BB:CC:DD:EE:FF] [--require-signature on|off]\n"
-            "                     [--seed-protocol on|off] [--flash-events on|off] [--deflate on|off]\n"
-            "                     [--delta on|off]\n"
-            "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
+    fprintf(f, "usage: virtual-esp32 [--name NAME] [--address AA:BB:CC:DD:EE:FF] [--slot-size BYTES]\n"
+               "                     [--image FILE] [--mtu N] [--restart-delay-ms MS]\n"
+               "                     [--protocol seed|v2] [--chip-id N] [--window BYTES]\n"
+               "                     [--abandon-timeout-ms MS] [--confirm-window-ms MS]\n"
+               "                     [--key-partition FILE] [--allow-unauthenticated on|off]\n"
+               "                     [--device-id AA:BB:CC:DD:EE:FF] [--require-signature on|off]\n"
+               "                     [--seed-protocol on|off] [--flash-events on|off] [--deflate on|off]\n"
+               "                     [--delta on|off]\n"
+               "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
 static bool
@@ -1471,7 +1467,8 @@ parse_options(vesp_t *v, int argc, char **argv)
         }
     }
     if (v->seed_only && v->key_partition_path != NULL) {
-        return bad_option("--key-partition", v->key_partition_path, "a seed device (--protocol seed) has no authentication");
+        return bad_option("--key-partition", v->key_partition_path,
+                          "a seed device (--protocol seed) has no authentication");
     }
     if (v->seed_only) {
         /* The seed's firmware: no key, no signature check. */
@@ -1482,7 +1479,8 @@ parse_options(vesp_t *v, int argc, char **argv)
         /* The address a device advertises is derived from its base MAC;
          * here they are the same. */
         for (int k = 0; k < BLE_OTA_DEVICE_ID_LEN; k++) {
-            v->device_id[k] = (uint8_t)(ble_ota_hex_value(v->address[3 * k]) << 4 | ble_ota_hex_value(v->address[3 * k + 1]));
+            v->device_id[k] =
+                (uint8_t)(ble_ota_hex_value(v->address[3 * k]) << 4 | ble_ota_hex_value(v->address[3 * k + 1]));
         }
     }
     return 0;
@@ -1508,7 +1506,8 @@ provision_key(vesp_t *v)
     fclose(f);
     if (failed || n < BLE_OTA_KEY_RECORD_LEN) {
         fprintf(stderr, "virtual-esp32: --key-partition %s: %s\n", v->key_partition_path,
-                failed ? "not a key partition image (read error, or larger than 4096 bytes)" : "too short for a key record");
+                failed ? "not a key partition image (read error, or larger than 4096 bytes)"
+                       : "too short for a key record");
         return false;
     }
     host_flash_key_write(&v->dev.flash, part, n);
@@ -1534,8 +1533,7 @@ read_image_file(const char *path, size_t max, size_t *len)
     const bool failed = ferror(f) != 0;
     fclose(f);
     if (failed || *len > max) {
-        fprintf(stderr, "virtual-esp32: --image %s: %s\n", path,
-                failed ? "read error" : "larger than the slot");
+        fprintf(stderr, "virtual-esp32: --image %s: %s\n", path, failed ? "read error" : "larger than the slot");
         free(buf);
         return NULL;
     }

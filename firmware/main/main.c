@@ -239,8 +239,7 @@ app_main(void)
          * to and can only report the failure. If the OTA task did not
          * start, the core may not be initialised: do what
          * confirm_boot(false) does, through the port. */
-        ESP_LOGE(TAG, "start-up failed (NVS %s, OTA task %s)", nvs_ok ? "ok" : "failed",
-                 task_ok ? "ok" : "failed");
+        ESP_LOGE(TAG, "start-up failed (NVS %s, OTA task %s)", nvs_ok ? "ok" : "failed", task_ok ? "ok" : "failed");
         if (task_ok) {
             (void)ota_task_confirm_boot(false);
         } else if (port->running_state(port->ctx) == BLE_OTA_IMG_PENDING_VERIFY) {
@@ -249,12 +248,10 @@ app_main(void)
         return;
     }
 
-    if (xSemaphoreTake(s_advertising, pdMS_TO_TICKS(CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS)) ==
-        pdTRUE) {
+    if (xSemaphoreTake(s_advertising, pdMS_TO_TICKS(CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS)) == pdTRUE) {
         passed = ble_ota_self_test();
     } else {
-        ESP_LOGE(TAG, "self-test: not advertising after %d ms",
-                 CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS);
+        ESP_LOGE(TAG, "self-test: not advertising after %d ms", CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS);
     }
     ESP_LOGI(TAG, "self-test %s", passed ? "passed" : "FAILED");
     /* Marks a new image valid, rolls it back, or (CLIENT_CONFIRM) leaves it

@@ -108,8 +108,8 @@ ota_gap_request_data_path(uint16_t tx_octets, uint16_t tx_time_us, bool prefer_2
      * outcome comes as BLE_GAP_EVENT_DATA_LEN_CHG. */
     rc = ble_gap_set_data_len((uint16_t)conn, tx_octets, tx_time_us);
     if (rc != 0) {
-        ESP_LOGW(TAG, "ble_gap_set_data_len(%u, %u, %u) failed: %d", conn, (unsigned)tx_octets,
-                 (unsigned)tx_time_us, rc);
+        ESP_LOGW(TAG, "ble_gap_set_data_len(%u, %u, %u) failed: %d", conn, (unsigned)tx_octets, (unsigned)tx_time_us,
+                 rc);
     }
 #if OTA_GAP_HAS_2M_PHY
     if (prefer_2m) {
@@ -203,8 +203,7 @@ ota_gap_advertise(void)
     memset(&params, 0, sizeof(params));
     params.conn_mode = BLE_GAP_CONN_MODE_UND;
     params.disc_mode = BLE_GAP_DISC_MODE_GEN;
-    rc = ble_gap_adv_start(s_own_addr_type, NULL, BLE_HS_FOREVER, &params,
-                           ota_gap_event, NULL);
+    rc = ble_gap_adv_start(s_own_addr_type, NULL, BLE_HS_FOREVER, &params, ota_gap_event, NULL);
     if (rc != 0) {
         ESP_LOGE(TAG, "ble_gap_adv_start failed: %d", rc);
         return;
@@ -261,8 +260,7 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
         break;
 
     case BLE_GAP_EVENT_DISCONNECT:
-        ESP_LOGI(TAG, "disconnected, handle %u, reason 0x%x",
-                 (unsigned)event->disconnect.conn.conn_handle,
+        ESP_LOGI(TAG, "disconnected, handle %u, reason 0x%x", (unsigned)event->disconnect.conn.conn_handle,
                  (unsigned)event->disconnect.reason);
         atomic_store(&s_conn_handle, BLE_HS_CONN_HANDLE_NONE);
         atomic_store(&s_control_subscribed, false);
@@ -288,19 +286,16 @@ ota_gap_event(struct ble_gap_event *event, void *arg)
     case BLE_GAP_EVENT_SUBSCRIBE:
         if (event->subscribe.attr_handle == ota_gatt_control_handle()) {
             atomic_store(&s_control_subscribed, event->subscribe.cur_notify != 0);
-            ESP_LOGI(TAG, "OTA Control notifications %s",
-                     event->subscribe.cur_notify != 0 ? "on" : "off");
+            ESP_LOGI(TAG, "OTA Control notifications %s", event->subscribe.cur_notify != 0 ? "on" : "off");
         } else if (event->subscribe.attr_handle == ota_gatt_command_handle()) {
             atomic_store(&s_command_subscribed, event->subscribe.cur_notify != 0);
-            ESP_LOGI(TAG, "OTA Command notifications %s",
-                     event->subscribe.cur_notify != 0 ? "on" : "off");
+            ESP_LOGI(TAG, "OTA Command notifications %s", event->subscribe.cur_notify != 0 ? "on" : "off");
         }
         break;
 
     case BLE_GAP_EVENT_MTU:
-        ESP_LOGI(TAG, "MTU %u on handle %u (channel 0x%04x): values up to %u bytes",
-                 (unsigned)event->mtu.value, (unsigned)event->mtu.conn_handle,
-                 (unsigned)event->mtu.channel_id, (unsigned)(event->mtu.value - 3));
+        ESP_LOGI(TAG, "MTU %u on handle %u (channel 0x%04x): values up to %u bytes", (unsigned)event->mtu.value,
+                 (unsigned)event->mtu.conn_handle, (unsigned)event->mtu.channel_id, (unsigned)(event->mtu.value - 3));
         taskENTER_CRITICAL(&s_link_lock);
         s_link.att_mtu = event->mtu.value;
         taskEXIT_CRITICAL(&s_link_lock);
@@ -367,8 +362,7 @@ ota_gap_on_sync(void)
         ESP_LOGE(TAG, "ble_hs_id_copy_addr failed: %d", rc);
         return;
     }
-    ESP_LOGI(TAG, "address %02x:%02x:%02x:%02x:%02x:%02x",
-             addr[5], addr[4], addr[3], addr[2], addr[1], addr[0]);
+    ESP_LOGI(TAG, "address %02x:%02x:%02x:%02x:%02x:%02x", addr[5], addr[4], addr[3], addr[2], addr[1], addr[0]);
     ota_gap_advertise();
 }
 
@@ -392,8 +386,8 @@ ota_gap_init(const char *device_name, ota_gap_advertising_fn *on_advertising)
      * and can still be found by the service UUID in the scan response. */
     rc = ble_svc_gap_device_name_set(device_name);
     if (rc != 0) {
-        ESP_LOGE(TAG, "device name \"%s\" rejected (%d): longer than %d bytes?",
-                 device_name, rc, CONFIG_BT_NIMBLE_GAP_DEVICE_NAME_MAX_LEN);
+        ESP_LOGE(TAG, "device name \"%s\" rejected (%d): longer than %d bytes?", device_name, rc,
+                 CONFIG_BT_NIMBLE_GAP_DEVICE_NAME_MAX_LEN);
     }
 }
 
@@ -440,14 +434,12 @@ ota_gap_wait_ms(void *ctx, uint32_t ms)
  * guarded by critical sections.
  */
 static void
-ota_gap_notify(uint16_t attr_handle, const atomic_bool *subscribed, const char *what,
-               const uint8_t *data, size_t len)
+ota_gap_notify(uint16_t attr_handle, const atomic_bool *subscribed, const char *what, const uint8_t *data, size_t len)
 {
     const unsigned conn = atomic_load(&s_conn_handle);
 
     if (conn == BLE_HS_CONN_HANDLE_NONE || !atomic_load(subscribed)) {
-        ESP_LOGW(TAG, "%s 0x%02x not notified: no subscribed client", what,
-                 len > 0 ? data[0] : 0u);
+        ESP_LOGW(TAG, "%s 0x%02x not notified: no subscribed client", what, len > 0 ? data[0] : 0u);
         return;
     }
     if (len > UINT16_MAX) {
@@ -472,8 +464,7 @@ ota_gap_notify(uint16_t attr_handle, const atomic_bool *subscribed, const char *
 void
 ota_gap_notify_control(uint8_t value)
 {
-    ota_gap_notify(ota_gatt_control_handle(), &s_control_subscribed, "OTA Control", &value,
-                   sizeof(value));
+    ota_gap_notify(ota_gatt_control_handle(), &s_control_subscribed, "OTA Control", &value, sizeof(value));
 }
 
 void

@@ -69,29 +69,25 @@ static uint8_t s_rx_buf[BLE_OTA_MAX_PACKET];
 /* The OTA Info value being read. */
 static uint8_t s_info_buf[BLE_OTA_INFO_SIZE];
 
-static int ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
-                                   struct ble_gatt_access_ctxt *ctxt, void *arg);
-static int ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle,
-                                struct ble_gatt_access_ctxt *ctxt, void *arg);
-static int ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle,
-                                struct ble_gatt_access_ctxt *ctxt, void *arg);
-static int ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
-                                   struct ble_gatt_access_ctxt *ctxt, void *arg);
-static int ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle,
-                                  struct ble_gatt_access_ctxt *ctxt, void *arg);
-static int ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
-                               struct ble_gatt_access_ctxt *ctxt, void *arg);
+static int ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
+                                   void *arg);
+static int ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
+                                void *arg);
+static int ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
+                                void *arg);
+static int ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
+                                   void *arg);
+static int ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
+                                  void *arg);
+static int ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
+                               void *arg);
 
 /* Each characteristic's access callback; its argument is its ble_ota_chr_t. */
 static ble_gatt_access_fn *const k_access[BLE_OTA_CHR_COUNT] = {
-    [BLE_OTA_CHR_CONTROL] = ota_gatt_control_access,
-    [BLE_OTA_CHR_DATA] = ota_gatt_data_access,
-    [BLE_OTA_CHR_INFO] = ota_gatt_info_access,
-    [BLE_OTA_CHR_COMMAND] = ota_gatt_command_access,
-    [BLE_OTA_CHR_STREAM] = ota_gatt_stream_access,
-    [BLE_OTA_CHR_MANUFACTURER_NAME] = ota_gatt_dis_access,
-    [BLE_OTA_CHR_MODEL_NUMBER] = ota_gatt_dis_access,
-    [BLE_OTA_CHR_FIRMWARE_REVISION] = ota_gatt_dis_access,
+    [BLE_OTA_CHR_CONTROL] = ota_gatt_control_access,  [BLE_OTA_CHR_DATA] = ota_gatt_data_access,
+    [BLE_OTA_CHR_INFO] = ota_gatt_info_access,        [BLE_OTA_CHR_COMMAND] = ota_gatt_command_access,
+    [BLE_OTA_CHR_STREAM] = ota_gatt_stream_access,    [BLE_OTA_CHR_MANUFACTURER_NAME] = ota_gatt_dis_access,
+    [BLE_OTA_CHR_MODEL_NUMBER] = ota_gatt_dis_access, [BLE_OTA_CHR_FIRMWARE_REVISION] = ota_gatt_dis_access,
 };
 
 /**
@@ -111,8 +107,7 @@ ota_gatt_flatten(const struct os_mbuf *om, size_t *out_len)
     /* The length rule is portable (ble_ota_bt.h), the virtual ESP32's too. */
     const uint8_t refused = ble_ota_bt_write_check(len);
     if (refused != 0) {
-        ESP_LOGW(TAG, "write of %u bytes rejected (max %u)",
-                 (unsigned)len, (unsigned)sizeof(s_rx_buf));
+        ESP_LOGW(TAG, "write of %u bytes rejected (max %u)", (unsigned)len, (unsigned)sizeof(s_rx_buf));
         return refused;
     }
     rc = ble_hs_mbuf_to_flat(om, s_rx_buf, sizeof(s_rx_buf), &copied);
@@ -144,8 +139,7 @@ ota_gatt_append(struct os_mbuf *om, const void *data, size_t len)
  * @return 0 or an ATT error code
  */
 static int
-ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
-                        struct ble_gatt_access_ctxt *ctxt, void *arg)
+ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt, void *arg)
 {
     (void)conn_handle;
     (void)attr_handle;
@@ -184,8 +178,7 @@ ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle,
  * @return 0 or an ATT error code
  */
 static int
-ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle,
-                     struct ble_gatt_access_ctxt *ctxt, void *arg)
+ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt, void *arg)
 {
     (void)conn_handle;
     (void)attr_handle;
@@ -222,8 +215,7 @@ ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle,
  * @return 0 or an ATT error code
  */
 static int
-ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle,
-                     struct ble_gatt_access_ctxt *ctxt, void *arg)
+ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt, void *arg)
 {
     (void)conn_handle;
     (void)attr_handle;
@@ -248,8 +240,7 @@ ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle,
  * @return 0 or an ATT error code
  */
 static int
-ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
-                        struct ble_gatt_access_ctxt *ctxt, void *arg)
+ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt, void *arg)
 {
     (void)conn_handle;
     (void)attr_handle;
@@ -292,8 +283,7 @@ ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle,
  * @return 0 or an ATT error code
  */
 static int
-ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle,
-                       struct ble_gatt_access_ctxt *ctxt, void *arg)
+ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt, void *arg)
 {
     (void)conn_handle;
     (void)attr_handle;
@@ -319,8 +309,7 @@ ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle,
  * @return 0 or an ATT error code
  */
 static int
-ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle,
-                    struct ble_gatt_access_ctxt *ctxt, void *arg)
+ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt, void *arg)
 {
     (void)conn_handle;
     (void)attr_handle;
@@ -409,7 +398,7 @@ ota_gatt_build(void)
         if (rc != 0) {
             return rc;
         }
-        s_services[s] = (struct ble_gatt_svc_def) {
+        s_services[s] = (struct ble_gatt_svc_def){
             .type = BLE_GATT_SVC_TYPE_PRIMARY,
             .uuid = &s_svc_uuid[s].u,
             .characteristics = &s_chr_defs[n],
@@ -423,7 +412,7 @@ ota_gatt_build(void)
             if (rc != 0) {
                 return rc;
             }
-            s_chr_defs[n++] = (struct ble_gatt_chr_def) {
+            s_chr_defs[n++] = (struct ble_gatt_chr_def){
                 .uuid = &s_chr_uuid[c].u,
                 .access_cb = k_access[c],
                 .arg = (void *)(uintptr_t)c,
@@ -431,9 +420,9 @@ ota_gatt_build(void)
                 .val_handle = &s_handles[c],
             };
         }
-        s_chr_defs[n++] = (struct ble_gatt_chr_def) { 0 };
+        s_chr_defs[n++] = (struct ble_gatt_chr_def){ 0 };
     }
-    s_services[BLE_OTA_SVC_COUNT] = (struct ble_gatt_svc_def) { 0 };
+    s_services[BLE_OTA_SVC_COUNT] = (struct ble_gatt_svc_def){ 0 };
 
     /* The scan response advertises the OTA service. */
     if (s_svc_uuid[BLE_OTA_SVC_OTA].u.type != BLE_UUID_TYPE_128) {

@@ -94,7 +94,7 @@ _Static_assert(OTA_PORT_CHIP_ID == CONFIG_IDF_FIRMWARE_CHIP_ID,
  * itself: there the plan chooses that mode for every transfer, and erases
  * nothing while idle (it would be erased again).
  */
-#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0) ||                                                    \
+#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0) || \
     (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 5, 0)) || \
     (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 3) && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 4, 0))
 #define OTA_PORT_HAVE_OTA_RESUME 1
@@ -199,8 +199,7 @@ ota_port_esp_close(ota_port_esp_t *st)
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_abort(%s) failed: %s", st->next->label, esp_err_to_name(err));
     } else {
-        ESP_LOGI(TAG, "transfer to slot %s aborted after %lu bytes", st->next->label,
-                 (unsigned long)st->plan.written);
+        ESP_LOGI(TAG, "transfer to slot %s aborted after %lu bytes", st->next->label, (unsigned long)st->plan.written);
     }
     ble_ota_slot_abort(&st->plan);
 }
@@ -228,8 +227,8 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
         return refused;
     case BLE_OTA_PORT_ERR_TOO_LARGE:
     default:
-        ESP_LOGE(TAG, "image of %lu bytes does not fit slot %s (%lu bytes)", (unsigned long)image_size,
-                 st->next->label, (unsigned long)st->next->size);
+        ESP_LOGE(TAG, "image of %lu bytes does not fit slot %s (%lu bytes)", (unsigned long)image_size, st->next->label,
+                 (unsigned long)st->next->size);
         return refused;
     }
 
@@ -246,7 +245,8 @@ ota_port_esp_slot_begin(void *ctx, uint32_t image_size)
     st->info.update_slot_rolled_back = false; /* the slot now holds the new image's bytes */
     ESP_LOGI(TAG, "writing to slot %s at 0x%08lx (%s, %lu bytes erased ahead)", st->next->label,
              (unsigned long)st->next->address,
-             mode == BLE_OTA_WRITE_PRE_ERASED ? "erasing ahead" : "esp_ota_write erases", (unsigned long)st->plan.erased_to);
+             mode == BLE_OTA_WRITE_PRE_ERASED ? "erasing ahead" : "esp_ota_write erases",
+             (unsigned long)st->plan.erased_to);
     return BLE_OTA_PORT_OK;
 }
 
@@ -501,8 +501,7 @@ ota_port_esp_mark_valid(void *ctx)
     const esp_err_t err = esp_ota_mark_app_valid_cancel_rollback();
 
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "esp_ota_mark_app_valid_cancel_rollback failed: %s",
-                 esp_err_to_name(err));
+        ESP_LOGE(TAG, "esp_ota_mark_app_valid_cancel_rollback failed: %s", esp_err_to_name(err));
         return ota_port_esp_map(err);
     }
     /* An UNKNOWN state (factory app, blank otadata) stays unknown: marking
@@ -520,8 +519,7 @@ ota_port_esp_rollback(void *ctx)
     /* Returns only on failure, e.g. no other valid image to go back to. */
     const esp_err_t err = esp_ota_mark_app_invalid_rollback_and_reboot();
 
-    ESP_LOGE(TAG, "esp_ota_mark_app_invalid_rollback_and_reboot failed: %s",
-             esp_err_to_name(err));
+    ESP_LOGE(TAG, "esp_ota_mark_app_invalid_rollback_and_reboot failed: %s", esp_err_to_name(err));
 }
 
 static void
@@ -588,8 +586,8 @@ ota_port_esp_confirm_required(void *ctx)
         /* Fail safe: keep a new image pending (a client can still CONFIRM
          * it; otherwise the previous, proven image comes back) rather than
          * confirm it behind the back of a client that asked to. */
-        ESP_LOGE(TAG, "nvs_open(%s) failed: %s; assuming a client confirms",
-                 OTA_PORT_NVS_NAMESPACE, esp_err_to_name(err));
+        ESP_LOGE(TAG, "nvs_open(%s) failed: %s; assuming a client confirms", OTA_PORT_NVS_NAMESPACE,
+                 esp_err_to_name(err));
         return true;
     }
     err = nvs_get_u8(nvs, OTA_PORT_NVS_CONFIRM_KEY, &value);
@@ -598,8 +596,8 @@ ota_port_esp_confirm_required(void *ctx)
         return false;
     }
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "nvs_get_u8(%s) failed: %s; assuming a client confirms",
-                 OTA_PORT_NVS_CONFIRM_KEY, esp_err_to_name(err));
+        ESP_LOGE(TAG, "nvs_get_u8(%s) failed: %s; assuming a client confirms", OTA_PORT_NVS_CONFIRM_KEY,
+                 esp_err_to_name(err));
         return true;
     }
     return value != 0;
@@ -779,7 +777,8 @@ ota_port_esp_copy_field(char *dst, size_t dst_cap, const char *src, size_t src_c
 static void
 ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
 {
-#if CONFIG_SECURE_SIGNED_ON_UPDATE && (CONFIG_SECURE_SIGNED_APPS_RSA_SCHEME || CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME)
+#if CONFIG_SECURE_SIGNED_ON_UPDATE && \
+    (CONFIG_SECURE_SIGNED_APPS_RSA_SCHEME || CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME)
     static esp_image_sig_public_key_digests_t digests; /* static: 100+ bytes off the app_main stack */
 
     info->signed_updates = true;
@@ -831,9 +830,8 @@ ota_port_esp_read_device_info(ble_ota_device_info_t *info)
     info->secure_version = app->secure_version;
     ota_port_esp_copy_field(info->version, sizeof(info->version), app->version, sizeof(app->version));
     ota_port_esp_copy_field(info->project_name, sizeof(info->project_name), app->project_name,
-                          sizeof(app->project_name));
-    ota_port_esp_copy_field(info->idf_version, sizeof(info->idf_version), app->idf_ver,
-                          sizeof(app->idf_ver));
+                            sizeof(app->project_name));
+    ota_port_esp_copy_field(info->idf_version, sizeof(info->idf_version), app->idf_ver, sizeof(app->idf_ver));
     ota_port_esp_copy_field(info->date, sizeof(info->date), app->date, sizeof(app->date));
     ota_port_esp_copy_field(info->time, sizeof(info->time), app->time, sizeof(app->time));
     memcpy(info->app_elf_sha256, app->app_elf_sha256, sizeof(info->app_elf_sha256));
@@ -845,10 +843,10 @@ ota_port_esp_read_device_info(ble_ota_device_info_t *info)
         memset(info->device_id, 0, sizeof(info->device_id));
     }
     ota_port_esp_read_signing_key(info);
-    ESP_LOGI(TAG, "chip id %u rev %u, %.*s %.*s, next slot %s (%lu bytes)",
-             (unsigned)info->chip_id, (unsigned)info->chip_revision,
-             (int)sizeof(info->project_name), info->project_name, (int)sizeof(info->version),
-             info->version, next != NULL ? next->label : "none", (unsigned long)info->slot_size);
+    ESP_LOGI(TAG, "chip id %u rev %u, %.*s %.*s, next slot %s (%lu bytes)", (unsigned)info->chip_id,
+             (unsigned)info->chip_revision, (int)sizeof(info->project_name), info->project_name,
+             (int)sizeof(info->version), info->version, next != NULL ? next->label : "none",
+             (unsigned long)info->slot_size);
 }
 
 const ble_ota_port_t *

@@ -199,8 +199,7 @@ ota_task_post(ota_task_kind_t kind, const uint8_t *data, size_t len)
 
     if (!ble_ota_queue_admit(OTA_TASK_MSG_LEN_BYTES, space, (ble_ota_queue_kind_t)kind, len)) {
         if (kind == OTA_TASK_STREAM && s_dropped++ == 0) {
-            ESP_LOGW(TAG, "queue full (%u bytes free): dropping Stream packets",
-                     (unsigned)space);
+            ESP_LOGW(TAG, "queue full (%u bytes free): dropping Stream packets", (unsigned)space);
         }
         return false;
     }
@@ -300,13 +299,13 @@ ota_task_main(void *arg)
      * ended), then step after step while the core says more is left. */
     bool idle_more = true;
 
-    ESP_LOGI(TAG, "OTA task started: window %u bytes, queue %u bytes",
-             (unsigned)s_config.window, (unsigned)sizeof(s_queue_storage));
+    ESP_LOGI(TAG, "OTA task started: window %u bytes, queue %u bytes", (unsigned)s_config.window,
+             (unsigned)sizeof(s_queue_storage));
     for (;;) {
         /* The queue's receive timeout doubles as the core's tick timer, so
          * the tick runs in the task that owns the flash work. */
-        const TickType_t wait =
-            (TickType_t)ble_ota_queue_wait_ticks((uint32_t)(xTaskGetTickCount() - last_tick), (uint32_t)period, idle_more);
+        const TickType_t wait = (TickType_t)ble_ota_queue_wait_ticks((uint32_t)(xTaskGetTickCount() - last_tick),
+                                                                     (uint32_t)period, idle_more);
         const size_t len = xMessageBufferReceive(s_queue, s_rx_item, sizeof(s_rx_item), wait);
 
         if (len > 0) {
@@ -351,8 +350,8 @@ ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
     (void)ota_task_core_lock();
     ota_task_core_unlock();
 
-    s_task = xTaskCreateStatic(ota_task_main, "ble_ota", OTA_TASK_STACK_BYTES, NULL,
-                               OTA_TASK_PRIORITY, s_task_stack, &s_task_buf);
+    s_task = xTaskCreateStatic(ota_task_main, "ble_ota", OTA_TASK_STACK_BYTES, NULL, OTA_TASK_PRIORITY, s_task_stack,
+                               &s_task_buf);
     if (s_task == NULL) {
         ESP_LOGE(TAG, "OTA task creation failed");
         return false;

@@ -241,7 +241,7 @@ function offlineCommand(command: CommandName, values: Values, operands: string[]
   if (command === 'provision') {
     noOperands(command, operands);
     const deviceId = values['device-id'];
-    if (deviceId === undefined) throw new UsageError('provision needs --device-id MAC, the chip\'s MAC address as esptool.py read_mac prints it', command);
+    if (deviceId === undefined) throw new UsageError("provision needs --device-id MAC, the chip's MAC address as esptool.py read_mac prints it", command);
     return {
       kind: 'provision',
       secretFile: values['secret-file'],

@@ -263,10 +263,7 @@ function keygen(cmd: Extract<Run, { kind: 'keygen' }>, io: Io): void {
 }
 
 function existsError(file: string): CliError {
-  return new CliError(
-    'FILE_EXISTS',
-    `${file} already exists; keygen never replaces a key (devices that trust it would take no more updates). Choose another file name.`,
-  );
+  return new CliError('FILE_EXISTS', `${file} already exists; keygen never replaces a key (devices that trust it would take no more updates). Choose another file name.`);
 }
 
 function sign(cmd: Extract<Run, { kind: 'sign' }>, io: Io): void {
@@ -457,8 +454,7 @@ function sameFile(a: string, b: string): boolean {
 
 function unwritable(file: string, err: unknown): CliError {
   const code = (err as NodeJS.ErrnoException).code;
-  const why =
-    code === 'ENOENT' ? 'its folder does not exist' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+  const why = code === 'ENOENT' ? 'its folder does not exist' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
   return new CliError('FILE_UNWRITABLE', `cannot write ${file}: ${why}`);
 }
 
@@ -517,8 +513,7 @@ function readFileOrFail(file: string): Buffer {
     return readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const why =
-      code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
     throw new CliError('FILE_UNREADABLE', `cannot read ${file}: ${why}`);
   }
 }

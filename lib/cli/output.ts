@@ -82,7 +82,14 @@ export function formatInfo(view: DeviceInfoView): string {
       ['transfer', transfer.state === 'idle' ? 'idle' : `${transfer.state} at byte ${transfer.offset}`],
       ['last status', view.lastStatus ?? 'none since boot'],
       ['device id', view.deviceId ?? '(not reported)'],
-      ['signing key', view.signingKey ? `${view.signingKey.slice(0, 16)}… (only images signed with it are installed)` : view.capabilities.includes('signed') ? '(checked, not named)' : 'none: unsigned images are installed'],
+      [
+        'signing key',
+        view.signingKey
+          ? `${view.signingKey.slice(0, 16)}… (only images signed with it are installed)`
+          : view.capabilities.includes('signed')
+            ? '(checked, not named)'
+            : 'none: unsigned images are installed',
+      ],
       ['link', view.link ? formatLink(view.link) : '(not reported: firmware older than OTA Info version 3)'],
       ['proven', view.authenticated ? 'yes: the device proved it holds its key' : 'no: nothing proves these values came from your device'],
     );
@@ -259,9 +266,7 @@ Next:
 }
 
 export function formatSigned(v: SignView): string {
-  const rows = v.blocks.map(
-    (b) => `  block ${b.index}  ${schemeName(b.scheme).padEnd(11)}  key digest ${b.keyDigest}${b.added ? '' : '  (kept)'}`,
-  );
+  const rows = v.blocks.map((b) => `  block ${b.index}  ${schemeName(b.scheme).padEnd(11)}  key digest ${b.keyDigest}${b.added ? '' : '  (kept)'}`);
   return `wrote ${v.file}: ${v.image} signed, ${formatBytes(v.size)}, signature sector at 0x${v.sectorOffset.toString(16)}\n${rows.join('\n')}\n`;
 }
 

@@ -53,22 +53,17 @@ export class Link {
 
   /** Runs a noble callback-style operation with the link's guards. */
   run<T>(operation: string, start: (cb: Callback<T>) => void, timeoutMs = this.gattTimeoutMs): Promise<T> {
-    return this.wait<T>(operation, timeoutMs, (resolve, reject) =>
-      start((err, value) => (err ? reject(toError(err, operation)) : resolve(value as T))),
-    );
+    return this.wait<T>(operation, timeoutMs, (resolve, reject) => start((err, value) => (err ? reject(toError(err, operation)) : resolve(value as T))));
   }
 
   /**
    * Waits for something that `subscribe` reports, bounded by a timeout, the
    * link and the caller's signal. `subscribe` returns its cleanup.
    */
-  wait<T>(
-    operation: string,
-    timeoutMs: number,
-    subscribe: (resolve: (value: T) => void, reject: (err: Error) => void) => (() => void) | void,
-  ): Promise<T> {
+  wait<T>(operation: string, timeoutMs: number, subscribe: (resolve: (value: T) => void, reject: (err: Error) => void) => (() => void) | void): Promise<T> {
     if (this.lostError) return Promise.reject(this.lostError);
     return new Promise<T>((resolve, reject) => {
+      // eslint-disable-next-line prefer-const -- finish() reads it, and subscribe may call finish() before it returns the cleanup
       let cleanup: (() => void) | void;
       const waiter: Waiter = {
         reject: (err) => finish(() => reject(err)),

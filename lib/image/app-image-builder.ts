@@ -97,8 +97,7 @@ export function buildAppImage(options: AppImageOptions = {}): Buffer {
 
   const hashAppended = options.hashAppended ?? true;
   const plan = planSegments(options.size ?? DEFAULT_SIZE, hashAppended);
-  const endOfSegments =
-    ESP_IMAGE_HEADER_SIZE + plan.reduce((sum, s) => sum + ESP_SEGMENT_HEADER_SIZE + s.length, 0);
+  const endOfSegments = ESP_IMAGE_HEADER_SIZE + plan.reduce((sum, s) => sum + ESP_SEGMENT_HEADER_SIZE + s.length, 0);
   const blockEnd = checksumBlockEnd(endOfSegments);
   const image = Buffer.alloc(blockEnd + (hashAppended ? ESP_SHA256_SIZE : 0));
 
@@ -120,8 +119,7 @@ export function buildAppImage(options: AppImageOptions = {}): Buffer {
 
 /** Splits the data budget over the segment roles; every length is a multiple of 4 as esptool emits. */
 function planSegments(size: number, hashAppended: boolean): PlannedSegment[] {
-  const overhead =
-    ESP_IMAGE_HEADER_SIZE + SEGMENT_SHARES.length * ESP_SEGMENT_HEADER_SIZE + 16 + (hashAppended ? ESP_SHA256_SIZE : 0);
+  const overhead = ESP_IMAGE_HEADER_SIZE + SEGMENT_SHARES.length * ESP_SEGMENT_HEADER_SIZE + 16 + (hashAppended ? ESP_SHA256_SIZE : 0);
   const budget = Math.max(0, Math.floor(size) - overhead);
   return SEGMENT_SHARES.map(({ role, share }) => {
     const minimum = role === 'drom' ? ESP_APP_DESC_SIZE : MIN_SEGMENT;
@@ -134,13 +132,7 @@ interface WrittenSegment extends PlannedSegment {
   readonly dataOffset: number;
 }
 
-function writeSegments(
-  image: Buffer,
-  plan: readonly PlannedSegment[],
-  chip: EspChip,
-  random: () => number,
-  fill: Buffer | undefined,
-): WrittenSegment[] {
+function writeSegments(image: Buffer, plan: readonly PlannedSegment[], chip: EspChip, random: () => number, fill: Buffer | undefined): WrittenSegment[] {
   const written: WrittenSegment[] = [];
   let offset = ESP_IMAGE_HEADER_SIZE;
   for (const seg of plan) {
@@ -172,14 +164,7 @@ function segmentAddress(role: SegmentRole, chip: EspChip, dataOffset: number): n
   }
 }
 
-function writeHeader(
-  image: Buffer,
-  options: AppImageOptions,
-  chip: EspChip,
-  segmentCount: number,
-  entryAddress: number,
-  hashAppended: boolean,
-): void {
+function writeHeader(image: Buffer, options: AppImageOptions, chip: EspChip, segmentCount: number, entryAddress: number, hashAppended: boolean): void {
   image[0] = ESP_IMAGE_MAGIC;
   image[1] = segmentCount;
   image[2] = DEFAULT_FLASH_MODE;

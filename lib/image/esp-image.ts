@@ -191,8 +191,7 @@ export function assertImageBuffer(x: unknown): asserts x is Buffer {
   if (x.length === 0) {
     throw new ImageError(
       'IMAGE_EMPTY',
-      'The firmware image is empty (0 bytes). Check the file name in the node that reads it ' +
-        'and that the build actually produced the .bin file.',
+      'The firmware image is empty (0 bytes). Check the file name in the node that reads it ' + 'and that the build actually produced the .bin file.',
     );
   }
 }
@@ -212,8 +211,7 @@ export function parseEspImage(data: unknown): EspImage {
     if (isEsp8266V1Image(data)) throw esp8266Error();
     throw new ImageError(
       'IMAGE_NOT_AN_IMAGE',
-      `This file starts with the ESP image byte 0xE9 but its header is not valid ` +
-        `(${problem}), so it is not an ESP32 firmware image. ${APP_FILE_HINT}`,
+      `This file starts with the ESP image byte 0xE9 but its header is not valid ` + `(${problem}), so it is not an ESP32 firmware image. ${APP_FILE_HINT}`,
     );
   }
 
@@ -277,12 +275,10 @@ export function checksumBlockEnd(endOfSegments: number): number {
 function notBufferMessage(x: unknown): string {
   const hint =
     typeof x === 'string' && looksLikeBase64(x)
-      ? ' It looks like base64 text: decode it into a Buffer first, e.g. a Function node with ' +
-        "msg.payload = Buffer.from(msg.payload, 'base64');"
+      ? ' It looks like base64 text: decode it into a Buffer first, e.g. a Function node with ' + "msg.payload = Buffer.from(msg.payload, 'base64');"
       : typeof x === 'string'
-      ? ' If it comes from a File In node, set its Output to "a single Buffer object" ' +
-        '(a file read as text is damaged by the character decoding).'
-      : ' Read the .bin file with a File In node set to output "a single Buffer object".';
+        ? ' If it comes from a File In node, set its Output to "a single Buffer object" ' + '(a file read as text is damaged by the character decoding).'
+        : ' Read the .bin file with a File In node set to output "a single Buffer object".';
   return `The firmware image must be a Buffer, but msg.payload is ${describeValue(x)}.${hint}`;
 }
 
@@ -308,23 +304,20 @@ function rejectForeignFormats(data: Buffer): void {
   if (isPartitionTable(data)) {
     throw new ImageError(
       'IMAGE_PARTITION_TABLE',
-      `This is an ESP-IDF partition table (partition-table.bin), not a firmware image; ` +
-        `OTA updates only replace the app. ${APP_FILE_HINT}`,
+      `This is an ESP-IDF partition table (partition-table.bin), not a firmware image; ` + `OTA updates only replace the app. ${APP_FILE_HINT}`,
     );
   }
   if (isEsp8266V2Image(data)) throw esp8266Error();
   if (data[0] !== ESP_IMAGE_MAGIC) {
     throw new ImageError(
       'IMAGE_NOT_AN_IMAGE',
-      `This file is not an ESP32 firmware image: it should start with the byte 0xE9 but starts ` +
-        `with ${hexBytes(data, 0, 4)}. ${APP_FILE_HINT}`,
+      `This file is not an ESP32 firmware image: it should start with the byte 0xE9 but starts ` + `with ${hexBytes(data, 0, 4)}. ${APP_FILE_HINT}`,
     );
   }
   if (data.length < ESP_IMAGE_HEADER_SIZE) {
     throw new ImageError(
       'IMAGE_TRUNCATED',
-      `The firmware image is cut off: it has ${data.length} byte(s), less than the ` +
-        `${ESP_IMAGE_HEADER_SIZE}-byte image header. Copy or download the .bin file again.`,
+      `The firmware image is cut off: it has ${data.length} byte(s), less than the ` + `${ESP_IMAGE_HEADER_SIZE}-byte image header. Copy or download the .bin file again.`,
     );
   }
 }
@@ -338,11 +331,7 @@ function isPartitionTable(data: Buffer): boolean {
   if (!startsWith(data, 0, PARTITION_MAGIC)) return false;
   if (data.length < 2 * PARTITION_ENTRY_SIZE) return data.length >= PARTITION_ENTRY_SIZE;
   const next = PARTITION_ENTRY_SIZE;
-  return (
-    startsWith(data, next, PARTITION_MAGIC) ||
-    startsWith(data, next, PARTITION_MD5_MAGIC) ||
-    startsWith(data, next, [0xff, 0xff])
-  );
+  return startsWith(data, next, PARTITION_MAGIC) || startsWith(data, next, PARTITION_MD5_MAGIC) || startsWith(data, next, [0xff, 0xff]);
 }
 
 /**
@@ -375,8 +364,7 @@ function isEsp8266V1Image(data: Buffer): boolean {
 function esp8266Error(): ImageError {
   return new ImageError(
     'IMAGE_ESP8266',
-    'This is an ESP8266 firmware image. This node updates ESP32-family chips only; ' +
-      'build your project for an ESP32 target with ESP-IDF and use its build/<project>.bin.',
+    'This is an ESP8266 firmware image. This node updates ESP32-family chips only; ' + 'build your project for an ESP32 target with ESP-IDF and use its build/<project>.bin.',
   );
 }
 
@@ -499,9 +487,7 @@ function parseLayout(data: Buffer, header: EspImageHeader): ImageLayout {
   }
   const imageLength = blockEnd + ESP_SHA256_SIZE;
   if (imageLength > data.length) {
-    throw truncatedError(
-      `the appended SHA-256 needs ${ESP_SHA256_SIZE} bytes at offset ${blockEnd} but the file has ${data.length} bytes`,
-    );
+    throw truncatedError(`the appended SHA-256 needs ${ESP_SHA256_SIZE} bytes at offset ${blockEnd} but the file has ${data.length} bytes`);
   }
   return { segments: walk.segments, checksumOffset: blockEnd - 1, hashOffset: blockEnd, imageLength };
 }
@@ -555,10 +541,7 @@ function checkSegment(header: EspImageHeader, seg: EspImageSegment): void {
 }
 
 function segmentError(detail: string): ImageError {
-  return new ImageError(
-    'IMAGE_BAD_SEGMENT',
-    `The firmware image is damaged: ${detail}. The bootloader would refuse it; build or copy it again.`,
-  );
+  return new ImageError('IMAGE_BAD_SEGMENT', `The firmware image is damaged: ${detail}. The bootloader would refuse it; build or copy it again.`);
 }
 
 function revName(full: number): string {
@@ -566,11 +549,7 @@ function revName(full: number): string {
 }
 
 function truncatedError(detail: string): ImageError {
-  return new ImageError(
-    'IMAGE_TRUNCATED',
-    `The firmware image is cut off or its header is damaged: ${detail}. ` +
-      `Copy or download the complete .bin file again.`,
-  );
+  return new ImageError('IMAGE_TRUNCATED', `The firmware image is cut off or its header is damaged: ${detail}. ` + `Copy or download the complete .bin file again.`);
 }
 
 function verifyIntegrity(data: Buffer, layout: ImageLayout): void {
@@ -641,14 +620,8 @@ function classifyAndReadAppDesc(data: Buffer, header: EspImageHeader, layout: Im
         `not an application. OTA updates replace the app only. ${APP_FILE_HINT}`,
     );
   }
-  const what = ramOnly
-    ? 'It runs from RAM only, like a test program or loader, so it is not an app'
-    : 'Without it the device cannot identify or accept the app';
-  throw new ImageError(
-    'IMAGE_NO_APP_DESC',
-    `This ${chipName(header.chipId)} image has no ESP-IDF app descriptor (esp_app_desc_t at offset 0x20). ` +
-      `${what}. ${APP_FILE_HINT}`,
-  );
+  const what = ramOnly ? 'It runs from RAM only, like a test program or loader, so it is not an app' : 'Without it the device cannot identify or accept the app';
+  throw new ImageError('IMAGE_NO_APP_DESC', `This ${chipName(header.chipId)} image has no ESP-IDF app descriptor (esp_app_desc_t at offset 0x20). ` + `${what}. ${APP_FILE_HINT}`);
 }
 
 /**
@@ -679,11 +652,7 @@ function hasUnlistedFlashSegments(data: Buffer, chipId: number, imageEnd: number
 function hasBootloaderDesc(chipId: number, segments: readonly EspImageSegment[]): boolean {
   const chip = findChip(chipId);
   return segments.some(
-    (s) =>
-      s.length >= BOOTLOADER_DESC_SIZE &&
-      (chip === undefined || isInRam(chip, s.loadAddress)) &&
-      s.data[0] === BOOTLOADER_DESC_MAGIC &&
-      /^v\d/.test(cString(s.data, 8, 32)),
+    (s) => s.length >= BOOTLOADER_DESC_SIZE && (chip === undefined || isInRam(chip, s.loadAddress)) && s.data[0] === BOOTLOADER_DESC_MAGIC && /^v\d/.test(cString(s.data, 8, 32)),
   );
 }
 

@@ -42,7 +42,9 @@ export function sampleChip(chip: string | number): EspChip {
   if (!found) {
     throw new BleOtaError(
       'INVALID_ARGUMENT',
-      `Unknown chip "${chip}": give one of ${knownChips().map((c) => key(c.name)).join(', ')}.`,
+      `Unknown chip "${chip}": give one of ${knownChips()
+        .map((c) => key(c.name))
+        .join(', ')}.`,
     );
   }
   return found;

@@ -25,16 +25,7 @@
  * without it.
  */
 
-import {
-  constants,
-  createHash,
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPairSync,
-  sign as cryptoSign,
-  verify as cryptoVerify,
-  type KeyObject,
-} from 'node:crypto';
+import { constants, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { BleOtaError } from '../errors';
 
 // ---------------------------------------------------------------------------
@@ -239,7 +230,9 @@ function loadKey(pem: string): LoadedKey {
     throw keyError('This is not a PEM key: it has no "-----BEGIN ... KEY-----" line. Give the .pem file that espsecure.py or "esp32-ble-ota keygen" wrote.');
   }
   if (label === 'ENCRYPTED PRIVATE KEY' || /Proc-Type:\s*4,ENCRYPTED/.test(pem)) {
-    throw keyError('This private key is encrypted with a passphrase, which espsecure.py does not read either. Store it decrypted (openssl pkey -in KEY -out PLAIN) where only you can read it.');
+    throw keyError(
+      'This private key is encrypted with a passphrase, which espsecure.py does not read either. Store it decrypted (openssl pkey -in KEY -out PLAIN) where only you can read it.',
+    );
   }
   const isPrivate = label.includes('PRIVATE');
   let privateKey: KeyObject | undefined;
@@ -486,9 +479,7 @@ export function verifyImageSignature(
   if (!imageDigest.equals(block.imageDigest)) {
     const padding = Buffer.alloc(sector.offset - imageLength, 0xff);
     const repadded = createHash(parsed.hash).update(file.subarray(0, imageLength)).update(padding).digest().equals(block.imageDigest);
-    const what = repadded
-      ? `The padding between the image and its signature sector changed after signing (it was 0xFF)`
-      : `The image changed after it was signed`;
+    const what = repadded ? `The padding between the image and its signature sector changed after signing (it was 0xFF)` : `The image changed after it was signed`;
     return {
       ok: false,
       reason: 'digest-mismatch',
@@ -506,9 +497,7 @@ export function verifyImageSignature(
       ok: false,
       reason: 'bad-signature',
       index: block.index,
-      message:
-        `Signature block ${block.index} names the trusted key and the image's digest, but its signature does not ` +
-        `verify: the block is damaged or forged.`,
+      message: `Signature block ${block.index} names the trusted key and the image's digest, but its signature does not ` + `verify: the block is damaged or forged.`,
     };
   }
   return { ok: true, index: block.index, scheme: block.scheme, keyDigest: block.keyDigest };

@@ -226,7 +226,7 @@ export function encodeBegin(req: BeginRequest): Buffer {
   if (req.sha256.length !== 32) throw new RangeError('sha256 must be 32 bytes');
   const patch = (req.flags & BeginFlag.PATCH) !== 0;
   if (patch !== (req.base !== undefined)) {
-    throw new RangeError(patch ? 'BEGIN with the PATCH flag needs the base image\'s SHA-256' : 'a base SHA-256 goes only with the PATCH flag');
+    throw new RangeError(patch ? "BEGIN with the PATCH flag needs the base image's SHA-256" : 'a base SHA-256 goes only with the PATCH flag');
   }
   if (req.base !== undefined && req.base.length !== 32) throw new RangeError(`base must be a 32-byte SHA-256, not ${req.base.length} bytes`);
   const buf = Buffer.alloc(patch ? BEGIN_PATCH_SIZE : BEGIN_SIZE);

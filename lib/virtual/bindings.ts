@@ -469,8 +469,7 @@ export class VirtualBindings extends EventEmitter {
       const request = link.clock.request('read', ATT_HEADER);
       link.device.read(chr.uuid).then(
         (data) => request.answered(data.length + 1, () => this.emit('read', id, serviceUuid, characteristicUuid, data, false)),
-        (err: Error) =>
-          request.answered(5, err instanceof LostRequestError ? undefined : () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false)),
+        (err: Error) => request.answered(5, err instanceof LostRequestError ? undefined : () => this.emit('read', id, serviceUuid, characteristicUuid, Buffer.alloc(0), false)),
       );
     });
   }

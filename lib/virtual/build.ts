@@ -75,11 +75,13 @@ export function ensureVirtualEsp32(): Promise<string> {
 export function assertPrivate(path: string, kind: 'folder' | 'file'): void {
   const st = lstatSync(path);
   const uid = process.getuid?.();
-  const problem =
-    (kind === 'folder' ? !st.isDirectory() : !st.isFile()) ? `is not a ${kind}`
-    : uid !== undefined && st.uid !== uid ? `belongs to another user (uid ${st.uid}, not ${uid})`
-    : (st.mode & 0o022) !== 0 ? `may be written by other users (mode ${(st.mode & 0o777).toString(8)})`
-    : undefined;
+  const problem = (kind === 'folder' ? !st.isDirectory() : !st.isFile())
+    ? `is not a ${kind}`
+    : uid !== undefined && st.uid !== uid
+      ? `belongs to another user (uid ${st.uid}, not ${uid})`
+      : (st.mode & 0o022) !== 0
+        ? `may be written by other users (mode ${(st.mode & 0o777).toString(8)})`
+        : undefined;
   if (problem) {
     throw new BleOtaError(
       'VIRTUAL_DEVICE_UNAVAILABLE',
@@ -170,26 +172,20 @@ async function build(): Promise<string> {
   mkdirSync(scratch, { mode: 0o700 });
   try {
     await new Promise<void>((resolvePromise, reject) => {
-      execFile(
-        'make',
-        ['-s', '-C', join(FIRMWARE_DIR, 'host'), `BUILD_DIR=${scratch}`, 'virtual'],
-        { timeout: 120_000 },
-        (error, _stdout, stderr) => {
-          if (!error) return resolvePromise();
-          // No make (ENOENT), or make without the compiler it calls ("cc: not found", "No such file").
-          const missing =
-            (error as NodeJS.ErrnoException).code === 'ENOENT' || /\b(cc|gcc|clang)\b.*(not found|No such file)/i.test(stderr);
-          reject(
-            new BleOtaError(
-              'VIRTUAL_DEVICE_UNAVAILABLE',
-              missing
-                ? 'The virtual ESP32 is built from C sources on first use and needs `make` and a C compiler (cc): install them (e.g. `apt install build-essential`).'
-                : `Building the virtual ESP32 failed: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
-              { cause: error },
-            ),
-          );
-        },
-      );
+      execFile('make', ['-s', '-C', join(FIRMWARE_DIR, 'host'), `BUILD_DIR=${scratch}`, 'virtual'], { timeout: 120_000 }, (error, _stdout, stderr) => {
+        if (!error) return resolvePromise();
+        // No make (ENOENT), or make without the compiler it calls ("cc: not found", "No such file").
+        const missing = (error as NodeJS.ErrnoException).code === 'ENOENT' || /\b(cc|gcc|clang)\b.*(not found|No such file)/i.test(stderr);
+        reject(
+          new BleOtaError(
+            'VIRTUAL_DEVICE_UNAVAILABLE',
+            missing
+              ? 'The virtual ESP32 is built from C sources on first use and needs `make` and a C compiler (cc): install them (e.g. `apt install build-essential`).'
+              : `Building the virtual ESP32 failed: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
+            { cause: error },
+          ),
+        );
+      });
     });
     // Owner-only whatever the umask: a group-writable binary would be refused.
     chmodSync(join(scratch, 'virtual-esp32'), 0o700);

@@ -215,8 +215,8 @@ export const LINUX_NOBLE: Central = {
     "MTU 256: noble's lib/hci-socket/gatt.js asks for and answers 256 (_desired_mtu)",
     'connects with 7.5-22.5 ms, latency 0, supervision timeout 420 ms (lib/hci-socket/hci.js createLeConn defaults 0x0006-0x0012, 0x002a)',
     "grants the peripheral's L2CAP Connection Parameter Update Request as asked (lib/hci-socket/bindings.js onConnectionParameterUpdateRequest: LE Connection Update with its range, CE length 0)",
-    'picks the longest interval of a range: an assumption (the central\'s controller chooses; Bluetooth Core 5.x Vol 4 Part E 7.8.18)',
-    'data length: noble never sets it; the peripheral\'s LL_LENGTH_REQ (Core Vol 6 Part B 5.1.9) gets 251 from a Bluetooth 4.2+ adapter',
+    "picks the longest interval of a range: an assumption (the central's controller chooses; Bluetooth Core 5.x Vol 4 Part E 7.8.18)",
+    "data length: noble never sets it; the peripheral's LL_LENGTH_REQ (Core Vol 6 Part B 5.1.9) gets 251 from a Bluetooth 4.2+ adapter",
     "2M PHY: noble's default (legacy) path sets no PHY preference, so a Bluetooth 5 adapter answers the peripheral's LL_PHY_REQ with 2M; not so in noble's extended mode (LE Set PHY 1M + Coded), nor on kernels before the December 2022 patch 'Bluetooth: Enable all supported LE PHY by default' without `btmgmt phy` when the kernel owns the adapter",
     'no packets-per-event cap beyond the event: an assumption (none documented)',
   ],
@@ -229,7 +229,10 @@ export const LINUX_NOBLE_BT41: Central = {
   description: 'Linux gateway, noble 1.9.2 (HCI socket), Bluetooth 4.0 / 4.1 adapter (no DLE)',
   maxDataLength: 27,
   phys: ['1M'],
-  sources: [...LINUX_NOBLE.sources.filter((s) => !s.startsWith('data length') && !s.startsWith('2M')), 'Data Length Extension and 2M PHY came with Bluetooth 4.2 and 5.0: a 4.0 / 4.1 adapter (e.g. the Raspberry Pi 3 B\'s) carries 27-byte PDUs on 1M'],
+  sources: [
+    ...LINUX_NOBLE.sources.filter((s) => !s.startsWith('data length') && !s.startsWith('2M')),
+    "Data Length Extension and 2M PHY came with Bluetooth 4.2 and 5.0: a 4.0 / 4.1 adapter (e.g. the Raspberry Pi 3 B's) carries 27-byte PDUs on 1M",
+  ],
 };
 
 /**

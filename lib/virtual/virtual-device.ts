@@ -158,7 +158,10 @@ export class LostRequestError extends Error {
 
 /** An ATT error returned by the virtual device. */
 export class AttError extends Error {
-  constructor(readonly attCode: number, request: string) {
+  constructor(
+    readonly attCode: number,
+    request: string,
+  ) {
     super(`ATT error 0x${attCode.toString(16).padStart(2, '0')} on ${request}`);
   }
 }

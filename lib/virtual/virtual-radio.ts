@@ -159,7 +159,11 @@ export class VirtualRadio {
       const now = this.declared.get(address);
       if (!now) continue;
       if (now.offline || (was && now.name !== was.name)) void this.stopDevice(address);
-      else if (now.preset !== was?.preset) void this.devices.get(address)?.then((device) => this.bindings.pace(device, now.preset), () => undefined);
+      else if (now.preset !== was?.preset)
+        void this.devices.get(address)?.then(
+          (device) => this.bindings.pace(device, now.preset),
+          () => undefined,
+        );
     }
   }
 
@@ -287,17 +291,20 @@ export class VirtualRadio {
   /** Stops the devices the radio started that nobody used for limits.idleMs (checked while any runs). */
   private sweep(): void {
     if (this.sweeper) return;
-    this.sweeper = setInterval(() => {
-      const cutoff = Date.now() - this.limits.idleMs;
-      for (const [address, at] of this.lastUsed) {
-        if (this.busy(address)) this.lastUsed.set(address, Date.now());
-        else if (at < cutoff || !this.declared.has(address)) void this.stopDevice(address);
-      }
-      if (this.lastUsed.size === 0) {
-        clearInterval(this.sweeper);
-        this.sweeper = undefined;
-      }
-    }, Math.min(this.limits.idleMs / 2, 30_000));
+    this.sweeper = setInterval(
+      () => {
+        const cutoff = Date.now() - this.limits.idleMs;
+        for (const [address, at] of this.lastUsed) {
+          if (this.busy(address)) this.lastUsed.set(address, Date.now());
+          else if (at < cutoff || !this.declared.has(address)) void this.stopDevice(address);
+        }
+        if (this.lastUsed.size === 0) {
+          clearInterval(this.sweeper);
+          this.sweeper = undefined;
+        }
+      },
+      Math.min(this.limits.idleMs / 2, 30_000),
+    );
     this.sweeper.unref();
   }
 
@@ -333,9 +340,7 @@ export class VirtualRadio {
   /** The device with this name or address, started when not yet running (code declaring it, as the CLI's --virtual does). */
   ensureDevice(nameOrAddress: string, options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
     const isAddress = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(nameOrAddress);
-    return isAddress
-      ? this.addDevice({ ...options, address: nameOrAddress.replace(/-/g, ':') })
-      : this.addDevice({ ...options, name: nameOrAddress });
+    return isAddress ? this.addDevice({ ...options, address: nameOrAddress.replace(/-/g, ':') }) : this.addDevice({ ...options, name: nameOrAddress });
   }
 
   /** Stops every device; what stopped declared devices kept is dropped (the neighbourhood is gone). */
@@ -345,9 +350,7 @@ export class VirtualRadio {
     this.lastUsed.clear();
     const devices = await Promise.allSettled([...this.devices.values()]);
     this.devices.clear();
-    await Promise.all(
-      devices.map((d) => (d.status === 'fulfilled' ? (this.bindings.removeDevice(d.value), d.value.stop()) : undefined)),
-    );
+    await Promise.all(devices.map((d) => (d.status === 'fulfilled' ? (this.bindings.removeDevice(d.value), d.value.stop()) : undefined)));
   }
 }
 

@@ -69,7 +69,12 @@ export = function register(RED: RED): void {
     const template = typeof def.template === 'string' ? def.template : '';
     const topic = typeof def.topic === 'string' ? def.topic : '';
     let listening = def.scope !== 'none';
-    for (const [field, text] of listening ? ([['template', template], ['topic', topic]] as const) : []) {
+    for (const [field, text] of listening
+      ? ([
+          ['template', template],
+          ['topic', topic],
+        ] as const)
+      : []) {
       try {
         checkTemplate(text);
       } catch (err) {

@@ -108,7 +108,7 @@ export = function register(RED: RED): void {
     }
 
     const queue = new UploadQueue<Job>(
-      (job) => config ? runJob(config, job) : Promise.resolve(),
+      (job) => (config ? runJob(config, job) : Promise.resolve()),
       QUEUE_LIMIT,
       (err, job) => job.done(err instanceof Error ? err : new Error(String(err))),
     );
@@ -120,7 +120,8 @@ export = function register(RED: RED): void {
     };
 
     node.on('input', (msg, send, done) => {
-      if (msg.cancel === true) { // not "false", nor any other truthy value: a cancel ends every waiting update
+      if (msg.cancel === true) {
+        // not "false", nor any other truthy value: a cancel ends every waiting update
         queue.cancelAll(dropped(t('ble-ota-upload.errors.cancelledByMsg')));
         done();
         return;
@@ -226,16 +227,23 @@ export = function register(RED: RED): void {
       // The status, the progress output and the events change together, at most every 500 ms within a phase.
       const throttle = new ProgressThrottle(500);
       return client.update(
-        updateOptions(settings, config, job, target, (p: Progress) => {
-          if (!throttle.accept(p)) return;
-          setStatus(statusForProgress(t, p));
-          job.send([null, { topic: job.msg.topic, device: job.target, payload: { ...p } }]);
-          // Scanning and connecting are one state for status nodes: "connecting" is published once.
-          const state = PHASE_STATE[p.phase];
-          if (job.published?.state === state && (state !== 'uploading' || job.published.percent === p.percent)) return;
-          job.published = { state, percent: p.percent };
-          publish(job, state, { percent: p.percent, ...(p.bytesPerSecond > 0 ? { bytesPerSecond: p.bytesPerSecond } : {}) }, started);
-        }, cache),
+        updateOptions(
+          settings,
+          config,
+          job,
+          target,
+          (p: Progress) => {
+            if (!throttle.accept(p)) return;
+            setStatus(statusForProgress(t, p));
+            job.send([null, { topic: job.msg.topic, device: job.target, payload: { ...p } }]);
+            // Scanning and connecting are one state for status nodes: "connecting" is published once.
+            const state = PHASE_STATE[p.phase];
+            if (job.published?.state === state && (state !== 'uploading' || job.published.percent === p.percent)) return;
+            job.published = { state, percent: p.percent };
+            publish(job, state, { percent: p.percent, ...(p.bytesPerSecond > 0 ? { bytesPerSecond: p.bytesPerSecond } : {}) }, started);
+          },
+          cache,
+        ),
       );
     }
 
@@ -289,9 +297,7 @@ export = function register(RED: RED): void {
   function streamedPart(msg: NodeMessage): { id: string; last: boolean } | undefined {
     const parts = msg.parts as { id?: unknown; type?: unknown; index?: unknown; count?: unknown } | undefined;
     if (typeof parts !== 'object' || parts === null || typeof parts.id !== 'string') return undefined;
-    const piece =
-      (parts.type === 'buffer' && (Buffer.isBuffer(msg.payload) || msg.payload === undefined)) ||
-      (parts.type === 'string' && typeof msg.payload === 'string');
+    const piece = (parts.type === 'buffer' && (Buffer.isBuffer(msg.payload) || msg.payload === undefined)) || (parts.type === 'string' && typeof msg.payload === 'string');
     if (!piece) return undefined;
     return { id: parts.id, last: typeof parts.count === 'number' && typeof parts.index === 'number' && parts.index + 1 >= parts.count };
   }

@@ -18,8 +18,7 @@ export type Backend = 'bluetooth' | 'virtual';
 /** Operations that may wait for a radio: every upload node's queue of 10 and a few scans fit, a flood does not. */
 export const MAX_WAITING = 32;
 
-let busyMessage = (limit: number) =>
-  `The radio is busy: ${limit} operations are already waiting for it. Try again when some of them are done.`;
+let busyMessage = (limit: number) => `The radio is busy: ${limit} operations are already waiting for it. Try again when some of them are done.`;
 
 /** The BUSY message in the runtime's language (the device node's locales give it). */
 export function localiseAdapterBusy(message: (limit: number) => string): void {
@@ -105,10 +104,7 @@ const adapters = new Map<Backend, Adapter>();
 export function adapterFor(backend: Backend): Adapter {
   let adapter = adapters.get(backend);
   if (!adapter) {
-    adapter =
-      backend === 'virtual'
-        ? new Adapter('virtual', () => sharedVirtualRadio().noble)
-        : new Adapter('bluetooth', loadSystemNoble);
+    adapter = backend === 'virtual' ? new Adapter('virtual', () => sharedVirtualRadio().noble) : new Adapter('bluetooth', loadSystemNoble);
     adapters.set(backend, adapter);
   }
   return adapter;

@@ -45,10 +45,7 @@ export interface HardwareConfig {
   images: HardwareImage[];
 }
 
-export type HardwareSetup =
-  | { kind: 'skip'; message: string }
-  | { kind: 'error'; message: string }
-  | { kind: 'run'; config: HardwareConfig };
+export type HardwareSetup = { kind: 'skip'; message: string } | { kind: 'error'; message: string } | { kind: 'run'; config: HardwareConfig };
 
 export const SKIP_MESSAGE =
   `set ${HW_ENV.adapter} (the Bluetooth adapter, e.g. hci0) and ${HW_ENV.device} (the advertised name or the address of an ESP32 ` +
@@ -94,7 +91,7 @@ function readNamed(variable: string, path: string, read: ReadFile): Buffer {
     return read(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`${variable} names ${path}, which cannot be read${code ? ` (${code})` : ''}: give the path of an existing file.`);
+    throw new Error(`${variable} names ${path}, which cannot be read${code ? ` (${code})` : ''}: give the path of an existing file.`, { cause: err });
   }
 }
 
@@ -105,7 +102,7 @@ function secretFrom(path: string | undefined, read: ReadFile): string | undefine
     parseSecret(text);
   } catch (err) {
     // parseSecret never quotes the secret.
-    throw new Error(`${HW_ENV.secretFile} (${path}): ${(err as Error).message} Give the file esp32-ble-ota secret wrote.`);
+    throw new Error(`${HW_ENV.secretFile} (${path}): ${(err as Error).message} Give the file esp32-ble-ota secret wrote.`, { cause: err });
   }
   return text;
 }
@@ -117,7 +114,7 @@ function signingKeyFrom(path: string | undefined, read: ReadFile): string | unde
   try {
     isPrivate = signingKeyInfo(pem).isPrivate;
   } catch (err) {
-    throw new Error(`${HW_ENV.signingKey} (${path}): ${(err as Error).message}`);
+    throw new Error(`${HW_ENV.signingKey} (${path}): ${(err as Error).message}`, { cause: err });
   }
   if (!isPrivate) {
     throw new Error(`${HW_ENV.signingKey} (${path}) is a public key; the tests sign images, so give the private key the device's images are signed with.`);
@@ -137,7 +134,7 @@ function imagesFrom(list: string | undefined, read: ReadFile): HardwareImage[] {
         const image = validateImage(data);
         return { path, data, version: image.appDesc.version, chipId: image.chipId };
       } catch (err) {
-        throw new Error(`${HW_ENV.images}: ${path} is no app image the device could boot: ${(err as Error).message}`);
+        throw new Error(`${HW_ENV.images}: ${path} is no app image the device could boot: ${(err as Error).message}`, { cause: err });
       }
     });
 }

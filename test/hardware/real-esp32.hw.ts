@@ -41,8 +41,7 @@ async function realDevice(): Promise<ConformanceTarget> {
     secret: c.secret,
     requestMs: 15_000,
     restartMs: 60_000,
-    image: ({ sign, ...options }) =>
-      buildAppImage({ chipId: info.chipId, ...options, signingKeys: sign !== false && c.signingKey ? c.signingKey : undefined }),
+    image: ({ sign, ...options }) => buildAppImage({ chipId: info.chipId, ...options, signingKeys: sign !== false && c.signingKey ? c.signingKey : undefined }),
     sign: (image) => (c.signingKey ? signImage(image, c.signingKey) : undefined),
     bootable: (running) => c.images.find((i) => i.version !== running)?.data,
     noBootableReason:

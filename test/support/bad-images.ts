@@ -90,22 +90,61 @@ export function generatedBadImages(base = baseImage()): BadInput[] {
     ['minimum chip revision', 14],
     ['reserved byte', 20],
   ];
-  for (const [what, at] of unsealed) add(`header: ${what} changed, hash stale`, 'IMAGE_BAD_HASH', mutate(base, (b) => (b[at] ^= 0x5a)));
+  for (const [what, at] of unsealed)
+    add(
+      `header: ${what} changed, hash stale`,
+      'IMAGE_BAD_HASH',
+      mutate(base, (b) => (b[at] ^= 0x5a)),
+    );
 
   // Segment header fields out of range.
   const last = segs[segs.length - 1];
   const shorter = segs.map((s) => (s === last ? { ...s, length: s.length - 2 } : s));
-  add(`segment ${segs.length}: length not a multiple of 4`, 'IMAGE_BAD_SEGMENT', seal(mutate(base, (b) => b.writeUInt32LE(last.length - 2, last.headerOffset + 4)), shorter));
+  add(
+    `segment ${segs.length}: length not a multiple of 4`,
+    'IMAGE_BAD_SEGMENT',
+    seal(
+      mutate(base, (b) => b.writeUInt32LE(last.length - 2, last.headerOffset + 4)),
+      shorter,
+    ),
+  );
   segs.forEach((s, i) => {
     // What follows is read as the next segment header: where that walk ends decides the error.
-    add(`segment ${i + 1}: length zeroed (a zero-length segment)`, ZEROED_CODES[i], mutate(base, (b) => b.writeUInt32LE(0, s.headerOffset + 4)));
-    add(`segment ${i + 1}: length runs past the file`, 'IMAGE_TRUNCATED', mutate(base, (b) => b.writeUInt32LE(0x00ffff00, s.headerOffset + 4)));
+    add(
+      `segment ${i + 1}: length zeroed (a zero-length segment)`,
+      ZEROED_CODES[i],
+      mutate(base, (b) => b.writeUInt32LE(0, s.headerOffset + 4)),
+    );
+    add(
+      `segment ${i + 1}: length runs past the file`,
+      'IMAGE_TRUNCATED',
+      mutate(base, (b) => b.writeUInt32LE(0x00ffff00, s.headerOffset + 4)),
+    );
   });
-  add('segment 1 (flash-mapped): address off its 64 KB page offset', 'IMAGE_BAD_SEGMENT', seal(mutate(base, (b) => b.writeUInt32LE(b.readUInt32LE(segs[0].headerOffset) + 4, segs[0].headerOffset)), segs));
-  add(`segment 4 (flash-mapped): address off its 64 KB page offset`, 'IMAGE_BAD_SEGMENT', seal(mutate(base, (b) => b.writeUInt32LE(b.readUInt32LE(segs[3].headerOffset) + 0x100, segs[3].headerOffset)), segs));
+  add(
+    'segment 1 (flash-mapped): address off its 64 KB page offset',
+    'IMAGE_BAD_SEGMENT',
+    seal(
+      mutate(base, (b) => b.writeUInt32LE(b.readUInt32LE(segs[0].headerOffset) + 4, segs[0].headerOffset)),
+      segs,
+    ),
+  );
+  add(
+    `segment 4 (flash-mapped): address off its 64 KB page offset`,
+    'IMAGE_BAD_SEGMENT',
+    seal(
+      mutate(base, (b) => b.writeUInt32LE(b.readUInt32LE(segs[3].headerOffset) + 0x100, segs[3].headerOffset)),
+      segs,
+    ),
+  );
 
   // A segment count that overruns the file.
-  for (const count of [segs.length + 1, 16]) add(`segment count ${count} (overruns the file)`, 'IMAGE_TRUNCATED', mutate(base, (b) => (b[1] = count)));
+  for (const count of [segs.length + 1, 16])
+    add(
+      `segment count ${count} (overruns the file)`,
+      'IMAGE_TRUNCATED',
+      mutate(base, (b) => (b[1] = count)),
+    );
 
   // Truncated inside the header and at every segment boundary.
   for (const at of [1, 2, 8, 12, 14, 23]) add(`truncated in the header at ${at}`, 'IMAGE_TRUNCATED', base.subarray(0, at));
@@ -120,18 +159,41 @@ export function generatedBadImages(base = baseImage()): BadInput[] {
   add('truncated inside the appended SHA-256', 'IMAGE_TRUNCATED', base.subarray(0, base.length - 1));
 
   // Integrity.
-  add('checksum byte flipped', 'IMAGE_BAD_CHECKSUM', mutate(base, (b) => (b[checksumAt] ^= 0xff)));
-  add('a segment data byte flipped', 'IMAGE_BAD_CHECKSUM', mutate(base, (b) => (b[segs[2].dataOffset + 3] ^= 0x01)));
-  add('appended SHA-256 wrong', 'IMAGE_BAD_HASH', mutate(base, (b) => (b[hashAt + 7] ^= 0x80)));
-  add('a data byte changed, checksum kept right, SHA-256 stale', 'IMAGE_BAD_HASH', mutate(base, (b) => {
-    b[segs[3].dataOffset] ^= 0x11;
-    b[checksumAt] ^= 0x11;
-  }));
+  add(
+    'checksum byte flipped',
+    'IMAGE_BAD_CHECKSUM',
+    mutate(base, (b) => (b[checksumAt] ^= 0xff)),
+  );
+  add(
+    'a segment data byte flipped',
+    'IMAGE_BAD_CHECKSUM',
+    mutate(base, (b) => (b[segs[2].dataOffset + 3] ^= 0x01)),
+  );
+  add(
+    'appended SHA-256 wrong',
+    'IMAGE_BAD_HASH',
+    mutate(base, (b) => (b[hashAt + 7] ^= 0x80)),
+  );
+  add(
+    'a data byte changed, checksum kept right, SHA-256 stale',
+    'IMAGE_BAD_HASH',
+    mutate(base, (b) => {
+      b[segs[3].dataOffset] ^= 0x11;
+      b[checksumAt] ^= 0x11;
+    }),
+  );
 
   // Another chip: the ESP32-S2 has no Bluetooth (refused before connecting).
   add('built for the ESP32-S2 (no Bluetooth)', 'IMAGE_WRONG_CHIP', buildAppImage({ chipId: 2, size: 12 * 1024, seed: 78 }));
   // No app descriptor: the first segment's data is not esp_app_desc_t.
-  add('no app descriptor', 'IMAGE_NO_APP_DESC', seal(mutate(base, (b) => b.writeUInt32LE(0x12345678, segs[0].dataOffset)), segs));
+  add(
+    'no app descriptor',
+    'IMAGE_NO_APP_DESC',
+    seal(
+      mutate(base, (b) => b.writeUInt32LE(0x12345678, segs[0].dataOffset)),
+      segs,
+    ),
+  );
   // Larger than any app partition.
   add('larger than 16 MB', 'IMAGE_TOO_LARGE', buildAppImage({ size: 16 * 1024 * 1024 + 4096, seed: 79 }));
   return out;

@@ -47,12 +47,8 @@ export function defineDeltaConformance(setup: () => Promise<ConformanceTarget>):
     };
     const info = () => v2.readInfo();
     const beginPatch = (over: Partial<BeginRequest> = {}) =>
-      v2.begin(
-        { size: next.length, sha256: sha(next), chipId: base.readUInt16LE(12), flags: BeginFlag.DEFLATE | BeginFlag.PATCH, base: sha(base), ...over },
-        T,
-      );
-    const send = async (stream: DeflatedStream, info: DeviceInfoV2, offset: number) =>
-      v2.stream(stream, 0, info.window, info.maxPacket, T, () => undefined, offset);
+      v2.begin({ size: next.length, sha256: sha(next), chipId: base.readUInt16LE(12), flags: BeginFlag.DEFLATE | BeginFlag.PATCH, base: sha(base), ...over }, T);
+    const send = async (stream: DeflatedStream, info: DeviceInfoV2, offset: number) => v2.stream(stream, 0, info.window, info.maxPacket, T, () => undefined, offset);
 
     before(async function () {
       this.timeout(120_000);
@@ -89,7 +85,7 @@ export function defineDeltaConformance(setup: () => Promise<ConformanceTarget>):
       assert.equal(i.runningSize, base.length);
     });
 
-    it('a patch whose header is not for BEGIN\'s image fails BAD_DATA at its first chunk', async () => {
+    it("a patch whose header is not for BEGIN's image fails BAD_DATA at its first chunk", async () => {
       const other = t.image({ size: 52 * 1024, version: '8.3.0', seed: 81 });
       const answer = await beginPatch({ size: other.length, sha256: sha(other) });
       assert.deepEqual([answer.offset, answer.imageOffset], [0, 0]);

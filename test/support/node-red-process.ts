@@ -91,7 +91,8 @@ export class NodeRedProcess {
     const nr = new NodeRedProcess(child, port, userDir);
     await nr.waitForOutput(/Started flows|Flows sind gestartet/, 60_000); // English, or German (lang: 'de')
     const major = process.env.BLE_OTA_EXPECT_NODE_RED; // the run on Node-RED 5 makes sure it got it
-    if (major && !new RegExp(`Node-RED version: v${major}\\.`, 'i').test(nr.output)) { // 'Version' in German
+    if (major && !new RegExp(`Node-RED version: v${major}\\.`, 'i').test(nr.output)) {
+      // 'Version' in German
       await nr.stop();
       throw new Error(`expected Node-RED ${major}, got: ${/Node-RED version: \S+/i.exec(nr.output)?.[0]}`);
     }

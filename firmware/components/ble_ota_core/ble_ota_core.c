@@ -64,18 +64,18 @@ ble_ota_port_err_name(ble_ota_port_err_t err)
 /* --- the start of an image ------------------------------------------------ */
 
 /* esp_image_header_t and esp_app_desc_t, as ESP-IDF lays them out. */
-#define IMG_MAGIC             0xE9
-#define IMG_MAX_SEGMENTS      16
-#define IMG_SPI_MODE_MAX      5 /* QIO, QOUT, DIO, DOUT, FAST_READ, SLOW_READ */
-#define IMG_FLASH_SIZE_MAX    7 /* 1 MB ... 128 MB */
-#define IMG_CHIP_ID_OFFSET    12
-#define IMG_MIN_REV_OFFSET    15 /* min_chip_rev_full u16 */
-#define IMG_HASH_FLAG_OFFSET  23
-#define IMG_SEG0_LEN_OFFSET   28 /* first segment header: load address, length */
-#define IMG_APP_DESC_OFFSET   32
-#define IMG_APP_DESC_MAGIC    0xABCD5432u
+#define IMG_MAGIC                 0xE9
+#define IMG_MAX_SEGMENTS          16
+#define IMG_SPI_MODE_MAX          5 /* QIO, QOUT, DIO, DOUT, FAST_READ, SLOW_READ */
+#define IMG_FLASH_SIZE_MAX        7 /* 1 MB ... 128 MB */
+#define IMG_CHIP_ID_OFFSET        12
+#define IMG_MIN_REV_OFFSET        15 /* min_chip_rev_full u16 */
+#define IMG_HASH_FLAG_OFFSET      23
+#define IMG_SEG0_LEN_OFFSET       28 /* first segment header: load address, length */
+#define IMG_APP_DESC_OFFSET       32
+#define IMG_APP_DESC_MAGIC        0xABCD5432u
 #define IMG_SECURE_VERSION_OFFSET 36 /* esp_app_desc_t.secure_version */
-#define IMG_APP_DESC_SIZE     256
+#define IMG_APP_DESC_SIZE         256
 
 uint8_t
 ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t len, bool complete)
@@ -115,8 +115,8 @@ ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t
         const uint16_t min_rev = ble_ota_get_le16(head + IMG_MIN_REV_OFFSET);
         if (min_rev > info.chip_revision) {
             ble_ota_log(port, BLE_OTA_LOG_ERROR, "image needs chip revision %u.%u, device is %u.%u",
-                        (unsigned)(min_rev / 100), (unsigned)(min_rev % 100),
-                        (unsigned)(info.chip_revision / 100), (unsigned)(info.chip_revision % 100));
+                        (unsigned)(min_rev / 100), (unsigned)(min_rev % 100), (unsigned)(info.chip_revision / 100),
+                        (unsigned)(info.chip_revision % 100));
             return BLE_OTA_ST_WRONG_CHIP;
         }
     }
@@ -131,20 +131,20 @@ ble_ota_image_head_check(const ble_ota_port_t *port, const uint8_t *head, size_t
     }
     if (len >= IMG_APP_DESC_OFFSET + 4 && ble_ota_get_le32(head + IMG_APP_DESC_OFFSET) != IMG_APP_DESC_MAGIC) {
         /* A bootloader, a RAM-only program, or no ESP-IDF app at all. */
-        ble_ota_log(port, BLE_OTA_LOG_ERROR, "no app descriptor at 0x%02x: not an ESP-IDF app",
-                    IMG_APP_DESC_OFFSET);
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "no app descriptor at 0x%02x: not an ESP-IDF app", IMG_APP_DESC_OFFSET);
         return BLE_OTA_ST_INVALID_IMAGE;
     }
-    if (len >= IMG_SECURE_VERSION_OFFSET + 4 && ble_ota_get_le32(head + IMG_SECURE_VERSION_OFFSET) < info.secure_version) {
+    if (len >= IMG_SECURE_VERSION_OFFSET + 4 &&
+        ble_ota_get_le32(head + IMG_SECURE_VERSION_OFFSET) < info.secure_version) {
         /* Anti-rollback: an older image may be signed too, and have the
          * holes its successor fixed. */
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "image secure_version %lu is below the running %lu",
-                    (unsigned long)ble_ota_get_le32(head + IMG_SECURE_VERSION_OFFSET), (unsigned long)info.secure_version);
+                    (unsigned long)ble_ota_get_le32(head + IMG_SECURE_VERSION_OFFSET),
+                    (unsigned long)info.secure_version);
         return BLE_OTA_ST_OLD_SECURE_VERSION;
     }
     if (complete && len < BLE_OTA_IMAGE_HEAD_LEN) {
-        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image of %lu bytes ends before its app descriptor",
-                    (unsigned long)len);
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "image of %lu bytes ends before its app descriptor", (unsigned long)len);
         return BLE_OTA_ST_INVALID_IMAGE;
     }
     return BLE_OTA_ST_OK;
@@ -332,8 +332,7 @@ ble_ota_handle_done(ble_ota_core_t *core)
     ble_ota_port_err_t err = port->slot_end(port->ctx);
     if (err != BLE_OTA_PORT_OK) {
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "OTA done: %lu bytes in %lu packets, image rejected (%s)",
-                    (unsigned long)core->received, (unsigned long)core->packets,
-                    ble_ota_port_err_name(err));
+                    (unsigned long)core->received, (unsigned long)core->packets, ble_ota_port_err_name(err));
         core->state = BLE_OTA_STATE_IDLE;
         ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
         return;
@@ -345,8 +344,7 @@ ble_ota_handle_done(ble_ota_core_t *core)
         err = port->set_boot_slot(port->ctx);
     }
     if (err != BLE_OTA_PORT_OK) {
-        ble_ota_log(port, BLE_OTA_LOG_ERROR, "OTA done: boot slot not set (%s)",
-                    ble_ota_port_err_name(err));
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "OTA done: boot slot not set (%s)", ble_ota_port_err_name(err));
         core->state = BLE_OTA_STATE_IDLE;
         ble_ota_answer(core, BLE_OTA_CTRL_DONE_NAK);
         return;
@@ -411,14 +409,13 @@ ble_ota_packet_size_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
     if (len != 2 || data == NULL) {
         /* Firmware bytes with no open slot: refuse them so the client
          * learns it skipped REQUEST, and keep them away from flash. */
-        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "data written outside a transfer (%lu bytes)",
-                    (unsigned long)len);
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "data written outside a transfer (%lu bytes)", (unsigned long)len);
         return BLE_OTA_ERR_NOT_RECEIVING;
     }
     const uint16_t size = ble_ota_get_le16(data);
     if (size == 0 || size > BLE_OTA_MAX_PACKET) {
-        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "packet size %u refused (1..%u)",
-                    (unsigned)size, (unsigned)BLE_OTA_MAX_PACKET);
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "packet size %u refused (1..%u)", (unsigned)size,
+                    (unsigned)BLE_OTA_MAX_PACKET);
         return BLE_OTA_ERR_VALUE;
     }
     core->packet_size = size;
@@ -452,8 +449,8 @@ seed_data_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
      * packet with stale buffer contents. */
     const ble_ota_port_err_t err = port->slot_write(port->ctx, data, len);
     if (err != BLE_OTA_PORT_OK) {
-        ble_ota_log(port, BLE_OTA_LOG_ERROR, "write failed at offset %lu (%s)",
-                    (unsigned long)core->received, ble_ota_port_err_name(err));
+        ble_ota_log(port, BLE_OTA_LOG_ERROR, "write failed at offset %lu (%s)", (unsigned long)core->received,
+                    ble_ota_port_err_name(err));
         port->slot_abort(port->ctx);
         core->state = BLE_OTA_STATE_IDLE;
         /* Besides the ATT error, DONE_NAK tells a client that ignores write
@@ -564,8 +561,7 @@ ble_ota_core_confirm_boot(ble_ota_core_t *core, bool self_test_passed)
             ble_ota_log(port, BLE_OTA_LOG_INFO, "boot: new image confirmed");
         } else {
             /* Left pending: the bootloader rolls back at the next boot. */
-            ble_ota_log(port, BLE_OTA_LOG_ERROR, "boot: confirming new image failed (%s)",
-                        ble_ota_port_err_name(err));
+            ble_ota_log(port, BLE_OTA_LOG_ERROR, "boot: confirming new image failed (%s)", ble_ota_port_err_name(err));
         }
     } else {
         ble_ota_log(port, BLE_OTA_LOG_ERROR, "boot: self-test failed, rolling back");

@@ -29,8 +29,7 @@ const ble_ota_chr_def_t ble_ota_gatt_chrs[BLE_OTA_CHR_COUNT] = {
     /* Device Information; the seed's has no firmware revision. */
     [BLE_OTA_CHR_MANUFACTURER_NAME] = { BLE_OTA_SVC_DEVICE_INFORMATION, BLE_OTA_MANUFACTURER_NAME_UUID,
                                         BLE_OTA_PROP_READ, true },
-    [BLE_OTA_CHR_MODEL_NUMBER] = { BLE_OTA_SVC_DEVICE_INFORMATION, BLE_OTA_MODEL_NUMBER_UUID, BLE_OTA_PROP_READ,
-                                   true },
+    [BLE_OTA_CHR_MODEL_NUMBER] = { BLE_OTA_SVC_DEVICE_INFORMATION, BLE_OTA_MODEL_NUMBER_UUID, BLE_OTA_PROP_READ, true },
     [BLE_OTA_CHR_FIRMWARE_REVISION] = { BLE_OTA_SVC_DEVICE_INFORMATION, BLE_OTA_FIRMWARE_REVISION_UUID,
                                         BLE_OTA_PROP_READ, false },
 };

@@ -98,9 +98,9 @@ ble_ota_link_update(ble_ota_core_t *core, bool from_tick)
         return;
     }
     if (link->data_path_pending) {
-        link->data_path_pending =
-            port->link_data_path != NULL &&
-            !port->link_data_path(port->ctx, BLE_OTA_LINK_TX_OCTETS, BLE_OTA_LINK_TX_TIME_US, true);
+        link->data_path_pending = port->link_data_path != NULL &&
+                                  !port->link_data_path(port->ctx, BLE_OTA_LINK_TX_OCTETS, BLE_OTA_LINK_TX_TIME_US,
+                                                        true);
     }
 
     const bool receiving = core->v2.state == BLE_OTA_V2_RECEIVING || core->state == BLE_OTA_STATE_RECEIVING;

@@ -14,8 +14,8 @@ ble_ota_queue_admit(size_t prefix, size_t space, ble_ota_queue_kind_t kind, size
     if (len > BLE_OTA_MAX_PACKET) {
         return false;
     }
-    const size_t needed =
-        BLE_OTA_QUEUE_ITEM_COST(prefix, len) + (kind == BLE_OTA_QUEUE_STREAM ? BLE_OTA_QUEUE_COMMAND_RESERVE(prefix) : 0u);
+    const size_t needed = BLE_OTA_QUEUE_ITEM_COST(prefix, len) +
+                          (kind == BLE_OTA_QUEUE_STREAM ? BLE_OTA_QUEUE_COMMAND_RESERVE(prefix) : 0u);
     return space >= needed;
 }
 

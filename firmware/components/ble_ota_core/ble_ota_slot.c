@@ -22,8 +22,7 @@ ble_ota_slot_init(ble_ota_slot_t *slot, uint32_t slot_size, bool can_write_pre_e
 }
 
 ble_ota_port_err_t
-ble_ota_slot_begin(ble_ota_slot_t *slot, uint32_t image_size, ble_ota_img_state_t running,
-                   ble_ota_write_mode_t *mode)
+ble_ota_slot_begin(ble_ota_slot_t *slot, uint32_t image_size, ble_ota_img_state_t running, ble_ota_write_mode_t *mode)
 {
     if (slot->slot_size == 0) {
         return BLE_OTA_PORT_ERR_NO_SLOT;

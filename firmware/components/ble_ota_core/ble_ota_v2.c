@@ -165,8 +165,8 @@ v2_fail(ble_ota_core_t *core, uint8_t status, uint32_t offset)
 {
     uint8_t msg[6];
 
-    ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "v2 transfer failed at %lu: status 0x%02x",
-                (unsigned long)offset, status);
+    ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "v2 transfer failed at %lu: status 0x%02x", (unsigned long)offset,
+                status);
     core->port->slot_abort(core->port->ctx);
     v2_reset(core);
     core->last_status = status;
@@ -321,7 +321,8 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_STATE);
         return;
     }
-    const uint16_t known = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM | (port->inflate != NULL ? BLE_OTA_BEGIN_FLAG_DEFLATE : 0) |
+    const uint16_t known = BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM |
+                           (port->inflate != NULL ? BLE_OTA_BEGIN_FLAG_DEFLATE : 0) |
                            (v2_delta_capable(core) ? BLE_OTA_BEGIN_FLAG_PATCH : 0);
     const bool deflate = (flags & BLE_OTA_BEGIN_FLAG_DEFLATE) != 0;
     if (size == 0 || (flags & ~known) != 0 || (patch && !deflate)) {
@@ -388,8 +389,8 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         }
         t->acked = t->received;
         t->resync_sent = false; /* an earlier RESYNC may have gone with the old link */
-        ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: resuming at %lu of %lu bytes",
-                    (unsigned long)t->received, (unsigned long)size);
+        ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: resuming at %lu of %lu bytes", (unsigned long)t->received,
+                    (unsigned long)size);
         v2_answer_begin(core, t->received);
         return;
     }
@@ -416,7 +417,9 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
     }
     ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: %lu bytes%s%s", (unsigned long)size,
                 (flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) ? ", client confirms" : "",
-                patch ? ", delta patch" : deflate ? ", deflated" : "");
+                patch     ? ", delta patch"
+                : deflate ? ", deflated"
+                          : "");
     v2_answer_begin(core, 0);
 }
 
@@ -469,8 +472,7 @@ v2_end(ble_ota_core_t *core)
      * after the abandon timeout (ble_ota_core_tick). */
     t->state = BLE_OTA_V2_COMPLETE;
     t->suspended_at_ms = port->now_ms(port->ctx);
-    ble_ota_log(port, BLE_OTA_LOG_INFO, "END: %lu bytes, image valid; RESTART boots it",
-                (unsigned long)t->size);
+    ble_ota_log(port, BLE_OTA_LOG_INFO, "END: %lu bytes, image valid; RESTART boots it", (unsigned long)t->size);
     v2_answer(core, BLE_OTA_CMD_END, BLE_OTA_ST_OK);
 }
 
@@ -487,7 +489,8 @@ v2_restart(ble_ota_core_t *core)
     if (!t->restart_requested) {
         /* The flag first: a power loss before set_boot_slot leaves the old
          * image running, and the flag only matters to a pending-verify image. */
-        ble_ota_port_err_t err = port->set_confirm_required(port->ctx, (t->flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) != 0);
+        ble_ota_port_err_t err = port->set_confirm_required(port->ctx,
+                                                            (t->flags & BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM) != 0);
         if (err == BLE_OTA_PORT_OK) {
             err = port->set_boot_slot(port->ctx);
         }
@@ -660,8 +663,7 @@ v2_flush(ble_ota_core_t *core, uint32_t packet_offset)
     const ble_ota_port_err_t err = core->port->slot_write(core->port->ctx, t->block, t->block_fill);
     if (err != BLE_OTA_PORT_OK) {
         ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "flash write of %lu bytes at %lu failed (%s)",
-                    (unsigned long)t->block_fill, (unsigned long)t->block_offset,
-                    ble_ota_port_err_name(err));
+                    (unsigned long)t->block_fill, (unsigned long)t->block_offset, ble_ota_port_err_name(err));
         v2_fail(core, v2_status_of(err, false), packet_offset);
         return false;
     }
@@ -745,7 +747,8 @@ v2_patch_chunk(ble_ota_core_t *core, uint32_t psize)
         t->patch_in += psize;
         /* The first chunk's size came from the chunk (the patch's size was
          * not known yet): its header must agree. */
-        if (h == NULL || (first && psize != (h->patch_size < BLE_OTA_DEFLATE_CHUNK ? h->patch_size : BLE_OTA_DEFLATE_CHUNK))) {
+        if (h == NULL ||
+            (first && psize != (h->patch_size < BLE_OTA_DEFLATE_CHUNK ? h->patch_size : BLE_OTA_DEFLATE_CHUNK))) {
             ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "patch: a first chunk of %lu bytes for a patch of %lu",
                         (unsigned long)psize, h == NULL ? 0ul : (unsigned long)h->patch_size);
             v2_fail(core, BLE_OTA_ST_BAD_DATA, t->chunk_start);
@@ -756,8 +759,8 @@ v2_patch_chunk(ble_ota_core_t *core, uint32_t psize)
         }
     }
     if (err != BLE_OTA_DELTA_OK) {
-        ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "patch refused: %s at patch offset %lu",
-                    ble_ota_delta_err_name(err), (unsigned long)ble_ota_delta_error_offset(&t->delta));
+        ble_ota_log(core->port, BLE_OTA_LOG_ERROR, "patch refused: %s at patch offset %lu", ble_ota_delta_err_name(err),
+                    (unsigned long)ble_ota_delta_error_offset(&t->delta));
         v2_fail(core, err == BLE_OTA_DELTA_ERR_READ ? BLE_OTA_ST_FLASH_ERROR : BLE_OTA_ST_BAD_DATA, t->chunk_start);
         return false;
     }
@@ -892,8 +895,8 @@ v2_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
         return BLE_OTA_OK;
     }
     if (len > core->config.max_packet) {
-        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "stream packet of %lu bytes ignored (max %u)",
-                    (unsigned long)len, (unsigned)core->config.max_packet);
+        ble_ota_log(core->port, BLE_OTA_LOG_WARN, "stream packet of %lu bytes ignored (max %u)", (unsigned long)len,
+                    (unsigned)core->config.max_packet);
         return BLE_OTA_OK;
     }
     const uint32_t offset = ble_ota_get_le32(data);
@@ -907,8 +910,8 @@ v2_stream_write(ble_ota_core_t *core, const uint8_t *data, size_t len)
         if (!t->resync_sent || t->resync_offset != t->received) {
             t->resync_sent = true;
             t->resync_offset = t->received;
-            ble_ota_log(core->port, BLE_OTA_LOG_DEBUG, "stream gap: got %lu, RESYNC %lu",
-                        (unsigned long)offset, (unsigned long)t->received);
+            ble_ota_log(core->port, BLE_OTA_LOG_DEBUG, "stream gap: got %lu, RESYNC %lu", (unsigned long)offset,
+                        (unsigned long)t->received);
             v2_event_offset(core, BLE_OTA_EVT_RESYNC, t->received);
         }
         return BLE_OTA_OK;
@@ -1026,7 +1029,8 @@ ble_ota_core_info_read(ble_ota_core_t *core, uint8_t *out, size_t cap)
     if (info.signed_updates) {
         features |= BLE_OTA_FEATURE_SIGNED;
     }
-    out[BLE_OTA_INFO_OFF_UPDATE_SLOT] = info.update_slot_rolled_back ? BLE_OTA_UPDATE_SLOT_ROLLED_BACK : BLE_OTA_UPDATE_SLOT_NOTHING;
+    out[BLE_OTA_INFO_OFF_UPDATE_SLOT] = info.update_slot_rolled_back ? BLE_OTA_UPDATE_SLOT_ROLLED_BACK
+                                                                     : BLE_OTA_UPDATE_SLOT_NOTHING;
     out[BLE_OTA_INFO_OFF_INFO_VERSION] = BLE_OTA_INFO_VERSION;
     out[BLE_OTA_INFO_OFF_PROTOCOL] = BLE_OTA_PROTOCOL_VERSION;
     ble_ota_put_le16(out + BLE_OTA_INFO_OFF_FEATURES, features);
@@ -1097,8 +1101,7 @@ ble_ota_core_tick(ble_ota_core_t *core)
     const uint32_t now = port->now_ms(port->ctx);
 
     /* Unsigned differences: right across a wrap of the millisecond counter. */
-    if (core->v2.state == BLE_OTA_V2_SUSPENDED &&
-        now - core->v2.suspended_at_ms >= core->config.abandon_timeout_ms) {
+    if (core->v2.state == BLE_OTA_V2_SUSPENDED && now - core->v2.suspended_at_ms >= core->config.abandon_timeout_ms) {
         ble_ota_v2_abort(core, "nobody resumed");
     }
     if (core->v2.state == BLE_OTA_V2_COMPLETE && !core->v2.restart_requested &&

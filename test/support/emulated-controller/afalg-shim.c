@@ -22,9 +22,14 @@
 
 static bool fake[MAX_FDS];
 
-static bool is_fake(int fd) { return fd >= 0 && fd < MAX_FDS && fake[fd]; }
+static bool
+is_fake(int fd)
+{
+    return fd >= 0 && fd < MAX_FDS && fake[fd];
+}
 
-static int open_fake(void)
+static int
+open_fake(void)
 {
     int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (fd >= 0 && fd < MAX_FDS) fake[fd] = true;
@@ -43,38 +48,44 @@ typedef int (*close_fn)(int);
     static name##_fn real_##name; \
     if (!real_##name) real_##name = (name##_fn)dlsym(RTLD_NEXT, #name)
 
-int socket(int domain, int type, int protocol)
+int
+socket(int domain, int type, int protocol)
 {
     REAL(socket);
     if (domain == AF_ALG) return open_fake();
     return real_socket(domain, type, protocol);
 }
 
-int bind(int fd, const struct sockaddr *addr, socklen_t len)
+int
+bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     REAL(bind);
     return is_fake(fd) ? 0 : real_bind(fd, addr, len);
 }
 
-int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+int
+setsockopt(int fd, int level, int name, const void *value, socklen_t len)
 {
     REAL(setsockopt);
     return is_fake(fd) ? 0 : real_setsockopt(fd, level, name, value, len);
 }
 
-int accept(int fd, struct sockaddr *addr, socklen_t *len)
+int
+accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
     REAL(accept);
     return is_fake(fd) ? open_fake() : real_accept(fd, addr, len);
 }
 
-int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+int
+accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     REAL(accept4);
     return is_fake(fd) ? open_fake() : real_accept4(fd, addr, len, flags);
 }
 
-int close(int fd)
+int
+close(int fd)
 {
     REAL(close);
     if (fd >= 0 && fd < MAX_FDS) fake[fd] = false;

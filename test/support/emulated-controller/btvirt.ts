@@ -72,9 +72,7 @@ export class Btvirt {
     const stderr: string[] = [];
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => stderr.push(chunk));
     const btvirt = new Btvirt(child);
-    const exited = new Promise<never>((_, reject) =>
-      child.once('exit', (code) => reject(new Error(`btvirt exited (code ${code}): ${stderr.join('').trim()}`))),
-    );
+    const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`btvirt exited (code ${code}): ${stderr.join('').trim()}`))));
     exited.catch(() => undefined);
     // Until the socket exists: a process start, not a race to win.
     for (;;) {

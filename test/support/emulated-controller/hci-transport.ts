@@ -162,6 +162,7 @@ export function installEmulatedHciTransport(): void {
   const id = require.resolve('@abandonware/bluetooth-hci-socket', {
     paths: [require.resolve('@abandonware/noble')],
   });
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- Module's constructor is not in its typed import
   const Module = require('node:module') as { new (id: string): NodeJS.Module };
   const entry = new Module(id);
   entry.filename = id;

@@ -145,9 +145,7 @@ export class OtaPeripheral extends EventEmitter {
       (service) =>
         new this.bleno.PrimaryService({
           uuid: blenoUuid(service),
-          characteristics: this.device.characteristics
-            .filter((c) => c.service === service)
-            .map((c) => this.characteristic(c.uuid, c.properties)),
+          characteristics: this.device.characteristics.filter((c) => c.service === service).map((c) => this.characteristic(c.uuid, c.properties)),
         }),
     );
     await new Promise<void>((resolve, reject) => this.bleno.setServices(services, (err) => (err ? reject(err) : resolve())));
@@ -191,16 +189,32 @@ export class OtaPeripheral extends EventEmitter {
       uuid: blenoUuid(uuid),
       properties: properties.map((p) => (p === 'write-without-response' ? 'writeWithoutResponse' : p)),
       onReadRequest: (offset, callback) =>
-        this.answer((link) => this.read(link, uuid, offset), (data) => callback(ATT_SUCCESS, data), (err) => callback(attCode(err))),
+        this.answer(
+          (link) => this.read(link, uuid, offset),
+          (data) => callback(ATT_SUCCESS, data),
+          (err) => callback(attCode(err)),
+        ),
       onWriteRequest: (data, _offset, withoutResponse, callback) =>
-        this.answer((link) => this.write(link, uuid, data, withoutResponse), () => callback(ATT_SUCCESS), (err) => callback(attCode(err))),
+        this.answer(
+          (link) => this.write(link, uuid, data, withoutResponse),
+          () => callback(ATT_SUCCESS),
+          (err) => callback(attCode(err)),
+        ),
       onSubscribe: (_maxValueSize, update) => {
         this.subscriptions.set(uuid, update);
-        this.answer((link) => this.subscribe(link, uuid, true), () => undefined, () => undefined);
+        this.answer(
+          (link) => this.subscribe(link, uuid, true),
+          () => undefined,
+          () => undefined,
+        );
       },
       onUnsubscribe: () => {
         this.subscriptions.delete(uuid);
-        this.answer((link) => this.subscribe(link, uuid, false), () => undefined, () => undefined);
+        this.answer(
+          (link) => this.subscribe(link, uuid, false),
+          () => undefined,
+          () => undefined,
+        );
       },
     });
   }

@@ -54,13 +54,13 @@ typedef struct {
      * and no key, HELLO answers NOT_PROVISIONED: nobody can update. */
     bool auth_key_set;
     uint8_t auth_key[BLE_OTA_AUTH_KEY_LEN];
-    uint32_t auth_timeout_ms;    /* a link not authenticated by then is dropped; 0: BLE_OTA_AUTH_TIMEOUT_MS */
+    uint32_t auth_timeout_ms; /* a link not authenticated by then is dropped; 0: BLE_OTA_AUTH_TIMEOUT_MS */
 } ble_ota_config_t;
 
 /* 32 KB: the client keeps sending through a 64 KB block erase (150 ms) and
  * the ACK that follows it (docs/PERFORMANCE.md: with DEFLATE, 16 KB left
  * the link idle behind each erase). */
-#define BLE_OTA_DEFAULT_WINDOW            32768
+#define BLE_OTA_DEFAULT_WINDOW 32768
 /* The device ACKs each window / BLE_OTA_ACKS_PER_WINDOW bytes: often
  * enough that a client keeps sending while the device's flash stalls it
  * (docs/PERFORMANCE.md: 4 per window left the link idle behind each block
@@ -98,15 +98,15 @@ typedef struct {
     uint16_t chunk_len;                 /* DEFLATE: its encoded length, once its 2-byte header arrived */
     uint32_t chunk_fill;                /* DEFLATE: its bytes in chunk, header included */
     uint8_t chunk[2 + BLE_OTA_DEFLATE_CHUNK];
-    uint32_t acked;                     /* offset of the last ACK (or of BEGIN's answer) */
-    uint32_t resync_offset;             /* the expected offset a RESYNC went out for */
+    uint32_t acked;         /* offset of the last ACK (or of BEGIN's answer) */
+    uint32_t resync_offset; /* the expected offset a RESYNC went out for */
     bool resync_sent;
-    bool restart_requested;             /* RESTART selected the image: the slot boots next */
-    bool restart_scheduled;             /* the port's restart was asked for */
-    uint32_t suspended_at_ms;           /* port now_ms() when the link dropped, or when END completed */
-    ble_ota_sha256_ctx_t hash;          /* of bytes [0, received) */
-    uint32_t block_offset;              /* image offset of block[0]; bytes below are in flash */
-    uint32_t block_fill;                /* bytes in block */
+    bool restart_requested;    /* RESTART selected the image: the slot boots next */
+    bool restart_scheduled;    /* the port's restart was asked for */
+    uint32_t suspended_at_ms;  /* port now_ms() when the link dropped, or when END completed */
+    ble_ota_sha256_ctx_t hash; /* of bytes [0, received) */
+    uint32_t block_offset;     /* image offset of block[0]; bytes below are in flash */
+    uint32_t block_fill;       /* bytes in block */
     /* PATCH (docs/DELTA.md): the stream is a delta patch, deflated, one
      * 4 KB patch block per chunk. Each chunk inflates into block (its
      * dictionary, the patch block before, in history), moves to history,
@@ -115,7 +115,7 @@ typedef struct {
      * (the next chunk inflates there), so no second 4 KB buffer is needed. */
     bool patch;
     uint8_t base_sha256[BLE_OTA_SHA256_LEN]; /* BEGIN's: the running image the patch applies to */
-    uint32_t patch_in;                  /* patch bytes the applier took: whole blocks, as only whole chunks go in */
+    uint32_t patch_in; /* patch bytes the applier took: whole blocks, as only whole chunks go in */
     /* The rebuilt image's first bytes at a chunk's end while they are fewer
      * than the image check needs before the first write (rare: a first
      * patch block that rebuilds under 40 bytes). */
@@ -137,16 +137,16 @@ typedef struct {
 typedef struct {
     bool connected;
     uint32_t connected_at_ms;
-    bool session;          /* HELLO answered: session_key and seq are set */
+    bool session; /* HELLO answered: session_key and seq are set */
     uint8_t session_key[BLE_OTA_SHA256_LEN];
-    uint32_t seq;          /* sequence number the next request must carry */
-    bool authenticated;    /* a request with a valid MAC arrived on this link */
-    bool answer_signed;    /* the request being handled verified: its answer carries a MAC */
-    uint32_t answer_seq;   /* that request's sequence number */
-    uint8_t failures;      /* on this link */
-    uint32_t lock_ms;      /* 0: not locked */
+    uint32_t seq;        /* sequence number the next request must carry */
+    bool authenticated;  /* a request with a valid MAC arrived on this link */
+    bool answer_signed;  /* the request being handled verified: its answer carries a MAC */
+    uint32_t answer_seq; /* that request's sequence number */
+    uint8_t failures;    /* on this link */
+    uint32_t lock_ms;    /* 0: not locked */
     uint32_t locked_at_ms;
-    bool dropping;         /* the port was asked to end this link */
+    bool dropping;          /* the port was asked to end this link */
     uint32_t dropped_at_ms; /* when the port was first asked */
     uint32_t drop_asked_ms; /* when it was last asked (asked again each second until the link ends) */
 } ble_ota_auth_t;
@@ -156,24 +156,24 @@ typedef struct {
     ble_ota_config_t config;
     /* seed protocol */
     ble_ota_state_t state;
-    uint8_t control;      /* last control value, returned by a read */
-    uint16_t packet_size; /* announced by the client, 0 until then */
-    uint32_t received;    /* firmware bytes stored in this transfer */
-    uint32_t packets;     /* firmware packets stored in this transfer */
+    uint8_t control;                      /* last control value, returned by a read */
+    uint16_t packet_size;                 /* announced by the client, 0 until then */
+    uint32_t received;                    /* firmware bytes stored in this transfer */
+    uint32_t packets;                     /* firmware packets stored in this transfer */
     uint8_t head[BLE_OTA_IMAGE_HEAD_LEN]; /* the transfer's first bytes, checked at DONE */
     /* protocol v2 */
     ble_ota_v2_t v2;
-    uint8_t last_status;         /* OTA Info last_status, BLE_OTA_LAST_STATUS_NONE at boot */
-    bool confirm_waiting;        /* the running image waits for CONFIRM */
-    bool self_test_passed;       /* confirm_boot() saw the running image's self-test pass */
-    bool rollback_requested;     /* port rollback() called: nothing may start until the restart */
+    uint8_t last_status;     /* OTA Info last_status, BLE_OTA_LAST_STATUS_NONE at boot */
+    bool confirm_waiting;    /* the running image waits for CONFIRM */
+    bool self_test_passed;   /* confirm_boot() saw the running image's self-test pass */
+    bool rollback_requested; /* port rollback() called: nothing may start until the restart */
     /* The confirm window counts the time the owner could have confirmed:
      * not while a link that has not authenticated holds the device (one
      * link at a time), so strangers cannot run it out. */
     uint32_t confirm_elapsed_ms;
     uint32_t confirm_counted_at_ms; /* port now_ms() up to which confirm_elapsed_ms counts */
     ble_ota_auth_t auth;
-    ble_ota_link_t link;         /* what was asked of the link (ble_ota_link.c) */
+    ble_ota_link_t link; /* what was asked of the link (ble_ota_link.c) */
     /* The image in the running slot as a file holds it, found at init
      * (OTA Info running_size, running_sha256; the base of a delta patch).
      * running_size 0: not known. */
@@ -255,7 +255,7 @@ bool ble_ota_core_idle(ble_ota_core_t *core);
  *   48 4   CRC-32 (IEEE, as zlib) of bytes 0-47
  * The rest of the partition is 0xFF. */
 #define BLE_OTA_KEY_RECORD_LEN 52
-#define BLE_OTA_KEY_MAGIC "BLEOTAK1"
+#define BLE_OTA_KEY_MAGIC      "BLEOTAK1"
 
 typedef enum {
     BLE_OTA_KEY_OK = 0,

@@ -28,7 +28,7 @@
 #define BLE_OTA_DELTA_HEADER_LEN  84
 #define BLE_OTA_DELTA_CURSOR_LEN  8
 /* Old bytes read (and rebuilt bytes emitted) per piece. */
-#define BLE_OTA_DELTA_PIECE       256
+#define BLE_OTA_DELTA_PIECE 256
 
 /* Header field offsets. */
 #define BLE_OTA_DELTA_OFF_MAGIC       0
@@ -99,12 +99,12 @@ typedef struct {
     uint8_t phase;
     uint8_t op;
     uint8_t var_bytes;
-    uint8_t err;       /* ble_ota_delta_err_t; sticky */
-    uint32_t fill;     /* bytes of the header or cursor gathered */
-    uint32_t in_pos;   /* patch bytes taken */
-    uint32_t new_pos;  /* new image bytes the instructions reached */
+    uint8_t err;      /* ble_ota_delta_err_t; sticky */
+    uint32_t fill;    /* bytes of the header or cursor gathered */
+    uint32_t in_pos;  /* patch bytes taken */
+    uint32_t new_pos; /* new image bytes the instructions reached */
     uint32_t old_pos;
-    uint32_t emitted;  /* new image bytes emitted (never again after a rewind) */
+    uint32_t emitted;   /* new image bytes emitted (never again after a rewind) */
     uint32_t block_new; /* the cursor at the start of the block in progress */
     uint32_t block_old;
     uint32_t remaining; /* data bytes left of the ADD or INSERT in progress */

@@ -37,7 +37,7 @@ typedef struct {
 
 /* The link as the device sees it; 0 in a field: not known. */
 typedef struct {
-    uint16_t conn_itvl;           /* 1.25 ms units */
+    uint16_t conn_itvl; /* 1.25 ms units */
     uint16_t conn_latency;
     uint16_t supervision_timeout; /* 10 ms units */
     uint8_t tx_phy;               /* BLE_OTA_PHY_*: device to central */

@@ -35,9 +35,9 @@ typedef enum {
 
 /* OTA state of the running image, as the bootloader keeps it. */
 typedef enum {
-    BLE_OTA_IMG_VALID = 0,          /* confirmed, or rollback not in use */
-    BLE_OTA_IMG_PENDING_VERIFY,     /* first boot of a new image: must be confirmed */
-    BLE_OTA_IMG_UNKNOWN,            /* factory image or state not readable */
+    BLE_OTA_IMG_VALID = 0,      /* confirmed, or rollback not in use */
+    BLE_OTA_IMG_PENDING_VERIFY, /* first boot of a new image: must be confirmed */
+    BLE_OTA_IMG_UNKNOWN,        /* factory image or state not readable */
 } ble_ota_img_state_t;
 
 typedef enum {

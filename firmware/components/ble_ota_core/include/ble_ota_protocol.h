@@ -48,13 +48,13 @@
 
 /* Application ATT error codes (0x80-0x9F range) returned by the OTA
  * characteristics. Standard ATT codes are used where one fits. */
-#define BLE_OTA_ATT_ERR_INVALID_LEN   0x0D /* ATT: Invalid Attribute Value Length */
-#define BLE_OTA_ATT_ERR_UNLIKELY      0x0E /* ATT: Unlikely Error */
+#define BLE_OTA_ATT_ERR_INVALID_LEN         0x0D /* ATT: Invalid Attribute Value Length */
+#define BLE_OTA_ATT_ERR_UNLIKELY            0x0E /* ATT: Unlikely Error */
 #define BLE_OTA_ATT_ERR_WRITE_NOT_PERMITTED 0x03 /* ATT: Write Not Permitted (seed protocol not served) */
-#define BLE_OTA_ATT_ERR_NOT_RECEIVING 0x80 /* firmware data written outside a transfer */
-#define BLE_OTA_ATT_ERR_FLASH         0x81 /* the device could not write the data to flash */
-#define BLE_OTA_ATT_ERR_BAD_VALUE     0x82 /* unknown control value or packet size out of range */
-#define BLE_OTA_ATT_ERR_BUSY          0x83 /* restart pending: the transfer is over */
+#define BLE_OTA_ATT_ERR_NOT_RECEIVING       0x80 /* firmware data written outside a transfer */
+#define BLE_OTA_ATT_ERR_FLASH               0x81 /* the device could not write the data to flash */
+#define BLE_OTA_ATT_ERR_BAD_VALUE           0x82 /* unknown control value or packet size out of range */
+#define BLE_OTA_ATT_ERR_BUSY                0x83 /* restart pending: the transfer is over */
 
 /* ---------------------------------------------------------------------------
  * Protocol v2 (docs/PROTOCOL.md). Its characteristics live in the same
@@ -82,25 +82,25 @@
  * test/protocol-constants.test.ts holds both layouts and docs/PROTOCOL.md's
  * table together.
  */
-#define BLE_OTA_INFO_OFF_INFO_VERSION    0   /* u8 */
-#define BLE_OTA_INFO_OFF_PROTOCOL        1   /* u8 */
-#define BLE_OTA_INFO_OFF_FEATURES        2   /* u16 */
-#define BLE_OTA_INFO_OFF_CHIP_ID         4   /* u16 */
-#define BLE_OTA_INFO_OFF_CHIP_REVISION   6   /* u16 */
-#define BLE_OTA_INFO_OFF_SLOT_SIZE       8   /* u32 */
-#define BLE_OTA_INFO_OFF_MAX_PACKET      12  /* u16 */
-#define BLE_OTA_INFO_OFF_WINDOW          14  /* u16 */
-#define BLE_OTA_INFO_OFF_RUNNING_STATE   16  /* u8 */
-#define BLE_OTA_INFO_OFF_LAST_STATUS     17  /* u8 */
-#define BLE_OTA_INFO_OFF_TRANSFER_STATE  18  /* u8 */
-#define BLE_OTA_INFO_OFF_UPDATE_SLOT     19  /* u8: BLE_OTA_UPDATE_SLOT_* */
-#define BLE_OTA_INFO_OFF_TRANSFER_OFFSET 20  /* u32 */
+#define BLE_OTA_INFO_OFF_INFO_VERSION    0  /* u8 */
+#define BLE_OTA_INFO_OFF_PROTOCOL        1  /* u8 */
+#define BLE_OTA_INFO_OFF_FEATURES        2  /* u16 */
+#define BLE_OTA_INFO_OFF_CHIP_ID         4  /* u16 */
+#define BLE_OTA_INFO_OFF_CHIP_REVISION   6  /* u16 */
+#define BLE_OTA_INFO_OFF_SLOT_SIZE       8  /* u32 */
+#define BLE_OTA_INFO_OFF_MAX_PACKET      12 /* u16 */
+#define BLE_OTA_INFO_OFF_WINDOW          14 /* u16 */
+#define BLE_OTA_INFO_OFF_RUNNING_STATE   16 /* u8 */
+#define BLE_OTA_INFO_OFF_LAST_STATUS     17 /* u8 */
+#define BLE_OTA_INFO_OFF_TRANSFER_STATE  18 /* u8 */
+#define BLE_OTA_INFO_OFF_UPDATE_SLOT     19 /* u8: BLE_OTA_UPDATE_SLOT_* */
+#define BLE_OTA_INFO_OFF_TRANSFER_OFFSET 20 /* u32 */
 #define BLE_OTA_INFO_OFF_TRANSFER_SHA256 24
 #define BLE_OTA_INFO_LEN_TRANSFER_SHA256 32
-#define BLE_OTA_INFO_OFF_SECURE_VERSION  56  /* u32 */
-#define BLE_OTA_INFO_OFF_VERSION         60  /* text, NUL-padded (as the other text fields) */
+#define BLE_OTA_INFO_OFF_SECURE_VERSION  56 /* u32 */
+#define BLE_OTA_INFO_OFF_VERSION         60 /* text, NUL-padded (as the other text fields) */
 #define BLE_OTA_INFO_LEN_VERSION         32
-#define BLE_OTA_INFO_OFF_PROJECT_NAME    92  /* text */
+#define BLE_OTA_INFO_OFF_PROJECT_NAME    92 /* text */
 #define BLE_OTA_INFO_LEN_PROJECT_NAME    32
 #define BLE_OTA_INFO_OFF_IDF_VERSION     124 /* text */
 #define BLE_OTA_INFO_LEN_IDF_VERSION     32
@@ -112,11 +112,11 @@
 #define BLE_OTA_INFO_LEN_APP_ELF_SHA256  32
 #define BLE_OTA_INFO_SIZE_V1             220
 /* info_version 2: */
-#define BLE_OTA_INFO_OFF_DEVICE_ID       220 /* then 2 reserved bytes */
-#define BLE_OTA_INFO_LEN_DEVICE_ID       BLE_OTA_DEVICE_ID_LEN
-#define BLE_OTA_INFO_OFF_SIGNING_KEY     228 /* digest of the key updates must be signed with */
-#define BLE_OTA_INFO_LEN_SIGNING_KEY     32
-#define BLE_OTA_INFO_SIZE_V2             260
+#define BLE_OTA_INFO_OFF_DEVICE_ID   220 /* then 2 reserved bytes */
+#define BLE_OTA_INFO_LEN_DEVICE_ID   BLE_OTA_DEVICE_ID_LEN
+#define BLE_OTA_INFO_OFF_SIGNING_KEY 228 /* digest of the key updates must be signed with */
+#define BLE_OTA_INFO_LEN_SIGNING_KEY 32
+#define BLE_OTA_INFO_SIZE_V2         260
 /* info_version 3: the link as the device sees it (0: not known), in the
  * controller's units (ble_ota_link.h). */
 #define BLE_OTA_INFO_OFF_CONN_INTERVAL       260 /* u16, 1.25 ms units */
@@ -131,9 +131,9 @@
 #define BLE_OTA_INFO_SIZE_V3                 276
 /* info_version 4: the image in the running slot as a file holds it (the
  * base of a delta patch), found at start; 0 and zeros: not known. */
-#define BLE_OTA_INFO_OFF_RUNNING_SIZE        276 /* u32 */
-#define BLE_OTA_INFO_OFF_RUNNING_SHA256      280
-#define BLE_OTA_INFO_LEN_RUNNING_SHA256      32
+#define BLE_OTA_INFO_OFF_RUNNING_SIZE   276 /* u32 */
+#define BLE_OTA_INFO_OFF_RUNNING_SHA256 280
+#define BLE_OTA_INFO_LEN_RUNNING_SHA256 32
 
 /* OTA Info features. */
 #define BLE_OTA_FEATURE_RESUME         0x0001
@@ -176,16 +176,16 @@
 #define BLE_OTA_ANSWER      0x80
 /* Request opcodes are 0x00-0x3F, so answers (0x80-0xBF) never read as
  * events (0xC0-0xFF); a write above it fails with BLE_OTA_ATT_ERR_BAD_VALUE. */
-#define BLE_OTA_OPCODE_MAX  0x3F
+#define BLE_OTA_OPCODE_MAX 0x3F
 
-#define BLE_OTA_BEGIN_SIZE        41 /* opcode, size u32, sha256[32], chip_id u16, flags u16 */
+#define BLE_OTA_BEGIN_SIZE                41 /* opcode, size u32, sha256[32], chip_id u16, flags u16 */
 #define BLE_OTA_BEGIN_FLAG_CLIENT_CONFIRM 0x0001
 #define BLE_OTA_BEGIN_FLAG_DEFLATE        0x0002 /* the stream is the image in deflated chunks */
 /* The stream is a delta patch (docs/DELTA.md) that rebuilds the image from
  * the running one; only with DEFLATE, on a device with FEATURE_DELTA. BEGIN
  * then carries base_sha256[32] after flags: the running image it applies to. */
-#define BLE_OTA_BEGIN_FLAG_PATCH          0x0004
-#define BLE_OTA_BEGIN_PATCH_SIZE          (BLE_OTA_BEGIN_SIZE + 32)
+#define BLE_OTA_BEGIN_FLAG_PATCH 0x0004
+#define BLE_OTA_BEGIN_PATCH_SIZE (BLE_OTA_BEGIN_SIZE + 32)
 
 /* With DEFLATE, the stream is the image cut into chunks of this many bytes
  * (the last one shorter), each sent as a u16 length and either that many
@@ -203,20 +203,20 @@
 #define BLE_OTA_HELLO_SIZE     (1 + BLE_OTA_AUTH_NONCE_LEN)
 /* The device's identity: its base MAC address, as `esptool.py read_mac`
  * prints it. Device keys are derived from it, and session keys bind it. */
-#define BLE_OTA_DEVICE_ID_LEN  6
+#define BLE_OTA_DEVICE_ID_LEN 6
 /* Domain labels of the key derivations (ASCII, no NUL):
  *   device key  = HMAC-SHA256(fleet secret, "BLE-OTA device key" || device id)
  *   session key = HMAC-SHA256(device key, "BLE-OTA session" || device id ||
  *                             client nonce || device nonce) */
 #define BLE_OTA_DEVICE_KEY_LABEL "BLE-OTA device key"
 #define BLE_OTA_SESSION_LABEL    "BLE-OTA session"
-#define BLE_OTA_MAC_REQUEST 0x43 /* 'C': the client's requests */
-#define BLE_OTA_MAC_ANSWER  0x44 /* 'D': the device's answers */
+#define BLE_OTA_MAC_REQUEST      0x43 /* 'C': the client's requests */
+#define BLE_OTA_MAC_ANSWER       0x44 /* 'D': the device's answers */
 /* Per link: failures in a row before the device drops the link, and how
  * long a new link may take to authenticate. */
-#define BLE_OTA_AUTH_FAILURES_MAX  3
-#define BLE_OTA_AUTH_TIMEOUT_MS    10000
-#define BLE_OTA_AUTH_LOCK_MIN_MS   1000
+#define BLE_OTA_AUTH_FAILURES_MAX 3
+#define BLE_OTA_AUTH_TIMEOUT_MS   10000
+#define BLE_OTA_AUTH_LOCK_MIN_MS  1000
 
 /* OTA Command events, sent by the device on its own. */
 #define BLE_OTA_EVT_ACK    0xC0 /* offset u32 */
@@ -227,28 +227,28 @@
 #define BLE_OTA_STREAM_HEADER 4
 
 /* Statuses of v2 answers and events, and OTA Info last_status. */
-#define BLE_OTA_ST_OK              0x00
-#define BLE_OTA_ST_UNKNOWN_COMMAND 0x01
-#define BLE_OTA_ST_BAD_LENGTH      0x02
-#define BLE_OTA_ST_BAD_ARGUMENT    0x03
-#define BLE_OTA_ST_BAD_STATE       0x04
-#define BLE_OTA_ST_TOO_LARGE       0x05
-#define BLE_OTA_ST_WRONG_CHIP      0x06
-#define BLE_OTA_ST_PENDING_CONFIRM 0x07
-#define BLE_OTA_ST_FLASH_ERROR     0x08
-#define BLE_OTA_ST_INCOMPLETE      0x09
-#define BLE_OTA_ST_HASH_MISMATCH   0x0A
-#define BLE_OTA_ST_INVALID_IMAGE   0x0B
-#define BLE_OTA_ST_NOT_PENDING     0x0C
-#define BLE_OTA_ST_NO_SLOT         0x0D
-#define BLE_OTA_ST_AUTH_REQUIRED   0x0E
-#define BLE_OTA_ST_AUTH_FAILED     0x0F
-#define BLE_OTA_ST_AUTH_LOCKED     0x10
-#define BLE_OTA_ST_BAD_DATA        0x11 /* a deflated chunk is malformed or not its size */
-#define BLE_OTA_ST_NOT_PROVISIONED 0x12 /* the device requires authentication but has no key yet */
-#define BLE_OTA_ST_BAD_SIGNATURE   0x13 /* the image is not signed with the key the device trusts */
+#define BLE_OTA_ST_OK                 0x00
+#define BLE_OTA_ST_UNKNOWN_COMMAND    0x01
+#define BLE_OTA_ST_BAD_LENGTH         0x02
+#define BLE_OTA_ST_BAD_ARGUMENT       0x03
+#define BLE_OTA_ST_BAD_STATE          0x04
+#define BLE_OTA_ST_TOO_LARGE          0x05
+#define BLE_OTA_ST_WRONG_CHIP         0x06
+#define BLE_OTA_ST_PENDING_CONFIRM    0x07
+#define BLE_OTA_ST_FLASH_ERROR        0x08
+#define BLE_OTA_ST_INCOMPLETE         0x09
+#define BLE_OTA_ST_HASH_MISMATCH      0x0A
+#define BLE_OTA_ST_INVALID_IMAGE      0x0B
+#define BLE_OTA_ST_NOT_PENDING        0x0C
+#define BLE_OTA_ST_NO_SLOT            0x0D
+#define BLE_OTA_ST_AUTH_REQUIRED      0x0E
+#define BLE_OTA_ST_AUTH_FAILED        0x0F
+#define BLE_OTA_ST_AUTH_LOCKED        0x10
+#define BLE_OTA_ST_BAD_DATA           0x11 /* a deflated chunk is malformed or not its size */
+#define BLE_OTA_ST_NOT_PROVISIONED    0x12 /* the device requires authentication but has no key yet */
+#define BLE_OTA_ST_BAD_SIGNATURE      0x13 /* the image is not signed with the key the device trusts */
 #define BLE_OTA_ST_OLD_SECURE_VERSION 0x14 /* the image's secure_version is below the running one's */
-#define BLE_OTA_ST_WRONG_BASE      0x15 /* BEGIN PATCH: base_sha256 is not the running image's */
+#define BLE_OTA_ST_WRONG_BASE         0x15 /* BEGIN PATCH: base_sha256 is not the running image's */
 
 /* Flash is written in blocks of this size (one 4 KB sector). */
 #define BLE_OTA_FLASH_BLOCK 4096

@@ -49,7 +49,7 @@
 /* A client sends while `next - acked < window`, so its last packet may end
  * up to data - 1 bytes past the window: ceil((window + data - 1) / data)
  * packets of data image bytes each. */
-#define BLE_OTA_QUEUE_WINDOW_PACKETS(window, data) (((window) + 2u * (data) - 2u) / (data))
+#define BLE_OTA_QUEUE_WINDOW_PACKETS(window, data) (((window) + 2u * (data)-2u) / (data))
 #define BLE_OTA_QUEUE_WINDOW_BYTES(prefix, window, data) \
     (BLE_OTA_QUEUE_WINDOW_PACKETS(window, data) * BLE_OTA_QUEUE_ITEM_COST(prefix, BLE_OTA_STREAM_HEADER + (data)))
 
@@ -63,7 +63,8 @@
 /* The queue's size for a window (bytes, not counting what the buffer
  * keeps for itself). */
 #define BLE_OTA_QUEUE_BYTES(prefix, window) \
-    (BLE_OTA_QUEUE_WINDOW_BYTES(prefix, window, BLE_OTA_QUEUE_FULL_WINDOW_MIN_DATA) + BLE_OTA_QUEUE_COMMAND_RESERVE(prefix))
+    (BLE_OTA_QUEUE_WINDOW_BYTES(prefix, window, BLE_OTA_QUEUE_FULL_WINDOW_MIN_DATA) + \
+     BLE_OTA_QUEUE_COMMAND_RESERVE(prefix))
 
 typedef enum {
     BLE_OTA_QUEUE_STREAM = 1,  /* an OTA Stream packet */
@@ -85,8 +86,7 @@ bool ble_ota_queue_admit(size_t prefix, size_t space, ble_ota_queue_kind_t kind,
 
 /* Frames a write into item (BLE_OTA_QUEUE_ITEM_MAX bytes); returns the
  * item's length, 0 when len is over BLE_OTA_MAX_PACKET or kind unknown. */
-size_t ble_ota_queue_encode(uint8_t *item, ble_ota_queue_kind_t kind, uint16_t link, const uint8_t *value,
-                            size_t len);
+size_t ble_ota_queue_encode(uint8_t *item, ble_ota_queue_kind_t kind, uint16_t link, const uint8_t *value, size_t len);
 
 /* Reads an item back; false for one too short or of an unknown kind. */
 bool ble_ota_queue_decode(const uint8_t *item, size_t len, ble_ota_queue_item_t *out);

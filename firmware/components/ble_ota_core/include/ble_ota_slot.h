@@ -53,7 +53,7 @@ typedef struct {
 
 typedef struct {
     /* Fixed by ble_ota_slot_init. */
-    uint32_t slot_size;       /* bytes of the slot, 0 when there is none */
+    uint32_t slot_size;        /* bytes of the slot, 0 when there is none */
     bool can_write_pre_erased; /* the platform has a writer that erases nothing */
 
     /* The transfer, between begin and end/abort. */
