@@ -221,7 +221,9 @@ async function endToEnd(pair: Pair): Promise<EndToEnd> {
 function printEndToEnd(e: EndToEnd): void {
   console.log(`
 Delta update end to end, modelled: ${e.preset}, ${e.pair}, ${(e.imageBytes / MB).toFixed(2)} MB, typical flash`);
-  console.log(`  (end to end: the call to the confirmed result, plus ${END_TO_END.scans} scans of ${END_TO_END.scanMs} ms and a ${END_TO_END.bootMs} ms boot assumed, plus the CPU of computing the patch)`);
+  console.log(
+    `  (end to end: the call to the confirmed result, plus ${END_TO_END.scans} scans of ${END_TO_END.scanMs} ms and a ${END_TO_END.bootMs} ms boot assumed, plus the CPU of computing the patch)`,
+  );
   for (const r of e.rows) {
     console.log(
       `  ${r.method.padEnd(5)} ${r.idleErase ? 'after idle erase' : 'erase as it goes'}  over the air ${(r.bytesOverAir / KB).toFixed(1).padStart(7)} KB  ` +
@@ -258,7 +260,9 @@ export async function deltaBench(): Promise<{ rows: DeltaRow[]; note?: string; e
   }
   // The preset's chip is an ESP32: the real pairs' 1 MB row in an ESP32 image when they could be
   // built; else code-like bytes with one function grown (test/support/code-images.ts).
-  const e2e = await endToEnd(pairs.length > 0 ? sized(1 * MB, pairs, 0) : { name: '1 MB', what: 'code-like bytes, one function grown', ...oneFunctionChanged(1 * MB, 1, { chipId: 0 }) });
+  const e2e = await endToEnd(
+    pairs.length > 0 ? sized(1 * MB, pairs, 0) : { name: '1 MB', what: 'code-like bytes, one function grown', ...oneFunctionChanged(1 * MB, 1, { chipId: 0 }) },
+  );
   printEndToEnd(e2e);
   const out = join(ROOT, 'bench/results');
   mkdirSync(out, { recursive: true });

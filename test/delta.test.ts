@@ -193,7 +193,10 @@ describe('delta patches', function () {
       for (const within of [1, 100, DELTA_BLOCK - 1]) {
         const stop = Math.min(patch.length - 1, block * DELTA_BLOCK + within);
         const parts: Buffer[] = [];
-        const applier = new PatchApplier((o, l) => old.subarray(o, o + l), (b) => parts.push(Buffer.from(b)));
+        const applier = new PatchApplier(
+          (o, l) => old.subarray(o, o + l),
+          (b) => parts.push(Buffer.from(b)),
+        );
         applier.feed(patch.subarray(0, stop));
         const from = applier.rewind();
         assert.equal(from, block * DELTA_BLOCK);
@@ -216,14 +219,34 @@ describe('delta patches', function () {
       (b) => (emitted += b.length),
       { oldLimit: other.length, checkHeader: (h) => h.oldSha256.equals(sha256(other)) },
     );
-    assert.throws(() => check.feed(patch), (err: DeltaPatchError) => err.fault === 'BASE' && /base image/.test(err.message));
+    assert.throws(
+      () => check.feed(patch),
+      (err: DeltaPatchError) => err.fault === 'BASE' && /base image/.test(err.message),
+    );
     assert.equal(emitted, 0);
     // A smaller running image than the patch's base: refused from the header alone.
-    const small = new PatchApplier((o, l) => old.subarray(o, o + l), () => undefined, { oldLimit: old.length - 1 });
-    assert.throws(() => small.feed(patch.subarray(0, DELTA_HEADER_SIZE)), (err: DeltaPatchError) => err.fault === 'BASE');
-    const big = new PatchApplier((o, l) => old.subarray(o, o + l), () => undefined, { newLimit: nw.length - 1 });
-    assert.throws(() => big.feed(patch), (err: DeltaPatchError) => err.fault === 'TOO_LARGE' && /does not fit/.test(err.message));
-    assert.throws(() => applyPatch(old, Buffer.from('not a patch at all, just some bytes'.repeat(4))), (err: DeltaPatchError) => err.fault === 'HEADER');
+    const small = new PatchApplier(
+      (o, l) => old.subarray(o, o + l),
+      () => undefined,
+      { oldLimit: old.length - 1 },
+    );
+    assert.throws(
+      () => small.feed(patch.subarray(0, DELTA_HEADER_SIZE)),
+      (err: DeltaPatchError) => err.fault === 'BASE',
+    );
+    const big = new PatchApplier(
+      (o, l) => old.subarray(o, o + l),
+      () => undefined,
+      { newLimit: nw.length - 1 },
+    );
+    assert.throws(
+      () => big.feed(patch),
+      (err: DeltaPatchError) => err.fault === 'TOO_LARGE' && /does not fit/.test(err.message),
+    );
+    assert.throws(
+      () => applyPatch(old, Buffer.from('not a patch at all, just some bytes'.repeat(4))),
+      (err: DeltaPatchError) => err.fault === 'HEADER',
+    );
   });
 
   it('the device applier in C rebuilds these patches and agrees on damaged ones', function () {

@@ -23,6 +23,7 @@ const FAST = [
   'v2-e2e',
   'compression',
   'delta',
+  'delta-cache',
   'virtual-bindings',
   'bad-input-corpus',
   'signature',

@@ -48,9 +48,7 @@ export class OtaConnection {
         `${this.link.describe()} speaks only the seed protocol, which names no device id: it cannot be told to be device ${formatDeviceId(this.policy.deviceId)}.`,
       );
     }
-    const revision = this.firmwareRevision
-      ? (await this.link.read(this.firmwareRevision, 'the firmware revision')).toString('utf8').replace(/\0+$/, '')
-      : undefined;
+    const revision = this.firmwareRevision ? (await this.link.read(this.firmwareRevision, 'the firmware revision')).toString('utf8').replace(/\0+$/, '') : undefined;
     // Proven where the device can prove it; as read where the policy allows that.
     let proven: { info: DeviceInfoV2; authenticated: boolean } | undefined;
     if (this.v2) {

@@ -42,10 +42,7 @@ export interface DiscoveredDevice {
  */
 export function namePattern(pattern: string): (name: string) => boolean {
   if (/^\/.*\/[a-z]*$/.test(pattern)) {
-    throw new BleOtaError(
-      'INVALID_ARGUMENT',
-      `Name patterns are globs (* any characters, ? one character), not regular expressions: ${pattern}`,
-    );
+    throw new BleOtaError('INVALID_ARGUMENT', `Name patterns are globs (* any characters, ? one character), not regular expressions: ${pattern}`);
   }
   const glob = pattern.toLowerCase();
   return (name) => globWalk(glob, name.toLowerCase()).matched;
@@ -87,9 +84,7 @@ export function globWalk(p: string, s: string): { matched: boolean; steps: numbe
 export async function discoverOtaDevices(client: BleOtaClient, options: DiscoveryOptions): Promise<DiscoveredDevice[]> {
   const pattern = options.namePattern ? namePattern(options.namePattern) : undefined;
   const seen = await client.scan(options.durationMs, options.signal);
-  const candidates = seen.filter(
-    (d) => strongEnough(d.rssi, options.minRssi) && (!pattern || pattern(d.name ?? '')),
-  );
+  const candidates = seen.filter((d) => strongEnough(d.rssi, options.minRssi) && (!pattern || pattern(d.name ?? '')));
   const found: DiscoveredDevice[] = [];
   for (const d of candidates) {
     // A seed device is recognised by the name the user gave, or by connecting.

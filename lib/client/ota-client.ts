@@ -115,8 +115,7 @@ export class BleOtaClient {
   /** The timeouts and the policy of a connection; a malformed secret or device id fails here, before any radio work. */
   private connectSettings(options: ConnectOptions): ConnectSettings {
     const timeouts = { ...this.timeouts, ...options.timeouts };
-    const deviceId =
-      options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
+    const deviceId = options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
     const policy: AuthPolicy = {
       secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
       allowUnauthenticated: options.allowUnauthenticated === true,
@@ -124,8 +123,7 @@ export class BleOtaClient {
       // With a secret, an id asked for must be proven: claiming one costs nothing.
       requireSession: options.requireSession ?? deviceId !== undefined,
     };
-    const progress = (phase: Phase) =>
-      options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
+    const progress = (phase: Phase) => options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
     return { timeouts, policy, progress };
   }
 
@@ -261,13 +259,7 @@ export class BleOtaClient {
     }
   }
 
-  private result(
-    options: UpdateOptions,
-    parsed: EspImage,
-    device: UpdateResult['device'],
-    r: V2Result,
-    started: number,
-  ): UpdateResult {
+  private result(options: UpdateOptions, parsed: EspImage, device: UpdateResult['device'], r: V2Result, started: number): UpdateResult {
     return {
       device,
       image: imageSummary(parsed),

@@ -18,7 +18,11 @@ export const COMMAND_NAMES: Record<number, string> = {
 
 /** An answer whose status is not OK; callers turn it into a typed error (refusalError). */
 export class CommandRefused extends Error {
-  constructor(readonly opcode: number, readonly status: number, readonly body: Buffer = Buffer.alloc(0)) {
+  constructor(
+    readonly opcode: number,
+    readonly status: number,
+    readonly body: Buffer = Buffer.alloc(0),
+  ) {
     super(`${COMMAND_NAMES[opcode] ?? opcode} answered ${statusName(status)}`);
   }
 }

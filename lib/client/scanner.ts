@@ -47,12 +47,7 @@ export function waitPoweredOn(noble: NobleLike, timeoutMs: number): Promise<void
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       noble.off('stateChange', onState);
-      reject(
-        new BluetoothUnavailableError(
-          'adapter not ready',
-          `the Bluetooth adapter did not become ready within ${timeoutMs} ms (state: ${noble.state})`,
-        ),
-      );
+      reject(new BluetoothUnavailableError('adapter not ready', `the Bluetooth adapter did not become ready within ${timeoutMs} ms (state: ${noble.state})`));
     }, timeoutMs);
     const onState = (state: string) => {
       if (state === 'poweredOn') {
@@ -70,12 +65,7 @@ export function waitPoweredOn(noble: NobleLike, timeoutMs: number): Promise<void
 }
 
 /** Scans until a peripheral matches the target. */
-export async function findPeripheral(
-  noble: NobleLike,
-  target: Target,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<NoblePeripheral> {
+export async function findPeripheral(noble: NobleLike, target: Target, timeoutMs: number, signal?: AbortSignal): Promise<NoblePeripheral> {
   if (target.address) normalizeAddress(target.address); // a malformed address fails before scanning
   await waitPoweredOn(noble, timeoutMs);
   return new Promise<NoblePeripheral>((resolve, reject) => {

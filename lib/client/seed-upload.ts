@@ -78,9 +78,7 @@ export async function seedUpload(
 
     // From here a DONE_NAK means the device gave up (our firmware notifies one
     // when it cannot write flash): end the transfer at once.
-    notifications.failOn(Control.DONE_NAK, () =>
-      new ProtocolError('TRANSFER_FAILED', 'the device stopped the transfer: it could not write the firmware to flash'),
-    );
+    notifications.failOn(Control.DONE_NAK, () => new ProtocolError('TRANSFER_FAILED', 'the device stopped the transfer: it could not write the firmware to flash'));
     const started = Date.now();
     let packets = 0;
     const report = progressReporter(image.length, started, onProgress);
@@ -130,7 +128,10 @@ class ControlNotifications {
     else this.queue.push(value);
   };
 
-  constructor(private readonly link: Link, private readonly control: NobleCharacteristic) {
+  constructor(
+    private readonly link: Link,
+    private readonly control: NobleCharacteristic,
+  ) {
     control.on('data', this.onData);
   }
 

@@ -59,10 +59,7 @@ export function newSecret(): Buffer {
 export function parseDeviceId(text: string): Buffer {
   const hex = text.trim().replace(/[:-]/g, '');
   if (!/^[0-9a-fA-F]{12}$/.test(hex)) {
-    throw new BleOtaError(
-      'INVALID_ARGUMENT',
-      `"${text}" is no device id: give the chip's MAC address as esptool.py read_mac prints it, e.g. 24:0a:c4:12:34:56.`,
-    );
+    throw new BleOtaError('INVALID_ARGUMENT', `"${text}" is no device id: give the chip's MAC address as esptool.py read_mac prints it, e.g. 24:0a:c4:12:34:56.`);
   }
   return Buffer.from(hex, 'hex');
 }
@@ -123,12 +120,7 @@ export class Session {
     if (deviceNonce.length !== AUTH_NONCE_LEN) {
       throw new RangeError(`the device nonce has ${deviceNonce.length} bytes, expected ${AUTH_NONCE_LEN}`);
     }
-    this.sessionKey = createHmac('sha256', this.key)
-      .update(SESSION_LABEL)
-      .update(this.deviceId)
-      .update(this.clientNonce)
-      .update(deviceNonce)
-      .digest();
+    this.sessionKey = createHmac('sha256', this.key).update(SESSION_LABEL).update(this.deviceId).update(this.clientNonce).update(deviceNonce).digest();
     this.seq = 0;
   }
 

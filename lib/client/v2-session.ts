@@ -210,10 +210,7 @@ export class V2Session {
   private requiresSession(features: number): boolean {
     if ((features & Feature.AUTH) !== 0) {
       if (!this.policy.secret) {
-        throw new DeviceError(
-          'AUTH_REQUIRED',
-          `${this.link.describe()} takes updates only from its owner: give the fleet secret its key was derived from.`,
-        );
+        throw new DeviceError('AUTH_REQUIRED', `${this.link.describe()} takes updates only from its owner: give the fleet secret its key was derived from.`);
       }
       return true;
     }
@@ -254,8 +251,7 @@ export class V2Session {
     }
     const session = await this.openSession(timeoutMs);
     const sealed = session.seal(value);
-    const proof = (answer: { status: number; body: Buffer }) =>
-      session.verify(Buffer.concat([Buffer.from([opcode | ANSWER, answer.status]), answer.body]), sealed.seq);
+    const proof = (answer: { status: number; body: Buffer }) => session.verify(Buffer.concat([Buffer.from([opcode | ANSWER, answer.status]), answer.body]), sealed.seq);
     // Refusals of a request that did not authenticate carry no MAC: the
     // device could not make one. Any other answer must have one; one that
     // does not (a late answer to an earlier request, or someone else's) is
@@ -285,9 +281,11 @@ export class V2Session {
     let answer = await this.exchange(Command.HELLO, session.hello(), timeoutMs);
     if (answer.status === Status.AUTH_LOCKED && answer.body.length >= 4 && answer.body.readUInt32LE(0) <= timeoutMs) {
       // This link failed before: wait as long as the device asks, once.
-      await this.link.wait('the device\'s authentication lock', answer.body.readUInt32LE(0) + 50, () => undefined).catch((err: unknown) => {
-        if ((err as { code?: string }).code !== 'GATT_TIMEOUT') throw err;
-      });
+      await this.link
+        .wait("the device's authentication lock", answer.body.readUInt32LE(0) + 50, () => undefined)
+        .catch((err: unknown) => {
+          if ((err as { code?: string }).code !== 'GATT_TIMEOUT') throw err;
+        });
       answer = await this.exchange(Command.HELLO, session.hello(), timeoutMs);
     }
     if (answer.status !== Status.OK) throw new CommandRefused(Command.HELLO, answer.status, answer.body);
@@ -469,14 +467,7 @@ export class V2Session {
    * direction from what the ACKs said (they carry no MAC). Throws the
    * device's status when the transfer ended there.
    */
-  private async resumeFromDevice(
-    timeoutMs: number,
-    base: number,
-    length: number,
-    acked: number,
-    onProgress: (p: StreamProgress) => void,
-    onAdvance: () => void,
-  ): Promise<number> {
+  private async resumeFromDevice(timeoutMs: number, base: number, length: number, acked: number, onProgress: (p: StreamProgress) => void, onAdvance: () => void): Promise<number> {
     const { info } = await this.provenInfo(timeoutMs);
     if (info.transferState !== TransferState.RECEIVING) {
       // The transfer ended on the device: a FAILED event that never arrived.

@@ -75,11 +75,7 @@ export function stageOf(info: DeviceInfoV2, image: EspImage, sha256: Buffer): St
 }
 
 function runsImage(info: DeviceInfoV2, image: EspImage): boolean {
-  return (
-    info.app.projectName === image.appDesc.projectName &&
-    info.app.version === image.appDesc.version &&
-    info.app.elfSha256.equals(image.appDesc.appElfSha256)
-  );
+  return info.app.projectName === image.appDesc.projectName && info.app.version === image.appDesc.version && info.app.elfSha256.equals(image.appDesc.appElfSha256);
 }
 
 /** What the device runs, as a failure reports it. */
@@ -359,10 +355,7 @@ class V2Update {
           size: this.data.length,
           sha256: this.sha256,
           chipId: this.image.chipId,
-          flags:
-            (this.options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM) |
-            (this.compress || patch ? BeginFlag.DEFLATE : 0) |
-            (patch ? BeginFlag.PATCH : 0),
+          flags: (this.options.confirm === 'device' ? 0 : BeginFlag.CLIENT_CONFIRM) | (this.compress || patch ? BeginFlag.DEFLATE : 0) | (patch ? BeginFlag.PATCH : 0),
           ...(patch ? { base: patch.base } : {}),
         },
         this.timeouts.gattMs,
@@ -390,10 +383,7 @@ class V2Update {
         const from = answer.imageOffset ?? 0;
         const rest = new DeflatedStream(source, from);
         this.imageBytesSent += patch ? this.data.length - patchedBefore(patch.patch, from) : this.data.length - from;
-        stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) =>
-          report(rest.imageOffsetAt(acked)),
-          answer.offset,
-        );
+        stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(rest.imageOffsetAt(acked)), answer.offset);
       } else {
         this.imageBytesSent += this.data.length - Math.min(answer.offset, this.data.length);
         stats = await v2.stream(this.data, Math.min(answer.offset, this.data.length), answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(acked));
@@ -660,7 +650,7 @@ class V2Update {
     if (typed instanceof BleOtaError && (typed.code === 'CANCELLED' || this.options.signal?.aborted)) {
       typed = new CancelledError();
     }
-    if (!(typed instanceof BleOtaError) || typed.code === 'CANCELLED' && this.info === undefined) return typed;
+    if (!(typed instanceof BleOtaError) || (typed.code === 'CANCELLED' && this.info === undefined)) return typed;
     if (typed.device !== undefined) return typed;
     if (this.info === undefined) {
       // Nothing was sent in this call; what an earlier one left is not known.

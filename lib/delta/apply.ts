@@ -5,18 +5,7 @@
  * handed on in order, every bound checked in the same order as the C
  * applier so that both give the same verdict on a damaged patch.
  */
-import {
-  DELTA_BLOCK,
-  DELTA_CURSOR_SIZE,
-  DELTA_HEADER_SIZE,
-  DeltaFault,
-  DeltaHeader,
-  DeltaPatchError,
-  decodeHeader,
-  Op,
-  unzigzag,
-  VARINT_MAX,
-} from './format';
+import { DELTA_BLOCK, DELTA_CURSOR_SIZE, DELTA_HEADER_SIZE, DeltaFault, DeltaHeader, DeltaPatchError, decodeHeader, Op, unzigzag, VARINT_MAX } from './format';
 
 /** Reads `length` bytes of the old image at `offset` (always within the header's oldSize). */
 export type ReadOld = (offset: number, length: number) => Uint8Array;
@@ -280,7 +269,7 @@ export class PatchApplier {
     if (this.newPos + n > h.newSize) this.fail('NEW_RANGE', `${n} bytes at ${this.newPos} of ${h.newSize}`, this.inPos - 1);
     if (this.op !== Op.INSERT && this.oldPos + n > h.oldSize) this.fail('OLD_RANGE', `${n} bytes at old ${this.oldPos} of ${h.oldSize}`, this.inPos - 1);
     if (this.op === Op.COPY) {
-      for (let done = 0; done < n; ) {
+      for (let done = 0; done < n;) {
         const t = Math.min(APPLY_PIECE, n - done);
         this.out(this.newPos, t, () => this.read(this.oldPos, t));
         this.newPos += t;
@@ -300,7 +289,7 @@ export class PatchApplier {
       this.newPos += bytes.length;
       return;
     }
-    for (let done = 0; done < bytes.length; ) {
+    for (let done = 0; done < bytes.length;) {
       const t = Math.min(APPLY_PIECE, bytes.length - done);
       const at = done;
       this.out(this.newPos, t, () => {

@@ -80,7 +80,7 @@ class Differ {
       // [lastScan, scan) is settled: the old alignment's stretch forwards,
       // the new one's backwards from scan, what neither covers inserted.
       let lenf = 0;
-      for (let i = 0, same = 0, best = 0; lastScan + i < scan && lastPos + i < O; ) {
+      for (let i = 0, same = 0, best = 0; lastScan + i < scan && lastPos + i < O;) {
         if (old[lastPos + i] === nw[lastScan + i]) same++;
         i++;
         if (same * 2 - i > best * 2 - lenf) {

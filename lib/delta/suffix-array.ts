@@ -10,7 +10,6 @@
 
 type Text = Uint8Array | Int32Array;
 
-
 /** The suffix array of `text`: the start of every suffix, in lexicographic order (a proper prefix first). */
 export function suffixArray(text: Uint8Array): Int32Array {
   const sa = new Int32Array(text.length);

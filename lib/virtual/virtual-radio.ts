@@ -11,14 +11,13 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NobleLike } from '../client/noble-types';
+import { targetOf } from '../client/target';
 import { BleOtaError } from '../errors';
 import { peripheralId, VirtualBindings } from './bindings';
 import { deviceStateFolder } from './build';
 import { Preset, PRESETS } from './link-model';
 import type { Scheduler } from './scheduler';
 import { addressFromName, VirtualDeviceOptions, VirtualEsp32 } from './virtual-device';
-
-const ADDRESS = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
 
 /** The link preset a device declared `slow` without one uses: a Bluetooth 4.1 adapter. */
 export const DEFAULT_SLOW_PRESET = 'linux-noble-bt41-esp32';
@@ -49,10 +48,10 @@ export function parseVirtualDevices(text: string): VirtualDeclaration[] {
   for (const entry of text.split(/[,\n]/)) {
     const [id, ...options] = entry.trim().split(/\s+/).filter(Boolean);
     if (!id) continue;
-    const isAddress = ADDRESS.test(id);
+    const target = targetOf(id);
     const declaration: VirtualDeclaration = {
-      name: isAddress ? 'esp32' : id,
-      address: (isAddress ? id.replace(/-/g, ':') : addressFromName(id)).toLowerCase(),
+      name: target.address ? 'esp32' : id,
+      address: target.address ?? addressFromName(id).toLowerCase(),
       offline: false,
       flaky: 0,
     };
@@ -174,9 +173,9 @@ export class VirtualRadio {
 
   /** The declaration for this name or address, if any. */
   declaration(nameOrAddress: string): VirtualDeclaration | undefined {
-    const key = nameOrAddress.trim();
-    if (ADDRESS.test(key)) return this.declared.get(key.replace(/-/g, ':').toLowerCase());
-    return [...this.declared.values()].find((d) => d.name === key);
+    const { address, name } = targetOf(nameOrAddress);
+    if (address) return this.declared.get(address);
+    return [...this.declared.values()].find((d) => d.name === name);
   }
 
   /**
@@ -214,11 +213,12 @@ export class VirtualRadio {
   }
 
   private runningDevice(nameOrAddress: string): Promise<VirtualEsp32> | undefined {
-    const key = nameOrAddress.trim();
-    if (ADDRESS.test(key)) return this.devices.get(key.replace(/-/g, ':').toLowerCase());
-    const d = this.declaration(key);
+    const { address } = targetOf(nameOrAddress);
+    if (address) return this.devices.get(address);
+    const d = this.declaration(nameOrAddress);
     if (d && this.devices.has(d.address)) return this.devices.get(d.address);
-    return [...this.devices.entries()].find(([address]) => address === addressFromName(key))?.[1];
+    const named = addressFromName(nameOrAddress.trim());
+    return [...this.devices.entries()].find(([running]) => running === named)?.[1];
   }
 
   private async startDeclaration(d: VirtualDeclaration): Promise<VirtualEsp32> {
@@ -339,8 +339,8 @@ export class VirtualRadio {
 
   /** The device with this name or address, started when not yet running (code declaring it, as the CLI's --virtual does). */
   ensureDevice(nameOrAddress: string, options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
-    const isAddress = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(nameOrAddress);
-    return isAddress ? this.addDevice({ ...options, address: nameOrAddress.replace(/-/g, ':') }) : this.addDevice({ ...options, name: nameOrAddress });
+    const { address } = targetOf(nameOrAddress);
+    return address ? this.addDevice({ ...options, address }) : this.addDevice({ ...options, name: nameOrAddress });
   }
 
   /** Stops every device; what stopped declared devices kept is dropped (the neighbourhood is gone). */
