@@ -55,6 +55,12 @@ export interface DeviceInfoView {
   /** The running image waits for a client's CONFIRM (or rolls back at the next restart). */
   pendingConfirmation: boolean;
   transfer: { state: TransferStateName; offset: number; sha256: string | null } | null;
+  /**
+   * The image file in the running slot, as the device measured it (OTA Info version 4): a
+   * client that holds the file with this SHA-256 can send a patch against it. null when the
+   * device does not tell (older firmware, or an image it could not read).
+   */
+  runningImage: { size: number; sha256: string } | null;
   /** Status name of the last update attempt since boot (OK, HASH_MISMATCH...), null when none. */
   lastStatus: string | null;
   /** What the device offers; a seed-only device: ['seed']. */
@@ -112,6 +118,7 @@ export function deviceInfoView(info: DeviceInfo): DeviceInfoView {
       runningState: 'unknown',
       pendingConfirmation: false,
       transfer: null,
+      runningImage: null,
       lastStatus: null,
       capabilities: ['seed'],
       deviceId: null,
@@ -137,6 +144,7 @@ export function deviceInfoView(info: DeviceInfo): DeviceInfoView {
     runningState,
     pendingConfirmation: runningState === 'pending-verify',
     transfer: { state: transferStateName(ota.transferState), offset: ota.transferOffset, sha256: transferHash },
+    runningImage: ota.runningSha256 && ota.runningSize ? { size: ota.runningSize, sha256: ota.runningSha256.toString('hex') } : null,
     lastStatus: ota.lastStatus === LAST_STATUS_NONE ? null : statusName(ota.lastStatus),
     capabilities: capabilities(ota.features),
     deviceId: ota.deviceId ? formatDeviceId(ota.deviceId) : null,

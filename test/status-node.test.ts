@@ -139,6 +139,9 @@ describe('ble-ota-status decoding', () => {
     assert.equal(info.runningState, 'unknown');
     assert.equal(info.pendingConfirmation, false);
     assert.equal(info.secureVersion, 2);
+    assert.equal(info.runningImage, null, 'OTA Info before version 4 tells no running image');
+    const v4 = firmwareInfo({ ...v2, ota: { ...v2.ota!, runningSize: 1_036_288, runningSha256: Buffer.alloc(32, 0x5b) } });
+    assert.deepEqual(v4.runningImage, { size: 1_036_288, sha256: '5b'.repeat(32) });
   });
 
   // msg.payload as 0.1.0's node sent it: a flow may read any of these.

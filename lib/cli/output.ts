@@ -76,6 +76,7 @@ export function formatInfo(view: DeviceInfoView): string {
       ['built', `${build.date} ${build.time}, ELF SHA-256 ${build.elfSha256.slice(0, 16)}…`],
       ['chip', `${chip.name}, revision ${chip.revision}`],
       ['running', view.runningState === 'pending-verify' ? 'pending-verify (waits for confirmation)' : view.runningState],
+      ['image', view.runningImage ? `${view.runningImage.size} bytes, SHA-256 ${view.runningImage.sha256.slice(0, 16)}…` : '(not reported)'],
       ['slot size', `${formatBytes(slotSize)} (${slotSize} bytes)`],
       ['window', `${window} bytes, packets up to ${maxPacket} bytes`],
       ['features', view.capabilities.join(', ') || 'none'],
