@@ -59,7 +59,7 @@ const OLD_SHAPES: Record<string, Array<{ commit: string; config: Config }>> = {
 /** The current shape, every field as the editor writes it for a new node. */
 const CURRENT: Record<string, Config> = {
   'ble-ota-device': { name: '', device: '', backend: 'bluetooth', virtualDevices: '', scanTimeout: 15, operationTimeout: 5, allowUnauthenticated: false, deviceId: '' },
-  'ble-ota-upload': { name: '', device: '', confirm: 'client', skipSame: true, allowDowngrade: false, requireSignature: false, publicKey: '' },
+  'ble-ota-upload': { name: '', device: '', confirm: 'client', skipSame: true, allowDowngrade: false, delta: true, requireSignature: false, publicKey: '' },
   'ble-ota-status': { name: '', device: '', scope: 'all', uploads: [], report: 'all', states: [], template: '', topic: '' },
   'ble-ota-scan': { name: '', device: '', duration: 5, output: 'list', namePattern: '', minRssi: '', probe: false, readVersions: false, scanAtStart: false },
   'ble-ota-sample': { name: '', projectName: 'sample-app', version: '2.0.0', versionType: 'str', chip: 'esp32', size: 128 },

@@ -21,11 +21,11 @@ type Msg = Record<string, unknown>;
 const KB = 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-function flow(deviceName: string) {
+function flow(deviceName: string, upload: object = {}) {
   return [
     { id: 'tab', type: 'tab' },
     { id: 'dev', type: 'ble-ota-device', device: deviceName, backend: 'virtual', virtualDevices: deviceName, scanTimeout: 3, operationTimeout: 3 },
-    { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out'], []] },
+    { id: 'up', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['out'], []], ...upload },
     { id: 'out', z: 'tab', type: 'helper' },
     { id: 'catcher', z: 'tab', type: 'catch', scope: null, uncaught: false, wires: [['errors']] },
     { id: 'errors', z: 'tab', type: 'helper' },
@@ -53,9 +53,9 @@ describe('ble-ota-upload node: delta updates', function () {
     (helper as unknown as { settings(s: object): void }).settings({});
   });
 
-  async function load(deviceName: string, settings: object = { userDir }): Promise<void> {
+  async function load(deviceName: string, settings: object = { userDir }, upload: object = {}): Promise<void> {
     (helper as unknown as { settings(s: object): void }).settings(settings);
-    await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], flow(deviceName), resolve));
+    await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], flow(deviceName, upload), resolve));
     nodes = { up: helper.getNode('up'), out: helper.getNode('out'), errors: helper.getNode('errors') };
   }
 
@@ -138,6 +138,18 @@ describe('ble-ota-upload node: delta updates', function () {
     } finally {
       rmSync(blocked, { recursive: true, force: true });
     }
+  });
+
+  it('with "Send only what changed" cleared, the full image goes though a patch was possible, and the result says why', async () => {
+    await load('delta-node-off', { userDir }, { delta: false });
+    const pair = oneFunctionChanged(64 * KB, 48, { projectName: 'fan' });
+    assert.equal((await send({ payload: pair.old })).error, undefined);
+    const { result, error } = await send({ payload: pair.new, baseImage: pair.old });
+    assert.equal(error, undefined);
+    const d = (result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([d.method, d.reason], ['full', 'delta-off']);
+    // A patch of this pair is a few hundred bytes; the image's own stream is most of its size.
+    assert.ok(d.bytesOverAir > pair.new.length / 4, `${d.bytesOverAir} bytes over the air for a ${pair.new.length}-byte image`);
   });
 
   it('refuses a msg.baseImage that is no Buffer before the radio is used', async () => {

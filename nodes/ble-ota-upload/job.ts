@@ -25,6 +25,8 @@ export interface UploadNodeDef extends NodeDef {
   requireSignature?: boolean;
   /** The public key (PEM) images must be signed with. Not a secret. */
   publicKey?: string;
+  /** Send a patch where the device applies one and the node has the image it runs. */
+  delta?: boolean;
 }
 
 /** The node's settings, with their defaults applied. */
@@ -34,6 +36,7 @@ export interface UploadSettings {
   allowDowngrade: boolean;
   requireSignature: boolean;
   publicKey: string | undefined;
+  delta: boolean;
 }
 
 export function uploadSettings(def: UploadNodeDef): UploadSettings {
@@ -43,6 +46,7 @@ export function uploadSettings(def: UploadNodeDef): UploadSettings {
     allowDowngrade: def.allowDowngrade === true,
     requireSignature: def.requireSignature === true,
     publicKey: typeof def.publicKey === 'string' ? def.publicKey.trim() || undefined : undefined,
+    delta: def.delta !== false,
   };
 }
 
@@ -78,6 +82,7 @@ export function updateOptions(settings: UploadSettings, config: DeviceNode, job:
     secret: config.secret,
     allowUnauthenticated: config.allowUnauthenticated,
     deviceId: job.deviceId,
+    delta: settings.delta,
     ...(job.baseImage ? { baseImage: job.baseImage } : {}),
     ...(cache ? { cache } : {}),
     onProgress,

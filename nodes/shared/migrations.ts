@@ -68,7 +68,7 @@ const STEPS: Record<string, Step[]> = {
   'ble-ota-upload': [
     {
       to: 1,
-      up: withDefaults({ name: '', device: '', confirm: 'client', skipSame: true, allowDowngrade: false, requireSignature: false, publicKey: '' }),
+      up: withDefaults({ name: '', device: '', confirm: 'client', skipSame: true, allowDowngrade: false, delta: true, requireSignature: false, publicKey: '' }),
     },
   ],
   'ble-ota-status': [
