@@ -674,7 +674,11 @@ describe('sample-image', function () {
     const version = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--app-version', 'v'.repeat(40)]);
     assert.match(version.stderr, /version "v+" is 40 bytes long: an app descriptor holds at most 31\. \[INVALID_ARGUMENT\]/);
     const size = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--size', '20M']);
-    assert.match(size.stderr, /from 1024 \(1 KiB\) to 16777216 \(16 MiB\)/);
+    assert.equal(size.code, 2, 'a size out of range is a mistake in the command line');
+    assert.match(size.stderr, /--size 20M is 20971520 bytes: a sample image has 1 KiB to 16 MiB, e\.g\. 128k/);
+    const asVersion = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--version', '2.0.0']);
+    assert.equal(asVersion.code, 2);
+    assert.match(asVersion.stderr, /--version prints the tool's own version; the sample's version is --app-version VERSION/);
     assert.ok(!existsSync(join(dir, 'x.bin')));
   });
 

@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { ConfirmMode } from '../client/ota-client';
+import { SAMPLE_MAX_SIZE, SAMPLE_MIN_SIZE } from '../image/sample-image';
 import type { KeyScheme } from '../image/signature';
 
 export const PROGRAM = 'esp32-ble-ota';
@@ -140,7 +141,11 @@ export function parseCommandLine(argv: string[]): Command {
   const json = values.json ?? false;
   const [name, ...operands] = positionals;
 
-  if (values.version) return { kind: 'version', json };
+  if (values.version) {
+    // "sample-image --version 2.0.0" means the sample's version: say which option that is, rather than print the tool's.
+    if (asCommand(name) === 'sample-image') throw new UsageError("--version prints the tool's own version; the sample's version is --app-version VERSION", 'sample-image');
+    return { kind: 'version', json };
+  }
   if (name === 'help') return { kind: 'help', topic: asCommand(operands[0]), json };
   if (values.help) return { kind: 'help', topic: asCommand(name), json };
   if (name === undefined) throw new UsageError('no command given');
@@ -261,7 +266,7 @@ function offlineCommand(command: CommandName, values: Values, operands: string[]
       projectName: values.project,
       version: values['app-version'],
       chip: values.chip,
-      size: values.size === undefined ? undefined : byteSize('--size', values.size, command),
+      size: values.size === undefined ? undefined : sampleSize(values.size, command),
       ...global,
     };
   }
@@ -329,6 +334,15 @@ function byteSize(option: string, value: string, command: CommandName): number {
   const bytes = m ? Math.round(Number(m[1]) * (m[2] === '' ? 1 : /k/i.test(m[2]) ? 1024 : 1024 * 1024)) : NaN;
   if (!Number.isFinite(bytes) || bytes <= 0) {
     throw new UsageError(`${option} takes a size in bytes, or with k or M (KiB, MiB), e.g. 128k (got "${value}")`, command);
+  }
+  return bytes;
+}
+
+/** A sample's size: out of range is a usage error (exit 2), said before anything is built. */
+function sampleSize(value: string, command: CommandName): number {
+  const bytes = byteSize('--size', value, command);
+  if (bytes < SAMPLE_MIN_SIZE || bytes > SAMPLE_MAX_SIZE) {
+    throw new UsageError(`--size ${value} is ${bytes} bytes: a sample image has ${SAMPLE_MIN_SIZE / 1024} KiB to ${SAMPLE_MAX_SIZE / 1024 / 1024} MiB, e.g. 128k`, command);
   }
   return bytes;
 }
