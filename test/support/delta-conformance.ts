@@ -8,23 +8,14 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { OtaConnection } from '../../lib/client/ota-client';
-import { CommandRefused } from '../../lib/client/refusal';
 import { V2Session } from '../../lib/client/v2-session';
 import { computePatch } from '../../lib/delta';
 import { BeginFlag, Command, Feature, Status, TransferState } from '../../lib/protocol/constants';
 import { DeflatedStream, encodeChunk } from '../../lib/protocol/deflate-chunks';
 import { BeginRequest, DeviceInfoV2 } from '../../lib/protocol/v2-codec';
-import { ConformanceTarget } from './v2-conformance';
+import { ConformanceTarget, connectV2, refused } from './v2-conformance';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest();
-
-async function refused(promise: Promise<unknown>, status: number): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof CommandRefused, String(err));
-    assert.equal(err.status, status, `expected status 0x${status.toString(16)}, got 0x${err.status.toString(16)}`);
-    return true;
-  });
-}
 
 /** Defines the delta cases for the target setup() makes (in `before`). */
 export function defineDeltaConformance(setup: () => Promise<ConformanceTarget>): void {
@@ -39,11 +30,7 @@ export function defineDeltaConformance(setup: () => Promise<ConformanceTarget>):
     let patch: Buffer;
 
     const connect = async () => {
-      conn = await t.client.connect(t.target, { secret: t.secret });
-      assert.ok(conn.v2, 'the device offers protocol v2');
-      v2 = conn.v2;
-      await v2.subscribe();
-      await v2.provenInfo(T);
+      ({ conn, v2 } = await connectV2(t));
     };
     const info = () => v2.readInfo();
     const beginPatch = (over: Partial<BeginRequest> = {}) =>

@@ -70,12 +70,33 @@ function beginFor(image: Buffer, chipId: number, over: Partial<BeginRequest> = {
   return { size: image.length, sha256: createHash('sha256').update(image).digest(), chipId, flags: 0, ...over };
 }
 
-async function refused(promise: Promise<unknown>, status: number): Promise<void> {
+/** Resolves when promise rejects with the device's refusal of this status. */
+export async function refused(promise: Promise<unknown>, status: number): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(err instanceof CommandRefused, String(err));
     assert.equal(err.status, status, `expected status 0x${status.toString(16)}, got 0x${err.status.toString(16)}`);
     return true;
   });
+}
+
+/**
+ * A link to the target in protocol v2, subscribed, its OTA Info read and
+ * proven: on a device with authentication that is the link's session, so
+ * that a case's malformed requests count as the owner's mistakes, not as a
+ * stranger's junk that locks the link. The link is closed again when any
+ * step fails.
+ */
+export async function connectV2(t: ConformanceTarget): Promise<{ conn: OtaConnection; v2: V2Session }> {
+  const conn = await t.client.connect(t.target, { secret: t.secret });
+  try {
+    assert.ok(conn.v2, 'the device offers protocol v2');
+    await conn.v2.subscribe();
+    await conn.v2.provenInfo(t.requestMs);
+    return { conn, v2: conn.v2 };
+  } catch (err) {
+    await conn.close().catch(() => undefined);
+    throw err;
+  }
 }
 
 /** A chip id the device is not: the ESP32-C3's, or the ESP32's on a C3. */
@@ -97,14 +118,7 @@ export function defineV2Conformance(setup: () => Promise<ConformanceTarget>): vo
     let T: number;
 
     const connect = async () => {
-      conn = await t.client.connect(t.target, { secret: t.secret });
-      assert.ok(conn.v2, 'the device offers protocol v2');
-      v2 = conn.v2;
-      await v2.subscribe();
-      // On a device with authentication: the link's session, proven, so
-      // that the malformed requests below count as the owner's mistakes,
-      // not as a stranger's junk that locks the link.
-      await v2.provenInfo(T);
+      ({ conn, v2 } = await connectV2(t));
     };
     /**
      * The status a device answers a request written as it is, no MAC added:
