@@ -12,9 +12,8 @@ import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { parseEspImage } from '../lib/image/esp-image';
-import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { Config, currentVersion, migrate, NODE_TYPES, savedVersion, showInEditor } from '../nodes/shared/migrations';
-import { catchNode, deviceNode, exchange, helper, TestNode, uploadNode } from './support/node-red';
+import { catchNode, deviceNode, exchange, helper, TestNode, uploadNode, useNodeRed } from './support/node-red';
 
 /* eslint-disable @typescript-eslint/no-require-imports */
 const scanNode = require('../nodes/ble-ota-scan/ble-ota-scan') as unknown;
@@ -216,15 +215,7 @@ function warningsOf(id: string): string[] {
 
 describe('config versions: older flows in a real Node-RED', function () {
   this.timeout(60_000);
-  before(function (done) {
-    helper.startServer(done);
-  });
-  after(function (done) {
-    void sharedVirtualRadio()
-      .stopAll()
-      .finally(() => helper.stopServer(done));
-  });
-  afterEach(() => helper.unload());
+  useNodeRed();
 
   /** A flow of a device node, one node of `type` wired to `out`, and a Catch node wired to `errors`. */
   async function deploy(device: Config, node: Config, nodes: unknown[]): Promise<{ node: TestNode; out: TestNode; errors: TestNode }> {

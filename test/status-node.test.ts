@@ -17,7 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eventually } from './support/eventually';
 import { NodeRedProcess } from './support/node-red-process';
-import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
+import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode, useNodeRed } from './support/node-red';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const statusNode = require('../nodes/ble-ota-status/ble-ota-status') as unknown;
@@ -216,15 +216,7 @@ describe('ble-ota-status decoding', () => {
 describe('ble-ota-status node', function () {
   this.timeout(60_000);
 
-  before(function (done) {
-    helper.startServer(done);
-  });
-  after(function (done) {
-    void sharedVirtualRadio()
-      .stopAll()
-      .then(() => helper.stopServer(done));
-  });
-  afterEach(() => helper.unload());
+  useNodeRed();
 
   describe('device information on input', () => {
     it('reports a v2 device: project, version, chip, slot, states, capabilities; status shows the version', async () => {

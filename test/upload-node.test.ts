@@ -12,7 +12,7 @@ import { addressFromName, VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
 import { fixture, haveFixtures } from './support/fixtures';
-import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
+import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode, useNodeRed } from './support/node-red';
 
 type Msg = Record<string, unknown>;
 
@@ -53,15 +53,7 @@ const send = (nodes: Loaded, msg: Msg) => exchange(nodes.up, msg, nodes);
 describe('ble-ota-upload node', function () {
   this.timeout(60_000);
 
-  before(function (done) {
-    helper.startServer(done);
-  });
-  after(function (done) {
-    void sharedVirtualRadio()
-      .stopAll()
-      .then(() => helper.stopServer(done));
-  });
-  afterEach(() => helper.unload());
+  useNodeRed();
 
   it('updates a virtual ESP32 with a 1 MB image: after its restart it boots the new slot, byte-identical', async () => {
     const nodes = await load('node-test-1mb');

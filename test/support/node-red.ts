@@ -3,6 +3,7 @@
  * nodes as Node-RED loads them (from dist/, beside their editor HTML).
  */
 import type { EventEmitter } from 'node:events';
+import { sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
 
 export interface TestNode extends EventEmitter {
   id: string;
@@ -34,6 +35,27 @@ export const uploadNode = require('../../nodes/ble-ota-upload/ble-ota-upload') a
 /** Node-RED's own Catch node, to receive what done(err) reports. */
 export const catchNode = require(require.resolve('@node-red/nodes/core/common/25-catch.js', { paths: [runtime] })) as unknown;
 /* eslint-enable @typescript-eslint/no-require-imports */
+
+/**
+ * The hooks of a suite whose flows run in the test helper's Node-RED and
+ * reach the shared virtual radio: the server for the suite, each test's
+ * flow unloaded after it, and the virtual devices stopped before the
+ * server (the radio's failure reported, the server stopped all the same).
+ */
+export function useNodeRed(): void {
+  before(function (done) {
+    helper.startServer(done);
+  });
+  after(function (done) {
+    sharedVirtualRadio()
+      .stopAll()
+      .then(
+        () => helper.stopServer(done),
+        (err: Error) => helper.stopServer(() => done(err)),
+      );
+  });
+  afterEach(() => helper.unload());
+}
 
 /** The last status a node showed. */
 export function lastStatus(node: TestNode): { fill?: string; shape?: string; text?: string } {
