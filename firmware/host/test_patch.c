@@ -16,6 +16,7 @@
 #include "test.h"
 #include "test_deflate.h"
 #include "test_fixture.h"
+#include "test_notes.h"
 #include "test_sign.h"
 
 #define PKT     240
@@ -91,27 +92,6 @@ begin_patch(void)
     ble_ota_sha256(s_old, s_old_len, base);
     begin_patch_raw(s_new, s_new_len, BLE_OTA_BEGIN_FLAG_DEFLATE | BLE_OTA_BEGIN_FLAG_PATCH, base,
                     BLE_OTA_BEGIN_PATCH_SIZE);
-}
-
-static const cmd_note_t *
-last_note(void)
-{
-    return s_fx.cmd_count == 0 ? NULL : &s_fx.cmds[(s_fx.cmd_count - 1) % MAX_CMD_NOTES];
-}
-
-static bool
-answered(uint8_t opcode, uint8_t status, size_t len)
-{
-    const cmd_note_t *n = last_note();
-    if (n != NULL && n->len == len && n->data[0] == (opcode | BLE_OTA_ANSWER) && n->data[1] == status) {
-        return true;
-    }
-    printf("  last notification:");
-    for (size_t i = 0; n != NULL && i < n->len; i++) {
-        printf(" %02x", n->data[i]);
-    }
-    printf("\n");
-    return false;
 }
 
 static bool

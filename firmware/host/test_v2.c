@@ -20,6 +20,7 @@
 #include "test.h"
 #include "test_deflate.h"
 #include "test_fixture.h"
+#include "test_notes.h"
 #include "test_sign.h"
 #include "test_v2.h"
 
@@ -66,34 +67,6 @@ begin_image(const uint8_t *img, size_t len, uint16_t flags)
 
     ble_ota_sha256(img, len, sha);
     begin_raw((uint32_t)len, sha, HOST_IMAGE_CHIP_ESP32, flags);
-}
-
-static const cmd_note_t *
-last_note(void)
-{
-    return s_fx.cmd_count == 0 ? NULL : &s_fx.cmds[(s_fx.cmd_count - 1) % MAX_CMD_NOTES];
-}
-
-static void
-print_note(const char *what, const cmd_note_t *n)
-{
-    printf("  %s:", what);
-    for (size_t i = 0; n != NULL && i < n->len; i++) {
-        printf(" %02x", n->data[i]);
-    }
-    printf("%s\n", n == NULL ? " none" : "");
-}
-
-/* The last notification answers opcode with status (and has len bytes). */
-static bool
-answered(uint8_t opcode, uint8_t status, size_t len)
-{
-    const cmd_note_t *n = last_note();
-    if (n != NULL && n->len == len && n->data[0] == (opcode | BLE_OTA_ANSWER) && n->data[1] == status) {
-        return true;
-    }
-    print_note("last notification", n);
-    return false;
 }
 
 static bool
