@@ -8,6 +8,7 @@
 #include "ble_ota_delta.h"
 #include "ble_ota_le.h"
 #include "ble_ota_sha256.h"
+#include "patch_lengths.h"
 
 /* Equal bytes that end an ADD: fewer stay inside it (cheaper than a COPY). */
 #define ADD_BREAK 8u
@@ -21,23 +22,6 @@ typedef struct {
     uint32_t old_pos;
     int overflow;
 } writer_t;
-
-static size_t
-varint_len(uint32_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80u) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static size_t
-len_header(uint32_t n)
-{
-    return n <= 63 ? 1 : 1 + varint_len(n - 64);
-}
 
 static void
 put(writer_t *w, uint8_t b)
@@ -90,7 +74,7 @@ len_op(writer_t *w, uint8_t op, uint32_t n)
 static void
 copy(writer_t *w, uint32_t n)
 {
-    room(w, len_header(n));
+    room(w, patch_len_header(n));
     len_op(w, BLE_OTA_DELTA_OP_COPY, n);
     w->new_pos += n;
     w->old_pos += n;
@@ -106,7 +90,7 @@ data(writer_t *w, const uint8_t *bytes, const uint8_t *old, uint32_t n)
         room(w, 2);
         const size_t space = w->block_end - w->pos;
         uint32_t t = n < space - 1 ? n : (uint32_t)(space - 1);
-        while (len_header(t) + t > space) {
+        while (patch_len_header(t) + t > space) {
             t--;
         }
         len_op(w, op, t);

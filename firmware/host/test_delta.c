@@ -22,6 +22,7 @@
 
 #include "ble_ota_delta.h"
 #include "ble_ota_le.h"
+#include "patch_lengths.h"
 #include "test.h"
 
 #define MAX_IMAGE (256u * 1024u)
@@ -168,17 +169,6 @@ w_room(writer_t *w, uint32_t need)
     w->block_end += BLOCK;
 }
 
-static uint32_t
-varint_len(uint32_t v)
-{
-    uint32_t n = 1;
-    while (v >= 0x80u) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 static void
 w_varint(writer_t *w, uint32_t v)
 {
@@ -187,12 +177,6 @@ w_varint(writer_t *w, uint32_t v)
         v >>= 7;
     }
     s_patch[w->pos++] = (uint8_t)v;
-}
-
-static uint32_t
-len_header(uint32_t n)
-{
-    return n <= 63 ? 1 : 1 + varint_len(n - 64);
 }
 
 static void
@@ -209,7 +193,7 @@ w_len_op(writer_t *w, uint8_t op, uint32_t n)
 static void
 w_copy(writer_t *w, uint32_t n)
 {
-    w_room(w, len_header(n));
+    w_room(w, patch_len_header(n));
     w_len_op(w, BLE_OTA_DELTA_OP_COPY, n);
     memcpy(s_expect + w->new_pos, s_old + w->old_pos, n);
     w->new_pos += n;
@@ -224,7 +208,7 @@ w_data(writer_t *w, uint8_t op, const uint8_t *bytes, uint32_t n)
         w_room(w, 2);
         const uint32_t space = w->block_end - w->pos;
         uint32_t t = n < space - 1 ? n : space - 1;
-        while (len_header(t) + t > space) {
+        while (patch_len_header(t) + t > space) {
             t--;
         }
         w_len_op(w, op, t);
@@ -252,7 +236,7 @@ w_seek(writer_t *w, uint32_t to)
     if (delta == 0) {
         return;
     }
-    w_room(w, 1 + varint_len(v));
+    w_room(w, 1 + patch_varint_len(v));
     s_patch[w->pos++] = BLE_OTA_DELTA_OP_SEEK;
     w_varint(w, v);
     w->old_pos = to;
