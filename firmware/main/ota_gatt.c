@@ -69,18 +69,13 @@ static uint8_t s_rx_buf[BLE_OTA_MAX_PACKET];
 /* The OTA Info value being read. */
 static uint8_t s_info_buf[BLE_OTA_INFO_SIZE];
 
-static int ota_gatt_control_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
-                                   void *arg);
-static int ota_gatt_data_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
-                                void *arg);
-static int ota_gatt_info_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
-                                void *arg);
-static int ota_gatt_command_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
-                                   void *arg);
-static int ota_gatt_stream_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
-                                  void *arg);
-static int ota_gatt_dis_access(uint16_t conn_handle, uint16_t attr_handle, struct ble_gatt_access_ctxt *ctxt,
-                               void *arg);
+/* Declared with NimBLE's callback type, so each must have its signature. */
+static ble_gatt_access_fn ota_gatt_control_access;
+static ble_gatt_access_fn ota_gatt_data_access;
+static ble_gatt_access_fn ota_gatt_info_access;
+static ble_gatt_access_fn ota_gatt_command_access;
+static ble_gatt_access_fn ota_gatt_stream_access;
+static ble_gatt_access_fn ota_gatt_dis_access;
 
 /* Each characteristic's access callback; its argument is its ble_ota_chr_t. */
 static ble_gatt_access_fn *const k_access[BLE_OTA_CHR_COUNT] = {
