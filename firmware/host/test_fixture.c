@@ -83,7 +83,7 @@ uint8_t s_image[64 * 1024];
 size_t s_image_len;
 
 size_t
-build_image(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed)
+build_image_of(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed, bool compressible)
 {
     const host_image_spec_t spec = {
         .project = "virtual-esp32",
@@ -92,8 +92,15 @@ build_image(uint8_t *out, size_t cap, const char *version, uint32_t payload, uin
         .seed = seed,
         .chip_id = HOST_IMAGE_CHIP_ESP32,
         .hash_appended = true,
+        .compressible = compressible,
     };
     return host_image_build(&spec, out, cap);
+}
+
+size_t
+build_image(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed)
+{
+    return build_image_of(out, cap, version, payload, seed, false);
 }
 
 /* A fresh device running a valid 1.0.0 in ota_0, and its core. */

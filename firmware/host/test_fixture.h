@@ -48,8 +48,11 @@ extern size_t s_image_len;
 
 /* Prints the last device log lines (test_on_failure). */
 void fx_print_logs(void);
-/* A synthetic app of project virtual-esp32 for the ESP32. */
+/* A synthetic app of project virtual-esp32 for the ESP32: random payload bytes, or, compressible,
+ * bytes that deflate about 2:1 as ESP-IDF apps do. */
 size_t build_image(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed);
+size_t build_image_of(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed,
+                      bool compressible);
 /* A fresh device running a valid 1.0.0 in ota_0, and its core. */
 void fx_setup(void);
 /* Restart as the virtual device does: boot, fresh core, confirm; then a

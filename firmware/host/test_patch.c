@@ -39,16 +39,7 @@ static bool s_compressible;
 static size_t
 image(uint8_t *out, const char *version, uint32_t payload)
 {
-    const host_image_spec_t spec = {
-        .project = "virtual-esp32",
-        .version = version,
-        .payload_len = payload,
-        .seed = 11,
-        .chip_id = HOST_IMAGE_CHIP_ESP32,
-        .hash_appended = true,
-        .compressible = s_compressible,
-    };
-    return host_image_build(&spec, out, MAX_IMG);
+    return build_image_of(out, MAX_IMG, version, payload, 11, s_compressible);
 }
 
 /* A device running 1.0.0 (payload old_payload), a 2.0.0 of new_payload

@@ -1168,16 +1168,7 @@ test_v2_restart_before_confirm_rolls_back(void)
 static size_t
 compressible_image(uint8_t *out, size_t cap)
 {
-    const host_image_spec_t spec = {
-        .project = "virtual-esp32",
-        .version = "3.0.0",
-        .payload_len = 20000,
-        .seed = 7,
-        .chip_id = HOST_IMAGE_CHIP_ESP32,
-        .hash_appended = true,
-        .compressible = true,
-    };
-    return host_image_build(&spec, out, cap);
+    return build_image_of(out, cap, "3.0.0", 20000, 7, true);
 }
 
 static void
