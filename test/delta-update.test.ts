@@ -409,5 +409,20 @@ describe('delta updates from the command line', function () {
     assert.equal(run.code, 1);
     assert.match(run.stderr, /cannot read .*missing\.bin: no such file/);
     assert.doesNotMatch(run.stdout, /virtual ESP32 .* started/);
+    // Neither a device file (read without end), nor an empty file, nor one larger than any app partition.
+    const empty = join(dir, 'empty.bin');
+    writeFileSync(empty, '');
+    const tooLarge = join(dir, 'too-large.bin');
+    writeFileSync(tooLarge, Buffer.alloc(16 * 1024 * 1024 + 1));
+    for (const [base, why] of [
+      ['/dev/zero', /--base \/dev\/zero is not a regular file/],
+      [empty, /--base .*empty\.bin is empty: give the image the device runs/],
+      [tooLarge, /--base .*too-large\.bin is 16777217 bytes: no ESP32 app image is larger than the 16 MB/],
+    ] as const) {
+      const refused = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-2', '--base', base]);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, why);
+      assert.doesNotMatch(refused.stdout, /virtual ESP32 .* started/);
+    }
   });
 });

@@ -221,6 +221,9 @@ describe('interrupted updates: a new call finishes what the last one left', func
     assert.ok(dropped);
     assert.equal(r.confirmed, true);
     assert.equal(r.runningVersion, '2.2.5');
+    // What the lost link carried unacknowledged went again after the resume: counted once, never more than the image.
+    assert.ok(r.bytesSent <= image.length, `bytesSent ${r.bytesSent} of a ${image.length}-byte image`);
+    assert.ok(r.bytesSent >= image.length / 2, `bytesSent ${r.bytesSent}: the half sent after the drop at least`);
   });
 
   it('a device whose restarted image has no OTA service: NOT_OTA_DEVICE once the retries are spent', async () => {

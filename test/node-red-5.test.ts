@@ -88,4 +88,8 @@ describe('Node-RED 5', function () {
   it('the tests that start a real Node-RED pass with Node-RED 5 on Node 22: examples, credentials, the editor in Chromium, fleets', () => {
     runTests(['examples', 'auth-node-red', 'browser', 'fleet-gateways'], { BLE_OTA_RED_JS: RED, BLE_OTA_NODE_BINARY: NODE22, BLE_OTA_EXPECT_NODE_RED: '5' });
   });
+
+  it('the translations and the dashboard example pass with Node-RED 5 on Node 22', () => {
+    runTests(['locales', 'dashboard'], { BLE_OTA_RED_JS: RED, BLE_OTA_NODE_BINARY: NODE22, BLE_OTA_EXPECT_NODE_RED: '5' });
+  });
 });

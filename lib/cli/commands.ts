@@ -25,7 +25,7 @@ import {
   type SigningKeyInfo,
   verifyImageSignature,
 } from '../image/signature';
-import { validateImage } from '../image/validate';
+import { MAX_APP_SIZE, validateImage } from '../image/validate';
 import { loadSystemNoble, releaseSystemBluetooth } from '../noble-loader';
 import { keyPartition, newSecret, parseDeviceId, parseSecret } from '../client/session';
 import { KEY_PARTITION_OFFSET } from '../protocol/constants';
@@ -182,7 +182,7 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   }
   const secret = readSecret(cmd.secretFile);
   const publicKey = cmd.publicKey === undefined ? undefined : readKey(cmd.publicKey);
-  const baseImage = cmd.base === undefined ? undefined : readFileOrFail(cmd.base);
+  const baseImage = cmd.base === undefined ? undefined : readImage(cmd.base, '--base');
   // A virtual device starts afresh on every run, running its built-in image: a cache gains it nothing unless asked for.
   const cacheDir = cmd.noCache ? undefined : (cmd.cacheDir ?? (cmd.virtual ? undefined : defaultCacheDir()));
   const cache = cacheDir === undefined ? undefined : new ImageCache({ dir: resolve(cacheDir) });
@@ -504,8 +504,28 @@ function checkImage(file: string, image: Buffer) {
   }
 }
 
-function readImage(file: string): Buffer {
-  return readFileOrFail(file);
+/** An image file: a regular file no larger than an app partition can be, checked before it is read. */
+function readImage(file: string, option = ''): Buffer {
+  const what = option ? `${option} ${file}` : file;
+  let stat;
+  try {
+    stat = statSync(file);
+  } catch {
+    return readFileOrFail(file); // says why it cannot be read
+  }
+  if (stat.isFile() && stat.size > MAX_APP_SIZE) {
+    throw new ImageError(
+      'IMAGE_TOO_LARGE',
+      `${what} is ${stat.size} bytes: no ESP32 app image is larger than the 16 MB of the largest app partition. Give the app image (build/<project>.bin).`,
+    );
+  }
+  if (!stat.isFile() && !stat.isDirectory()) {
+    throw new CliError('FILE_UNREADABLE', `${what} is not a regular file (a device, a pipe or a socket): give the app image file.`);
+  }
+  const data = readFileOrFail(file);
+  // An empty image is refused by the image checks with their own words; an empty base would pass unnoticed.
+  if (option && data.length === 0) throw new CliError('FILE_UNREADABLE', `${what} is empty: give the image the device runs.`);
+  return data;
 }
 
 function readFileOrFail(file: string): Buffer {

@@ -21,6 +21,7 @@ import type { EspImage } from '../image/esp-image';
 import { verifyImageSignature } from '../image/signature';
 import { compareVersions } from '../image/version';
 import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, TransferState } from '../protocol/constants';
+import { DELTA_BLOCK } from '../delta/format';
 import { DeflatedStream } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2, DeviceLink } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
@@ -376,18 +377,30 @@ class V2Update {
     let stats;
     this.streamed = true;
     const sentBefore = v2.streamBytes;
+    // Image bytes this connection delivered, counted from what the device acknowledged: a
+    // lost link's unacknowledged rest is sent again after the resume, and counted then.
+    // With a patch, the image bytes its acknowledged whole blocks rebuild.
+    const imageAt = (sourceOffset: number) => (patch ? patchedBefore(patch.patch, Math.floor(sourceOffset / DELTA_BLOCK) * DELTA_BLOCK) : sourceOffset);
+    const source = patch ? patch.patch : this.data;
+    const from = patch || this.compress ? (answer.imageOffset ?? 0) : Math.min(answer.offset, this.data.length);
+    let reached = from;
     try {
       if (patch || this.compress) {
         // With DEFLATE, progress counts bytes of what is deflated (the image, or the patch), in proportion within each encoded chunk.
-        const source = patch ? patch.patch : this.data;
-        const from = answer.imageOffset ?? 0;
         const rest = new DeflatedStream(source, from);
-        this.imageBytesSent += patch ? this.data.length - patchedBefore(patch.patch, from) : this.data.length - from;
-        stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(rest.imageOffsetAt(acked)), answer.offset);
+        const onAck = ({ acked }: { acked: number }) => {
+          reached = rest.imageOffsetAt(acked);
+          report(reached);
+        };
+        stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, onAck, answer.offset);
       } else {
-        this.imageBytesSent += this.data.length - Math.min(answer.offset, this.data.length);
-        stats = await v2.stream(this.data, Math.min(answer.offset, this.data.length), answer.window, answer.maxPacket, this.timeouts.gattMs, ({ acked }) => report(acked));
+        const onAck = ({ acked }: { acked: number }) => {
+          reached = acked;
+          report(acked);
+        };
+        stats = await v2.stream(this.data, from, answer.window, answer.maxPacket, this.timeouts.gattMs, onAck);
       }
+      reached = source.length;
       this.packets += stats.packets;
       this.progress('verifying', this.streamLength());
       await v2.command(Command.END, this.timeouts.verifyMs);
@@ -402,6 +415,7 @@ class V2Update {
     } finally {
       // What went before a lost link counts too: it crossed the air.
       this.bytesOverAir += v2.streamBytes - sentBefore;
+      this.imageBytesSent += Math.max(0, imageAt(reached) - imageAt(from));
     }
     this.transferMs = Date.now() - this.transferStarted;
     this.lookAfterTransfer = true;
@@ -452,7 +466,11 @@ class V2Update {
    */
   private async restart(): Promise<void> {
     if (this.restarts >= this.attempts) {
-      throw new DeviceError('CONFIRM_FAILED', 'the device did not restart after RESTART; it keeps running its old firmware, with the new image complete but not started');
+      // Only what is known: the last RESTART may have worked after all, on a link that dropped before the client saw it.
+      throw new DeviceError(
+        'CONFIRM_FAILED',
+        `the client asked the device to restart into the new image ${this.attempts} times without seeing it run there (the new image was complete on the device; the link kept dropping)`,
+      );
     }
     this.restarts++;
     this.awaitingRestart = true;

@@ -7,7 +7,7 @@ import { findChip } from './esp-chips';
 import { EspImage, parseEspImage } from './esp-image';
 
 /** The largest app partition an ESP32-family chip can have. */
-const MAX_APP_SIZE = 16 * 1024 * 1024;
+export const MAX_APP_SIZE = 16 * 1024 * 1024;
 
 /** Chips whose images can never arrive over BLE: they have no Bluetooth radio. */
 const NO_BLUETOOTH: Record<number, string> = { 2: 'ESP32-S2' };
