@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Delivery } from '../lib/client/delivery';
+import { sampleImage } from '../lib/image/sample-image';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import { oneFunctionChanged, unrelatedApp } from './support/code-images';
 import { catchNode, deviceNode, exchange, helper, TestNode, uploadNode } from './support/node-red';
@@ -150,6 +151,17 @@ describe('ble-ota-upload node: delta updates', function () {
     assert.deepEqual([d.method, d.reason], ['full', 'delta-off']);
     // A patch of this pair is a few hundred bytes; the image's own stream is most of its size.
     assert.ok(d.bytesOverAir > pair.new.length / 4, `${d.bytesOverAir} bytes over the air for a ${pair.new.length}-byte image`);
+  });
+
+  it("two versions of an OTA sample node's image: the second goes as a small patch", async () => {
+    await load('delta-node-sample');
+    const first = await send({ payload: sampleImage({ projectName: 'demo', version: '1.1.0', size: 128 * KB }) });
+    assert.equal(first.error, undefined, JSON.stringify(first.error?.error));
+    const second = await send({ payload: sampleImage({ projectName: 'demo', version: '1.2.0', size: 128 * KB }) });
+    assert.equal(second.error, undefined, JSON.stringify(second.error?.error));
+    const d = (second.result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([d.method, d.baseSource], ['patch', 'cache']);
+    assert.ok(d.bytesOverAir < d.fullBytes! / 20, `${d.bytesOverAir} bytes over the air, the full image's stream ${d.fullBytes}`);
   });
 
   it('refuses a msg.baseImage that is no Buffer before the radio is used', async () => {

@@ -59,8 +59,10 @@ export function sampleImage(options: SampleImageOptions = {}): Buffer {
   if (!Number.isInteger(size) || size < SAMPLE_MIN_SIZE || size > SAMPLE_MAX_SIZE) {
     throw new BleOtaError('INVALID_ARGUMENT', `The sample's size is ${size} bytes: give a whole number of bytes from ${SAMPLE_MIN_SIZE} (1 KiB) to ${SAMPLE_MAX_SIZE} (16 MiB).`);
   }
-  // The same options give the same image, other options another one.
-  const seed = createHash('sha256').update(`${projectName}\0${version}\0${chip.id}\0${size}`).digest().readUInt32LE(0);
+  // The same options give the same image, other options another one; versions of one project
+  // share their filler (as two builds of one app share most code), so an update from one to
+  // the next goes as a small patch where the device takes patches.
+  const seed = createHash('sha256').update(`${projectName}\0${chip.id}\0${size}`).digest().readUInt32LE(0);
   return buildAppImage({ chipId: chip.id, projectName, version, size, seed, idfVersion: SAMPLE_IDF_VERSION, signingKeys: options.signingKey });
 }
 
