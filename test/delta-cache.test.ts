@@ -110,7 +110,7 @@ describe('image cache', () => {
     const cache = new ImageCache({ dir });
     const store = await cache.put(image(1));
     assert.equal(store.stored, false);
-    assert.match(store.error ?? '', /could not be stored in .*cache/);
+    assert.match(store.error ?? '', /could not be stored in .*cache: .*cache, or a folder above it, is a file, not a folder: remove or rename it$/);
     assert.equal(await cache.get(sha256(image(1))), undefined);
     assert.deepEqual(await cache.list(), []);
   });

@@ -105,7 +105,14 @@ export class ImageCache {
       await this.prune(hex);
       return { stored: true };
     } catch (err) {
-      return { stored: false, error: `the image could not be stored in ${this.dir}: ${(err as Error).message}` };
+      const code = (err as NodeJS.ErrnoException).code;
+      const why =
+        code === 'EEXIST' || code === 'ENOTDIR'
+          ? `${this.dir}, or a folder above it, is a file, not a folder: remove or rename it`
+          : code === 'EACCES' || code === 'EPERM'
+            ? `permission denied in ${this.dir}: give the user running this write access, or another folder`
+            : (err as Error).message;
+      return { stored: false, error: `the image could not be stored in ${this.dir}: ${why}` };
     }
   }
 
