@@ -114,6 +114,9 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     trace.stop();
 
     assert.equal(result.confirmed, true);
+    // While the patch is computed the update says it is preparing (not still connecting), before any byte goes.
+    const firstUpload = progress.findIndex((p) => p.phase === 'uploading');
+    assert.ok(progress.findIndex((p) => p.phase === 'preparing') >= 0 && progress.findIndex((p) => p.phase === 'preparing') < firstUpload, progress.map((p) => p.phase).join(' '));
     // Progress counts the patch's bytes while it goes, to 100 %.
     const uploading = progress.filter((p) => p.phase === 'uploading');
     const patchLength = computePatch(pair.old, pair.new).length;

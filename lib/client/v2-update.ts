@@ -436,6 +436,8 @@ class V2Update {
     const info = this.info!;
     const delta = (info.features & Feature.DELTA) !== 0 && (info.features & Feature.DEFLATE) !== 0;
     const allowed = this.options.delta !== false && this.options.compress !== false;
+    // Computing a patch takes a moment (seconds for megabytes): the progress says the update is preparing, not connecting.
+    if (allowed && delta && info.runningSha256) this.progress('preparing', 0);
     // A cancel does not wait for the patch (seconds for a large image): its thread finishes it for nobody.
     const plan = await untilAborted(
       planDelivery({
@@ -613,7 +615,7 @@ class V2Update {
   }
 
   /** `bytes` count the stream's content while uploading and verifying (a patch's bytes with a patch), the image's after. */
-  private progress(phase: 'uploading' | 'verifying' | 'restarting' | 'confirming' | 'resuming', bytes: number): void {
+  private progress(phase: 'preparing' | 'uploading' | 'verifying' | 'restarting' | 'confirming' | 'resuming', bytes: number): void {
     const total = phase === 'uploading' || phase === 'verifying' ? this.streamLength() : this.data.length;
     const started = this.transferStarted || Date.now();
     this.onProgress({
