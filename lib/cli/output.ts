@@ -156,7 +156,7 @@ const FULL_REASONS: Record<FullReason, string> = {
   'delta-off': 'delta updates are off',
   'device-no-delta': 'the device does not apply delta patches',
   'device-no-base': 'the device does not report the image it runs',
-  'base-not-running': 'the --base image is not the image the device runs, and the image cache does not hold that one',
+  'base-not-running': 'the --base image is not the image the device runs, and no image cache used holds that one',
   'base-unknown': 'the image the device runs is not in the image cache (give it with --base)',
   'patch-not-smaller': `a patch would not be clearly smaller (at most ${Math.round(PATCH_SHARE * 100)} % of the full image)`,
   'wrong-base': 'the device refused the patch: it runs another image than the one the patch was made for',
