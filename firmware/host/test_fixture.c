@@ -69,6 +69,14 @@ fx_log(void *user, ble_ota_log_level_t level, const char *msg)
     }
 }
 
+const char *
+running_version(void)
+{
+    static char version[33];
+    host_dev_running_version(&s_fx.dev, version);
+    return version;
+}
+
 void
 fx_print_logs(void)
 {

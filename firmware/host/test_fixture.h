@@ -48,6 +48,8 @@ extern size_t s_image_len;
 
 /* Prints the last device log lines (test_on_failure). */
 void fx_print_logs(void);
+/* The version of the app the fixture's device runs (valid until the next call). */
+const char *running_version(void);
 /* A synthetic app of project virtual-esp32 for the ESP32: random payload bytes, or, compressible,
  * bytes that deflate about 2:1 as ESP-IDF apps do. */
 size_t build_image(uint8_t *out, size_t cap, const char *version, uint32_t payload, uint32_t seed);

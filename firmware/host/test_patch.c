@@ -112,14 +112,6 @@ stream(const uint8_t *bytes, size_t from, size_t to, uint32_t base)
     }
 }
 
-static const char *
-running_version(void)
-{
-    static char version[33];
-    host_dev_running_version(&s_fx.dev, version);
-    return version;
-}
-
 static void
 info(uint8_t out[BLE_OTA_INFO_SIZE])
 {

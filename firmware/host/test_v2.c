@@ -160,14 +160,6 @@ info(uint8_t out[BLE_OTA_INFO_SIZE])
     ble_ota_core_info_read(&s_fx.core, out, BLE_OTA_INFO_SIZE);
 }
 
-static const char *
-running_version(void)
-{
-    static char version[33];
-    host_dev_running_version(&s_fx.dev, version);
-    return version;
-}
-
 /* --- the happy path -------------------------------------------------------------- */
 
 static void
