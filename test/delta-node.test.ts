@@ -12,8 +12,10 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Delivery } from '../lib/client/delivery';
+import { patchThreadCounts } from '../lib/delta/patch-thread';
 import { sampleImage } from '../lib/image/sample-image';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
+import { OtaEvent, otaEvents } from '../nodes/shared/ota-events';
 import { oneFunctionChanged, unrelatedApp } from './support/code-images';
 import { catchNode, deviceNode, exchange, helper, TestNode, uploadNode } from './support/node-red';
 
@@ -162,6 +164,29 @@ describe('ble-ota-upload node: delta updates', function () {
     const d = (second.result!.payload as { delivery: Delivery }).delivery;
     assert.deepEqual([d.method, d.baseSource], ['patch', 'cache']);
     assert.ok(d.bytesOverAir < d.fullBytes! / 20, `${d.bytesOverAir} bytes over the air, the full image's stream ${d.fullBytes}`);
+  });
+
+  it('msg.cancel while the patch is being computed cancels the update and stops the computation; the next goes as a patch', async () => {
+    await load('delta-node-cancel');
+    const pair = oneFunctionChanged(1024 * KB, 49, { projectName: 'valve' });
+    assert.equal((await send({ payload: pair.old })).error, undefined);
+    const before = { ...patchThreadCounts };
+    // The node's first uploading event is the client's preparing: the patch is on its thread then.
+    const onEvent = (e: OtaEvent) => {
+      if (e.source.id !== 'up' || e.state !== 'uploading') return;
+      otaEvents.off('event', onEvent);
+      setImmediate(() => nodes.up.receive({ cancel: true }));
+    };
+    otaEvents.on('event', onEvent);
+    const { result, error } = await send({ payload: pair.new, baseImage: pair.old });
+    otaEvents.off('event', onEvent);
+    assert.equal(result, undefined);
+    assert.equal((error!.error as { code?: string }).code, 'CANCELLED');
+    assert.equal(patchThreadCounts.terminated - before.terminated, 1, 'the computation was stopped, not left to finish');
+    const again = await send({ payload: pair.new });
+    assert.equal(again.error, undefined, JSON.stringify(again.error?.error));
+    const d = (again.result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([d.method, d.baseSource], ['patch', 'cache']);
   });
 
   it('refuses a msg.baseImage that is no Buffer before the radio is used', async () => {

@@ -18,6 +18,7 @@ import { PATCH_SHARE } from '../lib/client/delivery';
 import { ImageCache } from '../lib/client/image-cache';
 import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
 import { computePatch } from '../lib/delta/diff';
+import { computePatchOffThread, patchThreadCounts, THREAD_FROM } from '../lib/delta/patch-thread';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { BeginFlag, Command, InfoLayout, OTA_COMMAND_UUID, OTA_INFO_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
@@ -294,24 +295,31 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.ok(await runs(device, pair.old));
   });
 
-  it('a cancel while the patch is being computed ends the update, with nothing sent', async () => {
+  it('a cancel while the patch is being computed ends the update, with nothing sent, and stops the computation', async () => {
     const pair = oneFunctionChanged(1024 * KB, 35);
     const device = await deviceRunning(pair.old, `dl-cancel-${++seq}`);
     const controller = new AbortController();
-    const onRead = (address: string, uuid: string) => address === device.address && uuid === OTA_INFO_UUID && setImmediate(() => controller.abort());
-    radio.bindings.on('air-read', onRead);
     const trace = airTrace(radio, device);
+    const before = { ...patchThreadCounts };
+    // Once preparing is reported the patch is asked of the thread: the cancel finds it there.
+    const onProgress = (p: { phase: string }) => p.phase === 'preparing' && setImmediate(() => controller.abort());
     try {
       await assert.rejects(
-        client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, signal: controller.signal }),
+        client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, signal: controller.signal, onProgress }),
         (err: BleOtaError) => err.code === 'CANCELLED',
       );
     } finally {
-      radio.bindings.off('air-read', onRead);
       trace.stop();
     }
     assert.deepEqual([trace.begins.length, trace.packets.length], [0, 0]);
     assert.ok(await runs(device, pair.old));
+    // The computation was stopped (its thread ended), not left to finish for nobody ahead of the next patch.
+    assert.equal(patchThreadCounts.terminated - before.terminated, 1);
+    // The next update computes its patch on a fresh thread, and installs by patch.
+    const threads = patchThreadCounts.threads;
+    const again = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+    assert.deepEqual([again.delivery?.method, again.confirmed], ['patch', true]);
+    assert.equal(patchThreadCounts.threads - threads, 1);
   });
 
   it('a device that does not apply patches gets the full image, and the result says so', async () => {
@@ -338,6 +346,47 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     await device.fault({ kind: 'flash-write-fail', after: 1 });
     await assert.rejects(client.update({ target: { name: device.name }, image, cache }), BleOtaError);
     assert.deepEqual(await cache.list(), []);
+  });
+});
+
+describe('the delta patch thread', function () {
+  this.timeout(120_000);
+  const big = (seed: number) => oneFunctionChanged(2 * THREAD_FROM, seed);
+
+  it('a patch abandoned on the thread ends the thread; a patch waiting behind it is computed on a fresh one', async () => {
+    const [a, b] = [big(61), big(62)];
+    const before = { ...patchThreadCounts };
+    const cancel = new AbortController();
+    const first = computePatchOffThread(a.old, a.new, cancel.signal);
+    const second = computePatchOffThread(b.old, b.new);
+    cancel.abort();
+    await assert.rejects(first, { name: 'AbortError' });
+    assert.deepEqual(await second, computePatch(b.old, b.new), "the other caller's patch, whole");
+    assert.deepEqual(
+      [patchThreadCounts.terminated - before.terminated, patchThreadCounts.withdrawn - before.withdrawn, patchThreadCounts.threads - before.threads],
+      [1, 0, 1],
+      'one thread ended, and a fresh one computed the waiting patch',
+    );
+  });
+
+  it('a patch abandoned while it waits is withdrawn; the one on the thread goes on there', async () => {
+    const [a, b, c] = [big(63), big(64), big(65)];
+    const before = { ...patchThreadCounts };
+    const cancel = new AbortController();
+    const first = computePatchOffThread(a.old, a.new);
+    const second = computePatchOffThread(b.old, b.new, cancel.signal);
+    const third = computePatchOffThread(c.old, c.new);
+    cancel.abort();
+    await assert.rejects(second, { name: 'AbortError' });
+    assert.deepEqual(await first, computePatch(a.old, a.new));
+    assert.deepEqual(await third, computePatch(c.old, c.new));
+    assert.deepEqual([patchThreadCounts.terminated - before.terminated, patchThreadCounts.withdrawn - before.withdrawn], [0, 1]);
+    // An abort after the answer changes nothing.
+    const done = new AbortController();
+    const patch = await computePatchOffThread(a.old, a.new, done.signal);
+    done.abort();
+    assert.deepEqual(patch, computePatch(a.old, a.new));
+    assert.equal(patchThreadCounts.terminated - before.terminated, 0);
   });
 });
 

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { computePatchOffThread } from '../delta/patch-thread';
-import { BleOtaError } from '../errors';
+import { BleOtaError, CancelledError } from '../errors';
 import { encodedLength, worthDeflating } from '../protocol/deflate-chunks';
 import type { ImageCache } from './image-cache';
 
@@ -94,6 +94,8 @@ export interface PlanInput {
   fullDeflated: boolean;
   baseImage?: Buffer;
   cache?: ImageCache;
+  /** The update's: when it aborts, the patch's computation stops (CANCELLED). */
+  signal?: AbortSignal;
 }
 
 /** The patch to send, or why the full image goes. */
@@ -117,8 +119,9 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
   if (base === undefined) return { reason: given !== undefined ? 'base-not-running' : 'base-unknown' };
   let patch: Buffer;
   try {
-    patch = await computePatchOffThread(base, input.image);
+    patch = await computePatchOffThread(base, input.image, input.signal);
   } catch {
+    if (input.signal?.aborted) throw new CancelledError();
     // A patch is an optimisation: whatever stopped its computation (the thread, memory) stops no update.
     return { reason: 'patch-failed' };
   }

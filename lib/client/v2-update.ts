@@ -438,7 +438,7 @@ class V2Update {
     const allowed = this.options.delta !== false && this.options.compress !== false;
     // Computing a patch takes a moment (seconds for megabytes): the progress says the update is preparing, not connecting.
     if (allowed && delta && info.runningSha256) this.progress('preparing', 0);
-    // A cancel does not wait for the patch (seconds for a large image): its thread finishes it for nobody.
+    // A cancel does not wait for the patch (seconds for a large image), and its computation stops.
     const plan = await untilAborted(
       planDelivery({
         image: this.data,
@@ -448,6 +448,7 @@ class V2Update {
         fullDeflated: this.compress,
         baseImage: this.baseImage,
         cache: this.options.cache,
+        signal: this.options.signal,
       }),
       this.options.signal,
     );
