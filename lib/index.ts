@@ -4,7 +4,7 @@
 export { BleOtaClient, DEFAULT_TIMEOUTS, OtaConnection } from './client/ota-client';
 export type { BleOtaClientOptions, Delivery, DeviceInfo, FullReason, Phase, Progress, Timeouts, UpdateOptions, UpdateResult } from './client/ota-client';
 export { defaultCacheDir, ImageCache } from './client/image-cache';
-export type { ImageCacheOptions } from './client/image-cache';
+export type { CacheLookup, ImageCacheOptions } from './client/image-cache';
 export type { SeenDevice, Target } from './client/scanner';
 export { isAddress, sameTarget, targetOf } from './client/target';
 export { deviceInfoView } from './device-info';

@@ -48,6 +48,13 @@ describe('image cache', () => {
     const damaged = Buffer.from(a);
     damaged[100] ^= 1;
     writeFileSync(file, damaged);
+    // lookup() says so, once: the file is gone, not hashed again on every update.
+    assert.deepEqual(await cache.lookup(sha256(a)), { damaged: true });
+    assert.equal(existsSync(file), false);
+    assert.deepEqual(await cache.lookup(sha256(a)), {});
+    await cache.put(a);
+    assert.deepEqual(await cache.lookup(sha256(a)), { image: a });
+    writeFileSync(file, damaged);
     assert.equal(await cache.get(sha256(a)), undefined);
     assert.equal(existsSync(file), false);
     // Cut short, as a copy interrupted outside the cache would leave it.

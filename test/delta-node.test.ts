@@ -8,7 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Delivery } from '../lib/client/delivery';
@@ -141,6 +141,30 @@ describe('ble-ota-upload node: delta updates', function () {
     } finally {
       rmSync(blocked, { recursive: true, force: true });
     }
+  });
+
+  it('a damaged cache file of the running image: the full image goes, the file is removed, and the node warns', async () => {
+    await load('delta-node-damaged');
+    const pair = oneFunctionChanged(128 * KB, 50, { projectName: 'heater' });
+    assert.equal((await send({ payload: pair.old })).error, undefined);
+    const file = join(userDir, 'ble-ota-cache', `${sha256(pair.old)}.bin`);
+    writeFileSync(file, Buffer.concat([readFileSync(file), Buffer.from('appended by hand')]));
+
+    const { result, error } = await send({ payload: pair.new });
+    assert.equal(error, undefined);
+    const d = (result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([d.method, d.reason], ['full', 'base-damaged']);
+    assert.equal(existsSync(file), false);
+    assert.match(
+      logLines().find((l) => l.includes('heater 1.0.1')) ?? '',
+      /; full image, [\d.]+ KB over the air: the image cache's file of the image the device runs was damaged, and is removed$/,
+    );
+    assert.ok(
+      logLines().some((l) =>
+        /^The image cache's file of the image delta-node-damaged ran was damaged .*the full image went, and the file is removed\. Check the disk of .*ble-ota-cache/.test(l),
+      ),
+      'a warning: whoever looks after the runtime should check its disk',
+    );
   });
 
   it('with "Send only what changed" cleared, the full image goes though a patch was possible, and the result says why', async () => {

@@ -11,7 +11,7 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PATCH_SHARE } from '../lib/client/delivery';
@@ -160,6 +160,22 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.ok(second.delivery!.bytesOverAir < first.delivery!.bytesOverAir / 4);
     assert.ok(await runs(device, pair.new));
     assert.deepEqual((await cache.list()).map((e) => e.sha256).sort(), [sha256(pair.old), sha256(pair.new)].map((h) => h.toString('hex')).sort());
+  });
+
+  it("a damaged cache file of the running image is removed, and the result says so: the full image went for it ('base-damaged')", async () => {
+    const cache = new ImageCache({ dir: join(dir, 'cache-damaged') });
+    const device = await radio.addDevice({ name: `dl-damaged-${++seq}`, restartDelayMs: 20 });
+    const pair = oneFunctionChanged(128 * KB, 15, { projectName: 'virtual-esp32' });
+    assert.deepEqual((await client.update({ target: { name: device.name }, image: pair.old, cache })).cache, { stored: true });
+    const file = join(cache.dir, `${sha256(pair.old).toString('hex')}.bin`);
+    const damaged = readFileSync(file);
+    damaged[damaged.length >> 1] ^= 0x10;
+    writeFileSync(file, damaged);
+
+    const result = await client.update({ target: { name: device.name }, image: pair.new, cache });
+    assert.deepEqual([result.delivery?.method, result.delivery?.reason, result.confirmed], ['full', 'base-damaged', true]);
+    assert.equal(existsSync(file), false, 'the damaged file is gone');
+    assert.deepEqual(result.cache, { stored: true }, 'the new image is kept for the next update');
   });
 
   it('a base image that is not the one the device runs is no error: the full image goes, and the result says why', async () => {
@@ -454,6 +470,27 @@ describe('delta updates from the command line', function () {
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /^updated cli-delta-3 /m);
     assert.match(run.stderr, /^warning: the image could not be stored in .*cache-file: .*; the next update of this device sends the full image$/m);
+  });
+
+  it("a damaged cache file of the running image is told on the delivery line, and in the JSON as 'base-damaged'", async () => {
+    const cacheDir = join(dir, 'cache-damaged');
+    mkdirSync(cacheDir);
+    const file = join(cacheDir, `${sha256(builtIn).toString('hex')}.bin`);
+    const damaged = Buffer.from(builtIn);
+    damaged[100] ^= 1;
+    writeFileSync(file, damaged);
+    const run = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-4', '--cache-dir', cacheDir]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(
+      run.stdout,
+      /\n {2}full image, [\d.]+ KB over the air: the image cache's file of the image the device runs was damaged .* and is removed: check the disk it is on\n/,
+    );
+    assert.equal(existsSync(file), false);
+
+    writeFileSync(file, damaged);
+    const json = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-5', '--cache-dir', cacheDir, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal((JSON.parse(json.stdout) as { delivery: { reason?: string } }).delivery.reason, 'base-damaged');
   });
 
   it('a --base file that cannot be read fails before any radio work, naming it', async () => {

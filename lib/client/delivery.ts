@@ -33,6 +33,12 @@ export type FullReason =
   | 'base-not-running'
   /** Neither a base image given nor the cache holds the image the device runs. */
   | 'base-unknown'
+  /**
+   * The cache held a file for the image the device runs, but its content no
+   * longer hashes to that image (a damaged disk, an edited file): the file
+   * is removed.
+   */
+  | 'base-damaged'
   /** The patch would not be clearly smaller (PATCH_SHARE). */
   | 'patch-not-smaller'
   /** The device refused the patch: it runs another image than the base (WRONG_BASE). */
@@ -105,6 +111,7 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
   if (running === undefined || running.every((b) => b === 0)) return { reason: 'device-no-base' };
   let base: Buffer | undefined;
   let source: BaseSource = 'option';
+  let damaged = false;
   const given = input.baseImage;
   if (given !== undefined && given.length === input.runningSize && sha256(given).equals(running)) {
     base = given;
@@ -113,10 +120,13 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
     base = input.image;
     source = 'image';
   } else if (input.cache) {
-    base = await input.cache.get(running);
+    const found = await input.cache.lookup(running);
+    base = found.image;
+    damaged = found.damaged === true;
     source = 'cache';
   }
-  if (base === undefined) return { reason: given !== undefined ? 'base-not-running' : 'base-unknown' };
+  // A damaged cache file is said before a base given for another image: it is the news (a disk to check).
+  if (base === undefined) return { reason: damaged ? 'base-damaged' : given !== undefined ? 'base-not-running' : 'base-unknown' };
   let patch: Buffer;
   try {
     patch = await computePatchOffThread(base, input.image, input.signal);

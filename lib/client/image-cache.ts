@@ -44,6 +44,14 @@ export interface CacheStore {
   error?: string;
 }
 
+/** What lookup() found. */
+export interface CacheLookup {
+  /** The image, intact. */
+  image?: Buffer;
+  /** A file held for it was damaged, and is removed. */
+  damaged?: boolean;
+}
+
 export class ImageCache {
   readonly dir: string;
   readonly maxImages: number;
@@ -64,21 +72,30 @@ export class ImageCache {
    * its name is removed.
    */
   async get(sha256: Buffer): Promise<Buffer | undefined> {
-    if (sha256.length !== 32) return undefined;
+    return (await this.lookup(sha256)).image;
+  }
+
+  /**
+   * As get(), and whether the cache held a file for that SHA-256 whose
+   * content no longer hashes to it (a damaged disk, an edited file): that
+   * file is removed, so it is reported, and hashed, once.
+   */
+  async lookup(sha256: Buffer): Promise<CacheLookup> {
+    if (sha256.length !== 32) return {};
     const hex = sha256.toString('hex');
     const file = join(this.dir, `${hex}.bin`);
     let data: Buffer;
     try {
       data = await readFile(file);
     } catch {
-      return undefined;
+      return {};
     }
     if (!createHash('sha256').update(data).digest().equals(sha256)) {
       await rm(file, { force: true }).catch(() => undefined);
-      return undefined;
+      return { damaged: true };
     }
     await this.touch(file);
-    return data;
+    return { image: data };
   }
 
   /** Stores an image (again: then only its use is recorded), and drops the least recently used past the bounds. */

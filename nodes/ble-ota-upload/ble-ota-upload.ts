@@ -48,6 +48,7 @@ const CACHE_FOLDER = 'ble-ota-cache';
  */
 const TOLD_REASONS: Partial<Record<FullReason, string>> = {
   'base-not-running': 'ble-ota-upload.reasons.baseNotRunning',
+  'base-damaged': 'ble-ota-upload.reasons.baseDamaged',
   'patch-not-smaller': 'ble-ota-upload.reasons.patchNotSmaller',
   'wrong-base': 'ble-ota-upload.reasons.wrongBase',
   'patch-failed': 'ble-ota-upload.reasons.patchFailed',
@@ -206,6 +207,8 @@ export = function register(RED: RED): void {
         }
         // The update succeeded; only the next one may be slower for it.
         if (result.cache?.error) node.warn(t('ble-ota-upload.warnings.cacheNotStored', { device: facts.device, error: result.cache.error }));
+        // Damage on disk is worth more than a log line: whoever looks after the runtime should check it.
+        if (result.delivery?.reason === 'base-damaged' && cache) node.warn(t('ble-ota-upload.warnings.cacheDamaged', { device: facts.device, dir: cache.dir }));
         job.send([job.msg, null]);
         job.done();
       } catch (err) {
