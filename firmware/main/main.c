@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "esp_err.h"
+#include "esp_idf_version.h"
 #include "esp_log.h"
 #include "esp_mac.h"
 #include "esp_ota_ops.h"
@@ -34,6 +35,13 @@
 #include "ota_gatt.h"
 #include "ota_port_esp.h"
 #include "ota_task.h"
+
+/* The GAP module handles BLE_GAP_EVENT_DATA_LEN_CHG, which the NimBLE of
+ * ESP-IDF v5.0 to v5.2 does not have; say so rather than fail on an
+ * undeclared name. */
+#if ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 3, 0)
+#error "This firmware needs ESP-IDF v5.3 or later (README.md, docs/HARDWARE.md)."
+#endif
 
 static const char *TAG = "ble_ota";
 

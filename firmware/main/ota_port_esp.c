@@ -270,6 +270,15 @@ ota_port_esp_slot_prepare(void *ctx, bool short_step)
             return false;
         }
         ESP_LOGI(TAG, "erasing slot %s while idle", st->next->label);
+#if OTA_PORT_HAVE_INVALIDATE_INACTIVE
+        /* Its otadata entry goes first, as esp_ota_begin does before it
+         * overwrites a slot: no rollback selects a slot being erased.
+         * ESP_FAIL: no entry names it (or it names the running image). */
+        const esp_err_t inv = esp_ota_invalidate_inactive_ota_data_slot();
+        if (inv != ESP_OK && inv != ESP_FAIL) {
+            ESP_LOGW(TAG, "esp_ota_invalidate_inactive_ota_data_slot failed: %s", esp_err_to_name(inv));
+        }
+#endif
     }
     const esp_err_t err = esp_partition_erase_range(st->next, step.offset, step.size);
     if (err != ESP_OK) {

@@ -15,8 +15,12 @@
  * 518-byte slots would need 36 KB to hold a 16 KB window of 244-byte
  * packets (MTU 247) and far more at smaller MTUs; a message buffer stores
  * each packet with only a 4-byte length in front. One writer (the host
- * task) and one reader (this task), as message buffers require. Static
- * storage: nothing is allocated per packet.
+ * task) and one reader (this task), as message buffers require. Its
+ * storage, and this task's stack, come from the heap once, at start-up:
+ * nothing is allocated per packet, and on the original ESP32 about 47 KB
+ * stays out of static DRAM, which the Bluetooth controller's reserve leaves
+ * at about 122 KB for everything (the heap also spans the region the ROM
+ * frees after boot).
  *
  * Why a mutex around the core: the core is entered from three tasks: this
  * one (OTA Stream, OTA Command, tick), the host task (the seed protocol,
@@ -36,6 +40,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "esp_heap_caps.h"
 #include "esp_log.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/message_buffer.h"
@@ -89,9 +94,11 @@ static SemaphoreHandle_t s_core_lock;
 static atomic_uint s_link;
 static unsigned s_link_applied;
 
-static StaticMessageBuffer_t s_queue_buf;
 /* + 1: a FreeRTOS stream buffer keeps one byte free to tell full from empty. */
-static uint8_t s_queue_storage[OTA_TASK_QUEUE_BYTES + 1];
+#define OTA_TASK_QUEUE_STORAGE_BYTES (OTA_TASK_QUEUE_BYTES + 1)
+
+static StaticMessageBuffer_t s_queue_buf;
+static uint8_t *s_queue_storage; /* OTA_TASK_QUEUE_STORAGE_BYTES, internal RAM */
 static MessageBufferHandle_t s_queue;
 
 /* Host task only: the item being queued, and the count of Stream packets
@@ -110,8 +117,6 @@ static SemaphoreHandle_t s_info_lock;
 static uint8_t s_info[BLE_OTA_INFO_SIZE];
 static size_t s_info_len;
 
-static StaticTask_t s_task_buf;
-static StackType_t s_task_stack[OTA_TASK_STACK_BYTES]; /* ESP-IDF: StackType_t is a byte */
 static TaskHandle_t s_task;
 
 ble_ota_core_t *
@@ -300,7 +305,7 @@ ota_task_main(void *arg)
     bool idle_more = true;
 
     ESP_LOGI(TAG, "OTA task started: window %u bytes, queue %u bytes", (unsigned)s_config.window,
-             (unsigned)sizeof(s_queue_storage));
+             (unsigned)OTA_TASK_QUEUE_STORAGE_BYTES);
     for (;;) {
         /* The queue's receive timeout doubles as the core's tick timer, so
          * the tick runs in the task that owns the flash work. */
@@ -334,9 +339,18 @@ ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
                  (unsigned)config->max_packet, (unsigned)s_config.window, (unsigned)s_config.max_packet);
     }
 
+    /* Internal RAM: the host task writes it, and PSRAM is out of reach
+     * while the flash cache is off. */
+    s_queue_storage = heap_caps_malloc(OTA_TASK_QUEUE_STORAGE_BYTES, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT);
+    if (s_queue_storage == NULL) {
+        ESP_LOGE(TAG, "no %u bytes of internal RAM for the queue (largest free block %u)",
+                 (unsigned)OTA_TASK_QUEUE_STORAGE_BYTES,
+                 (unsigned)heap_caps_get_largest_free_block(MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT));
+        return false;
+    }
     s_core_lock = xSemaphoreCreateMutexStatic(&s_core_lock_buf);
     s_info_lock = xSemaphoreCreateMutexStatic(&s_info_lock_buf);
-    s_queue = xMessageBufferCreateStatic(sizeof(s_queue_storage), s_queue_storage, &s_queue_buf);
+    s_queue = xMessageBufferCreateStatic(OTA_TASK_QUEUE_STORAGE_BYTES, s_queue_storage, &s_queue_buf);
     if (s_core_lock == NULL || s_info_lock == NULL || s_queue == NULL) {
         ESP_LOGE(TAG, "static mutex or message buffer creation failed");
         return false;
@@ -350,10 +364,11 @@ ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
     (void)ota_task_core_lock();
     ota_task_core_unlock();
 
-    s_task = xTaskCreateStatic(ota_task_main, "ble_ota", OTA_TASK_STACK_BYTES, NULL, OTA_TASK_PRIORITY, s_task_stack,
-                               &s_task_buf);
-    if (s_task == NULL) {
-        ESP_LOGE(TAG, "OTA task creation failed");
+    /* ESP-IDF's FreeRTOS counts stack depth in bytes; the stack comes from internal RAM. */
+    if (xTaskCreate(ota_task_main, "ble_ota", OTA_TASK_STACK_BYTES, NULL, OTA_TASK_PRIORITY, &s_task) != pdPASS) {
+        ESP_LOGE(TAG, "OTA task creation failed: no %u bytes of internal RAM for its stack",
+                 (unsigned)OTA_TASK_STACK_BYTES);
+        s_task = NULL;
         return false;
     }
     return true;
