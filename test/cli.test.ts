@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseCommandLine, UsageError } from '../lib/cli/args';
+import { EXIT_CANCELLED, signalHandler } from '../lib/cli/main';
 import { formatResult } from '../lib/cli/output';
 import { ProgressReporter } from '../lib/cli/progress';
 import type { Progress, UpdateResult } from '../lib/client/ota-client';
@@ -258,6 +259,24 @@ describe('command-line tool', function () {
       assert.equal(run.code, 130, run.stderr);
       assert.match(run.stderr, /The update was cancelled; the device keeps its old firmware\. \[CANCELLED\]/);
       assert.ok(!/^updated /m.test(run.stdout));
+    });
+    it('a cache folder that cannot be made (/proc/...) fails no update: the result is reported, the warning names the folder once', async function () {
+      if (!existsSync('/proc/self')) this.skip();
+      const json = await cli(['upload', firmware, '-d', 'cli-proc-cache', '--virtual', '--cache-dir', '/proc/ble-ota-cli-test', '--json']);
+      assert.equal(json.code, 0, json.stderr);
+      const result = parseJson<{ confirmed: boolean; cache?: { stored: boolean; error?: string } }>(json);
+      assert.equal(result.confirmed, true);
+      assert.equal(result.cache?.stored, false);
+      assert.match(
+        result.cache?.error ?? '',
+        /^the image could not be stored in \/proc\/ble-ota-cli-test: it could not be created in \/proc \(that file system takes no new folders\): choose another folder$/,
+      );
+      const words = await cli(['upload', firmware, '-d', 'cli-proc-cache', '--virtual', '--cache-dir', '/proc/1/ble-ota-cli-test']);
+      assert.equal(words.code, 0, words.stderr);
+      assert.match(words.stdout, /^updated cli-proc-cache /m);
+      const warning = /^warning: .*$/m.exec(words.stderr)?.[0] ?? '';
+      assert.match(warning, /could not be stored in \/proc\/1\/ble-ota-cli-test: .*; the next update of this device sends the full image$/);
+      assert.equal(warning.split('/proc/1/ble-ota-cli-test').length, 2, `the folder named once: ${warning}`);
     });
   });
 
@@ -785,6 +804,44 @@ describe('command-line parsing', () => {
     mistake(['sample-image', '-o', 'a.bin', '--size', 'big'], /--size takes a size in bytes, or with k or M/, 'sample-image');
     mistake(['sample-image', '-o', '-', '--json'], /--out - writes the image to standard output, where --json would go/, 'sample-image');
     mistake(['sample-image', '-o', 'a.bin', '--virtual'], /sample-image works on files/, 'sample-image');
+  });
+});
+
+describe('Ctrl-C and SIGTERM', () => {
+  /** The handler main installs, on a command that never ends by itself (whatever it waits for). */
+  function handler(graceMs: number) {
+    const controller = new AbortController();
+    const said: string[] = [];
+    const exits: number[] = [];
+    let exited: () => void = () => undefined;
+    const exit = new Promise<void>((resolve) => (exited = resolve));
+    const onSignal = signalHandler(
+      controller,
+      { write: (t: string) => said.push(t) },
+      (status) => {
+        exits.push(status);
+        exited();
+      },
+      graceMs,
+    );
+    return { controller, said, exits, exit, onSignal };
+  }
+
+  it('the first cancels the command, and quits with 130 when the command does not end', async () => {
+    const h = handler(1);
+    h.onSignal();
+    assert.equal(h.controller.signal.aborted, true);
+    assert.deepEqual(h.exits, [], 'the command gets its chance to end as cancelled');
+    await h.exit;
+    assert.deepEqual(h.exits, [EXIT_CANCELLED]);
+    assert.match(h.said.join(''), /cancelling \(Ctrl-C again to quit at once\)\n.*still not stopped .* after the cancel: quitting\n$/s);
+  });
+
+  it('the second quits at once with 130', () => {
+    const h = handler(3_600_000);
+    h.onSignal();
+    h.onSignal();
+    assert.deepEqual(h.exits, [EXIT_CANCELLED]);
   });
 });
 

@@ -8,10 +8,26 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defaultCacheDir, ImageCache } from '../lib/client/image-cache';
+import { defaultCacheDir, FolderError, ImageCache, makeFolder } from '../lib/client/image-cache';
 import { buildAppImage } from '../lib/image/app-image-builder';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest();
@@ -117,7 +133,8 @@ describe('image cache', () => {
     const cache = new ImageCache({ dir });
     const store = await cache.put(image(1));
     assert.equal(store.stored, false);
-    assert.match(store.error ?? '', /could not be stored in .*cache: .*cache, or a folder above it, is a file, not a folder: remove or rename it$/);
+    // The folder is named once.
+    assert.match(store.error ?? '', /^the image could not be stored in \/.*\/cache: it is a file, not a folder: remove or rename it$/);
     assert.equal(await cache.get(sha256(image(1))), undefined);
     assert.deepEqual(await cache.list(), []);
   });
@@ -136,7 +153,41 @@ describe('image cache', () => {
     assert.equal(existsSync(fresh), true);
   });
 
+  it('a folder under /proc (no new folders there) is a store that fails with the reason, not one that never returns', async function () {
+    if (!existsSync('/proc/self')) this.skip();
+    // Node 20's recursive mkdir loops for ever on these.
+    for (const where of ['/proc/ble-ota-test/cache', '/proc/1/ble-ota-test']) {
+      const store = await new ImageCache({ dir: where }).put(image(1));
+      assert.equal(store.stored, false);
+      assert.match(
+        store.error ?? '',
+        /^the image could not be stored in \/proc\/.*: .* could not be created in \/proc.* \(that file system takes no new folders\): choose another folder$/,
+      );
+    }
+  });
+
+  it('a file system that stops answering makes a lookup find nothing and a store fail, after timeoutMs', async function () {
+    // A FIFO under an image's name: reading it waits for a writer that never comes, as a stale network mount would.
+    const a = image(1);
+    const file = join(dir, `${sha256(a).toString('hex')}.bin`);
+    mkdirSync(dir, { recursive: true });
+    try {
+      execFileSync('mkfifo', [file]);
+    } catch {
+      this.skip();
+    }
+    const cache = new ImageCache({ dir, timeoutMs: 50 });
+    try {
+      assert.deepEqual(await cache.lookup(sha256(a)), {});
+      assert.deepEqual(await cache.put(a), { stored: false, error: `the image could not be stored in ${dir}: its file system did not answer within 0.05 s` });
+    } finally {
+      // Release the reads still waiting (they hold threads of the pool): a writer that opens and closes at once.
+      closeSync(openSync(file, constants.O_RDWR | constants.O_NONBLOCK));
+    }
+  });
+
   it('refuses bounds that hold nothing', () => {
+    assert.throws(() => new ImageCache({ dir, timeoutMs: 0 }), RangeError);
     assert.throws(() => new ImageCache({ dir, maxImages: 0 }), RangeError);
     assert.throws(() => new ImageCache({ dir, maxBytes: Number.NaN }), RangeError);
     assert.throws(() => new ImageCache({ dir: '' }), TypeError);
@@ -147,5 +198,75 @@ describe('image cache', () => {
     assert.match(defaultCacheDir({}), /\/\.cache\/esp32-ble-ota$/);
     // A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory specification).
     assert.match(defaultCacheDir({ XDG_CACHE_HOME: 'relative' }), /\/\.cache\/esp32-ble-ota$/);
+  });
+});
+
+describe('image cache folder creation (makeFolder)', () => {
+  let root: string;
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'ble-ota-folder-test-'));
+  });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  const refusal = async (dir: string): Promise<FolderError> => {
+    try {
+      await makeFolder(dir);
+    } catch (err) {
+      assert.ok(err instanceof FolderError, String(err));
+      return err;
+    }
+    assert.fail(`${dir} was made`);
+  };
+
+  it('makes every missing level with the mode given, and a folder that exists (or is made meanwhile) is fine', async () => {
+    const dir = join(root, 'a', 'b', 'c');
+    await makeFolder(dir, 0o700);
+    for (const level of ['a', 'a/b', 'a/b/c']) {
+      const s = statSync(join(root, level));
+      assert.ok(s.isDirectory());
+      assert.equal(s.mode & 0o777, 0o700);
+    }
+    await makeFolder(dir);
+    // Two at once on the same new levels: each one's mkdir may find the other's folder.
+    await Promise.all([makeFolder(join(root, 'x', 'y', 'z')), makeFolder(join(root, 'x', 'y', 'z'))]);
+    assert.ok(statSync(join(root, 'x', 'y', 'z')).isDirectory());
+  });
+
+  it('a file in the way, at the folder or above it, is named', async () => {
+    writeFileSync(join(root, 'f'), 'a file');
+    assert.equal((await refusal(join(root, 'f'))).message, 'it is a file, not a folder: remove or rename it');
+    const above = await refusal(join(root, 'f', 'sub', 'cache'));
+    assert.equal(above.message, `${join(root, 'f')} is a file, not a folder: remove or rename it`);
+  });
+
+  it('a dangling symbolic link says where it points', async () => {
+    symlinkSync(join(root, 'gone'), join(root, 'link'));
+    const err = await refusal(join(root, 'link'));
+    assert.equal(err.message, `it is a symbolic link to ${join(root, 'gone')}, which does not exist: create that folder, or remove the link`);
+    const below = await refusal(join(root, 'link', 'cache'));
+    assert.match(below.message, /^\/.*\/link is a symbolic link to .*gone, which does not exist/);
+    // A link to a folder is followed.
+    mkdirSync(join(root, 'gone'));
+    await makeFolder(join(root, 'link', 'cache'));
+    assert.ok(statSync(join(root, 'gone', 'cache')).isDirectory());
+  });
+
+  it('a folder above it that may not be written: permission denied, naming where', async function () {
+    const locked = join(root, 'locked');
+    mkdirSync(locked, { mode: 0o555 });
+    chmodSync(locked, 0o555);
+    const dir = join(locked, 'cache');
+    const expected = `permission denied creating it in ${locked}: give the user running this write access there, or choose another folder`;
+    if (process.getuid?.() !== 0) {
+      const err = await refusal(dir);
+      assert.deepEqual([err.code, err.message], ['EACCES', expected]);
+      return;
+    }
+    // Root may write anywhere: ask as nobody, who may pass through root's folder but not write in it.
+    chmodSync(root, 0o755);
+    const script = `require(${JSON.stringify(require.resolve('../lib/client/image-cache'))}).makeFolder(${JSON.stringify(dir)}).then(() => console.log('made'), (e) => console.log(JSON.stringify([e.code, e.message])))`;
+    const run = spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    if (run.error || run.status !== 0) this.skip(); // no nobody, or no way to read this checkout as nobody
+    assert.deepEqual(JSON.parse(run.stdout), ['EACCES', expected]);
   });
 });

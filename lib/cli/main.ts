@@ -87,18 +87,38 @@ function drained(stream: NodeJS.WriteStream): Promise<void> {
   return new Promise((resolve) => stream.write('', () => resolve()));
 }
 
-function runFromShell(): void {
-  const controller = new AbortController();
+/**
+ * How long a cancelled command may take to wind down (drop the link, tell
+ * the device) before the tool quits anyway: nothing it waits for (a file
+ * system that stops answering) keeps Ctrl-C or SIGTERM from ending it.
+ */
+export const CANCEL_GRACE_MS = 10_000;
+
+/**
+ * The handler for SIGINT and SIGTERM: the first cancels (the command ends
+ * as cancelled, exit 130), and quits with 130 if the command has not ended
+ * graceMs later; the second quits at once.
+ */
+export function signalHandler(controller: AbortController, stderr: { write(text: string): unknown }, exit: (status: number) => void, graceMs = CANCEL_GRACE_MS): () => void {
   let interrupts = 0;
-  const onSignal = () => {
+  return () => {
     interrupts++;
     if (interrupts === 1) {
-      process.stderr.write(`\n${PROGRAM}: cancelling (Ctrl-C again to quit at once)\n`);
+      stderr.write(`\n${PROGRAM}: cancelling (Ctrl-C again to quit at once)\n`);
       controller.abort();
+      setTimeout(() => {
+        stderr.write(`${PROGRAM}: still not stopped ${graceMs / 1000} s after the cancel: quitting\n`);
+        exit(EXIT_CANCELLED);
+      }, graceMs).unref();
     } else {
-      process.exit(EXIT_CANCELLED);
+      exit(EXIT_CANCELLED);
     }
   };
+}
+
+function runFromShell(): void {
+  const controller = new AbortController();
+  const onSignal = signalHandler(controller, process.stderr, (status) => process.exit(status));
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // A reader that stops early (`| head`) closes the pipe: end quietly, as other tools do.

@@ -14,11 +14,14 @@
  *
  * The cache is an optimisation: nothing in it fails an update. Its methods
  * do not throw for the file system's errors; put() says what went wrong.
+ * Nor does it hold an update up: a file system that stops answering (a
+ * stale network mount) makes a lookup find nothing and a store fail once
+ * `timeoutMs` has passed.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 export interface ImageCacheOptions {
   /** The folder; created when the first image is stored. */
@@ -27,10 +30,14 @@ export interface ImageCacheOptions {
   maxImages?: number;
   /** The most bytes kept, all images together (default 64 MiB). */
   maxBytes?: number;
+  /** How long a lookup or a store may take before the cache gives up on it (default 30 s). */
+  timeoutMs?: number;
 }
 
 export const DEFAULT_CACHE_IMAGES = 8;
 export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+/** Storing a 16 MB image on a slow SD card takes seconds; a file system silent for this long is not answering. */
+export const DEFAULT_CACHE_TIMEOUT_MS = 30_000;
 
 const ENTRY = /^([0-9a-f]{64})\.bin$/;
 const TEMP = /^\.[0-9a-f]{64}\.[0-9a-f]+\.tmp$/;
@@ -56,6 +63,7 @@ export class ImageCache {
   readonly dir: string;
   readonly maxImages: number;
   readonly maxBytes: number;
+  readonly timeoutMs: number;
   private lastUse = 0;
 
   constructor(options: ImageCacheOptions) {
@@ -63,7 +71,9 @@ export class ImageCache {
     this.dir = options.dir;
     this.maxImages = options.maxImages ?? DEFAULT_CACHE_IMAGES;
     this.maxBytes = options.maxBytes ?? DEFAULT_CACHE_BYTES;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_CACHE_TIMEOUT_MS;
     if (!(this.maxImages >= 1) || !(this.maxBytes >= 1)) throw new RangeError('the image cache must hold at least one image of at least one byte');
+    if (!(this.timeoutMs > 0)) throw new RangeError('the image cache needs a time limit above zero');
   }
 
   /**
@@ -81,6 +91,10 @@ export class ImageCache {
    * file is removed, so it is reported, and hashed, once.
    */
   async lookup(sha256: Buffer): Promise<CacheLookup> {
+    return (await this.within(this.find(sha256))) ?? {};
+  }
+
+  private async find(sha256: Buffer): Promise<CacheLookup> {
     if (sha256.length !== 32) return {};
     const hex = sha256.toString('hex');
     const file = join(this.dir, `${hex}.bin`);
@@ -103,12 +117,17 @@ export class ImageCache {
     if (image.length > this.maxBytes) {
       return { stored: false, error: `the image (${image.length} bytes) is larger than the cache's ${this.maxBytes} bytes` };
     }
+    const store = await this.within(this.store(image));
+    return store ?? { stored: false, error: `the image could not be stored in ${this.dir}: its file system did not answer within ${this.timeoutMs / 1000} s` };
+  }
+
+  private async store(image: Buffer): Promise<CacheStore> {
     const hex = createHash('sha256').update(image).digest('hex');
     const file = join(this.dir, `${hex}.bin`);
     try {
       // Firmware may be proprietary: the folder is the user's alone, as the files in it.
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      if ((await this.get(Buffer.from(hex, 'hex'))) === undefined) {
+      await makeFolder(this.dir, 0o700);
+      if ((await this.find(Buffer.from(hex, 'hex'))).image === undefined) {
         const temp = join(this.dir, `.${hex}.${randomBytes(6).toString('hex')}.tmp`);
         try {
           await writeFile(temp, image, { flag: 'wx', mode: 0o600 });
@@ -124,12 +143,25 @@ export class ImageCache {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       const why =
-        code === 'EEXIST' || code === 'ENOTDIR'
-          ? `${this.dir}, or a folder above it, is a file, not a folder: remove or rename it`
+        err instanceof FolderError
+          ? err.message
           : code === 'EACCES' || code === 'EPERM'
-            ? `permission denied in ${this.dir}: give the user running this write access, or another folder`
+            ? 'permission denied: give the user running this write access to it, or choose another folder'
             : (err as Error).message;
       return { stored: false, error: `the image could not be stored in ${this.dir}: ${why}` };
+    }
+  }
+
+  /** The work's result, or undefined once timeoutMs passed without one (the work goes on, unawaited). */
+  private async within<T>(work: Promise<T>): Promise<T | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((done) => {
+      timer = setTimeout(() => done(undefined), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -186,6 +218,68 @@ export class ImageCache {
       if (s && Date.now() - s.mtimeMs > STALE_TEMP_MS) await rm(join(this.dir, name), { force: true }).catch(() => undefined);
     }
   }
+}
+
+/** Why a folder could not be made, in words that name it as "it" and any other path in full. */
+export class FolderError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'FolderError';
+  }
+}
+
+/**
+ * Makes a folder and the missing folders above it (the new ones get `mode`),
+ * as mkdir -p does, but one level at a time: Node 20's recursive mkdir never
+ * returns where the kernel refuses a new folder with ENOENT under an
+ * existing one (/proc/foo), and each level's error says which path is wrong.
+ * Throws a FolderError; a folder made meanwhile by someone else is fine.
+ */
+export async function makeFolder(dir: string, mode = 0o777): Promise<void> {
+  const target = resolve(dir);
+  const name = (path: string) => (path === target ? 'it' : path);
+  const missing: string[] = [];
+  // Up to the nearest folder that exists: one step per level, and the root exists.
+  for (let at = target; ; at = dirname(at)) {
+    const found = await stat(at).catch((err: NodeJS.ErrnoException) => err);
+    if (!(found instanceof Error)) {
+      if (found.isDirectory()) break;
+      throw new FolderError('ENOTDIR', `${name(at)} is a file, not a folder: remove or rename it`);
+    }
+    if (found.code === 'ENOTDIR') continue; // a file further up: found there
+    if (found.code !== 'ENOENT') throw folderError(found, at, name);
+    const link = await lstat(at).catch(() => undefined);
+    if (link?.isSymbolicLink()) {
+      const to = await readlink(at).catch(() => '?');
+      throw new FolderError('ENOENT', `${name(at)} is a symbolic link to ${to}, which does not exist: create that folder, or remove the link`);
+    }
+    if (dirname(at) === at) throw folderError(found, at, name);
+    missing.push(at);
+  }
+  for (const level of missing.reverse()) {
+    try {
+      await mkdir(level, { mode });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EEXIST' && (await stat(level).catch(() => undefined))?.isDirectory()) continue;
+      throw folderError(e, level, name);
+    }
+  }
+}
+
+function folderError(err: NodeJS.ErrnoException, at: string, name: (path: string) => string): FolderError {
+  const code = err.code ?? 'EIO';
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new FolderError(code, `permission denied creating ${name(at)} in ${dirname(at)}: give the user running this write access there, or choose another folder`);
+  }
+  if (code === 'EEXIST') return new FolderError(code, `${name(at)} is a file, not a folder: remove or rename it`);
+  if (code === 'EROFS') return new FolderError(code, `${dirname(at)} is on a read-only file system: choose another folder`);
+  // ENOENT with the folder above present: a file system that takes no new folders (/proc).
+  const why = code === 'ENOENT' ? 'that file system takes no new folders' : code === 'ENOSPC' ? 'no space left' : code;
+  return new FolderError(code, `${name(at)} could not be created in ${dirname(at)} (${why}): choose another folder`);
 }
 
 /**
