@@ -181,13 +181,17 @@ describe('ble-ota-upload node: delta updates', function () {
 
   it("two versions of an OTA sample node's image: the second goes as a small patch", async () => {
     await load('delta-node-sample');
-    const first = await send({ payload: sampleImage({ projectName: 'demo', version: '1.1.0', size: 128 * KB }) });
+    const first = await send({ payload: sampleImage({ projectName: 'demo', version: '1.1.0', size: 512 * KB }) });
     assert.equal(first.error, undefined, JSON.stringify(first.error?.error));
-    const second = await send({ payload: sampleImage({ projectName: 'demo', version: '1.2.0', size: 128 * KB }) });
+    const next = sampleImage({ projectName: 'demo', version: '1.2.0', size: 512 * KB });
+    const second = await send({ payload: next });
     assert.equal(second.error, undefined, JSON.stringify(second.error?.error));
     const d = (second.result!.payload as { delivery: Delivery }).delivery;
     assert.deepEqual([d.method, d.baseSource], ['patch', 'cache']);
     assert.ok(d.bytesOverAir < d.fullBytes! / 20, `${d.bytesOverAir} bytes over the air, the full image's stream ${d.fullBytes}`);
+    // A few hundred bytes of 512 KB: the log says less than 0.1 %, not 0.0 %; the result counts the whole image rebuilt.
+    assert.match(logLines().find((l) => l.includes('demo 1.2.0')) ?? '', /: 0\.\d KB over the air, <0\.1 % of the full image$/);
+    assert.equal((second.result!.payload as { bytesSent: number }).bytesSent, next.length);
   });
 
   it('msg.cancel while the patch is being computed cancels the update and stops the computation; the next goes as a patch', async () => {

@@ -19,6 +19,7 @@ import { ImageCache } from '../lib/client/image-cache';
 import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
 import { computePatch } from '../lib/delta/diff';
 import { computePatchOffThread, patchThreadCounts, THREAD_FROM } from '../lib/delta/patch-thread';
+import { formatResult } from '../lib/cli/output';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { BeginFlag, Command, InfoLayout, OTA_COMMAND_UUID, OTA_INFO_UUID, OTA_STREAM_UUID } from '../lib/protocol/constants';
@@ -35,7 +36,7 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest();
 function airTrace(radio: VirtualRadio, device: VirtualEsp32) {
   const packets: Array<{ offset: number; length: number }> = [];
   const begins: Array<{ flags: number; base?: string }> = [];
-  const answers: Array<{ status: number; offset?: number }> = [];
+  const answers: Array<{ status: number; offset?: number; imageOffset?: number }> = [];
   let connects = 0;
   const onWrite = (address: string, uuid: string, data: Buffer) => {
     if (address !== device.address) return;
@@ -48,7 +49,11 @@ function airTrace(radio: VirtualRadio, device: VirtualEsp32) {
   const onNotify = (address: string, uuid: string, data: Buffer) => {
     if (address !== device.address || uuid !== OTA_COMMAND_UUID) return;
     const n = decodeNotification(data);
-    if (n.kind === 'answer' && n.opcode === Command.BEGIN) answers.push({ status: n.status, ...(n.status === 0 ? { offset: n.body.readUInt32LE(0) } : {}) });
+    if (n.kind === 'answer' && n.opcode === Command.BEGIN) {
+      // offset: in the stream; imageOffset: in what it carries, the image or the patch (deflated streams).
+      const ok = n.status === 0;
+      answers.push({ status: n.status, ...(ok ? { offset: n.body.readUInt32LE(0) } : {}), ...(ok && n.body.length >= 12 ? { imageOffset: n.body.readUInt32LE(8) } : {}) });
+    }
   };
   const onConnect = (address: string) => address === device.address && connects++;
   radio.bindings.on('air-write', onWrite);
@@ -128,6 +133,9 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     );
     assert.equal(uploading[uploading.length - 1].percent, 100);
     assert.ok(await runs(device, pair.new), 'the rebuilt image runs, byte for byte');
+    // The result counts image bytes: the device rebuilt all of them in this call.
+    assert.equal(result.bytesSent, pair.new.length);
+    assert.ok(result.bytesPerSecond > 0);
     const d = result.delivery!;
     assert.deepEqual([d.method, d.baseSha256, d.baseSource, d.reason], ['patch', sha256(pair.old).toString('hex'), 'option', undefined]);
     // The figures, from the encodings themselves: the patch's stream against the full image's.
@@ -258,6 +266,7 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
       assert.ok(dropped);
       assert.equal(result.delivery?.method, 'patch');
       assert.ok(result.resumes >= 1);
+      assert.equal(result.bytesSent, pair.new.length, 'the device rebuilt the whole image in this call, over two connections');
       assert.ok(await runs(device, pair.new));
       const resumedAt = trace.answers.filter((a) => a.status === 0).map((a) => a.offset!);
       assert.equal(resumedAt[0], 0);
@@ -298,6 +307,78 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
     assert.deepEqual([result.delivery?.method, result.confirmed], ['patch', true]);
     assert.ok(await runs(device, pair.new));
+  });
+
+  it('a patch shorter than one block counts the whole image rebuilt: bytesSent, the rate and the words say so', async () => {
+    const old = buildAppImage({ projectName: 'lamp', version: '1.0.0', size: 512 * KB });
+    const next = buildAppImage({ projectName: 'lamp', version: '1.1.0', size: 512 * KB });
+    const device = await deviceRunning(old, `dl-tiny-${++seq}`);
+    const result = await client.update({ target: { name: device.name }, image: next, baseImage: old });
+    assert.deepEqual([result.delivery?.method, result.confirmed], ['patch', true]);
+    assert.ok(result.delivery!.bytesOverAir < 4096, `${result.delivery!.bytesOverAir} bytes: one short block`);
+    assert.equal(result.bytesSent, next.length);
+    assert.ok(result.bytesPerSecond > 0);
+    const words = formatResult(result);
+    assert.doesNotMatch(words, /nothing left to send|held the rest/);
+    assert.match(words, /, 512\.0 KB rebuilt from a patch in [\d.]+ s, [\d.]+ KB\/s of image, /);
+    // A few hundred bytes of 512 KB: a share above 0 that would round to 0.0.
+    assert.match(words, /: \d+ bytes over the air, <0\.1 % of the 512\.0 KB the full image takes\n/);
+  });
+
+  it('a patched transfer left halfway is resumed by the next call, whose bytesSent is the part of the image it rebuilt', async () => {
+    const pair = oneFunctionChanged(1024 * KB, 36, { projectName: 'lamp' }, 20000);
+    const device = await deviceRunning(pair.old, `dl-resume-${++seq}`);
+    // The link drops halfway through the patch's stream, and this call gives up (no resume): the device keeps what it stored.
+    const half = patchStream(pair.old, pair.new) / 2;
+    const drop = (address: string, uuid: string, data: Buffer) => {
+      if (address === device.address && uuid === OTA_STREAM_UUID && data.readUInt32LE(0) >= half) radio.bindings.dropLink(device);
+    };
+    radio.bindings.on('air-write', drop);
+    try {
+      await assert.rejects(
+        client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, resumeAttempts: 0 }),
+        (err: BleOtaError) => err.code === 'DISCONNECTED',
+      );
+    } finally {
+      radio.bindings.off('air-write', drop);
+    }
+    const trace = airTrace(radio, device);
+    let result: UpdateResult;
+    try {
+      result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+    } finally {
+      trace.stop();
+    }
+    assert.deepEqual([result.delivery?.method, result.confirmed], ['patch', true]);
+    // Where the device resumed: a block of the patch, whose cursor says how many image bytes the blocks before it rebuilt.
+    const resumedAt = trace.answers[0].imageOffset!;
+    const patch = computePatch(pair.old, pair.new);
+    assert.ok(resumedAt > 0 && resumedAt < patch.length, `resumed at patch byte ${resumedAt} of ${patch.length}`);
+    const before = patch.readUInt32LE(resumedAt);
+    assert.ok(before > 0);
+    assert.equal(result.bytesSent, pair.new.length - before);
+    assert.match(formatResult(result), / of 1024\.0 KB rebuilt from a patch in [\d.]+ s \(the device held the rest\), /);
+  });
+
+  it('a full image cancelled halfway is resumed by the next call, whose bytesSent is the part it sent', async () => {
+    const image = buildAppImage({ projectName: 'lamp', version: '2.0.0', size: 256 * KB, seed: 37 });
+    const device = await radio.addDevice({ name: `dl-resume-full-${++seq}`, restartDelayMs: 20 });
+    const controller = new AbortController();
+    const onProgress = (p: { phase: string; bytesSent: number; totalBytes: number }) => p.phase === 'uploading' && p.bytesSent >= p.totalBytes / 2 && controller.abort();
+    await assert.rejects(client.update({ target: { name: device.name }, image, signal: controller.signal, onProgress }), (err: BleOtaError) => err.code === 'CANCELLED');
+    const trace = airTrace(radio, device);
+    let result: UpdateResult;
+    try {
+      result = await client.update({ target: { name: device.name }, image });
+    } finally {
+      trace.stop();
+    }
+    assert.deepEqual([result.delivery?.method, result.confirmed], ['full', true]);
+    const deflated = (trace.begins[0].flags & BeginFlag.DEFLATE) !== 0;
+    const resumedAt = deflated ? trace.answers[0].imageOffset! : trace.answers[0].offset!;
+    assert.ok(resumedAt > 0 && resumedAt < image.length, `resumed at image byte ${resumedAt}`);
+    assert.equal(result.bytesSent, image.length - resumedAt);
+    assert.match(formatResult(result), / of 256\.0 KB in [\d.]+ s \(the device held the rest\), [\d.]+ KB\/s, /);
   });
 
   it('the same build sent again to a device that runs it goes as a patch against itself', async () => {
@@ -445,9 +526,10 @@ describe('delta updates from the command line', function () {
   it('--base sends a patch and says so; --cache-dir keeps the installed image; --no-cache with --cache-dir is a usage error', async () => {
     const patched = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta', '--base', join(dir, 'running.bin')]);
     assert.equal(patched.code, 0, patched.stderr);
+    assert.match(patched.stdout, /\n {2}protocol v2, [\d.]+ KB rebuilt from a patch in [\d.]+ s, [\d.]+ KB\/s of image, /);
     assert.match(
       patched.stdout,
-      /\n {2}delta patch against the image the device ran \([0-9a-f]{12}…, from --base\): [\d.]+ (bytes|KB) over the air, [\d.]+ % of the [\d.]+ (bytes|KB) the full image takes\n/,
+      /\n {2}delta patch against the image the device ran \([0-9a-f]{12}…, from --base\): [\d.]+ (bytes|KB) over the air, (<0\.1|[\d.]+) % of the [\d.]+ (bytes|KB) the full image takes\n/,
     );
 
     const cacheDir = join(dir, 'cache');

@@ -132,13 +132,18 @@ export function formatResult(r: UpdateResult): string {
       : `uploaded ${r.image.version} to ${device} (seed protocol); the device accepted it but did not restart yet`;
   }
   const seconds = `${(r.durationMs / 1000).toFixed(1)} s`;
+  // bytesSent counts image bytes, with a patch those the device rebuilt from it (the delivery line says what crossed the air).
+  const patched = r.delivery?.method === 'patch';
+  const how = patched ? ' rebuilt from a patch' : '';
   const details =
     r.bytesSent === 0
       ? [`protocol ${r.protocol}`, `nothing left to send: the device already held all ${formatBytes(r.bytes)} from an earlier call`, seconds]
       : [
           `protocol ${r.protocol}`,
-          r.bytesSent < r.bytes ? `${formatBytes(r.bytesSent)} of ${formatBytes(r.bytes)} in ${seconds} (the device held the rest)` : `${formatBytes(r.bytes)} in ${seconds}`,
-          formatRate(r.bytesPerSecond),
+          r.bytesSent < r.bytes
+            ? `${formatBytes(r.bytesSent)} of ${formatBytes(r.bytes)}${how} in ${seconds} (the device held the rest)`
+            : `${formatBytes(r.bytes)}${how} in ${seconds}`,
+          `${formatRate(r.bytesPerSecond)}${patched ? ' of image' : ''}`,
           `MTU ${r.mtu}`,
           `${r.packets} packets of up to ${r.packetSize} bytes`,
         ];
@@ -183,8 +188,10 @@ export function formatDelivery(r: UpdateResult): string {
   return `full image, ${formatBytes(d.bytesOverAir)} over the air: ${FULL_REASONS[d.reason]}`;
 }
 
-function formatShare(share: number): string {
+/** "8.0 %", "42 %"; "<0.1 %" for a share above 0 that would round to 0.0 (a patch of a few hundred bytes). */
+export function formatShare(share: number): string {
   const percent = share * 100;
+  if (percent > 0 && percent < 0.05) return '<0.1 %';
   return `${percent < 10 ? percent.toFixed(1) : percent.toFixed(0)} %`;
 }
 

@@ -158,14 +158,16 @@ export interface UpdateResult {
   /** The image's size. */
   bytes: number;
   /**
-   * Image bytes this call sent: less than `bytes` when it resumed a transfer,
-   * 0 when the device already held the whole image (an earlier call was
-   * interrupted after sending it: this one only finished, restarted or confirmed).
+   * Image bytes the device stored in this call, as sent or, with a patch,
+   * rebuilt from it (`delivery.bytesOverAir` has what crossed the air): all
+   * of `bytes` for a whole transfer, less when it resumed one, 0 when the
+   * device already held the whole image (an earlier call was interrupted
+   * after sending it: this one only finished, restarted or confirmed).
    */
   bytesSent: number;
   /** From the start of the connection to the end (confirmation, or restart). */
   durationMs: number;
-  /** Image bytes per second during this call's transfer (`bytesSent` over its time); 0 when it sent none. */
+  /** Image bytes per second during this call's transfer (`bytesSent` over its time; with a patch, above the link's rate); 0 when it sent none. */
   bytesPerSecond: number;
   /** The link as the device saw it (see LinkReport): why a transfer was as fast or slow as it was. */
   link: LinkReport;

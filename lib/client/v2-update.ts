@@ -35,7 +35,7 @@ export interface V2Result {
   packetSize: number;
   packets: number;
   transferMs: number;
-  /** Image bytes this call carried (the device held the rest from an earlier call). */
+  /** Image bytes the device stored in this call, as sent or rebuilt from a patch (it held the rest from an earlier call). */
   imageBytesSent: number;
   restarted: boolean;
   confirmed: boolean;
@@ -139,7 +139,10 @@ class V2Update {
   private packetSize = 0;
   private transferStarted = 0;
   private transferMs = 0;
+  /** Image bytes the device stored in this call: counted once the whole stream is stored. */
   private imageBytesSent = 0;
+  /** Image bytes the device held before this call's first BEGIN of what is sent (the image, or the patch). */
+  private heldBefore: number | undefined;
   /** The next look follows a transfer: the link it reports is the one the image went over. */
   private lookAfterTransfer = false;
   private transferLink: DeviceLink | undefined;
@@ -377,30 +380,23 @@ class V2Update {
     let stats;
     this.streamed = true;
     const sentBefore = v2.streamBytes;
-    // Image bytes this connection delivered, counted from what the device acknowledged: a
-    // lost link's unacknowledged rest is sent again after the resume, and counted then.
-    // With a patch, the image bytes its acknowledged whole blocks rebuild.
-    const imageAt = (sourceOffset: number) => (patch ? patchedBefore(patch.patch, Math.floor(sourceOffset / DELTA_BLOCK) * DELTA_BLOCK) : sourceOffset);
     const source = patch ? patch.patch : this.data;
     const from = patch || this.compress ? (answer.imageOffset ?? 0) : Math.min(answer.offset, this.data.length);
-    let reached = from;
+    // What the device held of this image (or this patch) before this call's first BEGIN for it:
+    // the call's figure is counted from there once the whole stream is stored, whatever links
+    // dropped between (a device stores packets whose ACKs a lost link never brought).
+    this.heldBefore ??= imageStoredAt(patch, from);
     try {
       if (patch || this.compress) {
         // With DEFLATE, progress counts bytes of what is deflated (the image, or the patch), in proportion within each encoded chunk.
         const rest = new DeflatedStream(source, from);
-        const onAck = ({ acked }: { acked: number }) => {
-          reached = rest.imageOffsetAt(acked);
-          report(reached);
-        };
+        const onAck = ({ acked }: { acked: number }) => report(rest.imageOffsetAt(acked));
         stats = await v2.stream(rest, 0, answer.window, answer.maxPacket, this.timeouts.gattMs, onAck, answer.offset);
       } else {
-        const onAck = ({ acked }: { acked: number }) => {
-          reached = acked;
-          report(acked);
-        };
+        const onAck = ({ acked }: { acked: number }) => report(acked);
         stats = await v2.stream(this.data, from, answer.window, answer.maxPacket, this.timeouts.gattMs, onAck);
       }
-      reached = source.length;
+      this.imageBytesSent = Math.max(0, this.data.length - this.heldBefore);
       this.packets += stats.packets;
       this.progress('verifying', this.streamLength());
       await v2.command(Command.END, this.timeouts.verifyMs);
@@ -415,7 +411,6 @@ class V2Update {
     } finally {
       // What went before a lost link counts too: it crossed the air.
       this.bytesOverAir += v2.streamBytes - sentBefore;
-      this.imageBytesSent += Math.max(0, imageAt(reached) - imageAt(from));
     }
     this.transferMs = Date.now() - this.transferStarted;
     this.lookAfterTransfer = true;
@@ -424,6 +419,9 @@ class V2Update {
   /** The full image from now on. */
   private dropPatch(reason: FullReason): void {
     this.patch = undefined;
+    // Nothing rebuilt from the patch counts: the full image starts over.
+    this.heldBefore = undefined;
+    this.imageBytesSent = 0;
     this.fullReason = reason;
   }
 
@@ -687,13 +685,16 @@ class V2Update {
 }
 
 /**
- * The new image bytes the patch before `offset` rebuilds: the cursor of the
- * block that starts there (docs/DELTA.md), 0 at the start, all at the end.
+ * The image bytes a device holds when it resumes at `offset` of the stream's
+ * content: the image's offset, or with a patch the bytes the patch before it
+ * rebuilt, the cursor of the block that starts there (docs/DELTA.md; a
+ * device resumes at a block's start), 0 at the start, all at the end.
  */
-function patchedBefore(patch: Buffer, offset: number): number {
+function imageStoredAt(patch: PatchPlan | undefined, offset: number): number {
+  if (!patch) return offset;
   if (offset <= 0) return 0;
-  if (offset >= patch.length) return patch.readUInt32LE(44); // the header's new_size
-  return patch.readUInt32LE(offset);
+  if (offset >= patch.patch.length) return patch.patch.readUInt32LE(44); // the header's new_size
+  return patch.patch.readUInt32LE(Math.floor(offset / DELTA_BLOCK) * DELTA_BLOCK);
 }
 
 /** A sentence on what the device runs after a failure. */

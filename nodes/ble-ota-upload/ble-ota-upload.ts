@@ -256,7 +256,9 @@ export = function register(RED: RED): void {
       if (!d || d.method === 'none') return '';
       const kb = (d.bytesOverAir / 1024).toFixed(1);
       if (d.method === 'patch') {
-        const share = d.fullBytes ? ((100 * d.bytesOverAir) / d.fullBytes).toFixed(1) : '?';
+        const percent = d.fullBytes ? (100 * d.bytesOverAir) / d.fullBytes : undefined;
+        // A patch of a few hundred bytes is a share above 0 that would round to 0.0.
+        const share = percent === undefined ? '?' : percent > 0 && percent < 0.05 ? '<0.1' : percent.toFixed(1);
         const source = d.baseSource === 'cache' ? 'ble-ota-upload.log.fromCache' : d.baseSource === 'image' ? 'ble-ota-upload.log.fromImage' : 'ble-ota-upload.log.fromBaseImage';
         return t('ble-ota-upload.log.patch', { kb, share, source: t(source) });
       }
