@@ -38,6 +38,7 @@ import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
 import type { NobleConnectParameters, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
+import { acquireRadio } from './radio-lock';
 import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions } from './types';
 import { backoff, reportedLink, updateV2, V2Result } from './v2-update';
 import type { AuthPolicy } from './v2-session';
@@ -171,8 +172,7 @@ export class BleOtaClient {
    * discovery cut short) ends no update: it connects again to the device
    * found, backing off, within resumeAttempts, as after any later lost link.
    */
-  private async connectForUpdate(options: UpdateOptions, timeouts: Timeouts): Promise<{ connection: OtaConnection; retries: number }> {
-    const settings = this.connectSettings({ ...options, timeouts });
+  private async connectForUpdate(options: UpdateOptions, timeouts: Timeouts, settings: ConnectSettings): Promise<{ connection: OtaConnection; retries: number }> {
     settings.progress('scanning');
     const peripheral = await findPeripheral(this.noble, options.target, timeouts.scanMs, options.signal);
     const attempts = options.resumeAttempts ?? 3;
@@ -189,14 +189,26 @@ export class BleOtaClient {
   /**
    * Validates the image, finds the device, uploads, and waits for the device
    * to run the new image (v2: and confirms it, unless `confirm: 'device'`).
+   * One update at a time per noble instance: a call made while another runs
+   * waits for it (radio-lock.ts).
    */
   async update(options: UpdateOptions): Promise<UpdateResult> {
     const parsed = validateImage(options.image);
     if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
-    checkBaseImage(options.baseImage); // a malformed option fails before any radio work
-    const started = Date.now();
+    checkBaseImage(options.baseImage); // a malformed option fails before any radio work, and before any wait
     const timeouts = { ...this.timeouts, ...options.timeouts };
-    const { connection, retries } = await this.connectForUpdate(options, timeouts);
+    const settings = this.connectSettings({ ...options, timeouts });
+    const release = await acquireRadio(this.noble, options.signal);
+    try {
+      return await this.updateHoldingRadio(options, parsed, timeouts, settings);
+    } finally {
+      release();
+    }
+  }
+
+  private async updateHoldingRadio(options: UpdateOptions, parsed: EspImage, timeouts: Timeouts, settings: ConnectSettings): Promise<UpdateResult> {
+    const started = Date.now();
+    const { connection, retries } = await this.connectForUpdate(options, timeouts, settings);
     const device = { name: connection.peripheral.advertisement?.localName, address: connection.peripheral.address };
     const useV2 = connection.v2 && options.protocol !== 'seed';
     try {
