@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PATCH_SHARE } from '../lib/client/delivery';
+import { PATCH_SHARE, storeInstalled } from '../lib/client/delivery';
 import { ImageCache } from '../lib/client/image-cache';
 import { BleOtaClient, UpdateResult } from '../lib/client/ota-client';
 import { computePatch } from '../lib/delta/diff';
@@ -434,6 +434,41 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     const device = await deviceRunning(pair.old, `dl-off-${++seq}`);
     const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, delta: false });
     assert.deepEqual([result.delivery?.method, result.delivery?.reason], ['full', 'delta-off']);
+  });
+
+  it('an image file with bytes after the app keeps the app it runs in the cache: the next update goes as a patch against it', async () => {
+    const cache = new ImageCache({ dir: join(dir, 'cache-padded') });
+    const old = buildAppImage({ projectName: 'lamp', version: '1.0.0', size: 200 * KB, seed: 38 });
+    const app = buildAppImage({ projectName: 'lamp', version: '1.1.0', size: 200 * KB, seed: 38 });
+    const device = await deviceRunning(old, `dl-padded-${++seq}`);
+    // The .bin padded with erased flash up to a whole number of 4 KB sectors, and one more.
+    const padded = Buffer.concat([app, Buffer.alloc(4096 - (app.length % 4096) + 4096, 0xff)]);
+    const first = await client.update({ target: { name: device.name }, image: padded, cache });
+    assert.deepEqual([first.confirmed, first.cache], [true, { stored: true }]);
+    // What the device runs, and reports, is the app without the padding: that is the base kept.
+    assert.deepEqual(
+      (await cache.list()).map((e) => [e.sha256, e.size]),
+      [[sha256(app).toString('hex'), app.length]],
+    );
+    const next = buildAppImage({ projectName: 'lamp', version: '1.2.0', size: 200 * KB, seed: 38 });
+    const second = await client.update({ target: { name: device.name }, image: next, cache });
+    assert.deepEqual([second.delivery?.method, second.delivery?.baseSource, second.delivery?.baseSha256], ['patch', 'cache', sha256(app).toString('hex')]);
+    assert.ok(await runs(device, next));
+  });
+
+  it('an image the device reports running with another SHA-256 than the file or its start is not kept, and the result says why', async () => {
+    const cache = new ImageCache({ dir: join(dir, 'cache-other') });
+    const image = buildAppImage({ projectName: 'lamp', version: '1.0.0', size: 32 * KB, seed: 39 });
+    const other = sha256(Buffer.from('another build'));
+    const stored = await storeInstalled(cache, image, { confirmed: true, skipped: false, runningSha256: other, runningSize: 16 * KB });
+    assert.equal(stored?.stored, false);
+    assert.match(
+      stored?.error ?? '',
+      new RegExp(`^the device reports the image it runs with SHA-256 ${other.toString('hex').slice(0, 16)}… \\(16384 bytes\\), which is neither this file's nor that of its start`),
+    );
+    // Not confirmed: nothing to store, nothing said.
+    assert.equal(await storeInstalled(cache, image, { confirmed: false, skipped: false, runningSha256: sha256(image), runningSize: image.length }), undefined);
+    assert.deepEqual(await cache.list(), []);
   });
 
   it('stores nothing in the cache when the update fails', async () => {

@@ -167,3 +167,36 @@ function describe(value: unknown): string {
 function sha256(data: Buffer): Buffer {
   return createHash('sha256').update(data).digest();
 }
+
+/** What the update proved about the image the device runs at its end. */
+export interface Installed {
+  confirmed: boolean;
+  skipped: boolean;
+  /** As the device reports it (OTA Info version 4), else undefined. */
+  runningSha256: Buffer | undefined;
+  runningSize: number | undefined;
+}
+
+/**
+ * Keeps the image the device runs as the base for its next update, once
+ * the device proved it runs it: confirmed (or run already, skipped), and,
+ * where the device reports the running image's SHA-256, that one. A file
+ * with bytes after the app (padding to a flash sector, say) runs without
+ * them: the device's SHA-256 is that of the file's start, which is what a
+ * later patch is made against, so that start is kept. A failed or
+ * unconfirmed image is never stored: undefined then.
+ */
+export async function storeInstalled(cache: ImageCache, image: Buffer, installed: Installed): Promise<{ stored: boolean; error?: string } | undefined> {
+  if (!(installed.confirmed || installed.skipped)) return undefined;
+  const running = installed.runningSha256;
+  if (!running || running.equals(sha256(image))) return cache.put(image);
+  const size = installed.runningSize;
+  if (size !== undefined && size > 0 && size < image.length) {
+    const start = image.subarray(0, size);
+    if (running.equals(sha256(start))) return cache.put(start);
+  }
+  return {
+    stored: false,
+    error: `the device reports the image it runs with SHA-256 ${running.toString('hex').slice(0, 16)}…${size !== undefined ? ` (${size} bytes)` : ''}, which is neither this file's nor that of its start, so it is not kept as the base of the next update`,
+  };
+}

@@ -30,10 +30,8 @@ import {
   OTA_STREAM_UUID,
 } from '../protocol/constants';
 import { verifyImageSignature } from '../image/signature';
-import { createHash } from 'node:crypto';
 import { OtaConnection } from './connection';
-import { checkBaseImage } from './delivery';
-import type { ImageCache } from './image-cache';
+import { checkBaseImage, storeInstalled } from './delivery';
 import { formatDeviceId, parseDeviceId, parseSecret } from './session';
 import { Link } from './link';
 import type { NobleConnectParameters, NobleLike, NoblePeripheral } from './noble-types';
@@ -294,18 +292,6 @@ export class BleOtaClient {
       delivery: r.delivery,
     };
   }
-}
-
-/**
- * Keeps the image as a base for the device's next update, once the device
- * proved it runs it: confirmed (or run already, skipped), and, where the
- * device reports the running image's SHA-256, that one. A failed or
- * unconfirmed image is never stored. Undefined when nothing was to store.
- */
-async function storeInstalled(cache: ImageCache, image: Buffer, r: V2Result): Promise<UpdateResult['cache']> {
-  if (!(r.confirmed || r.skipped)) return undefined;
-  if (r.runningSha256 && !r.runningSha256.equals(createHash('sha256').update(image).digest())) return undefined;
-  return cache.put(image);
 }
 
 /**

@@ -54,6 +54,8 @@ export interface V2Result {
   delivery: Delivery;
   /** The SHA-256 of the image the device runs at the end, as it reports it (info_version 4; undefined when it does not know). */
   runningSha256: Buffer | undefined;
+  /** Its size, as the device reports it (undefined as runningSha256). */
+  runningSize: number | undefined;
 }
 
 /** Opens a new connection to the device the update started with. */
@@ -647,6 +649,7 @@ class V2Update {
       link: this.transferLink ?? info.link,
       delivery: this.delivery(r.skipped),
       runningSha256: info.runningSha256,
+      runningSize: info.runningSize,
     };
   }
 
