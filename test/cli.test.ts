@@ -20,6 +20,7 @@ import { parseEspImage } from '../lib/image/esp-image';
 import { readSignatureSector, signatureSectorOffset, signImage, signingKeyDigest, verifyImageSignature } from '../lib/image/signature';
 import { systemBluetoothProblem } from '../lib/noble-loader';
 import { ensureVirtualEsp32 } from '../lib/virtual/build';
+import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { deviceKey } from '../lib/client/session';
 import { OWNER, ownedVirtualEnv, signedImage } from './support/owner';
 
@@ -346,7 +347,7 @@ describe('command-line tool', function () {
       assert.ok(info.protocolVersion >= 2);
       assert.equal(info.project, 'virtual-esp32');
       assert.equal(info.version, '1.0.0');
-      assert.match(info.idfVersion, /^v5/);
+      assert.equal(info.idfVersion, 'esp32-ble-ota sample', 'it runs a sample image (docs/CLI.md, Try it without hardware)');
       assert.equal(info.chip.name, 'ESP32');
       assert.equal(info.runningState, 'valid');
       assert.equal(info.slotSize, 0x1e0000);
@@ -711,6 +712,38 @@ describe('sample-image', function () {
     const virtual = await cli(['upload', file, '--device', 'esp32-sample', '--virtual', '--json']);
     assert.equal(virtual.code, 0, virtual.stderr);
     assert.equal(parseJson<{ runningVersion: string }>(virtual).runningVersion, '2.0.0');
+  });
+  it('writes the image a fresh virtual device runs (docs/CLI.md), and a later version of it goes to one as a patch with --base', async () => {
+    await ensureVirtualEsp32();
+    const base = join(dir, 'base.bin');
+    const next = join(dir, 'new.bin');
+    const same = ['--project', 'virtual-esp32', '--size', '8k'];
+    assert.equal((await cli(['sample-image', ...same, '--app-version', '1.0.0', '--out', base])).code, 0);
+    assert.equal((await cli(['sample-image', ...same, '--app-version', '1.1.0', '--out', next])).code, 0);
+    const info = await cli(['info', '--device', 'cli-base', '--virtual', '--json']);
+    assert.equal(info.code, 0, info.stderr);
+    const running = parseJson<{ runningImage: { size: number; sha256: string } }>(info).runningImage;
+    const bytes = readFileSync(base);
+    assert.deepEqual(running, { size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') }, 'the very bytes');
+
+    const run = await cli(['upload', next, '--device', 'cli-base', '--virtual', '--base', base]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^updated cli-base .* to 1\.1\.0 \(was 1\.0\.0\), confirmed$/m);
+    assert.match(
+      run.stdout,
+      /\n {2}delta patch against the image the device ran \([0-9a-f]{12}…, from --base\): [\d.]+ bytes over the air, [\d.]+ % of the [\d.]+ KB the full image takes\n/,
+    );
+    // Other chips too: --chip, as the device's.
+    const c3 = join(dir, 'base-c3.bin');
+    assert.equal((await cli(['sample-image', ...same, '--app-version', '1.0.0', '--chip', 'esp32c3', '--out', c3])).code, 0);
+    const device = await VirtualEsp32.start({ name: 'cli-base-c3', chipId: 5 });
+    try {
+      const state = await device.state();
+      const c3Bytes = readFileSync(c3);
+      assert.deepEqual(await device.readFlash(state.running, 0, c3Bytes.length + 16), Buffer.concat([c3Bytes, Buffer.alloc(16, 0xff)]));
+    } finally {
+      await device.stop();
+    }
   });
 });
 

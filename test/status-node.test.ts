@@ -232,7 +232,7 @@ describe('ble-ota-status node', function () {
       assert.equal(info.project, 'virtual-esp32');
       assert.equal(info.version, '1.0.0');
       assert.equal(info.firmwareRevision, '1.0.0');
-      assert.equal(info.idfVersion, 'v5.3-virtual');
+      assert.equal(info.idfVersion, 'esp32-ble-ota sample', 'a virtual device starts on a sample image');
       assert.equal(info.secureVersion, 0);
       assert.deepEqual(info.chip, { name: 'ESP32', id: 0, revision: 'v3.0' });
       assert.ok(info.slotSize! > 1024 * 1024);

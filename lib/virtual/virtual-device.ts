@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { keyPartition, parseDeviceId, parseSecret } from '../client/session';
 import { buildAppImage } from '../image/app-image-builder';
+import { knownChips } from '../image/esp-chips';
 import { parseEspImage } from '../image/esp-image';
+import { sampleImage } from '../image/sample-image';
 import { signImage } from '../image/signature';
 import { ensureVirtualEsp32 } from './build';
 
@@ -20,7 +22,7 @@ export interface VirtualDeviceOptions {
   name?: string;
   /** Public address, "aa:bb:cc:dd:ee:ff" (default: derived from the name). */
   address?: string;
-  /** App image the device runs from ota_0 at first boot (default: built in). */
+  /** App image the device runs from ota_0 at first boot (default: virtualFirstImage()). */
   image?: string;
   /** Size of each OTA slot in bytes. */
   slotSize?: number;
@@ -236,9 +238,10 @@ export class VirtualEsp32 extends EventEmitter {
         writeFileSync(file, keyPartition(parseSecret(options.fleetSecret), deviceId), { mode: 0o600 });
         args.push('--key-partition', file);
       }
-      if (options.signingKey) {
+      const first = options.image && !options.signingKey ? undefined : firstImage(options);
+      if (first) {
         const file = join(dir, 'first-image.bin');
-        writeFileSync(file, firstImage(options), { mode: 0o600 });
+        writeFileSync(file, first, { mode: 0o600 });
         args.push('--image', file);
       } else if (options.image) {
         args.push('--image', options.image);
@@ -524,17 +527,35 @@ export class VirtualEsp32 extends EventEmitter {
 }
 
 /**
- * The first image of a device that takes only signed images: options.image
- * (signed when it is not yet), or one like the built-in image (project
- * virtual-esp32, 1.0.0), signed with the owner's key.
+ * What a fresh virtual device runs, unless given an image: a sample image
+ * (lib/image/sample-image.ts), so that `esp32-ble-ota sample-image --project
+ * virtual-esp32 --app-version 1.0.0 --size 8k` (and --chip for another
+ * chip) writes the same bytes, the base of a delta update to try; a later
+ * version of that project shares its filler, so it goes as a small patch.
  */
-function firstImage(options: VirtualDeviceOptions): Buffer {
-  const key = options.signingKey as string;
+export const VIRTUAL_FIRST_IMAGE = { projectName: 'virtual-esp32', version: '1.0.0', size: 8 * 1024 } as const;
+
+/** The image of VIRTUAL_FIRST_IMAGE for a chip; undefined for a chip id without a known layout (the binary builds its own then). */
+export function virtualFirstImage(chipId = 0, signingKey?: string): Buffer | undefined {
+  if (!knownChips().some((c) => c.id === chipId)) return undefined;
+  return sampleImage({ ...VIRTUAL_FIRST_IMAGE, chip: chipId, signingKey });
+}
+
+/**
+ * The first image to write for the device: virtualFirstImage(), signed with
+ * the owner's key when the device takes only signed images; or
+ * options.image, signed when it is not yet.
+ */
+function firstImage(options: VirtualDeviceOptions): Buffer | undefined {
+  const key = options.signingKey;
   if (options.image) {
     const image = readFileSync(options.image);
-    return parseEspImage(image).signature ? image : signImage(image, key);
+    return key === undefined || parseEspImage(image).signature ? image : signImage(image, key);
   }
-  return buildAppImage({ chipId: options.chipId ?? 0, projectName: 'virtual-esp32', version: '1.0.0', size: 9000, signingKeys: key });
+  const chipId = options.chipId ?? 0;
+  const image = virtualFirstImage(chipId, key);
+  if (image || key === undefined) return image;
+  return buildAppImage({ chipId, projectName: VIRTUAL_FIRST_IMAGE.projectName, version: VIRTUAL_FIRST_IMAGE.version, size: 9000, signingKeys: key });
 }
 
 /** A stable address in Espressif's range, derived from a name. */
