@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseCommandLine, UsageError } from '../lib/cli/args';
+import { parseCommandLine, usage, UsageError } from '../lib/cli/args';
 import { EXIT_CANCELLED, signalHandler } from '../lib/cli/main';
 import { formatResult } from '../lib/cli/output';
 import { ProgressReporter } from '../lib/cli/progress';
@@ -192,6 +192,19 @@ describe('command-line tool', function () {
       assert.equal(bad.code, 1);
       assert.equal(parseJson<{ error: { code: string } }>(bad).error.code, 'INVALID_ARGUMENT');
       assert.ok(!bad.stderr.includes('not-a-secret') && !bad.stdout.includes('not-a-secret'));
+    });
+
+    it('a --base that is no ESP app image (a text file) is a usage error, before any radio work', async () => {
+      const run = await cli(['upload', firmware, '-d', 'cli-base-text', '--virtual', '--base', notFirmware]);
+      assert.equal(run.code, 2, run.stderr);
+      assert.match(
+        run.stderr,
+        /^esp32-ble-ota: --base .*notes\.txt is not an ESP32 app image \(its first byte is 0x74, not 0xE9\): give the \.bin the device runs now, as idf\.py build wrote it, or leave --base out\nusage: esp32-ble-ota upload /,
+      );
+      assert.doesNotMatch(run.stdout, /virtual ESP32 .* started/);
+      const json = await cli(['upload', firmware, '-d', 'cli-base-text', '--virtual', '--base', notFirmware, '--json']);
+      assert.equal(json.code, 2);
+      assert.equal(parseJson<{ error: { code: string } }>(json).error.code, 'USAGE');
     });
 
     it('--require-signature checks the image against --public-key before any radio work', async () => {
@@ -696,6 +709,9 @@ describe('sample-image', function () {
     const size = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--size', '20M']);
     assert.equal(size.code, 2, 'a size out of range is a mistake in the command line');
     assert.match(size.stderr, /--size 20M is 20971520 bytes: a sample image has 1 KiB to 16 MiB, e\.g\. 128k/);
+    const folder = await cli(['sample-image', '--out', dir]);
+    assert.equal(folder.code, 2);
+    assert.match(folder.stderr, /^esp32-ble-ota: --out .* is a directory: give a file name, e\.g\. --out .*\/app\.bin\nusage: esp32-ble-ota sample-image /);
     const asVersion = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--version', '2.0.0']);
     assert.equal(asVersion.code, 2);
     assert.match(asVersion.stderr, /--version prints the tool's own version; the sample's version is --app-version VERSION/);
@@ -748,6 +764,20 @@ describe('sample-image', function () {
 });
 
 describe('command-line parsing', () => {
+  it("docs/CLI.md's synopses are the usage lines --help prints", () => {
+    const md = readFileSync(join(__dirname, '..', '..', 'docs', 'CLI.md'), 'utf8');
+    const blocks = [...md.matchAll(/```\n(esp32-ble-ota [^`]*?)```/g)].map((m) => m[1].replace(/\s+/g, ' ').trim());
+    for (const command of ['scan', 'info', 'upload', 'keygen', 'sign', 'verify', 'pubkey', 'secret', 'provision', 'sample-image'] as const) {
+      const line = usage(command)
+        .replace(/^usage: /, '')
+        .trim();
+      assert.ok(
+        blocks.some((b) => b === line || b.startsWith(`${line} esp32-ble-ota `) || b.endsWith(` ${line}`)),
+        `docs/CLI.md has no synopsis "${line}"`,
+      );
+    }
+  });
+
   it('reads each command with its defaults', () => {
     assert.deepEqual(parseCommandLine(['scan']), { kind: 'scan', durationMs: 5000, device: undefined, json: false, virtual: false });
     assert.deepEqual(parseCommandLine(['info', '--device', 'AA-BB-CC-DD-EE-FF', '--timeout', '2.5', '--json']), {
@@ -819,6 +849,12 @@ describe('command-line parsing', () => {
     mistake(['upload', 'a', '-d', 'x', '--protocol', 'v3'], /--protocol is one of auto, seed/, 'upload');
     mistake(['info', '--duration', '3', '-d', 'x'], /info does not take --duration/, 'info');
     mistake(['scan', '--nope'], /Unknown option '--nope'$/, 'scan');
+    // A value with a dash in front is checked as the option's own, not left to parseArgs' "ambiguous".
+    mistake(['scan', '--duration', '-1'], /^--duration takes seconds, a number above 0 and at most 3600 \(got "-1"\)$/, 'scan');
+    mistake(['info', '-d', 'x', '--timeout', '-5'], /^--timeout takes seconds, .*\(got "-5"\)$/, 'info');
+    mistake(['sample-image', '--out', 'x.bin', '--size', '-3'], /^--size takes a size in bytes, .*\(got "-3"\)$/, 'sample-image');
+    mistake(['upload', 'a', '--device', '-x'], /^--device needs a value, and "-x" looks like an option: if it is the value, write --device=-x$/, 'upload');
+    mistake(['upload', 'a', '-d', 'x', '--base', 'b1.bin', '--base', 'b2.bin'], /^--base is given 2 times: give it once, the image the device runs now$/, 'upload');
     mistake(['info', '--device'], /--device/, 'info');
     mistake(['keygen'], /keygen needs --out FILE/, 'keygen');
     mistake(['keygen', '--out', 'k.pem', '--scheme', 'rsa2048'], /--scheme is one of rsa3072, ecdsa256/, 'keygen');

@@ -97,7 +97,8 @@ const OPTIONS = {
   // Not --version: that one prints the tool's own.
   'app-version': { type: 'string' },
   size: { type: 'string' },
-  base: { type: 'string' },
+  // Taken as many times as given, so that a second one is refused rather than silently replacing the first.
+  base: { type: 'string', multiple: true },
   'cache-dir': { type: 'string' },
   'no-cache': { type: 'boolean' },
 } as const;
@@ -132,10 +133,13 @@ export function parseCommandLine(argv: string[]): Command {
   try {
     parsed = parse(argv);
   } catch (err) {
+    const command = commandIn(argv);
+    const ambiguous = /^Option '(--[a-z-]+)' argument is ambiguous/.exec((err as Error).message);
+    if (ambiguous) throw dashValue(ambiguous[1], argv, command);
     // parseArgs' messages name the option ("Unknown option '--foo'"); the
     // hint about '--' only confuses, since no command takes such operands.
     const message = (err as Error).message.replace(/\. To specify a positional argument starting with a '-'.*$/s, '');
-    throw new UsageError(message, commandIn(argv));
+    throw new UsageError(message, command);
   }
   const { values, positionals } = parsed;
   const json = values.json ?? false;
@@ -181,6 +185,8 @@ export function parseCommandLine(argv: string[]): Command {
   if (!requireSignature && values['public-key'] !== undefined) {
     throw new UsageError('--public-key goes with --require-signature: the image is then checked against it before any radio work', command);
   }
+  const bases = values.base ?? [];
+  if (bases.length > 1) throw new UsageError(`--base is given ${bases.length} times: give it once, the image the device runs now`, command);
   const noCache = values['no-cache'] ?? false;
   if (noCache && values['cache-dir'] !== undefined) {
     throw new UsageError('--no-cache and --cache-dir contradict each other: give one (--cache-dir names the image cache, --no-cache uses none)', command);
@@ -198,7 +204,7 @@ export function parseCommandLine(argv: string[]): Command {
     requireSignature: values['require-signature'] ?? false,
     publicKey: requireSignature ? fileOption('--public-key', values['public-key'], command, 'the public key (PEM) the image must be signed with') : values['public-key'],
     // Only when given: the delta options came later than the others, and a command is compared whole.
-    ...(values.base === undefined ? {} : { base: fileOption('--base', values.base, command, 'the image the device runs now (its .bin)') }),
+    ...(bases.length === 0 ? {} : { base: fileOption('--base', bases[0], command, 'the image the device runs now (its .bin)') }),
     ...(values['cache-dir'] === undefined ? {} : { cacheDir: fileOption('--cache-dir', values['cache-dir'], command, 'the image cache folder') }),
     ...(noCache ? { noCache } : {}),
     ...global,
@@ -304,6 +310,30 @@ function fileOption(option: string, value: string | undefined, command: CommandN
   if (value === undefined) throw new UsageError(`${command} needs ${option} FILE, ${what}`, command);
   if (value.trim() === '') throw new UsageError(`${option} is empty`, command);
   return value;
+}
+
+/**
+ * An option followed by a value that starts with a dash (--duration -1),
+ * which parseArgs takes for a forgotten value: a number is checked as the
+ * option's own, anything else told how to give it.
+ */
+function dashValue(option: string, argv: string[], command: CommandName | undefined): UsageError {
+  const value = argv[argv.indexOf(option) + 1] ?? '';
+  if (command && (option === '--duration' || option === '--timeout')) {
+    try {
+      seconds(option, value, command);
+    } catch (err) {
+      return err as UsageError;
+    }
+  }
+  if (command && option === '--size') {
+    try {
+      byteSize(option, value, command);
+    } catch (err) {
+      return err as UsageError;
+    }
+  }
+  return new UsageError(`${option} needs a value, and "${value}" looks like an option: if it is the value, write ${option}=${value}`, command);
 }
 
 function parse(argv: string[]) {

@@ -5,12 +5,12 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
 import { BleOtaClient, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
-import { imageSummary, parseEspImage } from '../image/esp-image';
+import { ESP_IMAGE_MAGIC, imageSummary, parseEspImage } from '../image/esp-image';
 import { isSampleImage, sampleImage } from '../image/sample-image';
 import {
   generateSigningKey,
@@ -30,7 +30,7 @@ import { loadSystemNoble, releaseSystemBluetooth } from '../noble-loader';
 import { keyPartition, newSecret, parseDeviceId, parseSecret } from '../client/session';
 import { KEY_PARTITION_OFFSET } from '../protocol/constants';
 import { VirtualRadio, virtualDefaultsFromEnv } from '../virtual/virtual-radio';
-import { Command, targetOf } from './args';
+import { Command, targetOf, UsageError } from './args';
 import {
   formatImage,
   formatInfo,
@@ -182,7 +182,7 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   }
   const secret = readSecret(cmd.secretFile);
   const publicKey = cmd.publicKey === undefined ? undefined : readKey(cmd.publicKey);
-  const baseImage = cmd.base === undefined ? undefined : readImage(cmd.base, '--base');
+  const baseImage = cmd.base === undefined ? undefined : readBase(cmd.base);
   // A virtual device starts afresh on every run, running its built-in image: a cache gains it nothing unless asked for.
   const cacheDir = cmd.noCache ? undefined : (cmd.cacheDir ?? (cmd.virtual ? undefined : defaultCacheDir()));
   const cache = cacheDir === undefined ? undefined : new ImageCache({ dir: resolve(cacheDir) });
@@ -224,6 +224,18 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   io.stdout.write(cmd.json ? JSON.stringify(result) + '\n' : formatResult(result));
   // The update succeeded; only the next one may be slower for it (the JSON has it as cache.error).
   if (result.cache?.error && !cmd.json) io.stderr.write(`warning: ${result.cache.error}; the next update of this device sends the full image\n`);
+}
+
+/** --base: an image file whose first byte is an ESP image's (0xE9); anything else is a mistake in the command line. */
+function readBase(file: string): Buffer {
+  const data = readImage(file, '--base');
+  if (data[0] !== ESP_IMAGE_MAGIC) {
+    throw new UsageError(
+      `--base ${file} is not an ESP32 app image (its first byte is 0x${data[0].toString(16).padStart(2, '0')}, not 0xE9): give the .bin the device runs now, as idf.py build wrote it, or leave --base out`,
+      'upload',
+    );
+  }
+  return data;
 }
 
 /** The fleet secret: from --secret-file, else ESP32_BLE_OTA_SECRET; the client checks its format. */
@@ -477,6 +489,9 @@ function sample(cmd: Extract<Run, { kind: 'sample-image' }>, io: Io): void {
     io.stdout.write(image);
     io.stderr.write(formatSample(view));
     return;
+  }
+  if (existsSync(cmd.out) && statSync(cmd.out).isDirectory()) {
+    throw new UsageError(`--out ${cmd.out} is a directory: give a file name, e.g. --out ${join(cmd.out, 'app.bin')}`, 'sample-image');
   }
   // Replacing an earlier sample is what a second run means; replacing anything else (a build's
   // .bin, a key) would lose it.

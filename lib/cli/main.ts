@@ -24,10 +24,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     cmd = parseCommandLine(argv);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    // --json is honoured even on a bad line, when it was given, so a script still gets JSON.
-    if (argv.includes('--json')) io.stdout.write(jsonError('USAGE', err.message));
-    io.stderr.write(`${PROGRAM}: ${err.message}\n${usage(err.topic)}Try "${PROGRAM} ${err.topic ? err.topic + ' ' : ''}--help".\n`);
-    return EXIT_USAGE;
+    return usageError(err, argv, io);
   }
 
   if (cmd.kind === 'help') {
@@ -43,6 +40,8 @@ export async function main(argv: string[], io: Io): Promise<number> {
     await runCommand(cmd, io);
     return EXIT_OK;
   } catch (err) {
+    // A mistake only the files show (a --base that is no image): still the command line's.
+    if (err instanceof UsageError) return usageError(err, argv, io);
     const code = err instanceof CliError ? err.code : errorCode(err);
     const message = withCliAdvice(code, errorMessage(err));
     if (cmd.json) io.stdout.write(jsonError(code, message));
@@ -56,6 +55,13 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
     return code === 'CANCELLED' && io.signal.aborted ? EXIT_CANCELLED : EXIT_FAILURE;
   }
+}
+
+function usageError(err: UsageError, argv: string[], io: Io): number {
+  // --json is honoured even on a bad line, when it was given, so a script still gets JSON.
+  if (argv.includes('--json')) io.stdout.write(jsonError('USAGE', err.message));
+  io.stderr.write(`${PROGRAM}: ${err.message}\n${usage(err.topic)}Try "${PROGRAM} ${err.topic ? err.topic + ' ' : ''}--help".\n`);
+  return EXIT_USAGE;
 }
 
 /**
