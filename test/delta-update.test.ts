@@ -381,6 +381,38 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.match(formatResult(result), / of 256\.0 KB in [\d.]+ s \(the device held the rest\), [\d.]+ KB\/s, /);
   });
 
+  it('a call that resumes a transfer the device then loses (a power loss) counts the whole image it sent again', async () => {
+    const image = buildAppImage({ projectName: 'lamp', version: '2.0.0', size: 256 * KB, seed: 38 });
+    const device = await radio.addDevice({ name: `dl-resume-lost-${++seq}`, restartDelayMs: 20 });
+    const controller = new AbortController();
+    const onProgress = (p: { phase: string; bytesSent: number; totalBytes: number }) => p.phase === 'uploading' && p.bytesSent >= p.totalBytes / 2 && controller.abort();
+    await assert.rejects(client.update({ target: { name: device.name }, image, signal: controller.signal, onProgress }), (err: BleOtaError) => err.code === 'CANCELLED');
+    // The next call resumes; at its first stream packet the device loses power, and with it the suspended transfer.
+    let cut = false;
+    const cutPower = (address: string, uuid: string) => {
+      if (cut || address !== device.address || uuid !== OTA_STREAM_UUID) return;
+      cut = true;
+      radio.bindings.dropLink(device);
+      void device.powerCycle().catch(() => undefined);
+    };
+    const trace = airTrace(radio, device);
+    radio.bindings.on('air-write', cutPower);
+    let result: UpdateResult;
+    try {
+      result = await client.update({ target: { name: device.name }, image });
+    } finally {
+      radio.bindings.off('air-write', cutPower);
+      trace.stop();
+    }
+    assert.ok(cut);
+    const deflated = (trace.begins[0].flags & BeginFlag.DEFLATE) !== 0;
+    const answered = trace.answers.map((a) => (deflated ? a.imageOffset! : a.offset!));
+    assert.ok(answered[0] > 0, `the call's first BEGIN resumed (at image byte ${answered[0]})`);
+    assert.equal(answered[answered.length - 1], 0, 'after the power loss the device started over');
+    assert.equal(result.confirmed, true);
+    assert.equal(result.bytesSent, image.length, 'the whole image went in this call');
+  });
+
   it('the same build sent again to a device that runs it goes as a patch against itself', async () => {
     const pair = oneFunctionChanged(128 * KB, 34);
     const device = await deviceRunning(pair.old, `dl-again-${++seq}`);
@@ -487,6 +519,8 @@ describe('the delta patch thread', function () {
 
   it('a patch abandoned on the thread ends the thread; a patch waiting behind it is computed on a fresh one', async () => {
     const [a, b] = [big(61), big(62)];
+    // A thread at work first, whatever ran before (or its idle time ran out): the abandoned patch ends that one.
+    await computePatchOffThread(a.old, a.new);
     const before = { ...patchThreadCounts };
     const cancel = new AbortController();
     const first = computePatchOffThread(a.old, a.new, cancel.signal);

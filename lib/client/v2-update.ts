@@ -387,7 +387,8 @@ class V2Update {
     // What the device held of this image (or this patch) before this call's first BEGIN for it:
     // the call's figure is counted from there once the whole stream is stored, whatever links
     // dropped between (a device stores packets whose ACKs a lost link never brought).
-    this.heldBefore ??= imageStoredAt(patch, from);
+    // The least of its answers: a device that dropped its suspended transfer (its abandon timeout, a reboot) starts again lower.
+    this.heldBefore = Math.min(this.heldBefore ?? Number.POSITIVE_INFINITY, imageStoredAt(patch, from));
     try {
       if (patch || this.compress) {
         // With DEFLATE, progress counts bytes of what is deflated (the image, or the patch), in proportion within each encoded chunk.
