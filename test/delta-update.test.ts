@@ -535,6 +535,15 @@ describe('the delta patch thread', function () {
     );
   });
 
+  it('a patch that cannot be handed to the thread fails alone; the ones after it are computed', async () => {
+    const a = big(66);
+    // A base whose memory was moved away (transferred): it cannot be copied to the thread.
+    const gone = new Uint8Array(a.old);
+    structuredClone(gone.buffer, { transfer: [gone.buffer] });
+    await assert.rejects(computePatchOffThread(gone, a.new), /detached|could not be cloned/i);
+    assert.deepEqual(await computePatchOffThread(a.old, a.new), computePatch(a.old, a.new));
+  });
+
   it('a patch abandoned while it waits is withdrawn; the one on the thread goes on there', async () => {
     const [a, b, c] = [big(63), big(64), big(65)];
     const before = { ...patchThreadCounts };

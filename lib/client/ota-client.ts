@@ -197,14 +197,26 @@ export class BleOtaClient {
     const timeouts = { ...this.timeouts, ...options.timeouts };
     const settings = this.connectSettings({ ...options, timeouts });
     const release = await acquireRadio(this.noble, options.signal);
+    let outcome: { result: UpdateResult; installed?: V2Result };
     try {
-      return await this.updateHoldingRadio(options, parsed, timeouts, settings);
+      outcome = await this.updateHoldingRadio(options, parsed, timeouts, settings);
     } finally {
       release();
     }
+    // With the link closed and the radio free: a slow cache folder holds up neither the device nor the next update.
+    if (options.cache && outcome.installed) {
+      const cache = await storeInstalled(options.cache, options.image, outcome.installed);
+      if (cache) outcome.result.cache = cache;
+    }
+    return outcome.result;
   }
 
-  private async updateHoldingRadio(options: UpdateOptions, parsed: EspImage, timeouts: Timeouts, settings: ConnectSettings): Promise<UpdateResult> {
+  private async updateHoldingRadio(
+    options: UpdateOptions,
+    parsed: EspImage,
+    timeouts: Timeouts,
+    settings: ConnectSettings,
+  ): Promise<{ result: UpdateResult; installed?: V2Result }> {
     const started = Date.now();
     const { connection, retries } = await this.connectForUpdate(options, timeouts, settings);
     const device = { name: connection.peripheral.advertisement?.localName, address: connection.peripheral.address };
@@ -233,15 +245,10 @@ export class BleOtaClient {
         const reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) =>
           this.connect({ address }, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, ...policy });
         const r = await updateV2(connection, parsed, options, timeouts, reconnect, retries);
-        const result = this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started);
-        if (options.cache) {
-          const cache = await storeInstalled(options.cache, options.image, r);
-          if (cache) result.cache = cache;
-        }
-        return result;
+        return { result: this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started), installed: r };
       }
       const stats = await connection.uploadSeed(options.image, options.onProgress ?? (() => undefined));
-      return {
+      const result: UpdateResult = {
         device,
         image: imageSummary(parsed),
         protocol: 'seed',
@@ -261,6 +268,7 @@ export class BleOtaClient {
         // The seed protocol sends every byte as it is, once.
         delivery: { method: 'full', imageBytes: options.image.length, bytesOverAir: options.image.length },
       };
+      return { result };
     } catch (err) {
       throw err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${String(err)}`, { cause: err });
     } finally {

@@ -86,12 +86,19 @@ function next(): void {
   if (current) return;
   const job = waiting.shift();
   if (job) {
-    const w = thread();
-    clearTimeout(idle);
-    w.ref(); // a patch under way keeps the process alive, as a computation in place would
-    current = job;
-    // The images are copied to the thread (structured clone): the caller keeps its own.
-    w.postMessage({ id: job.id, old: job.old, nw: job.nw } satisfies Job);
+    try {
+      const w = thread();
+      clearTimeout(idle);
+      w.ref(); // a patch under way keeps the process alive, as a computation in place would
+      current = job;
+      // The images are copied to the thread (structured clone): the caller keeps its own.
+      w.postMessage({ id: job.id, old: job.old, nw: job.nw } satisfies Job);
+    } catch (err) {
+      // No thread to be had (memory, a process limit): this patch fails, as the caller's plan allows; the next one tries again.
+      current = undefined;
+      job.reject(err instanceof Error ? err : new Error(String(err)));
+      next();
+    }
     return;
   }
   if (!worker) return;
