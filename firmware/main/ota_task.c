@@ -328,17 +328,10 @@ ota_task_main(void *arg)
     }
 }
 
-bool
-ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
+/** The queue, its storage and the locks: what start-up allocates once. */
+static bool
+ota_task_alloc(void)
 {
-    s_config = *config;
-    /* The window and packet size are promises to the client that the
-     * queue must keep. */
-    if (ble_ota_queue_fit_config(&s_config, OTA_TASK_WINDOW)) {
-        ESP_LOGW(TAG, "window %u / max_packet %u out of range: using %u / %u", (unsigned)config->window,
-                 (unsigned)config->max_packet, (unsigned)s_config.window, (unsigned)s_config.max_packet);
-    }
-
     /* Internal RAM: the host task writes it, and PSRAM is out of reach
      * while the flash cache is off. */
     s_queue_storage = heap_caps_malloc(OTA_TASK_QUEUE_STORAGE_BYTES, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT);
@@ -354,6 +347,24 @@ ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
     if (s_core_lock == NULL || s_info_lock == NULL || s_queue == NULL) {
         ESP_LOGE(TAG, "static mutex or message buffer creation failed");
         return false;
+    }
+    return true;
+}
+
+bool
+ota_task_start(const ble_ota_port_t *port, const ble_ota_config_t *config)
+{
+    /* RAM first: a start-up that fails here must not leave a copy of the
+     * device key behind (s_config holds one until the core has its own). */
+    if (!ota_task_alloc()) {
+        return false;
+    }
+    s_config = *config;
+    /* The window and packet size are promises to the client that the
+     * queue must keep. */
+    if (ble_ota_queue_fit_config(&s_config, OTA_TASK_WINDOW)) {
+        ESP_LOGW(TAG, "window %u / max_packet %u out of range: using %u / %u", (unsigned)config->window,
+                 (unsigned)config->max_packet, (unsigned)s_config.window, (unsigned)s_config.max_packet);
     }
 
     ble_ota_core_init(&s_core, port, &s_config);
