@@ -854,6 +854,8 @@ describe('command-line parsing', () => {
     mistake(['info', '-d', 'x', '--timeout', '-5'], /^--timeout takes seconds, .*\(got "-5"\)$/, 'info');
     mistake(['sample-image', '--out', 'x.bin', '--size', '-3'], /^--size takes a size in bytes, .*\(got "-3"\)$/, 'sample-image');
     mistake(['upload', 'a', '--device', '-x'], /^--device needs a value, and "-x" looks like an option: if it is the value, write --device=-x$/, 'upload');
+    mistake(['upload', 'a', '-d', '-x'], /^--device needs a value, and "-x" looks like an option: if it is the value, write --device=-x$/, 'upload');
+    mistake(['sample-image', '-o', '-x'], /^--out needs a value, and "-x" looks like an option: if it is the value, write --out=-x$/, 'sample-image');
     mistake(['upload', 'a', '-d', 'x', '--base', 'b1.bin', '--base', 'b2.bin'], /^--base is given 2 times: give it once, the image the device runs now$/, 'upload');
     mistake(['info', '--device'], /--device/, 'info');
     mistake(['keygen'], /keygen needs --out FILE/, 'keygen');

@@ -134,7 +134,7 @@ export function parseCommandLine(argv: string[]): Command {
     parsed = parse(argv);
   } catch (err) {
     const command = commandIn(argv);
-    const ambiguous = /^Option '(--[a-z-]+)' argument is ambiguous/.exec((err as Error).message);
+    const ambiguous = /^Option '(--[a-z-]+|-[A-Za-z])' argument is ambiguous/.exec((err as Error).message);
     if (ambiguous) throw dashValue(ambiguous[1], argv, command);
     // parseArgs' messages name the option ("Unknown option '--foo'"); the
     // hint about '--' only confuses, since no command takes such operands.
@@ -317,8 +317,11 @@ function fileOption(option: string, value: string | undefined, command: CommandN
  * which parseArgs takes for a forgotten value: a number is checked as the
  * option's own, anything else told how to give it.
  */
-function dashValue(option: string, argv: string[], command: CommandName | undefined): UsageError {
-  const value = argv[argv.indexOf(option) + 1] ?? '';
+function dashValue(given: string, argv: string[], command: CommandName | undefined): UsageError {
+  const value = argv[argv.indexOf(given) + 1] ?? '';
+  // A short option (-d) is named by its long form, which takes --name=value.
+  const long = Object.entries(OPTIONS).find(([, o]) => 'short' in o && `-${o.short}` === given)?.[0];
+  const option = long ? `--${long}` : given;
   if (command && (option === '--duration' || option === '--timeout')) {
     try {
       seconds(option, value, command);
