@@ -304,8 +304,12 @@ ota_task_main(void *arg)
      * ended), then step after step while the core says more is left. */
     bool idle_more = true;
 
-    ESP_LOGI(TAG, "OTA task started: window %u bytes, queue %u bytes", (unsigned)s_config.window,
-             (unsigned)OTA_TASK_QUEUE_STORAGE_BYTES);
+    /* The free internal RAM, for a first run on a new board or configuration
+     * (docs/HARDWARE.md): NimBLE and the controller take theirs as it runs. */
+    ESP_LOGI(TAG, "OTA task started: window %u bytes, queue %u bytes; internal RAM free %u, least free so far %u",
+             (unsigned)s_config.window, (unsigned)OTA_TASK_QUEUE_STORAGE_BYTES,
+             (unsigned)heap_caps_get_free_size(MALLOC_CAP_INTERNAL),
+             (unsigned)heap_caps_get_minimum_free_size(MALLOC_CAP_INTERNAL));
     for (;;) {
         /* The queue's receive timeout doubles as the core's tick timer, so
          * the tick runs in the task that owns the flash work. */
