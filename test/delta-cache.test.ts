@@ -22,6 +22,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  unlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -181,8 +182,11 @@ describe('image cache', () => {
       assert.deepEqual(await cache.lookup(sha256(a)), {});
       assert.deepEqual(await cache.put(a), { stored: false, error: `the image could not be stored in ${dir}: its file system did not answer within 0.05 s` });
     } finally {
-      // Release the reads still waiting (they hold threads of the pool): a writer that opens and closes at once.
-      closeSync(openSync(file, constants.O_RDWR | constants.O_NONBLOCK));
+      // Release the reads still waiting (they hold threads of the pool): a writer opens (a blocked open returns),
+      // the FIFO goes (a read the cache starts later finds no file), and the writer closes (an open read ends).
+      const writer = openSync(file, constants.O_RDWR | constants.O_NONBLOCK);
+      unlinkSync(file);
+      closeSync(writer);
     }
   });
 
