@@ -217,6 +217,49 @@ describe('ble-ota-upload node: delta updates', function () {
     assert.deepEqual([d.method, d.baseSource], ['patch', 'cache']);
   });
 
+  it('a redeploy while the patch is being computed stops the computation, and the log says the update was cancelled', async () => {
+    await load('delta-node-redeploy');
+    const pair = oneFunctionChanged(1024 * KB, 50, { projectName: 'valve' });
+    assert.equal((await send({ payload: pair.old })).error, undefined);
+    const before = { ...patchThreadCounts };
+    // What the node warns (the test helper's log spy ends with the flows it loaded).
+    const warnings: string[] = [];
+    const node = nodes.up as unknown as { warn(m: unknown): void };
+    const warn = node.warn.bind(node);
+    node.warn = (m: unknown) => (warnings.push(String(m)), warn(m));
+    let closed!: Promise<void>;
+    const preparing = new Promise<void>((resolve) => {
+      const onEvent = (e: OtaEvent) => {
+        if (e.source.id !== 'up' || e.state !== 'uploading') return;
+        otaEvents.off('event', onEvent);
+        // The node closes as a redeploy closes it, once the patch is on its thread: its running update is cancelled.
+        setImmediate(() => {
+          closed = helper.unload();
+          resolve();
+        });
+      };
+      otaEvents.on('event', onEvent);
+    });
+    const cancelled = new Promise<OtaEvent>((resolve) => {
+      const onEvent = (e: OtaEvent) => {
+        if (e.source.id !== 'up' || e.state !== 'cancelled') return;
+        otaEvents.off('event', onEvent);
+        resolve(e);
+      };
+      otaEvents.on('event', onEvent);
+    });
+    nodes.up.receive({ payload: pair.new, baseImage: pair.old });
+    await preparing;
+    await closed;
+    const event = await cancelled;
+    assert.equal(event.error?.code, 'CANCELLED');
+    assert.equal(patchThreadCounts.terminated - before.terminated, 1, 'the computation was stopped, not left to finish');
+    assert.ok(
+      warnings.some((l) => /^The update of delta-node-redeploy was cancelled: the node was closed or redeployed while it ran\. Send the image again/.test(l)),
+      'the log says the update was cancelled, and why',
+    );
+  });
+
   it('refuses a msg.baseImage that is no Buffer before the radio is used', async () => {
     await load('delta-node-bad');
     const pair = oneFunctionChanged(64 * KB, 46);

@@ -288,7 +288,10 @@ export = function register(RED: RED): void {
     }
 
     node.on('close', (_removed, done) => {
-      // Waiting messages end with an error; the running update is cancelled.
+      // Waiting messages end with an error; the running update is cancelled, and the log says so
+      // now, while the node is still there to say it.
+      const running = queue.current;
+      if (running) node.warn(t('ble-ota-upload.warnings.closedRunning', { device: running.target || config?.device || '' }));
       closeWhenSettled([queue.close(dropped(t('ble-ota-upload.errors.closed')))], done, () => setStatus({}));
     });
   }
