@@ -857,6 +857,8 @@ describe('command-line parsing', () => {
     mistake(['upload', 'a', '-d', '-x'], /^--device needs a value, and "-x" looks like an option: if it is the value, write --device=-x$/, 'upload');
     mistake(['sample-image', '-o', '-x'], /^--out needs a value, and "-x" looks like an option: if it is the value, write --out=-x$/, 'sample-image');
     mistake(['upload', 'a', '-d', 'x', '--base', 'b1.bin', '--base', 'b2.bin'], /^--base is given 2 times: give it once, the image the device runs now$/, 'upload');
+    mistake(['upload', 'a', '-d', 'x', '--device', 'y'], /^--device is given 2 times: give it once$/, 'upload');
+    mistake(['sample-image', '--out', 'a.bin', '--app-version', '1.0.0', '-o', 'b.bin'], /^--out is given 2 times: give it once$/, 'sample-image');
     mistake(['info', '--device'], /--device/, 'info');
     mistake(['keygen'], /keygen needs --out FILE/, 'keygen');
     mistake(['keygen', '--out', 'k.pem', '--scheme', 'rsa2048'], /--scheme is one of rsa3072, ecdsa256/, 'keygen');
@@ -880,7 +882,7 @@ describe('command-line parsing', () => {
 
 describe('Ctrl-C and SIGTERM', () => {
   /** The handler main installs, on a command that never ends by itself (whatever it waits for). */
-  function handler(graceMs: number) {
+  function handler(graceMs: number, json?: string[]) {
     const controller = new AbortController();
     const said: string[] = [];
     const exits: number[] = [];
@@ -894,6 +896,7 @@ describe('Ctrl-C and SIGTERM', () => {
         exited();
       },
       graceMs,
+      json && { write: (t: string) => json.push(t) },
     );
     return { controller, said, exits, exit, onSignal };
   }
@@ -906,6 +909,17 @@ describe('Ctrl-C and SIGTERM', () => {
     await h.exit;
     assert.deepEqual(h.exits, [EXIT_CANCELLED]);
     assert.match(h.said.join(''), /cancelling \(Ctrl-C again to quit at once\)\n.*still not stopped .* after the cancel: quitting\n$/s);
+  });
+
+  it('with --json, quitting after the grace writes the cancellation as JSON', async () => {
+    const json: string[] = [];
+    const h = handler(1, json);
+    h.onSignal();
+    await h.exit;
+    assert.equal(json.length, 1);
+    const out = JSON.parse(json[0]) as { error: { code: string; message: string } };
+    assert.equal(out.error.code, 'CANCELLED');
+    assert.match(out.error.message, /still not stopped/);
   });
 
   it('the second quits at once with 130', () => {

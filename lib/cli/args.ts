@@ -141,7 +141,7 @@ export function parseCommandLine(argv: string[]): Command {
     const message = (err as Error).message.replace(/\. To specify a positional argument starting with a '-'.*$/s, '');
     throw new UsageError(message, command);
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
   const json = values.json ?? false;
   const [name, ...operands] = positionals;
 
@@ -155,6 +155,8 @@ export function parseCommandLine(argv: string[]): Command {
   if (name === undefined) throw new UsageError('no command given');
   const command = asCommand(name);
   if (!command) throw new UsageError(`unknown command "${name}"; the commands are ${COMMANDS.join(', ')}`);
+  const repeated = repeatedValue(tokens, command);
+  if (repeated) throw repeated;
 
   for (const option of Object.keys(values) as OptionName[]) {
     if (option in GLOBAL_FLAGS || COMMAND_OPTIONS[command].includes(option)) continue;
@@ -340,7 +342,23 @@ function dashValue(given: string, argv: string[], command: CommandName | undefin
 }
 
 function parse(argv: string[]) {
-  return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+}
+
+/** A value option given more than once: parseArgs keeps the last, which is rarely what was meant. */
+function repeatedValue(tokens: ReturnType<typeof parse>['tokens'], command: CommandName | undefined): UsageError | undefined {
+  const counts = new Map<string, number>();
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.value === undefined) continue;
+    const option = OPTIONS[token.name as OptionName];
+    // --key is taken as many times as given (sign); --base has its own message.
+    if ('multiple' in option && option.multiple) continue;
+    counts.set(token.name, (counts.get(token.name) ?? 0) + 1);
+  }
+  for (const [name, count] of counts) {
+    if (count > 1) return new UsageError(`--${name} is given ${count} times: give it once`, command);
+  }
+  return undefined;
 }
 
 function asCommand(name: string | undefined): CommandName | undefined {

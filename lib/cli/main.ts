@@ -103,9 +103,16 @@ export const CANCEL_GRACE_MS = 10_000;
 /**
  * The handler for SIGINT and SIGTERM: the first cancels (the command ends
  * as cancelled, exit 130), and quits with 130 if the command has not ended
- * graceMs later; the second quits at once.
+ * graceMs later; the second quits at once. With `json` (--json), quitting
+ * after the grace writes the cancellation there, as the command would have.
  */
-export function signalHandler(controller: AbortController, stderr: { write(text: string): unknown }, exit: (status: number) => void, graceMs = CANCEL_GRACE_MS): () => void {
+export function signalHandler(
+  controller: AbortController,
+  stderr: { write(text: string): unknown },
+  exit: (status: number) => void,
+  graceMs = CANCEL_GRACE_MS,
+  json?: { write(text: string): unknown },
+): () => void {
   let interrupts = 0;
   return () => {
     interrupts++;
@@ -113,7 +120,9 @@ export function signalHandler(controller: AbortController, stderr: { write(text:
       stderr.write(`\n${PROGRAM}: cancelling (Ctrl-C again to quit at once)\n`);
       controller.abort();
       setTimeout(() => {
-        stderr.write(`${PROGRAM}: still not stopped ${graceMs / 1000} s after the cancel: quitting\n`);
+        const message = `still not stopped ${graceMs / 1000} s after the cancel: quitting`;
+        json?.write(jsonError('CANCELLED', `cancelled; ${message}`));
+        stderr.write(`${PROGRAM}: ${message}\n`);
         exit(EXIT_CANCELLED);
       }, graceMs).unref();
     } else {
@@ -124,7 +133,8 @@ export function signalHandler(controller: AbortController, stderr: { write(text:
 
 function runFromShell(): void {
   const controller = new AbortController();
-  const onSignal = signalHandler(controller, process.stderr, (status) => process.exit(status));
+  const json = process.argv.slice(2).includes('--json') ? process.stdout : undefined;
+  const onSignal = signalHandler(controller, process.stderr, (status) => process.exit(status), CANCEL_GRACE_MS, json);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   // A reader that stops early (`| head`) closes the pipe: end quietly, as other tools do.
