@@ -21,7 +21,7 @@ import type { EspImage } from '../image/esp-image';
 import { verifyImageSignature } from '../image/signature';
 import { compareVersions } from '../image/version';
 import { BeginFlag, Command, Feature, RESTART_DELAY_MS, RunningState, Status, TransferState } from '../protocol/constants';
-import { DELTA_BLOCK } from '../delta/format';
+import { DELTA_BLOCK, HeaderOffset } from '../delta/format';
 import { DeflatedStream } from '../protocol/deflate-chunks';
 import type { DeviceInfoV2, DeviceLink } from '../protocol/v2-codec';
 import type { OtaConnection } from './connection';
@@ -697,7 +697,7 @@ class V2Update {
 function imageStoredAt(patch: PatchPlan | undefined, offset: number): number {
   if (!patch) return offset;
   if (offset <= 0) return 0;
-  if (offset >= patch.patch.length) return patch.patch.readUInt32LE(44); // the header's new_size
+  if (offset >= patch.patch.length) return patch.patch.readUInt32LE(HeaderOffset.NEW_SIZE);
   return patch.patch.readUInt32LE(Math.floor(offset / DELTA_BLOCK) * DELTA_BLOCK);
 }
 
