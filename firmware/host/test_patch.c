@@ -578,6 +578,65 @@ test_patch_first_chunk_rebuilds_little(void)
     CHECK_EQ(s_fx.dev.flash.writes, writes);
 }
 
+/* The image arrived whole (END OK) and the client, its answer lost, sends
+ * BEGIN again for the same image but in another form (a patch after the
+ * full image, or the other way round): the offsets the device holds count
+ * another stream, so it starts over rather than send the client somewhere
+ * in a stream it is not sending; the update then goes through. */
+static void
+test_patch_complete_image_other_form(void)
+{
+    uint8_t base[32];
+    static uint8_t full[MAX_IMG + MAX_IMG / 8];
+
+    for (int first_patch = 0; first_patch < 2; first_patch++) {
+        CHECK_OK(patch_setup(30000, 70000));
+        ble_ota_sha256(s_old, s_old_len, base);
+        const size_t full_len = test_deflate_chunks(s_new, s_new_len, 0, full, sizeof(full));
+        if (first_patch) {
+            begin_patch();
+            stream(s_stream, 0, s_stream_len, 0);
+        } else {
+            begin_patch_raw(s_new, s_new_len, BLE_OTA_BEGIN_FLAG_DEFLATE, base, BLE_OTA_BEGIN_SIZE);
+            stream(full, 0, full_len, 0);
+        }
+        CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+        CHECK(answered(BLE_OTA_CMD_END, BLE_OTA_ST_OK, 2));
+        ble_ota_core_disconnected(&s_fx.core);
+        ble_ota_core_connected(&s_fx.core);
+
+        if (first_patch) {
+            begin_patch_raw(s_new, s_new_len, BLE_OTA_BEGIN_FLAG_DEFLATE, base, BLE_OTA_BEGIN_SIZE);
+        } else {
+            begin_patch();
+        }
+        CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+        CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), 0);
+        CHECK_EQ(ble_ota_get_le32(last_note()->data + 10), 0);
+        if (first_patch) {
+            stream(full, 0, full_len, 0);
+        } else {
+            stream(s_stream, 0, s_stream_len, 0);
+        }
+        CHECK_OK(finish_and_boot_new());
+    }
+
+    /* The same form again: complete already, nothing left to send. */
+    CHECK_OK(patch_setup(30000, 70000));
+    begin_patch();
+    stream(s_stream, 0, s_stream_len, 0);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    ble_ota_core_disconnected(&s_fx.core);
+    ble_ota_core_connected(&s_fx.core);
+    const uint32_t writes = s_fx.dev.flash.writes;
+    begin_patch();
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 2), s_stream_len);
+    CHECK_EQ(ble_ota_get_le32(last_note()->data + 10), s_patch_len);
+    CHECK_EQ(s_fx.dev.flash.writes, writes);
+    CHECK_OK(finish_and_boot_new());
+}
+
 /* Signed images: the running image's size and SHA-256 take its signature
  * sector in (as the file that was sent), and a patch between two signed
  * images installs on a device that takes only signed images. */
@@ -633,5 +692,6 @@ test_patch_run_all(void)
     RUN(test_patch_resume_mid_patch);
     RUN(test_patch_power_loss_while_applying);
     RUN(test_patch_damaged);
+    RUN(test_patch_complete_image_other_form);
     RUN(test_patch_signed_images);
 }

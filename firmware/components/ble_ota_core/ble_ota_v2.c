@@ -358,17 +358,20 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         return;
     }
 
-    if (t->state == BLE_OTA_V2_COMPLETE && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0) {
-        /* The same image, received and valid already (END's answer, or
-         * the link, was lost): nothing to send; END answers OK again. */
+    /* The same image in the same form (plain, deflated, or a patch of the
+     * same base): the offsets the device holds count the stream the client
+     * sends. In another form they would not, and it starts over. */
+    const bool same = t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0 && t->deflate == deflate &&
+                      t->patch == patch && (!patch || memcmp(t->base_sha256, base, BLE_OTA_SHA256_LEN) == 0);
+    if (t->state == BLE_OTA_V2_COMPLETE && same) {
+        /* Received and valid already (END's answer, or the link, was
+         * lost): nothing to send; END answers OK again. */
         t->flags = flags;
         ble_ota_log(port, BLE_OTA_LOG_INFO, "BEGIN: image complete already");
         v2_answer_begin(core, t->received);
         return;
     }
-    if (v2_active(core) && t->size == size && memcmp(t->sha256, sha256, BLE_OTA_SHA256_LEN) == 0 &&
-        t->deflate == deflate && t->patch == patch &&
-        (!patch || memcmp(t->base_sha256, base, BLE_OTA_SHA256_LEN) == 0)) {
+    if (v2_active(core) && same) {
         /* The same image: go on from what is stored. Every byte below
          * received is in flash or in the block, so that is the offset,
          * even if its ACK never reached the client. With DEFLATE, a chunk
@@ -395,7 +398,7 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         return;
     }
 
-    ble_ota_v2_abort(core, "BEGIN for another image");
+    ble_ota_v2_abort(core, "BEGIN for another image or form");
     ble_ota_seed_abort(core, "BEGIN");
     const ble_ota_port_err_t err = port->slot_begin(port->ctx, size);
     if (err != BLE_OTA_PORT_OK) {
