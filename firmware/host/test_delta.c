@@ -533,6 +533,76 @@ test_delta_malformed(void)
     CHECK_EQ(s_bound_violations, 0);
 }
 
+/* Lengths and moves near 2^32, after instructions that moved the positions
+ * off 0: a sum that wrapped in 32 bits would pass the bounds it is checked
+ * against (the ESP32 is a 32-bit machine); each is refused instead. */
+static void
+test_delta_lengths_near_4gb(void)
+{
+    writer_t w;
+    uint8_t p[2 * BLOCK];
+
+    random_old(10000);
+    w_init(&w);
+    w_copy(&w, 10);
+    w_data(&w, BLE_OTA_DELTA_OP_INSERT, (const uint8_t *)"0123456789", 10);
+    const uint32_t len = w_finish(&w); /* COPY 10 at 84, INSERT 10 at 85: 96 bytes, 20 rebuilt */
+    CHECK_EQ(len, 96);
+    CHECK_EQ(apply(s_patch, len, 0), BLE_OTA_DELTA_OK);
+    /* Opcode at 84, then the varint 0xFFFFFFBF (64 + it: the longest length, 2^32 - 1). */
+    static const uint8_t longest[5] = { 0xBF, 0xFF, 0xFF, 0xFF, 0x0F };
+
+#define VARIANT(what, expected) \
+    do { \
+        memcpy(p, s_patch, len); \
+        uint32_t plen = len; \
+        what; \
+        const ble_ota_delta_err_t got = apply(p, plen, 0); \
+        if (got != (expected) || s_bound_violations != 0) { \
+            test_failf(__FILE__, __LINE__, "%s: %s, expected %s", #what, ble_ota_delta_err_name(got), \
+                       ble_ota_delta_err_name(expected)); \
+            return; \
+        } \
+    } while (0)
+
+    /* COPY 2^32 - 1 after COPY 10: new_pos + n is 9 in 32 bits. */
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_COPY; memcpy(p + 86, longest, 5); plen = 91;
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_NEW_RANGE);
+    /* ADD and INSERT of 2^32 - 1: their data would run past the block (in_pos + n wraps). */
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_ADD; memcpy(p + 86, longest, 5); plen = 91;
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_BLOCK);
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_INSERT; memcpy(p + 86, longest, 5); plen = 91;
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_BLOCK);
+    /* SEEK +(2^31 - 1) and -2^31 from old position 10: outside the old image, not wrapped into it. */
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_SEEK; p[86] = 0xFE; p[87] = 0xFF; p[88] = 0xFF; p[89] = 0xFF; p[90] = 0x0F;
+            plen = 91; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_OLD_RANGE);
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_SEEK; p[86] = 0xFF; p[87] = 0xFF; p[88] = 0xFF; p[89] = 0xFF; p[90] = 0x0F;
+            plen = 91; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_OLD_RANGE);
+    /* SEEK to the old image's end is allowed; a COPY from there is not. */
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_SEEK; p[86] = 0x8C; p[87] = 0x9C; p[88] = 0x01; p[89] = 0x01; plen = 90;
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_OLD_RANGE);
+    /* A varint's fifth byte with its continuation bit: no sixth byte is read. */
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_COPY; memcpy(p + 86, longest, 5); p[90] = 0x80; plen = 91;
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_OP);
+    /* A patch that declares 4 GB and stops: LENGTH at the end, nothing past what arrived. */
+    VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, UINT32_MAX), BLE_OTA_DELTA_ERR_LENGTH);
+    /* Zero-length everything: a header alone rebuilds an empty image; one more instruction is too many. */
+    VARIANT(plen = BLE_OTA_DELTA_HEADER_LEN; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen);
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_NEW_SIZE, 0), BLE_OTA_DELTA_OK);
+    VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_NEW_SIZE, 0), BLE_OTA_DELTA_ERR_NEW_RANGE);
+    VARIANT(plen = BLE_OTA_DELTA_HEADER_LEN;
+            ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_LENGTH);
+    VARIANT(plen = 0, BLE_OTA_DELTA_ERR_LENGTH);
+    /* A block cursor that goes back (block 1 of a patch padded after its first instruction). */
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_END_BLOCK; memset(p + 86, 0, BLOCK - 86); ble_ota_put_le32(p + BLOCK, 9);
+            ble_ota_put_le32(p + BLOCK + 4, 10); p[BLOCK + 8] = 0x8A; memcpy(p + BLOCK + 9, "0123456789", 10);
+            plen = BLOCK + 19; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_ERR_BLOCK);
+    VARIANT(p[85] = BLE_OTA_DELTA_OP_END_BLOCK; memset(p + 86, 0, BLOCK - 86); ble_ota_put_le32(p + BLOCK, 10);
+            ble_ota_put_le32(p + BLOCK + 4, 10); p[BLOCK + 8] = 0x8A; memcpy(p + BLOCK + 9, "0123456789", 10);
+            plen = BLOCK + 19; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_OK);
+#undef VARIANT
+}
+
 /* Instructions cut by a block's end, and cursors that disagree. */
 static void
 test_delta_blocks(void)
@@ -770,6 +840,7 @@ main(int argc, char **argv)
     RUN(test_delta_rewind_at_any_point);
     RUN(test_delta_rewind_to_another_patch);
     RUN(test_delta_malformed);
+    RUN(test_delta_lengths_near_4gb);
     RUN(test_delta_blocks);
     RUN(test_delta_damaged_patches);
     if (argc > 1) {
