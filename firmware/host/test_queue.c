@@ -12,6 +12,8 @@
 
 /* The ESP32's FreeRTOS message buffer stores a size_t before each item. */
 #define ESP32_PREFIX 4u
+/* The longest request a client sends: BEGIN with PATCH (its base) and the session MAC. */
+#define LONGEST_REQUEST (BLE_OTA_BEGIN_PATCH_SIZE + BLE_OTA_AUTH_MAC_LEN)
 
 /* A client streams `data` image bytes per packet while next - acked <
  * window, nothing acknowledged, into a queue of `bytes` bytes: how many
@@ -52,10 +54,10 @@ test_queue_holds_a_full_window_at_every_packet_size(void)
                     return;
                 }
                 /* With the window queued, END and ABORT (and even two
-                 * authenticated BEGINs) still get in. */
-                CHECK(ble_ota_queue_admit(prefix, space, BLE_OTA_QUEUE_COMMAND, BLE_OTA_QUEUE_REQUEST_MAX));
-                space -= BLE_OTA_QUEUE_ITEM_COST(prefix, BLE_OTA_QUEUE_REQUEST_MAX);
-                CHECK(ble_ota_queue_admit(prefix, space, BLE_OTA_QUEUE_COMMAND, BLE_OTA_QUEUE_REQUEST_MAX));
+                 * authenticated BEGINs of a patch) still get in. */
+                CHECK(ble_ota_queue_admit(prefix, space, BLE_OTA_QUEUE_COMMAND, LONGEST_REQUEST));
+                space -= BLE_OTA_QUEUE_ITEM_COST(prefix, LONGEST_REQUEST);
+                CHECK(ble_ota_queue_admit(prefix, space, BLE_OTA_QUEUE_COMMAND, LONGEST_REQUEST));
             }
         }
     }
@@ -72,9 +74,9 @@ test_queue_small_packets_never_take_the_reserve(void)
     CHECK(stream_window(ESP32_PREFIX, bytes, 32768, 16, &space) > 0);
     CHECK(space >= BLE_OTA_QUEUE_COMMAND_RESERVE(ESP32_PREFIX));
     CHECK(!ble_ota_queue_admit(ESP32_PREFIX, space, BLE_OTA_QUEUE_STREAM, BLE_OTA_STREAM_HEADER + 16));
-    CHECK(ble_ota_queue_admit(ESP32_PREFIX, space, BLE_OTA_QUEUE_COMMAND, BLE_OTA_QUEUE_REQUEST_MAX));
-    space -= BLE_OTA_QUEUE_ITEM_COST(ESP32_PREFIX, BLE_OTA_QUEUE_REQUEST_MAX);
-    CHECK(ble_ota_queue_admit(ESP32_PREFIX, space, BLE_OTA_QUEUE_COMMAND, BLE_OTA_QUEUE_REQUEST_MAX));
+    CHECK(ble_ota_queue_admit(ESP32_PREFIX, space, BLE_OTA_QUEUE_COMMAND, LONGEST_REQUEST));
+    space -= BLE_OTA_QUEUE_ITEM_COST(ESP32_PREFIX, LONGEST_REQUEST);
+    CHECK(ble_ota_queue_admit(ESP32_PREFIX, space, BLE_OTA_QUEUE_COMMAND, LONGEST_REQUEST));
     /* Nothing longer than the largest value the GATT layer takes. */
     CHECK(!ble_ota_queue_admit(ESP32_PREFIX, bytes, BLE_OTA_QUEUE_COMMAND, BLE_OTA_MAX_PACKET + 1));
     CHECK(ble_ota_queue_admit(ESP32_PREFIX, bytes, BLE_OTA_QUEUE_COMMAND, BLE_OTA_MAX_PACKET));

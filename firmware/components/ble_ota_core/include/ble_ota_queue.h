@@ -53,9 +53,9 @@
 #define BLE_OTA_QUEUE_WINDOW_BYTES(prefix, window, data) \
     (BLE_OTA_QUEUE_WINDOW_PACKETS(window, data) * BLE_OTA_QUEUE_ITEM_COST(prefix, BLE_OTA_STREAM_HEADER + (data)))
 
-/* The longest request a client sends while a transfer runs: BEGIN with its
- * session MAC (a device with authentication). */
-#define BLE_OTA_QUEUE_REQUEST_MAX (BLE_OTA_BEGIN_SIZE + BLE_OTA_AUTH_MAC_LEN)
+/* The longest request a client sends while a transfer runs: BEGIN with
+ * PATCH (its base_sha256) and its session MAC (a device with authentication). */
+#define BLE_OTA_QUEUE_REQUEST_MAX (BLE_OTA_BEGIN_PATCH_SIZE + BLE_OTA_AUTH_MAC_LEN)
 
 /* Kept free of Stream packets: two of the longest requests. */
 #define BLE_OTA_QUEUE_COMMAND_RESERVE(prefix) (2u * BLE_OTA_QUEUE_ITEM_COST(prefix, BLE_OTA_QUEUE_REQUEST_MAX))
