@@ -603,6 +603,32 @@ test_delta_lengths_near_4gb(void)
 #undef VARIANT
 }
 
+/* The last block of a patch of almost 4 GB: its end, at patch_size, is
+ * past 2^32 - 4096, where a block's end computed as start + 4096 wraps to 0
+ * and would refuse every ADD or INSERT there. The positions the blocks of
+ * padding before it would leave are set directly (feeding 4 GB takes too long). */
+static void
+test_delta_last_block_below_4gb(void)
+{
+    static ble_ota_delta_t d;
+    uint8_t head[BLE_OTA_DELTA_HEADER_LEN] = { 'B', 'O', 'D', 'P', BLE_OTA_DELTA_VERSION, BLE_OTA_DELTA_BLOCK_SHIFT };
+    const uint8_t last[] = { 0, 0, 0, 0, 0, 0, 0, 0, BLE_OTA_DELTA_OP_INSERT | 2, 'h', 'i', BLE_OTA_DELTA_OP_END_BLOCK,
+                             0 };
+
+    random_old(100);
+    ble_ota_put_le32(head + BLE_OTA_DELTA_OFF_OLD_SIZE, s_old_len);
+    ble_ota_put_le32(head + BLE_OTA_DELTA_OFF_NEW_SIZE, 2);
+    ble_ota_put_le32(head + BLE_OTA_DELTA_OFF_PATCH_SIZE, UINT32_MAX);
+    sink_reset();
+    applier_init(&d, MAX_IMAGE);
+    CHECK_EQ(ble_ota_delta_feed(&d, head, sizeof(head)), BLE_OTA_DELTA_OK);
+    d.in_pos = UINT32_MAX - UINT32_MAX % BLOCK; /* the last block's start: 2^20 - 1 blocks of padding before */
+    CHECK_EQ(ble_ota_delta_feed(&d, last, sizeof(last)), BLE_OTA_DELTA_OK);
+    CHECK_EQ(s_out_len, 2);
+    CHECK(memcmp(s_out, "hi", 2) == 0);
+    CHECK_EQ(s_bound_violations, 0);
+}
+
 /* Instructions cut by a block's end, and cursors that disagree. */
 static void
 test_delta_blocks(void)
@@ -841,6 +867,7 @@ main(int argc, char **argv)
     RUN(test_delta_rewind_to_another_patch);
     RUN(test_delta_malformed);
     RUN(test_delta_lengths_near_4gb);
+    RUN(test_delta_last_block_below_4gb);
     RUN(test_delta_blocks);
     RUN(test_delta_damaged_patches);
     if (argc > 1) {

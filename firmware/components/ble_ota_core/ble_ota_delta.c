@@ -85,13 +85,16 @@ ble_ota_delta_err_name(ble_ota_delta_err_t err)
     return "?";
 }
 
-/* The end of the block that holds the last byte taken (the patch's end in its last block). */
+/* The end of the block that holds the last byte taken (the patch's end in
+ * its last block). From what is left of the patch after the block's start,
+ * so that in a last block past 2^32 - 4096 the end does not wrap to 0. */
 static uint32_t
 block_end(const ble_ota_delta_t *d)
 {
     const uint32_t last = d->in_pos - 1u;
-    const uint32_t end = last - (last % BLE_OTA_DELTA_BLOCK) + BLE_OTA_DELTA_BLOCK;
-    return end < d->header.patch_size ? end : d->header.patch_size;
+    const uint32_t start = last - last % BLE_OTA_DELTA_BLOCK;
+    const uint32_t left = d->header.patch_size - start;
+    return start + (left < BLE_OTA_DELTA_BLOCK ? left : BLE_OTA_DELTA_BLOCK);
 }
 
 /* Emits the bytes at new position `at` that were not emitted before. */
