@@ -319,6 +319,44 @@ describe('authenticated updates, from the attacker side', function () {
     }
   });
 
+  it('ACKs that run ahead of a device that keeps nothing end the update after the rest was sent again twice, not in a stream without end', async () => {
+    // Interference drops every stream packet while someone on the air acknowledges each one.
+    const forgeRadio = new VirtualRadio();
+    try {
+      const target = await forgeRadio.addDevice(ownedDevice({ name: 'jammed', restartDelayMs: 20 }));
+      const bindings = forgeRadio.bindings as unknown as { write: (id: string, s: string, c: string, data: Buffer, withoutResponse: boolean) => void };
+      const write = bindings.write.bind(bindings);
+      let passes = 0;
+      const harness = new AbortController();
+      bindings.write = (id, service, chr, data, withoutResponse) => {
+        if (chr !== nobleUuid(OTA_STREAM_UUID)) return write(id, service, chr, data, withoutResponse);
+        const offset = data.readUInt32LE(0);
+        // A bound for the test alone, should the client never stop.
+        if (offset === 0 && ++passes > 20) harness.abort();
+        const ack = Buffer.alloc(5);
+        ack[0] = Event.ACK;
+        ack.writeUInt32LE(offset + data.length - 4, 1);
+        setImmediate(() => forgeRadio.bindings.emit('read', peripheralId(target.address), nobleUuid(OTA_SERVICE_UUID), nobleUuid(OTA_COMMAND_UUID), ack, true));
+      };
+      const runningBefore = (await target.state()).running;
+      const c = new BleOtaClient({ noble: forgeRadio.noble, timeouts: { scanMs: 3000, gattMs: 2000 } });
+      const image = signedImage({ size: 16 * 1024, version: '2.0.0', seed: 5 });
+      const err = await c.update({ target: { name: 'jammed' }, image, secret: OWNER.secret, compress: false, delta: false, resumeAttempts: 1, signal: harness.signal }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof BleOtaError, String(err));
+      assert.equal(err.code, 'GATT_TIMEOUT', err.message);
+      assert.match(err.message, /The device has \d+ bytes, not all \d+, after sending the rest again twice/);
+      // Three passes on the first connection and three on the one reconnection allowed.
+      assert.ok(passes <= 6, `the image went ${passes} times`);
+      assert.equal(err.device?.runs, 'old', err.message);
+      assert.equal((await target.state()).running, runningBefore, 'the device runs its old image');
+    } finally {
+      await forgeRadio.stopAll();
+    }
+  });
+
   it('a device never provisioned takes no update from anyone', async () => {
     await radio.addDevice({ name: 'unprovisioned', allowUnauthenticated: false, signingKey: OWNER.signingKey, restartDelayMs: 20 });
     await assert.rejects(client().update({ target: { name: 'unprovisioned' }, image, secret: OWNER.secret }), code('NOT_PROVISIONED'));

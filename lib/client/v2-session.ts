@@ -381,6 +381,9 @@ export class V2Session {
     // must end however many of them come.
     let stalls = 0;
     let idleEvents = 0;
+    // The stream's end reached by the ACKs but not by the device: how often, and the device's offset then.
+    let shortEnds = 0;
+    let provenShort = -1;
     const idleLimit = 2 * Math.ceil(window / chunk) + 8;
     const source = Buffer.isBuffer(image) ? bufferSource(image) : image;
     // Until the source has produced its last byte, its end is further than anything sent.
@@ -453,8 +456,17 @@ export class V2Session {
         // ACKs carry no MAC: before END, the device's proven offset must agree
         // that it has everything (a forged ACK would otherwise cut the transfer short).
         acked = await this.resumeFromDevice(stallMs, base, length(), acked, onProgress, () => undefined);
-        if (acked < length() && ++stalls > 2) {
-          throw new BleOtaError('GATT_TIMEOUT', `The device has ${base + acked} bytes, not all ${base + length()}, after sending the rest again twice.`);
+        if (acked < length()) {
+          // Only the proven offset counts as progress here: ACKs that keep
+          // running ahead of the device (forged, or a device acknowledging
+          // what it did not keep) would otherwise send the image for ever.
+          if (acked > provenShort) {
+            provenShort = acked;
+            shortEnds = 0;
+          }
+          if (++shortEnds > 2) {
+            throw new BleOtaError('GATT_TIMEOUT', `The device has ${base + acked} bytes, not all ${base + length()}, after sending the rest again twice.`);
+          }
         }
         next = acked;
       }
