@@ -154,6 +154,29 @@ describe('cancelling while a connection is being made', function () {
     await expectNothingLeft(device, capture.seen.peripheral, name, 3);
   });
 
+  it('a disconnect event during the attempt (one the previous link sent late, or twice) leaves no connection behind: the update finishes', async () => {
+    const name = 'cc-stray';
+    const device = await radio.addDevice({ name, restartDelayMs: 10 });
+    const bindings = radio.bindings as unknown as { connect: (id: string, parameters: unknown) => void };
+    const connect = bindings.connect.bind(bindings);
+    let connects = 0;
+    bindings.connect = (id, parameters) => {
+      // The reconnection after RESTART: the restart's disconnect is reported again as it starts.
+      if (id === peripheralId(device.address) && ++connects === 2) radio.bindings.emit('disconnect', id, 0x16);
+      connect(id, parameters);
+    };
+    try {
+      const image = buildAppImage({ size: 64 * 1024, projectName: 'cancel-connect', version: '2.0.0', seed: 5 });
+      const result = await client.update({ target: { name }, image });
+      assert.ok(connects >= 3, 'the update connected again after the failed attempt');
+      assert.equal(result.confirmed, true);
+      assert.equal(result.runningVersion, '2.0.0');
+    } finally {
+      bindings.connect = connect;
+    }
+    assert.equal(radio.bindings.isConnected(device), false, 'no connection stays open');
+  });
+
   it('a connect timeout on a request the device never answered: the cancel ends the attempt', async () => {
     const name = 'cc-lost';
     const device = await radio.addDevice({ name, restartDelayMs: 10 });

@@ -6,7 +6,7 @@
  * device refuses simply never calls back), so every wait here is bounded.
  */
 import { CancelledError, DeviceError, GattTimeoutError } from '../errors';
-import type { Callback, NobleCharacteristic, NoblePeripheral, NobleService } from './noble-types';
+import type { Callback, NobleCharacteristic, NobleConnectParameters, NoblePeripheral, NobleService } from './noble-types';
 
 interface Waiter {
   reject(err: Error): void;
@@ -25,6 +25,8 @@ const abandonedConnects = new WeakMap<NoblePeripheral, () => void>();
 export class Link {
   private readonly waiters = new Set<Waiter>();
   private lostError: Error | undefined;
+  /** This link's connection attempt has not been answered yet (noble's state may say otherwise: see connect()). */
+  private connectPending = false;
   private readonly onDisconnect = (reason?: number) => {
     const hex = typeof reason === 'number' ? ` (reason 0x${reason.toString(16).padStart(2, '0')})` : '';
     this.fail(new DeviceError('DISCONNECTED', `the connection to ${this.describe()} was lost${hex}`));
@@ -86,6 +88,26 @@ export class Link {
   }
 
   /**
+   * Makes the connection. Until noble answers, the attempt is this link's,
+   * whatever noble's state says meanwhile: a disconnect event that arrives
+   * during it (a late one of the previous link, or one sent twice) sets the
+   * state to 'disconnected' while the controller goes on connecting, and
+   * close() must end the attempt all the same.
+   */
+  connect(parameters: NobleConnectParameters, timeoutMs: number): Promise<void> {
+    this.connectPending = true;
+    return this.run<void>(
+      'connecting',
+      (cb) =>
+        this.peripheral.connect(parameters, (err) => {
+          this.connectPending = false;
+          cb(err);
+        }),
+      timeoutMs,
+    );
+  }
+
+  /**
    * noble keeps a callback's listener on the peripheral (one object per
    * device, for the process's lifetime) until an answer comes, which never
    * does on a link that dropped: listen ourselves, and stop when we give up.
@@ -121,7 +143,7 @@ export class Link {
    */
   async close(): Promise<void> {
     this.signal?.removeEventListener('abort', this.onAbort);
-    if (this.peripheral.state === 'connecting') {
+    if (this.peripheral.state === 'connecting' || this.connectPending) {
       // What still waits for the connection fails with the link's error, not noble's "connection canceled!".
       this.fail(this.lostError ?? this.closedError());
       await this.abandonConnect();
@@ -146,7 +168,8 @@ export class Link {
    * until the device answers, then holds a connection nobody owns: the
    * device stops advertising. So: cancel it (LE Create Connection Cancel),
    * and should it be made anyway (the cancel crossed the Connection
-   * Complete, or the bindings cannot cancel), disconnect it at once.
+   * Complete, the bindings cannot cancel, or noble no longer calls the
+   * peripheral connecting and so sends no cancel), disconnect it at once.
    * Resolves when the attempt has ended, or after the GATT timeout; the
    * guard stays until the attempt ends or another Link takes the peripheral.
    */

@@ -131,7 +131,7 @@ export class BleOtaClient {
     progress('connecting');
     const link = new Link(peripheral, timeouts.gattMs, signal);
     try {
-      await link.run('connecting', (cb) => peripheral.connect(CONNECT_PARAMETERS, cb), timeouts.connectMs);
+      await link.connect(CONNECT_PARAMETERS, timeouts.connectMs);
       const services = await link.discoverServices([nobleUuid(OTA_SERVICE_UUID), DEVICE_INFORMATION_UUID]);
       const ota = services.find((s) => s.uuid === nobleUuid(OTA_SERVICE_UUID));
       if (!ota) {
