@@ -274,6 +274,16 @@ describe('ble-ota-status node', function () {
       assert.equal((byAddress.result!.payload as FirmwareInfo).name, 'status-other');
     });
 
+    it('a msg.device that is no string is refused, not taken for the configured device', async () => {
+      const nodes = await load(flow({}, 'status-v2'));
+      const { result, error } = await ask(nodes, { device: 7 });
+      assert.equal(result, undefined, 'no device was asked');
+      const err = error!.error as { code: string; message: string };
+      assert.equal(err.code, 'INVALID_ARGUMENT');
+      assert.match(err.message, /^msg\.device is number 7, not a string: give the name or address of the device to ask/);
+      assert.deepEqual(lastStatus(nodes.st), { fill: 'red', shape: 'ring', text: 'failed' });
+    });
+
     it('shows an image that awaits confirmation: pendingConfirmation, yellow status', async () => {
       const radio = sharedVirtualRadio();
       await radio.ensureDevice('status-pending');

@@ -3,7 +3,7 @@
  * against virtual ESP32s.
  */
 import { strict as assert } from 'node:assert';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { generateSigningKey } from '../lib/image/signature';
 import { OWNER, ownedDevice, signedImage } from './support/owner';
@@ -146,6 +146,39 @@ describe('ble-ota-upload node', function () {
     assert.match(first.message, /^The firmware arrived in pieces.*a single Buffer object/);
     assert.equal((errors[0].parts as { id: string }).id, 'file-1');
     assert.equal((errors[1].parts as { id: string }).id, 'file-2');
+  });
+
+  it('msg.device, msg.size and msg.sha256 of the wrong kind are refused with what was given; a size as digits and a hash in capitals are taken', async () => {
+    const nodes = await load('node-test-named');
+    const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 63 });
+    const hash = createHash('sha256').update(image).digest('hex');
+    const refused = async (msg: Msg) => {
+      const { result, error } = await send(nodes, { payload: image, ...msg });
+      assert.equal(result, undefined, 'nothing updated');
+      return error!.error as { code: string; message: string };
+    };
+    // A device name that is no string would otherwise have updated the configured device.
+    let err = await refused({ device: 7 });
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /^msg\.device is number 7, not a string: give the name or address of the device to update/);
+    err = await refused({ device: { name: 'esp32' } });
+    assert.match(err.message, /^msg\.device is object, not a string/);
+    err = await refused({ size: 'big' });
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /^msg\.size "big" is no size in bytes: give the image's size as a whole number/);
+    err = await refused({ size: -1 });
+    assert.match(err.message, /^msg\.size number -1 is no size in bytes/);
+    err = await refused({ size: image.length + 1 });
+    assert.equal(err.code, 'IMAGE_MISMATCH');
+    err = await refused({ sha256: 'xyz' });
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /^msg\.sha256 "xyz" is no SHA-256: give the image's SHA-256 as 64 hex digits/);
+    err = await refused({ sha256: '00'.repeat(32) });
+    assert.equal(err.code, 'IMAGE_MISMATCH');
+    // As an HTTP header or a query parameter gives them: taken.
+    const { result, error } = await send(nodes, { payload: image, size: ` ${image.length}`, sha256: hash.toUpperCase(), device: ' node-test-named ' });
+    assert.equal(error, undefined);
+    assert.equal((result!.payload as { confirmed: boolean }).confirmed, true);
   });
 
   it('a base64 string: IMAGE_NOT_BUFFER with a hint to decode it', async () => {

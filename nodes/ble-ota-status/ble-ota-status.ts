@@ -18,6 +18,7 @@ import { closeWhenSettled } from '../shared/close';
 import { checkConfigAtDeploy } from '../shared/deploy';
 import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
+import { deviceOverride } from '../shared/message';
 import { OtaEvent, otaEvents } from '../shared/ota-events';
 import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
 import { statusForError } from '../shared/status';
@@ -135,7 +136,14 @@ export = function register(RED: RED): void {
         done(new BleOtaError('BUSY', t(S + 'errors.busy', { limit: WAITING_LIMIT })));
         return;
       }
-      const override = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : undefined;
+      let override: string | undefined;
+      try {
+        override = deviceOverride(msg, (value) => t(S + 'errors.badDevice', { value }));
+      } catch (err) {
+        node.status(statusForError(t, S + 'status.', err));
+        done(err as Error);
+        return;
+      }
       node.status({ fill: 'yellow', shape: 'ring', text: t(S + 'status.connecting') });
       const job: Promise<void> = readInfo(config, override)
         .then(

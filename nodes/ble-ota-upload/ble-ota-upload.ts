@@ -26,6 +26,7 @@ import { checkConfigAtDeploy } from '../shared/deploy';
 import { OtaEvent, otaEvents, OtaState } from '../shared/ota-events';
 import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
+import { describeValue, deviceOverride } from '../shared/message';
 import type { Node, NodeMessage, NodeStatus, RED } from '../shared/red';
 import { StatusFilter, statusForError } from '../shared/status';
 import { UploadJob as Job, UploadNodeDef, updateOptions, uploadSettings } from './job';
@@ -143,12 +144,13 @@ export = function register(RED: RED): void {
         done(error);
         return;
       }
-      const override = typeof msg.device === 'string' && msg.device.trim() ? msg.device.trim() : undefined;
-      const target = override ?? (config.device || undefined);
+      let target: string | undefined;
       let summary: EspImageSummary;
       let deviceId: string | undefined;
       let baseImage: Buffer | undefined;
       try {
+        const override = deviceOverride(msg, (value) => t('ble-ota-upload.errors.badDevice', { value }));
+        target = override ?? (config.device || undefined);
         // The configured id belongs to the configured device, not to another one msg.device names.
         const sameDevice = override === undefined || sameTarget(override, config.device);
         deviceId = deviceIdFor(msg, sameDevice ? config.deviceId : undefined);
@@ -352,13 +354,23 @@ export = function register(RED: RED): void {
    */
   function checkExpected(msg: NodeMessage, image: Buffer): void {
     const { sha256, size } = msg as { sha256?: unknown; size?: unknown };
-    if (size !== undefined && size !== image.length) {
-      throw new ImageError('IMAGE_MISMATCH', t('ble-ota-upload.errors.sizeMismatch', { expected: String(size), actual: image.length }));
+    if (size !== undefined && size !== null) {
+      // A count of bytes; as text too (an HTTP header, a query parameter), but only digits.
+      const expected = typeof size === 'number' ? size : typeof size === 'string' && /^\s*\d+\s*$/.test(size) ? Number(size) : NaN;
+      if (!Number.isSafeInteger(expected) || expected < 0) {
+        throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.badSize', { value: describeValue(size) }));
+      }
+      if (expected !== image.length) {
+        throw new ImageError('IMAGE_MISMATCH', t('ble-ota-upload.errors.sizeMismatch', { expected, actual: image.length }));
+      }
     }
-    if (sha256 === undefined) return;
+    if (sha256 === undefined || sha256 === null) return;
+    if (typeof sha256 !== 'string' || !/^[0-9a-f]{64}$/i.test(sha256.trim())) {
+      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.badSha256', { value: describeValue(sha256) }));
+    }
     const actual = createHash('sha256').update(image).digest('hex');
-    if (typeof sha256 !== 'string' || sha256.trim().toLowerCase() !== actual) {
-      throw new ImageError('IMAGE_MISMATCH', t('ble-ota-upload.errors.shaMismatch', { expected: String(sha256).slice(0, 64), actual }));
+    if (sha256.trim().toLowerCase() !== actual) {
+      throw new ImageError('IMAGE_MISMATCH', t('ble-ota-upload.errors.shaMismatch', { expected: sha256.trim().toLowerCase(), actual }));
     }
   }
 
