@@ -110,6 +110,20 @@ describe('ble-ota-sample node', function () {
       assert.equal(verifyImageSignature(image, parseEspImage(image).imageLength, { publicKeyPem: key }).ok, true);
     });
 
+    it('the same settings give the same signed image (a signature is random), a copy each time; other settings another', async () => {
+      process.env.BLE_OTA_VIRTUAL_SIGNING_KEY = join(dir, 'key.pem');
+      const wires = await load({ size: 16, version: 'version', versionType: 'msg' });
+      const first = (await exchange(wires.sample, { version: '2.0.0' }, wires)).result!.payload as Buffer;
+      first.fill(0); // a flow changing the Buffer it got changes no later sample
+      const again = (await exchange(wires.sample, { version: '2.0.0' }, wires)).result!.payload as Buffer;
+      const next = (await exchange(wires.sample, { version: '2.1.0' }, wires)).result!.payload as Buffer;
+      const third = (await exchange(wires.sample, { version: '2.0.0' }, wires)).result!.payload as Buffer;
+      assert.equal(verifyImageSignature(again, parseEspImage(again).imageLength, { publicKeyPem: key }).ok, true);
+      assert.ok(again.equals(third), 'byte for byte: a device that runs it reports the same SHA-256');
+      assert.equal(parseEspImage(next).appDesc.version, '2.1.0');
+      assert.ok(!next.equals(again));
+    });
+
     it('a key it cannot read is an error that names the file, never a key', async () => {
       process.env.BLE_OTA_VIRTUAL_SIGNING_KEY = join(dir, 'missing.pem');
       const wires = await load({ size: 16 });

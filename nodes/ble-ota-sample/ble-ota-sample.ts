@@ -9,6 +9,7 @@
  * (BLE_OTA_VIRTUAL_SIGNING_KEY, as `npm start`'s demo fleet), the sample is
  * signed with that key, so that they install it too.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BleOtaError } from '../../lib/errors';
 import { sampleImage, SAMPLE_DEFAULTS } from '../../lib/image/sample-image';
@@ -25,6 +26,9 @@ interface SampleNodeDef extends NodeDef {
   /** KiB. */
   size?: string | number;
 }
+
+/** Signed samples kept for their next request (the last versions a flow asked for). */
+const SIGNED_SAMPLES_KEPT = 4;
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-sample');
@@ -48,7 +52,7 @@ export = function register(RED: RED): void {
             throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.noVersion', { source: `${versionType}.${String(def.version)}` }));
           }
           if (!(sizeKiB >= 1 && sizeKiB <= 16384)) throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.size'));
-          const image = sampleImage({ projectName, version, chip, size: Math.round(sizeKiB * 1024), signingKey: virtualSigningKey() });
+          const image = makeSample(projectName, version, chip, Math.round(sizeKiB * 1024), virtualSigningKey());
           node.status({});
           send({ ...msg, payload: image } as NodeMessage);
           done();
@@ -59,6 +63,28 @@ export = function register(RED: RED): void {
         }
       });
     });
+  }
+
+  /**
+   * Signed samples made, newest last, by their settings and key. A signature
+   * (ECDSA, RSA-PSS) is randomised: signing again would make another file
+   * for the same settings, and a device running the first would report a
+   * SHA-256 that no later copy has (on a skip, the upload node then warned
+   * that the image could not be kept as the next patch's base). Unsigned
+   * samples are the same bytes anyway.
+   */
+  const signedSamples = new Map<string, Buffer>();
+
+  function makeSample(projectName: string, version: string, chip: string, size: number, signingKey: string | undefined): Buffer {
+    if (signingKey === undefined) return sampleImage({ projectName, version, chip, size });
+    const key = JSON.stringify([projectName, version, chip, size, createHash('sha256').update(signingKey).digest('hex')]);
+    let image = signedSamples.get(key);
+    if (image) signedSamples.delete(key);
+    else image = sampleImage({ projectName, version, chip, size, signingKey });
+    signedSamples.set(key, image);
+    if (signedSamples.size > SIGNED_SAMPLES_KEPT) signedSamples.delete(signedSamples.keys().next().value as string);
+    // A copy: a flow may change the Buffer it gets.
+    return Buffer.from(image);
   }
 
   /** The key the virtual devices of this Node-RED check images against, if they check any. */
