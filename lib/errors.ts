@@ -68,7 +68,7 @@ export interface DeviceOutcome {
 
 export class BleOtaError extends Error {
   readonly code: BleOtaErrorCode;
-  /** v2 update failures: what the device runs now (the message says it too). */
+  /** Update failures once the device was found: what the device runs now (the message says it too). */
   device?: DeviceOutcome;
 
   constructor(code: BleOtaErrorCode, message: string, options?: { cause?: unknown }) {

@@ -291,4 +291,69 @@ describe('interrupted updates: a new call finishes what the last one left', func
       return true;
     });
   });
+
+  it('a device answer the client cannot read fails as PROTOCOL_ERROR, saying what the device runs', async () => {
+    // Without authentication: an answer with a MAC that no longer fits it is ignored, as another device's would be.
+    const name = `interrupted-${++n}`;
+    await radio.addDevice({ name, allowUnauthenticated: true, restartDelayMs: 20 });
+    // BEGIN's answer cut to its status and 4 bytes of fields (8 are due).
+    const emit = radio.bindings.emit.bind(radio.bindings);
+    radio.bindings.emit = (event: string | symbol, ...args: unknown[]) => {
+      const data = args[3];
+      if (event === 'read' && Buffer.isBuffer(data) && data[0] === (Command.BEGIN | ANSWER) && data[1] === 0) args[3] = data.subarray(0, 6);
+      return emit(event, ...args);
+    };
+    const image = buildAppImage({ projectName: 'virtual-esp32', version: '2.0.0', size: 20 * 1024, seed: 16 });
+    await assert.rejects(client().update({ target: { name }, image, resumeAttempts: 0 }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'PROTOCOL_ERROR', err.message);
+      assert.match(err.message, /^The device's answer to BEGIN could not be read: .*\. The device runs 1\.0\.0, as before\.$/);
+      assert.equal(err.device?.runs, 'old');
+      return true;
+    });
+  });
+
+  it('a failure on the first connection says that nothing was sent', async () => {
+    const { name, device: d } = await device();
+    radio.bindings.stall(d, 'discover-services', 10);
+    const image = signedImage({ size: 20 * 1024, version: '2.0.0', seed: 17 });
+    const c = new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 3000, gattMs: 300 } });
+    await assert.rejects(c.update({ target: { name }, image, secret: OWNER.secret, resumeAttempts: 0 }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'GATT_TIMEOUT', err.message);
+      assert.equal(err.device?.runs, 'unknown');
+      assert.match(err.message, /Nothing was sent in this call, and what the device runs could not be read\.$/);
+      return true;
+    });
+  });
+
+  it('an exception thrown by onProgress neither stops the update nor leaves the device unconfirmed; it becomes one process warning', async () => {
+    const { name, device: d } = await device();
+    const image = signedImage({ size: 20 * 1024, version: '2.0.0', seed: 18 });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => w.name === 'BleOtaWarning' && warnings.push(w);
+    process.on('warning', onWarning);
+    let calls = 0;
+    try {
+      const r = await client().update({
+        target: { name },
+        image,
+        secret: OWNER.secret,
+        onProgress: () => {
+          calls++;
+          throw new TypeError('the node was closed');
+        },
+      });
+      assert.equal(r.confirmed, true);
+      assert.equal(r.runningVersion, '2.0.0');
+      const state = await d.state();
+      assert.equal(state.slots[state.running].state, 'valid', 'the new image is confirmed on the device');
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.ok(calls > 3, 'onProgress went on being called');
+    // Emitted on the tick after the first exception, long before the update ended.
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0].message, /onProgress callback threw, and the update went on: TypeError: the node was closed/);
+  });
 });

@@ -143,7 +143,13 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
           }
         },
       }),
-      (err: BleOtaError) => err.code === 'DISCONNECTED',
+      (err: BleOtaError) => {
+        assert.equal(err.code, 'DISCONNECTED');
+        // The seed protocol installs nothing before DONE: the failure says so.
+        assert.equal(err.device?.runs, 'old');
+        assert.match(err.message, /The device runs its previous firmware: the seed protocol installs nothing before the end of the transfer\.$/);
+        return true;
+      },
     );
     const after = await eventually(
       () => device.state(),

@@ -178,7 +178,7 @@ export class BleOtaClient {
       try {
         return { connection: await this.open(peripheral, settings, options.signal), retries };
       } catch (err) {
-        if (!lostBeforeAnything(err) || retries >= attempts || options.signal?.aborted) throw err;
+        if (!lostBeforeAnything(err) || retries >= attempts || options.signal?.aborted) throw nothingSent(err);
         await backoff(retries, options.signal);
       }
     }
@@ -190,7 +190,8 @@ export class BleOtaClient {
    * One update at a time per noble instance: a call made while another runs
    * waits for it (radio-lock.ts).
    */
-  async update(options: UpdateOptions): Promise<UpdateResult> {
+  async update(callerOptions: UpdateOptions): Promise<UpdateResult> {
+    const options: UpdateOptions = { ...callerOptions, onProgress: harmlessProgress(callerOptions.onProgress) };
     const parsed = validateImage(options.image);
     if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
     checkBaseImage(options.baseImage); // a malformed option fails before any radio work, and before any wait
@@ -338,4 +339,30 @@ function checkSignature(image: Buffer, parsed: EspImage, publicKey: string | und
 function rate(bytes: number, ms: number): number {
   if (bytes === 0) return 0;
   return Math.round(bytes / Math.max(ms / 1000, 0.001));
+}
+
+/**
+ * The caller's progress callback, made harmless: an exception it throws (a
+ * closed node's send, a bug) must not end an update half way, leaving the
+ * device to roll back. The update goes on; the first such exception is
+ * emitted as a process warning.
+ */
+function harmlessProgress(onProgress: UpdateOptions['onProgress']): UpdateOptions['onProgress'] {
+  if (!onProgress) return undefined;
+  let warned = false;
+  return (progress) => {
+    try {
+      onProgress(progress);
+    } catch (err) {
+      if (warned) return;
+      warned = true;
+      process.emitWarning(`the update's onProgress callback threw, and the update went on: ${String(err)}`, 'BleOtaWarning');
+    }
+  };
+}
+
+/** A failure on the update's first connection, before any request: it says so, as later failures say what the device runs. */
+function nothingSent(err: unknown): unknown {
+  if (!(err instanceof BleOtaError) || err.device || err.code === 'CANCELLED') return err;
+  return err.withDevice({ runs: 'unknown' }, 'Nothing was sent in this call, and what the device runs could not be read.');
 }

@@ -7,7 +7,7 @@
  * relies on our firmware's fixes; it only profits from them (a DONE_NAK
  * notified during the transfer ends it at once instead of at DONE).
  */
-import { ProtocolError } from '../errors';
+import { BleOtaError, DeviceError, ProtocolError } from '../errors';
 import { Control, MAX_ATTRIBUTE_VALUE } from '../protocol/constants';
 import type { Link } from './link';
 import type { NobleCharacteristic } from './noble-types';
@@ -57,6 +57,8 @@ export async function seedUpload(
 ): Promise<SeedUploadStats> {
   const packetSize = seedPacketSize(mtu);
   const notifications = new ControlNotifications(link, chars.control);
+  // The seed protocol's device switches images only once DONE has come, and not when it answers DONE_NAK.
+  let doneSent = false;
   try {
     onProgress({ phase: 'preparing', bytesSent: 0, totalBytes: image.length, percent: 0, bytesPerSecond: 0 });
     await link.subscribe(chars.control, 'OTA Control notifications');
@@ -93,9 +95,11 @@ export async function seedUpload(
     notifications.failOn(undefined);
     const doneAnswer = notifications.next('DONE_ACK', timeouts.verifyMs);
     doneAnswer.catch(() => undefined);
+    doneSent = true;
     await link.write(chars.control, Buffer.from([Control.DONE]), 'the end of the transfer');
     const done = await doneAnswer;
     if (done !== Control.DONE_ACK) {
+      doneSent = false; // refused: nothing installed
       throw new ProtocolError(
         'DEVICE_REJECTED_IMAGE',
         `the device rejected the image after receiving it (control value 0x${hex(done)}): its validation failed, so the old firmware stays; check that the image was built for this chip and is complete`,
@@ -107,9 +111,23 @@ export async function seedUpload(
     link.expectDisconnect();
     const restarted = await link.awaitDisconnect(timeouts.restartMs);
     return { packetSize, packets, transferMs, restarted };
+  } catch (err) {
+    throw withSeedOutcome(err, doneSent);
   } finally {
     notifications.dispose();
   }
+}
+
+/** A seed update's failure, saying what the device runs: its old image until DONE was sent, unknown after. */
+function withSeedOutcome(err: unknown, doneSent: boolean): BleOtaError {
+  const typed = err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${String(err)}`, { cause: err });
+  if (typed.device) return typed;
+  return doneSent
+    ? typed.withDevice(
+        { runs: 'unknown' },
+        'What the device runs now is not known: it may have installed the image and restarted; read its version (a scan with versions) to find out.',
+      )
+    : typed.withDevice({ runs: 'old' }, 'The device runs its previous firmware: the seed protocol installs nothing before the end of the transfer.');
 }
 
 /** Control notifications, awaited one at a time. */

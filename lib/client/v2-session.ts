@@ -344,7 +344,11 @@ export class V2Session {
 
   async begin(req: BeginRequest, timeoutMs: number): Promise<BeginAnswer> {
     const body = await this.request(Command.BEGIN, encodeBegin(req), timeoutMs);
-    return decodeBeginAnswer(body);
+    try {
+      return decodeBeginAnswer(body);
+    } catch (err) {
+      throw new ProtocolError('PROTOCOL_ERROR', `The device's answer to BEGIN could not be read: ${(err as Error).message}.`);
+    }
   }
 
   async command(opcode: number, timeoutMs: number): Promise<void> {

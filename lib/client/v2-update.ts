@@ -668,6 +668,8 @@ class V2Update {
   /** The error as the caller sees it: a typed error, saying what the device runs. */
   private explained(err: unknown): unknown {
     let typed = err instanceof CommandRefused ? refusalError(err, this.data.length) : err;
+    // Not an error of the update's own kinds (a fault in this client's code): the caller still learns what the device runs.
+    if (!(typed instanceof BleOtaError)) typed = new DeviceError('TRANSFER_FAILED', `the update failed: ${String(typed)}`, { cause: typed });
     // Cancelled: a link our own close ended says so, not DISCONNECTED; and it is the
     // update that was cancelled, whichever of its connections the cancel found.
     if (typed instanceof BleOtaError && (typed.code === 'CANCELLED' || this.options.signal?.aborted)) {
