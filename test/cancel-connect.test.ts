@@ -4,11 +4,18 @@
  * disconnect a peripheral that is still connecting, the connection is made
  * afterwards, nobody owns it, and the device, connected, stops advertising.
  * The client cancels the attempt and drops a connection made all the same.
+ *
+ * Before any of that, the client waits for the adapter: a cancel ends that
+ * wait at once, and an adapter that cannot be used says what to do without
+ * making the caller wait out the scan timeout.
  */
 import { strict as assert } from 'node:assert';
+import { EventEmitter } from 'node:events';
+import { mock } from 'node:test';
 import { BleOtaClient } from '../lib/client/ota-client';
 import type { NoblePeripheral } from '../lib/client/noble-types';
-import { findPeripheral } from '../lib/client/scanner';
+import type { NobleLike } from '../lib/client/noble-types';
+import { findPeripheral, POWERED_OFF_GRACE_MS, scanDevices, waitPoweredOn } from '../lib/client/scanner';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { peripheralId } from '../lib/virtual/bindings';
@@ -193,5 +200,124 @@ describe('cancelling while a connection is being made', function () {
     }
     assert.deepEqual(outcomes.outcomes, ['Unknown Connection Identifier (0x2)']);
     await expectNothingLeft(device, capture.seen.peripheral, name, 4);
+  });
+});
+
+/** An adapter whose state the test sets; it records the scans started. */
+class FakeAdapter extends EventEmitter implements NobleLike {
+  scans = 0;
+  constructor(public state: string) {
+    super();
+  }
+  startScanning(): void {
+    this.scans++;
+  }
+  stopScanning(): void {}
+  change(state: string): void {
+    this.state = state;
+    this.emit('stateChange', state);
+  }
+}
+
+/** Whether a promise has settled, once what is already queued has run (no timer involved). */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  p.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await new Promise((resolve) => setImmediate(resolve));
+  return done;
+}
+
+describe('waiting for the adapter', () => {
+  afterEach(() => mock.timers.reset());
+
+  it('a cancel ends an update waiting for the adapter at once, and the radio is free for the next one', async () => {
+    const adapter = new FakeAdapter('unknown');
+    const client = new BleOtaClient({ noble: adapter, timeouts: { scanMs: 600_000 } });
+    const image = buildAppImage({ size: 8192, projectName: 'cancel-connect', version: '1.0.0' });
+    const controller = new AbortController();
+    adapter.on('newListener', (event) => event === 'stateChange' && setImmediate(() => controller.abort()));
+    await assert.rejects(client.update({ target: { name: 'cc-wait' }, image, signal: controller.signal }), { code: 'CANCELLED' });
+    assert.equal(adapter.listenerCount('stateChange'), 0, 'nothing still waits for the adapter');
+    assert.equal(adapter.scans, 0);
+    // An update waiting for the radio would wait out the first one's scan timeout.
+    adapter.removeAllListeners('newListener');
+    adapter.state = 'unauthorized';
+    await assert.rejects(client.update({ target: { name: 'cc-wait' }, image }), { code: 'BLUETOOTH_UNAVAILABLE' });
+  });
+
+  it('an adapter without permission or without LE fails at once, saying so', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    await assert.rejects(waitPoweredOn(new FakeAdapter('unauthorized'), 600_000), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'BLUETOOTH_UNAVAILABLE');
+      assert.match(err.message, /not allowed to use Bluetooth/);
+      return true;
+    });
+    await assert.rejects(waitPoweredOn(new FakeAdapter('unsupported'), 600_000), /does not support Bluetooth Low Energy/);
+  });
+
+  it(`an adapter powered off fails with "turn it on" once it stayed off ${POWERED_OFF_GRACE_MS} ms, not at the scan timeout`, async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const adapter = new FakeAdapter('poweredOff');
+    const waiting = waitPoweredOn(adapter, 600_000);
+    mock.timers.tick(POWERED_OFF_GRACE_MS - 1);
+    assert.equal(await settled(waiting), false);
+    mock.timers.tick(1);
+    await assert.rejects(waiting, (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'BLUETOOTH_UNAVAILABLE');
+      assert.match(err.message, /powered off; turn it on/);
+      return true;
+    });
+    assert.equal(adapter.listenerCount('stateChange'), 0);
+
+    // A wait shorter than the grace ends at its timeout, with the same advice.
+    const short = waitPoweredOn(new FakeAdapter('poweredOff'), 100);
+    mock.timers.tick(100);
+    await assert.rejects(short, /powered off; turn it on/);
+  });
+
+  it('an adapter reported off while the system brings it up is waited for: the update goes on when it comes on', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const atStart = new FakeAdapter('poweredOff');
+    const waiting = waitPoweredOn(atStart, 600_000);
+    mock.timers.tick(POWERED_OFF_GRACE_MS - 1);
+    atStart.change('poweredOn');
+    await waiting;
+
+    // As noble reports it on Linux: unknown, off while hci0 is down, then on.
+    const booting = new FakeAdapter('unknown');
+    const wait2 = waitPoweredOn(booting, 600_000);
+    booting.change('poweredOff');
+    mock.timers.tick(POWERED_OFF_GRACE_MS - 1);
+    booting.change('poweredOn');
+    await wait2;
+    assert.equal(booting.listenerCount('stateChange'), 0);
+  });
+
+  it('an adapter that never reports a state fails at the timeout, naming its state', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const waiting = waitPoweredOn(new FakeAdapter('unknown'), 15_000);
+    mock.timers.tick(14_999);
+    assert.equal(await settled(waiting), false);
+    mock.timers.tick(1);
+    await assert.rejects(waiting, /did not become ready within 15000 ms \(state: unknown\)/);
+  });
+
+  it('a scan cancelled before it starts, or while the adapter is not ready, scans nothing and ends at once', async () => {
+    mock.timers.enable({ apis: ['setTimeout'] });
+    const ready = new FakeAdapter('poweredOn');
+    await assert.rejects(scanDevices(ready, 600_000, AbortSignal.abort()), { code: 'CANCELLED', message: /scan was cancelled/ });
+    await assert.rejects(findPeripheral(ready, { name: 'x' }, 600_000, AbortSignal.abort()), { code: 'CANCELLED' });
+    assert.equal(ready.scans, 0);
+
+    const off = new FakeAdapter('poweredOff');
+    const controller = new AbortController();
+    const scanning = scanDevices(off, 600_000, controller.signal);
+    controller.abort();
+    await assert.rejects(scanning, { code: 'CANCELLED' });
+    assert.equal(off.scans, 0);
+    assert.equal(off.listenerCount('stateChange'), 0);
   });
 });

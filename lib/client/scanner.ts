@@ -41,33 +41,75 @@ const ADAPTER_PROBLEMS: Record<string, string> = {
   poweredOff: 'the Bluetooth adapter is powered off; turn it on (e.g. `bluetoothctl power on`)',
 };
 
-/** Resolves once the adapter is powered on. */
-export function waitPoweredOn(noble: NobleLike, timeoutMs: number): Promise<void> {
+/** What to do about an adapter state, for the states that keep Bluetooth from being used. */
+function adapterProblem(state: string): string | undefined {
+  return Object.hasOwn(ADAPTER_PROBLEMS, state) ? ADAPTER_PROBLEMS[state] : undefined;
+}
+
+/**
+ * How long an adapter reported powered off may take to come on before the
+ * wait fails with the advice to turn it on. On Linux noble polls whether
+ * the HCI device is up once a second and reports poweredOff while it is
+ * down, which it is for a moment when Node-RED starts before the system
+ * has brought Bluetooth up: failing at the first poweredOff would fail
+ * those updates. Two polls' worth; the wait's own timeout bounds it.
+ */
+export const POWERED_OFF_GRACE_MS = 2000;
+
+/**
+ * Resolves once the adapter is powered on. An adapter that cannot be used
+ * (no LE, no permission) fails at once with what to do, one powered off
+ * once it stayed off for POWERED_OFF_GRACE_MS; aborting signal ends the
+ * wait with CancelledError. noble says 'unknown' until its first
+ * stateChange, so that state waits.
+ */
+export function waitPoweredOn(noble: NobleLike, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.reject(new CancelledError());
   if (noble.state === 'poweredOn') return Promise.resolve();
+  const unusable = (state: string) => new BluetoothUnavailableError(`adapter ${state}`, `Bluetooth is unavailable: ${adapterProblem(state)}`);
+  if (adapterProblem(noble.state) && noble.state !== 'poweredOff') return Promise.reject(unusable(noble.state));
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
+    let grace: NodeJS.Timeout | undefined;
+    const finish = (err?: Error) => {
+      clearTimeout(timer);
+      clearTimeout(grace);
       noble.off('stateChange', onState);
-      reject(new BluetoothUnavailableError('adapter not ready', `the Bluetooth adapter did not become ready within ${timeoutMs} ms (state: ${noble.state})`));
+      signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
+    const timer = setTimeout(() => {
+      const state = noble.state;
+      finish(
+        adapterProblem(state)
+          ? unusable(state)
+          : new BluetoothUnavailableError('adapter not ready', `the Bluetooth adapter did not become ready within ${timeoutMs} ms (state: ${state})`),
+      );
     }, timeoutMs);
+    const poweredOff = () => {
+      grace ??= setTimeout(() => finish(unusable('poweredOff')), POWERED_OFF_GRACE_MS);
+    };
     const onState = (state: string) => {
-      if (state === 'poweredOn') {
-        clearTimeout(timer);
-        noble.off('stateChange', onState);
-        resolve();
-      } else if (ADAPTER_PROBLEMS[state]) {
-        clearTimeout(timer);
-        noble.off('stateChange', onState);
-        reject(new BluetoothUnavailableError(`adapter ${state}`, `Bluetooth is unavailable: ${ADAPTER_PROBLEMS[state]}`));
+      if (state === 'poweredOn') finish();
+      else if (state === 'poweredOff') poweredOff();
+      else if (adapterProblem(state)) finish(unusable(state));
+      else {
+        // Changing again ('resetting', 'unknown'): not off any more; the timeout decides.
+        clearTimeout(grace);
+        grace = undefined;
       }
     };
+    const onAbort = () => finish(new CancelledError());
     noble.on('stateChange', onState);
+    signal?.addEventListener('abort', onAbort);
+    if (noble.state === 'poweredOff') poweredOff();
   });
 }
 
 /** Scans until a peripheral matches the target. */
 export async function findPeripheral(noble: NobleLike, target: Target, timeoutMs: number, signal?: AbortSignal): Promise<NoblePeripheral> {
   if (target.address) normalizeAddress(target.address); // a malformed address fails before scanning
-  await waitPoweredOn(noble, timeoutMs);
+  await waitPoweredOn(noble, timeoutMs, signal);
   return new Promise<NoblePeripheral>((resolve, reject) => {
     const finish = (err: Error | null, p?: NoblePeripheral) => {
       clearTimeout(timer);
@@ -132,9 +174,18 @@ export interface SeenDevice {
   advertisesOta: boolean;
 }
 
-/** Lists the devices seen in a scan of durationMs, strongest signal first, unknown RSSI last. */
+/**
+ * Lists the devices seen in a scan of durationMs, strongest signal first,
+ * unknown RSSI last. Aborting signal stops the scan: it returns the devices
+ * seen so far; before the scan has started (the adapter not on yet, or
+ * already aborted) it fails with CancelledError, as nothing was scanned.
+ */
 export async function scanDevices(noble: NobleLike, durationMs: number, signal?: AbortSignal): Promise<SeenDevice[]> {
-  await waitPoweredOn(noble, Math.max(durationMs, 5000));
+  const cancelled = () => new CancelledError('the scan was cancelled');
+  if (signal?.aborted) throw cancelled();
+  await waitPoweredOn(noble, Math.max(durationMs, 5000), signal).catch((err: unknown) => {
+    throw err instanceof CancelledError ? cancelled() : err;
+  });
   const seen = new Map<string, SeenDevice>();
   const onDiscover = (p: NoblePeripheral) =>
     seen.set(p.id, {
