@@ -16,9 +16,12 @@
  * - a stranger's junk writes end the stranger's link, not the owner's next
  *   one, and a stranger holding a fresh device through its confirm window
  *   does not make it roll back.
+ * - the secret and the keys derived from it do not print: not in an
+ *   error, not when a connection or its session is logged.
  */
 import { strict as assert } from 'node:assert';
 import { createHmac, randomBytes } from 'node:crypto';
+import { inspect } from 'node:util';
 import { BleOtaError } from '../lib/errors';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { deviceKey, parseDeviceId } from '../lib/client/session';
@@ -97,6 +100,39 @@ describe('authenticated updates, from the attacker side', function () {
     }
     assert.equal(stream.count(), 0, 'no firmware byte went out');
     await unchanged();
+  });
+
+  it('a secret pasted as the device id is not repeated in the error, which says what a device id is', async () => {
+    for (const deviceId of [OWNER.secret, ` ${OWNER.secret.slice(0, 40)}\n`]) {
+      await assert.rejects(client().update({ target: { name: 'owned' }, image, secret: OWNER.secret, deviceId }), (err: unknown) => {
+        code('INVALID_ARGUMENT')(err);
+        const message = (err as Error).message;
+        for (let i = 0; i + 12 <= OWNER.secret.length; i++) assert.ok(!message.includes(OWNER.secret.slice(i, i + 12)), `no 12 digits of the secret in: ${message}`);
+        assert.match(message, /12 hex digits\) as esptool\.py read_mac prints it, e\.g\. 24:0a:c4:12:34:56/);
+        return true;
+      });
+    }
+    assert.throws(() => parseDeviceId(OWNER.secret), /64 characters, all hex digits.*form of a fleet secret, which goes in the secret field/);
+    // A mistyped id is short enough to be no secret: it is shown, so the user sees the typo.
+    assert.throws(() => parseDeviceId('24:0a:c4:12:34:5g'), /^"24:0a:c4:12:34:5g" is no device id: give the chip's MAC address/);
+  });
+
+  it('logging a connection, its session or its policy shows no secret and no key', async () => {
+    const conn = await client().connect({ name: 'owned' }, { secret: OWNER.secret });
+    try {
+      assert.equal((await conn.info()).authenticated, true, 'the session is open: its keys are held');
+      const key = deviceKey(Buffer.from(OWNER.secret, 'hex'), parseDeviceId(device.address));
+      const printed = [inspect(conn, { depth: Infinity }), inspect(conn.policy, { showHidden: true }), JSON.stringify(conn.policy)];
+      for (const text of printed) {
+        for (const bytes of [Buffer.from(OWNER.secret, 'hex'), key]) {
+          assert.ok(!text.includes(bytes.toString('hex')) && !text.includes(bytes.toString('hex', 0, 8).replace(/(..)(?!$)/g, '$1 ')), `no key bytes in ${text.slice(0, 200)}`);
+        }
+      }
+      assert.match(printed[0], /\[fleet secret, 32 bytes, hidden\][^]*\[session key, 32 bytes, hidden\]/, 'the session was inspected, its key hidden');
+      assert.ok(conn.policy.secret?.equals(Buffer.from(OWNER.secret, 'hex')), 'the client still reads the secret');
+    } finally {
+      await conn.close();
+    }
   });
 
   it('the owner updates: every request and answer carries a MAC, and the result says authenticated', async () => {

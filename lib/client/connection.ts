@@ -7,7 +7,7 @@ import { DeviceError } from '../errors';
 import { Command, Feature } from '../protocol/constants';
 import type { DeviceInfoV2 } from '../protocol/v2-codec';
 import { CommandRefused, refusalError } from './refusal';
-import { formatDeviceId } from './session';
+import { formatDeviceId, hideKey } from './session';
 import type { Link } from './link';
 import type { NobleCharacteristic, NoblePeripheral } from './noble-types';
 import { knownRssi } from './scanner';
@@ -29,6 +29,10 @@ export class OtaConnection {
     private readonly timeouts: Timeouts,
     readonly policy: AuthPolicy = {},
   ) {
+    // The policy is public, and a connection may be logged or put in a message:
+    // its secret prints as a placeholder (parseSecret marks it already; this
+    // covers a policy built without it).
+    if (policy.secret) hideKey(policy.secret, 'fleet secret');
     this.v2 = v2Chars ? new V2Session(link, v2Chars, mtu, policy) : undefined;
   }
 

@@ -11,6 +11,7 @@
  * talks to the device holding the key for the id it claims.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { inspect } from 'node:util';
 import { BleOtaError } from '../errors';
 import {
   ANSWER,
@@ -30,15 +31,32 @@ import {
 import { crc32 } from '../image/signature';
 
 /**
+ * Marks key material so that it does not print: util.inspect (console.log,
+ * Node-RED's debug sidebar) and JSON.stringify of the key, or of anything
+ * holding it (a connection's policy, a session), show a placeholder. The
+ * bytes and every Buffer and crypto use of them are unchanged; a copy made
+ * with Buffer.from is unmarked. Returns the key itself.
+ */
+export function hideKey(key: Buffer, what: string): Buffer {
+  const shown = `[${what}, ${key.length} bytes, hidden]`;
+  const hidden = { value: () => shown, configurable: true, enumerable: false, writable: false };
+  Object.defineProperties(key, { [inspect.custom]: hidden, toJSON: hidden });
+  return key;
+}
+
+/**
  * The fleet secret as users give it: 64 hex digits, or 32 bytes. The
- * message never repeats the value.
+ * message never repeats the value; the result is a copy of its own (not
+ * in Buffer's shared pool), marked with hideKey.
  */
 export function parseSecret(secret: Buffer | string): Buffer {
   if (Buffer.isBuffer(secret)) {
     if (secret.length !== AUTH_KEY_LEN) {
       throw new BleOtaError('INVALID_ARGUMENT', `The fleet secret has ${secret.length} bytes; it must have ${AUTH_KEY_LEN}.`);
     }
-    return Buffer.from(secret);
+    const copy = Buffer.alloc(AUTH_KEY_LEN);
+    secret.copy(copy);
+    return hideKey(copy, 'fleet secret');
   }
   const hex = secret.trim();
   if (!/^[0-9a-fA-F]+$/.test(hex) || hex.length !== 2 * AUTH_KEY_LEN) {
@@ -47,7 +65,9 @@ export function parseSecret(secret: Buffer | string): Buffer {
       `The fleet secret must be ${2 * AUTH_KEY_LEN} hex digits (esp32-ble-ota secret makes one); it has ${hex.length} characters${/^[0-9a-fA-F]*$/.test(hex) ? '' : ', not all hex digits'}.`,
     );
   }
-  return Buffer.from(hex, 'hex');
+  const parsed = Buffer.alloc(AUTH_KEY_LEN);
+  parsed.write(hex, 'hex');
+  return hideKey(parsed, 'fleet secret');
 }
 
 /** A new fleet secret: 32 random bytes. */
@@ -55,11 +75,26 @@ export function newSecret(): Buffer {
   return randomBytes(AUTH_KEY_LEN);
 }
 
-/** A device id ("24:0a:c4:12:34:56", or 12 hex digits) as 6 bytes. */
+/** The longest device id as written: 24:0a:c4:12:34:56. */
+const DEVICE_ID_TEXT_LEN = 3 * DEVICE_ID_LEN - 1;
+
+/**
+ * A device id ("24:0a:c4:12:34:56", or 12 hex digits) as 6 bytes. A wrong
+ * one longer than any device id is not repeated in the message: it may be
+ * the fleet secret, pasted into the wrong field.
+ */
 export function parseDeviceId(text: string): Buffer {
-  const hex = text.trim().replace(/[:-]/g, '');
+  const given = text.trim();
+  const hex = given.replace(/[:-]/g, '');
   if (!/^[0-9a-fA-F]{12}$/.test(hex)) {
-    throw new BleOtaError('INVALID_ARGUMENT', `"${text}" is no device id: give the chip's MAC address as esptool.py read_mac prints it, e.g. 24:0a:c4:12:34:56.`);
+    const advice = "give the chip's MAC address (12 hex digits) as esptool.py read_mac prints it, e.g. 24:0a:c4:12:34:56.";
+    if (given.length <= DEVICE_ID_TEXT_LEN) throw new BleOtaError('INVALID_ARGUMENT', `${JSON.stringify(given)} is no device id: ${advice}`);
+    const allHex = /^[0-9a-fA-F]+$/.test(given);
+    const secretLike = allHex && given.length === 2 * AUTH_KEY_LEN ? ' It has the form of a fleet secret, which goes in the secret field.' : '';
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `The device id given has ${given.length} characters${allHex ? ', all hex digits' : ''}, more than any device id (so it is not repeated here).${secretLike} As the device id, ${advice}`,
+    );
   }
   return Buffer.from(hex, 'hex');
 }
@@ -71,7 +106,7 @@ export function formatDeviceId(id: Buffer): string {
 /** The device's own key: HMAC-SHA256(fleet secret, label || device id). */
 export function deviceKey(secret: Buffer, deviceId: Buffer): Buffer {
   if (deviceId.length !== DEVICE_ID_LEN) throw new RangeError(`a device id has ${DEVICE_ID_LEN} bytes`);
-  return createHmac('sha256', secret).update(DEVICE_KEY_LABEL).update(deviceId).digest();
+  return hideKey(createHmac('sha256', secret).update(DEVICE_KEY_LABEL).update(deviceId).digest(), 'device key');
 }
 
 /**
@@ -104,7 +139,9 @@ export class Session {
   constructor(
     private readonly key: Buffer,
     readonly deviceId: Buffer,
-  ) {}
+  ) {
+    hideKey(key, 'device key');
+  }
 
   get open(): boolean {
     return this.sessionKey !== undefined;
@@ -120,7 +157,7 @@ export class Session {
     if (deviceNonce.length !== AUTH_NONCE_LEN) {
       throw new RangeError(`the device nonce has ${deviceNonce.length} bytes, expected ${AUTH_NONCE_LEN}`);
     }
-    this.sessionKey = createHmac('sha256', this.key).update(SESSION_LABEL).update(this.deviceId).update(this.clientNonce).update(deviceNonce).digest();
+    this.sessionKey = hideKey(createHmac('sha256', this.key).update(SESSION_LABEL).update(this.deviceId).update(this.clientNonce).update(deviceNonce).digest(), 'session key');
     this.seq = 0;
   }
 
