@@ -47,6 +47,7 @@ const FAST = [
   'protocol-constants',
   'tiers',
   'version',
+  'client-options',
 ];
 
 /** Compiled test files of these names, as mocha's spec takes them. */

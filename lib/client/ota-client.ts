@@ -84,7 +84,7 @@ export class BleOtaClient {
 
   constructor(options: BleOtaClientOptions = {}) {
     this.nobleSource = options.noble ?? loadSystemNoble;
-    this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.timeouts = withTimeouts(DEFAULT_TIMEOUTS, options.timeouts);
   }
 
   /** The noble instance; throws BluetoothUnavailableError when there is none. */
@@ -113,7 +113,7 @@ export class BleOtaClient {
 
   /** The timeouts and the policy of a connection; a malformed secret or device id fails here, before any radio work. */
   private connectSettings(options: ConnectOptions): ConnectSettings {
-    const timeouts = { ...this.timeouts, ...options.timeouts };
+    const timeouts = withTimeouts(this.timeouts, options.timeouts);
     const deviceId = options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
     const policy: AuthPolicy = {
       secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
@@ -195,7 +195,7 @@ export class BleOtaClient {
     const parsed = validateImage(options.image);
     if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
     checkBaseImage(options.baseImage); // a malformed option fails before any radio work, and before any wait
-    const timeouts = { ...this.timeouts, ...options.timeouts };
+    const timeouts = withTimeouts(this.timeouts, options.timeouts);
     const settings = this.connectSettings({ ...options, timeouts });
     const release = await acquireRadio(this.noble, options.signal);
     let outcome: { result: UpdateResult; installed?: V2Result };
@@ -365,4 +365,27 @@ function harmlessProgress(onProgress: UpdateOptions['onProgress']): UpdateOption
 function nothingSent(err: unknown): unknown {
   if (!(err instanceof BleOtaError) || err.device || err.code === 'CANCELLED') return err;
   return err.withDevice({ runs: 'unknown' }, 'Nothing was sent in this call, and what the device runs could not be read.');
+}
+
+/** The longest delay setTimeout keeps: a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Timeouts given over the defaults: one left undefined keeps its default,
+ * one that no timer can keep (not a number, under 1 ms, over about 24.8
+ * days) is refused before any radio work, instead of firing at once.
+ */
+export function withTimeouts(defaults: Timeouts, given: Partial<Timeouts> | undefined): Timeouts {
+  const timeouts = { ...defaults };
+  for (const [name, value] of Object.entries(given ?? {}) as Array<[keyof Timeouts, unknown]>) {
+    if (value === undefined) continue;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 1 || value > MAX_TIMER_MS) {
+      throw new BleOtaError(
+        'INVALID_ARGUMENT',
+        `timeouts.${name} must be a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${typeof value === 'string' ? `"${value}"` : String(value)}`,
+      );
+    }
+    timeouts[name] = value;
+  }
+  return timeouts;
 }

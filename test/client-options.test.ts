@@ -1,0 +1,51 @@
+/**
+ * The library's options, as a program passes them: timeouts that no timer
+ * can keep are refused with the option's name before any radio work,
+ * instead of firing at once (setTimeout takes NaN, Infinity or more than
+ * 2^31 - 1 ms as 1 ms); a timeout left undefined keeps its default.
+ */
+import { strict as assert } from 'node:assert';
+import { BleOtaClient, DEFAULT_TIMEOUTS } from '../lib/client/ota-client';
+import type { NobleLike } from '../lib/client/noble-types';
+import { BleOtaError } from '../lib/errors';
+import { buildAppImage } from '../lib/image/app-image-builder';
+
+/** A noble that fails the test if the client uses it at all. */
+const untouchable = new Proxy({} as NobleLike, {
+  get(_target, key) {
+    throw new Error(`the client used noble (${String(key)}) before refusing its options`);
+  },
+});
+
+function refused(name: string, shown: string) {
+  return (err: unknown) => {
+    assert.ok(err instanceof BleOtaError, String(err));
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.equal(err.message, `timeouts.${name} must be a number of milliseconds from 1 to 2147483647, not ${shown}.`);
+    return true;
+  };
+}
+
+describe('client options', () => {
+  it('a timeout left undefined keeps its default; one given replaces it', () => {
+    const client = new BleOtaClient({ noble: untouchable, timeouts: { gattMs: undefined, scanMs: 2500 } });
+    assert.deepEqual(client.timeouts, { ...DEFAULT_TIMEOUTS, scanMs: 2500 });
+  });
+
+  it('a timeout no timer can keep is refused with its name, in the constructor and per update', async () => {
+    for (const [value, shown] of [
+      [Number.NaN, 'NaN'],
+      [Number.POSITIVE_INFINITY, 'Infinity'],
+      [0, '0'],
+      [-5, '-5'],
+      [2 ** 31, '2147483648'],
+      ['5000', '"5000"'],
+    ] as const) {
+      assert.throws(() => new BleOtaClient({ noble: untouchable, timeouts: { gattMs: value as number } }), refused('gattMs', shown));
+    }
+    const client = new BleOtaClient({ noble: untouchable });
+    const image = buildAppImage({ size: 16 * 1024, version: '2.0.0', seed: 3 });
+    await assert.rejects(client.update({ target: { name: 'any' }, image, timeouts: { verifyMs: Number.NaN } }), refused('verifyMs', 'NaN'));
+    await assert.rejects(client.connect({ name: 'any' }, { timeouts: { scanMs: 0 } }), refused('scanMs', '0'));
+  });
+});
