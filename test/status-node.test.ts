@@ -325,11 +325,23 @@ describe('ble-ota-status node', function () {
         const err = error!.error as { code: string; message: string };
         assert.equal(err.code, 'DEVICE_NOT_FOUND');
         assert.match(err.message, /status-hidden/);
+        assert.doesNotMatch(err.message, /In range/, 'it is declared: hidden, not missing from the list');
         assert.ok(Date.now() - started < 3000, 'the scan timeout bounds the request');
         assert.deepEqual(lastStatus(nodes.st), { fill: 'red', shape: 'ring', text: 'device not found' });
       } finally {
         await holder.close();
       }
+    });
+
+    it('a device the virtual radio does not have: DEVICE_NOT_FOUND says to add it to In range', async () => {
+      const nodes = await load(flow({}, 'status-v2', [], 0.5));
+      const { error } = await ask(nodes, { device: 'status-undeclared' });
+      const err = error!.error as { code: string; message: string };
+      assert.equal(err.code, 'DEVICE_NOT_FOUND');
+      assert.match(
+        err.message,
+        /"status-undeclared" was not found.* The virtual radio has only the devices in range of a deployed device node \(its In range list\) or in BLE_OTA_VIRTUAL_DEVICES, and "status-undeclared" is in none: add it there and Deploy\.$/,
+      );
     });
 
     it('keeps Node-RED running when Bluetooth is unavailable: red status that says why, done(err) on input', async function () {

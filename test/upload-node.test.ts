@@ -181,6 +181,15 @@ describe('ble-ota-upload node', function () {
     assert.equal((result!.payload as { confirmed: boolean }).confirmed, true);
   });
 
+  it('a device the virtual radio does not have: DEVICE_NOT_FOUND says to add it to In range', async () => {
+    const nodes = await load('node-test-declared');
+    const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 64 });
+    const { error } = await send(nodes, { payload: image, device: 'node-test-undeclared' });
+    const err = error!.error as { code: string; message: string };
+    assert.equal(err.code, 'DEVICE_NOT_FOUND');
+    assert.match(err.message, /In range list\) or in BLE_OTA_VIRTUAL_DEVICES, and "node-test-undeclared" is in none: add it there and Deploy\.$/);
+  });
+
   it('a base64 string: IMAGE_NOT_BUFFER with a hint to decode it', async () => {
     const nodes = await load('node-test-base64');
     const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 61 });

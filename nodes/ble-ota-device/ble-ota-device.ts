@@ -64,6 +64,12 @@ export = function register(RED: RED): void {
       if (this.backend === 'virtual' && device) await sharedVirtualRadio().reach(device);
       return { client: this.adapter.client(timeouts), target: targetOf(device) };
     };
+
+    this.notFoundHint = (deviceOverride) => {
+      const device = (deviceOverride ?? this.device).trim();
+      if (this.backend !== 'virtual' || device === '' || declarationProblem) return undefined;
+      return sharedVirtualRadio().declaration(device) ? undefined : t('ble-ota-device.errors.notDeclared', { device });
+    };
   }
 
   RED.nodes.registerType('ble-ota-device', BleOtaDeviceNode, { credentials: { secret: { type: 'password' } } });

@@ -42,4 +42,10 @@ export interface DeviceNode extends Node {
   problem(): BluetoothUnavailableError | undefined;
   /** A client for this device's backend, and the target to pass it. */
   prepare(deviceOverride?: string): Promise<{ client: BleOtaClient; target: Target }>;
+  /**
+   * What to add to DEVICE_NOT_FOUND for this device (or the one a message
+   * named): on the virtual radio, that a name not declared in range never
+   * exists; undefined where nothing more is known.
+   */
+  notFoundHint(deviceOverride?: string): string | undefined;
 }

@@ -155,6 +155,8 @@ export = function register(RED: RED): void {
           },
           (err: unknown) => {
             const error = err instanceof Error ? err : new Error(String(err));
+            const hint = err instanceof BleOtaError && err.code === 'DEVICE_NOT_FOUND' ? config.notFoundHint(override) : undefined;
+            if (hint) error.message = `${error.message} ${hint}`;
             node.status(statusForError(t, S + 'status.', error));
             done(error);
           },

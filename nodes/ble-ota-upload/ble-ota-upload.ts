@@ -219,6 +219,8 @@ export = function register(RED: RED): void {
         // What the device runs now, for the Catch node's flow (Node-RED copies only code and message into msg.error).
         if (err instanceof BleOtaError && err.device) job.msg.deviceState = { ...err.device };
         if (code === 'AUTH_REQUIRED') error.message = `${error.message} ${t('ble-ota-upload.errors.authRequiredHow')}`;
+        const hint = code === 'DEVICE_NOT_FOUND' ? config.notFoundHint(job.target) : undefined;
+        if (hint) error.message = `${error.message} ${hint}`;
         showError(error);
         publish(job, code === 'CANCELLED' ? 'cancelled' : 'failed', { error: { code, message: error.message } }, started);
         job.done(error);
