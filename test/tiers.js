@@ -48,6 +48,7 @@ const FAST = [
   'tiers',
   'version',
   'client-options',
+  'hidden-addresses',
 ];
 
 /** Compiled test files of these names, as mocha's spec takes them. */

@@ -111,7 +111,7 @@ function strongEnough(rssi: number | undefined, minRssi: number | undefined): bo
 async function inspect(client: BleOtaClient, d: SeenDevice, signal?: AbortSignal): Promise<DiscoveredDevice | undefined> {
   let connection;
   try {
-    connection = await client.connect({ address: d.address }, { signal });
+    connection = await client.connect({ id: d.id, name: d.name }, { signal });
     const info = await connection.info();
     return {
       name: d.name,

@@ -242,9 +242,10 @@ export class BleOtaClient {
         );
       }
       if (useV2) {
-        const address = connection.peripheral.address;
+        // The same device, by noble's id: its address may be hidden (macOS), and its name is not its own.
+        const again: Target = { id: connection.peripheral.id, name: connection.peripheral.advertisement?.localName };
         const reconnect = (policy: { deviceId: Buffer | undefined; requireSession: boolean }) =>
-          this.connect({ address }, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, ...policy });
+          this.connect(again, { signal: options.signal, timeouts, secret: options.secret, allowUnauthenticated: options.allowUnauthenticated, ...policy });
         const r = await updateV2(connection, parsed, options, timeouts, reconnect, retries);
         return { result: this.result(options, parsed, { ...device, ...(r.deviceId ? { id: formatDeviceId(r.deviceId) } : {}) }, r, started), installed: r };
       }

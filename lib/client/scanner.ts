@@ -6,8 +6,14 @@ import { BluetoothUnavailableError, CancelledError, DeviceError } from '../error
 import { OTA_SERVICE_UUID, nobleUuid } from '../protocol/constants';
 import type { NobleLike, NoblePeripheral } from './noble-types';
 
-/** Which device to update: by address, by advertised name, or the first OTA device seen. */
+/** Which device to update: by noble's id, by address, by advertised name, or the first OTA device seen. */
 export interface Target {
+  /**
+   * noble's id of the device (a scan's `id`): the device itself, on every
+   * platform, where addresses may be hidden (macOS: noble reports ''), and
+   * names are not unique. Matched alone when given; `name` then only describes it.
+   */
+  id?: string;
   address?: string;
   name?: string;
 }
@@ -23,10 +29,12 @@ export function normalizeAddress(address: string): string {
 export function describeTarget(target: Target): string {
   if (target.address) return target.address;
   if (target.name) return `"${target.name}"`;
+  if (target.id) return `the device of id ${target.id}`;
   return 'any device with the OTA service';
 }
 
 export function matchesTarget(p: NoblePeripheral, target: Target): boolean {
+  if (target.id) return p.id === target.id;
   if (target.address) {
     const wanted = normalizeAddress(target.address);
     return p.address?.toLowerCase() === wanted || p.id === wanted.replace(/:/g, '');
@@ -167,7 +175,10 @@ export function byRssi(a: { rssi: number | undefined }, b: { rssi: number | unde
 
 export interface SeenDevice {
   name: string | undefined;
+  /** '' where the platform hides addresses (macOS). */
   address: string;
+  /** noble's id of the device: `target.id` names this device, on every platform. */
+  id: string;
   /** In dBm; undefined when the adapter measured none (its report said 127, not available). */
   rssi: number | undefined;
   /** The device advertises the OTA service (ours do; the seed's firmware does not). */
@@ -191,6 +202,7 @@ export async function scanDevices(noble: NobleLike, durationMs: number, signal?:
     seen.set(p.id, {
       name: p.advertisement?.localName,
       address: p.address,
+      id: p.id,
       rssi: knownRssi(p.rssi),
       advertisesOta: (p.advertisement?.serviceUuids ?? []).includes(nobleUuid(OTA_SERVICE_UUID)),
     });
