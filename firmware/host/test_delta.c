@@ -451,6 +451,24 @@ test_delta_rewind_to_another_patch(void)
     CHECK_EQ(ble_ota_delta_feed(&d, block, BLOCK), BLE_OTA_DELTA_ERR_HEADER);
 }
 
+/*
+ * In a test that has the patch in s_patch (len bytes) and a buffer p: a copy
+ * of the patch changed by `what` (which may set plen, the length applied)
+ * must end with `expected`, reading and writing nothing out of bounds.
+ */
+#define VARIANT(what, expected) \
+    do { \
+        memcpy(p, s_patch, len); \
+        uint32_t plen = len; \
+        what; \
+        const ble_ota_delta_err_t got = apply(p, plen, 0); \
+        if (got != (expected) || s_bound_violations != 0) { \
+            test_failf(__FILE__, __LINE__, "%s: %s, expected %s", #what, ble_ota_delta_err_name(got), \
+                       ble_ota_delta_err_name(expected)); \
+            return; \
+        } \
+    } while (0)
+
 /* One malformed patch per error, each refused before it reads or writes out of bounds. */
 static void
 test_delta_malformed(void)
@@ -467,18 +485,6 @@ test_delta_malformed(void)
     CHECK_EQ(len, 90);
     CHECK_EQ(apply(s_patch, len, 0), BLE_OTA_DELTA_OK);
 
-#define VARIANT(what, expected) \
-    do { \
-        memcpy(p, s_patch, len); \
-        uint32_t plen = len; \
-        what; \
-        const ble_ota_delta_err_t got = apply(p, plen, 0); \
-        if (got != (expected)) { \
-            test_failf(__FILE__, __LINE__, "%s: %s, expected %s", #what, ble_ota_delta_err_name(got), \
-                       ble_ota_delta_err_name(expected)); \
-            return; \
-        } \
-    } while (0)
 
     VARIANT(p[0] = 'X', BLE_OTA_DELTA_ERR_HEADER);
     VARIANT(p[BLE_OTA_DELTA_OFF_VERSION] = 2, BLE_OTA_DELTA_ERR_HEADER);
@@ -506,7 +512,6 @@ test_delta_malformed(void)
     VARIANT(plen = len - 1, BLE_OTA_DELTA_ERR_LENGTH);                                /* cut inside INSERT's data */
     VARIANT(plen = 50, BLE_OTA_DELTA_ERR_LENGTH);                                     /* cut inside the header */
     VARIANT(ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, len + 5), BLE_OTA_DELTA_ERR_LENGTH);
-#undef VARIANT
 
     /* The caller's base check refuses the patch before anything is read or emitted. */
     static ble_ota_delta_t d;
@@ -552,18 +557,6 @@ test_delta_lengths_near_4gb(void)
     /* Opcode at 84, then the varint 0xFFFFFFBF (64 + it: the longest length, 2^32 - 1). */
     static const uint8_t longest[5] = { 0xBF, 0xFF, 0xFF, 0xFF, 0x0F };
 
-#define VARIANT(what, expected) \
-    do { \
-        memcpy(p, s_patch, len); \
-        uint32_t plen = len; \
-        what; \
-        const ble_ota_delta_err_t got = apply(p, plen, 0); \
-        if (got != (expected) || s_bound_violations != 0) { \
-            test_failf(__FILE__, __LINE__, "%s: %s, expected %s", #what, ble_ota_delta_err_name(got), \
-                       ble_ota_delta_err_name(expected)); \
-            return; \
-        } \
-    } while (0)
 
     /* COPY 2^32 - 1 after COPY 10: new_pos + n is 9 in 32 bits. */
     VARIANT(p[85] = BLE_OTA_DELTA_OP_COPY; memcpy(p + 86, longest, 5); plen = 91;
@@ -600,7 +593,6 @@ test_delta_lengths_near_4gb(void)
     VARIANT(p[85] = BLE_OTA_DELTA_OP_END_BLOCK; memset(p + 86, 0, BLOCK - 86); ble_ota_put_le32(p + BLOCK, 10);
             ble_ota_put_le32(p + BLOCK + 4, 10); p[BLOCK + 8] = 0x8A; memcpy(p + BLOCK + 9, "0123456789", 10);
             plen = BLOCK + 19; ble_ota_put_le32(p + BLE_OTA_DELTA_OFF_PATCH_SIZE, plen), BLE_OTA_DELTA_OK);
-#undef VARIANT
 }
 
 /* The last block of a patch of almost 4 GB: its end, at patch_size, is
