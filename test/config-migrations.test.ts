@@ -354,6 +354,28 @@ describe('config versions: older flows in a real Node-RED', function () {
     }
   });
 
+  it('a scan time or timeout the editor would not take (a flow written by hand): a warning naming it, and the default runs', async () => {
+    const wires = await deploy(
+      { device: 'mig-times', backend: 'virtual', virtualDevices: 'mig-times', scanTimeout: 'soon', operationTimeout: 86_400 },
+      { type: 'ble-ota-status', device: 'dev' },
+      [statusNode],
+    );
+    assert.deepEqual(warningsOf('dev'), [
+      'Scan time "soon" is no number of seconds from 1 to 3600: 15 s is used. Open the device node and correct it.',
+      'Timeout "86400" is no number of seconds from 1 to 600: 5 s is used. Open the device node and correct it.',
+    ]);
+    assert.deepEqual((helper.getNode('dev') as unknown as { timeouts: unknown }).timeouts, { scanMs: 15_000, gattMs: 5_000 });
+    const { result } = await exchange(wires.node, {}, wires);
+    assert.equal((result!.payload as { name: string }).name, 'mig-times');
+    await helper.unload();
+    // Blank is the default, without a word; a fraction of a second is taken.
+    await deploy({ device: 'mig-times', backend: 'virtual', virtualDevices: 'mig-times', scanTimeout: '', operationTimeout: 0.5 }, { type: 'ble-ota-status', device: 'dev' }, [
+      statusNode,
+    ]);
+    assert.deepEqual(warningsOf('dev'), []);
+    assert.deepEqual((helper.getNode('dev') as unknown as { timeouts: unknown }).timeouts, { scanMs: 15_000, gattMs: 500 });
+  });
+
   it('a configVersion that is not a version: a warning naming it, and the node reads as the oldest shape', async () => {
     const wires = await deploy(
       { device: 'mig-bad', backend: 'virtual', virtualDevices: 'mig-bad', scanTimeout: 3, operationTimeout: 3 },

@@ -15,10 +15,11 @@ import type { RED } from '../shared/red';
 import { targetOf } from '../../lib/client/target';
 import { DeviceNode, DeviceNodeDef } from './device-node';
 
-function seconds(value: string | number | undefined, fallback: number): number {
-  const n = Number(value);
-  return Number.isFinite(n) && n > 0 ? n * 1000 : fallback;
-}
+/** The scan time and the timeout, in seconds: their defaults, and the most the editor allows. */
+const TIMEOUTS = {
+  scanTimeout: { fallback: 15, max: 3600 },
+  operationTimeout: { fallback: 5, max: 600 },
+} as const;
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-device');
@@ -29,10 +30,22 @@ export = function register(RED: RED): void {
     this.backend = def.backend === 'virtual' ? 'virtual' : 'bluetooth';
     this.device = String(def.device ?? '').trim();
     this.adapter = adapterFor(this.backend);
-    const timeouts: Partial<Timeouts> = {
-      scanMs: seconds(def.scanTimeout, 15_000),
-      gattMs: seconds(def.operationTimeout, 5_000),
+    /**
+     * A timeout from the settings, in ms. Blank: the default. A value that is
+     * no number of seconds above 0 and up to the editor's maximum (a flow
+     * written by hand or by a script) is said at deploy, and the default
+     * runs instead of a timer that would fire at once or never.
+     */
+    const seconds = (field: keyof typeof TIMEOUTS): number => {
+      const { fallback, max } = TIMEOUTS[field];
+      const value = def[field];
+      if (value === undefined || value === null || String(value).trim() === '') return fallback * 1000;
+      const n = Number(value);
+      if (Number.isFinite(n) && n > 0 && n <= max) return n * 1000;
+      this.warn(t('ble-ota-device.warnings.timeout', { label: t(`ble-ota-device.label.${field}`), value: String(value).slice(0, 40), max, fallback }));
+      return fallback * 1000;
     };
+    const timeouts: Partial<Timeouts> = { scanMs: seconds('scanTimeout'), gattMs: seconds('operationTimeout') };
     this.timeouts = timeouts;
     // A credential: Node-RED stores it apart from the flow (flows_cred.json, encrypted).
     const secret = String(this.credentials?.secret ?? '').trim();
