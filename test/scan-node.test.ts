@@ -127,6 +127,26 @@ describe('ble-ota-scan node', function () {
     assert.ok(ours.every((d) => d.version === '1.0.0'));
   });
 
+  it("one message per device: msg.topic is the device's name when the input's topic is empty (an Inject node's default), else the input's", async () => {
+    const { scan, out } = await load({ output: 'each', namePattern: 'scan-ours-*' });
+    let got = collect(out, 2);
+    scan.receive({ topic: '', payload: 1 });
+    let msgs = await got;
+    assert.deepEqual(msgs.map((m) => m.topic).sort(), ['scan-ours-1', 'scan-ours-2']);
+    assert.deepEqual(
+      msgs.map((m) => (m.payload as Found).name),
+      msgs.map((m) => m.topic),
+    );
+    out.removeAllListeners('input');
+    got = collect(out, 2);
+    scan.receive({ topic: 'fleet/scan' });
+    msgs = await got;
+    assert.deepEqual(
+      msgs.map((m) => m.topic),
+      ['fleet/scan', 'fleet/scan'],
+    );
+  });
+
   it('leaves out devices below the minimum RSSI', async () => {
     const { scan, out } = await load({ minRssi: -40 }); // virtual devices advertise at -50 dBm
     const got = collect(out, 1);

@@ -66,7 +66,9 @@ export = function register(RED: RED): void {
         );
         node.status({ fill: 'green', shape: 'dot', text: t('ble-ota-scan.status.found', { count: devices.length }) });
         if (def.output === 'each') {
-          for (const d of devices) send({ ...msg, topic: msg.topic ?? d.name ?? d.address, payload: d });
+          // The device's name, unless the input had a topic of its own (an Inject node's default topic is empty).
+          const topic = typeof msg.topic === 'string' && msg.topic !== '' ? msg.topic : undefined;
+          for (const d of devices) send({ ...msg, topic: topic ?? d.name ?? d.address, payload: d });
         } else {
           send({ ...msg, payload: devices });
         }
