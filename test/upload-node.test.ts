@@ -190,6 +190,23 @@ describe('ble-ota-upload node', function () {
     assert.match(err.message, /In range list\) or in BLE_OTA_VIRTUAL_DEVICES, and "node-test-undeclared" is in none: add it there and Deploy\.$/);
   });
 
+  it('a private key pasted as the public key: an error at deploy, and no update until it is replaced', async () => {
+    const key = generateSigningKey('ecdsa256');
+    const nodes = await load('node-test-private-key', 'virtual', { requireSignature: true, publicKey: key });
+    const logged = (helper as unknown as { log(): { args: Array<[{ level: number; id?: string; msg?: unknown }]>; ERROR: number } }).log();
+    const errors = logged.args.filter(([e]) => e.level === logged.ERROR && e.id === 'up').map(([e]) => String(e.msg));
+    assert.equal(errors.length, 1, errors.join('\n'));
+    assert.match(errors[0], /^The Public key field holds a private key \(a signing key\).*esp32-ble-ota pubkey --key signing-key\.pem prints it/);
+    assert.doesNotMatch(errors[0], /BEGIN/, 'the key itself is not repeated');
+    assert.equal(lastStatus(nodes.up)?.fill, 'red');
+    const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 65, signingKeys: key });
+    const { result, error } = await send(nodes, { payload: image });
+    assert.equal(result, undefined, 'an image signed with that very key is not sent either');
+    const err = error!.error as { code: string; message: string };
+    assert.equal(err.code, 'INVALID_ARGUMENT');
+    assert.match(err.message, /^The Public key field holds a private key/);
+  });
+
   it('a base64 string: IMAGE_NOT_BUFFER with a hint to decode it', async () => {
     const nodes = await load('node-test-base64');
     const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 61 });

@@ -96,6 +96,13 @@ export = function register(RED: RED): void {
 
     if (checkConfigAtDeploy(node, config, t('ble-ota-upload.status.noDevice'), setStatus)) setStatus({});
     const showError = (err: unknown) => setStatus(statusForError(t, 'ble-ota-upload.status.', err));
+    // A signing key pasted as the public key checks signatures too, but the flow file, every
+    // export and every backup then hold what signs images the devices install.
+    const privateKeyInFlow = settings.publicKey !== undefined && /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(settings.publicKey);
+    if (privateKeyInFlow) {
+      node.error(t('ble-ota-upload.errors.privateKey'));
+      showError(new BleOtaError('INVALID_ARGUMENT', ''));
+    }
 
     function publish(job: Pick<Job, 'target' | 'summary'>, state: OtaState, extra: Partial<OtaEvent> = {}, started?: number): void {
       otaEvents.publish({
@@ -130,6 +137,10 @@ export = function register(RED: RED): void {
       }
       if (!config) {
         done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.noDevice')));
+        return;
+      }
+      if (privateKeyInFlow) {
+        done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.privateKey')));
         return;
       }
       const part = streamedPart(msg);
