@@ -503,6 +503,22 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.deepEqual(await cache.list(), []);
   });
 
+  it('a skip where the device runs another file of the build (signed again) that the cache holds: stored, no error', async () => {
+    const cache = new ImageCache({ dir: join(dir, 'cache-skip') });
+    const image = buildAppImage({ projectName: 'lamp', version: '1.0.0', size: 32 * KB, seed: 40 });
+    const running = Buffer.concat([image, Buffer.alloc(4 * KB, 0xe7)]); // as the same build with another signature sector
+    const skipped = { confirmed: true, skipped: true, runningSha256: sha256(running), runningSize: running.length };
+    // Not held: the next update cannot send a patch, and the result says why.
+    assert.equal((await storeInstalled(cache, image, skipped))?.stored, false);
+    await cache.put(running);
+    assert.deepEqual(await storeInstalled(cache, image, skipped), { stored: true });
+    assert.deepEqual(
+      (await cache.list()).map((e) => e.sha256),
+      [sha256(running).toString('hex')],
+      'the file the device runs, not this one',
+    );
+  });
+
   it('stores nothing in the cache when the update fails', async () => {
     const cache = new ImageCache({ dir: join(dir, 'cache-fail') });
     const device = await radio.addDevice({ name: `dl-fail-${++seq}`, restartDelayMs: 20 });
