@@ -375,6 +375,13 @@ describe('ble-ota-upload node', function () {
     const malformed = await send(loaded, { payload: image, deviceId: 'kitchen' });
     assert.equal((malformed.error!.error as { code: string }).code, 'INVALID_ARGUMENT');
     assert.match((malformed.error!.error as { message: string }).message, /msg\.deviceId "kitchen" is no device id/);
+    // A fleet secret sent as the device id by mistake is not repeated where the debug sidebar and the log show it.
+    const secret = 'a1'.repeat(32);
+    const pasted = await send(loaded, { payload: image, deviceId: secret });
+    const message = (pasted.error!.error as { message: string }).message;
+    assert.equal((pasted.error!.error as { code: string }).code, 'INVALID_ARGUMENT');
+    assert.match(message, /^msg\.deviceId, 64 characters long, is no device id: .* not shown here/);
+    assert.ok(!message.includes('a1a1a1a1'), message);
   });
 
   it('refuses before connecting an image older than the secure_version it installed on the device', async () => {

@@ -76,7 +76,7 @@ export function newSecret(): Buffer {
 }
 
 /** The longest device id as written: 24:0a:c4:12:34:56. */
-const DEVICE_ID_TEXT_LEN = 3 * DEVICE_ID_LEN - 1;
+export const DEVICE_ID_TEXT_LEN = 3 * DEVICE_ID_LEN - 1;
 
 /**
  * A device id ("24:0a:c4:12:34:56", or 12 hex digits) as 6 bytes. A wrong

@@ -18,7 +18,7 @@ import { BleOtaError, CancelledError, ImageError } from '../../lib/errors';
 import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { isSampleImage } from '../../lib/image/sample-image';
 import { validateImage } from '../../lib/image/validate';
-import { parseDeviceId } from '../../lib/client/session';
+import { DEVICE_ID_TEXT_LEN, parseDeviceId } from '../../lib/client/session';
 import { sameTarget, targetOf } from '../../lib/client/target';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { closeWhenSettled } from '../shared/close';
@@ -356,7 +356,12 @@ export = function register(RED: RED): void {
     try {
       parseDeviceId(text);
     } catch {
-      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.badDeviceId', { value: text.slice(0, 40) }));
+      // Only a value as short as a device id is repeated: a fleet secret pasted here must not reach the debug sidebar.
+      const given = text.trim();
+      throw new BleOtaError(
+        'INVALID_ARGUMENT',
+        given.length <= DEVICE_ID_TEXT_LEN ? t('ble-ota-upload.errors.badDeviceId', { value: given }) : t('ble-ota-upload.errors.badDeviceIdLong', { length: given.length }),
+      );
     }
     return text.trim();
   }
