@@ -304,8 +304,8 @@ describe('ESP app image', () => {
     });
     const copy = (): Buffer => Buffer.from(good);
 
-    it('IMAGE_NOT_BUFFER for a string, with the File In hint', () => {
-      expectImageError('\u00e9\u0001\u0002', 'IMAGE_NOT_BUFFER', /is a string/, /"a single Buffer object"/);
+    it('IMAGE_NOT_BUFFER for a string, with the settings of the nodes a file usually comes from', () => {
+      expectImageError('\u00e9\u0001\u0002', 'IMAGE_NOT_BUFFER', /is a string/, /File In "a single Buffer object", HTTP Request "a binary buffer", MQTT In "a Buffer"/);
     });
 
     it('IMAGE_NOT_BUFFER for other non-Buffers', () => {

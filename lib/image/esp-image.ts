@@ -277,8 +277,10 @@ function notBufferMessage(x: unknown): string {
     typeof x === 'string' && looksLikeBase64(x)
       ? ' It looks like base64 text: decode it into a Buffer first, e.g. a Function node with ' + "msg.payload = Buffer.from(msg.payload, 'base64');"
       : typeof x === 'string'
-        ? ' If it comes from a File In node, set its Output to "a single Buffer object" ' + '(a file read as text is damaged by the character decoding).'
-        : ' Read the .bin file with a File In node set to output "a single Buffer object".';
+        ? ' Set the upstream node to output binary (a file read as text is damaged by the character decoding): File In "a single Buffer object", ' +
+          'HTTP Request "a binary buffer", MQTT In "a Buffer".'
+        : ' Make the upstream node output binary: File In "a single Buffer object", HTTP Request "a binary buffer", MQTT In "a Buffer"; ' +
+          'an HTTP In upload is in msg.req.files[0].buffer.';
   return `The firmware image must be a Buffer, but msg.payload is ${describeValue(x)}.${hint}`;
 }
 

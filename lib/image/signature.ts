@@ -227,7 +227,9 @@ function loadKey(pem: string): LoadedKey {
   const labels = [...pem.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----/g)].map((m) => m[1]);
   const label = labels.find((l) => KEY_LABELS.includes(l));
   if (label === undefined) {
-    throw keyError('This is not a PEM key: it has no "-----BEGIN ... KEY-----" line. Give the .pem file that espsecure.py or "esp32-ble-ota keygen" wrote.');
+    throw keyError(
+      'This is not a PEM key: it has no "-----BEGIN ... KEY-----" line. Give a key\'s .pem file: the signing key espsecure.py or "esp32-ble-ota keygen" wrote, or the public key "esp32-ble-ota pubkey" writes from it.',
+    );
   }
   if (label === 'ENCRYPTED PRIVATE KEY' || /Proc-Type:\s*4,ENCRYPTED/.test(pem)) {
     throw keyError(
