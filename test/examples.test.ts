@@ -239,7 +239,7 @@ describe('examples', function () {
     });
   });
 
-  runs('scan-and-report-versions.json', 'scan, one line per device', () => {
+  runs('scan-and-report-versions.json', 'scan, one line with every device', () => {
     let nr: NodeRedProcess;
     after(() => nr?.stop());
 

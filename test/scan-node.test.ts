@@ -166,6 +166,20 @@ describe('ble-ota-scan node', function () {
     assert.ok((msg.payload as Found[]).some((d) => d.name === 'scan-ours-1'));
   });
 
+  it('only msg.stop === true stops a scan: a stop of "false" is another request, refused as busy while the scan goes on', async () => {
+    const { scan, out } = await load({ duration: 1 });
+    const got = collect(out, 1);
+    const refused = new Promise<{ code?: string }>((resolve) => scan.on('call:error', (call: { args: unknown[] }) => resolve(call.args[0] as { code?: string })));
+    scan.receive({});
+    scan.receive({ stop: 'false' });
+    assert.equal((await refused).code, 'BUSY');
+    const [msg] = await got;
+    assert.ok(
+      (msg.payload as Found[]).some((d) => d.name === 'scan-ours-1'),
+      'the scan ran its course',
+    );
+  });
+
   it('name patterns: globs; a regular expression is refused, not taken literally', () => {
     assert.ok(namePattern('ESP32-*')('esp32-kitchen'));
     assert.ok(!namePattern('esp32-?')('esp32-10'));

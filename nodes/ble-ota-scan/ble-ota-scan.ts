@@ -85,7 +85,8 @@ export = function register(RED: RED): void {
     }
 
     node.on('input', (msg, send, done) => {
-      if (msg.stop || msg.payload === 'stop') {
+      // As the help says: true, not any value (a "false" from a form or a query string would stop it).
+      if (msg.stop === true || msg.payload === 'stop') {
         running?.abort.abort();
         done();
         return;
