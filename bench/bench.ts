@@ -22,6 +22,7 @@ import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { Btvirt } from '../test/support/emulated-controller/btvirt';
 import { OtaPeripheral } from '../test/support/emulated-controller/ota-peripheral';
 import { END_TO_END, modelledUpdate, ModelledRun } from './modelled-update';
+import { hardwareBench } from './hardware';
 import { W25Q32JV_MAX, withModel } from './virtual-time';
 
 const ROOT = resolve(__dirname, '../..');
@@ -346,6 +347,11 @@ async function main(): Promise<void> {
   if (process.argv.includes('--delta')) {
     // Delta patches on real code pairs alone (bench/delta.ts; its own bench/results/delta.json).
     await deltaBench();
+    return;
+  }
+  if (process.argv.includes('--hardware')) {
+    // A real ESP32 (test:hardware's environment), or with --virtual the same steps against a virtual one.
+    await hardwareBench(process.argv.includes('--virtual'));
     return;
   }
   if (process.argv.includes('--node-side')) {

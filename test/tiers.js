@@ -49,6 +49,7 @@ const FAST = [
   'version',
   'client-options',
   'hidden-addresses',
+  'bench-hardware',
 ];
 
 /** Compiled test files of these names, as mocha's spec takes them. */
