@@ -196,6 +196,16 @@ describe('examples', function () {
       assert.equal(res.status, 422);
       assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'DOWNGRADE_REFUSED');
     });
+
+    it('a malformed request (?device given twice) answers 400 INVALID_ARGUMENT', async () => {
+      const res = await fetch(`${nr.url}/firmware?device=esp32-http-a&device=esp32-http-b`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: sampleImage({ projectName: 'http-app', version: '3.0.0', size: 20_000 }),
+      });
+      assert.equal(res.status, 400);
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'INVALID_ARGUMENT');
+    });
   });
 
   runs('mqtt-firmware-update.json', 'firmware over MQTT, status back over MQTT (real Mosquitto)', () => {
