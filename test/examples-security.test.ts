@@ -234,7 +234,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       const deadline = Date.now() + 60_000;
       let result: { status: string; error?: { code: string; message: string } } | undefined;
       while (!result && Date.now() < deadline) {
-        const r = results.find((x) => x.topic === 'ota/fleet/results/swap/esp32-fleet-x');
+        const r = results.find((x) => x.topic === 'ota/fleet/results/gw-1/swap/esp32-fleet-x');
         if (r) result = JSON.parse(r.text) as typeof result;
         else await new Promise((res) => setTimeout(res, 50));
       }
@@ -243,11 +243,19 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(result.error?.code, 'IMAGE_MISMATCH');
       assert.equal(result.error?.message, 'the image was refused before any radio work');
       assert.doesNotMatch(gw!.output, /updated esp32-fleet-x/);
+      await endJob('swap');
     });
+
+    /** Ends a job as the controller does (a gateway runs one job at a time: the next one waits for it). */
+    async function endJob(id: string): Promise<void> {
+      await client!.publish(`ota/fleet/jobs/${id}`, '', { qos: 1, retain: true });
+      await client!.publish(`ota/fleet/jobs/${id}/image`, '', { qos: 1, retain: true });
+    }
 
     /**
      * Publishes a job with its image and waits for the device's result, or
-     * for the gateway to release the device (a claim with a reason).
+     * for the gateway to release the device (a claim with a reason); then
+     * ends the job.
      */
     async function runJob(id: string, image: Buffer, job: Record<string, unknown>): Promise<FleetResult> {
       const named = { devices: ['esp32-fleet-x'], sha256: createHash('sha256').update(image).digest('hex'), size: image.length, settleMs: 200, timeoutS: 60, ...job };
@@ -255,9 +263,10 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       await client!.publish(`ota/fleet/jobs/${id}`, JSON.stringify(named), { qos: 1, retain: true });
       const deadline = Date.now() + 60_000;
       for (;;) {
-        const r = results.find((x) => x.topic === `ota/fleet/results/${id}/esp32-fleet-x`);
+        const r = results.find((x) => x.topic === `ota/fleet/results/gw-1/${id}/esp32-fleet-x`);
+        const released = results.find((x) => x.topic === `ota/fleet/claims/gw-1/${id}/esp32-fleet-x` && x.text.includes('"released"'));
+        if (r || released) await endJob(id);
         if (r) return JSON.parse(r.text) as FleetResult;
-        const released = results.find((x) => x.topic === `ota/fleet/claims/${id}/esp32-fleet-x` && x.text.includes('"released"'));
         if (released) return { status: 'released', ...(JSON.parse(released.text) as { reason: string }) };
         if (Date.now() > deadline) throw new Error(`no result for job ${id}`);
         await new Promise((res) => setTimeout(res, 50));
@@ -293,21 +302,184 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
     });
   });
 
-  describe("fleet-gateway.json's name patterns", () => {
-    /** The gateway's "claim what is free" function, run on a scan result as Node-RED runs it. */
-    function claim(match: string, names: string[]): string[] {
-      const node = example('fleet-gateway.json').find((n) => n.type === 'function' && n.name === 'claim what is free')!;
-      const job = { id: 'j', version: '1.0.0', match, settleMs: 0, rescanS: 30 };
-      const fleet = { job, claims: {}, pending: {}, active: {}, tried: {}, scanning: 1, lastScan: 0 };
-      const run = new Function('msg', 'node', 'flow', 'env', String(node.func)) as (...args: unknown[]) => Array<Array<{ topic: string }>> | null;
-      const out = run(
-        { jobId: 'j', payload: names.map((name) => ({ name, address: '24:0a:c4:00:00:02', version: '0.9.0' })) },
-        { status: () => undefined, warn: () => undefined },
-        { get: () => fleet },
-        { get: () => 'gw-1' },
+  /**
+   * A function node of an example, run as Node-RED runs it: its own flow
+   * and node context, env, the modules it names, and timers that run only
+   * when the test says (virtual time).
+   */
+  class FunctionRun {
+    readonly flow = new Map<string, unknown>();
+    readonly context = new Map<string, unknown>();
+    readonly log: string[] = [];
+    readonly sent: unknown[] = [];
+    readonly timers: Array<{ ms: number; fn: () => void }> = [];
+    constructor(
+      private readonly file: string,
+      private readonly env: Record<string, string> = {},
+    ) {}
+    run(name: string, msg: Record<string, unknown>): unknown {
+      const node = example(this.file).find((n) => n.type === 'function' && n.name === name)!;
+      const store = (m: Map<string, unknown>) => ({ get: (k: string) => m.get(k), set: (k: string, v: unknown) => m.set(k, v) });
+      const api = {
+        status: () => undefined,
+        warn: (t: string) => this.log.push(`warn: ${t}`),
+        error: (t: string) => this.log.push(`error: ${t}`),
+        log: (t: string) => this.log.push(`log: ${t}`),
+        send: (m: unknown) => this.sent.push(m),
+      };
+      const args = ['msg', 'node', 'context', 'flow', 'env', 'setTimeout', 'clearTimeout', 'url', 'crypto'];
+      const fn = new Function(...args, String(node.func)) as (...a: unknown[]) => unknown;
+      const setTimer = (f: () => void, ms: number) => this.timers.push({ ms, fn: f });
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return fn(msg, api, store(this.context), store(this.flow), { get: (k: string) => this.env[k] }, setTimer, () => undefined, require('node:url'), require('node:crypto'));
+    }
+  }
+
+  describe("fleet-controller.json's aggregate: what it takes from the broker", () => {
+    type Row = { name: string; status: string; gateway?: string; authenticated?: boolean };
+    type Report = { outcome: string; counts: Record<string, number>; devices: Row[]; unproven: string[] };
+    const send = (c: FunctionRun, topic: string, payload: unknown) => c.run('aggregate', { topic, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
+    /** The report the last finished job sent (its third output). */
+    const report = (c: FunctionRun) => ((c.sent.at(-1) as unknown[])[2] as { payload: Report }).payload;
+    const result = (status: string, more: Record<string, unknown> = {}) => ({ status, version: '2.0.0', confirmed: true, authenticated: true, ...more });
+
+    it('a result counts only from the gateway that holds the device; "updated" only when confirmed; devices without proof are listed unproven', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/j', { version: '2.0.0', devices: ['d1', 'd2', 'd3', 'd4'], sha256: 'a'.repeat(64), size: 1 });
+      for (const [gw, d] of [
+        ['gw-a', 'd1'],
+        ['gw-a', 'd2'],
+        ['gw-b', 'd3'],
+        ['gw-b', 'd4'],
+      ])
+        send(c, `ota/fleet/claims/${gw}/j/${d}`, { state: 'updating' });
+      // Another gateway login claims a device gw-a holds, and reports every device.
+      send(c, 'ota/fleet/claims/gw-evil/j/d1', { state: 'done' });
+      for (const d of ['d1', 'd2', 'd3', 'd4']) send(c, `ota/fleet/results/gw-evil/j/${d}`, result('updated'));
+      assert.equal(c.log.filter((l) => /from gw-evil, which does not hold it \(gw-[ab] does\): ignored/.test(l)).length, 4);
+      send(c, 'ota/fleet/results/gw-a/j/d1', result('updated'));
+      send(c, 'ota/fleet/results/gw-a/j/d2', result('updated', { confirmed: false }));
+      send(c, 'ota/fleet/results/gw-b/j/d3', result('updated', { authenticated: false }));
+      send(c, 'ota/fleet/results/gw-b/j/d4', result('current'));
+      const r = report(c);
+      assert.equal(r.outcome, 'complete');
+      assert.deepEqual(
+        r.devices.map((d) => [d.name, d.status, d.gateway, d.authenticated]),
+        [
+          ['d1', 'updated', 'gw-a', true],
+          ['d2', 'unconfirmed', 'gw-a', true],
+          ['d3', 'updated', 'gw-b', false],
+          ['d4', 'current', 'gw-b', true],
+        ],
       );
+      assert.deepEqual(r.counts, { updated: 2, current: 1, unconfirmed: 1, failed: 0, 'not reached': 0 });
+      assert.deepEqual(r.unproven, ['d3']);
+      assert.ok(c.log.some((l) => /^warn: job j: 1 device\(s\) did not prove they are yours \(authenticated: false\): d3\./.test(l)));
+    });
+
+    it('devices named __proto__ or constructor are followed like any other, and change no object of the process', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/p', { version: '2.0.0', match: '*', sha256: 'a'.repeat(64), size: 1, timeoutS: 30 });
+      for (const d of ['__proto__', 'constructor', 'toString']) {
+        send(c, `ota/fleet/claims/gw-a/p/${d}`, { state: 'updating' });
+        send(c, `ota/fleet/results/gw-a/p/${d}`, result('updated', { version: '6.6.6', deviceId: 'de:ad' }));
+      }
+      assert.equal(({} as Record<string, unknown>).version, undefined, 'Object.prototype untouched');
+      c.timers.at(-1)!.fn(); // the job's timeoutS
+      const r = report(c);
+      assert.deepEqual(
+        r.devices.map((d) => [d.name, d.status]),
+        [
+          ['__proto__', 'updated'],
+          ['constructor', 'updated'],
+          ['toString', 'updated'],
+        ],
+      );
+      const devices = (c.sent.at(-1) as Array<{ payload: { devices: Record<string, Row> } }>)[1].payload.devices;
+      assert.deepEqual(Object.keys(devices), ['__proto__', 'constructor', 'toString']);
+      assert.equal(Object.getPrototypeOf(devices), Object.prototype);
+    });
+
+    it('a timeoutS longer than a timer can wait (24.8 days) is refused with the limit, not reported "timed out" at once', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/month', { version: '2.0.0', devices: ['d1'], sha256: 'a'.repeat(64), size: 1, timeoutS: 30 * 86400 });
+      assert.equal(c.timers.length, 0);
+      assert.deepEqual(c.log, [
+        'error: job month is not followed: its "timeoutS" (2592000) is longer than a timer can wait: at most 2147483 seconds (24.8 days); the gateways ignore it too',
+      ]);
+      send(c, 'ota/fleet/jobs/long', { version: '2.0.0', devices: ['d1'], sha256: 'a'.repeat(64), size: 1, timeoutS: 2147483 });
+      assert.deepEqual(
+        c.timers.map((t) => t.ms),
+        [2147483000],
+      );
+      const publish = new FunctionRun('fleet-controller.json');
+      assert.equal(publish.run('publish the job', { job: { version: '2.0.0', devices: ['d1'], timeoutS: 30 * 86400 }, payload: Buffer.from('x') }), null);
+      assert.match(publish.log[0], /^error: job fleet-\d{14}: "timeoutS" \(2592000\) is longer than a timer can wait: at most 2147483 seconds \(24\.8 days\)$/);
+    });
+  });
+
+  describe("fleet-gateway.json's jobs, claims and name patterns", () => {
+    const SHA = 'a'.repeat(64);
+    /** A gateway that got job `id` (and its image): what "job and image" sends, and its state. */
+    function gateway(): FunctionRun {
+      return new FunctionRun('fleet-gateway.json', { GATEWAY_ID: 'gw-1' });
+    }
+    function job(g: FunctionRun, id: string, body: Record<string, unknown>): unknown {
+      g.run('job and image', { topic: `ota/fleet/jobs/${id}/image`, payload: Buffer.from('image') });
+      return g.run('job and image', { topic: `ota/fleet/jobs/${id}`, payload: JSON.stringify({ version: '1.0.0', sha256: SHA, size: 5, settleMs: 0, ...body }) });
+    }
+    /** The gateway's "claim what is free" on a scan that found `names`, for a job that "job and image" took. */
+    function claim(match: string, names: string[]): string[] {
+      const g = gateway();
+      job(g, 'j', { match });
+      const out = g.run('claim what is free', { jobId: 'j', payload: names.map((name) => ({ name, address: '24:0a:c4:00:00:02', version: '0.9.0' })) }) as Array<
+        Array<{ topic: string }>
+      > | null;
       return (out?.[0] ?? []).map((m) => decodeURIComponent(m.topic.split('/').pop()!));
     }
+
+    it('devices named like built-in properties (constructor, toString, __proto__) are claimed like any other', () => {
+      assert.deepEqual(claim('*', ['constructor', 'toString', 'esp32-1']), ['constructor', 'toString', 'esp32-1']);
+      assert.deepEqual(claim('*o*', ['__proto__', 'hasOwnProperty', 'valueOf']), ['__proto__', 'hasOwnProperty', 'valueOf']);
+    });
+
+    it('claims go on its own topic, ota/fleet/claims/<gateway>/<job>/<device>', () => {
+      const g = gateway();
+      job(g, 'j', { devices: ['esp32-1'] });
+      const out = g.run('claim what is free', { jobId: 'j', payload: [{ name: 'esp32-1' }] }) as Array<Array<{ topic: string }>>;
+      assert.deepEqual(
+        out[0].map((m) => m.topic),
+        ['ota/fleet/claims/gw-1/j/esp32-1'],
+      );
+    });
+
+    it('a second job waits while one is open, keeps its image, and starts when the first ends', () => {
+      const g = gateway();
+      assert.deepEqual((job(g, 'first', { devices: ['a'] }) as unknown[])[0], { topic: 'scan', jobId: 'first' });
+      assert.equal(job(g, 'second', { devices: ['b'] }), null);
+      assert.deepEqual(g.log, ['warn: job second waits: this gateway runs one job at a time, and job first is open; second starts when it ends']);
+      assert.equal((g.flow.get('fleet') as { job: { id: string } }).job.id, 'first');
+      // The controller ends the first job: the second starts, with the image that came with it.
+      const next = g.run('job and image', { topic: 'ota/fleet/jobs/first', payload: '' }) as unknown[];
+      assert.deepEqual(next[0], { topic: 'scan', jobId: 'second' });
+      const fleet = g.flow.get('fleet') as { job: { id: string }; image: Buffer };
+      assert.equal(fleet.job.id, 'second');
+      assert.equal(fleet.image.toString(), 'image');
+      assert.equal(g.log.at(-1), 'log: job second starts: job first ended');
+    });
+
+    it('settleMs, rescanS or timeoutS longer than a timer can wait are refused with the limit', () => {
+      const g = gateway();
+      assert.equal(job(g, 'a', { devices: ['x'], settleMs: 2 ** 31 }), null);
+      assert.equal(job(g, 'b', { devices: ['x'], rescanS: 30 * 86400 }), null);
+      assert.equal(job(g, 'c', { devices: ['x'], timeoutS: '60' }), null);
+      assert.deepEqual(g.log, [
+        'error: job a is ignored: its "settleMs" (2147483648) is longer than a timer can wait: at most 2147483647 milliseconds (24.8 days)',
+        'error: job b is ignored: its "rescanS" (2592000) is longer than a timer can wait: at most 2147483 seconds (24.8 days)',
+        'error: job c is ignored: its "timeoutS" is not a number of seconds (more than 0)',
+      ]);
+      assert.equal(g.flow.get('fleet'), undefined);
+    });
 
     it('match claims what the pattern names (* and ?, any case), and nothing else', () => {
       assert.deepEqual(claim('esp32-hall-*', ['esp32-hall-1', 'esp32-yard-1', 'ESP32-HALL-2']), ['esp32-hall-1', 'ESP32-HALL-2']);

@@ -2,11 +2,14 @@
  * Fleet updates across gateways (examples/fleet-gateway.json and
  * examples/fleet-controller.json, docs/FLEET.md): one real Mosquitto, two
  * Node-RED gateways, each with its own virtual ESP32s and one device in
- * range of both, and a Node-RED controller. The test publishes jobs as any
- * system would and reads the controller's reports.
+ * range of both, and a Node-RED controller. The broker runs the ACL that
+ * docs/SECURITY.md gives (read from it), every Node-RED logged in as the
+ * login it documents. The test publishes jobs with the controller's login,
+ * as any system would, and reads the controller's reports; a gateway login
+ * of its own forges results.
  */
 import { strict as assert } from 'node:assert';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -26,6 +29,37 @@ interface Report {
   outcome: string;
   devices: DeviceRow[];
   notReached: string[];
+  unproven: string[];
+}
+
+/** The Mosquitto ACL in docs/SECURITY.md, as a user copies it. */
+function documentedAcl(): string {
+  const doc = readFileSync(join(ROOT, 'docs', 'SECURITY.md'), 'utf8');
+  const block = /\n( *)```\n\1# acl_file\n([\s\S]*?)\n\1```/.exec(doc);
+  assert.ok(block, 'docs/SECURITY.md has an acl_file block');
+  return block[2].replace(new RegExp(`^${block[1]}`, 'gm'), '') + '\n';
+}
+
+/** The logins the ACL names, and gw-evil: a gateway login of its own, in no Node-RED. */
+const LOGINS: Record<string, string> = Object.fromEntries(['controller', 'firmware-publisher', 'gw-a', 'gw-b', 'gw-evil'].map((u) => [u, randomBytes(12).toString('hex')]));
+
+/** Starts Node-RED, then deploys `flow` with the broker node logged in as `user` (credentials, as the editor sets them). */
+async function startAs(user: string, flow: FlowNode[], env: Record<string, string> = {}): Promise<NodeRedProcess> {
+  const nr = await NodeRedProcess.start([], '', env);
+  const tab = { id: 'f1f1f1f1f1f1f1f1', type: 'tab', label: 'fleet' };
+  const nodes = flow.map((n) => {
+    const placed = 'z' in n ? { ...n, z: tab.id } : n;
+    return n.type === 'mqtt-broker' ? { ...placed, credentials: { user, password: LOGINS[user] } } : placed;
+  });
+  const from = nr.output.length;
+  const res = await fetch(`${nr.url}/flows`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'Node-RED-Deployment-Type': 'full' },
+    body: JSON.stringify([tab, ...nodes]),
+  });
+  assert.ok(res.status === 200 || res.status === 204, `deploy: HTTP ${res.status}`);
+  await nr.waitForOutput(/Started flows/, 30_000, from);
+  return nr;
 }
 
 function example(file: string, port: number): FlowNode[] {
@@ -54,15 +88,16 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
   let client: MqttClient | undefined;
   const seen: Array<{ topic: string; text: string }> = [];
 
-  /** The first message on `topic` (or under it, with `prefix`) that `accept`s. */
-  async function message(topic: string, timeoutMs: number, accept: (text: string) => boolean = () => true, prefix = false): Promise<string> {
+  /** The first message on `topic` (or under it, with `prefix`; or matching it, a RegExp) that `accept`s. */
+  async function message(topic: string | RegExp, timeoutMs: number, accept: (text: string) => boolean = () => true, prefix = false): Promise<string> {
     const deadline = Date.now() + timeoutMs;
+    const on = (t: string) => (typeof topic !== 'string' ? topic.test(t) : prefix ? t.startsWith(topic) : t === topic);
     for (;;) {
-      const m = seen.find((s) => (prefix ? s.topic.startsWith(topic) : s.topic === topic) && accept(s.text));
+      const m = seen.find((s) => on(s.topic) && accept(s.text));
       if (m) return m.text;
       if (Date.now() > deadline) {
         const tail = seen.slice(-15).map((s) => `${s.topic} ${s.text.slice(0, 160)}`);
-        throw new Error(`nothing on ${topic} within ${timeoutMs} ms; the last messages:\n${tail.join('\n')}`);
+        throw new Error(`nothing on ${String(topic)} within ${timeoutMs} ms; the last messages:\n${tail.join('\n')}`);
       }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -75,20 +110,28 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     await client!.publish(`ota/fleet/jobs/${id}`, JSON.stringify(named), { qos: 1, retain: true });
   }
 
+  /** Claims on the device, each on its gateway's topic ota/fleet/claims/<gateway>/<job>/<device>. */
   const claims = (job: string, device: string) =>
-    seen.filter((s) => s.topic === `ota/fleet/claims/${job}/${device}` && s.text).map((s) => JSON.parse(s.text) as { gateway: string; state: string });
+    seen
+      .filter((s) => s.topic.endsWith(`/${job}/${device}`) && s.topic.startsWith('ota/fleet/claims/') && s.text)
+      .map((s) => ({ ...(JSON.parse(s.text) as { state: string }), gateway: s.topic.split('/')[3] }));
+  /** The results of a job, the gateway that sent each from its topic. */
+  const results = (job: string) =>
+    seen
+      .filter((s) => s.topic.startsWith('ota/fleet/results/') && s.topic.split('/')[4] === job)
+      .map((s) => ({ ...(JSON.parse(s.text) as { device: string; status: string }), from: s.topic.split('/')[3] }));
 
   before(async function () {
-    broker = await Mosquitto.start();
+    broker = await Mosquitto.start({ users: LOGINS, acl: documentedAcl() });
     if (!broker) return this.skip(); // mosquitto not installed: .ci/run installs it
     const gateway = example('fleet-gateway.json', broker.port);
     [gwA, gwB, controller] = await Promise.all([
-      NodeRedProcess.start(gateway, '', { GATEWAY_ID: 'gw-a', BLE_OTA_VIRTUAL_DEVICES: 'esp32-fleet-a1,esp32-fleet-a2,esp32-fleet-both' }),
-      NodeRedProcess.start(gateway, '', { GATEWAY_ID: 'gw-b', BLE_OTA_VIRTUAL_DEVICES: 'esp32-fleet-b1,esp32-fleet-both' }),
-      NodeRedProcess.start(controllerFlow(broker.port)),
+      startAs('gw-a', gateway, { GATEWAY_ID: 'gw-a', BLE_OTA_VIRTUAL_DEVICES: 'esp32-fleet-a1,esp32-fleet-a2,esp32-fleet-both' }),
+      startAs('gw-b', gateway, { GATEWAY_ID: 'gw-b', BLE_OTA_VIRTUAL_DEVICES: 'esp32-fleet-b1,esp32-fleet-both' }),
+      startAs('controller', controllerFlow(broker.port)),
     ]);
     await Promise.all([gwA, gwB, controller].map((nr) => nr.waitForOutput(/Connected to broker/, 20_000)));
-    client = await broker.client();
+    client = await broker.client('controller');
     client.on('message', (topic, payload) => {
       if (!topic.endsWith('/image')) seen.push({ topic, text: payload.toString() });
     });
@@ -113,6 +156,8 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
       devices.map((name) => [name, 'updated', '2.0.0']),
     );
     assert.deepEqual(report.notReached, []);
+    // The gateways have no fleet secret (the example as imported): no device proved it is ours, and the report says so.
+    assert.deepEqual(report.unproven, devices);
 
     // What the upload nodes themselves logged: one update per device across both gateways.
     const byA = uploads(gwA!, '2.0.0');
@@ -133,16 +178,15 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     assert.ok(claimants.length > 0);
     assert.equal(both.gateway, claimants[0], `claimed by ${claimants}`);
 
-    // One result per device on MQTT, and the job's retained messages cleared for the gateways.
-    const results = seen.filter((s) => s.topic.startsWith('ota/fleet/results/job-1/')).map((s) => JSON.parse(s.text) as { device: string; status: string });
-    assert.deepEqual(
-      results
-        .filter((r) => r.status === 'updated')
-        .map((r) => r.device)
-        .sort(),
-      devices,
-    );
+    // One result per device on MQTT, each on the topic of the gateway that updated it; the job's
+    // retained messages cleared for the gateways (the controller may write them under the ACL).
+    const updated = results('job-1').filter((r) => r.status === 'updated');
+    assert.deepEqual(updated.map((r) => r.device).sort(), devices);
+    for (const r of updated) assert.equal(r.from, report.devices.find((d) => d.name === r.device)!.gateway);
     await message('ota/fleet/jobs/job-1', 5000, (text) => text === '');
+    const claimed = new Set(seen.filter((m) => m.topic.startsWith('ota/fleet/claims/') && m.topic.split('/')[4] === 'job-1' && m.text).map((m) => m.topic));
+    assert.ok(claimed.size >= devices.length);
+    for (const topic of claimed) await message(topic, 5000, (text) => text === '');
   });
 
   it('reports at the timeout the device that never appeared; devices already at the version are current, not updated again', async () => {
@@ -162,6 +206,41 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     );
     assert.deepEqual(report.notReached, ['esp32-fleet-gone']);
     assert.equal(uploads(gwA!, '2.0.0').length + uploads(gwB!, '2.0.0').length, before, 'no device was written again');
+  });
+
+  it("a gateway login speaks only for itself: results it forges, on another gateway's topics or for devices it does not hold, count for nothing", async () => {
+    const evil = await broker!.client('gw-evil');
+    try {
+      const image = buildAppImage({ projectName: 'fleet-app', version: '2.5.0', size: 40_000 });
+      await publishJob('job-f', { version: '2.5.0', devices: ['esp32-fleet-a1', 'esp32-fleet-gone'], timeoutS: 15, rescanS: 2, settleMs: 500 }, image);
+      await message('ota/fleet/claims/gw-a/job-f/esp32-fleet-a1', 30_000, (text) => text.includes('"updating"'));
+      const forged = (device: string) => JSON.stringify({ job: 'job-f', device, gateway: 'gw-a', status: 'updated', version: '2.5.0', confirmed: true, authenticated: true });
+      const from = controller!.output.length;
+      // As gw-a: the broker drops them (the ACL lets gw-evil write only under its own name).
+      await evil.publish('ota/fleet/claims/gw-a/job-f/esp32-fleet-gone', JSON.stringify({ state: 'updating' }), { qos: 1, retain: true });
+      await evil.publish('ota/fleet/results/gw-a/job-f/esp32-fleet-gone', forged('esp32-fleet-gone'), { qos: 1 });
+      // As itself: they arrive, and the controller takes no result from a gateway that does not hold the device.
+      await evil.publish('ota/fleet/results/gw-evil/job-f/esp32-fleet-gone', forged('esp32-fleet-gone'), { qos: 1 });
+      await evil.publish('ota/fleet/results/gw-evil/job-f/esp32-fleet-a1', forged('esp32-fleet-a1'), { qos: 1 });
+      // One publisher's messages arrive in order: when its last one is here, the dropped ones would have been.
+      await message('ota/fleet/results/gw-evil/job-f/esp32-fleet-a1', 10_000);
+      assert.ok(!seen.some((m) => m.topic.startsWith('ota/fleet/') && m.topic.split('/')[3] === 'gw-a' && m.topic.endsWith('/job-f/esp32-fleet-gone')), 'nothing as gw-a');
+      await controller!.waitForOutput(/job job-f: a result for esp32-fleet-a1 from gw-evil, which does not hold it \(gw-a does\): ignored/, 20_000, from);
+      assert.match(controller!.output.slice(from), /job job-f: a result for esp32-fleet-gone from gw-evil, which does not hold it \(no gateway does\): ignored/);
+
+      const report = JSON.parse(await message('ota/fleet/reports/job-f', 60_000)) as Report;
+      assert.equal(report.outcome, 'timed out');
+      assert.deepEqual(
+        report.devices.map((d) => [d.name, d.status, d.version, d.gateway]),
+        [
+          ['esp32-fleet-a1', 'updated', '2.5.0', 'gw-a'],
+          ['esp32-fleet-gone', 'not reached', undefined, undefined],
+        ],
+      );
+      assert.deepEqual(report.notReached, ['esp32-fleet-gone']);
+    } finally {
+      await evil.endAsync();
+    }
   });
 
   it("the controller's start job button publishes its firmware (the sample node's, at the job's version) as a job and reports it", async () => {
@@ -186,12 +265,12 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     const image = buildAppImage({ projectName: 'fleet-app', version: '3.0.0', size: 300_000 });
     await publishJob('job-3', { version: '3.0.0', devices: ['esp32-fleet-both'], timeoutS: 60, rescanS: 2, settleMs: 500 }, image);
 
-    const updating = JSON.parse(await message('ota/fleet/claims/job-3/esp32-fleet-both', 30_000, (text) => text.includes('"updating"'))) as { gateway: string };
+    const updating = JSON.parse(await message(/^ota\/fleet\/claims\/gw-[ab]\/job-3\/esp32-fleet-both$/, 30_000, (text) => text.includes('"updating"'))) as { gateway: string };
     const [dying, survivor] = updating.gateway === 'gw-a' ? [gwA!, gwB!] : [gwB!, gwA!];
     const survivorId = updating.gateway === 'gw-a' ? 'gw-b' : 'gw-a';
     dying.child.kill('SIGKILL'); // no goodbye: the broker sends its last will
 
-    await message('ota/fleet/claims/job-3/esp32-fleet-both', 10_000, (text) => text.includes('"released"'));
+    await message(`ota/fleet/claims/${updating.gateway}/job-3/esp32-fleet-both`, 10_000, (text) => text.includes('"released"'));
     const report = JSON.parse(await message('ota/fleet/reports/job-3', 60_000)) as Report;
     assert.equal(report.outcome, 'complete');
     assert.deepEqual(
