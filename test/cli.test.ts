@@ -207,7 +207,7 @@ describe('command-line tool', function () {
       assert.equal(parseJson<{ error: { code: string } }>(json).error.code, 'USAGE');
     });
 
-    it('--require-signature checks the image against --public-key before any radio work', async () => {
+    it('--require-signature checks the image against --public-key, and the secret is checked, before any radio work, virtual or not', async () => {
       const pub = join(dir, 'owner.pub');
       writeFileSync(pub, OWNER.publicKey);
       const run = await cli(['upload', firmware, '-d', 'x', '--virtual', '--json', '--require-signature', '--public-key', pub]);
@@ -217,6 +217,15 @@ describe('command-line tool', function () {
       const noKey = await cli(['upload', firmware, '-d', 'x', '--virtual', '--require-signature']);
       assert.equal(noKey.code, 2);
       assert.match(noKey.stderr, /upload needs --public-key FILE/);
+      // With the system's Bluetooth (none here): the image's error, not the radio's.
+      const system = await cli(['upload', firmware, '-d', 'x', '--json', '--require-signature', '--public-key', pub]);
+      assert.equal(system.code, 1);
+      assert.equal(parseJson<{ error: { code: string } }>(system).error.code, 'IMAGE_NOT_SIGNED');
+      const badSecret = join(dir, 'bad.secret');
+      writeFileSync(badSecret, 'not a secret\n');
+      const secret = await cli(['upload', firmware, '-d', 'x', '--json', '--secret-file', badSecret]);
+      assert.equal(secret.code, 1);
+      assert.equal(parseJson<{ error: { code: string } }>(secret).error.code, 'INVALID_ARGUMENT');
     });
 
     it("secret and provision: a fleet secret, then a device's key partition and the esptool command, never printing either", async () => {

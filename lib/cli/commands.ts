@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
-import { BleOtaClient, Phase, Timeouts, UpdateResult } from '../client/ota-client';
+import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
 import { ESP_IMAGE_MAGIC, imageSummary, parseEspImage } from '../image/esp-image';
@@ -193,21 +193,26 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   const progress = new ProgressReporter(progressStream);
   let phase: Phase | undefined;
   const timeouts = cmd.timeoutMs ? { scanMs: cmd.timeoutMs } : {};
+  const options = {
+    target: targetOf(cmd.device),
+    image,
+    confirm: cmd.confirm,
+    protocol: cmd.protocol,
+    requireSignature: cmd.requireSignature,
+    publicKey,
+    secret,
+    allowUnauthenticated: cmd.allowUnauthenticated,
+    deviceId: cmd.deviceId,
+    baseImage,
+    cache,
+  };
+  // What the client checks before any radio work (the signature, the secret, ...), checked before this opens one.
+  checkUpdate(options);
   let result: UpdateResult;
   try {
     result = await withRadio(cmd, io, timeouts, (client) =>
       client.update({
-        target: targetOf(cmd.device),
-        image,
-        confirm: cmd.confirm,
-        protocol: cmd.protocol,
-        requireSignature: cmd.requireSignature,
-        publicKey,
-        secret,
-        allowUnauthenticated: cmd.allowUnauthenticated,
-        deviceId: cmd.deviceId,
-        baseImage,
-        cache,
+        ...options,
         signal: io.signal,
         onProgress: (p) => {
           phase = p.phase;

@@ -113,17 +113,7 @@ export class BleOtaClient {
 
   /** The timeouts and the policy of a connection; a malformed secret or device id fails here, before any radio work. */
   private connectSettings(options: ConnectOptions): ConnectSettings {
-    const timeouts = withTimeouts(this.timeouts, options.timeouts);
-    const deviceId = options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
-    const policy: AuthPolicy = {
-      secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
-      allowUnauthenticated: options.allowUnauthenticated === true,
-      deviceId,
-      // With a secret, an id asked for must be proven: claiming one costs nothing.
-      requireSession: options.requireSession ?? deviceId !== undefined,
-    };
-    const progress = (phase: Phase) => options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
-    return { timeouts, policy, progress };
+    return connectSettings(this.timeouts, options);
   }
 
   /** Connects to a peripheral found, and to its OTA service. */
@@ -192,11 +182,7 @@ export class BleOtaClient {
    */
   async update(callerOptions: UpdateOptions): Promise<UpdateResult> {
     const options: UpdateOptions = { ...callerOptions, onProgress: harmlessProgress(callerOptions.onProgress) };
-    const parsed = validateImage(options.image);
-    if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
-    checkBaseImage(options.baseImage); // a malformed option fails before any radio work, and before any wait
-    const timeouts = withTimeouts(this.timeouts, options.timeouts);
-    const settings = this.connectSettings({ ...options, timeouts });
+    const { parsed, timeouts, settings } = prepareUpdate(options, this.timeouts);
     const release = await acquireRadio(this.noble, options.signal);
     let outcome: { result: UpdateResult; installed?: V2Result };
     try {
@@ -389,4 +375,41 @@ export function withTimeouts(defaults: Timeouts, given: Partial<Timeouts> | unde
     timeouts[name] = value;
   }
   return timeouts;
+}
+
+/** The timeouts and the policy of a connection; a malformed secret or device id fails here, before any radio work. */
+function connectSettings(clientTimeouts: Timeouts, options: ConnectOptions): ConnectSettings {
+  const timeouts = withTimeouts(clientTimeouts, options.timeouts);
+  const deviceId = options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
+  const policy: AuthPolicy = {
+    secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
+    allowUnauthenticated: options.allowUnauthenticated === true,
+    deviceId,
+    // With a secret, an id asked for must be proven: claiming one costs nothing.
+    requireSession: options.requireSession ?? deviceId !== undefined,
+  };
+  const progress = (phase: Phase) => options.onProgress?.({ phase, bytesSent: 0, totalBytes: 0, percent: 0, bytesPerSecond: 0 });
+  return { timeouts, policy, progress };
+}
+
+/**
+ * Everything an update checks before it uses the radio: the image (and its
+ * signature, with requireSignature), the base image, the timeouts, the
+ * secret and the device id. Malformed input fails here, as update() would
+ * fail, before any radio work and before any wait.
+ */
+function prepareUpdate(options: UpdateOptions, clientTimeouts: Timeouts): { parsed: EspImage; timeouts: Timeouts; settings: ConnectSettings } {
+  const parsed = validateImage(options.image);
+  if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
+  checkBaseImage(options.baseImage);
+  const timeouts = withTimeouts(clientTimeouts, options.timeouts);
+  return { parsed, timeouts, settings: connectSettings(clientTimeouts, { ...options, timeouts }) };
+}
+
+/**
+ * What update() checks before it uses the radio, for a caller that opens
+ * the radio itself (the command line): throws the error update() would.
+ */
+export function checkUpdate(options: UpdateOptions, clientTimeouts: Timeouts = DEFAULT_TIMEOUTS): void {
+  prepareUpdate(options, clientTimeouts);
 }
