@@ -1020,6 +1020,7 @@ describe('result in words', () => {
     );
     assert.match(formatResult({ ...base, confirmed: false }), /^updated .* to 2\.5\.0 \(was 2\.4\.0\); the device confirms it after its self-test$/m);
     assert.match(formatResult({ ...base, resumes: 2 }), /, 2 resumed after a lost link, /m);
+    assert.match(formatResult({ ...base, packets: 1 }), /, 1 packet of up to 249 bytes, /m);
     assert.match(formatResult({ ...base, authenticated: false }), /not authenticated: nothing proves it was your device$/m);
     assert.equal(formatResult({ ...base, skipped: true }), 'lamp (24:0a:c4:00:00:01) already runs lamp 2.5.0: nothing sent\n');
     assert.equal(formatResult({ ...base, skipped: true, authenticated: false }), 'lamp (24:0a:c4:00:00:01) already runs lamp 2.5.0: nothing sent (not authenticated)\n');

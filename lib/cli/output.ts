@@ -145,7 +145,7 @@ export function formatResult(r: UpdateResult): string {
             : `${formatBytes(r.bytes)}${how} in ${seconds}`,
           `${formatRate(r.bytesPerSecond)}${patched ? ' of image' : ''}`,
           `MTU ${r.mtu}`,
-          `${r.packets} packets of up to ${r.packetSize} bytes`,
+          `${r.packets} packet${r.packets === 1 ? '' : 's'} of up to ${r.packetSize} bytes`,
         ];
   if (r.resumes) details.push(`${r.resumes} resumed after a lost link`);
   details.push(r.authenticated ? 'the device proved it holds its key' : 'not authenticated: nothing proves it was your device');
