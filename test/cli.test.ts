@@ -257,8 +257,19 @@ describe('command-line tool', function () {
       assert.equal(parseJson<{ error: { code: string } }>(again).error.code, 'FILE_EXISTS');
       assert.ok(readFileSync(part).equals(bytes), 'the first key file is unchanged');
       const badId = await cli(['provision', '--secret-file', secretFile, '--device-id', 'kitchen', '--out', join(dir, 'k2.bin')]);
-      assert.equal(badId.code, 1);
-      assert.match(badId.stderr, /no device id: give the chip's MAC address/);
+      assert.equal(badId.code, 2);
+      assert.match(badId.stderr, /--device-id is the chip's factory MAC, .* \(got "kitchen"\)/);
+      // The secret given as the device id by mistake is not printed.
+      const pasted = await cli(['provision', '--secret-file', secretFile, '--device-id', secret, '--out', join(dir, 'k2.bin')]);
+      assert.equal(pasted.code, 2);
+      assert.match(pasted.stderr, /\(got 64 characters, not repeated here\)/);
+      assert.ok(!pasted.stderr.includes(secret));
+      // --chip as ESP-IDF names targets, written as esptool.py takes it; an unknown one is a usage error.
+      const named = await cli(['provision', '--secret-file', secretFile, '--device-id', '24:0A:C4:12:34:58', '--chip', 'ESP32-S3', '--out', join(dir, 'k3.bin')]);
+      assert.match(named.stdout, /esptool\.py --chip esp32s3 write_flash/);
+      const unknown = await cli(['provision', '--secret-file', secretFile, '--device-id', '24:0A:C4:12:34:58', '--chip', 'esp9', '--out', join(dir, 'k4.bin')]);
+      assert.equal(unknown.code, 2);
+      assert.match(unknown.stderr, /--chip: Unknown chip "esp9"/);
     });
 
     it('a file that cannot be read: exit 1 with FILE_UNREADABLE', async () => {
@@ -711,8 +722,8 @@ describe('sample-image', function () {
     assert.deepEqual(readFileSync(build), real);
 
     const chip = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--chip', 'esp8266']);
-    assert.equal(chip.code, 1);
-    assert.match(chip.stderr, /Unknown chip "esp8266": give one of esp32, esp32s2, esp32c3, esp32s3/);
+    assert.equal(chip.code, 2, 'an unknown chip is a mistake in the command line');
+    assert.match(chip.stderr, /--chip: Unknown chip "esp8266": give one of esp32, esp32s2, esp32c3, esp32s3/);
     const version = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--app-version', 'v'.repeat(40)]);
     assert.match(version.stderr, /version "v+" is 40 bytes long: an app descriptor holds at most 31\. \[INVALID_ARGUMENT\]/);
     const size = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--size', '20M']);

@@ -5,7 +5,8 @@
  */
 import { parseArgs } from 'node:util';
 import type { ConfirmMode } from '../client/ota-client';
-import { SAMPLE_MAX_SIZE, SAMPLE_MIN_SIZE } from '../image/sample-image';
+import { DEVICE_ID_TEXT_LEN } from '../client/session';
+import { SAMPLE_MAX_SIZE, SAMPLE_MIN_SIZE, sampleChip } from '../image/sample-image';
 import type { KeyScheme } from '../image/signature';
 
 export const PROGRAM = 'esp32-ble-ota';
@@ -253,14 +254,14 @@ function offlineCommand(command: CommandName, values: Values, operands: string[]
   }
   if (command === 'provision') {
     noOperands(command, operands);
-    const deviceId = values['device-id'];
+    const deviceId = deviceIdOption(values['device-id'], command);
     if (deviceId === undefined) throw new UsageError("provision needs --device-id MAC, the chip's MAC address as esptool.py read_mac prints it", command);
     return {
       kind: 'provision',
       secretFile: values['secret-file'],
       deviceId,
       out: fileOption('--out', values.out, command, 'the key partition image to write'),
-      chip: values.chip,
+      chip: chipOption(values.chip, command),
       ...global,
     };
   }
@@ -273,7 +274,7 @@ function offlineCommand(command: CommandName, values: Values, operands: string[]
       out,
       projectName: values.project,
       version: values['app-version'],
-      chip: values.chip,
+      chip: chipOption(values.chip, command),
       size: values.size === undefined ? undefined : sampleSize(values.size, command),
       ...global,
     };
@@ -292,10 +293,25 @@ function offlineCommand(command: CommandName, values: Values, operands: string[]
 /** --device-id: a device id as provisioned (12 hex digits, with or without colons). */
 function deviceIdOption(value: string | undefined, command: CommandName): string | undefined {
   if (value === undefined) return undefined;
-  if (!/^[0-9a-f]{12}$/i.test(value.trim().replace(/[:-]/g, ''))) {
-    throw new UsageError(`--device-id is the chip's factory MAC, as esptool.py read_mac prints it and provision took it, e.g. 24:0a:c4:12:34:56 (got "${value}")`, command);
+  const given = value.trim();
+  if (!/^[0-9a-f]{12}$/i.test(given.replace(/[:-]/g, ''))) {
+    // Only a value as short as a device id is repeated: a fleet secret given here by mistake is not printed.
+    const got = given.length <= DEVICE_ID_TEXT_LEN ? `got "${given}"` : `got ${given.length} characters, not repeated here`;
+    throw new UsageError(`--device-id is the chip's factory MAC, as esptool.py read_mac prints it and provision took it, e.g. 24:0a:c4:12:34:56 (${got})`, command);
   }
-  return value.trim();
+  return given;
+}
+
+/** --chip: a chip as ESP-IDF targets name it (esp32, esp32c3, ESP32-S3), in esptool.py's spelling. */
+function chipOption(value: string | undefined, command: CommandName): string | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return sampleChip(value.trim())
+      .name.toLowerCase()
+      .replace(/[-_\s]/g, '');
+  } catch (err) {
+    throw new UsageError(`--chip: ${(err as Error).message.replace(/\.$/, '')}`, command);
+  }
 }
 
 function noOperands(command: CommandName, operands: string[]): void {
