@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { sourceHash } from '../lib/virtual/build';
+import { buildFailure, sourceHash } from '../lib/virtual/build';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -90,5 +90,21 @@ describe('the virtual ESP32 binary, built and run privately', function () {
     const result = await startVirtualDevice({ BLE_OTA_VIRTUAL_CACHE: root });
     assert.match(result.output, /[Rr]efusing to run the virtual ESP32: .* belongs to another user \(uid 4242, not 0\)/);
     assert.ok(!existsSync(planted.ran), 'the planted binary ran');
+  });
+});
+
+describe('the virtual ESP32 build, when it cannot be made', () => {
+  it('says what to install: the tools, or the header the compiler did not find', () => {
+    assert.match(buildFailure(true, ''), /needs `make`, a C compiler \(cc\) and the zlib and OpenSSL 3 headers: .*apt install build-essential zlib1g-dev libssl-dev/);
+    assert.match(buildFailure(false, 'make: cc: No such file or directory'), /apt install build-essential zlib1g-dev libssl-dev/);
+    const noZlib = 'ble_ota_v2.c:12:10: fatal error: zlib.h: No such file or directory\ncompilation terminated.\nmake: *** [Makefile:40: build/ble_ota_v2.o] Error 1';
+    assert.equal(
+      buildFailure(false, noZlib),
+      'The virtual ESP32 is built from C sources on first use and needs the zlib headers (zlib.h was not found): install them (e.g. `apt install zlib1g-dev`).',
+    );
+    const noSsl = 'virtual_esp32.c:20:10: fatal error: openssl/evp.h: No such file or directory';
+    assert.match(buildFailure(false, noSsl), /needs the OpenSSL 3 headers \(openssl\/evp\.h was not found\): .*apt install libssl-dev/);
+    // Anything else: make's last lines, as they are.
+    assert.equal(buildFailure(false, 'a\nb\nc\nd\ne\nf: error 2\n'), 'Building the virtual ESP32 failed: b | c | d | e | f: error 2');
   });
 });

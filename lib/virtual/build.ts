@@ -174,17 +174,7 @@ async function build(): Promise<string> {
     await new Promise<void>((resolvePromise, reject) => {
       execFile('make', ['-s', '-C', join(FIRMWARE_DIR, 'host'), `BUILD_DIR=${scratch}`, 'virtual'], { timeout: 120_000 }, (error, _stdout, stderr) => {
         if (!error) return resolvePromise();
-        // No make (ENOENT), or make without the compiler it calls ("cc: not found", "No such file").
-        const missing = (error as NodeJS.ErrnoException).code === 'ENOENT' || /\b(cc|gcc|clang)\b.*(not found|No such file)/i.test(stderr);
-        reject(
-          new BleOtaError(
-            'VIRTUAL_DEVICE_UNAVAILABLE',
-            missing
-              ? 'The virtual ESP32 is built from C sources on first use and needs `make` and a C compiler (cc): install them (e.g. `apt install build-essential`).'
-              : `Building the virtual ESP32 failed: ${stderr.trim().split('\n').slice(-5).join(' | ')}`,
-            { cause: error },
-          ),
-        );
+        reject(new BleOtaError('VIRTUAL_DEVICE_UNAVAILABLE', buildFailure((error as NodeJS.ErrnoException).code === 'ENOENT', stderr), { cause: error }));
       });
     });
     // Owner-only whatever the umask: a group-writable binary would be refused.
@@ -203,4 +193,19 @@ async function build(): Promise<string> {
   assertPrivate(buildDir, 'folder');
   assertPrivate(binary, 'file');
   return binary;
+}
+
+/** What to tell when the build failed: what to install where a tool or a header is missing, else make's last lines. */
+export function buildFailure(noMake: boolean, stderr: string): string {
+  // No make (ENOENT), or make without the compiler it calls ("cc: not found", "No such file").
+  if (noMake || /\b(cc|gcc|clang)\b.*(not found|No such file)/i.test(stderr)) {
+    return 'The virtual ESP32 is built from C sources on first use and needs `make`, a C compiler (cc) and the zlib and OpenSSL 3 headers: install them (e.g. `apt install build-essential zlib1g-dev libssl-dev`).';
+  }
+  // A header the compiler cannot find: zlib's or OpenSSL's development package is not installed.
+  const header = /\b(zlib|openssl\/[a-z0-9_]+)\.h: No such file/i.exec(stderr)?.[1];
+  if (header) {
+    const [what, pkg] = header.startsWith('zlib') ? ['zlib', 'zlib1g-dev'] : ['OpenSSL 3', 'libssl-dev'];
+    return `The virtual ESP32 is built from C sources on first use and needs the ${what} headers (${header}.h was not found): install them (e.g. \`apt install ${pkg}\`).`;
+  }
+  return `Building the virtual ESP32 failed: ${stderr.trim().split('\n').slice(-5).join(' | ')}`;
 }
