@@ -316,12 +316,12 @@ describe("the config node's scan endpoint where the virtual ESP32 cannot be buil
     assert.equal(res.status, 503);
     const body = (await res.json()) as { error: { code: string; message: string } };
     assert.equal(body.error.code, 'VIRTUAL_DEVICE_UNAVAILABLE');
-    assert.match(body.error.message, /needs `make` and a C compiler/);
+    assert.match(body.error.message, /needs `make`, a C compiler \(cc\) and the zlib and OpenSSL 3 headers/);
   });
 
   it("a flow's scan fails with the same error, rather than finding nothing", async () => {
     const from = nr.output.length;
     await nr.inject('nocc-inject');
-    await nr.waitForOutput(/\[error\] \[ble-ota-scan:in range\] The virtual ESP32 is built from C sources on first use and needs `make` and a C compiler/, 20_000, from);
+    await nr.waitForOutput(/\[error\] \[ble-ota-scan:in range\] The virtual ESP32 is built from C sources on first use and needs `make`, a C compiler/, 20_000, from);
   });
 });
