@@ -8,6 +8,7 @@ import { strict as assert } from 'node:assert';
 import { BleOtaClient, Progress } from '../lib/client/ota-client';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
+import { Control, nobleUuid, OTA_CONTROL_UUID, OTA_DATA_UUID, OTA_SERVICE_UUID } from '../lib/protocol/constants';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
@@ -159,6 +160,28 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
     );
     assert.equal(after.running, before.running);
     assert.equal(after.slots[after.running].state, 'valid');
+  });
+
+  it('a control notification that came during the transfer is not read as the answer to DONE', async () => {
+    // A REQUEST_ACK notified again mid-transfer (sent twice, or a late one): DONE's answer is what counts.
+    const bindings = radio.bindings as unknown as { write: (id: string, s: string, c: string, data: Buffer, withoutResponse: boolean) => void };
+    const write = bindings.write.bind(bindings);
+    let stray = false;
+    bindings.write = (id, service, chr, data, withoutResponse) => {
+      if (chr === nobleUuid(OTA_DATA_UUID) && !stray && data.length > 2) {
+        stray = true;
+        setImmediate(() => radio.bindings.emit('read', id, nobleUuid(OTA_SERVICE_UUID), nobleUuid(OTA_CONTROL_UUID), Buffer.from([Control.REQUEST_ACK]), true));
+      }
+      write(id, service, chr, data, withoutResponse);
+    };
+    try {
+      const image = buildAppImage({ size: 32 * 1024, version: '6.0.0', seed: 12 });
+      const result = await client.update({ target: { name: 'e2e-esp32' }, image, protocol: 'seed' });
+      assert.ok(stray, 'the stray notification came during the transfer');
+      assert.equal(result.restarted, true);
+    } finally {
+      bindings.write = write;
+    }
   });
 
   it('a scan lists the virtual devices in range with their names and the OTA service', async () => {

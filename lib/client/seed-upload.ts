@@ -93,13 +93,16 @@ export async function seedUpload(
 
     onProgress({ phase: 'verifying', ...rate(image.length, image.length, started) });
     notifications.failOn(undefined);
-    const doneAnswer = notifications.next('DONE_ACK', timeouts.verifyMs);
+    // DONE's answer is DONE_ACK or DONE_NAK: a notification that came before it (a stray
+    // one, or one sent twice) is not read as the verdict.
+    notifications.clear();
+    const doneAnswer = notifications.next('DONE_ACK', timeouts.verifyMs, (v) => v === Control.DONE_ACK || v === Control.DONE_NAK);
     doneAnswer.catch(() => undefined);
     doneSent = true;
     await link.write(chars.control, Buffer.from([Control.DONE]), 'the end of the transfer');
     const done = await doneAnswer;
     if (done !== Control.DONE_ACK) {
-      doneSent = false; // refused: nothing installed
+      doneSent = false; // DONE_NAK: refused, nothing installed
       throw new ProtocolError(
         'DEVICE_REJECTED_IMAGE',
         `the device rejected the image after receiving it (control value 0x${hex(done)}): its validation failed, so the old firmware stays; check that the image was built for this chip and is complete`,
@@ -153,15 +156,24 @@ class ControlNotifications {
     control.on('data', this.onData);
   }
 
-  next(expected: string, timeoutMs: number): Promise<number> {
+  /** The next notification `accept`s (any, by default); others are dropped. */
+  next(expected: string, timeoutMs: number, accept: (value: number) => boolean = () => true): Promise<number> {
     return this.link.wait<number>(`waiting for ${expected}`, timeoutMs, (resolve) => {
-      const queued = this.queue.shift();
-      if (queued !== undefined) return resolve(queued);
-      this.waiting = resolve;
+      for (let queued = this.queue.shift(); queued !== undefined; queued = this.queue.shift()) {
+        if (accept(queued)) return resolve(queued);
+      }
+      this.waiting = (value) => {
+        if (accept(value)) resolve(value);
+      };
       return () => {
         this.waiting = undefined;
       };
     });
+  }
+
+  /** Drops the notifications that came and nobody has read. */
+  clear(): void {
+    this.queue.length = 0;
   }
 
   failOn(value: number | undefined, error?: () => Error): void {
