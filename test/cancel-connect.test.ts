@@ -184,6 +184,24 @@ describe('cancelling while a connection is being made', function () {
     assert.equal(radio.bindings.isConnected(device), false, 'no connection stays open');
   });
 
+  it('cancelled before noble was asked to connect: the call ends at once, without waiting for an attempt that never started', async function () {
+    // Far longer than this test may take: waiting for it would fail the test.
+    this.timeout(30_000);
+    const name = 'cc-before';
+    await radio.addDevice({ name, restartDelayMs: 10 });
+    const slow = new BleOtaClient({ noble: radio.noble, timeouts: { ...TIMEOUTS, gattMs: 120_000 } });
+    const controller = new AbortController();
+    const outcomes: string[] = [];
+    const onConnect = (id: string) => outcomes.push(id);
+    radio.bindings.on('air-connect', onConnect);
+    try {
+      await expectCode(slow.connect({ name }, { signal: controller.signal, onProgress: (p) => p.phase === 'connecting' && controller.abort() }), 'CANCELLED');
+    } finally {
+      radio.bindings.off('air-connect', onConnect);
+    }
+    assert.deepEqual(outcomes, [], 'no connection was asked for');
+  });
+
   it('a connect timeout on a request the device never answered: the cancel ends the attempt', async () => {
     const name = 'cc-lost';
     const device = await radio.addDevice({ name, restartDelayMs: 10 });

@@ -48,4 +48,15 @@ describe('client options', () => {
     await assert.rejects(client.update({ target: { name: 'any' }, image, timeouts: { verifyMs: Number.NaN } }), refused('verifyMs', 'NaN'));
     await assert.rejects(client.connect({ name: 'any' }, { timeouts: { scanMs: 0 } }), refused('scanMs', '0'));
   });
+
+  it('a device id given as bytes must be six (the factory MAC); other bytes are refused without being repeated', async () => {
+    const client = new BleOtaClient({ noble: untouchable });
+    const secretLike = Buffer.alloc(32, 0x5a);
+    await assert.rejects(client.connect({ name: 'any' }, { deviceId: secretLike }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError);
+      assert.equal(err.code, 'INVALID_ARGUMENT');
+      assert.match(err.message, /^A device id is 6 bytes \(the chip's factory MAC\), not 32; the bytes given are not repeated here\.$/);
+      return true;
+    });
+  });
 });

@@ -95,14 +95,16 @@ export class Link {
    * close() must end the attempt all the same.
    */
   connect(parameters: NobleConnectParameters, timeoutMs: number): Promise<void> {
-    this.connectPending = true;
     return this.run<void>(
       'connecting',
-      (cb) =>
+      (cb) => {
+        // Only an attempt noble was asked for (a link already lost or cancelled asks for none).
+        this.connectPending = true;
         this.peripheral.connect(parameters, (err) => {
           this.connectPending = false;
           cb(err);
-        }),
+        });
+      },
       timeoutMs,
     );
   }

@@ -18,6 +18,7 @@ import { EspImage, imageSummary } from '../image/esp-image';
 import { validateImage } from '../image/validate';
 import { loadSystemNoble } from '../noble-loader';
 import {
+  DEVICE_ID_LEN,
   DEVICE_INFORMATION_UUID,
   Feature,
   FIRMWARE_REVISION_UUID,
@@ -380,7 +381,8 @@ export function withTimeouts(defaults: Timeouts, given: Partial<Timeouts> | unde
 /** The timeouts and the policy of a connection; a malformed secret or device id fails here, before any radio work. */
 function connectSettings(clientTimeouts: Timeouts, options: ConnectOptions): ConnectSettings {
   const timeouts = withTimeouts(clientTimeouts, options.timeouts);
-  const deviceId = options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? options.deviceId : parseDeviceId(options.deviceId);
+  const deviceId =
+    options.deviceId === undefined || options.deviceId === '' ? undefined : Buffer.isBuffer(options.deviceId) ? deviceIdBytes(options.deviceId) : parseDeviceId(options.deviceId);
   const policy: AuthPolicy = {
     secret: options.secret === undefined || options.secret === '' ? undefined : parseSecret(options.secret),
     allowUnauthenticated: options.allowUnauthenticated === true,
@@ -412,4 +414,12 @@ function prepareUpdate(options: UpdateOptions, clientTimeouts: Timeouts): { pars
  */
 export function checkUpdate(options: UpdateOptions, clientTimeouts: Timeouts = DEFAULT_TIMEOUTS): void {
   prepareUpdate(options, clientTimeouts);
+}
+
+/** A device id given as bytes: six of them (its factory MAC), else refused without repeating them (they may be a secret). */
+function deviceIdBytes(id: Buffer): Buffer {
+  if (id.length !== DEVICE_ID_LEN) {
+    throw new BleOtaError('INVALID_ARGUMENT', `A device id is ${DEVICE_ID_LEN} bytes (the chip's factory MAC), not ${id.length}; the bytes given are not repeated here.`);
+  }
+  return id;
 }
