@@ -5,7 +5,7 @@
  * 2^31 - 1 ms as 1 ms); a timeout left undefined keeps its default.
  */
 import { strict as assert } from 'node:assert';
-import { BleOtaClient, DEFAULT_TIMEOUTS } from '../lib/client/ota-client';
+import { BleOtaClient, DEFAULT_TIMEOUTS, Timeouts } from '../lib/client/ota-client';
 import type { NobleLike } from '../lib/client/noble-types';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -58,5 +58,28 @@ describe('client options', () => {
       assert.match(err.message, /^A device id is 6 bytes \(the chip's factory MAC\), not 32; the bytes given are not repeated here\.$/);
       return true;
     });
+  });
+
+  it('timeouts that are no object, or name no timeout, are refused; a long value is not repeated whole', () => {
+    const code = (message: RegExp) => (err: unknown) => err instanceof BleOtaError && err.code === 'INVALID_ARGUMENT' && message.test(err.message);
+    assert.throws(
+      () => new BleOtaClient({ noble: untouchable, timeouts: 'fast' as unknown as Partial<Timeouts> }),
+      code(/^Timeouts must be an object of milliseconds, e\.g\. \{ scanMs: 30000 \}, not string\.$/),
+    );
+    assert.throws(
+      () => new BleOtaClient({ noble: untouchable, timeouts: { scanms: 5 } as Partial<Timeouts> }),
+      code(/^timeouts\.scanms is no timeout: they are scanMs, connectMs, gattMs, verifyMs, restartMs\.$/),
+    );
+    assert.throws(
+      () => new BleOtaClient({ noble: untouchable, timeouts: { gattMs: 'x'.repeat(5000) as unknown as number } }),
+      (err: unknown) => err instanceof BleOtaError && err.message.length < 200,
+    );
+  });
+
+  it('a scan of no usable duration is refused, not run for 1 ms', async () => {
+    const client = new BleOtaClient({ noble: untouchable });
+    for (const duration of [Number.NaN, Number.POSITIVE_INFINITY, 0, -1]) {
+      await assert.rejects(client.scan(duration), (err: unknown) => err instanceof BleOtaError && err.code === 'INVALID_ARGUMENT');
+    }
   });
 });

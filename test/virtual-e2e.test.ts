@@ -184,6 +184,17 @@ describe('seed protocol end to end through noble and the virtual ESP32', functio
     }
   });
 
+  it('a seed update refused before anything is sent says the device runs what it ran', async () => {
+    // The seed protocol names no device id: asked for one, the client refuses before its first request.
+    const image = buildAppImage({ size: 32 * 1024, version: '7.0.0', seed: 13 });
+    await assert.rejects(client.update({ target: { name: 'e2e-esp32' }, image, protocol: 'seed', deviceId: '24:0a:c4:00:00:09' }), (err: BleOtaError) => {
+      assert.equal(err.code, 'WRONG_DEVICE');
+      assert.equal(err.device?.runs, 'old');
+      assert.match(err.message, /Nothing was sent\. The device runs what it ran before\.$/);
+      return true;
+    });
+  });
+
   it('a scan lists the virtual devices in range with their names and the OTA service', async () => {
     const other = await radio.addDevice({ name: 'e2e-second' });
     const seen = await client.scan(200);

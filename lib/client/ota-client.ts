@@ -13,6 +13,7 @@
  * The protocol is chosen from the device: v2 when it has OTA Info, the
  * seed's otherwise (docs/PROTOCOL.md).
  */
+import { inspect } from 'node:util';
 import { BleOtaError, CancelledError, DeviceError, ImageError, ProtocolError } from '../errors';
 import { EspImage, imageSummary } from '../image/esp-image';
 import { validateImage } from '../image/validate';
@@ -95,6 +96,9 @@ export class BleOtaClient {
 
   /** Lists the devices in range: advertised name, address, RSSI, and whether they advertise the OTA service. */
   scan(durationMs = 5000, signal?: AbortSignal): Promise<SeenDevice[]> {
+    if (typeof durationMs !== 'number' || !Number.isFinite(durationMs) || durationMs < 1 || durationMs > MAX_TIMER_MS) {
+      return Promise.reject(new BleOtaError('INVALID_ARGUMENT', `a scan lasts a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${String(durationMs).slice(0, 40)}`));
+    }
     return scanDevices(this.noble, durationMs, signal);
   }
 
@@ -259,7 +263,10 @@ export class BleOtaClient {
       };
       return { result };
     } catch (err) {
-      throw err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${String(err)}`, { cause: err });
+      const typed = err instanceof BleOtaError ? err : new DeviceError('TRANSFER_FAILED', `the update failed: ${describeThrown(err)}`, { cause: err });
+      // A refusal before the seed protocol's first request (v2's failures, and the seed upload's, say what the device runs).
+      if (!typed.device && typed.code !== 'CANCELLED' && !useV2) typed.withDevice({ runs: 'old' }, 'The device runs what it ran before.');
+      throw typed;
     } finally {
       // Dropping the link makes the device abort (seed) or suspend (v2) an unfinished transfer.
       await connection.close();
@@ -344,7 +351,7 @@ function harmlessProgress(onProgress: UpdateOptions['onProgress']): UpdateOption
     } catch (err) {
       if (warned) return;
       warned = true;
-      process.emitWarning(`the update's onProgress callback threw, and the update went on: ${String(err)}`, 'BleOtaWarning');
+      process.emitWarning(`the update's onProgress callback threw, and the update went on: ${describeThrown(err)}`, 'BleOtaWarning');
     }
   };
 }
@@ -365,15 +372,20 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export function withTimeouts(defaults: Timeouts, given: Partial<Timeouts> | undefined): Timeouts {
   const timeouts = { ...defaults };
-  for (const [name, value] of Object.entries(given ?? {}) as Array<[keyof Timeouts, unknown]>) {
+  if (given === undefined) return timeouts;
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) {
+    throw new BleOtaError('INVALID_ARGUMENT', `timeouts must be an object of milliseconds, e.g. { scanMs: 30000 }, not ${Array.isArray(given) ? 'an array' : typeof given}`);
+  }
+  for (const [name, value] of Object.entries(given) as Array<[string, unknown]>) {
     if (value === undefined) continue;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 1 || value > MAX_TIMER_MS) {
-      throw new BleOtaError(
-        'INVALID_ARGUMENT',
-        `timeouts.${name} must be a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${typeof value === 'string' ? `"${value}"` : String(value)}`,
-      );
+    if (!Object.hasOwn(defaults, name)) {
+      throw new BleOtaError('INVALID_ARGUMENT', `timeouts.${name.slice(0, 40)} is no timeout: they are ${Object.keys(defaults).join(', ')}`);
     }
-    timeouts[name] = value;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 1 || value > MAX_TIMER_MS) {
+      const shown = typeof value === 'string' ? `"${value.slice(0, 40)}"${value.length > 40 ? '...' : ''}` : typeof value === 'number' ? String(value) : `a ${typeof value}`;
+      throw new BleOtaError('INVALID_ARGUMENT', `timeouts.${name} must be a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${shown}`);
+    }
+    timeouts[name as keyof Timeouts] = value;
   }
   return timeouts;
 }
@@ -422,4 +434,13 @@ function deviceIdBytes(id: Buffer): Buffer {
     throw new BleOtaError('INVALID_ARGUMENT', `A device id is ${DEVICE_ID_LEN} bytes (the chip's factory MAC), not ${id.length}; the bytes given are not repeated here.`);
   }
   return id;
+}
+
+/** What was thrown, in words, whatever it is (String() itself throws for an object without a prototype). */
+function describeThrown(err: unknown): string {
+  try {
+    return String(err);
+  } catch {
+    return inspect(err, { depth: 1 });
+  }
 }
