@@ -870,7 +870,8 @@ describe('command-line parsing', () => {
     mistake(['info', '--duration', '3', '-d', 'x'], /info does not take --duration/, 'info');
     mistake(['scan', '--nope'], /Unknown option '--nope'$/, 'scan');
     // A value with a dash in front is checked as the option's own, not left to parseArgs' "ambiguous".
-    mistake(['scan', '--duration', '-1'], /^--duration takes seconds, a number above 0 and at most 3600 \(got "-1"\)$/, 'scan');
+    mistake(['scan', '--duration', '-1'], /^--duration takes seconds, a number from 0\.001 to 3600 \(got "-1"\)$/, 'scan');
+    mistake(['info', '--timeout', '0.0005', '-d', 'x'], /^--timeout takes seconds, a number from 0\.001 to 3600 \(got "0\.0005"\)$/, 'info');
     mistake(['info', '-d', 'x', '--timeout', '-5'], /^--timeout takes seconds, .*\(got "-5"\)$/, 'info');
     mistake(['sample-image', '--out', 'x.bin', '--size', '-3'], /^--size takes a size in bytes, .*\(got "-3"\)$/, 'sample-image');
     mistake(['upload', 'a', '--device', '-x'], /^--device needs a value, and "-x" looks like an option: if it is the value, write --device=-x$/, 'upload');

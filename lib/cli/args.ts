@@ -417,8 +417,9 @@ function sampleSize(value: string, command: CommandName): number {
 function seconds(option: string, value: string, command: CommandName): number {
   const n = Number(value);
   // An hour bounds a typo (--timeout 30000 meant as ms) without limiting real use.
-  if (value.trim() === '' || !Number.isFinite(n) || n <= 0 || n > 3600) {
-    throw new UsageError(`${option} takes seconds, a number above 0 and at most 3600 (got "${value}")`, command);
+  // At least a millisecond, the shortest timer the client keeps.
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0.001 || n > 3600) {
+    throw new UsageError(`${option} takes seconds, a number from 0.001 to 3600 (got "${value.slice(0, 40)}")`, command);
   }
   return n;
 }
