@@ -24,7 +24,7 @@ import type { Target } from '../lib/client/scanner';
 import type { LinkReport, UpdateOptions, UpdateResult } from '../lib/client/types';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { releaseSystemBluetooth } from '../lib/noble-loader';
-import { boundMs, CONTROLLER_RX_BUFFERS, ESP_RX_BUFFERS, LinkParameters, Preset, W25Q32JV } from '../lib/virtual/link-model';
+import { boundMs, CONTROLLER_RX_BUFFERS, ESP_RX_BUFFERS, LinkParameters, W25Q32JV } from '../lib/virtual/link-model';
 import { VirtualRadio } from '../lib/virtual/virtual-radio';
 import { hardwareSetup, HW_ENV } from '../test/hardware/config';
 
@@ -87,9 +87,7 @@ export function modelLink(link: LinkReport): LinkParameters | undefined {
 function boundFor(link: LinkReport, imageBytes: number, erased: boolean): number | undefined {
   const params = modelLink(link);
   if (!params) return undefined;
-  // Only the link and the flash enter the bound; the rest of a preset describes where they came from.
-  const measured = { name: 'measured', description: 'the link obtained', link: params, flash: W25Q32JV } as unknown as Preset;
-  return boundMs(measured, imageBytes, erased).boundMs;
+  return boundMs({ link: params, flash: W25Q32JV }, imageBytes, erased).boundMs;
 }
 
 async function step(t: MeasureTarget, name: StepFigures['step'], image: Buffer, options: Partial<UpdateOptions>): Promise<StepFigures> {

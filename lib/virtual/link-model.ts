@@ -449,7 +449,7 @@ export class AirSchedule {
  * slot was erased before the transfer (the firmware's idle erase), so the
  * flash's part is its page programs alone.
  */
-export function boundMs(p: Preset, imageBytes: number, erased = false): { linkMs: number; flashMs: number; boundMs: number } {
+export function boundMs(p: Pick<Preset, 'link' | 'flash'>, imageBytes: number, erased = false): { linkMs: number; flashMs: number; boundMs: number } {
   const air = new AirSchedule(p.link);
   // The largest value that fills whole PDUs (as the client sends), else MTU - 3.
   const limit = p.link.mtu - ATT_HEADER;
