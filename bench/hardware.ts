@@ -160,15 +160,23 @@ export async function virtualTarget(): Promise<{ target: MeasureTarget; stop: ()
   return { target: { client, target: { name: 'measured' }, images: [build('1.0.1'), build('1.0.2')], idle }, stop: () => radio.stopAll() };
 }
 
+/** A setting the measurement cannot run with: said in one line, without a stack. */
+class SetupError extends Error {}
+
 async function hardwareTarget(): Promise<{ target: MeasureTarget; stop: () => Promise<void> }> {
   const setup = hardwareSetup(process.env);
-  if (setup.kind !== 'run') throw new Error(setup.message);
+  if (setup.kind === 'skip') {
+    throw new SetupError(
+      `set ${HW_ENV.adapter}, ${HW_ENV.device} and ${HW_ENV.images} (and ${HW_ENV.secretFile} for a provisioned device), as for npm run test:hardware: docs/HARDWARE.md, Measuring a real ESP32.`,
+    );
+  }
+  if (setup.kind === 'error') throw new SetupError(setup.message);
   const c = setup.config;
   if (c.images.length < 2 || c.images[0].version === c.images[1].version) {
-    throw new Error(`${HW_ENV.images} must name two builds of this firmware with different versions (docs/HARDWARE.md, Testing with a real ESP32).`);
+    throw new SetupError(`${HW_ENV.images} must name two builds of this firmware with different versions (docs/HARDWARE.md, Testing with a real ESP32).`);
   }
   const idleS = Number(process.env[IDLE_ENV] ?? DEFAULT_IDLE_S);
-  if (!(idleS >= 0 && idleS <= 3600)) throw new Error(`${IDLE_ENV} must be a number of seconds from 0 to 3600, not ${process.env[IDLE_ENV]}.`);
+  if (!(idleS >= 0 && idleS <= 3600)) throw new SetupError(`${IDLE_ENV} must be a number of seconds from 0 to 3600, not ${process.env[IDLE_ENV]}.`);
   process.env.NOBLE_HCI_DEVICE_ID = String(c.adapter);
   const client = new BleOtaClient({ timeouts: { scanMs: 15_000, gattMs: 10_000 } });
   const idle = () => new Promise<void>((done) => setTimeout(done, idleS * 1000));
@@ -180,7 +188,16 @@ async function hardwareTarget(): Promise<{ target: MeasureTarget; stop: () => Pr
 
 /** `npm run bench -- --hardware [--virtual]`: runs the steps and writes hardware.json in bench/results/. */
 export async function hardwareBench(virtual: boolean): Promise<void> {
-  const { target, stop } = virtual ? await virtualTarget() : await hardwareTarget();
+  let made: { target: MeasureTarget; stop: () => Promise<void> };
+  try {
+    made = virtual ? await virtualTarget() : await hardwareTarget();
+  } catch (err) {
+    if (!(err instanceof SetupError)) throw err;
+    console.error(`bench --hardware: ${err.message}`);
+    process.exitCode = 2;
+    return;
+  }
+  const { target, stop } = made;
   console.log(`\nA ${virtual ? 'virtual' : 'real'} ESP32: whole updates, from the call to the confirmed result`);
   try {
     const steps = await measureDevice(target, (line) => console.log(line));
