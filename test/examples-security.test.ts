@@ -9,9 +9,9 @@
  *   status topic, and the owner's next image goes through on top of the
  *   owner's previous one;
  * - an anonymous POST of an unsigned image gets 422 IMAGE_NOT_SIGNED;
- * - a fleet job without the image's SHA-256 is ignored, an image that is
- *   not the one the job names is refused (IMAGE_MISMATCH) without echoing
- *   its bytes, and a job whose url points at the gateway's loopback makes
+ * - a fleet job without the image's SHA-256 is ignored, an image message
+ *   that is not the one the job names is ignored and logged,
+ *   and a job whose url points at the gateway's loopback makes
  *   it fetch nothing; a device that only shows the job's version is still
  *   updated (the scan proves nothing), and a job's deviceIds refuse a device
  *   with another id; a job's name pattern cannot stall the gateway.
@@ -225,24 +225,17 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       await client!.publish('ota/fleet/jobs/nohash', '', { qos: 1, retain: true });
     });
 
-    it('an image that is not the one the job names is refused, and the result does not repeat its bytes', async () => {
+    it('an image message that is not the one the job names is ignored and logged: nothing is sent to a device', async () => {
       const named = signedImage({ size: 20_000, projectName: 'fleet-app', version: '5.0.0', seed: 91 });
       const swapped = buildAppImage({ size: 20_000, projectName: 'fleet-app', version: '5.0.0', seed: 92 });
       const job = { version: '5.0.0', devices: ['esp32-fleet-x'], sha256: createHash('sha256').update(named).digest('hex'), size: named.length, settleMs: 200, timeoutS: 60 };
+      const from = gw!.output.length;
       await client!.publish('ota/fleet/jobs/swap/image', swapped, { qos: 1, retain: true });
       await client!.publish('ota/fleet/jobs/swap', JSON.stringify(job), { qos: 1, retain: true });
-      const deadline = Date.now() + 60_000;
-      let result: { status: string; error?: { code: string; message: string } } | undefined;
-      while (!result && Date.now() < deadline) {
-        const r = results.find((x) => x.topic === 'ota/fleet/results/gw-1/swap/esp32-fleet-x');
-        if (r) result = JSON.parse(r.text) as typeof result;
-        else await new Promise((res) => setTimeout(res, 50));
-      }
-      assert.ok(result, 'a result for the device');
-      assert.equal(result.status, 'failed');
-      assert.equal(result.error?.code, 'IMAGE_MISMATCH');
-      assert.equal(result.error?.message, 'the image was refused before any radio work');
-      assert.doesNotMatch(gw!.output, /updated esp32-fleet-x/);
+      await gw!.waitForOutput(/job swap: an image message that came before the job is not the job's image \(its SHA-256 or size differs from the job's\): ignored/, 20_000, from);
+      // Without its image the job does not start: no claim, no result (the job's own image would start it).
+      assert.ok(!results.some((x) => x.topic.endsWith('/swap/esp32-fleet-x')));
+      assert.doesNotMatch(gw!.output.slice(from), /updated esp32-fleet-x|IMAGE_MISMATCH/);
       await endJob('swap');
     });
 
@@ -372,9 +365,85 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
           ['d4', 'current', 'gw-b', true],
         ],
       );
-      assert.deepEqual(r.counts, { updated: 2, current: 1, unconfirmed: 1, failed: 0, 'not reached': 0 });
+      assert.deepEqual(r.counts, { updated: 2, current: 1, unconfirmed: 1, failed: 0, 'not reached': 0, 'not started': 0 });
       assert.deepEqual(r.unproven, ['d3']);
       assert.ok(c.log.some((l) => /^warn: job j: 1 device\(s\) did not prove they are yours \(authenticated: false\): d3\./.test(l)));
+    });
+
+    it('a gateway login cannot take over a device another gateway holds: offline only on its own topic, and a released device goes to no one', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/j', { version: '2.0.0', devices: ['d1', 'd2'], sha256: 'a'.repeat(64), size: 1 });
+      send(c, 'ota/fleet/claims/gw-a/j/d1', { state: 'updating' });
+      // gw-evil says "updating" on its own topic while gw-a holds d1, then says gw-a went offline.
+      send(c, 'ota/fleet/claims/gw-evil/j/d1', { state: 'updating' });
+      const released = () => c.log.filter((l) => /went offline/.test(l));
+      assert.equal(send(c, 'ota/fleet/gateways/offline', 'gw-a'), null, 'the old shared topic names no gateway');
+      const own = send(c, 'ota/fleet/gateways/gw-evil/offline', 'gw-a') as Array<Array<{ topic: string }>>;
+      assert.deepEqual(
+        own[0].map((m) => m.topic),
+        ['ota/fleet/claims/gw-evil/j/d1'],
+        'the payload is not read: only the gateway of the topic is released',
+      );
+      assert.deepEqual(released(), ['warn: gw-evil went offline: released 1 device(s) for other gateways']);
+      send(c, 'ota/fleet/results/gw-evil/j/d1', result('failed'));
+      assert.match(c.log.at(-1)!, /a result for d1 from gw-evil, which does not hold it \(gw-a does\): ignored/);
+      // gw-a really goes offline: the device is free, not handed to the gateway that said "updating" meanwhile.
+      send(c, 'ota/fleet/claims/gw-evil/j/d1', { state: 'updating' });
+      const mine = send(c, 'ota/fleet/gateways/gw-a/offline', '') as Array<Array<{ topic: string; payload: string }>>;
+      assert.deepEqual(
+        mine[0].map((m) => m.topic),
+        ['ota/fleet/claims/gw-a/j/d1'],
+      );
+      send(c, 'ota/fleet/claims/gw-a/j/d1', mine[0][0].payload);
+      send(c, 'ota/fleet/results/gw-evil/j/d1', result('failed'));
+      assert.match(c.log.at(-1)!, /a result for d1 from gw-evil, which does not hold it \(no gateway does\): ignored/);
+      // gw-a was still there and still updates d1: it says so again, and its result counts.
+      send(c, 'ota/fleet/claims/gw-a/j/d1', { state: 'updating' });
+      send(c, 'ota/fleet/claims/gw-b/j/d2', { state: 'updating' });
+      send(c, 'ota/fleet/results/gw-a/j/d1', result('updated'));
+      send(c, 'ota/fleet/results/gw-b/j/d2', result('updated'));
+      assert.deepEqual(
+        report(c).devices.map((d) => [d.name, d.status, d.gateway]),
+        [
+          ['d1', 'updated', 'gw-a'],
+          ['d2', 'updated', 'gw-b'],
+        ],
+      );
+    });
+
+    it('a job id published again after its report is a new job, followed and reported again', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      for (const [status, code] of [
+        ['failed', 'AUTH_FAILED'],
+        ['updated', undefined],
+      ]) {
+        send(c, 'ota/fleet/jobs/fw-2', { version: '2.0.0', devices: ['d1'], sha256: 'a'.repeat(64), size: 1 });
+        send(c, 'ota/fleet/claims/gw-a/fw-2/d1', { state: 'updating' });
+        send(c, 'ota/fleet/results/gw-a/fw-2/d1', result(String(status), code ? { error: { code, message: 'wrong secret' } } : {}));
+        assert.deepEqual(
+          report(c).devices.map((d) => [d.name, d.status]),
+          [['d1', status]],
+        );
+        // What the report cleared comes back empty: nothing is followed any more.
+        send(c, 'ota/fleet/jobs/fw-2', '');
+        send(c, 'ota/fleet/claims/gw-a/fw-2/d1', '');
+      }
+      assert.equal(c.sent.filter((m) => Array.isArray(m) && m[2]).length, 2, 'two reports');
+    });
+
+    it('at timeoutS, the devices of a job no gateway started are "not started", not "not reached"', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/waited', { version: '2.0.0', devices: ['d2'], sha256: 'a'.repeat(64), size: 1, timeoutS: 900 });
+      send(c, 'ota/fleet/jobs/ran', { version: '2.0.0', devices: ['d3'], sha256: 'a'.repeat(64), size: 1, timeoutS: 900 });
+      send(c, 'ota/fleet/gateways/gw-a/started', 'ran');
+      const ends = c.timers.map((t) => t.fn);
+      ends[0]();
+      let r = report(c) as Report & { notReached: string[]; notStarted: string[] };
+      assert.deepEqual([r.devices.map((d) => [d.name, d.status]), r.notReached, r.notStarted, r.counts['not started']], [[['d2', 'not started']], [], ['d2'], 1]);
+      assert.match(c.log.at(-1)!, /^warn: job waited: no gateway started it before its timeoutS \(900 s\): its devices are reported "not started"/);
+      ends[1]();
+      r = report(c) as Report & { notReached: string[]; notStarted: string[] };
+      assert.deepEqual([r.devices.map((d) => [d.name, d.status]), r.notReached, r.notStarted], [[['d3', 'not reached']], ['d3'], []]);
     });
 
     it('devices named __proto__ or constructor are followed like any other, and change no object of the process', () => {
@@ -419,13 +488,14 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
   });
 
   describe("fleet-gateway.json's jobs, claims and name patterns", () => {
-    const SHA = 'a'.repeat(64);
+    const IMAGE = Buffer.from('image');
+    const SHA = createHash('sha256').update(IMAGE).digest('hex');
     /** A gateway that got job `id` (and its image): what "job and image" sends, and its state. */
     function gateway(): FunctionRun {
       return new FunctionRun('fleet-gateway.json', { GATEWAY_ID: 'gw-1' });
     }
     function job(g: FunctionRun, id: string, body: Record<string, unknown>): unknown {
-      g.run('job and image', { topic: `ota/fleet/jobs/${id}/image`, payload: Buffer.from('image') });
+      g.run('job and image', { topic: `ota/fleet/jobs/${id}/image`, payload: IMAGE });
       return g.run('job and image', { topic: `ota/fleet/jobs/${id}`, payload: JSON.stringify({ version: '1.0.0', sha256: SHA, size: 5, settleMs: 0, ...body }) });
     }
     /** The gateway's "claim what is free" on a scan that found `names`, for a job that "job and image" took. */
@@ -435,7 +505,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       const out = g.run('claim what is free', { jobId: 'j', payload: names.map((name) => ({ name, address: '24:0a:c4:00:00:02', version: '0.9.0' })) }) as Array<
         Array<{ topic: string }>
       > | null;
-      return (out?.[0] ?? []).map((m) => decodeURIComponent(m.topic.split('/').pop()!));
+      return (out?.[0] ?? []).filter((m) => m.topic.startsWith('ota/fleet/claims/')).map((m) => decodeURIComponent(m.topic.split('/').pop()!));
     }
 
     it('devices named like built-in properties (constructor, toString, __proto__) are claimed like any other', () => {
@@ -448,9 +518,39 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       job(g, 'j', { devices: ['esp32-1'] });
       const out = g.run('claim what is free', { jobId: 'j', payload: [{ name: 'esp32-1' }] }) as Array<Array<{ topic: string }>>;
       assert.deepEqual(
-        out[0].map((m) => m.topic),
+        out[0].map((m) => m.topic).filter((t) => t.startsWith('ota/fleet/claims/')),
         ['ota/fleet/claims/gw-1/j/esp32-1'],
       );
+    });
+
+    it('connects its broker node with birth, close and last will on its own topic, ota/fleet/gateways/<gateway>/…', () => {
+      const out = gateway().run('connect as GATEWAY_ID', {}) as { action: string; broker: Record<string, { topic: string; payload: string }> };
+      assert.equal(out.action, 'connect');
+      assert.deepEqual(
+        Object.entries(out.broker).map(([k, m]) => [k, m.topic, m.payload]),
+        [
+          ['birth', 'ota/fleet/gateways/gw-1/online', 'gw-1'],
+          ['close', 'ota/fleet/gateways/gw-1/offline', 'gw-1'],
+          ['will', 'ota/fleet/gateways/gw-1/offline', 'gw-1'],
+        ],
+      );
+      const broker = example('fleet-gateway.json').find((n) => n.type === 'mqtt-broker')!;
+      assert.equal(broker.autoConnect, false, 'the function connects it');
+    });
+
+    it('a device whose gateway is released is free, not handed to a gateway that said "updating" while it was held', () => {
+      const g = gateway();
+      job(g, 'j', { devices: ['d1'] });
+      const say = (gw: string, state: unknown) => g.run('settle and decide', { topic: `ota/fleet/claims/${gw}/j/d1`, payload: state === '' ? '' : JSON.stringify({ state }) });
+      say('gw-a', 'updating');
+      say('gw-evil', 'updating');
+      const scan = () =>
+        ((g.run('claim what is free', { jobId: 'j', payload: [{ name: 'd1' }] }) as Array<Array<{ topic: string }>>)[0] ?? [])
+          .map((m) => m.topic)
+          .filter((t) => t.startsWith('ota/fleet/claims/'));
+      assert.deepEqual(scan(), [], 'gw-a holds it');
+      say('gw-a', 'released');
+      assert.deepEqual(scan(), ['ota/fleet/claims/gw-1/j/d1']);
     });
 
     it('a second job waits while one is open, keeps its image, and starts when the first ends', () => {
@@ -466,6 +566,63 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(fleet.job.id, 'second');
       assert.equal(fleet.image.toString(), 'image');
       assert.equal(g.log.at(-1), 'log: job second starts: job first ended');
+    });
+
+    it('claims made for a job while it waits are kept: when it starts, a device another gateway holds is not claimed', () => {
+      const g = gateway();
+      job(g, 'first', { devices: ['a'] });
+      job(g, 'second', { devices: ['both', 'free'] });
+      g.run('settle and decide', { topic: 'ota/fleet/claims/gw-a/second/both', payload: JSON.stringify({ state: 'updating' }) });
+      g.run('job and image', { topic: 'ota/fleet/jobs/first', payload: '' }); // the first ends: the second starts
+      const out = g.run('claim what is free', { jobId: 'second', payload: [{ name: 'both' }, { name: 'free' }] }) as Array<Array<{ topic: string }>>;
+      assert.deepEqual(
+        out[0].map((m) => m.topic).filter((t) => t.startsWith('ota/fleet/claims/')),
+        ['ota/fleet/claims/gw-1/second/free'],
+      );
+    });
+
+    it("an image message that is not the job's (another SHA-256 or size) is ignored and logged, whenever it comes", () => {
+      const g = gateway();
+      const junk = Buffer.from('junk!');
+      type Upload = { payload: Buffer; sha256: string };
+      const uploads = () => (g.sent as Array<Array<Upload | null> | undefined>).map((m) => m?.[0]).filter((m): m is Upload => !!m?.sha256);
+      // Junk before the job (kept beside the job's image until the job says which), and after it.
+      g.run('job and image', { topic: 'ota/fleet/jobs/j/image', payload: junk });
+      job(g, 'j', { devices: ['d1'] });
+      g.run('job and image', { topic: 'ota/fleet/jobs/j/image', payload: junk });
+      // A job waiting behind it gets junk first, then its image.
+      job(g, 'w', { devices: ['d2'] });
+      g.run('job and image', { topic: 'ota/fleet/jobs/w/image', payload: Buffer.from('other') });
+      assert.deepEqual(
+        g.log.filter((l) => /not the job's image/.test(l)),
+        [
+          "warn: job j: an image message that came before the job is not the job's image (its SHA-256 or size differs from the job's): ignored",
+          "warn: job j: an image message is not the job's image (its SHA-256 or size differs from the job's): ignored",
+          "warn: job w: an image message is not the job's image (its SHA-256 or size differs from the job's): ignored",
+        ],
+      );
+      g.run('claim what is free', { jobId: 'j', payload: [{ name: 'd1' }] });
+      g.run('settle and decide', { topic: 'ota/fleet/claims/gw-1/j/d1', payload: JSON.stringify({ state: 'claiming' }) });
+      g.timers.at(-1)!.fn(); // settleMs
+      g.run('job and image', { topic: 'ota/fleet/jobs/j', payload: '' });
+      g.run('claim what is free', { jobId: 'w', payload: [{ name: 'd2' }] });
+      g.run('settle and decide', { topic: 'ota/fleet/claims/gw-1/w/d2', payload: JSON.stringify({ state: 'claiming' }) });
+      g.timers.at(-1)!.fn();
+      assert.deepEqual(
+        uploads().map((u) => [u.payload.toString(), u.sha256]),
+        [
+          ['image', SHA],
+          ['image', SHA],
+        ],
+      );
+    });
+
+    it('says once, at its first scan of a job, that it started it (ota/fleet/gateways/<gateway>/started)', () => {
+      const g = gateway();
+      job(g, 'j', { devices: ['d1'] });
+      const scan = () => ((g.run('claim what is free', { jobId: 'j', payload: [] }) as Array<Array<{ topic: string; payload: string }>>)[0] ?? []).map((m) => [m.topic, m.payload]);
+      assert.deepEqual(scan(), [['ota/fleet/gateways/gw-1/started', 'j']]);
+      assert.deepEqual(scan(), []);
     });
 
     it('settleMs, rescanS or timeoutS longer than a timer can wait are refused with the limit', () => {

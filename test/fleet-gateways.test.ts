@@ -208,14 +208,22 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     assert.equal(uploads(gwA!, '2.0.0').length + uploads(gwB!, '2.0.0').length, before, 'no device was written again');
   });
 
-  it("a gateway login speaks only for itself: results it forges, on another gateway's topics or for devices it does not hold, count for nothing", async () => {
+  it("a gateway login speaks only for itself: results it forges, on another gateway's topics or for devices it does not hold, count for nothing; it cannot say another gateway went offline", async () => {
     const evil = await broker!.client('gw-evil');
     try {
-      const image = buildAppImage({ projectName: 'fleet-app', version: '2.5.0', size: 40_000 });
-      await publishJob('job-f', { version: '2.5.0', devices: ['esp32-fleet-a1', 'esp32-fleet-gone'], timeoutS: 15, rescanS: 2, settleMs: 500 }, image);
+      // Large enough that gw-a is still updating esp32-fleet-a1 when gw-evil tries to take it.
+      const image = buildAppImage({ projectName: 'fleet-app', version: '2.5.0', size: 300_000 });
+      await publishJob('job-f', { version: '2.5.0', devices: ['esp32-fleet-a1', 'esp32-fleet-gone'], timeoutS: 30, rescanS: 2, settleMs: 500 }, image);
       await message('ota/fleet/claims/gw-a/job-f/esp32-fleet-a1', 30_000, (text) => text.includes('"updating"'));
       const forged = (device: string) => JSON.stringify({ job: 'job-f', device, gateway: 'gw-a', status: 'updated', version: '2.5.0', confirmed: true, authenticated: true });
       const from = controller!.output.length;
+      // Takes over the device gw-a holds: says "updating" on its own topic, then that gw-a went
+      // offline, on gw-a's topic (dropped), on the shared topic of old (dropped) and on its own
+      // (the controller reads the gateway from the topic: gw-evil's own claim is released).
+      await evil.publish('ota/fleet/claims/gw-evil/job-f/esp32-fleet-a1', JSON.stringify({ state: 'updating' }), { qos: 1, retain: true });
+      for (const topic of ['ota/fleet/gateways/gw-a/offline', 'ota/fleet/gateways/offline', 'ota/fleet/gateways/gw-evil/offline']) await evil.publish(topic, 'gw-a', { qos: 1 });
+      await message('ota/fleet/claims/gw-evil/job-f/esp32-fleet-a1', 10_000, (text) => text.includes('"released"'));
+      assert.ok(!seen.some((m) => m.topic === 'ota/fleet/gateways/gw-a/offline' || m.topic === 'ota/fleet/gateways/offline'), 'no offline message for gw-a');
       // As gw-a: the broker drops them (the ACL lets gw-evil write only under its own name).
       await evil.publish('ota/fleet/claims/gw-a/job-f/esp32-fleet-gone', JSON.stringify({ state: 'updating' }), { qos: 1, retain: true });
       await evil.publish('ota/fleet/results/gw-a/job-f/esp32-fleet-gone', forged('esp32-fleet-gone'), { qos: 1 });
@@ -238,6 +246,8 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
         ],
       );
       assert.deepEqual(report.notReached, ['esp32-fleet-gone']);
+      assert.ok(!seen.some((m) => m.topic === 'ota/fleet/claims/gw-a/job-f/esp32-fleet-a1' && m.text.includes('"released"')), 'gw-a was never released');
+      assert.deepEqual(uploads(gwA!, '2.5.0'), ['esp32-fleet-a1']);
     } finally {
       await evil.endAsync();
     }
