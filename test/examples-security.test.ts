@@ -329,7 +329,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
   }
 
   describe("fleet-controller.json's aggregate: what it takes from the broker", () => {
-    type Row = { name: string; status: string; gateway?: string; authenticated?: boolean };
+    type Row = { name: string; status: string; gateway?: string; authenticated?: boolean; released?: { gateway: string; reason: string } };
     type Report = { outcome: string; counts: Record<string, number>; devices: Row[]; unproven: string[] };
     const send = (c: FunctionRun, topic: string, payload: unknown) => c.run('aggregate', { topic, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) });
     /** The report the last finished job sent (its third output). */
@@ -436,7 +436,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       send(c, 'ota/fleet/jobs/waited', { version: '2.0.0', devices: ['d2'], sha256: 'a'.repeat(64), size: 1, timeoutS: 900 });
       send(c, 'ota/fleet/jobs/ran', { version: '2.0.0', devices: ['d3'], sha256: 'a'.repeat(64), size: 1, timeoutS: 900 });
       send(c, 'ota/fleet/gateways/gw-a/started', 'ran');
-      const ends = c.timers.map((t) => t.fn);
+      const ends = c.timers.filter((t) => t.ms === 900_000).map((t) => t.fn);
       ends[0]();
       let r = report(c) as Report & { notReached: string[]; notStarted: string[] };
       assert.deepEqual([r.devices.map((d) => [d.name, d.status]), r.notReached, r.notStarted, r.counts['not started']], [[['d2', 'not started']], [], ['d2'], 1]);
@@ -454,7 +454,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
         send(c, `ota/fleet/results/gw-a/p/${d}`, result('updated', { version: '6.6.6', deviceId: 'de:ad' }));
       }
       assert.equal(({} as Record<string, unknown>).version, undefined, 'Object.prototype untouched');
-      c.timers.at(-1)!.fn(); // the job's timeoutS
+      c.timers.find((t) => t.ms === 30_000)!.fn(); // the job's timeoutS
       const r = report(c);
       assert.deepEqual(
         r.devices.map((d) => [d.name, d.status]),
@@ -469,6 +469,72 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(Object.getPrototypeOf(devices), Object.prototype);
     });
 
+    it("a match job follows at most 500 devices, each from a claim on its gateway's topic; summaries go at most once a second, the last one always", () => {
+      const c = new FunctionRun('fleet-controller.json');
+      const summaries: Array<{ payload: { devices: Record<string, unknown>; total: number } }> = [];
+      const take = (out: unknown) => {
+        const s = Array.isArray(out) ? (out[1] as (typeof summaries)[number] | null) : null;
+        if (s) summaries.push(s);
+      };
+      const sent = () => c.sent.splice(0).forEach(take);
+      take(send(c, 'ota/fleet/jobs/m', { version: '2.0.0', match: 'esp32-*', sha256: 'a'.repeat(64), size: 1, timeoutS: 60 }));
+      // Progress and results name no device of their own: only a claim does.
+      take(send(c, 'ota/fleet/results/gw-evil/m/esp32-ghost', result('updated')));
+      take(send(c, 'ota/fleet/progress/gw-evil/m/esp32-ghost', { phase: 'uploading', percent: 50 }));
+      for (let i = 0; i < 800; i++) take(send(c, `ota/fleet/claims/gw-evil/m/esp32-${i}`, { state: 'claiming' }));
+      assert.deepEqual(
+        c.log.filter((l) => /at most/.test(l)),
+        [
+          'warn: job m: a "match" job follows at most 500 devices; claims for more (from gw-evil: esp32-500) are not followed, and their devices are not in the report. List the devices in "devices", or split the job.',
+        ],
+      );
+      assert.equal(summaries.length, 1, 'the one at the start; the changes wait for the second to end');
+      const second = () =>
+        c.timers
+          .filter((t) => t.ms === 1000)
+          .at(-1)!
+          .fn();
+      second();
+      sent();
+      assert.equal(summaries.length, 2);
+      assert.equal(Object.keys(summaries[1].payload.devices).length, 500);
+      second(); // nothing changed meanwhile: nothing sent
+      sent();
+      assert.equal(summaries.length, 2);
+      take(send(c, 'ota/fleet/claims/gw-a/m/esp32-0', { state: 'updating' }));
+      take(send(c, 'ota/fleet/results/gw-a/m/esp32-0', result('updated')));
+      assert.equal(summaries.length, 3, 'the first change after a quiet second goes at once');
+      c.timers.find((t) => t.ms === 60_000)!.fn(); // the timeoutS: the report, and the last summary
+      const r = report(c);
+      sent();
+      assert.equal(summaries.length, 4);
+      assert.equal(r.devices.length, 500);
+      assert.ok(!r.devices.some((d) => d.name === 'esp32-ghost' || d.name === 'esp32-500'));
+      assert.deepEqual(r.devices.find((d) => d.name === 'esp32-0')!.status, 'updated');
+    });
+
+    it('a job listing a device twice follows and counts it once; a release reason that is not text is left out, a long one cut', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/j', { version: '2.0.0', devices: ['d1', 'd1', 'd2'], sha256: 'a'.repeat(64), size: 1 });
+      assert.deepEqual(c.log, ['warn: job j lists 1 device name(s) more than once: each device is followed and counted once']);
+      send(c, 'ota/fleet/claims/gw-a/j/d1', { state: 'updating' });
+      send(c, 'ota/fleet/claims/gw-a/j/d2', { state: 'updating' });
+      send(c, 'ota/fleet/claims/gw-a/j/d2', { state: 'released', reason: { toString: 1 } });
+      send(c, 'ota/fleet/claims/gw-b/j/d2', { state: 'updating' });
+      send(c, 'ota/fleet/claims/gw-b/j/d2', { state: 'released', reason: 'WRONG_DEVICE: ' + 'x'.repeat(1000) });
+      send(c, 'ota/fleet/results/gw-a/j/d1', result('updated'));
+      c.timers.find((t) => t.ms === 3_600_000)!.fn();
+      const r = report(c);
+      assert.deepEqual(
+        r.devices.map((d) => [d.name, d.status, d.released?.gateway, d.released?.reason.length]),
+        [
+          ['d1', 'updated', undefined, undefined],
+          ['d2', 'not reached', 'gw-b', 200],
+        ],
+      );
+      assert.deepEqual([r.counts.updated, r.counts['not reached']], [1, 1]);
+    });
+
     it('a timeoutS longer than a timer can wait (24.8 days) is refused with the limit, not reported "timed out" at once', () => {
       const c = new FunctionRun('fleet-controller.json');
       send(c, 'ota/fleet/jobs/month', { version: '2.0.0', devices: ['d1'], sha256: 'a'.repeat(64), size: 1, timeoutS: 30 * 86400 });
@@ -479,7 +545,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       send(c, 'ota/fleet/jobs/long', { version: '2.0.0', devices: ['d1'], sha256: 'a'.repeat(64), size: 1, timeoutS: 2147483 });
       assert.deepEqual(
         c.timers.map((t) => t.ms),
-        [2147483000],
+        [2147483000, 1000], // its timeoutS, and the second before the next summary
       );
       const publish = new FunctionRun('fleet-controller.json');
       assert.equal(publish.run('publish the job', { job: { version: '2.0.0', devices: ['d1'], timeoutS: 30 * 86400 }, payload: Buffer.from('x') }), null);
@@ -623,6 +689,58 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       const scan = () => ((g.run('claim what is free', { jobId: 'j', payload: [] }) as Array<Array<{ topic: string; payload: string }>>)[0] ?? []).map((m) => [m.topic, m.payload]);
       assert.deepEqual(scan(), [['ota/fleet/gateways/gw-1/started', 'j']]);
       assert.deepEqual(scan(), []);
+    });
+
+    /** One try at `name`: a scan finds it, the claim comes back, settleMs passes; the upload message, if it is ours. */
+    function attempt(g: FunctionRun, jobId: string, name: string): { device: string; jobId: string } | undefined {
+      const out = g.run('claim what is free', { jobId, payload: [{ name }] }) as Array<Array<{ topic: string; payload: string }>>;
+      const claims = (out?.[0] ?? []).filter((m) => m.topic.startsWith('ota/fleet/claims/'));
+      if (!claims.length) return undefined;
+      g.run('settle and decide', claims[0]);
+      const before = g.sent.length;
+      g.timers.at(-1)!.fn(); // settleMs
+      const upload = (g.sent.slice(before) as Array<Array<{ device: string; jobId: string }>>).map((m) => m[0]).find(Boolean);
+      if (upload) g.run('settle and decide', (g.sent.at(-1) as Array<{ topic: string; payload: string }>)[1]);
+      return upload;
+    }
+
+    it('a device released because another answered to its name is tried again at later scans, 3 times at most', () => {
+      const g = gateway();
+      job(g, 'j', { devices: ['d1'] });
+      let uploads = 0;
+      for (let scan = 0; scan < 6; scan++) {
+        const upload = attempt(g, 'j', 'd1');
+        if (!upload) continue;
+        uploads++;
+        const out = g.run('result and claim done', { ...upload, error: { code: 'DEVICE_NOT_AUTHENTICATED', message: 'the device did not prove its id' } }) as Array<
+          Array<{ topic: string; payload: string }>
+        >;
+        g.run('settle and decide', out[0][0]); // the release, back from the broker
+      }
+      assert.equal(uploads, 4, 'the first try and 3 more');
+      assert.deepEqual(
+        g.log.filter((l) => /released/.test(l)).map((l) => l.replace(/^.*its id; /, '')),
+        [
+          'tried again at the next scan (1 of 3 retries)',
+          'tried again at the next scan (2 of 3 retries)',
+          'tried again at the next scan (3 of 3 retries)',
+          'not tried again in this job (3 retries done)',
+        ],
+      );
+    });
+
+    it('a job listing a device twice updates it once; a release reason that is not text is not read', () => {
+      const g = gateway();
+      job(g, 'j', { devices: ['d1', 'd1'] });
+      assert.deepEqual(g.log, ['warn: job j lists 1 device name(s) more than once: each device is updated once']);
+      assert.deepEqual((g.flow.get('fleet') as { job: { devices: string[] } }).job.devices, ['d1']);
+      assert.ok(attempt(g, 'j', 'd1'));
+      // Someone releases our claim with a reason String() cannot describe, while we update d1: we claim it again.
+      const again = g.run('settle and decide', { topic: 'ota/fleet/claims/gw-1/j/d1', payload: JSON.stringify({ state: 'released', reason: { toString: 1 } }) }) as Array<{
+        payload: string;
+      } | null>;
+      assert.equal((JSON.parse(again[1]!.payload) as { state: string }).state, 'updating');
+      assert.equal(g.log.at(-1), 'warn: d1: our claim was released (cleared) while we update it; claimed again');
     });
 
     it('settleMs, rescanS or timeoutS longer than a timer can wait are refused with the limit', () => {

@@ -40,8 +40,10 @@ function documentedAcl(): string {
   return block[2].replace(new RegExp(`^${block[1]}`, 'gm'), '') + '\n';
 }
 
-/** The logins the ACL names, and gw-evil: a gateway login of its own, in no Node-RED. */
-const LOGINS: Record<string, string> = Object.fromEntries(['controller', 'firmware-publisher', 'gw-a', 'gw-b', 'gw-evil'].map((u) => [u, randomBytes(12).toString('hex')]));
+/** The logins the ACL names (mqtt-updater: the MQTT example's Node-RED), and gw-evil: a gateway login of its own, in no Node-RED. */
+const LOGINS: Record<string, string> = Object.fromEntries(
+  ['controller', 'firmware-publisher', 'mqtt-updater', 'gw-a', 'gw-b', 'gw-evil'].map((u) => [u, randomBytes(12).toString('hex')]),
+);
 
 /** Starts Node-RED, then deploys `flow` with the broker node logged in as `user` (credentials, as the editor sets them). */
 async function startAs(user: string, flow: FlowNode[], env: Record<string, string> = {}): Promise<NodeRedProcess> {
@@ -250,6 +252,30 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
       assert.deepEqual(uploads(gwA!, '2.5.0'), ['esp32-fleet-a1']);
     } finally {
       await evil.endAsync();
+    }
+  });
+
+  it("the MQTT example's login reads the firmware topic and writes the status topic, and neither reads nor writes a fleet topic", async () => {
+    const updater = await broker!.client('mqtt-updater');
+    const publisher = await broker!.client('firmware-publisher');
+    try {
+      const got: string[] = [];
+      updater.on('message', (topic) => got.push(topic));
+      await updater.subscribe('#');
+      // What the controller publishes on the fleet topics (acknowledged: queued for every reader) comes before the firmware.
+      await client!.publish('ota/fleet/reports/acl-probe', '{}', { qos: 1 });
+      await publisher.publish('ota/esp32-acl/firmware', 'image', { qos: 1 });
+      // Its own writes: on the fleet topics (dropped), then its status, which it reads back.
+      await updater.publish('ota/fleet/claims/mqtt-updater/acl-probe/esp32-acl', JSON.stringify({ state: 'updating' }), { qos: 1 });
+      await updater.publish('ota/esp32-acl/status', 'confirmed', { qos: 1 });
+      while (!got.includes('ota/esp32-acl/status')) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(got, ['ota/esp32-acl/firmware', 'ota/esp32-acl/status']);
+      // The controller's own last message: what the updater wrote before it would have come first.
+      await client!.publish('ota/fleet/reports/acl-probe-end', '{}', { qos: 1 });
+      await message('ota/fleet/reports/acl-probe-end', 10_000);
+      assert.ok(!seen.some((m) => m.topic.includes('/mqtt-updater/')), 'nothing on the fleet topics from mqtt-updater');
+    } finally {
+      await Promise.all([updater.endAsync(), publisher.endAsync()]);
     }
   });
 
