@@ -38,19 +38,7 @@ function example(file: string, brokerPort?: number): FlowNode[] {
 
 /** Deploys flows through the admin API (as the editor does), the device nodes given the owner's fleet secret. */
 async function deployOwned(nr: NodeRedProcess, flow: FlowNode[]): Promise<void> {
-  const tab = { id: 'f1f1f1f1f1f1f1f1', type: 'tab', label: 'example' };
-  const nodes = flow.map((n) => {
-    const placed = 'z' in n ? { ...n, z: tab.id } : n;
-    return n.type === 'ble-ota-device' ? { ...placed, credentials: { secret: OWNER.secret } } : placed;
-  });
-  const from = nr.output.length;
-  const res = await fetch(`${nr.url}/flows`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', 'Node-RED-Deployment-Type': 'full' },
-    body: JSON.stringify([tab, ...nodes]),
-  });
-  assert.ok(res.status === 200 || res.status === 204, `deploy: HTTP ${res.status}`);
-  await nr.waitForOutput(/Started flows/, 30_000, from);
+  await nr.deploy(flow, (n) => (n.type === 'ble-ota-device' ? { secret: OWNER.secret } : undefined));
 }
 
 /** A valid image whose bytes were changed after it was signed (its own checksum and hash made consistent). */

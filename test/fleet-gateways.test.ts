@@ -48,19 +48,7 @@ const LOGINS: Record<string, string> = Object.fromEntries(
 /** Starts Node-RED, then deploys `flow` with the broker node logged in as `user` (credentials, as the editor sets them). */
 async function startAs(user: string, flow: FlowNode[], env: Record<string, string> = {}): Promise<NodeRedProcess> {
   const nr = await NodeRedProcess.start([], '', env);
-  const tab = { id: 'f1f1f1f1f1f1f1f1', type: 'tab', label: 'fleet' };
-  const nodes = flow.map((n) => {
-    const placed = 'z' in n ? { ...n, z: tab.id } : n;
-    return n.type === 'mqtt-broker' ? { ...placed, credentials: { user, password: LOGINS[user] } } : placed;
-  });
-  const from = nr.output.length;
-  const res = await fetch(`${nr.url}/flows`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', 'Node-RED-Deployment-Type': 'full' },
-    body: JSON.stringify([tab, ...nodes]),
-  });
-  assert.ok(res.status === 200 || res.status === 204, `deploy: HTTP ${res.status}`);
-  await nr.waitForOutput(/Started flows/, 30_000, from);
+  await nr.deploy(flow, (n) => (n.type === 'mqtt-broker' ? { user, password: LOGINS[user] } : undefined));
   return nr;
 }
 

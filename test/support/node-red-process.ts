@@ -103,6 +103,28 @@ export class NodeRedProcess {
     return waitForText(() => this.output.slice(from), pattern, timeoutMs);
   }
 
+  /**
+   * Deploys `flow` in one tab through the admin API, as the editor does (a
+   * full deployment), each node given the credentials `credentials` returns
+   * for it; resolves when the flows run.
+   */
+  async deploy(flow: Array<Record<string, unknown>>, credentials: (node: Record<string, unknown>) => Record<string, unknown> | undefined = () => undefined): Promise<void> {
+    const tab = { id: 'f1f1f1f1f1f1f1f1', type: 'tab', label: 'deployed' };
+    const nodes = flow.map((n) => {
+      const placed = 'z' in n ? { ...n, z: tab.id } : n;
+      const given = credentials(n);
+      return given ? { ...placed, credentials: given } : placed;
+    });
+    const from = this.output.length;
+    const res = await fetch(`${this.url}/flows`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Node-RED-Deployment-Type': 'full' },
+      body: JSON.stringify([tab, ...nodes]),
+    });
+    if (res.status !== 200 && res.status !== 204) throw new Error(`deploy: HTTP ${res.status}`);
+    await this.waitForOutput(/Started flows|Flows sind gestartet/, 30_000, from);
+  }
+
   /** Presses an Inject node's button, as the editor does. */
   async inject(id: string): Promise<void> {
     const res = await fetch(`${this.url}/inject/${id}`, { method: 'POST' });
