@@ -360,12 +360,17 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.match(formatResult(result), / of 1024\.0 KB rebuilt from a patch in [\d.]+ s \(the device held the rest\), /);
   });
 
+  /** Sends the image to the device and cancels the call once half of it is acknowledged: the device keeps a suspended transfer. */
+  async function cancelHalfway(name: string, image: Buffer): Promise<void> {
+    const controller = new AbortController();
+    const onProgress = (p: { phase: string; bytesSent: number; totalBytes: number }) => p.phase === 'uploading' && p.bytesSent >= p.totalBytes / 2 && controller.abort();
+    await assert.rejects(client.update({ target: { name }, image, signal: controller.signal, onProgress }), (err: BleOtaError) => err.code === 'CANCELLED');
+  }
+
   it('a full image cancelled halfway is resumed by the next call, whose bytesSent is the part it sent', async () => {
     const image = buildAppImage({ projectName: 'lamp', version: '2.0.0', size: 256 * KB, seed: 37 });
     const device = await radio.addDevice({ name: `dl-resume-full-${++seq}`, restartDelayMs: 20 });
-    const controller = new AbortController();
-    const onProgress = (p: { phase: string; bytesSent: number; totalBytes: number }) => p.phase === 'uploading' && p.bytesSent >= p.totalBytes / 2 && controller.abort();
-    await assert.rejects(client.update({ target: { name: device.name }, image, signal: controller.signal, onProgress }), (err: BleOtaError) => err.code === 'CANCELLED');
+    await cancelHalfway(device.name, image);
     const trace = airTrace(radio, device);
     let result: UpdateResult;
     try {
@@ -384,9 +389,7 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
   it('a call that resumes a transfer the device then loses (a power loss) counts the whole image it sent again', async () => {
     const image = buildAppImage({ projectName: 'lamp', version: '2.0.0', size: 256 * KB, seed: 38 });
     const device = await radio.addDevice({ name: `dl-resume-lost-${++seq}`, restartDelayMs: 20 });
-    const controller = new AbortController();
-    const onProgress = (p: { phase: string; bytesSent: number; totalBytes: number }) => p.phase === 'uploading' && p.bytesSent >= p.totalBytes / 2 && controller.abort();
-    await assert.rejects(client.update({ target: { name: device.name }, image, signal: controller.signal, onProgress }), (err: BleOtaError) => err.code === 'CANCELLED');
+    await cancelHalfway(device.name, image);
     // The next call resumes; at its first stream packet the device loses power, and with it the suspended transfer.
     let cut = false;
     const cutPower = (address: string, uuid: string) => {
