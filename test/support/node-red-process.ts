@@ -5,7 +5,7 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { AddressInfo, createServer } from 'node:net';
+import { AddressInfo, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 
@@ -90,6 +90,8 @@ export class NodeRedProcess {
     });
     const nr = new NodeRedProcess(child, port, userDir);
     await nr.waitForOutput(/Started flows|Flows sind gestartet/, 60_000); // English, or German (lang: 'de')
+    // Node-RED logs the flows' start before red.js opens its HTTP port: the admin API and Inject buttons wait for that.
+    await nr.waitForPort(60_000);
     const major = process.env.BLE_OTA_EXPECT_NODE_RED; // the run on Node-RED 5 makes sure it got it
     if (major && !new RegExp(`Node-RED version: v${major}\\.`, 'i').test(nr.output)) {
       // 'Version' in German
@@ -101,6 +103,27 @@ export class NodeRedProcess {
 
   waitForOutput(pattern: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
     return waitForText(() => this.output.slice(from), pattern, timeoutMs);
+  }
+
+  /** Waits until Node-RED's HTTP port takes connections; fails at once, with its output, if the process ends first. */
+  private async waitForPort(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`Node-RED ended (${this.child.exitCode ?? this.child.signalCode}) before it listened on port ${this.port}:\n${this.output.slice(-3000)}`);
+      }
+      const open = await new Promise<boolean>((res) => {
+        const socket = connect(this.port, '127.0.0.1');
+        socket.once('connect', () => {
+          socket.destroy();
+          res(true);
+        });
+        socket.once('error', () => res(false));
+      });
+      if (open) return;
+      if (Date.now() > deadline) throw new Error(`Node-RED did not listen on port ${this.port} within ${timeoutMs} ms:\n${this.output.slice(-3000)}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
   }
 
   /**
@@ -135,7 +158,10 @@ export class NodeRedProcess {
     if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise((r) => this.child.once('exit', r));
       this.child.kill('SIGTERM');
+      // A node that never finishes closing must not hold the test run: Node-RED then gets SIGKILL.
+      const killer = setTimeout(() => this.child.kill('SIGKILL'), 30_000);
       await exited;
+      clearTimeout(killer);
     }
     rmSync(this.userDir, { recursive: true, force: true });
   }
