@@ -53,23 +53,15 @@ describe('the fleet secret in a real Node-RED', function () {
       operationTimeout: 5,
       ...(key === undefined ? {} : { credentials: { secret: key } }),
     });
-    const flows = [
-      { id: 'tab1', type: 'tab', label: 'keys' },
+    const from = nr.output.length;
+    await nr.deploy([
       device('dev-right', 'keyed-a', KEY),
       device('dev-wrong', 'keyed-b', WRONG),
       device('dev-none', 'keyed-c'),
       ...chain('right', 'dev-right'),
       ...chain('wrong', 'dev-wrong'),
       ...chain('none', 'dev-none'),
-    ];
-    const deployed = await fetch(`${nr.url}/flows`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'Node-RED-Deployment-Type': 'full' },
-      body: JSON.stringify(flows),
-    });
-    assert.ok(deployed.status === 200 || deployed.status === 204, `deploy: HTTP ${deployed.status}`);
-    const from = nr.output.length;
-    await nr.waitForOutput(/Started flows/, 30_000, from);
+    ]);
 
     await nr.inject('right1');
     await nr.waitForOutput(/runningVersion: '4\.0\.0'/, 60_000, from);
