@@ -14,6 +14,7 @@ import {
   closeSync,
   constants,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -22,10 +23,12 @@ import {
   rmSync,
   statSync,
   symlinkSync,
-  unlinkSync,
+  truncateSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultCacheDir, FolderError, ImageCache, makeFolder } from '../lib/client/image-cache';
@@ -167,27 +170,132 @@ describe('image cache', () => {
     }
   });
 
-  it('a file system that stops answering makes a lookup find nothing and a store fail, after timeoutMs', async function () {
-    // A FIFO under an image's name: reading it waits for a writer that never comes, as a stale network mount would.
+  it('an entry that is no regular file (a FIFO, a socket, a folder, a link) is no image: found absent at once, said once, and replaced when the image is stored', async function () {
     const a = image(1);
     const file = join(dir, `${sha256(a).toString('hex')}.bin`);
     mkdirSync(dir, { recursive: true });
+    const outside = join(dir, '..', 'elsewhere.bin');
+    writeFileSync(outside, a);
+    const warnings: string[] = [];
+    // Far longer than the test may take: a lookup that waited on the FIFO would fail it.
+    const cache = new ImageCache({ dir, timeoutMs: 3_600_000, onWarning: (m) => warnings.push(m) });
+    const kinds: Array<[string, () => Promise<() => void>, RegExp]> = [
+      [
+        'FIFO',
+        async () => {
+          execFileSync('mkfifo', [file]);
+          // Lets a read the cache started go on (it would wait for a writer), should one have started.
+          return () => closeSync(openSync(file, constants.O_RDWR | constants.O_NONBLOCK));
+        },
+        /is a FIFO \(named pipe\), not an image file/,
+      ],
+      [
+        'socket',
+        async () => {
+          const server = createServer();
+          await new Promise<void>((done) => server.listen(file, done));
+          return () => server.close();
+        },
+        /is a socket, not an image file/,
+      ],
+      [
+        // Even to the very image: the cache reads nothing outside its folder.
+        'link',
+        async () => {
+          symlinkSync(outside, file);
+          return () => undefined;
+        },
+        /is a symbolic link \(the cache follows none\)/,
+      ],
+    ];
+    for (const [kind, make, what] of kinds) {
+      const release = await make();
+      try {
+        warnings.length = 0;
+        assert.deepEqual(await cache.lookup(sha256(a)), {}, kind);
+        assert.equal(warnings.length, 1, kind);
+        assert.ok(warnings[0].startsWith(`the image cache's ${file} `), warnings[0]);
+        assert.match(warnings[0], what);
+        assert.match(warnings[0], /: it is not used as the base of a delta update \(the full image goes\); remove it$/);
+        // Storing the image puts a file in its place; the cache holds it from then on, and nothing more is said.
+        assert.deepEqual(await cache.put(a), { stored: true }, kind);
+        assert.ok(lstatSync(file).isFile(), kind);
+        assert.deepEqual(await cache.lookup(sha256(a)), { image: a }, kind);
+        assert.equal(warnings.length, 1, kind);
+        assert.deepEqual(readFileSync(outside), a, 'what the link pointed to is left alone');
+      } finally {
+        release();
+        rmSync(file, { force: true });
+      }
+    }
+    // A folder under an image's name cannot be replaced: storing says so.
+    mkdirSync(file);
+    warnings.length = 0;
+    assert.deepEqual(await cache.lookup(sha256(a)), {});
+    assert.match(warnings.join('\n'), /is a folder, not an image file: it is not used/);
+    assert.deepEqual(await cache.put(a), { stored: false, error: `the image could not be stored in ${dir}: ${file} is a folder, not an image file: remove it` });
+    assert.equal(warnings.length, 1, 'the store says it, the lookup said it');
+    assert.deepEqual(await cache.list(), [], 'neither a folder nor a link counts as an image held');
+  });
+
+  it('an entry larger than the cache holds is not read, and one it may not read is said so', async function () {
+    const a = image(1);
+    const file = join(dir, `${sha256(a).toString('hex')}.bin`);
+    mkdirSync(dir, { recursive: true });
+    const warnings: string[] = [];
+    const cache = new ImageCache({ dir, maxBytes: 64 * 1024, onWarning: (m) => warnings.push(m) });
+    // Sparse: no disk taken, but 256 MiB a read would put in memory and hash.
+    writeFileSync(file, '');
+    truncateSync(file, 256 * 1024 * 1024);
+    assert.deepEqual(await cache.lookup(sha256(a)), {});
+    assert.deepEqual(warnings, [
+      `the image cache's ${file} holds 268435456 bytes, more than the 65536 the cache keeps: it is not used as the base of a delta update (the full image goes); remove it`,
+    ]);
+    assert.deepEqual(await cache.put(a), { stored: true });
+    assert.deepEqual(await cache.lookup(sha256(a)), { image: a });
+
+    // Unreadable: root reads anything, so the lookup runs as nobody then.
+    chmodSync(file, 0o000);
+    const expected = `the image cache's ${file} cannot be read (permission denied): it is not used as the base of a delta update (the full image goes); give the user running this read access to it and its folder, or remove it`;
+    if (process.getuid?.() !== 0) {
+      warnings.length = 0;
+      assert.deepEqual(await cache.lookup(sha256(a)), {});
+      assert.deepEqual(warnings, [expected]);
+      return;
+    }
+    chmodSync(join(dir, '..'), 0o755);
+    chmodSync(dir, 0o755);
+    const script = `const { ImageCache } = require(${JSON.stringify(require.resolve('../lib/client/image-cache'))}); const w = []; new ImageCache({ dir: ${JSON.stringify(dir)}, onWarning: (m) => w.push(m) }).lookup(Buffer.from(${JSON.stringify(sha256(a).toString('hex'))}, 'hex')).then((r) => console.log(JSON.stringify([Object.keys(r), w])))`;
+    const run = spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    if (run.error || run.status !== 0) this.skip(); // no nobody, or no way to read this checkout as nobody
+    assert.deepEqual(JSON.parse(run.stdout), [[], [expected]]);
+  });
+
+  it('a file system that stops answering makes a lookup find nothing and a store fail, after timeoutMs', async function () {
+    // Every thread of libuv's pool waits in the open of a FIFO: the cache's file system calls wait behind them, as on a
+    // stale network mount.
+    mkdirSync(dir, { recursive: true });
+    const threads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+    const fifos = Array.from({ length: threads }, (_, i) => join(dir, '..', `stuck-${i}`));
     try {
-      execFileSync('mkfifo', [file]);
+      for (const fifo of fifos) execFileSync('mkfifo', [fifo]);
     } catch {
       this.skip();
     }
+    const stuck = fifos.map((fifo) => open(fifo, 'r'));
+    const a = image(1);
     const cache = new ImageCache({ dir, timeoutMs: 50 });
     try {
       assert.deepEqual(await cache.lookup(sha256(a)), {});
       assert.deepEqual(await cache.put(a), { stored: false, error: `the image could not be stored in ${dir}: its file system did not answer within 0.05 s` });
     } finally {
-      // Release the reads still waiting (they hold threads of the pool): a writer opens (a blocked open returns),
-      // the FIFO goes (a read the cache starts later finds no file), and the writer closes (an open read ends).
-      const writer = openSync(file, constants.O_RDWR | constants.O_NONBLOCK);
-      unlinkSync(file);
-      closeSync(writer);
+      // A writer lets each open return; the store, unawaited, goes on then: the test waits for its image, so that
+      // nothing writes in the folder once it is removed.
+      for (const fifo of fifos) closeSync(openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK));
+      for (const handle of await Promise.all(stuck)) await handle.close();
     }
+    const file = join(dir, `${sha256(a).toString('hex')}.bin`);
+    while (!existsSync(file)) await new Promise((done) => setImmediate(done));
   });
 
   it('refuses bounds that hold nothing', () => {

@@ -16,10 +16,17 @@
  * do not throw for the file system's errors; put() says what went wrong.
  * Nor does it hold an update up: a file system that stops answering (a
  * stale network mount) makes a lookup find nothing and a store fail once
- * `timeoutMs` has passed.
+ * `timeoutMs` has passed. It opens only regular files, and follows no
+ * symbolic link in its folder: anything else under an image's name (a
+ * FIFO, whose read would wait for a writer; a device, whose opening may
+ * act; a folder; a link), or a file it may not read or larger than the
+ * cache holds, is no image: a lookup finds nothing there and says so once
+ * (`onWarning`), and the next image stored under that name replaces it (a
+ * folder excepted: storing says to remove it).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { type FileHandle, lstat, mkdir, open, readdir, readlink, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
@@ -32,6 +39,12 @@ export interface ImageCacheOptions {
   maxBytes?: number;
   /** How long a lookup or a store may take before the cache gives up on it (default 30 s). */
   timeoutMs?: number;
+  /**
+   * Told, once per lookup, why an entry under the image's name is not used
+   * (not a regular file, unreadable, too large): the message names the path
+   * and what to do. The lookup finds nothing then; the full image goes.
+   */
+  onWarning?: (message: string) => void;
 }
 
 export const DEFAULT_CACHE_IMAGES = 8;
@@ -59,11 +72,17 @@ export interface CacheLookup {
   damaged?: boolean;
 }
 
+/** What find() found: a lookup, and why an entry in the way is not used. */
+interface Found extends CacheLookup {
+  unusable?: string;
+}
+
 export class ImageCache {
   readonly dir: string;
   readonly maxImages: number;
   readonly maxBytes: number;
   readonly timeoutMs: number;
+  private readonly onWarning: ((message: string) => void) | undefined;
   private lastUse = 0;
 
   constructor(options: ImageCacheOptions) {
@@ -72,6 +91,7 @@ export class ImageCache {
     this.maxImages = options.maxImages ?? DEFAULT_CACHE_IMAGES;
     this.maxBytes = options.maxBytes ?? DEFAULT_CACHE_BYTES;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_CACHE_TIMEOUT_MS;
+    this.onWarning = options.onWarning;
     if (!(this.maxImages >= 1) || !(this.maxBytes >= 1)) throw new RangeError('the image cache must hold at least one image of at least one byte');
     if (!(this.timeoutMs > 0)) throw new RangeError('the image cache needs a time limit above zero');
   }
@@ -91,25 +111,76 @@ export class ImageCache {
    * file is removed, so it is reported, and hashed, once.
    */
   async lookup(sha256: Buffer): Promise<CacheLookup> {
-    return (await this.within(this.find(sha256))) ?? {};
+    const found = await this.within(this.find(sha256));
+    if (found?.unusable !== undefined) this.onWarning?.(found.unusable);
+    return { ...(found?.image ? { image: found.image } : {}), ...(found?.damaged ? { damaged: true } : {}) };
   }
 
-  private async find(sha256: Buffer): Promise<CacheLookup> {
+  private async find(sha256: Buffer): Promise<Found> {
     if (sha256.length !== 32) return {};
     const hex = sha256.toString('hex');
     const file = join(this.dir, `${hex}.bin`);
-    let data: Buffer;
-    try {
-      data = await readFile(file);
-    } catch {
-      return {};
-    }
+    const data = await this.read(file);
+    if (!Buffer.isBuffer(data)) return data;
     if (!createHash('sha256').update(data).digest().equals(sha256)) {
       await rm(file, { force: true }).catch(() => undefined);
       return { damaged: true };
     }
     await this.touch(file);
     return { image: data };
+  }
+
+  /**
+   * The content of a regular file of at most maxBytes, else nothing, and
+   * why when something other than a missing file is in the way. The entry
+   * is looked at before it is opened (opening a device may act on it), and
+   * opened without following a link or waiting (a FIFO put there since);
+   * what was opened must be what was looked at.
+   */
+  private async read(file: string): Promise<Buffer | Found> {
+    const unusable = (what: string, todo = 'remove it'): Found => ({
+      unusable: `the image cache's ${file} ${what}: it is not used as the base of a delta update (the full image goes); ${todo}`,
+    });
+    const failed = (err: NodeJS.ErrnoException): Found => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return {};
+      if (err.code === 'ELOOP') return unusable(kindOf('link'));
+      if (err.code === 'EACCES' || err.code === 'EPERM')
+        return unusable('cannot be read (permission denied)', 'give the user running this read access to it and its folder, or remove it');
+      return unusable(`cannot be read (${err.code ?? err.message})`);
+    };
+    let seen: Stats;
+    try {
+      seen = await lstat(file);
+    } catch (err) {
+      return failed(err as NodeJS.ErrnoException);
+    }
+    if (!seen.isFile()) return unusable(kindOf(seen));
+    if (seen.size > this.maxBytes) return unusable(`holds ${seen.size} bytes, more than the ${this.maxBytes} the cache keeps`);
+    let handle: FileHandle;
+    try {
+      handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      return failed(err as NodeJS.ErrnoException);
+    }
+    try {
+      const opened = await handle.stat();
+      if (!opened.isFile()) return unusable(kindOf(opened));
+      if (opened.ino !== seen.ino || opened.dev !== seen.dev) return {}; // replaced meanwhile: the next lookup looks again
+      if (opened.size > this.maxBytes) return unusable(`holds ${opened.size} bytes, more than the ${this.maxBytes} the cache keeps`);
+      // Only the bytes fstat counted: a file that grows meanwhile is read no further (its hash then says it is not the image).
+      const data = Buffer.alloc(opened.size);
+      let got = 0;
+      while (got < data.length) {
+        const { bytesRead } = await handle.read(data, got, data.length - got, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return data.subarray(0, got);
+    } catch (err) {
+      return failed(err as NodeJS.ErrnoException);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
   }
 
   /** Stores an image (again: then only its use is recorded), and drops the least recently used past the bounds. */
@@ -127,7 +198,10 @@ export class ImageCache {
     try {
       // Firmware may be proprietary: the folder is the user's alone, as the files in it.
       await makeFolder(this.dir, 0o700);
-      if ((await this.find(Buffer.from(hex, 'hex'))).image === undefined) {
+      const held = await this.find(Buffer.from(hex, 'hex'));
+      if (held.image === undefined) {
+        // Renaming replaces any file in the way (a FIFO, a link), not a folder.
+        if ((await lstat(file).catch(() => undefined))?.isDirectory()) throw new FolderError('EISDIR', `${file} is a folder, not an image file: remove it`);
         const temp = join(this.dir, `.${hex}.${randomBytes(6).toString('hex')}.tmp`);
         try {
           await writeFile(temp, image, { flag: 'wx', mode: 0o600 });
@@ -177,7 +251,8 @@ export class ImageCache {
     for (const name of names) {
       const m = ENTRY.exec(name);
       if (!m) continue;
-      const s = await stat(join(this.dir, name)).catch(() => undefined);
+      // Not following links: an entry is a regular file in this folder, and nothing else counts.
+      const s = await lstat(join(this.dir, name)).catch(() => undefined);
       if (s?.isFile()) entries.push({ sha256: m[1], size: s.size, usedMs: s.mtimeMs });
     }
     // Ties (a coarse clock) keep a stable order by name.
@@ -214,10 +289,19 @@ export class ImageCache {
     }
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       if (!TEMP.test(name)) continue;
-      const s = await stat(join(this.dir, name)).catch(() => undefined);
+      const s = await lstat(join(this.dir, name)).catch(() => undefined);
       if (s && Date.now() - s.mtimeMs > STALE_TEMP_MS) await rm(join(this.dir, name), { force: true }).catch(() => undefined);
     }
   }
+}
+
+/** What an entry is, when it is not a regular file. */
+function kindOf(entry: Stats | 'link'): string {
+  if (entry === 'link' || entry.isSymbolicLink()) return 'is a symbolic link (the cache follows none)';
+  if (entry.isDirectory()) return 'is a folder, not an image file';
+  if (entry.isFIFO()) return 'is a FIFO (named pipe), not an image file';
+  if (entry.isSocket()) return 'is a socket, not an image file';
+  return 'is a device, not an image file';
 }
 
 /** Why a folder could not be made, in words that name it as "it" and any other path in full. */
