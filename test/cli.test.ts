@@ -318,10 +318,11 @@ describe('command-line tool', function () {
     it('scan --virtual --json lists the virtual device with the OTA service', async () => {
       const run = await cli(['scan', '--virtual', '--json', '--duration', '0.5']);
       assert.equal(run.code, 0, run.stderr);
-      const devices = parseJson<Array<{ name: string; address: string; rssi: number; advertisesOta: boolean }>>(run);
+      const devices = parseJson<Array<{ name: string; address: string; id: string; rssi: number; advertisesOta: boolean }>>(run);
       assert.equal(devices.length, 1);
       assert.equal(devices[0].name, 'esp32', 'named "esp32" without --device');
       assert.match(devices[0].address, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+      assert.equal(devices[0].id, devices[0].address.replace(/:/g, ''), "noble's id, on Linux the address's digits");
       assert.equal(typeof devices[0].rssi, 'number');
       assert.equal(devices[0].advertisesOta, true);
     });
@@ -404,8 +405,8 @@ describe('command-line tool', function () {
     it('--device missing: exit 2 with the usage on stderr', async () => {
       const run = await cli(['upload', firmware]);
       assert.equal(run.code, 2);
-      assert.match(run.stderr, /upload needs --device NAME_OR_ADDRESS/);
-      assert.match(run.stderr, /^usage: esp32-ble-ota upload FILE --device NAME_OR_ADDRESS/m);
+      assert.match(run.stderr, /upload needs --device DEVICE \(the advertised name, AA:BB:CC:DD:EE:FF, or the id scan prints\)/);
+      assert.match(run.stderr, /^usage: esp32-ble-ota upload FILE --device DEVICE/m);
       assert.equal(run.stdout, '');
     });
 

@@ -368,12 +368,18 @@ describe('config versions: older flows in a real Node-RED', function () {
     const { result } = await exchange(wires.node, {}, wires);
     assert.equal((result!.payload as { name: string }).name, 'mig-times');
     await helper.unload();
-    // Blank is the default, without a word; a fraction of a second is taken.
+    // Blank is the default, without a word; below the editor's 1 s is out of range as above, 1 s and fractions above it are taken.
     await deploy({ device: 'mig-times', backend: 'virtual', virtualDevices: 'mig-times', scanTimeout: '', operationTimeout: 0.5 }, { type: 'ble-ota-status', device: 'dev' }, [
       statusNode,
     ]);
+    assert.deepEqual(warningsOf('dev'), ['Timeout "0.5" is no number of seconds from 1 to 600: 5 s is used. Open the device node and correct it.']);
+    assert.deepEqual((helper.getNode('dev') as unknown as { timeouts: unknown }).timeouts, { scanMs: 15_000, gattMs: 5_000 });
+    await helper.unload();
+    await deploy({ device: 'mig-times', backend: 'virtual', virtualDevices: 'mig-times', scanTimeout: 1, operationTimeout: '1.5' }, { type: 'ble-ota-status', device: 'dev' }, [
+      statusNode,
+    ]);
     assert.deepEqual(warningsOf('dev'), []);
-    assert.deepEqual((helper.getNode('dev') as unknown as { timeouts: unknown }).timeouts, { scanMs: 15_000, gattMs: 500 });
+    assert.deepEqual((helper.getNode('dev') as unknown as { timeouts: unknown }).timeouts, { scanMs: 1_000, gattMs: 1_500 });
   });
 
   it('a configVersion that is not a version: a warning naming it, and the node reads as the oldest shape', async () => {

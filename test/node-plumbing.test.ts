@@ -5,7 +5,9 @@
  */
 import { strict as assert } from 'node:assert';
 import { mock } from 'node:test';
-import { isAddress, sameTarget, targetOf } from '../lib/client/target';
+import type { NoblePeripheral } from '../lib/client/noble-types';
+import { matchesTarget } from '../lib/client/scanner';
+import { isAddress, isPeripheralId, sameTarget, targetOf } from '../lib/client/target';
 import { BleOtaError, BluetoothUnavailableError, ImageError } from '../lib/errors';
 import type { DeviceNode } from '../nodes/ble-ota-device/device-node';
 import { UploadQueue } from '../nodes/ble-ota-upload/upload-queue';
@@ -33,11 +35,38 @@ describe('targetOf: a device field, --device or msg.device', () => {
     assert.deepEqual(targetOf('   '), {});
   });
 
-  it('sameTarget: one address however written; names exactly', () => {
+  it("noble's id: 12 or 32 hex digits (32 also as a UUID), in noble's form, that also finds a device of that name", () => {
+    assert.deepEqual(targetOf(' 240AC412345F '), { id: '240ac412345f', name: '240AC412345F', alsoByName: true });
+    const mac = '5D2C0F6E8A314B7C9E01F2A3B4C5D6E7';
+    assert.deepEqual(targetOf(mac), { id: mac.toLowerCase(), name: mac, alsoByName: true });
+    assert.deepEqual(targetOf('5D2C0F6E-8A31-4B7C-9E01-F2A3B4C5D6E7'), { id: mac.toLowerCase(), name: '5D2C0F6E-8A31-4B7C-9E01-F2A3B4C5D6E7', alsoByName: true });
+    for (const text of ['240ac412345f', mac, '5d2c0f6e-8a31-4b7c-9e01-f2a3b4c5d6e7']) assert.ok(isPeripheralId(text), text);
+    // Near misses are names: 11, 13, 31 and 33 digits, a non-hex digit, a UUID grouped otherwise, the 64 digits of a secret.
+    for (const text of ['240ac412345', '240ac412345f0', mac.slice(1), `${mac}0`, '240ac412345g', '5d2c0f6e8-a31-4b7c-9e01-f2a3b4c5d6e7', 'a1'.repeat(32)]) {
+      assert.deepEqual(targetOf(text), { name: text }, text);
+      assert.equal(isPeripheralId(text), false, text);
+    }
+  });
+
+  it('a target of id form matches the device of that id, or one advertising it as its name; an address matches its id too', () => {
+    const peripheral = (id: string, address: string, localName?: string) => ({ id, address, advertisement: { localName } }) as unknown as NoblePeripheral;
+    const target = targetOf('240AC412345F');
+    assert.ok(matchesTarget(peripheral('240ac412345f', '', 'lamp'), target), 'by id, the address hidden');
+    assert.ok(matchesTarget(peripheral('9f9f9f9f9f9f', '', '240AC412345F'), target), 'by name, as before ids');
+    assert.ok(!matchesTarget(peripheral('9f9f9f9f9f9f', '', '240ac412345f'), target), 'a name matches exactly');
+    assert.ok(!matchesTarget(peripheral('9f9f9f9f9f9f', '24:0a:c4:12:34:5f', 'lamp'), target), 'an id is not an address');
+    assert.ok(matchesTarget(peripheral('240ac412345f', '', 'lamp'), targetOf('24:0A:C4:12:34:5F')), "an address, on a Linux noble's id");
+    // The client's own reconnection target (noble's id and the name seen) is the id alone.
+    assert.ok(!matchesTarget(peripheral('9f9f9f9f9f9f', '', 'lamp'), { id: '240ac412345f', name: 'lamp' }));
+  });
+
+  it('sameTarget: one address or id however written; names exactly', () => {
     assert.ok(sameTarget('AA-BB-CC-DD-EE-FF', 'aa:bb:cc:dd:ee:ff '));
     assert.ok(sameTarget('esp32', ' esp32'));
     assert.ok(!sameTarget('ESP32', 'esp32'));
     assert.ok(!sameTarget('aa:bb:cc:dd:ee:ff', 'aa:bb:cc:dd:ee:fe'));
+    assert.ok(sameTarget('5D2C0F6E-8A31-4B7C-9E01-F2A3B4C5D6E7', '5d2c0f6e8a314b7c9e01f2a3b4c5d6e7'));
+    assert.ok(!sameTarget('240ac412345f', '240ac412345e'));
   });
 });
 

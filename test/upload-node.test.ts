@@ -160,7 +160,7 @@ describe('ble-ota-upload node', function () {
     // A device name that is no string would otherwise have updated the configured device.
     let err = await refused({ device: 7 });
     assert.equal(err.code, 'INVALID_ARGUMENT');
-    assert.match(err.message, /^msg\.device is number 7, not a string: give the name or address of the device to update/);
+    assert.match(err.message, /^msg\.device is number 7, not a string: give the name, address or Bluetooth id of the device to update/);
     err = await refused({ device: { name: 'esp32' } });
     assert.match(err.message, /^msg\.device is object, not a string/);
     err = await refused({ size: 'big' });
@@ -382,6 +382,47 @@ describe('ble-ota-upload node', function () {
     assert.equal((pasted.error!.error as { code: string }).code, 'INVALID_ARGUMENT');
     assert.match(message, /^msg\.deviceId, 64 characters long, is no device id: .* not shown here/);
     assert.ok(!message.includes('a1a1a1a1'), message);
+    // A number is no device id, though its digits may read as one (24:00:12:34:56:00): refused by its type, before connecting.
+    let connects = 0;
+    const count = () => connects++;
+    sharedVirtualRadio().bindings.on('air-connect', count);
+    try {
+      for (const [value, shown] of [
+        [240012345600, 'number 240012345600'],
+        [{ mac: '24:0a:c4:00:00:01' }, 'object'],
+      ] as const) {
+        const typed = await send(loaded, { payload: image, deviceId: value });
+        const err = typed.error!.error as { code: string; message: string };
+        assert.equal(err.code, 'INVALID_ARGUMENT', shown);
+        assert.equal(
+          err.message,
+          `msg.deviceId is ${shown}, not a string: give the device's factory MAC as text, as it was provisioned, e.g. "24:0a:c4:12:34:56", or leave msg.deviceId out. Nothing was sent.`,
+        );
+      }
+      assert.equal(connects, 0, 'refused before connecting');
+    } finally {
+      sharedVirtualRadio().bindings.off('air-connect', count);
+    }
+  });
+
+  it('names a device by its name, address or id: an id is the device of that id, and a name of id form still names its device', async () => {
+    const image = buildAppImage({ size: 16 * 1024, projectName: 'app', version: '2.0.0', seed: 59 });
+    // Declared by its address, and not running yet: the device field gives its id, as a scan shows it.
+    const byId = flow('24:0a:c4:00:0b:01').map((n) => (n.id === 'dev' ? { ...n, device: '240AC4000B01' } : n));
+    await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], byId, resolve));
+    const loaded = { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
+    const viaId = await send(loaded, { payload: image });
+    assert.equal(viaId.error, undefined, JSON.stringify(viaId.error?.error));
+    assert.equal((viaId.result!.payload as { device: { address: string } }).device.address, '24:0a:c4:00:0b:01');
+    await helper.unload();
+
+    // A device named with 12 hex digits, as a flow may have named it before ids were taken.
+    const named = await load('c0ffee00beef');
+    const viaName = await send(named, { payload: image });
+    assert.equal(viaName.error, undefined, JSON.stringify(viaName.error?.error));
+    const device = (viaName.result!.payload as { device: { name: string; address: string } }).device;
+    assert.equal(device.name, 'c0ffee00beef');
+    assert.equal(device.address, addressFromName('c0ffee00beef').toLowerCase(), 'the device of that name, whose id is another');
   });
 
   it('refuses before connecting an image older than the secure_version it installed on the device', async () => {

@@ -388,7 +388,7 @@ function commandIn(argv: string[]): CommandName | undefined {
 
 function deviceOption(value: string | undefined, command: CommandName, required: boolean): string | undefined {
   if (value === undefined) {
-    if (required) throw new UsageError(`${command} needs --device NAME_OR_ADDRESS (the advertised name or AA:BB:CC:DD:EE:FF)`, command);
+    if (required) throw new UsageError(`${command} needs --device DEVICE (the advertised name, AA:BB:CC:DD:EE:FF, or the id scan prints)`, command);
     return undefined;
   }
   if (value.trim() === '') throw new UsageError('--device is empty', command);
@@ -430,14 +430,14 @@ function oneOf<T extends string>(option: string, value: string, allowed: readonl
   return match;
 }
 
-/** --device names a device by address when it looks like one, else by advertised name (as the nodes read theirs). */
+/** --device names a device by address or id when it looks like one, else by advertised name (as the nodes read theirs: lib/client/target.ts). */
 export { targetOf } from '../client/target';
 
 export function usage(topic?: CommandName): string {
   const lines = {
-    scan: `${PROGRAM} scan [--duration S] [--device NAME_OR_ADDRESS] [--json] [--virtual]`,
-    info: `${PROGRAM} info --device NAME_OR_ADDRESS [--secret-file PATH] [--device-id MAC] [--timeout S] [--json] [--virtual]`,
-    upload: `${PROGRAM} upload FILE --device NAME_OR_ADDRESS [--secret-file PATH] [--device-id MAC] [--allow-unauthenticated] [--require-signature --public-key FILE] [--base FILE] [--cache-dir DIR | --no-cache] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
+    scan: `${PROGRAM} scan [--duration S] [--device DEVICE] [--json] [--virtual]`,
+    info: `${PROGRAM} info --device DEVICE [--secret-file PATH] [--device-id MAC] [--timeout S] [--json] [--virtual]`,
+    upload: `${PROGRAM} upload FILE --device DEVICE [--secret-file PATH] [--device-id MAC] [--allow-unauthenticated] [--require-signature --public-key FILE] [--base FILE] [--cache-dir DIR | --no-cache] [--confirm client|device] [--protocol auto|seed] [--timeout S] [--json] [--virtual]`,
     keygen: `${PROGRAM} keygen --out FILE [--scheme rsa3072|ecdsa256] [--json]`,
     sign: `${PROGRAM} sign --key FILE [--key FILE ...] [--append] --out FILE IMAGE [--json]`,
     verify: `${PROGRAM} verify --public-key FILE IMAGE [--json]`,
@@ -458,15 +458,18 @@ export function help(topic?: CommandName): string {
   -h, --help     this help`;
   const texts: Record<CommandName, string> = {
     scan: `Lists the Bluetooth LE devices in range: name, address, RSSI, and whether they advertise
-the OTA service (devices running the seed's firmware do not; info tells).
+the OTA service (devices running the seed's firmware do not; info tells). Where the system
+hides addresses (macOS), the device's id stands in their place: --device takes it.
 
-  --duration S        how long to scan (default ${DEFAULT_SCAN_S})
-  -d, --device NAME   list only this device (name or address)`,
+  --duration S          how long to scan (default ${DEFAULT_SCAN_S})
+  -d, --device DEVICE   list only this device (name, address or id)`,
     info: `Connects to a device and prints what it reports: the protocol, and for protocol v2 the
 OTA Info (project, version, ESP-IDF version, chip, running state, slot size, window,
 features); the Device Information firmware revision.
 
-  -d, --device NAME_OR_ADDRESS   the advertised name, or the address AA:BB:CC:DD:EE:FF
+  -d, --device DEVICE            the advertised name, the address AA:BB:CC:DD:EE:FF, or the id
+                                 scan prints (12 or 32 hex digits; on macOS, which hides
+                                 addresses, it tells devices of one name apart)
   --secret-file PATH             the fleet secret (or ESP32_BLE_OTA_SECRET): the device then
                                  proves what it reports
   --device-id MAC                the device id it must have (its factory MAC, as provisioned;
@@ -475,7 +478,9 @@ features); the Device Information firmware revision.
     upload: `Checks FILE (an ESP32 app image, the .bin of idf.py build), uploads it to the device with
 a progress bar, and prints the result. Ctrl-C cancels: the device keeps its old firmware.
 
-  -d, --device NAME_OR_ADDRESS   the advertised name, or the address AA:BB:CC:DD:EE:FF
+  -d, --device DEVICE            the advertised name, the address AA:BB:CC:DD:EE:FF, or the id
+                                 scan prints (12 or 32 hex digits; on macOS, which hides
+                                 addresses, it tells devices of one name apart)
   --secret-file PATH             a file holding the fleet secret (64 hex digits) the devices'
                                  keys derive from; or set ESP32_BLE_OTA_SECRET. Never taken on
                                  the command line, where shells and ps show it. With it, a

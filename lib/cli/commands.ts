@@ -8,6 +8,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
 import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
+import type { NobleLike } from '../client/noble-types';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
 import { ESP_IMAGE_MAGIC, imageSummary, parseEspImage } from '../image/esp-image';
@@ -56,6 +57,12 @@ export interface Io {
   stderr: ProgressStream;
   /** Aborted on Ctrl-C. */
   signal: AbortSignal;
+  /**
+   * The Bluetooth to use without --virtual instead of the system's (a
+   * virtual radio's noble in tests, such as one that hides addresses as
+   * macOS does); its owner releases it.
+   */
+  noble?: NobleLike;
 }
 
 /** A failure of the tool itself rather than of the client (a file it cannot read). */
@@ -83,6 +90,7 @@ async function openRadio(cmd: RadioRun, io: Io, timeouts: Partial<Timeouts>): Pr
   if (!cmd.virtual) {
     // Load noble now: where Bluetooth is unavailable this throws the
     // loader's explanation before anything else happens.
+    if (io.noble) return { client: new BleOtaClient({ noble: io.noble, timeouts }), close: async () => undefined };
     const noble = loadSystemNoble();
     return { client: new BleOtaClient({ noble, timeouts }), close: async () => releaseSystemBluetooth() };
   }
@@ -153,8 +161,13 @@ async function scan(cmd: Extract<Run, { kind: 'scan' }>, io: Io): Promise<void> 
   if (io.signal.aborted) throw new CancelledError('the scan was cancelled');
 }
 
+/** Whether a device seen is the one --device names: as the client matches a target (lib/client/scanner.ts). */
 function isTarget(d: SeenDevice, target: Target): boolean {
-  if (target.address) return d.address?.toLowerCase() === normalizeAddress(target.address);
+  if (target.address) {
+    const wanted = normalizeAddress(target.address);
+    return d.address?.toLowerCase() === wanted || d.id === wanted.replace(/:/g, '');
+  }
+  if (target.id) return d.id === target.id || (target.alsoByName === true && d.name === target.name);
   return d.name === target.name;
 }
 
@@ -185,7 +198,9 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
   const baseImage = cmd.base === undefined ? undefined : readBase(cmd.base);
   // A virtual device starts afresh on every run, running its built-in image: a cache gains it nothing unless asked for.
   const cacheDir = cmd.noCache ? undefined : (cmd.cacheDir ?? (cmd.virtual ? undefined : defaultCacheDir()));
-  const cache = cacheDir === undefined ? undefined : new ImageCache({ dir: resolve(cacheDir) });
+  // What the cache holds under the running image's name but does not use (a FIFO, an unreadable file) is said here, once.
+  const onWarning = (message: string) => io.stderr.write(`warning: ${message}\n`);
+  const cache = cacheDir === undefined ? undefined : new ImageCache({ dir: resolve(cacheDir), onWarning });
   if (!cmd.json) io.stdout.write(formatImage(cmd.file, summary));
 
   // With --json stdout carries only the result, so progress goes to stderr.

@@ -16,14 +16,17 @@ import type { KeyScheme, SignatureScheme } from '../image/signature';
 export interface ScanView {
   /** null for a device that advertises no name. */
   name: string | null;
+  /** '' where the system hides addresses (macOS). */
   address: string;
+  /** noble's id of the device, which --device takes on every system (on Linux, the address without colons). */
+  id: string;
   /** In dBm; null when the adapter measured none (it reported 127, not available). */
   rssi: number | null;
   advertisesOta: boolean;
 }
 
 export function scanView(d: SeenDevice): ScanView {
-  return { name: d.name ?? null, address: d.address, rssi: d.rssi ?? null, advertisesOta: d.advertisesOta };
+  return { name: d.name ?? null, address: d.address, id: d.id, rssi: d.rssi ?? null, advertisesOta: d.advertisesOta };
 }
 
 /** info --json: the device-info view the status node sends too (lib/device-info.ts). */
@@ -104,10 +107,15 @@ function formatRssi(rssi: number | null): string {
   return rssi === null ? 'RSSI unknown' : `RSSI ${rssi} dBm`;
 }
 
+/**
+ * The scan as a table. Where the system hides a device's address (macOS),
+ * its id stands in the address column, and the column says so: the id is
+ * what --device then takes, the one way to tell devices of one name apart.
+ */
 export function formatScan(devices: SeenDevice[], durationMs: number): string {
   if (devices.length === 0) return `no devices found in ${durationMs / 1000} s\n`;
-  const rows = devices.map((d) => [d.name ?? '(no name)', d.address, d.rssi === undefined ? 'unknown' : String(d.rssi), d.advertisesOta ? 'yes' : 'no']);
-  const all = [['NAME', 'ADDRESS', 'RSSI', 'OTA'], ...rows];
+  const rows = devices.map((d) => [d.name ?? '(no name)', d.address || d.id, d.rssi === undefined ? 'unknown' : String(d.rssi), d.advertisesOta ? 'yes' : 'no']);
+  const all = [['NAME', devices.some((d) => !d.address) ? 'ADDRESS OR ID' : 'ADDRESS', 'RSSI', 'OTA'], ...rows];
   const widths = all[0].map((_, i) => Math.max(...all.map((r) => r[i].length)));
   return all.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ')).join('\n') + '\n';
 }

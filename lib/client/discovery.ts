@@ -23,7 +23,10 @@ export interface DiscoveryOptions {
 
 export interface DiscoveredDevice {
   name: string | undefined;
+  /** '' where the platform hides addresses (macOS). */
   address: string;
+  /** noble's id of the device (see SeenDevice): what a device field or msg.device takes to name this device, on every platform. */
+  id: string;
   /** In dBm; undefined when the adapter measured none (see SeenDevice). */
   rssi: number | undefined;
   /** 'v2', 'seed', or 'unknown' when not connected to. */
@@ -93,7 +96,7 @@ export async function discoverOtaDevices(client: BleOtaClient, options: Discover
     const worthConnecting = !stopped && (options.readVersions || (!d.advertisesOta && options.probe));
     if (!d.advertisesOta && !pattern && (!options.probe || stopped)) continue;
     if (!worthConnecting) {
-      found.push({ name: d.name, address: d.address, rssi: d.rssi, protocol: 'unknown' });
+      found.push({ name: d.name, address: d.address, id: d.id, rssi: d.rssi, protocol: 'unknown' });
       continue;
     }
     const known = await inspect(client, d, options.signal);
@@ -116,6 +119,7 @@ async function inspect(client: BleOtaClient, d: SeenDevice, signal?: AbortSignal
     return {
       name: d.name,
       address: d.address,
+      id: d.id,
       rssi: d.rssi,
       protocol: info.protocol,
       version: info.ota?.app.version ?? info.firmwareRevision,

@@ -11,11 +11,17 @@ export interface Target {
   /**
    * noble's id of the device (a scan's `id`): the device itself, on every
    * platform, where addresses may be hidden (macOS: noble reports ''), and
-   * names are not unique. Matched alone when given; `name` then only describes it.
+   * names are not unique. Matched alone when given; `name` then only describes it,
+   * unless `alsoByName`.
    */
   id?: string;
   address?: string;
   name?: string;
+  /**
+   * With `id`: a device advertising `name` matches as well (a device field of
+   * id form that may be a name: lib/client/target.ts).
+   */
+  alsoByName?: boolean;
 }
 
 export function normalizeAddress(address: string): string {
@@ -34,7 +40,7 @@ export function describeTarget(target: Target): string {
 }
 
 export function matchesTarget(p: NoblePeripheral, target: Target): boolean {
-  if (target.id) return p.id === target.id;
+  if (target.id) return p.id === target.id || (target.alsoByName === true && target.name !== undefined && p.advertisement?.localName === target.name);
   if (target.address) {
     const wanted = normalizeAddress(target.address);
     return p.address?.toLowerCase() === wanted || p.id === wanted.replace(/:/g, '');

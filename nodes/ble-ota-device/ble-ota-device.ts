@@ -15,11 +15,23 @@ import type { RED } from '../shared/red';
 import { targetOf } from '../../lib/client/target';
 import { DeviceNode, DeviceNodeDef } from './device-node';
 
-/** The scan time and the timeout, in seconds: their defaults, and the most the editor allows. */
+/** The scan time and the timeout, in seconds: their defaults, and the most the editor allows (the least is MIN_SECONDS). */
+const MIN_SECONDS = 1;
 const TIMEOUTS = {
   scanTimeout: { fallback: 15, max: 3600 },
   operationTimeout: { fallback: 5, max: 600 },
 } as const;
+
+/**
+ * How the virtual radio's declarations know the device a field names. A
+ * virtual device's id is its address without colons (as on Linux): an id
+ * that is no declared name is that address.
+ */
+function declaredAs(device: string): string {
+  const { id } = targetOf(device);
+  if (id?.length !== 12 || sharedVirtualRadio().declaration(device)) return device;
+  return id.match(/../g)!.join(':');
+}
 
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-device');
@@ -32,17 +44,18 @@ export = function register(RED: RED): void {
     this.adapter = adapterFor(this.backend);
     /**
      * A timeout from the settings, in ms. Blank: the default. A value that is
-     * no number of seconds above 0 and up to the editor's maximum (a flow
-     * written by hand or by a script) is said at deploy, and the default
-     * runs instead of a timer that would fire at once or never.
+     * no number of seconds from 1 to the editor's maximum, the range the
+     * editor takes (a flow written by hand or by a script), is said at
+     * deploy, and the default runs instead of a timer that would fire at
+     * once, too soon for any scan or answer, or never.
      */
     const seconds = (field: keyof typeof TIMEOUTS): number => {
       const { fallback, max } = TIMEOUTS[field];
       const value = def[field];
       if (value === undefined || value === null || String(value).trim() === '') return fallback * 1000;
       const n = Number(value);
-      if (Number.isFinite(n) && n > 0 && n <= max) return n * 1000;
-      this.warn(t('ble-ota-device.warnings.timeout', { label: t(`ble-ota-device.label.${field}`), value: String(value).slice(0, 40), max, fallback }));
+      if (Number.isFinite(n) && n >= MIN_SECONDS && n <= max) return n * 1000;
+      this.warn(t('ble-ota-device.warnings.timeout', { label: t(`ble-ota-device.label.${field}`), value: String(value).slice(0, 40), min: MIN_SECONDS, max, fallback }));
       return fallback * 1000;
     };
     const timeouts: Partial<Timeouts> = { scanMs: seconds('scanTimeout'), gattMs: seconds('operationTimeout') };
@@ -74,14 +87,14 @@ export = function register(RED: RED): void {
       if (declarationProblem) throw declarationProblem;
       // A declared virtual device's process starts when a flow looks for it;
       // any other name is not found, after the scan time, as on a real radio.
-      if (this.backend === 'virtual' && device) await sharedVirtualRadio().reach(device);
+      if (this.backend === 'virtual' && device) await sharedVirtualRadio().reach(declaredAs(device));
       return { client: this.adapter.client(timeouts), target: targetOf(device) };
     };
 
     this.notFoundHint = (deviceOverride) => {
       const device = (deviceOverride ?? this.device).trim();
       if (this.backend !== 'virtual' || device === '' || declarationProblem) return undefined;
-      return sharedVirtualRadio().declaration(device) ? undefined : t('ble-ota-device.errors.notDeclared', { device });
+      return sharedVirtualRadio().declaration(declaredAs(device)) ? undefined : t('ble-ota-device.errors.notDeclared', { device });
     };
   }
 

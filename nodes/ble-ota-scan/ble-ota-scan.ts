@@ -66,9 +66,10 @@ export = function register(RED: RED): void {
         );
         node.status({ fill: 'green', shape: 'dot', text: t('ble-ota-scan.status.found', { count: devices.length }) });
         if (def.output === 'each') {
-          // The device's name, unless the input had a topic of its own (an Inject node's default topic is empty).
+          // The device's name, unless the input had a topic of its own (an Inject node's default topic is empty);
+          // without a name its address, or its id where the platform hides addresses (macOS).
           const topic = typeof msg.topic === 'string' && msg.topic !== '' ? msg.topic : undefined;
-          for (const d of devices) send({ ...msg, topic: topic ?? d.name ?? d.address, payload: d });
+          for (const d of devices) send({ ...msg, topic: topic ?? d.name ?? (d.address || d.id), payload: d });
         } else {
           send({ ...msg, payload: devices });
         }

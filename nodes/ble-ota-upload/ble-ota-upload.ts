@@ -71,7 +71,8 @@ export = function register(RED: RED): void {
   serveMigrations(RED);
   const userDir = RED.settings?.userDir;
   // One cache for every upload node of the runtime (and the command line's is another).
-  const cache = userDir ? new ImageCache({ dir: join(userDir, CACHE_FOLDER) }) : undefined;
+  // Its folder is the runtime's, not a flow's: what it holds but cannot use goes to the runtime's log.
+  const cache = userDir ? new ImageCache({ dir: join(userDir, CACHE_FOLDER), onWarning: (m) => RED.log.warn(`ble-ota-upload: ${m}`) }) : undefined;
 
   function BleOtaUploadNode(this: Node, stored: UploadNodeDef) {
     RED.nodes.createNode(this, stored);
@@ -108,7 +109,7 @@ export = function register(RED: RED): void {
       otaEvents.publish({
         source: { id: node.id, type: node.type, name: node.name ?? '' },
         state,
-        device: targetOf(job.target ?? ''),
+        device: askedFor(job.target),
         ...(job.summary ? { image: job.summary } : {}),
         timestamp: Date.now(),
         ...(started !== undefined ? { durationS: (Date.now() - started) / 1000 } : {}),
@@ -282,10 +283,10 @@ export = function register(RED: RED): void {
       return t('ble-ota-upload.log.full', { kb, reason: t(reason, { share: Math.round(PATCH_SHARE * 100) }) });
     }
 
-    /** One key per device however its address is written. */
+    /** One key per device however its address or id is written. */
     function deviceKey(target: string): string {
-      const { address, name } = targetOf(target);
-      return address ?? name?.toLowerCase() ?? '';
+      const { address, id, name } = targetOf(target);
+      return address ?? id ?? name?.toLowerCase() ?? '';
     }
 
     function checkSecureVersion(target: string | undefined, image: EspImageSummary): void {
@@ -348,11 +349,23 @@ export = function register(RED: RED): void {
     return value.length > 0 ? value : undefined;
   }
 
+  /**
+   * The device as events name it: the address, or the text asked for as a
+   * name (an id too: events carry no id, whose place in the result is the
+   * device id's the device proved).
+   */
+  function askedFor(target: string | undefined): OtaEvent['device'] {
+    const { address, name } = targetOf(target ?? '');
+    return address !== undefined ? { address } : name !== undefined ? { name } : {};
+  }
+
   /** msg.deviceId, else the configured one (when the message does not name another device). */
   function deviceIdFor(msg: NodeMessage, configured: string | undefined): string | undefined {
     const value = (msg as { deviceId?: unknown }).deviceId;
     if (value === undefined || value === null || value === '') return configured;
-    const text = String(value);
+    // A number is never a device id: a MAC is text (hex digits, leading zeros, colons), and String(240012345600) only looks like one.
+    if (typeof value !== 'string') throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.badDeviceIdType', { value: describeValue(value) }));
+    const text = value;
     try {
       parseDeviceId(text);
     } catch {
