@@ -30,6 +30,8 @@ interface Report {
   devices: DeviceRow[];
   notReached: string[];
   unproven: string[];
+  run?: string;
+  leftOut?: { devices: number; reason: string };
 }
 
 /** The Mosquitto ACL in docs/SECURITY.md, as a user copies it. */
@@ -78,12 +80,12 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
   let client: MqttClient | undefined;
   const seen: Array<{ topic: string; text: string }> = [];
 
-  /** The first message on `topic` (or under it, with `prefix`; or matching it, a RegExp) that `accept`s. */
-  async function message(topic: string | RegExp, timeoutMs: number, accept: (text: string) => boolean = () => true, prefix = false): Promise<string> {
+  /** The first message on `topic` (or under it, with `prefix`; or matching it, a RegExp) that `accept`s, from the `from`th seen on. */
+  async function message(topic: string | RegExp, timeoutMs: number, accept: (text: string) => boolean = () => true, prefix = false, from = 0): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     const on = (t: string) => (typeof topic !== 'string' ? topic.test(t) : prefix ? t.startsWith(topic) : t === topic);
     for (;;) {
-      const m = seen.find((s) => on(s.topic) && accept(s.text));
+      const m = seen.slice(from).find((s) => on(s.topic) && accept(s.text));
       if (m) return m.text;
       if (Date.now() > deadline) {
         const tail = seen.slice(-15).map((s) => `${s.topic} ${s.text.slice(0, 160)}`);
@@ -93,11 +95,13 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     }
   }
 
-  /** A job as a controller publishes it: with the image's SHA-256 and size. */
-  async function publishJob(id: string, job: Record<string, unknown>, image?: Buffer): Promise<void> {
-    const named = image ? { sha256: createHash('sha256').update(image).digest('hex'), size: image.length, ...job } : job;
+  /** A job as a controller publishes it: with the image's SHA-256 and size, and a run id of its own; returns the run. */
+  async function publishJob(id: string, job: Record<string, unknown>, image?: Buffer): Promise<string> {
+    const run = randomBytes(8).toString('hex');
+    const named = { run, ...(image ? { sha256: createHash('sha256').update(image).digest('hex'), size: image.length } : {}), ...job };
     if (image) await client!.publish(`ota/fleet/jobs/${id}/image`, image, { qos: 1, retain: true });
     await client!.publish(`ota/fleet/jobs/${id}`, JSON.stringify(named), { qos: 1, retain: true });
+    return run;
   }
 
   /** Claims on the device, each on its gateway's topic ota/fleet/claims/<gateway>/<job>/<device>. */
@@ -203,19 +207,20 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     try {
       // Large enough that gw-a is still updating esp32-fleet-a1 when gw-evil tries to take it.
       const image = buildAppImage({ projectName: 'fleet-app', version: '2.5.0', size: 300_000 });
-      await publishJob('job-f', { version: '2.5.0', devices: ['esp32-fleet-a1', 'esp32-fleet-gone'], timeoutS: 30, rescanS: 2, settleMs: 500 }, image);
+      // A gateway login reads the job, and names its run as an honest gateway does.
+      const run = await publishJob('job-f', { version: '2.5.0', devices: ['esp32-fleet-a1', 'esp32-fleet-gone'], timeoutS: 30, rescanS: 2, settleMs: 500 }, image);
       await message('ota/fleet/claims/gw-a/job-f/esp32-fleet-a1', 30_000, (text) => text.includes('"updating"'));
-      const forged = (device: string) => JSON.stringify({ job: 'job-f', device, gateway: 'gw-a', status: 'updated', version: '2.5.0', confirmed: true, authenticated: true });
+      const forged = (device: string) => JSON.stringify({ job: 'job-f', run, device, gateway: 'gw-a', status: 'updated', version: '2.5.0', confirmed: true, authenticated: true });
       const from = controller!.output.length;
       // Takes over the device gw-a holds: says "updating" on its own topic, then that gw-a went
       // offline, on gw-a's topic (dropped), on the shared topic of old (dropped) and on its own
       // (the controller reads the gateway from the topic: gw-evil's own claim is released).
-      await evil.publish('ota/fleet/claims/gw-evil/job-f/esp32-fleet-a1', JSON.stringify({ state: 'updating' }), { qos: 1, retain: true });
+      await evil.publish('ota/fleet/claims/gw-evil/job-f/esp32-fleet-a1', JSON.stringify({ state: 'updating', run }), { qos: 1, retain: true });
       for (const topic of ['ota/fleet/gateways/gw-a/offline', 'ota/fleet/gateways/offline', 'ota/fleet/gateways/gw-evil/offline']) await evil.publish(topic, 'gw-a', { qos: 1 });
       await message('ota/fleet/claims/gw-evil/job-f/esp32-fleet-a1', 10_000, (text) => text.includes('"released"'));
       assert.ok(!seen.some((m) => m.topic === 'ota/fleet/gateways/gw-a/offline' || m.topic === 'ota/fleet/gateways/offline'), 'no offline message for gw-a');
       // As gw-a: the broker drops them (the ACL lets gw-evil write only under its own name).
-      await evil.publish('ota/fleet/claims/gw-a/job-f/esp32-fleet-gone', JSON.stringify({ state: 'updating' }), { qos: 1, retain: true });
+      await evil.publish('ota/fleet/claims/gw-a/job-f/esp32-fleet-gone', JSON.stringify({ state: 'updating', run }), { qos: 1, retain: true });
       await evil.publish('ota/fleet/results/gw-a/job-f/esp32-fleet-gone', forged('esp32-fleet-gone'), { qos: 1 });
       // As itself: they arrive, and the controller takes no result from a gateway that does not hold the device.
       await evil.publish('ota/fleet/results/gw-evil/job-f/esp32-fleet-gone', forged('esp32-fleet-gone'), { qos: 1 });
@@ -283,6 +288,88 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     );
     assert.deepEqual(uploads(gwA!, '4.0.0'), ['esp32-fleet-a2']);
     assert.deepEqual(uploads(gwB!, '4.0.0'), ['esp32-fleet-b1']);
+  });
+
+  it('a job id run again: what a gateway sent in the earlier run, retained on the broker or arriving late, counts for nothing in the new one', async () => {
+    const device = 'esp32-fleet-a1';
+    const resultTopic = `ota/fleet/results/gw-a/job-r/${device}`;
+    const claimTopic = `ota/fleet/claims/gw-a/job-r/${device}`;
+    const first = await publishJob(
+      'job-r',
+      { version: '3.4.0', devices: [device], timeoutS: 60, settleMs: 500 },
+      buildAppImage({ projectName: 'fleet-app', version: '3.4.0', size: 40_000 }),
+    );
+    const one = JSON.parse(await message('ota/fleet/reports/job-r', 60_000)) as Report;
+    assert.deepEqual([one.outcome, one.devices.map((d) => [d.name, d.status, d.version])], ['complete', [[device, 'updated', '3.4.0']]]);
+    // What gw-a sent in that run: its result, and its claim marked done.
+    const oldResult = await message(resultTopic, 5000);
+    const oldClaim = await message(claimTopic, 5000, (text) => text.includes('"done"'));
+    await message(
+      claimTopic,
+      5000,
+      (text) => text === '',
+      false,
+      seen.findIndex((m) => m.topic === claimTopic && m.text === oldClaim),
+    );
+
+    const asGwA = await broker!.client('gw-a'); // what the broker passes on from gw-a, as gw-a's flow sent it
+    try {
+      // Its claim reaches the broker after the report, as from a gateway that finished late: retained, until the controller clears it.
+      let from = seen.length;
+      await asGwA.publish(claimTopic, oldClaim, { qos: 1, retain: true });
+      await message(claimTopic, 10_000, (text) => text === '', false, from);
+
+      // The same job id again, with another image; gw-a's result and claim of the first run arrive late (after the job: the broker passes
+      // on each publisher's messages in order, and the job was acknowledged), while gw-a scans for the new run.
+      from = seen.length;
+      const second = await publishJob(
+        'job-r',
+        { version: '3.5.0', devices: [device], timeoutS: 20, settleMs: 500 },
+        buildAppImage({ projectName: 'fleet-app', version: '3.5.0', size: 40_000 }),
+      );
+      assert.notEqual(second, first);
+      const log = controller!.output.length;
+      await asGwA.publish(resultTopic, oldResult, { qos: 1 });
+      await asGwA.publish(claimTopic, oldClaim, { qos: 1, retain: true });
+      await controller!.waitForOutput(new RegExp(`job job-r: a result for ${device} from gw-a of another run \\(${first}, not ${second}\\): ignored`), 20_000, log);
+
+      const two = JSON.parse(await message('ota/fleet/reports/job-r', 60_000, () => true, false, from)) as Report;
+      assert.equal(two.run, second);
+      assert.deepEqual([two.outcome, two.devices.map((d) => [d.name, d.status, d.version, d.gateway])], ['complete', [[device, 'updated', '3.5.0', 'gw-a']]]);
+      assert.deepEqual(uploads(gwA!, '3.5.0'), [device]);
+      // Every result gw-a sent in the second run names it.
+      const sent = seen.slice(from).filter((m) => m.topic === resultTopic && m.text !== oldResult);
+      assert.deepEqual(
+        sent.map((m) => (JSON.parse(m.text) as { run?: string }).run),
+        [second],
+      );
+      // Its claim of the second run, and the late one of the first, are cleared with the job.
+      await message(
+        claimTopic,
+        10_000,
+        (text) => text === '',
+        false,
+        seen.findIndex((m, i) => i >= from && m.topic === 'ota/fleet/reports/job-r'),
+      );
+    } finally {
+      await asGwA.endAsync();
+    }
+  });
+
+  it('a match job stops at the most devices the controller follows (maxDevices, announced with the job): the gateways claim no more, and the report says how many were left out and why', async () => {
+    const from = seen.length;
+    const image = buildAppImage({ projectName: 'fleet-app', version: '3.6.0', size: 40_000 });
+    // gw-a has two devices that match; the job follows one.
+    await publishJob('job-m', { version: '3.6.0', match: 'esp32-fleet-a?', maxDevices: 1, timeoutS: 20, rescanS: 2, settleMs: 500 }, image);
+    const report = JSON.parse(await message('ota/fleet/reports/job-m', 60_000, () => true, false, from)) as Report;
+    assert.equal(report.outcome, 'timed out');
+    assert.equal(report.devices.length, 1);
+    const [kept] = report.devices;
+    assert.match(kept.name, /^esp32-fleet-a[12]$/);
+    assert.deepEqual([kept.status, kept.version, kept.gateway], ['updated', '3.6.0', 'gw-a']);
+    assert.deepEqual(uploads(gwA!, '3.6.0'), [kept.name], 'the device left out was not updated');
+    assert.equal(report.leftOut?.devices, 1);
+    assert.match(report.leftOut?.reason ?? '', /beyond the 1 this "match" job follows \(its maxDevices\)/);
   });
 
   it('a gateway that dies mid-update: the controller releases its device and the other gateway updates it', async () => {
