@@ -410,6 +410,25 @@ describe('command-line tool', function () {
       assert.equal(run.stdout, '');
     });
 
+    it('a fleet secret given as --device: exit 2 before any radio work, saying what was wrong without repeating it', async () => {
+      const secret = createHash('sha256').update('a fleet secret for this test').digest('hex');
+      for (const args of [
+        ['upload', firmware, '--device', secret],
+        ['info', `--device=0x${secret.toUpperCase()}`, '--virtual'],
+        ['scan', '-d', ` ${secret}\n`, '--json'],
+      ]) {
+        const run = await cli(args);
+        assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+        assert.match(
+          run.stderr,
+          /--device holds 64 hex digits, the form of a fleet secret, so it is not repeated here: .* the fleet secret goes in a file given with --secret-file/,
+        );
+        assert.match(run.stderr, /usage: /);
+        assert.ok(!`${run.stdout}${run.stderr}`.toLowerCase().includes(secret), 'the secret is not printed');
+      }
+      for (const near of [secret.slice(1), `${secret}0`]) assert.equal((parseCommandLine(['info', '-d', near]) as { device: string }).device, near, 'a near miss is a name');
+    });
+
     it('other mistakes exit 2; --json still gets a JSON error', async () => {
       for (const args of [
         [],

@@ -4,10 +4,12 @@
  * shows, close's one timeout, and what a node says at deploy.
  */
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { mock } from 'node:test';
-import type { NoblePeripheral } from '../lib/client/noble-types';
+import type { NobleLike, NoblePeripheral } from '../lib/client/noble-types';
+import { BleOtaClient } from '../lib/client/ota-client';
 import { matchesTarget } from '../lib/client/scanner';
-import { isAddress, isPeripheralId, sameTarget, targetOf } from '../lib/client/target';
+import { checkTarget, hasSecretForm, isAddress, isPeripheralId, sameTarget, targetOf } from '../lib/client/target';
 import { BleOtaError, BluetoothUnavailableError, ImageError } from '../lib/errors';
 import type { DeviceNode } from '../nodes/ble-ota-device/device-node';
 import { UploadQueue } from '../nodes/ble-ota-upload/upload-queue';
@@ -41,8 +43,8 @@ describe('targetOf: a device field, --device or msg.device', () => {
     assert.deepEqual(targetOf(mac), { id: mac.toLowerCase(), name: mac, alsoByName: true });
     assert.deepEqual(targetOf('5D2C0F6E-8A31-4B7C-9E01-F2A3B4C5D6E7'), { id: mac.toLowerCase(), name: '5D2C0F6E-8A31-4B7C-9E01-F2A3B4C5D6E7', alsoByName: true });
     for (const text of ['240ac412345f', mac, '5d2c0f6e-8a31-4b7c-9e01-f2a3b4c5d6e7']) assert.ok(isPeripheralId(text), text);
-    // Near misses are names: 11, 13, 31 and 33 digits, a non-hex digit, a UUID grouped otherwise, the 64 digits of a secret.
-    for (const text of ['240ac412345', '240ac412345f0', mac.slice(1), `${mac}0`, '240ac412345g', '5d2c0f6e8-a31-4b7c-9e01-f2a3b4c5d6e7', 'a1'.repeat(32)]) {
+    // Near misses are names: 11, 13, 31 and 33 digits, a non-hex digit, a UUID grouped otherwise.
+    for (const text of ['240ac412345', '240ac412345f0', mac.slice(1), `${mac}0`, '240ac412345g', '5d2c0f6e8-a31-4b7c-9e01-f2a3b4c5d6e7']) {
       assert.deepEqual(targetOf(text), { name: text }, text);
       assert.equal(isPeripheralId(text), false, text);
     }
@@ -58,6 +60,40 @@ describe('targetOf: a device field, --device or msg.device', () => {
     assert.ok(matchesTarget(peripheral('240ac412345f', '', 'lamp'), targetOf('24:0A:C4:12:34:5F')), "an address, on a Linux noble's id");
     // The client's own reconnection target (noble's id and the name seen) is the id alone.
     assert.ok(!matchesTarget(peripheral('9f9f9f9f9f9f', '', 'lamp'), { id: '240ac412345f', name: 'lamp' }));
+  });
+
+  it("a fleet secret's form (64 hex digits, after 0x too, spaces around) names no device: refused without repeating it", async () => {
+    const secret = randomBytes(32).toString('hex');
+    const refusal = (err: unknown) => {
+      assert.ok(err instanceof BleOtaError, String(err));
+      assert.equal(err.code, 'INVALID_ARGUMENT');
+      assert.match(err.message, /^The device named holds 64 hex digits, the form of a fleet secret, so it is not repeated here: a device is named by its advertised name/);
+      assert.ok(!err.message.toLowerCase().includes(secret.slice(0, 16)), 'the secret is not in the message');
+      return true;
+    };
+    for (const text of [secret, secret.toUpperCase(), `0x${secret}`, ` ${secret}\n`, `\t0X${secret.toUpperCase()} `]) {
+      assert.ok(hasSecretForm(text), text);
+      assert.throws(() => targetOf(text), refusal);
+      assert.throws(() => sameTarget(text, 'esp32'), refusal);
+    }
+    // Near misses are names (no device has one this long, and none is a secret the secret file would take).
+    for (const text of [secret.slice(1), `${secret}0`, `${secret.slice(1)}g`, `0x ${secret}`, `${secret.slice(0, 32)} ${secret.slice(32)}`]) {
+      assert.equal(hasSecretForm(text), false, text);
+      assert.deepEqual(targetOf(text), { name: text.trim() }, text);
+    }
+    // The client refuses such a target of a program's before it uses the radio; a name that only describes a device found by id is the device's own.
+    const untouchable = new Proxy({} as NobleLike, {
+      get(_target, key) {
+        throw new Error(`the client used noble (${String(key)}) before refusing the target`);
+      },
+    });
+    const client = new BleOtaClient({ noble: untouchable });
+    for (const target of [{ name: secret }, { address: secret }, { id: secret }, { id: '240ac412345f', name: ` ${secret}`, alsoByName: true }]) {
+      assert.throws(() => checkTarget(target), refusal, JSON.stringify(target));
+      await assert.rejects(client.connect(target), refusal);
+      await assert.rejects(client.update({ target, image: Buffer.alloc(0) }), refusal);
+    }
+    checkTarget({ id: '240ac412345f', name: secret });
   });
 
   it('sameTarget: one address or id however written; names exactly', () => {

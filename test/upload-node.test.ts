@@ -4,6 +4,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash, randomBytes } from 'node:crypto';
+import { OtaEvent, otaEvents } from '../nodes/shared/ota-events';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { generateSigningKey } from '../lib/image/signature';
 import { OWNER, ownedDevice, signedImage } from './support/owner';
@@ -188,6 +189,74 @@ describe('ble-ota-upload node', function () {
     const err = error!.error as { code: string; message: string };
     assert.equal(err.code, 'DEVICE_NOT_FOUND');
     assert.match(err.message, /In range list\) or in BLE_OTA_VIRTUAL_DEVICES, and "node-test-undeclared" is in none: add it there and Deploy\.$/);
+  });
+
+  describe('a fleet secret where a device is named: refused, and shown nowhere (errors, status, events, log)', () => {
+    const secret = randomBytes(32).toString('hex');
+    const events: OtaEvent[] = [];
+    const onEvent = (e: OtaEvent) => events.push(e);
+    beforeEach(() => {
+      events.length = 0;
+      otaEvents.on('event', onEvent);
+    });
+    afterEach(() => otaEvents.off('event', onEvent));
+
+    /** Everything a flow, a Status node or the log got from the node: none of it may hold the secret. */
+    function assertNotShown(nodes: Loaded, errors: Msg[]): void {
+      const logged = (helper as unknown as { log(): { args: Array<[{ msg?: unknown }]> } }).log();
+      const shown = [...logged.args.map(([e]) => String(e.msg)), ...statusTexts(nodes.up), ...events.map((e) => JSON.stringify(e)), ...errors.map((m) => JSON.stringify(m.error))];
+      assert.ok(shown.length > 0);
+      for (const text of shown) assert.ok(!text.toLowerCase().includes(secret), text);
+    }
+
+    it('msg.device of 64 hex digits (after 0x too, spaces around): INVALID_ARGUMENT saying why; the device is not touched', async () => {
+      const nodes = await load('node-test-secret-msg');
+      const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 66 });
+      const errors: Msg[] = [];
+      for (const device of [secret, ` 0x${secret.toUpperCase()}\n`]) {
+        const { result, error } = await send(nodes, { payload: image, device });
+        assert.equal(result, undefined, 'nothing updated');
+        errors.push(error!);
+        const err = error!.error as { code: string; message: string };
+        assert.equal(err.code, 'INVALID_ARGUMENT');
+        assert.equal(
+          err.message,
+          "msg.device holds 64 hex digits, the form of a fleet secret, so it is not shown here: give the name, address or Bluetooth id of the device to update; the secret goes in the device node's Fleet secret field, never in a message. Nothing was sent.",
+        );
+      }
+      assert.deepEqual(
+        events.map((e) => [e.state, e.device]),
+        [
+          ['failed', {}],
+          ['failed', {}],
+        ],
+      );
+      assertNotShown(nodes, errors);
+    });
+
+    it("in the device node's Device field: an error at deploy, and every message refused, msg.device or not", async () => {
+      const name = 'node-test-secret-field';
+      const secretFlow = flow(name).map((n) => (n.id === 'dev' ? { ...n, device: ` ${secret} ` } : n));
+      await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], secretFlow, resolve));
+      const nodes: Loaded = { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
+      const logged = (helper as unknown as { log(): { args: Array<[{ level: number; id?: string; msg?: unknown }]>; ERROR: number } }).log();
+      const deployErrors = logged.args.filter(([e]) => e.level === logged.ERROR && e.id === 'dev').map(([e]) => String(e.msg));
+      assert.deepEqual(deployErrors, [
+        'The Device field holds 64 hex digits, the form of a fleet secret, so it is not shown here: a device is named by its name, address or Bluetooth id; the secret goes in the Fleet secret field. No device is updated or asked through this device node until you correct the field and Deploy.',
+      ]);
+      const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 67 });
+      const errors: Msg[] = [];
+      for (const msg of [{ payload: image }, { payload: image, device: name }]) {
+        const { result, error } = await send(nodes, msg);
+        assert.equal(result, undefined, 'nothing updated');
+        errors.push(error!);
+        const err = error!.error as { code: string; message: string };
+        assert.equal(err.code, 'INVALID_ARGUMENT');
+        assert.match(err.message, /^The Device field holds 64 hex digits, the form of a fleet secret, so it is not shown here/);
+      }
+      assert.equal(lastStatus(nodes.up).fill, 'red');
+      assertNotShown(nodes, errors);
+    });
   });
 
   it('a private key pasted as the public key: an error at deploy, and no update until it is replaced', async () => {

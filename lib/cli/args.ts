@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import type { ConfirmMode } from '../client/ota-client';
 import { DEVICE_ID_TEXT_LEN } from '../client/session';
+import { hasSecretForm } from '../client/target';
 import { SAMPLE_MAX_SIZE, SAMPLE_MIN_SIZE, sampleChip } from '../image/sample-image';
 import type { KeyScheme } from '../image/signature';
 
@@ -392,6 +393,13 @@ function deviceOption(value: string | undefined, command: CommandName, required:
     return undefined;
   }
   if (value.trim() === '') throw new UsageError('--device is empty', command);
+  // A fleet secret given here by mistake would be printed by every error that names the device: refused, not repeated.
+  if (hasSecretForm(value)) {
+    throw new UsageError(
+      '--device holds 64 hex digits, the form of a fleet secret, so it is not repeated here: a device is named by its advertised name, its address (AA:BB:CC:DD:EE:FF) or the id scan prints; the fleet secret goes in a file given with --secret-file (or in ESP32_BLE_OTA_SECRET)',
+      command,
+    );
+  }
   return value;
 }
 

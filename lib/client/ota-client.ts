@@ -39,6 +39,7 @@ import { Link } from './link';
 import type { NobleConnectParameters, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
 import { acquireRadio } from './radio-lock';
+import { checkTarget } from './target';
 import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions } from './types';
 import { backoff, reportedLink, updateV2, V2Result } from './v2-update';
 import type { AuthPolicy } from './v2-session';
@@ -104,6 +105,7 @@ export class BleOtaClient {
 
   /** Scans for the target and connects to its OTA service. */
   async connect(target: Target, options: ConnectOptions = {}): Promise<OtaConnection> {
+    checkTarget(target);
     const settings = this.connectSettings(options);
     settings.progress('scanning');
     try {
@@ -407,12 +409,14 @@ function connectSettings(clientTimeouts: Timeouts, options: ConnectOptions): Con
 }
 
 /**
- * Everything an update checks before it uses the radio: the image (and its
- * signature, with requireSignature), the base image, the timeouts, the
- * secret and the device id. Malformed input fails here, as update() would
- * fail, before any radio work and before any wait.
+ * Everything an update checks before it uses the radio: the target (a
+ * fleet secret's form names no device), the image (and its signature, with
+ * requireSignature), the base image, the timeouts, the secret and the
+ * device id. Malformed input fails here, as update() would fail, before
+ * any radio work and before any wait.
  */
 function prepareUpdate(options: UpdateOptions, clientTimeouts: Timeouts): { parsed: EspImage; timeouts: Timeouts; settings: ConnectSettings } {
+  checkTarget(options.target);
   const parsed = validateImage(options.image);
   if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
   checkBaseImage(options.baseImage);

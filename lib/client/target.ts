@@ -10,7 +10,12 @@
  * which hides addresses); anything else is an advertised name. An id-shaped
  * text also finds a device advertising exactly that text as its name: it
  * was read as a name before ids were taken, and such a flow keeps working.
+ *
+ * A text of a fleet secret's form names no device: it is the secret pasted
+ * into the wrong field, and is refused without being repeated (a device's
+ * name is shown in errors, statuses, events and logs).
  */
+import { BleOtaError } from '../errors';
 import { normalizeAddress, type Target } from './scanner';
 
 /** A Bluetooth address as users write it: six hex pairs, colons or dashes between them. */
@@ -18,6 +23,34 @@ const ADDRESS = /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i;
 
 /** noble's id of a device: 12 hex digits (Linux, Windows), 32 (macOS), or those 32 as a UUID. */
 const PERIPHERAL_ID = /^(?:[0-9a-f]{12}|[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
+
+/**
+ * A fleet secret's form: 64 hex digits, as the secret file and the device
+ * node's credential hold it (read trimmed), also after a 0x, as tools print
+ * keys. No device advertises such a name: a legacy advertisement has room
+ * for 29 bytes of one, and this package's firmware puts at most 23 there.
+ */
+const SECRET_FORM = /^(?:0x)?[0-9a-f]{64}$/i;
+
+/** Why a text of a fleet secret's form is refused, in the words of the client and the command line's library use. */
+export const SECRET_AS_DEVICE =
+  'The device named holds 64 hex digits, the form of a fleet secret, so it is not repeated here: a device is named by its advertised name, its address or its Bluetooth id, and the fleet secret is given as the secret.';
+
+/** Whether the text (trimmed) has the form of a fleet secret: refused wherever a device is named. */
+export function hasSecretForm(text: string): boolean {
+  return SECRET_FORM.test(text.trim());
+}
+
+/**
+ * Refuses a target that names a device by a text of a fleet secret's form
+ * (INVALID_ARGUMENT, the text not repeated): its address, its id, or the
+ * name it is matched by (a name that only describes a device found by id
+ * is the device's own).
+ */
+export function checkTarget(target: Target): void {
+  const named = [target.address, target.id, target.id === undefined || target.alsoByName ? target.name : undefined];
+  if (named.some((text) => typeof text === 'string' && hasSecretForm(text))) throw new BleOtaError('INVALID_ARGUMENT', SECRET_AS_DEVICE);
+}
 
 /** Whether the text (trimmed) is a Bluetooth address rather than a name. */
 export function isAddress(text: string): boolean {
@@ -36,11 +69,13 @@ export function isPeripheralId(text: string): boolean {
  * dashes), so that events, logs and lookups show one spelling for one
  * device; an id also matches a device of that name, kept as typed (names
  * are case-sensitive on air); anything else is an advertised name; empty
- * text is no target: the first device that advertises the OTA service.
+ * text is no target: the first device that advertises the OTA service. A
+ * text of a fleet secret's form is refused (INVALID_ARGUMENT, SECRET_AS_DEVICE).
  */
 export function targetOf(text: string): Target {
   const value = text.trim();
   if (!value) return {};
+  if (hasSecretForm(value)) throw new BleOtaError('INVALID_ARGUMENT', SECRET_AS_DEVICE);
   if (isAddress(value)) return { address: normalizeAddress(value) };
   if (isPeripheralId(value)) return { id: value.replace(/-/g, '').toLowerCase(), name: value, alsoByName: true };
   return { name: value };

@@ -12,7 +12,7 @@ import { BleOtaError } from '../../lib/errors';
 import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { RED } from '../shared/red';
-import { targetOf } from '../../lib/client/target';
+import { hasSecretForm, targetOf } from '../../lib/client/target';
 import { DeviceNode, DeviceNodeDef } from './device-node';
 
 /** The scan time and the timeout, in seconds: their defaults, and the most the editor allows (the least is MIN_SECONDS). */
@@ -40,7 +40,12 @@ export = function register(RED: RED): void {
     RED.nodes.createNode(this, stored);
     const def = nodeConfig(this, stored, t);
     this.backend = def.backend === 'virtual' ? 'virtual' : 'bluetooth';
-    this.device = String(def.device ?? '').trim();
+    // A fleet secret pasted as the device: every node that uses this one would show it (status,
+    // events, logs, DEVICE_NOT_FOUND). Kept from them, said at deploy, and every use refused.
+    const device = String(def.device ?? '').trim();
+    const deviceIsSecret = hasSecretForm(device);
+    this.device = deviceIsSecret ? '' : device;
+    if (deviceIsSecret) this.error(t('ble-ota-device.errors.deviceIsSecret'));
     this.adapter = adapterFor(this.backend);
     /**
      * A timeout from the settings, in ms. Blank: the default. A value that is
@@ -82,6 +87,7 @@ export = function register(RED: RED): void {
 
     this.prepare = async (deviceOverride) => {
       const device = (deviceOverride ?? this.device).trim();
+      if (deviceIsSecret) throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-device.errors.deviceIsSecret'));
       const problem = this.problem();
       if (problem) throw problem;
       if (declarationProblem) throw declarationProblem;

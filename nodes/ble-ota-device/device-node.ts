@@ -24,6 +24,7 @@ export interface DeviceNodeDef extends NodeDef {
 
 export interface DeviceNode extends Node {
   backend: Backend;
+  /** The Device field, trimmed; empty when it holds a fleet secret's form (never shown: prepare refuses). */
   device: string;
   /** The radio this device is reached through, shared with every node that uses it. */
   adapter: Adapter;

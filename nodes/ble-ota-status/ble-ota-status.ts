@@ -138,7 +138,7 @@ export = function register(RED: RED): void {
       }
       let override: string | undefined;
       try {
-        override = deviceOverride(msg, (value) => t(S + 'errors.badDevice', { value }));
+        override = deviceOverride(msg, { notString: (value) => t(S + 'errors.badDevice', { value }), secretForm: t(S + 'errors.deviceIsSecret') });
       } catch (err) {
         node.status(statusForError(t, S + 'status.', err));
         done(err as Error);

@@ -161,7 +161,10 @@ export = function register(RED: RED): void {
       let deviceId: string | undefined;
       let baseImage: Buffer | undefined;
       try {
-        const override = deviceOverride(msg, (value) => t('ble-ota-upload.errors.badDevice', { value }));
+        const override = deviceOverride(msg, {
+          notString: (value) => t('ble-ota-upload.errors.badDevice', { value }),
+          secretForm: t('ble-ota-upload.errors.deviceIsSecret'),
+        });
         target = override ?? (config.device || undefined);
         // The configured id belongs to the configured device, not to another one msg.device names.
         const sameDevice = override === undefined || sameTarget(override, config.device);

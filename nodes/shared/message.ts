@@ -4,6 +4,7 @@
  * silently taken for "not set" (a msg.device of 7 must not update the
  * configured device instead).
  */
+import { hasSecretForm } from '../../lib/client/target';
 import { BleOtaError } from '../../lib/errors';
 import type { NodeMessage } from './red';
 
@@ -18,15 +19,26 @@ export function describeValue(value: unknown): string {
   return Array.isArray(value) ? 'array' : value === null ? 'null' : typeof value;
 }
 
+/** The node's words for a msg.device it refuses. */
+export interface DeviceOverrideTexts {
+  /** A value that is no string, as describeValue shows it. */
+  notString(value: string): string;
+  /** A text of a fleet secret's form (lib/client/target.ts), which the message must not repeat. */
+  secretForm: string;
+}
+
 /**
- * msg.device: the name or address of the device the message names instead
- * of the configured one; undefined when it names none (absent, null, or
- * blank). Anything but a string is an INVALID_ARGUMENT error whose message
- * is `text(describeValue(value))`.
+ * msg.device: the name, address or Bluetooth id of the device the message
+ * names instead of the configured one; undefined when it names none
+ * (absent, null, or blank). Anything but a string is an INVALID_ARGUMENT
+ * error whose message is `texts.notString(describeValue(value))`; a text of
+ * a fleet secret's form one whose message is `texts.secretForm`, before the
+ * text reaches anything that shows the device (status, events, logs).
  */
-export function deviceOverride(msg: NodeMessage, text: (value: string) => string): string | undefined {
+export function deviceOverride(msg: NodeMessage, texts: DeviceOverrideTexts): string | undefined {
   const value = (msg as { device?: unknown }).device;
   if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string') throw new BleOtaError('INVALID_ARGUMENT', text(describeValue(value)));
+  if (typeof value !== 'string') throw new BleOtaError('INVALID_ARGUMENT', texts.notString(describeValue(value)));
+  if (hasSecretForm(value)) throw new BleOtaError('INVALID_ARGUMENT', texts.secretForm);
   return value.trim() || undefined;
 }
