@@ -10,7 +10,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -670,6 +670,21 @@ describe('delta updates from the command line', function () {
     const json = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-5', '--cache-dir', cacheDir, '--json']);
     assert.equal(json.code, 0, json.stderr);
     assert.equal((JSON.parse(json.stdout) as { delivery: { reason?: string } }).delivery.reason, 'base-damaged');
+  });
+
+  it("a FIFO in the cache under the running image's name holds nothing up: the full image goes, and a warning names it once", async () => {
+    const cacheDir = join(dir, 'cache-fifo');
+    mkdirSync(cacheDir);
+    const fifo = join(cacheDir, `${sha256(builtIn).toString('hex')}.bin`);
+    execFileSync('mkfifo', [fifo]);
+    const run = await cli(['upload', join(dir, 'next.bin'), '--virtual', '--device', 'cli-delta-6', '--cache-dir', cacheDir]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^updated cli-delta-6 /m);
+    const warnings = run.stderr.split('\n').filter((line) => line.startsWith('warning: '));
+    assert.deepEqual(warnings, [
+      `warning: the image cache's ${fifo} is a FIFO (named pipe), not an image file: it is not used as the base of a delta update (the full image goes); remove it`,
+    ]);
+    assert.ok(existsSync(join(cacheDir, `${sha256(readFileSync(join(dir, 'next.bin'))).toString('hex')}.bin`)), 'the installed image is kept');
   });
 
   it('a --base file that cannot be read fails before any radio work, naming it', async () => {

@@ -31,6 +31,7 @@ const FAST = [
   'virtual-chips',
   'virtual-e2e',
   'cancel-connect',
+  'cli-files',
   'signed-images',
   'firmware-config',
   'info-versions',

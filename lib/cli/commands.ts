@@ -4,7 +4,7 @@
  * turns what they throw into the message and the exit status.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, readSync, type Stats, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
 import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
@@ -261,7 +261,9 @@ function readBase(file: string): Buffer {
 /** The fleet secret: from --secret-file, else ESP32_BLE_OTA_SECRET; the client checks its format. */
 function readSecret(file: string | undefined): string | undefined {
   if (file !== undefined) {
-    const text = readFileOrFail(file).toString('utf8');
+    const tooLarge = (size: number) => new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is ${size} bytes: it should hold the fleet secret, 64 hex digits.`);
+    const give = 'give the file holding the fleet secret, or the secret itself in ESP32_BLE_OTA_SECRET';
+    const text = readFileOrFail(file, { what: `--secret-file ${file}`, give, limit: SMALL_FILE_LIMIT, tooLarge }).toString('utf8');
     if (text.trim() === '') throw new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is empty: it should hold the fleet secret, 64 hex digits.`);
     return text.trim();
   }
@@ -449,9 +451,8 @@ function provision(cmd: Extract<Run, { kind: 'provision' }>, io: Io): void {
 
 /** A key file's text; key files are small, so anything large is not one. */
 function readKey(file: string): string {
-  const data = readFileOrFail(file);
-  if (data.length > 64 * 1024) throw new BleOtaError('INVALID_ARGUMENT', `${file}: ${data.length} bytes is too large for a PEM key.`);
-  return data.toString('utf8');
+  const tooLarge = (size: number) => new BleOtaError('INVALID_ARGUMENT', `${file}: ${size} bytes is too large for a PEM key.`);
+  return readFileOrFail(file, { what: file, give: 'give the PEM key file', limit: SMALL_FILE_LIMIT, tooLarge }).toString('utf8');
 }
 
 /** The key's scheme and digest; a file that is no usable key is named in the message (never its contents). */
@@ -542,33 +543,66 @@ function checkImage(file: string, image: Buffer) {
 /** An image file: a regular file no larger than an app partition can be, checked before it is read. */
 function readImage(file: string, option = ''): Buffer {
   const what = option ? `${option} ${file}` : file;
-  let stat;
-  try {
-    stat = statSync(file);
-  } catch {
-    return readFileOrFail(file); // says why it cannot be read
-  }
-  if (stat.isFile() && stat.size > MAX_APP_SIZE) {
-    throw new ImageError(
+  const tooLarge = (size: number) =>
+    new ImageError(
       'IMAGE_TOO_LARGE',
-      `${what} is ${stat.size} bytes: no ESP32 app image is larger than the 16 MB of the largest app partition. Give the app image (build/<project>.bin).`,
+      `${what} is ${size} bytes: no ESP32 app image is larger than the 16 MB of the largest app partition. Give the app image (build/<project>.bin).`,
     );
-  }
-  if (!stat.isFile() && !stat.isDirectory()) {
-    throw new CliError('FILE_UNREADABLE', `${what} is not a regular file (a device, a pipe or a socket): give the app image file.`);
-  }
-  const data = readFileOrFail(file);
+  const data = readFileOrFail(file, { what, give: option ? 'give the image the device runs' : 'give the app image file', limit: MAX_APP_SIZE, tooLarge });
   // An empty image is refused by the image checks with their own words; an empty base would pass unnoticed.
   if (option && data.length === 0) throw new CliError('FILE_UNREADABLE', `${what} is empty: give the image the device runs.`);
   return data;
 }
 
-function readFileOrFail(file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
+/** Key and secret files are small: anything larger is not one, and is not read. */
+const SMALL_FILE_LIMIT = 64 * 1024;
+
+/**
+ * A file the user named, read only when it is a regular file of at most
+ * `limit` bytes: a FIFO would keep the tool waiting for a writer, where not
+ * even Ctrl-C ends the wait, and a device (/dev/zero) reads without end. It
+ * is looked at before it is opened (opening a device may act on it), opened
+ * without waiting, and what was opened is checked again.
+ */
+function readFileOrFail(file: string, rule: { what: string; give: string; limit: number; tooLarge: (size: number) => Error }): Buffer {
+  const unreadable = (err: unknown) => {
     const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
-    throw new CliError('FILE_UNREADABLE', `cannot read ${file}: ${why}`);
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (err as Error).message;
+    return new CliError('FILE_UNREADABLE', `cannot read ${file}: ${why}`);
+  };
+  const check = (s: Stats) => {
+    if (s.isDirectory()) throw new CliError('FILE_UNREADABLE', `cannot read ${file}: it is a directory`);
+    if (!s.isFile()) throw new CliError('FILE_UNREADABLE', `${rule.what} is not a regular file (a device, a pipe or a socket): ${rule.give}.`);
+    if (s.size > rule.limit) throw rule.tooLarge(s.size);
+  };
+  let seen: Stats;
+  try {
+    seen = statSync(file);
+  } catch (err) {
+    throw unreadable(err);
+  }
+  check(seen);
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw unreadable(err);
+  }
+  try {
+    const opened = fstatSync(fd);
+    check(opened);
+    // Only the bytes counted: a file that grows meanwhile is read no further.
+    const data = Buffer.alloc(opened.size);
+    let got = 0;
+    while (got < data.length) {
+      const n = readSync(fd, data, got, data.length - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return data.subarray(0, got);
+  } catch (err) {
+    throw err instanceof CliError || err instanceof BleOtaError ? err : unreadable(err);
+  } finally {
+    closeSync(fd);
   }
 }
