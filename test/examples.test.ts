@@ -150,6 +150,33 @@ describe('examples', function () {
       assert.match(page, /<a href="firmware\/sample\.bin"/);
     });
 
+    it("the page works at /firmware and at /firmware/ (sent on to /firmware), under Node-RED's root or httpNodeRoot: its links reach the form endpoint and the sample", async () => {
+      const check = async (root: string) => {
+        const moved = await fetch(`${root}/firmware/`, { redirect: 'manual' });
+        assert.deepEqual([moved.status, moved.headers.get('location')], [302, '../firmware']);
+        for (const path of [`${root}/firmware`, `${root}/firmware/`]) {
+          const res = await fetch(path);
+          assert.equal(res.status, 200, path);
+          const page = await res.text();
+          const action = /<form method="post" action="([^"]+)"/.exec(page)?.[1];
+          const sample = /<a href="([^"]+)"/.exec(page)?.[1];
+          assert.ok(action !== undefined && sample !== undefined, page);
+          assert.equal(new URL(action, res.url).href, `${root}/firmware/form?device=esp32-http`, path);
+          const download = await fetch(new URL(sample, res.url));
+          assert.equal(download.status, 200, path);
+          assert.ok(isSampleImage(Buffer.from(await download.arrayBuffer())), path);
+        }
+      };
+      await check(nr.url);
+      // The editor under /red, the flows' endpoints under /api.
+      const moved = await NodeRedProcess.start(example('http-firmware-endpoint.json'), "httpAdminRoot: '/red', httpNodeRoot: '/api'");
+      try {
+        await check(`${moved.url}/api`);
+      } finally {
+        await moved.stop();
+      }
+    });
+
     it('the sample image it serves, POSTed, updates the device; the form upload does the same', async () => {
       const download = await fetch(`${nr.url}/firmware/sample.bin`);
       assert.equal(download.status, 200);
