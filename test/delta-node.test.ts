@@ -7,8 +7,9 @@
  * msg.baseImage that is no Buffer is refused before the radio is used.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Delivery } from '../lib/client/delivery';
@@ -165,6 +166,24 @@ describe('ble-ota-upload node: delta updates', function () {
       ),
       'a warning: whoever looks after the runtime should check its disk',
     );
+  });
+
+  it("a FIFO in the cache under the running image's name: the full image goes at once, and Node-RED's log names it once", async () => {
+    await load('delta-node-fifo');
+    const pair = oneFunctionChanged(128 * KB, 51, { projectName: 'fan' });
+    assert.equal((await send({ payload: pair.old })).error, undefined);
+    const file = join(userDir, 'ble-ota-cache', `${sha256(pair.old)}.bin`);
+    unlinkSync(file);
+    execFileSync('mkfifo', [file]);
+
+    const { result, error } = await send({ payload: pair.new });
+    assert.equal(error, undefined);
+    const d = (result!.payload as { delivery: Delivery }).delivery;
+    assert.deepEqual([d.method, d.reason], ['full', 'base-unknown']);
+    const warnings = logLines().filter((l) => l.includes(file));
+    assert.deepEqual(warnings, [
+      `ble-ota-upload: the image cache's ${file} is a FIFO (named pipe), not an image file: it is not used as the base of a delta update (the full image goes); remove it`,
+    ]);
   });
 
   it('with "Send only what changed" cleared, the full image goes though a patch was possible, and the result says why', async () => {
