@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseEspImage } from '../lib/image/esp-image';
 import { isSampleImage } from '../lib/image/sample-image';
 import { generateSigningKey, verifyImageSignature } from '../lib/image/signature';
+import { virtualDefaultsFromEnv } from '../lib/virtual/virtual-radio';
 import { catchNode, deviceNode, exchange, helper, lastStatus, TestNode, uploadNode } from './support/node-red';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -129,6 +130,22 @@ describe('ble-ota-sample node', function () {
       const wires = await load({ size: 16 });
       const { error } = await exchange(wires.sample, {}, wires);
       assert.match((error!.error as { message: string }).message, /BLE_OTA_VIRTUAL_SIGNING_KEY, .*missing\.pem\) cannot be read \(ENOENT\)/);
+    });
+
+    it('a key that is no regular file (a device, a FIFO) is not read: an error says what it is', async () => {
+      process.env.BLE_OTA_VIRTUAL_SIGNING_KEY = '/dev/null';
+      const wires = await load({ size: 16 });
+      const { error } = await exchange(wires.sample, {}, wires);
+      assert.equal(
+        (error!.error as { message: string }).message,
+        "The virtual devices' signing key (BLE_OTA_VIRTUAL_SIGNING_KEY, /dev/null) cannot be read (not a regular file: a FIFO, a device, a socket or a folder), so the sample cannot be signed for them.",
+      );
+      // The virtual devices themselves (the command line's --virtual, the virtual radio) refuse it alike.
+      assert.throws(() => virtualDefaultsFromEnv({ BLE_OTA_VIRTUAL_SIGNING_KEY: '/dev/null' }), {
+        code: 'INVALID_ARGUMENT',
+        message:
+          "BLE_OTA_VIRTUAL_SIGNING_KEY names /dev/null, which cannot be read (not a regular file: a FIFO, a device, a socket or a folder): give the path of the virtual devices' signing key (a PEM file), or unset it.",
+      });
     });
   });
 });

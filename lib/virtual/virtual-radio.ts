@@ -8,7 +8,7 @@
  * A declared device keeps its flash while stopped: it starts again running
  * what it was last updated to, as a real one switched off and on.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, type Stats, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NobleLike } from '../client/noble-types';
 import { targetOf } from '../client/target';
@@ -355,6 +355,37 @@ export class VirtualRadio {
 }
 
 /**
+ * The text of BLE_OTA_VIRTUAL_SIGNING_KEY's file, read only when it is a
+ * regular file of at most 64 KiB: this read is synchronous, so a FIFO named
+ * there would stop the whole process (Node-RED with it) until a writer came,
+ * and a device (/dev/zero) would read without end. Throws the file system's
+ * error (its `code`), or one saying what the file is instead.
+ */
+export function readSigningKeyFile(file: string): string {
+  const check = (s: Stats) => {
+    if (!s.isFile()) throw new Error('not a regular file: a FIFO, a device, a socket or a folder');
+    if (s.size > 64 * 1024) throw new Error(`${s.size} bytes, too large for a PEM key`);
+  };
+  check(statSync(file));
+  // Without waiting, should a FIFO have taken the file's place since.
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const opened = fstatSync(fd);
+    check(opened);
+    const data = Buffer.alloc(opened.size);
+    let got = 0;
+    while (got < data.length) {
+      const n = readSync(fd, data, got, data.length - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return data.subarray(0, got).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * What every virtual device of this process stands for, from the
  * environment: BLE_OTA_VIRTUAL_SECRET (a fleet secret, 64 hex digits)
  * provisions each device with its key; BLE_OTA_VIRTUAL_SIGNING_KEY (the
@@ -369,7 +400,17 @@ export function virtualDefaultsFromEnv(env: NodeJS.ProcessEnv = process.env): Vi
   const secret = env.BLE_OTA_VIRTUAL_SECRET?.trim();
   if (secret) defaults.fleetSecret = secret;
   const keyFile = env.BLE_OTA_VIRTUAL_SIGNING_KEY?.trim();
-  if (keyFile) defaults.signingKey = readFileSync(keyFile, 'utf8');
+  if (keyFile) {
+    try {
+      defaults.signingKey = readSigningKeyFile(keyFile);
+    } catch (err) {
+      const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new BleOtaError(
+        'INVALID_ARGUMENT',
+        `BLE_OTA_VIRTUAL_SIGNING_KEY names ${keyFile}, which cannot be read (${reason}): give the path of the virtual devices' signing key (a PEM file), or unset it.`,
+      );
+    }
+  }
   const rssi = env.BLE_OTA_VIRTUAL_RSSI?.trim();
   if (rssi) defaults.rssi = parseRssi(rssi);
   return defaults;

@@ -10,9 +10,9 @@
  * signed with that key, so that they install it too.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { BleOtaError } from '../../lib/errors';
 import { sampleImage, SAMPLE_DEFAULTS } from '../../lib/image/sample-image';
+import { readSigningKeyFile } from '../../lib/virtual/virtual-radio';
 import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { Node, NodeDef, NodeMessage, RED } from '../shared/red';
@@ -92,9 +92,11 @@ export = function register(RED: RED): void {
     const file = process.env.BLE_OTA_VIRTUAL_SIGNING_KEY?.trim();
     if (!file) return undefined;
     try {
-      return readFileSync(file, 'utf8');
+      // Never a FIFO or a device: this read is synchronous, and one would stop Node-RED.
+      return readSigningKeyFile(file);
     } catch (err) {
-      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.signingKey', { file, reason: (err as NodeJS.ErrnoException).code ?? String(err) }));
+      const reason = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
+      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.signingKey', { file, reason }));
     }
   }
 
