@@ -622,6 +622,37 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(g.log.at(-1), 'log: job second starts: job first ended');
     });
 
+    it('a job published again with the same image (a new run) starts with that image, open or waiting, whichever message comes first', () => {
+      type Fleet = { job: { id: string; run: string }; image?: Buffer; started: boolean };
+      const body = (run: string) => JSON.stringify({ version: '1.0.0', sha256: SHA, size: 5, settleMs: 0, devices: ['d1'], run });
+      for (const imageFirst of [true, false]) {
+        // Open: the controller publishes the image, then the job, both again.
+        const g = gateway();
+        job(g, 'j', { devices: ['d1'], run: 'r1' });
+        const again = [
+          { topic: 'ota/fleet/jobs/j/image', payload: IMAGE },
+          { topic: 'ota/fleet/jobs/j', payload: body('r2') },
+        ];
+        const outs = (imageFirst ? again : [...again].reverse()).map((m) => g.run('job and image', m) as unknown[] | null);
+        const open = g.flow.get('fleet') as Fleet;
+        assert.equal(open.job.run, 'r2');
+        assert.equal(open.image?.toString(), 'image', `open, ${imageFirst ? 'image' : 'job'} first: the new run has its image`);
+        assert.ok(
+          outs.some((o) => JSON.stringify(o?.[0]) === JSON.stringify({ topic: 'scan', jobId: 'j' })),
+          'and scans',
+        );
+
+        // Waiting behind another job: the new run starts with the image when that one ends.
+        const w = gateway();
+        job(w, 'first', { devices: ['a'] });
+        job(w, 'j', { devices: ['d1'], run: 'r1' });
+        (imageFirst ? again : [...again].reverse()).forEach((m) => w.run('job and image', m));
+        const next = w.run('job and image', { topic: 'ota/fleet/jobs/first', payload: '' }) as unknown[];
+        assert.deepEqual(next?.[0], { topic: 'scan', jobId: 'j' }, `waiting, ${imageFirst ? 'image' : 'job'} first: it starts`);
+        assert.equal((w.flow.get('fleet') as Fleet).job.run, 'r2');
+      }
+    });
+
     it('claims made for a job while it waits are kept: when it starts, a device another gateway holds is not claimed', () => {
       const g = gateway();
       job(g, 'first', { devices: ['a'] });
