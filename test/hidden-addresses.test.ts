@@ -7,9 +7,10 @@
  * in the command line and in the upload node.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ROOT } from './support/node-red-process';
 import { main } from '../lib/cli/main';
 import { discoverOtaDevices } from '../lib/client/discovery';
 import { BleOtaClient } from '../lib/client/ota-client';
@@ -21,6 +22,11 @@ import { OWNER, ownedDevice, signedImage } from './support/owner';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const scanNode = require('../nodes/ble-ota-scan/ble-ota-scan') as unknown;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const sampleNode = require('../nodes/ble-ota-sample/ble-ota-sample') as unknown;
+/** Node-RED's own Change and Switch nodes, which the examples use. */
+const coreNode = (file: string) =>
+  require(require.resolve(`@node-red/nodes/core/function/${file}`, { paths: [process.env.BLE_OTA_NODE_RED ?? require.resolve('node-red')] })) as unknown; // eslint-disable-line @typescript-eslint/no-require-imports
 
 /** Makes a radio's advertisements carry no address, as noble reports them on macOS; returns what undoes it. */
 function hideAddresses(radio: VirtualRadio): () => void {
@@ -227,6 +233,42 @@ describe('a platform that hides device addresses: two devices of one name, picke
       assert.equal((viaField.result!.payload as { runningVersion: string }).runningVersion, '3.0.0');
       assert.equal(await running(first), 'ota_1', 'the device field: the device of that id runs the new image');
       assert.deepEqual(await second.state(), secondBefore, 'the device field: the other device was left alone');
+    });
+
+    it('examples/fleet-update.json updates each device its scan found, by the id the scan gives, not the first OTA device again', async () => {
+      restore = hideAddresses(sharedVirtualRadio());
+      type FlowNode = Record<string, unknown> & { id: string; type: string; name?: string };
+      const example = JSON.parse(readFileSync(join(ROOT, 'examples', 'fleet-update.json'), 'utf8')) as FlowNode[];
+      const named = (type: string, name: string) => example.find((n) => n.type === type && n.name === name)!.id;
+      // As imported, its Debug nodes replaced by probes, and its button pressed by sending the Inject's message to what it feeds.
+      const flow = [
+        { id: 'tab', type: 'tab' },
+        ...example
+          .filter((n) => !['comment', 'inject'].includes(n.type))
+          .map((n) => (n.type === 'debug' ? { id: n.id, z: 'tab', type: 'helper' } : n.type === 'ble-ota-device' ? n : { ...n, z: 'tab' })),
+      ];
+      await new Promise<void>((resolve) =>
+        helper.load([deviceNode, uploadNode, scanNode, sampleNode, catchNode, coreNode('15-change.js'), coreNode('10-switch.js')], flow, resolve),
+      );
+      const seen: Msg[] = [];
+      const three = new Promise<void>((resolve) => {
+        for (const id of [named('debug', 'updated'), named('debug', 'failed')])
+          helper.getNode(id).on('input', (m: Msg) => {
+            seen.push(m);
+            if (seen.length === 3) resolve();
+          });
+      });
+      helper.getNode(named('ble-ota-sample', 'new firmware')).receive({ targetVersion: '2.0.0' });
+      await three;
+      const results = seen.map((m) => m.payload as { device: { name: string }; skipped: boolean; runningVersion: string });
+      assert.ok(
+        seen.every((m) => !m.error),
+        JSON.stringify(seen.map((m) => m.error)),
+      );
+      assert.deepEqual(
+        results.map((r) => [r.device.name, r.skipped, r.runningVersion]).sort(),
+        [1, 2, 3].map((n) => [`esp32-fleet-${n}`, false, '2.0.0']),
+      );
     });
   });
 });
