@@ -419,6 +419,29 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(c.sent.filter((m) => Array.isArray(m) && m[2]).length, 2, 'two reports');
     });
 
+    it("a gateway's claims and results that name no run (a gateway of an earlier example) count for the run followed; those naming another run do not", () => {
+      const c = new FunctionRun('fleet-controller.json');
+      const published = c.run('publish the job', { job: { id: 'j', version: '2.0.0', devices: ['d1', 'd2'] }, payload: Buffer.from('x') }) as Array<
+        Array<{ topic: string; payload: string }>
+      >;
+      const jobMessage = published[0].find((m) => m.topic === 'ota/fleet/jobs/j')!;
+      const run = (JSON.parse(jobMessage.payload) as { run: string }).run;
+      send(c, jobMessage.topic, jobMessage.payload);
+      send(c, 'ota/fleet/claims/gw-old/j/d1', { state: 'updating' });
+      send(c, 'ota/fleet/results/gw-old/j/d1', result('updated'));
+      send(c, 'ota/fleet/claims/gw-new/j/d2', { state: 'updating', run: 'an-earlier-run' });
+      send(c, 'ota/fleet/results/gw-new/j/d2', result('updated', { run: 'an-earlier-run' }));
+      send(c, 'ota/fleet/claims/gw-new/j/d2', { state: 'updating', run });
+      send(c, 'ota/fleet/results/gw-new/j/d2', result('failed', { run }));
+      assert.deepEqual(
+        report(c).devices.map((d) => [d.name, d.status, d.gateway]),
+        [
+          ['d1', 'updated', 'gw-old'],
+          ['d2', 'failed', 'gw-new'],
+        ],
+      );
+    });
+
     it('at timeoutS, the devices of a job no gateway started are "not started", not "not reached"', () => {
       const c = new FunctionRun('fleet-controller.json');
       send(c, 'ota/fleet/jobs/waited', { version: '2.0.0', devices: ['d2'], sha256: 'a'.repeat(64), size: 1, timeoutS: 900 });
@@ -605,6 +628,18 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.deepEqual(scan(), [], 'gw-a holds it');
       say('gw-a', 'released');
       assert.deepEqual(scan(), ['ota/fleet/claims/gw-1/j/d1']);
+    });
+
+    it('a device that a gateway of an earlier example holds (its claims name no run) is not claimed; one held in another run is', () => {
+      const g = gateway();
+      job(g, 'j', { devices: ['d1', 'd2'], run: 'r2' });
+      g.run('settle and decide', { topic: 'ota/fleet/claims/gw-old/j/d1', payload: JSON.stringify({ state: 'updating' }) });
+      g.run('settle and decide', { topic: 'ota/fleet/claims/gw-a/j/d2', payload: JSON.stringify({ state: 'done', run: 'r1' }) });
+      const out = g.run('claim what is free', { jobId: 'j', payload: [{ name: 'd1' }, { name: 'd2' }] }) as Array<Array<{ topic: string }>>;
+      assert.deepEqual(
+        out[0].map((m) => m.topic).filter((t) => t.startsWith('ota/fleet/claims/')),
+        ['ota/fleet/claims/gw-1/j/d2'],
+      );
     });
 
     it('a second job waits while one is open, keeps its image, and starts when the first ends', () => {
