@@ -1,21 +1,22 @@
 /**
  * The files a user names to the command line (the image, --base, a key,
- * --secret-file) are read only when they are regular files of a size such
- * a file can have: a FIFO would keep the tool waiting for a writer, where
- * not even Ctrl-C ends the wait, and a device (/dev/zero) reads until
- * memory runs out. Each is refused at once, saying what to give instead.
- * No radio: every refusal comes before one would start.
+ * --secret-file): regular files of a size such a file can have, or pipes
+ * (`--secret-file /dev/stdin`, a shell's `<(...)`, a FIFO), read to their
+ * end but never past that size, and waited for no longer than a cancel. A
+ * device (/dev/zero reads until memory runs out) or a socket is refused at
+ * once, saying what to give instead, before any radio would start.
  */
 import { strict as assert } from 'node:assert';
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, constants, existsSync, mkdtempSync, openSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { closeSync, constants, createWriteStream, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
 
 const MAIN = join(__dirname, '..', 'lib', 'cli', 'main.js');
 
-describe('command-line files that are no regular file', function () {
+describe('command-line files that are pipes, devices or too large', function () {
   this.timeout(60_000);
   let dir: string;
   let fifo: string;
@@ -40,14 +41,31 @@ describe('command-line files that are no regular file', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  interface Run {
+    code: number | null;
+    stdout: string;
+    stderr: string;
+  }
+
+  /**
+   * Runs the tool. `producer`: a shell command whose output is piped into the
+   * tool's standard input, as a shell does (a pipe; Node's own stdio pipes
+   * are sockets). `started` gets the child once it runs.
+   */
+  function cli(args: string[], producer?: string, started?: (child: ChildProcess) => void): Promise<Run> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ESP32_BLE_OTA_SECRET: '' } });
+      const env = { ...process.env, ESP32_BLE_OTA_SECRET: '' };
+      const stdio: Array<'ignore' | 'pipe'> = ['ignore', 'pipe', 'pipe'];
+      const child =
+        producer === undefined
+          ? spawn(process.execPath, [MAIN, ...args], { stdio, env })
+          : spawn('sh', ['-c', `${producer} | "$0" "$@"`, process.execPath, MAIN, ...args], { stdio, env });
       children.push(child);
+      started?.(child);
       let stdout = '';
       let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+      child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       child.on('error', reject);
       child.on('close', (code) => resolve({ code, stdout, stderr }));
     });
@@ -60,38 +78,111 @@ describe('command-line files that are no regular file', function () {
     assert.equal(run.stdout, '');
   }
 
-  const notRegular = (what: string, give: string) => `${what} is not a regular file (a device, a pipe or a socket): ${give}. [FILE_UNREADABLE]`;
+  /** Writes `data` into the FIFO once a reader has opened it (opening for writing waits for one). */
+  function writeFifo(data: Buffer | string): void {
+    createWriteStream(fifo).end(data);
+  }
 
-  it('a key that is a FIFO or a device: refused at once, naming it', async () => {
-    await refused(['pubkey', '--key', fifo], notRegular(fifo, 'give the PEM key file'));
-    await refused(['pubkey', '--key', '/dev/null'], notRegular('/dev/null', 'give the PEM key file'));
+  const device = (what: string, give: string) => `${what} is a device or a socket, not a file or a pipe: ${give}. [FILE_UNREADABLE]`;
+  const SECRET = 'a1'.repeat(32);
+  const provision = (secretFile: string, out: string) => ['provision', '--secret-file', secretFile, '--device-id', '24:0a:c4:12:34:56', '--out', out];
+
+  it('a device as key, secret, image or base: refused at once, naming it and what to give', async () => {
+    await refused(['pubkey', '--key', '/dev/zero'], device('/dev/zero', 'give the PEM key file'));
     const out = join(dir, 'signed.bin');
-    await refused(['sign', '--key', fifo, '--out', out, image], notRegular(fifo, 'give the PEM key file'));
+    await refused(['sign', '--key', '/dev/null', '--out', out, image], device('/dev/null', 'give the PEM key file'));
     assert.equal(existsSync(out), false);
-    await refused(['verify', '--public-key', fifo, image], notRegular(fifo, 'give the PEM key file'));
+    await refused(['verify', '--public-key', '/dev/zero', image], device('/dev/zero', 'give the PEM key file'));
+    const give = 'give the file holding the fleet secret (a pipe such as /dev/stdin will do), or the secret itself in ESP32_BLE_OTA_SECRET';
+    const key = join(dir, 'key.bin');
+    await refused(provision('/dev/zero', key), device('--secret-file /dev/zero', give));
+    assert.equal(existsSync(key), false);
+    await refused(['upload', '/dev/zero', '--device', 'x', '--virtual'], device('/dev/zero', 'give the app image file'));
+    await refused(['upload', image, '--device', 'x', '--virtual', '--base', '/dev/zero'], device('--base /dev/zero', 'give the image the device runs'));
   });
 
-  it('a --secret-file that is a FIFO, a device or too large for a secret: refused at once, saying where a secret may come from', async () => {
-    const out = join(dir, 'key.bin');
-    const give = 'give the file holding the fleet secret, or the secret itself in ESP32_BLE_OTA_SECRET';
-    const provision = (secretFile: string) => ['provision', '--secret-file', secretFile, '--device-id', '24:0a:c4:12:34:56', '--out', out];
-    await refused(provision(fifo), notRegular(`--secret-file ${fifo}`, give));
-    await refused(provision('/dev/null'), notRegular('--secret-file /dev/null', give));
+  it('a secret, a key or an image from a pipe is read to its end: /dev/stdin, a FIFO', async () => {
+    // The secret from standard input, as a password manager hands it over.
+    const key = join(dir, 'stdin.key.bin');
+    const fromStdin = await cli(provision('/dev/stdin', key), `echo ${SECRET}`);
+    assert.equal(fromStdin.code, 0, fromStdin.stderr);
+    assert.ok(existsSync(key));
+    // The same secret from a file: the same key partition.
+    const file = join(dir, 'fleet.secret');
+    writeFileSync(file, SECRET);
+    const again = join(dir, 'file.key.bin');
+    assert.equal((await cli(provision(file, again))).code, 0);
+    assert.deepEqual(readFileSync(key), readFileSync(again));
+
+    // A public key through a FIFO (a shell's <(...) is one).
+    const pem = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' });
+    const pubkey = cli(['pubkey', '--key', fifo]);
+    writeFifo(pem);
+    const run = await pubkey;
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /BEGIN PUBLIC KEY/);
+
+    // An image through a FIFO, into a virtual ESP32.
+    const upload = cli(['upload', fifo, '--device', 'pipe-esp32', '--virtual']);
+    writeFifo(readFileSync(image));
+    const uploaded = await upload;
+    assert.equal(uploaded.code, 0, uploaded.stderr);
+    assert.match(uploaded.stdout, /updated pipe-esp32 .* to 1\.0\.0 .*confirmed/);
+  });
+
+  it('a pipe or a file larger than a secret or a key can be: refused, read no further', async () => {
+    const key = join(dir, 'large.key.bin');
+    const tooMuch = await cli(provision('/dev/stdin', key), 'head -c 204800 /dev/zero');
+    assert.equal(tooMuch.code, 1);
+    assert.equal(tooMuch.stderr, 'esp32-ble-ota: --secret-file /dev/stdin is more than 65536 bytes: it should hold the fleet secret, 64 hex digits. [INVALID_ARGUMENT]\n');
+    assert.equal(existsSync(key), false);
     // Sparse: nothing on disk, 1 GiB a read would take into memory.
     const huge = join(dir, 'huge.secret');
     writeFileSync(huge, '');
     truncateSync(huge, 1024 * 1024 * 1024);
-    await refused(provision(huge), `--secret-file ${huge} is 1073741824 bytes: it should hold the fleet secret, 64 hex digits. [INVALID_ARGUMENT]`);
-    assert.equal(existsSync(out), false);
+    await refused(provision(huge, key), `--secret-file ${huge} is 1073741824 bytes: it should hold the fleet secret, 64 hex digits. [INVALID_ARGUMENT]`);
+    assert.equal(existsSync(key), false);
   });
 
-  it('an image or --base that is a FIFO: refused at once', async () => {
-    await refused(['upload', fifo, '--device', 'x', '--virtual'], notRegular(fifo, 'give the app image file'));
-    await refused(['upload', image, '--device', 'x', '--virtual', '--base', fifo], notRegular(`--base ${fifo}`, 'give the image the device runs'));
-  });
+  /** Resolves once a thread of `child` waits in the kernel where `where` says (its wchan: Linux names the wait for a FIFO's writer wait_for_partner). */
+  function waitsIn(child: ChildProcess, where: RegExp): Promise<void> {
+    return new Promise((resolve) => {
+      const poll = () => {
+        const tasks = `/proc/${child.pid}/task`;
+        const wchan = (t: string) => {
+          try {
+            return readFileSync(`${tasks}/${t}/wchan`, 'utf8');
+          } catch {
+            return ''; // a thread that ended meanwhile
+          }
+        };
+        if (existsSync(tasks) && readdirSync(tasks).some((t) => where.test(wchan(t)))) resolve();
+        else setTimeout(poll, 20);
+      };
+      poll();
+    });
+  }
 
-  // Nothing above opened the FIFO for reading: a writer opening it without waiting finds no reader.
-  it('left the FIFO unopened', () => {
-    assert.throws(() => closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK)), { code: 'ENXIO' });
+  it('a FIFO nobody writes, or whose writer writes nothing: the tool waits, and SIGTERM ends the wait as a cancel', async () => {
+    const key = join(dir, 'waiting.key.bin');
+    const cancelled = async (writerOpens: boolean) => {
+      let child: ChildProcess | undefined;
+      const waiting = cli(provision(fifo, key), undefined, (c) => (child = c));
+      await waitsIn(child!, /wait_for_partner/);
+      // A writer that opens the FIFO and never writes: the tool then waits in its read.
+      const writer = writerOpens ? openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK) : undefined;
+      try {
+        if (writerOpens) await waitsIn(child!, /pipe_read|pipe_wait/);
+        child!.kill('SIGTERM');
+        const run = await waiting;
+        assert.equal(run.code, 130, run.stderr);
+        assert.match(run.stderr, new RegExp(`Cancelled while waiting for --secret-file ${fifo} to be written`));
+        assert.equal(existsSync(key), false);
+      } finally {
+        if (writer !== undefined) closeSync(writer);
+      }
+    };
+    await cancelled(false);
+    await cancelled(true);
   });
 });

@@ -698,7 +698,7 @@ describe('delta updates from the command line', function () {
     const tooLarge = join(dir, 'too-large.bin');
     writeFileSync(tooLarge, Buffer.alloc(16 * 1024 * 1024 + 1));
     for (const [base, why] of [
-      ['/dev/zero', /--base \/dev\/zero is not a regular file/],
+      ['/dev/zero', /--base \/dev\/zero is a device or a socket, not a file or a pipe/],
       [empty, /--base .*empty\.bin is empty: give the image the device runs/],
       [tooLarge, /--base .*too-large\.bin is 16777217 bytes: no ESP32 app image is larger than the 16 MB/],
     ] as const) {

@@ -4,7 +4,8 @@
  * turns what they throw into the message and the exit status.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, readSync, type Stats, statSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, readSync, type Stats, statSync, writeFileSync, writeSync } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
 import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
@@ -174,7 +175,7 @@ function isTarget(d: SeenDevice, target: Target): boolean {
 async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> {
   const timeouts = cmd.timeoutMs ? { scanMs: cmd.timeoutMs } : {};
   const view = await withRadio(cmd, io, timeouts, async (client) => {
-    const connection = await client.connect(targetOf(cmd.device), { signal: io.signal, secret: readSecret(cmd.secretFile), deviceId: cmd.deviceId });
+    const connection = await client.connect(targetOf(cmd.device), { signal: io.signal, secret: await readSecret(cmd.secretFile, io.signal), deviceId: cmd.deviceId });
     try {
       return infoView(await connection.info());
     } finally {
@@ -185,7 +186,7 @@ async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> 
 }
 
 async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<void> {
-  const image = readImage(cmd.file);
+  const image = await readImage(cmd.file, io.signal);
   const summary = imageSummary(checkImage(cmd.file, image));
   if (isSampleImage(image) && !cmd.virtual) {
     throw new ImageError(
@@ -193,9 +194,9 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
       `${cmd.file} is a sample image (esp32-ble-ota sample-image): its code is filler, which a real device would boot and crash on. Send it with --virtual, or send your build's .bin.`,
     );
   }
-  const secret = readSecret(cmd.secretFile);
-  const publicKey = cmd.publicKey === undefined ? undefined : readKey(cmd.publicKey);
-  const baseImage = cmd.base === undefined ? undefined : readBase(cmd.base);
+  const secret = await readSecret(cmd.secretFile, io.signal);
+  const publicKey = cmd.publicKey === undefined ? undefined : await readKey(cmd.publicKey, io.signal);
+  const baseImage = cmd.base === undefined ? undefined : await readBase(cmd.base, io.signal);
   // A virtual device starts afresh on every run, running its built-in image: a cache gains it nothing unless asked for.
   const cacheDir = cmd.noCache ? undefined : (cmd.cacheDir ?? (cmd.virtual ? undefined : defaultCacheDir()));
   // What the cache holds under the running image's name but does not use (a FIFO, an unreadable file) is said here, once.
@@ -247,8 +248,8 @@ async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<vo
 }
 
 /** --base: an image file whose first byte is an ESP image's (0xE9); anything else is a mistake in the command line. */
-function readBase(file: string): Buffer {
-  const data = readImage(file, '--base');
+async function readBase(file: string, signal?: AbortSignal): Promise<Buffer> {
+  const data = await readImage(file, signal, '--base');
   if (data[0] !== ESP_IMAGE_MAGIC) {
     throw new UsageError(
       `--base ${file} is not an ESP32 app image (its first byte is 0x${data[0].toString(16).padStart(2, '0')}, not 0xE9): give the .bin the device runs now, as idf.py build wrote it, or leave --base out`,
@@ -259,11 +260,11 @@ function readBase(file: string): Buffer {
 }
 
 /** The fleet secret: from --secret-file, else ESP32_BLE_OTA_SECRET; the client checks its format. */
-function readSecret(file: string | undefined): string | undefined {
+async function readSecret(file: string | undefined, signal?: AbortSignal): Promise<string | undefined> {
   if (file !== undefined) {
-    const tooLarge = (size: number) => new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is ${size} bytes: it should hold the fleet secret, 64 hex digits.`);
-    const give = 'give the file holding the fleet secret, or the secret itself in ESP32_BLE_OTA_SECRET';
-    const text = readFileOrFail(file, { what: `--secret-file ${file}`, give, limit: SMALL_FILE_LIMIT, tooLarge }).toString('utf8');
+    const tooLarge = (size: string) => new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is ${size}: it should hold the fleet secret, 64 hex digits.`);
+    const give = 'give the file holding the fleet secret (a pipe such as /dev/stdin will do), or the secret itself in ESP32_BLE_OTA_SECRET';
+    const text = (await readFileOrFail(file, { what: `--secret-file ${file}`, give, limit: SMALL_FILE_LIMIT, tooLarge }, signal)).toString('utf8');
     if (text.trim() === '') throw new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is empty: it should hold the fleet secret, 64 hex digits.`);
     return text.trim();
   }
@@ -300,15 +301,16 @@ function existsError(file: string): CliError {
   return new CliError('FILE_EXISTS', `${file} already exists; keygen never replaces a key (devices that trust it would take no more updates). Choose another file name.`);
 }
 
-function sign(cmd: Extract<Run, { kind: 'sign' }>, io: Io): void {
-  const image = readImage(cmd.file);
+async function sign(cmd: Extract<Run, { kind: 'sign' }>, io: Io): Promise<void> {
+  const image = await readImage(cmd.file, io.signal);
   const parsed = checkImage(cmd.file, image);
   refuseToOverwrite(cmd.out, [cmd.file, ...cmd.keys]);
-  const keys = cmd.keys.map((file) => {
-    const pem = readKey(file);
+  const keys: string[] = [];
+  for (const file of cmd.keys) {
+    const pem = await readKey(file, io.signal);
     if (!keyInfo(file, pem).isPrivate) throw new BleOtaError('INVALID_ARGUMENT', `${file}: this is a public key; signing needs the private key.`);
-    return pem;
-  });
+    keys.push(pem);
+  }
 
   // Where the device looks for the signatures: the blocks must land there.
   const sectorAt = signatureSectorOffset(parsed.imageLength);
@@ -363,10 +365,10 @@ const VERIFY_CODES: Record<SignatureFailure, string> = {
   'bad-signature': 'SIGNATURE_INVALID',
 };
 
-function verify(cmd: Extract<Run, { kind: 'verify' }>, io: Io): void {
-  const image = readImage(cmd.file);
+async function verify(cmd: Extract<Run, { kind: 'verify' }>, io: Io): Promise<void> {
+  const image = await readImage(cmd.file, io.signal);
   const parsed = checkImage(cmd.file, image);
-  const pem = readKey(cmd.publicKey);
+  const pem = await readKey(cmd.publicKey, io.signal);
   keyInfo(cmd.publicKey, pem);
   const result = verifyImageSignature(image, parsed.imageLength, { publicKeyPem: pem });
   if (!result.ok) throw new CliError(VERIFY_CODES[result.reason], `${cmd.file}: ${result.message}`);
@@ -374,8 +376,8 @@ function verify(cmd: Extract<Run, { kind: 'verify' }>, io: Io): void {
   io.stdout.write(cmd.json ? JSON.stringify(view) + '\n' : formatVerified(view, cmd.publicKey));
 }
 
-function pubkey(cmd: Extract<Run, { kind: 'pubkey' }>, io: Io): void {
-  const pem = readKey(cmd.key);
+async function pubkey(cmd: Extract<Run, { kind: 'pubkey' }>, io: Io): Promise<void> {
+  const pem = await readKey(cmd.key, io.signal);
   const info = keyInfo(cmd.key, pem);
   const publicKey = publicKeyPem(pem);
   const keyDigest = info.keyDigest.toString('hex');
@@ -416,8 +418,8 @@ function secret(cmd: Extract<Run, { kind: 'secret' }>, io: Io): void {
   io.stdout.write(cmd.json ? JSON.stringify({ file: cmd.out }) + '\n' : `wrote a new fleet secret to ${cmd.out} (readable by you only)\n${next}\n`);
 }
 
-function provision(cmd: Extract<Run, { kind: 'provision' }>, io: Io): void {
-  const text = readSecret(cmd.secretFile);
+async function provision(cmd: Extract<Run, { kind: 'provision' }>, io: Io): Promise<void> {
+  const text = await readSecret(cmd.secretFile, io.signal);
   if (text === undefined) {
     throw new BleOtaError('INVALID_ARGUMENT', 'provision needs the fleet secret: --secret-file PATH, or ESP32_BLE_OTA_SECRET (esp32-ble-ota secret makes one).');
   }
@@ -450,9 +452,9 @@ function provision(cmd: Extract<Run, { kind: 'provision' }>, io: Io): void {
 }
 
 /** A key file's text; key files are small, so anything large is not one. */
-function readKey(file: string): string {
-  const tooLarge = (size: number) => new BleOtaError('INVALID_ARGUMENT', `${file}: ${size} bytes is too large for a PEM key.`);
-  return readFileOrFail(file, { what: file, give: 'give the PEM key file', limit: SMALL_FILE_LIMIT, tooLarge }).toString('utf8');
+async function readKey(file: string, signal?: AbortSignal): Promise<string> {
+  const tooLarge = (size: string) => new BleOtaError('INVALID_ARGUMENT', `${file}: ${size} is too large for a PEM key.`);
+  return (await readFileOrFail(file, { what: file, give: 'give the PEM key file', limit: SMALL_FILE_LIMIT, tooLarge }, signal)).toString('utf8');
 }
 
 /** The key's scheme and digest; a file that is no usable key is named in the message (never its contents). */
@@ -541,14 +543,11 @@ function checkImage(file: string, image: Buffer) {
 }
 
 /** An image file: a regular file no larger than an app partition can be, checked before it is read. */
-function readImage(file: string, option = ''): Buffer {
+async function readImage(file: string, signal?: AbortSignal, option = ''): Promise<Buffer> {
   const what = option ? `${option} ${file}` : file;
-  const tooLarge = (size: number) =>
-    new ImageError(
-      'IMAGE_TOO_LARGE',
-      `${what} is ${size} bytes: no ESP32 app image is larger than the 16 MB of the largest app partition. Give the app image (build/<project>.bin).`,
-    );
-  const data = readFileOrFail(file, { what, give: option ? 'give the image the device runs' : 'give the app image file', limit: MAX_APP_SIZE, tooLarge });
+  const tooLarge = (size: string) =>
+    new ImageError('IMAGE_TOO_LARGE', `${what} is ${size}: no ESP32 app image is larger than the 16 MB of the largest app partition. Give the app image (build/<project>.bin).`);
+  const data = await readFileOrFail(file, { what, give: option ? 'give the image the device runs' : 'give the app image file', limit: MAX_APP_SIZE, tooLarge }, signal);
   // An empty image is refused by the image checks with their own words; an empty base would pass unnoticed.
   if (option && data.length === 0) throw new CliError('FILE_UNREADABLE', `${what} is empty: give the image the device runs.`);
   return data;
@@ -557,14 +556,25 @@ function readImage(file: string, option = ''): Buffer {
 /** Key and secret files are small: anything larger is not one, and is not read. */
 const SMALL_FILE_LIMIT = 64 * 1024;
 
+interface ReadRule {
+  /** How messages name the file (with its option). */
+  what: string;
+  /** What to give instead, for a file that cannot be one. */
+  give: string;
+  limit: number;
+  /** The error for a file over the limit, given its size ("N bytes", "more than N bytes"). */
+  tooLarge: (size: string) => Error;
+}
+
 /**
- * A file the user named, read only when it is a regular file of at most
- * `limit` bytes: a FIFO would keep the tool waiting for a writer, where not
- * even Ctrl-C ends the wait, and a device (/dev/zero) reads without end. It
- * is looked at before it is opened (opening a device may act on it), opened
- * without waiting, and what was opened is checked again.
+ * A file the user named: a regular file of at most `limit` bytes, or a pipe
+ * (`--secret-file /dev/stdin`, a shell's `<(...)`, a FIFO), read to its end
+ * but never past `limit`. Devices and sockets are refused before they are
+ * opened: /dev/zero reads without end, and opening a device may act on it.
+ * A pipe waits for its writer as any tool reading one does, but never past
+ * a cancel (Ctrl-C, SIGTERM).
  */
-function readFileOrFail(file: string, rule: { what: string; give: string; limit: number; tooLarge: (size: number) => Error }): Buffer {
+async function readFileOrFail(file: string, rule: ReadRule, signal?: AbortSignal): Promise<Buffer> {
   const unreadable = (err: unknown) => {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (err as Error).message;
@@ -572,8 +582,8 @@ function readFileOrFail(file: string, rule: { what: string; give: string; limit:
   };
   const check = (s: Stats) => {
     if (s.isDirectory()) throw new CliError('FILE_UNREADABLE', `cannot read ${file}: it is a directory`);
-    if (!s.isFile()) throw new CliError('FILE_UNREADABLE', `${rule.what} is not a regular file (a device, a pipe or a socket): ${rule.give}.`);
-    if (s.size > rule.limit) throw rule.tooLarge(s.size);
+    if (!s.isFile() && !s.isFIFO()) throw new CliError('FILE_UNREADABLE', `${rule.what} is a device or a socket, not a file or a pipe: ${rule.give}.`);
+    if (s.size > rule.limit) throw rule.tooLarge(`${s.size} bytes`);
   };
   let seen: Stats;
   try {
@@ -582,6 +592,7 @@ function readFileOrFail(file: string, rule: { what: string; give: string; limit:
     throw unreadable(err);
   }
   check(seen);
+  if (seen.isFIFO()) return readPipe(file, rule, unreadable, signal);
   let fd: number;
   try {
     fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -591,6 +602,7 @@ function readFileOrFail(file: string, rule: { what: string; give: string; limit:
   try {
     const opened = fstatSync(fd);
     check(opened);
+    if (!opened.isFile()) throw new CliError('FILE_UNREADABLE', `${rule.what} changed while it was opened: ${rule.give}.`);
     // Only the bytes counted: a file that grows meanwhile is read no further.
     const data = Buffer.alloc(opened.size);
     let got = 0;
@@ -604,5 +616,64 @@ function readFileOrFail(file: string, rule: { what: string; give: string; limit:
     throw err instanceof CliError || err instanceof BleOtaError ? err : unreadable(err);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * A pipe, read to its end in Node's thread pool, at most `rule.limit` bytes.
+ * A cancel ends the wait for its writer or its data: Node's exit joins the
+ * pool's threads, so the tool itself then writes into the pipe to end the
+ * open or the read that waits there.
+ */
+async function readPipe(file: string, rule: ReadRule, unreadable: (err: unknown) => Error, signal?: AbortSignal): Promise<Buffer> {
+  let opened = false;
+  const release = () => {
+    try {
+      // Opening for writing succeeds only while a reader has it open: ours, which waits.
+      const fd = openSync(file, constants.O_WRONLY | constants.O_NONBLOCK);
+      try {
+        if (opened) writeSync(fd, Buffer.alloc(1));
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      // No reader waits (the read has ended), or the pipe is full: nothing is held.
+    }
+  };
+  const cancelled = new Promise<never>((_, reject) => {
+    const stop = () => {
+      reject(new CancelledError(`cancelled while waiting for ${rule.what} to be written`));
+      release();
+    };
+    if (signal?.aborted) stop();
+    else signal?.addEventListener('abort', stop, { once: true });
+  });
+  cancelled.catch(() => undefined); // the race below may be over before a cancel
+  const opening = open(file, 'r');
+  opening.then((handle) => (signal?.aborted ? handle.close() : undefined)).catch(() => undefined);
+  let handle: FileHandle;
+  try {
+    handle = await Promise.race([opening, cancelled]);
+  } catch (err) {
+    throw err instanceof CancelledError ? err : unreadable(err);
+  }
+  opened = true;
+  try {
+    const parts: Buffer[] = [];
+    let got = 0;
+    for (;;) {
+      const room = Buffer.alloc(Math.min(rule.limit + 1 - got, 64 * 1024));
+      const { bytesRead } = await Promise.race([handle.read(room, 0, room.length, null), cancelled]);
+      if (bytesRead === 0) break;
+      parts.push(room.subarray(0, bytesRead));
+      got += bytesRead;
+      if (got > rule.limit) throw rule.tooLarge(`more than ${rule.limit} bytes`);
+    }
+    return Buffer.concat(parts, got);
+  } catch (err) {
+    throw err instanceof CliError || err instanceof BleOtaError ? err : unreadable(err);
+  } finally {
+    // Not awaited: after a cancel, the close waits for the read release() ended.
+    handle.close().catch(() => undefined);
   }
 }
