@@ -43,12 +43,11 @@ export function hasSecretForm(text: string): boolean {
 
 /**
  * Refuses a target that names a device by a text of a fleet secret's form
- * (INVALID_ARGUMENT, the text not repeated): its address, its id, or the
- * name it is matched by (a name that only describes a device found by id
- * is the device's own).
+ * (INVALID_ARGUMENT, the text not repeated): its address, its id or its
+ * name, whether or not the name is matched (errors show it either way).
  */
 export function checkTarget(target: Target): void {
-  const named = [target.address, target.id, target.id === undefined || target.alsoByName ? target.name : undefined];
+  const named = [target.address, target.id, target.name];
   if (named.some((text) => typeof text === 'string' && hasSecretForm(text))) throw new BleOtaError('INVALID_ARGUMENT', SECRET_AS_DEVICE);
 }
 
@@ -81,9 +80,12 @@ export function targetOf(text: string): Target {
   return { name: value };
 }
 
-/** Whether two device fields name the same device (an address or an id however written, a name exactly). */
+/**
+ * Whether two device fields name the same device: an address or an id
+ * however written, a name exactly. An address and a 12-digit id of the same
+ * digits are one device (noble's id on Linux and Windows is the address).
+ */
 export function sameTarget(a: string, b: string): boolean {
-  const x = targetOf(a);
-  const y = targetOf(b);
-  return x.address === y.address && (x.id ?? x.name) === (y.id ?? y.name);
+  const key = (t: Target) => (t.address !== undefined ? `device:${t.address.replace(/:/g, '')}` : t.id !== undefined ? `device:${t.id}` : `name:${t.name ?? ''}`);
+  return key(targetOf(a)) === key(targetOf(b));
 }
