@@ -457,6 +457,24 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.deepEqual([r.devices.map((d) => [d.name, d.status]), r.notReached, r.notStarted], [[['d3', 'not reached']], ['d3'], []]);
     });
 
+    it('a "match" job counts devices left out only once it follows its cap: a "left out" before that is no one\'s word', () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/m', { version: '2.0.0', match: 'esp32-*', sha256: 'a'.repeat(64), size: 1, timeoutS: 60, run: 'r1', maxDevices: 2 });
+      send(c, 'ota/fleet/claims/gw-a/m/esp32-1', { state: 'updating', run: 'r1' });
+      // Any gateway login can say it left a device out: with one device of two followed, nothing was.
+      send(c, 'ota/fleet/claims/gw-evil/m/esp32-ghost', { state: 'left out', run: 'r1' });
+      send(c, 'ota/fleet/claims/gw-a/m/esp32-2', { state: 'updating', run: 'r1' });
+      // At the cap, a gateway's "left out" is counted.
+      send(c, 'ota/fleet/claims/gw-b/m/esp32-3', { state: 'left out', run: 'r1' });
+      c.timers.find((t) => t.ms === 60_000)!.fn(); // the job's timeoutS
+      const r = report(c) as Report & { leftOut?: { devices: number } };
+      assert.deepEqual(
+        r.devices.map((d) => d.name),
+        ['esp32-1', 'esp32-2'],
+      );
+      assert.equal(r.leftOut?.devices, 1);
+    });
+
     it('devices named __proto__ or constructor are followed like any other, and change no object of the process', () => {
       const c = new FunctionRun('fleet-controller.json');
       send(c, 'ota/fleet/jobs/p', { version: '2.0.0', match: '*', sha256: 'a'.repeat(64), size: 1, timeoutS: 30 });
