@@ -4,10 +4,11 @@
  * turns what they throw into the message and the exit status.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, readSync, type Stats, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, type Stats, statSync, writeFileSync, writeSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
+import { readRegularFileSync } from '../regular-file';
 import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import type { NobleLike } from '../client/noble-types';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
@@ -593,29 +594,13 @@ async function readFileOrFail(file: string, rule: ReadRule, signal?: AbortSignal
   }
   check(seen);
   if (seen.isFIFO()) return readPipe(file, rule, unreadable, signal);
-  let fd: number;
   try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (err) {
-    throw unreadable(err);
-  }
-  try {
-    const opened = fstatSync(fd);
-    check(opened);
-    if (!opened.isFile()) throw new CliError('FILE_UNREADABLE', `${rule.what} changed while it was opened: ${rule.give}.`);
-    // Only the bytes counted: a file that grows meanwhile is read no further.
-    const data = Buffer.alloc(opened.size);
-    let got = 0;
-    while (got < data.length) {
-      const n = readSync(fd, data, got, data.length - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return data.subarray(0, got);
+    return readRegularFileSync(file, (s) => {
+      check(s);
+      if (!s.isFile()) throw new CliError('FILE_UNREADABLE', `${rule.what} changed while it was read: ${rule.give}.`);
+    });
   } catch (err) {
     throw err instanceof CliError || err instanceof BleOtaError ? err : unreadable(err);
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -8,11 +8,12 @@
  * A declared device keeps its flash while stopped: it starts again running
  * what it was last updated to, as a real one switched off and on.
  */
-import { closeSync, constants, existsSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, type Stats, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, type Stats, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NobleLike } from '../client/noble-types';
 import { targetOf } from '../client/target';
 import { BleOtaError } from '../errors';
+import { readRegularFileSync } from '../regular-file';
 import { peripheralId, VirtualBindings } from './bindings';
 import { deviceStateFolder } from './build';
 import { Preset, PRESETS } from './link-model';
@@ -362,27 +363,10 @@ export class VirtualRadio {
  * error (its `code`), or one saying what the file is instead.
  */
 export function readSigningKeyFile(file: string): string {
-  const check = (s: Stats) => {
+  return readRegularFileSync(file, (s: Stats) => {
     if (!s.isFile()) throw new Error('not a regular file: a FIFO, a device, a socket or a folder');
     if (s.size > 64 * 1024) throw new Error(`${s.size} bytes, too large for a PEM key`);
-  };
-  check(statSync(file));
-  // Without waiting, should a FIFO have taken the file's place since.
-  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
-  try {
-    const opened = fstatSync(fd);
-    check(opened);
-    const data = Buffer.alloc(opened.size);
-    let got = 0;
-    while (got < data.length) {
-      const n = readSync(fd, data, got, data.length - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return data.subarray(0, got).toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
+  }).toString('utf8');
 }
 
 /**
