@@ -9,7 +9,21 @@
 import { strict as assert } from 'node:assert';
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { closeSync, constants, createWriteStream, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  createWriteStream,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -184,5 +198,123 @@ describe('command-line files that are pipes, devices or too large', function () 
     };
     await cancelled(false);
     await cancelled(true);
+  });
+
+  /** A new FIFO in the test folder. */
+  function newFifo(name: string): string {
+    const path = join(dir, name);
+    execFileSync('mkfifo', [path]);
+    return path;
+  }
+
+  /** Resolves once `done()` holds, looked at every 20 ms. */
+  function until(done: () => boolean): Promise<void> {
+    return new Promise((resolve) => {
+      const poll = () => (done() ? resolve() : setTimeout(poll, 20));
+      poll();
+    });
+  }
+
+  /** Whether a process has the FIFO open for reading (opening it for writing without waiting then succeeds). */
+  function hasReader(path: string): boolean {
+    try {
+      closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENXIO') return false;
+      throw err;
+    }
+  }
+
+  const pem = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' });
+
+  it('a cancel after a pipe was read writes nothing into it: another reader of that FIFO gets no stray byte', async () => {
+    const first = newFifo('key1');
+    const second = newFifo('key2');
+    let child: ChildProcess | undefined;
+    const signing = cli(['sign', '--key', first, '--key', second, '--out', join(dir, 'stray.bin'), image], undefined, (c) => (child = c));
+    await waitsIn(child!, /wait_for_partner/);
+    await new Promise<void>((resolve) =>
+      createWriteStream(first)
+        .end(pem())
+        .on('close', () => resolve()),
+    );
+    // The first key read and its pipe closed, the tool waits for the second key's writer.
+    await until(() => !hasReader(first));
+    await waitsIn(child!, /wait_for_partner/);
+    // Another program now reads the first FIFO (a second run of the tool, say).
+    const other = openSync(first, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      child!.kill('SIGTERM');
+      const run = await signing;
+      assert.equal(run.code, 130, run.stderr);
+      assert.match(run.stderr, new RegExp(`Cancelled while waiting for ${second} to be written`));
+      let got = 0;
+      try {
+        got = readSync(other, Buffer.alloc(16));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+      }
+      assert.equal(got, 0, 'the cancel wrote into a pipe the tool no longer read');
+    } finally {
+      closeSync(other);
+    }
+  });
+
+  it('a FIFO whose name is given to a regular file while the tool waits for data: a cancel ends the wait and leaves that file alone', async () => {
+    const pipe = newFifo('replaced');
+    const key = join(dir, 'replaced.key.bin');
+    let child: ChildProcess | undefined;
+    const waiting = cli(provision(pipe, key), undefined, (c) => (child = c));
+    await waitsIn(child!, /wait_for_partner/);
+    const writer = openSync(pipe, constants.O_WRONLY | constants.O_NONBLOCK); // a writer that has not written yet
+    try {
+      await waitsIn(child!, /pipe_read|pipe_wait/);
+      renameSync(pipe, `${pipe}.old`);
+      writeFileSync(pipe, 'notes\n');
+      child!.kill('SIGTERM');
+      const run = await waiting;
+      assert.equal(run.code, 130, run.stderr);
+      assert.equal(readFileSync(pipe, 'utf8'), 'notes\n');
+      assert.equal(existsSync(key), false);
+    } finally {
+      closeSync(writer);
+    }
+  });
+
+  it('one pipe named for two files (image and --base, two keys): refused before anything is read', async () => {
+    const pipe = newFifo('twice');
+    const twice = await cli(['upload', pipe, '--base', pipe, '--device', 'x', '--virtual']);
+    assert.equal(twice.code, 2, twice.stderr);
+    assert.ok(
+      twice.stderr.startsWith(`esp32-ble-ota: --base ${pipe} is the same pipe as ${pipe}, and a pipe can be read only once: give each its own file or pipe\n`),
+      twice.stderr,
+    );
+    const keys = await cli(['sign', '--key', pipe, '--key', pipe, '--out', join(dir, 'twice.bin'), image]);
+    assert.equal(keys.code, 2, keys.stderr);
+    assert.match(keys.stderr, new RegExp(`--key ${pipe} is the same pipe as --key ${pipe}`));
+    // Standard input named twice: the second read would find it empty.
+    const stdin = await cli(['upload', '/dev/stdin', '--base', '/dev/stdin', '--device', 'x', '--virtual'], `cat ${image}`);
+    assert.equal(stdin.code, 2, stdin.stderr);
+    assert.match(stdin.stderr, /--base \/dev\/stdin is the same pipe as \/dev\/stdin/);
+  });
+
+  it("--secret-file /dev/stdin when standard input is a socket (Node's spawn, stdio 'pipe'): says so, and what to give instead", async () => {
+    const key = join(dir, 'socket.key.bin');
+    const child = spawn(process.execPath, [MAIN, ...provision('/dev/stdin', key)], { stdio: 'pipe', env: { ...process.env, ESP32_BLE_OTA_SECRET: '' } });
+    children.push(child);
+    child.stdin.on('error', () => undefined); // the tool may have ended before reading
+    child.stdin.end(`${SECRET}\n`);
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(code, 1, stderr);
+    assert.equal(
+      stderr,
+      "esp32-ble-ota: --secret-file /dev/stdin is standard input, which is a socket here, as Node's spawn makes it with stdio 'pipe'; a socket cannot be opened by its name: " +
+        'pipe it in ("producer | esp32-ble-ota ..."), or give the file holding the fleet secret (a pipe such as /dev/stdin will do), or the secret itself in ESP32_BLE_OTA_SECRET. [FILE_UNREADABLE]\n',
+    );
+    assert.ok(!stderr.includes(SECRET));
+    assert.equal(existsSync(key), false);
   });
 });

@@ -4,9 +4,10 @@
  * turns what they throw into the message and the exit status.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, openSync, readFileSync, type Stats, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, type Stats, statSync, writeFileSync, writeSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { isatty } from 'node:tty';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
 import { readRegularFileSync } from '../regular-file';
 import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
@@ -187,6 +188,15 @@ async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> 
 }
 
 async function upload(cmd: Extract<Run, { kind: 'upload' }>, io: Io): Promise<void> {
+  refuseSharedPipe(
+    [
+      [cmd.file, cmd.file],
+      [`--secret-file ${cmd.secretFile}`, cmd.secretFile],
+      [`--public-key ${cmd.publicKey}`, cmd.publicKey],
+      [`--base ${cmd.base}`, cmd.base],
+    ],
+    'upload',
+  );
   const image = await readImage(cmd.file, io.signal);
   const summary = imageSummary(checkImage(cmd.file, image));
   if (isSampleImage(image) && !cmd.virtual) {
@@ -303,6 +313,7 @@ function existsError(file: string): CliError {
 }
 
 async function sign(cmd: Extract<Run, { kind: 'sign' }>, io: Io): Promise<void> {
+  refuseSharedPipe([[cmd.file, cmd.file], ...cmd.keys.map((k): [string, string] => [`--key ${k}`, k])], 'sign');
   const image = await readImage(cmd.file, io.signal);
   const parsed = checkImage(cmd.file, image);
   refuseToOverwrite(cmd.out, [cmd.file, ...cmd.keys]);
@@ -367,6 +378,13 @@ const VERIFY_CODES: Record<SignatureFailure, string> = {
 };
 
 async function verify(cmd: Extract<Run, { kind: 'verify' }>, io: Io): Promise<void> {
+  refuseSharedPipe(
+    [
+      [cmd.file, cmd.file],
+      [`--public-key ${cmd.publicKey}`, cmd.publicKey],
+    ],
+    'verify',
+  );
   const image = await readImage(cmd.file, io.signal);
   const parsed = checkImage(cmd.file, image);
   const pem = await readKey(cmd.publicKey, io.signal);
@@ -554,6 +572,28 @@ async function readImage(file: string, signal?: AbortSignal, option = ''): Promi
   return data;
 }
 
+/**
+ * A pipe gives its bytes once: named twice (the image and --base as one FIFO,
+ * /dev/stdin for two options), the second read would find it empty, or wait
+ * for a writer no one means to start. Refused before anything is read.
+ */
+function refuseSharedPipe(files: ReadonlyArray<readonly [what: string, file: string | undefined]>, topic: 'upload' | 'sign' | 'verify'): void {
+  const pipes = new Map<string, string>();
+  for (const [what, file] of files) {
+    if (file === undefined) continue;
+    let s: Stats;
+    try {
+      s = statSync(file);
+    } catch {
+      continue; // the read says why
+    }
+    if (!s.isFIFO()) continue;
+    const first = pipes.get(`${s.dev}:${s.ino}`);
+    if (first !== undefined) throw new UsageError(`${what} is the same pipe as ${first}, and a pipe can be read only once: give each its own file or pipe`, topic);
+    pipes.set(`${s.dev}:${s.ino}`, what);
+  }
+}
+
 /** Key and secret files are small: anything larger is not one, and is not read. */
 const SMALL_FILE_LIMIT = 64 * 1024;
 
@@ -583,7 +623,7 @@ async function readFileOrFail(file: string, rule: ReadRule, signal?: AbortSignal
   };
   const check = (s: Stats) => {
     if (s.isDirectory()) throw new CliError('FILE_UNREADABLE', `cannot read ${file}: it is a directory`);
-    if (!s.isFile() && !s.isFIFO()) throw new CliError('FILE_UNREADABLE', `${rule.what} is a device or a socket, not a file or a pipe: ${rule.give}.`);
+    if (!s.isFile() && !s.isFIFO()) throw new CliError('FILE_UNREADABLE', notFileOrPipe(file, s, rule));
     if (s.size > rule.limit) throw rule.tooLarge(`${s.size} bytes`);
   };
   let seen: Stats;
@@ -593,7 +633,7 @@ async function readFileOrFail(file: string, rule: ReadRule, signal?: AbortSignal
     throw unreadable(err);
   }
   check(seen);
-  if (seen.isFIFO()) return readPipe(file, rule, unreadable, signal);
+  if (seen.isFIFO()) return readPipe(file, seen, rule, unreadable, signal);
   try {
     return readRegularFileSync(file, (s) => {
       check(s);
@@ -605,50 +645,78 @@ async function readFileOrFail(file: string, rule: ReadRule, signal?: AbortSignal
 }
 
 /**
+ * Why a file that is neither a regular file nor a pipe is refused. Standard
+ * input named (/dev/stdin) is said as such: it is a terminal when nothing
+ * was piped in, and a socket when Node's spawn gave it (stdio 'pipe').
+ */
+function notFileOrPipe(file: string, s: Stats, rule: ReadRule): string {
+  const kind = s.isSocket() ? 'a socket' : isatty(0) && s.isCharacterDevice() ? 'a terminal' : 'a device';
+  let stdin: Stats | undefined;
+  try {
+    stdin = fstatSync(0);
+  } catch {
+    // no standard input at all
+  }
+  const named = ['/dev/stdin', '/dev/fd/0', '/proc/self/fd/0'].includes(resolve(file));
+  if (!named || stdin === undefined || stdin.dev !== s.dev || stdin.ino !== s.ino) return `${rule.what} is a device or a socket, not a file or a pipe: ${rule.give}.`;
+  const how = s.isSocket() ? ", as Node's spawn makes it with stdio 'pipe'; a socket cannot be opened by its name" : '';
+  return `${rule.what} is standard input, which is ${kind} here${how}: pipe it in ("producer | esp32-ble-ota ..."), or ${rule.give}.`;
+}
+
+/**
  * A pipe, read to its end in Node's thread pool, at most `rule.limit` bytes.
  * A cancel ends the wait for its writer or its data: Node's exit joins the
- * pool's threads, so the tool itself then writes into the pipe to end the
- * open or the read that waits there.
+ * pool's threads, so the tool itself then opens the pipe for writing (which
+ * ends the open that waits for a writer) and writes a byte into it (which
+ * ends the read that waits for data). Only while this waits, and only into
+ * the pipe `seen` describes: its name may since name another file.
  */
-async function readPipe(file: string, rule: ReadRule, unreadable: (err: unknown) => Error, signal?: AbortSignal): Promise<Buffer> {
-  let opened = false;
+async function readPipe(file: string, seen: Stats, rule: ReadRule, unreadable: (err: unknown) => Error, signal?: AbortSignal): Promise<Buffer> {
+  const cancelledError = () => new CancelledError(`cancelled while waiting for ${rule.what} to be written`);
+  if (signal?.aborted) throw cancelledError();
+  const samePipe = (s: Stats) => s.isFIFO() && s.dev === seen.dev && s.ino === seen.ino;
+  let handle: FileHandle | undefined;
+  let pending: Promise<unknown>;
   const release = () => {
     try {
-      // Opening for writing succeeds only while a reader has it open: ours, which waits.
-      const fd = openSync(file, constants.O_WRONLY | constants.O_NONBLOCK);
+      // Once open, the pipe has a name of its own on Linux, whatever becomes of the one given.
+      const byFd = handle && `/proc/self/fd/${handle.fd}`;
+      const name = byFd && existsSync(byFd) ? byFd : file;
+      if (!samePipe(statSync(name))) return; // another file's name now: not to be opened
+      // Before the open: read-write, which never fails for want of a reader (the
+      // pool may not have started the open yet); held until that open has ended.
+      const fd = openSync(name, (handle ? constants.O_WRONLY : constants.O_RDWR) | constants.O_NONBLOCK);
       try {
-        if (opened) writeSync(fd, Buffer.alloc(1));
-      } finally {
-        closeSync(fd);
+        if (handle && samePipe(fstatSync(fd))) writeSync(fd, Buffer.alloc(1));
+      } catch {
+        // A full pipe: the read waits for nothing.
       }
+      afterwards(pending, () => closeSync(fd));
     } catch {
-      // No reader waits (the read has ended), or the pipe is full: nothing is held.
+      // The pipe is gone, or no longer waited on.
     }
   };
+  let stop: () => void = () => undefined;
   const cancelled = new Promise<never>((_, reject) => {
-    const stop = () => {
-      reject(new CancelledError(`cancelled while waiting for ${rule.what} to be written`));
+    stop = () => {
+      reject(cancelledError());
       release();
     };
-    if (signal?.aborted) stop();
-    else signal?.addEventListener('abort', stop, { once: true });
   });
   cancelled.catch(() => undefined); // the race below may be over before a cancel
   const opening = open(file, 'r');
-  opening.then((handle) => (signal?.aborted ? handle.close() : undefined)).catch(() => undefined);
-  let handle: FileHandle;
+  pending = opening;
+  opening.then((h) => (signal?.aborted ? h.close() : undefined)).catch(() => undefined);
+  signal?.addEventListener('abort', stop, { once: true });
   try {
     handle = await Promise.race([opening, cancelled]);
-  } catch (err) {
-    throw err instanceof CancelledError ? err : unreadable(err);
-  }
-  opened = true;
-  try {
     const parts: Buffer[] = [];
     let got = 0;
     for (;;) {
       const room = Buffer.alloc(Math.min(rule.limit + 1 - got, 64 * 1024));
-      const { bytesRead } = await Promise.race([handle.read(room, 0, room.length, null), cancelled]);
+      const reading = handle.read(room, 0, room.length, null);
+      pending = reading;
+      const { bytesRead } = await Promise.race([reading, cancelled]);
       if (bytesRead === 0) break;
       parts.push(room.subarray(0, bytesRead));
       got += bytesRead;
@@ -658,7 +726,22 @@ async function readPipe(file: string, rule: ReadRule, unreadable: (err: unknown)
   } catch (err) {
     throw err instanceof CliError || err instanceof BleOtaError ? err : unreadable(err);
   } finally {
-    // Not awaited: after a cancel, the close waits for the read release() ended.
-    handle.close().catch(() => undefined);
+    // A cancel after this has nothing to end here: the pipe may be another reader's by then.
+    signal?.removeEventListener('abort', stop);
+    // Not awaited: after a cancel, the read release() ended settles later.
+    const opened = handle;
+    if (opened) afterwards(pending, () => void opened.close().catch(() => undefined));
   }
+}
+
+/** Runs `then` once `p` has settled, either way; what it throws is of no one's concern. */
+function afterwards(p: Promise<unknown>, then: () => void): void {
+  const run = () => {
+    try {
+      then();
+    } catch {
+      // a close that failed: nothing is left to do with it
+    }
+  };
+  p.then(run, run);
 }
