@@ -18,6 +18,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   readSync,
   renameSync,
   rmSync,
@@ -158,23 +159,17 @@ describe('command-line files that are pipes, devices or too large', function () 
     assert.equal(existsSync(key), false);
   });
 
-  /** Resolves once a thread of `child` waits in the kernel where `where` says (its wchan: Linux names the wait for a FIFO's writer wait_for_partner). */
-  function waitsIn(child: ChildProcess, where: RegExp): Promise<void> {
-    return new Promise((resolve) => {
-      const poll = () => {
-        const tasks = `/proc/${child.pid}/task`;
-        const wchan = (t: string) => {
-          try {
-            return readFileSync(`${tasks}/${t}/wchan`, 'utf8');
-          } catch {
-            return ''; // a thread that ended meanwhile
-          }
-        };
-        if (existsSync(tasks) && readdirSync(tasks).some((t) => where.test(wchan(t)))) resolve();
-        else setTimeout(poll, 20);
-      };
-      poll();
-    });
+  /** Resolves once `child` has `path` open (Linux: a link in /proc/<pid>/fd), as the tool holds a pipe while it waits on it. */
+  function holds(child: ChildProcess, path: string): Promise<void> {
+    const fds = `/proc/${child.pid}/fd`;
+    const open = (fd: string) => {
+      try {
+        return readlinkSync(`${fds}/${fd}`) === path;
+      } catch {
+        return false; // closed meanwhile
+      }
+    };
+    return until(() => existsSync(fds) && readdirSync(fds).some(open));
   }
 
   it('a FIFO nobody writes, or whose writer writes nothing: the tool waits, and SIGTERM ends the wait as a cancel', async () => {
@@ -182,11 +177,10 @@ describe('command-line files that are pipes, devices or too large', function () 
     const cancelled = async (writerOpens: boolean) => {
       let child: ChildProcess | undefined;
       const waiting = cli(provision(fifo, key), undefined, (c) => (child = c));
-      await waitsIn(child!, /wait_for_partner/);
-      // A writer that opens the FIFO and never writes: the tool then waits in its read.
+      await holds(child!, fifo);
+      // A writer that opens the FIFO and never writes: the tool then waits for data.
       const writer = writerOpens ? openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK) : undefined;
       try {
-        if (writerOpens) await waitsIn(child!, /pipe_read|pipe_wait/);
         child!.kill('SIGTERM');
         const run = await waiting;
         assert.equal(run.code, 130, run.stderr);
@@ -233,7 +227,7 @@ describe('command-line files that are pipes, devices or too large', function () 
     const second = newFifo('key2');
     let child: ChildProcess | undefined;
     const signing = cli(['sign', '--key', first, '--key', second, '--out', join(dir, 'stray.bin'), image], undefined, (c) => (child = c));
-    await waitsIn(child!, /wait_for_partner/);
+    await holds(child!, first);
     await new Promise<void>((resolve) =>
       createWriteStream(first)
         .end(pem())
@@ -241,7 +235,7 @@ describe('command-line files that are pipes, devices or too large', function () 
     );
     // The first key read and its pipe closed, the tool waits for the second key's writer.
     await until(() => !hasReader(first));
-    await waitsIn(child!, /wait_for_partner/);
+    await holds(child!, second);
     // Another program now reads the first FIFO (a second run of the tool, say).
     const other = openSync(first, constants.O_RDONLY | constants.O_NONBLOCK);
     try {
@@ -266,10 +260,9 @@ describe('command-line files that are pipes, devices or too large', function () 
     const key = join(dir, 'replaced.key.bin');
     let child: ChildProcess | undefined;
     const waiting = cli(provision(pipe, key), undefined, (c) => (child = c));
-    await waitsIn(child!, /wait_for_partner/);
+    await holds(child!, pipe);
     const writer = openSync(pipe, constants.O_WRONLY | constants.O_NONBLOCK); // a writer that has not written yet
     try {
-      await waitsIn(child!, /pipe_read|pipe_wait/);
       renameSync(pipe, `${pipe}.old`);
       writeFileSync(pipe, 'notes\n');
       child!.kill('SIGTERM');

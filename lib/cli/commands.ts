@@ -4,16 +4,16 @@
  * turns what they throw into the message and the exit status.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, type Stats, statSync, writeFileSync, writeSync } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, type Stats, statSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { isatty } from 'node:tty';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
-import { readRegularFileSync } from '../regular-file';
 import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import type { NobleLike } from '../client/noble-types';
 import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
+import { readRegularFileSync } from '../regular-file';
 import { ESP_IMAGE_MAGIC, imageSummary, parseEspImage } from '../image/esp-image';
 import { isSampleImage, sampleImage } from '../image/sample-image';
 import {
@@ -664,84 +664,51 @@ function notFileOrPipe(file: string, s: Stats, rule: ReadRule): string {
 }
 
 /**
- * A pipe, read to its end in Node's thread pool, at most `rule.limit` bytes.
- * A cancel ends the wait for its writer or its data: Node's exit joins the
- * pool's threads, so the tool itself then opens the pipe for writing (which
- * ends the open that waits for a writer) and writes a byte into it (which
- * ends the read that waits for data). Only while this waits, and only into
- * the pipe `seen` describes: its name may since name another file.
+ * A pipe, read to its end through Node's event loop, at most `rule.limit`
+ * bytes. Opened without waiting and read as Node reads its own stdin, so a
+ * cancel ends the wait for its writer or its data at once, and nothing is
+ * left for the tool's exit to wait on (a read in Node's thread pool would
+ * hold the exit until a writer came). Linux reports the end of a FIFO
+ * only once a writer has come and gone, so a writer may come late; other
+ * systems may report it at once (the pipe is then empty).
  */
 async function readPipe(file: string, seen: Stats, rule: ReadRule, unreadable: (err: unknown) => Error, signal?: AbortSignal): Promise<Buffer> {
-  const cancelledError = () => new CancelledError(`cancelled while waiting for ${rule.what} to be written`);
-  if (signal?.aborted) throw cancelledError();
-  const samePipe = (s: Stats) => s.isFIFO() && s.dev === seen.dev && s.ino === seen.ino;
-  let handle: FileHandle | undefined;
-  let pending: Promise<unknown>;
-  const release = () => {
-    try {
-      // Once open, the pipe has a name of its own on Linux, whatever becomes of the one given.
-      const byFd = handle && `/proc/self/fd/${handle.fd}`;
-      const name = byFd && existsSync(byFd) ? byFd : file;
-      if (!samePipe(statSync(name))) return; // another file's name now: not to be opened
-      // Before the open: read-write, which never fails for want of a reader (the
-      // pool may not have started the open yet); held until that open has ended.
-      const fd = openSync(name, (handle ? constants.O_WRONLY : constants.O_RDWR) | constants.O_NONBLOCK);
-      try {
-        if (handle && samePipe(fstatSync(fd))) writeSync(fd, Buffer.alloc(1));
-      } catch {
-        // A full pipe: the read waits for nothing.
-      }
-      afterwards(pending, () => closeSync(fd));
-    } catch {
-      // The pipe is gone, or no longer waited on.
-    }
-  };
-  let stop: () => void = () => undefined;
-  const cancelled = new Promise<never>((_, reject) => {
-    stop = () => {
-      reject(cancelledError());
-      release();
-    };
-  });
-  cancelled.catch(() => undefined); // the race below may be over before a cancel
-  const opening = open(file, 'r');
-  pending = opening;
-  opening.then((h) => (signal?.aborted ? h.close() : undefined)).catch(() => undefined);
-  signal?.addEventListener('abort', stop, { once: true });
+  if (signal?.aborted) throw new CancelledError(`cancelled before ${rule.what} was read`);
+  let fd: number;
   try {
-    handle = await Promise.race([opening, cancelled]);
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw unreadable(err);
+  }
+  try {
+    const opened = fstatSync(fd);
+    // Another file in the pipe's place since it was looked at: not read.
+    if (!opened.isFIFO() || opened.dev !== seen.dev || opened.ino !== seen.ino) throw new CliError('FILE_UNREADABLE', `${rule.what} changed while it was opened: ${rule.give}.`);
+  } catch (err) {
+    closeSync(fd);
+    throw err instanceof CliError ? err : unreadable(err);
+  }
+  const pipe = new Socket({ fd, readable: true, writable: false });
+  return new Promise<Buffer>((resolve, reject) => {
     const parts: Buffer[] = [];
     let got = 0;
-    for (;;) {
-      const room = Buffer.alloc(Math.min(rule.limit + 1 - got, 64 * 1024));
-      const reading = handle.read(room, 0, room.length, null);
-      pending = reading;
-      const { bytesRead } = await Promise.race([reading, cancelled]);
-      if (bytesRead === 0) break;
-      parts.push(room.subarray(0, bytesRead));
-      got += bytesRead;
-      if (got > rule.limit) throw rule.tooLarge(`more than ${rule.limit} bytes`);
-    }
-    return Buffer.concat(parts, got);
-  } catch (err) {
-    throw err instanceof CliError || err instanceof BleOtaError ? err : unreadable(err);
-  } finally {
-    // A cancel after this has nothing to end here: the pipe may be another reader's by then.
-    signal?.removeEventListener('abort', stop);
-    // Not awaited: after a cancel, the read release() ended settles later.
-    const opened = handle;
-    if (opened) afterwards(pending, () => void opened.close().catch(() => undefined));
-  }
-}
-
-/** Runs `then` once `p` has settled, either way; what it throws is of no one's concern. */
-function afterwards(p: Promise<unknown>, then: () => void): void {
-  const run = () => {
-    try {
-      then();
-    } catch {
-      // a close that failed: nothing is left to do with it
-    }
-  };
-  p.then(run, run);
+    let done = false;
+    const finish = (err: Error | undefined) => {
+      if (done) return;
+      done = true;
+      signal?.removeEventListener('abort', cancel);
+      pipe.destroy(); // closes the descriptor
+      if (err) reject(err);
+      else resolve(Buffer.concat(parts, got));
+    };
+    const cancel = () => finish(new CancelledError(`cancelled while waiting for ${rule.what} to be written`));
+    signal?.addEventListener('abort', cancel, { once: true });
+    pipe.on('data', (data: Buffer) => {
+      got += data.length;
+      if (got > rule.limit) finish(rule.tooLarge(`more than ${rule.limit} bytes`));
+      else parts.push(data);
+    });
+    pipe.on('end', () => finish(undefined));
+    pipe.on('error', (err) => finish(unreadable(err)));
+  });
 }
