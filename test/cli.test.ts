@@ -427,6 +427,19 @@ describe('command-line tool', function () {
         assert.ok(!`${run.stdout}${run.stderr}`.toLowerCase().includes(secret), 'the secret is not printed');
       }
       for (const near of [secret.slice(1), `${secret}0`]) assert.equal((parseCommandLine(['info', '-d', near]) as { device: string }).device, near, 'a near miss is a name');
+      // Typed where an operand, a command or another option's value goes: the mistake is told, the secret not repeated.
+      for (const args of [
+        ['upload', firmware, secret, '-d', 'x'],
+        [secret],
+        ['sign', '--key', 'k.pem', '--out', 'o.bin', 'a.bin', `0x${secret}`],
+        ['scan', '--duration', secret],
+        ['info', '-d', 'x', `--chip=${secret}`],
+      ]) {
+        const run = await cli(args);
+        assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+        assert.ok(!`${run.stdout}${run.stderr}`.toLowerCase().includes(secret), `the secret is not printed: ${run.stderr}`);
+        assert.match(run.stderr, /\[64 hex digits, not repeated\]|does not take/);
+      }
     });
 
     it('other mistakes exit 2; --json still gets a JSON error', async () => {

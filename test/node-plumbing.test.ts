@@ -9,12 +9,13 @@ import { mock } from 'node:test';
 import type { NobleLike, NoblePeripheral } from '../lib/client/noble-types';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { matchesTarget } from '../lib/client/scanner';
-import { checkTarget, hasSecretForm, isAddress, isPeripheralId, sameTarget, targetOf } from '../lib/client/target';
+import { checkTarget, hasSecretForm, hideSecretForms, isAddress, isPeripheralId, sameTarget, targetOf } from '../lib/client/target';
 import { BleOtaError, BluetoothUnavailableError, ImageError } from '../lib/errors';
 import type { DeviceNode } from '../nodes/ble-ota-device/device-node';
 import { UploadQueue } from '../nodes/ble-ota-upload/upload-queue';
 import { CLOSE_TIMEOUT_MS, closeWhenSettled } from '../nodes/shared/close';
 import { checkConfigAtDeploy } from '../nodes/shared/deploy';
+import { describeValue } from '../nodes/shared/message';
 import type { Node, NodeStatus } from '../nodes/shared/red';
 import { statusForError } from '../nodes/shared/status';
 
@@ -94,6 +95,25 @@ describe('targetOf: a device field, --device or msg.device', () => {
       assert.throws(() => checkTarget(target), refusal, JSON.stringify(target));
       await assert.rejects(client.connect(target), refusal);
       await assert.rejects(client.update({ target, image: Buffer.alloc(0) }), refusal);
+    }
+  });
+
+  it('a fleet secret in a value an error shows is not repeated (messages cut such values short, which would show most of it)', async () => {
+    const secret = randomBytes(32).toString('hex');
+    assert.equal(hideSecretForms(`got ${secret}, and 0x${secret.toUpperCase()}.`), 'got [64 hex digits, not repeated], and [64 hex digits, not repeated].');
+    for (const near of [secret.slice(1), `${secret}0`]) assert.equal(hideSecretForms(near), near);
+    assert.equal(hideSecretForms(`key=${secret}`), 'key=[64 hex digits, not repeated]');
+    assert.ok(!describeValue(secret).includes(secret.slice(0, 20)));
+    const client = new BleOtaClient({ noble: {} as NobleLike });
+    const refusals = [
+      () => client.update({ target: { name: 'x' }, image: Buffer.alloc(0), timeouts: { gattMs: secret as unknown as number } }),
+      () => client.update({ target: { name: 'x' }, image: Buffer.alloc(0), timeouts: { [secret]: 5 } as never }),
+    ];
+    for (const refusal of refusals) {
+      await assert.rejects(refusal(), (err: Error) => {
+        assert.ok(!err.message.includes(secret.slice(0, 20)), err.message);
+        return true;
+      });
     }
   });
 

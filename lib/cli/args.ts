@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import type { ConfirmMode } from '../client/ota-client';
 import { DEVICE_ID_TEXT_LEN } from '../client/session';
-import { hasSecretForm } from '../client/target';
+import { hasSecretForm, hideSecretForms } from '../client/target';
 import { SAMPLE_MAX_SIZE, SAMPLE_MIN_SIZE, sampleChip } from '../image/sample-image';
 import type { KeyScheme } from '../image/signature';
 
@@ -70,7 +70,8 @@ export class UsageError extends Error {
     /** The command whose usage to print with the message. */
     readonly topic?: CommandName,
   ) {
-    super(message);
+    // A secret typed where an operand or a value goes is not repeated (the words a command line's mistakes are told in echo it).
+    super(hideSecretForms(message));
     this.name = 'UsageError';
   }
 }
@@ -427,7 +428,7 @@ function seconds(option: string, value: string, command: CommandName): number {
   // An hour bounds a typo (--timeout 30000 meant as ms) without limiting real use.
   // At least a millisecond, the shortest timer the client keeps.
   if (value.trim() === '' || !Number.isFinite(n) || n < 0.001 || n > 3600) {
-    throw new UsageError(`${option} takes seconds, a number from 0.001 to 3600 (got "${value.slice(0, 40)}")`, command);
+    throw new UsageError(`${option} takes seconds, a number from 0.001 to 3600 (got "${hideSecretForms(value).slice(0, 40)}")`, command);
   }
   return n;
 }

@@ -39,7 +39,7 @@ import { Link } from './link';
 import type { NobleConnectParameters, NobleLike, NoblePeripheral } from './noble-types';
 import { findPeripheral, scanDevices, SeenDevice, Target } from './scanner';
 import { acquireRadio } from './radio-lock';
-import { checkTarget } from './target';
+import { checkTarget, hideSecretForms } from './target';
 import { DEFAULT_TIMEOUTS, Phase, Progress, Timeouts, UpdateOptions, UpdateResult, BleOtaClientOptions } from './types';
 import { backoff, reportedLink, updateV2, V2Result } from './v2-update';
 import type { AuthPolicy } from './v2-session';
@@ -98,7 +98,9 @@ export class BleOtaClient {
   /** Lists the devices in range: advertised name, address, RSSI, and whether they advertise the OTA service. */
   scan(durationMs = 5000, signal?: AbortSignal): Promise<SeenDevice[]> {
     if (typeof durationMs !== 'number' || !Number.isFinite(durationMs) || durationMs < 1 || durationMs > MAX_TIMER_MS) {
-      return Promise.reject(new BleOtaError('INVALID_ARGUMENT', `a scan lasts a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${String(durationMs).slice(0, 40)}`));
+      return Promise.reject(
+        new BleOtaError('INVALID_ARGUMENT', `a scan lasts a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${hideSecretForms(String(durationMs)).slice(0, 40)}`),
+      );
     }
     return scanDevices(this.noble, durationMs, signal);
   }
@@ -381,10 +383,15 @@ export function withTimeouts(defaults: Timeouts, given: Partial<Timeouts> | unde
   for (const [name, value] of Object.entries(given) as Array<[string, unknown]>) {
     if (value === undefined) continue;
     if (!Object.hasOwn(defaults, name)) {
-      throw new BleOtaError('INVALID_ARGUMENT', `timeouts.${name.slice(0, 40)} is no timeout: they are ${Object.keys(defaults).join(', ')}`);
+      throw new BleOtaError('INVALID_ARGUMENT', `timeouts.${hideSecretForms(name).slice(0, 40)} is no timeout: they are ${Object.keys(defaults).join(', ')}`);
     }
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 1 || value > MAX_TIMER_MS) {
-      const shown = typeof value === 'string' ? `"${value.slice(0, 40)}"${value.length > 40 ? '...' : ''}` : typeof value === 'number' ? String(value) : `a ${typeof value}`;
+      const shown =
+        typeof value === 'string'
+          ? `"${hideSecretForms(value).slice(0, 40)}"${hideSecretForms(value).length > 40 ? '...' : ''}`
+          : typeof value === 'number'
+            ? String(value)
+            : `a ${typeof value}`;
       throw new BleOtaError('INVALID_ARGUMENT', `timeouts.${name} must be a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${shown}`);
     }
     timeouts[name as keyof Timeouts] = value;

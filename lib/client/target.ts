@@ -41,6 +41,11 @@ export function hasSecretForm(text: string): boolean {
   return SECRET_FORM.test(text.trim());
 }
 
+/** Every run of a fleet secret's form in `text` (64 hex digits, no more), replaced by words that say what stood there. */
+export function hideSecretForms(text: string): string {
+  return text.replace(/(?<![0-9a-fx])(?:0x)?[0-9a-f]{64}(?![0-9a-f])/gi, '[64 hex digits, not repeated]');
+}
+
 /**
  * Refuses a target that names a device by a text of a fleet secret's form
  * (INVALID_ARGUMENT, the text not repeated): its address, its id or its

@@ -12,7 +12,7 @@ import { BleOtaError } from '../../lib/errors';
 import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { RED } from '../shared/red';
-import { hasSecretForm, targetOf } from '../../lib/client/target';
+import { hasSecretForm, hideSecretForms, targetOf } from '../../lib/client/target';
 import { DeviceNode, DeviceNodeDef } from './device-node';
 
 /** The scan time and the timeout, in seconds: their defaults, and the most the editor allows (the least is MIN_SECONDS). */
@@ -60,7 +60,9 @@ export = function register(RED: RED): void {
       if (value === undefined || value === null || String(value).trim() === '') return fallback * 1000;
       const n = Number(value);
       if (Number.isFinite(n) && n >= MIN_SECONDS && n <= max) return n * 1000;
-      this.warn(t('ble-ota-device.warnings.timeout', { label: t(`ble-ota-device.label.${field}`), value: String(value).slice(0, 40), min: MIN_SECONDS, max, fallback }));
+      this.warn(
+        t('ble-ota-device.warnings.timeout', { label: t(`ble-ota-device.label.${field}`), value: hideSecretForms(String(value)).slice(0, 40), min: MIN_SECONDS, max, fallback }),
+      );
       return fallback * 1000;
     };
     const timeouts: Partial<Timeouts> = { scanMs: seconds('scanTimeout'), gattMs: seconds('operationTimeout') };

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { hideSecretForms } from '../../lib/client/target';
 import type { Translate } from './i18n';
 import { Config, migrate } from './migrations';
 import type { Node, RED } from './red';
@@ -26,7 +27,7 @@ export function nodeConfig<D extends Config>(node: Node, def: D, t: Translate): 
   if (migration.problem === 'newer') {
     node.warn(t(`${node.type}.warnings.newerConfig`, { found: migration.from, known: migration.current, package: PACKAGE }));
   } else if (migration.problem === 'invalid') {
-    node.warn(t(`${node.type}.warnings.badConfigVersion`, { value: String(def.configVersion).slice(0, 40), known: migration.current }));
+    node.warn(t(`${node.type}.warnings.badConfigVersion`, { value: hideSecretForms(String(def.configVersion)).slice(0, 40), known: migration.current }));
   }
   return migration.config as D;
 }

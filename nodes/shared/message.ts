@@ -4,7 +4,7 @@
  * silently taken for "not set" (a msg.device of 7 must not update the
  * configured device instead).
  */
-import { hasSecretForm } from '../../lib/client/target';
+import { hasSecretForm, hideSecretForms } from '../../lib/client/target';
 import { BleOtaError } from '../../lib/errors';
 import type { NodeMessage } from './red';
 
@@ -14,7 +14,10 @@ import type { NodeMessage } from './red';
  * alone (`object`, `array`).
  */
 export function describeValue(value: unknown): string {
-  if (typeof value === 'string') return `"${value.length > 70 ? `${value.slice(0, 70)}…` : value}"`;
+  if (typeof value === 'string') {
+    const text = hideSecretForms(value); // a fleet secret put in the wrong property is not repeated
+    return `"${text.length > 70 ? `${text.slice(0, 70)}…` : text}"`;
+  }
   if (typeof value === 'number' || typeof value === 'boolean') return `${typeof value} ${String(value)}`;
   return Array.isArray(value) ? 'array' : value === null ? 'null' : typeof value;
 }
