@@ -6,7 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +17,7 @@ import { ProgressReporter } from '../lib/cli/progress';
 import type { Progress, UpdateResult } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { parseEspImage } from '../lib/image/esp-image';
-import { readSignatureSector, signatureSectorOffset, signImage, signingKeyDigest, verifyImageSignature } from '../lib/image/signature';
+import { generateSigningKey, readSignatureSector, signatureSectorOffset, signImage, signingKeyDigest, verifyImageSignature } from '../lib/image/signature';
 import { systemBluetoothProblem } from '../lib/noble-loader';
 import { ensureVirtualEsp32 } from '../lib/virtual/build';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
@@ -277,6 +277,31 @@ describe('command-line tool', function () {
       assert.equal(run.code, 1);
       assert.deepEqual(parseJson<{ error: { code: string } }>(run).error.code, 'FILE_UNREADABLE');
       assert.match(run.stderr, /cannot read .*missing\.bin: no such file/);
+    });
+
+    it("a fleet secret or a key's PEM text given where a file goes is not repeated, on stderr nor in --json", async () => {
+      const secret = randomBytes(32).toString('hex');
+      const pem = generateSigningKey('ecdsa256');
+      // A file that cannot be read is named (FILE_UNREADABLE); a PEM's first line looks like an option (USAGE).
+      const runs: Array<[string[], string]> = [
+        [['upload', firmware, '--device', 'x', '--secret-file', secret, '--json'], 'FILE_UNREADABLE'],
+        [['upload', secret, '--device', 'x', '--json'], 'FILE_UNREADABLE'],
+        [['upload', firmware, '--device', 'x', '--base', `0x${secret}`, '--json'], 'FILE_UNREADABLE'],
+        [['sign', firmware, `--key=${pem}`, '--out', join(dir, 'signed.bin'), '--json'], 'FILE_UNREADABLE'],
+        [['verify', firmware, `--public-key=${pem}`, '--json'], 'FILE_UNREADABLE'],
+        [['sign', firmware, '--key', pem, '--out', join(dir, 'signed.bin'), '--json'], 'USAGE'],
+      ];
+      for (const [args, code] of runs) {
+        const run = await cli(args);
+        assert.equal(parseJson<{ error: { code: string } }>(run).error.code, code, args.join(' '));
+        for (const out of [run.stdout, run.stderr]) {
+          assert.match(out, /\[(64 hex digits|PEM text), not repeated\]/);
+          assert.ok(!out.includes(secret.slice(0, 20)) && !out.includes('-----BEGIN') && !out.includes(pem.split('\n')[1].slice(0, 20)), out);
+        }
+      }
+      const project = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--project', secret]);
+      assert.match(project.stderr, /The sample's project name is 64 bytes long/);
+      assert.ok(!project.stderr.includes(secret.slice(0, 20)));
     });
 
     it('Ctrl-C cancels: exit 130, the device keeps its old firmware', async () => {
@@ -758,7 +783,7 @@ describe('sample-image', function () {
     assert.equal(chip.code, 2, 'an unknown chip is a mistake in the command line');
     assert.match(chip.stderr, /--chip: Unknown chip "esp8266": give one of esp32, esp32s2, esp32c3, esp32s3/);
     const version = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--app-version', 'v'.repeat(40)]);
-    assert.match(version.stderr, /version "v+" is 40 bytes long: an app descriptor holds at most 31\. \[INVALID_ARGUMENT\]/);
+    assert.match(version.stderr, /The sample's version is 40 bytes long: an app descriptor holds at most 31\. \[INVALID_ARGUMENT\]/);
     const size = await cli(['sample-image', '--out', join(dir, 'x.bin'), '--size', '20M']);
     assert.equal(size.code, 2, 'a size out of range is a mistake in the command line');
     assert.match(size.stderr, /--size 20M is 20971520 bytes: a sample image has 1 KiB to 16 MiB, e\.g\. 128k/);

@@ -11,6 +11,7 @@ import { BleOtaClient } from '../lib/client/ota-client';
 import { matchesTarget } from '../lib/client/scanner';
 import { checkTarget, hasSecretForm, hideSecretForms, isAddress, isPeripheralId, sameTarget, targetOf } from '../lib/client/target';
 import { BleOtaError, BluetoothUnavailableError, ImageError } from '../lib/errors';
+import { generateSigningKey } from '../lib/image/signature';
 import type { DeviceNode } from '../nodes/ble-ota-device/device-node';
 import { UploadQueue } from '../nodes/ble-ota-upload/upload-queue';
 import { CLOSE_TIMEOUT_MS, closeWhenSettled } from '../nodes/shared/close';
@@ -103,6 +104,18 @@ describe('targetOf: a device field, --device or msg.device', () => {
     assert.equal(hideSecretForms(`got ${secret}, and 0x${secret.toUpperCase()}.`), 'got [64 hex digits, not repeated], and [64 hex digits, not repeated].');
     for (const near of [secret.slice(1), `${secret}0`]) assert.equal(hideSecretForms(near), near);
     assert.equal(hideSecretForms(`key=${secret}`), 'key=[64 hex digits, not repeated]');
+    assert.equal(hideSecretForms(`/tmp/x${secret}.txt`), '/tmp/x[64 hex digits, not repeated].txt');
+    // A key's PEM text (given where a path or a value goes): none of it, whole, cut short or in other words.
+    const pem = generateSigningKey('ecdsa256');
+    const body = pem.split('\n')[1];
+    for (const text of [pem, pem.slice(0, 60), `cannot read ${pem.trim()}: no such file`]) {
+      const hidden = hideSecretForms(text);
+      assert.ok(hidden.includes('[PEM text, not repeated]') && !hidden.includes('-----BEGIN') && !hidden.includes(body.slice(0, 20)), hidden);
+    }
+    assert.equal(hideSecretForms(`cannot read ${pem.trim()}: no such file`), 'cannot read [PEM text, not repeated]: no such file');
+    const advice = 'This is not a PEM key: it has no "-----BEGIN ... KEY-----" line. Give a key\'s .pem file.';
+    assert.equal(hideSecretForms(advice), advice);
+    assert.ok(!describeValue(pem).includes(body.slice(0, 20)));
     assert.ok(!describeValue(secret).includes(secret.slice(0, 20)));
     const client = new BleOtaClient({ noble: {} as NobleLike });
     const refusals = [

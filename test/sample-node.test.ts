@@ -6,6 +6,7 @@
  * (BLE_OTA_VIRTUAL_SIGNING_KEY) the sample is signed with their key.
  */
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,7 +66,19 @@ describe('ble-ota-sample node', function () {
   it('a version too long for an app descriptor, or a size out of range, is refused with the reason', async () => {
     let wires = await load({ version: 'v'.repeat(32), versionType: 'str' });
     let { error } = await exchange(wires.sample, {}, wires);
-    assert.match((error!.error as { message: string }).message, /version "v+" is 32 bytes long: an app descriptor holds at most 31\./);
+    assert.equal((error!.error as { message: string }).message, "The sample's version is 32 bytes long: an app descriptor holds at most 31.");
+    await helper.unload();
+    // A fleet secret or a key taken for the version (msg.version set from the wrong property) is not repeated.
+    const secret = randomBytes(32).toString('hex');
+    const pem = generateSigningKey('ecdsa256');
+    for (const version of [secret, pem]) {
+      wires = await load({ version: 'version', versionType: 'msg' });
+      ({ error } = await exchange(wires.sample, { version }, wires));
+      const message = (error!.error as { message: string }).message;
+      assert.match(message, /^The sample's version is \d+ bytes long/);
+      assert.ok(!message.includes(version.slice(0, 20)) && !message.includes('-----BEGIN'), message);
+      await helper.unload();
+    }
     await helper.unload();
     wires = await load({ size: 'big' });
     ({ error } = await exchange(wires.sample, {}, wires));
@@ -130,6 +143,24 @@ describe('ble-ota-sample node', function () {
       const wires = await load({ size: 16 });
       const { error } = await exchange(wires.sample, {}, wires);
       assert.match((error!.error as { message: string }).message, /BLE_OTA_VIRTUAL_SIGNING_KEY, .*missing\.pem\) cannot be read \(ENOENT\)/);
+    });
+
+    it("the key's PEM text set where its path goes is refused without repeating any of it", async () => {
+      process.env.BLE_OTA_VIRTUAL_SIGNING_KEY = key;
+      const wires = await load({ size: 16 });
+      const { error } = await exchange(wires.sample, {}, wires);
+      const message = (error!.error as { message: string }).message;
+      assert.match(message, /^The virtual devices' signing key \(BLE_OTA_VIRTUAL_SIGNING_KEY, \[PEM text, not repeated\]\) cannot be read/);
+      // The virtual devices themselves (the command line's --virtual, the virtual radio) alike.
+      let radio = '';
+      try {
+        virtualDefaultsFromEnv({ BLE_OTA_VIRTUAL_SIGNING_KEY: key });
+      } catch (err) {
+        radio = (err as Error).message;
+      }
+      assert.match(radio, /^BLE_OTA_VIRTUAL_SIGNING_KEY names \[PEM text, not repeated\], which cannot be read/);
+      const body = key.split('\n')[1];
+      for (const text of [message, radio]) assert.ok(!text.includes('-----BEGIN') && !text.includes(body.slice(0, 20)), text);
     });
 
     it('a key that is no regular file (a device, a FIFO) is not read: an error says what it is', async () => {

@@ -176,6 +176,11 @@ describe('ble-ota-upload node', function () {
     assert.match(err.message, /^msg\.sha256 "xyz" is no SHA-256: give the image's SHA-256 as 64 hex digits/);
     err = await refused({ sha256: '00'.repeat(32) });
     assert.equal(err.code, 'IMAGE_MISMATCH');
+    // The fleet secret has a SHA-256's form: one set as msg.sha256 by mistake is not repeated.
+    const secret = randomBytes(32).toString('hex');
+    err = await refused({ sha256: secret });
+    assert.equal(err.message, `The image's SHA-256 is ${hash}, not the one msg.sha256 names: it is not the image meant (replaced or damaged on its way). Nothing was sent.`);
+    assert.ok(!err.message.includes(secret.slice(0, 20)));
     // As an HTTP header or a query parameter gives them: taken.
     const { result, error } = await send(nodes, { payload: image, size: ` ${image.length}`, sha256: hash.toUpperCase(), device: ' node-test-named ' });
     assert.equal(error, undefined);

@@ -41,9 +41,21 @@ export function hasSecretForm(text: string): boolean {
   return SECRET_FORM.test(text.trim());
 }
 
-/** Every run of a fleet secret's form in `text` (64 hex digits, no more), replaced by words that say what stood there. */
+/**
+ * A key's PEM text from its BEGIN line (a label in capitals, so not the words
+ * "-----BEGIN ... KEY-----" of an error's advice) to its END line, or to the
+ * end of the text when that was cut off: a signing key's, given where a path
+ * or a value goes.
+ */
+const PEM_TEXT = /-----BEGIN [A-Z0-9][\s\S]*?(?:-----END [A-Z0-9 ]*-----|$)/g;
+
+/**
+ * `text` with every run of a fleet secret's form (64 hex digits, no more,
+ * after 0x too) and every key's PEM text replaced by words that say what
+ * stood there: for values an error, a warning or a status repeats.
+ */
 export function hideSecretForms(text: string): string {
-  return text.replace(/(?<![0-9a-fx])(?:0x)?[0-9a-f]{64}(?![0-9a-f])/gi, '[64 hex digits, not repeated]');
+  return text.replace(PEM_TEXT, '[PEM text, not repeated]').replace(/(?<![0-9a-f])(?:0x)?[0-9a-f]{64}(?![0-9a-f])/gi, '[64 hex digits, not repeated]');
 }
 
 /**

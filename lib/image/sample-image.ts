@@ -70,7 +70,8 @@ function text(what: string, value: string): string {
   const trimmed = String(value).trim();
   if (trimmed === '') throw new BleOtaError('INVALID_ARGUMENT', `The sample's ${what} is empty: give one, e.g. ${what === 'version' ? '2.0.0' : 'sample-app'}.`);
   if (Buffer.byteLength(trimmed) > 31) {
-    throw new BleOtaError('INVALID_ARGUMENT', `The sample's ${what} "${trimmed}" is ${Buffer.byteLength(trimmed)} bytes long: an app descriptor holds at most 31.`);
+    // Not repeated: a text this long may be a fleet secret or a key pasted into the wrong field.
+    throw new BleOtaError('INVALID_ARGUMENT', `The sample's ${what} is ${Buffer.byteLength(trimmed)} bytes long: an app descriptor holds at most 31.`);
   }
   return trimmed;
 }

@@ -11,7 +11,7 @@
 import { existsSync, mkdtempSync, rmSync, type Stats, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NobleLike } from '../client/noble-types';
-import { targetOf } from '../client/target';
+import { hideSecretForms, targetOf } from '../client/target';
 import { BleOtaError } from '../errors';
 import { readRegularFileSync } from '../regular-file';
 import { peripheralId, VirtualBindings } from './bindings';
@@ -391,7 +391,10 @@ export function virtualDefaultsFromEnv(env: NodeJS.ProcessEnv = process.env): Vi
       const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
       throw new BleOtaError(
         'INVALID_ARGUMENT',
-        `BLE_OTA_VIRTUAL_SIGNING_KEY names ${keyFile}, which cannot be read (${reason}): give the path of the virtual devices' signing key (a PEM file), or unset it.`,
+        // The key's PEM text itself, set where its path goes, is not repeated.
+        hideSecretForms(
+          `BLE_OTA_VIRTUAL_SIGNING_KEY names ${keyFile}, which cannot be read (${reason}): give the path of the virtual devices' signing key (a PEM file), or unset it.`,
+        ),
       );
     }
   }

@@ -11,6 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BleOtaError } from '../../lib/errors';
+import { hideSecretForms } from '../../lib/client/target';
 import { sampleImage, SAMPLE_DEFAULTS } from '../../lib/image/sample-image';
 import { readSigningKeyFile } from '../../lib/virtual/virtual-radio';
 import { nodeConfig, serveMigrations } from '../shared/config';
@@ -96,7 +97,8 @@ export = function register(RED: RED): void {
       return readSigningKeyFile(file);
     } catch (err) {
       const reason = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
-      throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.signingKey', { file, reason }));
+      // The key's PEM text itself, set where its path goes, is not repeated.
+      throw new BleOtaError('INVALID_ARGUMENT', hideSecretForms(t('ble-ota-sample.errors.signingKey', { file, reason })));
     }
   }
 
