@@ -12,6 +12,7 @@ import { matchesTarget } from '../lib/client/scanner';
 import { checkTarget, hasSecretForm, hideSecretForms, isAddress, isPeripheralId, sameTarget, targetOf } from '../lib/client/target';
 import { BleOtaError, BluetoothUnavailableError, ImageError } from '../lib/errors';
 import { generateSigningKey } from '../lib/image/signature';
+import { parseVirtualDevices } from '../lib/virtual/virtual-radio';
 import type { DeviceNode } from '../nodes/ble-ota-device/device-node';
 import { UploadQueue } from '../nodes/ble-ota-upload/upload-queue';
 import { CLOSE_TIMEOUT_MS, closeWhenSettled } from '../nodes/shared/close';
@@ -116,6 +117,13 @@ describe('targetOf: a device field, --device or msg.device', () => {
     const advice = 'This is not a PEM key: it has no "-----BEGIN ... KEY-----" line. Give a key\'s .pem file.';
     assert.equal(hideSecretForms(advice), advice);
     assert.ok(!describeValue(pem).includes(body.slice(0, 20)));
+    // The device node's In range list: no option takes a secret, and one typed there is not repeated.
+    for (const list of [`lamp secret=${secret}`, `lamp ${secret}`]) {
+      assert.throws(
+        () => parseVirtualDevices(list),
+        (err: Error) => /^Virtual device "lamp" has an unknown option ".*\[64 hex digits, not repeated\]"/.test(err.message) && !err.message.includes(secret.slice(0, 20)),
+      );
+    }
     assert.ok(!describeValue(secret).includes(secret.slice(0, 20)));
     const client = new BleOtaClient({ noble: {} as NobleLike });
     const refusals = [

@@ -77,7 +77,8 @@ export function parseVirtualDevices(text: string): VirtualDeclaration[] {
 }
 
 function invalid(device: string, option: string, hint: string): BleOtaError {
-  return new BleOtaError('INVALID_ARGUMENT', `Virtual device "${device}" has an unknown option "${option}": ${hint}.`);
+  // A fleet secret typed as an option (no option takes one) is not repeated.
+  return new BleOtaError('INVALID_ARGUMENT', hideSecretForms(`Virtual device "${device}" has an unknown option "${option}": ${hint}.`));
 }
 
 /** How many declared devices may run at once, and after how long unused one stops. */
