@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { Command, help, parseCommandLine, PROGRAM, usage, UsageError } from './args';
 import { CliError, Io, runCommand } from './commands';
 import { BleOtaError } from '../errors';
-import { hideSecretForms } from '../client/target';
+import { hideTypedSecrets } from '../client/target';
 import { errorCode, errorMessage, jsonError } from './output';
 
 export const EXIT_OK = 0;
@@ -44,8 +44,9 @@ export async function main(argv: string[], io: Io): Promise<number> {
     // A mistake only the files show (a --base that is no image): still the command line's.
     if (err instanceof UsageError) return usageError(err, argv, io);
     const code = err instanceof CliError ? err.code : errorCode(err);
-    // A secret or a key's PEM text given where a path goes is not repeated (a file that cannot be read is named).
-    const message = withCliAdvice(code, hideSecretForms(errorMessage(err)));
+    // A secret or a key's PEM text typed where a path goes is not repeated (a file that cannot be read is named);
+    // figures of the same form the tool reports (a key's SHA-256) are.
+    const message = withCliAdvice(code, hideTypedSecrets(errorMessage(err), argv));
     if (cmd.json) io.stdout.write(jsonError(code, message));
     io.stderr.write(`${PROGRAM}: ${message} [${code}]\n`);
     if (code === 'BLUETOOTH_UNAVAILABLE' && !cmd.virtual) {
@@ -53,7 +54,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     }
     // Anything but the client's or the tool's own errors is a bug: its stack is what a report needs.
     if (!(err instanceof BleOtaError) && !(err instanceof CliError) && err instanceof Error && err.stack) {
-      io.stderr.write(`${hideSecretForms(err.stack)}\n`);
+      io.stderr.write(`${hideTypedSecrets(err.stack, argv)}\n`);
     }
     return code === 'CANCELLED' && io.signal.aborted ? EXIT_CANCELLED : EXIT_FAILURE;
   }
@@ -154,7 +155,7 @@ function runFromShell(): void {
       process.exit(status);
     })
     .catch((err: unknown) => {
-      process.stderr.write(`${PROGRAM}: internal error: ${hideSecretForms(err instanceof Error ? String(err.stack) : String(err))}\n`);
+      process.stderr.write(`${PROGRAM}: internal error: ${hideTypedSecrets(err instanceof Error ? String(err.stack) : String(err), process.argv.slice(2))}\n`);
       process.exit(EXIT_FAILURE);
     });
 }

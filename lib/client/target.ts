@@ -55,7 +55,28 @@ const PEM_TEXT = /-----BEGIN [A-Z0-9][\s\S]*?(?:-----END [A-Z0-9 ]*-----|$)/g;
  * stood there: for values an error, a warning or a status repeats.
  */
 export function hideSecretForms(text: string): string {
-  return text.replace(PEM_TEXT, '[PEM text, not repeated]').replace(/(?<![0-9a-f])(?:0x)?[0-9a-f]{64}(?![0-9a-f])/gi, '[64 hex digits, not repeated]');
+  return hidePemText(text).replace(SECRET_RUN, SECRET_HIDDEN);
+}
+
+/** A run of a fleet secret's form within a text. */
+const SECRET_RUN = /(?<![0-9a-f])(?:0x)?[0-9a-f]{64}(?![0-9a-f])/gi;
+const SECRET_HIDDEN = '[64 hex digits, not repeated]';
+
+/** `text` with every key's PEM text replaced by words that say what stood there. */
+export function hidePemText(text: string): string {
+  return text.replace(PEM_TEXT, '[PEM text, not repeated]');
+}
+
+/**
+ * `text` with what `typed` holds of a secret's form hidden wherever it
+ * appears (in a file name, a resolved path), and any PEM text: for errors
+ * that repeat what a user typed beside figures of the same form (a key's
+ * SHA-256), which stay.
+ */
+export function hideTypedSecrets(text: string, typed: readonly string[]): string {
+  let shown = hidePemText(text);
+  for (const word of typed) for (const run of word.match(SECRET_RUN) ?? []) shown = shown.split(run).join(SECRET_HIDDEN);
+  return shown;
 }
 
 /**
