@@ -11,7 +11,7 @@ import { isatty } from 'node:tty';
 import { defaultCacheDir, ImageCache } from '../client/image-cache';
 import { BleOtaClient, checkUpdate, Phase, Timeouts, UpdateResult } from '../client/ota-client';
 import type { NobleLike } from '../client/noble-types';
-import { normalizeAddress, SeenDevice, Target } from '../client/scanner';
+import { namesDevice, normalizeAddress } from '../client/scanner';
 import { BleOtaError, CancelledError, ImageError } from '../errors';
 import { readRegularFileSync } from '../regular-file';
 import { ESP_IMAGE_MAGIC, imageSummary, parseEspImage } from '../image/esp-image';
@@ -154,7 +154,7 @@ async function scan(cmd: Extract<Run, { kind: 'scan' }>, io: Io): Promise<void> 
     if (!cmd.json) io.stdout.write(`scanning for ${cmd.durationMs / 1000} s...\n`);
     return client.scan(cmd.durationMs, io.signal);
   });
-  const devices = target ? seen.filter((d) => isTarget(d, target)) : seen;
+  const devices = target ? seen.filter((d) => namesDevice(d, target)) : seen;
   if (cmd.json) {
     io.stdout.write(JSON.stringify(devices.map(scanView)) + '\n');
   } else {
@@ -162,16 +162,6 @@ async function scan(cmd: Extract<Run, { kind: 'scan' }>, io: Io): Promise<void> 
   }
   // Ctrl-C ends a scan early: what was seen is printed, and the status still says "interrupted".
   if (io.signal.aborted) throw new CancelledError('the scan was cancelled');
-}
-
-/** Whether a device seen is the one --device names: as the client matches a target (lib/client/scanner.ts). */
-function isTarget(d: SeenDevice, target: Target): boolean {
-  if (target.address) {
-    const wanted = normalizeAddress(target.address);
-    return d.address?.toLowerCase() === wanted || d.id === wanted.replace(/:/g, '');
-  }
-  if (target.id) return d.id === target.id || (target.alsoByName === true && d.name === target.name);
-  return d.name === target.name;
 }
 
 async function info(cmd: Extract<Run, { kind: 'info' }>, io: Io): Promise<void> {

@@ -386,12 +386,8 @@ export function withTimeouts(defaults: Timeouts, given: Partial<Timeouts> | unde
       throw new BleOtaError('INVALID_ARGUMENT', `timeouts.${hideSecretForms(name).slice(0, 40)} is no timeout: they are ${Object.keys(defaults).join(', ')}`);
     }
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 1 || value > MAX_TIMER_MS) {
-      const shown =
-        typeof value === 'string'
-          ? `"${hideSecretForms(value).slice(0, 40)}"${hideSecretForms(value).length > 40 ? '...' : ''}`
-          : typeof value === 'number'
-            ? String(value)
-            : `a ${typeof value}`;
+      const text = typeof value === 'string' ? hideSecretForms(value) : '';
+      const shown = typeof value === 'string' ? `"${text.slice(0, 40)}"${text.length > 40 ? '...' : ''}` : typeof value === 'number' ? String(value) : `a ${typeof value}`;
       throw new BleOtaError('INVALID_ARGUMENT', `timeouts.${name} must be a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${shown}`);
     }
     timeouts[name as keyof Timeouts] = value;

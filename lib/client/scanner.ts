@@ -40,13 +40,22 @@ export function describeTarget(target: Target): string {
 }
 
 export function matchesTarget(p: NoblePeripheral, target: Target): boolean {
-  if (target.id) return p.id === target.id || (target.alsoByName === true && target.name !== undefined && p.advertisement?.localName === target.name);
+  if (!target.id && !target.address && !target.name) return (p.advertisement?.serviceUuids ?? []).includes(nobleUuid(OTA_SERVICE_UUID));
+  return namesDevice({ id: p.id, address: p.address, name: p.advertisement?.localName }, target);
+}
+
+/**
+ * Whether the device with this id, address and advertised name is the one
+ * a target names by id, address or name (scans filter their list by it,
+ * connections find their device).
+ */
+export function namesDevice(d: { id: string; address: string | undefined; name: string | undefined }, target: Target): boolean {
+  if (target.id) return d.id === target.id || (target.alsoByName === true && target.name !== undefined && d.name === target.name);
   if (target.address) {
     const wanted = normalizeAddress(target.address);
-    return p.address?.toLowerCase() === wanted || p.id === wanted.replace(/:/g, '');
+    return d.address?.toLowerCase() === wanted || d.id === wanted.replace(/:/g, '');
   }
-  if (target.name) return p.advertisement?.localName === target.name;
-  return (p.advertisement?.serviceUuids ?? []).includes(nobleUuid(OTA_SERVICE_UUID));
+  return target.name !== undefined && d.name === target.name;
 }
 
 const ADAPTER_PROBLEMS: Record<string, string> = {
