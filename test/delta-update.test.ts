@@ -196,6 +196,26 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.ok(await runs(device, pair.new));
   });
 
+  it('a base image with bytes after the app (the .bin flashed, padded) is the base: the patch goes against the app the device runs', async () => {
+    const pair = oneFunctionChanged(64 * KB, 41);
+    // The file flashed over USB, padded with erased flash to whole sectors: the device runs (and reports) the app alone.
+    const flashed = Buffer.concat([pair.old, Buffer.alloc(4096 - (pair.old.length % 4096) + 4096, 0xff)]);
+    const device = await deviceRunning(flashed, `dl-padbase-${++seq}`);
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: flashed });
+    assert.deepEqual(
+      [result.delivery?.method, result.delivery?.baseSource, result.delivery?.baseSha256, result.delivery?.reason],
+      ['patch', 'option', sha256(pair.old).toString('hex'), undefined],
+    );
+    assert.ok(await runs(device, pair.new));
+
+    // The same padded build sent again (skipIfRunning off): a patch against the app it runs, from the file itself.
+    const padded = Buffer.concat([pair.new, Buffer.alloc(4096 - (pair.new.length % 4096), 0xff)]);
+    const again = await client.update({ target: { name: device.name }, image: padded, skipIfRunning: false });
+    assert.deepEqual([again.delivery?.method, again.delivery?.baseSource], ['patch', 'image']);
+    const state = await device.state();
+    assert.ok((await device.readFlash(state.running, 0, padded.length)).equals(padded), 'the padded file, byte for byte, in the slot it runs from');
+  });
+
   it('a base image that is not a Buffer is refused before the radio is used, saying what to give', async () => {
     const pair = oneFunctionChanged(64 * KB, 15);
     const device = await deviceRunning(pair.old, `dl-badbase-${++seq}`);

@@ -113,11 +113,13 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
   let source: BaseSource = 'option';
   let damaged = false;
   const given = input.baseImage;
-  if (given !== undefined && given.length === input.runningSize && sha256(given).equals(running)) {
-    base = given;
-  } else if (input.image.length === input.runningSize && sha256(input.image).equals(running)) {
-    // The device runs this very image (sent again all the same): it rebuilds it from itself.
-    base = input.image;
+  const givenRuns = given && runningPart(given, running, input.runningSize);
+  // The device runs this very image (sent again all the same): it rebuilds it from itself.
+  const imageRuns = !givenRuns && runningPart(input.image, running, input.runningSize);
+  if (givenRuns) {
+    base = givenRuns;
+  } else if (imageRuns) {
+    base = imageRuns;
     source = 'image';
   } else if (input.cache) {
     const found = await input.cache.lookup(running);
@@ -164,6 +166,18 @@ function describe(value: unknown): string {
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
+/**
+ * What of `file` the device runs, whose size and SHA-256 it reports: the
+ * file, or its start where the file has bytes after the app (padding to a
+ * flash sector, as a .bin written for esptool may have: the device finds the
+ * image's end by its format and hashes up to there). Undefined when neither.
+ */
+function runningPart(file: Buffer, running: Buffer, size: number | undefined): Buffer | undefined {
+  if (size === undefined || size <= 0 || size > file.length) return undefined;
+  const part = size === file.length ? file : file.subarray(0, size);
+  return sha256(part).equals(running) ? part : undefined;
+}
+
 function sha256(data: Buffer): Buffer {
   return createHash('sha256').update(data).digest();
 }
@@ -190,11 +204,9 @@ export async function storeInstalled(cache: ImageCache, image: Buffer, installed
   if (!(installed.confirmed || installed.skipped)) return undefined;
   const running = installed.runningSha256;
   if (!running || running.equals(sha256(image))) return cache.put(image);
+  const start = runningPart(image, running, installed.runningSize);
+  if (start) return cache.put(start);
   const size = installed.runningSize;
-  if (size !== undefined && size > 0 && size < image.length) {
-    const start = image.subarray(0, size);
-    if (running.equals(sha256(start))) return cache.put(start);
-  }
   // Skipped: the device runs another file of the same build (signed again: a signature is
   // random). When the cache holds that one, the next update has its base all the same.
   if (installed.skipped && (await cache.lookup(running)).image) return { stored: true };

@@ -106,8 +106,9 @@ export interface UpdateOptions {
   deviceId?: string;
   /**
    * v2, delta updates (docs/DELTA.md): the image the device runs now, the
-   * base a patch rebuilds the new image from. Used when its SHA-256 is the
-   * one the device reports; otherwise the cache is asked, or the full image
+   * base a patch rebuilds the new image from. Used when its SHA-256 (or
+   * that of its start, of the size the device reports: a .bin padded after
+   * the app) is the one the device reports; otherwise the cache is asked, or the full image
    * goes (the result's `delivery.reason` says why). Not an error when it is
    * another image.
    */
