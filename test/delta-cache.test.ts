@@ -131,6 +131,35 @@ describe('image cache', () => {
     assert.ok(await cache.get(sha256(big)), 'what it held is kept');
   });
 
+  it('a disk too full for the new image makes room by dropping the least recently used images; when none is left, it says the disk is full', async function () {
+    // A small file system of its own to fill: tmpfs, which only root may mount (else skipped).
+    const disk = join(dir, '..', 'disk');
+    mkdirSync(disk, { recursive: true });
+    if (process.getuid?.() !== 0 || spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk]).status !== 0) this.skip();
+    try {
+      const cacheDir = join(disk, 'cache');
+      const cache = new ImageCache({ dir: cacheDir });
+      const [a, b, c] = [image(1, 24 * 1024), image(2, 24 * 1024), image(3, 24 * 1024)];
+      assert.deepEqual(await cache.put(a), { stored: true });
+      assert.deepEqual(await cache.put(b), { stored: true });
+      // Within the cache's bounds, but not the disk's: a, the least recently used, makes room for c.
+      assert.deepEqual(await cache.put(c), { stored: true });
+      assert.deepEqual(
+        (await cache.list()).map((e) => e.sha256),
+        [sha256(c).toString('hex'), sha256(b).toString('hex')],
+      );
+      // Larger than the disk: everything else goes, and the error names the cause, not an errno.
+      const store = await cache.put(image(4, 80 * 1024));
+      assert.deepEqual(store, {
+        stored: false,
+        error: `the image could not be stored in ${cacheDir}: no space left on its disk, though the 2 images it held were removed to make room: free space there, or choose another folder`,
+      });
+      assert.deepEqual(readdirSync(cacheDir), [], 'no temporary file left behind');
+    } finally {
+      spawnSync('umount', [disk]);
+    }
+  });
+
   it('says why it could not store an image, without throwing, when its folder cannot be made', async () => {
     mkdirSync(join(dir, '..'), { recursive: true });
     writeFileSync(dir, 'a file where the folder should be');

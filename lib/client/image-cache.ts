@@ -7,7 +7,8 @@
  * One file per image in a folder, named by the image's SHA-256
  * (`<64 hex digits>.bin`). Bounded by count and bytes: past either, the
  * least recently used images go first (a file's modification time is when
- * it was last stored or used). Written to a temporary file, then renamed,
+ * it was last stored or used), and where the disk has no room for a new image
+ * (the newest is the next update's base). Written to a temporary file, then renamed,
  * so a crash never leaves a half image under an image's name; and every
  * read hashes the file again, so a damaged or replaced file is never used
  * as a base (it is removed), and a file of another name is left alone.
@@ -204,7 +205,7 @@ export class ImageCache {
         if ((await lstat(file).catch(() => undefined))?.isDirectory()) throw new FolderError('EISDIR', `${file} is a folder, not an image file: remove it`);
         const temp = join(this.dir, `.${hex}.${randomBytes(6).toString('hex')}.tmp`);
         try {
-          await writeFile(temp, image, { flag: 'wx', mode: 0o600 });
+          await this.write(temp, image, hex);
           await rename(temp, file);
           await this.touch(file);
         } catch (err) {
@@ -223,6 +224,32 @@ export class ImageCache {
             ? 'permission denied: give the user running this write access to it, or choose another folder'
             : (err as Error).message;
       return { stored: false, error: `the image could not be stored in ${this.dir}: ${why}` };
+    }
+  }
+
+  /**
+   * Writes a new file; where its disk is full, drops the least recently used
+   * images (never `keep`) one at a time until it fits: the image just
+   * installed is the base of the device's next update, the older ones only
+   * of devices still running them. When nothing is left to drop, says so.
+   */
+  private async write(temp: string, image: Buffer, keep: string): Promise<void> {
+    for (let dropped = 0; ; dropped++) {
+      try {
+        await writeFile(temp, image, { flag: 'wx', mode: 0o600 });
+        return;
+      } catch (err) {
+        await rm(temp, { force: true }).catch(() => undefined);
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
+        const oldest = (await this.list()).filter((e) => e.sha256 !== keep).pop();
+        if (!oldest) {
+          const removed = dropped === 0 ? '' : `, though the ${dropped === 1 ? 'image' : `${dropped} images`} it held ${dropped === 1 ? 'was' : 'were'} removed to make room`;
+          const what = code === 'EDQUOT' ? 'the disk quota of the user running this is used up' : 'no space left on its disk';
+          throw new FolderError(code, `${what}${removed}: free space there, or choose another folder`);
+        }
+        await rm(join(this.dir, `${oldest.sha256}.bin`), { force: true });
+      }
     }
   }
 
