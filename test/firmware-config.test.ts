@@ -62,6 +62,31 @@ describe('firmware configuration: signed images, and no key in the build', funct
     assert.equal(configure({ CONFIG_SECURE_SIGNED_ON_UPDATE: 'y' }).ok, true);
   });
 
+  it("a signing key of another type than the chip's scheme verifies stops the build, naming the key to make", () => {
+    // The ESP32-C2 verifies only ECDSA (ESP-IDF picks that scheme there); ESP-IDF would sign
+    // with an RSA key all the same, and the device would refuse every update.
+    const dir = mkdtempSync(join(tmpdir(), 'ble-ota-scheme-'));
+    const ecdsa = { ...signed, BLE_OTA_PROJECT_DIR: dir, CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME: 'y' };
+    const missing = configure(ecdsa);
+    assert.equal(missing.ok, false);
+    assert.match(missing.output, /ECDSA P-256 for this chip/);
+    assert.match(missing.output, /esp32-ble-ota keygen --scheme ecdsa256 --out secure_boot_signing_key\.pem/);
+
+    const key = join(dir, 'secure_boot_signing_key.pem');
+    writeFileSync(key, '-----BEGIN RSA PRIVATE KEY-----\nMIIG\n-----END RSA PRIVATE KEY-----\n');
+    const rsaForEcdsa = configure(ecdsa);
+    assert.equal(rsaForEcdsa.ok, false);
+    assert.match(rsaForEcdsa.output, /is an RSA key, but this chip verifies ECDSA P-256 signatures/);
+    assert.match(rsaForEcdsa.output, /keygen --scheme ecdsa256/);
+    assert.equal(configure({ ...signed, BLE_OTA_PROJECT_DIR: dir }).ok, true);
+
+    writeFileSync(key, '-----BEGIN EC PARAMETERS-----\nBggq\n-----END EC PARAMETERS-----\n-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----\n');
+    assert.equal(configure(ecdsa).ok, true);
+    const ecForRsa = configure({ ...signed, BLE_OTA_PROJECT_DIR: dir });
+    assert.equal(ecForRsa.ok, false);
+    assert.match(ecForRsa.output, /is an EC key, but this chip verifies RSA-3072 signatures/);
+  });
+
   it('the default build verifies signed images, needs a provisioned key and leaves the seed protocol off', () => {
     const defaults = readFileSync(join(ROOT, 'firmware/sdkconfig.defaults'), 'utf8');
     for (const line of [
