@@ -446,6 +446,14 @@ ota_gap_notify(uint16_t attr_handle, const atomic_bool *subscribed, const char *
         ESP_LOGE(TAG, "%s notification of %u bytes", what, (unsigned)len);
         return;
     }
+    /* NimBLE cuts a notification to the ATT MTU without a word (ble_att_tx):
+     * the client would get an answer whose MAC cannot verify. Say why instead. */
+    const uint16_t mtu = ble_att_mtu((uint16_t)conn);
+    if (mtu > 3 && len > (size_t)mtu - 3) {
+        ESP_LOGE(TAG, "%s 0x%02x of %u bytes not notified: the ATT MTU is %u (a client must exchange a larger one)",
+                 what, len > 0 ? data[0] : 0u, (unsigned)len, (unsigned)mtu);
+        return;
+    }
     ota_gap_notification_t n = {
         .conn = (uint16_t)conn,
         .attr_handle = attr_handle,
