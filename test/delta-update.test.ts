@@ -363,11 +363,26 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
       radio.bindings.off('air-write', drop);
     }
     const trace = airTrace(radio, device);
+    // When this call's first stream packet went, and when the device last answered before each report.
+    let firstPacket = 0;
+    let lastAnswer = 0;
+    const onWrite = (address: string, uuid: string) => address === device.address && uuid === OTA_STREAM_UUID && (firstPacket ||= Date.now());
+    const onNotify = (address: string) => address === device.address && (lastAnswer = Date.now());
+    radio.bindings.on('air-write', onWrite);
+    radio.bindings.on('air-notify', onNotify);
+    const reports: Array<{ phase: string; bytesSent: number; bytesPerSecond: number; since: number }> = [];
     let result: UpdateResult;
     try {
-      result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+      result = await client.update({
+        target: { name: device.name },
+        image: pair.new,
+        baseImage: pair.old,
+        onProgress: (p) => reports.push({ ...p, since: lastAnswer - firstPacket }),
+      });
     } finally {
       trace.stop();
+      radio.bindings.off('air-write', onWrite);
+      radio.bindings.off('air-notify', onNotify);
     }
     assert.deepEqual([result.delivery?.method, result.confirmed], ['patch', true]);
     // Where the device resumed: a block of the patch, whose cursor says how many image bytes the blocks before it rebuilt.
@@ -378,6 +393,17 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.ok(before > 0);
     assert.equal(result.bytesSent, pair.new.length - before);
     assert.match(formatResult(result), / of 1024\.0 KB rebuilt from a patch in [\d.]+ s \(the device held the rest\), /);
+    // The rate while uploading counts the patch bytes this call sent, not those the device held: at most what moved
+    // since the first packet over the time the device's answers show passed (the client's own clock saw at least that).
+    const uploading = reports.filter((r) => r.phase === 'uploading' && r.since > 0);
+    assert.ok(uploading.length > 0);
+    for (const r of uploading) {
+      assert.ok(r.bytesPerSecond <= ((r.bytesSent - resumedAt) * 1000) / r.since + 1, `${r.bytesPerSecond} B/s at ${r.bytesSent}, resumed at ${resumedAt}, ${r.since} ms`);
+    }
+    // After the stream, progress says the result's rate: image bytes stored in this call per second of transfer.
+    const after = reports.filter((r) => r.phase === 'restarting' || r.phase === 'confirming');
+    assert.ok(after.length > 0);
+    assert.deepEqual(new Set(after.map((r) => r.bytesPerSecond)), new Set([result.bytesPerSecond]));
   });
 
   /** Sends the image to the device and cancels the call once half of it is acknowledged: the device keeps a suspended transfer. */

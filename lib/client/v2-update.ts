@@ -141,6 +141,12 @@ class V2Update {
   private packetSize = 0;
   private transferStarted = 0;
   private transferMs = 0;
+  /**
+   * Where and when this call's stream of what it sends (the image, or the
+   * patch) started: the progress rate counts what moved since, not what the
+   * device held from an earlier call.
+   */
+  private rateFrom: { bytes: number; at: number } | undefined;
   /** Image bytes the device stored in this call: counted once the whole stream is stored. */
   private imageBytesSent = 0;
   /** Image bytes the device held before this call's first BEGIN of what is sent (the image, or the patch). */
@@ -389,6 +395,7 @@ class V2Update {
     // dropped between (a device stores packets whose ACKs a lost link never brought).
     // The least of its answers: a device that dropped its suspended transfer (its abandon timeout, a reboot) starts again lower.
     this.heldBefore = Math.min(this.heldBefore ?? Number.POSITIVE_INFINITY, imageStoredAt(patch, from));
+    this.rateFrom ??= { bytes: from, at: Date.now() };
     try {
       if (patch || this.compress) {
         // With DEFLATE, progress counts bytes of what is deflated (the image, or the patch), in proportion within each encoded chunk.
@@ -425,6 +432,7 @@ class V2Update {
     // Nothing rebuilt from the patch counts: the full image starts over.
     this.heldBefore = undefined;
     this.imageBytesSent = 0;
+    this.rateFrom = undefined;
     this.fullReason = reason;
   }
 
@@ -618,17 +626,31 @@ class V2Update {
 
   /** `bytes` count the stream's content while uploading and verifying (a patch's bytes with a patch), the image's after. */
   private progress(phase: 'preparing' | 'uploading' | 'verifying' | 'restarting' | 'confirming' | 'resuming', bytes: number): void {
-    const total = phase === 'uploading' || phase === 'verifying' ? this.streamLength() : this.data.length;
-    const started = this.transferStarted || Date.now();
+    const streaming = phase === 'uploading' || phase === 'verifying';
+    const total = streaming ? this.streamLength() : this.data.length;
     this.onProgress({
       phase,
       bytesSent: bytes,
       totalBytes: total,
       percent: Math.floor((bytes * 100) / total),
-      // Nothing sent in this call (the device already held the image): no rate, rather than bytes over no time.
-      bytesPerSecond: this.transferStarted ? Math.round(bytes / Math.max((Date.now() - started) / 1000, 0.001)) : 0,
+      bytesPerSecond: this.rate(streaming, bytes),
       ...(this.info?.link ? { link: reportedLink(this.info.link, this.conn.mtu) } : {}),
     });
+  }
+
+  /**
+   * While the stream goes: its bytes this call moved, per second since it
+   * started (a resumed transfer's earlier part is the device's, not this
+   * link's). After it: the result's figure, image bytes stored per second of
+   * transfer. Nothing sent in this call, or none yet: 0, rather than bytes
+   * over no time.
+   */
+  private rate(streaming: boolean, bytes: number): number {
+    if (streaming) {
+      const from = this.rateFrom;
+      return from ? perSecond(bytes - from.bytes, Date.now() - from.at) : 0;
+    }
+    return this.transferMs > 0 ? perSecond(this.imageBytesSent, this.transferMs) : 0;
   }
 
   private result(r: { skipped: boolean; previousVersion: string | undefined }): V2Result {
@@ -747,6 +769,10 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): 
       },
     );
   });
+}
+
+function perSecond(bytes: number, ms: number): number {
+  return bytes > 0 ? Math.round(bytes / Math.max(ms / 1000, 0.001)) : 0;
 }
 
 function delay(ms: number, signal?: AbortSignal): Promise<void> {
