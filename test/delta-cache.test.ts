@@ -380,6 +380,12 @@ describe('image cache folder creation (makeFolder)', () => {
     assert.equal(above.message, `${join(root, 'f')} is a file, not a folder: remove or rename it`);
   });
 
+  it('a device in the way (--cache-dir /dev/null, to keep nothing) is not to be removed: another folder is what to give', async function () {
+    if (!existsSync('/dev/null')) this.skip();
+    assert.equal((await refusal('/dev/null')).message, 'it is a device, not a folder: choose a folder');
+    assert.equal((await refusal('/dev/null/cache')).message, '/dev/null is a device, not a folder: choose a folder');
+  });
+
   it('a dangling symbolic link says where it points', async () => {
     symlinkSync(join(root, 'gone'), join(root, 'link'));
     const err = await refusal(join(root, 'link'));

@@ -358,6 +358,9 @@ export async function makeFolder(dir: string, mode = 0o777): Promise<void> {
     const found = await stat(at).catch((err: NodeJS.ErrnoException) => err);
     if (!(found instanceof Error)) {
       if (found.isDirectory()) break;
+      // Only a regular file is the user's to move away: /dev/null, given to keep nothing, is not to be removed.
+      if (!found.isFile())
+        throw new FolderError('ENOTDIR', `${name(at)} is ${found.isFIFO() ? 'a FIFO' : found.isSocket() ? 'a socket' : 'a device'}, not a folder: choose a folder`);
       throw new FolderError('ENOTDIR', `${name(at)} is a file, not a folder: remove or rename it`);
     }
     if (found.code === 'ENOTDIR') continue; // a file further up: found there
