@@ -234,7 +234,9 @@ export class ImageCache {
    * of devices still running them. When nothing is left to drop, says so.
    */
   private async write(temp: string, image: Buffer, keep: string): Promise<void> {
-    for (let dropped = 0; ; dropped++) {
+    // Each image once: one stored again meanwhile by another client of the folder is not fought over.
+    const removed = new Set<string>([keep]);
+    for (;;) {
       try {
         await writeFile(temp, image, { flag: 'wx', mode: 0o600 });
         return;
@@ -242,12 +244,14 @@ export class ImageCache {
         await rm(temp, { force: true }).catch(() => undefined);
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
-        const oldest = (await this.list()).filter((e) => e.sha256 !== keep).pop();
+        const oldest = (await this.list()).filter((e) => !removed.has(e.sha256)).pop();
         if (!oldest) {
-          const removed = dropped === 0 ? '' : `, though the ${dropped === 1 ? 'image' : `${dropped} images`} it held ${dropped === 1 ? 'was' : 'were'} removed to make room`;
+          const dropped = removed.size - 1;
+          const made = dropped === 0 ? '' : `, though the ${dropped === 1 ? 'image' : `${dropped} images`} it held ${dropped === 1 ? 'was' : 'were'} removed to make room`;
           const what = code === 'EDQUOT' ? 'the disk quota of the user running this is used up' : 'no space left on its disk';
-          throw new FolderError(code, `${what}${removed}: free space there, or choose another folder`);
+          throw new FolderError(code, `${what}${made}: free space there, or choose another folder`);
         }
+        removed.add(oldest.sha256);
         await rm(join(this.dir, `${oldest.sha256}.bin`), { force: true });
       }
     }
