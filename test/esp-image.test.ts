@@ -2,6 +2,7 @@ import * as assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as vm from 'node:vm';
 import * as zlib from 'node:zlib';
 import { BleOtaErrorCode, ImageError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -312,10 +313,30 @@ describe('ESP app image', () => {
       expectImageError(undefined, 'IMAGE_NOT_BUFFER', /is undefined/);
       expectImageError({ type: 'Buffer', data: [0xe9] }, 'IMAGE_NOT_BUFFER', /is an object/);
       expectImageError(new Uint8Array(good), 'IMAGE_NOT_BUFFER', /Uint8Array.*Buffer\.from/);
+      // What a Function node makes: its sandbox is another realm, whose Uint8Array is no instance of ours.
+      const sandboxed: unknown = vm.runInNewContext('new Uint8Array([0xe9, 1, 2])');
+      assert.ok(!(sandboxed instanceof Uint8Array), 'a value of another realm');
+      expectImageError(sandboxed, 'IMAGE_NOT_BUFFER', /is a Uint8Array \(convert it with Buffer\.from\(msg\.payload\)\)/);
+      expectImageError(vm.runInNewContext('new ArrayBuffer(16)'), 'IMAGE_NOT_BUFFER', /is an ArrayBuffer \(convert it with Buffer\.from\(msg\.payload\)\)/);
+      // Buffer.from(a Uint16Array) keeps one byte of each element: the message names the view's bytes instead.
+      expectImageError(new Uint16Array(4), 'IMAGE_NOT_BUFFER', /is a Uint16Array .*Buffer\.from\(msg\.payload\.buffer, msg\.payload\.byteOffset, msg\.payload\.byteLength\)/);
       assert.throws(
         () => assertImageBuffer(42),
         (err: ImageError) => err.code === 'IMAGE_NOT_BUFFER',
       );
+    });
+
+    it('IMAGE_NOT_BUFFER for a Buffer turned into JSON, an array of bytes or base64 says how to turn it back', () => {
+      const json: unknown = JSON.parse(JSON.stringify(good));
+      const err = expectImageError(json, 'IMAGE_NOT_BUFFER', /is an object/, /a Buffer turned into JSON/, /msg\.payload = Buffer\.from\(msg\.payload\.data\)\.$/);
+      assert.ok(err.message.length < 400, 'the bytes are not repeated');
+      expectImageError([...good], 'IMAGE_NOT_BUFFER', /is an array\. It is an array of byte values/, /msg\.payload = Buffer\.from\(msg\.payload\)\.$/);
+      // Not bytes: the general advice.
+      const other = expectImageError([1, 2, 300], 'IMAGE_NOT_BUFFER', /is an array\. Make the upstream node output binary/);
+      assert.doesNotMatch(other.message, /byte values/);
+      expectImageError({ type: 'Buffer' }, 'IMAGE_NOT_BUFFER', /is an object\. Make the upstream node output binary/);
+      // The code to write ends the sentence, without a stray semicolon before the full stop.
+      expectImageError(good.toString('base64'), 'IMAGE_NOT_BUFFER', /msg\.payload = Buffer\.from\(msg\.payload, 'base64'\)\.$/);
     });
 
     it('IMAGE_EMPTY for a zero-length Buffer', () => {

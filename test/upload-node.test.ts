@@ -292,6 +292,35 @@ describe('ble-ota-upload node', function () {
     assert.doesNotMatch((text!.error as { message: string }).message, /base64/, 'no base64 hint for a file name');
   });
 
+  it("a body an HTTP In node did not read as binary: IMAGE_NOT_BUFFER says which Content-Type to send, or where a form's file is", async () => {
+    const nodes = await load('node-test-http-body');
+    const refused = async (msg: Msg) => {
+      const { result, error } = await send(nodes, msg);
+      assert.equal(result, undefined, 'nothing updated');
+      const err = error!.error as { code: string; message: string };
+      assert.equal(err.code, 'IMAGE_NOT_BUFFER');
+      return err.message;
+    };
+    // curl --data-binary without -H: HTTP In parses the file as form fields.
+    const form = await refused({ payload: { garbage: '' }, req: { headers: { 'content-type': 'application/x-www-form-urlencoded' } } });
+    assert.match(
+      form,
+      /msg\.payload is an object\..* The message came from an HTTP In node, which read the request's body \(Content-Type application\/x-www-form-urlencoded\) as text or form fields: POST the image with Content-Type: application\/octet-stream/,
+    );
+    assert.match(await refused({ payload: '', req: { headers: {} } }), /\(sent without a Content-Type\)/);
+    assert.match(await refused({ payload: 'x', req: { headers: { 'content-type': 'text/plain; charset=utf-8' } } }), /\(Content-Type text\/plain\)/);
+    // A multipart form to an HTTP In node that does not accept uploads.
+    assert.match(
+      await refused({ payload: {}, req: { headers: { 'content-type': 'multipart/form-data; boundary=x' } } }),
+      /tick "Accept file uploads" there.*msg\.req\.files\[0\]\.buffer\.$/,
+    );
+    // A header of a fleet secret's form is not repeated.
+    const secret = 'ab'.repeat(32);
+    assert.doesNotMatch(await refused({ payload: {}, req: { headers: { 'content-type': `application/${secret}` } } }), new RegExp(secret));
+    // Without an HTTP request, no word of HTTP.
+    assert.doesNotMatch(await refused({ payload: {} }), /HTTP In node, which/);
+  });
+
   it('keeps Node-RED running when Bluetooth is unavailable: red status that says why, done(err) on input', async function () {
     const problem = systemBluetoothProblem();
     if (!problem) this.skip(); // this machine has working Bluetooth
@@ -365,9 +394,17 @@ describe('ble-ota-upload node', function () {
         [true, '3.2.0'],
       ],
     );
-    // Each non-cancel is an ordinary message without an image, refused as such; nothing was cancelled.
-    assert.equal(errors.length, 3);
-    for (const e of errors) assert.notEqual((e.error as { code: string }).code, 'CANCELLED');
+    // Each non-cancel is refused as a cancel that is not one, saying how to cancel; nothing was cancelled.
+    const refusals = errors.map((e) => e.error as { code: string; message: string });
+    assert.deepEqual(
+      refusals.map((e) => e.code),
+      ['INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'INVALID_ARGUMENT'],
+    );
+    assert.match(refusals[0].message, /^msg\.cancel is "false", not the boolean true: nothing was cancelled.*set msg\.cancel to the boolean true/);
+    assert.match(refusals[1].message, /^msg\.cancel is "true", not the boolean true/);
+    assert.match(refusals[2].message, /^msg\.cancel is number 1, not the boolean true/);
+    // The running update's status was never replaced by an error of these messages.
+    assert.ok(!statusTexts(nodes.up).includes('invalid image'), JSON.stringify(statusTexts(nodes.up)));
   });
 
   it('closing the node mid-update cancels it and finishes the close', async () => {

@@ -16,6 +16,7 @@
  */
 
 import { createHash } from 'node:crypto';
+import { types } from 'node:util';
 import { ImageError } from '../errors';
 import { chipName, chipsFitting, findChip, isFlashMapped, isInRam, segmentMismatch } from './esp-chips';
 import { readSignatureSector, type SignatureScheme } from './signature';
@@ -275,13 +276,28 @@ export function checksumBlockEnd(endOfSegments: number): number {
 function notBufferMessage(x: unknown): string {
   const hint =
     typeof x === 'string' && looksLikeBase64(x)
-      ? ' It looks like base64 text: decode it into a Buffer first, e.g. a Function node with ' + "msg.payload = Buffer.from(msg.payload, 'base64');"
+      ? ' It looks like base64 text: decode it into a Buffer first, e.g. a Function node with ' + "msg.payload = Buffer.from(msg.payload, 'base64')"
       : typeof x === 'string'
         ? ' Set the upstream node to output binary (a file read as text is damaged by the character decoding): File In "a single Buffer object", ' +
           'HTTP Request "a binary buffer", MQTT In "a Buffer".'
-        : ' Make the upstream node output binary: File In "a single Buffer object", HTTP Request "a binary buffer", MQTT In "a Buffer"; ' +
-          'an HTTP In upload is in msg.req.files[0].buffer.';
+        : isJsonBuffer(x)
+          ? ' It is a Buffer turned into JSON ({"type":"Buffer","data":[...]}), as JSON.stringify or a JSON node leaves one: send the Buffer itself, ' +
+            'or turn it back with a Function node: msg.payload = Buffer.from(msg.payload.data)'
+          : isByteArray(x)
+            ? ' It is an array of byte values: turn it into a Buffer with a Function node: msg.payload = Buffer.from(msg.payload)'
+            : ' Make the upstream node output binary: File In "a single Buffer object", HTTP Request "a binary buffer", MQTT In "a Buffer"; ' +
+              'an HTTP In upload is in msg.req.files[0].buffer.';
   return `The firmware image must be a Buffer, but msg.payload is ${describeValue(x)}.${hint}`;
+}
+
+/** What JSON.stringify makes of a Buffer: {"type":"Buffer","data":[bytes]}. */
+function isJsonBuffer(x: unknown): x is { type: 'Buffer'; data: unknown[] } {
+  return typeof x === 'object' && x !== null && (x as { type?: unknown }).type === 'Buffer' && Array.isArray((x as { data?: unknown }).data);
+}
+
+/** A non-empty array of whole numbers from 0 to 255: the bytes of a file, as a JSON array holds them. */
+function isByteArray(x: unknown): x is number[] {
+  return Array.isArray(x) && x.length > 0 && x.every((v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 255);
 }
 
 /**
@@ -294,12 +310,25 @@ function looksLikeBase64(text: string): boolean {
   return compact.length >= 16 && compact.length % 4 === 0 && /^[A-Za-z0-9+/]+={0,2}$/.test(compact);
 }
 
+/**
+ * The kind of value, for the message. Binary data of another kind is named with the way to make
+ * a Buffer of it, also when it comes from another JavaScript realm (a Function node's sandbox has
+ * its own Uint8Array and ArrayBuffer, which instanceof does not recognise).
+ */
 function describeValue(x: unknown): string {
   if (x === null || x === undefined) return String(x);
   if (Array.isArray(x)) return 'an array';
-  if (x instanceof Uint8Array) return `a ${x.constructor.name} (convert it with Buffer.from)`;
+  if (types.isUint8Array(x) || types.isUint8ClampedArray(x)) return `a ${tagOf(x)} (convert it with Buffer.from(msg.payload))`;
+  // Buffer.from(a Uint16Array) would keep one byte of each element: the view's bytes are wanted.
+  if (ArrayBuffer.isView(x)) return `a ${tagOf(x)} (convert its bytes with Buffer.from(msg.payload.buffer, msg.payload.byteOffset, msg.payload.byteLength))`;
+  if (types.isAnyArrayBuffer(x)) return `an ${tagOf(x)} (convert it with Buffer.from(msg.payload))`;
   const type = typeof x;
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
+}
+
+/** The built-in class of a value (Uint8Array, ArrayBuffer...), whatever realm made it. */
+function tagOf(x: object): string {
+  return Object.prototype.toString.call(x).slice(8, -1);
 }
 
 function rejectForeignFormats(data: Buffer): void {

@@ -19,7 +19,7 @@ import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { isSampleImage } from '../../lib/image/sample-image';
 import { validateImage } from '../../lib/image/validate';
 import { DEVICE_ID_TEXT_LEN, parseDeviceId } from '../../lib/client/session';
-import { sameTarget, targetOf } from '../../lib/client/target';
+import { hideSecretForms, sameTarget, targetOf } from '../../lib/client/target';
 import type { DeviceNode } from '../ble-ota-device/device-node';
 import { closeWhenSettled } from '../shared/close';
 import { checkConfigAtDeploy } from '../shared/deploy';
@@ -136,6 +136,12 @@ export = function register(RED: RED): void {
         done();
         return;
       }
+      if (msg.cancel !== undefined && msg.cancel !== null && !Buffer.isBuffer(msg.payload)) {
+        // Meant as a cancel ("true" from a Change node set to string), not as an update: said so, and
+        // the running update's status stays, as nothing happened to it.
+        done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.badCancel', { value: describeValue(msg.cancel) })));
+        return;
+      }
       if (!config) {
         done(new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.noDevice')));
         return;
@@ -177,6 +183,8 @@ export = function register(RED: RED): void {
         baseImage = baseImageOf(msg);
       } catch (err) {
         const error = err as BleOtaError;
+        const hint = error.code === 'IMAGE_NOT_BUFFER' ? httpBodyHint(msg) : undefined;
+        if (hint) error.message = `${error.message} ${hint}`;
         showError(error);
         publish({ target, summary: undefined }, 'failed', { error: { code: error.code ?? 'FAILED', message: error.message } });
         done(error);
@@ -327,6 +335,23 @@ export = function register(RED: RED): void {
     const piece = (parts.type === 'buffer' && (Buffer.isBuffer(msg.payload) || msg.payload === undefined)) || (parts.type === 'string' && typeof msg.payload === 'string');
     if (!piece) return undefined;
     return { id: parts.id, last: typeof parts.count === 'number' && typeof parts.index === 'number' && parts.index + 1 >= parts.count };
+  }
+
+  /**
+   * For a message from an HTTP In node whose payload is no Buffer: why the body is not the file
+   * (HTTP In reads a body as text or form fields unless it is application/octet-stream) and how
+   * to send it. Only a media type's form of the Content-Type header is repeated, and no fleet
+   * secret's form within it.
+   */
+  function httpBodyHint(msg: NodeMessage): string | undefined {
+    const req = (msg as { req?: unknown }).req;
+    if (typeof req !== 'object' || req === null || Buffer.isBuffer(msg.payload)) return undefined;
+    const headers = (req as { headers?: unknown }).headers;
+    if (typeof headers !== 'object' || headers === null) return undefined;
+    const header = (headers as Record<string, unknown>)['content-type'];
+    const mediaType = typeof header === 'string' ? /^\s*([\w.+-]+\/[\w.+-]+)/.exec(header)?.[1]?.toLowerCase() : undefined;
+    if (mediaType === 'multipart/form-data') return t('ble-ota-upload.errors.httpForm');
+    return t('ble-ota-upload.errors.httpBody', { contentType: mediaType ? `Content-Type ${hideSecretForms(mediaType)}` : t('ble-ota-upload.http.noContentType') });
   }
 
   /** Adds to a set that keeps only its newest `limit` entries. */
