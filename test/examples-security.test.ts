@@ -24,6 +24,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { generateSigningKey } from '../lib/image/signature';
+import { nodeRedInChromium } from './support/chromium';
 import { Mosquitto, MqttClient } from './support/mosquitto';
 import { NodeRedProcess, ROOT } from './support/node-red-process';
 import { addressFromName } from '../lib/virtual/virtual-device';
@@ -152,6 +153,72 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(body.runningVersion, '1.5.0');
       assert.equal(body.previousVersion, '1.0.0', 'the attacks installed nothing');
       assert.equal(body.authenticated, true);
+    });
+  });
+
+  describe("http-firmware-endpoint.json: a page of another site, in the owner's browser", () => {
+    // The owner's browser reaches this Node-RED (on the LAN, or with the login it keeps for
+    // httpNodeAuth); a page of another site it opens sends a signed image the owner never meant
+    // for this device (a factory test of another project): a request a browser sends without
+    // asking anyone (no CORS preflight), whose answer the page cannot read but whose update runs.
+    let evil: Server | undefined;
+    const chrome = nodeRedInChromium(
+      async () => {
+        const nr = await NodeRedProcess.start([], '', ownedVirtualEnv());
+        await deployOwned(nr, example('http-firmware-endpoint.json'));
+        const factory = signedImage({ size: 30_000, projectName: 'factory-test', version: '9.0.0', seed: 83 });
+        const target = `${nr.url}/firmware`;
+        // Another site: localhost, where Node-RED is 127.0.0.1.
+        evil = createServer((_req, res) => {
+          res.setHeader('content-type', 'text/html');
+          res.end(`<!DOCTYPE html><script>
+          const image = Uint8Array.from(atob('${factory.toString('base64')}'), (c) => c.charCodeAt(0));
+          const form = new FormData();
+          form.append('firmware', new Blob([image]), 'app.bin');
+          window.attack = Promise.all([
+            // The raw endpoint: a type a page may send anywhere; Node-RED reads its body as bytes.
+            fetch('${target}?device=esp32-http', { method: 'POST', mode: 'no-cors', credentials: 'include', body: new Blob([image], { type: 'multipart/form-data' }) }),
+            fetch('${target}/form?device=esp32-http', { method: 'POST', mode: 'no-cors', credentials: 'include', body: form }),
+          ]).then(() => 'sent', (err) => String(err));
+        </script>`);
+        });
+        await new Promise<void>((r) => evil!.listen(0, '127.0.0.1', r));
+        return nr;
+      },
+      { width: 800, height: 600 },
+    );
+    after(() => evil?.close());
+
+    it("its requests are refused with 403 and install nothing; the endpoint's own page still updates", async () => {
+      const { nr, page } = chrome;
+      const from = nr.output.length;
+      await page.goto(`http://localhost:${(evil!.address() as AddressInfo).port}/`);
+      assert.equal(await page.evaluate('window.attack'), 'sent', 'the browser sent both requests');
+      // The owner's own page, the form it serves, for the same device: the image goes in on top of what the device ran.
+      await page.goto(`${nr.url}/firmware`);
+      const owner = signedImage({ size: 30_000, projectName: 'http-app', version: '1.6.0', seed: 84 });
+      await page.setInputFiles('input[type=file]', { name: 'http-app-1.6.0.bin', mimeType: 'application/octet-stream', buffer: owner });
+      await Promise.all([page.waitForURL(/\/firmware\/form/), page.click('button')]);
+      const body = JSON.parse((await page.textContent('body')) ?? '') as { runningVersion: string; previousVersion: string; authenticated: boolean };
+      assert.equal(body.runningVersion, '1.6.0');
+      assert.equal(body.previousVersion, '1.0.0', 'the other site installed nothing');
+      assert.equal(body.authenticated, true);
+      assert.doesNotMatch(nr.output.slice(from), /factory-test/);
+    });
+
+    it('a browser that says only Origin (no Sec-Fetch-Site): another host gets 403 CROSS_SITE_REQUEST, this host goes on to the upload node', async () => {
+      const { nr } = chrome;
+      const unsigned = buildAppImage({ size: 30_000, projectName: 'http-app', version: '9.9.9', seed: 85 });
+      const post = (origin: string) =>
+        fetch(`${nr.url}/firmware?device=esp32-http`, { method: 'POST', headers: { 'Content-Type': 'application/octet-stream', Origin: origin }, body: unsigned });
+      for (const origin of ['http://evil.example', 'null', `http://127.0.0.1:${nr.port + 1}`]) {
+        const res = await post(origin);
+        assert.equal(res.status, 403, origin);
+        assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'CROSS_SITE_REQUEST');
+      }
+      const own = await post(nr.url);
+      assert.equal(own.status, 422);
+      assert.equal(((await own.json()) as { error: { code: string } }).error.code, 'IMAGE_NOT_SIGNED');
     });
   });
 
