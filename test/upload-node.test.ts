@@ -292,33 +292,41 @@ describe('ble-ota-upload node', function () {
     assert.doesNotMatch((text!.error as { message: string }).message, /base64/, 'no base64 hint for a file name');
   });
 
-  it("a body an HTTP In node did not read as binary: IMAGE_NOT_BUFFER says which Content-Type to send, or where a form's file is", async () => {
+  it("a body an HTTP In node did not read as binary: the error says which Content-Type to send, or where a form's file is", async () => {
     const nodes = await load('node-test-http-body');
     const refused = async (msg: Msg) => {
       const { result, error } = await send(nodes, msg);
       assert.equal(result, undefined, 'nothing updated');
-      const err = error!.error as { code: string; message: string };
-      assert.equal(err.code, 'IMAGE_NOT_BUFFER');
-      return err.message;
+      return error!.error as { code: string; message: string };
     };
+    const http = (contentType?: string, extra: Msg = {}) => ({ headers: contentType ? { 'content-type': contentType } : {}, ...extra });
     // curl --data-binary without -H: HTTP In parses the file as form fields.
-    const form = await refused({ payload: { garbage: '' }, req: { headers: { 'content-type': 'application/x-www-form-urlencoded' } } });
+    const form = await refused({ payload: { garbage: '' }, req: http('application/x-www-form-urlencoded') });
+    assert.equal(form.code, 'IMAGE_NOT_BUFFER');
     assert.match(
-      form,
-      /msg\.payload is an object\..* The message came from an HTTP In node, which read the request's body \(Content-Type application\/x-www-form-urlencoded\) as text or form fields: POST the image with Content-Type: application\/octet-stream/,
+      form.message,
+      /^msg\.payload is an object, not a Buffer with the image: the message came from an HTTP In node, which read the request's body \(Content-Type application\/x-www-form-urlencoded\) as text or form fields\. POST the image with Content-Type: application\/octet-stream/,
     );
-    assert.match(await refused({ payload: '', req: { headers: {} } }), /\(sent without a Content-Type\)/);
-    assert.match(await refused({ payload: 'x', req: { headers: { 'content-type': 'text/plain; charset=utf-8' } } }), /\(Content-Type text\/plain\)/);
-    // A multipart form to an HTTP In node that does not accept uploads.
+    assert.match((await refused({ payload: '', req: http() })).message, /^msg\.payload is a string, .*\(sent without a Content-Type\)/);
+    assert.match((await refused({ payload: 'x', req: http('text/plain; charset=utf-8') })).message, /\(Content-Type text\/plain\)/);
+    // A multipart form to an HTTP In node that takes no uploads arrives as its raw bytes.
+    const multipart = await refused({ payload: Buffer.from('------x\r\nContent-Disposition: form-data; name="f"\r\n\r\n'), req: http('multipart/form-data; boundary=----x') });
+    assert.equal(multipart.code, 'IMAGE_NOT_AN_IMAGE');
     assert.match(
-      await refused({ payload: {}, req: { headers: { 'content-type': 'multipart/form-data; boundary=x' } } }),
-      /tick "Accept file uploads" there.*msg\.req\.files\[0\]\.buffer\.$/,
+      multipart.message,
+      /^msg\.payload holds a multipart form, not the image: .*Tick "Accept file uploads" in that node, and let a Change node set msg\.payload to msg\.req\.files\[0\]\.buffer\.$/,
     );
+    // An HTTP In node that takes uploads: the payload is the form's fields, the file is elsewhere.
+    const upload = await refused({ payload: {}, req: http('multipart/form-data; boundary=----x', { files: [{ buffer: Buffer.alloc(4) }] }) });
+    assert.equal(upload.code, 'IMAGE_NOT_BUFFER');
+    assert.match(upload.message, /^msg\.payload is an object, the fields of a form upload: the file itself is in msg\.req\.files\[0\]\.buffer\./);
+    // A binary body that is no image keeps the image's own message.
+    assert.match((await refused({ payload: Buffer.from('hello'), req: http('application/octet-stream') })).message, /^This file is not an ESP32 firmware image/);
     // A header of a fleet secret's form is not repeated.
     const secret = 'ab'.repeat(32);
-    assert.doesNotMatch(await refused({ payload: {}, req: { headers: { 'content-type': `application/${secret}` } } }), new RegExp(secret));
+    assert.doesNotMatch((await refused({ payload: {}, req: http(`application/${secret}`) })).message, new RegExp(secret));
     // Without an HTTP request, no word of HTTP.
-    assert.doesNotMatch(await refused({ payload: {} }), /HTTP In node, which/);
+    assert.doesNotMatch((await refused({ payload: {} })).message, /HTTP In node, which/);
   });
 
   it('keeps Node-RED running when Bluetooth is unavailable: red status that says why, done(err) on input', async function () {

@@ -287,7 +287,7 @@ function notBufferMessage(x: unknown): string {
             ? ' It is an array of byte values: turn it into a Buffer with a Function node: msg.payload = Buffer.from(msg.payload)'
             : ' Make the upstream node output binary: File In "a single Buffer object", HTTP Request "a binary buffer", MQTT In "a Buffer"; ' +
               'an HTTP In upload is in msg.req.files[0].buffer.';
-  return `The firmware image must be a Buffer, but msg.payload is ${describeValue(x)}.${hint}`;
+  return `The firmware image must be a Buffer, but msg.payload is ${describePayload(x)}.${hint}`;
 }
 
 /** What JSON.stringify makes of a Buffer: {"type":"Buffer","data":[bytes]}. */
@@ -311,11 +311,12 @@ function looksLikeBase64(text: string): boolean {
 }
 
 /**
- * The kind of value, for the message. Binary data of another kind is named with the way to make
- * a Buffer of it, also when it comes from another JavaScript realm (a Function node's sandbox has
- * its own Uint8Array and ArrayBuffer, which instanceof does not recognise).
+ * The kind of value, as IMAGE_NOT_BUFFER's message names it ("an object", "a Uint8Array (convert
+ * it with ...)"). Binary data of another kind is named with the way to make a Buffer of it, also
+ * when it comes from another JavaScript realm (a Function node's sandbox has its own Uint8Array
+ * and ArrayBuffer, which instanceof does not recognise).
  */
-function describeValue(x: unknown): string {
+export function describePayload(x: unknown): string {
   if (x === null || x === undefined) return String(x);
   if (Array.isArray(x)) return 'an array';
   if (types.isUint8Array(x) || types.isUint8ClampedArray(x)) return `a ${tagOf(x)} (convert it with Buffer.from(msg.payload))`;

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { PATCH_SHARE } from '../../lib/client/delivery';
 import { ImageCache } from '../../lib/client/image-cache';
 import { BleOtaError, CancelledError, ImageError } from '../../lib/errors';
-import { imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
+import { describePayload, imageSummary, type EspImageSummary } from '../../lib/image/esp-image';
 import { isSampleImage } from '../../lib/image/sample-image';
 import { validateImage } from '../../lib/image/validate';
 import { DEVICE_ID_TEXT_LEN, parseDeviceId } from '../../lib/client/session';
@@ -183,8 +183,8 @@ export = function register(RED: RED): void {
         baseImage = baseImageOf(msg);
       } catch (err) {
         const error = err as BleOtaError;
-        const hint = error.code === 'IMAGE_NOT_BUFFER' ? httpBodyHint(msg) : undefined;
-        if (hint) error.message = `${error.message} ${hint}`;
+        const httpMessage = httpBodyMessage(msg, error.code);
+        if (httpMessage) error.message = httpMessage;
         showError(error);
         publish({ target, summary: undefined }, 'failed', { error: { code: error.code ?? 'FAILED', message: error.message } });
         done(error);
@@ -338,20 +338,24 @@ export = function register(RED: RED): void {
   }
 
   /**
-   * For a message from an HTTP In node whose payload is no Buffer: why the body is not the file
-   * (HTTP In reads a body as text or form fields unless it is application/octet-stream) and how
-   * to send it. Only a media type's form of the Content-Type header is repeated, and no fleet
-   * secret's form within it.
+   * For a message from an HTTP In node whose payload is not the image, the message that says why
+   * and how to send it instead of the general one. HTTP In reads a body as text or form fields
+   * unless it is application/octet-stream, a multipart form as its raw bytes (no image) unless it
+   * accepts file uploads, and then puts the file in msg.req.files. Only a media type's form of
+   * the Content-Type header is repeated, and no fleet secret's form within it.
    */
-  function httpBodyHint(msg: NodeMessage): string | undefined {
+  function httpBodyMessage(msg: NodeMessage, code: string | undefined): string | undefined {
     const req = (msg as { req?: unknown }).req;
-    if (typeof req !== 'object' || req === null || Buffer.isBuffer(msg.payload)) return undefined;
-    const headers = (req as { headers?: unknown }).headers;
+    if (typeof req !== 'object' || req === null) return undefined;
+    const { headers, files } = req as { headers?: unknown; files?: unknown };
     if (typeof headers !== 'object' || headers === null) return undefined;
     const header = (headers as Record<string, unknown>)['content-type'];
     const mediaType = typeof header === 'string' ? /^\s*([\w.+-]+\/[\w.+-]+)/.exec(header)?.[1]?.toLowerCase() : undefined;
-    if (mediaType === 'multipart/form-data') return t('ble-ota-upload.errors.httpForm');
-    return t('ble-ota-upload.errors.httpBody', { contentType: mediaType ? `Content-Type ${hideSecretForms(mediaType)}` : t('ble-ota-upload.http.noContentType') });
+    const value = describePayload(msg.payload);
+    if (code === 'IMAGE_NOT_BUFFER' && Array.isArray(files) && files.length > 0) return t('ble-ota-upload.errors.httpFile', { value });
+    if (mediaType === 'multipart/form-data' && (code === 'IMAGE_NOT_BUFFER' || code === 'IMAGE_NOT_AN_IMAGE')) return t('ble-ota-upload.errors.httpForm');
+    if (code !== 'IMAGE_NOT_BUFFER') return undefined;
+    return t('ble-ota-upload.errors.httpBody', { value, contentType: mediaType ? `Content-Type ${hideSecretForms(mediaType)}` : t('ble-ota-upload.http.noContentType') });
   }
 
   /** Adds to a set that keeps only its newest `limit` entries. */
