@@ -320,6 +320,9 @@ describe('ble-ota-upload node', function () {
     const upload = await refused({ payload: {}, req: http('multipart/form-data; boundary=----x', { files: [{ buffer: Buffer.alloc(4) }] }) });
     assert.equal(upload.code, 'IMAGE_NOT_BUFFER');
     assert.match(upload.message, /^msg\.payload is an object, the fields of a form upload: the file itself is in msg\.req\.files\[0\]\.buffer\./);
+    // ... and a form with no file at all.
+    const noFile = await refused({ payload: undefined, req: http('multipart/form-data; boundary=----x', { files: [] }) });
+    assert.match(noFile.message, /^The form upload holds no file \(msg\.req\.files is empty\): send the image as a file field of the form/);
     // A binary body that is no image keeps the image's own message.
     assert.match((await refused({ payload: Buffer.from('hello'), req: http('application/octet-stream') })).message, /^This file is not an ESP32 firmware image/);
     // A header of a fleet secret's form is not repeated.

@@ -341,7 +341,7 @@ export = function register(RED: RED): void {
    * For a message from an HTTP In node whose payload is not the image, the message that says why
    * and how to send it instead of the general one. HTTP In reads a body as text or form fields
    * unless it is application/octet-stream, a multipart form as its raw bytes (no image) unless it
-   * accepts file uploads, and then puts the file in msg.req.files. Only a media type's form of
+   * accepts file uploads, and then puts the files in msg.req.files. Only a media type's form of
    * the Content-Type header is repeated, and no fleet secret's form within it.
    */
   function httpBodyMessage(msg: NodeMessage, code: string | undefined): string | undefined {
@@ -352,7 +352,8 @@ export = function register(RED: RED): void {
     const header = (headers as Record<string, unknown>)['content-type'];
     const mediaType = typeof header === 'string' ? /^\s*([\w.+-]+\/[\w.+-]+)/.exec(header)?.[1]?.toLowerCase() : undefined;
     const value = describePayload(msg.payload);
-    if (code === 'IMAGE_NOT_BUFFER' && Array.isArray(files) && files.length > 0) return t('ble-ota-upload.errors.httpFile', { value });
+    // An HTTP In node that accepts uploads sets msg.req.files (empty when the form had no file).
+    if (code === 'IMAGE_NOT_BUFFER' && Array.isArray(files)) return files.length > 0 ? t('ble-ota-upload.errors.httpFile', { value }) : t('ble-ota-upload.errors.httpNoFile');
     if (mediaType === 'multipart/form-data' && (code === 'IMAGE_NOT_BUFFER' || code === 'IMAGE_NOT_AN_IMAGE')) return t('ble-ota-upload.errors.httpForm');
     if (code !== 'IMAGE_NOT_BUFFER') return undefined;
     return t('ble-ota-upload.errors.httpBody', { value, contentType: mediaType ? `Content-Type ${hideSecretForms(mediaType)}` : t('ble-ota-upload.http.noContentType') });
