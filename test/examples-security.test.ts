@@ -882,6 +882,34 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(g.log.at(-1), 'warn: d1: our claim was released (cleared) while we update it; claimed again');
     });
 
+    it("a gateway login's flood of claims for devices no job follows keeps nothing: the gateway's memory holds the job's devices, a match job's up to its cap", () => {
+      type Tables = { claims: Record<string, unknown> };
+      const flood = (g: FunctionRun, id: string, n: number) => {
+        for (let i = 0; i < n; i++) {
+          g.run('settle and decide', { topic: `ota/fleet/claims/gw-evil/${id}/x${i}`, payload: JSON.stringify({ state: i % 2 ? 'claiming' : 'done' }) });
+          g.run('settle and decide', { topic: `ota/fleet/claims/gw-evil/${id}/y${i}`, payload: '' });
+        }
+      };
+      const listed = gateway();
+      job(listed, 'j', { devices: ['d1', 'd2'] });
+      job(listed, 'w', { devices: ['d3'] }); // waits behind j, and keeps the claims made for it meanwhile
+      flood(listed, 'j', 2000);
+      flood(listed, 'w', 2000);
+      assert.deepEqual(Object.keys((listed.flow.get('fleet') as Tables).claims), []);
+      assert.deepEqual(Object.keys((listed.flow.get('waiting') as Tables[])[0].claims ?? {}), []);
+      // The job's own devices are followed as before: a device another gateway holds is not claimed.
+      listed.run('settle and decide', { topic: 'ota/fleet/claims/gw-0/j/d1', payload: JSON.stringify({ state: 'updating' }) });
+      const scan = listed.run('claim what is free', { jobId: 'j', payload: [{ name: 'd1' }, { name: 'd2' }] }) as Array<Array<{ topic: string }>>;
+      assert.deepEqual(
+        scan[0].filter((m) => m.topic.startsWith('ota/fleet/claims/')).map((m) => m.topic),
+        ['ota/fleet/claims/gw-1/j/d2'],
+      );
+      const matched = gateway();
+      job(matched, 'm', { match: '*', maxDevices: 5 });
+      flood(matched, 'm', 2000);
+      assert.equal(Object.keys((matched.flow.get('fleet') as Tables).claims).length, 5);
+    });
+
     it('settleMs, rescanS or timeoutS longer than a timer can wait are refused with the limit', () => {
       const g = gateway();
       assert.equal(job(g, 'a', { devices: ['x'], settleMs: 2 ** 31 }), null);
