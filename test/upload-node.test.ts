@@ -418,6 +418,38 @@ describe('ble-ota-upload node', function () {
     assert.ok(!statusTexts(nodes.up).includes('invalid image'), JSON.stringify(statusTexts(nodes.up)));
   });
 
+  it("a node whose update waits for another node's on the same radio says so in its status, not its last result", async () => {
+    const devices = ['node-test-radio-a', 'node-test-radio-b'];
+    const twoNodes = [
+      { id: 'tab', type: 'tab' },
+      { id: 'dev', type: 'ble-ota-device', device: devices[0], backend: 'virtual', virtualDevices: devices.join('\n'), scanTimeout: 3, operationTimeout: 3 },
+      { id: 'upA', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['outA'], ['progressA']] },
+      { id: 'upB', z: 'tab', type: 'ble-ota-upload', device: 'dev', wires: [['outB'], []] },
+      { id: 'outA', z: 'tab', type: 'helper' },
+      { id: 'progressA', z: 'tab', type: 'helper' },
+      { id: 'outB', z: 'tab', type: 'helper' },
+    ];
+    await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode], twoNodes, resolve));
+    const [upA, upB, outA, progressA, outB] = ['upA', 'upB', 'outA', 'progressA', 'outB'].map((id) => helper.getNode(id) as TestNode);
+    const finished: string[] = [];
+    const doneA = new Promise<void>((resolve) => outA.on('input', () => resolve(void finished.push('A'))));
+    const doneB = new Promise<void>((resolve) => outB.on('input', () => resolve(void finished.push('B'))));
+    const uploading = new Promise<void>((resolve) => progressA.on('input', (m: Msg) => (m.payload as { phase: string }).phase === 'uploading' && resolve()));
+    upA.receive({ payload: buildAppImage({ size: 256 * 1024, version: '4.1.0', seed: 81 }), device: devices[0] });
+    await uploading; // A holds the radio
+    upB.receive({ payload: buildAppImage({ size: 16 * 1024, version: '4.2.0', seed: 82 }), device: devices[1] });
+    await Promise.all([doneA, doneB]);
+    assert.deepEqual(finished, ['A', 'B'], 'one update at a time on the radio');
+    // The test helper's spy records every node's status: each node's own calls, by their this.
+    const spy = upB.status as unknown as { thisValues: unknown[]; args: Array<[{ text?: string }]> };
+    const textsOf = (node: TestNode) => spy.args.filter((_, i) => spy.thisValues[i] === node).map(([status]) => status.text ?? '');
+    const texts = textsOf(upB);
+    const waiting = texts.indexOf('waiting for the radio');
+    assert.ok(waiting >= 0 && waiting < texts.indexOf('scanning'), JSON.stringify(texts));
+    assert.equal(texts[texts.length - 1], 'confirmed 4.2.0');
+    assert.ok(!textsOf(upA).includes('waiting for the radio'), 'A found the radio free');
+  });
+
   it('closing the node mid-update cancels it and finishes the close', async () => {
     const nodes = await load('node-test-close');
     const device = await sharedVirtualRadio().ensureDevice('node-test-close');

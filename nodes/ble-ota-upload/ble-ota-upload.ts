@@ -205,6 +205,8 @@ export = function register(RED: RED): void {
     async function runJob(config: DeviceNode, job: Job): Promise<void> {
       const started = Date.now();
       try {
+        // Another node's update or scan holds the radio: say so, rather than leave the last result showing.
+        if (config.adapter.inUse) setStatus({ fill: 'yellow', shape: 'ring', text: t('ble-ota-upload.status.waitingRadio') });
         const result = await config.adapter.run(() => update(config, job, started), job.abort.signal);
         // A fleet secret is set and went unused: the device proved nothing (allowed by the device node's option).
         const secretUnused = config.secret !== undefined && !result.authenticated;
