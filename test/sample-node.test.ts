@@ -83,6 +83,20 @@ describe('ble-ota-sample node', function () {
     wires = await load({ size: 'big' });
     ({ error } = await exchange(wires.sample, {}, wires));
     assert.equal((error!.error as { message: string }).message, 'Size: give a number of KiB from 1 to 16384.');
+    await helper.unload();
+    wires = await load({ size: 99999 });
+    ({ error } = await exchange(wires.sample, {}, wires));
+    assert.equal((error!.error as { message: string }).message, 'Size 99999 KiB is out of range: give a number of KiB from 1 to 16384.');
+  });
+
+  it('a Version left empty in the node is refused as empty, not as a property that is not set', async () => {
+    const wires = await load({ version: '', versionType: 'str' });
+    const { result, error } = await exchange(wires.sample, {}, wires);
+    assert.equal(result, undefined);
+    assert.equal(
+      (error!.error as { message: string }).message,
+      "The sample's Version is empty: type a version in the node (for example 1.2.0), or take it from a message property (msg.).",
+    );
   });
 
   it('the upload node sends a sample to virtual devices only: over a Bluetooth adapter it is refused, before the radio is used', async () => {

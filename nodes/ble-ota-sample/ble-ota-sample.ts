@@ -50,9 +50,14 @@ export = function register(RED: RED): void {
           if (err) throw err;
           const version = value === undefined || value === null || value === '' ? undefined : String(value);
           if (version === undefined) {
+            // Typed in the node and left empty: no property to name.
+            if (versionType === 'str') throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.emptyVersion'));
             throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.noVersion', { source: `${versionType}.${String(def.version)}` }));
           }
-          if (!(sizeKiB >= 1 && sizeKiB <= 16384)) throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-sample.errors.size'));
+          if (!(sizeKiB >= 1 && sizeKiB <= 16384)) {
+            // A number is repeated; anything else (text typed in a flow file) is not.
+            throw new BleOtaError('INVALID_ARGUMENT', Number.isFinite(sizeKiB) ? t('ble-ota-sample.errors.sizeRange', { value: sizeKiB }) : t('ble-ota-sample.errors.size'));
+          }
           const image = makeSample(projectName, version, chip, Math.round(sizeKiB * 1024), virtualSigningKey());
           node.status({});
           send({ ...msg, payload: image } as NodeMessage);
