@@ -222,6 +222,49 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
     });
   });
 
+  describe("the broker as docs/SECURITY.md sets it up: a gateway login's oversized message", () => {
+    /** A configuration block of docs/SECURITY.md: the lines after its first line, `# <name>`. */
+    function documented(name: string): string {
+      const doc = readFileSync(join(ROOT, 'docs', 'SECURITY.md'), 'utf8');
+      const block = new RegExp(`\\n( *)\`\`\`\\n\\1# ${name}\\n([\\s\\S]*?)\\n\\1\`\`\``).exec(doc);
+      assert.ok(block, `docs/SECURITY.md has a ${name} block`);
+      return block[2].replace(new RegExp(`^${block[1]}`, 'gm'), '') + '\n';
+    }
+    let broker: Mosquitto | undefined;
+    before(async function () {
+      // Its limits; the test's broker has its own listener, logins and files.
+      const limits = documented('mosquitto.conf')
+        .split('\n')
+        .filter((l) => l.trim() && !/^\s*(#|listener|certfile|keyfile|cafile|allow_anonymous|password_file|acl_file)\b/.test(l))
+        .join('\n');
+      broker = await Mosquitto.start({ users: { controller: 'c-pass', 'gw-evil': 'e-pass' }, acl: documented('acl_file'), conf: limits });
+      if (!broker) return this.skip();
+    });
+    after(() => broker?.stop());
+
+    it("a claim larger than an image reaches no Node-RED: the broker ends the sender's connection", async () => {
+      const controller = await broker!.client('controller');
+      const evil = await broker!.client('gw-evil');
+      await controller.subscribe('ota/fleet/claims/#');
+      // Either the broker drops the sender, or the message reaches the controller's login: whichever comes first.
+      const outcome = new Promise<string>((r) => {
+        evil.on('close', () => r('the sender was disconnected'));
+        controller.on('message', (_topic, payload) => payload.length > 1024 && r(`${payload.length} bytes reached the controller`));
+      });
+      evil.publish('ota/fleet/claims/gw-evil/j/d', Buffer.alloc(20 * 1024 * 1024, 'a'), { qos: 0 }).catch(() => undefined);
+      assert.equal(await outcome, 'the sender was disconnected');
+      // The largest image (16 MB) still goes from the controller to the gateways.
+      const gateway = await broker!.client('gw-evil');
+      await gateway.subscribe('ota/fleet/jobs/#');
+      const image = new Promise<number>((r) => gateway.on('message', (_topic, payload) => r(payload.length)));
+      await controller.publish('ota/fleet/jobs/fleet-20250101120000/image', Buffer.alloc(16 * 1024 * 1024, 0xe9), { qos: 1 });
+      assert.equal(await image, 16 * 1024 * 1024);
+      await gateway.endAsync();
+      await controller.endAsync();
+      await evil.endAsync();
+    });
+  });
+
   describe('fleet-gateway.json: jobs from anyone on the broker', () => {
     let broker: Mosquitto | undefined;
     let gw: NodeRedProcess | undefined;

@@ -16,6 +16,8 @@ export interface MqttClient {
   subscribe(topic: string): Promise<unknown>;
   publish(topic: string, payload: Buffer | string, options?: { qos?: 0 | 1 | 2; retain?: boolean }): Promise<unknown>;
   on(event: 'message', listener: (topic: string, payload: Buffer) => void): void;
+  /** The broker ended the connection (or the client did). */
+  on(event: 'close', listener: () => void): void;
   endAsync(): Promise<void>;
 }
 
@@ -23,6 +25,8 @@ export interface MqttClient {
 export interface MosquittoLogins {
   users: Record<string, string>;
   acl: string;
+  /** More lines for mosquitto.conf (e.g. limits). */
+  conf?: string;
 }
 
 interface MqttModule {
@@ -33,6 +37,7 @@ interface MqttModule {
     subscribeAsync(topic: string): Promise<unknown>;
     publishAsync(topic: string, payload: Buffer | string, options?: { qos?: 0 | 1 | 2; retain?: boolean }): Promise<unknown>;
     on(event: 'message', listener: (topic: string, payload: Buffer) => void): void;
+    on(event: 'close', listener: () => void): void;
     endAsync(): Promise<void>;
   }>;
 }
@@ -69,7 +74,7 @@ export class Mosquitto {
         { mode: 0o644 },
       );
       writeFileSync(join(dir, 'acl'), logins.acl, { mode: 0o644 });
-      conf += `allow_anonymous false\npassword_file ${join(dir, 'passwd')}\nacl_file ${join(dir, 'acl')}\n`;
+      conf += `allow_anonymous false\npassword_file ${join(dir, 'passwd')}\nacl_file ${join(dir, 'acl')}\n${logins.conf ?? ''}\n`;
     } else conf += 'allow_anonymous true\n';
     writeFileSync(join(dir, 'mosquitto.conf'), conf);
     const child = spawn(binary, ['-c', join(dir, 'mosquitto.conf')], { stdio: 'ignore' });
@@ -94,7 +99,7 @@ export class Mosquitto {
     return {
       subscribe: (topic) => c.subscribeAsync(topic),
       publish: (topic, payload, options) => c.publishAsync(topic, payload, options),
-      on: (event, listener) => c.on(event, listener),
+      on: c.on.bind(c) as MqttClient['on'],
       endAsync: () => c.endAsync(),
     };
   }
