@@ -382,6 +382,32 @@ describe('config versions: older flows in a real Node-RED', function () {
     assert.deepEqual((helper.getNode('dev') as unknown as { timeouts: unknown }).timeouts, { scanMs: 1_000, gattMs: 1_500 });
   });
 
+  it('a Device ID or radio the editor would not take (a flow written by hand): a warning at deploy naming it', async () => {
+    await deploy(
+      { device: 'mig-id', backend: 'virtual', virtualDevices: 'mig-id', deviceId: 'kitchen', scanTimeout: 3, operationTimeout: 3 },
+      { type: 'ble-ota-status', device: 'dev' },
+      [statusNode],
+    );
+    assert.deepEqual(warningsOf('dev'), [
+      'Device ID: "kitchen" is no device id: give the chip\'s MAC address (12 hex digits) as esptool.py read_mac prints it, e.g. 24:0a:c4:12:34:56. Every update through this device node is refused until you correct it and Deploy.',
+    ]);
+    await helper.unload();
+    await deploy({ device: 'mig-id', backend: 'virtal', deviceId: '24:0a:c4:12:34:56', scanTimeout: 3, operationTimeout: 3 }, { type: 'ble-ota-status', device: 'dev' }, [
+      statusNode,
+    ]);
+    assert.deepEqual(warningsOf('dev'), [
+      'Radio "virtal" is neither the Bluetooth adapter (bluetooth) nor the virtual ESP32 (virtual): the Bluetooth adapter is used. Open the device node and choose the radio.',
+    ]);
+    await helper.unload();
+    // A well-formed id on a known radio: not a word.
+    await deploy(
+      { device: 'mig-id', backend: 'virtual', virtualDevices: 'mig-id', deviceId: '240ac4123456', scanTimeout: 3, operationTimeout: 3 },
+      { type: 'ble-ota-status', device: 'dev' },
+      [statusNode],
+    );
+    assert.deepEqual(warningsOf('dev'), []);
+  });
+
   it('a configVersion that is not a version: a warning naming it, and the node reads as the oldest shape', async () => {
     const wires = await deploy(
       { device: 'mig-bad', backend: 'virtual', virtualDevices: 'mig-bad', scanTimeout: 3, operationTimeout: 3 },

@@ -12,6 +12,7 @@ import { BleOtaError } from '../../lib/errors';
 import { nodeConfig, serveMigrations } from '../shared/config';
 import { translator } from '../shared/i18n';
 import type { RED } from '../shared/red';
+import { parseDeviceId } from '../../lib/client/session';
 import { hasSecretForm, hideSecretForms, targetOf } from '../../lib/client/target';
 import { DeviceNode, DeviceNodeDef } from './device-node';
 
@@ -40,6 +41,10 @@ export = function register(RED: RED): void {
     RED.nodes.createNode(this, stored);
     const def = nodeConfig(this, stored, t);
     this.backend = def.backend === 'virtual' ? 'virtual' : 'bluetooth';
+    // A flow written by hand may name another radio (a typo): said at deploy, not found out at the first update.
+    if (def.backend !== undefined && def.backend !== 'virtual' && def.backend !== 'bluetooth') {
+      this.warn(t('ble-ota-device.warnings.backend', { value: hideSecretForms(String(def.backend)).slice(0, 40) }));
+    }
     // A fleet secret pasted as the device: every node that uses this one would show it (status,
     // events, logs, DEVICE_NOT_FOUND). Kept from them, said at deploy, and every use refused.
     const device = String(def.device ?? '').trim();
@@ -72,6 +77,15 @@ export = function register(RED: RED): void {
     this.secret = secret === '' ? undefined : secret;
     this.allowUnauthenticated = def.allowUnauthenticated === true;
     this.deviceId = String(def.deviceId ?? '').trim() || undefined;
+    // The editor checks the field as it is typed; a flow written by hand is checked here, at deploy
+    // (every update through this node is refused with the same message until it is corrected).
+    if (this.deviceId !== undefined) {
+      try {
+        parseDeviceId(this.deviceId);
+      } catch (err) {
+        this.warn(t('ble-ota-device.warnings.deviceId', { message: (err as Error).message }));
+      }
+    }
 
     // The virtual devices this node puts in range; none exist but those declared.
     let declarationProblem: BleOtaError | undefined;
