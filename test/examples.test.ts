@@ -331,7 +331,8 @@ describe('examples', function () {
       if (!broker) return this.skip();
       [gateway, controller] = await Promise.all([
         NodeRedProcess.start(example('fleet-gateway.json', broker.port), '', { GATEWAY_ID: 'gw-1' }),
-        NodeRedProcess.start(example('fleet-controller.json', broker.port)),
+        // Its progress debug node to the console too: what the sidebar would show.
+        NodeRedProcess.start(example('fleet-controller.json', broker.port).map((n) => (n.type === 'debug' && n.name === 'progress' ? { ...n, console: true } : n))),
       ]);
       await Promise.all([gateway, controller].map((nr) => nr.waitForOutput(/Connected to broker/, 20_000)));
       client = await broker.client();
@@ -356,6 +357,9 @@ describe('examples', function () {
         [1, 2, 3].map((n) => [`esp32-fleet-${n}`, 'updated', '2.0.0', 'gw-1']),
       );
       for (const n of [1, 2, 3]) assert.match(gateway!.output, new RegExp(`updated esp32-fleet-${n} to fleet-app 2\\.0\\.0`));
+      // The progress summaries name each device's fields that have a value (no "error: undefined" after a success).
+      assert.match(controller!.output, /esp32-fleet-1/);
+      assert.doesNotMatch(controller!.output, /: undefined/);
     });
   });
 
