@@ -94,7 +94,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
     }
 
     it("the owner's signed image goes in (secure_version 3)", async () => {
-      await publish(signedImage({ size: 60_000, projectName: 'mqtt-app', version: '3.0.0', secureVersion: 3, seed: 70 }), /^esp32-mqtt: confirmed 100 % 3\.0\.0/);
+      await publish(signedImage({ size: 60_000, projectName: 'mqtt-app', version: '3.0.0', secureVersion: 3, seed: 70 }), /^esp32-mqtt: confirmed 3\.0\.0/);
     });
 
     const attacks: Array<[string, () => Buffer, string]> = [
@@ -122,7 +122,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
     it("the owner's next image goes in on top of the owner's previous one", async () => {
       lines.length = 0;
       const line = await publish(signedImage({ size: 60_000, projectName: 'mqtt-app', version: '3.1.0', secureVersion: 3, seed: 76 }), /^esp32-mqtt: confirmed/);
-      assert.match(line, /^esp32-mqtt: confirmed 100 % 3\.1\.0/);
+      assert.match(line, /^esp32-mqtt: confirmed 3\.1\.0/);
       assert.match(nr!.output, /updated esp32-mqtt to mqtt-app 3\.1\.0 in [\d.]+ s \(v2, confirmed, device id [0-9a-f:]{17}\)/);
       // The result the flow logs names what the device ran before: the owner's 3.0.0.
       assert.doesNotMatch(nr!.output, /updated esp32-mqtt to mqtt-app (6\.6\.6|2\.0\.0)/);
