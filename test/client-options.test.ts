@@ -2,10 +2,13 @@
  * The library's options, as a program passes them: timeouts that no timer
  * can keep are refused with the option's name before any radio work,
  * instead of firing at once (setTimeout takes NaN, Infinity or more than
- * 2^31 - 1 ms as 1 ms); a timeout left undefined keeps its default.
+ * 2^31 - 1 ms as 1 ms); a timeout left undefined keeps its default. The
+ * other options too: a plain JavaScript caller's mistake is named, never
+ * taken for another meaning.
  */
 import { strict as assert } from 'node:assert';
-import { BleOtaClient, DEFAULT_TIMEOUTS, Timeouts } from '../lib/client/ota-client';
+import { BleOtaClient, DEFAULT_TIMEOUTS, Timeouts, UpdateOptions } from '../lib/client/ota-client';
+import type { Target } from '../lib/client/scanner';
 import type { NobleLike } from '../lib/client/noble-types';
 import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
@@ -74,6 +77,47 @@ describe('client options', () => {
       () => new BleOtaClient({ noble: untouchable, timeouts: { gattMs: 'x'.repeat(5000) as unknown as number } }),
       (err: unknown) => err instanceof BleOtaError && err.message.length < 200,
     );
+  });
+
+  it('an option of the wrong kind is refused with its name before any radio work, not taken for another meaning', async () => {
+    const client = new BleOtaClient({ noble: untouchable });
+    const image = buildAppImage({ size: 16 * 1024, version: '2.0.0', seed: 3 });
+    const refusedWith = (message: RegExp) => (err: unknown) => {
+      assert.ok(err instanceof BleOtaError, String(err));
+      assert.equal(err.code, 'INVALID_ARGUMENT');
+      assert.match(err.message, message);
+      return true;
+    };
+    // Plain JavaScript callers: each of these used to update a device (a bare name: the first one advertising the OTA service).
+    const wrong: Array<[Record<string, unknown>, RegExp]> = [
+      [{ target: 'lamp' }, /^The target must be an object naming the device, .*; not the text "lamp"\.$/],
+      [{ target: undefined }, /^The target must be an object .*; not undefined\.$/],
+      [{ target: { address: '' } }, /^The target's address is empty: .*macOS hides addresses: give \{ id \} from a scan/],
+      [{ target: { name: 42 } }, /^The target's name must be a string, not a number\.$/],
+      [{ target: { address: 'lamp' } }, /^The target's address "lamp" is not a Bluetooth address; write it as AA:BB:CC:DD:EE:FF/],
+      [{ confirm: 'maybe' }, /^options\.confirm must be 'client' .* or 'device' .*, not "maybe"\.$/],
+      [{ protocol: 'v3' }, /^options\.protocol must be 'auto' .* or 'seed', not "v3"\.$/],
+      [{ resumeAttempts: -1 }, /^options\.resumeAttempts must be a whole number of reconnections from 0 to 100, not -1\.$/],
+      [{ resumeAttempts: '2' }, /^options\.resumeAttempts must be .*, not "2"\.$/],
+      [{ allowDowngrade: 'false' }, /^options\.allowDowngrade must be true or false, not "false"\.$/],
+      [{ skipIfRunning: 1 }, /^options\.skipIfRunning must be true or false, not 1\.$/],
+      [{ onProgress: 'log' }, /^options\.onProgress must be a function, not "log"\.$/],
+      [{ signal: {} }, /^options\.signal must be an AbortSignal \(an AbortController's signal\), not an object\.$/],
+      [{ cache: '/tmp/cache' }, /^options\.cache must be an ImageCache \(new ImageCache\(\{ dir \}\)\), not "\/tmp\/cache"\.$/],
+    ];
+    for (const [options, message] of wrong) {
+      await assert.rejects(client.update({ target: { name: 'lamp' }, image, ...options } as unknown as UpdateOptions), refusedWith(message), JSON.stringify(options));
+    }
+    await assert.rejects(client.connect('lamp' as unknown as Target), refusedWith(/^The target must be an object/));
+  });
+
+  it('an update refused for a signal that is no AbortSignal holds up no later update on the radio', async () => {
+    const client = new BleOtaClient({ noble: untouchable });
+    const image = buildAppImage({ size: 16 * 1024, version: '2.0.0', seed: 3 });
+    const notASignal = { aborted: false } as unknown as AbortSignal;
+    await assert.rejects(client.update({ target: { name: 'lamp' }, image, signal: notASignal }), (err: unknown) => err instanceof BleOtaError && err.code === 'INVALID_ARGUMENT');
+    // The next update gets the radio: it reaches noble (which this one refuses to be used) instead of waiting for good.
+    await assert.rejects(client.update({ target: { name: 'lamp' }, image }), /the client used noble/);
   });
 
   it('a scan of no usable duration is refused, not run for 1 ms', async () => {

@@ -347,7 +347,7 @@ function rate(bytes: number, ms: number): number {
  * emitted as a process warning.
  */
 function harmlessProgress(onProgress: UpdateOptions['onProgress']): UpdateOptions['onProgress'] {
-  if (!onProgress) return undefined;
+  if (typeof onProgress !== 'function') return onProgress; // none, or no function: refused by checkUpdateOptions
   let warned = false;
   return (progress) => {
     try {
@@ -420,11 +420,60 @@ function connectSettings(clientTimeouts: Timeouts, options: ConnectOptions): Con
  */
 function prepareUpdate(options: UpdateOptions, clientTimeouts: Timeouts): { parsed: EspImage; timeouts: Timeouts; settings: ConnectSettings } {
   checkTarget(options.target);
+  checkUpdateOptions(options);
   const parsed = validateImage(options.image);
   if (options.requireSignature) checkSignature(options.image, parsed, options.publicKey);
   checkBaseImage(options.baseImage);
   const timeouts = withTimeouts(clientTimeouts, options.timeouts);
   return { parsed, timeouts, settings: connectSettings(clientTimeouts, { ...options, timeouts }) };
+}
+
+/** The most reconnections resumeAttempts may ask for: each backs off, so more would keep a lost device's update going for hours. */
+const MAX_RESUME_ATTEMPTS = 100;
+
+/** A value as an error shows it: short, a secret's form hidden. */
+function shownValue(value: unknown): string {
+  if (typeof value === 'string') return `"${hideSecretForms(value).slice(0, 40)}"`;
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
+  if (value === undefined) return 'undefined';
+  return Array.isArray(value) ? 'an array' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/**
+ * The options a program in plain JavaScript may get wrong, where a wrong one
+ * would be taken silently for another meaning (confirm: 'maybe' as 'client',
+ * the string 'false' as true) or fail half way: a signal that is no
+ * AbortSignal used to fail after the radio was taken, and hold up every
+ * later update on it for good.
+ */
+function checkUpdateOptions(options: UpdateOptions): void {
+  const refuse = (message: string) => {
+    throw new BleOtaError('INVALID_ARGUMENT', message);
+  };
+  const given = options as unknown as Record<string, unknown>;
+  if (given.confirm !== undefined && given.confirm !== 'client' && given.confirm !== 'device') {
+    refuse(`options.confirm must be 'client' (this client confirms the new image) or 'device' (the device confirms it after its self-test), not ${shownValue(given.confirm)}`);
+  }
+  if (given.protocol !== undefined && given.protocol !== 'auto' && given.protocol !== 'seed') {
+    refuse(`options.protocol must be 'auto' (protocol v2 where the device offers it) or 'seed', not ${shownValue(given.protocol)}`);
+  }
+  const attempts = given.resumeAttempts;
+  if (attempts !== undefined && (typeof attempts !== 'number' || !Number.isInteger(attempts) || attempts < 0 || attempts > MAX_RESUME_ATTEMPTS)) {
+    refuse(`options.resumeAttempts must be a whole number of reconnections from 0 to ${MAX_RESUME_ATTEMPTS}, not ${shownValue(attempts)}`);
+  }
+  for (const name of ['skipIfRunning', 'allowDowngrade', 'compress', 'delta', 'requireSignature', 'allowUnauthenticated']) {
+    if (given[name] !== undefined && typeof given[name] !== 'boolean') refuse(`options.${name} must be true or false, not ${shownValue(given[name])}`);
+  }
+  if (given.publicKey !== undefined && typeof given.publicKey !== 'string') refuse(`options.publicKey must be the PEM text of a public key, not ${shownValue(given.publicKey)}`);
+  const signal = given.signal as { aborted?: unknown; addEventListener?: unknown } | undefined;
+  if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function')) {
+    refuse(`options.signal must be an AbortSignal (an AbortController's signal), not ${shownValue(signal)}`);
+  }
+  if (given.onProgress !== undefined && typeof given.onProgress !== 'function') refuse(`options.onProgress must be a function, not ${shownValue(given.onProgress)}`);
+  const cache = given.cache as { lookup?: unknown; put?: unknown } | undefined;
+  if (cache !== undefined && (typeof cache !== 'object' || cache === null || typeof cache.lookup !== 'function' || typeof cache.put !== 'function')) {
+    refuse(`options.cache must be an ImageCache (new ImageCache({ dir })), not ${shownValue(cache)}`);
+  }
 }
 
 /**

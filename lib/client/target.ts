@@ -80,13 +80,43 @@ export function hideTypedSecrets(text: string, typed: readonly string[]): string
 }
 
 /**
- * Refuses a target that names a device by a text of a fleet secret's form
- * (INVALID_ARGUMENT, the text not repeated): its address, its id or its
- * name, whether or not the name is matched (errors show it either way).
+ * Refuses, before any radio work (INVALID_ARGUMENT), a target that names no
+ * device as meant: no object (a bare name), a field that is no text, only
+ * empty fields (they would match any device), an address of another form,
+ * or a text of a fleet secret's form in any field, whether or not it is
+ * matched (errors show it either way; the text is not repeated).
  */
 export function checkTarget(target: Target): void {
-  const named = [target.address, target.id, target.name];
-  if (named.some((text) => typeof text === 'string' && hasSecretForm(text))) throw new BleOtaError('INVALID_ARGUMENT', SECRET_AS_DEVICE);
+  // A program in plain JavaScript can pass anything: a bare name would read as {}, the first device with the OTA service.
+  if (typeof target !== 'object' || target === null || Array.isArray(target)) {
+    const given: unknown = target;
+    const what = typeof given === 'string' ? `the text "${hideSecretForms(given).slice(0, 40)}"` : Array.isArray(given) ? 'an array' : String(given);
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `The target must be an object naming the device, { name }, { address } or { id } (a scan's id), or {} for the first device advertising the OTA service; not ${what}`,
+    );
+  }
+  const fields = ['address', 'id', 'name'] as const;
+  for (const field of fields) {
+    const value: unknown = target[field];
+    if (value !== undefined && typeof value !== 'string')
+      throw new BleOtaError('INVALID_ARGUMENT', `The target's ${field} must be a string, not ${value === null ? 'null' : `a ${typeof value}`}`);
+  }
+  if (fields.some((field) => hasSecretForm(target[field] ?? ''))) throw new BleOtaError('INVALID_ARGUMENT', SECRET_AS_DEVICE);
+  const named = fields.filter((field) => target[field] !== undefined);
+  // { address: '' } (a macOS scan's address) would name no device, and so match any.
+  if (named.length > 0 && named.every((field) => target[field]!.trim() === '')) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `The target's ${named[0]} is empty: name the device by its name, its address or its id (macOS hides addresses: give { id } from a scan), or give {} for the first device advertising the OTA service`,
+    );
+  }
+  if (target.address && !target.id && !/^[0-9a-f]{12}$/i.test(target.address.replace(/[:-]/g, ''))) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      `The target's address "${hideSecretForms(target.address).slice(0, 40)}" is not a Bluetooth address; write it as AA:BB:CC:DD:EE:FF, or give the name as { name }`,
+    );
+  }
 }
 
 /** Whether the text (trimmed) is a Bluetooth address rather than a name. */

@@ -56,7 +56,7 @@ export interface UpdateOptions {
   /** The app image (.bin), as built by ESP-IDF. */
   image: Buffer;
   onProgress?: (progress: Progress) => void;
-  /** Aborting cancels the update; the device discards what it received. */
+  /** Aborting cancels the update: a seed device discards what it received, a v2 device keeps it for a later update of the same image to resume (docs/CLIENT.md). */
   signal?: AbortSignal;
   timeouts?: Partial<Timeouts>;
   confirm?: ConfirmMode;
