@@ -85,6 +85,16 @@ export class BleOtaError extends Error {
   }
 
   /**
+   * A failure before the update's first request: nothing was sent in this
+   * call (said once: a refusal such as DEVICE_NOT_AUTHENTICATED says it
+   * already), and what the device runs is not known.
+   */
+  withNothingSent(): this {
+    const said = /\bNothing was sent\b/.test(this.message);
+    return this.withDevice({ runs: 'unknown' }, said ? 'What the device runs is not known.' : 'Nothing was sent in this call, and what the device runs could not be read.');
+  }
+
+  /**
    * The message alone: Node-RED puts `err.toString()` into msg.error.message
    * and its log, where Error's "ImageError: ..." would show a class name to
    * people who never see the code; the code has its own field.

@@ -226,7 +226,14 @@ describe('authenticated updates, from the attacker side', function () {
       let streamed = 0;
       const on = (_a: string, uuid: string) => uuid === OTA_STREAM_UUID && streamed++;
       impostorRadio.bindings.on('air-write', on);
-      await assert.rejects(c.update({ target: { name: 'owned' }, image, secret: OWNER.secret, skipIfRunning: true }), code('DEVICE_NOT_AUTHENTICATED'));
+      const refusal = await c.update({ target: { name: 'owned' }, image, secret: OWNER.secret, skipIfRunning: true }).then(
+        () => assert.fail('the impostor was updated'),
+        (err: unknown) => err,
+      );
+      assert.ok(code('DEVICE_NOT_AUTHENTICATED')(refusal));
+      // Said once, and no claim that its OTA Info could not be read: it was read, and proves nothing.
+      assert.match((refusal as Error).message, /^owned \(.*\) cannot prove it is your device: .*Nothing was sent\. [^]*What the device runs is not known\.$/);
+      assert.equal((refusal as Error).message.split('Nothing was sent').length, 2, (refusal as Error).message);
       await assert.rejects(c.update({ target: { name: 'owned' }, image, secret: OWNER.secret, protocol: 'seed' }), code('DEVICE_NOT_AUTHENTICATED'));
       assert.equal(streamed, 0, 'the image never went to the impostor');
       await unchanged(open);

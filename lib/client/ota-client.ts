@@ -363,7 +363,7 @@ function harmlessProgress(onProgress: UpdateOptions['onProgress']): UpdateOption
 /** A failure on the update's first connection, before any request: it says so, as later failures say what the device runs. */
 function nothingSent(err: unknown): unknown {
   if (!(err instanceof BleOtaError) || err.device || err.code === 'CANCELLED') return err;
-  return err.withDevice({ runs: 'unknown' }, 'Nothing was sent in this call, and what the device runs could not be read.');
+  return err.withNothingSent();
 }
 
 /** The longest delay setTimeout keeps: a longer one fires at once. */

@@ -701,7 +701,7 @@ class V2Update {
     if (typed.device !== undefined) return typed;
     if (this.info === undefined) {
       // Nothing was sent in this call; what an earlier one left is not known.
-      return typed.withDevice({ runs: 'unknown' }, 'Nothing was sent in this call, and what the device runs could not be read.');
+      return typed.withNothingSent();
     }
     // What the device ran when last seen; unknown after a RESTART nobody saw
     // come back, or a CONFIRM whose answer never came.
