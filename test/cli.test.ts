@@ -936,6 +936,11 @@ describe('command-line parsing', () => {
     mistake(['upload', 'a', '-d', '-x'], /^--device needs a value, and "-x" looks like an option: if it is the value, write --device=-x$/, 'upload');
     mistake(['sample-image', '-o', '-x'], /^--out needs a value, and "-x" looks like an option: if it is the value, write --out=-x$/, 'sample-image');
     mistake(['upload', 'a', '-d', 'x', '--base', 'b1.bin', '--base', 'b2.bin'], /^--base is given 2 times: give it once, the image the device runs now$/, 'upload');
+    mistake(
+      ['upload', 'a', '-d', 'x', '--base', 'b.bin', '--protocol', 'seed'],
+      /^--base is the base of a delta patch, which only protocol v2 carries: --protocol seed would send the whole image/,
+      'upload',
+    );
     mistake(['upload', 'a', '-d', 'x', '--device', 'y'], /^--device is given 2 times: give it once$/, 'upload');
     mistake(['sample-image', '--out', 'a.bin', '--app-version', '1.0.0', '-o', 'b.bin'], /^--out is given 2 times: give it once$/, 'sample-image');
     mistake(['info', '--device'], /--device/, 'info');

@@ -192,6 +192,12 @@ export function parseCommandLine(argv: string[]): Command {
   }
   const bases = values.base ?? [];
   if (bases.length > 1) throw new UsageError(`--base is given ${bases.length} times: give it once, the image the device runs now`, command);
+  if (bases.length > 0 && values.protocol === 'seed') {
+    throw new UsageError(
+      '--base is the base of a delta patch, which only protocol v2 carries: --protocol seed would send the whole image and use it for nothing; give one of them',
+      command,
+    );
+  }
   const noCache = values['no-cache'] ?? false;
   if (noCache && values['cache-dir'] !== undefined) {
     throw new UsageError('--no-cache and --cache-dir contradict each other: give one (--cache-dir names the image cache, --no-cache uses none)', command);
