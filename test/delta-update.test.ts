@@ -196,6 +196,18 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.ok(await runs(device, pair.new));
   });
 
+  it("a base image for a device on the seed protocol: the full image goes, and the result says why (the device's firmware, or the caller's choice)", async () => {
+    const pair = oneFunctionChanged(64 * KB, 17);
+    const file = join(dir, 'seed-first.bin');
+    writeFileSync(file, pair.old);
+    const seedOnly = await radio.addDevice({ name: `dl-seed-${++seq}`, image: file, protocol: 'seed', restartDelayMs: 20 });
+    const result = await client.update({ target: { name: seedOnly.name }, image: pair.new, baseImage: pair.old });
+    assert.deepEqual([result.protocol, result.delivery?.method, result.delivery?.reason], ['seed', 'full', 'device-no-delta']);
+    const device = await deviceRunning(pair.old, `dl-seed-chosen-${++seq}`);
+    const chosen = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old, protocol: 'seed' });
+    assert.deepEqual([chosen.protocol, chosen.delivery?.method, chosen.delivery?.reason], ['seed', 'full', 'delta-off']);
+  });
+
   it('a base image with bytes after the app (the .bin flashed, padded) is the base: the patch goes against the app the device runs', async () => {
     const pair = oneFunctionChanged(64 * KB, 41);
     // The file flashed over USB, padded with erased flash to whole sectors: the device runs (and reports) the app alone.

@@ -23,9 +23,9 @@ export const PATCH_SHARE = 3 / 4;
 
 /** Why the full image went, when the device could have taken a patch or a patch was tried. */
 export type FullReason =
-  /** The caller turned delta updates off (or compression, which patches travel in). */
+  /** The caller turned delta updates off (or compression, which patches travel in), or chose the seed protocol. */
   | 'delta-off'
-  /** The device does not apply patches (firmware without DELTA, or without DEFLATE). */
+  /** The device does not apply patches (firmware without DELTA, or without DEFLATE, or the seed's). */
   | 'device-no-delta'
   /** The device does not know the SHA-256 of the image it runs. */
   | 'device-no-base'

@@ -262,8 +262,13 @@ export class BleOtaClient {
         resumes: retries,
         skipped: false,
         authenticated: false,
-        // The seed protocol sends every byte as it is, once.
-        delivery: { method: 'full', imageBytes: options.image.length, bytesOverAir: options.image.length },
+        // The seed protocol sends every byte as it is, once: no patch, by the caller's choice or the device's.
+        delivery: {
+          method: 'full',
+          reason: options.protocol === 'seed' || options.delta === false || options.compress === false ? 'delta-off' : 'device-no-delta',
+          imageBytes: options.image.length,
+          bytesOverAir: options.image.length,
+        },
       };
       return { result };
     } catch (err) {
