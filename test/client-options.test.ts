@@ -109,6 +109,10 @@ describe('client options', () => {
       await assert.rejects(client.update({ target: { name: 'lamp' }, image, ...options } as unknown as UpdateOptions), refusedWith(message), JSON.stringify(options));
     }
     await assert.rejects(client.connect('lamp' as unknown as Target), refusedWith(/^The target must be an object/));
+    // connect() and scan() take a signal too: refused before the radio is used (connect threw a TypeError from noble's scan).
+    const notASignal = {} as unknown as AbortSignal;
+    await assert.rejects(client.connect({ name: 'lamp' }, { signal: notASignal }), refusedWith(/^options\.signal must be an AbortSignal .*, not an object\.$/));
+    await assert.rejects(client.scan(1000, notASignal), refusedWith(/^scan\(\)'s signal must be an AbortSignal .*, not an object\.$/));
   });
 
   it('an update refused for a signal that is no AbortSignal holds up no later update on the radio', async () => {

@@ -102,12 +102,18 @@ export class BleOtaClient {
         new BleOtaError('INVALID_ARGUMENT', `a scan lasts a number of milliseconds from 1 to ${MAX_TIMER_MS}, not ${hideSecretForms(String(durationMs)).slice(0, 40)}`),
       );
     }
+    try {
+      checkSignal(signal, "scan()'s signal");
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return scanDevices(this.noble, durationMs, signal);
   }
 
   /** Scans for the target and connects to its OTA service. */
   async connect(target: Target, options: ConnectOptions = {}): Promise<OtaConnection> {
     checkTarget(target);
+    checkSignal(options.signal, 'options.signal');
     const settings = this.connectSettings(options);
     settings.progress('scanning');
     try {
@@ -470,14 +476,19 @@ function checkUpdateOptions(options: UpdateOptions): void {
     if (given[name] !== undefined && typeof given[name] !== 'boolean') refuse(`options.${name} must be true or false, not ${shownValue(given[name])}`);
   }
   if (given.publicKey !== undefined && typeof given.publicKey !== 'string') refuse(`options.publicKey must be the PEM text of a public key, not ${shownValue(given.publicKey)}`);
-  const signal = given.signal as { aborted?: unknown; addEventListener?: unknown } | undefined;
-  if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function')) {
-    refuse(`options.signal must be an AbortSignal (an AbortController's signal), not ${shownValue(signal)}`);
-  }
+  checkSignal(given.signal, 'options.signal');
   if (given.onProgress !== undefined && typeof given.onProgress !== 'function') refuse(`options.onProgress must be a function, not ${shownValue(given.onProgress)}`);
   const cache = given.cache as { lookup?: unknown; put?: unknown } | undefined;
   if (cache !== undefined && (typeof cache !== 'object' || cache === null || typeof cache.lookup !== 'function' || typeof cache.put !== 'function')) {
     refuse(`options.cache must be an ImageCache (new ImageCache({ dir })), not ${shownValue(cache)}`);
+  }
+}
+
+/** A signal that is no AbortSignal would fail half way (an update's after the radio was taken): refused first. */
+function checkSignal(value: unknown, name: string): void {
+  const signal = value as { aborted?: unknown; addEventListener?: unknown } | undefined;
+  if (signal !== undefined && (typeof signal !== 'object' || signal === null || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function')) {
+    throw new BleOtaError('INVALID_ARGUMENT', `${name} must be an AbortSignal (an AbortController's signal), not ${shownValue(signal)}`);
   }
 }
 
