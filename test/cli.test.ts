@@ -176,7 +176,7 @@ describe('command-line tool', function () {
       const required = parseJson<{ error: { code: string; message: string } }>(without).error;
       assert.equal(required.code, 'AUTH_REQUIRED');
       // The CLI's own way to give the secret, not the device node's.
-      assert.match(required.message, /--secret-file PATH, or in ESP32_BLE_OTA_SECRET\.$/);
+      assert.match(required.message, /Give the fleet secret with --secret-file PATH, or in ESP32_BLE_OTA_SECRET\.$/);
       assert.doesNotMatch(required.message, /device node|configuration/);
       assert.match(without.stderr, /--secret-file PATH.* \[AUTH_REQUIRED\]/);
       // An unsigned image: the device names its key, so nothing is sent.

@@ -72,7 +72,7 @@ function usageError(err: UsageError, argv: string[], io: Io): number {
  * its own place (the Node-RED nodes name the device node's fields).
  */
 const CLI_ADVICE: Partial<Record<string, string>> = {
-  AUTH_REQUIRED: 'Give it with --secret-file PATH, or in ESP32_BLE_OTA_SECRET.',
+  AUTH_REQUIRED: 'Give the fleet secret with --secret-file PATH, or in ESP32_BLE_OTA_SECRET.',
 };
 
 export function withCliAdvice(code: string, message: string): string {
