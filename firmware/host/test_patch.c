@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "ble_ota_le.h"
 #include "ble_ota_sha256.h"
 #include "host_image.h"
@@ -637,19 +639,28 @@ test_patch_complete_image_other_form(void)
     CHECK_OK(finish_and_boot_new());
 }
 
+/* The key the tests that sign images sign with, made once. */
+static test_sign_key_t *
+signing_key(void)
+{
+    static test_sign_key_t *key;
+
+    if (key == NULL) {
+        key = test_sign_key_new("ecdsa256");
+    }
+    return key;
+}
+
 /* Signed images: the running image's size and SHA-256 take its signature
  * sector in (as the file that was sent), and a patch between two signed
  * images installs on a device that takes only signed images. */
 static void
 test_patch_signed_images(void)
 {
-    static test_sign_key_t *key;
+    test_sign_key_t *key = signing_key();
     static uint8_t unsigned_img[MAX_IMG];
     char why[120];
 
-    if (key == NULL) {
-        key = test_sign_key_new("ecdsa256");
-    }
     CHECK(key != NULL);
     CHECK_OK(patch_setup(30000, 70000));
     memcpy(unsigned_img, s_old, s_old_len);
@@ -678,6 +689,69 @@ test_patch_signed_images(void)
     CHECK_EQ(host_flash_write(f, 0, sector, fake, sizeof(fake)), HOST_FLASH_OK);
     ble_ota_core_init(&s_fx.core, &s_fx.dev.port, &s_config);
     CHECK(info_reports_running(s_old, s_old_len));
+
+    /* A block that stores a SHA-384 (ECDSA P-384: version 3, byte 2 = 1) is
+     * counted on its magic and CRC: the device has no SHA-384 to check it. */
+    static uint8_t with_sector[MAX_IMG];
+    CHECK_OK(patch_setup(30000, 30000));
+    memset(with_sector, 0xFF, sizeof(with_sector));
+    memcpy(with_sector, s_old, s_old_len);
+    uint8_t *block = with_sector + sector;
+    memset(block, 0x5A, 1200);
+    block[0] = 0xE7;
+    block[1] = 0x03;
+    block[2] = 0x01;
+    ble_ota_put_le32(block + 1196, (uint32_t)crc32(0L, block, 1196));
+    CHECK_EQ(host_flash_write(f, 0, sector, block, 1200), HOST_FLASH_OK);
+    ble_ota_core_init(&s_fx.core, &s_fx.dev.port, &s_config);
+    CHECK(info_reports_running(with_sector, sector + 4096));
+}
+
+/* A signature sector an older image left: ota_1 held a signed 1.5.0 whose
+ * image ended in the same 4 KB sector as the unsigned 2.0.0 an update now
+ * writes there. The update erases no further than 2.0.0's last sector (the
+ * idle erase had not come so far), so 1.5.0's signature sector stays where
+ * 2.0.0's would be, magic and CRC right. It signs 1.5.0, not 2.0.0: the
+ * running image is 2.0.0 as it was sent, and a patch made from it installs. */
+static void
+test_patch_stale_signature_sector(void)
+{
+    static uint8_t unsigned_img[MAX_IMG];
+    static uint8_t older[MAX_IMG];
+
+    CHECK(signing_key() != NULL);
+    CHECK_OK(patch_setup(30000, 30000));
+    const size_t unsigned_len = image(unsigned_img, "1.5.0", 30000);
+    const size_t older_len = test_sign_image(signing_key(), unsigned_img, unsigned_len, older, sizeof(older));
+    const uint32_t sector = (uint32_t)((s_new_len + 4095) / 4096 * 4096);
+    CHECK(older_len > 0 && s_new_len % 4096 != 0);
+    CHECK_EQ(older_len, sector + 4096); /* 1.5.0's signature sector is where 2.0.0's would be */
+    host_flash_t *f = &s_fx.dev.flash;
+    for (uint32_t off = 0; off < older_len; off += 4096) {
+        CHECK_EQ(host_flash_erase_sector(f, 1, off), HOST_FLASH_OK);
+    }
+    CHECK_EQ(host_flash_write(f, 1, 0, older, older_len), HOST_FLASH_OK);
+
+    begin_patch();
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+    stream(s_stream, 0, s_stream_len, 0);
+    CHECK_OK(finish_and_boot_new());
+    CHECK_EQ(s_fx.dev.running, 1);
+    CHECK(memcmp(host_flash_slot(f, 1) + sector, older + sector, 4096) == 0); /* the stale sector is there */
+
+    /* The next update is a patch of 2.0.0 as the client has it. */
+    memcpy(s_old, s_new, s_new_len);
+    s_old_len = s_new_len;
+    s_new_len = image(s_new, "3.0.0", 40000);
+    s_patch_len = host_patch_make(s_old, s_old_len, s_new, s_new_len, s_patch, sizeof(s_patch));
+    s_stream_len = test_deflate_chunks(s_patch, s_patch_len, 0, s_stream, sizeof(s_stream));
+    CHECK(s_patch_len > 0 && s_stream_len > 0);
+    begin_patch();
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 14));
+    stream(s_stream, 0, s_stream_len, 0);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered(BLE_OTA_CMD_END, BLE_OTA_ST_OK, 2));
+    CHECK(memcmp(host_flash_slot(f, 0), s_new, s_new_len) == 0);
 }
 
 void
@@ -694,4 +768,5 @@ test_patch_run_all(void)
     RUN(test_patch_damaged);
     RUN(test_patch_complete_image_other_form);
     RUN(test_patch_signed_images);
+    RUN(test_patch_stale_signature_sector);
 }

@@ -10,8 +10,15 @@
  * segment's 8-byte header and data, the checksum byte padded so the length
  * is a multiple of 16, the SHA-256 the header's hash_appended byte
  * announces, and, when the 4 KB-aligned sector after that holds a Secure
- * Boot v2 signature block (magic 0xE7, its own CRC-32 right), the padding
- * and that sector.
+ * Boot v2 signature block made over this image, the padding and that
+ * sector.
+ *
+ * Made over this image, not just well formed: a slot is erased only as far
+ * as an update needs, so an older signed image whose end fell in the same
+ * 4 KB sector as a newer unsigned one leaves its signature sector where
+ * the newer image's would be, magic and CRC right. Counting it would
+ * report an image no client holds (and no patch made from the file it
+ * sent would apply); the image digest the block stores tells it apart.
  */
 #include <string.h>
 
@@ -29,6 +36,10 @@
 #define IMG_MAX_LEN       0x1000000u
 #define SIG_SECTOR        4096u
 #define SIG_BLOCK_MAGIC   0xE7u
+#define SIG_VERSION_ECDSA 0x03u
+#define SIG_OFF_VERSION   1
+#define SIG_OFF_SHA_VER   2 /* ECDSA: 0 SHA-256, 1 SHA-384 */
+#define SIG_OFF_DIGEST    4
 #define SIG_BLOCK_CRC_LEN 1196u /* bytes of a block the CRC-32 after them covers */
 
 static bool
@@ -90,6 +101,41 @@ hash_range(const ble_ota_port_t *port, ble_ota_sha256_ctx_t *hash, uint32_t from
     return true;
 }
 
+/* Whether the sector at `sector` holds a signature block 0 made over the
+ * image: magic and CRC right, and the digest it stores the SHA-256 of
+ * everything before the sector (the image, hashed in `image` up to `end`,
+ * then the padding). A SHA-384 block (ECDSA P-384) cannot be checked
+ * without SHA-384: its magic and CRC decide. *signs: the answer; returns
+ * false when a read failed. scratch: 32 bytes. */
+static bool
+signature_sector(const ble_ota_port_t *port, const ble_ota_sha256_ctx_t *image, uint32_t end, uint32_t sector,
+                 uint8_t *buf, size_t buf_len, uint8_t scratch[BLE_OTA_SHA256_LEN], bool *signs)
+{
+    *signs = false;
+    /* Outside the slot, or unreadable: no signature. */
+    if (sector + SIG_SECTOR > IMG_MAX_LEN ||
+        port->running_read(port->ctx, sector, buf, SIG_BLOCK_CRC_LEN + 4u) != BLE_OTA_PORT_OK ||
+        buf[0] != SIG_BLOCK_MAGIC ||
+        ble_ota_crc32(buf, SIG_BLOCK_CRC_LEN) != ble_ota_get_le32(buf + SIG_BLOCK_CRC_LEN)) {
+        return true;
+    }
+    if (buf[SIG_OFF_VERSION] == SIG_VERSION_ECDSA && buf[SIG_OFF_SHA_VER] != 0) {
+        *signs = true;
+        return true;
+    }
+    memcpy(scratch, buf + SIG_OFF_DIGEST, BLE_OTA_SHA256_LEN);
+    ble_ota_sha256_ctx_t padded = *image;
+    if (!hash_range(port, &padded, end, sector, buf, buf_len)) {
+        return false;
+    }
+    ble_ota_sha256_final(&padded, buf);
+    *signs = memcmp(buf, scratch, BLE_OTA_SHA256_LEN) == 0;
+    if (!*signs) {
+        ble_ota_log(port, BLE_OTA_LOG_INFO, "running image: the signature sector after it signs another image");
+    }
+    return true;
+}
+
 bool
 ble_ota_running_image(const ble_ota_port_t *port, uint8_t *buf, size_t buf_len, uint32_t *size,
                       uint8_t sha256[BLE_OTA_SHA256_LEN])
@@ -109,15 +155,16 @@ ble_ota_running_image(const ble_ota_port_t *port, uint8_t *buf, size_t buf_len, 
     if (!hash_range(port, &hash, 0, end, buf, buf_len)) {
         return false;
     }
-    /* A signature sector after the image: block 0 with its magic and a right
-     * CRC (stale bytes of an older image there would rarely pass both).
-     * Outside the slot, or unreadable: no signature. */
+    /* sha256 is scratch until the end. */
     const uint32_t sector = (end + SIG_SECTOR - 1u) & ~(SIG_SECTOR - 1u);
-    if (sector + SIG_SECTOR <= IMG_MAX_LEN &&
-        port->running_read(port->ctx, sector, buf, SIG_BLOCK_CRC_LEN + 4u) == BLE_OTA_PORT_OK &&
-        buf[0] == SIG_BLOCK_MAGIC &&
-        ble_ota_crc32(buf, SIG_BLOCK_CRC_LEN) == ble_ota_get_le32(buf + SIG_BLOCK_CRC_LEN)) {
+    bool signs;
+    if (!signature_sector(port, &hash, end, sector, buf, buf_len, sha256, &signs)) {
+        memset(sha256, 0, BLE_OTA_SHA256_LEN);
+        return false;
+    }
+    if (signs) {
         if (!hash_range(port, &hash, end, sector + SIG_SECTOR, buf, buf_len)) {
+            memset(sha256, 0, BLE_OTA_SHA256_LEN);
             return false;
         }
         end = sector + SIG_SECTOR;
