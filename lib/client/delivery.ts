@@ -203,10 +203,12 @@ export interface Installed {
 export async function storeInstalled(cache: ImageCache, image: Buffer, installed: Installed): Promise<{ stored: boolean; error?: string } | undefined> {
   if (!(installed.confirmed || installed.skipped)) return undefined;
   const running = installed.runningSha256;
-  if (!running || running.equals(sha256(image))) return cache.put(image);
-  const start = runningPart(image, running, installed.runningSize);
-  if (start) return cache.put(start);
+  if (!running) return cache.put(image);
+  // The file, or its start (each hashed once); a device that reports no size: the whole file.
+  const part = runningPart(image, running, installed.runningSize);
+  if (part) return cache.put(part);
   const size = installed.runningSize;
+  if (size !== image.length && running.equals(sha256(image))) return cache.put(image);
   // Skipped: the device runs another file of the same build (signed again: a signature is
   // random). When the cache holds that one, the next update has its base all the same.
   if (installed.skipped && (await cache.lookup(running)).image) return { stored: true };
