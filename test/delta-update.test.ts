@@ -275,6 +275,24 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.ok(await runs(device, pair.new));
   });
 
+  it("a device whose running image lost a bit after it booted cannot rebuild the image from the patch: the full image goes in the same call ('patch-not-applied')", async () => {
+    const pair = oneFunctionChanged(64 * KB, 19);
+    const device = await deviceRunning(pair.old, `dl-rot-${++seq}`);
+    // OTA Info still names the image the device booted; its flash now holds another one.
+    await device.fault({ kind: 'bit-rot', slot: (await device.state()).running as 'ota_0' | 'ota_1', offset: pair.old.length >> 1 });
+    const trace = airTrace(radio, device);
+    const result = await client.update({ target: { name: device.name }, image: pair.new, baseImage: pair.old });
+    trace.stop();
+    assert.deepEqual([result.delivery?.method, result.delivery?.reason, result.confirmed], ['full', 'patch-not-applied', true]);
+    assert.deepEqual(
+      trace.begins.map((b) => b.flags & BeginFlag.PATCH),
+      [BeginFlag.PATCH, 0],
+      'BEGIN with the patch, then BEGIN with the full image',
+    );
+    assert.match(formatResult(result), /could not rebuild the image from the patch: the image it runs is not the one it reports/);
+    assert.ok(await runs(device, pair.new));
+  });
+
   for (const at of [0.25, 0.5, 0.95]) {
     it(`a patched transfer whose link drops at ${at * 100} % of the stream resumes there, not from the start`, async () => {
       const pair = oneFunctionChanged(256 * KB, 20 + at * 100);

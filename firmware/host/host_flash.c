@@ -147,6 +147,16 @@ host_flash_slot(const host_flash_t *flash, int slot)
     return slot_ok(flash, slot) ? flash->mem + (size_t)slot * flash->slot_size : NULL;
 }
 
+bool
+host_flash_rot(host_flash_t *flash, int slot, uint32_t offset)
+{
+    if (!slot_ok(flash, slot) || offset >= flash->slot_size) {
+        return false;
+    }
+    flash->mem[(size_t)slot * flash->slot_size + offset] ^= 0x01u;
+    return true;
+}
+
 host_flash_err_t
 host_flash_otadata_write(host_flash_t *flash)
 {

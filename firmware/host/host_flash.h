@@ -92,6 +92,10 @@ host_flash_err_t host_flash_erase_block(host_flash_t *flash, int slot, uint32_t 
 host_flash_err_t host_flash_write(host_flash_t *flash, int slot, uint32_t offset, const uint8_t *data, size_t len);
 /* Raw contents of a slot (slot_size bytes). */
 const uint8_t *host_flash_slot(const host_flash_t *flash, int slot);
+/* Flips the lowest bit of the byte at offset, outside any flash operation:
+ * a cell that lost its charge (bit rot), which no firmware write caused.
+ * False when the slot or offset is out of range. */
+bool host_flash_rot(host_flash_t *flash, int slot, uint32_t offset);
 
 /* Before the firmware changes the OTA data (boot slot, image state,
  * confirm flag), which the ESP32 keeps in flash: HOST_FLASH_OK when the

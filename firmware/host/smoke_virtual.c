@@ -916,6 +916,14 @@ smoke_faults(void)
     CHECK_STR(request("fault no-answer notify 1"), "err 0e");
     CHECK_STR(request("fault drop-notify x"), "err 0e");
 
+    /* Bit rot: a bit of a slot flips under the firmware, and back; no slot or offset outside it refused. */
+    CHECK_STR(request("fault bit-rot ota_0 0"), "ok");
+    CHECK_STR(request("flash-read ota_0 0 1"), "ok e8");
+    CHECK_STR(request("fault bit-rot ota_0 0"), "ok");
+    CHECK_STR(request("flash-read ota_0 0 1"), "ok e9");
+    CHECK_STR(request("fault bit-rot ota_2 0"), "err 0e");
+    CHECK_STR(request("fault bit-rot ota_0 99999999"), "err 0e");
+
     /* A connect lost on air: the device never saw it. */
     CHECK_STR(request("fault no-answer connect 1"), "ok");
     CHECK_STR(request("connect 247"), "lost");
@@ -968,7 +976,7 @@ smoke_faults(void)
     CHECK(event_wait("disconnected 08", 1000) >= 0);
     CHECK(event_wait("boot ota_0 valid", 1000) >= 0);
     CHECK_STR(request("state"), "ok running=ota_0 boot=ota_0 ota_0=valid:8528 ota_1=empty:0 transfer=idle confirm=0");
-    CHECK_STR(request("faults"), "ok hit=6");
+    CHECK_STR(request("faults"), "ok hit=8"); /* two bit flips, six faults on air and flash */
     CHECK_STR(request("fault clear"), "ok");
     CHECK_STR(request("quit"), "ok");
     CHECK_EQ(reap_device(3000), 0);

@@ -994,7 +994,15 @@ cmd_fault(vesp_t *v, const request_t *r)
         return;
     }
     const bool two = r->argc == 2 && parse_u32(count, 1000000, &n);
-    if (two && strcmp(kind, "flash-write-fail") == 0) {
+    if (r->argc == 3 && strcmp(kind, "bit-rot") == 0) {
+        const int slot = host_slot_from_name(r->arg[1]);
+        if (slot < 0 || !parse_u32(count, v->dev.flash.slot_size - 1u, &n) || !host_flash_rot(&v->dev.flash, slot, n)) {
+            out_logf('E', "fault bit-rot: bad slot or offset (slot size %lu)", (unsigned long)v->dev.flash.slot_size);
+            reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+            return;
+        }
+        v->faults_hit++;
+    } else if (two && strcmp(kind, "flash-write-fail") == 0) {
         host_flash_fail_write_after(&v->dev.flash, n);
     } else if (two && strcmp(kind, "power-loss-after") == 0) {
         host_flash_power_loss_after(&v->dev.flash, n);
@@ -1018,7 +1026,7 @@ cmd_fault(vesp_t *v, const request_t *r)
     } else {
         out_logf('E',
                  "fault: expected flash-write-fail N, power-loss-after N, drop-notify N, no-buffer N, "
-                 "no-answer <request> N or clear, got '%.20s'",
+                 "no-answer <request> N, bit-rot <slot> <offset> or clear, got '%.20s'",
                  kind);
         reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
         return;

@@ -174,14 +174,15 @@ const FULL_REASONS: Record<FullReason, string> = {
   'base-damaged': "the image cache's file of the image the device runs was damaged (its content no longer has its SHA-256) and is removed: check the disk it is on",
   'patch-not-smaller': `a patch would not be clearly smaller (at most ${Math.round(PATCH_SHARE * 100)} % of the full image)`,
   'wrong-base': 'the device refused the patch: it runs another image than the one the patch was made for',
-  'patch-failed': 'the patch could not be computed, or the device could not rebuild the image from it',
+  'patch-not-computed': 'the patch could not be computed on this machine (out of memory, or its worker thread did not start)',
+  'patch-not-applied': 'the device could not rebuild the image from the patch: the image it runs is not the one it reports (check its flash, or report a firmware defect)',
 };
 
 /**
  * Reasons worth a line: a patch was given a base, or tried, and did not go. Not the usual
  * case of a device whose image this tool never installed (base-unknown: the JSON says it).
  */
-const TOLD: FullReason[] = ['base-not-running', 'base-damaged', 'patch-not-smaller', 'wrong-base', 'patch-failed'];
+const TOLD: FullReason[] = ['base-not-running', 'base-damaged', 'patch-not-smaller', 'wrong-base', 'patch-not-computed', 'patch-not-applied'];
 
 /** The delivery line: patch or full image, and what crossed the air; empty when there is nothing to tell. */
 export function formatDelivery(r: UpdateResult): string {

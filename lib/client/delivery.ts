@@ -43,12 +43,14 @@ export type FullReason =
   | 'patch-not-smaller'
   /** The device refused the patch: it runs another image than the base (WRONG_BASE). */
   | 'wrong-base'
+  /** The patch could not be computed (its thread failed: memory, a worker that could not start). */
+  | 'patch-not-computed'
   /**
-   * The patch could not be computed (its thread failed), or the device could not
-   * rebuild the image from it (BAD_DATA, or the rebuilt image's SHA-256): the full
-   * image went instead.
+   * The device could not rebuild the image from the patch (BAD_DATA, or the rebuilt
+   * image's SHA-256): the image it runs is not the one it reported (its flash, or its
+   * firmware, is at fault). The full image went on the next step.
    */
-  | 'patch-failed';
+  | 'patch-not-applied';
 
 /** How the image went (UpdateResult.delivery). */
 export interface Delivery {
@@ -135,7 +137,7 @@ export async function planDelivery(input: PlanInput): Promise<PatchPlan | { reas
   } catch {
     if (input.signal?.aborted) throw new CancelledError();
     // A patch is an optimisation: whatever stopped its computation (the thread, memory) stops no update.
-    return { reason: 'patch-failed' };
+    return { reason: 'patch-not-computed' };
   }
   const patchStream = encodedLength(patch);
   const fullStream = input.fullDeflated ? encodedLength(input.image) : input.image.length;

@@ -414,7 +414,7 @@ class V2Update {
       // The device could not rebuild the image from the patch (an applier verdict, or the
       // rebuilt image's SHA-256): its transfer ended; the next step sends the full image.
       if (patch && err instanceof CommandRefused && (err.status === Status.BAD_DATA || err.status === Status.HASH_MISMATCH)) {
-        this.dropPatch('patch-failed');
+        this.dropPatch('patch-not-applied');
         return;
       }
       throw err;

@@ -149,6 +149,8 @@ export type VirtualFault =
   | { kind: 'no-buffer'; count: number }
   /** The next n requests of that kind are lost on air: nothing comes back. */
   | { kind: 'no-answer'; request: 'connect' | 'read' | 'write' | 'write-cmd' | 'subscribe'; count: number }
+  /** Now, one bit of a slot flips under the firmware (a cell that lost its charge); not armed, so `clear` does not undo it. */
+  | { kind: 'bit-rot'; slot: 'ota_0' | 'ota_1'; offset: number }
   | { kind: 'clear' };
 
 /** A request an injected fault lost on air: the device never answered it. */
@@ -482,6 +484,9 @@ export class VirtualEsp32 extends EventEmitter {
         break;
       case 'no-answer':
         await this.request(`fault no-answer ${fault.request} ${fault.count}`);
+        break;
+      case 'bit-rot':
+        await this.request(`fault bit-rot ${fault.slot} ${fault.offset}`);
         break;
       case 'clear':
         await this.request('fault clear');

@@ -52,7 +52,8 @@ const TOLD_REASONS: Partial<Record<FullReason, string>> = {
   'base-damaged': 'ble-ota-upload.reasons.baseDamaged',
   'patch-not-smaller': 'ble-ota-upload.reasons.patchNotSmaller',
   'wrong-base': 'ble-ota-upload.reasons.wrongBase',
-  'patch-failed': 'ble-ota-upload.reasons.patchFailed',
+  'patch-not-computed': 'ble-ota-upload.reasons.patchNotComputed',
+  'patch-not-applied': 'ble-ota-upload.reasons.patchNotApplied',
 };
 
 const PHASE_STATE: Record<Progress['phase'], OtaState> = {
