@@ -585,6 +585,25 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(r.leftOut?.devices, 1);
     });
 
+    it("a holding gateway's result and progress are taken as the fields a gateway sends, each of its type and bounded: no object of a login's choosing grows the report", () => {
+      const c = new FunctionRun('fleet-controller.json');
+      send(c, 'ota/fleet/jobs/j', { version: '2.0.0', devices: ['d1', 'd2', 'd3'], sha256: 'a'.repeat(64), size: 1, timeoutS: 60 });
+      for (const d of ['d1', 'd2', 'd3']) send(c, `ota/fleet/claims/gw-a/j/${d}`, { state: 'updating' });
+      const big = 'x'.repeat(100_000);
+      send(c, 'ota/fleet/progress/gw-a/j/d3', { phase: { nested: big }, percent: big });
+      send(c, 'ota/fleet/results/gw-a/j/d1', result('failed', { error: { code: 'TIMEOUT', message: big, stack: big, extra: { deep: big } }, version: big, durationMs: big }));
+      send(c, 'ota/fleet/results/gw-a/j/d2', result('updated', { version: { v: big }, previousVersion: ['1.0.0'], deviceId: 42, durationMs: 1234 }));
+      c.timers.find((t) => t.ms === 60_000)!.fn(); // the job's timeoutS
+      const r = report(c) as Report & { devices: Array<Row & Record<string, unknown>> };
+      const [d1, d2, d3] = r.devices;
+      assert.deepEqual(d3, { name: 'd3', status: 'updating', gateway: 'gw-a' }, 'progress that is no phase nor percent is not taken');
+      assert.deepEqual(d1.error, { code: 'TIMEOUT', message: `${'x'.repeat(499)}…` });
+      assert.equal(d1.version, `${'x'.repeat(63)}…`);
+      assert.equal(d1.durationMs, undefined);
+      assert.deepEqual([d2.status, d2.version, d2.previousVersion, d2.deviceId, d2.durationMs], ['updated', undefined, undefined, undefined, 1234]);
+      assert.ok(JSON.stringify(r).length < 2000, `the report is ${JSON.stringify(r).length} characters`);
+    });
+
     it('devices named __proto__ or constructor are followed like any other, and change no object of the process', () => {
       const c = new FunctionRun('fleet-controller.json');
       send(c, 'ota/fleet/jobs/p', { version: '2.0.0', match: '*', sha256: 'a'.repeat(64), size: 1, timeoutS: 30 });
