@@ -426,6 +426,22 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
     }
   }
 
+  describe("dashboard-fleet-progress.json's 'to each device': what it takes from the page", () => {
+    it('updates only a device the page lists (or all of them for Update all): another name from the page is warned about and updates nothing', () => {
+      const c = new FunctionRun('dashboard-fleet-progress.json');
+      c.run('page state', { payload: [{ name: 'esp32-lab-1', version: '1.0.0' }, { name: 'esp32-lab-2' }] });
+      const updates = (device: unknown) => {
+        const out = c.run('to each device', { payload: Buffer.from('image'), device }) as Array<Array<{ device: string }>> | null;
+        return out ? out[0].map((m) => m.device) : [];
+      };
+      assert.deepEqual(updates('esp32-lab-2'), ['esp32-lab-2']);
+      assert.deepEqual(updates('*'), ['esp32-lab-1', 'esp32-lab-2']);
+      for (const other of ['esp32-neighbour', '__proto__', 'toString', { name: 'esp32-lab-1' }, undefined]) assert.deepEqual(updates(other), [], JSON.stringify(other));
+      assert.equal(c.log.length, 5);
+      assert.match(c.log[0], /^warn: "esp32-neighbour" is no device on the page: not updated/);
+    });
+  });
+
   describe("fleet-controller.json's aggregate: what it takes from the broker", () => {
     type Row = { name: string; status: string; gateway?: string; authenticated?: boolean; released?: { gateway: string; reason: string } };
     type Report = { outcome: string; counts: Record<string, number>; devices: Row[]; unproven: string[] };
