@@ -254,7 +254,8 @@ port_slot_end(void *ctx)
     char sig_why[120] = "";
     if (dev->require_signature && parses) {
         if (!dev->running_signed) {
-            /* ESP-IDF: "No signatures were found for the running app". */
+            /* ESP-IDF: "No signatures were found for the running app"; or
+             * the block after it signs another image (the port refuses). */
             snprintf(sig_why, sizeof(sig_why), "the running app has no signature to trust");
             signature_ok = false;
         } else {
@@ -777,11 +778,21 @@ host_dev_boot(host_dev_t *dev)
         }
         dev->running = slot;
         /* What the app trusts for the next update: ESP-IDF reads it from the
-         * running image when it verifies one. */
-        dev->running_signed = host_sig_image_key_digest(host_flash_slot(&dev->flash, slot), dev->flash.slot_size,
-                                                        image_len, dev->running_key_digest);
+         * block after the running image on its magic and CRC alone, which
+         * may be one an older image left there; the firmware's port takes
+         * it only if it signs the running image (ota_port_esp.c). */
+        const uint8_t *running = host_flash_slot(&dev->flash, slot);
+        const bool block = host_sig_image_key_digest(running, dev->flash.slot_size, image_len, dev->running_key_digest);
+        dev->running_signed = block && host_sig_verify(running, dev->flash.slot_size, image_len,
+                                                       dev->running_key_digest, NULL, 0) == HOST_SIG_OK;
+        if (!dev->running_signed) {
+            memset(dev->running_key_digest, 0, sizeof(dev->running_key_digest));
+        }
         dev_log(dev, BLE_OTA_LOG_INFO, "bootloader: booting %s (%s%s)", host_slot_name(slot),
-                host_slot_state_name(info->state), dev->running_signed ? ", signed" : "");
+                host_slot_state_name(info->state),
+                dev->running_signed ? ", signed"
+                : block             ? ", a signature block that signs another image"
+                                    : "");
         return slot;
     }
     dev_log(dev, BLE_OTA_LOG_ERROR, "bootloader: no bootable app");

@@ -70,11 +70,11 @@ typedef struct {
     ble_ota_slot_t plan;
     z_stream inflater; /* raw inflate for DEFLATE chunks: set up once, reset per chunk */
     bool inflater_ready;
-    bool running_signed; /* the running image has a valid signature block 0 */
+    bool running_signed; /* the running image's signature block 0 is valid and signs it */
     /* Fault injection: the running_read that brings this to 0 fails (0 = off). */
     uint32_t running_read_fail_after;
     uint32_t running_reads;         /* running_read calls that read */
-    uint8_t running_key_digest[32]; /* its key digest: the key updates must be signed with */
+    uint8_t running_key_digest[32]; /* its key digest: the key updates must be signed with; zeros when none */
     bool restart_pending;
     uint32_t restart_delay_ms;
 

@@ -1789,6 +1789,52 @@ test_v2_signed_update_tampered_consistently(void)
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
 }
 
+/* A signature sector an older image left: the owner's signed 1.0.0 ran in
+ * ota_0, and an unsigned 1.0.1 of the same length was flashed over it over
+ * USB (esptool erases only what it writes), so 1.0.0's signature sector is
+ * where 1.0.1's would be. ESP-IDF takes the trusted key from that block on
+ * its magic and CRC alone, and would install an image signed with it. The
+ * firmware trusts only a block that signs the image it runs: 1.0.1 names no
+ * key, and an image signed with the key of that leftover block is refused. */
+static void
+test_v2_stale_signature_sector_trusts_no_key(void)
+{
+    static uint8_t img[sizeof(s_image) + 8192];
+    static uint8_t unsigned_img[16 * 1024];
+    static const uint8_t no_key[HOST_SIG_DIGEST_LEN];
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    uint8_t digest[HOST_SIG_DIGEST_LEN];
+    uint8_t left[HOST_SIG_DIGEST_LEN];
+    char why[120];
+
+    CHECK_OK(signed_setup(owner_key()));
+    const uint32_t signed_image_len = s_fx.dev.flash.slot[0].image_len;
+    const size_t len = build_image(unsigned_img, sizeof(unsigned_img), "1.0.1", 3000, 2);
+    CHECK_EQ(host_sig_sector_offset((uint32_t)len), host_sig_sector_offset(signed_image_len));
+    CHECK(host_dev_install(&s_fx.dev, 0, unsigned_img, len, why, sizeof(why)));
+    CHECK_EQ(fx_reboot(true), 0);
+    CHECK(strcmp(running_version(), "1.0.1") == 0);
+    /* The leftover block is there, and names the owner's key. */
+    test_sign_key_digest(owner_key(), digest);
+    CHECK(
+        host_sig_image_key_digest(host_flash_slot(&s_fx.dev.flash, 0), s_fx.dev.flash.slot_size, (uint32_t)len, left));
+    CHECK(memcmp(left, digest, sizeof(digest)) == 0);
+
+    info(inf);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
+    CHECK(memcmp(inf + BLE_OTA_INFO_OFF_SIGNING_KEY, no_key, sizeof(no_key)) == 0);
+
+    const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
+    CHECK(signed_len > 0);
+    begin_image(img, signed_len, 0);
+    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
+    stream(img, 0, signed_len, CHUNK);
+    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
+    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_BAD_SIGNATURE));
+    CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
+    CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+}
+
 /* Anti-rollback: an image whose secure_version is below the running one's
  * fails at its first packet, in both protocols; equal or higher is taken. */
 static void
@@ -2110,6 +2156,7 @@ test_v2_run_all(void)
     RUN(test_v2_deflate_resume);
     RUN(test_v2_signed_updates);
     RUN(test_v2_signed_update_tampered_consistently);
+    RUN(test_v2_stale_signature_sector_trusts_no_key);
     RUN(test_v2_old_secure_version_refused);
     RUN(test_v2_idle_erase_leaves_only_page_programs);
     RUN(test_v2_update_arrives_during_idle_erase);

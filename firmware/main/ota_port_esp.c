@@ -128,6 +128,11 @@ typedef struct {
      * looked up once): read for the running image's size and SHA-256 at
      * init and as a delta patch's old image. NULL when not found. */
     const esp_partition_t *running_part;
+    /* The signature block ESP-IDF trusts (the one after the running image)
+     * does not sign this image: an older image left it. ESP-IDF would
+     * install an image signed with its key, so the port refuses every image
+     * itself (ota_port_esp_read_signing_key). */
+    bool stale_signature;
 } ota_port_esp_t;
 
 static ota_port_esp_t s_state;
@@ -379,6 +384,13 @@ ota_port_esp_slot_end(void *ctx)
     }
     /* esp_ota_end frees the handle whatever it returns. */
     const esp_err_t err = esp_ota_end(st->handle);
+    if (err == ESP_OK && st->stale_signature) {
+        /* ESP-IDF verified it against a key this app was never signed
+         * with: no key is trusted, as for an app with no signature. */
+        ble_ota_slot_end(&st->plan, false);
+        ESP_LOGE(TAG, "the image in %s is refused: this app carries no signature of its own to trust", slot->label);
+        return ble_ota_slot_end_refusal(true, true, false);
+    }
     ble_ota_slot_end(&st->plan, err == ESP_OK);
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "esp_ota_end(%s) after %lu bytes failed: %s", slot->label, (unsigned long)st->plan.written,
@@ -780,10 +792,42 @@ ota_port_esp_copy_field(char *dst, size_t dst_cap, const char *src, size_t src_c
     memcpy(dst, src, len);
 }
 
+#if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT && \
+    (CONFIG_SECURE_SIGNED_APPS_RSA_SCHEME || CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME)
+/**
+ * Whether the signature block after the running image signs it. Without
+ * hardware secure boot, ESP-IDF takes the key it verifies updates with from
+ * the first block in the 4 KB sector after the running image, on its magic
+ * and CRC alone (esp_secure_boot_get_signature_blocks_for_running_app
+ * "doesn't verify that the signatures are valid"), and its bootloader
+ * checks no app signature with these schemes. A slot is erased only as far
+ * as an image needs: an unsigned image flashed over USB (or installed by a
+ * build that checks no signature) where a signed one ended in the same
+ * sector finds that image's block there, and ESP-IDF would install
+ * whatever is signed with its key. esp_secure_boot_verify_signature hashes
+ * the running image up to that sector and checks the block against it.
+ */
+static bool
+ota_port_esp_running_signature_ok(void)
+{
+    static esp_image_metadata_t meta; /* static: 300 bytes off the app_main stack */
+    const esp_partition_t *running = esp_ota_get_running_partition();
+
+    if (running == NULL) {
+        return false;
+    }
+    const esp_partition_pos_t pos = { .offset = running->address, .size = running->size };
+    return esp_image_get_metadata(&pos, &meta) == ESP_OK &&
+           esp_secure_boot_verify_signature(running->address, meta.image_len) == ESP_OK;
+}
+#endif
+
 /** Whether esp_ota_end checks signatures, and the digest of the key it
  * trusts: the running app's first signature block (ESP-IDF takes the same
- * one, or the eFuse digests under hardware secure boot). */
-static void
+ * one, or the eFuse digests under hardware secure boot), if that block
+ * signs the running app. Returns true when it does not: an older image left
+ * it, and the port must refuse what ESP-IDF would take. */
+static bool
 ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
 {
 #if CONFIG_SECURE_SIGNED_ON_UPDATE && \
@@ -796,8 +840,15 @@ ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
         /* Every update will fail: ESP-IDF has no key to check it with. */
         ESP_LOGE(TAG, "this app carries no signature: no update can be verified (%s); flash a signed app over USB",
                  esp_err_to_name(err));
-        return;
+        return false;
     }
+#if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
+    if (!ota_port_esp_running_signature_ok()) {
+        ESP_LOGE(TAG, "this app carries no signature: the signature block after it signs another image (left by an "
+                      "older one); no update can be verified; flash a signed app over USB");
+        return true;
+    }
+#endif
     memcpy(info->signing_key_digest, digests.key_digests[0], sizeof(info->signing_key_digest));
 #elif CONFIG_SECURE_SIGNED_ON_UPDATE
     /* Secure Boot v1 (ECDSA, original ESP32 before v3.0): checked, but not
@@ -806,6 +857,7 @@ ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
 #else
     info->signed_updates = false;
 #endif
+    return false;
 }
 
 /** Fills s_state.info: chip, revision, slot size and the running app. */
@@ -851,7 +903,6 @@ ota_port_esp_read_device_info(ble_ota_device_info_t *info)
         ESP_LOGE(TAG, "esp_read_mac failed: %s; the device id is all zeros", esp_err_to_name(mac_err));
         memset(info->device_id, 0, sizeof(info->device_id));
     }
-    ota_port_esp_read_signing_key(info);
     ESP_LOGI(TAG, "chip id %u rev %u, %.*s %.*s, next slot %s (%lu bytes)", (unsigned)info->chip_id,
              (unsigned)info->chip_revision, (int)sizeof(info->project_name), info->project_name,
              (int)sizeof(info->version), info->version, next != NULL ? next->label : "none",
@@ -862,6 +913,7 @@ const ble_ota_port_t *
 ota_port_esp_init(void)
 {
     ota_port_esp_read_device_info(&s_state.info);
+    s_state.stale_signature = ota_port_esp_read_signing_key(&s_state.info);
     /* Fixed while this image runs ("the other one"); looked up once, as
      * the lookup allocates. */
     s_state.next = esp_ota_get_next_update_partition(NULL);
