@@ -121,3 +121,188 @@ describe('firmware configuration: signed images, and no key in the build', funct
     assert.match(main, /esp_partition_read\(part, 0, record/);
   });
 });
+
+/**
+ * The ESP-IDF options the firmware sets (sdkconfig.defaults*) or reads (its sources, CMake
+ * and Kconfig), as ESP-IDF v5.3 and v5.5 define them: checked against both releases'
+ * Kconfig files, every target the defaults name. The build ignores an option it does not
+ * know, and one set outside its range or hidden from the user, without a word: an option
+ * missing here is one nobody checked yet. `target`: defined for that chip only; `choice`:
+ * the Kconfig choice it is a member of (one member at most is `y`); `range`: what Kconfig
+ * allows on every chip; `hidden`: derived by ESP-IDF, a default cannot set it.
+ */
+interface IdfOption {
+  kconfig: string;
+  target?: string;
+  choice?: string;
+  range?: [number, number];
+  hidden?: boolean;
+}
+const NIMBLE = 'components/bt/host/nimble/Kconfig.in';
+const BOOTLOADER = 'components/bootloader/Kconfig.projbuild';
+const ESP32_CONTROLLER = 'components/bt/controller/esp32/Kconfig.in';
+const IDF_OPTIONS: Record<string, IdfOption> = {
+  BT_ENABLED: { kconfig: 'components/bt/Kconfig' },
+  BT_BLUEDROID_ENABLED: { kconfig: 'components/bt/Kconfig', choice: 'BT_HOST' },
+  BT_NIMBLE_ENABLED: { kconfig: 'components/bt/Kconfig', choice: 'BT_HOST' },
+  BTDM_CTRL_MODE_BLE_ONLY: { kconfig: ESP32_CONTROLLER, target: 'esp32', choice: 'BTDM_CTRL_MODE' },
+  BTDM_CTRL_MODE_BR_EDR_ONLY: { kconfig: ESP32_CONTROLLER, target: 'esp32', choice: 'BTDM_CTRL_MODE' },
+  BTDM_CTRL_MODE_BTDM: { kconfig: ESP32_CONTROLLER, target: 'esp32', choice: 'BTDM_CTRL_MODE' },
+  BTDM_CTRL_BLE_MAX_CONN: { kconfig: ESP32_CONTROLLER, target: 'esp32', range: [1, 9] },
+  // 1 to 2 on the ESP32-C2, up to 9, 35 or 70 elsewhere.
+  BT_NIMBLE_MAX_CONNECTIONS: { kconfig: NIMBLE, range: [1, 2] },
+  BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT: { kconfig: NIMBLE },
+  BT_NIMBLE_ATT_PREFERRED_MTU: { kconfig: NIMBLE },
+  BT_NIMBLE_EXT_ADV: { kconfig: NIMBLE },
+  BT_NIMBLE_HOST_TASK_STACK_SIZE: { kconfig: NIMBLE },
+  BT_NIMBLE_GAP_DEVICE_NAME_MAX_LEN: { kconfig: NIMBLE },
+  BT_NIMBLE_LL_CFG_FEAT_LE_2M_PHY: { kconfig: NIMBLE },
+  ESP_MAIN_TASK_STACK_SIZE: { kconfig: 'components/esp_system/Kconfig' },
+  // v5.5 moved it to components/bootloader/Kconfig.app_rollback.
+  BOOTLOADER_APP_ROLLBACK_ENABLE: { kconfig: BOOTLOADER },
+  SECURE_SIGNED_APPS_NO_SECURE_BOOT: { kconfig: BOOTLOADER },
+  SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT: { kconfig: BOOTLOADER },
+  SECURE_SIGNED_ON_UPDATE: { kconfig: BOOTLOADER, hidden: true },
+  SECURE_SIGNED_APPS_RSA_SCHEME: { kconfig: BOOTLOADER, choice: 'SECURE_SIGNED_APPS_SCHEME' },
+  SECURE_SIGNED_APPS_ECDSA_V2_SCHEME: { kconfig: BOOTLOADER, choice: 'SECURE_SIGNED_APPS_SCHEME' },
+  SECURE_BOOT_ECDSA_KEY_LEN_192_BITS: { kconfig: BOOTLOADER, choice: 'SECURE_BOOT_ECDSA_KEY_LEN_SIZE' },
+  SECURE_BOOT_BUILD_SIGNED_BINARIES: { kconfig: BOOTLOADER },
+  SECURE_BOOT_SIGNING_KEY: { kconfig: BOOTLOADER },
+  SPI_FLASH_WRITE_CHUNK_SIZE: { kconfig: 'components/spi_flash/Kconfig', range: [256, 8192] },
+  ESPTOOLPY_FLASHSIZE_4MB: { kconfig: 'components/esptool_py/Kconfig.projbuild', choice: 'ESPTOOLPY_FLASHSIZE' },
+  PARTITION_TABLE_CUSTOM: { kconfig: 'components/partition_table/Kconfig.projbuild', choice: 'PARTITION_TABLE_TYPE' },
+  PARTITION_TABLE_CUSTOM_FILENAME: { kconfig: 'components/partition_table/Kconfig.projbuild' },
+  PARTITION_TABLE_FILENAME: { kconfig: 'components/partition_table/Kconfig.projbuild' },
+  ESP32_REV_MIN_3: { kconfig: 'components/esp_hw_support/port/esp32/Kconfig.hw_support', target: 'esp32', choice: 'ESP32_REV_MIN' },
+  IDF_TARGET: { kconfig: 'Kconfig', hidden: true },
+  IDF_FIRMWARE_CHIP_ID: { kconfig: 'Kconfig', hidden: true },
+  ...Object.fromEntries(
+    ['ESP32', 'ESP32S2', 'ESP32S3', 'ESP32C2', 'ESP32C3', 'ESP32C6', 'ESP32H2', 'ESP32P4'].map((chip) => [`IDF_TARGET_${chip}`, { kconfig: 'Kconfig', hidden: true }]),
+  ),
+};
+const IDF_TARGETS = ['esp32', 'esp32s2', 'esp32s3', 'esp32c2', 'esp32c3', 'esp32c5', 'esp32c6', 'esp32c61', 'esp32h2', 'esp32p4'];
+
+const FIRMWARE = join(ROOT, 'firmware');
+
+/** The firmware's ESP-IDF build inputs: what `idf.py build` reads of this project. */
+function firmwareBuildInputs(): string[] {
+  const main = readdirSync(join(FIRMWARE, 'main'))
+    .filter((f) => /\.(c|h|cmake)$|^CMakeLists\.txt$|^Kconfig\.projbuild$/.test(f))
+    .map((f) => join(FIRMWARE, 'main', f));
+  const defaults = readdirSync(FIRMWARE)
+    .filter((f) => f.startsWith('sdkconfig.defaults'))
+    .map((f) => join(FIRMWARE, f));
+  return [...defaults, join(FIRMWARE, 'CMakeLists.txt'), ...main, ...filesUnder(join(FIRMWARE, 'components'))];
+}
+
+/** NAME=value lines of an sdkconfig file, without CONFIG_ and quotes. */
+function sdkconfigValues(file: string): Map<string, string> {
+  const values = new Map<string, string>();
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^CONFIG_([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) values.set(m[1], m[2].replace(/^"(.*)"$/, '$1'));
+  }
+  return values;
+}
+
+interface Partition {
+  name: string;
+  type: string;
+  subtype: string;
+  offset: number;
+  size: number;
+}
+
+function partitionTable(): Partition[] {
+  return readFileSync(join(FIRMWARE, 'partitions.csv'), 'utf8')
+    .split('\n')
+    .map((line) => line.replace(/#.*/, '').trim())
+    .filter((line) => line !== '')
+    .map((line) => {
+      const [name, type, subtype, offset, size] = line.split(',').map((f) => f.trim());
+      return { name, type, subtype, offset: Number(offset), size: Number(size) };
+    });
+}
+
+describe('firmware configuration: what ESP-IDF takes of it', function () {
+  it('every ESP-IDF option the firmware sets or reads is one ESP-IDF defines, and every own option is in Kconfig.projbuild', () => {
+    const kconfig = readFileSync(join(FIRMWARE, 'main/Kconfig.projbuild'), 'utf8');
+    const own = new Set([...kconfig.matchAll(/^\s*config (BLE_OTA_[A-Z0-9_]+)$/gm)].map((m) => m[1]));
+    const unknown = new Set<string>();
+    for (const file of firmwareBuildInputs()) {
+      for (const m of readFileSync(file, 'utf8').matchAll(/\bCONFIG_([A-Z0-9_]+)/g)) {
+        const name = m[1];
+        if (name.startsWith('BLE_OTA_') ? !own.has(name) : !(name in IDF_OPTIONS)) unknown.add(`${name} (${file.slice(ROOT.length + 1)})`);
+      }
+    }
+    assert.deepEqual([...unknown], [], "options no one checked: find each in ESP-IDF's Kconfig files (v5.3 and the latest v5), fix its spelling, and add it to IDF_OPTIONS");
+  });
+
+  it('the defaults set each option within its range, one member of a choice, no derived option, and chip-only options only for that chip', () => {
+    const base = sdkconfigValues(join(FIRMWARE, 'sdkconfig.defaults'));
+    const targetFiles = readdirSync(FIRMWARE).filter((f) => f.startsWith('sdkconfig.defaults.'));
+    assert.ok(targetFiles.length > 0);
+    for (const file of ['sdkconfig.defaults', ...targetFiles]) {
+      const target = file.split('.')[2];
+      if (target !== undefined) assert.ok(IDF_TARGETS.includes(target), `${file}: ${target} is no ESP-IDF target`);
+      for (const [name, value] of sdkconfigValues(join(FIRMWARE, file))) {
+        const option = IDF_OPTIONS[name];
+        if (option === undefined) continue; // the test above names it
+        assert.ok(!option.hidden, `${file}: CONFIG_${name} is derived by ESP-IDF; setting it changes nothing`);
+        // The base file may set an option of the original ESP32 (ignored elsewhere); a chip's file may not set another chip's.
+        if (target !== undefined && option.target !== undefined) {
+          assert.equal(target, option.target, `${file}: CONFIG_${name} exists on the ${option.target} only`);
+        }
+        if (option.range) {
+          const n = Number(value);
+          assert.ok(Number.isInteger(n) && n >= option.range[0] && n <= option.range[1], `${file}: CONFIG_${name}=${value} is outside ${option.range.join(' to ')}`);
+        }
+      }
+    }
+    for (const target of IDF_TARGETS) {
+      const file = join(FIRMWARE, `sdkconfig.defaults.${target}`);
+      const values = new Map([...base, ...(targetFiles.includes(`sdkconfig.defaults.${target}`) ? sdkconfigValues(file) : [])]);
+      const chosen = new Map<string, string[]>();
+      for (const [name, value] of values) {
+        const choice = IDF_OPTIONS[name]?.choice;
+        if (choice !== undefined && value === 'y') chosen.set(choice, [...(chosen.get(choice) ?? []), name]);
+      }
+      for (const [choice, members] of chosen) assert.equal(members.length, 1, `${target}: ${members.join(', ')} are all set in choice ${choice}`);
+    }
+  });
+
+  it("the partition table keeps ESP-IDF's rules and fits the flash size the defaults set", () => {
+    const defaults = sdkconfigValues(join(FIRMWARE, 'sdkconfig.defaults'));
+    const sizes = [...defaults].filter(([name, value]) => /^ESPTOOLPY_FLASHSIZE_\d+MB$/.test(name) && value === 'y');
+    assert.equal(sizes.length, 1, 'one flash size');
+    const flash = Number(/(\d+)MB$/.exec(sizes[0][0])?.[1]) * 1024 * 1024;
+    // The table itself: one 4 KB sector at CONFIG_PARTITION_TABLE_OFFSET (0x8000 unless set).
+    const tableEnd = Number(defaults.get('PARTITION_TABLE_OFFSET') ?? 0x8000) + 0x1000;
+    const table = partitionTable();
+    let end = tableEnd;
+    for (const p of table) {
+      const where = `${p.name} at 0x${p.offset.toString(16)}`;
+      assert.ok(Number.isInteger(p.offset) && Number.isInteger(p.size) && p.size > 0, `${where}: offset and size`);
+      assert.ok(Buffer.byteLength(p.name) <= 16, `${where}: a name of at most 16 bytes (the table's field)`);
+      // gen_esp32part.py: app partitions on 64 KB, the others on 4 KB; sizes in whole 4 KB sectors.
+      assert.equal(p.offset % (p.type === 'app' ? 0x10000 : 0x1000), 0, `${where}: misaligned`);
+      assert.equal(p.size % 0x1000, 0, `${where}: size not in whole sectors`);
+      assert.ok(p.offset >= end, `${where}: overlaps what comes before it`);
+      if (/^0x[0-9a-f]+$/i.test(p.type)) assert.ok(Number(p.type) >= 0x40 && Number(p.type) <= 0xfe, `${where}: a custom type is 0x40 to 0xFE`);
+      end = p.offset + p.size;
+    }
+    assert.ok(end <= flash, `the table ends at 0x${end.toString(16)}, past the ${flash / 1024 / 1024} MB flash`);
+    const otadata = table.filter((p) => p.type === 'data' && p.subtype === 'ota');
+    assert.equal(otadata.length, 1, 'one otadata partition');
+    assert.equal(otadata[0].size, 0x2000, 'otadata is 0x2000 bytes');
+    const nvs = table.filter((p) => p.type === 'data' && p.subtype === 'nvs');
+    assert.ok(nvs.length === 1 && nvs[0].size >= 0x3000, 'an NVS partition of at least 0x3000 bytes (the confirm flag lives there)');
+    const apps = table.filter((p) => p.type === 'app');
+    assert.deepEqual(
+      apps.map((p) => p.subtype),
+      ['ota_0', 'ota_1'],
+      'two OTA slots and no factory app',
+    );
+    assert.equal(apps[0].size, apps[1].size, 'both slots hold the same image');
+  });
+});
