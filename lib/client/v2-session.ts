@@ -176,7 +176,7 @@ export class V2Session {
     if (expected === undefined || sameId(id, expected)) return;
     throw new DeviceError(
       'WRONG_DEVICE',
-      `${this.link.describe()} is ${id ? `device ${formatDeviceId(id)}` : 'a device without a device id'}, not the expected ${formatDeviceId(expected)}. Nothing more was sent to it. Check the device id asked for, and which device uses the name or address it was found by.`,
+      `${this.link.describe()} is ${id ? `device ${formatDeviceId(id)}` : 'a device without a device id'}, not the expected ${formatDeviceId(expected)}. Nothing was sent to it. Check the device id asked for, and which device uses the name or address it was found by.`,
     );
   }
 
