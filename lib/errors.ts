@@ -45,6 +45,7 @@ export type BleOtaErrorCode =
   | 'AUTH_FAILED'
   | 'AUTH_LOCKED'
   | 'NOT_PROVISIONED'
+  | 'DEVICE_TRUSTS_NO_KEY'
   | 'DEVICE_NOT_AUTHENTICATED'
   | 'WRONG_DEVICE'
   | 'WRONG_BASE'

@@ -171,4 +171,27 @@ describe('signed images, from the attacker side', function () {
     // ... and the ECDSA owner's image is foreign to it.
     await assert.rejects(client().update({ target: { name: 'signed-rsa' }, image: signedImage({ version: '5.1.0' }), secret: OWNER.secret }), code('IMAGE_SIGNATURE_INVALID'));
   });
+
+  it("a device running an unsigned build flashed over USB trusts no key: even the owner's signed image is refused at BEGIN, nothing sent, saying what to flash", async () => {
+    const unsigned = await radio.addDevice(ownedDevice({ name: 'flashed-unsigned', firstImageUnsigned: true, restartDelayMs: 20 }));
+    let streamed = 0;
+    const count = (address: string, uuid: string) => address === unsigned.address && uuid === OTA_STREAM_UUID && streamed++;
+    radio.bindings.on('air-write', count);
+    try {
+      const image = signedImage({ size: 40 * 1024, version: '4.2.0', secureVersion: 3, seed: 17 });
+      await assert.rejects(client().update({ target: { name: 'flashed-unsigned' }, image, secret: OWNER.secret }), (err: unknown) => {
+        assert.ok(err instanceof BleOtaError, String(err));
+        assert.equal(err.code, 'DEVICE_TRUSTS_NO_KEY', err.message);
+        assert.match(err.message, /carries no signature that signs it.*Nothing was sent\. Flash a signed build of its firmware over USB once/);
+        assert.equal(err.device?.runs, 'old');
+        return true;
+      });
+    } finally {
+      radio.bindings.off('air-write', count);
+    }
+    assert.equal(streamed, 0, 'no packet of the image');
+    const state = await unsigned.state();
+    assert.equal(state.boot, state.running);
+    assert.equal(state.slots[state.running === 'ota_0' ? 'ota_1' : 'ota_0'].state, 'empty');
+  });
 });

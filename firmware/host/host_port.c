@@ -415,6 +415,7 @@ port_device_info(void *ctx, ble_ota_device_info_t *out)
     out->chip_revision = dev->chip_revision;
     memcpy(out->device_id, dev->device_id, sizeof(out->device_id));
     out->signed_updates = dev->require_signature;
+    out->no_trusted_key = dev->require_signature && !dev->running_signed;
     if (dev->require_signature && dev->running_signed) {
         memcpy(out->signing_key_digest, dev->running_key_digest, sizeof(out->signing_key_digest));
     }

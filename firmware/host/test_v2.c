@@ -1824,15 +1824,46 @@ test_v2_stale_signature_sector_trusts_no_key(void)
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
     CHECK(memcmp(inf + BLE_OTA_INFO_OFF_SIGNING_KEY, no_key, sizeof(no_key)) == 0);
 
+    /* Refused at BEGIN, before a byte is sent: nothing is erased. */
     const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
     CHECK(signed_len > 0);
+    const uint32_t erases = s_fx.dev.flash.erases + s_fx.dev.flash.block_erases;
     begin_image(img, signed_len, 0);
-    CHECK(answered(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_OK, 10));
-    stream(img, 0, signed_len, CHUNK);
-    CHECK_EQ(op(BLE_OTA_CMD_END), BLE_OTA_OK);
-    CHECK(answered_plain(BLE_OTA_CMD_END, BLE_OTA_ST_BAD_SIGNATURE));
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_SIGNATURE));
+    CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
     CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
+}
+
+/* An unsigned app flashed over USB to a device whose build verifies
+ * signatures, on an erased slot: no signature block at all. It trusts no
+ * key, so BEGIN refuses every image at once, and changes nothing. */
+static void
+test_v2_unsigned_running_app_refuses_at_begin(void)
+{
+    static uint8_t img[sizeof(s_image) + 8192];
+    static uint8_t unsigned_img[16 * 1024];
+    uint8_t inf[BLE_OTA_INFO_SIZE];
+    char why[120];
+
+    CHECK_OK(signed_setup(owner_key()));
+    /* The whole slot erased first (esptool --erase-all, or a new board). */
+    for (uint32_t at = 0; at < s_fx.dev.flash.slot_size; at += HOST_FLASH_SECTOR_SIZE) {
+        CHECK_EQ(host_flash_erase_sector(&s_fx.dev.flash, 0, at), HOST_FLASH_OK);
+    }
+    const size_t len = build_image(unsigned_img, sizeof(unsigned_img), "1.0.1", 3000, 2);
+    CHECK(host_dev_install(&s_fx.dev, 0, unsigned_img, len, why, sizeof(why)));
+    CHECK_EQ(fx_reboot(true), 0);
+    info(inf);
+    CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
+
+    const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
+    CHECK(signed_len > 0);
+    const uint32_t erases = s_fx.dev.flash.erases + s_fx.dev.flash.block_erases;
+    begin_image(img, signed_len, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_SIGNATURE));
+    CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
+    CHECK(strcmp(running_version(), "1.0.1") == 0);
 }
 
 /* Anti-rollback: an image whose secure_version is below the running one's
@@ -2157,6 +2188,7 @@ test_v2_run_all(void)
     RUN(test_v2_signed_updates);
     RUN(test_v2_signed_update_tampered_consistently);
     RUN(test_v2_stale_signature_sector_trusts_no_key);
+    RUN(test_v2_unsigned_running_app_refuses_at_begin);
     RUN(test_v2_old_secure_version_refused);
     RUN(test_v2_idle_erase_leaves_only_page_programs);
     RUN(test_v2_update_arrives_during_idle_erase);

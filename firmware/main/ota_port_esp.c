@@ -837,15 +837,17 @@ ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
     info->signed_updates = true;
     const esp_err_t err = esp_secure_boot_get_signature_blocks_for_running_app(true, &digests);
     if (err != ESP_OK || digests.num_digests == 0) {
-        /* Every update will fail: ESP-IDF has no key to check it with. */
+        /* Every update would fail: ESP-IDF has no key to check it with. */
         ESP_LOGE(TAG, "this app carries no signature: no update can be verified (%s); flash a signed app over USB",
                  esp_err_to_name(err));
+        info->no_trusted_key = true;
         return false;
     }
 #if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
     if (!ota_port_esp_running_signature_ok()) {
         ESP_LOGE(TAG, "this app carries no signature: the signature block after it signs another image (left by an "
                       "older one); no update can be verified; flash a signed app over USB");
+        info->no_trusted_key = true;
         return true;
     }
 #endif

@@ -61,6 +61,13 @@ export function refusalError(err: CommandRefused, size: number): BleOtaError {
         `The device has no update key yet (${what}), so it takes no update over the air. Provision it once over USB: esp32-ble-ota provision (docs/SECURITY.md).`,
       );
     case Status.BAD_SIGNATURE:
+      // At BEGIN, before the image: the device refuses every image, whoever signed it.
+      if (err.opcode === Command.BEGIN) {
+        return new DeviceError(
+          'DEVICE_TRUSTS_NO_KEY',
+          `The device installs no image over the air (${what}): the app it runs carries no signature that signs it (an unsigned build flashed over USB, or a signature sector an older image left), so it trusts no signing key. Nothing was sent. Flash a signed build of its firmware over USB once; from then on it takes images signed with that key.`,
+        );
+      }
       return new ImageError(
         'IMAGE_SIGNATURE_INVALID',
         `The device refused the image: it is not signed with the key the device trusts (${what}). Sign the image with your signing key (esp32-ble-ota sign, or build with signing on).`,

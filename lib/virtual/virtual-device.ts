@@ -64,6 +64,12 @@ export interface VirtualDeviceOptions {
    * unsigned images, as a build that opted out.
    */
   signingKey?: string;
+  /**
+   * With signingKey: the first image goes unsigned, as an unsigned build
+   * flashed over USB to a device whose build verifies signatures. It trusts
+   * no key and refuses every update at BEGIN (docs/PROTOCOL.md, Signed images).
+   */
+  firstImageUnsigned?: boolean;
   /** Serve the seed protocol (default: off with authentication, as our firmware's default build; on without). */
   seedProtocol?: boolean;
   /** Report each request's flash work ('flash' events: sector erases, page programs), for the flash model. */
@@ -552,7 +558,7 @@ export function virtualFirstImage(chipId = 0, signingKey?: string): Buffer | und
  * options.image, signed when it is not yet.
  */
 function firstImage(options: VirtualDeviceOptions): Buffer | undefined {
-  const key = options.signingKey;
+  const key = options.firstImageUnsigned ? undefined : options.signingKey;
   if (options.image) {
     const image = readFileSync(options.image);
     return key === undefined || parseEspImage(image).signature ? image : signImage(image, key);

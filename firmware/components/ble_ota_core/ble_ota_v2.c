@@ -343,6 +343,15 @@ v2_begin(ble_ota_core_t *core, const uint8_t *data, size_t len)
         v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_WRONG_CHIP);
         return;
     }
+    /* No image can pass slot_end's signature check: say so before the
+     * client sends it (END would answer the same after the whole image). */
+    if (info.signed_updates && info.no_trusted_key) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR,
+                    "BEGIN refused: this app carries no signature that signs it, so no signing key is trusted; "
+                    "flash a signed app over USB");
+        v2_answer(core, BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_SIGNATURE);
+        return;
+    }
     /* Checked here too (slot_begin refuses it as well) so that a refused
      * BEGIN never costs the transfer a client may still resume. */
     if (port->running_state(port->ctx) == BLE_OTA_IMG_PENDING_VERIFY) {

@@ -67,6 +67,10 @@ typedef struct {
      * key of the running image's signature block. */
     bool signed_updates;
     uint8_t signing_key_digest[32];
+    /* With signed_updates: the port trusts no key (the running app carries
+     * no signature block that signs it), so slot_end would refuse every
+     * image. BEGIN refuses at once, before a byte is sent or erased. */
+    bool no_trusted_key;
     /* The image last written to the update slot was rolled back (it ran
      * pending verify and did not become valid); nothing was written to
      * the slot since. */
