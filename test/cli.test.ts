@@ -225,7 +225,19 @@ describe('command-line tool', function () {
       writeFileSync(badSecret, 'not a secret\n');
       const secret = await cli(['upload', firmware, '-d', 'x', '--json', '--secret-file', badSecret]);
       assert.equal(secret.code, 1);
-      assert.equal(parseJson<{ error: { code: string } }>(secret).error.code, 'INVALID_ARGUMENT');
+      const refused = parseJson<{ error: { code: string; message: string } }>(secret).error;
+      assert.equal(refused.code, 'INVALID_ARGUMENT');
+      // Where the malformed secret came from, so that the right one gets corrected; never its value.
+      assert.equal(
+        refused.message,
+        `--secret-file ${badSecret}: The fleet secret must be 64 hex digits (esp32-ble-ota secret makes one); it has 12 characters, not all hex digits.`,
+      );
+      const fromEnv = await cli(['info', '-d', 'x', '--virtual'], undefined, { ESP32_BLE_OTA_SECRET: 'abc' });
+      assert.equal(fromEnv.code, 1);
+      assert.equal(
+        fromEnv.stderr,
+        'esp32-ble-ota: ESP32_BLE_OTA_SECRET: The fleet secret must be 64 hex digits (esp32-ble-ota secret makes one); it has 3 characters. [INVALID_ARGUMENT]\n',
+      );
     });
 
     it("secret and provision: a fleet secret, then a device's key partition and the esptool command, never printing either", async () => {

@@ -260,17 +260,33 @@ async function readBase(file: string, signal?: AbortSignal): Promise<Buffer> {
   return data;
 }
 
-/** The fleet secret: from --secret-file, else ESP32_BLE_OTA_SECRET; the client checks its format. */
+/**
+ * The fleet secret: from --secret-file, else ESP32_BLE_OTA_SECRET. A
+ * malformed one is refused here, naming where it came from: the client's
+ * own message could not say which of the two (or a virtual device's
+ * BLE_OTA_VIRTUAL_SECRET) to correct.
+ */
 async function readSecret(file: string | undefined, signal?: AbortSignal): Promise<string | undefined> {
+  let text: string;
+  let from: string;
   if (file !== undefined) {
     const tooLarge = (size: string) => new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is ${size}: it should hold the fleet secret, 64 hex digits.`);
     const give = 'give the file holding the fleet secret (a pipe such as /dev/stdin will do), or the secret itself in ESP32_BLE_OTA_SECRET';
-    const text = (await readFileOrFail(file, { what: `--secret-file ${file}`, give, limit: SMALL_FILE_LIMIT, tooLarge }, signal)).toString('utf8');
-    if (text.trim() === '') throw new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is empty: it should hold the fleet secret, 64 hex digits.`);
-    return text.trim();
+    text = (await readFileOrFail(file, { what: `--secret-file ${file}`, give, limit: SMALL_FILE_LIMIT, tooLarge }, signal)).toString('utf8').trim();
+    if (text === '') throw new BleOtaError('INVALID_ARGUMENT', `--secret-file ${file} is empty: it should hold the fleet secret, 64 hex digits.`);
+    from = `--secret-file ${file}`;
+  } else {
+    text = process.env.ESP32_BLE_OTA_SECRET?.trim() ?? '';
+    if (text === '') return undefined;
+    from = 'ESP32_BLE_OTA_SECRET';
   }
-  const env = process.env.ESP32_BLE_OTA_SECRET?.trim();
-  return env ? env : undefined;
+  try {
+    parseSecret(text);
+  } catch (err) {
+    // parseSecret's message never repeats the value.
+    throw new BleOtaError('INVALID_ARGUMENT', `${from}: ${(err as Error).message}`);
+  }
+  return text;
 }
 
 /** What a cancellation leaves on the device depends on how far the update got. */
