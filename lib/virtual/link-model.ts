@@ -156,12 +156,14 @@ export const ESP_RX_BUFFERS = 64;
 export const ESP_2M_RX_BUFFERS = 128;
 
 /**
- * The controller's own receive pool. ESP-IDF documents it only for the
- * ESP32-C6 / H2 controller (CONFIG_BT_LE_ACL_BUF_COUNT, default 10); the
- * ESP32's and the S3 / C3's controllers have no such option (the ESP32's
- * help for CONFIG_BTDM_CTRL_BLE_MAX_CONN gives 1 KB of DRAM per
- * connection, about four 251-byte PDUs). An assumption: 10, somewhere
- * between 4 and 12.
+ * The controller's own receive pool. The ESP32's and the S3 / C3's
+ * controllers have no option for it (the ESP32's help for
+ * CONFIG_BTDM_CTRL_BLE_MAX_CONN gives 1 KB of DRAM per connection, about
+ * four 251-byte PDUs). An assumption: 10, somewhere between 4 and 12. (The
+ * ESP32-C6 / H2 controller, which no preset models, takes its pool size
+ * from CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT in a NimBLE build, ESP-IDF
+ * components/bt/controller/esp32c6/esp_bt_cfg.h; its CONFIG_BT_LE_ACL_BUF_COUNT,
+ * default 10, applies only without NimBLE.)
  */
 export const CONTROLLER_RX_BUFFERS = 10;
 
@@ -185,14 +187,14 @@ export const ESP32: Chip = {
 };
 
 export const ESP32_S3: Chip = {
-  name: 'ESP32-S3 / C3 / C6',
+  name: 'ESP32-S3 / C3',
   phys: ['1M', '2M'],
   controllerRxBuffers: CONTROLLER_RX_BUFFERS,
   hostRxBuffers: ESP_2M_RX_BUFFERS,
   sources: [
-    'Bluetooth 5 controllers with LE 2M PHY (ESP32-S3, C3, C6 datasheets)',
+    'Bluetooth 5 controllers with LE 2M PHY (ESP32-S3, C3 datasheets)',
     'host buffers: CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT=128, firmware/sdkconfig.defaults.esp32s3 and siblings',
-    'controller pool: 10, ESP-IDF CONFIG_BT_LE_ACL_BUF_COUNT default (C6 / H2); undocumented for S3 / C3, assumed the same',
+    'controller pool: assumption 10 (4-12), as the ESP32: ESP-IDF documents none for the S3 / C3 controller',
   ],
 };
 
