@@ -288,6 +288,39 @@ describe("the config node's scan endpoint, with admin auth on", function () {
   });
 });
 
+describe('a mistake in BLE_OTA_VIRTUAL_DEVICES', function () {
+  this.timeout(90_000);
+  let nr: NodeRedProcess;
+
+  before(async () => {
+    // The device node's own In range list is fine: only the environment's entry is wrong.
+    nr = await NodeRedProcess.start(
+      [
+        { id: 'envbad-dev', type: 'ble-ota-device', name: 'radio', device: '', backend: 'virtual', virtualDevices: 'esp32-b' },
+        { id: 'envbad-inject', type: 'inject', z: '', props: [], repeat: '', once: false, wires: [['envbad-scan']] },
+        { id: 'envbad-scan', type: 'ble-ota-scan', z: '', name: 'in range', device: 'envbad-dev', duration: 1, output: 'list', wires: [[]] },
+      ],
+      '',
+      { BLE_OTA_VIRTUAL_DEVICES: 'esp32-a slow=warp' },
+    );
+  });
+  after(() => nr?.stop());
+
+  it("is named as the variable's, not put down to the device node's In range list", async () => {
+    const unknownOption = 'BLE_OTA_VIRTUAL_DEVICES: Virtual device "esp32-a" has an unknown option "slow=warp": the presets are';
+    const logged = nr.output.split('\n').filter((line) => line.includes('[ble-ota-device:radio]'));
+    assert.ok(
+      logged.some((line) => line.includes(`[error] [ble-ota-device:radio] ${unknownOption}`)),
+      logged.join('\n'),
+    );
+    assert.ok(!logged.some((line) => line.includes('Virtual devices in range')), logged.join('\n'));
+    // A flow using the radio fails with the same words.
+    const from = nr.output.length;
+    await nr.inject('envbad-inject');
+    await nr.waitForOutput(/\[error\] \[ble-ota-scan:in range\] BLE_OTA_VIRTUAL_DEVICES: Virtual device "esp32-a" has an unknown option "slow=warp"/, 20_000, from);
+  });
+});
+
 describe("the config node's scan endpoint where the virtual ESP32 cannot be built", function () {
   this.timeout(90_000);
   let nr: NodeRedProcess;

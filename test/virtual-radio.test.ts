@@ -10,7 +10,7 @@ import { BleOtaError } from '../lib/errors';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { ensureVirtualEsp32 } from '../lib/virtual/build';
 import { boundMs, preset } from '../lib/virtual/link-model';
-import { parseVirtualDevices, VirtualRadio } from '../lib/virtual/virtual-radio';
+import { parseVirtualDevices, virtualDefaultsFromEnv, virtualDevicesFromEnv, VirtualRadio } from '../lib/virtual/virtual-radio';
 import { eventually } from './support/eventually';
 
 const SCAN_MS = 1500;
@@ -84,6 +84,28 @@ describe('virtual radio: declared devices only', function () {
     const image = buildAppImage({ size: 256 * 1024, projectName: 'flaky', version: '2.0.0', seed: 4 });
     await client.update({ target: { name: 'radio-flaky' }, image, resumeAttempts: 1 }).catch(() => undefined);
     assert.ok(drops.includes(0x08), 'a link dropped as a device going out of range');
+  });
+
+  it("a mistake in the environment names its variable (the same words as the device node's list or the client's secret would)", () => {
+    assert.throws(() => virtualDevicesFromEnv({ BLE_OTA_VIRTUAL_DEVICES: 'a, b flaky=150' }), {
+      code: 'INVALID_ARGUMENT',
+      message:
+        'BLE_OTA_VIRTUAL_DEVICES: Virtual device "b" has an unknown option "flaky=150": give a percentage from 0 to 100, e.g. flaky=30. Correct it there, or unset it, and start Node-RED again.',
+    });
+    assert.deepEqual(
+      virtualDevicesFromEnv({ BLE_OTA_VIRTUAL_DEVICES: 'a' }).map((d) => d.name),
+      ['a'],
+    );
+    // A malformed secret, before any device starts with it; its value is not repeated.
+    const almost = 'ab'.repeat(31);
+    assert.throws(
+      () => virtualDefaultsFromEnv({ BLE_OTA_VIRTUAL_SECRET: almost }),
+      (err: BleOtaError) =>
+        err.code === 'INVALID_ARGUMENT' &&
+        err.message ===
+          "BLE_OTA_VIRTUAL_SECRET: The fleet secret must be 64 hex digits (esp32-ble-ota secret makes one); it has 62 characters. Give the virtual devices' fleet secret there, or unset it.",
+    );
+    assert.equal(virtualDefaultsFromEnv({ BLE_OTA_VIRTUAL_SECRET: 'ab'.repeat(32) }).fleetSecret, 'ab'.repeat(32));
   });
 
   it('a bad option is refused with what is allowed', () => {

@@ -11,6 +11,7 @@
 import { existsSync, mkdtempSync, rmSync, type Stats, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NobleLike } from '../client/noble-types';
+import { parseSecret } from '../client/session';
 import { hideSecretForms, targetOf } from '../client/target';
 import { BleOtaError } from '../errors';
 import { readRegularFileSync } from '../regular-file';
@@ -383,7 +384,15 @@ export function readSigningKeyFile(file: string): string {
 export function virtualDefaultsFromEnv(env: NodeJS.ProcessEnv = process.env): VirtualDeviceOptions {
   const defaults: VirtualDeviceOptions = {};
   const secret = env.BLE_OTA_VIRTUAL_SECRET?.trim();
-  if (secret) defaults.fleetSecret = secret;
+  if (secret) {
+    try {
+      parseSecret(secret);
+    } catch (err) {
+      // Checked here, naming the variable: at a device's start it would read as a mistake in the client's own secret. parseSecret never repeats the value.
+      throw new BleOtaError('INVALID_ARGUMENT', `BLE_OTA_VIRTUAL_SECRET: ${(err as Error).message} Give the virtual devices' fleet secret there, or unset it.`);
+    }
+    defaults.fleetSecret = secret;
+  }
   const keyFile = env.BLE_OTA_VIRTUAL_SIGNING_KEY?.trim();
   if (keyFile) {
     try {
@@ -424,10 +433,25 @@ let shared: VirtualRadio | undefined;
  */
 export function sharedVirtualRadio(): VirtualRadio {
   if (!shared) {
-    const radio = new VirtualRadio(undefined, virtualDefaultsFromEnv());
+    const defaults = virtualDefaultsFromEnv();
+    const declared = virtualDevicesFromEnv();
+    const radio = new VirtualRadio(undefined, defaults);
     radio.limits = virtualLimitsFromEnv();
-    radio.declare(parseVirtualDevices(process.env.BLE_OTA_VIRTUAL_DEVICES ?? ''), 'env');
+    radio.declare(declared, 'env');
     shared = radio;
   }
   return shared;
+}
+
+/**
+ * The devices BLE_OTA_VIRTUAL_DEVICES declares. A mistake in it names the
+ * variable: the same mistake in a device node's In range list reads alike,
+ * and the user would look there.
+ */
+export function virtualDevicesFromEnv(env: NodeJS.ProcessEnv = process.env): VirtualDeclaration[] {
+  try {
+    return parseVirtualDevices(env.BLE_OTA_VIRTUAL_DEVICES ?? '');
+  } catch (err) {
+    throw new BleOtaError('INVALID_ARGUMENT', `BLE_OTA_VIRTUAL_DEVICES: ${(err as Error).message} Correct it there, or unset it, and start Node-RED again.`);
+  }
 }

@@ -5,7 +5,7 @@
  */
 import type { Timeouts } from '../../lib/client/ota-client';
 import { systemBluetoothProblem } from '../../lib/noble-loader';
-import { parseVirtualDevices, sharedVirtualRadio } from '../../lib/virtual/virtual-radio';
+import { parseVirtualDevices, sharedVirtualRadio, type VirtualRadio } from '../../lib/virtual/virtual-radio';
 import { adapterFor, localiseAdapterBusy } from '../shared/adapter';
 import { discoverOtaDevices } from '../../lib/client/discovery';
 import { BleOtaError } from '../../lib/errors';
@@ -90,13 +90,26 @@ export = function register(RED: RED): void {
     // The virtual devices this node puts in range; none exist but those declared.
     let declarationProblem: BleOtaError | undefined;
     if (this.backend === 'virtual') {
+      const asError = (err: unknown) => (err instanceof BleOtaError ? err : new BleOtaError('INVALID_ARGUMENT', String(err)));
+      let radio: VirtualRadio | undefined;
       try {
-        sharedVirtualRadio().declare(parseVirtualDevices(String(def.virtualDevices ?? '')), this.id);
+        radio = sharedVirtualRadio();
       } catch (err) {
-        declarationProblem = err instanceof BleOtaError ? err : new BleOtaError('INVALID_ARGUMENT', String(err));
-        this.error(t('ble-ota-device.errors.virtualDevices', { message: declarationProblem.message }));
+        // A mistake in Node-RED's environment (BLE_OTA_VIRTUAL_DEVICES, _SECRET, ...): its message names the
+        // variable, and is not put down to this node's In range list, where the user would look in vain.
+        declarationProblem = asError(err);
+        this.error(declarationProblem.message);
       }
-      this.on('close', () => sharedVirtualRadio().undeclare(this.id));
+      if (radio) {
+        const shared = radio;
+        try {
+          shared.declare(parseVirtualDevices(String(def.virtualDevices ?? '')), this.id);
+        } catch (err) {
+          declarationProblem = asError(err);
+          this.error(t('ble-ota-device.errors.virtualDevices', { message: declarationProblem.message }));
+        }
+        this.on('close', () => shared.undeclare(this.id));
+      }
     }
 
     this.problem = () => (this.backend === 'bluetooth' ? systemBluetoothProblem() : undefined);
