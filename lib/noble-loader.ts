@@ -112,7 +112,8 @@ export function systemBluetoothProblem(): BluetoothUnavailableError | undefined 
   }
 }
 
-function explainLoadError(err: unknown): BluetoothUnavailableError {
+/** What loading noble failed with, as the error a user reads: the cause and what to do. Exported for the tests. */
+export function explainLoadError(err: unknown): BluetoothUnavailableError {
   const code = (err as NodeJS.ErrnoException)?.code ?? '';
   const detail = err instanceof Error ? err.message : String(err);
   let message: string;
@@ -121,7 +122,7 @@ function explainLoadError(err: unknown): BluetoothUnavailableError {
     case 'EAFNOSUPPORT':
       reason = 'no Bluetooth support';
       message =
-        'Bluetooth is unavailable: this system has no Bluetooth sockets (EAFNOSUPPORT). Use a machine with a Bluetooth adapter and kernel support, or choose the virtual device backend to try flows';
+        'Bluetooth is unavailable: this system has no Bluetooth sockets (EAFNOSUPPORT). Use a machine with a Bluetooth adapter and kernel support; to try without one, use a virtual ESP32 (the device node\'s Radio "Virtual ESP32", the command line\'s --virtual, or VirtualRadio in code)';
       break;
     case 'EPERM':
     case 'EACCES':

@@ -18,7 +18,7 @@ import type { Progress, UpdateResult } from '../lib/client/ota-client';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { parseEspImage } from '../lib/image/esp-image';
 import { generateSigningKey, readSignatureSector, signatureSectorOffset, signImage, signingKeyDigest, verifyImageSignature } from '../lib/image/signature';
-import { systemBluetoothProblem } from '../lib/noble-loader';
+import { explainLoadError, systemBluetoothProblem } from '../lib/noble-loader';
 import { ensureVirtualEsp32 } from '../lib/virtual/build';
 import { VirtualEsp32 } from '../lib/virtual/virtual-device';
 import { deviceKey } from '../lib/client/session';
@@ -534,6 +534,14 @@ describe('command-line tool', function () {
       assert.deepEqual(parseJson<{ error: { code: string; message: string } }>(json), {
         error: { code: 'BLUETOOTH_UNAVAILABLE', message: problem.message },
       });
+    });
+
+    it('a system without Bluetooth sockets is told how to try without hardware, in the words of each way in', () => {
+      const err = explainLoadError(Object.assign(new Error('Address family not supported by protocol'), { code: 'EAFNOSUPPORT' }));
+      assert.equal(err.code, 'BLUETOOTH_UNAVAILABLE');
+      assert.equal(err.reason, 'no Bluetooth support');
+      // The device node's radio as its dialog names it, the tool's option, the class: no "backend" that nothing is called.
+      assert.match(err.message, /to try without one, use a virtual ESP32 \(the device node's Radio "Virtual ESP32", the command line's --virtual, or VirtualRadio in code\)\.$/);
     });
   });
 });
