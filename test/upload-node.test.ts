@@ -320,6 +320,11 @@ describe('ble-ota-upload node', function () {
     const upload = await refused({ payload: {}, req: http('multipart/form-data; boundary=----x', { files: [{ buffer: Buffer.alloc(4) }] }) });
     assert.equal(upload.code, 'IMAGE_NOT_BUFFER');
     assert.match(upload.message, /^msg\.payload is an object, the fields of a form upload: the file itself is in msg\.req\.files\[0\]\.buffer\./);
+    // ... whose file, moved to msg.payload as the example flow does, is no image: the image's own message,
+    // not advice to tick "Accept file uploads" in an HTTP In node that has it ticked.
+    const notImage = await refused({ payload: Buffer.from('module.exports = {};\n'), req: http('multipart/form-data; boundary=----x', { files: [{ buffer: Buffer.alloc(4) }] }) });
+    assert.equal(notImage.code, 'IMAGE_NOT_AN_IMAGE');
+    assert.match(notImage.message, /^This file is not an ESP32 firmware image/);
     // ... and a form with no file at all.
     const noFile = await refused({ payload: undefined, req: http('multipart/form-data; boundary=----x', { files: [] }) });
     assert.match(noFile.message, /^The form upload holds no file \(msg\.req\.files is empty\): send the image as a file field of the form/);

@@ -59,7 +59,7 @@ const TOLD_REASONS: Partial<Record<FullReason, string>> = {
 const PHASE_STATE: Record<Progress['phase'], OtaState> = {
   scanning: 'connecting',
   connecting: 'connecting',
-  preparing: 'uploading',
+  preparing: 'preparing',
   uploading: 'uploading',
   resuming: 'connecting',
   verifying: 'verifying',
@@ -357,7 +357,9 @@ export = function register(RED: RED): void {
     const value = describePayload(msg.payload);
     // An HTTP In node that accepts uploads sets msg.req.files (empty when the form had no file).
     if (code === 'IMAGE_NOT_BUFFER' && Array.isArray(files)) return files.length > 0 ? t('ble-ota-upload.errors.httpFile', { value }) : t('ble-ota-upload.errors.httpNoFile');
-    if (mediaType === 'multipart/form-data' && (code === 'IMAGE_NOT_BUFFER' || code === 'IMAGE_NOT_AN_IMAGE')) return t('ble-ota-upload.errors.httpForm');
+    // Without msg.req.files the HTTP In node took no uploads and passed the form's raw bytes on; with them, a Buffer
+    // is the form's file (moved by a Change node), whose own image error says what is wrong with it.
+    if (mediaType === 'multipart/form-data' && !Array.isArray(files) && (code === 'IMAGE_NOT_BUFFER' || code === 'IMAGE_NOT_AN_IMAGE')) return t('ble-ota-upload.errors.httpForm');
     if (code !== 'IMAGE_NOT_BUFFER') return undefined;
     return t('ble-ota-upload.errors.httpBody', { value, contentType: mediaType ? `Content-Type ${hideSecretForms(mediaType)}` : t('ble-ota-upload.http.noContentType') });
   }
