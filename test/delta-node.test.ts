@@ -218,9 +218,9 @@ describe('ble-ota-upload node: delta updates', function () {
     const pair = oneFunctionChanged(1024 * KB, 49, { projectName: 'valve' });
     assert.equal((await send({ payload: pair.old })).error, undefined);
     const before = { ...patchThreadCounts };
-    // The node's first uploading event is the client's preparing: the patch is on its thread then.
+    // The node's preparing event: the patch is on its thread then.
     const onEvent = (e: OtaEvent) => {
-      if (e.source.id !== 'up' || e.state !== 'uploading') return;
+      if (e.source.id !== 'up' || e.state !== 'preparing') return;
       otaEvents.off('event', onEvent);
       setImmediate(() => nodes.up.receive({ cancel: true }));
     };
@@ -249,7 +249,7 @@ describe('ble-ota-upload node: delta updates', function () {
     let closed!: Promise<void>;
     const preparing = new Promise<void>((resolve) => {
       const onEvent = (e: OtaEvent) => {
-        if (e.source.id !== 'up' || e.state !== 'uploading') return;
+        if (e.source.id !== 'up' || e.state !== 'preparing') return;
         otaEvents.off('event', onEvent);
         // The node closes as a redeploy closes it, once the patch is on its thread: its running update is cancelled.
         setImmediate(() => {

@@ -208,7 +208,7 @@ describe('ble-ota-status decoding', () => {
   });
 
   it('reported states: all by default, final ones, a list (unknown names ignored)', () => {
-    assert.equal(reportedStates(undefined, undefined).size, 11);
+    assert.equal(reportedStates(undefined, undefined).size, 12);
     assert.deepEqual([...reportedStates('final', [])], ['confirmed', 'updated', 'skipped', 'failed', 'cancelled']);
     assert.deepEqual([...reportedStates('selected', ['failed', 'bogus', 'queued'])], ['queued', 'failed']);
   });
@@ -579,7 +579,8 @@ describe('ble-ota-status node', function () {
         'confirmed',
       );
       const states = [...new Set(nodes.received.map((m) => (m.event as OtaEvent).state))];
-      assert.deepEqual(states, ['queued', 'connecting', 'uploading', 'verifying', 'restarting', 'confirming', 'confirmed']);
+      // preparing: the client looks for a base to patch against (the device reports the image it runs).
+      assert.deepEqual(states, ['queued', 'connecting', 'preparing', 'uploading', 'verifying', 'restarting', 'confirming', 'confirmed']);
       // No repeated state (an MQTT status topic behind the node would publish each): "connecting" once, each percent once.
       const events = nodes.received.map((m) => m.event as OtaEvent);
       assert.equal(events.filter((e) => e.state === 'connecting').length, 1);

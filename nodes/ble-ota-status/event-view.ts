@@ -8,7 +8,20 @@
 import Mustache from 'mustache';
 import type { OtaEvent, OtaState } from '../shared/ota-events';
 
-export const STATES: readonly OtaState[] = ['queued', 'connecting', 'uploading', 'verifying', 'restarting', 'confirming', 'confirmed', 'updated', 'skipped', 'failed', 'cancelled'];
+export const STATES: readonly OtaState[] = [
+  'queued',
+  'connecting',
+  'preparing',
+  'uploading',
+  'verifying',
+  'restarting',
+  'confirming',
+  'confirmed',
+  'updated',
+  'skipped',
+  'failed',
+  'cancelled',
+];
 
 /** States after which the upload node is done with that message. */
 export const FINAL_STATES: readonly OtaState[] = ['confirmed', 'updated', 'skipped', 'failed', 'cancelled'];

@@ -6,7 +6,8 @@ import { EventEmitter } from 'node:events';
 import type { UpdateResult } from '../../lib/client/ota-client';
 import type { EspImageSummary } from '../../lib/image/esp-image';
 
-export type OtaState = 'queued' | 'connecting' | 'uploading' | 'verifying' | 'restarting' | 'confirming' | 'confirmed' | 'updated' | 'skipped' | 'failed' | 'cancelled';
+export type OtaState =
+  'queued' | 'connecting' | 'preparing' | 'uploading' | 'verifying' | 'restarting' | 'confirming' | 'confirmed' | 'updated' | 'skipped' | 'failed' | 'cancelled';
 
 export interface OtaEvent {
   /** The upload node the event comes from. */
