@@ -1863,6 +1863,15 @@ test_v2_unsigned_running_app_refuses_at_begin(void)
     begin_image(img, signed_len, 0);
     CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_SIGNATURE));
     CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
+    /* The seed protocol's REQUEST as well: NAK at once, no slot opened, so
+     * not a byte of the image is taken (DONE would refuse it after all). */
+    CHECK(s_fx.core.config.serve_seed);
+    CHECK_EQ(packet_size(CHUNK), BLE_OTA_OK);
+    CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
+    CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_NAK);
+    CHECK(!s_fx.dev.plan.open);
+    CHECK_EQ(ble_ota_core_data_write(&s_fx.core, img, CHUNK), BLE_OTA_ERR_NOT_RECEIVING);
+    CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
     CHECK(strcmp(running_version(), "1.0.1") == 0);
 }
 

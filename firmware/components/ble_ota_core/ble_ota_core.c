@@ -273,7 +273,20 @@ static void
 ble_ota_handle_request(ble_ota_core_t *core)
 {
     const ble_ota_port_t *port = core->port;
+    ble_ota_device_info_t info;
 
+    /* No image can pass slot_end's signature check: refused before the
+     * slot is opened or a byte sent, as v2's BEGIN is (DONE would refuse
+     * the image only after all of it). Nothing else changes. */
+    memset(&info, 0, sizeof(info));
+    port->device_info(port->ctx, &info);
+    if (info.signed_updates && info.no_trusted_key) {
+        ble_ota_log(port, BLE_OTA_LOG_ERROR,
+                    "OTA request refused: this app carries no signature that signs it, so no signing key is "
+                    "trusted; flash a signed app over USB");
+        ble_ota_answer(core, BLE_OTA_CTRL_REQUEST_NAK);
+        return;
+    }
     /* One slot, one transfer: a seed client takes over from a v2 one. */
     ble_ota_v2_abort(core, "OTA request");
     if (core->state == BLE_OTA_STATE_RECEIVING) {
