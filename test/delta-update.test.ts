@@ -289,7 +289,11 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
       [BeginFlag.PATCH, 0],
       'BEGIN with the patch, then BEGIN with the full image',
     );
-    assert.match(formatResult(result), /could not rebuild the image from the patch: the image it runs is not the one it reports/);
+    // The device's answer does not tell a flipped bit from a patch damaged on the way: the line claims neither.
+    assert.match(
+      formatResult(result),
+      /could not rebuild the image from the patch: the image it runs may differ from the one it reports \(a flipped bit in its flash\), or the patch did not arrive as sent/,
+    );
     assert.ok(await runs(device, pair.new));
   });
 

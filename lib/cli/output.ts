@@ -175,7 +175,8 @@ const FULL_REASONS: Record<FullReason, string> = {
   'patch-not-smaller': `a patch would not be clearly smaller (at most ${Math.round(PATCH_SHARE * 100)} % of the full image)`,
   'wrong-base': 'the device refused the patch: it runs another image than the one the patch was made for',
   'patch-not-computed': 'the patch could not be computed on this machine (out of memory, or its worker thread did not start)',
-  'patch-not-applied': 'the device could not rebuild the image from the patch: the image it runs is not the one it reports (check its flash, or report a firmware defect)',
+  'patch-not-applied':
+    'the device could not rebuild the image from the patch: the image it runs may differ from the one it reports (a flipped bit in its flash), or the patch did not arrive as sent (if it recurs on this device, check its flash)',
 };
 
 /**

@@ -47,8 +47,9 @@ export type FullReason =
   | 'patch-not-computed'
   /**
    * The device could not rebuild the image from the patch (BAD_DATA, or the rebuilt
-   * image's SHA-256): the image it runs is not the one it reported (its flash, or its
-   * firmware, is at fault). The full image went on the next step.
+   * image's SHA-256): the image it runs may differ from the one it reported (a flipped
+   * bit in its flash, or a firmware defect), or the patch did not arrive as sent; neither
+   * answer tells which. The full image went on the next step.
    */
   | 'patch-not-applied';
 
