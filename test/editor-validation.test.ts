@@ -10,6 +10,9 @@ import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
+import { sampleImage } from '../lib/image/sample-image';
+import { PRESETS } from '../lib/virtual/link-model';
+import { DEFAULT_SLOW_PRESET, parseVirtualDevices } from '../lib/virtual/virtual-radio';
 import { ROOT } from './support/node-red-process';
 
 type Catalogue = { [key: string]: string | Catalogue };
@@ -59,7 +62,7 @@ function definition(type: string): Definition {
     validators: { typedInput: () => () => true },
   };
   // Outside an open dialog: no element matches.
-  const $ = () => ({ length: 0 });
+  const $ = () => ({ length: 0, val: () => undefined, prop: () => undefined });
   runInNewContext(script, { RED, $, BleOtaConfig: { currentVersion: () => 1 }, TextEncoder });
   assert.ok(registered, `${type}.html registers ${type}`);
   return registered;
@@ -115,5 +118,69 @@ describe('edit dialogs: what a field says of its value', () => {
     }
     refusedSaying('ble-ota-upload', 'publicKey', '', 'Public key', { requireSignature: true });
     assert.equal(verdict('ble-ota-upload', 'publicKey', '', { requireSignature: false }), true);
+  });
+
+  it('device node: In range is refused where the virtual radio refuses it at deploy, saying which option of which device', () => {
+    const runtime = (text: string) => {
+      try {
+        parseVirtualDevices(text);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const lists = [
+      '',
+      'esp32-a',
+      'esp32-a\nesp32-b slow, esp32-c offline, esp32-d flaky',
+      'AA:BB:CC:DD:EE:FF offline',
+      ...PRESETS.map((p) => `esp32-a slow=${p.name}`),
+      'esp32-a slow=nope',
+      'esp32-a slow=',
+      'esp32-a flaky=0',
+      'esp32-a flaky=100',
+      'esp32-a flaky=12.5',
+      'esp32-a flaky=100.5',
+      'esp32-a flaky=200',
+      'esp32-a flaky=-1',
+      'esp32-a flaky=often',
+      'esp32-a offline=1',
+      'esp32-a fast',
+      ',',
+      ' , esp32-a slow flaky=30 offline',
+    ];
+    for (const list of lists) {
+      const said = verdict('ble-ota-device', 'virtualDevices', list);
+      assert.equal(said === true, runtime(list), `${JSON.stringify(list)}: the editor says ${String(said)}`);
+      if (said !== true) refusedSaying('ble-ota-device', 'virtualDevices', list, 'In range');
+    }
+    assert.match(refusedSaying('ble-ota-device', 'virtualDevices', 'esp32-a\nesp32-b slow=nope', 'In range'), /"esp32-b" has "slow=nope".*linux-noble-esp32, /);
+    assert.match(refusedSaying('ble-ota-device', 'virtualDevices', 'esp32-a flaky=200', 'In range'), /from 0 to 100/);
+    assert.match(refusedSaying('ble-ota-device', 'virtualDevices', 'esp32-a fast', 'In range'), /unknown option "fast"/);
+    // The presets the editor knows are the radio's, `slow` alone the same one.
+    const html = readFileSync(join(ROOT, 'nodes/ble-ota-device/ble-ota-device.html'), 'utf8');
+    assert.deepEqual(
+      JSON.parse(/var PRESETS = (\[[^\]]*\])/.exec(html)![1].replace(/'/g, '"')),
+      PRESETS.map((p) => p.name),
+    );
+    assert.equal(/var DEFAULT_SLOW = '([^']+)'/.exec(html)![1], DEFAULT_SLOW_PRESET);
+  });
+
+  it('sample node: a Version typed in is refused where the sample cannot carry it (blank, longer than 31 bytes)', () => {
+    const runtime = (version: string) => {
+      try {
+        sampleImage({ version, size: 1024 });
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (const version of ['2.1.0', ' 2.1.0 ', 'v2-rc1+build.7', 'x'.repeat(31), 'x'.repeat(32), 'ä'.repeat(15), 'ä'.repeat(16), ' ', '\t']) {
+      const said = verdict('ble-ota-sample', 'version', version, { versionType: 'str' });
+      assert.equal(said === true, runtime(version), `${JSON.stringify(version)}: the editor says ${String(said)}`);
+      if (said !== true) refusedSaying('ble-ota-sample', 'version', version, 'Version', { versionType: 'str' });
+    }
+    // From a message, context or the environment: the property's name, which Node-RED's own check takes.
+    assert.equal(verdict('ble-ota-sample', 'version', 'x'.repeat(40), { versionType: 'msg' }), true);
   });
 });
