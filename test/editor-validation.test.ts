@@ -10,6 +10,7 @@ import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
+import { targetOf } from '../lib/client/target';
 import { sampleImage } from '../lib/image/sample-image';
 import { PRESETS } from '../lib/virtual/link-model';
 import { DEFAULT_SLOW_PRESET, parseVirtualDevices } from '../lib/virtual/virtual-radio';
@@ -182,5 +183,27 @@ describe('edit dialogs: what a field says of its value', () => {
     }
     // From a message, context or the environment: the property's name, which Node-RED's own check takes.
     assert.equal(verdict('ble-ota-sample', 'version', 'x'.repeat(40), { versionType: 'msg' }), true);
+  });
+
+  it('device node: Device takes every name the runtime takes, also one that starts as an address does; part of an address is refused, saying so', () => {
+    for (const name of [
+      'esp32',
+      'ac-unit',
+      'de-lab-1',
+      'be:ef kitchen',
+      'AA:BB:CC:DD:EE:FF',
+      'aa-bb-cc-dd-ee-ff',
+      'aabbccddeeff',
+      '0123456789abcdef0123456789abcdef',
+      ' esp32 ',
+      '',
+    ]) {
+      assert.equal(verdict('ble-ota-device', 'device', name), true, JSON.stringify(name));
+      assert.doesNotThrow(() => targetOf(name));
+    }
+    for (const part of ['AA:BB', 'AA:BB:CC:DD:EE', 'aa-bb-cc-dd-ee-', 'AA:BB:CC:DD:EE:FF:00', 'ac-de']) {
+      assert.match(refusedSaying('ble-ota-device', 'device', part, 'Device'), /part of a Bluetooth address: give all six pairs/, part);
+    }
+    assert.match(String(verdict('ble-ota-device', 'device', 'ab'.repeat(32))), /^The Device field holds 64 hex digits, the form of a fleet secret/);
   });
 });
