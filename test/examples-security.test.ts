@@ -22,6 +22,7 @@ import { createServer, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createContext, runInContext } from 'node:vm';
 import { buildAppImage } from '../lib/image/app-image-builder';
 import { generateSigningKey } from '../lib/image/signature';
 import { nodeRedInChromium } from './support/chromium';
@@ -439,6 +440,45 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       for (const other of ['esp32-neighbour', '__proto__', 'toString', { name: 'esp32-lab-1' }, undefined]) assert.deepEqual(updates(other), [], JSON.stringify(other));
       assert.equal(c.log.length, 5);
       assert.match(c.log[0], /^warn: "esp32-neighbour" is no device on the page: not updated/);
+    });
+
+    it("a device named like an object's property (toString, __proto__, constructor) is a row like any other: the page's table stays whole, and the function's objects keep their prototype", () => {
+      // As Node-RED runs a function: in a context of its own, which the flow context outlives.
+      const realm = createContext({});
+      const store = new Map<string, unknown>();
+      const flow = { get: (k: string) => store.get(k), set: (k: string, v: unknown) => store.set(k, v) };
+      const warned: string[] = [];
+      const run = (name: string, msg: Record<string, unknown>) => {
+        const func = String(example('dashboard-fleet-progress.json').find((n) => n.type === 'function' && n.name === name)!.func);
+        const fn = runInContext(`(function (msg, node, flow) {\n${func}\n})`, realm) as (...a: unknown[]) => unknown;
+        return fn(msg, { warn: (t: string) => warned.push(t) }, flow);
+      };
+      type Page = { payload: Array<{ name: string; state: string; version: string } | null> };
+      // Anyone in range may advertise such a name; a scan lists it beside the lab's devices.
+      run('page state', { payload: [{ name: 'esp32-lab-1', version: '1.0.0' }, { name: 'toString' }, { name: '__proto__', version: '6.6.6' }, { name: 'constructor' }] });
+      // As the page receives it: JSON, in which a row that is no object would be null.
+      const page = JSON.parse(
+        JSON.stringify(run('page state', { event: { device: { name: '__proto__', address: 'aa:bb:cc:dd:ee:ff' }, state: 'connecting', percent: 3 } })),
+      ) as Page;
+      assert.deepEqual(
+        page.payload.map((r) => r && [r.name, r.state, r.version]),
+        [
+          ['__proto__', 'connecting', '6.6.6'],
+          ['constructor', 'idle', '?'],
+          ['esp32-lab-1', 'idle', '1.0.0'],
+          ['toString', 'idle', '?'],
+        ],
+      );
+      assert.equal(runInContext('JSON.stringify([typeof ({}).state, typeof ({}).busy, typeof ({}).toString])', realm), '["undefined","undefined","function"]');
+      // Each is on the page, so a click on its row updates it, and only it.
+      for (const name of ['toString', '__proto__', 'esp32-lab-1']) {
+        const out = run('to each device', { payload: Buffer.from('image'), device: name }) as Array<Array<{ device: string }>>;
+        assert.deepEqual(
+          Array.from(out[0], (m) => m.device),
+          [name],
+        );
+      }
+      assert.deepEqual(warned, []);
     });
   });
 
