@@ -10,6 +10,7 @@ import { strict as assert } from 'node:assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
+import { parseDeviceId, parseSecret } from '../lib/client/session';
 import { targetOf } from '../lib/client/target';
 import { sampleImage } from '../lib/image/sample-image';
 import { PRESETS } from '../lib/virtual/link-model';
@@ -205,5 +206,56 @@ describe('edit dialogs: what a field says of its value', () => {
       assert.match(refusedSaying('ble-ota-device', 'device', part, 'Device'), /part of a Bluetooth address: give all six pairs/, part);
     }
     assert.match(String(verdict('ble-ota-device', 'device', 'ab'.repeat(32))), /^The Device field holds 64 hex digits, the form of a fleet secret/);
+  });
+
+  const NODES = ['ble-ota-device', 'ble-ota-upload', 'ble-ota-status', 'ble-ota-scan', 'ble-ota-sample'];
+
+  it('no field is refused without a word: empty, or any of a few wrong values, is valid or says why', () => {
+    const wrong = ['', ' ', 'x', '-1', '0', 'AA:BB', '1e9', '/x/', '-----BEGIN PRIVATE KEY-----'];
+    for (const type of NODES) {
+      const def = definition(type);
+      for (const field of [...Object.keys(def.defaults), ...Object.keys(def.credentials ?? {})]) {
+        for (const value of wrong) {
+          for (const props of [{}, { requireSignature: true, report: 'selected', versionType: 'str' }]) {
+            assert.notEqual(verdict(type, field, value, props), false, `${type}.${field} = ${JSON.stringify(value)} ${JSON.stringify(props)}: refused without a message`);
+          }
+        }
+      }
+    }
+  });
+
+  it('an empty field that must be set names itself: the device to use, numbers, the sample', () => {
+    refusedSaying('ble-ota-upload', 'device', '', 'Device');
+    refusedSaying('ble-ota-upload', 'device', '_ADD_', 'Device');
+    refusedSaying('ble-ota-scan', 'device', '', 'Radio');
+    assert.equal(verdict('ble-ota-status', 'device', ''), true, 'the status node needs no device for events');
+    assert.match(refusedSaying('ble-ota-scan', 'duration', '', 'Scan time'), /from 1 to 120/);
+    assert.match(refusedSaying('ble-ota-device', 'scanTimeout', '', 'Scan time'), /from 1 to 3600/);
+    assert.match(refusedSaying('ble-ota-device', 'operationTimeout', ' ', 'Timeout'), /from 1 to 600/);
+    refusedSaying('ble-ota-sample', 'projectName', '', 'Project');
+    refusedSaying('ble-ota-sample', 'version', '', 'Version');
+    assert.match(refusedSaying('ble-ota-sample', 'size', '', 'Size'), /from 1 to 16384/);
+  });
+
+  it('device node: Device ID and Fleet secret are refused where the runtime refuses them, saying what to give', () => {
+    const takes = (parse: () => unknown) => {
+      try {
+        parse();
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (const id of ['', '24:0a:c4:12:34:56', '240AC4123456', '24-0a-c4-12-34-56', ' 24:0a:c4:12:34:56 ', 'xyz', '24:0a:c4:12:34', '24:0a:c4:12:34:56:78']) {
+      const said = verdict('ble-ota-device', 'deviceId', id);
+      assert.equal(said === true, id === '' || takes(() => parseDeviceId(id)), `${JSON.stringify(id)}: the editor says ${String(said)}`);
+      if (said !== true) assert.match(refusedSaying('ble-ota-device', 'deviceId', id, 'Device ID'), /factory MAC/);
+    }
+    for (const secret of ['', 'ab'.repeat(32), ` ${'AB'.repeat(32)} `, 'abc', 'ab'.repeat(31), `0x${'ab'.repeat(32)}`, 'zz'.repeat(32)]) {
+      const said = verdict('ble-ota-device', 'secret', secret);
+      assert.equal(said === true, secret === '' || takes(() => parseSecret(secret)), `a secret of ${secret.length} characters: the editor says ${String(said)}`);
+      if (said !== true) assert.match(refusedSaying('ble-ota-device', 'secret', secret, 'Fleet secret'), /64 hex digits/);
+    }
+    assert.equal(verdict('ble-ota-device', 'secret', '__PWRD__'), true, 'the stored secret, which the editor never sees');
   });
 });
