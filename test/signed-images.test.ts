@@ -14,6 +14,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
+import { formatInfo, infoView } from '../lib/cli/output';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { CommandRefused } from '../lib/client/refusal';
 import { BleOtaError } from '../lib/errors';
@@ -193,5 +194,14 @@ describe('signed images, from the attacker side', function () {
     const state = await unsigned.state();
     assert.equal(state.boot, state.running);
     assert.equal(state.slots[state.running === 'ota_0' ? 'ota_1' : 'ota_0'].state, 'empty');
+    // Before any update, `esp32-ble-ota info` says so too: no key, so no image goes in.
+    const connection = await client().connect({ name: 'flashed-unsigned' }, { secret: OWNER.secret });
+    try {
+      const view = infoView(await connection.info());
+      assert.deepEqual([view.capabilities.includes('signed'), view.signingKey], [true, null]);
+      assert.match(formatInfo(view), /^signing key +none named: every image is refused until a signed build is flashed over USB/m);
+    } finally {
+      await connection.close();
+    }
   });
 });

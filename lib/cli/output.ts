@@ -91,7 +91,8 @@ export function formatInfo(view: DeviceInfoView): string {
         view.signingKey
           ? `${view.signingKey.slice(0, 16)}… (only images signed with it are installed)`
           : view.capabilities.includes('signed')
-            ? '(checked, not named)'
+            ? // OTA Info cannot tell these apart; our default builds are the first.
+              'none named: every image is refused until a signed build is flashed over USB (its app carries no signature that signs it), unless the build checks with a key it does not name (Secure Boot v1)'
             : 'none: unsigned images are installed',
       ],
       ['link', view.link ? formatLink(view.link) : '(not reported: firmware older than OTA Info version 3)'],
