@@ -805,20 +805,25 @@ ota_port_esp_copy_field(char *dst, size_t dst_cap, const char *src, size_t src_c
  * build that checks no signature) where a signed one ended in the same
  * sector finds that image's block there, and ESP-IDF would install
  * whatever is signed with its key. esp_secure_boot_verify_signature hashes
- * the running image up to that sector and checks the block against it.
+ * the running image up to that sector and checks the block against it:
+ * ESP_ERR_IMAGE_INVALID when the block signs another image, another error
+ * when the check could not run (a flash read).
  */
-static bool
-ota_port_esp_running_signature_ok(void)
+static esp_err_t
+ota_port_esp_check_running_signature(void)
 {
     static esp_image_metadata_t meta; /* static: 300 bytes off the app_main stack */
     const esp_partition_t *running = esp_ota_get_running_partition();
 
     if (running == NULL) {
-        return false;
+        return ESP_ERR_NOT_FOUND;
     }
     const esp_partition_pos_t pos = { .offset = running->address, .size = running->size };
-    return esp_image_get_metadata(&pos, &meta) == ESP_OK &&
-           esp_secure_boot_verify_signature(running->address, meta.image_len) == ESP_OK;
+    const esp_err_t err = esp_image_get_metadata(&pos, &meta);
+    if (err != ESP_OK) {
+        return err;
+    }
+    return esp_secure_boot_verify_signature(running->address, meta.image_len);
 }
 #endif
 
@@ -844,9 +849,18 @@ ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
         return false;
     }
 #if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
-    if (!ota_port_esp_running_signature_ok()) {
-        ESP_LOGE(TAG, "this app carries no signature: the signature block after it signs another image (left by an "
-                      "older one); no update can be verified; flash a signed app over USB");
+    const esp_err_t check = ota_port_esp_check_running_signature();
+    if (check != ESP_OK) {
+        /* Either way no key is trusted (a key the check could not confirm is not taken). */
+        if (check == ESP_ERR_IMAGE_INVALID) {
+            ESP_LOGE(TAG, "this app carries no signature: the signature block after it signs another image (left by "
+                          "an older one); no update can be verified; flash a signed app over USB");
+        } else {
+            ESP_LOGE(TAG,
+                     "the signature of this app could not be checked (%s): no update is taken until a restart "
+                     "checks it again",
+                     esp_err_to_name(check));
+        }
         info->no_trusted_key = true;
         return true;
     }
