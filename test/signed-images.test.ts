@@ -199,7 +199,7 @@ describe('signed images, from the attacker side', function () {
     try {
       const view = infoView(await connection.info());
       assert.deepEqual([view.capabilities.includes('signed'), view.signingKey], [true, null]);
-      assert.match(formatInfo(view), /^signing key +none named: every image is refused until a signed build is flashed over USB/m);
+      assert.match(formatInfo(view), /^signing key +none named: with our default build, every image is refused until a signed build is flashed over USB/m);
     } finally {
       await connection.close();
     }

@@ -792,7 +792,7 @@ ota_port_esp_copy_field(char *dst, size_t dst_cap, const char *src, size_t src_c
     memcpy(dst, src, len);
 }
 
-#if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT && \
+#if !CONFIG_SECURE_BOOT_V2_ENABLED && CONFIG_SECURE_SIGNED_ON_UPDATE && \
     (CONFIG_SECURE_SIGNED_APPS_RSA_SCHEME || CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME)
 /**
  * Whether the signature block after the running image signs it. Without
@@ -828,14 +828,21 @@ ota_port_esp_check_running_signature(void)
 #endif
 
 /** Whether esp_ota_end checks signatures, and the digest of the key it
- * trusts: the running app's first signature block (ESP-IDF takes the same
- * one, or the eFuse digests under hardware secure boot), if that block
- * signs the running app. Returns true when it does not: an older image left
- * it, and the port must refuse what ESP-IDF would take. */
+ * trusts: the running app's first signature block, which ESP-IDF takes
+ * without hardware secure boot, if that block signs the running app.
+ * Returns true when it does not: an older image left it, and the port must
+ * refuse what ESP-IDF would take. */
 static bool
 ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
 {
-#if CONFIG_SECURE_SIGNED_ON_UPDATE && \
+#if CONFIG_SECURE_BOOT_V2_ENABLED
+    /* Hardware secure boot: ESP-IDF checks an update against the key
+     * digests in eFuse (up to three, any not revoked), not the running
+     * app's block, and the bootloader verified this app. Naming that
+     * block's key would make a client refuse an image signed with another
+     * trusted key (a key rotation): no key is named, the device checks. */
+    info->signed_updates = true;
+#elif CONFIG_SECURE_SIGNED_ON_UPDATE && \
     (CONFIG_SECURE_SIGNED_APPS_RSA_SCHEME || CONFIG_SECURE_SIGNED_APPS_ECDSA_V2_SCHEME)
     static esp_image_sig_public_key_digests_t digests; /* static: 100+ bytes off the app_main stack */
 
@@ -848,7 +855,6 @@ ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
         info->no_trusted_key = true;
         return false;
     }
-#if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
     const esp_err_t check = ota_port_esp_check_running_signature();
     if (check != ESP_OK) {
         /* Either way no key is trusted (a key the check could not confirm is not taken). */
@@ -864,7 +870,6 @@ ota_port_esp_read_signing_key(ble_ota_device_info_t *info)
         info->no_trusted_key = true;
         return true;
     }
-#endif
     memcpy(info->signing_key_digest, digests.key_digests[0], sizeof(info->signing_key_digest));
 #elif CONFIG_SECURE_SIGNED_ON_UPDATE
     /* Secure Boot v1 (ECDSA, original ESP32 before v3.0): checked, but not

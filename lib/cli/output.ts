@@ -92,7 +92,7 @@ export function formatInfo(view: DeviceInfoView): string {
           ? `${view.signingKey.slice(0, 16)}… (only images signed with it are installed)`
           : view.capabilities.includes('signed')
             ? // OTA Info cannot tell these apart; our default builds are the first.
-              'none named: every image is refused until a signed build is flashed over USB (its app carries no signature that signs it), unless the build checks with a key it does not name (Secure Boot v1)'
+              'none named: with our default build, every image is refused until a signed build is flashed over USB (its app carries no signature that signs it); with hardware Secure Boot (keys in eFuse) or Secure Boot v1, the device checks each image with keys it does not name'
             : 'none: unsigned images are installed',
       ],
       ['link', view.link ? formatLink(view.link) : '(not reported: firmware older than OTA Info version 3)'],
