@@ -1789,6 +1789,21 @@ test_v2_signed_update_tampered_consistently(void)
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
 }
 
+/* A device that trusts no key: the owner's signed image is refused at
+ * BEGIN with BAD_SIGNATURE, before a byte is sent, and nothing is erased. */
+static void
+check_signed_image_refused_at_begin(void)
+{
+    static uint8_t img[sizeof(s_image) + 8192];
+
+    const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
+    CHECK(signed_len > 0);
+    const uint32_t erases = s_fx.dev.flash.erases + s_fx.dev.flash.block_erases;
+    begin_image(img, signed_len, 0);
+    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_SIGNATURE));
+    CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
+}
+
 /* A signature sector an older image left: the owner's signed 1.0.0 ran in
  * ota_0, and an unsigned 1.0.1 of the same length was flashed over it over
  * USB (esptool erases only what it writes), so 1.0.0's signature sector is
@@ -1799,7 +1814,6 @@ test_v2_signed_update_tampered_consistently(void)
 static void
 test_v2_stale_signature_sector_trusts_no_key(void)
 {
-    static uint8_t img[sizeof(s_image) + 8192];
     static uint8_t unsigned_img[16 * 1024];
     static const uint8_t no_key[HOST_SIG_DIGEST_LEN];
     uint8_t inf[BLE_OTA_INFO_SIZE];
@@ -1824,13 +1838,7 @@ test_v2_stale_signature_sector_trusts_no_key(void)
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
     CHECK(memcmp(inf + BLE_OTA_INFO_OFF_SIGNING_KEY, no_key, sizeof(no_key)) == 0);
 
-    /* Refused at BEGIN, before a byte is sent: nothing is erased. */
-    const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
-    CHECK(signed_len > 0);
-    const uint32_t erases = s_fx.dev.flash.erases + s_fx.dev.flash.block_erases;
-    begin_image(img, signed_len, 0);
-    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_SIGNATURE));
-    CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
+    check_signed_image_refused_at_begin();
     CHECK_EQ(host_dev_slot_state(&s_fx.dev, 1), HOST_SLOT_EMPTY);
     CHECK_EQ(s_fx.dev.flash.boot_slot, 0);
 }
@@ -1841,7 +1849,6 @@ test_v2_stale_signature_sector_trusts_no_key(void)
 static void
 test_v2_unsigned_running_app_refuses_at_begin(void)
 {
-    static uint8_t img[sizeof(s_image) + 8192];
     static uint8_t unsigned_img[16 * 1024];
     uint8_t inf[BLE_OTA_INFO_SIZE];
     char why[120];
@@ -1857,12 +1864,8 @@ test_v2_unsigned_running_app_refuses_at_begin(void)
     info(inf);
     CHECK_EQ(ble_ota_get_le16(inf + BLE_OTA_INFO_OFF_FEATURES) & BLE_OTA_FEATURE_SIGNED, BLE_OTA_FEATURE_SIGNED);
 
-    const size_t signed_len = test_sign_image(owner_key(), s_image, s_image_len, img, sizeof(img));
-    CHECK(signed_len > 0);
     const uint32_t erases = s_fx.dev.flash.erases + s_fx.dev.flash.block_erases;
-    begin_image(img, signed_len, 0);
-    CHECK(answered_plain(BLE_OTA_CMD_BEGIN, BLE_OTA_ST_BAD_SIGNATURE));
-    CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
+    check_signed_image_refused_at_begin();
     /* The seed protocol's REQUEST as well: NAK at once, no slot opened, so
      * not a byte of the image is taken (DONE would refuse it after all). */
     CHECK(s_fx.core.config.serve_seed);
@@ -1870,7 +1873,7 @@ test_v2_unsigned_running_app_refuses_at_begin(void)
     CHECK_EQ(ctrl(BLE_OTA_CTRL_REQUEST), BLE_OTA_OK);
     CHECK_EQ(last_notify(), BLE_OTA_CTRL_REQUEST_NAK);
     CHECK(!s_fx.dev.plan.open);
-    CHECK_EQ(ble_ota_core_data_write(&s_fx.core, img, CHUNK), BLE_OTA_ERR_NOT_RECEIVING);
+    CHECK_EQ(ble_ota_core_data_write(&s_fx.core, s_image, CHUNK), BLE_OTA_ERR_NOT_RECEIVING);
     CHECK_EQ(s_fx.dev.flash.erases + s_fx.dev.flash.block_erases, erases);
     CHECK(strcmp(running_version(), "1.0.1") == 0);
 }
