@@ -14,6 +14,8 @@
  *   deploys, presses the Inject button, and watches the node's status go
  *   through the upload to "confirmed" and the result arrive in the debug
  *   sidebar.
+ * - The status node's Payload template, typed in and the dialog closed
+ *   (Done, then Cancel). Nothing throws in the page in any of these.
  * - The same editor in a German browser (Node-RED follows the browser's
  *   language): palette, dialogs, Scan table, validation messages and help
  *   in German, every label fitting.
@@ -132,6 +134,33 @@ async function assertOtherDialogsFit(page: Page): Promise<void> {
   await page.click('#node-dialog-cancel');
 }
 
+/**
+ * Node-RED 4.1's Monaco throws "Model is disposed!" from its code folding (a
+ * closed model's getOptions) when a page's first dialog closes while folding
+ * is still being computed: its core nodes' dialogs do the same (the template
+ * node's, opened and closed at once), so it says nothing of these nodes.
+ */
+function nodeRedsFoldingRace(stack: string): boolean {
+  return /^Error: Model is disposed!/.test(stack) && /_assertNotDisposed \([^)]*\)\n\s*at \S+\.getOptions \(/.test(stack);
+}
+
+/**
+ * The status node's Payload template, typed in and kept (Done), then typed in
+ * again and dropped (Cancel); resolves once the page has run what closing
+ * the dialog queued (an error Monaco throws comes from a timer).
+ */
+async function editTemplate(page: Page): Promise<void> {
+  for (const button of ['#node-dialog-ok', '#node-dialog-cancel']) {
+    await page.locator('#st').dblclick();
+    await page.waitForSelector('#node-input-template-editor', { state: 'visible' });
+    await page.click('#node-input-template-editor');
+    await page.keyboard.type('{{state}} ');
+    await page.click(button);
+    await page.locator('#node-input-template-editor').waitFor({ state: 'detached' });
+    await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 0)));
+  }
+}
+
 const background = (row: Locator) => row.evaluate((el) => (globalThis as unknown as Window).getComputedStyle(el as unknown as Box).backgroundColor);
 
 /** The tooltip Node-RED shows on an invalid field. */
@@ -156,6 +185,20 @@ describe('the editor in Chromium', function () {
     { width: 1440, height: 900 },
   );
 
+  /** What threw in the editor's pages (stacks): nothing may, but Node-RED's own race below. */
+  const pageErrors: string[] = [];
+  before(() => ui.page.on('pageerror', (err) => pageErrors.push(String(err.stack))));
+  afterEach(() =>
+    assert.deepEqual(
+      pageErrors
+        .splice(0)
+        .filter((stack) => !nodeRedsFoldingRace(stack))
+        .map((stack) => stack.split('\n').slice(0, 6).join('\n')),
+      [],
+      'errors thrown in the editor',
+    ),
+  );
+
   it('the palette: short labels, one line each, an icon per node', async () => {
     const { nr, page } = ui;
     await page.goto(nr.url);
@@ -164,6 +207,8 @@ describe('the editor in Chromium', function () {
     await page.locator('.red-ui-palette-node[data-palette-type="ble-ota-upload"]').scrollIntoViewIfNeeded();
     await page.screenshot({ path: join(SHOTS, 'palette.png'), clip: { x: 0, y: 0, width: 400, height: 900 } });
     await assertOtherDialogsFit(page);
+    // The Payload template, edited twice: kept, then dropped.
+    await editTemplate(page);
   });
 
   it('configure the device with Scan, deploy, inject: the status reaches "confirmed" and Debug shows the result', async () => {
@@ -267,6 +312,7 @@ describe('the editor in Chromium', function () {
     const context = await browser.newContext({ locale: 'de-DE', viewport: { width: 1440, height: 900 } });
     try {
       const de = await context.newPage();
+      de.on('pageerror', (err) => pageErrors.push(String(err.stack)));
       await de.goto(nr.url);
       await de.waitForSelector('#red-ui-header-button-deploy');
       await de.waitForSelector('#up');
