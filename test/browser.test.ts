@@ -9,7 +9,8 @@
  *   device configuration, picks the virtual radio, presses Scan and picks the
  *   virtual ESP32 from the results table (headings, a row lit under the
  *   pointer, the chosen row selected; heard at RSSI 127, "not available",
- *   which the table shows as unknown); a negative scan time and a timeout
+ *   which the table shows as unknown; a device typed into In range, not
+ *   deployed yet, is said not to be in range yet); a negative scan time and a timeout
  *   that is no number are marked invalid, with a message that says the range;
  *   deploys, presses the Inject button, and watches the node's status go
  *   through the upload to "confirmed" and the result arrive in the debug
@@ -226,11 +227,14 @@ describe('the editor in Chromium', function () {
     await page.click('.red-ui-typedInput-options a[value="virtual"]');
     assert.deepEqual(await crampedLabels(page), []);
 
-    // Scan: a table with headings; the virtual ESP32 is a row.
+    // Scan: a table with headings; the virtual ESP32 is a row. A device typed into In range is not
+    // in range before the list is deployed: Scan says so.
+    await page.fill('#node-config-input-virtualDevices', 'esp32-later, esp32-off offline');
     await page.click('#ble-ota-device-scan');
     const table = page.locator('#ble-ota-device-scan-table');
     const row = table.locator('tbody tr', { hasText: 'esp32-browser' });
     await row.waitFor({ timeout: 20_000 });
+    assert.match(await page.locator('#ble-ota-device-scan-message').innerText(), /^Not in range yet: esp32-later\. .*Deploy, then Scan again\.$/);
     assert.deepEqual(await table.locator('thead th').allTextContents(), ['Name', 'Address', 'Signal', 'Version']);
     const cells = await row.locator('td').allTextContents();
     assert.equal(cells[0], 'esp32-browser');
