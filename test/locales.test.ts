@@ -151,6 +151,49 @@ describe('locales: help', () => {
     });
   }
 
+  /**
+   * The fields of a node's edit dialog, Name aside, with their labels' catalogue keys: the inputs,
+   * selects and text areas a user fills in (not the hidden ones behind a typed input or a code
+   * editor), and the code editors. Each must have a label from the catalogue.
+   */
+  function dialogFields(node: string): Array<{ field: string; key: string }> {
+    const html = read(`nodes/${node}/${node}.html`);
+    const template = html.slice(html.indexOf('data-template-name'));
+    const fields = [
+      ...[...template.matchAll(/<(?:input|select|textarea)\b[^>]*\bid="(node-(?:config-)?input-(\w+))"[^>]*>/g)]
+        .filter((m) => m[2] !== 'name' && !/type="hidden"/.test(m[0]))
+        .map((m) => ({ id: m[1], field: m[2] })),
+      ...[...template.matchAll(/<div\b[^>]*\bid="(node-input-(\w+)-editor)"/g)].map((m) => ({ id: m[1], field: m[2] })),
+    ];
+    return fields.map(({ id, field }) => {
+      const label = new RegExp(`<label for="${id}"[^>]*>[\\s\\S]*?</label>`).exec(template);
+      const key = label && /data-i18n="([\w.-]+)"/.exec(label[0])?.[1];
+      assert.ok(key, `${node}: the field ${field} has no label from the catalogue`);
+      return { field, key };
+    });
+  }
+
+  for (const node of NODES) {
+    it(`${node}: the help names every field of the edit dialog by its label, in both languages`, () => {
+      const fields = dialogFields(node);
+      assert.ok(fields.length >= 1, `${node}: fields found`);
+      for (const lang of LANGS) {
+        const texts = flatten(catalogue(node, lang));
+        const help = read(`nodes/${node}/locales/${lang}/${node}.html`)
+          .replace(/<[^>]+>/g, ' ')
+          .replace(/&lt;/g, '<')
+          .replace(/&gt;/g, '>')
+          .replace(/&amp;/g, '&')
+          .replace(/\s+/g, ' ');
+        for (const { field, key } of fields) {
+          const label = texts.get(key)!;
+          const named = label.split(' (')[0];
+          assert.ok(help.includes(named), `${lang} ${node}: the help never names ${field} as "${named}"`);
+        }
+      }
+    });
+  }
+
   it('the build puts both languages beside the compiled nodes', () => {
     for (const node of NODES) {
       for (const lang of LANGS) {
