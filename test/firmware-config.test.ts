@@ -168,6 +168,7 @@ const IDF_OPTIONS: Record<string, IdfOption> = {
   SECURE_BOOT_ECDSA_KEY_LEN_192_BITS: { kconfig: BOOTLOADER, choice: 'SECURE_BOOT_ECDSA_KEY_LEN_SIZE' },
   SECURE_BOOT_BUILD_SIGNED_BINARIES: { kconfig: BOOTLOADER },
   SECURE_BOOT_SIGNING_KEY: { kconfig: BOOTLOADER },
+  SECURE_BOOT_V2_ENABLED: { kconfig: BOOTLOADER, choice: 'SECURE_BOOT_VERSION' },
   SPI_FLASH_WRITE_CHUNK_SIZE: { kconfig: 'components/spi_flash/Kconfig', range: [256, 8192] },
   ESPTOOLPY_FLASHSIZE_4MB: { kconfig: 'components/esptool_py/Kconfig.projbuild', choice: 'ESPTOOLPY_FLASHSIZE' },
   PARTITION_TABLE_CUSTOM: { kconfig: 'components/partition_table/Kconfig.projbuild', choice: 'PARTITION_TABLE_TYPE' },
