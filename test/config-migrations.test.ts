@@ -382,6 +382,27 @@ describe('config versions: older flows in a real Node-RED', function () {
     assert.deepEqual((helper.getNode('dev') as unknown as { timeouts: unknown }).timeouts, { scanMs: 1_000, gattMs: 1_500 });
   });
 
+  it("a scan node's Scan time or Min. RSSI the editor would not take (a flow written by hand): a warning naming it, and what runs", async () => {
+    const device = { device: 'mig-scan', backend: 'virtual', virtualDevices: 'mig-scan', scanTimeout: 3, operationTimeout: 3 };
+    await deploy(device, { type: 'ble-ota-scan', device: 'dev', duration: 0.3, minRssi: 'loud' }, [scanNode]);
+    assert.deepEqual(warningsOf('n'), [
+      'Scan time "0.3" is no number of seconds from 1 to 120: 1 s is used. Open the node and correct it.',
+      'Min. RSSI "loud" is no number from -127 to 20 dBm: devices are not filtered by signal. Open the node and correct it.',
+    ]);
+    await helper.unload();
+    await deploy(device, { type: 'ble-ota-scan', device: 'dev', duration: 'soon', minRssi: 50 }, [scanNode]);
+    assert.equal(warningsOf('n').length, 2);
+    assert.match(warningsOf('n')[0], /"soon" .*: 5 s is used/);
+    await helper.unload();
+    // Blank fields are the defaults, without a word; values in range are taken.
+    await deploy(device, { type: 'ble-ota-scan', device: 'dev', duration: '', minRssi: '' }, [scanNode]);
+    assert.deepEqual(warningsOf('n'), []);
+    await helper.unload();
+    await deploy(device, { type: 'ble-ota-scan', device: 'dev', duration: '2.5', minRssi: -90 }, [scanNode]);
+    assert.deepEqual(warningsOf('n'), []);
+    await helper.unload();
+  });
+
   it('a Device ID or radio the editor would not take (a flow written by hand): a warning at deploy naming it', async () => {
     await deploy(
       { device: 'mig-id', backend: 'virtual', virtualDevices: 'mig-id', deviceId: 'kitchen', scanTimeout: 3, operationTimeout: 3 },

@@ -30,7 +30,7 @@ async function load(options: Record<string, unknown>): Promise<{ scan: TestNode;
   const flow = [
     { id: 'tab', type: 'tab' },
     { id: 'dev', type: 'ble-ota-device', device: '', backend: 'virtual', scanTimeout: 2, operationTimeout: 2 },
-    { id: 'scan', z: 'tab', type: 'ble-ota-scan', device: 'dev', duration: 0.3, wires: [['out']], ...options },
+    { id: 'scan', z: 'tab', type: 'ble-ota-scan', device: 'dev', duration: 1, wires: [['out']], ...options },
     { id: 'out', z: 'tab', type: 'helper' },
   ];
   await new Promise<void>((resolve) => helper.load([deviceNode, scanNode], flow, resolve));

@@ -25,6 +25,11 @@ interface ScanNodeDef extends NodeDef {
   scanAtStart?: boolean;
 }
 
+/** Scan time: the editor's range, and what a blank field means. */
+const MIN_SECONDS = 1;
+const MAX_SECONDS = 120;
+const DEFAULT_SECONDS = 5;
+
 export = function register(RED: RED): void {
   const t = translator(RED, __dirname, 'ble-ota-scan');
   serveMigrations(RED);
@@ -34,8 +39,21 @@ export = function register(RED: RED): void {
     const def = nodeConfig(this, stored, t);
     const node = this;
     const config = RED.nodes.getNode(def.device) as DeviceNode | null;
-    const durationMs = Math.min(Math.max(Number(def.duration) || 5, 1), 120) * 1000;
-    const minRssi = def.minRssi === '' || def.minRssi === undefined ? undefined : Number(def.minRssi);
+    const blank = (value: unknown) => value === undefined || value === null || String(value).trim() === '';
+    // The editor takes 1 to 120 s and -127 to 20 dBm; a flow written by hand is checked here, at deploy.
+    let durationMs = DEFAULT_SECONDS * 1000;
+    if (!blank(def.duration)) {
+      const n = Number(def.duration);
+      const used = Number.isFinite(n) ? Math.min(Math.max(n, MIN_SECONDS), MAX_SECONDS) : DEFAULT_SECONDS;
+      if (used !== n) node.warn(t('ble-ota-scan.warnings.duration', { value: String(def.duration).slice(0, 40), min: MIN_SECONDS, max: MAX_SECONDS, used }));
+      durationMs = used * 1000;
+    }
+    let minRssi: number | undefined;
+    if (!blank(def.minRssi)) {
+      const n = Number(def.minRssi);
+      if (Number.isFinite(n) && n >= -127 && n <= 20) minRssi = n;
+      else node.warn(t('ble-ota-scan.warnings.minRssi', { value: String(def.minRssi).slice(0, 40) }));
+    }
     let running: { abort: AbortController; finished: Promise<void> } | undefined;
 
     checkConfigAtDeploy(node, config, t('ble-ota-scan.status.noDevice'));
@@ -57,7 +75,7 @@ export = function register(RED: RED): void {
             discoverOtaDevices(config.adapter.client(config.timeouts), {
               durationMs,
               namePattern: def.namePattern || undefined,
-              minRssi: Number.isFinite(minRssi) ? minRssi : undefined,
+              minRssi,
               probe: def.probe === true,
               readVersions: def.readVersions === true,
               signal: abort.signal,
