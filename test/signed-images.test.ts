@@ -204,4 +204,21 @@ describe('signed images, from the attacker side', function () {
       await connection.close();
     }
   });
+
+  it("a device on the seed protocol that trusts no key refuses REQUEST: the seed protocol cannot say why, so the error gives both causes' remedies", async () => {
+    // Our firmware with the seed protocol on (a development build: no authentication), flashed unsigned over USB.
+    await radio.addDevice({ name: 'seed-unsigned', seedProtocol: true, signingKey: OWNER.signingKey, firstImageUnsigned: true, restartDelayMs: 20 });
+    const image = signedImage({ size: 20 * 1024, version: '4.3.0', secureVersion: 3, seed: 18 });
+    await assert.rejects(client().update({ target: { name: 'seed-unsigned' }, image, protocol: 'seed' }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError, String(err));
+      assert.equal(err.code, 'REQUEST_REFUSED', err.message);
+      assert.match(
+        err.message,
+        /the seed protocol does not say why\. If its running image awaits confirmation: wait a moment, confirm it or restart the device, then update again\./,
+      );
+      assert.match(err.message, /If its running image is unsigned or trusts no signing key: flash a signed build over USB once/);
+      assert.equal(err.device?.runs, 'old');
+      return true;
+    });
+  });
 });

@@ -74,7 +74,9 @@ export async function seedUpload(
     if (answer !== Control.REQUEST_ACK) {
       throw new ProtocolError(
         'REQUEST_REFUSED',
-        `the device refused to start an update (control value 0x${hex(answer)}): its running image may still be waiting for confirmation, or it has no OTA slot; restart the device and try again`,
+        // Our firmware refuses REQUEST while its running image awaits confirmation, and when it trusts no
+        // signing key (v2 tells the two apart: PENDING_CONFIRM, DEVICE_TRUSTS_NO_KEY); the seed protocol has one answer for both.
+        `the device refused to start an update (control value 0x${hex(answer)}), and the seed protocol does not say why. If its running image awaits confirmation: wait a moment, confirm it or restart the device, then update again. If its running image is unsigned or trusts no signing key: flash a signed build over USB once`,
       );
     }
 
