@@ -4,7 +4,8 @@
  * <userDir>/ble-ota-cache and sends the next update as a patch against the
  * one the device runs; msg.baseImage gives the base itself; the result's
  * delivery and the log line say which went and what crossed the air; a
- * msg.baseImage that is no Buffer is refused before the radio is used.
+ * msg.baseImage that is no Buffer, or an empty one, is refused before the
+ * radio is used.
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
@@ -287,5 +288,15 @@ describe('ble-ota-upload node: delta updates', function () {
     const e = error!.error as { code?: string; message: string };
     assert.equal(e.code, 'INVALID_ARGUMENT');
     assert.match(e.message, /^msg\.baseImage must be a Buffer holding the image the device runs .*not a string\. Nothing was sent\.$/);
+  });
+
+  it('refuses an empty msg.baseImage (an empty file read) as the CLI refuses an empty --base: not taken for "no base"', async () => {
+    await load('delta-node-empty');
+    const pair = oneFunctionChanged(64 * KB, 47);
+    const { result, error } = await send({ payload: pair.new, baseImage: Buffer.alloc(0) });
+    assert.equal(result, undefined, 'no update ran');
+    const e = error!.error as { code?: string; message: string };
+    assert.equal(e.code, 'INVALID_ARGUMENT');
+    assert.match(e.message, /^msg\.baseImage is empty \(0 bytes\): give the image the device runs .*or leave msg\.baseImage out to use the image cache\. Nothing was sent\.$/);
   });
 });

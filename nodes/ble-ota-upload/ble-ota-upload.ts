@@ -376,7 +376,10 @@ export = function register(RED: RED): void {
   /**
    * msg.baseImage: the image the device runs, a Buffer (a File In's), or
    * nothing. Another image than the device's is no error (the full image
-   * goes, and the result says why); a value that is no image at all is.
+   * goes, and the result says why); a value that is no image at all is, and
+   * so is an empty Buffer (a File In of an empty file, a read cut short), as
+   * the CLI's empty --base is: taken for "not set", it would send the full
+   * image with no word on the base that went missing.
    */
   function baseImageOf(msg: NodeMessage): Buffer | undefined {
     const value = (msg as { baseImage?: unknown }).baseImage;
@@ -384,7 +387,8 @@ export = function register(RED: RED): void {
     if (!Buffer.isBuffer(value)) {
       throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.baseImage', { type: Array.isArray(value) ? 'array' : typeof value }));
     }
-    return value.length > 0 ? value : undefined;
+    if (value.length === 0) throw new BleOtaError('INVALID_ARGUMENT', t('ble-ota-upload.errors.baseImageEmpty'));
+    return value;
   }
 
   /**
