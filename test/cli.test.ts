@@ -458,7 +458,7 @@ describe('command-line tool', function () {
         assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
         assert.match(
           run.stderr,
-          /--device holds 64 hex digits, the form of a fleet secret, so it is not repeated here: .* the fleet secret goes in a file given with --secret-file/,
+          /--device looks like a key or a secret, not a device name \(64 hex digits, a fleet secret's form, or a key's PEM text\), so it is not repeated here: .* the fleet secret goes in a file given with --secret-file/,
         );
         assert.match(run.stderr, /usage: /);
         assert.ok(!`${run.stdout}${run.stderr}`.toLowerCase().includes(secret), 'the secret is not printed');
@@ -476,6 +476,20 @@ describe('command-line tool', function () {
         assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
         assert.ok(!`${run.stdout}${run.stderr}`.toLowerCase().includes(secret), `the secret is not printed: ${run.stderr}`);
         assert.match(run.stderr, /\[64 hex digits, not repeated\]|does not take/);
+      }
+    });
+
+    it("a key's PEM text given as --device: exit 2 before any radio work, saying it looks like a key or a secret, without repeating it", async () => {
+      const pem = generateSigningKey('ecdsa256');
+      const body = pem.split('\n')[1].slice(0, 20);
+      for (const args of [
+        ['upload', firmware, `--device=${pem}`],
+        ['info', `--device=${pem.replace(/\n/g, '')}`, '--virtual', '--json'],
+      ]) {
+        const run = await cli(args);
+        assert.equal(run.code, 2, run.stderr);
+        assert.match(run.stderr, /--device looks like a key or a secret, not a device name .*so it is not repeated here/);
+        assert.ok(!`${run.stdout}${run.stderr}`.includes('-----BEGIN') && !`${run.stdout}${run.stderr}`.includes(body), run.stderr);
       }
     });
 

@@ -13,6 +13,7 @@ import { runInNewContext } from 'node:vm';
 import { parseDeviceId, parseSecret } from '../lib/client/session';
 import { targetOf } from '../lib/client/target';
 import { sampleImage } from '../lib/image/sample-image';
+import { generateSigningKey } from '../lib/image/signature';
 import { PRESETS } from '../lib/virtual/link-model';
 import { DEFAULT_SLOW_PRESET, parseVirtualDevices } from '../lib/virtual/virtual-radio';
 import { ROOT } from './support/node-red-process';
@@ -205,7 +206,12 @@ describe('edit dialogs: what a field says of its value', () => {
     for (const part of ['AA:BB', 'AA:BB:CC:DD:EE', 'aa-bb-cc-dd-ee-', 'AA:BB:CC:DD:EE:FF:00', 'ac-de']) {
       assert.match(refusedSaying('ble-ota-device', 'device', part, 'Device'), /part of a Bluetooth address: give all six pairs/, part);
     }
-    assert.match(String(verdict('ble-ota-device', 'device', 'ab'.repeat(32))), /^The Device field holds 64 hex digits, the form of a fleet secret/);
+    // A fleet secret or a key's PEM text (an input field drops its line breaks), as the runtime refuses them.
+    const pem = generateSigningKey('ecdsa256');
+    for (const secretLike of ['ab'.repeat(32), pem, pem.replace(/\n/g, '')]) {
+      assert.match(String(verdict('ble-ota-device', 'device', secretLike)), /^The Device field looks like a key or a secret, not a device name/);
+      assert.throws(() => targetOf(secretLike), /looks like a key or a secret/);
+    }
   });
 
   const NODES = ['ble-ota-device', 'ble-ota-upload', 'ble-ota-status', 'ble-ota-scan', 'ble-ota-sample'];

@@ -70,7 +70,10 @@ describe('targetOf: a device field, --device or msg.device', () => {
     const refusal = (err: unknown) => {
       assert.ok(err instanceof BleOtaError, String(err));
       assert.equal(err.code, 'INVALID_ARGUMENT');
-      assert.match(err.message, /^The device named holds 64 hex digits, the form of a fleet secret, so it is not repeated here: a device is named by its advertised name/);
+      assert.match(
+        err.message,
+        /^The device named looks like a key or a secret, not a device name \(64 hex digits, a fleet secret's form, or a key's PEM text\), so it is not repeated here: a device is named by its advertised name/,
+      );
       assert.ok(!err.message.toLowerCase().includes(secret.slice(0, 16)), 'the secret is not in the message');
       return true;
     };
@@ -98,6 +101,24 @@ describe('targetOf: a device field, --device or msg.device', () => {
       await assert.rejects(client.connect(target), refusal);
       await assert.rejects(client.update({ target, image: Buffer.alloc(0) }), refusal);
     }
+  });
+
+  it("a key's PEM text names no device either (whole, cut short, or with its line breaks dropped): refused without repeating it", async () => {
+    const pem = generateSigningKey('ecdsa256');
+    const body = pem.split('\n')[1];
+    for (const text of [pem, pem.slice(0, 60), pem.replace(/\n/g, ''), `lamp ${pem.trim()}`]) {
+      assert.ok(hasSecretForm(text), text);
+      for (const refuse of [() => targetOf(text), () => checkTarget({ name: text }), () => sameTarget('esp32', text)]) {
+        assert.throws(refuse, (err: unknown) => {
+          assert.ok(err instanceof BleOtaError && err.code === 'INVALID_ARGUMENT', String(err));
+          assert.match(err.message, /^The device named looks like a key or a secret, not a device name/);
+          assert.ok(!err.message.includes('-----BEGIN') && !err.message.includes(body.slice(0, 20)), err.message);
+          return true;
+        });
+      }
+    }
+    // The words of an error's advice are no key: a label in capitals follows BEGIN in a key's PEM text.
+    for (const name of ['-----BEGIN ... KEY-----', '-----begin lamp', 'BEGIN PRIVATE KEY']) assert.deepEqual(targetOf(name), { name }, name);
   });
 
   it('a fleet secret in a value an error shows is not repeated (messages cut such values short, which would show most of it)', async () => {

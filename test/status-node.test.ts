@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { BleOtaClient } from '../lib/client/ota-client';
 import { systemBluetoothProblem } from '../lib/noble-loader';
 import { buildAppImage } from '../lib/image/app-image-builder';
+import { generateSigningKey } from '../lib/image/signature';
 import { sharedVirtualRadio } from '../lib/virtual/virtual-radio';
 import type { DeviceInfo } from '../lib/client/ota-client';
 import { deviceInfoView as firmwareInfo, type DeviceInfoView as FirmwareInfo } from '../lib/device-info';
@@ -304,7 +305,7 @@ describe('ble-ota-status node', function () {
         assert.equal(err.code, 'INVALID_ARGUMENT');
         assert.equal(
           err.message,
-          "msg.device holds 64 hex digits, the form of a fleet secret, so it is not shown here: give the name, address or Bluetooth id of the device to ask; the secret goes in the device node's Fleet secret field, never in a message.",
+          "msg.device looks like a key or a secret, not a device name (64 hex digits, a fleet secret's form, or a key's PEM text), so it is not shown here: give the name, address or Bluetooth id of the device to ask; a fleet secret goes in the device node's Fleet secret field, never in a message.",
         );
       }
       assert.deepEqual(lastStatus(nodes.st), { fill: 'red', shape: 'ring', text: 'failed' });
@@ -318,9 +319,29 @@ describe('ble-ota-status node', function () {
         const { result, error } = await ask(nodes, msg);
         assert.equal(result, undefined, 'no device was asked');
         errors.push(error!);
-        assert.match((error!.error as { message: string }).message, /^The Device field holds 64 hex digits, the form of a fleet secret, so it is not shown here/);
+        assert.match(
+          (error!.error as { message: string }).message,
+          /^The Device field looks like a key or a secret, not a device name \(64 hex digits, a fleet secret's form, or a key's PEM text\), so it is not shown here/,
+        );
       }
       notShown(nodes, errors);
+    });
+
+    it("a key's PEM text as msg.device: refused before any scan, and shown nowhere (error, status, log)", async () => {
+      const pem = generateSigningKey('ecdsa256');
+      const body = pem.split('\n')[1].slice(0, 20);
+      const nodes = await load(flow({}, 'status-v2'));
+      const { result, error } = await ask(nodes, { device: pem });
+      assert.equal(result, undefined, 'no device was asked');
+      const err = error!.error as { code: string; message: string };
+      assert.equal(err.code, 'INVALID_ARGUMENT');
+      assert.match(err.message, /^msg\.device looks like a key or a secret, not a device name .*give the name, address or Bluetooth id of the device to ask/);
+      assert.deepEqual(lastStatus(nodes.st), { fill: 'red', shape: 'ring', text: 'failed' });
+      const logged = (helper as unknown as { log(): { args: Array<[{ msg?: unknown }]> } }).log();
+      const statuses = (nodes.st.status as unknown as { args: Array<[{ text?: string }]> }).args.map(([st]) => st.text ?? '');
+      for (const text of [err.message, ...statuses, ...logged.args.map(([e]) => String(e.msg))]) {
+        assert.ok(!text.includes('-----BEGIN') && !text.includes(body), text);
+      }
     });
 
     it('shows an image that awaits confirmation: pendingConfirmation, yellow status', async () => {

@@ -206,12 +206,12 @@ describe('ble-ota-upload node', function () {
     });
     afterEach(() => otaEvents.off('event', onEvent));
 
-    /** Everything a flow, a Status node or the log got from the node: none of it may hold the secret. */
-    function assertNotShown(nodes: Loaded, errors: Msg[]): void {
+    /** Everything a flow, a Status node or the log got from the node: none of it may hold the secret (or what `hidden` names). */
+    function assertNotShown(nodes: Loaded, errors: Msg[], hidden: string[] = [secret]): void {
       const logged = (helper as unknown as { log(): { args: Array<[{ msg?: unknown }]> } }).log();
       const shown = [...logged.args.map(([e]) => String(e.msg)), ...statusTexts(nodes.up), ...events.map((e) => JSON.stringify(e)), ...errors.map((m) => JSON.stringify(m.error))];
       assert.ok(shown.length > 0);
-      for (const text of shown) assert.ok(!text.toLowerCase().includes(secret), text);
+      for (const text of shown) for (const part of hidden) assert.ok(!text.toLowerCase().includes(part.toLowerCase()), text);
     }
 
     it('msg.device of 64 hex digits (after 0x too, spaces around): INVALID_ARGUMENT saying why; the device is not touched', async () => {
@@ -226,7 +226,7 @@ describe('ble-ota-upload node', function () {
         assert.equal(err.code, 'INVALID_ARGUMENT');
         assert.equal(
           err.message,
-          "msg.device holds 64 hex digits, the form of a fleet secret, so it is not shown here: give the name, address or Bluetooth id of the device to update; the secret goes in the device node's Fleet secret field, never in a message. Nothing was sent.",
+          "msg.device looks like a key or a secret, not a device name (64 hex digits, a fleet secret's form, or a key's PEM text), so it is not shown here: give the name, address or Bluetooth id of the device to update; a fleet secret goes in the device node's Fleet secret field, never in a message. Nothing was sent.",
         );
       }
       assert.deepEqual(
@@ -247,7 +247,7 @@ describe('ble-ota-upload node', function () {
       const logged = (helper as unknown as { log(): { args: Array<[{ level: number; id?: string; msg?: unknown }]>; ERROR: number } }).log();
       const deployErrors = logged.args.filter(([e]) => e.level === logged.ERROR && e.id === 'dev').map(([e]) => String(e.msg));
       assert.deepEqual(deployErrors, [
-        'The Device field holds 64 hex digits, the form of a fleet secret, so it is not shown here: a device is named by its name, address or Bluetooth id; the secret goes in the Fleet secret field. No device is updated or asked through this device node until you correct the field and Deploy.',
+        "The Device field looks like a key or a secret, not a device name (64 hex digits, a fleet secret's form, or a key's PEM text), so it is not shown here: a device is named by its name, address or Bluetooth id; a fleet secret goes in the Fleet secret field. No device is updated or asked through this device node until you correct the field and Deploy.",
       ]);
       const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 67 });
       const errors: Msg[] = [];
@@ -257,10 +257,55 @@ describe('ble-ota-upload node', function () {
         errors.push(error!);
         const err = error!.error as { code: string; message: string };
         assert.equal(err.code, 'INVALID_ARGUMENT');
-        assert.match(err.message, /^The Device field holds 64 hex digits, the form of a fleet secret, so it is not shown here/);
+        assert.match(
+          err.message,
+          /^The Device field looks like a key or a secret, not a device name \(64 hex digits, a fleet secret's form, or a key's PEM text\), so it is not shown here/,
+        );
       }
       assert.equal(lastStatus(nodes.up).fill, 'red');
       assertNotShown(nodes, errors);
+    });
+
+    it("a key's PEM text as msg.device or in the Device field: refused before any scan, saying it looks like a key or a secret, and shown nowhere", async () => {
+      const pem = generateSigningKey('ecdsa256');
+      const hidden = ['-----BEGIN', pem.split('\n')[1].slice(0, 20)];
+      const image = buildAppImage({ size: 8 * 1024, projectName: 'app', version: '2.0.0', seed: 68 });
+      let nodes = await load('node-test-pem-msg');
+      let errors: Msg[] = [];
+      // As pasted, and as a one-line field or a header would carry it.
+      for (const device of [pem, pem.replace(/\n/g, '')]) {
+        const { result, error } = await send(nodes, { payload: image, device });
+        assert.equal(result, undefined, 'nothing updated');
+        errors.push(error!);
+        const err = error!.error as { code: string; message: string };
+        assert.equal(err.code, 'INVALID_ARGUMENT');
+        assert.match(
+          err.message,
+          /^msg\.device looks like a key or a secret, not a device name .*so it is not shown here: give the name, address or Bluetooth id of the device to update/,
+        );
+      }
+      assert.deepEqual(
+        events.map((e) => [e.state, e.device]),
+        [
+          ['failed', {}],
+          ['failed', {}],
+        ],
+      );
+      assert.deepEqual(lastStatus(nodes.up), { fill: 'red', shape: 'ring', text: 'failed' });
+      assertNotShown(nodes, errors, hidden);
+      await helper.unload();
+
+      const name = 'node-test-pem-field';
+      const pemFlow = flow(name).map((n) => (n.id === 'dev' ? { ...n, device: pem } : n));
+      await new Promise<void>((resolve) => helper.load([deviceNode, uploadNode, catchNode], pemFlow, resolve));
+      nodes = { up: helper.getNode('up'), out: helper.getNode('out'), progress: helper.getNode('progress'), errors: helper.getNode('errors') };
+      errors = [];
+      const { result, error } = await send(nodes, { payload: image });
+      assert.equal(result, undefined, 'nothing updated');
+      errors.push(error!);
+      assert.match((error!.error as { message: string }).message, /^The Device field looks like a key or a secret, not a device name/);
+      assert.equal(lastStatus(nodes.up).fill, 'red');
+      assertNotShown(nodes, errors, hidden);
     });
   });
 

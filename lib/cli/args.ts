@@ -400,10 +400,10 @@ function deviceOption(value: string | undefined, command: CommandName, required:
     return undefined;
   }
   if (value.trim() === '') throw new UsageError('--device is empty', command);
-  // A fleet secret given here by mistake would be printed by every error that names the device: refused, not repeated.
+  // A fleet secret or a key given here by mistake would be printed by every error that names the device: refused, not repeated.
   if (hasSecretForm(value)) {
     throw new UsageError(
-      '--device holds 64 hex digits, the form of a fleet secret, so it is not repeated here: a device is named by its advertised name, its address (AA:BB:CC:DD:EE:FF) or the id scan prints; the fleet secret goes in a file given with --secret-file (or in ESP32_BLE_OTA_SECRET)',
+      "--device looks like a key or a secret, not a device name (64 hex digits, a fleet secret's form, or a key's PEM text), so it is not repeated here: a device is named by its advertised name, its address (AA:BB:CC:DD:EE:FF) or the id scan prints; the fleet secret goes in a file given with --secret-file (or in ESP32_BLE_OTA_SECRET)",
       command,
     );
   }

@@ -11,9 +11,10 @@
  * text also finds a device advertising exactly that text as its name: it
  * was read as a name before ids were taken, and such a flow keeps working.
  *
- * A text of a fleet secret's form names no device: it is the secret pasted
- * into the wrong field, and is refused without being repeated (a device's
- * name is shown in errors, statuses, events and logs).
+ * A text of a fleet secret's form, or holding a key's PEM text, names no
+ * device: it is the secret or the key pasted into the wrong field, and is
+ * refused without being repeated (a device's name is shown in errors,
+ * statuses, events and logs).
  */
 import { BleOtaError } from '../errors';
 import { normalizeAddress, type Target } from './scanner';
@@ -32,13 +33,17 @@ const PERIPHERAL_ID = /^(?:[0-9a-f]{12}|[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-
  */
 const SECRET_FORM = /^(?:0x)?[0-9a-f]{64}$/i;
 
-/** Why a text of a fleet secret's form is refused, in the words of the client and the command line's library use. */
+/** Why a text hasSecretForm finds is refused, in the words of the client and the command line's library use. */
 export const SECRET_AS_DEVICE =
-  'The device named holds 64 hex digits, the form of a fleet secret, so it is not repeated here: a device is named by its advertised name, its address or its Bluetooth id, and the fleet secret is given as the secret.';
+  "The device named looks like a key or a secret, not a device name (64 hex digits, a fleet secret's form, or a key's PEM text), so it is not repeated here: a device is named by its advertised name, its address or its Bluetooth id, and the fleet secret is given as the secret.";
 
-/** Whether the text (trimmed) has the form of a fleet secret: refused wherever a device is named. */
+/**
+ * Whether the text (trimmed) has the form of a fleet secret, or holds a
+ * key's PEM text (what hideSecretForms hides as such): refused wherever a
+ * device is named.
+ */
 export function hasSecretForm(text: string): boolean {
-  return SECRET_FORM.test(text.trim());
+  return SECRET_FORM.test(text.trim()) || hidePemText(text) !== text;
 }
 
 /**
@@ -83,8 +88,8 @@ export function hideTypedSecrets(text: string, typed: readonly string[]): string
  * Refuses, before any radio work (INVALID_ARGUMENT), a target that names no
  * device as meant: no object (a bare name), a field that is no text, only
  * empty fields (they would match any device), an address of another form,
- * or a text of a fleet secret's form in any field, whether or not it is
- * matched (errors show it either way; the text is not repeated).
+ * or a text hasSecretForm finds in any field, whether or not it is matched
+ * (errors show it either way; the text is not repeated).
  */
 export function checkTarget(target: Target): void {
   // A program in plain JavaScript can pass anything: a bare name would read as {}, the first device with the OTA service.
@@ -137,7 +142,7 @@ export function isPeripheralId(text: string): boolean {
  * device; an id also matches a device of that name, kept as typed (names
  * are case-sensitive on air); anything else is an advertised name; empty
  * text is no target: the first device that advertises the OTA service. A
- * text of a fleet secret's form is refused (INVALID_ARGUMENT, SECRET_AS_DEVICE).
+ * text hasSecretForm finds is refused (INVALID_ARGUMENT, SECRET_AS_DEVICE).
  */
 export function targetOf(text: string): Target {
   const value = text.trim();

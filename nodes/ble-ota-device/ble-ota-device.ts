@@ -45,7 +45,7 @@ export = function register(RED: RED): void {
     if (def.backend !== undefined && def.backend !== 'virtual' && def.backend !== 'bluetooth') {
       this.warn(t('ble-ota-device.warnings.backend', { value: hideSecretForms(String(def.backend)).slice(0, 40) }));
     }
-    // A fleet secret pasted as the device: every node that uses this one would show it (status,
+    // A fleet secret or a key pasted as the device: every node that uses this one would show it (status,
     // events, logs, DEVICE_NOT_FOUND). Kept from them, said at deploy, and every use refused.
     const device = String(def.device ?? '').trim();
     const deviceIsSecret = hasSecretForm(device);

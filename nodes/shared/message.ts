@@ -26,7 +26,7 @@ export function describeValue(value: unknown): string {
 export interface DeviceOverrideTexts {
   /** A value that is no string, as describeValue shows it. */
   notString(value: string): string;
-  /** A text of a fleet secret's form (lib/client/target.ts), which the message must not repeat. */
+  /** A text of a fleet secret's form or with a key's PEM text (hasSecretForm), which the message must not repeat. */
   secretForm: string;
 }
 
@@ -35,8 +35,9 @@ export interface DeviceOverrideTexts {
  * names instead of the configured one; undefined when it names none
  * (absent, null, or blank). Anything but a string is an INVALID_ARGUMENT
  * error whose message is `texts.notString(describeValue(value))`; a text of
- * a fleet secret's form one whose message is `texts.secretForm`, before the
- * text reaches anything that shows the device (status, events, logs).
+ * a fleet secret's form or holding a key's PEM text (hasSecretForm) one whose
+ * message is `texts.secretForm`, before the text reaches anything that shows
+ * the device (status, events, logs).
  */
 export function deviceOverride(msg: NodeMessage, texts: DeviceOverrideTexts): string | undefined {
   const value = (msg as { device?: unknown }).device;
