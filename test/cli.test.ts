@@ -393,6 +393,13 @@ describe('command-line tool', function () {
       assert.equal(parseJson<{ rssi: number | null }>(infoJson).rssi, null);
     });
 
+    it('--virtual --device of 12 hex digits (the id scan prints, the address without colons) starts the virtual device at that address, as the nodes read it', async () => {
+      const run = await cli(['info', '--device', 'AABBCC112233', '--virtual']);
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, /^virtual ESP32 "esp32" \(aa:bb:cc:11:22:33\) started$/m);
+      assert.match(run.stdout, /^device +esp32 \(aa:bb:cc:11:22:33\)/m);
+    });
+
     it('info --device X --virtual --json reports the OTA Info and the firmware revision', async () => {
       const run = await cli(['info', '--device', 'cli-info', '--virtual', '--json']);
       assert.equal(run.code, 0, run.stderr);

@@ -340,10 +340,17 @@ export class VirtualRadio {
     return started;
   }
 
-  /** The device with this name or address, started when not yet running (code declaring it, as the CLI's --virtual does). */
+  /**
+   * The device with this name or address, started when not yet running
+   * (code declaring it, as the CLI's --virtual does). 12 hex digits are the
+   * id a scan reports, a virtual device's address without colons (as noble's
+   * on Linux): the device at that address, as the device node reads them,
+   * not a device of that name.
+   */
   ensureDevice(nameOrAddress: string, options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
-    const { address } = targetOf(nameOrAddress);
-    return address ? this.addDevice({ ...options, address }) : this.addDevice({ ...options, name: nameOrAddress });
+    const { address, id } = targetOf(nameOrAddress);
+    const at = address ?? (id?.length === 12 ? id.match(/../g)!.join(':') : undefined);
+    return at ? this.addDevice({ ...options, address: at }) : this.addDevice({ ...options, name: nameOrAddress });
   }
 
   /** Stops every device; what stopped declared devices kept is dropped (the neighbourhood is gone). */
