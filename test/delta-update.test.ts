@@ -240,6 +240,18 @@ describe('delta updates end to end through noble and the virtual ESP32', functio
     assert.equal(trace.begins.length, 0);
   });
 
+  it('an empty base image (a file read empty) is refused before the radio is used, not taken for no base', async () => {
+    const pair = oneFunctionChanged(64 * KB, 18);
+    const device = await deviceRunning(pair.old, `dl-emptybase-${++seq}`);
+    const trace = airTrace(radio, device);
+    await assert.rejects(
+      client.update({ target: { name: device.name }, image: pair.new, baseImage: Buffer.alloc(0) }),
+      (err: BleOtaError) => err.code === 'INVALID_ARGUMENT' && /base image is empty \(0 bytes\)/.test(err.message),
+    );
+    trace.stop();
+    assert.equal(trace.begins.length, 0);
+  });
+
   it('an unrelated image goes whole: its patch would not be clearly smaller', async () => {
     const pair = oneFunctionChanged(64 * KB, 16);
     const device = await deviceRunning(pair.old, `dl-unrelated-${++seq}`);

@@ -151,7 +151,7 @@ export function fullDeflated(image: Buffer, deviceDeflates: boolean, compress: b
   return compress !== false && deviceDeflates && worthDeflating(image);
 }
 
-/** The caller's base image, checked: a Buffer, or nothing. */
+/** The caller's base image, checked: a Buffer that is not empty, or nothing. */
 export function checkBaseImage(base: unknown): Buffer | undefined {
   if (base === undefined || base === null) return undefined;
   if (!Buffer.isBuffer(base)) {
@@ -160,7 +160,13 @@ export function checkBaseImage(base: unknown): Buffer | undefined {
       `The base image must be a Buffer holding the image the device runs (the .bin of its current firmware), not ${describe(base)}. Give the file's content (File In: a single Buffer object), or leave it out: the image cache, or the full image, is used then.`,
     );
   }
-  return base.length === 0 ? undefined : base;
+  if (base.length === 0) {
+    throw new BleOtaError(
+      'INVALID_ARGUMENT',
+      'The base image is empty (0 bytes): give the image the device runs (the .bin of its current firmware), or leave it out: the image cache, or the full image, is used then.',
+    );
+  }
+  return base;
 }
 
 function describe(value: unknown): string {
