@@ -1000,7 +1000,7 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       assert.equal(g.log.at(-1), 'warn: d1: our claim was released (cleared) while we update it; claimed again');
     });
 
-    it("a gateway login's flood of claims for devices no job follows keeps nothing: the gateway's memory holds the job's devices, a match job's up to its cap", () => {
+    it("a gateway login's flood of claims for devices no job follows keeps nothing: the gateway's memory holds the job's devices, a match job's up to its cap and 64 more until the controller grants its cap, then only those granted", () => {
       type Tables = { claims: Record<string, unknown> };
       const flood = (g: FunctionRun, id: string, n: number) => {
         for (let i = 0; i < n; i++) {
@@ -1025,7 +1025,13 @@ describe('the examples under attack (real Node-RED, real Mosquitto, owned virtua
       const matched = gateway();
       job(matched, 'm', { match: '*', maxDevices: 5 });
       flood(matched, 'm', 2000);
-      assert.equal(Object.keys((matched.flow.get('fleet') as Tables).claims).length, 5);
+      const kept = () => Object.keys((matched.flow.get('fleet') as Tables).claims).length;
+      assert.equal(kept(), 5 + 64, "claims that wait for the controller's grants: its cap's worth, and room for those gateways make at the same moment");
+      // The controller grants 5 devices: a claim of any other is not kept, one of these is.
+      matched.run('settle and decide', { topic: 'ota/fleet/jobs/m/grants', payload: JSON.stringify({ job: 'm', devices: ['g0', 'g1', 'g2', 'g3', 'g4'] }) });
+      for (let i = 0; i < 100; i++) matched.run('settle and decide', { topic: `ota/fleet/claims/gw-evil/m/z${i}`, payload: JSON.stringify({ state: 'claiming' }) });
+      matched.run('settle and decide', { topic: 'ota/fleet/claims/gw-0/m/g0', payload: JSON.stringify({ state: 'updating' }) });
+      assert.equal(kept(), 5 + 64 + 1);
     });
 
     it('settleMs, rescanS or timeoutS longer than a timer can wait are refused with the limit', () => {

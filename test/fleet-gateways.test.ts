@@ -372,6 +372,30 @@ describe('fleet updates across gateways (real Mosquitto, two Node-RED gateways, 
     assert.match(report.leftOut?.reason ?? '', /beyond the 1 this "match" job follows \(its maxDevices\)/);
   });
 
+  it('a controller that starts while a match job runs (it was away when the job came): it asks the broker for what was granted before, then grants the cap, and the gateways update only that', async () => {
+    await controller!.stop();
+    const from = seen.length;
+    const image = buildAppImage({ projectName: 'fleet-app', version: '3.7.0', size: 40_000 });
+    // gw-a has two devices that match; the job follows one. No controller reads the claims yet.
+    await publishJob('job-g', { version: '3.7.0', match: 'esp32-fleet-a?', maxDevices: 1, timeoutS: 20, rescanS: 2, settleMs: 500 }, image);
+    for (const device of ['esp32-fleet-a1', 'esp32-fleet-a2']) await message(`ota/fleet/claims/gw-a/job-g/${device}`, 20_000, (text) => text.includes('"claiming"'), false, from);
+    controller = await startAs('controller', controllerFlow(broker!.port));
+    await controller.waitForOutput(/Connected to broker/, 20_000);
+    const report = JSON.parse(await message('ota/fleet/reports/job-g', 60_000, () => true, false, from)) as Report;
+    assert.equal(report.devices.length, 1);
+    const [kept] = report.devices;
+    assert.deepEqual([kept.status, kept.version, kept.gateway], ['updated', '3.7.0', 'gw-a']);
+    assert.deepEqual(uploads(gwA!, '3.7.0'), [kept.name], 'the device left out was not updated');
+    assert.equal(report.leftOut?.devices, 1);
+    // It asked the broker for the grants kept from before it started (there were none), then granted one device.
+    const grants = seen.slice(from).filter((m) => m.topic === 'ota/fleet/jobs/job-g/grants' && m.text);
+    assert.deepEqual(
+      grants.map((m) => Object.keys(JSON.parse(m.text) as object).join(',')),
+      ['job,run,probe', 'job,run,devices'],
+    );
+    assert.deepEqual((JSON.parse(grants[1].text) as { devices: string[] }).devices, [kept.name]);
+  });
+
   it('a gateway that dies mid-update: the controller releases its device and the other gateway updates it', async () => {
     const image = buildAppImage({ projectName: 'fleet-app', version: '3.0.0', size: 300_000 });
     await publishJob('job-3', { version: '3.0.0', devices: ['esp32-fleet-both'], timeoutS: 60, rescanS: 2, settleMs: 500 }, image);
