@@ -21,6 +21,7 @@ const FAST = [
   'config-migrations',
   'performance',
   'v2-e2e',
+  'self-test',
   'compression',
   'delta',
   'delta-cache',

@@ -126,6 +126,12 @@ typedef struct {
     uint32_t reported_blocks;
     uint32_t reported_pages;
 
+    /* --self-test manual: a new image's self-test waits for a `self-test`
+     * request (the application's own health check, which takes its time
+     * on a device) instead of passing at boot */
+    bool self_test_manual;
+    bool self_test_waiting;
+
     /* restart scheduled by the firmware */
     bool restart_scheduled;
     bool drop_requested; /* the firmware asked to end the link (port disconnect) */
@@ -450,6 +456,21 @@ vesp_core_start(vesp_t *v)
     ble_ota_core_init(&v->core, &v->dev.port, &config);
 }
 
+/* The firmware judges the image once its BLE stack is up: here at once, as
+ * the self-test passes, or (--self-test manual, a new image) when a
+ * `self-test` request gives the application's verdict. */
+static void
+vesp_self_test(vesp_t *v, int slot)
+{
+    v->self_test_waiting = false;
+    if (v->self_test_manual && host_dev_slot_state(&v->dev, slot) == HOST_SLOT_PENDING_VERIFY) {
+        v->self_test_waiting = true;
+        out_log('I', "self-test: waiting for the application's verdict");
+        return;
+    }
+    ble_ota_core_confirm_boot(&v->core, true);
+}
+
 static void
 vesp_boot(vesp_t *v)
 {
@@ -463,9 +484,8 @@ vesp_boot(vesp_t *v)
         out_line("boot %s %s", host_slot_name(slot), host_slot_state_name(host_dev_slot_state(&v->dev, slot)));
     }
     vesp_core_start(v);
-    /* The firmware confirms once its BLE stack is up: here, always. */
     if (slot >= 0) {
-        ble_ota_core_confirm_boot(&v->core, true);
+        vesp_self_test(v, slot);
     }
 }
 
@@ -977,6 +997,31 @@ cmd_power_cycle(vesp_t *v, const request_t *r)
     reply_ok(r->id, NULL);
 }
 
+/* `self-test pass|fail`: the application's verdict on the new image it
+ * runs (--self-test manual); the firmware confirms it (or leaves it to the
+ * client's CONFIRM), or rolls it back. */
+static void
+cmd_self_test(vesp_t *v, const request_t *r)
+{
+    if (r->argc != 1 || (strcmp(r->arg[0], "pass") != 0 && strcmp(r->arg[0], "fail") != 0)) {
+        out_logf('E', "self-test takes pass or fail");
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    if (!v->self_test_waiting) {
+        out_logf('E', "self-test: no self-test waits for a verdict (--self-test manual, a new image booted)");
+        reply_err(r->id, BLE_OTA_ATT_ERR_UNLIKELY);
+        return;
+    }
+    const bool passed = strcmp(r->arg[0], "pass") == 0;
+    v->self_test_waiting = false;
+    out_logf(passed ? 'I' : 'E', "self-test %s", passed ? "passed" : "FAILED");
+    (void)ble_ota_core_confirm_boot(&v->core, passed);
+    /* The running image's state now: valid, pending-verify (waiting for a
+     * client's CONFIRM) or invalid (rolled back, the restart scheduled). */
+    reply_ok(r->id, host_slot_state_name(host_dev_slot_state(&v->dev, v->dev.running)));
+}
+
 static void
 cmd_fault(vesp_t *v, const request_t *r)
 {
@@ -1268,6 +1313,8 @@ vesp_handle_line(vesp_t *v, char *line)
         cmd_idle(v, &r);
     } else if (strcmp(r.cmd, "fault") == 0) {
         cmd_fault(v, &r);
+    } else if (strcmp(r.cmd, "self-test") == 0) {
+        cmd_self_test(v, &r);
     } else if (strcmp(r.cmd, "faults") == 0) {
         cmd_faults(v, &r);
     } else if (strcmp(r.cmd, "quit") == 0) {
@@ -1308,7 +1355,7 @@ usage(FILE *f)
                "                     [--key-partition FILE] [--allow-unauthenticated on|off]\n"
                "                     [--device-id AA:BB:CC:DD:EE:FF] [--require-signature on|off]\n"
                "                     [--seed-protocol on|off] [--flash-events on|off] [--deflate on|off]\n"
-               "                     [--delta on|off]\n"
+               "                     [--delta on|off] [--self-test auto|manual]\n"
                "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -1465,6 +1512,11 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, val, "on or off");
             }
             v->flash_events = strcmp(val, "on") == 0;
+        } else if (strcmp(opt, "--self-test") == 0) {
+            if (strcmp(val, "auto") != 0 && strcmp(val, "manual") != 0) {
+                return bad_option(opt, val, "auto or manual");
+            }
+            v->self_test_manual = strcmp(val, "manual") == 0;
         } else if (strcmp(opt, "--seed-protocol") == 0) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
                 return bad_option(opt, val, "on or off");
@@ -1696,7 +1748,7 @@ main(int argc, char **argv)
         return 1;
     }
     vesp_core_start(v);
-    ble_ota_core_confirm_boot(&v->core, true);
+    vesp_self_test(v, v->dev.running);
     /* Installing the first image is no request's flash work. */
     v->reported_erases = v->dev.flash.erases;
     v->reported_blocks = v->dev.flash.block_erases;

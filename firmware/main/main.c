@@ -4,8 +4,9 @@
  * Brings up NVS, reads the device key from its own partition (no firmware
  * image carries it), starts the OTA task (owner of the protocol core) and
  * NimBLE, registers the OTA service and advertises. Only once advertising runs does
- * it judge the image: a new image that cannot bring BLE up (and so could
- * never be updated again) is rolled back. The seed judged the image before
+ * it start the application (ble_ota_app.h) and judge the image: a new
+ * image that cannot bring BLE up (and so could never be updated again), or
+ * whose application reports a fault, is rolled back. The seed judged the image before
  * BLE even started. A new image whose update asked for a client's CONFIRM
  * then stays pending until a client sends it, within
  * CONFIG_BLE_OTA_CONFIRM_WINDOW_S (the core's tick, in the OTA task, rolls
@@ -30,6 +31,7 @@
 #include "nvs_flash.h"
 #include "sdkconfig.h"
 
+#include "ble_ota_app.h"
 #include "ble_ota_core.h"
 #include "ota_gap.h"
 #include "ota_gatt.h"
@@ -260,6 +262,12 @@ app_main(void)
         passed = ble_ota_self_test();
     } else {
         ESP_LOGE(TAG, "self-test: not advertising after %d ms", CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS);
+    }
+    /* The application runs before the image is judged, and has its say. */
+    ble_ota_app_start();
+    if (!ble_ota_app_healthy()) {
+        ESP_LOGE(TAG, "self-test: the application reports a fault (ble_ota_app_healthy)");
+        passed = false;
     }
     ESP_LOGI(TAG, "self-test %s", passed ? "passed" : "FAILED");
     /* Marks a new image valid, rolls it back, or (CLIENT_CONFIRM) leaves it

@@ -30,6 +30,9 @@ import { checkBaseImage, Delivery, FullReason, fullDeflated, PatchPlan, planDeli
 import { CommandRefused, refusalError } from './refusal';
 import { streamValueSize } from './v2-session';
 
+/** How often CONFIRM is sent again while the device's self-test has not passed. */
+const SELF_TEST_POLL_MS = 250;
+
 export interface V2Result {
   mtu: number;
   packetSize: number;
@@ -545,8 +548,34 @@ class V2Update {
   private async confirmOther(): Promise<void> {
     const v2 = this.conn.v2!;
     await v2.subscribe();
-    await this.sendConfirm();
+    await this.confirmOnceTested();
     this.confirmAnswered = false; // that was another image's confirmation
+  }
+
+  /**
+   * CONFIRM, sent again while the device answers BAD_STATE: the image's
+   * self-test has not passed yet (the firmware's checks, then the
+   * application's own health check, which may take seconds), within
+   * verifyMs. A self-test that fails rolls the image back and restarts the
+   * device: the link drops and the next look tells.
+   */
+  private async confirmOnceTested(): Promise<void> {
+    const deadline = Date.now() + this.timeouts.verifyMs;
+    for (;;) {
+      try {
+        await this.sendConfirm();
+        return;
+      } catch (err) {
+        if (!(err instanceof CommandRefused && err.opcode === Command.CONFIRM && err.status === Status.BAD_STATE)) throw err;
+        if (Date.now() >= deadline) {
+          throw new DeviceError(
+            'CONFIRM_FAILED',
+            `the device refused CONFIRM for ${Math.round(this.timeouts.verifyMs / 1000)} s: the new image's self-test has not passed (its log says why); unless it passes within the device's confirm window, the device returns to the previous image`,
+          );
+        }
+        await delay(SELF_TEST_POLL_MS, this.options.signal);
+      }
+    }
   }
 
   /** CONFIRM; until its answer comes, whether it took effect is the device's to say. */
@@ -568,7 +597,7 @@ class V2Update {
     this.progress('confirming', this.data.length);
     if (this.options.confirm !== 'device') {
       await v2.subscribe();
-      await this.sendConfirm();
+      await this.confirmOnceTested();
       return;
     }
     // The device confirms itself once its self-test passed: give it the time.

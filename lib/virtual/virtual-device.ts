@@ -77,6 +77,13 @@ export interface VirtualDeviceOptions {
   /** false: a platform that cannot inflate (OTA Info without DEFLATE). Default true. */
   deflate?: boolean;
   /**
+   * 'manual': a new image's self-test (on the ESP32, the firmware's checks
+   * and then the application's own, ble_ota_app_healthy) waits for
+   * selfTest() instead of passing as the device boots; until then the image
+   * runs pending verify and CONFIRM answers BAD_STATE. Default 'auto'.
+   */
+  selfTest?: 'auto' | 'manual';
+  /**
    * false: a platform that cannot read its running slot: OTA Info without
    * DELTA and without the running image's SHA-256, BEGIN refuses PATCH. Default true.
    */
@@ -231,6 +238,7 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.flashEvents) args.push('--flash-events', 'on');
     if (options.deflate === false) args.push('--deflate', 'off');
     if (options.delta === false) args.push('--delta', 'off');
+    if (options.selfTest === 'manual') args.push('--self-test', 'manual');
     const address = args[3];
     const deviceId = parseDeviceId(options.deviceId ?? address);
     args.push('--device-id', [...deviceId].map((b) => b.toString(16).padStart(2, '0')).join(':'));
@@ -515,6 +523,18 @@ export class VirtualEsp32 extends EventEmitter {
   async idle(steps = 0): Promise<{ steps: number; more: boolean }> {
     const kv = parsePairs(await this.request(steps > 0 ? `idle ${steps}` : 'idle'));
     return { steps: Number(kv.get('steps') ?? 0), more: kv.get('more') === '1' };
+  }
+
+  /**
+   * The application's verdict on the new image it runs (selfTest 'manual'):
+   * passed, the firmware confirms it (or, where the update asked for it,
+   * leaves it to the client's CONFIRM); failed, it rolls it back and
+   * restarts. Resolves with the state of the image it runs then: 'valid',
+   * 'pending-verify' (waiting for CONFIRM) or 'invalid' (rolled back, about
+   * to restart). Refused when no self-test waits.
+   */
+  async selfTest(passed: boolean): Promise<SlotState> {
+    return (await this.request(`self-test ${passed ? 'pass' : 'fail'}`)) as SlotState;
   }
 
   /** Raw bytes of a slot. */
