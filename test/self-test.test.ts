@@ -84,6 +84,28 @@ describe('a self-test that takes its time (the application health check)', funct
     assert.equal(result.runningVersion, '2.0.0');
   });
 
+  it('a self-test still running when the client gives up (verifyMs): CONFIRM_FAILED, the image runs unconfirmed, and the same image sent again confirms it once the self-test passed', async () => {
+    const device = await radio.addDevice({ name: 'st-slow', restartDelayMs: 20, selfTest: 'manual' });
+    const image = buildAppImage({ size: 64 * KB, projectName: 'st-app', version: '2.0.0', seed: 74 });
+    const impatient = new BleOtaClient({ noble: radio.noble, timeouts: { scanMs: 3000, gattMs: 2000, restartMs: 3000, verifyMs: 1000 } });
+
+    await assert.rejects(impatient.update({ target: { name: device.name }, image }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError, String(err));
+      assert.equal(err.code, 'CONFIRM_FAILED', err.message);
+      assert.equal(err.device?.runs, 'new-unconfirmed', err.message);
+      // What happens next, as it will: a failing self-test rolls back; a passing one still needs a client's CONFIRM.
+      assert.match(err.message, /self-test[^.]*has not passed yet/);
+      assert.match(err.message, /a self-test that fails returns the device to its previous image/i);
+      return true;
+    });
+
+    assert.equal(await device.selfTest(true), 'pending-verify', 'passed later: the image waits for a CONFIRM');
+    const result = await client.update({ target: { name: device.name }, image });
+    assert.equal(result.confirmed, true);
+    assert.equal(result.runningVersion, '2.0.0');
+    assert.equal(result.delivery?.method, 'none', 'nothing sent again: the image was confirmed where it ran');
+  });
+
   it('a self-test that fails: the device returns to the previous image and the result says so, in either mode', async () => {
     for (const confirm of ['client', 'device'] as const) {
       const device = await radio.addDevice({ name: `st-fail-${confirm}`, restartDelayMs: 20, selfTest: 'manual' });

@@ -557,7 +557,10 @@ class V2Update {
    * self-test has not passed yet (the firmware's checks, then the
    * application's own health check, which may take seconds), within
    * verifyMs. A self-test that fails rolls the image back and restarts the
-   * device: the link drops and the next look tells.
+   * device: the link drops and the next look tells. The device's confirm
+   * window starts only once the self-test passed: an image whose self-test
+   * outlasts verifyMs then still waits for a CONFIRM (the same image sent
+   * again), which the error says with what the device runs.
    */
   private async confirmOnceTested(): Promise<void> {
     const deadline = Date.now() + this.timeouts.verifyMs;
@@ -570,7 +573,7 @@ class V2Update {
         if (Date.now() >= deadline) {
           throw new DeviceError(
             'CONFIRM_FAILED',
-            `the device refused CONFIRM for ${Math.round(this.timeouts.verifyMs / 1000)} s: the new image's self-test has not passed (its log says why); unless it passes within the device's confirm window, the device returns to the previous image`,
+            `the device refused CONFIRM for ${Math.round(this.timeouts.verifyMs / 1000)} s: the self-test of the image it runs (the firmware's checks, then the application's health check) has not passed yet (its log says why). A self-test that fails returns the device to its previous image`,
           );
         }
         await delay(SELF_TEST_POLL_MS, this.options.signal);
