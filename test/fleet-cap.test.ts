@@ -401,6 +401,25 @@ describe('a match job never updates more devices than its maxDevices, whatever o
     );
   });
 
+  it('a controller away when a match job starts: the gateway updates nothing, says its claim waits for the controller, and updates once the controller is back', () => {
+    const { net, gateway, controller } = fleet();
+    const a = gateway('gw-a', ['dev-1']);
+    net.settle();
+    // The job goes out, and the controller stops before it reads anything (its Node-RED stopped or was replaced).
+    controller.call('publish the job', { job: { id: 'canary', version: '2.0.0', match: 'dev-*', maxDevices: 1, settleMs: 500, rescanS: 0, timeoutS: 600 }, payload: IMAGE });
+    net.kill(controller);
+    net.advance(5000);
+    assert.deepEqual(net.writes, [], 'nothing granted: nothing updated');
+    const said = a.log.filter((l) => l.startsWith('warn') && l.includes('dev-1') && /waits for the controller/.test(l));
+    assert.equal(said.length, 1, `the gateway says once why dev-1 waits:\n${a.log.join('\n')}`);
+    net.start('controller', 'fleet-controller.json');
+    net.settle();
+    net.advance(500);
+    assert.deepEqual(net.written(), ['dev-1'], 'granted once the controller is back');
+    for (const u of [...a.uploads]) a.finish(String(u.device));
+    reportAgrees(net, 1);
+  });
+
   it('a gateway of the example before grants (it reads none) and one of this example share a match job: each device updated once, the cap and the report as before', () => {
     const { net, gateway, publish, tick, controller } = fleet();
     const b = gateway('gw-b', ['dev-2']);
