@@ -345,6 +345,8 @@ describe('docs', () => {
       const core = 'firmware/components/ble_ota_core/include/ble_ota_core.h';
       assert.equal(cDefine(core, 'BLE_OTA_DEFAULT_WINDOW'), 1024 * Number(options.get('BLE_OTA_WINDOW_KB')));
       assert.equal(cDefine(core, 'BLE_OTA_DEFAULT_CONFIRM_WINDOW_MS'), 1000 * Number(options.get('BLE_OTA_CONFIRM_WINDOW_S')));
+      // The virtual ESP32's manual self-test gives the application as long as the firmware does.
+      assert.equal(cDefine('firmware/host/virtual_esp32.c', 'VESP_DEFAULT_SELF_TEST_TIMEOUT_MS'), 1000 * Number(options.get('BLE_OTA_APP_CHECK_TIMEOUT_S')));
     });
 
     it('the core’s RAM, as the host build measures it', function () {

@@ -84,6 +84,22 @@ describe('a self-test that takes its time (the application health check)', funct
     assert.equal(result.runningVersion, '2.0.0');
   });
 
+  it('an application that never gives its verdict: the device rolls the image back once its time is over, and the client says so', async () => {
+    // On the ESP32, CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S: a check that never returns would keep the image pending, refusing every update, until someone restarts the device.
+    const device = await radio.addDevice({ name: 'st-silent', restartDelayMs: 20, selfTest: 'manual', selfTestTimeoutMs: 300 });
+    const before = await device.state();
+    const image = buildAppImage({ size: 64 * KB, projectName: 'st-app', version: '2.0.0', seed: 75 });
+
+    await assert.rejects(client.update({ target: { name: device.name }, image }), (err: unknown) => {
+      assert.ok(err instanceof BleOtaError, String(err));
+      assert.equal(err.code, 'ROLLED_BACK', err.message);
+      return true;
+    });
+    const after = await device.state();
+    assert.equal(after.running, before.running, 'the device runs the previous image again');
+    assert.equal(after.slots[after.running].state, 'valid');
+  });
+
   it('a self-test still running when the client gives up (verifyMs): CONFIRM_FAILED, the image runs unconfirmed, and the same image sent again confirms it once the self-test passed', async () => {
     const device = await radio.addDevice({ name: 'st-slow', restartDelayMs: 20, selfTest: 'manual' });
     const image = buildAppImage({ size: 64 * KB, projectName: 'st-app', version: '2.0.0', seed: 74 });

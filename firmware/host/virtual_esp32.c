@@ -36,6 +36,9 @@
 #define VESP_LINE_MAX          16384
 #define VESP_VALUE_MAX         4096
 
+/* --self-test manual: the firmware's CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S default. */
+#define VESP_DEFAULT_SELF_TEST_TIMEOUT_MS 20000u
+
 #define VESP_MANUFACTURER "Espressif (virtual)"
 #define VESP_MODEL        "ESP32"
 
@@ -131,6 +134,9 @@ typedef struct {
      * on a device) instead of passing at boot */
     bool self_test_manual;
     bool self_test_waiting;
+    /* no verdict by then fails it (CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S) */
+    uint32_t self_test_timeout_ms;
+    int64_t self_test_deadline_ms;
 
     /* restart scheduled by the firmware */
     bool restart_scheduled;
@@ -465,6 +471,7 @@ vesp_self_test(vesp_t *v, int slot)
     v->self_test_waiting = false;
     if (v->self_test_manual && host_dev_slot_state(&v->dev, slot) == HOST_SLOT_PENDING_VERIFY) {
         v->self_test_waiting = true;
+        v->self_test_deadline_ms = now_ms() + v->self_test_timeout_ms;
         out_log('I', "self-test: waiting for the application's verdict");
         return;
     }
@@ -541,6 +548,13 @@ vesp_run_timers(vesp_t *v)
         ble_ota_core_tick(&v->core);
         vesp_after_power_loss(v);
         vesp_after_drop(v);
+    }
+    if (v->self_test_waiting && now >= v->self_test_deadline_ms) {
+        /* As the firmware: an application silent past its time has failed. */
+        v->self_test_waiting = false;
+        out_logf('E', "self-test: the application gave no verdict within %lu ms",
+                 (unsigned long)v->self_test_timeout_ms);
+        (void)ble_ota_core_confirm_boot(&v->core, false);
     }
     if (v->restart_scheduled && now_ms() >= v->restart_at_ms) {
         out_log('I', "restarting");
@@ -1355,7 +1369,7 @@ usage(FILE *f)
                "                     [--key-partition FILE] [--allow-unauthenticated on|off]\n"
                "                     [--device-id AA:BB:CC:DD:EE:FF] [--require-signature on|off]\n"
                "                     [--seed-protocol on|off] [--flash-events on|off] [--deflate on|off]\n"
-               "                     [--delta on|off] [--self-test auto|manual]\n"
+               "                     [--delta on|off] [--self-test auto|manual] [--self-test-timeout-ms MS]\n"
                "Speaks the line protocol of docs/VIRTUAL_ESP32.md on stdin/stdout.\n");
 }
 
@@ -1406,6 +1420,7 @@ parse_options(vesp_t *v, int argc, char **argv)
     v->slot_size = VESP_DEFAULT_SLOT_SIZE;
     v->mtu = VESP_DEFAULT_MTU;
     v->restart_delay_ms = BLE_OTA_RESTART_DELAY_MS;
+    v->self_test_timeout_ms = VESP_DEFAULT_SELF_TEST_TIMEOUT_MS;
     ble_ota_config_default(&v->config);
     v->seed_protocol = -1;
     v->require_signature = true;
@@ -1517,6 +1532,11 @@ parse_options(vesp_t *v, int argc, char **argv)
                 return bad_option(opt, val, "auto or manual");
             }
             v->self_test_manual = strcmp(val, "manual") == 0;
+        } else if (strcmp(opt, "--self-test-timeout-ms") == 0) {
+            if (!parse_u32(val, 86400000, &n) || n == 0) {
+                return bad_option(opt, val, "1 to 86400000");
+            }
+            v->self_test_timeout_ms = n;
         } else if (strcmp(opt, "--seed-protocol") == 0) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0) {
                 return bad_option(opt, val, "on or off");

@@ -5,8 +5,11 @@
  * image carries it), starts the OTA task (owner of the protocol core) and
  * NimBLE, registers the OTA service and advertises. Only once advertising runs does
  * it start the application (ble_ota_app.h) and judge the image: a new
- * image that cannot bring BLE up (and so could never be updated again), or
- * whose application reports a fault, is rolled back. The seed judged the image before
+ * image that cannot bring BLE up (and so could never be updated again) is
+ * rolled back before its application starts; one whose application reports
+ * a fault, or says nothing within CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S, is
+ * rolled back too. A confirmed image has nothing to return to: it runs its
+ * application whatever happened. The seed judged the image before
  * BLE even started. A new image whose update asked for a client's CONFIRM
  * then stays pending until a client sends it, within
  * CONFIG_BLE_OTA_CONFIRM_WINDOW_S (the core's tick, in the OTA task, rolls
@@ -24,6 +27,7 @@
 #include "esp_partition.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
+#include "freertos/task.h"
 #include "host/ble_gap.h"
 #include "host/ble_hs.h"
 #include "nimble/nimble_port.h"
@@ -51,6 +55,11 @@ static const char *TAG = "ble_ota";
  * nothing to allocate, nothing that can fail. */
 static StaticSemaphore_t s_advertising_buf;
 static SemaphoreHandle_t s_advertising;
+
+/* The application's verdict, from the task that asks for it. */
+static StaticSemaphore_t s_app_checked_buf;
+static SemaphoreHandle_t s_app_checked;
+static volatile bool s_app_healthy;
 
 /** Runs the NimBLE host until nimble_port_stop(); never returns otherwise. */
 static void
@@ -227,6 +236,44 @@ ble_ota_self_test(void)
     return ok;
 }
 
+static void
+ble_ota_app_check_task(void *param)
+{
+    (void)param;
+    s_app_healthy = ble_ota_app_healthy();
+    (void)xSemaphoreGive(s_app_checked);
+    vTaskDelete(NULL);
+}
+
+/**
+ * The application's verdict (ble_ota_app_healthy), asked in a task of its
+ * own: a check that never returns would otherwise keep a new image pending
+ * verify, refusing every update and every CONFIRM, until someone restarts
+ * the device. No verdict within CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S is a
+ * fault; the task is left to finish.
+ */
+static bool
+ble_ota_app_check(void)
+{
+    s_app_checked = xSemaphoreCreateBinaryStatic(&s_app_checked_buf);
+    /* The main task's stack and priority: where the check would run otherwise. */
+    if (xTaskCreate(ble_ota_app_check_task, "ble_ota_app", CONFIG_ESP_MAIN_TASK_STACK_SIZE, NULL,
+                    uxTaskPriorityGet(NULL), NULL) != pdPASS) {
+        ESP_LOGE(TAG, "self-test: no memory for the application's health check");
+        return false;
+    }
+    const TickType_t allowed = pdMS_TO_TICKS((uint32_t)CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S * 1000U);
+    if (xSemaphoreTake(s_app_checked, allowed) != pdTRUE) {
+        ESP_LOGE(TAG, "self-test: the application gave no verdict within %d s (ble_ota_app_healthy)",
+                 CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S);
+        return false;
+    }
+    if (!s_app_healthy) {
+        ESP_LOGE(TAG, "self-test: the application reports a fault (ble_ota_app_healthy)");
+    }
+    return s_app_healthy;
+}
+
 void
 app_main(void)
 {
@@ -255,6 +302,9 @@ app_main(void)
         } else if (port->running_state(port->ctx) == BLE_OTA_IMG_PENDING_VERIFY) {
             port->rollback(port->ctx);
         }
+        /* Still here: a confirmed image (or a rollback that failed), which
+         * runs its application without updates. */
+        ble_ota_app_start();
         return;
     }
 
@@ -263,12 +313,17 @@ app_main(void)
     } else {
         ESP_LOGE(TAG, "self-test: not advertising after %d ms", CONFIG_BLE_OTA_SELF_TEST_TIMEOUT_MS);
     }
+    if (!passed) {
+        /* A new image that could not take the next update rolls back before
+         * its application starts; a confirmed one still runs it. */
+        ESP_LOGE(TAG, "self-test FAILED");
+        (void)ota_task_confirm_boot(false);
+        ble_ota_app_start();
+        return;
+    }
     /* The application runs before the image is judged, and has its say. */
     ble_ota_app_start();
-    if (!ble_ota_app_healthy()) {
-        ESP_LOGE(TAG, "self-test: the application reports a fault (ble_ota_app_healthy)");
-        passed = false;
-    }
+    passed = ble_ota_app_check();
     ESP_LOGI(TAG, "self-test %s", passed ? "passed" : "FAILED");
     /* Marks a new image valid, rolls it back, or (CLIENT_CONFIRM) leaves it
      * pending for the client; the confirm window is counted from here. */

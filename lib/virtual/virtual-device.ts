@@ -84,6 +84,12 @@ export interface VirtualDeviceOptions {
    */
   selfTest?: 'auto' | 'manual';
   /**
+   * With selfTest 'manual': a new image that has no verdict after this many
+   * ms (real time) fails its self-test and is rolled back, as the firmware
+   * does after CONFIG_BLE_OTA_APP_CHECK_TIMEOUT_S. Default 20000.
+   */
+  selfTestTimeoutMs?: number;
+  /**
    * false: a platform that cannot read its running slot: OTA Info without
    * DELTA and without the running image's SHA-256, BEGIN refuses PATCH. Default true.
    */
@@ -239,6 +245,7 @@ export class VirtualEsp32 extends EventEmitter {
     if (options.deflate === false) args.push('--deflate', 'off');
     if (options.delta === false) args.push('--delta', 'off');
     if (options.selfTest === 'manual') args.push('--self-test', 'manual');
+    if (options.selfTestTimeoutMs !== undefined) args.push('--self-test-timeout-ms', String(options.selfTestTimeoutMs));
     const address = args[3];
     const deviceId = parseDeviceId(options.deviceId ?? address);
     args.push('--device-id', [...deviceId].map((b) => b.toString(16).padStart(2, '0')).join(':'));
