@@ -108,11 +108,15 @@ class Net {
     for (const [id, t] of this.timers) if (t.owner === p) this.timers.delete(id);
     if (p.will) this.broker.publish(p.will);
   }
-  /** A process loses its broker connection and connects again, its memory whole: what was on its way to it is lost, the broker sends its last will, and then the retained messages again. */
-  reconnect(p: Process): void {
+  /** A process loses its broker connection, its memory whole: what was on its way to it is lost, and the broker sends its last will. It reads nothing until it connects again. */
+  disconnect(p: Process): void {
     this.broker.clients.delete(p);
     p.inbox.length = 0;
     if (p.will) this.broker.publish(p.will);
+  }
+  /** A process loses its broker connection and connects again, its memory whole: what was on its way to it is lost, the broker sends its last will, and then the retained messages again. */
+  reconnect(p: Process): void {
+    this.disconnect(p);
     p.connect();
     if (p.birth) this.broker.publish(p.birth);
   }
@@ -420,6 +424,119 @@ describe('a match job never updates more devices than its maxDevices, whatever o
     reportAgrees(net, 1);
   });
 
+  it('a gateway restarted while the controller is down releases the claims it made before: their devices are updated, within the cap, and a device with a result is not taken again', () => {
+    const { net, gateway, publish, tick, controller } = fleet();
+    const a = gateway('gw-a', ['dev-1', 'dev-2', 'dev-3']);
+    const b = gateway('gw-b', []);
+    net.settle();
+    publish({ match: 'dev-*', maxDevices: 3 });
+    net.advance(500);
+    a.finish('dev-1'); // dev-1 done; dev-2 and dev-3 updating when gw-a dies
+    assert.deepEqual(net.written(), ['dev-1', 'dev-2', 'dev-3']);
+    net.kill(controller); // nobody reads gw-a's last will
+    net.settle();
+    net.kill(a);
+    net.settle();
+    // Back, without dev-2 in range; gw-b reaches dev-2, and dev-1, which has its result; dev-4 is beyond the cap.
+    const again = gateway('gw-a', ['dev-1', 'dev-3', 'dev-4']);
+    b.inRange = ['dev-1', 'dev-2', 'dev-4'];
+    net.settle();
+    tick(b);
+    net.advance(500);
+    assert.deepEqual(
+      net.writes.slice(3).map((w) => [w.gateway, w.device]),
+      [
+        ['gw-a', 'dev-3'],
+        ['gw-b', 'dev-2'],
+      ],
+      `after gw-a restarted: ${again.log.join('\n')}`,
+    );
+    assert.ok(
+      again.log.some((l) => l.startsWith('warn') && /released 2 claim/.test(l) && /dev-2/.test(l) && /dev-3/.test(l)),
+      `the restarted gateway says which of its claims it released:\n${again.log.join('\n')}`,
+    );
+    net.start('controller', 'fleet-controller.json');
+    net.settle();
+    again.finish('dev-3');
+    b.finish('dev-2');
+    const report = reportAgrees(net, 3);
+    assert.deepEqual(
+      report.devices.filter((d) => d.name !== 'dev-1').map((d) => [d.name, d.status, d.gateway]),
+      [
+        ['dev-2', 'updated', 'gw-b'],
+        ['dev-3', 'updated', 'gw-a'],
+      ],
+    );
+  });
+
+  it('a listed job completes for a device whose gateway restarted mid-update while the controller was down', () => {
+    const { net, gateway, publish, controller } = fleet();
+    const a = gateway('gw-a', ['dev-1']);
+    net.settle();
+    publish({ devices: ['dev-1'] });
+    net.advance(500);
+    assert.deepEqual(net.writes, [{ gateway: 'gw-a', device: 'dev-1' }]);
+    net.kill(controller);
+    net.settle();
+    net.kill(a);
+    net.settle();
+    const again = gateway('gw-a', ['dev-1']);
+    net.settle();
+    net.advance(500);
+    assert.equal(again.uploads.length, 1, `the restarted gateway takes dev-1 up again:\n${again.log.join('\n')}`);
+    net.start('controller', 'fleet-controller.json');
+    net.settle();
+    again.finish('dev-1');
+    net.settle();
+    const report = net.reports.at(-1);
+    assert.ok(report, 'the job completed, before its timeoutS');
+    assert.equal(report.outcome, 'complete');
+    assert.deepEqual(
+      report.devices.map((d) => [d.name, d.status, d.gateway]),
+      [['dev-1', 'updated', 'gw-a']],
+    );
+  });
+
+  it("a gateway that missed the end of a run, and reads the next run's grants before its job, updates a granted device and leaves the others out", () => {
+    const { net, gateway, publish } = fleet();
+    const a = gateway('gw-a', []);
+    const b = gateway('gw-b', []);
+    net.settle();
+    publish({ match: 'dev-*', maxDevices: 1 });
+    net.disconnect(a); // gw-a keeps run A open: it misses its end and the next run's start
+    net.advance(600_000); // run A times out, and is cleared
+    b.inRange = ['dev-2'];
+    publish({ match: 'dev-*', maxDevices: 1 }); // run B: gw-b updates dev-2, granted, and dies
+    net.advance(500);
+    assert.deepEqual(net.writes, [{ gateway: 'gw-b', device: 'dev-2' }]);
+    net.kill(b); // the controller releases dev-2: free, and still granted
+    net.settle();
+    a.inRange = ['dev-1', 'dev-2'];
+    a.connect();
+    // The broker answers the grants subscription first: run B's grants come before run B's job.
+    const grantsFirst = (t: string) => (t.endsWith('/grants') ? 0 : 1);
+    a.inbox.sort((x, y) => grantsFirst(x.topic) - grantsFirst(y.topic));
+    assert.ok(a.inbox[0].topic.endsWith('/grants'));
+    net.settle();
+    net.advance(500);
+    assert.deepEqual(
+      net.writes.map((w) => [w.gateway, w.device]),
+      [
+        ['gw-b', 'dev-2'],
+        ['gw-a', 'dev-2'],
+      ],
+      a.log.join('\n'),
+    );
+    assert.ok(!a.log.some((l) => /waits for the controller/.test(l)), a.log.join('\n'));
+    a.finish('dev-2');
+    const report = reportAgrees(net, 1);
+    assert.deepEqual(
+      report.devices.map((d) => [d.name, d.status, d.gateway]),
+      [['dev-2', 'updated', 'gw-a']],
+    );
+    assert.equal(report.leftOut?.devices, 1, 'dev-1, beyond the cap, is counted left out');
+  });
+
   it('a gateway of the example before grants (it reads none) and one of this example share a match job: each device updated once, the cap and the report as before', () => {
     const { net, gateway, publish, tick, controller } = fleet();
     const b = gateway('gw-b', ['dev-2']);
@@ -498,7 +615,11 @@ describe('a match job never updates more devices than its maxDevices, whatever o
           g.order = shuffled;
           net.reconnect(g);
         } else if (action === 'controller') {
-          if (random() < 0.5) {
+          const r = random();
+          if (!controller.alive) controller = net.start('controller', 'fleet-controller.json', { order: shuffled });
+          else if (r < 1 / 3)
+            net.kill(controller); // away until its next turn: nobody reads a gateway's last will
+          else if (r < 2 / 3) {
             net.kill(controller);
             controller = net.start('controller', 'fleet-controller.json', { order: shuffled });
           } else {
@@ -508,6 +629,8 @@ describe('a match job never updates more devices than its maxDevices, whatever o
         }
         net.settle();
       }
+      if (!controller.alive) net.start('controller', 'fleet-controller.json', { order: shuffled });
+      net.settle();
       // Then calm: every gateway reaches every device, and updates run to their end.
       for (let round = 0; round < 4; round++) {
         for (const g of gateways) {
@@ -523,8 +646,9 @@ describe('a match job never updates more devices than its maxDevices, whatever o
       assert.ok(written.length <= cap, why);
       try {
         const report = reportAgrees(net, cap);
-        // Not by updating nothing: the job took its cap of devices.
+        // Not by updating nothing: the job took its cap of devices, and no claim kept one of them from its update.
         assert.equal(report.devices.length, cap, `the report follows ${report.devices.length} devices`);
+        for (const d of report.devices) assert.ok(written.includes(d.name), `${d.name} is granted but was never sent an update`);
       } catch (err) {
         throw new Error(`${why}\n${(err as Error).message}`, { cause: err });
       }
