@@ -12,6 +12,17 @@
 #include <stdbool.h>
 
 /**
+ * Called once per boot while the BLE host is set up: after the OTA service
+ * is registered, before the host starts. Register the application's own
+ * GATT services here (ble_gatts_count_cfg, then ble_gatts_add_svcs): they
+ * are served beside the OTA service, on the same connections. Return 0, or
+ * the NimBLE error. An error fails the self-test, so a new image rolls back;
+ * a confirmed one keeps running with the OTA service alone, still
+ * updatable.
+ */
+int ble_ota_app_gatt_init(void);
+
+/**
  * Called once per boot from app_main, on the main task (priority 1, stack
  * CONFIG_ESP_MAIN_TASK_STACK_SIZE), once the OTA service runs, the device
  * advertises (or a client is connected already) and the firmware's own

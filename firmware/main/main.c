@@ -56,6 +56,9 @@ static const char *TAG = "ble_ota";
 static StaticSemaphore_t s_advertising_buf;
 static SemaphoreHandle_t s_advertising;
 
+/* The application's GATT services registered (ble_ota_app_gatt_init). */
+static bool s_app_gatt_ok;
+
 /* The application's verdict, from the task that asks for it. */
 static StaticSemaphore_t s_app_checked_buf;
 static SemaphoreHandle_t s_app_checked;
@@ -197,6 +200,14 @@ ble_ota_ble_start(void)
     if (rc != 0) {
         return false;
     }
+    /* The application's services: a failure fails the self-test (a new
+     * image rolls back) but leaves the OTA service up, so a confirmed image
+     * can still be updated. */
+    rc = ble_ota_app_gatt_init();
+    s_app_gatt_ok = rc == 0;
+    if (!s_app_gatt_ok) {
+        ESP_LOGE(TAG, "ble_ota_app_gatt_init failed: %d", rc);
+    }
     ota_gap_init(CONFIG_BLE_OTA_DEVICE_NAME, ble_ota_on_advertising);
     nimble_port_freertos_init(ble_ota_host_task);
     return true;
@@ -206,7 +217,8 @@ ble_ota_ble_start(void)
  * Checks that this image can take the next update: the host is synced, the
  * OTA service is registered with the protocol's UUIDs and serves an OTA
  * Info value, the OTA task runs, the device advertises (or a client already
- * connected), and a slot is free.
+ * connected), a slot is free, and the application's GATT services were
+ * registered.
  */
 static bool
 ble_ota_self_test(void)
@@ -231,6 +243,10 @@ ble_ota_self_test(void)
     }
     if (esp_ota_get_next_update_partition(NULL) == NULL) {
         ESP_LOGE(TAG, "self-test: no OTA slot for the next update");
+        ok = false;
+    }
+    if (!s_app_gatt_ok) {
+        ESP_LOGE(TAG, "self-test: the application's GATT services are not registered");
         ok = false;
     }
     return ok;
