@@ -11,6 +11,7 @@
 import { existsSync, mkdtempSync, rmSync, type Stats, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NobleLike } from '../client/noble-types';
+import { normalizeAddress } from '../client/scanner';
 import { parseSecret } from '../client/session';
 import { hideSecretForms, targetOf } from '../client/target';
 import { BleOtaError } from '../errors';
@@ -349,7 +350,7 @@ export class VirtualRadio {
    */
   ensureDevice(nameOrAddress: string, options: VirtualDeviceOptions = {}): Promise<VirtualEsp32> {
     const { address, id } = targetOf(nameOrAddress);
-    const at = address ?? (id?.length === 12 ? id.match(/../g)!.join(':') : undefined);
+    const at = address ?? (id?.length === 12 ? normalizeAddress(id) : undefined);
     return at ? this.addDevice({ ...options, address: at }) : this.addDevice({ ...options, name: nameOrAddress });
   }
 
